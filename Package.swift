@@ -1,0 +1,65 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// Coffer: an embeddable secrets engine. The layering is one-directional (see docs/architecture.md):
+// C shims -> CofferCore -> Engines -> Coffer (the Swift API) -> CEngine / CofferServer.
+// No third-party Swift dependencies yet: the core builds on OpenSSL and SQLite through system-library
+// shims, so a debug build stays fast on a 2-core machine.
+let strict: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "Coffer",
+    products: [
+        .library(name: "Coffer", targets: ["Coffer"]),
+        .executable(name: "coffer-quickstart", targets: ["QuickStart"]),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "COpenSSL",
+            path: "Sources/COpenSSL",
+            pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]
+        ),
+        .systemLibrary(
+            name: "CSQLite",
+            path: "Sources/CSQLite",
+            pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"])]
+        ),
+        .target(
+            name: "CofferCore",
+            dependencies: ["COpenSSL", "CSQLite"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "Engines",
+            dependencies: ["CofferCore"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "Coffer",
+            dependencies: ["CofferCore", "Engines"],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "QuickStart",
+            dependencies: ["Coffer"],
+            path: "Examples/QuickStart",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "CofferCoreTests",
+            dependencies: ["CofferCore"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "EnginesTests",
+            dependencies: ["Coffer", "CofferCore", "Engines"],
+            swiftSettings: strict
+        ),
+    ]
+)

@@ -1,0 +1,172 @@
+@_exported public import CofferCore
+import Engines
+
+/// How to open a vault.
+public struct VaultConfiguration: Sendable {
+    /// Where the encrypted data lives.
+    public enum Storage: Sendable {
+        /// One SQLite file (created if missing). The embedded default.
+        case sqlite(path: String)
+        /// Memory only: for tests and development; nothing survives the process.
+        case memory
+    }
+
+    public var storage: Storage
+    public var seal: any Seal
+    public var limits: Limits
+    public var clock: any Clock
+
+    public init(storage: Storage, seal: any Seal = ShamirSeal(), limits: Limits = Limits(), clock: any Clock = SystemClock()) {
+        self.storage = storage
+        self.seal = seal
+        self.limits = limits
+        self.clock = clock
+    }
+}
+
+/// An embedded Coffer: the whole vault in-process.
+///
+/// ```swift
+/// let vault = try Vault.open(VaultConfiguration(storage: .sqlite(path: "data/coffer.db")))
+/// let result = try vault.initialize(shares: 5, threshold: 3)   // keep result.keys and result.rootToken safe
+/// for key in result.keys.prefix(3) { try vault.unseal(key: key) }
+/// let kv = vault.kv(token: result.rootToken)
+/// try kv.put("app/db", ["password": "s3cret"])
+/// let secret = try kv.get("app/db")
+/// ```
+///
+/// Every method is synchronous and safe to call from any number of threads.
+public final class Vault: Sendable {
+    /// The core, for callers that build ``Request`` values themselves.
+    public let core: Core
+
+    private init(core: Core) {
+        self.core = core
+    }
+
+    /// Opens the vault described by `configuration`. It starts sealed (or uninitialised).
+    ///
+    /// - Throws: ``CofferError`` with code `corruptDatabase` when the file is not a Coffer database or
+    ///   is damaged, `io` when it cannot be opened.
+    public static func open(_ configuration: VaultConfiguration) throws(CofferError) -> Vault {
+        let storage: any PhysicalBackend
+        switch configuration.storage {
+        case .sqlite(let path): storage = try SQLiteBackend(path: path)
+        case .memory: storage = InMemoryBackend()
+        }
+        do {
+            let core = try Core(
+                storage: storage, seal: configuration.seal, engines: BuiltinEngines.registry, clock: configuration.clock,
+                limits: configuration.limits)
+            return Vault(core: core)
+        } catch {
+            storage.close()
+            throw error
+        }
+    }
+
+    /// A development vault: initialised with one share, unsealed, `secret/` mounted as KV v2 and a
+    /// root token with the id you choose — what `bao server -dev` gives.
+    public static func openDev(
+        storage: VaultConfiguration.Storage = .memory, rootTokenID: String = "root", clock: any Clock = SystemClock()
+    ) throws(CofferError) -> (vault: Vault, unsealKey: SecureBytes) {
+        let vault = try open(VaultConfiguration(storage: storage, clock: clock))
+        let result = try vault.initialize(shares: 1, threshold: 1)
+        let created = try vault.core.handle(
+            Request(.update, "auth/token/create", data: ["id": .string(rootTokenID), "policies": ["root"], "display_name": "root"], token: result.rootToken))
+        guard created.auth?.clientToken == rootTokenID else {
+            throw CofferError(.internal, "dev mode could not create the chosen root token")
+        }
+        _ = try vault.core.handle(Request(.update, "auth/token/revoke-self", token: result.rootToken))
+        try vault.core.mount(MountEntry(path: "secret/", type: "kv", description: "key/value secret storage", options: ["version": "2"]))
+        return (vault, result.keys[0])
+    }
+
+    /// Initialises a new vault; returns the unseal shares and root token, once. Leaves it unsealed.
+    public func initialize(shares: Int, threshold: Int) throws(CofferError) -> InitResult {
+        try core.initialize(shares: shares, threshold: threshold)
+    }
+
+    /// Enters one unseal share; the vault unseals when the threshold is reached.
+    @discardableResult
+    public func unseal(key: SecureBytes) throws(CofferError) -> SealStatus {
+        try core.unseal(key: key.unsafeCopy)
+    }
+
+    /// Enters one unseal share given as hex or base64 text (as `sys/init` printed it).
+    @discardableResult
+    public func unseal(key text: String) throws(CofferError) -> SealStatus {
+        guard let bytes = Hex.decode(text) ?? Base64.decode(text) else {
+            throw CofferError(.invalidArgument, "unseal key must be hex or base64")
+        }
+        return try core.unseal(key: bytes)
+    }
+
+    /// Seals: forgets every key until the next unseal.
+    public func seal() { core.sealVault() }
+
+    public func status() throws(CofferError) -> SealStatus { try core.sealStatus() }
+
+    /// Handles any request of the API.
+    public func handle(_ request: Request) throws(CofferError) -> Response { try core.handle(request) }
+
+    /// A KV v2 client for the engine mounted at `mount`.
+    public func kv(mount: String = "secret", token: String) -> KVClient {
+        KVClient(core: core, mount: mount.hasSuffix("/") ? String(mount.dropLast()) : mount, token: token)
+    }
+
+    /// Closes the storage. Later calls fail.
+    public func close() {
+        core.sealVault()
+        core.barrier.physical.close()
+    }
+}
+
+/// A secret as read from KV v2.
+public struct KVSecret: Sendable, Equatable {
+    public var data: [String: JSONValue]
+    public var version: Int
+    public var createdTime: String
+    public var customMetadata: [String: String]
+}
+
+/// Typed access to a KV v2 mount, through the same request path (token, ACL) as every other caller.
+public struct KVClient: Sendable {
+    let core: Core
+    public let mount: String
+    public let token: String
+
+    /// Writes a new version; returns its number. With `cas`, the write succeeds only if the current
+    /// version is `cas` (0: only if the secret does not exist).
+    @discardableResult
+    public func put(_ path: String, _ data: [String: JSONValue], cas: Int? = nil) throws(CofferError) -> Int {
+        var body: [String: JSONValue] = ["data": .object(data)]
+        if let cas { body["options"] = ["cas": .int(cas)] }
+        let response = try core.handle(Request(.update, "\(mount)/data/\(path)", data: body, token: token))
+        return response.data?["version"]?.intValue ?? 0
+    }
+
+    /// The current (or the given) version, or nil if it does not exist or is deleted or destroyed.
+    public func get(_ path: String, version: Int? = nil) throws(CofferError) -> KVSecret? {
+        var query: [String: JSONValue] = [:]
+        if let version { query["version"] = .int(version) }
+        let response = try core.handle(Request(.read, "\(mount)/data/\(path)", data: query, token: token))
+        guard response.status == 200, case .object(let data)? = response.data?["data"],
+            let metadata = response.data?["metadata"]
+        else { return nil }
+        return KVSecret(
+            data: data, version: metadata["version"]?.intValue ?? 0, createdTime: metadata["created_time"]?.stringValue ?? "",
+            customMetadata: (metadata["custom_metadata"]?.objectValue ?? [:]).compactMapValues(\.stringValue))
+    }
+
+    /// Soft-deletes the current version (undelete can restore it).
+    public func delete(_ path: String) throws(CofferError) {
+        _ = try core.handle(Request(.delete, "\(mount)/data/\(path)", token: token))
+    }
+
+    /// The keys under a folder ("" for the top).
+    public func list(_ folder: String = "") throws(CofferError) -> [String] {
+        let response = try core.handle(Request(.list, "\(mount)/metadata/\(folder)", token: token))
+        return (response.data?["keys"]?.arrayValue ?? []).compactMap(\.stringValue)
+    }
+}

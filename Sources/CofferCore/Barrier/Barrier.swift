@@ -1,0 +1,301 @@
+import Synchronization
+
+/// The stored form of every encrypted entry:
+/// `term (u32, big-endian) | format version (u8) | nonce (12) | ciphertext | tag (16)`,
+/// AES-256-GCM with the header and the entry's storage path as associated data, so an entry copied
+/// to another path, truncated or altered by one bit fails to open.
+enum Envelope {
+    static let formatVersion: UInt8 = 1
+    static let headerSize = 5
+    static let overhead = headerSize + AESGCM.nonceSize + AESGCM.tagSize
+
+    static func seal(key: SecureBytes, term: UInt32, path: String, plaintext: [UInt8]) throws(CofferError) -> [UInt8] {
+        guard let out = plaintext.withUnsafeBytes({ seal(key: key, term: term, path: path, plaintext: $0) }) else {
+            throw CofferError(.internal, "AES-256-GCM encryption failed in OpenSSL for '\(path)'")
+        }
+        return out
+    }
+
+    static func seal(key: SecureBytes, term: UInt32, path: String, secret: SecureBytes) throws(CofferError) -> [UInt8] {
+        guard let out = secret.withUnsafeBytes({ seal(key: key, term: term, path: path, plaintext: $0) }) else {
+            throw CofferError(.internal, "AES-256-GCM encryption failed in OpenSSL for '\(path)'")
+        }
+        return out
+    }
+
+    /// The sealed entry, or nil if OpenSSL fails.
+    static func seal(key: SecureBytes, term: UInt32, path: String, plaintext: UnsafeRawBufferPointer) -> [UInt8]? {
+        var out = [UInt8](repeating: 0, count: overhead + plaintext.count)
+        out[0] = UInt8(term >> 24)
+        out[1] = UInt8(term >> 16 & 0xFF)
+        out[2] = UInt8(term >> 8 & 0xFF)
+        out[3] = UInt8(term & 0xFF)
+        out[4] = formatVersion
+        var aad = Array(out[0..<headerSize])
+        aad.append(contentsOf: path.utf8)
+        let ok = out.withUnsafeMutableBytes { buffer in
+            let nonce = UnsafeMutableRawBufferPointer(rebasing: buffer[headerSize..<(headerSize + AESGCM.nonceSize)])
+            Random.fill(nonce)
+            let body = UnsafeMutableRawBufferPointer(rebasing: buffer[(headerSize + AESGCM.nonceSize)...])
+            return key.withUnsafeBytes { k in
+                aad.withUnsafeBytes { a in
+                    AESGCM.seal(key: k, nonce: UnsafeRawBufferPointer(nonce), plaintext: plaintext, aad: a, output: body)
+                }
+            }
+        }
+        return ok ? out : nil
+    }
+
+    /// The term recorded in a stored entry, after checking its length and format version.
+    static func term(of blob: [UInt8], path: String) throws(CofferError) -> UInt32 {
+        guard blob.count >= overhead else {
+            throw CofferError(
+                .integrity,
+                "stored entry at '\(path)' is truncated (\(blob.count) bytes, at least \(overhead) expected)")
+        }
+        guard blob[4] == formatVersion else {
+            throw CofferError(.integrity, "stored entry at '\(path)' has unknown format version \(blob[4])")
+        }
+        return UInt32(blob[0]) << 24 | UInt32(blob[1]) << 16 | UInt32(blob[2]) << 8 | UInt32(blob[3])
+    }
+
+    /// Decrypts `blob` (already checked by `term(of:path:)`) into `output`; false if authentication fails.
+    static func open(key: SecureBytes, blob: [UInt8], path: String, output: UnsafeMutableRawBufferPointer) -> Bool {
+        var aad = Array(blob[0..<headerSize])
+        aad.append(contentsOf: path.utf8)
+        return blob.withUnsafeBytes { b in
+            aad.withUnsafeBytes { a in
+                key.withUnsafeBytes { k in
+                    AESGCM.open(
+                        key: k, nonce: UnsafeRawBufferPointer(rebasing: b[headerSize..<(headerSize + AESGCM.nonceSize)]),
+                        sealed: UnsafeRawBufferPointer(rebasing: b[(headerSize + AESGCM.nonceSize)...]), aad: a, output: output)
+                }
+            }
+        }
+    }
+
+    static func authenticationFailure(_ path: String) -> CofferError {
+        CofferError(
+            .integrity,
+            "stored entry at '\(path)' failed authentication: it was modified, truncated or copied from another path")
+    }
+
+    static func openBytes(key: SecureBytes, blob: [UInt8], path: String) throws(CofferError) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: blob.count - overhead)
+        guard out.withUnsafeMutableBytes({ open(key: key, blob: blob, path: path, output: $0) }) else {
+            throw authenticationFailure(path)
+        }
+        return out
+    }
+
+    static func openSecure(key: SecureBytes, blob: [UInt8], path: String) throws(CofferError) -> SecureBytes {
+        try SecureBytes(count: blob.count - overhead) { (buffer) throws(CofferError) in
+            guard open(key: key, blob: blob, path: path, output: buffer) else { throw authenticationFailure(path) }
+        }
+    }
+}
+
+/// The keyring: the root key and the barrier's data keys by term. Immutable; rotation makes a new one.
+final class Keyring: Sendable {
+    struct Term: Sendable {
+        let number: UInt32
+        let key: SecureBytes
+        let installTime: Timestamp
+    }
+
+    let rootKey: SecureBytes
+    let terms: [UInt32: Term]
+    let activeTerm: UInt32
+
+    init(rootKey: SecureBytes, terms: [UInt32: Term], activeTerm: UInt32) {
+        self.rootKey = rootKey
+        self.terms = terms
+        self.activeTerm = activeTerm
+    }
+
+    var active: Term { terms[activeTerm]! }
+
+    func rotated(now: Timestamp) -> Keyring {
+        let next = activeTerm + 1
+        var terms = self.terms
+        terms[next] = Term(number: next, key: SecureBytes(randomCount: AESGCM.keySize), installTime: now)
+        return Keyring(rootKey: rootKey, terms: terms, activeTerm: next)
+    }
+
+    /// Binary form, kept in secure memory: active (u32) | count (u32) | { term (u32) | install time (i64) | key (32) }.
+    func serialized() -> SecureBytes {
+        let sorted = terms.values.sorted { $0.number < $1.number }
+        return SecureBytes(count: 8 + sorted.count * 44) { out in
+            var offset = 0
+            func put<T: FixedWidthInteger>(_ v: T) {
+                withUnsafeBytes(of: v.bigEndian) { bytes in
+                    UnsafeMutableRawBufferPointer(rebasing: out[offset..<(offset + bytes.count)]).copyMemory(from: bytes)
+                }
+                offset += MemoryLayout<T>.size
+            }
+            put(activeTerm)
+            put(UInt32(sorted.count))
+            for term in sorted {
+                put(term.number)
+                put(term.installTime.nanoseconds)
+                term.key.withUnsafeBytes { k in
+                    UnsafeMutableRawBufferPointer(rebasing: out[offset..<(offset + 32)]).copyMemory(from: k)
+                }
+                offset += 32
+            }
+        }
+    }
+
+    static func deserialize(_ bytes: SecureBytes, rootKey: SecureBytes) throws(CofferError) -> Keyring {
+        let bad = CofferError(.integrity, "the stored keyring (core/keyring) is malformed")
+        return try bytes.withUnsafeBytes { (b) throws(CofferError) -> Keyring in
+            func read<T: FixedWidthInteger>(_ offset: Int, _: T.Type) -> T {
+                var v: T = 0
+                withUnsafeMutableBytes(of: &v) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: b[offset..<(offset + MemoryLayout<T>.size)])) }
+                return T(bigEndian: v)
+            }
+            guard b.count >= 8 else { throw bad }
+            let active = read(0, UInt32.self)
+            let count = Int(read(4, UInt32.self))
+            guard b.count == 8 + count * 44 else { throw bad }
+            var terms: [UInt32: Term] = [:]
+            for i in 0..<count {
+                let base = 8 + i * 44
+                let number = read(base, UInt32.self)
+                let installed = Timestamp(nanoseconds: read(base + 4, Int64.self))
+                let key = SecureBytes(UnsafeRawBufferPointer(rebasing: b[(base + 12)..<(base + 44)]))
+                terms[number] = Term(number: number, key: key, installTime: installed)
+            }
+            guard terms[active] != nil else { throw bad }
+            return Keyring(rootKey: rootKey, terms: terms, activeTerm: active)
+        }
+    }
+}
+
+/// The cryptographic barrier: everything above it sees plaintext, everything below it (storage) sees
+/// only ciphertext. Sealed, it holds no key and refuses every read and write.
+public final class Barrier: Sendable {
+    /// Where the keyring is kept, encrypted by the root key (under term 0).
+    static let keyringPath = "core/keyring"
+
+    public let physical: any PhysicalBackend
+    /// The largest plaintext one entry may hold (``Limits/maxEntrySize``).
+    public let maxEntrySize: Int
+    private let keyring = Mutex<Keyring?>(nil)
+
+    public init(physical: any PhysicalBackend, maxEntrySize: Int = Limits().maxEntrySize) {
+        self.physical = physical
+        self.maxEntrySize = maxEntrySize
+    }
+
+    public var isSealed: Bool { keyring.withLock { $0 == nil } }
+
+    private func current() throws(CofferError) -> Keyring {
+        guard let ring = keyring.withLock({ $0 }) else { throw CofferError.sealedError }
+        return ring
+    }
+
+    /// Creates a fresh keyring under `rootKey`, stores it, and leaves the barrier unsealed.
+    func initialize(rootKey: SecureBytes, now: Timestamp) throws(CofferError) {
+        let ring = Keyring(
+            rootKey: rootKey,
+            terms: [1: .init(number: 1, key: SecureBytes(randomCount: AESGCM.keySize), installTime: now)],
+            activeTerm: 1)
+        try persist(ring)
+        keyring.withLock { $0 = ring }
+    }
+
+    /// Opens the stored keyring with `rootKey`. A wrong root key fails with an integrity error.
+    func unseal(rootKey: SecureBytes) throws(CofferError) {
+        guard let blob = try physical.get(Barrier.keyringPath) else {
+            throw CofferError(.corruptDatabase, "the keyring (core/keyring) is missing from storage")
+        }
+        _ = try Envelope.term(of: blob, path: Barrier.keyringPath)
+        let plain = try Envelope.openSecure(key: rootKey, blob: blob, path: Barrier.keyringPath)
+        let ring = try Keyring.deserialize(plain, rootKey: rootKey)
+        keyring.withLock { $0 = ring }
+    }
+
+    /// Forgets every key. The keys' memory is zeroed once no request still uses them.
+    public func seal() {
+        keyring.withLock { $0 = nil }
+    }
+
+    /// The root key, for re-wrapping by the seal (rekey, migration).
+    func rootKey() throws(CofferError) -> SecureBytes { try current().rootKey }
+
+    private func persist(_ ring: Keyring) throws(CofferError) {
+        let blob = try Envelope.seal(key: ring.rootKey, term: 0, path: Barrier.keyringPath, secret: ring.serialized())
+        try physical.put(Barrier.keyringPath, blob)
+    }
+
+    /// Adds a new term and makes it the one new writes use. Old terms stay for reading.
+    @discardableResult
+    public func rotate(now: Timestamp) throws(CofferError) -> UInt32 {
+        let ring = try current()
+        let next = ring.rotated(now: now)
+        try persist(next)
+        keyring.withLock { $0 = next }
+        return next.activeTerm
+    }
+
+    /// The active term and when it was installed.
+    public func keyStatus() throws(CofferError) -> (term: UInt32, installTime: Timestamp) {
+        let active = try current().active
+        return (active.number, active.installTime)
+    }
+
+    // MARK: Entries
+
+    /// The decrypted entry at `path`, or nil if none is stored.
+    public func get(_ path: String) throws(CofferError) -> [UInt8]? {
+        let ring = try current()
+        guard let blob = try physical.get(path) else { return nil }
+        return try open(blob, path: path, ring: ring)
+    }
+
+    func open(_ blob: [UInt8], path: String, ring: Keyring) throws(CofferError) -> [UInt8] {
+        let term = try Envelope.term(of: blob, path: path)
+        guard term != 0, let key = ring.terms[term]?.key else {
+            throw CofferError(
+                .integrity, "stored entry at '\(path)' names key term \(term), which the keyring does not hold")
+        }
+        return try Envelope.openBytes(key: key, blob: blob, path: path)
+    }
+
+    public func put(_ path: String, _ plaintext: [UInt8]) throws(CofferError) {
+        try physical.put(path, try seal(plaintext, path: path, ring: try current()))
+    }
+
+    func seal(_ plaintext: [UInt8], path: String, ring: Keyring) throws(CofferError) -> [UInt8] {
+        guard plaintext.count <= maxEntrySize else {
+            throw CofferError.invalid("value is \(plaintext.count) bytes, more than the limit of \(maxEntrySize) bytes per entry")
+        }
+        let active = ring.active
+        return try Envelope.seal(key: active.key, term: active.number, path: path, plaintext: plaintext)
+    }
+
+    public func delete(_ path: String) throws(CofferError) {
+        _ = try current()
+        try physical.delete(path)
+    }
+
+    public func list(_ prefix: String) throws(CofferError) -> [String] {
+        _ = try current()
+        return try physical.list(prefix: prefix)
+    }
+
+    /// Encrypts every put and applies all operations atomically.
+    public func batch(_ operations: [StorageOperation]) throws(CofferError) {
+        let ring = try current()
+        var sealed: [StorageOperation] = []
+        sealed.reserveCapacity(operations.count)
+        for op in operations {
+            switch op {
+            case .put(let key, let value): sealed.append(.put(key: key, value: try seal(value, path: key, ring: ring)))
+            case .delete: sealed.append(op)
+            }
+        }
+        try physical.batch(sealed)
+    }
+}

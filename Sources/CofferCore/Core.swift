@@ -1,0 +1,424 @@
+import Synchronization
+
+/// Limits that protect the core from oversized input. Documented in docs/limits.md.
+public struct Limits: Sendable {
+    /// The largest single stored entry (a KV version's data, a policy), in bytes. Default 1 MiB, as
+    /// Vault's integrated storage.
+    public var maxEntrySize: Int = 1 << 20
+
+    public init(maxEntrySize: Int = 1 << 20) {
+        self.maxEntrySize = maxEntrySize
+    }
+}
+
+/// What `initialize` hands back exactly once: the unseal (or recovery) shares and the root token.
+public struct InitResult: Sendable {
+    /// Shares as raw bytes; `hexKeys` and `base64Keys` are the forms Vault prints.
+    public let keys: [SecureBytes]
+    public let rootToken: String
+    public let recovery: Bool
+
+    public var hexKeys: [String] { keys.map { $0.withUnsafeBytes { Hex.encode($0) } } }
+    public var base64Keys: [String] { keys.map { $0.withUnsafeBytes { Base64.encode($0) } } }
+
+    /// The raw body of `sys/init`.
+    public var json: JSONValue {
+        let hex = JSONValue.array(hexKeys.map { .string($0) })
+        let b64 = JSONValue.array(base64Keys.map { .string($0) })
+        if recovery {
+            return ["keys": [], "keys_base64": [], "recovery_keys": hex, "recovery_keys_base64": b64, "root_token": .string(rootToken)]
+        }
+        return ["keys": hex, "keys_base64": b64, "root_token": .string(rootToken)]
+    }
+}
+
+/// Seal status, as `sys/seal-status` reports it.
+public struct SealStatus: Sendable, Equatable {
+    public var type: String
+    public var initialized: Bool
+    public var sealed: Bool
+    public var threshold: Int
+    public var shares: Int
+    public var progress: Int
+    public var nonce: String
+    public var storageType: String
+    public var recoverySeal: Bool
+
+    public var json: JSONValue {
+        [
+            "type": .string(type), "initialized": .bool(initialized), "sealed": .bool(sealed), "t": .int(threshold),
+            "n": .int(shares), "progress": .int(progress), "nonce": .string(nonce), "version": .string(CofferVersion.versionString),
+            "build_date": "", "migration": false, "recovery_seal": .bool(recoverySeal), "storage_type": .string(storageType),
+            "cluster_name": .string(CofferVersion.clusterName), "cluster_id": .string(CofferVersion.clusterID),
+        ]
+    }
+}
+
+/// Build-time facts reported on the wire.
+public enum CofferVersion {
+    public static let versionString = "0.1.0"
+    public static let clusterName = "coffer"
+    public static let clusterID = "00000000-0000-0000-0000-000000000000"
+}
+
+/// The vault core: storage, barrier, seal, tokens, policies and the router behind one synchronous,
+/// thread-safe `handle(_:)`. It knows nothing of HTTP or C; those encode its requests and responses.
+public final class Core: Sendable {
+    public let barrier: Barrier
+    public let seal: any Seal
+    public let clock: any Clock
+    public let limits: Limits
+    let engines: EngineRegistry
+    let tokens: TokenStore
+    let policies: PolicyStore
+
+    struct UnsealProgress {
+        var parts: [SecureBytes] = []
+        var nonce: String = ""
+    }
+    let progress = Mutex(UnsealProgress())
+    let rekey = Mutex<RekeyState?>(nil)
+    let routes = Mutex<RouteTable?>(nil)
+    /// Serialises state changes (init, unseal, seal, mount, rekey) against each other; requests do
+    /// not take it.
+    let lifecycle = Mutex(())
+
+    /// Opens a core over `storage`. It starts sealed; if `storage` holds no Coffer yet, call `initialize`.
+    public init(
+        storage: any PhysicalBackend, seal: any Seal = ShamirSeal(), engines: EngineRegistry,
+        clock: any Clock = SystemClock(), limits: Limits = Limits()
+    ) throws(CofferError) {
+        self.barrier = Barrier(physical: storage, maxEntrySize: limits.maxEntrySize)
+        self.seal = seal
+        self.engines = engines
+        self.clock = clock
+        self.limits = limits
+        self.tokens = TokenStore(barrier: barrier)
+        self.policies = PolicyStore(barrier: barrier)
+        if let config = try storedSealConfig(), config.type != seal.type {
+            throw CofferError.invalid(
+                "this storage is sealed by a \(config.type) seal but Coffer was opened with a \(seal.type) seal; migrate the seal first")
+        }
+    }
+
+    // MARK: Lifecycle
+
+    func storedSealConfig() throws(CofferError) -> SealConfig? {
+        guard let bytes = try barrier.physical.get(SealConfig.path) else { return nil }
+        do {
+            return try SealConfig(json: try JSONValue.parse(bytes))
+        } catch let error as CofferError {
+            throw error
+        } catch {
+            throw CofferError(.corruptDatabase, "the seal configuration (core/seal-config) is not valid JSON")
+        }
+    }
+
+    public var isInitialized: Bool { (try? storedSealConfig()) != nil }
+    public var isSealed: Bool { barrier.isSealed }
+
+    public func sealStatus() throws(CofferError) -> SealStatus {
+        let config = try storedSealConfig()
+        let (count, nonce) = progress.withLock { ($0.parts.count, $0.nonce) }
+        return SealStatus(
+            type: seal.type, initialized: config != nil, sealed: barrier.isSealed, threshold: config?.threshold ?? 0,
+            shares: config?.shares ?? 0, progress: count, nonce: nonce, storageType: barrier.physical.typeName,
+            recoverySeal: seal.isAutoUnseal)
+    }
+
+    /// Creates the vault: a root key, the keyring, the unseal shares and a root token. Returns the
+    /// shares and token once; they are not stored anywhere. Leaves the vault unsealed.
+    public func initialize(shares: Int, threshold: Int) throws(CofferError) -> InitResult {
+        try lifecycle.withLock { (_) throws(CofferError) -> InitResult in
+            guard try storedSealConfig() == nil else {
+                throw CofferError(.alreadyInitialized, "Vault is already initialized")
+            }
+            // Refuse to initialise over data that is not ours (a half-written init, a foreign file).
+            guard try barrier.physical.list(prefix: "").isEmpty else {
+                throw CofferError(.corruptDatabase, "storage is not empty but holds no seal configuration; refusing to initialise over it")
+            }
+            let unsealKey = SecureBytes(randomCount: 32)
+            let parts = try Shamir.split(unsealKey, shares: shares, threshold: threshold)
+            let rootKey = SecureBytes(randomCount: 32)
+            let wrapped = try seal.wrap(rootKey, unsealKey: seal.isAutoUnseal ? nil : unsealKey)
+            try barrier.initialize(rootKey: rootKey, now: clock.now())
+            try barrier.physical.put(ShamirSeal.rootKeyPath, wrapped)
+            try postUnseal()
+            try mountDefaults()
+            let (token, _) = try tokens.create { hash, accessor in
+                TokenEntry(
+                    idHash: hash, accessor: accessor, parentHash: "", policies: ["root"], meta: [:], displayName: "root",
+                    path: "auth/token/root", now: clock.now(), ttl: 0, explicitMaxTTL: 0, numUses: 0, period: 0,
+                    renewable: false)
+            }
+            var config = SealConfig(type: seal.type, shares: shares, threshold: threshold, shareChecks: parts.map(SealConfig.check))
+            if seal.isAutoUnseal {
+                config.recoveryShares = shares
+                config.recoveryThreshold = threshold
+            }
+            // Written last: until it exists the vault counts as uninitialised.
+            try barrier.physical.put(SealConfig.path, config.json.serialized())
+            return InitResult(keys: parts, rootToken: token, recovery: seal.isAutoUnseal)
+        }
+    }
+
+    /// Adds one unseal share. At the threshold the shares are combined and the vault unseals.
+    ///
+    /// A share that is malformed, a repeat, or not one of the current set is rejected with an error
+    /// and the shares already given are kept.
+    @discardableResult
+    public func unseal(key: [UInt8]) throws(CofferError) -> SealStatus {
+        try lifecycle.withLock { (_) throws(CofferError) in
+            guard let config = try storedSealConfig() else {
+                throw CofferError(.notInitialized, "Vault is not initialized")
+            }
+            guard barrier.isSealed else { return }
+            let share = SecureBytes(key)
+            guard share.count == 33 else {
+                throw CofferError.invalid("unseal key is \(share.count) bytes; a Coffer unseal key is 33 bytes (66 hex digits)")
+            }
+            let check = SealConfig.check(share)
+            guard config.shareChecks.contains(where: { ConstantTime.equals(Array($0.utf8), Array(check.utf8)) }) else {
+                throw CofferError.invalid("this unseal key is not one of the current unseal keys; progress is unchanged")
+            }
+            let parts: [SecureBytes]? = try progress.withLock { (p) throws(CofferError) -> [SecureBytes]? in
+                if p.parts.contains(where: { $0.constantTimeEquals(share) }) {
+                    throw CofferError.invalid("this unseal key was already entered; progress is unchanged")
+                }
+                if p.parts.isEmpty { p.nonce = Random.uuid() }
+                p.parts.append(share)
+                return p.parts.count >= config.threshold ? p.parts : nil
+            }
+            guard let parts else { return }
+            defer { progress.withLock { $0 = UnsealProgress() } }
+            let unsealKey = try Shamir.combine(parts)
+            try unsealWith(unsealKey: unsealKey)
+        }
+        return try sealStatus()
+    }
+
+    /// Discards the shares entered so far.
+    public func resetUnsealProgress() {
+        progress.withLock { $0 = UnsealProgress() }
+    }
+
+    func unsealWith(unsealKey: SecureBytes?) throws(CofferError) {
+        guard let blob = try barrier.physical.get(ShamirSeal.rootKeyPath) else {
+            throw CofferError(.corruptDatabase, "the root key (core/root-key) is missing from storage")
+        }
+        let rootKey = try seal.unwrap(blob, unsealKey: unsealKey)
+        try barrier.unseal(rootKey: rootKey)
+        try postUnseal()
+    }
+
+    /// Loads what the request path needs once the barrier is open.
+    func postUnseal() throws(CofferError) {
+        do {
+            try tokens.load()
+            try policies.load()
+            try loadMounts()
+        } catch {
+            sealNow()
+            throw error
+        }
+    }
+
+    /// Seals: drops the keys, caches and mounts. The next request fails with "Vault is sealed".
+    public func sealVault() {
+        lifecycle.withLock { _ in sealNow() }
+    }
+
+    func sealNow() {
+        routes.withLock { $0 = nil }
+        tokens.unload()
+        policies.unload()
+        barrier.seal()
+        progress.withLock { $0 = UnsealProgress() }
+        rekey.withLock { $0 = nil }
+    }
+
+    // MARK: The request path
+
+    /// Paths served without a token.
+    static let unauthenticated: Set<String> = ["sys/init", "sys/seal-status", "sys/unseal", "sys/health", "sys/leader"]
+    static let unauthenticatedPrefixes = ["sys/rekey/"]
+
+    /// Handles one request: path checks, token, router, ACL, engine. Synchronous and thread-safe.
+    public func handle(_ request: Request) throws(CofferError) -> Response {
+        var request = request
+        request.path = try PathRules.normalize(request.path)
+        let path = request.path
+
+        if Core.unauthenticated.contains(path) || Core.unauthenticatedPrefixes.contains(where: { path.hasPrefix($0) }) {
+            return try handleUnauthenticated(request)
+        }
+        guard !barrier.isSealed else { throw CofferError.sealedError }
+        let now = clock.now()
+        let caller = try authenticate(request.token, now: now)
+
+        if path.hasPrefix("sys/") || path == "sys" {
+            return try handleSys(request, caller: caller, now: now)
+        }
+        if path.hasPrefix("auth/token/") || path == "auth/token" {
+            return try handleTokenPath(request, caller: caller, now: now)
+        }
+        guard let (mount, relative) = routes.withLock({ $0 })?.route(path) else {
+            throw CofferError(.notFound, "no handler for route \"\(path)\". route entry not found.")
+        }
+        var engineRequest = EngineRequest(
+            operation: request.operation, path: relative, data: request.data, storage: mount.storage,
+            mount: mount.entry, now: now)
+        if request.operation == .update, let exists = try mount.backend.exists(engineRequest), !exists {
+            engineRequest.operation = .create
+            request.operation = .create
+        }
+        try authorize(caller, request)
+        var response = try mount.backend.handle(engineRequest)
+        response.mountType = mount.entry.type
+        return response
+    }
+
+    /// The token's entry, with expiry enforced and a use counted.
+    func authenticate(_ token: String?, now: Timestamp) throws(CofferError) -> TokenEntry {
+        guard let token, !token.isEmpty, var entry = try tokens.lookup(token: token) else {
+            throw CofferError.permissionDeniedError
+        }
+        if entry.isExpired(now: now) {
+            try tokens.revoke(hash: entry.idHash)
+            throw CofferError.permissionDeniedError
+        }
+        if entry.numUses > 0 {
+            entry.numUses -= 1
+            if entry.numUses == 0 {
+                // The last use: the token is gone once this request is served.
+                try tokens.revoke(hash: entry.idHash)
+                entry.numUses = -1
+            } else {
+                try tokens.update(entry)
+            }
+        }
+        return entry
+    }
+
+    /// Checks the ACL of the caller's policies for the request.
+    func authorize(_ caller: TokenEntry, _ request: Request, requireSudo: Bool = false) throws(CofferError) {
+        if caller.isRoot { return }
+        let acl = try policies.acl(for: caller.policies)
+        let decision = acl.allowOperation(PolicyOperation(request.operation), path: request.path, data: request.data)
+        guard decision.allowed, !requireSudo || decision.rootPrivileges else {
+            throw CofferError.permissionDeniedError
+        }
+    }
+
+    // MARK: Mounts
+
+    func loadMounts() throws(CofferError) {
+        var entries: [MountEntry] = []
+        if let bytes = try barrier.get(RouteTable.storagePath) {
+            guard let array = (try? JSONValue.parse(bytes))?.arrayValue else {
+                throw CofferError(.integrity, "the stored mount table (core/mounts) is malformed")
+            }
+            for item in array { entries.append(try MountEntry(json: item)) }
+        }
+        let table = try buildTable(entries)
+        routes.withLock { $0 = table }
+    }
+
+    func buildTable(_ entries: [MountEntry]) throws(CofferError) -> RouteTable {
+        var mounts: [RoutedMount] = []
+        for entry in entries {
+            mounts.append(
+                RoutedMount(
+                    entry: entry, backend: try engines.make(entry),
+                    storage: StorageView(barrier: barrier, prefix: "logical/\(entry.uuid)/")))
+        }
+        return RouteTable(mounts)
+    }
+
+    func mountDefaults() throws(CofferError) {
+        try persistMounts([])
+        try loadMounts()
+    }
+
+    func persistMounts(_ entries: [MountEntry]) throws(CofferError) {
+        try barrier.put(RouteTable.storagePath, JSONValue.array(entries.map(\.json)).serialized())
+    }
+
+    /// The current mount entries.
+    public func mounts() throws(CofferError) -> [MountEntry] {
+        guard let table = routes.withLock({ $0 }) else { throw CofferError.sealedError }
+        return table.mounts.map(\.entry).sorted { $0.path < $1.path }
+    }
+
+    /// Mounts an engine at `path` ("secret/" or "secret").
+    public func mount(_ entry: MountEntry) throws(CofferError) {
+        var entry = entry
+        entry.path = try Core.mountPoint(entry.path)
+        if entry.type == "kv-v2" {
+            entry.type = "kv"
+            entry.options["version"] = "2"
+        }
+        let entryPath = entry.path
+        guard !RouteTable.reserved.contains(where: { entryPath.hasPrefix($0) }) else {
+            throw CofferError.invalid("cannot mount at '\(entryPath)': the path is reserved")
+        }
+        try lifecycle.withLock { (_) throws(CofferError) in
+            let current = try mounts()
+            if let clash = current.first(where: { entryPath.hasPrefix($0.path) || $0.path.hasPrefix(entryPath) }) {
+                throw CofferError.invalid("path is already in use at \(clash.path)")
+            }
+            let table = try buildTable(current + [entry])
+            try persistMounts(current + [entry])
+            routes.withLock { $0 = table }
+        }
+    }
+
+    /// Unmounts `path` and deletes everything the engine stored.
+    public func unmount(_ path: String) throws(CofferError) {
+        let point = try Core.mountPoint(path)
+        try lifecycle.withLock { (_) throws(CofferError) in
+            let current = try mounts()
+            guard let entry = current.first(where: { $0.path == point }) else { return }
+            let remaining = current.filter { $0.path != point }
+            let table = try buildTable(remaining)
+            try persistMounts(remaining)
+            routes.withLock { $0 = table }
+            let prefix = "logical/\(entry.uuid)/"
+            let keys = try barrier.physical.listRecursive(prefix: prefix)
+            try barrier.physical.batch(keys.map { .delete(key: $0) })
+        }
+    }
+
+    /// Replaces a mount's tunables.
+    func tune(_ path: String, _ change: (inout MountEntry) throws(CofferError) -> Void) throws(CofferError) {
+        let point = try Core.mountPoint(path)
+        try lifecycle.withLock { (_) throws(CofferError) in
+            var current = try mounts()
+            guard let index = current.firstIndex(where: { $0.path == point }) else {
+                throw CofferError.invalid("no mount at \(point)")
+            }
+            try change(&current[index])
+            let table = try buildTable(current)
+            try persistMounts(current)
+            routes.withLock { $0 = table }
+        }
+    }
+
+    static func mountPoint(_ raw: String) throws(CofferError) -> String {
+        let path = try PathRules.normalize(raw)
+        return path.hasSuffix("/") ? path : path + "/"
+    }
+}
+
+extension PolicyOperation {
+    init(_ op: Request.Operation) {
+        switch op {
+        case .create: self = .create
+        case .read: self = .read
+        case .update: self = .update
+        case .patch: self = .patch
+        case .delete: self = .delete
+        case .list: self = .list
+        }
+    }
+}

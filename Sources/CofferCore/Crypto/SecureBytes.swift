@@ -1,0 +1,152 @@
+import COpenSSL
+
+/// Secret bytes (keys, unseal shares) in memory that is zeroed when the last reference is released.
+///
+/// Immutable once made, so it is safe to share between threads. The bytes are never printed:
+/// `description` shows only the length.
+public final class SecureBytes: Sendable, CustomStringConvertible {
+    // Written only in `init`; read-only afterwards and zeroed in `deinit`, which runs when no other
+    // reference exists. That is what makes the `nonisolated(unsafe)` storage safe to share.
+    private nonisolated(unsafe) let storage: UnsafeMutableRawBufferPointer
+
+    /// Copies `bytes` into fresh memory. The caller should clear its own copy.
+    public init(_ bytes: some Collection<UInt8>) {
+        storage = .allocate(byteCount: max(bytes.count, 1), alignment: 16)
+        storage.copyBytes(from: bytes)
+        count = bytes.count
+    }
+
+    /// `count` bytes from the CSPRNG.
+    public init(randomCount: Int) {
+        storage = .allocate(byteCount: max(randomCount, 1), alignment: 16)
+        count = randomCount
+        if randomCount > 0 {
+            Random.fill(UnsafeMutableRawBufferPointer(rebasing: storage[0..<randomCount]))
+        }
+    }
+
+    /// Fills `count` fresh bytes with `body`; used to receive secret output from C without a plain copy.
+    public init<E: Error>(count: Int, initializingWith body: (UnsafeMutableRawBufferPointer) throws(E) -> Void) throws(E) {
+        storage = .allocate(byteCount: max(count, 1), alignment: 16)
+        self.count = count
+        do {
+            try body(UnsafeMutableRawBufferPointer(rebasing: storage[0..<count]))
+        } catch {
+            coffer_openssl_cleanse(storage.baseAddress, storage.count)
+            storage.deallocate()
+            throw error
+        }
+    }
+
+    public let count: Int
+
+    deinit {
+        coffer_openssl_cleanse(storage.baseAddress, storage.count)
+        storage.deallocate()
+    }
+
+    public func withUnsafeBytes<R, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
+        try body(UnsafeRawBufferPointer(rebasing: storage[0..<count]))
+    }
+
+    /// A plain copy of the bytes. Only for handing a secret to its owner (an unseal key at init);
+    /// the caller is then responsible for it.
+    public var unsafeCopy: [UInt8] { withUnsafeBytes { Array($0) } }
+
+    /// Constant-time comparison.
+    public func constantTimeEquals(_ other: SecureBytes) -> Bool {
+        other.withUnsafeBytes { o in withUnsafeBytes { s in ConstantTime.equals(s, o) } }
+    }
+
+    public var description: String { "SecureBytes(\(count) bytes)" }
+}
+
+/// Comparison whose running time does not depend on where two buffers differ.
+public enum ConstantTime {
+    public static func equals(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
+        guard a.count == b.count else { return false }
+        if a.count == 0 { return true }
+        return CRYPTO_memcmp(a.baseAddress, b.baseAddress, a.count) == 0
+    }
+
+    public static func equals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        a.withUnsafeBytes { ab in b.withUnsafeBytes { bb in equals(ab, bb) } }
+    }
+}
+
+/// The operating system's CSPRNG through OpenSSL's DRBG.
+public enum Random {
+    public static func fill(_ buffer: UnsafeMutableRawBufferPointer) {
+        guard buffer.count > 0 else { return }
+        // RAND_bytes fails only if the DRBG cannot be seeded; continuing without randomness would
+        // produce predictable keys, so stopping is the only safe answer.
+        guard RAND_bytes(buffer.baseAddress!.assumingMemoryBound(to: UInt8.self), Int32(buffer.count)) == 1 else {
+            fatalError("the OpenSSL random generator failed; refusing to continue without randomness")
+        }
+    }
+
+    public static func bytes(_ count: Int) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        out.withUnsafeMutableBytes { fill($0) }
+        return out
+    }
+
+    /// A random string over [0-9A-Za-z], for token and accessor ids. Rejection sampling keeps it unbiased.
+    public static func base62(_ length: Int) -> String {
+        let alphabet = Array("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(length)
+        while out.count < length {
+            for byte in bytes(length * 2) where byte < 248 && out.count < length {
+                out.append(alphabet[Int(byte % 62)])
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// A random UUID string (version 4), used for request ids and mount ids.
+    public static func uuid() -> String {
+        var b = bytes(16)
+        b[6] = (b[6] & 0x0F) | 0x40
+        b[8] = (b[8] & 0x3F) | 0x80
+        let hex = Hex.encode(b)
+        let c = Array(hex)
+        return String(c[0..<8]) + "-" + String(c[8..<12]) + "-" + String(c[12..<16]) + "-"
+            + String(c[16..<20]) + "-" + String(c[20..<32])
+    }
+}
+
+public enum Hex {
+    public static func encode(_ bytes: some Sequence<UInt8>) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        for b in bytes {
+            out.append(digits[Int(b >> 4)])
+            out.append(digits[Int(b & 0x0F)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    public static func decode(_ text: String) -> [UInt8]? {
+        let chars = Array(text.utf8)
+        guard chars.count % 2 == 0 else { return nil }
+        var out: [UInt8] = []
+        out.reserveCapacity(chars.count / 2)
+        var i = 0
+        while i < chars.count {
+            guard let hi = nibble(chars[i]), let lo = nibble(chars[i + 1]) else { return nil }
+            out.append(hi << 4 | lo)
+            i += 2
+        }
+        return out
+    }
+
+    private static func nibble(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+}

@@ -1,0 +1,130 @@
+/// One operation on a Coffer, whatever carried it: the Swift API, the C ABI or HTTP.
+public struct Request: Sendable {
+    /// Vault's logical operations. HTTP maps GET→read, PUT/POST→create or update (decided by the
+    /// engine's existence check), PATCH→patch, DELETE→delete, LIST or `?list=true`→list.
+    public enum Operation: String, Sendable, CaseIterable {
+        case create, read, update, patch, delete, list
+    }
+
+    public var operation: Operation
+    /// The path without a leading slash or the `v1/` prefix, e.g. "secret/data/app" or "sys/unseal".
+    public var path: String
+    /// The request body (for writes) or query parameters (for reads and lists).
+    public var data: [String: JSONValue]
+    public var token: String?
+    public var namespace: String
+    public var clientAddress: String
+    public var id: String
+
+    public init(
+        _ operation: Operation, _ path: String, data: [String: JSONValue] = [:], token: String? = nil,
+        namespace: String = "", clientAddress: String = "", id: String? = nil
+    ) {
+        self.operation = operation
+        self.path = path
+        self.data = data
+        self.token = token
+        self.namespace = namespace
+        self.clientAddress = clientAddress
+        self.id = id ?? Random.uuid()
+    }
+
+    /// Maps an HTTP method name to an operation: GET, PUT, POST, PATCH, DELETE, LIST.
+    /// PUT and POST both map to `update`; the core turns it into `create` when nothing exists yet.
+    public static func operation(forMethod method: String, listQuery: Bool = false) -> Operation? {
+        switch method.uppercased() {
+        case "GET", "HEAD": listQuery ? .list : .read
+        case "PUT", "POST": .update
+        case "PATCH": .patch
+        case "DELETE": .delete
+        case "LIST": .list
+        default: nil
+        }
+    }
+}
+
+/// The `auth` block of a response: what a login or token creation hands back.
+public struct AuthInfo: Sendable, Equatable {
+    public var clientToken: String
+    public var accessor: String
+    public var policies: [String]
+    public var tokenPolicies: [String]
+    public var metadata: [String: String]
+    public var leaseDuration: Int64
+    public var renewable: Bool
+    public var orphan: Bool
+    public var numUses: Int
+    public var tokenType: String = "service"
+
+    public var json: JSONValue {
+        [
+            "client_token": .string(clientToken), "accessor": .string(accessor),
+            "policies": .array(policies.map { .string($0) }), "token_policies": .array(tokenPolicies.map { .string($0) }),
+            "identity_policies": nil,
+            "metadata": metadata.isEmpty ? .null : .object(metadata.mapValues { .string($0) }),
+            "lease_duration": .int(leaseDuration), "renewable": .bool(renewable), "entity_id": "",
+            "token_type": .string(tokenType), "orphan": .bool(orphan), "mfa_requirement": nil, "num_uses": .int(numUses),
+        ]
+    }
+}
+
+/// The result of a request. `envelope` is its JSON form on the wire, identical for HTTP and the C ABI.
+public struct Response: Sendable {
+    /// 200 with a body, 204 without; 404 for a KV version that was deleted (the body still has its
+    /// metadata, as Vault sends it).
+    public var status: Int
+    public var data: [String: JSONValue]?
+    public var auth: AuthInfo?
+    public var warnings: [String]
+    public var leaseID: String
+    public var leaseDuration: Int64
+    public var renewable: Bool
+    public var mountType: String
+    /// For the endpoints Vault answers without the envelope (sys/init, seal-status, unseal, health,
+    /// leader): the body as it goes on the wire.
+    public var raw: JSONValue?
+    /// For sys endpoints that repeat their `data` keys at the top level of the envelope.
+    public var repeatDataAtTopLevel: Bool
+
+    public init(
+        status: Int? = nil, data: [String: JSONValue]? = nil, auth: AuthInfo? = nil, warnings: [String] = [],
+        mountType: String = ""
+    ) {
+        self.status = status ?? ((data == nil && auth == nil && warnings.isEmpty) ? 204 : 200)
+        self.data = data
+        self.auth = auth
+        self.warnings = warnings
+        self.leaseID = ""
+        self.leaseDuration = 0
+        self.renewable = false
+        self.mountType = mountType
+        self.raw = nil
+        self.repeatDataAtTopLevel = false
+    }
+
+    /// A response sent as-is without the envelope.
+    public static func raw(_ body: JSONValue, status: Int = 200) -> Response {
+        var r = Response(status: status)
+        r.raw = body
+        return r
+    }
+
+    /// An empty success (HTTP 204).
+    public static let noContent = Response(status: 204)
+
+    /// The wire body for a request id, or nil for a 204.
+    public func body(requestID: String) -> JSONValue? {
+        if let raw { return raw }
+        if status == 204 { return nil }
+        var envelope: [String: JSONValue] = [
+            "request_id": .string(requestID), "lease_id": .string(leaseID), "renewable": .bool(renewable),
+            "lease_duration": .int(leaseDuration), "data": data.map { .object($0) } ?? .null, "wrap_info": .null,
+            "warnings": warnings.isEmpty ? .null : .array(warnings.map { .string($0) }), "auth": auth?.json ?? .null,
+            "mount_type": .string(mountType),
+        ]
+        if repeatDataAtTopLevel, let data {
+            for (key, value) in data where envelope[key] == nil { envelope[key] = value }
+        }
+        return .object(envelope)
+    }
+}

@@ -1,0 +1,68 @@
+/// A mounted engine with its storage view.
+struct RoutedMount: Sendable {
+    let entry: MountEntry
+    let backend: any Backend
+    let storage: StorageView
+}
+
+/// An immutable snapshot of the mount table; a change builds a new one. Lookups take no lock
+/// beyond reading the current snapshot reference.
+final class RouteTable: Sendable {
+    static let storagePath = "core/mounts"
+    /// Mount points that engines may not take.
+    static let reserved = ["sys/", "auth/", "cubbyhole/", "identity/"]
+
+    let mounts: [RoutedMount]  // longest path first
+
+    init(_ mounts: [RoutedMount]) {
+        self.mounts = mounts.sorted { $0.entry.path.utf8.count > $1.entry.path.utf8.count }
+    }
+
+    /// The mount serving `path`, and the path relative to it.
+    func route(_ path: String) -> (RoutedMount, String)? {
+        for mount in mounts {
+            let prefix = mount.entry.path
+            // Byte-wise, not Unicode-equivalence, comparison: routing must match what storage sees.
+            if path.utf8.starts(with: prefix.utf8) {
+                return (mount, String(decoding: path.utf8.dropFirst(prefix.utf8.count), as: UTF8.self))
+            }
+            // "secret" (no trailing slash) addresses the mount itself.
+            if path.utf8.count + 1 == prefix.utf8.count, prefix.utf8.starts(with: path.utf8) {
+                return (mount, "")
+            }
+        }
+        return nil
+    }
+
+    func mount(at path: String) -> RoutedMount? { mounts.first { $0.entry.path == path } }
+}
+
+/// Path hygiene for every request, before anything routes on it.
+enum PathRules {
+    /// The longest request path accepted, in bytes.
+    static let maximumLength = 4096
+
+    /// Strips leading slashes and rejects what could confuse routing or storage: empty segments,
+    /// `.` and `..`, control characters and overlong paths.
+    static func normalize(_ raw: String) throws(CofferError) -> String {
+        var path = Substring(raw)
+        while path.first == "/" { path = path.dropFirst() }
+        guard path.utf8.count <= maximumLength else {
+            throw CofferError.invalid("path is \(path.utf8.count) bytes long; the limit is \(maximumLength)")
+        }
+        guard !path.isEmpty else { throw CofferError.invalid("empty path") }
+        for scalar in path.unicodeScalars where scalar.value < 0x20 || scalar.value == 0x7F {
+            throw CofferError.invalid("path contains a control character (U+\(String(scalar.value, radix: 16, uppercase: true)))")
+        }
+        let segments = path.split(separator: "/", omittingEmptySubsequences: false)
+        for (i, segment) in segments.enumerated() {
+            if segment.isEmpty && i != segments.count - 1 {
+                throw CofferError.invalid("path '\(path)' has an empty segment ('//')")
+            }
+            if segment == "." || segment == ".." {
+                throw CofferError.invalid("path '\(path)' has a '\(segment)' segment; relative segments are not allowed")
+            }
+        }
+        return String(path)
+    }
+}

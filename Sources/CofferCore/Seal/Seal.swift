@@ -1,0 +1,85 @@
+/// What protects the root key at rest.
+///
+/// The root key is stored only as the blob `wrap` returns. A Shamir seal wraps it with the unseal key
+/// that the operators' shares recombine into; an auto-unseal seal (PKCS#11) wraps it with a key that
+/// never leaves the HSM and needs no `unsealKey`.
+public protocol Seal: Sendable {
+    /// The name shown as `type` in seal-status: "shamir", "pkcs11".
+    var type: String { get }
+    /// True when the seal unseals by itself; init then issues recovery shares instead of unseal shares.
+    var isAutoUnseal: Bool { get }
+    func wrap(_ rootKey: SecureBytes, unsealKey: SecureBytes?) throws(CofferError) -> [UInt8]
+    func unwrap(_ blob: [UInt8], unsealKey: SecureBytes?) throws(CofferError) -> SecureBytes
+}
+
+/// The default seal: the root key is encrypted by an unseal key that exists only as Shamir shares.
+public struct ShamirSeal: Seal {
+    static let rootKeyPath = "core/root-key"
+
+    public init() {}
+
+    public var type: String { "shamir" }
+    public var isAutoUnseal: Bool { false }
+
+    public func wrap(_ rootKey: SecureBytes, unsealKey: SecureBytes?) throws(CofferError) -> [UInt8] {
+        guard let unsealKey else { throw CofferError(.internal, "the Shamir seal needs the unseal key to wrap") }
+        return try Envelope.seal(key: unsealKey, term: 0, path: ShamirSeal.rootKeyPath, secret: rootKey)
+    }
+
+    public func unwrap(_ blob: [UInt8], unsealKey: SecureBytes?) throws(CofferError) -> SecureBytes {
+        guard let unsealKey else { throw CofferError(.internal, "the Shamir seal needs the unseal key to unwrap") }
+        _ = try Envelope.term(of: blob, path: ShamirSeal.rootKeyPath)
+        return try Envelope.openSecure(key: unsealKey, blob: blob, path: ShamirSeal.rootKeyPath)
+    }
+}
+
+/// The seal configuration, stored in plaintext at `core/seal-config`: enough to report seal-status
+/// while sealed, and nothing secret.
+struct SealConfig: Sendable, Equatable {
+    static let path = "core/seal-config"
+
+    var type: String
+    var shares: Int
+    var threshold: Int
+    /// HMAC-SHA256 of each current share under a fixed label. Lets unseal reject a share that is not
+    /// one of the current set at once, without resetting the progress of the right ones. Shares are
+    /// 256-bit random values, so these checks cannot be reversed.
+    var shareChecks: [String]
+    /// Recovery shares for auto-unseal seals (0 for Shamir).
+    var recoveryShares: Int = 0
+    var recoveryThreshold: Int = 0
+
+    static let checkLabel = Array("coffer share check v1".utf8)
+
+    static func check(_ share: SecureBytes) -> String {
+        Hex.encode(share.withUnsafeBytes { s in Digest.hmacSHA256(key: SecureBytes(checkLabel), data: Array(s)) })
+    }
+
+    var json: JSONValue {
+        [
+            "type": .string(type), "secret_shares": .int(shares), "secret_threshold": .int(threshold),
+            "share_checks": .array(shareChecks.map { .string($0) }),
+            "recovery_shares": .int(recoveryShares), "recovery_threshold": .int(recoveryThreshold),
+        ]
+    }
+
+    init(type: String, shares: Int, threshold: Int, shareChecks: [String]) {
+        self.type = type
+        self.shares = shares
+        self.threshold = threshold
+        self.shareChecks = shareChecks
+    }
+
+    init(json: JSONValue) throws(CofferError) {
+        let bad = CofferError(.corruptDatabase, "the seal configuration (core/seal-config) is malformed")
+        guard let type = json["type"]?.stringValue, let shares = json["secret_shares"]?.intValue,
+            let threshold = json["secret_threshold"]?.intValue, let checks = json["share_checks"]?.arrayValue
+        else { throw bad }
+        self.type = type
+        self.shares = shares
+        self.threshold = threshold
+        self.shareChecks = checks.compactMap(\.stringValue)
+        self.recoveryShares = json["recovery_shares"]?.intValue ?? 0
+        self.recoveryThreshold = json["recovery_threshold"]?.intValue ?? 0
+    }
+}

@@ -1,0 +1,267 @@
+import CSQLite
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The embedded default: one SQLite file in WAL mode with `synchronous=FULL`, so every acknowledged
+/// write survives a crash or power loss. Statements are prepared once and reused.
+///
+/// One connection serves all threads behind a mutex; SQLite's own locking is switched off (NOMUTEX).
+public final class SQLiteBackend: PhysicalBackend {
+    /// `PRAGMA application_id` of a Coffer database: "CFFR".
+    static let applicationID: Int32 = 0x4346_4652
+    /// `PRAGMA user_version`: the layout of the entries table.
+    static let formatVersion: Int32 = 1
+
+    public let path: String
+    private let state: Mutex<Connection?>
+
+    public var typeName: String { "sqlite" }
+
+    /// Opens (or creates) the database at `path`.
+    ///
+    /// - Throws: ``CofferError/Code/corruptDatabase`` when the file is not a Coffer database or is
+    ///   damaged; ``CofferError/Code/io`` when it cannot be opened.
+    public init(path: String) throws(CofferError) {
+        self.path = path
+        try SQLiteBackend.checkHeader(path: path)
+        state = Mutex(try Connection(path: path))
+    }
+
+    public func close() {
+        state.withLock { $0 = nil }
+    }
+
+    public func get(_ key: String) throws(CofferError) -> [UInt8]? {
+        try withConnection { (c) throws(CofferError) in try c.get(key) }
+    }
+
+    public func put(_ key: String, _ value: [UInt8]) throws(CofferError) {
+        try withConnection { (c) throws(CofferError) in try c.put(key, value) }
+    }
+
+    public func delete(_ key: String) throws(CofferError) {
+        try withConnection { (c) throws(CofferError) in try c.delete(key) }
+    }
+
+    public func list(prefix: String) throws(CofferError) -> [String] {
+        try withConnection { (c) throws(CofferError) in immediateChildren(of: prefix, keys: try c.keys(prefix: prefix)) }
+    }
+
+    public func batch(_ operations: [StorageOperation]) throws(CofferError) {
+        try withConnection { (c) throws(CofferError) in try c.batch(operations) }
+    }
+
+    private func withConnection<R>(_ body: (Connection) throws(CofferError) -> R) throws(CofferError) -> R {
+        let result: Result<R, CofferError> = state.withLock { connection in
+            guard let connection else {
+                return .failure(CofferError(.io, "the storage file \(path) is closed"))
+            }
+            do throws(CofferError) { return .success(try body(connection)) } catch { return .failure(error) }
+        }
+        return try result.get()
+    }
+
+    /// Refuses a file that is plainly not an SQLite database, or is shorter than its own header says
+    /// (a truncated copy), before SQLite touches it.
+    static func checkHeader(path: String) throws(CofferError) {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { return }  // does not exist yet: SQLite creates it
+        defer { Glibc.close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { return }
+        let size = Int(st.st_size)
+        if size == 0 { return }
+        var header = [UInt8](repeating: 0, count: 100)
+        let n = header.withUnsafeMutableBytes { read(fd, $0.baseAddress, 100) }
+        let magic = Array("SQLite format 3\u{0}".utf8)
+        guard n == 100, Array(header[0..<16]) == magic else {
+            throw CofferError(.corruptDatabase, "\(path) is not a Coffer database (it is not an SQLite file)")
+        }
+        var pageSize = Int(header[16]) << 8 | Int(header[17])
+        if pageSize == 1 { pageSize = 65536 }
+        let pages = Int(header[28]) << 24 | Int(header[29]) << 16 | Int(header[30]) << 8 | Int(header[31])
+        let changeCounter = header[24..<28]
+        let validFor = header[92..<96]
+        if changeCounter.elementsEqual(validFor), pages > 0, size < pages * pageSize {
+            throw CofferError(
+                .corruptDatabase,
+                "\(path) is truncated: it holds \(size) bytes but its header describes \(pages * pageSize); restore it from a backup"
+            )
+        }
+    }
+}
+
+/// The connection and its prepared statements.
+// @unchecked: a Connection is reachable only through `SQLiteBackend.state`, a Mutex, so it is used by
+// one thread at a time; SQLite's own mutexes are off (NOMUTEX) because of that.
+private final class Connection: @unchecked Sendable {
+    let db: OpaquePointer
+    let path: String
+    let getStmt: OpaquePointer
+    let putStmt: OpaquePointer
+    let deleteStmt: OpaquePointer
+    let listStmt: OpaquePointer
+
+    init(path: String) throws(CofferError) {
+        self.path = path
+        var handle: OpaquePointer?
+        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
+        let rc = sqlite3_open_v2(path, &handle, flags, nil)
+        guard rc == SQLITE_OK, let handle else {
+            let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
+            sqlite3_close_v2(handle)
+            throw CofferError(.io, "cannot open the storage file \(path): \(message)")
+        }
+        db = handle
+        do {
+            sqlite3_busy_timeout(handle, 5000)
+            try Connection.prepareSchema(db: handle, path: path)
+            getStmt = try Connection.prepare(handle, path, "SELECT value FROM entries WHERE key = ?1")
+            putStmt = try Connection.prepare(handle, path, "INSERT OR REPLACE INTO entries(key, value) VALUES (?1, ?2)")
+            deleteStmt = try Connection.prepare(handle, path, "DELETE FROM entries WHERE key = ?1")
+            listStmt = try Connection.prepare(handle, path, "SELECT key FROM entries WHERE key >= ?1 AND key < ?2 ORDER BY key")
+        } catch {
+            sqlite3_close_v2(handle)
+            throw error
+        }
+    }
+
+    deinit {
+        for stmt in [getStmt, putStmt, deleteStmt, listStmt] { sqlite3_finalize(stmt) }
+        sqlite3_close_v2(db)
+    }
+
+    static func prepare(_ db: OpaquePointer, _ path: String, _ sql: String) throws(CofferError) -> OpaquePointer {
+        var stmt: OpaquePointer?
+        let rc = sqlite3_prepare_v3(db, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &stmt, nil)
+        guard rc == SQLITE_OK, let stmt else { throw Connection.error(db, rc, path, "preparing a statement") }
+        return stmt
+    }
+
+    static func exec(_ db: OpaquePointer, _ path: String, _ sql: String) throws(CofferError) {
+        let rc = sqlite3_exec(db, sql, nil, nil, nil)
+        guard rc == SQLITE_OK else { throw Connection.error(db, rc, path, "running \(sql.prefix(40))") }
+    }
+
+    static func scalar(_ db: OpaquePointer, _ path: String, _ sql: String) throws(CofferError) -> Int64 {
+        let stmt = try prepare(db, path, sql)
+        defer { sqlite3_finalize(stmt) }
+        let rc = sqlite3_step(stmt)
+        guard rc == SQLITE_ROW else { throw Connection.error(db, rc, path, "reading \(sql)") }
+        return sqlite3_column_int64(stmt, 0)
+    }
+
+    /// Creates the schema in a new file; in an existing one, checks that it is ours.
+    static func prepareSchema(db: OpaquePointer, path: String) throws(CofferError) {
+        let appID = Int32(truncatingIfNeeded: try scalar(db, path, "PRAGMA application_id"))
+        let tables = try scalar(db, path, "SELECT count(*) FROM sqlite_master")
+        if appID == 0 && tables == 0 {
+            try exec(db, path, "PRAGMA journal_mode=WAL")
+            try exec(
+                db, path,
+                """
+                BEGIN;
+                CREATE TABLE entries(key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL) WITHOUT ROWID;
+                PRAGMA application_id=\(SQLiteBackend.applicationID);
+                PRAGMA user_version=\(SQLiteBackend.formatVersion);
+                COMMIT;
+                """)
+        } else if appID != SQLiteBackend.applicationID {
+            throw CofferError(
+                .corruptDatabase, "\(path) is not a Coffer database (it is an SQLite file of another application)")
+        } else {
+            let version = try scalar(db, path, "PRAGMA user_version")
+            guard version == Int64(SQLiteBackend.formatVersion) else {
+                throw CofferError(
+                    .corruptDatabase,
+                    "\(path) has storage format \(version); this Coffer reads format \(SQLiteBackend.formatVersion)")
+            }
+            try exec(db, path, "PRAGMA journal_mode=WAL")
+        }
+        try exec(db, path, "PRAGMA synchronous=FULL")
+    }
+
+    static func error(_ db: OpaquePointer, _ rc: Int32, _ path: String, _ action: String) -> CofferError {
+        let primary = rc & 0xFF
+        let text = String(cString: sqlite3_errmsg(db))
+        switch primary {
+        case SQLITE_CORRUPT, SQLITE_NOTADB:
+            return CofferError(.corruptDatabase, "the storage file \(path) is damaged (\(text)); restore it from a backup")
+        case SQLITE_NOMEM:
+            return CofferError(.outOfMemory, "SQLite ran out of memory \(action)")
+        default:
+            return CofferError(.io, "storage error in \(path) while \(action): \(text)")
+        }
+    }
+
+    func fail(_ rc: Int32, _ action: String) -> CofferError { Connection.error(db, rc, path, action) }
+
+    func bindText(_ stmt: OpaquePointer, _ index: Int32, _ text: String) {
+        sqlite3_bind_text(stmt, index, text, -1, coffer_sqlite_transient())
+    }
+
+    func get(_ key: String) throws(CofferError) -> [UInt8]? {
+        defer { sqlite3_reset(getStmt); sqlite3_clear_bindings(getStmt) }
+        bindText(getStmt, 1, key)
+        let rc = sqlite3_step(getStmt)
+        switch rc {
+        case SQLITE_ROW:
+            let count = Int(sqlite3_column_bytes(getStmt, 0))
+            guard count > 0, let blob = sqlite3_column_blob(getStmt, 0) else { return [] }
+            return [UInt8](UnsafeRawBufferPointer(start: blob, count: count))
+        case SQLITE_DONE:
+            return nil
+        default:
+            throw fail(rc, "reading an entry")
+        }
+    }
+
+    func put(_ key: String, _ value: [UInt8]) throws(CofferError) {
+        defer { sqlite3_reset(putStmt); sqlite3_clear_bindings(putStmt) }
+        bindText(putStmt, 1, key)
+        value.withUnsafeBytes { sqlite3_bind_blob(putStmt, 2, $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32($0.count), coffer_sqlite_transient()) }
+        let rc = sqlite3_step(putStmt)
+        guard rc == SQLITE_DONE else { throw fail(rc, "writing an entry") }
+    }
+
+    func delete(_ key: String) throws(CofferError) {
+        defer { sqlite3_reset(deleteStmt); sqlite3_clear_bindings(deleteStmt) }
+        bindText(deleteStmt, 1, key)
+        let rc = sqlite3_step(deleteStmt)
+        guard rc == SQLITE_DONE else { throw fail(rc, "deleting an entry") }
+    }
+
+    func keys(prefix: String) throws(CofferError) -> [String] {
+        defer { sqlite3_reset(listStmt); sqlite3_clear_bindings(listStmt) }
+        bindText(listStmt, 1, prefix)
+        // Every key with the prefix sorts below prefix + U+10FFFF (the largest scalar).
+        bindText(listStmt, 2, prefix + "\u{10FFFF}")
+        var out: [String] = []
+        while true {
+            let rc = sqlite3_step(listStmt)
+            if rc == SQLITE_DONE { break }
+            guard rc == SQLITE_ROW else { throw fail(rc, "listing entries") }
+            out.append(String(cString: sqlite3_column_text(listStmt, 0)))
+        }
+        return out
+    }
+
+    func batch(_ operations: [StorageOperation]) throws(CofferError) {
+        try Connection.exec(db, path, "BEGIN IMMEDIATE")
+        do {
+            for op in operations {
+                switch op {
+                case .put(let key, let value): try put(key, value)
+                case .delete(let key): try delete(key)
+                }
+            }
+            try Connection.exec(db, path, "COMMIT")
+        } catch {
+            _ = sqlite3_exec(db, "ROLLBACK", nil, nil, nil)
+            throw error
+        }
+    }
+}

@@ -1,0 +1,253 @@
+import Synchronization
+
+/// A token as stored. The token itself is never stored: only its salted hash (HMAC-SHA256 under a
+/// per-vault salt kept in the barrier), which is also the storage key, so a lookup compares digests
+/// an attacker cannot choose, never the token bytes.
+public struct TokenEntry: Sendable, Equatable {
+    public var idHash: String
+    public var accessor: String
+    /// The parent's hash, or "" for an orphan.
+    public var parentHash: String
+    public var policies: [String]
+    public var meta: [String: String]
+    public var displayName: String
+    public var path: String
+    public var creationTime: Timestamp
+    /// The TTL the token was created with (seconds; 0 = never expires).
+    public var creationTTL: Int64
+    public var explicitMaxTTL: Int64
+    /// nil: never expires.
+    public var expireTime: Timestamp?
+    /// Uses left; 0 is unlimited.
+    public var numUses: Int
+    public var period: Int64
+    public var renewable: Bool
+    public var issueTime: Timestamp
+
+    public var isRoot: Bool { policies.contains("root") }
+    public var orphan: Bool { parentHash.isEmpty }
+
+    var json: JSONValue {
+        [
+            "id_hash": .string(idHash), "accessor": .string(accessor), "parent": .string(parentHash),
+            "policies": .array(policies.map { .string($0) }), "meta": .object(meta.mapValues { .string($0) }),
+            "display_name": .string(displayName), "path": .string(path),
+            "creation_time": .number(String(creationTime.nanoseconds)), "creation_ttl": .int(creationTTL),
+            "explicit_max_ttl": .int(explicitMaxTTL),
+            "expire_time": expireTime.map { .number(String($0.nanoseconds)) } ?? .null, "num_uses": .int(numUses),
+            "period": .int(period), "renewable": .bool(renewable), "issue_time": .number(String(issueTime.nanoseconds)),
+        ]
+    }
+
+    init(
+        idHash: String, accessor: String, parentHash: String, policies: [String], meta: [String: String],
+        displayName: String, path: String, now: Timestamp, ttl: Int64, explicitMaxTTL: Int64, numUses: Int,
+        period: Int64, renewable: Bool
+    ) {
+        self.idHash = idHash
+        self.accessor = accessor
+        self.parentHash = parentHash
+        self.policies = policies
+        self.meta = meta
+        self.displayName = displayName
+        self.path = path
+        self.creationTime = now
+        self.issueTime = now
+        self.creationTTL = ttl
+        self.explicitMaxTTL = explicitMaxTTL
+        self.expireTime = ttl > 0 ? now.adding(seconds: ttl) : nil
+        self.numUses = numUses
+        self.period = period
+        self.renewable = renewable
+    }
+
+    init(json: JSONValue) throws(CofferError) {
+        guard let idHash = json["id_hash"]?.stringValue, let accessor = json["accessor"]?.stringValue else {
+            throw CofferError(.integrity, "a stored token entry is malformed")
+        }
+        func ts(_ key: String) -> Timestamp? {
+            guard case .number(let text)? = json[key], let ns = Int64(text) else { return nil }
+            return Timestamp(nanoseconds: ns)
+        }
+        self.idHash = idHash
+        self.accessor = accessor
+        self.parentHash = json["parent"]?.stringValue ?? ""
+        self.policies = (json["policies"]?.arrayValue ?? []).compactMap(\.stringValue)
+        self.meta = (json["meta"]?.objectValue ?? [:]).compactMapValues(\.stringValue)
+        self.displayName = json["display_name"]?.stringValue ?? ""
+        self.path = json["path"]?.stringValue ?? ""
+        self.creationTime = ts("creation_time") ?? .zero
+        self.issueTime = ts("issue_time") ?? self.creationTime
+        self.creationTTL = Int64(json["creation_ttl"]?.intValue ?? 0)
+        self.explicitMaxTTL = Int64(json["explicit_max_ttl"]?.intValue ?? 0)
+        self.expireTime = ts("expire_time")
+        self.numUses = json["num_uses"]?.intValue ?? 0
+        self.period = Int64(json["period"]?.intValue ?? 0)
+        self.renewable = json["renewable"]?.boolValue ?? false
+    }
+
+    /// Seconds left before expiry (0 for tokens that never expire).
+    func ttl(now: Timestamp) -> Int64 {
+        guard let expireTime else { return 0 }
+        return max(0, (expireTime.nanoseconds - now.nanoseconds) / 1_000_000_000)
+    }
+
+    func isExpired(now: Timestamp) -> Bool { expireTime.map { $0 <= now } ?? false }
+
+    /// The `data` of token lookups, in Vault's shape. `id` is the token when the caller presented it.
+    func lookupData(id: String, now: Timestamp) -> [String: JSONValue] {
+        var data: [String: JSONValue] = [
+            "accessor": .string(accessor), "creation_time": .int(creationTime.seconds), "creation_ttl": .int(creationTTL),
+            "display_name": .string(displayName), "entity_id": "", "expire_time": expireTime.map { .string($0.rfc3339) } ?? .null,
+            "explicit_max_ttl": .int(explicitMaxTTL), "id": .string(id), "meta": meta.isEmpty ? .null : .object(meta.mapValues { .string($0) }),
+            "num_uses": .int(numUses), "orphan": .bool(orphan), "path": .string(path),
+            "policies": .array(policies.map { .string($0) }), "ttl": .int(ttl(now: now)), "type": "service",
+        ]
+        if expireTime != nil {
+            data["issue_time"] = .string(issueTime.rfc3339)
+            data["renewable"] = .bool(renewable)
+        } else {
+            data["renewable"] = false
+        }
+        if period > 0 { data["period"] = .int(period) }
+        return data
+    }
+}
+
+/// Token storage with an in-memory cache of entries, so the hot path (look up the caller's token)
+/// costs one keyed hash and one dictionary read.
+final class TokenStore: Sendable {
+    static let saltPath = "sys/token/salt"
+    static let idPrefix = "sys/token/id/"
+    static let accessorPrefix = "sys/token/accessor/"
+    static let parentPrefix = "sys/token/parent/"
+    /// Vault's system maximum TTL: 768 hours.
+    static let maxTTL: Int64 = 768 * 3600
+
+    private let barrier: Barrier
+    private let salt = Mutex<SecureBytes?>(nil)
+    private let cache = Mutex<[String: TokenEntry]>([:])
+
+    init(barrier: Barrier) {
+        self.barrier = barrier
+    }
+
+    /// Loads (or on first use creates) the salt. Called once the barrier is unsealed.
+    func load() throws(CofferError) {
+        let existing = try barrier.get(TokenStore.saltPath)
+        let key: SecureBytes
+        if let existing, existing.count == 32 {
+            key = SecureBytes(existing)
+        } else if existing != nil {
+            throw CofferError(.integrity, "the stored token salt (sys/token/salt) is malformed")
+        } else {
+            key = SecureBytes(randomCount: 32)
+            try barrier.put(TokenStore.saltPath, key.unsafeCopy)
+        }
+        salt.withLock { $0 = key }
+        cache.withLock { $0 = [:] }
+    }
+
+    /// Forgets the salt and every cached entry (on seal).
+    func unload() {
+        salt.withLock { $0 = nil }
+        cache.withLock { $0 = [:] }
+    }
+
+    func hash(_ value: String) throws(CofferError) -> String {
+        guard let key = salt.withLock({ $0 }) else { throw CofferError.sealedError }
+        return Hex.encode(Digest.hmacSHA256(key: key, data: Array(value.utf8)))
+    }
+
+    /// The entry for a presented token, or nil if unknown. Does not check expiry.
+    func lookup(token: String) throws(CofferError) -> TokenEntry? {
+        try entry(hash: try hash(token))
+    }
+
+    func entry(hash: String) throws(CofferError) -> TokenEntry? {
+        if let cached = cache.withLock({ $0[hash] }) { return cached }
+        guard let bytes = try barrier.get(TokenStore.idPrefix + hash) else { return nil }
+        let entry: TokenEntry
+        do {
+            entry = try TokenEntry(json: try JSONValue.parse(bytes))
+        } catch let error as CofferError {
+            throw error
+        } catch {
+            throw CofferError(.integrity, "a stored token entry is not valid JSON")
+        }
+        // The stored hash must be the one it is filed under.
+        guard ConstantTime.equals(Array(entry.idHash.utf8), Array(hash.utf8)) else {
+            throw CofferError(.integrity, "a stored token entry is filed under the wrong id")
+        }
+        cache.withLock { $0[hash] = entry }
+        return entry
+    }
+
+    func entry(accessor: String) throws(CofferError) -> TokenEntry? {
+        guard let bytes = try barrier.get(TokenStore.accessorPrefix + (try hash(accessor))) else { return nil }
+        return try entry(hash: String(decoding: bytes, as: UTF8.self))
+    }
+
+    /// Creates a token; returns the token string (shown once) and its entry.
+    func create(_ make: (String, String) -> TokenEntry, id: String? = nil) throws(CofferError) -> (String, TokenEntry) {
+        let token = id ?? "hvs." + Random.base62(24)
+        let idHash = try hash(token)
+        if try entry(hash: idHash) != nil { throw CofferError.invalid("a token with that id already exists") }
+        let entry = make(idHash, Random.base62(24))
+        var ops: [StorageOperation] = [
+            .put(key: TokenStore.idPrefix + idHash, value: entry.json.serialized()),
+            .put(key: TokenStore.accessorPrefix + (try hash(entry.accessor)), value: Array(idHash.utf8)),
+        ]
+        if !entry.parentHash.isEmpty {
+            ops.append(.put(key: TokenStore.parentPrefix + entry.parentHash + "/" + idHash, value: []))
+        }
+        try barrier.batch(ops)
+        cache.withLock { $0[idHash] = entry }
+        return (token, entry)
+    }
+
+    func update(_ entry: TokenEntry) throws(CofferError) {
+        try barrier.put(TokenStore.idPrefix + entry.idHash, entry.json.serialized())
+        cache.withLock { $0[entry.idHash] = entry }
+    }
+
+    /// Revokes a token and, unless `orphanChildren`, every descendant. Returns the number revoked.
+    @discardableResult
+    func revoke(hash: String, orphanChildren: Bool = false) throws(CofferError) -> Int {
+        guard let entry = try entry(hash: hash) else { return 0 }
+        var count = 0
+        let children = try barrier.list(TokenStore.parentPrefix + hash + "/")
+        if orphanChildren {
+            for child in children {
+                if var childEntry = try self.entry(hash: child) {
+                    childEntry.parentHash = ""
+                    try update(childEntry)
+                }
+                try barrier.delete(TokenStore.parentPrefix + hash + "/" + child)
+            }
+        } else {
+            for child in children {
+                count += try revoke(hash: child)
+                try barrier.delete(TokenStore.parentPrefix + hash + "/" + child)
+            }
+        }
+        var ops: [StorageOperation] = [
+            .delete(key: TokenStore.idPrefix + hash), .delete(key: TokenStore.accessorPrefix + (try self.hash(entry.accessor))),
+        ]
+        if !entry.parentHash.isEmpty {
+            ops.append(.delete(key: TokenStore.parentPrefix + entry.parentHash + "/" + hash))
+        }
+        try barrier.batch(ops)
+        cache.withLock { _ = $0.removeValue(forKey: hash) }
+        return count + 1
+    }
+
+    /// Every accessor, for `auth/token/accessors` (sudo).
+    func accessors() throws(CofferError) -> [String] {
+        var out: [String] = []
+        for hash in try barrier.list(TokenStore.idPrefix) {
+            if let entry = try entry(hash: hash) { out.append(entry.accessor) }
+        }
+        return out.sorted()
+    }
+}

@@ -1,0 +1,156 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A point in time as nanoseconds since the Unix epoch. Formats as RFC 3339 with nanoseconds, the
+/// form Vault's JSON uses ("2026-11-23T06:01:50.123456789Z").
+public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public var nanoseconds: Int64
+
+    public init(nanoseconds: Int64) { self.nanoseconds = nanoseconds }
+    public init(seconds: Int64) { self.nanoseconds = seconds * 1_000_000_000 }
+
+    public static let zero = Timestamp(nanoseconds: 0)
+
+    public var seconds: Int64 { nanoseconds / 1_000_000_000 }
+
+    public static func < (a: Timestamp, b: Timestamp) -> Bool { a.nanoseconds < b.nanoseconds }
+
+    public func adding(seconds: Int64) -> Timestamp { Timestamp(nanoseconds: nanoseconds + seconds * 1_000_000_000) }
+
+    /// RFC 3339 in UTC with nanoseconds, trailing zeros trimmed as Go's `RFC3339Nano` does.
+    public var rfc3339: String {
+        let secs = nanoseconds >= 0 ? nanoseconds / 1_000_000_000 : (nanoseconds - 999_999_999) / 1_000_000_000
+        var frac = nanoseconds - secs * 1_000_000_000
+        let days = secs >= 0 ? secs / 86400 : (secs - 86399) / 86400
+        let secOfDay = secs - days * 86400
+        // Civil-from-days (Howard Hinnant's algorithm).
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let doe = z - era * 146_097
+        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let day = doy - (153 * mp + 2) / 5 + 1
+        let month = mp < 10 ? mp + 3 : mp - 9
+        let year = yoe + era * 400 + (month <= 2 ? 1 : 0)
+        func pad(_ v: Int64, _ width: Int) -> String {
+            let s = String(v)
+            return String(repeating: "0", count: max(0, width - s.count)) + s
+        }
+        var out = "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(secOfDay / 3600, 2)):\(pad(secOfDay % 3600 / 60, 2)):\(pad(secOfDay % 60, 2))"
+        if frac > 0 {
+            var digits = 9
+            while frac % 10 == 0 {
+                frac /= 10
+                digits -= 1
+            }
+            out += "." + pad(frac, digits)
+        }
+        return out + "Z"
+    }
+
+    /// Parses what ``rfc3339`` writes (UTC, optional fraction). Returns nil for anything else.
+    public init?(rfc3339 text: String) {
+        let c = Array(text.utf8)
+        func num(_ r: Range<Int>) -> Int64? {
+            guard r.upperBound <= c.count else { return nil }
+            var v: Int64 = 0
+            for i in r {
+                guard c[i] >= 48, c[i] <= 57 else { return nil }
+                v = v * 10 + Int64(c[i] - 48)
+            }
+            return v
+        }
+        guard c.count >= 20, let y = num(0..<4), let mo = num(5..<7), let d = num(8..<10), let h = num(11..<13),
+            let mi = num(14..<16), let s = num(17..<19), c.last == UInt8(ascii: "Z")
+        else { return nil }
+        var frac: Int64 = 0
+        if c[19] == UInt8(ascii: ".") {
+            let digits = c.count - 21
+            guard digits >= 1, digits <= 9, let f = num(20..<(c.count - 1)) else { return nil }
+            frac = f
+            for _ in digits..<9 { frac *= 10 }
+        }
+        let yy = mo <= 2 ? y - 1 : y
+        let era = (yy >= 0 ? yy : yy - 399) / 400
+        let yoe = yy - era * 400
+        let mp = mo > 2 ? mo - 3 : mo + 9
+        let doy = (153 * mp + 2) / 5 + d - 1
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+        let days = era * 146_097 + doe - 719_468
+        nanoseconds = ((days * 86400 + h * 3600 + mi * 60 + s) * 1_000_000_000) + frac
+    }
+
+    public var description: String { rfc3339 }
+}
+
+/// Where Coffer reads the time. Tests inject a manual clock so nothing sleeps.
+public protocol Clock: Sendable {
+    func now() -> Timestamp
+}
+
+public struct SystemClock: Clock {
+    public init() {}
+    public func now() -> Timestamp {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Timestamp(nanoseconds: Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec))
+    }
+}
+
+/// Durations as Vault accepts them: an integer number of seconds, or Go duration text ("1h30m", "768h", "90s").
+public enum Duration {
+    /// Parses a JSON value into whole seconds; throws an invalid-argument error naming `field`.
+    public static func seconds(_ value: JSONValue, field: String) throws(CofferError) -> Int64 {
+        switch value {
+        case .number(let n):
+            if let v = Int64(n), v >= 0 { return v }
+        case .string(let s):
+            if let v = parse(s) { return v }
+        default: break
+        }
+        throw CofferError.invalid("\(field) must be a duration such as \"30m\", \"1h\" or a number of seconds, got \(value.typeName)")
+    }
+
+    /// "1h30m" → 5400; "45" → 45; "" → 0. Fractions round down to whole seconds.
+    public static func parse(_ text: String) -> Int64? {
+        if text.isEmpty { return 0 }
+        if let v = Int64(text) { return v >= 0 ? v : nil }
+        var total: Double = 0
+        var chars = Substring(text)
+        while !chars.isEmpty {
+            let numberPart = chars.prefix { $0.isNumber || $0 == "." }
+            guard !numberPart.isEmpty, let value = Double(numberPart) else { return nil }
+            chars = chars.dropFirst(numberPart.count)
+            let unitPart = chars.prefix { !$0.isNumber && $0 != "." }
+            chars = chars.dropFirst(unitPart.count)
+            let scale: Double
+            switch unitPart {
+            case "ns": scale = 1e-9
+            case "us", "µs": scale = 1e-6
+            case "ms": scale = 1e-3
+            case "s": scale = 1
+            case "m": scale = 60
+            case "h": scale = 3600
+            case "d": scale = 86400
+            default: return nil
+            }
+            total += value * scale
+        }
+        return Int64(total)
+    }
+}
+
+extension Duration {
+    /// Go's `time.Duration.String()` for whole seconds: 0 → "0s", 90 → "1m30s", 3600 → "1h0m0s".
+    public static func format(_ seconds: Int64) -> String {
+        if seconds == 0 { return "0s" }
+        let h = seconds / 3600
+        let m = seconds % 3600 / 60
+        let s = seconds % 60
+        if h > 0 { return "\(h)h\(m)m\(s)s" }
+        if m > 0 { return "\(m)m\(s)s" }
+        return "\(s)s"
+    }
+}

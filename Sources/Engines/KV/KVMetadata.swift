@@ -1,0 +1,119 @@
+import CofferCore
+
+/// Per-secret metadata of KV v2: settings and the state of every version.
+struct KVMetadata: Sendable {
+    struct Version: Sendable {
+        var created: Timestamp
+        var deletion: Timestamp?
+        var destroyed: Bool
+
+        func isDeleted(now: Timestamp) -> Bool { deletion.map { $0 <= now } ?? false }
+
+        func json(now: Timestamp) -> JSONValue {
+            [
+                "created_time": .string(created.rfc3339),
+                "deletion_time": .string(deletion.map { $0.rfc3339 } ?? ""),
+                "destroyed": .bool(destroyed),
+            ]
+        }
+    }
+
+    var created: Timestamp
+    var updated: Timestamp
+    var currentVersion: Int = 0
+    var oldestVersion: Int = 0
+    var maxVersions: Int = 0
+    var casRequired: Bool = false
+    var deleteVersionAfter: Int64 = 0
+    var customMetadata: [String: String] = [:]
+    var versions: [Int: Version] = [:]
+
+    init(now: Timestamp) {
+        created = now
+        updated = now
+    }
+
+    var stored: JSONValue {
+        var versionMap: [String: JSONValue] = [:]
+        for (n, v) in versions {
+            versionMap[String(n)] = [
+                "created": .number(String(v.created.nanoseconds)),
+                "deletion": v.deletion.map { .number(String($0.nanoseconds)) } ?? .null, "destroyed": .bool(v.destroyed),
+            ]
+        }
+        return [
+            "created": .number(String(created.nanoseconds)), "updated": .number(String(updated.nanoseconds)),
+            "current_version": .int(currentVersion), "oldest_version": .int(oldestVersion), "max_versions": .int(maxVersions),
+            "cas_required": .bool(casRequired), "delete_version_after": .int(deleteVersionAfter),
+            "custom_metadata": .object(customMetadata.mapValues { .string($0) }), "versions": .object(versionMap),
+        ]
+    }
+
+    init(stored json: JSONValue, path: String) throws(CofferError) {
+        func ts(_ v: JSONValue?) -> Timestamp? {
+            guard let n = v, case .number(let text) = n, let ns = Int64(text) else { return nil }
+            return Timestamp(nanoseconds: ns)
+        }
+        guard let created = ts(json["created"]), let updated = ts(json["updated"]) else {
+            throw CofferError(.integrity, "stored KV metadata for '\(path)' is malformed")
+        }
+        self.created = created
+        self.updated = updated
+        currentVersion = json["current_version"]?.intValue ?? 0
+        oldestVersion = json["oldest_version"]?.intValue ?? 0
+        maxVersions = json["max_versions"]?.intValue ?? 0
+        casRequired = json["cas_required"]?.boolValue ?? false
+        deleteVersionAfter = Int64(json["delete_version_after"]?.intValue ?? 0)
+        customMetadata = (json["custom_metadata"]?.objectValue ?? [:]).compactMapValues(\.stringValue)
+        for (key, value) in json["versions"]?.objectValue ?? [:] {
+            guard let n = Int(key), let c = ts(value["created"]) else { continue }
+            versions[n] = Version(created: c, deletion: ts(value["deletion"]), destroyed: value["destroyed"]?.boolValue ?? false)
+        }
+    }
+
+    var customMetadataJSON: JSONValue {
+        customMetadata.isEmpty ? .null : .object(customMetadata.mapValues { .string($0) })
+    }
+
+    /// The `metadata` block of a data read or write.
+    func versionMetadata(_ n: Int, now: Timestamp) -> [String: JSONValue] {
+        let v = versions[n]
+        return [
+            "created_time": .string(v?.created.rfc3339 ?? ""), "custom_metadata": customMetadataJSON,
+            "deletion_time": .string(v?.deletion.map { $0.rfc3339 } ?? ""), "destroyed": .bool(v?.destroyed ?? false),
+            "version": .int(n),
+        ]
+    }
+
+    /// The body of `metadata/<path>` reads.
+    func full(now: Timestamp) -> [String: JSONValue] {
+        var versionMap: [String: JSONValue] = [:]
+        for (n, v) in versions { versionMap[String(n)] = v.json(now: now) }
+        return [
+            "cas_required": .bool(casRequired), "created_time": .string(created.rfc3339), "current_version": .int(currentVersion),
+            "custom_metadata": customMetadataJSON, "delete_version_after": .string(Duration.format(deleteVersionAfter)),
+            "max_versions": .int(maxVersions), "oldest_version": .int(oldestVersion), "updated_time": .string(updated.rfc3339),
+            "versions": .object(versionMap),
+        ]
+    }
+}
+
+/// Mount-wide KV v2 settings (`<mount>/config`).
+struct KVConfig: Sendable {
+    static let defaultMaxVersions = 10
+    var maxVersions: Int = 0
+    var casRequired: Bool = false
+    var deleteVersionAfter: Int64 = 0
+
+    init() {}
+
+    init(stored json: JSONValue) {
+        maxVersions = json["max_versions"]?.intValue ?? 0
+        casRequired = json["cas_required"]?.boolValue ?? false
+        deleteVersionAfter = Int64(json["delete_version_after"]?.intValue ?? 0)
+    }
+
+    var stored: JSONValue {
+        ["max_versions": .int(maxVersions), "cas_required": .bool(casRequired), "delete_version_after": .int(deleteVersionAfter)]
+    }
+}

@@ -1,0 +1,52 @@
+public import CofferCore
+
+/// KV version 1: one unversioned JSON object per path.
+public struct KVv1Backend: Backend {
+    public init() {}
+
+    public func exists(_ request: EngineRequest) throws(CofferError) -> Bool? {
+        request.path.isEmpty ? nil : try request.storage.get(request.path) != nil
+    }
+
+    public func handle(_ request: EngineRequest) throws(CofferError) -> Response {
+        let key = request.path
+        switch request.operation {
+        case .list:
+            let folder = key.isEmpty || key.hasSuffix("/") ? key : key + "/"
+            let keys = try request.storage.list(folder)
+            guard !keys.isEmpty else { return Response(status: 404) }
+            return Response(data: ["keys": .array(keys.map { .string($0) })])
+        case .read:
+            guard !key.isEmpty else { throw request.unsupported() }
+            guard case .object(let data)? = try request.storage.getJSON(key) else { return Response(status: 404) }
+            return Response(data: data)
+        case .create, .update:
+            guard !key.isEmpty, !key.hasSuffix("/") else { throw CofferError.invalid("missing secret path after \(request.mount.path)") }
+            guard !request.data.isEmpty else { throw CofferError.invalid("no data provided") }
+            try request.storage.putJSON(key, .object(request.data))
+            return .noContent
+        case .delete:
+            guard !key.isEmpty else { throw request.unsupported() }
+            try request.storage.delete(key)
+            return .noContent
+        case .patch:
+            throw request.unsupported()
+        }
+    }
+}
+
+/// The engines Coffer ships, by mount type.
+public enum BuiltinEngines {
+    /// "kv": v1 unless `options.version` is "2" (a "kv-v2" mount is stored as "kv" with version "2").
+    public static var registry: EngineRegistry {
+        var registry = EngineRegistry()
+        registry.register("kv") { entry throws(CofferError) in
+            switch entry.options["version"] ?? "1" {
+            case "1": KVv1Backend()
+            case "2": KVv2Backend()
+            case let other: throw CofferError(.invalidArgument, "unknown KV version \"\(other)\"; use \"1\" or \"2\"")
+            }
+        }
+        return registry
+    }
+}
