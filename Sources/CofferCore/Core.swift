@@ -44,13 +44,18 @@ public struct SealStatus: Sendable, Equatable {
     public var storageType: String
     public var recoverySeal: Bool
 
+    /// The `sys/seal-status` body. As in OpenBao, the cluster name and id are shown only when unsealed.
     public var json: JSONValue {
-        [
+        var body: [String: JSONValue] = [
             "type": .string(type), "initialized": .bool(initialized), "sealed": .bool(sealed), "t": .int(threshold),
             "n": .int(shares), "progress": .int(progress), "nonce": .string(nonce), "version": .string(CofferVersion.versionString),
-            "build_date": "", "migration": false, "recovery_seal": .bool(recoverySeal), "storage_type": .string(storageType),
-            "cluster_name": .string(CofferVersion.clusterName), "cluster_id": .string(CofferVersion.clusterID),
+            "migration": false, "recovery_seal": .bool(recoverySeal), "storage_type": .string(storageType),
         ]
+        if !sealed {
+            body["cluster_name"] = .string(CofferVersion.clusterName)
+            body["cluster_id"] = .string(CofferVersion.clusterID)
+        }
+        return .object(body)
     }
 }
 

@@ -29,13 +29,8 @@ public final class SecureBytes: Sendable, CustomStringConvertible {
     public init<E: Error>(count: Int, initializingWith body: (UnsafeMutableRawBufferPointer) throws(E) -> Void) throws(E) {
         storage = .allocate(byteCount: max(count, 1), alignment: 16)
         self.count = count
-        do {
-            try body(UnsafeMutableRawBufferPointer(rebasing: storage[0..<count]))
-        } catch {
-            coffer_openssl_cleanse(storage.baseAddress, storage.count)
-            storage.deallocate()
-            throw error
-        }
+        // Every stored property is set, so if `body` throws, `deinit` runs and zeroes and frees the memory.
+        try body(UnsafeMutableRawBufferPointer(rebasing: storage[0..<count]))
     }
 
     public let count: Int

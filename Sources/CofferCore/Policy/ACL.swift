@@ -134,13 +134,12 @@ public final class ACL: Sendable {
 
     /// The index of the permissions that govern `path` for `operation`, following `AllowOperation`'s lookup order.
     func matchingPermissions(path: String, operation: PolicyOperation) -> Int? {
-        var path = path
-        if let found = path.utf8.withContiguousStorageIfAvailable({ match(UnsafeBufferPointer(rebasing: $0[...]),
-            operation: operation) })
-        {
+        // Native strings expose their UTF-8 bytes directly; only bridged or lazily-built ones need a copy.
+        if let found = path.utf8.withContiguousStorageIfAvailable({ match($0, operation: operation) }) {
             return found
         }
-        return path.withUTF8 { match($0, operation: operation) }
+        var copy = path
+        return copy.withUTF8 { match($0, operation: operation) }
     }
 
     private func match(_ full: UnsafeBufferPointer<UInt8>, operation: PolicyOperation) -> Int? {

@@ -157,8 +157,9 @@ private struct Lexer {
         if byte == UInt8(ascii: "-") || isDigit(byte) { return Token(kind: .number(try lexNumber()), location: start) }
         if isIdentifierStart(byte) {
             let from = index
-            while let b = peekByte(), isIdentifierStart(b) || isDigit(b) || b == UInt8(ascii: "-")
-                || b == UInt8(ascii: ".")
+            while let b = peekByte(),
+                isIdentifierStart(b) || isDigit(b) || b == UInt8(ascii: "-")
+                    || b == UInt8(ascii: ".")
             {
                 advance()
             }
@@ -370,7 +371,8 @@ private struct TreeParser {
             break
         }
         guard !keys.isEmpty else {
-            throw PolicySyntaxError(at: current.location, "expected an attribute or block name, found \(current.kind.display)")
+            throw PolicySyntaxError(
+                at: current.location, "expected an attribute or block name, found \(current.kind.display)")
         }
         switch current.kind {
         case .equals, .colon:
@@ -490,7 +492,8 @@ enum PolicyParser {
                 try collectPaths(item, into: &rules)
             default:
                 throw PolicySyntaxError(
-                    at: location, "unknown top-level block or attribute \"\(name)\"; a policy contains only 'path' blocks")
+                    at: location,
+                    "unknown top-level block or attribute \"\(name)\"; a policy contains only 'path' blocks")
             }
         }
         return rules
@@ -545,7 +548,8 @@ enum PolicyParser {
             }
         default:
             throw PolicySyntaxError(
-                at: item.keys[2].location, "'path' takes one path pattern, found a second label \"\(item.keys[2].name)\"")
+                at: item.keys[2].location,
+                "'path' takes one path pattern, found a second label \"\(item.keys[2].name)\"")
         }
     }
 

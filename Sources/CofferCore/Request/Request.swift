@@ -60,7 +60,6 @@ public struct AuthInfo: Sendable, Equatable {
         [
             "client_token": .string(clientToken), "accessor": .string(accessor),
             "policies": .array(policies.map { .string($0) }), "token_policies": .array(tokenPolicies.map { .string($0) }),
-            "identity_policies": nil,
             "metadata": metadata.isEmpty ? .null : .object(metadata.mapValues { .string($0) }),
             "lease_duration": .int(leaseDuration), "renewable": .bool(renewable), "entity_id": "",
             "token_type": .string(tokenType), "orphan": .bool(orphan), "mfa_requirement": nil, "num_uses": .int(numUses),
@@ -120,7 +119,6 @@ public struct Response: Sendable {
             "request_id": .string(requestID), "lease_id": .string(leaseID), "renewable": .bool(renewable),
             "lease_duration": .int(leaseDuration), "data": data.map { .object($0) } ?? .null, "wrap_info": .null,
             "warnings": warnings.isEmpty ? .null : .array(warnings.map { .string($0) }), "auth": auth?.json ?? .null,
-            "mount_type": .string(mountType),
         ]
         if repeatDataAtTopLevel, let data {
             for (key, value) in data where envelope[key] == nil { envelope[key] = value }

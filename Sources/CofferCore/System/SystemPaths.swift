@@ -33,11 +33,7 @@ extension Core {
             return try health(data)
         case ("sys/leader", .read):
             guard !barrier.isSealed else { throw CofferError.sealedError }
-            return .raw([
-                "ha_enabled": false, "is_self": false, "active_time": "0001-01-01T00:00:00Z", "leader_address": "",
-                "leader_cluster_address": "", "performance_standby": false, "performance_standby_last_remote_wal": 0,
-                "raft_committed_index": 0, "raft_applied_index": 0,
-            ])
+            return .raw(["ha_enabled": false])
         default:
             if request.path.hasPrefix("sys/rekey/") { return try handleRekey(request) }
             throw CofferError(.unsupportedOperation, "unsupported operation: \(request.operation.rawValue) on \(request.path)")
@@ -75,7 +71,7 @@ extension Core {
         // Paths any valid token may use: they only tell the caller about itself.
         if path == "sys/capabilities-self" {
             guard op == .update || op == .create else { throw unsupported(request) }
-            return try capabilities(caller: caller, paths: try requestedPaths(data))
+            return try capabilities(caller: caller, paths: try requestedPaths(data), singular: data["path"] != nil)
         }
         if path.hasPrefix("sys/internal/ui/mounts/") || path == "sys/internal/ui/mounts" {
             return try uiMount(String(path.dropFirst("sys/internal/ui/mounts".count)).trimmingSlashes(), caller: caller)
@@ -118,12 +114,12 @@ extension Core {
             guard let target = try tokens.lookup(token: token), !target.isExpired(now: now) else {
                 throw CofferError.invalid("invalid token")
             }
-            return try capabilities(caller: target, paths: try requestedPaths(data))
+            return try capabilities(caller: target, paths: try requestedPaths(data), singular: data["path"] != nil)
         case "sys/capabilities-accessor":
             guard op == .update || op == .create else { throw unsupported(request) }
             guard let accessor = try data.string("accessor") else { throw CofferError.invalid("missing accessor") }
             guard let target = try tokens.entry(accessor: accessor) else { throw CofferError.invalid("invalid accessor") }
-            return try capabilities(caller: target, paths: try requestedPaths(data))
+            return try capabilities(caller: target, paths: try requestedPaths(data), singular: data["path"] != nil)
         case "sys/policy", "sys/policies/acl":
             guard op == .read || op == .list else { throw unsupported(request) }
             let names = try policies.list()
@@ -140,7 +136,7 @@ extension Core {
         if let rest = path.dropPrefix("sys/mounts/") {
             return try mountPath(request, rest: rest)
         }
-        throw CofferError(.notFound, "no handler for route \"\(path)\". route entry not found.")
+        throw CofferError(.notFound, "unsupported path")
     }
 
     func unsupported(_ request: Request) -> CofferError {
@@ -150,12 +146,12 @@ extension Core {
     func requestedPaths(_ data: [String: JSONValue]) throws(CofferError) -> [String] {
         var paths = try data.stringList("paths") ?? []
         if let single = try data.string("path") { paths.append(single) }
-        guard !paths.isEmpty else { throw CofferError.invalid("missing paths") }
+        guard !paths.isEmpty else { throw CofferError.invalid("paths must be supplied") }
         return paths
     }
 
     /// `{capabilities: [...], "<path>": [...]}` as Vault reports it.
-    func capabilities(caller: TokenEntry, paths: [String]) throws(CofferError) -> Response {
+    func capabilities(caller: TokenEntry, paths: [String], singular: Bool) throws(CofferError) -> Response {
         var data: [String: JSONValue] = [:]
         var union: Set<String> = []
         for raw in paths {
@@ -170,7 +166,7 @@ extension Core {
             data[raw] = .array(names.map { .string($0) })
             union.formUnion(names)
         }
-        data["capabilities"] = .array(union.sorted().map { .string($0) })
+        if singular { data["capabilities"] = .array(union.sorted().map { .string($0) }) }
         var r = Response(data: data)
         r.repeatDataAtTopLevel = true
         return r

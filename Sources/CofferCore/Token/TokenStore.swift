@@ -190,7 +190,7 @@ final class TokenStore: Sendable {
 
     /// Creates a token; returns the token string (shown once) and its entry.
     func create(_ make: (String, String) -> TokenEntry, id: String? = nil) throws(CofferError) -> (String, TokenEntry) {
-        let token = id ?? "hvs." + Random.base62(24)
+        let token = id ?? "s." + Random.base62(24)
         let idHash = try hash(token)
         if try entry(hash: idHash) != nil { throw CofferError.invalid("a token with that id already exists") }
         let entry = make(idHash, Random.base62(24))

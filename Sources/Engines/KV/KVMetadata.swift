@@ -91,6 +91,7 @@ struct KVMetadata: Sendable {
         for (n, v) in versions { versionMap[String(n)] = v.json(now: now) }
         return [
             "cas_required": .bool(casRequired), "created_time": .string(created.rfc3339), "current_version": .int(currentVersion),
+            "current_metadata_version": .int(0), "metadata_cas_required": false,
             "custom_metadata": customMetadataJSON, "delete_version_after": .string(Duration.format(deleteVersionAfter)),
             "max_versions": .int(maxVersions), "oldest_version": .int(oldestVersion), "updated_time": .string(updated.rfc3339),
             "versions": .object(versionMap),

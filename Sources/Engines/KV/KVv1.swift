@@ -19,10 +19,14 @@ public struct KVv1Backend: Backend {
         case .read:
             guard !key.isEmpty else { throw request.unsupported() }
             guard case .object(let data)? = try request.storage.getJSON(key) else { return Response(status: 404) }
-            return Response(data: data)
+            var response = Response(data: data)
+            // Vault reports the mount's lease TTL (the 768h system default), or the secret's own `ttl`.
+            let ttl = try? data.duration("ttl")
+            response.leaseDuration = (ttl ?? nil) ?? (request.mount.defaultLeaseTTL > 0 ? request.mount.defaultLeaseTTL : 2_764_800)
+            return response
         case .create, .update:
             guard !key.isEmpty, !key.hasSuffix("/") else { throw CofferError.invalid("missing secret path after \(request.mount.path)") }
-            guard !request.data.isEmpty else { throw CofferError.invalid("no data provided") }
+            guard !request.data.isEmpty else { throw CofferError.invalid("missing data fields") }
             try request.storage.putJSON(key, .object(request.data))
             return .noContent
         case .delete:

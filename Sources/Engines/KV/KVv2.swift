@@ -137,7 +137,7 @@ public struct KVv2Backend: Backend {
         guard let meta = try loadMetadata(request.storage, key), let current = meta.versions[meta.currentVersion],
             meta.currentVersion > 0
         else {
-            throw CofferError(.notFound, "no secret at \(request.fullPath) to patch")
+            return Response(status: 404)
         }
         if current.destroyed || current.isDeleted(now: request.now) {
             return Response(status: 404, data: ["data": .null, "metadata": .object(meta.versionMetadata(meta.currentVersion, now: request.now))])
@@ -286,7 +286,7 @@ public struct KVv2Backend: Backend {
             let c = try loadConfig(request.storage)
             return Response(data: [
                 "max_versions": .int(c.maxVersions), "cas_required": .bool(c.casRequired),
-                "delete_version_after": .string(Duration.format(c.deleteVersionAfter)),
+                "delete_version_after": .string(Duration.format(c.deleteVersionAfter)), "metadata_cas_required": false,
             ])
         case .create, .update:
             var c = try loadConfig(request.storage)

@@ -1,0 +1,55 @@
+import CofferCore
+import Testing
+
+@Suite struct JSONTests {
+    @Test func roundTripKeepsNumbersExactlyAndSortsKeys() throws {
+        let text = #"{"b":[1,2.50,-0.0,1e400,12345678901234567890],"a":{"x":null,"y":true},"s":"q\"\\\n\u00e9\ud83d\ude00"}"#
+        let value = try JSONValue.parse(text)
+        #expect(value["b"]?.arrayValue?[1] == .number("2.50"))
+        #expect(value["b"]?.arrayValue?[4] == .number("12345678901234567890"))
+        #expect(value["s"]?.stringValue == "q\"\\\né😀")
+        #expect(value.jsonString == #"{"a":{"x":null,"y":true},"b":[1,2.50,-0.0,1e400,12345678901234567890],"s":"q\"\\\né😀"}"#)
+        #expect(try JSONValue.parse(value.serialized()) == value)
+    }
+
+    @Test(arguments: [
+        ("", "unexpected end"), ("{", "expected a string key"), (#"{"a":1,}"#, "expected a string key"), ("[1 2]", "expected ','"),
+        ("01", "unexpected data"), (#""\x""#, "invalid escape"), ("nul", "unexpected end"), (#"{"a":1} x"#, "unexpected data"),
+        (#""\ud800""#, "surrogate"), ("1.", "digit expected"),
+    ])
+    func malformedDocumentsSayWhatIsWrong(text: String, reason: String) {
+        #expect {
+            _ = try JSONValue.parse(text)
+        } throws: { error in
+            (error as? JSONParseError)?.reason.contains(reason) ?? false
+        }
+    }
+
+    @Test func invalidUTF8AndDeepNestingAreRejected() {
+        #expect(throws: JSONParseError.self) { _ = try JSONValue.parse([0x22, 0xFF, 0xFE, 0x22]) }
+        let deep = String(repeating: "[", count: 300) + String(repeating: "]", count: 300)
+        #expect(throws: JSONParseError.self) { _ = try JSONValue.parse(deep) }
+        let ok = String(repeating: "[", count: 200) + String(repeating: "]", count: 200)
+        #expect(throws: Never.self) { _ = try JSONValue.parse(ok) }
+    }
+}
+
+@Suite struct TimeTests {
+    @Test func rfc3339MatchesGo() {
+        #expect(Timestamp(seconds: 0).rfc3339 == "1970-01-01T00:00:00Z")
+        #expect(Timestamp(nanoseconds: 1_700_000_000_123_456_780).rfc3339 == "2023-11-14T22:13:20.12345678Z")
+        #expect(Timestamp(seconds: 951_782_400).rfc3339 == "2000-02-29T00:00:00Z")
+        let t = Timestamp(nanoseconds: 1_795_000_000_000_000_001)
+        #expect(Timestamp(rfc3339: t.rfc3339) == t)
+    }
+
+    @Test func durationsParseAndFormatAsVault() {
+        #expect(Duration.parse("1h30m") == 5400)
+        #expect(Duration.parse("45") == 45)
+        #expect(Duration.parse("768h") == 2_764_800)
+        #expect(Duration.parse("bogus") == nil)
+        #expect(Duration.format(0) == "0s")
+        #expect(Duration.format(3600) == "1h0m0s")
+        #expect(Duration.format(90) == "1m30s")
+    }
+}

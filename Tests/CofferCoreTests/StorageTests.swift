@@ -1,0 +1,77 @@
+@testable import CofferCore
+import Foundation
+import Testing
+
+@Suite struct StorageTests {
+    /// The backend contract, run against both implementations.
+    @Test(arguments: ["inmem", "sqlite"])
+    func backendContract(kind: String) throws {
+        let dir = TemporaryDirectory()
+        let backend: any PhysicalBackend = kind == "sqlite" ? try SQLiteBackend(path: dir.file("c.db")) : InMemoryBackend()
+        #expect(backend.typeName == kind)
+        #expect(try backend.get("missing") == nil)
+        try backend.put("a/b/c", [1, 2, 3])
+        try backend.put("a/d", [])
+        try backend.put("a/b/e", [4])
+        try backend.put("ab", [5])
+        #expect(try backend.get("a/b/c") == [1, 2, 3])
+        #expect(try backend.get("a/d") == [])
+        #expect(try backend.list(prefix: "a/") == ["b/", "d"])
+        #expect(try backend.list(prefix: "a/b/") == ["c", "e"])
+        #expect(try backend.list(prefix: "") == ["a/", "ab"])
+        #expect(try backend.listRecursive(prefix: "a/") == ["a/b/c", "a/b/e", "a/d"])
+        try backend.batch([.put(key: "x", value: [9]), .delete(key: "a/d"), .put(key: "a/b/c", value: [7])])
+        #expect(try backend.get("x") == [9])
+        #expect(try backend.get("a/d") == nil)
+        #expect(try backend.get("a/b/c") == [7])
+        try backend.delete("x")
+        try backend.delete("never-existed")
+        #expect(try backend.get("x") == nil)
+        backend.close()
+    }
+
+    @Test func sqliteReopenGivesBackEverythingAcknowledged() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("c.db")
+        do {
+            let db = try SQLiteBackend(path: path)
+            for i in 0..<200 { try db.put("k/\(i)", Array("value \(i)".utf8)) }
+            try db.batch((0..<50).map { .delete(key: "k/\($0)") })
+            db.close()
+        }
+        let db = try SQLiteBackend(path: path)
+        #expect(try db.list(prefix: "k/").count == 150)
+        #expect(try db.get("k/199") == Array("value 199".utf8))
+        #expect(try db.get("k/0") == nil)
+        #expect(throws: CofferError.self) { _ = try { db.close(); return try db.get("k/1") }() }
+    }
+
+    @Test func foreignAndDamagedFilesAreRefusedClearly() throws {
+        let dir = TemporaryDirectory()
+        let text = dir.file("notes.txt")
+        try "just some text, not a database at all, long enough to have a header....................................".write(
+            toFile: text, atomically: true, encoding: .utf8)
+        expectError(.corruptDatabase, containing: "not an SQLite file") { _ = try SQLiteBackend(path: text) }
+        #expect(try String(contentsOfFile: text, encoding: .utf8).hasPrefix("just some text"), "nothing was changed")
+
+        let foreign = dir.file("other.db")
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
+        p.arguments = [foreign, "CREATE TABLE t(x); INSERT INTO t VALUES (1);"]
+        try p.run()
+        p.waitUntilExit()
+        expectError(.corruptDatabase, containing: "another application") { _ = try SQLiteBackend(path: foreign) }
+
+        let good = dir.file("good.db")
+        do {
+            let db = try SQLiteBackend(path: good)
+            for i in 0..<2000 { try db.put("k/\(i)", [UInt8](repeating: UInt8(i % 256), count: 200)) }
+            db.close()
+        }
+        let size = try FileManager.default.attributesOfItem(atPath: good)[.size] as! Int
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: good))
+        try handle.truncate(atOffset: UInt64(size / 2))
+        try handle.close()
+        expectError(.corruptDatabase, containing: "truncated") { _ = try SQLiteBackend(path: good) }
+    }
+}

@@ -1,0 +1,134 @@
+@testable import CofferCore
+import Foundation
+import Testing
+
+@Suite struct TokenTests {
+    func create(_ core: Core, _ token: String, _ data: [String: JSONValue] = [:], path: String = "auth/token/create") throws -> AuthInfo {
+        try #require(try core.call(.update, path, data, token: token).auth)
+    }
+
+    @Test func createLookupRenewRevokeWithVaultShapes() throws {
+        let clock = ManualClock()
+        let (core, result) = try makeCore(clock: clock)
+        let root = result.rootToken
+        try core.call(.update, "sys/policies/acl/reader", ["policy": #"path "echo/*" { capabilities = ["read"] }"#], token: root)
+        let auth = try create(core, root, ["policies": ["reader"], "ttl": "1h", "meta": ["team": "payments"], "display_name": "ci"])
+        #expect(auth.policies == ["default", "reader"])
+        #expect(auth.leaseDuration == 3600 && auth.renewable && !auth.orphan)
+        #expect(auth.clientToken.hasPrefix("s.") && auth.accessor.count == 24)
+
+        let lookup = try #require(try core.call(.read, "auth/token/lookup-self", token: auth.clientToken).data)
+        #expect(lookup["display_name"] == "token-ci")
+        #expect(lookup["meta"] == ["team": "payments"])
+        #expect(lookup["ttl"] == .int(3600) && lookup["creation_ttl"] == .int(3600))
+        #expect(lookup["id"] == .string(auth.clientToken))
+        #expect(lookup["path"] == "auth/token/create")
+        let byAccessor = try #require(try core.call(.update, "auth/token/lookup-accessor", ["accessor": .string(auth.accessor)], token: root).data)
+        #expect(byAccessor["id"] == "" && byAccessor["accessor"] == .string(auth.accessor))
+
+        clock.advance(seconds: 1800)
+        let renewed = try #require(try core.call(.update, "auth/token/renew-self", ["increment": "2h"], token: auth.clientToken).auth)
+        #expect(renewed.leaseDuration == 7200)
+        clock.advance(seconds: 7199)
+        #expect(try core.call(.read, "auth/token/lookup-self", token: auth.clientToken).data?["ttl"] == .int(1))
+        clock.advance(seconds: 2)
+        expectError(.permissionDenied, containing: "permission denied") {
+            try core.call(.read, "auth/token/lookup-self", token: auth.clientToken)
+        }
+    }
+
+    @Test func revokingAParentRevokesItsChildrenButNotOrphans() throws {
+        let (core, result) = try makeCore()
+        let root = result.rootToken
+        try core.call(.update, "sys/policies/acl/creator", ["policy": #"path "auth/token/create*" { capabilities = ["update"] }"#], token: root)
+        let parent = try create(core, root, ["policies": ["creator"]])
+        let child = try create(core, parent.clientToken, [:])
+        let grandchild = try create(core, child.clientToken, [:])
+        let orphan = try create(core, parent.clientToken, [:], path: "auth/token/create-orphan")
+        #expect(orphan.orphan)
+        try core.call(.update, "auth/token/revoke", ["token": .string(parent.clientToken)], token: root)
+        for gone in [parent, child, grandchild] {
+            expectError(.permissionDenied) { try core.call(.read, "auth/token/lookup-self", token: gone.clientToken) }
+        }
+        #expect(try core.call(.read, "auth/token/lookup-self", token: orphan.clientToken).data?["orphan"] == true)
+    }
+
+    @Test func revokeOrphanKeepsChildrenAsOrphans() throws {
+        let (core, result) = try makeCore()
+        try core.call(.update, "sys/policies/acl/creator", ["policy": #"path "auth/token/create" { capabilities = ["update"] }"#], token: result.rootToken)
+        let parent = try create(core, result.rootToken, ["policies": ["creator"]])
+        let child = try create(core, parent.clientToken)
+        try core.call(.update, "auth/token/revoke-orphan", ["token": .string(parent.clientToken)], token: result.rootToken)
+        expectError(.permissionDenied) { try core.call(.read, "auth/token/lookup-self", token: parent.clientToken) }
+        #expect(try core.call(.read, "auth/token/lookup-self", token: child.clientToken).data?["orphan"] == true)
+    }
+
+    @Test func revokeByAccessorAndSelf() throws {
+        let (core, result) = try makeCore()
+        let a = try create(core, result.rootToken)
+        let b = try create(core, result.rootToken)
+        try core.call(.update, "auth/token/revoke-accessor", ["accessor": .string(a.accessor)], token: result.rootToken)
+        expectError(.permissionDenied) { try core.call(.read, "auth/token/lookup-self", token: a.clientToken) }
+        try core.call(.update, "auth/token/revoke-self", token: b.clientToken)
+        expectError(.permissionDenied) { try core.call(.read, "auth/token/lookup-self", token: b.clientToken) }
+        let accessors = try core.call(.list, "auth/token/accessors", token: result.rootToken).data?["keys"]?.arrayValue ?? []
+        #expect(accessors.count == 1, "only the root token is left")
+    }
+
+    @Test func numUsesExplicitMaxTTLAndPeriod() throws {
+        let clock = ManualClock()
+        let (core, result) = try makeCore(clock: clock)
+        let limited = try create(core, result.rootToken, ["num_uses": 2])
+        #expect(limited.numUses == 2)
+        try core.call(.read, "auth/token/lookup-self", token: limited.clientToken)
+        try core.call(.read, "auth/token/lookup-self", token: limited.clientToken)
+        expectError(.permissionDenied) { try core.call(.read, "auth/token/lookup-self", token: limited.clientToken) }
+
+        let capped = try create(core, result.rootToken, ["ttl": "1h", "explicit_max_ttl": "90m"])
+        clock.advance(seconds: 3000)
+        let renewed = try #require(try core.call(.update, "auth/token/renew-self", ["increment": "1h"], token: capped.clientToken).auth)
+        #expect(renewed.leaseDuration == 2400, "capped at creation + 90m")
+
+        let periodic = try create(core, result.rootToken, ["period": "10m"])
+        #expect(periodic.leaseDuration == 600)
+        clock.advance(seconds: 500)
+        #expect(try core.call(.update, "auth/token/renew-self", token: periodic.clientToken).auth?.leaseDuration == 600)
+        #expect(try core.call(.read, "auth/token/lookup-self", token: periodic.clientToken).data?["period"] == .int(600))
+    }
+
+    @Test func childPoliciesMustBeASubsetAndOrphansNeedPrivilege() throws {
+        let (core, result) = try makeCore()
+        let root = result.rootToken
+        try core.call(.update, "sys/policies/acl/creator", ["policy": #"path "auth/token/create" { capabilities = ["update"] }"#], token: root)
+        let creator = try create(core, root, ["policies": ["creator"]])
+        expectError(.invalidArgument, containing: "subset of parent") {
+            _ = try create(core, creator.clientToken, ["policies": ["admin"]])
+        }
+        expectError(.invalidArgument, containing: "root tokens may not be created") {
+            _ = try create(core, creator.clientToken, ["policies": ["root"]])
+        }
+        expectError(.invalidArgument, containing: "orphan") { _ = try create(core, creator.clientToken, ["no_parent": true]) }
+        let child = try create(core, creator.clientToken)
+        #expect(child.policies == ["creator", "default"])
+    }
+
+    @Test func tokensAreStoredOnlyAsSaltedHashes() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("coffer.db")
+        let (core, result) = try makeCore(storage: try SQLiteBackend(path: path))
+        let auth = try create(core, result.rootToken)
+        core.barrier.physical.close()
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        if let wal = try? Data(contentsOf: URL(fileURLWithPath: path + "-wal")) { bytes.append(wal) }
+        for secret in [result.rootToken, auth.clientToken, String(auth.clientToken.dropFirst(2))] {
+            #expect(bytes.range(of: Data(secret.utf8)) == nil, "a token appears in the database file")
+        }
+    }
+
+    @Test func missingOrBogusTokensAreDenied() throws {
+        let (core, _) = try makeCore()
+        expectError(.permissionDenied, containing: "permission denied") { try core.call(.read, "echo/x", token: nil) }
+        expectError(.permissionDenied) { try core.call(.read, "echo/x", token: "") }
+        expectError(.permissionDenied) { try core.call(.read, "echo/x", token: "s.notarealtokenatallxxxxxx") }
+    }
+}
