@@ -73,7 +73,7 @@ public final class Vault: Sendable {
         let vault = try open(VaultConfiguration(storage: storage, clock: clock))
         let result = try vault.initialize(shares: 1, threshold: 1)
         let created = try vault.core.handle(
-            Request(.update, "auth/token/create", data: ["id": .string(rootTokenID), "policies": ["root"], "display_name": "root"], token: result.rootToken))
+            Request(.update, "auth/token/create", data: ["id": .string(rootTokenID), "policies": ["root"], "display_name": "root", "no_parent": true], token: result.rootToken))
         guard created.auth?.clientToken == rootTokenID else {
             throw CofferError(.internal, "dev mode could not create the chosen root token")
         }

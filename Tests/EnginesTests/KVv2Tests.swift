@@ -1,0 +1,245 @@
+import Coffer
+import Foundation
+import Synchronization
+import Testing
+
+final class TestClock: CofferCore.Clock {
+    private let current = Mutex(Timestamp(seconds: 1_800_000_000))
+    func now() -> Timestamp { current.withLock { $0 } }
+    func advance(seconds: Int64) { current.withLock { $0 = $0.adding(seconds: seconds) } }
+}
+
+/// A dev vault (secret/ as KV v2, root token "root") and a helper that speaks the wire form, so the
+/// assertions are on exactly what HTTP and C callers will see.
+struct Harness {
+    let vault: Vault
+    let clock = TestClock()
+
+    init(storage: VaultConfiguration.Storage = .memory) throws {
+        vault = try Vault.openDev(storage: storage, rootTokenID: "root", clock: clock).vault
+    }
+
+    @discardableResult
+    func wire(_ method: String, _ path: String, _ body: JSONValue? = nil, token: String = "root") -> (status: Int, json: JSONValue?) {
+        let (status, bytes) = vault.core.handleWire(method: method, path: path, token: token, body: body?.serialized() ?? [])
+        return (status, bytes.map { try! JSONValue.parse($0) })
+    }
+}
+
+func errors(_ json: JSONValue?) -> [String] { json?["errors"]?.arrayValue?.compactMap(\.stringValue) ?? [] }
+
+@Suite struct KVv2Tests {
+    @Test func writeReadVersionsAndShapes() throws {
+        let h = try Harness()
+        let w1 = h.wire("PUT", "secret/data/app", ["data": ["user": "u", "n": 1]])
+        #expect(w1.status == 200)
+        let meta1 = try #require(w1.json?["data"]?.objectValue)
+        #expect(Set(meta1.keys) == ["created_time", "custom_metadata", "deletion_time", "destroyed", "version"])
+        #expect(meta1["version"] == 1 && meta1["deletion_time"] == "" && meta1["custom_metadata"] == .null)
+        #expect(Set(w1.json?.objectValue?.keys ?? [:].keys) == ["request_id", "lease_id", "renewable", "lease_duration", "data", "wrap_info", "warnings", "auth"])
+
+        h.clock.advance(seconds: 1)
+        #expect(h.wire("POST", "secret/data/app", ["data": ["user": "u2"]]).json?["data"]?["version"] == 2)
+        let read = h.wire("GET", "secret/data/app")
+        #expect(read.status == 200)
+        #expect(read.json?["data"]?["data"] == ["user": "u2"])
+        #expect(read.json?["data"]?["metadata"]?["version"] == 2)
+        #expect(h.wire("GET", "secret/data/app?version=1").json?["data"]?["data"] == ["user": "u", "n": 1])
+        #expect(h.wire("GET", "secret/data/app?version=0").json?["data"]?["metadata"]?["version"] == 2)
+        let missing = h.wire("GET", "secret/data/app?version=9")
+        #expect(missing.status == 404 && errors(missing.json).isEmpty)
+        #expect(h.wire("GET", "secret/data/nope").status == 404)
+        let badVersion = h.wire("GET", "secret/data/app?version=abc")
+        #expect(badVersion.status == 400 && errors(badVersion.json).first?.contains("version") == true)
+    }
+
+    @Test func checkAndSet() throws {
+        let h = try Harness()
+        #expect(h.wire("PUT", "secret/data/c", ["data": ["a": 1], "options": ["cas": 0]]).status == 200)
+        let conflict = h.wire("PUT", "secret/data/c", ["data": ["a": 2], "options": ["cas": 0]])
+        #expect(conflict.status == 400)
+        #expect(errors(conflict.json) == ["check-and-set parameter did not match the current version"])
+        #expect(h.wire("PUT", "secret/data/c", ["data": ["a": 2], "options": ["cas": 1]]).json?["data"]?["version"] == 2)
+
+        #expect(h.wire("POST", "secret/config", ["cas_required": true]).status == 204)
+        let required = h.wire("PUT", "secret/data/c", ["data": ["a": 3]])
+        #expect(errors(required.json) == ["check-and-set parameter required for this call"])
+        #expect(h.wire("GET", "secret/config").json?["data"]?["cas_required"] == true)
+        #expect(h.wire("PUT", "secret/data/c", ["data": ["a": 3], "options": ["cas": 2]]).status == 200)
+        // The per-secret flag works the same way.
+        h.wire("POST", "secret/config", ["cas_required": false])
+        h.wire("POST", "secret/metadata/d", ["cas_required": true])
+        #expect(errors(h.wire("PUT", "secret/data/d", ["data": ["x": 1]]).json) == ["check-and-set parameter required for this call"])
+    }
+
+    @Test func softDeleteUndeleteAndDestroy() throws {
+        let h = try Harness()
+        for i in 1...3 { h.wire("PUT", "secret/data/s", ["data": ["i": .int(i)]]) }
+        #expect(h.wire("DELETE", "secret/data/s").status == 204)
+        let deleted = h.wire("GET", "secret/data/s")
+        #expect(deleted.status == 404, "a deleted version is 404...")
+        #expect(deleted.json?["data"]?["data"] == .null)
+        #expect(deleted.json?["data"]?["metadata"]?["version"] == 3, "...with its metadata in the body")
+        #expect(deleted.json?["data"]?["metadata"]?["deletion_time"]?.stringValue?.isEmpty == false)
+        #expect(h.wire("GET", "secret/data/s?version=2").json?["data"]?["data"] == ["i": 2])
+
+        #expect(h.wire("POST", "secret/undelete/s", ["versions": [3]]).status == 204)
+        #expect(h.wire("GET", "secret/data/s").json?["data"]?["data"] == ["i": 3])
+
+        #expect(h.wire("POST", "secret/delete/s", ["versions": [1, 2]]).status == 204)
+        #expect(h.wire("GET", "secret/data/s?version=1").status == 404)
+        #expect(h.wire("POST", "secret/destroy/s", ["versions": [1]]).status == 204)
+        let destroyed = h.wire("GET", "secret/data/s?version=1")
+        #expect(destroyed.status == 404 && destroyed.json?["data"]?["metadata"]?["destroyed"] == true)
+        // A destroyed version cannot be undeleted; a soft-deleted one can.
+        h.wire("POST", "secret/undelete/s", ["versions": [1, 2]])
+        #expect(h.wire("GET", "secret/data/s?version=1").status == 404)
+        #expect(h.wire("GET", "secret/data/s?version=2").json?["data"]?["data"] == ["i": 2])
+        #expect(errors(h.wire("POST", "secret/destroy/s", [:]).json) == ["no version number provided"])
+
+        let metadata = try #require(h.wire("GET", "secret/metadata/s").json?["data"])
+        #expect(metadata["versions"]?["1"]?["destroyed"] == true)
+        #expect(metadata["current_version"] == 3 && metadata["oldest_version"] == 1)
+        #expect(h.wire("DELETE", "secret/metadata/s").status == 204)
+        #expect(h.wire("GET", "secret/data/s?version=2").status == 404)
+        #expect(h.wire("GET", "secret/metadata/s").status == 404)
+    }
+
+    @Test func maxVersionsTrimsTheOldest() throws {
+        let h = try Harness()
+        #expect(h.wire("POST", "secret/metadata/m", ["max_versions": 2, "custom_metadata": ["owner": "team-a"], "delete_version_after": "1h"]).status == 204)
+        for i in 1...4 { h.wire("PUT", "secret/data/m", ["data": ["i": .int(i)]]) }
+        let meta = try #require(h.wire("GET", "secret/metadata/m").json?["data"])
+        #expect(meta["versions"]?.objectValue?.keys.sorted() == ["3", "4"])
+        #expect(meta["oldest_version"] == 3 && meta["current_version"] == 4 && meta["max_versions"] == 2)
+        #expect(meta["custom_metadata"] == ["owner": "team-a"])
+        #expect(meta["delete_version_after"] == "1h0m0s")
+        #expect(h.wire("GET", "secret/data/m?version=1").status == 404)
+        #expect(h.wire("GET", "secret/data/m").json?["data"]?["metadata"]?["custom_metadata"] == ["owner": "team-a"])
+
+        // delete_version_after: the version is readable for an hour, then reads as deleted.
+        h.clock.advance(seconds: 3599)
+        #expect(h.wire("GET", "secret/data/m").status == 200)
+        h.clock.advance(seconds: 2)
+        #expect(h.wire("GET", "secret/data/m").status == 404)
+
+        // The mount default applies when the secret has none.
+        h.wire("POST", "secret/config", ["max_versions": 3])
+        for i in 1...5 { h.wire("PUT", "secret/data/n", ["data": ["i": .int(i)]]) }
+        #expect(h.wire("GET", "secret/metadata/n").json?["data"]?["versions"]?.objectValue?.count == 3)
+    }
+
+    @Test func patchListAndSubkeys() throws {
+        let h = try Harness()
+        h.wire("PUT", "secret/data/p", ["data": ["a": 1, "b": ["c": 2, "d": 3], "e": "x"]])
+        let patched = h.wire("PATCH", "secret/data/p", ["data": ["a": .null, "b": ["c": 20], "f": true]])
+        #expect(patched.status == 200 && patched.json?["data"]?["version"] == 2)
+        #expect(h.wire("GET", "secret/data/p").json?["data"]?["data"] == ["b": ["c": 20, "d": 3], "e": "x", "f": true])
+        #expect(h.wire("PATCH", "secret/data/none", ["data": ["a": 1]]).status == 404)
+
+        let sub = h.wire("GET", "secret/subkeys/p")
+        #expect(sub.json?["data"]?["subkeys"] == ["b": ["c": nil, "d": nil], "e": nil, "f": nil])
+        #expect(h.wire("GET", "secret/subkeys/p?depth=1").json?["data"]?["subkeys"] == ["b": nil, "e": nil, "f": nil])
+
+        h.wire("PUT", "secret/data/dir/one", ["data": ["x": 1]])
+        h.wire("PUT", "secret/data/dir/two/deep", ["data": ["x": 1]])
+        #expect(h.wire("LIST", "secret/metadata/dir").json?["data"]?["keys"] == ["one", "two/"])
+        #expect(h.wire("GET", "secret/metadata/?list=true").json?["data"]?["keys"] == ["dir/", "p"])
+        #expect(h.wire("LIST", "secret/metadata/empty/").status == 404)
+    }
+
+    @Test func badInputGetsClearErrorsAndChangesNothing() throws {
+        let h = try Harness()
+        h.wire("PUT", "secret/data/keep", ["data": ["v": "original"]])
+        #expect(errors(h.wire("PUT", "secret/data/keep", ["nodata": 1]).json) == ["no data provided"])
+        #expect(errors(h.wire("PUT", "secret/data/keep", ["data": "string"]).json).first?.contains("must be an object") == true)
+        let (status, body) = h.vault.core.handleWire(method: "PUT", path: "secret/data/keep", token: "root", body: Array("{not json".utf8))
+        #expect(status == 400 && String(decoding: body ?? [], as: UTF8.self).contains("failed to parse JSON input"))
+        let array = h.vault.core.handleWire(method: "PUT", path: "secret/data/keep", token: "root", body: Array("[1,2]".utf8))
+        #expect(array.status == 400)
+        let huge = String(repeating: "x", count: 1_100_000)
+        let tooBig = h.wire("PUT", "secret/data/keep", ["data": ["v": .string(huge)]])
+        #expect(tooBig.status == 400 && errors(tooBig.json).first?.contains("limit") == true)
+        #expect(h.wire("PUT", "secret/data/keep", ["data": ["v": 1], "options": ["cas": "x"]]).status == 400)
+        #expect(h.wire("GET", "secret/data/keep").json?["data"]?["data"] == ["v": "original"])
+        #expect(h.wire("GET", "secret/metadata/keep").json?["data"]?["current_version"] == 1)
+        #expect(h.wire("FOO", "secret/data/keep").status == 405)
+    }
+
+    @Test func createVersusUpdateFollowsTheExistenceCheck() throws {
+        let h = try Harness()
+        h.wire("PUT", "sys/policies/acl/create-only", ["policy": #"path "secret/data/*" { capabilities = ["create"] }"#])
+        let token = try #require(h.wire("POST", "auth/token/create", ["policies": ["create-only"]]).json?["auth"]?["client_token"]?.stringValue)
+        #expect(h.wire("PUT", "secret/data/new", ["data": ["a": 1]], token: token).status == 200, "a new secret is a create")
+        let update = h.wire("PUT", "secret/data/new", ["data": ["a": 2]], token: token)
+        #expect(update.status == 403 && errors(update.json) == ["permission denied"], "an existing one is an update")
+        #expect(h.wire("GET", "secret/data/new", token: token).status == 403)
+    }
+
+    @Test func sealedVaultAnswers503WithTheTextClientsMatch() throws {
+        let h = try Harness()
+        h.vault.seal()
+        let sealed = h.wire("GET", "secret/data/x")
+        #expect(sealed.status == 503 && errors(sealed.json) == ["Vault is sealed"])
+        #expect(h.wire("GET", "sys/seal-status").json?["sealed"] == true)
+    }
+}
+
+@Suite struct KVv1Tests {
+    @Test func putGetListDelete() throws {
+        let h = try Harness()
+        #expect(h.wire("POST", "sys/mounts/kv1", ["type": "kv"]).status == 204)
+        #expect(h.wire("PUT", "kv1/foo", ["a": "b", "n": 2]).status == 204)
+        h.wire("PUT", "kv1/dir/bar", ["x": "y"])
+        let read = h.wire("GET", "kv1/foo")
+        #expect(read.json?["data"] == ["a": "b", "n": 2])
+        #expect(read.json?["lease_duration"] == 2_764_800)
+        #expect(h.wire("LIST", "kv1/").json?["data"]?["keys"] == ["dir/", "foo"])
+        #expect(errors(h.wire("PUT", "kv1/empty", [:]).json) == ["missing data fields"])
+        #expect(h.wire("DELETE", "kv1/foo").status == 204)
+        #expect(h.wire("GET", "kv1/foo").status == 404)
+        #expect(h.wire("PATCH", "kv1/dir/bar", ["x": "z"]).status == 405)
+    }
+}
+
+@Suite struct SwiftAPITests {
+    @Test func quickStartFlowOnSQLiteSurvivesARestart() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-api-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("coffer.db").path
+        let result: InitResult
+        do {
+            let vault = try Vault.open(VaultConfiguration(storage: .sqlite(path: path)))
+            result = try vault.initialize(shares: 5, threshold: 3)
+            _ = try vault.handle(Request(.update, "sys/mounts/secret", data: ["type": "kv-v2"], token: result.rootToken))
+            let kv = vault.kv(token: result.rootToken)
+            #expect(try kv.put("app/db", ["password": "s3cret"]) == 1)
+            #expect(try kv.put("app/db", ["password": "rotated"], cas: 1) == 2)
+            #expect(throws: CofferError.self) { try kv.put("app/db", ["password": "lost"], cas: 1) }
+            vault.close()
+        }
+        let vault = try Vault.open(VaultConfiguration(storage: .sqlite(path: path)))
+        #expect(try vault.status().sealed)
+        for key in result.base64Keys.suffix(3) { try vault.unseal(key: key) }
+        let kv = vault.kv(token: result.rootToken)
+        let secret = try #require(try kv.get("app/db"))
+        #expect(secret.data == ["password": "rotated"] && secret.version == 2)
+        #expect(try kv.get("app/db", version: 1)?.data == ["password": "s3cret"])
+        #expect(try kv.list("app/") == ["db"])
+        try kv.delete("app/db")
+        #expect(try kv.get("app/db") == nil)
+        vault.close()
+    }
+
+    @Test func openingSomethingThatIsNotACofferFails() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("not-coffer-\(UUID().uuidString)").path
+        try Data(repeating: 0x41, count: 4096).write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        #expect {
+            _ = try Vault.open(VaultConfiguration(storage: .sqlite(path: path)))
+        } throws: { error in
+            (error as? CofferError)?.code == .corruptDatabase
+        }
+    }
+}
