@@ -132,3 +132,12 @@ import Testing
         expectError(.permissionDenied) { try core.call(.read, "echo/x", token: "s.notarealtokenatallxxxxxx") }
     }
 }
+
+@Suite struct TokenRenewShapeTests {
+    @Test func renewSelfEchoesTheCallersToken() throws {
+        let (core, result) = try makeCore()
+        let auth = try #require(try core.call(.update, "auth/token/create", ["ttl": "1h"], token: result.rootToken).auth)
+        let renewed = try #require(try core.call(.update, "auth/token/renew-self", token: auth.clientToken).auth)
+        #expect(renewed.clientToken == auth.clientToken && renewed.accessor == auth.accessor)
+    }
+}

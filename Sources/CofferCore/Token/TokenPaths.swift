@@ -28,7 +28,9 @@ extension Core {
             return Response(data: entry.lookupData(id: "", now: now))
         case "renew-self":
             guard write else { throw unsupported(request) }
-            return try renew(caller, increment: try data.duration("increment"), now: now)
+            var response = try renew(caller, increment: try data.duration("increment"), now: now)
+            response.auth?.clientToken = request.token ?? ""
+            return response
         case "renew":
             guard write else { throw unsupported(request) }
             guard let token = try data.string("token") else { throw CofferError.invalid("missing token") }
@@ -108,7 +110,8 @@ extension Core {
         let meta = try data.stringMap("meta") ?? [:]
         let renewable = try data.bool("renewable") ?? true
         let name = try data.string("display_name") ?? ""
-        let displayName = name.isEmpty ? "token" : "token-" + name
+        // Vault names created tokens "token-<name>"; a root token made by root keeps the plain name.
+        let displayName = name.isEmpty ? "token" : (requested == ["root"] && callerIsRoot ? name : "token-" + name)
         let customID = try data.string("id")
         if customID != nil && !callerIsRoot { throw CofferError.invalid("root or sudo privileges required to specify token id") }
 
