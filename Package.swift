@@ -16,6 +16,7 @@ let package = Package(
     products: [
         .library(name: "Coffer", targets: ["Coffer"]),
         .executable(name: "coffer-quickstart", targets: ["QuickStart"]),
+        .executable(name: "coffer", targets: ["CofferCLI"]),
     ],
     targets: [
         .systemLibrary(
@@ -46,6 +47,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .executableTarget(
+            name: "CofferCLI",
+            dependencies: ["CofferCore"],
+            swiftSettings: strict
+        ),
+        .executableTarget(
             name: "QuickStart",
             dependencies: ["Coffer"],
             path: "Examples/QuickStart",
@@ -58,7 +64,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EnginesTests",
-            dependencies: ["Coffer", "CofferCore", "Engines"],
+            dependencies: ["Coffer", "CofferCore", "Engines", "CofferCLI"],
             swiftSettings: strict
         ),
     ]

@@ -76,6 +76,7 @@ public final class Core: Sendable {
     let engines: EngineRegistry
     let tokens: TokenStore
     let policies: PolicyStore
+    let audit: AuditBroker
 
     struct UnsealProgress {
         var parts: [SecureBytes] = []
@@ -100,6 +101,7 @@ public final class Core: Sendable {
         self.limits = limits
         self.tokens = TokenStore(barrier: barrier)
         self.policies = PolicyStore(barrier: barrier)
+        self.audit = AuditBroker(barrier: barrier)
         if let config = try storedSealConfig(), config.type != seal.type {
             throw CofferError.invalid(
                 "this storage is sealed by a \(config.type) seal but Coffer was opened with a \(seal.type) seal; migrate the seal first")
@@ -222,6 +224,9 @@ public final class Core: Sendable {
             try tokens.load()
             try policies.load()
             try loadMounts()
+            // A device that cannot open does not stop the unseal: it stays listed, and requests fail
+            // closed if no device can record them.
+            try audit.load()
         } catch {
             sealNow()
             throw error
@@ -235,6 +240,7 @@ public final class Core: Sendable {
 
     func sealNow() {
         routes.withLock { $0 = nil }
+        audit.unload()
         tokens.unload()
         policies.unload()
         barrier.seal()
@@ -247,20 +253,74 @@ public final class Core: Sendable {
     /// Paths served without a token.
     static let unauthenticated: Set<String> = ["sys/init", "sys/seal-status", "sys/unseal", "sys/health", "sys/leader"]
     static let unauthenticatedPrefixes = ["sys/rekey/"]
+    /// Status paths that must answer even when auditing is broken (health checks), and are not audited.
+    static let unaudited: Set<String> = ["sys/seal-status", "sys/health", "sys/leader"]
 
-    /// Handles one request: path checks, token, router, ACL, engine. Synchronous and thread-safe.
+    /// Handles one request: path checks, token, audit, router, ACL, engine. Synchronous and thread-safe.
     public func handle(_ request: Request) throws(CofferError) -> Response {
         var request = request
         request.path = try PathRules.normalize(request.path)
         let path = request.path
 
         if Core.unauthenticated.contains(path) || Core.unauthenticatedPrefixes.contains(where: { path.hasPrefix($0) }) {
-            return try handleUnauthenticated(request)
+            if Core.unaudited.contains(path) { return try handleUnauthenticated(request) }
+            return try audited(request, caller: nil, now: clock.now()) { (request) throws(CofferError) in
+                try handleUnauthenticated(request)
+            }
         }
         guard !barrier.isSealed else { throw CofferError.sealedError }
         let now = clock.now()
-        let caller = try authenticate(request.token, now: now)
+        let caller: TokenEntry
+        do {
+            caller = try authenticate(request.token, now: now)
+        } catch {
+            // A refused token is recorded too (best effort: the request is refused either way).
+            var entry = AuditEntry(request: request, caller: nil, time: now)
+            entry.error = error
+            try? audit.logRequest(entry)
+            try? audit.logResponse(entry, response: nil)
+            throw error
+        }
+        try resolveCreate(&request, now: now)
+        return try audited(request, caller: caller, now: now) { (request) throws(CofferError) in
+            try route(request, caller: caller, now: now)
+        }
+    }
 
+    /// Vault's existence check: a write to a path its engine says does not exist yet is a `create`.
+    /// Done before auditing so the record shows the operation the ACL decides on.
+    func resolveCreate(_ request: inout Request, now: Timestamp) throws(CofferError) {
+        guard request.operation == .update, !request.path.hasPrefix("sys/"), !request.path.hasPrefix("auth/token/"),
+            let (mount, relative) = routes.withLock({ $0 })?.route(request.path)
+        else { return }
+        let probe = EngineRequest(
+            operation: .update, path: relative, data: request.data, storage: mount.storage, mount: mount.entry, now: now)
+        if let exists = try mount.backend.exists(probe), !exists { request.operation = .create }
+    }
+
+    /// Records the request, runs `body`, records the response. If no audit device records the request,
+    /// `body` never runs.
+    func audited(
+        _ request: Request, caller: TokenEntry?, now: Timestamp, _ body: (Request) throws(CofferError) -> Response
+    ) throws(CofferError) -> Response {
+        guard !audit.current.isEmpty else { return try body(request) }
+        var entry = AuditEntry(request: request, caller: caller, time: now)
+        try audit.logRequest(entry)
+        let response: Response
+        do {
+            response = try body(request)
+        } catch {
+            entry.error = error
+            try? audit.logResponse(entry, response: nil)
+            throw error
+        }
+        entry.mountType = response.mountType
+        try audit.logResponse(entry, response: response)
+        return response
+    }
+
+    func route(_ request: Request, caller: TokenEntry, now: Timestamp) throws(CofferError) -> Response {
+        let path = request.path
         if path.hasPrefix("sys/") || path == "sys" {
             return try handleSys(request, caller: caller, now: now)
         }
@@ -270,13 +330,9 @@ public final class Core: Sendable {
         guard let (mount, relative) = routes.withLock({ $0 })?.route(path) else {
             throw CofferError(.notFound, "no handler for route \"\(path)\". route entry not found.")
         }
-        var engineRequest = EngineRequest(
+        let engineRequest = EngineRequest(
             operation: request.operation, path: relative, data: request.data, storage: mount.storage,
             mount: mount.entry, now: now)
-        if request.operation == .update, let exists = try mount.backend.exists(engineRequest), !exists {
-            engineRequest.operation = .create
-            request.operation = .create
-        }
         try authorize(caller, request)
         var response = try mount.backend.handle(engineRequest)
         response.mountType = mount.entry.type

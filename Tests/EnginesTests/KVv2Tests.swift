@@ -13,14 +13,15 @@ final class TestClock: CofferCore.Clock {
 /// assertions are on exactly what HTTP and C callers will see.
 struct Harness {
     let vault: Vault
+    let unsealKey: SecureBytes
     let clock = TestClock()
 
-    init(storage: VaultConfiguration.Storage = .memory) throws {
-        vault = try Vault.openDev(storage: storage, rootTokenID: "root", clock: clock).vault
+    init(storage: VaultConfiguration.Storage = .memory, rootTokenID: String = "root") throws {
+        (vault, unsealKey) = try Vault.openDev(storage: storage, rootTokenID: rootTokenID, clock: clock)
     }
 
     @discardableResult
-    func wire(_ method: String, _ path: String, _ body: JSONValue? = nil, token: String = "root") -> (status: Int, json: JSONValue?) {
+    func wire(_ method: String, _ path: String, _ body: JSONValue? = nil, token: String? = "root") -> (status: Int, json: JSONValue?) {
         let (status, bytes) = vault.core.handleWire(method: method, path: path, token: token, body: body?.serialized() ?? [])
         return (status, bytes.map { try! JSONValue.parse($0) })
     }

@@ -77,8 +77,14 @@ extension Core {
             return try uiMount(String(path.dropFirst("sys/internal/ui/mounts".count)).trimmingSlashes(), caller: caller)
         }
 
-        let sudoPaths = ["sys/seal", "sys/rotate", "sys/step-down"]
-        try authorize(caller, request, requireSudo: sudoPaths.contains(path))
+        let sudoPaths = ["sys/seal", "sys/rotate", "sys/step-down", "sys/audit", "sys/audit-reload"]
+        let sudo = sudoPaths.contains(path) || path.hasPrefix("sys/audit/") || path.hasPrefix("sys/audit-chain-key/")
+        try authorize(caller, request, requireSudo: sudo)
+        if path == "sys/audit" || path == "sys/audit-reload" || path.hasPrefix("sys/audit/") || path.hasPrefix("sys/audit-hash/")
+            || path.hasPrefix("sys/audit-chain-key/")
+        {
+            return try auditPath(request)
+        }
 
         switch path {
         case "sys/seal":

@@ -20,7 +20,7 @@ public struct CofferError: Error, Sendable, CustomStringConvertible, Equatable {
         fileprivate enum Kind: Sendable, Hashable, CaseIterable {
             case invalidArgument, sealed, permissionDenied, notFound, conflict, unavailable, io
             case outOfMemory, `internal`, unsupportedOperation, integrity, notInitialized, alreadyInitialized
-            case rateLimited, corruptDatabase
+            case rateLimited, corruptDatabase, auditFailed
         }
         fileprivate let kind: Kind
 
@@ -50,6 +50,8 @@ public struct CofferError: Error, Sendable, CustomStringConvertible, Equatable {
         public static let rateLimited = Code(kind: .rateLimited)
         /// The storage file is not a Coffer database, or is damaged.
         public static let corruptDatabase = Code(kind: .corruptDatabase)
+        /// No enabled audit device could record the request, so it was refused (fail closed).
+        public static let auditFailed = Code(kind: .auditFailed)
 
         /// Every code, for tests and documentation tables.
         public static var all: [Code] { Kind.allCases.map { Code(kind: $0) } }
@@ -72,6 +74,7 @@ public struct CofferError: Error, Sendable, CustomStringConvertible, Equatable {
             case .alreadyInitialized: -13
             case .rateLimited: -14
             case .corruptDatabase: -15
+            case .auditFailed: -16
             }
         }
 
@@ -84,7 +87,7 @@ public struct CofferError: Error, Sendable, CustomStringConvertible, Equatable {
             case .unsupportedOperation: 405
             case .rateLimited: 429
             case .sealed, .unavailable: 503
-            case .io, .outOfMemory, .internal, .integrity, .corruptDatabase: 500
+            case .io, .outOfMemory, .internal, .integrity, .corruptDatabase, .auditFailed: 500
             }
         }
 
@@ -105,6 +108,7 @@ public struct CofferError: Error, Sendable, CustomStringConvertible, Equatable {
             case .alreadyInitialized: "already initialized"
             case .rateLimited: "rate limited"
             case .corruptDatabase: "corrupt database"
+            case .auditFailed: "audit failed"
             }
         }
     }
