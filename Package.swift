@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "Coffer", targets: ["Coffer"]),
         .executable(name: "coffer-quickstart", targets: ["QuickStart"]),
         .executable(name: "coffer", targets: ["CofferCLI"]),
+        .executable(name: "coffer-bench", targets: ["InProcessBench"]),
     ],
     targets: [
         .systemLibrary(
@@ -55,6 +56,12 @@ let package = Package(
             name: "QuickStart",
             dependencies: ["Coffer"],
             path: "Examples/QuickStart",
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "InProcessBench",
+            dependencies: ["Coffer"],
+            path: "bench/InProcess",
             swiftSettings: strict
         ),
         .testTarget(

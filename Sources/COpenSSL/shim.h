@@ -1,6 +1,11 @@
 #ifndef COFFER_COPENSSL_SHIM_H
 #define COFFER_COPENSSL_SHIM_H
 
+/* The low-level SHA-256 interface is deprecated in OpenSSL 3 but remains, and it is the only one
+   whose context is a plain struct: HMAC with precomputed inner and outer states copies two
+   structs instead of fetching and allocating per call (see Crypto.swift, HMACKey). */
+#define OPENSSL_SUPPRESS_DEPRECATED 1
+#include <openssl/sha.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>

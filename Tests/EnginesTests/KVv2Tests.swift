@@ -11,7 +11,8 @@ final class TestClock: CofferCore.Clock {
 
 /// A dev vault (secret/ as KV v2, root token "root") and a helper that speaks the wire form, so the
 /// assertions are on exactly what HTTP and C callers will see.
-struct Harness {
+struct Harness: @unchecked Sendable {  // Vault and TestClock are thread-safe; the struct is immutable
+
     let vault: Vault
     let unsealKey: SecureBytes
     let clock = TestClock()
@@ -175,6 +176,23 @@ func errors(_ json: JSONValue?) -> [String] { json?["errors"]?.arrayValue?.compa
         let update = h.wire("PUT", "secret/data/new", ["data": ["a": 2]], token: token)
         #expect(update.status == 403 && errors(update.json) == ["permission denied"], "an existing one is an update")
         #expect(h.wire("GET", "secret/data/new", token: token).status == 403)
+    }
+
+    @Test func concurrentWritersToOneSecretNeverShareAVersion() async throws {
+        let h = try Harness()
+        h.wire("POST", "secret/metadata/busy", ["max_versions": 1000])
+        let versions = await withTaskGroup(of: [Int].self) { group in
+            for t in 0..<8 {
+                group.addTask {
+                    (0..<25).map { i in
+                        h.wire("PUT", "secret/data/busy", ["data": ["t": .int(t), "i": .int(i)]]).json?["data"]?["version"]?.intValue ?? -1
+                    }
+                }
+            }
+            return await group.reduce(into: []) { $0 += $1 }
+        }
+        #expect(versions.sorted() == Array(1...200), "every write got its own version")
+        #expect(h.wire("GET", "secret/metadata/busy").json?["data"]?["current_version"] == 200)
     }
 
     @Test func sealedVaultAnswers503WithTheTextClientsMatch() throws {

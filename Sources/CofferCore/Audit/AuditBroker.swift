@@ -72,9 +72,10 @@ final class AuditDevice: Sendable {
     let config: AuditDeviceConfig
     let sink: any AuditSink
     /// Keys the `hmac-sha256:` hashes of strings (the device's salt).
-    let hashKey: SecureBytes
+    let hashKey: HMACKey
     /// Keys the MAC that chains records together (derived from the salt).
     let chainKey: SecureBytes
+    let chainMAC: HMACKey
     let logRaw: Bool
     private let chain = Mutex<(seq: Int, prev: String)>((0, ""))
     private let failureCount = Mutex(0)
@@ -82,8 +83,9 @@ final class AuditDevice: Sendable {
     init(config: AuditDeviceConfig, sink: any AuditSink, salt: SecureBytes) throws(CofferError) {
         self.config = config
         self.sink = sink
-        self.hashKey = salt
+        self.hashKey = HMACKey(salt)
         self.chainKey = try AuditChain.chainKey(salt: salt)
+        self.chainMAC = HMACKey(chainKey)
         self.logRaw = ["true", "1"].contains(config.options["log_raw"]?.lowercased() ?? "")
         if let line = sink.lastLine(), let record = AuditChain.split(line),
             let seq = (try? JSONValue.parse(record.body))?["seq"]?.intValue
@@ -96,7 +98,7 @@ final class AuditDevice: Sendable {
 
     /// `hmac-sha256:<hex>` of a string under this device's salt.
     func hash(_ value: String) -> String {
-        "hmac-sha256:" + Hex.encode(Digest.hmacSHA256(key: hashKey, data: Array(value.utf8)))
+        "hmac-sha256:" + Hex.encode(hashKey.mac(value))
     }
 
     /// Every string in `value`, recursively, replaced by its hash (unless `log_raw`).
@@ -122,7 +124,7 @@ final class AuditDevice: Sendable {
                 var body = record
                 body["seq"] = .int(state.seq + 1)
                 body["prev_mac"] = .string(state.prev)
-                let line = AuditChain.seal(body: JSONValue.object(body).serialized(), key: chainKey)
+                let line = AuditChain.seal(body: JSONValue.object(body).serialized(), key: chainMAC)
                 try sink.write(line.bytes)
                 state = (state.seq + 1, line.mac)
             }

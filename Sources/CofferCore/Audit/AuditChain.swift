@@ -14,8 +14,8 @@ public enum AuditChain {
     }
 
     /// The line for a serialised body (`{...}`): the body with the MAC appended, and the MAC.
-    static func seal(body: [UInt8], key: SecureBytes) -> (bytes: [UInt8], mac: String) {
-        let mac = Hex.encode(Digest.hmacSHA256(key: key, data: body))
+    static func seal(body: [UInt8], key: HMACKey) -> (bytes: [UInt8], mac: String) {
+        let mac = Hex.encode(key.mac(body))
         var line = body
         line.removeLast()  // "}"
         line.append(contentsOf: macPrefix)
@@ -51,6 +51,7 @@ public enum AuditChain {
 
     /// Verifies the lines of an audit file with the device's chain key (from `sys/audit-chain-key/<path>`).
     public static func verify(lines: [[UInt8]], key: SecureBytes) -> Verdict {
+        let key = HMACKey(key)
         var previous: (seq: Int, mac: String)?
         var count = 0
         for (index, line) in lines.enumerated() {
@@ -59,7 +60,7 @@ public enum AuditChain {
             guard let (body, mac) = split(line) else {
                 return Verdict(records: count, problem: (number, "line \(number) is not a Coffer audit record: it was edited or truncated"))
             }
-            let expected = Hex.encode(Digest.hmacSHA256(key: key, data: body))
+            let expected = Hex.encode(key.mac(body))
             guard ConstantTime.equals(Array(expected.utf8), Array(mac.utf8)) else {
                 return Verdict(records: count, problem: (number, "line \(number) was edited: its MAC does not match its content"))
             }

@@ -124,24 +124,9 @@ public enum Digest {
         return out
     }
 
-    /// HMAC-SHA256 of `data` under `key`, written into `output` (32 bytes).
-    public static func hmacSHA256(key: UnsafeRawBufferPointer, data: UnsafeRawBufferPointer, output: UnsafeMutableRawBufferPointer) {
-        precondition(output.count == sha256Size)
-        var len: UInt32 = 0
-        var emptyKey: UInt8 = 0
-        let keyPtr = key.count > 0 ? UnsafeRawPointer(key.baseAddress!) : UnsafeRawPointer(&emptyKey)
-        let result = HMAC(sha256MD, keyPtr, Int32(key.count), u8(data), data.count,
-            output.baseAddress!.assumingMemoryBound(to: UInt8.self), &len)
-        precondition(result != nil && len == 32, "HMAC-SHA256 failed in OpenSSL")
-    }
-
+    /// HMAC-SHA256 of `data` under `key` (RFC 2104). For a key used many times, keep an ``HMACKey``.
     public static func hmacSHA256(key: SecureBytes, data: some Collection<UInt8>) -> [UInt8] {
-        let input = data as? [UInt8] ?? Array(data)
-        var out = [UInt8](repeating: 0, count: sha256Size)
-        key.withUnsafeBytes { k in
-            input.withUnsafeBytes { d in out.withUnsafeMutableBytes { o in hmacSHA256(key: k, data: d, output: o) } }
-        }
-        return out
+        HMACKey(key).mac(data as? [UInt8] ?? Array(data))
     }
 
     public static func hmacSHA256(key: [UInt8], data: some Collection<UInt8>) -> [UInt8] {
@@ -172,6 +157,77 @@ public enum Digest {
                 }
             }
             guard ok, outLen == length else { throw CofferError(.internal, "HKDF-SHA256 failed in OpenSSL") }
+        }
+    }
+}
+
+/// An HMAC-SHA256 key with its inner and outer hash states computed once, so each MAC costs two
+/// struct copies and the hashing itself: no allocation, no provider lookup. Used on the hot path
+/// (token lookups, audit hashing).
+public final class HMACKey: Sendable {
+    // Written only in init; afterwards only copied from. The states are derived from the key, so
+    // they are zeroed on release like the key itself.
+    private nonisolated(unsafe) let inner: UnsafeMutablePointer<SHA256_CTX>
+    private nonisolated(unsafe) let outer: UnsafeMutablePointer<SHA256_CTX>
+
+    public init(_ key: SecureBytes) {
+        inner = .allocate(capacity: 1)
+        outer = .allocate(capacity: 1)
+        var block = [UInt8](repeating: 0, count: 64)
+        key.withUnsafeBytes { k in
+            if k.count > 64 {
+                var ctx = SHA256_CTX()
+                SHA256_Init(&ctx)
+                SHA256_Update(&ctx, k.baseAddress, k.count)
+                block.withUnsafeMutableBufferPointer { _ = SHA256_Final($0.baseAddress, &ctx) }
+                coffer_openssl_cleanse(&ctx, MemoryLayout<SHA256_CTX>.size)
+            } else if k.count > 0 {
+                for i in 0..<k.count { block[i] = k[i] }
+            }
+        }
+        var pad = block.map { $0 ^ 0x36 }
+        SHA256_Init(inner)
+        SHA256_Update(inner, pad, 64)
+        pad = block.map { $0 ^ 0x5C }
+        SHA256_Init(outer)
+        SHA256_Update(outer, pad, 64)
+        block.withUnsafeMutableBytes { coffer_openssl_cleanse($0.baseAddress, 64) }
+        pad.withUnsafeMutableBytes { coffer_openssl_cleanse($0.baseAddress, 64) }
+    }
+
+    deinit {
+        coffer_openssl_cleanse(inner, MemoryLayout<SHA256_CTX>.size)
+        coffer_openssl_cleanse(outer, MemoryLayout<SHA256_CTX>.size)
+        inner.deallocate()
+        outer.deallocate()
+    }
+
+    /// HMAC-SHA256 of `data` into `output` (32 bytes).
+    public func mac(_ data: UnsafeRawBufferPointer, into output: UnsafeMutablePointer<UInt8>) {
+        var ctx = inner.pointee
+        var innerHash = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        SHA256_Update(&ctx, data.baseAddress, data.count)
+        withUnsafeMutableBytes(of: &innerHash) { h in
+            _ = SHA256_Final(h.baseAddress!.assumingMemoryBound(to: UInt8.self), &ctx)
+            ctx = outer.pointee
+            SHA256_Update(&ctx, h.baseAddress, 32)
+        }
+        _ = SHA256_Final(output, &ctx)
+        coffer_openssl_cleanse(&ctx, MemoryLayout<SHA256_CTX>.size)
+    }
+
+    public func mac(_ data: [UInt8]) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: 32) { out, count in
+            data.withUnsafeBytes { mac($0, into: out.baseAddress!) }
+            count = 32
+        }
+    }
+
+    public func mac(_ text: String) -> [UInt8] {
+        var text = text
+        return [UInt8](unsafeUninitializedCapacity: 32) { out, count in
+            text.withUTF8 { mac(UnsafeRawBufferPointer($0), into: out.baseAddress!) }
+            count = 32
         }
     }
 }

@@ -125,7 +125,7 @@ final class TokenStore: Sendable {
     static let maxTTL: Int64 = 768 * 3600
 
     private let barrier: Barrier
-    private let salt = Mutex<SecureBytes?>(nil)
+    private let salt = Mutex<HMACKey?>(nil)
     private let cache = Mutex<[String: TokenEntry]>([:])
 
     init(barrier: Barrier) {
@@ -144,7 +144,8 @@ final class TokenStore: Sendable {
             key = SecureBytes(randomCount: 32)
             try barrier.put(TokenStore.saltPath, key.unsafeCopy)
         }
-        salt.withLock { $0 = key }
+        let hmac = HMACKey(key)
+        salt.withLock { $0 = hmac }
         cache.withLock { $0 = [:] }
     }
 
@@ -156,7 +157,7 @@ final class TokenStore: Sendable {
 
     func hash(_ value: String) throws(CofferError) -> String {
         guard let key = salt.withLock({ $0 }) else { throw CofferError.sealedError }
-        return Hex.encode(Digest.hmacSHA256(key: key, data: Array(value.utf8)))
+        return Hex.encode(key.mac(value))
     }
 
     /// The entry for a presented token, or nil if unknown. Does not check expiry.

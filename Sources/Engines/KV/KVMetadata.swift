@@ -3,18 +3,29 @@ import CofferCore
 /// Per-secret metadata of KV v2: settings and the state of every version.
 struct KVMetadata: Sendable {
     struct Version: Sendable {
-        var created: Timestamp
-        var deletion: Timestamp?
+        var created: Timestamp {
+            didSet { createdText = created.rfc3339 }
+        }
+        var deletion: Timestamp? {
+            didSet { deletionText = deletion.map { $0.rfc3339 } ?? "" }
+        }
         var destroyed: Bool
+        /// The RFC 3339 forms, kept so that a read (metadata is cached) does not format them again.
+        private(set) var createdText: String
+        private(set) var deletionText: String
+
+        init(created: Timestamp, deletion: Timestamp?, destroyed: Bool) {
+            self.created = created
+            self.deletion = deletion
+            self.destroyed = destroyed
+            createdText = created.rfc3339
+            deletionText = deletion.map { $0.rfc3339 } ?? ""
+        }
 
         func isDeleted(now: Timestamp) -> Bool { deletion.map { $0 <= now } ?? false }
 
         func json(now: Timestamp) -> JSONValue {
-            [
-                "created_time": .string(created.rfc3339),
-                "deletion_time": .string(deletion.map { $0.rfc3339 } ?? ""),
-                "destroyed": .bool(destroyed),
-            ]
+            ["created_time": .string(createdText), "deletion_time": .string(deletionText), "destroyed": .bool(destroyed)]
         }
     }
 
@@ -79,8 +90,8 @@ struct KVMetadata: Sendable {
     func versionMetadata(_ n: Int, now: Timestamp) -> [String: JSONValue] {
         let v = versions[n]
         return [
-            "created_time": .string(v?.created.rfc3339 ?? ""), "custom_metadata": customMetadataJSON,
-            "deletion_time": .string(v?.deletion.map { $0.rfc3339 } ?? ""), "destroyed": .bool(v?.destroyed ?? false),
+            "created_time": .string(v?.createdText ?? ""), "custom_metadata": customMetadataJSON,
+            "deletion_time": .string(v?.deletionText ?? ""), "destroyed": .bool(v?.destroyed ?? false),
             "version": .int(n),
         ]
     }

@@ -1,12 +1,54 @@
 public import CofferCore
+import Synchronization
 
 /// KV version 2: versioned secrets with check-and-set, soft delete, undelete, destroy and metadata,
 /// with Vault's paths and response shapes.
 ///
 /// Storage under the mount: `config`, `metadata/<path>` (settings and version states) and
-/// `versions/<sha256(path)>/<n>` (one version's data).
-public struct KVv2Backend: Backend {
+/// `versions/<path>/<n>` (one version's data).
+///
+/// Writes to one secret are serialised by a lock striped over the path, so concurrent writers
+/// cannot both take the same version number. Parsed metadata is cached (the core owns its storage,
+/// and every change to a secret's metadata goes through here); secret values are never cached.
+public final class KVv2Backend: Backend {
+    private final class Stripe: Sendable { let mutex = Mutex(()) }
+    private let locks: [Stripe] = (0..<64).map { _ in Stripe() }
+    /// Parsed metadata by storage key. `epoch` moves on every commit so that a reader which loaded
+    /// metadata from storage while a write was being applied does not put the old copy back.
+    private let cache = Mutex<(epoch: UInt64, entries: [String: KVMetadata])>((0, [:]))
+    static let cacheLimit = 10_000
+
     public init() {}
+
+    /// Runs `body` holding the write lock of `key`.
+    func withKeyLock<R>(_ key: String, _ body: () throws(CofferError) -> R) throws(CofferError) -> R {
+        var hasher = Hasher()
+        hasher.combine(key)
+        let lock = locks[Int(UInt(bitPattern: hasher.finalize()) % UInt(locks.count))]
+        let result: Result<R, CofferError> = lock.mutex.withLock { _ in
+            do throws(CofferError) { return .success(try body()) } catch { return .failure(error) }
+        }
+        return try result.get()
+    }
+
+    private func insert(_ entries: inout [String: KVMetadata], _ key: String, _ metadata: KVMetadata) {
+        if entries.count >= KVv2Backend.cacheLimit { entries.removeAll(keepingCapacity: true) }
+        entries[key] = metadata
+    }
+
+    /// Writes `ops` and, once they are stored, the new metadata of `key` into the cache (nil: removed).
+    func commit(_ request: EngineRequest, _ key: String, _ ops: [StorageOperation], metadata: KVMetadata?) throws(CofferError) {
+        let cacheKey = request.storage.prefix + key
+        cache.withLock { c in
+            c.epoch &+= 1
+            c.entries.removeValue(forKey: cacheKey)
+        }
+        try request.storage.batch(ops)
+        cache.withLock { c in
+            c.epoch &+= 1
+            if let metadata { insert(&c.entries, cacheKey, metadata) }
+        }
+    }
 
     public func exists(_ request: EngineRequest) throws(CofferError) -> Bool? {
         if let key = request.path.dropPrefixKV("data/") ?? request.path.dropPrefixKV("metadata/") {
@@ -32,8 +74,15 @@ public struct KVv2Backend: Backend {
     // MARK: Storage
 
     func loadMetadata(_ storage: StorageView, _ key: String) throws(CofferError) -> KVMetadata? {
+        let cacheKey = storage.prefix + key
+        let (epoch, cached) = cache.withLock { ($0.epoch, $0.entries[cacheKey]) }
+        if let cached { return cached }
         guard let json = try storage.getJSON("metadata/" + key) else { return nil }
-        return try KVMetadata(stored: json, path: key)
+        let metadata = try KVMetadata(stored: json, path: key)
+        cache.withLock { c in
+            if c.epoch == epoch { insert(&c.entries, cacheKey, metadata) }
+        }
+        return metadata
     }
 
     func loadConfig(_ storage: StorageView) throws(CofferError) -> KVConfig {
@@ -41,8 +90,9 @@ public struct KVv2Backend: Backend {
         return KVConfig(stored: json)
     }
 
+    /// Unambiguous: a secret path never ends in "/", so the last segment is always the version.
     static func versionKey(_ key: String, _ n: Int) -> String {
-        "versions/" + Hex.encode(Digest.sha256(Array(key.utf8))) + "/" + String(n)
+        "versions/" + key + "/" + String(n)
     }
 
     static func validateKey(_ key: String, _ request: EngineRequest) throws(CofferError) {
@@ -85,7 +135,7 @@ public struct KVv2Backend: Backend {
             throw CofferError.invalid("no data provided")
         }
         let cas = try request.data.object("options").flatMap { (o) throws(CofferError) in try o.int("cas") }
-        return try store(request, key, data: data, cas: cas)
+        return try withKeyLock(key) { () throws(CofferError) in try store(request, key, data: data, cas: cas) }
     }
 
     /// Writes a new version, enforcing check-and-set and trimming to max_versions, in one batch.
@@ -111,7 +161,7 @@ public struct KVv2Backend: Backend {
         ]
         ops += trim(&meta, key: key, config: config)
         ops.append(.put(key: "metadata/" + key, value: meta.stored.serialized()))
-        try request.storage.batch(ops)
+        try commit(request, key, ops, metadata: meta)
         return Response(data: meta.versionMetadata(n, now: request.now))
     }
 
@@ -133,6 +183,10 @@ public struct KVv2Backend: Backend {
     /// PATCH: a JSON merge patch (RFC 7386) of the current version, written as a new version.
     func patchData(_ request: EngineRequest, _ key: String) throws(CofferError) -> Response {
         try Self.validateKey(key, request)
+        return try withKeyLock(key) { () throws(CofferError) in try patchLocked(request, key) }
+    }
+
+    private func patchLocked(_ request: EngineRequest, _ key: String) throws(CofferError) -> Response {
         guard let patch = try request.data.object("data") else { throw CofferError.invalid("no data provided") }
         guard let meta = try loadMetadata(request.storage, key), let current = meta.versions[meta.currentVersion],
             meta.currentVersion > 0
@@ -191,6 +245,12 @@ public struct KVv2Backend: Backend {
 
     /// Soft-deletes, restores or destroys versions (nil: the current version). Unknown versions are skipped, as in Vault.
     func changeVersions(_ request: EngineRequest, _ key: String, action: VersionAction, versions: [Int]?) throws(CofferError) -> Response {
+        try withKeyLock(key) { () throws(CofferError) in try changeVersionsLocked(request, key, action: action, versions: versions) }
+    }
+
+    private func changeVersionsLocked(
+        _ request: EngineRequest, _ key: String, action: VersionAction, versions: [Int]?
+    ) throws(CofferError) -> Response {
         guard var meta = try loadMetadata(request.storage, key) else { return .noContent }
         let targets = versions ?? [meta.currentVersion]
         var ops: [StorageOperation] = []
@@ -211,7 +271,7 @@ public struct KVv2Backend: Backend {
         }
         meta.updated = request.now
         ops.append(.put(key: "metadata/" + key, value: meta.stored.serialized()))
-        try request.storage.batch(ops)
+        try commit(request, key, ops, metadata: meta)
         return .noContent
     }
 
@@ -230,6 +290,20 @@ public struct KVv2Backend: Backend {
             return Response(data: meta.full(now: request.now))
         case .create, .update, .patch:
             try Self.validateKey(key, request)
+            return try withKeyLock(key) { () throws(CofferError) in try writeMetadata(request, key) }
+        case .delete:
+            try Self.validateKey(key, request)
+            return try withKeyLock(key) { () throws(CofferError) in
+                guard let meta = try loadMetadata(request.storage, key) else { return .noContent }
+                var ops: [StorageOperation] = meta.versions.keys.map { .delete(key: Self.versionKey(key, $0)) }
+                ops.append(.delete(key: "metadata/" + key))
+                try commit(request, key, ops, metadata: nil)
+                return .noContent
+            }
+        }
+    }
+
+    private func writeMetadata(_ request: EngineRequest, _ key: String) throws(CofferError) -> Response {
             var meta = try loadMetadata(request.storage, key) ?? KVMetadata(now: request.now)
             let d = request.data
             if let v = try d.int("max_versions") {
@@ -248,16 +322,8 @@ public struct KVv2Backend: Backend {
             }
             meta.updated = request.now
             let ops = trim(&meta, key: key, config: try loadConfig(request.storage))
-            try request.storage.batch(ops + [.put(key: "metadata/" + key, value: meta.stored.serialized())])
+            try commit(request, key, ops + [.put(key: "metadata/" + key, value: meta.stored.serialized())], metadata: meta)
             return .noContent
-        case .delete:
-            try Self.validateKey(key, request)
-            guard let meta = try loadMetadata(request.storage, key) else { return .noContent }
-            var ops: [StorageOperation] = meta.versions.keys.map { .delete(key: Self.versionKey(key, $0)) }
-            ops.append(.delete(key: "metadata/" + key))
-            try request.storage.batch(ops)
-            return .noContent
-        }
     }
 
     // MARK: subkeys/, config
