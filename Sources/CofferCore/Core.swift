@@ -275,7 +275,7 @@ public final class Core: Sendable {
             caller = try authenticate(request.token, now: now)
         } catch {
             // A refused token is recorded too (best effort: the request is refused either way).
-            var entry = AuditEntry(request: request, caller: nil, time: now)
+            let entry = AuditEntry(request: request, caller: nil, time: now)
             entry.error = error
             try? audit.logRequest(entry)
             try? audit.logResponse(entry, response: nil)
@@ -304,7 +304,7 @@ public final class Core: Sendable {
         _ request: Request, caller: TokenEntry?, now: Timestamp, _ body: (Request) throws(CofferError) -> Response
     ) throws(CofferError) -> Response {
         guard !audit.current.isEmpty else { return try body(request) }
-        var entry = AuditEntry(request: request, caller: caller, time: now)
+        let entry = AuditEntry(request: request, caller: caller, time: now)
         try audit.logRequest(entry)
         let response: Response
         do {

@@ -98,33 +98,79 @@ final class AuditDevice: Sendable {
 
     /// `hmac-sha256:<hex>` of a string under this device's salt.
     func hash(_ value: String) -> String {
-        "hmac-sha256:" + Hex.encode(hashKey.mac(value))
+        var out: [UInt8] = []
+        appendHash(value, to: &out)
+        return String(decoding: out, as: UTF8.self)
     }
 
-    /// Every string in `value`, recursively, replaced by its hash (unless `log_raw`).
-    func hashStrings(_ value: JSONValue) -> JSONValue {
-        if logRaw { return value }
-        switch value {
-        case .string(let s): return .string(hash(s))
-        case .array(let items): return .array(items.map(hashStrings))
-        case .object(let object): return .object(object.mapValues(hashStrings))
-        default: return value
+    private func appendHash(_ value: String, to out: inout [UInt8]) {
+        out.append(contentsOf: "hmac-sha256:".utf8)
+        let mac = hashKey.mac(value)
+        let digits: StaticString = "0123456789abcdef"
+        for b in mac {
+            out.append(digits.utf8Start[Int(b >> 4)])
+            out.append(digits.utf8Start[Int(b & 0x0F)])
         }
     }
 
-    func hashed(_ value: String?) -> JSONValue {
-        guard let value, !value.isEmpty else { return "" }
-        return logRaw ? .string(value) : .string(hash(value))
+    /// Writes `value` as JSON with every string (recursively) replaced by its hash, unless `log_raw`.
+    /// Written straight into the line: no intermediate values.
+    func writeHashed(_ value: JSONValue, to out: inout [UInt8]) {
+        if logRaw {
+            value.write(to: &out)
+            return
+        }
+        switch value {
+        case .string(let s):
+            out.append(UInt8(ascii: "\""))
+            appendHash(s, to: &out)
+            out.append(UInt8(ascii: "\""))
+        case .array(let items):
+            out.append(UInt8(ascii: "["))
+            for (i, item) in items.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                writeHashed(item, to: &out)
+            }
+            out.append(UInt8(ascii: "]"))
+        case .object(let object):
+            out.append(UInt8(ascii: "{"))
+            for (i, key) in object.keys.sorted().enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                JSONValue.writeString(key, to: &out)
+                out.append(UInt8(ascii: ":"))
+                writeHashed(object[key]!, to: &out)
+            }
+            out.append(UInt8(ascii: "}"))
+        default:
+            value.write(to: &out)
+        }
     }
 
-    /// Appends `record` to the chain and writes it. The chain advances only when the write succeeds.
-    func write(_ record: [String: JSONValue]) throws(CofferError) {
+    /// A token or accessor as it appears in a record: hashed, or "" when absent.
+    func writeHashed(_ value: String?, to out: inout [UInt8]) {
+        guard let value, !value.isEmpty else {
+            out.append(contentsOf: #""""#.utf8)
+            return
+        }
+        writeHashed(.string(value), to: &out)
+    }
+
+    /// Appends a record to the chain and writes it. `head` is the record's JSON from `{` up to the
+    /// keys that sort before "prev_mac"; `middle` runs from "request" to before "seq"; `tail` from
+    /// "time" to the closing `}`. The chain advances only when the write succeeds.
+    func write(head: [UInt8], middle: [UInt8], tail: [UInt8]) throws(CofferError) {
         do {
             try chain.withLock { (state) throws(CofferError) in
-                var body = record
-                body["seq"] = .int(state.seq + 1)
-                body["prev_mac"] = .string(state.prev)
-                let line = AuditChain.seal(body: JSONValue.object(body).serialized(), key: chainMAC)
+                var body = head
+                body.reserveCapacity(head.count + middle.count + tail.count + 160)
+                body.append(contentsOf: #","prev_mac":""#.utf8)
+                body.append(contentsOf: state.prev.utf8)
+                body.append(UInt8(ascii: "\""))
+                body.append(contentsOf: middle)
+                body.append(contentsOf: #","seq":"#.utf8)
+                body.append(contentsOf: String(state.seq + 1).utf8)
+                body.append(contentsOf: tail)
+                let line = AuditChain.seal(body: body, key: chainMAC)
                 try sink.write(line.bytes)
                 state = (state.seq + 1, line.mac)
             }
@@ -266,7 +312,7 @@ final class AuditBroker: Sendable {
         var lastError: CofferError?
         for device in devices {
             do {
-                try device.write(entry.record(type: phase, response: response, device: device))
+                try entry.write(phase: phase, response: response, device: device)
                 recorded += 1
             } catch {
                 lastError = error
@@ -309,60 +355,125 @@ final class BrokenSink: AuditSink {
     func lastLine() -> [UInt8]? { nil }
 }
 
-/// What one request contributes to its audit records.
-struct AuditEntry {
+/// What one request contributes to its audit records, in the shape of Vault's audit log:
+/// `{auth, error, prev_mac, request, response?, seq, time, type}` (keys in sorted order). A class so
+/// that the hashed `auth` and `request` blocks written for the request record are reused, per
+/// device, by the response record.
+final class AuditEntry {
     let request: Request
     let caller: TokenEntry?
     let time: Timestamp
     var error: CofferError?
     var mountType: String = ""
+    private var blocks: [ObjectIdentifier: (auth: [UInt8], request: [UInt8])] = [:]
 
-    /// The record in the shape of Vault's audit log, hashed with `device`'s salt.
-    func record(type: String, response: Response?, device: AuditDevice) -> [String: JSONValue] {
-        var auth: [String: JSONValue] = [:]
+    init(request: Request, caller: TokenEntry?, time: Timestamp) {
+        self.request = request
+        self.caller = caller
+        self.time = time
+    }
+
+    private func hashedBlocks(_ device: AuditDevice) -> (auth: [UInt8], request: [UInt8]) {
+        if let cached = blocks[ObjectIdentifier(device)] { return cached }
+        var auth: [UInt8] = []
+        auth.reserveCapacity(512)
         if let caller {
-            auth = [
-                "client_token": device.hashed(request.token), "accessor": device.hashed(caller.accessor),
-                "display_name": .string(caller.displayName), "policies": .array(caller.policies.map { .string($0) }),
-                "token_policies": .array(caller.policies.map { .string($0) }),
-                "metadata": caller.meta.isEmpty ? .null : .object(caller.meta.mapValues { .string($0) }),
-                "entity_id": "", "token_type": "service",
-            ]
+            auth.append(contentsOf: #"{"accessor":"#.utf8)
+            device.writeHashed(caller.accessor, to: &auth)
+            auth.append(contentsOf: #","client_token":"#.utf8)
+            device.writeHashed(request.token, to: &auth)
+            auth.append(contentsOf: #","display_name":"#.utf8)
+            JSONValue.writeString(caller.displayName, to: &auth)
+            auth.append(contentsOf: #","entity_id":"","metadata":"#.utf8)
+            (caller.meta.isEmpty ? JSONValue.null : .object(caller.meta.mapValues { .string($0) })).write(to: &auth)
+            let policies = JSONValue.array(caller.policies.map { .string($0) })
+            auth.append(contentsOf: #","policies":"#.utf8)
+            policies.write(to: &auth)
+            auth.append(contentsOf: #","token_policies":"#.utf8)
+            policies.write(to: &auth)
+            auth.append(contentsOf: #","token_type":"service"}"#.utf8)
+        } else {
+            auth.append(contentsOf: "{}".utf8)
         }
-        var requestBlock: [String: JSONValue] = [
-            "id": .string(request.id), "operation": .string(request.operation.rawValue), "path": .string(request.path),
-            "data": request.data.isEmpty ? .null : device.hashStrings(.object(request.data)),
-            "remote_address": .string(request.clientAddress), "namespace": ["id": "root"],
-            "client_token": device.hashed(request.token), "client_token_accessor": device.hashed(caller?.accessor),
-            "mount_type": .string(mountType),
-        ]
-        if request.token == nil { requestBlock["client_token"] = "" }
-        var record: [String: JSONValue] = [
-            "type": .string(type), "time": .string(time.rfc3339), "auth": .object(auth), "request": .object(requestBlock),
-            "error": .string(error?.message ?? ""),
-        ]
-        if type == "response" {
-            var block: [String: JSONValue] = ["mount_type": .string(mountType)]
+        var block: [UInt8] = []
+        block.reserveCapacity(512)
+        block.append(contentsOf: #"{"client_token":"#.utf8)
+        device.writeHashed(request.token, to: &block)
+        block.append(contentsOf: #","client_token_accessor":"#.utf8)
+        device.writeHashed(caller?.accessor, to: &block)
+        block.append(contentsOf: #","data":"#.utf8)
+        if request.data.isEmpty { block.append(contentsOf: "null".utf8) } else { device.writeHashed(.object(request.data), to: &block) }
+        block.append(contentsOf: #","id":"#.utf8)
+        JSONValue.writeString(request.id, to: &block)
+        block.append(contentsOf: #","namespace":{"id":"root"},"operation":"#.utf8)
+        JSONValue.writeString(request.operation.rawValue, to: &block)
+        block.append(contentsOf: #","path":"#.utf8)
+        JSONValue.writeString(request.path, to: &block)
+        block.append(contentsOf: #","remote_address":"#.utf8)
+        JSONValue.writeString(request.clientAddress, to: &block)
+        block.append(UInt8(ascii: "}"))
+        let result = (auth, block)
+        blocks[ObjectIdentifier(device)] = result
+        return result
+    }
+
+    /// Writes the `phase` ("request" or "response") record to `device`.
+    func write(phase: String, response: Response?, device: AuditDevice) throws(CofferError) {
+        let (auth, requestBlock) = hashedBlocks(device)
+        var head = Array(#"{"auth":"#.utf8)
+        head.append(contentsOf: auth)
+        head.append(contentsOf: #","error":"#.utf8)
+        JSONValue.writeString(error?.message ?? "", to: &head)
+
+        var middle = Array(#","request":"#.utf8)
+        middle.reserveCapacity(requestBlock.count + 512)
+        middle.append(contentsOf: requestBlock)
+        if phase == "response" {
+            middle.append(contentsOf: #","response":{"#.utf8)
             if let response {
-                if let raw = response.raw {
-                    block["data"] = device.hashStrings(raw)
-                } else if let data = response.data {
-                    block["data"] = device.hashStrings(.object(data))
-                }
                 if let a = response.auth {
-                    block["auth"] = [
-                        "client_token": device.hashed(a.clientToken), "accessor": device.hashed(a.accessor),
-                        "policies": .array(a.policies.map { .string($0) }), "token_policies": .array(a.tokenPolicies.map { .string($0) }),
-                        "metadata": a.metadata.isEmpty ? .null : .object(a.metadata.mapValues { .string($0) }),
-                        "lease_duration": .int(a.leaseDuration), "renewable": .bool(a.renewable), "num_uses": .int(a.numUses),
-                        "token_type": "service",
-                    ]
+                    middle.append(contentsOf: #""auth":{"accessor":"#.utf8)
+                    device.writeHashed(a.accessor, to: &middle)
+                    middle.append(contentsOf: #","client_token":"#.utf8)
+                    device.writeHashed(a.clientToken, to: &middle)
+                    middle.append(contentsOf: #","lease_duration":"#.utf8)
+                    middle.append(contentsOf: String(a.leaseDuration).utf8)
+                    middle.append(contentsOf: #","metadata":"#.utf8)
+                    (a.metadata.isEmpty ? JSONValue.null : .object(a.metadata.mapValues { .string($0) })).write(to: &middle)
+                    middle.append(contentsOf: #","num_uses":"#.utf8)
+                    middle.append(contentsOf: String(a.numUses).utf8)
+                    middle.append(contentsOf: #","policies":"#.utf8)
+                    JSONValue.array(a.policies.map { .string($0) }).write(to: &middle)
+                    middle.append(contentsOf: #","renewable":"#.utf8)
+                    middle.append(contentsOf: (a.renewable ? "true" : "false").utf8)
+                    middle.append(contentsOf: #","token_policies":"#.utf8)
+                    JSONValue.array(a.tokenPolicies.map { .string($0) }).write(to: &middle)
+                    middle.append(contentsOf: #","token_type":"service"},"#.utf8)
                 }
-                if !response.warnings.isEmpty { block["warnings"] = .array(response.warnings.map { .string($0) }) }
-                block["status"] = .int(response.status)
+                if let body = response.raw ?? response.data.map({ JSONValue.object($0) }) {
+                    middle.append(contentsOf: #""data":"#.utf8)
+                    device.writeHashed(body, to: &middle)
+                    middle.append(UInt8(ascii: ","))
+                }
             }
-            record["response"] = .object(block)
+            middle.append(contentsOf: #""mount_type":"#.utf8)
+            JSONValue.writeString(mountType, to: &middle)
+            if let response {
+                middle.append(contentsOf: #","status":"#.utf8)
+                middle.append(contentsOf: String(response.status).utf8)
+                if !response.warnings.isEmpty {
+                    middle.append(contentsOf: #","warnings":"#.utf8)
+                    JSONValue.array(response.warnings.map { .string($0) }).write(to: &middle)
+                }
+            }
+            middle.append(UInt8(ascii: "}"))
         }
-        return record
+
+        var tail = Array(#","time":""#.utf8)
+        tail.append(contentsOf: time.rfc3339.utf8)
+        tail.append(contentsOf: #"","type":""#.utf8)
+        tail.append(contentsOf: phase.utf8)
+        tail.append(contentsOf: #""}"#.utf8)
+        try device.write(head: head, middle: middle, tail: tail)
     }
 }
