@@ -16,6 +16,7 @@ let package = Package(
     products: [
         .library(name: "Coffer", targets: ["Coffer"]),
         .executable(name: "coffer-quickstart", targets: ["QuickStart"]),
+        .executable(name: "coffer-hsm-quickstart", targets: ["HSMQuickStart"]),
     ],
     targets: [
         .systemLibrary(
@@ -30,9 +31,20 @@ let package = Package(
             pkgConfig: "sqlite3",
             providers: [.apt(["libsqlite3-dev"])]
         ),
+        .systemLibrary(
+            name: "CPKCS11",
+            path: "Sources/CPKCS11",
+            pkgConfig: "p11-kit-1",
+            providers: [.apt(["libp11-kit-dev"])]
+        ),
         .target(
             name: "CofferCore",
             dependencies: ["COpenSSL", "CSQLite"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "PKCS11Seal",
+            dependencies: ["CofferCore", "CPKCS11"],
             swiftSettings: strict
         ),
         .target(
@@ -42,13 +54,24 @@ let package = Package(
         ),
         .target(
             name: "Coffer",
-            dependencies: ["CofferCore", "Engines"],
+            dependencies: ["CofferCore", "Engines", "PKCS11Seal"],
             swiftSettings: strict
         ),
         .executableTarget(
             name: "QuickStart",
             dependencies: ["Coffer"],
             path: "Examples/QuickStart",
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "HSMQuickStart",
+            dependencies: ["Coffer"],
+            path: "Examples/HSMQuickStart",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "PKCS11SealTests",
+            dependencies: ["Coffer", "CofferCore", "PKCS11Seal"],
             swiftSettings: strict
         ),
         .testTarget(
