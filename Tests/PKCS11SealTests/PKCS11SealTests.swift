@@ -42,7 +42,7 @@ import Testing
         } else {
             try hsm.createRSAKey(token: "coffer", label: "root-key", id: "01")
         }
-        let path = temporaryDatabase()
+        let path = hsm.database()
         let configuration = VaultConfiguration(storage: .sqlite(path: path), seal: try hsm.seal(token: "coffer", key: "root-key", mechanism: mechanism))
         let token: String
         do {
@@ -94,7 +94,7 @@ import Testing
         var configuration = hsm.configuration(token: "coffer", key: "made-here")
         configuration.keyID = "0a0b"
         configuration.generateKey = true
-        let path = temporaryDatabase()
+        let path = hsm.database()
         do {
             let vault = try Vault.open(VaultConfiguration(storage: .sqlite(path: path), seal: try PKCS11Seal(configuration)))
             _ = try vault.initialize(shares: 1, threshold: 1)
@@ -155,7 +155,7 @@ import Testing
         configuration.pin = nil
         expectCofferError(.invalidArgument, containing: ["no PIN", "pin_file or COFFER_HSM_PIN"]) { try PKCS11Seal(configuration).check() }
         let pinFile = hsm.directory + "/pin"
-        try "\(hsm.pin)\n".write(toFile: pinFile, atomically: true, encoding: .utf8)
+        try "\(hsm.pin)\n".write(toFile: pinFile, atomically: false, encoding: .utf8)
         configuration.pinFile = pinFile
         try PKCS11Seal(configuration).check()
         configuration.pinFile = nil
@@ -185,7 +185,7 @@ import Testing
         let hsm = try SoftHSM()
         try hsm.initToken("coffer")
         try hsm.createAESKey(token: "coffer", label: "k", id: "01")
-        let path = temporaryDatabase()
+        let path = hsm.database()
         // A new seal for each start, as a new process would have: the module is initialised anew.
         func configuration() throws -> VaultConfiguration {
             VaultConfiguration(storage: .sqlite(path: path), seal: try hsm.seal(token: "coffer", key: "k"))
@@ -218,7 +218,7 @@ import Testing
         let hsm = try SoftHSM()
         try hsm.initToken("coffer")
         try hsm.createAESKey(token: "coffer", label: "root-key", id: "01")
-        let path = temporaryDatabase()
+        let path = hsm.database()
         let configuration = VaultConfiguration(storage: .sqlite(path: path), seal: try hsm.seal(token: "coffer", key: "root-key"))
         let token: String
         do {
@@ -252,7 +252,7 @@ import Testing
         let hsm = try SoftHSM()
         try hsm.initToken("coffer")
         try hsm.createAESKey(token: "coffer", label: "root-key", id: "01")
-        let vault = try Vault.open(VaultConfiguration(storage: .sqlite(path: temporaryDatabase()), seal: try hsm.seal(token: "coffer", key: "root-key")))
+        let vault = try Vault.open(VaultConfiguration(storage: .sqlite(path: hsm.database()), seal: try hsm.seal(token: "coffer", key: "root-key")))
         let token = try vault.initialize(shares: 1, threshold: 1).rootToken
         try vault.core.mount(MountEntry(path: "secret/", type: "kv", options: ["version": "2"]))
         try vault.kv(token: token).put("app", ["v": "1"])
@@ -303,7 +303,7 @@ import Testing
         let hsm = try SoftHSM()
         try hsm.initToken("coffer")
         try hsm.createAESKey(token: "coffer", label: "key-2024", id: "01")
-        let path = temporaryDatabase()
+        let path = hsm.database()
         let token: String
         do {
             let vault = try Vault.open(VaultConfiguration(storage: .sqlite(path: path), seal: try hsm.seal(token: "coffer", key: "key-2024")))
@@ -339,7 +339,7 @@ import Testing
         let hsm = try SoftHSM()
         try hsm.initToken("coffer")
         try hsm.createAESKey(token: "coffer", label: "root-key", id: "01")
-        let path = temporaryDatabase()
+        let path = hsm.database()
         let shamir = VaultConfiguration(storage: .sqlite(path: path))
         let pkcs11 = VaultConfiguration(storage: .sqlite(path: path), seal: try hsm.seal(token: "coffer", key: "root-key"))
         let token: String

@@ -18,7 +18,7 @@ final class SoftHSM {
         try FileManager.default.createDirectory(atPath: directory + "/tokens", withIntermediateDirectories: true)
         conf = directory + "/softhsm2.conf"
         try "directories.tokendir = \(directory)/tokens\nobjectstore.backend = file\nlog.level = ERROR\n"
-            .write(toFile: conf, atomically: true, encoding: .utf8)
+            .write(toFile: conf, atomically: false, encoding: .utf8)
         setenv("SOFTHSM2_CONF", conf, 1)
         guard FileManager.default.fileExists(atPath: SoftHSM.module) else {
             throw Failure("\(SoftHSM.module) is missing: install softhsm2 and libsofthsm2-dev (make deps does)")
@@ -80,6 +80,9 @@ final class SoftHSM {
         try tool(token, ["--delete-object", "--type", type, "--label", label])
     }
 
+    /// A SQLite path in this HSM's directory (removed with it).
+    func database() -> String { directory + "/coffer-\(UUID().uuidString).db" }
+
     func listObjects(token: String) throws -> String { try tool(token, ["--list-objects"]) }
 
     /// A copy of the token directory, and putting it back (to bring a pulled key back).
@@ -120,7 +123,3 @@ func expectCofferError(
     }
 }
 
-/// A fresh temporary SQLite path.
-func temporaryDatabase() -> String {
-    FileManager.default.temporaryDirectory.appendingPathComponent("coffer-hsm-\(UUID().uuidString).db").path
-}
