@@ -18,6 +18,7 @@ let package = Package(
         .executable(name: "coffer-quickstart", targets: ["QuickStart"]),
         .executable(name: "coffer", targets: ["CofferCLI"]),
         .executable(name: "coffer-bench", targets: ["InProcessBench"]),
+        .executable(name: "coffer-hsm-quickstart", targets: ["HSMQuickStart"]),
     ],
     targets: [
         .systemLibrary(
@@ -32,9 +33,20 @@ let package = Package(
             pkgConfig: "sqlite3",
             providers: [.apt(["libsqlite3-dev"])]
         ),
+        .systemLibrary(
+            name: "CPKCS11",
+            path: "Sources/CPKCS11",
+            pkgConfig: "p11-kit-1",
+            providers: [.apt(["libp11-kit-dev"])]
+        ),
         .target(
             name: "CofferCore",
             dependencies: ["COpenSSL", "CSQLite"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "PKCS11Seal",
+            dependencies: ["CofferCore", "CPKCS11"],
             swiftSettings: strict
         ),
         .target(
@@ -44,7 +56,7 @@ let package = Package(
         ),
         .target(
             name: "Coffer",
-            dependencies: ["CofferCore", "Engines"],
+            dependencies: ["CofferCore", "Engines", "PKCS11Seal"],
             swiftSettings: strict
         ),
         .executableTarget(
@@ -62,6 +74,17 @@ let package = Package(
             name: "InProcessBench",
             dependencies: ["Coffer"],
             path: "bench/InProcess",
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "HSMQuickStart",
+            dependencies: ["Coffer"],
+            path: "Examples/HSMQuickStart",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "PKCS11SealTests",
+            dependencies: ["Coffer", "CofferCore", "PKCS11Seal"],
             swiftSettings: strict
         ),
         .testTarget(

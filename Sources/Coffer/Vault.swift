@@ -1,4 +1,5 @@
 @_exported public import CofferCore
+@_exported public import PKCS11Seal
 import Engines
 
 /// How to open a vault.
@@ -12,15 +13,25 @@ public struct VaultConfiguration: Sendable {
     }
 
     public var storage: Storage
+    /// What protects the root key: `ShamirSeal()` (unseal shares) or a `PKCS11Seal` (an HSM key;
+    /// the vault unseals itself). See docs/hsm.md.
     public var seal: any Seal
     public var limits: Limits
     public var clock: any Clock
+    /// With an auto-unseal seal, unseal through it while opening (default). When false the vault
+    /// opens sealed and `Vault.autoUnseal()` unseals it, for callers that want to start while the
+    /// HSM is away and retry.
+    public var autoUnseal: Bool
 
-    public init(storage: Storage, seal: any Seal = ShamirSeal(), limits: Limits = Limits(), clock: any Clock = SystemClock()) {
+    public init(
+        storage: Storage, seal: any Seal = ShamirSeal(), limits: Limits = Limits(), clock: any Clock = SystemClock(),
+        autoUnseal: Bool = true
+    ) {
         self.storage = storage
         self.seal = seal
         self.limits = limits
         self.clock = clock
+        self.autoUnseal = autoUnseal
     }
 }
 
@@ -44,10 +55,13 @@ public final class Vault: Sendable {
         self.core = core
     }
 
-    /// Opens the vault described by `configuration`. It starts sealed (or uninitialised).
+    /// Opens the vault described by `configuration`. It starts sealed (or uninitialised); with an
+    /// auto-unseal seal (PKCS#11) an initialised vault unseals itself through the HSM.
     ///
     /// - Throws: ``CofferError`` with code `corruptDatabase` when the file is not a Coffer database or
-    ///   is damaged, `io` when it cannot be opened.
+    ///   is damaged, `io` when it cannot be opened; with an auto-unseal seal, the seal's error
+    ///   (`invalidArgument` for a configuration to fix, `unavailable` for an HSM to bring back) when
+    ///   it cannot unseal. Nothing is changed then: open again once it is fixed.
     public static func open(_ configuration: VaultConfiguration) throws(CofferError) -> Vault {
         let storage: any PhysicalBackend
         switch configuration.storage {
@@ -58,6 +72,9 @@ public final class Vault: Sendable {
             let core = try Core(
                 storage: storage, seal: configuration.seal, engines: BuiltinEngines.registry, clock: configuration.clock,
                 limits: configuration.limits)
+            if configuration.autoUnseal, configuration.seal.isAutoUnseal, core.isInitialized {
+                try core.autoUnseal()
+            }
             return Vault(core: core)
         } catch {
             storage.close()
@@ -100,6 +117,16 @@ public final class Vault: Sendable {
             throw CofferError(.invalidArgument, "unseal key must be hex or base64")
         }
         return try core.unseal(key: bytes)
+    }
+
+    /// Unseals through the auto-unseal seal (PKCS#11): retries after a failed open or a `seal()`.
+    public func autoUnseal() throws(CofferError) { try core.autoUnseal() }
+
+    /// Moves the vault to another seal with every secret intact (Shamir to PKCS#11 or back) and
+    /// returns the new shares: recovery shares for an auto-unseal seal, unseal shares otherwise.
+    /// The vault must be unsealed and stays so; from now on open it with `newSeal`.
+    public func migrateSeal(to newSeal: any Seal, shares: Int, threshold: Int) throws(CofferError) -> InitResult {
+        try core.migrateSeal(to: newSeal, shares: shares, threshold: threshold)
     }
 
     /// Seals: forgets every key until the next unseal.

@@ -70,7 +70,9 @@ public enum CofferVersion {
 /// thread-safe `handle(_:)`. It knows nothing of HTTP or C; those encode its requests and responses.
 public final class Core: Sendable {
     public let barrier: Barrier
-    public let seal: any Seal
+    /// What protects the root key. Replaced only by a seal migration.
+    public var seal: any Seal { sealBox.withLock { $0 } }
+    let sealBox: Mutex<any Seal>
     public let clock: any Clock
     public let limits: Limits
     let engines: EngineRegistry
@@ -84,18 +86,21 @@ public final class Core: Sendable {
     }
     let progress = Mutex(UnsealProgress())
     let rekey = Mutex<RekeyState?>(nil)
+    let generateRoot = Mutex<GenerateRootState?>(nil)
     let routes = Mutex<RouteTable?>(nil)
     /// Serialises state changes (init, unseal, seal, mount, rekey) against each other; requests do
     /// not take it.
     let lifecycle = Mutex(())
 
-    /// Opens a core over `storage`. It starts sealed; if `storage` holds no Coffer yet, call `initialize`.
+    /// Opens a core over `storage`. It starts sealed; if `storage` holds no Coffer yet, call
+    /// `initialize`; with an auto-unseal seal, call `autoUnseal()` to unseal through the seal.
     public init(
         storage: any PhysicalBackend, seal: any Seal = ShamirSeal(), engines: EngineRegistry,
         clock: any Clock = SystemClock(), limits: Limits = Limits()
     ) throws(CofferError) {
         self.barrier = Barrier(physical: storage, maxEntrySize: limits.maxEntrySize)
-        self.seal = seal
+        self.sealBox = Mutex(seal)
+        barrier.setSeal(seal)
         self.engines = engines
         self.clock = clock
         self.limits = limits
@@ -144,27 +149,23 @@ public final class Core: Sendable {
             guard try barrier.physical.list(prefix: "").isEmpty else {
                 throw CofferError(.corruptDatabase, "storage is not empty but holds no seal configuration; refusing to initialise over it")
             }
+            // With an auto-unseal seal the shares are recovery shares: their key authorises rekey
+            // and root-token generation, and is stored (seal-wrapped) to check them against.
+            let seal = self.seal
             let unsealKey = SecureBytes(randomCount: 32)
             let parts = try Shamir.split(unsealKey, shares: shares, threshold: threshold)
             let rootKey = SecureBytes(randomCount: 32)
             let wrapped = try seal.wrap(rootKey, unsealKey: seal.isAutoUnseal ? nil : unsealKey)
             try barrier.initialize(rootKey: rootKey, now: clock.now())
             try barrier.physical.put(ShamirSeal.rootKeyPath, wrapped)
+            if seal.isAutoUnseal {
+                try barrier.physical.put(RecoveryKey.path, try barrier.sealedEntry(RecoveryKey.path, secret: unsealKey, wrappingWith: seal))
+            }
             try postUnseal()
             try mountDefaults()
-            let (token, _) = try tokens.create { hash, accessor in
-                TokenEntry(
-                    idHash: hash, accessor: accessor, parentHash: "", policies: ["root"], meta: [:], displayName: "root",
-                    path: "auth/token/root", now: clock.now(), ttl: 0, explicitMaxTTL: 0, numUses: 0, period: 0,
-                    renewable: false)
-            }
-            var config = SealConfig(type: seal.type, shares: shares, threshold: threshold, shareChecks: parts.map(SealConfig.check))
-            if seal.isAutoUnseal {
-                config.recoveryShares = shares
-                config.recoveryThreshold = threshold
-            }
+            let token = try createRootToken()
             // Written last: until it exists the vault counts as uninitialised.
-            try barrier.physical.put(SealConfig.path, config.json.serialized())
+            try barrier.physical.put(SealConfig.path, SealConfig(for: seal, shares: shares, threshold: threshold, parts: parts).json.serialized())
             return InitResult(keys: parts, rootToken: token, recovery: seal.isAutoUnseal)
         }
     }
@@ -180,6 +181,11 @@ public final class Core: Sendable {
                 throw CofferError(.notInitialized, "Vault is not initialized")
             }
             guard barrier.isSealed else { return }
+            guard !seal.isAutoUnseal else {
+                throw CofferError.invalid(
+                    "this vault unseals itself through its \(seal.type) seal; recovery keys do not unseal it. "
+                        + "Call autoUnseal() (or sys/unseal with no key) to retry")
+            }
             let share = SecureBytes(key)
             guard share.count == 33 else {
                 throw CofferError.invalid("unseal key is \(share.count) bytes; a Coffer unseal key is 33 bytes (66 hex digits)")
@@ -202,6 +208,30 @@ public final class Core: Sendable {
             try unsealWith(unsealKey: unsealKey)
         }
         return try sealStatus()
+    }
+
+    /// Unseals through an auto-unseal seal (PKCS#11): no shares needed. Does nothing when already
+    /// unsealed. When the seal fails (HSM unreachable, key missing, wrong PIN) the error says what
+    /// to fix and the vault stays sealed with nothing changed; calling again later retries.
+    public func autoUnseal() throws(CofferError) {
+        try lifecycle.withLock { (_) throws(CofferError) in
+            guard try storedSealConfig() != nil else { throw CofferError(.notInitialized, "Vault is not initialized") }
+            guard barrier.isSealed else { return }
+            guard seal.isAutoUnseal else {
+                throw CofferError.invalid("this vault is sealed by a \(seal.type) seal and needs unseal keys; it cannot unseal itself")
+            }
+            try unsealWith(unsealKey: nil)
+        }
+    }
+
+    /// A new root token (initialisation and root-token generation).
+    func createRootToken() throws(CofferError) -> String {
+        let now = clock.now()
+        return try tokens.create { hash, accessor in
+            TokenEntry(
+                idHash: hash, accessor: accessor, parentHash: "", policies: ["root"], meta: [:], displayName: "root",
+                path: "auth/token/root", now: now, ttl: 0, explicitMaxTTL: 0, numUses: 0, period: 0, renewable: false)
+        }.0
     }
 
     /// Discards the shares entered so far.
@@ -246,13 +276,14 @@ public final class Core: Sendable {
         barrier.seal()
         progress.withLock { $0 = UnsealProgress() }
         rekey.withLock { $0 = nil }
+        generateRoot.withLock { $0 = nil }
     }
 
     // MARK: The request path
 
     /// Paths served without a token.
     static let unauthenticated: Set<String> = ["sys/init", "sys/seal-status", "sys/unseal", "sys/health", "sys/leader"]
-    static let unauthenticatedPrefixes = ["sys/rekey/"]
+    static let unauthenticatedPrefixes = ["sys/rekey/", "sys/rekey-recovery-key/", "sys/generate-root/", "sys/generate-root-token/"]
     /// Status paths that must answer even when auditing is broken (health checks), and are not audited.
     static let unaudited: Set<String> = ["sys/seal-status", "sys/health", "sys/leader"]
 

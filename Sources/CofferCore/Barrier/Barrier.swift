@@ -182,6 +182,8 @@ public final class Barrier: Sendable {
     /// The largest plaintext one entry may hold (``Limits/maxEntrySize``).
     public let maxEntrySize: Int
     private let keyring = Mutex<Keyring?>(nil)
+    /// The seal that opens seal-wrapped entries and, when it seal-wraps, wraps critical ones.
+    private let wrapSeal = Mutex<(any Seal)?>(nil)
 
     public init(physical: any PhysicalBackend, maxEntrySize: Int = Limits().maxEntrySize) {
         self.physical = physical
@@ -205,11 +207,18 @@ public final class Barrier: Sendable {
         keyring.withLock { $0 = ring }
     }
 
-    /// Opens the stored keyring with `rootKey`. A wrong root key fails with an integrity error.
+    /// Sets the seal used for seal wrap (the core's seal).
+    func setSeal(_ seal: (any Seal)?) {
+        wrapSeal.withLock { $0 = seal }
+    }
+
+    /// Opens the stored keyring with `rootKey` (and the seal, when the keyring is seal-wrapped). A
+    /// wrong root key fails with an integrity error.
     func unseal(rootKey: SecureBytes) throws(CofferError) {
-        guard let blob = try physical.get(Barrier.keyringPath) else {
+        guard let stored = try physical.get(Barrier.keyringPath) else {
             throw CofferError(.corruptDatabase, "the keyring (core/keyring) is missing from storage")
         }
+        let blob = try SealWrap.open(stored, path: Barrier.keyringPath, seal: wrapSeal.withLock { $0 })
         _ = try Envelope.term(of: blob, path: Barrier.keyringPath)
         let plain = try Envelope.openSecure(key: rootKey, blob: blob, path: Barrier.keyringPath)
         let ring = try Keyring.deserialize(plain, rootKey: rootKey)
@@ -225,8 +234,35 @@ public final class Barrier: Sendable {
     func rootKey() throws(CofferError) -> SecureBytes { try current().rootKey }
 
     private func persist(_ ring: Keyring) throws(CofferError) {
+        try physical.put(Barrier.keyringPath, try sealedKeyring(ring, wrappingWith: wrapSeal.withLock { $0 }))
+    }
+
+    /// The stored form of the keyring: encrypted by the root key, then seal-wrapped if `seal` does that.
+    func sealedKeyring(_ given: Keyring? = nil, wrappingWith seal: (any Seal)?) throws(CofferError) -> [UInt8] {
+        let ring: Keyring
+        if let given { ring = given } else { ring = try current() }
         let blob = try Envelope.seal(key: ring.rootKey, term: 0, path: Barrier.keyringPath, secret: ring.serialized())
-        try physical.put(Barrier.keyringPath, blob)
+        return try SealWrap.wrapIfEnabled(blob, seal: seal)
+    }
+
+    /// The stored form of a secret entry: encrypted by the active term, then seal-wrapped if `seal`
+    /// does that.
+    func sealedEntry(_ path: String, secret: SecureBytes, wrappingWith seal: (any Seal)?) throws(CofferError) -> [UInt8] {
+        let active = try current().active
+        let blob = try Envelope.seal(key: active.key, term: active.number, path: path, secret: secret)
+        return try SealWrap.wrapIfEnabled(blob, seal: seal)
+    }
+
+    /// Stores `plaintext` encrypted by the barrier and, when the seal seal-wraps, by the HSM key
+    /// too. For key material that must stay safe even if the root key leaks; `get` opens it.
+    public func putSealWrapped(_ path: String, _ plaintext: [UInt8]) throws(CofferError) {
+        let blob = try seal(plaintext, path: path, ring: try current())
+        try physical.put(path, try SealWrap.wrapIfEnabled(blob, seal: wrapSeal.withLock { $0 }))
+    }
+
+    /// Opens a seal-wrapped entry's outer layer with the current seal (for rewrap and migration).
+    func openSealWrap(_ stored: [UInt8], path: String) throws(CofferError) -> [UInt8] {
+        try SealWrap.open(stored, path: path, seal: wrapSeal.withLock { $0 })
     }
 
     /// Adds a new term and makes it the one new writes use. Old terms stay for reading.
@@ -250,7 +286,8 @@ public final class Barrier: Sendable {
     /// The decrypted entry at `path`, or nil if none is stored.
     public func get(_ path: String) throws(CofferError) -> [UInt8]? {
         let ring = try current()
-        guard let blob = try physical.get(path) else { return nil }
+        guard var blob = try physical.get(path) else { return nil }
+        if SealWrap.isWrapped(blob) { blob = try SealWrap.open(blob, path: path, seal: wrapSeal.withLock { $0 }) }
         return try open(blob, path: path, ring: ring)
     }
 
@@ -297,5 +334,34 @@ public final class Barrier: Sendable {
             }
         }
         try physical.batch(sealed)
+    }
+}
+
+/// Seal wrap: a barrier entry encrypted once more by an auto-unseal seal (the HSM key). Stored as
+/// `FF FF FF FF 53 | seal blob`; the first four bytes are a term no keyring reaches and the fifth
+/// is not a barrier format version, so an unaware reader fails with "unknown format version"
+/// instead of misreading it.
+enum SealWrap {
+    static let marker: [UInt8] = [0xFF, 0xFF, 0xFF, 0xFF, 0x53]
+
+    static func isWrapped(_ blob: [UInt8]) -> Bool {
+        blob.count > marker.count && blob[0] == 0xFF && blob[1] == 0xFF && blob[2] == 0xFF && blob[3] == 0xFF && blob[4] == 0x53
+    }
+
+    /// `blob` wrapped by `seal` when it is an auto-unseal seal with seal wrap on; else `blob`.
+    static func wrapIfEnabled(_ blob: [UInt8], seal: (any Seal)?) throws(CofferError) -> [UInt8] {
+        guard let seal, seal.isAutoUnseal, seal.sealWrap else { return blob }
+        return marker + (try seal.wrap(SecureBytes(blob), unsealKey: nil))
+    }
+
+    /// The barrier entry inside a seal-wrapped `blob`; `blob` itself when it is not seal-wrapped.
+    static func open(_ blob: [UInt8], path: String, seal: (any Seal)?) throws(CofferError) -> [UInt8] {
+        guard isWrapped(blob) else { return blob }
+        guard let seal, seal.isAutoUnseal else {
+            throw CofferError.invalid(
+                "the entry at '\(path)' is seal-wrapped by an HSM key, but this Coffer is opened with a \(seal?.type ?? "no") seal; "
+                    + "open it with the pkcs11 seal that wrapped it")
+        }
+        return try seal.unwrap(Array(blob[marker.count...]), unsealKey: nil).unsafeCopy
     }
 }

@@ -9,12 +9,14 @@ struct RekeyState {
 extension Core {
     /// `sys/rekey/init` and `sys/rekey/update`: new unseal shares for the same root key. The data is
     /// not re-encrypted; only the root key's wrapping changes. Authorised by a threshold of the
-    /// current shares, like unseal.
+    /// current shares, like unseal. With an auto-unseal seal the shares are recovery shares and the
+    /// same flow (also under Vault's `sys/rekey-recovery-key/`) issues new recovery shares.
     func handleRekey(_ request: Request) throws(CofferError) -> Response {
         guard !barrier.isSealed else { throw CofferError.sealedError }
         guard let config = try storedSealConfig() else { throw CofferError(.notInitialized, "Vault is not initialized") }
         let data = request.data
-        switch (request.path, request.operation) {
+        let path = request.path.replacingPrefix("sys/rekey-recovery-key/", with: "sys/rekey/")
+        switch (path, request.operation) {
         case ("sys/rekey/init", .read):
             return .raw(rekeyStatus(config))
         case ("sys/rekey/init", .update), ("sys/rekey/init", .create):
@@ -52,11 +54,7 @@ extension Core {
     }
 
     func rekeyUpdate(key: [UInt8], nonce: String, config: SealConfig) throws(CofferError) -> Response {
-        let share = SecureBytes(key)
-        let check = SealConfig.check(share)
-        guard config.shareChecks.contains(where: { ConstantTime.equals(Array($0.utf8), Array(check.utf8)) }) else {
-            throw CofferError.invalid("this key is not one of the current unseal keys; progress is unchanged")
-        }
+        let share = try checkedShare(key, config: config)
         let ready: RekeyState? = try rekey.withLock { (state) throws(CofferError) -> RekeyState? in
             guard var current = state else { throw CofferError.invalid("no rekey is in progress") }
             guard current.nonce == nonce else { throw CofferError.invalid("the nonce does not match the rekey in progress") }
@@ -70,12 +68,8 @@ extension Core {
         guard let ready else { return .raw(rekeyStatus(config)) }
         defer { rekey.withLock { $0 = nil } }
         let result = try lifecycle.withLock { (_) throws(CofferError) -> InitResult in
-            let oldKey = try Shamir.combine(ready.parts)
             // Prove the old shares are right before replacing anything.
-            guard let blob = try barrier.physical.get(ShamirSeal.rootKeyPath) else {
-                throw CofferError(.corruptDatabase, "the root key (core/root-key) is missing from storage")
-            }
-            _ = try seal.unwrap(blob, unsealKey: oldKey)
+            try verifyShares(ready.parts)
             return try reissueShares(shares: ready.shares, threshold: ready.threshold)
         }
         return .raw([
@@ -85,20 +79,68 @@ extension Core {
         ])
     }
 
-    /// A new unseal key split into new shares; the root key re-wrapped; both written atomically.
+    /// A new unseal key split into new shares and the root key re-wrapped by it (Shamir), or a new
+    /// recovery key stored in its place (auto-unseal); written atomically with the seal config.
     func reissueShares(shares: Int, threshold: Int) throws(CofferError) -> InitResult {
-        let rootKey = try barrier.rootKey()
-        let unsealKey = SecureBytes(randomCount: 32)
-        let parts = try Shamir.split(unsealKey, shares: shares, threshold: threshold)
-        let wrapped = try seal.wrap(rootKey, unsealKey: seal.isAutoUnseal ? nil : unsealKey)
-        var config = SealConfig(type: seal.type, shares: shares, threshold: threshold, shareChecks: parts.map(SealConfig.check))
+        let seal = self.seal
+        let newKey = SecureBytes(randomCount: 32)
+        let parts = try Shamir.split(newKey, shares: shares, threshold: threshold)
+        let config = SealConfig(for: seal, shares: shares, threshold: threshold, parts: parts)
+        var operations: [StorageOperation] = [.put(key: SealConfig.path, value: config.json.serialized())]
         if seal.isAutoUnseal {
-            config.recoveryShares = shares
-            config.recoveryThreshold = threshold
+            let sealed = try barrier.sealedEntry(RecoveryKey.path, secret: newKey, wrappingWith: seal)
+            operations.append(.put(key: RecoveryKey.path, value: sealed))
+        } else {
+            operations.append(.put(key: ShamirSeal.rootKeyPath, value: try seal.wrap(try barrier.rootKey(), unsealKey: newKey)))
         }
-        try barrier.physical.batch([
-            .put(key: ShamirSeal.rootKeyPath, value: wrapped), .put(key: SealConfig.path, value: config.json.serialized()),
-        ])
+        try barrier.physical.batch(operations)
         return InitResult(keys: parts, rootToken: "", recovery: seal.isAutoUnseal)
+    }
+
+    /// A share from a rekey or root-generation request, checked against the current set.
+    func checkedShare(_ key: [UInt8], config: SealConfig) throws(CofferError) -> SecureBytes {
+        let share = SecureBytes(key)
+        let check = SealConfig.check(share)
+        guard config.shareChecks.contains(where: { ConstantTime.equals(Array($0.utf8), Array(check.utf8)) }) else {
+            let kind = seal.isAutoUnseal ? "recovery" : "unseal"
+            throw CofferError.invalid("this key is not one of the current \(kind) keys; progress is unchanged")
+        }
+        return share
+    }
+
+    /// Proves that `parts` recombine into the current unseal key (the root key opens with it) or,
+    /// with an auto-unseal seal, into the stored recovery key.
+    func verifyShares(_ parts: [SecureBytes]) throws(CofferError) {
+        let key = try Shamir.combine(parts)
+        let seal = self.seal
+        if seal.isAutoUnseal {
+            guard var stored = try barrier.get(RecoveryKey.path) else {
+                throw CofferError(.corruptDatabase, "the recovery key (\(RecoveryKey.path)) is missing from storage")
+            }
+            defer { stored.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) } }
+            let matches = key.withUnsafeBytes { k in stored.withUnsafeBytes { ConstantTime.equals(k, $0) } }
+            guard matches else { throw CofferError.invalid("the recovery keys given do not combine into this vault's recovery key") }
+        } else {
+            guard let blob = try barrier.physical.get(ShamirSeal.rootKeyPath) else {
+                throw CofferError(.corruptDatabase, "the root key (core/root-key) is missing from storage")
+            }
+            do {
+                _ = try seal.unwrap(blob, unsealKey: key)
+            } catch where error.code == .integrity {
+                throw CofferError.invalid("the unseal keys given do not combine into this vault's unseal key")
+            }
+        }
+    }
+}
+
+/// Where the recovery key of an auto-unseal seal is kept: through the barrier, and seal-wrapped
+/// when the seal does that.
+enum RecoveryKey {
+    static let path = "core/recovery-key"
+}
+
+extension String {
+    func replacingPrefix(_ prefix: String, with replacement: String) -> String {
+        hasPrefix(prefix) ? replacement + dropFirst(prefix.count) : self
     }
 }

@@ -10,6 +10,21 @@ public protocol Seal: Sendable {
     var isAutoUnseal: Bool { get }
     func wrap(_ rootKey: SecureBytes, unsealKey: SecureBytes?) throws(CofferError) -> [UInt8]
     func unwrap(_ blob: [UInt8], unsealKey: SecureBytes?) throws(CofferError) -> SecureBytes
+    /// Seal wrap: when true, the keyring and other critical entries are additionally encrypted by
+    /// this seal (`wrap` with no unseal key), so the database and the root key alone reveal nothing.
+    /// Only auto-unseal seals can seal-wrap.
+    var sealWrap: Bool { get }
+    /// The key that made `blob`, for status and rewrap ("pkcs11 key_label=... mechanism=..."); nil
+    /// when the seal has one key only.
+    func keyName(of blob: [UInt8]) -> String?
+    /// The key new blobs are wrapped with; nil when the seal has one key only.
+    var currentKeyName: String? { get }
+}
+
+extension Seal {
+    public var sealWrap: Bool { false }
+    public func keyName(of blob: [UInt8]) -> String? { nil }
+    public var currentKeyName: String? { nil }
 }
 
 /// The default seal: the root key is encrypted by an unseal key that exists only as Shamir shares.
@@ -68,6 +83,15 @@ struct SealConfig: Sendable, Equatable {
         self.shares = shares
         self.threshold = threshold
         self.shareChecks = shareChecks
+    }
+
+    /// The configuration for `seal` with a fresh set of shares (unseal or recovery shares).
+    init(for seal: any Seal, shares: Int, threshold: Int, parts: [SecureBytes]) {
+        self.init(type: seal.type, shares: shares, threshold: threshold, shareChecks: parts.map(SealConfig.check))
+        if seal.isAutoUnseal {
+            recoveryShares = shares
+            recoveryThreshold = threshold
+        }
     }
 
     init(json: JSONValue) throws(CofferError) {

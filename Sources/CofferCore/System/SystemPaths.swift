@@ -22,6 +22,10 @@ extension Core {
                 resetUnsealProgress()
                 return .raw(try sealStatus().json)
             }
+            if seal.isAutoUnseal, (try data.string("key") ?? "").isEmpty {
+                try autoUnseal()
+                return .raw(try sealStatus().json)
+            }
             guard let text = try data.string("key"), !text.isEmpty else {
                 throw CofferError.invalid("'key' must be specified in request body as JSON, or 'reset' set to true")
             }
@@ -35,7 +39,12 @@ extension Core {
             guard !barrier.isSealed else { throw CofferError.sealedError }
             return .raw(["ha_enabled": false])
         default:
-            if request.path.hasPrefix("sys/rekey/") { return try handleRekey(request) }
+            if request.path.hasPrefix("sys/rekey/") || request.path.hasPrefix("sys/rekey-recovery-key/") {
+                return try handleRekey(request)
+            }
+            if request.path.hasPrefix("sys/generate-root/") || request.path.hasPrefix("sys/generate-root-token/") {
+                return try handleGenerateRoot(request)
+            }
             throw CofferError(.unsupportedOperation, "unsupported operation: \(request.operation.rawValue) on \(request.path)")
         }
     }
@@ -77,7 +86,7 @@ extension Core {
             return try uiMount(String(path.dropFirst("sys/internal/ui/mounts".count)).trimmingSlashes(), caller: caller)
         }
 
-        let sudoPaths = ["sys/seal", "sys/rotate", "sys/step-down", "sys/audit", "sys/audit-reload"]
+        let sudoPaths = ["sys/seal", "sys/rotate", "sys/step-down", "sys/audit", "sys/audit-reload", "sys/sealwrap/rewrap"]
         let sudo = sudoPaths.contains(path) || path.hasPrefix("sys/audit/") || path.hasPrefix("sys/audit-chain-key/")
         try authorize(caller, request, requireSudo: sudo)
         if path == "sys/audit" || path == "sys/audit-reload" || path.hasPrefix("sys/audit/") || path.hasPrefix("sys/audit-hash/")
@@ -101,6 +110,13 @@ extension Core {
             var r = Response(data: ["term": .int(status.term), "install_time": .string(status.installTime.rfc3339), "encryptions": 0])
             r.repeatDataAtTopLevel = true
             return r
+        case "sys/sealwrap/rewrap":
+            // GET: which key wraps what; POST/PUT: move everything to the seal's current key.
+            switch op {
+            case .read: return .raw(try sealWrapStatus().json)
+            case .update, .create: return .raw(try rewrapSealedEntries().json)
+            default: throw unsupported(request)
+            }
         case "sys/mounts":
             guard op == .read else { throw unsupported(request) }
             var listing: [String: JSONValue] = [:]

@@ -1,0 +1,101 @@
+/// A root-token generation in progress.
+struct GenerateRootState {
+    let nonce: String
+    /// The one-time pad the new token is XORed with; as long as a token.
+    let otp: SecureBytes
+    var parts: [SecureBytes] = []
+}
+
+extension Core {
+    /// The length of a root token ("s." and 24 characters), hence of the one-time password.
+    static let rootTokenLength = 26
+
+    /// `sys/generate-root/attempt|update` (Vault) and `sys/generate-root-token/...` (what the
+    /// OpenBao 2.x CLI calls): a new root token for whoever holds a threshold of the unseal keys, or
+    /// of the recovery keys with an auto-unseal seal. The token is returned XORed with a one-time
+    /// password and base64-encoded (`bao operator generate-root -decode=... -otp=...` decodes it),
+    /// so nobody watching the responses alone learns it. PGP-encrypted tokens are not supported.
+    func handleGenerateRoot(_ request: Request) throws(CofferError) -> Response {
+        guard !barrier.isSealed else { throw CofferError.sealedError }
+        guard let config = try storedSealConfig() else { throw CofferError(.notInitialized, "Vault is not initialized") }
+        // Vault answers sys/generate-root unwrapped; OpenBao's sys/generate-root-token in the envelope.
+        let enveloped = request.path.hasPrefix("sys/generate-root-token/")
+        let path = request.path.replacingPrefix("sys/generate-root-token/", with: "sys/generate-root/")
+        func reply(_ body: [String: JSONValue]) -> Response { enveloped ? Response(data: body) : .raw(.object(body)) }
+        let data = request.data
+        switch (path, request.operation) {
+        case ("sys/generate-root/attempt", .read):
+            return reply(generateRootStatus(config))
+        case ("sys/generate-root/attempt", .update), ("sys/generate-root/attempt", .create):
+            if let pgp = try data.string("pgp_key"), !pgp.isEmpty {
+                throw CofferError.invalid("pgp_key is not supported; leave it empty and decode the token with the OTP")
+            }
+            var generated = false
+            let otp: SecureBytes
+            if let given = try data.string("otp"), !given.isEmpty {
+                guard given.utf8.count == Core.rootTokenLength else {
+                    throw CofferError.invalid("the otp must be \(Core.rootTokenLength) characters long (otp_length), got \(given.utf8.count)")
+                }
+                otp = SecureBytes(Array(given.utf8))
+            } else {
+                otp = SecureBytes(Array(Random.base62(Core.rootTokenLength).utf8))
+                generated = true
+            }
+            try generateRoot.withLock { (state) throws(CofferError) in
+                guard state == nil else { throw CofferError.invalid("root generation already in progress") }
+                state = GenerateRootState(nonce: Random.uuid(), otp: otp)
+            }
+            var body = generateRootStatus(config)
+            // The generated OTP is shown once, in this answer only.
+            if generated { body["otp"] = .string(otp.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }) }
+            return reply(body)
+        case ("sys/generate-root/attempt", .delete):
+            generateRoot.withLock { $0 = nil }
+            return .noContent
+        case ("sys/generate-root/update", .update), ("sys/generate-root/update", .create):
+            guard let nonce = try data.string("nonce"), !nonce.isEmpty else { throw CofferError.invalid("nonce is required") }
+            guard let text = try data.string("key"), let key = Hex.decode(text) ?? Base64.decode(text) else {
+                throw CofferError.invalid("'key' must be a valid hex or base64 string")
+            }
+            let share = try checkedShare(key, config: config)
+            let ready: GenerateRootState? = try generateRoot.withLock { (state) throws(CofferError) -> GenerateRootState? in
+                guard var current = state else { throw CofferError.invalid("no root generation in progress") }
+                guard current.nonce == nonce else { throw CofferError.invalid("incorrect nonce supplied; nonce for this root generation operation is \"\(current.nonce)\"") }
+                if current.parts.contains(where: { $0.constantTimeEquals(share) }) {
+                    throw CofferError.invalid("this key was already entered; progress is unchanged")
+                }
+                current.parts.append(share)
+                state = current
+                return current.parts.count >= config.threshold ? current : nil
+            }
+            guard let ready else { return reply(generateRootStatus(config)) }
+            defer { generateRoot.withLock { $0 = nil } }
+            let token = try lifecycle.withLock { (_) throws(CofferError) -> String in
+                try verifyShares(ready.parts)
+                return try createRootToken()
+            }
+            let encoded = ready.otp.withUnsafeBytes { otp in
+                Base64.encode(zip(Array(token.utf8), otp).map { $0 ^ $1 }).filter { $0 != "=" }
+            }
+            return reply([
+                "started": true, "nonce": .string(ready.nonce), "progress": .int(ready.parts.count), "required": .int(config.threshold),
+                "complete": true, "encoded_token": .string(encoded), "encoded_root_token": .string(encoded), "pgp_fingerprint": "",
+            ])
+        default:
+            throw CofferError(.unsupportedOperation, "unsupported operation: \(request.operation.rawValue) on \(request.path)")
+        }
+    }
+
+    func generateRootStatus(_ config: SealConfig) -> [String: JSONValue] {
+        let state = generateRoot.withLock { $0 }
+        var body: [String: JSONValue] = [
+            "started": .bool(state != nil), "progress": .int(state?.parts.count ?? 0), "required": .int(config.threshold),
+            "complete": false, "otp": "", "otp_length": .int(Core.rootTokenLength), "encoded_token": "", "encoded_root_token": "",
+        ]
+        if let state {
+            body["nonce"] = .string(state.nonce)
+            body["pgp_fingerprint"] = ""
+        }
+        return body
+    }
+}
