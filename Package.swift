@@ -16,6 +16,9 @@ let package = Package(
     products: [
         .library(name: "Coffer", targets: ["Coffer"]),
         .executable(name: "coffer-quickstart", targets: ["QuickStart"]),
+        // libcoffer.so: the C ABI. `make lib` links it with the Swift runtime static, SONAME
+        // libcoffer.so.0 and only coffer_* exported (see docs/c-abi.md).
+        .library(name: "coffer", type: .dynamic, targets: ["CEngine"]),
     ],
     targets: [
         .systemLibrary(
@@ -43,6 +46,16 @@ let package = Package(
         .target(
             name: "Coffer",
             dependencies: ["CofferCore", "Engines"],
+            swiftSettings: strict
+        ),
+        // include/coffer.h as a module, so CEngine's @c @implementation is checked against it.
+        .systemLibrary(
+            name: "CCoffer",
+            path: "Sources/CCoffer"
+        ),
+        .target(
+            name: "CEngine",
+            dependencies: ["CCoffer", "Coffer"],
             swiftSettings: strict
         ),
         .executableTarget(

@@ -15,6 +15,9 @@ public struct VaultConfiguration: Sendable {
     public var seal: any Seal
     public var limits: Limits
     public var clock: any Clock
+    /// When set, ``Vault/open(_:)`` opens a development vault as ``Vault/openDev(storage:rootTokenID:clock:)``
+    /// does, with this root token id (the JSON configuration's `dev` key).
+    public var devRootToken: String?
 
     public init(storage: Storage, seal: any Seal = ShamirSeal(), limits: Limits = Limits(), clock: any Clock = SystemClock()) {
         self.storage = storage
@@ -49,6 +52,18 @@ public final class Vault: Sendable {
     /// - Throws: ``CofferError`` with code `corruptDatabase` when the file is not a Coffer database or
     ///   is damaged, `io` when it cannot be opened.
     public static func open(_ configuration: VaultConfiguration) throws(CofferError) -> Vault {
+        if let rootTokenID = configuration.devRootToken {
+            var plain = configuration
+            plain.devRootToken = nil
+            let vault = try open(plain)
+            do {
+                _ = try vault.makeDev(rootTokenID: rootTokenID)
+            } catch {
+                vault.close()
+                throw error
+            }
+            return vault
+        }
         let storage: any PhysicalBackend
         switch configuration.storage {
         case .sqlite(let path): storage = try SQLiteBackend(path: path)
@@ -71,15 +86,21 @@ public final class Vault: Sendable {
         storage: VaultConfiguration.Storage = .memory, rootTokenID: String = "root", clock: any Clock = SystemClock()
     ) throws(CofferError) -> (vault: Vault, unsealKey: SecureBytes) {
         let vault = try open(VaultConfiguration(storage: storage, clock: clock))
-        let result = try vault.initialize(shares: 1, threshold: 1)
-        let created = try vault.core.handle(
+        return (vault, try vault.makeDev(rootTokenID: rootTokenID))
+    }
+
+    /// Initialises with one share, replaces the root token by one with id `rootTokenID` and mounts
+    /// `secret/` as KV v2. Returns the unseal key.
+    private func makeDev(rootTokenID: String) throws(CofferError) -> SecureBytes {
+        let result = try initialize(shares: 1, threshold: 1)
+        let created = try core.handle(
             Request(.update, "auth/token/create", data: ["id": .string(rootTokenID), "policies": ["root"], "display_name": "root", "no_parent": true], token: result.rootToken))
         guard created.auth?.clientToken == rootTokenID else {
             throw CofferError(.internal, "dev mode could not create the chosen root token")
         }
-        _ = try vault.core.handle(Request(.update, "auth/token/revoke-self", token: result.rootToken))
-        try vault.core.mount(MountEntry(path: "secret/", type: "kv", description: "key/value secret storage", options: ["version": "2"]))
-        return (vault, result.keys[0])
+        _ = try core.handle(Request(.update, "auth/token/revoke-self", token: result.rootToken))
+        try core.mount(MountEntry(path: "secret/", type: "kv", description: "key/value secret storage", options: ["version": "2"]))
+        return result.keys[0]
     }
 
     /// Initialises a new vault; returns the unseal shares and root token, once. Leaves it unsealed.
