@@ -1,7 +1,8 @@
 /* 32 threads reading and writing through one handle over one SQLite file. Each thread writes its
  * own secret again and again and reads it back (fast path and coffer_request), reads a secret all
  * threads share, and makes a call that fails on purpose to check that the last-error message is
- * per thread. Exits 1 on any wrong answer.
+ * per thread; then closes a second handle under 8 running readers. Exits 1 on any wrong answer.
+ * Usage: stress [ROUNDS] (default 100).
  */
 #define _XOPEN_SOURCE 700
 #include <coffer.h>
@@ -12,8 +13,8 @@
 #include <sched.h>
 
 #define THREADS 32
-#define ROUNDS 100
 
+static int rounds = 100; /* argv[1] overrides: valgrind runs a few */
 static coffer_t *handle;
 static char token[128];
 static int failures = 0;
@@ -30,7 +31,7 @@ static void *worker(void *arg) {
     int id = (int)(size_t)arg;
     int round;
     char path[64], value[128], expected[160], request_path[96];
-    for (round = 1; round <= ROUNDS; round++) {
+    for (round = 1; round <= rounds; round++) {
         char *data = NULL, *out = NULL;
         int64_t version = 0;
         int http = 0;
@@ -70,7 +71,50 @@ static void *worker(void *arg) {
     return NULL;
 }
 
-int main(void) {
+/* Phase two: threads reading while the main thread closes the handle under them. Every call must
+ * answer COFFER_OK (before the close) or COFFER_EINVALID (after), never crash. */
+static coffer_t *closing;
+static int started = 0;
+static pthread_mutex_t started_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t started_cond = PTHREAD_COND_INITIALIZER;
+
+static void *reader(void *arg) {
+    int id = (int)(size_t)arg, counted = 0, status, round = 0;
+    do {
+        char *data = NULL;
+        status = coffer_kv_get(closing, NULL, "k", "root", 0, &data, NULL, NULL);
+        coffer_free(data);
+        if (status != COFFER_OK && status != COFFER_EINVALID) fail(id, round, "close under a running reader");
+        if (!counted) {
+            counted = 1;
+            pthread_mutex_lock(&started_lock);
+            started++;
+            pthread_cond_signal(&started_cond);
+            pthread_mutex_unlock(&started_lock);
+        }
+        round++;
+    } while (status == COFFER_OK);
+    return NULL;
+}
+
+static void close_under_readers(void) {
+    pthread_t threads[8];
+    int64_t version = 0;
+    int i;
+    if (coffer_open("{\"dev\": true}", &closing) != COFFER_OK ||
+        coffer_kv_put(closing, NULL, "k", "root", "{\"v\":1}", 7, COFFER_KV_NO_CAS, &version) != COFFER_OK) {
+        fail(-1, 0, "dev open");
+        return;
+    }
+    for (i = 0; i < 8; i++) pthread_create(&threads[i], NULL, reader, (void *)(size_t)i);
+    pthread_mutex_lock(&started_lock);
+    while (started < 8) pthread_cond_wait(&started_cond, &started_lock);
+    pthread_mutex_unlock(&started_lock);
+    coffer_close(closing);
+    for (i = 0; i < 8; i++) pthread_join(threads[i], NULL);
+}
+
+int main(int argc, char **argv) {
     char dir[] = "/tmp/coffer-stress-XXXXXX";
     char config[256], body[256], key[128] = "", command[300];
     char *out = NULL;
@@ -78,6 +122,8 @@ int main(void) {
     int64_t version = 0;
     pthread_t threads[THREADS];
 
+    if (argc > 1) rounds = atoi(argv[1]);
+    if (rounds < 1) return 2;
     if (mkdtemp(dir) == NULL) return 1;
     snprintf(config, sizeof config, "{\"storage\":{\"type\":\"sqlite\",\"path\":\"%s/stress.db\"}}", dir);
     if (coffer_open(config, &handle) != COFFER_OK) {
@@ -106,19 +152,21 @@ int main(void) {
     for (i = 0; i < THREADS; i++) {
         char path[64], *data = NULL;
         snprintf(path, sizeof path, "threads/t%d", i);
-        if (coffer_kv_get(handle, "secret", path, token, 0, &data, NULL, &version) != COFFER_OK || version != ROUNDS) {
+        if (coffer_kv_get(handle, "secret", path, token, 0, &data, NULL, &version) != COFFER_OK || version != rounds) {
             fprintf(stderr, "FAIL final read of %s\n", path);
             failures++;
         }
         coffer_free(data);
     }
     coffer_close(handle);
+    close_under_readers();
     snprintf(command, sizeof command, "rm -rf '%s'", dir);
     if (system(command) != 0) fprintf(stderr, "could not remove %s\n", dir);
     if (failures > 0) {
         fprintf(stderr, "%d failure(s)\n", failures);
         return 1;
     }
-    printf("stress: %d threads x %d rounds through one handle, all answers right\n", THREADS, ROUNDS);
+    printf("stress: %d threads x %d rounds through one handle, all answers right; closed under 8 readers safely\n",
+           THREADS, rounds);
     return 0;
 }
