@@ -230,7 +230,10 @@ class Coffer:
             self._h(), _text(method, "method"), _text(path, "path"), _text(token or self.token, "token"),
             data or None, len(data), ctypes.byref(http), ctypes.byref(out), ctypes.byref(out_len))
         raw = _native.take_buffer(out, out_len.value)
-        parsed = json.loads(raw) if raw else None
+        try:
+            parsed = json.loads(raw) if raw else None
+        except ValueError:  # not JSON (no such path today); `raw` still has the bytes
+            parsed = None
         if status != 0:
             raise _error(status, http.value, parsed)
         return Response(http.value, parsed, raw)
