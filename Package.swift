@@ -16,9 +16,12 @@ let package = Package(
     products: [
         .library(name: "Coffer", targets: ["Coffer"]),
         .executable(name: "coffer-quickstart", targets: ["QuickStart"]),
-        .executable(name: "coffer", targets: ["CofferCLI"]),
+        .executable(name: "coffer-cli", targets: ["CofferCLI"]),
         .executable(name: "coffer-bench", targets: ["InProcessBench"]),
         .executable(name: "coffer-hsm-quickstart", targets: ["HSMQuickStart"]),
+        // libcoffer.so: the C ABI. `make lib` links it with the Swift runtime static, SONAME
+        // libcoffer.so.0 and only coffer_* exported (see docs/c-abi.md).
+        .library(name: "coffer", type: .dynamic, targets: ["CEngine"]),
     ],
     targets: [
         .systemLibrary(
@@ -36,7 +39,6 @@ let package = Package(
         .systemLibrary(
             name: "CPKCS11",
             path: "Sources/CPKCS11",
-            pkgConfig: "p11-kit-1",
             providers: [.apt(["libp11-kit-dev"])]
         ),
         .target(
@@ -62,6 +64,16 @@ let package = Package(
         .executableTarget(
             name: "CofferCLI",
             dependencies: ["CofferCore"],
+            swiftSettings: strict
+        ),
+        // include/coffer.h as a module, so CEngine's @c @implementation is checked against it.
+        .systemLibrary(
+            name: "CCoffer",
+            path: "Sources/CCoffer"
+        ),
+        .target(
+            name: "CEngine",
+            dependencies: ["CCoffer", "Coffer"],
             swiftSettings: strict
         ),
         .executableTarget(

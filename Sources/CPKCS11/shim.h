@@ -3,8 +3,9 @@
 
 /* PKCS#11 v2.40 types from p11-kit's header (apt libp11-kit-dev) in its compatibility mode, which
    gives the standard names (CK_GCM_PARAMS with pIv, ulIvLen, ulIvBits, ...). Only the header is
-   used: modules are loaded at run time by absolute path, never linked. */
-#include <p11-kit/pkcs11.h>
+   used, by its path under /usr/include (no pkg-config, so nothing links libp11-kit): modules are
+   loaded at run time by absolute path, never linked. */
+#include <p11-kit-1/p11-kit/pkcs11.h>
 #include <dlfcn.h>
 #include <pthread.h>
 #include <unistd.h>

@@ -22,6 +22,9 @@ public struct VaultConfiguration: Sendable {
     /// opens sealed and `Vault.autoUnseal()` unseals it, for callers that want to start while the
     /// HSM is away and retry.
     public var autoUnseal: Bool
+    /// When set, ``Vault/open(_:)`` opens a development vault as ``Vault/openDev(storage:rootTokenID:clock:)``
+    /// does, with this root token id (the JSON configuration's `dev` key).
+    public var devRootToken: String?
 
     public init(
         storage: Storage, seal: any Seal = ShamirSeal(), limits: Limits = Limits(), clock: any Clock = SystemClock(),
@@ -63,6 +66,18 @@ public final class Vault: Sendable {
     ///   (`invalidArgument` for a configuration to fix, `unavailable` for an HSM to bring back) when
     ///   it cannot unseal. Nothing is changed then: open again once it is fixed.
     public static func open(_ configuration: VaultConfiguration) throws(CofferError) -> Vault {
+        if let rootTokenID = configuration.devRootToken {
+            var plain = configuration
+            plain.devRootToken = nil
+            let vault = try open(plain)
+            do {
+                _ = try vault.makeDev(rootTokenID: rootTokenID)
+            } catch {
+                vault.close()
+                throw error
+            }
+            return vault
+        }
         let storage: any PhysicalBackend
         switch configuration.storage {
         case .sqlite(let path): storage = try SQLiteBackend(path: path)
@@ -88,15 +103,21 @@ public final class Vault: Sendable {
         storage: VaultConfiguration.Storage = .memory, rootTokenID: String = "root", clock: any Clock = SystemClock()
     ) throws(CofferError) -> (vault: Vault, unsealKey: SecureBytes) {
         let vault = try open(VaultConfiguration(storage: storage, clock: clock))
-        let result = try vault.initialize(shares: 1, threshold: 1)
-        let created = try vault.core.handle(
+        return (vault, try vault.makeDev(rootTokenID: rootTokenID))
+    }
+
+    /// Initialises with one share, replaces the root token by one with id `rootTokenID` and mounts
+    /// `secret/` as KV v2. Returns the unseal key.
+    private func makeDev(rootTokenID: String) throws(CofferError) -> SecureBytes {
+        let result = try initialize(shares: 1, threshold: 1)
+        let created = try core.handle(
             Request(.update, "auth/token/create", data: ["id": .string(rootTokenID), "policies": ["root"], "display_name": "root", "no_parent": true], token: result.rootToken))
         guard created.auth?.clientToken == rootTokenID else {
             throw CofferError(.internal, "dev mode could not create the chosen root token")
         }
-        _ = try vault.core.handle(Request(.update, "auth/token/revoke-self", token: result.rootToken))
-        try vault.core.mount(MountEntry(path: "secret/", type: "kv", description: "key/value secret storage", options: ["version": "2"]))
-        return (vault, result.keys[0])
+        _ = try core.handle(Request(.update, "auth/token/revoke-self", token: result.rootToken))
+        try core.mount(MountEntry(path: "secret/", type: "kv", description: "key/value secret storage", options: ["version": "2"]))
+        return result.keys[0]
     }
 
     /// Initialises a new vault; returns the unseal shares and root token, once. Leaves it unsealed.

@@ -250,9 +250,9 @@ import Testing
 /// Runs the `coffer` CLI built next to the tests; returns its exit status and output.
 func runCoffer(_ arguments: [String]) throws -> (Int32, String) {
     let binDir = Bundle.main.bundleURL.deletingLastPathComponent()
-    var binary = binDir.appendingPathComponent("coffer")
+    var binary = binDir.appendingPathComponent("coffer-cli")
     if !FileManager.default.fileExists(atPath: binary.path) {
-        binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("coffer")
+        binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("coffer-cli")
     }
     let process = Process()
     process.executableURL = binary

@@ -9,6 +9,18 @@ extension Core {
     public func handleWire(
         method: String, path: String, token: String?, body: [UInt8], namespace: String = "", clientAddress: String = ""
     ) -> (status: Int, body: [UInt8]?) {
+        let result = handleWireWithError(
+            method: method, path: path, token: token, body: body, namespace: namespace, clientAddress: clientAddress)
+        return (result.status, result.body)
+    }
+
+    /// ``handleWire(method:path:token:body:namespace:clientAddress:)`` that also hands back the error
+    /// the body was made from, so a caller that reports a typed status (the C ABI) need not guess it
+    /// from the HTTP status. `error` is nil when the request succeeded (whatever its status, e.g. a
+    /// 404 for a missing secret or the statuses of `sys/health`).
+    public func handleWireWithError(
+        method: String, path: String, token: String?, body: [UInt8], namespace: String = "", clientAddress: String = ""
+    ) -> (status: Int, body: [UInt8]?, error: CofferError?) {
         let requestID = Random.uuid()
         do {
             let request = try Core.parseWire(method: method, path: path, token: token, body: body, id: requestID)
@@ -17,11 +29,12 @@ extension Core {
             r.clientAddress = clientAddress
             let response = try handle(r)
             if response.status == 404 && response.data == nil && response.raw == nil {
-                return (404, Array(#"{"errors":[]}"#.utf8))
+                return (404, Array(#"{"errors":[]}"#.utf8), nil)
             }
-            return (response.status, response.body(requestID: requestID)?.serialized())
+            return (response.status, response.body(requestID: requestID)?.serialized(), nil)
         } catch {
-            return Core.errorBody(error)
+            let (status, body) = Core.errorBody(error)
+            return (status, body, error)
         }
     }
 

@@ -146,7 +146,7 @@ public final class KVv2Backend: Backend {
             throw CofferError.invalid("check-and-set parameter required for this call")
         }
         if let cas, cas != meta.currentVersion {
-            throw CofferError.invalid("check-and-set parameter did not match the current version")
+            throw CofferError(.conflict, "check-and-set parameter did not match the current version")
         }
         let n = meta.currentVersion + 1
         let deleteAfter = meta.deleteVersionAfter > 0 ? meta.deleteVersionAfter : config.deleteVersionAfter

@@ -1,0 +1,272 @@
+// The C ABI: include/coffer.h implemented in Swift. Each function is `@c @implementation`, so the
+// compiler checks its Swift signature against the header's prototype; the header is the contract.
+//
+// Nothing may trap across this boundary: every pointer is checked for NULL, every C string for UTF-8,
+// every size for range, and every CofferError becomes a status code and a thread-local message.
+import CCoffer
+import Coffer
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// MARK: Versions
+
+/// The library version, in static storage for `coffer_version`. include/coffer.h's COFFER_VERSION
+/// and CofferVersion.versionString say the same; bindings/c's test checks the three agree.
+private let versionText: StaticString = "0.1.0"
+
+@c @implementation
+public func coffer_version() -> UnsafePointer<CChar>? {
+    UnsafeRawPointer(versionText.utf8Start).assumingMemoryBound(to: CChar.self)
+}
+
+@c @implementation
+public func coffer_abi_version() -> Int32 { COFFER_ABI_VERSION }
+
+// MARK: Errors
+
+/// `coffer_strerror`'s strings, made once from CofferError.Code's descriptions (the one table of
+/// codes) and never freed. Stored as addresses because raw pointers are not Sendable.
+private let statusTexts: [Int32: UInt] = {
+    var table: [Int32: UInt] = [COFFER_OK: UInt(bitPattern: strdup("ok"))]
+    for code in CofferError.Code.all { table[code.cStatus] = UInt(bitPattern: strdup(code.description)) }
+    return table
+}()
+private let unknownStatus: StaticString = "unknown status"
+
+@c @implementation
+public func coffer_strerror(_ status: Int32) -> UnsafePointer<CChar>? {
+    if let address = statusTexts[status], let text = UnsafePointer<CChar>(bitPattern: address) { return text }
+    return UnsafeRawPointer(unknownStatus.utf8Start).assumingMemoryBound(to: CChar.self)
+}
+
+/// The thread-local last error: a malloc'ed C string per thread, freed when the thread exits.
+private let lastErrorKey: pthread_key_t = {
+    var key = pthread_key_t()
+    pthread_key_create(&key) { free($0) }
+    return key
+}()
+private let emptyText: StaticString = ""
+
+@c @implementation
+public func coffer_errmsg() -> UnsafePointer<CChar>? {
+    if let text = pthread_getspecific(lastErrorKey) { return UnsafePointer(text.assumingMemoryBound(to: CChar.self)) }
+    return UnsafeRawPointer(emptyText.utf8Start).assumingMemoryBound(to: CChar.self)
+}
+
+/// Records `message` as this thread's last error and returns `status`.
+private func fail(_ status: Int32, _ message: String) -> Int32 {
+    free(pthread_getspecific(lastErrorKey))
+    pthread_setspecific(lastErrorKey, message.withCString { strdup($0) })
+    return status
+}
+
+private func fail(_ error: CofferError) -> Int32 { fail(error.code.cStatus, error.message) }
+
+/// Clears this thread's last error and returns COFFER_OK.
+private func succeed() -> Int32 {
+    pthread_getspecific(lastErrorKey)?.storeBytes(of: 0, as: UInt8.self)
+    return COFFER_OK
+}
+
+// MARK: Arguments
+
+/// Why an argument was refused; becomes COFFER_EINVALID with this message.
+private struct ArgumentError: Error {
+    let message: String
+}
+
+/// A required NUL-terminated UTF-8 argument.
+private func string(_ pointer: UnsafePointer<CChar>?, _ name: String) throws(ArgumentError) -> String {
+    guard let pointer else { throw ArgumentError(message: "\(name) is NULL") }
+    guard let text = String(validatingCString: pointer) else { throw ArgumentError(message: "\(name) is not valid UTF-8") }
+    return text
+}
+
+/// An optional NUL-terminated UTF-8 argument (NULL gives nil).
+private func optionalString(_ pointer: UnsafePointer<CChar>?, _ name: String) throws(ArgumentError) -> String? {
+    guard pointer != nil else { return nil }
+    return try string(pointer, name)
+}
+
+/// A byte buffer argument: `count` bytes at `pointer`; NULL only with a count of 0.
+private func bytes(_ pointer: UnsafePointer<CChar>?, _ count: Int, _ name: String) throws(ArgumentError) -> [UInt8] {
+    guard count >= 0 else { throw ArgumentError(message: "\(name)_len is larger than the address space") }
+    guard count > 0 else { return [] }
+    guard let pointer else { throw ArgumentError(message: "\(name) is NULL but \(name)_len is \(count)") }
+    return Array(UnsafeRawBufferPointer(start: pointer, count: count))
+}
+
+/// Copies `bytes` into a new malloc'ed, NUL-terminated buffer for the caller to coffer_free.
+private func copyOut(_ bytes: [UInt8]) -> UnsafeMutablePointer<CChar>? {
+    guard let buffer = malloc(bytes.count + 1) else { return nil }
+    bytes.withUnsafeBytes { UnsafeMutableRawBufferPointer(start: buffer, count: bytes.count).copyMemory(from: $0) }
+    buffer.storeBytes(of: 0, toByteOffset: bytes.count, as: UInt8.self)
+    return buffer.assumingMemoryBound(to: CChar.self)
+}
+
+// MARK: Handles
+
+/// What a `coffer_t *` stands for. The vault is closed when the last reference goes: after
+/// `coffer_close` and after every call still running on it has returned.
+private final class Handle: Sendable {
+    let vault: Vault
+    init(vault: Vault) { self.vault = vault }
+    deinit { vault.close() }
+}
+
+/// The open handles, by the address `coffer_open` gave out. A `coffer_t *` is looked up here, never
+/// dereferenced, so a closed, foreign or garbage pointer is refused with COFFER_EINVALID instead of
+/// crashing. (The key is the Handle's address so that it looks like a pointer to Go's runtime.)
+private let openHandles = Mutex<[UInt: Handle]>([:])
+
+private func lookup(_ pointer: OpaquePointer?) throws(ArgumentError) -> Handle {
+    guard let pointer else { throw ArgumentError(message: "the coffer handle is NULL") }
+    guard let handle = openHandles.withLock({ $0[UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(pointer)))] }) else {
+        throw ArgumentError(message: "the coffer handle is not open (closed already, or not from coffer_open)")
+    }
+    return handle
+}
+
+@c @implementation
+public func coffer_open(_ config: UnsafePointer<CChar>?, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    guard let out else { return fail(COFFER_EINVALID, "out is NULL") }
+    out.pointee = nil
+    do {
+        let text = try string(config, "config_json")
+        let vault = try Vault.open(try VaultConfiguration(json: Array(text.utf8)))
+        let handle = Handle(vault: vault)
+        let address = Unmanaged.passUnretained(handle).toOpaque()
+        openHandles.withLock { $0[UInt(bitPattern: Int(bitPattern: address))] = handle }
+        out.pointee = OpaquePointer(address)
+        return succeed()
+    } catch let error as ArgumentError {
+        return fail(COFFER_EINVALID, error.message)
+    } catch let error as CofferError {
+        return fail(error)
+    } catch {
+        return fail(COFFER_EINTERNAL, "coffer_open: unexpected error")
+    }
+}
+
+@c @implementation
+public func coffer_close(_ pointer: OpaquePointer?) {
+    guard let pointer else { return }
+    let key = UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(pointer)))
+    // Released outside the lock: the last release closes the storage.
+    let handle = openHandles.withLock { $0.removeValue(forKey: key) }
+    _ = handle
+}
+
+// MARK: Requests
+
+@c @implementation
+public func coffer_request(
+    _ pointer: OpaquePointer?, _ method: UnsafePointer<CChar>?, _ path: UnsafePointer<CChar>?, _ token: UnsafePointer<CChar>?,
+    _ body: UnsafePointer<CChar>?, _ bodyLength: Int, _ httpStatus: UnsafeMutablePointer<Int32>?,
+    _ out: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?, _ outLength: UnsafeMutablePointer<Int>?
+) -> Int32 {
+    httpStatus?.pointee = 0
+    out?.pointee = nil
+    outLength?.pointee = 0
+    guard let httpStatus else { return fail(COFFER_EINVALID, "http_status is NULL") }
+    guard let out else { return fail(COFFER_EINVALID, "out is NULL") }
+    let handle: Handle, method_: String, path_: String, token_: String?, body_: [UInt8]
+    do {
+        handle = try lookup(pointer)
+        method_ = try string(method, "method")
+        path_ = try string(path, "path")
+        token_ = try optionalString(token, "token")
+        body_ = try bytes(body, bodyLength, "body")
+    } catch {
+        return fail(COFFER_EINVALID, error.message)
+    }
+    let result = handle.vault.core.handleWireWithError(method: method_, path: path_, token: token_, body: body_)
+    if let body = result.body {
+        guard let buffer = copyOut(body) else { return fail(COFFER_ENOMEM, "could not allocate \(body.count + 1) bytes for the response") }
+        out.pointee = buffer
+        outLength?.pointee = body.count
+    }
+    httpStatus.pointee = Int32(clamping: result.status)
+    if let error = result.error { return fail(error) }
+    if result.status == 404 { return fail(COFFER_ENOTFOUND, "nothing found at \(path_)") }
+    return succeed()
+}
+
+// MARK: KV fast paths
+
+@c @implementation
+public func coffer_kv_get(
+    _ pointer: OpaquePointer?, _ mount: UnsafePointer<CChar>?, _ path: UnsafePointer<CChar>?, _ token: UnsafePointer<CChar>?,
+    _ version: Int64, _ dataJSON: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?, _ dataLength: UnsafeMutablePointer<Int>?,
+    _ versionOut: UnsafeMutablePointer<Int64>?
+) -> Int32 {
+    dataJSON?.pointee = nil
+    dataLength?.pointee = 0
+    versionOut?.pointee = 0
+    guard let dataJSON else { return fail(COFFER_EINVALID, "data_json is NULL") }
+    do {
+        let handle = try lookup(pointer)
+        let mount_ = try optionalString(mount, "mount") ?? "secret"
+        let path_ = try string(path, "path")
+        let token_ = try string(token, "token")
+        guard version >= 0 else { return fail(COFFER_EINVALID, "version is \(version); use 0 for the current version") }
+        guard let secret = try handle.vault.kv(mount: mount_, token: token_).get(path_, version: version == 0 ? nil : Int(version)) else {
+            let which = version == 0 ? "" : " version \(version)"
+            return fail(COFFER_ENOTFOUND, "no secret at \(mount_)/\(path_)\(which) (never written, deleted or destroyed)")
+        }
+        let body = JSONValue.object(secret.data).serialized()
+        guard let buffer = copyOut(body) else { return fail(COFFER_ENOMEM, "could not allocate \(body.count + 1) bytes for the secret") }
+        dataJSON.pointee = buffer
+        dataLength?.pointee = body.count
+        versionOut?.pointee = Int64(secret.version)
+        return succeed()
+    } catch let error as ArgumentError {
+        return fail(COFFER_EINVALID, error.message)
+    } catch let error as CofferError {
+        return fail(error)
+    } catch {
+        return fail(COFFER_EINTERNAL, "coffer_kv_get: unexpected error")
+    }
+}
+
+@c @implementation
+public func coffer_kv_put(
+    _ pointer: OpaquePointer?, _ mount: UnsafePointer<CChar>?, _ path: UnsafePointer<CChar>?, _ token: UnsafePointer<CChar>?,
+    _ dataJSON: UnsafePointer<CChar>?, _ dataLength: Int, _ cas: Int64, _ versionOut: UnsafeMutablePointer<Int64>?
+) -> Int32 {
+    versionOut?.pointee = 0
+    do {
+        let handle = try lookup(pointer)
+        let mount_ = try optionalString(mount, "mount") ?? "secret"
+        let path_ = try string(path, "path")
+        let token_ = try string(token, "token")
+        let input = try bytes(dataJSON, dataLength, "data_json")
+        guard cas >= Int64(COFFER_KV_NO_CAS) else { return fail(COFFER_EINVALID, "cas is \(cas); use COFFER_KV_NO_CAS (-1) or a version (0 or more)") }
+        let data: [String: JSONValue]
+        do {
+            guard case .object(let object) = try JSONValue.parse(input) else {
+                return fail(COFFER_EINVALID, "data_json must be a JSON object")
+            }
+            data = object
+        } catch {
+            return fail(COFFER_EINVALID, "data_json is not valid JSON: \(error)")
+        }
+        let version = try handle.vault.kv(mount: mount_, token: token_).put(path_, data, cas: cas == Int64(COFFER_KV_NO_CAS) ? nil : Int(cas))
+        versionOut?.pointee = Int64(version)
+        return succeed()
+    } catch let error as ArgumentError {
+        return fail(COFFER_EINVALID, error.message)
+    } catch let error as CofferError {
+        return fail(error)
+    } catch {
+        return fail(COFFER_EINTERNAL, "coffer_kv_put: unexpected error")
+    }
+}
+
+// MARK: Memory
+
+@c @implementation
+public func coffer_free(_ pointer: UnsafeMutableRawPointer?) { free(pointer) }

@@ -1,0 +1,141 @@
+/// The JSON form of ``VaultConfiguration``: what `coffer_open` takes and what a server config file
+/// holds. Documented in docs/c-abi.md ("Configuration").
+///
+/// ```json
+/// {
+///   "storage": {"type": "sqlite", "path": "/var/lib/app/coffer.db"},
+///   "seal": {"type": "shamir"},
+///   "limits": {"max_entry_size": 1048576}
+/// }
+/// ```
+///
+/// `storage` is required unless `dev` is set; `seal` defaults to Shamir and `limits` to ``Limits``'
+/// defaults. `"dev": true` (or `{"root_token": "..."}`) opens what ``Vault/openDev(storage:rootTokenID:clock:)``
+/// gives: in memory, initialised, unsealed, `secret/` mounted as KV v2, root token `root`.
+/// An unknown key anywhere is an error that names it, so a typo never silently falls back to a default.
+extension VaultConfiguration {
+    /// Parses a configuration document.
+    ///
+    /// - Throws: ``CofferError`` with code `invalidArgument` naming the offending key (`storage.paht`)
+    ///   or value, for malformed JSON, unknown keys, missing or mistyped values.
+    public init(json bytes: some Collection<UInt8>) throws(CofferError) {
+        let document: JSONValue
+        do {
+            document = try JSONValue.parse(bytes)
+        } catch {
+            throw CofferError.invalid("the configuration is not valid JSON: \(error)")
+        }
+        let root = try ConfigObject(document, at: "")
+        try root.allowOnly(["storage", "seal", "limits", "dev"])
+
+        var devRootToken: String?
+        switch root.fields["dev"] {
+        case nil, .bool(false)?: break
+        case .bool(true)?: devRootToken = "root"
+        case let value?:
+            let dev = try ConfigObject(value, at: "dev", allowBool: true)
+            try dev.allowOnly(["root_token"])
+            devRootToken = try dev.string("root_token") ?? "root"
+            guard devRootToken?.isEmpty == false else { throw CofferError.invalid("configuration key 'dev.root_token' must not be empty") }
+        }
+
+        let storage: Storage
+        if let value = root.fields["storage"] {
+            let object = try ConfigObject(value, at: "storage")
+            guard let type = try object.string("type") else {
+                throw CofferError.invalid("configuration key 'storage.type' is required: \"sqlite\" or \"memory\"")
+            }
+            switch type {
+            case "sqlite":
+                try object.allowOnly(["type", "path"])
+                guard let path = try object.string("path"), !path.isEmpty else {
+                    throw CofferError.invalid("configuration key 'storage.path' is required for sqlite storage: the database file")
+                }
+                storage = .sqlite(path: path)
+            case "memory":
+                try object.allowOnly(["type"])
+                storage = .memory
+            default:
+                throw CofferError.invalid("configuration key 'storage.type' is \"\(type)\"; supported: \"sqlite\", \"memory\"")
+            }
+        } else if devRootToken != nil {
+            storage = .memory
+        } else {
+            throw CofferError.invalid("configuration key 'storage' is required, e.g. {\"storage\": {\"type\": \"sqlite\", \"path\": \"coffer.db\"}}")
+        }
+        if devRootToken != nil, case .sqlite = storage {
+            throw CofferError.invalid("dev mode keeps everything in memory; remove 'storage' or set 'storage.type' to \"memory\"")
+        }
+
+        let seal: any Seal
+        if let value = root.fields["seal"] {
+            let object = try ConfigObject(value, at: "seal")
+            switch try object.string("type") {
+            case "shamir"?, nil:
+                try object.allowOnly(["type"])
+                seal = ShamirSeal()
+            case let type?:
+                throw CofferError.invalid("configuration key 'seal.type' is \"\(type)\"; supported: \"shamir\"")
+            }
+        } else {
+            seal = ShamirSeal()
+        }
+
+        var limits = Limits()
+        if let value = root.fields["limits"] {
+            let object = try ConfigObject(value, at: "limits")
+            try object.allowOnly(["max_entry_size"])
+            if let size = try object.int("max_entry_size") {
+                guard size > 0 else { throw CofferError.invalid("configuration key 'limits.max_entry_size' must be a positive number of bytes") }
+                limits.maxEntrySize = size
+            }
+        }
+
+        self.init(storage: storage, seal: seal, limits: limits)
+        self.devRootToken = devRootToken
+    }
+
+    /// Parses a configuration document given as text. See ``init(json:)-(Collection<UInt8>)``.
+    public init(json text: String) throws(CofferError) {
+        try self.init(json: Array(text.utf8))
+    }
+}
+
+/// One JSON object of the configuration, with the dotted path that names it in errors.
+private struct ConfigObject {
+    let fields: [String: JSONValue]
+    let path: String
+
+    init(_ value: JSONValue, at path: String, allowBool: Bool = false) throws(CofferError) {
+        guard case .object(let fields) = value else {
+            let what = path.isEmpty ? "the configuration" : "configuration key '\(path)'"
+            throw CofferError.invalid("\(what) must be a JSON object\(allowBool ? " or a boolean" : ""), not \(value.typeName)")
+        }
+        self.fields = fields
+        self.path = path
+    }
+
+    func name(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+    func allowOnly(_ known: [String]) throws(CofferError) {
+        if let unknown = fields.keys.sorted().first(where: { !known.contains($0) }) {
+            throw CofferError.invalid("unknown configuration key '\(name(unknown))'; known keys here: \(known.joined(separator: ", "))")
+        }
+    }
+
+    func string(_ key: String) throws(CofferError) -> String? {
+        guard let value = fields[key] else { return nil }
+        guard case .string(let text) = value else {
+            throw CofferError.invalid("configuration key '\(name(key))' must be a string, not \(value.typeName)")
+        }
+        return text
+    }
+
+    func int(_ key: String) throws(CofferError) -> Int? {
+        guard let value = fields[key] else { return nil }
+        guard let number = value.intValue else {
+            throw CofferError.invalid("configuration key '\(name(key))' must be an integer, not \(value.typeName == "number" ? "a fraction or out of range" : value.typeName)")
+        }
+        return number
+    }
+}

@@ -1,0 +1,68 @@
+import Coffer
+import Testing
+
+/// The JSON configuration (what coffer_open and the server read): every key, the defaults, and an
+/// error naming the key for anything unknown or mistyped.
+@Suite struct VaultConfigurationTests {
+    func message(_ json: String) -> String? {
+        do {
+            _ = try VaultConfiguration(json: json)
+            return nil
+        } catch {
+            #expect(error.code == .invalidArgument)
+            return error.message
+        }
+    }
+
+    @Test func everyKeyIsRead() throws {
+        let config = try VaultConfiguration(json: #"""
+            {"storage": {"type": "sqlite", "path": "/var/lib/app/coffer.db"}, "seal": {"type": "shamir"},
+             "limits": {"max_entry_size": 4096}}
+            """#)
+        guard case .sqlite(let path) = config.storage else { Issue.record("storage is \(config.storage)"); return }
+        #expect(path == "/var/lib/app/coffer.db")
+        #expect(config.seal.type == "shamir")
+        #expect(config.limits.maxEntrySize == 4096)
+        #expect(config.devRootToken == nil)
+    }
+
+    @Test func defaults() throws {
+        let config = try VaultConfiguration(json: #"{"storage": {"type": "memory"}}"#)
+        #expect(config.seal.type == "shamir")
+        #expect(config.limits.maxEntrySize == Limits().maxEntrySize)
+    }
+
+    @Test func unknownKeysAreNamedAtEveryLevel() {
+        #expect(message(#"{"storage": {"type": "memory"}, "storrage": {}}"#)?.contains("'storrage'") == true)
+        #expect(message(#"{"storage": {"type": "sqlite", "paht": "x"}}"#)?.contains("'storage.paht'") == true)
+        #expect(message(#"{"storage": {"type": "memory", "path": "x"}}"#)?.contains("'storage.path'") == true)
+        #expect(message(#"{"storage": {"type": "memory"}, "seal": {"type": "shamir", "shares": 5}}"#)?.contains("'seal.shares'") == true)
+        #expect(message(#"{"storage": {"type": "memory"}, "limits": {"max_size": 1}}"#)?.contains("'limits.max_size'") == true)
+        #expect(message(#"{"dev": {"root": "x"}}"#)?.contains("'dev.root'") == true)
+    }
+
+    @Test func badValuesSayWhatIsExpected() {
+        #expect(message("")?.contains("not valid JSON") == true)
+        #expect(message("[]") == "the configuration must be a JSON object, not array")
+        #expect(message("{}")?.contains("'storage' is required") == true)
+        #expect(message(#"{"storage": "sqlite"}"#) == "configuration key 'storage' must be a JSON object, not string")
+        #expect(message(#"{"storage": {"type": "sqlite"}}"#)?.contains("'storage.path' is required") == true)
+        #expect(message(#"{"storage": {"type": "etcd"}}"#)?.contains("supported: \"sqlite\", \"memory\"") == true)
+        #expect(message(#"{"storage": {"type": "memory"}, "seal": {"type": "pkcs11"}}"#)?.contains("'seal.type'") == true)
+        #expect(message(#"{"storage": {"type": "memory"}, "limits": {"max_entry_size": 1.5}}"#)?.contains("must be an integer") == true)
+        #expect(message(#"{"storage": {"type": "memory"}, "limits": {"max_entry_size": 0}}"#)?.contains("positive") == true)
+        #expect(message(#"{"dev": true, "storage": {"type": "sqlite", "path": "x"}}"#)?.contains("dev mode keeps everything in memory") == true)
+        #expect(message(#"{"dev": {"root_token": ""}}"#)?.contains("must not be empty") == true)
+    }
+
+    @Test func devOpensAnUnsealedVaultWithSecretMounted() throws {
+        let vault = try Vault.open(try VaultConfiguration(json: #"{"dev": {"root_token": "dev-root"}}"#))
+        defer { vault.close() }
+        #expect(try vault.status().sealed == false)
+        let kv = vault.kv(token: "dev-root")
+        #expect(try kv.put("a", ["k": "v"]) == 1)
+        #expect(try kv.get("a")?.data == ["k": "v"])
+        #expect(try VaultConfiguration(json: #"{"dev": true}"#).devRootToken == "root")
+        #expect(try VaultConfiguration(json: #"{"dev": false, "storage": {"type": "memory"}}"#).devRootToken == nil)
+    }
+}

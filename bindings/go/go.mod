@@ -1,0 +1,3 @@
+module github.com/coffer/coffer/bindings/go
+
+go 1.19

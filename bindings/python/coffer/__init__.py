@@ -1,0 +1,278 @@
+"""Coffer, an embeddable secrets engine, from Python: a binding of libcoffer's C ABI (include/coffer.h).
+
+    with Coffer({"storage": {"type": "sqlite", "path": "coffer.db"}}) as c:
+        c.request("PUT", "sys/unseal", body={"key": unseal_key})
+        c.token = root_token
+        c.kv.put("app/db", {"password": "s3cret"})
+        secret = c.kv.get("app/db")          # KVSecret(data={'password': 's3cret'}, version=1)
+
+A Coffer may be used from any number of threads at once (the library is thread-safe and ctypes
+releases the GIL during calls). Failures raise a subclass of CofferError.
+"""
+
+import ctypes
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Union
+
+from . import _native
+from ._native import lib
+
+__all__ = [
+    "Coffer", "KV", "KVSecret", "Response", "version", "abi_version", "CofferError", "InvalidArgumentError",
+    "SealedError", "PermissionDeniedError", "NotFoundError", "ConflictError", "UnavailableError", "StorageIOError",
+    "OutOfMemoryError", "InternalError", "UnsupportedOperationError", "IntegrityError", "NotInitializedError",
+    "AlreadyInitializedError", "RateLimitedError", "CorruptDatabaseError", "NO_CAS",
+]
+
+NO_CAS = -1  # COFFER_KV_NO_CAS
+
+
+def version() -> str:
+    """The version of the loaded libcoffer, e.g. "0.1.0"."""
+    return lib.coffer_version().decode()
+
+
+def abi_version() -> int:
+    """The ABI version of the loaded libcoffer (the N of libcoffer.so.N)."""
+    return lib.coffer_abi_version()
+
+
+# ---- Errors ---------------------------------------------------------------------------------
+
+
+class CofferError(Exception):
+    """A failed call. `code` is the C status (COFFER_E*, negative), `http_status` the HTTP status the
+    server would answer (0 when the call failed before reaching the engine) and `body` the parsed
+    error response ({"errors": [...]}) when there is one."""
+
+    code = 0
+
+    def __init__(self, code: int, message: str, http_status: int = 0, body: Optional[Dict[str, Any]] = None):
+        super().__init__(message or lib.coffer_strerror(code).decode())
+        self.code = code
+        self.message = message
+        self.http_status = http_status
+        self.body = body
+
+
+class InvalidArgumentError(CofferError, ValueError):
+    code = -1
+
+
+class SealedError(CofferError):
+    code = -2
+
+
+class PermissionDeniedError(CofferError, PermissionError):
+    code = -3
+
+
+class NotFoundError(CofferError, KeyError):
+    code = -4
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.message
+
+
+class ConflictError(CofferError):
+    code = -5
+
+
+class UnavailableError(CofferError):
+    code = -6
+
+
+class StorageIOError(CofferError, OSError):
+    code = -7
+
+
+class OutOfMemoryError(CofferError, MemoryError):
+    code = -8
+
+
+class InternalError(CofferError):
+    code = -9
+
+
+class UnsupportedOperationError(CofferError):
+    code = -10
+
+
+class IntegrityError(CofferError):
+    code = -11
+
+
+class NotInitializedError(CofferError):
+    code = -12
+
+
+class AlreadyInitializedError(CofferError):
+    code = -13
+
+
+class RateLimitedError(CofferError):
+    code = -14
+
+
+class CorruptDatabaseError(CofferError):
+    code = -15
+
+
+class AuditFailedError(CofferError):
+    code = -16
+
+
+_ERRORS = {cls.code: cls for cls in CofferError.__subclasses__()}
+
+
+def _error(code: int, http_status: int = 0, body: Optional[Dict[str, Any]] = None) -> CofferError:
+    message = lib.coffer_errmsg().decode("utf-8", "replace")
+    cls = _ERRORS.get(code, CofferError)
+    return cls(code, message, http_status, body)
+
+
+def _text(value: Optional[str], name: str) -> Optional[bytes]:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    return value.encode("utf-8")
+
+
+def _json_bytes(value: Union[None, bytes, str, Dict[str, Any]]) -> bytes:
+    if value is None:
+        return b""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+
+
+# ---- Handles --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Response:
+    """What coffer_request answered: the HTTP status and the JSON body (None for 204)."""
+
+    status: int
+    body: Optional[Dict[str, Any]]
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class KVSecret:
+    data: Dict[str, Any]
+    version: int
+
+
+class Coffer:
+    """An open Coffer (a coffer_t handle). Use it as a context manager, or call close().
+
+    `config` is the JSON configuration of coffer_open, as a dict or a JSON string, e.g.
+    {"storage": {"type": "sqlite", "path": "coffer.db"}} or {"dev": True}. `token` is the default
+    client token for request() and kv; it can be changed later through the `token` attribute.
+    """
+
+    def __init__(self, config: Union[str, Dict[str, Any]], token: Optional[str] = None):
+        self._handle: Optional[int] = None
+        self._lock = threading.Lock()
+        self.token = token
+        text = config if isinstance(config, str) else json.dumps(config)
+        handle = ctypes.c_void_p()
+        status = lib.coffer_open(_text(text, "config"), ctypes.byref(handle))
+        if status != 0:
+            raise _error(status)
+        self._handle = handle.value
+        self.kv = KV(self)
+
+    def close(self) -> None:
+        """Seals and closes. Safe to call twice; later calls on this object raise InvalidArgumentError."""
+        with self._lock:
+            handle, self._handle = self._handle, None
+        if handle is not None:
+            lib.coffer_close(handle)
+
+    def __enter__(self) -> "Coffer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_handle", None) is not None:
+            self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._handle is None
+
+    def _h(self) -> int:
+        handle = self._handle
+        if handle is None:
+            raise InvalidArgumentError(-1, "this Coffer is closed")
+        return handle
+
+    def request(
+        self, method: str, path: str, body: Union[None, bytes, str, Dict[str, Any]] = None, token: Optional[str] = None
+    ) -> Response:
+        """Any operation of the Vault/OpenBao HTTP API, with the same JSON in and out.
+
+        `method` is GET, PUT, POST, PATCH, DELETE or LIST; `path` is the API path without /v1/
+        (e.g. "secret/data/app", "sys/unseal"); `body` a dict (sent as JSON), JSON text or bytes.
+        Returns the HTTP status and the parsed body; raises a CofferError subclass when the
+        operation fails (its `http_status` and `body` hold the HTTP error response).
+        """
+        data = _json_bytes(body)
+        http = ctypes.c_int(0)
+        out = ctypes.c_void_p()
+        out_len = ctypes.c_size_t(0)
+        status = lib.coffer_request(
+            self._h(), _text(method, "method"), _text(path, "path"), _text(token or self.token, "token"),
+            data or None, len(data), ctypes.byref(http), ctypes.byref(out), ctypes.byref(out_len))
+        raw = _native.take_buffer(out, out_len.value)
+        try:
+            parsed = json.loads(raw) if raw else None
+        except ValueError:  # not JSON (no such path today); `raw` still has the bytes
+            parsed = None
+        if status != 0:
+            raise _error(status, http.value, parsed)
+        return Response(http.value, parsed, raw)
+
+
+class KV:
+    """The KV v2 fast paths (coffer_kv_get / coffer_kv_put): the secret's data only, with its version."""
+
+    def __init__(self, owner: Coffer):
+        self._owner = owner
+
+    def get(self, path: str, version: int = 0, mount: str = "secret", token: Optional[str] = None) -> KVSecret:
+        """The current (or the given) version of the secret at `mount`/`path`. Raises NotFoundError
+        if it does not exist or that version is deleted or destroyed."""
+        data = ctypes.c_void_p()
+        data_len = ctypes.c_size_t(0)
+        version_out = ctypes.c_int64(0)
+        status = lib.coffer_kv_get(
+            self._owner._h(), _text(mount, "mount"), _text(path, "path"), _text(token or self._owner.token, "token"),
+            version, ctypes.byref(data), ctypes.byref(data_len), ctypes.byref(version_out))
+        raw = _native.take_buffer(data, data_len.value)
+        if status != 0:
+            raise _error(status)
+        return KVSecret(json.loads(raw), version_out.value)
+
+    def put(
+        self, path: str, data: Dict[str, Any], cas: int = NO_CAS, mount: str = "secret", token: Optional[str] = None
+    ) -> int:
+        """Writes a new version and returns its number. With `cas` (0 or more) the write happens only
+        if the current version is `cas` (0: only if the secret does not exist); else ConflictError."""
+        payload = _json_bytes(data)
+        version_out = ctypes.c_int64(0)
+        status = lib.coffer_kv_put(
+            self._owner._h(), _text(mount, "mount"), _text(path, "path"), _text(token or self._owner.token, "token"),
+            payload, len(payload), cas, ctypes.byref(version_out))
+        if status != 0:
+            raise _error(status)
+        return version_out.value

@@ -1,0 +1,141 @@
+"""Tests of the Python binding against the real libcoffer (COFFER_LIBRARY or libcoffer.so.0)."""
+
+import json
+import threading
+
+import pytest
+
+import coffer
+
+
+def open_initialised(path):
+    """A SQLite-backed Coffer, initialised with 3 shares (threshold 2), sealed again; returns it, the
+    keys and the root token."""
+    c = coffer.Coffer({"storage": {"type": "sqlite", "path": str(path)}})
+    init = c.request("PUT", "sys/init", body={"secret_shares": 3, "secret_threshold": 2})
+    assert init.status == 200
+    keys, token = init.body["keys"], init.body["root_token"]
+    c.request("PUT", "sys/seal", token=token)
+    return c, keys, token
+
+
+def unseal(c, keys):
+    for key in keys:
+        status = c.request("PUT", "sys/unseal", body={"key": key}).body
+    assert status["sealed"] is False
+
+
+def test_versions():
+    assert coffer.version() == "0.1.0"
+    assert coffer.abi_version() == 0
+
+
+def test_sqlite_lifecycle_survives_reopen(tmp_path):
+    db = tmp_path / "coffer.db"
+    c, keys, token = open_initialised(db)
+    with c:
+        with pytest.raises(coffer.SealedError) as sealed:
+            c.kv.get("app/db", token=token)
+        assert str(sealed.value) == "Vault is sealed"
+        assert sealed.value.code == -2
+        unseal(c, keys[:2])
+        c.token = token
+        c.request("POST", "sys/mounts/secret", body={"type": "kv", "options": {"version": "2"}})
+        assert c.kv.put("app/db", {"password": "s3cret", "port": 5432}) == 1
+        assert c.kv.put("app/db", {"password": "two"}, cas=1) == 2
+    assert c.closed
+    with pytest.raises(coffer.InvalidArgumentError):
+        c.kv.get("app/db")
+
+    with coffer.Coffer(json.dumps({"storage": {"type": "sqlite", "path": str(db)}}), token=token) as again:
+        status = again.request("GET", "sys/seal-status").body
+        assert status["initialized"] is True and status["sealed"] is True and status["t"] == 2
+        unseal(again, keys[1:])
+        assert again.kv.get("app/db") == coffer.KVSecret({"password": "two"}, 2)
+        assert again.kv.get("app/db", version=1).data == {"password": "s3cret", "port": 5432}
+
+
+def test_request_returns_the_http_json():
+    with coffer.Coffer({"dev": True}, token="root") as c:
+        written = c.request("PUT", "secret/data/app", body={"data": {"a": "b"}})
+        assert written.status == 200
+        assert written.body["data"]["version"] == 1
+        assert set(written.body) == {"request_id", "lease_id", "renewable", "lease_duration", "data", "wrap_info",
+                                     "warnings", "auth"}
+        read = c.request("GET", "secret/data/app?version=1")
+        assert read.body["data"]["data"] == {"a": "b"}
+        assert json.loads(read.raw) == read.body
+        listed = c.request("LIST", "secret/metadata/")
+        assert listed.body["data"]["keys"] == ["app"]
+        deleted = c.request("DELETE", "secret/data/app")
+        assert deleted.status == 204 and deleted.body is None
+
+
+def test_status_codes_become_exception_classes():
+    with coffer.Coffer({"dev": {"root_token": "dev-root"}}, token="dev-root") as c:
+        with pytest.raises(coffer.NotFoundError) as missing:
+            c.kv.get("nothing/here")
+        assert "secret/nothing/here" in str(missing.value)
+        with pytest.raises(coffer.NotFoundError) as missing_http:
+            c.request("GET", "secret/data/nothing/here")
+        assert missing_http.value.http_status == 404 and missing_http.value.body == {"errors": []}
+
+        with pytest.raises(coffer.PermissionDeniedError) as denied:
+            c.kv.get("a", token="not-a-token")
+        assert str(denied.value) == "permission denied" and denied.value.code == -3
+        with pytest.raises(coffer.PermissionDeniedError) as denied_http:
+            c.request("GET", "secret/data/a", token="not-a-token")
+        assert denied_http.value.http_status == 403
+        assert denied_http.value.body == {"errors": ["permission denied"]}
+
+        c.kv.put("x", {"v": 1})
+        with pytest.raises(coffer.ConflictError) as conflict:
+            c.kv.put("x", {"v": 2}, cas=0)
+        assert "check-and-set parameter did not match the current version" in str(conflict.value)
+
+        with pytest.raises(coffer.InvalidArgumentError) as bad:
+            c.request("PUT", "secret/data/x", body="{not json")
+        assert bad.value.http_status == 400 and "failed to parse JSON input" in bad.value.body["errors"][0]
+        with pytest.raises(coffer.UnsupportedOperationError):
+            c.request("BREW", "secret/data/x")
+        with pytest.raises(coffer.AlreadyInitializedError):
+            c.request("PUT", "sys/init", body={"secret_shares": 1, "secret_threshold": 1})
+        # Each is also a CofferError and, where Python has one, the matching built-in class.
+        assert issubclass(coffer.NotFoundError, KeyError) and issubclass(coffer.PermissionDeniedError, PermissionError)
+
+
+def test_configuration_errors_name_the_key(tmp_path):
+    with pytest.raises(coffer.InvalidArgumentError, match=r"unknown configuration key 'storage\.paht'"):
+        coffer.Coffer({"storage": {"type": "sqlite", "paht": str(tmp_path / "x.db")}})
+    with pytest.raises(coffer.InvalidArgumentError, match="'storage' is required"):
+        coffer.Coffer({})
+    with pytest.raises(coffer.InvalidArgumentError, match="not valid JSON"):
+        coffer.Coffer("{")
+    with pytest.raises(coffer.StorageIOError):
+        coffer.Coffer({"storage": {"type": "sqlite", "path": str(tmp_path / "no" / "such" / "dir.db")}})
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database" * 100)
+    with pytest.raises(coffer.CorruptDatabaseError):
+        coffer.Coffer({"storage": {"type": "sqlite", "path": str(garbage)}})
+    assert garbage.read_bytes() == b"not a database" * 100
+
+
+def test_threads_share_one_coffer():
+    errors = []
+    with coffer.Coffer({"dev": True}, token="root") as c:
+        def work(n):
+            try:
+                for round_ in range(1, 21):
+                    assert c.kv.put(f"t/{n}", {"n": n, "round": round_}) == round_
+                    assert c.kv.get(f"t/{n}") == coffer.KVSecret({"n": n, "round": round_}, round_)
+                    with pytest.raises(coffer.NotFoundError, match=f"secret/missing/{n}"):
+                        c.kv.get(f"missing/{n}")
+            except BaseException as error:  # collected and re-raised on the main thread
+                errors.append(error)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []

@@ -1,0 +1,227 @@
+/*
+ * coffer.h: the C interface of Coffer, an embeddable secrets engine.
+ *
+ * This header is the contract (written by hand; the library is checked against it at compile
+ * time). The promise of what may change and what never does is in docs/c-abi.md. In short:
+ *   - functions, status codes and macros are only ever added, never renumbered, renamed or
+ *     removed, while COFFER_ABI_VERSION (the 0 of libcoffer.so.0) stays the same;
+ *   - the JSON that coffer_request() takes and returns is the Vault/OpenBao HTTP API's JSON.
+ *
+ * Conventions (as sqlite3.h and libgit2):
+ *   - Every fallible function returns an int status: COFFER_OK (0) or a negative COFFER_E* code.
+ *     The text of the last failure on the calling thread is coffer_errmsg().
+ *   - Out-parameters come last. On failure they are set to NULL / 0 where the function says so.
+ *   - Every buffer the library returns is owned by the caller and released with coffer_free().
+ *   - Strings passed in are NUL-terminated UTF-8 and are only read during the call; the library
+ *     keeps no pointer to caller memory.
+ *   - A handle may be used from any number of threads at once.
+ *   - NULL or malformed arguments return COFFER_EINVALID; the library never aborts the process
+ *     because of an argument (running out of memory aside).
+ */
+#ifndef COFFER_H
+#define COFFER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Versions ----------------------------------------------------------------------------- */
+
+/** The version of this header. Compare with coffer_version() to detect a header/library mismatch. */
+#define COFFER_VERSION_MAJOR 0
+#define COFFER_VERSION_MINOR 1
+#define COFFER_VERSION_PATCH 0
+#define COFFER_VERSION "0.1.0"
+/** MAJOR * 1000000 + MINOR * 1000 + PATCH, for #if comparisons. */
+#define COFFER_VERSION_NUMBER 1000
+
+/**
+ * The ABI version: the number in the library's SONAME (libcoffer.so.0). It changes only when an
+ * existing function's signature or meaning changes; additions keep it.
+ */
+#define COFFER_ABI_VERSION 0
+
+/**
+ * The version of the library actually loaded, e.g. "0.1.0" (static storage; never free it).
+ * Thread-safe; never fails.
+ */
+const char *coffer_version(void);
+
+/** The ABI version of the library actually loaded (COFFER_ABI_VERSION it was built with). Never fails. */
+int coffer_abi_version(void);
+
+/* ---- Status codes ------------------------------------------------------------------------- */
+/* Numbers never change. New codes may be added; treat an unknown negative code as a failure.     */
+
+/** Success. */
+#define COFFER_OK 0
+/** An argument or the request is malformed: NULL, not UTF-8, bad JSON, a bad path, a missing field. HTTP 400. */
+#define COFFER_EINVALID -1
+/** The vault is sealed; unseal it (sys/unseal) first. HTTP 503. */
+#define COFFER_ESEALED -2
+/** The token is missing, unknown or expired, or its policies do not allow the operation. HTTP 403. */
+#define COFFER_EPERM -3
+/** Nothing is stored at the path, or no handler serves it. HTTP 404. */
+#define COFFER_ENOTFOUND -4
+/** A precondition (check-and-set) did not hold. HTTP 400. */
+#define COFFER_ECONFLICT -5
+/** A dependency (HSM, audit device) cannot be reached; retrying later may work. HTTP 503. */
+#define COFFER_EUNAVAILABLE -6
+/** The storage backend failed to read or write. HTTP 500. */
+#define COFFER_EIO -7
+/** Memory could not be allocated. HTTP 500. */
+#define COFFER_ENOMEM -8
+/** A bug or an unexpected state; coffer_errmsg() says where. HTTP 500. */
+#define COFFER_EINTERNAL -9
+/** The path does not support the operation (method). HTTP 405. */
+#define COFFER_EUNSUPPORTED -10
+/** Stored data failed authentication (flipped, truncated or moved); the message names the path. HTTP 500. */
+#define COFFER_EINTEGRITY -11
+/** The vault is not initialised yet (sys/init). HTTP 400. */
+#define COFFER_ENOTINIT -12
+/** The vault is already initialised. HTTP 400. */
+#define COFFER_EALREADYINIT -13
+/** Too many requests. HTTP 429. */
+#define COFFER_ERATELIMIT -14
+/** The storage file is not a Coffer database, or is damaged. HTTP 500. */
+#define COFFER_ECORRUPT -15
+/** No enabled audit device could record the request, so it was not processed (fail closed). HTTP 500. */
+#define COFFER_EAUDIT -16
+
+/**
+ * A short, constant English description of a status code ("sealed", "permission denied"; "ok"
+ * for COFFER_OK; "unknown status" for a number that is not a code). Static storage; never free
+ * it. Thread-safe; never fails.
+ */
+const char *coffer_strerror(int status);
+
+/**
+ * The message of the most recent failed coffer_* call on the calling thread, e.g. "unknown
+ * configuration key 'storage.paht'; known keys here: type, path". "" if the most recent call that
+ * returns a status succeeded. Messages never contain a secret value, token or key.
+ *
+ * The string belongs to the library and stays valid until the next coffer_* call on the same
+ * thread; copy it to keep it. Never returns NULL. Thread-safe (each thread has its own message).
+ */
+const char *coffer_errmsg(void);
+
+/* ---- Handles ------------------------------------------------------------------------------ */
+
+/** An open Coffer: storage, seal and the whole engine. Opaque. */
+typedef struct coffer coffer_t;
+
+/**
+ * Opens a Coffer described by a JSON configuration, for example
+ *
+ *   {"storage": {"type": "sqlite", "path": "/var/lib/app/coffer.db"}}
+ *
+ * Keys: "storage" {"type": "sqlite", "path"} or {"type": "memory"} (required unless "dev");
+ * "seal" {"type": "shamir"} (the default); "limits" {"max_entry_size": bytes}; "dev": true or
+ * {"root_token": "..."} for an in-memory vault that is initialised, unsealed, has "secret/" mounted
+ * as KV v2 and root token "root" (as `bao server -dev`). An unknown key is an error naming it.
+ * docs/c-abi.md lists every key.
+ *
+ * A new SQLite file is created; a Coffer opens sealed (or uninitialised): use coffer_request()
+ * with "sys/init" and "sys/unseal".
+ *
+ * On success stores a new handle in *out; release it with coffer_close(). On failure sets *out to
+ * NULL (when out is not NULL).
+ *
+ * Returns COFFER_OK; COFFER_EINVALID (NULL argument, bad JSON, unknown or mistyped key, a seal that
+ * does not match the stored one); COFFER_EIO (the file cannot be opened or created);
+ * COFFER_ECORRUPT (the file is not a Coffer database). Thread-safe.
+ */
+int coffer_open(const char *config_json, coffer_t **out);
+
+/**
+ * Seals and closes the handle. NULL is accepted and does nothing; closing a handle twice is an
+ * error that is ignored. Calls still running on other threads finish normally; the storage is
+ * closed when the last of them returns. Later calls with the handle return COFFER_EINVALID.
+ */
+void coffer_close(coffer_t *h);
+
+/* ---- The whole API -------------------------------------------------------------------------- */
+
+/**
+ * Performs any operation of the Vault/OpenBao HTTP API, with exactly the JSON the HTTP server
+ * takes and returns.
+ *
+ *   method     "GET", "PUT", "POST", "PATCH", "DELETE" or "LIST" (upper case).
+ *   path       the API path without "/v1/", optionally with a query: "secret/data/app",
+ *              "secret/data/app?version=2", "sys/init", "sys/unseal", "sys/seal".
+ *   token      the client token (X-Vault-Token), or NULL for unauthenticated paths (sys/init,
+ *              sys/unseal, sys/seal-status, sys/health).
+ *   body       the request's JSON object, body_len bytes (need not be NUL-terminated); NULL or
+ *              body_len 0 for none.
+ *   http_status  receives the HTTP status the server would answer (200, 204, 400, 403, 404, ...).
+ *   out        receives the response body as a NUL-terminated JSON string of *out_len bytes
+ *              (excluding the NUL), owned by the caller: release it with coffer_free(). NULL when
+ *              there is no body (HTTP 204).
+ *   out_len    may be NULL.
+ *
+ * Returns COFFER_OK when the operation succeeded, whatever the HTTP status (sys/health reports
+ * the vault's state through it). When it failed, returns the negative code of the failure (for a
+ * 404, COFFER_ENOTFOUND) and still fills *http_status and *out with the error response exactly as
+ * HTTP sends it ({"errors": [...]}); coffer_errmsg() holds its message. When an argument itself is
+ * invalid (NULL handle, NULL method or path, a string that is not UTF-8, NULL http_status or out)
+ * returns COFFER_EINVALID with *http_status 0 and *out NULL.
+ *
+ * Thread-safe: any number of threads may call it at once on one handle.
+ */
+int coffer_request(coffer_t *h, const char *method, const char *path, const char *token, const char *body,
+                   size_t body_len, int *http_status, char **out, size_t *out_len);
+
+/* ---- Fast paths ----------------------------------------------------------------------------- */
+/* The same request path (token, policy, barrier) as coffer_request(), without the response      */
+/* envelope. KV version 2 mounts only. Transit fast paths will be added alongside these.          */
+
+/** Pass as `cas` to coffer_kv_put() to write without a check-and-set. */
+#define COFFER_KV_NO_CAS (-1)
+
+/**
+ * Reads a KV v2 secret: the "data" object only.
+ *
+ *   mount      the mount path, e.g. "secret"; NULL means "secret".
+ *   path       the secret's path under the mount, e.g. "app/db".
+ *   version    the version to read; 0 for the current one.
+ *   data_json  receives the secret's data as a NUL-terminated JSON object, e.g.
+ *              {"password":"s3cret"}, owned by the caller: release it with coffer_free().
+ *   data_len   receives its length (excluding the NUL); may be NULL.
+ *   version_out  receives the version read; may be NULL.
+ *
+ * Returns COFFER_OK; COFFER_ENOTFOUND (no such secret, or the version is deleted or destroyed);
+ * COFFER_EPERM; COFFER_ESEALED; COFFER_EINVALID; the other codes as coffer_request(). On failure
+ * *data_json is NULL and *data_len and *version_out are 0. Thread-safe.
+ */
+int coffer_kv_get(coffer_t *h, const char *mount, const char *path, const char *token, int64_t version,
+                  char **data_json, size_t *data_len, int64_t *version_out);
+
+/**
+ * Writes a new version of a KV v2 secret.
+ *
+ *   data_json  the secret's data: a JSON object of data_len bytes, e.g. {"password":"s3cret"}
+ *              (need not be NUL-terminated).
+ *   cas        COFFER_KV_NO_CAS, or the current version the write requires (0: only if the secret
+ *              does not exist yet).
+ *   version_out  receives the new version number; may be NULL.
+ *
+ * Returns COFFER_OK; COFFER_ECONFLICT (the check-and-set did not match: "check-and-set parameter
+ * did not match the current version"); COFFER_EINVALID (data_json is not a JSON object); COFFER_EPERM; COFFER_ESEALED; the other codes as coffer_request(). On failure *version_out is 0.
+ * Thread-safe.
+ */
+int coffer_kv_put(coffer_t *h, const char *mount, const char *path, const char *token, const char *data_json,
+                  size_t data_len, int64_t cas, int64_t *version_out);
+
+/* ---- Memory --------------------------------------------------------------------------------- */
+
+/** Releases a buffer returned by the library (coffer_request's out, coffer_kv_get's data_json). NULL is accepted. */
+void coffer_free(void *p);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* COFFER_H */
