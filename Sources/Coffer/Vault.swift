@@ -25,6 +25,9 @@ public struct VaultConfiguration: Sendable {
     /// When set, ``Vault/open(_:)`` opens a development vault as ``Vault/openDev(storage:rootTokenID:clock:)``
     /// does, with this root token id (the JSON configuration's `dev` key).
     public var devRootToken: String?
+    /// Audit devices that must be enabled (the JSON configuration's `audit` list): each is enabled
+    /// at unseal if it is not already, and the unseal fails if one cannot be.
+    public var auditDevices: [AuditDeviceConfig] = []
 
     public init(
         storage: Storage, seal: any Seal = ShamirSeal(), limits: Limits = Limits(), clock: any Clock = SystemClock(),
@@ -86,7 +89,7 @@ public final class Vault: Sendable {
         do {
             let core = try Core(
                 storage: storage, seal: configuration.seal, engines: BuiltinEngines.registry, clock: configuration.clock,
-                limits: configuration.limits)
+                limits: configuration.limits, auditDevices: configuration.auditDevices)
             if configuration.autoUnseal, configuration.seal.isAutoUnseal, core.isInitialized {
                 try core.autoUnseal()
             }

@@ -5,9 +5,14 @@
 /// {
 ///   "storage": {"type": "sqlite", "path": "/var/lib/app/coffer.db"},
 ///   "seal": {"type": "shamir"},
-///   "limits": {"max_entry_size": 1048576}
+///   "limits": {"max_entry_size": 1048576},
+///   "audit": [{"path": "file", "type": "file", "options": {"file_path": "/var/log/app/coffer-audit.log"}}]
 /// }
 /// ```
+///
+/// `seal` may also be `{"type": "pkcs11", "lib": ..., "token_label": ..., "key_label": ...}` with
+/// Vault's field names (docs/hsm.md). Each `audit` entry is a device enabled at every unseal if it
+/// is not already (docs/audit.md); the unseal fails if one cannot be.
 ///
 /// `storage` is required unless `dev` is set; `seal` defaults to Shamir and `limits` to ``Limits``'
 /// defaults. `"dev": true` (or `{"root_token": "..."}`) opens what ``Vault/openDev(storage:rootTokenID:clock:)``
@@ -26,7 +31,7 @@ extension VaultConfiguration {
             throw CofferError.invalid("the configuration is not valid JSON: \(error)")
         }
         let root = try ConfigObject(document, at: "")
-        try root.allowOnly(["storage", "seal", "limits", "dev"])
+        try root.allowOnly(["storage", "seal", "limits", "dev", "audit"])
 
         var devRootToken: String?
         switch root.fields["dev"] {
@@ -74,8 +79,16 @@ extension VaultConfiguration {
             case "shamir"?, nil:
                 try object.allowOnly(["type"])
                 seal = ShamirSeal()
+            case "pkcs11"?:
+                var fields = object.fields
+                fields.removeValue(forKey: "type")
+                do {
+                    seal = try PKCS11Seal(try PKCS11Configuration(json: .object(fields)))
+                } catch {
+                    throw CofferError(error.code, "configuration key 'seal': \(error.message)")
+                }
             case let type?:
-                throw CofferError.invalid("configuration key 'seal.type' is \"\(type)\"; supported: \"shamir\"")
+                throw CofferError.invalid("configuration key 'seal.type' is \"\(type)\"; supported: \"shamir\", \"pkcs11\"")
             }
         } else {
             seal = ShamirSeal()
@@ -91,8 +104,30 @@ extension VaultConfiguration {
             }
         }
 
+        var auditDevices: [AuditDeviceConfig] = []
+        if let value = root.fields["audit"] {
+            guard case .array(let items) = value else {
+                throw CofferError.invalid("configuration key 'audit' must be a list of devices, not \(value.typeName)")
+            }
+            for (index, item) in items.enumerated() {
+                let object = try ConfigObject(item, at: "audit[\(index)]")
+                try object.allowOnly(["path", "type", "description", "options", "local"])
+                guard let type = try object.string("type"), let path = try object.string("path"), !path.isEmpty else {
+                    throw CofferError.invalid("configuration key 'audit[\(index)]' needs 'type' (file, socket, syslog) and 'path' (e.g. \"file\")")
+                }
+                var options: [String: String] = [:]
+                if let raw = object.fields["options"] {
+                    let optionObject = try ConfigObject(raw, at: "audit[\(index)].options")
+                    for key in optionObject.fields.keys { options[key] = try optionObject.string(key) }
+                }
+                auditDevices.append(
+                    AuditDeviceConfig(path: path, type: type, description: try object.string("description") ?? "", options: options))
+            }
+        }
+
         self.init(storage: storage, seal: seal, limits: limits)
         self.devRootToken = devRootToken
+        self.auditDevices = auditDevices
     }
 
     /// Parses a configuration document given as text. See ``init(json:)-(Collection<UInt8>)``.

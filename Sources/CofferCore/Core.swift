@@ -79,6 +79,9 @@ public final class Core: Sendable {
     let tokens: TokenStore
     let policies: PolicyStore
     let audit: AuditBroker
+    /// Audit devices the configuration requires: enabled (if not already) at every unseal; if one
+    /// cannot be enabled the unseal fails, so nothing is served unaudited.
+    public let declaredAuditDevices: [AuditDeviceConfig]
 
     struct UnsealProgress {
         var parts: [SecureBytes] = []
@@ -96,8 +99,9 @@ public final class Core: Sendable {
     /// `initialize`; with an auto-unseal seal, call `autoUnseal()` to unseal through the seal.
     public init(
         storage: any PhysicalBackend, seal: any Seal = ShamirSeal(), engines: EngineRegistry,
-        clock: any Clock = SystemClock(), limits: Limits = Limits()
+        clock: any Clock = SystemClock(), limits: Limits = Limits(), auditDevices: [AuditDeviceConfig] = []
     ) throws(CofferError) {
+        self.declaredAuditDevices = auditDevices
         self.barrier = Barrier(physical: storage, maxEntrySize: limits.maxEntrySize)
         self.sealBox = Mutex(seal)
         barrier.setSeal(seal)
@@ -250,13 +254,22 @@ public final class Core: Sendable {
 
     /// Loads what the request path needs once the barrier is open.
     func postUnseal() throws(CofferError) {
-        do {
+        do throws(CofferError) {
             try tokens.load()
             try policies.load()
             try loadMounts()
             // A device that cannot open does not stop the unseal: it stays listed, and requests fail
             // closed if no device can record them.
             try audit.load()
+            let stored = try audit.storedConfigs()
+            let enabled = Set(stored.map(\.path))
+            for device in declaredAuditDevices where !enabled.contains(device.path) {
+                do throws(CofferError) {
+                    try audit.enable(device)
+                } catch {
+                    throw CofferError(error.code, "the configured audit device \(device.path) cannot be enabled: \(error.message)")
+                }
+            }
         } catch {
             sealNow()
             throw error

@@ -1,4 +1,5 @@
 import Coffer
+import Foundation
 import Testing
 
 /// The JSON configuration (what coffer_open and the server read): every key, the defaults, and an
@@ -48,7 +49,12 @@ import Testing
         #expect(message(#"{"storage": "sqlite"}"#) == "configuration key 'storage' must be a JSON object, not string")
         #expect(message(#"{"storage": {"type": "sqlite"}}"#)?.contains("'storage.path' is required") == true)
         #expect(message(#"{"storage": {"type": "etcd"}}"#)?.contains("supported: \"sqlite\", \"memory\"") == true)
-        #expect(message(#"{"storage": {"type": "memory"}, "seal": {"type": "pkcs11"}}"#)?.contains("'seal.type'") == true)
+        #expect(message(#"{"storage": {"type": "memory"}, "seal": {"type": "hsm"}}"#)?.contains("'seal.type'") == true)
+        #expect(message(#"{"storage": {"type": "memory"}, "seal": {"type": "pkcs11"}}"#)?.contains("needs lib") == true)
+        #expect(message(#"{"storage": {"type": "memory"}, "seal": {"type": "pkcs11", "lib": "/x.so", "pinn": "1"}}"#)?.contains("'pinn'") == true)
+        #expect(message(#"{"storage": {"type": "memory"}, "audit": {"type": "file"}}"#)?.contains("must be a list") == true)
+        #expect(message(#"{"storage": {"type": "memory"}, "audit": [{"type": "file"}]}"#)?.contains("needs 'type'") == true)
+        #expect(message(#"{"storage": {"type": "memory"}, "audit": [{"type": "file", "path": "f", "colour": 1}]}"#)?.contains("'audit[0].colour'") == true)
         #expect(message(#"{"storage": {"type": "memory"}, "limits": {"max_entry_size": 1.5}}"#)?.contains("must be an integer") == true)
         #expect(message(#"{"storage": {"type": "memory"}, "limits": {"max_entry_size": 0}}"#)?.contains("positive") == true)
         #expect(message(#"{"dev": true, "storage": {"type": "sqlite", "path": "x"}}"#)?.contains("dev mode keeps everything in memory") == true)
@@ -64,5 +70,24 @@ import Testing
         #expect(try kv.get("a")?.data == ["k": "v"])
         #expect(try VaultConfiguration(json: #"{"dev": true}"#).devRootToken == "root")
         #expect(try VaultConfiguration(json: #"{"dev": false, "storage": {"type": "memory"}}"#).devRootToken == nil)
+    }
+
+    @Test func declaredAuditDevicesAreEnabledAtUnsealAndMustWork() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-config-audit-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let log = dir.appendingPathComponent("audit.log").path
+        let config = try VaultConfiguration(json: #"{"dev": true, "audit": [{"path": "file", "type": "file", "options": {"file_path": "\#(log)"}}]}"#)
+        let vault = try Vault.open(config)
+        _ = vault.core.handleWire(method: "GET", path: "secret/data/x", token: "root", body: [])
+        #expect(try String(contentsOfFile: log, encoding: .utf8).contains("secret/data/x"))
+        vault.close()
+
+        let broken = try VaultConfiguration(json: #"{"dev": true, "audit": [{"path": "file", "type": "file", "options": {"file_path": "/nonexistent-dir/a.log"}}]}"#)
+        #expect {
+            _ = try Vault.open(broken)
+        } throws: { error in
+            (error as? CofferError)?.message.contains("the configured audit device file/ cannot be enabled") == true
+        }
     }
 }

@@ -17,8 +17,9 @@ public struct AuditDeviceConfig: Sendable, Equatable {
         ]
     }
 
-    init(path: String, type: String, description: String, options: [String: String], local: Bool) {
-        self.path = path
+    /// A device to enable; `path` is one segment ("file" or "file/").
+    public init(path: String, type: String, description: String = "", options: [String: String], local: Bool = false) {
+        self.path = path.hasSuffix("/") ? path : path + "/"
         self.type = type
         self.description = description
         self.options = options
