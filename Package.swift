@@ -84,7 +84,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "InProcessBench",
-            dependencies: ["Coffer"],
+            dependencies: ["Coffer", "Engines", "COpenSSL", "CSQLite"],
             path: "bench/InProcess",
             swiftSettings: strict
         ),
