@@ -4,14 +4,14 @@
 // errors in JSON policies are located as precisely as in HCL ones. The tree is then interpreted as a policy.
 
 /// Where a token or node starts: 1-based line and column.
-struct SourceLocation: Sendable, Hashable {
-    var line: Int
-    var column: Int
+package struct SourceLocation: Sendable, Hashable {
+    package var line: Int
+    package var column: Int
 }
 
 /// A value in the syntax tree.
-struct HCLNode: Sendable {
-    enum Kind: Sendable {
+package struct HCLNode: Sendable {
+    package enum Kind: Sendable {
         case string(String)
         case number(String)
         case bool(Bool)
@@ -20,10 +20,10 @@ struct HCLNode: Sendable {
         case object([HCLItem])
     }
 
-    var kind: Kind
-    var location: SourceLocation
+    package var kind: Kind
+    package var location: SourceLocation
 
-    var typeName: String {
+    package var typeName: String {
         switch kind {
         case .string: "a string"
         case .number: "a number"
@@ -36,9 +36,18 @@ struct HCLNode: Sendable {
 }
 
 /// `key "label"... = value` or `key "label"... { ... }`.
-struct HCLItem: Sendable {
-    var keys: [(name: String, location: SourceLocation)]
-    var value: HCLNode
+package struct HCLItem: Sendable {
+    package var keys: [(name: String, location: SourceLocation)]
+    package var value: HCLNode
+}
+
+/// The HCL (version 1) reader on its own, for other HCL documents than policies (cofferd's configuration file).
+package enum HCLReader {
+    /// Reads an HCL document into its items; errors carry the line and column.
+    package static func parse(_ text: String) throws(PolicySyntaxError) -> [HCLItem] {
+        var parser = try TreeParser(text)
+        return try parser.parseDocument()
+    }
 }
 
 private enum TokenKind: Equatable {
