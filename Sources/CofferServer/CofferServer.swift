@@ -23,7 +23,7 @@ public final class CofferHTTPServer: Sendable {
     /// Reads the configuration again for SIGHUP (file, environment, flags); nil when there is no file.
     let reloadConfig: (@Sendable () throws -> ServerConfig)?
 
-    /// Checks the configuration and loads the TLS files; serving starts with ``run(onListening:)``.
+    /// Checks the configuration and loads the TLS files; serving starts with ``run()``.
     public init(
         vault: Vault, config: ServerConfig, logOutput: LogOutput,
         reloadConfig: (@Sendable () throws -> ServerConfig)? = nil
@@ -43,9 +43,7 @@ public final class CofferHTTPServer: Sendable {
 
     /// Serves until SIGTERM or SIGINT, then stops accepting, lets requests in flight finish, and
     /// closes the storage. SIGHUP reloads the log level and the TLS certificate.
-    ///
-    /// `onListening` gets the bound address (useful with port 0).
-    public func run(onListening: (@Sendable (String) async -> Void)? = nil) async throws {
+    public func run() async throws {
         let listener = config.listener
         let (host, port) = try listener.hostAndPort()
         let responder = WireResponder(
@@ -53,27 +51,24 @@ public final class CofferHTTPServer: Sendable {
             offloadWrites: vault.core.barrier.physical.typeName != "inmem", logger: logger)
         let headTimeout = TimeAmount.seconds(listener.readHeaderTimeout)
         let idleTimeout = TimeAmount.seconds(listener.idleTimeout)
-        let http1 = HTTP1Channel(
-            responder: { request, writer, channel in try await responder.respond(request, writer, channel) },
-            configuration: .init(
-                additionalChannelHandlers: [RequestHeadTimeout(first: headTimeout, next: idleTimeout)],
-                idleTimeout: idleTimeout))
+        let http1 = CofferHTTPChannel(
+            base: HTTP1Channel(
+                responder: { request, writer, channel in try await responder.respond(request, writer, channel) },
+                configuration: .init(
+                    additionalChannelHandlers: [RequestGuard(first: headTimeout, next: idleTimeout)],
+                    idleTimeout: idleTimeout)))
         let serverConfiguration = ServerConfiguration(
             address: .hostname(host, port: port), serverName: nil, backlog: 256, reuseAddress: true,
             availableConnectionsDelegate: MaximumAvailableConnections(listener.maxConnections, logger: logger))
-        let onRunning: @Sendable (any Channel) async -> Void = { channel in
-            let bound = channel.localAddress.map { "\($0.ipAddress ?? host):\($0.port ?? port)" } ?? listener.address
-            await onListening?(bound)
-        }
         let server: any Service
         if let tls {
             server = Server(
                 childChannelSetup: try TLSChannel(http1, tlsConfiguration: tls.configuration()),
-                configuration: serverConfiguration, onServerRunning: onRunning,
+                configuration: serverConfiguration,
                 eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: logger)
         } else {
             server = Server(
-                childChannelSetup: http1, configuration: serverConfiguration, onServerRunning: onRunning,
+                childChannelSetup: http1, configuration: serverConfiguration,
                 eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: logger)
         }
         let group = ServiceGroup(

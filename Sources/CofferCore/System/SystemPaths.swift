@@ -52,13 +52,16 @@ extension Core {
         } else {
             status = try query.int("activecode") ?? 200
         }
-        let body: JSONValue = [
+        var body: [String: JSONValue] = [
             "initialized": .bool(initialized), "sealed": .bool(sealed), "standby": false, "performance_standby": false,
             "replication_performance_mode": "disabled", "replication_dr_mode": "disabled",
             "server_time_utc": .int(clock.now().seconds), "version": .string(CofferVersion.versionString),
-            "cluster_name": .string(CofferVersion.clusterName), "cluster_id": .string(CofferVersion.clusterID),
         ]
-        return .raw(body, status: status)
+        if !sealed {  // as in OpenBao, the cluster is named only when unsealed
+            body["cluster_name"] = .string(CofferVersion.clusterName)
+            body["cluster_id"] = .string(CofferVersion.clusterID)
+        }
+        return .raw(.object(body), status: status)
     }
 
     // MARK: With a token
@@ -224,7 +227,9 @@ extension Core {
                     throw CofferError.invalid("cannot fetch sysview for path \"\(point)/\"")
                 }
                 var config: [String: JSONValue] = [
-                    "default_lease_ttl": .int(entry.defaultLeaseTTL), "max_lease_ttl": .int(entry.maxLeaseTTL),
+                    // Unset TTLs read as the system default they resolve to, as in OpenBao.
+                    "default_lease_ttl": .int(entry.defaultLeaseTTL > 0 ? entry.defaultLeaseTTL : TokenStore.maxTTL),
+                    "max_lease_ttl": .int(entry.maxLeaseTTL > 0 ? entry.maxLeaseTTL : TokenStore.maxTTL),
                     "force_no_cache": false, "description": .string(entry.description),
                 ]
                 if !entry.options.isEmpty { config["options"] = .object(entry.options.mapValues { .string($0) }) }
