@@ -37,6 +37,18 @@ import Testing
         }
     }
 
+    @Test func bogusLookupIs403AndRootRenewalIsRefusedAsInOpenBao() throws {
+        let (core, result) = try makeCore()
+        expectError(.permissionDenied, containing: "bad token") {
+            try core.call(.update, "auth/token/lookup", ["token": "s.nosuchtokennosuchtokenno"], token: result.rootToken)
+        }
+        #expect(core.handleWire(method: "POST", path: "/v1/auth/token/lookup", token: result.rootToken,
+                                body: Array(#"{"token":"s.nope"}"#.utf8)).status == 403)
+        expectError(.invalidArgument, containing: "lease is not renewable") {
+            try core.call(.update, "auth/token/renew-self", token: result.rootToken)
+        }
+    }
+
     @Test func revokingAParentRevokesItsChildrenButNotOrphans() throws {
         let (core, result) = try makeCore()
         let root = result.rootToken

@@ -43,6 +43,7 @@ class Server:
     """A server process we started; stopped (SIGTERM, then SIGKILL) by `stop`."""
 
     def __init__(self, argv, addr, env=None, scheme="http", verify=True):
+        self.hostport = addr
         self.addr = f"{scheme}://{addr}"
         self.verify = verify
         self.log = tempfile.NamedTemporaryFile(prefix="server-", suffix=".log", delete=False)
@@ -92,9 +93,9 @@ def start_bao_dev(bao_bin, token="root"):
                    "-dev-no-store-token"], addr, env=env)
 
 
-def start_cofferd_config(cofferd_bin, text, directory, scheme="http", verify=True):
+def start_cofferd_config(cofferd_bin, text, directory, scheme="http", verify=True, addr=None):
     """cofferd with a configuration file; `text` is formatted with {addr} and {dir}."""
-    addr = f"127.0.0.1:{free_port()}"
+    addr = addr or f"127.0.0.1:{free_port()}"
     path = os.path.join(directory, "coffer.hcl")
     with open(path, "w") as f:
         f.write(text.format(addr=addr, dir=directory))
@@ -122,13 +123,15 @@ def workdir():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def run_bao(bao_bin, addr, *args, token=None, input=None, check=True):
+def run_bao(bao_bin, addr, *args, token=None, input=None, check=True, format=None):
     """Runs the unmodified bao CLI against `addr`; returns (exit code, stdout, stderr)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BAO_", "VAULT_"))}
     env["BAO_ADDR"] = addr
     env["HOME"] = tempfile.gettempdir()  # no ~/.vault-token from elsewhere
     if token:
         env["BAO_TOKEN"] = token
+    if format:
+        env["BAO_FORMAT"] = format
     p = subprocess.run([bao_bin, *args], env=env, capture_output=True, text=True, input=input, timeout=60)
     if check and p.returncode != 0:
         raise AssertionError(f"bao {' '.join(args)} exited {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}")

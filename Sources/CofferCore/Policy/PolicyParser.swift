@@ -4,7 +4,7 @@
 // errors in JSON policies are located as precisely as in HCL ones. The tree is then interpreted as a policy.
 
 /// Where a token or node starts: 1-based line and column.
-package struct SourceLocation: Sendable, Hashable {
+package struct HCLLocation: Sendable, Hashable {
     package var line: Int
     package var column: Int
 }
@@ -21,7 +21,7 @@ package struct HCLNode: Sendable {
     }
 
     package var kind: Kind
-    package var location: SourceLocation
+    package var location: HCLLocation
 
     package var typeName: String {
         switch kind {
@@ -37,7 +37,7 @@ package struct HCLNode: Sendable {
 
 /// `key "label"... = value` or `key "label"... { ... }`.
 package struct HCLItem: Sendable {
-    package var keys: [(name: String, location: SourceLocation)]
+    package var keys: [(name: String, location: HCLLocation)]
     package var value: HCLNode
 }
 
@@ -76,7 +76,7 @@ private enum TokenKind: Equatable {
 
 private struct Token {
     var kind: TokenKind
-    var location: SourceLocation
+    var location: HCLLocation
 }
 
 /// Splits policy text into tokens, skipping blanks and `#`, `//` and `/* */` comments.
@@ -88,7 +88,7 @@ private struct Lexer {
 
     init(_ text: String) { bytes = Array(text.utf8) }
 
-    var location: SourceLocation { SourceLocation(line: line, column: column) }
+    var location: HCLLocation { HCLLocation(line: line, column: column) }
 
     func peekByte(_ offset: Int = 0) -> UInt8? {
         index + offset < bytes.count ? bytes[index + offset] : nil
@@ -319,7 +319,7 @@ private struct TreeParser {
 
     init(_ text: String) throws(PolicySyntaxError) {
         lexer = Lexer(text)
-        current = Token(kind: .end, location: SourceLocation(line: 1, column: 1))
+        current = Token(kind: .end, location: HCLLocation(line: 1, column: 1))
         current = try lexer.next()
     }
 
@@ -343,7 +343,7 @@ private struct TreeParser {
     }
 
     /// Items of an object body. `opening` is the location of the `{` (nil at top level, which ends at end of input).
-    mutating func parseBody(opening: SourceLocation?) throws(PolicySyntaxError) -> [HCLItem] {
+    mutating func parseBody(opening: HCLLocation?) throws(PolicySyntaxError) -> [HCLItem] {
         var items: [HCLItem] = []
         while true {
             switch current.kind {
@@ -368,7 +368,7 @@ private struct TreeParser {
     }
 
     mutating func parseItem() throws(PolicySyntaxError) -> HCLItem {
-        var keys: [(name: String, location: SourceLocation)] = []
+        var keys: [(name: String, location: HCLLocation)] = []
         while true {
             switch current.kind {
             case .string(let s), .identifier(let s):
@@ -458,7 +458,7 @@ private struct TreeParser {
 }
 
 extension PolicySyntaxError {
-    init(at location: SourceLocation, _ message: String) {
+    init(at location: HCLLocation, _ message: String) {
         self.init(line: location.line, column: location.column, message: message)
     }
 }
@@ -508,8 +508,8 @@ enum PolicyParser {
         return rules
     }
 
-    static func location(ofByte offset: Int, in text: String) -> SourceLocation {
-        var location = SourceLocation(line: 1, column: 1)
+    static func location(ofByte offset: Int, in text: String) -> HCLLocation {
+        var location = HCLLocation(line: 1, column: 1)
         for byte in text.utf8.prefix(offset) {
             if byte == UInt8(ascii: "\n") {
                 location.line += 1
@@ -563,11 +563,11 @@ enum PolicyParser {
     }
 
     /// Location of the character at `offset` (in Unicode scalars) inside a quoted pattern that starts at `start`.
-    static func location(in pattern: String, at start: SourceLocation, scalarOffset: Int) -> SourceLocation {
-        SourceLocation(line: start.line, column: start.column + 1 + scalarOffset)
+    static func location(in pattern: String, at start: HCLLocation, scalarOffset: Int) -> HCLLocation {
+        HCLLocation(line: start.line, column: start.column + 1 + scalarOffset)
     }
 
-    static func validatePattern(_ written: String, at start: SourceLocation) throws(PolicySyntaxError) -> String {
+    static func validatePattern(_ written: String, at start: HCLLocation) throws(PolicySyntaxError) -> String {
         var pattern = written
         var shift = 0
         if pattern.utf8.first == UInt8(ascii: "/") {
@@ -590,7 +590,7 @@ enum PolicyParser {
         return pattern
     }
 
-    static func pathRule(pattern written: String, at start: SourceLocation, body: [HCLItem])
+    static func pathRule(pattern written: String, at start: HCLLocation, body: [HCLItem])
         throws(PolicySyntaxError) -> PathRule
     {
         let pattern = try validatePattern(written, at: start)

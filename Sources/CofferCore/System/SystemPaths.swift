@@ -16,7 +16,11 @@ extension Core {
             guard shares > 0, threshold > 0 else {
                 throw CofferError.invalid("secret_shares and secret_threshold are required and must be positive")
             }
-            return .raw(try initialize(shares: shares, threshold: threshold).json)
+            // Over the wire, init leaves the vault sealed, as Vault and OpenBao do: the operators unseal it
+            // with the shares just handed out. (The Swift API's `initialize` leaves it unsealed.)
+            let result = try initialize(shares: shares, threshold: threshold)
+            if !seal.isAutoUnseal { sealVault() }
+            return .raw(result.json)
         case ("sys/unseal", .update), ("sys/unseal", .create):
             if try data.bool("reset") == true {
                 resetUnsealProgress()
