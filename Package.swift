@@ -92,6 +92,16 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "CofferServerTests",
+            dependencies: [
+                "CofferServer",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "EnginesTests",
             dependencies: ["Coffer", "CofferCore", "Engines"],
             swiftSettings: strict
