@@ -52,6 +52,7 @@ import Testing
         #expect(status.raw?["cluster_name"] == nil, "OpenBao hides the cluster while sealed")
         let health = try core.call(.read, "sys/health", token: nil)
         #expect(health.status == 503 && health.raw?["sealed"] == true && health.raw?["cluster_id"] == nil)
+        #expect(health.raw?["standby"] == true && health.raw?["replication_dr_mode"] == "unknown")
         #expect(try core.call(.read, "sys/init", token: nil).raw?["initialized"] == true)
         let unsealed = try core.call(.update, "sys/unseal", ["key": .string(result.hexKeys[0])], token: nil)
         #expect(unsealed.raw?["sealed"] == false)

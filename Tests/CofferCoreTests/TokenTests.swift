@@ -49,6 +49,15 @@ import Testing
         }
     }
 
+    @Test func onlyTheRootNamespaceExists() throws {
+        let (core, result) = try makeCore()
+        for namespace in ["", "root", "root/"] {
+            #expect(core.handleWire(method: "GET", path: "/v1/sys/mounts", token: result.rootToken, body: [], namespace: namespace).status == 200)
+        }
+        let (status, body) = core.handleWire(method: "GET", path: "/v1/sys/mounts", token: result.rootToken, body: [], namespace: "ns1")
+        #expect(status == 404 && body.map { String(decoding: $0, as: UTF8.self) } == #"{"errors":["namespace not found"]}"#)
+    }
+
     @Test func revokingAParentRevokesItsChildrenButNotOrphans() throws {
         let (core, result) = try makeCore()
         let root = result.rootToken

@@ -8,20 +8,6 @@ from conftest import start_cofferd_config
 POLICY = 'path "secret/data/py/*" { capabilities = ["create", "read", "update"] }'
 
 
-def test_five_line_script_from_the_readme(cofferd_dev):
-    # The snippet `make run` prints, verbatim apart from the address.
-    client = hvac.Client(url=cofferd_dev.addr, token="root")
-    client.secrets.kv.v2.create_or_update_secret(path="myapp", secret={"password": "s3cret"})
-    print(client.secrets.kv.v2.read_secret_version(path="myapp")["data"]["data"])
-    client.sys.create_or_update_policy(name="myapp-read", policy='path "secret/data/myapp" { capabilities = ["read"] }')
-    limited = hvac.Client(url=cofferd_dev.addr, token=client.auth.token.create(policies=["myapp-read"])["auth"]["client_token"])
-
-    assert limited.secrets.kv.v2.read_secret_version(path="myapp", raise_on_deleted_version=True)["data"]["data"] == {
-        "password": "s3cret"}
-    with pytest.raises(exceptions.Forbidden):
-        limited.secrets.kv.v2.create_or_update_secret(path="myapp", secret={"password": "mine"})
-
-
 def test_kv_v2_and_v1(cofferd_dev):
     client = hvac.Client(url=cofferd_dev.addr, token="root")
     assert client.is_authenticated()

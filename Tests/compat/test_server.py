@@ -45,8 +45,10 @@ def test_headers_methods_and_tokens(cofferd_dev):
     assert requests.get(a + "sys/mounts", headers={"Authorization": "Bearer root"}).status_code == 200
     assert requests.get(a + "sys/mounts", headers={"Authorization": "bearer root"}).status_code == 403
     assert requests.get(a + "sys/mounts", headers={"X-Vault-Token": "root", "Authorization": "Bearer nope"}).ok
-    r = requests.get(a + "sys/mounts", headers={**ROOT, "X-Vault-Request": "true", "X-Vault-Namespace": "ns1"})
+    r = requests.get(a + "sys/mounts", headers={**ROOT, "X-Vault-Request": "true", "X-Vault-Namespace": "root"})
     assert r.status_code == 200
+    r = requests.get(a + "sys/mounts", headers={**ROOT, "X-Vault-Namespace": "team-a"})
+    assert r.status_code == 404 and r.json() == {"errors": ["namespace not found"]}
 
     r = requests.request("FOO", a + "sys/mounts", headers=ROOT)
     assert r.status_code == 405 and "errors" in r.json()

@@ -57,8 +57,9 @@ extension Core {
             status = try query.int("activecode") ?? 200
         }
         var body: [String: JSONValue] = [
-            "initialized": .bool(initialized), "sealed": .bool(sealed), "standby": false, "performance_standby": false,
-            "replication_performance_mode": "disabled", "replication_dr_mode": "disabled",
+            // Sealed, OpenBao reports itself as a standby whose replication state is unknown.
+            "initialized": .bool(initialized), "sealed": .bool(sealed), "standby": .bool(sealed), "performance_standby": false,
+            "replication_performance_mode": sealed ? "unknown" : "disabled", "replication_dr_mode": sealed ? "unknown" : "disabled",
             "server_time_utc": .int(clock.now().seconds), "version": .string(CofferVersion.versionString),
         ]
         if !sealed {  // as in OpenBao, the cluster is named only when unsealed
