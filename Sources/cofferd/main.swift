@@ -178,11 +178,16 @@ if dev {
 
 // MARK: Serve
 
+let server: CofferHTTPServer
 do {
-    let server = try CofferHTTPServer(
+    server = try CofferHTTPServer(
         vault: vault, config: config, logOutput: output, reloadConfig: configPath == nil ? nil : loadConfig)
-    try await server.run()
 } catch {
     vault.close()
     fail("\(error)")
+}
+do {
+    try await server.run()
+} catch {
+    fail("cannot serve on \(config.listener.address): \(error)")
 }

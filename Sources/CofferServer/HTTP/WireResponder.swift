@@ -47,11 +47,16 @@ struct WireResponder: Sendable {
         } else {
             try await writer.writeResponse(head)
         }
+        if close {
+            // Stop reading: the rest of an oversized body is not drained, and the connection ends
+            // once the response is out.
+            try? await channel.close(mode: .input)
+        }
         if logger.logLevel <= .debug {
             // The path without its query (which can hold a token, as in auth/token/lookup?token=).
             let path = target.split(separator: "?", maxSplits: 1).first.map(String.init) ?? ""
-            let micros = (ContinuousClock.now - started).components.attoseconds / 1_000_000_000_000
-                + (ContinuousClock.now - started).components.seconds * 1_000_000
+            let elapsed = (ContinuousClock.now - started).components
+            let micros = elapsed.seconds * 1_000_000 + elapsed.attoseconds / 1_000_000_000_000
             logger.debug(
                 "request", metadata: ["method": "\(method)", "path": "\(path)", "status": "\(status)", "us": "\(micros)"])
         }

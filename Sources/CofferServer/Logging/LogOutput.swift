@@ -4,8 +4,6 @@ import Synchronization
 
 #if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
 #endif
 
 /// Where cofferd's logs go (standard error) and at which level, shared by every logger so that
