@@ -22,6 +22,19 @@ let package = Package(
         // libcoffer.so: the C ABI. `make lib` links it with the Swift runtime static, SONAME
         // libcoffer.so.0 and only coffer_* exported (see docs/c-abi.md).
         .library(name: "coffer", type: .dynamic, targets: ["CEngine"]),
+        .executable(name: "cofferd", targets: ["cofferd"]),
+    ],
+    dependencies: [
+        // cofferd only: the HTTP/1.1 server (HummingbirdCore, not the router) and TLS (swift-nio-ssl).
+        // Default traits off: no swift-configuration, no full Foundation.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        // Already in Hummingbird's graph; named because CofferServer imports them directly.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         .systemLibrary(
@@ -99,9 +112,41 @@ let package = Package(
             dependencies: ["Coffer", "CofferCore", "PKCS11Seal"],
             swiftSettings: strict
         ),
+        .target(
+            name: "CofferServer",
+            dependencies: [
+                "Coffer",
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "cofferd",
+            dependencies: ["CofferServer"],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "CofferCoreTests",
             dependencies: ["CofferCore"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "CofferServerTests",
+            dependencies: [
+                "CofferServer",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

@@ -313,6 +313,10 @@ public final class Core: Sendable {
             }
         }
         guard !barrier.isSealed else { throw CofferError.sealedError }
+        // Coffer has only the root namespace: any other is "not found", as OpenBao answers for a missing one
+        // (ignoring it would put a client that means to be isolated in ns1 into the root namespace).
+        let namespace = request.namespace.split(separator: "/")
+        guard namespace.isEmpty || namespace == ["root"] else { throw CofferError(.notFound, "namespace not found") }
         let now = clock.now()
         let caller: TokenEntry
         do {

@@ -22,7 +22,7 @@ import Testing
         let otp = try #require(started.data?["otp"]?.stringValue)
         let nonce = try #require(started.data?["nonce"]?.stringValue)
         expectError(.invalidArgument, containing: "already in progress") { try core.call(.update, "sys/generate-root/attempt", token: nil) }
-        expectError(.invalidArgument, containing: "incorrect nonce") {
+        expectError(.invalidArgument, containing: "the nonce does not match the root generation in progress") {
             try core.call(.update, "sys/generate-root/update", ["key": .string(result.hexKeys[0]), "nonce": "nope"], token: nil)
         }
         var foreign = result.keys[1].unsafeCopy
@@ -46,7 +46,7 @@ import Testing
         let nonce = try #require(started.raw?["nonce"]?.stringValue)
         try core.call(.update, "sys/generate-root/update", ["key": .string(result.hexKeys[0]), "nonce": .string(nonce)], token: nil)
         try core.call(.delete, "sys/generate-root/attempt", token: nil)
-        expectError(.invalidArgument, containing: "no root generation in progress") {
+        expectError(.invalidArgument, containing: "no root generation is in progress") {
             try core.call(.update, "sys/generate-root/update", ["key": .string(result.hexKeys[1]), "nonce": .string(nonce)], token: nil)
         }
         core.sealVault()

@@ -50,9 +50,26 @@ import Testing
         let status = try core.call(.read, "sys/seal-status", token: nil)
         #expect(status.raw?["sealed"] == true && status.raw?["initialized"] == true && status.raw?["type"] == "shamir")
         #expect(status.raw?["cluster_name"] == nil, "OpenBao hides the cluster while sealed")
+        let health = try core.call(.read, "sys/health", token: nil)
+        #expect(health.status == 503 && health.raw?["sealed"] == true && health.raw?["cluster_id"] == nil)
+        #expect(health.raw?["standby"] == true && health.raw?["replication_dr_mode"] == "unknown")
         #expect(try core.call(.read, "sys/init", token: nil).raw?["initialized"] == true)
         let unsealed = try core.call(.update, "sys/unseal", ["key": .string(result.hexKeys[0])], token: nil)
         #expect(unsealed.raw?["sealed"] == false)
+    }
+
+    @Test func initOverTheWireLeavesTheVaultSealedAsOpenBaoDoes() throws {
+        let core = try Core(storage: InMemoryBackend(), engines: testRegistry())
+        let (status, body) = core.handleWire(
+            method: "PUT", path: "/v1/sys/init", token: nil, body: Array(#"{"secret_shares":3,"secret_threshold":2}"#.utf8))
+        #expect(status == 200)
+        let json = try JSONValue.parse(try #require(body))
+        let keys = (json["keys"]?.arrayValue ?? []).compactMap { $0.stringValue.flatMap(Hex.decode) }
+        #expect(keys.count == 3)
+        #expect(core.isSealed, "sys/init hands out the shares; the operators unseal with them")
+        try core.unseal(key: keys[0])
+        let unsealed = try core.unseal(key: keys[2])
+        #expect(!unsealed.sealed)
     }
 
     @Test func initializingTwiceOrUnsealingUninitializedFails() throws {

@@ -37,6 +37,27 @@ import Testing
         }
     }
 
+    @Test func bogusLookupIs403AndRootRenewalIsRefusedAsInOpenBao() throws {
+        let (core, result) = try makeCore()
+        expectError(.permissionDenied, containing: "bad token") {
+            try core.call(.update, "auth/token/lookup", ["token": "s.nosuchtokennosuchtokenno"], token: result.rootToken)
+        }
+        #expect(core.handleWire(method: "POST", path: "/v1/auth/token/lookup", token: result.rootToken,
+                                body: Array(#"{"token":"s.nope"}"#.utf8)).status == 403)
+        expectError(.invalidArgument, containing: "lease is not renewable") {
+            try core.call(.update, "auth/token/renew-self", token: result.rootToken)
+        }
+    }
+
+    @Test func onlyTheRootNamespaceExists() throws {
+        let (core, result) = try makeCore()
+        for namespace in ["", "root", "root/"] {
+            #expect(core.handleWire(method: "GET", path: "/v1/sys/mounts", token: result.rootToken, body: [], namespace: namespace).status == 200)
+        }
+        let (status, body) = core.handleWire(method: "GET", path: "/v1/sys/mounts", token: result.rootToken, body: [], namespace: "ns1")
+        #expect(status == 404 && body.map { String(decoding: $0, as: UTF8.self) } == #"{"errors":["namespace not found"]}"#)
+    }
+
     @Test func revokingAParentRevokesItsChildrenButNotOrphans() throws {
         let (core, result) = try makeCore()
         let root = result.rootToken

@@ -116,6 +116,7 @@ import Testing
         let listing = h.wire("GET", "sys/audit", token: root).json?["data"]
         #expect((listing?["bad/"]?["failures"]?.intValue ?? 0) >= 4)
         #expect(listing?["good/"]?["failures"] == 0)
+        #expect(listing?["bad/"]?["last_failure"]?.stringValue?.contains("cannot open audit file") == true)
         #expect(try String(contentsOfFile: good, encoding: .utf8).contains("\"secret/data/y\""))
     }
 

@@ -101,7 +101,7 @@ func errors(_ json: JSONValue?) -> [String] { json?["errors"]?.arrayValue?.compa
 
         let metadata = try #require(h.wire("GET", "secret/metadata/s").json?["data"])
         #expect(metadata["versions"]?["1"]?["destroyed"] == true)
-        #expect(metadata["current_version"] == 3 && metadata["oldest_version"] == 1)
+        #expect(metadata["current_version"] == 3 && metadata["oldest_version"] == 0)
         #expect(h.wire("DELETE", "secret/metadata/s").status == 204)
         #expect(h.wire("GET", "secret/data/s?version=2").status == 404)
         #expect(h.wire("GET", "secret/metadata/s").status == 404)

@@ -79,7 +79,8 @@ final class AuditDevice: Sendable {
     let chainMAC: HMACKey
     let logRaw: Bool
     private let chain = Mutex<(seq: Int, prev: String)>((0, ""))
-    private let failureCount = Mutex(0)
+    /// Failed writes so far, and the last failure's message (no secrets: paths and errno texts).
+    private let failureState = Mutex((count: 0, last: ""))
 
     init(config: AuditDeviceConfig, sink: any AuditSink, salt: SecureBytes) throws(CofferError) {
         self.config = config
@@ -95,7 +96,7 @@ final class AuditDevice: Sendable {
         }
     }
 
-    var failures: Int { failureCount.withLock { $0 } }
+    var failures: (count: Int, last: String) { failureState.withLock { $0 } }
 
     /// `hmac-sha256:<hex>` of a string under this device's salt.
     func hash(_ value: String) -> String {
@@ -176,7 +177,7 @@ final class AuditDevice: Sendable {
                 state = (state.seq + 1, line.mac)
             }
         } catch {
-            failureCount.withLock { $0 += 1 }
+            failureState.withLock { $0 = ($0.count + 1, error.message) }
             throw error
         }
     }

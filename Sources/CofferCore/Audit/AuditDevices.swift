@@ -20,6 +20,30 @@ private func posixError(_ what: String) -> CofferError {
     CofferError(.auditFailed, "\(what): \(String(cString: strerror(errno)))")
 }
 
+/// A connected Unix-domain socket of `type` (stream or datagram) to `path`.
+private func connectUnix(_ path: String, type: __socket_type, what: String) throws(CofferError) -> Int32 {
+    var addr = sockaddr_un()
+    addr.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(path.utf8)
+    guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+        throw CofferError.invalid("\(what) path is too long: \(path)")
+    }
+    let sock = socket(AF_UNIX, Int32(type.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard sock >= 0 else { throw posixError("cannot create a unix socket") }
+    withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+        raw.copyBytes(from: bytes)
+        raw[bytes.count] = 0
+    }
+    let rc = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(sock, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    }
+    guard rc == 0 else {
+        Glibc.close(sock)
+        throw posixError("cannot connect to \(what) \(path)")
+    }
+    return sock
+}
+
 /// A file device: JSON lines appended to `path`, mode 0600.
 ///
 /// Before each write the device checks that `path` still names the file it has open. If the file was
@@ -138,29 +162,7 @@ final class SocketAuditSink: AuditSink {
     }
 
     private func connect() throws(CofferError) -> Int32 {
-        if kind == "unix" {
-            let sock = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard sock >= 0 else { throw posixError("cannot create a unix socket") }
-            var addr = sockaddr_un()
-            addr.sun_family = sa_family_t(AF_UNIX)
-            let bytes = Array(address.utf8)
-            guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
-                Glibc.close(sock)
-                throw CofferError.invalid("unix socket path is too long: \(address)")
-            }
-            withUnsafeMutableBytes(of: &addr.sun_path) { raw in
-                raw.copyBytes(from: bytes)
-                raw[bytes.count] = 0
-            }
-            let rc = withUnsafePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(sock, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-            }
-            guard rc == 0 else {
-                Glibc.close(sock)
-                throw posixError("cannot connect to audit socket \(address)")
-            }
-            return sock
-        }
+        if kind == "unix" { return try connectUnix(address, type: SOCK_STREAM, what: "audit socket") }
         guard let colon = address.lastIndex(of: ":") else {
             throw CofferError.invalid("socket address must be host:port, got \"\(address)\"")
         }
@@ -247,27 +249,7 @@ final class SyslogAuditSink: AuditSink {
         try fd.withLock { (fd) throws(CofferError) in
             if fd >= 0 { Glibc.close(fd) }
             fd = -1
-            let sock = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard sock >= 0 else { throw posixError("cannot create a syslog socket") }
-            var addr = sockaddr_un()
-            addr.sun_family = sa_family_t(AF_UNIX)
-            let bytes = Array(socketPath.utf8)
-            guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
-                Glibc.close(sock)
-                throw CofferError.invalid("syslog socket path is too long")
-            }
-            withUnsafeMutableBytes(of: &addr.sun_path) { raw in
-                raw.copyBytes(from: bytes)
-                raw[bytes.count] = 0
-            }
-            let rc = withUnsafePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(sock, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-            }
-            guard rc == 0 else {
-                Glibc.close(sock)
-                throw posixError("cannot connect to the syslog socket \(socketPath)")
-            }
-            fd = sock
+            fd = try connectUnix(socketPath, type: SOCK_DGRAM, what: "syslog socket")
         }
     }
 

@@ -4,14 +4,14 @@
 // errors in JSON policies are located as precisely as in HCL ones. The tree is then interpreted as a policy.
 
 /// Where a token or node starts: 1-based line and column.
-struct SourceLocation: Sendable, Hashable {
-    var line: Int
-    var column: Int
+package struct HCLLocation: Sendable, Hashable {
+    package var line: Int
+    package var column: Int
 }
 
 /// A value in the syntax tree.
-struct HCLNode: Sendable {
-    enum Kind: Sendable {
+package struct HCLNode: Sendable {
+    package enum Kind: Sendable {
         case string(String)
         case number(String)
         case bool(Bool)
@@ -20,10 +20,10 @@ struct HCLNode: Sendable {
         case object([HCLItem])
     }
 
-    var kind: Kind
-    var location: SourceLocation
+    package var kind: Kind
+    package var location: HCLLocation
 
-    var typeName: String {
+    package var typeName: String {
         switch kind {
         case .string: "a string"
         case .number: "a number"
@@ -36,9 +36,18 @@ struct HCLNode: Sendable {
 }
 
 /// `key "label"... = value` or `key "label"... { ... }`.
-struct HCLItem: Sendable {
-    var keys: [(name: String, location: SourceLocation)]
-    var value: HCLNode
+package struct HCLItem: Sendable {
+    package var keys: [(name: String, location: HCLLocation)]
+    package var value: HCLNode
+}
+
+/// The HCL (version 1) reader on its own, for other HCL documents than policies (cofferd's configuration file).
+package enum HCLReader {
+    /// Reads an HCL document into its items; errors carry the line and column.
+    package static func parse(_ text: String) throws(PolicySyntaxError) -> [HCLItem] {
+        var parser = try TreeParser(text)
+        return try parser.parseDocument()
+    }
 }
 
 private enum TokenKind: Equatable {
@@ -67,7 +76,7 @@ private enum TokenKind: Equatable {
 
 private struct Token {
     var kind: TokenKind
-    var location: SourceLocation
+    var location: HCLLocation
 }
 
 /// Splits policy text into tokens, skipping blanks and `#`, `//` and `/* */` comments.
@@ -79,7 +88,7 @@ private struct Lexer {
 
     init(_ text: String) { bytes = Array(text.utf8) }
 
-    var location: SourceLocation { SourceLocation(line: line, column: column) }
+    var location: HCLLocation { HCLLocation(line: line, column: column) }
 
     func peekByte(_ offset: Int = 0) -> UInt8? {
         index + offset < bytes.count ? bytes[index + offset] : nil
@@ -310,7 +319,7 @@ private struct TreeParser {
 
     init(_ text: String) throws(PolicySyntaxError) {
         lexer = Lexer(text)
-        current = Token(kind: .end, location: SourceLocation(line: 1, column: 1))
+        current = Token(kind: .end, location: HCLLocation(line: 1, column: 1))
         current = try lexer.next()
     }
 
@@ -334,7 +343,7 @@ private struct TreeParser {
     }
 
     /// Items of an object body. `opening` is the location of the `{` (nil at top level, which ends at end of input).
-    mutating func parseBody(opening: SourceLocation?) throws(PolicySyntaxError) -> [HCLItem] {
+    mutating func parseBody(opening: HCLLocation?) throws(PolicySyntaxError) -> [HCLItem] {
         var items: [HCLItem] = []
         while true {
             switch current.kind {
@@ -359,7 +368,7 @@ private struct TreeParser {
     }
 
     mutating func parseItem() throws(PolicySyntaxError) -> HCLItem {
-        var keys: [(name: String, location: SourceLocation)] = []
+        var keys: [(name: String, location: HCLLocation)] = []
         while true {
             switch current.kind {
             case .string(let s), .identifier(let s):
@@ -449,7 +458,7 @@ private struct TreeParser {
 }
 
 extension PolicySyntaxError {
-    init(at location: SourceLocation, _ message: String) {
+    init(at location: HCLLocation, _ message: String) {
         self.init(line: location.line, column: location.column, message: message)
     }
 }
@@ -499,8 +508,8 @@ enum PolicyParser {
         return rules
     }
 
-    static func location(ofByte offset: Int, in text: String) -> SourceLocation {
-        var location = SourceLocation(line: 1, column: 1)
+    static func location(ofByte offset: Int, in text: String) -> HCLLocation {
+        var location = HCLLocation(line: 1, column: 1)
         for byte in text.utf8.prefix(offset) {
             if byte == UInt8(ascii: "\n") {
                 location.line += 1
@@ -554,11 +563,11 @@ enum PolicyParser {
     }
 
     /// Location of the character at `offset` (in Unicode scalars) inside a quoted pattern that starts at `start`.
-    static func location(in pattern: String, at start: SourceLocation, scalarOffset: Int) -> SourceLocation {
-        SourceLocation(line: start.line, column: start.column + 1 + scalarOffset)
+    static func location(in pattern: String, at start: HCLLocation, scalarOffset: Int) -> HCLLocation {
+        HCLLocation(line: start.line, column: start.column + 1 + scalarOffset)
     }
 
-    static func validatePattern(_ written: String, at start: SourceLocation) throws(PolicySyntaxError) -> String {
+    static func validatePattern(_ written: String, at start: HCLLocation) throws(PolicySyntaxError) -> String {
         var pattern = written
         var shift = 0
         if pattern.utf8.first == UInt8(ascii: "/") {
@@ -581,7 +590,7 @@ enum PolicyParser {
         return pattern
     }
 
-    static func pathRule(pattern written: String, at start: SourceLocation, body: [HCLItem])
+    static func pathRule(pattern written: String, at start: HCLLocation, body: [HCLItem])
         throws(PolicySyntaxError) -> PathRule
     {
         let pattern = try validatePattern(written, at: start)

@@ -151,12 +151,14 @@ public struct MountEntry: Sendable, Equatable {
             "default_lease_ttl": .int(defaultLeaseTTL), "max_lease_ttl": .int(maxLeaseTTL), "force_no_cache": false,
         ]
         for (k, v) in extraConfig { config[k] = v }
-        return [
+        var listing: [String: JSONValue] = [
             "type": .string(type), "description": .string(description), "accessor": .string(accessor),
             "uuid": .string(uuid), "config": .object(config), "local": .bool(local), "seal_wrap": .bool(sealWrap),
             "external_entropy_access": false, "options": options.isEmpty ? .null : .object(options.mapValues { .string($0) }),
             "running_plugin_version": "", "running_sha256": "", "plugin_version": "",
         ]
+        if type == "kv" { listing["deprecation_status"] = "supported" }  // OpenBao lists it for builtin secret engines
+        return .object(listing)
     }
 }
 

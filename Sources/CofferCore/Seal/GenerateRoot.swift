@@ -1,5 +1,5 @@
 /// A root-token generation in progress.
-struct GenerateRootState {
+struct GenerateRootState: ShareQuorum {
     let nonce: String
     /// The one-time pad the new token is XORed with; as long as a token.
     let otp: SecureBytes
@@ -58,15 +58,8 @@ extension Core {
                 throw CofferError.invalid("'key' must be a valid hex or base64 string")
             }
             let share = try checkedShare(key, config: config)
-            let ready: GenerateRootState? = try generateRoot.withLock { (state) throws(CofferError) -> GenerateRootState? in
-                guard var current = state else { throw CofferError.invalid("no root generation in progress") }
-                guard current.nonce == nonce else { throw CofferError.invalid("incorrect nonce supplied; nonce for this root generation operation is \"\(current.nonce)\"") }
-                if current.parts.contains(where: { $0.constantTimeEquals(share) }) {
-                    throw CofferError.invalid("this key was already entered; progress is unchanged")
-                }
-                current.parts.append(share)
-                state = current
-                return current.parts.count >= config.threshold ? current : nil
+            let ready = try generateRoot.withLock { (state) throws(CofferError) in
+                try state.add(share, nonce: nonce, threshold: config.threshold, operation: "root generation")
             }
             guard let ready else { return reply(generateRootStatus(config)) }
             defer { generateRoot.withLock { $0 = nil } }

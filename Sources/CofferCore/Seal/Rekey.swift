@@ -1,9 +1,30 @@
 /// An operation to replace the unseal shares, in progress.
-struct RekeyState {
+struct RekeyState: ShareQuorum {
     let nonce: String
     let shares: Int
     let threshold: Int
     var parts: [SecureBytes] = []
+}
+
+/// An operation authorised by a threshold of the current shares (rekey, root generation).
+protocol ShareQuorum {
+    var nonce: String { get }
+    var parts: [SecureBytes] { get set }
+}
+
+extension Optional where Wrapped: ShareQuorum {
+    /// Adds `share` to the operation in progress; returns the operation once `threshold` shares are in.
+    /// A wrong nonce or a repeated share is an error that leaves the progress as it was.
+    mutating func add(_ share: SecureBytes, nonce: String, threshold: Int, operation: String) throws(CofferError) -> Wrapped? {
+        guard var current = self else { throw CofferError.invalid("no \(operation) is in progress") }
+        guard current.nonce == nonce else { throw CofferError.invalid("the nonce does not match the \(operation) in progress") }
+        if current.parts.contains(where: { $0.constantTimeEquals(share) }) {
+            throw CofferError.invalid("this key was already entered; progress is unchanged")
+        }
+        current.parts.append(share)
+        self = current
+        return current.parts.count >= threshold ? current : nil
+    }
 }
 
 extension Core {
@@ -55,15 +76,8 @@ extension Core {
 
     func rekeyUpdate(key: [UInt8], nonce: String, config: SealConfig) throws(CofferError) -> Response {
         let share = try checkedShare(key, config: config)
-        let ready: RekeyState? = try rekey.withLock { (state) throws(CofferError) -> RekeyState? in
-            guard var current = state else { throw CofferError.invalid("no rekey is in progress") }
-            guard current.nonce == nonce else { throw CofferError.invalid("the nonce does not match the rekey in progress") }
-            if current.parts.contains(where: { $0.constantTimeEquals(share) }) {
-                throw CofferError.invalid("this key was already entered; progress is unchanged")
-            }
-            current.parts.append(share)
-            state = current
-            return current.parts.count >= config.threshold ? current : nil
+        let ready = try rekey.withLock { (state) throws(CofferError) in
+            try state.add(share, nonce: nonce, threshold: config.threshold, operation: "rekey")
         }
         guard let ready else { return .raw(rekeyStatus(config)) }
         defer { rekey.withLock { $0 = nil } }

@@ -11,7 +11,8 @@ extension Core {
                 listing[device.config.path] = [
                     "type": .string(device.config.type), "description": .string(device.config.description),
                     "options": .object(device.config.options.mapValues { .string($0) }), "local": .bool(device.config.local),
-                    "path": .string(device.config.path), "failures": .int(device.failures),
+                    "path": .string(device.config.path), "failures": .int(device.failures.count),
+                    "last_failure": .string(device.failures.last),
                 ]
             }
             var r = Response(data: listing)

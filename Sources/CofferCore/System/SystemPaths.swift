@@ -16,7 +16,11 @@ extension Core {
             guard shares > 0, threshold > 0 else {
                 throw CofferError.invalid("secret_shares and secret_threshold are required and must be positive")
             }
-            return .raw(try initialize(shares: shares, threshold: threshold).json)
+            // Over the wire, init leaves the vault sealed, as Vault and OpenBao do: the operators unseal it
+            // with the shares just handed out. (The Swift API's `initialize` leaves it unsealed.)
+            let result = try initialize(shares: shares, threshold: threshold)
+            if !seal.isAutoUnseal { sealVault() }
+            return .raw(result.json)
         case ("sys/unseal", .update), ("sys/unseal", .create):
             if try data.bool("reset") == true {
                 resetUnsealProgress()
@@ -61,13 +65,17 @@ extension Core {
         } else {
             status = try query.int("activecode") ?? 200
         }
-        let body: JSONValue = [
-            "initialized": .bool(initialized), "sealed": .bool(sealed), "standby": false, "performance_standby": false,
-            "replication_performance_mode": "disabled", "replication_dr_mode": "disabled",
+        var body: [String: JSONValue] = [
+            // Sealed, OpenBao reports itself as a standby whose replication state is unknown.
+            "initialized": .bool(initialized), "sealed": .bool(sealed), "standby": .bool(sealed), "performance_standby": false,
+            "replication_performance_mode": sealed ? "unknown" : "disabled", "replication_dr_mode": sealed ? "unknown" : "disabled",
             "server_time_utc": .int(clock.now().seconds), "version": .string(CofferVersion.versionString),
-            "cluster_name": .string(CofferVersion.clusterName), "cluster_id": .string(CofferVersion.clusterID),
         ]
-        return .raw(body, status: status)
+        if !sealed {  // as in OpenBao, the cluster is named only when unsealed
+            body["cluster_name"] = .string(CofferVersion.clusterName)
+            body["cluster_id"] = .string(CofferVersion.clusterID)
+        }
+        return .raw(.object(body), status: status)
     }
 
     // MARK: With a token
@@ -246,7 +254,9 @@ extension Core {
                     throw CofferError.invalid("cannot fetch sysview for path \"\(point)/\"")
                 }
                 var config: [String: JSONValue] = [
-                    "default_lease_ttl": .int(entry.defaultLeaseTTL), "max_lease_ttl": .int(entry.maxLeaseTTL),
+                    // Unset TTLs read as the system default they resolve to, as in OpenBao.
+                    "default_lease_ttl": .int(entry.defaultLeaseTTL > 0 ? entry.defaultLeaseTTL : TokenStore.maxTTL),
+                    "max_lease_ttl": .int(entry.maxLeaseTTL > 0 ? entry.maxLeaseTTL : TokenStore.maxTTL),
                     "force_no_cache": false, "description": .string(entry.description),
                 ]
                 if !entry.options.isEmpty { config["options"] = .object(entry.options.mapValues { .string($0) }) }

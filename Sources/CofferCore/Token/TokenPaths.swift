@@ -17,7 +17,7 @@ extension Core {
         case "lookup":
             guard request.operation == .read || write else { throw unsupported(request) }
             guard let token = try data.string("token"), !token.isEmpty else { throw CofferError.invalid("missing token to look up") }
-            guard let entry = try liveEntry(token: token, now: now) else { throw CofferError.invalid("bad token") }
+            guard let entry = try liveEntry(token: token, now: now) else { throw CofferError(.permissionDenied, "bad token") }
             return Response(data: entry.lookupData(id: token, now: now))
         case "lookup-accessor":
             guard write else { throw unsupported(request) }
@@ -136,10 +136,7 @@ extension Core {
     /// or the system maximum; periodic tokens reset to their period.
     func renew(_ entry: TokenEntry, increment: Int64?, now: Timestamp) throws(CofferError) -> Response {
         var entry = entry
-        guard entry.expireTime != nil else {
-            return Response(auth: authInfo(token: "", entry, now: now))
-        }
-        guard entry.renewable else { throw CofferError.invalid("lease is not renewable") }
+        guard entry.expireTime != nil, entry.renewable else { throw CofferError.invalid("lease is not renewable") }
         var ttl = entry.period > 0 ? entry.period : ((increment ?? 0) > 0 ? increment! : entry.creationTTL)
         if entry.period == 0 { ttl = min(ttl, TokenStore.maxTTL) }
         var warnings: [String] = []

@@ -154,7 +154,6 @@ public final class KVv2Backend: Backend {
             created: request.now, deletion: deleteAfter > 0 ? request.now.adding(seconds: deleteAfter) : nil, destroyed: false)
         meta.currentVersion = n
         meta.updated = request.now
-        if meta.oldestVersion == 0 { meta.oldestVersion = n }
 
         var ops: [StorageOperation] = [
             .put(key: Self.versionKey(key, n), value: JSONValue.object(["data": .object(data)]).serialized())
@@ -175,8 +174,9 @@ public final class KVv2Backend: Backend {
                 meta.versions.removeValue(forKey: n)
                 ops.append(.delete(key: Self.versionKey(key, n)))
             }
+            // Moves only when versions are pruned; 0 until then, as in OpenBao.
+            meta.oldestVersion = meta.versions.keys.min() ?? meta.oldestVersion
         }
-        meta.oldestVersion = meta.versions.keys.min() ?? meta.oldestVersion
         return ops
     }
 

