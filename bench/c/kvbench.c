@@ -1,8 +1,9 @@
 /*
  * kvbench: KV v2 through libcoffer's C ABI (coffer_request and the fast paths coffer_kv_get /
- * coffer_kv_put), and the floor of a read measured in the same process with the C libraries
- * directly: a SQLite point read of the same stored row and an AES-256-GCM open (OpenSSL EVP, one
- * reused context) of a ciphertext of the same length.
+ * coffer_kv_put), transit's fast paths on 64 bytes, and their floors measured in the same process
+ * with the C libraries directly: a SQLite point read of the same stored row, an AES-256-GCM open
+ * (OpenSSL EVP, one reused context) of a ciphertext of the same length, and an AES-256-GCM seal
+ * of 64 bytes under a fresh random nonce (what transit's encrypt does, without base64).
  *
  *   kvbench DIRECTORY RESULTS.json [ITERATIONS]
  *
@@ -150,6 +151,27 @@ static void request_put(void *arg) {
     coffer_free(out);
 }
 
+static char transit_ciphertext[256];
+static const unsigned char transit_plaintext[64] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+static void transit_encrypt(void *arg) {
+    (void)arg;
+    char *out;
+    if (coffer_transit_encrypt(db, "transit", "bench", token, transit_plaintext, 64, NULL, 0, &out, NULL) != COFFER_OK)
+        die("coffer_transit_encrypt");
+    coffer_free(out);
+}
+
+static void transit_decrypt(void *arg) {
+    (void)arg;
+    void *out;
+    size_t n;
+    if (coffer_transit_decrypt(db, "transit", "bench", token, transit_ciphertext, strlen(transit_ciphertext), NULL, 0, &out, &n)
+        != COFFER_OK)
+        die("coffer_transit_decrypt");
+    coffer_free(out);
+}
+
 /* ---- The floor ---- */
 
 static sqlite3_stmt *floor_statement;
@@ -184,6 +206,19 @@ static void aes_open(void *arg) {
         || EVP_CIPHER_CTX_ctrl(gcm.ctx, EVP_CTRL_GCM_SET_TAG, 16, gcm.sealed + gcm.length) != 1
         || EVP_DecryptFinal_ex(gcm.ctx, gcm.out + len, &len) != 1) {
         fprintf(stderr, "kvbench: the AES-GCM floor failed to authenticate\n");
+        exit(1);
+    }
+}
+
+/* What transit's encrypt must do at least: a fresh random nonce and an AES-256-GCM seal of 64 bytes. */
+static void aes_seal_64(void *arg) {
+    (void)arg;
+    unsigned char nonce[12], out[64 + 16];
+    int len;
+    if (RAND_bytes(nonce, 12) != 1 || EVP_EncryptInit_ex2(gcm.ctx, gcm.cipher, gcm.key, nonce, NULL) != 1
+        || EVP_EncryptUpdate(gcm.ctx, out, &len, transit_plaintext, 64) != 1 || EVP_EncryptFinal_ex(gcm.ctx, out + len, &len) != 1
+        || EVP_CIPHER_CTX_ctrl(gcm.ctx, EVP_CTRL_GCM_GET_TAG, 16, out + 64) != 1) {
+        fprintf(stderr, "kvbench: the AES-GCM seal floor failed\n");
         exit(1);
     }
 }
@@ -249,13 +284,21 @@ int main(int argc, char **argv) {
         coffer_free(request("PUT", "sys/unseal", NULL, body));
     }
     coffer_free(request("POST", "sys/mounts/secret", root, "{\"type\": \"kv\", \"options\": {\"version\": \"2\"}}"));
+    coffer_free(request("POST", "sys/mounts/transit", root, "{\"type\": \"transit\"}"));
+    coffer_free(request("POST", "transit/keys/bench", root, "{}"));
     coffer_free(request("PUT", "sys/policies/acl/reader", root,
-                        "{\"policy\": \"path \\\"secret/data/app/*\\\" { capabilities = [\\\"read\\\", \\\"create\\\", \\\"update\\\"] }\"}"));
+                        "{\"policy\": \"path \\\"secret/data/app/*\\\" { capabilities = [\\\"read\\\", \\\"create\\\", \\\"update\\\"] }\\n"
+                        "path \\\"transit/*\\\" { capabilities = [\\\"update\\\"] }\"}"));
     out = request("POST", "auth/token/create", root, "{\"policies\": [\"reader\"], \"ttl\": \"1h\"}");
     field(out, "client_token", token, sizeof token);
     coffer_free(out);
     if (coffer_kv_put(db, "secret", "app/db", token, payload, sizeof payload - 1, COFFER_KV_NO_CAS, NULL) != COFFER_OK) die("coffer_kv_put");
     prepare_floor(database);
+    char *ciphertext;
+    if (coffer_transit_encrypt(db, "transit", "bench", token, transit_plaintext, 64, NULL, 0, &ciphertext, NULL) != COFFER_OK)
+        die("coffer_transit_encrypt");
+    snprintf(transit_ciphertext, sizeof transit_ciphertext, "%s", ciphertext);
+    coffer_free(ciphertext);
 
     printf("C ABI (libcoffer %s): %d iterations per operation, one thread\n", coffer_version(), iterations);
     measure("c: coffer_kv_get (fast path)", iterations, kv_get, NULL);
@@ -263,8 +306,11 @@ int main(int argc, char **argv) {
     int writes = iterations / 20 < 200 ? 200 : iterations / 20;
     measure("c: coffer_kv_put (fast path, fsync)", writes, kv_put, NULL);
     measure("c: coffer_request PUT (wire JSON, fsync)", writes, request_put, NULL);
+    measure("c: transit encrypt 64 B (fast path)", iterations, transit_encrypt, NULL);
+    measure("c: transit decrypt 64 B (fast path)", iterations, transit_decrypt, NULL);
     measure("c floor: sqlite point read", iterations, sqlite_read, NULL);
     measure("c floor: aes-256-gcm open (EVP)", iterations, aes_open, NULL);
+    measure("c floor: aes-256-gcm seal 64 B (EVP, random nonce)", iterations, aes_seal_64, NULL);
     coffer_close(db);
 
     FILE *json = fopen(argv[2], "w");
