@@ -312,7 +312,11 @@ public final class Core: Sendable {
                 try handleUnauthenticated(request)
             }
         }
-        guard !barrier.isSealed else { throw CofferError.sealedError }
+        if barrier.isSealed {
+            // Sealing a sealed vault is a no-op that succeeds, as in OpenBao (no token can be checked).
+            if path == "sys/seal" && (request.operation == .update || request.operation == .create) { return .noContent }
+            throw CofferError.sealedError
+        }
         // Coffer has only the root namespace: any other is "not found", as OpenBao answers for a missing one
         // (ignoring it would put a client that means to be isolated in ns1 into the root namespace).
         let namespace = request.namespace.split(separator: "/")
