@@ -394,9 +394,15 @@ public final class Core: Sendable {
 
     /// Checks the ACL of the caller's policies for the request.
     func authorize(_ caller: TokenEntry, _ request: Request, requireSudo: Bool = false) throws(CofferError) {
+        try authorize(caller, operation: request.operation, path: request.path, data: request.data, requireSudo: requireSudo)
+    }
+
+    func authorize(
+        _ caller: TokenEntry, operation: Request.Operation, path: String, data: [String: JSONValue], requireSudo: Bool = false
+    ) throws(CofferError) {
         if caller.isRoot { return }
         let acl = try policies.acl(for: caller.policies)
-        let decision = acl.allowOperation(PolicyOperation(request.operation), path: request.path, data: request.data)
+        let decision = acl.allowOperation(PolicyOperation(operation), path: path, data: data)
         guard decision.allowed, !requireSudo || decision.rootPrivileges else {
             throw CofferError.permissionDeniedError
         }
@@ -416,13 +422,23 @@ public final class Core: Sendable {
         routes.withLock { $0 = table }
     }
 
+    /// The route table for `entries`. A mount that is already routed keeps its backend instance (and
+    /// so its caches) unless its type or options changed: engines cache parsed state, and a second
+    /// instance serving the same storage could cache a copy the first one is about to change.
     func buildTable(_ entries: [MountEntry]) throws(CofferError) -> RouteTable {
+        let current = routes.withLock { $0 }
         var mounts: [RoutedMount] = []
         for entry in entries {
+            let backend: any Backend
+            if let existing = current?.mounts.first(where: { $0.entry.uuid == entry.uuid }),
+                existing.entry.type == entry.type, existing.entry.options == entry.options
+            {
+                backend = existing.backend
+            } else {
+                backend = try engines.make(entry)
+            }
             mounts.append(
-                RoutedMount(
-                    entry: entry, backend: try engines.make(entry),
-                    storage: StorageView(barrier: barrier, prefix: "logical/\(entry.uuid)/")))
+                RoutedMount(entry: entry, backend: backend, storage: StorageView(barrier: barrier, prefix: "logical/\(entry.uuid)/")))
         }
         return RouteTable(mounts)
     }
