@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 export PATH := $(PATH):/opt/swift/usr/bin
 
-APT_PACKAGES := pkg-config libssl-dev libsqlite3-dev sqlite3 python3-venv softhsm2 libsofthsm2-dev libp11-kit-dev opensc
+APT_PACKAGES := pkg-config libssl-dev libsqlite3-dev sqlite3 python3-venv softhsm2 libsofthsm2-dev libp11-kit-dev opensc openssl
 VENV := $(CURDIR)/.venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

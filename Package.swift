@@ -51,7 +51,7 @@ let package = Package(
         ),
         .target(
             name: "Engines",
-            dependencies: ["CofferCore"],
+            dependencies: ["CofferCore", "COpenSSL"],
             swiftSettings: strict
         ),
         .target(
@@ -90,6 +90,11 @@ let package = Package(
         .testTarget(
             name: "CofferCoreTests",
             dependencies: ["CofferCore"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "TransitTests",
+            dependencies: ["Coffer", "CofferCore", "Engines"],
             swiftSettings: strict
         ),
         .testTarget(
