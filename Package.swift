@@ -72,7 +72,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "InProcessBench",
-            dependencies: ["Coffer"],
+            dependencies: ["Coffer", "Engines", "COpenSSL"],
             path: "bench/InProcess",
             swiftSettings: strict
         ),

@@ -394,15 +394,9 @@ public final class Core: Sendable {
 
     /// Checks the ACL of the caller's policies for the request.
     func authorize(_ caller: TokenEntry, _ request: Request, requireSudo: Bool = false) throws(CofferError) {
-        try authorize(caller, operation: request.operation, path: request.path, data: request.data, requireSudo: requireSudo)
-    }
-
-    func authorize(
-        _ caller: TokenEntry, operation: Request.Operation, path: String, data: [String: JSONValue], requireSudo: Bool = false
-    ) throws(CofferError) {
         if caller.isRoot { return }
         let acl = try policies.acl(for: caller.policies)
-        let decision = acl.allowOperation(PolicyOperation(operation), path: path, data: data)
+        let decision = acl.allowOperation(PolicyOperation(request.operation), path: request.path, data: request.data)
         guard decision.allowed, !requireSudo || decision.rootPrivileges else {
             throw CofferError.permissionDeniedError
         }

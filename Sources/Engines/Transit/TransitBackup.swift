@@ -1,4 +1,4 @@
-public import CofferCore
+import CofferCore
 
 /// Transit backups in OpenBao's format: base64 of `{"policy": {...}, "archived_keys": {"keys": [...]}}`,
 /// with Go's JSON forms for key material (EC and RSA parameters as decimal numbers). A backup from

@@ -1,5 +1,5 @@
 import COpenSSL
-public import CofferCore
+import CofferCore
 
 // The OpenSSL 3 EVP operations transit needs: AEADs, digests and HMACs by name, and asymmetric keys
 // (generate, sign, verify, RSA-OAEP, PEM/DER encodings). Algorithms are fetched once; EVP_CIPHER and
@@ -156,7 +156,7 @@ final class PKey: Sendable {
         let code = ERR_peek_last_error()
         if code != 0 { ERR_error_string_n(code, &reason, reason.count) }
         ERR_clear_error()
-        return CofferError(.internal, "OpenSSL failed to \(what)" + (code != 0 ? " (\(String(cString: reason)))" : ""))
+        return CofferError(.internal, "OpenSSL failed to \(what)" + (code != 0 ? " (\(String(decoding: reason.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)))" : ""))
     }
 
     /// A fresh EC key on `curve` ("P-256", "P-384", "P-521") or RSA key of `rsaBits`.
@@ -344,8 +344,11 @@ final class PKey: Sendable {
         guard EVP_PKEY_get_bn_param(pointer, name, &bn) == 1, let bn else { throw PKey.failure("read key parameter \(name)") }
         defer { BN_clear_free(bn) }
         guard let text = BN_bn2dec(bn) else { throw PKey.failure("format key parameter \(name)") }
-        defer { CRYPTO_free(text, nil, 0) }
-        return String(cString: text)
+        defer {
+            coffer_openssl_cleanse(text, strlen(text))
+            CRYPTO_free(text, nil, 0)
+        }
+        return String(decoding: UnsafeRawBufferPointer(start: text, count: strlen(text)), as: UTF8.self)
     }
 
     /// Builds a key of `type` ("EC", "RSA") from big-number parameters given in decimal, plus an

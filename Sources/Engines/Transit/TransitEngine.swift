@@ -43,7 +43,7 @@ public enum TransitEngine {
         let text = { String(decoding: ciphertext, as: UTF8.self) }
         let data = { () -> [String: JSONValue] in
             var data: [String: JSONValue] = ["ciphertext": .string(text())]
-            if context.count > 0 { data["context"] = .string(Base64.encode(Array(context))) }
+            if context.count > 0 { data["context"] = .string(base64(context)) }
             return data
         }
         if let (backend, mounted) = try fastMount(core, path), let transitKey = try backend.cached(key, mounted.storage) {
@@ -71,16 +71,36 @@ public enum TransitEngine {
         }
     }
 
-    /// "<mount>/<operation><key>" with the mount's slashes trimmed; rejects what routing would.
-    static func operationPath(_ mount: String, _ operation: String, _ key: String) throws(CofferError) -> String {
-        var mount = Substring(mount)
-        while mount.first == "/" { mount = mount.dropFirst() }
-        while mount.last == "/" { mount = mount.dropLast() }
-        guard !mount.isEmpty, !mount.contains("//"), !mount.split(separator: "/").contains(where: { $0 == "." || $0 == ".." }),
-            mount.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7F })
-        else { throw CofferError.invalid("invalid mount path \"\(mount)\"") }
+    /// "<mount>/<operation><key>" with the mount's slashes trimmed; rejects what routing would
+    /// (empty, `//`, `.` or `..` segments, control characters). One pass over the bytes.
+    static func operationPath(_ mount: String, _ operation: StaticString, _ key: String) throws(CofferError) -> String {
         try TransitBackend.validateName(key)
-        return mount + "/" + operation + key
+        var bytes = mount.utf8[...]
+        while bytes.first == UInt8(ascii: "/") { bytes = bytes.dropFirst() }
+        while bytes.last == UInt8(ascii: "/") { bytes = bytes.dropLast() }
+        var segmentLength = 0
+        var dots = 0
+        var valid = !bytes.isEmpty
+        for b in bytes where valid {
+            if b == UInt8(ascii: "/") {
+                valid = segmentLength > 0 && !(segmentLength <= 2 && dots == segmentLength)
+                segmentLength = 0
+                dots = 0
+            } else {
+                valid = b >= 0x20 && b != 0x7F
+                segmentLength += 1
+                if b == UInt8(ascii: ".") { dots += 1 }
+            }
+        }
+        guard valid, !(segmentLength <= 2 && dots == segmentLength) else {
+            throw CofferError.invalid("invalid mount path \"\(mount)\"")
+        }
+        var path = String(Substring(bytes))
+        path.reserveCapacity(bytes.count + 1 + operation.utf8CodeUnitCount + key.utf8.count)
+        path += "/"
+        path += operation.description
+        path += key
+        return path
     }
 
     static func fastMount(_ core: Core, _ path: String) throws(CofferError) -> (TransitBackend, DirectMount)? {
@@ -88,9 +108,18 @@ public enum TransitEngine {
         return (backend, mounted)
     }
 
+    /// The request parameters of the equivalent wire request (for the ACL when a policy constrains
+    /// parameters, and for the full path).
     static func parameters(plaintext: UnsafeRawBufferPointer, context: UnsafeRawBufferPointer) -> [String: JSONValue] {
-        var data: [String: JSONValue] = ["plaintext": .string(Base64.encode(Array(plaintext)))]
-        if context.count > 0 { data["context"] = .string(Base64.encode(Array(context))) }
+        var data: [String: JSONValue] = ["plaintext": .string(base64(plaintext))]
+        if context.count > 0 { data["context"] = .string(base64(context)) }
         return data
+    }
+
+    static func base64(_ bytes: UnsafeRawBufferPointer) -> String {
+        String(unsafeUninitializedCapacity: Base64.encodedLength(bytes.count)) { out in
+            Base64.encode(bytes, into: out.baseAddress!)
+            return Base64.encodedLength(bytes.count)
+        }
     }
 }

@@ -1,7 +1,7 @@
-public import CofferCore
+import CofferCore
 
 /// The key types transit offers, by Vault's names.
-public enum TransitKeyType: String, Sendable, CaseIterable {
+enum TransitKeyType: String, Sendable, CaseIterable {
     case aes128GCM96 = "aes128-gcm96"
     case aes256GCM96 = "aes256-gcm96"
     case chacha20Poly1305 = "chacha20-poly1305"
@@ -89,12 +89,15 @@ final class KeyVersion: Sendable {
     let pkey: PKey?
     /// The public key as Vault shows it: base64 for Ed25519, PEM for EC and RSA; empty otherwise.
     let publicKey: String
+    /// "vault:v<N>:", the prefix of what this version makes.
+    let header: [UInt8]
 
     init(number: Int, creationTime: Timestamp, material: SecureBytes, hmacKey: SecureBytes, type: TransitKeyType) throws(CofferError) {
         self.number = number
         self.creationTime = creationTime
         self.material = material
         self.hmacKey = hmacKey
+        self.header = VersionedValue.header(number)
         switch type {
         case .ed25519:
             guard material.count == 64 else { throw CofferError(.integrity, "a stored Ed25519 key has the wrong length") }

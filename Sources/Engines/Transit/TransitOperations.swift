@@ -1,5 +1,5 @@
 import COpenSSL
-public import CofferCore
+import CofferCore
 
 /// The `vault:v<N>:` framing Vault puts on ciphertexts, signatures and HMACs.
 enum VersionedValue {
@@ -115,11 +115,11 @@ extension TransitKey {
         guard let aead = type.aead else {
             guard aad.count == 0 else { throw CofferError.invalid("associated_data is supported only by AEAD key types, not \(type.rawValue)") }
             let body = try version.pkey!.rsaOAEP(Array(plaintext), encrypt: true)
-            return VersionedValue.header(version.number) + Array(Base64.encode(body).utf8)
+            return version.header + Array(Base64.encode(body).utf8)
         }
         let (key, nonceKey) = try aeadKeys(version, context: context)
         let rawCount = AEAD.nonceSize + plaintext.count + AEAD.tagSize
-        let header = VersionedValue.header(version.number)
+        let header = version.header
         let total = header.count + Base64.encodedLength(rawCount)
         var failed = false
         let out = [UInt8](unsafeUninitializedCapacity: total) { out, count in
