@@ -1,3 +1,4 @@
+import COpenSSL
 public import CofferCore
 import Synchronization
 
@@ -62,7 +63,9 @@ public final class TransitBackend: Backend {
             c.keys.removeValue(forKey: name)
         }
         if let key {
-            try storage.putSealWrapped(TransitKey.storagePrefix + name, key.stored.serialized())
+            var bytes = key.stored.serialized()
+            defer { bytes.withUnsafeMutableBytes { coffer_openssl_cleanse($0.baseAddress, $0.count) } }
+            try storage.putSealWrapped(TransitKey.storagePrefix + name, bytes)
         } else {
             try storage.delete(TransitKey.storagePrefix + name)
         }
