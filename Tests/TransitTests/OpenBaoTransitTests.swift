@@ -224,7 +224,7 @@ final class LiveBao: @unchecked Sendable {  // immutable after start; Process is
         guard port != 0 else { throw Failure("no free loopback port pair found") }
         address = "http://127.0.0.1:\(port)"
         log = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-transit-bao-\(port).log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let handle = try FileHandle(forWritingTo: log)
         process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
