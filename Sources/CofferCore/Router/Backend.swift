@@ -88,9 +88,6 @@ public struct StorageView: Sendable {
                 }
             })
     }
-
-    /// A narrower view under `sub`.
-    public func sub(_ sub: String) -> StorageView { StorageView(barrier: barrier, prefix: prefix + sub) }
 }
 
 /// One row of the mount table.
