@@ -19,7 +19,7 @@ COFFERD_ADDR ?= 127.0.0.1:8200
 VENV := $(CURDIR)/.venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-compat deps build clean lib install test-bindings bench bench-smoke bench-deps
+.PHONY: run test test-compat deps build clean lib install install-lib test-bindings bench bench-smoke bench-deps
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -76,7 +76,13 @@ lib: deps
 
 # Installs include/coffer.h, lib/libcoffer.so.$(COFFER_VERSION) with its .so.0 and .so links,
 # lib/pkgconfig/coffer.pc and bin/coffer (the operator CLI: `coffer audit verify`) under PREFIX.
-install: lib
+install: install-lib
+	swift build -c release --product coffer-cli
+	install -d "$(PREFIX)/bin"
+	install -m 755 "$$(swift build -c release --show-bin-path)/coffer-cli" "$(PREFIX)/bin/coffer"
+
+# The library, header and coffer.pc only (what the bindings' tests need).
+install-lib: lib
 	install -d "$(PREFIX)/include" "$(PREFIX)/lib/pkgconfig"
 	install -m 644 include/coffer.h "$(PREFIX)/include/coffer.h"
 	install -m 755 "$$(swift build -c release --show-bin-path)/libcoffer.so" "$(PREFIX)/lib/libcoffer.so.$(COFFER_VERSION)"
@@ -84,13 +90,10 @@ install: lib
 	ln -sfn libcoffer.so.$(COFFER_VERSION) "$(PREFIX)/lib/libcoffer.so.$(COFFER_ABI)"
 	ln -sfn libcoffer.so.$(COFFER_ABI) "$(PREFIX)/lib/libcoffer.so"
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(COFFER_VERSION)|' packaging/coffer.pc.in > "$(PREFIX)/lib/pkgconfig/coffer.pc"
-	swift build -c release --product coffer-cli
-	install -d "$(PREFIX)/bin"
-	install -m 755 "$$(swift build -c release --show-bin-path)/coffer-cli" "$(PREFIX)/bin/coffer"
 
 # The C, Python and Go bindings, tested against a staged install (not /usr).
 test-bindings: deps
-	$(MAKE) install PREFIX=$(STAGE)
+	$(MAKE) install-lib PREFIX=$(STAGE)
 	$(MAKE) -C bindings/c test COFFER_PREFIX=$(STAGE)
 	"$(VENV)/bin/pip" install -q --force-reinstall --no-deps ./bindings/python
 	COFFER_LIBRARY=$(STAGE)/lib/libcoffer.so.$(COFFER_ABI) "$(VENV)/bin/python" -m pytest -q bindings/python/tests
@@ -102,7 +105,7 @@ test-bindings: deps
 # `bao server -dev` and nginx. Prints a Markdown table and writes bench/results/<date>.json.
 # bench-smoke: the CI gate run by `make test`: short runs that fail on a KV read p99 over the 50 ms
 # SLO (in-process and over HTTP) or an in-process figure past bench/thresholds.json.
-# Release builds; `install` first, so the builds after it reuse its release modules.
+# Release builds; the library first, as make test-bindings stages it.
 bench-deps: deps
 	@missing=""; for p in $(BENCH_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -111,7 +114,7 @@ bench-deps: deps
 	fi
 
 bench: bench-deps
-	$(MAKE) install PREFIX=$(STAGE)
+	$(MAKE) install-lib PREFIX=$(STAGE)
 	swift build -c release --product coffer-bench
 	swift build -c release --product cofferd
 	$(MAKE) -C bench/c COFFER_PREFIX=$(STAGE)

@@ -176,7 +176,7 @@ int coffer_request(coffer_t *h, const char *method, const char *path, const char
 
 /* ---- Fast paths ----------------------------------------------------------------------------- */
 /* The same request path (token, policy, barrier) as coffer_request(), without the response      */
-/* envelope. KV version 2 mounts only. Transit fast paths will be added alongside these.          */
+/* envelope or base64: KV version 2 and transit mounts.                                         */
 
 /** Pass as `cas` to coffer_kv_put() to write without a check-and-set. */
 #define COFFER_KV_NO_CAS (-1)
@@ -215,9 +215,49 @@ int coffer_kv_get(coffer_t *h, const char *mount, const char *path, const char *
 int coffer_kv_put(coffer_t *h, const char *mount, const char *path, const char *token, const char *data_json,
                   size_t data_len, int64_t cas, int64_t *version_out);
 
+/**
+ * Encrypts raw bytes with a transit key, as `transit/encrypt/<key>` does, without JSON or base64
+ * on the way in.
+ *
+ *   mount      the transit mount, e.g. "transit"; NULL means "transit".
+ *   key        the key's name. If it does not exist and the token may create it, an aes256-gcm96
+ *              key is created, as Vault does.
+ *   plaintext  plaintext_len bytes (may contain NULs; NULL only with a length of 0).
+ *   context    the derivation context for a derived key (context_len bytes); NULL and 0 otherwise.
+ *   ciphertext receives the ciphertext as Vault writes it, NUL-terminated ("vault:v1:..."), owned by
+ *              the caller: release it with coffer_free().
+ *   ciphertext_len  receives its length (excluding the NUL); may be NULL.
+ *
+ * Returns COFFER_OK; COFFER_EINVALID (a missing context for a derived key, a key type that cannot
+ * encrypt, a bad argument); COFFER_EPERM; COFFER_ESEALED; the other codes as coffer_request(). On
+ * failure *ciphertext is NULL and *ciphertext_len 0. Thread-safe.
+ */
+int coffer_transit_encrypt(coffer_t *h, const char *mount, const char *key, const char *token, const void *plaintext,
+                           size_t plaintext_len, const void *context, size_t context_len, char **ciphertext,
+                           size_t *ciphertext_len);
+
+/**
+ * Decrypts a transit ciphertext ("vault:vN:..." as coffer_transit_encrypt() or the HTTP API gave
+ * it) back to raw bytes, as `transit/decrypt/<key>` does, without base64 on the way out.
+ *
+ *   ciphertext      ciphertext_len bytes of the "vault:vN:..." text (need not be NUL-terminated).
+ *   context         as for coffer_transit_encrypt().
+ *   plaintext       receives the plaintext, owned by the caller: release it with coffer_free(). It
+ *                   is followed by a NUL that is not counted, so text can be used as a C string.
+ *   plaintext_len   receives its length in bytes.
+ *
+ * Returns COFFER_OK; COFFER_EINVALID (a tampered ciphertext or one from another key, a version
+ * below min_decryption_version, a wrong context, bad base64); COFFER_EPERM; COFFER_ESEALED; the
+ * other codes as coffer_request(). On failure *plaintext is NULL and *plaintext_len 0. Thread-safe.
+ */
+int coffer_transit_decrypt(coffer_t *h, const char *mount, const char *key, const char *token, const char *ciphertext,
+                           size_t ciphertext_len, const void *context, size_t context_len, void **plaintext,
+                           size_t *plaintext_len);
+
 /* ---- Memory --------------------------------------------------------------------------------- */
 
-/** Releases a buffer returned by the library (coffer_request's out, coffer_kv_get's data_json). NULL is accepted. */
+/** Releases a buffer returned by the library (coffer_request's out, coffer_kv_get's data_json,
+    coffer_transit_encrypt's ciphertext, coffer_transit_decrypt's plaintext). NULL is accepted. */
 void coffer_free(void *p);
 
 #ifdef __cplusplus

@@ -5,6 +5,7 @@
 // every size for range, and every CofferError becomes a status code and a thread-local message.
 import CCoffer
 import Coffer
+import Engines
 import Synchronization
 
 #if canImport(Glibc)
@@ -97,6 +98,14 @@ private func bytes(_ pointer: UnsafePointer<CChar>?, _ count: Int, _ name: Strin
     guard count > 0 else { return [] }
     guard let pointer else { throw ArgumentError(message: "\(name) is NULL but \(name)_len is \(count)") }
     return Array(UnsafeRawBufferPointer(start: pointer, count: count))
+}
+
+/// A borrowed byte buffer argument (no copy): `count` bytes at `pointer`; NULL only with a count of 0.
+private func rawBuffer(_ pointer: UnsafeRawPointer?, _ count: Int, _ name: String) throws(ArgumentError) -> UnsafeRawBufferPointer {
+    guard count >= 0 else { throw ArgumentError(message: "\(name)_len is larger than the address space") }
+    guard count > 0 else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+    guard let pointer else { throw ArgumentError(message: "\(name) is NULL but \(name)_len is \(count)") }
+    return UnsafeRawBufferPointer(start: pointer, count: count)
 }
 
 /// Copies `bytes` into a new malloc'ed, NUL-terminated buffer for the caller to coffer_free.
@@ -263,6 +272,69 @@ public func coffer_kv_put(
         return fail(error)
     } catch {
         return fail(COFFER_EINTERNAL, "coffer_kv_put: unexpected error")
+    }
+}
+
+@c @implementation
+public func coffer_transit_encrypt(
+    _ pointer: OpaquePointer?, _ mount: UnsafePointer<CChar>?, _ key: UnsafePointer<CChar>?, _ token: UnsafePointer<CChar>?,
+    _ plaintext: UnsafeRawPointer?, _ plaintextLength: Int, _ context: UnsafeRawPointer?, _ contextLength: Int,
+    _ ciphertext: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?, _ ciphertextLength: UnsafeMutablePointer<Int>?
+) -> Int32 {
+    ciphertext?.pointee = nil
+    ciphertextLength?.pointee = 0
+    guard let ciphertext else { return fail(COFFER_EINVALID, "ciphertext is NULL") }
+    do {
+        let handle = try lookup(pointer)
+        let mount_ = try optionalString(mount, "mount") ?? "transit"
+        let key_ = try string(key, "key")
+        let token_ = try string(token, "token")
+        let input = try rawBuffer(plaintext, plaintextLength, "plaintext")
+        let context_ = try rawBuffer(context, contextLength, "context")
+        let sealed = try TransitEngine.encrypt(
+            core: handle.vault.core, token: token_, mount: mount_, key: key_, plaintext: input, context: context_)
+        guard let buffer = copyOut(sealed) else { return fail(COFFER_ENOMEM, "could not allocate \(sealed.count + 1) bytes for the ciphertext") }
+        ciphertext.pointee = buffer
+        ciphertextLength?.pointee = sealed.count
+        return succeed()
+    } catch let error as ArgumentError {
+        return fail(COFFER_EINVALID, error.message)
+    } catch let error as CofferError {
+        return fail(error)
+    } catch {
+        return fail(COFFER_EINTERNAL, "coffer_transit_encrypt: unexpected error")
+    }
+}
+
+@c @implementation
+public func coffer_transit_decrypt(
+    _ pointer: OpaquePointer?, _ mount: UnsafePointer<CChar>?, _ key: UnsafePointer<CChar>?, _ token: UnsafePointer<CChar>?,
+    _ ciphertext: UnsafePointer<CChar>?, _ ciphertextLength: Int, _ context: UnsafeRawPointer?, _ contextLength: Int,
+    _ plaintext: UnsafeMutablePointer<UnsafeMutableRawPointer?>?, _ plaintextLength: UnsafeMutablePointer<Int>?
+) -> Int32 {
+    plaintext?.pointee = nil
+    plaintextLength?.pointee = 0
+    guard let plaintext, let plaintextLength else { return fail(COFFER_EINVALID, "plaintext or plaintext_len is NULL") }
+    do {
+        let handle = try lookup(pointer)
+        let mount_ = try optionalString(mount, "mount") ?? "transit"
+        let key_ = try string(key, "key")
+        let token_ = try string(token, "token")
+        let input = try rawBuffer(ciphertext.map { UnsafeRawPointer($0) }, ciphertextLength, "ciphertext")
+        let context_ = try rawBuffer(context, contextLength, "context")
+        var opened = try TransitEngine.decrypt(
+            core: handle.vault.core, token: token_, mount: mount_, key: key_, ciphertext: input, context: context_)
+        defer { opened.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) } }
+        guard let buffer = copyOut(opened) else { return fail(COFFER_ENOMEM, "could not allocate \(opened.count + 1) bytes for the plaintext") }
+        plaintext.pointee = UnsafeMutableRawPointer(buffer)
+        plaintextLength.pointee = opened.count
+        return succeed()
+    } catch let error as ArgumentError {
+        return fail(COFFER_EINVALID, error.message)
+    } catch let error as CofferError {
+        return fail(error)
+    } catch {
+        return fail(COFFER_EINTERNAL, "coffer_transit_decrypt: unexpected error")
     }
 }
 

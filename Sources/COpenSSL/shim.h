@@ -14,8 +14,30 @@
 #include <openssl/err.h>
 #include <openssl/core_names.h>
 #include <openssl/params.h>
+#include <openssl/bn.h>
+#include <openssl/bio.h>
+#include <openssl/rsa.h>
+#include <openssl/ec.h>
+#include <openssl/obj_mac.h>
+#include <openssl/param_build.h>
+#include <openssl/encoder.h>
+#include <openssl/decoder.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 /* Macros and variadics do not import into Swift: wrap the few we use. */
 static inline void coffer_openssl_cleanse(void *ptr, size_t len) { OPENSSL_cleanse(ptr, len); }
+
+/* Key-selection masks for the encoder and EVP_PKEY_fromdata (macros built from other macros). */
+static inline int coffer_select_public(void) { return EVP_PKEY_PUBLIC_KEY; }
+static inline int coffer_select_keypair(void) { return EVP_PKEY_KEYPAIR; }
+
+/* The bytes a memory BIO holds (BIO_get_mem_data is a macro over BIO_ctrl). */
+static inline long coffer_bio_mem_data(BIO *bio, char **data) { return BIO_get_mem_data(bio, data); }
+
+/* RSA-PSS salt lengths (macros). */
+static inline int coffer_rsa_pss_saltlen_max(void) { return RSA_PSS_SALTLEN_MAX; }
+static inline int coffer_rsa_pss_saltlen_auto(void) { return RSA_PSS_SALTLEN_AUTO; }
+static inline int coffer_rsa_pss_saltlen_digest(void) { return RSA_PSS_SALTLEN_DIGEST; }
 
 #endif

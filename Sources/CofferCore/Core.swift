@@ -312,7 +312,11 @@ public final class Core: Sendable {
                 try handleUnauthenticated(request)
             }
         }
-        guard !barrier.isSealed else { throw CofferError.sealedError }
+        if barrier.isSealed {
+            // Sealing a sealed vault is a no-op that succeeds, as in OpenBao (no token can be checked).
+            if path == "sys/seal" && (request.operation == .update || request.operation == .create) { return .noContent }
+            throw CofferError.sealedError
+        }
         // Coffer has only the root namespace: any other is "not found", as OpenBao answers for a missing one
         // (ignoring it would put a client that means to be isolated in ns1 into the root namespace).
         let namespace = request.namespace.split(separator: "/")
@@ -434,13 +438,23 @@ public final class Core: Sendable {
         routes.withLock { $0 = table }
     }
 
+    /// The route table for `entries`. A mount that is already routed keeps its backend instance (and
+    /// so its caches) unless its type or options changed: engines cache parsed state, and a second
+    /// instance serving the same storage could cache a copy the first one is about to change.
     func buildTable(_ entries: [MountEntry]) throws(CofferError) -> RouteTable {
+        let current = routes.withLock { $0 }
         var mounts: [RoutedMount] = []
         for entry in entries {
+            let backend: any Backend
+            if let existing = current?.mounts.first(where: { $0.entry.uuid == entry.uuid }),
+                existing.entry.type == entry.type, existing.entry.options == entry.options
+            {
+                backend = existing.backend
+            } else {
+                backend = try engines.make(entry)
+            }
             mounts.append(
-                RoutedMount(
-                    entry: entry, backend: try engines.make(entry),
-                    storage: StorageView(barrier: barrier, prefix: "logical/\(entry.uuid)/")))
+                RoutedMount(entry: entry, backend: backend, storage: StorageView(barrier: barrier, prefix: "logical/\(entry.uuid)/")))
         }
         return RouteTable(mounts)
     }

@@ -42,7 +42,7 @@ public final class CofferHTTPServer: Sendable {
     }
 
     /// Serves until SIGTERM or SIGINT, then stops accepting, lets requests in flight finish, and
-    /// closes the storage. SIGHUP reloads the log level and the TLS certificate.
+    /// closes the storage. SIGHUP reloads the log level and the TLS certificate and reopens audit devices.
     public func run() async throws {
         let listener = config.listener
         let (host, port) = try listener.hostAndPort()
@@ -86,7 +86,8 @@ public final class CofferHTTPServer: Sendable {
         try await group.run()
     }
 
-    /// SIGHUP: apply the log level of the configuration as it is now, and read the TLS files again.
+    /// SIGHUP: apply the log level of the configuration as it is now, reopen the audit devices, and
+    /// read the TLS files again.
     func reload() {
         if let reloadConfig {
             do {
@@ -96,6 +97,12 @@ public final class CofferHTTPServer: Sendable {
             } catch {
                 logger.error("configuration not reloaded; keeping the current one", metadata: ["error": "\(error)"])
             }
+        }
+        // Audit files moved away by logrotate are reopened (the file device also notices on its next write).
+        do {
+            try vault.core.reopenAuditDevices()
+        } catch {
+            logger.error("audit devices not reopened", metadata: ["error": "\(error.message)"])
         }
         if let tls {
             do {

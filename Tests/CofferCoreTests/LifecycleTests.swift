@@ -195,3 +195,14 @@ import Testing
         #expect(try core.call(.read, "echo/b", token: result.rootToken).data?["v"] == "B")
     }
 }
+
+@Suite struct SealWhenSealedTests {
+    @Test func sealingASealedVaultSucceedsAndChangesNothing() throws {
+        let (core, result) = try makeCore()
+        core.sealVault()
+        #expect(try core.call(.update, "sys/seal", token: nil).status == 204)
+        #expect(core.isSealed)
+        try core.unseal(key: result.keys[0].unsafeCopy)
+        #expect(!core.isSealed)
+    }
+}

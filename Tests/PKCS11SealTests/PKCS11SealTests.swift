@@ -297,6 +297,28 @@ import Testing
         vault.close()
     }
 
+    @Test func transitKeyMaterialIsSealWrapped() throws {
+        let hsm = try SoftHSM()
+        try hsm.initToken("coffer")
+        try hsm.createAESKey(token: "coffer", label: "k", id: "01")
+        let vault = try Vault.open(VaultConfiguration(storage: .memory, seal: try PKCS11Seal(hsm.configuration(token: "coffer", key: "k"))))
+        let token = try vault.initialize(shares: 1, threshold: 1).rootToken
+        #expect(vault.core.handleWire(method: "POST", path: "sys/mounts/transit", token: token, body: Array(#"{"type":"transit"}"#.utf8)).status == 204)
+        #expect(vault.core.handleWire(method: "POST", path: "transit/keys/orders", token: token, body: []).status == 200)
+        let sealed = vault.core.handleWire(method: "POST", path: "transit/encrypt/orders", token: token, body: Array(#"{"plaintext":"aGk="}"#.utf8))
+        let sealedBody = try #require(sealed.body)
+        let ciphertext = try #require(try JSONValue.parse(sealedBody)["data"]?["ciphertext"]?.stringValue)
+        let wrapped = try vault.core.sealWrapStatus().entries.filter { $0.key.hasSuffix("/policy/orders") }
+        #expect(wrapped.count == 1 && wrapped.first?.value == "pkcs11 key_label=k key_id=01 mechanism=CKM_AES_GCM")
+        // After a restart the key is read back through the HSM.
+        vault.seal()
+        try vault.autoUnseal()
+        let opened = vault.core.handleWire(method: "POST", path: "transit/decrypt/orders", token: token, body: Array(#"{"ciphertext":"\#(ciphertext)"}"#.utf8))
+        let openedBody = try #require(opened.body)
+        #expect(try JSONValue.parse(openedBody)["data"]?["plaintext"] == "aGk=")
+        vault.close()
+    }
+
     // MARK: Rotation
 
     @Test func rotatingTheHSMKeyThenRewrapMovesEverythingToTheNewKey() throws {

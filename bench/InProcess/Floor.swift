@@ -1,5 +1,6 @@
-// The physical floor of a KV read, measured with the C libraries directly (no Coffer code): one
-// SQLite point read of the stored row and one AES-256-GCM open of a ciphertext of the same length.
+// The physical floors, measured with the C libraries directly (no Coffer code): for a KV read one
+// SQLite point read of the stored row and one AES-256-GCM open of a ciphertext of the same length;
+// for a transit encrypt one AES-256-GCM seal under a fresh random nonce.
 import COpenSSL
 import CSQLite
 
@@ -82,5 +83,41 @@ final class RawAESGCMOpener {
             }
         }
         precondition(ok, "AES-GCM floor failed to authenticate")
+    }
+}
+
+/// A raw AES-256-GCM seal of `plaintext` under a fresh random nonce (RAND_bytes), with one reused
+/// EVP context: the least a transit encrypt must do (it also base64-encodes and frames the result).
+final class RawAESGCMSealer {
+    private let ctx = EVP_CIPHER_CTX_new()
+    private let cipher = EVP_CIPHER_fetch(nil, "AES-256-GCM", nil)
+    private let key = (0..<32).map { _ in UInt8.random(in: 0...255) }
+    private let plaintext: [UInt8]
+    private var nonce = [UInt8](repeating: 0, count: 12)
+    private var output: [UInt8]
+
+    init(plaintext: [UInt8]) {
+        self.plaintext = plaintext
+        output = [UInt8](repeating: 0, count: plaintext.count + 16)
+    }
+
+    deinit {
+        EVP_CIPHER_CTX_free(ctx)
+        EVP_CIPHER_free(cipher)
+    }
+
+    func seal() {
+        var len: Int32 = 0
+        let n = Int32(plaintext.count)
+        let ok = nonce.withUnsafeMutableBufferPointer { nonce in
+            output.withUnsafeMutableBufferPointer { o in
+                RAND_bytes(nonce.baseAddress, 12) == 1
+                    && EVP_EncryptInit_ex2(ctx, cipher, key, nonce.baseAddress, nil) == 1
+                    && EVP_EncryptUpdate(ctx, o.baseAddress, &len, plaintext, n) == 1
+                    && EVP_EncryptFinal_ex(ctx, o.baseAddress! + Int(len), &len) == 1
+                    && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, 16, o.baseAddress! + Int(n)) == 1
+            }
+        }
+        precondition(ok, "AES-GCM seal floor failed")
     }
 }

@@ -138,6 +138,13 @@ int main(int argc, char **argv) {
         return 1;
     }
     coffer_free(out);
+    /* Like Vault, init leaves the vault sealed: unseal it with the key just issued. */
+    snprintf(body, sizeof body, "{\"key\":\"%s\"}", key);
+    if (coffer_request(handle, "PUT", "sys/unseal", NULL, body, strlen(body), &http, &out, NULL) != COFFER_OK) {
+        fprintf(stderr, "unseal: %s\n", coffer_errmsg());
+        return 1;
+    }
+    coffer_free(out);
     strcpy(body, "{\"type\":\"kv\",\"options\":{\"version\":\"2\"}}");
     if (coffer_request(handle, "POST", "sys/mounts/secret", token, body, strlen(body), &http, &out, NULL) != COFFER_OK ||
         coffer_kv_put(handle, "secret", "shared", token, "{\"shared\":true}", 15, COFFER_KV_NO_CAS, &version) != COFFER_OK) {

@@ -332,6 +332,40 @@ static void test_dev_mode(void) {
     CHECK(contains(coffer_errmsg(), "dev mode keeps everything in memory"));
 }
 
+static void test_transit(void) {
+    coffer_t *h = NULL;
+    char *ciphertext = NULL, *out = NULL;
+    void *plain = NULL;
+    size_t ciphertext_len = 0, plain_len = 0;
+    int http = 0;
+    static const char secret[] = "card\0number 4111"; /* raw bytes: an embedded NUL */
+    CHECK(coffer_open("{\"dev\": true}", &h) == COFFER_OK);
+    if (h == NULL) return;
+    CHECK(request(h, "POST", "sys/mounts/transit", "root", "{\"type\": \"transit\"}", &http, &out) == COFFER_OK);
+    CHECK(http == 204);
+    CHECK(coffer_transit_encrypt(h, NULL, "payments", "root", secret, sizeof secret, NULL, 0, &ciphertext, &ciphertext_len) ==
+          COFFER_OK);
+    CHECK(ciphertext != NULL && strncmp(ciphertext, "vault:v1:", 9) == 0 && strlen(ciphertext) == ciphertext_len);
+    CHECK(coffer_transit_decrypt(h, "transit", "payments", "root", ciphertext, ciphertext_len, NULL, 0, &plain, &plain_len) ==
+          COFFER_OK);
+    CHECK(plain_len == sizeof secret && plain != NULL && memcmp(plain, secret, sizeof secret) == 0);
+    coffer_free(plain);
+    plain = NULL;
+    /* A tampered ciphertext is refused and returns nothing. */
+    if (ciphertext != NULL && ciphertext_len > 12) ciphertext[ciphertext_len - 3] = ciphertext[ciphertext_len - 3] == 'A' ? 'B' : 'A';
+    CHECK(coffer_transit_decrypt(h, NULL, "payments", "root", ciphertext, ciphertext_len, NULL, 0, &plain, &plain_len) ==
+          COFFER_EINVALID);
+    CHECK(plain == NULL && plain_len == 0);
+    coffer_free(ciphertext);
+    ciphertext = NULL;
+    /* A token without access, and NULL out-parameters. */
+    CHECK(coffer_transit_encrypt(h, NULL, "payments", "nope", secret, sizeof secret, NULL, 0, &ciphertext, NULL) == COFFER_EPERM);
+    CHECK(ciphertext == NULL);
+    CHECK(coffer_transit_encrypt(h, NULL, "payments", "root", secret, sizeof secret, NULL, 0, NULL, NULL) == COFFER_EINVALID);
+    CHECK(coffer_transit_decrypt(h, NULL, "payments", "root", "x", 1, NULL, 0, NULL, &plain_len) == COFFER_EINVALID);
+    coffer_close(h);
+}
+
 static void test_bad_arguments(void) {
     coffer_t *h = NULL;
     coffer_t *garbage = (coffer_t *)(void *)&failures;
@@ -394,6 +428,7 @@ int main(void) {
     test_reopen();
     test_kv();
     test_dev_mode();
+    test_transit();
     test_bad_arguments();
 
     {

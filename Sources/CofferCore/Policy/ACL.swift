@@ -77,6 +77,12 @@ public final class ACL: Sendable {
     /// Decides whether `op` on `path` with request parameters `data` is allowed, as Vault's `ACL.AllowOperation`
     /// does (without wrapping-TTL, MFA or pagination checks, which Coffer does not support).
     public func allowOperation(_ op: PolicyOperation, path: String, data: [String: JSONValue]?) -> ACLDecision {
+        allowOperation(op, path: path, lazyData: { data })
+    }
+
+    /// The same decision, building the request parameters only when the matching rule constrains them
+    /// (for in-process fast paths whose parameters are raw bytes until then).
+    package func allowOperation(_ op: PolicyOperation, path: String, lazyData: () -> [String: JSONValue]?) -> ACLDecision {
         if isRoot { return ACLDecision(allowed: true, rootPrivileges: true, reason: .root) }
         guard let index = matchingPermissions(path: path, operation: op) else {
             return ACLDecision(allowed: false, rootPrivileges: false, reason: .noMatchingRule)
@@ -96,6 +102,10 @@ public final class ACL: Sendable {
         case .delete, .list:
             return ACLDecision(allowed: true, rootPrivileges: sudo, reason: .granted)
         }
+        guard !permissions.requiredLowercased.isEmpty || !permissions.denied.isEmpty || !permissions.allowed.isEmpty else {
+            return ACLDecision(allowed: true, rootPrivileges: sudo, reason: .granted)
+        }
+        let data = lazyData()
         for parameter in permissions.requiredLowercased where data?[parameter] == nil {
             return deny(.missingRequiredParameter)
         }

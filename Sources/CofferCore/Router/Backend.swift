@@ -70,6 +70,10 @@ public struct StorageView: Sendable {
 
     public func putJSON(_ key: String, _ value: JSONValue) throws(CofferError) { try put(key, value.serialized()) }
 
+    /// Stores key material encrypted by the barrier and, when the seal does seal wrap, by the seal
+    /// too (see ``Barrier/putSealWrapped(_:_:)``). `get` reads it back.
+    public func putSealWrapped(_ key: String, _ value: [UInt8]) throws(CofferError) { try barrier.putSealWrapped(prefix + key, value) }
+
     public func delete(_ key: String) throws(CofferError) { try barrier.delete(prefix + key) }
 
     public func list(_ keyPrefix: String) throws(CofferError) -> [String] { try barrier.list(prefix + keyPrefix) }
@@ -84,9 +88,6 @@ public struct StorageView: Sendable {
                 }
             })
     }
-
-    /// A narrower view under `sub`.
-    public func sub(_ sub: String) -> StorageView { StorageView(barrier: barrier, prefix: prefix + sub) }
 }
 
 /// One row of the mount table.

@@ -50,3 +50,66 @@ public enum Base64 {
         return out
     }
 }
+
+// Buffer forms for hot paths (transit's in-process API): no intermediate arrays or strings.
+extension Base64 {
+    private static let table: StaticString = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+    /// The padded base64 length of `count` bytes.
+    public static func encodedLength(_ count: Int) -> Int { (count + 2) / 3 * 4 }
+
+    /// Writes the padded base64 of `input` to `output`, which must hold `encodedLength(input.count)` bytes.
+    public static func encode(_ input: UnsafeRawBufferPointer, into output: UnsafeMutablePointer<UInt8>) {
+        let a = table.utf8Start
+        var i = 0
+        var o = 0
+        let n = input.count
+        while i + 3 <= n {
+            let v = UInt32(input[i]) << 16 | UInt32(input[i + 1]) << 8 | UInt32(input[i + 2])
+            output[o] = a[Int(v >> 18)]
+            output[o + 1] = a[Int(v >> 12 & 63)]
+            output[o + 2] = a[Int(v >> 6 & 63)]
+            output[o + 3] = a[Int(v & 63)]
+            i += 3
+            o += 4
+        }
+        if n - i == 1 {
+            let v = UInt32(input[i]) << 16
+            output[o] = a[Int(v >> 18)]
+            output[o + 1] = a[Int(v >> 12 & 63)]
+            output[o + 2] = UInt8(ascii: "=")
+            output[o + 3] = UInt8(ascii: "=")
+        } else if n - i == 2 {
+            let v = UInt32(input[i]) << 16 | UInt32(input[i + 1]) << 8
+            output[o] = a[Int(v >> 18)]
+            output[o + 1] = a[Int(v >> 12 & 63)]
+            output[o + 2] = a[Int(v >> 6 & 63)]
+            output[o + 3] = UInt8(ascii: "=")
+        }
+    }
+
+    /// Decodes padded or unpadded standard base64 into `output` (at least `input.count * 3 / 4`
+    /// bytes); returns the number of bytes written, or nil if a character is outside the alphabet or
+    /// the length is impossible.
+    public static func decode(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) -> Int? {
+        var end = input.count
+        while end > 0 && input[end - 1] == UInt8(ascii: "=") { end -= 1 }
+        guard end % 4 != 1, input.count - end <= 2 else { return nil }
+        var buffer: UInt32 = 0
+        var bits = 0
+        var o = 0
+        for i in 0..<end {
+            let v = reverse[Int(input[i])]
+            guard v != 0xFF else { return nil }
+            buffer = buffer << 6 | UInt32(v)
+            bits += 6
+            if bits >= 8 {
+                bits -= 8
+                guard o < output.count else { return nil }
+                output[o] = UInt8(truncatingIfNeeded: buffer >> UInt32(bits))
+                o += 1
+            }
+        }
+        return o
+    }
+}

@@ -208,3 +208,54 @@ func (c *Coffer) KVPut(mount, path, token string, data []byte, cas int64) (int64
 	}
 	return int64(versionOut), nil
 }
+
+// TransitEncrypt encrypts raw bytes with the transit key `key` (mount "" means "transit") and returns
+// the ciphertext as Vault writes it ("vault:v1:..."). context is the derivation context for a derived
+// key, nil otherwise.
+func (c *Coffer) TransitEncrypt(mount, key, token string, plaintext, context []byte) (string, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cmount, free1 := cString(mount, true)
+	defer free1()
+	ckey, free2 := cString(key, false)
+	defer free2()
+	ctoken, free3 := cString(token, false)
+	defer free3()
+	cplain, n := bytesArg(plaintext)
+	cctx, m := bytesArg(context)
+	var out *C.char
+	var outLen C.size_t
+	status := C.coffer_transit_encrypt(c.handle.Load(), cmount, ckey, ctoken, unsafe.Pointer(cplain), n, unsafe.Pointer(cctx), m, &out, &outLen)
+	runtime.KeepAlive(plaintext)
+	runtime.KeepAlive(context)
+	result := take(out, outLen)
+	if status != C.COFFER_OK {
+		return "", failure(status, 0, nil)
+	}
+	return string(result), nil
+}
+
+// TransitDecrypt decrypts a "vault:vN:..." ciphertext made with the transit key `key` and returns the
+// plaintext bytes. A tampered ciphertext or one from another key is ErrInvalidArgument.
+func (c *Coffer) TransitDecrypt(mount, key, token, ciphertext string, context []byte) ([]byte, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cmount, free1 := cString(mount, true)
+	defer free1()
+	ckey, free2 := cString(key, false)
+	defer free2()
+	ctoken, free3 := cString(token, false)
+	defer free3()
+	ctext, free4 := cString(ciphertext, false)
+	defer free4()
+	cctx, m := bytesArg(context)
+	var out unsafe.Pointer
+	var outLen C.size_t
+	status := C.coffer_transit_decrypt(c.handle.Load(), cmount, ckey, ctoken, ctext, C.size_t(len(ciphertext)), unsafe.Pointer(cctx), m, &out, &outLen)
+	runtime.KeepAlive(context)
+	result := take((*C.char)(out), outLen)
+	if status != C.COFFER_OK {
+		return nil, failure(status, 0, nil)
+	}
+	return result, nil
+}

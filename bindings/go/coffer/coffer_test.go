@@ -195,3 +195,29 @@ func TestGoroutinesShareOneCoffer(t *testing.T) {
 		t.Error(f)
 	}
 }
+
+func TestTransitFastPathRoundTripsRawBytes(t *testing.T) {
+	c, err := coffer.Open(`{"dev": true}`)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer c.Close()
+	if status, _, err := c.Request("POST", "sys/mounts/transit", "root", []byte(`{"type": "transit"}`)); err != nil || status != 204 {
+		t.Fatalf("mount transit: %d %v", status, err)
+	}
+	secret := []byte("card\x00number\xff 4111")
+	ciphertext, err := c.TransitEncrypt("", "payments", "root", secret, nil)
+	if err != nil || !strings.HasPrefix(ciphertext, "vault:v1:") {
+		t.Fatalf("encrypt: %q %v", ciphertext, err)
+	}
+	plain, err := c.TransitDecrypt("", "payments", "root", ciphertext, nil)
+	if err != nil || string(plain) != string(secret) {
+		t.Fatalf("decrypt: %q %v", plain, err)
+	}
+	if _, err := c.TransitDecrypt("", "payments", "root", ciphertext[:len(ciphertext)-4]+"AAAA", nil); !errors.Is(err, coffer.ErrInvalidArgument) {
+		t.Fatalf("tampered ciphertext: want ErrInvalidArgument, got %v", err)
+	}
+	if _, err := c.TransitEncrypt("", "payments", "not-a-token", secret, nil); !errors.Is(err, coffer.ErrPermissionDenied) {
+		t.Fatalf("bad token: want ErrPermissionDenied, got %v", err)
+	}
+}

@@ -188,6 +188,7 @@ class Coffer:
             raise _error(status)
         self._handle = handle.value
         self.kv = KV(self)
+        self.transit = Transit(self)
 
     def close(self) -> None:
         """Seals and closes. Safe to call twice; later calls on this object raise InvalidArgumentError."""
@@ -276,3 +277,44 @@ class KV:
         if status != 0:
             raise _error(status)
         return version_out.value
+
+
+class Transit:
+    """The transit fast paths (coffer_transit_encrypt / coffer_transit_decrypt): raw bytes in and
+    out, the ciphertext as Vault writes it ("vault:v1:...")."""
+
+    def __init__(self, owner: Coffer):
+        self._owner = owner
+
+    def encrypt(
+        self, key: str, plaintext: bytes, context: Optional[bytes] = None, mount: str = "transit",
+        token: Optional[str] = None,
+    ) -> str:
+        """Encrypts `plaintext` with the transit key `key`; returns the "vault:vN:..." ciphertext."""
+        if not isinstance(plaintext, (bytes, bytearray)):
+            raise InvalidArgumentError(-1, "plaintext must be bytes", 0, None)
+        ciphertext = ctypes.c_void_p()
+        length = ctypes.c_size_t(0)
+        status = lib.coffer_transit_encrypt(
+            self._owner._h(), _text(mount, "mount"), _text(key, "key"), _text(token or self._owner.token, "token"),
+            bytes(plaintext), len(plaintext), context, len(context or b""), ctypes.byref(ciphertext), ctypes.byref(length))
+        raw = _native.take_buffer(ciphertext, length.value)
+        if status != 0:
+            raise _error(status)
+        return raw.decode("ascii")
+
+    def decrypt(
+        self, key: str, ciphertext: str, context: Optional[bytes] = None, mount: str = "transit",
+        token: Optional[str] = None,
+    ) -> bytes:
+        """Decrypts a "vault:vN:..." ciphertext made with `key`; returns the plaintext bytes."""
+        text = ciphertext.encode("utf-8")
+        plaintext = ctypes.c_void_p()
+        length = ctypes.c_size_t(0)
+        status = lib.coffer_transit_decrypt(
+            self._owner._h(), _text(mount, "mount"), _text(key, "key"), _text(token or self._owner.token, "token"),
+            text, len(text), context, len(context or b""), ctypes.byref(plaintext), ctypes.byref(length))
+        raw = _native.take_buffer(plaintext, length.value)
+        if status != 0:
+            raise _error(status)
+        return raw

@@ -75,6 +75,34 @@ lib.coffer_kv_put.argtypes = [
 ]
 lib.coffer_kv_put.restype = ctypes.c_int
 
+lib.coffer_transit_encrypt.argtypes = [
+    ctypes.c_void_p,  # h
+    ctypes.c_char_p,  # mount
+    ctypes.c_char_p,  # key
+    ctypes.c_char_p,  # token
+    ctypes.c_char_p,  # plaintext (raw bytes, may contain NULs)
+    ctypes.c_size_t,  # plaintext_len
+    ctypes.c_char_p,  # context
+    ctypes.c_size_t,  # context_len
+    c_char_pp,  # ciphertext
+    ctypes.POINTER(ctypes.c_size_t),  # ciphertext_len
+]
+lib.coffer_transit_encrypt.restype = ctypes.c_int
+
+lib.coffer_transit_decrypt.argtypes = [
+    ctypes.c_void_p,  # h
+    ctypes.c_char_p,  # mount
+    ctypes.c_char_p,  # key
+    ctypes.c_char_p,  # token
+    ctypes.c_char_p,  # ciphertext
+    ctypes.c_size_t,  # ciphertext_len
+    ctypes.c_char_p,  # context
+    ctypes.c_size_t,  # context_len
+    ctypes.POINTER(ctypes.c_void_p),  # plaintext
+    ctypes.POINTER(ctypes.c_size_t),  # plaintext_len
+]
+lib.coffer_transit_decrypt.restype = ctypes.c_int
+
 lib.coffer_free.argtypes = [ctypes.c_void_p]
 lib.coffer_free.restype = None
 

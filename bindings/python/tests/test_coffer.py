@@ -139,3 +139,22 @@ def test_threads_share_one_coffer():
         for t in threads:
             t.join()
     assert errors == []
+
+
+def test_transit_fast_path_round_trips_raw_bytes():
+    with coffer.Coffer({"dev": True}, token="root") as c:
+        assert c.request("POST", "sys/mounts/transit", body={"type": "transit"}).status == 204
+        secret = b"card\x00number\xff 4111-1111"
+        ciphertext = c.transit.encrypt("payments", secret)
+        assert ciphertext.startswith("vault:v1:")
+        assert c.transit.decrypt("payments", ciphertext) == secret
+        # The same ciphertext through the HTTP API's JSON: base64 of the same bytes.
+        body = c.request("POST", "transit/decrypt/payments", body={"ciphertext": ciphertext}).body
+        import base64
+        assert base64.b64decode(body["data"]["plaintext"]) == secret
+        tampered = ciphertext[:-4] + ("AAAA" if not ciphertext.endswith("AAAA") else "BBBB")
+        with pytest.raises(coffer.InvalidArgumentError):
+            c.transit.decrypt("payments", tampered)
+        limited = c.request("POST", "auth/token/create", body={"policies": ["default"]}).body["auth"]["client_token"]
+        with pytest.raises(coffer.PermissionDeniedError):
+            c.transit.encrypt("payments", b"x", token=limited)
