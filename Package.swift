@@ -66,7 +66,7 @@ let package = Package(
         ),
         .target(
             name: "Engines",
-            dependencies: ["CofferCore"],
+            dependencies: ["CofferCore", "COpenSSL"],
             swiftSettings: strict
         ),
         .target(
@@ -86,7 +86,7 @@ let package = Package(
         ),
         .target(
             name: "CEngine",
-            dependencies: ["CCoffer", "Coffer"],
+            dependencies: ["CCoffer", "Coffer", "Engines"],
             swiftSettings: strict
         ),
         .executableTarget(
@@ -147,6 +147,11 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "TransitTests",
+            dependencies: ["Coffer", "CofferCore", "Engines"],
             swiftSettings: strict
         ),
         .testTarget(
