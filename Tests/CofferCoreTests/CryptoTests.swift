@@ -27,6 +27,20 @@ import Testing
     }
 
     // RFC 4231 test cases 1 and 2.
+    /// Request and mount ids are version-4 UUIDs in the 8-4-4-4-12 lowercase form Vault shows.
+    @Test func uuidsAreVersion4AndDistinct() {
+        let ids = (0..<200).map { _ in Random.uuid() }
+        #expect(Set(ids).count == ids.count)
+        for id in ids {
+            let bytes = Array(id.utf8)
+            #expect(bytes.count == 36)
+            #expect([8, 13, 18, 23].allSatisfy { bytes[$0] == UInt8(ascii: "-") })
+            #expect(bytes.enumerated().allSatisfy { [8, 13, 18, 23].contains($0.offset) || "0123456789abcdef".utf8.contains($0.element) })
+            #expect(bytes[14] == UInt8(ascii: "4"))
+            #expect("89ab".utf8.contains(bytes[19]))
+        }
+    }
+
     @Test func hmacSHA256KnownAnswers() {
         #expect(Hex.encode(Digest.hmacSHA256(key: [UInt8](repeating: 0x0b, count: 20), data: Array("Hi There".utf8)))
             == "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7")

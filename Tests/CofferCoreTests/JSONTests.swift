@@ -25,8 +25,10 @@ import Testing
         }
     }
 
-    @Test func invalidUTF8AndDeepNestingAreRejected() {
+    @Test func invalidUTF8AndDeepNestingAreRejected() throws {
         #expect(throws: JSONParseError.self) { _ = try JSONValue.parse([0x22, 0xFF, 0xFE, 0x22]) }
+        #expect(throws: JSONParseError.self) { _ = try JSONValue.parse([0x22, 0x61, 0x62, 0xC3, 0x22]) }  // cut-off é
+        #expect(try JSONValue.parse([0x22, 0x61, 0xC3, 0xA9, 0x22]) == .string("aé"))
         let deep = String(repeating: "[", count: 300) + String(repeating: "]", count: 300)
         #expect(throws: JSONParseError.self) { _ = try JSONValue.parse(deep) }
         let ok = String(repeating: "[", count: 200) + String(repeating: "]", count: 200)

@@ -142,7 +142,8 @@ import Testing
 
     @Test(arguments: [
         ("echo/../sys/mounts", "'..' segment"), ("echo//x", "empty segment"), ("echo/./x", "'.' segment"),
-        ("echo/a\u{01}b", "control character"), ("", "empty path"),
+        ("echo/a\u{01}b", "control character (U+1)"), ("", "empty path"), ("echo/..", "'..' segment"),
+        ("echo/x/.", "'.' segment"), ("//", "empty path"), ("echo/a\u{7F}", "control character (U+7F)"), ("echo/a//", "empty segment"),
     ])
     func badPathsGetClearErrors(path: String, message: String) throws {
         let (core, result) = try makeCore()

@@ -101,13 +101,27 @@ public enum Random {
 
     /// A random UUID string (version 4), used for request ids and mount ids.
     public static func uuid() -> String {
-        var b = bytes(16)
-        b[6] = (b[6] & 0x0F) | 0x40
-        b[8] = (b[8] & 0x3F) | 0x80
-        let hex = Hex.encode(b)
-        let c = Array(hex)
-        return String(c[0..<8]) + "-" + String(c[8..<12]) + "-" + String(c[12..<16]) + "-"
-            + String(c[16..<20]) + "-" + String(c[20..<32])
+        // Every request gets one, so it is written straight into the string: one allocation.
+        var b: (UInt64, UInt64) = (0, 0)
+        withUnsafeMutableBytes(of: &b) { fill($0) }
+        return withUnsafeMutableBytes(of: &b) { bytes in
+            bytes[6] = (bytes[6] & 0x0F) | 0x40
+            bytes[8] = (bytes[8] & 0x3F) | 0x80
+            let digits: StaticString = "0123456789abcdef"
+            return String(unsafeUninitializedCapacity: 36) { out in
+                var o = 0
+                for (i, byte) in bytes.enumerated() {
+                    if i == 4 || i == 6 || i == 8 || i == 10 {
+                        out[o] = UInt8(ascii: "-")
+                        o += 1
+                    }
+                    out[o] = digits.utf8Start[Int(byte >> 4)]
+                    out[o + 1] = digits.utf8Start[Int(byte & 0x0F)]
+                    o += 2
+                }
+                return o
+            }
+        }
     }
 }
 

@@ -45,24 +45,39 @@ enum PathRules {
     /// Strips leading slashes and rejects what could confuse routing or storage: empty segments,
     /// `.` and `..`, control characters and overlong paths.
     static func normalize(_ raw: String) throws(CofferError) -> String {
+        // One pass over the UTF-8 bytes, with no allocation: this runs on every request. Control
+        // characters are single bytes in UTF-8 (bytes of multi-byte sequences are >= 0x80), so a
+        // byte check finds exactly the scalars below U+0020 and U+007F.
         var path = Substring(raw)
-        while path.first == "/" { path = path.dropFirst() }
+        while path.utf8.first == UInt8(ascii: "/") { path = Substring(path.unicodeScalars.dropFirst()) }
         guard path.utf8.count <= maximumLength else {
             throw CofferError.invalid("path is \(path.utf8.count) bytes long; the limit is \(maximumLength)")
         }
         guard !path.isEmpty else { throw CofferError.invalid("empty path") }
-        for scalar in path.unicodeScalars where scalar.value < 0x20 || scalar.value == 0x7F {
-            throw CofferError.invalid("path contains a control character (U+\(String(scalar.value, radix: 16, uppercase: true)))")
+        for byte in path.utf8 where byte < 0x20 || byte == 0x7F {
+            throw CofferError.invalid("path contains a control character (U+\(String(byte, radix: 16, uppercase: true)))")
         }
-        let segments = path.split(separator: "/", omittingEmptySubsequences: false)
-        for (i, segment) in segments.enumerated() {
-            if segment.isEmpty && i != segments.count - 1 {
-                throw CofferError.invalid("path '\(path)' has an empty segment ('//')")
-            }
-            if segment == "." || segment == ".." {
-                throw CofferError.invalid("path '\(path)' has a '\(segment)' segment; relative segments are not allowed")
+        // Segments: none empty except a trailing one, none "." or "..".
+        var length = 0
+        var onlyDots = true
+        func checkSegment() throws(CofferError) {
+            if onlyDots && (length == 1 || length == 2) {
+                throw CofferError.invalid(
+                    "path '\(path)' has a '\(String(repeating: ".", count: length))' segment; relative segments are not allowed")
             }
         }
-        return String(path)
+        for byte in path.utf8 {
+            if byte == UInt8(ascii: "/") {
+                if length == 0 { throw CofferError.invalid("path '\(path)' has an empty segment ('//')") }
+                try checkSegment()
+                length = 0
+                onlyDots = true
+            } else {
+                length += 1
+                if byte != UInt8(ascii: ".") { onlyDots = false }
+            }
+        }
+        try checkSegment()
+        return path.startIndex == raw.startIndex ? raw : String(path)
     }
 }

@@ -1,0 +1,114 @@
+// The in-process suite: each step of the request path on its own, KV v2 through the Swift API, and
+// the physical floor of a read measured in the same run.
+import Coffer
+import Engines
+import Foundation
+
+/// Runs the suite against a dev vault on a SQLite file in `directory`; returns the summary figures.
+func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
+    let databasePath = directory.appendingPathComponent("bench.db").path
+    let (vault, _) = try Vault.openDev(storage: .sqlite(path: databasePath), rootTokenID: "bench-root")
+    defer { vault.close() }
+    _ = try vault.handle(
+        Request(
+            .update, "sys/policies/acl/reader",
+            data: ["policy": #"path "secret/data/app/*" { capabilities = ["read", "create", "update"] }"#], token: "bench-root"))
+    let token = try vault.handle(
+        Request(.update, "auth/token/create", data: ["policies": ["reader"], "ttl": "1h"], token: "bench-root")
+    ).auth!.clientToken
+    let payload: [String: JSONValue] = ["username": "service-account", "password": .string(String(repeating: "p", count: 64))]
+    try vault.kv(token: token).put("app/db", payload)
+    let core = vault.core
+
+    say("in-process: \(bench.iterations) iterations per operation, one thread")
+
+    // The steps of the request path, alone.
+    let (memoryVault, _) = try Vault.openDev()
+    defer { memoryVault.close() }
+    let entry = Array(JSONValue.object(["data": .object(payload)]).serialized())
+    try memoryVault.core.barrier.put("bench/entry", entry)
+    try bench.measure("barrier put (encrypt, memory storage)") { try memoryVault.core.barrier.put("bench/entry", entry) }
+    try bench.measure("barrier get (decrypt, memory storage)") { _ = try memoryVault.core.barrier.get("bench/entry") }
+    let readRequest = Request(.read, "secret/data/app/db", token: token)
+    let now = core.clock.now()
+    let caller = try core.authenticate(token, now: now)
+    try bench.measure("token lookup (hash + cache)") { _ = try core.authenticate(token, now: now) }
+    try bench.measure("policy check (ACL)") { try core.authorize(caller, readRequest) }
+
+    // KV v2 through the Swift API, on SQLite.
+    let kv = vault.kv(token: token)
+    // A caller builds a new Request for each call (it draws a request id), so the timing does too.
+    try bench.measure("kv read (Swift API, handle)") { _ = try vault.handle(Request(.read, "secret/data/app/db", token: token)) }
+    try bench.measure("kv read (KVClient.get)") { _ = try kv.get("app/db") }
+    try bench.measure("kv read (wire JSON, handleWire)") {
+        _ = core.handleWire(method: "GET", path: "secret/data/app/db", token: token, body: [])
+    }
+    try bench.measure("token lookup-self (handle)") { _ = try vault.handle(Request(.read, "auth/token/lookup-self", token: token)) }
+    var n = 0
+    // Each write is a SQLite transaction with synchronous=FULL: an fsync, so fewer iterations.
+    try bench.measure("kv write (Swift API, fsync)", iterations: max(200, bench.iterations / 20)) {
+        n += 1
+        _ = try vault.handle(Request(.update, "secret/data/app/w\(n % 100)", data: ["data": .object(payload)], token: token))
+    }
+
+    // The floor: the same row read with SQLite directly, and an AES-256-GCM open of its length.
+    let physical = core.barrier.physical
+    let rowKey = try physical.listRecursive(prefix: "logical/").first { $0.contains("/versions/app/db/") }!
+    let row = try physical.get(rowKey)!
+    let reader = RawSQLiteReader(path: databasePath, key: rowKey)
+    let opener = RawAESGCMOpener(length: row.count, aad: Array(row[0..<5]) + Array(rowKey.utf8))
+    try bench.measure("floor: sqlite point read (raw C)") { reader.read() }
+    try bench.measure("floor: aes-256-gcm open (raw EVP)") { opener.open() }
+
+    // Transit: 64 bytes through the in-process fast path (token and ACL checks, cached key,
+    // AES-256-GCM, vault:v1: framing) and through the wire JSON, next to a raw EVP seal.
+    try core.mount(MountEntry(path: "transit/", type: "transit"))
+    _ = try vault.handle(Request(.update, "transit/keys/bench", token: "bench-root"))
+    _ = try vault.handle(
+        Request(
+            .update, "sys/policies/acl/transit",
+            data: ["policy": #"path "transit/encrypt/bench" { capabilities = ["update"] } path "transit/decrypt/bench" { capabilities = ["update"] }"#],
+            token: "bench-root"))
+    let transitToken = try vault.handle(
+        Request(.update, "auth/token/create", data: ["policies": ["transit"], "ttl": "1h"], token: "bench-root")
+    ).auth!.clientToken
+    let block = [UInt8](repeating: 0x5A, count: 64)
+    let sealedBlock = try TransitEngine.encrypt(core: core, token: transitToken, mount: "transit", key: "bench", plaintext: block)
+    try bench.measure("transit encrypt 64 B (fast path)") {
+        _ = try TransitEngine.encrypt(core: core, token: transitToken, mount: "transit", key: "bench", plaintext: block)
+    }
+    try bench.measure("transit decrypt 64 B (fast path)") {
+        _ = try TransitEngine.decrypt(core: core, token: transitToken, mount: "transit", key: "bench", ciphertext: sealedBlock)
+    }
+    let encryptBody = Array(#"{"plaintext":"\#(Base64.encode(block))"}"#.utf8)
+    try bench.measure("transit encrypt 64 B (wire JSON)") {
+        _ = core.handleWire(method: "POST", path: "transit/encrypt/bench", token: transitToken, body: encryptBody)
+    }
+    let sealer = RawAESGCMSealer(plaintext: block)
+    try bench.measure("floor: aes-256-gcm seal 64 B (raw EVP, random nonce)") { sealer.seal() }
+
+    // The same read with one file audit device.
+    let auditPath = directory.appendingPathComponent("audit.log").path
+    _ = try vault.handle(
+        Request(.update, "sys/audit/file", data: ["type": "file", "options": ["file_path": .string(auditPath)]], token: "bench-root"))
+    try bench.measure("kv read + file audit") { _ = try vault.handle(Request(.read, "secret/data/app/db", token: token)) }
+
+    var summary: [String: Any] = ["stored_row_bytes": row.count]
+    if let read = bench.figure("kv read (Swift API, handle)"), let sqlite = bench.figure("floor: sqlite point read (raw C)"),
+        let aes = bench.figure("floor: aes-256-gcm open (raw EVP)")
+    {
+        summary["floor_p50_us"] = sqlite.p50 + aes.p50
+        summary["kv_read_over_floor_p50"] = read.p50 / (sqlite.p50 + aes.p50)
+        summary["kv_read_over_floor_p99"] = read.p99 / (sqlite.p99 + aes.p99)
+        if let encrypt = bench.figure("transit encrypt 64 B (fast path)"),
+            let floor = bench.figure("floor: aes-256-gcm seal 64 B (raw EVP, random nonce)")
+        {
+            // Medians: a few preempted samples move the mean of a 2 µs operation a lot.
+            summary["transit_encrypt_share_of_raw_evp_p50"] = floor.p50 / encrypt.p50
+        }
+        if let audited = bench.figure("kv read + file audit") {
+            summary["audit_cost_fraction"] = 1 - audited.opsPerSecond / read.opsPerSecond
+        }
+    }
+    return summary
+}

@@ -1,0 +1,126 @@
+// Timing, allocation counting and the JSON every mode writes.
+import Coffer
+import Foundation
+
+/// Prints a line at once (stdout is a pipe when bench.py runs us, and fully buffered then).
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
+
+func nowNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+/// Allocations made so far by this thread, when bench/malloccount's library is preloaded
+/// (LD_PRELOAD); nil otherwise.
+func threadAllocations() -> UInt64? {
+    typealias Counter = @convention(c) () -> UInt64
+    guard let symbol = dlsym(nil, "malloccount_thread") else { return nil }
+    return unsafeBitCast(symbol, to: Counter.self)()
+}
+
+/// The resident set size of this process (VmRSS) and its peak (VmHWM), in MiB.
+func residentMiB() -> (rss: Double, peak: Double) {
+    guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return (0, 0) }
+    func field(_ name: String) -> Double {
+        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") }) else { return 0 }
+        return (Double(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) / 1024
+    }
+    return (field("VmRSS"), field("VmHWM"))
+}
+
+/// One measured operation: its latency distribution, throughput on one thread, allocations.
+struct Figure {
+    let name: String
+    let samples: [UInt64]  // sorted, nanoseconds
+    let allocationsPerOp: Double?
+    var extra: [String: Any] = [:]
+
+    func percentile(_ p: Double) -> Double {
+        Double(samples[min(samples.count - 1, Int(Double(samples.count) * p))]) / 1000
+    }
+    var p50: Double { percentile(0.50) }
+    var p90: Double { percentile(0.90) }
+    var p99: Double { percentile(0.99) }
+    var max: Double { Double(samples.last!) / 1000 }
+    /// Operations per second on one thread: the count over the summed latencies (the clock reads
+    /// between operations are left out).
+    var opsPerSecond: Double { Double(samples.count) / (Double(samples.reduce(0, +)) / 1e9) }
+
+    var json: [String: Any] {
+        var out: [String: Any] = [
+            "name": name, "p50_us": p50, "p90_us": p90, "p99_us": p99, "max_us": max, "ops_per_s": opsPerSecond,
+            "n": samples.count,
+        ]
+        if let allocationsPerOp { out["allocs_per_op"] = allocationsPerOp }
+        return out.merging(extra) { $1 }
+    }
+}
+
+/// Runs and records measurements; one instance per mode.
+final class Bench {
+    let iterations: Int
+    let only: String?
+    private(set) var figures: [Figure] = []
+
+    init(iterations: Int, only: String?) {
+        self.iterations = iterations
+        self.only = only
+    }
+
+    /// Times `body` `iterations` times (after a warm-up), then counts its allocations over a
+    /// separate pass so that counting never perturbs the timings.
+    @discardableResult
+    func measure(_ name: String, iterations: Int? = nil, _ body: () throws -> Void) rethrows -> Figure? {
+        if let only, !name.hasPrefix(only) { return nil }
+        let n = iterations ?? self.iterations
+        for _ in 0..<Swift.max(10, Swift.min(2000, n / 10)) { try body() }
+        var samples = [UInt64](repeating: 0, count: n)
+        for i in 0..<n {
+            let start = nowNanos()
+            try body()
+            samples[i] = nowNanos() - start
+        }
+        samples.sort()
+        var allocations: Double?
+        if let before = threadAllocations() {
+            let passes = Swift.min(n, 1000)
+            for _ in 0..<passes { try body() }
+            allocations = Double(threadAllocations()! - before) / Double(passes)
+        }
+        let figure = Figure(name: name, samples: samples, allocationsPerOp: allocations)
+        figures.append(figure)
+        let allocText = allocations.map { String(format: "%7.1f allocs", $0) } ?? ""
+        say(
+            String(
+                format: "  %-44@ p50 %9.2f µs  p99 %9.2f µs  %10.0f ops/s %@", name as NSString, figure.p50, figure.p99,
+                figure.opsPerSecond, allocText as NSString))
+        return figure
+    }
+
+    func record(_ figure: Figure) { figures.append(figure) }
+
+    func figure(_ name: String) -> Figure? { figures.first { $0.name == name } }
+}
+
+/// Facts about the machine and build that every results file carries.
+func environment() -> [String: Any] {
+    var uts = utsname()
+    uname(&uts)
+    func text<T>(_ value: T) -> String {
+        withUnsafeBytes(of: value) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    }
+    return [
+        "machine": text(uts.machine), "kernel": text(uts.release), "cores": ProcessInfo.processInfo.activeProcessorCount,
+        "memory_gib": Double(ProcessInfo.processInfo.physicalMemory) / 1_073_741_824,
+        "coffer_version": CofferVersion.versionString, "date": ISO8601DateFormatter().string(from: Date()),
+        "command": CommandLine.arguments.joined(separator: " "),
+    ]
+}
+
+func writeJSON(_ document: [String: Any], to path: String) throws {
+    try JSONSerialization.data(withJSONObject: document, options: [.prettyPrinted, .sortedKeys])
+        .write(to: URL(fileURLWithPath: path))
+}

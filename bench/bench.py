@@ -1,0 +1,513 @@
+#!/usr/bin/env python3
+"""Coffer's benchmark driver: runs every part, merges the figures, prints a Markdown table, writes
+a JSON results file and (with --smoke) gates CI on bench/thresholds.json.
+
+    python3 bench/bench.py            the full comparison (`make bench`): in-process, C ABI, scale,
+                                      SoftHSM, and over HTTP cofferd against OpenBao and nginx
+    python3 bench/bench.py --smoke    the CI gate (`make bench-smoke`): short runs, thresholds
+
+The Makefile builds what this runs (release builds, the staged libcoffer install, bench/c); this
+script only runs and measures. Standard library only. Every server it starts listens on 127.0.0.1
+and is stopped before it returns, also when it fails.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.join(ROOT, ".build")
+RELEASE = os.path.join(BUILD, "release")
+BENCH_OUT = os.path.join(BUILD, "bench")
+MALLOC_COUNT = os.path.join(BENCH_OUT, "libmalloccount.so")
+STARTED = time.monotonic()
+KV_READ = "kv read (Swift API, handle)"
+FLOOR_SQLITE = "floor: sqlite point read (raw C)"
+FLOOR_AES = "floor: aes-256-gcm open (raw EVP)"
+
+
+def progress(message):
+    elapsed = int(time.monotonic() - STARTED)
+    sys.stderr.write(f"[bench {elapsed // 60:02d}:{elapsed % 60:02d}] {message}\n")
+    sys.stderr.flush()
+
+
+def run_tool(command, env=None, echo=True, timeout=1800):
+    """Runs a benchmark program, showing its lines as progress; fails loudly on a non-zero exit."""
+    progress("$ " + " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in command))
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    deadline = time.monotonic() + timeout
+    for line in process.stdout:
+        lines.append(line)
+        if echo and line.strip():
+            sys.stderr.write("    " + line)
+        if time.monotonic() > deadline:
+            process.kill()
+            raise SystemExit(f"bench: {command[0]} ran past {timeout} s")
+    if process.wait() != 0:
+        raise SystemExit(f"bench: {' '.join(command)} failed (exit {process.returncode}):\n{''.join(lines[-20:])}")
+    return "".join(lines)
+
+
+def preload_env():
+    env = dict(os.environ)
+    if os.path.exists(MALLOC_COUNT):
+        env["LD_PRELOAD"] = MALLOC_COUNT
+    return env
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+# ---- The parts ---------------------------------------------------------------------------------
+
+def inprocess(iterations, scratch):
+    out = os.path.join(scratch, "inprocess.json")
+    run_tool([os.path.join(RELEASE, "coffer-bench"), "inprocess", "--iterations", str(iterations), "--json", out], env=preload_env())
+    return read_json(out)
+
+
+def c_abi(iterations, scratch):
+    kvbench = os.path.join(BENCH_OUT, "kvbench")
+    if not os.path.exists(kvbench):
+        raise SystemExit(f"bench: {kvbench} is missing; `make bench` builds it (make -C bench/c)")
+    directory = tempfile.mkdtemp(prefix="c-", dir=scratch)
+    out = os.path.join(scratch, "c.json")
+    run_tool([kvbench, directory, out, str(iterations)], env=preload_env())
+    return read_json(out)
+
+
+def scale(sizes, iterations, scratch):
+    results = []
+    for size in sizes:
+        out = os.path.join(scratch, f"scale-{size}.json")
+        common = [os.path.join(RELEASE, "coffer-bench"), "scale", "--secrets", str(size), "--data-dir", os.path.join(BUILD, "bench-data")]
+        run_tool(common + ["--build-only"], timeout=3600)
+        run_tool(common + ["--iterations", str(iterations), "--json", out])
+        results.append(read_json(out))
+    return results
+
+
+def hsm(runs, scratch):
+    out = os.path.join(scratch, "hsm.json")
+    run_tool([os.path.join(RELEASE, "coffer-bench"), "hsm", "--runs", str(runs), "--json", out])
+    return read_json(out)
+
+
+# ---- HTTP: cofferd against OpenBao and nginx, driven by wrk --------------------------------------
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A server process on 127.0.0.1, stopped by stop() (SIGTERM, then SIGKILL).
+
+    Not pinned: on this 2-core machine, pinning each server to one core (and wrk to the other) cut
+    OpenBao to a third and cofferd to a half of their unpinned rates, so both run as people run them,
+    sharing the cores with wrk."""
+
+    def __init__(self, name, command, port, log, ready_path="/v1/sys/health", env=None):
+        self.name, self.port = name, port
+        self.log = open(log, "w")
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT,
+                                        env=env, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}{ready_path}", timeout=1).read()
+                break
+            except Exception:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise SystemExit(f"bench: {name} did not start; see {log}")
+                time.sleep(0.2)
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+def api(port, method, path, token=None, body=None):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/{path}", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None)
+    if token:
+        request.add_header("X-Vault-Token", token)
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        text = response.read()
+        return json.loads(text) if text else None
+
+
+PAYLOAD = {"username": "service-account", "password": "p" * 64}
+PLAINTEXT_64 = "YWFh" * 21 + "YQ=="  # base64 of 64 bytes of "a"
+
+
+def seed(port, transit):
+    """The same data on each server: a policy, a token with it, one secret; transit's key."""
+    api(port, "PUT", "sys/policies/acl/bench", "root", {
+        "policy": 'path "secret/data/bench/*" { capabilities = ["read", "create", "update"] }\n'
+                  'path "transit/*" { capabilities = ["update"] }'})
+    token = api(port, "POST", "auth/token/create", "root", {"policies": ["bench"], "ttl": "1h"})["auth"]["client_token"]
+    api(port, "POST", "secret/data/bench/hot", token, {"data": PAYLOAD})
+    env = {"BENCH_TOKEN": token}
+    if transit:
+        api(port, "POST", "sys/mounts/transit", "root", {"type": "transit"})
+        api(port, "POST", "transit/keys/bench", "root", {})
+        env["BENCH_CIPHERTEXT"] = api(port, "POST", "transit/encrypt/bench", token, {"plaintext": PLAINTEXT_64})["data"]["ciphertext"]
+    return env
+
+
+def wrk(port, workload, env, seconds, connections):
+    script = os.path.join(ROOT, "bench", "http", "wrk.lua")
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script,
+               f"http://127.0.0.1:{port}"]
+    output = subprocess.run(command, env={**os.environ, **env, "WORKLOAD": workload}, capture_output=True, text=True,
+                            timeout=seconds + 60)
+    line = next((l for l in output.stdout.splitlines() if l.startswith("JSON ")), None)
+    if output.returncode != 0 or line is None:
+        raise SystemExit(f"bench: wrk failed against port {port}:\n{output.stdout}\n{output.stderr}")
+    result = json.loads(line[5:])
+    result["requests_per_s"] = result["requests"] / (result["duration_us"] / 1e6)
+    if result["errors"] or result["non2xx"]:
+        raise SystemExit(f"bench: {workload} on port {port} had {result['errors']} socket errors and "
+                         f"{result['non2xx']} non-2xx answers:\n{output.stdout}")
+    return result
+
+
+def median_round(rounds):
+    ordered = sorted(rounds, key=lambda r: r["requests_per_s"])
+    best = dict(ordered[len(ordered) // 2])
+    best["rounds_requests_per_s"] = [round(r["requests_per_s"]) for r in rounds]
+    return best
+
+
+def http(cofferd, scratch, seconds, rounds, connections, workloads, include_bao=True, include_nginx=True):
+    """Alternating rounds of each workload against cofferd and OpenBao (same data, same wrk settings)."""
+    bao = os.path.join(ROOT, ".venv", "bin", "bao")
+    servers = []
+    try:
+        progress(f"starting {os.path.relpath(cofferd, ROOT)} -dev (in memory) and bao server -dev on loopback")
+        systems = {}
+        port = free_port()
+        servers.append(Server("cofferd", [cofferd, "-dev", "-dev-root-token-id=root", f"-dev-listen-address=127.0.0.1:{port}",
+                                          "-log-level=error"], port, os.path.join(scratch, "cofferd.log")))
+        systems["coffer"] = port
+        if include_bao:
+            port = free_port()
+            servers.append(Server("bao", [bao, "server", "-dev", "-dev-root-token-id=root", f"-dev-listen-address=127.0.0.1:{port}",
+                                          "-log-level=error"], port, os.path.join(scratch, "bao.log"),
+                                  env={**os.environ, "HOME": scratch}))
+            systems["openbao"] = port
+        transit = any(w.startswith("transit") for w in workloads)
+        envs = {name: seed(port, transit) for name, port in systems.items()}
+        results = {}
+        for workload in workloads:
+            collected = {name: [] for name in systems}
+            for r in range(rounds):
+                for name, port in (systems.items() if r % 2 == 0 else reversed(list(systems.items()))):
+                    progress(f"http {workload}: {name} round {r + 1}/{rounds} ({seconds} s, {connections} connections)")
+                    collected[name].append(wrk(port, workload, envs[name], seconds, connections))
+            results[workload] = {name: median_round(rs) for name, rs in collected.items()}
+        body_size = len(urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{systems['coffer']}/v1/secret/data/bench/hot",
+            headers={"X-Vault-Token": envs["coffer"]["BENCH_TOKEN"]})).read())
+    finally:
+        for server in servers:
+            server.stop()
+    out = {"connections": connections, "seconds_per_round": seconds, "rounds": rounds, "workloads": results,
+           "kv_read_body_bytes": body_size}
+    if include_nginx and shutil.which("nginx"):
+        out["nginx_static"] = nginx(scratch, body_size, seconds, rounds, connections)
+    return out
+
+
+def nginx(scratch, body_size, seconds, rounds, connections):
+    """The HTTP floor: nginx (one worker) serving a static JSON file the size of Coffer's KV read."""
+    # Its own directory, readable by nginx's unprivileged worker (www-data when started as root).
+    root = tempfile.mkdtemp(prefix="nginx-", dir=scratch)
+    os.chmod(scratch, 0o755)
+    os.chmod(root, 0o755)
+    os.makedirs(os.path.join(root, "logs"), exist_ok=True)
+    document = json.dumps({"data": {"data": PAYLOAD}})
+    document = document[:-1] + " " * max(0, body_size - len(document)) + "}"
+    with open(os.path.join(root, "secret.json"), "w") as f:
+        f.write(document)
+    os.chmod(os.path.join(root, "secret.json"), 0o644)
+    port = free_port()
+    with open(os.path.join(root, "nginx.conf"), "w") as f:
+        f.write(f"""worker_processes 1;
+pid {root}/nginx.pid;
+error_log {root}/logs/error.log error;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {root}/tmp; proxy_temp_path {root}/tmp; fastcgi_temp_path {root}/tmp;
+  uwsgi_temp_path {root}/tmp; scgi_temp_path {root}/tmp;
+  server {{
+    listen 127.0.0.1:{port};
+    root {root};
+    location / {{ default_type application/json; try_files /secret.json =404; }}
+  }}
+}}
+""")
+    server = Server("nginx", [shutil.which("nginx"), "-p", root, "-c", os.path.join(root, "nginx.conf"), "-g", "daemon off;"],
+                    port, os.path.join(root, "logs", "stdout.log"), ready_path="/v1/secret/data/bench/hot")
+    try:
+        results = []
+        for r in range(rounds):
+            progress(f"http static JSON ({body_size} bytes): nginx round {r + 1}/{rounds}")
+            results.append(wrk(port, "static", {}, seconds, connections))
+        return median_round(results)
+    finally:
+        server.stop()
+
+
+# ---- Results -------------------------------------------------------------------------------------
+
+def versions():
+    def first_line(command):
+        try:
+            out = subprocess.run(command, capture_output=True, text=True, timeout=30)
+            return (out.stdout + out.stderr).strip().splitlines()[0]
+        except Exception:
+            return None
+    return {
+        "swift": first_line(["swift", "--version"]),
+        "openssl": first_line(["openssl", "version"]),
+        "sqlite": first_line(["sqlite3", "--version"]),
+        "openbao": first_line([os.path.join(ROOT, ".venv", "bin", "bao"), "version"]),
+        "wrk": first_line(["wrk", "-v"]),
+        "nginx": first_line(["nginx", "-v"]) if shutil.which("nginx") else None,
+        "softhsm": first_line(["softhsm2-util", "--version"]),
+        "python": platform.python_version(),
+    }
+
+
+def machine():
+    model = None
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[:3]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return {"cpu": model, "cores": os.cpu_count(), "kernel": platform.release(), "load_average_at_start": load,
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+            "git_commit": commit + ("-dirty" if dirty else "")}
+
+
+def figures_by_name(*documents):
+    out = {}
+    for document in documents:
+        for figure in (document or {}).get("results", []):
+            out[figure["name"]] = figure
+    return out
+
+
+def evaluate_goals(results):
+    """The issue's goals, each with the measured figure and whether it is met (None: not measured)."""
+    f = figures_by_name(results.get("inprocess"), results.get("c"))
+    goals = []
+    read = f.get(KV_READ)
+    floor = (f[FLOOR_SQLITE]["p50_us"] + f[FLOOR_AES]["p50_us"]) if FLOOR_SQLITE in f and FLOOR_AES in f else None
+    if read:
+        goals.append(("in-process KV read p99 ≤ 10 µs", f"{read['p99_us']:.1f} µs", read["p99_us"] <= 10))
+        goals.append(("in-process KV read ≥ 300k reads/s on one thread", f"{read['ops_per_s']:,.0f}/s", read["ops_per_s"] >= 300_000))
+    if read and floor:
+        ratio = read["p50_us"] / floor
+        goals.append(("in-process KV read within 5× the floor (p50)", f"{ratio:.1f}×", ratio <= 5))
+    audited = f.get("kv read + file audit")
+    if read and audited:
+        cost = 1 - audited["ops_per_s"] / read["ops_per_s"]
+        goals.append(("one file audit device costs ≤ 20% of KV read throughput", f"{cost * 100:.0f}%", cost <= 0.20))
+    hsm_result = results.get("hsm")
+    if hsm_result:
+        p50 = hsm_result["summary"]["p50_ms"]
+        goals.append(("open + unseal via SoftHSM ≤ 20 ms (p50)", f"{p50:.1f} ms", p50 <= 20))
+    web = (results.get("http") or {}).get("workloads", {}).get("kv_read")
+    if web and "openbao" in web:
+        c, b = web["coffer"], web["openbao"]
+        goals.append(("HTTP KV read ≥ 3× OpenBao's requests/s", f"{c['requests_per_s'] / b['requests_per_s']:.2f}×",
+                      c["requests_per_s"] >= 3 * b["requests_per_s"]))
+        goals.append(("HTTP KV read p99 ≤ 1/5 of OpenBao's", f"{c['p99_us'] / b['p99_us']:.2f}×", c["p99_us"] * 5 <= b["p99_us"]))
+    else:
+        goals.append(("HTTP KV read ≥ 3× OpenBao's requests/s, p99 ≤ 1/5", "not measured in this run", None))
+    transit = f.get("c: transit encrypt 64 B (fast path)")
+    transit_floor = f.get("c floor: aes-256-gcm seal 64 B (EVP, random nonce)")
+    if transit and transit_floor:
+        share = transit_floor["p50_us"] / transit["p50_us"]  # throughput share at the median
+        goals.append(("transit 64-byte encrypt via the C fast path ≥ 30% of raw OpenSSL", f"{share * 100:.0f}%", share >= 0.30))
+    else:
+        goals.append(("transit 64-byte encrypt via the C fast path ≥ 30% of raw OpenSSL", "not measured in this run", None))
+    return goals
+
+
+def markdown(results):
+    lines = []
+    f = figures_by_name(results.get("inprocess"), results.get("c"), results.get("hsm"))
+    floor = None
+    if FLOOR_SQLITE in f and FLOOR_AES in f:
+        floor = f[FLOOR_SQLITE]["p50_us"] + f[FLOOR_AES]["p50_us"]
+    lines += ["### In-process (one thread)", "",
+              "| operation | p50 µs | p90 µs | p99 µs | max µs | ops/s | allocs/op | p50 / floor |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, r in f.items():
+        allocs = f"{r['allocs_per_op']:.1f}" if "allocs_per_op" in r else "n/a"
+        ratio = f"{r['p50_us'] / floor:.1f}×" if floor and ("kv read" in name or "kv_get" in name or "GET" in name) else ""
+        lines.append(f"| {name} | {r['p50_us']:.2f} | {r['p90_us']:.2f} | {r['p99_us']:.2f} | {r['max_us']:.1f} | "
+                     f"{r['ops_per_s']:,.0f} | {allocs} | {ratio} |")
+    if floor:
+        lines += ["", f"Floor of one KV read = raw SQLite point read + raw AES-256-GCM open of the same row: {floor:.2f} µs p50."]
+    if results.get("scale"):
+        lines += ["", "### Scale (KV read of a random key, one thread; each size in its own process)", "",
+                  "| secrets | DB MiB | open + unseal (first / median of 5) ms | read p50 / p99 µs, file in page cache | "
+                  "read p50 / p99 µs, page cache as found | RSS after open MiB | RSS after reads MiB |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for s in results["scale"]:
+            m = s["summary"]
+            lines.append(f"| {m['secrets']:,} | {m['database_mib']:.0f} | {m['open_unseal_first_ms']:.1f} / {m['open_unseal_median_ms']:.1f} | "
+                         f"{m['random_read_p50_us']:.1f} / {m['random_read_p99_us']:.1f} | "
+                         f"{m['random_read_as_found_p50_us']:.1f} / {m['random_read_as_found_p99_us']:.1f} | "
+                         f"{m['rss_after_open_mib']:.0f} | {m['rss_after_reads_mib']:.0f} |")
+    web = results.get("http")
+    if web:
+        lines += ["", f"### HTTP (wrk, 1 thread, {web['connections']} connections, {web['rounds']} alternating rounds of "
+                      f"{web['seconds_per_round']} s; median round; dev servers in memory, sharing the 2 cores with wrk)", "",
+                  "| workload | system | requests/s | p50 ms | p90 ms | p99 ms | max ms | Coffer / OpenBao (req/s) |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for workload, systems in web["workloads"].items():
+            for name, r in systems.items():
+                ratio = ""
+                if name == "coffer" and "openbao" in systems:
+                    ratio = f"{r['requests_per_s'] / systems['openbao']['requests_per_s']:.2f}×"
+                lines.append(f"| {workload} | {name} | {r['requests_per_s']:,.0f} | {r['p50_us'] / 1000:.2f} | {r['p90_us'] / 1000:.2f} | "
+                             f"{r['p99_us'] / 1000:.2f} | {r['max_us'] / 1000:.2f} | {ratio} |")
+        if "nginx_static" in web:
+            r = web["nginx_static"]
+            lines.append(f"| static JSON, {web['kv_read_body_bytes']} B (HTTP floor) | nginx | {r['requests_per_s']:,.0f} | "
+                         f"{r['p50_us'] / 1000:.2f} | {r['p90_us'] / 1000:.2f} | {r['p99_us'] / 1000:.2f} | {r['max_us'] / 1000:.2f} | |")
+    lines += ["", "### Goals", "", "| goal | measured | met |", "| --- | --- | --- |"]
+    for goal, measured, met in evaluate_goals(results):
+        lines.append(f"| {goal} | {measured} | {'yes' if met else ('no' if met is False else 'pending')} |")
+    return "\n".join(lines)
+
+
+# ---- The CI gate -----------------------------------------------------------------------------------
+
+def check_thresholds(results, thresholds):
+    """Failures (strings) of the smoke gate: the SLO, then each in-process figure against its limit."""
+    failures = []
+    slo_us = thresholds["slo_p99_ms"] * 1000
+    f = figures_by_name(results.get("inprocess"), results.get("c"))
+    for name in thresholds["slo_figures"]:
+        if name not in f:
+            failures.append(f"{name}: not measured")
+        elif f[name]["p99_us"] > slo_us:
+            failures.append(f"{name}: p99 {f[name]['p99_us'] / 1000:.2f} ms breaks the {thresholds['slo_p99_ms']} ms SLO")
+    web = (results.get("http") or {}).get("workloads", {}).get("kv_read", {}).get("coffer")
+    if web and web["p99_us"] > slo_us:
+        failures.append(f"HTTP KV read: p99 {web['p99_us'] / 1000:.2f} ms breaks the {thresholds['slo_p99_ms']} ms SLO")
+    floor = f[FLOOR_SQLITE]["p50_us"] + f[FLOOR_AES]["p50_us"]
+    for name, limit in thresholds["max_p50_over_floor"].items():
+        if name in f and f[name]["p50_us"] / floor > limit:
+            failures.append(f"{name}: p50 is {f[name]['p50_us'] / floor:.1f}× the floor ({floor:.2f} µs), over the limit of {limit}×")
+    for name, limit in thresholds["max_allocs_per_op"].items():
+        if name in f and f[name].get("allocs_per_op", 0) > limit:
+            failures.append(f"{name}: {f[name]['allocs_per_op']:.1f} allocations per operation, over the limit of {limit}")
+    return failures
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="the CI gate: short runs checked against bench/thresholds.json")
+    parser.add_argument("--parts", default=None, help="comma-separated subset of inprocess,c,scale,hsm,http")
+    parser.add_argument("--out", default=None, help="results JSON (default: bench/results/<date>.json, or .build/bench for --smoke)")
+    parser.add_argument("--cofferd", default=os.path.join(RELEASE, "cofferd"),
+                        help="the cofferd binary (default: the release build; the smoke gate passes the debug one)")
+    args = parser.parse_args()
+
+    smoke = args.smoke
+    default_parts = "inprocess,http" if smoke else "inprocess,c,scale,hsm,http"
+    parts = set((args.parts or default_parts).split(","))
+    cofferd_built = os.path.exists(args.cofferd)
+    scratch = tempfile.mkdtemp(prefix="coffer-bench-")
+    results = {"kind": "smoke" if smoke else "full", "command": " ".join(sys.argv), "machine": machine(), "versions": versions(),
+               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    try:
+        if "inprocess" in parts:
+            progress("in-process suite")
+            results["inprocess"] = inprocess(5_000 if smoke else 100_000, scratch)
+        if "c" in parts:
+            progress("C ABI (libcoffer from the staged install)")
+            results["c"] = c_abi(5_000 if smoke else 100_000, scratch)
+        if "scale" in parts:
+            progress("scale: 1k, 100k, 1M secrets (databases cached in .build/bench-data)")
+            results["scale"] = scale([1_000, 100_000, 1_000_000], 20_000, scratch)
+        if "hsm" in parts:
+            progress("open + unseal through SoftHSM")
+            results["hsm"] = hsm(50, scratch)
+        if "http" in parts:
+            if cofferd_built:
+                results["cofferd"] = os.path.relpath(args.cofferd, ROOT)
+                if smoke:
+                    results["http"] = http(args.cofferd, scratch, 3, 1, 16, ["kv_read"], include_bao=False, include_nginx=False)
+                else:
+                    workloads = ["kv_read", "kv_write", "token_lookup", "transit_encrypt", "transit_decrypt"]
+                    results["http"] = http(args.cofferd, scratch, 5, 3, 16, workloads)
+            else:
+                progress(f"http: skipped, {args.cofferd} is not built")
+                results["http_pending"] = "cofferd not built"
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    results["goals"] = [{"goal": g, "measured": m, "met": met} for g, m, met in evaluate_goals(results)]
+    table = markdown(results)
+    print(table)
+    if args.out:
+        out = args.out
+    elif smoke:
+        out = os.path.join(BENCH_OUT, "smoke-results.json")
+    else:
+        out = os.path.join(ROOT, "bench", "results", datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + ".json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    results["markdown"] = table
+    with open(out, "w") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+    progress(f"wrote {os.path.relpath(out, ROOT)} ({int(time.monotonic() - STARTED)} s in all)")
+
+    if smoke:
+        thresholds = read_json(os.path.join(ROOT, "bench", "thresholds.json"))
+        failures = check_thresholds(results, thresholds)
+        if failures:
+            print("\nbench-smoke FAILED:\n  " + "\n  ".join(failures))
+            sys.exit(1)
+        print("\nbench-smoke passed: KV retrieval p99 within the SLO and every in-process figure within bench/thresholds.json")
+
+
+if __name__ == "__main__":
+    main()
