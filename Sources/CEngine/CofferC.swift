@@ -100,6 +100,20 @@ private func bytes(_ pointer: UnsafePointer<CChar>?, _ count: Int, _ name: Strin
     return Array(UnsafeRawBufferPointer(start: pointer, count: count))
 }
 
+/// Runs the body of an exported function: an argument error becomes COFFER_EINVALID, a CofferError
+/// its own status, anything else COFFER_EINTERNAL naming `function`. Nothing is thrown across the C boundary.
+private func guarded(_ function: StaticString, _ body: () throws -> Int32) -> Int32 {
+    do {
+        return try body()
+    } catch let error as ArgumentError {
+        return fail(COFFER_EINVALID, error.message)
+    } catch let error as CofferError {
+        return fail(error)
+    } catch {
+        return fail(COFFER_EINTERNAL, "\(function): unexpected error")
+    }
+}
+
 /// A borrowed byte buffer argument (no copy): `count` bytes at `pointer`; NULL only with a count of 0.
 private func rawBuffer(_ pointer: UnsafeRawPointer?, _ count: Int, _ name: String) throws(ArgumentError) -> UnsafeRawBufferPointer {
     guard count >= 0 else { throw ArgumentError(message: "\(name)_len is larger than the address space") }
@@ -143,7 +157,7 @@ private func lookup(_ pointer: OpaquePointer?) throws(ArgumentError) -> Handle {
 public func coffer_open(_ config: UnsafePointer<CChar>?, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
     guard let out else { return fail(COFFER_EINVALID, "out is NULL") }
     out.pointee = nil
-    do {
+    return guarded("coffer_open") {
         let text = try string(config, "config_json")
         let vault = try Vault.open(try VaultConfiguration(json: Array(text.utf8)))
         let handle = Handle(vault: vault)
@@ -151,12 +165,6 @@ public func coffer_open(_ config: UnsafePointer<CChar>?, _ out: UnsafeMutablePoi
         openHandles.withLock { $0[UInt(bitPattern: Int(bitPattern: address))] = handle }
         out.pointee = OpaquePointer(address)
         return succeed()
-    } catch let error as ArgumentError {
-        return fail(COFFER_EINVALID, error.message)
-    } catch let error as CofferError {
-        return fail(error)
-    } catch {
-        return fail(COFFER_EINTERNAL, "coffer_open: unexpected error")
     }
 }
 
@@ -216,7 +224,7 @@ public func coffer_kv_get(
     dataLength?.pointee = 0
     versionOut?.pointee = 0
     guard let dataJSON else { return fail(COFFER_EINVALID, "data_json is NULL") }
-    do {
+    return guarded("coffer_kv_get") {
         let handle = try lookup(pointer)
         let mount_ = try optionalString(mount, "mount") ?? "secret"
         let path_ = try string(path, "path")
@@ -232,12 +240,6 @@ public func coffer_kv_get(
         dataLength?.pointee = body.count
         versionOut?.pointee = Int64(secret.version)
         return succeed()
-    } catch let error as ArgumentError {
-        return fail(COFFER_EINVALID, error.message)
-    } catch let error as CofferError {
-        return fail(error)
-    } catch {
-        return fail(COFFER_EINTERNAL, "coffer_kv_get: unexpected error")
     }
 }
 
@@ -247,7 +249,7 @@ public func coffer_kv_put(
     _ dataJSON: UnsafePointer<CChar>?, _ dataLength: Int, _ cas: Int64, _ versionOut: UnsafeMutablePointer<Int64>?
 ) -> Int32 {
     versionOut?.pointee = 0
-    do {
+    return guarded("coffer_kv_put") {
         let handle = try lookup(pointer)
         let mount_ = try optionalString(mount, "mount") ?? "secret"
         let path_ = try string(path, "path")
@@ -266,12 +268,6 @@ public func coffer_kv_put(
         let version = try handle.vault.kv(mount: mount_, token: token_).put(path_, data, cas: cas == Int64(COFFER_KV_NO_CAS) ? nil : Int(cas))
         versionOut?.pointee = Int64(version)
         return succeed()
-    } catch let error as ArgumentError {
-        return fail(COFFER_EINVALID, error.message)
-    } catch let error as CofferError {
-        return fail(error)
-    } catch {
-        return fail(COFFER_EINTERNAL, "coffer_kv_put: unexpected error")
     }
 }
 
@@ -284,7 +280,7 @@ public func coffer_transit_encrypt(
     ciphertext?.pointee = nil
     ciphertextLength?.pointee = 0
     guard let ciphertext else { return fail(COFFER_EINVALID, "ciphertext is NULL") }
-    do {
+    return guarded("coffer_transit_encrypt") {
         let handle = try lookup(pointer)
         let mount_ = try optionalString(mount, "mount") ?? "transit"
         let key_ = try string(key, "key")
@@ -297,12 +293,6 @@ public func coffer_transit_encrypt(
         ciphertext.pointee = buffer
         ciphertextLength?.pointee = sealed.count
         return succeed()
-    } catch let error as ArgumentError {
-        return fail(COFFER_EINVALID, error.message)
-    } catch let error as CofferError {
-        return fail(error)
-    } catch {
-        return fail(COFFER_EINTERNAL, "coffer_transit_encrypt: unexpected error")
     }
 }
 
@@ -315,7 +305,7 @@ public func coffer_transit_decrypt(
     plaintext?.pointee = nil
     plaintextLength?.pointee = 0
     guard let plaintext, let plaintextLength else { return fail(COFFER_EINVALID, "plaintext or plaintext_len is NULL") }
-    do {
+    return guarded("coffer_transit_decrypt") {
         let handle = try lookup(pointer)
         let mount_ = try optionalString(mount, "mount") ?? "transit"
         let key_ = try string(key, "key")
@@ -329,12 +319,6 @@ public func coffer_transit_decrypt(
         plaintext.pointee = UnsafeMutableRawPointer(buffer)
         plaintextLength.pointee = opened.count
         return succeed()
-    } catch let error as ArgumentError {
-        return fail(COFFER_EINVALID, error.message)
-    } catch let error as CofferError {
-        return fail(error)
-    } catch {
-        return fail(COFFER_EINTERNAL, "coffer_transit_decrypt: unexpected error")
     }
 }
 
