@@ -162,10 +162,18 @@ if dev {
     case .sqlite(let path): storage = .sqlite(path: path)
     case .memory: storage = .memory
     }
+    let seal: any Seal
     do {
-        vault = try Vault.open(VaultConfiguration(storage: storage))
+        seal = try config.pkcs11Seal.map { (fields) throws(CofferError) in try PKCS11Seal(try PKCS11Configuration(json: fields)) }
+            ?? ShamirSeal()
     } catch {
-        fail("cannot open the storage: \(error)")
+        fail("seal \"pkcs11\": \(error)")
+    }
+    do {
+        // With the pkcs11 seal an initialised vault unseals itself through the HSM here.
+        vault = try Vault.open(VaultConfiguration(storage: storage, seal: seal))
+    } catch {
+        fail("cannot open the vault: \(error)")
     }
     let status = (try? vault.status())
     logger.info(

@@ -1,5 +1,5 @@
 public import Logging
-import CofferCore
+public import CofferCore
 
 /// What `cofferd` runs with: read from an HCL file like Vault's (see docs/server.md), then
 /// overridden by environment variables and command-line flags.
@@ -61,6 +61,9 @@ public struct ServerConfig: Sendable, Equatable {
     public var listener = Listener()
     /// The seal type; only "shamir" is built in so far.
     public var seal = "shamir"
+    /// The `seal "pkcs11" { ... }` block's fields with Vault's names (lib, token_label, pin, key_label,
+    /// ...), as `PKCS11Configuration(json:)` reads them; nil for the Shamir seal.
+    public var pkcs11Seal: JSONValue?
     /// The address clients are told to use (`VAULT_API_ADDR` / `BAO_API_ADDR`). Informational.
     public var apiAddr: String?
     public var logLevel: Logger.Level = .info
@@ -134,9 +137,20 @@ extension ServerConfig {
                     if let entry = body.first { throw unknown(entry, in: "seal \"shamir\"", allowed: []) }
                     config.seal = "shamir"
                 case "pkcs11":
-                    throw ConfigError("seal \"pkcs11\" is not built into this cofferd yet; use seal \"shamir\"", line: location.line)
+                    var fields: [String: JSONValue] = [:]
+                    for entry in body {
+                        let name = try key(entry)
+                        switch entry.value.kind {
+                        case .string(let s): fields[name] = .string(s)
+                        case .number(let n): fields[name] = .number(n)
+                        case .bool(let b): fields[name] = .bool(b)
+                        default: throw mistyped(entry, "a string, number or boolean")
+                        }
+                    }
+                    config.seal = "pkcs11"
+                    config.pkcs11Seal = .object(fields)
                 default:
-                    throw ConfigError("unknown seal type \"\(type)\"; Coffer has \"shamir\"", line: location.line)
+                    throw ConfigError("unknown seal type \"\(type)\"; Coffer has \"shamir\" and \"pkcs11\"", line: location.line)
                 }
             case "api_addr":
                 config.apiAddr = try string(item)
