@@ -241,7 +241,10 @@ def test_sigterm_finishes_the_request_in_flight_and_closes_storage(cofferd_bin, 
 @pytest.mark.parametrize("text, message", [
     ('storage "sqlite" {\n  path = "/tmp/x.db"\n  cache = true\n}\n', 'line 3: unknown key "cache" in storage "sqlite"'),
     ('listener "tcp" {\n  address = "127.0.0.1:1"\n}\nui = true\n', 'line 4: unknown key "ui" in the configuration'),
-    ('seal "pkcs11" {\n  lib = "/usr/lib/softhsm/libsofthsm2.so"\n}\n', 'line 1: seal "pkcs11" is not built into'),
+    ('listener "tcp" {\n  tls_disable = true\n}\nseal "pkcs11" {\n  lib = "/usr/lib/softhsm/libsofthsm2.so"\n}\n',
+     'seal "pkcs11": the pkcs11 seal needs key_label or key_id'),
+    ('listener "tcp" {\n  tls_disable = true\n}\nseal "pkcs11" {\n  lib = "/x.so"\n  pinn = "1"\n}\n',
+     "unknown pkcs11 seal field 'pinn'"),
     ('storage "sqlite" {\n  path = \n}\n', "line 3: expected a value"),
     ('listener "tcp" {\n  address = "127.0.0.1:8200"\n}\n', "needs tls_cert_file and tls_key_file"),
 ])
