@@ -156,20 +156,10 @@ public final class PKCS11Seal: Seal {
             var aad = aad
             var output = [UInt8](repeating: 0, count: plaintext.count + AESGCM.tagSize + 64)
             var length = CK_ULONG(output.count)
-            try iv.withUnsafeMutableBufferPointer { (ivp) throws(CofferError) in
-                try aad.withUnsafeMutableBufferPointer { (a) throws(CofferError) in
-                    var params = CK_GCM_PARAMS(
-                        pIv: ivp.baseAddress, ulIvLen: CK_ULONG(ivp.count), ulIvBits: CK_ULONG(ivp.count * 8),
-                        pAAD: a.baseAddress, ulAADLen: CK_ULONG(a.count), ulTagBits: CK_ULONG(AESGCM.tagSize * 8))
-                    try withUnsafeMutablePointer(to: &params) { (p) throws(CofferError) in
-                        var mechanism = CK_MECHANISM(
-                            mechanism: CK_MECHANISM_TYPE(CKM_AES_GCM), pParameter: UnsafeMutableRawPointer(p),
-                            ulParameterLen: CK_ULONG(MemoryLayout<CK_GCM_PARAMS>.size))
-                        try c.check(c.f.C_EncryptInit?(s, &mechanism, key.encryptHandle), "C_EncryptInit (CKM_AES_GCM)")
-                        let input = UnsafeMutablePointer(mutating: plaintext.bindMemory(to: UInt8.self).baseAddress)
-                        try c.check(c.f.C_Encrypt?(s, input, CK_ULONG(plaintext.count), &output, &length), "C_Encrypt (CKM_AES_GCM)")
-                    }
-                }
+            try PKCS11Seal.withGCMMechanism(iv: &iv, aad: &aad) { (mechanism) throws(CofferError) in
+                try c.check(c.f.C_EncryptInit?(s, &mechanism, key.encryptHandle), "C_EncryptInit (CKM_AES_GCM)")
+                let input = UnsafeMutablePointer(mutating: plaintext.bindMemory(to: UInt8.self).baseAddress)
+                try c.check(c.f.C_Encrypt?(s, input, CK_ULONG(plaintext.count), &output, &length), "C_Encrypt (CKM_AES_GCM)")
             }
             output.removeSubrange(Int(length)...)
             if output.count == plaintext.count + AESGCM.tagSize + AESGCM.nonceSize {
@@ -190,26 +180,36 @@ public final class PKCS11Seal: Seal {
             var aad = aad
             var sealed = sealed
             return try SecureBytes(count: sealed.count - AESGCM.tagSize) { (out) throws(CofferError) in
-                try iv.withUnsafeMutableBufferPointer { (ivp) throws(CofferError) in
-                    try aad.withUnsafeMutableBufferPointer { (a) throws(CofferError) in
-                        var params = CK_GCM_PARAMS(
-                            pIv: ivp.baseAddress, ulIvLen: CK_ULONG(ivp.count), ulIvBits: CK_ULONG(ivp.count * 8),
-                            pAAD: a.baseAddress, ulAADLen: CK_ULONG(a.count), ulTagBits: CK_ULONG(AESGCM.tagSize * 8))
-                        try withUnsafeMutablePointer(to: &params) { (p) throws(CofferError) in
-                            var mechanism = CK_MECHANISM(
-                                mechanism: CK_MECHANISM_TYPE(CKM_AES_GCM), pParameter: UnsafeMutableRawPointer(p),
-                                ulParameterLen: CK_ULONG(MemoryLayout<CK_GCM_PARAMS>.size))
-                            try c.check(c.f.C_DecryptInit?(s, &mechanism, key.decryptHandle), "C_DecryptInit (CKM_AES_GCM)")
-                            // Room for the tag too: some modules want the whole input's size.
-                            var scratch = [UInt8](repeating: 0, count: sealed.count)
-                            defer { scratch.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) } }
-                            var length = CK_ULONG(scratch.count)
-                            let rv = c.f.C_Decrypt?(s, &sealed, CK_ULONG(sealed.count), &scratch, &length)
-                            try PKCS11Seal.checkDecrypt(c, rv, "C_Decrypt (CKM_AES_GCM)")
-                            guard Int(length) == out.count else { throw BlobHeader.malformed }
-                            scratch.withUnsafeBytes { out.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[0..<out.count])) }
-                        }
-                    }
+                try PKCS11Seal.withGCMMechanism(iv: &iv, aad: &aad) { (mechanism) throws(CofferError) in
+                    try c.check(c.f.C_DecryptInit?(s, &mechanism, key.decryptHandle), "C_DecryptInit (CKM_AES_GCM)")
+                    // Room for the tag too: some modules want the whole input's size.
+                    var scratch = [UInt8](repeating: 0, count: sealed.count)
+                    defer { scratch.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) } }
+                    var length = CK_ULONG(scratch.count)
+                    let rv = c.f.C_Decrypt?(s, &sealed, CK_ULONG(sealed.count), &scratch, &length)
+                    try PKCS11Seal.checkDecrypt(c, rv, "C_Decrypt (CKM_AES_GCM)")
+                    guard Int(length) == out.count else { throw BlobHeader.malformed }
+                    scratch.withUnsafeBytes { out.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[0..<out.count])) }
+                }
+            }
+        }
+    }
+
+    /// Runs `body` with a CKM_AES_GCM mechanism over `iv` and `aad`: both IV length fields set (bytes
+    /// and bits), a 128-bit tag.
+    private static func withGCMMechanism(
+        iv: inout [UInt8], aad: inout [UInt8], _ body: (inout CK_MECHANISM) throws(CofferError) -> Void
+    ) throws(CofferError) {
+        try iv.withUnsafeMutableBufferPointer { (ivp) throws(CofferError) in
+            try aad.withUnsafeMutableBufferPointer { (a) throws(CofferError) in
+                var params = CK_GCM_PARAMS(
+                    pIv: ivp.baseAddress, ulIvLen: CK_ULONG(ivp.count), ulIvBits: CK_ULONG(ivp.count * 8),
+                    pAAD: a.baseAddress, ulAADLen: CK_ULONG(a.count), ulTagBits: CK_ULONG(AESGCM.tagSize * 8))
+                try withUnsafeMutablePointer(to: &params) { (p) throws(CofferError) in
+                    var mechanism = CK_MECHANISM(
+                        mechanism: CK_MECHANISM_TYPE(CKM_AES_GCM), pParameter: UnsafeMutableRawPointer(p),
+                        ulParameterLen: CK_ULONG(MemoryLayout<CK_GCM_PARAMS>.size))
+                    try body(&mechanism)
                 }
             }
         }
