@@ -60,6 +60,7 @@ test: deps
 
 test-compat: deps
 	swift build --product cofferd
+	swift build --product coffer-cli
 	COFFERD="$$(swift build --show-bin-path)/cofferd" COFFER_BAO="$(VENV)/bin/bao" "$(VENV)/bin/pytest" -q Tests/compat
 
 # ---- The C library (docs/c-abi.md) ----

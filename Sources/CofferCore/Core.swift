@@ -327,10 +327,10 @@ public final class Core: Sendable {
             caller = try authenticate(request.token, now: now)
         } catch {
             // A refused token is recorded too (best effort: the request is refused either way).
-            let entry = AuditEntry(request: request, caller: nil, time: now)
-            entry.error = error
-            try? audit.logRequest(entry)
-            try? audit.logResponse(entry, response: nil)
+            var record = AuditRecord(request: request, caller: nil, time: now)
+            record.requestError = error
+            record.error = error
+            audit.logRefused(record)
             throw error
         }
         try resolveCreate(&request, now: now)
@@ -355,20 +355,20 @@ public final class Core: Sendable {
     func audited(
         _ request: Request, caller: TokenEntry?, now: Timestamp, _ body: (Request) throws(CofferError) -> Response
     ) throws(CofferError) -> Response {
-        guard !audit.current.isEmpty else { return try body(request) }
-        let entry = AuditEntry(request: request, caller: caller, time: now)
-        try audit.logRequest(entry)
-        let response: Response
+        let devices = audit.current
+        guard !devices.isEmpty else { return try body(request) }
+        var record = AuditRecord(request: request, caller: caller, time: now)
+        let ticket = try audit.logRequest(record, devices: devices)
         do {
-            response = try body(request)
+            record.response = try body(request)
         } catch {
-            entry.error = error
-            try? audit.logResponse(entry, response: nil)
+            record.error = error
+            try? audit.logResponse(record, ticket)
             throw error
         }
-        entry.mountType = response.mountType
-        try audit.logResponse(entry, response: response)
-        return response
+        record.mountType = record.response!.mountType
+        try audit.logResponse(record, ticket)
+        return record.response!
     }
 
     func route(_ request: Request, caller: TokenEntry, now: Timestamp) throws(CofferError) -> Response {

@@ -52,6 +52,7 @@ import Testing
         let unsealKey = h.unsealKey.withUnsafeBytes { Hex.encode($0) }
         let rekeyed = h.wire("PUT", "sys/rekey/update", ["key": .string(unsealKey), "nonce": .string(nonce)])
         let newKey = try #require(rekeyed.json?["keys"]?.arrayValue?.first?.stringValue)
+        try h.vault.core.flushAudit()  // the reads' records may still be queued
 
         let text = try String(contentsOfFile: log, encoding: .utf8)
         for needle in secrets + [root, token, accessor, unsealKey, newKey, String(root.dropFirst(2)), String(token.dropFirst(2))] {
@@ -129,6 +130,7 @@ import Testing
         h.wire("PUT", "sys/audit/file", ["type": "file", "options": ["file_path": .string(log)]], token: root)
         for i in 0..<5 { h.wire("PUT", "secret/data/k\(i)", ["data": ["i": .int(i)]], token: root) }
         let key = try chainKey(h, "file")
+        try h.vault.core.flushAudit()
         let original = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").map(String.init)
         #expect(original.count == 12)
 
@@ -180,6 +182,7 @@ import Testing
         let vault = try Vault.open(VaultConfiguration(storage: .sqlite(path: db)))
         try vault.unseal(key: unsealKey)
         _ = vault.core.handleWire(method: "GET", path: "secret/data/a", token: root, body: [])
+        try vault.core.flushAudit()
         let afterRestart = try runCoffer(["audit", "verify", "--key", key, log])
         #expect(afterRestart.0 == 0 && afterRestart.1.contains("OK, 6 record(s)"), "\(afterRestart.1)")
 
@@ -187,6 +190,7 @@ import Testing
         let rotated = dir.appendingPathComponent("audit.log.1").path
         try FileManager.default.moveItem(atPath: log, toPath: rotated)
         _ = vault.core.handleWire(method: "GET", path: "secret/data/a", token: root, body: [])
+        try vault.core.flushAudit()
         #expect(try runCoffer(["audit", "verify", "--key", key, rotated]).0 == 0)
         let fresh = try runCoffer(["audit", "verify", "--key", key, log])
         #expect(fresh.0 == 0 && fresh.1.contains("OK, 2 record(s)"))
@@ -212,8 +216,13 @@ import Testing
         let syslog = try UnixListener(path: syslogPath, datagram: true)
         #expect(h.wire("PUT", "sys/audit/syslog", ["type": "syslog", "options": ["socket_path": .string(syslogPath), "tag": "coffer-test"]], token: root).status == 204)
         h.wire("GET", "secret/data/s", token: root)
-        let datagram = syslog.receive()
-        #expect(datagram.hasPrefix("<38>coffer-test: {"), "AUTH facility, informational: \(datagram.prefix(24))")
+        // The read's two records, queued and written together, still arrive as a datagram each.
+        let datagrams = [syslog.receive(), syslog.receive()]
+        for datagram in datagrams {
+            #expect(datagram.hasPrefix("<38>coffer-test: {"), "AUTH facility, informational: \(datagram.prefix(24))")
+            #expect(datagram.components(separatedBy: #""seq":"#).count == 2, "one record per datagram")
+        }
+        #expect(datagrams[0].contains(#""type":"request""#) && datagrams[1].contains(#""type":"response""#))
 
         // Only the socket device left, and its peer goes away: requests are refused.
         h.wire("DELETE", "sys/audit/syslog", token: root)
@@ -222,6 +231,67 @@ import Testing
         let refused = h.wire("PUT", "secret/data/s", ["data": ["v": "lost"]], token: root)
         #expect(refused.status == 500 && errors(refused.json).first?.contains("audit") == true)
         syslog.close()
+    }
+
+    @Test func readsAreWrittenByTheWriterThreadAndSyncAllWritesThemAtOnce() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let h = try harness()
+        let root = AuditTests.rootID
+        let queued = dir.appendingPathComponent("queued.log").path
+        let immediate = dir.appendingPathComponent("immediate.log").path
+        h.wire("PUT", "sys/audit/queued", ["type": "file", "options": ["file_path": .string(queued)]], token: root)
+        h.wire("PUT", "sys/audit/immediate", ["type": "file", "options": ["file_path": .string(immediate), "sync": "all"]], token: root)
+        h.wire("PUT", "secret/data/q", ["data": ["v": "queued-secret"]], token: root)
+        #expect(h.wire("GET", "secret/data/q", token: root).status == 200)
+
+        // sync=all: the read's two records are in the file when the call returns.
+        func readRecords(_ path: String) throws -> [JSONValue] {
+            try lines(path).filter { $0["request"]?["path"] == "secret/data/q" && $0["request"]?["operation"] == "read" }
+        }
+        #expect(try readRecords(immediate).map { $0["type"] } == ["request", "response"])
+        // The default: the writer thread writes them within about a millisecond, with no flush.
+        let deadline = Date().addingTimeInterval(5)
+        while try readRecords(queued).count < 2 && Date() < deadline { usleep(1000) }
+        let records = try readRecords(queued)
+        #expect(records.map { $0["type"] } == ["request", "response"])
+        #expect(records.last?["response"]?["data"]?["data"]?["v"]?.stringValue?.hasPrefix("hmac-sha256:") == true)
+        // Each file's chain is whole: seq runs 1, 2, 3, ... in file order.
+        for (path, device) in [(queued, "queued"), (immediate, "immediate")] {
+            let verdict = try runCoffer(["audit", "verify", "--key", try chainKey(h, device), path])
+            #expect(verdict.0 == 0, "\(verdict.1)")
+        }
+        #expect(errors(h.wire("PUT", "sys/audit/bad", ["type": "file", "options": ["file_path": .string(queued + "2"), "sync": "never"]], token: root).json).first?.contains("sync must be \"writes\" or \"all\"") == true)
+    }
+
+    @Test func concurrentReadsAndWritesKeepOneUnbrokenChainAndCloseWritesWhatIsQueued() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let h = try harness()
+        let root = AuditTests.rootID
+        let log = dir.appendingPathComponent("audit.log").path
+        h.wire("PUT", "sys/audit/file", ["type": "file", "options": ["file_path": .string(log)]], token: root)
+        let key = try chainKey(h, "file")
+        h.wire("PUT", "secret/data/shared", ["data": ["v": 0]], token: root)
+        let threads = 8, perThread = 150
+        DispatchQueue.concurrentPerform(iterations: threads) { t in
+            for i in 0..<perThread {
+                if i % 5 == 0 {
+                    h.wire("PUT", "secret/data/t\(t)", ["data": ["i": .int(i)]], token: root)
+                } else {
+                    h.wire("GET", "secret/data/shared", token: root)
+                }
+            }
+        }
+        // Closing the vault writes what the writer thread has not yet.
+        h.vault.close()
+        let text = try String(contentsOfFile: log, encoding: .utf8)
+        let count = text.split(separator: "\n").count
+        // Two records for each request after the device was enabled: the chain-key read, the first
+        // write, and every request of the threads.
+        #expect(count == 2 * (2 + threads * perThread))
+        let verdict = try runCoffer(["audit", "verify", "--key", key, log])
+        #expect(verdict.0 == 0 && verdict.1.contains("OK, \(count) record(s), chain intact"), "\(verdict.1)")
     }
 
     @Test func enablingABadDeviceFailsClearly() throws {
@@ -286,6 +356,9 @@ final class UnixListener: @unchecked Sendable {  // used from one test at a time
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         guard rc == 0, datagram || listen(fd, 4) == 0 else { throw CofferError(.io, "cannot listen on \(path)") }
+        // A record that never comes fails the test instead of hanging it.
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     }
 
     func accept() throws -> UnixListener.Peer {

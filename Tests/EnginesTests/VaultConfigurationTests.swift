@@ -80,8 +80,8 @@ import Testing
         let config = try VaultConfiguration(json: #"{"dev": true, "audit": [{"path": "file", "type": "file", "options": {"file_path": "\#(log)"}}]}"#)
         let vault = try Vault.open(config)
         _ = vault.core.handleWire(method: "GET", path: "secret/data/x", token: "root", body: [])
+        vault.close()  // writes the read's records, which the device's writer thread may not have yet
         #expect(try String(contentsOfFile: log, encoding: .utf8).contains("secret/data/x"))
-        vault.close()
 
         let broken = try VaultConfiguration(json: #"{"dev": true, "audit": [{"path": "file", "type": "file", "options": {"file_path": "/nonexistent-dir/a.log"}}]}"#)
         #expect {

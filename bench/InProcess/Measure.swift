@@ -13,6 +13,13 @@ func nowNanos() -> UInt64 {
     return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
 }
 
+/// CPU time used so far by every thread of this process.
+func cpuNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
 /// Allocations made so far by this thread, when bench/malloccount's library is preloaded
 /// (LD_PRELOAD); nil otherwise.
 func threadAllocations() -> UInt64? {
@@ -98,6 +105,48 @@ final class Bench {
                 format: "  %-44@ p50 %9.2f µs  p99 %9.2f µs  %10.0f ops/s %@", name as NSString, figure.p50, figure.p99,
                 figure.opsPerSecond, allocText as NSString))
         return figure
+    }
+
+    /// Times `operations` in alternating rounds (a noisy machine then slows each alike), so their
+    /// ratios are fair. Each figure also carries `cpu_us_per_op`: the process's CPU time (every
+    /// thread: work handed to a background thread counts) per operation. `settle`, if given, runs
+    /// after each round of its operation inside the CPU count but outside the timings.
+    func compare(_ operations: [(name: String, body: () throws -> Void, settle: (() throws -> Void)?)], rounds: Int = 20) throws {
+        let selected = operations.filter { only == nil || $0.name.hasPrefix(only!) }
+        guard !selected.isEmpty else { return }
+        let perRound = Swift.max(100, iterations / rounds)
+        var samples = [[UInt64]](repeating: [], count: selected.count)
+        var cpu = [UInt64](repeating: 0, count: selected.count)
+        for operation in selected {
+            for _ in 0..<Swift.max(10, Swift.min(2000, perRound)) { try operation.body() }
+            try operation.settle?()
+        }
+        for _ in 0..<rounds {
+            for (index, operation) in selected.enumerated() {
+                let cpuStart = cpuNanos()
+                for _ in 0..<perRound {
+                    let start = nowNanos()
+                    try operation.body()
+                    samples[index].append(nowNanos() - start)
+                }
+                try operation.settle?()
+                cpu[index] += cpuNanos() - cpuStart
+            }
+        }
+        for (index, operation) in selected.enumerated() {
+            var allocations: Double?
+            if let before = threadAllocations() {
+                for _ in 0..<1000 { try operation.body() }
+                allocations = Double(threadAllocations()! - before) / 1000
+            }
+            var figure = Figure(name: operation.name, samples: samples[index].sorted(), allocationsPerOp: allocations)
+            figure.extra["cpu_us_per_op"] = Double(cpu[index]) / Double(rounds * perRound) / 1000
+            figures.append(figure)
+            say(
+                String(
+                    format: "  %-44@ p50 %9.2f µs  p99 %9.2f µs  %10.0f ops/s  CPU %6.2f µs/op", operation.name as NSString, figure.p50,
+                    figure.p99, figure.opsPerSecond, figure.extra["cpu_us_per_op"] as! Double))
+        }
     }
 
     func record(_ figure: Figure) { figures.append(figure) }

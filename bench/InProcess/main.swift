@@ -73,8 +73,13 @@ if mode == "inprocess", only == nil {
     if let ratio = summary["kv_read_over_floor_p50"] as? Double {
         say(String(format: "\nKV read p50 / floor p50 (raw SQLite point read + raw AES-256-GCM open): %.1fx", ratio))
     }
-    if let cost = summary["audit_cost_fraction"] as? Double {
-        say(String(format: "file audit cost on KV read throughput: %.0f%%", cost * 100))
+    if let cost = summary["audit_cost_fraction"] as? Double, let cpu = summary["audit_cpu_cost_fraction"] as? Double,
+        let syncAll = summary["audit_sync_all_cost_fraction"] as? Double
+    {
+        say(
+            String(
+                format: "file audit cost on KV read throughput (one thread): %.0f%%; in CPU time, all threads: %.0f%%; with sync=all: %.0f%%",
+                cost * 100, cpu * 100, syncAll * 100))
     }
 }
 

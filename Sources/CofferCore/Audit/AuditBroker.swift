@@ -37,9 +37,9 @@ public struct AuditDeviceConfig: Sendable, Equatable {
 
     /// The options each type accepts; anything else is an error naming the option.
     static let knownOptions: [String: Set<String>] = [
-        "file": ["file_path", "path", "log_raw", "hmac_accessor", "mode", "format", "prefix"],
-        "socket": ["address", "socket_type", "log_raw", "hmac_accessor", "format", "prefix"],
-        "syslog": ["facility", "tag", "socket_path", "log_raw", "hmac_accessor", "format", "prefix"],
+        "file": ["file_path", "path", "log_raw", "hmac_accessor", "mode", "format", "prefix", "sync"],
+        "socket": ["address", "socket_type", "log_raw", "hmac_accessor", "format", "prefix", "sync"],
+        "syslog": ["facility", "tag", "socket_path", "log_raw", "hmac_accessor", "format", "prefix", "sync"],
     ]
 
     func makeSink() throws(CofferError) -> any AuditSink {
@@ -48,6 +48,9 @@ public struct AuditDeviceConfig: Sendable, Equatable {
         }
         if let unknown = options.keys.sorted().first(where: { !known.contains($0) }) {
             throw CofferError.invalid("unknown option \"\(unknown)\" for a \(type) audit device")
+        }
+        if let sync = options["sync"], AuditSync(rawValue: sync) == nil {
+            throw CofferError.invalid("audit option sync must be \"writes\" or \"all\", got \"\(sync)\"")
         }
         if let format = options["format"], format != "json" {
             throw CofferError.invalid("audit format \"\(format)\" is not supported; only json")
@@ -64,121 +67,6 @@ public struct AuditDeviceConfig: Sendable, Equatable {
             return try SyslogAuditSink(
                 socketPath: options["socket_path"] ?? "/dev/log", facility: options["facility"] ?? "AUTH",
                 tag: options["tag"] ?? "coffer")
-        }
-    }
-}
-
-/// One live device: its sink, its keys and the state of its hash chain.
-final class AuditDevice: Sendable {
-    let config: AuditDeviceConfig
-    let sink: any AuditSink
-    /// Keys the `hmac-sha256:` hashes of strings (the device's salt).
-    let hashKey: HMACKey
-    /// Keys the MAC that chains records together (derived from the salt).
-    let chainKey: SecureBytes
-    let chainMAC: HMACKey
-    let logRaw: Bool
-    private let chain = Mutex<(seq: Int, prev: String)>((0, ""))
-    /// Failed writes so far, and the last failure's message (no secrets: paths and errno texts).
-    private let failureState = Mutex((count: 0, last: ""))
-
-    init(config: AuditDeviceConfig, sink: any AuditSink, salt: SecureBytes) throws(CofferError) {
-        self.config = config
-        self.sink = sink
-        self.hashKey = HMACKey(salt)
-        self.chainKey = try AuditChain.chainKey(salt: salt)
-        self.chainMAC = HMACKey(chainKey)
-        self.logRaw = ["true", "1"].contains(config.options["log_raw"]?.lowercased() ?? "")
-        if let line = sink.lastLine(), let record = AuditChain.split(line),
-            let seq = (try? JSONValue.parse(record.body))?["seq"]?.intValue
-        {
-            chain.withLock { $0 = (seq, record.mac) }
-        }
-    }
-
-    var failures: (count: Int, last: String) { failureState.withLock { $0 } }
-
-    /// `hmac-sha256:<hex>` of a string under this device's salt.
-    func hash(_ value: String) -> String {
-        var out: [UInt8] = []
-        appendHash(value, to: &out)
-        return String(decoding: out, as: UTF8.self)
-    }
-
-    private func appendHash(_ value: String, to out: inout [UInt8]) {
-        out.append(contentsOf: "hmac-sha256:".utf8)
-        let mac = hashKey.mac(value)
-        let digits: StaticString = "0123456789abcdef"
-        for b in mac {
-            out.append(digits.utf8Start[Int(b >> 4)])
-            out.append(digits.utf8Start[Int(b & 0x0F)])
-        }
-    }
-
-    /// Writes `value` as JSON with every string (recursively) replaced by its hash, unless `log_raw`.
-    /// Written straight into the line: no intermediate values.
-    func writeHashed(_ value: JSONValue, to out: inout [UInt8]) {
-        if logRaw {
-            value.write(to: &out)
-            return
-        }
-        switch value {
-        case .string(let s):
-            out.append(UInt8(ascii: "\""))
-            appendHash(s, to: &out)
-            out.append(UInt8(ascii: "\""))
-        case .array(let items):
-            out.append(UInt8(ascii: "["))
-            for (i, item) in items.enumerated() {
-                if i > 0 { out.append(UInt8(ascii: ",")) }
-                writeHashed(item, to: &out)
-            }
-            out.append(UInt8(ascii: "]"))
-        case .object(let object):
-            out.append(UInt8(ascii: "{"))
-            for (i, key) in object.keys.sorted().enumerated() {
-                if i > 0 { out.append(UInt8(ascii: ",")) }
-                JSONValue.writeString(key, to: &out)
-                out.append(UInt8(ascii: ":"))
-                writeHashed(object[key]!, to: &out)
-            }
-            out.append(UInt8(ascii: "}"))
-        default:
-            value.write(to: &out)
-        }
-    }
-
-    /// A token or accessor as it appears in a record: hashed, or "" when absent.
-    func writeHashed(_ value: String?, to out: inout [UInt8]) {
-        guard let value, !value.isEmpty else {
-            out.append(contentsOf: #""""#.utf8)
-            return
-        }
-        writeHashed(.string(value), to: &out)
-    }
-
-    /// Appends a record to the chain and writes it. `head` is the record's JSON from `{` up to the
-    /// keys that sort before "prev_mac"; `middle` runs from "request" to before "seq"; `tail` from
-    /// "time" to the closing `}`. The chain advances only when the write succeeds.
-    func write(head: [UInt8], middle: [UInt8], tail: [UInt8]) throws(CofferError) {
-        do {
-            try chain.withLock { (state) throws(CofferError) in
-                var body = head
-                body.reserveCapacity(head.count + middle.count + tail.count + 160)
-                body.append(contentsOf: #","prev_mac":""#.utf8)
-                body.append(contentsOf: state.prev.utf8)
-                body.append(UInt8(ascii: "\""))
-                body.append(contentsOf: middle)
-                body.append(contentsOf: #","seq":"#.utf8)
-                body.append(contentsOf: String(state.seq + 1).utf8)
-                body.append(contentsOf: tail)
-                let line = AuditChain.seal(body: body, key: chainMAC)
-                try sink.write(line.bytes)
-                state = (state.seq + 1, line.mac)
-            }
-        } catch {
-            failureState.withLock { $0 = ($0.count + 1, error.message) }
-            throw error
         }
     }
 }
@@ -231,7 +119,7 @@ final class AuditBroker: Sendable {
             d = []
             return old
         }
-        for device in old { device.sink.close() }
+        for device in old { device.close() }
     }
 
     func storedConfigs() throws(CofferError) -> [AuditDeviceConfig] {
@@ -258,7 +146,7 @@ final class AuditBroker: Sendable {
                 .put(key: AuditBroker.saltPrefix + config.path, value: salt.unsafeCopy),
             ])
         } catch {
-            device.sink.close()
+            device.close()
             throw error
         }
         devices.withLock { $0.append(device) }
@@ -276,7 +164,7 @@ final class AuditBroker: Sendable {
             d.removeAll { $0.config.path == path }
             return removed
         }
-        for device in removed { device.sink.close() }
+        for device in removed { device.close() }
     }
 
     /// Reopens every device's file or socket (logrotate, SIGHUP). Returns the devices that failed.
@@ -298,37 +186,70 @@ final class AuditBroker: Sendable {
 
     // MARK: Records
 
-    /// Writes the request record; throws if devices are enabled and none recorded it.
-    func logRequest(_ entry: AuditEntry) throws(CofferError) {
-        try log(entry, response: nil, phase: "request")
-    }
-
-    func logResponse(_ entry: AuditEntry, response: Response?) throws(CofferError) {
-        try log(entry, response: response, phase: "response")
-    }
-
-    private func log(_ entry: AuditEntry, response: Response?, phase: String) throws(CofferError) {
-        let devices = current
-        guard !devices.isEmpty else { return }
+    /// Records `record`'s request before it is handled; throws if devices are enabled and none took
+    /// it. A read on a device that queues reads is not written yet: its request record goes out with
+    /// the response record. The ticket says where the response record goes (the same devices).
+    func logRequest(_ record: AuditRecord, devices: [AuditDevice]) throws(CofferError) -> AuditTicket {
+        var ticket = AuditTicket(devices: devices)
         var recorded = 0
         var lastError: CofferError?
-        for device in devices {
+        for (index, device) in devices.enumerated() {
+            if !record.changesState && index < 64 && device.queuesReads {
+                ticket.deferred |= 1 << index
+                recorded += 1
+                continue
+            }
             do {
-                try entry.write(phase: phase, response: response, device: device)
+                try device.write(record, .request)
                 recorded += 1
             } catch {
                 lastError = error
             }
         }
-        if recorded == 0 {
-            let reason = lastError.map { ": \($0.message)" } ?? ""
-            throw CofferError(
-                .auditFailed,
-                phase == "request"
-                    ? "no audit device could record the request, so it was not processed\(reason)"
-                    : "the request was processed but no audit device could record the response\(reason)")
-        }
+        try AuditBroker.check(recorded: recorded, of: devices, lastError, "no audit device could record the request, so it was not processed")
+        return ticket
     }
+
+    /// Records `record`'s response (and its request, where that was deferred) before the answer is
+    /// returned; a read's records are queued where the device allows it.
+    func logResponse(_ record: AuditRecord, _ ticket: AuditTicket) throws(CofferError) {
+        var recorded = 0
+        var lastError: CofferError?
+        for (index, device) in ticket.devices.enumerated() {
+            let phases = index < 64 && ticket.deferred & (1 << index) != 0 ? AuditPhases.both : .response
+            if !record.changesState, device.enqueue(record, phases) {
+                recorded += 1
+                continue
+            }
+            do {
+                try device.write(record, phases)
+                recorded += 1
+            } catch {
+                lastError = error
+            }
+        }
+        try AuditBroker.check(
+            recorded: recorded, of: ticket.devices, lastError, "the request was processed but no audit device could record the response")
+    }
+
+    /// Records a request refused before it was routed (a bad token): both lines, best effort.
+    func logRefused(_ record: AuditRecord) {
+        let devices = current
+        try? logResponse(record, AuditTicket(devices: devices, deferred: ~0))
+    }
+
+    /// Fail closed: with devices enabled, not one of them taking a record is an error.
+    private static func check(recorded: Int, of devices: [AuditDevice], _ lastError: CofferError?, _ what: String) throws(CofferError) {
+        guard recorded == 0, !devices.isEmpty else { return }
+        throw CofferError(.auditFailed, what + (lastError.map { ": \($0.message)" } ?? ""))
+    }
+}
+
+/// The devices a request's records go to, taken once per request, and those that deferred its
+/// request record to go out with the response record (a bit per device).
+struct AuditTicket {
+    let devices: [AuditDevice]
+    var deferred: UInt64 = 0
 }
 
 /// Stands in for a device that could not open at unseal: kept in the table (so `sys/audit` shows it
@@ -355,127 +276,4 @@ final class BrokenSink: AuditSink {
 
     func close() { revived.withLock { $0?.close() } }
     func lastLine() -> [UInt8]? { nil }
-}
-
-/// What one request contributes to its audit records, in the shape of Vault's audit log:
-/// `{auth, error, prev_mac, request, response?, seq, time, type}` (keys in sorted order). A class so
-/// that the hashed `auth` and `request` blocks written for the request record are reused, per
-/// device, by the response record.
-final class AuditEntry {
-    let request: Request
-    let caller: TokenEntry?
-    let time: Timestamp
-    var error: CofferError?
-    var mountType: String = ""
-    private var blocks: [ObjectIdentifier: (auth: [UInt8], request: [UInt8])] = [:]
-
-    init(request: Request, caller: TokenEntry?, time: Timestamp) {
-        self.request = request
-        self.caller = caller
-        self.time = time
-    }
-
-    private func hashedBlocks(_ device: AuditDevice) -> (auth: [UInt8], request: [UInt8]) {
-        if let cached = blocks[ObjectIdentifier(device)] { return cached }
-        var auth: [UInt8] = []
-        auth.reserveCapacity(512)
-        if let caller {
-            auth.append(contentsOf: #"{"accessor":"#.utf8)
-            device.writeHashed(caller.accessor, to: &auth)
-            auth.append(contentsOf: #","client_token":"#.utf8)
-            device.writeHashed(request.token, to: &auth)
-            auth.append(contentsOf: #","display_name":"#.utf8)
-            JSONValue.writeString(caller.displayName, to: &auth)
-            auth.append(contentsOf: #","entity_id":"","metadata":"#.utf8)
-            (caller.meta.isEmpty ? JSONValue.null : .object(caller.meta.mapValues { .string($0) })).write(to: &auth)
-            let policies = JSONValue.array(caller.policies.map { .string($0) })
-            auth.append(contentsOf: #","policies":"#.utf8)
-            policies.write(to: &auth)
-            auth.append(contentsOf: #","token_policies":"#.utf8)
-            policies.write(to: &auth)
-            auth.append(contentsOf: #","token_type":"service"}"#.utf8)
-        } else {
-            auth.append(contentsOf: "{}".utf8)
-        }
-        var block: [UInt8] = []
-        block.reserveCapacity(512)
-        block.append(contentsOf: #"{"client_token":"#.utf8)
-        device.writeHashed(request.token, to: &block)
-        block.append(contentsOf: #","client_token_accessor":"#.utf8)
-        device.writeHashed(caller?.accessor, to: &block)
-        block.append(contentsOf: #","data":"#.utf8)
-        if request.data.isEmpty { block.append(contentsOf: "null".utf8) } else { device.writeHashed(.object(request.data), to: &block) }
-        block.append(contentsOf: #","id":"#.utf8)
-        JSONValue.writeString(request.id, to: &block)
-        block.append(contentsOf: #","namespace":{"id":"root"},"operation":"#.utf8)
-        JSONValue.writeString(request.operation.rawValue, to: &block)
-        block.append(contentsOf: #","path":"#.utf8)
-        JSONValue.writeString(request.path, to: &block)
-        block.append(contentsOf: #","remote_address":"#.utf8)
-        JSONValue.writeString(request.clientAddress, to: &block)
-        block.append(UInt8(ascii: "}"))
-        let result = (auth, block)
-        blocks[ObjectIdentifier(device)] = result
-        return result
-    }
-
-    /// Writes the `phase` ("request" or "response") record to `device`.
-    func write(phase: String, response: Response?, device: AuditDevice) throws(CofferError) {
-        let (auth, requestBlock) = hashedBlocks(device)
-        var head = Array(#"{"auth":"#.utf8)
-        head.append(contentsOf: auth)
-        head.append(contentsOf: #","error":"#.utf8)
-        JSONValue.writeString(error?.message ?? "", to: &head)
-
-        var middle = Array(#","request":"#.utf8)
-        middle.reserveCapacity(requestBlock.count + 512)
-        middle.append(contentsOf: requestBlock)
-        if phase == "response" {
-            middle.append(contentsOf: #","response":{"#.utf8)
-            if let response {
-                if let a = response.auth {
-                    middle.append(contentsOf: #""auth":{"accessor":"#.utf8)
-                    device.writeHashed(a.accessor, to: &middle)
-                    middle.append(contentsOf: #","client_token":"#.utf8)
-                    device.writeHashed(a.clientToken, to: &middle)
-                    middle.append(contentsOf: #","lease_duration":"#.utf8)
-                    middle.append(contentsOf: String(a.leaseDuration).utf8)
-                    middle.append(contentsOf: #","metadata":"#.utf8)
-                    (a.metadata.isEmpty ? JSONValue.null : .object(a.metadata.mapValues { .string($0) })).write(to: &middle)
-                    middle.append(contentsOf: #","num_uses":"#.utf8)
-                    middle.append(contentsOf: String(a.numUses).utf8)
-                    middle.append(contentsOf: #","policies":"#.utf8)
-                    JSONValue.array(a.policies.map { .string($0) }).write(to: &middle)
-                    middle.append(contentsOf: #","renewable":"#.utf8)
-                    middle.append(contentsOf: (a.renewable ? "true" : "false").utf8)
-                    middle.append(contentsOf: #","token_policies":"#.utf8)
-                    JSONValue.array(a.tokenPolicies.map { .string($0) }).write(to: &middle)
-                    middle.append(contentsOf: #","token_type":"service"},"#.utf8)
-                }
-                if let body = response.raw ?? response.data.map({ JSONValue.object($0) }) {
-                    middle.append(contentsOf: #""data":"#.utf8)
-                    device.writeHashed(body, to: &middle)
-                    middle.append(UInt8(ascii: ","))
-                }
-            }
-            middle.append(contentsOf: #""mount_type":"#.utf8)
-            JSONValue.writeString(mountType, to: &middle)
-            if let response {
-                middle.append(contentsOf: #","status":"#.utf8)
-                middle.append(contentsOf: String(response.status).utf8)
-                if !response.warnings.isEmpty {
-                    middle.append(contentsOf: #","warnings":"#.utf8)
-                    JSONValue.array(response.warnings.map { .string($0) }).write(to: &middle)
-                }
-            }
-            middle.append(UInt8(ascii: "}"))
-        }
-
-        var tail = Array(#","time":""#.utf8)
-        tail.append(contentsOf: time.rfc3339.utf8)
-        tail.append(contentsOf: #"","type":""#.utf8)
-        tail.append(contentsOf: phase.utf8)
-        tail.append(contentsOf: #""}"#.utf8)
-        try device.write(head: head, middle: middle, tail: tail)
-    }
 }

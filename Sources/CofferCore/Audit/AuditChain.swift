@@ -13,15 +13,19 @@ public enum AuditChain {
         try Digest.hkdfSHA256(key: salt, salt: [], info: Array("coffer audit chain v1".utf8), length: 32)
     }
 
-    /// The line for a serialised body (`{...}`): the body with the MAC appended, and the MAC.
-    static func seal(body: [UInt8], key: HMACKey) -> (bytes: [UInt8], mac: String) {
-        let mac = Hex.encode(key.mac(body))
-        var line = body
-        line.removeLast()  // "}"
-        line.append(contentsOf: macPrefix)
-        line.append(contentsOf: mac.utf8)
-        line.append(contentsOf: "\"}\n".utf8)
-        return (line, mac)
+    /// Seals the body that runs from `start` to the end of `out` (`{...}`) into a line: appends the
+    /// MAC before the closing brace and a newline. Returns the MAC (64 hex digits).
+    static func seal(lineFrom start: Int, of out: inout [UInt8], key: HMACKey) -> [UInt8] {
+        var digest = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        withUnsafeMutableBytes(of: &digest) { d in
+            out.withUnsafeBytes { key.mac(UnsafeRawBufferPointer(rebasing: $0[start...]), into: d.baseAddress!.assumingMemoryBound(to: UInt8.self)) }
+        }
+        let mac = withUnsafeBytes(of: &digest) { Array(Hex.encode($0).utf8) }
+        out.removeLast()  // "}"
+        out.append(contentsOf: macPrefix)
+        out.append(contentsOf: mac)
+        out.append(contentsOf: "\"}\n".utf8)
+        return mac
     }
 
     /// Splits a line into the body the MAC covers and the MAC; nil if the line does not end in a MAC.

@@ -7,8 +7,9 @@ import Glibc
 /// Where audit records go. A device writes one record (a JSON line) at a time and reports failure by
 /// throwing; the broker decides what a failure means (fail closed when no device recorded).
 protocol AuditSink: Sendable {
-    /// Writes one complete line (with its trailing newline) or throws.
-    func write(_ line: [UInt8]) throws(CofferError)
+    /// Writes one or more complete lines (each with its trailing newline), all or nothing as far as
+    /// the sink can tell, or throws. Datagram sinks send each line as its own datagram.
+    func write(_ lines: [UInt8]) throws(CofferError)
     /// Reopens files and sockets (logrotate, SIGHUP).
     func reopen() throws(CofferError)
     func close()
@@ -18,6 +19,18 @@ protocol AuditSink: Sendable {
 
 private func posixError(_ what: String) -> CofferError {
     CofferError(.auditFailed, "\(what): \(String(cString: strerror(errno)))")
+}
+
+/// The lines of a batch, each with its newline.
+private func splitLines(_ bytes: [UInt8]) -> [ArraySlice<UInt8>] {
+    var lines: [ArraySlice<UInt8>] = []
+    var start = 0
+    for (i, byte) in bytes.enumerated() where byte == 0x0A {
+        lines.append(bytes[start...i])
+        start = i + 1
+    }
+    if start < bytes.count { lines.append(bytes[start...]) }
+    return lines
 }
 
 /// A connected Unix-domain socket of `type` (stream or datagram) to `path`.
@@ -185,18 +198,27 @@ final class SocketAuditSink: AuditSink {
         return sock
     }
 
-    func write(_ line: [UInt8]) throws(CofferError) {
+    func write(_ lines: [UInt8]) throws(CofferError) {
+        // A stream takes the batch at once; UDP gets a datagram per record.
+        let messages = kind == "udp" ? splitLines(lines) : [lines[...]]
         try fd.withLock { (fd) throws(CofferError) in
-            if fd >= 0, send(fd, line) { return }
-            if fd >= 0 { Glibc.close(fd) }
-            fd = -1
+            var next = 0
+            if fd >= 0 {
+                while next < messages.count, send(fd, messages[next]) { next += 1 }
+                if next == messages.count { return }
+                Glibc.close(fd)
+                fd = -1
+            }
             fd = try connect()
-            guard send(fd, line) else { throw posixError("cannot write to audit socket \(address)") }
+            while next < messages.count {
+                guard send(fd, messages[next]) else { throw posixError("cannot write to audit socket \(address)") }
+                next += 1
+            }
         }
     }
 
     /// Sends everything; false on any error. MSG_NOSIGNAL: a closed peer must not raise SIGPIPE.
-    private func send(_ fd: Int32, _ line: [UInt8]) -> Bool {
+    private func send(_ fd: Int32, _ line: ArraySlice<UInt8>) -> Bool {
         line.withUnsafeBytes { bytes in
             var sent = 0
             while sent < bytes.count {
@@ -253,12 +275,15 @@ final class SyslogAuditSink: AuditSink {
         }
     }
 
-    func write(_ line: [UInt8]) throws(CofferError) {
-        var message = Array("<\(priority)>\(tag): ".utf8)
-        message.append(contentsOf: line.last == 0x0A ? line.dropLast() : line[...])
+    func write(_ lines: [UInt8]) throws(CofferError) {
+        let header = Array("<\(priority)>\(tag): ".utf8)
         try fd.withLock { (fd) throws(CofferError) in
-            let sent = message.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            guard sent == message.count else { throw posixError("cannot send to the syslog socket \(socketPath)") }
+            for line in splitLines(lines) {
+                var message = header
+                message.append(contentsOf: line.dropLast())  // the newline
+                let sent = message.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                guard sent == message.count else { throw posixError("cannot send to the syslog socket \(socketPath)") }
+            }
         }
     }
 

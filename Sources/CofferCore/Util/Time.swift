@@ -20,6 +20,14 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
 
     /// RFC 3339 in UTC with nanoseconds, trailing zeros trimmed as Go's `RFC3339Nano` does.
     public var rfc3339: String {
+        var out: [UInt8] = []
+        appendRFC3339(to: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Appends ``rfc3339``'s text to `out` (no allocation beyond `out`'s growth: the audit log and KV
+    /// responses write one per record).
+    public func appendRFC3339(to out: inout [UInt8]) {
         let secs = nanoseconds >= 0 ? nanoseconds / 1_000_000_000 : (nanoseconds - 999_999_999) / 1_000_000_000
         var frac = nanoseconds - secs * 1_000_000_000
         let days = secs >= 0 ? secs / 86400 : (secs - 86399) / 86400
@@ -34,20 +42,43 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
         let day = doy - (153 * mp + 2) / 5 + 1
         let month = mp < 10 ? mp + 3 : mp - 9
         let year = yoe + era * 400 + (month <= 2 ? 1 : 0)
-        func pad(_ v: Int64, _ width: Int) -> String {
-            let s = String(v)
-            return String(repeating: "0", count: max(0, width - s.count)) + s
+        func digits(_ value: Int64, _ width: Int) {
+            // Zero-padded to `width`; wider values (years past 9999) keep all their digits.
+            var v = value
+            var buffer: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+                (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+            withUnsafeMutableBytes(of: &buffer) { b in
+                var n = 0
+                repeat {
+                    b[19 - n] = UInt8(48 + v % 10)
+                    v /= 10
+                    n += 1
+                } while v > 0 || n < width
+                out.append(contentsOf: b[(20 - n)...])
+            }
         }
-        var out = "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(secOfDay / 3600, 2)):\(pad(secOfDay % 3600 / 60, 2)):\(pad(secOfDay % 60, 2))"
+        if year < 0 { out.append(UInt8(ascii: "-")) }
+        digits(abs(year), 4)
+        out.append(UInt8(ascii: "-"))
+        digits(month, 2)
+        out.append(UInt8(ascii: "-"))
+        digits(day, 2)
+        out.append(UInt8(ascii: "T"))
+        digits(secOfDay / 3600, 2)
+        out.append(UInt8(ascii: ":"))
+        digits(secOfDay % 3600 / 60, 2)
+        out.append(UInt8(ascii: ":"))
+        digits(secOfDay % 60, 2)
         if frac > 0 {
-            var digits = 9
+            var width = 9
             while frac % 10 == 0 {
                 frac /= 10
-                digits -= 1
+                width -= 1
             }
-            out += "." + pad(frac, digits)
+            out.append(UInt8(ascii: "."))
+            digits(frac, width)
         }
-        return out + "Z"
+        out.append(UInt8(ascii: "Z"))
     }
 
     /// Parses what ``rfc3339`` writes (UTC, optional fraction). Returns nil for anything else.

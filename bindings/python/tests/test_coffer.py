@@ -158,3 +158,26 @@ def test_transit_fast_path_round_trips_raw_bytes():
         limited = c.request("POST", "auth/token/create", body={"policies": ["default"]}).body["auth"]["client_token"]
         with pytest.raises(coffer.PermissionDeniedError):
             c.transit.encrypt("payments", b"x", token=limited)
+
+
+def test_a_process_that_exits_without_closing_still_writes_its_audit_records(tmp_path):
+    """A read's audit records wait (about a millisecond) for the device's writer thread; a process that
+    exits without coffer_close, as a short C program might, must still leave them in the log."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "audit.log"
+    config = {"dev": True, "audit": [{"path": "file", "type": "file", "options": {"file_path": str(log)}}]}
+    script = f"""
+import coffer, json, sys
+c = coffer.Coffer({json.dumps(config)!r}, token="root")
+c.kv.put("app", {{"password": "exit-without-close"}})
+assert c.kv.get("app").data == {{"password": "exit-without-close"}}
+c._handle = None  # forgotten: nothing closes it
+sys.exit(0)
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    reads = [(r["type"], r["request"]["path"]) for r in records if r["request"]["operation"] == "read"]
+    assert reads == [("request", "secret/data/app"), ("response", "secret/data/app")]
+    assert "exit-without-close" not in log.read_text()
