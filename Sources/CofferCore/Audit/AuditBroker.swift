@@ -71,7 +71,9 @@ public struct AuditDeviceConfig: Sendable, Equatable {
     }
 }
 
-/// Records every request before it is handled and its response after, to every enabled device.
+/// Records every request to every enabled device: a request that can change state before it is
+/// handled and its response before the answer is returned; a read's two records queued for the
+/// device's writer thread unless the device's `sync` is "all" (docs/audit.md).
 ///
 /// Fail closed: if devices are enabled and none records a request, the request is refused before
 /// anything is done. One device failing while another records is counted (see `sys/audit`), not fatal.

@@ -60,7 +60,9 @@ final class AuditDevice: Sendable {
     }
 
     deinit {
+        // A vault dropped without being closed still writes what it queued.
         queue?.stop()
+        try? flush()
         AuditDevice.live.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(self)) }
     }
 
