@@ -89,27 +89,31 @@ func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
 
     // The same read with one file audit device: the default (reads' records queued for the device's
     // writer thread) and sync=all (every record written before the call returns, as Vault does).
-    // Each in its own vault with the same secret, measured in alternating rounds against the plain
-    // read, so that the ratios compare like with like on a noisy machine.
-    func auditedVault(_ name: String, options: [String: JSONValue]) throws -> (Vault, String) {
+    // Each in its own vault, set up alike (the reference with no device), measured in alternating
+    // rounds, so that the ratios compare like with like on a noisy machine.
+    func auditedVault(_ name: String, options: [String: JSONValue]?) throws -> (Vault, String) {
         let (audited, _) = try Vault.openDev(storage: .sqlite(path: directory.appendingPathComponent("\(name).db").path), rootTokenID: "bench-root")
-        _ = try audited.handle(
-            Request(
-                .update, "sys/audit/file",
-                data: ["type": "file", "options": .object(options.merging(["file_path": .string(directory.appendingPathComponent("\(name).log").path)]) { $1 })],
-                token: "bench-root"))
+        if let options {
+            _ = try audited.handle(
+                Request(
+                    .update, "sys/audit/file",
+                    data: ["type": "file", "options": .object(options.merging(["file_path": .string(directory.appendingPathComponent("\(name).log").path)]) { $1 })],
+                    token: "bench-root"))
+        }
         _ = try audited.handle(
             Request(.update, "sys/policies/acl/reader", data: ["policy": #"path "secret/data/app/*" { capabilities = ["read", "create", "update"] }"#], token: "bench-root"))
         let token = try audited.handle(Request(.update, "auth/token/create", data: ["policies": ["reader"], "ttl": "1h"], token: "bench-root")).auth!.clientToken
         try audited.kv(token: token).put("app/db", payload)
         return (audited, token)
     }
+    let (plain, plainToken) = try auditedVault("audit-none", options: nil)
+    defer { plain.close() }
     let (queued, queuedToken) = try auditedVault("audit-queued", options: [:])
     defer { queued.close() }
     let (synced, syncedToken) = try auditedVault("audit-sync-all", options: ["sync": "all"])
     defer { synced.close() }
     try bench.compare([
-        ("kv read (audit reference: no device)", { _ = try vault.handle(Request(.read, "secret/data/app/db", token: token)) }, nil),
+        ("kv read (audit reference: no device)", { _ = try plain.handle(Request(.read, "secret/data/app/db", token: plainToken)) }, nil),
         ("kv read + file audit", { _ = try queued.handle(Request(.read, "secret/data/app/db", token: queuedToken)) }, { try queued.core.flushAudit() }),
         ("kv read + file audit, sync=all", { _ = try synced.handle(Request(.read, "secret/data/app/db", token: syncedToken)) }, nil),
     ])
