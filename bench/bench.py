@@ -341,17 +341,21 @@ def evaluate_goals(results):
     if read and floor:
         ratio = read["p50_us"] / floor
         goals.append(("in-process KV read within 5× the floor (p50)", f"{ratio:.1f}×", ratio <= 5))
-    # Audited reads are measured in alternating rounds against a reference read in the same run.
+    # Audited reads run in alternating rounds against a reference read; the cost is the median over
+    # the rounds of the throughput lost within a round (a neighbour slowing one phase moves both).
     reference = f.get("kv read (audit reference: no device)")
-    audited = f.get("kv read + file audit")
-    if reference and audited:
-        cost = 1 - audited["ops_per_s"] / reference["ops_per_s"]
-        cpu = 1 - reference["cpu_us_per_op"] / audited["cpu_us_per_op"]
+
+    def round_cost(name):
+        a, b = f[name]["round_ops_per_s"], reference["round_ops_per_s"]
+        return statistics.median(1 - x / y for x, y in zip(a, b))
+
+    if reference and "kv read + file audit" in f:
+        cost = round_cost("kv read + file audit")
+        cpu = 1 - reference["cpu_us_per_op"] / f["kv read + file audit"]["cpu_us_per_op"]
         goals.append(("one file audit device costs ≤ 20% of KV read throughput (one thread)",
                       f"{cost * 100:.0f}% (in CPU time, all threads: {cpu * 100:.0f}%)", cost <= 0.20))
-        sync_all = f.get("kv read + file audit, sync=all")
-        if sync_all:
-            cost = 1 - sync_all["ops_per_s"] / reference["ops_per_s"]
+        if "kv read + file audit, sync=all" in f:
+            cost = round_cost("kv read + file audit, sync=all")
             goals.append(("  the same with sync=all (every record written before the call returns)", f"{cost * 100:.0f}%", cost <= 0.20))
     hsm_result = results.get("hsm")
     if hsm_result:

@@ -132,15 +132,15 @@ func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
             summary["transit_encrypt_share_of_raw_evp_p50"] = floor.p50 / encrypt.p50
         }
     }
-    if let reference = bench.figure("kv read (audit reference: no device)") {
-        func cpu(_ f: Figure) -> Double { f.extra["cpu_us_per_op"] as! Double }
-        if let audited = bench.figure("kv read + file audit") {
-            summary["audit_cost_fraction"] = 1 - audited.opsPerSecond / reference.opsPerSecond
-            summary["audit_cpu_cost_fraction"] = 1 - cpu(reference) / cpu(audited)
-        }
-        if let audited = bench.figure("kv read + file audit, sync=all") {
-            summary["audit_sync_all_cost_fraction"] = 1 - audited.opsPerSecond / reference.opsPerSecond
-        }
+    let reference = "kv read (audit reference: no device)"
+    if let cost = bench.medianRoundCost("kv read + file audit", reference: reference),
+        let syncAll = bench.medianRoundCost("kv read + file audit, sync=all", reference: reference),
+        let plain = bench.figure(reference)?.extra["cpu_us_per_op"] as? Double,
+        let audited = bench.figure("kv read + file audit")?.extra["cpu_us_per_op"] as? Double
+    {
+        summary["audit_cost_fraction"] = cost
+        summary["audit_cpu_cost_fraction"] = 1 - plain / audited
+        summary["audit_sync_all_cost_fraction"] = syncAll
     }
     return summary
 }

@@ -117,6 +117,7 @@ final class Bench {
         let perRound = Swift.max(100, iterations / rounds)
         var samples = [[UInt64]](repeating: [], count: selected.count)
         var cpu = [UInt64](repeating: 0, count: selected.count)
+        var roundRates = [[Double]](repeating: [], count: selected.count)
         for operation in selected {
             for _ in 0..<Swift.max(10, Swift.min(2000, perRound)) { try operation.body() }
             try operation.settle?()
@@ -124,11 +125,15 @@ final class Bench {
         for _ in 0..<rounds {
             for (index, operation) in selected.enumerated() {
                 let cpuStart = cpuNanos()
+                var spent: UInt64 = 0
                 for _ in 0..<perRound {
                     let start = nowNanos()
                     try operation.body()
-                    samples[index].append(nowNanos() - start)
+                    let elapsed = nowNanos() - start
+                    samples[index].append(elapsed)
+                    spent += elapsed
                 }
+                roundRates[index].append(Double(perRound) / (Double(spent) / 1e9))
                 try operation.settle?()
                 cpu[index] += cpuNanos() - cpuStart
             }
@@ -141,6 +146,7 @@ final class Bench {
             }
             var figure = Figure(name: operation.name, samples: samples[index].sorted(), allocationsPerOp: allocations)
             figure.extra["cpu_us_per_op"] = Double(cpu[index]) / Double(rounds * perRound) / 1000
+            figure.extra["round_ops_per_s"] = roundRates[index]
             figures.append(figure)
             say(
                 String(
@@ -150,6 +156,16 @@ final class Bench {
     }
 
     func record(_ figure: Figure) { figures.append(figure) }
+
+    /// The median over the rounds of `compare` of 1 - (ops/s of `name`) / (ops/s of `reference`) in
+    /// the same round: the cost of what `name` adds, robust to a neighbour slowing a whole phase.
+    func medianRoundCost(_ name: String, reference: String) -> Double? {
+        guard let a = figure(name)?.extra["round_ops_per_s"] as? [Double],
+            let b = figure(reference)?.extra["round_ops_per_s"] as? [Double], a.count == b.count, !a.isEmpty
+        else { return nil }
+        let costs = zip(a, b).map { 1 - $0 / $1 }.sorted()
+        return costs[costs.count / 2]
+    }
 
     func figure(_ name: String) -> Figure? { figures.first { $0.name == name } }
 }
