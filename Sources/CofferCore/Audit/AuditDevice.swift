@@ -25,7 +25,6 @@ final class AuditDevice: Sendable {
     let chainKey: SecureBytes
     let chainMAC: HMACKey
     let logRaw: Bool
-    let sync: AuditSync
 
     private struct State: ~Copyable {
         var chain = AuditChainState()
@@ -48,8 +47,7 @@ final class AuditDevice: Sendable {
         self.chainMAC = HMACKey(chainKey)
         self.logRaw = ["true", "1"].contains(config.options["log_raw"]?.lowercased() ?? "")
         // makeSink refused any other value before the device got this far.
-        self.sync = AuditSync(rawValue: config.options["sync"] ?? "") ?? .writes
-        self.queue = sync == .writes ? AuditQueue() : nil
+        self.queue = config.options["sync"] == AuditSync.all.rawValue ? nil : AuditQueue()
         if let line = sink.lastLine(), let record = AuditChain.split(line),
             let seq = (try? JSONValue.parse(record.body))?["seq"]?.intValue
         {
@@ -68,8 +66,9 @@ final class AuditDevice: Sendable {
 
     var failures: (count: Int, last: String) { state.withLock { ($0.failures, $0.lastFailure) } }
 
-    /// Whether a read's records may wait in the queue: the device queues (`sync` "writes"), its last
-    /// write succeeded, and this process is the one that started its writer (not a fork's child).
+    /// Whether a read's request record may be deferred to go out with its response record: the
+    /// device queues (`sync` "writes") and its last write succeeded. (`enqueue` may still refuse
+    /// them, in a forked child or with the queue full; they are then written at once.)
     var queuesReads: Bool { queue != nil && !failing.load(ordering: .relaxed) }
 
     /// Queues `phases` of `record` for the writer thread. False if it cannot take them (the device

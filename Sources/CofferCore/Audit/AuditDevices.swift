@@ -4,8 +4,8 @@ import Synchronization
 import Glibc
 #endif
 
-/// Where audit records go. A device writes one record (a JSON line) at a time and reports failure by
-/// throwing; the broker decides what a failure means (fail closed when no device recorded).
+/// Where audit records go: JSON lines, one or a batch per write, failure reported by throwing; the
+/// device and broker decide what a failure means (fail closed when no device recorded).
 protocol AuditSink: Sendable {
     /// Writes one or more complete lines (each with its trailing newline), all or nothing as far as
     /// the sink can tell, or throws. Datagram sinks send each line as its own datagram.

@@ -73,13 +73,13 @@ extension Core {
         return trimmed + "/"
     }
 
-    /// Reopens every audit device's file or socket: call on SIGHUP after logrotate moved the files.
     /// Writes every queued audit record now (reads' records otherwise wait up to about a millisecond
     /// for the device's writer thread; docs/audit.md). Throws if a device cannot write.
     public func flushAudit() throws(CofferError) {
         for device in audit.current { try device.flush() }
     }
 
+    /// Reopens every audit device's file or socket: call on SIGHUP after logrotate moved the files.
     public func reopenAuditDevices() throws(CofferError) {
         let failed = audit.reopen()
         guard failed.isEmpty else {
