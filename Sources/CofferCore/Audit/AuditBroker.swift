@@ -266,9 +266,9 @@ final class BrokenSink: AuditSink {
         self.error = error
     }
 
-    func write(_ line: [UInt8]) throws(CofferError) {
+    func write(_ lines: [UInt8]) throws(CofferError) {
         guard let sink = revived.withLock({ $0 }) else { throw error }
-        try sink.write(line)
+        try sink.write(lines)
     }
 
     func reopen() throws(CofferError) {

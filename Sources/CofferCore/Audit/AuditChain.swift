@@ -20,11 +20,12 @@ public enum AuditChain {
         withUnsafeMutableBytes(of: &digest) { d in
             out.withUnsafeBytes { key.mac(UnsafeRawBufferPointer(rebasing: $0[start...]), into: d.baseAddress!.assumingMemoryBound(to: UInt8.self)) }
         }
-        let mac = withUnsafeBytes(of: &digest) { Array(Hex.encode($0).utf8) }
         out.removeLast()  // "}"
         out.append(contentsOf: macPrefix)
-        out.append(contentsOf: mac)
-        out.append(contentsOf: "\"}\n".utf8)
+        let macStart = out.count
+        withUnsafeBytes(of: &digest) { Hex.append($0, to: &out) }
+        let mac = Array(out[macStart...])
+        out.appendLiteral("\"}\n")
         return mac
     }
 

@@ -139,7 +139,7 @@ final class AuditDevice: Sendable {
         return String(decoding: out, as: UTF8.self)
     }
 
-    /// Appends `hmac-sha256:<64 hex digits>` in one copy, from a stack buffer.
+    /// Appends `hmac-sha256:<64 hex digits>`.
     private func appendHash(_ value: String, to out: inout [UInt8]) {
         var digest = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         withUnsafeMutableBytes(of: &digest) { d in
@@ -148,18 +148,8 @@ final class AuditDevice: Sendable {
                 Array(value.utf8).withUnsafeBytes { hashKey.mac($0, into: into) }
             }
         }
-        let prefix: StaticString = "hmac-sha256:"
-        let digits: StaticString = "0123456789abcdef"
-        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 12 + 64) { text in
-            for i in 0..<12 { text[i] = prefix.utf8Start[i] }
-            withUnsafeBytes(of: &digest) { d in
-                for (i, b) in d.enumerated() {
-                    text[12 + 2 * i] = digits.utf8Start[Int(b >> 4)]
-                    text[13 + 2 * i] = digits.utf8Start[Int(b & 0x0F)]
-                }
-            }
-            out.append(contentsOf: text)
-        }
+        out.appendLiteral("hmac-sha256:")
+        withUnsafeBytes(of: &digest) { Hex.append($0, to: &out) }
     }
 
     /// Writes `value` as JSON with every string (recursively) replaced by its hash, unless `log_raw`.

@@ -100,14 +100,14 @@ final class FileAuditSink: AuditSink {
         s.inode = UInt64(st.st_ino)
     }
 
-    func write(_ line: [UInt8]) throws(CofferError) {
+    func write(_ lines: [UInt8]) throws(CofferError) {
         try state.withLock { (s) throws(CofferError) in
             var st = stat()
             if s.fd < 0 || stat(path, &st) != 0 || UInt64(st.st_ino) != s.inode || UInt64(st.st_dev) != s.device {
                 try open(&s)
             }
             let fd = s.fd
-            let complete = line.withUnsafeBytes { bytes in
+            let complete = lines.withUnsafeBytes { bytes in
                 var written = 0
                 while written < bytes.count {
                     let n = Glibc.write(fd, bytes.baseAddress! + written, bytes.count - written)

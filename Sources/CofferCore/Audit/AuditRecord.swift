@@ -171,36 +171,12 @@ extension AuditDevice {
             return
         }
         out.append(UInt8(ascii: "{"))
-        for (i, key) in values.keys.sorted().enumerated() {
+        for (i, (key, value)) in values.sorted(by: { $0.key < $1.key }).enumerated() {
             if i > 0 { out.append(UInt8(ascii: ",")) }
             JSONValue.writeString(key, to: &out)
             out.append(UInt8(ascii: ":"))
-            JSONValue.writeString(values[key]!, to: &out)
+            JSONValue.writeString(value, to: &out)
         }
         out.append(UInt8(ascii: "}"))
-    }
-}
-
-/// Appends the decimal digits of `value` without building a String.
-func appendDecimal(_ value: Int, to out: inout [UInt8]) {
-    if value < 0 { out.append(UInt8(ascii: "-")) }
-    var v = value.magnitude
-    var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: room for 20 digits
-    withUnsafeMutableBytes(of: &digits) { b in
-        var n = 0
-        repeat {
-            b[23 - n] = UInt8(48 + v % 10)
-            v /= 10
-            n += 1
-        } while v > 0
-        out.append(contentsOf: b[(24 - n)...])
-    }
-}
-
-extension Array where Element == UInt8 {
-    /// Appends a literal's UTF-8 bytes in one copy.
-    @inline(__always)
-    mutating func appendLiteral(_ literal: StaticString) {
-        append(contentsOf: UnsafeBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
     }
 }

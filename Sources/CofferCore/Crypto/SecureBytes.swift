@@ -132,13 +132,26 @@ public enum Hex {
     }
 
     public static func encode(_ bytes: UnsafeRawBufferPointer) -> String {
-        let digits: StaticString = "0123456789abcdef"
-        return String(unsafeUninitializedCapacity: bytes.count * 2) { out in
-            for (i, b) in bytes.enumerated() {
-                out[2 * i] = digits.utf8Start[Int(b >> 4)]
-                out[2 * i + 1] = digits.utf8Start[Int(b & 0x0F)]
-            }
+        String(unsafeUninitializedCapacity: bytes.count * 2) { out in
+            write(bytes, into: out)
             return bytes.count * 2
+        }
+    }
+
+    /// Appends the hex digits of `bytes` to `out` in one copy (no intermediate String).
+    static func append(_ bytes: UnsafeRawBufferPointer, to out: inout [UInt8]) {
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: bytes.count * 2) { text in
+            write(bytes, into: text)
+            out.append(contentsOf: text)
+        }
+    }
+
+    /// Writes the `2 * bytes.count` hex digits of `bytes` to the start of `out`.
+    private static func write(_ bytes: UnsafeRawBufferPointer, into out: UnsafeMutableBufferPointer<UInt8>) {
+        let digits: StaticString = "0123456789abcdef"
+        for (i, b) in bytes.enumerated() {
+            out[2 * i] = digits.utf8Start[Int(b >> 4)]
+            out[2 * i + 1] = digits.utf8Start[Int(b & 0x0F)]
         }
     }
 

@@ -42,23 +42,8 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
         let day = doy - (153 * mp + 2) / 5 + 1
         let month = mp < 10 ? mp + 3 : mp - 9
         let year = yoe + era * 400 + (month <= 2 ? 1 : 0)
-        func digits(_ value: Int64, _ width: Int) {
-            // Zero-padded to `width`; wider values (years past 9999) keep all their digits.
-            var v = value
-            var buffer: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
-                (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-            withUnsafeMutableBytes(of: &buffer) { b in
-                var n = 0
-                repeat {
-                    b[19 - n] = UInt8(48 + v % 10)
-                    v /= 10
-                    n += 1
-                } while v > 0 || n < width
-                out.append(contentsOf: b[(20 - n)...])
-            }
-        }
-        if year < 0 { out.append(UInt8(ascii: "-")) }
-        digits(abs(year), 4)
+        func digits(_ value: Int64, _ width: Int) { appendDecimal(Int(value), width: width, to: &out) }
+        digits(year, 4)
         out.append(UInt8(ascii: "-"))
         digits(month, 2)
         out.append(UInt8(ascii: "-"))
