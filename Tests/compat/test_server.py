@@ -1,6 +1,7 @@
 """cofferd as a server: HTTP details, limits, TLS, signals, logs, configuration errors."""
 import hashlib
 import os
+import select
 import signal
 import socket
 import ssl
@@ -96,6 +97,14 @@ listener "tcp" {{
         assert r.status_code == 413
         r = requests.put(a, json={"secret_shares": 1, "secret_threshold": 1})
         assert r.status_code == 200 and r.json()["root_token"]
+        # On one connection: exactly one answer (413), then the end of the connection.
+        host, port = server.hostport.split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(b"PUT /v1/sys/init HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + b"x" * 1000)
+            received = b""
+            while chunk := s.recv(65536):
+                received += chunk
+        assert received.startswith(b"HTTP/1.1 413 ") and received.count(b"HTTP/1.1") == 1, received
     finally:
         server.stop()
 
@@ -119,6 +128,132 @@ listener "tcp" {{
                 closed = True
             assert closed, "the server closed the connection of a client that never finished its request head"
     finally:
+        server.stop()
+
+
+def closed_within(sock, seconds, trickle=None):
+    """Seconds until the server closed `sock` (None if it did not within `seconds`), sending `trickle`
+    every 0.25 s meanwhile."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if trickle is not None:
+            try:
+                sock.sendall(trickle)
+            except (BrokenPipeError, ConnectionResetError):
+                return time.monotonic() - started
+        readable, _, _ = select.select([sock], [], [], 0.25)
+        if readable:
+            try:
+                data = sock.recv(65536)
+            except ConnectionResetError:
+                data = b""
+            if data == b"":
+                return time.monotonic() - started
+    return None
+
+
+def test_slow_request_bodies_are_cut_off_at_http_read_timeout(cofferd_bin, workdir):
+    # Each byte of the body resets an idle timer, and the head timer stopped when the head was
+    # complete: only a deadline for the whole request ends this (Vault's http_read_timeout).
+    server = start_cofferd_config(cofferd_bin, """
+storage "memory" {{}}
+listener "tcp" {{
+  address                  = "{addr}"
+  tls_disable              = true
+  http_read_header_timeout = "1s"
+  http_read_timeout        = "2s"
+  http_idle_timeout        = "60s"
+}}
+""", workdir)
+    try:
+        host, port = server.hostport.split(":")
+        with socket.create_connection((host, int(port)), timeout=15) as slow:
+            slow.sendall(b"PUT /v1/sys/init HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+            closed = closed_within(slow, 10, trickle=b" ")  # a byte every 0.25 s: 1000 bytes would take 250 s
+            assert closed is not None, "a client sending its body a byte at a time held the connection for 10 s"
+            assert 1.5 <= closed <= 4, f"closed after {closed:.2f} s; http_read_timeout is 2 s"
+        # The same deadline for a request that is not the first on its connection: it starts at the
+        # request's first byte, not at the connection's start.
+        with socket.create_connection((host, int(port)), timeout=15) as s:
+            s.sendall(b"GET /v1/sys/seal-status HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(65536).startswith(b"HTTP/1.1 200 OK")
+            time.sleep(2.5)  # idle between requests is not part of a request's deadline
+            s.sendall(b"PUT /v1/sys/init HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+            closed = closed_within(s, 10, trickle=b" ")
+            assert closed is not None and 1.5 <= closed <= 4, closed
+        # Everyone else is served meanwhile and after.
+        assert requests.get(server.addr + "/v1/sys/seal-status", timeout=5).status_code == 200
+    finally:
+        server.stop()
+
+
+def ask(sock):
+    """Sends a keep-alive request on `sock` and reads its whole response ("" when the server closed)."""
+    try:
+        sock.sendall(b"GET /v1/sys/seal-status HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return ""
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int([h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")][0].split(b":")[1])
+        while len(body) < length:
+            body += sock.recv(65536)
+        return head.split(b"\r\n")[0].decode()
+    except (ConnectionResetError, BrokenPipeError):
+        return ""
+
+
+def test_connections_per_client_address_are_limited(cofferd_bin, workdir):
+    server = start_cofferd_config(cofferd_bin, """
+storage "memory" {{}}
+listener "tcp" {{
+  address                     = "{addr}"
+  tls_disable                 = true
+  max_connections_per_address = 3
+}}
+""", workdir)
+    host, port = server.hostport.split(":")
+    held = []
+
+    def connect(source="127.0.0.1"):
+        s = socket.create_connection((host, int(port)), timeout=5, source_address=(source, 0))
+        held.append(s)
+        return s
+
+    try:
+        # Three connections from 127.0.0.1, each served and kept open (the start-up probe's own
+        # connection may take a moment to be counted as closed).
+        deadline = time.monotonic() + 10
+        while len(held) < 3:
+            s = connect()
+            if ask(s) != "HTTP/1.1 200 OK":
+                held.remove(s)
+                s.close()
+                assert time.monotonic() < deadline, "could not open 3 connections under a limit of 3"
+                time.sleep(0.1)
+        # The fourth from the same address is closed at once, unanswered ...
+        fourth = connect()
+        assert ask(fourth) == "", "a fourth connection from one address was served with a limit of 3"
+        assert closed_within(fourth, 2) is not None
+        # ... while another address is served, and the three held ones still are.
+        assert ask(connect("127.0.0.2")) == "HTTP/1.1 200 OK"
+        for s in held[:3]:
+            assert ask(s) == "HTTP/1.1 200 OK"
+        # Closing one frees a slot for the address.
+        held.pop(0).close()
+        deadline = time.monotonic() + 5
+        while ask(connect()) != "HTTP/1.1 200 OK":
+            assert time.monotonic() < deadline, "a slot freed by a close was not given back"
+            time.sleep(0.1)
+        wait_for(lambda: "refused connections from a client at max_connections_per_address" in server.output(),
+                 "the refusal to be logged")
+        assert "client=127.0.0.1" in server.output()
+    finally:
+        for s in held:
+            s.close()
         server.stop()
 
 
@@ -247,6 +382,14 @@ def test_sigterm_finishes_the_request_in_flight_and_closes_storage(cofferd_bin, 
      "unknown pkcs11 seal field 'pinn'"),
     ('storage "sqlite" {\n  path = \n}\n', "line 3: expected a value"),
     ('listener "tcp" {\n  address = "127.0.0.1:8200"\n}\n', "needs tls_cert_file and tls_key_file"),
+    ('listener "tcp" {\n  tls_disable = true\n  tls_min_version = "tls1.3"\n}\n',
+     'line 3: "tls_min_version" must be one of "tls10", "tls11", "tls12", "tls13"'),
+    ('listener "tcp" {\n  tls_disable = true\n  tls_cipher_suites = "TLS_RSA_WITH_3DES_EDE_CBC_SHA"\n}\n',
+     "line 3: tls_cipher_suites: \"TLS_RSA_WITH_3DES_EDE_CBC_SHA\" is not offered"),
+    ('listener "tcp" {\n  tls_disable = true\n  tls_require_and_verify_client_cert = true\n}\n',
+     "line 3: tls_require_and_verify_client_cert = true needs tls_client_ca_file"),
+    ('listener "tcp" {\n  tls_disable = true\n  http_read_timeout = "never"\n}\n',
+     'line 3: "http_read_timeout" must be a duration'),
 ])
 def test_configuration_errors_name_the_line(cofferd_bin, workdir, text, message):
     path = os.path.join(workdir, "bad.hcl")

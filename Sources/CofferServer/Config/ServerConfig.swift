@@ -7,9 +7,10 @@ public import CofferCore
 /// ```hcl
 /// storage "sqlite" { path = "/var/lib/coffer/coffer.db" }
 /// listener "tcp" {
-///   address       = "127.0.0.1:8200"
-///   tls_cert_file = "/etc/coffer/tls.crt"
-///   tls_key_file  = "/etc/coffer/tls.key"
+///   address         = "127.0.0.1:8200"
+///   tls_cert_file   = "/etc/coffer/tls.crt"
+///   tls_key_file    = "/etc/coffer/tls.key"
+///   tls_min_version = "tls12"
 /// }
 /// seal "shamir" {}
 /// api_addr  = "https://coffer.example.com:8200"
@@ -36,10 +37,26 @@ public struct ServerConfig: Sendable, Equatable {
         public var maxRequestSize = 32 << 20
         /// Seconds a client has to send a complete request head (Vault's default, 10 s).
         public var readHeaderTimeout: Int64 = 10
+        /// Seconds a client has to send a whole request, body included (Vault's `http_read_timeout`, 30 s).
+        public var readTimeout: Int64 = 30
         /// Seconds an idle keep-alive connection stays open (Vault's default, 5 min).
         public var idleTimeout: Int64 = 300
         /// Connections served at once; further clients wait in the accept backlog. A Coffer extension.
         public var maxConnections = 1024
+        /// Connections one client IP address may hold open; one more is closed at once. A Coffer extension.
+        public var maxConnectionsPerAddress = 128
+        /// The oldest and newest TLS versions accepted (Vault's defaults: TLS 1.2 and TLS 1.3).
+        public var tlsMinVersion = TLSVersion.tls12
+        public var tlsMaxVersion = TLSVersion.tls13
+        /// IANA code points of the TLS 1.2 (and older) cipher suites offered, in order; nil: the TLS
+        /// library's default list (AEAD and CBC suites with ECDHE first). TLS 1.3 suites are always all on.
+        public var tlsCipherSuites: [UInt16]?
+        /// Require a client certificate signed by a CA in ``tlsClientCAFile`` in the TLS handshake.
+        public var tlsRequireAndVerifyClientCert = false
+        /// PEM file of the CA certificates that client certificates must chain to.
+        public var tlsClientCAFile: String?
+        /// Vault's switch to stop asking clients for certificates; Coffer asks only when it requires them.
+        public var tlsDisableClientCerts = false
 
         public init() {}
 
@@ -54,6 +71,43 @@ public struct ServerConfig: Sendable, Equatable {
             if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
             if host.isEmpty { host = "0.0.0.0" }
             return (host, port)
+        }
+
+        /// A conflict between TLS settings, with the keys involved (the error is reported at the last of them).
+        struct TLSConflict: Error {
+            let message: String
+            let keys: [String]
+        }
+
+        func validateTLS() throws(TLSConflict) {
+            if tlsMinVersion > tlsMaxVersion {
+                throw TLSConflict(
+                    message: "tls_min_version \"\(tlsMinVersion.rawValue)\" is newer than tls_max_version \"\(tlsMaxVersion.rawValue)\"",
+                    keys: ["tls_min_version", "tls_max_version"])
+            }
+            if let suites = tlsCipherSuites, suites.isEmpty, tlsMinVersion < .tls13 {
+                throw TLSConflict(
+                    message: "tls_cipher_suites names only TLS 1.3 suites, so no TLS 1.2 client could connect; "
+                        + "name TLS 1.2 suites too, or set tls_min_version = \"tls13\"",
+                    keys: ["tls_cipher_suites", "tls_min_version"])
+            }
+            if tlsRequireAndVerifyClientCert && tlsDisableClientCerts {
+                throw TLSConflict(
+                    message: "tls_require_and_verify_client_cert and tls_disable_client_certs cannot both be true",
+                    keys: ["tls_require_and_verify_client_cert", "tls_disable_client_certs"])
+            }
+            if tlsRequireAndVerifyClientCert && (tlsClientCAFile ?? "").isEmpty {
+                throw TLSConflict(
+                    message: "tls_require_and_verify_client_cert = true needs tls_client_ca_file, the CA certificates "
+                        + "that client certificates must chain to",
+                    keys: ["tls_require_and_verify_client_cert", "tls_client_ca_file"])
+            }
+            if tlsClientCAFile != nil && !tlsRequireAndVerifyClientCert {
+                throw TLSConflict(
+                    message: "tls_client_ca_file is used only with tls_require_and_verify_client_cert = true "
+                        + "(Coffer has no cert auth method that would read client certificates otherwise)",
+                    keys: ["tls_client_ca_file", "tls_require_and_verify_client_cert"])
+            }
         }
     }
 
@@ -172,23 +226,59 @@ extension ServerConfig {
     static func listener(_ body: [HCLItem]) throws(ConfigError) -> Listener {
         var l = Listener()
         let allowed = [
-            "address", "tls_disable", "tls_cert_file", "tls_key_file", "max_request_size", "http_read_header_timeout",
-            "http_idle_timeout", "max_connections",
+            "address", "tls_disable", "tls_cert_file", "tls_key_file", "tls_min_version", "tls_max_version",
+            "tls_cipher_suites", "tls_require_and_verify_client_cert", "tls_client_ca_file", "tls_disable_client_certs",
+            "max_request_size", "http_read_header_timeout", "http_read_timeout", "http_idle_timeout", "max_connections",
+            "max_connections_per_address",
         ]
+        var lines: [String: Int] = [:]
         for entry in body {
-            switch try key(entry) {
+            let name = try key(entry)
+            if let first = lines[name] {
+                throw ConfigError("\"\(name)\" is given twice in listener \"tcp\" (first at line \(first))", line: entry.keys[0].location.line)
+            }
+            lines[name] = entry.keys[0].location.line
+            switch name {
             case "address": l.address = try string(entry)
             case "tls_disable": l.tlsDisable = try bool(entry)
             case "tls_cert_file": l.tlsCertFile = try string(entry)
             case "tls_key_file": l.tlsKeyFile = try string(entry)
+            case "tls_min_version": l.tlsMinVersion = try tlsVersion(entry)
+            case "tls_max_version": l.tlsMaxVersion = try tlsVersion(entry)
+            case "tls_cipher_suites":
+                switch TLSCipherSuites.parse(try string(entry)) {
+                case .success(let codes): l.tlsCipherSuites = codes
+                case .failure(let error): throw ConfigError(error.message, line: entry.value.location.line)
+                }
+            case "tls_require_and_verify_client_cert": l.tlsRequireAndVerifyClientCert = try bool(entry)
+            case "tls_client_ca_file": l.tlsClientCAFile = try string(entry)
+            case "tls_disable_client_certs": l.tlsDisableClientCerts = try bool(entry)
             case "max_request_size": l.maxRequestSize = try positiveInt(entry)
             case "max_connections": l.maxConnections = try positiveInt(entry)
+            case "max_connections_per_address": l.maxConnectionsPerAddress = try positiveInt(entry)
             case "http_read_header_timeout": l.readHeaderTimeout = try duration(entry)
+            case "http_read_timeout": l.readTimeout = try duration(entry)
             case "http_idle_timeout": l.idleTimeout = try duration(entry)
             default: throw unknown(entry, in: "listener \"tcp\"", allowed: allowed)
             }
         }
+        // Settings that only make sense together, reported at the line of the one that conflicts.
+        do {
+            try l.validateTLS()
+        } catch {
+            throw ConfigError(error.message, line: error.keys.compactMap { lines[$0] }.max())
+        }
         return l
+    }
+
+    /// `"tls10"` ... `"tls13"`, Vault's spellings.
+    static func tlsVersion(_ item: HCLItem) throws(ConfigError) -> TLSVersion {
+        guard case .string(let text) = item.value.kind, let version = TLSVersion(rawValue: text) else {
+            throw ConfigError(
+                "\"\(item.keys[0].name)\" must be one of \"tls10\", \"tls11\", \"tls12\", \"tls13\"",
+                line: item.value.location.line)
+        }
+        return version
     }
 
     /// Applies Vault's and OpenBao's server environment variables (`BAO_*` wins over `VAULT_*`).
@@ -222,12 +312,17 @@ extension ServerConfig {
         }
     }
 
-    /// Checks what only makes sense together: TLS files, the address.
+    /// Checks what only makes sense together: TLS files and settings, the address.
     public func validate() throws(ConfigError) {
         _ = try listener.hostAndPort()
         if !listener.tlsDisable && (listener.tlsCertFile == nil || listener.tlsKeyFile == nil) {
             throw ConfigError(
                 "listener \"tcp\" serves TLS unless tls_disable = true, so it needs tls_cert_file and tls_key_file")
+        }
+        do {
+            try listener.validateTLS()
+        } catch {
+            throw ConfigError(error.message)
         }
     }
 
@@ -282,11 +377,20 @@ extension ServerConfig {
         throw mistyped(item, "a positive whole number")
     }
 
-    /// `"10s"`, `"5m"` or a number of seconds.
+    /// The longest listener timeout: a year (longer ones would overflow NIO's nanosecond timers).
+    static let maxTimeoutSeconds: Int64 = 365 * 24 * 3600
+
+    /// `"10s"`, `"5m"` or a number of seconds, from 1 s to a year.
     static func duration(_ item: HCLItem) throws(ConfigError) -> Int64 {
         switch item.value.kind {
         case .number(let n), .string(let n):
-            if let v = Duration.parse(n), v > 0 { return v }
+            if let v = Duration.parse(n), v > 0 {
+                guard v <= maxTimeoutSeconds else {
+                    throw ConfigError(
+                        "\"\(item.keys[0].name)\" must be at most 8760h (a year)", line: item.value.location.line)
+                }
+                return v
+            }
         default: break
         }
         throw mistyped(item, "a duration such as \"10s\" or \"5m\"")

@@ -1,0 +1,528 @@
+/// Where each HTTP/1.1 request on a connection starts and ends, decided once, over bytes only.
+///
+/// cofferd's HTTP parser is llhttp (under swift-nio), which refuses methods it does not know, Vault's
+/// `LIST` among them. `HTTPFraming` sits in front of it: it reads every request head in full,
+/// checks it, decides the body's framing (`Content-Length`, `chunked` or none) and whether the
+/// connection stays open, and hands the parser only what it accepted, with `GET` in place of a method
+/// llhttp would not know. Anything two parsers could frame differently is refused instead of being
+/// guessed at, because request boundaries that a proxy and a server disagree on are how request
+/// smuggling starts:
+///
+/// - `Content-Length` given twice, not only digits, or too large; `Content-Length` together with
+///   `Transfer-Encoding`; a transfer coding other than `chunked`, or one in an HTTP/1.0 request;
+/// - a line ending in a bare LF, a bare CR anywhere, obs-fold (a header line starting with
+///   whitespace), control characters, a header name with characters outside `token`;
+/// - a request line other than `METHOD SP target SP HTTP/1.x`, a target not in origin form (`/...`)
+///   or `*`;
+/// - a line longer than ``Limits/lineBytes``, a head longer than ``Limits/headBytes`` or with more
+///   than ``Limits/headerFields`` fields;
+/// - chunk extensions, trailer fields, a malformed chunk size or chunk end;
+/// - `Upgrade` (cofferd speaks no other protocol on the connection).
+///
+/// A zero-padded `Content-Length` (`0005`) is legal and framed as its value. After a request that
+/// does not keep the connection alive (`Connection: close`, HTTP/1.0 without `keep-alive`, as
+/// llhttp decides it), nothing more is framed: the rest of the input is dropped.
+///
+/// The type does no I/O and holds no channel, so tests and a fuzzer can drive it directly:
+///
+/// ```swift
+/// var framing = HTTPFraming()
+/// for event in framing.feed(Array("GET /v1/sys/health HTTP/1.1\r\n\r\n".utf8)) { ... }
+/// ```
+package struct HTTPFraming: Sendable {
+    package struct Limits: Sendable, Equatable {
+        /// One line of a head: the request line, a header line, a chunk-size line.
+        package var lineBytes = 16 * 1024
+        /// A whole request head, request line and headers with their line ends.
+        package var headBytes = 64 * 1024
+        /// Header fields in one head.
+        package var headerFields = 256
+        /// A method token.
+        package var methodBytes = 32
+
+        package init() {}
+    }
+
+    /// How the body of a request is delimited.
+    package enum BodyFraming: Sendable, Equatable {
+        case none
+        case length(Int)
+        case chunked
+    }
+
+    /// A request head that was read in full and accepted.
+    package struct Head: Sendable, Equatable {
+        /// The method as the client sent it (`LIST`).
+        package var method: String
+        /// True when the parser is handed `GET` in place of ``method``.
+        package var methodReplaced: Bool
+        package var target: String
+        /// 0 or 1: HTTP/1.0 or HTTP/1.1.
+        package var minorVersion: Int
+        package var body: BodyFraming
+        /// Whether another request may follow on the connection (llhttp's `should_keep_alive`).
+        package var keepAlive: Bool
+        /// The offset in the stream of the request's first byte.
+        package var start: Int
+    }
+
+    package enum Event: Sendable, Equatable {
+        /// The first byte of a request arrived (line ends between requests are skipped).
+        case requestStarted(at: Int)
+        /// A head was read in full and accepted. Its bytes follow as `forward` or `forwardBytes`.
+        case head(Head)
+        /// Hand these bytes of the input given to this `feed` to the parser, unchanged.
+        case forward(Range<Int>)
+        /// Hand these bytes to the parser: a head that arrived over more than one `feed`, or one
+        /// whose method was replaced.
+        case forwardBytes([UInt8])
+        /// The request ended; the offset in the stream just past its last byte.
+        case end(at: Int)
+        /// The stream is refused from here on: answer 400 and close. Nothing after it is framed.
+        case refused(Refusal)
+    }
+
+    /// Why a stream was refused, in words that never quote the input.
+    package struct Refusal: Error, Sendable, Equatable, CustomStringConvertible {
+        package let reason: String
+        /// The offset in the stream of the byte that decided it.
+        package let at: Int
+
+        package var description: String { reason }
+    }
+
+    /// Methods llhttp accepts and Vault clients use; every other method token is handed on as `GET`.
+    static let parserMethods: [[UInt8]] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"].map { Array($0.utf8) }
+
+    enum State: Sendable, Equatable {
+        /// Before a request line; `sawCR`: a CR of an empty line was just read.
+        case betweenRequests(sawCR: Bool)
+        case head(sawCR: Bool)
+        case body(remaining: Int)
+        case chunkSize(digits: Int, value: Int, sawCR: Bool)
+        case chunkData(remaining: Int)
+        /// After a chunk's data: its CRLF.
+        case chunkEnd(sawCR: Bool)
+        /// After the last chunk's size line: the CRLF that ends the (empty) trailer section.
+        case trailerEnd(sawCR: Bool)
+        /// After a request that closes the connection: nothing more is framed.
+        case closed
+        case refused
+    }
+
+    package let limits: Limits
+    var state = State.betweenRequests(sawCR: false)
+    /// The offset in the stream of the first byte of the next `feed`.
+    var offset = 0
+    /// The head being read, and where its current line starts.
+    var head: [UInt8] = []
+    var lineStart = 0
+    var reader = HeadReader()
+    /// The request being read, once its head was accepted.
+    var current: Head?
+    /// Bytes of the current chunk-size line.
+    var chunkLine = 0
+
+    package init(limits: Limits = Limits()) {
+        self.limits = limits
+    }
+
+    /// True once the stream was refused or closed: later input is dropped.
+    package var isFinished: Bool {
+        state == .closed || state == .refused
+    }
+
+    /// The stream ended (the client closed its side). Refuses a request that was not complete.
+    package mutating func finish() -> Refusal? {
+        switch state {
+        case .betweenRequests, .closed, .refused:
+            return nil
+        default:
+            state = .refused
+            current = nil
+            head = []
+            return Refusal(reason: "the connection ended before the request was complete", at: offset)
+        }
+    }
+
+    /// Reads the next bytes of the stream and says what they are.
+    package mutating func feed(_ input: [UInt8]) -> [Event] {
+        input.withUnsafeBytes { feed($0) }
+    }
+
+    /// Reads the next bytes of the stream and says what they are. `forward` ranges index `input`.
+    package mutating func feed(_ input: UnsafeRawBufferPointer) -> [Event] {
+        var events: [Event] = []
+        let count = input.count
+        var i = 0
+        /// Where the head being read began in this input, if it did.
+        var headStart: Int?
+        /// The start of a run of body bytes in this input not yet handed on.
+        var bodyRun: Int?
+        defer { offset += count }
+
+        func forward(_ range: Range<Int>) {
+            guard !range.isEmpty else { return }
+            if case .forward(let last) = events.last, last.upperBound == range.lowerBound {
+                events[events.count - 1] = .forward(last.lowerBound..<range.upperBound)
+            } else {
+                events.append(.forward(range))
+            }
+        }
+
+        while i < count {
+            switch state {
+            case .closed, .refused:
+                return events
+
+            case .betweenRequests(let sawCR):
+                let byte = input[i]
+                if sawCR {
+                    guard byte == Self.lf else { return refuse(&events, "a bare CR before a request line", at: i) }
+                    state = .betweenRequests(sawCR: false)
+                    i += 1
+                } else if byte == Self.cr {
+                    state = .betweenRequests(sawCR: true)
+                    i += 1
+                } else if byte == Self.lf {
+                    return refuse(&events, "a line ends in LF without CR", at: i)
+                } else {
+                    events.append(.requestStarted(at: offset + i))
+                    head.removeAll(keepingCapacity: true)
+                    lineStart = 0
+                    reader = HeadReader()
+                    headStart = i
+                    state = .head(sawCR: false)
+                }
+
+            case .head(var sawCR):
+                while i < count {
+                    let byte = input[i]
+                    i += 1
+                    head.append(byte)
+                    if sawCR {
+                        guard byte == Self.lf else { return refuse(&events, "a bare CR in the request head", at: i - 1) }
+                        sawCR = false
+                        let line = head[lineStart..<(head.count - 2)]
+                        if !line.isEmpty {
+                            if let reason = reader.read(line: line, limits: limits) { return refuse(&events, reason, at: i - 1) }
+                            lineStart = head.count
+                            continue
+                        }
+                        // The empty line: the head is complete.
+                        let accepted: Head
+                        switch reader.finish(start: offset + i - head.count) {
+                        case .success(let h): accepted = h
+                        case .failure(let refusal): return refuse(&events, refusal.reason, at: i - 1)
+                        }
+                        events.append(.head(accepted))
+                        let methodLength = accepted.method.utf8.count
+                        if let start = headStart {
+                            if accepted.methodReplaced {
+                                events.append(.forwardBytes(Array("GET".utf8)))
+                                forward((start + methodLength)..<i)
+                            } else {
+                                forward(start..<i)
+                            }
+                        } else if accepted.methodReplaced {
+                            events.append(.forwardBytes(Array("GET".utf8) + head[methodLength...]))
+                        } else {
+                            events.append(.forwardBytes(head))
+                        }
+                        headStart = nil
+                        current = accepted
+                        switch accepted.body {
+                        case .none: endRequest(&events, at: i)
+                        case .length(let n): state = .body(remaining: n)
+                        case .chunked:
+                            state = .chunkSize(digits: 0, value: 0, sawCR: false)
+                            chunkLine = 0
+                        }
+                        break
+                    } else if byte == Self.cr {
+                        sawCR = true
+                    } else if byte == Self.lf {
+                        return refuse(&events, "a line ends in LF without CR", at: i - 1)
+                    } else if head.count - lineStart > limits.lineBytes {
+                        return refuse(&events, "a line of the request head is longer than \(limits.lineBytes) bytes", at: i - 1)
+                    }
+                    if head.count > limits.headBytes {
+                        return refuse(&events, "the request head is longer than \(limits.headBytes) bytes", at: i - 1)
+                    }
+                }
+                if case .head = state { state = .head(sawCR: sawCR) }
+
+            case .body(let remaining):
+                let run = bodyRun ?? i
+                bodyRun = run
+                let take = min(remaining, count - i)
+                i += take
+                if take == remaining {
+                    forward(run..<i)
+                    bodyRun = nil
+                    endRequest(&events, at: i)
+                } else {
+                    state = .body(remaining: remaining - take)
+                }
+
+            case .chunkSize(var digits, var value, let sawCR):
+                if bodyRun == nil { bodyRun = i }
+                let byte = input[i]
+                chunkLine += 1
+                if sawCR {
+                    guard byte == Self.lf else { return refuse(&events, "a chunk size line does not end in CRLF", at: i, run: bodyRun) }
+                    guard digits > 0 else { return refuse(&events, "a chunk size line holds no size", at: i, run: bodyRun) }
+                    i += 1
+                    state = value == 0 ? .trailerEnd(sawCR: false) : .chunkData(remaining: value)
+                    continue
+                }
+                if byte == Self.cr {
+                    state = .chunkSize(digits: digits, value: value, sawCR: true)
+                } else if let digit = Self.hexValue(byte) {
+                    // 15 hex digits (without leading zeros) stay far below Int.max; a size that big never arrives anyway.
+                    guard value < 1 << 56 else { return refuse(&events, "a chunk size is too large", at: i, run: bodyRun) }
+                    value = value << 4 | digit
+                    digits += 1
+                    state = .chunkSize(digits: digits, value: value, sawCR: false)
+                } else if byte == Self.lf {
+                    return refuse(&events, "a chunk size line does not end in CRLF", at: i, run: bodyRun)
+                } else if byte == UInt8(ascii: ";") {
+                    return refuse(&events, "chunk extensions are not supported", at: i, run: bodyRun)
+                } else {
+                    return refuse(&events, "a chunk size must be hexadecimal digits", at: i, run: bodyRun)
+                }
+                if chunkLine > limits.lineBytes {
+                    return refuse(&events, "a chunk size line is longer than \(limits.lineBytes) bytes", at: i, run: bodyRun)
+                }
+                i += 1
+
+            case .chunkData(let remaining):
+                if bodyRun == nil { bodyRun = i }
+                let take = min(remaining, count - i)
+                i += take
+                state = take == remaining ? .chunkEnd(sawCR: false) : .chunkData(remaining: remaining - take)
+
+            case .chunkEnd(let sawCR):
+                if bodyRun == nil { bodyRun = i }
+                let byte = input[i]
+                guard byte == (sawCR ? Self.lf : Self.cr) else {
+                    return refuse(&events, "chunk data is not followed by CRLF", at: i, run: bodyRun)
+                }
+                i += 1
+                if sawCR {
+                    state = .chunkSize(digits: 0, value: 0, sawCR: false)
+                    chunkLine = 0
+                } else {
+                    state = .chunkEnd(sawCR: true)
+                }
+
+            case .trailerEnd(let sawCR):
+                let run = bodyRun ?? i
+                bodyRun = run
+                let byte = input[i]
+                if !sawCR {
+                    guard byte == Self.cr else {
+                        return refuse(&events, "trailer fields after a chunked body are not supported", at: i, run: bodyRun)
+                    }
+                    state = .trailerEnd(sawCR: true)
+                    i += 1
+                } else {
+                    guard byte == Self.lf else { return refuse(&events, "the chunked body does not end in CRLF", at: i, run: bodyRun) }
+                    i += 1
+                    forward(run..<i)
+                    bodyRun = nil
+                    endRequest(&events, at: i)
+                }
+            }
+        }
+        if let run = bodyRun { forward(run..<count) }
+        return events
+    }
+
+    /// Ends the current request at index `i` of the input.
+    private mutating func endRequest(_ events: inout [Event], at i: Int) {
+        events.append(.end(at: offset + i))
+        let keepAlive = current?.keepAlive ?? false
+        current = nil
+        state = keepAlive ? .betweenRequests(sawCR: false) : .closed
+    }
+
+    /// Refuses the stream at index `i` of the input; body bytes before it (from `run`) are handed on.
+    private mutating func refuse(_ events: inout [Event], _ reason: String, at i: Int, run: Int? = nil) -> [Event] {
+        if let run, run < i {
+            if case .forward(let last) = events.last, last.upperBound == run {
+                events[events.count - 1] = .forward(last.lowerBound..<i)
+            } else {
+                events.append(.forward(run..<i))
+            }
+        }
+        events.append(.refused(Refusal(reason: reason, at: offset + i)))
+        state = .refused
+        current = nil
+        head = []
+        return events
+    }
+
+    static let cr = UInt8(ascii: "\r")
+    static let lf = UInt8(ascii: "\n")
+
+    static func hexValue(_ byte: UInt8) -> Int? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): Int(byte - UInt8(ascii: "0"))
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): Int(byte - UInt8(ascii: "a") + 10)
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): Int(byte - UInt8(ascii: "A") + 10)
+        default: nil
+        }
+    }
+
+    /// RFC 9110 `tchar`: the characters of a method and a header name.
+    static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            true
+        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
+            UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
+            UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
+            true
+        default:
+            false
+        }
+    }
+}
+
+extension HTTPFraming {
+    /// Reads a head line by line and keeps what decides the framing.
+    struct HeadReader: Sendable, Equatable {
+        var method: [UInt8] = []
+        var target: [UInt8] = []
+        var minorVersion = 1
+        var fields = 0
+        var contentLength: Int?
+        var chunked = false
+        var sawTransferEncoding = false
+        var connectionClose = false
+        var connectionKeepAlive = false
+        var sawRequestLine = false
+
+        /// Reads one line (without its CRLF); returns why the head is refused, or nil.
+        mutating func read(line: ArraySlice<UInt8>, limits: Limits) -> String? {
+            if !sawRequestLine {
+                sawRequestLine = true
+                return readRequestLine(line, limits: limits)
+            }
+            fields += 1
+            if fields > limits.headerFields { return "the request head has more than \(limits.headerFields) header fields" }
+            let first = line[line.startIndex]
+            if first == UInt8(ascii: " ") || first == UInt8(ascii: "\t") {
+                return "a header line starts with whitespace (obs-fold is not accepted)"
+            }
+            guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { return "a header line has no colon" }
+            let name = line[line.startIndex..<colon]
+            guard !name.isEmpty, name.allSatisfy(HTTPFraming.isTokenByte) else {
+                return "a header name holds a character that is not allowed (or whitespace before its colon)"
+            }
+            var value = line[(colon + 1)...]
+            while let b = value.first, b == UInt8(ascii: " ") || b == UInt8(ascii: "\t") { value = value.dropFirst() }
+            if value.contains(where: { ($0 < 0x20 && $0 != UInt8(ascii: "\t")) || $0 == 0x7F }) {
+                return "a header value holds a control character"
+            }
+            var trimmed = value
+            while let b = trimmed.last, b == UInt8(ascii: " ") || b == UInt8(ascii: "\t") { trimmed = trimmed.dropLast() }
+
+            if Self.equalsIgnoringCase(name, "content-length") {
+                guard contentLength == nil else { return "Content-Length is given more than once" }
+                guard !sawTransferEncoding else { return "Content-Length and Transfer-Encoding are given together" }
+                // No trailing whitespace either: llhttp refuses it.
+                guard !value.isEmpty, value.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else {
+                    return "Content-Length must be a decimal number"
+                }
+                let significant = value.drop { $0 == UInt8(ascii: "0") }
+                guard significant.count <= 18 else { return "Content-Length is too large" }
+                contentLength = significant.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
+            } else if Self.equalsIgnoringCase(name, "transfer-encoding") {
+                guard !sawTransferEncoding else { return "Transfer-Encoding is given more than once" }
+                guard contentLength == nil else { return "Content-Length and Transfer-Encoding are given together" }
+                sawTransferEncoding = true
+                guard Self.equalsIgnoringCase(trimmed, "chunked") else {
+                    return "Transfer-Encoding must be chunked (no other transfer coding is supported)"
+                }
+                chunked = true
+            } else if Self.equalsIgnoringCase(name, "connection") {
+                for element in trimmed.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false) {
+                    var token = element[...]
+                    while let b = token.first, b == UInt8(ascii: " ") || b == UInt8(ascii: "\t") { token = token.dropFirst() }
+                    while let b = token.last, b == UInt8(ascii: " ") || b == UInt8(ascii: "\t") { token = token.dropLast() }
+                    if token.isEmpty { continue }
+                    guard token.allSatisfy(HTTPFraming.isTokenByte) else { return "Connection must be a list of tokens" }
+                    if Self.equalsIgnoringCase(token, "close") { connectionClose = true }
+                    if Self.equalsIgnoringCase(token, "keep-alive") { connectionKeepAlive = true }
+                }
+            } else if Self.equalsIgnoringCase(name, "upgrade") {
+                return "protocol upgrades (Upgrade) are not supported"
+            }
+            return nil
+        }
+
+        mutating func readRequestLine(_ line: ArraySlice<UInt8>, limits: Limits) -> String? {
+            let malformed = "the request line must be METHOD SP target SP HTTP/1.1"
+            guard let space1 = line.firstIndex(of: UInt8(ascii: " ")) else { return malformed }
+            let method = line[line.startIndex..<space1]
+            guard !method.isEmpty, method.allSatisfy(HTTPFraming.isTokenByte) else { return malformed }
+            guard method.count <= limits.methodBytes else { return "the method is longer than \(limits.methodBytes) bytes" }
+            let rest = line[(space1 + 1)...]
+            guard let space2 = rest.firstIndex(of: UInt8(ascii: " ")) else { return malformed }
+            let target = rest[rest.startIndex..<space2]
+            guard !target.isEmpty, target.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return malformed }
+            guard target.first == UInt8(ascii: "/") || target.elementsEqual("*".utf8) else {
+                return "the request target must be a path starting with / (or *)"
+            }
+            let version = rest[(space2 + 1)...]
+            if version.elementsEqual("HTTP/1.1".utf8) {
+                minorVersion = 1
+            } else if version.elementsEqual("HTTP/1.0".utf8) {
+                minorVersion = 0
+            } else {
+                return "the HTTP version must be HTTP/1.1 or HTTP/1.0"
+            }
+            self.method = Array(method)
+            self.target = Array(target)
+            return nil
+        }
+
+        /// The accepted head once its empty line arrived.
+        func finish(start: Int) -> Result<Head, Refusal> {
+            if chunked && minorVersion == 0 {
+                return .failure(Refusal(reason: "Transfer-Encoding is not allowed in an HTTP/1.0 request", at: start))
+            }
+            let body: BodyFraming
+            if chunked {
+                body = .chunked
+            } else if let length = contentLength, length > 0 {
+                body = .length(length)
+            } else {
+                body = .none
+            }
+            // llhttp's should_keep_alive: HTTP/1.1 unless `close`; HTTP/1.0 only with `keep-alive`.
+            let keepAlive = minorVersion == 1 ? !connectionClose : connectionKeepAlive
+            let replaced = !HTTPFraming.parserMethods.contains { $0.elementsEqual(method) }
+            return .success(
+                Head(
+                    method: String(decoding: method, as: UTF8.self), methodReplaced: replaced,
+                    target: String(decoding: target, as: UTF8.self), minorVersion: minorVersion, body: body,
+                    keepAlive: keepAlive, start: start))
+        }
+
+        static func equalsIgnoringCase(_ bytes: ArraySlice<UInt8>, _ lowercase: StaticString) -> Bool {
+            guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
+            return lowercase.withUTF8Buffer { expected in
+                var index = 0
+                for b in bytes {
+                    let folded = b >= UInt8(ascii: "A") && b <= UInt8(ascii: "Z") ? b + 32 : b
+                    if folded != expected[index] { return false }
+                    index += 1
+                }
+                return true
+            }
+        }
+    }
+}
