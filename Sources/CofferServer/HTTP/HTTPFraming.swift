@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Where each HTTP/1.1 request on a connection starts and ends, decided once, over bytes only.
 ///
 /// cofferd's HTTP parser is llhttp (under swift-nio), which refuses methods it does not know, Vault's
@@ -195,62 +201,83 @@ package struct HTTPFraming: Sendable {
                     state = .head(sawCR: false)
                 }
 
-            case .head(var sawCR):
-                while i < count {
-                    let byte = input[i]
-                    i += 1
-                    head.append(byte)
-                    if sawCR {
-                        guard byte == Self.lf else { return refuse(&events, "a bare CR in the request head", at: i - 1) }
-                        sawCR = false
-                        let line = head[lineStart..<(head.count - 2)]
-                        if !line.isEmpty {
-                            if let reason = reader.read(line: line, limits: limits) { return refuse(&events, reason, at: i - 1) }
-                            lineStart = head.count
-                            continue
-                        }
-                        // The empty line: the head is complete.
-                        let accepted: Head
-                        switch reader.finish(start: offset + i - head.count) {
-                        case .success(let h): accepted = h
-                        case .failure(let refusal): return refuse(&events, refusal.reason, at: i - 1)
-                        }
-                        events.append(.head(accepted))
-                        let methodLength = accepted.method.utf8.count
-                        if let start = headStart {
-                            if accepted.methodReplaced {
-                                events.append(.forwardBytes(Array("GET".utf8)))
-                                forward((start + methodLength)..<i)
-                            } else {
-                                forward(start..<i)
-                            }
-                        } else if accepted.methodReplaced {
-                            events.append(.forwardBytes(Array("GET".utf8) + head[methodLength...]))
-                        } else {
-                            events.append(.forwardBytes(head))
-                        }
-                        headStart = nil
-                        current = accepted
-                        switch accepted.body {
-                        case .none: endRequest(&events, at: i)
-                        case .length(let n): state = .body(remaining: n)
-                        case .chunked:
-                            state = .chunkSize(digits: 0, value: 0, sawCR: false)
-                            chunkLine = 0
-                        }
-                        break
-                    } else if byte == Self.cr {
-                        sawCR = true
-                    } else if byte == Self.lf {
-                        return refuse(&events, "a line ends in LF without CR", at: i - 1)
-                    } else if head.count - lineStart > limits.lineBytes {
-                        return refuse(&events, "a line of the request head is longer than \(limits.lineBytes) bytes", at: i - 1)
+            case .head(let sawCR):
+                // A line at a time: find its LF, check the bytes before it in bulk, copy them at once.
+                var lineEnd: Int  // index of the LF that ends the line
+                if sawCR {
+                    guard input[i] == Self.lf else { return refuse(&events, "a bare CR in the request head", at: i) }
+                    lineEnd = i
+                } else {
+                    let lf = Self.find(Self.lf, in: input, from: i, to: count)
+                    let segmentEnd = lf ?? count
+                    if let cr = Self.find(Self.cr, in: input, from: i, to: segmentEnd), cr != segmentEnd - 1 {
+                        return refuse(&events, "a bare CR in the request head", at: cr)
+                    }
+                    if let lf, lf == i || input[lf - 1] != Self.cr {
+                        // (A CR that ended the previous feed was handled above.)
+                        return refuse(&events, "a line ends in LF without CR", at: lf)
+                    }
+                    head.append(contentsOf: UnsafeRawBufferPointer(rebasing: input[i..<segmentEnd]))
+                    let lineBytes = head.count - lineStart - (head.last == Self.cr ? 1 : 0)
+                    if lineBytes > limits.lineBytes {
+                        return refuse(&events, "a line of the request head is longer than \(limits.lineBytes) bytes", at: segmentEnd - 1)
                     }
                     if head.count > limits.headBytes {
-                        return refuse(&events, "the request head is longer than \(limits.headBytes) bytes", at: i - 1)
+                        return refuse(&events, "the request head is longer than \(limits.headBytes) bytes", at: segmentEnd - 1)
                     }
+                    guard let lf else {
+                        state = .head(sawCR: head.last == Self.cr)
+                        i = count
+                        continue
+                    }
+                    lineEnd = lf
                 }
-                if case .head = state { state = .head(sawCR: sawCR) }
+                head.append(Self.lf)
+                i = lineEnd + 1
+                state = .head(sawCR: false)
+                if head.count > limits.headBytes {
+                    return refuse(&events, "the request head is longer than \(limits.headBytes) bytes", at: lineEnd)
+                }
+                if head.count - 2 > lineStart {
+                    var lineReader = reader
+                    let (start, limits) = (lineStart, limits)
+                    let reason = head.withUnsafeBufferPointer { all in
+                        lineReader.read(line: UnsafeBufferPointer(rebasing: all[start..<(all.count - 2)]), limits: limits)
+                    }
+                    reader = lineReader
+                    if let reason { return refuse(&events, reason, at: lineEnd) }
+                    lineStart = head.count
+                    continue
+                }
+                // The empty line: the head is complete.
+                let accepted: Head
+                switch reader.finish(start: offset + i - head.count) {
+                case .success(let h): accepted = h
+                case .failure(let refusal): return refuse(&events, refusal.reason, at: lineEnd)
+                }
+                events.append(.head(accepted))
+                let methodLength = accepted.method.utf8.count
+                if let start = headStart {
+                    if accepted.methodReplaced {
+                        events.append(.forwardBytes(Self.get))
+                        forward((start + methodLength)..<i)
+                    } else {
+                        forward(start..<i)
+                    }
+                } else if accepted.methodReplaced {
+                    events.append(.forwardBytes(Self.get + head[methodLength...]))
+                } else {
+                    events.append(.forwardBytes(head))
+                }
+                headStart = nil
+                current = accepted
+                switch accepted.body {
+                case .none: endRequest(&events, at: i)
+                case .length(let n): state = .body(remaining: n)
+                case .chunked:
+                    state = .chunkSize(digits: 0, value: 0, sawCR: false)
+                    chunkLine = 0
+                }
 
             case .body(let remaining):
                 let run = bodyRun ?? i
@@ -365,6 +392,14 @@ package struct HTTPFraming: Sendable {
 
     static let cr = UInt8(ascii: "\r")
     static let lf = UInt8(ascii: "\n")
+    static let get = Array("GET".utf8)
+
+    /// The index of the first `byte` in `input[from..<to]`.
+    static func find(_ byte: UInt8, in input: UnsafeRawBufferPointer, from: Int, to: Int) -> Int? {
+        guard from < to, let base = input.baseAddress else { return nil }
+        guard let found = memchr(base + from, Int32(byte), to - from) else { return nil }
+        return base.distance(to: UnsafeRawPointer(found))
+    }
 
     static func hexValue(_ byte: UInt8) -> Int? {
         switch byte {
@@ -405,41 +440,50 @@ extension HTTPFraming {
         var sawRequestLine = false
 
         /// Reads one line (without its CRLF); returns why the head is refused, or nil.
-        mutating func read(line: ArraySlice<UInt8>, limits: Limits) -> String? {
+        mutating func read(line: UnsafeBufferPointer<UInt8>, limits: Limits) -> String? {
             if !sawRequestLine {
                 sawRequestLine = true
                 return readRequestLine(line, limits: limits)
             }
             fields += 1
             if fields > limits.headerFields { return "the request head has more than \(limits.headerFields) header fields" }
-            let first = line[line.startIndex]
-            if first == UInt8(ascii: " ") || first == UInt8(ascii: "\t") {
+            let first = line[0]
+            if first == Self.space || first == Self.tab {
                 return "a header line starts with whitespace (obs-fold is not accepted)"
             }
             guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { return "a header line has no colon" }
-            let name = line[line.startIndex..<colon]
-            guard !name.isEmpty, name.allSatisfy(HTTPFraming.isTokenByte) else {
+            let name = UnsafeBufferPointer(rebasing: line[0..<colon])
+            guard colon > 0, Self.allTokenBytes(name) else {
                 return "a header name holds a character that is not allowed (or whitespace before its colon)"
             }
-            var value = line[(colon + 1)...]
-            while let b = value.first, b == UInt8(ascii: " ") || b == UInt8(ascii: "\t") { value = value.dropFirst() }
-            if value.contains(where: { ($0 < 0x20 && $0 != UInt8(ascii: "\t")) || $0 == 0x7F }) {
-                return "a header value holds a control character"
+            // The value: leading whitespace skipped; control characters other than HTAB refused.
+            var valueStart = colon + 1
+            while valueStart < line.count, line[valueStart] == Self.space || line[valueStart] == Self.tab { valueStart += 1 }
+            var index = valueStart
+            while index < line.count {
+                let b = line[index]
+                if (b < 0x20 && b != Self.tab) || b == 0x7F { return "a header value holds a control character" }
+                index += 1
             }
-            var trimmed = value
-            while let b = trimmed.last, b == UInt8(ascii: " ") || b == UInt8(ascii: "\t") { trimmed = trimmed.dropLast() }
+            let value = UnsafeBufferPointer(rebasing: line[valueStart..<line.count])
+            var trimmedEnd = line.count
+            while trimmedEnd > valueStart, line[trimmedEnd - 1] == Self.space || line[trimmedEnd - 1] == Self.tab { trimmedEnd -= 1 }
+            let trimmed = UnsafeBufferPointer(rebasing: line[valueStart..<trimmedEnd])
 
-            if Self.equalsIgnoringCase(name, "content-length") {
+            // Only names of the length of one that matters are compared.
+            switch name.count {
+            case 14 where Self.equalsIgnoringCase(name, "content-length"):
                 guard contentLength == nil else { return "Content-Length is given more than once" }
                 guard !sawTransferEncoding else { return "Content-Length and Transfer-Encoding are given together" }
                 // No trailing whitespace either: llhttp refuses it.
-                guard !value.isEmpty, value.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else {
-                    return "Content-Length must be a decimal number"
-                }
-                let significant = value.drop { $0 == UInt8(ascii: "0") }
-                guard significant.count <= 18 else { return "Content-Length is too large" }
-                contentLength = significant.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
-            } else if Self.equalsIgnoringCase(name, "transfer-encoding") {
+                guard !value.isEmpty, Self.allDigits(value) else { return "Content-Length must be a decimal number" }
+                var digits = value[...]
+                while digits.count > 1, digits.first == UInt8(ascii: "0") { digits = digits.dropFirst() }
+                guard digits.count <= 18 else { return "Content-Length is too large" }
+                var length = 0
+                for d in digits { length = length * 10 + Int(d - UInt8(ascii: "0")) }
+                contentLength = length
+            case 17 where Self.equalsIgnoringCase(name, "transfer-encoding"):
                 guard !sawTransferEncoding else { return "Transfer-Encoding is given more than once" }
                 guard contentLength == nil else { return "Content-Length and Transfer-Encoding are given together" }
                 sawTransferEncoding = true
@@ -447,36 +491,40 @@ extension HTTPFraming {
                     return "Transfer-Encoding must be chunked (no other transfer coding is supported)"
                 }
                 chunked = true
-            } else if Self.equalsIgnoringCase(name, "connection") {
+            case 10 where Self.equalsIgnoringCase(name, "connection"):
                 for element in trimmed.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false) {
                     var token = element[...]
-                    while let b = token.first, b == UInt8(ascii: " ") || b == UInt8(ascii: "\t") { token = token.dropFirst() }
-                    while let b = token.last, b == UInt8(ascii: " ") || b == UInt8(ascii: "\t") { token = token.dropLast() }
+                    while let b = token.first, b == Self.space || b == Self.tab { token = token.dropFirst() }
+                    while let b = token.last, b == Self.space || b == Self.tab { token = token.dropLast() }
                     if token.isEmpty { continue }
-                    guard token.allSatisfy(HTTPFraming.isTokenByte) else { return "Connection must be a list of tokens" }
-                    if Self.equalsIgnoringCase(token, "close") { connectionClose = true }
-                    if Self.equalsIgnoringCase(token, "keep-alive") { connectionKeepAlive = true }
+                    let bytes = UnsafeBufferPointer(rebasing: token)
+                    guard Self.allTokenBytes(bytes) else { return "Connection must be a list of tokens" }
+                    if Self.equalsIgnoringCase(bytes, "close") { connectionClose = true }
+                    if Self.equalsIgnoringCase(bytes, "keep-alive") { connectionKeepAlive = true }
                 }
-            } else if Self.equalsIgnoringCase(name, "upgrade") {
+            case 7 where Self.equalsIgnoringCase(name, "upgrade"):
                 return "protocol upgrades (Upgrade) are not supported"
+            default:
+                break
             }
             return nil
         }
 
-        mutating func readRequestLine(_ line: ArraySlice<UInt8>, limits: Limits) -> String? {
+        mutating func readRequestLine(_ line: UnsafeBufferPointer<UInt8>, limits: Limits) -> String? {
             let malformed = "the request line must be METHOD SP target SP HTTP/1.1"
-            guard let space1 = line.firstIndex(of: UInt8(ascii: " ")) else { return malformed }
-            let method = line[line.startIndex..<space1]
-            guard !method.isEmpty, method.allSatisfy(HTTPFraming.isTokenByte) else { return malformed }
+            guard let space1 = line.firstIndex(of: Self.space) else { return malformed }
+            let method = UnsafeBufferPointer(rebasing: line[0..<space1])
+            guard !method.isEmpty, Self.allTokenBytes(method) else { return malformed }
             guard method.count <= limits.methodBytes else { return "the method is longer than \(limits.methodBytes) bytes" }
-            let rest = line[(space1 + 1)...]
-            guard let space2 = rest.firstIndex(of: UInt8(ascii: " ")) else { return malformed }
-            let target = rest[rest.startIndex..<space2]
-            guard !target.isEmpty, target.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return malformed }
-            guard target.first == UInt8(ascii: "/") || target.elementsEqual("*".utf8) else {
+            let rest = UnsafeBufferPointer(rebasing: line[(space1 + 1)...])
+            guard let space2 = rest.firstIndex(of: Self.space) else { return malformed }
+            let target = UnsafeBufferPointer(rebasing: rest[0..<space2])
+            guard !target.isEmpty else { return malformed }
+            for b in target where b <= 0x20 || b >= 0x7F { return malformed }
+            guard target[0] == UInt8(ascii: "/") || (target.count == 1 && target[0] == UInt8(ascii: "*")) else {
                 return "the request target must be a path starting with / (or *)"
             }
-            let version = rest[(space2 + 1)...]
+            let version = UnsafeBufferPointer(rebasing: rest[(space2 + 1)...])
             if version.elementsEqual("HTTP/1.1".utf8) {
                 minorVersion = 1
             } else if version.elementsEqual("HTTP/1.0".utf8) {
@@ -487,6 +535,19 @@ extension HTTPFraming {
             self.method = Array(method)
             self.target = Array(target)
             return nil
+        }
+
+        static let space = UInt8(ascii: " ")
+        static let tab = UInt8(ascii: "\t")
+
+        static func allTokenBytes(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+            for b in bytes where !HTTPFraming.isTokenByte(b) { return false }
+            return true
+        }
+
+        static func allDigits(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+            for b in bytes where b < UInt8(ascii: "0") || b > UInt8(ascii: "9") { return false }
+            return true
         }
 
         /// The accepted head once its empty line arrived.
@@ -512,14 +573,13 @@ extension HTTPFraming {
                     keepAlive: keepAlive, start: start))
         }
 
-        static func equalsIgnoringCase(_ bytes: ArraySlice<UInt8>, _ lowercase: StaticString) -> Bool {
+        static func equalsIgnoringCase(_ bytes: UnsafeBufferPointer<UInt8>, _ lowercase: StaticString) -> Bool {
             guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
             return lowercase.withUTF8Buffer { expected in
-                var index = 0
-                for b in bytes {
+                for index in 0..<bytes.count {
+                    let b = bytes[index]
                     let folded = b >= UInt8(ascii: "A") && b <= UInt8(ascii: "Z") ? b + 32 : b
                     if folded != expected[index] { return false }
-                    index += 1
                 }
                 return true
             }
