@@ -59,6 +59,21 @@ import Testing
         #expect(try plain.listener.hostAndPort() == ("127.0.0.1", 8200))
     }
 
+    @Test func configurationsBuiltInCodeAreCheckedToo() throws {
+        var config = ServerConfig()
+        config.listener.tlsDisable = true
+        try config.validate()
+        config.listener.readTimeout = Int64.max / 2  // would overflow NIO's nanosecond timer
+        #expect(throws: ConfigError("http_read_timeout must be from 1s to 8760h (a year)")) { try config.validate() }
+        config.listener.readTimeout = 30
+        config.listener.maxConnectionsPerAddress = 0
+        #expect(throws: ConfigError("max_connections_per_address must be a positive whole number")) { try config.validate() }
+        config.listener.maxConnectionsPerAddress = 1
+        config.listener.tlsMinVersion = .tls13
+        config.listener.tlsMaxVersion = .tls12
+        #expect(throws: ConfigError("tls_min_version \"tls13\" is newer than tls_max_version \"tls12\"")) { try config.validate() }
+    }
+
     @Test func environmentOverridesTheFileAndBaoWinsOverVault() throws {
         var config = try ServerConfig.parse("log_level = \"info\"\napi_addr = \"http://file:8200\"")
         try config.applyEnvironment([

@@ -324,6 +324,21 @@ extension ServerConfig {
         } catch {
             throw ConfigError(error.message)
         }
+        // What the file parser already checks, again for configurations built in code.
+        let timeouts = [
+            ("http_read_header_timeout", listener.readHeaderTimeout), ("http_read_timeout", listener.readTimeout),
+            ("http_idle_timeout", listener.idleTimeout),
+        ]
+        for (name, seconds) in timeouts where !(1...Self.maxTimeoutSeconds).contains(seconds) {
+            throw ConfigError("\(name) must be from 1s to 8760h (a year)")
+        }
+        let counts = [
+            ("max_request_size", listener.maxRequestSize), ("max_connections", listener.maxConnections),
+            ("max_connections_per_address", listener.maxConnectionsPerAddress),
+        ]
+        for (name, value) in counts where value < 1 {
+            throw ConfigError("\(name) must be a positive whole number")
+        }
     }
 
     // MARK: Reading items
