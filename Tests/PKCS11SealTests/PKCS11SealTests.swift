@@ -164,6 +164,56 @@ import Testing
         try PKCS11Seal(configuration).check()
     }
 
+    // MARK: Where the module is loaded from
+
+    @Test func aModuleOthersCouldReplaceIsRefusedBeforeItIsLoaded() throws {
+        let hsm = try SoftHSM()
+        try hsm.initToken("coffer")
+        try hsm.createAESKey(token: "coffer", label: "k", id: "01")
+        func copyModule(into directory: String, directoryMode: Int, fileMode: Int) throws -> String {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false)
+            let path = directory + "/libsofthsm2.so"
+            // (Debian's module path is a symlink: copy what it points to.)
+            try FileManager.default.copyItem(atPath: URL(fileURLWithPath: SoftHSM.module).resolvingSymlinksInPath().path, toPath: path)
+            chmod(path, mode_t(fileMode))
+            chmod(directory, mode_t(directoryMode))
+            return path
+        }
+        func seal(_ lib: String) throws -> PKCS11Seal {
+            var configuration = hsm.configuration(token: "coffer", key: "k")
+            configuration.lib = lib
+            return try PKCS11Seal(configuration)
+        }
+        let open = hsm.directory + "/world-writable"
+        let exposed = try copyModule(into: open, directoryMode: 0o777, fileMode: 0o755)
+        expectCofferError(.invalidArgument, containing: [
+            "refusing to load the PKCS#11 module (lib) '\(exposed)'", "the directory '\(open)' is writable by its group and others (mode 777)",
+            "chmod go-w '\(open)'", "root-owned directory such as /usr/lib",
+        ]) { try seal(exposed).check() }
+        let writableFile = try copyModule(into: hsm.directory + "/group-file", directoryMode: 0o755, fileMode: 0o775)
+        expectCofferError(.invalidArgument, containing: ["the module file '\(writableFile)' is writable by its group (mode 775)"]) {
+            try seal(writableFile).check()
+        }
+        // A symlink is judged by where it leads.
+        let link = hsm.directory + "/link.so"
+        symlink(exposed, link)
+        expectCofferError(.invalidArgument, containing: ["(lib) '\(link)' (resolved to '\(exposed)')", "the directory '\(open)'"]) {
+            try seal(link).check()
+        }
+        if geteuid() == 0 {
+            // Owned by another user, who could write it whatever its mode.
+            let foreign = try copyModule(into: hsm.directory + "/foreign", directoryMode: 0o755, fileMode: 0o755)
+            chown(foreign, 4242, 4242)
+            expectCofferError(.invalidArgument, containing: ["the module file '\(foreign)' is owned by uid 4242, neither root"]) {
+                try seal(foreign).check()
+            }
+        }
+        // Writable by its owner only, in directories likewise (the temporary directory above them
+        // has the sticky bit): loaded and used.
+        let safe = try copyModule(into: hsm.directory + "/safe", directoryMode: 0o755, fileMode: 0o755)
+        try seal(safe).check()
+    }
+
     @Test func keyNotFoundOrOfTheWrongType() throws {
         let hsm = try SoftHSM()
         try hsm.initToken("coffer")
