@@ -260,7 +260,8 @@ int coffer_transit_decrypt(coffer_t *h, const char *mount, const char *key, cons
 /* ---- Memory --------------------------------------------------------------------------------- */
 
 /** Releases a buffer returned by the library (coffer_request's out, coffer_kv_get's data_json,
-    coffer_transit_encrypt's ciphertext, coffer_transit_decrypt's plaintext). NULL is accepted. */
+    coffer_transit_encrypt's ciphertext, coffer_transit_decrypt's plaintext), zeroing all of it
+    first, since such buffers hold secrets, tokens and unseal keys. NULL is accepted. */
 void coffer_free(void *p);
 
 #ifdef __cplusplus

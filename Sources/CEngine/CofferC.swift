@@ -241,7 +241,8 @@ public func coffer_request(
     outLength?.pointee = 0
     guard let httpStatus else { return fail(COFFER_EINVALID, "http_status is NULL") }
     guard let out else { return fail(COFFER_EINVALID, "out is NULL") }
-    let handle: Handle, method_: String, path_: String, token_: String?, body_: [UInt8]
+    let handle: Handle, method_: String, path_: String, token_: String?
+    var body_: [UInt8]
     do {
         handle = try lookup(pointer)
         method_ = try string(method, "method")
@@ -251,7 +252,10 @@ public func coffer_request(
     } catch {
         return fail(COFFER_EINVALID, error.message)
     }
-    let result = handle.vault.core.handleWireWithError(method: method_, path: path_, token: token_, body: body_)
+    var result = handle.vault.core.handleWireWithError(method: method_, path: path_, token: token_, body: body_)
+    // Both may hold secrets (unseal keys, tokens, secret values): wiped once copied.
+    body_.wipe()
+    defer { result.body?.wipe() }
     if let body = result.body {
         guard let buffer = copyOut(body) else { return fail(COFFER_ENOMEM, "could not allocate \(body.count + 1) bytes for the response") }
         out.pointee = buffer
@@ -285,7 +289,8 @@ public func coffer_kv_get(
             let which = version == 0 ? "" : " version \(version)"
             return fail(COFFER_ENOTFOUND, "no secret at \(mount_)/\(path_)\(which) (never written, deleted or destroyed)")
         }
-        let body = JSONValue.object(secret.data).serialized()
+        var body = JSONValue.object(secret.data).serialized()
+        defer { body.wipe() }
         guard let buffer = copyOut(body) else { return fail(COFFER_ENOMEM, "could not allocate \(body.count + 1) bytes for the secret") }
         dataJSON.pointee = buffer
         dataLength?.pointee = body.count
@@ -305,7 +310,8 @@ public func coffer_kv_put(
         let mount_ = try optionalString(mount, "mount") ?? "secret"
         let path_ = try string(path, "path")
         let token_ = try string(token, "token")
-        let input = try bytes(dataJSON, dataLength, "data_json")
+        var input = try bytes(dataJSON, dataLength, "data_json")
+        defer { input.wipe() }
         guard cas >= Int64(COFFER_KV_NO_CAS) else { return fail(COFFER_EINVALID, "cas is \(cas); use COFFER_KV_NO_CAS (-1) or a version (0 or more)") }
         let data: [String: JSONValue]
         do {
@@ -375,5 +381,18 @@ public func coffer_transit_decrypt(
 
 // MARK: Memory
 
+/// glibc's `malloc_usable_size` (not in Swift's Glibc module), found once through the dynamic
+/// linker, so that it is the one of whichever malloc is in use. An immutable C function pointer.
+private nonisolated(unsafe) let mallocUsableSize: (@convention(c) (UnsafeMutableRawPointer?) -> Int)? = {
+    guard let symbol = dlsym(nil, "malloc_usable_size") else { return nil }
+    return unsafeBitCast(symbol, to: (@convention(c) (UnsafeMutableRawPointer?) -> Int).self)
+}()
+
+/// Wipes the whole allocation (what `malloc_usable_size` reports, at least what was asked for)
+/// before freeing it: the buffers this library hands out hold secrets, tokens and unseal keys.
 @c @implementation
-public func coffer_free(_ pointer: UnsafeMutableRawPointer?) { free(pointer) }
+public func coffer_free(_ pointer: UnsafeMutableRawPointer?) {
+    guard let pointer else { return }
+    if let mallocUsableSize { Wipe.bytes(pointer, count: mallocUsableSize(pointer)) }
+    free(pointer)
+}
