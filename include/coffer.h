@@ -110,7 +110,9 @@ const char *coffer_errmsg(void);
 
 /* ---- Handles ------------------------------------------------------------------------------ */
 
-/** An open Coffer: storage, seal and the whole engine. Opaque. */
+/** An open Coffer: storage, seal and the whole engine. Opaque: a coffer_t * is an id the library
+    looks up, never dereferenced, and never the same as the id of a handle closed before it (an id
+    comes back only after 2^28 further coffer_open calls, normally), so a stale handle is refused. */
 typedef struct coffer coffer_t;
 
 /**
@@ -139,7 +141,8 @@ int coffer_open(const char *config_json, coffer_t **out);
 /**
  * Seals and closes the handle. NULL is accepted and does nothing; closing a handle twice is an
  * error that is ignored. Calls still running on other threads finish normally; the storage is
- * closed when the last of them returns. Later calls with the handle return COFFER_EINVALID.
+ * closed when the last of them returns. Later calls with the handle return COFFER_EINVALID, also
+ * after other handles have been opened.
  */
 void coffer_close(coffer_t *h);
 
@@ -257,7 +260,8 @@ int coffer_transit_decrypt(coffer_t *h, const char *mount, const char *key, cons
 /* ---- Memory --------------------------------------------------------------------------------- */
 
 /** Releases a buffer returned by the library (coffer_request's out, coffer_kv_get's data_json,
-    coffer_transit_encrypt's ciphertext, coffer_transit_decrypt's plaintext). NULL is accepted. */
+    coffer_transit_encrypt's ciphertext, coffer_transit_decrypt's plaintext), zeroing all of it
+    first, since such buffers hold secrets, tokens and unseal keys. NULL is accepted. */
 void coffer_free(void *p);
 
 #ifdef __cplusplus

@@ -140,14 +140,65 @@ private final class Handle: Sendable {
     deinit { vault.close() }
 }
 
-/// The open handles, by the address `coffer_open` gave out. A `coffer_t *` is looked up here, never
-/// dereferenced, so a closed, foreign or garbage pointer is refused with COFFER_EINVALID instead of
-/// crashing. (The key is the Handle's address so that it looks like a pointer to Go's runtime.)
-private let openHandles = Mutex<[UInt: Handle]>([:])
+/// The open handles, by id. A `coffer_t *` is an id, never an object's address: it is looked up here
+/// and never dereferenced, so a closed, foreign or garbage pointer is refused with COFFER_EINVALID
+/// instead of crashing, and a closed handle never reaches another vault.
+///
+/// Ids are addresses inside a range of address space this table reserves (PROT_NONE: nothing can
+/// ever be read or written there), 16 bytes apart, handed out in turn: an id is never 0, never the
+/// address of anything else (Go's runtime, which scans `*C.coffer_t` values as pointers, sees a
+/// pointer outside its heap), and a closed handle's id comes back only after every other id of the
+/// range has been given out (2^28 further opens with the usual 4 GiB reservation).
+private struct HandleTable {
+    static let stride: UInt = 16
+    /// The reserved range: its start (0 until the first open) and how many ids it holds.
+    private var base: UInt = 0
+    private var capacity: UInt = 0
+    /// The offset (in ids) of the next id to give out.
+    private var next: UInt = 0
+    private var open: [UInt: Handle] = [:]
+
+    /// Reserves address space for ids: 4 GiB if the system allows it, else less (a smaller range
+    /// only means ids come back sooner).
+    private mutating func reserve() -> Bool {
+        for size in [1 << 32, 1 << 28, 1 << 20] {
+            guard let range = mmap(nil, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
+                range != UnsafeMutableRawPointer(bitPattern: -1)
+            else { continue }
+            base = UInt(bitPattern: range)
+            capacity = UInt(size) / HandleTable.stride
+            return true
+        }
+        return false
+    }
+
+    /// Files `handle` under a new id; nil when no id can be had (address space exhausted).
+    mutating func insert(_ handle: Handle) -> UInt? {
+        guard base != 0 || reserve() else { return nil }
+        // Ids in use are skipped; there are far fewer open handles than ids.
+        for _ in 0..<min(capacity, UInt(open.count) + 1) {
+            let id = base + next * HandleTable.stride
+            next = (next + 1) % capacity
+            if open[id] == nil {
+                open[id] = handle
+                return id
+            }
+        }
+        return nil
+    }
+
+    func handle(_ id: UInt) -> Handle? { open[id] }
+
+    mutating func remove(_ id: UInt) -> Handle? { open.removeValue(forKey: id) }
+}
+
+private let openHandles = Mutex(HandleTable())
+
+private func handleID(_ pointer: OpaquePointer) -> UInt { UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(pointer))) }
 
 private func lookup(_ pointer: OpaquePointer?) throws(ArgumentError) -> Handle {
     guard let pointer else { throw ArgumentError(message: "the coffer handle is NULL") }
-    guard let handle = openHandles.withLock({ $0[UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(pointer)))] }) else {
+    guard let handle = openHandles.withLock({ $0.handle(handleID(pointer)) }) else {
         throw ArgumentError(message: "the coffer handle is not open (closed already, or not from coffer_open)")
     }
     return handle
@@ -160,10 +211,11 @@ public func coffer_open(_ config: UnsafePointer<CChar>?, _ out: UnsafeMutablePoi
     return guarded("coffer_open") {
         let text = try string(config, "config_json")
         let vault = try Vault.open(try VaultConfiguration(json: Array(text.utf8)))
-        let handle = Handle(vault: vault)
-        let address = Unmanaged.passUnretained(handle).toOpaque()
-        openHandles.withLock { $0[UInt(bitPattern: Int(bitPattern: address))] = handle }
-        out.pointee = OpaquePointer(address)
+        // (On failure the Handle, dropped, closes the vault.)
+        guard let id = openHandles.withLock({ $0.insert(Handle(vault: vault)) }), let pointer = OpaquePointer(bitPattern: id) else {
+            return fail(COFFER_ENOMEM, "no address space left for a coffer handle id")
+        }
+        out.pointee = pointer
         return succeed()
     }
 }
@@ -171,9 +223,8 @@ public func coffer_open(_ config: UnsafePointer<CChar>?, _ out: UnsafeMutablePoi
 @c @implementation
 public func coffer_close(_ pointer: OpaquePointer?) {
     guard let pointer else { return }
-    let key = UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(pointer)))
     // Released outside the lock: the last release closes the storage.
-    let handle = openHandles.withLock { $0.removeValue(forKey: key) }
+    let handle = openHandles.withLock { $0.remove(handleID(pointer)) }
     _ = handle
 }
 
@@ -190,7 +241,8 @@ public func coffer_request(
     outLength?.pointee = 0
     guard let httpStatus else { return fail(COFFER_EINVALID, "http_status is NULL") }
     guard let out else { return fail(COFFER_EINVALID, "out is NULL") }
-    let handle: Handle, method_: String, path_: String, token_: String?, body_: [UInt8]
+    let handle: Handle, method_: String, path_: String, token_: String?
+    var body_: [UInt8]
     do {
         handle = try lookup(pointer)
         method_ = try string(method, "method")
@@ -200,7 +252,10 @@ public func coffer_request(
     } catch {
         return fail(COFFER_EINVALID, error.message)
     }
-    let result = handle.vault.core.handleWireWithError(method: method_, path: path_, token: token_, body: body_)
+    var result = handle.vault.core.handleWireWithError(method: method_, path: path_, token: token_, body: body_)
+    // Both may hold secrets (unseal keys, tokens, secret values): wiped once copied.
+    body_.wipe()
+    defer { result.body?.wipe() }
     if let body = result.body {
         guard let buffer = copyOut(body) else { return fail(COFFER_ENOMEM, "could not allocate \(body.count + 1) bytes for the response") }
         out.pointee = buffer
@@ -234,7 +289,8 @@ public func coffer_kv_get(
             let which = version == 0 ? "" : " version \(version)"
             return fail(COFFER_ENOTFOUND, "no secret at \(mount_)/\(path_)\(which) (never written, deleted or destroyed)")
         }
-        let body = JSONValue.object(secret.data).serialized()
+        var body = JSONValue.object(secret.data).serialized()
+        defer { body.wipe() }
         guard let buffer = copyOut(body) else { return fail(COFFER_ENOMEM, "could not allocate \(body.count + 1) bytes for the secret") }
         dataJSON.pointee = buffer
         dataLength?.pointee = body.count
@@ -254,7 +310,8 @@ public func coffer_kv_put(
         let mount_ = try optionalString(mount, "mount") ?? "secret"
         let path_ = try string(path, "path")
         let token_ = try string(token, "token")
-        let input = try bytes(dataJSON, dataLength, "data_json")
+        var input = try bytes(dataJSON, dataLength, "data_json")
+        defer { input.wipe() }
         guard cas >= Int64(COFFER_KV_NO_CAS) else { return fail(COFFER_EINVALID, "cas is \(cas); use COFFER_KV_NO_CAS (-1) or a version (0 or more)") }
         let data: [String: JSONValue]
         do {
@@ -324,5 +381,18 @@ public func coffer_transit_decrypt(
 
 // MARK: Memory
 
+/// glibc's `malloc_usable_size` (not in Swift's Glibc module), found once through the dynamic
+/// linker, so that it is the one of whichever malloc is in use. An immutable C function pointer.
+private nonisolated(unsafe) let mallocUsableSize: (@convention(c) (UnsafeMutableRawPointer?) -> Int)? = {
+    guard let symbol = dlsym(nil, "malloc_usable_size") else { return nil }
+    return unsafeBitCast(symbol, to: (@convention(c) (UnsafeMutableRawPointer?) -> Int).self)
+}()
+
+/// Wipes the whole allocation (what `malloc_usable_size` reports, at least what was asked for)
+/// before freeing it: the buffers this library hands out hold secrets, tokens and unseal keys.
 @c @implementation
-public func coffer_free(_ pointer: UnsafeMutableRawPointer?) { free(pointer) }
+public func coffer_free(_ pointer: UnsafeMutableRawPointer?) {
+    guard let pointer else { return }
+    if let mallocUsableSize { Wipe.bytes(pointer, count: mallocUsableSize(pointer)) }
+    free(pointer)
+}

@@ -1,5 +1,6 @@
 public import CofferCore
 import Glibc
+import Synchronization
 
 /// How to reach the HSM key that seals a Coffer. The JSON/HCL names are Vault's (`lib`, `slot`,
 /// `token_label`, `pin`, `key_label`, `key_id`, `mechanism`, `generate_key`) plus Coffer's
@@ -51,9 +52,10 @@ public struct PKCS11Configuration: Sendable {
     public var tokenLabel: String?
     /// The token's serial number (`serial`).
     public var serial: String?
-    /// The user PIN (`pin`). Prefer `pinFile` or the `COFFER_HSM_PIN` environment variable, which
-    /// keep the PIN out of configuration files.
-    public var pin: String?
+    /// The user PIN (`pin`), in memory that is zeroed when released (the initialiser's `pin:` takes
+    /// a String and copies it here; the configuration keeps no String of it). Prefer `pinFile` or
+    /// the `COFFER_HSM_PIN` environment variable, which keep the PIN out of configuration files.
+    public var pin: SecureBytes?
     /// A file whose first line is the user PIN (`pin_file`).
     public var pinFile: String?
     /// The key's `CKA_LABEL` (`key_label`).
@@ -82,7 +84,7 @@ public struct PKCS11Configuration: Sendable {
         self.slot = slot
         self.tokenLabel = tokenLabel
         self.serial = serial
-        self.pin = pin
+        self.pin = pin.map { SecureBytes($0.utf8) }
         self.pinFile = pinFile
         self.keyLabel = keyLabel
         self.keyID = keyID
@@ -117,7 +119,7 @@ public struct PKCS11Configuration: Sendable {
         }
         tokenLabel = try fields.string("token_label")
         serial = try fields.string("serial")
-        pin = try fields.string("pin")
+        pin = try fields.string("pin").map { SecureBytes($0.utf8) }
         pinFile = try fields.string("pin_file")
         keyLabel = try fields.string("key_label")
         keyID = try fields.string("key_id")
@@ -176,30 +178,104 @@ public struct PKCS11Configuration: Sendable {
         return parts.joined(separator: ", ")
     }
 
-    /// The user PIN from `pin`, else `pin_file`, else `COFFER_HSM_PIN`.
+    /// The user PIN from `pin`, else `pin_file`, else `COFFER_HSM_PIN`. Read once, when the seal is
+    /// made: the seal keeps it (only) in `SecureBytes`.
     func resolvePIN() throws(CofferError) -> SecureBytes {
-        if let pin, !pin.isEmpty { return SecureBytes(Array(pin.utf8)) }
-        if let pinFile, !pinFile.isEmpty {
-            guard let file = fopen(pinFile, "r") else {
-                throw CofferError.invalid("cannot read pin_file '\(pinFile)': \(String(cString: strerror(errno)))")
-            }
-            defer { fclose(file) }
-            return try SecureBytes(count: 256) { (buffer: UnsafeMutableRawBufferPointer) throws(CofferError) in
-                buffer.initializeMemory(as: UInt8.self, repeating: 0)
-                let read = fread(buffer.baseAddress, 1, 255, file)
-                let bytes = buffer.bindMemory(to: UInt8.self)
-                // The first line only; trailing CR/LF are not part of the PIN.
-                var end = bytes[0..<read].firstIndex { $0 == 10 || $0 == 13 } ?? read
-                while end > 0, bytes[end - 1] == 32 { end -= 1 }
-                guard end > 0 else { throw CofferError.invalid("pin_file '\(pinFile)' is empty") }
-                // Mark the length in the last byte; trimmed below.
-                bytes[255] = UInt8(end)
-            }.trimmedPIN()
-        }
-        if let env = getenv("COFFER_HSM_PIN"), env.pointee != 0 {
-            return SecureBytes(UnsafeRawBufferPointer(start: env, count: strlen(env)))
-        }
+        if let pin, pin.count > 0 { return pin }
+        if let pinFile, !pinFile.isEmpty { return try PKCS11Configuration.readPINFile(pinFile) }
+        if let pin = PKCS11Configuration.takeEnvironmentPIN() { return pin }
         throw CofferError.invalid("no PIN for the HSM token (\(tokenDescription)): set pin, pin_file or COFFER_HSM_PIN")
+    }
+
+    /// The first line of `path` (trailing CR, LF and spaces are not part of the PIN). The file must be
+    /// a regular file that neither its group nor others can read or write, as OpenSSH demands of
+    /// private keys: a PIN anyone on the machine can read protects nothing.
+    static func readPINFile(_ path: String) throws(CofferError) -> SecureBytes {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw CofferError.invalid("cannot read pin_file '\(path)': \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            throw CofferError.invalid("cannot read pin_file '\(path)': \(String(cString: strerror(errno)))")
+        }
+        guard info.st_mode & 0o170000 == 0o100000 else {
+            throw CofferError.invalid("pin_file '\(path)' is not a regular file; it must be a file whose first line is the PIN")
+        }
+        let loose = info.st_mode & 0o066
+        guard loose == 0 else {
+            let who = loose & 0o060 != 0 && loose & 0o006 != 0 ? "its group and others" : loose & 0o060 != 0 ? "its group" : "others"
+            throw CofferError.invalid(
+                "pin_file '\(path)' can be read or written by \(who) (mode \(String(info.st_mode & 0o7777, radix: 8))); "
+                    + "the PIN must be readable by its owner only: chmod 600 '\(path)' (or 400)")
+        }
+        let capacity = 256
+        return try SecureBytes(count: capacity) { (buffer: UnsafeMutableRawBufferPointer) throws(CofferError) in
+            buffer.initializeMemory(as: UInt8.self, repeating: 0)
+            let bytes = buffer.bindMemory(to: UInt8.self)
+            var filled = 0
+            while filled < capacity - 1 {
+                let n = read(fd, bytes.baseAddress! + filled, capacity - 1 - filled)
+                if n < 0, errno == EINTR { continue }
+                guard n >= 0 else { throw CofferError.invalid("cannot read pin_file '\(path)': \(String(cString: strerror(errno)))") }
+                if n == 0 { break }
+                filled += n
+            }
+            // The first line only; trailing CR/LF and spaces are not part of the PIN.
+            guard let newline = bytes[0..<filled].firstIndex(where: { $0 == 10 || $0 == 13 }) ?? (filled < capacity - 1 ? filled : nil) else {
+                throw CofferError.invalid("the first line of pin_file '\(path)' is longer than \(capacity - 2) bytes; it must be the PIN")
+            }
+            var end = newline
+            while end > 0, bytes[end - 1] == 32 { end -= 1 }
+            guard end > 0 else { throw CofferError.invalid("pin_file '\(path)' is empty") }
+            // Mark the length in the last byte; trimmed below.
+            bytes[capacity - 1] = UInt8(end)
+        }.trimmedPIN()
+    }
+
+    /// `COFFER_HSM_PIN`, taken out of the environment: copied into `SecureBytes`, its text in the
+    /// process's initial environment block overwritten (what `/proc/<pid>/environ` shows), and the
+    /// variable unset, so neither child processes nor readers of the environment see it. The copy
+    /// serves every later seal of this process (a new value set later replaces it).
+    static func takeEnvironmentPIN() -> SecureBytes? {
+        environmentPIN.withLock { kept in
+            if let value = getenv(environmentVariable) {
+                let count = strlen(value)
+                if count > 0 { kept = SecureBytes(UnsafeRawBufferPointer(start: value, count: count)) }
+                wipeIfInInitialEnvironment(value, count: count)
+                unsetenv(environmentVariable)
+            }
+            return kept
+        }
+    }
+
+    static let environmentVariable = "COFFER_HSM_PIN"
+    private static let environmentPIN = Mutex<SecureBytes?>(nil)
+
+    /// Forgets the PIN taken from the environment (for tests of the other sources).
+    static func forgetEnvironmentPIN() { environmentPIN.withLock { $0 = nil } }
+
+    /// Zeroes `count` bytes at `value` when they lie in the environment block the kernel set up at
+    /// exec (between `env_start` and `env_end` of /proc/self/stat). Strings that `setenv`/`putenv`
+    /// placed elsewhere are left alone: they may be read-only or still owned by their setter.
+    private static func wipeIfInInitialEnvironment(_ value: UnsafeMutablePointer<CChar>, count: Int) {
+        guard count > 0, let file = fopen("/proc/self/stat", "r") else { return }
+        defer { fclose(file) }
+        var text = [UInt8](repeating: 0, count: 4096)
+        let length = text.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count - 1, file) }
+        guard length > 0 else { return }
+        // Fields after the command name, which is in parentheses and may contain spaces: the first
+        // of them is field 3 (state); env_start and env_end are fields 50 and 51 (Linux 3.5+).
+        guard let paren = text[0..<length].lastIndex(of: UInt8(ascii: ")")) else { return }
+        let fields = text[(paren + 1)..<length].split(separator: UInt8(ascii: " "))
+        guard fields.count > 48,
+            let start = UInt(String(decoding: fields[47], as: UTF8.self)),
+            let end = UInt(String(decoding: fields[48].prefix { $0 >= 48 && $0 <= 57 }, as: UTF8.self))
+        else { return }
+        let address = UInt(bitPattern: value)
+        guard address >= start, address < end, count <= Int(end - address) else { return }
+        Wipe.bytes(UnsafeMutableRawPointer(value), count: count)
     }
 }
 

@@ -54,6 +54,7 @@ final class PKCS11Module: Sendable {
             if let existing = modules[resolved] {
                 entry = existing
             } else {
+                try checkReplaceableOnlyByUs(resolved, given: path)
                 guard let handle = coffer_p11_dlopen(resolved) else {
                     let reason = coffer_p11_dlerror().map { String(cString: $0) } ?? "unknown error"
                     throw CofferError.invalid("cannot load the PKCS#11 module (lib) '\(path)': \(reason)")
@@ -82,6 +83,46 @@ final class PKCS11Module: Sendable {
             entry.holders += 1
             modules[resolved] = entry
             return PKCS11Module(path: resolved, functions: entry.functions)
+        }
+    }
+
+    /// Refuses a module that anyone but root or this process's user could replace, before it is
+    /// loaded (loading runs its code in this process), as sudo and OpenSSH check their plugins: the
+    /// file and every directory on its resolved path must be owned by root or by this process's
+    /// effective user, and not writable by group or others. A directory with the sticky bit (like
+    /// /tmp) may be writable by others: there only an entry's owner can rename or remove it, and the
+    /// entries below it are checked in turn.
+    static func checkReplaceableOnlyByUs(_ resolved: String, given: String) throws(CofferError) {
+        let uid = geteuid()
+        var paths = ["/"]
+        var prefix = ""
+        for component in resolved.split(separator: "/") {
+            prefix += "/" + component
+            paths.append(prefix)
+        }
+        let lib = resolved == given ? "'\(given)'" : "'\(given)' (resolved to '\(resolved)')"
+        for (index, path) in paths.enumerated() {
+            var info = stat()
+            guard lstat(path, &info) == 0 else {
+                throw CofferError.invalid("cannot check the PKCS#11 module (lib) \(lib): '\(path)': \(String(cString: strerror(errno)))")
+            }
+            let isModule = index == paths.count - 1
+            let what = isModule ? "the module file" : "the directory"
+            if info.st_uid != 0 && info.st_uid != uid {
+                throw CofferError.invalid(
+                    "refusing to load the PKCS#11 module (lib) \(lib): \(what) '\(path)' is owned by uid \(info.st_uid), neither root "
+                        + "nor this process's user (uid \(uid)), so that user could replace the module; make root the owner "
+                        + "(chown root '\(path)') or install the module in a root-owned directory such as /usr/lib")
+            }
+            let writable = info.st_mode & 0o022
+            let sticky = !isModule && info.st_mode & 0o1000 != 0
+            if writable != 0 && !sticky {
+                let who = writable == 0o022 ? "its group and others" : writable == 0o020 ? "its group" : "others"
+                throw CofferError.invalid(
+                    "refusing to load the PKCS#11 module (lib) \(lib): \(what) '\(path)' is writable by \(who) "
+                        + "(mode \(String(info.st_mode & 0o7777, radix: 8))), so they could replace the module; make it writable "
+                        + "by its owner only (chmod go-w '\(path)') or install the module in a root-owned directory such as /usr/lib")
+            }
         }
     }
 

@@ -10,16 +10,40 @@ import Synchronization
 /// that made it, so after a key rotation (a new `key_label`) old blobs still open with the old key.
 ///
 /// Nothing touches the HSM until the first wrap or unwrap. A connection that fails (module, token,
-/// login, key) is dropped and the next call starts over, so an unseal that failed because the HSM
-/// was away works when it is back. Safe to use from any number of threads.
+/// key) is dropped and the next call starts over, so an unseal that failed because the HSM was away
+/// works when it is back. A login the token refuses because of the PIN is the exception: this seal
+/// then never logs in again (each wrong PIN counts towards locking the token's PIN, and anyone who
+/// reaches `sys/unseal` can make the seal try); make a new seal once the PIN is fixed. Safe to use
+/// from any number of threads.
 public final class PKCS11Seal: Seal {
+    /// Where the detail of a failure goes when callers must not see it: the module path, token
+    /// label, slot, serial and key names of the configuration.
+    public typealias Report = @Sendable (CofferError) -> Void
+
+    /// The configuration, without the PIN (the seal keeps that apart, in `SecureBytes`).
     public let configuration: PKCS11Configuration
+    private let pin: SecureBytes
+    private let gate = LoginGate()
+    private let report: Report?
+    /// The message last handed to `report`, so that a failure repeated by every caller is reported once.
+    private let lastReported = Mutex<String?>(nil)
     private let connection = Mutex<TokenConnection?>(nil)
 
-    /// Checks the configuration; the HSM is reached on first use.
-    public init(_ configuration: PKCS11Configuration) throws(CofferError) {
+    /// Checks the configuration and reads the PIN (`pin`, else `pin_file`, else `COFFER_HSM_PIN`,
+    /// which is then removed from the environment); the HSM is reached on first use.
+    ///
+    /// - Parameter report: for servers, whose callers are not the operator. When given, the errors
+    ///   the seal throws say only what kind of failure it was and that the operator's log has the
+    ///   reason; the full error (which names the module path, token, slot, serial and key) goes to
+    ///   `report`, once per distinct failure. Without it (the default, for a program that embeds
+    ///   Coffer and is its own operator), the errors carry the detail.
+    public init(_ configuration: PKCS11Configuration, report: Report? = nil) throws(CofferError) {
         try configuration.validate()
-        self.configuration = configuration
+        pin = try configuration.resolvePIN()
+        var kept = configuration
+        kept.pin = nil
+        self.configuration = kept
+        self.report = report
     }
 
     public var type: String { "pkcs11" }
@@ -43,12 +67,44 @@ public final class PKCS11Seal: Seal {
     /// Connects now and finds (or, with `generate_key`, creates) the configured key: the same
     /// checks the first wrap would make, with the same errors.
     public func check() throws(CofferError) {
-        _ = try withConnection { (c) throws(CofferError) in try currentKey(c) }
+        do {
+            _ = try withConnection { (c) throws(CofferError) in try currentKey(c) }
+        } catch {
+            throw surface(error)
+        }
+    }
+
+    /// What a caller is shown of `error`: the error itself, or with a `report` hook a message without
+    /// the configuration's details, the details going to the hook.
+    private func surface(_ error: CofferError) -> CofferError {
+        guard let report else { return error }
+        let isNew = lastReported.withLock { (last) -> Bool in
+            defer { last = error.message }
+            return last != error.message
+        }
+        if isNew { report(error) }
+        return CofferError(error.code, "the pkcs11 seal failed (\(error.code)); the reason is in the server's log")
     }
 
     // MARK: Seal
 
     public func wrap(_ rootKey: SecureBytes, unsealKey: SecureBytes?) throws(CofferError) -> [UInt8] {
+        do {
+            return try wrapOnToken(rootKey)
+        } catch {
+            throw surface(error)
+        }
+    }
+
+    public func unwrap(_ blob: [UInt8], unsealKey: SecureBytes?) throws(CofferError) -> SecureBytes {
+        do {
+            return try unwrapOnToken(blob)
+        } catch {
+            throw surface(error)
+        }
+    }
+
+    private func wrapOnToken(_ rootKey: SecureBytes) throws(CofferError) -> [UInt8] {
         try withConnection { (c) throws(CofferError) -> [UInt8] in
             let key = try currentKey(c)
             let hash = configuration.mechanism == .rsaOAEP ? configuration.rsaOAEPHash : nil
@@ -68,16 +124,25 @@ public final class PKCS11Seal: Seal {
                     try encryptOAEP(c, key: key, hash: configuration.rsaOAEPHash, plaintext: k)
                 }
                 let nonce = Random.bytes(AESGCM.nonceSize)
-                let sealed = try rootKey.withUnsafeBytes { (p) throws(CofferError) in
-                    try AESGCM.seal(key: dataKey, nonce: nonce, plaintext: Array(p), aad: aad)
+                // Straight from the SecureBytes into the ciphertext: no plain copy of the secret.
+                var sealed = [UInt8](repeating: 0, count: rootKey.count + AESGCM.tagSize)
+                let sealedOK = dataKey.withUnsafeBytes { k in
+                    rootKey.withUnsafeBytes { p in
+                        nonce.withUnsafeBytes { n in
+                            aad.withUnsafeBytes { a in
+                                sealed.withUnsafeMutableBytes { o in AESGCM.seal(key: k, nonce: n, plaintext: p, aad: a, output: o) }
+                            }
+                        }
+                    }
                 }
+                guard sealedOK else { throw CofferError(.internal, "AES-256-GCM encryption failed in OpenSSL") }
                 blob += [UInt8(wrappedKey.count >> 8), UInt8(wrappedKey.count & 0xFF)] + wrappedKey + nonce + sealed
             }
             return blob
         }
     }
 
-    public func unwrap(_ blob: [UInt8], unsealKey: SecureBytes?) throws(CofferError) -> SecureBytes {
+    private func unwrapOnToken(_ blob: [UInt8]) throws(CofferError) -> SecureBytes {
         let (header, bodyStart) = try BlobHeader.parse(blob)
         let aad = Array(blob[0..<bodyStart])
         var body = blob[bodyStart...]
@@ -98,10 +163,19 @@ public final class PKCS11Seal: Seal {
                 let dataKey = try decryptOAEP(c, key: key, hash: header.hash ?? .sha256, ciphertext: Array(body.prefix(length)))
                 let nonce = Array(body.dropFirst(length).prefix(AESGCM.nonceSize))
                 let sealed = Array(body.dropFirst(length + AESGCM.nonceSize))
-                guard let plain = AESGCM.open(key: dataKey, nonce: nonce, sealed: sealed, aad: aad) else {
-                    throw CofferError(.integrity, "a blob sealed by the HSM failed authentication: it was modified or truncated")
+                // Decrypted straight into the SecureBytes: no plain copy of the secret.
+                return try SecureBytes(count: sealed.count - AESGCM.tagSize) { (out) throws(CofferError) in
+                    let opened = dataKey.withUnsafeBytes { k in
+                        nonce.withUnsafeBytes { n in
+                            sealed.withUnsafeBytes { s in
+                                aad.withUnsafeBytes { a in AESGCM.open(key: k, nonce: n, sealed: s, aad: a, output: out) }
+                            }
+                        }
+                    }
+                    guard opened else {
+                        throw CofferError(.integrity, "a blob sealed by the HSM failed authentication: it was modified or truncated")
+                    }
                 }
-                return SecureBytes(plain)
             }
         }
     }
@@ -115,8 +189,11 @@ public final class PKCS11Seal: Seal {
         let c = try connection.withLock { (current) throws(CofferError) -> TokenConnection in
             if let current, !current.isBroken, (try? current.module.generation()) == current.generation { return current }
             current = nil
-            let fresh = try TokenConnection.open(configuration)
+            // After a refused PIN, not even the module is touched again.
+            try gate.check()
+            let fresh = try TokenConnection.open(configuration, pin: pin, gate: gate)
             current = fresh
+            lastReported.withLock { $0 = nil }
             return fresh
         }
         do {
@@ -184,7 +261,7 @@ public final class PKCS11Seal: Seal {
                     try c.check(c.f.C_DecryptInit?(s, &mechanism, key.decryptHandle), "C_DecryptInit (CKM_AES_GCM)")
                     // Room for the tag too: some modules want the whole input's size.
                     var scratch = [UInt8](repeating: 0, count: sealed.count)
-                    defer { scratch.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) } }
+                    defer { scratch.wipe() }
                     var length = CK_ULONG(scratch.count)
                     let rv = c.f.C_Decrypt?(s, &sealed, CK_ULONG(sealed.count), &scratch, &length)
                     try PKCS11Seal.checkDecrypt(c, rv, "C_Decrypt (CKM_AES_GCM)")
@@ -267,7 +344,7 @@ public final class PKCS11Seal: Seal {
                 try PKCS11Seal.checkOAEPInit(c, c.f.C_DecryptInit?(s, &mechanism, key.decryptHandle), "C_DecryptInit (CKM_RSA_PKCS_OAEP)", hash: hash)
                 var input = ciphertext
                 var scratch = [UInt8](repeating: 0, count: ciphertext.count)
-                defer { scratch.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) } }
+                defer { scratch.wipe() }
                 var length = CK_ULONG(scratch.count)
                 try PKCS11Seal.checkDecrypt(c, c.f.C_Decrypt?(s, &input, CK_ULONG(input.count), &scratch, &length), "C_Decrypt (CKM_RSA_PKCS_OAEP)")
                 guard Int(length) == AESGCM.keySize else { throw BlobHeader.malformed }

@@ -38,8 +38,9 @@ final class TokenConnection: Sendable {
         self.pool = SessionPool(limit: limit)
     }
 
-    /// Finds the token, opens the login session and logs in.
-    static func open(_ config: PKCS11Configuration) throws(CofferError) -> TokenConnection {
+    /// Finds the token, opens the login session and logs in with `pin`, unless `gate` says a login
+    /// with this PIN was refused before.
+    static func open(_ config: PKCS11Configuration, pin: SecureBytes, gate: LoginGate) throws(CofferError) -> TokenConnection {
         let module = try PKCS11Module.acquire(config.lib)
         let generation = try module.generation()
         let f = module.functions.pointee
@@ -74,26 +75,18 @@ final class TokenConnection: Sendable {
             f.C_OpenSession?(match.slot, CK_FLAGS(CKF_SERIAL_SESSION | CKF_RW_SESSION), nil, nil, &session),
             "C_OpenSession", token: name)
         do throws(CofferError) {
-            let pin = try config.resolvePIN()
+            // Checked again here, next to the call: only a login that can succeed is tried.
+            try gate.check()
             let rv = pin.withUnsafeBytes { p in
                 f.C_Login?(session, CK_USER_TYPE(CKU_USER), UnsafeMutablePointer(mutating: p.bindMemory(to: UInt8.self).baseAddress), CK_ULONG(p.count))
             } ?? CK_RV(CKR_FUNCTION_NOT_SUPPORTED)
-            switch rv {
-            case CK_RV(CKR_OK), CK_RV(CKR_USER_ALREADY_LOGGED_IN):
-                break
-            case CK_RV(CKR_PIN_INCORRECT):
-                throw CofferError.invalid(
-                    "the PIN for HSM token \(name) is wrong (CKR_PIN_INCORRECT); fix pin, pin_file or COFFER_HSM_PIN. "
-                        + "Repeated wrong PINs can lock the token")
-            case CK_RV(CKR_PIN_LOCKED):
-                throw CofferError.invalid(
-                    "the user PIN of HSM token \(name) is locked (CKR_PIN_LOCKED) after too many wrong PINs; the token's "
-                        + "security officer must reset it (pkcs11-tool --init-pin --login --so-pin ...)")
-            case CK_RV(CKR_PIN_EXPIRED), CK_RV(CKR_USER_PIN_NOT_INITIALIZED), CK_RV(CKR_PIN_LEN_RANGE), CK_RV(CKR_PIN_INVALID):
-                throw CofferError.invalid("logging in to HSM token \(name) failed with \(PKCS11Error.name(rv)); set a valid user PIN")
-            default:
-                try call(rv, "C_Login", token: name)
+            if let refusal = TokenConnection.pinRefusal(rv, token: name) {
+                // Every wrong PIN counts towards locking the token's PIN, and unseal can be called by
+                // anyone who reaches the listener: no further login with this PIN.
+                gate.refuse(refusal)
+                throw refusal
             }
+            if rv != CK_RV(CKR_USER_ALREADY_LOGGED_IN) { try call(rv, "C_Login", token: name) }
         } catch {
             _ = f.C_CloseSession?(session)
             throw error
@@ -115,6 +108,26 @@ final class TokenConnection: Sendable {
     }
 
     deinit { close() }
+
+    /// The error for a login the token refused because of the PIN, or nil when `rv` is not such a
+    /// refusal. These stop all further logins with the same PIN (see `LoginGate`).
+    static func pinRefusal(_ rv: CK_RV, token name: String) -> CofferError? {
+        let stop = " The seal tries no further login with this PIN, because each wrong one counts towards locking "
+            + "the token's PIN; fix it, then make a new seal (restart cofferd; in Swift, a new PKCS11Seal)"
+        switch rv {
+        case CK_RV(CKR_PIN_INCORRECT):
+            return CofferError.invalid(
+                "the PIN for HSM token \(name) is wrong (CKR_PIN_INCORRECT); fix pin, pin_file or COFFER_HSM_PIN." + stop)
+        case CK_RV(CKR_PIN_LOCKED):
+            return CofferError.invalid(
+                "the user PIN of HSM token \(name) is locked (CKR_PIN_LOCKED) after too many wrong PINs; the token's "
+                    + "security officer must reset it (pkcs11-tool --init-pin --login --so-pin ...)." + stop)
+        case CK_RV(CKR_PIN_EXPIRED), CK_RV(CKR_USER_PIN_NOT_INITIALIZED), CK_RV(CKR_PIN_LEN_RANGE), CK_RV(CKR_PIN_INVALID):
+            return CofferError.invalid("logging in to HSM token \(name) failed with \(PKCS11Error.name(rv)); set a valid user PIN." + stop)
+        default:
+            return nil
+        }
+    }
 
     // MARK: Calls
 
@@ -288,6 +301,23 @@ final class TokenConnection: Sendable {
         var out = [UInt8](repeating: 0, count: count)
         try check(f.C_GenerateRandom?(s, &out, CK_ULONG(count)), "C_GenerateRandom")
         return out
+    }
+}
+
+/// Remembers that the token refused a login because of the PIN (wrong, locked, expired...), so
+/// that the seal never tries that PIN again: on most HSMs a few wrong PINs lock the user PIN until
+/// the security officer resets it, and `sys/unseal` needs no token. One gate per seal: a new seal
+/// (a reloaded configuration) starts open.
+final class LoginGate: Sendable {
+    private let refusal = Mutex<CofferError?>(nil)
+
+    /// Throws the refusal, if there was one.
+    func check() throws(CofferError) {
+        if let refusal = refusal.withLock({ $0 }) { throw refusal }
+    }
+
+    func refuse(_ error: CofferError) {
+        refusal.withLock { $0 = error }
     }
 }
 

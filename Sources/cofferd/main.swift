@@ -71,7 +71,9 @@ if flags["version"] != nil {
     exit(0)
 }
 
-let environment = ProcessInfo.processInfo.environment
+// COFFER_HSM_PIN is left to the pkcs11 seal, which takes it out of the environment: this copy,
+// kept for the life of the process, must not hold it.
+let environment = ProcessInfo.processInfo.environment.filter { $0.key != "COFFER_HSM_PIN" }
 func env(_ name: String) -> String? {
     (environment["BAO_" + name] ?? environment["VAULT_" + name]).flatMap { $0.isEmpty ? nil : $0 }
 }
@@ -164,8 +166,15 @@ if dev {
     }
     let seal: any Seal
     do {
-        seal = try config.pkcs11Seal.map { (fields) throws(CofferError) in try PKCS11Seal(try PKCS11Configuration(json: fields)) }
-            ?? ShamirSeal()
+        // Callers of sys/unseal and sys/init need no token: the seal's errors reach them without the
+        // module path, token and key names, which go to the log instead.
+        seal = try config.pkcs11Seal.map { (fields) throws(CofferError) in
+            var configuration = try PKCS11Configuration(json: fields)
+            if let pin = config.pkcs11PIN { configuration.pin = pin }
+            return try PKCS11Seal(configuration) { [logger] error in
+                logger.error("the pkcs11 seal failed", metadata: ["code": "\(error.code)", "error": "\(error.message)"])
+            }
+        } ?? ShamirSeal()
     } catch {
         fail("seal \"pkcs11\": \(error)")
     }

@@ -146,22 +146,230 @@ import Testing
         try hsm.initToken("coffer")
         try hsm.createAESKey(token: "coffer", label: "k", id: "01")
         var configuration = hsm.configuration(token: "coffer", key: "k")
-        configuration.pin = "9999"
+        configuration.pin = SecureBytes("9999".utf8)
         expectCofferError(.invalidArgument, containing: ["PIN for HSM token 'coffer'", "is wrong (CKR_PIN_INCORRECT)", "COFFER_HSM_PIN"]) {
             try PKCS11Seal(configuration).check()
         }
         // The PIN never appears in errors.
         do { try PKCS11Seal(configuration).check() } catch { #expect(!error.message.contains("9999")) }
         configuration.pin = nil
+        PKCS11Configuration.forgetEnvironmentPIN()
         expectCofferError(.invalidArgument, containing: ["no PIN", "pin_file or COFFER_HSM_PIN"]) { try PKCS11Seal(configuration).check() }
         let pinFile = hsm.directory + "/pin"
         try "\(hsm.pin)\n".write(toFile: pinFile, atomically: false, encoding: .utf8)
+        chmod(pinFile, 0o600)
         configuration.pinFile = pinFile
         try PKCS11Seal(configuration).check()
         configuration.pinFile = nil
         setenv("COFFER_HSM_PIN", hsm.pin, 1)
-        defer { unsetenv("COFFER_HSM_PIN") }
+        defer {
+            unsetenv("COFFER_HSM_PIN")
+            PKCS11Configuration.forgetEnvironmentPIN()
+        }
         try PKCS11Seal(configuration).check()
+    }
+
+    // MARK: A wrong PIN, and what callers without a token learn
+
+    @Test func aWrongPINIsTriedOnceAndNeverAgainByTheSameSeal() throws {
+        let hsm = try SoftHSM()
+        try hsm.initToken("coffer")
+        try hsm.createAESKey(token: "coffer", label: "k", id: "01")
+        let module = try LoggingModule(hsm)
+        var right = hsm.configuration(token: "coffer", key: "k")
+        right.lib = module.path
+        let path = hsm.database()
+        do {
+            let vault = try Vault.open(VaultConfiguration(storage: .sqlite(path: path), seal: try PKCS11Seal(right)))
+            _ = try vault.initialize(shares: 1, threshold: 1)
+            vault.close()
+        }
+        #expect(module.logins == ["C_Login 0x0"])
+        // The configured PIN is wrong: the vault opens sealed, and anyone may call sys/unseal.
+        var wrong = right
+        wrong.pin = SecureBytes("9999".utf8)
+        var configuration = VaultConfiguration(storage: .sqlite(path: path), seal: try PKCS11Seal(wrong))
+        configuration.autoUnseal = false
+        let vault = try Vault.open(configuration)
+        for _ in 0..<5 {
+            expectCofferError(.invalidArgument, containing: ["is wrong (CKR_PIN_INCORRECT)", "tries no further login with this PIN"]) {
+                _ = try vault.handle(Request(.update, "sys/unseal", data: [:]))
+            }
+            expectCofferError(.invalidArgument, containing: ["CKR_PIN_INCORRECT"]) { try vault.autoUnseal() }
+            #expect(vault.core.handleWire(method: "PUT", path: "sys/unseal", token: nil, body: []).status == 400)
+        }
+        // Fifteen unseal calls, one login with the wrong PIN (0xa0 is CKR_PIN_INCORRECT).
+        #expect(module.logins == ["C_Login 0x0", "C_Login 0xa0"])
+        #expect(try vault.status().sealed)
+        vault.close()
+        // A new seal (the configuration reloaded) with the right PIN logs in and unseals.
+        let fixed = try Vault.open(VaultConfiguration(storage: .sqlite(path: path), seal: try PKCS11Seal(right)))
+        #expect(try !fixed.status().sealed)
+        #expect(module.logins == ["C_Login 0x0", "C_Login 0xa0", "C_Login 0x0"])
+        fixed.close()
+    }
+
+    @Test func aPINChangedWhileRunningIsTriedOnceWhenTheSealReconnects() throws {
+        let hsm = try SoftHSM()
+        try hsm.initToken("coffer")
+        try hsm.createAESKey(token: "coffer", label: "k", id: "01")
+        let module = try LoggingModule(hsm)
+        var configuration = hsm.configuration(token: "coffer", key: "k")
+        configuration.lib = module.path
+        let vault = try Vault.open(VaultConfiguration(storage: .sqlite(path: hsm.database()), seal: try PKCS11Seal(configuration)))
+        let token = try vault.initialize(shares: 1, threshold: 1).rootToken
+        vault.seal()
+        // The security officer changes the PIN, and the HSM drops out for a moment: the seal's
+        // connection is gone and the next unseal logs in again, with the PIN it was given.
+        _ = try hsm.tool("coffer", ["--change-pin", "--new-pin", "4321"])
+        module.unplugged = true
+        expectCofferError(.unavailable, containing: ["CKR_DEVICE_REMOVED"]) { try vault.autoUnseal() }
+        module.unplugged = false
+        for _ in 0..<5 {
+            expectCofferError(.invalidArgument, containing: ["CKR_PIN_INCORRECT"]) { _ = try vault.handle(Request(.update, "sys/unseal", data: [:])) }
+        }
+        #expect(module.logins == ["C_Login 0x0", "C_Login 0xa0"])
+        #expect(try vault.status().sealed)
+        expectCofferError(.sealed, containing: ["Vault is sealed"]) { _ = try vault.handle(Request(.read, "auth/token/lookup-self", token: token)) }
+        vault.close()
+    }
+
+    @Test func withAReportHookCallersLearnNothingOfTheConfiguration() throws {
+        let hsm = try SoftHSM()
+        try hsm.initToken("label-q7x")
+        try hsm.createAESKey(token: "label-q7x", label: "key-q7x", id: "01")
+        let (serials, slots) = try hsm.serialsAndSlots()
+        #expect(!serials.isEmpty && !slots.isEmpty)
+        let path = hsm.database()
+        do {
+            let vault = try Vault.open(VaultConfiguration(storage: .sqlite(path: path), seal: try hsm.seal(token: "label-q7x", key: "key-q7x")))
+            _ = try vault.initialize(shares: 1, threshold: 1)
+            vault.close()
+        }
+        func expectNoDetail(_ answer: (status: Int, body: [UInt8]?), status: Int, sourceLocation: SourceLocation = #_sourceLocation) {
+            let text = String(decoding: answer.body ?? [], as: UTF8.self)
+            #expect(answer.status == status, sourceLocation: sourceLocation)
+            #expect(text.contains("the reason is in the server's log"), "\(text)", sourceLocation: sourceLocation)
+            for detail in [SoftHSM.module, "softhsm", "label-q7x", "key-q7x", "slot", "serial", "CKR_"] + serials + slots {
+                #expect(!text.contains(detail), "\(text) names \(detail)", sourceLocation: sourceLocation)
+            }
+        }
+        let reports = LockedCounter()
+        var wrong = hsm.configuration(token: "label-q7x", key: "key-q7x")
+        wrong.pin = SecureBytes("9999".utf8)
+        var configuration = VaultConfiguration(storage: .sqlite(path: path), seal: try PKCS11Seal(wrong) { reports.add($0.message) })
+        configuration.autoUnseal = false
+        let vault = try Vault.open(configuration)
+        for _ in 0..<3 {
+            expectNoDetail(vault.core.handleWire(method: "PUT", path: "sys/unseal", token: nil, body: []), status: 400)
+        }
+        // The operator gets the detail once, not once per caller.
+        #expect(reports.value == 1)
+        #expect(reports.first?.contains("HSM token 'label-q7x'") == true && reports.first?.contains("CKR_PIN_INCORRECT") == true)
+        vault.close()
+        // A token label that matches nothing: the full error lists every token with its slot and serial.
+        let absent = try PKCS11Seal(hsm.configuration(token: "absent", key: "key-q7x")) { reports.add($0.message) }
+        let fresh = try Vault.open(VaultConfiguration(storage: .memory, seal: absent))
+        let body = Array(#"{"recovery_shares": 1, "recovery_threshold": 1}"#.utf8)
+        expectNoDetail(fresh.core.handleWire(method: "PUT", path: "sys/init", token: nil, body: body), status: 400)
+        #expect(reports.value == 2 && reports.last?.contains("tokens found: 'label-q7x' (slot") == true)
+        fresh.close()
+    }
+
+    // MARK: The PIN in memory, in files and in the environment
+
+    @Test func aPINFileOthersCanReadOrWriteIsRefused() throws {
+        let hsm = try SoftHSM()
+        try hsm.initToken("coffer")
+        try hsm.createAESKey(token: "coffer", label: "k", id: "01")
+        var configuration = hsm.configuration(token: "coffer", key: "k")
+        configuration.pin = nil
+        let pinFile = hsm.directory + "/pin"
+        try "\(hsm.pin)\n".write(toFile: pinFile, atomically: false, encoding: .utf8)
+        configuration.pinFile = pinFile
+        for (mode, who) in [(0o644, "its group and others"), (0o640, "its group"), (0o604, "others"), (0o620, "its group"), (0o602, "others")] {
+            chmod(pinFile, mode_t(mode))
+            expectCofferError(.invalidArgument, containing: [
+                "pin_file '\(pinFile)' can be read or written by \(who) (mode \(String(mode, radix: 8)))", "chmod 600 '\(pinFile)'",
+            ]) { _ = try PKCS11Seal(configuration) }
+        }
+        for mode in [0o600, 0o400, 0o700] {
+            chmod(pinFile, mode_t(mode))
+            try PKCS11Seal(configuration).check()
+        }
+        configuration.pinFile = hsm.directory
+        expectCofferError(.invalidArgument, containing: ["pin_file '\(hsm.directory)' is not a regular file"]) { _ = try PKCS11Seal(configuration) }
+    }
+
+    @Test func thePINFromTheEnvironmentIsTakenOutOfIt() throws {
+        let hsm = try SoftHSM()
+        try hsm.initToken("coffer")
+        try hsm.createAESKey(token: "coffer", label: "k", id: "01")
+        var configuration = hsm.configuration(token: "coffer", key: "k")
+        configuration.pin = nil
+        PKCS11Configuration.forgetEnvironmentPIN()
+        setenv("COFFER_HSM_PIN", hsm.pin, 1)
+        defer {
+            unsetenv("COFFER_HSM_PIN")
+            PKCS11Configuration.forgetEnvironmentPIN()
+        }
+        let seal = try PKCS11Seal(configuration)
+        #expect(getenv("COFFER_HSM_PIN") == nil)
+        try seal.check()
+        // Later seals of the process still have it.
+        try PKCS11Seal(configuration).check()
+        // A seal keeps no String of a PIN given in the configuration either.
+        #expect(try hsm.seal(token: "coffer", key: "k").configuration.pin == nil)
+    }
+
+    // MARK: Where the module is loaded from
+
+    @Test func aModuleOthersCouldReplaceIsRefusedBeforeItIsLoaded() throws {
+        let hsm = try SoftHSM()
+        try hsm.initToken("coffer")
+        try hsm.createAESKey(token: "coffer", label: "k", id: "01")
+        func copyModule(into directory: String, directoryMode: Int, fileMode: Int) throws -> String {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false)
+            let path = directory + "/libsofthsm2.so"
+            // (Debian's module path is a symlink: copy what it points to.)
+            try FileManager.default.copyItem(atPath: URL(fileURLWithPath: SoftHSM.module).resolvingSymlinksInPath().path, toPath: path)
+            chmod(path, mode_t(fileMode))
+            chmod(directory, mode_t(directoryMode))
+            return path
+        }
+        func seal(_ lib: String) throws -> PKCS11Seal {
+            var configuration = hsm.configuration(token: "coffer", key: "k")
+            configuration.lib = lib
+            return try PKCS11Seal(configuration)
+        }
+        let open = hsm.directory + "/world-writable"
+        let exposed = try copyModule(into: open, directoryMode: 0o777, fileMode: 0o755)
+        expectCofferError(.invalidArgument, containing: [
+            "refusing to load the PKCS#11 module (lib) '\(exposed)'", "the directory '\(open)' is writable by its group and others (mode 777)",
+            "chmod go-w '\(open)'", "root-owned directory such as /usr/lib",
+        ]) { try seal(exposed).check() }
+        let writableFile = try copyModule(into: hsm.directory + "/group-file", directoryMode: 0o755, fileMode: 0o775)
+        expectCofferError(.invalidArgument, containing: ["the module file '\(writableFile)' is writable by its group (mode 775)"]) {
+            try seal(writableFile).check()
+        }
+        // A symlink is judged by where it leads.
+        let link = hsm.directory + "/link.so"
+        symlink(exposed, link)
+        expectCofferError(.invalidArgument, containing: ["(lib) '\(link)' (resolved to '\(exposed)')", "the directory '\(open)'"]) {
+            try seal(link).check()
+        }
+        if geteuid() == 0 {
+            // Owned by another user, who could write it whatever its mode.
+            let foreign = try copyModule(into: hsm.directory + "/foreign", directoryMode: 0o755, fileMode: 0o755)
+            chown(foreign, 4242, 4242)
+            expectCofferError(.invalidArgument, containing: ["the module file '\(foreign)' is owned by uid 4242, neither root"]) {
+                try seal(foreign).check()
+            }
+        }
+        // Writable by its owner only, in directories likewise (the temporary directory above them
+        // has the sticky bit): loaded and used.
+        let safe = try copyModule(into: hsm.directory + "/safe", directoryMode: 0o755, fileMode: 0o755)
+        try seal(safe).check()
     }
 
     @Test func keyNotFoundOrOfTheWrongType() throws {
@@ -525,4 +733,5 @@ final class LockedCounter: @unchecked Sendable {
     }
     var value: Int { lock.withLock { count } }
     var first: String? { lock.withLock { messages.first } }
+    var last: String? { lock.withLock { messages.last } }
 }

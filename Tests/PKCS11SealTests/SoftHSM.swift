@@ -97,6 +97,24 @@ final class SoftHSM {
         try FileManager.default.copyItem(atPath: copy, toPath: directory + "/tokens")
     }
 
+    /// The serial numbers and slot ids (decimal and hex) of the initialised tokens, as softhsm2-util
+    /// shows them, for checking that answers leave them out.
+    func serialsAndSlots() throws -> (serials: [String], slots: [String]) {
+        var serials: [String] = []
+        var slots: [String] = []
+        for block in try run("softhsm2-util", ["--show-slots"]).components(separatedBy: "\nSlot ").dropFirst() {
+            let lines = block.split(separator: "\n")
+            guard let id = lines.first.flatMap({ UInt($0.trimmingCharacters(in: .whitespaces)) }),
+                lines.contains(where: { $0.contains("Initialized:") && $0.hasSuffix("yes") })
+            else { continue }
+            slots += ["\(id)", "0x" + String(id, radix: 16)]
+            for line in lines where line.contains("Serial number:") {
+                if let serial = line.split(separator: " ").last, serial != "number:" { serials.append(String(serial)) }
+            }
+        }
+        return (serials, slots)
+    }
+
     /// RSA-OAEP uses SHA-1 here: SoftHSM 2.6 (Debian 12) refuses SHA-256 OAEP ("hashAlg must be CKM_SHA_1").
     func configuration(token: String, key: String, mechanism: PKCS11Configuration.Mechanism = .aesGCM) -> PKCS11Configuration {
         PKCS11Configuration(lib: SoftHSM.module, tokenLabel: token, pin: pin, keyLabel: key, mechanism: mechanism, rsaOAEPHash: .sha1)
@@ -104,6 +122,38 @@ final class SoftHSM {
 
     func seal(token: String, key: String, mechanism: PKCS11Configuration.Mechanism = .aesGCM) throws -> PKCS11Seal {
         try PKCS11Seal(configuration(token: token, key: key, mechanism: mechanism))
+    }
+}
+
+/// Tests/compat/pkcs11_test_module.c built into this HSM's directory: a PKCS#11 module in front of
+/// SoftHSM that logs every C_Login with its result, and fails C_EncryptInit/C_DecryptInit with
+/// CKR_DEVICE_REMOVED while `unplugged` is set.
+final class LoggingModule {
+    let path: String
+    private let log: String
+    private let unplugFile: String
+
+    init(_ hsm: SoftHSM) throws {
+        let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("compat/pkcs11_test_module.c").path
+        path = hsm.directory + "/libcoffer-test-p11.so"
+        log = hsm.directory + "/logins.txt"
+        unplugFile = hsm.directory + "/unplugged"
+        try hsm.run("cc", ["-shared", "-fPIC", source, "-o", path, "-ldl"])
+        setenv("COFFER_TEST_P11_LOG", log, 1)
+        setenv("COFFER_TEST_P11_UNPLUG", unplugFile, 1)
+    }
+
+    /// Every C_Login so far, as "C_Login 0x<result>".
+    var logins: [String] {
+        ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+    }
+
+    var unplugged: Bool {
+        get { FileManager.default.fileExists(atPath: unplugFile) }
+        set {
+            if newValue { _ = FileManager.default.createFile(atPath: unplugFile, contents: Data()) } else { try? FileManager.default.removeItem(atPath: unplugFile) }
+        }
     }
 }
 

@@ -413,6 +413,38 @@ static void test_bad_arguments(void) {
     coffer_free(NULL);
 }
 
+/* A closed handle stays closed. Handles are ids that come back only after 2^28 further opens, so a
+ * stale coffer_t * kept by mistake never reaches a vault opened after it was closed (before, the
+ * new vault could get the old address, and a request through the stale pointer was answered). */
+static void test_stale_handles(void) {
+    coffer_t *stale = NULL, *h = NULL;
+    int http = 0, i, reached = 0, same = 0;
+    char *out = NULL;
+    const char *memory = "{\"storage\": {\"type\": \"memory\"}}";
+    CHECK(coffer_open(memory, &stale) == COFFER_OK);
+    CHECK(stale != NULL);
+    coffer_close(stale);
+    for (i = 0; i < 100; i++) {
+        h = NULL;
+        CHECK(coffer_open(memory, &h) == COFFER_OK);
+        if (h == NULL) break;
+        if (h == stale) same++;
+        if (coffer_request(stale, "GET", "sys/seal-status", NULL, NULL, 0, &http, &out, NULL) != COFFER_EINVALID) reached++;
+        coffer_free(out);
+        out = NULL;
+        CHECK(coffer_request(h, "GET", "sys/seal-status", NULL, NULL, 0, &http, &out, NULL) == COFFER_OK && http == 200);
+        coffer_free(out);
+        out = NULL;
+        coffer_close(h);
+        /* The handle just closed is refused too. */
+        if (coffer_request(h, "GET", "sys/seal-status", NULL, NULL, 0, &http, &out, NULL) != COFFER_EINVALID) reached++;
+        coffer_free(out);
+        out = NULL;
+    }
+    CHECK(same == 0);
+    CHECK(reached == 0);
+}
+
 int main(void) {
     strcpy(dir, "/tmp/coffer-c-test-XXXXXX");
     if (mkdtemp(dir) == NULL) {
@@ -430,6 +462,7 @@ int main(void) {
     test_dev_mode();
     test_transit();
     test_bad_arguments();
+    test_stale_handles();
 
     {
         char command[512];

@@ -218,7 +218,9 @@ public final class Barrier: Sendable {
         guard let stored = try physical.get(Barrier.keyringPath) else {
             throw CofferError(.corruptDatabase, "the keyring (core/keyring) is missing from storage")
         }
-        let blob = try SealWrap.open(stored, path: Barrier.keyringPath, seal: wrapSeal.withLock { $0 })
+        var blob = try SealWrap.open(stored, path: Barrier.keyringPath, seal: wrapSeal.withLock { $0 })
+        // The keyring as only the root key protects it: not left behind once opened.
+        defer { if SealWrap.isWrapped(stored) { blob.wipe() } }
         _ = try Envelope.term(of: blob, path: Barrier.keyringPath)
         let plain = try Envelope.openSecure(key: rootKey, blob: blob, path: Barrier.keyringPath)
         let ring = try Keyring.deserialize(plain, rootKey: rootKey)
@@ -286,9 +288,12 @@ public final class Barrier: Sendable {
     /// The decrypted entry at `path`, or nil if none is stored.
     public func get(_ path: String) throws(CofferError) -> [UInt8]? {
         let ring = try current()
-        guard var blob = try physical.get(path) else { return nil }
-        if SealWrap.isWrapped(blob) { blob = try SealWrap.open(blob, path: path, seal: wrapSeal.withLock { $0 }) }
-        return try open(blob, path: path, ring: ring)
+        guard let stored = try physical.get(path) else { return nil }
+        guard SealWrap.isWrapped(stored) else { return try open(stored, path: path, ring: ring) }
+        // The inner entry, which the HSM alone should open: not left behind once opened.
+        var inner = try SealWrap.open(stored, path: path, seal: wrapSeal.withLock { $0 })
+        defer { inner.wipe() }
+        return try open(inner, path: path, ring: ring)
     }
 
     func open(_ blob: [UInt8], path: String, ring: Keyring) throws(CofferError) -> [UInt8] {

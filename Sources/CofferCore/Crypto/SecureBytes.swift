@@ -56,6 +56,29 @@ public final class SecureBytes: Sendable, CustomStringConvertible {
     public var description: String { "SecureBytes(\(count) bytes)" }
 }
 
+extension SecureBytes: Equatable {
+    /// Equal bytes, compared in constant time.
+    public static func == (a: SecureBytes, b: SecureBytes) -> Bool { a.constantTimeEquals(b) }
+}
+
+/// Overwriting memory that held a secret, in a way the compiler cannot remove (`OPENSSL_cleanse`).
+public enum Wipe {
+    /// Zeroes `count` bytes at `pointer`.
+    public static func bytes(_ pointer: UnsafeMutableRawPointer?, count: Int) {
+        guard let pointer, count > 0 else { return }
+        coffer_openssl_cleanse(pointer, count)
+    }
+}
+
+extension Array where Element == UInt8 {
+    /// Zeroes this array's bytes (for arrays that held secret material and are about to be dropped).
+    /// Wipe the last holder of the bytes: when the buffer is shared with another array
+    /// (copy-on-write), writing gives this array a fresh copy and the shared bytes stay as they were.
+    public mutating func wipe() {
+        withUnsafeMutableBytes { Wipe.bytes($0.baseAddress, count: $0.count) }
+    }
+}
+
 /// Comparison whose running time does not depend on where two buffers differ.
 public enum ConstantTime {
     public static func equals(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {

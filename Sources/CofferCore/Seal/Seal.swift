@@ -67,7 +67,13 @@ struct SealConfig: Sendable, Equatable {
     static let checkLabel = Array("coffer share check v1".utf8)
 
     static func check(_ share: SecureBytes) -> String {
-        Hex.encode(share.withUnsafeBytes { s in Digest.hmacSHA256(key: SecureBytes(checkLabel), data: Array(s)) })
+        // MACed in place: no plain copy of the share.
+        let key = HMACKey(SecureBytes(checkLabel))
+        let mac = [UInt8](unsafeUninitializedCapacity: Digest.sha256Size) { out, count in
+            share.withUnsafeBytes { key.mac($0, into: out.baseAddress!) }
+            count = Digest.sha256Size
+        }
+        return Hex.encode(mac)
     }
 
     var json: JSONValue {

@@ -53,7 +53,10 @@ extension Core {
         ]
         if newSeal.isAutoUnseal {
             var key = recoveryKey
-            if key == nil, let stored = try barrier.get(RecoveryKey.path) { key = SecureBytes(stored) }
+            if key == nil, var stored = try barrier.get(RecoveryKey.path) {
+                key = SecureBytes(stored)
+                stored.wipe()
+            }
             guard let key else {
                 throw CofferError(.corruptDatabase, "the recovery key (\(RecoveryKey.path)) is missing from storage")
             }

@@ -41,7 +41,7 @@ public enum Shamir {
         if shares > 1, threshold == 1 {
             throw CofferError.invalid("secret_threshold must be at least 2 when secret_shares is more than 1")
         }
-        if shares == 1 { return [SecureBytes(secret.unsafeCopyWithX(1))] }
+        if shares == 1 { return [secret.withX(1)] }
 
         // Distinct non-zero x coordinates in random order.
         var xs = Array(UInt8(1)...UInt8(255))
@@ -115,5 +115,13 @@ public enum Shamir {
 }
 
 extension SecureBytes {
-    fileprivate func unsafeCopyWithX(_ x: UInt8) -> [UInt8] { unsafeCopy + [x] }
+    /// The bytes followed by `x`, with no plain copy on the way.
+    fileprivate func withX(_ x: UInt8) -> SecureBytes {
+        withUnsafeBytes { s in
+            SecureBytes(count: s.count + 1) { out in
+                out.copyMemory(from: s)
+                out[s.count] = x
+            }
+        }
+    }
 }

@@ -115,9 +115,12 @@ public struct ServerConfig: Sendable, Equatable {
     public var listener = Listener()
     /// The seal type; only "shamir" is built in so far.
     public var seal = "shamir"
-    /// The `seal "pkcs11" { ... }` block's fields with Vault's names (lib, token_label, pin, key_label,
-    /// ...), as `PKCS11Configuration(json:)` reads them; nil for the Shamir seal.
+    /// The `seal "pkcs11" { ... }` block's fields with Vault's names (lib, token_label, key_label,
+    /// ...), as `PKCS11Configuration(json:)` reads them, all but `pin`; nil for the Shamir seal.
     public var pkcs11Seal: JSONValue?
+    /// The stanza's `pin`, kept apart from `pkcs11Seal` in memory zeroed on release, so that no
+    /// String of the PIN lives as long as the configuration (the process).
+    public var pkcs11PIN: SecureBytes?
     /// The address clients are told to use (`VAULT_API_ADDR` / `BAO_API_ADDR`). Informational.
     public var apiAddr: String?
     public var logLevel: Logger.Level = .info
@@ -195,6 +198,7 @@ extension ServerConfig {
                     for entry in body {
                         let name = try key(entry)
                         switch entry.value.kind {
+                        case .string(let s) where name == "pin": config.pkcs11PIN = SecureBytes(s.utf8)
                         case .string(let s): fields[name] = .string(s)
                         case .number(let n): fields[name] = .number(n)
                         case .bool(let b): fields[name] = .bool(b)
