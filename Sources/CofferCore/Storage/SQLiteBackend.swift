@@ -26,8 +26,22 @@ public final class SQLiteBackend: PhysicalBackend {
     ///   damaged; ``CofferError/Code/io`` when it cannot be opened.
     public init(path: String) throws(CofferError) {
         self.path = path
-        try SQLiteBackend.checkHeader(path: path)
-        state = Mutex(try Connection(path: path))
+        // A WAL left by a crash is part of the database: the main file alone can look truncated (a
+        // checkpoint writes page 1, with the new page count, before the pages it counts). SQLite
+        // recovers from the WAL first; the size is judged once a checkpoint has moved it into the file.
+        let recovering = SQLiteBackend.fileSize(path + "-wal") > 0
+        try SQLiteBackend.checkHeader(path: path, checkSize: !recovering)
+        let connection = try Connection(path: path)
+        if recovering {
+            try connection.checkpoint()
+            try SQLiteBackend.checkHeader(path: path, checkSize: true)
+        }
+        state = Mutex(connection)
+    }
+
+    static func fileSize(_ path: String) -> Int {
+        var st = stat()
+        return stat(path, &st) == 0 ? Int(st.st_size) : 0
     }
 
     public func close() {
@@ -64,9 +78,9 @@ public final class SQLiteBackend: PhysicalBackend {
         return try result.get()
     }
 
-    /// Refuses a file that is plainly not an SQLite database, or is shorter than its own header says
-    /// (a truncated copy), before SQLite touches it.
-    static func checkHeader(path: String) throws(CofferError) {
+    /// Refuses a file that is plainly not an SQLite database, or (with `checkSize`) is shorter than
+    /// its own header says (a truncated copy).
+    static func checkHeader(path: String, checkSize: Bool) throws(CofferError) {
         let fd = open(path, O_RDONLY)
         guard fd >= 0 else { return }  // does not exist yet: SQLite creates it
         defer { Glibc.close(fd) }
@@ -85,7 +99,7 @@ public final class SQLiteBackend: PhysicalBackend {
         let pages = Int(header[28]) << 24 | Int(header[29]) << 16 | Int(header[30]) << 8 | Int(header[31])
         let changeCounter = header[24..<28]
         let validFor = header[92..<96]
-        if changeCounter.elementsEqual(validFor), pages > 0, size < pages * pageSize {
+        if checkSize, changeCounter.elementsEqual(validFor), pages > 0, size < pages * pageSize {
             throw CofferError(
                 .corruptDatabase,
                 "\(path) is truncated: it holds \(size) bytes but its header describes \(pages * pageSize); restore it from a backup"
@@ -198,6 +212,14 @@ private final class Connection: @unchecked Sendable {
     }
 
     func fail(_ rc: Int32, _ action: String) -> CofferError { Connection.error(db, rc, path, action) }
+
+    /// Moves every frame of the WAL into the database file and empties the WAL.
+    func checkpoint() throws(CofferError) {
+        var logFrames: Int32 = 0
+        var moved: Int32 = 0
+        let rc = sqlite3_wal_checkpoint_v2(db, nil, SQLITE_CHECKPOINT_TRUNCATE, &logFrames, &moved)
+        guard rc == SQLITE_OK else { throw fail(rc, "recovering the write-ahead log (checkpoint)") }
+    }
 
     func bindText(_ stmt: OpaquePointer, _ index: Int32, _ text: String) {
         sqlite3_bind_text(stmt, index, text, -1, coffer_sqlite_transient())
