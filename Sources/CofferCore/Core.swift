@@ -102,7 +102,7 @@ public final class Core: Sendable {
         clock: any Clock = SystemClock(), limits: Limits = Limits(), auditDevices: [AuditDeviceConfig] = []
     ) throws(CofferError) {
         self.declaredAuditDevices = auditDevices
-        self.barrier = Barrier(physical: storage, maxEntrySize: limits.maxEntrySize)
+        self.barrier = Barrier(physical: storage, maxEntrySize: limits.maxEntrySize, clock: clock)
         self.sealBox = Mutex(seal)
         barrier.setSeal(seal)
         self.engines = engines
@@ -394,22 +394,15 @@ public final class Core: Sendable {
     /// The token's entry, with expiry enforced and a use counted. `package` so that bench/ can time
     /// this step of the request path on its own (docs/benchmarks.md); not API.
     package func authenticate(_ token: String?, now: Timestamp) throws(CofferError) -> TokenEntry {
-        guard let token, !token.isEmpty, var entry = try tokens.lookup(token: token) else {
-            throw CofferError.permissionDeniedError
-        }
-        if entry.isExpired(now: now) {
-            try tokens.revoke(hash: entry.idHash)
+        guard let token, !token.isEmpty, let found = try tokens.lookup(token: token),
+            var entry = try tokens.live(found, now: now)
+        else {
             throw CofferError.permissionDeniedError
         }
         if entry.numUses > 0 {
-            entry.numUses -= 1
-            if entry.numUses == 0 {
-                // The last use: the token is gone once this request is served.
-                try tokens.revoke(hash: entry.idHash)
-                entry.numUses = -1
-            } else {
-                try tokens.update(entry)
-            }
+            // Checked and spent under the token store's lock: concurrent requests cannot share a use.
+            guard let spent = try tokens.spendUse(hash: entry.idHash) else { throw CofferError.permissionDeniedError }
+            entry = spent
         }
         return entry
     }

@@ -1,5 +1,6 @@
 @testable import CofferCore
 import Foundation
+import Synchronization
 import Testing
 
 @Suite struct StorageTests {
@@ -73,5 +74,88 @@ import Testing
         try handle.truncate(atOffset: UInt64(size / 2))
         try handle.close()
         expectError(.corruptDatabase, containing: "truncated") { _ = try SQLiteBackend(path: good) }
+    }
+}
+
+@Suite struct StoragePoolTests {
+    @Test func listingByRangeQueriesMatchesTheFullScan() throws {
+        let dir = TemporaryDirectory()
+        let sqlite = try SQLiteBackend(path: dir.file("c.db"))
+        let memory = InMemoryBackend()
+        var generator = SystemRandomNumberGenerator()
+        let segments = ["a", "b", "b.c", "b0", "b/", "ü", "z", "a-b", "0"]
+        var keys: [String] = []
+        for _ in 0..<400 {
+            let depth = Int.random(in: 1...4, using: &generator)
+            let key = (0..<depth).map { _ in segments.randomElement(using: &generator)!.replacingOccurrences(of: "/", with: "") }
+                .filter { !$0.isEmpty }.joined(separator: "/")
+            guard !key.isEmpty else { continue }
+            keys.append(key)
+        }
+        try sqlite.batch(keys.map { .put(key: $0, value: [1]) })
+        try memory.batch(keys.map { .put(key: $0, value: [1]) })
+        var prefixes: Set<String> = [""]
+        for key in keys {
+            var parts = key.split(separator: "/").map(String.init)
+            while !parts.isEmpty {
+                parts.removeLast()
+                prefixes.insert(parts.isEmpty ? "" : parts.joined(separator: "/") + "/")
+            }
+        }
+        for prefix in prefixes.sorted() {
+            #expect(try sqlite.list(prefix: prefix) == memory.list(prefix: prefix), "prefix \(prefix)")
+        }
+    }
+
+    @Test func aSecondOwnerIsRefusedNamingTheHolder() throws {
+        let dir = TemporaryDirectory()
+        let first = try SQLiteBackend(path: dir.file("c.db"))
+        expectError(.io, containing: "in use by another Coffer (pid \(ProcessInfo.processInfo.processIdentifier))") {
+            _ = try SQLiteBackend(path: dir.file("c.db"))
+        }
+        first.close()
+        let second = try SQLiteBackend(path: dir.file("c.db"))  // released on close
+        try second.put("k", [1])
+        second.close()
+    }
+
+    @Test func readsDoNotWaitForAWriteInProgress() throws {
+        let dir = TemporaryDirectory()
+        let db = try SQLiteBackend(path: dir.file("c.db"))
+        try db.put("k", [42])
+        // One large transaction holds the writer for a long while; reads from another thread go on
+        // meanwhile (with one connection behind one lock they waited for the whole commit).
+        let writing = Atomic(0)  // 1: the batch is running, 2: it has returned
+        let batch = (0..<150_000).map { StorageOperation.put(key: "bulk/\($0)", value: [UInt8](repeating: 7, count: 64)) }
+        let writer = Thread {
+            writing.store(1, ordering: .sequentiallyConsistent)
+            try? db.batch(batch)
+            writing.store(2, ordering: .sequentiallyConsistent)
+        }
+        writer.start()
+        while writing.load(ordering: .sequentiallyConsistent) == 0 {}
+        var duringWrite = 0
+        while writing.load(ordering: .sequentiallyConsistent) == 1 {
+            #expect(try db.get("k") == [42])
+            if writing.load(ordering: .sequentiallyConsistent) == 1 { duringWrite += 1 }
+        }
+        #expect(duringWrite >= 100, "only \(duringWrite) reads completed while the batch was being written")
+        #expect(try db.list(prefix: "bulk/").count == 150_000)
+        db.close()
+    }
+
+    @Test(arguments: ["inmem", "sqlite"])
+    func everyChangeIsPublished(kind: String) throws {
+        let dir = TemporaryDirectory()
+        let backend: any PhysicalBackend = kind == "sqlite" ? try SQLiteBackend(path: dir.file("c.db")) : InMemoryBackend()
+        let seen = Mutex<[[String]]>([])
+        let id = backend.changes.subscribe { keys in seen.withLock { $0.append(keys) } }
+        try backend.put("a", [1])
+        try backend.delete("a")
+        try backend.batch([.put(key: "b", value: [2]), .delete(key: "c")])
+        backend.changes.unsubscribe(id)
+        try backend.put("d", [3])
+        #expect(seen.withLock { $0 } == [["a"], ["a"], ["b", "c"]])
+        backend.close()
     }
 }

@@ -106,11 +106,15 @@ final class Keyring: Sendable {
     let rootKey: SecureBytes
     let terms: [UInt32: Term]
     let activeTerm: UInt32
+    /// Encryptions made under the active term (loaded at unseal with a margin for what a crash may
+    /// have lost; see KeyUsage.swift). Random 96-bit nonces are safe for about 2^32 of them.
+    let encryptions: Atomic<Int64>
 
-    init(rootKey: SecureBytes, terms: [UInt32: Term], activeTerm: UInt32) {
+    init(rootKey: SecureBytes, terms: [UInt32: Term], activeTerm: UInt32, encryptions: Int64 = 0) {
         self.rootKey = rootKey
         self.terms = terms
         self.activeTerm = activeTerm
+        self.encryptions = Atomic(encryptions)
     }
 
     var active: Term { terms[activeTerm]! }
@@ -181,21 +185,35 @@ public final class Barrier: Sendable {
     public let physical: any PhysicalBackend
     /// The largest plaintext one entry may hold (``Limits/maxEntrySize``).
     public let maxEntrySize: Int
+    let clock: any Clock
     private let keyring = Mutex<Keyring?>(nil)
+    /// Held by everything that writes the keyring (rotation, rekey, seal migration and rewrap), so
+    /// that two of them never build different keyrings from the same one: the last save would win
+    /// and entries written under the losing keyring's new term could never be decrypted again.
+    private let keyringWrites = Mutex(())
     /// The seal that opens seal-wrapped entries and, when it seal-wraps, wraps critical ones.
     private let wrapSeal = Mutex<(any Seal)?>(nil)
+    /// `sys/rotate/config`, and the two numbers the write path checks without a lock.
+    let rotation = Mutex(RotationPolicy())
+    let rotateAfterEncryptions = Atomic<Int64>(RotationPolicy.defaultMaxOperations)
+    let rotateAfterSeconds = Atomic<Int64>(0)
+    /// Serialises saves of the encryption count, so a lower count never overwrites a higher one.
+    let usageWrites = Mutex(())
 
-    public init(physical: any PhysicalBackend, maxEntrySize: Int = Limits().maxEntrySize) {
+    public init(physical: any PhysicalBackend, maxEntrySize: Int = Limits().maxEntrySize, clock: any Clock = SystemClock()) {
         self.physical = physical
         self.maxEntrySize = maxEntrySize
+        self.clock = clock
     }
 
     public var isSealed: Bool { keyring.withLock { $0 == nil } }
 
     private func current() throws(CofferError) -> Keyring {
-        guard let ring = keyring.withLock({ $0 }) else { throw CofferError.sealedError }
+        guard let ring = currentRing() else { throw CofferError.sealedError }
         return ring
     }
+
+    func currentRing() -> Keyring? { keyring.withLock { $0 } }
 
     /// Creates a fresh keyring under `rootKey`, stores it, and leaves the barrier unsealed.
     func initialize(rootKey: SecureBytes, now: Timestamp) throws(CofferError) {
@@ -225,10 +243,19 @@ public final class Barrier: Sendable {
         let plain = try Envelope.openSecure(key: rootKey, blob: blob, path: Barrier.keyringPath)
         let ring = try Keyring.deserialize(plain, rootKey: rootKey)
         keyring.withLock { $0 = ring }
+        do throws(CofferError) {
+            try loadKeyUsage(ring)
+        } catch {
+            keyring.withLock { $0 = nil }
+            throw error
+        }
     }
 
-    /// Forgets every key. The keys' memory is zeroed once no request still uses them.
+    /// Forgets every key. The keys' memory is zeroed once no request still uses them. The active
+    /// term's encryption count is saved first (best effort: a crash instead is covered by the
+    /// margin added at unseal).
     public func seal() {
+        if let ring = keyring.withLock({ $0 }) { try? saveKeyUsage(ring) }
         keyring.withLock { $0 = nil }
     }
 
@@ -250,8 +277,9 @@ public final class Barrier: Sendable {
     /// The stored form of a secret entry: encrypted by the active term, then seal-wrapped if `seal`
     /// does that.
     func sealedEntry(_ path: String, secret: SecureBytes, wrappingWith seal: (any Seal)?) throws(CofferError) -> [UInt8] {
-        let active = try current().active
-        let blob = try Envelope.seal(key: active.key, term: active.number, path: path, secret: secret)
+        let ring = try current()
+        let blob = try Envelope.seal(key: ring.active.key, term: ring.active.number, path: path, secret: secret)
+        try counted(ring)
         return try SealWrap.wrapIfEnabled(blob, seal: seal)
     }
 
@@ -267,9 +295,15 @@ public final class Barrier: Sendable {
         try SealWrap.open(stored, path: path, seal: wrapSeal.withLock { $0 })
     }
 
-    /// Adds a new term and makes it the one new writes use. Old terms stay for reading.
+    /// Adds a new term and makes it the one new writes use. Old terms stay for reading. Safe to call
+    /// from any number of threads: each call adds exactly one term.
     @discardableResult
     public func rotate(now: Timestamp) throws(CofferError) -> UInt32 {
+        try withKeyringWriteLock { () throws(CofferError) in try rotateLocked(now: now) }
+    }
+
+    /// Rotates; the caller holds `keyringWrites`.
+    func rotateLocked(now: Timestamp) throws(CofferError) -> UInt32 {
         let ring = try current()
         let next = ring.rotated(now: now)
         try persist(next)
@@ -277,10 +311,19 @@ public final class Barrier: Sendable {
         return next.activeTerm
     }
 
-    /// The active term and when it was installed.
-    public func keyStatus() throws(CofferError) -> (term: UInt32, installTime: Timestamp) {
-        let active = try current().active
-        return (active.number, active.installTime)
+    /// Runs `body` holding the lock every keyring write takes (rotation, rekey, seal migration,
+    /// rewrap), so that what `body` reads of the keyring is still current when it writes.
+    func withKeyringWriteLock<R>(_ body: () throws(CofferError) -> R) throws(CofferError) -> R {
+        let result: Result<R, CofferError> = keyringWrites.withLock { _ in
+            do throws(CofferError) { return .success(try body()) } catch { return .failure(error) }
+        }
+        return try result.get()
+    }
+
+    /// The active term, when it was installed, and how many encryptions it has made.
+    public func keyStatus() throws(CofferError) -> (term: UInt32, installTime: Timestamp, encryptions: Int64) {
+        let ring = try current()
+        return (ring.active.number, ring.active.installTime, ring.encryptions.load(ordering: .relaxed))
     }
 
     // MARK: Entries
@@ -314,7 +357,9 @@ public final class Barrier: Sendable {
             throw CofferError.invalid("value is \(plaintext.count) bytes, more than the limit of \(maxEntrySize) bytes per entry")
         }
         let active = ring.active
-        return try Envelope.seal(key: active.key, term: active.number, path: path, plaintext: plaintext)
+        let sealed = try Envelope.seal(key: active.key, term: active.number, path: path, plaintext: plaintext)
+        try counted(ring)
+        return sealed
     }
 
     public func delete(_ path: String) throws(CofferError) {

@@ -22,7 +22,14 @@ extension Dictionary where Key == String, Value == JSONValue {
             if let v = Int(s) { return v }
         default: break
         }
-        throw CofferError.invalid("\(key) must be an integer, got \(self[key]!.typeName) \(self[key]!.jsonString.prefix(32))")
+        // The value is not quoted: it may be a secret pasted into the wrong field.
+        let given: String
+        switch self[key] {
+        case .string?: given = "text that is not one"
+        case .number?: given = "a fraction or a number out of range"
+        default: given = "a \(self[key]?.typeName ?? "value")"
+        }
+        throw CofferError.invalid("\(key) must be an integer, got \(given)")
     }
 
     public func bool(_ key: String) throws(CofferError) -> Bool? {

@@ -59,7 +59,15 @@ extension Core {
         }
         if path.hasPrefix("/") { path = String(path.drop { $0 == "/" }) }
         if path.hasPrefix("v1/") { path = String(path.dropFirst(3)) }
-        let listQuery = query["list"]?.stringValue.map { $0 == "true" || $0 == "1" } ?? false
+        var listQuery = false
+        if ["GET", "HEAD"].contains(method.uppercased()), let flag = query["list"]?.stringValue, !flag.isEmpty {
+            // Go's strconv.ParseBool, as Vault parses it (hvac sends "True").
+            switch flag {
+            case "1", "t", "T", "TRUE", "true", "True": listQuery = true
+            case "0", "f", "F", "FALSE", "false", "False": listQuery = false
+            default: throw CofferError.invalid("the list query parameter must be true or false (1, t, T, TRUE, true, True or their false forms)")
+            }
+        }
         guard let operation = Request.operation(forMethod: method, listQuery: listQuery) else {
             throw CofferError(.unsupportedOperation, "unsupported method \(method); use GET, PUT, POST, PATCH, DELETE or LIST")
         }

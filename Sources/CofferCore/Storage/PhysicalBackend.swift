@@ -23,6 +23,50 @@ public protocol PhysicalBackend: Sendable {
     func batch(_ operations: [StorageOperation]) throws(CofferError)
     /// Releases files and statements. Later calls fail with an I/O error.
     func close()
+    /// Told the keys of every change once it is stored, whoever made it: this process's own
+    /// writes, another `Core` over the same backend, a replica applying its log, a restore. Every
+    /// cache above storage is invalidated from it.
+    var changes: ChangeFeed { get }
+}
+
+/// The keys that changed in storage, delivered to every subscriber after each successful write,
+/// on the writing thread, in the order the writes were stored. A subscriber must not write to the
+/// same storage from its callback.
+public final class ChangeFeed: Sendable {
+    public typealias Subscriber = @Sendable ([String]) -> Void
+    private let subscribers = Mutex<[(id: Int, notify: Subscriber)]>([])
+    private let nextID = Mutex(0)
+
+    public init() {}
+
+    /// Adds `subscriber`; the id unsubscribes it.
+    public func subscribe(_ subscriber: @escaping Subscriber) -> Int {
+        let id = nextID.withLock { n in
+            n += 1
+            return n
+        }
+        subscribers.withLock { $0.append((id, subscriber)) }
+        return id
+    }
+
+    public func unsubscribe(_ id: Int) {
+        subscribers.withLock { $0.removeAll { $0.id == id } }
+    }
+
+    /// Tells every subscriber that `keys` changed.
+    public func publish(_ keys: [String]) {
+        guard !keys.isEmpty else { return }
+        let current = subscribers.withLock { $0 }
+        for subscriber in current { subscriber.notify(keys) }
+    }
+}
+
+extension StorageOperation {
+    public var key: String {
+        switch self {
+        case .put(let key, _), .delete(let key): key
+        }
+    }
 }
 
 extension PhysicalBackend {
@@ -59,6 +103,7 @@ func immediateChildren(of prefix: String, keys: some Sequence<String>) -> [Strin
 /// Storage in memory: for tests and `-dev`. Nothing survives the process.
 public final class InMemoryBackend: PhysicalBackend {
     private let entries = Mutex<[String: [UInt8]]>([:])
+    public let changes = ChangeFeed()
 
     public init() {}
 
@@ -66,9 +111,15 @@ public final class InMemoryBackend: PhysicalBackend {
 
     public func get(_ key: String) throws(CofferError) -> [UInt8]? { entries.withLock { $0[key] } }
 
-    public func put(_ key: String, _ value: [UInt8]) throws(CofferError) { entries.withLock { $0[key] = value } }
+    public func put(_ key: String, _ value: [UInt8]) throws(CofferError) {
+        entries.withLock { $0[key] = value }
+        changes.publish([key])
+    }
 
-    public func delete(_ key: String) throws(CofferError) { _ = entries.withLock { $0.removeValue(forKey: key) } }
+    public func delete(_ key: String) throws(CofferError) {
+        _ = entries.withLock { $0.removeValue(forKey: key) }
+        changes.publish([key])
+    }
 
     public func list(prefix: String) throws(CofferError) -> [String] {
         entries.withLock { immediateChildren(of: prefix, keys: $0.keys) }
@@ -83,6 +134,7 @@ public final class InMemoryBackend: PhysicalBackend {
                 }
             }
         }
+        changes.publish(operations.map(\.key))
     }
 
     public func close() {}

@@ -112,10 +112,22 @@ extension Core {
             guard op == .update || op == .create else { throw unsupported(request) }
             try barrier.rotate(now: now)
             return .noContent
+        case "sys/rotate/config":
+            switch op {
+            case .read: return Response(data: barrier.rotationPolicy().json.objectValue)
+            case .update, .create:
+                var policy = barrier.rotationPolicy()
+                try policy.apply(data)
+                try barrier.setRotationPolicy(policy)
+                return .noContent
+            default: throw unsupported(request)
+            }
         case "sys/key-status":
             guard op == .read else { throw unsupported(request) }
             let status = try barrier.keyStatus()
-            var r = Response(data: ["term": .int(status.term), "install_time": .string(status.installTime.rfc3339), "encryptions": 0])
+            var r = Response(data: [
+                "term": .int(status.term), "install_time": .string(status.installTime.rfc3339), "encryptions": .int(status.encryptions),
+            ])
             r.repeatDataAtTopLevel = true
             return r
         case "sys/sealwrap/rewrap":
@@ -141,7 +153,7 @@ extension Core {
         case "sys/capabilities":
             guard op == .update || op == .create else { throw unsupported(request) }
             guard let token = try data.string("token") else { throw CofferError.invalid("missing token") }
-            guard let target = try tokens.lookup(token: token), !target.isExpired(now: now) else {
+            guard let target = try tokens.live(token: token, now: now) else {
                 throw CofferError.invalid("invalid token")
             }
             return try capabilities(caller: target, paths: try requestedPaths(data), singular: data["path"] != nil)

@@ -22,7 +22,7 @@ extension Core {
         case "lookup-accessor":
             guard write else { throw unsupported(request) }
             guard let accessor = try data.string("accessor") else { throw CofferError.invalid("missing accessor") }
-            guard let entry = try tokens.entry(accessor: accessor), !entry.isExpired(now: now) else {
+            guard let found = try tokens.entry(accessor: accessor), let entry = try tokens.live(found, now: now) else {
                 throw CofferError.invalid("invalid accessor")
             }
             return Response(data: entry.lookupData(id: "", now: now))
@@ -63,10 +63,9 @@ extension Core {
         }
     }
 
-    /// The entry for a token that exists and has not expired.
+    /// The entry for a token that exists and has not expired, nor has any token above it.
     func liveEntry(token: String, now: Timestamp) throws(CofferError) -> TokenEntry? {
-        guard let entry = try tokens.lookup(token: token), !entry.isExpired(now: now) else { return nil }
-        return entry
+        try tokens.live(token: token, now: now)
     }
 
     func createToken(_ data: [String: JSONValue], caller: TokenEntry, orphanEndpoint: Bool, now: Timestamp) throws(CofferError) -> Response {
@@ -115,6 +114,12 @@ extension Core {
         let customID = try data.string("id")
         if customID != nil && !callerIsRoot { throw CofferError.invalid("root or sudo privileges required to specify token id") }
 
+        // A child never outlives its parent (Vault revokes the tree when the parent expires; Coffer
+        // also says so in the child's TTL).
+        if !orphan, let parentExpiry = caller.expireTime {
+            let left = max(1, now.seconds(until: parentExpiry))
+            if ttl == 0 || ttl > left { ttl = left }
+        }
         let (token, entry) = try tokens.create(
             { hash, accessor in
                 TokenEntry(
@@ -132,25 +137,33 @@ extension Core {
             numUses: entry.numUses)
     }
 
-    /// Extends a token's life: by `increment` (or its original TTL), never past its explicit max TTL
-    /// or the system maximum; periodic tokens reset to their period.
+    /// Extends a token's life: by `increment` (or its original TTL), never past its explicit max TTL,
+    /// the system maximum or its parent's expiry; periodic tokens reset to their period.
     func renew(_ entry: TokenEntry, increment: Int64?, now: Timestamp) throws(CofferError) -> Response {
-        var entry = entry
         guard entry.expireTime != nil, entry.renewable else { throw CofferError.invalid("lease is not renewable") }
-        var ttl = entry.period > 0 ? entry.period : ((increment ?? 0) > 0 ? increment! : entry.creationTTL)
-        if entry.period == 0 { ttl = min(ttl, TokenStore.maxTTL) }
+        let parentExpiry = entry.parentHash.isEmpty ? nil : try tokens.entry(hash: entry.parentHash)?.expireTime
         var warnings: [String] = []
-        if entry.explicitMaxTTL > 0 {
-            let hardLimit = entry.creationTime.adding(seconds: entry.explicitMaxTTL)
-            let left = max(0, (hardLimit.nanoseconds - now.nanoseconds) / 1_000_000_000)
-            if ttl > left {
-                ttl = left
-                warnings.append("TTL of \"\(ttl)s\" exceeded the effective max_ttl; TTL value is capped accordingly")
+        let renewed = try tokens.update(hash: entry.idHash) { (entry) throws(CofferError) in
+            var ttl = entry.period > 0 ? entry.period : ((increment ?? 0) > 0 ? increment! : entry.creationTTL)
+            if entry.period == 0 { ttl = min(ttl, TokenStore.maxTTL) }
+            if entry.explicitMaxTTL > 0 {
+                let left = max(0, now.seconds(until: entry.creationTime.adding(seconds: entry.explicitMaxTTL)))
+                if ttl > left {
+                    ttl = left
+                    warnings.append("TTL of \"\(ttl)s\" exceeded the effective max_ttl; TTL value is capped accordingly")
+                }
             }
+            if let parentExpiry {
+                let left = max(0, now.seconds(until: parentExpiry))
+                if ttl > left {
+                    ttl = left
+                    warnings.append("TTL of \"\(ttl)s\" exceeded the parent token's remaining TTL; TTL value is capped accordingly")
+                }
+            }
+            entry.expireTime = now.adding(seconds: ttl)
         }
-        entry.expireTime = now.adding(seconds: ttl)
-        try tokens.update(entry)
-        var response = Response(auth: authInfo(token: "", entry, now: now))
+        guard let renewed else { throw CofferError.invalid("invalid token") }
+        var response = Response(auth: authInfo(token: "", renewed, now: now))
         response.warnings = warnings
         return response
     }

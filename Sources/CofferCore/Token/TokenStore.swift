@@ -89,7 +89,7 @@ public struct TokenEntry: Sendable, Equatable {
     /// Seconds left before expiry (0 for tokens that never expire).
     func ttl(now: Timestamp) -> Int64 {
         guard let expireTime else { return 0 }
-        return max(0, (expireTime.nanoseconds - now.nanoseconds) / 1_000_000_000)
+        return max(0, now.seconds(until: expireTime))
     }
 
     func isExpired(now: Timestamp) -> Bool { expireTime.map { $0 <= now } ?? false }
@@ -123,10 +123,13 @@ final class TokenStore: Sendable {
     static let parentPrefix = "sys/token/parent/"
     /// Vault's system maximum TTL: 768 hours.
     static let maxTTL: Int64 = 768 * 3600
+    /// The deepest chain of parent tokens followed (a guard against a damaged store that loops).
+    static let maxDepth = 100_000
 
     private let barrier: Barrier
     private let salt = Mutex<HMACKey?>(nil)
     private let cache = Mutex<[String: TokenEntry]>([:])
+    private let writes = Mutex(())
 
     init(barrier: Barrier) {
         self.barrier = barrier
@@ -189,58 +192,157 @@ final class TokenStore: Sendable {
         return try entry(hash: String(decoding: bytes, as: UTF8.self))
     }
 
+    /// Runs `body` holding the lock every change to a token entry takes. Creation, use counting,
+    /// renewal and revocation each read an entry and write it back; without one lock a revoked
+    /// token could be written back by a renewal, or two requests could spend the same last use.
+    /// Reads (the request path's lookup) do not take it.
+    private func withWriteLock<R>(_ body: () throws(CofferError) -> R) throws(CofferError) -> R {
+        let result: Result<R, CofferError> = writes.withLock { _ in
+            do throws(CofferError) { return .success(try body()) } catch { return .failure(error) }
+        }
+        return try result.get()
+    }
+
     /// Creates a token; returns the token string (shown once) and its entry.
     func create(_ make: (String, String) -> TokenEntry, id: String? = nil) throws(CofferError) -> (String, TokenEntry) {
         let token = id ?? "s." + Random.base62(24)
         let idHash = try hash(token)
-        if try entry(hash: idHash) != nil { throw CofferError.invalid("a token with that id already exists") }
         let entry = make(idHash, Random.base62(24))
-        var ops: [StorageOperation] = [
-            .put(key: TokenStore.idPrefix + idHash, value: entry.json.serialized()),
-            .put(key: TokenStore.accessorPrefix + (try hash(entry.accessor)), value: Array(idHash.utf8)),
-        ]
-        if !entry.parentHash.isEmpty {
-            ops.append(.put(key: TokenStore.parentPrefix + entry.parentHash + "/" + idHash, value: []))
+        let accessorHash = try hash(entry.accessor)
+        try withWriteLock { () throws(CofferError) in
+            if try self.entry(hash: idHash) != nil { throw CofferError.invalid("a token with that id already exists") }
+            if !entry.parentHash.isEmpty, try self.entry(hash: entry.parentHash) == nil {
+                throw CofferError.permissionDeniedError  // the parent was revoked meanwhile
+            }
+            var ops: [StorageOperation] = [
+                .put(key: TokenStore.idPrefix + idHash, value: entry.json.serialized()),
+                .put(key: TokenStore.accessorPrefix + accessorHash, value: Array(idHash.utf8)),
+            ]
+            if !entry.parentHash.isEmpty {
+                ops.append(.put(key: TokenStore.parentPrefix + entry.parentHash + "/" + idHash, value: []))
+            }
+            try barrier.batch(ops)
+            cache.withLock { $0[idHash] = entry }
         }
-        try barrier.batch(ops)
-        cache.withLock { $0[idHash] = entry }
         return (token, entry)
     }
 
-    func update(_ entry: TokenEntry) throws(CofferError) {
+    /// Applies `change` to the stored entry of `hash` and saves it; nil if the token is gone.
+    func update(hash: String, _ change: (inout TokenEntry) throws(CofferError) -> Void) throws(CofferError) -> TokenEntry? {
+        try withWriteLock { () throws(CofferError) -> TokenEntry? in
+            guard var entry = try entry(hash: hash) else { return nil }
+            try change(&entry)
+            try save(entry)
+            return entry
+        }
+    }
+
+    private func save(_ entry: TokenEntry) throws(CofferError) {
         try barrier.put(TokenStore.idPrefix + entry.idHash, entry.json.serialized())
         cache.withLock { $0[entry.idHash] = entry }
+    }
+
+    /// Spends one use of a token with limited uses, atomically with the check: of any number of
+    /// concurrent requests, exactly `num_uses` get through. Returns the entry for this request
+    /// (`numUses == -1` when this was the last use: the token is revoked already), or nil when no
+    /// use is left (the token is gone).
+    func spendUse(hash: String) throws(CofferError) -> TokenEntry? {
+        try withWriteLock { () throws(CofferError) -> TokenEntry? in
+            guard var entry = try entry(hash: hash) else { return nil }
+            guard entry.numUses > 0 else { return entry }
+            entry.numUses -= 1
+            if entry.numUses == 0 {
+                try revokeLocked(hash: hash)
+                entry.numUses = -1
+            } else {
+                try save(entry)
+            }
+            return entry
+        }
+    }
+
+    /// The entry of `token` if it may be used at `now`: it exists, has not expired, and neither has
+    /// any token above it (a child dies with its parent, as in Vault). An expired token found here
+    /// is revoked with everything under it. Does not count a use.
+    func live(token: String, now: Timestamp) throws(CofferError) -> TokenEntry? {
+        guard let entry = try lookup(token: token) else { return nil }
+        return try live(entry, now: now)
+    }
+
+    func live(_ entry: TokenEntry, now: Timestamp) throws(CofferError) -> TokenEntry? {
+        var current = entry
+        for _ in 0..<TokenStore.maxDepth {
+            if current.isExpired(now: now) {
+                try revoke(hash: current.idHash)
+                return nil
+            }
+            guard !current.parentHash.isEmpty else { return entry }
+            guard let parent = try self.entry(hash: current.parentHash) else {
+                // The parent is gone (revoked, or its revocation was cut short): so is this token.
+                try revoke(hash: entry.idHash)
+                return nil
+            }
+            current = parent
+        }
+        throw CofferError(.integrity, "a token's chain of parents is longer than \(TokenStore.maxDepth) (or loops); refusing it")
     }
 
     /// Revokes a token and, unless `orphanChildren`, every descendant. Returns the number revoked.
     @discardableResult
     func revoke(hash: String, orphanChildren: Bool = false) throws(CofferError) -> Int {
-        guard let entry = try entry(hash: hash) else { return 0 }
-        var count = 0
-        let children = try barrier.list(TokenStore.parentPrefix + hash + "/")
+        try withWriteLock { () throws(CofferError) -> Int in try revokeLocked(hash: hash, orphanChildren: orphanChildren) }
+    }
+
+    /// Revokes the tree under `hash` leaves first, without recursion (a chain of a million tokens
+    /// must not overflow the stack). A token is deleted only after its children, so a revocation
+    /// cut short by a crash leaves a tree the next revocation (or the parent check in ``live``)
+    /// finishes.
+    private func revokeLocked(hash: String, orphanChildren: Bool = false) throws(CofferError) -> Int {
+        guard let root = try entry(hash: hash) else { return 0 }
         if orphanChildren {
-            for child in children {
+            for child in try barrier.list(TokenStore.parentPrefix + hash + "/") {
                 if var childEntry = try self.entry(hash: child) {
                     childEntry.parentHash = ""
-                    try update(childEntry)
+                    try save(childEntry)
                 }
                 try barrier.delete(TokenStore.parentPrefix + hash + "/" + child)
             }
-        } else {
-            for child in children {
-                count += try revoke(hash: child)
-                try barrier.delete(TokenStore.parentPrefix + hash + "/" + child)
+            try delete(root)
+            return 1
+        }
+        var count = 0
+        // Depth-first with an explicit stack: each frame keeps the children it has yet to visit.
+        var stack: [(hash: String, pending: [String])] = [(root.idHash, try barrier.list(TokenStore.parentPrefix + root.idHash + "/"))]
+        while !stack.isEmpty {
+            if let child = stack[stack.count - 1].pending.popLast() {
+                guard stack.count < TokenStore.maxDepth else {
+                    throw CofferError(.integrity, "a token tree deeper than \(TokenStore.maxDepth) (or looping) cannot be revoked")
+                }
+                if try entry(hash: child) != nil {
+                    stack.append((child, try barrier.list(TokenStore.parentPrefix + child + "/")))
+                } else {
+                    try barrier.delete(TokenStore.parentPrefix + stack[stack.count - 1].hash + "/" + child)  // a dangling index row
+                }
+                continue
+            }
+            let done = stack.removeLast().hash
+            if let entry = try entry(hash: done) {
+                try delete(entry)
+                count += 1
             }
         }
+        return count
+    }
+
+    private func delete(_ entry: TokenEntry) throws(CofferError) {
         var ops: [StorageOperation] = [
-            .delete(key: TokenStore.idPrefix + hash), .delete(key: TokenStore.accessorPrefix + (try self.hash(entry.accessor))),
+            .delete(key: TokenStore.idPrefix + entry.idHash), .delete(key: TokenStore.accessorPrefix + (try hash(entry.accessor))),
         ]
         if !entry.parentHash.isEmpty {
-            ops.append(.delete(key: TokenStore.parentPrefix + entry.parentHash + "/" + hash))
+            ops.append(.delete(key: TokenStore.parentPrefix + entry.parentHash + "/" + entry.idHash))
         }
         try barrier.batch(ops)
-        cache.withLock { _ = $0.removeValue(forKey: hash) }
-        return count + 1
+        cache.withLock { _ = $0.removeValue(forKey: entry.idHash) }
     }
 
     /// Every accessor, for `auth/token/accessors` (sudo).

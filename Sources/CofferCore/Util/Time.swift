@@ -8,7 +8,10 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
     public var nanoseconds: Int64
 
     public init(nanoseconds: Int64) { self.nanoseconds = nanoseconds }
-    public init(seconds: Int64) { self.nanoseconds = seconds * 1_000_000_000 }
+
+    /// `seconds` since the epoch; saturates at the representable range (about the years 1677 to 2262)
+    /// instead of trapping, since stored and imported values can be anything.
+    public init(seconds: Int64) { self.nanoseconds = Timestamp.saturatingNanoseconds(seconds) }
 
     public static let zero = Timestamp(nanoseconds: 0)
 
@@ -16,7 +19,26 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
 
     public static func < (a: Timestamp, b: Timestamp) -> Bool { a.nanoseconds < b.nanoseconds }
 
-    public func adding(seconds: Int64) -> Timestamp { Timestamp(nanoseconds: nanoseconds + seconds * 1_000_000_000) }
+    /// This time plus `seconds`, saturating at the representable range: time arithmetic never traps,
+    /// whatever a stored or requested duration holds. Request fields are bounded before they get
+    /// here (``Duration/maximumSeconds``); saturation keeps values stored by older versions harmless.
+    public func adding(seconds: Int64) -> Timestamp {
+        let (sum, overflow) = nanoseconds.addingReportingOverflow(Timestamp.saturatingNanoseconds(seconds))
+        if overflow { return Timestamp(nanoseconds: seconds < 0 ? .min : .max) }
+        return Timestamp(nanoseconds: sum)
+    }
+
+    /// Whole seconds from this time to `later` (negative if `later` is earlier), without overflow.
+    public func seconds(until later: Timestamp) -> Int64 {
+        let (difference, overflow) = later.nanoseconds.subtractingReportingOverflow(nanoseconds)
+        if overflow { return later.nanoseconds < nanoseconds ? .min / 1_000_000_000 : .max / 1_000_000_000 }
+        return difference / 1_000_000_000
+    }
+
+    static func saturatingNanoseconds(_ seconds: Int64) -> Int64 {
+        let (product, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        return overflow ? (seconds < 0 ? .min : .max) : product
+    }
 
     /// RFC 3339 in UTC with nanoseconds, trailing zeros trimmed as Go's `RFC3339Nano` does.
     public var rfc3339: String {
@@ -95,7 +117,13 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
         let doy = (153 * mp + 2) / 5 + d - 1
         let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
         let days = era * 146_097 + doe - 719_468
-        nanoseconds = ((days * 86400 + h * 3600 + mi * 60 + s) * 1_000_000_000) + frac
+        // Four-digit years reach past what nanoseconds in an Int64 hold (2262): such a time is nil.
+        let (secondsOfDays, o1) = days.multipliedReportingOverflow(by: 86400)
+        let (total, o2) = secondsOfDays.addingReportingOverflow(h * 3600 + mi * 60 + s)
+        let (scaled, o3) = total.multipliedReportingOverflow(by: 1_000_000_000)
+        let (result, o4) = scaled.addingReportingOverflow(frac)
+        guard !(o1 || o2 || o3 || o4) else { return nil }
+        nanoseconds = result
     }
 
     public var description: String { rfc3339 }
@@ -117,29 +145,39 @@ public struct SystemClock: Clock {
 
 /// Durations as Vault accepts them: an integer number of seconds, or Go duration text ("1h30m", "768h", "90s").
 public enum Duration {
-    /// Parses a JSON value into whole seconds; throws an invalid-argument error naming `field`.
+    /// The longest duration any field accepts: 100 years. Every duration a request gives passes
+    /// through ``seconds(_:field:)`` or ``parse(_:)``, so no time computed from one (now plus a TTL,
+    /// a deletion time) can leave what a ``Timestamp`` holds.
+    public static let maximumSeconds: Int64 = 100 * 365 * 86400
+
+    /// Parses a JSON value into whole seconds; throws an invalid-argument error naming `field`, the
+    /// accepted forms and the limit (never the value, which could be anything the caller pasted).
     public static func seconds(_ value: JSONValue, field: String) throws(CofferError) -> Int64 {
         switch value {
         case .number(let n):
-            if let v = Int64(n), v >= 0 { return v }
+            if let v = Int64(n), v >= 0, v <= maximumSeconds { return v }
+            if Int64(n) == nil, let d = Double(n), d.isFinite, d >= 0, d <= Double(maximumSeconds) { return Int64(d) }
         case .string(let s):
             if let v = parse(s) { return v }
         default: break
         }
-        throw CofferError.invalid("\(field) must be a duration such as \"30m\", \"1h\" or a number of seconds, got \(value.typeName)")
+        throw CofferError.invalid(
+            "\(field) must be a duration from 0 to \(maximumSeconds) seconds (100 years): a number of seconds or text such as \"90s\" or \"1h30m\"")
     }
 
-    /// "1h30m" → 5400; "45" → 45; "" → 0. Fractions round down to whole seconds.
+    /// "1h30m" → 5400; "45" → 45; "" → 0. Fractions round down to whole seconds. nil for text that is
+    /// not a duration, a negative one, or one longer than ``maximumSeconds``.
     public static func parse(_ text: String) -> Int64? {
         if text.isEmpty { return 0 }
-        if let v = Int64(text) { return v >= 0 ? v : nil }
+        if let v = Int64(text) { return v >= 0 && v <= maximumSeconds ? v : nil }
+        guard text.utf8.count <= 256 else { return nil }
         var total: Double = 0
         var chars = Substring(text)
         while !chars.isEmpty {
-            let numberPart = chars.prefix { $0.isNumber || $0 == "." }
-            guard !numberPart.isEmpty, let value = Double(numberPart) else { return nil }
+            let numberPart = chars.prefix { $0.isASCII && ($0.isNumber || $0 == ".") }
+            guard !numberPart.isEmpty, let value = Double(numberPart), value.isFinite else { return nil }
             chars = chars.dropFirst(numberPart.count)
-            let unitPart = chars.prefix { !$0.isNumber && $0 != "." }
+            let unitPart = chars.prefix { !($0.isASCII && ($0.isNumber || $0 == ".")) }
             chars = chars.dropFirst(unitPart.count)
             let scale: Double
             switch unitPart {
@@ -154,6 +192,8 @@ public enum Duration {
             }
             total += value * scale
         }
+        // Compared as a Double before converting: Int64(x) traps for x past Int64's range.
+        guard total.isFinite, total <= Double(maximumSeconds) else { return nil }
         return Int64(total)
     }
 }

@@ -188,7 +188,7 @@ public final class TransitBackend: Backend {
         let typeName = try data.string("type") ?? TransitKeyType.aes256GCM96.rawValue
         guard let type = TransitKeyType(rawValue: typeName) else {
             throw CofferError.invalid(
-                "unknown key type \(typeName); use one of \(TransitKeyType.allCases.map(\.rawValue).joined(separator: ", "))")
+                "type is not a known key type; use one of \(TransitKeyType.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         var key = TransitKey(name: name, type: type)
         key.derived = try data.bool("derived") ?? derivedByContext
@@ -462,7 +462,7 @@ public final class TransitBackend: Backend {
         switch try fields.string("marshaling_algorithm") ?? "asn1" {
         case "asn1": options.jws = false
         case "jws": options.jws = true
-        case let other: throw CofferError.invalid("unsupported marshaling algorithm \(other); use asn1 or jws")
+        default: throw CofferError.invalid("marshaling_algorithm must be asn1 or jws")
         }
         let salt: PKey.SaltLength
         switch try fields.string("salt_length") ?? "auto" {
@@ -475,7 +475,7 @@ public final class TransitBackend: Backend {
         switch try fields.string("signature_algorithm") ?? "pss" {
         case "pss", "": options.rsa = .pss(salt)
         case "pkcs1v15": options.rsa = .pkcs1v15
-        case let other: throw CofferError.invalid("unsupported signature algorithm \(other); use pss or pkcs1v15")
+        default: throw CofferError.invalid("signature_algorithm must be pss or pkcs1v15")
         }
         return options
     }
@@ -590,7 +590,7 @@ public final class TransitBackend: Backend {
             rest.removeFirst()
         }
         guard ["platform", "seal", "all"].contains(source) else {
-            throw CofferError.invalid("unsupported entropy source \(source); use platform, seal or all")
+            throw CofferError.invalid("source must be platform, seal or all")
         }
         guard rest.count <= 1 else { throw request.unsupported() }
         let count: Int
@@ -610,7 +610,7 @@ public final class TransitBackend: Backend {
         switch try data.string("format") ?? "base64" {
         case "base64": return Base64.encode(bytes)
         case "hex": return Hex.encode(bytes)
-        case let other: throw CofferError.invalid("unsupported encoding format \(other); must be \"hex\" or \"base64\"")
+        default: throw CofferError.invalid("format must be \"hex\" or \"base64\"")
         }
     }
 

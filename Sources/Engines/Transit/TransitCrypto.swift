@@ -115,7 +115,7 @@ enum HashAlgorithm: String, Sendable, CaseIterable {
         let aliases = ["sha224": "sha2-224", "sha256": "sha2-256", "sha384": "sha2-384", "sha512": "sha2-512"]
         guard let algorithm = HashAlgorithm(rawValue: aliases[name] ?? name) else {
             throw CofferError.invalid(
-                "unsupported \(field) \(name); use one of \(HashAlgorithm.allCases.map(\.rawValue).joined(separator: ", "))")
+                "\(field) is not a supported hash algorithm; use one of \(HashAlgorithm.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         self = algorithm
     }
