@@ -2,11 +2,14 @@
 then the log read with plain file tools and checked with `coffer audit verify`."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
 
-from conftest import run_bao, start_cofferd_dev
+import requests
+
+from conftest import run_bao, start_cofferd_config, start_cofferd_dev
 
 SECRET = "hunter2-done-when"
 
@@ -81,3 +84,70 @@ def test_enable_operate_read_verify_tamper_and_fail_closed(bao_bin, cofferd_bin,
         assert out.strip() == SECRET
     finally:
         server.stop()
+
+
+def api(server, method, path, token="root", **kw):
+    headers = {"X-Vault-Token": token} if token else {}
+    return requests.request(method, f"{server.addr}/v1/{path}", headers=headers, timeout=10, **kw)
+
+
+def errors(response):
+    try:
+        return " ".join(response.json().get("errors", []))
+    except ValueError:
+        return response.text
+
+
+def dev_unseal_key(server):
+    deadline = time.monotonic() + 20
+    while not (match := re.search(r"Unseal Key: (\S+)", server.output())):
+        assert time.monotonic() < deadline, "cofferd -dev did not print its unseal key"
+        time.sleep(0.05)
+    return match.group(1)
+
+
+def verify(cofferd_bin, key, path):
+    p = subprocess.run([coffer_cli(cofferd_bin), "audit", "verify", "--key", key, path], capture_output=True, text=True)
+    return p.returncode, p.stdout + p.stderr
+
+
+def test_seal_and_disabling_the_last_device_answer_204(bao_bin, cofferd_bin, workdir):
+    """Issue 13 item 8: both were 500 "the request was processed but no audit device could record the
+    response" although they had been done. OpenBao answers 204 to both."""
+    server = start_cofferd_dev(cofferd_bin)
+    try:
+        log = os.path.join(workdir, "audit.log")
+        bao = lambda *args, **kw: run_bao(bao_bin, server.addr, *args, token=kw.pop("token", "root"), **kw)
+        assert api(server, "PUT", "sys/audit/file", json={"type": "file", "options": {"file_path": log}}).status_code == 204
+        key = api(server, "GET", "sys/audit-chain-key/file").json()["data"]["key"]
+
+        r = api(server, "PUT", "sys/seal")
+        assert r.status_code == 204, r.text
+        assert api(server, "GET", "sys/seal-status", token=None).json()["sealed"] is True
+        seal = [json.loads(line) for line in open(log) if '"path":"sys/seal"' in line]
+        assert [s["type"] for s in seal] == ["request", "response"] and seal[1]["response"]["status"] == 204
+
+        # The same through the bao CLI, after unsealing (the device reopens the same file).
+        unseal_key = dev_unseal_key(server)
+        bao("operator", "unseal", unseal_key, token=None)
+        bao("kv", "put", "secret/app", "k=v")
+        _, out, _ = bao("operator", "seal")
+        assert "Success! Vault is sealed." in out
+        bao("operator", "unseal", unseal_key, token=None)
+
+        # Disabling the last device: 204, gone, and its log ends with the disable's response.
+        r = api(server, "DELETE", "sys/audit/file")
+        assert r.status_code == 204, r.text
+        assert api(server, "GET", "sys/audit").json()["data"] == {}
+        last = [json.loads(line) for line in open(log)][-2:]
+        assert [(x["type"], x["request"]["path"]) for x in last] == [("request", "sys/audit/file"), ("response", "sys/audit/file")]
+        assert last[1]["response"]["status"] == 204
+        size = os.path.getsize(log)
+        bao("kv", "put", "secret/app", "k=w")
+        assert os.path.getsize(log) == size, "a disabled device records nothing"
+
+        code, text = verify(cofferd_bin, key, log)
+        assert code == 0 and "chain intact" in text, text
+    finally:
+        server.stop()
+

@@ -1,5 +1,9 @@
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// An enabled audit device as stored in `core/audit` (its salt is kept apart, at `core/audit-salt/<path>`).
 public struct AuditDeviceConfig: Sendable, Equatable {
     /// The device's path with a trailing slash, e.g. "file/".
@@ -83,6 +87,13 @@ final class AuditBroker: Sendable {
 
     private let barrier: Barrier
     private let devices = Mutex<[AuditDevice]>([])
+    /// Devices taken out of service (sealing, disabling) that requests under way may still be writing
+    /// their response records to; `load` lets them finish before it opens the same files again.
+    private let retired = Mutex<[WeakAuditDevice]>([])
+
+    private struct WeakAuditDevice: @unchecked Sendable {  // a weak reference is read and cleared atomically
+        weak var device: AuditDevice?
+    }
 
     init(barrier: Barrier) {
         self.barrier = barrier
@@ -94,6 +105,7 @@ final class AuditBroker: Sendable {
     /// unsealing still succeeds and requests fail closed only if no device is left.
     @discardableResult
     func load() throws(CofferError) -> [String] {
+        waitForRetiredDevices()
         var loaded: [AuditDevice] = []
         var problems: [String] = []
         for config in try storedConfigs() {
@@ -115,13 +127,37 @@ final class AuditBroker: Sendable {
         return problems
     }
 
+    /// Takes every device out of service (sealing, closing). Each closes its file once the requests
+    /// under way have written their response records (`AuditDevice.retire`).
     func unload() {
         let old = devices.withLock { d in
             let old = d
             d = []
             return old
         }
-        for device in old { device.close() }
+        retire(old)
+    }
+
+    private func retire(_ old: [AuditDevice]) {
+        for device in old { device.retire() }
+        retired.withLock { r in
+            r.removeAll { $0.device == nil }
+            r.append(contentsOf: old.map { WeakAuditDevice(device: $0) })
+        }
+    }
+
+    /// Waits (at most two seconds) until no retired device is still in use: a request that was under
+    /// way when the vault sealed writes its response record to the old device, and a new device over
+    /// the same file must read the file's end after that, or the two would fork the chain.
+    private func waitForRetiredDevices() {
+        for _ in 0..<2000 {
+            let inUse = retired.withLock { r in
+                r.removeAll { $0.device == nil }
+                return !r.isEmpty
+            }
+            guard inUse else { return }
+            usleep(1000)
+        }
     }
 
     func storedConfigs() throws(CofferError) -> [AuditDeviceConfig] {
@@ -166,7 +202,9 @@ final class AuditBroker: Sendable {
             d.removeAll { $0.config.path == path }
             return removed
         }
-        for device in removed { device.close() }
+        // Not closed yet: the request that disabled it (and any other under way) still writes its
+        // response record to it, and then it closes.
+        retire(removed)
     }
 
     /// Reopens every device's file or socket (logrotate, SIGHUP). Returns the devices that failed.

@@ -58,9 +58,11 @@ final class AuditDevice: Sendable {
     }
 
     deinit {
-        // A vault dropped without being closed still writes what it queued.
+        // A vault dropped without being closed still writes what it queued; a retired device closes
+        // its file when the last request that was using it is done.
         queue?.stop()
         try? flush()
+        sink.close()
         AuditDevice.live.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(self)) }
     }
 
@@ -92,6 +94,15 @@ final class AuditDevice: Sendable {
     /// Writes every queued record now.
     func flush() throws(CofferError) {
         try state.withLock { (s) throws(CofferError) in try commit(&s, extra: nil) }
+    }
+
+    /// Takes the device out of service: writes what is queued and stops the writer, but keeps the
+    /// file or socket open for the requests already under way, whose response records still come here
+    /// (so a device records the request that disabled it, and the devices of a sealed vault record
+    /// the seal's answer). It closes when the last of them is done (`deinit`).
+    func retire() {
+        queue?.stop()
+        try? flush()
     }
 
     /// Writes what is queued, stops the writer and closes the sink. Later records are refused.
