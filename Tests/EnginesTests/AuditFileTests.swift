@@ -134,4 +134,175 @@ import Testing
         #expect(disabled.withLock { $0 } == Array(repeating: 204, count: 20))
         #expect(refused.withLock { $0 } == 0, "requests in flight when the device was disabled were answered 500")
     }
+
+    // MARK: What file_path may name (issue 13 item 9)
+
+    @Test func devNullIsRefusedAndItsModeIsLeftAlone() throws {
+        let h = try harness()
+        let before = mode("/dev/null")
+        let r = enable(h, "null", ["file_path": "/dev/null"])
+        #expect(r.status == 400)
+        let message = errors(r.json).first ?? ""
+        #expect(message.contains("file_path") && message.contains("device file") && message.contains("discard"), "\(message)")
+        #expect(mode("/dev/null") == before)
+        #expect(listing(h) == [:])
+    }
+
+    @Test func directoriesFIFOsSocketsAndMissingDirectoriesAre400s() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let h = try harness()
+
+        let directory = enable(h, "d", ["file_path": .string(dir)])
+        #expect(directory.status == 400 && errors(directory.json).first?.contains("directory") == true, "\(errors(directory.json))")
+        let missing = enable(h, "m", ["file_path": .string(dir + "/no/such/dir/audit.log")])
+        #expect(missing.status == 400 && errors(missing.json).first?.contains("does not exist") == true, "\(errors(missing.json))")
+
+        // A FIFO with a reader (so that opening it for writing does not block) keeps its mode.
+        let fifo = dir + "/fifo"
+        #expect(mkfifo(fifo, 0o644) == 0)
+        chmod(fifo, 0o644)
+        let reader = open(fifo, O_RDONLY | O_NONBLOCK)
+        defer { close(reader) }
+        let f = enable(h, "f", ["file_path": .string(fifo)])
+        #expect(f.status == 400 && errors(f.json).first?.contains("FIFO") == true, "\(errors(f.json))")
+        #expect(mode(fifo) == 0o644)
+
+        let socketPath = dir + "/s.sock"
+        let listener = try UnixListener(path: socketPath, datagram: false)
+        defer { listener.close() }
+        let s = enable(h, "s", ["file_path": .string(socketPath)])
+        #expect(s.status == 400 && errors(s.json).first?.contains("socket") == true, "\(errors(s.json))")
+        #expect(listing(h) == [:])
+    }
+
+    @Test func symlinksMayNotLeaveTheirDirectory() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let h = try harness()
+        let logs = dir + "/logs", outside = dir + "/outside"
+        try FileManager.default.createDirectory(atPath: logs, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: outside, withIntermediateDirectories: true)
+        let victim = outside + "/victim"
+        try "keep me\n".write(toFile: victim, atomically: false, encoding: .utf8)
+        chmod(victim, 0o644)
+
+        #expect(symlink(victim, logs + "/abs.log") == 0)
+        #expect(symlink("../outside/victim", logs + "/rel.log") == 0)
+        #expect(symlink("../outside/created-by-coffer.log", logs + "/dangling.log") == 0)
+        for name in ["abs.log", "rel.log", "dangling.log"] {
+            let r = enable(h, "link", ["file_path": .string(logs + "/" + name)])
+            #expect(r.status == 400, "\(name)")
+            #expect(errors(r.json).first?.contains("symbolic link") == true && errors(r.json).first?.contains("outside") == true, "\(errors(r.json))")
+        }
+        #expect(try String(contentsOfFile: victim, encoding: .utf8) == "keep me\n")
+        #expect(mode(victim) == 0o644)
+        #expect(!FileManager.default.fileExists(atPath: outside + "/created-by-coffer.log"))
+
+        // A link to a file in the same directory is fine: records go to the file it names.
+        #expect(FileManager.default.createFile(atPath: logs + "/audit-2026.log", contents: nil))
+        #expect(symlink("audit-2026.log", logs + "/current.log") == 0)
+        #expect(enable(h, "link", ["file_path": .string(logs + "/current.log")]).status == 204)
+        h.wire("PUT", "secret/data/l", ["data": ["v": 1]], token: AuditFileTests.root)
+        #expect(try records(logs + "/audit-2026.log").contains { $0["request"]?["path"] == "secret/data/l" })
+    }
+
+    @Test func theModeOption() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let h = try harness()
+        let root = AuditFileTests.root
+
+        for bad in ["0755", "0700", "0610", "0001"] {
+            let r = enable(h, "x", ["file_path": .string(dir + "/x.log"), "mode": .string(bad)])
+            #expect(r.status == 400 && errors(r.json).first?.contains("executable") == true, "\(bad): \(errors(r.json))")
+            #expect(errors(r.json).first?.contains(bad) == false, "the error does not quote the value")
+        }
+        for bad in ["abc", "0o600", "8", "", "-600", "00600", "4600", "0666", "0602"] {
+            let r = enable(h, "x", ["file_path": .string(dir + "/x.log"), "mode": .string(bad)])
+            #expect(r.status == 400 && errors(r.json).first?.contains("mode") == true, "\(bad): \(errors(r.json))")
+        }
+        #expect(!FileManager.default.fileExists(atPath: dir + "/x.log"), "a refused device creates nothing")
+
+        // Honoured on a new file, whatever the umask (the usual 022 would take the group's write bit of 0660).
+        #expect(enable(h, "a", ["file_path": .string(dir + "/a.log"), "mode": "0640"]).status == 204)
+        #expect(mode(dir + "/a.log") == 0o640)
+        #expect(enable(h, "g", ["file_path": .string(dir + "/g.log"), "mode": "0660"]).status == 204)
+        #expect(mode(dir + "/g.log") == 0o660)
+        #expect(enable(h, "b", ["file_path": .string(dir + "/b.log"), "mode": "440"]).status == 204)
+        #expect(mode(dir + "/b.log") == 0o440)
+
+        // "0000" leaves an existing file's mode alone; the default makes a file the process owns 0600.
+        for name in ["keep.log", "own.log"] {
+            #expect(FileManager.default.createFile(atPath: dir + "/" + name, contents: nil))
+            chmod(dir + "/" + name, 0o644)
+        }
+        #expect(enable(h, "keep", ["file_path": .string(dir + "/keep.log"), "mode": "0000"]).status == 204)
+        #expect(enable(h, "own", ["file_path": .string(dir + "/own.log")]).status == 204)
+        h.wire("PUT", "secret/data/m", ["data": ["v": 1]], token: root)
+        #expect(mode(dir + "/keep.log") == 0o644)
+        #expect(mode(dir + "/own.log") == 0o600)
+        #expect(try records(dir + "/keep.log").contains { $0["request"]?["path"] == "secret/data/m" })
+        // A new file under "0000" gets the safe default.
+        #expect(enable(h, "new", ["file_path": .string(dir + "/new.log"), "mode": "0000"]).status == 204)
+        #expect(mode(dir + "/new.log") == 0o600)
+
+        // A file another user owns keeps its mode (only root can make one here).
+        if geteuid() == 0 {
+            let theirs = dir + "/theirs.log"
+            #expect(FileManager.default.createFile(atPath: theirs, contents: nil))
+            chmod(theirs, 0o644)
+            #expect(chown(theirs, 65534, 65534) == 0)
+            #expect(enable(h, "theirs", ["file_path": .string(theirs)]).status == 204)
+            #expect(mode(theirs) == 0o644)
+        }
+    }
+
+    @Test func anExistingFileThatIsNotAnAuditLogIsNotAppendedTo() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let h = try harness()
+        let passwd = dir + "/passwd"
+        let content = "root:x:0:0:root:/root:/bin/bash\n"
+        try content.write(toFile: passwd, atomically: false, encoding: .utf8)
+        chmod(passwd, 0o644)
+        let r = enable(h, "p", ["file_path": .string(passwd)])
+        #expect(r.status == 400 && errors(r.json).first?.contains("not an audit log") == true, "\(errors(r.json))")
+        #expect(try String(contentsOfFile: passwd, encoding: .utf8) == content)
+        #expect(mode(passwd) == 0o644)
+
+        // A file of JSON lines (another device's log, Vault's included) is appended to.
+        let vaultLog = dir + "/vault-audit.log"
+        try #"{"type":"request","time":"2025-01-01T00:00:00Z"}"#.appending("\n").write(toFile: vaultLog, atomically: false, encoding: .utf8)
+        #expect(enable(h, "v", ["file_path": .string(vaultLog)]).status == 204)
+    }
+
+    @Test func stdoutAndDiscard() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let h = try harness()
+        let root = AuditFileTests.root
+        let cwd = FileManager.default.currentDirectoryPath
+        #expect(enable(h, "drop", ["file_path": "discard"]).status == 204)
+        #expect(enable(h, "out", ["file_path": "STDOUT", "mode": "0000"]).status == 204)
+        #expect(h.wire("PUT", "secret/data/d", ["data": ["v": 1]], token: root).status == 200)
+        #expect(h.wire("GET", "secret/data/d", token: root).status == 200)
+        #expect(throws: Never.self) { try h.vault.core.flushAudit() }
+        let devices = listing(h)
+        #expect(devices?["drop/"]?["failures"] == 0 && devices?["out/"]?["failures"] == 0)
+        #expect(!FileManager.default.fileExists(atPath: cwd + "/discard") && !FileManager.default.fileExists(atPath: cwd + "/STDOUT"))
+        // Both hash as any device does.
+        #expect(h.wire("POST", "sys/audit-hash/drop", ["input": "x"], token: root).json?["data"]?["hash"]?.stringValue?.hasPrefix("hmac-sha256:") == true)
+        #expect(h.wire("DELETE", "sys/audit/out", token: root).status == 204)
+        #expect(h.wire("DELETE", "sys/audit/drop", token: root).status == 204)
+    }
+
+    @Test func prefixIsRefused() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let h = try harness()
+        let r = enable(h, "p", ["file_path": .string(dir + "/p.log"), "prefix": "#!/bin/sh\n"])
+        #expect(r.status == 400 && errors(r.json).first?.contains("prefix is not supported") == true, "\(errors(r.json))")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/p.log"))
+    }
 }

@@ -151,3 +151,58 @@ def test_seal_and_disabling_the_last_device_answer_204(bao_bin, cofferd_bin, wor
     finally:
         server.stop()
 
+
+def test_what_file_path_may_name(bao_bin, cofferd_bin, workdir):
+    """Issue 13 item 9: the file device no longer chmods whatever file_path names; what it cannot or
+    must not open is a 400 naming the problem when the device is enabled."""
+    server = start_cofferd_dev(cofferd_bin)
+    try:
+        enable = lambda name, **options: api(server, "PUT", f"sys/audit/{name}", json={"type": "file", "options": options})
+
+        r = enable("d", file_path=workdir)
+        assert r.status_code == 400 and "directory" in errors(r), r.text
+        r = enable("m", file_path=os.path.join(workdir, "missing", "audit.log"))
+        assert r.status_code == 400 and "does not exist" in errors(r), r.text
+        before = os.stat("/dev/null").st_mode
+        r = enable("n", file_path="/dev/null")
+        assert r.status_code == 400 and "device file" in errors(r) and "discard" in errors(r), r.text
+        assert os.stat("/dev/null").st_mode == before
+        r = enable("x", file_path=os.path.join(workdir, "x.log"), mode="0755")
+        assert r.status_code == 400 and "executable" in errors(r) and "0755" not in errors(r), r.text
+        assert not os.path.exists(os.path.join(workdir, "x.log"))
+
+        outside = os.path.join(workdir, "outside")
+        logs = os.path.join(workdir, "logs")
+        os.mkdir(outside)
+        os.mkdir(logs)
+        victim = os.path.join(outside, "victim")
+        with open(victim, "w") as f:
+            f.write("keep me\n")
+        os.chmod(victim, 0o644)
+        os.symlink("../outside/victim", os.path.join(logs, "audit.log"))
+        r = enable("l", file_path=os.path.join(logs, "audit.log"))
+        assert r.status_code == 400 and "symbolic link" in errors(r), r.text
+        assert open(victim).read() == "keep me\n" and os.stat(victim).st_mode & 0o777 == 0o644
+
+        # The bao CLI shows the 400 and its reason.
+        code, _, err = run_bao(bao_bin, server.addr, "audit", "enable", "-path=cli", "file", f"file_path={workdir}",
+                               token="root", check=False)
+        assert code == 2 and "Code: 400" in err and "directory" in err, err
+
+        r = enable("mode", file_path=os.path.join(workdir, "a.log"), mode="0640")
+        assert r.status_code == 204, r.text
+        assert os.stat(os.path.join(workdir, "a.log")).st_mode & 0o777 == 0o640
+
+        # stdout: the records are in cofferd's output; discard: accepted, nothing written anywhere.
+        assert enable("out", file_path="stdout").status_code == 204
+        assert enable("drop", file_path="discard").status_code == 204
+        assert api(server, "PUT", "secret/data/to-stdout", json={"data": {"v": SECRET}}).status_code == 200
+        deadline = time.monotonic() + 5
+        while '"path":"secret/data/to-stdout"' not in server.output() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        printed = [line for line in server.output().splitlines() if '"path":"secret/data/to-stdout"' in line]
+        assert len(printed) == 2 and all(json.loads(line)["type"] in ("request", "response") for line in printed)
+        assert SECRET not in server.output()
+    finally:
+        server.stop()
+

@@ -48,23 +48,34 @@ public struct AuditDeviceConfig: Sendable, Equatable {
 
     func makeSink() throws(CofferError) -> any AuditSink {
         guard let known = AuditDeviceConfig.knownOptions[type] else {
-            throw CofferError.invalid("unknown audit device type \"\(type)\"; use file, socket or syslog")
+            throw CofferError.invalid("unknown audit device type; use file, socket or syslog")
         }
         if let unknown = options.keys.sorted().first(where: { !known.contains($0) }) {
             throw CofferError.invalid("unknown option \"\(unknown)\" for a \(type) audit device")
         }
+        if options["prefix"] != nil {
+            // Vault's CVE-2025-6000 (HCSEC-2025-14): a prefix lets an API caller choose the first bytes
+            // of every line, and so write a script into a file (docs/threat-model.md).
+            throw CofferError.invalid("audit option prefix is not supported: it would let the caller choose the first bytes of every line")
+        }
         if let sync = options["sync"], AuditSync(rawValue: sync) == nil {
-            throw CofferError.invalid("audit option sync must be \"writes\" or \"all\", got \"\(sync)\"")
+            throw CofferError.invalid("audit option sync must be \"writes\" or \"all\"")
         }
         if let format = options["format"], format != "json" {
-            throw CofferError.invalid("audit format \"\(format)\" is not supported; only json")
+            throw CofferError.invalid("audit option format must be \"json\" (the only format)")
         }
         switch type {
         case "file":
             guard let file = options["file_path"] ?? options["path"], !file.isEmpty else {
                 throw CofferError.invalid("file_path is required for a file audit device")
             }
-            return try FileAuditSink(path: file)
+            let mode = try AuditFileMode(option: options["mode"])
+            // As in Vault, these two names are not files, in any case.
+            switch file.lowercased() {
+            case "stdout": return StdoutAuditSink()
+            case "discard": return DiscardAuditSink()
+            default: return try FileAuditSink(path: file, mode: mode)
+            }
         case "socket":
             return try SocketAuditSink(address: options["address"] ?? "", kind: options["socket_type"] ?? "tcp")
         default:
@@ -117,8 +128,9 @@ final class AuditBroker: Sendable {
             do {
                 sink = try config.makeSink()
             } catch {
-                problems.append("audit device \(config.path) could not be opened: \(error.message)")
-                sink = BrokenSink(config: config, error: error)
+                let problem = CofferError(.auditFailed, "audit device \(config.path) could not be opened: \(error.message)")
+                problems.append(problem.message)
+                sink = BrokenSink(config: config, error: problem)
             }
             loaded.append(try AuditDevice(config: config, sink: sink, salt: SecureBytes(salt)))
         }
@@ -315,5 +327,5 @@ final class BrokenSink: AuditSink {
     }
 
     func close() { revived.withLock { $0?.close() } }
-    func lastLine() -> [UInt8]? { nil }
+    func openingTail() -> AuditFileTail? { nil }
 }

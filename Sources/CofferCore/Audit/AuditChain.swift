@@ -29,6 +29,11 @@ public enum AuditChain {
         return mac
     }
 
+    /// Whether a line holds only spaces and line ends: verify skips such lines.
+    static func isBlank(_ line: some Collection<UInt8>) -> Bool {
+        line.allSatisfy { $0 == 0x20 || $0 == 0x0A || $0 == 0x0D }
+    }
+
     /// Splits a line into the body the MAC covers and the MAC; nil if the line does not end in a MAC.
     static func split(_ line: [UInt8]) -> (body: [UInt8], mac: String)? {
         var line = line[...]

@@ -48,7 +48,7 @@ final class AuditDevice: Sendable {
         self.logRaw = ["true", "1"].contains(config.options["log_raw"]?.lowercased() ?? "")
         // makeSink refused any other value before the device got this far.
         self.queue = config.options["sync"] == AuditSync.all.rawValue ? nil : AuditQueue()
-        if let line = sink.lastLine(), let record = AuditChain.split(line),
+        if let line = sink.openingTail()?.lastLine, let record = AuditChain.split(line),
             let seq = (try? JSONValue.parse(record.body))?["seq"]?.intValue
         {
             state.withLock { $0.chain = AuditChainState(seq: seq, prev: Array(record.mac.utf8)) }
