@@ -305,4 +305,111 @@ import Testing
         #expect(r.status == 400 && errors(r.json).first?.contains("prefix is not supported") == true, "\(errors(r.json))")
         #expect(!FileManager.default.fileExists(atPath: dir + "/p.log"))
     }
+
+    // MARK: A torn last line (issue 13 item 10)
+
+    /// A vault over `db` with a file device at `log`, `writes` records written, closed; returns the chain key.
+    func writeRecords(db: String, log: String, unsealKey: inout SecureBytes?, writes: Int) throws -> String {
+        let root = AuditFileTests.root
+        let vault: Vault
+        if let key = unsealKey {
+            vault = try Vault.open(VaultConfiguration(storage: .sqlite(path: db)))
+            _ = try vault.unseal(key: key)
+        } else {
+            let h = try harness(storage: .sqlite(path: db))
+            unsealKey = h.unsealKey
+            vault = h.vault
+            _ = vault.core.handleWire(
+                method: "PUT", path: "sys/audit/file", token: root,
+                body: JSONValue.object(["type": "file", "options": ["file_path": .string(log)]]).serialized())
+        }
+        for i in 0..<writes {
+            _ = vault.core.handleWire(method: "PUT", path: "secret/data/t\(i)", token: root, body: Array(#"{"data":{"v":"x"}}"#.utf8))
+        }
+        let key = vault.core.handleWire(method: "GET", path: "sys/audit-chain-key/file", token: root, body: [])
+        vault.close()
+        let body = try #require(key.1)
+        return try #require(try JSONValue.parse(body)["data"]?["key"]?.stringValue)
+    }
+
+    func truncate(_ path: String, by bytes: Int) throws {
+        let attributes = try FileManager.default.attributesOfItem(atPath: path)
+        let size = try #require(attributes[.size] as? Int)
+        #expect(Glibc.truncate(path, off_t(size - bytes)) == 0)
+    }
+
+    @Test func aTornLastLineIsReportedAsACrashAndTheChainGoesOn() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let db = dir + "/coffer.db", log = dir + "/audit.log"
+        var unsealKey: SecureBytes?
+        let key = try writeRecords(db: db, log: log, unsealKey: &unsealKey, writes: 3)
+        let complete = try records(log).count  // 3 writes and the chain-key read, two records each
+        // Power loss in the middle of the last record.
+        try truncate(log, by: 40)
+        let torn = complete  // its line number: the last line
+
+        // Before the device reopens the file, verify sees an incomplete last line, not tampering.
+        let unmarked = try runCoffer(["audit", "verify", "--key", key, log])
+        #expect(unmarked.0 == 0 && unmarked.1.contains("line \(torn) is incomplete"), "\(unmarked.1)")
+
+        _ = try writeRecords(db: db, log: log, unsealKey: &unsealKey, writes: 2)
+        let lines = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        #expect(lines.last == "", "the file ends in a newline")
+        let mark = try JSONValue.parse(lines[torn])  // the line after the torn one
+        let before = try JSONValue.parse(lines[torn - 2])
+        #expect(mark["type"] == "torn")
+        #expect(mark["seq"]?.intValue == (before["seq"]?.intValue ?? -1) + 1)
+        #expect(mark["prev_mac"] == before["mac"])
+        #expect(mark["torn"]?["bytes"]?.intValue == lines[torn - 1].utf8.count)
+
+        let verdict = try runCoffer(["audit", "verify", "--key", key, log])
+        #expect(verdict.0 == 0, "\(verdict.1)")
+        #expect(verdict.1.contains("chain intact") && verdict.1.contains("torn record at line \(torn)"), "\(verdict.1)")
+        #expect(!verdict.1.contains("TAMPERED"))
+
+        // An edit elsewhere is still tampering; so is an edit of the torn fragment itself.
+        func verifyEdited(line: Int, _ edit: (String) -> String) throws -> (Int32, String) {
+            var edited = lines
+            edited[line - 1] = edit(edited[line - 1])
+            let copy = dir + "/edited.log"
+            try edited.joined(separator: "\n").write(toFile: copy, atomically: true, encoding: .utf8)
+            return try runCoffer(["audit", "verify", "--key", key, copy])
+        }
+        let second = try verifyEdited(line: 2) { $0.replacingOccurrences(of: "secret/data/t0", with: "secret/data/tX") }
+        #expect(second.0 == 1 && second.1.contains("TAMPERED at line 2"), "\(second.1)")
+        let fragment = try verifyEdited(line: torn) { $0.replacingOccurrences(of: "sys/audit-chain-key", with: "sys/audit-chain-KEY") }
+        #expect(fragment.0 == 1 && fragment.1.contains("TAMPERED at line \(torn)"), "\(fragment.1)")
+        // Removing the torn line leaves a mark that vouches for nothing.
+        var removed = lines
+        removed.remove(at: torn - 1)
+        try removed.joined(separator: "\n").write(toFile: dir + "/removed.log", atomically: true, encoding: .utf8)
+        let gone = try runCoffer(["audit", "verify", "--key", key, dir + "/removed.log"])
+        #expect(gone.0 == 1 && gone.1.contains("TAMPERED at line \(torn)"), "\(gone.1)")
+    }
+
+    @Test func aLineCutJustBeforeItsNewlineIsEndedAndNotReportedAsTorn() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let db = dir + "/coffer.db", log = dir + "/audit.log"
+        var unsealKey: SecureBytes?
+        let key = try writeRecords(db: db, log: log, unsealKey: &unsealKey, writes: 2)
+        try truncate(log, by: 1)
+        _ = try writeRecords(db: db, log: log, unsealKey: &unsealKey, writes: 1)
+        let all = try records(log)
+        #expect(all.allSatisfy { $0["type"] == "request" || $0["type"] == "response" })
+        let verdict = try runCoffer(["audit", "verify", "--key", key, log])
+        #expect(verdict.0 == 0 && verdict.1.contains("OK, \(all.count) record(s), chain intact") && !verdict.1.contains("torn"), "\(verdict.1)")
+
+        // A stray space after the last newline is ended too, and needs no mark.
+        let handle = try #require(FileHandle(forWritingAtPath: log))
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Array(" ".utf8))
+        try handle.close()
+        _ = try writeRecords(db: db, log: log, unsealKey: &unsealKey, writes: 1)
+        let after = try records(log)
+        #expect(after.allSatisfy { $0["type"] == "request" || $0["type"] == "response" })
+        let again = try runCoffer(["audit", "verify", "--key", key, log])
+        #expect(again.0 == 0 && again.1.contains("OK, \(after.count) record(s), chain intact") && !again.1.contains("torn"), "\(again.1)")
+    }
 }

@@ -206,3 +206,57 @@ def test_what_file_path_may_name(bao_bin, cofferd_bin, workdir):
     finally:
         server.stop()
 
+
+CONFIG = """
+storage "sqlite" {{ path = "{dir}/coffer.db" }}
+listener "tcp" {{
+  address     = "{addr}"
+  tls_disable = true
+}}
+"""
+
+
+def test_a_torn_last_line_is_told_from_an_edit(cofferd_bin, workdir):
+    """Issue 13 item 10: power loss in the middle of the last record. After a restart the device ends
+    the torn line, marks it with a record of its own and goes on; verify reports the tear, and still
+    reports an edit elsewhere as tampering."""
+    log = os.path.join(workdir, "audit.log")
+    server = start_cofferd_config(cofferd_bin, CONFIG, workdir)
+    try:
+        init = api(server, "PUT", "sys/init", token=None, json={"secret_shares": 1, "secret_threshold": 1}).json()
+        unseal_key, root = init["keys"][0], init["root_token"]
+        assert api(server, "PUT", "sys/unseal", token=None, json={"key": unseal_key}).json()["sealed"] is False
+        assert api(server, "POST", "sys/mounts/secret", token=root, json={"type": "kv", "options": {"version": "2"}}).status_code == 204
+        assert api(server, "PUT", "sys/audit/file", token=root, json={"type": "file", "options": {"file_path": log}}).status_code == 204
+        key = api(server, "GET", "sys/audit-chain-key/file", token=root).json()["data"]["key"]
+        for i in range(3):
+            assert api(server, "PUT", f"secret/data/t{i}", token=root, json={"data": {"v": i}}).status_code == 200
+        assert server.stop() == 0
+
+        with open(log, "rb") as f:
+            complete = f.read().count(b"\n")
+        os.truncate(log, os.path.getsize(log) - 40)  # the power goes off in the middle of the last record
+        code, text = verify(cofferd_bin, key, log)
+        assert code == 0 and f"line {complete} is incomplete" in text, text
+
+        server = start_cofferd_config(cofferd_bin, CONFIG, workdir, addr=server.hostport)
+        assert api(server, "PUT", "sys/unseal", token=None, json={"key": unseal_key}).json()["sealed"] is False
+        for i in range(2):
+            assert api(server, "PUT", f"secret/data/after{i}", token=root, json={"data": {"v": i}}).status_code == 200
+        assert server.stop() == 0
+
+        code, text = verify(cofferd_bin, key, log)
+        assert code == 0 and f"torn record at line {complete}" in text and "TAMPERED" not in text, text
+        lines = open(log).read().split("\n")
+        marks = [json.loads(line) for line in lines if line.startswith("{") and '"type":"torn"' in line]
+        assert len(marks) == 1 and marks[0]["torn"]["bytes"] == len(lines[complete - 1].encode())
+
+        target = next(i for i, line in enumerate(lines) if '"path":"secret/data/t0"' in line)
+        lines[target] = lines[target].replace("secret/data/t0", "secret/data/tX")
+        edited = os.path.join(workdir, "edited.log")
+        with open(edited, "w") as f:
+            f.write("\n".join(lines))
+        code, text = verify(cofferd_bin, key, edited)
+        assert code == 1 and f"TAMPERED at line {target + 1}" in text, text
+    finally:
+        server.stop()
