@@ -412,4 +412,18 @@ import Testing
         let again = try runCoffer(["audit", "verify", "--key", key, log])
         #expect(again.0 == 0 && again.1.contains("OK, \(after.count) record(s), chain intact") && !again.1.contains("torn"), "\(again.1)")
     }
+
+    // MARK: sys/audit-hash (issue 13 item 13)
+
+    /// OpenBao's texts, which clients match (issue 13 item 13; checked against `bao server -dev` in
+    /// Tests/compat/test_differential.py).
+    @Test func auditHashErrorsAreOpenBaos() throws {
+        let h = try harness()
+        let unknown = h.wire("POST", "sys/audit-hash/nope", ["input": "x"], token: AuditFileTests.root)
+        #expect(unknown.status == 400 && errors(unknown.json) == [#"unknown audit backend "nope/""#])
+        let empty = h.wire("POST", "sys/audit-hash/nope", [:], token: AuditFileTests.root)
+        #expect(empty.status == 400 && errors(empty.json) == [#"the "input" parameter is empty"#])
+        let chainKey = h.wire("GET", "sys/audit-chain-key/nope", token: AuditFileTests.root)
+        #expect(chainKey.status == 400 && errors(chainKey.json) == [#"unknown audit backend "nope/""#])
+    }
 }

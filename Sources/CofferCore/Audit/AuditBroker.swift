@@ -231,7 +231,8 @@ final class AuditBroker: Sendable {
 
     func device(_ path: String) throws(CofferError) -> AuditDevice {
         guard let device = current.first(where: { $0.config.path == path }) else {
-            throw CofferError.invalid("no audit device is enabled at \(path)")
+            // OpenBao's words, which clients match.
+            throw CofferError.invalid("unknown audit backend \"\(path)\"")
         }
         return device
     }
