@@ -2,8 +2,10 @@
 //
 //   coffer audit verify [--key HEX | --key-file PATH] FILE
 //       Checks the hash chain of a file audit device's log and names the first record that was
-//       edited, removed or reordered. The key is the device's chain key, read (with sudo) from
-//       sys/audit-chain-key/<device>; it may also come from COFFER_AUDIT_CHAIN_KEY.
+//       edited, removed or reordered (exit 1). Lines a crash cut short, which the device marked when it
+//       reopened the file, and an incomplete last line are reported but are not tampering (exit 0).
+//       The key is the device's chain key, read (with sudo) from sys/audit-chain-key/<device>; it
+//       may also come from COFFER_AUDIT_CHAIN_KEY.
 import CofferCore
 
 #if canImport(Glibc)
@@ -55,10 +57,22 @@ guard let file else { fail(usage) }
 guard let keyHex, let key = Hex.decode(keyHex), key.count == 32 else {
     fail("a 32-byte chain key in hex is required (--key, --key-file or COFFER_AUDIT_CHAIN_KEY); read it from sys/audit-chain-key/<device>")
 }
-let lines = readFile(file).split(separator: 0x0A, omittingEmptySubsequences: false).map(Array.init)
-let verdict = AuditChain.verify(lines: lines, key: SecureBytes(key))
+let verdict = AuditChain.verify(contents: readFile(file), key: SecureBytes(key))
 if let problem = verdict.problem {
     print("\(file): TAMPERED at line \(problem.line): \(problem.reason) (\(verdict.records) record(s) verified before it)")
     exit(1)
 }
-print("\(file): OK, \(verdict.records) record(s), chain intact")
+var report = "\(file): OK, \(verdict.records) record(s), chain intact"
+switch verdict.tornLines.count {
+case 0: break
+case 1:
+    report += " apart from a torn record at line \(verdict.tornLines[0])"
+    report += " (a write cut short by a crash or a power loss; the device marked it on the next line when it reopened the file)"
+default:
+    report += " apart from torn records at lines \(verdict.tornLines.map(String.init).joined(separator: ", "))"
+    report += " (writes cut short by crashes or power losses; the device marked each on the next line when it reopened the file)"
+}
+if let line = verdict.incompleteLastLine {
+    report += "; line \(line) is incomplete (a write in progress, or cut short and not yet marked): it is not verified"
+}
+print(report)

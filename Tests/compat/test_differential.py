@@ -125,6 +125,9 @@ SEQUENCE = [
          values=("data.data",)),
     step("unknown method", "FOO", "secret/data/app/limited"),
     step("unsupported sys path", "GET", "sys/nonexistent"),
+    # Clients match these texts (issue 13 item 13).
+    step("audit-hash of an unknown device", "POST", "sys/audit-hash/nope", {"input": "x"}, values=("errors",)),
+    step("audit-hash without input", "POST", "sys/audit-hash/nope", {}, values=("errors",)),
     step("no such mount", "GET", "nomount/data/x"),
     step("root namespace", "GET", "secret/data/app/limited", headers={"X-Vault-Namespace": "root"}),
     step("missing namespace", "GET", "secret/data/app/limited", headers={"X-Vault-Namespace": "ns1"}, values=("errors",)),

@@ -1,5 +1,9 @@
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// An enabled audit device as stored in `core/audit` (its salt is kept apart, at `core/audit-salt/<path>`).
 public struct AuditDeviceConfig: Sendable, Equatable {
     /// The device's path with a trailing slash, e.g. "file/".
@@ -44,23 +48,34 @@ public struct AuditDeviceConfig: Sendable, Equatable {
 
     func makeSink() throws(CofferError) -> any AuditSink {
         guard let known = AuditDeviceConfig.knownOptions[type] else {
-            throw CofferError.invalid("unknown audit device type \"\(type)\"; use file, socket or syslog")
+            throw CofferError.invalid("unknown audit device type; use file, socket or syslog")
         }
         if let unknown = options.keys.sorted().first(where: { !known.contains($0) }) {
             throw CofferError.invalid("unknown option \"\(unknown)\" for a \(type) audit device")
         }
+        if options["prefix"] != nil {
+            // Vault's CVE-2025-6000 (HCSEC-2025-14): a prefix lets an API caller choose the first bytes
+            // of every line, and so write a script into a file (docs/threat-model.md).
+            throw CofferError.invalid("audit option prefix is not supported: it would let the caller choose the first bytes of every line")
+        }
         if let sync = options["sync"], AuditSync(rawValue: sync) == nil {
-            throw CofferError.invalid("audit option sync must be \"writes\" or \"all\", got \"\(sync)\"")
+            throw CofferError.invalid("audit option sync must be \"writes\" or \"all\"")
         }
         if let format = options["format"], format != "json" {
-            throw CofferError.invalid("audit format \"\(format)\" is not supported; only json")
+            throw CofferError.invalid("audit option format must be \"json\" (the only format)")
         }
         switch type {
         case "file":
             guard let file = options["file_path"] ?? options["path"], !file.isEmpty else {
                 throw CofferError.invalid("file_path is required for a file audit device")
             }
-            return try FileAuditSink(path: file)
+            let mode = try AuditFileMode(option: options["mode"])
+            // As in Vault, these two names are not files, in any case.
+            switch file.lowercased() {
+            case "stdout": return StdoutAuditSink()
+            case "discard": return DiscardAuditSink()
+            default: return try FileAuditSink(path: file, mode: mode)
+            }
         case "socket":
             return try SocketAuditSink(address: options["address"] ?? "", kind: options["socket_type"] ?? "tcp")
         default:
@@ -83,6 +98,13 @@ final class AuditBroker: Sendable {
 
     private let barrier: Barrier
     private let devices = Mutex<[AuditDevice]>([])
+    /// Devices taken out of service (sealing, disabling) that requests under way may still be writing
+    /// their response records to; `load` lets them finish before it opens the same files again.
+    private let retired = Mutex<[WeakAuditDevice]>([])
+
+    private struct WeakAuditDevice: @unchecked Sendable {  // a weak reference is read and cleared atomically
+        weak var device: AuditDevice?
+    }
 
     init(barrier: Barrier) {
         self.barrier = barrier
@@ -94,6 +116,7 @@ final class AuditBroker: Sendable {
     /// unsealing still succeeds and requests fail closed only if no device is left.
     @discardableResult
     func load() throws(CofferError) -> [String] {
+        waitForRetiredDevices()
         var loaded: [AuditDevice] = []
         var problems: [String] = []
         for config in try storedConfigs() {
@@ -105,8 +128,9 @@ final class AuditBroker: Sendable {
             do {
                 sink = try config.makeSink()
             } catch {
-                problems.append("audit device \(config.path) could not be opened: \(error.message)")
-                sink = BrokenSink(config: config, error: error)
+                let problem = CofferError(.auditFailed, "audit device \(config.path) could not be opened: \(error.message)")
+                problems.append(problem.message)
+                sink = BrokenSink(config: config, error: problem)
             }
             loaded.append(try AuditDevice(config: config, sink: sink, salt: SecureBytes(salt)))
         }
@@ -115,13 +139,37 @@ final class AuditBroker: Sendable {
         return problems
     }
 
+    /// Takes every device out of service (sealing, closing). Each closes its file once the requests
+    /// under way have written their response records (`AuditDevice.retire`).
     func unload() {
         let old = devices.withLock { d in
             let old = d
             d = []
             return old
         }
-        for device in old { device.close() }
+        retire(old)
+    }
+
+    private func retire(_ old: [AuditDevice]) {
+        for device in old { device.retire() }
+        retired.withLock { r in
+            r.removeAll { $0.device == nil }
+            r.append(contentsOf: old.map { WeakAuditDevice(device: $0) })
+        }
+    }
+
+    /// Waits (at most two seconds) until no retired device is still in use: a request that was under
+    /// way when the vault sealed writes its response record to the old device, and a new device over
+    /// the same file must read the file's end after that, or the two would fork the chain.
+    private func waitForRetiredDevices() {
+        for _ in 0..<2000 {
+            let inUse = retired.withLock { r in
+                r.removeAll { $0.device == nil }
+                return !r.isEmpty
+            }
+            guard inUse else { return }
+            usleep(1000)
+        }
     }
 
     func storedConfigs() throws(CofferError) -> [AuditDeviceConfig] {
@@ -166,7 +214,9 @@ final class AuditBroker: Sendable {
             d.removeAll { $0.config.path == path }
             return removed
         }
-        for device in removed { device.close() }
+        // Not closed yet: the request that disabled it (and any other under way) still writes its
+        // response record to it, and then it closes.
+        retire(removed)
     }
 
     /// Reopens every device's file or socket (logrotate, SIGHUP). Returns the devices that failed.
@@ -181,7 +231,8 @@ final class AuditBroker: Sendable {
 
     func device(_ path: String) throws(CofferError) -> AuditDevice {
         guard let device = current.first(where: { $0.config.path == path }) else {
-            throw CofferError.invalid("no audit device is enabled at \(path)")
+            // OpenBao's words, which clients match.
+            throw CofferError.invalid("unknown audit backend \"\(path)\"")
         }
         return device
     }
@@ -277,5 +328,5 @@ final class BrokenSink: AuditSink {
     }
 
     func close() { revived.withLock { $0?.close() } }
-    func lastLine() -> [UInt8]? { nil }
+    func openingTail() -> AuditFileTail? { nil }
 }

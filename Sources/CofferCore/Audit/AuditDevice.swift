@@ -28,6 +28,9 @@ final class AuditDevice: Sendable {
 
     private struct State: ~Copyable {
         var chain = AuditChainState()
+        /// Bytes that go out before the next records: the end of a line a crash cut short and the
+        /// record that marks it (see `init`). `chain` already counts them.
+        var pending: [UInt8] = []
         var failures = 0
         var lastFailure = ""
         var closed = false
@@ -48,20 +51,55 @@ final class AuditDevice: Sendable {
         self.logRaw = ["true", "1"].contains(config.options["log_raw"]?.lowercased() ?? "")
         // makeSink refused any other value before the device got this far.
         self.queue = config.options["sync"] == AuditSync.all.rawValue ? nil : AuditQueue()
-        if let line = sink.lastLine(), let record = AuditChain.split(line),
-            let seq = (try? JSONValue.parse(record.body))?["seq"]?.intValue
-        {
-            state.withLock { $0.chain = AuditChainState(seq: seq, prev: Array(record.mac.utf8)) }
+        if let tail = sink.openingTail() {
+            let (chain, pending) = AuditDevice.continuation(of: tail, key: chainMAC)
+            state.withLock { s in
+                s.chain = chain
+                s.pending = pending
+            }
         }
         AuditDevice.live.withLock { $0[ObjectIdentifier(self)] = WeakDevice(device: self) }
         _ = AuditDevice.processHooks
+        // End a torn line at once rather than with the next request (if this fails, the next write retries).
+        try? flush()
     }
 
     deinit {
-        // A vault dropped without being closed still writes what it queued.
+        // A vault dropped without being closed still writes what it queued; a retired device closes
+        // its file when the last request that was using it is done.
         queue?.stop()
         try? flush()
+        sink.close()
         AuditDevice.live.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(self)) }
+    }
+
+    /// Where the chain goes on in a file whose end is `tail`, and what to write before the next record.
+    ///
+    /// The chain continues from the last whole record (its `seq` and MAC). If the file ends in the
+    /// middle of a line (a write cut short by a crash or a power loss), that line is ended with a
+    /// newline, and, unless it is a whole record that lacks only its newline, followed by a `torn`
+    /// record of the device's own: the next `seq`, chained to the last whole record, with the length
+    /// and SHA-256 of the torn line. `coffer audit verify` accepts a line that is not a record only
+    /// when such a record vouches for it, and so tells a crash from an edit.
+    static func continuation(of tail: AuditFileTail, key: HMACKey) -> (chain: AuditChainState, pending: [UInt8]) {
+        func position(after line: [UInt8]) -> AuditChainState? {
+            guard let record = AuditChain.split(line), let seq = (try? JSONValue.parse(record.body))?["seq"]?.intValue else { return nil }
+            return AuditChainState(seq: seq, prev: Array(record.mac.utf8))
+        }
+        var chain = tail.lastLine.flatMap(position(after:)) ?? AuditChainState()
+        guard !tail.fragment.isEmpty else { return (chain, []) }
+        let pending: [UInt8] = [0x0A]
+        // A blank fragment (a stray space or carriage return) needs only its newline: verify skips it.
+        if AuditChain.isBlank(tail.fragment) { return (chain, pending) }
+        if let record = AuditChain.split(tail.fragment),
+            ConstantTime.equals(Array(Hex.encode(key.mac(record.body)).utf8), Array(record.mac.utf8)),
+            let whole = position(after: tail.fragment)
+        {
+            return (whole, pending)
+        }
+        var marked = pending
+        AuditDevice.appendTornRecord(fragment: tail.fragment, time: SystemClock().now(), chain: &chain, key: key, to: &marked)
+        return (chain, marked)
     }
 
     var failures: (count: Int, last: String) { state.withLock { ($0.failures, $0.lastFailure) } }
@@ -94,6 +132,15 @@ final class AuditDevice: Sendable {
         try state.withLock { (s) throws(CofferError) in try commit(&s, extra: nil) }
     }
 
+    /// Takes the device out of service: writes what is queued and stops the writer, but keeps the
+    /// file or socket open for the requests already under way, whose response records still come here
+    /// (so a device records the request that disabled it, and the devices of a sealed vault record
+    /// the seal's answer). It closes when the last of them is done (`deinit`).
+    func retire() {
+        queue?.stop()
+        try? flush()
+    }
+
     /// Writes what is queued, stops the writer and closes the sink. Later records are refused.
     func close() {
         queue?.stop()
@@ -111,10 +158,10 @@ final class AuditDevice: Sendable {
     private func commit(_ s: inout State, extra: (AuditRecord, AuditPhases)?) throws(CofferError) {
         guard !s.closed else { throw CofferError(.auditFailed, "the audit device \(config.path) was disabled") }
         let queued = queue?.takeAll() ?? []
-        guard !queued.isEmpty || extra != nil else { return }
+        guard !queued.isEmpty || extra != nil || !s.pending.isEmpty else { return }
         var chain = s.chain
-        var out: [UInt8] = []
-        out.reserveCapacity((queued.count + 1) * 2048)
+        var out: [UInt8] = s.pending
+        out.reserveCapacity(s.pending.count + (queued.count + 1) * 2048)
         for (record, phases) in queued { appendLines(record, phases, chain: &chain, to: &out) }
         if let (record, phases) = extra { appendLines(record, phases, chain: &chain, to: &out) }
         do {
@@ -127,6 +174,7 @@ final class AuditDevice: Sendable {
             throw error
         }
         s.chain = chain
+        s.pending = []
         failing.store(false, ordering: .relaxed)
     }
 

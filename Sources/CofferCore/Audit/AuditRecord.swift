@@ -72,6 +72,25 @@ extension AuditDevice {
         }
     }
 
+    /// Appends a `torn` record (see `continuation(of:key:)`): `{"error":"","prev_mac":…,"seq":…,"time":…,
+    /// "torn":{"bytes":<length of the torn line>,"sha256":"<hex>"},"type":"torn","mac":…}`.
+    static func appendTornRecord(fragment: [UInt8], time: Timestamp, chain: inout AuditChainState, key: HMACKey, to out: inout [UInt8]) {
+        let start = out.count
+        out.appendLiteral(#"{"error":"","prev_mac":""#)
+        out.append(contentsOf: chain.prev)
+        out.appendLiteral(#"","seq":"#)
+        chain.seq += 1
+        appendDecimal(chain.seq, to: &out)
+        out.appendLiteral(#","time":""#)
+        time.appendRFC3339(to: &out)
+        out.appendLiteral(#"","torn":{"bytes":"#)
+        appendDecimal(fragment.count, to: &out)
+        out.appendLiteral(#","sha256":""#)
+        Digest.sha256(fragment).withUnsafeBytes { Hex.append($0, to: &out) }
+        out.appendLiteral(#""},"type":"torn"}"#)
+        chain.prev = AuditChain.seal(lineFrom: start, of: &out, key: key)
+    }
+
     private func authBlock(_ record: AuditRecord, token: [UInt8], accessor: [UInt8]) -> [UInt8] {
         guard let caller = record.caller else { return [UInt8(ascii: "{"), UInt8(ascii: "}")] }
         var auth: [UInt8] = []

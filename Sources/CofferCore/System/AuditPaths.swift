@@ -29,7 +29,10 @@ extension Core {
         }
         if let name = path.dropPrefix("sys/audit-hash/") {
             guard op == .update || op == .create else { throw unsupported(request) }
-            guard let input = try request.data.string("input") else { throw CofferError.invalid("'input' is required") }
+            // OpenBao's words, which clients match.
+            guard let input = try request.data.string("input"), !input.isEmpty else {
+                throw CofferError.invalid(#"the "input" parameter is empty"#)
+            }
             let device = try audit.device(try Core.devicePath(name))
             return Response(data: ["hash": .string(device.hash(input))])
         }
