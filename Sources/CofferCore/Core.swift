@@ -306,7 +306,9 @@ public final class Core: Sendable {
         request.path = try PathRules.normalize(request.path)
         let path = request.path
 
-        if Core.unauthenticated.contains(path) || Core.unauthenticatedPrefixes.contains(where: { path.hasPrefix($0) }) {
+        if Core.unauthenticated.contains(path)
+            || (Core.unauthenticatedPrefixes.contains(where: { path.hasPrefix($0) }) && !Core.rekeyBackupPaths.contains(path))
+        {
             if Core.unaudited.contains(path) { return try handleUnauthenticated(request) }
             return try audited(request, caller: nil, now: clock.now()) { (request) throws(CofferError) in
                 try handleUnauthenticated(request)

@@ -102,6 +102,9 @@ extension Core {
         {
             return try auditPath(request)
         }
+        if Core.rekeyBackupPaths.contains(path) {
+            return try rekeyBackup(request)
+        }
 
         switch path {
         case "sys/seal":
