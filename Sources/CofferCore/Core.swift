@@ -90,6 +90,8 @@ public final class Core: Sendable {
     let progress = Mutex(UnsealProgress())
     let rekey = Mutex<RekeyState?>(nil)
     let generateRoot = Mutex<GenerateRootState?>(nil)
+    /// Finished mount moves, newest last, for `sys/remount/status/<migration_id>` (RemountPaths.swift).
+    let remountMigrations = Mutex<[RemountMigration]>([])
     let routes = Mutex<RouteTable?>(nil)
     /// Serialises state changes (init, unseal, seal, mount, rekey) against each other; requests do
     /// not take it.
