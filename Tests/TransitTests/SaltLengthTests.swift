@@ -46,6 +46,16 @@ import Testing
         #expect(try t.ok("POST", "transit/verify/r", ["input": b64(message), "signature": .string(long), "salt_length": "-1"])["valid"] == false)
     }
 
+    @Test func aSaltLongerThanTheKeyAllowsIsRefusedWithTheLimit() throws {
+        let t = try Transit()
+        _ = try t.ok("POST", "transit/keys/r", ["type": "rsa-2048"])
+        _ = try t.ok("POST", "transit/sign/r", ["input": b64("x"), "salt_length": "222"])
+        #expect(t.fails("POST", "transit/sign/r", ["input": b64("x"), "salt_length": "223"])
+            == "salt_length is longer than this key and hash algorithm allow: at most 222 bytes")
+        #expect(t.fails("POST", "transit/sign/r", ["input": b64("x"), "salt_length": "1000", "hash_algorithm": "sha2-512"])
+            == "salt_length is longer than this key and hash algorithm allow: at most 190 bytes")
+    }
+
     @Test(arguments: ["-2", "-100", "abc", "1.5", "SALT-MARKER-7431"])
     func otherSaltLengthsAreRefusedWithoutQuotingThem(salt: String) throws {
         let t = try Transit()
