@@ -279,6 +279,11 @@ extension JSONValue {
         let signOnly = try gpg.generate("Signer <signer@example.com>", algorithm: "rsa2048", usage: "sign,cert")
         let withSubkey = try gpg.generate("Sub <sub@example.com>", algorithm: "rsa2048", usage: "sign,cert")
         try gpg.addSubkey(withSubkey, algorithm: "rsa2048", usage: "encr")
+        let weak = try gpg.generate("Weak <weak@example.com>", algorithm: "rsa1024", usage: "sign,cert,encr")
+        let dsa = try gpg.generate("Dsa <dsa@example.com>", algorithm: "dsa2048", usage: "sign,cert")
+        try gpg.addSubkey(dsa, algorithm: "elg2048", usage: "encr")
+        let nist = try gpg.generate("Nist <nist@example.com>", algorithm: "ed25519", usage: "sign,cert")
+        try gpg.addSubkey(nist, algorithm: "nistp256", usage: "encr")
         let goodKey = try gpg.exportBase64(good)
         // A subkey whose binding signature no longer matches: its modulus changed after signing.
         var forged = [UInt8](try #require(Data(base64Encoded: try gpg.exportBase64(withSubkey))))
@@ -297,6 +302,12 @@ extension JSONValue {
             ([.string(goodKey), .string(secret.base64EncodedString()), .string(goodKey)], "pgp_keys[1] is a secret key"),
             ([.string(goodKey), .string(goodKey), .string(Data(repeating: 0x41, count: 48).base64EncodedString())], "pgp_keys[2] is not OpenPGP data"),
             ([.string(goodKey), "", .string(goodKey)], "pgp_keys[1] is empty"),
+            ([.string(try gpg.exportBase64(weak)), .string(goodKey), .string(goodKey)],
+             "pgp_keys[0] has a 1024-bit RSA key; RSA keys of 2048 to 8192 bits are accepted"),
+            ([.string(goodKey), .string(try gpg.exportBase64(dsa)), .string(goodKey)],
+             "pgp_keys[1] has a primary key of type DSA; Coffer verifies RSA and Ed25519 primary keys only"),
+            ([.string(goodKey), .string(goodKey), .string(try gpg.exportBase64(nist))],
+             "pgp_keys[2] has only an encryption key of type ECDH (a curve other than Curve25519), which Coffer cannot encrypt to"),
         ]
         for (keys, message) in cases {
             do {

@@ -72,10 +72,11 @@ enum OpenPGP {
     }
 
     /// The most self-signatures of one key checked before giving up: bounds the work an
-    /// unauthenticated caller can ask for.
-    static let maximumSignatureChecks = 64
-    /// RSA moduli accepted, in bits.
-    static let rsaBits = 2048...16384
+    /// unauthenticated caller can ask for (a key gpg makes has one per user ID and subkey).
+    static let maximumSignatureChecks = 32
+    /// RSA moduli accepted, in bits: gpg makes up to 4096 (8192 in expert mode); smaller ones are too
+    /// weak to guard an unseal share, larger ones only cost verification time.
+    static let rsaBits = 2048...8192
 
     static func recipient(from bytes: [UInt8], now: Int64) throws(CofferError) -> Recipient {
         var reader = PacketReader(bytes: bytes)
@@ -135,7 +136,7 @@ enum OpenPGP {
         }
 
         if case .unsupported(let name) = primary.material {
-            throw CofferError.invalid("has a \(name) primary key; Coffer checks the self-signatures of RSA and Ed25519 keys only")
+            throw CofferError.invalid("has a primary key of type \(name); Coffer verifies RSA and Ed25519 primary keys only")
         }
         if case .cv25519 = primary.material {
             throw CofferError.invalid("has an encryption-only primary key, which cannot certify itself")
@@ -193,7 +194,7 @@ enum OpenPGP {
         guard let encryptionKey else {
             if let unusable {
                 throw CofferError.invalid(
-                    "has only a \(unusable) key for encryption, which Coffer cannot encrypt to; use an RSA or Curve25519 (cv25519) key")
+                    "has only an encryption key of type \(unusable), which Coffer cannot encrypt to; use an RSA or Curve25519 (cv25519) key")
             }
             throw CofferError.invalid("has no valid key that may encrypt (add an encryption subkey: gpg --quick-add-key <fingerprint> rsa3072 encr)")
         }
