@@ -12,6 +12,8 @@ APT_PACKAGES := pkg-config libssl-dev libsqlite3-dev sqlite3 python3-venv openss
 APT_PACKAGES += gcc g++ valgrind golang-go
 # The benchmark gate in make test drives cofferd with wrk (issue 7); `make bench` also needs nginx.
 APT_PACKAGES += wrk
+# PGP-encrypted rekey shares and root tokens are checked by decrypting them with the real gpg (issue 13).
+APT_PACKAGES += gnupg
 BENCH_APT_PACKAGES := nginx-light
 # Python packages for the compatibility tests (Tests/compat) and the bindings: the real clients and the test runner;
 # llhttp (the parser under swift-nio, as a Python module) is the reference of the request-framing differential test.

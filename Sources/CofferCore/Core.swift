@@ -90,6 +90,8 @@ public final class Core: Sendable {
     let progress = Mutex(UnsealProgress())
     let rekey = Mutex<RekeyState?>(nil)
     let generateRoot = Mutex<GenerateRootState?>(nil)
+    /// Finished mount moves, newest last, for `sys/remount/status/<migration_id>` (RemountPaths.swift).
+    let remountMigrations = Mutex<[RemountMigration]>([])
     let routes = Mutex<RouteTable?>(nil)
     /// Serialises state changes (init, unseal, seal, mount, rekey) against each other; requests do
     /// not take it.
@@ -306,7 +308,9 @@ public final class Core: Sendable {
         request.path = try PathRules.normalize(request.path)
         let path = request.path
 
-        if Core.unauthenticated.contains(path) || Core.unauthenticatedPrefixes.contains(where: { path.hasPrefix($0) }) {
+        if Core.unauthenticated.contains(path)
+            || (Core.unauthenticatedPrefixes.contains(where: { path.hasPrefix($0) }) && !Core.rekeyBackupPaths.contains(path))
+        {
             if Core.unaudited.contains(path) { return try handleUnauthenticated(request) }
             return try audited(request, caller: nil, now: clock.now()) { (request) throws(CofferError) in
                 try handleUnauthenticated(request)

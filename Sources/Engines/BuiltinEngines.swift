@@ -2,7 +2,8 @@ public import CofferCore
 
 /// The engines Coffer ships, by mount type.
 public enum BuiltinEngines {
-    /// "kv": v1 unless `options.version` is "2" (a "kv-v2" mount is stored as "kv" with version "2").
+    /// "kv": v1 unless `options.version` is "2" (a "kv-v2" mount is stored as "kv" with version "2");
+    /// "generic": KV v1 under Vault's old name; "transit".
     public static var registry: EngineRegistry {
         var registry = EngineRegistry()
         registry.register("kv") { entry throws(CofferError) in
@@ -11,6 +12,14 @@ public enum BuiltinEngines {
             case "2": KVv2Backend()
             case let other: throw CofferError(.invalidArgument, "unknown KV version \"\(other)\"; use \"1\" or \"2\"")
             }
+        }
+        // Vault's old name for KV version 1. Served by KV v1 and listed as "generic", as OpenBao does;
+        // like OpenBao it has no versions.
+        registry.register("generic") { entry throws(CofferError) in
+            guard entry.options["version"] == nil else {
+                throw CofferError(.invalidArgument, "secrets engine \"generic\" does not allow setting a version")
+            }
+            return KVv1Backend()
         }
         registry.register("transit") { _ in TransitBackend() }
         return registry

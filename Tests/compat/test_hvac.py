@@ -90,3 +90,50 @@ listener "tcp" {{
         assert "sys/" in client.sys.list_mounted_secrets_engines()["data"]
     finally:
         server.stop()
+
+
+def test_rekey_with_verification_backup_paths_and_move_backend(cofferd_bin, workdir):
+    """hvac's rekey calls with require_verification: the new keys take effect only once entered back."""
+    server = start_cofferd_config(cofferd_bin, """
+storage "memory" {{}}
+listener "tcp" {{
+  address     = "{addr}"
+  tls_disable = true
+}}
+""", workdir)
+    try:
+        client = hvac.Client(url=server.addr)
+        init = client.sys.initialize(secret_shares=3, secret_threshold=2)
+        client.token = init["root_token"]
+        client.sys.submit_unseal_keys(init["keys"][:2])
+        client.sys.enable_secrets_engine("kv", path="before", options={"version": "1"})
+        client.secrets.kv.v1.create_or_update_secret(path="db", secret={"pw": "s3cret"}, mount_point="before")
+
+        started = client.sys.start_rekey(secret_shares=2, secret_threshold=2, require_verification=True)
+        assert started["started"] and started["verification_required"] and started["t"] == 2 and started["n"] == 2
+        done = client.sys.rekey_multi(init["keys"][1:], nonce=started["nonce"])
+        assert done["complete"] and done["verification_required"] and len(done["keys"]) == 2
+        progress = client.sys.read_rekey_verify_progress()
+        assert progress["started"] and progress["nonce"] == done["verification_nonce"] and progress["progress"] == 0
+        # Cancelling the verification keeps the rekey pending with a new nonce.
+        restarted = client.sys.cancel_rekey_verify()
+        assert restarted["nonce"] != done["verification_nonce"] and restarted["progress"] == 0
+        nonce = client.sys.read_rekey_verify_progress()["nonce"]
+        verified = client.sys.rekey_verify_multi(done["keys_base64"], nonce=nonce)
+        assert verified == {"nonce": nonce, "complete": True}
+
+        client.sys.seal()
+        with pytest.raises(exceptions.InvalidRequest):  # an old key is no longer one of the current keys
+            client.sys.submit_unseal_key(init["keys"][0])
+        client.sys.submit_unseal_keys(done["keys"])
+        assert not client.sys.is_sealed()
+
+        with pytest.raises(exceptions.InvalidRequest) as none:  # 400, as OpenBao answers when it holds none
+            client.sys.read_backup_keys()
+        assert "no backed-up keys found" in str(none.value)
+
+        client.sys.move_backend("before", "after")
+        assert client.secrets.kv.v1.read_secret(path="db", mount_point="after")["data"] == {"pw": "s3cret"}
+        assert "before/" not in client.sys.list_mounted_secrets_engines()["data"]
+    finally:
+        server.stop()

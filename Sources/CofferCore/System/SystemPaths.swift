@@ -94,13 +94,19 @@ extension Core {
             return try uiMount(String(path.dropFirst("sys/internal/ui/mounts".count)).trimmingSlashes(), caller: caller)
         }
 
-        let sudoPaths = ["sys/seal", "sys/rotate", "sys/step-down", "sys/audit", "sys/audit-reload", "sys/sealwrap/rewrap"]
+        let sudoPaths = ["sys/seal", "sys/rotate", "sys/step-down", "sys/audit", "sys/audit-reload", "sys/sealwrap/rewrap", "sys/remount"]
         let sudo = sudoPaths.contains(path) || path.hasPrefix("sys/audit/") || path.hasPrefix("sys/audit-chain-key/")
         try authorize(caller, request, requireSudo: sudo)
         if path == "sys/audit" || path == "sys/audit-reload" || path.hasPrefix("sys/audit/") || path.hasPrefix("sys/audit-hash/")
             || path.hasPrefix("sys/audit-chain-key/")
         {
             return try auditPath(request)
+        }
+        if path == "sys/remount" || path.hasPrefix("sys/remount/") {
+            return try remountPath(request)
+        }
+        if Core.rekeyBackupPaths.contains(path) {
+            return try rekeyBackup(request)
         }
 
         switch path {

@@ -464,13 +464,19 @@ public final class TransitBackend: Backend {
         case "jws": options.jws = true
         default: throw CofferError.invalid("marshaling_algorithm must be asn1 or jws")
         }
+        // Vault's rule (Go's crypto/rsa constants): "auto" or 0 signs with the longest salt and verifies
+        // any; "hash" or -1 uses the digest's length; a positive number is that many bytes.
         let salt: PKey.SaltLength
-        switch try fields.string("salt_length") ?? "auto" {
+        switch (try fields.string("salt_length") ?? "auto").lowercased() {
         case "auto": salt = .auto
         case "hash": salt = .hash
         case let text:
-            guard let n = Int32(text), n >= 0 else { throw CofferError.invalid("salt_length must be auto, hash or a non-negative integer") }
-            salt = .bytes(n)
+            switch Int32(text) {
+            case .some(0): salt = .auto
+            case .some(-1): salt = .hash
+            case .some(let n) where n > 0: salt = .bytes(n)
+            default: throw CofferError.invalid("salt_length must be auto, hash, 0 (auto), -1 (hash) or a positive number of bytes")
+            }
         }
         switch try fields.string("signature_algorithm") ?? "pss" {
         case "pss", "": options.rsa = .pss(salt)

@@ -266,7 +266,14 @@ final class PKey: Sendable {
 
     /// Signs a digest (ECDSA: DER signature; RSA: with `rsa` padding and `hash` as the digest's algorithm).
     func signDigest(_ digest: [UInt8], hash: HashAlgorithm?, rsa: RSASignature?) throws(CofferError) -> [UInt8] {
-        try withContext { (ctx) throws(CofferError) -> [UInt8] in
+        if case .pss(.bytes(let salt))? = rsa {
+            // RFC 8017 §9.1.1: the encoded message holds the digest, the salt and two more bytes.
+            let longest = (Int(EVP_PKEY_get_bits(pointer)) - 1 + 7) / 8 - (hash.map { Int(EVP_MD_get_size($0.md)) } ?? digest.count) - 2
+            guard Int(salt) <= longest else {
+                throw CofferError.invalid("salt_length is longer than this key and hash algorithm allow: at most \(longest) bytes")
+            }
+        }
+        return try withContext { (ctx) throws(CofferError) -> [UInt8] in
             var length = 0
             guard EVP_PKEY_sign_init(ctx) == 1, configure(ctx, rsa: rsa, hash: hash, signing: true),
                 EVP_PKEY_sign(ctx, nil, &length, digest, digest.count) == 1
