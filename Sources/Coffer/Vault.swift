@@ -202,7 +202,7 @@ public struct KVClient: Sendable {
         var query: [String: JSONValue] = [:]
         if let version { query["version"] = .int(version) }
         let response = try core.handle(Request(.read, "\(mount)/data/\(path)", data: query, token: token))
-        guard response.status == 200, case .object(let data)? = response.data?["data"],
+        guard response.outcome == .ok, case .object(let data)? = response.data?["data"],
             let metadata = response.data?["metadata"]
         else { return nil }
         return KVSecret(

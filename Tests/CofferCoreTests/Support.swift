@@ -28,7 +28,7 @@ struct EchoBackend: Backend {
     func handle(_ request: EngineRequest) throws(CofferError) -> Response {
         switch request.operation {
         case .read:
-            guard let data = try request.storage.getJSON(request.path)?.objectValue else { return Response(status: 404) }
+            guard let data = try request.storage.getJSON(request.path)?.objectValue else { return .notFound }
             return Response(data: data)
         case .create, .update:
             try request.storage.putJSON(request.path, .object(request.data))

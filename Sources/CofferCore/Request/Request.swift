@@ -69,9 +69,21 @@ public struct AuthInfo: Sendable, Equatable {
 
 /// The result of a request. `envelope` is its JSON form on the wire, identical for HTTP and the C ABI.
 public struct Response: Sendable {
-    /// 200 with a body, 204 without; 404 for a KV version that was deleted (the body still has its
-    /// metadata, as Vault sends it).
-    public var status: Int
+    /// What kind of answer this is. Transports map it to their own terms (HTTP 200, 204, 404; a C
+    /// status); backends never speak HTTP.
+    public enum Outcome: Sendable, Equatable {
+        /// An answer with a body.
+        case ok
+        /// Done, nothing to say.
+        case noContent
+        /// Nothing there. `data` may still say why (a deleted KV version's metadata, as Vault sends it).
+        case notFound
+        /// An answer with a body and a status the API defines for it: transit's batch with failed
+        /// items answers 400, or the status the caller chose (`partial_failure_response_code`).
+        case status(Int)
+    }
+
+    public var outcome: Outcome
     public var data: [String: JSONValue]?
     public var auth: AuthInfo?
     public var warnings: [String]
@@ -80,16 +92,18 @@ public struct Response: Sendable {
     public var renewable: Bool
     public var mountType: String
     /// For the endpoints Vault answers without the envelope (sys/init, seal-status, unseal, health,
-    /// leader): the body as it goes on the wire.
+    /// leader): the body as it goes on the wire, and the status those endpoints define (sys/health
+    /// answers 429, 472, 473, 501 or 503 by the state of the vault).
     public var raw: JSONValue?
+    public var rawStatus: Int
     /// For sys endpoints that repeat their `data` keys at the top level of the envelope.
     public var repeatDataAtTopLevel: Bool
+    /// Byte results for in-process callers that asked for raw bytes (``Request/rawBytes``): transit's
+    /// plaintext without base64. Not part of the JSON form.
+    public var rawBytes: [String: [UInt8]]
 
-    public init(
-        status: Int? = nil, data: [String: JSONValue]? = nil, auth: AuthInfo? = nil, warnings: [String] = [],
-        mountType: String = ""
-    ) {
-        self.status = status ?? ((data == nil && auth == nil && warnings.isEmpty) ? 204 : 200)
+    public init(data: [String: JSONValue]? = nil, auth: AuthInfo? = nil, warnings: [String] = [], mountType: String = "") {
+        self.outcome = (data == nil && auth == nil && warnings.isEmpty) ? .noContent : .ok
         self.data = data
         self.auth = auth
         self.warnings = warnings
@@ -98,23 +112,51 @@ public struct Response: Sendable {
         self.renewable = false
         self.mountType = mountType
         self.raw = nil
+        self.rawStatus = 200
         self.repeatDataAtTopLevel = false
+        self.rawBytes = [:]
+    }
+
+    /// Nothing found, with `data` saying why (sent as the body, as Vault does for a deleted version).
+    public init(notFound data: [String: JSONValue]) {
+        self.init(data: data)
+        outcome = .notFound
     }
 
     /// A response sent as-is without the envelope.
     public static func raw(_ body: JSONValue, status: Int = 200) -> Response {
-        var r = Response(status: status)
+        var r = Response(data: [:])
         r.raw = body
+        r.rawStatus = status
         return r
     }
 
     /// An empty success (HTTP 204).
-    public static let noContent = Response(status: 204)
+    public static let noContent = Response()
 
-    /// The wire body for a request id, or nil for a 204.
+    /// Nothing found (HTTP 404).
+    public static let notFound: Response = {
+        var r = Response()
+        r.outcome = .notFound
+        return r
+    }()
+
+    /// The status the Vault API gives this answer (HTTP's numbers: both transports send it and the
+    /// audit log records it).
+    public var status: Int {
+        if raw != nil { return rawStatus }
+        switch outcome {
+        case .ok: return 200
+        case .noContent: return 204
+        case .notFound: return 404
+        case .status(let code): return code
+        }
+    }
+
+    /// The wire body for a request id, or nil when there is none (no content; not found without data).
     public func body(requestID: String) -> JSONValue? {
         if let raw { return raw }
-        if status == 204 { return nil }
+        if outcome == .noContent || (outcome == .notFound && data == nil) { return nil }
         var envelope: [String: JSONValue] = [
             "request_id": .string(requestID), "lease_id": .string(leaseID), "renewable": .bool(renewable),
             "lease_duration": .int(leaseDuration), "data": data.map { .object($0) } ?? .null, "wrap_info": .null,

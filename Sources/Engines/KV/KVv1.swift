@@ -14,11 +14,11 @@ public struct KVv1Backend: Backend {
         case .list:
             let folder = key.isEmpty || key.hasSuffix("/") ? key : key + "/"
             let keys = try request.storage.list(folder)
-            guard !keys.isEmpty else { return Response(status: 404) }
+            guard !keys.isEmpty else { return .notFound }
             return Response(data: ["keys": .array(keys.map { .string($0) })])
         case .read:
             guard !key.isEmpty else { throw request.unsupported() }
-            guard case .object(let data)? = try request.storage.getJSON(key) else { return Response(status: 404) }
+            guard case .object(let data)? = try request.storage.getJSON(key) else { return .notFound }
             var response = Response(data: data)
             // Vault reports the mount's lease TTL (the 768h system default), or the secret's own `ttl`.
             let ttl = try? data.duration("ttl")

@@ -117,11 +117,11 @@ public final class KVv2Backend: Backend {
 
     func readData(_ request: EngineRequest, _ key: String) throws(CofferError) -> Response {
         try Self.validateKey(key, request)
-        guard let meta = try loadMetadata(request.storage, key) else { return Response(status: 404) }
+        guard let meta = try loadMetadata(request.storage, key) else { return .notFound }
         let n = try request.data.int("version").flatMap { $0 == 0 ? nil : $0 } ?? meta.currentVersion
-        guard let version = meta.versions[n] else { return Response(status: 404) }
+        guard let version = meta.versions[n] else { return .notFound }
         if version.destroyed || version.isDeleted(now: request.now) {
-            return Response(status: 404, data: ["data": .null, "metadata": .object(meta.versionMetadata(n, now: request.now))])
+            return Response(notFound: ["data": .null, "metadata": .object(meta.versionMetadata(n, now: request.now))])
         }
         guard let stored = try request.storage.getJSON(Self.versionKey(key, n)), let data = stored["data"] else {
             throw CofferError(.integrity, "version \(n) of '\(request.fullPath)' is listed but its data is missing")
@@ -191,10 +191,10 @@ public final class KVv2Backend: Backend {
         guard let meta = try loadMetadata(request.storage, key), let current = meta.versions[meta.currentVersion],
             meta.currentVersion > 0
         else {
-            return Response(status: 404)
+            return .notFound
         }
         if current.destroyed || current.isDeleted(now: request.now) {
-            return Response(status: 404, data: ["data": .null, "metadata": .object(meta.versionMetadata(meta.currentVersion, now: request.now))])
+            return Response(notFound: ["data": .null, "metadata": .object(meta.versionMetadata(meta.currentVersion, now: request.now))])
         }
         guard let stored = try request.storage.getJSON(Self.versionKey(key, meta.currentVersion)),
             case .object(let existing)? = stored["data"]
@@ -282,11 +282,11 @@ public final class KVv2Backend: Backend {
         case .list:
             let folder = key.isEmpty || key.hasSuffix("/") ? key : key + "/"
             let keys = try request.storage.list("metadata/" + folder)
-            guard !keys.isEmpty else { return Response(status: 404) }
+            guard !keys.isEmpty else { return .notFound }
             return Response(data: ["keys": .array(keys.map { .string($0) })])
         case .read:
             try Self.validateKey(key, request)
-            guard let meta = try loadMetadata(request.storage, key) else { return Response(status: 404) }
+            guard let meta = try loadMetadata(request.storage, key) else { return .notFound }
             return Response(data: meta.full(now: request.now))
         case .create, .update, .patch:
             try Self.validateKey(key, request)
@@ -331,7 +331,7 @@ public final class KVv2Backend: Backend {
     func subkeys(_ request: EngineRequest, _ key: String) throws(CofferError) -> Response {
         guard request.operation == .read else { throw request.unsupported() }
         let read = try readData(request, key)
-        guard read.status == 200, let data = read.data?["data"], let metadata = read.data?["metadata"] else {
+        guard read.outcome == .ok, let data = read.data?["data"], let metadata = read.data?["metadata"] else {
             return read
         }
         let depth = try request.data.int("depth") ?? 0

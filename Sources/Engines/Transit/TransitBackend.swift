@@ -164,12 +164,12 @@ public final class TransitBackend: Backend {
 
     func listKeys(_ request: EngineRequest) throws(CofferError) -> Response {
         let names = try request.storage.list(TransitKey.storagePrefix)
-        guard !names.isEmpty else { return Response(status: 404) }
+        guard !names.isEmpty else { return .notFound }
         return Response(data: ["keys": .array(names.sorted().map { .string($0) })])
     }
 
     func readKey(_ request: EngineRequest, _ name: String) throws(CofferError) -> Response {
-        guard let key = try load(name, request.storage, now: request.now) else { return Response(status: 404) }
+        guard let key = try load(name, request.storage, now: request.now) else { return .notFound }
         return Response(data: key.readData)
     }
 
@@ -324,12 +324,18 @@ public final class TransitBackend: Backend {
             result["reference"] = .string(try item.string("reference") ?? "")
             results.append(.object(result))
         }
-        var status = 200
+        var response = Response(data: ["batch_results": .array(results)])
         if failStatus && failures > 0 {
-            status = 400
-            if failures < items.count, let code = try data.int("partial_failure_response_code") { status = code }
+            response.outcome = .status(400)
+            if failures < items.count, let code = try data.int("partial_failure_response_code") {
+                // An HTTP status: anything else would be no answer at all.
+                guard (200...599).contains(code) else {
+                    throw CofferError.invalid("partial_failure_response_code must be an HTTP status from 200 to 599")
+                }
+                response.outcome = .status(code)
+            }
         }
-        return Response(status: status, data: ["batch_results": .array(results)])
+        return response
     }
 
     // MARK: Encryption
@@ -520,7 +526,7 @@ public final class TransitBackend: Backend {
         guard ["encryption-key", "signing-key", "hmac-key", "public-key"].contains(kind) else {
             throw CofferError.invalid("invalid export type: \(kind)")
         }
-        guard let key = try load(name, request.storage, now: request.now) else { return Response(status: 404) }
+        guard let key = try load(name, request.storage, now: request.now) else { return .notFound }
         guard kind == "public-key" || key.exportable else { throw CofferError.invalid("private key material is not exportable") }
         switch kind {
         case "encryption-key" where !key.type.supportsEncryption: throw CofferError.invalid("encryption not supported for the key")

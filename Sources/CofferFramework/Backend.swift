@@ -1,0 +1,112 @@
+package import CofferCore
+
+/// A mounted secrets engine, auth method or system backend: it serves the paths under its mount.
+///
+/// The pipeline has checked the token and the ACL when ``handle(_:)`` runs; the backend sees the
+/// path relative to its mount and a storage view confined to its own prefix, encrypted by the
+/// barrier. Handlers are synchronous and may run on many threads at once. Backends built from a
+/// ``PathTable`` get `handle` and `exists` from ``TableBackend``.
+public protocol Backend: AnyObject, Sendable {
+    func handle(_ request: BackendRequest) throws(CofferError) -> Response
+    /// Vault's existence check for writes: true if the target exists (the write is an `update`),
+    /// false if not (a `create`), nil if the path does not distinguish (always `update`).
+    func exists(_ request: ExistenceRequest) throws(CofferError) -> Bool?
+    /// Paths with special handling: served without a token, needing `sudo`, not audited.
+    var specialPaths: SpecialPaths { get }
+    /// The kinds of secret with a lease this backend hands out, and how each is renewed and revoked.
+    var secretTypes: [SecretType] { get }
+    /// A storage key under this mount (relative to it) changed beneath the backend: written by
+    /// another Coffer over the same storage, a replica, or a restore. Drop what is cached of it.
+    func invalidate(_ key: String)
+}
+
+extension Backend {
+    public var specialPaths: SpecialPaths { SpecialPaths() }
+    public var secretTypes: [SecretType] { [] }
+    public func invalidate(_ key: String) {}
+}
+
+/// A backend whose paths are declared in a ``PathTable``.
+public protocol TableBackend: Backend {
+    static var paths: PathTable<Self> { get }
+}
+
+extension TableBackend {
+    public func handle(_ request: BackendRequest) throws(CofferError) -> Response { try Self.paths.handle(self, request) }
+    public func exists(_ request: ExistenceRequest) throws(CofferError) -> Bool? { try Self.paths.exists(self, request) }
+}
+
+/// Paths of a backend that the pipeline treats specially, as globs relative to the mount: a
+/// literal path, or a prefix ending in `*` ("login", "rekey/*").
+public struct SpecialPaths: Sendable {
+    /// Served without a token (login, unseal, health).
+    public var unauthenticated: [String]
+    /// Need `sudo` in the caller's policy on top of the operation's capability.
+    public var root: [String]
+    /// Unauthenticated paths that are not audited either (health checks: they must answer while
+    /// auditing is broken).
+    public var unaudited: [String]
+    /// Storage keys (relative to the mount, prefixes ending in `*`) that hold key material: stored
+    /// seal-wrapped when the seal does seal wrap.
+    public var sealWrapStorage: [String]
+
+    public init(unauthenticated: [String] = [], root: [String] = [], unaudited: [String] = [], sealWrapStorage: [String] = []) {
+        self.unauthenticated = unauthenticated
+        self.root = root
+        self.unaudited = unaudited
+        self.sealWrapStorage = sealWrapStorage
+    }
+
+    public static func matches(_ globs: [String], _ path: String) -> Bool {
+        for glob in globs {
+            if glob.hasSuffix("*") {
+                if path.utf8.starts(with: glob.utf8.dropLast()) { return true }
+            } else if path == glob {
+                return true
+            }
+        }
+        return false
+    }
+}
+
+/// A kind of secret with a lease (a database credential, a certificate): what the lease manager
+/// calls to extend it and to destroy it when its lease ends or its token is revoked.
+public struct SecretType: Sendable {
+    public let name: String
+    /// Extends the secret; answers with the new lease (the same data, a new TTL).
+    public let renew: @Sendable (SecretRequest) throws(CofferError) -> Response
+    /// Destroys the secret (drops the database user, revokes the certificate).
+    public let revoke: @Sendable (SecretRequest) throws(CofferError) -> Void
+
+    public init(
+        name: String, renew: @escaping @Sendable (SecretRequest) throws(CofferError) -> Response,
+        revoke: @escaping @Sendable (SecretRequest) throws(CofferError) -> Void
+    ) {
+        self.name = name
+        self.renew = renew
+        self.revoke = revoke
+    }
+}
+
+/// What a secret type's hooks receive: the data stored with the lease when it was issued.
+public struct SecretRequest: Sendable {
+    public var leaseID: String
+    /// What the handler put in the response's `internal` data when it issued the secret.
+    public var internalData: [String: JSONValue]
+    public var increment: Int64
+    public var storage: StorageView
+    public var mount: MountEntry
+    public var now: Timestamp
+
+    public init(
+        leaseID: String, internalData: [String: JSONValue], increment: Int64, storage: StorageView, mount: MountEntry,
+        now: Timestamp
+    ) {
+        self.leaseID = leaseID
+        self.internalData = internalData
+        self.increment = increment
+        self.storage = storage
+        self.mount = mount
+        self.now = now
+    }
+}

@@ -1,0 +1,135 @@
+package import CofferCore
+
+/// A path a backend serves, declared as text and matched against request paths (relative to the
+/// mount) without regular expressions and without allocating.
+///
+/// Segments are separated by `/`:
+/// - a literal (`config`, `keys`) matches itself;
+/// - `{name}` matches one non-empty segment;
+/// - `{name+}` (last only) matches the rest of the path: one or more segments, which may contain `/`
+///   and may end in `/` (a folder, for list operations);
+/// - `{name?}` (last only) matches one segment or nothing (`random/{bytes?}` serves `random` and
+///   `random/32`).
+/// A trailing `/` (`keys/`) also matches the path without it: Vault lists `keys` and `keys/` alike.
+public struct PathPattern: Sendable, CustomStringConvertible {
+    enum Segment: Sendable, Equatable {
+        case literal([UInt8])
+        case capture(String)
+        case rest(String)
+        case optional(String)
+    }
+
+    let segments: [Segment]
+    let listForm: Bool
+    public let description: String
+
+    /// The pattern `text`. Patterns are part of a backend's code, not input: a malformed one is a
+    /// programming error, found by the test that builds every backend's table
+    /// (``PathTable/validate()``), and answered at run time as an internal error, never a trap.
+    public init(_ text: String) {
+        description = text
+        var body = Substring(text)
+        listForm = body.hasSuffix("/")
+        if listForm { body = body.dropLast() }
+        segments = body.isEmpty ? [] : body.split(separator: "/", omittingEmptySubsequences: false).map { part in
+            if part.hasPrefix("{"), part.hasSuffix("}") {
+                let name = part.dropFirst().dropLast()
+                if name.hasSuffix("+") { return .rest(String(name.dropLast())) }
+                if name.hasSuffix("?") { return .optional(String(name.dropLast())) }
+                return .capture(String(name))
+            }
+            return .literal(Array(part.utf8))
+        }
+    }
+
+    /// Why the pattern is malformed, or nil. Checked once per table.
+    var problem: String? {
+        for (i, segment) in segments.enumerated() {
+            switch segment {
+            case .literal(let bytes) where bytes.isEmpty: return "an empty segment"
+            case .literal(let bytes) where bytes.contains(UInt8(ascii: "{")) || bytes.contains(UInt8(ascii: "}")):
+                return "a brace inside a literal segment"
+            case .capture(let name) where name.isEmpty, .rest(let name) where name.isEmpty, .optional(let name) where name.isEmpty:
+                return "a capture without a name"
+            case .rest, .optional:
+                if i != segments.count - 1 { return "{name+} and {name?} must be the last segment" }
+                if listForm { return "{name+} and {name?} cannot be followed by '/'" }
+            default: break
+            }
+        }
+        return nil
+    }
+
+    /// The capture names in order.
+    public var captureNames: [String] {
+        segments.compactMap {
+            switch $0 {
+            case .literal: nil
+            case .capture(let n), .rest(let n), .optional(let n): n
+            }
+        }
+    }
+
+    /// Matches `path` (relative to the mount, no leading `/`); on success fills `captures`.
+    func match(_ path: Substring, into captures: inout Captures) -> Bool {
+        captures.removeAll()
+        var rest = path.utf8[...]
+        for (i, segment) in segments.enumerated() {
+            let last = i == segments.count - 1
+            switch segment {
+            case .rest(let name):
+                guard !rest.isEmpty, rest.first != UInt8(ascii: "/") else { return false }
+                captures.append(name, Substring(rest))
+                return true
+            case .optional(let name):
+                if rest.isEmpty { return true }
+                guard !rest.contains(UInt8(ascii: "/")) else { return false }
+                captures.append(name, Substring(rest))
+                return true
+            case .literal(let bytes):
+                guard rest.starts(with: bytes) else { return false }
+                rest = rest.dropFirst(bytes.count)
+            case .capture(let name):
+                let end = rest.firstIndex(of: UInt8(ascii: "/")) ?? rest.endIndex
+                guard end > rest.startIndex else { return false }
+                captures.append(name, Substring(rest[rest.startIndex..<end]))
+                rest = rest[end...]
+            }
+            if last { break }
+            guard rest.first == UInt8(ascii: "/") else { return false }
+            rest = rest.dropFirst()
+        }
+        // All segments consumed: the path must end here (or with the "/" of a list form).
+        return rest.isEmpty || (listForm && rest.elementsEqual([UInt8(ascii: "/")]))
+    }
+}
+
+/// The captured segments of a matched path, by name. Inline storage for up to four captures (no
+/// declared pattern has more), so matching does not allocate.
+public struct Captures: Sendable {
+    private var names: (String?, String?, String?, String?) = (nil, nil, nil, nil)
+    private var values: (Substring, Substring, Substring, Substring) = ("", "", "", "")
+    public private(set) var count = 0
+
+    mutating func removeAll() { count = 0 }
+
+    mutating func append(_ name: String, _ value: Substring) {
+        switch count {
+        case 0: names.0 = name; values.0 = value
+        case 1: names.1 = name; values.1 = value
+        case 2: names.2 = name; values.2 = value
+        case 3: names.3 = name; values.3 = value
+        default: return  // tables with more captures are refused by validate()
+        }
+        count += 1
+    }
+
+    /// The segment captured as `name`, or nil.
+    public subscript(_ name: String) -> String? {
+        if count > 0, names.0 == name { return String(values.0) }
+        if count > 1, names.1 == name { return String(values.1) }
+        if count > 2, names.2 == name { return String(values.2) }
+        if count > 3, names.3 == name { return String(values.3) }
+        return nil
+    }
+}
