@@ -2,9 +2,11 @@
 import PackageDescription
 
 // Coffer: an embeddable secrets engine. The layering is one-directional (see docs/architecture.md):
-// C shims -> CofferCore -> Engines -> Coffer (the Swift API) -> CEngine / CofferServer.
-// No third-party Swift dependencies yet: the core builds on OpenSSL and SQLite through system-library
-// shims, so a debug build stays fast on a 2-core machine.
+//   C shims -> CofferCore (values, crypto, barrier, seals, ACL) -> CofferStorage, CofferAudit,
+//   CofferFramework -> CofferVault (the pipeline, sys/, auth/token/) and Engines -> Coffer (the Swift
+//   API and the wire form) -> CEngine (libcoffer.so) / CofferServer (cofferd) / CofferCLI.
+// The library targets use only OpenSSL, SQLite and a PKCS#11 module through system-library shims;
+// Swift packages (Hummingbird, swift-nio, swift-log) are for cofferd alone.
 let strict: [SwiftSetting] = [
     .swiftLanguageMode(.v6),
     .enableUpcomingFeature("ExistentialAny"),
@@ -56,7 +58,27 @@ let package = Package(
         ),
         .target(
             name: "CofferCore",
-            dependencies: ["COpenSSL", "CSQLite"],
+            dependencies: ["COpenSSL"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "CofferStorage",
+            dependencies: ["CofferCore", "CSQLite"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "CofferAudit",
+            dependencies: ["CofferCore"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "CofferFramework",
+            dependencies: ["CofferCore"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "CofferVault",
+            dependencies: ["CofferCore", "CofferFramework", "CofferAudit", "COpenSSL"],
             swiftSettings: strict
         ),
         .target(
@@ -66,17 +88,25 @@ let package = Package(
         ),
         .target(
             name: "Engines",
-            dependencies: ["CofferCore", "COpenSSL"],
+            dependencies: ["CofferCore", "CofferFramework", "COpenSSL"],
             swiftSettings: strict
         ),
         .target(
             name: "Coffer",
-            dependencies: ["CofferCore", "Engines", "PKCS11Seal"],
+            dependencies: ["CofferCore", "CofferStorage", "CofferAudit", "CofferFramework", "CofferVault", "Engines", "PKCS11Seal"],
+            swiftSettings: strict
+        ),
+        // Test support, not a product: clocks tests move by hand, temporary directories, free ports,
+        // the live-OpenBao reference, SoftHSM tokens.
+        .target(
+            name: "CofferTesting",
+            dependencies: ["Coffer"],
+            path: "Tests/Support",
             swiftSettings: strict
         ),
         .executableTarget(
             name: "CofferCLI",
-            dependencies: ["CofferCore"],
+            dependencies: ["CofferCore", "CofferAudit"],
             swiftSettings: strict
         ),
         // include/coffer.h as a module, so CEngine's @c @implementation is checked against it.
@@ -86,7 +116,7 @@ let package = Package(
         ),
         .target(
             name: "CEngine",
-            dependencies: ["CCoffer", "Coffer", "Engines"],
+            dependencies: ["CCoffer", "Coffer"],
             swiftSettings: strict
         ),
         .executableTarget(
@@ -97,7 +127,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "InProcessBench",
-            dependencies: ["Coffer", "Engines", "COpenSSL", "CSQLite"],
+            dependencies: ["Coffer", "CofferFramework", "CofferStorage", "Engines", "COpenSSL", "CSQLite"],
             path: "bench/InProcess",
             swiftSettings: strict
         ),
@@ -109,7 +139,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PKCS11SealTests",
-            dependencies: ["Coffer", "CofferCore", "PKCS11Seal"],
+            dependencies: ["Coffer", "CofferTesting"],
             swiftSettings: strict
         ),
         .target(
@@ -136,7 +166,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CofferCoreTests",
-            dependencies: ["CofferCore"],
+            dependencies: ["Coffer", "CofferTesting"],
             swiftSettings: strict
         ),
         .testTarget(
@@ -151,12 +181,12 @@ let package = Package(
         ),
         .testTarget(
             name: "TransitTests",
-            dependencies: ["Coffer", "CofferCore", "Engines"],
+            dependencies: ["Coffer", "CofferTesting"],
             swiftSettings: strict
         ),
         .testTarget(
             name: "EnginesTests",
-            dependencies: ["Coffer", "CofferCore", "Engines", "CofferCLI"],
+            dependencies: ["Coffer", "CofferTesting", "CofferCLI"],
             swiftSettings: strict
         ),
     ]

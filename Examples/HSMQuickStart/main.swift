@@ -43,7 +43,7 @@ do {
         for (i, key) in result.hexKeys.enumerated() { print("  recovery key \(i + 1): \(key)") }
         try result.rootToken.write(toFile: tokenPath, atomically: true, encoding: .utf8)
         print("Root token written to \(tokenPath)")
-        try vault.core.mount(MountEntry(path: "secret/", type: "kv", options: ["version": "2"]))
+        _ = try vault.handle(Request(.update, "sys/mounts/secret", data: ["type": "kv", "options": ["version": "2"]], token: result.rootToken))
         let version = try vault.kv(token: result.rootToken).put("app/db", ["password": "s3cret"])
         print("Wrote secret/app/db (version \(version))")
         vault.close()

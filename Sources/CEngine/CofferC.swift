@@ -5,7 +5,7 @@
 // every size for range, and every CofferError becomes a status code and a thread-local message.
 import CCoffer
 import Coffer
-import Engines
+
 import Synchronization
 
 #if canImport(Glibc)
@@ -252,7 +252,7 @@ public func coffer_request(
     } catch {
         return fail(COFFER_EINVALID, error.message)
     }
-    var result = handle.vault.core.handleWireWithError(method: method_, path: path_, token: token_, body: body_)
+    var result = handle.vault.handleWire(method: method_, path: path_, token: token_, body: body_)
     // Both may hold secrets (unseal keys, tokens, secret values): wiped once copied.
     body_.wipe()
     defer { result.body?.wipe() }
@@ -263,7 +263,7 @@ public func coffer_request(
     }
     httpStatus.pointee = Int32(clamping: result.status)
     if let error = result.error { return fail(error) }
-    if result.status == 404 { return fail(COFFER_ENOTFOUND, "nothing found at \(path_)") }
+    if result.outcome == .notFound { return fail(COFFER_ENOTFOUND, "nothing found at \(path_)") }
     return succeed()
 }
 
@@ -344,8 +344,9 @@ public func coffer_transit_encrypt(
         let token_ = try string(token, "token")
         let input = try rawBuffer(plaintext, plaintextLength, "plaintext")
         let context_ = try rawBuffer(context, contextLength, "context")
-        let sealed = try TransitEngine.encrypt(
-            core: handle.vault.core, token: token_, mount: mount_, key: key_, plaintext: input, context: context_)
+        var plain = Array(input)
+        defer { plain.wipe() }
+        let sealed = try handle.vault.transit(mount: mount_, token: token_).encrypt(key: key_, plaintext: plain, context: Array(context_))
         guard let buffer = copyOut(sealed) else { return fail(COFFER_ENOMEM, "could not allocate \(sealed.count + 1) bytes for the ciphertext") }
         ciphertext.pointee = buffer
         ciphertextLength?.pointee = sealed.count
@@ -369,8 +370,7 @@ public func coffer_transit_decrypt(
         let token_ = try string(token, "token")
         let input = try rawBuffer(ciphertext.map { UnsafeRawPointer($0) }, ciphertextLength, "ciphertext")
         let context_ = try rawBuffer(context, contextLength, "context")
-        var opened = try TransitEngine.decrypt(
-            core: handle.vault.core, token: token_, mount: mount_, key: key_, ciphertext: input, context: context_)
+        var opened = try handle.vault.transit(mount: mount_, token: token_).decrypt(key: key_, ciphertext: Array(input), context: Array(context_))
         defer { opened.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) } }
         guard let buffer = copyOut(opened) else { return fail(COFFER_ENOMEM, "could not allocate \(opened.count + 1) bytes for the plaintext") }
         plaintext.pointee = UnsafeMutableRawPointer(buffer)

@@ -1,5 +1,10 @@
 @_exported public import CofferCore
+@_exported public import CofferVault
+@_exported public import CofferAudit
 @_exported public import PKCS11Seal
+
+package import CofferFramework
+package import CofferStorage
 import Engines
 
 /// How to open a vault.
@@ -17,7 +22,7 @@ public struct VaultConfiguration: Sendable {
     /// the vault unseals itself). See docs/hsm.md.
     public var seal: any Seal
     public var limits: Limits
-    public var clock: any Clock
+    public var clock: any WallClock
     /// With an auto-unseal seal, unseal through it while opening (default). When false the vault
     /// opens sealed and `Vault.autoUnseal()` unseals it, for callers that want to start while the
     /// HSM is away and retry.
@@ -28,9 +33,12 @@ public struct VaultConfiguration: Sendable {
     /// Audit devices that must be enabled (the JSON configuration's `audit` list): each is enabled
     /// at unseal if it is not already, and the unseal fails if one cannot be.
     public var auditDevices: [AuditDeviceConfig] = []
+    /// Auth methods that `sys/auth/<path>` can enable, by type. None ship yet but the token store;
+    /// tests register their own.
+    package var authMethods = EngineRegistry()
 
     public init(
-        storage: Storage, seal: any Seal = ShamirSeal(), limits: Limits = Limits(), clock: any Clock = SystemClock(),
+        storage: Storage, seal: any Seal = ShamirSeal(), limits: Limits = Limits(), clock: any WallClock = SystemClock(),
         autoUnseal: Bool = true
     ) {
         self.storage = storage
@@ -54,8 +62,9 @@ public struct VaultConfiguration: Sendable {
 ///
 /// Every method is synchronous and safe to call from any number of threads.
 public final class Vault: Sendable {
-    /// The core, for callers that build ``Request`` values themselves.
-    public let core: Core
+    /// The core: the request pipeline and the vault's state. Not API: what an embedding program
+    /// needs is on `Vault` (docs/public-api.md); the C ABI, cofferd, the tests and bench/ reach it.
+    package let core: Core
 
     private init(core: Core) {
         self.core = core
@@ -88,8 +97,8 @@ public final class Vault: Sendable {
         }
         do {
             let core = try Core(
-                storage: storage, seal: configuration.seal, engines: BuiltinEngines.registry, clock: configuration.clock,
-                limits: configuration.limits, auditDevices: configuration.auditDevices)
+                storage: storage, seal: configuration.seal, engines: BuiltinEngines.registry, authMethods: configuration.authMethods,
+                clock: configuration.clock, limits: configuration.limits, auditDevices: configuration.auditDevices)
             if configuration.autoUnseal, configuration.seal.isAutoUnseal, core.isInitialized {
                 try core.autoUnseal()
             }
@@ -103,7 +112,7 @@ public final class Vault: Sendable {
     /// A development vault: initialised with one share, unsealed, `secret/` mounted as KV v2 and a
     /// root token with the id you choose — what `bao server -dev` gives.
     public static func openDev(
-        storage: VaultConfiguration.Storage = .memory, rootTokenID: String = "root", clock: any Clock = SystemClock()
+        storage: VaultConfiguration.Storage = .memory, rootTokenID: String = "root", clock: any WallClock = SystemClock()
     ) throws(CofferError) -> (vault: Vault, unsealKey: SecureBytes) {
         let vault = try open(VaultConfiguration(storage: storage, clock: clock))
         return (vault, try vault.makeDev(rootTokenID: rootTokenID))
@@ -171,6 +180,16 @@ public final class Vault: Sendable {
         core.sealVault()
         core.barrier.physical.close()
     }
+
+    /// Writes every queued audit record now (a read's records otherwise wait up to about a
+    /// millisecond for the device's writer thread; docs/audit.md). Throws if a device cannot write.
+    public func flushAudit() throws(CofferError) { try core.flushAudit() }
+
+    /// Reopens every audit device's file or socket: call after logrotate moved the files.
+    public func reopenAuditDevices() throws(CofferError) { try core.reopenAuditDevices() }
+
+    /// The name of the storage backend ("sqlite", "inmem").
+    public var storageType: String { core.barrier.physical.typeName }
 }
 
 /// A secret as read from KV v2.

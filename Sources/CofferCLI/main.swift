@@ -6,6 +6,7 @@
 //       reopened the file, and an incomplete last line are reported but are not tampering (exit 0).
 //       The key is the device's chain key, read (with sudo) from sys/audit-chain-key/<device>; it
 //       may also come from COFFER_AUDIT_CHAIN_KEY.
+import CofferAudit
 import CofferCore
 
 #if canImport(Glibc)

@@ -6,7 +6,7 @@ package import CofferCore
 /// path relative to its mount and a storage view confined to its own prefix, encrypted by the
 /// barrier. Handlers are synchronous and may run on many threads at once. Backends built from a
 /// ``PathTable`` get `handle` and `exists` from ``TableBackend``.
-public protocol Backend: AnyObject, Sendable {
+package protocol Backend: AnyObject, Sendable {
     func handle(_ request: BackendRequest) throws(CofferError) -> Response
     /// Vault's existence check for writes: true if the target exists (the write is an `update`),
     /// false if not (a `create`), nil if the path does not distinguish (always `update`).
@@ -21,43 +21,51 @@ public protocol Backend: AnyObject, Sendable {
 }
 
 extension Backend {
-    public var specialPaths: SpecialPaths { SpecialPaths() }
-    public var secretTypes: [SecretType] { [] }
-    public func invalidate(_ key: String) {}
+    package var specialPaths: SpecialPaths { SpecialPaths() }
+    package var secretTypes: [SecretType] { [] }
+    package func invalidate(_ key: String) {}
 }
 
 /// A backend whose paths are declared in a ``PathTable``.
-public protocol TableBackend: Backend {
+package protocol TableBackend: Backend {
     static var paths: PathTable<Self> { get }
 }
 
 extension TableBackend {
-    public func handle(_ request: BackendRequest) throws(CofferError) -> Response { try Self.paths.handle(self, request) }
-    public func exists(_ request: ExistenceRequest) throws(CofferError) -> Bool? { try Self.paths.exists(self, request) }
+    package func handle(_ request: BackendRequest) throws(CofferError) -> Response { try Self.paths.handle(self, request) }
+    package func exists(_ request: ExistenceRequest) throws(CofferError) -> Bool? { try Self.paths.exists(self, request) }
 }
 
 /// Paths of a backend that the pipeline treats specially, as globs relative to the mount: a
 /// literal path, or a prefix ending in `*` ("login", "rekey/*").
-public struct SpecialPaths: Sendable {
+package struct SpecialPaths: Sendable {
     /// Served without a token (login, unseal, health).
-    public var unauthenticated: [String]
+    package var unauthenticated: [String]
     /// Need `sudo` in the caller's policy on top of the operation's capability.
-    public var root: [String]
+    package var root: [String]
     /// Unauthenticated paths that are not audited either (health checks: they must answer while
     /// auditing is broken).
-    public var unaudited: [String]
-    /// Storage keys (relative to the mount, prefixes ending in `*`) that hold key material: stored
-    /// seal-wrapped when the seal does seal wrap.
-    public var sealWrapStorage: [String]
+    package var unaudited: [String]
+    /// Need a valid token but no ACL: they only tell the caller about itself (`sys/capabilities-self`,
+    /// the CLI's mount probe `sys/internal/ui/mounts`).
+    package var selfService: [String]
+    /// Storage keys (relative to the mount, as globs) that hold key material: stored seal-wrapped —
+    /// encrypted by the barrier and again by the HSM key — when the seal does seal wrap. The mount's
+    /// storage view applies it to every write; handlers just write.
+    package var sealWrapStorage: [String]
 
-    public init(unauthenticated: [String] = [], root: [String] = [], unaudited: [String] = [], sealWrapStorage: [String] = []) {
+    package init(
+        unauthenticated: [String] = [], root: [String] = [], unaudited: [String] = [], selfService: [String] = [],
+        sealWrapStorage: [String] = []
+    ) {
         self.unauthenticated = unauthenticated
         self.root = root
         self.unaudited = unaudited
+        self.selfService = selfService
         self.sealWrapStorage = sealWrapStorage
     }
 
-    public static func matches(_ globs: [String], _ path: String) -> Bool {
+    package static func matches(_ globs: [String], _ path: String) -> Bool {
         for glob in globs {
             if glob.hasSuffix("*") {
                 if path.utf8.starts(with: glob.utf8.dropLast()) { return true }
@@ -71,14 +79,14 @@ public struct SpecialPaths: Sendable {
 
 /// A kind of secret with a lease (a database credential, a certificate): what the lease manager
 /// calls to extend it and to destroy it when its lease ends or its token is revoked.
-public struct SecretType: Sendable {
-    public let name: String
+package struct SecretType: Sendable {
+    package let name: String
     /// Extends the secret; answers with the new lease (the same data, a new TTL).
-    public let renew: @Sendable (SecretRequest) throws(CofferError) -> Response
+    package let renew: @Sendable (SecretRequest) throws(CofferError) -> Response
     /// Destroys the secret (drops the database user, revokes the certificate).
-    public let revoke: @Sendable (SecretRequest) throws(CofferError) -> Void
+    package let revoke: @Sendable (SecretRequest) throws(CofferError) -> Void
 
-    public init(
+    package init(
         name: String, renew: @escaping @Sendable (SecretRequest) throws(CofferError) -> Response,
         revoke: @escaping @Sendable (SecretRequest) throws(CofferError) -> Void
     ) {
@@ -89,16 +97,16 @@ public struct SecretType: Sendable {
 }
 
 /// What a secret type's hooks receive: the data stored with the lease when it was issued.
-public struct SecretRequest: Sendable {
-    public var leaseID: String
+package struct SecretRequest: Sendable {
+    package var leaseID: String
     /// What the handler put in the response's `internal` data when it issued the secret.
-    public var internalData: [String: JSONValue]
-    public var increment: Int64
-    public var storage: StorageView
-    public var mount: MountEntry
-    public var now: Timestamp
+    package var internalData: [String: JSONValue]
+    package var increment: Int64
+    package var storage: StorageView
+    package var mount: MountEntry
+    package var now: Timestamp
 
-    public init(
+    package init(
         leaseID: String, internalData: [String: JSONValue], increment: Int64, storage: StorageView, mount: MountEntry,
         now: Timestamp
     ) {

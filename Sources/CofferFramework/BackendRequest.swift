@@ -3,16 +3,19 @@ package import CofferCore
 /// The request fields, checked against the path's declaration before a handler runs. The getters
 /// return the checked value (nil when the field was not given); asking for a field the path did not
 /// declare returns the raw value's canonical form only for arbitrary-input paths.
-public struct FieldData: Sendable {
+package struct FieldData: Sendable {
     /// Everything the request carried (body or query), as given.
-    public let raw: [String: JSONValue]
+    package let raw: [String: JSONValue]
     /// Byte fields from an in-process caller, by name: used instead of base64 text (``Field/Kind/bytes``).
-    public let rawBytes: [String: [UInt8]]
+    package let rawBytes: [String: [UInt8]]
+    /// Whether the caller wants byte results as bytes (``Response/rawBytes``), not base64 text.
+    package let rawResults: Bool
     private var checked: [String: FieldValue] = [:]
 
-    public init(_ raw: [String: JSONValue], rawBytes: [String: [UInt8]] = [:]) {
+    package init(_ raw: [String: JSONValue], rawBytes: [String: [UInt8]] = [:], rawResults: Bool = false) {
         self.raw = raw
         self.rawBytes = rawBytes
+        self.rawResults = rawResults
     }
 
     /// Converts every declared field that is present; returns the names of undeclared ones (sorted)
@@ -35,55 +38,55 @@ public struct FieldData: Sendable {
         return ignored.sorted()
     }
 
-    public func has(_ name: String) -> Bool { checked[name] != nil }
+    package func has(_ name: String) -> Bool { checked[name] != nil }
 
-    public func string(_ name: String) -> String? {
+    package func string(_ name: String) -> String? {
         if case .string(let v)? = checked[name] { return v }
         return nil
     }
 
-    public func int(_ name: String) -> Int? {
+    package func int(_ name: String) -> Int? {
         if case .int(let v)? = checked[name] { return v }
         return nil
     }
 
     /// A duration field, in seconds.
-    public func seconds(_ name: String) -> Int64? {
+    package func seconds(_ name: String) -> Int64? {
         if case .int(let v)? = checked[name] { return Int64(v) }
         return nil
     }
 
-    public func bool(_ name: String) -> Bool? {
+    package func bool(_ name: String) -> Bool? {
         if case .bool(let v)? = checked[name] { return v }
         return nil
     }
 
-    public func strings(_ name: String) -> [String]? {
+    package func strings(_ name: String) -> [String]? {
         if case .strings(let v)? = checked[name] { return v }
         return nil
     }
 
-    public func ints(_ name: String) -> [Int]? {
+    package func ints(_ name: String) -> [Int]? {
         if case .ints(let v)? = checked[name] { return v }
         return nil
     }
 
-    public func stringMap(_ name: String) -> [String: String]? {
+    package func stringMap(_ name: String) -> [String: String]? {
         if case .stringMap(let v)? = checked[name] { return v }
         return nil
     }
 
-    public func object(_ name: String) -> [String: JSONValue]? {
+    package func object(_ name: String) -> [String: JSONValue]? {
         if case .object(let v)? = checked[name] { return v }
         return nil
     }
 
-    public func json(_ name: String) -> JSONValue? {
+    package func json(_ name: String) -> JSONValue? {
         if case .json(let v)? = checked[name] { return v }
         return nil
     }
 
-    public func bytes(_ name: String) -> [UInt8]? {
+    package func bytes(_ name: String) -> [UInt8]? {
         if case .bytes(let v)? = checked[name] { return v }
         return nil
     }
@@ -91,15 +94,17 @@ public struct FieldData: Sendable {
 
 /// Who is calling: the token the pipeline checked. Backends that keep per-token state (cubbyhole)
 /// key it by `tokenHash`, never by the token.
-public struct Caller: Sendable {
+package struct Caller: Sendable {
     /// The salted hash of the token (its storage id), "" for unauthenticated paths.
-    public var tokenHash: String
-    public var accessor: String
-    public var policies: [String]
-    public var displayName: String
-    public var isRoot: Bool { policies.contains("root") }
+    package var tokenHash: String
+    package var accessor: String
+    package var policies: [String]
+    package var displayName: String
+    /// What the vault's own backends need of the token beyond this (its full entry); nil elsewhere.
+    package var details: (any Sendable)?
+    package var isRoot: Bool { policies.contains("root") }
 
-    public init(tokenHash: String, accessor: String, policies: [String], displayName: String) {
+    package init(tokenHash: String, accessor: String, policies: [String], displayName: String) {
         self.tokenHash = tokenHash
         self.accessor = accessor
         self.policies = policies
@@ -109,23 +114,23 @@ public struct Caller: Sendable {
 
 /// What a backend's handler receives: the request relative to the mount, its checked fields, the
 /// mount's storage and the caller.
-public struct BackendRequest: Sendable {
-    public var operation: Request.Operation
+package struct BackendRequest: Sendable {
+    package var operation: Request.Operation
     /// The path under the mount ("data/app" for "secret/data/app").
-    public var path: String
-    public var captures = Captures()
-    public var fields: FieldData
-    public var storage: StorageView
-    public var mount: MountEntry
-    public var now: Timestamp
+    package var path: String
+    package var captures = Captures()
+    package var fields: FieldData
+    package var storage: StorageView
+    package var mount: MountEntry
+    package var now: Timestamp
     /// nil on unauthenticated paths.
-    public var caller: Caller?
+    package var caller: Caller?
     /// The token as presented, for the token backend's `lookup-self` and similar (never stored).
-    public var token: String?
-    public var requestID: String
-    public var clientAddress: String
+    package var token: String?
+    package var requestID: String
+    package var clientAddress: String
 
-    public init(
+    package init(
         operation: Request.Operation, path: String, fields: FieldData, storage: StorageView, mount: MountEntry,
         now: Timestamp, caller: Caller? = nil, token: String? = nil, requestID: String = "", clientAddress: String = ""
     ) {
@@ -142,28 +147,36 @@ public struct BackendRequest: Sendable {
     }
 
     /// A captured segment of the path (declared, so always present for the matched path).
-    public func capture(_ name: String) -> String { captures[name] ?? "" }
+    package func capture(_ name: String) -> String { captures[name] ?? "" }
 
     /// The path as the client sent it ("secret/data/app"), for messages.
-    public var fullPath: String { mount.path + path }
+    package var fullPath: String { mount.path + path }
+
+    /// Everything the request carried, as given (its declared fields are checked already).
+    package var data: [String: JSONValue] { fields.raw }
+
+    /// The answer for an operation the path does not serve (Vault's text).
+    package func unsupported() -> CofferError { CofferError(.unsupportedOperation, "unsupported operation") }
 }
 
 /// What an existence check receives: the request, and storage it can only read.
-public struct ExistenceRequest: Sendable {
-    public var path: String
-    public var captures = Captures()
-    public var fields: FieldData
-    public var storage: StorageReader
-    public var mount: MountEntry
-    public var now: Timestamp
+package struct ExistenceRequest: Sendable {
+    package var path: String
+    package var captures = Captures()
+    package var fields: FieldData
+    package var storage: StorageReader
+    package var mount: MountEntry
+    package var now: Timestamp
+    package var caller: Caller?
 
-    public init(path: String, fields: FieldData, storage: StorageReader, mount: MountEntry, now: Timestamp) {
+    package init(path: String, fields: FieldData, storage: StorageReader, mount: MountEntry, now: Timestamp, caller: Caller? = nil) {
         self.path = path
         self.fields = fields
         self.storage = storage
         self.mount = mount
         self.now = now
+        self.caller = caller
     }
 
-    public func capture(_ name: String) -> String { captures[name] ?? "" }
+    package func capture(_ name: String) -> String { captures[name] ?? "" }
 }

@@ -4,8 +4,8 @@ package import CofferCore
 /// declaration before a handler runs, so a handler never sees a mistyped or out-of-range value,
 /// and an error names the field, the type and the limit — never the value, which may be a secret
 /// pasted into the wrong field.
-public struct Field: Sendable {
-    public enum Kind: Sendable {
+package struct Field: Sendable {
+    package enum Kind: Sendable {
         /// Text. Numbers and booleans are accepted and kept as their text (query parameters arrive as text).
         case string
         /// A whole number within `range` (as JSON number or decimal text).
@@ -28,30 +28,30 @@ public struct Field: Sendable {
         case bytes
     }
 
-    public let name: String
-    public let kind: Kind
-    public let required: Bool
+    package let name: String
+    package let kind: Kind
+    package let required: Bool
 
-    public init(_ name: String, _ kind: Kind, required: Bool = false) {
+    package init(_ name: String, _ kind: Kind, required: Bool = false) {
         self.name = name
         self.kind = kind
         self.required = required
     }
 
-    public static func string(_ name: String, required: Bool = false) -> Field { Field(name, .string, required: required) }
-    public static func int(_ name: String, _ range: ClosedRange<Int> = 0...Int(Int32.max), required: Bool = false) -> Field {
+    package static func string(_ name: String, required: Bool = false) -> Field { Field(name, .string, required: required) }
+    package static func int(_ name: String, _ range: ClosedRange<Int> = 0...Int(Int32.max), required: Bool = false) -> Field {
         Field(name, .int(range), required: required)
     }
-    public static func bool(_ name: String) -> Field { Field(name, .bool) }
-    public static func duration(_ name: String, maximum: Int64 = Duration.maximumSeconds) -> Field {
+    package static func bool(_ name: String) -> Field { Field(name, .bool) }
+    package static func duration(_ name: String, maximum: Int64 = VaultDuration.maximumSeconds) -> Field {
         Field(name, .duration(maximum: maximum))
     }
-    public static func strings(_ name: String) -> Field { Field(name, .stringList) }
-    public static func ints(_ name: String, _ range: ClosedRange<Int> = 0...Int(Int32.max)) -> Field { Field(name, .intList(range)) }
-    public static func stringMap(_ name: String) -> Field { Field(name, .stringMap) }
-    public static func object(_ name: String, required: Bool = false) -> Field { Field(name, .object, required: required) }
-    public static func any(_ name: String) -> Field { Field(name, .any) }
-    public static func bytes(_ name: String, required: Bool = false) -> Field { Field(name, .bytes, required: required) }
+    package static func strings(_ name: String) -> Field { Field(name, .stringList) }
+    package static func ints(_ name: String, _ range: ClosedRange<Int> = 0...Int(Int32.max)) -> Field { Field(name, .intList(range)) }
+    package static func stringMap(_ name: String) -> Field { Field(name, .stringMap) }
+    package static func object(_ name: String, required: Bool = false) -> Field { Field(name, .object, required: required) }
+    package static func any(_ name: String) -> Field { Field(name, .any) }
+    package static func bytes(_ name: String, required: Bool = false) -> Field { Field(name, .bytes, required: required) }
 
     /// What the field holds, for error texts: "an integer from 0 to 2147483647".
     var expected: String {
@@ -97,7 +97,7 @@ public struct Field: Sendable {
             default: throw invalid()
             }
         case .duration(let maximum):
-            guard let seconds = try? Duration.seconds(value, field: name), seconds <= maximum else { throw invalid() }
+            guard let seconds = try? VaultDuration.seconds(value, field: name), seconds <= maximum else { throw invalid() }
             return .int(Int(seconds))
         case .stringList:
             switch value {
@@ -150,7 +150,7 @@ public struct Field: Sendable {
 
     /// A whole number from a JSON number or decimal text; nil for fractions, exponents past Int's
     /// range, and anything else.
-    static func integer(_ value: JSONValue) -> Int? {
+    package static func integer(_ value: JSONValue) -> Int? {
         switch value {
         case .number(let n):
             if let v = Int(n) { return v }
@@ -165,7 +165,7 @@ public struct Field: Sendable {
 
     /// Go's `strconv.ParseBool`, as Vault parses booleans given as text; "" is false, as Vault's
     /// field decoder reads an empty query parameter.
-    public static func parseBool(_ text: String) -> Bool? {
+    package static func parseBool(_ text: String) -> Bool? {
         switch text {
         case "1", "t", "T", "TRUE", "true", "True": true
         case "0", "f", "F", "FALSE", "false", "False", "": false
@@ -175,7 +175,7 @@ public struct Field: Sendable {
 }
 
 /// A checked field value.
-public enum FieldValue: Sendable, Equatable {
+package enum FieldValue: Sendable, Equatable {
     case string(String)
     case int(Int)
     case bool(Bool)

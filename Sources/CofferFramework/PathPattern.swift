@@ -6,27 +6,29 @@ package import CofferCore
 /// Segments are separated by `/`:
 /// - a literal (`config`, `keys`) matches itself;
 /// - `{name}` matches one non-empty segment;
-/// - `{name+}` (last only) matches the rest of the path: one or more segments, which may contain `/`
-///   and may end in `/` (a folder, for list operations);
+/// - `{name+}` matches one or more segments, which may contain `/` and may end in `/` (a folder, for
+///   list operations); only literal segments may follow it (`mounts/{path+}/tune`), matched at the
+///   end of the path;
+/// - `{name*}` is `{name+}` that may also be empty (the mount itself);
 /// - `{name?}` (last only) matches one segment or nothing (`random/{bytes?}` serves `random` and
 ///   `random/32`).
 /// A trailing `/` (`keys/`) also matches the path without it: Vault lists `keys` and `keys/` alike.
-public struct PathPattern: Sendable, CustomStringConvertible {
+package struct PathPattern: Sendable, CustomStringConvertible {
     enum Segment: Sendable, Equatable {
         case literal([UInt8])
         case capture(String)
-        case rest(String)
+        case rest(String, allowsEmpty: Bool)
         case optional(String)
     }
 
     let segments: [Segment]
     let listForm: Bool
-    public let description: String
+    package let description: String
 
     /// The pattern `text`. Patterns are part of a backend's code, not input: a malformed one is a
     /// programming error, found by the test that builds every backend's table
     /// (``PathTable/validate()``), and answered at run time as an internal error, never a trap.
-    public init(_ text: String) {
+    package init(_ text: String) {
         description = text
         var body = Substring(text)
         listForm = body.hasSuffix("/")
@@ -34,7 +36,8 @@ public struct PathPattern: Sendable, CustomStringConvertible {
         segments = body.isEmpty ? [] : body.split(separator: "/", omittingEmptySubsequences: false).map { part in
             if part.hasPrefix("{"), part.hasSuffix("}") {
                 let name = part.dropFirst().dropLast()
-                if name.hasSuffix("+") { return .rest(String(name.dropLast())) }
+                if name.hasSuffix("+") { return .rest(String(name.dropLast()), allowsEmpty: false) }
+                if name.hasSuffix("*") { return .rest(String(name.dropLast()), allowsEmpty: true) }
                 if name.hasSuffix("?") { return .optional(String(name.dropLast())) }
                 return .capture(String(name))
             }
@@ -49,11 +52,17 @@ public struct PathPattern: Sendable, CustomStringConvertible {
             case .literal(let bytes) where bytes.isEmpty: return "an empty segment"
             case .literal(let bytes) where bytes.contains(UInt8(ascii: "{")) || bytes.contains(UInt8(ascii: "}")):
                 return "a brace inside a literal segment"
-            case .capture(let name) where name.isEmpty, .rest(let name) where name.isEmpty, .optional(let name) where name.isEmpty:
+            case .capture(let name) where name.isEmpty, .rest(let name, _) where name.isEmpty, .optional(let name) where name.isEmpty:
                 return "a capture without a name"
-            case .rest, .optional:
-                if i != segments.count - 1 { return "{name+} and {name?} must be the last segment" }
-                if listForm { return "{name+} and {name?} cannot be followed by '/'" }
+            case .rest:
+                let after = segments[(i + 1)...]
+                if !after.allSatisfy({ if case .literal = $0 { true } else { false } }) {
+                    return "only literal segments may follow {name+}"
+                }
+                if listForm { return "{name+} cannot be followed by '/'" }
+            case .optional:
+                if i != segments.count - 1 { return "{name?} must be the last segment" }
+                if listForm { return "{name?} cannot be followed by '/'" }
             default: break
             }
         }
@@ -61,11 +70,11 @@ public struct PathPattern: Sendable, CustomStringConvertible {
     }
 
     /// The capture names in order.
-    public var captureNames: [String] {
+    package var captureNames: [String] {
         segments.compactMap {
             switch $0 {
             case .literal: nil
-            case .capture(let n), .rest(let n), .optional(let n): n
+            case .capture(let n), .rest(let n, _), .optional(let n): n
             }
         }
     }
@@ -77,9 +86,17 @@ public struct PathPattern: Sendable, CustomStringConvertible {
         for (i, segment) in segments.enumerated() {
             let last = i == segments.count - 1
             switch segment {
-            case .rest(let name):
-                guard !rest.isEmpty, rest.first != UInt8(ascii: "/") else { return false }
-                captures.append(name, Substring(rest))
+            case .rest(let name, let allowsEmpty):
+                // The literal segments after it are matched from the end of the path.
+                var tail = rest
+                for case .literal(let bytes) in segments[(i + 1)...].reversed() {
+                    guard tail.count > bytes.count, tail.suffix(bytes.count).elementsEqual(bytes),
+                        tail[tail.index(tail.endIndex, offsetBy: -bytes.count - 1)] == UInt8(ascii: "/")
+                    else { return false }
+                    tail = tail.dropLast(bytes.count + 1)
+                }
+                guard allowsEmpty || !tail.isEmpty, tail.first != UInt8(ascii: "/") else { return false }
+                captures.append(name, Substring(tail))
                 return true
             case .optional(let name):
                 if rest.isEmpty { return true }
@@ -96,6 +113,8 @@ public struct PathPattern: Sendable, CustomStringConvertible {
                 rest = rest[end...]
             }
             if last { break }
+            // A `{name*}` next may match nothing: "data" serves "data/{path*}" with an empty path.
+            if case .rest(_, true) = segments[i + 1], rest.isEmpty { continue }
             guard rest.first == UInt8(ascii: "/") else { return false }
             rest = rest.dropFirst()
         }
@@ -106,10 +125,10 @@ public struct PathPattern: Sendable, CustomStringConvertible {
 
 /// The captured segments of a matched path, by name. Inline storage for up to four captures (no
 /// declared pattern has more), so matching does not allocate.
-public struct Captures: Sendable {
+package struct Captures: Sendable {
     private var names: (String?, String?, String?, String?) = (nil, nil, nil, nil)
     private var values: (Substring, Substring, Substring, Substring) = ("", "", "", "")
-    public private(set) var count = 0
+    package private(set) var count = 0
 
     mutating func removeAll() { count = 0 }
 
@@ -125,7 +144,7 @@ public struct Captures: Sendable {
     }
 
     /// The segment captured as `name`, or nil.
-    public subscript(_ name: String) -> String? {
+    package subscript(_ name: String) -> String? {
         if count > 0, names.0 == name { return String(values.0) }
         if count > 1, names.1 == name { return String(values.1) }
         if count > 2, names.2 == name { return String(values.2) }

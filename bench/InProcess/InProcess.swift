@@ -1,7 +1,7 @@
 // The in-process suite: each step of the request path on its own, KV v2 through the Swift API, and
 // the physical floor of a read measured in the same run.
 import Coffer
-import Engines
+import CofferFramework
 import Foundation
 
 /// Runs the suite against a dev vault on a SQLite file in `directory`; returns the summary figures.
@@ -41,7 +41,7 @@ func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
     try bench.measure("kv read (Swift API, handle)") { _ = try vault.handle(Request(.read, "secret/data/app/db", token: token)) }
     try bench.measure("kv read (KVClient.get)") { _ = try kv.get("app/db") }
     try bench.measure("kv read (wire JSON, handleWire)") {
-        _ = core.handleWire(method: "GET", path: "secret/data/app/db", token: token, body: [])
+        _ = vault.handleWire(method: "GET", path: "secret/data/app/db", token: token, body: [])
     }
     try bench.measure("token lookup-self (handle)") { _ = try vault.handle(Request(.read, "auth/token/lookup-self", token: token)) }
     var n = 0
@@ -73,16 +73,16 @@ func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
         Request(.update, "auth/token/create", data: ["policies": ["transit"], "ttl": "1h"], token: "bench-root")
     ).auth!.clientToken
     let block = [UInt8](repeating: 0x5A, count: 64)
-    let sealedBlock = try TransitEngine.encrypt(core: core, token: transitToken, mount: "transit", key: "bench", plaintext: block)
+    let sealedBlock = try vault.transit(mount: "transit", token: transitToken).encrypt(key: "bench", plaintext: block)
     try bench.measure("transit encrypt 64 B (fast path)") {
-        _ = try TransitEngine.encrypt(core: core, token: transitToken, mount: "transit", key: "bench", plaintext: block)
+        _ = try vault.transit(mount: "transit", token: transitToken).encrypt(key: "bench", plaintext: block)
     }
     try bench.measure("transit decrypt 64 B (fast path)") {
-        _ = try TransitEngine.decrypt(core: core, token: transitToken, mount: "transit", key: "bench", ciphertext: sealedBlock)
+        _ = try vault.transit(mount: "transit", token: transitToken).decrypt(key: "bench", ciphertext: sealedBlock)
     }
     let encryptBody = Array(#"{"plaintext":"\#(Base64.encode(block))"}"#.utf8)
     try bench.measure("transit encrypt 64 B (wire JSON)") {
-        _ = core.handleWire(method: "POST", path: "transit/encrypt/bench", token: transitToken, body: encryptBody)
+        _ = vault.handleWire(method: "POST", path: "transit/encrypt/bench", token: transitToken, body: encryptBody)
     }
     let sealer = RawAESGCMSealer(plaintext: block)
     try bench.measure("floor: aes-256-gcm seal 64 B (raw EVP, random nonce)") { sealer.seal() }

@@ -5,6 +5,8 @@
 // The databases are built once through the real KV v2 engine and kept under the data directory
 // (.build/bench-data by default), so later runs reuse them.
 import Coffer
+import CofferFramework
+import CofferStorage
 import Engines
 import Foundation
 import Synchronization

@@ -4,7 +4,7 @@ import Synchronization
 /// `term (u32, big-endian) | format version (u8) | nonce (12) | ciphertext | tag (16)`,
 /// AES-256-GCM with the header and the entry's storage path as associated data, so an entry copied
 /// to another path, truncated or altered by one bit fails to open.
-enum Envelope {
+package enum Envelope {
     static let formatVersion: UInt8 = 1
     static let headerSize = 5
     static let overhead = headerSize + AESGCM.nonceSize + AESGCM.tagSize
@@ -96,7 +96,7 @@ enum Envelope {
 }
 
 /// The keyring: the root key and the barrier's data keys by term. Immutable; rotation makes a new one.
-final class Keyring: Sendable {
+package final class Keyring: Sendable {
     struct Term: Sendable {
         let number: UInt32
         let key: SecureBytes
@@ -178,14 +178,14 @@ final class Keyring: Sendable {
 
 /// The cryptographic barrier: everything above it sees plaintext, everything below it (storage) sees
 /// only ciphertext. Sealed, it holds no key and refuses every read and write.
-public final class Barrier: Sendable {
+package final class Barrier: Sendable {
     /// Where the keyring is kept, encrypted by the root key (under term 0).
-    static let keyringPath = "core/keyring"
+    package static let keyringPath = "core/keyring"
 
-    public let physical: any PhysicalBackend
+    package let physical: any PhysicalBackend
     /// The largest plaintext one entry may hold (``Limits/maxEntrySize``).
-    public let maxEntrySize: Int
-    let clock: any Clock
+    package let maxEntrySize: Int
+    let clock: any WallClock
     private let keyring = Mutex<Keyring?>(nil)
     /// Held by everything that writes the keyring (rotation, rekey, seal migration and rewrap), so
     /// that two of them never build different keyrings from the same one: the last save would win
@@ -200,13 +200,13 @@ public final class Barrier: Sendable {
     /// Serialises saves of the encryption count, so a lower count never overwrites a higher one.
     let usageWrites = Mutex(())
 
-    public init(physical: any PhysicalBackend, maxEntrySize: Int = Limits().maxEntrySize, clock: any Clock = SystemClock()) {
+    package init(physical: any PhysicalBackend, maxEntrySize: Int = Limits().maxEntrySize, clock: any WallClock = SystemClock()) {
         self.physical = physical
         self.maxEntrySize = maxEntrySize
         self.clock = clock
     }
 
-    public var isSealed: Bool { keyring.withLock { $0 == nil } }
+    package var isSealed: Bool { keyring.withLock { $0 == nil } }
 
     private func current() throws(CofferError) -> Keyring {
         guard let ring = currentRing() else { throw CofferError.sealedError }
@@ -216,7 +216,7 @@ public final class Barrier: Sendable {
     func currentRing() -> Keyring? { keyring.withLock { $0 } }
 
     /// Creates a fresh keyring under `rootKey`, stores it, and leaves the barrier unsealed.
-    func initialize(rootKey: SecureBytes, now: Timestamp) throws(CofferError) {
+    package func initialize(rootKey: SecureBytes, now: Timestamp) throws(CofferError) {
         let ring = Keyring(
             rootKey: rootKey,
             terms: [1: .init(number: 1, key: SecureBytes(randomCount: AESGCM.keySize), installTime: now)],
@@ -226,13 +226,13 @@ public final class Barrier: Sendable {
     }
 
     /// Sets the seal used for seal wrap (the core's seal).
-    func setSeal(_ seal: (any Seal)?) {
+    package func setSeal(_ seal: (any Seal)?) {
         wrapSeal.withLock { $0 = seal }
     }
 
     /// Opens the stored keyring with `rootKey` (and the seal, when the keyring is seal-wrapped). A
     /// wrong root key fails with an integrity error.
-    func unseal(rootKey: SecureBytes) throws(CofferError) {
+    package func unseal(rootKey: SecureBytes) throws(CofferError) {
         guard let stored = try physical.get(Barrier.keyringPath) else {
             throw CofferError(.corruptDatabase, "the keyring (core/keyring) is missing from storage")
         }
@@ -251,23 +251,45 @@ public final class Barrier: Sendable {
         }
     }
 
+    /// Reads the stored keyring again (it changed beneath this barrier: another process rotated, a
+    /// replica applied a rotation). Keeps the current keyring when the stored one cannot be opened
+    /// with this root key; a reload never loses a term this barrier can read.
+    package func reloadKeyring() {
+        guard let ring = currentRing(), let stored = try? physical.get(Barrier.keyringPath),
+            let blob = try? SealWrap.open(stored, path: Barrier.keyringPath, seal: wrapSeal.withLock({ $0 })),
+            (try? Envelope.term(of: blob, path: Barrier.keyringPath)) != nil,
+            let plain = try? Envelope.openSecure(key: ring.rootKey, blob: blob, path: Barrier.keyringPath),
+            let loaded = try? Keyring.deserialize(plain, rootKey: ring.rootKey),
+            loaded.activeTerm >= ring.activeTerm, ring.terms.keys.allSatisfy({ loaded.terms[$0] != nil })
+        else { return }
+        keyring.withLock { current in
+            guard let current, current.activeTerm <= loaded.activeTerm else { return }
+            if current.activeTerm == loaded.activeTerm {
+                loaded.encryptions.store(current.encryptions.load(ordering: .relaxed), ordering: .relaxed)
+            }
+        }
+        keyring.withLock { current in
+            if let existing = current, existing.activeTerm <= loaded.activeTerm { current = loaded }
+        }
+    }
+
     /// Forgets every key. The keys' memory is zeroed once no request still uses them. The active
     /// term's encryption count is saved first (best effort: a crash instead is covered by the
     /// margin added at unseal).
-    public func seal() {
+    package func seal() {
         if let ring = keyring.withLock({ $0 }) { try? saveKeyUsage(ring) }
         keyring.withLock { $0 = nil }
     }
 
     /// The root key, for re-wrapping by the seal (rekey, migration).
-    func rootKey() throws(CofferError) -> SecureBytes { try current().rootKey }
+    package func rootKey() throws(CofferError) -> SecureBytes { try current().rootKey }
 
     private func persist(_ ring: Keyring) throws(CofferError) {
         try physical.put(Barrier.keyringPath, try sealedKeyring(ring, wrappingWith: wrapSeal.withLock { $0 }))
     }
 
     /// The stored form of the keyring: encrypted by the root key, then seal-wrapped if `seal` does that.
-    func sealedKeyring(_ given: Keyring? = nil, wrappingWith seal: (any Seal)?) throws(CofferError) -> [UInt8] {
+    package func sealedKeyring(_ given: Keyring? = nil, wrappingWith seal: (any Seal)?) throws(CofferError) -> [UInt8] {
         let ring: Keyring
         if let given { ring = given } else { ring = try current() }
         let blob = try Envelope.seal(key: ring.rootKey, term: 0, path: Barrier.keyringPath, secret: ring.serialized())
@@ -276,7 +298,7 @@ public final class Barrier: Sendable {
 
     /// The stored form of a secret entry: encrypted by the active term, then seal-wrapped if `seal`
     /// does that.
-    func sealedEntry(_ path: String, secret: SecureBytes, wrappingWith seal: (any Seal)?) throws(CofferError) -> [UInt8] {
+    package func sealedEntry(_ path: String, secret: SecureBytes, wrappingWith seal: (any Seal)?) throws(CofferError) -> [UInt8] {
         let ring = try current()
         let blob = try Envelope.seal(key: ring.active.key, term: ring.active.number, path: path, secret: secret)
         try counted(ring)
@@ -285,20 +307,20 @@ public final class Barrier: Sendable {
 
     /// Stores `plaintext` encrypted by the barrier and, when the seal seal-wraps, by the HSM key
     /// too. For key material that must stay safe even if the root key leaks; `get` opens it.
-    public func putSealWrapped(_ path: String, _ plaintext: [UInt8]) throws(CofferError) {
+    package func putSealWrapped(_ path: String, _ plaintext: [UInt8]) throws(CofferError) {
         let blob = try seal(plaintext, path: path, ring: try current())
         try physical.put(path, try SealWrap.wrapIfEnabled(blob, seal: wrapSeal.withLock { $0 }))
     }
 
     /// Opens a seal-wrapped entry's outer layer with the current seal (for rewrap and migration).
-    func openSealWrap(_ stored: [UInt8], path: String) throws(CofferError) -> [UInt8] {
+    package func openSealWrap(_ stored: [UInt8], path: String) throws(CofferError) -> [UInt8] {
         try SealWrap.open(stored, path: path, seal: wrapSeal.withLock { $0 })
     }
 
     /// Adds a new term and makes it the one new writes use. Old terms stay for reading. Safe to call
     /// from any number of threads: each call adds exactly one term.
     @discardableResult
-    public func rotate(now: Timestamp) throws(CofferError) -> UInt32 {
+    package func rotate(now: Timestamp) throws(CofferError) -> UInt32 {
         try withKeyringWriteLock { () throws(CofferError) in try rotateLocked(now: now) }
     }
 
@@ -313,7 +335,7 @@ public final class Barrier: Sendable {
 
     /// Runs `body` holding the lock every keyring write takes (rotation, rekey, seal migration,
     /// rewrap), so that what `body` reads of the keyring is still current when it writes.
-    func withKeyringWriteLock<R>(_ body: () throws(CofferError) -> R) throws(CofferError) -> R {
+    package func withKeyringWriteLock<R>(_ body: () throws(CofferError) -> R) throws(CofferError) -> R {
         let result: Result<R, CofferError> = keyringWrites.withLock { _ in
             do throws(CofferError) { return .success(try body()) } catch { return .failure(error) }
         }
@@ -321,7 +343,7 @@ public final class Barrier: Sendable {
     }
 
     /// The active term, when it was installed, and how many encryptions it has made.
-    public func keyStatus() throws(CofferError) -> (term: UInt32, installTime: Timestamp, encryptions: Int64) {
+    package func keyStatus() throws(CofferError) -> (term: UInt32, installTime: Timestamp, encryptions: Int64) {
         let ring = try current()
         return (ring.active.number, ring.active.installTime, ring.encryptions.load(ordering: .relaxed))
     }
@@ -329,7 +351,7 @@ public final class Barrier: Sendable {
     // MARK: Entries
 
     /// The decrypted entry at `path`, or nil if none is stored.
-    public func get(_ path: String) throws(CofferError) -> [UInt8]? {
+    package func get(_ path: String) throws(CofferError) -> [UInt8]? {
         let ring = try current()
         guard let stored = try physical.get(path) else { return nil }
         guard SealWrap.isWrapped(stored) else { return try open(stored, path: path, ring: ring) }
@@ -348,7 +370,7 @@ public final class Barrier: Sendable {
         return try Envelope.openBytes(key: key, blob: blob, path: path)
     }
 
-    public func put(_ path: String, _ plaintext: [UInt8]) throws(CofferError) {
+    package func put(_ path: String, _ plaintext: [UInt8]) throws(CofferError) {
         try physical.put(path, try seal(plaintext, path: path, ring: try current()))
     }
 
@@ -362,24 +384,28 @@ public final class Barrier: Sendable {
         return sealed
     }
 
-    public func delete(_ path: String) throws(CofferError) {
+    package func delete(_ path: String) throws(CofferError) {
         _ = try current()
         try physical.delete(path)
     }
 
-    public func list(_ prefix: String) throws(CofferError) -> [String] {
+    package func list(_ prefix: String) throws(CofferError) -> [String] {
         _ = try current()
         return try physical.list(prefix: prefix)
     }
 
-    /// Encrypts every put and applies all operations atomically.
-    public func batch(_ operations: [StorageOperation]) throws(CofferError) {
+    /// Encrypts every put (seal-wrapping the keys `sealWrapped` picks) and applies all operations atomically.
+    package func batch(_ operations: [StorageOperation], sealWrapped: ((String) -> Bool)? = nil) throws(CofferError) {
         let ring = try current()
+        let wrapper = sealWrapped == nil ? nil : wrapSeal.withLock { $0 }
         var sealed: [StorageOperation] = []
         sealed.reserveCapacity(operations.count)
         for op in operations {
             switch op {
-            case .put(let key, let value): sealed.append(.put(key: key, value: try seal(value, path: key, ring: ring)))
+            case .put(let key, let value):
+                var blob = try seal(value, path: key, ring: ring)
+                if let sealWrapped, sealWrapped(key) { blob = try SealWrap.wrapIfEnabled(blob, seal: wrapper) }
+                sealed.append(.put(key: key, value: blob))
             case .delete: sealed.append(op)
             }
         }
@@ -391,15 +417,15 @@ public final class Barrier: Sendable {
 /// `FF FF FF FF 53 | seal blob`; the first four bytes are a term no keyring reaches and the fifth
 /// is not a barrier format version, so an unaware reader fails with "unknown format version"
 /// instead of misreading it.
-enum SealWrap {
-    static let marker: [UInt8] = [0xFF, 0xFF, 0xFF, 0xFF, 0x53]
+package enum SealWrap {
+    package static let marker: [UInt8] = [0xFF, 0xFF, 0xFF, 0xFF, 0x53]
 
-    static func isWrapped(_ blob: [UInt8]) -> Bool {
+    package static func isWrapped(_ blob: [UInt8]) -> Bool {
         blob.count > marker.count && blob[0] == 0xFF && blob[1] == 0xFF && blob[2] == 0xFF && blob[3] == 0xFF && blob[4] == 0x53
     }
 
     /// `blob` wrapped by `seal` when it is an auto-unseal seal with seal wrap on; else `blob`.
-    static func wrapIfEnabled(_ blob: [UInt8], seal: (any Seal)?) throws(CofferError) -> [UInt8] {
+    package static func wrapIfEnabled(_ blob: [UInt8], seal: (any Seal)?) throws(CofferError) -> [UInt8] {
         guard let seal, seal.isAutoUnseal, seal.sealWrap else { return blob }
         return marker + (try seal.wrap(SecureBytes(blob), unsealKey: nil))
     }

@@ -6,25 +6,25 @@ import Synchronization
 /// probability below 2^-32) for about 2^32 encryptions under one key. The barrier counts the
 /// encryptions of its active term and adds a term before `maxOperations` (Vault's default,
 /// 0.9 × 2^32), and, when `interval` is set, once the active term is that old.
-public struct RotationPolicy: Sendable, Equatable {
-    public static let defaultMaxOperations: Int64 = 3_865_470_566
-    public static let minimumMaxOperations: Int64 = 1_000_000
-    public static let minimumInterval: Int64 = 24 * 3600
+package struct RotationPolicy: Sendable, Equatable {
+    package static let defaultMaxOperations: Int64 = 3_865_470_566
+    package static let minimumMaxOperations: Int64 = 1_000_000
+    package static let minimumInterval: Int64 = 24 * 3600
 
-    public var maxOperations: Int64 = RotationPolicy.defaultMaxOperations
+    package var maxOperations: Int64 = RotationPolicy.defaultMaxOperations
     /// Seconds; 0: no time-based rotation.
-    public var interval: Int64 = 0
-    public var enabled = true
+    package var interval: Int64 = 0
+    package var enabled = true
 
-    public init() {}
+    package init() {}
 
     static let path = "core/rotation-config"
 
-    var json: JSONValue {
+    package var json: JSONValue {
         [
             "max_operations": .int(maxOperations), "enabled": .bool(enabled),
             // As OpenBao: 0 when unset, Go's duration text when set.
-            "interval": interval == 0 ? .int(0) : .string(Duration.format(interval)),
+            "interval": interval == 0 ? .int(0) : .string(VaultDuration.format(interval)),
         ]
     }
 
@@ -39,7 +39,7 @@ public struct RotationPolicy: Sendable, Equatable {
     }
 
     /// Applies the fields of a `sys/rotate/config` write, with OpenBao's ranges and texts.
-    mutating func apply(_ data: [String: JSONValue]) throws(CofferError) {
+    package mutating func apply(_ data: [String: JSONValue]) throws(CofferError) {
         if let value = try data.int("max_operations") {
             let operations = Int64(value)
             guard operations >= RotationPolicy.minimumMaxOperations, operations <= RotationPolicy.defaultMaxOperations else {
@@ -50,7 +50,7 @@ public struct RotationPolicy: Sendable, Equatable {
         }
         if let seconds = try data.duration("interval") {
             guard seconds == 0 || seconds >= RotationPolicy.minimumInterval else {
-                throw CofferError.invalid("interval must be greater or equal to \(Duration.format(RotationPolicy.minimumInterval))")
+                throw CofferError.invalid("interval must be greater or equal to \(VaultDuration.format(RotationPolicy.minimumInterval))")
             }
             interval = seconds
         }
@@ -61,7 +61,7 @@ public struct RotationPolicy: Sendable, Equatable {
 /// The encryption count of the active term, saved every `KeyUsage.saveEvery` encryptions and at
 /// seal. A crash can lose at most that many, so unseal adds that many to what it finds: the count
 /// errs high, never low.
-enum KeyUsage {
+package enum KeyUsage {
     static let path = "core/key-usage"
     static let saveEvery: Int64 = 1 << 16
 }
@@ -130,10 +130,10 @@ extension Barrier {
     }
 
     /// `sys/rotate/config`.
-    public func rotationPolicy() -> RotationPolicy { rotation.withLock { $0 } }
+    package func rotationPolicy() -> RotationPolicy { rotation.withLock { $0 } }
 
     /// Stores and applies a new rotation policy.
-    public func setRotationPolicy(_ policy: RotationPolicy) throws(CofferError) {
+    package func setRotationPolicy(_ policy: RotationPolicy) throws(CofferError) {
         try put(RotationPolicy.path, policy.stored.serialized())
         install(policy)
     }

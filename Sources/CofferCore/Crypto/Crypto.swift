@@ -1,10 +1,10 @@
 import COpenSSL
 
 /// AES-256-GCM over OpenSSL's EVP interface, with a 96-bit nonce and a 128-bit tag.
-public enum AESGCM {
-    public static let keySize = 32
-    public static let nonceSize = 12
-    public static let tagSize = 16
+package enum AESGCM {
+    package static let keySize = 32
+    package static let nonceSize = 12
+    package static let tagSize = 16
 
     // Fetched once: an explicit fetch avoids OpenSSL 3's per-call implicit provider lookup.
     // The EVP_CIPHER is immutable and documented as safe to share between threads.
@@ -17,7 +17,7 @@ public enum AESGCM {
 
     /// Encrypts `plaintext` into `output`, which must hold `plaintext.count + tagSize` bytes
     /// (ciphertext followed by the tag). Returns false only if OpenSSL fails.
-    public static func seal(
+    package static func seal(
         key: UnsafeRawBufferPointer, nonce: UnsafeRawBufferPointer, plaintext: UnsafeRawBufferPointer,
         aad: UnsafeRawBufferPointer, output: UnsafeMutableRawBufferPointer
     ) -> Bool {
@@ -36,7 +36,7 @@ public enum AESGCM {
 
     /// Decrypts `sealed` (ciphertext followed by the tag) into `output` (`sealed.count - tagSize` bytes).
     /// Returns false, writing nothing usable, when authentication fails.
-    public static func open(
+    package static func open(
         key: UnsafeRawBufferPointer, nonce: UnsafeRawBufferPointer, sealed: UnsafeRawBufferPointer,
         aad: UnsafeRawBufferPointer, output: UnsafeMutableRawBufferPointer
     ) -> Bool {
@@ -67,7 +67,7 @@ public enum AESGCM {
     }
 
     /// Convenience form: returns ciphertext ‖ tag.
-    public static func seal(key: SecureBytes, nonce: [UInt8], plaintext: [UInt8], aad: [UInt8]) throws(CofferError) -> [UInt8] {
+    package static func seal(key: SecureBytes, nonce: [UInt8], plaintext: [UInt8], aad: [UInt8]) throws(CofferError) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: plaintext.count + tagSize)
         let ok = key.withUnsafeBytes { k in
             nonce.withUnsafeBytes { n in
@@ -83,7 +83,7 @@ public enum AESGCM {
     }
 
     /// Convenience form: returns the plaintext, or nil when authentication fails.
-    public static func open(key: SecureBytes, nonce: [UInt8], sealed: [UInt8], aad: [UInt8]) -> [UInt8]? {
+    package static func open(key: SecureBytes, nonce: [UInt8], sealed: [UInt8], aad: [UInt8]) -> [UInt8]? {
         guard sealed.count >= tagSize else { return nil }
         var out = [UInt8](repeating: 0, count: sealed.count - tagSize)
         let ok = key.withUnsafeBytes { k in
@@ -100,20 +100,20 @@ public enum AESGCM {
 }
 
 @inline(__always)
-func u8(_ buffer: UnsafeRawBufferPointer) -> UnsafePointer<UInt8>? {
+package func u8(_ buffer: UnsafeRawBufferPointer) -> UnsafePointer<UInt8>? {
     buffer.baseAddress?.assumingMemoryBound(to: UInt8.self)
 }
 
 /// SHA-256, HMAC-SHA256 and HKDF-SHA256.
-public enum Digest {
-    public static let sha256Size = 32
+package enum Digest {
+    package static let sha256Size = 32
 
     nonisolated(unsafe) static let sha256MD: OpaquePointer = {
         guard let md = EVP_MD_fetch(nil, "SHA256", nil) else { fatalError("OpenSSL has no SHA-256") }
         return md
     }()
 
-    public static func sha256(_ data: some Collection<UInt8>) -> [UInt8] {
+    package static func sha256(_ data: some Collection<UInt8>) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: sha256Size)
         let input = data as? [UInt8] ?? Array(data)
         input.withUnsafeBytes { d in
@@ -125,16 +125,16 @@ public enum Digest {
     }
 
     /// HMAC-SHA256 of `data` under `key` (RFC 2104). For a key used many times, keep an ``HMACKey``.
-    public static func hmacSHA256(key: SecureBytes, data: some Collection<UInt8>) -> [UInt8] {
+    package static func hmacSHA256(key: SecureBytes, data: some Collection<UInt8>) -> [UInt8] {
         HMACKey(key).mac(data as? [UInt8] ?? Array(data))
     }
 
-    public static func hmacSHA256(key: [UInt8], data: some Collection<UInt8>) -> [UInt8] {
+    package static func hmacSHA256(key: [UInt8], data: some Collection<UInt8>) -> [UInt8] {
         hmacSHA256(key: SecureBytes(key), data: data)
     }
 
     /// HKDF-SHA256 (RFC 5869): extract with `salt`, expand with `info` to `length` bytes.
-    public static func hkdfSHA256(key: SecureBytes, salt: [UInt8], info: [UInt8], length: Int) throws(CofferError) -> SecureBytes {
+    package static func hkdfSHA256(key: SecureBytes, salt: [UInt8], info: [UInt8], length: Int) throws(CofferError) -> SecureBytes {
         guard length > 0, length <= 255 * sha256Size else {
             throw CofferError(.invalidArgument, "HKDF output length must be 1...\(255 * sha256Size) bytes")
         }
@@ -164,13 +164,13 @@ public enum Digest {
 /// An HMAC-SHA256 key with its inner and outer hash states computed once, so each MAC costs two
 /// struct copies and the hashing itself: no allocation, no provider lookup. Used on the hot path
 /// (token lookups, audit hashing).
-public final class HMACKey: Sendable {
+package final class HMACKey: Sendable {
     // Written only in init; afterwards only copied from. The states are derived from the key, so
     // they are zeroed on release like the key itself.
     private nonisolated(unsafe) let inner: UnsafeMutablePointer<SHA256_CTX>
     private nonisolated(unsafe) let outer: UnsafeMutablePointer<SHA256_CTX>
 
-    public init(_ key: SecureBytes) {
+    package init(_ key: SecureBytes) {
         inner = .allocate(capacity: 1)
         outer = .allocate(capacity: 1)
         var block = [UInt8](repeating: 0, count: 64)
@@ -203,7 +203,7 @@ public final class HMACKey: Sendable {
     }
 
     /// HMAC-SHA256 of `data` into `output` (32 bytes).
-    public func mac(_ data: UnsafeRawBufferPointer, into output: UnsafeMutablePointer<UInt8>) {
+    package func mac(_ data: UnsafeRawBufferPointer, into output: UnsafeMutablePointer<UInt8>) {
         var ctx = inner.pointee
         var innerHash = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         SHA256_Update(&ctx, data.baseAddress, data.count)
@@ -216,14 +216,14 @@ public final class HMACKey: Sendable {
         coffer_openssl_cleanse(&ctx, MemoryLayout<SHA256_CTX>.size)
     }
 
-    public func mac(_ data: [UInt8]) -> [UInt8] {
+    package func mac(_ data: [UInt8]) -> [UInt8] {
         [UInt8](unsafeUninitializedCapacity: 32) { out, count in
             data.withUnsafeBytes { mac($0, into: out.baseAddress!) }
             count = 32
         }
     }
 
-    public func mac(_ text: String) -> [UInt8] {
+    package func mac(_ text: String) -> [UInt8] {
         var text = text
         return [UInt8](unsafeUninitializedCapacity: 32) { out, count in
             text.withUTF8 { mac(UnsafeRawBufferPointer($0), into: out.baseAddress!) }

@@ -162,7 +162,7 @@ public enum Hex {
     }
 
     /// Appends the hex digits of `bytes` to `out` in one copy (no intermediate String).
-    static func append(_ bytes: UnsafeRawBufferPointer, to out: inout [UInt8]) {
+    package static func append(_ bytes: UnsafeRawBufferPointer, to out: inout [UInt8]) {
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: bytes.count * 2) { text in
             write(bytes, into: text)
             out.append(contentsOf: text)

@@ -1,7 +1,7 @@
 /// The outcome of ``ACL/allowOperation(_:path:data:)``.
-public struct ACLDecision: Sendable, Hashable {
+package struct ACLDecision: Sendable, Hashable {
     /// Why the decision came out as it did.
-    public enum Reason: String, Sendable, Hashable {
+    package enum Reason: String, Sendable, Hashable {
         /// The ACL is root: everything is allowed.
         case root
         /// The matching rule grants the operation and the parameters pass its constraints.
@@ -20,13 +20,13 @@ public struct ACLDecision: Sendable, Hashable {
         case parameterNotAllowed
     }
 
-    public var allowed: Bool
+    package var allowed: Bool
     /// Whether the request has root privileges on the path: the matching rule has `sudo`, or the ACL is root.
     /// As in Vault this is reported even when the operation itself is not allowed.
-    public var rootPrivileges: Bool
-    public var reason: Reason
+    package var rootPrivileges: Bool
+    package var reason: Reason
 
-    public init(allowed: Bool, rootPrivileges: Bool, reason: Reason) {
+    package init(allowed: Bool, rootPrivileges: Bool, reason: Reason) {
         self.allowed = allowed
         self.rootPrivileges = rootPrivileges
         self.reason = reason
@@ -39,16 +39,16 @@ public struct ACLDecision: Sendable, Hashable {
 /// parameter constraints combined). A request path is then matched by its exact rule if there is one; otherwise by
 /// the highest-priority non-exact rule (the longest `*` prefix rule and every matching `+` rule compete), and only
 /// that rule's permissions apply. Checks are synchronous and do not allocate on the common path.
-public final class ACL: Sendable {
+package final class ACL: Sendable {
     /// Whether a policy named `root` was given: every operation on every path is allowed.
-    public let isRoot: Bool
+    package let isRoot: Bool
     let permissions: [Permissions]
     let trie: PathTrie
     let segmentRules: [SegmentRule]
 
     /// Compiles `policies`. A policy named `"root"` makes the ACL root (Vault only allows it alone; here any other
     /// policies are simply irrelevant).
-    public init(policies: [Policy]) {
+    package init(policies: [Policy]) {
         isRoot = policies.contains { $0.name == "root" }
         var builder = Builder()
         for policy in policies {
@@ -64,7 +64,7 @@ public final class ACL: Sendable {
     /// The capabilities `sys/capabilities` reports for `path`: ``Capabilities/root`` for a root ACL, `.deny` when
     /// the matching rule denies or grants nothing (or nothing matches), else the matching rule's capabilities.
     /// Matching is done as for a `list` request, as Vault does, so a trailing `/` is also tried without it.
-    public func capabilities(path: String) -> Capabilities {
+    package func capabilities(path: String) -> Capabilities {
         if isRoot { return .root }
         guard let index = matchingPermissions(path: path, operation: .list) else { return .deny }
         let capabilities = permissions[index].capabilities
@@ -72,11 +72,11 @@ public final class ACL: Sendable {
     }
 
     /// The names `sys/capabilities` returns for `path`, e.g. `["create", "read"]`, `["deny"]` or `["root"]`.
-    public func capabilityNames(path: String) -> [String] { capabilities(path: path).names }
+    package func capabilityNames(path: String) -> [String] { capabilities(path: path).names }
 
     /// Decides whether `op` on `path` with request parameters `data` is allowed, as Vault's `ACL.AllowOperation`
     /// does (without wrapping-TTL, MFA or pagination checks, which Coffer does not support).
-    public func allowOperation(_ op: PolicyOperation, path: String, data: [String: JSONValue]?) -> ACLDecision {
+    package func allowOperation(_ op: PolicyOperation, path: String, data: [String: JSONValue]?) -> ACLDecision {
         allowOperation(op, path: path, lazyData: { data })
     }
 
@@ -134,7 +134,7 @@ public final class ACL: Sendable {
 
     /// The merged rules of this ACL, one per distinct pattern (prefix rules with their trailing `*`), sorted by
     /// pattern. Useful for debugging and for comparing ACLs.
-    public var mergedRules: [PathRule] {
+    package var mergedRules: [PathRule] {
         var rules: [PathRule] = []
         for entry in permissions { rules.append(entry.rule) }
         return rules.sorted { Array($0.path.utf8).lexicographicallyPrecedes(Array($1.path.utf8)) }
@@ -195,7 +195,7 @@ public final class ACL: Sendable {
 }
 
 /// A non-exact rule that matched, ranked as in Vault's `CheckAllowedFromNonExactPaths`.
-struct Candidate {
+package struct Candidate {
     var firstWildcard: Int
     var isPrefix: Bool
     var wildcards: Int
@@ -302,7 +302,7 @@ extension ACL {
 }
 
 /// The merged permissions of one pattern, with parameter constraints precompiled for fast checks.
-struct Permissions: Sendable {
+package struct Permissions: Sendable {
     let rule: PathRule
     let key: [UInt8]
     var capabilities: Capabilities { rule.capabilities }
@@ -335,7 +335,7 @@ struct Permissions: Sendable {
 
 /// A parameter's value list from `allowed_parameters` / `denied_parameters`, as Vault's `valueInParameterList`
 /// evaluates it.
-struct ValueList: Sendable {
+package struct ValueList: Sendable {
     enum Matcher: Sendable {
         case exact(String)
         case prefix(String)
@@ -428,7 +428,7 @@ struct ValueList: Sendable {
 
 /// A byte trie holding the exact rules and the prefix rules (keyed without their `*`), flattened into arrays so a
 /// lookup is one walk over the path's bytes with no allocation.
-struct PathTrie: Sendable {
+package struct PathTrie: Sendable {
     struct Node: Sendable {
         var firstEdge: Int32
         var edgeCount: Int32
@@ -542,7 +542,7 @@ struct PathTrie: Sendable {
 }
 
 /// A rule with `+` segments, pre-split so matching walks the request path's bytes without splitting it.
-struct SegmentRule: Sendable {
+package struct SegmentRule: Sendable {
     /// Segments of the pattern without its trailing `*`; `nil` stands for a `+` segment.
     let segments: [[UInt8]?]
     let isPrefix: Bool

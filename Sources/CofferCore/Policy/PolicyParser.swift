@@ -464,7 +464,7 @@ extension PolicySyntaxError {
 }
 
 /// Turns policy text into path rules.
-enum PolicyParser {
+package enum PolicyParser {
     static let pathAttributes = [
         "capabilities", "policy", "allowed_parameters", "denied_parameters", "required_parameters",
         "min_wrapping_ttl", "max_wrapping_ttl", "comment",

@@ -1,7 +1,7 @@
 /// Typed reads of request fields with Vault's lenient conversions (query parameters arrive as
 /// strings) and errors that name the field and what was expected.
 extension Dictionary where Key == String, Value == JSONValue {
-    public func string(_ key: String) throws(CofferError) -> String? {
+    package func string(_ key: String) throws(CofferError) -> String? {
         switch self[key] {
         case nil, .null?: return nil
         case .string(let s)?: return s
@@ -11,7 +11,7 @@ extension Dictionary where Key == String, Value == JSONValue {
         }
     }
 
-    public func int(_ key: String) throws(CofferError) -> Int? {
+    package func int(_ key: String) throws(CofferError) -> Int? {
         switch self[key] {
         case nil, .null?: return nil
         case .number(let n)?:
@@ -32,7 +32,7 @@ extension Dictionary where Key == String, Value == JSONValue {
         throw CofferError.invalid("\(key) must be an integer, got \(given)")
     }
 
-    public func bool(_ key: String) throws(CofferError) -> Bool? {
+    package func bool(_ key: String) throws(CofferError) -> Bool? {
         switch self[key] {
         case nil, .null?: return nil
         case .bool(let b)?: return b
@@ -51,7 +51,7 @@ extension Dictionary where Key == String, Value == JSONValue {
     }
 
     /// An array of strings, or a comma-separated string (as the CLI sends lists).
-    public func stringList(_ key: String) throws(CofferError) -> [String]? {
+    package func stringList(_ key: String) throws(CofferError) -> [String]? {
         switch self[key] {
         case nil, .null?: return nil
         case .string(let s)?:
@@ -68,12 +68,12 @@ extension Dictionary where Key == String, Value == JSONValue {
     }
 
     /// A duration in whole seconds.
-    public func duration(_ key: String) throws(CofferError) -> Int64? {
+    package func duration(_ key: String) throws(CofferError) -> Int64? {
         guard let value = self[key], value != .null else { return nil }
-        return try Duration.seconds(value, field: key)
+        return try VaultDuration.seconds(value, field: key)
     }
 
-    public func object(_ key: String) throws(CofferError) -> [String: JSONValue]? {
+    package func object(_ key: String) throws(CofferError) -> [String: JSONValue]? {
         switch self[key] {
         case nil, .null?: return nil
         case .object(let o)?: return o
@@ -82,7 +82,7 @@ extension Dictionary where Key == String, Value == JSONValue {
     }
 
     /// A map of string to string (token meta, custom_metadata).
-    public func stringMap(_ key: String) throws(CofferError) -> [String: String]? {
+    package func stringMap(_ key: String) throws(CofferError) -> [String: String]? {
         guard let object = try object(key) else { return nil }
         var out: [String: String] = [:]
         for (k, v) in object {
@@ -94,7 +94,7 @@ extension Dictionary where Key == String, Value == JSONValue {
 }
 
 extension String {
-    func trimmingSpaces() -> String {
+    package func trimmingSpaces() -> String {
         var s = Substring(self)
         while s.first?.isWhitespace == true { s = s.dropFirst() }
         while s.last?.isWhitespace == true { s = s.dropLast() }

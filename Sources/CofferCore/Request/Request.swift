@@ -15,6 +15,12 @@ public struct Request: Sendable {
     public var namespace: String
     public var clientAddress: String
     public var id: String
+    /// Byte fields from an in-process caller, used instead of their base64 text in `data` (transit's
+    /// `plaintext`, `context`): the C ABI's fast paths pass bytes through the same pipeline as
+    /// everyone else without encoding them. Policies and audit records see them as base64.
+    public var rawBytes: [String: [UInt8]] = [:]
+    /// Whether byte results should come back as bytes (``Response/rawBytes``) instead of base64 text.
+    public var rawResults = false
 
     public init(
         _ operation: Operation, _ path: String, data: [String: JSONValue] = [:], token: String? = nil,
@@ -27,6 +33,15 @@ public struct Request: Sendable {
         self.namespace = namespace
         self.clientAddress = clientAddress
         self.id = id ?? Random.uuid()
+    }
+
+    /// The request parameters as a policy's parameter rules and the audit log see them: `data`, with
+    /// each raw byte field as its standard base64 text. Built only when asked for.
+    public var parameters: [String: JSONValue] {
+        guard !rawBytes.isEmpty else { return data }
+        var merged = data
+        for (name, bytes) in rawBytes { merged[name] = .string(Base64.encode(bytes)) }
+        return merged
     }
 
     /// Maps an HTTP method name to an operation: GET, PUT, POST, PATCH, DELETE, LIST.
@@ -55,6 +70,21 @@ public struct AuthInfo: Sendable, Equatable {
     public var orphan: Bool
     public var numUses: Int
     public var tokenType: String = "service"
+
+    public init(
+        clientToken: String, accessor: String, policies: [String], tokenPolicies: [String], metadata: [String: String],
+        leaseDuration: Int64, renewable: Bool, orphan: Bool, numUses: Int
+    ) {
+        self.clientToken = clientToken
+        self.accessor = accessor
+        self.policies = policies
+        self.tokenPolicies = tokenPolicies
+        self.metadata = metadata
+        self.leaseDuration = leaseDuration
+        self.renewable = renewable
+        self.orphan = orphan
+        self.numUses = numUses
+    }
 
     public var json: JSONValue {
         [

@@ -29,7 +29,7 @@ extension Seal {
 
 /// The default seal: the root key is encrypted by an unseal key that exists only as Shamir shares.
 public struct ShamirSeal: Seal {
-    static let rootKeyPath = "core/root-key"
+    package static let rootKeyPath = "core/root-key"
 
     public init() {}
 
@@ -50,23 +50,23 @@ public struct ShamirSeal: Seal {
 
 /// The seal configuration, stored in plaintext at `core/seal-config`: enough to report seal-status
 /// while sealed, and nothing secret.
-struct SealConfig: Sendable, Equatable {
-    static let path = "core/seal-config"
+package struct SealConfig: Sendable, Equatable {
+    package static let path = "core/seal-config"
 
-    var type: String
-    var shares: Int
-    var threshold: Int
+    package var type: String
+    package var shares: Int
+    package var threshold: Int
     /// HMAC-SHA256 of each current share under a fixed label. Lets unseal reject a share that is not
     /// one of the current set at once, without resetting the progress of the right ones. Shares are
     /// 256-bit random values, so these checks cannot be reversed.
-    var shareChecks: [String]
+    package var shareChecks: [String]
     /// Recovery shares for auto-unseal seals (0 for Shamir).
     var recoveryShares: Int = 0
     var recoveryThreshold: Int = 0
 
     static let checkLabel = Array("coffer share check v1".utf8)
 
-    static func check(_ share: SecureBytes) -> String {
+    package static func check(_ share: SecureBytes) -> String {
         // MACed in place: no plain copy of the share.
         let key = HMACKey(SecureBytes(checkLabel))
         let mac = [UInt8](unsafeUninitializedCapacity: Digest.sha256Size) { out, count in
@@ -76,7 +76,7 @@ struct SealConfig: Sendable, Equatable {
         return Hex.encode(mac)
     }
 
-    var json: JSONValue {
+    package var json: JSONValue {
         [
             "type": .string(type), "secret_shares": .int(shares), "secret_threshold": .int(threshold),
             "share_checks": .array(shareChecks.map { .string($0) }),
@@ -92,7 +92,7 @@ struct SealConfig: Sendable, Equatable {
     }
 
     /// The configuration for `seal` with a fresh set of shares (unseal or recovery shares).
-    init(for seal: any Seal, shares: Int, threshold: Int, parts: [SecureBytes]) {
+    package init(for seal: any Seal, shares: Int, threshold: Int, parts: [SecureBytes]) {
         self.init(type: seal.type, shares: shares, threshold: threshold, shareChecks: parts.map(SealConfig.check))
         if seal.isAutoUnseal {
             recoveryShares = shares
@@ -100,7 +100,7 @@ struct SealConfig: Sendable, Equatable {
         }
     }
 
-    init(json: JSONValue) throws(CofferError) {
+    package init(json: JSONValue) throws(CofferError) {
         let bad = CofferError(.corruptDatabase, "the seal configuration (core/seal-config) is malformed")
         guard let type = json["type"]?.stringValue, let shares = json["secret_shares"]?.intValue,
             let threshold = json["secret_threshold"]?.intValue, let checks = json["share_checks"]?.arrayValue

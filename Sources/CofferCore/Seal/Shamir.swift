@@ -3,9 +3,9 @@
 /// A share is the evaluations of one random polynomial per secret byte, followed by one byte holding
 /// the x coordinate, the layout Vault uses, so a share is `secret.count + 1` bytes. Field arithmetic
 /// runs in constant time (no table lookups indexed by secret data).
-public enum Shamir {
+package enum Shamir {
     /// Multiplication in GF(2^8), constant time.
-    public static func multiply(_ a: UInt8, _ b: UInt8) -> UInt8 {
+    package static func multiply(_ a: UInt8, _ b: UInt8) -> UInt8 {
         var a = a
         var b = b
         var product: UInt8 = 0
@@ -19,7 +19,7 @@ public enum Shamir {
     }
 
     /// The multiplicative inverse (a^254); zero maps to zero.
-    public static func inverse(_ a: UInt8) -> UInt8 {
+    package static func inverse(_ a: UInt8) -> UInt8 {
         var result: UInt8 = 1
         var base = a
         var exponent = 254
@@ -32,7 +32,7 @@ public enum Shamir {
     }
 
     /// Splits `secret` into `shares` parts of which any `threshold` recover it.
-    public static func split(_ secret: SecureBytes, shares: Int, threshold: Int) throws(CofferError) -> [SecureBytes] {
+    package static func split(_ secret: SecureBytes, shares: Int, threshold: Int) throws(CofferError) -> [SecureBytes] {
         guard shares >= 1, shares <= 255 else { throw CofferError.invalid("secret_shares must be between 1 and 255") }
         guard threshold >= 1, threshold <= shares else {
             throw CofferError.invalid("secret_threshold must be between 1 and secret_shares (\(shares))")
@@ -75,7 +75,7 @@ public enum Shamir {
 
     /// Recombines shares by Lagrange interpolation at zero. With too few or wrong shares the result is
     /// a wrong secret, not an error: the caller verifies it (the root key fails to decrypt).
-    public static func combine(_ parts: [SecureBytes]) throws(CofferError) -> SecureBytes {
+    package static func combine(_ parts: [SecureBytes]) throws(CofferError) -> SecureBytes {
         guard let first = parts.first else { throw CofferError.invalid("no unseal keys were given") }
         let length = first.count - 1
         guard length > 0, parts.allSatisfy({ $0.count == first.count }) else {

@@ -1,7 +1,7 @@
 import Synchronization
 
 /// One change in an atomic batch.
-public enum StorageOperation: Sendable {
+package enum StorageOperation: Sendable {
     case put(key: String, value: [UInt8])
     case delete(key: String)
 }
@@ -10,7 +10,7 @@ public enum StorageOperation: Sendable {
 /// encrypted by the barrier or (the seal configuration) meant to be readable.
 ///
 /// Implementations are safe to call from any number of threads.
-public protocol PhysicalBackend: Sendable {
+package protocol PhysicalBackend: Sendable {
     /// The name shown as `storage_type` in seal-status ("sqlite", "inmem").
     var typeName: String { get }
     func get(_ key: String) throws(CofferError) -> [UInt8]?
@@ -32,15 +32,15 @@ public protocol PhysicalBackend: Sendable {
 /// The keys that changed in storage, delivered to every subscriber after each successful write,
 /// on the writing thread, in the order the writes were stored. A subscriber must not write to the
 /// same storage from its callback.
-public final class ChangeFeed: Sendable {
-    public typealias Subscriber = @Sendable ([String]) -> Void
+package final class ChangeFeed: Sendable {
+    package typealias Subscriber = @Sendable ([String]) -> Void
     private let subscribers = Mutex<[(id: Int, notify: Subscriber)]>([])
     private let nextID = Mutex(0)
 
-    public init() {}
+    package init() {}
 
     /// Adds `subscriber`; the id unsubscribes it.
-    public func subscribe(_ subscriber: @escaping Subscriber) -> Int {
+    package func subscribe(_ subscriber: @escaping Subscriber) -> Int {
         let id = nextID.withLock { n in
             n += 1
             return n
@@ -49,12 +49,12 @@ public final class ChangeFeed: Sendable {
         return id
     }
 
-    public func unsubscribe(_ id: Int) {
+    package func unsubscribe(_ id: Int) {
         subscribers.withLock { $0.removeAll { $0.id == id } }
     }
 
     /// Tells every subscriber that `keys` changed.
-    public func publish(_ keys: [String]) {
+    package func publish(_ keys: [String]) {
         guard !keys.isEmpty else { return }
         let current = subscribers.withLock { $0 }
         for subscriber in current { subscriber.notify(keys) }
@@ -62,7 +62,7 @@ public final class ChangeFeed: Sendable {
 }
 
 extension StorageOperation {
-    public var key: String {
+    package var key: String {
         switch self {
         case .put(let key, _), .delete(let key): key
         }
@@ -71,7 +71,7 @@ extension StorageOperation {
 
 extension PhysicalBackend {
     /// Every key under `prefix` (recursively), for maintenance paths such as rewrapping and migration.
-    public func listRecursive(prefix: String) throws(CofferError) -> [String] {
+    package func listRecursive(prefix: String) throws(CofferError) -> [String] {
         var out: [String] = []
         var pending = [prefix]
         while let next = pending.popLast() {
@@ -84,7 +84,7 @@ extension PhysicalBackend {
 }
 
 /// Collapses full keys under `prefix` into Vault-style immediate children.
-func immediateChildren(of prefix: String, keys: some Sequence<String>) -> [String] {
+package func immediateChildren(of prefix: String, keys: some Sequence<String>) -> [String] {
     var seen = Set<String>()
     var out: [String] = []
     for key in keys where key.hasPrefix(prefix) {
@@ -98,44 +98,4 @@ func immediateChildren(of prefix: String, keys: some Sequence<String>) -> [Strin
         if !child.isEmpty, seen.insert(child).inserted { out.append(child) }
     }
     return out.sorted()
-}
-
-/// Storage in memory: for tests and `-dev`. Nothing survives the process.
-public final class InMemoryBackend: PhysicalBackend {
-    private let entries = Mutex<[String: [UInt8]]>([:])
-    public let changes = ChangeFeed()
-
-    public init() {}
-
-    public var typeName: String { "inmem" }
-
-    public func get(_ key: String) throws(CofferError) -> [UInt8]? { entries.withLock { $0[key] } }
-
-    public func put(_ key: String, _ value: [UInt8]) throws(CofferError) {
-        entries.withLock { $0[key] = value }
-        changes.publish([key])
-    }
-
-    public func delete(_ key: String) throws(CofferError) {
-        _ = entries.withLock { $0.removeValue(forKey: key) }
-        changes.publish([key])
-    }
-
-    public func list(prefix: String) throws(CofferError) -> [String] {
-        entries.withLock { immediateChildren(of: prefix, keys: $0.keys) }
-    }
-
-    public func batch(_ operations: [StorageOperation]) throws(CofferError) {
-        entries.withLock { entries in
-            for op in operations {
-                switch op {
-                case .put(let key, let value): entries[key] = value
-                case .delete(let key): entries.removeValue(forKey: key)
-                }
-            }
-        }
-        changes.publish(operations.map(\.key))
-    }
-
-    public func close() {}
 }

@@ -1,5 +1,5 @@
 /// Standard base64 (RFC 4648 §4, with padding), as Vault uses for keys_base64 and transit bodies.
-public enum Base64 {
+package enum Base64 {
     private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
     private static let reverse: [UInt8] = {
         var table = [UInt8](repeating: 0xFF, count: 256)
@@ -7,7 +7,7 @@ public enum Base64 {
         return table
     }()
 
-    public static func encode(_ bytes: some Collection<UInt8>) -> String {
+    package static func encode(_ bytes: some Collection<UInt8>) -> String {
         let input = bytes as? [UInt8] ?? Array(bytes)
         var out: [UInt8] = []
         out.reserveCapacity((input.count + 2) / 3 * 4)
@@ -29,7 +29,7 @@ public enum Base64 {
     }
 
     /// Decodes padded or unpadded standard base64; nil if any character is outside the alphabet.
-    public static func decode(_ text: String) -> [UInt8]? {
+    package static func decode(_ text: String) -> [UInt8]? {
         var chars = Array(text.utf8)
         while chars.last == UInt8(ascii: "=") { chars.removeLast() }
         guard chars.count % 4 != 1 else { return nil }
@@ -56,10 +56,10 @@ extension Base64 {
     private static let table: StaticString = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
     /// The padded base64 length of `count` bytes.
-    public static func encodedLength(_ count: Int) -> Int { (count + 2) / 3 * 4 }
+    package static func encodedLength(_ count: Int) -> Int { (count + 2) / 3 * 4 }
 
     /// Writes the padded base64 of `input` to `output`, which must hold `encodedLength(input.count)` bytes.
-    public static func encode(_ input: UnsafeRawBufferPointer, into output: UnsafeMutablePointer<UInt8>) {
+    package static func encode(_ input: UnsafeRawBufferPointer, into output: UnsafeMutablePointer<UInt8>) {
         let a = table.utf8Start
         var i = 0
         var o = 0
@@ -91,7 +91,7 @@ extension Base64 {
     /// Decodes padded or unpadded standard base64 into `output` (at least `input.count * 3 / 4`
     /// bytes); returns the number of bytes written, or nil if a character is outside the alphabet or
     /// the length is impossible.
-    public static func decode(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) -> Int? {
+    package static func decode(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) -> Int? {
         var end = input.count
         while end > 0 && input[end - 1] == UInt8(ascii: "=") { end -= 1 }
         guard end % 4 != 1, input.count - end <= 2 else { return nil }

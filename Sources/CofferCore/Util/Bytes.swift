@@ -2,13 +2,13 @@
 extension Array where Element == UInt8 {
     /// Appends a literal's UTF-8 bytes in one copy.
     @inline(__always)
-    mutating func appendLiteral(_ literal: StaticString) {
+    package mutating func appendLiteral(_ literal: StaticString) {
         append(contentsOf: UnsafeBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
     }
 }
 
 /// Appends the decimal digits of `value`, zero-padded to `width`, in one copy.
-func appendDecimal(_ value: Int, width: Int = 1, to out: inout [UInt8]) {
+package func appendDecimal(_ value: Int, width: Int = 1, to out: inout [UInt8]) {
     if value < 0 { out.append(UInt8(ascii: "-")) }
     var v = value.magnitude
     var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: room for 20 digits

@@ -386,7 +386,7 @@ extension JSONValue {
         }
     }
 
-    static func writeString(_ string: String, to out: inout [UInt8]) {
+    package static func writeString(_ string: String, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
         var string = string
         string.withUTF8 { bytes in

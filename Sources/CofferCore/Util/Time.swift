@@ -21,7 +21,7 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
 
     /// This time plus `seconds`, saturating at the representable range: time arithmetic never traps,
     /// whatever a stored or requested duration holds. Request fields are bounded before they get
-    /// here (``Duration/maximumSeconds``); saturation keeps values stored by older versions harmless.
+    /// here (``VaultDuration/maximumSeconds``); saturation keeps values stored by older versions harmless.
     public func adding(seconds: Int64) -> Timestamp {
         let (sum, overflow) = nanoseconds.addingReportingOverflow(Timestamp.saturatingNanoseconds(seconds))
         if overflow { return Timestamp(nanoseconds: seconds < 0 ? .min : .max) }
@@ -130,11 +130,11 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
 }
 
 /// Where Coffer reads the time. Tests inject a manual clock so nothing sleeps.
-public protocol Clock: Sendable {
+public protocol WallClock: Sendable {
     func now() -> Timestamp
 }
 
-public struct SystemClock: Clock {
+public struct SystemClock: WallClock {
     public init() {}
     public func now() -> Timestamp {
         var ts = timespec()
@@ -144,7 +144,7 @@ public struct SystemClock: Clock {
 }
 
 /// Durations as Vault accepts them: an integer number of seconds, or Go duration text ("1h30m", "768h", "90s").
-public enum Duration {
+public enum VaultDuration {
     /// The longest duration any field accepts: 100 years. Every duration a request gives passes
     /// through ``seconds(_:field:)`` or ``parse(_:)``, so no time computed from one (now plus a TTL,
     /// a deletion time) can leave what a ``Timestamp`` holds.
@@ -198,7 +198,7 @@ public enum Duration {
     }
 }
 
-extension Duration {
+extension VaultDuration {
     /// Go's `time.Duration.String()` for whole seconds: 0 → "0s", 90 → "1m30s", 3600 → "1h0m0s".
     public static func format(_ seconds: Int64) -> String {
         if seconds == 0 { return "0s" }

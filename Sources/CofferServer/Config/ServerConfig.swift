@@ -403,7 +403,7 @@ extension ServerConfig {
     static func duration(_ item: HCLItem) throws(ConfigError) -> Int64 {
         switch item.value.kind {
         case .number(let n), .string(let n):
-            if let v = Duration.parse(n), v > 0 {
+            if let v = VaultDuration.parse(n), v > 0 {
                 guard v <= maxTimeoutSeconds else {
                     throw ConfigError(
                         "\"\(item.keys[0].name)\" must be at most 8760h (a year)", line: item.value.location.line)

@@ -1,3 +1,4 @@
+import Coffer
 import CofferCore
 import HTTPTypes
 import HummingbirdCore
@@ -17,7 +18,7 @@ import NIOPosix
 /// to SQLite end in an fsync (milliseconds), so with SQLite storage the methods that write go to
 /// NIO's blocking thread pool, keeping the cooperative threads free for reads.
 struct WireResponder: Sendable {
-    let core: Core
+    let vault: Vault
     let maxRequestSize: Int
     let offloadWrites: Bool
     let logger: Logger
@@ -104,18 +105,20 @@ struct WireResponder: Sendable {
         }
         let namespace = request.headers[Self.namespace] ?? ""
         let client = channel.remoteAddress?.ipAddress ?? ""
-        let core = self.core
+        let vault = self.vault
         let (status, out): (Int, [UInt8]?)
         if offloadWrites, request.method != .get, request.method != .head, method != "LIST" {
             do {
                 (status, out) = try await NIOThreadPool.singleton.runIfActive { [body, token] in
-                    core.handleWire(method: method, path: target, token: token, body: body, namespace: namespace, clientAddress: client)
+                    let result = vault.handleWire(method: method, path: target, token: token, body: body, namespace: namespace, clientAddress: client)
+                    return (result.status, result.body)
                 }
             } catch {
                 return Self.error(503, "the server is shutting down")
             }
         } else {
-            (status, out) = core.handleWire(method: method, path: target, token: token, body: body, namespace: namespace, clientAddress: client)
+            let result = vault.handleWire(method: method, path: target, token: token, body: body, namespace: namespace, clientAddress: client)
+            (status, out) = (result.status, result.body)
         }
         return (status, out, false)
     }

@@ -1,4 +1,5 @@
-import CofferCore
+package import CofferFramework
+package import CofferCore
 
 /// Per-secret metadata of KV v2: settings and the state of every version.
 struct KVMetadata: Sendable {
@@ -24,7 +25,7 @@ struct KVMetadata: Sendable {
 
         func isDeleted(now: Timestamp) -> Bool { deletion.map { $0 <= now } ?? false }
 
-        func json(now: Timestamp) -> JSONValue {
+        var json: JSONValue {
             ["created_time": .string(createdText), "deletion_time": .string(deletionText), "destroyed": .bool(destroyed)]
         }
     }
@@ -87,7 +88,7 @@ struct KVMetadata: Sendable {
     }
 
     /// The `metadata` block of a data read or write.
-    func versionMetadata(_ n: Int, now: Timestamp) -> [String: JSONValue] {
+    func versionMetadata(_ n: Int) -> [String: JSONValue] {
         let v = versions[n]
         return [
             "created_time": .string(v?.createdText ?? ""), "custom_metadata": customMetadataJSON,
@@ -97,13 +98,13 @@ struct KVMetadata: Sendable {
     }
 
     /// The body of `metadata/<path>` reads.
-    func full(now: Timestamp) -> [String: JSONValue] {
+    var full: [String: JSONValue] {
         var versionMap: [String: JSONValue] = [:]
-        for (n, v) in versions { versionMap[String(n)] = v.json(now: now) }
+        for (n, v) in versions { versionMap[String(n)] = v.json }
         return [
             "cas_required": .bool(casRequired), "created_time": .string(created.rfc3339), "current_version": .int(currentVersion),
             "current_metadata_version": .int(0), "metadata_cas_required": false,
-            "custom_metadata": customMetadataJSON, "delete_version_after": .string(Duration.format(deleteVersionAfter)),
+            "custom_metadata": customMetadataJSON, "delete_version_after": .string(VaultDuration.format(deleteVersionAfter)),
             "max_versions": .int(maxVersions), "oldest_version": .int(oldestVersion), "updated_time": .string(updated.rfc3339),
             "versions": .object(versionMap),
         ]

@@ -1,5 +1,6 @@
 import COpenSSL
-public import CofferCore
+package import CofferCore
+package import CofferFramework
 import Synchronization
 
 /// The transit engine: encryption, signing and HMAC as a service, with Vault's paths and shapes.
@@ -7,7 +8,7 @@ import Synchronization
 /// Keys are stored at `policy/<name>` through the barrier and seal-wrapped (when the seal does seal
 /// wrap); the parsed keys are cached here, since every change to a key goes through this backend.
 /// Writes to one key are serialised by a lock striped over its name. See docs/transit.md.
-public final class TransitBackend: Backend {
+package final class TransitBackend: TableBackend {
     private final class Stripe: Sendable { let mutex = Mutex(()) }
     private let locks: [Stripe] = (0..<32).map { _ in Stripe() }
     /// Parsed keys by name. `epoch` moves on every write so that a reader which loaded a key while it
@@ -17,7 +18,7 @@ public final class TransitBackend: Backend {
     /// The most `random` returns at once, as Vault.
     static let maxRandomBytes = 128 * 1024
 
-    public init() {}
+    package init() {}
 
     // MARK: Keys in storage
 
@@ -32,7 +33,7 @@ public final class TransitBackend: Backend {
     }
 
     /// The key `name` as stored (from the cache when it is there); nil if there is none.
-    func cached(_ name: String, _ storage: StorageView) throws(CofferError) -> TransitKey? {
+    func cached(_ name: String, _ storage: StorageReader) throws(CofferError) -> TransitKey? {
         let (epoch, cached) = cache.withLock { ($0.epoch, $0.keys[name]) }
         if let cached { return cached }
         guard let json = try storage.getJSON(TransitKey.storagePrefix + name) else { return nil }
@@ -49,10 +50,18 @@ public final class TransitBackend: Backend {
     /// The key `name`, rotated first if its `auto_rotate_period` has passed; nil if there is none.
     /// Not for use under the key's lock (rotation takes it).
     func load(_ name: String, _ storage: StorageView, now: Timestamp) throws(CofferError) -> TransitKey? {
-        guard let key = try cached(name, storage) else { return nil }
+        guard let key = try cached(name, storage.reader) else { return nil }
         guard key.rotationDue(now: now) else { return key }
         return try update(name, storage, now: now) { (key) throws(CofferError) in
             if key.rotationDue(now: now) { try key.rotate(now: now) }
+        }
+    }
+
+    /// Drops the cached copy of `name` (its storage changed).
+    func forget(_ name: String) {
+        cache.withLock { c in
+            c.epoch &+= 1
+            c.keys.removeValue(forKey: name)
         }
     }
 
@@ -65,7 +74,7 @@ public final class TransitBackend: Backend {
         if let key {
             var bytes = key.stored.serialized()
             defer { bytes.withUnsafeMutableBytes { coffer_openssl_cleanse($0.baseAddress, $0.count) } }
-            try storage.putSealWrapped(TransitKey.storagePrefix + name, bytes)
+            try storage.put(TransitKey.storagePrefix + name, bytes)
         } else {
             try storage.delete(TransitKey.storagePrefix + name)
         }
@@ -91,7 +100,7 @@ public final class TransitBackend: Backend {
     }
 
     /// The key an operation names, or a 400 naming what is missing.
-    func require(_ name: String, _ request: EngineRequest, missing: String = "encryption key not found") throws(CofferError) -> TransitKey {
+    func require(_ name: String, _ request: BackendRequest, missing: String = "encryption key not found") throws(CofferError) -> TransitKey {
         guard let key = try load(name, request.storage, now: request.now) else { throw CofferError.invalid(missing) }
         return key
     }
@@ -104,79 +113,25 @@ public final class TransitBackend: Backend {
         }
     }
 
-    // MARK: Routing
-
-    public func exists(_ request: EngineRequest) throws(CofferError) -> Bool? {
-        let parts = request.path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
-        guard parts.count == 2, parts[0] == "keys" || parts[0] == "encrypt", (try? TransitBackend.validateName(parts[1])) != nil else {
-            return nil
-        }
-        return try load(parts[1], request.storage, now: request.now) != nil
-    }
-
-    public func handle(_ request: EngineRequest) throws(CofferError) -> Response {
-        let parts = request.path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
-        let op = request.operation
-        let write = op == .create || op == .update
-        func name(_ index: Int) throws(CofferError) -> String {
-            try TransitBackend.validateName(parts[index])
-            return parts[index]
-        }
-        switch (parts.first ?? "", parts.count) {
-        case ("keys", 1) where op == .list, ("keys", 2) where op == .list && parts[1].isEmpty:
-            return try listKeys(request)
-        case ("keys", 2):
-            switch op {
-            case .read: return try readKey(request, try name(1))
-            case .create, .update: return try createKey(request, try name(1))
-            case .delete: return try deleteKey(request, try name(1))
-            default: throw request.unsupported()
-            }
-        case ("keys", 3) where write && parts[2] == "config": return try configureKey(request, try name(1))
-        case ("keys", 3) where write && parts[2] == "rotate": return try rotateKey(request, try name(1))
-        case ("keys", 3) where write && parts[2] == "trim": return try trimKey(request, try name(1))
-        case ("encrypt", 2) where write: return try encrypt(request, try name(1))
-        case ("decrypt", 2) where write: return try decrypt(request, try name(1))
-        case ("rewrap", 2) where write: return try rewrap(request, try name(1))
-        case ("datakey", 3) where write: return try dataKey(request, kind: parts[1], try name(2))
-        case ("hmac", 2) where write, ("hmac", 3) where write:
-            return try hmac(request, try name(1), urlAlgorithm: parts.count == 3 ? parts[2] : nil)
-        case ("sign", 2) where write, ("sign", 3) where write:
-            return try sign(request, try name(1), urlAlgorithm: parts.count == 3 ? parts[2] : nil)
-        case ("verify", 2) where write, ("verify", 3) where write:
-            return try verify(request, try name(1), urlAlgorithm: parts.count == 3 ? parts[2] : nil)
-        case ("export", 3) where op == .read, ("export", 4) where op == .read:
-            return try export(request, kind: parts[1], try name(2), version: parts.count == 4 ? parts[3] : nil)
-        case ("backup", 2) where op == .read: return try backup(request, try name(1))
-        case ("restore", 1) where write: return try restore(request, nil)
-        case ("restore", 2) where write: return try restore(request, try name(1))
-        case ("random", 1...3) where write: return try random(request, Array(parts.dropFirst()))
-        case ("hash", 1...2) where write: return try hash(request, urlAlgorithm: parts.count == 2 ? parts[1] : nil)
-        case ("keys", _), ("encrypt", 2), ("decrypt", 2), ("rewrap", 2), ("datakey", 3), ("hmac", 2...3), ("sign", 2...3),
-            ("verify", 2...3), ("export", 3...4), ("backup", 2), ("restore", 1...2), ("random", 1...3), ("hash", 1...2):
-            throw request.unsupported()
-        default:
-            throw CofferError(.notFound, "no handler for route \"\(request.fullPath)\". route entry not found.")
-        }
-    }
-
     // MARK: Key management
 
-    func listKeys(_ request: EngineRequest) throws(CofferError) -> Response {
+    func listKeys(_ request: BackendRequest) throws(CofferError) -> Response {
         let names = try request.storage.list(TransitKey.storagePrefix)
         guard !names.isEmpty else { return .notFound }
         return Response(data: ["keys": .array(names.sorted().map { .string($0) })])
     }
 
-    func readKey(_ request: EngineRequest, _ name: String) throws(CofferError) -> Response {
+    func readKey(_ request: BackendRequest) throws(CofferError) -> Response {
+        let name = try Self.keyName(request)
         guard let key = try load(name, request.storage, now: request.now) else { return .notFound }
         return Response(data: key.readData)
     }
 
     /// Creates a key from the request's settings; an existing key is returned unchanged (as Vault).
-    func createKey(_ request: EngineRequest, _ name: String) throws(CofferError) -> Response {
+    func createKey(_ request: BackendRequest) throws(CofferError) -> Response {
+        let name = try Self.keyName(request)
         let key = try withKeyLock(name) { () throws(CofferError) -> TransitKey in
-            if let existing = try cached(name, request.storage) { return existing }
+            if let existing = try cached(name, request.storage.reader) { return existing }
             let key = try TransitBackend.newKey(name, request.data, now: request.now)
             try save(name, key, request.storage)
             return key
@@ -217,9 +172,10 @@ public final class TransitBackend: Backend {
         return period
     }
 
-    func deleteKey(_ request: EngineRequest, _ name: String) throws(CofferError) -> Response {
+    func deleteKey(_ request: BackendRequest) throws(CofferError) -> Response {
+        let name = try Self.keyName(request)
         try withKeyLock(name) { () throws(CofferError) in
-            guard let key = try cached(name, request.storage) else { return }
+            guard let key = try cached(name, request.storage.reader) else { return }
             guard key.deletionAllowed else {
                 throw CofferError.invalid("error deleting policy \(name): deletion is not allowed for this key")
             }
@@ -228,7 +184,8 @@ public final class TransitBackend: Backend {
         return .noContent
     }
 
-    func configureKey(_ request: EngineRequest, _ name: String) throws(CofferError) -> Response {
+    func configureKey(_ request: BackendRequest) throws(CofferError) -> Response {
+        let name = try Self.keyName(request)
         let data = request.data
         let key = try update(name, request.storage, now: request.now) { (key) throws(CofferError) in
             var minDecryption = try data.int("min_decryption_version") ?? key.minDecryptionVersion
@@ -260,12 +217,14 @@ public final class TransitBackend: Backend {
         return Response(data: key.readData)
     }
 
-    func rotateKey(_ request: EngineRequest, _ name: String) throws(CofferError) -> Response {
+    func rotateKey(_ request: BackendRequest) throws(CofferError) -> Response {
+        let name = try Self.keyName(request)
         let key = try update(name, request.storage, now: request.now) { (key) throws(CofferError) in try key.rotate(now: request.now) }
         return Response(data: key.readData)
     }
 
-    func trimKey(_ request: EngineRequest, _ name: String) throws(CofferError) -> Response {
+    func trimKey(_ request: BackendRequest) throws(CofferError) -> Response {
+        let name = try Self.keyName(request)
         let requested = try request.data.int("min_available_version") ?? 0
         let key = try update(name, request.storage, now: request.now) { (key) throws(CofferError) in
             guard key.minEncryptionVersion > 0 else {
@@ -340,22 +299,32 @@ public final class TransitBackend: Backend {
 
     // MARK: Encryption
 
-    func encrypt(_ request: EngineRequest, _ name: String) throws(CofferError) -> Response {
+    func encrypt(_ request: BackendRequest) throws(CofferError) -> Response {
+        let name = try Self.keyName(request)
         var key = try load(name, request.storage, now: request.now)
         if key == nil {
             // Vault's upsert: encrypting to a missing key creates it when the token may create it.
             guard request.operation == .create else { throw CofferError.invalid("encryption key not found") }
             let (items, _) = try TransitBackend.items(request.data)
-            var hasContext = false
+            var hasContext = request.fields.rawBytes["context"]?.isEmpty == false
             for item in items where try item.string("context")?.isEmpty == false { hasContext = true }
             key = try withKeyLock(name) { () throws(CofferError) -> TransitKey in
-                if let existing = try cached(name, request.storage) { return existing }
+                if let existing = try cached(name, request.storage.reader) { return existing }
                 let created = try TransitBackend.newKey(name, request.data, now: request.now, derivedByContext: hasContext)
                 try save(name, created, request.storage)
                 return created
             }
         }
         let topVersion = try request.data.int("key_version") ?? 0
+        // An in-process caller's bytes (the C ABI): no base64 either way, one item.
+        if let plaintext = request.fields.rawBytes["plaintext"], let key {
+            let ciphertext = try withRawBytes(plaintext, request.fields.rawBytes["context"] ?? [], []) { (p, c, a) throws(CofferError) in
+                try key.encrypt(p, context: c, aad: a, keyVersion: topVersion)
+            }
+            return Response(data: [
+                "ciphertext": .string(String(decoding: ciphertext, as: UTF8.self)), "key_version": .int(TransitBackend.version(of: ciphertext)),
+            ])
+        }
         return try TransitBackend.batch(request.data, failStatus: true) { (item) throws(CofferError) in
             guard let plaintextText = try item.string("plaintext") else { throw CofferError.invalid("missing plaintext to encrypt") }
             let plaintext = try base64Field(plaintextText, "plaintext")!
@@ -394,14 +363,24 @@ public final class TransitBackend: Backend {
         }
     }
 
-    func decrypt(_ request: EngineRequest, _ name: String) throws(CofferError) -> Response {
+    func decrypt(_ request: BackendRequest) throws(CofferError) -> Response {
+        let name = try Self.keyName(request)
         let key = try require(name, request)
+        // An in-process caller that wants bytes (the C ABI): the plaintext comes back as bytes, never base64.
+        if request.fields.rawResults, let ciphertext = request.fields.string("ciphertext") {
+            var response = Response(data: [:])
+            response.rawBytes["plaintext"] = try withRawBytes(Array(ciphertext.utf8), request.fields.bytes("context") ?? [], []) {
+                (t, c, a) throws(CofferError) in try key.decrypt(t, context: c, aad: a)
+            }
+            return response
+        }
         return try TransitBackend.batch(request.data, errorFields: ["plaintext": ""], failStatus: true) { (item) throws(CofferError) in
             ["plaintext": .string(Base64.encode(try decryptItem(key, item)))]
         }
     }
 
-    func rewrap(_ request: EngineRequest, _ name: String) throws(CofferError) -> Response {
+    func rewrap(_ request: BackendRequest) throws(CofferError) -> Response {
+        let name = try Self.keyName(request)
         let key = try require(name, request)
         let topVersion = try request.data.int("key_version") ?? 0
         return try TransitBackend.batch(request.data, failStatus: false) { (item) throws(CofferError) in
@@ -419,7 +398,9 @@ public final class TransitBackend: Backend {
         }
     }
 
-    func dataKey(_ request: EngineRequest, kind: String, _ name: String) throws(CofferError) -> Response {
+    func dataKey(_ request: BackendRequest) throws(CofferError) -> Response {
+        let kind = request.capture("kind")
+        let name = try Self.keyName(request)
         guard kind == "plaintext" || kind == "wrapped" else { throw CofferError.invalid("Invalid path, must be 'plaintext' or 'wrapped'") }
         let key = try require(name, request)
         let bits = try request.data.int("bits") ?? 256
@@ -445,7 +426,9 @@ public final class TransitBackend: Backend {
         return try HashAlgorithm(name: try data.string(field) ?? "sha2-256", field: field)
     }
 
-    func hmac(_ request: EngineRequest, _ name: String, urlAlgorithm: String?) throws(CofferError) -> Response {
+    func hmac(_ request: BackendRequest) throws(CofferError) -> Response {
+        let name = try Self.keyName(request)
+        let urlAlgorithm = request.captures["algorithm"]
         let key = try require(name, request, missing: "HMAC key not found")
         let algorithm = try TransitBackend.algorithm(request.data, "algorithm", url: urlAlgorithm)
         let topVersion = try request.data.int("key_version") ?? 0
@@ -492,7 +475,9 @@ public final class TransitBackend: Backend {
         return options
     }
 
-    func sign(_ request: EngineRequest, _ name: String, urlAlgorithm: String?) throws(CofferError) -> Response {
+    func sign(_ request: BackendRequest) throws(CofferError) -> Response {
+        let name = try Self.keyName(request)
+        let urlAlgorithm = request.captures["algorithm"]
         let key = try require(name, request, missing: "signing key not found")
         guard key.type.supportsSigning else { throw CofferError.invalid("key type \(key.type.rawValue) does not support signing") }
         let topVersion = try request.data.int("key_version") ?? 0
@@ -504,7 +489,9 @@ public final class TransitBackend: Backend {
         }
     }
 
-    func verify(_ request: EngineRequest, _ name: String, urlAlgorithm: String?) throws(CofferError) -> Response {
+    func verify(_ request: BackendRequest) throws(CofferError) -> Response {
+        let name = try Self.keyName(request)
+        let urlAlgorithm = request.captures["algorithm"]
         let key = try require(name, request, missing: "signature verification key not found")
         return try TransitBackend.batch(request.data, errorFields: ["valid": false], failStatus: false) { (item) throws(CofferError) in
             let input = try base64Field(try item.string("input") ?? "", "input")!
@@ -522,17 +509,20 @@ public final class TransitBackend: Backend {
 
     // MARK: Export, backup, restore
 
-    func export(_ request: EngineRequest, kind: String, _ name: String, version requested: String?) throws(CofferError) -> Response {
-        guard ["encryption-key", "signing-key", "hmac-key", "public-key"].contains(kind) else {
+    func export(_ request: BackendRequest) throws(CofferError) -> Response {
+        let kind = request.capture("kind")
+        let name = try Self.keyName(request)
+        let requested = request.captures["version"]
+        guard ["encryption-key", "signing-key", "hmac-key", "package-key"].contains(kind) else {
             throw CofferError.invalid("invalid export type: \(kind)")
         }
         guard let key = try load(name, request.storage, now: request.now) else { return .notFound }
-        guard kind == "public-key" || key.exportable else { throw CofferError.invalid("private key material is not exportable") }
+        guard kind == "package-key" || key.exportable else { throw CofferError.invalid("private key material is not exportable") }
         switch kind {
         case "encryption-key" where !key.type.supportsEncryption: throw CofferError.invalid("encryption not supported for the key")
         case "signing-key" where !key.type.supportsSigning: throw CofferError.invalid("signing not supported for the key")
-        case "public-key" where !key.type.isAsymmetric: throw CofferError.invalid("public key not available for key type \(key.type.rawValue)")
-        case "public-key" where key.derived: throw CofferError.invalid("public keys of derived keys depend on the context and are not exported")
+        case "package-key" where !key.type.isAsymmetric: throw CofferError.invalid("package key not available for key type \(key.type.rawValue)")
+        case "package-key" where key.derived: throw CofferError.invalid("package keys of derived keys depend on the context and are not exported")
         default: break
         }
         var numbers = key.versions.keys.filter { $0 >= key.minDecryptionVersion }
@@ -558,7 +548,7 @@ public final class TransitBackend: Backend {
     static func exported(_ type: TransitKeyType, _ version: KeyVersion, kind: String) throws(CofferError) -> String {
         switch kind {
         case "hmac-key": return version.hmacKey.withUnsafeBytes { Base64.encode($0) }
-        case "public-key":
+        case "package-key":
             let pem = version.publicKey
             return type.curve != nil && pem.hasSuffix("\n") ? String(pem.dropLast()) : pem
         default:
@@ -568,7 +558,8 @@ public final class TransitBackend: Backend {
         }
     }
 
-    func backup(_ request: EngineRequest, _ name: String) throws(CofferError) -> Response {
+    func backup(_ request: BackendRequest) throws(CofferError) -> Response {
+        let name = try Self.keyName(request)
         guard let key = try load(name, request.storage, now: request.now) else { throw CofferError.invalid("key \"\(name)\" not found") }
         guard key.exportable else { throw CofferError.invalid("exporting is disallowed on the policy; set exportable to back it up") }
         guard key.allowPlaintextBackup else {
@@ -577,14 +568,16 @@ public final class TransitBackend: Backend {
         return Response(data: ["backup": .string(try TransitBackup.encode(key, now: request.now))])
     }
 
-    func restore(_ request: EngineRequest, _ given: String?) throws(CofferError) -> Response {
+    func restore(_ request: BackendRequest) throws(CofferError) -> Response {
+        let given = request.captures["name"]
+        if let given { try Self.validateName(given) }
         guard let text = try request.data.string("backup"), !text.isEmpty else { throw CofferError.invalid("'backup' must be supplied") }
         var key = try TransitBackup.decode(text)
         if let given { key.name = given }
         try TransitBackend.validateName(key.name)
         let force = try request.data.bool("force") ?? false
         try withKeyLock(key.name) { () throws(CofferError) in
-            if !force, try cached(key.name, request.storage) != nil {
+            if !force, try cached(key.name, request.storage.reader) != nil {
                 throw CofferError.invalid("key \"\(key.name)\" already exists; set force to overwrite it")
             }
             try save(key.name, key, request.storage)
@@ -594,8 +587,8 @@ public final class TransitBackend: Backend {
 
     // MARK: Random, hash
 
-    func random(_ request: EngineRequest, _ rest: [String]) throws(CofferError) -> Response {
-        var rest = rest
+    func random(_ request: BackendRequest) throws(CofferError) -> Response {
+        var rest = [request.captures["first"], request.captures["second"]].compactMap { $0 }
         var source = try request.data.string("source") ?? "platform"
         if let first = rest.first, ["platform", "seal", "all"].contains(first) {
             source = first
@@ -626,7 +619,8 @@ public final class TransitBackend: Backend {
         }
     }
 
-    func hash(_ request: EngineRequest, urlAlgorithm: String?) throws(CofferError) -> Response {
+    func hash(_ request: BackendRequest) throws(CofferError) -> Response {
+        let urlAlgorithm = request.captures["algorithm"]
         guard let inputText = try request.data.string("input") else { throw CofferError.invalid("missing input to hash") }
         let input = try base64Field(inputText, "input")!
         let algorithm = try TransitBackend.algorithm(request.data, "algorithm", url: urlAlgorithm)

@@ -1,3 +1,4 @@
+package import CofferFramework
 import CofferCore
 
 /// Transit backups in OpenBao's format: base64 of `{"policy": {...}, "archived_keys": {"keys": [...]}}`,

@@ -1,3 +1,4 @@
+package import CofferFramework
 import COpenSSL
 import CofferCore
 

@@ -1,0 +1,133 @@
+package import CofferCore
+package import CofferFramework
+package import CofferVault
+
+/// The wire form shared by the HTTP server and the C ABI: a method, a path with an optional query,
+/// a token and a JSON body in; a status and a JSON body out. Both transports call
+/// ``Vault/handleWire(method:path:token:body:namespace:clientAddress:)``, so they cannot drift
+/// apart; the core below knows nothing of methods, query strings or status codes.
+package struct WireResult: Sendable {
+    /// The status Vault's API gives the answer (HTTP's numbers).
+    package var status: Int
+    /// The JSON body, or nil (204, or a 404 that says nothing).
+    package var body: [UInt8]?
+    /// The error the body was made from: a caller that reports a typed status (the C ABI) takes
+    /// its code from here, not from the number.
+    package var error: CofferError?
+    /// What the request came to, when it did not fail: `.notFound` for a missing secret.
+    package var outcome: Response.Outcome?
+}
+
+extension Vault {
+    /// Handles a request given in wire form. Never throws: errors become `{"errors": [...]}` with
+    /// the status of their code; the message never holds a secret.
+    package func handleWire(
+        method: String, path: String, token: String?, body: [UInt8], namespace: String = "", clientAddress: String = ""
+    ) -> WireResult {
+        Wire.handle(core, method: method, path: path, token: token, body: body, namespace: namespace, clientAddress: clientAddress)
+    }
+}
+
+extension Wire {
+    /// ``Vault/handleWire(method:path:token:body:namespace:clientAddress:)`` on a core.
+    package static func handle(
+        _ core: Core, method: String, path: String, token: String?, body: [UInt8], namespace: String = "", clientAddress: String = ""
+    ) -> WireResult {
+        let requestID = Random.uuid()
+        do {
+            var request = try parse(method: method, path: path, token: token, body: body, id: requestID)
+            request.namespace = namespace
+            request.clientAddress = clientAddress
+            let response = try core.handle(request)
+            // Every 404 is JSON: the CLI and hvac read `errors` whatever the path.
+            let body = response.body(requestID: requestID)?.serialized() ?? (response.outcome == .notFound ? Array(#"{"errors":[]}"#.utf8) : nil)
+            return WireResult(status: response.status, body: body, outcome: response.outcome)
+        } catch {
+            let (status, body) = errorBody(error)
+            return WireResult(status: status, body: body, error: error)
+        }
+    }
+}
+
+/// Parsing a request from its wire form, and the error body.
+package enum Wire {
+    /// `{"errors":[message]}` with the HTTP status of the error's code.
+    package static func errorBody(_ error: CofferError) -> (status: Int, body: [UInt8]) {
+        (error.code.httpStatus, JSONValue.object(["errors": [.string(error.message)]]).serialized())
+    }
+
+    /// Maps an HTTP method name to an operation: GET, PUT, POST, PATCH, DELETE, LIST. PUT and POST
+    /// both map to `update`; the core turns it into `create` when nothing exists yet.
+    package static func operation(forMethod method: String, listQuery: Bool = false) -> Request.Operation? {
+        switch method.uppercased() {
+        case "GET", "HEAD": listQuery ? .list : .read
+        case "PUT", "POST": .update
+        case "PATCH": .patch
+        case "DELETE": .delete
+        case "LIST": .list
+        default: nil
+        }
+    }
+
+    /// Splits the query off `path` and builds the request: query parameters become data for reads
+    /// and lists, the JSON body (an object) for writes.
+    package static func parse(method: String, path: String, token: String?, body: [UInt8], id: String) throws(CofferError) -> Request {
+        var path = path
+        var query: [String: JSONValue] = [:]
+        if let mark = path.firstIndex(of: "?") {
+            for pair in path[path.index(after: mark)...].split(separator: "&") {
+                let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                let key = percentDecode(String(parts[0]))
+                let value = parts.count > 1 ? percentDecode(String(parts[1])) : ""
+                if !key.isEmpty { query[key] = .string(value) }
+            }
+            path = String(path[..<mark])
+        }
+        if path.hasPrefix("/") { path = String(path.drop { $0 == "/" }) }
+        if path.hasPrefix("v1/") { path = String(path.dropFirst(3)) }
+        var listQuery = false
+        if ["GET", "HEAD"].contains(method.uppercased()), let flag = query["list"]?.stringValue, !flag.isEmpty {
+            // Go's strconv.ParseBool, as Vault parses it (hvac sends "True").
+            guard let list = Field.parseBool(flag) else {
+                throw CofferError.invalid("the list query parameter must be true or false (1, t, T, TRUE, true, True or their false forms)")
+            }
+            listQuery = list
+        }
+        guard let operation = operation(forMethod: method, listQuery: listQuery) else {
+            throw CofferError(.unsupportedOperation, "unsupported method \(method); use GET, PUT, POST, PATCH, DELETE or LIST")
+        }
+        var data = query
+        data.removeValue(forKey: "list")
+        if !body.isEmpty, operation != .read, operation != .list || !body.allSatisfy({ $0 == 0x20 || $0 == 0x0A }) {
+            let parsed: JSONValue
+            do {
+                parsed = try JSONValue.parse(body)
+            } catch {
+                throw CofferError.invalid("failed to parse JSON input: \(error)")
+            }
+            switch parsed {
+            case .object(let object): for (k, v) in object { data[k] = v }
+            case .null: break
+            default: throw CofferError.invalid("failed to parse JSON input: the body must be a JSON object, not \(parsed.typeName)")
+            }
+        }
+        return Request(operation, path, data: data, token: token, id: id)
+    }
+
+    static func percentDecode(_ text: String) -> String {
+        var out: [UInt8] = []
+        var bytes = Array(text.utf8)[...]
+        while let b = bytes.first {
+            bytes = bytes.dropFirst()
+            if b == UInt8(ascii: "+") {
+                out.append(0x20)
+            } else if b == UInt8(ascii: "%"), bytes.count >= 2, let v = Hex.decode(String(decoding: bytes.prefix(2), as: UTF8.self)) {
+                out.append(v[0])
+                bytes = bytes.dropFirst(2)
+            } else {
+                out.append(b)
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}

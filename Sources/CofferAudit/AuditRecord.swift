@@ -1,0 +1,219 @@
+/// What one request contributes to its audit records: the request, who made it, and, once it has
+/// been handled, its response or error. A value, so that a queued record can be built on the device's
+/// writer thread while the request's own thread goes on.
+package import CofferCore
+package struct AuditRecord: Sendable {
+    let request: Request
+    let caller: AuditCaller?
+    let time: Timestamp
+    /// An error known before the request was routed (a refused token); the request record shows it too.
+    package var requestError: CofferError?
+    package var error: CofferError?
+    package var mountType = ""
+    package var response: Response?
+
+    package init(request: Request, caller: AuditCaller?, time: Timestamp) {
+        self.request = request
+        self.caller = caller
+        self.time = time
+    }
+
+    /// Whether handling the request can change stored state. Records of requests that cannot (read,
+    /// list) may be queued by a device whose `sync` is "writes" (docs/audit.md).
+    var changesState: Bool { request.operation != .read && request.operation != .list }
+}
+
+/// What an audit record says of the token behind a request.
+package struct AuditCaller: Sendable {
+    package var accessor: String
+    package var displayName: String
+    package var meta: [String: String]
+    package var policies: [String]
+
+    package init(accessor: String, displayName: String, meta: [String: String], policies: [String]) {
+        self.accessor = accessor
+        self.displayName = displayName
+        self.meta = meta
+        self.policies = policies
+    }
+}
+
+/// Which of a record's two lines to write.
+package struct AuditPhases: OptionSet, Sendable {
+    package let rawValue: UInt8
+    package init(rawValue: UInt8) { self.rawValue = rawValue }
+    static let request = AuditPhases(rawValue: 1)
+    static let response = AuditPhases(rawValue: 2)
+    static let both: AuditPhases = [.request, .response]
+}
+
+/// The chain position a line is written at: the next line's `seq` is `seq + 1`, its `prev_mac` is `prev`.
+package struct AuditChainState {
+    var seq = 0
+    var prev: [UInt8] = []
+}
+
+extension AuditDevice {
+    /// Appends the lines of `record` for `phases` to `out`, in the shape of Vault's audit log:
+    /// `{auth, error, prev_mac, request, response?, seq, time, type, mac}` (keys sorted but `mac`,
+    /// which closes the line; AuditChain says what it covers). Advances `chain` past them.
+    func appendLines(_ record: AuditRecord, _ phases: AuditPhases, chain: inout AuditChainState, to out: inout [UInt8]) {
+        // The token and accessor appear in both blocks: hashed once.
+        var token: [UInt8] = []
+        writeHashed(record.request.token, to: &token)
+        var accessor: [UInt8] = []
+        writeHashed(record.caller?.accessor, to: &accessor)
+        let auth = authBlock(record, token: token, accessor: accessor)
+        let request = requestBlock(record, token: token, accessor: accessor)
+        var time: [UInt8] = []
+        time.reserveCapacity(32)
+        record.time.appendRFC3339(to: &time)
+        for phase in [AuditPhases.request, .response] where phases.contains(phase) {
+            let start = out.count
+            out.appendLiteral(#"{"auth":"#)
+            out.append(contentsOf: auth)
+            out.appendLiteral(#","error":"#)
+            JSONValue.writeString((phase == .request ? record.requestError : record.error)?.message ?? "", to: &out)
+            out.appendLiteral(#","prev_mac":""#)
+            out.append(contentsOf: chain.prev)
+            out.appendLiteral(#"","request":"#)
+            out.append(contentsOf: request)
+            if phase == .response { appendResponse(record, to: &out) }
+            out.appendLiteral(#","seq":"#)
+            chain.seq += 1
+            appendDecimal(chain.seq, to: &out)
+            out.appendLiteral(#","time":""#)
+            out.append(contentsOf: time)
+            out.appendLiteral(phase == .request ? #"","type":"request"}"# : #"","type":"response"}"#)
+            chain.prev = AuditChain.seal(lineFrom: start, of: &out, key: chainMAC)
+        }
+    }
+
+    /// Appends a `torn` record (see `continuation(of:key:)`): `{"error":"","prev_mac":…,"seq":…,"time":…,
+    /// "torn":{"bytes":<length of the torn line>,"sha256":"<hex>"},"type":"torn","mac":…}`.
+    static func appendTornRecord(fragment: [UInt8], time: Timestamp, chain: inout AuditChainState, key: HMACKey, to out: inout [UInt8]) {
+        let start = out.count
+        out.appendLiteral(#"{"error":"","prev_mac":""#)
+        out.append(contentsOf: chain.prev)
+        out.appendLiteral(#"","seq":"#)
+        chain.seq += 1
+        appendDecimal(chain.seq, to: &out)
+        out.appendLiteral(#","time":""#)
+        time.appendRFC3339(to: &out)
+        out.appendLiteral(#"","torn":{"bytes":"#)
+        appendDecimal(fragment.count, to: &out)
+        out.appendLiteral(#","sha256":""#)
+        Digest.sha256(fragment).withUnsafeBytes { Hex.append($0, to: &out) }
+        out.appendLiteral(#""},"type":"torn"}"#)
+        chain.prev = AuditChain.seal(lineFrom: start, of: &out, key: key)
+    }
+
+    private func authBlock(_ record: AuditRecord, token: [UInt8], accessor: [UInt8]) -> [UInt8] {
+        guard let caller = record.caller else { return [UInt8(ascii: "{"), UInt8(ascii: "}")] }
+        var auth: [UInt8] = []
+        auth.reserveCapacity(384)
+        auth.appendLiteral(#"{"accessor":"#)
+        auth.append(contentsOf: accessor)
+        auth.appendLiteral(#","client_token":"#)
+        auth.append(contentsOf: token)
+        auth.appendLiteral(#","display_name":"#)
+        JSONValue.writeString(caller.displayName, to: &auth)
+        auth.appendLiteral(#","entity_id":"","metadata":"#)
+        writeStrings(caller.meta, to: &auth)
+        auth.appendLiteral(#","policies":"#)
+        writeStrings(caller.policies, to: &auth)
+        auth.appendLiteral(#","token_policies":"#)
+        writeStrings(caller.policies, to: &auth)
+        auth.appendLiteral(#","token_type":"service"}"#)
+        return auth
+    }
+
+    private func requestBlock(_ record: AuditRecord, token: [UInt8], accessor: [UInt8]) -> [UInt8] {
+        let request = record.request
+        var block: [UInt8] = []
+        block.reserveCapacity(384)
+        block.appendLiteral(#"{"client_token":"#)
+        block.append(contentsOf: token)
+        block.appendLiteral(#","client_token_accessor":"#)
+        block.append(contentsOf: accessor)
+        block.appendLiteral(#","data":"#)
+        let parameters = request.parameters
+        if parameters.isEmpty { block.appendLiteral("null") } else { writeHashed(.object(parameters), to: &block) }
+        block.appendLiteral(#","id":"#)
+        JSONValue.writeString(request.id, to: &block)
+        block.appendLiteral(#","namespace":{"id":"root"},"operation":"#)
+        JSONValue.writeString(request.operation.rawValue, to: &block)
+        block.appendLiteral(#","path":"#)
+        JSONValue.writeString(request.path, to: &block)
+        block.appendLiteral(#","remote_address":"#)
+        JSONValue.writeString(request.clientAddress, to: &block)
+        block.append(UInt8(ascii: "}"))
+        return block
+    }
+
+    private func appendResponse(_ record: AuditRecord, to out: inout [UInt8]) {
+        out.appendLiteral(#","response":{"#)
+        if let response = record.response {
+            if let a = response.auth {
+                out.appendLiteral(#""auth":{"accessor":"#)
+                writeHashed(a.accessor, to: &out)
+                out.appendLiteral(#","client_token":"#)
+                writeHashed(a.clientToken, to: &out)
+                out.appendLiteral(#","lease_duration":"#)
+                appendDecimal(Int(a.leaseDuration), to: &out)
+                out.appendLiteral(#","metadata":"#)
+                writeStrings(a.metadata, to: &out)
+                out.appendLiteral(#","num_uses":"#)
+                appendDecimal(a.numUses, to: &out)
+                out.appendLiteral(#","policies":"#)
+                writeStrings(a.policies, to: &out)
+                out.appendLiteral(a.renewable ? #","renewable":true"# : #","renewable":false"#)
+                out.appendLiteral(#","token_policies":"#)
+                writeStrings(a.tokenPolicies, to: &out)
+                out.appendLiteral(#","token_type":"service"},"#)
+            }
+            if let body = response.raw ?? response.data.map({ JSONValue.object($0) }) {
+                out.appendLiteral(#""data":"#)
+                writeHashed(body, to: &out)
+                out.append(UInt8(ascii: ","))
+            }
+        }
+        out.appendLiteral(#""mount_type":"#)
+        JSONValue.writeString(record.mountType, to: &out)
+        if let response = record.response {
+            out.appendLiteral(#","status":"#)
+            appendDecimal(response.status, to: &out)
+            if !response.warnings.isEmpty {
+                out.appendLiteral(#","warnings":"#)
+                writeStrings(response.warnings, to: &out)
+            }
+        }
+        out.append(UInt8(ascii: "}"))
+    }
+
+    /// A list of names, as JSON (not hashed: policies and warnings are not secrets).
+    private func writeStrings(_ values: [String], to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "["))
+        for (i, value) in values.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            JSONValue.writeString(value, to: &out)
+        }
+        out.append(UInt8(ascii: "]"))
+    }
+
+    /// Token metadata as JSON, or null when there is none (as Vault writes it; not hashed).
+    private func writeStrings(_ values: [String: String], to out: inout [UInt8]) {
+        guard !values.isEmpty else {
+            out.appendLiteral("null")
+            return
+        }
+        out.append(UInt8(ascii: "{"))
+        for (i, (key, value)) in values.sorted(by: { $0.key < $1.key }).enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            JSONValue.writeString(key, to: &out)
+            out.append(UInt8(ascii: ":"))
+            JSONValue.writeString(value, to: &out)
+        }
+        out.append(UInt8(ascii: "}"))
+    }
+}

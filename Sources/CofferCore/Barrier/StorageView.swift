@@ -1,0 +1,69 @@
+/// A window onto the barrier under one prefix: an engine cannot read or write outside its mount.
+package struct StorageView: Sendable {
+    let barrier: Barrier
+    package let prefix: String
+    /// Keys (relative, as globs: "policy/*") written seal-wrapped (``Barrier/putSealWrapped(_:_:)``).
+    let sealWrapped: [String]
+
+    package init(barrier: Barrier, prefix: String, sealWrapped: [String] = []) {
+        self.barrier = barrier
+        self.prefix = prefix
+        self.sealWrapped = sealWrapped
+    }
+
+    func isSealWrapped(_ key: String) -> Bool {
+        for glob in sealWrapped {
+            if glob.hasSuffix("*") ? key.utf8.starts(with: glob.utf8.dropLast()) : key == glob { return true }
+        }
+        return false
+    }
+
+    package func get(_ key: String) throws(CofferError) -> [UInt8]? { try barrier.get(prefix + key) }
+
+    /// Reads and parses a JSON entry.
+    package func getJSON(_ key: String) throws(CofferError) -> JSONValue? {
+        guard let bytes = try get(key) else { return nil }
+        do {
+            return try JSONValue.parse(bytes)
+        } catch {
+            throw CofferError(.integrity, "stored entry at '\(prefix + key)' is not valid JSON")
+        }
+    }
+
+    package func put(_ key: String, _ value: [UInt8]) throws(CofferError) {
+        if isSealWrapped(key) { try barrier.putSealWrapped(prefix + key, value) } else { try barrier.put(prefix + key, value) }
+    }
+
+    package func putJSON(_ key: String, _ value: JSONValue) throws(CofferError) { try put(key, value.serialized()) }
+
+    package func delete(_ key: String) throws(CofferError) { try barrier.delete(prefix + key) }
+
+    package func list(_ keyPrefix: String) throws(CofferError) -> [String] { try barrier.list(prefix + keyPrefix) }
+
+    /// Applies puts and deletes (keys relative to this view) atomically.
+    package func batch(_ operations: [StorageOperation]) throws(CofferError) {
+        try barrier.batch(
+            operations.map {
+                switch $0 {
+                case .put(let key, let value): .put(key: prefix + key, value: value)
+                case .delete(let key): .delete(key: prefix + key)
+                }
+            }, sealWrapped: sealWrapped.isEmpty ? nil : { isSealWrapped(String(decoding: $0.utf8.dropFirst(prefix.utf8.count), as: UTF8.self)) })
+    }
+}
+
+extension StorageView {
+    /// The same window, for reading only: what an existence check gets.
+    package var reader: StorageReader { StorageReader(view: self) }
+}
+
+/// A window onto the barrier under one prefix that can only read: an existence check decides
+/// whether a write is a create or an update before the ACL has run, so it must not change anything.
+package struct StorageReader: Sendable {
+    let view: StorageView
+
+    package var prefix: String { view.prefix }
+    package func get(_ key: String) throws(CofferError) -> [UInt8]? { try view.get(key) }
+    package func getJSON(_ key: String) throws(CofferError) -> JSONValue? { try view.getJSON(key) }
+    package func list(_ keyPrefix: String) throws(CofferError) -> [String] { try view.list(keyPrefix) }
+}

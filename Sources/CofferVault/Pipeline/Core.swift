@@ -1,0 +1,454 @@
+public import CofferCore
+package import CofferFramework
+package import CofferAudit
+import Synchronization
+
+/// What `initialize` hands back exactly once: the unseal (or recovery) shares and the root token.
+public struct InitResult: Sendable {
+    /// Shares as raw bytes; `hexKeys` and `base64Keys` are the forms Vault prints.
+    public let keys: [SecureBytes]
+    public let rootToken: String
+    public let recovery: Bool
+
+    public var hexKeys: [String] { keys.map { $0.withUnsafeBytes { Hex.encode($0) } } }
+    public var base64Keys: [String] { keys.map { $0.withUnsafeBytes { Base64.encode($0) } } }
+
+    /// The raw body of `sys/init`.
+    public var json: JSONValue {
+        let hex = JSONValue.array(hexKeys.map { .string($0) })
+        let b64 = JSONValue.array(base64Keys.map { .string($0) })
+        if recovery {
+            return ["keys": [], "keys_base64": [], "recovery_keys": hex, "recovery_keys_base64": b64, "root_token": .string(rootToken)]
+        }
+        return ["keys": hex, "keys_base64": b64, "root_token": .string(rootToken)]
+    }
+}
+
+/// Seal status, as `sys/seal-status` reports it.
+public struct SealStatus: Sendable, Equatable {
+    public var type: String
+    public var initialized: Bool
+    public var sealed: Bool
+    public var threshold: Int
+    public var shares: Int
+    public var progress: Int
+    public var nonce: String
+    public var storageType: String
+    public var recoverySeal: Bool
+
+    /// The `sys/seal-status` body. As in OpenBao, the cluster name and id are shown only when unsealed.
+    public var json: JSONValue {
+        var body: [String: JSONValue] = [
+            "type": .string(type), "initialized": .bool(initialized), "sealed": .bool(sealed), "t": .int(threshold),
+            "n": .int(shares), "progress": .int(progress), "nonce": .string(nonce), "version": .string(CofferVersion.versionString),
+            "migration": false, "recovery_seal": .bool(recoverySeal), "storage_type": .string(storageType),
+        ]
+        if !sealed {
+            body["cluster_name"] = .string(CofferVersion.clusterName)
+            body["cluster_id"] = .string(CofferVersion.clusterID)
+        }
+        return .object(body)
+    }
+}
+
+/// Build-time facts reported on the wire.
+public enum CofferVersion {
+    public static let versionString = "0.1.0"
+    public static let clusterName = "coffer"
+    public static let clusterID = "00000000-0000-0000-0000-000000000000"
+}
+
+/// The vault core: storage, barrier, seal, tokens, policies and the mount tables behind one
+/// synchronous, thread-safe `handle(_:)`. It knows nothing of HTTP or C; those encode its requests
+/// and responses (the `Coffer` module's wire form).
+package final class Core: Sendable {
+    package let barrier: Barrier
+    /// What protects the root key. Replaced only by a seal migration.
+    package var seal: any Seal { sealBox.withLock { $0 } }
+    let sealBox: Mutex<any Seal>
+    package let clock: any WallClock
+    package let limits: Limits
+    /// The secrets engines and auth methods that can be mounted, by type.
+    let engines: EngineRegistry
+    let authMethods: EngineRegistry
+    let tokens: TokenStore
+    let policies: PolicyStore
+    let audit: AuditBroker
+    /// Audit devices the configuration requires: enabled (if not already) at every unseal; if one
+    /// cannot be enabled the unseal fails, so nothing is served unaudited.
+    package let declaredAuditDevices: [AuditDeviceConfig]
+
+    struct UnsealProgress {
+        var parts: [SecureBytes] = []
+        var nonce: String = ""
+    }
+    let progress = Mutex(UnsealProgress())
+    let rekey = Mutex<RekeyState?>(nil)
+    let generateRoot = Mutex<GenerateRootState?>(nil)
+    /// Finished mount moves, newest last, for `sys/remount/status/<migration_id>` (SystemMounts.swift).
+    let remountMigrations = Mutex<[RemountMigration]>([])
+    /// The mounts while unsealed; nil while sealed, when only `sys/` is served.
+    let routes = Mutex<RouteTable?>(nil)
+    /// The built-in backends: `sys/` (served sealed too) and `auth/token/`.
+    let builtins: Mutex<(system: SystemBackend?, token: TokenBackend?)> = Mutex((nil, nil))
+    /// Serialises state changes (init, unseal, seal, mount, rekey) against each other; requests do
+    /// not take it.
+    let lifecycle = Mutex(())
+    /// The storage change feed subscription (Invalidation.swift).
+    let feed = Mutex<Int?>(nil)
+
+    /// Opens a core over `storage`. It starts sealed; if `storage` holds no Coffer yet, call
+    /// `initialize`; with an auto-unseal seal, call `autoUnseal()` to unseal through the seal.
+    package init(
+        storage: any PhysicalBackend, seal: any Seal = ShamirSeal(), engines: EngineRegistry,
+        authMethods: EngineRegistry = EngineRegistry(), clock: any WallClock = SystemClock(), limits: Limits = Limits(),
+        auditDevices: [AuditDeviceConfig] = []
+    ) throws(CofferError) {
+        self.declaredAuditDevices = auditDevices
+        self.barrier = Barrier(physical: storage, maxEntrySize: limits.maxEntrySize, clock: clock)
+        self.sealBox = Mutex(seal)
+        barrier.setSeal(seal)
+        self.engines = engines
+        self.authMethods = authMethods
+        self.clock = clock
+        self.limits = limits
+        self.tokens = TokenStore(barrier: barrier)
+        self.policies = PolicyStore(barrier: barrier)
+        self.audit = AuditBroker(barrier: barrier)
+        if let config = try storedSealConfig(), config.type != seal.type {
+            throw CofferError.invalid(
+                "this storage is sealed by a \(config.type) seal but Coffer was opened with a \(seal.type) seal; migrate the seal first")
+        }
+        builtins.withLock { $0 = (SystemBackend(core: self), TokenBackend(core: self)) }
+        // A revoked token's cubbyhole goes with it, as in Vault.
+        tokens.revoked.withLock { $0 = { [weak self] hash in self?.dropCubbyhole(of: hash) } }
+        subscribeToChanges()
+    }
+
+    deinit {
+        if let id = feed.withLock({ $0 }) { barrier.physical.changes.unsubscribe(id) }
+    }
+
+    // MARK: Lifecycle
+
+    func storedSealConfig() throws(CofferError) -> SealConfig? {
+        guard let bytes = try barrier.physical.get(SealConfig.path) else { return nil }
+        do {
+            return try SealConfig(json: try JSONValue.parse(bytes))
+        } catch let error as CofferError {
+            throw error
+        } catch {
+            throw CofferError(.corruptDatabase, "the seal configuration (core/seal-config) is not valid JSON")
+        }
+    }
+
+    package var isInitialized: Bool { (try? storedSealConfig()) != nil }
+    package var isSealed: Bool { barrier.isSealed }
+
+    package func sealStatus() throws(CofferError) -> SealStatus {
+        let config = try storedSealConfig()
+        let (count, nonce) = progress.withLock { ($0.parts.count, $0.nonce) }
+        return SealStatus(
+            type: seal.type, initialized: config != nil, sealed: barrier.isSealed, threshold: config?.threshold ?? 0,
+            shares: config?.shares ?? 0, progress: count, nonce: nonce, storageType: barrier.physical.typeName,
+            recoverySeal: seal.isAutoUnseal)
+    }
+
+    /// Creates the vault: a root key, the keyring, the unseal shares and a root token. Returns the
+    /// shares and token once; they are not stored anywhere. Leaves the vault unsealed.
+    package func initialize(shares: Int, threshold: Int) throws(CofferError) -> InitResult {
+        try lifecycle.withLock { (_) throws(CofferError) -> InitResult in
+            guard try storedSealConfig() == nil else {
+                throw CofferError(.alreadyInitialized, "Vault is already initialized")
+            }
+            // Refuse to initialise over data that is not ours (a half-written init, a foreign file).
+            guard try barrier.physical.list(prefix: "").isEmpty else {
+                throw CofferError(.corruptDatabase, "storage is not empty but holds no seal configuration; refusing to initialise over it")
+            }
+            // With an auto-unseal seal the shares are recovery shares: their key authorises rekey
+            // and root-token generation, and is stored (seal-wrapped) to check them against.
+            let seal = self.seal
+            let unsealKey = SecureBytes(randomCount: 32)
+            let parts = try Shamir.split(unsealKey, shares: shares, threshold: threshold)
+            let rootKey = SecureBytes(randomCount: 32)
+            let wrapped = try seal.wrap(rootKey, unsealKey: seal.isAutoUnseal ? nil : unsealKey)
+            try barrier.initialize(rootKey: rootKey, now: clock.now())
+            try barrier.physical.put(ShamirSeal.rootKeyPath, wrapped)
+            if seal.isAutoUnseal {
+                try barrier.physical.put(RecoveryKey.path, try barrier.sealedEntry(RecoveryKey.path, secret: unsealKey, wrappingWith: seal))
+            }
+            try postUnseal()
+            try loadMounts()
+            let token = try createRootToken()
+            // Written last: until it exists the vault counts as uninitialised.
+            try barrier.physical.put(SealConfig.path, SealConfig(for: seal, shares: shares, threshold: threshold, parts: parts).json.serialized())
+            return InitResult(keys: parts, rootToken: token, recovery: seal.isAutoUnseal)
+        }
+    }
+
+    /// Adds one unseal share. At the threshold the shares are combined and the vault unseals.
+    ///
+    /// A share that is malformed, a repeat, or not one of the current set is rejected with an error
+    /// and the shares already given are kept.
+    @discardableResult
+    package func unseal(key: [UInt8]) throws(CofferError) -> SealStatus {
+        try lifecycle.withLock { (_) throws(CofferError) in
+            guard let config = try storedSealConfig() else {
+                throw CofferError(.notInitialized, "Vault is not initialized")
+            }
+            guard barrier.isSealed else { return }
+            guard !seal.isAutoUnseal else {
+                throw CofferError.invalid(
+                    "this vault unseals itself through its \(seal.type) seal; recovery keys do not unseal it. "
+                        + "Call autoUnseal() (or sys/unseal with no key) to retry")
+            }
+            let share = SecureBytes(key)
+            guard share.count == 33 else {
+                throw CofferError.invalid("unseal key is \(share.count) bytes; a Coffer unseal key is 33 bytes (66 hex digits)")
+            }
+            let check = SealConfig.check(share)
+            guard config.shareChecks.contains(where: { ConstantTime.equals(Array($0.utf8), Array(check.utf8)) }) else {
+                throw CofferError.invalid("this unseal key is not one of the current unseal keys; progress is unchanged")
+            }
+            let parts: [SecureBytes]? = try progress.withLock { (p) throws(CofferError) -> [SecureBytes]? in
+                if p.parts.contains(where: { $0.constantTimeEquals(share) }) {
+                    throw CofferError.invalid("this unseal key was already entered; progress is unchanged")
+                }
+                if p.parts.isEmpty { p.nonce = Random.uuid() }
+                p.parts.append(share)
+                return p.parts.count >= config.threshold ? p.parts : nil
+            }
+            guard let parts else { return }
+            defer { progress.withLock { $0 = UnsealProgress() } }
+            let unsealKey = try Shamir.combine(parts)
+            try unsealWith(unsealKey: unsealKey)
+        }
+        return try sealStatus()
+    }
+
+    /// Unseals through an auto-unseal seal (PKCS#11): no shares needed. Does nothing when already
+    /// unsealed. When the seal fails (HSM unreachable, key missing, wrong PIN) the error says what
+    /// to fix and the vault stays sealed with nothing changed; calling again later retries.
+    package func autoUnseal() throws(CofferError) {
+        try lifecycle.withLock { (_) throws(CofferError) in
+            guard try storedSealConfig() != nil else { throw CofferError(.notInitialized, "Vault is not initialized") }
+            guard barrier.isSealed else { return }
+            guard seal.isAutoUnseal else {
+                throw CofferError.invalid("this vault is sealed by a \(seal.type) seal and needs unseal keys; it cannot unseal itself")
+            }
+            try unsealWith(unsealKey: nil)
+        }
+    }
+
+    /// A new root token (initialisation and root-token generation).
+    func createRootToken() throws(CofferError) -> String {
+        let now = clock.now()
+        return try tokens.create { hash, accessor in
+            TokenEntry(
+                idHash: hash, accessor: accessor, parentHash: "", policies: ["root"], meta: [:], displayName: "root",
+                path: "auth/token/root", now: now, ttl: 0, explicitMaxTTL: 0, numUses: 0, period: 0, renewable: false)
+        }.0
+    }
+
+    /// Discards the shares entered so far.
+    package func resetUnsealProgress() {
+        progress.withLock { $0 = UnsealProgress() }
+    }
+
+    func unsealWith(unsealKey: SecureBytes?) throws(CofferError) {
+        guard let blob = try barrier.physical.get(ShamirSeal.rootKeyPath) else {
+            throw CofferError(.corruptDatabase, "the root key (core/root-key) is missing from storage")
+        }
+        let rootKey = try seal.unwrap(blob, unsealKey: unsealKey)
+        try barrier.unseal(rootKey: rootKey)
+        try postUnseal()
+    }
+
+    /// Loads what the request path needs once the barrier is open.
+    func postUnseal() throws(CofferError) {
+        do throws(CofferError) {
+            try tokens.load()
+            try policies.load()
+            try loadMounts()
+            // A device that cannot open does not stop the unseal: it stays listed, and requests fail
+            // closed if no device can record them.
+            try audit.load()
+            let stored = try audit.storedConfigs()
+            let enabled = Set(stored.map(\.path))
+            for device in declaredAuditDevices where !enabled.contains(device.path) {
+                do throws(CofferError) {
+                    try audit.enable(device)
+                } catch {
+                    throw CofferError(error.code, "the configured audit device \(device.path) cannot be enabled: \(error.message)")
+                }
+            }
+        } catch {
+            sealNow()
+            throw error
+        }
+    }
+
+    /// Seals: drops the keys, caches and mounts. The next request fails with "Vault is sealed".
+    package func sealVault() {
+        lifecycle.withLock { _ in sealNow() }
+    }
+
+    func sealNow() {
+        routes.withLock { $0 = nil }
+        audit.unload()
+        tokens.unload()
+        policies.unload()
+        barrier.seal()
+        progress.withLock { $0 = UnsealProgress() }
+        rekey.withLock { $0 = nil }
+        generateRoot.withLock { $0 = nil }
+    }
+
+    // MARK: The request path
+
+    /// Handles one request. Synchronous and thread-safe; the steps, in order:
+    ///
+    /// normalise the path → find the mount serving it (when sealed, only `sys/`) → its unauthenticated
+    /// paths are served here → sealed? → namespace → token (expiry, parents, uses) → existence check
+    /// (update or create) → audit the request → ACL (with `sudo` for the backend's root paths) →
+    /// the backend → audit the response. The C ABI's fast paths and HTTP come through here alike.
+    package func handle(_ request: Request) throws(CofferError) -> Response {
+        var request = request
+        request.path = try PathRules.normalize(request.path)
+        let table = routeTable
+        guard let (mount, relative) = table.route(request.path) else {
+            if barrier.isSealed { throw CofferError.sealedError }
+            throw CofferError(.notFound, "no handler for route \"\(request.path)\". route entry not found.")
+        }
+        let special = mount.backend.specialPaths
+        if SpecialPaths.matches(special.unauthenticated, relative) {
+            let now = clock.now()
+            if SpecialPaths.matches(special.unaudited, relative) {
+                return try dispatch(request, to: mount, relative, caller: nil, now: now)
+            }
+            return try audited(request, caller: nil, now: now) { (request) throws(CofferError) in
+                try dispatch(request, to: mount, relative, caller: nil, now: now)
+            }
+        }
+        if barrier.isSealed {
+            // Sealing a sealed vault is a no-op that succeeds, as in OpenBao (no token can be checked).
+            if request.path == "sys/seal" && (request.operation == .update || request.operation == .create) { return .noContent }
+            throw CofferError.sealedError
+        }
+        // Coffer has only the root namespace: any other is "not found", as OpenBao answers for a missing one
+        // (ignoring it would put a client that means to be isolated in ns1 into the root namespace).
+        let namespace = request.namespace.split(separator: "/")
+        guard namespace.isEmpty || namespace == ["root"] else { throw CofferError(.notFound, "namespace not found") }
+        let now = clock.now()
+        let caller: TokenEntry
+        do {
+            caller = try authenticate(request.token, now: now)
+        } catch {
+            // A refused token is recorded too (best effort: the request is refused either way).
+            var record = AuditRecord(request: request, caller: nil, time: now)
+            record.requestError = error
+            record.error = error
+            audit.logRefused(record)
+            throw error
+        }
+        if request.operation == .update, let exists = try mount.backend.exists(existenceRequest(request, mount, relative, caller, now)),
+            !exists
+        {
+            request.operation = .create
+        }
+        return try audited(request, caller: caller, now: now) { (request) throws(CofferError) in
+            if !SpecialPaths.matches(special.selfService, relative) {
+                try authorize(caller, request, requireSudo: SpecialPaths.matches(special.root, relative))
+            }
+            return try dispatch(request, to: mount, relative, caller: caller, now: now)
+        }
+    }
+
+    /// The answer for an operation a path does not serve (Vault's text).
+    func unsupported(_ request: Request) -> CofferError { CofferError(.unsupportedOperation, "unsupported operation") }
+
+    /// Runs the backend. An auth method's login answer (an `auth` block without a token) becomes a
+    /// token here, as Vault's router does.
+    func dispatch(
+        _ request: Request, to mount: RoutedMount, _ relative: String, caller: TokenEntry?, now: Timestamp
+    ) throws(CofferError) -> Response {
+        let backendRequest = BackendRequest(
+            operation: request.operation, path: relative, fields: FieldData(request.data, rawBytes: request.rawBytes, rawResults: request.rawResults),
+            storage: mount.storage, mount: mount.entry, now: now, caller: caller?.caller, token: request.token,
+            requestID: request.id, clientAddress: request.clientAddress)
+        var response = try mount.backend.handle(backendRequest)
+        response.mountType = mount.entry.type
+        if mount.kind == .auth, let auth = response.auth, auth.clientToken.isEmpty {
+            response.auth = try issueLoginToken(auth, mount: mount, now: now)
+        }
+        return response
+    }
+
+    func existenceRequest(_ request: Request, _ mount: RoutedMount, _ relative: String, _ caller: TokenEntry, _ now: Timestamp)
+        -> ExistenceRequest
+    {
+        ExistenceRequest(
+            path: relative, fields: FieldData(request.data, rawBytes: request.rawBytes), storage: mount.storage.reader,
+            mount: mount.entry, now: now, caller: caller.caller)
+    }
+
+    /// Records the request, runs `body`, records the response. If no audit device records the request,
+    /// `body` never runs.
+    func audited(
+        _ request: Request, caller: TokenEntry?, now: Timestamp, _ body: (Request) throws(CofferError) -> Response
+    ) throws(CofferError) -> Response {
+        let devices = audit.current
+        guard !devices.isEmpty else { return try body(request) }
+        var record = AuditRecord(request: request, caller: caller?.auditCaller, time: now)
+        let ticket = try audit.logRequest(record, devices: devices)
+        do {
+            record.response = try body(request)
+        } catch {
+            record.error = error
+            try? audit.logResponse(record, ticket)
+            throw error
+        }
+        record.mountType = record.response!.mountType
+        try audit.logResponse(record, ticket)
+        return record.response!
+    }
+
+    /// The token's entry, with expiry enforced and a use counted. `package` so that bench/ can time
+    /// this step of the request path on its own (docs/benchmarks.md); not API.
+    package func authenticate(_ token: String?, now: Timestamp) throws(CofferError) -> TokenEntry {
+        guard let token, !token.isEmpty, let found = try tokens.lookup(token: token),
+            var entry = try tokens.live(found, now: now)
+        else {
+            throw CofferError.permissionDeniedError
+        }
+        if entry.numUses > 0 {
+            // Checked and spent under the token store's lock: concurrent requests cannot share a use.
+            guard let spent = try tokens.spendUse(hash: entry.idHash) else { throw CofferError.permissionDeniedError }
+            entry = spent
+        }
+        return entry
+    }
+
+    /// Checks the ACL of the caller's policies for the request. `package` for bench/, as `authenticate`.
+    package func authorize(_ caller: TokenEntry, _ request: Request, requireSudo: Bool = false) throws(CofferError) {
+        if caller.isRoot { return }
+        let acl = try policies.acl(for: caller.policies)
+        let decision = acl.allowOperation(PolicyOperation(request.operation), path: request.path, lazyData: { request.parameters })
+        guard decision.allowed, !requireSudo || decision.rootPrivileges else {
+            throw CofferError.permissionDeniedError
+        }
+    }
+}
+
+extension PolicyOperation {
+    init(_ op: Request.Operation) {
+        switch op {
+        case .create: self = .create
+        case .read: self = .read
+        case .update: self = .update
+        case .patch: self = .patch
+        case .delete: self = .delete
+        case .list: self = .list
+        }
+    }
+}

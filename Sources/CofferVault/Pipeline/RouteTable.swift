@@ -1,0 +1,103 @@
+package import CofferAudit
+package import CofferCore
+package import CofferFramework
+
+/// A mounted backend with its storage view.
+package struct RoutedMount: Sendable {
+    package let kind: MountKind
+    /// The full path the mount serves, with its trailing slash: "secret/", "auth/approle/".
+    package let prefix: String
+    package let entry: MountEntry
+    package let backend: any Backend
+    package let storage: StorageView
+
+    init(kind: MountKind, routePrefix: String = "", entry: MountEntry, backend: any Backend, storage: StorageView) {
+        self.kind = kind
+        self.prefix = routePrefix + entry.path
+        self.entry = entry
+        self.backend = backend
+        self.storage = storage
+    }
+}
+
+/// An immutable snapshot of the mount tables; a change builds a new one. Lookups take no lock
+/// beyond reading the current snapshot reference.
+package final class RouteTable: Sendable {
+    /// Mount points that secrets engines may not take.
+    static let reserved = ["sys/", "auth/", "cubbyhole/", "identity/"]
+
+    package let mounts: [RoutedMount]  // longest prefix first
+
+    init(_ mounts: [RoutedMount]) {
+        self.mounts = mounts.sorted { $0.prefix.utf8.count > $1.prefix.utf8.count }
+    }
+
+    /// The mount serving `path`, and the path relative to it.
+    package func route(_ path: String) -> (RoutedMount, String)? {
+        for mount in mounts {
+            let prefix = mount.prefix
+            // Byte-wise, not Unicode-equivalence, comparison: routing must match what storage sees.
+            if path.utf8.starts(with: prefix.utf8) {
+                return (mount, String(decoding: path.utf8.dropFirst(prefix.utf8.count), as: UTF8.self))
+            }
+            // "secret" (no trailing slash) addresses the mount itself.
+            if path.utf8.count + 1 == prefix.utf8.count, prefix.utf8.starts(with: path.utf8) {
+                return (mount, "")
+            }
+        }
+        return nil
+    }
+
+    /// The mount whose storage holds `key` (for invalidation), and the key relative to it.
+    func owner(ofStorageKey key: String) -> (RoutedMount, String)? {
+        for mount in mounts where key.utf8.starts(with: mount.storage.prefix.utf8) {
+            return (mount, String(decoding: key.utf8.dropFirst(mount.storage.prefix.utf8.count), as: UTF8.self))
+        }
+        return nil
+    }
+}
+
+/// Path hygiene for every request, before anything routes on it.
+package enum PathRules {
+    /// The longest request path accepted, in bytes.
+    package static let maximumLength = 4096
+
+    /// Strips leading slashes and rejects what could confuse routing or storage: empty segments,
+    /// `.` and `..`, control characters and overlong paths.
+    package static func normalize(_ raw: String) throws(CofferError) -> String {
+        // One pass over the UTF-8 bytes, with no allocation: this runs on every request. Control
+        // characters are single bytes in UTF-8 (bytes of multi-byte sequences are >= 0x80), so a
+        // byte check finds exactly the scalars below U+0020 and U+007F.
+        var path = Substring(raw)
+        while path.utf8.first == UInt8(ascii: "/") { path = Substring(path.unicodeScalars.dropFirst()) }
+        guard path.utf8.count <= maximumLength else {
+            throw CofferError.invalid("path is \(path.utf8.count) bytes long; the limit is \(maximumLength)")
+        }
+        guard !path.isEmpty else { throw CofferError.invalid("empty path") }
+        for byte in path.utf8 where byte < 0x20 || byte == 0x7F {
+            throw CofferError.invalid("path contains a control character (U+\(String(byte, radix: 16, uppercase: true)))")
+        }
+        // Segments: none empty except a trailing one, none "." or "..".
+        var length = 0
+        var onlyDots = true
+        func checkSegment() throws(CofferError) {
+            if onlyDots && (length == 1 || length == 2) {
+                throw CofferError.invalid(
+                    "path '\(path)' has a '\(String(repeating: ".", count: length))' segment; relative segments are not allowed")
+            }
+        }
+        for byte in path.utf8 {
+            if byte == UInt8(ascii: "/") {
+                if length == 0 { throw CofferError.invalid("path '\(path)' has an empty segment ('//')") }
+                try checkSegment()
+                length = 0
+                onlyDots = true
+            } else {
+                length += 1
+                if byte != UInt8(ascii: ".") { onlyDots = false }
+            }
+        }
+        try checkSegment()
+        return path.startIndex == raw.startIndex ? raw : String(path)
+    }
+}

@@ -1,0 +1,164 @@
+package import CofferAudit
+package import CofferCore
+package import CofferFramework
+
+/// `sys/mounts`, `sys/auth`, their tuning, and `sys/remount`.
+extension SystemBackend {
+    static let mountFields: [Field] = [
+        .string("type"), .string("description"), .object("config"), .object("options"), .bool("local"), .bool("seal_wrap"),
+        .bool("external_entropy_access"), .string("plugin_name"), .string("plugin_version"),
+    ]
+    static let tuneFields: [Field] = [
+        .duration("default_lease_ttl"), .duration("max_lease_ttl"), .string("description"), .object("options"),
+        .string("listing_visibility"), .strings("audit_non_hmac_request_keys"), .strings("audit_non_hmac_response_keys"),
+        .strings("passthrough_request_headers"), .strings("allowed_response_headers"), .string("token_type"),
+        .string("plugin_version"), .any("user_lockout_config"),
+    ]
+
+    static let mountPaths: [Path<SystemBackend>] = [
+        Path("mounts", read: SystemBackend.listMounts),
+        Path(
+            "mounts/{path+}/tune", fields: tuneFields, read: SystemBackend.readMountTune,
+            write: SystemBackend.tuneMount),
+        Path(
+            "mounts/{path+}", fields: mountFields, read: SystemBackend.readMount, write: SystemBackend.enableMount,
+            delete: SystemBackend.disableMount),
+        Path("auth", read: SystemBackend.listAuth),
+        Path("auth/{path+}/tune", fields: tuneFields, read: SystemBackend.readMountTune, write: SystemBackend.tuneMount),
+        Path("auth/{path+}", fields: mountFields, read: SystemBackend.readMount, write: SystemBackend.enableMount, delete: SystemBackend.disableMount),
+        Path("remount", fields: [.string("from"), .string("to")], write: SystemBackend.remount),
+        Path("remount/status/{id}", read: SystemBackend.remountStatus),
+    ]
+
+    /// `mounts/...` serves secrets engines, `auth/...` auth methods.
+    static func kind(_ request: BackendRequest) -> MountKind { request.path.hasPrefix("auth") ? .auth : .secret }
+
+    static func listing(_ entries: [MountEntry]) -> Response {
+        var listing: [String: JSONValue] = [:]
+        for entry in entries { listing[entry.path] = entry.listing }
+        var r = Response(data: listing)
+        r.repeatDataAtTopLevel = true
+        return r
+    }
+
+    func listMounts(_ request: BackendRequest) throws(CofferError) -> Response {
+        Self.listing(try core.mounts(.secret) + [Core.systemEntry, Core.cubbyholeEntry])
+    }
+
+    func listAuth(_ request: BackendRequest) throws(CofferError) -> Response {
+        Self.listing(try core.mounts(.auth) + [Core.tokenEntry])
+    }
+
+    func entry(_ request: BackendRequest) throws(CofferError) -> MountEntry? {
+        let kind = Self.kind(request)
+        let point = try Core.mountPoint(request.capture("path"))
+        let builtins = kind == .auth ? [Core.tokenEntry] : [Core.systemEntry, Core.cubbyholeEntry]
+        return try (core.mounts(kind) + builtins).first { $0.path == point }
+    }
+
+    func readMount(_ request: BackendRequest) throws(CofferError) -> Response {
+        guard let entry = try entry(request) else {
+            throw CofferError.invalid("no mount at \(Self.kind(request).routePrefix)\(try Core.mountPoint(request.capture("path")))")
+        }
+        var data = entry.listing.objectValue ?? [:]
+        data["path"] = .string(entry.path)
+        var r = Response(data: data)
+        r.repeatDataAtTopLevel = true
+        return r
+    }
+
+    func enableMount(_ request: BackendRequest) throws(CofferError) -> Response {
+        let f = request.fields
+        guard let type = f.string("type"), !type.isEmpty else { throw CofferError.invalid("missing 'type' for the mount") }
+        var entry = MountEntry(path: request.capture("path"), type: type, description: f.string("description") ?? "")
+        if let options = f.object("options") {
+            for (k, v) in options {
+                guard let s = v.stringValue ?? (v.intValue.map { String($0) }) else {
+                    throw CofferError.invalid("options.\(k) must be a string")
+                }
+                entry.options[k] = s
+            }
+        }
+        if let config = f.object("config") { try SystemBackend.applyTune(&entry, config) }
+        entry.local = f.bool("local") ?? false
+        entry.sealWrap = f.bool("seal_wrap") ?? false
+        try core.mount(entry, kind: Self.kind(request))
+        return .noContent
+    }
+
+    func disableMount(_ request: BackendRequest) throws(CofferError) -> Response {
+        try core.unmount(request.capture("path"), kind: Self.kind(request))
+        return .noContent
+    }
+
+    func readMountTune(_ request: BackendRequest) throws(CofferError) -> Response {
+        guard let entry = try entry(request) else {
+            throw CofferError.invalid("cannot fetch sysview for path \"\(request.capture("path"))/\"")
+        }
+        var config: [String: JSONValue] = [
+            // Unset TTLs read as the system default they resolve to, as in OpenBao.
+            "default_lease_ttl": .int(entry.defaultLeaseTTL > 0 ? entry.defaultLeaseTTL : TokenStore.maxTTL),
+            "max_lease_ttl": .int(entry.maxLeaseTTL > 0 ? entry.maxLeaseTTL : TokenStore.maxTTL),
+            "force_no_cache": false, "description": .string(entry.description),
+        ]
+        if !entry.options.isEmpty { config["options"] = .object(entry.options.mapValues { .string($0) }) }
+        for (k, v) in entry.extraConfig { config[k] = v }
+        var r = Response(data: config)
+        r.repeatDataAtTopLevel = true
+        return r
+    }
+
+    func tuneMount(_ request: BackendRequest) throws(CofferError) -> Response {
+        let data = request.fields.raw
+        try core.tune(request.capture("path"), kind: Self.kind(request)) { (entry) throws(CofferError) in
+            try SystemBackend.applyTune(&entry, data)
+        }
+        return .noContent
+    }
+
+    static func applyTune(_ entry: inout MountEntry, _ data: [String: JSONValue]) throws(CofferError) {
+        if let ttl = try data.duration("default_lease_ttl") { entry.defaultLeaseTTL = ttl }
+        if let ttl = try data.duration("max_lease_ttl") { entry.maxLeaseTTL = ttl }
+        if let description = try data.string("description") { entry.description = description }
+        if let options = try data.object("options") {
+            for (k, v) in options { entry.options[k] = v.stringValue ?? v.jsonString }
+        }
+        for key in [
+            "listing_visibility", "audit_non_hmac_request_keys", "audit_non_hmac_response_keys", "passthrough_request_headers",
+            "allowed_response_headers",
+        ] {
+            if let value = data[key] { entry.extraConfig[key] = value }
+        }
+    }
+
+    /// `sys/remount` (POST `{from, to}`, sudo), with OpenBao's shapes. OpenBao queues the move and
+    /// answers at once; Coffer's move is one write of the mount table, so it has finished when the
+    /// answer comes and its status is always "success".
+    func remount(_ request: BackendRequest) throws(CofferError) -> Response {
+        let from = request.fields.string("from") ?? ""
+        let to = request.fields.string("to") ?? ""
+        guard !from.isEmpty, !to.isEmpty else {
+            throw CofferError.invalid("both 'from' and 'to' path must be specified as a string")
+        }
+        let migration = try core.remount(from: from, to: to)
+        var response = Response(data: ["migration_id": .string(migration.id)])
+        response.repeatDataAtTopLevel = true
+        response.warnings = [
+            "Mount move has finished: \(migration.source) is now \(migration.target); sys/remount/status/\(migration.id) reports it"
+        ]
+        return response
+    }
+
+    func remountStatus(_ request: BackendRequest) throws(CofferError) -> Response {
+        let id = request.capture("id")
+        guard let migration = core.remountMigrations.withLock({ $0.last { $0.id == id } }) else {
+            throw CofferError(.notFound, "no mount move has this migration_id")
+        }
+        return Response(data: [
+            "migration_id": .string(migration.id),
+            "migration_info": [
+                "source_mount": .string(migration.source), "target_mount": .string(migration.target), "status": "success",
+            ],
+        ])
+    }
+}

@@ -1,0 +1,244 @@
+package import CofferAudit
+package import CofferCore
+package import CofferFramework
+
+/// The `auth/token/` backend, mounted in every vault: create, look up, renew and revoke tokens,
+/// with Vault's paths and shapes. Tokens live in the ``TokenStore``, not in a mount's storage.
+package final class TokenBackend: TableBackend {
+    unowned let core: Core
+
+    init(core: Core) {
+        self.core = core
+    }
+
+    package var specialPaths: SpecialPaths { SpecialPaths(root: ["revoke-orphan", "accessors", "accessors/"]) }
+
+    static let createFields: [Field] = [
+        .strings("policies"), .stringMap("meta"), .bool("no_parent"), .bool("no_default_policy"), .bool("renewable"),
+        .duration("ttl"), .duration("explicit_max_ttl"), .duration("period"), .string("display_name"),
+        .int("num_uses", 0...Int(Int32.max)), .string("id"), .string("type"), .string("entity_alias"),
+    ]
+
+    package static let paths = PathTable<TokenBackend>([
+        Path("create", fields: createFields, write: TokenBackend.create),
+        Path("create-orphan", fields: createFields, write: TokenBackend.create),
+        Path("lookup-self", read: TokenBackend.lookupSelf, write: TokenBackend.lookupSelf),
+        Path("lookup", fields: [.string("token")], read: TokenBackend.lookup, write: TokenBackend.lookup),
+        Path("lookup-accessor", fields: [.string("accessor")], write: TokenBackend.lookupAccessor),
+        Path("renew-self", fields: [.duration("increment")], write: TokenBackend.renewSelf),
+        Path("renew", fields: [.string("token"), .duration("increment")], write: TokenBackend.renew),
+        Path("revoke-self", write: TokenBackend.revokeSelf),
+        Path("revoke", fields: [.string("token")], write: TokenBackend.revoke),
+        Path("revoke-orphan", fields: [.string("token")], write: TokenBackend.revoke),
+        Path("revoke-accessor", fields: [.string("accessor")], write: TokenBackend.revokeAccessor),
+        Path("accessors/", list: TokenBackend.accessors),
+    ])
+
+    /// The caller's token entry, as the pipeline checked it (its use already counted).
+    static func callerEntry(_ request: BackendRequest) throws(CofferError) -> TokenEntry {
+        guard let entry = request.caller?.details as? TokenEntry else { throw CofferError.permissionDeniedError }
+        return entry
+    }
+
+    func create(_ request: BackendRequest) throws(CofferError) -> Response {
+        try core.createToken(
+            request.fields, caller: try Self.callerEntry(request), orphanEndpoint: request.path == "create-orphan", now: request.now)
+    }
+
+    func lookupSelf(_ request: BackendRequest) throws(CofferError) -> Response {
+        Response(data: try Self.callerEntry(request).lookupData(id: request.token ?? "", now: request.now))
+    }
+
+    func lookup(_ request: BackendRequest) throws(CofferError) -> Response {
+        guard let token = request.fields.string("token"), !token.isEmpty else { throw CofferError.invalid("missing token to look up") }
+        guard let entry = try core.tokens.live(token: token, now: request.now) else { throw CofferError(.permissionDenied, "bad token") }
+        return Response(data: entry.lookupData(id: token, now: request.now))
+    }
+
+    func lookupAccessor(_ request: BackendRequest) throws(CofferError) -> Response {
+        guard let accessor = request.fields.string("accessor") else { throw CofferError.invalid("missing accessor") }
+        guard let found = try core.tokens.entry(accessor: accessor), let entry = try core.tokens.live(found, now: request.now) else {
+            throw CofferError.invalid("invalid accessor")
+        }
+        return Response(data: entry.lookupData(id: "", now: request.now))
+    }
+
+    func renewSelf(_ request: BackendRequest) throws(CofferError) -> Response {
+        var response = try core.renew(try Self.callerEntry(request), increment: request.fields.seconds("increment"), now: request.now)
+        response.auth?.clientToken = request.token ?? ""
+        return response
+    }
+
+    func renew(_ request: BackendRequest) throws(CofferError) -> Response {
+        guard let token = request.fields.string("token") else { throw CofferError.invalid("missing token") }
+        guard let entry = try core.tokens.live(token: token, now: request.now) else { throw CofferError.invalid("invalid token") }
+        var response = try core.renew(entry, increment: request.fields.seconds("increment"), now: request.now)
+        response.auth?.clientToken = token
+        return response
+    }
+
+    func revokeSelf(_ request: BackendRequest) throws(CofferError) -> Response {
+        try core.tokens.revoke(hash: try Self.callerEntry(request).idHash)
+        return .noContent
+    }
+
+    func revoke(_ request: BackendRequest) throws(CofferError) -> Response {
+        guard let token = request.fields.string("token") else { throw CofferError.invalid("missing token") }
+        if let entry = try core.tokens.lookup(token: token) {
+            try core.tokens.revoke(hash: entry.idHash, orphanChildren: request.path == "revoke-orphan")
+        }
+        return .noContent
+    }
+
+    func revokeAccessor(_ request: BackendRequest) throws(CofferError) -> Response {
+        guard let accessor = request.fields.string("accessor") else { throw CofferError.invalid("missing accessor") }
+        guard let entry = try core.tokens.entry(accessor: accessor) else { throw CofferError.invalid("invalid accessor") }
+        try core.tokens.revoke(hash: entry.idHash)
+        return .noContent
+    }
+
+    func accessors(_ request: BackendRequest) throws(CofferError) -> Response {
+        Response(data: ["keys": .array(try core.tokens.accessors().map { .string($0) })])
+    }
+}
+
+extension TokenEntry {
+    var auditCaller: AuditCaller { AuditCaller(accessor: accessor, displayName: displayName, meta: meta, policies: policies) }
+
+    /// The caller as backends see it; the entry itself rides along for the token backend.
+    var caller: Caller {
+        var caller = Caller(tokenHash: idHash, accessor: accessor, policies: policies, displayName: displayName)
+        caller.details = self
+        return caller
+    }
+}
+
+extension Core {
+    func createToken(_ fields: FieldData, caller: TokenEntry, orphanEndpoint: Bool, now: Timestamp) throws(CofferError) -> Response {
+        let data = fields.raw
+        let callerIsRoot = caller.isRoot
+        let noParent = try data.bool("no_parent") ?? false
+        if noParent && !orphanEndpoint && !callerIsRoot {
+            let acl = try policies.acl(for: caller.policies)
+            guard acl.allowOperation(.update, path: "auth/token/create", data: nil).rootPrivileges else {
+                throw CofferError.invalid("root or sudo privileges required to create orphan token")
+            }
+        }
+        let orphan = orphanEndpoint || noParent
+
+        var requested = try data.stringList("policies") ?? caller.policies.filter { $0 != "default" }
+        requested = Array(Set(requested.map { $0.lowercased() })).sorted()
+        if !callerIsRoot {
+            let allowed = Set(caller.policies)
+            if requested.contains("root") { throw CofferError.invalid("root tokens may not be created by a non-root token") }
+            let extra = requested.filter { !allowed.contains($0) && $0 != "default" }
+            guard extra.isEmpty else {
+                throw CofferError.invalid("child policies must be subset of parent; not allowed: \(extra.joined(separator: ", "))")
+            }
+        }
+        let noDefault = try data.bool("no_default_policy") ?? false
+        if !noDefault && !requested.contains("default") && !requested.contains("root") { requested.append("default") }
+        requested.sort()
+
+        let period = try data.duration("period") ?? 0
+        let explicitMax = try data.duration("explicit_max_ttl") ?? 0
+        var ttl = try data.duration("ttl") ?? 0
+        if period > 0 {
+            ttl = period
+        } else if ttl == 0 {
+            ttl = requested.contains("root") && callerIsRoot && data["ttl"] == nil ? 0 : TokenStore.maxTTL
+        }
+        if ttl > TokenStore.maxTTL && period == 0 { ttl = TokenStore.maxTTL }
+        if explicitMax > 0 && (ttl == 0 || ttl > explicitMax) { ttl = explicitMax }
+
+        let numUses = try data.int("num_uses") ?? 0
+        guard numUses >= 0 else { throw CofferError.invalid("number of uses cannot be negative") }
+        let meta = try data.stringMap("meta") ?? [:]
+        let renewable = try data.bool("renewable") ?? true
+        let name = try data.string("display_name") ?? ""
+        // Vault names created tokens "token-<name>"; a root token made by root keeps the plain name.
+        let displayName = name.isEmpty ? "token" : (requested == ["root"] && callerIsRoot ? name : "token-" + name)
+        let customID = try data.string("id")
+        if customID != nil && !callerIsRoot { throw CofferError.invalid("root or sudo privileges required to specify token id") }
+
+        // A child never outlives its parent (Vault revokes the tree when the parent expires; Coffer
+        // also says so in the child's TTL).
+        if !orphan, let parentExpiry = caller.expireTime {
+            let left = max(1, now.seconds(until: parentExpiry))
+            if ttl == 0 || ttl > left { ttl = left }
+        }
+        let (token, entry) = try tokens.create(
+            { hash, accessor in
+                TokenEntry(
+                    idHash: hash, accessor: accessor, parentHash: orphan ? "" : caller.idHash, policies: requested, meta: meta,
+                    displayName: displayName, path: orphanEndpoint ? "auth/token/create-orphan" : "auth/token/create", now: now,
+                    ttl: ttl, explicitMaxTTL: explicitMax, numUses: numUses, period: period, renewable: renewable && ttl > 0)
+            }, id: customID)
+        return Response(auth: authInfo(token: token, entry, now: now))
+    }
+
+    func authInfo(token: String, _ entry: TokenEntry, now: Timestamp) -> AuthInfo {
+        AuthInfo(
+            clientToken: token, accessor: entry.accessor, policies: entry.policies, tokenPolicies: entry.policies,
+            metadata: entry.meta, leaseDuration: entry.ttl(now: now), renewable: entry.renewable, orphan: entry.orphan,
+            numUses: entry.numUses)
+    }
+
+    /// Extends a token's life: by `increment` (or its original TTL), never past its explicit max TTL,
+    /// the system maximum or its parent's expiry; periodic tokens reset to their period.
+    func renew(_ entry: TokenEntry, increment: Int64?, now: Timestamp) throws(CofferError) -> Response {
+        guard entry.expireTime != nil, entry.renewable else { throw CofferError.invalid("lease is not renewable") }
+        let parentExpiry = entry.parentHash.isEmpty ? nil : try tokens.entry(hash: entry.parentHash)?.expireTime
+        var warnings: [String] = []
+        let renewed = try tokens.update(hash: entry.idHash) { (entry) throws(CofferError) in
+            var ttl = entry.period > 0 ? entry.period : ((increment ?? 0) > 0 ? increment! : entry.creationTTL)
+            if entry.period == 0 { ttl = min(ttl, TokenStore.maxTTL) }
+            if entry.explicitMaxTTL > 0 {
+                let left = max(0, now.seconds(until: entry.creationTime.adding(seconds: entry.explicitMaxTTL)))
+                if ttl > left {
+                    ttl = left
+                    warnings.append("TTL of \"\(ttl)s\" exceeded the effective max_ttl; TTL value is capped accordingly")
+                }
+            }
+            if let parentExpiry {
+                let left = max(0, now.seconds(until: parentExpiry))
+                if ttl > left {
+                    ttl = left
+                    warnings.append("TTL of \"\(ttl)s\" exceeded the parent token's remaining TTL; TTL value is capped accordingly")
+                }
+            }
+            entry.expireTime = now.adding(seconds: ttl)
+        }
+        guard let renewed else { throw CofferError.invalid("invalid token") }
+        var response = Response(auth: authInfo(token: "", renewed, now: now))
+        response.warnings = warnings
+        return response
+    }
+}
+
+extension Core {
+    /// The token for an auth method's login answer: `auth` carries the policies, metadata and TTL the
+    /// method granted, without a token; the token is made here, as Vault's router does. It has no
+    /// parent, its TTL is capped by the mount's `max_lease_ttl` (else the system maximum), and its
+    /// display name says which mount issued it.
+    func issueLoginToken(_ auth: AuthInfo, mount: RoutedMount, now: Timestamp) throws(CofferError) -> AuthInfo {
+        var policies = Set(auth.policies.map { $0.lowercased() })
+        guard !policies.contains("root") else {
+            throw CofferError(.internal, "the auth method at \(mount.prefix) tried to issue a root token")
+        }
+        policies.insert("default")
+        let maxTTL = mount.entry.maxLeaseTTL > 0 ? mount.entry.maxLeaseTTL : TokenStore.maxTTL
+        let requested = auth.leaseDuration > 0 ? auth.leaseDuration : (mount.entry.defaultLeaseTTL > 0 ? mount.entry.defaultLeaseTTL : maxTTL)
+        let ttl = min(requested, maxTTL)
+        let name = mount.entry.path.dropLast() + (auth.metadata["username"].map { "-" + $0 } ?? "")
+        let (token, entry) = try tokens.create { hash, accessor in
+            TokenEntry(
+                idHash: hash, accessor: accessor, parentHash: "", policies: policies.sorted(), meta: auth.metadata,
+                displayName: String(name), path: mount.prefix + "login", now: now, ttl: ttl, explicitMaxTTL: 0,
+                numUses: max(0, auth.numUses), period: 0, renewable: auth.renewable)
+        }
+        var issued = authInfo(token: token, entry, now: now)
+        issued.tokenPolicies = entry.policies
+        return issued
+    }
+}

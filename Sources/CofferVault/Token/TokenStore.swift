@@ -1,0 +1,370 @@
+package import CofferCore
+package import CofferFramework
+package import CofferAudit
+import Synchronization
+
+/// A token as stored. The token itself is never stored: only its salted hash (HMAC-SHA256 under a
+/// per-vault salt kept in the barrier), which is also the storage key, so a lookup compares digests
+/// an attacker cannot choose, never the token bytes.
+package struct TokenEntry: Sendable, Equatable {
+    package var idHash: String
+    package var accessor: String
+    /// The parent's hash, or "" for an orphan.
+    package var parentHash: String
+    package var policies: [String]
+    package var meta: [String: String]
+    package var displayName: String
+    package var path: String
+    package var creationTime: Timestamp
+    /// The TTL the token was created with (seconds; 0 = never expires).
+    package var creationTTL: Int64
+    package var explicitMaxTTL: Int64
+    /// nil: never expires.
+    package var expireTime: Timestamp?
+    /// Uses left; 0 is unlimited.
+    package var numUses: Int
+    package var period: Int64
+    package var renewable: Bool
+    package var issueTime: Timestamp
+
+    package var isRoot: Bool { policies.contains("root") }
+    package var orphan: Bool { parentHash.isEmpty }
+
+    var json: JSONValue {
+        [
+            "id_hash": .string(idHash), "accessor": .string(accessor), "parent": .string(parentHash),
+            "policies": .array(policies.map { .string($0) }), "meta": .object(meta.mapValues { .string($0) }),
+            "display_name": .string(displayName), "path": .string(path),
+            "creation_time": .number(String(creationTime.nanoseconds)), "creation_ttl": .int(creationTTL),
+            "explicit_max_ttl": .int(explicitMaxTTL),
+            "expire_time": expireTime.map { .number(String($0.nanoseconds)) } ?? .null, "num_uses": .int(numUses),
+            "period": .int(period), "renewable": .bool(renewable), "issue_time": .number(String(issueTime.nanoseconds)),
+        ]
+    }
+
+    init(
+        idHash: String, accessor: String, parentHash: String, policies: [String], meta: [String: String],
+        displayName: String, path: String, now: Timestamp, ttl: Int64, explicitMaxTTL: Int64, numUses: Int,
+        period: Int64, renewable: Bool
+    ) {
+        self.idHash = idHash
+        self.accessor = accessor
+        self.parentHash = parentHash
+        self.policies = policies
+        self.meta = meta
+        self.displayName = displayName
+        self.path = path
+        self.creationTime = now
+        self.issueTime = now
+        self.creationTTL = ttl
+        self.explicitMaxTTL = explicitMaxTTL
+        self.expireTime = ttl > 0 ? now.adding(seconds: ttl) : nil
+        self.numUses = numUses
+        self.period = period
+        self.renewable = renewable
+    }
+
+    init(json: JSONValue) throws(CofferError) {
+        guard let idHash = json["id_hash"]?.stringValue, let accessor = json["accessor"]?.stringValue else {
+            throw CofferError(.integrity, "a stored token entry is malformed")
+        }
+        func ts(_ key: String) -> Timestamp? {
+            guard case .number(let text)? = json[key], let ns = Int64(text) else { return nil }
+            return Timestamp(nanoseconds: ns)
+        }
+        self.idHash = idHash
+        self.accessor = accessor
+        self.parentHash = json["parent"]?.stringValue ?? ""
+        self.policies = (json["policies"]?.arrayValue ?? []).compactMap(\.stringValue)
+        self.meta = (json["meta"]?.objectValue ?? [:]).compactMapValues(\.stringValue)
+        self.displayName = json["display_name"]?.stringValue ?? ""
+        self.path = json["path"]?.stringValue ?? ""
+        self.creationTime = ts("creation_time") ?? .zero
+        self.issueTime = ts("issue_time") ?? self.creationTime
+        self.creationTTL = Int64(json["creation_ttl"]?.intValue ?? 0)
+        self.explicitMaxTTL = Int64(json["explicit_max_ttl"]?.intValue ?? 0)
+        self.expireTime = ts("expire_time")
+        self.numUses = json["num_uses"]?.intValue ?? 0
+        self.period = Int64(json["period"]?.intValue ?? 0)
+        self.renewable = json["renewable"]?.boolValue ?? false
+    }
+
+    /// Seconds left before expiry (0 for tokens that never expire).
+    func ttl(now: Timestamp) -> Int64 {
+        guard let expireTime else { return 0 }
+        return max(0, now.seconds(until: expireTime))
+    }
+
+    func isExpired(now: Timestamp) -> Bool { expireTime.map { $0 <= now } ?? false }
+
+    /// The `data` of token lookups, in Vault's shape. `id` is the token when the caller presented it.
+    func lookupData(id: String, now: Timestamp) -> [String: JSONValue] {
+        var data: [String: JSONValue] = [
+            "accessor": .string(accessor), "creation_time": .int(creationTime.seconds), "creation_ttl": .int(creationTTL),
+            "display_name": .string(displayName), "entity_id": "", "expire_time": expireTime.map { .string($0.rfc3339) } ?? .null,
+            "explicit_max_ttl": .int(explicitMaxTTL), "id": .string(id), "meta": meta.isEmpty ? .null : .object(meta.mapValues { .string($0) }),
+            "num_uses": .int(numUses), "orphan": .bool(orphan), "path": .string(path),
+            "policies": .array(policies.map { .string($0) }), "ttl": .int(ttl(now: now)), "type": "service",
+        ]
+        if expireTime != nil {
+            data["issue_time"] = .string(issueTime.rfc3339)
+            data["renewable"] = .bool(renewable)
+        } else {
+            data["renewable"] = false
+        }
+        if period > 0 { data["period"] = .int(period) }
+        return data
+    }
+}
+
+/// Token storage with an in-memory cache of entries, so the hot path (look up the caller's token)
+/// costs one keyed hash and one dictionary read.
+package final class TokenStore: Sendable {
+    /// Where the token store keeps everything.
+    static let prefix = "sys/token/"
+    static let saltPath = "sys/token/salt"
+    static let idPrefix = "sys/token/id/"
+    static let accessorPrefix = "sys/token/accessor/"
+    static let parentPrefix = "sys/token/parent/"
+    /// Vault's system maximum TTL: 768 hours.
+    static let maxTTL: Int64 = 768 * 3600
+    /// The deepest chain of parent tokens followed (a guard against a damaged store that loops).
+    static let maxDepth = 100_000
+
+    private let barrier: Barrier
+    private let salt = Mutex<HMACKey?>(nil)
+    private let cache = Mutex<[String: TokenEntry]>([:])
+    private let writes = Mutex(())
+
+    init(barrier: Barrier) {
+        self.barrier = barrier
+    }
+
+    /// Loads (or on first use creates) the salt. Called once the barrier is unsealed.
+    func load() throws(CofferError) {
+        let existing = try barrier.get(TokenStore.saltPath)
+        let key: SecureBytes
+        if let existing, existing.count == 32 {
+            key = SecureBytes(existing)
+        } else if existing != nil {
+            throw CofferError(.integrity, "the stored token salt (sys/token/salt) is malformed")
+        } else {
+            key = SecureBytes(randomCount: 32)
+            try barrier.put(TokenStore.saltPath, key.unsafeCopy)
+        }
+        let hmac = HMACKey(key)
+        salt.withLock { $0 = hmac }
+        cache.withLock { $0 = [:] }
+    }
+
+    /// The entry filed under `hash` changed in storage: drop the cached copy.
+    func invalidate(hash: String) {
+        cache.withLock { _ = $0.removeValue(forKey: hash) }
+    }
+
+    /// Told the hash of every token revoked, after it is gone (the cubbyhole drops its folder).
+    let revoked = Mutex<(@Sendable (String) -> Void)?>(nil)
+
+    /// Forgets the salt and every cached entry (on seal).
+    func unload() {
+        salt.withLock { $0 = nil }
+        cache.withLock { $0 = [:] }
+    }
+
+    func hash(_ value: String) throws(CofferError) -> String {
+        guard let key = salt.withLock({ $0 }) else { throw CofferError.sealedError }
+        return Hex.encode(key.mac(value))
+    }
+
+    /// The entry for a presented token, or nil if unknown. Does not check expiry.
+    func lookup(token: String) throws(CofferError) -> TokenEntry? {
+        try entry(hash: try hash(token))
+    }
+
+    func entry(hash: String) throws(CofferError) -> TokenEntry? {
+        if let cached = cache.withLock({ $0[hash] }) { return cached }
+        guard let bytes = try barrier.get(TokenStore.idPrefix + hash) else { return nil }
+        let entry: TokenEntry
+        do {
+            entry = try TokenEntry(json: try JSONValue.parse(bytes))
+        } catch let error as CofferError {
+            throw error
+        } catch {
+            throw CofferError(.integrity, "a stored token entry is not valid JSON")
+        }
+        // The stored hash must be the one it is filed under.
+        guard ConstantTime.equals(Array(entry.idHash.utf8), Array(hash.utf8)) else {
+            throw CofferError(.integrity, "a stored token entry is filed under the wrong id")
+        }
+        cache.withLock { $0[hash] = entry }
+        return entry
+    }
+
+    func entry(accessor: String) throws(CofferError) -> TokenEntry? {
+        guard let bytes = try barrier.get(TokenStore.accessorPrefix + (try hash(accessor))) else { return nil }
+        return try entry(hash: String(decoding: bytes, as: UTF8.self))
+    }
+
+    /// Runs `body` holding the lock every change to a token entry takes. Creation, use counting,
+    /// renewal and revocation each read an entry and write it back; without one lock a revoked
+    /// token could be written back by a renewal, or two requests could spend the same last use.
+    /// Reads (the request path's lookup) do not take it.
+    private func withWriteLock<R>(_ body: () throws(CofferError) -> R) throws(CofferError) -> R {
+        let result: Result<R, CofferError> = writes.withLock { _ in
+            do throws(CofferError) { return .success(try body()) } catch { return .failure(error) }
+        }
+        return try result.get()
+    }
+
+    /// Creates a token; returns the token string (shown once) and its entry.
+    func create(_ make: (String, String) -> TokenEntry, id: String? = nil) throws(CofferError) -> (String, TokenEntry) {
+        let token = id ?? "s." + Random.base62(24)
+        let idHash = try hash(token)
+        let entry = make(idHash, Random.base62(24))
+        let accessorHash = try hash(entry.accessor)
+        try withWriteLock { () throws(CofferError) in
+            if try self.entry(hash: idHash) != nil { throw CofferError.invalid("a token with that id already exists") }
+            if !entry.parentHash.isEmpty, try self.entry(hash: entry.parentHash) == nil {
+                throw CofferError.permissionDeniedError  // the parent was revoked meanwhile
+            }
+            var ops: [StorageOperation] = [
+                .put(key: TokenStore.idPrefix + idHash, value: entry.json.serialized()),
+                .put(key: TokenStore.accessorPrefix + accessorHash, value: Array(idHash.utf8)),
+            ]
+            if !entry.parentHash.isEmpty {
+                ops.append(.put(key: TokenStore.parentPrefix + entry.parentHash + "/" + idHash, value: []))
+            }
+            try barrier.batch(ops)
+            cache.withLock { $0[idHash] = entry }
+        }
+        return (token, entry)
+    }
+
+    /// Applies `change` to the stored entry of `hash` and saves it; nil if the token is gone.
+    func update(hash: String, _ change: (inout TokenEntry) throws(CofferError) -> Void) throws(CofferError) -> TokenEntry? {
+        try withWriteLock { () throws(CofferError) -> TokenEntry? in
+            guard var entry = try entry(hash: hash) else { return nil }
+            try change(&entry)
+            try save(entry)
+            return entry
+        }
+    }
+
+    private func save(_ entry: TokenEntry) throws(CofferError) {
+        try barrier.put(TokenStore.idPrefix + entry.idHash, entry.json.serialized())
+        cache.withLock { $0[entry.idHash] = entry }
+    }
+
+    /// Spends one use of a token with limited uses, atomically with the check: of any number of
+    /// concurrent requests, exactly `num_uses` get through. Returns the entry for this request
+    /// (`numUses == -1` when this was the last use: the token is revoked already), or nil when no
+    /// use is left (the token is gone).
+    func spendUse(hash: String) throws(CofferError) -> TokenEntry? {
+        try withWriteLock { () throws(CofferError) -> TokenEntry? in
+            guard var entry = try entry(hash: hash) else { return nil }
+            guard entry.numUses > 0 else { return entry }
+            entry.numUses -= 1
+            if entry.numUses == 0 {
+                try revokeLocked(hash: hash)
+                entry.numUses = -1
+            } else {
+                try save(entry)
+            }
+            return entry
+        }
+    }
+
+    /// The entry of `token` if it may be used at `now`: it exists, has not expired, and neither has
+    /// any token above it (a child dies with its parent, as in Vault). An expired token found here
+    /// is revoked with everything under it. Does not count a use.
+    func live(token: String, now: Timestamp) throws(CofferError) -> TokenEntry? {
+        guard let entry = try lookup(token: token) else { return nil }
+        return try live(entry, now: now)
+    }
+
+    func live(_ entry: TokenEntry, now: Timestamp) throws(CofferError) -> TokenEntry? {
+        var current = entry
+        for _ in 0..<TokenStore.maxDepth {
+            if current.isExpired(now: now) {
+                try revoke(hash: current.idHash)
+                return nil
+            }
+            guard !current.parentHash.isEmpty else { return entry }
+            guard let parent = try self.entry(hash: current.parentHash) else {
+                // The parent is gone (revoked, or its revocation was cut short): so is this token.
+                try revoke(hash: entry.idHash)
+                return nil
+            }
+            current = parent
+        }
+        throw CofferError(.integrity, "a token's chain of parents is longer than \(TokenStore.maxDepth) (or loops); refusing it")
+    }
+
+    /// Revokes a token and, unless `orphanChildren`, every descendant. Returns the number revoked.
+    @discardableResult
+    func revoke(hash: String, orphanChildren: Bool = false) throws(CofferError) -> Int {
+        try withWriteLock { () throws(CofferError) -> Int in try revokeLocked(hash: hash, orphanChildren: orphanChildren) }
+    }
+
+    /// Revokes the tree under `hash` leaves first, without recursion (a chain of a million tokens
+    /// must not overflow the stack). A token is deleted only after its children, so a revocation
+    /// cut short by a crash leaves a tree the next revocation (or the parent check in ``live``)
+    /// finishes.
+    private func revokeLocked(hash: String, orphanChildren: Bool = false) throws(CofferError) -> Int {
+        guard let root = try entry(hash: hash) else { return 0 }
+        if orphanChildren {
+            for child in try barrier.list(TokenStore.parentPrefix + hash + "/") {
+                if var childEntry = try self.entry(hash: child) {
+                    childEntry.parentHash = ""
+                    try save(childEntry)
+                }
+                try barrier.delete(TokenStore.parentPrefix + hash + "/" + child)
+            }
+            try delete(root)
+            return 1
+        }
+        var count = 0
+        // Depth-first with an explicit stack: each frame keeps the children it has yet to visit.
+        var stack: [(hash: String, pending: [String])] = [(root.idHash, try barrier.list(TokenStore.parentPrefix + root.idHash + "/"))]
+        while !stack.isEmpty {
+            if let child = stack[stack.count - 1].pending.popLast() {
+                guard stack.count < TokenStore.maxDepth else {
+                    throw CofferError(.integrity, "a token tree deeper than \(TokenStore.maxDepth) (or looping) cannot be revoked")
+                }
+                if try entry(hash: child) != nil {
+                    stack.append((child, try barrier.list(TokenStore.parentPrefix + child + "/")))
+                } else {
+                    try barrier.delete(TokenStore.parentPrefix + stack[stack.count - 1].hash + "/" + child)  // a dangling index row
+                }
+                continue
+            }
+            let done = stack.removeLast().hash
+            if let entry = try entry(hash: done) {
+                try delete(entry)
+                count += 1
+            }
+        }
+        return count
+    }
+
+    private func delete(_ entry: TokenEntry) throws(CofferError) {
+        var ops: [StorageOperation] = [
+            .delete(key: TokenStore.idPrefix + entry.idHash), .delete(key: TokenStore.accessorPrefix + (try hash(entry.accessor))),
+        ]
+        if !entry.parentHash.isEmpty {
+            ops.append(.delete(key: TokenStore.parentPrefix + entry.parentHash + "/" + entry.idHash))
+        }
+        try barrier.batch(ops)
+        cache.withLock { _ = $0.removeValue(forKey: entry.idHash) }
+        revoked.withLock { $0 }?(entry.idHash)
+    }
+
+    /// Every accessor, for `auth/token/accessors` (sudo).
+    func accessors() throws(CofferError) -> [String] {
+        var out: [String] = []
+        for hash in try barrier.list(TokenStore.idPrefix) {
+            if let entry = try entry(hash: hash) { out.append(entry.accessor) }
+        }
+        return out.sorted()
+    }
+}

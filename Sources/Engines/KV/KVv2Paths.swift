@@ -1,0 +1,261 @@
+package import CofferCore
+package import CofferFramework
+
+/// KV v2's paths, as Vault's `path_config.go`, `path_data.go`, `path_metadata.go`,
+/// `path_delete.go`, `path_undelete.go`, `path_destroy.go` and `path_subkeys.go` declare them.
+extension KVv2Backend {
+    static let versionLimit = 0...Int(Int32.max)
+
+    package static let paths = PathTable<KVv2Backend>([
+        Path(
+            "config", fields: [.int("max_versions", versionLimit), .bool("cas_required"), .duration("delete_version_after")],
+            read: KVv2Backend.readConfig, write: KVv2Backend.writeConfig),
+        Path(
+            "data/{path*}", fields: [.int("version", versionLimit), .object("data"), .object("options")],
+            existence: KVv2Backend.secretExists,
+            read: KVv2Backend.readData, write: KVv2Backend.writeData, patch: KVv2Backend.patchData,
+            delete: KVv2Backend.deleteLatest),
+        Path(
+            "metadata/{path*}",
+            fields: [
+                .int("max_versions", versionLimit), .bool("cas_required"), .duration("delete_version_after"),
+                .stringMap("custom_metadata"),
+            ],
+            existence: KVv2Backend.secretExists,
+            read: KVv2Backend.readMetadata, list: KVv2Backend.listMetadata, write: KVv2Backend.writeMetadata,
+            patch: KVv2Backend.writeMetadata, delete: KVv2Backend.deleteMetadata),
+        Path("delete/{path*}", fields: [.ints("versions", versionLimit)], write: KVv2Backend.deleteVersions),
+        Path("undelete/{path*}", fields: [.ints("versions", versionLimit)], write: KVv2Backend.undeleteVersions),
+        Path("destroy/{path*}", fields: [.ints("versions", versionLimit)], write: KVv2Backend.destroyVersions),
+        Path("subkeys/{path*}", fields: [.int("version", versionLimit), .int("depth", versionLimit)], read: KVv2Backend.subkeys),
+    ])
+
+    // MARK: config
+
+    func readConfig(_ request: BackendRequest) throws(CofferError) -> Response {
+        let c = try loadConfig(request.storage.reader)
+        return Response(data: [
+            "max_versions": .int(c.maxVersions), "cas_required": .bool(c.casRequired),
+            "delete_version_after": .string(VaultDuration.format(c.deleteVersionAfter)), "metadata_cas_required": false,
+        ])
+    }
+
+    func writeConfig(_ request: BackendRequest) throws(CofferError) -> Response {
+        var c = try loadConfig(request.storage.reader)
+        let f = request.fields
+        if let v = f.int("max_versions") { c.maxVersions = v }
+        if let v = f.bool("cas_required") { c.casRequired = v }
+        if let v = f.seconds("delete_version_after") { c.deleteVersionAfter = v }
+        try request.storage.putJSON("config", c.stored)
+        return .noContent
+    }
+
+    // MARK: data/
+
+    func secretExists(_ request: ExistenceRequest) throws(CofferError) -> Bool {
+        let key = request.capture("path")
+        guard !key.isEmpty, !key.hasSuffix("/") else { return false }
+        return try loadMetadata(request.storage, key) != nil
+    }
+
+    func readData(_ request: BackendRequest) throws(CofferError) -> Response {
+        let key = try Self.secretKey(request)
+        guard let meta = try loadMetadata(request.storage.reader, key) else { return .notFound }
+        let n = request.fields.int("version").flatMap { $0 == 0 ? nil : $0 } ?? meta.currentVersion
+        guard let version = meta.versions[n] else { return .notFound }
+        if version.destroyed || version.isDeleted(now: request.now) {
+            return Response(notFound: ["data": .null, "metadata": .object(meta.versionMetadata(n))])
+        }
+        guard let stored = try request.storage.getJSON(Self.versionKey(key, n)), let data = stored["data"] else {
+            throw CofferError(.integrity, "version \(n) of '\(request.fullPath)' is listed but its data is missing")
+        }
+        return Response(data: ["data": data, "metadata": .object(meta.versionMetadata(n))])
+    }
+
+    func writeData(_ request: BackendRequest) throws(CofferError) -> Response {
+        let key = try Self.secretKey(request)
+        guard let data = request.fields.object("data") else { throw CofferError.invalid("no data provided") }
+        let cas = try Self.cas(request)
+        return try withKeyLock(key) { () throws(CofferError) in try store(request, key, data: data, cas: cas) }
+    }
+
+    /// `options.cas`: a version number, 0 meaning "only if it does not exist".
+    static func cas(_ request: BackendRequest) throws(CofferError) -> Int? {
+        guard let value = request.fields.object("options")?["cas"], value != .null else { return nil }
+        guard let n = Field.integer(value), versionLimit.contains(n) else {
+            throw CofferError.invalid("options.cas must be an integer from 0 to \(versionLimit.upperBound)")
+        }
+        return n
+    }
+
+    /// Writes a new version, enforcing check-and-set and trimming to max_versions, in one batch.
+    func store(_ request: BackendRequest, _ key: String, data: [String: JSONValue], cas: Int?) throws(CofferError) -> Response {
+        let config = try loadConfig(request.storage.reader)
+        var meta = try loadMetadata(request.storage.reader, key) ?? KVMetadata(now: request.now)
+        if cas == nil && (config.casRequired || meta.casRequired) {
+            throw CofferError.invalid("check-and-set parameter required for this call")
+        }
+        if let cas, cas != meta.currentVersion {
+            throw CofferError(.conflict, "check-and-set parameter did not match the current version")
+        }
+        let n = meta.currentVersion + 1
+        let deleteAfter = meta.deleteVersionAfter > 0 ? meta.deleteVersionAfter : config.deleteVersionAfter
+        meta.versions[n] = .init(
+            created: request.now, deletion: deleteAfter > 0 ? request.now.adding(seconds: deleteAfter) : nil, destroyed: false)
+        meta.currentVersion = n
+        meta.updated = request.now
+        var ops: [StorageOperation] = [
+            .put(key: Self.versionKey(key, n), value: JSONValue.object(["data": .object(data)]).serialized())
+        ]
+        ops += trim(&meta, key: key, config: config)
+        ops.append(.put(key: "metadata/" + key, value: meta.stored.serialized()))
+        try commit(request.storage, key, ops, metadata: meta)
+        return Response(data: meta.versionMetadata(n))
+    }
+
+    /// Drops the oldest versions beyond max_versions; returns the storage deletes.
+    func trim(_ meta: inout KVMetadata, key: String, config: KVConfig) -> [StorageOperation] {
+        let limit = meta.maxVersions > 0 ? meta.maxVersions : (config.maxVersions > 0 ? config.maxVersions : KVConfig.defaultMaxVersions)
+        var ops: [StorageOperation] = []
+        let sorted = meta.versions.keys.sorted()
+        if sorted.count > limit {
+            for n in sorted.prefix(sorted.count - limit) {
+                meta.versions.removeValue(forKey: n)
+                ops.append(.delete(key: Self.versionKey(key, n)))
+            }
+            // Moves only when versions are pruned; 0 until then, as in OpenBao.
+            meta.oldestVersion = meta.versions.keys.min() ?? meta.oldestVersion
+        }
+        return ops
+    }
+
+    /// PATCH: a JSON merge patch (RFC 7386) of the current version, written as a new version.
+    func patchData(_ request: BackendRequest) throws(CofferError) -> Response {
+        let key = try Self.secretKey(request)
+        guard let patch = request.fields.object("data") else { throw CofferError.invalid("no data provided") }
+        let cas = try Self.cas(request)
+        return try withKeyLock(key) { () throws(CofferError) -> Response in
+            guard let meta = try loadMetadata(request.storage.reader, key), meta.currentVersion > 0,
+                let current = meta.versions[meta.currentVersion]
+            else { return .notFound }
+            if current.destroyed || current.isDeleted(now: request.now) {
+                return Response(notFound: ["data": .null, "metadata": .object(meta.versionMetadata(meta.currentVersion))])
+            }
+            guard let stored = try request.storage.getJSON(Self.versionKey(key, meta.currentVersion)),
+                case .object(let existing)? = stored["data"]
+            else {
+                throw CofferError(.integrity, "version \(meta.currentVersion) of '\(request.fullPath)' is listed but its data is missing")
+            }
+            let merged = JSONValue.mergePatch(.object(existing), .object(patch)).objectValue ?? [:]
+            return try store(request, key, data: merged, cas: cas ?? meta.currentVersion)
+        }
+    }
+
+    func deleteLatest(_ request: BackendRequest) throws(CofferError) -> Response {
+        try changeVersions(request, try Self.secretKey(request), action: .delete, versions: nil)
+    }
+
+    // MARK: delete/, undelete/, destroy/
+
+    enum VersionAction { case delete, undelete, destroy }
+
+    func deleteVersions(_ request: BackendRequest) throws(CofferError) -> Response { try versions(request, .delete) }
+    func undeleteVersions(_ request: BackendRequest) throws(CofferError) -> Response { try versions(request, .undelete) }
+    func destroyVersions(_ request: BackendRequest) throws(CofferError) -> Response { try versions(request, .destroy) }
+
+    func versions(_ request: BackendRequest, _ action: VersionAction) throws(CofferError) -> Response {
+        let key = try Self.secretKey(request)
+        guard let numbers = request.fields.ints("versions"), !numbers.isEmpty else {
+            throw CofferError.invalid("no version number provided")
+        }
+        return try changeVersions(request, key, action: action, versions: numbers)
+    }
+
+    /// Soft-deletes, restores or destroys versions (nil: the current version). Unknown versions are skipped, as in Vault.
+    func changeVersions(_ request: BackendRequest, _ key: String, action: VersionAction, versions: [Int]?) throws(CofferError) -> Response {
+        try withKeyLock(key) { () throws(CofferError) -> Response in
+            guard var meta = try loadMetadata(request.storage.reader, key) else { return .noContent }
+            var ops: [StorageOperation] = []
+            for n in versions ?? [meta.currentVersion] {
+                guard var v = meta.versions[n] else { continue }
+                switch action {
+                case .delete:
+                    if !v.destroyed && !v.isDeleted(now: request.now) { v.deletion = request.now }
+                case .undelete:
+                    if !v.destroyed { v.deletion = nil }
+                case .destroy:
+                    if !v.destroyed {
+                        v.destroyed = true
+                        ops.append(.delete(key: Self.versionKey(key, n)))
+                    }
+                }
+                meta.versions[n] = v
+            }
+            meta.updated = request.now
+            ops.append(.put(key: "metadata/" + key, value: meta.stored.serialized()))
+            try commit(request.storage, key, ops, metadata: meta)
+            return .noContent
+        }
+    }
+
+    // MARK: metadata/
+
+    func listMetadata(_ request: BackendRequest) throws(CofferError) -> Response {
+        let key = request.capture("path")
+        let folder = key.isEmpty || key.hasSuffix("/") ? key : key + "/"
+        let keys = try request.storage.list("metadata/" + folder)
+        guard !keys.isEmpty else { return .notFound }
+        return Response(data: ["keys": .array(keys.map { .string($0) })])
+    }
+
+    func readMetadata(_ request: BackendRequest) throws(CofferError) -> Response {
+        let key = try Self.secretKey(request)
+        guard let meta = try loadMetadata(request.storage.reader, key) else { return .notFound }
+        return Response(data: meta.full)
+    }
+
+    func writeMetadata(_ request: BackendRequest) throws(CofferError) -> Response {
+        let key = try Self.secretKey(request)
+        let f = request.fields
+        if let custom = f.stringMap("custom_metadata"), custom.count > 64 {
+            throw CofferError.invalid("custom_metadata may hold at most 64 keys")
+        }
+        return try withKeyLock(key) { () throws(CofferError) -> Response in
+            var meta = try loadMetadata(request.storage.reader, key) ?? KVMetadata(now: request.now)
+            if let v = f.int("max_versions") { meta.maxVersions = v }
+            if let v = f.bool("cas_required") { meta.casRequired = v }
+            if let v = f.seconds("delete_version_after") { meta.deleteVersionAfter = v }
+            if let custom = f.stringMap("custom_metadata") {
+                if request.operation == .patch {
+                    for (k, v) in custom { meta.customMetadata[k] = v }
+                } else {
+                    meta.customMetadata = custom
+                }
+            }
+            meta.updated = request.now
+            let ops = trim(&meta, key: key, config: try loadConfig(request.storage.reader))
+            try commit(request.storage, key, ops + [.put(key: "metadata/" + key, value: meta.stored.serialized())], metadata: meta)
+            return .noContent
+        }
+    }
+
+    func deleteMetadata(_ request: BackendRequest) throws(CofferError) -> Response {
+        let key = try Self.secretKey(request)
+        return try withKeyLock(key) { () throws(CofferError) -> Response in
+            guard let meta = try loadMetadata(request.storage.reader, key) else { return .noContent }
+            var ops: [StorageOperation] = meta.versions.keys.map { .delete(key: Self.versionKey(key, $0)) }
+            ops.append(.delete(key: "metadata/" + key))
+            try commit(request.storage, key, ops, metadata: nil)
+            return .noContent
+        }
+    }
+
+    // MARK: subkeys/
+
+    func subkeys(_ request: BackendRequest) throws(CofferError) -> Response {
+        let read = try readData(request)
+        guard read.outcome == .ok, let data = read.data?["data"], let metadata = read.data?["metadata"] else { return read }
+        let depth = request.fields.int("depth") ?? 0
+        return Response(data: ["subkeys": data.subkeys(depth: depth), "metadata": metadata])
+    }
+}
