@@ -139,7 +139,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PKCS11SealTests",
-            dependencies: ["Coffer", "CofferTesting"],
+            dependencies: ["Coffer", "CofferTesting", "CofferCore", "CofferFramework", "CofferStorage", "CofferVault", "CofferAudit", "Engines", "PKCS11Seal"],
             swiftSettings: strict
         ),
         .target(
@@ -166,7 +166,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CofferCoreTests",
-            dependencies: ["Coffer", "CofferTesting"],
+            dependencies: ["Coffer", "CofferTesting", "CofferCore", "CofferFramework", "CofferStorage", "CofferVault", "CofferAudit", "Engines"],
             swiftSettings: strict
         ),
         .testTarget(
@@ -181,12 +181,12 @@ let package = Package(
         ),
         .testTarget(
             name: "TransitTests",
-            dependencies: ["Coffer", "CofferTesting"],
+            dependencies: ["Coffer", "CofferTesting", "CofferCore", "CofferFramework", "CofferStorage", "CofferVault", "CofferAudit", "Engines"],
             swiftSettings: strict
         ),
         .testTarget(
             name: "EnginesTests",
-            dependencies: ["Coffer", "CofferTesting", "CofferCLI"],
+            dependencies: ["Coffer", "CofferTesting", "CofferCore", "CofferFramework", "CofferStorage", "CofferVault", "CofferAudit", "Engines", "CofferCLI"],
             swiftSettings: strict
         ),
     ]

@@ -10,6 +10,12 @@ public struct TransitClient: Sendable {
     public let mount: String
     public let token: String
 
+    package init(core: Core, mount: String, token: String) {
+        self.core = core
+        self.mount = mount
+        self.token = token
+    }
+
     /// Encrypts `plaintext` with the latest version of `key` and returns Vault's ciphertext text,
     /// `vault:v<N>:<base64>`, as ASCII bytes. `context` is required for derived keys. A missing key is
     /// created (Vault's upsert) when the token may create it.

@@ -114,7 +114,12 @@ package struct PathPattern: Sendable, CustomStringConvertible {
             }
             if last { break }
             // A `{name*}` next may match nothing: "data" serves "data/{path*}" with an empty path.
-            if case .rest(_, true) = segments[i + 1], rest.isEmpty { continue }
+            if rest.isEmpty {
+                switch segments[i + 1] {
+                case .rest(_, true), .optional: continue
+                default: break
+                }
+            }
             guard rest.first == UInt8(ascii: "/") else { return false }
             rest = rest.dropFirst()
         }

@@ -1,7 +1,3 @@
-@_exported import Coffer
-@_exported import CofferFramework
-@_exported import CofferStorage
-@_exported import CofferTesting
 import Foundation
 import Testing
 

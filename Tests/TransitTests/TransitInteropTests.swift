@@ -116,30 +116,30 @@ import Testing
         let core = t.vault.core
         _ = try t.ok("POST", "transit/keys/k", [:])
         let message = Array("64 bytes of application data, more or less, going in and out...".utf8)
-        let sealed = try TransitEngine.encrypt(core: core, token: "root", mount: "transit", key: "k", plaintext: message)
+        let sealed = try TransitClient(core: core, mount: "transit", token: "root").encrypt(key: "k", plaintext: message)
         #expect(String(decoding: sealed, as: UTF8.self).hasPrefix("vault:v1:"))
         // What the fast path makes, the wire decrypts, and the reverse.
         #expect(unb64(try t.ok("POST", "transit/decrypt/k", ["ciphertext": .string(String(decoding: sealed, as: UTF8.self))])["plaintext"]) == message)
         let viaWire = try #require(try t.ok("POST", "transit/encrypt/k", ["plaintext": b64(message)])["ciphertext"]?.stringValue)
-        #expect(try TransitEngine.decrypt(core: core, token: "root", mount: "/transit/", key: "k", ciphertext: Array(viaWire.utf8)) == message)
+        #expect(try TransitClient(core: core, mount: "/transit/", token: "root").decrypt(key: "k", ciphertext: Array(viaWire.utf8)) == message)
 
         // The same token and ACL checks: a token for another key is refused, a bad token too.
         #expect(t.wire("POST", "sys/policies/acl/only-other", ["policy": #"path "transit/encrypt/other" { capabilities = ["update"] }"#]).status == 204)
         let limited = try #require(t.wire("POST", "auth/token/create", ["policies": ["only-other"]]).json?["auth"]?["client_token"]?.stringValue)
-        #expect(throws: CofferError.permissionDeniedError) { try TransitEngine.encrypt(core: core, token: limited, mount: "transit", key: "k", plaintext: message) }
-        #expect(throws: CofferError.permissionDeniedError) { try TransitEngine.encrypt(core: core, token: "nope", mount: "transit", key: "k", plaintext: message) }
+        #expect(throws: CofferError.permissionDeniedError) { try TransitClient(core: core, mount: "transit", token: limited).encrypt(key: "k", plaintext: message) }
+        #expect(throws: CofferError.permissionDeniedError) { try TransitClient(core: core, mount: "transit", token: "nope").encrypt(key: "k", plaintext: message) }
         // Errors are the wire's.
-        #expect(throws: CofferError.invalid("encryption key not found")) { try TransitEngine.decrypt(core: core, token: "root", mount: "transit", key: "missing", ciphertext: sealed) }
-        #expect(throws: CofferError.self) { try TransitEngine.decrypt(core: core, token: "root", mount: "transit", key: "k", ciphertext: Array("vault:v1:AAAA".utf8)) }
-        #expect(throws: CofferError.self) { try TransitEngine.encrypt(core: core, token: "root", mount: "../x", key: "k", plaintext: message) }
+        #expect(throws: CofferError.invalid("encryption key not found")) { try TransitClient(core: core, mount: "transit", token: "root").decrypt(key: "missing", ciphertext: sealed) }
+        #expect(throws: CofferError.self) { try TransitClient(core: core, mount: "transit", token: "root").decrypt(key: "k", ciphertext: Array("vault:v1:AAAA".utf8)) }
+        #expect(throws: CofferError.self) { try TransitClient(core: core, mount: "../x", token: "root").encrypt(key: "k", plaintext: message) }
         // A missing key is created by encrypt (Vault's upsert), through the full path.
-        let created = try TransitEngine.encrypt(core: core, token: "root", mount: "transit", key: "new", plaintext: message)
-        #expect(try TransitEngine.decrypt(core: core, token: "root", mount: "transit", key: "new", ciphertext: created) == message)
+        let created = try TransitClient(core: core, mount: "transit", token: "root").encrypt(key: "new", plaintext: message)
+        #expect(try TransitClient(core: core, mount: "transit", token: "root").decrypt(key: "new", ciphertext: created) == message)
         // Derived keys need their context.
         _ = try t.ok("POST", "transit/keys/d", ["derived": true])
-        let derived = try TransitEngine.encrypt(core: core, token: "root", mount: "transit", key: "d", plaintext: message, context: Array("ctx".utf8))
-        #expect(try TransitEngine.decrypt(core: core, token: "root", mount: "transit", key: "d", ciphertext: derived, context: Array("ctx".utf8)) == message)
-        #expect(throws: CofferError.self) { try TransitEngine.decrypt(core: core, token: "root", mount: "transit", key: "d", ciphertext: derived) }
+        let derived = try TransitClient(core: core, mount: "transit", token: "root").encrypt(key: "d", plaintext: message, context: Array("ctx".utf8))
+        #expect(try TransitClient(core: core, mount: "transit", token: "root").decrypt(key: "d", ciphertext: derived, context: Array("ctx".utf8)) == message)
+        #expect(throws: CofferError.self) { try TransitClient(core: core, mount: "transit", token: "root").decrypt(key: "d", ciphertext: derived) }
     }
 
     @Test func fastPathIsAuditedWhenAnAuditDeviceIsOn() throws {
@@ -148,8 +148,8 @@ import Testing
         defer { try? FileManager.default.removeItem(at: log) }
         _ = try t.ok("POST", "transit/keys/k", [:])
         #expect(t.wire("POST", "sys/audit/file", ["type": "file", "options": ["file_path": .string(log.path)]]).status == 204)
-        let sealed = try TransitEngine.encrypt(core: t.vault.core, token: "root", mount: "transit", key: "k", plaintext: Array("audited".utf8))
-        #expect(try TransitEngine.decrypt(core: t.vault.core, token: "root", mount: "transit", key: "k", ciphertext: sealed) == Array("audited".utf8))
+        let sealed = try TransitClient(core: t.vault.core, mount: "transit", token: "root").encrypt(key: "k", plaintext: Array("audited".utf8))
+        #expect(try TransitClient(core: t.vault.core, mount: "transit", token: "root").decrypt(key: "k", ciphertext: sealed) == Array("audited".utf8))
         let records = try String(contentsOf: log, encoding: .utf8)
         #expect(records.contains("transit/encrypt/k") && records.contains("transit/decrypt/k"))
         #expect(!records.contains(Data("audited".utf8).base64EncodedString()), "the plaintext is HMAC'd in audit records")

@@ -285,11 +285,11 @@ import Testing
         let (vault, unsealKey) = try Vault.openDev(storage: .sqlite(path: dir.appendingPathComponent("db").path))
         _ = vault.core.handleWire(method: "POST", path: "sys/mounts/transit", token: "root", body: Array(#"{"type":"transit"}"#.utf8))
         _ = vault.core.handleWire(method: "POST", path: "transit/keys/k", token: "root", body: [])
-        let sealed = try TransitEngine.encrypt(core: vault.core, token: "root", mount: "transit", key: "k", plaintext: Array("kept".utf8))
+        let sealed = try TransitClient(core: vault.core, mount: "transit", token: "root").encrypt(key: "k", plaintext: Array("kept".utf8))
         vault.seal()
-        #expect(throws: CofferError.sealedError) { try TransitEngine.decrypt(core: vault.core, token: "root", mount: "transit", key: "k", ciphertext: sealed) }
+        #expect(throws: CofferError.sealedError) { try TransitClient(core: vault.core, mount: "transit", token: "root").decrypt(key: "k", ciphertext: sealed) }
         _ = try vault.unseal(key: unsealKey)
-        #expect(try TransitEngine.decrypt(core: vault.core, token: "root", mount: "transit", key: "k", ciphertext: sealed) == Array("kept".utf8))
+        #expect(try TransitClient(core: vault.core, mount: "transit", token: "root").decrypt(key: "k", ciphertext: sealed) == Array("kept".utf8))
         // The key material is not in the database file in the clear.
         vault.close()
         let file = try Data(contentsOf: dir.appendingPathComponent("db"))

@@ -36,6 +36,21 @@ public struct SealStatus: Sendable, Equatable {
     public var storageType: String
     public var recoverySeal: Bool
 
+    package init(
+        type: String, initialized: Bool, sealed: Bool, threshold: Int, shares: Int, progress: Int, nonce: String, storageType: String,
+        recoverySeal: Bool
+    ) {
+        self.type = type
+        self.initialized = initialized
+        self.sealed = sealed
+        self.threshold = threshold
+        self.shares = shares
+        self.progress = progress
+        self.nonce = nonce
+        self.storageType = storageType
+        self.recoverySeal = recoverySeal
+    }
+
     /// The `sys/seal-status` body. As in OpenBao, the cluster name and id are shown only when unsealed.
     public var json: JSONValue {
         var body: [String: JSONValue] = [
@@ -71,7 +86,7 @@ package final class Core: Sendable {
     /// The secrets engines and auth methods that can be mounted, by type.
     let engines: EngineRegistry
     let authMethods: EngineRegistry
-    let tokens: TokenStore
+    package let tokens: TokenStore
     let policies: PolicyStore
     let audit: AuditBroker
     /// Audit devices the configuration requires: enabled (if not already) at every unseal; if one

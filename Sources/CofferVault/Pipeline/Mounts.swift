@@ -202,6 +202,9 @@ extension Core {
         var source = try Core.mountPoint(from)
         var target = try Core.mountPoint(to)
         let kind: MountKind = source.hasPrefix("auth/") ? .auth : .secret
+        guard source != "auth/token/", kind == .auth || !RouteTable.reserved.contains(where: { source.hasPrefix($0) }) else {
+            throw CofferError.invalid("cannot remount \"\(source)\"")
+        }
         if kind == .auth {
             guard target.hasPrefix("auth/") else { throw CofferError.invalid("cannot remount auth mount to non-auth mount \"\(target)\"") }
             source = String(source.dropFirst("auth/".count))

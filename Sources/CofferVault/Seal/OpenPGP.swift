@@ -1,8 +1,8 @@
-/// OpenPGP package keys (RFC 4880, RFC 9580), read as far as Vault's `pgp_keys` and `pgp_key` need:
+/// OpenPGP public keys (RFC 4880, RFC 9580), read as far as Vault's `pgp_keys` and `pgp_key` need:
 /// find the key a message to this person must be encrypted to, after checking that the primary key
 /// really certified it.
 ///
-/// A key is given as Vault takes it: base64 of the binary transferable package key
+/// A key is given as Vault takes it: base64 of the binary transferable public key
 /// (`gpg --export <id> | base64 -w0`); ASCII armor (`gpg --export --armor`) is accepted too. Only
 /// version 4 keys (what gpg makes) are read. Supported: RSA and Ed25519 primary keys (their
 /// self-signatures are verified), RSA and Curve25519 (cv25519) encryption keys.
@@ -18,7 +18,7 @@ package enum OpenPGP {
         let encryptionKey: Key
     }
 
-    /// A version 4 package key or subkey packet.
+    /// A version 4 public key or subkey packet.
     struct Key: Sendable {
         let created: UInt32
         let algorithm: UInt8
@@ -36,9 +36,9 @@ package enum OpenPGP {
     enum Material: Sendable {
         /// RSA (algorithms 1, 2, 3): modulus and exponent without leading zero bytes.
         case rsa(n: [UInt8], e: [UInt8])
-        /// EdDSA (legacy algorithm 22) on Ed25519: the 32-byte package key.
+        /// EdDSA (legacy algorithm 22) on Ed25519: the 32-byte public key.
         case ed25519([UInt8])
-        /// ECDH (algorithm 18) on Curve25519: the 32-byte package key (native order) and the KDF
+        /// ECDH (algorithm 18) on Curve25519: the 32-byte public key (native order) and the KDF
         /// parameters: hash algorithm and key-wrap cipher.
         case cv25519([UInt8], kdfHash: UInt8, kekCipher: UInt8)
         /// Anything else: the algorithm's name, for the error message.
@@ -56,7 +56,7 @@ package enum OpenPGP {
         let trimmed = text.trimmingSpaces()
         guard !trimmed.isEmpty else { throw CofferError.invalid("is empty") }
         if trimmed.hasPrefix("-----BEGIN PGP PRIVATE KEY BLOCK-----") {
-            throw CofferError.invalid("is a private key; give the package key (gpg --export <id> | base64 -w0)")
+            throw CofferError.invalid("is a private key; give the public key (gpg --export <id> | base64 -w0)")
         }
         var base64 = trimmed
         if trimmed.hasPrefix("-----BEGIN PGP PUBLIC KEY BLOCK-----") {
@@ -69,7 +69,7 @@ package enum OpenPGP {
         }
         let compact = String(base64.unicodeScalars.filter { $0 != "\n" && $0 != "\r" })
         guard let bytes = Base64.decode(compact), !bytes.isEmpty else {
-            throw CofferError.invalid("is not base64 of an OpenPGP package key (give gpg --export <id> | base64 -w0)")
+            throw CofferError.invalid("is not base64 of an OpenPGP public key (give gpg --export <id> | base64 -w0)")
         }
         return bytes
     }
@@ -86,12 +86,12 @@ package enum OpenPGP {
         guard let (firstTag, firstBody) = try reader.next() else { throw CofferError.invalid("is empty") }
         switch firstTag {
         case 6: break
-        case 5: throw CofferError.invalid("is a secret key; give the package key (gpg --export <id> | base64 -w0)")
-        default: throw CofferError.invalid("does not start with a package-key packet (is it a package key, not a message or signature?)")
+        case 5: throw CofferError.invalid("is a secret key; give the public key (gpg --export <id> | base64 -w0)")
+        default: throw CofferError.invalid("does not start with a public-key packet (is it a public key, not a message or signature?)")
         }
         let primary = try Key(parsing: firstBody)
 
-        // The components of a transferable package key, each with the signatures that follow it.
+        // The components of a transferable public key, each with the signatures that follow it.
         var directSignatures: [Signature] = []
         var userSignatures: [(prefix: [UInt8], signature: Signature)] = []
         var subkeys: [(key: Key?, signatures: [Signature])] = []
@@ -115,13 +115,13 @@ package enum OpenPGP {
                 subkeys.append(((try? Key(parsing: body)), []))
                 component = .subkey(subkeys.count - 1)
             case 6:
-                throw CofferError.invalid("holds more than one package key; give exactly one key per entry")
+                throw CofferError.invalid("holds more than one public key; give exactly one key per entry")
             case 5, 7:
-                throw CofferError.invalid("holds secret key material; give the package key only (gpg --export)")
+                throw CofferError.invalid("holds secret key material; give the public key only (gpg --export)")
             case 10, 12, 60...63:  // marker, trust, private or experimental packets
                 continue
             default:
-                throw CofferError.invalid("holds an OpenPGP packet of type \(tag), which does not belong in a package key")
+                throw CofferError.invalid("holds an OpenPGP packet of type \(tag), which does not belong in a public key")
             }
         }
 
@@ -245,7 +245,7 @@ extension OpenPGP {
                 case 0..<192: length = first
                 case 192..<224: length = ((first - 192) << 8) + (try readLength(1)) + 192
                 case 255: length = try readLength(4)
-                default: throw CofferError.invalid("uses partial packet lengths, which a package key does not")
+                default: throw CofferError.invalid("uses partial packet lengths, which a public key does not")
                 }
             } else {
                 tag = (ctb >> 2) & 0x0F
@@ -253,7 +253,7 @@ extension OpenPGP {
                 case 0: length = try readLength(1)
                 case 1: length = try readLength(2)
                 case 2: length = try readLength(4)
-                default: throw CofferError.invalid("uses an indeterminate packet length, which a package key does not")
+                default: throw CofferError.invalid("uses an indeterminate packet length, which a public key does not")
                 }
             }
             guard length <= bytes.count - offset else { throw truncated }
@@ -311,7 +311,7 @@ extension OpenPGP {
         case 26: "X448"
         case 27: "Ed25519"
         case 28: "Ed448"
-        default: "package-key algorithm \(algorithm)"
+        default: "public-key algorithm \(algorithm)"
         }
     }
 }

@@ -3,7 +3,7 @@ package import CofferFramework
 package import CofferAudit
 import COpenSSL
 
-/// OpenPGP messages, written the way every OpenPGP implementation reads: a version 3 package-key
+/// OpenPGP messages, written the way every OpenPGP implementation reads: a version 3 public-key
 /// encrypted session key packet (RSA PKCS#1 v1.5, or ECDH on Curve25519 per RFC 6637) followed by a
 /// version 1 symmetrically encrypted integrity-protected data packet (AES-256 in OpenPGP's CFB mode,
 /// with the SHA-1 modification detection code) around a binary literal data packet. This is what
@@ -135,7 +135,7 @@ extension OpenPGP {
         return Array(out.prefix(Int(length)))
     }
 
-    /// An RSA package key from its modulus and exponent; the caller frees it with EVP_PKEY_free.
+    /// An RSA public key from its modulus and exponent; the caller frees it with EVP_PKEY_free.
     static func rsaPublicKey(n: [UInt8], e: [UInt8]) throws(CofferError) -> OpaquePointer {
         guard let builder = OSSL_PARAM_BLD_new() else { throw CofferError(.outOfMemory, "cannot allocate RSA key parameters") }
         defer { OSSL_PARAM_BLD_free(builder) }
@@ -218,7 +218,7 @@ extension OpenPGP {
         return ok
     }
 
-    /// A fresh X25519 key pair and its shared secret with `peer`: (our package key, the secret).
+    /// A fresh X25519 key pair and its shared secret with `peer`: (our public key, the secret).
     static func x25519(peer: [UInt8]) throws(CofferError) -> ([UInt8], SecureBytes) {
         let secret = SecureBytes(randomCount: 32)
         guard let ours = secret.withUnsafeBytes({ EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, nil, u8($0), 32) }) else {

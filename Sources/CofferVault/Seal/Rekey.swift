@@ -141,7 +141,7 @@ extension Core {
     static func recipients(_ keys: [String], field: String, shares: Int, now: Timestamp) throws(CofferError) -> [OpenPGP.Recipient] {
         guard !keys.isEmpty else { return [] }
         guard keys.count == shares else {
-            throw CofferError.invalid("\(field) has \(keys.count) keys but secret_shares is \(shares); give one package key per share")
+            throw CofferError.invalid("\(field) has \(keys.count) keys but secret_shares is \(shares); give one public key per share")
         }
         var recipients: [OpenPGP.Recipient] = []
         for (index, text) in keys.enumerated() {

@@ -123,7 +123,7 @@ package final class TokenStore: Sendable {
     /// Where the token store keeps everything.
     static let prefix = "sys/token/"
     static let saltPath = "sys/token/salt"
-    static let idPrefix = "sys/token/id/"
+    package static let idPrefix = "sys/token/id/"
     static let accessorPrefix = "sys/token/accessor/"
     static let parentPrefix = "sys/token/parent/"
     /// Vault's system maximum TTL: 768 hours.
@@ -171,7 +171,7 @@ package final class TokenStore: Sendable {
         cache.withLock { $0 = [:] }
     }
 
-    func hash(_ value: String) throws(CofferError) -> String {
+    package func hash(_ value: String) throws(CofferError) -> String {
         guard let key = salt.withLock({ $0 }) else { throw CofferError.sealedError }
         return Hex.encode(key.mac(value))
     }

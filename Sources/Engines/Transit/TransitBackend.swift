@@ -513,16 +513,16 @@ package final class TransitBackend: TableBackend {
         let kind = request.capture("kind")
         let name = try Self.keyName(request)
         let requested = request.captures["version"]
-        guard ["encryption-key", "signing-key", "hmac-key", "package-key"].contains(kind) else {
+        guard ["encryption-key", "signing-key", "hmac-key", "public-key"].contains(kind) else {
             throw CofferError.invalid("invalid export type: \(kind)")
         }
         guard let key = try load(name, request.storage, now: request.now) else { return .notFound }
-        guard kind == "package-key" || key.exportable else { throw CofferError.invalid("private key material is not exportable") }
+        guard kind == "public-key" || key.exportable else { throw CofferError.invalid("private key material is not exportable") }
         switch kind {
         case "encryption-key" where !key.type.supportsEncryption: throw CofferError.invalid("encryption not supported for the key")
         case "signing-key" where !key.type.supportsSigning: throw CofferError.invalid("signing not supported for the key")
-        case "package-key" where !key.type.isAsymmetric: throw CofferError.invalid("package key not available for key type \(key.type.rawValue)")
-        case "package-key" where key.derived: throw CofferError.invalid("package keys of derived keys depend on the context and are not exported")
+        case "public-key" where !key.type.isAsymmetric: throw CofferError.invalid("public key not available for key type \(key.type.rawValue)")
+        case "public-key" where key.derived: throw CofferError.invalid("public keys of derived keys depend on the context and are not exported")
         default: break
         }
         var numbers = key.versions.keys.filter { $0 >= key.minDecryptionVersion }
@@ -548,7 +548,7 @@ package final class TransitBackend: TableBackend {
     static func exported(_ type: TransitKeyType, _ version: KeyVersion, kind: String) throws(CofferError) -> String {
         switch kind {
         case "hmac-key": return version.hmacKey.withUnsafeBytes { Base64.encode($0) }
-        case "package-key":
+        case "public-key":
             let pem = version.publicKey
             return type.curve != nil && pem.hasSuffix("\n") ? String(pem.dropLast()) : pem
         default:

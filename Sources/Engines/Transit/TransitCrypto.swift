@@ -198,17 +198,17 @@ final class PKey: Sendable {
         }
     }
 
-    /// The raw 32-byte Ed25519 package key.
+    /// The raw 32-byte Ed25519 public key.
     func rawPublicKey() throws(CofferError) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: 32)
         var length = 32
         guard EVP_PKEY_get_raw_public_key(pointer, &out, &length) == 1, length == 32 else {
-            throw PKey.failure("read an Ed25519 package key")
+            throw PKey.failure("read an Ed25519 public key")
         }
         return out
     }
 
-    /// PEM text: the package key as SubjectPublicKeyInfo, or the private key in its type-specific form
+    /// PEM text: the public key as SubjectPublicKeyInfo, or the private key in its type-specific form
     /// ("EC PRIVATE KEY", "RSA PRIVATE KEY"), as Vault exports them.
     func pem(privateKey: Bool) throws(CofferError) -> String {
         let selection = privateKey ? coffer_select_keypair() : coffer_select_public()
@@ -360,7 +360,7 @@ final class PKey: Sendable {
     }
 
     /// Builds a key of `type` ("EC", "RSA") from big-number parameters given in decimal, plus an
-    /// optional group name and encoded package point for EC.
+    /// optional group name and encoded public point for EC.
     static func fromDecimal(type: String, group: String?, publicPoint: [UInt8]?, numbers: [(String, String)]) throws(CofferError) -> PKey {
         guard let builder = OSSL_PARAM_BLD_new() else { throw failure("allocate key parameters") }
         defer { OSSL_PARAM_BLD_free(builder) }
@@ -380,7 +380,7 @@ final class PKey: Sendable {
         if let publicPoint {
             point.copyBytes(from: publicPoint)
             guard OSSL_PARAM_BLD_push_octet_string(builder, keep("pub"), point.baseAddress, publicPoint.count) == 1 else {
-                throw failure("set the EC package key")
+                throw failure("set the EC public key")
             }
         }
         for (name, decimal) in numbers {

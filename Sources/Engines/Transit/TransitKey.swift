@@ -81,14 +81,14 @@ enum TransitKeyType: String, Sendable, CaseIterable {
 final class KeyVersion: Sendable {
     let number: Int
     let creationTime: Timestamp
-    /// Symmetric and HMAC keys: the raw key. Ed25519: the 64-byte seed ‖ package key (Go's form,
+    /// Symmetric and HMAC keys: the raw key. Ed25519: the 64-byte seed ‖ public key (Go's form,
     /// which derived Ed25519 keys use as their HKDF input). EC and RSA: the DER private key.
     let material: SecureBytes
     /// The key HMACs are made with (for `hmac` keys, `material` itself).
     let hmacKey: SecureBytes
     /// The parsed asymmetric key (nil for symmetric types).
     let pkey: PKey?
-    /// The package key as Vault shows it: base64 for Ed25519, PEM for EC and RSA; empty otherwise.
+    /// The public key as Vault shows it: base64 for Ed25519, PEM for EC and RSA; empty otherwise.
     let publicKey: String
     /// "vault:v<N>:", the prefix of what this version makes.
     let header: [UInt8]
