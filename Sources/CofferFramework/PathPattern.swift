@@ -46,7 +46,7 @@ package struct PathPattern: Sendable, CustomStringConvertible {
     }
 
     /// Why the pattern is malformed, or nil. Checked once per table.
-    var problem: String? {
+    package var problem: String? {
         for (i, segment) in segments.enumerated() {
             switch segment {
             case .literal(let bytes) where bytes.isEmpty: return "an empty segment"
@@ -80,7 +80,7 @@ package struct PathPattern: Sendable, CustomStringConvertible {
     }
 
     /// Matches `path` (relative to the mount, no leading `/`); on success fills `captures`.
-    func match(_ path: Substring, into captures: inout Captures) -> Bool {
+    package func match(_ path: Substring, into captures: inout Captures) -> Bool {
         captures.removeAll()
         var rest = path.utf8[...]
         for (i, segment) in segments.enumerated() {
@@ -134,6 +134,8 @@ package struct Captures: Sendable {
     private var names: (String?, String?, String?, String?) = (nil, nil, nil, nil)
     private var values: (Substring, Substring, Substring, Substring) = ("", "", "", "")
     package private(set) var count = 0
+
+    package init() {}
 
     mutating func removeAll() { count = 0 }
 

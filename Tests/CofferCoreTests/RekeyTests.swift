@@ -390,3 +390,35 @@ extension JSONValue {
         #expect(try core.call(.read, "auth/token/lookup-self", token: token).data?["policies"] == ["root"])
     }
 }
+
+@Suite(.serialized) struct InitPGPTests {
+    @Test func initHandsOutSharesAndTheRootTokenEncryptedToEachHolder() throws {
+        let gpg = try GnuPG()
+        _ = try gpg.generate("one@coffer.test", algorithm: "rsa2048", usage: "sign,cert,encr")
+        _ = try gpg.generate("two@coffer.test", algorithm: "rsa2048", usage: "sign,cert,encr")
+        let keys = [try gpg.exportBase64("one@coffer.test"), try gpg.exportBase64("two@coffer.test")]
+        let core = try Core(storage: InMemoryBackend(), engines: testRegistry(), clock: ManualClock())
+        let response = try core.call(
+            .update, "sys/init",
+            ["secret_shares": 2, "secret_threshold": 2, "pgp_keys": .array(keys.map { .string($0) }), "root_token_pgp_key": .string(keys[0])],
+            token: nil)
+        let body = try #require(response.raw)
+        // Each share decrypts with its holder's key only; the decrypted shares unseal.
+        for (index, encrypted) in (body["keys_base64"]?.strings ?? []).enumerated() {
+            let message = try #require(Data(base64Encoded: encrypted))
+            let (share, _) = try gpg.decrypt(message)
+            #expect(share.count == 66, "share \(index) is the hex of a 33-byte share")
+            try core.unseal(key: hex(share))
+        }
+        #expect(core.isSealed == false)
+        let encryptedToken = try #require(body["root_token"]?.stringValue)
+        let (token, _) = try gpg.decrypt(try #require(Data(base64Encoded: encryptedToken)))
+        #expect(try core.call(.read, "auth/token/lookup-self", token: token).data?["policies"] == ["root"])
+        // A key that is not one refuses the init and names the entry; nothing is created.
+        let fresh = try Core(storage: InMemoryBackend(), engines: testRegistry(), clock: ManualClock())
+        expectError(.invalidArgument, containing: "pgp_keys[1]") {
+            try fresh.call(.update, "sys/init", ["secret_shares": 2, "secret_threshold": 1, "pgp_keys": [.string(keys[0]), "bm90IGEga2V5"]], token: nil)
+        }
+        #expect(fresh.isInitialized == false)
+    }
+}

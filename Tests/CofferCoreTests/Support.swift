@@ -22,6 +22,7 @@ final class EchoBackend: TableBackend {
 func testRegistry() -> EngineRegistry {
     var registry = EngineRegistry()
     registry.register("echo") { _ in EchoBackend() }
+    registry.register("cubbyhole") { _ in CubbyholeBackend() }
     return registry
 }
 

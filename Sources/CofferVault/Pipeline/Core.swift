@@ -366,7 +366,10 @@ package final class Core: Sendable {
             audit.logRefused(record)
             throw error
         }
-        if request.operation == .update, let exists = try mount.backend.exists(existenceRequest(request, mount, relative, caller, now)),
+        // Vault's existence check: a write to a path its backend says does not exist yet is a
+        // `create`. Before the audit record, so the record shows the operation the ACL decides on; a
+        // check that fails decides nothing (the backend meets the same failure, audited).
+        if request.operation == .update, let exists = try? mount.backend.exists(existenceRequest(request, mount, relative, caller, now)),
             !exists
         {
             request.operation = .create

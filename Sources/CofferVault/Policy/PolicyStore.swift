@@ -8,7 +8,7 @@ package final class PolicyStore: Sendable {
     static let prefix = "sys/policy/"
 
     /// Vault's default policy: what every token may do to itself.
-    static let defaultPolicy = """
+    package static let defaultPolicy = """
         # Allow tokens to look up their own properties
         path "auth/token/lookup-self" {
             capabilities = ["read"]

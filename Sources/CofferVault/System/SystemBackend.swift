@@ -68,8 +68,8 @@ package final class SystemBackend: TableBackend {
         ] + mountPaths + auditPaths + rekeyPaths)
 
     static let initFields: [Field] = [
-        .int("secret_shares", 1...255), .int("secret_threshold", 1...255), .int("recovery_shares", 1...255),
-        .int("recovery_threshold", 1...255), .strings("pgp_keys"), .strings("recovery_pgp_keys"), .string("root_token_pgp_key"),
+        .int("secret_shares", 0...255), .int("secret_threshold", 0...255), .int("recovery_shares", 0...255),
+        .int("recovery_threshold", 0...255), .strings("pgp_keys"), .strings("recovery_pgp_keys"), .string("root_token_pgp_key"),
         .int("stored_shares", 0...255),
     ]
 
@@ -91,14 +91,47 @@ package final class SystemBackend: TableBackend {
         guard shares > 0, threshold > 0 else {
             throw CofferError.invalid("secret_shares and secret_threshold are required and must be positive")
         }
-        for field in ["pgp_keys", "recovery_pgp_keys", "root_token_pgp_key"] where f.has(field) {
-            throw CofferError.invalid("\(field) is not supported at init; rekey with pgp_keys afterwards")
+        // Vault's `pgp_keys` (`recovery_pgp_keys` with an auto-unseal seal) and `root_token_pgp_key`:
+        // each share, and the root token, handed out encrypted to its holder's OpenPGP key. Every key
+        // is checked, and encrypted to once, before anything is created.
+        let keyField = recovery ? "recovery_pgp_keys" : "pgp_keys"
+        let otherField = recovery ? "pgp_keys" : "recovery_pgp_keys"
+        guard f.strings(otherField)?.isEmpty ?? true else {
+            throw CofferError.invalid("\(otherField) is for \(recovery ? "a Shamir" : "an auto-unseal") seal; this vault's seal takes \(keyField)")
         }
+        let recipients = try Core.recipients(f.strings(keyField) ?? [], field: keyField, shares: shares, now: request.now)
+        var rootRecipient: OpenPGP.Recipient?
+        if let text = f.string("root_token_pgp_key"), !text.isEmpty {
+            do {
+                rootRecipient = try OpenPGP.recipient(fromText: text, now: request.now.seconds)
+            } catch where error.code == .invalidArgument {
+                throw CofferError.invalid("root_token_pgp_key \(error.message)")
+            }
+        }
+        for recipient in recipients + (rootRecipient.map { [$0] } ?? []) { _ = try OpenPGP.encrypt([0], to: recipient) }
         // Over the wire, init leaves the vault sealed, as Vault and OpenBao do: the operators unseal it
         // with the shares just handed out. (The Swift API's `initialize` leaves it unsealed.)
         let result = try core.initialize(shares: shares, threshold: threshold)
         if !recovery { core.sealVault() }
-        return .raw(result.json)
+        var body = result.json.objectValue ?? [:]
+        if !recipients.isEmpty {
+            var hexForms: [JSONValue] = []
+            var base64Forms: [JSONValue] = []
+            for (share, recipient) in zip(result.keys, recipients) {
+                var hex: [UInt8] = []
+                share.withUnsafeBytes { Hex.append($0, to: &hex) }
+                defer { OpenPGP.cleanse(&hex) }
+                let message = try OpenPGP.encrypt(hex, to: recipient)
+                hexForms.append(.string(Hex.encode(message)))
+                base64Forms.append(.string(Base64.encode(message)))
+            }
+            body[recovery ? "recovery_keys" : "keys"] = .array(hexForms)
+            body[recovery ? "recovery_keys_base64" : "keys_base64"] = .array(base64Forms)
+        }
+        if let rootRecipient {
+            body["root_token"] = .string(Base64.encode(try OpenPGP.encrypt(Array(result.rootToken.utf8), to: rootRecipient)))
+        }
+        return .raw(.object(body))
     }
 
     func unseal(_ request: BackendRequest) throws(CofferError) -> Response {

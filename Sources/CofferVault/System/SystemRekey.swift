@@ -7,7 +7,7 @@ package import CofferFramework
 /// the share quorums in Seal/Rekey.swift and Seal/GenerateRoot.swift.
 extension SystemBackend {
     static let rekeyInitFields: [Field] = [
-        .int("secret_shares", 1...255), .int("secret_threshold", 1...255), .strings("pgp_keys"), .bool("backup"),
+        .int("secret_shares", 0...255), .int("secret_threshold", 0...255), .strings("pgp_keys"), .bool("backup"),
         .bool("require_verification"), .int("stored_shares", 0...255),
     ]
     static let shareFields: [Field] = [.string("key"), .string("nonce")]
