@@ -65,11 +65,11 @@ do {
     case "status":
         let vault = try Vault.open(configuration())
         print(String(decoding: try vault.status().json.serialized(), as: UTF8.self))
-        print(String(decoding: try vault.core.sealWrapStatus().json.serialized(), as: UTF8.self))
+        print(String(decoding: try vault.sealWrapStatus().json.serialized(), as: UTF8.self))
         vault.close()
     case "rewrap":
         let vault = try Vault.open(configuration())
-        let status = try vault.core.rewrapSealedEntries()
+        let status = try vault.rewrapSealedEntries()
         print(String(decoding: status.json.serialized(), as: UTF8.self))
         vault.close()
     case "time":

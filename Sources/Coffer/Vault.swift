@@ -165,6 +165,20 @@ public final class Vault: Sendable {
     /// Seals: forgets every key until the next unseal.
     public func seal() { core.sealVault() }
 
+    /// Whether the storage holds an initialised vault.
+    public var isInitialized: Bool { core.isInitialized }
+
+    /// Whether the vault is sealed (no key in memory; only `sys/` status paths answer).
+    public var isSealed: Bool { core.isSealed }
+
+    /// Which seal key wraps what (the root key and every seal-wrapped entry): `sys/sealwrap/rewrap` GET.
+    public func sealWrapStatus() throws(CofferError) -> SealWrapStatus { try core.sealWrapStatus() }
+
+    /// Moves everything the seal protects to the seal's current HSM key (after an HSM key rotation):
+    /// `sys/sealwrap/rewrap` POST. See docs/hsm.md.
+    @discardableResult
+    public func rewrapSealedEntries() throws(CofferError) -> SealWrapStatus { try core.rewrapSealedEntries() }
+
     public func status() throws(CofferError) -> SealStatus { try core.sealStatus() }
 
     /// Handles any request of the API.

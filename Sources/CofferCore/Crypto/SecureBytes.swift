@@ -62,9 +62,9 @@ extension SecureBytes: Equatable {
 }
 
 /// Overwriting memory that held a secret, in a way the compiler cannot remove (`OPENSSL_cleanse`).
-public enum Wipe {
+package enum Wipe {
     /// Zeroes `count` bytes at `pointer`.
-    public static func bytes(_ pointer: UnsafeMutableRawPointer?, count: Int) {
+    package static func bytes(_ pointer: UnsafeMutableRawPointer?, count: Int) {
         guard let pointer, count > 0 else { return }
         coffer_openssl_cleanse(pointer, count)
     }
@@ -74,27 +74,27 @@ extension Array where Element == UInt8 {
     /// Zeroes this array's bytes (for arrays that held secret material and are about to be dropped).
     /// Wipe the last holder of the bytes: when the buffer is shared with another array
     /// (copy-on-write), writing gives this array a fresh copy and the shared bytes stay as they were.
-    public mutating func wipe() {
+    package mutating func wipe() {
         withUnsafeMutableBytes { Wipe.bytes($0.baseAddress, count: $0.count) }
     }
 }
 
 /// Comparison whose running time does not depend on where two buffers differ.
-public enum ConstantTime {
-    public static func equals(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
+package enum ConstantTime {
+    package static func equals(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
         guard a.count == b.count else { return false }
         if a.count == 0 { return true }
         return CRYPTO_memcmp(a.baseAddress, b.baseAddress, a.count) == 0
     }
 
-    public static func equals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    package static func equals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         a.withUnsafeBytes { ab in b.withUnsafeBytes { bb in equals(ab, bb) } }
     }
 }
 
 /// The operating system's CSPRNG through OpenSSL's DRBG.
-public enum Random {
-    public static func fill(_ buffer: UnsafeMutableRawBufferPointer) {
+package enum Random {
+    package static func fill(_ buffer: UnsafeMutableRawBufferPointer) {
         guard buffer.count > 0 else { return }
         // RAND_bytes fails only if the DRBG cannot be seeded; continuing without randomness would
         // produce predictable keys, so stopping is the only safe answer.
@@ -103,14 +103,14 @@ public enum Random {
         }
     }
 
-    public static func bytes(_ count: Int) -> [UInt8] {
+    package static func bytes(_ count: Int) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: count)
         out.withUnsafeMutableBytes { fill($0) }
         return out
     }
 
     /// A random string over [0-9A-Za-z], for token and accessor ids. Rejection sampling keeps it unbiased.
-    public static func base62(_ length: Int) -> String {
+    package static func base62(_ length: Int) -> String {
         let alphabet = Array("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".utf8)
         var out: [UInt8] = []
         out.reserveCapacity(length)
@@ -123,7 +123,7 @@ public enum Random {
     }
 
     /// A random UUID string (version 4), used for request ids and mount ids.
-    public static func uuid() -> String {
+    package static func uuid() -> String {
         // Every request gets one, so it is written straight into the string: one allocation.
         var b: (UInt64, UInt64) = (0, 0)
         withUnsafeMutableBytes(of: &b) { fill($0) }
@@ -148,13 +148,13 @@ public enum Random {
     }
 }
 
-public enum Hex {
-    public static func encode(_ bytes: some Sequence<UInt8>) -> String {
+package enum Hex {
+    package static func encode(_ bytes: some Sequence<UInt8>) -> String {
         if let array = bytes as? [UInt8] { return array.withUnsafeBytes(encode) }
         return Array(bytes).withUnsafeBytes(encode)
     }
 
-    public static func encode(_ bytes: UnsafeRawBufferPointer) -> String {
+    package static func encode(_ bytes: UnsafeRawBufferPointer) -> String {
         String(unsafeUninitializedCapacity: bytes.count * 2) { out in
             write(bytes, into: out)
             return bytes.count * 2
@@ -178,7 +178,7 @@ public enum Hex {
         }
     }
 
-    public static func decode(_ text: String) -> [UInt8]? {
+    package static func decode(_ text: String) -> [UInt8]? {
         let chars = Array(text.utf8)
         guard chars.count % 2 == 0 else { return nil }
         var out: [UInt8] = []

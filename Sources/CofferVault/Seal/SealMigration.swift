@@ -3,7 +3,7 @@
 /// Both rewrite only what the seal protects, in one atomic storage batch: the root key blob, the
 /// keyring, the recovery key, and every seal-wrapped entry. The data keys and the data stay as
 /// they are, so a failure half-way (the HSM going away) writes nothing and loses nothing.
-package import CofferCore
+public import CofferCore
 package import CofferFramework
 package import CofferAudit
 extension Core {
@@ -99,22 +99,22 @@ extension Core {
 }
 
 /// What `sys/sealwrap/rewrap` reports: the key new blobs use and the key that wraps each entry.
-package struct SealWrapStatus: Sendable, Equatable {
-    package var sealType: String
+public struct SealWrapStatus: Sendable, Equatable {
+    public var sealType: String
     /// Whether critical entries are seal-wrapped by new writes.
-    package var sealWrap: Bool
+    public var sealWrap: Bool
     /// The key new blobs are wrapped with (nil for Shamir).
-    package var currentKey: String?
+    public var currentKey: String?
     /// Storage path -> the key that wraps it (the root key blob and every seal-wrapped entry).
-    package var entries: [String: String]
+    public var entries: [String: String]
 
     /// Entries not yet wrapped by the current key: what a rewrap would move.
-    package var stale: [String] {
+    public var stale: [String] {
         guard let currentKey else { return [] }
         return entries.filter { $0.value != currentKey }.keys.sorted()
     }
 
-    package var json: JSONValue {
+    public var json: JSONValue {
         var counts: [String: JSONValue] = [:]
         for key in entries.values { counts[key] = .int((counts[key]?.intValue ?? 0) + 1) }
         return [
