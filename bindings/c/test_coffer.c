@@ -332,6 +332,28 @@ static void test_dev_mode(void) {
     CHECK(contains(coffer_errmsg(), "dev mode keeps everything in memory"));
 }
 
+/* Issue 13's crash reproductions through coffer_request: values that used to trap the host process
+ * are refused with COFFER_EINVALID, a message naming the field and its limit, and the process goes on. */
+static void test_out_of_range_values(void) {
+    coffer_t *h = NULL;
+    char *out = NULL;
+    int http = 0;
+    int64_t version = 0;
+    CHECK(coffer_open("{\"dev\": {\"root_token\": \"dev-root\"}}", &h) == COFFER_OK);
+    if (h == NULL) return;
+    CHECK(request(h, "PUT", "secret/metadata/x", "dev-root", "{\"delete_version_after\": 10000000000}", &http, &out) == COFFER_EINVALID);
+    CHECK(http == 400);
+    CHECK(contains(coffer_errmsg(), "delete_version_after") && contains(coffer_errmsg(), "3153600000"));
+    coffer_free(out);
+    out = NULL;
+    CHECK(request(h, "POST", "auth/token/create", "dev-root", "{\"period\": \"99999999999999999999h\"}", &http, &out) == COFFER_EINVALID);
+    CHECK(http == 400 && contains(coffer_errmsg(), "period"));
+    coffer_free(out);
+    CHECK(coffer_kv_put(h, NULL, "x", "dev-root", "{\"k\":\"v\"}", 9, -1, &version) == COFFER_OK);
+    CHECK(version == 1);
+    coffer_close(h);
+}
+
 static void test_transit(void) {
     coffer_t *h = NULL;
     char *ciphertext = NULL, *out = NULL;
@@ -460,6 +482,7 @@ int main(void) {
     test_reopen();
     test_kv();
     test_dev_mode();
+    test_out_of_range_values();
     test_transit();
     test_bad_arguments();
     test_stale_handles();
