@@ -19,6 +19,9 @@ let scaleLayout = "v1"
 final class BulkLoadBackend: PhysicalBackend {
     let sqlite: SQLiteBackend
     let flushEvery = 50_000
+    /// Told of each change when it is taken into the pending set (where `get` already sees it), so
+    /// the caches above stay true before the flush reaches SQLite.
+    let changes = ChangeFeed()
     private let pending = Mutex<[String: [UInt8]?]>([:])
 
     init(path: String) throws(CofferError) { sqlite = try SQLiteBackend(path: path) }
@@ -48,6 +51,7 @@ final class BulkLoadBackend: PhysicalBackend {
             }
             return pending.count
         }
+        changes.publish(operations.map(\.key))
         if count >= flushEvery { try flush() }
     }
 
