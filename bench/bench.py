@@ -402,6 +402,12 @@ def concurrent_write_table(f):
         write_latency = "" if r is alone else f"{r['writer_write_p50_us'] / 1000:.2f} / {r['writer_write_p99_us'] / 1000:.2f}"
         lines.append(f"| {label} | {r['p50_us']:.2f} | {r['p99_us']:.2f} | {r['max_us']:.1f} | {r['p99_us'] / alone['p99_us']:.2f}× | "
                      f"{r['voluntary_switches']:,} | {r['involuntary_switches']:,} | {writer} | {write_latency} |")
+    if "slowest_1pct_blocked" in contended:
+        lines += ["", "The slowest 1% of the reads with the writer (from {:.0f} µs): {} blocked, {} preempted, {} slow on the CPU "
+                      "(alone, from {:.0f} µs: {}, {}, {}).".format(
+                          contended["slowest_1pct_from_us"], contended["slowest_1pct_blocked"], contended["slowest_1pct_preempted"],
+                          contended["slowest_1pct_on_cpu"], alone["slowest_1pct_from_us"], alone["slowest_1pct_blocked"],
+                          alone["slowest_1pct_preempted"], alone["slowest_1pct_on_cpu"])]
     return lines
 
 

@@ -145,7 +145,8 @@ final class Bench {
     /// ratios are fair. Each figure also carries `cpu_us_per_op`: the process's CPU time (every
     /// thread: work handed to a background thread counts) per operation; `round_p99_us`, each
     /// round's p99; and the measuring thread's context switches during the timed operations:
-    /// `voluntary_switches` (it blocked: a lock, a sleep) and `involuntary_switches` (preempted).
+    /// `voluntary_switches` (it blocked: a lock, a sleep) and `involuntary_switches` (preempted);
+    /// with a pause, also what happened to the slowest 1% of the operations (`slowest_1pct_*`).
     /// `settle`, if given, runs after each round of its operation inside the CPU count but outside
     /// the timings.
     func compare(_ operations: [(name: String, body: () throws -> Void, settle: (() throws -> Void)?)], rounds: Int = 20) throws {
@@ -164,6 +165,8 @@ final class Bench {
         var roundRates = [[Double]](repeating: [], count: selected.count)
         var roundP99 = [[Double]](repeating: [], count: selected.count)
         var switches = [(voluntary: Int, involuntary: Int)](repeating: (0, 0), count: selected.count)
+        // With a pause, each operation's own switches: (nanoseconds, voluntary, involuntary).
+        var each = [[(nanos: UInt64, voluntary: Int, involuntary: Int)]](repeating: [], count: selected.count)
         for operation in selected {
             try operation.begin?()
             for _ in 0..<Swift.max(10, Swift.min(2000, perRound)) { try operation.body() }
@@ -178,10 +181,12 @@ final class Bench {
                 // The measuring thread's context switches during the operations (a pause's own
                 // sleep is not one of them).
                 var switchesSince = threadContextSwitches()
-                func countSwitches() {
+                func countSwitches() -> (voluntary: Int, involuntary: Int) {
                     let now = threadContextSwitches()
-                    switches[index].voluntary += now.voluntary - switchesSince.voluntary
-                    switches[index].involuntary += now.involuntary - switchesSince.involuntary
+                    let delta = (voluntary: now.voluntary - switchesSince.voluntary, involuntary: now.involuntary - switchesSince.involuntary)
+                    switches[index].voluntary += delta.voluntary
+                    switches[index].involuntary += delta.involuntary
+                    return delta
                 }
                 for i in 0..<perRound {
                     let start = nowNanos()
@@ -190,12 +195,13 @@ final class Bench {
                     round[i] = elapsed
                     spent += elapsed
                     if operation.pauseNanos > 0 {
-                        countSwitches()
+                        let delta = countSwitches()
+                        each[index].append((elapsed, delta.voluntary, delta.involuntary))
                         pause(nanoseconds: operation.pauseNanos)
                         switchesSince = threadContextSwitches()
                     }
                 }
-                if operation.pauseNanos == 0 { countSwitches() }
+                if operation.pauseNanos == 0 { _ = countSwitches() }
                 roundRates[index].append(Double(perRound) / (Double(spent) / 1e9))
                 try operation.settle?()
                 cpu[index] += cpuNanos() - cpuStart
@@ -221,7 +227,16 @@ final class Bench {
             figure.extra["round_p99_us"] = roundP99[index]
             figure.extra["voluntary_switches"] = switches[index].voluntary
             figure.extra["involuntary_switches"] = switches[index].involuntary
-            if operation.pauseNanos > 0 { figure.extra["pause_us"] = Double(operation.pauseNanos) / 1000 }
+            if operation.pauseNanos > 0 {
+                figure.extra["pause_us"] = Double(operation.pauseNanos) / 1000
+                // What happened to the slowest 1%: blocked (at least one voluntary switch), else
+                // preempted (an involuntary one), else slow without leaving the CPU.
+                let slowest = each[index].sorted { $0.nanos > $1.nanos }.prefix(Swift.max(1, each[index].count / 100))
+                figure.extra["slowest_1pct_from_us"] = Double(slowest.last?.nanos ?? 0) / 1000
+                figure.extra["slowest_1pct_blocked"] = slowest.filter { $0.voluntary > 0 }.count
+                figure.extra["slowest_1pct_preempted"] = slowest.filter { $0.voluntary == 0 && $0.involuntary > 0 }.count
+                figure.extra["slowest_1pct_on_cpu"] = slowest.filter { $0.voluntary == 0 && $0.involuntary == 0 }.count
+            }
             figure.extra.merge(extras[index]) { $1 }
             figures.append(figure)
             say(
