@@ -6,7 +6,8 @@ import Coffer
 import Foundation
 
 /// A second thread that calls `write` back to back while switched on, and waits while off. It
-/// counts the writes that complete and times each, so a result can show that it really wrote.
+/// counts the writes that complete and times each, per measuring window label, so a result can
+/// show that it really wrote.
 // @unchecked: every mutable field is read and written holding `condition`.
 final class ConcurrentWriter: @unchecked Sendable {
     private let condition = NSCondition()
@@ -20,8 +21,10 @@ final class ConcurrentWriter: @unchecked Sendable {
     private var failure: (any Error)?
     private var completed = 0
     private var latencies: [UInt64] = []
-    private var windowStart: (writes: Int, latencies: Int, nanos: UInt64)?
-    private var windows: (writes: Int, nanos: UInt64, latencies: [UInt64]) = (0, 0, [])
+    /// The CPU the thread should run on while writing (nil: wherever it may).
+    private var cpu: Int?
+    private var window: (label: String, writes: Int, latencies: Int, nanos: UInt64)?
+    private var windows: [String: (writes: Int, nanos: UInt64, latencies: [UInt64])] = [:]
 
     /// `write(n)` makes the n-th write (n counts from 0).
     init(_ write: @escaping @Sendable (Int) throws -> Void) {
@@ -33,6 +36,8 @@ final class ConcurrentWriter: @unchecked Sendable {
     }
 
     private func run() {
+        let anywhere = CPUAffinity.current()
+        var applied: Int?
         condition.lock()
         while true {
             while !wanted && !exiting {
@@ -43,6 +48,10 @@ final class ConcurrentWriter: @unchecked Sendable {
                 condition.wait()
             }
             if exiting { break }
+            if cpu != applied {
+                applied = cpu
+                if let cpu { CPUAffinity.set(CPUAffinity.only(cpu)) } else if let anywhere { CPUAffinity.set(anywhere) }
+            }
             writing = true
             condition.broadcast()
             let n = completed
@@ -66,16 +75,17 @@ final class ConcurrentWriter: @unchecked Sendable {
         condition.unlock()
     }
 
-    /// Switches the writer on and returns once its first write is under way; a measuring window
-    /// starts here.
-    func start() throws {
+    /// Switches the writer on (on `cpu`, if given) and returns once its first write is under way;
+    /// a measuring window labelled `label` starts here.
+    func start(_ label: String, cpu: Int? = nil) throws {
         condition.lock()
         defer { condition.unlock() }
+        self.cpu = cpu
         wanted = true
         condition.broadcast()
         while !writing && failure == nil && !exited { condition.wait() }
         if let failure { throw failure }
-        windowStart = (completed, latencies.count, nowNanos())
+        window = (label, completed, latencies.count, nowNanos())
     }
 
     /// Ends the measuring window (the writes completed in it count), then switches the writer off
@@ -83,11 +93,13 @@ final class ConcurrentWriter: @unchecked Sendable {
     func stop() throws {
         condition.lock()
         defer { condition.unlock() }
-        if let begun = windowStart {
-            windows.writes += completed - begun.writes
-            windows.nanos += nowNanos() - begun.nanos
-            windows.latencies += latencies[begun.latencies...]
-            windowStart = nil
+        if let begun = window {
+            var total = windows[begun.label] ?? (0, 0, [])
+            total.writes += completed - begun.writes
+            total.nanos += nowNanos() - begun.nanos
+            total.latencies += latencies[begun.latencies...]
+            windows[begun.label] = total
+            window = nil
         }
         wanted = false
         condition.broadcast()
@@ -105,26 +117,65 @@ final class ConcurrentWriter: @unchecked Sendable {
         condition.unlock()
     }
 
-    /// What the writer did inside the measuring windows: writes completed, their rate and latencies.
-    var summary: [String: Any] {
+    /// What the writer did inside the windows labelled `label`: writes completed, their rate and
+    /// latencies.
+    func summary(_ label: String) -> [String: Any] {
         condition.lock()
         defer { condition.unlock() }
-        let sorted = windows.latencies.sorted()
+        let total = windows[label] ?? (0, 0, [])
+        let sorted = total.latencies.sorted()
         func percentile(_ p: Double) -> Double {
             sorted.isEmpty ? 0 : Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]) / 1000
         }
-        let seconds = Double(windows.nanos) / 1e9
+        let seconds = Double(total.nanos) / 1e9
         return [
-            "writer_writes": windows.writes, "writer_seconds": seconds,
-            "writer_writes_per_s": seconds > 0 ? Double(windows.writes) / seconds : 0,
+            "writer_writes": total.writes, "writer_seconds": seconds,
+            "writer_writes_per_s": seconds > 0 ? Double(total.writes) / seconds : 0,
             "writer_write_p50_us": percentile(0.50), "writer_write_p99_us": percentile(0.99),
         ]
     }
 }
 
-/// "kv read (alone)" and "kv read (one concurrent writer)": the read of the "kv read (Swift API,
-/// handle)" figure (same vault, token and secret), on one thread, in 20 alternating rounds without
-/// and with a second thread writing other secrets of the same mount.
+/// The CPUs the calling thread may run on. glibc declares `sched_getaffinity`/`sched_setaffinity`
+/// only under _GNU_SOURCE, so Swift does not import them; they are looked up with `dlsym`.
+enum CPUAffinity {
+    private typealias Call = @convention(c) (pid_t, Int, UnsafeMutableRawPointer) -> Int32
+
+    private static func call(_ name: String, _ set: inout cpu_set_t) -> Bool {
+        guard let symbol = dlsym(nil, name) else { return false }
+        let function = unsafeBitCast(symbol, to: Call.self)
+        return withUnsafeMutableBytes(of: &set) { function(0, $0.count, $0.baseAddress!) } == 0
+    }
+
+    static func current() -> cpu_set_t? {
+        var set = cpu_set_t()
+        return call("sched_getaffinity", &set) ? set : nil
+    }
+
+    @discardableResult
+    static func set(_ set: cpu_set_t) -> Bool {
+        var copy = set
+        return call("sched_setaffinity", &copy)
+    }
+
+    static func only(_ cpu: Int) -> cpu_set_t {
+        var set = cpu_set_t()
+        withUnsafeMutableBytes(of: &set) { $0[cpu / 8] |= UInt8(1 << (cpu % 8)) }
+        return set
+    }
+
+    static func cpus(in set: cpu_set_t) -> [Int] {
+        withUnsafeBytes(of: set) { bytes in (0..<(bytes.count * 8)).filter { bytes[$0 / 8] & UInt8(1 << ($0 % 8)) != 0 } }
+    }
+}
+
+/// "kv read (alone)", "kv read (one concurrent writer)" and "kv read (one concurrent writer, other
+/// core)": the read of the "kv read (Swift API, handle)" figure (same vault, token and secret), on
+/// one thread, in 20 alternating rounds without and with a second thread writing other secrets of
+/// the same mount. In the third the reader and the writer are each pinned to a CPU of their own
+/// (when the process may use two), so the writer cannot take the reader's CPU: what remains is
+/// what storage does to a read. The second is how people run it; on a small busy machine the
+/// scheduler often wakes the writer on the reader's CPU.
 ///
 /// The reads are spaced by a 100 µs sleep, so that they sample time. Back to back, a reader that
 /// waits for a commit waits once per write (its next read starts as the write ends), and with
@@ -140,11 +191,30 @@ func measureReadsWithWriter(_ bench: Bench, vault: Vault, token: String, payload
     let read = { _ = try vault.handle(Request(.read, "secret/data/app/db", token: token)) }
     let pauseNanos = 100_000
     let reads = min(20_000, max(10_000, bench.iterations / 5))
-    try bench.compare(
-        [
-            Compared(name: "kv read (alone)", body: read, pauseNanos: pauseNanos),
-            Compared(
-                name: "kv read (one concurrent writer)", body: read, begin: { try writer.start() }, settle: { try writer.stop() },
-                pauseNanos: pauseNanos, extra: { writer.summary }),
-        ], count: reads)
+    let shared = "kv read (one concurrent writer)"
+    let pinned = "kv read (one concurrent writer, other core)"
+    var operations = [
+        Compared(name: "kv read (alone)", body: read, pauseNanos: pauseNanos),
+        Compared(
+            name: shared, body: read, begin: { try writer.start(shared) }, settle: { try writer.stop() }, pauseNanos: pauseNanos,
+            extra: { writer.summary(shared) }),
+    ]
+    if let anywhere = CPUAffinity.current() {
+        let cpus = CPUAffinity.cpus(in: anywhere)
+        if cpus.count >= 2 {
+            operations.append(
+                Compared(
+                    name: pinned, body: read,
+                    begin: {
+                        CPUAffinity.set(CPUAffinity.only(cpus[0]))
+                        try writer.start(pinned, cpu: cpus[1])
+                    },
+                    settle: {
+                        try writer.stop()
+                        CPUAffinity.set(anywhere)
+                    }, pauseNanos: pauseNanos,
+                    extra: { writer.summary(pinned).merging(["reader_cpu": cpus[0], "writer_cpu": cpus[1]]) { $1 } }))
+        }
+    }
+    try bench.compare(operations, count: reads)
 }

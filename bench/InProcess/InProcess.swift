@@ -119,7 +119,8 @@ func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
     ])
 
     // Last, as its writer adds versions to the database: the same KV read alone and with a second
-    // thread writing other secrets of the mount (an fsync each), in alternating rounds.
+    // thread writing other secrets of the mount (an fsync each), unpinned and on CPUs of their own,
+    // in alternating rounds.
     try measureReadsWithWriter(bench, vault: vault, token: token, payload: payload)
 
     var summary: [String: Any] = ["stored_row_bytes": row.count]
@@ -139,6 +140,9 @@ func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
     if let alone = bench.figure("kv read (alone)"), let contended = bench.figure("kv read (one concurrent writer)") {
         summary["concurrent_write_read_p99_ratio"] = contended.p99 / alone.p99
         summary["concurrent_write_read_p50_ratio"] = contended.p50 / alone.p50
+        if let pinned = bench.figure("kv read (one concurrent writer, other core)") {
+            summary["concurrent_write_other_core_read_p99_ratio"] = pinned.p99 / alone.p99
+        }
     }
     let reference = "kv read (audit reference: no device)"
     if let cost = bench.medianRoundCost("kv read + file audit", reference: reference),
