@@ -108,7 +108,8 @@ test-bindings: deps
 # cached in .build/bench-data), open+unseal through SoftHSM, and over HTTP cofferd against
 # `bao server -dev` and nginx. Prints a Markdown table and writes bench/results/<date>.json.
 # bench-smoke: the CI gate run by `make test`: short runs that fail on a KV read p99 over the 50 ms
-# SLO (in-process and over HTTP) or an in-process figure past bench/thresholds.json.
+# SLO (in-process and over HTTP) or an in-process figure past bench/thresholds.json (among them the
+# p99 of a KV read next to one concurrent writer against the p99 of the same read alone).
 # Release builds; the library first, as make test-bindings stages it.
 bench-deps: deps
 	@missing=""; for p in $(BENCH_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

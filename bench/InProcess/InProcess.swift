@@ -118,6 +118,11 @@ func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
         ("kv read + file audit, sync=all", { _ = try synced.handle(Request(.read, "secret/data/app/db", token: syncedToken)) }, nil),
     ])
 
+    // Last, as its writer adds versions to the database: the same KV read alone and with a second
+    // thread writing other secrets of the mount (an fsync each), unpinned and on CPUs of their own,
+    // in alternating rounds.
+    try measureReadsWithWriter(bench, vault: vault, token: token, payload: payload)
+
     var summary: [String: Any] = ["stored_row_bytes": row.count]
     if let read = bench.figure("kv read (Swift API, handle)"), let sqlite = bench.figure("floor: sqlite point read (raw C)"),
         let aes = bench.figure("floor: aes-256-gcm open (raw EVP)")
@@ -130,6 +135,13 @@ func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
         {
             // Medians: a few preempted samples move the mean of a 2 µs operation a lot.
             summary["transit_encrypt_share_of_raw_evp_p50"] = floor.p50 / encrypt.p50
+        }
+    }
+    if let alone = bench.figure("kv read (alone)"), let contended = bench.figure("kv read (one concurrent writer)") {
+        summary["concurrent_write_read_p99_ratio"] = contended.p99 / alone.p99
+        summary["concurrent_write_read_p50_ratio"] = contended.p50 / alone.p50
+        if let pinned = bench.figure("kv read (one concurrent writer, other core)") {
+            summary["concurrent_write_other_core_read_p99_ratio"] = pinned.p99 / alone.p99
         }
     }
     let reference = "kv read (audit reference: no device)"

@@ -73,6 +73,14 @@ if mode == "inprocess", only == nil {
     if let ratio = summary["kv_read_over_floor_p50"] as? Double {
         say(String(format: "\nKV read p50 / floor p50 (raw SQLite point read + raw AES-256-GCM open): %.1fx", ratio))
     }
+    if let ratio = summary["concurrent_write_read_p99_ratio"] as? Double,
+        let writes = bench.figure("kv read (one concurrent writer)")?.extra["writer_writes_per_s"] as? Double
+    {
+        say(String(format: "KV read p99 with one concurrent writer / p99 alone (same run): %.2fx; the writer made %.0f writes/s", ratio, writes))
+        if let pinned = summary["concurrent_write_other_core_read_p99_ratio"] as? Double {
+            say(String(format: "  the same with the reader and the writer each on a CPU of its own: %.2fx", pinned))
+        }
+    }
     if let cost = summary["audit_cost_fraction"] as? Double, let cpu = summary["audit_cpu_cost_fraction"] as? Double,
         let syncAll = summary["audit_sync_all_cost_fraction"] as? Double
     {
