@@ -39,6 +39,7 @@ package final class SQLiteBackend: PhysicalBackend {
     /// - Throws: ``CofferError/Code/corruptDatabase`` when the file is not a Coffer database or is
     ///   damaged; ``CofferError/Code/io`` when it cannot be opened or another process has it open.
     package init(path: String) throws(CofferError) {
+        _ = SQLiteBackend.configured
         self.path = path
         owner = try OwnerLock(database: path)
         do {
@@ -61,6 +62,10 @@ package final class SQLiteBackend: PhysicalBackend {
     }
 
     deinit { close() }
+
+    /// Process-wide SQLite settings, made once before the first connection: no memory statistics
+    /// (their mutex is shared by every connection, readers included).
+    static let configured: Bool = coffer_sqlite_disable_memstatus() == SQLITE_OK
 
     static func fileSize(_ path: String) -> Int {
         var st = stat()
