@@ -20,6 +20,7 @@ VENV := $(CURDIR)/.venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test test-compat deps build clean lib install install-lib test-bindings bench bench-smoke bench-deps
+.PHONY: fuzz fuzz-smoke fuzz-build
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -52,6 +53,7 @@ run: deps
 
 test: deps
 	COFFER_BAO="$(VENV)/bin/bao" swift test
+	$(MAKE) fuzz-smoke
 	$(MAKE) test-bindings
 	$(MAKE) test-compat
 	$(MAKE) bench-smoke
@@ -129,5 +131,31 @@ bench-smoke: deps
 	$(MAKE) -C bench/c malloccount
 	python3 bench/bench.py --smoke --cofferd "$$(swift build --show-bin-path)/cofferd"
 
+# ---- Fuzzing (docs/fuzzing.md) ----
+# CofferFuzz (Tests/Fuzz) built with coverage instrumentation and libFuzzer, in its own scratch path so
+# it never thrashes the main build. `make fuzz` runs each harness for FUZZ_SECONDS (or FUZZ_RUNS
+# executions, whichever ends first); `make fuzz-smoke`, run by `make test`, a short run of each from
+# its seed corpus. A crash or broken property fails the target and leaves the input under
+# .build-fuzz/artifacts/<harness>/. FUZZ_FLAGS adds libFuzzer options (e.g. -jobs=2 -workers=2).
+FUZZ_BUILD := $(CURDIR)/.build-fuzz
+FUZZ_HARNESSES ?= json policy server-config request
+FUZZ_SECONDS ?= 600
+FUZZ_RUNS ?=
+FUZZ_SMOKE_SECONDS ?= 20
+SWIFT_ROOT = $(abspath $(dir $(shell PATH="$(PATH)"; command -v swiftc))..)
+LIBFUZZER = $(firstword $(wildcard $(SWIFT_ROOT)/lib/clang/*/lib/linux/libclang_rt.fuzzer_no_main-$(shell uname -m).a))
+
+fuzz-build: deps
+	@if [ -z "$(LIBFUZZER)" ]; then echo "libclang_rt.fuzzer_no_main not found in the Swift toolchain at $(SWIFT_ROOT)"; exit 1; fi
+	nice swift build --scratch-path "$(FUZZ_BUILD)" --product CofferFuzz \
+		-Xswiftc -Xfrontend -Xswiftc -sanitize=fuzzer -Xswiftc -DCOFFER_LIBFUZZER \
+		-Xlinker "$(LIBFUZZER)" -Xlinker -lstdc++
+
+fuzz: fuzz-build
+	Tests/Fuzz/run.sh "$(FUZZ_BUILD)/debug/CofferFuzz" "$(FUZZ_BUILD)" "$(FUZZ_SECONDS)" "$(FUZZ_RUNS)" $(FUZZ_HARNESSES)
+
+fuzz-smoke: fuzz-build
+	Tests/Fuzz/run.sh "$(FUZZ_BUILD)/debug/CofferFuzz" "$(FUZZ_BUILD)" "$(FUZZ_SMOKE_SECONDS)" "" $(FUZZ_HARNESSES)
+
 clean:
-	rm -rf .build quickstart-data
+	rm -rf .build .build-fuzz quickstart-data
