@@ -305,6 +305,11 @@ public final class Core: Sendable {
         var request = request
         request.path = try PathRules.normalize(request.path)
         let path = request.path
+        // Data built in Swift (JSON input is limited by its parser) must not nest past what the code that
+        // walks it recursively (audit hashing, storage, engines) and a later parse of what is stored allow.
+        if JSONValue.nestingExceeds(JSONValue.maximumDepth, members: request.data) {
+            throw CofferError.invalid("request data nests arrays and objects more than \(JSONValue.maximumDepth) levels deep")
+        }
 
         if Core.unauthenticated.contains(path) || Core.unauthenticatedPrefixes.contains(where: { path.hasPrefix($0) }) {
             if Core.unaudited.contains(path) { return try handleUnauthenticated(request) }

@@ -123,6 +123,36 @@ extension JSONValue {
     }
 }
 
+extension JSONValue {
+    /// Whether arrays and objects nest more than `limit` levels deep in an object with these members
+    /// (the object itself is level 1, as a request body is). Values parsed from JSON never do; values
+    /// built in Swift may, and are refused before anything walks them recursively. The walk keeps its
+    /// place on the heap, so a value of any depth can be checked, and a flat object costs no allocation.
+    public static func nestingExceeds(_ limit: Int, members: [String: JSONValue]) -> Bool {
+        guard limit >= 1 else { return true }
+        var pending: [(value: JSONValue, depth: Int)] = []
+        for value in members.values where value.isContainer { pending.append((value, 2)) }
+        while let (value, depth) = pending.popLast() {
+            if depth > limit { return true }
+            switch value {
+            case .array(let elements):
+                for element in elements where element.isContainer { pending.append((element, depth + 1)) }
+            case .object(let object):
+                for element in object.values where element.isContainer { pending.append((element, depth + 1)) }
+            default: break
+            }
+        }
+        return false
+    }
+
+    var isContainer: Bool {
+        switch self {
+        case .array, .object: true
+        default: false
+        }
+    }
+}
+
 /// The parser keeps the arrays and objects it is inside on a heap stack (`enclosing`) instead of recursing,
 /// so its own stack use does not grow with the nesting: only the limit bounds the depth of the values
 /// it builds, for the code that walks them afterwards.

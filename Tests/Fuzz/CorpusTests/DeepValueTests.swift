@@ -85,4 +85,44 @@ struct DeepValueTests {
         #expect(answers.bodies[0].contains("nesting deeper than \(Self.limit)"))
         #expect(answers.bodies[4].contains(#""data":{"a":1}"#), "the refused patch changed nothing")
     }
+
+    /// `{"a": {"a": … {"x": 1} … }}`, `depth` levels, built in Swift.
+    static func nested(_ depth: Int) -> JSONValue {
+        var value: JSONValue = ["x": 1]
+        for _ in 1..<depth { value = ["a": value] }
+        return value
+    }
+
+    /// Values built in Swift have no parser to limit them: the core refuses them before the audit
+    /// hashing, storage and engines walk them (which could overflow the stack), and before storing
+    /// something that could not be read back.
+    @Test func swiftValuesNestedPastTheLimitAreRefusedBeforeAnythingWalksThem() throws {
+        let (vault, _) = try Vault.openDev()
+        defer { vault.close() }
+        let kv = vault.kv(token: "root")
+        // KVClient.put sends {"data": {"d": value}}: the request is level 1, so `value` may nest 254 levels.
+        let atLimit = Self.nested(Self.limit - 2)
+        #expect(try kv.put("fine", ["d": atLimit]) == 1)
+        #expect(try kv.get("fine")?.data["d"] == atLimit)
+        do {
+            try kv.put("deep", ["d": Self.nested(Self.limit - 1)])
+            Issue.record("a value nested past the limit was stored")
+        } catch {
+            #expect(error.code == .invalidArgument && error.message.contains("more than \(Self.limit) levels"), "\(error)")
+        }
+        #expect(try kv.get("deep") == nil)
+        // Far past the limit, on a 512 KiB stack: refused without recursing into it.
+        let bomb = Self.nested(1000)
+        final class Outcome { var error: CofferError? }
+        let outcome = Outcome()
+        let used = StackProbe.run(stackSize: 512 * 1024) {
+            do throws(CofferError) {
+                _ = try vault.core.handle(Request(.update, "secret/data/bomb", data: ["data": bomb], token: "root"))
+            } catch {
+                outcome.error = error
+            }
+        }
+        #expect(outcome.error?.code == .invalidArgument, "\(String(describing: outcome.error))")
+        #expect(used <= Self.stackBudget)
+    }
 }
