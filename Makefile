@@ -144,7 +144,7 @@ FUZZ_CONFIG ?= debug
 FUZZ_HARNESSES ?= json policy server-config request
 FUZZ_SECONDS ?= 600
 FUZZ_RUNS ?=
-FUZZ_SMOKE_SECONDS ?= 20
+FUZZ_SMOKE_SECONDS ?= 15
 SWIFT_ROOT = $(abspath $(dir $(shell PATH="$(PATH)"; command -v swiftc))..)
 LIBFUZZER = $(firstword $(wildcard $(SWIFT_ROOT)/lib/clang/*/lib/linux/libclang_rt.fuzzer_no_main-$(shell uname -m).a))
 
