@@ -23,6 +23,7 @@ VENV := $(CURDIR)/.venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test test-compat deps build clean lib install install-lib test-bindings bench bench-smoke bench-deps
+.PHONY: fuzz fuzz-smoke fuzz-build
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -55,6 +56,7 @@ run: deps
 
 test: deps
 	COFFER_BAO="$(VENV)/bin/bao" swift test
+	$(MAKE) fuzz-smoke
 	$(MAKE) test-bindings
 	$(MAKE) test-compat
 	$(MAKE) bench-smoke
@@ -133,5 +135,34 @@ bench-smoke: deps
 	$(MAKE) -C bench/c malloccount
 	python3 bench/bench.py --smoke --cofferd "$$(swift build --show-bin-path)/cofferd"
 
+# ---- Fuzzing (docs/fuzzing.md) ----
+# CofferFuzz (Tests/Fuzz) built with coverage instrumentation and libFuzzer, in its own scratch path so
+# it never thrashes the main build. `make fuzz` runs each harness for FUZZ_SECONDS (or FUZZ_RUNS
+# executions, whichever ends first); `make fuzz-smoke`, run by `make test`, a short run of each from
+# its seed corpus. A crash or broken property fails the target and leaves the input under
+# .build-fuzz/artifacts/<harness>/. FUZZ_FLAGS adds libFuzzer options (e.g. -jobs=2 -workers=2).
+# FUZZ_CONFIG=release builds an optimised CofferFuzz for long campaigns (several times the executions
+# per second; the debug default keeps the bounds checks of unsafe buffers).
+FUZZ_BUILD := $(CURDIR)/.build-fuzz
+FUZZ_CONFIG ?= debug
+FUZZ_HARNESSES ?= json policy server-config request
+FUZZ_SECONDS ?= 600
+FUZZ_RUNS ?=
+FUZZ_SMOKE_SECONDS ?= 15
+SWIFT_ROOT = $(abspath $(dir $(shell PATH="$(PATH)"; command -v swiftc))..)
+LIBFUZZER = $(firstword $(wildcard $(SWIFT_ROOT)/lib/clang/*/lib/linux/libclang_rt.fuzzer_no_main-$(shell uname -m).a))
+
+fuzz-build: deps
+	@if [ -z "$(LIBFUZZER)" ]; then echo "libclang_rt.fuzzer_no_main not found in the Swift toolchain at $(SWIFT_ROOT)"; exit 1; fi
+	nice swift build -c $(FUZZ_CONFIG) --scratch-path "$(FUZZ_BUILD)" --product CofferFuzz \
+		-Xswiftc -Xfrontend -Xswiftc -sanitize=fuzzer -Xswiftc -DCOFFER_LIBFUZZER \
+		-Xlinker "$(LIBFUZZER)" -Xlinker -lstdc++
+
+fuzz: fuzz-build
+	Tests/Fuzz/run.sh "$(FUZZ_BUILD)/$(FUZZ_CONFIG)/CofferFuzz" "$(FUZZ_BUILD)" "$(FUZZ_SECONDS)" "$(FUZZ_RUNS)" $(FUZZ_HARNESSES)
+
+fuzz-smoke: fuzz-build
+	Tests/Fuzz/run.sh "$(FUZZ_BUILD)/$(FUZZ_CONFIG)/CofferFuzz" "$(FUZZ_BUILD)" "$(FUZZ_SMOKE_SECONDS)" "" $(FUZZ_HARNESSES)
+
 clean:
-	rm -rf .build quickstart-data
+	rm -rf .build .build-fuzz quickstart-data

@@ -189,5 +189,30 @@ let package = Package(
             dependencies: ["Coffer", "CofferTesting", "CofferCore", "CofferFramework", "CofferStorage", "CofferVault", "CofferAudit", "Engines", "CofferCLI"],
             swiftSettings: strict
         ),
+        // Fuzzing (docs/fuzzing.md). The harnesses are plain code that every `swift build` compiles and
+        // `swift test` replays the seed corpus through (CofferFuzzTests); `make fuzz` builds CofferFuzz in
+        // .build-fuzz with coverage instrumentation and libFuzzer (-D COFFER_LIBFUZZER).
+        .systemLibrary(
+            name: "CLibFuzzer",
+            path: "Tests/Fuzz/CLibFuzzer"
+        ),
+        .target(
+            name: "CofferFuzzHarnesses",
+            dependencies: ["Coffer", "CofferCore", "CofferFramework", "CofferVault", "Engines", "CofferServer"],
+            path: "Tests/Fuzz/Harnesses",
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "CofferFuzz",
+            dependencies: ["CofferFuzzHarnesses", "CLibFuzzer"],
+            path: "Tests/Fuzz/Driver",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "CofferFuzzTests",
+            dependencies: ["CofferFuzzHarnesses", "CofferTesting", "Coffer"],
+            path: "Tests/Fuzz/CorpusTests",
+            swiftSettings: strict
+        ),
     ]
 )

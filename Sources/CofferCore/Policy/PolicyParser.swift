@@ -2,6 +2,12 @@
 //
 // Both forms are read by the same tokenizer into a small syntax tree that keeps line and column of every node, so
 // errors in JSON policies are located as precisely as in HCL ones. The tree is then interpreted as a policy.
+//
+// Lists and blocks nest at most `HCLReader.maximumDepth` levels: the tree is built (and later walked) by recursion,
+// and unbounded nesting would overflow the stack of whatever thread parses it.
+//
+// Error messages name the line, the column and what was expected, never the text found there: a policy or a
+// configuration file may hold a secret typed in the wrong place, and these messages reach HTTP answers and logs.
 
 /// Where a token or node starts: 1-based line and column.
 package struct HCLLocation: Sendable, Hashable {
@@ -43,6 +49,12 @@ package struct HCLItem: Sendable {
 
 /// The HCL (version 1) reader on its own, for other HCL documents than policies (cofferd's configuration file).
 package enum HCLReader {
+    /// The deepest nesting of lists and blocks (`{`, `[`) accepted in a policy or configuration file. Real
+    /// policies nest about five levels (a JSON policy's object, `path`, the pattern, `allowed_parameters`, a list).
+    /// The parser recurses, and a debug build spends about 3 KiB of stack per level: at this limit a parse
+    /// stays well inside a 512 KiB thread stack (docs/limits.md has the measured figures).
+    package static let maximumDepth = 64
+
     /// Reads an HCL document into its items; errors carry the line and column.
     package static func parse(_ text: String) throws(PolicySyntaxError) -> [HCLItem] {
         var parser = try TreeParser(text)
@@ -57,11 +69,12 @@ private enum TokenKind: Equatable {
     case leftBrace, rightBrace, leftBracket, rightBracket, equals, colon, comma
     case end
 
+    /// What the token is, for error messages. Strings, names and numbers are described, never quoted.
     var display: String {
         switch self {
-        case .string(let s): "string \"\(s)\""
-        case .identifier(let s): "'\(s)'"
-        case .number(let s): "number \(s)"
+        case .string: "a string"
+        case .identifier: "a name"
+        case .number: "a number"
         case .leftBrace: "'{'"
         case .rightBrace: "'}'"
         case .leftBracket: "'['"
@@ -174,15 +187,8 @@ private struct Lexer {
             }
             return Token(kind: .identifier(String(decoding: bytes[from..<index], as: UTF8.self)), location: start)
         }
-        let scalarEnd = Lexer.scalarEnd(bytes, from: index)
-        let shown = String(decoding: bytes[index..<scalarEnd], as: UTF8.self)
-        throw PolicySyntaxError(at: start, "unexpected character '\(shown)'")
-    }
-
-    static func scalarEnd(_ bytes: [UInt8], from index: Int) -> Int {
-        var end = index + 1
-        while end < bytes.count, bytes[end] & 0xC0 == 0x80 { end += 1 }
-        return end
+        throw PolicySyntaxError(
+            at: start, "unexpected character; expected a name, a string, a number, a heredoc or one of { } [ ] = : ,")
     }
 
     func isDigit(_ b: UInt8) -> Bool { b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9") }
@@ -259,8 +265,9 @@ private struct Lexer {
                 }
                 out.append(contentsOf: String(Character(unicode)).utf8)
             default:
-                let shown = String(decoding: [escaped], as: UTF8.self)
-                throw PolicySyntaxError(at: escapeLocation, "invalid escape '\\\(shown)' in string")
+                throw PolicySyntaxError(
+                    at: escapeLocation,
+                    #"invalid escape in string; expected one of \" \\ \/ \b \f \n \r \t or \u and four hex digits"#)
             }
         }
     }
@@ -307,8 +314,7 @@ private struct Lexer {
             lines.append(content)
             if peekByte() == UInt8(ascii: "\n") { advance() }
         }
-        let shown = String(decoding: marker, as: UTF8.self)
-        throw PolicySyntaxError(at: start, "unterminated heredoc: no line '\(shown)' closes it")
+        throw PolicySyntaxError(at: start, "unterminated heredoc: no line holding only its marker closes it")
     }
 }
 
@@ -316,6 +322,8 @@ private struct Lexer {
 private struct TreeParser {
     var lexer: Lexer
     var current: Token
+    /// Lists and blocks open around the current token.
+    var depth = 0
 
     init(_ text: String) throws(PolicySyntaxError) {
         lexer = Lexer(text)
@@ -324,6 +332,15 @@ private struct TreeParser {
     }
 
     mutating func bump() throws(PolicySyntaxError) { current = try lexer.next() }
+
+    /// Opens a list or block whose bracket is at `opening`, refusing one level past `HCLReader.maximumDepth`.
+    mutating func enter(at opening: HCLLocation) throws(PolicySyntaxError) {
+        depth += 1
+        guard depth <= HCLReader.maximumDepth else {
+            throw PolicySyntaxError(
+                at: opening, "lists and blocks nest too deeply: at most \(HCLReader.maximumDepth) levels are allowed")
+        }
+    }
 
     /// A whole HCL document: items up to the end of input.
     mutating func parseDocument() throws(PolicySyntaxError) -> [HCLItem] {
@@ -391,18 +408,20 @@ private struct TreeParser {
             if keys.count > 1, case .object = value.kind {
             } else if keys.count > 1 {
                 throw PolicySyntaxError(
-                    at: assignment.location, "'\(keys[0].name)' with labels must be followed by a '{ ... }' block")
+                    at: assignment.location, "a name with labels must be followed by a '{ ... }' block, not '='")
             }
             return HCLItem(keys: keys, value: value)
         case .leftBrace:
             let opening = current.location
+            try enter(at: opening)
             try bump()
             let body = try parseBody(opening: opening)
+            depth -= 1
             return HCLItem(keys: keys, value: HCLNode(kind: .object(body), location: opening))
         default:
-            let name = keys.last!.name
             throw PolicySyntaxError(
-                at: current.location, "expected '=' or '{' after '\(name)', found \(current.kind.display)")
+                at: current.location,
+                "expected '=' or '{' after the \(keys.count == 1 ? "name" : "labels"), found \(current.kind.display)")
         }
     }
 
@@ -425,11 +444,13 @@ private struct TreeParser {
             try bump()
             return HCLNode(kind: .null, location: token.location)
         case .leftBracket:
+            try enter(at: token.location)
             try bump()
             var elements: [HCLNode] = []
             while true {
                 if current.kind == .rightBracket {
                     try bump()
+                    depth -= 1
                     return HCLNode(kind: .list(elements), location: token.location)
                 }
                 if current.kind == .end {
@@ -448,8 +469,10 @@ private struct TreeParser {
                 }
             }
         case .leftBrace:
+            try enter(at: token.location)
             try bump()
             let body = try parseBody(opening: token.location)
+            depth -= 1
             return HCLNode(kind: .object(body), location: token.location)
         default:
             throw PolicySyntaxError(at: token.location, "expected a value, found \(token.kind.display)")
@@ -501,8 +524,7 @@ package enum PolicyParser {
                 try collectPaths(item, into: &rules)
             default:
                 throw PolicySyntaxError(
-                    at: location,
-                    "unknown top-level block or attribute \"\(name)\"; a policy contains only 'path' blocks")
+                    at: location, "unknown top-level block or attribute; a policy contains only 'path' blocks")
             }
         }
         return rules
@@ -527,7 +549,7 @@ package enum PolicyParser {
         switch item.keys.count {
         case 2:
             guard case .object(let body) = item.value.kind else {
-                throw PolicySyntaxError(at: item.value.location, "path \"\(item.keys[1].name)\" must be a block")
+                throw PolicySyntaxError(at: item.value.location, "a path pattern must be followed by a '{ ... }' block")
             }
             rules.append(try pathRule(pattern: item.keys[1].name, at: item.keys[1].location, body: body))
         case 1:
@@ -550,15 +572,14 @@ package enum PolicyParser {
                 for entry in inner {
                     guard entry.keys.count == 1, case .object(let body) = entry.value.kind else {
                         throw PolicySyntaxError(
-                            at: entry.keys[0].location, "path \"\(entry.keys[0].name)\" must be a block")
+                            at: entry.keys[0].location, "a path pattern must be followed by a '{ ... }' block")
                     }
                     rules.append(try pathRule(pattern: entry.keys[0].name, at: entry.keys[0].location, body: body))
                 }
             }
         default:
             throw PolicySyntaxError(
-                at: item.keys[2].location,
-                "'path' takes one path pattern, found a second label \"\(item.keys[2].name)\"")
+                at: item.keys[2].location, "'path' takes one path pattern, found a second label")
         }
     }
 
@@ -579,12 +600,12 @@ package enum PolicyParser {
             if scalar == "+", i + 1 < scalars.count, scalars[i + 1] == "*" {
                 throw PolicySyntaxError(
                     at: location(in: written, at: start, scalarOffset: i + shift),
-                    "invalid use of wildcards in path \"\(written)\": '+*' is forbidden")
+                    "invalid use of wildcards in a path pattern: '+*' is forbidden")
             }
             if scalar == "*", i != scalars.count - 1 {
                 throw PolicySyntaxError(
                     at: location(in: written, at: start, scalarOffset: i + shift),
-                    "'*' may only appear at the end of a path pattern, in \"\(written)\"")
+                    "'*' may only appear at the end of a path pattern")
             }
         }
         return pattern
@@ -602,19 +623,18 @@ package enum PolicyParser {
             let (name, location) = attribute.keys[0]
             let value = attribute.value
             if attribute.keys.count > 1 {
-                throw PolicySyntaxError(at: attribute.keys[1].location, "'\(name)' takes no labels")
+                throw PolicySyntaxError(at: attribute.keys[1].location, "attributes of a path block take no labels")
             }
             switch name {
             case "capabilities":
-                for element in try list(value, of: name, in: written) {
+                for element in try list(value, of: name) {
                     guard case .string(let capability) = element.kind else {
                         throw PolicySyntaxError(
                             at: element.location, "capabilities must be strings, found \(element.typeName)")
                     }
                     guard let parsed = Capabilities(name: capability) else {
                         throw PolicySyntaxError(
-                            at: element.location,
-                            "capability \"\(capability)\" is not one of \(Capabilities.policyNameList)")
+                            at: element.location, "unknown capability; expected one of \(Capabilities.policyNameList)")
                     }
                     capabilities.insert(parsed)
                 }
@@ -629,15 +649,14 @@ package enum PolicyParser {
                 case "sudo": capabilities.formUnion([.create, .read, .update, .delete, .list, .sudo])
                 default:
                     throw PolicySyntaxError(
-                        at: value.location,
-                        "policy \"\(legacy)\" is not one of deny, read, write, sudo (prefer 'capabilities')")
+                        at: value.location, "'policy' must be one of deny, read, write, sudo (prefer 'capabilities')")
                 }
             case "allowed_parameters":
                 try parameters(value, of: name, into: &allowed)
             case "denied_parameters":
                 try parameters(value, of: name, into: &denied)
             case "required_parameters":
-                for element in try list(value, of: name, in: written) {
+                for element in try list(value, of: name) {
                     guard case .string(let parameter) = element.kind else {
                         throw PolicySyntaxError(
                             at: element.location, "required_parameters must be strings, found \(element.typeName)")
@@ -655,13 +674,12 @@ package enum PolicyParser {
                 break
             default:
                 if unsupportedAttributes.contains(name) {
-                    throw PolicySyntaxError(
-                        at: location, "attribute \"\(name)\" in path \"\(written)\" is not supported by Coffer")
+                    // `name` is one of the fixed names above, not free text.
+                    throw PolicySyntaxError(at: location, "attribute \"\(name)\" is not supported by Coffer")
                 }
                 throw PolicySyntaxError(
                     at: location,
-                    "unknown attribute \"\(name)\" in path \"\(written)\"; expected one of "
-                        + pathAttributes.joined(separator: ", "))
+                    "unknown attribute in a path block; expected one of " + pathAttributes.joined(separator: ", "))
             }
         }
         return PathRule(
@@ -669,10 +687,10 @@ package enum PolicyParser {
             requiredParameters: required)
     }
 
-    static func list(_ value: HCLNode, of name: String, in path: String) throws(PolicySyntaxError) -> [HCLNode] {
+    /// The elements of the list attribute `name` (one of the fixed attribute names).
+    static func list(_ value: HCLNode, of name: String) throws(PolicySyntaxError) -> [HCLNode] {
         guard case .list(let elements) = value.kind else {
-            throw PolicySyntaxError(
-                at: value.location, "'\(name)' in path \"\(path)\" must be a list, found \(value.typeName)")
+            throw PolicySyntaxError(at: value.location, "'\(name)' must be a list, found \(value.typeName)")
         }
         return elements
     }
@@ -687,13 +705,12 @@ package enum PolicyParser {
         }
         for item in items {
             guard item.keys.count == 1 else {
-                throw PolicySyntaxError(at: item.keys[1].location, "parameter \"\(item.keys[0].name)\" takes no labels")
+                throw PolicySyntaxError(at: item.keys[1].location, "a parameter name takes no labels")
             }
             guard case .list(let elements) = item.value.kind else {
                 throw PolicySyntaxError(
                     at: item.value.location,
-                    "parameter \"\(item.keys[0].name)\" in '\(name)' must be a list of values, "
-                        + "found \(item.value.typeName)")
+                    "each parameter in '\(name)' must be a list of values, found \(item.value.typeName)")
             }
             let key = item.keys[0].name.lowercased()
             // Repeated keys: HCL decodes the last one; Vault never merges within a single map.

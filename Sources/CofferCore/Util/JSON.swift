@@ -76,7 +76,8 @@ extension JSONValue: ExpressibleByStringLiteral, ExpressibleByBooleanLiteral, Ex
     public init(nilLiteral: ()) { self = .null }
 }
 
-/// A JSON document that failed to parse: what was wrong and at which byte offset.
+/// A JSON document that failed to parse: what was wrong and at which byte offset. The reason says what
+/// was expected and never quotes the input (a request body may hold secrets).
 public struct JSONParseError: Error, Sendable, CustomStringConvertible {
     public let offset: Int
     public let reason: String
@@ -86,35 +87,91 @@ public struct JSONParseError: Error, Sendable, CustomStringConvertible {
 // MARK: - Parsing
 
 extension JSONValue {
-    /// The deepest nesting accepted, so hostile input cannot exhaust the stack.
+    /// The deepest nesting of arrays and objects accepted, so hostile input cannot exhaust the stack. The
+    /// parser does not recurse; what walks a value afterwards does (serialising, comparing, hashing, freeing,
+    /// audit hashing, KV merge-patch and subkeys, ACL parameter matching), and at this depth all of it stays
+    /// well inside a 512 KiB thread stack even in a debug build (docs/limits.md has the measured figures).
     public static let maximumDepth = 256
 
     /// Parses a complete JSON document (RFC 8259). Strings must be valid UTF-8.
     public static func parse(_ bytes: some Collection<UInt8>) throws(JSONParseError) -> JSONValue {
+        try parse(bytes, maximumDepth: maximumDepth)
+    }
+
+    public static func parse(_ text: String) throws(JSONParseError) -> JSONValue {
+        try parse(text, maximumDepth: maximumDepth)
+    }
+
+    /// `parse` with another nesting limit, for reading Coffer's own answers (whose envelope adds a few
+    /// levels around data that was at most `maximumDepth` deep).
+    package static func parse(_ bytes: some Collection<UInt8>, maximumDepth: Int) throws(JSONParseError) -> JSONValue {
         let array = bytes as? [UInt8] ?? Array(bytes)
         return try array.withUnsafeBufferPointer { buffer throws(JSONParseError) in
-            var parser = JSONParser(buffer)
+            var parser = JSONParser(buffer, maximumDepth: maximumDepth)
             return try parser.parseDocument()
         }
     }
 
-    public static func parse(_ text: String) throws(JSONParseError) -> JSONValue {
+    package static func parse(_ text: String, maximumDepth: Int) throws(JSONParseError) -> JSONValue {
         var text = text
         // `String.withUTF8` rethrows untyped errors, so the typed error travels out in a `Result`.
         let result = text.withUTF8 { buffer in
-            var parser = JSONParser(buffer)
+            var parser = JSONParser(buffer, maximumDepth: maximumDepth)
             return Result { () throws(JSONParseError) in try parser.parseDocument() }
         }
         return try result.get()
     }
 }
 
+extension JSONValue {
+    /// Whether arrays and objects nest more than `limit` levels deep in an object with these members
+    /// (the object itself is level 1, as a request body is). Values parsed from JSON never do; values
+    /// built in Swift may, and are refused before anything walks them recursively. The walk keeps its
+    /// place on the heap, so a value of any depth can be checked, and a flat object costs no allocation.
+    public static func nestingExceeds(_ limit: Int, members: [String: JSONValue]) -> Bool {
+        guard limit >= 1 else { return true }
+        var pending: [(value: JSONValue, depth: Int)] = []
+        for value in members.values where value.isContainer { pending.append((value, 2)) }
+        while let (value, depth) = pending.popLast() {
+            if depth > limit { return true }
+            switch value {
+            case .array(let elements):
+                for element in elements where element.isContainer { pending.append((element, depth + 1)) }
+            case .object(let object):
+                for element in object.values where element.isContainer { pending.append((element, depth + 1)) }
+            default: break
+            }
+        }
+        return false
+    }
+
+    var isContainer: Bool {
+        switch self {
+        case .array, .object: true
+        default: false
+        }
+    }
+}
+
+/// The parser keeps the arrays and objects it is inside on a heap stack (`enclosing`) instead of recursing,
+/// so its own stack use does not grow with the nesting: only the limit bounds the depth of the values
+/// it builds, for the code that walks them afterwards.
 private struct JSONParser {
     let bytes: UnsafeBufferPointer<UInt8>
+    let maximumDepth: Int
     var index = 0
-    var depth = 0
 
-    init(_ bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
+    /// An array or object being read: the elements so far, or the members so far and the key whose value
+    /// comes next.
+    enum Container {
+        case array([JSONValue])
+        case object([String: JSONValue], key: String)
+    }
+
+    init(_ bytes: UnsafeBufferPointer<UInt8>, maximumDepth: Int) {
+        self.bytes = bytes
+        self.maximumDepth = maximumDepth
+    }
 
     func fail(_ reason: String) -> JSONParseError { JSONParseError(offset: index, reason: reason) }
 
@@ -135,18 +192,90 @@ private struct JSONParser {
         }
     }
 
+    /// Reads one value (with everything nested in it) starting at `index`.
     mutating func parseValue() throws(JSONParseError) -> JSONValue {
-        guard index < bytes.count else { throw fail("unexpected end of input") }
-        switch bytes[index] {
-        case UInt8(ascii: "{"): return try parseObject()
-        case UInt8(ascii: "["): return try parseArray()
-        case UInt8(ascii: "\""): return .string(try parseString())
-        case UInt8(ascii: "t"): try expectLiteral("true"); return .bool(true)
-        case UInt8(ascii: "f"): try expectLiteral("false"); return .bool(false)
-        case UInt8(ascii: "n"): try expectLiteral("null"); return .null
-        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try parseNumber()
-        default: throw fail("unexpected character '\(Unicode.Scalar(bytes[index]))'")
+        // `current` is the innermost array or object being read, `enclosing` the ones around it.
+        var current: Container? = nil
+        var enclosing: [Container] = []
+        values: while true {
+            // A value starts here: a scalar, an empty container, or the first element of one.
+            var value: JSONValue
+            guard index < bytes.count else { throw fail("unexpected end of input") }
+            switch bytes[index] {
+            case UInt8(ascii: "{"), UInt8(ascii: "["):
+                let isObject = bytes[index] == UInt8(ascii: "{")
+                try enter(depth: enclosing.count + (current == nil ? 1 : 2))
+                index += 1
+                skipWhitespace()
+                if index < bytes.count, bytes[index] == UInt8(ascii: isObject ? "}" : "]") {
+                    index += 1
+                    value = isObject ? .object([:]) : .array([])
+                } else {
+                    if let outer = consume current { enclosing.append(outer) }
+                    current = isObject ? .object([:], key: try parseKey()) : .array([])
+                    continue values
+                }
+            case UInt8(ascii: "\""): value = .string(try parseString())
+            case UInt8(ascii: "t"):
+                try expectLiteral("true")
+                value = .bool(true)
+            case UInt8(ascii: "f"):
+                try expectLiteral("false")
+                value = .bool(false)
+            case UInt8(ascii: "n"):
+                try expectLiteral("null")
+                value = .null
+            case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): value = try parseNumber()
+            default: throw fail("unexpected character; expected a value (an object, array, string, number, true, false or null)")
+            }
+            // The value is complete: it joins the innermost open container, which either continues
+            // (a ',' and the next value) or closes and becomes the value that joins the next one out.
+            while let container = consume current {
+                skipWhitespace()
+                guard index < bytes.count else {
+                    if case .array = container { throw fail("unexpected end of input in array") }
+                    throw fail("unexpected end of input in object")
+                }
+                let byte = bytes[index]
+                switch consume container {
+                case .array(var elements):
+                    elements.append(value)
+                    if byte == UInt8(ascii: ",") {
+                        index += 1
+                        skipWhitespace()
+                        current = .array(elements)
+                        continue values
+                    }
+                    guard byte == UInt8(ascii: "]") else { throw fail("expected ',' or ']'") }
+                    index += 1
+                    value = .array(elements)
+                case .object(var members, let key):
+                    members[key] = value
+                    if byte == UInt8(ascii: ",") {
+                        index += 1
+                        current = .object(members, key: try parseKey())
+                        continue values
+                    }
+                    guard byte == UInt8(ascii: "}") else { throw fail("expected ',' or '}'") }
+                    index += 1
+                    value = .object(members)
+                }
+                current = enclosing.popLast()
+            }
+            return value
         }
+    }
+
+    /// `"key" :` and the blanks around it, before a member's value.
+    mutating func parseKey() throws(JSONParseError) -> String {
+        skipWhitespace()
+        guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw fail("expected a string key") }
+        let key = try parseString()
+        skipWhitespace()
+        guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw fail("expected ':'") }
+        index += 1
+        skipWhitespace()
+        return key
     }
 
     mutating func expectLiteral(_ literal: StaticString) throws(JSONParseError) {
@@ -158,66 +287,10 @@ private struct JSONParser {
         index += count
     }
 
-    mutating func enter() throws(JSONParseError) {
-        depth += 1
-        guard depth <= JSONValue.maximumDepth else { throw fail("nesting deeper than \(JSONValue.maximumDepth)") }
-    }
-
-    mutating func parseObject() throws(JSONParseError) -> JSONValue {
-        try enter()
-        index += 1
-        var object: [String: JSONValue] = [:]
-        skipWhitespace()
-        if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
-            index += 1
-            depth -= 1
-            return .object(object)
-        }
-        while true {
-            skipWhitespace()
-            guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw fail("expected a string key") }
-            let key = try parseString()
-            skipWhitespace()
-            guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw fail("expected ':'") }
-            index += 1
-            skipWhitespace()
-            object[key] = try parseValue()
-            skipWhitespace()
-            guard index < bytes.count else { throw fail("unexpected end of input in object") }
-            if bytes[index] == UInt8(ascii: ",") {
-                index += 1
-                continue
-            }
-            guard bytes[index] == UInt8(ascii: "}") else { throw fail("expected ',' or '}'") }
-            index += 1
-            depth -= 1
-            return .object(object)
-        }
-    }
-
-    mutating func parseArray() throws(JSONParseError) -> JSONValue {
-        try enter()
-        index += 1
-        var array: [JSONValue] = []
-        skipWhitespace()
-        if index < bytes.count, bytes[index] == UInt8(ascii: "]") {
-            index += 1
-            depth -= 1
-            return .array(array)
-        }
-        while true {
-            skipWhitespace()
-            array.append(try parseValue())
-            skipWhitespace()
-            guard index < bytes.count else { throw fail("unexpected end of input in array") }
-            if bytes[index] == UInt8(ascii: ",") {
-                index += 1
-                continue
-            }
-            guard bytes[index] == UInt8(ascii: "]") else { throw fail("expected ',' or ']'") }
-            index += 1
-            depth -= 1
-            return .array(array)
+    /// Refuses to open a container at nesting level `depth` past the limit.
+    func enter(depth: Int) throws(JSONParseError) {
+        guard depth <= maximumDepth else {
+            throw fail("nesting deeper than \(maximumDepth) levels of arrays and objects")
         }
     }
 
@@ -315,7 +388,8 @@ private struct JSONParser {
                     guard let unicode = Unicode.Scalar(scalar) else { throw fail("invalid \\u escape") }
                     scratch.append(contentsOf: Array(String(Character(unicode)).utf8))
                 default:
-                    throw fail("invalid escape '\\\(Unicode.Scalar(escaped))'")
+                    index -= 2
+                    throw fail(#"invalid escape in string; expected one of \" \\ \/ \b \f \n \r \t or \u and four hex digits"#)
                 }
             default:
                 if byte < 0x20 { throw fail("control character in string") }

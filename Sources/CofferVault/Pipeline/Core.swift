@@ -330,6 +330,11 @@ package final class Core: Sendable {
     package func handle(_ request: Request) throws(CofferError) -> Response {
         var request = request
         request.path = try PathRules.normalize(request.path)
+        // Data built in Swift (JSON input is limited by its parser) must not nest past what the code that
+        // walks it recursively (audit hashing, storage, engines) and a later parse of what is stored allow.
+        if JSONValue.nestingExceeds(JSONValue.maximumDepth, members: request.data) {
+            throw CofferError.invalid("request data nests arrays and objects more than \(JSONValue.maximumDepth) levels deep")
+        }
         let table = routeTable
         guard let (mount, relative) = table.route(request.path) else {
             if barrier.isSealed { throw CofferError.sealedError }

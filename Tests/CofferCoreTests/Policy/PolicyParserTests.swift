@@ -14,10 +14,10 @@ struct PolicyParserTests {
     static let errorCases: [ErrorCase] = [
         ErrorCase(
             text: #"path "a" { capabilities = ["raed"] }"#, line: 1, column: 28,
-            message: #"capability "raed" is not one of create, delete, deny, list, patch, read, sudo, update"#),
+            message: "unknown capability; expected one of create, delete, deny, list, patch, read, sudo, update"),
         ErrorCase(
             text: "path \"a\" {\n  capabilities = [\"read\"]\n  foo = 1\n}", line: 3, column: 3,
-            message: #"unknown attribute "foo" in path "a""#),
+            message: "unknown attribute in a path block; expected one of capabilities, policy"),
         // The first string ends at the quote before `read`; the one opened after it is never closed.
         ErrorCase(text: #"path "a { capabilities = ["read"] }"#, line: 1, column: 32, message: "unterminated string"),
         ErrorCase(
@@ -31,16 +31,16 @@ struct PolicyParserTests {
             message: "'+*' is forbidden"),
         ErrorCase(
             text: "# comment\nblah \"a\" { capabilities = [\"read\"] }", line: 2, column: 1,
-            message: #"unknown top-level block or attribute "blah""#),
+            message: "unknown top-level block or attribute; a policy contains only 'path' blocks"),
         ErrorCase(
             text: #"path "a" { policy = "admin" }"#, line: 1, column: 21,
-            message: #"policy "admin" is not one of deny, read, write, sudo"#),
+            message: "'policy' must be one of deny, read, write, sudo"),
         ErrorCase(
             text: #"path "a" { capabilities = "read" }"#, line: 1, column: 27,
-            message: #"'capabilities' in path "a" must be a list, found a string"#),
+            message: "'capabilities' must be a list, found a string"),
         ErrorCase(
             text: #"path "a" { allowed_parameters = { "k" = "v" } }"#, line: 1, column: 41,
-            message: #"parameter "k" in 'allowed_parameters' must be a list of values, found a string"#),
+            message: "each parameter in 'allowed_parameters' must be a list of values, found a string"),
         ErrorCase(
             text: #"path "a" { capabilities = ["read" "list"] }"#, line: 1, column: 35,
             message: "expected ',' or ']' in list"),
@@ -50,19 +50,19 @@ struct PolicyParserTests {
         ErrorCase(text: "/* open comment\npath", line: 1, column: 1, message: "unterminated comment"),
         ErrorCase(
             text: #"path "a" { mfa_methods = ["x"] }"#, line: 1, column: 12,
-            message: #"attribute "mfa_methods" in path "a" is not supported by Coffer"#),
-        ErrorCase(text: #"path "a" "b" { }"#, line: 1, column: 10, message: "found a second label \"b\""),
+            message: #"attribute "mfa_methods" is not supported by Coffer"#),
+        ErrorCase(text: #"path "a" "b" { }"#, line: 1, column: 10, message: "found a second label"),
         ErrorCase(text: "path \"a\" { capabilities = [\"read\"] } }", line: 1, column: 38, message: "unexpected '}'"),
-        ErrorCase(text: "path \"é\" { ! }", line: 1, column: 12, message: "unexpected character '!'"),
+        ErrorCase(text: "path \"é\" { ! }", line: 1, column: 12, message: "unexpected character; expected a name, a string"),
         ErrorCase(text: "path \"a\" { capabilities = [\"read\"] ", line: 1, column: 36, message: "missing '}'"),
         ErrorCase(
             text: "{\n  \"path\": {\n    \"a\": {\"capabilities\": [\"raed\"]}\n  }\n}", line: 3, column: 28,
-            message: #"capability "raed" is not one of"#),
+            message: "unknown capability"),
         ErrorCase(
             text: "{\n  \"path\": {\"a\": {\"capabilities\": [\"read\"]}},\n}", line: 3, column: 1,
             message: "invalid JSON policy"),
         ErrorCase(
-            text: #"{"paths": {}}"#, line: 1, column: 2, message: #"unknown top-level block or attribute "paths""#),
+            text: #"{"paths": {}}"#, line: 1, column: 2, message: "unknown top-level block or attribute"),
         ErrorCase(text: "path \"a\" { capabilities = [\"a\\q\"] }", line: 1, column: 30, message: "invalid escape"),
     ]
 

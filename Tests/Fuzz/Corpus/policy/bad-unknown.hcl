@@ -1,0 +1,2 @@
+blah "a" { }
+path "a" { mfa_methods = ["x"] }

@@ -1,0 +1,2 @@
+path "secret/*/x" { capabilities = ["read"] }
+path "a/+*" { capabilities = ["read"] }

@@ -1,0 +1,5 @@
+/* block
+comment */
+# hash
+// slashes
+path "x" { capabilities = ["list"] } # trailing

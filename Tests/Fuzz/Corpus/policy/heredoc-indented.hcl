@@ -1,0 +1,6 @@
+path "x" {
+  comment = <<-EOT
+    indented
+    EOT
+  capabilities = ["read"]
+}

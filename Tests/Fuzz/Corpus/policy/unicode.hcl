@@ -1,0 +1,2 @@
+path "secret/данные/*" { capabilities = ["read"] }
+path "é/+/ü" { capabilities = ["deny"] }

@@ -1,0 +1,1 @@
+listener "tcp" { address = "localhost" tls_disable = true }

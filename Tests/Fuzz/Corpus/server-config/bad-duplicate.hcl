@@ -1,0 +1,2 @@
+storage "memory" {}
+storage "memory" {}

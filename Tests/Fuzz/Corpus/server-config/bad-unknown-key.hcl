@@ -1,0 +1,3 @@
+listener "tcp" {
+  adress = "127.0.0.1:8200"
+}

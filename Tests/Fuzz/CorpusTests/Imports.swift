@@ -1,0 +1,4 @@
+@_exported import Coffer
+@_exported import CofferCore
+@_exported import CofferTesting
+@_exported import CofferVault
