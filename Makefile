@@ -145,7 +145,7 @@ bench-smoke: deps
 # per second; the debug default keeps the bounds checks of unsafe buffers).
 FUZZ_BUILD := $(CURDIR)/.build-fuzz
 FUZZ_CONFIG ?= debug
-FUZZ_HARNESSES ?= json policy server-config request
+FUZZ_HARNESSES ?= json policy server-config http-framing request
 FUZZ_SECONDS ?= 600
 FUZZ_RUNS ?=
 FUZZ_SMOKE_SECONDS ?= 15

@@ -20,17 +20,8 @@ public struct FuzzHarness: Sendable {
         self.run = run
     }
 
-    /// Every harness, in the order `make fuzz` runs them.
-    ///
-    /// The HTTP request framing harness goes here once cofferd's framing is a pure type over bytes
-    /// (issue 13 item 6, the server work): add `HTTPFramingHarness.swift` beside these files with a
-    /// `static let httpFraming` (name "http-framing") that feeds the input to the framing type in
-    /// chunks (sizes taken from the input's first bytes) and checks that every request boundary it
-    /// reports lies inside the input and that a stream is either framed or refused, never both. List
-    /// it here and in FUZZ_HARNESSES in the Makefile, and add `Corpus/http-framing/` (raw request
-    /// bytes: pipelined requests, chunked bodies, LIST, odd Content-Length forms). The corpus replay
-    /// test picks it up from this list.
-    public static let all: [FuzzHarness] = [.json, .policy, .serverConfig, .request]
+    /// Every harness, in the order `make fuzz` runs them; the corpus replay test takes this list.
+    public static let all: [FuzzHarness] = [.json, .policy, .serverConfig, .httpFraming, .request]
 
     public static func named(_ name: String) -> FuzzHarness? { all.first { $0.name == name } }
 }
