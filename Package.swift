@@ -142,10 +142,18 @@ let package = Package(
             dependencies: ["Coffer", "CofferTesting", "CofferCore", "CofferFramework", "CofferStorage", "CofferVault", "CofferAudit", "Engines", "PKCS11Seal"],
             swiftSettings: strict
         ),
+        // cofferd's configuration file and HTTP request framing: code over text and bytes, without
+        // NIO, so that the fuzz harnesses (and their instrumented build) need not compile swift-nio.
+        .target(
+            name: "CofferServerCore",
+            dependencies: ["CofferCore", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
         .target(
             name: "CofferServer",
             dependencies: [
                 "Coffer",
+                "CofferServerCore",
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -161,7 +169,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "cofferd",
-            dependencies: ["CofferServer"],
+            dependencies: ["CofferServer", "CofferServerCore"],
             swiftSettings: strict
         ),
         .testTarget(
@@ -173,6 +181,7 @@ let package = Package(
             name: "CofferServerTests",
             dependencies: [
                 "CofferServer",
+                "CofferServerCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -198,7 +207,7 @@ let package = Package(
         ),
         .target(
             name: "CofferFuzzHarnesses",
-            dependencies: ["Coffer", "CofferCore", "CofferFramework", "CofferVault", "Engines", "CofferServer"],
+            dependencies: ["Coffer", "CofferCore", "CofferFramework", "CofferVault", "Engines", "CofferServerCore"],
             path: "Tests/Fuzz/Harnesses",
             swiftSettings: strict
         ),

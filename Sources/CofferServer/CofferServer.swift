@@ -1,4 +1,5 @@
 public import Coffer
+public import CofferServerCore
 import HummingbirdCore
 import HummingbirdTLS
 import Logging

@@ -1,6 +1,7 @@
 // cofferd: the Coffer server. `cofferd -dev` for development, `cofferd -config=coffer.hcl` for real.
 import Coffer
 import CofferServer
+import CofferServerCore
 import Foundation
 
 let usage = """

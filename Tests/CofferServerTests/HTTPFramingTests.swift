@@ -1,4 +1,5 @@
 @testable import CofferServer
+@testable import CofferServerCore
 import Testing
 
 /// HTTPFraming over byte streams, fed whole, split at every position and byte by byte: where each

@@ -1,4 +1,5 @@
 @testable import CofferServer
+@testable import CofferServerCore
 import Logging
 import Testing
 

@@ -1,4 +1,5 @@
 import Logging
+import CofferServerCore
 import NIOCore
 
 /// The first handler after the socket (or TLS): frames requests with ``HTTPFraming`` and hands NIO's

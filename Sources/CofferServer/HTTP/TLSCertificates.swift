@@ -1,3 +1,4 @@
+public import CofferServerCore
 import NIOCore
 public import NIOSSL
 import Synchronization

@@ -1,4 +1,5 @@
 public import Logging
+public import CofferServerCore
 import CofferCore
 import Synchronization
 

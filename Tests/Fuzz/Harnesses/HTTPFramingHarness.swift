@@ -1,4 +1,4 @@
-import CofferServer
+import CofferServerCore
 
 extension FuzzHarness {
     /// `HTTPFraming`, the pre-parser in front of llhttp in cofferd that decides where each request on

@@ -1,5 +1,5 @@
 import CofferCore
-import CofferServer
+import CofferServerCore
 
 extension FuzzHarness {
     /// `ServerConfig.parse`, cofferd's HCL configuration file, then `validate()`.
