@@ -184,7 +184,8 @@ package struct HTTPFraming: Sendable {
             case .betweenRequests(let sawCR):
                 let byte = input[i]
                 if sawCR {
-                    guard byte == Self.lf else { return refuse(&events, "a bare CR before a request line", at: i) }
+                    // (The CR may have ended the previous feed: i - 1 is then an offset before this input.)
+                    guard byte == Self.lf else { return refuse(&events, "a bare CR before a request line", at: i - 1) }
                     state = .betweenRequests(sawCR: false)
                     i += 1
                 } else if byte == Self.cr {
@@ -205,7 +206,7 @@ package struct HTTPFraming: Sendable {
                 // A line at a time: find its LF, check the bytes before it in bulk, copy them at once.
                 var lineEnd: Int  // index of the LF that ends the line
                 if sawCR {
-                    guard input[i] == Self.lf else { return refuse(&events, "a bare CR in the request head", at: i) }
+                    guard input[i] == Self.lf else { return refuse(&events, "a bare CR in the request head", at: i - 1) }
                     lineEnd = i
                 } else {
                     let lf = Self.find(Self.lf, in: input, from: i, to: count)

@@ -168,7 +168,8 @@ import Testing
     ])
     func ambiguousFramingIsRefusedWithAReason(stream: String, reason: String) {
         let prefix = "GET /v1/first HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
-        let outcome = Self.run(prefix + stream + "GET /v1/after HTTP/1.1\r\n\r\n")
+        // Refused at the same byte, for the same reason, however the stream is cut into reads.
+        let outcome = Self.runSplitEverywhere(prefix + stream + "GET /v1/after HTTP/1.1\r\n\r\n")
         #expect(outcome.refusal?.reason.contains(reason) == true, "\(outcome.refusal?.reason ?? "accepted")")
         #expect(outcome.heads.first?.target == "/v1/first" && outcome.ends.first == prefix.utf8.count)
         #expect(!outcome.heads.contains { $0.target == "/v1/after" }, "nothing after a refusal is framed")
