@@ -23,7 +23,7 @@ VENV := $(CURDIR)/.venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test test-compat deps build clean lib install install-lib test-bindings bench bench-smoke bench-deps
-.PHONY: fuzz fuzz-smoke fuzz-build
+.PHONY: fuzz fuzz-smoke fuzz-build lint format
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -55,6 +55,7 @@ run: deps
 	"$$(swift build --show-bin-path)/cofferd" -dev -dev-root-token-id=root -dev-listen-address=$(COFFERD_ADDR)
 
 test: deps
+	$(MAKE) lint
 	COFFER_BAO="$(VENV)/bin/bao" swift test
 	$(MAKE) fuzz-smoke
 	$(MAKE) test-bindings
@@ -164,5 +165,13 @@ fuzz: fuzz-build
 fuzz-smoke: fuzz-build
 	Tests/Fuzz/run.sh "$(FUZZ_BUILD)/$(FUZZ_CONFIG)/CofferFuzz" "$(FUZZ_BUILD)" "$(FUZZ_SMOKE_SECONDS)" "" $(FUZZ_HARNESSES)
 
-clean:
+# ---- Formatting: .swift-format (swift-nio's and swift-log's configuration), checked by make test ----
+SWIFT_SOURCES := Package.swift Sources Tests bench Examples
+
+lint:
+	swift format lint --strict --recursive --parallel $(SWIFT_SOURCES)
+
+format:
+	swift format format --in-place --recursive --parallel $(SWIFT_SOURCES)
+
 	rm -rf .build .build-fuzz quickstart-data

@@ -93,7 +93,9 @@ let package = Package(
         ),
         .target(
             name: "Coffer",
-            dependencies: ["CofferCore", "CofferStorage", "CofferAudit", "CofferFramework", "CofferVault", "Engines", "PKCS11Seal"],
+            dependencies: [
+                "CofferCore", "CofferStorage", "CofferAudit", "CofferFramework", "CofferVault", "Engines", "PKCS11Seal",
+            ],
             swiftSettings: strict
         ),
         // Test support, not a product: clocks tests move by hand, temporary directories, free ports,
@@ -139,7 +141,10 @@ let package = Package(
         ),
         .testTarget(
             name: "PKCS11SealTests",
-            dependencies: ["Coffer", "CofferTesting", "CofferCore", "CofferFramework", "CofferStorage", "CofferVault", "CofferAudit", "Engines", "PKCS11Seal"],
+            dependencies: [
+                "Coffer", "CofferTesting", "CofferCore", "CofferFramework", "CofferStorage", "CofferVault",
+                "CofferAudit", "Engines", "PKCS11Seal",
+            ],
             swiftSettings: strict
         ),
         // cofferd's configuration file and HTTP request framing: code over text and bytes, without
@@ -174,7 +179,10 @@ let package = Package(
         ),
         .testTarget(
             name: "CofferCoreTests",
-            dependencies: ["Coffer", "CofferTesting", "CofferCore", "CofferFramework", "CofferStorage", "CofferVault", "CofferAudit", "Engines"],
+            dependencies: [
+                "Coffer", "CofferTesting", "CofferCore", "CofferFramework", "CofferStorage", "CofferVault",
+                "CofferAudit", "Engines",
+            ],
             swiftSettings: strict
         ),
         .testTarget(
@@ -190,12 +198,18 @@ let package = Package(
         ),
         .testTarget(
             name: "TransitTests",
-            dependencies: ["Coffer", "CofferTesting", "CofferCore", "CofferFramework", "CofferStorage", "CofferVault", "CofferAudit", "Engines"],
+            dependencies: [
+                "Coffer", "CofferTesting", "CofferCore", "CofferFramework", "CofferStorage", "CofferVault",
+                "CofferAudit", "Engines",
+            ],
             swiftSettings: strict
         ),
         .testTarget(
             name: "EnginesTests",
-            dependencies: ["Coffer", "CofferTesting", "CofferCore", "CofferFramework", "CofferStorage", "CofferVault", "CofferAudit", "Engines", "CofferCLI"],
+            dependencies: [
+                "Coffer", "CofferTesting", "CofferCore", "CofferFramework", "CofferStorage", "CofferVault",
+                "CofferAudit", "Engines", "CofferCLI",
+            ],
             swiftSettings: strict
         ),
         // Fuzzing (docs/fuzzing.md). The harnesses are plain code that every `swift build` compiles and

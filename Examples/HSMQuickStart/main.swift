@@ -43,7 +43,14 @@ do {
         for (i, key) in result.hexKeys.enumerated() { print("  recovery key \(i + 1): \(key)") }
         try result.rootToken.write(toFile: tokenPath, atomically: true, encoding: .utf8)
         print("Root token written to \(tokenPath)")
-        _ = try vault.handle(Request(.update, "sys/mounts/secret", data: ["type": "kv", "options": ["version": "2"]], token: result.rootToken))
+        _ = try vault.handle(
+            Request(
+                .update,
+                "sys/mounts/secret",
+                data: ["type": "kv", "options": ["version": "2"]],
+                token: result.rootToken
+            )
+        )
         let version = try vault.kv(token: result.rootToken).put("app/db", ["password": "s3cret"])
         print("Wrote secret/app/db (version \(version))")
         vault.close()
@@ -84,8 +91,15 @@ do {
             samples.append(elapsed)
         }
         samples.sort()
-        print(String(format: "open + auto-unseal over %d runs: median %.2f ms, min %.2f ms, max %.2f ms", runs,
-            samples[samples.count / 2], samples.first!, samples.last!))
+        print(
+            String(
+                format: "open + auto-unseal over %d runs: median %.2f ms, min %.2f ms, max %.2f ms",
+                runs,
+                samples[samples.count / 2],
+                samples.first!,
+                samples.last!
+            )
+        )
     default:
         fail("unknown command \(command); use init, read, status, rewrap or time")
     }

@@ -35,7 +35,9 @@ do {
             say("unseal key \(i + 1) accepted: progress \(s.progress)/\(s.threshold), sealed=\(s.sealed)")
         }
         rootToken = result.rootToken
-        _ = try vault.handle(Request(.update, "sys/mounts/secret", data: ["type": "kv", "options": ["version": "2"]], token: rootToken))
+        _ = try vault.handle(
+            Request(.update, "sys/mounts/secret", data: ["type": "kv", "options": ["version": "2"]], token: rootToken)
+        )
         say("mounted secret/ as KV v2")
     } else {
         guard let fp = fopen(stateFile, "r") else {
@@ -61,14 +63,20 @@ do {
         print("the secret just written could not be read back")
         exit(1)
     }
-    say("read secret/quickstart/db version \(secret.version): username=\(secret.data["username"]?.stringValue ?? "?"), password=<\(secret.data["password"]?.stringValue?.count ?? 0) characters>")
-    let limited = try vault.handle(Request(.update, "auth/token/create", data: ["policies": ["default"], "ttl": "1h"], token: rootToken))
+    say(
+        "read secret/quickstart/db version \(secret.version): username=\(secret.data["username"]?.stringValue ?? "?"), password=<\(secret.data["password"]?.stringValue?.count ?? 0) characters>"
+    )
+    let limited = try vault.handle(
+        Request(.update, "auth/token/create", data: ["policies": ["default"], "ttl": "1h"], token: rootToken)
+    )
     let token = limited.auth?.clientToken ?? ""
     do {
         _ = try vault.kv(token: token).get("quickstart/db")
         say("unexpected: a token with only the default policy read the secret")
     } catch {
-        say("a token with only the default policy is refused: \(error) (code \(error.code), HTTP \(error.code.httpStatus))")
+        say(
+            "a token with only the default policy is refused: \(error) (code \(error.code), HTTP \(error.code.httpStatus))"
+        )
     }
     vault.close()
     say("closed; run again to reopen \(path), unseal, and write version \(version + 1)")

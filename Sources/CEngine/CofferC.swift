@@ -5,7 +5,6 @@
 // every size for range, and every CofferError becomes a status code and a thread-local message.
 import CCoffer
 import Coffer
-
 import Synchronization
 
 #if canImport(Glibc)
@@ -82,7 +81,9 @@ private struct ArgumentError: Error {
 /// A required NUL-terminated UTF-8 argument.
 private func string(_ pointer: UnsafePointer<CChar>?, _ name: String) throws(ArgumentError) -> String {
     guard let pointer else { throw ArgumentError(message: "\(name) is NULL") }
-    guard let text = String(validatingCString: pointer) else { throw ArgumentError(message: "\(name) is not valid UTF-8") }
+    guard let text = String(validatingCString: pointer) else {
+        throw ArgumentError(message: "\(name) is not valid UTF-8")
+    }
     return text
 }
 
@@ -115,7 +116,11 @@ private func guarded(_ function: StaticString, _ body: () throws -> Int32) -> In
 }
 
 /// A borrowed byte buffer argument (no copy): `count` bytes at `pointer`; NULL only with a count of 0.
-private func rawBuffer(_ pointer: UnsafeRawPointer?, _ count: Int, _ name: String) throws(ArgumentError) -> UnsafeRawBufferPointer {
+private func rawBuffer(
+    _ pointer: UnsafeRawPointer?,
+    _ count: Int,
+    _ name: String
+) throws(ArgumentError) -> UnsafeRawBufferPointer {
     guard count >= 0 else { throw ArgumentError(message: "\(name)_len is larger than the address space") }
     guard count > 0 else { return UnsafeRawBufferPointer(start: nil, count: 0) }
     guard let pointer else { throw ArgumentError(message: "\(name) is NULL but \(name)_len is \(count)") }
@@ -212,7 +217,9 @@ public func coffer_open(_ config: UnsafePointer<CChar>?, _ out: UnsafeMutablePoi
         let text = try string(config, "config_json")
         let vault = try Vault.open(try VaultConfiguration(json: Array(text.utf8)))
         // (On failure the Handle, dropped, closes the vault.)
-        guard let id = openHandles.withLock({ $0.insert(Handle(vault: vault)) }), let pointer = OpaquePointer(bitPattern: id) else {
+        guard let id = openHandles.withLock({ $0.insert(Handle(vault: vault)) }),
+            let pointer = OpaquePointer(bitPattern: id)
+        else {
             return fail(COFFER_ENOMEM, "no address space left for a coffer handle id")
         }
         out.pointee = pointer
@@ -232,16 +239,25 @@ public func coffer_close(_ pointer: OpaquePointer?) {
 
 @c @implementation
 public func coffer_request(
-    _ pointer: OpaquePointer?, _ method: UnsafePointer<CChar>?, _ path: UnsafePointer<CChar>?, _ token: UnsafePointer<CChar>?,
-    _ body: UnsafePointer<CChar>?, _ bodyLength: Int, _ httpStatus: UnsafeMutablePointer<Int32>?,
-    _ out: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?, _ outLength: UnsafeMutablePointer<Int>?
+    _ pointer: OpaquePointer?,
+    _ method: UnsafePointer<CChar>?,
+    _ path: UnsafePointer<CChar>?,
+    _ token: UnsafePointer<CChar>?,
+    _ body: UnsafePointer<CChar>?,
+    _ bodyLength: Int,
+    _ httpStatus: UnsafeMutablePointer<Int32>?,
+    _ out: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?,
+    _ outLength: UnsafeMutablePointer<Int>?
 ) -> Int32 {
     httpStatus?.pointee = 0
     out?.pointee = nil
     outLength?.pointee = 0
     guard let httpStatus else { return fail(COFFER_EINVALID, "http_status is NULL") }
     guard let out else { return fail(COFFER_EINVALID, "out is NULL") }
-    let handle: Handle, method_: String, path_: String, token_: String?
+    let handle: Handle
+    let method_: String
+    let path_: String
+    let token_: String?
     var body_: [UInt8]
     do {
         handle = try lookup(pointer)
@@ -257,7 +273,9 @@ public func coffer_request(
     body_.wipe()
     defer { result.body?.wipe() }
     if let body = result.body {
-        guard let buffer = copyOut(body) else { return fail(COFFER_ENOMEM, "could not allocate \(body.count + 1) bytes for the response") }
+        guard let buffer = copyOut(body) else {
+            return fail(COFFER_ENOMEM, "could not allocate \(body.count + 1) bytes for the response")
+        }
         out.pointee = buffer
         outLength?.pointee = body.count
     }
@@ -271,8 +289,13 @@ public func coffer_request(
 
 @c @implementation
 public func coffer_kv_get(
-    _ pointer: OpaquePointer?, _ mount: UnsafePointer<CChar>?, _ path: UnsafePointer<CChar>?, _ token: UnsafePointer<CChar>?,
-    _ version: Int64, _ dataJSON: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?, _ dataLength: UnsafeMutablePointer<Int>?,
+    _ pointer: OpaquePointer?,
+    _ mount: UnsafePointer<CChar>?,
+    _ path: UnsafePointer<CChar>?,
+    _ token: UnsafePointer<CChar>?,
+    _ version: Int64,
+    _ dataJSON: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?,
+    _ dataLength: UnsafeMutablePointer<Int>?,
     _ versionOut: UnsafeMutablePointer<Int64>?
 ) -> Int32 {
     dataJSON?.pointee = nil
@@ -285,13 +308,23 @@ public func coffer_kv_get(
         let path_ = try string(path, "path")
         let token_ = try string(token, "token")
         guard version >= 0 else { return fail(COFFER_EINVALID, "version is \(version); use 0 for the current version") }
-        guard let secret = try handle.vault.kv(mount: mount_, token: token_).get(path_, version: version == 0 ? nil : Int(version)) else {
+        guard
+            let secret = try handle.vault.kv(mount: mount_, token: token_).get(
+                path_,
+                version: version == 0 ? nil : Int(version)
+            )
+        else {
             let which = version == 0 ? "" : " version \(version)"
-            return fail(COFFER_ENOTFOUND, "no secret at \(mount_)/\(path_)\(which) (never written, deleted or destroyed)")
+            return fail(
+                COFFER_ENOTFOUND,
+                "no secret at \(mount_)/\(path_)\(which) (never written, deleted or destroyed)"
+            )
         }
         var body = JSONValue.object(secret.data).serialized()
         defer { body.wipe() }
-        guard let buffer = copyOut(body) else { return fail(COFFER_ENOMEM, "could not allocate \(body.count + 1) bytes for the secret") }
+        guard let buffer = copyOut(body) else {
+            return fail(COFFER_ENOMEM, "could not allocate \(body.count + 1) bytes for the secret")
+        }
         dataJSON.pointee = buffer
         dataLength?.pointee = body.count
         versionOut?.pointee = Int64(secret.version)
@@ -301,8 +334,14 @@ public func coffer_kv_get(
 
 @c @implementation
 public func coffer_kv_put(
-    _ pointer: OpaquePointer?, _ mount: UnsafePointer<CChar>?, _ path: UnsafePointer<CChar>?, _ token: UnsafePointer<CChar>?,
-    _ dataJSON: UnsafePointer<CChar>?, _ dataLength: Int, _ cas: Int64, _ versionOut: UnsafeMutablePointer<Int64>?
+    _ pointer: OpaquePointer?,
+    _ mount: UnsafePointer<CChar>?,
+    _ path: UnsafePointer<CChar>?,
+    _ token: UnsafePointer<CChar>?,
+    _ dataJSON: UnsafePointer<CChar>?,
+    _ dataLength: Int,
+    _ cas: Int64,
+    _ versionOut: UnsafeMutablePointer<Int64>?
 ) -> Int32 {
     versionOut?.pointee = 0
     return guarded("coffer_kv_put") {
@@ -312,7 +351,9 @@ public func coffer_kv_put(
         let token_ = try string(token, "token")
         var input = try bytes(dataJSON, dataLength, "data_json")
         defer { input.wipe() }
-        guard cas >= Int64(COFFER_KV_NO_CAS) else { return fail(COFFER_EINVALID, "cas is \(cas); use COFFER_KV_NO_CAS (-1) or a version (0 or more)") }
+        guard cas >= Int64(COFFER_KV_NO_CAS) else {
+            return fail(COFFER_EINVALID, "cas is \(cas); use COFFER_KV_NO_CAS (-1) or a version (0 or more)")
+        }
         let data: [String: JSONValue]
         do {
             guard case .object(let object) = try JSONValue.parse(input) else {
@@ -322,7 +363,11 @@ public func coffer_kv_put(
         } catch {
             return fail(COFFER_EINVALID, "data_json is not valid JSON: \(error)")
         }
-        let version = try handle.vault.kv(mount: mount_, token: token_).put(path_, data, cas: cas == Int64(COFFER_KV_NO_CAS) ? nil : Int(cas))
+        let version = try handle.vault.kv(mount: mount_, token: token_).put(
+            path_,
+            data,
+            cas: cas == Int64(COFFER_KV_NO_CAS) ? nil : Int(cas)
+        )
         versionOut?.pointee = Int64(version)
         return succeed()
     }
@@ -330,9 +375,16 @@ public func coffer_kv_put(
 
 @c @implementation
 public func coffer_transit_encrypt(
-    _ pointer: OpaquePointer?, _ mount: UnsafePointer<CChar>?, _ key: UnsafePointer<CChar>?, _ token: UnsafePointer<CChar>?,
-    _ plaintext: UnsafeRawPointer?, _ plaintextLength: Int, _ context: UnsafeRawPointer?, _ contextLength: Int,
-    _ ciphertext: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?, _ ciphertextLength: UnsafeMutablePointer<Int>?
+    _ pointer: OpaquePointer?,
+    _ mount: UnsafePointer<CChar>?,
+    _ key: UnsafePointer<CChar>?,
+    _ token: UnsafePointer<CChar>?,
+    _ plaintext: UnsafeRawPointer?,
+    _ plaintextLength: Int,
+    _ context: UnsafeRawPointer?,
+    _ contextLength: Int,
+    _ ciphertext: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?,
+    _ ciphertextLength: UnsafeMutablePointer<Int>?
 ) -> Int32 {
     ciphertext?.pointee = nil
     ciphertextLength?.pointee = 0
@@ -346,8 +398,14 @@ public func coffer_transit_encrypt(
         let context_ = try rawBuffer(context, contextLength, "context")
         var plain = Array(input)
         defer { plain.wipe() }
-        let sealed = try handle.vault.transit(mount: mount_, token: token_).encrypt(key: key_, plaintext: plain, context: Array(context_))
-        guard let buffer = copyOut(sealed) else { return fail(COFFER_ENOMEM, "could not allocate \(sealed.count + 1) bytes for the ciphertext") }
+        let sealed = try handle.vault.transit(mount: mount_, token: token_).encrypt(
+            key: key_,
+            plaintext: plain,
+            context: Array(context_)
+        )
+        guard let buffer = copyOut(sealed) else {
+            return fail(COFFER_ENOMEM, "could not allocate \(sealed.count + 1) bytes for the ciphertext")
+        }
         ciphertext.pointee = buffer
         ciphertextLength?.pointee = sealed.count
         return succeed()
@@ -356,9 +414,16 @@ public func coffer_transit_encrypt(
 
 @c @implementation
 public func coffer_transit_decrypt(
-    _ pointer: OpaquePointer?, _ mount: UnsafePointer<CChar>?, _ key: UnsafePointer<CChar>?, _ token: UnsafePointer<CChar>?,
-    _ ciphertext: UnsafePointer<CChar>?, _ ciphertextLength: Int, _ context: UnsafeRawPointer?, _ contextLength: Int,
-    _ plaintext: UnsafeMutablePointer<UnsafeMutableRawPointer?>?, _ plaintextLength: UnsafeMutablePointer<Int>?
+    _ pointer: OpaquePointer?,
+    _ mount: UnsafePointer<CChar>?,
+    _ key: UnsafePointer<CChar>?,
+    _ token: UnsafePointer<CChar>?,
+    _ ciphertext: UnsafePointer<CChar>?,
+    _ ciphertextLength: Int,
+    _ context: UnsafeRawPointer?,
+    _ contextLength: Int,
+    _ plaintext: UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+    _ plaintextLength: UnsafeMutablePointer<Int>?
 ) -> Int32 {
     plaintext?.pointee = nil
     plaintextLength?.pointee = 0
@@ -370,9 +435,15 @@ public func coffer_transit_decrypt(
         let token_ = try string(token, "token")
         let input = try rawBuffer(ciphertext.map { UnsafeRawPointer($0) }, ciphertextLength, "ciphertext")
         let context_ = try rawBuffer(context, contextLength, "context")
-        var opened = try handle.vault.transit(mount: mount_, token: token_).decrypt(key: key_, ciphertext: Array(input), context: Array(context_))
+        var opened = try handle.vault.transit(mount: mount_, token: token_).decrypt(
+            key: key_,
+            ciphertext: Array(input),
+            context: Array(context_)
+        )
         defer { opened.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) } }
-        guard let buffer = copyOut(opened) else { return fail(COFFER_ENOMEM, "could not allocate \(opened.count + 1) bytes for the plaintext") }
+        guard let buffer = copyOut(opened) else {
+            return fail(COFFER_ENOMEM, "could not allocate \(opened.count + 1) bytes for the plaintext")
+        }
         plaintext.pointee = UnsafeMutableRawPointer(buffer)
         plaintextLength.pointee = opened.count
         return succeed()

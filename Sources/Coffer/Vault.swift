@@ -1,11 +1,10 @@
-@_exported public import CofferCore
-@_exported public import CofferVault
 @_exported public import CofferAudit
-@_exported public import PKCS11Seal
-
+@_exported public import CofferCore
 package import CofferFramework
 package import CofferStorage
+@_exported public import CofferVault
 import Engines
+@_exported public import PKCS11Seal
 
 /// How to open a vault.
 public struct VaultConfiguration: Sendable {
@@ -38,7 +37,10 @@ public struct VaultConfiguration: Sendable {
     package var authMethods = EngineRegistry()
 
     public init(
-        storage: Storage, seal: any Seal = ShamirSeal(), limits: Limits = Limits(), clock: any WallClock = SystemClock(),
+        storage: Storage,
+        seal: any Seal = ShamirSeal(),
+        limits: Limits = Limits(),
+        clock: any WallClock = SystemClock(),
         autoUnseal: Bool = true
     ) {
         self.storage = storage
@@ -97,8 +99,14 @@ public final class Vault: Sendable {
         }
         do {
             let core = try Core(
-                storage: storage, seal: configuration.seal, engines: BuiltinEngines.registry, authMethods: configuration.authMethods,
-                clock: configuration.clock, limits: configuration.limits, auditDevices: configuration.auditDevices)
+                storage: storage,
+                seal: configuration.seal,
+                engines: BuiltinEngines.registry,
+                authMethods: configuration.authMethods,
+                clock: configuration.clock,
+                limits: configuration.limits,
+                auditDevices: configuration.auditDevices
+            )
             if configuration.autoUnseal, configuration.seal.isAutoUnseal, core.isInitialized {
                 try core.autoUnseal()
             }
@@ -112,7 +120,9 @@ public final class Vault: Sendable {
     /// A development vault: initialised with one share, unsealed, `secret/` mounted as KV v2 and a
     /// root token with the id you choose — what `bao server -dev` gives.
     public static func openDev(
-        storage: VaultConfiguration.Storage = .memory, rootTokenID: String = "root", clock: any WallClock = SystemClock()
+        storage: VaultConfiguration.Storage = .memory,
+        rootTokenID: String = "root",
+        clock: any WallClock = SystemClock()
     ) throws(CofferError) -> (vault: Vault, unsealKey: SecureBytes) {
         let vault = try open(VaultConfiguration(storage: storage, clock: clock))
         return (vault, try vault.makeDev(rootTokenID: rootTokenID))
@@ -123,12 +133,20 @@ public final class Vault: Sendable {
     private func makeDev(rootTokenID: String) throws(CofferError) -> SecureBytes {
         let result = try initialize(shares: 1, threshold: 1)
         let created = try core.handle(
-            Request(.update, "auth/token/create", data: ["id": .string(rootTokenID), "policies": ["root"], "display_name": "root", "no_parent": true], token: result.rootToken))
+            Request(
+                .update,
+                "auth/token/create",
+                data: ["id": .string(rootTokenID), "policies": ["root"], "display_name": "root", "no_parent": true],
+                token: result.rootToken
+            )
+        )
         guard created.auth?.clientToken == rootTokenID else {
             throw CofferError(.internal, "dev mode could not create the chosen root token")
         }
         _ = try core.handle(Request(.update, "auth/token/revoke-self", token: result.rootToken))
-        try core.mount(MountEntry(path: "secret/", type: "kv", description: "key/value secret storage", options: ["version": "2"]))
+        try core.mount(
+            MountEntry(path: "secret/", type: "kv", description: "key/value secret storage", options: ["version": "2"])
+        )
         return result.keys[0]
     }
 
@@ -239,8 +257,11 @@ public struct KVClient: Sendable {
             let metadata = response.data?["metadata"]
         else { return nil }
         return KVSecret(
-            data: data, version: metadata["version"]?.intValue ?? 0, createdTime: metadata["created_time"]?.stringValue ?? "",
-            customMetadata: (metadata["custom_metadata"]?.objectValue ?? [:]).compactMapValues(\.stringValue))
+            data: data,
+            version: metadata["version"]?.intValue ?? 0,
+            createdTime: metadata["created_time"]?.stringValue ?? "",
+            customMetadata: (metadata["custom_metadata"]?.objectValue ?? [:]).compactMapValues(\.stringValue)
+        )
     }
 
     /// Soft-deletes the current version (undelete can restore it).

@@ -41,7 +41,9 @@ extension VaultConfiguration {
             let dev = try ConfigObject(value, at: "dev", allowBool: true)
             try dev.allowOnly(["root_token"])
             devRootToken = try dev.string("root_token") ?? "root"
-            guard devRootToken?.isEmpty == false else { throw CofferError.invalid("configuration key 'dev.root_token' must not be empty") }
+            guard devRootToken?.isEmpty == false else {
+                throw CofferError.invalid("configuration key 'dev.root_token' must not be empty")
+            }
         }
 
         let storage: Storage
@@ -54,22 +56,30 @@ extension VaultConfiguration {
             case "sqlite":
                 try object.allowOnly(["type", "path"])
                 guard let path = try object.string("path"), !path.isEmpty else {
-                    throw CofferError.invalid("configuration key 'storage.path' is required for sqlite storage: the database file")
+                    throw CofferError.invalid(
+                        "configuration key 'storage.path' is required for sqlite storage: the database file"
+                    )
                 }
                 storage = .sqlite(path: path)
             case "memory":
                 try object.allowOnly(["type"])
                 storage = .memory
             default:
-                throw CofferError.invalid("configuration key 'storage.type' is \"\(type)\"; supported: \"sqlite\", \"memory\"")
+                throw CofferError.invalid(
+                    "configuration key 'storage.type' is \"\(type)\"; supported: \"sqlite\", \"memory\""
+                )
             }
         } else if devRootToken != nil {
             storage = .memory
         } else {
-            throw CofferError.invalid("configuration key 'storage' is required, e.g. {\"storage\": {\"type\": \"sqlite\", \"path\": \"coffer.db\"}}")
+            throw CofferError.invalid(
+                "configuration key 'storage' is required, e.g. {\"storage\": {\"type\": \"sqlite\", \"path\": \"coffer.db\"}}"
+            )
         }
         if devRootToken != nil, case .sqlite = storage {
-            throw CofferError.invalid("dev mode keeps everything in memory; remove 'storage' or set 'storage.type' to \"memory\"")
+            throw CofferError.invalid(
+                "dev mode keeps everything in memory; remove 'storage' or set 'storage.type' to \"memory\""
+            )
         }
 
         let seal: any Seal
@@ -88,7 +98,9 @@ extension VaultConfiguration {
                     throw CofferError(error.code, "configuration key 'seal': \(error.message)")
                 }
             case let type?:
-                throw CofferError.invalid("configuration key 'seal.type' is \"\(type)\"; supported: \"shamir\", \"pkcs11\"")
+                throw CofferError.invalid(
+                    "configuration key 'seal.type' is \"\(type)\"; supported: \"shamir\", \"pkcs11\""
+                )
             }
         } else {
             seal = ShamirSeal()
@@ -99,7 +111,11 @@ extension VaultConfiguration {
             let object = try ConfigObject(value, at: "limits")
             try object.allowOnly(["max_entry_size"])
             if let size = try object.int("max_entry_size") {
-                guard size > 0 else { throw CofferError.invalid("configuration key 'limits.max_entry_size' must be a positive number of bytes") }
+                guard size > 0 else {
+                    throw CofferError.invalid(
+                        "configuration key 'limits.max_entry_size' must be a positive number of bytes"
+                    )
+                }
                 limits.maxEntrySize = size
             }
         }
@@ -113,7 +129,9 @@ extension VaultConfiguration {
                 let object = try ConfigObject(item, at: "audit[\(index)]")
                 try object.allowOnly(["path", "type", "description", "options", "local"])
                 guard let type = try object.string("type"), let path = try object.string("path"), !path.isEmpty else {
-                    throw CofferError.invalid("configuration key 'audit[\(index)]' needs 'type' (file, socket, syslog) and 'path' (e.g. \"file\")")
+                    throw CofferError.invalid(
+                        "configuration key 'audit[\(index)]' needs 'type' (file, socket, syslog) and 'path' (e.g. \"file\")"
+                    )
                 }
                 var options: [String: String] = [:]
                 if let raw = object.fields["options"] {
@@ -121,7 +139,13 @@ extension VaultConfiguration {
                     for key in optionObject.fields.keys { options[key] = try optionObject.string(key) }
                 }
                 auditDevices.append(
-                    AuditDeviceConfig(path: path, type: type, description: try object.string("description") ?? "", options: options))
+                    AuditDeviceConfig(
+                        path: path,
+                        type: type,
+                        description: try object.string("description") ?? "",
+                        options: options
+                    )
+                )
             }
         }
 
@@ -144,7 +168,9 @@ private struct ConfigObject {
     init(_ value: JSONValue, at path: String, allowBool: Bool = false) throws(CofferError) {
         guard case .object(let fields) = value else {
             let what = path.isEmpty ? "the configuration" : "configuration key '\(path)'"
-            throw CofferError.invalid("\(what) must be a JSON object\(allowBool ? " or a boolean" : ""), not \(value.typeName)")
+            throw CofferError.invalid(
+                "\(what) must be a JSON object\(allowBool ? " or a boolean" : ""), not \(value.typeName)"
+            )
         }
         self.fields = fields
         self.path = path
@@ -154,7 +180,9 @@ private struct ConfigObject {
 
     func allowOnly(_ known: [String]) throws(CofferError) {
         if let unknown = fields.keys.sorted().first(where: { !known.contains($0) }) {
-            throw CofferError.invalid("unknown configuration key '\(name(unknown))'; known keys here: \(known.joined(separator: ", "))")
+            throw CofferError.invalid(
+                "unknown configuration key '\(name(unknown))'; known keys here: \(known.joined(separator: ", "))"
+            )
         }
     }
 
@@ -169,7 +197,9 @@ private struct ConfigObject {
     func int(_ key: String) throws(CofferError) -> Int? {
         guard let value = fields[key] else { return nil }
         guard let number = value.intValue else {
-            throw CofferError.invalid("configuration key '\(name(key))' must be an integer, not \(value.typeName == "number" ? "a fraction or out of range" : value.typeName)")
+            throw CofferError.invalid(
+                "configuration key '\(name(key))' must be an integer, not \(value.typeName == "number" ? "a fraction or out of range" : value.typeName)"
+            )
         }
         return number
     }

@@ -22,16 +22,35 @@ extension Vault {
     /// Handles a request given in wire form. Never throws: errors become `{"errors": [...]}` with
     /// the status of their code; the message never holds a secret.
     package func handleWire(
-        method: String, path: String, token: String?, body: [UInt8], namespace: String = "", clientAddress: String = ""
+        method: String,
+        path: String,
+        token: String?,
+        body: [UInt8],
+        namespace: String = "",
+        clientAddress: String = ""
     ) -> WireResult {
-        Wire.handle(core, method: method, path: path, token: token, body: body, namespace: namespace, clientAddress: clientAddress)
+        Wire.handle(
+            core,
+            method: method,
+            path: path,
+            token: token,
+            body: body,
+            namespace: namespace,
+            clientAddress: clientAddress
+        )
     }
 }
 
 extension Wire {
     /// ``Vault/handleWire(method:path:token:body:namespace:clientAddress:)`` on a core.
     package static func handle(
-        _ core: Core, method: String, path: String, token: String?, body: [UInt8], namespace: String = "", clientAddress: String = ""
+        _ core: Core,
+        method: String,
+        path: String,
+        token: String?,
+        body: [UInt8],
+        namespace: String = "",
+        clientAddress: String = ""
     ) -> WireResult {
         let requestID = Random.uuid()
         do {
@@ -40,7 +59,9 @@ extension Wire {
             request.clientAddress = clientAddress
             let response = try core.handle(request)
             // Every 404 is JSON: the CLI and hvac read `errors` whatever the path.
-            let body = response.body(requestID: requestID)?.serialized() ?? (response.outcome == .notFound ? Array(#"{"errors":[]}"#.utf8) : nil)
+            let body =
+                response.body(requestID: requestID)?.serialized()
+                ?? (response.outcome == .notFound ? Array(#"{"errors":[]}"#.utf8) : nil)
             return WireResult(status: response.status, body: body, outcome: response.outcome)
         } catch {
             let (status, body) = errorBody(error)
@@ -71,7 +92,13 @@ package enum Wire {
 
     /// Splits the query off `path` and builds the request: query parameters become data for reads
     /// and lists, the JSON body (an object) for writes.
-    package static func parse(method: String, path: String, token: String?, body: [UInt8], id: String) throws(CofferError) -> Request {
+    package static func parse(
+        method: String,
+        path: String,
+        token: String?,
+        body: [UInt8],
+        id: String
+    ) throws(CofferError) -> Request {
         var path = path
         var query: [String: JSONValue] = [:]
         if let mark = path.firstIndex(of: "?") {
@@ -89,12 +116,17 @@ package enum Wire {
         if ["GET", "HEAD"].contains(method.uppercased()), let flag = query["list"]?.stringValue, !flag.isEmpty {
             // Go's strconv.ParseBool, as Vault parses it (hvac sends "True").
             guard let list = Field.parseBool(flag) else {
-                throw CofferError.invalid("the list query parameter must be true or false (1, t, T, TRUE, true, True or their false forms)")
+                throw CofferError.invalid(
+                    "the list query parameter must be true or false (1, t, T, TRUE, true, True or their false forms)"
+                )
             }
             listQuery = list
         }
         guard let operation = operation(forMethod: method, listQuery: listQuery) else {
-            throw CofferError(.unsupportedOperation, "unsupported method \(method); use GET, PUT, POST, PATCH, DELETE or LIST")
+            throw CofferError(
+                .unsupportedOperation,
+                "unsupported method \(method); use GET, PUT, POST, PATCH, DELETE or LIST"
+            )
         }
         var data = query
         data.removeValue(forKey: "list")
@@ -108,7 +140,10 @@ package enum Wire {
             switch parsed {
             case .object(let object): for (k, v) in object { data[k] = v }
             case .null: break
-            default: throw CofferError.invalid("failed to parse JSON input: the body must be a JSON object, not \(parsed.typeName)")
+            default:
+                throw CofferError.invalid(
+                    "failed to parse JSON input: the body must be a JSON object, not \(parsed.typeName)"
+                )
             }
         }
         return Request(operation, path, data: data, token: token, id: id)
@@ -121,7 +156,9 @@ package enum Wire {
             bytes = bytes.dropFirst()
             if b == UInt8(ascii: "+") {
                 out.append(0x20)
-            } else if b == UInt8(ascii: "%"), bytes.count >= 2, let v = Hex.decode(String(decoding: bytes.prefix(2), as: UTF8.self)) {
+            } else if b == UInt8(ascii: "%"), bytes.count >= 2,
+                let v = Hex.decode(String(decoding: bytes.prefix(2), as: UTF8.self))
+            {
                 out.append(v[0])
                 bytes = bytes.dropFirst(2)
             } else {

@@ -36,8 +36,12 @@ public struct AuditDeviceConfig: Sendable, Equatable {
             throw CofferError(.integrity, "the stored audit table (core/audit) is malformed")
         }
         self.init(
-            path: path, type: type, description: json["description"]?.stringValue ?? "",
-            options: (json["options"]?.objectValue ?? [:]).compactMapValues(\.stringValue), local: json["local"]?.boolValue ?? false)
+            path: path,
+            type: type,
+            description: json["description"]?.stringValue ?? "",
+            options: (json["options"]?.objectValue ?? [:]).compactMapValues(\.stringValue),
+            local: json["local"]?.boolValue ?? false
+        )
     }
 
     /// The options each type accepts; anything else is an error naming the option.
@@ -57,7 +61,9 @@ public struct AuditDeviceConfig: Sendable, Equatable {
         if options["prefix"] != nil {
             // Vault's CVE-2025-6000 (HCSEC-2025-14): a prefix lets an API caller choose the first bytes
             // of every line, and so write a script into a file (docs/threat-model.md).
-            throw CofferError.invalid("audit option prefix is not supported: it would let the caller choose the first bytes of every line")
+            throw CofferError.invalid(
+                "audit option prefix is not supported: it would let the caller choose the first bytes of every line"
+            )
         }
         if let sync = options["sync"], AuditSync(rawValue: sync) == nil {
             throw CofferError.invalid("audit option sync must be \"writes\" or \"all\"")
@@ -81,8 +87,10 @@ public struct AuditDeviceConfig: Sendable, Equatable {
             return try SocketAuditSink(address: options["address"] ?? "", kind: options["socket_type"] ?? "tcp")
         default:
             return try SyslogAuditSink(
-                socketPath: options["socket_path"] ?? "/dev/log", facility: options["facility"] ?? "AUTH",
-                tag: options["tag"] ?? "coffer")
+                socketPath: options["socket_path"] ?? "/dev/log",
+                facility: options["facility"] ?? "AUTH",
+                tag: options["tag"] ?? "coffer"
+            )
         }
     }
 }
@@ -129,7 +137,10 @@ package final class AuditBroker: Sendable {
             do {
                 sink = try config.makeSink()
             } catch {
-                let problem = CofferError(.auditFailed, "audit device \(config.path) could not be opened: \(error.message)")
+                let problem = CofferError(
+                    .auditFailed,
+                    "audit device \(config.path) could not be opened: \(error.message)"
+                )
                 problems.append(problem.message)
                 sink = BrokenSink(config: config, error: problem)
             }
@@ -193,7 +204,10 @@ package final class AuditBroker: Sendable {
         let device = try AuditDevice(config: config, sink: try config.makeSink(), salt: salt)
         do {
             try barrier.batch([
-                .put(key: AuditBroker.tablePath, value: JSONValue.array((existing + [config]).map(\.json)).serialized()),
+                .put(
+                    key: AuditBroker.tablePath,
+                    value: JSONValue.array((existing + [config]).map(\.json)).serialized()
+                ),
                 .put(key: AuditBroker.saltPrefix + config.path, value: salt.unsafeCopy),
             ])
         } catch {
@@ -207,7 +221,10 @@ package final class AuditBroker: Sendable {
         let existing = try storedConfigs()
         guard existing.contains(where: { $0.path == path }) else { return }
         try barrier.batch([
-            .put(key: AuditBroker.tablePath, value: JSONValue.array(existing.filter { $0.path != path }.map(\.json)).serialized()),
+            .put(
+                key: AuditBroker.tablePath,
+                value: JSONValue.array(existing.filter { $0.path != path }.map(\.json)).serialized()
+            ),
             .delete(key: AuditBroker.saltPrefix + path),
         ])
         let removed = devices.withLock { d in
@@ -260,7 +277,12 @@ package final class AuditBroker: Sendable {
                 lastError = error
             }
         }
-        try AuditBroker.check(recorded: recorded, of: devices, lastError, "no audit device could record the request, so it was not processed")
+        try AuditBroker.check(
+            recorded: recorded,
+            of: devices,
+            lastError,
+            "no audit device could record the request, so it was not processed"
+        )
         return ticket
     }
 
@@ -283,7 +305,11 @@ package final class AuditBroker: Sendable {
             }
         }
         try AuditBroker.check(
-            recorded: recorded, of: ticket.devices, lastError, "the request was processed but no audit device could record the response")
+            recorded: recorded,
+            of: ticket.devices,
+            lastError,
+            "the request was processed but no audit device could record the response"
+        )
     }
 
     /// Records a request refused before it was routed (a bad token): both lines, best effort.
@@ -293,7 +319,12 @@ package final class AuditBroker: Sendable {
     }
 
     /// Fail closed: with devices enabled, not one of them taking a record is an error.
-    private static func check(recorded: Int, of devices: [AuditDevice], _ lastError: CofferError?, _ what: String) throws(CofferError) {
+    private static func check(
+        recorded: Int,
+        of devices: [AuditDevice],
+        _ lastError: CofferError?,
+        _ what: String
+    ) throws(CofferError) {
         guard recorded == 0, !devices.isEmpty else { return }
         throw CofferError(.auditFailed, what + (lastError.map { ": \($0.message)" } ?? ""))
     }

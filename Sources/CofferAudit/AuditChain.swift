@@ -6,6 +6,7 @@
 /// a record breaks its MAC; removing one breaks `seq` and the next record's `prev_mac`; reordering
 /// breaks `seq`. Removing records from the end is not detectable from the file alone.
 package import CofferCore
+
 package enum AuditChain {
     static let macPrefix = Array(#","mac":""#.utf8)
     static let macSuffixLength = macPrefix.count + 64 + 2
@@ -19,7 +20,12 @@ package enum AuditChain {
     static func seal(lineFrom start: Int, of out: inout [UInt8], key: HMACKey) -> [UInt8] {
         var digest = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         withUnsafeMutableBytes(of: &digest) { d in
-            out.withUnsafeBytes { key.mac(UnsafeRawBufferPointer(rebasing: $0[start...]), into: d.baseAddress!.assumingMemoryBound(to: UInt8.self)) }
+            out.withUnsafeBytes {
+                key.mac(
+                    UnsafeRawBufferPointer(rebasing: $0[start...]),
+                    into: d.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                )
+            }
         }
         out.removeLast()  // "}"
         out.append(contentsOf: macPrefix)
@@ -129,7 +135,10 @@ package enum AuditChain {
                 verdict.tornLines.append(current.number)
                 suspect = nil
             } else if torn {
-                return fail(number, "line \(number) marks a torn record, but the line before it is not the one it describes: a line was removed or edited")
+                return fail(
+                    number,
+                    "line \(number) marks a torn record, but the line before it is not the one it describes: a line was removed or edited"
+                )
             }
             if let previous {
                 if seq <= previous.seq {
@@ -137,7 +146,10 @@ package enum AuditChain {
                 }
                 if seq > previous.seq + 1 {
                     let missing = seq - previous.seq - 1
-                    return fail(number, "\(missing) record(s) removed before line \(number): seq jumps from \(previous.seq) to \(seq)")
+                    return fail(
+                        number,
+                        "\(missing) record(s) removed before line \(number): seq jumps from \(previous.seq) to \(seq)"
+                    )
                 }
                 if prev != previous.mac {
                     return fail(number, "line \(number) does not follow the record before it: the chain is broken")

@@ -84,7 +84,8 @@ package final class AuditDevice: Sendable {
     /// when such a record vouches for it, and so tells a crash from an edit.
     static func continuation(of tail: AuditFileTail, key: HMACKey) -> (chain: AuditChainState, pending: [UInt8]) {
         func position(after line: [UInt8]) -> AuditChainState? {
-            guard let record = AuditChain.split(line), let seq = (try? JSONValue.parse(record.body))?["seq"]?.intValue else { return nil }
+            guard let record = AuditChain.split(line), let seq = (try? JSONValue.parse(record.body))?["seq"]?.intValue
+            else { return nil }
             return AuditChainState(seq: seq, prev: Array(record.mac.utf8))
         }
         var chain = tail.lastLine.flatMap(position(after:)) ?? AuditChainState()
@@ -99,7 +100,13 @@ package final class AuditDevice: Sendable {
             return (whole, pending)
         }
         var marked = pending
-        AuditDevice.appendTornRecord(fragment: tail.fragment, time: SystemClock().now(), chain: &chain, key: key, to: &marked)
+        AuditDevice.appendTornRecord(
+            fragment: tail.fragment,
+            time: SystemClock().now(),
+            chain: &chain,
+            key: key,
+            to: &marked
+        )
         return (chain, marked)
     }
 
@@ -193,7 +200,9 @@ package final class AuditDevice: Sendable {
         var digest = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         withUnsafeMutableBytes(of: &digest) { d in
             let into = d.baseAddress!.assumingMemoryBound(to: UInt8.self)
-            if value.utf8.withContiguousStorageIfAvailable({ hashKey.mac(UnsafeRawBufferPointer($0), into: into) }) == nil {
+            if value.utf8.withContiguousStorageIfAvailable({ hashKey.mac(UnsafeRawBufferPointer($0), into: into) })
+                == nil
+            {
                 Array(value.utf8).withUnsafeBytes { hashKey.mac($0, into: into) }
             }
         }
@@ -271,11 +280,13 @@ package final class AuditDevice: Sendable {
     private static let processHooks: Void = {
         _ = forkGuard
         pthread_atfork(
-            { pthread_mutex_lock(AuditDevice.forkGuard) }, { pthread_mutex_unlock(AuditDevice.forkGuard) },
+            { pthread_mutex_lock(AuditDevice.forkGuard) },
+            { pthread_mutex_unlock(AuditDevice.forkGuard) },
             {
                 pthread_mutex_unlock(AuditDevice.forkGuard)
                 AuditDevice.forkGeneration.add(1, ordering: .relaxed)
-            })
+            }
+        )
         atexit {
             let devices = AuditDevice.live.withLock { $0.values.compactMap(\.device) }
             for device in devices { try? device.flush() }
@@ -285,11 +296,16 @@ package final class AuditDevice: Sendable {
     private func startWriter(_ queue: AuditQueue) {
         let context = Unmanaged.passRetained(WriterContext(queue: queue, device: WeakDevice(device: self))).toOpaque()
         var thread = pthread_t()
-        let started = pthread_create(&thread, nil, { raw in
-            let context = Unmanaged<WriterContext>.fromOpaque(raw!).takeRetainedValue()
-            context.run()
-            return nil
-        }, context)
+        let started = pthread_create(
+            &thread,
+            nil,
+            { raw in
+                let context = Unmanaged<WriterContext>.fromOpaque(raw!).takeRetainedValue()
+                context.run()
+                return nil
+            },
+            context
+        )
         if started == 0 {
             pthread_detach(thread)
         } else {

@@ -77,7 +77,11 @@ package struct AuditFileTail: Sendable {
             }
             guard let previous else {
                 // Only blank lines before the fragment.
-                return AuditFileTail(lastLine: nil, fragment: fragment, looksLikeJSONLines: fragment.isEmpty || fragment.first == UInt8(ascii: "{"))
+                return AuditFileTail(
+                    lastLine: nil,
+                    fragment: fragment,
+                    looksLikeJSONLines: fragment.isEmpty || fragment.first == UInt8(ascii: "{")
+                )
             }
             end = previous
         }
@@ -131,7 +135,9 @@ private func connectUnix(_ path: String, type: __socket_type, what: String) thro
         raw[bytes.count] = 0
     }
     let rc = withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(sock, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            Glibc.connect(sock, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+        }
     }
     guard rc == 0 else {
         Glibc.close(sock)
@@ -160,7 +166,8 @@ package struct AuditFileMode: Sendable, Equatable {
             return
         }
         let digits = Array(option.utf8)
-        guard (1...4).contains(digits.count), digits.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "7") }) else {
+        guard (1...4).contains(digits.count), digits.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "7") })
+        else {
             throw CofferError.invalid("audit option mode must be one to four octal digits, like \"0600\" or \"0640\"")
         }
         let value = digits.reduce(mode_t(0)) { $0 * 8 + mode_t($1 - UInt8(ascii: "0")) }  // at most 0o7777
@@ -169,10 +176,14 @@ package struct AuditFileMode: Sendable, Equatable {
             return
         }
         guard value & 0o7000 == 0 else {
-            throw CofferError.invalid("audit option mode may hold permission bits only: no setuid, setgid or sticky bit")
+            throw CofferError.invalid(
+                "audit option mode may hold permission bits only: no setuid, setgid or sticky bit"
+            )
         }
         guard value & 0o111 == 0 else {
-            throw CofferError.invalid("audit option mode must not make the audit file executable (no x bit); use 0600 or 0640")
+            throw CofferError.invalid(
+                "audit option mode must not make the audit file executable (no x bit); use 0600 or 0640"
+            )
         }
         guard value & 0o002 == 0 else {
             throw CofferError.invalid("audit option mode must not let every user write the audit file (the 002 bit)")
@@ -281,9 +292,13 @@ package final class FileAuditSink: AuditSink {
     private static func refusal(_ mode: mode_t) -> Problem {
         switch mode & S_IFMT {
         case S_IFDIR: Problem("file_path names a directory, not a file")
-        case S_IFCHR, S_IFBLK: Problem("file_path names a device file, not a regular file; to drop every record, use file_path=discard")
+        case S_IFCHR, S_IFBLK:
+            Problem("file_path names a device file, not a regular file; to drop every record, use file_path=discard")
         case S_IFIFO: Problem("file_path names a FIFO, not a regular file")
-        case S_IFSOCK: Problem("file_path names a socket, not a regular file; use a socket audit device to send records to a socket")
+        case S_IFSOCK:
+            Problem(
+                "file_path names a socket, not a regular file; use a socket audit device to send records to a socket"
+            )
         default: Problem("file_path does not name a regular file")
         }
     }
@@ -330,11 +345,14 @@ package final class FileAuditSink: AuditSink {
             let (linkDirectory, linkName) = split(link.hasPrefix("/") ? link : join(realDirectory, link))
             guard !linkName.isEmpty, linkName != ".", linkName != "..", realPath(linkDirectory) == realDirectory else {
                 throw Problem(
-                    "file_path is a symbolic link that points outside its own directory; link to a file in the same directory, or give the file's own path")
+                    "file_path is a symbolic link that points outside its own directory; link to a file in the same directory, or give the file's own path"
+                )
             }
             target = join(realDirectory, linkName)
             exists = lstat(target, &st) == 0
-            if !exists && Glibc.errno != ENOENT { throw Problem.errno("the file file_path links to cannot be examined") }
+            if !exists && Glibc.errno != ENOENT {
+                throw Problem.errno("the file file_path links to cannot be examined")
+            }
             if exists && st.st_mode & S_IFMT == S_IFLNK {
                 throw Problem("file_path is a symbolic link to another symbolic link; link to the file itself")
             }
@@ -374,7 +392,8 @@ package final class FileAuditSink: AuditSink {
         if size > 0 {
             let reader = Glibc.open(target, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY)
             var readerStat = stat()
-            guard reader >= 0, fstat(reader, &readerStat) == 0, readerStat.st_ino == opened.st_ino, readerStat.st_dev == opened.st_dev
+            guard reader >= 0, fstat(reader, &readerStat) == 0, readerStat.st_ino == opened.st_ino,
+                readerStat.st_dev == opened.st_dev
             else {
                 let problem = Problem.errno("file_path cannot be read back to continue its records")
                 if reader >= 0 { Glibc.close(reader) }
@@ -386,7 +405,8 @@ package final class FileAuditSink: AuditSink {
             guard let found, found.looksLikeJSONLines else {
                 Glibc.close(fd)
                 throw Problem(
-                    "file_path names an existing file that is not an audit log (its last line is not a JSON object); give a new file, or a log of JSON lines")
+                    "file_path names an existing file that is not an audit log (its last line is not a JSON object); give a new file, or a log of JSON lines"
+                )
             }
             tail = found
         }
@@ -408,7 +428,9 @@ package final class StdoutAuditSink: AuditSink {
 
     package func write(_ lines: [UInt8]) throws(CofferError) {
         try StdoutAuditSink.lock.withLock { (_) throws(CofferError) in
-            guard writeAll(STDOUT_FILENO, lines) else { throw posixError("cannot write audit records to standard output") }
+            guard writeAll(STDOUT_FILENO, lines) else {
+                throw posixError("cannot write audit records to standard output")
+            }
         }
     }
 
@@ -466,7 +488,11 @@ package final class SocketAuditSink: AuditSink {
             throw CofferError(.auditFailed, "cannot resolve audit socket address \(address)")
         }
         defer { freeaddrinfo(result) }
-        let sock = socket(first.pointee.ai_family, first.pointee.ai_socktype | Int32(SOCK_CLOEXEC.rawValue), first.pointee.ai_protocol)
+        let sock = socket(
+            first.pointee.ai_family,
+            first.pointee.ai_socktype | Int32(SOCK_CLOEXEC.rawValue),
+            first.pointee.ai_protocol
+        )
         guard sock >= 0 else { throw posixError("cannot create a socket") }
         guard Glibc.connect(sock, first.pointee.ai_addr, first.pointee.ai_addrlen) == 0 else {
             Glibc.close(sock)
@@ -536,7 +562,9 @@ package final class SyslogAuditSink: AuditSink {
 
     init(socketPath: String, facility: String, tag: String) throws(CofferError) {
         guard let code = SyslogAuditSink.facilities[facility.uppercased()] else {
-            throw CofferError.invalid("audit option facility must be one of \(SyslogAuditSink.facilities.keys.sorted().joined(separator: ", "))")
+            throw CofferError.invalid(
+                "audit option facility must be one of \(SyslogAuditSink.facilities.keys.sorted().joined(separator: ", "))"
+            )
         }
         self.socketPath = socketPath
         self.priority = code * 8 + 6  // severity: informational

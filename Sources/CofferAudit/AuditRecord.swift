@@ -2,6 +2,7 @@
 /// been handled, its response or error. A value, so that a queued record can be built on the device's
 /// writer thread while the request's own thread goes on.
 package import CofferCore
+
 package struct AuditRecord: Sendable {
     let request: Request
     let caller: AuditCaller?
@@ -57,7 +58,8 @@ extension AuditDevice {
     /// Appends the lines of `record` for `phases` to `out`, in the shape of Vault's audit log:
     /// `{auth, error, prev_mac, request, response?, seq, time, type, mac}` (keys sorted but `mac`,
     /// which closes the line; AuditChain says what it covers). Advances `chain` past them.
-    func appendLines(_ record: AuditRecord, _ phases: AuditPhases, chain: inout AuditChainState, to out: inout [UInt8]) {
+    func appendLines(_ record: AuditRecord, _ phases: AuditPhases, chain: inout AuditChainState, to out: inout [UInt8])
+    {
         // The token and accessor appear in both blocks: hashed once.
         var token: [UInt8] = []
         writeHashed(record.request.token, to: &token)
@@ -91,7 +93,13 @@ extension AuditDevice {
 
     /// Appends a `torn` record (see `continuation(of:key:)`): `{"error":"","prev_mac":…,"seq":…,"time":…,
     /// "torn":{"bytes":<length of the torn line>,"sha256":"<hex>"},"type":"torn","mac":…}`.
-    static func appendTornRecord(fragment: [UInt8], time: Timestamp, chain: inout AuditChainState, key: HMACKey, to out: inout [UInt8]) {
+    static func appendTornRecord(
+        fragment: [UInt8],
+        time: Timestamp,
+        chain: inout AuditChainState,
+        key: HMACKey,
+        to out: inout [UInt8]
+    ) {
         let start = out.count
         out.appendLiteral(#"{"error":"","prev_mac":""#)
         out.append(contentsOf: chain.prev)

@@ -32,8 +32,12 @@ package protocol TableBackend: Backend {
 }
 
 extension TableBackend {
-    package func handle(_ request: BackendRequest) throws(CofferError) -> Response { try Self.paths.handle(self, request) }
-    package func exists(_ request: ExistenceRequest) throws(CofferError) -> Bool? { try Self.paths.exists(self, request) }
+    package func handle(_ request: BackendRequest) throws(CofferError) -> Response {
+        try Self.paths.handle(self, request)
+    }
+    package func exists(_ request: ExistenceRequest) throws(CofferError) -> Bool? {
+        try Self.paths.exists(self, request)
+    }
 }
 
 /// Paths of a backend that the pipeline treats specially, as globs relative to the mount: a
@@ -55,7 +59,10 @@ package struct SpecialPaths: Sendable {
     package var sealWrapStorage: [String]
 
     package init(
-        unauthenticated: [String] = [], root: [String] = [], unaudited: [String] = [], selfService: [String] = [],
+        unauthenticated: [String] = [],
+        root: [String] = [],
+        unaudited: [String] = [],
+        selfService: [String] = [],
         sealWrapStorage: [String] = []
     ) {
         self.unauthenticated = unauthenticated
@@ -87,7 +94,8 @@ package struct SecretType: Sendable {
     package let revoke: @Sendable (SecretRequest) throws(CofferError) -> Void
 
     package init(
-        name: String, renew: @escaping @Sendable (SecretRequest) throws(CofferError) -> Response,
+        name: String,
+        renew: @escaping @Sendable (SecretRequest) throws(CofferError) -> Response,
         revoke: @escaping @Sendable (SecretRequest) throws(CofferError) -> Void
     ) {
         self.name = name
@@ -107,7 +115,11 @@ package struct SecretRequest: Sendable {
     package var now: Timestamp
 
     package init(
-        leaseID: String, internalData: [String: JSONValue], increment: Int64, storage: StorageView, mount: MountEntry,
+        leaseID: String,
+        internalData: [String: JSONValue],
+        increment: Int64,
+        storage: StorageView,
+        mount: MountEntry,
         now: Timestamp
     ) {
         self.leaseID = leaseID

@@ -131,8 +131,16 @@ package struct BackendRequest: Sendable {
     package var clientAddress: String
 
     package init(
-        operation: Request.Operation, path: String, fields: FieldData, storage: StorageView, mount: MountEntry,
-        now: Timestamp, caller: Caller? = nil, token: String? = nil, requestID: String = "", clientAddress: String = ""
+        operation: Request.Operation,
+        path: String,
+        fields: FieldData,
+        storage: StorageView,
+        mount: MountEntry,
+        now: Timestamp,
+        caller: Caller? = nil,
+        token: String? = nil,
+        requestID: String = "",
+        clientAddress: String = ""
     ) {
         self.operation = operation
         self.path = path
@@ -169,7 +177,14 @@ package struct ExistenceRequest: Sendable {
     package var now: Timestamp
     package var caller: Caller?
 
-    package init(path: String, fields: FieldData, storage: StorageReader, mount: MountEntry, now: Timestamp, caller: Caller? = nil) {
+    package init(
+        path: String,
+        fields: FieldData,
+        storage: StorageReader,
+        mount: MountEntry,
+        now: Timestamp,
+        caller: Caller? = nil
+    ) {
         self.path = path
         self.fields = fields
         self.storage = storage

@@ -38,8 +38,14 @@ package struct Field: Sendable {
         self.required = required
     }
 
-    package static func string(_ name: String, required: Bool = false) -> Field { Field(name, .string, required: required) }
-    package static func int(_ name: String, _ range: ClosedRange<Int> = 0...Int(Int32.max), required: Bool = false) -> Field {
+    package static func string(_ name: String, required: Bool = false) -> Field {
+        Field(name, .string, required: required)
+    }
+    package static func int(
+        _ name: String,
+        _ range: ClosedRange<Int> = 0...Int(Int32.max),
+        required: Bool = false
+    ) -> Field {
         Field(name, .int(range), required: required)
     }
     package static func bool(_ name: String) -> Field { Field(name, .bool) }
@@ -47,11 +53,17 @@ package struct Field: Sendable {
         Field(name, .duration(maximum: maximum))
     }
     package static func strings(_ name: String) -> Field { Field(name, .stringList) }
-    package static func ints(_ name: String, _ range: ClosedRange<Int> = 0...Int(Int32.max)) -> Field { Field(name, .intList(range)) }
+    package static func ints(_ name: String, _ range: ClosedRange<Int> = 0...Int(Int32.max)) -> Field {
+        Field(name, .intList(range))
+    }
     package static func stringMap(_ name: String) -> Field { Field(name, .stringMap) }
-    package static func object(_ name: String, required: Bool = false) -> Field { Field(name, .object, required: required) }
+    package static func object(_ name: String, required: Bool = false) -> Field {
+        Field(name, .object, required: required)
+    }
     package static func any(_ name: String) -> Field { Field(name, .any) }
-    package static func bytes(_ name: String, required: Bool = false) -> Field { Field(name, .bytes, required: required) }
+    package static func bytes(_ name: String, required: Bool = false) -> Field {
+        Field(name, .bytes, required: required)
+    }
 
     /// What the field holds, for error texts: "an integer from 0 to 2147483647".
     var expected: String {
@@ -59,7 +71,8 @@ package struct Field: Sendable {
         case .string: "a string"
         case .int(let r): "an integer from \(r.lowerBound) to \(r.upperBound)"
         case .bool: "a boolean"
-        case .duration(let max): "a duration from 0 to \(max) seconds (a number of seconds or text such as \"90s\" or \"1h30m\")"
+        case .duration(let max):
+            "a duration from 0 to \(max) seconds (a number of seconds or text such as \"90s\" or \"1h30m\")"
         case .stringList: "a list of strings"
         case .intList(let r): "a list of integers from \(r.lowerBound) to \(r.upperBound)"
         case .stringMap: "an object of string values"
@@ -97,11 +110,14 @@ package struct Field: Sendable {
             default: throw invalid()
             }
         case .duration(let maximum):
-            guard let seconds = try? VaultDuration.seconds(value, field: name), seconds <= maximum else { throw invalid() }
+            guard let seconds = try? VaultDuration.seconds(value, field: name), seconds <= maximum else {
+                throw invalid()
+            }
             return .int(Int(seconds))
         case .stringList:
             switch value {
-            case .string(let s): return .strings(s.split(separator: ",").map { String($0).trimmingSpaces() }.filter { !$0.isEmpty })
+            case .string(let s):
+                return .strings(s.split(separator: ",").map { String($0).trimmingSpaces() }.filter { !$0.isEmpty })
             case .array(let items):
                 var out: [String] = []
                 out.reserveCapacity(items.count)

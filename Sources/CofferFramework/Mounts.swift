@@ -65,7 +65,8 @@ package struct MountEntry: Sendable, Equatable {
         var listing: [String: JSONValue] = [
             "type": .string(type), "description": .string(description), "accessor": .string(accessor),
             "uuid": .string(uuid), "config": .object(config), "local": .bool(local), "seal_wrap": .bool(sealWrap),
-            "external_entropy_access": false, "options": options.isEmpty ? .null : .object(options.mapValues { .string($0) }),
+            "external_entropy_access": false,
+            "options": options.isEmpty ? .null : .object(options.mapValues { .string($0) }),
             "running_plugin_version": "", "running_sha256": "", "plugin_version": "",
         ]
         if type == "kv" { listing["deprecation_status"] = "supported" }  // OpenBao lists it for builtin secret engines
@@ -86,7 +87,9 @@ package struct EngineRegistry: Sendable {
 
     package func make(_ entry: MountEntry) throws(CofferError) -> any Backend {
         guard let factory = factories[entry.type] else {
-            throw CofferError.invalid("unknown secrets engine type \"\(entry.type)\"; available: \(types.joined(separator: ", "))")
+            throw CofferError.invalid(
+                "unknown secrets engine type \"\(entry.type)\"; available: \(types.joined(separator: ", "))"
+            )
         }
         return try factory(entry)
     }

@@ -33,16 +33,19 @@ package struct PathPattern: Sendable, CustomStringConvertible {
         var body = Substring(text)
         listForm = body.hasSuffix("/")
         if listForm { body = body.dropLast() }
-        segments = body.isEmpty ? [] : body.split(separator: "/", omittingEmptySubsequences: false).map { part in
-            if part.hasPrefix("{"), part.hasSuffix("}") {
-                let name = part.dropFirst().dropLast()
-                if name.hasSuffix("+") { return .rest(String(name.dropLast()), allowsEmpty: false) }
-                if name.hasSuffix("*") { return .rest(String(name.dropLast()), allowsEmpty: true) }
-                if name.hasSuffix("?") { return .optional(String(name.dropLast())) }
-                return .capture(String(name))
+        segments =
+            body.isEmpty
+            ? []
+            : body.split(separator: "/", omittingEmptySubsequences: false).map { part in
+                if part.hasPrefix("{"), part.hasSuffix("}") {
+                    let name = part.dropFirst().dropLast()
+                    if name.hasSuffix("+") { return .rest(String(name.dropLast()), allowsEmpty: false) }
+                    if name.hasSuffix("*") { return .rest(String(name.dropLast()), allowsEmpty: true) }
+                    if name.hasSuffix("?") { return .optional(String(name.dropLast())) }
+                    return .capture(String(name))
+                }
+                return .literal(Array(part.utf8))
             }
-            return .literal(Array(part.utf8))
-        }
     }
 
     /// Why the pattern is malformed, or nil. Checked once per table.
@@ -52,7 +55,8 @@ package struct PathPattern: Sendable, CustomStringConvertible {
             case .literal(let bytes) where bytes.isEmpty: return "an empty segment"
             case .literal(let bytes) where bytes.contains(UInt8(ascii: "{")) || bytes.contains(UInt8(ascii: "}")):
                 return "a brace inside a literal segment"
-            case .capture(let name) where name.isEmpty, .rest(let name, _) where name.isEmpty, .optional(let name) where name.isEmpty:
+            case .capture(let name) where name.isEmpty, .rest(let name, _) where name.isEmpty,
+                .optional(let name) where name.isEmpty:
                 return "a capture without a name"
             case .rest:
                 let after = segments[(i + 1)...]
@@ -141,10 +145,18 @@ package struct Captures: Sendable {
 
     mutating func append(_ name: String, _ value: Substring) {
         switch count {
-        case 0: names.0 = name; values.0 = value
-        case 1: names.1 = name; values.1 = value
-        case 2: names.2 = name; values.2 = value
-        case 3: names.3 = name; values.3 = value
+        case 0:
+            names.0 = name
+            values.0 = value
+        case 1:
+            names.1 = name
+            values.1 = value
+        case 2:
+            names.2 = name
+            values.2 = value
+        case 3:
+            names.3 = name
+            values.3 = value
         default: return  // tables with more captures are refused by validate()
         }
         count += 1

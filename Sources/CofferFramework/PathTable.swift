@@ -26,9 +26,17 @@ package struct Path<B>: Sendable {
 
     /// `write` serves both create and update (the usual case); `create` and `update` override it.
     package init(
-        _ pattern: String, fields: [Field] = [], arbitraryFields: Bool = false, existence: ExistenceCheck<B>? = nil,
-        read: Handler<B>? = nil, list: Handler<B>? = nil, write: Handler<B>? = nil, create: Handler<B>? = nil,
-        update: Handler<B>? = nil, patch: Handler<B>? = nil, delete: Handler<B>? = nil
+        _ pattern: String,
+        fields: [Field] = [],
+        arbitraryFields: Bool = false,
+        existence: ExistenceCheck<B>? = nil,
+        read: Handler<B>? = nil,
+        list: Handler<B>? = nil,
+        write: Handler<B>? = nil,
+        create: Handler<B>? = nil,
+        update: Handler<B>? = nil,
+        patch: Handler<B>? = nil,
+        delete: Handler<B>? = nil
     ) {
         self.pattern = PathPattern(pattern)
         self.fields = fields
@@ -74,7 +82,9 @@ package struct PathTable<B>: Sendable {
             let name = "path \"\(path.pattern)\""
             if let problem = path.pattern.problem { problems.append("\(name): \(problem)") }
             if path.pattern.captureNames.count > 4 { problems.append("\(name): more than four captures") }
-            if Set(path.fields.map(\.name)).count != path.fields.count { problems.append("\(name): a field declared twice") }
+            if Set(path.fields.map(\.name)).count != path.fields.count {
+                problems.append("\(name): a field declared twice")
+            }
             if path.operations.isEmpty { problems.append("\(name): no operation") }
         }
         return problems
@@ -105,7 +115,9 @@ package struct PathTable<B>: Sendable {
         let ignored = try request.fields.check(against: path.fields, arbitrary: path.arbitraryFields)
         var response = try handler(backend)(request)
         if !ignored.isEmpty {
-            response.warnings.append("Endpoint ignored these unrecognized parameters: [\(ignored.joined(separator: " "))]")
+            response.warnings.append(
+                "Endpoint ignored these unrecognized parameters: [\(ignored.joined(separator: " "))]"
+            )
         }
         return response
     }

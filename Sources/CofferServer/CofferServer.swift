@@ -26,7 +26,9 @@ public final class CofferHTTPServer: Sendable {
 
     /// Checks the configuration and loads the TLS files; serving starts with ``run()``.
     public init(
-        vault: Vault, config: ServerConfig, logOutput: LogOutput,
+        vault: Vault,
+        config: ServerConfig,
+        logOutput: LogOutput,
         reloadConfig: (@Sendable () throws -> ServerConfig)? = nil
     ) throws {
         try config.validate()
@@ -48,36 +50,62 @@ public final class CofferHTTPServer: Sendable {
         let listener = config.listener
         let (host, port) = try listener.hostAndPort()
         let responder = WireResponder(
-            vault: vault, maxRequestSize: listener.maxRequestSize, offloadWrites: vault.storageType != "inmem", logger: logger)
+            vault: vault,
+            maxRequestSize: listener.maxRequestSize,
+            offloadWrites: vault.storageType != "inmem",
+            logger: logger
+        )
         let idleTimeout = TimeAmount.seconds(listener.idleTimeout)
         let http1 = CofferHTTPChannel(
             base: HTTP1Channel(
                 responder: { request, writer, channel in try await responder.respond(request, writer, channel) },
-                configuration: .init(additionalChannelHandlers: [RequestGuard(idle: idleTimeout)], idleTimeout: idleTimeout)),
-            headerTimeout: .seconds(listener.readHeaderTimeout), readTimeout: .seconds(listener.readTimeout),
-            limiter: ConnectionLimiter(limit: listener.maxConnectionsPerAddress, logger: logger), logger: logger)
+                configuration: .init(
+                    additionalChannelHandlers: [RequestGuard(idle: idleTimeout)],
+                    idleTimeout: idleTimeout
+                )
+            ),
+            headerTimeout: .seconds(listener.readHeaderTimeout),
+            readTimeout: .seconds(listener.readTimeout),
+            limiter: ConnectionLimiter(limit: listener.maxConnectionsPerAddress, logger: logger),
+            logger: logger
+        )
         let serverConfiguration = ServerConfiguration(
-            address: .hostname(host, port: port), serverName: nil, backlog: 256, reuseAddress: true,
-            availableConnectionsDelegate: MaximumAvailableConnections(listener.maxConnections, logger: logger))
+            address: .hostname(host, port: port),
+            serverName: nil,
+            backlog: 256,
+            reuseAddress: true,
+            availableConnectionsDelegate: MaximumAvailableConnections(listener.maxConnections, logger: logger)
+        )
         let server: any Service
         if let tls {
             server = Server(
                 childChannelSetup: try TLSChannel(http1, tlsConfiguration: tls.configuration()),
                 configuration: serverConfiguration,
-                eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: logger)
+                eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
+                logger: logger
+            )
         } else {
             server = Server(
-                childChannelSetup: http1, configuration: serverConfiguration,
-                eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: logger)
+                childChannelSetup: http1,
+                configuration: serverConfiguration,
+                eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
+                logger: logger
+            )
         }
         let group = ServiceGroup(
             configuration: .init(
                 services: [
                     .init(service: server, serviceName: "http"),
-                    .init(service: ReloadOnHangup(server: self), successTerminationBehavior: .ignore, serviceName: "sighup"),
+                    .init(
+                        service: ReloadOnHangup(server: self),
+                        successTerminationBehavior: .ignore,
+                        serviceName: "sighup"
+                    ),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: output.logger("coffer.lifecycle")))
+                logger: output.logger("coffer.lifecycle")
+            )
+        )
         defer {
             vault.close()
             logger.info("stopped; storage closed")

@@ -98,7 +98,9 @@ package struct HTTPFraming: Sendable {
     }
 
     /// Methods llhttp accepts and Vault clients use; every other method token is handed on as `GET`.
-    static let parserMethods: [[UInt8]] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"].map { Array($0.utf8) }
+    static let parserMethods: [[UInt8]] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"].map {
+        Array($0.utf8)
+    }
 
     enum State: Sendable, Equatable {
         /// Before a request line; `sawCR`: a CR of an empty line was just read.
@@ -206,7 +208,9 @@ package struct HTTPFraming: Sendable {
                 // A line at a time: find its LF, check the bytes before it in bulk, copy them at once.
                 var lineEnd: Int  // index of the LF that ends the line
                 if sawCR {
-                    guard input[i] == Self.lf else { return refuse(&events, "a bare CR in the request head", at: i - 1) }
+                    guard input[i] == Self.lf else {
+                        return refuse(&events, "a bare CR in the request head", at: i - 1)
+                    }
                     lineEnd = i
                 } else {
                     let lf = Self.find(Self.lf, in: input, from: i, to: count)
@@ -221,10 +225,18 @@ package struct HTTPFraming: Sendable {
                     head.append(contentsOf: UnsafeRawBufferPointer(rebasing: input[i..<segmentEnd]))
                     let lineBytes = head.count - lineStart - (head.last == Self.cr ? 1 : 0)
                     if lineBytes > limits.lineBytes {
-                        return refuse(&events, "a line of the request head is longer than \(limits.lineBytes) bytes", at: segmentEnd - 1)
+                        return refuse(
+                            &events,
+                            "a line of the request head is longer than \(limits.lineBytes) bytes",
+                            at: segmentEnd - 1
+                        )
                     }
                     if head.count > limits.headBytes {
-                        return refuse(&events, "the request head is longer than \(limits.headBytes) bytes", at: segmentEnd - 1)
+                        return refuse(
+                            &events,
+                            "the request head is longer than \(limits.headBytes) bytes",
+                            at: segmentEnd - 1
+                        )
                     }
                     guard let lf else {
                         state = .head(sawCR: head.last == Self.cr)
@@ -243,7 +255,10 @@ package struct HTTPFraming: Sendable {
                     var lineReader = reader
                     let (start, limits) = (lineStart, limits)
                     let reason = head.withUnsafeBufferPointer { all in
-                        lineReader.read(line: UnsafeBufferPointer(rebasing: all[start..<(all.count - 2)]), limits: limits)
+                        lineReader.read(
+                            line: UnsafeBufferPointer(rebasing: all[start..<(all.count - 2)]),
+                            limits: limits
+                        )
                     }
                     reader = lineReader
                     if let reason { return refuse(&events, reason, at: lineEnd) }
@@ -298,8 +313,12 @@ package struct HTTPFraming: Sendable {
                 let byte = input[i]
                 chunkLine += 1
                 if sawCR {
-                    guard byte == Self.lf else { return refuse(&events, "a chunk size line does not end in CRLF", at: i, run: bodyRun) }
-                    guard digits > 0 else { return refuse(&events, "a chunk size line holds no size", at: i, run: bodyRun) }
+                    guard byte == Self.lf else {
+                        return refuse(&events, "a chunk size line does not end in CRLF", at: i, run: bodyRun)
+                    }
+                    guard digits > 0 else {
+                        return refuse(&events, "a chunk size line holds no size", at: i, run: bodyRun)
+                    }
                     i += 1
                     state = value == 0 ? .trailerEnd(sawCR: false) : .chunkData(remaining: value)
                     continue
@@ -308,7 +327,9 @@ package struct HTTPFraming: Sendable {
                     state = .chunkSize(digits: digits, value: value, sawCR: true)
                 } else if let digit = Self.hexValue(byte) {
                     // 15 hex digits (without leading zeros) stay far below Int.max; a size that big never arrives anyway.
-                    guard value < 1 << 56 else { return refuse(&events, "a chunk size is too large", at: i, run: bodyRun) }
+                    guard value < 1 << 56 else {
+                        return refuse(&events, "a chunk size is too large", at: i, run: bodyRun)
+                    }
                     value = value << 4 | digit
                     digits += 1
                     state = .chunkSize(digits: digits, value: value, sawCR: false)
@@ -320,7 +341,12 @@ package struct HTTPFraming: Sendable {
                     return refuse(&events, "a chunk size must be hexadecimal digits", at: i, run: bodyRun)
                 }
                 if chunkLine > limits.lineBytes {
-                    return refuse(&events, "a chunk size line is longer than \(limits.lineBytes) bytes", at: i, run: bodyRun)
+                    return refuse(
+                        &events,
+                        "a chunk size line is longer than \(limits.lineBytes) bytes",
+                        at: i,
+                        run: bodyRun
+                    )
                 }
                 i += 1
 
@@ -350,12 +376,19 @@ package struct HTTPFraming: Sendable {
                 let byte = input[i]
                 if !sawCR {
                     guard byte == Self.cr else {
-                        return refuse(&events, "trailer fields after a chunked body are not supported", at: i, run: bodyRun)
+                        return refuse(
+                            &events,
+                            "trailer fields after a chunked body are not supported",
+                            at: i,
+                            run: bodyRun
+                        )
                     }
                     state = .trailerEnd(sawCR: true)
                     i += 1
                 } else {
-                    guard byte == Self.lf else { return refuse(&events, "the chunked body does not end in CRLF", at: i, run: bodyRun) }
+                    guard byte == Self.lf else {
+                        return refuse(&events, "the chunked body does not end in CRLF", at: i, run: bodyRun)
+                    }
                     i += 1
                     forward(run..<i)
                     bodyRun = nil
@@ -414,10 +447,13 @@ package struct HTTPFraming: Sendable {
     /// RFC 9110 `tchar`: the characters of a method and a header name.
     static func isTokenByte(_ byte: UInt8) -> Bool {
         switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"):
             true
-        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
-            UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
+        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"),
+            UInt8(ascii: "'"),
+            UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"),
+            UInt8(ascii: "_"),
             UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
             true
         default:
@@ -447,7 +483,9 @@ extension HTTPFraming {
                 return readRequestLine(line, limits: limits)
             }
             fields += 1
-            if fields > limits.headerFields { return "the request head has more than \(limits.headerFields) header fields" }
+            if fields > limits.headerFields {
+                return "the request head has more than \(limits.headerFields) header fields"
+            }
             let first = line[0]
             if first == Self.space || first == Self.tab {
                 return "a header line starts with whitespace (obs-fold is not accepted)"
@@ -459,7 +497,9 @@ extension HTTPFraming {
             }
             // The value: leading whitespace skipped; control characters other than HTAB refused.
             var valueStart = colon + 1
-            while valueStart < line.count, line[valueStart] == Self.space || line[valueStart] == Self.tab { valueStart += 1 }
+            while valueStart < line.count, line[valueStart] == Self.space || line[valueStart] == Self.tab {
+                valueStart += 1
+            }
             var index = valueStart
             while index < line.count {
                 let b = line[index]
@@ -468,7 +508,9 @@ extension HTTPFraming {
             }
             let value = UnsafeBufferPointer(rebasing: line[valueStart..<line.count])
             var trimmedEnd = line.count
-            while trimmedEnd > valueStart, line[trimmedEnd - 1] == Self.space || line[trimmedEnd - 1] == Self.tab { trimmedEnd -= 1 }
+            while trimmedEnd > valueStart, line[trimmedEnd - 1] == Self.space || line[trimmedEnd - 1] == Self.tab {
+                trimmedEnd -= 1
+            }
             let trimmed = UnsafeBufferPointer(rebasing: line[valueStart..<trimmedEnd])
 
             // Only names of the length of one that matters are compared.
@@ -516,7 +558,9 @@ extension HTTPFraming {
             guard let space1 = line.firstIndex(of: Self.space) else { return malformed }
             let method = UnsafeBufferPointer(rebasing: line[0..<space1])
             guard !method.isEmpty, Self.allTokenBytes(method) else { return malformed }
-            guard method.count <= limits.methodBytes else { return "the method is longer than \(limits.methodBytes) bytes" }
+            guard method.count <= limits.methodBytes else {
+                return "the method is longer than \(limits.methodBytes) bytes"
+            }
             let rest = UnsafeBufferPointer(rebasing: line[(space1 + 1)...])
             guard let space2 = rest.firstIndex(of: Self.space) else { return malformed }
             let target = UnsafeBufferPointer(rebasing: rest[0..<space2])
@@ -569,9 +613,15 @@ extension HTTPFraming {
             let replaced = !HTTPFraming.parserMethods.contains { $0.elementsEqual(method) }
             return .success(
                 Head(
-                    method: String(decoding: method, as: UTF8.self), methodReplaced: replaced,
-                    target: String(decoding: target, as: UTF8.self), minorVersion: minorVersion, body: body,
-                    keepAlive: keepAlive, start: start))
+                    method: String(decoding: method, as: UTF8.self),
+                    methodReplaced: replaced,
+                    target: String(decoding: target, as: UTF8.self),
+                    minorVersion: minorVersion,
+                    body: body,
+                    keepAlive: keepAlive,
+                    start: start
+                )
+            )
         }
 
         static func equalsIgnoringCase(_ bytes: UnsafeBufferPointer<UInt8>, _ lowercase: StaticString) -> Bool {

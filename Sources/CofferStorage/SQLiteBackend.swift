@@ -1,5 +1,5 @@
-package import CofferCore
 import CSQLite
+package import CofferCore
 import Synchronization
 
 #if canImport(Glibc)
@@ -119,7 +119,11 @@ package final class SQLiteBackend: PhysicalBackend {
             return .success(pool.idle.popLast())
         }
         let connection: Connection
-        if let idle = try taken.get() { connection = idle } else { connection = try Connection(path: path, writer: false) }
+        if let idle = try taken.get() {
+            connection = idle
+        } else {
+            connection = try Connection(path: path, writer: false)
+        }
         defer {
             readers.withLock { pool in
                 if !pool.closed && pool.idle.count < SQLiteBackend.idleReaders { pool.idle.append(connection) }
@@ -180,7 +184,8 @@ private final class OwnerLock: Sendable {
             throw CofferError(
                 .io,
                 "the storage file \(database) is in use by another Coffer (pid \(pid.isEmpty ? "unknown" : pid)); "
-                    + "one process may open a database at a time: stop that one, or open another file")
+                    + "one process may open a database at a time: stop that one, or open another file"
+            )
         }
         let text = Array("\(getpid())\n".utf8)
         _ = ftruncate(descriptor, 0)
@@ -229,8 +234,15 @@ private final class Connection: @unchecked Sendable {
                 try Connection.exec(handle, path, "PRAGMA query_only=1")
             }
             getStmt = try Connection.prepare(handle, path, "SELECT value FROM entries WHERE key = ?1")
-            listStmt = try Connection.prepare(handle, path, "SELECT key FROM entries WHERE key >= ?1 AND key < ?2 ORDER BY key")
-            putStmt = writer ? try Connection.prepare(handle, path, "INSERT OR REPLACE INTO entries(key, value) VALUES (?1, ?2)") : nil
+            listStmt = try Connection.prepare(
+                handle,
+                path,
+                "SELECT key FROM entries WHERE key >= ?1 AND key < ?2 ORDER BY key"
+            )
+            putStmt =
+                writer
+                ? try Connection.prepare(handle, path, "INSERT OR REPLACE INTO entries(key, value) VALUES (?1, ?2)")
+                : nil
             deleteStmt = writer ? try Connection.prepare(handle, path, "DELETE FROM entries WHERE key = ?1") : nil
         } catch {
             sqlite3_close_v2(handle)
@@ -270,23 +282,28 @@ private final class Connection: @unchecked Sendable {
         if appID == 0 && tables == 0 {
             try exec(db, path, "PRAGMA journal_mode=WAL")
             try exec(
-                db, path,
+                db,
+                path,
                 """
                 BEGIN;
                 CREATE TABLE entries(key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL) WITHOUT ROWID;
                 PRAGMA application_id=\(SQLiteBackend.applicationID);
                 PRAGMA user_version=\(SQLiteBackend.formatVersion);
                 COMMIT;
-                """)
+                """
+            )
         } else if appID != SQLiteBackend.applicationID {
             throw CofferError(
-                .corruptDatabase, "\(path) is not a Coffer database (it is an SQLite file of another application)")
+                .corruptDatabase,
+                "\(path) is not a Coffer database (it is an SQLite file of another application)"
+            )
         } else {
             let version = try scalar(db, path, "PRAGMA user_version")
             guard version == Int64(SQLiteBackend.formatVersion) else {
                 throw CofferError(
                     .corruptDatabase,
-                    "\(path) has storage format \(version); this Coffer reads format \(SQLiteBackend.formatVersion)")
+                    "\(path) has storage format \(version); this Coffer reads format \(SQLiteBackend.formatVersion)"
+                )
             }
             try exec(db, path, "PRAGMA journal_mode=WAL")
         }
@@ -298,7 +315,10 @@ private final class Connection: @unchecked Sendable {
         let text = String(cString: sqlite3_errmsg(db))
         switch primary {
         case SQLITE_CORRUPT, SQLITE_NOTADB:
-            return CofferError(.corruptDatabase, "the storage file \(path) is damaged (\(text)); restore it from a backup")
+            return CofferError(
+                .corruptDatabase,
+                "the storage file \(path) is damaged (\(text)); restore it from a backup"
+            )
         case SQLITE_NOMEM:
             return CofferError(.outOfMemory, "SQLite ran out of memory \(action)")
         default:
@@ -321,7 +341,10 @@ private final class Connection: @unchecked Sendable {
     }
 
     func get(_ key: String) throws(CofferError) -> [UInt8]? {
-        defer { sqlite3_reset(getStmt); sqlite3_clear_bindings(getStmt) }
+        defer {
+            sqlite3_reset(getStmt)
+            sqlite3_clear_bindings(getStmt)
+        }
         bindText(getStmt, 1, key)
         let rc = sqlite3_step(getStmt)
         switch rc {
@@ -340,7 +363,10 @@ private final class Connection: @unchecked Sendable {
     /// folder are read in order, and each subfolder found is named once and skipped in one seek
     /// (its keys are never read), so listing a folder costs what its own entries cost.
     func children(of prefix: String) throws(CofferError) -> [String] {
-        defer { sqlite3_reset(listStmt); sqlite3_clear_bindings(listStmt) }
+        defer {
+            sqlite3_reset(listStmt)
+            sqlite3_clear_bindings(listStmt)
+        }
         let prefixLength = prefix.utf8.count
         // Every key with the prefix sorts below prefix + U+10FFFF (the largest scalar).
         bindText(listStmt, 2, prefix + "\u{10FFFF}")
@@ -349,7 +375,9 @@ private final class Connection: @unchecked Sendable {
         while true {
             let rc = sqlite3_step(listStmt)
             if rc == SQLITE_DONE { break }
-            guard rc == SQLITE_ROW, let text = sqlite3_column_text(listStmt, 0) else { throw fail(rc, "listing entries") }
+            guard rc == SQLITE_ROW, let text = sqlite3_column_text(listStmt, 0) else {
+                throw fail(rc, "listing entries")
+            }
             let count = Int(sqlite3_column_bytes(listStmt, 0))
             guard count >= prefixLength else { continue }
             let key = UnsafeBufferPointer(start: text, count: count)
@@ -369,16 +397,30 @@ private final class Connection: @unchecked Sendable {
 
     func put(_ key: String, _ value: [UInt8]) throws(CofferError) {
         guard let putStmt else { throw CofferError(.internal, "a write was sent to a reader connection") }
-        defer { sqlite3_reset(putStmt); sqlite3_clear_bindings(putStmt) }
+        defer {
+            sqlite3_reset(putStmt)
+            sqlite3_clear_bindings(putStmt)
+        }
         bindText(putStmt, 1, key)
-        value.withUnsafeBytes { sqlite3_bind_blob(putStmt, 2, $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32($0.count), coffer_sqlite_transient()) }
+        value.withUnsafeBytes {
+            sqlite3_bind_blob(
+                putStmt,
+                2,
+                $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1),
+                Int32($0.count),
+                coffer_sqlite_transient()
+            )
+        }
         let rc = sqlite3_step(putStmt)
         guard rc == SQLITE_DONE else { throw fail(rc, "writing an entry") }
     }
 
     func delete(_ key: String) throws(CofferError) {
         guard let deleteStmt else { throw CofferError(.internal, "a write was sent to a reader connection") }
-        defer { sqlite3_reset(deleteStmt); sqlite3_clear_bindings(deleteStmt) }
+        defer {
+            sqlite3_reset(deleteStmt)
+            sqlite3_clear_bindings(deleteStmt)
+        }
         bindText(deleteStmt, 1, key)
         let rc = sqlite3_step(deleteStmt)
         guard rc == SQLITE_DONE else { throw fail(rc, "deleting an entry") }

@@ -76,9 +76,19 @@ public struct PKCS11Configuration: Sendable {
     public var maxSessions: Int
 
     public init(
-        lib: String, slot: UInt? = nil, tokenLabel: String? = nil, serial: String? = nil, pin: String? = nil,
-        pinFile: String? = nil, keyLabel: String? = nil, keyID: String? = nil, mechanism: Mechanism = .aesGCM,
-        rsaOAEPHash: OAEPHash = .sha256, generateKey: Bool = false, sealWrap: Bool = true, maxSessions: Int = 16
+        lib: String,
+        slot: UInt? = nil,
+        tokenLabel: String? = nil,
+        serial: String? = nil,
+        pin: String? = nil,
+        pinFile: String? = nil,
+        keyLabel: String? = nil,
+        keyID: String? = nil,
+        mechanism: Mechanism = .aesGCM,
+        rsaOAEPHash: OAEPHash = .sha256,
+        generateKey: Bool = false,
+        sealWrap: Bool = true,
+        maxSessions: Int = 16
     ) {
         self.lib = lib
         self.slot = slot
@@ -103,10 +113,13 @@ public struct PKCS11Configuration: Sendable {
     /// Reads a `seal "pkcs11" { ... }` stanza given as a JSON object with Vault's field names.
     /// Unknown fields are rejected so a typo does not silently select another key.
     public init(json: JSONValue) throws(CofferError) {
-        guard let fields = json.objectValue else { throw CofferError.invalid("the pkcs11 seal configuration must be an object") }
+        guard let fields = json.objectValue else {
+            throw CofferError.invalid("the pkcs11 seal configuration must be an object")
+        }
         for key in fields.keys where !PKCS11Configuration.fields.contains(key) {
             throw CofferError.invalid(
-                "unknown pkcs11 seal field '\(key)'; the fields are \(PKCS11Configuration.fields.joined(separator: ", "))")
+                "unknown pkcs11 seal field '\(key)'; the fields are \(PKCS11Configuration.fields.joined(separator: ", "))"
+            )
         }
         guard let lib = try fields.string("lib"), !lib.isEmpty else {
             throw CofferError.invalid("the pkcs11 seal needs lib: the absolute path of the HSM's PKCS#11 library")
@@ -114,7 +127,9 @@ public struct PKCS11Configuration: Sendable {
         self.init(lib: lib)
         if let slot = try fields.string("slot"), !slot.isEmpty {
             let parsed = slot.hasPrefix("0x") ? UInt(slot.dropFirst(2), radix: 16) : UInt(slot)
-            guard let parsed else { throw CofferError.invalid("slot must be a decimal or 0x-prefixed hex number, got '\(slot)'") }
+            guard let parsed else {
+                throw CofferError.invalid("slot must be a decimal or 0x-prefixed hex number, got '\(slot)'")
+            }
             self.slot = parsed
         }
         tokenLabel = try fields.string("token_label")
@@ -142,7 +157,8 @@ public struct PKCS11Configuration: Sendable {
         let number = text.lowercased().hasPrefix("0x") ? UInt(text.dropFirst(2), radix: 16) : UInt(text)
         if let number, let mechanism = Mechanism(value: number) { return mechanism }
         throw CofferError.invalid(
-            "mechanism '\(text)' is not supported; use CKM_AES_GCM (0x1087, the default) or CKM_RSA_PKCS_OAEP (0x0009)")
+            "mechanism '\(text)' is not supported; use CKM_AES_GCM (0x1087, the default) or CKM_RSA_PKCS_OAEP (0x0009)"
+        )
     }
 
     /// Checks what can be checked without the HSM.
@@ -150,7 +166,9 @@ public struct PKCS11Configuration: Sendable {
         guard keyLabel?.isEmpty == false || keyID?.isEmpty == false else {
             throw CofferError.invalid("the pkcs11 seal needs key_label or key_id to find its key")
         }
-        if let keyID, !keyID.isEmpty, Hex.decode(keyID.lowercased().hasPrefix("0x") ? String(keyID.dropFirst(2)) : keyID) == nil {
+        if let keyID, !keyID.isEmpty,
+            Hex.decode(keyID.lowercased().hasPrefix("0x") ? String(keyID.dropFirst(2)) : keyID) == nil
+        {
             throw CofferError.invalid("key_id must be hex (as pkcs11-tool --id takes it), got '\(keyID)'")
         }
         guard tokenLabel != nil || slot != nil || serial != nil else {
@@ -159,7 +177,8 @@ public struct PKCS11Configuration: Sendable {
         if generateKey, mechanism != .aesGCM {
             throw CofferError.invalid(
                 "generate_key creates AES keys only; for CKM_RSA_PKCS_OAEP create the key pair on the token "
-                    + "(e.g. pkcs11-tool --keypairgen --key-type rsa:2048)")
+                    + "(e.g. pkcs11-tool --keypairgen --key-type rsa:2048)"
+            )
         }
         guard maxSessions >= 1 else { throw CofferError.invalid("max_sessions must be at least 1") }
     }
@@ -201,14 +220,19 @@ public struct PKCS11Configuration: Sendable {
             throw CofferError.invalid("cannot read pin_file '\(path)': \(String(cString: strerror(errno)))")
         }
         guard info.st_mode & 0o170000 == 0o100000 else {
-            throw CofferError.invalid("pin_file '\(path)' is not a regular file; it must be a file whose first line is the PIN")
+            throw CofferError.invalid(
+                "pin_file '\(path)' is not a regular file; it must be a file whose first line is the PIN"
+            )
         }
         let loose = info.st_mode & 0o066
         guard loose == 0 else {
-            let who = loose & 0o060 != 0 && loose & 0o006 != 0 ? "its group and others" : loose & 0o060 != 0 ? "its group" : "others"
+            let who =
+                loose & 0o060 != 0 && loose & 0o006 != 0
+                ? "its group and others" : loose & 0o060 != 0 ? "its group" : "others"
             throw CofferError.invalid(
                 "pin_file '\(path)' can be read or written by \(who) (mode \(String(info.st_mode & 0o7777, radix: 8))); "
-                    + "the PIN must be readable by its owner only: chmod 600 '\(path)' (or 400)")
+                    + "the PIN must be readable by its owner only: chmod 600 '\(path)' (or 400)"
+            )
         }
         let capacity = 256
         return try SecureBytes(count: capacity) { (buffer: UnsafeMutableRawBufferPointer) throws(CofferError) in
@@ -218,13 +242,20 @@ public struct PKCS11Configuration: Sendable {
             while filled < capacity - 1 {
                 let n = read(fd, bytes.baseAddress! + filled, capacity - 1 - filled)
                 if n < 0, errno == EINTR { continue }
-                guard n >= 0 else { throw CofferError.invalid("cannot read pin_file '\(path)': \(String(cString: strerror(errno)))") }
+                guard n >= 0 else {
+                    throw CofferError.invalid("cannot read pin_file '\(path)': \(String(cString: strerror(errno)))")
+                }
                 if n == 0 { break }
                 filled += n
             }
             // The first line only; trailing CR/LF and spaces are not part of the PIN.
-            guard let newline = bytes[0..<filled].firstIndex(where: { $0 == 10 || $0 == 13 }) ?? (filled < capacity - 1 ? filled : nil) else {
-                throw CofferError.invalid("the first line of pin_file '\(path)' is longer than \(capacity - 2) bytes; it must be the PIN")
+            guard
+                let newline = bytes[0..<filled].firstIndex(where: { $0 == 10 || $0 == 13 })
+                    ?? (filled < capacity - 1 ? filled : nil)
+            else {
+                throw CofferError.invalid(
+                    "the first line of pin_file '\(path)' is longer than \(capacity - 2) bytes; it must be the PIN"
+                )
             }
             var end = newline
             while end > 0, bytes[end - 1] == 32 { end -= 1 }

@@ -42,10 +42,13 @@ final class PKCS11Module: Sendable {
     static func acquire(_ path: String) throws(CofferError) -> PKCS11Module {
         guard path.hasPrefix("/") else {
             throw CofferError.invalid(
-                "the PKCS#11 module path (lib) must be absolute, got '\(path)'; for SoftHSM on Debian use /usr/lib/softhsm/libsofthsm2.so")
+                "the PKCS#11 module path (lib) must be absolute, got '\(path)'; for SoftHSM on Debian use /usr/lib/softhsm/libsofthsm2.so"
+            )
         }
         guard let resolvedC = realpath(path, nil) else {
-            throw CofferError.invalid("the PKCS#11 module (lib) '\(path)' does not exist; install the vendor's library or fix the path")
+            throw CofferError.invalid(
+                "the PKCS#11 module (lib) '\(path)' does not exist; install the vendor's library or fix the path"
+            )
         }
         let resolved = String(cString: resolvedC)
         free(resolvedC)
@@ -61,7 +64,8 @@ final class PKCS11Module: Sendable {
                 }
                 guard let getList = coffer_p11_get_function_list(handle) else {
                     throw CofferError.invalid(
-                        "'\(path)' is not a PKCS#11 module: it exports no C_GetFunctionList; set lib to the HSM vendor's PKCS#11 library")
+                        "'\(path)' is not a PKCS#11 module: it exports no C_GetFunctionList; set lib to the HSM vendor's PKCS#11 library"
+                    )
                 }
                 var list: UnsafeMutablePointer<CK_FUNCTION_LIST>?
                 let rv = getList(&list)
@@ -104,7 +108,9 @@ final class PKCS11Module: Sendable {
         for (index, path) in paths.enumerated() {
             var info = stat()
             guard lstat(path, &info) == 0 else {
-                throw CofferError.invalid("cannot check the PKCS#11 module (lib) \(lib): '\(path)': \(String(cString: strerror(errno)))")
+                throw CofferError.invalid(
+                    "cannot check the PKCS#11 module (lib) \(lib): '\(path)': \(String(cString: strerror(errno)))"
+                )
             }
             let isModule = index == paths.count - 1
             let what = isModule ? "the module file" : "the directory"
@@ -112,7 +118,8 @@ final class PKCS11Module: Sendable {
                 throw CofferError.invalid(
                     "refusing to load the PKCS#11 module (lib) \(lib): \(what) '\(path)' is owned by uid \(info.st_uid), neither root "
                         + "nor this process's user (uid \(uid)), so that user could replace the module; make root the owner "
-                        + "(chown root '\(path)') or install the module in a root-owned directory such as /usr/lib")
+                        + "(chown root '\(path)') or install the module in a root-owned directory such as /usr/lib"
+                )
             }
             let writable = info.st_mode & 0o022
             let sticky = !isModule && info.st_mode & 0o1000 != 0
@@ -121,19 +128,27 @@ final class PKCS11Module: Sendable {
                 throw CofferError.invalid(
                     "refusing to load the PKCS#11 module (lib) \(lib): \(what) '\(path)' is writable by \(who) "
                         + "(mode \(String(info.st_mode & 0o7777, radix: 8))), so they could replace the module; make it writable "
-                        + "by its owner only (chmod go-w '\(path)') or install the module in a root-owned directory such as /usr/lib")
+                        + "by its owner only (chmod go-w '\(path)') or install the module in a root-owned directory such as /usr/lib"
+                )
             }
         }
     }
 
-    private static func initialize(_ functions: UnsafeMutablePointer<CK_FUNCTION_LIST>, path: String) throws(CofferError) {
+    private static func initialize(
+        _ functions: UnsafeMutablePointer<CK_FUNCTION_LIST>,
+        path: String
+    ) throws(CofferError) {
         var args = CK_C_INITIALIZE_ARGS()
         args.flags = CK_FLAGS(CKF_OS_LOCKING_OK)
-        let rv = withUnsafeMutablePointer(to: &args) { functions.pointee.C_Initialize?(UnsafeMutableRawPointer($0)) } ?? CKR_FUNCTION_NOT_SUPPORTED
+        let rv =
+            withUnsafeMutablePointer(to: &args) { functions.pointee.C_Initialize?(UnsafeMutableRawPointer($0)) }
+            ?? CKR_FUNCTION_NOT_SUPPORTED
         if rv == CKR_OK || rv == CKR_CRYPTOKI_ALREADY_INITIALIZED { return }
-        var message = "the PKCS#11 module '\(path)' failed to initialise (C_Initialize returned \(PKCS11Error.name(rv)))"
+        var message =
+            "the PKCS#11 module '\(path)' failed to initialise (C_Initialize returned \(PKCS11Error.name(rv)))"
         if rv == CKR_GENERAL_ERROR {
-            message += "; for SoftHSM this means its configuration is missing or unreadable: set SOFTHSM2_CONF to a file "
+            message +=
+                "; for SoftHSM this means its configuration is missing or unreadable: set SOFTHSM2_CONF to a file "
                 + "naming an existing directories.tokendir (default /etc/softhsm/softhsm2.conf)"
         }
         throw CofferError(.unavailable, message)
@@ -142,7 +157,9 @@ final class PKCS11Module: Sendable {
     /// The current initialisation generation; re-initialises first if this process is a fork.
     func generation() throws(CofferError) -> Int {
         try PKCS11Module.loaded.withLock { (modules) throws(CofferError) -> Int in
-            guard var entry = modules[path] else { throw CofferError(.internal, "PKCS#11 module '\(path)' is not loaded") }
+            guard var entry = modules[path] else {
+                throw CofferError(.internal, "PKCS#11 module '\(path)' is not loaded")
+            }
             let pid = getpid()
             if entry.initializedIn != pid {
                 _ = entry.functions.pointee.C_Finalize?(nil)
@@ -176,25 +193,38 @@ enum PKCS11Error {
         CK_RV(CKR_OK): "CKR_OK", CK_RV(CKR_CANCEL): "CKR_CANCEL", CK_RV(CKR_HOST_MEMORY): "CKR_HOST_MEMORY",
         CK_RV(CKR_SLOT_ID_INVALID): "CKR_SLOT_ID_INVALID", CK_RV(CKR_GENERAL_ERROR): "CKR_GENERAL_ERROR",
         CK_RV(CKR_FUNCTION_FAILED): "CKR_FUNCTION_FAILED", CK_RV(CKR_ARGUMENTS_BAD): "CKR_ARGUMENTS_BAD",
-        CK_RV(CKR_ATTRIBUTE_SENSITIVE): "CKR_ATTRIBUTE_SENSITIVE", CK_RV(CKR_ATTRIBUTE_TYPE_INVALID): "CKR_ATTRIBUTE_TYPE_INVALID",
+        CK_RV(CKR_ATTRIBUTE_SENSITIVE): "CKR_ATTRIBUTE_SENSITIVE",
+        CK_RV(CKR_ATTRIBUTE_TYPE_INVALID): "CKR_ATTRIBUTE_TYPE_INVALID",
         CK_RV(CKR_ATTRIBUTE_VALUE_INVALID): "CKR_ATTRIBUTE_VALUE_INVALID", CK_RV(CKR_DATA_INVALID): "CKR_DATA_INVALID",
         CK_RV(CKR_DATA_LEN_RANGE): "CKR_DATA_LEN_RANGE", CK_RV(CKR_DEVICE_ERROR): "CKR_DEVICE_ERROR",
         CK_RV(CKR_DEVICE_MEMORY): "CKR_DEVICE_MEMORY", CK_RV(CKR_DEVICE_REMOVED): "CKR_DEVICE_REMOVED",
-        CK_RV(CKR_ENCRYPTED_DATA_INVALID): "CKR_ENCRYPTED_DATA_INVALID", CK_RV(CKR_ENCRYPTED_DATA_LEN_RANGE): "CKR_ENCRYPTED_DATA_LEN_RANGE",
-        CK_RV(CKR_FUNCTION_NOT_SUPPORTED): "CKR_FUNCTION_NOT_SUPPORTED", CK_RV(CKR_KEY_HANDLE_INVALID): "CKR_KEY_HANDLE_INVALID",
+        CK_RV(CKR_ENCRYPTED_DATA_INVALID): "CKR_ENCRYPTED_DATA_INVALID",
+        CK_RV(CKR_ENCRYPTED_DATA_LEN_RANGE): "CKR_ENCRYPTED_DATA_LEN_RANGE",
+        CK_RV(CKR_FUNCTION_NOT_SUPPORTED): "CKR_FUNCTION_NOT_SUPPORTED",
+        CK_RV(CKR_KEY_HANDLE_INVALID): "CKR_KEY_HANDLE_INVALID",
         CK_RV(CKR_KEY_SIZE_RANGE): "CKR_KEY_SIZE_RANGE", CK_RV(CKR_KEY_TYPE_INCONSISTENT): "CKR_KEY_TYPE_INCONSISTENT",
-        CK_RV(CKR_KEY_FUNCTION_NOT_PERMITTED): "CKR_KEY_FUNCTION_NOT_PERMITTED", CK_RV(CKR_MECHANISM_INVALID): "CKR_MECHANISM_INVALID",
-        CK_RV(CKR_MECHANISM_PARAM_INVALID): "CKR_MECHANISM_PARAM_INVALID", CK_RV(CKR_OBJECT_HANDLE_INVALID): "CKR_OBJECT_HANDLE_INVALID",
-        CK_RV(CKR_OPERATION_ACTIVE): "CKR_OPERATION_ACTIVE", CK_RV(CKR_OPERATION_NOT_INITIALIZED): "CKR_OPERATION_NOT_INITIALIZED",
+        CK_RV(CKR_KEY_FUNCTION_NOT_PERMITTED): "CKR_KEY_FUNCTION_NOT_PERMITTED",
+        CK_RV(CKR_MECHANISM_INVALID): "CKR_MECHANISM_INVALID",
+        CK_RV(CKR_MECHANISM_PARAM_INVALID): "CKR_MECHANISM_PARAM_INVALID",
+        CK_RV(CKR_OBJECT_HANDLE_INVALID): "CKR_OBJECT_HANDLE_INVALID",
+        CK_RV(CKR_OPERATION_ACTIVE): "CKR_OPERATION_ACTIVE",
+        CK_RV(CKR_OPERATION_NOT_INITIALIZED): "CKR_OPERATION_NOT_INITIALIZED",
         CK_RV(CKR_PIN_INCORRECT): "CKR_PIN_INCORRECT", CK_RV(CKR_PIN_INVALID): "CKR_PIN_INVALID",
-        CK_RV(CKR_PIN_LEN_RANGE): "CKR_PIN_LEN_RANGE", CK_RV(CKR_PIN_EXPIRED): "CKR_PIN_EXPIRED", CK_RV(CKR_PIN_LOCKED): "CKR_PIN_LOCKED",
+        CK_RV(CKR_PIN_LEN_RANGE): "CKR_PIN_LEN_RANGE", CK_RV(CKR_PIN_EXPIRED): "CKR_PIN_EXPIRED",
+        CK_RV(CKR_PIN_LOCKED): "CKR_PIN_LOCKED",
         CK_RV(CKR_SESSION_CLOSED): "CKR_SESSION_CLOSED", CK_RV(CKR_SESSION_COUNT): "CKR_SESSION_COUNT",
-        CK_RV(CKR_SESSION_HANDLE_INVALID): "CKR_SESSION_HANDLE_INVALID", CK_RV(CKR_TEMPLATE_INCOMPLETE): "CKR_TEMPLATE_INCOMPLETE",
-        CK_RV(CKR_TEMPLATE_INCONSISTENT): "CKR_TEMPLATE_INCONSISTENT", CK_RV(CKR_TOKEN_NOT_PRESENT): "CKR_TOKEN_NOT_PRESENT",
-        CK_RV(CKR_TOKEN_NOT_RECOGNIZED): "CKR_TOKEN_NOT_RECOGNIZED", CK_RV(CKR_TOKEN_WRITE_PROTECTED): "CKR_TOKEN_WRITE_PROTECTED",
-        CK_RV(CKR_USER_ALREADY_LOGGED_IN): "CKR_USER_ALREADY_LOGGED_IN", CK_RV(CKR_USER_NOT_LOGGED_IN): "CKR_USER_NOT_LOGGED_IN",
-        CK_RV(CKR_USER_PIN_NOT_INITIALIZED): "CKR_USER_PIN_NOT_INITIALIZED", CK_RV(CKR_USER_TYPE_INVALID): "CKR_USER_TYPE_INVALID",
-        CK_RV(CKR_BUFFER_TOO_SMALL): "CKR_BUFFER_TOO_SMALL", CK_RV(CKR_CRYPTOKI_NOT_INITIALIZED): "CKR_CRYPTOKI_NOT_INITIALIZED",
+        CK_RV(CKR_SESSION_HANDLE_INVALID): "CKR_SESSION_HANDLE_INVALID",
+        CK_RV(CKR_TEMPLATE_INCOMPLETE): "CKR_TEMPLATE_INCOMPLETE",
+        CK_RV(CKR_TEMPLATE_INCONSISTENT): "CKR_TEMPLATE_INCONSISTENT",
+        CK_RV(CKR_TOKEN_NOT_PRESENT): "CKR_TOKEN_NOT_PRESENT",
+        CK_RV(CKR_TOKEN_NOT_RECOGNIZED): "CKR_TOKEN_NOT_RECOGNIZED",
+        CK_RV(CKR_TOKEN_WRITE_PROTECTED): "CKR_TOKEN_WRITE_PROTECTED",
+        CK_RV(CKR_USER_ALREADY_LOGGED_IN): "CKR_USER_ALREADY_LOGGED_IN",
+        CK_RV(CKR_USER_NOT_LOGGED_IN): "CKR_USER_NOT_LOGGED_IN",
+        CK_RV(CKR_USER_PIN_NOT_INITIALIZED): "CKR_USER_PIN_NOT_INITIALIZED",
+        CK_RV(CKR_USER_TYPE_INVALID): "CKR_USER_TYPE_INVALID",
+        CK_RV(CKR_BUFFER_TOO_SMALL): "CKR_BUFFER_TOO_SMALL",
+        CK_RV(CKR_CRYPTOKI_NOT_INITIALIZED): "CKR_CRYPTOKI_NOT_INITIALIZED",
         CK_RV(CKR_CRYPTOKI_ALREADY_INITIALIZED): "CKR_CRYPTOKI_ALREADY_INITIALIZED",
     ]
 
@@ -205,7 +235,8 @@ enum PKCS11Error {
     /// Return values after which the connection (sessions, login) cannot be trusted: the next
     /// operation reconnects from scratch.
     static func breaksConnection(_ rv: CK_RV) -> Bool {
-        [CKR_DEVICE_ERROR, CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT, CKR_TOKEN_NOT_RECOGNIZED, CKR_SESSION_CLOSED,
+        [
+            CKR_DEVICE_ERROR, CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT, CKR_TOKEN_NOT_RECOGNIZED, CKR_SESSION_CLOSED,
             CKR_SESSION_HANDLE_INVALID, CKR_USER_NOT_LOGGED_IN, CKR_CRYPTOKI_NOT_INITIALIZED, CKR_GENERAL_ERROR,
             CKR_DEVICE_MEMORY, CKR_FUNCTION_FAILED,
         ].contains { CK_RV($0) == rv }

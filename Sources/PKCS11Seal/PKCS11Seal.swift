@@ -53,10 +53,20 @@ public final class PKCS11Seal: Seal {
     /// The key new blobs are wrapped with, as found on the token (its real label and id), or as
     /// configured when the token cannot be reached.
     public var currentKeyName: String? {
-        if let key = try? withConnection({ (c) throws(CofferError) in try c.key(label: configuration.keyLabel.flatMap { $0.isEmpty ? nil : $0 }, id: configuration.keyIDBytes, mechanism: configuration.mechanism) }) {
+        if let key = try? withConnection({ (c) throws(CofferError) in
+            try c.key(
+                label: configuration.keyLabel.flatMap { $0.isEmpty ? nil : $0 },
+                id: configuration.keyIDBytes,
+                mechanism: configuration.mechanism
+            )
+        }) {
             return BlobHeader.name(label: key.label, id: key.id, mechanism: configuration.mechanism)
         }
-        return BlobHeader.name(label: configuration.keyLabel, id: configuration.keyIDBytes, mechanism: configuration.mechanism)
+        return BlobHeader.name(
+            label: configuration.keyLabel,
+            id: configuration.keyIDBytes,
+            mechanism: configuration.mechanism
+        )
     }
 
     public func keyName(of blob: [UInt8]) -> String? {
@@ -130,7 +140,9 @@ public final class PKCS11Seal: Seal {
                     rootKey.withUnsafeBytes { p in
                         nonce.withUnsafeBytes { n in
                             aad.withUnsafeBytes { a in
-                                sealed.withUnsafeMutableBytes { o in AESGCM.seal(key: k, nonce: n, plaintext: p, aad: a, output: o) }
+                                sealed.withUnsafeMutableBytes { o in
+                                    AESGCM.seal(key: k, nonce: n, plaintext: p, aad: a, output: o)
+                                }
                             }
                         }
                     }
@@ -147,7 +159,11 @@ public final class PKCS11Seal: Seal {
         let aad = Array(blob[0..<bodyStart])
         var body = blob[bodyStart...]
         return try withConnection { (c) throws(CofferError) -> SecureBytes in
-            let key = try c.key(label: header.label.isEmpty ? nil : header.label, id: header.id.isEmpty ? nil : header.id, mechanism: header.mechanism)
+            let key = try c.key(
+                label: header.label.isEmpty ? nil : header.label,
+                id: header.id.isEmpty ? nil : header.id,
+                mechanism: header.mechanism
+            )
             switch header.mechanism {
             case .aesGCM:
                 guard let ivCount = body.popFirst().map(Int.init), body.count >= ivCount + AESGCM.tagSize else {
@@ -160,7 +176,12 @@ public final class PKCS11Seal: Seal {
                 let length = Int(body[body.startIndex]) << 8 | Int(body[body.startIndex + 1])
                 body = body.dropFirst(2)
                 guard body.count >= length + AESGCM.nonceSize + AESGCM.tagSize else { throw BlobHeader.malformed }
-                let dataKey = try decryptOAEP(c, key: key, hash: header.hash ?? .sha256, ciphertext: Array(body.prefix(length)))
+                let dataKey = try decryptOAEP(
+                    c,
+                    key: key,
+                    hash: header.hash ?? .sha256,
+                    ciphertext: Array(body.prefix(length))
+                )
                 let nonce = Array(body.dropFirst(length).prefix(AESGCM.nonceSize))
                 let sealed = Array(body.dropFirst(length + AESGCM.nonceSize))
                 // Decrypted straight into the SecureBytes: no plain copy of the secret.
@@ -168,12 +189,16 @@ public final class PKCS11Seal: Seal {
                     let opened = dataKey.withUnsafeBytes { k in
                         nonce.withUnsafeBytes { n in
                             sealed.withUnsafeBytes { s in
-                                aad.withUnsafeBytes { a in AESGCM.open(key: k, nonce: n, sealed: s, aad: a, output: out) }
+                                aad.withUnsafeBytes { a in AESGCM.open(key: k, nonce: n, sealed: s, aad: a, output: out)
+                                }
                             }
                         }
                     }
                     guard opened else {
-                        throw CofferError(.integrity, "a blob sealed by the HSM failed authentication: it was modified or truncated")
+                        throw CofferError(
+                            .integrity,
+                            "a blob sealed by the HSM failed authentication: it was modified or truncated"
+                        )
                     }
                 }
             }
@@ -187,7 +212,9 @@ public final class PKCS11Seal: Seal {
     /// again once.
     private func withConnection<R>(_ body: (TokenConnection) throws(CofferError) -> R) throws(CofferError) -> R {
         let c = try connection.withLock { (current) throws(CofferError) -> TokenConnection in
-            if let current, !current.isBroken, (try? current.module.generation()) == current.generation { return current }
+            if let current, !current.isBroken, (try? current.module.generation()) == current.generation {
+                return current
+            }
             current = nil
             // After a refused PIN, not even the module is touched again.
             try gate.check()
@@ -201,7 +228,9 @@ public final class PKCS11Seal: Seal {
         } catch {
             if c.isBroken {
                 connection.withLock { if $0 === c { $0 = nil } }
-            } else if error.message.contains("CKR_OBJECT_HANDLE_INVALID") || error.message.contains("CKR_KEY_HANDLE_INVALID") {
+            } else if error.message.contains("CKR_OBJECT_HANDLE_INVALID")
+                || error.message.contains("CKR_KEY_HANDLE_INVALID")
+            {
                 c.forgetKeys()
                 return try body(c)
             }
@@ -215,7 +244,7 @@ public final class PKCS11Seal: Seal {
         let id = configuration.keyIDBytes
         do {
             return try c.key(label: label, id: id, mechanism: configuration.mechanism)
-        } catch where configuration.generateKey && error.message.contains("not found") {
+        } catch  where configuration.generateKey && error.message.contains("not found") {
             try c.generateAESKey(label: label, id: id)
             return try c.key(label: label, id: id, mechanism: configuration.mechanism)
         }
@@ -227,7 +256,12 @@ public final class PKCS11Seal: Seal {
     /// length fields of CK_GCM_PARAMS are set (ulIvLen in bytes, ulIvBits in bits) because headers
     /// and modules disagree on which one they read. A token that chooses its own IV either writes it
     /// into the IV buffer or appends it to the output; both are recorded.
-    private func encryptGCM(_ c: TokenConnection, key: TokenKey, plaintext: UnsafeRawBufferPointer, aad: [UInt8]) throws(CofferError) -> (iv: [UInt8], sealed: [UInt8]) {
+    private func encryptGCM(
+        _ c: TokenConnection,
+        key: TokenKey,
+        plaintext: UnsafeRawBufferPointer,
+        aad: [UInt8]
+    ) throws(CofferError) -> (iv: [UInt8], sealed: [UInt8]) {
         try c.withSession { (s) throws(CofferError) in
             var iv = try c.random(AESGCM.nonceSize, session: s)
             var aad = aad
@@ -236,7 +270,10 @@ public final class PKCS11Seal: Seal {
             try PKCS11Seal.withGCMMechanism(iv: &iv, aad: &aad) { (mechanism) throws(CofferError) in
                 try c.check(c.f.C_EncryptInit?(s, &mechanism, key.encryptHandle), "C_EncryptInit (CKM_AES_GCM)")
                 let input = UnsafeMutablePointer(mutating: plaintext.bindMemory(to: UInt8.self).baseAddress)
-                try c.check(c.f.C_Encrypt?(s, input, CK_ULONG(plaintext.count), &output, &length), "C_Encrypt (CKM_AES_GCM)")
+                try c.check(
+                    c.f.C_Encrypt?(s, input, CK_ULONG(plaintext.count), &output, &length),
+                    "C_Encrypt (CKM_AES_GCM)"
+                )
             }
             output.removeSubrange(Int(length)...)
             if output.count == plaintext.count + AESGCM.tagSize + AESGCM.nonceSize {
@@ -245,13 +282,22 @@ public final class PKCS11Seal: Seal {
                 output.removeLast(AESGCM.nonceSize)
             }
             guard output.count == plaintext.count + AESGCM.tagSize else {
-                throw CofferError(.unavailable, "C_Encrypt (CKM_AES_GCM) on HSM token \(c.name) returned \(output.count) bytes for \(plaintext.count); this HSM's GCM output format is not supported")
+                throw CofferError(
+                    .unavailable,
+                    "C_Encrypt (CKM_AES_GCM) on HSM token \(c.name) returned \(output.count) bytes for \(plaintext.count); this HSM's GCM output format is not supported"
+                )
             }
             return (iv, output)
         }
     }
 
-    private func decryptGCM(_ c: TokenConnection, key: TokenKey, iv: [UInt8], sealed: [UInt8], aad: [UInt8]) throws(CofferError) -> SecureBytes {
+    private func decryptGCM(
+        _ c: TokenConnection,
+        key: TokenKey,
+        iv: [UInt8],
+        sealed: [UInt8],
+        aad: [UInt8]
+    ) throws(CofferError) -> SecureBytes {
         try c.withSession { (s) throws(CofferError) -> SecureBytes in
             var iv = iv
             var aad = aad
@@ -266,7 +312,9 @@ public final class PKCS11Seal: Seal {
                     let rv = c.f.C_Decrypt?(s, &sealed, CK_ULONG(sealed.count), &scratch, &length)
                     try PKCS11Seal.checkDecrypt(c, rv, "C_Decrypt (CKM_AES_GCM)")
                     guard Int(length) == out.count else { throw BlobHeader.malformed }
-                    scratch.withUnsafeBytes { out.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[0..<out.count])) }
+                    scratch.withUnsafeBytes {
+                        out.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[0..<out.count]))
+                    }
                 }
             }
         }
@@ -275,17 +323,26 @@ public final class PKCS11Seal: Seal {
     /// Runs `body` with a CKM_AES_GCM mechanism over `iv` and `aad`: both IV length fields set (bytes
     /// and bits), a 128-bit tag.
     private static func withGCMMechanism(
-        iv: inout [UInt8], aad: inout [UInt8], _ body: (inout CK_MECHANISM) throws(CofferError) -> Void
+        iv: inout [UInt8],
+        aad: inout [UInt8],
+        _ body: (inout CK_MECHANISM) throws(CofferError) -> Void
     ) throws(CofferError) {
         try iv.withUnsafeMutableBufferPointer { (ivp) throws(CofferError) in
             try aad.withUnsafeMutableBufferPointer { (a) throws(CofferError) in
                 var params = CK_GCM_PARAMS(
-                    pIv: ivp.baseAddress, ulIvLen: CK_ULONG(ivp.count), ulIvBits: CK_ULONG(ivp.count * 8),
-                    pAAD: a.baseAddress, ulAADLen: CK_ULONG(a.count), ulTagBits: CK_ULONG(AESGCM.tagSize * 8))
+                    pIv: ivp.baseAddress,
+                    ulIvLen: CK_ULONG(ivp.count),
+                    ulIvBits: CK_ULONG(ivp.count * 8),
+                    pAAD: a.baseAddress,
+                    ulAADLen: CK_ULONG(a.count),
+                    ulTagBits: CK_ULONG(AESGCM.tagSize * 8)
+                )
                 try withUnsafeMutablePointer(to: &params) { (p) throws(CofferError) in
                     var mechanism = CK_MECHANISM(
-                        mechanism: CK_MECHANISM_TYPE(CKM_AES_GCM), pParameter: UnsafeMutableRawPointer(p),
-                        ulParameterLen: CK_ULONG(MemoryLayout<CK_GCM_PARAMS>.size))
+                        mechanism: CK_MECHANISM_TYPE(CKM_AES_GCM),
+                        pParameter: UnsafeMutableRawPointer(p),
+                        ulParameterLen: CK_ULONG(MemoryLayout<CK_GCM_PARAMS>.size)
+                    )
                     try body(&mechanism)
                 }
             }
@@ -293,60 +350,106 @@ public final class PKCS11Seal: Seal {
     }
 
     private static func checkDecrypt(_ c: TokenConnection, _ rv: CK_RV?, _ function: String) throws(CofferError) {
-        if rv == CK_RV(CKR_ENCRYPTED_DATA_INVALID) || rv == CK_RV(CKR_ENCRYPTED_DATA_LEN_RANGE) || rv == CK_RV(CKR_DATA_INVALID) {
+        if rv == CK_RV(CKR_ENCRYPTED_DATA_INVALID) || rv == CK_RV(CKR_ENCRYPTED_DATA_LEN_RANGE)
+            || rv == CK_RV(CKR_DATA_INVALID)
+        {
             throw CofferError(
-                .integrity, "the HSM (token \(c.name)) could not decrypt a sealed blob (\(PKCS11Error.name(rv!))): it was modified or made by another key")
+                .integrity,
+                "the HSM (token \(c.name)) could not decrypt a sealed blob (\(PKCS11Error.name(rv!))): it was modified or made by another key"
+            )
         }
         try c.check(rv, function)
     }
 
     private static func oaepMechanism<R>(
-        _ hash: PKCS11Configuration.OAEPHash, _ body: (inout CK_MECHANISM) throws(CofferError) -> R
+        _ hash: PKCS11Configuration.OAEPHash,
+        _ body: (inout CK_MECHANISM) throws(CofferError) -> R
     ) throws(CofferError) -> R {
         var params = CK_RSA_PKCS_OAEP_PARAMS(
-            hashAlg: CK_MECHANISM_TYPE(hash.mechanism), mgf: CK_RSA_PKCS_MGF_TYPE(hash.mgf),
-            source: CK_RSA_PKCS_OAEP_SOURCE_TYPE(CKZ_DATA_SPECIFIED), pSourceData: nil, ulSourceDataLen: 0)
+            hashAlg: CK_MECHANISM_TYPE(hash.mechanism),
+            mgf: CK_RSA_PKCS_MGF_TYPE(hash.mgf),
+            source: CK_RSA_PKCS_OAEP_SOURCE_TYPE(CKZ_DATA_SPECIFIED),
+            pSourceData: nil,
+            ulSourceDataLen: 0
+        )
         return try withUnsafeMutablePointer(to: &params) { (p) throws(CofferError) -> R in
             var mechanism = CK_MECHANISM(
-                mechanism: CK_MECHANISM_TYPE(CKM_RSA_PKCS_OAEP), pParameter: UnsafeMutableRawPointer(p),
-                ulParameterLen: CK_ULONG(MemoryLayout<CK_RSA_PKCS_OAEP_PARAMS>.size))
+                mechanism: CK_MECHANISM_TYPE(CKM_RSA_PKCS_OAEP),
+                pParameter: UnsafeMutableRawPointer(p),
+                ulParameterLen: CK_ULONG(MemoryLayout<CK_RSA_PKCS_OAEP_PARAMS>.size)
+            )
             return try body(&mechanism)
         }
     }
 
     /// OAEP parameters some modules refuse (SoftHSM 2.6 takes SHA-1 only) fail at Init with one of these.
-    private static func checkOAEPInit(_ c: TokenConnection, _ rv: CK_RV?, _ function: String, hash: PKCS11Configuration.OAEPHash) throws(CofferError) {
-        if rv == CK_RV(CKR_ARGUMENTS_BAD) || rv == CK_RV(CKR_MECHANISM_PARAM_INVALID) || rv == CK_RV(CKR_MECHANISM_INVALID) {
+    private static func checkOAEPInit(
+        _ c: TokenConnection,
+        _ rv: CK_RV?,
+        _ function: String,
+        hash: PKCS11Configuration.OAEPHash
+    ) throws(CofferError) {
+        if rv == CK_RV(CKR_ARGUMENTS_BAD) || rv == CK_RV(CKR_MECHANISM_PARAM_INVALID)
+            || rv == CK_RV(CKR_MECHANISM_INVALID)
+        {
             throw CofferError.invalid(
                 "\(function) failed on HSM token \(c.name) with \(PKCS11Error.name(rv!)): this module does not support "
                     + "CKM_RSA_PKCS_OAEP with \(hash.rawValue.uppercased()); set rsa_oaep_hash to what it supports "
-                    + "(SoftHSM 2.6 supports only sha1) or use CKM_AES_GCM")
+                    + "(SoftHSM 2.6 supports only sha1) or use CKM_AES_GCM"
+            )
         }
         try c.check(rv, function)
     }
 
-    private func encryptOAEP(_ c: TokenConnection, key: TokenKey, hash: PKCS11Configuration.OAEPHash, plaintext: UnsafeRawBufferPointer) throws(CofferError) -> [UInt8] {
+    private func encryptOAEP(
+        _ c: TokenConnection,
+        key: TokenKey,
+        hash: PKCS11Configuration.OAEPHash,
+        plaintext: UnsafeRawBufferPointer
+    ) throws(CofferError) -> [UInt8] {
         try c.withSession { (s) throws(CofferError) -> [UInt8] in
             try PKCS11Seal.oaepMechanism(hash) { (mechanism) throws(CofferError) -> [UInt8] in
-                try PKCS11Seal.checkOAEPInit(c, c.f.C_EncryptInit?(s, &mechanism, key.encryptHandle), "C_EncryptInit (CKM_RSA_PKCS_OAEP)", hash: hash)
+                try PKCS11Seal.checkOAEPInit(
+                    c,
+                    c.f.C_EncryptInit?(s, &mechanism, key.encryptHandle),
+                    "C_EncryptInit (CKM_RSA_PKCS_OAEP)",
+                    hash: hash
+                )
                 var output = [UInt8](repeating: 0, count: 1024)
                 var length = CK_ULONG(output.count)
                 let input = UnsafeMutablePointer(mutating: plaintext.bindMemory(to: UInt8.self).baseAddress)
-                try c.check(c.f.C_Encrypt?(s, input, CK_ULONG(plaintext.count), &output, &length), "C_Encrypt (CKM_RSA_PKCS_OAEP)")
+                try c.check(
+                    c.f.C_Encrypt?(s, input, CK_ULONG(plaintext.count), &output, &length),
+                    "C_Encrypt (CKM_RSA_PKCS_OAEP)"
+                )
                 return Array(output.prefix(Int(length)))
             }
         }
     }
 
-    private func decryptOAEP(_ c: TokenConnection, key: TokenKey, hash: PKCS11Configuration.OAEPHash, ciphertext: [UInt8]) throws(CofferError) -> SecureBytes {
+    private func decryptOAEP(
+        _ c: TokenConnection,
+        key: TokenKey,
+        hash: PKCS11Configuration.OAEPHash,
+        ciphertext: [UInt8]
+    ) throws(CofferError) -> SecureBytes {
         try c.withSession { (s) throws(CofferError) -> SecureBytes in
             try PKCS11Seal.oaepMechanism(hash) { (mechanism) throws(CofferError) -> SecureBytes in
-                try PKCS11Seal.checkOAEPInit(c, c.f.C_DecryptInit?(s, &mechanism, key.decryptHandle), "C_DecryptInit (CKM_RSA_PKCS_OAEP)", hash: hash)
+                try PKCS11Seal.checkOAEPInit(
+                    c,
+                    c.f.C_DecryptInit?(s, &mechanism, key.decryptHandle),
+                    "C_DecryptInit (CKM_RSA_PKCS_OAEP)",
+                    hash: hash
+                )
                 var input = ciphertext
                 var scratch = [UInt8](repeating: 0, count: ciphertext.count)
                 defer { scratch.wipe() }
                 var length = CK_ULONG(scratch.count)
-                try PKCS11Seal.checkDecrypt(c, c.f.C_Decrypt?(s, &input, CK_ULONG(input.count), &scratch, &length), "C_Decrypt (CKM_RSA_PKCS_OAEP)")
+                try PKCS11Seal.checkDecrypt(
+                    c,
+                    c.f.C_Decrypt?(s, &input, CK_ULONG(input.count), &scratch, &length),
+                    "C_Decrypt (CKM_RSA_PKCS_OAEP)"
+                )
                 guard Int(length) == AESGCM.keySize else { throw BlobHeader.malformed }
                 return scratch.withUnsafeBytes { SecureBytes(UnsafeRawBufferPointer(rebasing: $0[0..<Int(length)])) }
             }
@@ -375,16 +478,24 @@ struct BlobHeader {
         let value = mechanism.value
         let labelBytes = Array(label.utf8)
         return BlobHeader.magic + [BlobHeader.version]
-            + [UInt8(value >> 24 & 0xFF), UInt8(value >> 16 & 0xFF), UInt8(value >> 8 & 0xFF), UInt8(value & 0xFF), hash?.code ?? 0]
+            + [
+                UInt8(value >> 24 & 0xFF), UInt8(value >> 16 & 0xFF), UInt8(value >> 8 & 0xFF), UInt8(value & 0xFF),
+                hash?.code ?? 0,
+            ]
             + [UInt8(labelBytes.count >> 8), UInt8(labelBytes.count & 0xFF)] + labelBytes
             + [UInt8(id.count >> 8), UInt8(id.count & 0xFF)] + id
     }
 
     static func parse(_ blob: [UInt8]) throws(CofferError) -> (BlobHeader, Int) {
         guard blob.count >= 14, Array(blob[0..<4]) == magic else {
-            throw CofferError(.integrity, "this blob was not made by the pkcs11 seal; is the storage sealed by another seal type?")
+            throw CofferError(
+                .integrity,
+                "this blob was not made by the pkcs11 seal; is the storage sealed by another seal type?"
+            )
         }
-        guard blob[4] == version else { throw CofferError(.integrity, "pkcs11 seal blob has unknown version \(blob[4])") }
+        guard blob[4] == version else {
+            throw CofferError(.integrity, "pkcs11 seal blob has unknown version \(blob[4])")
+        }
         let value = UInt(blob[5]) << 24 | UInt(blob[6]) << 16 | UInt(blob[7]) << 8 | UInt(blob[8])
         guard let mechanism = PKCS11Configuration.Mechanism(value: value) else {
             throw CofferError(.integrity, "pkcs11 seal blob names unknown mechanism 0x\(String(value, radix: 16))")

@@ -29,7 +29,14 @@ final class TokenConnection: Sendable {
     var isBroken: Bool { broken.load(ordering: .relaxed) }
     var f: CK_FUNCTION_LIST { module.functions.pointee }
 
-    private init(module: PKCS11Module, generation: Int, slot: CK_SLOT_ID, name: String, loginSession: CK_SESSION_HANDLE, limit: Int) {
+    private init(
+        module: PKCS11Module,
+        generation: Int,
+        slot: CK_SLOT_ID,
+        name: String,
+        loginSession: CK_SESSION_HANDLE,
+        limit: Int
+    ) {
         self.module = module
         self.generation = generation
         self.slot = slot
@@ -40,7 +47,11 @@ final class TokenConnection: Sendable {
 
     /// Finds the token, opens the login session and logs in with `pin`, unless `gate` says a login
     /// with this PIN was refused before.
-    static func open(_ config: PKCS11Configuration, pin: SecureBytes, gate: LoginGate) throws(CofferError) -> TokenConnection {
+    static func open(
+        _ config: PKCS11Configuration,
+        pin: SecureBytes,
+        gate: LoginGate
+    ) throws(CofferError) -> TokenConnection {
         let module = try PKCS11Module.acquire(config.lib)
         let generation = try module.generation()
         let f = module.functions.pointee
@@ -54,7 +65,9 @@ final class TokenConnection: Sendable {
         var match: (slot: CK_SLOT_ID, info: CK_TOKEN_INFO, label: String)?
         for slot in slots {
             var info = CK_TOKEN_INFO()
-            guard f.C_GetTokenInfo?(slot, &info) == CKR_OK, info.flags & CK_FLAGS(CKF_TOKEN_INITIALIZED) != 0 else { continue }
+            guard f.C_GetTokenInfo?(slot, &info) == CKR_OK, info.flags & CK_FLAGS(CKF_TOKEN_INITIALIZED) != 0 else {
+                continue
+            }
             let label = paddedString(info.label)
             let serial = paddedString(info.serialNumber)
             seen.append("'\(label)' (slot \(slot), serial \(serial))")
@@ -64,22 +77,32 @@ final class TokenConnection: Sendable {
             if match == nil { match = (slot, info, label) }
         }
         guard let match else {
-            let found = seen.isEmpty ? "the module shows no initialised token" : "tokens found: " + seen.joined(separator: ", ")
+            let found =
+                seen.isEmpty ? "the module shows no initialised token" : "tokens found: " + seen.joined(separator: ", ")
             throw CofferError.invalid(
-                "no PKCS#11 token matches \(config.tokenDescription) in '\(config.lib)'; \(found). Fix token_label, slot or serial")
+                "no PKCS#11 token matches \(config.tokenDescription) in '\(config.lib)'; \(found). Fix token_label, slot or serial"
+            )
         }
         let name = "'\(match.label)' (slot \(match.slot))"
 
         var session: CK_SESSION_HANDLE = 0
         try call(
             f.C_OpenSession?(match.slot, CK_FLAGS(CKF_SERIAL_SESSION | CKF_RW_SESSION), nil, nil, &session),
-            "C_OpenSession", token: name)
+            "C_OpenSession",
+            token: name
+        )
         do throws(CofferError) {
             // Checked again here, next to the call: only a login that can succeed is tried.
             try gate.check()
-            let rv = pin.withUnsafeBytes { p in
-                f.C_Login?(session, CK_USER_TYPE(CKU_USER), UnsafeMutablePointer(mutating: p.bindMemory(to: UInt8.self).baseAddress), CK_ULONG(p.count))
-            } ?? CK_RV(CKR_FUNCTION_NOT_SUPPORTED)
+            let rv =
+                pin.withUnsafeBytes { p in
+                    f.C_Login?(
+                        session,
+                        CK_USER_TYPE(CKU_USER),
+                        UnsafeMutablePointer(mutating: p.bindMemory(to: UInt8.self).baseAddress),
+                        CK_ULONG(p.count)
+                    )
+                } ?? CK_RV(CKR_FUNCTION_NOT_SUPPORTED)
             if let refusal = TokenConnection.pinRefusal(rv, token: name) {
                 // Every wrong PIN counts towards locking the token's PIN, and unseal can be called by
                 // anyone who reaches the listener: no further login with this PIN.
@@ -97,7 +120,14 @@ final class TokenConnection: Sendable {
         if tokenMax != coffer_ck_effectively_infinite && tokenMax != coffer_ck_unavailable_information {
             limit = min(limit, max(Int(tokenMax) - 1, 1))
         }
-        return TokenConnection(module: module, generation: generation, slot: match.slot, name: name, loginSession: session, limit: limit)
+        return TokenConnection(
+            module: module,
+            generation: generation,
+            slot: match.slot,
+            name: name,
+            loginSession: session,
+            limit: limit
+        )
     }
 
     /// Closes this connection's sessions. The login ends with the last session the process has on
@@ -112,18 +142,25 @@ final class TokenConnection: Sendable {
     /// The error for a login the token refused because of the PIN, or nil when `rv` is not such a
     /// refusal. These stop all further logins with the same PIN (see `LoginGate`).
     static func pinRefusal(_ rv: CK_RV, token name: String) -> CofferError? {
-        let stop = " The seal tries no further login with this PIN, because each wrong one counts towards locking "
+        let stop =
+            " The seal tries no further login with this PIN, because each wrong one counts towards locking "
             + "the token's PIN; fix it, then make a new seal (restart cofferd; in Swift, a new PKCS11Seal)"
         switch rv {
         case CK_RV(CKR_PIN_INCORRECT):
             return CofferError.invalid(
-                "the PIN for HSM token \(name) is wrong (CKR_PIN_INCORRECT); fix pin, pin_file or COFFER_HSM_PIN." + stop)
+                "the PIN for HSM token \(name) is wrong (CKR_PIN_INCORRECT); fix pin, pin_file or COFFER_HSM_PIN."
+                    + stop
+            )
         case CK_RV(CKR_PIN_LOCKED):
             return CofferError.invalid(
                 "the user PIN of HSM token \(name) is locked (CKR_PIN_LOCKED) after too many wrong PINs; the token's "
-                    + "security officer must reset it (pkcs11-tool --init-pin --login --so-pin ...)." + stop)
-        case CK_RV(CKR_PIN_EXPIRED), CK_RV(CKR_USER_PIN_NOT_INITIALIZED), CK_RV(CKR_PIN_LEN_RANGE), CK_RV(CKR_PIN_INVALID):
-            return CofferError.invalid("logging in to HSM token \(name) failed with \(PKCS11Error.name(rv)); set a valid user PIN." + stop)
+                    + "security officer must reset it (pkcs11-tool --init-pin --login --so-pin ...)." + stop
+            )
+        case CK_RV(CKR_PIN_EXPIRED), CK_RV(CKR_USER_PIN_NOT_INITIALIZED), CK_RV(CKR_PIN_LEN_RANGE),
+            CK_RV(CKR_PIN_INVALID):
+            return CofferError.invalid(
+                "logging in to HSM token \(name) failed with \(PKCS11Error.name(rv)); set a valid user PIN." + stop
+            )
         default:
             return nil
         }
@@ -142,7 +179,10 @@ final class TokenConnection: Sendable {
         let rv = rv ?? CK_RV(CKR_FUNCTION_NOT_SUPPORTED)
         guard rv != CKR_OK else { return }
         if PKCS11Error.breaksConnection(rv) { broken.store(true, ordering: .relaxed) }
-        throw CofferError(.unavailable, "\(function) failed on HSM token \(name) with \(PKCS11Error.name(rv)); retry when the HSM is reachable")
+        throw CofferError(
+            .unavailable,
+            "\(function) failed on HSM token \(name) with \(PKCS11Error.name(rv)); retry when the HSM is reachable"
+        )
     }
 
     /// Runs `body` with a session from the pool; a session that failed is closed, not reused.
@@ -151,7 +191,10 @@ final class TokenConnection: Sendable {
         let slot = self.slot
         let session = try pool.take { () throws(CofferError) -> CK_SESSION_HANDLE in
             var session: CK_SESSION_HANDLE = 0
-            try check(f.C_OpenSession?(slot, CK_FLAGS(CKF_SERIAL_SESSION | CKF_RW_SESSION), nil, nil, &session), "C_OpenSession")
+            try check(
+                f.C_OpenSession?(slot, CK_FLAGS(CKF_SERIAL_SESSION | CKF_RW_SESSION), nil, nil, &session),
+                "C_OpenSession"
+            )
             return session
         }
         do {
@@ -171,7 +214,9 @@ final class TokenConnection: Sendable {
     func key(label: String?, id: [UInt8]?, mechanism: PKCS11Configuration.Mechanism) throws(CofferError) -> TokenKey {
         let cacheKey = "\(mechanism.rawValue)|\(label ?? "")|\(Hex.encode(id ?? []))"
         if let known = keys.withLock({ $0[cacheKey] }) { return known }
-        let found = try withSession { (s) throws(CofferError) -> TokenKey in try findKey(s, label: label, id: id, mechanism: mechanism) }
+        let found = try withSession { (s) throws(CofferError) -> TokenKey in
+            try findKey(s, label: label, id: id, mechanism: mechanism)
+        }
         keys.withLock { $0[cacheKey] = found }
         return found
     }
@@ -187,7 +232,10 @@ final class TokenConnection: Sendable {
     }
 
     private func findKey(
-        _ s: CK_SESSION_HANDLE, label: String?, id: [UInt8]?, mechanism: PKCS11Configuration.Mechanism
+        _ s: CK_SESSION_HANDLE,
+        label: String?,
+        id: [UInt8]?,
+        mechanism: PKCS11Configuration.Mechanism
     ) throws(CofferError) -> TokenKey {
         let wanted = TokenConnection.describe(label: label, id: id)
         let isAES = mechanism == .aesGCM
@@ -198,22 +246,30 @@ final class TokenConnection: Sendable {
                 let cls = try ulong(s, other, CK_ATTRIBUTE_TYPE(CKA_CLASS))
                 throw CofferError.invalid(
                     "the object with \(wanted) on HSM token \(name) is a \(className(cls)), but \(mechanism.rawValue) needs "
-                        + (isAES ? "an AES secret key" : "an RSA private and public key pair") + "; fix key_label/key_id or mechanism")
+                        + (isAES ? "an AES secret key" : "an RSA private and public key pair")
+                        + "; fix key_label/key_id or mechanism"
+                )
             }
-            let create = isAES
+            let create =
+                isAES
                 ? "create it (pkcs11-tool --keygen --key-type AES:32 --label ... --id ...) or set generate_key = true"
                 : "create it (pkcs11-tool --keypairgen --key-type rsa:2048 --label ... --id ...)"
-            throw CofferError.invalid("PKCS#11 key with \(wanted) not found on HSM token \(name); \(create), or fix key_label/key_id")
+            throw CofferError.invalid(
+                "PKCS#11 key with \(wanted) not found on HSM token \(name); \(create), or fix key_label/key_id"
+            )
         }
         guard candidates.count == 1 else {
-            throw CofferError.invalid("\(candidates.count) keys on HSM token \(name) match \(wanted); set both key_label and key_id to pick one")
+            throw CofferError.invalid(
+                "\(candidates.count) keys on HSM token \(name) match \(wanted); set both key_label and key_id to pick one"
+            )
         }
         let keyType = try ulong(s, handle, CK_ATTRIBUTE_TYPE(CKA_KEY_TYPE))
         let expected = CK_KEY_TYPE(isAES ? CKK_AES : CKK_RSA)
         guard keyType == expected else {
             throw CofferError.invalid(
                 "the key with \(wanted) on HSM token \(name) is of type \(keyTypeName(keyType)), but \(mechanism.rawValue) needs "
-                    + "\(isAES ? "CKK_AES" : "CKK_RSA"); fix key_label/key_id or mechanism")
+                    + "\(isAES ? "CKK_AES" : "CKK_RSA"); fix key_label/key_id or mechanism"
+            )
         }
         let realLabel = String(decoding: try bytes(s, handle, CK_ATTRIBUTE_TYPE(CKA_LABEL)), as: UTF8.self)
         let realID = try bytes(s, handle, CK_ATTRIBUTE_TYPE(CKA_ID))
@@ -223,11 +279,14 @@ final class TokenConnection: Sendable {
             guard publics.count == 1, let pub = publics.first else {
                 throw CofferError.invalid(
                     "the RSA private key with \(wanted) on HSM token \(name) has \(publics.isEmpty ? "no" : "more than one") "
-                        + "matching public key; CKM_RSA_PKCS_OAEP needs the pair (same label and id)")
+                        + "matching public key; CKM_RSA_PKCS_OAEP needs the pair (same label and id)"
+                )
             }
             let bits = try ulong(s, pub, CK_ATTRIBUTE_TYPE(CKA_MODULUS_BITS))
             guard bits >= 2048 else {
-                throw CofferError.invalid("the RSA key with \(wanted) on HSM token \(name) has \(bits) bits; use at least 2048")
+                throw CofferError.invalid(
+                    "the RSA key with \(wanted) on HSM token \(name) has \(bits) bits; use at least 2048"
+                )
             }
             encryptHandle = pub
         }
@@ -241,27 +300,43 @@ final class TokenConnection: Sendable {
             template.add(CKA_CLASS, ulong: CK_ULONG(CKO_SECRET_KEY))
             template.add(CKA_KEY_TYPE, ulong: CK_ULONG(CKK_AES))
             template.add(CKA_VALUE_LEN, ulong: 32)
-            for attribute in [CKA_TOKEN, CKA_SENSITIVE, CKA_PRIVATE, CKA_ENCRYPT, CKA_DECRYPT] { template.add(attribute, bool: true) }
+            for attribute in [CKA_TOKEN, CKA_SENSITIVE, CKA_PRIVATE, CKA_ENCRYPT, CKA_DECRYPT] {
+                template.add(attribute, bool: true)
+            }
             template.add(CKA_EXTRACTABLE, bool: false)
             if let label { template.add(CKA_LABEL, bytes: Array(label.utf8)) }
             if let id { template.add(CKA_ID, bytes: id) }
-            var mechanism = CK_MECHANISM(mechanism: CK_MECHANISM_TYPE(CKM_AES_KEY_GEN), pParameter: nil, ulParameterLen: 0)
+            var mechanism = CK_MECHANISM(
+                mechanism: CK_MECHANISM_TYPE(CKM_AES_KEY_GEN),
+                pParameter: nil,
+                ulParameterLen: 0
+            )
             var key: CK_OBJECT_HANDLE = 0
             try check(
                 template.attributes.withUnsafeMutableBufferPointer { a in
                     f.C_GenerateKey?(s, &mechanism, a.baseAddress, CK_ULONG(a.count), &key)
-                }, "C_GenerateKey")
+                },
+                "C_GenerateKey"
+            )
         }
     }
 
-    private func find(_ s: CK_SESSION_HANDLE, objectClass: CK_OBJECT_CLASS?, label: String?, id: [UInt8]?) throws(CofferError) -> [CK_OBJECT_HANDLE] {
+    private func find(
+        _ s: CK_SESSION_HANDLE,
+        objectClass: CK_OBJECT_CLASS?,
+        label: String?,
+        id: [UInt8]?
+    ) throws(CofferError) -> [CK_OBJECT_HANDLE] {
         let template = Template()
         if let objectClass { template.add(CKA_CLASS, ulong: objectClass) }
         if let label { template.add(CKA_LABEL, bytes: Array(label.utf8)) }
         if let id { template.add(CKA_ID, bytes: id) }
         try check(
-            template.attributes.withUnsafeMutableBufferPointer { f.C_FindObjectsInit?(s, $0.baseAddress, CK_ULONG($0.count)) },
-            "C_FindObjectsInit")
+            template.attributes.withUnsafeMutableBufferPointer {
+                f.C_FindObjectsInit?(s, $0.baseAddress, CK_ULONG($0.count))
+            },
+            "C_FindObjectsInit"
+        )
         defer { _ = f.C_FindObjectsFinal?(s) }
         var found: [CK_OBJECT_HANDLE] = []
         var batch = [CK_OBJECT_HANDLE](repeating: 0, count: 8)
@@ -273,7 +348,11 @@ final class TokenConnection: Sendable {
         }
     }
 
-    private func ulong(_ s: CK_SESSION_HANDLE, _ object: CK_OBJECT_HANDLE, _ type: CK_ATTRIBUTE_TYPE) throws(CofferError) -> CK_ULONG {
+    private func ulong(
+        _ s: CK_SESSION_HANDLE,
+        _ object: CK_OBJECT_HANDLE,
+        _ type: CK_ATTRIBUTE_TYPE
+    ) throws(CofferError) -> CK_ULONG {
         var value: CK_ULONG = 0
         var attribute = CK_ATTRIBUTE(type: type, pValue: nil, ulValueLen: CK_ULONG(MemoryLayout<CK_ULONG>.size))
         try withUnsafeMutablePointer(to: &value) { (p) throws(CofferError) in
@@ -283,7 +362,11 @@ final class TokenConnection: Sendable {
         return value
     }
 
-    private func bytes(_ s: CK_SESSION_HANDLE, _ object: CK_OBJECT_HANDLE, _ type: CK_ATTRIBUTE_TYPE) throws(CofferError) -> [UInt8] {
+    private func bytes(
+        _ s: CK_SESSION_HANDLE,
+        _ object: CK_OBJECT_HANDLE,
+        _ type: CK_ATTRIBUTE_TYPE
+    ) throws(CofferError) -> [UInt8] {
         var attribute = CK_ATTRIBUTE(type: type, pValue: nil, ulValueLen: 0)
         try check(f.C_GetAttributeValue?(s, object, &attribute, 1), "C_GetAttributeValue")
         guard attribute.ulValueLen != coffer_ck_unavailable_information, attribute.ulValueLen > 0 else { return [] }
@@ -330,9 +413,13 @@ final class Template {
 
     func add(_ type: some BinaryInteger, bytes: [UInt8]) {
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(bytes.count, 1), alignment: 8)
-        bytes.withUnsafeBytes { buffer.copyMemory(from: $0.baseAddress ?? UnsafeRawPointer(buffer), byteCount: bytes.count) }
+        bytes.withUnsafeBytes {
+            buffer.copyMemory(from: $0.baseAddress ?? UnsafeRawPointer(buffer), byteCount: bytes.count)
+        }
         buffers.append(buffer)
-        attributes.append(CK_ATTRIBUTE(type: CK_ATTRIBUTE_TYPE(type), pValue: buffer, ulValueLen: CK_ULONG(bytes.count)))
+        attributes.append(
+            CK_ATTRIBUTE(type: CK_ATTRIBUTE_TYPE(type), pValue: buffer, ulValueLen: CK_ULONG(bytes.count))
+        )
     }
 
     func add(_ type: some BinaryInteger, ulong: CK_ULONG) {

@@ -129,33 +129,36 @@ if dev {
         vault = devVault
         let address = "http://\(config.listener.address)"
         let key = unsealKey.withUnsafeBytes { Base64.encode($0) }
-        FileHandle.standardOutput.write(Data(
-            """
-            ==> Coffer server configuration:
+        FileHandle.standardOutput.write(
+            Data(
+                """
+                ==> Coffer server configuration:
 
-                         Api Address: \(config.apiAddr ?? address)
-                           Log Level: \(config.logLevel)
-                             Storage: memory
-                                Seal: shamir (1 share, threshold 1)
-                             Version: Coffer v\(CofferVersion.versionString) (speaks the Vault/OpenBao v1 API)
+                             Api Address: \(config.apiAddr ?? address)
+                               Log Level: \(config.logLevel)
+                                 Storage: memory
+                                    Seal: shamir (1 share, threshold 1)
+                                 Version: Coffer v\(CofferVersion.versionString) (speaks the Vault/OpenBao v1 API)
 
-            WARNING! dev mode is enabled! In this mode, Coffer runs entirely in-memory
-            and starts unsealed with a single unseal key.
+                WARNING! dev mode is enabled! In this mode, Coffer runs entirely in-memory
+                and starts unsealed with a single unseal key.
 
-            You may need to set the following environment variables:
+                You may need to set the following environment variables:
 
-                $ export BAO_ADDR='\(address)'
-                $ export BAO_TOKEN='\(rootToken)'
+                    $ export BAO_ADDR='\(address)'
+                    $ export BAO_TOKEN='\(rootToken)'
 
-            The unseal key and root token are displayed below in case you want to
-            seal/unseal the Vault or re-authenticate.
+                The unseal key and root token are displayed below in case you want to
+                seal/unseal the Vault or re-authenticate.
 
-            Unseal Key: \(key)
-            Root Token: \(rootToken)
+                Unseal Key: \(key)
+                Root Token: \(rootToken)
 
-            Development mode should NOT be used in production installations!
+                Development mode should NOT be used in production installations!
 
-            """.utf8))
+                """.utf8
+            )
+        )
     } catch {
         fail("cannot start the dev vault: \(error)")
     }
@@ -169,13 +172,17 @@ if dev {
     do {
         // Callers of sys/unseal and sys/init need no token: the seal's errors reach them without the
         // module path, token and key names, which go to the log instead.
-        seal = try config.pkcs11Seal.map { (fields) throws(CofferError) in
-            var configuration = try PKCS11Configuration(json: fields)
-            if let pin = config.pkcs11PIN { configuration.pin = pin }
-            return try PKCS11Seal(configuration) { [logger] error in
-                logger.error("the pkcs11 seal failed", metadata: ["code": "\(error.code)", "error": "\(error.message)"])
-            }
-        } ?? ShamirSeal()
+        seal =
+            try config.pkcs11Seal.map { (fields) throws(CofferError) in
+                var configuration = try PKCS11Configuration(json: fields)
+                if let pin = config.pkcs11PIN { configuration.pin = pin }
+                return try PKCS11Seal(configuration) { [logger] error in
+                    logger.error(
+                        "the pkcs11 seal failed",
+                        metadata: ["code": "\(error.code)", "error": "\(error.message)"]
+                    )
+                }
+            } ?? ShamirSeal()
     } catch {
         fail("seal \"pkcs11\": \(error)")
     }
@@ -191,7 +198,8 @@ if dev {
         metadata: [
             "storage": "\(config.storage)", "initialized": "\(status?.initialized ?? false)",
             "sealed": "\(status?.sealed ?? true)",
-        ])
+        ]
+    )
 }
 
 // MARK: Serve
@@ -199,7 +207,11 @@ if dev {
 let server: CofferHTTPServer
 do {
     server = try CofferHTTPServer(
-        vault: vault, config: config, logOutput: output, reloadConfig: configPath == nil ? nil : loadConfig)
+        vault: vault,
+        config: config,
+        logOutput: output,
+        reloadConfig: configPath == nil ? nil : loadConfig
+    )
 } catch {
     vault.close()
     fail("\(error)")

@@ -1,5 +1,6 @@
-@testable import CofferCore
 import Testing
+
+@testable import CofferCore
 
 @Suite struct BarrierTests {
     func unsealedBarrier() throws -> (Barrier, InMemoryBackend) {
@@ -74,7 +75,9 @@ import Testing
     @Test func oversizedValuesAreRefused() throws {
         let barrier = Barrier(physical: InMemoryBackend(), maxEntrySize: 1024)
         try barrier.initialize(rootKey: SecureBytes(randomCount: 32), now: .zero)
-        expectError(.invalidArgument, containing: "limit of 1024 bytes") { try barrier.put("big", [UInt8](repeating: 0, count: 1025)) }
+        expectError(.invalidArgument, containing: "limit of 1024 bytes") {
+            try barrier.put("big", [UInt8](repeating: 0, count: 1025))
+        }
         #expect(try barrier.get("big") == nil)
     }
 }

@@ -1,21 +1,36 @@
-@testable import CofferCore
 import Testing
+
+@testable import CofferCore
 
 /// Known-answer tests from published vectors.
 @Suite struct CryptoTests {
     // The GCM specification (McGrew & Viega), test cases 13, 14 and 16 (AES-256).
     @Test(arguments: [
-        ("0000000000000000000000000000000000000000000000000000000000000000", "000000000000000000000000", "", "", "",
-         "530f8afbc74536b9a963b4f1c4cb738b"),
-        ("0000000000000000000000000000000000000000000000000000000000000000", "000000000000000000000000",
-         "00000000000000000000000000000000", "", "cea7403d4d606b6e074ec5d3baf39d18", "d0d1c8a799996bf0265b98b5d48ab919"),
-        ("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308", "cafebabefacedbaddecaf888",
-         "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
-         "feedfacedeadbeeffeedfacedeadbeefabaddad2",
-         "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662",
-         "76fc6ece0f4e1768cddf8853bb2d551b"),
+        (
+            "0000000000000000000000000000000000000000000000000000000000000000", "000000000000000000000000", "", "", "",
+            "530f8afbc74536b9a963b4f1c4cb738b"
+        ),
+        (
+            "0000000000000000000000000000000000000000000000000000000000000000", "000000000000000000000000",
+            "00000000000000000000000000000000", "", "cea7403d4d606b6e074ec5d3baf39d18",
+            "d0d1c8a799996bf0265b98b5d48ab919"
+        ),
+        (
+            "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308", "cafebabefacedbaddecaf888",
+            "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
+            "feedfacedeadbeeffeedfacedeadbeefabaddad2",
+            "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662",
+            "76fc6ece0f4e1768cddf8853bb2d551b"
+        ),
     ])
-    func aesGCMKnownAnswers(key: String, iv: String, plaintext: String, aad: String, ciphertext: String, tag: String) throws {
+    func aesGCMKnownAnswers(
+        key: String,
+        iv: String,
+        plaintext: String,
+        aad: String,
+        ciphertext: String,
+        tag: String
+    ) throws {
         let k = SecureBytes(hex(key))
         let sealed = try AESGCM.seal(key: k, nonce: hex(iv), plaintext: hex(plaintext), aad: hex(aad))
         #expect(Hex.encode(sealed) == ciphertext + tag)
@@ -35,30 +50,47 @@ import Testing
             let bytes = Array(id.utf8)
             #expect(bytes.count == 36)
             #expect([8, 13, 18, 23].allSatisfy { bytes[$0] == UInt8(ascii: "-") })
-            #expect(bytes.enumerated().allSatisfy { [8, 13, 18, 23].contains($0.offset) || "0123456789abcdef".utf8.contains($0.element) })
+            #expect(
+                bytes.enumerated().allSatisfy {
+                    [8, 13, 18, 23].contains($0.offset) || "0123456789abcdef".utf8.contains($0.element)
+                }
+            )
             #expect(bytes[14] == UInt8(ascii: "4"))
             #expect("89ab".utf8.contains(bytes[19]))
         }
     }
 
     @Test func hmacSHA256KnownAnswers() {
-        #expect(Hex.encode(Digest.hmacSHA256(key: [UInt8](repeating: 0x0b, count: 20), data: Array("Hi There".utf8)))
-            == "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7")
-        #expect(Hex.encode(Digest.hmacSHA256(key: Array("Jefe".utf8), data: Array("what do ya want for nothing?".utf8)))
-            == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+        #expect(
+            Hex.encode(Digest.hmacSHA256(key: [UInt8](repeating: 0x0b, count: 20), data: Array("Hi There".utf8)))
+                == "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
+        )
+        #expect(
+            Hex.encode(Digest.hmacSHA256(key: Array("Jefe".utf8), data: Array("what do ya want for nothing?".utf8)))
+                == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        )
     }
 
     // FIPS 180-2 appendix B.1.
     @Test func sha256KnownAnswer() {
-        #expect(Hex.encode(Digest.sha256(Array("abc".utf8))) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(
+            Hex.encode(Digest.sha256(Array("abc".utf8)))
+                == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        )
     }
 
     // RFC 5869 test case 1.
     @Test func hkdfKnownAnswer() throws {
         let okm = try Digest.hkdfSHA256(
-            key: SecureBytes([UInt8](repeating: 0x0b, count: 22)), salt: hex("000102030405060708090a0b0c"),
-            info: hex("f0f1f2f3f4f5f6f7f8f9"), length: 42)
-        #expect(Hex.encode(okm.unsafeCopy) == "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865")
+            key: SecureBytes([UInt8](repeating: 0x0b, count: 22)),
+            salt: hex("000102030405060708090a0b0c"),
+            info: hex("f0f1f2f3f4f5f6f7f8f9"),
+            length: 42
+        )
+        #expect(
+            Hex.encode(okm.unsafeCopy)
+                == "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
+        )
     }
 
     @Test func constantTimeCompareAndSecretDescription() {

@@ -46,17 +46,30 @@ import Testing
         expectError(.invalidArgument, containing: "ttl must be a duration from 0 to 3153600000 seconds") {
             try core.call(.update, "auth/token/create", ["ttl": ["1h"]], token: result.rootToken)
         }
-        let created = try core.call(.update, "auth/token/create", ["ttl": "1h", "colour": "blue"], token: result.rootToken)
+        let created = try core.call(
+            .update,
+            "auth/token/create",
+            ["ttl": "1h", "colour": "blue"],
+            token: result.rootToken
+        )
         #expect(created.warnings == ["Endpoint ignored these unrecognized parameters: [colour]"])
         // 404 for a path nothing declares, 405 for an operation the path does not serve: Vault's texts.
-        expectError(.notFound, containing: "unsupported path") { try core.call(.read, "sys/nothing-here", token: result.rootToken) }
-        expectError(.unsupportedOperation, containing: "unsupported operation") { try core.call(.delete, "sys/seal", token: result.rootToken) }
+        expectError(.notFound, containing: "unsupported path") {
+            try core.call(.read, "sys/nothing-here", token: result.rootToken)
+        }
+        expectError(.unsupportedOperation, containing: "unsupported operation") {
+            try core.call(.delete, "sys/seal", token: result.rootToken)
+        }
     }
 
     /// A login method for the test: `login` with a username answers an auth block without a token.
     final class PasswordLogin: TableBackend {
         static let paths = PathTable<PasswordLogin>([
-            Path("login", fields: [.string("username"), .string("password"), .duration("ttl")], write: PasswordLogin.login)
+            Path(
+                "login",
+                fields: [.string("username"), .string("password"), .duration("ttl")],
+                write: PasswordLogin.login
+            )
         ])
         var specialPaths: SpecialPaths { SpecialPaths(unauthenticated: ["login"]) }
 
@@ -66,8 +79,17 @@ import Testing
             }
             return Response(
                 auth: AuthInfo(
-                    clientToken: "", accessor: "", policies: ["reader"], tokenPolicies: [], metadata: ["username": "alice"],
-                    leaseDuration: request.fields.seconds("ttl") ?? 0, renewable: true, orphan: true, numUses: 0))
+                    clientToken: "",
+                    accessor: "",
+                    policies: ["reader"],
+                    tokenPolicies: [],
+                    metadata: ["username": "alice"],
+                    leaseDuration: request.fields.seconds("ttl") ?? 0,
+                    renewable: true,
+                    orphan: true,
+                    numUses: 0
+                )
+            )
         }
     }
 
@@ -76,7 +98,12 @@ import Testing
         methods.register("password") { _ in PasswordLogin() }
         let (core, result) = try makeCore(authMethods: methods)
         let root = result.rootToken
-        try core.call(.update, "sys/policies/acl/reader", ["policy": #"path "echo/*" { capabilities = ["read"] }"#], token: root)
+        try core.call(
+            .update,
+            "sys/policies/acl/reader",
+            ["policy": #"path "echo/*" { capabilities = ["read"] }"#],
+            token: root
+        )
         try core.call(.update, "sys/auth/people", ["type": "password"], token: root)
         try core.call(.update, "sys/auth/people/tune", ["max_lease_ttl": "2h"], token: root)
         #expect(try core.call(.read, "sys/auth", token: root).data?.keys.sorted() == ["people/", "token/"])
@@ -85,7 +112,12 @@ import Testing
         }
 
         // The login path needs no token; what it answers becomes a token with its policies.
-        let login = try core.call(.update, "auth/people/login", ["username": "alice", "password": "pw", "ttl": "10h"], token: nil)
+        let login = try core.call(
+            .update,
+            "auth/people/login",
+            ["username": "alice", "password": "pw", "ttl": "10h"],
+            token: nil
+        )
         let auth = try #require(login.auth)
         #expect(auth.clientToken.hasPrefix("s."))
         #expect(auth.policies == ["default", "reader"])
@@ -94,20 +126,38 @@ import Testing
         try core.call(.update, "echo/x", ["v": "1"], token: root)
         #expect(try core.call(.read, "echo/x", token: auth.clientToken).data?["v"] == "1")
         expectError(.permissionDenied) { try core.call(.update, "echo/x", ["v": "2"], token: auth.clientToken) }
-        expectError(.permissionDenied) { try core.call(.update, "auth/people/login", ["username": "alice", "password": "no"], token: nil) }
+        expectError(.permissionDenied) {
+            try core.call(.update, "auth/people/login", ["username": "alice", "password": "no"], token: nil)
+        }
 
         // Disabled, its paths are gone.
         try core.call(.delete, "sys/auth/people", token: root)
-        expectError(.notFound) { try core.call(.update, "auth/people/login", ["username": "alice", "password": "pw"], token: nil) }
+        expectError(.notFound) {
+            try core.call(.update, "auth/people/login", ["username": "alice", "password": "pw"], token: nil)
+        }
         expectError(.invalidArgument) { try core.call(.update, "sys/auth/token", ["type": "token"], token: root) }
     }
 
     @Test func cubbyholeIsPrivateToEachTokenAndDiesWithIt() throws {
         let (core, result) = try makeCore()
         let root = result.rootToken
-        let a = try #require(try core.call(.update, "auth/token/create", ["policies": ["default"]], token: root).auth?.clientToken)
-        let b = try #require(try core.call(.update, "auth/token/create", ["policies": ["default"]], token: root).auth?.clientToken)
-        try core.call(.update, "sys/policies/acl/default", ["policy": .string(PolicyStore.defaultPolicy + #"path "cubbyhole/*" { capabilities = ["create", "read", "update", "delete", "list"] }"#)], token: root)
+        let a = try #require(
+            try core.call(.update, "auth/token/create", ["policies": ["default"]], token: root).auth?.clientToken
+        )
+        let b = try #require(
+            try core.call(.update, "auth/token/create", ["policies": ["default"]], token: root).auth?.clientToken
+        )
+        try core.call(
+            .update,
+            "sys/policies/acl/default",
+            [
+                "policy": .string(
+                    PolicyStore.defaultPolicy
+                        + #"path "cubbyhole/*" { capabilities = ["create", "read", "update", "delete", "list"] }"#
+                )
+            ],
+            token: root
+        )
         try core.call(.update, "cubbyhole/notes/first", ["secret": "for a only"], token: a)
         #expect(try core.call(.read, "cubbyhole/notes/first", token: a).data?["secret"] == "for a only")
         #expect(try core.call(.list, "cubbyhole/notes/", token: a).data?["keys"] == ["first"])
@@ -120,7 +170,9 @@ import Testing
         #expect(before.count == 1)
         try core.call(.update, "auth/token/revoke-self", token: a)
         #expect(try core.barrier.physical.listRecursive(prefix: "logical/").filter { $0.contains("notes/first") } == [])
-        expectError(.invalidArgument, containing: "reserved") { try core.call(.update, "sys/mounts/cubbyhole", ["type": "echo"], token: root) }
+        expectError(.invalidArgument, containing: "reserved") {
+            try core.call(.update, "sys/mounts/cubbyhole", ["type": "echo"], token: root)
+        }
     }
 
     @Test func aSecondCoreOverTheSameStorageSeesEveryChange() throws {
@@ -147,10 +199,22 @@ import Testing
         try first.call(.update, "secret/metadata/app", ["max_versions": 3], token: root)
         #expect(try second.call(.read, "secret/metadata/app", token: root).data?["max_versions"] == 3)
         // Policies: a narrowed policy takes effect in the other at once (its ACL cache is dropped).
-        try first.call(.update, "sys/policies/acl/app", ["policy": #"path "secret/data/app" { capabilities = ["read"] }"#], token: root)
-        let limited = try #require(try first.call(.update, "auth/token/create", ["policies": ["app"]], token: root).auth?.clientToken)
+        try first.call(
+            .update,
+            "sys/policies/acl/app",
+            ["policy": #"path "secret/data/app" { capabilities = ["read"] }"#],
+            token: root
+        )
+        let limited = try #require(
+            try first.call(.update, "auth/token/create", ["policies": ["app"]], token: root).auth?.clientToken
+        )
         #expect(try second.call(.read, "secret/data/app", token: limited).data?["data"] == ["v": "2"])
-        try first.call(.update, "sys/policies/acl/app", ["policy": #"path "secret/data/other" { capabilities = ["read"] }"#], token: root)
+        try first.call(
+            .update,
+            "sys/policies/acl/app",
+            ["policy": #"path "secret/data/other" { capabilities = ["read"] }"#],
+            token: root
+        )
         expectError(.permissionDenied) { try second.call(.read, "secret/data/app", token: limited) }
         // Tokens: revoked by one, refused by the other.
         try first.call(.update, "auth/token/revoke", ["token": .string(limited)], token: root)
@@ -182,11 +246,20 @@ import Testing
         clock.advance(seconds: 7200)
         // A token that may not encrypt: its write is refused by the ACL, and the existence check that
         // ran first (to call the write a create or an update) did not rotate the key.
-        let none = try #require(try core.call(.update, "auth/token/create", ["policies": ["default"]], token: root).auth?.clientToken)
+        let none = try #require(
+            try core.call(.update, "auth/token/create", ["policies": ["default"]], token: root).auth?.clientToken
+        )
         let writes = Mutex(0)
-        _ = storage.changes.subscribe { keys in if keys.contains(where: { $0.contains("/policy/k") }) { writes.withLock { $0 += 1 } } }
-        expectError(.permissionDenied) { try core.call(.update, "transit/encrypt/k", ["plaintext": "aGk="], token: none) }
+        _ = storage.changes.subscribe { keys in
+            if keys.contains(where: { $0.contains("/policy/k") }) { writes.withLock { $0 += 1 } }
+        }
+        expectError(.permissionDenied) {
+            try core.call(.update, "transit/encrypt/k", ["plaintext": "aGk="], token: none)
+        }
         #expect(writes.withLock { $0 } == 0)
-        #expect(try core.call(.read, "transit/keys/k", token: root).data?["latest_version"] == 2, "rotated when used, by one allowed to")
+        #expect(
+            try core.call(.read, "transit/keys/k", token: root).data?["latest_version"] == 2,
+            "rotated when used, by one allowed to"
+        )
     }
 }

@@ -3,18 +3,24 @@ import Testing
 
 @Suite struct JSONTests {
     @Test func roundTripKeepsNumbersExactlyAndSortsKeys() throws {
-        let text = #"{"b":[1,2.50,-0.0,1e400,12345678901234567890],"a":{"x":null,"y":true},"s":"q\"\\\n\u00e9\ud83d\ude00"}"#
+        let text =
+            #"{"b":[1,2.50,-0.0,1e400,12345678901234567890],"a":{"x":null,"y":true},"s":"q\"\\\n\u00e9\ud83d\ude00"}"#
         let value = try JSONValue.parse(text)
         #expect(value["b"]?.arrayValue?[1] == .number("2.50"))
         #expect(value["b"]?.arrayValue?[4] == .number("12345678901234567890"))
         #expect(value["s"]?.stringValue == "q\"\\\né😀")
-        #expect(value.jsonString == #"{"a":{"x":null,"y":true},"b":[1,2.50,-0.0,1e400,12345678901234567890],"s":"q\"\\\né😀"}"#)
+        #expect(
+            value.jsonString
+                == #"{"a":{"x":null,"y":true},"b":[1,2.50,-0.0,1e400,12345678901234567890],"s":"q\"\\\né😀"}"#
+        )
         #expect(try JSONValue.parse(value.serialized()) == value)
     }
 
     @Test(arguments: [
-        ("", "unexpected end"), ("{", "expected a string key"), (#"{"a":1,}"#, "expected a string key"), ("[1 2]", "expected ','"),
-        ("01", "unexpected data"), (#""\x""#, "invalid escape"), ("nul", "unexpected end"), (#"{"a":1} x"#, "unexpected data"),
+        ("", "unexpected end"), ("{", "expected a string key"), (#"{"a":1,}"#, "expected a string key"),
+        ("[1 2]", "expected ','"),
+        ("01", "unexpected data"), (#""\x""#, "invalid escape"), ("nul", "unexpected end"),
+        (#"{"a":1} x"#, "unexpected data"),
         (#""\ud800""#, "surrogate"), ("1.", "digit expected"),
     ])
     func malformedDocumentsSayWhatIsWrong(text: String, reason: String) {

@@ -1,6 +1,7 @@
-@testable import CofferCore
 import Foundation
 import Testing
+
+@testable import CofferCore
 
 @Suite struct LifecycleTests {
     @Test func threeOfFiveUnsealWithAnyThreeSharesAndTwoDoNot() throws {
@@ -33,7 +34,9 @@ import Testing
         expectError(.invalidArgument, containing: "already entered") { try core.unseal(key: result.keys[0].unsafeCopy) }
         var foreign = result.keys[1].unsafeCopy
         foreign[0] ^= 0xFF
-        expectError(.invalidArgument, containing: "not one of the current unseal keys") { try core.unseal(key: foreign) }
+        expectError(.invalidArgument, containing: "not one of the current unseal keys") {
+            try core.unseal(key: foreign)
+        }
         expectError(.invalidArgument, containing: "33 bytes") { try core.unseal(key: [1, 2, 3]) }
         #expect(try core.sealStatus().progress == 1, "the right share is still counted")
         try core.unseal(key: result.keys[3].unsafeCopy)
@@ -45,8 +48,12 @@ import Testing
         let (core, result) = try makeCore()
         core.sealVault()
         expectError(.sealed, containing: "Vault is sealed") { try core.call(.read, "echo/x", token: result.rootToken) }
-        expectError(.sealed, containing: "Vault is sealed") { try core.call(.read, "sys/mounts", token: result.rootToken) }
-        expectError(.sealed, containing: "Vault is sealed") { try core.call(.read, "auth/token/lookup-self", token: nil) }
+        expectError(.sealed, containing: "Vault is sealed") {
+            try core.call(.read, "sys/mounts", token: result.rootToken)
+        }
+        expectError(.sealed, containing: "Vault is sealed") {
+            try core.call(.read, "auth/token/lookup-self", token: nil)
+        }
         let status = try core.call(.read, "sys/seal-status", token: nil)
         #expect(status.raw?["sealed"] == true && status.raw?["initialized"] == true && status.raw?["type"] == "shamir")
         #expect(status.raw?["cluster_name"] == nil, "OpenBao hides the cluster while sealed")
@@ -61,7 +68,11 @@ import Testing
     @Test func initOverTheWireLeavesTheVaultSealedAsOpenBaoDoes() throws {
         let core = try Core(storage: InMemoryBackend(), engines: testRegistry())
         let (status, body) = core.handleWire(
-            method: "PUT", path: "/v1/sys/init", token: nil, body: Array(#"{"secret_shares":3,"secret_threshold":2}"#.utf8))
+            method: "PUT",
+            path: "/v1/sys/init",
+            token: nil,
+            body: Array(#"{"secret_shares":3,"secret_threshold":2}"#.utf8)
+        )
         #expect(status == 200)
         let json = try JSONValue.parse(try #require(body))
         let keys = (json["keys"]?.arrayValue ?? []).compactMap { $0.stringValue.flatMap(Hex.decode) }
@@ -74,14 +85,32 @@ import Testing
 
     @Test func initializingTwiceOrUnsealingUninitializedFails() throws {
         let core = try Core(storage: InMemoryBackend(), engines: testRegistry())
-        #expect(try core.sealStatus() == SealStatus(type: "shamir", initialized: false, sealed: true, threshold: 0, shares: 0,
-            progress: 0, nonce: "", storageType: "inmem", recoverySeal: false))
-        expectError(.notInitialized, containing: "not initialized") { try core.unseal(key: [UInt8](repeating: 1, count: 33)) }
+        #expect(
+            try core.sealStatus()
+                == SealStatus(
+                    type: "shamir",
+                    initialized: false,
+                    sealed: true,
+                    threshold: 0,
+                    shares: 0,
+                    progress: 0,
+                    nonce: "",
+                    storageType: "inmem",
+                    recoverySeal: false
+                )
+        )
+        expectError(.notInitialized, containing: "not initialized") {
+            try core.unseal(key: [UInt8](repeating: 1, count: 33))
+        }
         let health = try core.call(.read, "sys/health", token: nil)
         #expect(health.status == 501)
-        expectError(.invalidArgument, containing: "secret_threshold") { _ = try core.initialize(shares: 3, threshold: 5) }
+        expectError(.invalidArgument, containing: "secret_threshold") {
+            _ = try core.initialize(shares: 3, threshold: 5)
+        }
         _ = try core.initialize(shares: 3, threshold: 2)
-        expectError(.alreadyInitialized, containing: "already initialized") { _ = try core.initialize(shares: 1, threshold: 1) }
+        expectError(.alreadyInitialized, containing: "already initialized") {
+            _ = try core.initialize(shares: 1, threshold: 1)
+        }
         #expect(try core.call(.read, "sys/health", token: nil).status == 200)
         core.sealVault()
         #expect(try core.call(.read, "sys/health", token: nil).status == 503)
@@ -105,7 +134,9 @@ import Testing
         try core.unseal(key: result.keys[2].unsafeCopy)
         try core.unseal(key: result.keys[0].unsafeCopy)
         #expect(!core.isSealed)
-        for i in 0..<20 { #expect(try core.call(.read, "echo/item\(i)", token: result.rootToken).data?["n"] == .int(i)) }
+        for i in 0..<20 {
+            #expect(try core.call(.read, "echo/item\(i)", token: result.rootToken).data?["n"] == .int(i))
+        }
         #expect(try core.call(.read, "echo/after-rotate", token: result.rootToken).data?["ok"] == true)
         #expect(try core.mounts().map(\.path) == ["echo/"])
     }
@@ -116,15 +147,32 @@ import Testing
         let started = try core.call(.update, "sys/rekey/init", ["secret_shares": 5, "secret_threshold": 3], token: nil)
         let nonce = try #require(started.raw?["nonce"]?.stringValue)
         expectError(.invalidArgument, containing: "nonce") {
-            try core.call(.update, "sys/rekey/update", ["key": .string(result.hexKeys[0]), "nonce": "wrong"], token: nil)
+            try core.call(
+                .update,
+                "sys/rekey/update",
+                ["key": .string(result.hexKeys[0]), "nonce": "wrong"],
+                token: nil
+            )
         }
-        try core.call(.update, "sys/rekey/update", ["key": .string(result.hexKeys[0]), "nonce": .string(nonce)], token: nil)
-        let done = try core.call(.update, "sys/rekey/update", ["key": .string(result.hexKeys[1]), "nonce": .string(nonce)], token: nil)
+        try core.call(
+            .update,
+            "sys/rekey/update",
+            ["key": .string(result.hexKeys[0]), "nonce": .string(nonce)],
+            token: nil
+        )
+        let done = try core.call(
+            .update,
+            "sys/rekey/update",
+            ["key": .string(result.hexKeys[1]), "nonce": .string(nonce)],
+            token: nil
+        )
         #expect(done.raw?["complete"] == true)
         let newKeys = try #require(done.raw?["keys"]?.arrayValue).compactMap(\.stringValue)
         #expect(newKeys.count == 5)
         core.sealVault()
-        expectError(.invalidArgument, containing: "not one of the current") { try core.unseal(key: hex(result.hexKeys[0])) }
+        expectError(.invalidArgument, containing: "not one of the current") {
+            try core.unseal(key: hex(result.hexKeys[0]))
+        }
         for key in newKeys.prefix(3) { try core.unseal(key: hex(key)) }
         #expect(!core.isSealed)
         #expect(try core.call(.read, "echo/keep", token: result.rootToken).data?["v"] == "kept")
@@ -143,7 +191,8 @@ import Testing
     @Test(arguments: [
         ("echo/../sys/mounts", "'..' segment"), ("echo//x", "empty segment"), ("echo/./x", "'.' segment"),
         ("echo/a\u{01}b", "control character (U+1)"), ("", "empty path"), ("echo/..", "'..' segment"),
-        ("echo/x/.", "'.' segment"), ("//", "empty path"), ("echo/a\u{7F}", "control character (U+7F)"), ("echo/a//", "empty segment"),
+        ("echo/x/.", "'.' segment"), ("//", "empty path"), ("echo/a\u{7F}", "control character (U+7F)"),
+        ("echo/a//", "empty segment"),
     ])
     func badPathsGetClearErrors(path: String, message: String) throws {
         let (core, result) = try makeCore()
@@ -155,7 +204,9 @@ import Testing
         expectError(.invalidArgument, containing: "limit is 4096") {
             try core.call(.read, "echo/" + String(repeating: "a", count: 5000), token: result.rootToken)
         }
-        expectError(.notFound, containing: "no handler for route") { try core.call(.read, "nowhere/x", token: result.rootToken) }
+        expectError(.notFound, containing: "no handler for route") {
+            try core.call(.read, "nowhere/x", token: result.rootToken)
+        }
     }
 
     @Test func mountsEnableListTuneAndDisable() throws {
@@ -165,7 +216,9 @@ import Testing
         expectError(.invalidArgument, containing: "already in use at other/") {
             try core.call(.update, "sys/mounts/other/sub", ["type": "echo"], token: root)
         }
-        expectError(.invalidArgument, containing: "reserved") { try core.call(.update, "sys/mounts/sys", ["type": "echo"], token: root) }
+        expectError(.invalidArgument, containing: "reserved") {
+            try core.call(.update, "sys/mounts/sys", ["type": "echo"], token: root)
+        }
         expectError(.invalidArgument, containing: "unknown secrets engine type") {
             try core.call(.update, "sys/mounts/bad", ["type": "nope"], token: root)
         }

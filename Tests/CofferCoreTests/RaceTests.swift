@@ -1,7 +1,8 @@
-@testable import CofferCore
 import Foundation
 import Synchronization
 import Testing
+
+@testable import CofferCore
 
 /// Read-modify-write races in core state, each driven by real threads at once, and the token and
 /// barrier limits that depend on them.
@@ -26,7 +27,12 @@ import Testing
     func aTokenWithLimitedUsesIsUsedExactlyThatOften(uses: Int) throws {
         let (core, result) = try makeCore()
         for _ in 0..<20 {
-            let created = try core.call(.update, "auth/token/create", ["num_uses": .int(uses), "policies": ["default"]], token: result.rootToken)
+            let created = try core.call(
+                .update,
+                "auth/token/create",
+                ["num_uses": .int(uses), "policies": ["default"]],
+                token: result.rootToken
+            )
             let token = try #require(created.auth?.clientToken)
             let successes = Atomic(0)
             concurrently(32) { _ in
@@ -76,15 +82,32 @@ import Testing
     @Test func aChildTokenDiesWithItsParent() throws {
         let clock = ManualClock()
         let (core, result) = try makeCore(clock: clock)
-        try core.call(.update, "sys/policies/acl/maker", ["policy": #"path "auth/token/create" { capabilities = ["update"] }"#], token: result.rootToken)
+        try core.call(
+            .update,
+            "sys/policies/acl/maker",
+            ["policy": #"path "auth/token/create" { capabilities = ["update"] }"#],
+            token: result.rootToken
+        )
         let parent = try #require(
-            try core.call(.update, "auth/token/create", ["ttl": "4s", "policies": ["maker"]], token: result.rootToken).auth)
-        let child = try #require(try core.call(.update, "auth/token/create", ["ttl": "1h", "policies": ["maker"]], token: parent.clientToken).auth)
+            try core.call(.update, "auth/token/create", ["ttl": "4s", "policies": ["maker"]], token: result.rootToken)
+                .auth
+        )
+        let child = try #require(
+            try core.call(
+                .update,
+                "auth/token/create",
+                ["ttl": "1h", "policies": ["maker"]],
+                token: parent.clientToken
+            ).auth
+        )
         // The child's TTL says when it really ends: with its parent.
         #expect(child.leaseDuration == 4)
-        let grandchild = try #require(try core.call(.update, "auth/token/create", ["ttl": "1h"], token: child.clientToken).auth)
+        let grandchild = try #require(
+            try core.call(.update, "auth/token/create", ["ttl": "1h"], token: child.clientToken).auth
+        )
         let orphan = try #require(
-            try core.call(.update, "auth/token/create-orphan", ["ttl": "1h"], token: result.rootToken).auth)
+            try core.call(.update, "auth/token/create-orphan", ["ttl": "1h"], token: result.rootToken).auth
+        )
         // Renewal cannot outlive the parent either.
         let renewed = try core.call(.update, "auth/token/renew-self", ["increment": "2h"], token: child.clientToken)
         #expect(renewed.auth?.leaseDuration == 4)
@@ -97,7 +120,12 @@ import Testing
         // The tree is gone from storage, not only refused: its accessors no longer resolve.
         for accessor in [child.accessor, grandchild.accessor] {
             expectError(.invalidArgument) {
-                try core.call(.update, "auth/token/lookup-accessor", ["accessor": .string(accessor)], token: result.rootToken)
+                try core.call(
+                    .update,
+                    "auth/token/lookup-accessor",
+                    ["accessor": .string(accessor)],
+                    token: result.rootToken
+                )
             }
         }
     }
@@ -105,7 +133,9 @@ import Testing
     @Test func aTokenWhoseParentWasRevokedBehindItsBackIsDenied() throws {
         let storage = InMemoryBackend()
         let (core, result) = try makeCore(storage: storage)
-        let parent = try #require(try core.call(.update, "auth/token/create", ["policies": ["root"]], token: result.rootToken).auth)
+        let parent = try #require(
+            try core.call(.update, "auth/token/create", ["policies": ["root"]], token: result.rootToken).auth
+        )
         let child = try #require(try core.call(.update, "auth/token/create", [:], token: parent.clientToken).auth)
         // A revocation cut short: the parent's entry is gone, the child's is still stored.
         try core.barrier.delete(TokenStore.idPrefix + (try core.tokens.hash(parent.clientToken)))
@@ -120,7 +150,9 @@ import Testing
         var token = result.rootToken
         var first: String?
         for _ in 0..<3000 {
-            token = try #require(try core.call(.update, "auth/token/create", ["policies": ["root"]], token: token).auth?.clientToken)
+            token = try #require(
+                try core.call(.update, "auth/token/create", ["policies": ["root"]], token: token).auth?.clientToken
+            )
             if first == nil { first = token }
         }
         try core.call(.update, "auth/token/revoke", ["token": .string(try #require(first))], token: result.rootToken)
@@ -151,7 +183,11 @@ import Testing
             try core.call(.update, "sys/rotate/config", ["interval": "1h"], token: root)
         }
         try core.call(.update, "sys/rotate/config", ["max_operations": 2_000_000, "interval": "25h"], token: root)
-        #expect(try core.call(.read, "sys/rotate/config", token: root).data == ["max_operations": 2_000_000, "interval": "25h0m0s", "enabled": true])
+        #expect(
+            try core.call(.read, "sys/rotate/config", token: root).data == [
+                "max_operations": 2_000_000, "interval": "25h0m0s", "enabled": true,
+            ]
+        )
 
         // At the limit the barrier adds a term by itself (the limit is lowered here below the API's
         // floor of a million, so the test does not have to make a million writes).

@@ -1,6 +1,7 @@
-@testable import CofferCore
 import Foundation
 import Testing
+
+@testable import CofferCore
 
 @Suite struct RemountTests {
     @Test func remountMovesAMountWithItsDataAndIdentity() throws {
@@ -20,14 +21,25 @@ import Testing
             let id = try #require(moved.data?["migration_id"]?.stringValue)
             #expect(try core.call(.update, "moved/app/db", ["password": "s3cret"], token: root).status == 204)
             #expect(try core.call(.read, "moved/app/db", token: root).data?["password"] == "s3cret")
-            expectError(.notFound, containing: "no handler for route") { try core.call(.read, "team/app/db", token: root) }
+            expectError(.notFound, containing: "no handler for route") {
+                try core.call(.read, "team/app/db", token: root)
+            }
             let mounts = try #require(try core.call(.read, "sys/mounts", token: root).data)
-            #expect(mounts["team/app/"] == nil && mounts["moved/app/"] == before, "same uuid, accessor, type and description")
+            #expect(
+                mounts["team/app/"] == nil && mounts["moved/app/"] == before,
+                "same uuid, accessor, type and description"
+            )
 
             let status = try core.call(.read, "sys/remount/status/\(id)", token: root)
-            #expect(status.data == ["migration_id": .string(id),
-                                    "migration_info": ["source_mount": "team/app/", "target_mount": "moved/app/", "status": "success"]])
-            expectError(.notFound) { try core.call(.read, "sys/remount/status/00000000-0000-0000-0000-000000000000", token: root) }
+            #expect(
+                status.data == [
+                    "migration_id": .string(id),
+                    "migration_info": ["source_mount": "team/app/", "target_mount": "moved/app/", "status": "success"],
+                ]
+            )
+            expectError(.notFound) {
+                try core.call(.read, "sys/remount/status/00000000-0000-0000-0000-000000000000", token: root)
+            }
             core.barrier.physical.close()
         }
         // The move was stored: reopened, the data is at the new path.
@@ -55,7 +67,9 @@ import Testing
         let (core, result) = try makeCore()
         try core.call(.update, "sys/mounts/other", ["type": "echo"], token: result.rootToken)
         try core.call(.update, "echo/x", ["v": 1], token: result.rootToken)
-        expectError(.invalidArgument, containing: message) { try core.call(.update, "sys/remount", body, token: result.rootToken) }
+        expectError(.invalidArgument, containing: message) {
+            try core.call(.update, "sys/remount", body, token: result.rootToken)
+        }
         #expect(try core.mounts().map(\.path) == ["echo/", "other/"], "nothing moved")
         #expect(try core.call(.read, "echo/x", token: result.rootToken).data?["v"] == 1)
     }
@@ -63,12 +77,27 @@ import Testing
     @Test func remountNeedsSudoAndOnlyWrites() throws {
         let (core, result) = try makeCore()
         let root = result.rootToken
-        try core.call(.update, "sys/policies/acl/mover", ["policy": #"path "sys/remount" { capabilities = ["update", "create"] }"#], token: root)
-        try core.call(.update, "sys/policies/acl/sudo-mover", ["policy": #"path "sys/remount" { capabilities = ["update", "sudo"] }"#], token: root)
+        try core.call(
+            .update,
+            "sys/policies/acl/mover",
+            ["policy": #"path "sys/remount" { capabilities = ["update", "create"] }"#],
+            token: root
+        )
+        try core.call(
+            .update,
+            "sys/policies/acl/sudo-mover",
+            ["policy": #"path "sys/remount" { capabilities = ["update", "sudo"] }"#],
+            token: root
+        )
         func token(_ policy: String) throws -> String {
-            try #require(try core.call(.update, "auth/token/create", ["policies": [.string(policy)]], token: root).auth?.clientToken)
+            try #require(
+                try core.call(.update, "auth/token/create", ["policies": [.string(policy)]], token: root).auth?
+                    .clientToken
+            )
         }
-        expectError(.permissionDenied) { try core.call(.update, "sys/remount", ["from": "echo", "to": "e2"], token: try token("mover")) }
+        expectError(.permissionDenied) {
+            try core.call(.update, "sys/remount", ["from": "echo", "to": "e2"], token: try token("mover"))
+        }
         try core.call(.update, "sys/remount", ["from": "echo", "to": "e2"], token: try token("sudo-mover"))
         #expect(try core.mounts().map(\.path) == ["e2/"])
         expectError(.unsupportedOperation) { try core.call(.read, "sys/remount", token: root) }

@@ -1,14 +1,16 @@
-@testable import CofferCore
 import Foundation
 import Synchronization
 import Testing
+
+@testable import CofferCore
 
 @Suite struct StorageTests {
     /// The backend contract, run against both implementations.
     @Test(arguments: ["inmem", "sqlite"])
     func backendContract(kind: String) throws {
         let dir = TemporaryDirectory()
-        let backend: any PhysicalBackend = kind == "sqlite" ? try SQLiteBackend(path: dir.file("c.db")) : InMemoryBackend()
+        let backend: any PhysicalBackend =
+            kind == "sqlite" ? try SQLiteBackend(path: dir.file("c.db")) : InMemoryBackend()
         #expect(backend.typeName == kind)
         #expect(try backend.get("missing") == nil)
         try backend.put("a/b/c", [1, 2, 3])
@@ -44,14 +46,23 @@ import Testing
         #expect(try db.list(prefix: "k/").count == 150)
         #expect(try db.get("k/199") == Array("value 199".utf8))
         #expect(try db.get("k/0") == nil)
-        #expect(throws: CofferError.self) { _ = try { db.close(); return try db.get("k/1") }() }
+        #expect(throws: CofferError.self) {
+            _ = try {
+                db.close()
+                return try db.get("k/1")
+            }()
+        }
     }
 
     @Test func foreignAndDamagedFilesAreRefusedClearly() throws {
         let dir = TemporaryDirectory()
         let text = dir.file("notes.txt")
-        try "just some text, not a database at all, long enough to have a header....................................".write(
-            toFile: text, atomically: true, encoding: .utf8)
+        try "just some text, not a database at all, long enough to have a header...................................."
+            .write(
+                toFile: text,
+                atomically: true,
+                encoding: .utf8
+            )
         expectError(.corruptDatabase, containing: "not an SQLite file") { _ = try SQLiteBackend(path: text) }
         #expect(try String(contentsOfFile: text, encoding: .utf8).hasPrefix("just some text"), "nothing was changed")
 
@@ -87,8 +98,10 @@ import Testing
         var keys: [String] = []
         for _ in 0..<400 {
             let depth = Int.random(in: 1...4, using: &generator)
-            let key = (0..<depth).map { _ in segments.randomElement(using: &generator)!.replacingOccurrences(of: "/", with: "") }
-                .filter { !$0.isEmpty }.joined(separator: "/")
+            let key = (0..<depth).map { _ in
+                segments.randomElement(using: &generator)!.replacingOccurrences(of: "/", with: "")
+            }
+            .filter { !$0.isEmpty }.joined(separator: "/")
             guard !key.isEmpty else { continue }
             keys.append(key)
         }
@@ -126,7 +139,9 @@ import Testing
         // One large transaction holds the writer for a long while; reads from another thread go on
         // meanwhile (with one connection behind one lock they waited for the whole commit).
         let writing = Atomic(0)  // 1: the batch is running, 2: it has returned
-        let batch = (0..<150_000).map { StorageOperation.put(key: "bulk/\($0)", value: [UInt8](repeating: 7, count: 64)) }
+        let batch = (0..<150_000).map {
+            StorageOperation.put(key: "bulk/\($0)", value: [UInt8](repeating: 7, count: 64))
+        }
         let writer = Thread {
             writing.store(1, ordering: .sequentiallyConsistent)
             try? db.batch(batch)
@@ -147,7 +162,8 @@ import Testing
     @Test(arguments: ["inmem", "sqlite"])
     func everyChangeIsPublished(kind: String) throws {
         let dir = TemporaryDirectory()
-        let backend: any PhysicalBackend = kind == "sqlite" ? try SQLiteBackend(path: dir.file("c.db")) : InMemoryBackend()
+        let backend: any PhysicalBackend =
+            kind == "sqlite" ? try SQLiteBackend(path: dir.file("c.db")) : InMemoryBackend()
         let seen = Mutex<[[String]]>([])
         let id = backend.changes.subscribe { keys in seen.withLock { $0.append(keys) } }
         try backend.put("a", [1])

@@ -28,7 +28,10 @@ func testRegistry() -> EngineRegistry {
 
 /// An initialised, unsealed core over `storage` with an "echo" mount at echo/.
 func makeCore(
-    storage: any PhysicalBackend = InMemoryBackend(), clock: ManualClock = ManualClock(), shares: Int = 1, threshold: Int = 1,
+    storage: any PhysicalBackend = InMemoryBackend(),
+    clock: ManualClock = ManualClock(),
+    shares: Int = 1,
+    threshold: Int = 1,
     authMethods: EngineRegistry = EngineRegistry()
 ) throws -> (Core, InitResult) {
     let core = try Core(storage: storage, engines: testRegistry(), authMethods: authMethods, clock: clock)
@@ -40,13 +43,22 @@ func makeCore(
 extension Core {
     /// Sends a request and returns the response; throws the core's error.
     @discardableResult
-    func call(_ op: Request.Operation, _ path: String, _ data: [String: JSONValue] = [:], token: String?) throws -> Response {
+    func call(
+        _ op: Request.Operation,
+        _ path: String,
+        _ data: [String: JSONValue] = [:],
+        token: String?
+    ) throws -> Response {
         try handle(Request(op, path, data: data, token: token))
     }
 }
 
-func expectError(_ code: CofferError.Code, containing text: String? = nil, _ body: () throws -> Void,
-                 sourceLocation: SourceLocation = #_sourceLocation) {
+func expectError(
+    _ code: CofferError.Code,
+    containing text: String? = nil,
+    _ body: () throws -> Void,
+    sourceLocation: SourceLocation = #_sourceLocation
+) {
     do {
         try body()
         Issue.record("expected a \(code) error, got success", sourceLocation: sourceLocation)

@@ -1,9 +1,15 @@
-@testable import CofferCore
 import Foundation
 import Testing
 
+@testable import CofferCore
+
 @Suite struct TokenTests {
-    func create(_ core: Core, _ token: String, _ data: [String: JSONValue] = [:], path: String = "auth/token/create") throws -> AuthInfo {
+    func create(
+        _ core: Core,
+        _ token: String,
+        _ data: [String: JSONValue] = [:],
+        path: String = "auth/token/create"
+    ) throws -> AuthInfo {
         try #require(try core.call(.update, path, data, token: token).auth)
     }
 
@@ -11,8 +17,17 @@ import Testing
         let clock = ManualClock()
         let (core, result) = try makeCore(clock: clock)
         let root = result.rootToken
-        try core.call(.update, "sys/policies/acl/reader", ["policy": #"path "echo/*" { capabilities = ["read"] }"#], token: root)
-        let auth = try create(core, root, ["policies": ["reader"], "ttl": "1h", "meta": ["team": "payments"], "display_name": "ci"])
+        try core.call(
+            .update,
+            "sys/policies/acl/reader",
+            ["policy": #"path "echo/*" { capabilities = ["read"] }"#],
+            token: root
+        )
+        let auth = try create(
+            core,
+            root,
+            ["policies": ["reader"], "ttl": "1h", "meta": ["team": "payments"], "display_name": "ci"]
+        )
         #expect(auth.policies == ["default", "reader"])
         #expect(auth.leaseDuration == 3600 && auth.renewable && !auth.orphan)
         #expect(auth.clientToken.hasPrefix("s.") && auth.accessor.count == 24)
@@ -23,11 +38,15 @@ import Testing
         #expect(lookup["ttl"] == .int(3600) && lookup["creation_ttl"] == .int(3600))
         #expect(lookup["id"] == .string(auth.clientToken))
         #expect(lookup["path"] == "auth/token/create")
-        let byAccessor = try #require(try core.call(.update, "auth/token/lookup-accessor", ["accessor": .string(auth.accessor)], token: root).data)
+        let byAccessor = try #require(
+            try core.call(.update, "auth/token/lookup-accessor", ["accessor": .string(auth.accessor)], token: root).data
+        )
         #expect(byAccessor["id"] == "" && byAccessor["accessor"] == .string(auth.accessor))
 
         clock.advance(seconds: 1800)
-        let renewed = try #require(try core.call(.update, "auth/token/renew-self", ["increment": "2h"], token: auth.clientToken).auth)
+        let renewed = try #require(
+            try core.call(.update, "auth/token/renew-self", ["increment": "2h"], token: auth.clientToken).auth
+        )
         #expect(renewed.leaseDuration == 7200)
         clock.advance(seconds: 7199)
         #expect(try core.call(.read, "auth/token/lookup-self", token: auth.clientToken).data?["ttl"] == .int(1))
@@ -40,10 +59,21 @@ import Testing
     @Test func bogusLookupIs403AndRootRenewalIsRefusedAsInOpenBao() throws {
         let (core, result) = try makeCore()
         expectError(.permissionDenied, containing: "bad token") {
-            try core.call(.update, "auth/token/lookup", ["token": "s.nosuchtokennosuchtokenno"], token: result.rootToken)
+            try core.call(
+                .update,
+                "auth/token/lookup",
+                ["token": "s.nosuchtokennosuchtokenno"],
+                token: result.rootToken
+            )
         }
-        #expect(core.handleWire(method: "POST", path: "/v1/auth/token/lookup", token: result.rootToken,
-                                body: Array(#"{"token":"s.nope"}"#.utf8)).status == 403)
+        #expect(
+            core.handleWire(
+                method: "POST",
+                path: "/v1/auth/token/lookup",
+                token: result.rootToken,
+                body: Array(#"{"token":"s.nope"}"#.utf8)
+            ).status == 403
+        )
         expectError(.invalidArgument, containing: "lease is not renewable") {
             try core.call(.update, "auth/token/renew-self", token: result.rootToken)
         }
@@ -52,16 +82,37 @@ import Testing
     @Test func onlyTheRootNamespaceExists() throws {
         let (core, result) = try makeCore()
         for namespace in ["", "root", "root/"] {
-            #expect(core.handleWire(method: "GET", path: "/v1/sys/mounts", token: result.rootToken, body: [], namespace: namespace).status == 200)
+            #expect(
+                core.handleWire(
+                    method: "GET",
+                    path: "/v1/sys/mounts",
+                    token: result.rootToken,
+                    body: [],
+                    namespace: namespace
+                ).status == 200
+            )
         }
-        let (status, body) = core.handleWire(method: "GET", path: "/v1/sys/mounts", token: result.rootToken, body: [], namespace: "ns1")
-        #expect(status == 404 && body.map { String(decoding: $0, as: UTF8.self) } == #"{"errors":["namespace not found"]}"#)
+        let (status, body) = core.handleWire(
+            method: "GET",
+            path: "/v1/sys/mounts",
+            token: result.rootToken,
+            body: [],
+            namespace: "ns1"
+        )
+        #expect(
+            status == 404 && body.map { String(decoding: $0, as: UTF8.self) } == #"{"errors":["namespace not found"]}"#
+        )
     }
 
     @Test func revokingAParentRevokesItsChildrenButNotOrphans() throws {
         let (core, result) = try makeCore()
         let root = result.rootToken
-        try core.call(.update, "sys/policies/acl/creator", ["policy": #"path "auth/token/create*" { capabilities = ["update"] }"#], token: root)
+        try core.call(
+            .update,
+            "sys/policies/acl/creator",
+            ["policy": #"path "auth/token/create*" { capabilities = ["update"] }"#],
+            token: root
+        )
         let parent = try create(core, root, ["policies": ["creator"]])
         let child = try create(core, parent.clientToken, [:])
         let grandchild = try create(core, child.clientToken, [:])
@@ -76,10 +127,20 @@ import Testing
 
     @Test func revokeOrphanKeepsChildrenAsOrphans() throws {
         let (core, result) = try makeCore()
-        try core.call(.update, "sys/policies/acl/creator", ["policy": #"path "auth/token/create" { capabilities = ["update"] }"#], token: result.rootToken)
+        try core.call(
+            .update,
+            "sys/policies/acl/creator",
+            ["policy": #"path "auth/token/create" { capabilities = ["update"] }"#],
+            token: result.rootToken
+        )
         let parent = try create(core, result.rootToken, ["policies": ["creator"]])
         let child = try create(core, parent.clientToken)
-        try core.call(.update, "auth/token/revoke-orphan", ["token": .string(parent.clientToken)], token: result.rootToken)
+        try core.call(
+            .update,
+            "auth/token/revoke-orphan",
+            ["token": .string(parent.clientToken)],
+            token: result.rootToken
+        )
         expectError(.permissionDenied) { try core.call(.read, "auth/token/lookup-self", token: parent.clientToken) }
         #expect(try core.call(.read, "auth/token/lookup-self", token: child.clientToken).data?["orphan"] == true)
     }
@@ -92,7 +153,8 @@ import Testing
         expectError(.permissionDenied) { try core.call(.read, "auth/token/lookup-self", token: a.clientToken) }
         try core.call(.update, "auth/token/revoke-self", token: b.clientToken)
         expectError(.permissionDenied) { try core.call(.read, "auth/token/lookup-self", token: b.clientToken) }
-        let accessors = try core.call(.list, "auth/token/accessors", token: result.rootToken).data?["keys"]?.arrayValue ?? []
+        let accessors =
+            try core.call(.list, "auth/token/accessors", token: result.rootToken).data?["keys"]?.arrayValue ?? []
         #expect(accessors.count == 1, "only the root token is left")
     }
 
@@ -107,20 +169,29 @@ import Testing
 
         let capped = try create(core, result.rootToken, ["ttl": "1h", "explicit_max_ttl": "90m"])
         clock.advance(seconds: 3000)
-        let renewed = try #require(try core.call(.update, "auth/token/renew-self", ["increment": "1h"], token: capped.clientToken).auth)
+        let renewed = try #require(
+            try core.call(.update, "auth/token/renew-self", ["increment": "1h"], token: capped.clientToken).auth
+        )
         #expect(renewed.leaseDuration == 2400, "capped at creation + 90m")
 
         let periodic = try create(core, result.rootToken, ["period": "10m"])
         #expect(periodic.leaseDuration == 600)
         clock.advance(seconds: 500)
         #expect(try core.call(.update, "auth/token/renew-self", token: periodic.clientToken).auth?.leaseDuration == 600)
-        #expect(try core.call(.read, "auth/token/lookup-self", token: periodic.clientToken).data?["period"] == .int(600))
+        #expect(
+            try core.call(.read, "auth/token/lookup-self", token: periodic.clientToken).data?["period"] == .int(600)
+        )
     }
 
     @Test func childPoliciesMustBeASubsetAndOrphansNeedPrivilege() throws {
         let (core, result) = try makeCore()
         let root = result.rootToken
-        try core.call(.update, "sys/policies/acl/creator", ["policy": #"path "auth/token/create" { capabilities = ["update"] }"#], token: root)
+        try core.call(
+            .update,
+            "sys/policies/acl/creator",
+            ["policy": #"path "auth/token/create" { capabilities = ["update"] }"#],
+            token: root
+        )
         let creator = try create(core, root, ["policies": ["creator"]])
         expectError(.invalidArgument, containing: "subset of parent") {
             _ = try create(core, creator.clientToken, ["policies": ["admin"]])
@@ -128,7 +199,9 @@ import Testing
         expectError(.invalidArgument, containing: "root tokens may not be created") {
             _ = try create(core, creator.clientToken, ["policies": ["root"]])
         }
-        expectError(.invalidArgument, containing: "orphan") { _ = try create(core, creator.clientToken, ["no_parent": true]) }
+        expectError(.invalidArgument, containing: "orphan") {
+            _ = try create(core, creator.clientToken, ["no_parent": true])
+        }
         let child = try create(core, creator.clientToken)
         #expect(child.policies == ["creator", "default"])
     }
@@ -157,7 +230,9 @@ import Testing
 @Suite struct TokenRenewShapeTests {
     @Test func renewSelfEchoesTheCallersToken() throws {
         let (core, result) = try makeCore()
-        let auth = try #require(try core.call(.update, "auth/token/create", ["ttl": "1h"], token: result.rootToken).auth)
+        let auth = try #require(
+            try core.call(.update, "auth/token/create", ["ttl": "1h"], token: result.rootToken).auth
+        )
         let renewed = try #require(try core.call(.update, "auth/token/renew-self", token: auth.clientToken).auth)
         #expect(renewed.clientToken == auth.clientToken && renewed.accessor == auth.accessor)
     }

@@ -1,6 +1,7 @@
+import Testing
+
 @testable import CofferServer
 @testable import CofferServerCore
-import Testing
 
 /// HTTPFraming over byte streams, fed whole, split at every position and byte by byte: where each
 /// request ends, what the parser is handed, and what is refused and why.
@@ -54,7 +55,8 @@ import Testing
     static let body = #"{"data":{"x":"LIST /v1/ HTTP/1.1"}}"#
 
     @Test func replacesOnlyUnknownMethodsAndFramesEveryRequest() {
-        let put = "PUT /v1/secret/data/a HTTP/1.1\r\nHost: x\r\nContent-Length: \(Self.body.utf8.count)\r\n\r\n\(Self.body)"
+        let put =
+            "PUT /v1/secret/data/a HTTP/1.1\r\nHost: x\r\nContent-Length: \(Self.body.utf8.count)\r\n\r\n\(Self.body)"
         let stream =
             put
             + "LIST /v1/secret/metadata HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -86,12 +88,17 @@ import Testing
         #expect(outcome.refusal == nil)
         #expect(outcome.heads.map(\.method) == ["POST", "LIST"])
         #expect(outcome.heads[0].body == .length(6))
-        #expect(outcome.ends == [stream.utf8.count - "LIST /v1/secret/metadata HTTP/1.1\r\n\r\n".utf8.count, stream.utf8.count])
+        #expect(
+            outcome.ends == [
+                stream.utf8.count - "LIST /v1/secret/metadata HTTP/1.1\r\n\r\n".utf8.count, stream.utf8.count,
+            ]
+        )
         #expect(outcome.text.hasSuffix("\r\n\r\nLIST /GET /v1/secret/metadata HTTP/1.1\r\n\r\n"))
     }
 
     @Test func chunkedBodiesAreFramedAndLISTStillWorksAfterThem() {
-        let post = "POST /v1/x HTTP/1.1\r\nTransfer-Encoding:  Chunked \r\n\r\n4\r\nLIST\r\n00000A\r\n0123456789\r\n0\r\n\r\n"
+        let post =
+            "POST /v1/x HTTP/1.1\r\nTransfer-Encoding:  Chunked \r\n\r\n4\r\nLIST\r\n00000A\r\n0123456789\r\n0\r\n\r\n"
         let stream = post + "LIST /v1/y HTTP/1.1\r\n\r\n"
         let outcome = Self.runSplitEverywhere(stream)
         #expect(outcome.refusal == nil)
@@ -121,20 +128,38 @@ import Testing
     }
 
     @Test(arguments: [
-        ("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello", "Content-Length is given more than once"),
-        ("POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 6\r\n\r\nhello", "Content-Length is given more than once"),
+        (
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+            "Content-Length is given more than once"
+        ),
+        (
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 6\r\n\r\nhello",
+            "Content-Length is given more than once"
+        ),
         ("POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello", "Content-Length must be a decimal number"),
         ("POST / HTTP/1.1\r\nContent-Length: 5 \r\n\r\nhello", "Content-Length must be a decimal number"),
         ("POST / HTTP/1.1\r\nContent-Length: 5,5\r\n\r\nhello", "Content-Length must be a decimal number"),
         ("POST / HTTP/1.1\r\nContent-Length:\r\n\r\nhello", "Content-Length must be a decimal number"),
         ("POST / HTTP/1.1\r\nContent-Length: 0x5\r\n\r\nhello", "Content-Length must be a decimal number"),
         ("POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n", "Content-Length is too large"),
-        ("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "Content-Length and Transfer-Encoding"),
-        ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", "Content-Length and Transfer-Encoding"),
+        (
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "Content-Length and Transfer-Encoding"
+        ),
+        (
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+            "Content-Length and Transfer-Encoding"
+        ),
         ("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", "Transfer-Encoding must be chunked"),
         ("POST / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n", "Transfer-Encoding must be chunked"),
-        ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "Transfer-Encoding is given more than once"),
-        ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "Transfer-Encoding is not allowed in an HTTP/1.0 request"),
+        (
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "Transfer-Encoding is given more than once"
+        ),
+        (
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "Transfer-Encoding is not allowed in an HTTP/1.0 request"
+        ),
         ("GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", "obs-fold"),
         ("GET / HTTP/1.1\r\nX: a\rb\r\n\r\n", "a bare CR in the request head"),
         ("GET / HTTP/1.1\r\nX: a\n\r\n", "a line ends in LF without CR"),
@@ -147,7 +172,10 @@ import Testing
         ("GET / HTTP/1.1\r\n: x\r\n\r\n", "a header name holds a character that is not allowed"),
         ("GET / HTTP/1.1\r\nno colon\r\n\r\n", "a header line has no colon"),
         ("GET / HTTP/1.1\r\nConnection: close x\r\n\r\n", "Connection must be a list of tokens"),
-        ("GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n", "protocol upgrades (Upgrade) are not supported"),
+        (
+            "GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+            "protocol upgrades (Upgrade) are not supported"
+        ),
         ("GET  / HTTP/1.1\r\n\r\n", "the request line must be"),
         ("GET / HTTP/1.1 \r\n\r\n", "the HTTP version must be"),
         ("GET / HTTP/1.2\r\n\r\n", "the HTTP version must be"),
@@ -156,14 +184,35 @@ import Testing
         ("GET http://x/v1/sys/health HTTP/1.1\r\n\r\n", "the request target must be a path"),
         ("GET /a\u{7F} HTTP/1.1\r\n\r\n", "the request line must be"),
         ("G(T / HTTP/1.1\r\n\r\n", "the request line must be"),
-        ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n0\r\n\r\n", "chunk extensions are not supported"),
-        ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n", "a chunk size must be hexadecimal digits"),
-        ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n", "a chunk size must be hexadecimal digits"),
-        ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\r\nhello\r\n0\r\n\r\n", "a chunk size line holds no size"),
-        ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n", "a chunk size line does not end in CRLF"),
+        (
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n0\r\n\r\n",
+            "chunk extensions are not supported"
+        ),
+        (
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n",
+            "a chunk size must be hexadecimal digits"
+        ),
+        (
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
+            "a chunk size must be hexadecimal digits"
+        ),
+        (
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\r\nhello\r\n0\r\n\r\n",
+            "a chunk size line holds no size"
+        ),
+        (
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n",
+            "a chunk size line does not end in CRLF"
+        ),
         ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n", "a chunk size is too large"),
-        ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n", "chunk data is not followed by CRLF"),
-        ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-Trailer: 1\r\n\r\n", "trailer fields after a chunked body are not supported"),
+        (
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+            "chunk data is not followed by CRLF"
+        ),
+        (
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-Trailer: 1\r\n\r\n",
+            "trailer fields after a chunked body are not supported"
+        ),
         ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\rx", "the chunked body does not end in CRLF"),
     ])
     func ambiguousFramingIsRefusedWithAReason(stream: String, reason: String) {
@@ -176,7 +225,9 @@ import Testing
         // The refused request never reaches the parser whole: no head if the head was refused.
         if outcome.heads.count == 2 { #expect(outcome.ends.count == 1) }
         // The reason never quotes the input.
-        #expect(!(outcome.refusal?.reason.contains("hello") ?? false) && !(outcome.refusal?.reason.contains("h2c") ?? false))
+        #expect(
+            !(outcome.refusal?.reason.contains("hello") ?? false) && !(outcome.refusal?.reason.contains("h2c") ?? false)
+        )
     }
 
     @Test func linesHeadsAndFieldCountsAreLimited() {
@@ -185,19 +236,46 @@ import Testing
         limits.headBytes = 300
         limits.headerFields = 3
         let long = String(repeating: "a", count: 101)
-        #expect(Self.run("GET /\(long) HTTP/1.1\r\n\r\n", limits: limits).refusal?.reason == "a line of the request head is longer than 100 bytes")
+        #expect(
+            Self.run("GET /\(long) HTTP/1.1\r\n\r\n", limits: limits).refusal?.reason
+                == "a line of the request head is longer than 100 bytes"
+        )
         #expect(Self.run("GET / HTTP/1.1\r\nX: \(long)\r\n\r\n", limits: limits).refusal != nil)
         let fields = (1...4).map { "X\($0): y\r\n" }.joined()
-        #expect(Self.run("GET / HTTP/1.1\r\n\(fields)\r\n", limits: limits).refusal?.reason == "the request head has more than 3 header fields")
+        #expect(
+            Self.run("GET / HTTP/1.1\r\n\(fields)\r\n", limits: limits).refusal?.reason
+                == "the request head has more than 3 header fields"
+        )
         let big = (1...3).map { "X\($0): \(String(repeating: "b", count: 90))\r\n" }.joined()
-        #expect(Self.run("GET / HTTP/1.1\r\n\(big)\r\n", limits: limits).refusal?.reason == "the request head is longer than 300 bytes")
-        #expect(Self.run("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\(String(repeating: "0", count: 101))5\r\n", limits: limits).refusal != nil)
+        #expect(
+            Self.run("GET / HTTP/1.1\r\n\(big)\r\n", limits: limits).refusal?.reason
+                == "the request head is longer than 300 bytes"
+        )
+        #expect(
+            Self.run(
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\(String(repeating: "0", count: 101))5\r\n",
+                limits: limits
+            ).refusal != nil
+        )
         // Just within every limit: accepted. A long line is refused as soon as it passes the limit, without waiting for its end.
         #expect(Self.run("GET /\(String(repeating: "a", count: 84)) HTTP/1.1\r\n\r\n", limits: limits).refusal == nil)
         #expect(Self.run("GET /\(long)", limits: limits).refusal != nil)
         // The defaults: 16 KiB a line, 64 KiB a head, 256 fields, a 32-byte method.
-        #expect(HTTPFraming.Limits() == { var l = HTTPFraming.Limits(); l.lineBytes = 16384; l.headBytes = 65536; l.headerFields = 256; l.methodBytes = 32; return l }())
-        #expect(Self.run("\(String(repeating: "M", count: 33)) / HTTP/1.1\r\n\r\n").refusal?.reason == "the method is longer than 32 bytes")
+        #expect(
+            HTTPFraming.Limits()
+                == {
+                    var l = HTTPFraming.Limits()
+                    l.lineBytes = 16384
+                    l.headBytes = 65536
+                    l.headerFields = 256
+                    l.methodBytes = 32
+                    return l
+                }()
+        )
+        #expect(
+            Self.run("\(String(repeating: "M", count: 33)) / HTTP/1.1\r\n\r\n").refusal?.reason
+                == "the method is longer than 32 bytes"
+        )
     }
 
     @Test func aBodyIsHandedOnAsItArrivesAndTheRequestEndsWithIt() {
@@ -208,6 +286,10 @@ import Testing
         #expect(!first.contains { if case .end = $0 { true } else { false } })
         #expect(first.last == .forward(0..<head.count), "head and the body's first bytes go on together")
         #expect(framing.feed(Array("567".utf8)) == [.forward(0..<3)])
-        #expect(framing.feed(Array("89GET".utf8)) == [.forward(0..<2), .end(at: head.count + 5), .requestStarted(at: head.count + 5)])
+        #expect(
+            framing.feed(Array("89GET".utf8)) == [
+                .forward(0..<2), .end(at: head.count + 5), .requestStarted(at: head.count + 5),
+            ]
+        )
     }
 }

@@ -32,12 +32,17 @@ import Testing
     }
 
     func records(_ path: String) throws -> [JSONValue] {
-        try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").filter { !$0.allSatisfy(\.isWhitespace) }
-            .map { try JSONValue.parse(String($0)) }
+        try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").filter {
+            !$0.allSatisfy(\.isWhitespace)
+        }
+        .map { try JSONValue.parse(String($0)) }
     }
 
     func chainKey(_ h: Harness, _ device: String) throws -> String {
-        try #require(h.wire("GET", "sys/audit-chain-key/\(device)", token: AuditFileTests.root).json?["data"]?["key"]?.stringValue)
+        try #require(
+            h.wire("GET", "sys/audit-chain-key/\(device)", token: AuditFileTests.root).json?["data"]?["key"]?
+                .stringValue
+        )
     }
 
     func listing(_ h: Harness) -> JSONValue? { h.wire("GET", "sys/audit", token: AuditFileTests.root).json?["data"] }
@@ -74,7 +79,8 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let h = try harness()
         let root = AuditFileTests.root
-        let first = dir + "/first.log", second = dir + "/second.log"
+        let first = dir + "/first.log"
+        let second = dir + "/second.log"
         enable(h, "first", ["file_path": .string(first)])
         enable(h, "second", ["file_path": .string(second)])
         let keys = (try chainKey(h, "first"), try chainKey(h, "second"))
@@ -124,7 +130,8 @@ import Testing
                     return
                 }
                 for i in 0..<200 {
-                    let status = i % 4 == 0
+                    let status =
+                        i % 4 == 0
                         ? h.wire("PUT", "secret/data/w\(worker)", ["data": ["i": .int(i)]], token: root).status
                         : h.wire("GET", "secret/data/r", token: root).status
                     if status != 200 && status != 204 { refused.withLock { $0 += 1 } }
@@ -143,7 +150,10 @@ import Testing
         let r = enable(h, "null", ["file_path": "/dev/null"])
         #expect(r.status == 400)
         let message = errors(r.json).first ?? ""
-        #expect(message.contains("file_path") && message.contains("device file") && message.contains("discard"), "\(message)")
+        #expect(
+            message.contains("file_path") && message.contains("device file") && message.contains("discard"),
+            "\(message)"
+        )
         #expect(mode("/dev/null") == before)
         #expect(listing(h) == [:])
     }
@@ -154,9 +164,15 @@ import Testing
         let h = try harness()
 
         let directory = enable(h, "d", ["file_path": .string(dir)])
-        #expect(directory.status == 400 && errors(directory.json).first?.contains("directory") == true, "\(errors(directory.json))")
+        #expect(
+            directory.status == 400 && errors(directory.json).first?.contains("directory") == true,
+            "\(errors(directory.json))"
+        )
         let missing = enable(h, "m", ["file_path": .string(dir + "/no/such/dir/audit.log")])
-        #expect(missing.status == 400 && errors(missing.json).first?.contains("does not exist") == true, "\(errors(missing.json))")
+        #expect(
+            missing.status == 400 && errors(missing.json).first?.contains("does not exist") == true,
+            "\(errors(missing.json))"
+        )
 
         // A FIFO with a reader (so that opening it for writing does not block) keeps its mode.
         let fifo = dir + "/fifo"
@@ -180,7 +196,8 @@ import Testing
         let dir = try tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let h = try harness()
-        let logs = dir + "/logs", outside = dir + "/outside"
+        let logs = dir + "/logs"
+        let outside = dir + "/outside"
         try FileManager.default.createDirectory(atPath: logs, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: outside, withIntermediateDirectories: true)
         let victim = outside + "/victim"
@@ -193,7 +210,11 @@ import Testing
         for name in ["abs.log", "rel.log", "dangling.log"] {
             let r = enable(h, "link", ["file_path": .string(logs + "/" + name)])
             #expect(r.status == 400, "\(name)")
-            #expect(errors(r.json).first?.contains("symbolic link") == true && errors(r.json).first?.contains("outside") == true, "\(errors(r.json))")
+            #expect(
+                errors(r.json).first?.contains("symbolic link") == true
+                    && errors(r.json).first?.contains("outside") == true,
+                "\(errors(r.json))"
+            )
         }
         #expect(try String(contentsOfFile: victim, encoding: .utf8) == "keep me\n")
         #expect(mode(victim) == 0o644)
@@ -215,7 +236,10 @@ import Testing
 
         for bad in ["0755", "0700", "0610", "0001"] {
             let r = enable(h, "x", ["file_path": .string(dir + "/x.log"), "mode": .string(bad)])
-            #expect(r.status == 400 && errors(r.json).first?.contains("executable") == true, "\(bad): \(errors(r.json))")
+            #expect(
+                r.status == 400 && errors(r.json).first?.contains("executable") == true,
+                "\(bad): \(errors(r.json))"
+            )
             #expect(errors(r.json).first?.contains(bad) == false, "the error does not quote the value")
         }
         for bad in ["abc", "0o600", "8", "", "-600", "00600", "4600", "0666", "0602"] {
@@ -273,7 +297,11 @@ import Testing
 
         // A file of JSON lines (another device's log, Vault's included) is appended to.
         let vaultLog = dir + "/vault-audit.log"
-        try #"{"type":"request","time":"2025-01-01T00:00:00Z"}"#.appending("\n").write(toFile: vaultLog, atomically: false, encoding: .utf8)
+        try #"{"type":"request","time":"2025-01-01T00:00:00Z"}"#.appending("\n").write(
+            toFile: vaultLog,
+            atomically: false,
+            encoding: .utf8
+        )
         #expect(enable(h, "v", ["file_path": .string(vaultLog)]).status == 204)
     }
 
@@ -290,9 +318,15 @@ import Testing
         #expect(throws: Never.self) { try h.vault.core.flushAudit() }
         let devices = listing(h)
         #expect(devices?["drop/"]?["failures"] == 0 && devices?["out/"]?["failures"] == 0)
-        #expect(!FileManager.default.fileExists(atPath: cwd + "/discard") && !FileManager.default.fileExists(atPath: cwd + "/STDOUT"))
+        #expect(
+            !FileManager.default.fileExists(atPath: cwd + "/discard")
+                && !FileManager.default.fileExists(atPath: cwd + "/STDOUT")
+        )
         // Both hash as any device does.
-        #expect(h.wire("POST", "sys/audit-hash/drop", ["input": "x"], token: root).json?["data"]?["hash"]?.stringValue?.hasPrefix("hmac-sha256:") == true)
+        #expect(
+            h.wire("POST", "sys/audit-hash/drop", ["input": "x"], token: root).json?["data"]?["hash"]?.stringValue?
+                .hasPrefix("hmac-sha256:") == true
+        )
         #expect(h.wire("DELETE", "sys/audit/out", token: root).status == 204)
         #expect(h.wire("DELETE", "sys/audit/drop", token: root).status == 204)
     }
@@ -302,7 +336,10 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let h = try harness()
         let r = enable(h, "p", ["file_path": .string(dir + "/p.log"), "prefix": "#!/bin/sh\n"])
-        #expect(r.status == 400 && errors(r.json).first?.contains("prefix is not supported") == true, "\(errors(r.json))")
+        #expect(
+            r.status == 400 && errors(r.json).first?.contains("prefix is not supported") == true,
+            "\(errors(r.json))"
+        )
         #expect(!FileManager.default.fileExists(atPath: dir + "/p.log"))
     }
 
@@ -320,11 +357,19 @@ import Testing
             unsealKey = h.unsealKey
             vault = h.vault
             _ = vault.core.handleWire(
-                method: "PUT", path: "sys/audit/file", token: root,
-                body: JSONValue.object(["type": "file", "options": ["file_path": .string(log)]]).serialized())
+                method: "PUT",
+                path: "sys/audit/file",
+                token: root,
+                body: JSONValue.object(["type": "file", "options": ["file_path": .string(log)]]).serialized()
+            )
         }
         for i in 0..<writes {
-            _ = vault.core.handleWire(method: "PUT", path: "secret/data/t\(i)", token: root, body: Array(#"{"data":{"v":"x"}}"#.utf8))
+            _ = vault.core.handleWire(
+                method: "PUT",
+                path: "secret/data/t\(i)",
+                token: root,
+                body: Array(#"{"data":{"v":"x"}}"#.utf8)
+            )
         }
         let key = vault.core.handleWire(method: "GET", path: "sys/audit-chain-key/file", token: root, body: [])
         vault.close()
@@ -341,7 +386,8 @@ import Testing
     @Test func aTornLastLineIsReportedAsACrashAndTheChainGoesOn() throws {
         let dir = try tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let db = dir + "/coffer.db", log = dir + "/audit.log"
+        let db = dir + "/coffer.db"
+        let log = dir + "/audit.log"
         var unsealKey: SecureBytes?
         let key = try writeRecords(db: db, log: log, unsealKey: &unsealKey, writes: 3)
         let complete = try records(log).count  // 3 writes and the chain-key read, two records each
@@ -354,7 +400,10 @@ import Testing
         #expect(unmarked.0 == 0 && unmarked.1.contains("line \(torn) is incomplete"), "\(unmarked.1)")
 
         _ = try writeRecords(db: db, log: log, unsealKey: &unsealKey, writes: 2)
-        let lines = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        let lines = try String(contentsOfFile: log, encoding: .utf8).split(
+            separator: "\n",
+            omittingEmptySubsequences: false
+        ).map(String.init)
         #expect(lines.last == "", "the file ends in a newline")
         let mark = try JSONValue.parse(lines[torn])  // the line after the torn one
         let before = try JSONValue.parse(lines[torn - 2])
@@ -378,7 +427,9 @@ import Testing
         }
         let second = try verifyEdited(line: 2) { $0.replacingOccurrences(of: "secret/data/t0", with: "secret/data/tX") }
         #expect(second.0 == 1 && second.1.contains("TAMPERED at line 2"), "\(second.1)")
-        let fragment = try verifyEdited(line: torn) { $0.replacingOccurrences(of: "sys/audit-chain-key", with: "sys/audit-chain-KEY") }
+        let fragment = try verifyEdited(line: torn) {
+            $0.replacingOccurrences(of: "sys/audit-chain-key", with: "sys/audit-chain-KEY")
+        }
         #expect(fragment.0 == 1 && fragment.1.contains("TAMPERED at line \(torn)"), "\(fragment.1)")
         // Removing the torn line leaves a mark that vouches for nothing.
         var removed = lines
@@ -391,7 +442,8 @@ import Testing
     @Test func aLineCutJustBeforeItsNewlineIsEndedAndNotReportedAsTorn() throws {
         let dir = try tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let db = dir + "/coffer.db", log = dir + "/audit.log"
+        let db = dir + "/coffer.db"
+        let log = dir + "/audit.log"
         var unsealKey: SecureBytes?
         let key = try writeRecords(db: db, log: log, unsealKey: &unsealKey, writes: 2)
         try truncate(log, by: 1)
@@ -399,7 +451,11 @@ import Testing
         let all = try records(log)
         #expect(all.allSatisfy { $0["type"] == "request" || $0["type"] == "response" })
         let verdict = try runCoffer(["audit", "verify", "--key", key, log])
-        #expect(verdict.0 == 0 && verdict.1.contains("OK, \(all.count) record(s), chain intact") && !verdict.1.contains("torn"), "\(verdict.1)")
+        #expect(
+            verdict.0 == 0 && verdict.1.contains("OK, \(all.count) record(s), chain intact")
+                && !verdict.1.contains("torn"),
+            "\(verdict.1)"
+        )
 
         // A stray space after the last newline is ended too, and needs no mark.
         let handle = try #require(FileHandle(forWritingAtPath: log))
@@ -410,7 +466,10 @@ import Testing
         let after = try records(log)
         #expect(after.allSatisfy { $0["type"] == "request" || $0["type"] == "response" })
         let again = try runCoffer(["audit", "verify", "--key", key, log])
-        #expect(again.0 == 0 && again.1.contains("OK, \(after.count) record(s), chain intact") && !again.1.contains("torn"), "\(again.1)")
+        #expect(
+            again.0 == 0 && again.1.contains("OK, \(after.count) record(s), chain intact") && !again.1.contains("torn"),
+            "\(again.1)"
+        )
     }
 
     // MARK: sys/audit-hash (issue 13 item 13)

@@ -21,7 +21,9 @@ import Testing
     }
 
     func chainKey(_ h: Harness, _ device: String) throws -> String {
-        try #require(h.wire("GET", "sys/audit-chain-key/\(device)", token: AuditTests.rootID).json?["data"]?["key"]?.stringValue)
+        try #require(
+            h.wire("GET", "sys/audit-chain-key/\(device)", token: AuditTests.rootID).json?["data"]?["key"]?.stringValue
+        )
     }
 
     @Test func noSecretValueTokenOrKeyReachesTheLog() throws {
@@ -30,12 +32,20 @@ import Testing
         let h = try harness()
         let root = AuditTests.rootID
         let log = dir.appendingPathComponent("audit.log").path
-        #expect(h.wire("PUT", "sys/audit/file", ["type": "file", "options": ["file_path": .string(log)]], token: root).status == 204)
+        #expect(
+            h.wire("PUT", "sys/audit/file", ["type": "file", "options": ["file_path": .string(log)]], token: root)
+                .status == 204
+        )
         let attributes = try FileManager.default.attributesOfItem(atPath: log)
         #expect((attributes[.posixPermissions] as? Int) == 0o600)
 
         let secrets = ["hunter2-kv2-password", "kv1-api-key-value", "patched-secret-value", "nested-secret-value"]
-        h.wire("PUT", "secret/data/app", ["data": ["password": .string(secrets[0]), "deep": ["k": .string(secrets[3])]]], token: root)
+        h.wire(
+            "PUT",
+            "secret/data/app",
+            ["data": ["password": .string(secrets[0]), "deep": ["k": .string(secrets[3])]]],
+            token: root
+        )
         h.wire("PATCH", "secret/data/app", ["data": ["extra": .string(secrets[2])]], token: root)
         h.wire("GET", "secret/data/app", token: root)
         h.wire("POST", "sys/mounts/kv1", ["type": "kv"], token: root)
@@ -48,19 +58,25 @@ import Testing
         h.wire("POST", "auth/token/lookup", ["token": .string(token)], token: root)
         h.wire("GET", "secret/data/app", token: "s.wrongtoken000000000000000")
         // Rekey carries unseal keys in both directions.
-        let nonce = try #require(h.wire("PUT", "sys/rekey/init", ["secret_shares": 1, "secret_threshold": 1]).json?["nonce"]?.stringValue)
+        let nonce = try #require(
+            h.wire("PUT", "sys/rekey/init", ["secret_shares": 1, "secret_threshold": 1]).json?["nonce"]?.stringValue
+        )
         let unsealKey = h.unsealKey.withUnsafeBytes { Hex.encode($0) }
         let rekeyed = h.wire("PUT", "sys/rekey/update", ["key": .string(unsealKey), "nonce": .string(nonce)])
         let newKey = try #require(rekeyed.json?["keys"]?.arrayValue?.first?.stringValue)
         try h.vault.core.flushAudit()  // the reads' records may still be queued
 
         let text = try String(contentsOfFile: log, encoding: .utf8)
-        for needle in secrets + [root, token, accessor, unsealKey, newKey, String(root.dropFirst(2)), String(token.dropFirst(2))] {
+        for needle in secrets + [
+            root, token, accessor, unsealKey, newKey, String(root.dropFirst(2)), String(token.dropFirst(2)),
+        ] {
             #expect(!text.contains(needle), "found a secret in the audit log: \(needle.prefix(6))…")
         }
         let records = try lines(log)
         #expect(records.count >= 24)
-        let write = try #require(records.first { $0["type"] == "request" && $0["request"]?["path"] == "secret/data/app" })
+        let write = try #require(
+            records.first { $0["type"] == "request" && $0["request"]?["path"] == "secret/data/app" }
+        )
         #expect(write["request"]?["operation"] == "create")
         #expect(write["request"]?["data"]?["data"]?["password"]?.stringValue?.hasPrefix("hmac-sha256:") == true)
         #expect(write["auth"]?["client_token"]?.stringValue?.hasPrefix("hmac-sha256:") == true)
@@ -70,10 +86,16 @@ import Testing
         #expect(denied["request"]?["path"] == "secret/data/app")
 
         // sys/audit-hash gives the value an operator can search the log for.
-        let hash = try #require(h.wire("POST", "sys/audit-hash/file", ["input": .string(secrets[0])], token: root).json?["data"]?["hash"]?.stringValue)
+        let hash = try #require(
+            h.wire("POST", "sys/audit-hash/file", ["input": .string(secrets[0])], token: root).json?["data"]?["hash"]?
+                .stringValue
+        )
         #expect(text.contains(hash))
         // The chain of the whole file verifies.
-        let verdict = AuditChain.verify(lines: text.split(separator: "\n").map { Array($0.utf8) }, key: SecureBytes(Hex.decode(try chainKey(h, "file"))!))
+        let verdict = AuditChain.verify(
+            lines: text.split(separator: "\n").map { Array($0.utf8) },
+            key: SecureBytes(Hex.decode(try chainKey(h, "file"))!)
+        )
         #expect(verdict.problem == nil && verdict.records == records.count)
     }
 
@@ -91,7 +113,10 @@ import Testing
         try FileManager.default.removeItem(at: logDir)
         let refused = h.wire("PUT", "secret/data/x", ["data": ["v": "after"]], token: root)
         #expect(refused.status == 500)
-        #expect(errors(refused.json).first?.contains("no audit device could record the request, so it was not processed") == true)
+        #expect(
+            errors(refused.json).first?.contains("no audit device could record the request, so it was not processed")
+                == true
+        )
         #expect(errors(refused.json).first?.contains(log) == true, "the error names the broken file")
         #expect(h.wire("GET", "secret/data/x", token: root).status == 500, "reads are refused too")
 
@@ -110,7 +135,12 @@ import Testing
         try FileManager.default.createDirectory(at: brokenDir, withIntermediateDirectories: true)
         let good = dir.appendingPathComponent("good.log").path
         h.wire("PUT", "sys/audit/good", ["type": "file", "options": ["file_path": .string(good)]], token: root)
-        h.wire("PUT", "sys/audit/bad", ["type": "file", "options": ["file_path": .string(brokenDir.appendingPathComponent("a.log").path)]], token: root)
+        h.wire(
+            "PUT",
+            "sys/audit/bad",
+            ["type": "file", "options": ["file_path": .string(brokenDir.appendingPathComponent("a.log").path)]],
+            token: root
+        )
         try FileManager.default.removeItem(at: brokenDir)
         #expect(h.wire("PUT", "secret/data/y", ["data": ["v": "ok"]], token: root).status == 200)
         #expect(h.wire("GET", "secret/data/y", token: root).json?["data"]?["data"] == ["v": "ok"])
@@ -206,7 +236,14 @@ import Testing
 
         let streamPath = dir.appendingPathComponent("audit.sock").path
         let listener = try UnixListener(path: streamPath, datagram: false)
-        #expect(h.wire("PUT", "sys/audit/sock", ["type": "socket", "options": ["address": .string(streamPath), "socket_type": "unix"]], token: root).status == 204)
+        #expect(
+            h.wire(
+                "PUT",
+                "sys/audit/sock",
+                ["type": "socket", "options": ["address": .string(streamPath), "socket_type": "unix"]],
+                token: root
+            ).status == 204
+        )
         let peer = try listener.accept()
         h.wire("PUT", "secret/data/s", ["data": ["v": "socket-secret"]], token: root)
         let received = peer.read()
@@ -214,7 +251,14 @@ import Testing
 
         let syslogPath = dir.appendingPathComponent("log.sock").path
         let syslog = try UnixListener(path: syslogPath, datagram: true)
-        #expect(h.wire("PUT", "sys/audit/syslog", ["type": "syslog", "options": ["socket_path": .string(syslogPath), "tag": "coffer-test"]], token: root).status == 204)
+        #expect(
+            h.wire(
+                "PUT",
+                "sys/audit/syslog",
+                ["type": "syslog", "options": ["socket_path": .string(syslogPath), "tag": "coffer-test"]],
+                token: root
+            ).status == 204
+        )
         h.wire("GET", "secret/data/s", token: root)
         // The read's two records, queued and written together, still arrive as a datagram each.
         let datagrams = [syslog.receive(), syslog.receive()]
@@ -241,13 +285,20 @@ import Testing
         let queued = dir.appendingPathComponent("queued.log").path
         let immediate = dir.appendingPathComponent("immediate.log").path
         h.wire("PUT", "sys/audit/queued", ["type": "file", "options": ["file_path": .string(queued)]], token: root)
-        h.wire("PUT", "sys/audit/immediate", ["type": "file", "options": ["file_path": .string(immediate), "sync": "all"]], token: root)
+        h.wire(
+            "PUT",
+            "sys/audit/immediate",
+            ["type": "file", "options": ["file_path": .string(immediate), "sync": "all"]],
+            token: root
+        )
         h.wire("PUT", "secret/data/q", ["data": ["v": "queued-secret"]], token: root)
         #expect(h.wire("GET", "secret/data/q", token: root).status == 200)
 
         // sync=all: the read's two records are in the file when the call returns.
         func readRecords(_ path: String) throws -> [JSONValue] {
-            try lines(path).filter { $0["request"]?["path"] == "secret/data/q" && $0["request"]?["operation"] == "read" }
+            try lines(path).filter {
+                $0["request"]?["path"] == "secret/data/q" && $0["request"]?["operation"] == "read"
+            }
         }
         #expect(try readRecords(immediate).map { $0["type"] } == ["request", "response"])
         // The default: the writer thread writes them within about a millisecond, with no flush.
@@ -261,7 +312,16 @@ import Testing
             let verdict = try runCoffer(["audit", "verify", "--key", try chainKey(h, device), path])
             #expect(verdict.0 == 0, "\(verdict.1)")
         }
-        #expect(errors(h.wire("PUT", "sys/audit/bad", ["type": "file", "options": ["file_path": .string(queued + "2"), "sync": "never"]], token: root).json).first?.contains("sync must be \"writes\" or \"all\"") == true)
+        #expect(
+            errors(
+                h.wire(
+                    "PUT",
+                    "sys/audit/bad",
+                    ["type": "file", "options": ["file_path": .string(queued + "2"), "sync": "never"]],
+                    token: root
+                ).json
+            ).first?.contains("sync must be \"writes\" or \"all\"") == true
+        )
     }
 
     @Test func concurrentReadsAndWritesKeepOneUnbrokenChainAndCloseWritesWhatIsQueued() throws {
@@ -273,7 +333,8 @@ import Testing
         h.wire("PUT", "sys/audit/file", ["type": "file", "options": ["file_path": .string(log)]], token: root)
         let key = try chainKey(h, "file")
         h.wire("PUT", "secret/data/shared", ["data": ["v": 0]], token: root)
-        let threads = 8, perThread = 150
+        let threads = 8
+        let perThread = 150
         DispatchQueue.concurrentPerform(iterations: threads) { t in
             for i in 0..<perThread {
                 if i % 5 == 0 {
@@ -297,14 +358,43 @@ import Testing
     @Test func enablingABadDeviceFailsClearly() throws {
         let h = try harness()
         let root = AuditTests.rootID
-        #expect(errors(h.wire("PUT", "sys/audit/f", ["type": "file", "options": ["file_path": "relative.log"]], token: root).json).first?.contains("absolute") == true)
-        let missing = h.wire("PUT", "sys/audit/f", ["type": "file", "options": ["file_path": "/nonexistent-dir/x/a.log"]], token: root)
-        #expect(missing.status == 400 && errors(missing.json).first?.contains("the directory of file_path does not exist") == true)
-        #expect(errors(h.wire("PUT", "sys/audit/f", ["type": "tape"], token: root).json).first?.contains("unknown audit device type") == true)
-        #expect(errors(h.wire("PUT", "sys/audit/f", ["type": "file", "options": ["file_path": "/tmp/x", "colour": "red"]], token: root).json).first?.contains("unknown option \"colour\"") == true)
+        #expect(
+            errors(
+                h.wire("PUT", "sys/audit/f", ["type": "file", "options": ["file_path": "relative.log"]], token: root)
+                    .json
+            ).first?.contains("absolute") == true
+        )
+        let missing = h.wire(
+            "PUT",
+            "sys/audit/f",
+            ["type": "file", "options": ["file_path": "/nonexistent-dir/x/a.log"]],
+            token: root
+        )
+        #expect(
+            missing.status == 400
+                && errors(missing.json).first?.contains("the directory of file_path does not exist") == true
+        )
+        #expect(
+            errors(h.wire("PUT", "sys/audit/f", ["type": "tape"], token: root).json).first?.contains(
+                "unknown audit device type"
+            ) == true
+        )
+        #expect(
+            errors(
+                h.wire(
+                    "PUT",
+                    "sys/audit/f",
+                    ["type": "file", "options": ["file_path": "/tmp/x", "colour": "red"]],
+                    token: root
+                ).json
+            ).first?.contains("unknown option \"colour\"") == true
+        )
         #expect(h.wire("GET", "sys/audit", token: root).json?["data"] == [:])
         // Without sudo, sys/audit is refused.
-        let token = try #require(h.wire("POST", "auth/token/create", ["policies": ["default"]], token: root).json?["auth"]?["client_token"]?.stringValue)
+        let token = try #require(
+            h.wire("POST", "auth/token/create", ["policies": ["default"]], token: root).json?["auth"]?["client_token"]?
+                .stringValue
+        )
         #expect(h.wire("GET", "sys/audit", token: token).status == 403)
     }
 
@@ -313,7 +403,12 @@ import Testing
         defer { try? FileManager.default.removeItem(at: dir) }
         let h = try harness()
         let log = dir.appendingPathComponent("raw.log").path
-        h.wire("PUT", "sys/audit/raw", ["type": "file", "options": ["file_path": .string(log), "log_raw": true]], token: AuditTests.rootID)
+        h.wire(
+            "PUT",
+            "sys/audit/raw",
+            ["type": "file", "options": ["file_path": .string(log), "log_raw": true]],
+            token: AuditTests.rootID
+        )
         h.wire("PUT", "secret/data/r", ["data": ["v": "visible-because-log-raw"]], token: AuditTests.rootID)
         #expect(try String(contentsOfFile: log, encoding: .utf8).contains("visible-because-log-raw"))
     }
@@ -324,7 +419,9 @@ func runCoffer(_ arguments: [String]) throws -> (Int32, String) {
     let binDir = Bundle.main.bundleURL.deletingLastPathComponent()
     var binary = binDir.appendingPathComponent("coffer-cli")
     if !FileManager.default.fileExists(atPath: binary.path) {
-        binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("coffer-cli")
+        binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
+            "coffer-cli"
+        )
     }
     let process = Process()
     process.executableURL = binary
@@ -354,7 +451,9 @@ final class UnixListener: @unchecked Sendable {  // used from one test at a time
             raw[bytes.count] = 0
         }
         let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard rc == 0, datagram || listen(fd, 4) == 0 else { throw CofferError(.io, "cannot listen on \(path)") }
         // A record that never comes fails the test instead of hanging it.

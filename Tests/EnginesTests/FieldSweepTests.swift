@@ -16,15 +16,23 @@ import Testing
         case .string: return [[text], ["k": text]]
         case .int(let range):
             var values: [JSONValue] = [
-                text, "NaN", "1e999", .number("1e308"), .number("-0.5"), "99999999999999999999999", .number("9223372036854775808"), [text], true,
+                text, "NaN", "1e999", .number("1e308"), .number("-0.5"), "99999999999999999999999",
+                .number("9223372036854775808"), [text], true,
             ]
             if range.lowerBound > Int.min { values.append(.int(range.lowerBound - 1)) }
             if range.upperBound < Int.max { values.append(.int(range.upperBound + 1)) }
             return values
         case .bool: return [text, "maybe", .number("2"), [text]]
-        case .duration: return ["99999999999999999999h", "1e20h", .number("1e300"), "-1s", .int(-1), text, "NaNs", .number("100000000000"), ["1h"]]
+        case .duration:
+            return [
+                "99999999999999999999h", "1e20h", .number("1e300"), "-1s", .int(-1), text, "NaNs",
+                .number("100000000000"), ["1h"],
+            ]
         case .stringList: return [["k": text], [["nested": text]], .number("1")]
-        case .intList(let range): return [[text], ["k": text], .int(range.upperBound == Int.max ? -1 : range.upperBound + 1), [.number("1e400")]]
+        case .intList(let range):
+            return [
+                [text], ["k": text], .int(range.upperBound == Int.max ? -1 : range.upperBound + 1), [.number("1e400")],
+            ]
         case .stringMap: return [text, ["k": ["nested": text]], [text]]
         case .object: return [text, [text], .number("1")]
         case .any: return []
@@ -53,9 +61,12 @@ import Testing
             table.paths.map { ($0.pattern, $0.fields, $0.operations) }
         }
         return [
-            Target(mount: "sys/", paths: rows(SystemBackend.paths)), Target(mount: "auth/token/", paths: rows(TokenBackend.paths)),
-            Target(mount: "secret/", paths: rows(KVv2Backend.paths)), Target(mount: "kv1/", paths: rows(KVv1Backend.paths)),
-            Target(mount: "transit/", paths: rows(TransitBackend.paths)), Target(mount: "cubbyhole/", paths: rows(CubbyholeBackend.paths)),
+            Target(mount: "sys/", paths: rows(SystemBackend.paths)),
+            Target(mount: "auth/token/", paths: rows(TokenBackend.paths)),
+            Target(mount: "secret/", paths: rows(KVv2Backend.paths)),
+            Target(mount: "kv1/", paths: rows(KVv1Backend.paths)),
+            Target(mount: "transit/", paths: rows(TransitBackend.paths)),
+            Target(mount: "cubbyhole/", paths: rows(CubbyholeBackend.paths)),
         ]
     }
 
@@ -75,7 +86,10 @@ import Testing
         #expect(h.wire("POST", "sys/mounts/kv1", ["type": "kv"]).status == 204)
         #expect(h.wire("POST", "transit/keys/sweep", [:]).status == 200)
         #expect(h.wire("PUT", "secret/data/sweep", ["data": ["a": "b"]]).status == 200)
-        #expect(h.wire("PUT", "sys/audit/file", ["type": "file", "options": ["file_path": .string(log.file("audit.log"))]]).status == 204)
+        #expect(
+            h.wire("PUT", "sys/audit/file", ["type": "file", "options": ["file_path": .string(log.file("audit.log"))]])
+                .status == 204
+        )
         var cases = 0
         for target in Self.targets() {
             for (pattern, fields, operations) in target.paths {
@@ -86,11 +100,21 @@ import Testing
                             cases += 1
                             let method = operation == .patch ? "PATCH" : (operation == .delete ? "DELETE" : "PUT")
                             let (status, bytes) = h.vault.core.handleWire(
-                                method: method, path: path, token: "root", body: JSONValue.object([field.name: value]).serialized())
+                                method: method,
+                                path: path,
+                                token: "root",
+                                body: JSONValue.object([field.name: value]).serialized()
+                            )
                             let text = bytes.map { String(decoding: $0, as: UTF8.self) } ?? ""
-                            #expect(status == 400, "\(method) \(path) \(field.name)=\(value.jsonString) answered \(status): \(text)")
+                            #expect(
+                                status == 400,
+                                "\(method) \(path) \(field.name)=\(value.jsonString) answered \(status): \(text)"
+                            )
                             #expect(text.contains(field.name), "\(method) \(path) \(field.name): \(text)")
-                            #expect(!text.contains(Self.marker), "\(method) \(path) \(field.name) quoted the value: \(text)")
+                            #expect(
+                                !text.contains(Self.marker),
+                                "\(method) \(path) \(field.name) quoted the value: \(text)"
+                            )
                         }
                     }
                 }
@@ -99,7 +123,12 @@ import Testing
                     for field in fields where Self.badValues(field.kind).contains(.string(Self.marker)) {
                         cases += 1
                         let query = "?\(field.name)=\(Self.marker)" + (operation == .list ? "&list=true" : "")
-                        let (status, bytes) = h.vault.core.handleWire(method: "GET", path: path + query, token: "root", body: [])
+                        let (status, bytes) = h.vault.core.handleWire(
+                            method: "GET",
+                            path: path + query,
+                            token: "root",
+                            body: []
+                        )
                         let text = bytes.map { String(decoding: $0, as: UTF8.self) } ?? ""
                         #expect(status == 400, "GET \(path)\(query) answered \(status): \(text)")
                         #expect(!text.contains(Self.marker), "GET \(path) \(field.name) quoted the value: \(text)")

@@ -5,7 +5,9 @@ import Testing
 /// Request values that used to trap the process or leak into error texts, through the same wire
 /// form HTTP and `coffer_request` use.
 @Suite struct HardeningTests {
-    static let huge: [JSONValue] = [10_000_000_000, "99999999999999999999h", "1e300s", .number("1e300"), "9223372036854775807", -1]
+    static let huge: [JSONValue] = [
+        10_000_000_000, "99999999999999999999h", "1e300s", .number("1e300"), "9223372036854775807", -1,
+    ]
 
     @Test func outOfRangeDurationsAreRefusedNamingTheFieldAndLimit() throws {
         let h = try Harness()
@@ -50,7 +52,12 @@ import Testing
         defer { vault.close() }
         try vault.unseal(key: key)
         func wire(_ method: String, _ path: String, _ body: JSONValue? = nil) -> (Int, JSONValue?) {
-            let (status, bytes) = vault.core.handleWire(method: method, path: path, token: "root", body: body?.serialized() ?? [])
+            let (status, bytes) = vault.core.handleWire(
+                method: method,
+                path: path,
+                token: "root",
+                body: body?.serialized() ?? []
+            )
             return (status, bytes.map { try! JSONValue.parse($0) })
         }
         let write = wire("PUT", "secret/data/x", ["data": ["a": "c"]])

@@ -19,8 +19,18 @@ struct Harness: @unchecked Sendable {  // Vault and TestClock are thread-safe; t
     }
 
     @discardableResult
-    func wire(_ method: String, _ path: String, _ body: JSONValue? = nil, token: String? = "root") -> (status: Int, json: JSONValue?) {
-        let (status, bytes) = vault.core.handleWire(method: method, path: path, token: token, body: body?.serialized() ?? [])
+    func wire(
+        _ method: String,
+        _ path: String,
+        _ body: JSONValue? = nil,
+        token: String? = "root"
+    ) -> (status: Int, json: JSONValue?) {
+        let (status, bytes) = vault.core.handleWire(
+            method: method,
+            path: path,
+            token: token,
+            body: body?.serialized() ?? []
+        )
         return (status, bytes.map { try! JSONValue.parse($0) })
     }
 }
@@ -35,7 +45,11 @@ func errors(_ json: JSONValue?) -> [String] { json?["errors"]?.arrayValue?.compa
         let meta1 = try #require(w1.json?["data"]?.objectValue)
         #expect(Set(meta1.keys) == ["created_time", "custom_metadata", "deletion_time", "destroyed", "version"])
         #expect(meta1["version"] == 1 && meta1["deletion_time"] == "" && meta1["custom_metadata"] == .null)
-        #expect(Set(w1.json?.objectValue?.keys ?? [:].keys) == ["request_id", "lease_id", "renewable", "lease_duration", "data", "wrap_info", "warnings", "auth"])
+        #expect(
+            Set(w1.json?.objectValue?.keys ?? [:].keys) == [
+                "request_id", "lease_id", "renewable", "lease_duration", "data", "wrap_info", "warnings", "auth",
+            ]
+        )
 
         h.clock.advance(seconds: 1)
         #expect(h.wire("POST", "secret/data/app", ["data": ["user": "u2"]]).json?["data"]?["version"] == 2)
@@ -58,7 +72,9 @@ func errors(_ json: JSONValue?) -> [String] { json?["errors"]?.arrayValue?.compa
         let conflict = h.wire("PUT", "secret/data/c", ["data": ["a": 2], "options": ["cas": 0]])
         #expect(conflict.status == 400)
         #expect(errors(conflict.json) == ["check-and-set parameter did not match the current version"])
-        #expect(h.wire("PUT", "secret/data/c", ["data": ["a": 2], "options": ["cas": 1]]).json?["data"]?["version"] == 2)
+        #expect(
+            h.wire("PUT", "secret/data/c", ["data": ["a": 2], "options": ["cas": 1]]).json?["data"]?["version"] == 2
+        )
 
         #expect(h.wire("POST", "secret/config", ["cas_required": true]).status == 204)
         let required = h.wire("PUT", "secret/data/c", ["data": ["a": 3]])
@@ -68,7 +84,11 @@ func errors(_ json: JSONValue?) -> [String] { json?["errors"]?.arrayValue?.compa
         // The per-secret flag works the same way.
         h.wire("POST", "secret/config", ["cas_required": false])
         h.wire("POST", "secret/metadata/d", ["cas_required": true])
-        #expect(errors(h.wire("PUT", "secret/data/d", ["data": ["x": 1]]).json) == ["check-and-set parameter required for this call"])
+        #expect(
+            errors(h.wire("PUT", "secret/data/d", ["data": ["x": 1]]).json) == [
+                "check-and-set parameter required for this call"
+            ]
+        )
     }
 
     @Test func softDeleteUndeleteAndDestroy() throws {
@@ -106,7 +126,13 @@ func errors(_ json: JSONValue?) -> [String] { json?["errors"]?.arrayValue?.compa
 
     @Test func maxVersionsTrimsTheOldest() throws {
         let h = try Harness()
-        #expect(h.wire("POST", "secret/metadata/m", ["max_versions": 2, "custom_metadata": ["owner": "team-a"], "delete_version_after": "1h"]).status == 204)
+        #expect(
+            h.wire(
+                "POST",
+                "secret/metadata/m",
+                ["max_versions": 2, "custom_metadata": ["owner": "team-a"], "delete_version_after": "1h"]
+            ).status == 204
+        )
         for i in 1...4 { h.wire("PUT", "secret/data/m", ["data": ["i": .int(i)]]) }
         let meta = try #require(h.wire("GET", "secret/metadata/m").json?["data"])
         #expect(meta["versions"]?.objectValue?.keys.sorted() == ["3", "4"])
@@ -133,7 +159,9 @@ func errors(_ json: JSONValue?) -> [String] { json?["errors"]?.arrayValue?.compa
         h.wire("PUT", "secret/data/p", ["data": ["a": 1, "b": ["c": 2, "d": 3], "e": "x"]])
         let patched = h.wire("PATCH", "secret/data/p", ["data": ["a": .null, "b": ["c": 20], "f": true]])
         #expect(patched.status == 200 && patched.json?["data"]?["version"] == 2)
-        #expect(h.wire("GET", "secret/data/p").json?["data"]?["data"] == ["b": ["c": 20, "d": 3], "e": "x", "f": true])
+        #expect(
+            h.wire("GET", "secret/data/p").json?["data"]?["data"] == ["b": ["c": 20, "d": 3], "e": "x", "f": true]
+        )
         #expect(h.wire("PATCH", "secret/data/none", ["data": ["a": 1]]).status == 404)
 
         let sub = h.wire("GET", "secret/subkeys/p")
@@ -151,10 +179,23 @@ func errors(_ json: JSONValue?) -> [String] { json?["errors"]?.arrayValue?.compa
         let h = try Harness()
         h.wire("PUT", "secret/data/keep", ["data": ["v": "original"]])
         #expect(errors(h.wire("PUT", "secret/data/keep", ["nodata": 1]).json) == ["no data provided"])
-        #expect(errors(h.wire("PUT", "secret/data/keep", ["data": "string"]).json).first?.contains("must be an object") == true)
-        let (status, body) = h.vault.core.handleWire(method: "PUT", path: "secret/data/keep", token: "root", body: Array("{not json".utf8))
+        #expect(
+            errors(h.wire("PUT", "secret/data/keep", ["data": "string"]).json).first?.contains("must be an object")
+                == true
+        )
+        let (status, body) = h.vault.core.handleWire(
+            method: "PUT",
+            path: "secret/data/keep",
+            token: "root",
+            body: Array("{not json".utf8)
+        )
         #expect(status == 400 && String(decoding: body ?? [], as: UTF8.self).contains("failed to parse JSON input"))
-        let array = h.vault.core.handleWire(method: "PUT", path: "secret/data/keep", token: "root", body: Array("[1,2]".utf8))
+        let array = h.vault.core.handleWire(
+            method: "PUT",
+            path: "secret/data/keep",
+            token: "root",
+            body: Array("[1,2]".utf8)
+        )
         #expect(array.status == 400)
         let huge = String(repeating: "x", count: 1_100_000)
         let tooBig = h.wire("PUT", "secret/data/keep", ["data": ["v": .string(huge)]])
@@ -167,9 +208,19 @@ func errors(_ json: JSONValue?) -> [String] { json?["errors"]?.arrayValue?.compa
 
     @Test func createVersusUpdateFollowsTheExistenceCheck() throws {
         let h = try Harness()
-        h.wire("PUT", "sys/policies/acl/create-only", ["policy": #"path "secret/data/*" { capabilities = ["create"] }"#])
-        let token = try #require(h.wire("POST", "auth/token/create", ["policies": ["create-only"]]).json?["auth"]?["client_token"]?.stringValue)
-        #expect(h.wire("PUT", "secret/data/new", ["data": ["a": 1]], token: token).status == 200, "a new secret is a create")
+        h.wire(
+            "PUT",
+            "sys/policies/acl/create-only",
+            ["policy": #"path "secret/data/*" { capabilities = ["create"] }"#]
+        )
+        let token = try #require(
+            h.wire("POST", "auth/token/create", ["policies": ["create-only"]]).json?["auth"]?["client_token"]?
+                .stringValue
+        )
+        #expect(
+            h.wire("PUT", "secret/data/new", ["data": ["a": 1]], token: token).status == 200,
+            "a new secret is a create"
+        )
         let update = h.wire("PUT", "secret/data/new", ["data": ["a": 2]], token: token)
         #expect(update.status == 403 && errors(update.json) == ["permission denied"], "an existing one is an update")
         #expect(h.wire("GET", "secret/data/new", token: token).status == 403)
@@ -182,7 +233,9 @@ func errors(_ json: JSONValue?) -> [String] { json?["errors"]?.arrayValue?.compa
             for t in 0..<8 {
                 group.addTask {
                     (0..<25).map { i in
-                        h.wire("PUT", "secret/data/busy", ["data": ["t": .int(t), "i": .int(i)]]).json?["data"]?["version"]?.intValue ?? -1
+                        h.wire("PUT", "secret/data/busy", ["data": ["t": .int(t), "i": .int(i)]]).json?["data"]?[
+                            "version"
+                        ]?.intValue ?? -1
                     }
                 }
             }
@@ -228,7 +281,9 @@ func errors(_ json: JSONValue?) -> [String] { json?["errors"]?.arrayValue?.compa
         do {
             let vault = try Vault.open(VaultConfiguration(storage: .sqlite(path: path)))
             result = try vault.initialize(shares: 5, threshold: 3)
-            _ = try vault.handle(Request(.update, "sys/mounts/secret", data: ["type": "kv-v2"], token: result.rootToken))
+            _ = try vault.handle(
+                Request(.update, "sys/mounts/secret", data: ["type": "kv-v2"], token: result.rootToken)
+            )
             let kv = vault.kv(token: result.rootToken)
             #expect(try kv.put("app/db", ["password": "s3cret"]) == 1)
             #expect(try kv.put("app/db", ["password": "rotated"], cas: 1) == 2)

@@ -1,8 +1,9 @@
+import Foundation
+import Testing
+
 @testable import Coffer
 @testable import CofferCore
-import Foundation
 @testable import PKCS11Seal
-import Testing
 
 /// The PKCS#11 seal against a real SoftHSM2 (see SoftHSM.swift for why the suite is serialised).
 @Suite(.serialized) struct PKCS11SealTests {
@@ -23,7 +24,12 @@ import Testing
         let ivCount = Int(blob[start])
         #expect(ivCount == 12)
         let iv = Array(blob[(start + 1)..<(start + 1 + ivCount)])
-        let opened = AESGCM.open(key: SecureBytes(keyBytes), nonce: iv, sealed: Array(blob[(start + 1 + ivCount)...]), aad: Array(blob[0..<start]))
+        let opened = AESGCM.open(
+            key: SecureBytes(keyBytes),
+            nonce: iv,
+            sealed: Array(blob[(start + 1 + ivCount)...]),
+            aad: Array(blob[0..<start])
+        )
         #expect(opened == Array(0..<32))
         #expect(try seal.unwrap(blob, unsealKey: nil).unsafeCopy == Array(0..<32))
         #expect(seal.keyName(of: blob) == "pkcs11 key_label=known key_id=09 mechanism=CKM_AES_GCM")
@@ -43,7 +49,10 @@ import Testing
             try hsm.createRSAKey(token: "coffer", label: "root-key", id: "01")
         }
         let path = hsm.database()
-        let configuration = VaultConfiguration(storage: .sqlite(path: path), seal: try hsm.seal(token: "coffer", key: "root-key", mechanism: mechanism))
+        let configuration = VaultConfiguration(
+            storage: .sqlite(path: path),
+            seal: try hsm.seal(token: "coffer", key: "root-key", mechanism: mechanism)
+        )
         let token: String
         do {
             let vault = try Vault.open(configuration)
@@ -57,7 +66,10 @@ import Testing
         }
         let vault = try Vault.open(configuration)
         let status = try vault.status()
-        #expect(!status.sealed && status.type == "pkcs11" && status.recoverySeal && status.threshold == 3 && status.shares == 5)
+        #expect(
+            !status.sealed && status.type == "pkcs11" && status.recoverySeal && status.threshold == 3
+                && status.shares == 5
+        )
         #expect(try vault.kv(token: token).get("app/db")?.data["password"] == "s3cret")
         // Sealing by hand, then sys/unseal with no key unseals through the HSM again.
         vault.seal()
@@ -75,7 +87,10 @@ import Testing
         try hsm.createRSAKey(token: "coffer", label: "rsa", id: "02")
         var configuration = hsm.configuration(token: "coffer", key: "rsa", mechanism: .rsaOAEP)
         configuration.rsaOAEPHash = .sha256
-        expectCofferError(.invalidArgument, containing: ["does not support CKM_RSA_PKCS_OAEP with SHA256", "set rsa_oaep_hash"]) {
+        expectCofferError(
+            .invalidArgument,
+            containing: ["does not support CKM_RSA_PKCS_OAEP with SHA256", "set rsa_oaep_hash"]
+        ) {
             _ = try PKCS11Seal(configuration).wrap(SecureBytes(randomCount: 32), unsealKey: nil)
         }
     }
@@ -96,16 +111,23 @@ import Testing
         configuration.generateKey = true
         let path = hsm.database()
         do {
-            let vault = try Vault.open(VaultConfiguration(storage: .sqlite(path: path), seal: try PKCS11Seal(configuration)))
+            let vault = try Vault.open(
+                VaultConfiguration(storage: .sqlite(path: path), seal: try PKCS11Seal(configuration))
+            )
             _ = try vault.initialize(shares: 1, threshold: 1)
             vault.close()
         }
         let listing = try hsm.listObjects(token: "coffer")
         #expect(listing.components(separatedBy: "Secret Key Object").count == 2, "exactly one key: \(listing)")
-        #expect(listing.contains("AES length 32") && listing.contains("label:      made-here") && listing.contains("ID:         0a0b"))
+        #expect(
+            listing.contains("AES length 32") && listing.contains("label:      made-here")
+                && listing.contains("ID:         0a0b")
+        )
         #expect(listing.contains("never extractable") && listing.contains("sensitive"))
         // Reopening finds the key it made instead of making another.
-        let vault = try Vault.open(VaultConfiguration(storage: .sqlite(path: path), seal: try PKCS11Seal(configuration)))
+        let vault = try Vault.open(
+            VaultConfiguration(storage: .sqlite(path: path), seal: try PKCS11Seal(configuration))
+        )
         #expect(try !vault.status().sealed)
         vault.close()
         #expect(try hsm.listObjects(token: "coffer").components(separatedBy: "Secret Key Object").count == 2)
@@ -136,7 +158,10 @@ import Testing
         try hsm.initToken("alpha")
         try hsm.initToken("beta")
         let seal = try hsm.seal(token: "gamma", key: "k")
-        expectCofferError(.invalidArgument, containing: ["token_label 'gamma'", "'alpha' (slot", "'beta' (slot", "Fix token_label"]) {
+        expectCofferError(
+            .invalidArgument,
+            containing: ["token_label 'gamma'", "'alpha' (slot", "'beta' (slot", "Fix token_label"]
+        ) {
             try seal.check()
         }
     }
@@ -147,14 +172,19 @@ import Testing
         try hsm.createAESKey(token: "coffer", label: "k", id: "01")
         var configuration = hsm.configuration(token: "coffer", key: "k")
         configuration.pin = SecureBytes("9999".utf8)
-        expectCofferError(.invalidArgument, containing: ["PIN for HSM token 'coffer'", "is wrong (CKR_PIN_INCORRECT)", "COFFER_HSM_PIN"]) {
+        expectCofferError(
+            .invalidArgument,
+            containing: ["PIN for HSM token 'coffer'", "is wrong (CKR_PIN_INCORRECT)", "COFFER_HSM_PIN"]
+        ) {
             try PKCS11Seal(configuration).check()
         }
         // The PIN never appears in errors.
         do { try PKCS11Seal(configuration).check() } catch { #expect(!error.message.contains("9999")) }
         configuration.pin = nil
         PKCS11Configuration.forgetEnvironmentPIN()
-        expectCofferError(.invalidArgument, containing: ["no PIN", "pin_file or COFFER_HSM_PIN"]) { try PKCS11Seal(configuration).check() }
+        expectCofferError(.invalidArgument, containing: ["no PIN", "pin_file or COFFER_HSM_PIN"]) {
+            try PKCS11Seal(configuration).check()
+        }
         let pinFile = hsm.directory + "/pin"
         try "\(hsm.pin)\n".write(toFile: pinFile, atomically: false, encoding: .utf8)
         chmod(pinFile, 0o600)
@@ -192,7 +222,10 @@ import Testing
         configuration.autoUnseal = false
         let vault = try Vault.open(configuration)
         for _ in 0..<5 {
-            expectCofferError(.invalidArgument, containing: ["is wrong (CKR_PIN_INCORRECT)", "tries no further login with this PIN"]) {
+            expectCofferError(
+                .invalidArgument,
+                containing: ["is wrong (CKR_PIN_INCORRECT)", "tries no further login with this PIN"]
+            ) {
                 _ = try vault.handle(Request(.update, "sys/unseal", data: [:]))
             }
             expectCofferError(.invalidArgument, containing: ["CKR_PIN_INCORRECT"]) { try vault.autoUnseal() }
@@ -216,7 +249,9 @@ import Testing
         let module = try LoggingModule(hsm)
         var configuration = hsm.configuration(token: "coffer", key: "k")
         configuration.lib = module.path
-        let vault = try Vault.open(VaultConfiguration(storage: .sqlite(path: hsm.database()), seal: try PKCS11Seal(configuration)))
+        let vault = try Vault.open(
+            VaultConfiguration(storage: .sqlite(path: hsm.database()), seal: try PKCS11Seal(configuration))
+        )
         let token = try vault.initialize(shares: 1, threshold: 1).rootToken
         vault.seal()
         // The security officer changes the PIN, and the HSM drops out for a moment: the seal's
@@ -226,11 +261,15 @@ import Testing
         expectCofferError(.unavailable, containing: ["CKR_DEVICE_REMOVED"]) { try vault.autoUnseal() }
         module.unplugged = false
         for _ in 0..<5 {
-            expectCofferError(.invalidArgument, containing: ["CKR_PIN_INCORRECT"]) { _ = try vault.handle(Request(.update, "sys/unseal", data: [:])) }
+            expectCofferError(.invalidArgument, containing: ["CKR_PIN_INCORRECT"]) {
+                _ = try vault.handle(Request(.update, "sys/unseal", data: [:]))
+            }
         }
         #expect(module.logins == ["C_Login 0x0", "C_Login 0xa0"])
         #expect(try vault.status().sealed)
-        expectCofferError(.sealed, containing: ["Vault is sealed"]) { _ = try vault.handle(Request(.read, "auth/token/lookup-self", token: token)) }
+        expectCofferError(.sealed, containing: ["Vault is sealed"]) {
+            _ = try vault.handle(Request(.read, "auth/token/lookup-self", token: token))
+        }
         vault.close()
     }
 
@@ -242,22 +281,33 @@ import Testing
         #expect(!serials.isEmpty && !slots.isEmpty)
         let path = hsm.database()
         do {
-            let vault = try Vault.open(VaultConfiguration(storage: .sqlite(path: path), seal: try hsm.seal(token: "label-q7x", key: "key-q7x")))
+            let vault = try Vault.open(
+                VaultConfiguration(storage: .sqlite(path: path), seal: try hsm.seal(token: "label-q7x", key: "key-q7x"))
+            )
             _ = try vault.initialize(shares: 1, threshold: 1)
             vault.close()
         }
-        func expectNoDetail(_ answer: (status: Int, body: [UInt8]?), status: Int, sourceLocation: SourceLocation = #_sourceLocation) {
+        func expectNoDetail(
+            _ answer: (status: Int, body: [UInt8]?),
+            status: Int,
+            sourceLocation: SourceLocation = #_sourceLocation
+        ) {
             let text = String(decoding: answer.body ?? [], as: UTF8.self)
             #expect(answer.status == status, sourceLocation: sourceLocation)
             #expect(text.contains("the reason is in the server's log"), "\(text)", sourceLocation: sourceLocation)
-            for detail in [SoftHSM.module, "softhsm", "label-q7x", "key-q7x", "slot", "serial", "CKR_"] + serials + slots {
+            for detail in [SoftHSM.module, "softhsm", "label-q7x", "key-q7x", "slot", "serial", "CKR_"] + serials
+                + slots
+            {
                 #expect(!text.contains(detail), "\(text) names \(detail)", sourceLocation: sourceLocation)
             }
         }
         let reports = LockedCounter()
         var wrong = hsm.configuration(token: "label-q7x", key: "key-q7x")
         wrong.pin = SecureBytes("9999".utf8)
-        var configuration = VaultConfiguration(storage: .sqlite(path: path), seal: try PKCS11Seal(wrong) { reports.add($0.message) })
+        var configuration = VaultConfiguration(
+            storage: .sqlite(path: path),
+            seal: try PKCS11Seal(wrong) { reports.add($0.message) }
+        )
         configuration.autoUnseal = false
         let vault = try Vault.open(configuration)
         for _ in 0..<3 {
@@ -265,7 +315,10 @@ import Testing
         }
         // The operator gets the detail once, not once per caller.
         #expect(reports.value == 1)
-        #expect(reports.first?.contains("HSM token 'label-q7x'") == true && reports.first?.contains("CKR_PIN_INCORRECT") == true)
+        #expect(
+            reports.first?.contains("HSM token 'label-q7x'") == true
+                && reports.first?.contains("CKR_PIN_INCORRECT") == true
+        )
         vault.close()
         // A token label that matches nothing: the full error lists every token with its slot and serial.
         let absent = try PKCS11Seal(hsm.configuration(token: "absent", key: "key-q7x")) { reports.add($0.message) }
@@ -287,18 +340,27 @@ import Testing
         let pinFile = hsm.directory + "/pin"
         try "\(hsm.pin)\n".write(toFile: pinFile, atomically: false, encoding: .utf8)
         configuration.pinFile = pinFile
-        for (mode, who) in [(0o644, "its group and others"), (0o640, "its group"), (0o604, "others"), (0o620, "its group"), (0o602, "others")] {
+        for (mode, who) in [
+            (0o644, "its group and others"), (0o640, "its group"), (0o604, "others"), (0o620, "its group"),
+            (0o602, "others"),
+        ] {
             chmod(pinFile, mode_t(mode))
-            expectCofferError(.invalidArgument, containing: [
-                "pin_file '\(pinFile)' can be read or written by \(who) (mode \(String(mode, radix: 8)))", "chmod 600 '\(pinFile)'",
-            ]) { _ = try PKCS11Seal(configuration) }
+            expectCofferError(
+                .invalidArgument,
+                containing: [
+                    "pin_file '\(pinFile)' can be read or written by \(who) (mode \(String(mode, radix: 8)))",
+                    "chmod 600 '\(pinFile)'",
+                ]
+            ) { _ = try PKCS11Seal(configuration) }
         }
         for mode in [0o600, 0o400, 0o700] {
             chmod(pinFile, mode_t(mode))
             try PKCS11Seal(configuration).check()
         }
         configuration.pinFile = hsm.directory
-        expectCofferError(.invalidArgument, containing: ["pin_file '\(hsm.directory)' is not a regular file"]) { _ = try PKCS11Seal(configuration) }
+        expectCofferError(.invalidArgument, containing: ["pin_file '\(hsm.directory)' is not a regular file"]) {
+            _ = try PKCS11Seal(configuration)
+        }
     }
 
     @Test func thePINFromTheEnvironmentIsTakenOutOfIt() throws {
@@ -332,7 +394,10 @@ import Testing
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false)
             let path = directory + "/libsofthsm2.so"
             // (Debian's module path is a symlink: copy what it points to.)
-            try FileManager.default.copyItem(atPath: URL(fileURLWithPath: SoftHSM.module).resolvingSymlinksInPath().path, toPath: path)
+            try FileManager.default.copyItem(
+                atPath: URL(fileURLWithPath: SoftHSM.module).resolvingSymlinksInPath().path,
+                toPath: path
+            )
             chmod(path, mode_t(fileMode))
             chmod(directory, mode_t(directoryMode))
             return path
@@ -344,25 +409,38 @@ import Testing
         }
         let open = hsm.directory + "/world-writable"
         let exposed = try copyModule(into: open, directoryMode: 0o777, fileMode: 0o755)
-        expectCofferError(.invalidArgument, containing: [
-            "refusing to load the PKCS#11 module (lib) '\(exposed)'", "the directory '\(open)' is writable by its group and others (mode 777)",
-            "chmod go-w '\(open)'", "root-owned directory such as /usr/lib",
-        ]) { try seal(exposed).check() }
+        expectCofferError(
+            .invalidArgument,
+            containing: [
+                "refusing to load the PKCS#11 module (lib) '\(exposed)'",
+                "the directory '\(open)' is writable by its group and others (mode 777)",
+                "chmod go-w '\(open)'", "root-owned directory such as /usr/lib",
+            ]
+        ) { try seal(exposed).check() }
         let writableFile = try copyModule(into: hsm.directory + "/group-file", directoryMode: 0o755, fileMode: 0o775)
-        expectCofferError(.invalidArgument, containing: ["the module file '\(writableFile)' is writable by its group (mode 775)"]) {
+        expectCofferError(
+            .invalidArgument,
+            containing: ["the module file '\(writableFile)' is writable by its group (mode 775)"]
+        ) {
             try seal(writableFile).check()
         }
         // A symlink is judged by where it leads.
         let link = hsm.directory + "/link.so"
         symlink(exposed, link)
-        expectCofferError(.invalidArgument, containing: ["(lib) '\(link)' (resolved to '\(exposed)')", "the directory '\(open)'"]) {
+        expectCofferError(
+            .invalidArgument,
+            containing: ["(lib) '\(link)' (resolved to '\(exposed)')", "the directory '\(open)'"]
+        ) {
             try seal(link).check()
         }
         if geteuid() == 0 {
             // Owned by another user, who could write it whatever its mode.
             let foreign = try copyModule(into: hsm.directory + "/foreign", directoryMode: 0o755, fileMode: 0o755)
             chown(foreign, 4242, 4242)
-            expectCofferError(.invalidArgument, containing: ["the module file '\(foreign)' is owned by uid 4242, neither root"]) {
+            expectCofferError(
+                .invalidArgument,
+                containing: ["the module file '\(foreign)' is owned by uid 4242, neither root"]
+            ) {
                 try seal(foreign).check()
             }
         }
@@ -376,10 +454,16 @@ import Testing
         let hsm = try SoftHSM()
         try hsm.initToken("coffer")
         try hsm.createRSAKey(token: "coffer", label: "rsa", id: "02")
-        expectCofferError(.invalidArgument, containing: ["key_label 'missing' not found on HSM token 'coffer'", "generate_key"]) {
+        expectCofferError(
+            .invalidArgument,
+            containing: ["key_label 'missing' not found on HSM token 'coffer'", "generate_key"]
+        ) {
             try hsm.seal(token: "coffer", key: "missing").check()
         }
-        expectCofferError(.invalidArgument, containing: ["the object with key_label 'rsa'", "but CKM_AES_GCM needs an AES secret key"]) {
+        expectCofferError(
+            .invalidArgument,
+            containing: ["the object with key_label 'rsa'", "but CKM_AES_GCM needs an AES secret key"]
+        ) {
             try hsm.seal(token: "coffer", key: "rsa").check()
         }
         expectCofferError(.invalidArgument, containing: ["generate_key creates AES keys only"]) {
@@ -408,7 +492,9 @@ import Testing
         }
         // The HSM is away when the vault starts.
         setenv("SOFTHSM2_CONF", hsm.directory + "/missing.conf", 1)
-        expectCofferError(.unavailable, containing: ["CKR_GENERAL_ERROR", "SOFTHSM2_CONF"]) { _ = try Vault.open(try configuration()) }
+        expectCofferError(.unavailable, containing: ["CKR_GENERAL_ERROR", "SOFTHSM2_CONF"]) {
+            _ = try Vault.open(try configuration())
+        }
         var lenient = try configuration()
         lenient.autoUnseal = false
         let vault = try Vault.open(lenient)
@@ -427,7 +513,10 @@ import Testing
         try hsm.initToken("coffer")
         try hsm.createAESKey(token: "coffer", label: "root-key", id: "01")
         let path = hsm.database()
-        let configuration = VaultConfiguration(storage: .sqlite(path: path), seal: try hsm.seal(token: "coffer", key: "root-key"))
+        let configuration = VaultConfiguration(
+            storage: .sqlite(path: path),
+            seal: try hsm.seal(token: "coffer", key: "root-key")
+        )
         let token: String
         do {
             let vault = try Vault.open(configuration)
@@ -438,14 +527,19 @@ import Testing
         }
         let backup = try hsm.backup()
         try hsm.deleteKey(token: "coffer", label: "root-key")
-        expectCofferError(.invalidArgument, containing: ["key_label 'root-key' and key_id 01 not found on HSM token 'coffer'"]) {
+        expectCofferError(
+            .invalidArgument,
+            containing: ["key_label 'root-key' and key_id 01 not found on HSM token 'coffer'"]
+        ) {
             _ = try Vault.open(configuration)
         }
         var lenient = configuration
         lenient.autoUnseal = false
         do {
             let vault = try Vault.open(lenient)
-            expectCofferError(.invalidArgument, containing: ["not found on HSM token 'coffer'"]) { try vault.autoUnseal() }
+            expectCofferError(.invalidArgument, containing: ["not found on HSM token 'coffer'"]) {
+                try vault.autoUnseal()
+            }
             #expect(try vault.status().sealed && vault.status().initialized)
             vault.close()
         }
@@ -460,7 +554,12 @@ import Testing
         let hsm = try SoftHSM()
         try hsm.initToken("coffer")
         try hsm.createAESKey(token: "coffer", label: "root-key", id: "01")
-        let vault = try Vault.open(VaultConfiguration(storage: .sqlite(path: hsm.database()), seal: try hsm.seal(token: "coffer", key: "root-key")))
+        let vault = try Vault.open(
+            VaultConfiguration(
+                storage: .sqlite(path: hsm.database()),
+                seal: try hsm.seal(token: "coffer", key: "root-key")
+            )
+        )
         let token = try vault.initialize(shares: 1, threshold: 1).rootToken
         try vault.core.mount(MountEntry(path: "secret/", type: "kv", options: ["version": "2"]))
         try vault.kv(token: token).put("app", ["v": "1"])
@@ -501,7 +600,9 @@ import Testing
         let status = try vault.core.sealWrapStatus()
         #expect(status.sealWrap == sealWrap)
         #expect(status.entries["core/root-key"] == "pkcs11 key_label=k key_id=01 mechanism=CKM_AES_GCM")
-        #expect(status.entries["core/keyring"] == (sealWrap ? "pkcs11 key_label=k key_id=01 mechanism=CKM_AES_GCM" : nil))
+        #expect(
+            status.entries["core/keyring"] == (sealWrap ? "pkcs11 key_label=k key_id=01 mechanism=CKM_AES_GCM" : nil)
+        )
         vault.close()
     }
 
@@ -509,11 +610,27 @@ import Testing
         let hsm = try SoftHSM()
         try hsm.initToken("coffer")
         try hsm.createAESKey(token: "coffer", label: "k", id: "01")
-        let vault = try Vault.open(VaultConfiguration(storage: .memory, seal: try PKCS11Seal(hsm.configuration(token: "coffer", key: "k"))))
+        let vault = try Vault.open(
+            VaultConfiguration(storage: .memory, seal: try PKCS11Seal(hsm.configuration(token: "coffer", key: "k")))
+        )
         let token = try vault.initialize(shares: 1, threshold: 1).rootToken
-        #expect(vault.core.handleWire(method: "POST", path: "sys/mounts/transit", token: token, body: Array(#"{"type":"transit"}"#.utf8)).status == 204)
-        #expect(vault.core.handleWire(method: "POST", path: "transit/keys/orders", token: token, body: []).status == 200)
-        let sealed = vault.core.handleWire(method: "POST", path: "transit/encrypt/orders", token: token, body: Array(#"{"plaintext":"aGk="}"#.utf8))
+        #expect(
+            vault.core.handleWire(
+                method: "POST",
+                path: "sys/mounts/transit",
+                token: token,
+                body: Array(#"{"type":"transit"}"#.utf8)
+            ).status == 204
+        )
+        #expect(
+            vault.core.handleWire(method: "POST", path: "transit/keys/orders", token: token, body: []).status == 200
+        )
+        let sealed = vault.core.handleWire(
+            method: "POST",
+            path: "transit/encrypt/orders",
+            token: token,
+            body: Array(#"{"plaintext":"aGk="}"#.utf8)
+        )
         let sealedBody = try #require(sealed.body)
         let ciphertext = try #require(try JSONValue.parse(sealedBody)["data"]?["ciphertext"]?.stringValue)
         let wrapped = try vault.core.sealWrapStatus().entries.filter { $0.key.hasSuffix("/policy/orders") }
@@ -521,7 +638,12 @@ import Testing
         // After a restart the key is read back through the HSM.
         vault.seal()
         try vault.autoUnseal()
-        let opened = vault.core.handleWire(method: "POST", path: "transit/decrypt/orders", token: token, body: Array(#"{"ciphertext":"\#(ciphertext)"}"#.utf8))
+        let opened = vault.core.handleWire(
+            method: "POST",
+            path: "transit/decrypt/orders",
+            token: token,
+            body: Array(#"{"ciphertext":"\#(ciphertext)"}"#.utf8)
+        )
         let openedBody = try #require(opened.body)
         #expect(try JSONValue.parse(openedBody)["data"]?["plaintext"] == "aGk=")
         vault.close()
@@ -536,14 +658,19 @@ import Testing
         let path = hsm.database()
         let token: String
         do {
-            let vault = try Vault.open(VaultConfiguration(storage: .sqlite(path: path), seal: try hsm.seal(token: "coffer", key: "key-2024")))
+            let vault = try Vault.open(
+                VaultConfiguration(storage: .sqlite(path: path), seal: try hsm.seal(token: "coffer", key: "key-2024"))
+            )
             token = try vault.initialize(shares: 1, threshold: 1).rootToken
             try vault.core.mount(MountEntry(path: "secret/", type: "kv", options: ["version": "2"]))
             try vault.kv(token: token).put("app", ["v": "before rotation"])
             vault.close()
         }
         try hsm.createAESKey(token: "coffer", label: "key-2025", id: "02")
-        let rotated = VaultConfiguration(storage: .sqlite(path: path), seal: try hsm.seal(token: "coffer", key: "key-2025"))
+        let rotated = VaultConfiguration(
+            storage: .sqlite(path: path),
+            seal: try hsm.seal(token: "coffer", key: "key-2025")
+        )
         do {
             // The new key is configured; old blobs still open with the old key.
             let vault = try Vault.open(rotated)
@@ -571,7 +698,10 @@ import Testing
         try hsm.createAESKey(token: "coffer", label: "root-key", id: "01")
         let path = hsm.database()
         let shamir = VaultConfiguration(storage: .sqlite(path: path))
-        let pkcs11 = VaultConfiguration(storage: .sqlite(path: path), seal: try hsm.seal(token: "coffer", key: "root-key"))
+        let pkcs11 = VaultConfiguration(
+            storage: .sqlite(path: path),
+            seal: try hsm.seal(token: "coffer", key: "root-key")
+        )
         let token: String
         let recovery: InitResult
         do {
@@ -586,7 +716,9 @@ import Testing
             #expect(try vault.status().type == "pkcs11" && !vault.status().sealed)
             vault.close()
         }
-        expectCofferError(.invalidArgument, containing: ["sealed by a pkcs11 seal", "migrate the seal first"]) { _ = try Vault.open(shamir) }
+        expectCofferError(.invalidArgument, containing: ["sealed by a pkcs11 seal", "migrate the seal first"]) {
+            _ = try Vault.open(shamir)
+        }
         let unsealKeys: InitResult
         do {
             let vault = try Vault.open(pkcs11)
@@ -612,13 +744,29 @@ import Testing
         let hsm = try SoftHSM()
         try hsm.initToken("coffer")
         try hsm.createAESKey(token: "coffer", label: "root-key", id: "01")
-        let vault = try Vault.open(VaultConfiguration(storage: .memory, seal: try hsm.seal(token: "coffer", key: "root-key")))
+        let vault = try Vault.open(
+            VaultConfiguration(storage: .memory, seal: try hsm.seal(token: "coffer", key: "root-key"))
+        )
         let initial = try vault.initialize(shares: 3, threshold: 2)
         // Rekey the recovery shares (Vault's sys/rekey-recovery-key path; sys/rekey works alike).
-        let started = try vault.handle(Request(.update, "sys/rekey-recovery-key/init", data: ["secret_shares": 4, "secret_threshold": 2]))
+        let started = try vault.handle(
+            Request(.update, "sys/rekey-recovery-key/init", data: ["secret_shares": 4, "secret_threshold": 2])
+        )
         let nonce = try #require(started.raw?["nonce"]?.stringValue)
-        _ = try vault.handle(Request(.update, "sys/rekey-recovery-key/update", data: ["key": .string(initial.hexKeys[0]), "nonce": .string(nonce)]))
-        let done = try vault.handle(Request(.update, "sys/rekey-recovery-key/update", data: ["key": .string(initial.hexKeys[1]), "nonce": .string(nonce)]))
+        _ = try vault.handle(
+            Request(
+                .update,
+                "sys/rekey-recovery-key/update",
+                data: ["key": .string(initial.hexKeys[0]), "nonce": .string(nonce)]
+            )
+        )
+        let done = try vault.handle(
+            Request(
+                .update,
+                "sys/rekey-recovery-key/update",
+                data: ["key": .string(initial.hexKeys[1]), "nonce": .string(nonce)]
+            )
+        )
         let recovery = try #require(done.raw?["keys"]?.arrayValue).compactMap(\.stringValue)
         #expect(recovery.count == 4)
 
@@ -629,10 +777,28 @@ import Testing
         let rootNonce = try #require(attempt.raw?["nonce"]?.stringValue)
         #expect(otp.count == 26 && attempt.raw?["required"] == 2)
         expectCofferError(.invalidArgument, containing: ["not one of the current recovery keys"]) {
-            _ = try vault.handle(Request(.update, "sys/generate-root/update", data: ["key": .string(initial.hexKeys[0]), "nonce": .string(rootNonce)]))
+            _ = try vault.handle(
+                Request(
+                    .update,
+                    "sys/generate-root/update",
+                    data: ["key": .string(initial.hexKeys[0]), "nonce": .string(rootNonce)]
+                )
+            )
         }
-        _ = try vault.handle(Request(.update, "sys/generate-root/update", data: ["key": .string(recovery[3]), "nonce": .string(rootNonce)]))
-        let complete = try vault.handle(Request(.update, "sys/generate-root/update", data: ["key": .string(recovery[1]), "nonce": .string(rootNonce)]))
+        _ = try vault.handle(
+            Request(
+                .update,
+                "sys/generate-root/update",
+                data: ["key": .string(recovery[3]), "nonce": .string(rootNonce)]
+            )
+        )
+        let complete = try vault.handle(
+            Request(
+                .update,
+                "sys/generate-root/update",
+                data: ["key": .string(recovery[1]), "nonce": .string(rootNonce)]
+            )
+        )
         #expect(complete.raw?["complete"] == true)
         let encoded = try #require(complete.raw?["encoded_token"]?.stringValue)
         let newRoot = try decodeRootToken(encoded: encoded, otp: otp)
@@ -668,7 +834,9 @@ import Testing
                         let blob = try seal.wrap(secret, unsealKey: nil)
                         if try !seal.unwrap(blob, unsealKey: nil).constantTimeEquals(secret) { failures.add() }
                         try vault.core.barrier.putSealWrapped("core/test/\(thread)-\(round)", Array("v\(round)".utf8))
-                        if try vault.core.barrier.get("core/test/\(thread)-\(round)") != Array("v\(round)".utf8) { failures.add() }
+                        if try vault.core.barrier.get("core/test/\(thread)-\(round)") != Array("v\(round)".utf8) {
+                            failures.add()
+                        }
                         try vault.kv(token: token).put("t\(thread)", ["round": .int(round)])
                     }
                 } catch {
@@ -684,10 +852,14 @@ import Testing
     // MARK: Configuration
 
     @Test func configurationReadsVaultsFieldNames() throws {
-        let json = try JSONValue.parse(Array("""
-            {"lib": "/usr/lib/softhsm/libsofthsm2.so", "slot": "0x10", "token_label": "coffer", "pin": "1234",
-             "key_label": "root", "key_id": "0x01", "mechanism": "0x0009", "generate_key": "false", "seal_wrap": false}
-            """.utf8))
+        let json = try JSONValue.parse(
+            Array(
+                """
+                {"lib": "/usr/lib/softhsm/libsofthsm2.so", "slot": "0x10", "token_label": "coffer", "pin": "1234",
+                 "key_label": "root", "key_id": "0x01", "mechanism": "0x0009", "generate_key": "false", "seal_wrap": false}
+                """.utf8
+            )
+        )
         let configuration = try PKCS11Configuration(json: json)
         #expect(configuration.slot == 16 && configuration.tokenLabel == "coffer" && configuration.keyLabel == "root")
         #expect(configuration.keyIDBytes == [1] && configuration.mechanism == .rsaOAEP && !configuration.sealWrap)
@@ -716,7 +888,9 @@ func decodeRootToken(encoded: String, otp: String) throws -> String {
         let bytes = try #require(Base64.decode(padded))
         return String(decoding: zip(bytes, Array(otp.utf8)).map { $0 ^ $1 }, as: UTF8.self)
     }
-    #expect(try decode("GR0gBgU6BgokBVk1Ohd4MVU4eT8rWA5JPy0", "j3cQuTCcGb4aQDNIgVANNhaptO") == "s.CWpnEicgmTkS6x2n8qe0o9Kb")
+    #expect(
+        try decode("GR0gBgU6BgokBVk1Ohd4MVU4eT8rWA5JPy0", "j3cQuTCcGb4aQDNIgVANNhaptO") == "s.CWpnEicgmTkS6x2n8qe0o9Kb"
+    )
     return try decode(encoded, otp)
 }
 

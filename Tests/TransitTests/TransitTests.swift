@@ -4,14 +4,18 @@ import Foundation
 import Testing
 
 @Suite struct TransitTests {
-    static let encryptionTypes = ["aes128-gcm96", "aes256-gcm96", "chacha20-poly1305", "rsa-2048", "rsa-3072", "rsa-4096"]
+    static let encryptionTypes = [
+        "aes128-gcm96", "aes256-gcm96", "chacha20-poly1305", "rsa-2048", "rsa-3072", "rsa-4096",
+    ]
     static let signingTypes = ["ed25519", "ecdsa-p256", "ecdsa-p384", "ecdsa-p521", "rsa-2048", "rsa-3072", "rsa-4096"]
 
     @Test(arguments: encryptionTypes)
     func encryptDecryptRoundTrip(type: String) throws {
         let t = try Transit()
         let created = try t.ok("POST", "transit/keys/k", ["type": .string(type)])
-        #expect(created["type"] == .string(type) && created["supports_encryption"] == true && created["latest_version"] == 1)
+        #expect(
+            created["type"] == .string(type) && created["supports_encryption"] == true && created["latest_version"] == 1
+        )
         for message in ["", "hello", String(repeating: "x", count: 150)] {
             let sealed = try t.ok("POST", "transit/encrypt/k", ["plaintext": b64(message)])
             let ciphertext = try #require(sealed["ciphertext"]?.stringValue)
@@ -29,7 +33,9 @@ import Testing
         #expect(created["keys"]?["1"]?["public_key"]?.stringValue?.isEmpty == false)
         let input = b64("the message")
         var variants: [JSONValue] = [["input": input]]
-        if type.hasPrefix("ecdsa") { variants.append(["input": input, "marshaling_algorithm": "jws", "hash_algorithm": "sha2-512"]) }
+        if type.hasPrefix("ecdsa") {
+            variants.append(["input": input, "marshaling_algorithm": "jws", "hash_algorithm": "sha2-512"])
+        }
         if type.hasPrefix("rsa") {
             variants.append(["input": input, "signature_algorithm": "pkcs1v15", "hash_algorithm": "sha2-384"])
             variants.append(["input": input, "signature_algorithm": "pss", "salt_length": "hash"])
@@ -51,41 +57,72 @@ import Testing
         let created = try t.ok("POST", "transit/keys/h", ["type": "hmac", "key_size": 64])
         #expect(created["key_size"] == 64 && created["keys"] == nil && created["supports_signing"] == false)
         for algorithm in ["sha2-256", "sha2-512", "sha3-256"] {
-            let mac = try #require(try t.ok("POST", "transit/hmac/h/\(algorithm)", ["input": b64("data")])["hmac"]?.stringValue)
+            let mac = try #require(
+                try t.ok("POST", "transit/hmac/h/\(algorithm)", ["input": b64("data")])["hmac"]?.stringValue
+            )
             #expect(mac.hasPrefix("vault:v1:"))
-            #expect(try t.ok("POST", "transit/verify/h/\(algorithm)", ["input": b64("data"), "hmac": .string(mac)])["valid"] == true)
-            #expect(try t.ok("POST", "transit/verify/h/\(algorithm)", ["input": b64("datA"), "hmac": .string(mac)])["valid"] == false)
+            #expect(
+                try t.ok("POST", "transit/verify/h/\(algorithm)", ["input": b64("data"), "hmac": .string(mac)])["valid"]
+                    == true
+            )
+            #expect(
+                try t.ok("POST", "transit/verify/h/\(algorithm)", ["input": b64("datA"), "hmac": .string(mac)])["valid"]
+                    == false
+            )
         }
         // Every key type can HMAC with its own per-version HMAC key.
         _ = try t.ok("POST", "transit/keys/a", [:])
-        #expect(try t.ok("POST", "transit/hmac/a", ["input": b64("x")])["hmac"]?.stringValue?.hasPrefix("vault:v1:") == true)
+        #expect(
+            try t.ok("POST", "transit/hmac/a", ["input": b64("x")])["hmac"]?.stringValue?.hasPrefix("vault:v1:") == true
+        )
     }
 
     @Test func rotationMinDecryptionVersionRewrapAndTrim() throws {
         let t = try Transit()
         _ = try t.ok("POST", "transit/keys/k", [:])
-        let v1 = try #require(try t.ok("POST", "transit/encrypt/k", ["plaintext": b64("old")])["ciphertext"]?.stringValue)
+        let v1 = try #require(
+            try t.ok("POST", "transit/encrypt/k", ["plaintext": b64("old")])["ciphertext"]?.stringValue
+        )
         let rotated = try t.ok("POST", "transit/keys/k/rotate", [:])
         #expect(rotated["latest_version"] == 2 && rotated["keys"]?.objectValue?.count == 2)
-        let v2 = try #require(try t.ok("POST", "transit/encrypt/k", ["plaintext": b64("new")])["ciphertext"]?.stringValue)
+        let v2 = try #require(
+            try t.ok("POST", "transit/encrypt/k", ["plaintext": b64("new")])["ciphertext"]?.stringValue
+        )
         #expect(v2.hasPrefix("vault:v2:"))
         // Old ciphertext still decrypts, and rewraps to the latest version without exposing the plaintext.
-        #expect(unb64(try t.ok("POST", "transit/decrypt/k", ["ciphertext": .string(v1)])["plaintext"]) == Array("old".utf8))
+        #expect(
+            unb64(try t.ok("POST", "transit/decrypt/k", ["ciphertext": .string(v1)])["plaintext"]) == Array("old".utf8)
+        )
         let rewrapped = try t.ok("POST", "transit/rewrap/k", ["ciphertext": .string(v1)])
         #expect(rewrapped["key_version"] == 2)
         let v1Rewrapped = try #require(rewrapped["ciphertext"]?.stringValue)
-        #expect(unb64(try t.ok("POST", "transit/decrypt/k", ["ciphertext": .string(v1Rewrapped)])["plaintext"]) == Array("old".utf8))
+        #expect(
+            unb64(try t.ok("POST", "transit/decrypt/k", ["ciphertext": .string(v1Rewrapped)])["plaintext"])
+                == Array("old".utf8)
+        )
         // Encrypting with an explicit older version is allowed until min_encryption_version.
         #expect(try t.ok("POST", "transit/encrypt/k", ["plaintext": b64("x"), "key_version": 1])["key_version"] == 1)
 
         let config = try t.ok("POST", "transit/keys/k/config", ["min_decryption_version": 2])
         #expect(config["min_decryption_version"] == 2 && config["keys"]?.objectValue?.keys.sorted() == ["2"])
         #expect(t.fails("POST", "transit/decrypt/k", ["ciphertext": .string(v1)]).contains("too old"))
-        #expect(unb64(try t.ok("POST", "transit/decrypt/k", ["ciphertext": .string(v2)])["plaintext"]) == Array("new".utf8))
-        #expect(t.fails("POST", "transit/keys/k/config", ["min_decryption_version": 5]).contains("latest key version is 2"))
-        #expect(t.fails("POST", "transit/keys/k/config", ["min_encryption_version": 1]).contains("greater than or equal to min decryption"))
+        #expect(
+            unb64(try t.ok("POST", "transit/decrypt/k", ["ciphertext": .string(v2)])["plaintext"]) == Array("new".utf8)
+        )
+        #expect(
+            t.fails("POST", "transit/keys/k/config", ["min_decryption_version": 5]).contains("latest key version is 2")
+        )
+        #expect(
+            t.fails("POST", "transit/keys/k/config", ["min_encryption_version": 1]).contains(
+                "greater than or equal to min decryption"
+            )
+        )
 
-        #expect(t.fails("POST", "transit/keys/k/trim", ["min_available_version": 2]).contains("minimum encryption version is not set"))
+        #expect(
+            t.fails("POST", "transit/keys/k/trim", ["min_available_version": 2]).contains(
+                "minimum encryption version is not set"
+            )
+        )
         _ = try t.ok("POST", "transit/keys/k/config", ["min_encryption_version": 2])
         let trimmed = try t.ok("POST", "transit/keys/k/trim", ["min_available_version": 2])
         #expect(trimmed["min_available_version"] == 2)
@@ -99,14 +136,19 @@ import Testing
         #expect(t.fails("POST", "transit/keys/k", ["auto_rotate_period": "10m"]).contains("at least an hour"))
         let created = try t.ok("POST", "transit/keys/k", ["auto_rotate_period": "1h"])
         #expect(created["auto_rotate_period"] == 3600)
-        let before = try #require(try t.ok("POST", "transit/encrypt/k", ["plaintext": b64("a")])["ciphertext"]?.stringValue)
+        let before = try #require(
+            try t.ok("POST", "transit/encrypt/k", ["plaintext": b64("a")])["ciphertext"]?.stringValue
+        )
         #expect(before.hasPrefix("vault:v1:"))
         t.clock.advance(seconds: 3599)
         #expect(try t.ok("GET", "transit/keys/k")["latest_version"] == 1)
         t.clock.advance(seconds: 1)
         #expect(try t.ok("POST", "transit/encrypt/k", ["plaintext": b64("a")])["key_version"] == 2)
         #expect(try t.ok("GET", "transit/keys/k")["latest_version"] == 2)
-        #expect(unb64(try t.ok("POST", "transit/decrypt/k", ["ciphertext": .string(before)])["plaintext"]) == Array("a".utf8))
+        #expect(
+            unb64(try t.ok("POST", "transit/decrypt/k", ["ciphertext": .string(before)])["plaintext"])
+                == Array("a".utf8)
+        )
         // Turning it off stops rotation.
         _ = try t.ok("POST", "transit/keys/k/config", ["auto_rotate_period": 0])
         t.clock.advance(seconds: 10 * 3600)
@@ -123,8 +165,15 @@ import Testing
         let b = try t.ok("POST", "transit/encrypt/c", ["plaintext": b64("p"), "context": b64("user-1")])["ciphertext"]
         let c = try t.ok("POST", "transit/encrypt/c", ["plaintext": b64("p"), "context": b64("user-2")])["ciphertext"]
         #expect(a == b && a != c, "convergent encryption: same plaintext and context give the same ciphertext")
-        #expect(unb64(try t.ok("POST", "transit/decrypt/c", ["ciphertext": a!, "context": b64("user-1")])["plaintext"]) == Array("p".utf8))
-        #expect(t.fails("POST", "transit/decrypt/c", ["ciphertext": a!, "context": b64("user-2")]).contains("authentication failed"))
+        #expect(
+            unb64(try t.ok("POST", "transit/decrypt/c", ["ciphertext": a!, "context": b64("user-1")])["plaintext"])
+                == Array("p".utf8)
+        )
+        #expect(
+            t.fails("POST", "transit/decrypt/c", ["ciphertext": a!, "context": b64("user-2")]).contains(
+                "authentication failed"
+            )
+        )
 
         _ = try t.ok("POST", "transit/keys/d", ["derived": true])
         let d1 = try t.ok("POST", "transit/encrypt/d", ["plaintext": b64("p"), "context": b64("ctx")])["ciphertext"]
@@ -133,8 +182,16 @@ import Testing
 
         _ = try t.ok("POST", "transit/keys/e", ["type": "ed25519", "derived": true])
         let sig = try t.ok("POST", "transit/sign/e", ["input": b64("m"), "context": b64("tenant-a")])["signature"]
-        #expect(try t.ok("POST", "transit/verify/e", ["input": b64("m"), "context": b64("tenant-a"), "signature": sig!])["valid"] == true)
-        #expect(try t.ok("POST", "transit/verify/e", ["input": b64("m"), "context": b64("tenant-b"), "signature": sig!])["valid"] == false)
+        #expect(
+            try t.ok("POST", "transit/verify/e", ["input": b64("m"), "context": b64("tenant-a"), "signature": sig!])[
+                "valid"
+            ] == true
+        )
+        #expect(
+            try t.ok("POST", "transit/verify/e", ["input": b64("m"), "context": b64("tenant-b"), "signature": sig!])[
+                "valid"
+            ] == false
+        )
         #expect(t.fails("POST", "transit/keys/r", ["type": "rsa-2048", "derived": true]).contains("not supported"))
     }
 
@@ -143,7 +200,9 @@ import Testing
         _ = try t.ok("POST", "transit/keys/k", [:])
         _ = try t.ok("POST", "transit/keys/other", [:])
         _ = try t.ok("POST", "transit/keys/ec", ["type": "ecdsa-p256"])
-        let good = try #require(try t.ok("POST", "transit/encrypt/k", ["plaintext": b64("secret")])["ciphertext"]?.stringValue)
+        let good = try #require(
+            try t.ok("POST", "transit/encrypt/k", ["plaintext": b64("secret")])["ciphertext"]?.stringValue
+        )
         var tampered = Array(good.utf8)
         // A character in the middle: every bit of it is data (the last ones may be padding bits).
         let middle = tampered.count / 2 + 4
@@ -179,29 +238,67 @@ import Testing
         #expect(t.fails("POST", "transit/keys/bad%20name", [:]).contains("invalid key name"))
         #expect(t.wire("GET", "transit/keys/nokey").status == 404)
         // Nothing stored was lost along the way.
-        #expect(unb64(try t.ok("POST", "transit/decrypt/k", ["ciphertext": .string(good)])["plaintext"]) == Array("secret".utf8))
+        #expect(
+            unb64(try t.ok("POST", "transit/decrypt/k", ["ciphertext": .string(good)])["plaintext"])
+                == Array("secret".utf8)
+        )
     }
 
     @Test func batchItemsFailAlone() throws {
         let t = try Transit()
         _ = try t.ok("POST", "transit/keys/k", [:])
-        let r = t.wire("POST", "transit/encrypt/k", ["batch_input": [["plaintext": b64("a"), "reference": "one"], ["plaintext": "!!"], ["plaintext": b64("c")]]])
+        let r = t.wire(
+            "POST",
+            "transit/encrypt/k",
+            [
+                "batch_input": [
+                    ["plaintext": b64("a"), "reference": "one"], ["plaintext": "!!"], ["plaintext": b64("c")],
+                ]
+            ]
+        )
         #expect(r.status == 400, "Vault answers 400 when any item failed")
         let results = try #require(r.json?["data"]?["batch_results"]?.arrayValue)
-        #expect(results.count == 3 && results[0]["reference"] == "one" && results[1]["error"]?.stringValue?.contains("base64") == true)
+        #expect(
+            results.count == 3 && results[0]["reference"] == "one"
+                && results[1]["error"]?.stringValue?.contains("base64") == true
+        )
         #expect(results[0]["ciphertext"] != nil && results[2]["ciphertext"] != nil && results[1]["ciphertext"] == nil)
-        let partial = t.wire("POST", "transit/encrypt/k", ["batch_input": [["plaintext": b64("a")], ["plaintext": "!!"]], "partial_failure_response_code": 207])
+        let partial = t.wire(
+            "POST",
+            "transit/encrypt/k",
+            ["batch_input": [["plaintext": b64("a")], ["plaintext": "!!"]], "partial_failure_response_code": 207]
+        )
         #expect(partial.status == 207)
 
-        let decrypted = t.wire("POST", "transit/decrypt/k", ["batch_input": [["ciphertext": results[0]["ciphertext"]!], ["ciphertext": "vault:v1:AAAA"], ["ciphertext": results[2]["ciphertext"]!]]])
+        let decrypted = t.wire(
+            "POST",
+            "transit/decrypt/k",
+            [
+                "batch_input": [
+                    ["ciphertext": results[0]["ciphertext"]!], ["ciphertext": "vault:v1:AAAA"],
+                    ["ciphertext": results[2]["ciphertext"]!],
+                ]
+            ]
+        )
         let opened = try #require(decrypted.json?["data"]?["batch_results"]?.arrayValue)
         #expect(unb64(opened[0]["plaintext"]) == Array("a".utf8) && unb64(opened[2]["plaintext"]) == Array("c".utf8))
         #expect(opened[1]["error"]?.stringValue == "invalid ciphertext length" && opened[1]["plaintext"] == "")
 
         _ = try t.ok("POST", "transit/keys/s", ["type": "ed25519"])
-        let signed = try t.ok("POST", "transit/sign/s", ["batch_input": [["input": b64("a")], ["input": "!"]]])["batch_results"]
+        let signed = try t.ok("POST", "transit/sign/s", ["batch_input": [["input": b64("a")], ["input": "!"]]])[
+            "batch_results"
+        ]
         #expect(signed?[0]?["signature"] != nil && signed?[1]?["error"] != nil && signed?[1]?["key_version"] == 0)
-        let verified = try t.ok("POST", "transit/verify/s", ["batch_input": [["input": b64("a"), "signature": signed![0]!["signature"]!], ["input": b64("b"), "signature": signed![0]!["signature"]!]]])["batch_results"]
+        let verified = try t.ok(
+            "POST",
+            "transit/verify/s",
+            [
+                "batch_input": [
+                    ["input": b64("a"), "signature": signed![0]!["signature"]!],
+                    ["input": b64("b"), "signature": signed![0]!["signature"]!],
+                ]
+            ]
+        )["batch_results"]
         #expect(verified?[0]?["valid"] == true && verified?[1]?["valid"] == false)
     }
 
@@ -210,15 +307,27 @@ import Testing
         _ = try t.ok("POST", "transit/keys/k", [:])
         let plain = try t.ok("POST", "transit/datakey/plaintext/k", ["bits": 512])
         #expect(unb64(plain["plaintext"])?.count == 64)
-        #expect(try t.ok("POST", "transit/decrypt/k", ["ciphertext": plain["ciphertext"]!])["plaintext"] == plain["plaintext"])
+        #expect(
+            try t.ok("POST", "transit/decrypt/k", ["ciphertext": plain["ciphertext"]!])["plaintext"]
+                == plain["plaintext"]
+        )
         let wrapped = try t.ok("POST", "transit/datakey/wrapped/k", [:])
         #expect(wrapped["plaintext"] == nil && wrapped["ciphertext"]?.stringValue?.hasPrefix("vault:v1:") == true)
         #expect(try t.ok("POST", "transit/random/16", ["format": "hex"])["random_bytes"]?.stringValue?.count == 32)
         #expect(unb64(try t.ok("POST", "transit/random", [:])["random_bytes"])?.count == 32)
         // FIPS 180-2 "abc" vectors.
-        #expect(try t.ok("POST", "transit/hash", ["input": b64("abc")])["sum"] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
-        #expect(try t.ok("POST", "transit/hash/sha2-512", ["input": b64("abc"), "format": "base64"])["sum"] == b64(hex(
-            "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f")))
+        #expect(
+            try t.ok("POST", "transit/hash", ["input": b64("abc")])["sum"]
+                == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        )
+        #expect(
+            try t.ok("POST", "transit/hash/sha2-512", ["input": b64("abc"), "format": "base64"])["sum"]
+                == b64(
+                    hex(
+                        "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f"
+                    )
+                )
+        )
     }
 
     @Test func exportBackupAndRestore() throws {
@@ -226,7 +335,9 @@ import Testing
         _ = try t.ok("POST", "transit/keys/k", ["exportable": true, "allow_plaintext_backup": true])
         _ = try t.ok("POST", "transit/keys/k/rotate", [:])
         let exported = try t.ok("GET", "transit/export/encryption-key/k")
-        #expect(exported["keys"]?.objectValue?.keys.sorted() == ["1", "2"] && unb64(exported["keys"]?["2"])?.count == 32)
+        #expect(
+            exported["keys"]?.objectValue?.keys.sorted() == ["1", "2"] && unb64(exported["keys"]?["2"])?.count == 32
+        )
         #expect(try t.ok("GET", "transit/export/hmac-key/k/latest")["keys"]?.objectValue?.keys.sorted() == ["2"])
         let c1 = try t.ok("POST", "transit/encrypt/k", ["plaintext": b64("one"), "key_version": 1])["ciphertext"]!
         let c2 = try t.ok("POST", "transit/encrypt/k", ["plaintext": b64("two")])["ciphertext"]!
@@ -237,21 +348,35 @@ import Testing
         #expect(other.wire("POST", "transit/restore/copy", ["backup": backup]).status == 204)
         let restored = try other.ok("GET", "transit/keys/copy")
         #expect(restored["latest_version"] == 2 && restored["exportable"] == true && restored["name"] == "copy")
-        #expect(unb64(try other.ok("POST", "transit/decrypt/copy", ["ciphertext": c1])["plaintext"]) == Array("one".utf8))
-        #expect(unb64(try other.ok("POST", "transit/decrypt/copy", ["ciphertext": c2])["plaintext"]) == Array("two".utf8))
+        #expect(
+            unb64(try other.ok("POST", "transit/decrypt/copy", ["ciphertext": c1])["plaintext"]) == Array("one".utf8)
+        )
+        #expect(
+            unb64(try other.ok("POST", "transit/decrypt/copy", ["ciphertext": c2])["plaintext"]) == Array("two".utf8)
+        )
         #expect(other.fails("POST", "transit/restore/copy", ["backup": backup]).contains("already exists"))
         #expect(other.wire("POST", "transit/restore/copy", ["backup": backup, "force": true]).status == 204)
         #expect(other.fails("POST", "transit/restore", ["backup": "bm9wZQ=="]).contains("not a transit key backup"))
 
         // Asymmetric keys too.
         for type in ["ed25519", "ecdsa-p384", "rsa-2048"] {
-            _ = try t.ok("POST", "transit/keys/\(type)", ["type": .string(type), "exportable": true, "allow_plaintext_backup": true])
+            _ = try t.ok(
+                "POST",
+                "transit/keys/\(type)",
+                ["type": .string(type), "exportable": true, "allow_plaintext_backup": true]
+            )
             let sig = try t.ok("POST", "transit/sign/\(type)", ["input": b64("m")])["signature"]!
             let data = try t.ok("GET", "transit/backup/\(type)")["backup"]!
             let restored = other.wire("POST", "transit/restore", ["backup": data])
             #expect(restored.status == 204, "\(restored.json?.jsonString ?? "")")
-            #expect(try other.ok("POST", "transit/verify/\(type)", ["input": b64("m"), "signature": sig])["valid"] == true, "\(type)")
-            #expect(try other.ok("GET", "transit/export/public-key/\(type)")["keys"] == (try t.ok("GET", "transit/export/public-key/\(type)")["keys"]))
+            #expect(
+                try other.ok("POST", "transit/verify/\(type)", ["input": b64("m"), "signature": sig])["valid"] == true,
+                "\(type)"
+            )
+            #expect(
+                try other.ok("GET", "transit/export/public-key/\(type)")["keys"]
+                    == (try t.ok("GET", "transit/export/public-key/\(type)")["keys"])
+            )
         }
     }
 
@@ -268,10 +393,27 @@ import Testing
 
     @Test func encryptCreatesMissingKeyOnlyWithCreateCapability() throws {
         let t = try Transit()
-        #expect(t.wire("POST", "sys/policies/acl/update-only", ["policy": #"path "transit/encrypt/*" { capabilities = ["update"] }"#]).status == 204)
-        #expect(t.wire("POST", "sys/policies/acl/create", ["policy": #"path "transit/encrypt/*" { capabilities = ["create", "update"] }"#]).status == 204)
-        let updater = try #require(t.wire("POST", "auth/token/create", ["policies": ["update-only"]]).json?["auth"]?["client_token"]?.stringValue)
-        let creator = try #require(t.wire("POST", "auth/token/create", ["policies": ["create"]]).json?["auth"]?["client_token"]?.stringValue)
+        #expect(
+            t.wire(
+                "POST",
+                "sys/policies/acl/update-only",
+                ["policy": #"path "transit/encrypt/*" { capabilities = ["update"] }"#]
+            ).status == 204
+        )
+        #expect(
+            t.wire(
+                "POST",
+                "sys/policies/acl/create",
+                ["policy": #"path "transit/encrypt/*" { capabilities = ["create", "update"] }"#]
+            ).status == 204
+        )
+        let updater = try #require(
+            t.wire("POST", "auth/token/create", ["policies": ["update-only"]]).json?["auth"]?["client_token"]?
+                .stringValue
+        )
+        let creator = try #require(
+            t.wire("POST", "auth/token/create", ["policies": ["create"]]).json?["auth"]?["client_token"]?.stringValue
+        )
         #expect(t.wire("POST", "transit/encrypt/fresh", ["plaintext": b64("x")], token: updater).status == 403)
         #expect(t.wire("POST", "transit/encrypt/fresh", ["plaintext": b64("x")], token: creator).status == 200)
         #expect(try t.ok("GET", "transit/keys/fresh")["type"] == "aes256-gcm96")
@@ -283,13 +425,26 @@ import Testing
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let (vault, unsealKey) = try Vault.openDev(storage: .sqlite(path: dir.appendingPathComponent("db").path))
-        _ = vault.core.handleWire(method: "POST", path: "sys/mounts/transit", token: "root", body: Array(#"{"type":"transit"}"#.utf8))
+        _ = vault.core.handleWire(
+            method: "POST",
+            path: "sys/mounts/transit",
+            token: "root",
+            body: Array(#"{"type":"transit"}"#.utf8)
+        )
         _ = vault.core.handleWire(method: "POST", path: "transit/keys/k", token: "root", body: [])
-        let sealed = try TransitClient(core: vault.core, mount: "transit", token: "root").encrypt(key: "k", plaintext: Array("kept".utf8))
+        let sealed = try TransitClient(core: vault.core, mount: "transit", token: "root").encrypt(
+            key: "k",
+            plaintext: Array("kept".utf8)
+        )
         vault.seal()
-        #expect(throws: CofferError.sealedError) { try TransitClient(core: vault.core, mount: "transit", token: "root").decrypt(key: "k", ciphertext: sealed) }
+        #expect(throws: CofferError.sealedError) {
+            try TransitClient(core: vault.core, mount: "transit", token: "root").decrypt(key: "k", ciphertext: sealed)
+        }
         _ = try vault.unseal(key: unsealKey)
-        #expect(try TransitClient(core: vault.core, mount: "transit", token: "root").decrypt(key: "k", ciphertext: sealed) == Array("kept".utf8))
+        #expect(
+            try TransitClient(core: vault.core, mount: "transit", token: "root").decrypt(key: "k", ciphertext: sealed)
+                == Array("kept".utf8)
+        )
         // The key material is not in the database file in the clear.
         vault.close()
         let file = try Data(contentsOf: dir.appendingPathComponent("db"))

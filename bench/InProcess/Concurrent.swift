@@ -165,7 +165,8 @@ enum CPUAffinity {
     }
 
     static func cpus(in set: cpu_set_t) -> [Int] {
-        withUnsafeBytes(of: set) { bytes in (0..<(bytes.count * 8)).filter { bytes[$0 / 8] & UInt8(1 << ($0 % 8)) != 0 } }
+        withUnsafeBytes(of: set) { bytes in (0..<(bytes.count * 8)).filter { bytes[$0 / 8] & UInt8(1 << ($0 % 8)) != 0 }
+        }
     }
 }
 
@@ -185,7 +186,9 @@ enum CPUAffinity {
 /// or more.
 func measureReadsWithWriter(_ bench: Bench, vault: Vault, token: String, payload: [String: JSONValue]) throws {
     let writer = ConcurrentWriter { n in
-        _ = try vault.handle(Request(.update, "secret/data/app/writer/\(n % 100)", data: ["data": .object(payload)], token: token))
+        _ = try vault.handle(
+            Request(.update, "secret/data/app/writer/\(n % 100)", data: ["data": .object(payload)], token: token)
+        )
     }
     defer { writer.finish() }
     let read = { _ = try vault.handle(Request(.read, "secret/data/app/db", token: token)) }
@@ -196,15 +199,21 @@ func measureReadsWithWriter(_ bench: Bench, vault: Vault, token: String, payload
     var operations = [
         Compared(name: "kv read (alone)", body: read, pauseNanos: pauseNanos),
         Compared(
-            name: shared, body: read, begin: { try writer.start(shared) }, settle: { try writer.stop() }, pauseNanos: pauseNanos,
-            extra: { writer.summary(shared) }),
+            name: shared,
+            body: read,
+            begin: { try writer.start(shared) },
+            settle: { try writer.stop() },
+            pauseNanos: pauseNanos,
+            extra: { writer.summary(shared) }
+        ),
     ]
     if let anywhere = CPUAffinity.current() {
         let cpus = CPUAffinity.cpus(in: anywhere)
         if cpus.count >= 2 {
             operations.append(
                 Compared(
-                    name: pinned, body: read,
+                    name: pinned,
+                    body: read,
                     begin: {
                         CPUAffinity.set(CPUAffinity.only(cpus[0]))
                         try writer.start(pinned, cpu: cpus[1])
@@ -212,8 +221,11 @@ func measureReadsWithWriter(_ bench: Bench, vault: Vault, token: String, payload
                     settle: {
                         try writer.stop()
                         CPUAffinity.set(anywhere)
-                    }, pauseNanos: pauseNanos,
-                    extra: { writer.summary(pinned).merging(["reader_cpu": cpus[0], "writer_cpu": cpus[1]]) { $1 } }))
+                    },
+                    pauseNanos: pauseNanos,
+                    extra: { writer.summary(pinned).merging(["reader_cpu": cpus[0], "writer_cpu": cpus[1]]) { $1 } }
+                )
+            )
         }
     }
     try bench.compare(operations, count: reads)

@@ -14,7 +14,9 @@ final class RawSQLiteReader {
 
     init(path: String, key: String) {
         precondition(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nil) == SQLITE_OK)
-        precondition(sqlite3_prepare_v2(db, "SELECT value FROM entries WHERE key = ?1", -1, &statement, nil) == SQLITE_OK)
+        precondition(
+            sqlite3_prepare_v2(db, "SELECT value FROM entries WHERE key = ?1", -1, &statement, nil) == SQLITE_OK
+        )
         self.key = Array(key.utf8CString)
     }
 
@@ -30,7 +32,9 @@ final class RawSQLiteReader {
             sqlite3_bind_text(statement, 1, k.baseAddress, Int32(k.count - 1), nil)
             precondition(sqlite3_step(statement) == SQLITE_ROW)
             let count = Int(sqlite3_column_bytes(statement, 0))
-            buffer.withUnsafeMutableBytes { $0.baseAddress!.copyMemory(from: sqlite3_column_blob(statement, 0), byteCount: count) }
+            buffer.withUnsafeMutableBytes {
+                $0.baseAddress!.copyMemory(from: sqlite3_column_blob(statement, 0), byteCount: count)
+            }
             sqlite3_reset(statement)
             return count
         }

@@ -15,12 +15,23 @@ func runHSM(_ bench: Bench, directory: URL, runs: Int) throws -> [String: Any] {
     try FileManager.default.createDirectory(atPath: tokens, withIntermediateDirectories: true)
     let conf = directory.appendingPathComponent("softhsm2.conf").path
     try "directories.tokendir = \(tokens)\nobjectstore.backend = file\nlog.level = ERROR\n".write(
-        toFile: conf, atomically: false, encoding: .utf8)
+        toFile: conf,
+        atomically: false,
+        encoding: .utf8
+    )
     setenv("SOFTHSM2_CONF", conf, 1)
     let pin = "1234"
-    try run("/usr/bin/softhsm2-util", ["--init-token", "--free", "--label", "coffer-bench", "--pin", pin, "--so-pin", "5678"])
+    try run(
+        "/usr/bin/softhsm2-util",
+        ["--init-token", "--free", "--label", "coffer-bench", "--pin", pin, "--so-pin", "5678"]
+    )
     let configuration = PKCS11Configuration(
-        lib: softHSMModule, tokenLabel: "coffer-bench", pin: pin, keyLabel: "coffer-bench-root", generateKey: true)
+        lib: softHSMModule,
+        tokenLabel: "coffer-bench",
+        pin: pin,
+        keyLabel: "coffer-bench-root",
+        generateKey: true
+    )
     let databasePath = directory.appendingPathComponent("hsm.db").path
     func open() throws -> Vault {
         try Vault.open(VaultConfiguration(storage: .sqlite(path: databasePath), seal: try PKCS11Seal(configuration)))

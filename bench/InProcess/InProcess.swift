@@ -11,12 +11,18 @@ func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
     defer { vault.close() }
     _ = try vault.handle(
         Request(
-            .update, "sys/policies/acl/reader",
-            data: ["policy": #"path "secret/data/app/*" { capabilities = ["read", "create", "update"] }"#], token: "bench-root"))
+            .update,
+            "sys/policies/acl/reader",
+            data: ["policy": #"path "secret/data/app/*" { capabilities = ["read", "create", "update"] }"#],
+            token: "bench-root"
+        )
+    )
     let token = try vault.handle(
         Request(.update, "auth/token/create", data: ["policies": ["reader"], "ttl": "1h"], token: "bench-root")
     ).auth!.clientToken
-    let payload: [String: JSONValue] = ["username": "service-account", "password": .string(String(repeating: "p", count: 64))]
+    let payload: [String: JSONValue] = [
+        "username": "service-account", "password": .string(String(repeating: "p", count: 64)),
+    ]
     try vault.kv(token: token).put("app/db", payload)
     let core = vault.core
 
@@ -27,7 +33,9 @@ func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
     defer { memoryVault.close() }
     let entry = Array(JSONValue.object(["data": .object(payload)]).serialized())
     try memoryVault.core.barrier.put("bench/entry", entry)
-    try bench.measure("barrier put (encrypt, memory storage)") { try memoryVault.core.barrier.put("bench/entry", entry) }
+    try bench.measure("barrier put (encrypt, memory storage)") {
+        try memoryVault.core.barrier.put("bench/entry", entry)
+    }
     try bench.measure("barrier get (decrypt, memory storage)") { _ = try memoryVault.core.barrier.get("bench/entry") }
     let readRequest = Request(.read, "secret/data/app/db", token: token)
     let now = core.clock.now()
@@ -38,17 +46,23 @@ func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
     // KV v2 through the Swift API, on SQLite.
     let kv = vault.kv(token: token)
     // A caller builds a new Request for each call (it draws a request id), so the timing does too.
-    try bench.measure("kv read (Swift API, handle)") { _ = try vault.handle(Request(.read, "secret/data/app/db", token: token)) }
+    try bench.measure("kv read (Swift API, handle)") {
+        _ = try vault.handle(Request(.read, "secret/data/app/db", token: token))
+    }
     try bench.measure("kv read (KVClient.get)") { _ = try kv.get("app/db") }
     try bench.measure("kv read (wire JSON, handleWire)") {
         _ = vault.handleWire(method: "GET", path: "secret/data/app/db", token: token, body: [])
     }
-    try bench.measure("token lookup-self (handle)") { _ = try vault.handle(Request(.read, "auth/token/lookup-self", token: token)) }
+    try bench.measure("token lookup-self (handle)") {
+        _ = try vault.handle(Request(.read, "auth/token/lookup-self", token: token))
+    }
     var n = 0
     // Each write is a SQLite transaction with synchronous=FULL: an fsync, so fewer iterations.
     try bench.measure("kv write (Swift API, fsync)", iterations: max(200, bench.iterations / 20)) {
         n += 1
-        _ = try vault.handle(Request(.update, "secret/data/app/w\(n % 100)", data: ["data": .object(payload)], token: token))
+        _ = try vault.handle(
+            Request(.update, "secret/data/app/w\(n % 100)", data: ["data": .object(payload)], token: token)
+        )
     }
 
     // The floor: the same row read with SQLite directly, and an AES-256-GCM open of its length.
@@ -66,9 +80,15 @@ func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
     _ = try vault.handle(Request(.update, "transit/keys/bench", token: "bench-root"))
     _ = try vault.handle(
         Request(
-            .update, "sys/policies/acl/transit",
-            data: ["policy": #"path "transit/encrypt/bench" { capabilities = ["update"] } path "transit/decrypt/bench" { capabilities = ["update"] }"#],
-            token: "bench-root"))
+            .update,
+            "sys/policies/acl/transit",
+            data: [
+                "policy":
+                    #"path "transit/encrypt/bench" { capabilities = ["update"] } path "transit/decrypt/bench" { capabilities = ["update"] }"#
+            ],
+            token: "bench-root"
+        )
+    )
     let transitToken = try vault.handle(
         Request(.update, "auth/token/create", data: ["policies": ["transit"], "ttl": "1h"], token: "bench-root")
     ).auth!.clientToken
@@ -92,17 +112,37 @@ func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
     // Each in its own vault, set up alike (the reference with no device), measured in alternating
     // rounds, so that the ratios compare like with like on a noisy machine.
     func auditedVault(_ name: String, options: [String: JSONValue]?) throws -> (Vault, String) {
-        let (audited, _) = try Vault.openDev(storage: .sqlite(path: directory.appendingPathComponent("\(name).db").path), rootTokenID: "bench-root")
+        let (audited, _) = try Vault.openDev(
+            storage: .sqlite(path: directory.appendingPathComponent("\(name).db").path),
+            rootTokenID: "bench-root"
+        )
         if let options {
             _ = try audited.handle(
                 Request(
-                    .update, "sys/audit/file",
-                    data: ["type": "file", "options": .object(options.merging(["file_path": .string(directory.appendingPathComponent("\(name).log").path)]) { $1 })],
-                    token: "bench-root"))
+                    .update,
+                    "sys/audit/file",
+                    data: [
+                        "type": "file",
+                        "options": .object(
+                            options.merging(["file_path": .string(directory.appendingPathComponent("\(name).log").path)]
+                            ) { $1 }
+                        ),
+                    ],
+                    token: "bench-root"
+                )
+            )
         }
         _ = try audited.handle(
-            Request(.update, "sys/policies/acl/reader", data: ["policy": #"path "secret/data/app/*" { capabilities = ["read", "create", "update"] }"#], token: "bench-root"))
-        let token = try audited.handle(Request(.update, "auth/token/create", data: ["policies": ["reader"], "ttl": "1h"], token: "bench-root")).auth!.clientToken
+            Request(
+                .update,
+                "sys/policies/acl/reader",
+                data: ["policy": #"path "secret/data/app/*" { capabilities = ["read", "create", "update"] }"#],
+                token: "bench-root"
+            )
+        )
+        let token = try audited.handle(
+            Request(.update, "auth/token/create", data: ["policies": ["reader"], "ttl": "1h"], token: "bench-root")
+        ).auth!.clientToken
         try audited.kv(token: token).put("app/db", payload)
         return (audited, token)
     }
@@ -113,9 +153,18 @@ func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
     let (synced, syncedToken) = try auditedVault("audit-sync-all", options: ["sync": "all"])
     defer { synced.close() }
     try bench.compare([
-        ("kv read (audit reference: no device)", { _ = try plain.handle(Request(.read, "secret/data/app/db", token: plainToken)) }, nil),
-        ("kv read + file audit", { _ = try queued.handle(Request(.read, "secret/data/app/db", token: queuedToken)) }, { try queued.core.flushAudit() }),
-        ("kv read + file audit, sync=all", { _ = try synced.handle(Request(.read, "secret/data/app/db", token: syncedToken)) }, nil),
+        (
+            "kv read (audit reference: no device)",
+            { _ = try plain.handle(Request(.read, "secret/data/app/db", token: plainToken)) }, nil
+        ),
+        (
+            "kv read + file audit", { _ = try queued.handle(Request(.read, "secret/data/app/db", token: queuedToken)) },
+            { try queued.core.flushAudit() }
+        ),
+        (
+            "kv read + file audit, sync=all",
+            { _ = try synced.handle(Request(.read, "secret/data/app/db", token: syncedToken)) }, nil
+        ),
     ])
 
     // Last, as its writer adds versions to the database: the same KV read alone and with a second
@@ -124,7 +173,8 @@ func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
     try measureReadsWithWriter(bench, vault: vault, token: token, payload: payload)
 
     var summary: [String: Any] = ["stored_row_bytes": row.count]
-    if let read = bench.figure("kv read (Swift API, handle)"), let sqlite = bench.figure("floor: sqlite point read (raw C)"),
+    if let read = bench.figure("kv read (Swift API, handle)"),
+        let sqlite = bench.figure("floor: sqlite point read (raw C)"),
         let aes = bench.figure("floor: aes-256-gcm open (raw EVP)")
     {
         summary["floor_p50_us"] = sqlite.p50 + aes.p50

@@ -136,8 +136,14 @@ final class Bench {
         let allocText = allocations.map { String(format: "%7.1f allocs", $0) } ?? ""
         say(
             String(
-                format: "  %-44@ p50 %9.2f µs  p99 %9.2f µs  %10.0f ops/s %@", name as NSString, figure.p50, figure.p99,
-                figure.opsPerSecond, allocText as NSString))
+                format: "  %-44@ p50 %9.2f µs  p99 %9.2f µs  %10.0f ops/s %@",
+                name as NSString,
+                figure.p50,
+                figure.p99,
+                figure.opsPerSecond,
+                allocText as NSString
+            )
+        )
         return figure
     }
 
@@ -149,7 +155,10 @@ final class Bench {
     /// with a pause, also what happened to the slowest 1% of the operations (`slowest_1pct_*`).
     /// `settle`, if given, runs after each round of its operation inside the CPU count but outside
     /// the timings.
-    func compare(_ operations: [(name: String, body: () throws -> Void, settle: (() throws -> Void)?)], rounds: Int = 20) throws {
+    func compare(
+        _ operations: [(name: String, body: () throws -> Void, settle: (() throws -> Void)?)],
+        rounds: Int = 20
+    ) throws {
         try compare(operations.map { Compared(name: $0.name, body: $0.body, settle: $0.settle) }, rounds: rounds)
     }
 
@@ -183,7 +192,10 @@ final class Bench {
                 var switchesSince = threadContextSwitches()
                 func countSwitches() -> (voluntary: Int, involuntary: Int) {
                     let now = threadContextSwitches()
-                    let delta = (voluntary: now.voluntary - switchesSince.voluntary, involuntary: now.involuntary - switchesSince.involuntary)
+                    let delta = (
+                        voluntary: now.voluntary - switchesSince.voluntary,
+                        involuntary: now.involuntary - switchesSince.involuntary
+                    )
                     switches[index].voluntary += delta.voluntary
                     switches[index].involuntary += delta.involuntary
                     return delta
@@ -234,15 +246,22 @@ final class Bench {
                 let slowest = each[index].sorted { $0.nanos > $1.nanos }.prefix(Swift.max(1, each[index].count / 100))
                 figure.extra["slowest_1pct_from_us"] = Double(slowest.last?.nanos ?? 0) / 1000
                 figure.extra["slowest_1pct_blocked"] = slowest.filter { $0.voluntary > 0 }.count
-                figure.extra["slowest_1pct_preempted"] = slowest.filter { $0.voluntary == 0 && $0.involuntary > 0 }.count
+                figure.extra["slowest_1pct_preempted"] =
+                    slowest.filter { $0.voluntary == 0 && $0.involuntary > 0 }.count
                 figure.extra["slowest_1pct_on_cpu"] = slowest.filter { $0.voluntary == 0 && $0.involuntary == 0 }.count
             }
             figure.extra.merge(extras[index]) { $1 }
             figures.append(figure)
             say(
                 String(
-                    format: "  %-44@ p50 %9.2f µs  p99 %9.2f µs  %10.0f ops/s  CPU %6.2f µs/op", operation.name as NSString, figure.p50,
-                    figure.p99, figure.opsPerSecond, figure.extra["cpu_us_per_op"] as! Double))
+                    format: "  %-44@ p50 %9.2f µs  p99 %9.2f µs  %10.0f ops/s  CPU %6.2f µs/op",
+                    operation.name as NSString,
+                    figure.p50,
+                    figure.p99,
+                    figure.opsPerSecond,
+                    figure.extra["cpu_us_per_op"] as! Double
+                )
+            )
         }
     }
 
@@ -269,7 +288,8 @@ func environment() -> [String: Any] {
         withUnsafeBytes(of: value) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
     }
     return [
-        "machine": text(uts.machine), "kernel": text(uts.release), "cores": ProcessInfo.processInfo.activeProcessorCount,
+        "machine": text(uts.machine), "kernel": text(uts.release),
+        "cores": ProcessInfo.processInfo.activeProcessorCount,
         "memory_gib": Double(ProcessInfo.processInfo.physicalMemory) / 1_073_741_824,
         "coffer_version": CofferVersion.versionString, "date": ISO8601DateFormatter().string(from: Date()),
         "command": CommandLine.arguments.joined(separator: " "),

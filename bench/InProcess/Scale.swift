@@ -84,12 +84,17 @@ struct ScaleData {
 /// The cached database of `count` secrets, built first if it is missing.
 func scaleData(count: Int, directory: String) throws -> ScaleData {
     let base = "\(directory)/scale-\(scaleLayout)-\(count)"
-    if let text = FileManager.default.contents(atPath: base + ".json"), FileManager.default.fileExists(atPath: base + ".db"),
+    if let text = FileManager.default.contents(atPath: base + ".json"),
+        FileManager.default.fileExists(atPath: base + ".db"),
         let info = try JSONSerialization.jsonObject(with: text) as? [String: Any]
     {
         return ScaleData(
-            databasePath: base + ".db", unsealKey: info["unseal_key"] as! String, token: info["token"] as! String,
-            buildSeconds: info["build_seconds"] as! Double, reused: true)
+            databasePath: base + ".db",
+            unsealKey: info["unseal_key"] as! String,
+            token: info["token"] as! String,
+            buildSeconds: info["build_seconds"] as! Double,
+            reused: true
+        )
     }
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     let partial = base + ".db.partial"
@@ -101,13 +106,29 @@ func scaleData(count: Int, directory: String) throws -> ScaleData {
     let root = initResult.rootToken
     try core.mount(MountEntry(path: "secret/", type: "kv", options: ["version": "2"]))
     _ = try core.handle(
-        Request(.update, "sys/policies/acl/reader", data: ["policy": #"path "secret/data/bench/*" { capabilities = ["read"] }"#], token: root))
-    let token = try core.handle(Request(.update, "auth/token/create", data: ["policies": ["reader"]], token: root)).auth!.clientToken
+        Request(
+            .update,
+            "sys/policies/acl/reader",
+            data: ["policy": #"path "secret/data/bench/*" { capabilities = ["read"] }"#],
+            token: root
+        )
+    )
+    let token = try core.handle(Request(.update, "auth/token/create", data: ["policies": ["reader"]], token: root))
+        .auth!.clientToken
     for i in 0..<count {
         let data: JSONValue = ["username": .string("svc-\(i)"), "password": .string(String(repeating: "x", count: 32))]
-        _ = try core.handle(Request(.update, "secret/data/" + ScaleData.secretPath(i), data: ["data": data], token: root))
+        _ = try core.handle(
+            Request(.update, "secret/data/" + ScaleData.secretPath(i), data: ["data": data], token: root)
+        )
         if i % 50_000 == 49_999 {
-            say(String(format: "  building %d secrets: %d written (%.0f s)", count, i + 1, Double(nowNanos() - start) / 1e9))
+            say(
+                String(
+                    format: "  building %d secrets: %d written (%.0f s)",
+                    count,
+                    i + 1,
+                    Double(nowNanos() - start) / 1e9
+                )
+            )
         }
     }
     core.sealVault()
@@ -119,7 +140,13 @@ func scaleData(count: Int, directory: String) throws -> ScaleData {
         "note": "benchmark data only: this unseal key and token open nothing but this generated database",
     ]
     try writeJSON(info, to: base + ".json")
-    return ScaleData(databasePath: base + ".db", unsealKey: initResult.hexKeys[0], token: token, buildSeconds: seconds, reused: false)
+    return ScaleData(
+        databasePath: base + ".db",
+        unsealKey: initResult.hexKeys[0],
+        token: token,
+        buildSeconds: seconds,
+        reused: false
+    )
 }
 
 /// Opens and unseals the database of `count` secrets `opens` times, then reads random secrets.
@@ -141,12 +168,19 @@ func runScale(_ bench: Bench, count: Int, directory: String, opens: Int = 5) thr
 
     var generator = SystemRandomNumberGenerator()
     let requests = (0..<bench.iterations).map { _ in
-        Request(.read, "secret/data/" + ScaleData.secretPath(Int.random(in: 0..<count, using: &generator)), token: data.token)
+        Request(
+            .read,
+            "secret/data/" + ScaleData.secretPath(Int.random(in: 0..<count, using: &generator)),
+            token: data.token
+        )
     }
     var i = 0
     // First with the page cache as the machine left it (after a rebuild or a reclaim the file is
     // on disk, not in memory), then with the whole file read once so that it is in the page cache.
-    let asFound = try bench.measure("kv read, random key of \(count), page cache as found", iterations: min(2000, bench.iterations)) {
+    let asFound = try bench.measure(
+        "kv read, random key of \(count), page cache as found",
+        iterations: min(2000, bench.iterations)
+    ) {
         _ = try opened.handle(requests[i % requests.count])
         i += 1
     }
@@ -167,11 +201,20 @@ func runScale(_ bench: Bench, count: Int, directory: String, opens: Int = 5) thr
     let sortedOpens = openSamples.sorted()
     say(
         String(
-            format: "  open + unseal of %d secrets: first %.1f ms, median %.1f ms; RSS %.0f MiB after open, %.0f MiB after reads",
-            count, Double(openSamples[0]) / 1e6, Double(sortedOpens[sortedOpens.count / 2]) / 1e6, afterOpen.rss, afterReads.rss))
+            format:
+                "  open + unseal of %d secrets: first %.1f ms, median %.1f ms; RSS %.0f MiB after open, %.0f MiB after reads",
+            count,
+            Double(openSamples[0]) / 1e6,
+            Double(sortedOpens[sortedOpens.count / 2]) / 1e6,
+            afterOpen.rss,
+            afterReads.rss
+        )
+    )
     return [
-        "secrets": count, "database_mib": Double(size) / 1_048_576, "build_seconds": data.buildSeconds, "build_reused": data.reused,
-        "open_unseal_first_ms": Double(openSamples[0]) / 1e6, "open_unseal_median_ms": Double(sortedOpens[sortedOpens.count / 2]) / 1e6,
+        "secrets": count, "database_mib": Double(size) / 1_048_576, "build_seconds": data.buildSeconds,
+        "build_reused": data.reused,
+        "open_unseal_first_ms": Double(openSamples[0]) / 1e6,
+        "open_unseal_median_ms": Double(sortedOpens[sortedOpens.count / 2]) / 1e6,
         "rss_after_open_mib": afterOpen.rss, "rss_after_reads_mib": afterReads.rss, "rss_peak_mib": afterReads.peak,
         "random_read_p50_us": random?.p50 ?? 0, "random_read_p99_us": random?.p99 ?? 0,
         "random_read_as_found_p50_us": asFound?.p50 ?? 0, "random_read_as_found_p99_us": asFound?.p99 ?? 0,

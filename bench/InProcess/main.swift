@@ -31,7 +31,9 @@ while let arg = args.popFirst() {
     case "--runs": runs = args.popFirst().flatMap { Int($0) } ?? runs
     case "--build-only": buildOnly = true
     default:
-        FileHandle.standardError.write(Data("usage: coffer-bench [inprocess|scale|hsm] [options]; see bench/InProcess/main.swift\n".utf8))
+        FileHandle.standardError.write(
+            Data("usage: coffer-bench [inprocess|scale|hsm] [options]; see bench/InProcess/main.swift\n".utf8)
+        )
         exit(2)
     }
 }
@@ -49,7 +51,9 @@ do {
         // Builds the cached database if it is missing; measuring is left to a fresh process, so
         // that its memory figures do not include the build's.
         let data = try scaleData(count: secrets, directory: dataDirectory)
-        say("  \(secrets) secrets: \(data.reused ? "cached" : String(format: "built in %.0f s", data.buildSeconds)) at \(data.databasePath)")
+        say(
+            "  \(secrets) secrets: \(data.reused ? "cached" : String(format: "built in %.0f s", data.buildSeconds)) at \(data.databasePath)"
+        )
         exit(0)
     case "scale": summary = try runScale(bench, count: secrets, directory: dataDirectory)
     case "hsm": summary = try runHSM(bench, directory: scratch, runs: runs)
@@ -68,7 +72,18 @@ if mode == "inprocess", only == nil {
     say("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for f in bench.figures {
         let allocs = f.allocationsPerOp.map { String(format: "%.1f", $0) } ?? "n/a"
-        say(String(format: "| %@ | %.2f | %.2f | %.2f | %.1f | %.0f | %@ |", f.name as NSString, f.p50, f.p90, f.p99, f.max, f.opsPerSecond, allocs as NSString))
+        say(
+            String(
+                format: "| %@ | %.2f | %.2f | %.2f | %.1f | %.0f | %@ |",
+                f.name as NSString,
+                f.p50,
+                f.p90,
+                f.p99,
+                f.max,
+                f.opsPerSecond,
+                allocs as NSString
+            )
+        )
     }
     if let ratio = summary["kv_read_over_floor_p50"] as? Double {
         say(String(format: "\nKV read p50 / floor p50 (raw SQLite point read + raw AES-256-GCM open): %.1fx", ratio))
@@ -76,7 +91,14 @@ if mode == "inprocess", only == nil {
     if let ratio = summary["concurrent_write_read_p99_ratio"] as? Double,
         let writes = bench.figure("kv read (one concurrent writer)")?.extra["writer_writes_per_s"] as? Double
     {
-        say(String(format: "KV read p99 with one concurrent writer / p99 alone (same run): %.2fx; the writer made %.0f writes/s", ratio, writes))
+        say(
+            String(
+                format:
+                    "KV read p99 with one concurrent writer / p99 alone (same run): %.2fx; the writer made %.0f writes/s",
+                ratio,
+                writes
+            )
+        )
         if let pinned = summary["concurrent_write_other_core_read_p99_ratio"] as? Double {
             say(String(format: "  the same with the reader and the writer each on a CPU of its own: %.2fx", pinned))
         }
@@ -86,8 +108,13 @@ if mode == "inprocess", only == nil {
     {
         say(
             String(
-                format: "file audit cost on KV read throughput (one thread): %.0f%%; in CPU time, all threads: %.0f%%; with sync=all: %.0f%%",
-                cost * 100, cpu * 100, syncAll * 100))
+                format:
+                    "file audit cost on KV read throughput (one thread): %.0f%%; in CPU time, all threads: %.0f%%; with sync=all: %.0f%%",
+                cost * 100,
+                cpu * 100,
+                syncAll * 100
+            )
+        )
     }
 }
 

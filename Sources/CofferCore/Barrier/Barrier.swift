@@ -39,7 +39,13 @@ package enum Envelope {
             let body = UnsafeMutableRawBufferPointer(rebasing: buffer[(headerSize + AESGCM.nonceSize)...])
             return key.withUnsafeBytes { k in
                 aad.withUnsafeBytes { a in
-                    AESGCM.seal(key: k, nonce: UnsafeRawBufferPointer(nonce), plaintext: plaintext, aad: a, output: body)
+                    AESGCM.seal(
+                        key: k,
+                        nonce: UnsafeRawBufferPointer(nonce),
+                        plaintext: plaintext,
+                        aad: a,
+                        output: body
+                    )
                 }
             }
         }
@@ -51,7 +57,8 @@ package enum Envelope {
         guard blob.count >= overhead else {
             throw CofferError(
                 .integrity,
-                "stored entry at '\(path)' is truncated (\(blob.count) bytes, at least \(overhead) expected)")
+                "stored entry at '\(path)' is truncated (\(blob.count) bytes, at least \(overhead) expected)"
+            )
         }
         guard blob[4] == formatVersion else {
             throw CofferError(.integrity, "stored entry at '\(path)' has unknown format version \(blob[4])")
@@ -67,8 +74,12 @@ package enum Envelope {
             aad.withUnsafeBytes { a in
                 key.withUnsafeBytes { k in
                     AESGCM.open(
-                        key: k, nonce: UnsafeRawBufferPointer(rebasing: b[headerSize..<(headerSize + AESGCM.nonceSize)]),
-                        sealed: UnsafeRawBufferPointer(rebasing: b[(headerSize + AESGCM.nonceSize)...]), aad: a, output: output)
+                        key: k,
+                        nonce: UnsafeRawBufferPointer(rebasing: b[headerSize..<(headerSize + AESGCM.nonceSize)]),
+                        sealed: UnsafeRawBufferPointer(rebasing: b[(headerSize + AESGCM.nonceSize)...]),
+                        aad: a,
+                        output: output
+                    )
                 }
             }
         }
@@ -77,7 +88,8 @@ package enum Envelope {
     static func authenticationFailure(_ path: String) -> CofferError {
         CofferError(
             .integrity,
-            "stored entry at '\(path)' failed authentication: it was modified, truncated or copied from another path")
+            "stored entry at '\(path)' failed authentication: it was modified, truncated or copied from another path"
+        )
     }
 
     static func openBytes(key: SecureBytes, blob: [UInt8], path: String) throws(CofferError) -> [UInt8] {
@@ -133,7 +145,9 @@ package final class Keyring: Sendable {
             var offset = 0
             func put<T: FixedWidthInteger>(_ v: T) {
                 withUnsafeBytes(of: v.bigEndian) { bytes in
-                    UnsafeMutableRawBufferPointer(rebasing: out[offset..<(offset + bytes.count)]).copyMemory(from: bytes)
+                    UnsafeMutableRawBufferPointer(rebasing: out[offset..<(offset + bytes.count)]).copyMemory(
+                        from: bytes
+                    )
                 }
                 offset += MemoryLayout<T>.size
             }
@@ -155,7 +169,9 @@ package final class Keyring: Sendable {
         return try bytes.withUnsafeBytes { (b) throws(CofferError) -> Keyring in
             func read<T: FixedWidthInteger>(_ offset: Int, _: T.Type) -> T {
                 var v: T = 0
-                withUnsafeMutableBytes(of: &v) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: b[offset..<(offset + MemoryLayout<T>.size)])) }
+                withUnsafeMutableBytes(of: &v) {
+                    $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: b[offset..<(offset + MemoryLayout<T>.size)]))
+                }
                 return T(bigEndian: v)
             }
             guard b.count >= 8 else { throw bad }
@@ -200,7 +216,11 @@ package final class Barrier: Sendable {
     /// Serialises saves of the encryption count, so a lower count never overwrites a higher one.
     let usageWrites = Mutex(())
 
-    package init(physical: any PhysicalBackend, maxEntrySize: Int = Limits().maxEntrySize, clock: any WallClock = SystemClock()) {
+    package init(
+        physical: any PhysicalBackend,
+        maxEntrySize: Int = Limits().maxEntrySize,
+        clock: any WallClock = SystemClock()
+    ) {
         self.physical = physical
         self.maxEntrySize = maxEntrySize
         self.clock = clock
@@ -220,7 +240,8 @@ package final class Barrier: Sendable {
         let ring = Keyring(
             rootKey: rootKey,
             terms: [1: .init(number: 1, key: SecureBytes(randomCount: AESGCM.keySize), installTime: now)],
-            activeTerm: 1)
+            activeTerm: 1
+        )
         try persist(ring)
         keyring.withLock { $0 = ring }
     }
@@ -298,7 +319,11 @@ package final class Barrier: Sendable {
 
     /// The stored form of a secret entry: encrypted by the active term, then seal-wrapped if `seal`
     /// does that.
-    package func sealedEntry(_ path: String, secret: SecureBytes, wrappingWith seal: (any Seal)?) throws(CofferError) -> [UInt8] {
+    package func sealedEntry(
+        _ path: String,
+        secret: SecureBytes,
+        wrappingWith seal: (any Seal)?
+    ) throws(CofferError) -> [UInt8] {
         let ring = try current()
         let blob = try Envelope.seal(key: ring.active.key, term: ring.active.number, path: path, secret: secret)
         try counted(ring)
@@ -365,7 +390,9 @@ package final class Barrier: Sendable {
         let term = try Envelope.term(of: blob, path: path)
         guard term != 0, let key = ring.terms[term]?.key else {
             throw CofferError(
-                .integrity, "stored entry at '\(path)' names key term \(term), which the keyring does not hold")
+                .integrity,
+                "stored entry at '\(path)' names key term \(term), which the keyring does not hold"
+            )
         }
         return try Envelope.openBytes(key: key, blob: blob, path: path)
     }
@@ -376,7 +403,9 @@ package final class Barrier: Sendable {
 
     func seal(_ plaintext: [UInt8], path: String, ring: Keyring) throws(CofferError) -> [UInt8] {
         guard plaintext.count <= maxEntrySize else {
-            throw CofferError.invalid("value is \(plaintext.count) bytes, more than the limit of \(maxEntrySize) bytes per entry")
+            throw CofferError.invalid(
+                "value is \(plaintext.count) bytes, more than the limit of \(maxEntrySize) bytes per entry"
+            )
         }
         let active = ring.active
         let sealed = try Envelope.seal(key: active.key, term: active.number, path: path, plaintext: plaintext)
@@ -421,7 +450,8 @@ package enum SealWrap {
     package static let marker: [UInt8] = [0xFF, 0xFF, 0xFF, 0xFF, 0x53]
 
     package static func isWrapped(_ blob: [UInt8]) -> Bool {
-        blob.count > marker.count && blob[0] == 0xFF && blob[1] == 0xFF && blob[2] == 0xFF && blob[3] == 0xFF && blob[4] == 0x53
+        blob.count > marker.count && blob[0] == 0xFF && blob[1] == 0xFF && blob[2] == 0xFF && blob[3] == 0xFF
+            && blob[4] == 0x53
     }
 
     /// `blob` wrapped by `seal` when it is an auto-unseal seal with seal wrap on; else `blob`.
@@ -436,7 +466,8 @@ package enum SealWrap {
         guard let seal, seal.isAutoUnseal else {
             throw CofferError.invalid(
                 "the entry at '\(path)' is seal-wrapped by an HSM key, but this Coffer is opened with a \(seal?.type ?? "no") seal; "
-                    + "open it with the pkcs11 seal that wrapped it")
+                    + "open it with the pkcs11 seal that wrapped it"
+            )
         }
         return try seal.unwrap(Array(blob[marker.count...]), unsealKey: nil).unsafeCopy
     }

@@ -42,15 +42,19 @@ package struct RotationPolicy: Sendable, Equatable {
     package mutating func apply(_ data: [String: JSONValue]) throws(CofferError) {
         if let value = try data.int("max_operations") {
             let operations = Int64(value)
-            guard operations >= RotationPolicy.minimumMaxOperations, operations <= RotationPolicy.defaultMaxOperations else {
+            guard operations >= RotationPolicy.minimumMaxOperations, operations <= RotationPolicy.defaultMaxOperations
+            else {
                 throw CofferError.invalid(
-                    "max_operations must be in the range [\(RotationPolicy.minimumMaxOperations),\(RotationPolicy.defaultMaxOperations)]")
+                    "max_operations must be in the range [\(RotationPolicy.minimumMaxOperations),\(RotationPolicy.defaultMaxOperations)]"
+                )
             }
             maxOperations = operations
         }
         if let seconds = try data.duration("interval") {
             guard seconds == 0 || seconds >= RotationPolicy.minimumInterval else {
-                throw CofferError.invalid("interval must be greater or equal to \(VaultDuration.format(RotationPolicy.minimumInterval))")
+                throw CofferError.invalid(
+                    "interval must be greater or equal to \(VaultDuration.format(RotationPolicy.minimumInterval))"
+                )
             }
             interval = seconds
         }
@@ -72,7 +76,10 @@ extension Barrier {
     func counted(_ ring: Keyring) throws(CofferError) {
         let count = ring.encryptions.wrappingAdd(1, ordering: .relaxed).newValue
         if count >= rotateAfterEncryptions.load(ordering: .relaxed) {
-            try rotateIfStillActive(ring, reason: { $0.encryptions.load(ordering: .relaxed) >= rotateAfterEncryptions.load(ordering: .relaxed) })
+            try rotateIfStillActive(
+                ring,
+                reason: { $0.encryptions.load(ordering: .relaxed) >= rotateAfterEncryptions.load(ordering: .relaxed) }
+            )
         } else if count % KeyUsage.saveEvery == 0 {
             try saveKeyUsage(ring)
         }
@@ -98,7 +105,15 @@ extension Barrier {
             // Written under the active term; that write is counted too, which cannot reach another
             // save (the count moves by one).
             do throws(CofferError) {
-                try physical.put(KeyUsage.path, try Envelope.seal(key: ring.active.key, term: ring.activeTerm, path: KeyUsage.path, plaintext: entry.serialized()))
+                try physical.put(
+                    KeyUsage.path,
+                    try Envelope.seal(
+                        key: ring.active.key,
+                        term: ring.activeTerm,
+                        path: KeyUsage.path,
+                        plaintext: entry.serialized()
+                    )
+                )
                 return .success(())
             } catch {
                 return .failure(error)

@@ -31,7 +31,11 @@ package struct StorageView: Sendable {
     }
 
     package func put(_ key: String, _ value: [UInt8]) throws(CofferError) {
-        if isSealWrapped(key) { try barrier.putSealWrapped(prefix + key, value) } else { try barrier.put(prefix + key, value) }
+        if isSealWrapped(key) {
+            try barrier.putSealWrapped(prefix + key, value)
+        } else {
+            try barrier.put(prefix + key, value)
+        }
     }
 
     package func putJSON(_ key: String, _ value: JSONValue) throws(CofferError) { try put(key, value.serialized()) }
@@ -48,7 +52,10 @@ package struct StorageView: Sendable {
                 case .put(let key, let value): .put(key: prefix + key, value: value)
                 case .delete(let key): .delete(key: prefix + key)
                 }
-            }, sealWrapped: sealWrapped.isEmpty ? nil : { isSealWrapped(String(decoding: $0.utf8.dropFirst(prefix.utf8.count), as: UTF8.self)) })
+            },
+            sealWrapped: sealWrapped.isEmpty
+                ? nil : { isSealWrapped(String(decoding: $0.utf8.dropFirst(prefix.utf8.count), as: UTF8.self)) }
+        )
     }
 }
 

@@ -18,8 +18,11 @@ package enum AESGCM {
     /// Encrypts `plaintext` into `output`, which must hold `plaintext.count + tagSize` bytes
     /// (ciphertext followed by the tag). Returns false only if OpenSSL fails.
     package static func seal(
-        key: UnsafeRawBufferPointer, nonce: UnsafeRawBufferPointer, plaintext: UnsafeRawBufferPointer,
-        aad: UnsafeRawBufferPointer, output: UnsafeMutableRawBufferPointer
+        key: UnsafeRawBufferPointer,
+        nonce: UnsafeRawBufferPointer,
+        plaintext: UnsafeRawBufferPointer,
+        aad: UnsafeRawBufferPointer,
+        output: UnsafeMutableRawBufferPointer
     ) -> Bool {
         precondition(key.count == keySize && nonce.count == nonceSize)
         precondition(output.count == plaintext.count + tagSize)
@@ -37,8 +40,11 @@ package enum AESGCM {
     /// Decrypts `sealed` (ciphertext followed by the tag) into `output` (`sealed.count - tagSize` bytes).
     /// Returns false, writing nothing usable, when authentication fails.
     package static func open(
-        key: UnsafeRawBufferPointer, nonce: UnsafeRawBufferPointer, sealed: UnsafeRawBufferPointer,
-        aad: UnsafeRawBufferPointer, output: UnsafeMutableRawBufferPointer
+        key: UnsafeRawBufferPointer,
+        nonce: UnsafeRawBufferPointer,
+        sealed: UnsafeRawBufferPointer,
+        aad: UnsafeRawBufferPointer,
+        output: UnsafeMutableRawBufferPointer
     ) -> Bool {
         precondition(key.count == keySize && nonce.count == nonceSize)
         guard sealed.count >= tagSize, output.count == sealed.count - tagSize else { return false }
@@ -67,7 +73,12 @@ package enum AESGCM {
     }
 
     /// Convenience form: returns ciphertext ‖ tag.
-    package static func seal(key: SecureBytes, nonce: [UInt8], plaintext: [UInt8], aad: [UInt8]) throws(CofferError) -> [UInt8] {
+    package static func seal(
+        key: SecureBytes,
+        nonce: [UInt8],
+        plaintext: [UInt8],
+        aad: [UInt8]
+    ) throws(CofferError) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: plaintext.count + tagSize)
         let ok = key.withUnsafeBytes { k in
             nonce.withUnsafeBytes { n in
@@ -118,7 +129,14 @@ package enum Digest {
         let input = data as? [UInt8] ?? Array(data)
         input.withUnsafeBytes { d in
             out.withUnsafeMutableBytes { o in
-                _ = EVP_Digest(d.baseAddress, d.count, o.baseAddress!.assumingMemoryBound(to: UInt8.self), nil, sha256MD, nil)
+                _ = EVP_Digest(
+                    d.baseAddress,
+                    d.count,
+                    o.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                    nil,
+                    sha256MD,
+                    nil
+                )
             }
         }
         return out
@@ -134,7 +152,12 @@ package enum Digest {
     }
 
     /// HKDF-SHA256 (RFC 5869): extract with `salt`, expand with `info` to `length` bytes.
-    package static func hkdfSHA256(key: SecureBytes, salt: [UInt8], info: [UInt8], length: Int) throws(CofferError) -> SecureBytes {
+    package static func hkdfSHA256(
+        key: SecureBytes,
+        salt: [UInt8],
+        info: [UInt8],
+        length: Int
+    ) throws(CofferError) -> SecureBytes {
         guard length > 0, length <= 255 * sha256Size else {
             throw CofferError(.invalidArgument, "HKDF output length must be 1...\(255 * sha256Size) bytes")
         }

@@ -26,7 +26,10 @@ public final class SecureBytes: Sendable, CustomStringConvertible {
     }
 
     /// Fills `count` fresh bytes with `body`; used to receive secret output from C without a plain copy.
-    public init<E: Error>(count: Int, initializingWith body: (UnsafeMutableRawBufferPointer) throws(E) -> Void) throws(E) {
+    public init<E: Error>(
+        count: Int,
+        initializingWith body: (UnsafeMutableRawBufferPointer) throws(E) -> Void
+    ) throws(E) {
         storage = .allocate(byteCount: max(count, 1), alignment: 16)
         self.count = count
         // Every stored property is set, so if `body` throws, `deinit` runs and zeroes and frees the memory.

@@ -82,7 +82,11 @@ package final class ACL: Sendable {
 
     /// The same decision, building the request parameters only when the matching rule constrains them
     /// (for in-process fast paths whose parameters are raw bytes until then).
-    package func allowOperation(_ op: PolicyOperation, path: String, lazyData: () -> [String: JSONValue]?) -> ACLDecision {
+    package func allowOperation(
+        _ op: PolicyOperation,
+        path: String,
+        lazyData: () -> [String: JSONValue]?
+    ) -> ACLDecision {
         if isRoot { return ACLDecision(allowed: true, rootPrivileges: true, reason: .root) }
         guard let index = matchingPermissions(path: path, operation: op) else {
             return ACLDecision(allowed: false, rootPrivileges: false, reason: .noMatchingRule)
@@ -102,7 +106,8 @@ package final class ACL: Sendable {
         case .delete, .list:
             return ACLDecision(allowed: true, rootPrivileges: sudo, reason: .granted)
         }
-        guard !permissions.requiredLowercased.isEmpty || !permissions.denied.isEmpty || !permissions.allowed.isEmpty else {
+        guard !permissions.requiredLowercased.isEmpty || !permissions.denied.isEmpty || !permissions.allowed.isEmpty
+        else {
             return ACLDecision(allowed: true, rootPrivileges: sudo, reason: .granted)
         }
         let data = lazyData()
@@ -178,15 +183,23 @@ package final class ACL: Sendable {
         if segmentRules.isEmpty { return prefix?.permissionIndex }
         var best: Candidate? = prefix.map {
             Candidate(
-                firstWildcard: $0.length, isPrefix: true, wildcards: 0, key: permissions[$0.permissionIndex].key,
-                permissionIndex: $0.permissionIndex)
+                firstWildcard: $0.length,
+                isPrefix: true,
+                wildcards: 0,
+                key: permissions[$0.permissionIndex].key,
+                permissionIndex: $0.permissionIndex
+            )
         }
         var pathSegments = 1
         for byte in path where byte == UInt8(ascii: "/") { pathSegments += 1 }
         for rule in segmentRules where rule.matches(path, segmentCount: pathSegments) {
             let candidate = Candidate(
-                firstWildcard: rule.firstPlus, isPrefix: rule.isPrefix, wildcards: rule.wildcards,
-                key: permissions[rule.permissionIndex].key, permissionIndex: rule.permissionIndex)
+                firstWildcard: rule.firstPlus,
+                isPrefix: rule.isPrefix,
+                wildcards: rule.wildcards,
+                key: permissions[rule.permissionIndex].key,
+                permissionIndex: rule.permissionIndex
+            )
             if let current = best, !candidate.outranks(current) { continue }
             best = candidate
         }
@@ -494,8 +507,12 @@ package struct PathTrie: Sendable {
             let edges = children[old].sorted { $0.key < $1.key }
             nodes.append(
                 Node(
-                    firstEdge: Int32(edgeBytes.count), edgeCount: Int32(edges.count), exact: Int32(exactValue[old]),
-                    prefix: Int32(prefixValue[old])))
+                    firstEdge: Int32(edgeBytes.count),
+                    edgeCount: Int32(edges.count),
+                    exact: Int32(exactValue[old]),
+                    prefix: Int32(prefixValue[old])
+                )
+            )
             for (byte, child) in edges {
                 edgeBytes.append(byte)
                 edgeTargets.append(Int32(newIndex[child]))

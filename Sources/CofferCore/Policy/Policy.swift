@@ -79,8 +79,11 @@ package struct PathRule: Sendable, Hashable {
     package var requiredParameters: [String]
 
     package init(
-        path: String, capabilities: Capabilities, allowedParameters: [String: [JSONValue]] = [:],
-        deniedParameters: [String: [JSONValue]] = [:], requiredParameters: [String] = []
+        path: String,
+        capabilities: Capabilities,
+        allowedParameters: [String: [JSONValue]] = [:],
+        deniedParameters: [String: [JSONValue]] = [:],
+        requiredParameters: [String] = []
     ) {
         self.path = path
         self.capabilities = capabilities.contains(.deny) ? .deny : capabilities

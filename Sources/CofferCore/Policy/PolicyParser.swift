@@ -188,7 +188,9 @@ private struct Lexer {
             return Token(kind: .identifier(String(decoding: bytes[from..<index], as: UTF8.self)), location: start)
         }
         throw PolicySyntaxError(
-            at: start, "unexpected character; expected a name, a string, a number, a heredoc or one of { } [ ] = : ,")
+            at: start,
+            "unexpected character; expected a name, a string, a number, a heredoc or one of { } [ ] = : ,"
+        )
     }
 
     func isDigit(_ b: UInt8) -> Bool { b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9") }
@@ -267,7 +269,8 @@ private struct Lexer {
             default:
                 throw PolicySyntaxError(
                     at: escapeLocation,
-                    #"invalid escape in string; expected one of \" \\ \/ \b \f \n \r \t or \u and four hex digits"#)
+                    #"invalid escape in string; expected one of \" \\ \/ \b \f \n \r \t or \u and four hex digits"#
+                )
             }
         }
     }
@@ -338,7 +341,9 @@ private struct TreeParser {
         depth += 1
         guard depth <= HCLReader.maximumDepth else {
             throw PolicySyntaxError(
-                at: opening, "lists and blocks nest too deeply: at most \(HCLReader.maximumDepth) levels are allowed")
+                at: opening,
+                "lists and blocks nest too deeply: at most \(HCLReader.maximumDepth) levels are allowed"
+            )
         }
     }
 
@@ -375,7 +380,8 @@ private struct TreeParser {
                 if let opening {
                     throw PolicySyntaxError(
                         at: current.location,
-                        "missing '}' to close the block opened at line \(opening.line), column \(opening.column)")
+                        "missing '}' to close the block opened at line \(opening.line), column \(opening.column)"
+                    )
                 }
                 return items
             default:
@@ -398,7 +404,9 @@ private struct TreeParser {
         }
         guard !keys.isEmpty else {
             throw PolicySyntaxError(
-                at: current.location, "expected an attribute or block name, found \(current.kind.display)")
+                at: current.location,
+                "expected an attribute or block name, found \(current.kind.display)"
+            )
         }
         switch current.kind {
         case .equals, .colon:
@@ -408,7 +416,9 @@ private struct TreeParser {
             if keys.count > 1, case .object = value.kind {
             } else if keys.count > 1 {
                 throw PolicySyntaxError(
-                    at: assignment.location, "a name with labels must be followed by a '{ ... }' block, not '='")
+                    at: assignment.location,
+                    "a name with labels must be followed by a '{ ... }' block, not '='"
+                )
             }
             return HCLItem(keys: keys, value: value)
         case .leftBrace:
@@ -421,7 +431,8 @@ private struct TreeParser {
         default:
             throw PolicySyntaxError(
                 at: current.location,
-                "expected '=' or '{' after the \(keys.count == 1 ? "name" : "labels"), found \(current.kind.display)")
+                "expected '=' or '{' after the \(keys.count == 1 ? "name" : "labels"), found \(current.kind.display)"
+            )
         }
     }
 
@@ -457,7 +468,8 @@ private struct TreeParser {
                     throw PolicySyntaxError(
                         at: current.location,
                         "missing ']' to close the list opened at line \(token.location.line), "
-                            + "column \(token.location.column)")
+                            + "column \(token.location.column)"
+                    )
                 }
                 elements.append(try parseValue())
                 switch current.kind {
@@ -465,7 +477,9 @@ private struct TreeParser {
                 case .rightBracket: continue
                 default:
                     throw PolicySyntaxError(
-                        at: current.location, "expected ',' or ']' in list, found \(current.kind.display)")
+                        at: current.location,
+                        "expected ',' or ']' in list, found \(current.kind.display)"
+                    )
                 }
             }
         case .leftBrace:
@@ -524,7 +538,9 @@ package enum PolicyParser {
                 try collectPaths(item, into: &rules)
             default:
                 throw PolicySyntaxError(
-                    at: location, "unknown top-level block or attribute; a policy contains only 'path' blocks")
+                    at: location,
+                    "unknown top-level block or attribute; a policy contains only 'path' blocks"
+                )
             }
         }
         return rules
@@ -560,26 +576,34 @@ package enum PolicyParser {
                 for element in elements {
                     guard case .object(let inner) = element.kind else {
                         throw PolicySyntaxError(
-                            at: element.location, "'path' list entries must be objects, not \(element.typeName)")
+                            at: element.location,
+                            "'path' list entries must be objects, not \(element.typeName)"
+                        )
                     }
                     objects.append(inner)
                 }
             default:
                 throw PolicySyntaxError(
-                    at: item.value.location, "'path' must be followed by a path pattern and a block")
+                    at: item.value.location,
+                    "'path' must be followed by a path pattern and a block"
+                )
             }
             for inner in objects {
                 for entry in inner {
                     guard entry.keys.count == 1, case .object(let body) = entry.value.kind else {
                         throw PolicySyntaxError(
-                            at: entry.keys[0].location, "a path pattern must be followed by a '{ ... }' block")
+                            at: entry.keys[0].location,
+                            "a path pattern must be followed by a '{ ... }' block"
+                        )
                     }
                     rules.append(try pathRule(pattern: entry.keys[0].name, at: entry.keys[0].location, body: body))
                 }
             }
         default:
             throw PolicySyntaxError(
-                at: item.keys[2].location, "'path' takes one path pattern, found a second label")
+                at: item.keys[2].location,
+                "'path' takes one path pattern, found a second label"
+            )
         }
     }
 
@@ -600,18 +624,24 @@ package enum PolicyParser {
             if scalar == "+", i + 1 < scalars.count, scalars[i + 1] == "*" {
                 throw PolicySyntaxError(
                     at: location(in: written, at: start, scalarOffset: i + shift),
-                    "invalid use of wildcards in a path pattern: '+*' is forbidden")
+                    "invalid use of wildcards in a path pattern: '+*' is forbidden"
+                )
             }
             if scalar == "*", i != scalars.count - 1 {
                 throw PolicySyntaxError(
                     at: location(in: written, at: start, scalarOffset: i + shift),
-                    "'*' may only appear at the end of a path pattern")
+                    "'*' may only appear at the end of a path pattern"
+                )
             }
         }
         return pattern
     }
 
-    static func pathRule(pattern written: String, at start: HCLLocation, body: [HCLItem])
+    static func pathRule(
+        pattern written: String,
+        at start: HCLLocation,
+        body: [HCLItem]
+    )
         throws(PolicySyntaxError) -> PathRule
     {
         let pattern = try validatePattern(written, at: start)
@@ -630,11 +660,15 @@ package enum PolicyParser {
                 for element in try list(value, of: name) {
                     guard case .string(let capability) = element.kind else {
                         throw PolicySyntaxError(
-                            at: element.location, "capabilities must be strings, found \(element.typeName)")
+                            at: element.location,
+                            "capabilities must be strings, found \(element.typeName)"
+                        )
                     }
                     guard let parsed = Capabilities(name: capability) else {
                         throw PolicySyntaxError(
-                            at: element.location, "unknown capability; expected one of \(Capabilities.policyNameList)")
+                            at: element.location,
+                            "unknown capability; expected one of \(Capabilities.policyNameList)"
+                        )
                     }
                     capabilities.insert(parsed)
                 }
@@ -649,7 +683,9 @@ package enum PolicyParser {
                 case "sudo": capabilities.formUnion([.create, .read, .update, .delete, .list, .sudo])
                 default:
                     throw PolicySyntaxError(
-                        at: value.location, "'policy' must be one of deny, read, write, sudo (prefer 'capabilities')")
+                        at: value.location,
+                        "'policy' must be one of deny, read, write, sudo (prefer 'capabilities')"
+                    )
                 }
             case "allowed_parameters":
                 try parameters(value, of: name, into: &allowed)
@@ -659,7 +695,9 @@ package enum PolicyParser {
                 for element in try list(value, of: name) {
                     guard case .string(let parameter) = element.kind else {
                         throw PolicySyntaxError(
-                            at: element.location, "required_parameters must be strings, found \(element.typeName)")
+                            at: element.location,
+                            "required_parameters must be strings, found \(element.typeName)"
+                        )
                     }
                     if !required.contains(parameter) { required.append(parameter) }
                 }
@@ -668,7 +706,9 @@ package enum PolicyParser {
                 case .string, .number: break
                 default:
                     throw PolicySyntaxError(
-                        at: value.location, "'\(name)' must be a duration string or seconds, found \(value.typeName)")
+                        at: value.location,
+                        "'\(name)' must be a duration string or seconds, found \(value.typeName)"
+                    )
                 }
             case "comment":
                 break
@@ -679,12 +719,17 @@ package enum PolicyParser {
                 }
                 throw PolicySyntaxError(
                     at: location,
-                    "unknown attribute in a path block; expected one of " + pathAttributes.joined(separator: ", "))
+                    "unknown attribute in a path block; expected one of " + pathAttributes.joined(separator: ", ")
+                )
             }
         }
         return PathRule(
-            path: pattern, capabilities: capabilities, allowedParameters: allowed, deniedParameters: denied,
-            requiredParameters: required)
+            path: pattern,
+            capabilities: capabilities,
+            allowedParameters: allowed,
+            deniedParameters: denied,
+            requiredParameters: required
+        )
     }
 
     /// The elements of the list attribute `name` (one of the fixed attribute names).
@@ -696,12 +741,18 @@ package enum PolicyParser {
     }
 
     /// `{ "key" = [values], other = [] }`: keys are lowercased as Vault does.
-    static func parameters(_ value: HCLNode, of name: String, into map: inout [String: [JSONValue]])
+    static func parameters(
+        _ value: HCLNode,
+        of name: String,
+        into map: inout [String: [JSONValue]]
+    )
         throws(PolicySyntaxError)
     {
         guard case .object(let items) = value.kind else {
             throw PolicySyntaxError(
-                at: value.location, "'\(name)' must be an object of parameter lists, found \(value.typeName)")
+                at: value.location,
+                "'\(name)' must be an object of parameter lists, found \(value.typeName)"
+            )
         }
         for item in items {
             guard item.keys.count == 1 else {
@@ -710,7 +761,8 @@ package enum PolicyParser {
             guard case .list(let elements) = item.value.kind else {
                 throw PolicySyntaxError(
                     at: item.value.location,
-                    "each parameter in '\(name)' must be a list of values, found \(item.value.typeName)")
+                    "each parameter in '\(name)' must be a list of values, found \(item.value.typeName)"
+                )
             }
             let key = item.keys[0].name.lowercased()
             // Repeated keys: HCL decodes the last one; Vault never merges within a single map.

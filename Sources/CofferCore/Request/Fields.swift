@@ -86,7 +86,9 @@ extension Dictionary where Key == String, Value == JSONValue {
         guard let object = try object(key) else { return nil }
         var out: [String: String] = [:]
         for (k, v) in object {
-            guard let s = v.stringValue else { throw CofferError.invalid("\(key).\(k) must be a string, got \(v.typeName)") }
+            guard let s = v.stringValue else {
+                throw CofferError.invalid("\(key).\(k) must be a string, got \(v.typeName)")
+            }
             out[k] = s
         }
         return out

@@ -23,8 +23,13 @@ public struct Request: Sendable {
     public var rawResults = false
 
     public init(
-        _ operation: Operation, _ path: String, data: [String: JSONValue] = [:], token: String? = nil,
-        namespace: String = "", clientAddress: String = "", id: String? = nil
+        _ operation: Operation,
+        _ path: String,
+        data: [String: JSONValue] = [:],
+        token: String? = nil,
+        namespace: String = "",
+        clientAddress: String = "",
+        id: String? = nil
     ) {
         self.operation = operation
         self.path = path
@@ -72,8 +77,15 @@ public struct AuthInfo: Sendable, Equatable {
     public var tokenType: String = "service"
 
     public init(
-        clientToken: String, accessor: String, policies: [String], tokenPolicies: [String], metadata: [String: String],
-        leaseDuration: Int64, renewable: Bool, orphan: Bool, numUses: Int
+        clientToken: String,
+        accessor: String,
+        policies: [String],
+        tokenPolicies: [String],
+        metadata: [String: String],
+        leaseDuration: Int64,
+        renewable: Bool,
+        orphan: Bool,
+        numUses: Int
     ) {
         self.clientToken = clientToken
         self.accessor = accessor
@@ -89,10 +101,12 @@ public struct AuthInfo: Sendable, Equatable {
     public var json: JSONValue {
         [
             "client_token": .string(clientToken), "accessor": .string(accessor),
-            "policies": .array(policies.map { .string($0) }), "token_policies": .array(tokenPolicies.map { .string($0) }),
+            "policies": .array(policies.map { .string($0) }),
+            "token_policies": .array(tokenPolicies.map { .string($0) }),
             "metadata": metadata.isEmpty ? .null : .object(metadata.mapValues { .string($0) }),
             "lease_duration": .int(leaseDuration), "renewable": .bool(renewable), "entity_id": "",
-            "token_type": .string(tokenType), "orphan": .bool(orphan), "mfa_requirement": nil, "num_uses": .int(numUses),
+            "token_type": .string(tokenType), "orphan": .bool(orphan), "mfa_requirement": nil,
+            "num_uses": .int(numUses),
         ]
     }
 }
@@ -132,7 +146,12 @@ public struct Response: Sendable {
     /// plaintext without base64. Not part of the JSON form.
     public var rawBytes: [String: [UInt8]]
 
-    public init(data: [String: JSONValue]? = nil, auth: AuthInfo? = nil, warnings: [String] = [], mountType: String = "") {
+    public init(
+        data: [String: JSONValue]? = nil,
+        auth: AuthInfo? = nil,
+        warnings: [String] = [],
+        mountType: String = ""
+    ) {
         self.outcome = (data == nil && auth == nil && warnings.isEmpty) ? .noContent : .ok
         self.data = data
         self.auth = auth

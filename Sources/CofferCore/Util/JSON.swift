@@ -226,7 +226,10 @@ private struct JSONParser {
                 try expectLiteral("null")
                 value = .null
             case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): value = try parseNumber()
-            default: throw fail("unexpected character; expected a value (an object, array, string, number, true, false or null)")
+            default:
+                throw fail(
+                    "unexpected character; expected a value (an object, array, string, number, true, false or null)"
+                )
             }
             // The value is complete: it joins the innermost open container, which either continues
             // (a ',' and the next value) or closes and becomes the value that joins the next one out.
@@ -307,7 +310,9 @@ private struct JSONParser {
         }
         if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
             index += 1
-            guard index < bytes.count, isDigit(bytes[index]) else { throw fail("invalid number: digit expected after '.'") }
+            guard index < bytes.count, isDigit(bytes[index]) else {
+                throw fail("invalid number: digit expected after '.'")
+            }
             while index < bytes.count, isDigit(bytes[index]) { index += 1 }
         }
         if index < bytes.count, bytes[index] == UInt8(ascii: "e") || bytes[index] == UInt8(ascii: "E") {
@@ -315,7 +320,9 @@ private struct JSONParser {
             if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") {
                 index += 1
             }
-            guard index < bytes.count, isDigit(bytes[index]) else { throw fail("invalid number: digit expected in exponent") }
+            guard index < bytes.count, isDigit(bytes[index]) else {
+                throw fail("invalid number: digit expected in exponent")
+            }
             while index < bytes.count, isDigit(bytes[index]) { index += 1 }
         }
         return .number(String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self))
@@ -389,7 +396,9 @@ private struct JSONParser {
                     scratch.append(contentsOf: Array(String(Character(unicode)).utf8))
                 default:
                     index -= 2
-                    throw fail(#"invalid escape in string; expected one of \" \\ \/ \b \f \n \r \t or \u and four hex digits"#)
+                    throw fail(
+                        #"invalid escape in string; expected one of \" \\ \/ \b \f \n \r \t or \u and four hex digits"#
+                    )
                 }
             default:
                 if byte < 0x20 { throw fail("control character in string") }

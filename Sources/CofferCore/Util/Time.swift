@@ -162,7 +162,8 @@ public enum VaultDuration {
         default: break
         }
         throw CofferError.invalid(
-            "\(field) must be a duration from 0 to \(maximumSeconds) seconds (100 years): a number of seconds or text such as \"90s\" or \"1h30m\"")
+            "\(field) must be a duration from 0 to \(maximumSeconds) seconds (100 years): a number of seconds or text such as \"90s\" or \"1h30m\""
+        )
     }
 
     /// "1h30m" → 5400; "45" → 45; "" → 0. Fractions round down to whole seconds. nil for text that is

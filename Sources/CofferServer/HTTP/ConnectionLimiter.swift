@@ -45,7 +45,8 @@ final class ConnectionLimiter: Sendable {
         } else if let warnRefused {
             logger.warning(
                 "refused connections from a client at max_connections_per_address",
-                metadata: ["client": "\(address)", "limit": "\(limit)", "refused": "\(warnRefused)"])
+                metadata: ["client": "\(address)", "limit": "\(limit)", "refused": "\(warnRefused)"]
+            )
         }
         return admitted
     }

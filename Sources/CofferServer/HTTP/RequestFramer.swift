@@ -1,5 +1,5 @@
-import Logging
 import CofferServerCore
+import Logging
 import NIOCore
 
 /// The first handler after the socket (or TLS): frames requests with ``HTTPFraming`` and hands NIO's
@@ -93,7 +93,9 @@ final class RequestFramer: ChannelInboundHandler, RemovableChannelHandler {
             case .head(let head):
                 headerTimer?.cancel()
                 headerTimer = nil
-                pending.append(Pending(originalMethod: head.methodReplaced ? head.method : nil, keepAlive: head.keepAlive))
+                pending.append(
+                    Pending(originalMethod: head.methodReplaced ? head.method : nil, keepAlive: head.keepAlive)
+                )
             case .forward(let range):
                 if let r = run, r.upperBound == range.lowerBound {
                     run = r.lowerBound..<range.upperBound
@@ -115,7 +117,10 @@ final class RequestFramer: ChannelInboundHandler, RemovableChannelHandler {
         if let refusal {
             logger.debug(
                 "refused a malformed request",
-                metadata: ["reason": "\(refusal.reason)", "client": "\(context.channel.remoteAddress?.ipAddress ?? "")"])
+                metadata: [
+                    "reason": "\(refusal.reason)", "client": "\(context.channel.remoteAddress?.ipAddress ?? "")",
+                ]
+            )
             context.fireErrorCaught(FramingRefused(reason: refusal.reason))
         }
     }
@@ -129,7 +134,11 @@ final class RequestFramer: ChannelInboundHandler, RemovableChannelHandler {
     private func startDeadlines(_ context: ChannelHandlerContext) {
         stopDeadlines()
         timing = true
-        headerTimer = schedule(context, in: headerTimeout, "its request head was not complete within http_read_header_timeout")
+        headerTimer = schedule(
+            context,
+            in: headerTimeout,
+            "its request head was not complete within http_read_header_timeout"
+        )
         readTimer = schedule(context, in: readTimeout, "its request was not complete within http_read_timeout")
     }
 
@@ -146,7 +155,9 @@ final class RequestFramer: ChannelInboundHandler, RemovableChannelHandler {
         return context.eventLoop.scheduleTask(in: delay) {
             let (framer, context) = loopBound.value
             framer.logger.debug(
-                "closed a connection: \(why)", metadata: ["client": "\(context.channel.remoteAddress?.ipAddress ?? "")"])
+                "closed a connection: \(why)",
+                metadata: ["client": "\(context.channel.remoteAddress?.ipAddress ?? "")"]
+            )
             framer.stopDeadlines()
             context.close(promise: nil)
         }

@@ -20,7 +20,8 @@ struct CofferHTTPChannel: ServerChildChannel {
         let admitted = limiter.admit(channel)
         return channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.addHandler(
-                RequestFramer(headerTimeout: headerTimeout, readTimeout: readTimeout, logger: self.logger))
+                RequestFramer(headerTimeout: headerTimeout, readTimeout: readTimeout, logger: self.logger)
+            )
         }.flatMap {
             base.setup(channel: channel, logger: logger)
         }.map { value in

@@ -42,19 +42,27 @@ public final class TLSCertificates: Sendable {
     /// not PEM, or the key does not match the certificate.
     public convenience init(listener: ServerConfig.Listener) throws {
         guard let certFile = listener.tlsCertFile, let keyFile = listener.tlsKeyFile else {
-            throw TLSFileError(message: "listener \"tcp\" needs tls_cert_file and tls_key_file unless tls_disable = true")
+            throw TLSFileError(
+                message: "listener \"tcp\" needs tls_cert_file and tls_key_file unless tls_disable = true"
+            )
         }
         var settings = Settings(
-            minimumVersion: Self.version(listener.tlsMinVersion), maximumVersion: Self.version(listener.tlsMaxVersion),
-            cipherSuites: listener.tlsCipherSuites)
+            minimumVersion: Self.version(listener.tlsMinVersion),
+            maximumVersion: Self.version(listener.tlsMaxVersion),
+            cipherSuites: listener.tlsCipherSuites
+        )
         if listener.tlsRequireAndVerifyClientCert, let caFile = listener.tlsClientCAFile {
             let cas: [NIOSSLCertificate]
             do {
                 cas = try NIOSSLCertificate.fromPEMFile(caFile)
             } catch {
-                throw TLSFileError(message: "cannot read the CA certificates from tls_client_ca_file \(caFile): \(error)")
+                throw TLSFileError(
+                    message: "cannot read the CA certificates from tls_client_ca_file \(caFile): \(error)"
+                )
             }
-            guard !cas.isEmpty else { throw TLSFileError(message: "tls_client_ca_file \(caFile) holds no PEM certificate") }
+            guard !cas.isEmpty else {
+                throw TLSFileError(message: "tls_client_ca_file \(caFile) holds no PEM certificate")
+            }
             settings.clientCAs = cas
         }
         try self.init(certFile: certFile, keyFile: keyFile, settings: settings)
@@ -135,7 +143,9 @@ public final class TLSCertificates: Sendable {
         let pair = Pair(chain: chain.map { .certificate($0) }, key: .privateKey(key))
         do {
             // Building a context checks that the key belongs to the leaf certificate.
-            _ = try NIOSSLContext(configuration: .makeServerConfiguration(certificateChain: pair.chain, privateKey: pair.key))
+            _ = try NIOSSLContext(
+                configuration: .makeServerConfiguration(certificateChain: pair.chain, privateKey: pair.key)
+            )
         } catch {
             throw TLSFileError(message: "tls_key_file \(keyFile) does not match the certificate in \(certFile)")
         }

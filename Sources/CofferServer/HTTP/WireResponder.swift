@@ -28,7 +28,11 @@ struct WireResponder: Sendable {
     static let wrapTTL = HTTPField.Name("X-Vault-Wrap-TTL")!
     static let hsts = HTTPField.Name("Strict-Transport-Security")!
 
-    func respond(_ request: HummingbirdCore.Request, _ writer: consuming ResponseWriter, _ channel: any Channel) async throws {
+    func respond(
+        _ request: HummingbirdCore.Request,
+        _ writer: consuming ResponseWriter,
+        _ channel: any Channel
+    ) async throws {
         let started = ContinuousClock.now
         let method = request.method.rawValue
         let target = request.head.path ?? "/"
@@ -59,12 +63,19 @@ struct WireResponder: Sendable {
             let elapsed = (ContinuousClock.now - started).components
             let micros = elapsed.seconds * 1_000_000 + elapsed.attoseconds / 1_000_000_000_000
             logger.debug(
-                "request", metadata: ["method": "\(method)", "path": "\(path)", "status": "\(status)", "us": "\(micros)"])
+                "request",
+                metadata: ["method": "\(method)", "path": "\(path)", "status": "\(status)", "us": "\(micros)"]
+            )
         }
     }
 
     /// Status, body (nil: none) and whether to close the connection afterwards.
-    func answer(_ request: HummingbirdCore.Request, method: String, target: String, channel: any Channel) async -> (Int, [UInt8]?, Bool) {
+    func answer(
+        _ request: HummingbirdCore.Request,
+        method: String,
+        target: String,
+        channel: any Channel
+    ) async -> (Int, [UInt8]?, Bool) {
         guard target.hasPrefix("/v1/") else {
             return (404, Array(#"{"errors":[]}"#.utf8), false)
         }
@@ -110,14 +121,28 @@ struct WireResponder: Sendable {
         if offloadWrites, request.method != .get, request.method != .head, method != "LIST" {
             do {
                 (status, out) = try await NIOThreadPool.singleton.runIfActive { [body, token] in
-                    let result = vault.handleWire(method: method, path: target, token: token, body: body, namespace: namespace, clientAddress: client)
+                    let result = vault.handleWire(
+                        method: method,
+                        path: target,
+                        token: token,
+                        body: body,
+                        namespace: namespace,
+                        clientAddress: client
+                    )
                     return (result.status, result.body)
                 }
             } catch {
                 return Self.error(503, "the server is shutting down")
             }
         } else {
-            let result = vault.handleWire(method: method, path: target, token: token, body: body, namespace: namespace, clientAddress: client)
+            let result = vault.handleWire(
+                method: method,
+                path: target,
+                token: token,
+                body: body,
+                namespace: namespace,
+                clientAddress: client
+            )
             (status, out) = (result.status, result.body)
         }
         return (status, out, false)

@@ -1,6 +1,6 @@
-public import Logging
-public import CofferServerCore
 import CofferCore
+public import CofferServerCore
+public import Logging
 import Synchronization
 
 #if canImport(Glibc)

@@ -1,5 +1,5 @@
-public import Logging
 public import CofferCore
+public import Logging
 
 /// What `cofferd` runs with: read from an HCL file like Vault's (see docs/server.md), then
 /// overridden by environment variables and command-line flags.
@@ -82,31 +82,37 @@ public struct ServerConfig: Sendable, Equatable {
         func validateTLS() throws(TLSConflict) {
             if tlsMinVersion > tlsMaxVersion {
                 throw TLSConflict(
-                    message: "tls_min_version \"\(tlsMinVersion.rawValue)\" is newer than tls_max_version \"\(tlsMaxVersion.rawValue)\"",
-                    keys: ["tls_min_version", "tls_max_version"])
+                    message:
+                        "tls_min_version \"\(tlsMinVersion.rawValue)\" is newer than tls_max_version \"\(tlsMaxVersion.rawValue)\"",
+                    keys: ["tls_min_version", "tls_max_version"]
+                )
             }
             if let suites = tlsCipherSuites, suites.isEmpty, tlsMinVersion < .tls13 {
                 throw TLSConflict(
                     message: "tls_cipher_suites names only TLS 1.3 suites, so no TLS 1.2 client could connect; "
                         + "name TLS 1.2 suites too, or set tls_min_version = \"tls13\"",
-                    keys: ["tls_cipher_suites", "tls_min_version"])
+                    keys: ["tls_cipher_suites", "tls_min_version"]
+                )
             }
             if tlsRequireAndVerifyClientCert && tlsDisableClientCerts {
                 throw TLSConflict(
                     message: "tls_require_and_verify_client_cert and tls_disable_client_certs cannot both be true",
-                    keys: ["tls_require_and_verify_client_cert", "tls_disable_client_certs"])
+                    keys: ["tls_require_and_verify_client_cert", "tls_disable_client_certs"]
+                )
             }
             if tlsRequireAndVerifyClientCert && (tlsClientCAFile ?? "").isEmpty {
                 throw TLSConflict(
                     message: "tls_require_and_verify_client_cert = true needs tls_client_ca_file, the CA certificates "
                         + "that client certificates must chain to",
-                    keys: ["tls_require_and_verify_client_cert", "tls_client_ca_file"])
+                    keys: ["tls_require_and_verify_client_cert", "tls_client_ca_file"]
+                )
             }
             if tlsClientCAFile != nil && !tlsRequireAndVerifyClientCert {
                 throw TLSConflict(
                     message: "tls_client_ca_file is used only with tls_require_and_verify_client_cert = true "
                         + "(Coffer has no cert auth method that would read client certificates otherwise)",
-                    keys: ["tls_client_ca_file", "tls_require_and_verify_client_cert"])
+                    keys: ["tls_client_ca_file", "tls_require_and_verify_client_cert"]
+                )
             }
         }
     }
@@ -156,7 +162,10 @@ extension ServerConfig {
         for item in items {
             let (name, location) = item.keys[0]
             if let first = seen[name] {
-                throw ConfigError("\"\(name)\" is given twice (first at line \(first)); Coffer supports one", line: location.line)
+                throw ConfigError(
+                    "\"\(name)\" is given twice (first at line \(first)); Coffer supports one",
+                    line: location.line
+                )
             }
             seen[name] = location.line
             switch name {
@@ -179,7 +188,10 @@ extension ServerConfig {
                     if let entry = body.first { throw unknown(entry, in: "storage \"\(type)\"", allowed: []) }
                     config.storage = .memory
                 default:
-                    throw ConfigError("unknown storage type \"\(type)\"; Coffer has \"sqlite\" and \"memory\"", line: location.line)
+                    throw ConfigError(
+                        "unknown storage type \"\(type)\"; Coffer has \"sqlite\" and \"memory\"",
+                        line: location.line
+                    )
                 }
             case "listener":
                 let (type, body) = try block(item, labels: 1)
@@ -208,7 +220,10 @@ extension ServerConfig {
                     config.seal = "pkcs11"
                     config.pkcs11Seal = .object(fields)
                 default:
-                    throw ConfigError("unknown seal type \"\(type)\"; Coffer has \"shamir\" and \"pkcs11\"", line: location.line)
+                    throw ConfigError(
+                        "unknown seal type \"\(type)\"; Coffer has \"shamir\" and \"pkcs11\"",
+                        line: location.line
+                    )
                 }
             case "api_addr":
                 config.apiAddr = try string(item)
@@ -220,8 +235,10 @@ extension ServerConfig {
                 _ = try bool(item)  // accepted for Vault configs; Coffer never swaps secrets out (see docs/server.md)
             default:
                 throw unknown(
-                    item, in: "the configuration",
-                    allowed: ["storage", "listener", "seal", "api_addr", "log_level", "log_format", "disable_mlock"])
+                    item,
+                    in: "the configuration",
+                    allowed: ["storage", "listener", "seal", "api_addr", "log_level", "log_format", "disable_mlock"]
+                )
             }
         }
         return config
@@ -239,7 +256,10 @@ extension ServerConfig {
         for entry in body {
             let name = try key(entry)
             if let first = lines[name] {
-                throw ConfigError("\"\(name)\" is given twice in listener \"tcp\" (first at line \(first))", line: entry.keys[0].location.line)
+                throw ConfigError(
+                    "\"\(name)\" is given twice in listener \"tcp\" (first at line \(first))",
+                    line: entry.keys[0].location.line
+                )
             }
             lines[name] = entry.keys[0].location.line
             switch name {
@@ -280,7 +300,8 @@ extension ServerConfig {
         guard case .string(let text) = item.value.kind, let version = TLSVersion(rawValue: text) else {
             throw ConfigError(
                 "\"\(item.keys[0].name)\" must be one of \"tls10\", \"tls11\", \"tls12\", \"tls13\"",
-                line: item.value.location.line)
+                line: item.value.location.line
+            )
         }
         return version
     }
@@ -321,7 +342,8 @@ extension ServerConfig {
         _ = try listener.hostAndPort()
         if !listener.tlsDisable && (listener.tlsCertFile == nil || listener.tlsKeyFile == nil) {
             throw ConfigError(
-                "listener \"tcp\" serves TLS unless tls_disable = true, so it needs tls_cert_file and tls_key_file")
+                "listener \"tcp\" serves TLS unless tls_disable = true, so it needs tls_cert_file and tls_key_file"
+            )
         }
         do {
             try listener.validateTLS()
@@ -364,12 +386,17 @@ extension ServerConfig {
 
     static func unknown(_ item: HCLItem, in place: String, allowed: [String]) -> ConfigError {
         let list = allowed.isEmpty ? "it takes no settings" : "known: " + allowed.joined(separator: ", ")
-        return ConfigError("unknown key \"\(item.keys[0].name)\" in \(place) (\(list))", line: item.keys[0].location.line)
+        return ConfigError(
+            "unknown key \"\(item.keys[0].name)\" in \(place) (\(list))",
+            line: item.keys[0].location.line
+        )
     }
 
     static func mistyped(_ item: HCLItem, _ expected: String) -> ConfigError {
         ConfigError(
-            "\"\(item.keys[0].name)\" must be \(expected), not \(item.value.typeName)", line: item.value.location.line)
+            "\"\(item.keys[0].name)\" must be \(expected), not \(item.value.typeName)",
+            line: item.value.location.line
+        )
     }
 
     static func string(_ item: HCLItem) throws(ConfigError) -> String {
@@ -406,7 +433,9 @@ extension ServerConfig {
             if let v = VaultDuration.parse(n), v > 0 {
                 guard v <= maxTimeoutSeconds else {
                     throw ConfigError(
-                        "\"\(item.keys[0].name)\" must be at most 8760h (a year)", line: item.value.location.line)
+                        "\"\(item.keys[0].name)\" must be at most 8760h (a year)",
+                        line: item.value.location.line
+                    )
                 }
                 return v
             }

@@ -34,7 +34,9 @@ extension ServerConfig {
 
         /// TLS 1.3 suites: accepted in the list as Vault does, but always all enabled (neither Go nor
         /// BoringSSL lets them be chosen), so they change nothing.
-        public static let tls13: Set<String> = ["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"]
+        public static let tls13: Set<String> = [
+            "TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256",
+        ]
 
         /// Suites Go knows (as insecure) that the TLS library does not offer at all.
         public static let withdrawn: Set<String> = [
@@ -50,7 +52,9 @@ extension ServerConfig {
             for part in text.split(separator: ",", omittingEmptySubsequences: false) {
                 let name = part.trimmingWhitespace()
                 if name.isEmpty {
-                    return .failure(ConfigError("tls_cipher_suites has an empty entry; write names separated by commas"))
+                    return .failure(
+                        ConfigError("tls_cipher_suites has an empty entry; write names separated by commas")
+                    )
                 }
                 sawAny = true
                 if let code = supported[name] {
@@ -62,12 +66,16 @@ extension ServerConfig {
                         ConfigError(
                             "tls_cipher_suites: \"\(name)\" is not offered by Coffer's TLS library (no RC4, 3DES or "
                                 + "CBC-SHA256 suite is); supported: "
-                                + supported.keys.filter { !$0.hasSuffix("POLY1305") }.sorted().joined(separator: ", ")))
+                                + supported.keys.filter { !$0.hasSuffix("POLY1305") }.sorted().joined(separator: ", ")
+                        )
+                    )
                 } else {
                     return .failure(
                         ConfigError(
                             "tls_cipher_suites: \"\(name)\" is not a TLS cipher suite name; use IANA names such as "
-                                + "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, separated by commas"))
+                                + "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, separated by commas"
+                        )
+                    )
                 }
             }
             if !sawAny { return .failure(ConfigError("tls_cipher_suites names no cipher suite")) }

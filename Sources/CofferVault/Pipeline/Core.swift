@@ -1,6 +1,6 @@
+package import CofferAudit
 public import CofferCore
 package import CofferFramework
-package import CofferAudit
 import Synchronization
 
 /// What `initialize` hands back exactly once: the unseal (or recovery) shares and the root token.
@@ -18,7 +18,10 @@ public struct InitResult: Sendable {
         let hex = JSONValue.array(hexKeys.map { .string($0) })
         let b64 = JSONValue.array(base64Keys.map { .string($0) })
         if recovery {
-            return ["keys": [], "keys_base64": [], "recovery_keys": hex, "recovery_keys_base64": b64, "root_token": .string(rootToken)]
+            return [
+                "keys": [], "keys_base64": [], "recovery_keys": hex, "recovery_keys_base64": b64,
+                "root_token": .string(rootToken),
+            ]
         }
         return ["keys": hex, "keys_base64": b64, "root_token": .string(rootToken)]
     }
@@ -37,7 +40,14 @@ public struct SealStatus: Sendable, Equatable {
     public var recoverySeal: Bool
 
     package init(
-        type: String, initialized: Bool, sealed: Bool, threshold: Int, shares: Int, progress: Int, nonce: String, storageType: String,
+        type: String,
+        initialized: Bool,
+        sealed: Bool,
+        threshold: Int,
+        shares: Int,
+        progress: Int,
+        nonce: String,
+        storageType: String,
         recoverySeal: Bool
     ) {
         self.type = type
@@ -55,7 +65,8 @@ public struct SealStatus: Sendable, Equatable {
     public var json: JSONValue {
         var body: [String: JSONValue] = [
             "type": .string(type), "initialized": .bool(initialized), "sealed": .bool(sealed), "t": .int(threshold),
-            "n": .int(shares), "progress": .int(progress), "nonce": .string(nonce), "version": .string(CofferVersion.versionString),
+            "n": .int(shares), "progress": .int(progress), "nonce": .string(nonce),
+            "version": .string(CofferVersion.versionString),
             "migration": false, "recovery_seal": .bool(recoverySeal), "storage_type": .string(storageType),
         ]
         if !sealed {
@@ -115,8 +126,12 @@ package final class Core: Sendable {
     /// Opens a core over `storage`. It starts sealed; if `storage` holds no Coffer yet, call
     /// `initialize`; with an auto-unseal seal, call `autoUnseal()` to unseal through the seal.
     package init(
-        storage: any PhysicalBackend, seal: any Seal = ShamirSeal(), engines: EngineRegistry,
-        authMethods: EngineRegistry = EngineRegistry(), clock: any WallClock = SystemClock(), limits: Limits = Limits(),
+        storage: any PhysicalBackend,
+        seal: any Seal = ShamirSeal(),
+        engines: EngineRegistry,
+        authMethods: EngineRegistry = EngineRegistry(),
+        clock: any WallClock = SystemClock(),
+        limits: Limits = Limits(),
         auditDevices: [AuditDeviceConfig] = []
     ) throws(CofferError) {
         self.declaredAuditDevices = auditDevices
@@ -132,7 +147,8 @@ package final class Core: Sendable {
         self.audit = AuditBroker(barrier: barrier)
         if let config = try storedSealConfig(), config.type != seal.type {
             throw CofferError.invalid(
-                "this storage is sealed by a \(config.type) seal but Coffer was opened with a \(seal.type) seal; migrate the seal first")
+                "this storage is sealed by a \(config.type) seal but Coffer was opened with a \(seal.type) seal; migrate the seal first"
+            )
         }
         builtins.withLock { $0 = (SystemBackend(core: self), TokenBackend(core: self)) }
         // A revoked token's cubbyhole goes with it, as in Vault.
@@ -164,9 +180,16 @@ package final class Core: Sendable {
         let config = try storedSealConfig()
         let (count, nonce) = progress.withLock { ($0.parts.count, $0.nonce) }
         return SealStatus(
-            type: seal.type, initialized: config != nil, sealed: barrier.isSealed, threshold: config?.threshold ?? 0,
-            shares: config?.shares ?? 0, progress: count, nonce: nonce, storageType: barrier.physical.typeName,
-            recoverySeal: seal.isAutoUnseal)
+            type: seal.type,
+            initialized: config != nil,
+            sealed: barrier.isSealed,
+            threshold: config?.threshold ?? 0,
+            shares: config?.shares ?? 0,
+            progress: count,
+            nonce: nonce,
+            storageType: barrier.physical.typeName,
+            recoverySeal: seal.isAutoUnseal
+        )
     }
 
     /// Creates the vault: a root key, the keyring, the unseal shares and a root token. Returns the
@@ -178,7 +201,10 @@ package final class Core: Sendable {
             }
             // Refuse to initialise over data that is not ours (a half-written init, a foreign file).
             guard try barrier.physical.list(prefix: "").isEmpty else {
-                throw CofferError(.corruptDatabase, "storage is not empty but holds no seal configuration; refusing to initialise over it")
+                throw CofferError(
+                    .corruptDatabase,
+                    "storage is not empty but holds no seal configuration; refusing to initialise over it"
+                )
             }
             // With an auto-unseal seal the shares are recovery shares: their key authorises rekey
             // and root-token generation, and is stored (seal-wrapped) to check them against.
@@ -190,13 +216,19 @@ package final class Core: Sendable {
             try barrier.initialize(rootKey: rootKey, now: clock.now())
             try barrier.physical.put(ShamirSeal.rootKeyPath, wrapped)
             if seal.isAutoUnseal {
-                try barrier.physical.put(RecoveryKey.path, try barrier.sealedEntry(RecoveryKey.path, secret: unsealKey, wrappingWith: seal))
+                try barrier.physical.put(
+                    RecoveryKey.path,
+                    try barrier.sealedEntry(RecoveryKey.path, secret: unsealKey, wrappingWith: seal)
+                )
             }
             try postUnseal()
             try loadMounts()
             let token = try createRootToken()
             // Written last: until it exists the vault counts as uninitialised.
-            try barrier.physical.put(SealConfig.path, SealConfig(for: seal, shares: shares, threshold: threshold, parts: parts).json.serialized())
+            try barrier.physical.put(
+                SealConfig.path,
+                SealConfig(for: seal, shares: shares, threshold: threshold, parts: parts).json.serialized()
+            )
             return InitResult(keys: parts, rootToken: token, recovery: seal.isAutoUnseal)
         }
     }
@@ -215,15 +247,20 @@ package final class Core: Sendable {
             guard !seal.isAutoUnseal else {
                 throw CofferError.invalid(
                     "this vault unseals itself through its \(seal.type) seal; recovery keys do not unseal it. "
-                        + "Call autoUnseal() (or sys/unseal with no key) to retry")
+                        + "Call autoUnseal() (or sys/unseal with no key) to retry"
+                )
             }
             let share = SecureBytes(key)
             guard share.count == 33 else {
-                throw CofferError.invalid("unseal key is \(share.count) bytes; a Coffer unseal key is 33 bytes (66 hex digits)")
+                throw CofferError.invalid(
+                    "unseal key is \(share.count) bytes; a Coffer unseal key is 33 bytes (66 hex digits)"
+                )
             }
             let check = SealConfig.check(share)
             guard config.shareChecks.contains(where: { ConstantTime.equals(Array($0.utf8), Array(check.utf8)) }) else {
-                throw CofferError.invalid("this unseal key is not one of the current unseal keys; progress is unchanged")
+                throw CofferError.invalid(
+                    "this unseal key is not one of the current unseal keys; progress is unchanged"
+                )
             }
             let parts: [SecureBytes]? = try progress.withLock { (p) throws(CofferError) -> [SecureBytes]? in
                 if p.parts.contains(where: { $0.constantTimeEquals(share) }) {
@@ -249,7 +286,9 @@ package final class Core: Sendable {
             guard try storedSealConfig() != nil else { throw CofferError(.notInitialized, "Vault is not initialized") }
             guard barrier.isSealed else { return }
             guard seal.isAutoUnseal else {
-                throw CofferError.invalid("this vault is sealed by a \(seal.type) seal and needs unseal keys; it cannot unseal itself")
+                throw CofferError.invalid(
+                    "this vault is sealed by a \(seal.type) seal and needs unseal keys; it cannot unseal itself"
+                )
             }
             try unsealWith(unsealKey: nil)
         }
@@ -260,8 +299,20 @@ package final class Core: Sendable {
         let now = clock.now()
         return try tokens.create { hash, accessor in
             TokenEntry(
-                idHash: hash, accessor: accessor, parentHash: "", policies: ["root"], meta: [:], displayName: "root",
-                path: "auth/token/root", now: now, ttl: 0, explicitMaxTTL: 0, numUses: 0, period: 0, renewable: false)
+                idHash: hash,
+                accessor: accessor,
+                parentHash: "",
+                policies: ["root"],
+                meta: [:],
+                displayName: "root",
+                path: "auth/token/root",
+                now: now,
+                ttl: 0,
+                explicitMaxTTL: 0,
+                numUses: 0,
+                period: 0,
+                renewable: false
+            )
         }.0
     }
 
@@ -294,7 +345,10 @@ package final class Core: Sendable {
                 do throws(CofferError) {
                     try audit.enable(device)
                 } catch {
-                    throw CofferError(error.code, "the configured audit device \(device.path) cannot be enabled: \(error.message)")
+                    throw CofferError(
+                        error.code,
+                        "the configured audit device \(device.path) cannot be enabled: \(error.message)"
+                    )
                 }
             }
         } catch {
@@ -333,7 +387,9 @@ package final class Core: Sendable {
         // Data built in Swift (JSON input is limited by its parser) must not nest past what the code that
         // walks it recursively (audit hashing, storage, engines) and a later parse of what is stored allow.
         if JSONValue.nestingExceeds(JSONValue.maximumDepth, members: request.data) {
-            throw CofferError.invalid("request data nests arrays and objects more than \(JSONValue.maximumDepth) levels deep")
+            throw CofferError.invalid(
+                "request data nests arrays and objects more than \(JSONValue.maximumDepth) levels deep"
+            )
         }
         let table = routeTable
         guard let (mount, relative) = table.route(request.path) else {
@@ -352,7 +408,9 @@ package final class Core: Sendable {
         }
         if barrier.isSealed {
             // Sealing a sealed vault is a no-op that succeeds, as in OpenBao (no token can be checked).
-            if request.path == "sys/seal" && (request.operation == .update || request.operation == .create) { return .noContent }
+            if request.path == "sys/seal" && (request.operation == .update || request.operation == .create) {
+                return .noContent
+            }
             throw CofferError.sealedError
         }
         // Coffer has only the root namespace: any other is "not found", as OpenBao answers for a missing one
@@ -374,7 +432,8 @@ package final class Core: Sendable {
         // Vault's existence check: a write to a path its backend says does not exist yet is a
         // `create`. Before the audit record, so the record shows the operation the ACL decides on; a
         // check that fails decides nothing (the backend meets the same failure, audited).
-        if request.operation == .update, let exists = try? mount.backend.exists(existenceRequest(request, mount, relative, caller, now)),
+        if request.operation == .update,
+            let exists = try? mount.backend.exists(existenceRequest(request, mount, relative, caller, now)),
             !exists
         {
             request.operation = .create
@@ -393,12 +452,24 @@ package final class Core: Sendable {
     /// Runs the backend. An auth method's login answer (an `auth` block without a token) becomes a
     /// token here, as Vault's router does.
     func dispatch(
-        _ request: Request, to mount: RoutedMount, _ relative: String, caller: TokenEntry?, now: Timestamp
+        _ request: Request,
+        to mount: RoutedMount,
+        _ relative: String,
+        caller: TokenEntry?,
+        now: Timestamp
     ) throws(CofferError) -> Response {
         let backendRequest = BackendRequest(
-            operation: request.operation, path: relative, fields: FieldData(request.data, rawBytes: request.rawBytes, rawResults: request.rawResults),
-            storage: mount.storage, mount: mount.entry, now: now, caller: caller?.caller, token: request.token,
-            requestID: request.id, clientAddress: request.clientAddress)
+            operation: request.operation,
+            path: relative,
+            fields: FieldData(request.data, rawBytes: request.rawBytes, rawResults: request.rawResults),
+            storage: mount.storage,
+            mount: mount.entry,
+            now: now,
+            caller: caller?.caller,
+            token: request.token,
+            requestID: request.id,
+            clientAddress: request.clientAddress
+        )
         var response = try mount.backend.handle(backendRequest)
         response.mountType = mount.entry.type
         if mount.kind == .auth, let auth = response.auth, auth.clientToken.isEmpty {
@@ -407,18 +478,32 @@ package final class Core: Sendable {
         return response
     }
 
-    func existenceRequest(_ request: Request, _ mount: RoutedMount, _ relative: String, _ caller: TokenEntry, _ now: Timestamp)
+    func existenceRequest(
+        _ request: Request,
+        _ mount: RoutedMount,
+        _ relative: String,
+        _ caller: TokenEntry,
+        _ now: Timestamp
+    )
         -> ExistenceRequest
     {
         ExistenceRequest(
-            path: relative, fields: FieldData(request.data, rawBytes: request.rawBytes), storage: mount.storage.reader,
-            mount: mount.entry, now: now, caller: caller.caller)
+            path: relative,
+            fields: FieldData(request.data, rawBytes: request.rawBytes),
+            storage: mount.storage.reader,
+            mount: mount.entry,
+            now: now,
+            caller: caller.caller
+        )
     }
 
     /// Records the request, runs `body`, records the response. If no audit device records the request,
     /// `body` never runs.
     func audited(
-        _ request: Request, caller: TokenEntry?, now: Timestamp, _ body: (Request) throws(CofferError) -> Response
+        _ request: Request,
+        caller: TokenEntry?,
+        now: Timestamp,
+        _ body: (Request) throws(CofferError) -> Response
     ) throws(CofferError) -> Response {
         let devices = audit.current
         guard !devices.isEmpty else { return try body(request) }
@@ -456,7 +541,11 @@ package final class Core: Sendable {
     package func authorize(_ caller: TokenEntry, _ request: Request, requireSudo: Bool = false) throws(CofferError) {
         if caller.isRoot { return }
         let acl = try policies.acl(for: caller.policies)
-        let decision = acl.allowOperation(PolicyOperation(request.operation), path: request.path, lazyData: { request.parameters })
+        let decision = acl.allowOperation(
+            PolicyOperation(request.operation),
+            path: request.path,
+            lazyData: { request.parameters }
+        )
         guard decision.allowed, !requireSudo || decision.rootPrivileges else {
             throw CofferError.permissionDeniedError
         }

@@ -1,6 +1,6 @@
-package import CofferFramework
 package import CofferAudit
 package import CofferCore
+package import CofferFramework
 
 /// Every cache above storage is invalidated from storage's change feed, so a change made beneath
 /// this core (another `Core` over the same storage, a replica applying its log, a restore) is seen
@@ -17,7 +17,9 @@ extension Core {
         var tablesChanged = false
         for key in keys {
             if key.utf8.starts(with: TokenStore.idPrefix.utf8) {
-                tokens.invalidate(hash: String(decoding: key.utf8.dropFirst(TokenStore.idPrefix.utf8.count), as: UTF8.self))
+                tokens.invalidate(
+                    hash: String(decoding: key.utf8.dropFirst(TokenStore.idPrefix.utf8.count), as: UTF8.self)
+                )
             } else if key.utf8.starts(with: PolicyStore.prefix.utf8) {
                 policies.invalidate(String(decoding: key.utf8.dropFirst(PolicyStore.prefix.utf8.count), as: UTF8.self))
             } else if key == MountKind.secret.storagePath || key == MountKind.auth.storagePath {
@@ -37,8 +39,12 @@ extension Core {
         guard let table = routes.withLock({ $0 }),
             let secrets = try? storedEntries(.secret), let auth = try? storedEntries(.auth)
         else { return }
-        let routed = { (kind: MountKind) in table.mounts.filter { $0.kind == kind }.map(\.entry).sorted { $0.uuid < $1.uuid } }
-        guard routed(.secret) != secrets.sorted(by: { $0.uuid < $1.uuid }) || routed(.auth) != auth.sorted(by: { $0.uuid < $1.uuid })
+        let routed = { (kind: MountKind) in
+            table.mounts.filter { $0.kind == kind }.map(\.entry).sorted { $0.uuid < $1.uuid }
+        }
+        guard
+            routed(.secret) != secrets.sorted(by: { $0.uuid < $1.uuid })
+                || routed(.auth) != auth.sorted(by: { $0.uuid < $1.uuid })
         else { return }
         if let rebuilt = try? buildTable(secrets: secrets, auth: auth) {
             routes.withLock { $0 = rebuilt }

@@ -28,14 +28,35 @@ extension Core {
 
     private func systemOnly() -> [RoutedMount] {
         guard let system = builtins.withLock({ $0.system }) else { return [] }
-        return [RoutedMount(kind: .builtin, entry: Core.systemEntry, backend: system, storage: StorageView(barrier: barrier, prefix: "sys/"))]
+        return [
+            RoutedMount(
+                kind: .builtin,
+                entry: Core.systemEntry,
+                backend: system,
+                storage: StorageView(barrier: barrier, prefix: "sys/")
+            )
+        ]
     }
 
     static let systemEntry = MountEntry.builtin(
-        path: "sys/", type: "system", description: "system endpoints used for control, policy and debugging", id: 1)
-    static let tokenEntry = MountEntry.builtin(path: "token/", type: "token", description: "token based credentials", id: 2)
+        path: "sys/",
+        type: "system",
+        description: "system endpoints used for control, policy and debugging",
+        id: 1
+    )
+    static let tokenEntry = MountEntry.builtin(
+        path: "token/",
+        type: "token",
+        description: "token based credentials",
+        id: 2
+    )
     static let cubbyholeEntry = MountEntry.builtin(
-        path: "cubbyhole/", type: "cubbyhole", description: "per-token private secret storage", id: 3, local: true)
+        path: "cubbyhole/",
+        type: "cubbyhole",
+        description: "per-token private secret storage",
+        id: 3,
+        local: true
+    )
 
     /// Where the cubbyhole keeps each token's folder (`<token hash>/`).
     static let cubbyholePrefix = "logical/\(cubbyholeEntry.uuid)/"
@@ -45,16 +66,27 @@ extension Core {
         var mounts = systemOnly()
         if let token = builtins.withLock({ $0.token }) {
             mounts.append(
-                RoutedMount(kind: .builtin, routePrefix: "auth/", entry: Core.tokenEntry, backend: token,
-                    storage: StorageView(barrier: barrier, prefix: TokenStore.prefix)))
+                RoutedMount(
+                    kind: .builtin,
+                    routePrefix: "auth/",
+                    entry: Core.tokenEntry,
+                    backend: token,
+                    storage: StorageView(barrier: barrier, prefix: TokenStore.prefix)
+                )
+            )
         }
         if engines.types.contains("cubbyhole") {
             let existing = routes.withLock { $0 }?.mounts.first { $0.entry.uuid == Core.cubbyholeEntry.uuid }?.backend
             let backend: any Backend
             if let existing { backend = existing } else { backend = try engines.make(Core.cubbyholeEntry) }
             mounts.append(
-                RoutedMount(kind: .builtin, entry: Core.cubbyholeEntry, backend: backend,
-                    storage: StorageView(barrier: barrier, prefix: Core.cubbyholePrefix)))
+                RoutedMount(
+                    kind: .builtin,
+                    entry: Core.cubbyholeEntry,
+                    backend: backend,
+                    storage: StorageView(barrier: barrier, prefix: Core.cubbyholePrefix)
+                )
+            )
         }
         return mounts
     }
@@ -62,7 +94,8 @@ extension Core {
     /// Deletes the cubbyhole folder of the token filed under `hash` (best effort: a folder left by a
     /// failed delete is unreachable, since no token has that hash any more).
     func dropCubbyhole(of hash: String) {
-        guard let keys = try? barrier.physical.listRecursive(prefix: Core.cubbyholePrefix + hash + "/"), !keys.isEmpty else { return }
+        guard let keys = try? barrier.physical.listRecursive(prefix: Core.cubbyholePrefix + hash + "/"), !keys.isEmpty
+        else { return }
         try? barrier.physical.batch(keys.map { .delete(key: $0) })
     }
 
@@ -102,9 +135,17 @@ extension Core {
                 }
                 mounts.append(
                     RoutedMount(
-                        kind: kind, routePrefix: kind.routePrefix, entry: entry, backend: backend,
+                        kind: kind,
+                        routePrefix: kind.routePrefix,
+                        entry: entry,
+                        backend: backend,
                         storage: StorageView(
-                            barrier: barrier, prefix: "\(kind.dataPrefix)\(entry.uuid)/", sealWrapped: backend.specialPaths.sealWrapStorage)))
+                            barrier: barrier,
+                            prefix: "\(kind.dataPrefix)\(entry.uuid)/",
+                            sealWrapped: backend.specialPaths.sealWrapStorage
+                        )
+                    )
+                )
             }
         }
         return RouteTable(mounts)
@@ -153,12 +194,15 @@ extension Core {
             }
         } else {
             guard entryPath != "token/" else { throw CofferError.invalid("path is already in use at auth/token/") }
-            guard entry.type != "token" else { throw CofferError.invalid("token credential backend cannot be instantiated") }
+            guard entry.type != "token" else {
+                throw CofferError.invalid("token credential backend cannot be instantiated")
+            }
         }
         let registry = kind == .auth ? authMethods : engines
         guard registry.types.contains(entry.type), entry.type != "cubbyhole" else {
             throw CofferError.invalid(
-                "unknown \(kind.name) type \"\(entry.type)\"; available: \(registry.types.filter { $0 != "cubbyhole" }.joined(separator: ", "))")
+                "unknown \(kind.name) type \"\(entry.type)\"; available: \(registry.types.filter { $0 != "cubbyhole" }.joined(separator: ", "))"
+            )
         }
         try lifecycle.withLock { (_) throws(CofferError) in
             let current = try mounts(kind)
@@ -182,7 +226,11 @@ extension Core {
     }
 
     /// Replaces a mount's tunables.
-    func tune(_ path: String, kind: MountKind = .secret, _ change: (inout MountEntry) throws(CofferError) -> Void) throws(CofferError) {
+    func tune(
+        _ path: String,
+        kind: MountKind = .secret,
+        _ change: (inout MountEntry) throws(CofferError) -> Void
+    ) throws(CofferError) {
         let point = try Core.mountPoint(path)
         try lifecycle.withLock { (_) throws(CofferError) in
             var current = try mounts(kind)
@@ -202,11 +250,14 @@ extension Core {
         var source = try Core.mountPoint(from)
         var target = try Core.mountPoint(to)
         let kind: MountKind = source.hasPrefix("auth/") ? .auth : .secret
-        guard source != "auth/token/", kind == .auth || !RouteTable.reserved.contains(where: { source.hasPrefix($0) }) else {
+        guard source != "auth/token/", kind == .auth || !RouteTable.reserved.contains(where: { source.hasPrefix($0) })
+        else {
             throw CofferError.invalid("cannot remount \"\(source)\"")
         }
         if kind == .auth {
-            guard target.hasPrefix("auth/") else { throw CofferError.invalid("cannot remount auth mount to non-auth mount \"\(target)\"") }
+            guard target.hasPrefix("auth/") else {
+                throw CofferError.invalid("cannot remount auth mount to non-auth mount \"\(target)\"")
+            }
             source = String(source.dropFirst("auth/".count))
             target = String(target.dropFirst("auth/".count))
         }
@@ -217,7 +268,11 @@ extension Core {
         guard !reserved.contains(where: { target.hasPrefix($0) }), !target.isEmpty else {
             throw CofferError.invalid("cannot remount to destination \(kind.routePrefix)\(target)")
         }
-        let migration = RemountMigration(id: Random.uuid(), source: kind.routePrefix + source, target: kind.routePrefix + target)
+        let migration = RemountMigration(
+            id: Random.uuid(),
+            source: kind.routePrefix + source,
+            target: kind.routePrefix + target
+        )
         try lifecycle.withLock { (_) throws(CofferError) in
             var current = try mounts(kind)
             guard let index = current.firstIndex(where: { $0.path == source }) else {
@@ -232,7 +287,9 @@ extension Core {
         }
         remountMigrations.withLock { history in
             history.append(migration)
-            if history.count > Core.remountHistoryLimit { history.removeFirst(history.count - Core.remountHistoryLimit) }
+            if history.count > Core.remountHistoryLimit {
+                history.removeFirst(history.count - Core.remountHistoryLimit)
+            }
         }
         return migration
     }

@@ -75,7 +75,9 @@ package enum PathRules {
         }
         guard !path.isEmpty else { throw CofferError.invalid("empty path") }
         for byte in path.utf8 where byte < 0x20 || byte == 0x7F {
-            throw CofferError.invalid("path contains a control character (U+\(String(byte, radix: 16, uppercase: true)))")
+            throw CofferError.invalid(
+                "path contains a control character (U+\(String(byte, radix: 16, uppercase: true)))"
+            )
         }
         // Segments: none empty except a trailing one, none "." or "..".
         var length = 0
@@ -83,7 +85,8 @@ package enum PathRules {
         func checkSegment() throws(CofferError) {
             if onlyDots && (length == 1 || length == 2) {
                 throw CofferError.invalid(
-                    "path '\(path)' has a '\(String(repeating: ".", count: length))' segment; relative segments are not allowed")
+                    "path '\(path)' has a '\(String(repeating: ".", count: length))' segment; relative segments are not allowed"
+                )
             }
         }
         for byte in path.utf8 {

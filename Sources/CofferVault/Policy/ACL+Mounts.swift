@@ -1,6 +1,7 @@
+package import CofferAudit
 package import CofferCore
 package import CofferFramework
-package import CofferAudit
+
 extension ACL {
     /// True if any rule grants something (not only deny) on a path at or under `mountPath`, or on a
     /// glob that covers it. Vault uses this to decide whether a token may learn that a mount exists.

@@ -1,6 +1,6 @@
+package import CofferAudit
 package import CofferCore
 package import CofferFramework
-package import CofferAudit
 import Synchronization
 
 /// ACL policies kept in the barrier, parsed once and compiled into ACLs cached per policy set.

@@ -1,7 +1,8 @@
+package import CofferAudit
 /// A root-token generation in progress.
 package import CofferCore
 package import CofferFramework
-package import CofferAudit
+
 package struct GenerateRootState: ShareQuorum {
     package let nonce: String
     /// How the new token is handed out: XORed with a one-time pad as long as a token, or encrypted
@@ -31,7 +32,9 @@ extension Core {
     /// key as Vault does (`base64 -d | gpg -d` gives the token).
     func handleGenerateRoot(_ request: Request) throws(CofferError) -> Response {
         guard !barrier.isSealed else { throw CofferError.sealedError }
-        guard let config = try storedSealConfig() else { throw CofferError(.notInitialized, "Vault is not initialized") }
+        guard let config = try storedSealConfig() else {
+            throw CofferError(.notInitialized, "Vault is not initialized")
+        }
         // Vault answers sys/generate-root unwrapped; OpenBao's sys/generate-root-token in the envelope.
         let enveloped = request.path.hasPrefix("sys/generate-root-token/")
         let path = request.path.replacingPrefix("sys/generate-root-token/", with: "sys/generate-root/")
@@ -43,19 +46,25 @@ extension Core {
         case ("sys/generate-root/attempt", .update), ("sys/generate-root/attempt", .create):
             let pgpKey = try data.string("pgp_key") ?? ""
             let given = try data.string("otp") ?? ""
-            guard pgpKey.isEmpty || given.isEmpty else { throw CofferError.invalid("only one of otp and pgp_key may be given") }
-            guard generateRoot.withLock({ $0 == nil }) else { throw CofferError.invalid("root generation already in progress") }
+            guard pgpKey.isEmpty || given.isEmpty else {
+                throw CofferError.invalid("only one of otp and pgp_key may be given")
+            }
+            guard generateRoot.withLock({ $0 == nil }) else {
+                throw CofferError.invalid("root generation already in progress")
+            }
             var generated = false
             let encoding: GenerateRootState.Encoding
             if !pgpKey.isEmpty {
                 do {
                     encoding = .pgp(try OpenPGP.recipient(fromText: pgpKey, now: clock.now().seconds))
-                } catch where error.code == .invalidArgument {
+                } catch  where error.code == .invalidArgument {
                     throw CofferError.invalid("pgp_key \(error.message)")
                 }
             } else if !given.isEmpty {
                 guard given.utf8.count == Core.rootTokenLength else {
-                    throw CofferError.invalid("the otp must be \(Core.rootTokenLength) characters long (otp_length), got \(given.utf8.count)")
+                    throw CofferError.invalid(
+                        "the otp must be \(Core.rootTokenLength) characters long (otp_length), got \(given.utf8.count)"
+                    )
                 }
                 encoding = .otp(SecureBytes(Array(given.utf8)))
             } else {
@@ -76,7 +85,9 @@ extension Core {
             generateRoot.withLock { $0 = nil }
             return .noContent
         case ("sys/generate-root/update", .update), ("sys/generate-root/update", .create):
-            guard let nonce = try data.string("nonce"), !nonce.isEmpty else { throw CofferError.invalid("nonce is required") }
+            guard let nonce = try data.string("nonce"), !nonce.isEmpty else {
+                throw CofferError.invalid("nonce is required")
+            }
             guard let text = try data.string("key"), let key = Hex.decode(text) ?? Base64.decode(text) else {
                 throw CofferError.invalid("'key' must be a valid hex or base64 string")
             }
@@ -105,20 +116,26 @@ extension Core {
                 }
             }
             return reply([
-                "started": true, "nonce": .string(ready.nonce), "progress": .int(ready.parts.count), "required": .int(config.threshold),
+                "started": true, "nonce": .string(ready.nonce), "progress": .int(ready.parts.count),
+                "required": .int(config.threshold),
                 "complete": true, "encoded_token": .string(encoded), "encoded_root_token": .string(encoded),
                 "pgp_fingerprint": .string(ready.pgpFingerprint),
             ])
         default:
-            throw CofferError(.unsupportedOperation, "unsupported operation: \(request.operation.rawValue) on \(request.path)")
+            throw CofferError(
+                .unsupportedOperation,
+                "unsupported operation: \(request.operation.rawValue) on \(request.path)"
+            )
         }
     }
 
     func generateRootStatus(_ config: SealConfig) -> [String: JSONValue] {
         let state = generateRoot.withLock { $0 }
         var body: [String: JSONValue] = [
-            "started": .bool(state != nil), "progress": .int(state?.parts.count ?? 0), "required": .int(config.threshold),
-            "complete": false, "otp": "", "otp_length": .int(Core.rootTokenLength), "encoded_token": "", "encoded_root_token": "",
+            "started": .bool(state != nil), "progress": .int(state?.parts.count ?? 0),
+            "required": .int(config.threshold),
+            "complete": false, "otp": "", "otp_length": .int(Core.rootTokenLength), "encoded_token": "",
+            "encoded_root_token": "",
         ]
         if let state {
             body["nonce"] = .string(state.nonce)

@@ -1,3 +1,4 @@
+package import CofferAudit
 /// OpenPGP public keys (RFC 4880, RFC 9580), read as far as Vault's `pgp_keys` and `pgp_key` need:
 /// find the key a message to this person must be encrypted to, after checking that the primary key
 /// really certified it.
@@ -8,7 +9,7 @@
 /// self-signatures are verified), RSA and Curve25519 (cv25519) encryption keys.
 package import CofferCore
 package import CofferFramework
-package import CofferAudit
+
 package enum OpenPGP {
     /// Whom a message is encrypted to: the primary key's fingerprint, which is what Vault reports in
     /// `pgp_fingerprints`, and the key (the primary or a subkey) that may encrypt.
@@ -61,8 +62,11 @@ package enum OpenPGP {
         var base64 = trimmed
         if trimmed.hasPrefix("-----BEGIN PGP PUBLIC KEY BLOCK-----") {
             // Armor: header lines up to the first empty line, then base64, then "=" and a CRC-24 line.
-            let lines = trimmed.split(separator: "\n", omittingEmptySubsequences: false).map { String($0).trimmingSpaces() }
-            guard let blank = lines.firstIndex(where: \.isEmpty), let end = lines.firstIndex(where: { $0.hasPrefix("-----END PGP") }),
+            let lines = trimmed.split(separator: "\n", omittingEmptySubsequences: false).map {
+                String($0).trimmingSpaces()
+            }
+            guard let blank = lines.firstIndex(where: \.isEmpty),
+                let end = lines.firstIndex(where: { $0.hasPrefix("-----END PGP") }),
                 blank < end
             else { throw CofferError.invalid("is not valid ASCII armor") }
             base64 = lines[(blank + 1)..<end].filter { !$0.hasPrefix("=") }.joined()
@@ -87,7 +91,10 @@ package enum OpenPGP {
         switch firstTag {
         case 6: break
         case 5: throw CofferError.invalid("is a secret key; give the public key (gpg --export <id> | base64 -w0)")
-        default: throw CofferError.invalid("does not start with a public-key packet (is it a public key, not a message or signature?)")
+        default:
+            throw CofferError.invalid(
+                "does not start with a public-key packet (is it a public key, not a message or signature?)"
+            )
         }
         let primary = try Key(parsing: firstBody)
 
@@ -95,7 +102,11 @@ package enum OpenPGP {
         var directSignatures: [Signature] = []
         var userSignatures: [(prefix: [UInt8], signature: Signature)] = []
         var subkeys: [(key: Key?, signatures: [Signature])] = []
-        enum Component { case primary, user([UInt8]), subkey(Int) }
+        enum Component {
+            case primary
+            case user([UInt8])
+            case subkey(Int)
+        }
         var component = Component.primary
         while let (tag, body) = try reader.next() {
             switch tag {
@@ -121,7 +132,9 @@ package enum OpenPGP {
             case 10, 12, 60...63:  // marker, trust, private or experimental packets
                 continue
             default:
-                throw CofferError.invalid("holds an OpenPGP packet of type \(tag), which does not belong in a public key")
+                throw CofferError.invalid(
+                    "holds an OpenPGP packet of type \(tag), which does not belong in a public key"
+                )
             }
         }
 
@@ -139,7 +152,9 @@ package enum OpenPGP {
         }
 
         if case .unsupported(let name) = primary.material {
-            throw CofferError.invalid("has a primary key of type \(name); Coffer verifies RSA and Ed25519 primary keys only")
+            throw CofferError.invalid(
+                "has a primary key of type \(name); Coffer verifies RSA and Ed25519 primary keys only"
+            )
         }
         if case .cv25519 = primary.material {
             throw CofferError.invalid("has an encryption-only primary key, which cannot certify itself")
@@ -156,7 +171,9 @@ package enum OpenPGP {
             if try verified(signature, over: primary.hashPrefix + prefix) { selfSignatures.append(signature) }
         }
         guard let selfSignature = latest(selfSignatures) else {
-            throw CofferError.invalid("has no valid self-signature by its primary key (export the whole key with gpg --export)")
+            throw CofferError.invalid(
+                "has no valid self-signature by its primary key (export the whole key with gpg --export)"
+            )
         }
         if let lifetime = selfSignature.keyExpiration, lifetime > 0, Int64(primary.created) + Int64(lifetime) <= now {
             throw CofferError.invalid("has expired")
@@ -178,7 +195,9 @@ package enum OpenPGP {
                 if try verified(signature, over: prefix) { bindings.append(signature) }
             }
             guard let binding = latest(bindings) else { continue }
-            if let lifetime = binding.keyExpiration, lifetime > 0, Int64(subkey.created) + Int64(lifetime) <= now { continue }
+            if let lifetime = binding.keyExpiration, lifetime > 0, Int64(subkey.created) + Int64(lifetime) <= now {
+                continue
+            }
             guard (binding.keyFlags ?? subkey.defaultFlags) & 0x0C != 0 else { continue }
             switch subkey.material {
             case .rsa, .cv25519:
@@ -189,7 +208,8 @@ package enum OpenPGP {
             }
         }
         var encryptionKey = best?.key
-        if encryptionKey == nil, (selfSignature.keyFlags ?? primary.defaultFlags) & 0x0C != 0, case .rsa = primary.material,
+        if encryptionKey == nil, (selfSignature.keyFlags ?? primary.defaultFlags) & 0x0C != 0,
+            case .rsa = primary.material,
             primary.algorithm != 3
         {
             encryptionKey = primary
@@ -197,9 +217,12 @@ package enum OpenPGP {
         guard let encryptionKey else {
             if let unusable {
                 throw CofferError.invalid(
-                    "has only an encryption key of type \(unusable), which Coffer cannot encrypt to; use an RSA or Curve25519 (cv25519) key")
+                    "has only an encryption key of type \(unusable), which Coffer cannot encrypt to; use an RSA or Curve25519 (cv25519) key"
+                )
             }
-            throw CofferError.invalid("has no valid key that may encrypt (add an encryption subkey: gpg --quick-add-key <fingerprint> rsa3072 encr)")
+            throw CofferError.invalid(
+                "has no valid key that may encrypt (add an encryption subkey: gpg --quick-add-key <fingerprint> rsa3072 encr)"
+            )
         }
         try checkRSASize(encryptionKey)
         return Recipient(fingerprint: Hex.encode(primary.fingerprint), encryptionKey: encryptionKey)
@@ -209,7 +232,9 @@ package enum OpenPGP {
         guard case .rsa(let n, _) = key.material else { return }
         let bits = n.isEmpty ? 0 : (n.count - 1) * 8 + (8 - n[0].leadingZeroBitCount)
         guard rsaBits.contains(bits) else {
-            throw CofferError.invalid("has a \(bits)-bit RSA key; RSA keys of \(rsaBits.lowerBound) to \(rsaBits.upperBound) bits are accepted")
+            throw CofferError.invalid(
+                "has a \(bits)-bit RSA key; RSA keys of \(rsaBits.lowerBound) to \(rsaBits.upperBound) bits are accepted"
+            )
         }
     }
 }
@@ -228,7 +253,9 @@ extension OpenPGP {
             let truncated = CofferError.invalid("is truncated (a packet runs past the end)")
             let ctb = bytes[offset]
             offset += 1
-            guard ctb & 0x80 != 0 else { throw CofferError.invalid("is not OpenPGP data (a packet header is malformed)") }
+            guard ctb & 0x80 != 0 else {
+                throw CofferError.invalid("is not OpenPGP data (a packet header is malformed)")
+            }
             let tag: UInt8
             var length = 0
             func readLength(_ count: Int) throws(CofferError) -> Int {
@@ -272,7 +299,9 @@ extension OpenPGP {
         var remaining: Int { bytes.count - offset }
 
         mutating func take(_ count: Int) throws(CofferError) -> [UInt8] {
-            guard count >= 0, count <= remaining else { throw CofferError.invalid("is truncated (a packet is shorter than its fields)") }
+            guard count >= 0, count <= remaining else {
+                throw CofferError.invalid("is truncated (a packet is shorter than its fields)")
+            }
             defer { offset += count }
             return Array(bytes[offset..<(offset + count)])
         }
@@ -291,8 +320,11 @@ extension OpenPGP {
     }
 
     static func bigEndian32(_ value: Int) -> [UInt8] {
-        [UInt8(truncatingIfNeeded: value >> 24), UInt8(truncatingIfNeeded: value >> 16), UInt8(truncatingIfNeeded: value >> 8),
-         UInt8(truncatingIfNeeded: value)]
+        [
+            UInt8(truncatingIfNeeded: value >> 24), UInt8(truncatingIfNeeded: value >> 16),
+            UInt8(truncatingIfNeeded: value >> 8),
+            UInt8(truncatingIfNeeded: value),
+        ]
     }
 
     /// The DER bodies of the curve OIDs OpenPGP names in key packets.
@@ -321,7 +353,9 @@ extension OpenPGP.Key {
         var cursor = OpenPGP.Cursor(body)
         let version = try cursor.byte()
         guard version == 4 else {
-            throw CofferError.invalid("is an OpenPGP version \(version) key; only version 4 keys (what gpg makes by default) are supported")
+            throw CofferError.invalid(
+                "is an OpenPGP version \(version) key; only version 4 keys (what gpg makes by default) are supported"
+            )
         }
         guard body.count <= 0xFFFF else { throw CofferError.invalid("has a key packet too large to fingerprint") }
         created = UInt32(try cursor.uint(4))
@@ -337,11 +371,14 @@ extension OpenPGP.Key {
             let oid = try cursor.take(oidLength)
             let point = try cursor.mpi()
             if algorithm == 22 {
-                material = oid == OpenPGP.ed25519OID && point.count == 33 && point[0] == 0x40
+                material =
+                    oid == OpenPGP.ed25519OID && point.count == 33 && point[0] == 0x40
                     ? .ed25519(Array(point.dropFirst())) : .unsupported("EdDSA (a curve other than Ed25519)")
             } else {
                 let kdf = try cursor.take(Int(try cursor.byte()))
-                guard kdf.count >= 3, kdf[0] == 0x01 else { throw CofferError.invalid("has malformed ECDH KDF parameters") }
+                guard kdf.count >= 3, kdf[0] == 0x01 else {
+                    throw CofferError.invalid("has malformed ECDH KDF parameters")
+                }
                 if oid != OpenPGP.cv25519OID || point.count != 33 || point[0] != 0x40 {
                     material = .unsupported("ECDH (a curve other than Curve25519)")
                 } else if OpenPGP.kdfHashName(kdf[1]) == nil || OpenPGP.keyWrapCipher(kdf[2]) == nil {
@@ -391,8 +428,10 @@ extension OpenPGP {
         var unknownCritical = false
 
         /// Subpacket types RFC 4880 and RFC 9580 define; an unknown one marked critical voids the signature.
-        static let knownSubpackets: Set<UInt8> = [2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 16, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
-                                                  32, 33, 34, 35, 37, 38, 39]
+        static let knownSubpackets: Set<UInt8> = [
+            2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 16, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
+            32, 33, 34, 35, 37, 38, 39,
+        ]
 
         /// Nil for a signature of another version (v3 and v6 signatures are not used here).
         init?(parsing body: [UInt8]) throws(CofferError) {
@@ -431,11 +470,13 @@ extension OpenPGP {
                 // Only hashed subpackets are trusted, except the issuer, which only picks the key to try.
                 switch (kind, hashed) {
                 case (2, true) where value.count == 4: created = UInt32(value.reduce(0) { $0 << 8 | Int($1) })
-                case (3, true) where value.count == 4: signatureExpiration = UInt32(value.reduce(0) { $0 << 8 | Int($1) })
+                case (3, true) where value.count == 4:
+                    signatureExpiration = UInt32(value.reduce(0) { $0 << 8 | Int($1) })
                 case (9, true) where value.count == 4: keyExpiration = UInt32(value.reduce(0) { $0 << 8 | Int($1) })
                 case (27, true) where !value.isEmpty: keyFlags = value[0]
                 case (16, _) where value.count == 8: issuerKeyID = issuerKeyID ?? value
-                case (33, _) where value.count == 21 && value[0] == 4: issuerFingerprint = issuerFingerprint ?? Array(value.dropFirst())
+                case (33, _) where value.count == 21 && value[0] == 4:
+                    issuerFingerprint = issuerFingerprint ?? Array(value.dropFirst())
                 default: break
                 }
                 if hashed, critical, !Signature.knownSubpackets.contains(kind) { unknownCritical = true }
@@ -451,7 +492,9 @@ extension OpenPGP {
         /// Has a creation time, has not expired, and carries no critical subpacket we do not understand.
         func isCurrent(now: Int64) -> Bool {
             guard created > 0, !unknownCritical else { return false }
-            if let signatureExpiration, signatureExpiration > 0, Int64(created) + Int64(signatureExpiration) <= now { return false }
+            if let signatureExpiration, signatureExpiration > 0, Int64(created) + Int64(signatureExpiration) <= now {
+                return false
+            }
             return true
         }
 
@@ -484,9 +527,11 @@ extension OpenPGP {
                 return try OpenPGP.verifyRSA(n: n, e: e, digest: digest, hashName: hashName, signature: padded)
             case .ed25519(let point):
                 guard publicKeyAlgorithm == 22, values.count == 2 else { return false }
-                let r = Array(values[0].drop { $0 == 0 }), s = Array(values[1].drop { $0 == 0 })
+                let r = Array(values[0].drop { $0 == 0 })
+                let s = Array(values[1].drop { $0 == 0 })
                 guard r.count <= 32, s.count <= 32 else { return false }
-                let signature = [UInt8](repeating: 0, count: 32 - r.count) + r + [UInt8](repeating: 0, count: 32 - s.count) + s
+                let signature =
+                    [UInt8](repeating: 0, count: 32 - r.count) + r + [UInt8](repeating: 0, count: 32 - s.count) + s
                 return OpenPGP.verifyEd25519(publicKey: point, message: digest, signature: signature)
             case .cv25519, .unsupported:
                 return false

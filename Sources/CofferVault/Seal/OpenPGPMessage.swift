@@ -1,7 +1,7 @@
+import COpenSSL
+package import CofferAudit
 package import CofferCore
 package import CofferFramework
-package import CofferAudit
-import COpenSSL
 
 /// OpenPGP messages, written the way every OpenPGP implementation reads: a version 3 public-key
 /// encrypted session key packet (RSA PKCS#1 v1.5, or ECDH on Curve25519 per RFC 6637) followed by a
@@ -62,11 +62,14 @@ extension OpenPGP {
                 throw CofferError.invalid("has ECDH KDF parameters Coffer does not support")
             }
             let (ephemeral, shared) = try x25519(peer: point)
-            let parameters = [UInt8(cv25519OID.count)] + cv25519OID + [18, 0x03, 0x01, kdfHash, kekCipher]
+            let parameters =
+                [UInt8(cv25519OID.count)] + cv25519OID + [18, 0x03, 0x01, kdfHash, kekCipher]
                 + Array("Anonymous Sender    ".utf8) + key.fingerprint
             var kek = shared.withUnsafeBytes { z in digest(hashName, [0, 0, 0, 1] + Array(z) + parameters) }
             defer { cleanse(&kek) }
-            guard kek.count >= kekLength else { throw CofferError(.internal, "the ECDH key derivation failed in OpenSSL") }
+            guard kek.count >= kekLength else {
+                throw CofferError(.internal, "the ECDH key derivation failed in OpenSSL")
+            }
             // PKCS#5 padding to a multiple of 8 bytes, then RFC 3394 key wrap.
             let padding = 8 - material.count % 8
             var padded = material + [UInt8](repeating: UInt8(padding), count: padding)
@@ -137,7 +140,9 @@ extension OpenPGP {
 
     /// An RSA public key from its modulus and exponent; the caller frees it with EVP_PKEY_free.
     static func rsaPublicKey(n: [UInt8], e: [UInt8]) throws(CofferError) -> OpaquePointer {
-        guard let builder = OSSL_PARAM_BLD_new() else { throw CofferError(.outOfMemory, "cannot allocate RSA key parameters") }
+        guard let builder = OSSL_PARAM_BLD_new() else {
+            throw CofferError(.outOfMemory, "cannot allocate RSA key parameters")
+        }
         defer { OSSL_PARAM_BLD_free(builder) }
         // The builder keeps pointers to the names until the parameters are freed: give it copies that live that long.
         guard let nName = CRYPTO_strdup("n", nil, 0), let eName = CRYPTO_strdup("e", nil, 0) else {
@@ -147,18 +152,26 @@ extension OpenPGP {
             CRYPTO_free(nName, nil, 0)
             CRYPTO_free(eName, nil, 0)
         }
-        guard let nBN = BN_bin2bn(n, Int32(n.count), nil) else { throw CofferError(.outOfMemory, "cannot allocate an RSA modulus") }
+        guard let nBN = BN_bin2bn(n, Int32(n.count), nil) else {
+            throw CofferError(.outOfMemory, "cannot allocate an RSA modulus")
+        }
         defer { BN_free(nBN) }
-        guard let eBN = BN_bin2bn(e, Int32(e.count), nil) else { throw CofferError(.outOfMemory, "cannot allocate an RSA exponent") }
+        guard let eBN = BN_bin2bn(e, Int32(e.count), nil) else {
+            throw CofferError(.outOfMemory, "cannot allocate an RSA exponent")
+        }
         defer { BN_free(eBN) }
         guard OSSL_PARAM_BLD_push_BN(builder, nName, nBN) == 1, OSSL_PARAM_BLD_push_BN(builder, eName, eBN) == 1,
             let params = OSSL_PARAM_BLD_to_param(builder)
         else { throw CofferError(.outOfMemory, "cannot build RSA key parameters") }
         defer { OSSL_PARAM_free(params) }
-        guard let ctx = EVP_PKEY_CTX_new_from_name(nil, "RSA", nil) else { throw CofferError(.internal, "OpenSSL has no RSA") }
+        guard let ctx = EVP_PKEY_CTX_new_from_name(nil, "RSA", nil) else {
+            throw CofferError(.internal, "OpenSSL has no RSA")
+        }
         defer { EVP_PKEY_CTX_free(ctx) }
         var key: OpaquePointer?
-        guard EVP_PKEY_fromdata_init(ctx) == 1, EVP_PKEY_fromdata(ctx, &key, coffer_select_public(), params) == 1, let key else {
+        guard EVP_PKEY_fromdata_init(ctx) == 1, EVP_PKEY_fromdata(ctx, &key, coffer_select_public(), params) == 1,
+            let key
+        else {
             ERR_clear_error()
             throw CofferError.invalid("has an RSA key OpenSSL does not accept")
         }
@@ -166,14 +179,23 @@ extension OpenPGP {
     }
 
     /// RSASSA-PKCS1-v1_5 over a digest made with `hashName`.
-    static func verifyRSA(n: [UInt8], e: [UInt8], digest: [UInt8], hashName: String, signature: [UInt8]) throws(CofferError) -> Bool {
+    static func verifyRSA(
+        n: [UInt8],
+        e: [UInt8],
+        digest: [UInt8],
+        hashName: String,
+        signature: [UInt8]
+    ) throws(CofferError) -> Bool {
         let key = try rsaPublicKey(n: n, e: e)
         defer { EVP_PKEY_free(key) }
         guard let md = EVP_MD_fetch(nil, hashName, nil) else { return false }
         defer { EVP_MD_free(md) }
-        guard let ctx = EVP_PKEY_CTX_new_from_pkey(nil, key, nil) else { throw CofferError(.outOfMemory, "cannot allocate an RSA context") }
+        guard let ctx = EVP_PKEY_CTX_new_from_pkey(nil, key, nil) else {
+            throw CofferError(.outOfMemory, "cannot allocate an RSA context")
+        }
         defer { EVP_PKEY_CTX_free(ctx) }
-        let ok = EVP_PKEY_verify_init(ctx) == 1 && EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) == 1
+        let ok =
+            EVP_PKEY_verify_init(ctx) == 1 && EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) == 1
             && EVP_PKEY_CTX_set_signature_md(ctx, md) == 1
             && EVP_PKEY_verify(ctx, signature, signature.count, digest, digest.count) == 1
         ERR_clear_error()
@@ -184,7 +206,9 @@ extension OpenPGP {
     static func encryptRSA(n: [UInt8], e: [UInt8], _ message: [UInt8]) throws(CofferError) -> [UInt8] {
         let key = try rsaPublicKey(n: n, e: e)
         defer { EVP_PKEY_free(key) }
-        guard let ctx = EVP_PKEY_CTX_new_from_pkey(nil, key, nil) else { throw CofferError(.outOfMemory, "cannot allocate an RSA context") }
+        guard let ctx = EVP_PKEY_CTX_new_from_pkey(nil, key, nil) else {
+            throw CofferError(.outOfMemory, "cannot allocate an RSA context")
+        }
         defer { EVP_PKEY_CTX_free(ctx) }
         var length = 0
         guard EVP_PKEY_encrypt_init(ctx) == 1, EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) == 1,
@@ -212,7 +236,8 @@ extension OpenPGP {
         defer { EVP_PKEY_free(key) }
         guard let ctx = EVP_MD_CTX_new() else { return false }
         defer { EVP_MD_CTX_free(ctx) }
-        let ok = EVP_DigestVerifyInit_ex(ctx, nil, nil, nil, nil, key, nil) == 1
+        let ok =
+            EVP_DigestVerifyInit_ex(ctx, nil, nil, nil, nil, key, nil) == 1
             && EVP_DigestVerify(ctx, signature, signature.count, message, message.count) == 1
         ERR_clear_error()
         return ok
@@ -221,7 +246,8 @@ extension OpenPGP {
     /// A fresh X25519 key pair and its shared secret with `peer`: (our public key, the secret).
     static func x25519(peer: [UInt8]) throws(CofferError) -> ([UInt8], SecureBytes) {
         let secret = SecureBytes(randomCount: 32)
-        guard let ours = secret.withUnsafeBytes({ EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, nil, u8($0), 32) }) else {
+        guard let ours = secret.withUnsafeBytes({ EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, nil, u8($0), 32) })
+        else {
             throw CofferError(.internal, "X25519 is not available in OpenSSL")
         }
         defer { EVP_PKEY_free(ours) }
@@ -235,7 +261,9 @@ extension OpenPGP {
             throw CofferError.invalid("has a Curve25519 key OpenSSL does not accept")
         }
         defer { EVP_PKEY_free(theirs) }
-        guard let ctx = EVP_PKEY_CTX_new_from_pkey(nil, ours, nil) else { throw CofferError(.outOfMemory, "cannot allocate an X25519 context") }
+        guard let ctx = EVP_PKEY_CTX_new_from_pkey(nil, ours, nil) else {
+            throw CofferError(.outOfMemory, "cannot allocate an X25519 context")
+        }
         defer { EVP_PKEY_CTX_free(ctx) }
         let shared = try SecureBytes(count: 32) { (out: UnsafeMutableRawBufferPointer) throws(CofferError) in
             var length = 32
@@ -250,16 +278,28 @@ extension OpenPGP {
     }
 
     /// One-shot encryption with an OpenSSL cipher by name (CFB, or a key-wrap mode).
-    static func cipher(_ name: String, key: [UInt8], iv: [UInt8]?, _ input: [UInt8], wrap: Bool) throws(CofferError) -> [UInt8] {
-        guard let cipher = EVP_CIPHER_fetch(nil, name, nil) else { throw CofferError(.internal, "OpenSSL has no \(name)") }
+    static func cipher(
+        _ name: String,
+        key: [UInt8],
+        iv: [UInt8]?,
+        _ input: [UInt8],
+        wrap: Bool
+    ) throws(CofferError) -> [UInt8] {
+        guard let cipher = EVP_CIPHER_fetch(nil, name, nil) else {
+            throw CofferError(.internal, "OpenSSL has no \(name)")
+        }
         defer { EVP_CIPHER_free(cipher) }
-        guard let ctx = EVP_CIPHER_CTX_new() else { throw CofferError(.outOfMemory, "cannot allocate a cipher context") }
+        guard let ctx = EVP_CIPHER_CTX_new() else {
+            throw CofferError(.outOfMemory, "cannot allocate a cipher context")
+        }
         defer { EVP_CIPHER_CTX_free(ctx) }
         if wrap { EVP_CIPHER_CTX_set_flags(ctx, Int32(EVP_CIPHER_CTX_FLAG_WRAP_ALLOW)) }
         var out = [UInt8](repeating: 0, count: input.count + 32)
         var written: Int32 = 0
         var finalWritten: Int32 = 0
-        let initialised = iv.map { EVP_EncryptInit_ex2(ctx, cipher, key, $0, nil) == 1 } ?? (EVP_EncryptInit_ex2(ctx, cipher, key, nil, nil) == 1)
+        let initialised =
+            iv.map { EVP_EncryptInit_ex2(ctx, cipher, key, $0, nil) == 1 }
+            ?? (EVP_EncryptInit_ex2(ctx, cipher, key, nil, nil) == 1)
         let ok = out.withUnsafeMutableBufferPointer { o in
             initialised
                 && EVP_EncryptUpdate(ctx, o.baseAddress, &written, input, Int32(input.count)) == 1

@@ -1,7 +1,8 @@
+package import CofferAudit
 /// An operation to replace the unseal shares, in progress.
 package import CofferCore
 package import CofferFramework
-package import CofferAudit
+
 package struct RekeyState: ShareQuorum {
     package let nonce: String
     let shares: Int
@@ -42,9 +43,16 @@ package protocol ShareQuorum {
 extension Optional where Wrapped: ShareQuorum {
     /// Adds `share` to the operation in progress; returns the operation once `threshold` shares are in.
     /// A wrong nonce or a repeated share is an error that leaves the progress as it was.
-    mutating func add(_ share: SecureBytes, nonce: String, threshold: Int, operation: String) throws(CofferError) -> Wrapped? {
+    mutating func add(
+        _ share: SecureBytes,
+        nonce: String,
+        threshold: Int,
+        operation: String
+    ) throws(CofferError) -> Wrapped? {
         guard var current = self else { throw CofferError.invalid("no \(operation) is in progress") }
-        guard current.nonce == nonce else { throw CofferError.invalid("the nonce does not match the \(operation) in progress") }
+        guard current.nonce == nonce else {
+            throw CofferError.invalid("the nonce does not match the \(operation) in progress")
+        }
         if current.parts.contains(where: { $0.constantTimeEquals(share) }) {
             throw CofferError.invalid("this key was already entered; progress is unchanged")
         }
@@ -70,7 +78,9 @@ extension Core {
     /// encrypted copies of the new shares) is refused.
     func handleRekey(_ request: Request) throws(CofferError) -> Response {
         guard !barrier.isSealed else { throw CofferError.sealedError }
-        guard let config = try storedSealConfig() else { throw CofferError(.notInitialized, "Vault is not initialized") }
+        guard let config = try storedSealConfig() else {
+            throw CofferError(.notInitialized, "Vault is not initialized")
+        }
         let data = request.data
         let path = request.path.replacingPrefix("sys/rekey-recovery-key/", with: "sys/rekey/")
         switch (path, request.operation) {
@@ -116,38 +126,57 @@ extension Core {
         let threshold = try data.int("secret_threshold") ?? 0
         // Validate now, not at the end, so a bad request does not waste the operators' time.
         _ = try Shamir.split(SecureBytes([0]), shares: max(shares, 1), threshold: max(threshold, 1))
-        guard shares > 0, threshold > 0 else { throw CofferError.invalid("secret_shares and secret_threshold are required") }
+        guard shares > 0, threshold > 0 else {
+            throw CofferError.invalid("secret_shares and secret_threshold are required")
+        }
         if try data.bool("backup") == true {
             throw CofferError.invalid(
                 "backup is not supported: Coffer keeps no copy of the new keys (Vault stores them PGP-encrypted); "
-                    + "keep the keys this rekey returns, encrypted with pgp_keys if you like")
+                    + "keep the keys this rekey returns, encrypted with pgp_keys if you like"
+            )
         }
         if let stored = try data.int("stored_shares"), stored > 0 {
             throw CofferError.invalid("stored_shares is not supported: every new share is handed out")
         }
         let requireVerification = try data.bool("require_verification") ?? false
         guard rekey.withLock({ $0 == nil }) else { throw CofferError.invalid("rekey already in progress") }
-        let recipients = try Core.recipients(try data.stringList("pgp_keys") ?? [], field: "pgp_keys", shares: shares, now: clock.now())
+        let recipients = try Core.recipients(
+            try data.stringList("pgp_keys") ?? [],
+            field: "pgp_keys",
+            shares: shares,
+            now: clock.now()
+        )
         try rekey.withLock { (state) throws(CofferError) in
             guard state == nil else { throw CofferError.invalid("rekey already in progress") }
             state = RekeyState(
-                nonce: Random.uuid(), shares: shares, threshold: threshold, recipients: recipients,
-                requireVerification: requireVerification)
+                nonce: Random.uuid(),
+                shares: shares,
+                threshold: threshold,
+                recipients: recipients,
+                requireVerification: requireVerification
+            )
         }
         return .raw(rekeyStatus(config))
     }
 
     /// Parses one OpenPGP recipient per share; an error names the entry that is wrong.
-    static func recipients(_ keys: [String], field: String, shares: Int, now: Timestamp) throws(CofferError) -> [OpenPGP.Recipient] {
+    static func recipients(
+        _ keys: [String],
+        field: String,
+        shares: Int,
+        now: Timestamp
+    ) throws(CofferError) -> [OpenPGP.Recipient] {
         guard !keys.isEmpty else { return [] }
         guard keys.count == shares else {
-            throw CofferError.invalid("\(field) has \(keys.count) keys but secret_shares is \(shares); give one public key per share")
+            throw CofferError.invalid(
+                "\(field) has \(keys.count) keys but secret_shares is \(shares); give one public key per share"
+            )
         }
         var recipients: [OpenPGP.Recipient] = []
         for (index, text) in keys.enumerated() {
             do {
                 recipients.append(try OpenPGP.recipient(fromText: text, now: now.seconds))
-            } catch where error.code == .invalidArgument {
+            } catch  where error.code == .invalidArgument {
                 throw CofferError.invalid("\(field)[\(index)] \(error.message)")
             }
         }
@@ -158,8 +187,10 @@ extension Core {
         let state = rekey.withLock { $0 }
         var body: [String: JSONValue] = [
             "nonce": .string(state?.nonce ?? ""), "started": .bool(state != nil), "t": .int(state?.threshold ?? 0),
-            "n": .int(state?.shares ?? 0), "progress": .int(state?.parts.count ?? 0), "required": .int(config.threshold),
-            "pgp_fingerprints": state.map { .array($0.recipients.map { .string($0.fingerprint) }) } ?? .null, "backup": false,
+            "n": .int(state?.shares ?? 0), "progress": .int(state?.parts.count ?? 0),
+            "required": .int(config.threshold),
+            "pgp_fingerprints": state.map { .array($0.recipients.map { .string($0.fingerprint) }) } ?? .null,
+            "backup": false,
             "verification_required": .bool(state?.requireVerification ?? false),
         ]
         if let verification = state?.verification { body["verification_nonce"] = .string(verification.nonce) }
@@ -169,12 +200,15 @@ extension Core {
     func rekeyUpdate(key: [UInt8], nonce: String) throws(CofferError) -> Response {
         // The lifecycle lock makes the step that crosses the threshold the only one running.
         try lifecycle.withLock { (_) throws(CofferError) -> Response in
-            guard let config = try storedSealConfig() else { throw CofferError(.notInitialized, "Vault is not initialized") }
+            guard let config = try storedSealConfig() else {
+                throw CofferError(.notInitialized, "Vault is not initialized")
+            }
             let share = try checkedShare(key, config: config)
             let ready = try rekey.withLock { (state) throws(CofferError) -> RekeyState? in
                 if state?.verification != nil {
                     throw CofferError.invalid(
-                        "this rekey is complete and its new keys await verification: enter a threshold of them at sys/rekey/verify")
+                        "this rekey is complete and its new keys await verification: enter a threshold of them at sys/rekey/verify"
+                    )
                 }
                 return try state.add(share, nonce: nonce, threshold: config.threshold, operation: "rekey")
             }
@@ -192,9 +226,15 @@ extension Core {
                 if ready.requireVerification {
                     let verificationNonce = Random.uuid()
                     try rekey.withLock { (state) throws(CofferError) in
-                        guard state?.nonce == ready.nonce else { throw CofferError.invalid("the rekey was cancelled while it completed") }
+                        guard state?.nonce == ready.nonce else {
+                            throw CofferError.invalid("the rekey was cancelled while it completed")
+                        }
                         state?.parts = []
-                        state?.verification = RekeyVerification(nonce: verificationNonce, pending: new, authorised: config)
+                        state?.verification = RekeyVerification(
+                            nonce: verificationNonce,
+                            pending: new,
+                            authorised: config
+                        )
                     }
                     body["verification_nonce"] = .string(verificationNonce)
                 } else {
@@ -252,14 +292,21 @@ extension Core {
             let share = SecureBytes(key)
             let ready = try rekey.withLock { (state) throws(CofferError) -> RekeyVerification? in
                 guard state != nil else { throw CofferError.invalid("no rekey in progress") }
-                guard var verification = state?.verification else { throw CofferError.invalid("no rekey verification in progress") }
+                guard var verification = state?.verification else {
+                    throw CofferError.invalid("no rekey verification in progress")
+                }
                 guard verification.nonce == nonce else {
                     throw CofferError.invalid("the nonce does not match the rekey verification in progress")
                 }
                 let check = SealConfig.check(share)
-                guard verification.pending.config.shareChecks.contains(where: { ConstantTime.equals(Array($0.utf8), Array(check.utf8)) })
+                guard
+                    verification.pending.config.shareChecks.contains(where: {
+                        ConstantTime.equals(Array($0.utf8), Array(check.utf8))
+                    })
                 else {
-                    throw CofferError.invalid("this key is not one of the new keys of this rekey; progress is unchanged")
+                    throw CofferError.invalid(
+                        "this key is not one of the new keys of this rekey; progress is unchanged"
+                    )
                 }
                 if verification.parts.contains(where: { $0.constantTimeEquals(share) }) {
                     throw CofferError.invalid("this key was already entered; progress is unchanged")
@@ -273,11 +320,15 @@ extension Core {
             guard let ready else { return .raw(try rekeyVerificationStatus()) }
             do throws(CofferError) {
                 guard try Shamir.combine(ready.parts).constantTimeEquals(ready.pending.key) else {
-                    throw CofferError.invalid("the keys entered do not combine into the new key of this rekey; enter them again")
+                    throw CofferError.invalid(
+                        "the keys entered do not combine into the new key of this rekey; enter them again"
+                    )
                 }
                 guard try storedSealConfig() == ready.authorised else {
                     rekey.withLock { $0 = nil }
-                    throw CofferError.invalid("the seal changed since this rekey was authorised; the rekey is cancelled, start again")
+                    throw CofferError.invalid(
+                        "the seal changed since this rekey was authorised; the rekey is cancelled, start again"
+                    )
                 }
                 try commitShares(ready.pending)
             } catch {
@@ -305,7 +356,11 @@ extension Core {
     func makeShares(shares: Int, threshold: Int) throws(CofferError) -> NewShares {
         let key = SecureBytes(randomCount: 32)
         let parts = try Shamir.split(key, shares: shares, threshold: threshold)
-        return NewShares(key: key, parts: parts, config: SealConfig(for: seal, shares: shares, threshold: threshold, parts: parts))
+        return NewShares(
+            key: key,
+            parts: parts,
+            config: SealConfig(for: seal, shares: shares, threshold: threshold, parts: parts)
+        )
     }
 
     /// Puts `new` in force: the root key re-wrapped by the new unseal key (Shamir), or the new
@@ -317,7 +372,9 @@ extension Core {
             let sealed = try barrier.sealedEntry(RecoveryKey.path, secret: new.key, wrappingWith: seal)
             operations.append(.put(key: RecoveryKey.path, value: sealed))
         } else {
-            operations.append(.put(key: ShamirSeal.rootKeyPath, value: try seal.wrap(try barrier.rootKey(), unsealKey: new.key)))
+            operations.append(
+                .put(key: ShamirSeal.rootKeyPath, value: try seal.wrap(try barrier.rootKey(), unsealKey: new.key))
+            )
         }
         try barrier.physical.batch(operations)
     }
@@ -344,14 +401,16 @@ extension Core {
             }
             defer { stored.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) } }
             let matches = key.withUnsafeBytes { k in stored.withUnsafeBytes { ConstantTime.equals(k, $0) } }
-            guard matches else { throw CofferError.invalid("the recovery keys given do not combine into this vault's recovery key") }
+            guard matches else {
+                throw CofferError.invalid("the recovery keys given do not combine into this vault's recovery key")
+            }
         } else {
             guard let blob = try barrier.physical.get(ShamirSeal.rootKeyPath) else {
                 throw CofferError(.corruptDatabase, "the root key (core/root-key) is missing from storage")
             }
             do {
                 _ = try seal.unwrap(blob, unsealKey: key)
-            } catch where error.code == .integrity {
+            } catch  where error.code == .integrity {
                 throw CofferError.invalid("the unseal keys given do not combine into this vault's unseal key")
             }
         }

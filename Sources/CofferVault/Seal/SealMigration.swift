@@ -1,3 +1,4 @@
+package import CofferAudit
 /// Seal rewrap (after an HSM key rotation) and seal migration (Shamir <-> PKCS#11).
 ///
 /// Both rewrite only what the seal protects, in one atomic storage batch: the root key blob, the
@@ -5,7 +6,7 @@
 /// they are, so a failure half-way (the HSM going away) writes nothing and loses nothing.
 public import CofferCore
 package import CofferFramework
-package import CofferAudit
+
 extension Core {
     /// Moves everything the seal protects to the seal's current key and makes seal wrap match the
     /// seal's setting (wrapping the keyring and recovery key when it is on, unwrapping every entry
@@ -37,7 +38,10 @@ extension Core {
             let parts = try Shamir.split(newKey, shares: shares, threshold: threshold)
             try barrier.withKeyringWriteLock { () throws(CofferError) in
                 var operations = try resealOperations(
-                    to: newSeal, unsealKey: newSeal.isAutoUnseal ? nil : newKey, recoveryKey: newSeal.isAutoUnseal ? newKey : nil)
+                    to: newSeal,
+                    unsealKey: newSeal.isAutoUnseal ? nil : newKey,
+                    recoveryKey: newSeal.isAutoUnseal ? newKey : nil
+                )
                 let config = SealConfig(for: newSeal, shares: shares, threshold: threshold, parts: parts)
                 operations.append(.put(key: SealConfig.path, value: config.json.serialized()))
                 try barrier.physical.batch(operations)
@@ -52,7 +56,11 @@ extension Core {
 
     /// The writes that put everything the current seal protects under `newSeal`. `recoveryKey`
     /// replaces the stored recovery key (nil keeps it); a seal that is not auto-unseal gets none.
-    func resealOperations(to newSeal: any Seal, unsealKey: SecureBytes?, recoveryKey: SecureBytes?) throws(CofferError) -> [StorageOperation] {
+    func resealOperations(
+        to newSeal: any Seal,
+        unsealKey: SecureBytes?,
+        recoveryKey: SecureBytes?
+    ) throws(CofferError) -> [StorageOperation] {
         let physical = barrier.physical
         var operations: [StorageOperation] = [
             .put(key: ShamirSeal.rootKeyPath, value: try newSeal.wrap(try barrier.rootKey(), unsealKey: unsealKey)),
@@ -67,7 +75,12 @@ extension Core {
             guard let key else {
                 throw CofferError(.corruptDatabase, "the recovery key (\(RecoveryKey.path)) is missing from storage")
             }
-            operations.append(.put(key: RecoveryKey.path, value: try barrier.sealedEntry(RecoveryKey.path, secret: key, wrappingWith: newSeal)))
+            operations.append(
+                .put(
+                    key: RecoveryKey.path,
+                    value: try barrier.sealedEntry(RecoveryKey.path, secret: key, wrappingWith: newSeal)
+                )
+            )
         } else {
             operations.append(.delete(key: RecoveryKey.path))
         }
@@ -94,7 +107,12 @@ extension Core {
                 entries[path] = seal.keyName(of: Array(stored[SealWrap.marker.count...])) ?? seal.type
             }
         }
-        return SealWrapStatus(sealType: seal.type, sealWrap: seal.isAutoUnseal && seal.sealWrap, currentKey: seal.currentKeyName, entries: entries)
+        return SealWrapStatus(
+            sealType: seal.type,
+            sealWrap: seal.isAutoUnseal && seal.sealWrap,
+            currentKey: seal.currentKeyName,
+            entries: entries
+        )
     }
 }
 

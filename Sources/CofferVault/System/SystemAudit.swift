@@ -11,8 +11,11 @@ extension SystemBackend {
         Path("audit-hash/{path}", fields: [.string("input")], write: SystemBackend.auditHash),
         Path("audit-chain-key/{path}", read: SystemBackend.auditChainKey),
         Path(
-            "audit/{path}", fields: [.string("type"), .string("description"), .object("options"), .bool("local")],
-            write: SystemBackend.enableAuditDevice, delete: SystemBackend.disableAuditDevice),
+            "audit/{path}",
+            fields: [.string("type"), .string("description"), .object("options"), .bool("local")],
+            write: SystemBackend.enableAuditDevice,
+            delete: SystemBackend.disableAuditDevice
+        ),
     ]
 
     func listAuditDevices(_ request: BackendRequest) throws(CofferError) -> Response {
@@ -20,7 +23,8 @@ extension SystemBackend {
         for device in core.audit.current {
             listing[device.config.path] = [
                 "type": .string(device.config.type), "description": .string(device.config.description),
-                "options": .object(device.config.options.mapValues { .string($0) }), "local": .bool(device.config.local),
+                "options": .object(device.config.options.mapValues { .string($0) }),
+                "local": .bool(device.config.local),
                 "path": .string(device.config.path), "failures": .int(device.failures.count),
                 "last_failure": .string(device.failures.last),
             ]
@@ -57,13 +61,22 @@ extension SystemBackend {
         }
         var options: [String: String] = [:]
         for (key, value) in f.object("options") ?? [:] {
-            guard let text = value.stringValue ?? (value.boolValue.map { $0 ? "true" : "false" }) ?? value.intValue.map({ String($0) })
+            guard
+                let text = value.stringValue ?? (value.boolValue.map { $0 ? "true" : "false" })
+                    ?? value.intValue.map({ String($0) })
             else { throw CofferError.invalid("audit option \(key) must be a string") }
             options[key] = text
         }
         try core.lifecycle.withLock { (_) throws(CofferError) in
             try core.audit.enable(
-                AuditDeviceConfig(path: name, type: type, description: f.string("description") ?? "", options: options, local: f.bool("local") ?? false))
+                AuditDeviceConfig(
+                    path: name,
+                    type: type,
+                    description: f.string("description") ?? "",
+                    options: options,
+                    local: f.bool("local") ?? false
+                )
+            )
         }
         return .noContent
     }

@@ -20,11 +20,13 @@ package final class SystemBackend: TableBackend {
                 "generate-root-token/*",
             ],
             root: [
-                "seal", "rotate", "step-down", "audit", "audit/*", "audit-reload", "audit-chain-key/*", "sealwrap/rewrap",
+                "seal", "rotate", "step-down", "audit", "audit/*", "audit-reload", "audit-chain-key/*",
+                "sealwrap/rewrap",
                 "remount", "raw/*",
             ],
             unaudited: ["seal-status", "health", "leader"],
-            selfService: ["capabilities-self", "internal/ui/mounts", "internal/ui/mounts/*"])
+            selfService: ["capabilities-self", "internal/ui/mounts", "internal/ui/mounts/*"]
+        )
     }
 
     package static let paths = PathTable<SystemBackend>(
@@ -32,44 +34,71 @@ package final class SystemBackend: TableBackend {
             Path("seal-status", read: SystemBackend.sealStatus),
             Path("init", fields: initFields, read: SystemBackend.initStatus, write: SystemBackend.initialize),
             Path(
-                "unseal", fields: [.string("key"), .bool("reset"), .bool("migrate")], write: SystemBackend.unseal),
+                "unseal",
+                fields: [.string("key"), .bool("reset"), .bool("migrate")],
+                write: SystemBackend.unseal
+            ),
             Path(
                 "health",
                 fields: [
                     .int("activecode", 100...599), .int("standbycode", 100...599), .int("sealedcode", 100...599),
-                    .int("uninitcode", 100...599), .int("drsecondarycode", 100...599), .int("perfstandbyokcode", 100...599),
+                    .int("uninitcode", 100...599), .int("drsecondarycode", 100...599),
+                    .int("perfstandbyokcode", 100...599),
                     .int("performancestandbycode", 100...599), .bool("standbyok"), .bool("perfstandbyok"),
                 ],
-                read: SystemBackend.health, write: SystemBackend.health),
+                read: SystemBackend.health,
+                write: SystemBackend.health
+            ),
             Path("leader", read: SystemBackend.leader),
             Path("seal", write: SystemBackend.seal),
             Path("rotate", write: SystemBackend.rotate),
             Path(
-                "rotate/config", fields: [.int("max_operations", 0...Int(Int64.max)), .duration("interval"), .bool("enabled")],
-                read: SystemBackend.readRotationConfig, write: SystemBackend.writeRotationConfig),
+                "rotate/config",
+                fields: [.int("max_operations", 0...Int(Int64.max)), .duration("interval"), .bool("enabled")],
+                read: SystemBackend.readRotationConfig,
+                write: SystemBackend.writeRotationConfig
+            ),
             Path("key-status", read: SystemBackend.keyStatus),
             Path("sealwrap/rewrap", read: SystemBackend.sealWrapStatus, write: SystemBackend.rewrap),
             Path(
-                "capabilities", fields: [.string("token"), .strings("paths"), .string("path")],
-                write: SystemBackend.capabilitiesOfToken),
+                "capabilities",
+                fields: [.string("token"), .strings("paths"), .string("path")],
+                write: SystemBackend.capabilitiesOfToken
+            ),
             Path(
-                "capabilities-accessor", fields: [.string("accessor"), .strings("paths"), .string("path")],
-                write: SystemBackend.capabilitiesOfAccessor),
-            Path("capabilities-self", fields: [.strings("paths"), .string("path")], write: SystemBackend.capabilitiesOfSelf),
+                "capabilities-accessor",
+                fields: [.string("accessor"), .strings("paths"), .string("path")],
+                write: SystemBackend.capabilitiesOfAccessor
+            ),
+            Path(
+                "capabilities-self",
+                fields: [.strings("paths"), .string("path")],
+                write: SystemBackend.capabilitiesOfSelf
+            ),
             Path("internal/ui/mounts/{path*}", read: SystemBackend.uiMount),
             Path("policy", read: SystemBackend.listPolicies, list: SystemBackend.listPolicies),
             Path(
-                "policy/{name}", fields: [.string("policy"), .string("rules")], read: SystemBackend.readPolicy,
-                write: SystemBackend.writePolicy, delete: SystemBackend.deletePolicy),
+                "policy/{name}",
+                fields: [.string("policy"), .string("rules")],
+                read: SystemBackend.readPolicy,
+                write: SystemBackend.writePolicy,
+                delete: SystemBackend.deletePolicy
+            ),
             Path("policies/acl/", read: SystemBackend.listPolicies, list: SystemBackend.listPolicies),
             Path(
-                "policies/acl/{name}", fields: [.string("policy")], read: SystemBackend.readPolicy,
-                write: SystemBackend.writePolicy, delete: SystemBackend.deletePolicy),
-        ] + mountPaths + auditPaths + rekeyPaths)
+                "policies/acl/{name}",
+                fields: [.string("policy")],
+                read: SystemBackend.readPolicy,
+                write: SystemBackend.writePolicy,
+                delete: SystemBackend.deletePolicy
+            ),
+        ] + mountPaths + auditPaths + rekeyPaths
+    )
 
     static let initFields: [Field] = [
         .int("secret_shares", 0...255), .int("secret_threshold", 0...255), .int("recovery_shares", 0...255),
-        .int("recovery_threshold", 0...255), .strings("pgp_keys"), .strings("recovery_pgp_keys"), .string("root_token_pgp_key"),
+        .int("recovery_threshold", 0...255), .strings("pgp_keys"), .strings("recovery_pgp_keys"),
+        .string("root_token_pgp_key"),
         .int("stored_shares", 0...255),
     ]
 
@@ -97,14 +126,21 @@ package final class SystemBackend: TableBackend {
         let keyField = recovery ? "recovery_pgp_keys" : "pgp_keys"
         let otherField = recovery ? "pgp_keys" : "recovery_pgp_keys"
         guard f.strings(otherField)?.isEmpty ?? true else {
-            throw CofferError.invalid("\(otherField) is for \(recovery ? "a Shamir" : "an auto-unseal") seal; this vault's seal takes \(keyField)")
+            throw CofferError.invalid(
+                "\(otherField) is for \(recovery ? "a Shamir" : "an auto-unseal") seal; this vault's seal takes \(keyField)"
+            )
         }
-        let recipients = try Core.recipients(f.strings(keyField) ?? [], field: keyField, shares: shares, now: request.now)
+        let recipients = try Core.recipients(
+            f.strings(keyField) ?? [],
+            field: keyField,
+            shares: shares,
+            now: request.now
+        )
         var rootRecipient: OpenPGP.Recipient?
         if let text = f.string("root_token_pgp_key"), !text.isEmpty {
             do {
                 rootRecipient = try OpenPGP.recipient(fromText: text, now: request.now.seconds)
-            } catch where error.code == .invalidArgument {
+            } catch  where error.code == .invalidArgument {
                 throw CofferError.invalid("root_token_pgp_key \(error.message)")
             }
         }
@@ -129,7 +165,9 @@ package final class SystemBackend: TableBackend {
             body[recovery ? "recovery_keys_base64" : "keys_base64"] = .array(base64Forms)
         }
         if let rootRecipient {
-            body["root_token"] = .string(Base64.encode(try OpenPGP.encrypt(Array(result.rootToken.utf8), to: rootRecipient)))
+            body["root_token"] = .string(
+                Base64.encode(try OpenPGP.encrypt(Array(result.rootToken.utf8), to: rootRecipient))
+            )
         }
         return .raw(.object(body))
     }
@@ -168,8 +206,10 @@ package final class SystemBackend: TableBackend {
         }
         var body: [String: JSONValue] = [
             // Sealed, OpenBao reports itself as a standby whose replication state is unknown.
-            "initialized": .bool(initialized), "sealed": .bool(sealed), "standby": .bool(sealed), "performance_standby": false,
-            "replication_performance_mode": sealed ? "unknown" : "disabled", "replication_dr_mode": sealed ? "unknown" : "disabled",
+            "initialized": .bool(initialized), "sealed": .bool(sealed), "standby": .bool(sealed),
+            "performance_standby": false,
+            "replication_performance_mode": sealed ? "unknown" : "disabled",
+            "replication_dr_mode": sealed ? "unknown" : "disabled",
             "server_time_utc": .int(core.clock.now().seconds), "version": .string(CofferVersion.versionString),
         ]
         if !sealed {  // as in OpenBao, the cluster is named only when unsealed
@@ -210,27 +250,34 @@ package final class SystemBackend: TableBackend {
     func keyStatus(_ request: BackendRequest) throws(CofferError) -> Response {
         let status = try core.barrier.keyStatus()
         var r = Response(data: [
-            "term": .int(status.term), "install_time": .string(status.installTime.rfc3339), "encryptions": .int(status.encryptions),
+            "term": .int(status.term), "install_time": .string(status.installTime.rfc3339),
+            "encryptions": .int(status.encryptions),
         ])
         r.repeatDataAtTopLevel = true
         return r
     }
 
     /// GET: which key wraps what; POST/PUT: move everything to the seal's current key.
-    func sealWrapStatus(_ request: BackendRequest) throws(CofferError) -> Response { .raw(try core.sealWrapStatus().json) }
+    func sealWrapStatus(_ request: BackendRequest) throws(CofferError) -> Response {
+        .raw(try core.sealWrapStatus().json)
+    }
     func rewrap(_ request: BackendRequest) throws(CofferError) -> Response { .raw(try core.rewrapSealedEntries().json) }
 
     // MARK: Capabilities
 
     func capabilitiesOfToken(_ request: BackendRequest) throws(CofferError) -> Response {
         guard let token = request.fields.string("token") else { throw CofferError.invalid("missing token") }
-        guard let target = try core.tokens.live(token: token, now: request.now) else { throw CofferError.invalid("invalid token") }
+        guard let target = try core.tokens.live(token: token, now: request.now) else {
+            throw CofferError.invalid("invalid token")
+        }
         return try capabilities(policies: target.policies, request)
     }
 
     func capabilitiesOfAccessor(_ request: BackendRequest) throws(CofferError) -> Response {
         guard let accessor = request.fields.string("accessor") else { throw CofferError.invalid("missing accessor") }
-        guard let target = try core.tokens.entry(accessor: accessor) else { throw CofferError.invalid("invalid accessor") }
+        guard let target = try core.tokens.entry(accessor: accessor) else {
+            throw CofferError.invalid("invalid accessor")
+        }
         return try capabilities(policies: target.policies, request)
     }
 
@@ -267,7 +314,8 @@ package final class SystemBackend: TableBackend {
     func uiMount(_ request: BackendRequest) throws(CofferError) -> Response {
         let path = request.capture("path")
         let table = core.routeTable
-        guard let (mount, _) = table.route(path.isEmpty || path.hasSuffix("/") ? path : path + "/") ?? table.route(path) else {
+        guard let (mount, _) = table.route(path.isEmpty || path.hasSuffix("/") ? path : path + "/") ?? table.route(path)
+        else {
             throw CofferError.permissionDeniedError
         }
         if let caller = request.caller, !caller.isRoot {
@@ -288,7 +336,8 @@ package final class SystemBackend: TableBackend {
         var r = Response(
             data: legacy
                 ? ["keys": .array(names.map { .string($0) }), "policies": .array(names.map { .string($0) })]
-                : ["keys": .array(names.map { .string($0) })])
+                : ["keys": .array(names.map { .string($0) })]
+        )
         r.repeatDataAtTopLevel = legacy
         return r
     }

@@ -5,12 +5,14 @@ package import CofferFramework
 /// `sys/mounts`, `sys/auth`, their tuning, and `sys/remount`.
 extension SystemBackend {
     static let mountFields: [Field] = [
-        .string("type"), .string("description"), .object("config"), .object("options"), .bool("local"), .bool("seal_wrap"),
+        .string("type"), .string("description"), .object("config"), .object("options"), .bool("local"),
+        .bool("seal_wrap"),
         .bool("external_entropy_access"), .string("plugin_name"), .string("plugin_version"),
     ]
     static let tuneFields: [Field] = [
         .duration("default_lease_ttl"), .duration("max_lease_ttl"), .string("description"), .object("options"),
-        .string("listing_visibility"), .strings("audit_non_hmac_request_keys"), .strings("audit_non_hmac_response_keys"),
+        .string("listing_visibility"), .strings("audit_non_hmac_request_keys"),
+        .strings("audit_non_hmac_response_keys"),
         .strings("passthrough_request_headers"), .strings("allowed_response_headers"), .string("token_type"),
         .string("plugin_version"), .any("user_lockout_config"),
     ]
@@ -18,14 +20,32 @@ extension SystemBackend {
     static let mountPaths: [Path<SystemBackend>] = [
         Path("mounts", read: SystemBackend.listMounts),
         Path(
-            "mounts/{path+}/tune", fields: tuneFields, read: SystemBackend.readMountTune,
-            write: SystemBackend.tuneMount),
+            "mounts/{path+}/tune",
+            fields: tuneFields,
+            read: SystemBackend.readMountTune,
+            write: SystemBackend.tuneMount
+        ),
         Path(
-            "mounts/{path+}", fields: mountFields, read: SystemBackend.readMount, write: SystemBackend.enableMount,
-            delete: SystemBackend.disableMount),
+            "mounts/{path+}",
+            fields: mountFields,
+            read: SystemBackend.readMount,
+            write: SystemBackend.enableMount,
+            delete: SystemBackend.disableMount
+        ),
         Path("auth", read: SystemBackend.listAuth),
-        Path("auth/{path+}/tune", fields: tuneFields, read: SystemBackend.readMountTune, write: SystemBackend.tuneMount),
-        Path("auth/{path+}", fields: mountFields, read: SystemBackend.readMount, write: SystemBackend.enableMount, delete: SystemBackend.disableMount),
+        Path(
+            "auth/{path+}/tune",
+            fields: tuneFields,
+            read: SystemBackend.readMountTune,
+            write: SystemBackend.tuneMount
+        ),
+        Path(
+            "auth/{path+}",
+            fields: mountFields,
+            read: SystemBackend.readMount,
+            write: SystemBackend.enableMount,
+            delete: SystemBackend.disableMount
+        ),
         Path("remount", fields: [.string("from"), .string("to")], write: SystemBackend.remount),
         Path("remount/status/{id}", read: SystemBackend.remountStatus),
     ]
@@ -58,7 +78,9 @@ extension SystemBackend {
 
     func readMount(_ request: BackendRequest) throws(CofferError) -> Response {
         guard let entry = try entry(request) else {
-            throw CofferError.invalid("no mount at \(Self.kind(request).routePrefix)\(try Core.mountPoint(request.capture("path")))")
+            throw CofferError.invalid(
+                "no mount at \(Self.kind(request).routePrefix)\(try Core.mountPoint(request.capture("path")))"
+            )
         }
         var data = entry.listing.objectValue ?? [:]
         data["path"] = .string(entry.path)
@@ -69,7 +91,9 @@ extension SystemBackend {
 
     func enableMount(_ request: BackendRequest) throws(CofferError) -> Response {
         let f = request.fields
-        guard let type = f.string("type"), !type.isEmpty else { throw CofferError.invalid("missing 'type' for the mount") }
+        guard let type = f.string("type"), !type.isEmpty else {
+            throw CofferError.invalid("missing 'type' for the mount")
+        }
         var entry = MountEntry(path: request.capture("path"), type: type, description: f.string("description") ?? "")
         if let options = f.object("options") {
             for (k, v) in options {
@@ -124,7 +148,8 @@ extension SystemBackend {
             for (k, v) in options { entry.options[k] = v.stringValue ?? v.jsonString }
         }
         for key in [
-            "listing_visibility", "audit_non_hmac_request_keys", "audit_non_hmac_response_keys", "passthrough_request_headers",
+            "listing_visibility", "audit_non_hmac_request_keys", "audit_non_hmac_response_keys",
+            "passthrough_request_headers",
             "allowed_response_headers",
         ] {
             if let value = data[key] { entry.extraConfig[key] = value }
@@ -157,7 +182,8 @@ extension SystemBackend {
         return Response(data: [
             "migration_id": .string(migration.id),
             "migration_info": [
-                "source_mount": .string(migration.source), "target_mount": .string(migration.target), "status": "success",
+                "source_mount": .string(migration.source), "target_mount": .string(migration.target),
+                "status": "success",
             ],
         ])
     }

@@ -13,33 +13,53 @@ extension SystemBackend {
     static let shareFields: [Field] = [.string("key"), .string("nonce")]
     static let generateRootFields: [Field] = [.string("otp"), .string("pgp_key")]
 
-    static let rekeyPaths: [Path<SystemBackend>] = ["rekey", "rekey-recovery-key"].flatMap { (base) -> [Path<SystemBackend>] in
-        [
-            Path(
-                "\(base)/init", fields: rekeyInitFields, read: SystemBackend.rekey, write: SystemBackend.rekey,
-                delete: SystemBackend.rekey),
-            Path("\(base)/update", fields: shareFields, write: SystemBackend.rekey),
-            Path("\(base)/verify", fields: shareFields, read: SystemBackend.rekey, write: SystemBackend.rekey, delete: SystemBackend.rekey),
+    static let rekeyPaths: [Path<SystemBackend>] =
+        ["rekey", "rekey-recovery-key"].flatMap { (base) -> [Path<SystemBackend>] in
+            [
+                Path(
+                    "\(base)/init",
+                    fields: rekeyInitFields,
+                    read: SystemBackend.rekey,
+                    write: SystemBackend.rekey,
+                    delete: SystemBackend.rekey
+                ),
+                Path("\(base)/update", fields: shareFields, write: SystemBackend.rekey),
+                Path(
+                    "\(base)/verify",
+                    fields: shareFields,
+                    read: SystemBackend.rekey,
+                    write: SystemBackend.rekey,
+                    delete: SystemBackend.rekey
+                ),
+            ]
+        } + [
+            Path("rekey/backup", read: SystemBackend.rekeyBackup, delete: SystemBackend.rekeyBackup),
+            Path("rekey/recovery-key-backup", read: SystemBackend.rekeyBackup, delete: SystemBackend.rekeyBackup),
         ]
-    } + [
-        Path("rekey/backup", read: SystemBackend.rekeyBackup, delete: SystemBackend.rekeyBackup),
-        Path("rekey/recovery-key-backup", read: SystemBackend.rekeyBackup, delete: SystemBackend.rekeyBackup),
-    ] + ["generate-root", "generate-root-token"].flatMap { (base) -> [Path<SystemBackend>] in
-        [
-            Path(
-                "\(base)/attempt", fields: generateRootFields, read: SystemBackend.generateRoot, write: SystemBackend.generateRoot,
-                delete: SystemBackend.generateRoot),
-            Path("\(base)/update", fields: shareFields, write: SystemBackend.generateRoot),
-        ]
-    }
+        + ["generate-root", "generate-root-token"].flatMap { (base) -> [Path<SystemBackend>] in
+            [
+                Path(
+                    "\(base)/attempt",
+                    fields: generateRootFields,
+                    read: SystemBackend.generateRoot,
+                    write: SystemBackend.generateRoot,
+                    delete: SystemBackend.generateRoot
+                ),
+                Path("\(base)/update", fields: shareFields, write: SystemBackend.generateRoot),
+            ]
+        }
 
     /// The quorum state machines take the request as `sys/` paths with their data.
     static func sysRequest(_ request: BackendRequest) -> Request {
         Request(request.operation, "sys/" + request.path, data: request.fields.raw, token: request.token)
     }
 
-    func rekey(_ request: BackendRequest) throws(CofferError) -> Response { try core.handleRekey(Self.sysRequest(request)) }
-    func rekeyBackup(_ request: BackendRequest) throws(CofferError) -> Response { try core.rekeyBackup(Self.sysRequest(request)) }
+    func rekey(_ request: BackendRequest) throws(CofferError) -> Response {
+        try core.handleRekey(Self.sysRequest(request))
+    }
+    func rekeyBackup(_ request: BackendRequest) throws(CofferError) -> Response {
+        try core.rekeyBackup(Self.sysRequest(request))
+    }
     func generateRoot(_ request: BackendRequest) throws(CofferError) -> Response {
         try core.handleGenerateRoot(Self.sysRequest(request))
     }

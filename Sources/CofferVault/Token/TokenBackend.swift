@@ -42,7 +42,11 @@ package final class TokenBackend: TableBackend {
 
     func create(_ request: BackendRequest) throws(CofferError) -> Response {
         try core.createToken(
-            request.fields, caller: try Self.callerEntry(request), orphanEndpoint: request.path == "create-orphan", now: request.now)
+            request.fields,
+            caller: try Self.callerEntry(request),
+            orphanEndpoint: request.path == "create-orphan",
+            now: request.now
+        )
     }
 
     func lookupSelf(_ request: BackendRequest) throws(CofferError) -> Response {
@@ -50,28 +54,40 @@ package final class TokenBackend: TableBackend {
     }
 
     func lookup(_ request: BackendRequest) throws(CofferError) -> Response {
-        guard let token = request.fields.string("token"), !token.isEmpty else { throw CofferError.invalid("missing token to look up") }
-        guard let entry = try core.tokens.live(token: token, now: request.now) else { throw CofferError(.permissionDenied, "bad token") }
+        guard let token = request.fields.string("token"), !token.isEmpty else {
+            throw CofferError.invalid("missing token to look up")
+        }
+        guard let entry = try core.tokens.live(token: token, now: request.now) else {
+            throw CofferError(.permissionDenied, "bad token")
+        }
         return Response(data: entry.lookupData(id: token, now: request.now))
     }
 
     func lookupAccessor(_ request: BackendRequest) throws(CofferError) -> Response {
         guard let accessor = request.fields.string("accessor") else { throw CofferError.invalid("missing accessor") }
-        guard let found = try core.tokens.entry(accessor: accessor), let entry = try core.tokens.live(found, now: request.now) else {
+        guard let found = try core.tokens.entry(accessor: accessor),
+            let entry = try core.tokens.live(found, now: request.now)
+        else {
             throw CofferError.invalid("invalid accessor")
         }
         return Response(data: entry.lookupData(id: "", now: request.now))
     }
 
     func renewSelf(_ request: BackendRequest) throws(CofferError) -> Response {
-        var response = try core.renew(try Self.callerEntry(request), increment: request.fields.seconds("increment"), now: request.now)
+        var response = try core.renew(
+            try Self.callerEntry(request),
+            increment: request.fields.seconds("increment"),
+            now: request.now
+        )
         response.auth?.clientToken = request.token ?? ""
         return response
     }
 
     func renew(_ request: BackendRequest) throws(CofferError) -> Response {
         guard let token = request.fields.string("token") else { throw CofferError.invalid("missing token") }
-        guard let entry = try core.tokens.live(token: token, now: request.now) else { throw CofferError.invalid("invalid token") }
+        guard let entry = try core.tokens.live(token: token, now: request.now) else {
+            throw CofferError.invalid("invalid token")
+        }
         var response = try core.renew(entry, increment: request.fields.seconds("increment"), now: request.now)
         response.auth?.clientToken = token
         return response
@@ -92,7 +108,9 @@ package final class TokenBackend: TableBackend {
 
     func revokeAccessor(_ request: BackendRequest) throws(CofferError) -> Response {
         guard let accessor = request.fields.string("accessor") else { throw CofferError.invalid("missing accessor") }
-        guard let entry = try core.tokens.entry(accessor: accessor) else { throw CofferError.invalid("invalid accessor") }
+        guard let entry = try core.tokens.entry(accessor: accessor) else {
+            throw CofferError.invalid("invalid accessor")
+        }
         try core.tokens.revoke(hash: entry.idHash)
         return .noContent
     }
@@ -103,7 +121,9 @@ package final class TokenBackend: TableBackend {
 }
 
 extension TokenEntry {
-    var auditCaller: AuditCaller { AuditCaller(accessor: accessor, displayName: displayName, meta: meta, policies: policies) }
+    var auditCaller: AuditCaller {
+        AuditCaller(accessor: accessor, displayName: displayName, meta: meta, policies: policies)
+    }
 
     /// The caller as backends see it; the entry itself rides along for the token backend.
     var caller: Caller {
@@ -114,7 +134,12 @@ extension TokenEntry {
 }
 
 extension Core {
-    func createToken(_ fields: FieldData, caller: TokenEntry, orphanEndpoint: Bool, now: Timestamp) throws(CofferError) -> Response {
+    func createToken(
+        _ fields: FieldData,
+        caller: TokenEntry,
+        orphanEndpoint: Bool,
+        now: Timestamp
+    ) throws(CofferError) -> Response {
         let data = fields.raw
         let callerIsRoot = caller.isRoot
         let noParent = try data.bool("no_parent") ?? false
@@ -130,10 +155,14 @@ extension Core {
         requested = Array(Set(requested.map { $0.lowercased() })).sorted()
         if !callerIsRoot {
             let allowed = Set(caller.policies)
-            if requested.contains("root") { throw CofferError.invalid("root tokens may not be created by a non-root token") }
+            if requested.contains("root") {
+                throw CofferError.invalid("root tokens may not be created by a non-root token")
+            }
             let extra = requested.filter { !allowed.contains($0) && $0 != "default" }
             guard extra.isEmpty else {
-                throw CofferError.invalid("child policies must be subset of parent; not allowed: \(extra.joined(separator: ", "))")
+                throw CofferError.invalid(
+                    "child policies must be subset of parent; not allowed: \(extra.joined(separator: ", "))"
+                )
             }
         }
         let noDefault = try data.bool("no_default_policy") ?? false
@@ -159,7 +188,9 @@ extension Core {
         // Vault names created tokens "token-<name>"; a root token made by root keeps the plain name.
         let displayName = name.isEmpty ? "token" : (requested == ["root"] && callerIsRoot ? name : "token-" + name)
         let customID = try data.string("id")
-        if customID != nil && !callerIsRoot { throw CofferError.invalid("root or sudo privileges required to specify token id") }
+        if customID != nil && !callerIsRoot {
+            throw CofferError.invalid("root or sudo privileges required to specify token id")
+        }
 
         // A child never outlives its parent (Vault revokes the tree when the parent expires; Coffer
         // also says so in the child's TTL).
@@ -170,18 +201,38 @@ extension Core {
         let (token, entry) = try tokens.create(
             { hash, accessor in
                 TokenEntry(
-                    idHash: hash, accessor: accessor, parentHash: orphan ? "" : caller.idHash, policies: requested, meta: meta,
-                    displayName: displayName, path: orphanEndpoint ? "auth/token/create-orphan" : "auth/token/create", now: now,
-                    ttl: ttl, explicitMaxTTL: explicitMax, numUses: numUses, period: period, renewable: renewable && ttl > 0)
-            }, id: customID)
+                    idHash: hash,
+                    accessor: accessor,
+                    parentHash: orphan ? "" : caller.idHash,
+                    policies: requested,
+                    meta: meta,
+                    displayName: displayName,
+                    path: orphanEndpoint ? "auth/token/create-orphan" : "auth/token/create",
+                    now: now,
+                    ttl: ttl,
+                    explicitMaxTTL: explicitMax,
+                    numUses: numUses,
+                    period: period,
+                    renewable: renewable && ttl > 0
+                )
+            },
+            id: customID
+        )
         return Response(auth: authInfo(token: token, entry, now: now))
     }
 
     func authInfo(token: String, _ entry: TokenEntry, now: Timestamp) -> AuthInfo {
         AuthInfo(
-            clientToken: token, accessor: entry.accessor, policies: entry.policies, tokenPolicies: entry.policies,
-            metadata: entry.meta, leaseDuration: entry.ttl(now: now), renewable: entry.renewable, orphan: entry.orphan,
-            numUses: entry.numUses)
+            clientToken: token,
+            accessor: entry.accessor,
+            policies: entry.policies,
+            tokenPolicies: entry.policies,
+            metadata: entry.meta,
+            leaseDuration: entry.ttl(now: now),
+            renewable: entry.renewable,
+            orphan: entry.orphan,
+            numUses: entry.numUses
+        )
     }
 
     /// Extends a token's life: by `increment` (or its original TTL), never past its explicit max TTL,
@@ -197,14 +248,18 @@ extension Core {
                 let left = max(0, now.seconds(until: entry.creationTime.adding(seconds: entry.explicitMaxTTL)))
                 if ttl > left {
                     ttl = left
-                    warnings.append("TTL of \"\(ttl)s\" exceeded the effective max_ttl; TTL value is capped accordingly")
+                    warnings.append(
+                        "TTL of \"\(ttl)s\" exceeded the effective max_ttl; TTL value is capped accordingly"
+                    )
                 }
             }
             if let parentExpiry {
                 let left = max(0, now.seconds(until: parentExpiry))
                 if ttl > left {
                     ttl = left
-                    warnings.append("TTL of \"\(ttl)s\" exceeded the parent token's remaining TTL; TTL value is capped accordingly")
+                    warnings.append(
+                        "TTL of \"\(ttl)s\" exceeded the parent token's remaining TTL; TTL value is capped accordingly"
+                    )
                 }
             }
             entry.expireTime = now.adding(seconds: ttl)
@@ -228,14 +283,27 @@ extension Core {
         }
         policies.insert("default")
         let maxTTL = mount.entry.maxLeaseTTL > 0 ? mount.entry.maxLeaseTTL : TokenStore.maxTTL
-        let requested = auth.leaseDuration > 0 ? auth.leaseDuration : (mount.entry.defaultLeaseTTL > 0 ? mount.entry.defaultLeaseTTL : maxTTL)
+        let requested =
+            auth.leaseDuration > 0
+            ? auth.leaseDuration : (mount.entry.defaultLeaseTTL > 0 ? mount.entry.defaultLeaseTTL : maxTTL)
         let ttl = min(requested, maxTTL)
         let name = mount.entry.path.dropLast() + (auth.metadata["username"].map { "-" + $0 } ?? "")
         let (token, entry) = try tokens.create { hash, accessor in
             TokenEntry(
-                idHash: hash, accessor: accessor, parentHash: "", policies: policies.sorted(), meta: auth.metadata,
-                displayName: String(name), path: mount.prefix + "login", now: now, ttl: ttl, explicitMaxTTL: 0,
-                numUses: max(0, auth.numUses), period: 0, renewable: auth.renewable)
+                idHash: hash,
+                accessor: accessor,
+                parentHash: "",
+                policies: policies.sorted(),
+                meta: auth.metadata,
+                displayName: String(name),
+                path: mount.prefix + "login",
+                now: now,
+                ttl: ttl,
+                explicitMaxTTL: 0,
+                numUses: max(0, auth.numUses),
+                period: 0,
+                renewable: auth.renewable
+            )
         }
         var issued = authInfo(token: token, entry, now: now)
         issued.tokenPolicies = entry.policies

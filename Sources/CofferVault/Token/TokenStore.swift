@@ -1,6 +1,6 @@
+package import CofferAudit
 package import CofferCore
 package import CofferFramework
-package import CofferAudit
 import Synchronization
 
 /// A token as stored. The token itself is never stored: only its salted hash (HMAC-SHA256 under a
@@ -43,9 +43,19 @@ package struct TokenEntry: Sendable, Equatable {
     }
 
     init(
-        idHash: String, accessor: String, parentHash: String, policies: [String], meta: [String: String],
-        displayName: String, path: String, now: Timestamp, ttl: Int64, explicitMaxTTL: Int64, numUses: Int,
-        period: Int64, renewable: Bool
+        idHash: String,
+        accessor: String,
+        parentHash: String,
+        policies: [String],
+        meta: [String: String],
+        displayName: String,
+        path: String,
+        now: Timestamp,
+        ttl: Int64,
+        explicitMaxTTL: Int64,
+        numUses: Int,
+        period: Int64,
+        renewable: Bool
     ) {
         self.idHash = idHash
         self.accessor = accessor
@@ -100,9 +110,12 @@ package struct TokenEntry: Sendable, Equatable {
     /// The `data` of token lookups, in Vault's shape. `id` is the token when the caller presented it.
     func lookupData(id: String, now: Timestamp) -> [String: JSONValue] {
         var data: [String: JSONValue] = [
-            "accessor": .string(accessor), "creation_time": .int(creationTime.seconds), "creation_ttl": .int(creationTTL),
-            "display_name": .string(displayName), "entity_id": "", "expire_time": expireTime.map { .string($0.rfc3339) } ?? .null,
-            "explicit_max_ttl": .int(explicitMaxTTL), "id": .string(id), "meta": meta.isEmpty ? .null : .object(meta.mapValues { .string($0) }),
+            "accessor": .string(accessor), "creation_time": .int(creationTime.seconds),
+            "creation_ttl": .int(creationTTL),
+            "display_name": .string(displayName), "entity_id": "",
+            "expire_time": expireTime.map { .string($0.rfc3339) } ?? .null,
+            "explicit_max_ttl": .int(explicitMaxTTL), "id": .string(id),
+            "meta": meta.isEmpty ? .null : .object(meta.mapValues { .string($0) }),
             "num_uses": .int(numUses), "orphan": .bool(orphan), "path": .string(path),
             "policies": .array(policies.map { .string($0) }), "ttl": .int(ttl(now: now)), "type": "service",
         ]
@@ -241,7 +254,10 @@ package final class TokenStore: Sendable {
     }
 
     /// Applies `change` to the stored entry of `hash` and saves it; nil if the token is gone.
-    func update(hash: String, _ change: (inout TokenEntry) throws(CofferError) -> Void) throws(CofferError) -> TokenEntry? {
+    func update(
+        hash: String,
+        _ change: (inout TokenEntry) throws(CofferError) -> Void
+    ) throws(CofferError) -> TokenEntry? {
         try withWriteLock { () throws(CofferError) -> TokenEntry? in
             guard var entry = try entry(hash: hash) else { return nil }
             try change(&entry)
@@ -297,13 +313,18 @@ package final class TokenStore: Sendable {
             }
             current = parent
         }
-        throw CofferError(.integrity, "a token's chain of parents is longer than \(TokenStore.maxDepth) (or loops); refusing it")
+        throw CofferError(
+            .integrity,
+            "a token's chain of parents is longer than \(TokenStore.maxDepth) (or loops); refusing it"
+        )
     }
 
     /// Revokes a token and, unless `orphanChildren`, every descendant. Returns the number revoked.
     @discardableResult
     func revoke(hash: String, orphanChildren: Bool = false) throws(CofferError) -> Int {
-        try withWriteLock { () throws(CofferError) -> Int in try revokeLocked(hash: hash, orphanChildren: orphanChildren) }
+        try withWriteLock { () throws(CofferError) -> Int in
+            try revokeLocked(hash: hash, orphanChildren: orphanChildren)
+        }
     }
 
     /// Revokes the tree under `hash` leaves first, without recursion (a chain of a million tokens
@@ -325,16 +346,22 @@ package final class TokenStore: Sendable {
         }
         var count = 0
         // Depth-first with an explicit stack: each frame keeps the children it has yet to visit.
-        var stack: [(hash: String, pending: [String])] = [(root.idHash, try barrier.list(TokenStore.parentPrefix + root.idHash + "/"))]
+        var stack: [(hash: String, pending: [String])] = [
+            (root.idHash, try barrier.list(TokenStore.parentPrefix + root.idHash + "/"))
+        ]
         while !stack.isEmpty {
             if let child = stack[stack.count - 1].pending.popLast() {
                 guard stack.count < TokenStore.maxDepth else {
-                    throw CofferError(.integrity, "a token tree deeper than \(TokenStore.maxDepth) (or looping) cannot be revoked")
+                    throw CofferError(
+                        .integrity,
+                        "a token tree deeper than \(TokenStore.maxDepth) (or looping) cannot be revoked"
+                    )
                 }
                 if try entry(hash: child) != nil {
                     stack.append((child, try barrier.list(TokenStore.parentPrefix + child + "/")))
                 } else {
-                    try barrier.delete(TokenStore.parentPrefix + stack[stack.count - 1].hash + "/" + child)  // a dangling index row
+                    // A dangling index row.
+                    try barrier.delete(TokenStore.parentPrefix + stack[stack.count - 1].hash + "/" + child)
                 }
                 continue
             }
@@ -349,7 +376,8 @@ package final class TokenStore: Sendable {
 
     private func delete(_ entry: TokenEntry) throws(CofferError) {
         var ops: [StorageOperation] = [
-            .delete(key: TokenStore.idPrefix + entry.idHash), .delete(key: TokenStore.accessorPrefix + (try hash(entry.accessor))),
+            .delete(key: TokenStore.idPrefix + entry.idHash),
+            .delete(key: TokenStore.accessorPrefix + (try hash(entry.accessor))),
         ]
         if !entry.parentHash.isEmpty {
             ops.append(.delete(key: TokenStore.parentPrefix + entry.parentHash + "/" + entry.idHash))

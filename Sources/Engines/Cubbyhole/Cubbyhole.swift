@@ -12,9 +12,14 @@ package final class CubbyholeBackend: TableBackend {
 
     package static let paths = PathTable<CubbyholeBackend>([
         Path(
-            "{path*}", arbitraryFields: true, existence: CubbyholeBackend.exists,
-            read: CubbyholeBackend.read, list: CubbyholeBackend.list, write: CubbyholeBackend.write,
-            delete: CubbyholeBackend.delete)
+            "{path*}",
+            arbitraryFields: true,
+            existence: CubbyholeBackend.exists,
+            read: CubbyholeBackend.read,
+            list: CubbyholeBackend.list,
+            write: CubbyholeBackend.write,
+            delete: CubbyholeBackend.delete
+        )
     ])
 
     /// The caller's own folder; a request without a token has none.
@@ -30,7 +35,9 @@ package final class CubbyholeBackend: TableBackend {
     }
 
     func exists(_ request: ExistenceRequest) throws(CofferError) -> Bool {
-        guard let hash = request.caller?.tokenHash, !hash.isEmpty, !request.capture("path").isEmpty else { return false }
+        guard let hash = request.caller?.tokenHash, !hash.isEmpty, !request.capture("path").isEmpty else {
+            return false
+        }
         return try request.storage.get(hash + "/" + request.capture("path")) != nil
     }
 
@@ -41,7 +48,9 @@ package final class CubbyholeBackend: TableBackend {
 
     func list(_ request: BackendRequest) throws(CofferError) -> Response {
         let path = request.capture("path")
-        let keys = try request.storage.list(try Self.folder(request) + (path.isEmpty || path.hasSuffix("/") ? path : path + "/"))
+        let keys = try request.storage.list(
+            try Self.folder(request) + (path.isEmpty || path.hasSuffix("/") ? path : path + "/")
+        )
         guard !keys.isEmpty else { return .notFound }
         return Response(data: ["keys": .array(keys.map { .string($0) })])
     }

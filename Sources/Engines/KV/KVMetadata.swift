@@ -1,5 +1,5 @@
-package import CofferFramework
 package import CofferCore
+package import CofferFramework
 
 /// Per-secret metadata of KV v2: settings and the state of every version.
 struct KVMetadata: Sendable {
@@ -26,7 +26,10 @@ struct KVMetadata: Sendable {
         func isDeleted(now: Timestamp) -> Bool { deletion.map { $0 <= now } ?? false }
 
         var json: JSONValue {
-            ["created_time": .string(createdText), "deletion_time": .string(deletionText), "destroyed": .bool(destroyed)]
+            [
+                "created_time": .string(createdText), "deletion_time": .string(deletionText),
+                "destroyed": .bool(destroyed),
+            ]
         }
     }
 
@@ -50,12 +53,14 @@ struct KVMetadata: Sendable {
         for (n, v) in versions {
             versionMap[String(n)] = [
                 "created": .number(String(v.created.nanoseconds)),
-                "deletion": v.deletion.map { .number(String($0.nanoseconds)) } ?? .null, "destroyed": .bool(v.destroyed),
+                "deletion": v.deletion.map { .number(String($0.nanoseconds)) } ?? .null,
+                "destroyed": .bool(v.destroyed),
             ]
         }
         return [
             "created": .number(String(created.nanoseconds)), "updated": .number(String(updated.nanoseconds)),
-            "current_version": .int(currentVersion), "oldest_version": .int(oldestVersion), "max_versions": .int(maxVersions),
+            "current_version": .int(currentVersion), "oldest_version": .int(oldestVersion),
+            "max_versions": .int(maxVersions),
             "cas_required": .bool(casRequired), "delete_version_after": .int(deleteVersionAfter),
             "custom_metadata": .object(customMetadata.mapValues { .string($0) }), "versions": .object(versionMap),
         ]
@@ -79,7 +84,11 @@ struct KVMetadata: Sendable {
         customMetadata = (json["custom_metadata"]?.objectValue ?? [:]).compactMapValues(\.stringValue)
         for (key, value) in json["versions"]?.objectValue ?? [:] {
             guard let n = Int(key), let c = ts(value["created"]) else { continue }
-            versions[n] = Version(created: c, deletion: ts(value["deletion"]), destroyed: value["destroyed"]?.boolValue ?? false)
+            versions[n] = Version(
+                created: c,
+                deletion: ts(value["deletion"]),
+                destroyed: value["destroyed"]?.boolValue ?? false
+            )
         }
     }
 
@@ -102,10 +111,13 @@ struct KVMetadata: Sendable {
         var versionMap: [String: JSONValue] = [:]
         for (n, v) in versions { versionMap[String(n)] = v.json }
         return [
-            "cas_required": .bool(casRequired), "created_time": .string(created.rfc3339), "current_version": .int(currentVersion),
+            "cas_required": .bool(casRequired), "created_time": .string(created.rfc3339),
+            "current_version": .int(currentVersion),
             "current_metadata_version": .int(0), "metadata_cas_required": false,
-            "custom_metadata": customMetadataJSON, "delete_version_after": .string(VaultDuration.format(deleteVersionAfter)),
-            "max_versions": .int(maxVersions), "oldest_version": .int(oldestVersion), "updated_time": .string(updated.rfc3339),
+            "custom_metadata": customMetadataJSON,
+            "delete_version_after": .string(VaultDuration.format(deleteVersionAfter)),
+            "max_versions": .int(maxVersions), "oldest_version": .int(oldestVersion),
+            "updated_time": .string(updated.rfc3339),
             "versions": .object(versionMap),
         ]
     }
@@ -127,6 +139,9 @@ struct KVConfig: Sendable {
     }
 
     var stored: JSONValue {
-        ["max_versions": .int(maxVersions), "cas_required": .bool(casRequired), "delete_version_after": .int(deleteVersionAfter)]
+        [
+            "max_versions": .int(maxVersions), "cas_required": .bool(casRequired),
+            "delete_version_after": .int(deleteVersionAfter),
+        ]
     }
 }

@@ -8,8 +8,14 @@ package final class KVv1Backend: TableBackend {
 
     package static let paths = PathTable<KVv1Backend>([
         Path(
-            "{path*}", arbitraryFields: true, existence: KVv1Backend.exists, read: KVv1Backend.read, list: KVv1Backend.list,
-            write: KVv1Backend.write, delete: KVv1Backend.delete)
+            "{path*}",
+            arbitraryFields: true,
+            existence: KVv1Backend.exists,
+            read: KVv1Backend.read,
+            list: KVv1Backend.list,
+            write: KVv1Backend.write,
+            delete: KVv1Backend.delete
+        )
     ])
 
     func exists(_ request: ExistenceRequest) throws(CofferError) -> Bool {
@@ -32,13 +38,16 @@ package final class KVv1Backend: TableBackend {
         var response = Response(data: data)
         // Vault reports the mount's lease TTL (the 768h system default), or the secret's own `ttl`.
         let ttl = try? data.duration("ttl")
-        response.leaseDuration = (ttl ?? nil) ?? (request.mount.defaultLeaseTTL > 0 ? request.mount.defaultLeaseTTL : 2_764_800)
+        response.leaseDuration =
+            (ttl ?? nil) ?? (request.mount.defaultLeaseTTL > 0 ? request.mount.defaultLeaseTTL : 2_764_800)
         return response
     }
 
     func write(_ request: BackendRequest) throws(CofferError) -> Response {
         let key = request.capture("path")
-        guard !key.isEmpty, !key.hasSuffix("/") else { throw CofferError.invalid("missing secret path after \(request.mount.path)") }
+        guard !key.isEmpty, !key.hasSuffix("/") else {
+            throw CofferError.invalid("missing secret path after \(request.mount.path)")
+        }
         guard !request.data.isEmpty else { throw CofferError.invalid("missing data fields") }
         try request.storage.putJSON(key, .object(request.data))
         return .noContent

@@ -43,7 +43,12 @@ package final class KVv2Backend: TableBackend {
     }
 
     /// Writes `ops` and, once they are stored, the new metadata of `key` into the cache (nil: removed).
-    func commit(_ storage: StorageView, _ key: String, _ ops: [StorageOperation], metadata: KVMetadata?) throws(CofferError) {
+    func commit(
+        _ storage: StorageView,
+        _ key: String,
+        _ ops: [StorageOperation],
+        metadata: KVMetadata?
+    ) throws(CofferError) {
         cache.withLock { c in
             c.epoch &+= 1
             c.entries.removeValue(forKey: key)
@@ -103,9 +108,11 @@ extension JSONValue {
     func subkeys(depth: Int, level: Int = 0) -> JSONValue {
         guard case .object(let object) = self else { return .null }
         if depth > 0 && level >= depth { return .null }
-        return .object(object.mapValues { value in
-            if case .object = value { return value.subkeys(depth: depth, level: level + 1) }
-            return .null
-        })
+        return .object(
+            object.mapValues { value in
+                if case .object = value { return value.subkeys(depth: depth, level: level + 1) }
+                return .null
+            }
+        )
     }
 }

@@ -8,13 +8,20 @@ extension KVv2Backend {
 
     package static let paths = PathTable<KVv2Backend>([
         Path(
-            "config", fields: [.int("max_versions", versionLimit), .bool("cas_required"), .duration("delete_version_after")],
-            read: KVv2Backend.readConfig, write: KVv2Backend.writeConfig),
+            "config",
+            fields: [.int("max_versions", versionLimit), .bool("cas_required"), .duration("delete_version_after")],
+            read: KVv2Backend.readConfig,
+            write: KVv2Backend.writeConfig
+        ),
         Path(
-            "data/{path*}", fields: [.int("version", versionLimit), .object("data"), .object("options")],
+            "data/{path*}",
+            fields: [.int("version", versionLimit), .object("data"), .object("options")],
             existence: KVv2Backend.secretExists,
-            read: KVv2Backend.readData, write: KVv2Backend.writeData, patch: KVv2Backend.patchData,
-            delete: KVv2Backend.deleteLatest),
+            read: KVv2Backend.readData,
+            write: KVv2Backend.writeData,
+            patch: KVv2Backend.patchData,
+            delete: KVv2Backend.deleteLatest
+        ),
         Path(
             "metadata/{path*}",
             fields: [
@@ -22,12 +29,20 @@ extension KVv2Backend {
                 .stringMap("custom_metadata"),
             ],
             existence: KVv2Backend.secretExists,
-            read: KVv2Backend.readMetadata, list: KVv2Backend.listMetadata, write: KVv2Backend.writeMetadata,
-            patch: KVv2Backend.writeMetadata, delete: KVv2Backend.deleteMetadata),
+            read: KVv2Backend.readMetadata,
+            list: KVv2Backend.listMetadata,
+            write: KVv2Backend.writeMetadata,
+            patch: KVv2Backend.writeMetadata,
+            delete: KVv2Backend.deleteMetadata
+        ),
         Path("delete/{path*}", fields: [.ints("versions", versionLimit)], write: KVv2Backend.deleteVersions),
         Path("undelete/{path*}", fields: [.ints("versions", versionLimit)], write: KVv2Backend.undeleteVersions),
         Path("destroy/{path*}", fields: [.ints("versions", versionLimit)], write: KVv2Backend.destroyVersions),
-        Path("subkeys/{path*}", fields: [.int("version", versionLimit), .int("depth", versionLimit)], read: KVv2Backend.subkeys),
+        Path(
+            "subkeys/{path*}",
+            fields: [.int("version", versionLimit), .int("depth", versionLimit)],
+            read: KVv2Backend.subkeys
+        ),
     ])
 
     // MARK: config
@@ -89,7 +104,12 @@ extension KVv2Backend {
     }
 
     /// Writes a new version, enforcing check-and-set and trimming to max_versions, in one batch.
-    func store(_ request: BackendRequest, _ key: String, data: [String: JSONValue], cas: Int?) throws(CofferError) -> Response {
+    func store(
+        _ request: BackendRequest,
+        _ key: String,
+        data: [String: JSONValue],
+        cas: Int?
+    ) throws(CofferError) -> Response {
         let config = try loadConfig(request.storage.reader)
         var meta = try loadMetadata(request.storage.reader, key) ?? KVMetadata(now: request.now)
         if cas == nil && (config.casRequired || meta.casRequired) {
@@ -101,7 +121,10 @@ extension KVv2Backend {
         let n = meta.currentVersion + 1
         let deleteAfter = meta.deleteVersionAfter > 0 ? meta.deleteVersionAfter : config.deleteVersionAfter
         meta.versions[n] = .init(
-            created: request.now, deletion: deleteAfter > 0 ? request.now.adding(seconds: deleteAfter) : nil, destroyed: false)
+            created: request.now,
+            deletion: deleteAfter > 0 ? request.now.adding(seconds: deleteAfter) : nil,
+            destroyed: false
+        )
         meta.currentVersion = n
         meta.updated = request.now
         var ops: [StorageOperation] = [
@@ -115,7 +138,9 @@ extension KVv2Backend {
 
     /// Drops the oldest versions beyond max_versions; returns the storage deletes.
     func trim(_ meta: inout KVMetadata, key: String, config: KVConfig) -> [StorageOperation] {
-        let limit = meta.maxVersions > 0 ? meta.maxVersions : (config.maxVersions > 0 ? config.maxVersions : KVConfig.defaultMaxVersions)
+        let limit =
+            meta.maxVersions > 0
+            ? meta.maxVersions : (config.maxVersions > 0 ? config.maxVersions : KVConfig.defaultMaxVersions)
         var ops: [StorageOperation] = []
         let sorted = meta.versions.keys.sorted()
         if sorted.count > limit {
@@ -139,12 +164,17 @@ extension KVv2Backend {
                 let current = meta.versions[meta.currentVersion]
             else { return .notFound }
             if current.destroyed || current.isDeleted(now: request.now) {
-                return Response(notFound: ["data": .null, "metadata": .object(meta.versionMetadata(meta.currentVersion))])
+                return Response(notFound: [
+                    "data": .null, "metadata": .object(meta.versionMetadata(meta.currentVersion)),
+                ])
             }
             guard let stored = try request.storage.getJSON(Self.versionKey(key, meta.currentVersion)),
                 case .object(let existing)? = stored["data"]
             else {
-                throw CofferError(.integrity, "version \(meta.currentVersion) of '\(request.fullPath)' is listed but its data is missing")
+                throw CofferError(
+                    .integrity,
+                    "version \(meta.currentVersion) of '\(request.fullPath)' is listed but its data is missing"
+                )
             }
             let merged = JSONValue.mergePatch(.object(existing), .object(patch)).objectValue ?? [:]
             return try store(request, key, data: merged, cas: cas ?? meta.currentVersion)
@@ -160,7 +190,9 @@ extension KVv2Backend {
     enum VersionAction { case delete, undelete, destroy }
 
     func deleteVersions(_ request: BackendRequest) throws(CofferError) -> Response { try versions(request, .delete) }
-    func undeleteVersions(_ request: BackendRequest) throws(CofferError) -> Response { try versions(request, .undelete) }
+    func undeleteVersions(_ request: BackendRequest) throws(CofferError) -> Response {
+        try versions(request, .undelete)
+    }
     func destroyVersions(_ request: BackendRequest) throws(CofferError) -> Response { try versions(request, .destroy) }
 
     func versions(_ request: BackendRequest, _ action: VersionAction) throws(CofferError) -> Response {
@@ -172,7 +204,12 @@ extension KVv2Backend {
     }
 
     /// Soft-deletes, restores or destroys versions (nil: the current version). Unknown versions are skipped, as in Vault.
-    func changeVersions(_ request: BackendRequest, _ key: String, action: VersionAction, versions: [Int]?) throws(CofferError) -> Response {
+    func changeVersions(
+        _ request: BackendRequest,
+        _ key: String,
+        action: VersionAction,
+        versions: [Int]?
+    ) throws(CofferError) -> Response {
         try withKeyLock(key) { () throws(CofferError) -> Response in
             guard var meta = try loadMetadata(request.storage.reader, key) else { return .noContent }
             var ops: [StorageOperation] = []
@@ -234,7 +271,12 @@ extension KVv2Backend {
             }
             meta.updated = request.now
             let ops = trim(&meta, key: key, config: try loadConfig(request.storage.reader))
-            try commit(request.storage, key, ops + [.put(key: "metadata/" + key, value: meta.stored.serialized())], metadata: meta)
+            try commit(
+                request.storage,
+                key,
+                ops + [.put(key: "metadata/" + key, value: meta.stored.serialized())],
+                metadata: meta
+            )
             return .noContent
         }
     }
@@ -254,7 +296,9 @@ extension KVv2Backend {
 
     func subkeys(_ request: BackendRequest) throws(CofferError) -> Response {
         let read = try readData(request)
-        guard read.outcome == .ok, let data = read.data?["data"], let metadata = read.data?["metadata"] else { return read }
+        guard read.outcome == .ok, let data = read.data?["data"], let metadata = read.data?["metadata"] else {
+            return read
+        }
         let depth = request.fields.int("depth") ?? 0
         return Response(data: ["subkeys": data.subkeys(depth: depth), "metadata": metadata])
     }

@@ -86,7 +86,10 @@ package final class TransitBackend: TableBackend {
 
     /// Applies `change` to the stored key under its lock and saves the result.
     func update(
-        _ name: String, _ storage: StorageView, now: Timestamp, _ change: (inout TransitKey) throws(CofferError) -> Void
+        _ name: String,
+        _ storage: StorageView,
+        now: Timestamp,
+        _ change: (inout TransitKey) throws(CofferError) -> Void
     ) throws(CofferError) -> TransitKey {
         try withKeyLock(name) { () throws(CofferError) -> TransitKey in
             guard let json = try storage.getJSON(TransitKey.storagePrefix + name) else {
@@ -100,14 +103,21 @@ package final class TransitBackend: TableBackend {
     }
 
     /// The key an operation names, or a 400 naming what is missing.
-    func require(_ name: String, _ request: BackendRequest, missing: String = "encryption key not found") throws(CofferError) -> TransitKey {
+    func require(
+        _ name: String,
+        _ request: BackendRequest,
+        missing: String = "encryption key not found"
+    ) throws(CofferError) -> TransitKey {
         guard let key = try load(name, request.storage, now: request.now) else { throw CofferError.invalid(missing) }
         return key
     }
 
     static func validateName(_ name: String) throws(CofferError) {
         guard !name.isEmpty, name.utf8.count <= 256,
-            name.utf8.allSatisfy({ $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") || ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7A) })
+            name.utf8.allSatisfy({
+                $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".")
+                    || ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7A)
+            })
         else {
             throw CofferError.invalid("invalid key name \"\(name)\": use letters, digits, '-', '_' and '.'")
         }
@@ -139,11 +149,17 @@ package final class TransitBackend: TableBackend {
         return Response(data: key.readData)
     }
 
-    static func newKey(_ name: String, _ data: [String: JSONValue], now: Timestamp, derivedByContext: Bool = false) throws(CofferError) -> TransitKey {
+    static func newKey(
+        _ name: String,
+        _ data: [String: JSONValue],
+        now: Timestamp,
+        derivedByContext: Bool = false
+    ) throws(CofferError) -> TransitKey {
         let typeName = try data.string("type") ?? TransitKeyType.aes256GCM96.rawValue
         guard let type = TransitKeyType(rawValue: typeName) else {
             throw CofferError.invalid(
-                "type is not a known key type; use one of \(TransitKeyType.allCases.map(\.rawValue).joined(separator: ", "))")
+                "type is not a known key type; use one of \(TransitKeyType.allCases.map(\.rawValue).joined(separator: ", "))"
+            )
         }
         var key = TransitKey(name: name, type: type)
         key.derived = try data.bool("derived") ?? derivedByContext
@@ -151,9 +167,15 @@ package final class TransitBackend: TableBackend {
         key.exportable = try data.bool("exportable") ?? false
         key.allowPlaintextBackup = try data.bool("allow_plaintext_backup") ?? false
         key.autoRotatePeriod = try autoRotatePeriod(data) ?? 0
-        if key.convergent && !key.derived { throw CofferError.invalid("convergent encryption requires derivation to be enabled") }
-        if key.derived && !type.supportsDerivation { throw CofferError.invalid("key derivation not supported for key type \(type.rawValue)") }
-        if key.convergent && type.aead == nil { throw CofferError.invalid("convergent encryption not supported for keys of type \(type.rawValue)") }
+        if key.convergent && !key.derived {
+            throw CofferError.invalid("convergent encryption requires derivation to be enabled")
+        }
+        if key.derived && !type.supportsDerivation {
+            throw CofferError.invalid("key derivation not supported for key type \(type.rawValue)")
+        }
+        if key.convergent && type.aead == nil {
+            throw CofferError.invalid("convergent encryption not supported for keys of type \(type.rawValue)")
+        }
         if type == .hmac {
             key.keySize = try data.int("key_size") ?? 32
             guard (32...512).contains(key.keySize) else {
@@ -191,20 +213,28 @@ package final class TransitBackend: TableBackend {
             var minDecryption = try data.int("min_decryption_version") ?? key.minDecryptionVersion
             if minDecryption == 0 { minDecryption = 1 }
             let minEncryption = try data.int("min_encryption_version") ?? key.minEncryptionVersion
-            guard minDecryption > 0, minEncryption >= 0 else { throw CofferError.invalid("key versions cannot be negative") }
+            guard minDecryption > 0, minEncryption >= 0 else {
+                throw CofferError.invalid("key versions cannot be negative")
+            }
             guard minDecryption <= key.latestVersion else {
-                throw CofferError.invalid("cannot set min decryption version of \(minDecryption), latest key version is \(key.latestVersion)")
+                throw CofferError.invalid(
+                    "cannot set min decryption version of \(minDecryption), latest key version is \(key.latestVersion)"
+                )
             }
             guard minEncryption <= key.latestVersion else {
-                throw CofferError.invalid("cannot set min encryption version of \(minEncryption), latest key version is \(key.latestVersion)")
+                throw CofferError.invalid(
+                    "cannot set min encryption version of \(minEncryption), latest key version is \(key.latestVersion)"
+                )
             }
             guard minEncryption == 0 || minEncryption >= minDecryption else {
                 throw CofferError.invalid(
-                    "cannot set min encryption/decryption values; min encryption version of \(minEncryption) must be greater than or equal to min decryption version of \(minDecryption)")
+                    "cannot set min encryption/decryption values; min encryption version of \(minEncryption) must be greater than or equal to min decryption version of \(minDecryption)"
+                )
             }
             guard minDecryption >= key.minAvailableVersion else {
                 throw CofferError.invalid(
-                    "cannot set min decryption version of \(minDecryption) below the min available version of \(key.minAvailableVersion): older versions were trimmed")
+                    "cannot set min decryption version of \(minDecryption) below the min available version of \(key.minAvailableVersion): older versions were trimmed"
+                )
             }
             key.minDecryptionVersion = minDecryption
             key.minEncryptionVersion = minEncryption
@@ -219,7 +249,9 @@ package final class TransitBackend: TableBackend {
 
     func rotateKey(_ request: BackendRequest) throws(CofferError) -> Response {
         let name = try Self.keyName(request)
-        let key = try update(name, request.storage, now: request.now) { (key) throws(CofferError) in try key.rotate(now: request.now) }
+        let key = try update(name, request.storage, now: request.now) { (key) throws(CofferError) in
+            try key.rotate(now: request.now)
+        }
         return Response(data: key.readData)
     }
 
@@ -228,16 +260,23 @@ package final class TransitBackend: TableBackend {
         let requested = try request.data.int("min_available_version") ?? 0
         let key = try update(name, request.storage, now: request.now) { (key) throws(CofferError) in
             guard key.minEncryptionVersion > 0 else {
-                throw CofferError.invalid("minimum available version cannot be set when minimum encryption version is not set")
+                throw CofferError.invalid(
+                    "minimum available version cannot be set when minimum encryption version is not set"
+                )
             }
             guard requested > 0 else { throw CofferError.invalid("minimum available version should be positive") }
-            guard requested >= key.minAvailableVersion else { throw CofferError.invalid("minimum available version cannot be decremented") }
+            guard requested >= key.minAvailableVersion else {
+                throw CofferError.invalid("minimum available version cannot be decremented")
+            }
             guard requested <= key.minEncryptionVersion else {
-                throw CofferError.invalid("minimum available version should not be greater than minimum encryption version")
+                throw CofferError.invalid(
+                    "minimum available version should not be greater than minimum encryption version"
+                )
             }
             guard requested <= key.minDecryptionVersion else {
                 throw CofferError.invalid(
-                    "cannot set minimum available version to \(requested), it should not be greater than minimum decryption version \(key.minDecryptionVersion)")
+                    "cannot set minimum available version to \(requested), it should not be greater than minimum decryption version \(key.minDecryptionVersion)"
+                )
             }
             key.minAvailableVersion = requested
             key.versions = key.versions.filter { $0.key >= requested }
@@ -253,7 +292,9 @@ package final class TransitBackend: TableBackend {
         guard case .array(let array) = raw else { throw CofferError.invalid("batch_input must be a list of objects") }
         var items: [[String: JSONValue]] = []
         for entry in array {
-            guard case .object(let item) = entry else { throw CofferError.invalid("every batch_input item must be an object") }
+            guard case .object(let item) = entry else {
+                throw CofferError.invalid("every batch_input item must be an object")
+            }
             items.append(item)
         }
         guard !items.isEmpty else { throw CofferError.invalid("missing batch input to process") }
@@ -264,7 +305,9 @@ package final class TransitBackend: TableBackend {
     /// its result, and the others still run. Encrypt, decrypt and rewrap answer 400 when any item
     /// failed (or `partial_failure_response_code` when some succeeded), as Vault does.
     static func batch(
-        _ data: [String: JSONValue], errorFields: [String: JSONValue] = [:], failStatus: Bool,
+        _ data: [String: JSONValue],
+        errorFields: [String: JSONValue] = [:],
+        failStatus: Bool,
         _ body: ([String: JSONValue]) throws(CofferError) -> [String: JSONValue]
     ) throws(CofferError) -> Response {
         let (items, isBatch) = try items(data)
@@ -310,7 +353,12 @@ package final class TransitBackend: TableBackend {
             for item in items where try item.string("context")?.isEmpty == false { hasContext = true }
             key = try withKeyLock(name) { () throws(CofferError) -> TransitKey in
                 if let existing = try cached(name, request.storage.reader) { return existing }
-                let created = try TransitBackend.newKey(name, request.data, now: request.now, derivedByContext: hasContext)
+                let created = try TransitBackend.newKey(
+                    name,
+                    request.data,
+                    now: request.now,
+                    derivedByContext: hasContext
+                )
                 try save(name, created, request.storage)
                 return created
             }
@@ -318,19 +366,25 @@ package final class TransitBackend: TableBackend {
         let topVersion = try request.data.int("key_version") ?? 0
         // An in-process caller's bytes (the C ABI): no base64 either way, one item.
         if let plaintext = request.fields.rawBytes["plaintext"], let key {
-            let ciphertext = try withRawBytes(plaintext, request.fields.rawBytes["context"] ?? [], []) { (p, c, a) throws(CofferError) in
+            let ciphertext = try withRawBytes(plaintext, request.fields.rawBytes["context"] ?? [], []) {
+                (p, c, a) throws(CofferError) in
                 try key.encrypt(p, context: c, aad: a, keyVersion: topVersion)
             }
             return Response(data: [
-                "ciphertext": .string(String(decoding: ciphertext, as: UTF8.self)), "key_version": .int(TransitBackend.version(of: ciphertext)),
+                "ciphertext": .string(String(decoding: ciphertext, as: UTF8.self)),
+                "key_version": .int(TransitBackend.version(of: ciphertext)),
             ])
         }
         return try TransitBackend.batch(request.data, failStatus: true) { (item) throws(CofferError) in
-            guard let plaintextText = try item.string("plaintext") else { throw CofferError.invalid("missing plaintext to encrypt") }
+            guard let plaintextText = try item.string("plaintext") else {
+                throw CofferError.invalid("missing plaintext to encrypt")
+            }
             let plaintext = try base64Field(plaintextText, "plaintext")!
             let context = try base64Field(try item.string("context"), "context") ?? []
             let aad = try base64Field(try item.string("associated_data"), "associated_data") ?? []
-            if let nonce = try item.string("nonce"), !nonce.isEmpty { throw CofferError.invalid("nonce provided when not allowed") }
+            if let nonce = try item.string("nonce"), !nonce.isEmpty {
+                throw CofferError.invalid("nonce provided when not allowed")
+            }
             let version = try item.int("key_version") ?? topVersion
             let ciphertext = try withRawBytes(plaintext, context, aad) { (p, c, a) throws(CofferError) in
                 try key!.encrypt(p, context: c, aad: a, keyVersion: version)
@@ -357,7 +411,9 @@ package final class TransitBackend: TableBackend {
         }
         let context = try base64Field(try item.string("context"), "context") ?? []
         let aad = try base64Field(try item.string("associated_data"), "associated_data") ?? []
-        if let nonce = try item.string("nonce"), !nonce.isEmpty { throw CofferError.invalid("nonce provided when not allowed") }
+        if let nonce = try item.string("nonce"), !nonce.isEmpty {
+            throw CofferError.invalid("nonce provided when not allowed")
+        }
         return try withRawBytes(Array(ciphertext.utf8), context, aad) { (t, c, a) throws(CofferError) in
             try key.decrypt(t, context: c, aad: a)
         }
@@ -369,12 +425,17 @@ package final class TransitBackend: TableBackend {
         // An in-process caller that wants bytes (the C ABI): the plaintext comes back as bytes, never base64.
         if request.fields.rawResults, let ciphertext = request.fields.string("ciphertext") {
             var response = Response(data: [:])
-            response.rawBytes["plaintext"] = try withRawBytes(Array(ciphertext.utf8), request.fields.bytes("context") ?? [], []) {
+            response.rawBytes["plaintext"] = try withRawBytes(
+                Array(ciphertext.utf8),
+                request.fields.bytes("context") ?? [],
+                []
+            ) {
                 (t, c, a) throws(CofferError) in try key.decrypt(t, context: c, aad: a)
             }
             return response
         }
-        return try TransitBackend.batch(request.data, errorFields: ["plaintext": ""], failStatus: true) { (item) throws(CofferError) in
+        return try TransitBackend.batch(request.data, errorFields: ["plaintext": ""], failStatus: true) {
+            (item) throws(CofferError) in
             ["plaintext": .string(Base64.encode(try decryptItem(key, item)))]
         }
     }
@@ -401,19 +462,26 @@ package final class TransitBackend: TableBackend {
     func dataKey(_ request: BackendRequest) throws(CofferError) -> Response {
         let kind = request.capture("kind")
         let name = try Self.keyName(request)
-        guard kind == "plaintext" || kind == "wrapped" else { throw CofferError.invalid("Invalid path, must be 'plaintext' or 'wrapped'") }
+        guard kind == "plaintext" || kind == "wrapped" else {
+            throw CofferError.invalid("Invalid path, must be 'plaintext' or 'wrapped'")
+        }
         let key = try require(name, request)
         let bits = try request.data.int("bits") ?? 256
-        guard [128, 256, 512].contains(bits) else { throw CofferError.invalid("invalid bit length \(bits); use 128, 256 or 512") }
+        guard [128, 256, 512].contains(bits) else {
+            throw CofferError.invalid("invalid bit length \(bits); use 128, 256 or 512")
+        }
         let context = try base64Field(try request.data.string("context"), "context") ?? []
         let aad = try base64Field(try request.data.string("associated_data"), "associated_data") ?? []
         let secret = SecureBytes(randomCount: bits / 8)
         let version = try request.data.int("key_version") ?? 0
         let ciphertext = try secret.withUnsafeBytes { (p) throws(CofferError) in
-            try withRawBytes(context, aad, []) { (c, a, _) throws(CofferError) in try key.encrypt(p, context: c, aad: a, keyVersion: version) }
+            try withRawBytes(context, aad, []) { (c, a, _) throws(CofferError) in
+                try key.encrypt(p, context: c, aad: a, keyVersion: version)
+            }
         }
         var data: [String: JSONValue] = [
-            "ciphertext": .string(String(decoding: ciphertext, as: UTF8.self)), "key_version": .int(TransitBackend.version(of: ciphertext)),
+            "ciphertext": .string(String(decoding: ciphertext, as: UTF8.self)),
+            "key_version": .int(TransitBackend.version(of: ciphertext)),
         ]
         if kind == "plaintext" { data["plaintext"] = .string(secret.withUnsafeBytes { Base64.encode($0) }) }
         return Response(data: data)
@@ -421,7 +489,11 @@ package final class TransitBackend: TableBackend {
 
     // MARK: HMAC, signatures
 
-    static func algorithm(_ data: [String: JSONValue], _ field: String, url: String?) throws(CofferError) -> HashAlgorithm {
+    static func algorithm(
+        _ data: [String: JSONValue],
+        _ field: String,
+        url: String?
+    ) throws(CofferError) -> HashAlgorithm {
         if let url { return try HashAlgorithm(name: url, field: field) }
         return try HashAlgorithm(name: try data.string(field) ?? "sha2-256", field: field)
     }
@@ -435,12 +507,20 @@ package final class TransitBackend: TableBackend {
         return try TransitBackend.batch(request.data, failStatus: false) { (item) throws(CofferError) in
             guard let inputText = try item.string("input") else { throw CofferError.invalid("missing input for HMAC") }
             let input = try base64Field(inputText, "input")!
-            return ["hmac": .string(try key.hmac(input, algorithm: algorithm, keyVersion: try item.int("key_version") ?? topVersion))]
+            return [
+                "hmac": .string(
+                    try key.hmac(input, algorithm: algorithm, keyVersion: try item.int("key_version") ?? topVersion)
+                )
+            ]
         }
     }
 
     /// Signing settings from a batch item, falling back to the request's top level.
-    static func signingOptions(_ data: [String: JSONValue], _ item: [String: JSONValue], url: String?) throws(CofferError) -> TransitKey.SigningOptions {
+    static func signingOptions(
+        _ data: [String: JSONValue],
+        _ item: [String: JSONValue],
+        url: String?
+    ) throws(CofferError) -> TransitKey.SigningOptions {
         var fields = data
         fields.removeValue(forKey: "batch_input")
         for (k, v) in item { fields[k] = v }
@@ -464,7 +544,10 @@ package final class TransitBackend: TableBackend {
             case .some(0): salt = .auto
             case .some(-1): salt = .hash
             case .some(let n) where n > 0: salt = .bytes(n)
-            default: throw CofferError.invalid("salt_length must be auto, hash, 0 (auto), -1 (hash) or a positive number of bytes")
+            default:
+                throw CofferError.invalid(
+                    "salt_length must be auto, hash, 0 (auto), -1 (hash) or a positive number of bytes"
+                )
             }
         }
         switch try fields.string("signature_algorithm") ?? "pss" {
@@ -479,12 +562,19 @@ package final class TransitBackend: TableBackend {
         let name = try Self.keyName(request)
         let urlAlgorithm = request.captures["algorithm"]
         let key = try require(name, request, missing: "signing key not found")
-        guard key.type.supportsSigning else { throw CofferError.invalid("key type \(key.type.rawValue) does not support signing") }
+        guard key.type.supportsSigning else {
+            throw CofferError.invalid("key type \(key.type.rawValue) does not support signing")
+        }
         let topVersion = try request.data.int("key_version") ?? 0
-        return try TransitBackend.batch(request.data, errorFields: ["key_version": 0], failStatus: false) { (item) throws(CofferError) in
+        return try TransitBackend.batch(request.data, errorFields: ["key_version": 0], failStatus: false) {
+            (item) throws(CofferError) in
             let options = try TransitBackend.signingOptions(request.data, item, url: urlAlgorithm)
             let input = try base64Field(try item.string("input") ?? "", "input")!
-            let (signature, version) = try key.sign(input, keyVersion: try item.int("key_version") ?? topVersion, options: options)
+            let (signature, version) = try key.sign(
+                input,
+                keyVersion: try item.int("key_version") ?? topVersion,
+                options: options
+            )
             return ["signature": .string(signature), "key_version": .int(version)]
         }
     }
@@ -493,10 +583,15 @@ package final class TransitBackend: TableBackend {
         let name = try Self.keyName(request)
         let urlAlgorithm = request.captures["algorithm"]
         let key = try require(name, request, missing: "signature verification key not found")
-        return try TransitBackend.batch(request.data, errorFields: ["valid": false], failStatus: false) { (item) throws(CofferError) in
+        return try TransitBackend.batch(request.data, errorFields: ["valid": false], failStatus: false) {
+            (item) throws(CofferError) in
             let input = try base64Field(try item.string("input") ?? "", "input")!
             if let mac = try item.string("hmac"), !mac.isEmpty {
-                let algorithm = try TransitBackend.algorithm(item["algorithm"] != nil ? item : request.data, "algorithm", url: urlAlgorithm)
+                let algorithm = try TransitBackend.algorithm(
+                    item["algorithm"] != nil ? item : request.data,
+                    "algorithm",
+                    url: urlAlgorithm
+                )
                 return ["valid": .bool(try key.verifyHMAC(input, hmac: mac, algorithm: algorithm))]
             }
             guard let signature = try item.string("signature"), !signature.isEmpty else {
@@ -517,19 +612,27 @@ package final class TransitBackend: TableBackend {
             throw CofferError.invalid("invalid export type: \(kind)")
         }
         guard let key = try load(name, request.storage, now: request.now) else { return .notFound }
-        guard kind == "public-key" || key.exportable else { throw CofferError.invalid("private key material is not exportable") }
+        guard kind == "public-key" || key.exportable else {
+            throw CofferError.invalid("private key material is not exportable")
+        }
         switch kind {
-        case "encryption-key" where !key.type.supportsEncryption: throw CofferError.invalid("encryption not supported for the key")
-        case "signing-key" where !key.type.supportsSigning: throw CofferError.invalid("signing not supported for the key")
-        case "public-key" where !key.type.isAsymmetric: throw CofferError.invalid("public key not available for key type \(key.type.rawValue)")
-        case "public-key" where key.derived: throw CofferError.invalid("public keys of derived keys depend on the context and are not exported")
+        case "encryption-key" where !key.type.supportsEncryption:
+            throw CofferError.invalid("encryption not supported for the key")
+        case "signing-key" where !key.type.supportsSigning:
+            throw CofferError.invalid("signing not supported for the key")
+        case "public-key" where !key.type.isAsymmetric:
+            throw CofferError.invalid("public key not available for key type \(key.type.rawValue)")
+        case "public-key" where key.derived:
+            throw CofferError.invalid("public keys of derived keys depend on the context and are not exported")
         default: break
         }
         var numbers = key.versions.keys.filter { $0 >= key.minDecryptionVersion }
         if let requested, requested != "latest" {
             guard let n = Int(requested), n > 0 else { throw CofferError.invalid("invalid key version \(requested)") }
             guard n >= key.minDecryptionVersion, key.versions[n] != nil else {
-                throw CofferError.invalid("version \(n) of key \(name) is not available (below min_decryption_version or trimmed)")
+                throw CofferError.invalid(
+                    "version \(n) of key \(name) is not available (below min_decryption_version or trimmed)"
+                )
             }
             numbers = [n]
         } else if requested == "latest" {
@@ -560,10 +663,16 @@ package final class TransitBackend: TableBackend {
 
     func backup(_ request: BackendRequest) throws(CofferError) -> Response {
         let name = try Self.keyName(request)
-        guard let key = try load(name, request.storage, now: request.now) else { throw CofferError.invalid("key \"\(name)\" not found") }
-        guard key.exportable else { throw CofferError.invalid("exporting is disallowed on the policy; set exportable to back it up") }
+        guard let key = try load(name, request.storage, now: request.now) else {
+            throw CofferError.invalid("key \"\(name)\" not found")
+        }
+        guard key.exportable else {
+            throw CofferError.invalid("exporting is disallowed on the policy; set exportable to back it up")
+        }
         guard key.allowPlaintextBackup else {
-            throw CofferError.invalid("plaintext backup is disallowed on the policy; set allow_plaintext_backup to back it up")
+            throw CofferError.invalid(
+                "plaintext backup is disallowed on the policy; set allow_plaintext_backup to back it up"
+            )
         }
         return Response(data: ["backup": .string(try TransitBackup.encode(key, now: request.now))])
     }
@@ -571,7 +680,9 @@ package final class TransitBackend: TableBackend {
     func restore(_ request: BackendRequest) throws(CofferError) -> Response {
         let given = request.captures["name"]
         if let given { try Self.validateName(given) }
-        guard let text = try request.data.string("backup"), !text.isEmpty else { throw CofferError.invalid("'backup' must be supplied") }
+        guard let text = try request.data.string("backup"), !text.isEmpty else {
+            throw CofferError.invalid("'backup' must be supplied")
+        }
         var key = try TransitBackup.decode(text)
         if let given { key.name = given }
         try TransitBackend.validateName(key.name)
@@ -606,7 +717,9 @@ package final class TransitBackend: TableBackend {
             count = try request.data.int("bytes") ?? 32
         }
         guard count >= 1 else { throw CofferError.invalid("bytes must be at least 1") }
-        guard count <= TransitBackend.maxRandomBytes else { throw CofferError.invalid("'bytes' should be less than \(TransitBackend.maxRandomBytes)") }
+        guard count <= TransitBackend.maxRandomBytes else {
+            throw CofferError.invalid("'bytes' should be less than \(TransitBackend.maxRandomBytes)")
+        }
         let bytes = Random.bytes(count)
         return Response(data: ["random_bytes": .string(try TransitBackend.formatted(bytes, request.data))])
     }
@@ -621,7 +734,9 @@ package final class TransitBackend: TableBackend {
 
     func hash(_ request: BackendRequest) throws(CofferError) -> Response {
         let urlAlgorithm = request.captures["algorithm"]
-        guard let inputText = try request.data.string("input") else { throw CofferError.invalid("missing input to hash") }
+        guard let inputText = try request.data.string("input") else {
+            throw CofferError.invalid("missing input to hash")
+        }
         let input = try base64Field(inputText, "input")!
         let algorithm = try TransitBackend.algorithm(request.data, "algorithm", url: urlAlgorithm)
         var data = request.data

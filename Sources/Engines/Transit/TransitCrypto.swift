@@ -1,6 +1,6 @@
-package import CofferFramework
 import COpenSSL
 import CofferCore
+package import CofferFramework
 
 // The OpenSSL 3 EVP operations transit needs: AEADs, digests and HMACs by name, and asymmetric keys
 // (generate, sign, verify, RSA-OAEP, PEM/DER encodings). Algorithms are fetched once; EVP_CIPHER and
@@ -15,8 +15,12 @@ enum AEAD: Sendable {
 
     var keySize: Int { self == .aes128GCM ? 16 : 32 }
 
-    nonisolated(unsafe) private static let ciphers: [OpaquePointer] = ["AES-128-GCM", "AES-256-GCM", "ChaCha20-Poly1305"].map {
-        guard let c = EVP_CIPHER_fetch(nil, $0, nil) else { fatalError("OpenSSL has no \($0) implementation; install OpenSSL 3") }
+    nonisolated(unsafe) private static let ciphers: [OpaquePointer] = [
+        "AES-128-GCM", "AES-256-GCM", "ChaCha20-Poly1305",
+    ].map {
+        guard let c = EVP_CIPHER_fetch(nil, $0, nil) else {
+            fatalError("OpenSSL has no \($0) implementation; install OpenSSL 3")
+        }
         return c
     }
 
@@ -30,8 +34,11 @@ enum AEAD: Sendable {
 
     /// Encrypts `plaintext` into `output` (`plaintext.count + tagSize` bytes: ciphertext then tag).
     func seal(
-        key: UnsafeRawBufferPointer, nonce: UnsafeRawBufferPointer, plaintext: UnsafeRawBufferPointer,
-        aad: UnsafeRawBufferPointer, output: UnsafeMutableRawBufferPointer
+        key: UnsafeRawBufferPointer,
+        nonce: UnsafeRawBufferPointer,
+        plaintext: UnsafeRawBufferPointer,
+        aad: UnsafeRawBufferPointer,
+        output: UnsafeMutableRawBufferPointer
     ) -> Bool {
         guard key.count == keySize, nonce.count == AEAD.nonceSize, output.count == plaintext.count + AEAD.tagSize,
             let ctx = EVP_CIPHER_CTX_new()
@@ -41,7 +48,8 @@ enum AEAD: Sendable {
         let out = output.baseAddress!.assumingMemoryBound(to: UInt8.self)
         return EVP_EncryptInit_ex2(ctx, cipher, bytes(key), bytes(nonce), nil) == 1
             && (aad.count == 0 || EVP_EncryptUpdate(ctx, nil, &len, bytes(aad), Int32(aad.count)) == 1)
-            && (plaintext.count == 0 || EVP_EncryptUpdate(ctx, out, &len, bytes(plaintext), Int32(plaintext.count)) == 1)
+            && (plaintext.count == 0
+                || EVP_EncryptUpdate(ctx, out, &len, bytes(plaintext), Int32(plaintext.count)) == 1)
             && EVP_EncryptFinal_ex(ctx, out + plaintext.count, &len) == 1
             && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, Int32(AEAD.tagSize), out + plaintext.count) == 1
     }
@@ -49,8 +57,11 @@ enum AEAD: Sendable {
     /// Decrypts `sealed` (ciphertext then tag) into `output` (`sealed.count - tagSize` bytes); false
     /// when authentication fails, with `output` zeroed.
     func open(
-        key: UnsafeRawBufferPointer, nonce: UnsafeRawBufferPointer, sealed: UnsafeRawBufferPointer,
-        aad: UnsafeRawBufferPointer, output: UnsafeMutableRawBufferPointer
+        key: UnsafeRawBufferPointer,
+        nonce: UnsafeRawBufferPointer,
+        sealed: UnsafeRawBufferPointer,
+        aad: UnsafeRawBufferPointer,
+        output: UnsafeMutableRawBufferPointer
     ) -> Bool {
         guard key.count == keySize, nonce.count == AEAD.nonceSize, sealed.count >= AEAD.tagSize,
             output.count == sealed.count - AEAD.tagSize, let ctx = EVP_CIPHER_CTX_new()
@@ -65,7 +76,11 @@ enum AEAD: Sendable {
                 && (aad.count == 0 || EVP_DecryptUpdate(ctx, nil, &len, bytes(aad), Int32(aad.count)) == 1)
                 && (ctLen == 0 || EVP_DecryptUpdate(ctx, out, &len, bytes(sealed), Int32(ctLen)) == 1)
                 && EVP_CIPHER_CTX_ctrl(
-                    ctx, EVP_CTRL_AEAD_SET_TAG, Int32(AEAD.tagSize), UnsafeMutableRawPointer(mutating: sealed.baseAddress! + ctLen)) == 1
+                    ctx,
+                    EVP_CTRL_AEAD_SET_TAG,
+                    Int32(AEAD.tagSize),
+                    UnsafeMutableRawPointer(mutating: sealed.baseAddress! + ctLen)
+                ) == 1
                 && EVP_DecryptFinal_ex(ctx, ctLen == 0 ? scratchPointer : out! + ctLen, &len) == 1
         }
         if !ok, output.count > 0 { coffer_openssl_cleanse(output.baseAddress, output.count) }
@@ -86,8 +101,14 @@ func bytes(_ buffer: UnsafeRawBufferPointer) -> UnsafePointer<UInt8>? {
 /// The hash algorithms transit accepts, by Vault's names.
 enum HashAlgorithm: String, Sendable, CaseIterable {
     case sha1 = "sha1"
-    case sha2_224 = "sha2-224", sha2_256 = "sha2-256", sha2_384 = "sha2-384", sha2_512 = "sha2-512"
-    case sha3_224 = "sha3-224", sha3_256 = "sha3-256", sha3_384 = "sha3-384", sha3_512 = "sha3-512"
+    case sha2_224 = "sha2-224"
+    case sha2_256 = "sha2-256"
+    case sha2_384 = "sha2-384"
+    case sha2_512 = "sha2-512"
+    case sha3_224 = "sha3-224"
+    case sha3_256 = "sha3-256"
+    case sha3_384 = "sha3-384"
+    case sha3_512 = "sha3-512"
 
     private var openSSLName: String {
         switch self {
@@ -116,7 +137,8 @@ enum HashAlgorithm: String, Sendable, CaseIterable {
         let aliases = ["sha224": "sha2-224", "sha256": "sha2-256", "sha384": "sha2-384", "sha512": "sha2-512"]
         guard let algorithm = HashAlgorithm(rawValue: aliases[name] ?? name) else {
             throw CofferError.invalid(
-                "\(field) is not a supported hash algorithm; use one of \(HashAlgorithm.allCases.map(\.rawValue).joined(separator: ", "))")
+                "\(field) is not a supported hash algorithm; use one of \(HashAlgorithm.allCases.map(\.rawValue).joined(separator: ", "))"
+            )
         }
         self = algorithm
     }
@@ -125,7 +147,9 @@ enum HashAlgorithm: String, Sendable, CaseIterable {
         var out = [UInt8](repeating: 0, count: size)
         var outLen: UInt32 = 0
         data.withUnsafeBytes { d in
-            out.withUnsafeMutableBufferPointer { o in _ = EVP_Digest(d.baseAddress, d.count, o.baseAddress, &outLen, md, nil) }
+            out.withUnsafeMutableBufferPointer { o in
+                _ = EVP_Digest(d.baseAddress, d.count, o.baseAddress, &outLen, md, nil)
+            }
         }
         return out
     }
@@ -157,12 +181,20 @@ final class PKey: Sendable {
         let code = ERR_peek_last_error()
         if code != 0 { ERR_error_string_n(code, &reason, reason.count) }
         ERR_clear_error()
-        return CofferError(.internal, "OpenSSL failed to \(what)" + (code != 0 ? " (\(String(decoding: reason.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)))" : ""))
+        return CofferError(
+            .internal,
+            "OpenSSL failed to \(what)"
+                + (code != 0
+                    ? " (\(String(decoding: reason.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)))"
+                    : "")
+        )
     }
 
     /// A fresh EC key on `curve` ("P-256", "P-384", "P-521") or RSA key of `rsaBits`.
     static func generate(curve: String? = nil, rsaBits: Int? = nil) throws(CofferError) -> PKey {
-        guard let ctx = EVP_PKEY_CTX_new_from_name(nil, curve != nil ? "EC" : "RSA", nil) else { throw failure("create a key context") }
+        guard let ctx = EVP_PKEY_CTX_new_from_name(nil, curve != nil ? "EC" : "RSA", nil) else {
+            throw failure("create a key context")
+        }
         defer { EVP_PKEY_CTX_free(ctx) }
         var key: OpaquePointer?
         guard EVP_PKEY_keygen_init(ctx) == 1,
@@ -215,7 +247,8 @@ final class PKey: Sendable {
         // The encoder keeps these pointers until it is freed: they must be static strings.
         let structure: StaticString = privateKey ? "type-specific" : "SubjectPublicKeyInfo"
         let format: StaticString = "PEM"
-        guard let encoder = OSSL_ENCODER_CTX_new_for_pkey(pointer, selection, cString(format), cString(structure), nil) else {
+        guard let encoder = OSSL_ENCODER_CTX_new_for_pkey(pointer, selection, cString(format), cString(structure), nil)
+        else {
             throw PKey.failure("create a PEM encoder")
         }
         defer { OSSL_ENCODER_CTX_free(encoder) }
@@ -231,20 +264,24 @@ final class PKey: Sendable {
     }
 
     private func withContext<R>(_ body: (OpaquePointer) throws(CofferError) -> R) throws(CofferError) -> R {
-        guard let ctx = EVP_PKEY_CTX_new_from_pkey(nil, pointer, nil) else { throw PKey.failure("create a key context") }
+        guard let ctx = EVP_PKEY_CTX_new_from_pkey(nil, pointer, nil) else {
+            throw PKey.failure("create a key context")
+        }
         defer { EVP_PKEY_CTX_free(ctx) }
         return try body(ctx)
     }
 
     /// RSA padding for signatures.
     enum RSASignature: Sendable {
-        case pss(SaltLength), pkcs1v15
+        case pss(SaltLength)
+        case pkcs1v15
     }
 
     /// PSS salt length, as Vault's `salt_length`: "auto" signs with the longest salt and verifies
     /// any; "hash" uses the digest's length.
     enum SaltLength: Sendable {
-        case auto, hash, bytes(Int32)
+        case auto, hash
+        case bytes(Int32)
     }
 
     private func configure(_ ctx: OpaquePointer, rsa: RSASignature?, hash: HashAlgorithm?, signing: Bool) -> Bool {
@@ -269,9 +306,13 @@ final class PKey: Sendable {
     func signDigest(_ digest: [UInt8], hash: HashAlgorithm?, rsa: RSASignature?) throws(CofferError) -> [UInt8] {
         if case .pss(.bytes(let salt))? = rsa {
             // RFC 8017 §9.1.1: the encoded message holds the digest, the salt and two more bytes.
-            let longest = (Int(EVP_PKEY_get_bits(pointer)) - 1 + 7) / 8 - (hash.map { Int(EVP_MD_get_size($0.md)) } ?? digest.count) - 2
+            let longest =
+                (Int(EVP_PKEY_get_bits(pointer)) - 1 + 7) / 8
+                - (hash.map { Int(EVP_MD_get_size($0.md)) } ?? digest.count) - 2
             guard Int(salt) <= longest else {
-                throw CofferError.invalid("salt_length is longer than this key and hash algorithm allow: at most \(longest) bytes")
+                throw CofferError.invalid(
+                    "salt_length is longer than this key and hash algorithm allow: at most \(longest) bytes"
+                )
             }
         }
         return try withContext { (ctx) throws(CofferError) -> [UInt8] in
@@ -281,15 +322,24 @@ final class PKey: Sendable {
             else { throw PKey.failure("sign") }
             var signature = [UInt8](repeating: 0, count: length)
             guard EVP_PKEY_sign(ctx, &signature, &length, digest, digest.count) == 1 else {
-                throw CofferError.invalid("the input cannot be signed with this key and hash algorithm (is the prehashed input the length of the hash?)")
+                throw CofferError.invalid(
+                    "the input cannot be signed with this key and hash algorithm (is the prehashed input the length of the hash?)"
+                )
             }
             return Array(signature.prefix(length))
         }
     }
 
-    func verifyDigest(_ digest: [UInt8], signature: [UInt8], hash: HashAlgorithm?, rsa: RSASignature?) throws(CofferError) -> Bool {
+    func verifyDigest(
+        _ digest: [UInt8],
+        signature: [UInt8],
+        hash: HashAlgorithm?,
+        rsa: RSASignature?
+    ) throws(CofferError) -> Bool {
         try withContext { (ctx) throws(CofferError) -> Bool in
-            guard EVP_PKEY_verify_init(ctx) == 1, configure(ctx, rsa: rsa, hash: hash, signing: false) else { throw PKey.failure("verify") }
+            guard EVP_PKEY_verify_init(ctx) == 1, configure(ctx, rsa: rsa, hash: hash, signing: false) else {
+                throw PKey.failure("verify")
+            }
             let ok = EVP_PKEY_verify(ctx, signature, signature.count, digest, digest.count) == 1
             ERR_clear_error()
             return ok
@@ -338,7 +388,8 @@ final class PKey: Sendable {
                 throw CofferError.invalid(
                     encrypt
                         ? "plaintext is too long for RSA-OAEP with this key"
-                        : "crypto/rsa: decryption error (the ciphertext was modified or made with another key)")
+                        : "crypto/rsa: decryption error (the ciphertext was modified or made with another key)"
+                )
             }
             return Array(out.prefix(length))
         }
@@ -349,7 +400,9 @@ final class PKey: Sendable {
     /// A big-number parameter ("n", "e", "d", "priv", "qx", ...) in decimal.
     func decimalParameter(_ name: String) throws(CofferError) -> String {
         var bn: OpaquePointer?
-        guard EVP_PKEY_get_bn_param(pointer, name, &bn) == 1, let bn else { throw PKey.failure("read key parameter \(name)") }
+        guard EVP_PKEY_get_bn_param(pointer, name, &bn) == 1, let bn else {
+            throw PKey.failure("read key parameter \(name)")
+        }
         defer { BN_clear_free(bn) }
         guard let text = BN_bn2dec(bn) else { throw PKey.failure("format key parameter \(name)") }
         defer {
@@ -361,7 +414,12 @@ final class PKey: Sendable {
 
     /// Builds a key of `type` ("EC", "RSA") from big-number parameters given in decimal, plus an
     /// optional group name and encoded public point for EC.
-    static func fromDecimal(type: String, group: String?, publicPoint: [UInt8]?, numbers: [(String, String)]) throws(CofferError) -> PKey {
+    static func fromDecimal(
+        type: String,
+        group: String?,
+        publicPoint: [UInt8]?,
+        numbers: [(String, String)]
+    ) throws(CofferError) -> PKey {
         guard let builder = OSSL_PARAM_BLD_new() else { throw failure("allocate key parameters") }
         defer { OSSL_PARAM_BLD_free(builder) }
         // The builder keeps pointers to names and values until `to_param`: give it copies that live that long.
@@ -374,29 +432,38 @@ final class PKey: Sendable {
         }
         var bignums: [OpaquePointer] = []
         defer { for bn in bignums { BN_clear_free(bn) } }
-        if let group, OSSL_PARAM_BLD_push_utf8_string(builder, keep("group"), keep(group), 0) != 1 { throw failure("set the EC group") }
+        if let group, OSSL_PARAM_BLD_push_utf8_string(builder, keep("group"), keep(group), 0) != 1 {
+            throw failure("set the EC group")
+        }
         let point = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, publicPoint?.count ?? 0), alignment: 1)
         defer { point.deallocate() }
         if let publicPoint {
             point.copyBytes(from: publicPoint)
-            guard OSSL_PARAM_BLD_push_octet_string(builder, keep("pub"), point.baseAddress, publicPoint.count) == 1 else {
+            guard OSSL_PARAM_BLD_push_octet_string(builder, keep("pub"), point.baseAddress, publicPoint.count) == 1
+            else {
                 throw failure("set the EC public key")
             }
         }
         for (name, decimal) in numbers {
             var bn: OpaquePointer?
-            guard !decimal.isEmpty, decimal.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), BN_dec2bn(&bn, decimal) > 0, let bn else {
+            guard !decimal.isEmpty, decimal.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), BN_dec2bn(&bn, decimal) > 0,
+                let bn
+            else {
                 throw CofferError.invalid("the backup's key parameter \(name) is not a decimal number")
             }
             bignums.append(bn)
-            guard OSSL_PARAM_BLD_push_BN(builder, keep(name), bn) == 1 else { throw failure("set key parameter \(name)") }
+            guard OSSL_PARAM_BLD_push_BN(builder, keep(name), bn) == 1 else {
+                throw failure("set key parameter \(name)")
+            }
         }
         guard let params = OSSL_PARAM_BLD_to_param(builder) else { throw failure("build key parameters") }
         defer { OSSL_PARAM_free(params) }
         guard let ctx = EVP_PKEY_CTX_new_from_name(nil, type, nil) else { throw failure("create a key context") }
         defer { EVP_PKEY_CTX_free(ctx) }
         var key: OpaquePointer?
-        guard EVP_PKEY_fromdata_init(ctx) == 1, EVP_PKEY_fromdata(ctx, &key, coffer_select_keypair(), params) == 1, let key else {
+        guard EVP_PKEY_fromdata_init(ctx) == 1, EVP_PKEY_fromdata(ctx, &key, coffer_select_keypair(), params) == 1,
+            let key
+        else {
             ERR_clear_error()
             throw CofferError.invalid("the backup holds \(type) key parameters OpenSSL does not accept")
         }
@@ -421,7 +488,8 @@ final class PKey: Sendable {
             var out = [UInt8](repeating: 0, count: componentSize * 2)
             let ok = out.withUnsafeMutableBufferPointer { o in
                 BN_bn2binpad(ECDSA_SIG_get0_r(sig), o.baseAddress, Int32(componentSize)) == componentSize
-                    && BN_bn2binpad(ECDSA_SIG_get0_s(sig), o.baseAddress! + componentSize, Int32(componentSize)) == componentSize
+                    && BN_bn2binpad(ECDSA_SIG_get0_s(sig), o.baseAddress! + componentSize, Int32(componentSize))
+                        == componentSize
             }
             return ok ? out : nil
         }

@@ -1,5 +1,5 @@
-package import CofferFramework
 import CofferCore
+package import CofferFramework
 
 /// The key types transit offers, by Vault's names.
 enum TransitKeyType: String, Sendable, CaseIterable {
@@ -93,7 +93,13 @@ final class KeyVersion: Sendable {
     /// "vault:v<N>:", the prefix of what this version makes.
     let header: [UInt8]
 
-    init(number: Int, creationTime: Timestamp, material: SecureBytes, hmacKey: SecureBytes, type: TransitKeyType) throws(CofferError) {
+    init(
+        number: Int,
+        creationTime: Timestamp,
+        material: SecureBytes,
+        hmacKey: SecureBytes,
+        type: TransitKeyType
+    ) throws(CofferError) {
         self.number = number
         self.creationTime = creationTime
         self.material = material
@@ -101,8 +107,12 @@ final class KeyVersion: Sendable {
         self.header = VersionedValue.header(number)
         switch type {
         case .ed25519:
-            guard material.count == 64 else { throw CofferError(.integrity, "a stored Ed25519 key has the wrong length") }
-            let key = try material.withUnsafeBytes { (m) throws(CofferError) in try PKey.ed25519(seed: UnsafeRawBufferPointer(rebasing: m[0..<32])) }
+            guard material.count == 64 else {
+                throw CofferError(.integrity, "a stored Ed25519 key has the wrong length")
+            }
+            let key = try material.withUnsafeBytes { (m) throws(CofferError) in
+                try PKey.ed25519(seed: UnsafeRawBufferPointer(rebasing: m[0..<32]))
+            }
             pkey = key
             publicKey = Base64.encode(try key.rawPublicKey())
         case _ where type.isAsymmetric:
@@ -116,7 +126,12 @@ final class KeyVersion: Sendable {
     }
 
     /// A fresh version of `type` (`hmacSize` bytes for HMAC keys).
-    static func generate(number: Int, type: TransitKeyType, hmacSize: Int, now: Timestamp) throws(CofferError) -> KeyVersion {
+    static func generate(
+        number: Int,
+        type: TransitKeyType,
+        hmacSize: Int,
+        now: Timestamp
+    ) throws(CofferError) -> KeyVersion {
         let material: SecureBytes
         switch type {
         case .aes128GCM96, .aes256GCM96, .chacha20Poly1305: material = SecureBytes(randomCount: type.aead!.keySize)
@@ -179,11 +194,14 @@ struct TransitKey: Sendable {
             ]
         }
         return [
-            "name": .string(name), "type": .string(type.rawValue), "derived": .bool(derived), "convergent_encryption": .bool(convergent),
+            "name": .string(name), "type": .string(type.rawValue), "derived": .bool(derived),
+            "convergent_encryption": .bool(convergent),
             "exportable": .bool(exportable), "allow_plaintext_backup": .bool(allowPlaintextBackup),
             "deletion_allowed": .bool(deletionAllowed), "min_decryption_version": .int(Int64(minDecryptionVersion)),
-            "min_encryption_version": .int(Int64(minEncryptionVersion)), "min_available_version": .int(Int64(minAvailableVersion)),
-            "latest_version": .int(Int64(latestVersion)), "auto_rotate_period": .int(autoRotatePeriod), "key_size": .int(Int64(keySize)),
+            "min_encryption_version": .int(Int64(minEncryptionVersion)),
+            "min_available_version": .int(Int64(minAvailableVersion)),
+            "latest_version": .int(Int64(latestVersion)), "auto_rotate_period": .int(autoRotatePeriod),
+            "key_size": .int(Int64(keySize)),
             "versions": .object(versionsJSON),
         ]
     }
@@ -195,7 +213,8 @@ struct TransitKey: Sendable {
 
     init(stored json: JSONValue) throws(CofferError) {
         let malformed = CofferError(.integrity, "a stored transit key is malformed")
-        guard let name = json["name"]?.stringValue, let type = json["type"]?.stringValue.flatMap(TransitKeyType.init(rawValue:)),
+        guard let name = json["name"]?.stringValue,
+            let type = json["type"]?.stringValue.flatMap(TransitKeyType.init(rawValue:)),
             let versions = json["versions"]?.objectValue
         else { throw malformed }
         self.name = name
@@ -213,11 +232,16 @@ struct TransitKey: Sendable {
         keySize = json["key_size"]?.intValue ?? 0
         for (numberText, entry) in versions {
             guard let number = Int(numberText), let key = entry["key"]?.stringValue.flatMap(Base64.decode),
-                let hmac = entry["hmac_key"]?.stringValue.flatMap(Base64.decode), let created = entry["creation_time"]?.intValue
+                let hmac = entry["hmac_key"]?.stringValue.flatMap(Base64.decode),
+                let created = entry["creation_time"]?.intValue
             else { throw malformed }
             self.versions[number] = try KeyVersion(
-                number: number, creationTime: Timestamp(nanoseconds: Int64(created)), material: SecureBytes(key),
-                hmacKey: SecureBytes(hmac), type: type)
+                number: number,
+                creationTime: Timestamp(nanoseconds: Int64(created)),
+                material: SecureBytes(key),
+                hmacKey: SecureBytes(hmac),
+                type: type
+            )
         }
     }
 
@@ -225,12 +249,15 @@ struct TransitKey: Sendable {
 
     var readData: [String: JSONValue] {
         var data: [String: JSONValue] = [
-            "name": .string(name), "type": .string(type.rawValue), "derived": .bool(derived), "exportable": .bool(exportable),
+            "name": .string(name), "type": .string(type.rawValue), "derived": .bool(derived),
+            "exportable": .bool(exportable),
             "allow_plaintext_backup": .bool(allowPlaintextBackup), "deletion_allowed": .bool(deletionAllowed),
-            "min_decryption_version": .int(Int64(minDecryptionVersion)), "min_encryption_version": .int(Int64(minEncryptionVersion)),
+            "min_decryption_version": .int(Int64(minDecryptionVersion)),
+            "min_encryption_version": .int(Int64(minEncryptionVersion)),
             "min_available_version": .int(Int64(minAvailableVersion)), "latest_version": .int(Int64(latestVersion)),
             "auto_rotate_period": .int(autoRotatePeriod), "imported_key": false, "soft_deleted": false,
-            "supports_encryption": .bool(type.supportsEncryption), "supports_decryption": .bool(type.supportsEncryption),
+            "supports_encryption": .bool(type.supportsEncryption),
+            "supports_decryption": .bool(type.supportsEncryption),
             "supports_derivation": .bool(type.supportsDerivation), "supports_signing": .bool(type.supportsSigning),
         ]
         if derived {

@@ -1,6 +1,6 @@
-package import CofferFramework
 import COpenSSL
 import CofferCore
+package import CofferFramework
 
 /// The `vault:v<N>:` framing Vault puts on ciphertexts, signatures and HMACs.
 enum VersionedValue {
@@ -11,7 +11,10 @@ enum VersionedValue {
 
     /// Splits "vault:v<N>:<body>" into the version and the body's byte range. `what` names the value
     /// in errors ("ciphertext", "signature", "HMAC").
-    static func parse(_ text: UnsafeRawBufferPointer, what: String) throws(CofferError) -> (version: Int, body: Range<Int>) {
+    static func parse(
+        _ text: UnsafeRawBufferPointer,
+        what: String
+    ) throws(CofferError) -> (version: Int, body: Range<Int>) {
         guard text.count > prefix.count, prefix.indices.allSatisfy({ text[$0] == prefix[$0] }) else {
             throw CofferError.invalid("invalid \(what): no prefix (expected \"vault:v<version>:\")")
         }
@@ -25,7 +28,9 @@ enum VersionedValue {
             version = version * 10 + digit
             i += 1
         }
-        guard i < text.count, i > prefix.count else { throw CofferError.invalid("invalid \(what): wrong number of fields") }
+        guard i < text.count, i > prefix.count else {
+            throw CofferError.invalid("invalid \(what): wrong number of fields")
+        }
         return (version, (i + 1)..<text.count)
     }
 
@@ -37,7 +42,9 @@ enum VersionedValue {
 
 /// Runs `body` on the bytes of three arrays (Array's own `withUnsafeBytes` does not carry a typed throw).
 func withRawBytes<R>(
-    _ a: [UInt8], _ b: [UInt8], _ c: [UInt8],
+    _ a: [UInt8],
+    _ b: [UInt8],
+    _ c: [UInt8],
     _ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws(CofferError) -> R
 ) throws(CofferError) -> R {
     let result: Result<R, CofferError> = a.withUnsafeBytes { pa in
@@ -63,7 +70,8 @@ extension TransitKey {
     static func missingContext() -> CofferError {
         CofferError.invalid(
             "missing 'context' for key derivation; the key was created using a derived key, which means additional, "
-                + "per-request information must be included in order to perform operations with the key")
+                + "per-request information must be included in order to perform operations with the key"
+        )
     }
 
     static let tooOld = CofferError.invalid("ciphertext or signature version is disallowed by policy (too old)")
@@ -72,9 +80,13 @@ extension TransitKey {
     func writeVersion(_ requested: Int, _ operation: String) throws(CofferError) -> KeyVersion {
         let number = requested == 0 ? latestVersion : requested
         if requested < 0 { throw CofferError.invalid("requested version for \(operation) is negative") }
-        if number > latestVersion { throw CofferError.invalid("requested version for \(operation) is higher than the latest key version") }
+        if number > latestVersion {
+            throw CofferError.invalid("requested version for \(operation) is higher than the latest key version")
+        }
         if number < minEncryptionVersion {
-            throw CofferError.invalid("requested version for \(operation) is less than the minimum encryption key version")
+            throw CofferError.invalid(
+                "requested version for \(operation) is less than the minimum encryption key version"
+            )
         }
         guard let version = versions[number] else {
             throw CofferError.invalid("requested version \(number) for \(operation) has been trimmed from the key")
@@ -91,15 +103,25 @@ extension TransitKey {
     }
 
     /// The AEAD key (and, for convergent keys, the key the nonce is derived with) for `version` and `context`.
-    func aeadKeys(_ version: KeyVersion, context: UnsafeRawBufferPointer) throws(CofferError) -> (key: SecureBytes, nonceKey: SecureBytes?) {
+    func aeadKeys(
+        _ version: KeyVersion,
+        context: UnsafeRawBufferPointer
+    ) throws(CofferError) -> (key: SecureBytes, nonceKey: SecureBytes?) {
         guard derived else { return (version.material, nil) }
         guard context.count > 0 else { throw TransitKey.missingContext() }
         let size = type.aead!.keySize
         let derivedKey = try Digest.hkdfSHA256(
-            key: version.material, salt: [], info: Array(context), length: size + (convergent ? 32 : 0))
+            key: version.material,
+            salt: [],
+            info: Array(context),
+            length: size + (convergent ? 32 : 0)
+        )
         guard convergent else { return (derivedKey, nil) }
         return derivedKey.withUnsafeBytes { d in
-            (SecureBytes(UnsafeRawBufferPointer(rebasing: d[0..<size])), SecureBytes(UnsafeRawBufferPointer(rebasing: d[size...])))
+            (
+                SecureBytes(UnsafeRawBufferPointer(rebasing: d[0..<size])),
+                SecureBytes(UnsafeRawBufferPointer(rebasing: d[size...]))
+            )
         }
     }
 
@@ -107,14 +129,19 @@ extension TransitKey {
 
     /// Encrypts into Vault's text form "vault:v<N>:<base64>", returned as ASCII bytes.
     func encrypt(
-        _ plaintext: UnsafeRawBufferPointer, context: UnsafeRawBufferPointer, aad: UnsafeRawBufferPointer, keyVersion: Int = 0
+        _ plaintext: UnsafeRawBufferPointer,
+        context: UnsafeRawBufferPointer,
+        aad: UnsafeRawBufferPointer,
+        keyVersion: Int = 0
     ) throws(CofferError) -> [UInt8] {
         guard type.supportsEncryption else {
             throw CofferError.invalid("message encryption not supported for key type \(type.rawValue)")
         }
         let version = try writeVersion(keyVersion, "encryption")
         guard let aead = type.aead else {
-            guard aad.count == 0 else { throw CofferError.invalid("associated_data is supported only by AEAD key types, not \(type.rawValue)") }
+            guard aad.count == 0 else {
+                throw CofferError.invalid("associated_data is supported only by AEAD key types, not \(type.rawValue)")
+            }
             let body = try version.pkey!.rsaOAEP(Array(plaintext), encrypt: true)
             return version.header + Array(Base64.encode(body).utf8)
         }
@@ -124,7 +151,9 @@ extension TransitKey {
         let total = header.count + Base64.encodedLength(rawCount)
         var failed = false
         let out = [UInt8](unsafeUninitializedCapacity: total) { out, count in
-            header.withUnsafeBufferPointer { h in _ = UnsafeMutableBufferPointer(rebasing: out[0..<h.count]).initialize(fromContentsOf: h) }
+            header.withUnsafeBufferPointer { h in
+                _ = UnsafeMutableBufferPointer(rebasing: out[0..<h.count]).initialize(fromContentsOf: h)
+            }
             withUnsafeTemporaryAllocation(byteCount: rawCount, alignment: 16) { raw in
                 let nonce = UnsafeMutableRawBufferPointer(rebasing: raw[0..<AEAD.nonceSize])
                 if let nonceKey {
@@ -137,8 +166,12 @@ extension TransitKey {
                 }
                 failed = !key.withUnsafeBytes { k in
                     aead.seal(
-                        key: k, nonce: UnsafeRawBufferPointer(nonce), plaintext: plaintext, aad: aad,
-                        output: UnsafeMutableRawBufferPointer(rebasing: raw[AEAD.nonceSize...]))
+                        key: k,
+                        nonce: UnsafeRawBufferPointer(nonce),
+                        plaintext: plaintext,
+                        aad: aad,
+                        output: UnsafeMutableRawBufferPointer(rebasing: raw[AEAD.nonceSize...])
+                    )
                 }
                 Base64.encode(UnsafeRawBufferPointer(raw), into: out.baseAddress! + header.count)
                 coffer_openssl_cleanse(raw.baseAddress, rawCount)
@@ -150,14 +183,19 @@ extension TransitKey {
     }
 
     /// Decrypts Vault's text form (as ASCII bytes). Errors say what was wrong with the ciphertext.
-    func decrypt(_ ciphertext: UnsafeRawBufferPointer, context: UnsafeRawBufferPointer, aad: UnsafeRawBufferPointer) throws(CofferError) -> [UInt8] {
+    func decrypt(
+        _ ciphertext: UnsafeRawBufferPointer,
+        context: UnsafeRawBufferPointer,
+        aad: UnsafeRawBufferPointer
+    ) throws(CofferError) -> [UInt8] {
         guard type.supportsEncryption else {
             throw CofferError.invalid("message decryption not supported for key type \(type.rawValue)")
         }
         let (number, bodyRange) = try VersionedValue.parse(ciphertext, what: "ciphertext")
         let version = try readVersion(number, "ciphertext")
         let body = UnsafeRawBufferPointer(rebasing: ciphertext[bodyRange])
-        return try withUnsafeTemporaryAllocation(byteCount: body.count * 3 / 4 + 3, alignment: 16) { (raw) throws(CofferError) -> [UInt8] in
+        return try withUnsafeTemporaryAllocation(byteCount: body.count * 3 / 4 + 3, alignment: 16) {
+            (raw) throws(CofferError) -> [UInt8] in
             defer { coffer_openssl_cleanse(raw.baseAddress, raw.count) }
             guard let rawCount = Base64.decode(body, into: raw) else {
                 throw CofferError.invalid("invalid ciphertext: could not decode base64")
@@ -166,22 +204,28 @@ extension TransitKey {
             guard let aead = type.aead else {
                 return try version.pkey!.rsaOAEP(Array(sealed), encrypt: false)
             }
-            guard rawCount >= AEAD.nonceSize + AEAD.tagSize else { throw CofferError.invalid("invalid ciphertext length") }
+            guard rawCount >= AEAD.nonceSize + AEAD.tagSize else {
+                throw CofferError.invalid("invalid ciphertext length")
+            }
             let (key, _) = try aeadKeys(version, context: context)
             let plainCount = rawCount - AEAD.nonceSize - AEAD.tagSize
             var ok = false
             let plaintext = [UInt8](unsafeUninitializedCapacity: plainCount) { out, count in
                 ok = key.withUnsafeBytes { k in
                     aead.open(
-                        key: k, nonce: UnsafeRawBufferPointer(rebasing: sealed[0..<AEAD.nonceSize]),
-                        sealed: UnsafeRawBufferPointer(rebasing: sealed[AEAD.nonceSize...]), aad: aad,
-                        output: UnsafeMutableRawBufferPointer(out))
+                        key: k,
+                        nonce: UnsafeRawBufferPointer(rebasing: sealed[0..<AEAD.nonceSize]),
+                        sealed: UnsafeRawBufferPointer(rebasing: sealed[AEAD.nonceSize...]),
+                        aad: aad,
+                        output: UnsafeMutableRawBufferPointer(out)
+                    )
                 }
                 count = plainCount
             }
             guard ok else {
                 throw CofferError.invalid(
-                    "cipher: message authentication failed (the ciphertext was modified, or made with another key, context or associated_data)")
+                    "cipher: message authentication failed (the ciphertext was modified, or made with another key, context or associated_data)"
+                )
             }
             return plaintext
         }
@@ -197,7 +241,9 @@ extension TransitKey {
 
     func verifyHMAC(_ input: [UInt8], hmac: String, algorithm: HashAlgorithm) throws(CofferError) -> Bool {
         let text = Array(hmac.utf8)
-        let (number, range) = try withRawBytes(text, [], []) { (t, _, _) throws(CofferError) in try VersionedValue.parse(t, what: "HMAC") }
+        let (number, range) = try withRawBytes(text, [], []) { (t, _, _) throws(CofferError) in
+            try VersionedValue.parse(t, what: "HMAC")
+        }
         let version = try readVersion(number, "HMAC")
         guard let given = Base64.decode(String(decoding: text[range], as: UTF8.self)) else {
             throw CofferError.invalid("unable to decode verification HMAC as base64")
@@ -227,18 +273,28 @@ extension TransitKey {
     private func digestToSign(_ input: [UInt8], _ options: SigningOptions) throws(CofferError) -> [UInt8] {
         guard options.prehashed else { return options.hash.digest(input) }
         guard input.count == options.hash.size else {
-            throw CofferError.invalid("prehashed input is \(input.count) bytes; \(options.hash.rawValue) digests are \(options.hash.size) bytes")
+            throw CofferError.invalid(
+                "prehashed input is \(input.count) bytes; \(options.hash.rawValue) digests are \(options.hash.size) bytes"
+            )
         }
         return input
     }
 
-    func sign(_ input: [UInt8], keyVersion: Int, options: SigningOptions) throws(CofferError) -> (signature: String, version: Int) {
-        guard type.supportsSigning else { throw CofferError.invalid("key type \(type.rawValue) does not support signing") }
+    func sign(
+        _ input: [UInt8],
+        keyVersion: Int,
+        options: SigningOptions
+    ) throws(CofferError) -> (signature: String, version: Int) {
+        guard type.supportsSigning else {
+            throw CofferError.invalid("key type \(type.rawValue) does not support signing")
+        }
         let version = try writeVersion(keyVersion, "signing")
         let key = try signingKey(version, context: options.context)
         let signature: [UInt8]
         if type == .ed25519 {
-            guard !options.prehashed else { throw CofferError.invalid("prehashed input is not supported for ed25519 keys; send the message itself") }
+            guard !options.prehashed else {
+                throw CofferError.invalid("prehashed input is not supported for ed25519 keys; send the message itself")
+            }
             signature = try key.signMessage(input)
         } else if type.curve != nil {
             let der = try key.signDigest(try digestToSign(input, options), hash: nil, rsa: nil)
@@ -256,9 +312,13 @@ extension TransitKey {
     }
 
     func verify(_ input: [UInt8], signature: String, options: SigningOptions) throws(CofferError) -> Bool {
-        guard type.supportsSigning else { throw CofferError.invalid("key type \(type.rawValue) does not support verification") }
+        guard type.supportsSigning else {
+            throw CofferError.invalid("key type \(type.rawValue) does not support verification")
+        }
         let bytes = Array(signature.utf8)
-        let (number, range) = try withRawBytes(bytes, [], []) { (b, _, _) throws(CofferError) in try VersionedValue.parse(b, what: "signature") }
+        let (number, range) = try withRawBytes(bytes, [], []) { (b, _, _) throws(CofferError) in
+            try VersionedValue.parse(b, what: "signature")
+        }
         let version = try readVersion(number, "signature")
         let bodyText = String(decoding: bytes[range], as: UTF8.self)
         guard let body = options.jws && type.curve != nil ? Base64URL.decode(bodyText) : Base64.decode(bodyText) else {
@@ -271,7 +331,9 @@ extension TransitKey {
             key = version.pkey!
         }
         if type == .ed25519 {
-            guard !options.prehashed else { throw CofferError.invalid("prehashed input is not supported for ed25519 keys; send the message itself") }
+            guard !options.prehashed else {
+                throw CofferError.invalid("prehashed input is not supported for ed25519 keys; send the message itself")
+            }
             return try key.verifyMessage(input, signature: body)
         }
         let digest = try digestToSign(input, options)
@@ -290,7 +352,11 @@ enum Base64URL {
         var text = Array(Base64.encode(bytes).utf8)
         while text.last == UInt8(ascii: "=") { text.removeLast() }
         for i in text.indices {
-            if text[i] == UInt8(ascii: "+") { text[i] = UInt8(ascii: "-") } else if text[i] == UInt8(ascii: "/") { text[i] = UInt8(ascii: "_") }
+            if text[i] == UInt8(ascii: "+") {
+                text[i] = UInt8(ascii: "-")
+            } else if text[i] == UInt8(ascii: "/") {
+                text[i] = UInt8(ascii: "_")
+            }
         }
         return String(decoding: text, as: UTF8.self)
     }
@@ -298,7 +364,11 @@ enum Base64URL {
     static func decode(_ text: String) -> [UInt8]? {
         var bytes = Array(text.utf8)
         for i in bytes.indices {
-            if bytes[i] == UInt8(ascii: "-") { bytes[i] = UInt8(ascii: "+") } else if bytes[i] == UInt8(ascii: "_") { bytes[i] = UInt8(ascii: "/") }
+            if bytes[i] == UInt8(ascii: "-") {
+                bytes[i] = UInt8(ascii: "+")
+            } else if bytes[i] == UInt8(ascii: "_") {
+                bytes[i] = UInt8(ascii: "/")
+            }
         }
         guard !text.contains("+"), !text.contains("/") else { return nil }
         return Base64.decode(String(decoding: bytes, as: UTF8.self))

@@ -17,32 +17,42 @@ extension TransitBackend {
 
     static let versionRange = 0...Int(Int32.max)
     static let keyFields: [Field] = [
-        .string("type"), .bool("derived"), .bool("convergent_encryption"), .bool("exportable"), .bool("allow_plaintext_backup"),
+        .string("type"), .bool("derived"), .bool("convergent_encryption"), .bool("exportable"),
+        .bool("allow_plaintext_backup"),
         .duration("auto_rotate_period"), .int("key_size", 0...4096), .string("context"),
     ]
     static let itemFields: [Field] = [
         .bytes("plaintext"), .string("ciphertext"), .bytes("context"), .bytes("associated_data"), .string("nonce"),
-        .int("key_version", versionRange), .any("batch_input"), .int("partial_failure_response_code", 200...599), .string("reference"),
+        .int("key_version", versionRange), .any("batch_input"), .int("partial_failure_response_code", 200...599),
+        .string("reference"),
         .string("type"), .bool("convergent_encryption"),
     ]
     static let signFields: [Field] = [
         .string("input"), .string("hash_algorithm"), .string("algorithm"), .bool("prehashed"), .bytes("context"),
-        .string("marshaling_algorithm"), .string("salt_length"), .string("signature_algorithm"), .int("key_version", versionRange),
+        .string("marshaling_algorithm"), .string("salt_length"), .string("signature_algorithm"),
+        .int("key_version", versionRange),
         .any("batch_input"), .string("signature"), .string("hmac"), .string("reference"),
     ]
 
     package static let paths = PathTable<TransitBackend>([
         Path("keys/", list: TransitBackend.listKeys),
         Path(
-            "keys/{name}", fields: keyFields, existence: TransitBackend.keyExists, read: TransitBackend.readKey,
-            write: TransitBackend.createKey, delete: TransitBackend.deleteKey),
+            "keys/{name}",
+            fields: keyFields,
+            existence: TransitBackend.keyExists,
+            read: TransitBackend.readKey,
+            write: TransitBackend.createKey,
+            delete: TransitBackend.deleteKey
+        ),
         Path(
             "keys/{name}/config",
             fields: [
-                .int("min_decryption_version", versionRange), .int("min_encryption_version", versionRange), .bool("deletion_allowed"),
+                .int("min_decryption_version", versionRange), .int("min_encryption_version", versionRange),
+                .bool("deletion_allowed"),
                 .bool("exportable"), .bool("allow_plaintext_backup"), .duration("auto_rotate_period"),
             ],
-            write: TransitBackend.configureKey),
+            write: TransitBackend.configureKey
+        ),
         Path("keys/{name}/rotate", write: TransitBackend.rotateKey),
         Path("keys/{name}/trim", fields: [.int("min_available_version", versionRange)], write: TransitBackend.trimKey),
         Path("encrypt/{name}", fields: itemFields, existence: TransitBackend.keyExists, write: TransitBackend.encrypt),
@@ -50,12 +60,20 @@ extension TransitBackend {
         Path("rewrap/{name}", fields: itemFields, write: TransitBackend.rewrap),
         Path(
             "datakey/{kind}/{name}",
-            fields: [.int("bits", 0...4096), .bytes("context"), .bytes("associated_data"), .string("nonce"), .int("key_version", versionRange)],
-            write: TransitBackend.dataKey),
+            fields: [
+                .int("bits", 0...4096), .bytes("context"), .bytes("associated_data"), .string("nonce"),
+                .int("key_version", versionRange),
+            ],
+            write: TransitBackend.dataKey
+        ),
         Path(
             "hmac/{name}/{algorithm?}",
-            fields: [.string("input"), .string("algorithm"), .int("key_version", versionRange), .any("batch_input"), .string("reference")],
-            write: TransitBackend.hmac),
+            fields: [
+                .string("input"), .string("algorithm"), .int("key_version", versionRange), .any("batch_input"),
+                .string("reference"),
+            ],
+            write: TransitBackend.hmac
+        ),
         Path("sign/{name}/{algorithm?}", fields: signFields, write: TransitBackend.sign),
         Path("verify/{name}/{algorithm?}", fields: signFields, write: TransitBackend.verify),
         Path("export/{kind}/{name}/{version?}", read: TransitBackend.export),
@@ -64,7 +82,11 @@ extension TransitBackend {
         Path("random", fields: randomFields, write: TransitBackend.random),
         Path("random/{first}", fields: randomFields, write: TransitBackend.random),
         Path("random/{first}/{second}", fields: randomFields, write: TransitBackend.random),
-        Path("hash/{algorithm?}", fields: [.string("input"), .string("algorithm"), .string("format")], write: TransitBackend.hash),
+        Path(
+            "hash/{algorithm?}",
+            fields: [.string("input"), .string("algorithm"), .string("format")],
+            write: TransitBackend.hash
+        ),
     ])
 
     static let randomFields: [Field] = [.int("bytes", 0...Int(Int32.max)), .string("format"), .string("source")]

@@ -155,7 +155,15 @@ struct NestingLimitTests {
         #expect(legacyStatus == 400 && legacyBody.contains("line 1, column"), "\(legacyBody.prefix(300))")
         // Nothing was stored, and the core answers the next request.
         #expect(answer(core, "GET", "sys/policies/acl/deep", "", token: root).0 == 404)
-        #expect(answer(core, "PUT", "sys/policies/acl/fine", policyBody(#"path "a" { capabilities = ["read"] }"#), token: root).0 == 204)
+        #expect(
+            answer(
+                core,
+                "PUT",
+                "sys/policies/acl/fine",
+                policyBody(#"path "a" { capabilities = ["read"] }"#),
+                token: root
+            ).0 == 204
+        )
         #expect(answer(core, "GET", "sys/policies/acl/fine", "", token: root).0 == 200)
     }
 
@@ -166,7 +174,11 @@ struct NestingLimitTests {
         let (status, text) = answer(core, "PUT", "echo/deep", body, token: result.rootToken)
         #expect(status == 400)
         // The bracket that opens level 257 is at byte 5 + 255.
-        #expect(text.contains("at byte \(5 + Self.jsonLimit - 1)") && text.contains("nesting deeper than \(Self.jsonLimit)"), "\(text)")
+        #expect(
+            text.contains("at byte \(5 + Self.jsonLimit - 1)")
+                && text.contains("nesting deeper than \(Self.jsonLimit)"),
+            "\(text)"
+        )
         #expect(answer(core, "GET", "echo/deep", "", token: result.rootToken).0 == 404)
     }
 
@@ -185,7 +197,10 @@ struct NestingLimitTests {
     /// bytes used.
     func measure(_ what: String, _ work: @escaping () -> Void) -> Int {
         let used = StackProbe.run(stackSize: 8 << 20, work)
-        #expect(used <= Self.stackBudget, "\(what) used \(used / 1024) KiB of stack, over the \(Self.stackBudget / 1024) KiB budget")
+        #expect(
+            used <= Self.stackBudget,
+            "\(what) used \(used / 1024) KiB of stack, over the \(Self.stackBudget / 1024) KiB budget"
+        )
         if used <= Self.stackBudget { _ = StackProbe.run(stackSize: Self.smallStack, work) }
         print("stack: \(what): \(used / 1024) KiB")
         return used
@@ -209,7 +224,8 @@ struct NestingLimitTests {
         _ = measure("JSON free") { _ = try? JSONValue.parse(objects) }
 
         let inner = Self.limit - 3
-        let policy = #"path "a" { capabilities = ["update"] allowed_parameters = { "k" = ["#
+        let policy =
+            #"path "a" { capabilities = ["update"] allowed_parameters = { "k" = ["#
             + Self.nestedArrays(inner) + "] } }"
         _ = measure("policy parse, \(Self.limit) levels") { _ = try? Policy.parse(name: "p", text: policy) }
         _ = measure("policy past the limit (refused)") { _ = try? Policy.parse(name: "p", text: Self.bracketBomb) }
@@ -237,7 +253,8 @@ struct NestingLimitTests {
         #expect(answer(core, "PUT", "sys/audit/file", audit.jsonString, token: root).0 == 204)
         // The request body itself is the outermost level.
         let body = #"{"a":"# + Self.nestedObjects(Self.jsonLimit - 1) + "}"
-        let deepPolicy = #"path "echo/*" { capabilities = ["create", "read", "update"] allowed_parameters = { "a" = ["#
+        let deepPolicy =
+            #"path "echo/*" { capabilities = ["create", "read", "update"] allowed_parameters = { "a" = ["#
             + Self.nestedArrays(Self.limit - 3) + "] } }"
         let bomb = #"{"a":"# + Self.nestedArrays(100_000) + "}"
         let answers = Answers()

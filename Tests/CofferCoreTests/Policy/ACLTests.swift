@@ -18,13 +18,25 @@ struct ACLTests {
     static let precedence: [PrecedenceCase] = [
         PrecedenceCase(rules: ["secret/foo": ["read"], "secret/*": ["list"]], path: "secret/foo", expected: .read),
         PrecedenceCase(
-            rules: ["secret/*": ["read"], "secret/data/*": ["update"]], path: "secret/data/a", expected: .update),
+            rules: ["secret/*": ["read"], "secret/data/*": ["update"]],
+            path: "secret/data/a",
+            expected: .update
+        ),
         PrecedenceCase(
-            rules: ["secret/*": ["read"], "secret/data/*": ["update"]], path: "secret/dat", expected: .read),
+            rules: ["secret/*": ["read"], "secret/data/*": ["update"]],
+            path: "secret/dat",
+            expected: .read
+        ),
         PrecedenceCase(
-            rules: ["secret/+/foo": ["update"], "secret/data/*": ["read"]], path: "secret/data/foo", expected: .read),
+            rules: ["secret/+/foo": ["update"], "secret/data/*": ["read"]],
+            path: "secret/data/foo",
+            expected: .read
+        ),
         PrecedenceCase(
-            rules: ["secret/+/foo": ["update"], "secret/*": ["read"]], path: "secret/x/foo", expected: .update),
+            rules: ["secret/+/foo": ["update"], "secret/*": ["read"]],
+            path: "secret/x/foo",
+            expected: .update
+        ),
         PrecedenceCase(rules: ["a/+/+/d": ["read"], "a/+/c/d": ["update"]], path: "a/b/c/d", expected: .update),
         PrecedenceCase(rules: ["a/+/b*": ["read"], "a/+/bc*": ["update"]], path: "a/x/bcd", expected: .update),
         PrecedenceCase(rules: ["a/+/bc": ["read"], "a/+/b*": ["update"]], path: "a/x/bc", expected: .read),
@@ -77,7 +89,8 @@ struct ACLTests {
         #expect(acl.capabilityNames(path: "sys/seal") == ["root"])
         #expect(
             acl.allowOperation(.delete, path: "x", data: nil)
-                == ACLDecision(allowed: true, rootPrivileges: true, reason: .root))
+                == ACLDecision(allowed: true, rootPrivileges: true, reason: .root)
+        )
     }
 
     @Test func decisionsAndReasons() throws {
@@ -92,17 +105,21 @@ struct ACLTests {
               denied_parameters = { "mode" = ["*admin*"] }
               allowed_parameters = { "*" = [], "mode" = ["user", "super*"] }
             }
-            """)
+            """
+        )
         func check(_ op: PolicyOperation, _ path: String, _ data: [String: JSONValue]?) -> ACLDecision {
             acl.allowOperation(op, path: path, data: data)
         }
         #expect(
-            check(.update, "sys/mounts/x", nil) == ACLDecision(allowed: true, rootPrivileges: true, reason: .granted))
+            check(.update, "sys/mounts/x", nil) == ACLDecision(allowed: true, rootPrivileges: true, reason: .granted)
+        )
         #expect(
             check(.read, "sys/mounts/x", nil)
-                == ACLDecision(allowed: false, rootPrivileges: true, reason: .missingCapability))
+                == ACLDecision(allowed: false, rootPrivileges: true, reason: .missingCapability)
+        )
         #expect(
-            check(.read, "nowhere", nil) == ACLDecision(allowed: false, rootPrivileges: false, reason: .noMatchingRule))
+            check(.read, "nowhere", nil) == ACLDecision(allowed: false, rootPrivileges: false, reason: .noMatchingRule)
+        )
         #expect(check(.read, "kv/blocked", nil).reason == .explicitDeny)
         // required_parameters: lowercased policy name against the request's exact key; even reads need it.
         #expect(check(.read, "kv/x", nil).reason == .missingRequiredParameter)
@@ -129,7 +146,8 @@ struct ACLTests {
                 "s" = ["*mid*", "pre*", "*suf", "*", "x"], "n" = [1], "b" = [false], "l" = [["a", "b"]]
               }
             }
-            """#)
+            """#
+        )
         func allowed(_ key: String, _ value: JSONValue) -> Bool {
             acl.allowOperation(.update, path: "v", data: [key: value]).allowed
         }

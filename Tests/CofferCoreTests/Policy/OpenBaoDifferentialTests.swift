@@ -4,9 +4,9 @@
 // `bao server -dev` on a free loopback port, writes the fixture policies, creates a token per policy set and asks
 // `bao token capabilities` / `bao write`, then stops the server. Without COFFER_BAO it fails, by design.
 
-import Foundation
 import Coffer
 import CofferTesting
+import Foundation
 import Testing
 
 @Suite("OpenBao differential", .serialized)
@@ -36,7 +36,8 @@ struct OpenBaoDifferentialTests {
         let policies = try Dictionary(
             uniqueKeysWithValues: observedPolicies.map {
                 ($0.name, try Policy.parse(name: $0.name, text: $0.hcl))
-            })
+            }
+        )
 
         for observed in observedCapabilities {
             let result = try server.run(["token", "capabilities", try token(for: observed.policies), observed.path])
@@ -50,7 +51,10 @@ struct OpenBaoDifferentialTests {
 
         for observed in observedWrites {
             let result = try server.run(
-                ["write", observed.path, "-"], stdin: observed.body, token: try token(for: observed.policies))
+                ["write", observed.path, "-"],
+                stdin: observed.body,
+                token: try token(for: observed.policies)
+            )
             let liveAllowed: Bool
             if result.status == 0 {
                 liveAllowed = true

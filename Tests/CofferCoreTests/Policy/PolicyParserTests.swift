@@ -13,56 +13,107 @@ struct PolicyParserTests {
 
     static let errorCases: [ErrorCase] = [
         ErrorCase(
-            text: #"path "a" { capabilities = ["raed"] }"#, line: 1, column: 28,
-            message: "unknown capability; expected one of create, delete, deny, list, patch, read, sudo, update"),
+            text: #"path "a" { capabilities = ["raed"] }"#,
+            line: 1,
+            column: 28,
+            message: "unknown capability; expected one of create, delete, deny, list, patch, read, sudo, update"
+        ),
         ErrorCase(
-            text: "path \"a\" {\n  capabilities = [\"read\"]\n  foo = 1\n}", line: 3, column: 3,
-            message: "unknown attribute in a path block; expected one of capabilities, policy"),
+            text: "path \"a\" {\n  capabilities = [\"read\"]\n  foo = 1\n}",
+            line: 3,
+            column: 3,
+            message: "unknown attribute in a path block; expected one of capabilities, policy"
+        ),
         // The first string ends at the quote before `read`; the one opened after it is never closed.
         ErrorCase(text: #"path "a { capabilities = ["read"] }"#, line: 1, column: 32, message: "unterminated string"),
         ErrorCase(
-            text: "path \"a\" {\n  capabilities = [\"read\"]\n", line: 3, column: 1,
-            message: "missing '}' to close the block opened at line 1, column 10"),
+            text: "path \"a\" {\n  capabilities = [\"read\"]\n",
+            line: 3,
+            column: 1,
+            message: "missing '}' to close the block opened at line 1, column 10"
+        ),
         ErrorCase(
-            text: #"path "secret/*/foo" { capabilities = ["read"] }"#, line: 1, column: 14,
-            message: "'*' may only appear at the end of a path pattern"),
+            text: #"path "secret/*/foo" { capabilities = ["read"] }"#,
+            line: 1,
+            column: 14,
+            message: "'*' may only appear at the end of a path pattern"
+        ),
         ErrorCase(
-            text: #"path "secret/+*" { capabilities = ["read"] }"#, line: 1, column: 14,
-            message: "'+*' is forbidden"),
+            text: #"path "secret/+*" { capabilities = ["read"] }"#,
+            line: 1,
+            column: 14,
+            message: "'+*' is forbidden"
+        ),
         ErrorCase(
-            text: "# comment\nblah \"a\" { capabilities = [\"read\"] }", line: 2, column: 1,
-            message: "unknown top-level block or attribute; a policy contains only 'path' blocks"),
+            text: "# comment\nblah \"a\" { capabilities = [\"read\"] }",
+            line: 2,
+            column: 1,
+            message: "unknown top-level block or attribute; a policy contains only 'path' blocks"
+        ),
         ErrorCase(
-            text: #"path "a" { policy = "admin" }"#, line: 1, column: 21,
-            message: "'policy' must be one of deny, read, write, sudo"),
+            text: #"path "a" { policy = "admin" }"#,
+            line: 1,
+            column: 21,
+            message: "'policy' must be one of deny, read, write, sudo"
+        ),
         ErrorCase(
-            text: #"path "a" { capabilities = "read" }"#, line: 1, column: 27,
-            message: "'capabilities' must be a list, found a string"),
+            text: #"path "a" { capabilities = "read" }"#,
+            line: 1,
+            column: 27,
+            message: "'capabilities' must be a list, found a string"
+        ),
         ErrorCase(
-            text: #"path "a" { allowed_parameters = { "k" = "v" } }"#, line: 1, column: 41,
-            message: "each parameter in 'allowed_parameters' must be a list of values, found a string"),
+            text: #"path "a" { allowed_parameters = { "k" = "v" } }"#,
+            line: 1,
+            column: 41,
+            message: "each parameter in 'allowed_parameters' must be a list of values, found a string"
+        ),
         ErrorCase(
-            text: #"path "a" { capabilities = ["read" "list"] }"#, line: 1, column: 35,
-            message: "expected ',' or ']' in list"),
+            text: #"path "a" { capabilities = ["read" "list"] }"#,
+            line: 1,
+            column: 35,
+            message: "expected ',' or ']' in list"
+        ),
         ErrorCase(
-            text: "path \"a\" { capabilities = [\"read\",\n", line: 2, column: 1,
-            message: "missing ']' to close the list opened at line 1, column 27"),
+            text: "path \"a\" { capabilities = [\"read\",\n",
+            line: 2,
+            column: 1,
+            message: "missing ']' to close the list opened at line 1, column 27"
+        ),
         ErrorCase(text: "/* open comment\npath", line: 1, column: 1, message: "unterminated comment"),
         ErrorCase(
-            text: #"path "a" { mfa_methods = ["x"] }"#, line: 1, column: 12,
-            message: #"attribute "mfa_methods" is not supported by Coffer"#),
+            text: #"path "a" { mfa_methods = ["x"] }"#,
+            line: 1,
+            column: 12,
+            message: #"attribute "mfa_methods" is not supported by Coffer"#
+        ),
         ErrorCase(text: #"path "a" "b" { }"#, line: 1, column: 10, message: "found a second label"),
         ErrorCase(text: "path \"a\" { capabilities = [\"read\"] } }", line: 1, column: 38, message: "unexpected '}'"),
-        ErrorCase(text: "path \"é\" { ! }", line: 1, column: 12, message: "unexpected character; expected a name, a string"),
+        ErrorCase(
+            text: "path \"é\" { ! }",
+            line: 1,
+            column: 12,
+            message: "unexpected character; expected a name, a string"
+        ),
         ErrorCase(text: "path \"a\" { capabilities = [\"read\"] ", line: 1, column: 36, message: "missing '}'"),
         ErrorCase(
-            text: "{\n  \"path\": {\n    \"a\": {\"capabilities\": [\"raed\"]}\n  }\n}", line: 3, column: 28,
-            message: "unknown capability"),
+            text: "{\n  \"path\": {\n    \"a\": {\"capabilities\": [\"raed\"]}\n  }\n}",
+            line: 3,
+            column: 28,
+            message: "unknown capability"
+        ),
         ErrorCase(
-            text: "{\n  \"path\": {\"a\": {\"capabilities\": [\"read\"]}},\n}", line: 3, column: 1,
-            message: "invalid JSON policy"),
+            text: "{\n  \"path\": {\"a\": {\"capabilities\": [\"read\"]}},\n}",
+            line: 3,
+            column: 1,
+            message: "invalid JSON policy"
+        ),
         ErrorCase(
-            text: #"{"paths": {}}"#, line: 1, column: 2, message: "unknown top-level block or attribute"),
+            text: #"{"paths": {}}"#,
+            line: 1,
+            column: 2,
+            message: "unknown top-level block or attribute"
+        ),
         ErrorCase(text: "path \"a\" { capabilities = [\"a\\q\"] }", line: 1, column: 30, message: "invalid escape"),
     ]
 
@@ -113,12 +164,16 @@ struct PolicyParserTests {
         #expect(
             policy.rules == [
                 PathRule(
-                    path: "secret/data/*", capabilities: [.create, .read, .update, .patch, .delete, .list],
+                    path: "secret/data/*",
+                    capabilities: [.create, .read, .update, .patch, .delete, .list],
                     allowedParameters: ["color": ["red", "bl*", .number("5"), true, ["x"]], "size": [], "*": []],
-                    deniedParameters: ["secret": []], requiredParameters: ["owner"]),
+                    deniedParameters: ["secret": []],
+                    requiredParameters: ["owner"]
+                ),
                 PathRule(path: "sys/mounts", capabilities: [.create, .read, .update, .delete, .list, .sudo]),
                 PathRule(path: "esc\"aped\u{e9}", capabilities: .deny),
-            ])
+            ]
+        )
     }
 
     @Test func legacyPolicyMapping() throws {

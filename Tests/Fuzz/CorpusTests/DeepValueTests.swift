@@ -24,7 +24,12 @@ struct DeepValueTests {
         let answers = Answers()
         for (method, path, body) in requests {
             let work = {
-                let (status, bytes) = vault.core.handleWire(method: method, path: path, token: "root", body: Array(body.utf8))
+                let (status, bytes) = vault.core.handleWire(
+                    method: method,
+                    path: path,
+                    token: "root",
+                    body: Array(body.utf8)
+                )
                 answers.statuses.append(status)
                 answers.bodies.append(String(decoding: bytes ?? [], as: UTF8.self))
             }
@@ -46,21 +51,34 @@ struct DeepValueTests {
     @Test func kvValuesAtTheLimitRoundTripOnASmallStack() throws {
         let (vault, _) = try Vault.openDev()
         defer { vault.close() }
-        #expect(vault.core.handleWire(method: "POST", path: "sys/mounts/kv", token: "root", body: Array(#"{"type":"kv"}"#.utf8)).status == 204)
+        #expect(
+            vault.core.handleWire(
+                method: "POST",
+                path: "sys/mounts/kv",
+                token: "root",
+                body: Array(#"{"type":"kv"}"#.utf8)
+            ).status == 204
+        )
         // KV v2 bodies wrap the secret in {"data": ...}: the secret may nest one level less.
         let secret = Self.nestedObjects(Self.limit - 1, leaf: #"{"x":1}"#)
         let patch = Self.nestedObjects(Self.limit - 1, leaf: #"{"x":null,"y":2}"#)
-        let answers = send(vault, [
-            ("PUT", "secret/data/deep", #"{"data":"# + secret + "}"),
-            ("GET", "secret/data/deep", ""),
-            ("PATCH", "secret/data/deep", #"{"data":"# + patch + "}"),
-            ("GET", "secret/data/deep", ""),
-            ("GET", "secret/subkeys/deep", ""),
-            ("GET", "secret/subkeys/deep?depth=300", ""),
-            ("PUT", "kv/deep", Self.nestedObjects(Self.limit, leaf: #"{"x":1}"#)),
-            ("GET", "kv/deep", ""),
-        ])
-        #expect(answers.statuses == [200, 200, 200, 200, 200, 200, 204, 200], "\(answers.bodies.map { $0.prefix(200) })")
+        let answers = send(
+            vault,
+            [
+                ("PUT", "secret/data/deep", #"{"data":"# + secret + "}"),
+                ("GET", "secret/data/deep", ""),
+                ("PATCH", "secret/data/deep", #"{"data":"# + patch + "}"),
+                ("GET", "secret/data/deep", ""),
+                ("GET", "secret/subkeys/deep", ""),
+                ("GET", "secret/subkeys/deep?depth=300", ""),
+                ("PUT", "kv/deep", Self.nestedObjects(Self.limit, leaf: #"{"x":1}"#)),
+                ("GET", "kv/deep", ""),
+            ]
+        )
+        #expect(
+            answers.statuses == [200, 200, 200, 200, 200, 200, 204, 200],
+            "\(answers.bodies.map { $0.prefix(200) })"
+        )
         let innermost = String(repeating: "}", count: 20)
         #expect(answers.bodies[1].contains(#"{"x":1}"# + innermost))
         #expect(answers.bodies[3].contains(#"{"y":2}"# + innermost), "merge-patch removed x and added y at the bottom")
@@ -73,13 +91,16 @@ struct DeepValueTests {
         defer { vault.close() }
         let deep = #"{"data":"# + Self.nestedObjects(Self.limit) + "}"
         let bomb = #"{"data":"# + String(repeating: "[", count: 100_000) + "}"
-        let answers = send(vault, [
-            ("PUT", "secret/data/deep", deep),
-            ("PUT", "secret/data/bomb", bomb),
-            ("PUT", "secret/data/fine", #"{"data":{"a":1}}"#),
-            ("PATCH", "secret/data/fine", deep),
-            ("GET", "secret/data/fine", ""),
-        ])
+        let answers = send(
+            vault,
+            [
+                ("PUT", "secret/data/deep", deep),
+                ("PUT", "secret/data/bomb", bomb),
+                ("PUT", "secret/data/fine", #"{"data":{"a":1}}"#),
+                ("PATCH", "secret/data/fine", deep),
+                ("GET", "secret/data/fine", ""),
+            ]
+        )
         #expect(answers.statuses == [400, 400, 200, 400, 200], "\(answers.bodies.map { $0.prefix(200) })")
         #expect(answers.bodies[0].contains("nesting deeper than \(Self.limit)"))
         #expect(answers.bodies[4].contains(#""data":{"a":1}"#), "the refused patch changed nothing")
@@ -107,7 +128,10 @@ struct DeepValueTests {
             try kv.put("deep", ["d": Self.nested(Self.limit - 1)])
             Issue.record("a value nested past the limit was stored")
         } catch {
-            #expect(error.code == .invalidArgument && error.message.contains("more than \(Self.limit) levels"), "\(error)")
+            #expect(
+                error.code == .invalidArgument && error.message.contains("more than \(Self.limit) levels"),
+                "\(error)"
+            )
         }
         #expect(try kv.get("deep") == nil)
         // Far past the limit, on a 512 KiB stack: refused without recursing into it.

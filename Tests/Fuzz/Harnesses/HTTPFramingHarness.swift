@@ -55,7 +55,9 @@ struct FramingRun {
                 case .requestStarted(let at):
                     story.append("start \(at)")
                 case .head(let head):
-                    story.append("head \(head.method) \(head.methodReplaced) \(head.target) \(head.minorVersion) \(head.body) \(head.keepAlive) \(head.start)")
+                    story.append(
+                        "head \(head.method) \(head.methodReplaced) \(head.target) \(head.minorVersion) \(head.body) \(head.keepAlive) \(head.start)"
+                    )
                 case .forward(let range):
                     guard range.lowerBound >= 0 && range.upperBound <= read.count else {
                         problem = "forwarded bytes \(range) of a \(read.count)-byte read"
@@ -66,7 +68,8 @@ struct FramingRun {
                     forwarded += bytes
                 case .end(let at):
                     guard at > lastEnd, at <= position else {
-                        problem = "a request ended at \(at), after one ending at \(lastEnd), with \(position) bytes read"
+                        problem =
+                            "a request ended at \(at), after one ending at \(lastEnd), with \(position) bytes read"
                         break events
                     }
                     lastEnd = at

@@ -35,7 +35,9 @@ extension FuzzHarness {
                 _ = acl.allowOperation(op, path: path + "x/y", data: nil)
             }
             for (_, values) in rule.allowedParameters.prefix(4) {
-                for value in values.prefix(4) { _ = acl.allowOperation(.update, path: path, data: ["a": value, "A": value]) }
+                for value in values.prefix(4) {
+                    _ = acl.allowOperation(.update, path: path, data: ["a": value, "A": value])
+                }
             }
         }
         return nil

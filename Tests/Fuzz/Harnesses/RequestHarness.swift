@@ -123,10 +123,18 @@ final class FuzzVault: Sendable {
                 ("POST", "auth/token/create", #"{"id":"limited","policies":["limited"],"no_parent":true}"#),
             ]
             for (method, path, body) in setup {
-                let answer = Wire.handle(core, method: method, path: path, token: result.rootToken, body: Array(body.utf8))
+                let answer = Wire.handle(
+                    core,
+                    method: method,
+                    path: path,
+                    token: result.rootToken,
+                    body: Array(body.utf8)
+                )
                 guard answer.status < 300 else {
-                    fatalError("fuzz vault setup: \(method) \(path) answered \(answer.status): "
-                        + String(decoding: answer.body ?? [], as: UTF8.self))
+                    fatalError(
+                        "fuzz vault setup: \(method) \(path) answered \(answer.status): "
+                            + String(decoding: answer.body ?? [], as: UTF8.self)
+                    )
                 }
             }
             _ = Wire.handle(core, method: "POST", path: "auth/token/revoke-self", token: result.rootToken, body: [])
@@ -157,9 +165,16 @@ final class FuzzVault: Sendable {
                 case "last": token = lastClientToken ?? FuzzVault.rootToken
                 default: token = request.token
                 }
-                let answer = Wire.handle(core, method: request.method, path: request.path, token: token, body: request.body)
+                let answer = Wire.handle(
+                    core,
+                    method: request.method,
+                    path: request.path,
+                    token: token,
+                    body: request.body
+                )
                 if let problem = FuzzVault.check(answer, request) { return problem }
-                if let body = answer.body, let value = try? JSONValue.parse(body, maximumDepth: JSONValue.maximumDepth + 4),
+                if let body = answer.body,
+                    let value = try? JSONValue.parse(body, maximumDepth: JSONValue.maximumDepth + 4),
                     case .string(let created)? = value["auth"]?["client_token"]
                 {
                     lastClientToken = created
@@ -173,7 +188,8 @@ final class FuzzVault: Sendable {
         let what = "\(request.method) \(request.path)"
         guard (200...599).contains(answer.status) else { return "\(what) answered status \(answer.status)" }
         if answer.status == 500 {
-            let detail = answer.error.map { "\($0.code): \($0.message)" } ?? String(decoding: answer.body ?? [], as: UTF8.self)
+            let detail =
+                answer.error.map { "\($0.code): \($0.message)" } ?? String(decoding: answer.body ?? [], as: UTF8.self)
             return "\(what) answered 500 (\(detail))"
         }
         if let body = answer.body {
@@ -205,8 +221,12 @@ final class FuzzVault: Sendable {
             let fields = head.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
             out.append(
                 FuzzRequest(
-                    method: fields[0], path: fields.count > 1 ? fields[1] : "", token: fields.count > 2 ? fields[2] : "",
-                    body: body))
+                    method: fields[0],
+                    path: fields.count > 1 ? fields[1] : "",
+                    token: fields.count > 2 ? fields[2] : "",
+                    body: body
+                )
+            )
         }
         return out
     }
@@ -236,7 +256,9 @@ struct FuzzRequest {
         // RSA keys take seconds to generate in a debug build: no new ones (a type `rsa-…` in the body or
         // the query) and no rotation of the ready `rsa` key; operations with that key go through.
         if method != "GET" && method != "LIST" {
-            if path.contains("rsa-") || FuzzVault.firstRange(of: Array("rsa-".utf8), in: body[...]) != nil { return true }
+            if path.contains("rsa-") || FuzzVault.firstRange(of: Array("rsa-".utf8), in: body[...]) != nil {
+                return true
+            }
             if path.contains("rsa/rotate") { return true }
         }
         return false
