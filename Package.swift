@@ -221,7 +221,10 @@ let package = Package(
         ),
         .target(
             name: "CofferFuzzHarnesses",
-            dependencies: ["Coffer", "CofferCore", "CofferFramework", "CofferVault", "Engines", "CofferServerCore"],
+            dependencies: [
+                "Coffer", "CofferCore", "CofferFramework", "CofferStorage", "CofferVault", "Engines",
+                "CofferServerCore",
+            ],
             path: "Tests/Fuzz/Harnesses",
             swiftSettings: strict
         ),

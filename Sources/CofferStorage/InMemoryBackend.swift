@@ -39,4 +39,18 @@ package final class InMemoryBackend: PhysicalBackend {
     }
 
     package func close() {}
+
+    /// Every entry, to put back later with ``restore(_:)`` (the fuzz harness starts each input from one state).
+    package func snapshot() -> [String: [UInt8]] { entries.withLock { $0 } }
+
+    /// Replaces every entry with `saved`, and tells the change feed each key that differs, so that the
+    /// caches above forget what was there.
+    package func restore(_ saved: [String: [UInt8]]) {
+        let changed = entries.withLock { entries in
+            let keys = Set(entries.keys).union(saved.keys).filter { entries[$0] != saved[$0] }
+            entries = saved
+            return Array(keys)
+        }
+        changes.publish(changed)
+    }
 }

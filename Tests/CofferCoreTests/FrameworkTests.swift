@@ -161,6 +161,10 @@ import Testing
         try core.call(.update, "cubbyhole/notes/first", ["secret": "for a only"], token: a)
         #expect(try core.call(.read, "cubbyhole/notes/first", token: a).data?["secret"] == "for a only")
         #expect(try core.call(.list, "cubbyhole/notes/", token: a).data?["keys"] == ["first"])
+        // Nothing to store is the client's mistake (OpenBao answers 500).
+        expectError(.invalidArgument, containing: "missing data fields") {
+            try core.call(.update, "cubbyhole/notes/empty", [:], token: a)
+        }
         // Another token, even root, sees its own empty cubbyhole.
         #expect(try core.call(.read, "cubbyhole/notes/first", token: b).outcome == .notFound)
         #expect(try core.call(.read, "cubbyhole/notes/first", token: root).outcome == .notFound)

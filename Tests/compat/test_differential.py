@@ -89,6 +89,16 @@ SEQUENCE = [
     step("kv1 list", "LIST", "kv1", values=("data.keys",)),
     step("kv1 empty write", "PUT", "kv1/empty", {}),
     step("kv1 delete", "DELETE", "kv1/foo"),
+    # Cubbyhole: the root token's own storage, mounted in every vault.
+    step("cubbyhole write", "PUT", "cubbyhole/app/db", {"password": "s3cret", "n": 2}),
+    step("cubbyhole read", "GET", "cubbyhole/app/db", values=("data", "lease_duration", "renewable")),
+    step("cubbyhole list", "LIST", "cubbyhole/app", values=("data.keys",)),
+    step("cubbyhole read missing", "GET", "cubbyhole/app/nothing"),
+    step("cubbyhole delete", "DELETE", "cubbyhole/app/db"),
+    step("cubbyhole read deleted", "GET", "cubbyhole/app/db"),
+    # A field the path does not declare is ignored, with a warning naming it.
+    step("undeclared field warning", "POST", "sys/policies/acl/warned",
+         {"policy": 'path "x" { capabilities = ["read"] }', "colour": "blue"}, values=("warnings",)),
     step("kv1 read deleted", "GET", "kv1/foo"),
     step("policy write", "PUT", "sys/policies/acl/app", {"policy": POLICY}),
     step("policy read", "GET", "sys/policies/acl/app", values=("data.name", "data.policy"),

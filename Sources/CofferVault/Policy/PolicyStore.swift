@@ -152,9 +152,9 @@ package final class PolicyStore: Sendable {
         invalidate(name)
     }
 
-    /// Every policy name, "root" included, sorted.
+    /// Every policy name: the stored ones sorted, then "root" (the order OpenBao lists them in).
     func list() throws(CofferError) -> [String] {
-        (try barrier.list(PolicyStore.prefix) + ["root"]).sorted()
+        try barrier.list(PolicyStore.prefix).sorted() + ["root"]
     }
 
     /// The compiled ACL for a set of policy names; unknown names contribute nothing.

@@ -1,6 +1,7 @@
 import Coffer
 import CofferCore
 import CofferFramework
+import CofferStorage
 import CofferVault
 import Engines
 import Synchronization
@@ -33,53 +34,6 @@ extension FuzzHarness {
     }
 }
 
-/// Storage in memory whose whole contents can be saved and put back; putting it back tells the
-/// change feed every key that differs, so the core's caches forget what the last input did.
-final class SnapshotBackend: PhysicalBackend {
-    private let entries = Mutex<[String: [UInt8]]>([:])
-    let changes = ChangeFeed()
-
-    var typeName: String { "inmem" }
-
-    func snapshot() -> [String: [UInt8]] { entries.withLock { $0 } }
-    func restore(_ saved: [String: [UInt8]]) {
-        let changed = entries.withLock { entries in
-            let keys = Set(entries.keys).union(saved.keys).filter { entries[$0] != saved[$0] }
-            entries = saved
-            return Array(keys)
-        }
-        changes.publish(changed)
-    }
-
-    func get(_ key: String) throws(CofferError) -> [UInt8]? { entries.withLock { $0[key] } }
-    func put(_ key: String, _ value: [UInt8]) throws(CofferError) {
-        entries.withLock { $0[key] = value }
-        changes.publish([key])
-    }
-    func delete(_ key: String) throws(CofferError) {
-        _ = entries.withLock { $0.removeValue(forKey: key) }
-        changes.publish([key])
-    }
-
-    func list(prefix: String) throws(CofferError) -> [String] {
-        immediateChildren(of: prefix, keys: entries.withLock { Array($0.keys) })
-    }
-
-    func batch(_ operations: [StorageOperation]) throws(CofferError) {
-        entries.withLock { entries in
-            for op in operations {
-                switch op {
-                case .put(let key, let value): entries[key] = value
-                case .delete(let key): entries.removeValue(forKey: key)
-                }
-            }
-        }
-        changes.publish(operations.map(\.key))
-    }
-
-    func close() {}
-}
-
 /// The same instant for every request, so that an input behaves the same on every run.
 struct FixedClock: WallClock {
     func now() -> Timestamp { Timestamp(seconds: 1_800_000_000) }
@@ -90,7 +44,7 @@ final class FuzzVault: Sendable {
     static let shared = FuzzVault()
 
     let core: Core
-    let storage: SnapshotBackend
+    let storage: InMemoryBackend
     let initial: [String: [UInt8]]
     let unsealKey: [UInt8]
     let lock = Mutex(())
@@ -100,7 +54,7 @@ final class FuzzVault: Sendable {
     static let maximumRequests = 8
 
     private init() {
-        storage = SnapshotBackend()
+        storage = InMemoryBackend()
         do {
             core = try Core(storage: storage, engines: BuiltinEngines.registry, clock: FixedClock())
             let result = try core.initialize(shares: 1, threshold: 1)
