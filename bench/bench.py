@@ -203,6 +203,7 @@ def median_round(rounds):
     ordered = sorted(rounds, key=lambda r: r["requests_per_s"])
     best = dict(ordered[len(ordered) // 2])
     best["rounds_requests_per_s"] = [round(r["requests_per_s"]) for r in rounds]
+    best["rounds_p99_us"] = [r["p99_us"] for r in rounds]
     return best
 
 
@@ -483,8 +484,13 @@ def check_thresholds(results, thresholds):
         elif f[name]["p99_us"] > slo_us:
             failures.append(f"{name}: p99 {f[name]['p99_us'] / 1000:.2f} ms breaks the {thresholds['slo_p99_ms']} ms SLO")
     web = (results.get("http") or {}).get("workloads", {}).get("kv_read", {}).get("coffer")
-    if web and web["p99_us"] > slo_us:
-        failures.append(f"HTTP KV read: p99 {web['p99_us'] / 1000:.2f} ms breaks the {thresholds['slo_p99_ms']} ms SLO")
+    if web:
+        p99s = sorted(web.get("rounds_p99_us") or [web["p99_us"]])
+        median_p99 = p99s[len(p99s) // 2]
+        if median_p99 > slo_us:
+            rounds = ", ".join(f"{p / 1000:.2f}" for p in web.get("rounds_p99_us") or [web["p99_us"]])
+            failures.append(f"HTTP KV read: median p99 of the rounds {median_p99 / 1000:.2f} ms breaks the "
+                            f"{thresholds['slo_p99_ms']} ms SLO (rounds: {rounds} ms)")
     floor = f[FLOOR_SQLITE]["p50_us"] + f[FLOOR_AES]["p50_us"]
     for name, limit in thresholds["max_p50_over_floor"].items():
         if name in f and f[name]["p50_us"] / floor > limit:
@@ -542,7 +548,9 @@ def main():
             if cofferd_built:
                 results["cofferd"] = os.path.relpath(args.cofferd, ROOT)
                 if smoke:
-                    results["http"] = http(args.cofferd, scratch, 3, 1, 16, ["kv_read"], include_bao=False, include_nginx=False)
+                    # Three short rounds, judged by their median p99: one round stalled by a neighbour on the
+                    # shared machine does not decide the gate, two do.
+                    results["http"] = http(args.cofferd, scratch, 2, 3, 16, ["kv_read"], include_bao=False, include_nginx=False)
                 else:
                     workloads = ["kv_read", "kv_write", "token_lookup", "transit_encrypt", "transit_decrypt"]
                     results["http"] = http(args.cofferd, scratch, 5, 3, 16, workloads)

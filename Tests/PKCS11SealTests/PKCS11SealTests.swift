@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 @testable import Coffer
@@ -688,6 +689,87 @@ import Testing
         let vault = try Vault.open(rotated)
         #expect(try vault.kv(token: token).get("app")?.data["v"] == "before rotation")
         vault.close()
+    }
+
+    /// A rewrap reads every seal-wrapped entry, wraps it again and writes it back: a transit key
+    /// rotation that lands in between must not be undone by the write-back (the new key version,
+    /// and everything encrypted under it, would be lost).
+    @Test func rewrapRacingTransitKeyRotationsLosesNoKeyVersion() throws {
+        let hsm = try SoftHSM()
+        try hsm.initToken("coffer")
+        try hsm.createAESKey(token: "coffer", label: "wrap", id: "01")
+        let vault = try Vault.open(
+            VaultConfiguration(storage: .sqlite(path: hsm.database()), seal: try hsm.seal(token: "coffer", key: "wrap"))
+        )
+        defer { vault.close() }
+        let token = try vault.initialize(shares: 1, threshold: 1).rootToken
+        try vault.core.mount(MountEntry(path: "transit/", type: "transit"))
+        for name in ["k", "other1", "other2", "other3"] {
+            _ = try vault.handle(Request(.update, "transit/keys/\(name)", token: token))
+        }
+        let rotations = 40
+        let ciphertexts = Mutex<[(version: Int, text: String)]>([])
+        let failures = Mutex<[String]>([])
+        DispatchQueue.concurrentPerform(iterations: 2) { worker in
+            do {
+                if worker == 0 {
+                    for _ in 0..<rotations {
+                        _ = try vault.handle(Request(.update, "transit/keys/k/rotate", token: token))
+                        let sealed = try vault.handle(
+                            Request(.update, "transit/encrypt/k", data: ["plaintext": "aGk="], token: token)
+                        )
+                        let text = try #require(sealed.data?["ciphertext"]?.stringValue)
+                        let version = try #require(sealed.data?["key_version"]?.intValue)
+                        ciphertexts.withLock { $0.append((version, text)) }
+                    }
+                } else {
+                    for _ in 0..<rotations {
+                        _ = try vault.handle(Request(.update, "sys/sealwrap/rewrap", token: token))
+                    }
+                }
+            } catch {
+                failures.withLock { $0.append("worker \(worker): \(error)") }
+            }
+        }
+        #expect(failures.withLock { $0 } == [])
+        let key = try vault.handle(Request(.read, "transit/keys/k", token: token))
+        #expect(key.data?["latest_version"] == .int(rotations + 1))
+        for (version, text) in ciphertexts.withLock({ $0 }) {
+            let opened = try? vault.handle(
+                Request(.update, "transit/decrypt/k", data: ["ciphertext": .string(text)], token: token)
+            )
+            #expect(opened?.data?["plaintext"] == "aGk=", "a ciphertext of key version \(version) no longer decrypts")
+        }
+    }
+
+    /// Rewrap seals the recovery key again while holding the keyring lock; when that encryption is
+    /// the one that makes the barrier's automatic rotation due, the rotation is put off to the next
+    /// encryption instead of waiting for the lock the rewrap itself holds.
+    @Test func rewrapWhenAnAutomaticBarrierRotationIsDueFinishesAndRotatesLater() throws {
+        let hsm = try SoftHSM()
+        try hsm.initToken("coffer")
+        try hsm.createAESKey(token: "coffer", label: "wrap", id: "01")
+        let clock = ManualClock()
+        let vault = try Vault.open(
+            VaultConfiguration(
+                storage: .sqlite(path: hsm.database()),
+                seal: try hsm.seal(token: "coffer", key: "wrap"),
+                clock: clock
+            )
+        )
+        defer { vault.close() }
+        let token = try vault.initialize(shares: 1, threshold: 1).rootToken
+        _ = try vault.handle(Request(.update, "sys/rotate/config", data: ["interval": "25h"], token: token))
+        let term = try #require(
+            try vault.handle(Request(.read, "sys/key-status", token: token)).data?["term"]?.intValue
+        )
+        clock.advance(seconds: 26 * 3600)
+        let after = try vault.handle(Request(.update, "sys/sealwrap/rewrap", token: token)).raw
+        #expect(after?["stale"] == [])
+        try vault.core.mount(MountEntry(path: "secret/", type: "kv", options: ["version": "2"]))
+        try vault.kv(token: token).put("app", ["v": "after"])
+        #expect(try vault.handle(Request(.read, "sys/key-status", token: token)).data?["term"] == .int(term + 1))
+        #expect(try vault.kv(token: token).get("app")?.data["v"] == "after")
     }
 
     // MARK: Migration

@@ -207,6 +207,12 @@ package final class Barrier: Sendable {
     /// that two of them never build different keyrings from the same one: the last save would win
     /// and entries written under the losing keyring's new term could never be decrypted again.
     private let keyringWrites = Mutex(())
+    /// Held by every seal-wrapped write from reading the seal to storing the entry, and by rewrap and
+    /// seal migration from reading the wrapped entries to installing the new seal. Without it a
+    /// rewrap could put back an entry it read just before a transit key rotation wrote a newer one
+    /// (losing that key version and everything encrypted under it), and a write could wrap with a
+    /// seal being replaced. Taken before `keyringWrites`, never while holding it.
+    private let sealWrapWrites = Mutex(())
     /// The seal that opens seal-wrapped entries and, when it seal-wraps, wraps critical ones.
     private let wrapSeal = Mutex<(any Seal)?>(nil)
     /// `sys/rotate/config`, and the two numbers the write path checks without a lock.
@@ -333,8 +339,19 @@ package final class Barrier: Sendable {
     /// Stores `plaintext` encrypted by the barrier and, when the seal seal-wraps, by the HSM key
     /// too. For key material that must stay safe even if the root key leaks; `get` opens it.
     package func putSealWrapped(_ path: String, _ plaintext: [UInt8]) throws(CofferError) {
-        let blob = try seal(plaintext, path: path, ring: try current())
-        try physical.put(path, try SealWrap.wrapIfEnabled(blob, seal: wrapSeal.withLock { $0 }))
+        try withSealWrapWriteLock { () throws(CofferError) in
+            let blob = try seal(plaintext, path: path, ring: try current())
+            try physical.put(path, try SealWrap.wrapIfEnabled(blob, seal: wrapSeal.withLock { $0 }))
+        }
+    }
+
+    /// Runs `body` holding the lock seal-wrapped writes take (see `sealWrapWrites`): rewrap and seal
+    /// migration run in it, so no seal-wrapped entry changes between their reading it and writing it.
+    package func withSealWrapWriteLock<R>(_ body: () throws(CofferError) -> R) throws(CofferError) -> R {
+        let result: Result<R, CofferError> = sealWrapWrites.withLock { _ in
+            do throws(CofferError) { return .success(try body()) } catch { return .failure(error) }
+        }
+        return try result.get()
     }
 
     /// Opens a seal-wrapped entry's outer layer with the current seal (for rewrap and migration).
@@ -365,6 +382,14 @@ package final class Barrier: Sendable {
             do throws(CofferError) { return .success(try body()) } catch { return .failure(error) }
         }
         return try result.get()
+    }
+
+    /// Runs `body` holding the keyring write lock if no one holds it; otherwise does nothing.
+    func withKeyringWriteLockIfAvailable(_ body: () throws(CofferError) -> Void) throws(CofferError) {
+        let result: Result<Void, CofferError>? = keyringWrites.withLockIfAvailable { _ in
+            do throws(CofferError) { return .success(try body()) } catch { return .failure(error) }
+        }
+        try result?.get()
     }
 
     /// The active term, when it was installed, and how many encryptions it has made.
@@ -425,6 +450,17 @@ package final class Barrier: Sendable {
 
     /// Encrypts every put (seal-wrapping the keys `sealWrapped` picks) and applies all operations atomically.
     package func batch(_ operations: [StorageOperation], sealWrapped: ((String) -> Bool)? = nil) throws(CofferError) {
+        if let sealWrapped,
+            operations.contains(where: { if case .put(let key, _) = $0 { sealWrapped(key) } else { false } })
+        {
+            try withSealWrapWriteLock { () throws(CofferError) in try batchLocked(operations, sealWrapped: sealWrapped)
+            }
+        } else {
+            try batchLocked(operations, sealWrapped: nil)
+        }
+    }
+
+    private func batchLocked(_ operations: [StorageOperation], sealWrapped: ((String) -> Bool)?) throws(CofferError) {
         let ring = try current()
         let wrapper = sealWrapped == nil ? nil : wrapSeal.withLock { $0 }
         var sealed: [StorageOperation] = []

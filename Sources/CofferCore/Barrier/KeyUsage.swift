@@ -89,9 +89,12 @@ extension Barrier {
         }
     }
 
-    /// Rotates unless another thread already has (the active term is no longer `ring`'s).
+    /// Rotates unless another thread already has (the active term is no longer `ring`'s), or is
+    /// writing the keyring now: then this encryption goes ahead under the current term and the next
+    /// one tries again. Waiting would deadlock when the encryption is made by a keyring writer itself
+    /// (seal migration and rewrap seal the recovery key while holding the lock).
     private func rotateIfStillActive(_ ring: Keyring, reason: (Keyring) -> Bool) throws(CofferError) {
-        try withKeyringWriteLock { () throws(CofferError) in
+        try withKeyringWriteLockIfAvailable { () throws(CofferError) in
             guard let current = currentRing(), current.activeTerm == ring.activeTerm, reason(current) else { return }
             _ = try rotateLocked(now: clock.now())
         }

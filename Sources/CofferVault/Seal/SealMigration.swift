@@ -19,8 +19,10 @@ extension Core {
             guard seal.isAutoUnseal else {
                 throw CofferError.invalid("rewrap moves entries to a new HSM key; this vault's seal is \(seal.type)")
             }
-            try barrier.withKeyringWriteLock { () throws(CofferError) in
-                try barrier.physical.batch(try resealOperations(to: seal, unsealKey: nil, recoveryKey: nil))
+            try barrier.withSealWrapWriteLock { () throws(CofferError) in
+                try barrier.withKeyringWriteLock { () throws(CofferError) in
+                    try barrier.physical.batch(try resealOperations(to: seal, unsealKey: nil, recoveryKey: nil))
+                }
             }
         }
         return try sealWrapStatus()
@@ -36,18 +38,20 @@ extension Core {
             guard !barrier.isSealed else { throw CofferError.sealedError }
             let newKey = SecureBytes(randomCount: 32)
             let parts = try Shamir.split(newKey, shares: shares, threshold: threshold)
-            try barrier.withKeyringWriteLock { () throws(CofferError) in
-                var operations = try resealOperations(
-                    to: newSeal,
-                    unsealKey: newSeal.isAutoUnseal ? nil : newKey,
-                    recoveryKey: newSeal.isAutoUnseal ? newKey : nil
-                )
-                let config = SealConfig(for: newSeal, shares: shares, threshold: threshold, parts: parts)
-                operations.append(.put(key: SealConfig.path, value: config.json.serialized()))
-                try barrier.physical.batch(operations)
+            try barrier.withSealWrapWriteLock { () throws(CofferError) in
+                try barrier.withKeyringWriteLock { () throws(CofferError) in
+                    var operations = try resealOperations(
+                        to: newSeal,
+                        unsealKey: newSeal.isAutoUnseal ? nil : newKey,
+                        recoveryKey: newSeal.isAutoUnseal ? newKey : nil
+                    )
+                    let config = SealConfig(for: newSeal, shares: shares, threshold: threshold, parts: parts)
+                    operations.append(.put(key: SealConfig.path, value: config.json.serialized()))
+                    try barrier.physical.batch(operations)
+                }
+                sealBox.withLock { $0 = newSeal }
+                barrier.setSeal(newSeal)
             }
-            sealBox.withLock { $0 = newSeal }
-            barrier.setSeal(newSeal)
             rekey.withLock { $0 = nil }
             generateRoot.withLock { $0 = nil }
             return InitResult(keys: parts, rootToken: "", recovery: newSeal.isAutoUnseal)
