@@ -102,7 +102,7 @@ let package = Package(
         // the live-OpenBao reference, SoftHSM tokens.
         .target(
             name: "CofferTesting",
-            dependencies: ["Coffer"],
+            dependencies: ["Coffer", "PKCS11Seal"],
             path: "Tests/Support",
             swiftSettings: strict
         ),
