@@ -67,9 +67,23 @@ public final class Vault: Sendable {
     /// The core: the request pipeline and the vault's state. Not API: what an embedding program
     /// needs is on `Vault` (docs/public-api.md); the C ABI, cofferd, the tests and bench/ reach it.
     package let core: Core
+    /// Revokes what expires, on time: runs when the vault keeps the system's time. With another clock
+    /// (tests), nothing happens by itself; ``expireLeases()`` does what is due.
+    private let leaseRunner: LeaseRunner?
 
     private init(core: Core) {
         self.core = core
+        self.leaseRunner = core.clock is SystemClock ? LeaseRunner(core.leases, clock: core.clock) : nil
+    }
+
+    deinit { leaseRunner?.stop() }
+
+    /// Revokes the leases and tokens whose time has come, and retries failed revocations that are
+    /// due. A vault on the system clock does this by itself every 100 ms; one opened with another
+    /// clock (a test's manual clock) does it only when this is called.
+    @discardableResult
+    package func expireLeases() -> LeaseManager.TickReport {
+        core.leases.tick(now: core.clock.now())
     }
 
     /// Opens the vault described by `configuration`. It starts sealed (or uninitialised); with an
@@ -209,6 +223,7 @@ public final class Vault: Sendable {
 
     /// Closes the storage. Later calls fail.
     public func close() {
+        leaseRunner?.stop()
         core.sealVault()
         core.barrier.physical.close()
     }

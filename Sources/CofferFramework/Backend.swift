@@ -85,17 +85,19 @@ package struct SpecialPaths: Sendable {
 }
 
 /// A kind of secret with a lease (a database credential, a certificate): what the lease manager
-/// calls to extend it and to destroy it when its lease ends or its token is revoked.
+/// calls to extend it and to destroy it when its lease ends, its token is revoked or its mount goes.
 package struct SecretType: Sendable {
     package let name: String
-    /// Extends the secret; answers with the new lease (the same data, a new TTL).
-    package let renew: @Sendable (SecretRequest) throws(CofferError) -> Response
-    /// Destroys the secret (drops the database user, revokes the certificate).
+    /// Extends the secret to ``SecretRequest/expireTime`` (a database user's `VALID UNTIL`); nil when
+    /// extending the lease is all a renewal takes.
+    package let renew: (@Sendable (SecretRequest) throws(CofferError) -> Void)?
+    /// Destroys the secret (drops the database user). Must succeed when the secret is already gone:
+    /// a revocation cut short is retried.
     package let revoke: @Sendable (SecretRequest) throws(CofferError) -> Void
 
     package init(
         name: String,
-        renew: @escaping @Sendable (SecretRequest) throws(CofferError) -> Response,
+        renew: (@Sendable (SecretRequest) throws(CofferError) -> Void)? = nil,
         revoke: @escaping @Sendable (SecretRequest) throws(CofferError) -> Void
     ) {
         self.name = name
@@ -107,9 +109,10 @@ package struct SecretType: Sendable {
 /// What a secret type's hooks receive: the data stored with the lease when it was issued.
 package struct SecretRequest: Sendable {
     package var leaseID: String
-    /// What the handler put in the response's `internal` data when it issued the secret.
+    /// What the handler put in ``SecretLease/internalData`` when it issued the secret.
     package var internalData: [String: JSONValue]
-    package var increment: Int64
+    /// For a renewal, when the lease now ends; for a revocation, when it was due.
+    package var expireTime: Timestamp
     package var storage: StorageView
     package var mount: MountEntry
     package var now: Timestamp
@@ -117,14 +120,14 @@ package struct SecretRequest: Sendable {
     package init(
         leaseID: String,
         internalData: [String: JSONValue],
-        increment: Int64,
+        expireTime: Timestamp,
         storage: StorageView,
         mount: MountEntry,
         now: Timestamp
     ) {
         self.leaseID = leaseID
         self.internalData = internalData
-        self.increment = increment
+        self.expireTime = expireTime
         self.storage = storage
         self.mount = mount
         self.now = now

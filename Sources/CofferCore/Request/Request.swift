@@ -145,6 +145,9 @@ public struct Response: Sendable {
     /// Byte results for in-process callers that asked for raw bytes (``Request/rawBytes``): transit's
     /// plaintext without base64. Not part of the JSON form.
     public var rawBytes: [String: [UInt8]]
+    /// Set by an engine that hands out a secret with a lease (a database user): the core registers
+    /// the lease and fills in ``leaseID``, ``leaseDuration`` and ``renewable``. Never on the wire.
+    package var secret: SecretLease?
 
     public init(
         data: [String: JSONValue]? = nil,
@@ -164,6 +167,7 @@ public struct Response: Sendable {
         self.rawStatus = 200
         self.repeatDataAtTopLevel = false
         self.rawBytes = [:]
+        self.secret = nil
     }
 
     /// Nothing found, with `data` saying why (sent as the body, as Vault does for a deleted version).
@@ -182,6 +186,13 @@ public struct Response: Sendable {
 
     /// An empty success (HTTP 204).
     public static let noContent = Response()
+
+    /// Accepted, to be done in the background (HTTP 202, no body): an asynchronous lease revocation.
+    public static let accepted: Response = {
+        var r = Response()
+        r.outcome = .status(202)
+        return r
+    }()
 
     /// Nothing found (HTTP 404).
     public static let notFound: Response = {
@@ -205,7 +216,7 @@ public struct Response: Sendable {
     /// The wire body for a request id, or nil when there is none (no content; not found without data).
     public func body(requestID: String) -> JSONValue? {
         if let raw { return raw }
-        if outcome == .noContent || (outcome == .notFound && data == nil) { return nil }
+        if outcome == .noContent || (outcome != .ok && data == nil && auth == nil && warnings.isEmpty) { return nil }
         var envelope: [String: JSONValue] = [
             "request_id": .string(requestID), "lease_id": .string(leaseID), "renewable": .bool(renewable),
             "lease_duration": .int(leaseDuration), "data": data.map { .object($0) } ?? .null, "wrap_info": .null,
@@ -215,5 +226,24 @@ public struct Response: Sendable {
             for (key, value) in data where envelope[key] == nil { envelope[key] = value }
         }
         return .object(envelope)
+    }
+}
+
+/// What an engine asks of the lease manager for a secret it hands out: which of its secret types
+/// this is, what its revoke and renew hooks need later (kept in the barrier with the lease, never
+/// sent to the client), and the TTLs its role asks for (0: the mount's default, else the system's).
+package struct SecretLease: Sendable {
+    package var type: String
+    package var internalData: [String: JSONValue]
+    package var ttl: Int64
+    package var maxTTL: Int64
+    package var renewable: Bool
+
+    package init(type: String, internalData: [String: JSONValue], ttl: Int64, maxTTL: Int64, renewable: Bool = true) {
+        self.type = type
+        self.internalData = internalData
+        self.ttl = ttl
+        self.maxTTL = maxTTL
+        self.renewable = renewable
     }
 }

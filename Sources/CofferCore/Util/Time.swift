@@ -210,4 +210,14 @@ extension VaultDuration {
         if m > 0 { return "\(m)m\(s)s" }
         return "\(s)s"
     }
+
+    /// As OpenBao's `humanDuration` prints a TTL in warnings: Go's form without zero minutes and
+    /// seconds ("100h", "1h30m", "1h30s", "23h59m52s").
+    public static func formatShort(_ seconds: Int64) -> String {
+        let h = seconds / 3600
+        let m = seconds % 3600 / 60
+        let s = seconds % 60
+        guard h > 0 else { return m > 0 && s == 0 ? "\(m)m" : format(seconds) }
+        return "\(h)h" + (m > 0 ? "\(m)m" : "") + (s > 0 ? "\(s)s" : "")
+    }
 }

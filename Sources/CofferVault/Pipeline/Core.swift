@@ -98,6 +98,8 @@ package final class Core: Sendable {
     let engines: EngineRegistry
     let authMethods: EngineRegistry
     package let tokens: TokenStore
+    /// Every secret handed out with a lease (LeaseManager.swift).
+    package let leases = LeaseManager()
     let policies: PolicyStore
     let audit: AuditBroker
     /// Audit devices the configuration requires: enabled (if not already) at every unseal; if one
@@ -151,8 +153,17 @@ package final class Core: Sendable {
             )
         }
         builtins.withLock { $0 = (SystemBackend(core: self), TokenBackend(core: self)) }
-        // A revoked token's cubbyhole goes with it, as in Vault.
-        tokens.revoked.withLock { $0 = { [weak self] hash in self?.dropCubbyhole(of: hash) } }
+        leases.attach(self)
+        let leases = self.leases
+        // A revoked token's cubbyhole and leases go with it, as in Vault; a token with a TTL is revoked
+        // on time by the expiration manager even if it is never presented again.
+        tokens.revoked.withLock {
+            $0 = { [weak self] hash in
+                self?.dropCubbyhole(of: hash)
+                leases.tokenRevoked(hash)
+            }
+        }
+        tokens.expiring.withLock { $0 = { hash, time throws(CofferError) in try leases.tokenExpires(hash, at: time) } }
         subscribeToChanges()
     }
 
@@ -367,6 +378,7 @@ package final class Core: Sendable {
         audit.unload()
         tokens.unload()
         policies.unload()
+        leases.unload()
         barrier.seal()
         progress.withLock { $0 = UnsealProgress() }
         rekey.withLock { $0 = nil }
@@ -475,6 +487,17 @@ package final class Core: Sendable {
         if mount.kind == .auth, let auth = response.auth, auth.clientToken.isEmpty {
             response.auth = try issueLoginToken(auth, mount: mount, now: now)
         }
+        if response.secret != nil {
+            try leases.register(
+                &response,
+                requestPath: request.path,
+                mount: mount,
+                tokenHash: caller?.idHash ?? "",
+                now: now
+            )
+        }
+        // The leases of tokens this request revoked (auth/token/revoke, a last use) go before it answers.
+        leases.drainRevokedTokens(now: now)
         return response
     }
 

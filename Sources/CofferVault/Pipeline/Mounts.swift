@@ -213,12 +213,20 @@ extension Core {
         }
     }
 
-    /// Unmounts `path` and deletes everything the backend stored.
+    /// Unmounts `path` and deletes everything the backend stored. Its leases are revoked first (the
+    /// database users dropped); if one cannot be, nothing is unmounted and the error says which
+    /// (`sys/leases/revoke-force` on the mount's path gives up on them).
     package func unmount(_ path: String, kind: MountKind = .secret) throws(CofferError) {
         let point = try Core.mountPoint(path)
         try lifecycle.withLock { (_) throws(CofferError) in
             let current = try mounts(kind)
             guard let entry = current.first(where: { $0.path == point }) else { return }
+            let failed = try leases.revokePrefix(kind.routePrefix + point, now: clock.now())
+            if let first = failed.first {
+                throw CofferError.invalid(
+                    "failed to revoke \(failed.count) lease(s) of \(kind.routePrefix)\(point), so it stays mounted; the first, \(first.id): \(first.error.message)"
+                )
+            }
             try replace(kind, with: current.filter { $0.path != point })
             let keys = try barrier.physical.listRecursive(prefix: "\(kind.dataPrefix)\(entry.uuid)/")
             try barrier.physical.batch(keys.map { .delete(key: $0) })

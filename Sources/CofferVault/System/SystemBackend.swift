@@ -22,7 +22,7 @@ package final class SystemBackend: TableBackend {
             root: [
                 "seal", "rotate", "step-down", "audit", "audit/*", "audit-reload", "audit-chain-key/*",
                 "sealwrap/rewrap",
-                "remount", "raw/*",
+                "remount", "raw/*", "leases/lookup/*", "leases/revoke-prefix/*", "leases/revoke-force/*",
             ],
             unaudited: ["seal-status", "health", "leader"],
             selfService: ["capabilities-self", "internal/ui/mounts", "internal/ui/mounts/*"]
@@ -92,7 +92,7 @@ package final class SystemBackend: TableBackend {
                 write: SystemBackend.writePolicy,
                 delete: SystemBackend.deletePolicy
             ),
-        ] + mountPaths + auditPaths + rekeyPaths
+        ] + mountPaths + auditPaths + rekeyPaths + leasePaths
     )
 
     static let initFields: [Field] = [

@@ -171,12 +171,21 @@ package final class TokenStore: Sendable {
     }
 
     /// The entry filed under `hash` changed in storage: drop the cached copy.
-    func invalidate(hash: String) {
+    package func invalidate(hash: String) {
         cache.withLock { _ = $0.removeValue(forKey: hash) }
     }
 
     /// Told the hash of every token revoked, after it is gone (the cubbyhole drops its folder).
     let revoked = Mutex<(@Sendable (String) -> Void)?>(nil)
+
+    /// Told when a token's expiry is set or moved (creation with a TTL, renewal), inside the lock:
+    /// the expiration manager indexes it.
+    let expiring = Mutex<(@Sendable (String, Timestamp) throws(CofferError) -> Void)?>(nil)
+
+    private func noteExpiry(_ entry: TokenEntry, was previous: Timestamp?) throws(CofferError) {
+        guard let time = entry.expireTime, time != previous, let hook = expiring.withLock({ $0 }) else { return }
+        try hook(entry.idHash, time)
+    }
 
     /// Forgets the salt and every cached entry (on seal).
     func unload() {
@@ -249,6 +258,7 @@ package final class TokenStore: Sendable {
             }
             try barrier.batch(ops)
             cache.withLock { $0[idHash] = entry }
+            try noteExpiry(entry, was: nil)
         }
         return (token, entry)
     }
@@ -260,8 +270,10 @@ package final class TokenStore: Sendable {
     ) throws(CofferError) -> TokenEntry? {
         try withWriteLock { () throws(CofferError) -> TokenEntry? in
             guard var entry = try entry(hash: hash) else { return nil }
+            let previous = entry.expireTime
             try change(&entry)
             try save(entry)
+            try noteExpiry(entry, was: previous)
             return entry
         }
     }

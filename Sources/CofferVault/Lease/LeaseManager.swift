@@ -1,0 +1,534 @@
+package import CofferCore
+package import CofferFramework
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Vault's expiration manager: every secret handed out with a lease is recorded here, and revoked
+/// (its backend's revoke hook run) when the lease expires, when it is revoked by hand, when the
+/// token that asked for it is revoked or expires, and when its mount goes.
+///
+/// Storage, all in the barrier:
+/// - `sys/expire/id/<lease id>`: the ``LeaseEntry``. Lease ids start with their mount's path, so a
+///   prefix (`revoke-prefix`, LIST `sys/leases/lookup/`) is a storage listing.
+/// - `sys/expire/at/<hour>/<minute>/<ns>-<random>` (``DueIndex``): one row per lease, at the time
+///   it is next due, whose value is the lease id; and one per token with a TTL (`t:` + its hash).
+/// - `sys/expire/token/<token hash>/<lease id's last segment>`: the leases of a token.
+///
+/// Nothing is loaded at unseal. Time comes from the core's clock and nothing here sleeps:
+/// ``tick(now:)`` does what is due, and the vault calls it from a background thread when it runs on
+/// the system clock (tests with a manual clock call it themselves).
+///
+/// A revocation that fails (the database is down) is never given up: the lease stays, its error and
+/// attempt count show in `sys/leases/lookup`, and it is retried after 1 s, 2 s, 4 s, ... up to every
+/// ``maximumBackoff`` seconds, with jitter, until it succeeds or is force-revoked.
+package final class LeaseManager: Sendable {
+    static let idPrefix = "sys/expire/id/"
+    static let tokenPrefix = "sys/expire/token/"
+    /// Vault's system default and maximum lease TTL: 768 hours.
+    static let systemTTL: Int64 = 768 * 3600
+    /// The longest wait between two attempts at a failing revocation, in seconds.
+    package static let maximumBackoff: Int64 = 300
+    /// How many due rows one pass of ``tick(now:)`` takes at most (the rest wait for the next pass).
+    static let batchLimit = 1000
+
+    /// The core it serves: set once by the core's initialiser, before the core is shared.
+    nonisolated(unsafe) private weak var owner: Core?
+    private var core: Core { owner! }
+    /// The earliest due time in the index, when known; nil when it must be read from storage.
+    private let nextDue = Mutex<Timestamp?>(nil)
+    /// Tokens revoked since the last drain, whose leases are to be revoked.
+    private let revokedTokens = Mutex<[String]>([])
+    private let hasRevokedTokens = Atomic<Bool>(false)
+    /// Leases whose backend revocation is running now: nothing else revokes or renews them meanwhile.
+    private let inFlight = Mutex<Set<String>>([])
+    /// Serialises changes to lease entries (read, change, write back). Never held across a backend call.
+    private let writes = Mutex(())
+
+    init() {}
+
+    func attach(_ core: Core) { owner = core }
+
+    private var barrier: Barrier { core.barrier }
+
+    /// Forgets what it knows (at seal); storage is read again at the next tick.
+    func unload() {
+        nextDue.withLock { $0 = nil }
+        revokedTokens.withLock { $0 = [] }
+        hasRevokedTokens.store(false, ordering: .releasing)
+    }
+
+    private func withWriteLock<R>(_ body: () throws(CofferError) -> R) throws(CofferError) -> R {
+        let result: Result<R, CofferError> = writes.withLock { _ in
+            do throws(CofferError) { return .success(try body()) } catch { return .failure(error) }
+        }
+        return try result.get()
+    }
+
+    private func load(_ id: String) throws(CofferError) -> LeaseEntry? {
+        guard let bytes = try barrier.get(LeaseManager.idPrefix + id) else { return nil }
+        guard let json = try? JSONValue.parse(bytes) else {
+            throw CofferError(.integrity, "the stored lease \(id) is not valid JSON")
+        }
+        return try LeaseEntry(json: json)
+    }
+
+    private func noteDue(_ time: Timestamp) {
+        nextDue.withLock { due in
+            if let current = due, current <= time { return }
+            due = time
+        }
+    }
+
+    // MARK: Issuing
+
+    /// Records the lease for a secret a backend just handed out and puts it in the response: its id,
+    /// duration and whether it renews. The TTL is the role's, else the mount's default, else 768 h,
+    /// capped by the role's max TTL, the mount's and the system's (with OpenBao's warning). If the
+    /// lease cannot be stored the secret is revoked at once, so nothing is left without a lease.
+    func register(
+        _ response: inout Response,
+        requestPath: String,
+        mount: RoutedMount,
+        tokenHash: String,
+        now: Timestamp
+    ) throws(CofferError) {
+        guard let secret = response.secret else { return }
+        response.secret = nil
+        guard let type = mount.backend.secretTypes.first(where: { $0.name == secret.type }) else {
+            throw CofferError(
+                .internal,
+                "the \(mount.entry.type) engine at \(mount.prefix) issued a secret of unknown type \(secret.type)"
+            )
+        }
+        let mountMax =
+            mount.entry.maxLeaseTTL > 0 ? min(mount.entry.maxLeaseTTL, LeaseManager.systemTTL) : LeaseManager.systemTTL
+        let maxTTL = secret.maxTTL > 0 ? min(secret.maxTTL, mountMax) : mountMax
+        let asked =
+            secret.ttl > 0
+            ? secret.ttl : (mount.entry.defaultLeaseTTL > 0 ? mount.entry.defaultLeaseTTL : LeaseManager.systemTTL)
+        var ttl = asked
+        if ttl > maxTTL {
+            response.warnings.append(LeaseManager.cappedWarning(asked: asked, max: maxTTL))
+            ttl = maxTTL
+        }
+        var entry = LeaseEntry(
+            id: requestPath + "/" + Random.base62(24),
+            path: requestPath,
+            mountUUID: mount.entry.uuid,
+            secretType: secret.type,
+            internalData: secret.internalData,
+            tokenHash: tokenHash,
+            issueTime: now,
+            ttl: ttl,
+            maxTTL: maxTTL,
+            defaultTTL: asked,
+            renewable: secret.renewable
+        )
+        entry.dueKey = DueIndex.key(entry.expireTime)
+        var ops: [StorageOperation] = [
+            .put(key: LeaseManager.idPrefix + entry.id, value: entry.json.serialized()),
+            .put(key: entry.dueKey, value: Array(entry.id.utf8)),
+        ]
+        if !tokenHash.isEmpty { ops.append(.put(key: tokenIndexKey(entry), value: Array(entry.id.utf8))) }
+        do {
+            try barrier.batch(ops)
+        } catch {
+            let request = SecretRequest(
+                leaseID: entry.id,
+                internalData: entry.internalData,
+                expireTime: now,
+                storage: mount.storage,
+                mount: mount.entry,
+                now: now
+            )
+            try? type.revoke(request)
+            throw error
+        }
+        noteDue(entry.expireTime)
+        response.leaseID = entry.id
+        response.leaseDuration = ttl
+        response.renewable = entry.renewable
+    }
+
+    private func tokenIndexKey(_ entry: LeaseEntry) -> String {
+        let last = entry.id.split(separator: "/").last.map(String.init) ?? entry.id
+        return LeaseManager.tokenPrefix + entry.tokenHash + "/" + last
+    }
+
+    /// OpenBao's warning when a TTL is cut down to the max TTL, with durations as Go's `humanDuration`
+    /// prints them ("100h", "23h59m52s").
+    static func cappedWarning(asked: Int64, max: Int64) -> String {
+        "TTL of \"\(VaultDuration.formatShort(asked))\" exceeded the effective max_ttl of \"\(VaultDuration.formatShort(max))\"; TTL value is capped accordingly"
+    }
+
+    // MARK: Lookup and renewal
+
+    package func lookup(_ id: String, now: Timestamp) throws(CofferError) -> [String: JSONValue] {
+        guard let entry = try load(id) else { throw CofferError.invalid("invalid lease") }
+        let next = entry.revokeAttempts > 0 ? DueIndex.time(ofKey: entry.dueKey) : nil
+        return entry.lookupData(now: now, nextAttempt: next)
+    }
+
+    /// The ids under `prefix` as a storage listing: lease ids, and folders ending in "/".
+    package func list(prefix: String) throws(CofferError) -> [String] {
+        try barrier.list(LeaseManager.idPrefix + prefix)
+    }
+
+    /// Renews a lease: its TTL becomes `increment` (or the TTL it was issued with) counted from now,
+    /// never past issue time plus its max TTL. Returns the new TTL and any warning.
+    package func renew(_ id: String, increment: Int64, now: Timestamp) throws(CofferError) -> (Int64, [String]) {
+        if id.hasPrefix("auth/") { throw CofferError.invalid("tokens cannot be renewed through this endpoint") }
+        guard !inFlight.withLock({ $0.contains(id) }), let entry = try load(id) else {
+            throw CofferError.invalid("lease not found")
+        }
+        guard entry.renewable, entry.revokeAttempts == 0, entry.expireTime > now else {
+            throw CofferError.invalid("lease is not renewable")
+        }
+        let asked = increment > 0 ? increment : entry.defaultTTL
+        let left = max(0, now.seconds(until: entry.maxExpireTime))
+        var warnings: [String] = []
+        var ttl = asked
+        if ttl > left {
+            warnings.append(LeaseManager.cappedWarning(asked: asked, max: left))
+            ttl = left
+        }
+        let expire = now.adding(seconds: ttl)
+        guard let mount = mount(of: entry) else {
+            throw CofferError.invalid("lease is not renewable: the mount that issued it is gone")
+        }
+        if let renewHook = try secretType(of: entry, in: mount).renew {
+            try renewHook(secretRequest(entry, mount, expireTime: expire, now: now))
+        }
+        try withWriteLock { () throws(CofferError) in
+            guard var current = try load(id) else { throw CofferError.invalid("lease not found") }
+            current.expireTime = expire
+            current.lastRenewal = now
+            let oldKey = current.dueKey
+            current.dueKey = DueIndex.key(expire)
+            try barrier.batch([
+                .put(key: LeaseManager.idPrefix + id, value: current.json.serialized()),
+                .delete(key: oldKey),
+                .put(key: current.dueKey, value: Array(id.utf8)),
+            ])
+        }
+        noteDue(expire)
+        return (ttl, warnings)
+    }
+
+    // MARK: Revocation
+
+    private func mount(of entry: LeaseEntry) -> RoutedMount? {
+        core.routes.withLock { $0 }?.mounts.first { $0.entry.uuid == entry.mountUUID }
+    }
+
+    private func secretType(of entry: LeaseEntry, in mount: RoutedMount) throws(CofferError) -> SecretType {
+        guard let type = mount.backend.secretTypes.first(where: { $0.name == entry.secretType }) else {
+            throw CofferError(
+                .internal,
+                "the engine at \(mount.prefix) no longer knows secrets of type \(entry.secretType)"
+            )
+        }
+        return type
+    }
+
+    private func secretRequest(
+        _ entry: LeaseEntry,
+        _ mount: RoutedMount,
+        expireTime: Timestamp,
+        now: Timestamp
+    )
+        -> SecretRequest
+    {
+        SecretRequest(
+            leaseID: entry.id,
+            internalData: entry.internalData,
+            expireTime: expireTime,
+            storage: mount.storage,
+            mount: mount.entry,
+            now: now
+        )
+    }
+
+    /// Revokes one lease: runs its backend's revoke hook and, when that succeeds (or `force`), deletes
+    /// it. Returns nil on success, or the error that left it in place (with `force`: the error that
+    /// was ignored, the lease being gone). A failed attempt is recorded on the lease and retried
+    /// later with backoff. A lease that does not exist counts as revoked.
+    @discardableResult
+    package func revoke(_ id: String, now: Timestamp, force: Bool = false) throws(CofferError) -> CofferError? {
+        let claimed = inFlight.withLock { $0.insert(id).inserted }
+        guard claimed else {
+            return CofferError(.conflict, "the lease is being revoked by another request")
+        }
+        defer { _ = inFlight.withLock { $0.remove(id) } }
+        guard let entry = try load(id) else { return nil }
+        var failure: CofferError?
+        if let mount = mount(of: entry) {
+            do throws(CofferError) {
+                try secretType(of: entry, in: mount).revoke(
+                    secretRequest(entry, mount, expireTime: entry.expireTime, now: now)
+                )
+            } catch {
+                failure = error
+            }
+        } else {
+            failure = CofferError(.unavailable, "the mount that issued this lease is gone")
+        }
+        if failure == nil || force {
+            try delete(entry)
+            return failure
+        }
+        try recordFailure(id, failure!, now: now)
+        return failure
+    }
+
+    private func delete(_ entry: LeaseEntry) throws(CofferError) {
+        var ops: [StorageOperation] = [.delete(key: LeaseManager.idPrefix + entry.id), .delete(key: entry.dueKey)]
+        if !entry.tokenHash.isEmpty { ops.append(.delete(key: tokenIndexKey(entry))) }
+        try withWriteLock { () throws(CofferError) in try barrier.batch(ops) }
+    }
+
+    /// Counts a failed attempt and schedules the next: 1 s after the first failure, doubling up to
+    /// ``maximumBackoff``, less up to a quarter at random so that many failing leases spread out.
+    private func recordFailure(_ id: String, _ error: CofferError, now: Timestamp) throws(CofferError) {
+        let next: Timestamp? = try withWriteLock { () throws(CofferError) -> Timestamp? in
+            guard var entry = try load(id) else { return nil }
+            entry.revokeAttempts += 1
+            entry.revokeError = error.message
+            let exponent = min(entry.revokeAttempts - 1, 20)
+            let backoff = min(Int64(1) << exponent, LeaseManager.maximumBackoff)
+            let jitter = backoff > 1 ? Int64(Random.bytes(1)[0]) * (backoff / 4) / 255 : 0
+            let next = now.adding(seconds: backoff - jitter)
+            let oldKey = entry.dueKey
+            entry.dueKey = DueIndex.key(next)
+            try barrier.batch([
+                .put(key: LeaseManager.idPrefix + id, value: entry.json.serialized()),
+                .delete(key: oldKey),
+                .put(key: entry.dueKey, value: Array(id.utf8)),
+            ])
+            return next
+        }
+        if let next { noteDue(next) }
+    }
+
+    /// Every lease id under `prefix` ("" for all), sorted.
+    package func ids(prefix: String) throws(CofferError) -> [String] {
+        try barrier.physical.listRecursive(prefix: LeaseManager.idPrefix + prefix).map {
+            String($0.dropFirst(LeaseManager.idPrefix.count))
+        }
+    }
+
+    /// Revokes every lease under `prefix`. Returns the leases whose revocation failed, with why
+    /// (with `force` they are deleted all the same: what they stood for was left behind).
+    package func revokePrefix(
+        _ prefix: String,
+        now: Timestamp,
+        force: Bool = false
+    ) throws(CofferError) -> [(id: String, error: CofferError)] {
+        var failed: [(id: String, error: CofferError)] = []
+        for id in try ids(prefix: prefix) {
+            if let error = try revoke(id, now: now, force: force) { failed.append((id, error)) }
+        }
+        return failed
+    }
+
+    /// Makes the leases under `prefix` due now, for the next tick (`sync: false` revocations).
+    package func scheduleRevocation(prefix: String, exact: Bool, now: Timestamp) throws(CofferError) {
+        let ids: [String] = exact ? [prefix] : try ids(prefix: prefix)
+        for id in ids {
+            try withWriteLock { () throws(CofferError) in
+                guard var entry = try load(id) else { return }
+                let oldKey = entry.dueKey
+                entry.dueKey = DueIndex.key(now)
+                try barrier.batch([
+                    .put(key: LeaseManager.idPrefix + id, value: entry.json.serialized()),
+                    .delete(key: oldKey),
+                    .put(key: entry.dueKey, value: Array(id.utf8)),
+                ])
+            }
+        }
+        noteDue(now)
+    }
+
+    // MARK: Tokens
+
+    /// Told of every token revoked (inside the token store's lock): its leases are revoked at the
+    /// next ``drainRevokedTokens(now:)``, which the request that revoked it runs before answering.
+    func tokenRevoked(_ hash: String) {
+        revokedTokens.withLock { $0.append(hash) }
+        hasRevokedTokens.store(true, ordering: .releasing)
+    }
+
+    /// Records when a token with a TTL expires, so it is revoked (with its leases) on time even if
+    /// no request ever presents it again.
+    func tokenExpires(_ hash: String, at time: Timestamp) throws(CofferError) {
+        try barrier.put(DueIndex.key(time), Array(("t:" + hash).utf8))
+        noteDue(time)
+    }
+
+    /// Revokes the leases of the tokens revoked since the last call.
+    package func drainRevokedTokens(now: Timestamp) {
+        guard hasRevokedTokens.load(ordering: .acquiring) else { return }
+        let hashes = revokedTokens.withLock { pending in
+            defer { pending = [] }
+            hasRevokedTokens.store(false, ordering: .releasing)
+            return pending
+        }
+        for hash in hashes {
+            guard let children = try? barrier.list(LeaseManager.tokenPrefix + hash + "/") else { continue }
+            for child in children {
+                guard let bytes = try? barrier.get(LeaseManager.tokenPrefix + hash + "/" + child) else { continue }
+                _ = try? revoke(String(decoding: bytes, as: UTF8.self), now: now)
+            }
+        }
+    }
+
+    /// Revokes the leases whose token no longer exists (`sys/leases/tidy`); returns how many leases
+    /// were scanned and how many of them were revoked.
+    package func tidy(now: Timestamp) throws(CofferError) -> (scanned: Int, revoked: Int) {
+        var scanned = 0
+        var revoked = 0
+        for hash in try barrier.list(LeaseManager.tokenPrefix) where hash.hasSuffix("/") {
+            let tokenHash = String(hash.dropLast())
+            let leases = try barrier.list(LeaseManager.tokenPrefix + hash)
+            scanned += leases.count
+            guard try core.tokens.entry(hash: tokenHash) == nil else { continue }
+            for child in leases {
+                guard let bytes = try barrier.get(LeaseManager.tokenPrefix + hash + child) else { continue }
+                let id = String(decoding: bytes, as: UTF8.self)
+                if try load(id) == nil {
+                    try barrier.delete(LeaseManager.tokenPrefix + hash + child)
+                } else if try revoke(id, now: now) == nil {
+                    revoked += 1
+                }
+            }
+        }
+        return (scanned, revoked)
+    }
+
+    // MARK: Expiry
+
+    /// What one ``tick(now:)`` did.
+    package struct TickReport: Sendable, Equatable {
+        package var revoked = 0
+        package var failed = 0
+        package var tokensExpired = 0
+        package init() {}
+    }
+
+    /// Does what is due at `now`: revokes the leases of revoked tokens, revokes the tokens and leases
+    /// whose time has come and retries failed revocations that are due, up to ``batchLimit`` rows.
+    /// Cheap when nothing is due (a comparison with the earliest due time in memory).
+    @discardableResult
+    package func tick(now: Timestamp) -> TickReport {
+        var report = TickReport()
+        guard !barrier.isSealed else { return report }
+        drainRevokedTokens(now: now)
+        if let due = nextDue.withLock({ $0 }), due > now { return report }
+        guard let rows = try? dueRows(now: now) else { return report }
+        for key in rows {
+            guard let bytes = try? barrier.get(key) else { continue }
+            let value = String(decoding: bytes, as: UTF8.self)
+            if value.hasPrefix("t:") {
+                let hash = String(value.dropFirst(2))
+                if let entry = try? core.tokens.entry(hash: hash), entry.isExpired(now: now) {
+                    _ = try? core.tokens.live(entry, now: now)
+                    report.tokensExpired += 1
+                }
+                try? barrier.delete(key)
+                continue
+            }
+            guard let entry = try? load(value), entry.dueKey == key else {
+                try? barrier.delete(key)  // a row left behind by a renewal or a revocation cut short
+                continue
+            }
+            do throws(CofferError) {
+                if try revoke(value, now: now) == nil { report.revoked += 1 } else { report.failed += 1 }
+            } catch {
+                report.failed += 1
+            }
+        }
+        drainRevokedTokens(now: now)
+        let earliest = (try? earliestDue()) ?? nil
+        nextDue.withLock { $0 = earliest ?? Timestamp(nanoseconds: .max) }
+        return report
+    }
+
+    /// The index rows due at `now`, oldest first, at most ``batchLimit``.
+    private func dueRows(now: Timestamp) throws(CofferError) -> [String] {
+        var rows: [String] = []
+        let seconds = max(0, now.nanoseconds) / 1_000_000_000
+        for hour in try barrier.list(DueIndex.prefix) {
+            guard let h = Int64(hour.dropLast()), h <= seconds / 3600 else { break }
+            for minute in try barrier.list(DueIndex.prefix + hour) {
+                guard let m = Int64(minute.dropLast()), m <= seconds / 60 else { break }
+                for row in try barrier.list(DueIndex.prefix + hour + minute) {
+                    guard let time = DueIndex.time(ofRow: row), time <= now else { return rows }
+                    rows.append(DueIndex.prefix + hour + minute + row)
+                    if rows.count >= LeaseManager.batchLimit { return rows }
+                }
+            }
+        }
+        return rows
+    }
+
+    /// The time of the first row of the index, nil when it is empty.
+    private func earliestDue() throws(CofferError) -> Timestamp? {
+        guard let hour = try barrier.list(DueIndex.prefix).first,
+            let minute = try barrier.list(DueIndex.prefix + hour).first,
+            let row = try barrier.list(DueIndex.prefix + hour + minute).first
+        else { return nil }
+        return DueIndex.time(ofRow: row)
+    }
+}
+
+/// The thread that runs a vault's expiration manager on the system clock: it checks what is due
+/// every ``interval`` and stops when the vault closes.
+package final class LeaseRunner: Sendable {
+    /// How often the runner looks at the clock, in milliseconds.
+    static let interval: UInt32 = 100
+    private let stopped = Atomic<Bool>(false)
+
+    package init(_ leases: LeaseManager, clock: any WallClock) {
+        let context = Unmanaged.passRetained(Context(leases: leases, clock: clock, runner: self)).toOpaque()
+        var thread = pthread_t()
+        if pthread_create(
+            &thread,
+            nil,
+            { raw in
+                Unmanaged<Context>.fromOpaque(raw!).takeRetainedValue().run()
+                return nil
+            },
+            context
+        ) == 0 {
+            pthread_detach(thread)
+        } else {
+            Unmanaged<Context>.fromOpaque(context).release()
+        }
+    }
+
+    /// Stops the thread (it finishes the pass it is in).
+    package func stop() { stopped.store(true, ordering: .releasing) }
+
+    private final class Context: @unchecked Sendable {
+        weak var leases: LeaseManager?
+        let clock: any WallClock
+        let runner: LeaseRunner
+
+        init(leases: LeaseManager, clock: any WallClock, runner: LeaseRunner) {
+            self.leases = leases
+            self.clock = clock
+            self.runner = runner
+        }
+
+        func run() {
+            while !runner.stopped.load(ordering: .acquiring) {
+                usleep(LeaseRunner.interval * 1000)
+                guard let leases else { return }
+                leases.tick(now: clock.now())
+            }
+        }
+    }
+}
