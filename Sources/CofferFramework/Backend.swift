@@ -18,12 +18,17 @@ package protocol Backend: AnyObject, Sendable {
     /// A storage key under this mount (relative to it) changed beneath the backend: written by
     /// another Coffer over the same storage, a replica, or a restore. Drop what is cached of it.
     func invalidate(_ key: String)
+    /// Scheduled work (Vault's periodic function: a static role's password rotation), called by the
+    /// expiration manager's runner about once a second while the vault is unsealed. Errors are the
+    /// backend's to record; nothing is thrown.
+    func periodic(storage: StorageView, mount: MountEntry, now: Timestamp)
 }
 
 extension Backend {
     package var specialPaths: SpecialPaths { SpecialPaths() }
     package var secretTypes: [SecretType] { [] }
     package func invalidate(_ key: String) {}
+    package func periodic(storage: StorageView, mount: MountEntry, now: Timestamp) {}
 }
 
 /// A backend whose paths are declared in a ``PathTable``.

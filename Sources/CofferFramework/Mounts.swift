@@ -94,3 +94,18 @@ package struct EngineRegistry: Sendable {
         return try factory(entry)
     }
 }
+
+extension MountEntry {
+    /// Vault's system default and maximum lease TTL: 768 hours.
+    package static let systemLeaseTTL: Int64 = 768 * 3600
+
+    /// The TTL of a lease a backend asks for with `asked` and `max` (0: not set): `asked`, else the
+    /// mount's default, else 768 h; capped by `max`, the mount's max and the system's. `requested`
+    /// is the TTL before the cap (a renewal without an increment asks for it again).
+    package func leaseTTL(asked: Int64, max: Int64) -> (ttl: Int64, max: Int64, requested: Int64) {
+        let mountMax = maxLeaseTTL > 0 ? Swift.min(maxLeaseTTL, MountEntry.systemLeaseTTL) : MountEntry.systemLeaseTTL
+        let cap = max > 0 ? Swift.min(max, mountMax) : mountMax
+        let requested = asked > 0 ? asked : (defaultLeaseTTL > 0 ? defaultLeaseTTL : MountEntry.systemLeaseTTL)
+        return (Swift.min(requested, cap), cap, requested)
+    }
+}

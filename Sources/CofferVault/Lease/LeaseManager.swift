@@ -27,8 +27,6 @@ import Glibc
 package final class LeaseManager: Sendable {
     static let idPrefix = "sys/expire/id/"
     static let tokenPrefix = "sys/expire/token/"
-    /// Vault's system default and maximum lease TTL: 768 hours.
-    static let systemTTL: Int64 = 768 * 3600
     /// The longest wait between two attempts at a failing revocation, in seconds.
     package static let maximumBackoff: Int64 = 300
     /// How many due rows one pass of ``tick(now:)`` takes at most (the rest wait for the next pass).
@@ -44,6 +42,8 @@ package final class LeaseManager: Sendable {
     private let hasRevokedTokens = Atomic<Bool>(false)
     /// Leases whose backend revocation is running now: nothing else revokes or renews them meanwhile.
     private let inFlight = Mutex<Set<String>>([])
+    /// When mounts' periodic work last ran.
+    private let lastPeriodic = Mutex(Timestamp.zero)
     /// Serialises changes to lease entries (read, change, write back). Never held across a backend call.
     private let writes = Mutex(())
 
@@ -103,17 +103,8 @@ package final class LeaseManager: Sendable {
                 "the \(mount.entry.type) engine at \(mount.prefix) issued a secret of unknown type \(secret.type)"
             )
         }
-        let mountMax =
-            mount.entry.maxLeaseTTL > 0 ? min(mount.entry.maxLeaseTTL, LeaseManager.systemTTL) : LeaseManager.systemTTL
-        let maxTTL = secret.maxTTL > 0 ? min(secret.maxTTL, mountMax) : mountMax
-        let asked =
-            secret.ttl > 0
-            ? secret.ttl : (mount.entry.defaultLeaseTTL > 0 ? mount.entry.defaultLeaseTTL : LeaseManager.systemTTL)
-        var ttl = asked
-        if ttl > maxTTL {
-            response.warnings.append(LeaseManager.cappedWarning(asked: asked, max: maxTTL))
-            ttl = maxTTL
-        }
+        let (ttl, maxTTL, asked) = mount.entry.leaseTTL(asked: secret.ttl, max: secret.maxTTL)
+        if asked > maxTTL { response.warnings.append(LeaseManager.cappedWarning(asked: asked, max: maxTTL)) }
         var entry = LeaseEntry(
             id: requestPath + "/" + Random.base62(24),
             path: requestPath,
@@ -426,6 +417,7 @@ package final class LeaseManager: Sendable {
         var report = TickReport()
         guard !barrier.isSealed else { return report }
         drainRevokedTokens(now: now)
+        runPeriodic(now: now)
         if let due = nextDue.withLock({ $0 }), due > now { return report }
         guard let rows = try? dueRows(now: now) else { return report }
         for key in rows {
@@ -454,6 +446,17 @@ package final class LeaseManager: Sendable {
         let earliest = (try? earliestDue()) ?? nil
         nextDue.withLock { $0 = earliest ?? Timestamp(nanoseconds: .max) }
         return report
+    }
+
+    /// Mounts' scheduled work, at most once a second.
+    private func runPeriodic(now: Timestamp) {
+        let due = lastPeriodic.withLock { last in
+            guard last.seconds(until: now) >= 1 || now < last else { return false }
+            last = now
+            return true
+        }
+        guard due, let table = core.routes.withLock({ $0 }) else { return }
+        for mount in table.mounts { mount.backend.periodic(storage: mount.storage, mount: mount.entry, now: now) }
     }
 
     /// The index rows due at `now`, oldest first, at most ``batchLimit``.
