@@ -14,6 +14,9 @@ APT_PACKAGES += gcc g++ valgrind golang-go
 APT_PACKAGES += wrk
 # PGP-encrypted rekey shares and root tokens are checked by decrypting them with the real gpg (issue 13).
 APT_PACKAGES += gnupg
+# The database secrets engine's tests start a real PostgreSQL and a real MariaDB of their own (issue 15);
+# libpq5 and libmariadb3 come with them (libcoffer.so loads those with dlopen, only when the engine connects).
+APT_PACKAGES += postgresql mariadb-server
 BENCH_APT_PACKAGES := nginx-light
 # Python packages for the compatibility tests (Tests/compat) and the bindings: the real clients and the test runner;
 # llhttp (the parser under swift-nio, as a Python module) is the reference of the request-framing differential test.

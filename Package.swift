@@ -86,9 +86,16 @@ let package = Package(
             dependencies: ["CofferCore", "CPKCS11"],
             swiftSettings: strict
         ),
+        // libpq and libmariadb for the database secrets engine, loaded with dlopen on first use: no
+        // build or link dependency on them, and no runtime one for a service that never uses the engine.
+        .target(
+            name: "CDatabaseDrivers",
+            path: "Sources/CDatabaseDrivers",
+            linkerSettings: [.linkedLibrary("dl")]
+        ),
         .target(
             name: "Engines",
-            dependencies: ["CofferCore", "CofferFramework", "COpenSSL"],
+            dependencies: ["CofferCore", "CofferFramework", "COpenSSL", "CDatabaseDrivers"],
             swiftSettings: strict
         ),
         .target(
