@@ -323,6 +323,37 @@ final class LedgerBackend: TableBackend {
         #expect(try core.leases.ids(prefix: "").isEmpty)
     }
 
+    @Test func aMovedMountsLeasesAreStillRevokedWhenItIsUnmounted() throws {
+        let user = try issue().user
+        try core.call(.update, "sys/remount", ["from": "ledger", "to": "moved"], token: root)
+        try core.call(.delete, "sys/mounts/moved", token: root)
+        #expect(!ledger.exists(user))
+        #expect(try core.leases.ids(prefix: "").isEmpty)
+    }
+
+    @Test func failingRevocationsAreListedAndCounted() throws {
+        let (id, _, _) = try issue(["ttl": "1s"])
+        _ = try issue()
+        for path in ["sys/leases/count", "sys/leases"] {
+            expectError(.notFound) { try core.call(.read, path, token: root) }
+        }
+        #expect(try core.call(.read, "sys/leases/count", ["type": "irrevocable"], token: root).data?["lease_count"] == 0)
+        ledger.down.store(true, ordering: .relaxed)
+        clock.advance(seconds: 1)
+        #expect(tick().failed == 1)
+        let count = try core.call(.read, "sys/leases/count", ["type": "irrevocable"], token: root).data
+        #expect(count?["lease_count"] == 1)
+        let accessor = try #require(core.mounts().first { $0.path == "ledger/" }?.accessor)
+        #expect(count?["counts"] == .object([accessor: 1]))
+        let list = try core.call(.read, "sys/leases", ["type": "irrevocable"], token: root).data?["leases"]?.arrayValue
+        #expect(list?.count == 1 && list?.first?["lease_id"]?.stringValue == id)
+        #expect(list?.first?["error"]?.stringValue?.contains("connection refused") == true)
+        ledger.down.store(false, ordering: .relaxed)
+        clock.advance(seconds: 2)
+        #expect(tick().revoked == 1)
+        #expect(try core.call(.read, "sys/leases/count", ["type": "irrevocable"], token: root).data?["lease_count"] == 0)
+    }
+
     @Test func tidyRevokesLeasesWhoseTokenVanished() throws {
         let token = try core.call(.update, "auth/token/create", ["policies": ["root"]], token: root).auth!.clientToken
         let user = try issue(token: token).user

@@ -15,7 +15,9 @@ import Glibc
 ///   prefix (`revoke-prefix`, LIST `sys/leases/lookup/`) is a storage listing.
 /// - `sys/expire/at/<hour>/<minute>/<ns>-<random>` (``DueIndex``): one row per lease, at the time
 ///   it is next due, whose value is the lease id; and one per token with a TTL (`t:` + its hash).
-/// - `sys/expire/token/<token hash>/<lease id's last segment>`: the leases of a token.
+/// - `sys/expire/token/<token hash>/<lease id's last segment>`: the leases of a token;
+///   `sys/expire/mount/<mount uuid>/<last segment>`: of a mount (which may have moved since);
+///   `sys/expire/failing/<last segment>`: the leases whose revocation is failing.
 ///
 /// Nothing is loaded at unseal. Time comes from the core's clock and nothing here sleeps:
 /// ``tick(now:)`` does what is due, and the vault calls it from a background thread when it runs on
@@ -27,6 +29,8 @@ import Glibc
 package final class LeaseManager: Sendable {
     static let idPrefix = "sys/expire/id/"
     static let tokenPrefix = "sys/expire/token/"
+    static let mountPrefix = "sys/expire/mount/"
+    static let failingPrefix = "sys/expire/failing/"
     /// The longest wait between two attempts at a failing revocation, in seconds.
     package static let maximumBackoff: Int64 = 300
     /// How many due rows one pass of ``tick(now:)`` takes at most (the rest wait for the next pass).
@@ -123,7 +127,7 @@ package final class LeaseManager: Sendable {
             .put(key: LeaseManager.idPrefix + entry.id, value: entry.json.serialized()),
             .put(key: entry.dueKey, value: Array(entry.id.utf8)),
         ]
-        if !tokenHash.isEmpty { ops.append(.put(key: tokenIndexKey(entry), value: Array(entry.id.utf8))) }
+        for key in indexKeys(entry) { ops.append(.put(key: key, value: Array(entry.id.utf8))) }
         do {
             try barrier.batch(ops)
         } catch {
@@ -144,9 +148,14 @@ package final class LeaseManager: Sendable {
         response.renewable = entry.renewable
     }
 
-    private func tokenIndexKey(_ entry: LeaseEntry) -> String {
+    /// The index rows naming `entry` besides its due row: its token's, its mount's, and while its
+    /// revocation is failing, the failing list's. Each holds the lease id.
+    private func indexKeys(_ entry: LeaseEntry) -> [String] {
         let last = entry.id.split(separator: "/").last.map(String.init) ?? entry.id
-        return LeaseManager.tokenPrefix + entry.tokenHash + "/" + last
+        var keys = [LeaseManager.mountPrefix + entry.mountUUID + "/" + last]
+        if !entry.tokenHash.isEmpty { keys.append(LeaseManager.tokenPrefix + entry.tokenHash + "/" + last) }
+        if entry.revokeAttempts > 0 { keys.append(LeaseManager.failingPrefix + last) }
+        return keys
     }
 
     /// OpenBao's warning when a TTL is cut down to the max TTL, with durations as Go's `humanDuration`
@@ -276,9 +285,12 @@ package final class LeaseManager: Sendable {
     }
 
     private func delete(_ entry: LeaseEntry) throws(CofferError) {
-        var ops: [StorageOperation] = [.delete(key: LeaseManager.idPrefix + entry.id), .delete(key: entry.dueKey)]
-        if !entry.tokenHash.isEmpty { ops.append(.delete(key: tokenIndexKey(entry))) }
-        try withWriteLock { () throws(CofferError) in try barrier.batch(ops) }
+        try withWriteLock { () throws(CofferError) in
+            // Read again: a failure recorded since adds the failing row.
+            let current = try load(entry.id) ?? entry
+            let keys = [LeaseManager.idPrefix + entry.id, current.dueKey] + indexKeys(current)
+            try barrier.batch(keys.map { .delete(key: $0) })
+        }
     }
 
     /// Counts a failed attempt and schedules the next: 1 s after the first failure, doubling up to
@@ -294,11 +306,13 @@ package final class LeaseManager: Sendable {
             let next = now.adding(seconds: backoff - jitter)
             let oldKey = entry.dueKey
             entry.dueKey = DueIndex.key(next)
-            try barrier.batch([
-                .put(key: LeaseManager.idPrefix + id, value: entry.json.serialized()),
-                .delete(key: oldKey),
-                .put(key: entry.dueKey, value: Array(id.utf8)),
-            ])
+            try barrier.batch(
+                [
+                    .put(key: LeaseManager.idPrefix + id, value: entry.json.serialized()),
+                    .delete(key: oldKey),
+                    .put(key: entry.dueKey, value: Array(id.utf8)),
+                ] + indexKeys(entry).map { .put(key: $0, value: Array(id.utf8)) }
+            )
             return next
         }
         if let next { noteDue(next) }
@@ -323,6 +337,37 @@ package final class LeaseManager: Sendable {
             if let error = try revoke(id, now: now, force: force) { failed.append((id, error)) }
         }
         return failed
+    }
+
+    /// Revokes every lease a mount issued, wherever the mount has moved since (its unmount).
+    package func revokeMount(_ uuid: String, now: Timestamp) throws(CofferError) -> [(id: String, error: CofferError)] {
+        var failed: [(id: String, error: CofferError)] = []
+        for id in try indexedIDs(LeaseManager.mountPrefix + uuid + "/") {
+            if let error = try revoke(id, now: now) { failed.append((id, error)) }
+        }
+        return failed
+    }
+
+    /// The lease ids an index folder names.
+    private func indexedIDs(_ folder: String) throws(CofferError) -> [String] {
+        var ids: [String] = []
+        for child in try barrier.list(folder) where !child.hasSuffix("/") {
+            if let bytes = try barrier.get(folder + child) { ids.append(String(decoding: bytes, as: UTF8.self)) }
+        }
+        return ids
+    }
+
+    /// The leases whose revocation is failing (OpenBao's "irrevocable" leases, which it gives up on;
+    /// Coffer keeps retrying them): id, issuing mount's accessor, last error.
+    package func failing() throws(CofferError) -> [(id: String, mountAccessor: String, error: String)] {
+        let mounts = core.routes.withLock { $0 }?.mounts ?? []
+        var out: [(id: String, mountAccessor: String, error: String)] = []
+        for id in try indexedIDs(LeaseManager.failingPrefix) {
+            guard let entry = try load(id) else { continue }
+            let accessor = mounts.first { $0.entry.uuid == entry.mountUUID }?.entry.accessor ?? entry.mountUUID
+            out.append((id, accessor, entry.revokeError))
+        }
+        return out.sorted { $0.id < $1.id }
     }
 
     /// Makes the leases under `prefix` due now, for the next tick (`sync: false` revocations).

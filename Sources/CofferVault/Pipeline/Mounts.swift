@@ -221,7 +221,7 @@ extension Core {
         try lifecycle.withLock { (_) throws(CofferError) in
             let current = try mounts(kind)
             guard let entry = current.first(where: { $0.path == point }) else { return }
-            let failed = try leases.revokePrefix(kind.routePrefix + point, now: clock.now())
+            let failed = try leases.revokeMount(entry.uuid, now: clock.now())
             if let first = failed.first {
                 throw CofferError.invalid(
                     "failed to revoke \(failed.count) lease(s) of \(kind.routePrefix)\(point), so it stays mounted; the first, \(first.id): \(first.error.message)"

@@ -23,6 +23,7 @@ package final class SystemBackend: TableBackend {
                 "seal", "rotate", "step-down", "audit", "audit/*", "audit-reload", "audit-chain-key/*",
                 "sealwrap/rewrap",
                 "remount", "raw/*", "leases/lookup/*", "leases/revoke-prefix/*", "leases/revoke-force/*",
+                "leases", "leases/count",
             ],
             unaudited: ["seal-status", "health", "leader"],
             selfService: ["capabilities-self", "internal/ui/mounts", "internal/ui/mounts/*"]

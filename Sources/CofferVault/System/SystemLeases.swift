@@ -25,7 +25,38 @@ extension SystemBackend {
         ),
         Path("leases/revoke-force/{prefix+}", write: SystemBackend.forceRevokeLeases),
         Path("leases/tidy", write: SystemBackend.tidyLeases),
+        Path("leases/count", fields: [.string("type")], read: SystemBackend.countLeases),
+        Path("leases", fields: [.string("type")], read: SystemBackend.listFailingLeases),
     ]
+
+    /// OpenBao answers these only for `type=irrevocable`: here the leases whose revocation keeps
+    /// failing (still retried, never given up).
+    private static func irrevocable(_ request: BackendRequest) throws(CofferError) {
+        guard request.fields.string("type") == "irrevocable" else {
+            throw CofferError(.notFound, "type must be \"irrevocable\"")
+        }
+    }
+
+    func countLeases(_ request: BackendRequest) throws(CofferError) -> Response {
+        try Self.irrevocable(request)
+        let failing = try core.leases.failing()
+        var counts: [String: JSONValue] = [:]
+        for lease in failing { counts[lease.mountAccessor] = .int((counts[lease.mountAccessor]?.intValue ?? 0) + 1) }
+        return Response(data: ["counts": .object(counts), "lease_count": .int(failing.count)])
+    }
+
+    func listFailingLeases(_ request: BackendRequest) throws(CofferError) -> Response {
+        try Self.irrevocable(request)
+        let failing = try core.leases.failing()
+        return Response(data: [
+            "lease_count": .int(failing.count),
+            "leases": .array(
+                failing.map {
+                    ["lease_id": .string($0.id), "mount_id": .string($0.mountAccessor), "error": .string($0.error)]
+                }
+            ),
+        ])
+    }
 
     /// The lease id from the path (`leases/renew/<id>`) or else the body.
     private static func leaseID(_ request: BackendRequest) throws(CofferError) -> String {
