@@ -307,6 +307,20 @@ import Testing
         )
     }
 
+    @Test func aMalformedPostgresURLSaysWhatIsWrong() throws {
+        let settings = try DatabaseConnectionSettings(
+            plugin: .postgresql,
+            connectionURL: "postgresql://{{username}}:{{password}}@127.0.0.1:5432/postgres?bogus_option=1",
+            username: "postgres",
+            password: "secret-password-1"
+        )
+        let failure = error { () throws(CofferError) in _ = try settings.connect() }
+        #expect(failure?.code == .invalidArgument)
+        #expect(
+            failure?.message == "connection_url is not valid for libpq: invalid URI query parameter: \"bogus_option\""
+        )
+    }
+
     @Test func postgresPoolNeverOpensMoreThanMaxOpen() throws {
         let server = try pg()
         let settings = try pgSettings(

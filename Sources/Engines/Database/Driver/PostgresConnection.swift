@@ -27,6 +27,10 @@ final class PostgresConnection: DatabaseConnection {
             let user = String(cString: cdb_pg_user(connection))
             let reason = PostgresConnection.connectionReason(String(cString: cdb_pg_error_message(connection)))
             cdb_pg_finish(connection)
+            // libpq knows no host when it could not parse the connection string: then the URL is at fault.
+            guard !host.isEmpty else {
+                throw CofferError.invalid(settings.redact("connection_url is not valid for libpq: \(reason)"))
+            }
             let place = host.hasPrefix("/") ? "\(host)/.s.PGSQL.\(port)" : "\(host):\(port)"
             throw CofferError(
                 .unavailable,
