@@ -21,14 +21,14 @@ package protocol Backend: AnyObject, Sendable {
     /// Scheduled work (Vault's periodic function: a static role's password rotation), called by the
     /// expiration manager's runner about once a second while the vault is unsealed. Errors are the
     /// backend's to record; nothing is thrown.
-    func periodic(storage: StorageView, mount: MountEntry, now: Timestamp)
+    func periodic(storage: StorageView, mount: MountEntry, system: any SystemView, now: Timestamp)
 }
 
 extension Backend {
     package var specialPaths: SpecialPaths { SpecialPaths() }
     package var secretTypes: [SecretType] { [] }
     package func invalidate(_ key: String) {}
-    package func periodic(storage: StorageView, mount: MountEntry, now: Timestamp) {}
+    package func periodic(storage: StorageView, mount: MountEntry, system: any SystemView, now: Timestamp) {}
 }
 
 /// A backend whose paths are declared in a ``PathTable``.

@@ -112,6 +112,12 @@ package struct Caller: Sendable {
     }
 }
 
+/// What the vault offers its backends beyond their own storage (Vault's system view).
+package protocol SystemView: Sendable {
+    /// The password policy stored as `sys/policies/password/<name>`, nil if there is none.
+    func passwordPolicy(_ name: String) throws(CofferError) -> PasswordPolicy?
+}
+
 /// What a backend's handler receives: the request relative to the mount, its checked fields, the
 /// mount's storage and the caller.
 package struct BackendRequest: Sendable {
@@ -129,6 +135,8 @@ package struct BackendRequest: Sendable {
     package var token: String?
     package var requestID: String
     package var clientAddress: String
+    /// The vault's system view; nil only in tests that build requests by hand.
+    package var system: (any SystemView)?
 
     package init(
         operation: Request.Operation,

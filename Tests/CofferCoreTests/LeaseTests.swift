@@ -337,7 +337,9 @@ final class LedgerBackend: TableBackend {
         for path in ["sys/leases/count", "sys/leases"] {
             expectError(.notFound) { try core.call(.read, path, token: root) }
         }
-        #expect(try core.call(.read, "sys/leases/count", ["type": "irrevocable"], token: root).data?["lease_count"] == 0)
+        #expect(
+            try core.call(.read, "sys/leases/count", ["type": "irrevocable"], token: root).data?["lease_count"] == 0
+        )
         ledger.down.store(true, ordering: .relaxed)
         clock.advance(seconds: 1)
         #expect(tick().failed == 1)
@@ -351,7 +353,9 @@ final class LedgerBackend: TableBackend {
         ledger.down.store(false, ordering: .relaxed)
         clock.advance(seconds: 2)
         #expect(tick().revoked == 1)
-        #expect(try core.call(.read, "sys/leases/count", ["type": "irrevocable"], token: root).data?["lease_count"] == 0)
+        #expect(
+            try core.call(.read, "sys/leases/count", ["type": "irrevocable"], token: root).data?["lease_count"] == 0
+        )
     }
 
     @Test func tidyRevokesLeasesWhoseTokenVanished() throws {

@@ -285,6 +285,23 @@ extension Harness {
         )
     }
 
+    @Test func aPasswordPolicyShapesTheGeneratedPasswords() throws {
+        let server = try pgSetup()
+        let h = try Harness()
+        try h.mountPostgres(server)
+        let policy = "length = 24\nrule \"charset\" {\n  charset = \"abcdefghijklmnopqrstuvwxyz0123456789\"\n}\n"
+        #expect(h.wire("PUT", "sys/policies/password/pgpol", ["policy": .string(policy)]).status == 204)
+        let missing = h.wire("POST", "database/config/pg", ["password_policy": "nope"])
+        #expect(
+            missing.status == 400
+                && errors(missing.json) == [#"password policy "nope" does not exist (sys/policies/password)"#]
+        )
+        #expect(h.wire("POST", "database/config/pg", ["password_policy": "pgpol"]).status == 204)
+        let (user, password, _) = try h.creds()
+        #expect(password.count == 24 && password.allSatisfy { $0.isLowercase || $0.isNumber })
+        #expect(server.canLogIn(user: user, password: password))
+    }
+
     @Test func theConfigurationNeverShowsThePassword() throws {
         let server = try pgSetup()
         let h = try Harness()

@@ -501,7 +501,10 @@ package final class LeaseManager: Sendable {
             return true
         }
         guard due, let table = core.routes.withLock({ $0 }) else { return }
-        for mount in table.mounts { mount.backend.periodic(storage: mount.storage, mount: mount.entry, now: now) }
+        let core = self.core
+        for mount in table.mounts {
+            mount.backend.periodic(storage: mount.storage, mount: mount.entry, system: core, now: now)
+        }
     }
 
     /// The index rows due at `now`, oldest first, at most ``batchLimit``.

@@ -470,7 +470,7 @@ package final class Core: Sendable {
         caller: TokenEntry?,
         now: Timestamp
     ) throws(CofferError) -> Response {
-        let backendRequest = BackendRequest(
+        var backendRequest = BackendRequest(
             operation: request.operation,
             path: relative,
             fields: FieldData(request.data, rawBytes: request.rawBytes, rawResults: request.rawResults),
@@ -482,6 +482,7 @@ package final class Core: Sendable {
             requestID: request.id,
             clientAddress: request.clientAddress
         )
+        backendRequest.system = self
         var response = try mount.backend.handle(backendRequest)
         response.mountType = mount.entry.type
         if mount.kind == .auth, let auth = response.auth, auth.clientToken.isEmpty {

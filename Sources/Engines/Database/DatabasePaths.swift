@@ -94,9 +94,11 @@ extension DatabaseBackend {
         guard !config.connectionURL.isEmpty else {
             throw CofferError.invalid("error creating database object: connection_url cannot be empty")
         }
-        if !config.passwordPolicy.isEmpty {
+        if !config.passwordPolicy.isEmpty, let system = request.system,
+            try system.passwordPolicy(config.passwordPolicy) == nil
+        {
             throw CofferError.invalid(
-                "password_policy \"\(config.passwordPolicy)\" cannot be used: Coffer has no password policies yet (sys/policies/password); leave it empty for the default generator"
+                "password policy \"\(config.passwordPolicy)\" does not exist (sys/policies/password)"
             )
         }
         if !config.usernameTemplate.isEmpty {
@@ -160,7 +162,7 @@ extension DatabaseBackend {
                 "unable to rotate root credentials: the password is written into connection_url; use {{password}} there"
             )
         }
-        let password = PasswordGenerator.generate()
+        let password = try Self.newPassword(config, request.system)
         config.pendingPassword = password
         try request.storage.putJSON("config/" + name, config.json)
         do throws(CofferError) {
@@ -203,6 +205,15 @@ extension DatabaseBackend {
     }
 
     // MARK: roles/ and creds/
+
+    /// A password from the connection's `password_policy`, else Vault's default generator.
+    static func newPassword(_ config: DatabaseConfig, _ system: (any SystemView)?) throws(CofferError) -> String {
+        guard !config.passwordPolicy.isEmpty, let system else { return PasswordGenerator.generate() }
+        guard let policy = try system.passwordPolicy(config.passwordPolicy) else {
+            throw CofferError(.internal, "password policy \"\(config.passwordPolicy)\" does not exist")
+        }
+        return try policy.generate()
+    }
 
     func listRoles(_ request: BackendRequest) throws(CofferError) -> Response {
         try Self.list(request.storage, "role/")
@@ -277,7 +288,7 @@ extension DatabaseBackend {
         let username = try template.render(
             .init(roleName: roleName, displayName: request.caller?.displayName ?? "", now: request.now)
         )
-        let password = PasswordGenerator.generate()
+        let password = try Self.newPassword(config, request.system)
         let ttl = request.mount.leaseTTL(asked: role.defaultTTL, max: role.maxTTL).ttl
         let values = [
             "name": username, "username": username, "password": password,

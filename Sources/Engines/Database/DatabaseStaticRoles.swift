@@ -80,7 +80,7 @@ extension DatabaseBackend {
                     "the database user \"\(role.username)\" is the root user of connection \"\(role.dbName)\"; rotate it with rotate-root"
                 )
             }
-            try rotate(&role, storage: request.storage, now: request.now)
+            try rotate(&role, storage: request.storage, system: request.system, now: request.now)
         }
         try request.storage.putJSON("static-role/" + name, role.json)
         return .noContent
@@ -109,14 +109,20 @@ extension DatabaseBackend {
         guard var role = try staticRole(request.storage, name) else {
             throw CofferError.invalid("no static role found for role name")
         }
-        try rotate(&role, storage: request.storage, now: request.now)
+        try rotate(&role, storage: request.storage, system: request.system, now: request.now)
         try request.storage.putJSON("static-role/" + name, role.json)
         return .noContent
     }
 
     /// Sets a new password in the database; `role` has it (and the rotation time) only if that worked.
-    func rotate(_ role: inout StaticRole, storage: StorageView, now: Timestamp) throws(CofferError) {
-        let password = PasswordGenerator.generate()
+    func rotate(
+        _ role: inout StaticRole,
+        storage: StorageView,
+        system: (any SystemView)?,
+        now: Timestamp
+    ) throws(CofferError) {
+        guard let config = try config(storage, role.dbName) else { throw Self.noConnection(role.dbName) }
+        let password = try Self.newPassword(config, system)
         let username = role.username
         let statements = role.rotationStatements
         do {
@@ -136,12 +142,12 @@ extension DatabaseBackend {
     }
 
     /// Rotates the static roles whose period has passed.
-    package func periodic(storage: StorageView, mount: MountEntry, now: Timestamp) {
+    package func periodic(storage: StorageView, mount: MountEntry, system: any SystemView, now: Timestamp) {
         guard let names = try? storage.list("static-role/") else { return }
         for name in names {
             guard var role = try? staticRole(storage, name), let due = role.nextRotation, due <= now else { continue }
             do {
-                try rotate(&role, storage: storage, now: now)
+                try rotate(&role, storage: storage, system: system, now: now)
             } catch {
                 role.rotationError = error.message
                 role.retryAt = now.adding(seconds: Self.rotationRetry)
