@@ -82,7 +82,7 @@ public final class Vault: Sendable {
     /// due. A vault on the system clock does this by itself every 100 ms; one opened with another
     /// clock (a test's manual clock) does it only when this is called.
     @discardableResult
-    package func expireLeases() -> LeaseManager.TickReport {
+    public func expireLeases() -> LeaseExpiryReport {
         core.leases.tick(now: core.clock.now())
     }
 

@@ -82,7 +82,7 @@ final class LedgerBackend: TableBackend {
         try core.call(.update, "sys/leases/lookup", ["lease_id": .string(id)], token: root).data ?? [:]
     }
 
-    func tick() -> LeaseManager.TickReport { core.leases.tick(now: clock.now()) }
+    func tick() -> LeaseExpiryReport { core.leases.tick(now: clock.now()) }
 
     @Test func issueShapesTheLeaseAsOpenBaoDoes() throws {
         let (id, user, r) = try issue(["ttl": "1h"])
@@ -119,7 +119,7 @@ final class LedgerBackend: TableBackend {
     @Test func expiryRevokesOnTheInjectedClock() throws {
         let (id, user, _) = try issue(["ttl": "10s"])
         clock.advance(seconds: 9)
-        #expect(tick() == LeaseManager.TickReport())
+        #expect(tick() == LeaseExpiryReport())
         #expect(ledger.exists(user))
         clock.advance(seconds: 1)
         #expect(tick().revoked == 1)

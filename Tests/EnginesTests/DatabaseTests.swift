@@ -15,7 +15,7 @@ private func pgSetup() throws -> PostgresServer {
 }
 
 extension Harness {
-    func expire() -> LeaseManager.TickReport { vault.expireLeases() }
+    func expire() -> LeaseExpiryReport { vault.expireLeases() }
 
     /// `database/` mounted with a connection `pg` allowing every role, and a role `ro` that may
     /// read `items`.

@@ -446,20 +446,12 @@ package final class LeaseManager: Sendable {
 
     // MARK: Expiry
 
-    /// What one ``tick(now:)`` did.
-    package struct TickReport: Sendable, Equatable {
-        package var revoked = 0
-        package var failed = 0
-        package var tokensExpired = 0
-        package init() {}
-    }
-
     /// Does what is due at `now`: revokes the leases of revoked tokens, revokes the tokens and leases
     /// whose time has come and retries failed revocations that are due, up to ``batchLimit`` rows.
     /// Cheap when nothing is due (a comparison with the earliest due time in memory).
     @discardableResult
-    package func tick(now: Timestamp) -> TickReport {
-        var report = TickReport()
+    package func tick(now: Timestamp) -> LeaseExpiryReport {
+        var report = LeaseExpiryReport()
         guard !barrier.isSealed else { return report }
         drainRevokedTokens(now: now)
         runPeriodic(now: now)
@@ -582,4 +574,16 @@ package final class LeaseRunner: Sendable {
             }
         }
     }
+}
+
+/// What one pass of the expiration manager did (``Vault/expireLeases()``).
+public struct LeaseExpiryReport: Sendable, Equatable {
+    /// Leases whose secret was revoked.
+    public var revoked = 0
+    /// Revocations that failed; those leases are retried later.
+    public var failed = 0
+    /// Tokens revoked because their TTL ran out (their leases go with them).
+    public var tokensExpired = 0
+
+    public init() {}
 }
