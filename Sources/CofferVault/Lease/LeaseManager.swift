@@ -257,13 +257,20 @@ package final class LeaseManager: Sendable {
     /// was ignored, the lease being gone). A failed attempt is recorded on the lease and retried
     /// later with backoff. A lease that does not exist counts as revoked.
     @discardableResult
-    package func revoke(_ id: String, now: Timestamp, force: Bool = false) throws(CofferError) -> CofferError? {
+    package func revoke(
+        _ id: String,
+        now: Timestamp,
+        force: Bool = false,
+        ifDueAt dueKey: String? = nil
+    ) throws(CofferError) -> CofferError? {
         let claimed = inFlight.withLock { $0.insert(id).inserted }
         guard claimed else {
             return CofferError(.conflict, "the lease is being revoked by another request")
         }
         defer { _ = inFlight.withLock { $0.remove(id) } }
         guard let entry = try load(id) else { return nil }
+        // The expiry pass found it due; a renewal since then moved it.
+        if let dueKey, entry.dueKey != dueKey { return nil }
         var failure: CofferError?
         if let mount = mount(of: entry) {
             do throws(CofferError) {
@@ -474,7 +481,7 @@ package final class LeaseManager: Sendable {
                 continue
             }
             do throws(CofferError) {
-                if try revoke(value, now: now) == nil { report.revoked += 1 } else { report.failed += 1 }
+                if try revoke(value, now: now, ifDueAt: key) == nil { report.revoked += 1 } else { report.failed += 1 }
             } catch {
                 report.failed += 1
             }
