@@ -15,6 +15,8 @@ import time
 import pytest
 import requests
 
+from pgserver import PostgresServer
+
 
 def _tool(env_name, hint):
     path = os.environ.get(env_name)
@@ -114,6 +116,16 @@ def bao_dev(bao_bin):
     server = start_bao_dev(bao_bin)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL of the session's own (Tests/compat/pgserver.py): `.psql(sql, user, password)`,
+    `.url_template`, `.restart()`; stopped by pid at the end and its directory removed."""
+    server = PostgresServer.create()
+    yield server
+    server.stop()
+    shutil.rmtree(server.directory, ignore_errors=True)
 
 
 @pytest.fixture
