@@ -101,12 +101,18 @@ install-lib: lib
 	ln -sfn libcoffer.so.$(COFFER_ABI) "$(PREFIX)/lib/libcoffer.so"
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(COFFER_VERSION)|' packaging/coffer.pc.in > "$(PREFIX)/lib/pkgconfig/coffer.pc"
 
-# The C, Python and Go bindings, tested against a staged install (not /usr).
+# The C, Python and Go bindings, tested against a staged install (not /usr). Their database lease tests
+# use a PostgreSQL of their own, started here (Tests/compat/pgserver.py; COFFER_TEST_PG_URL, _PORT,
+# _PASSWORD) and stopped, by its pid, when the recipe ends however it ends.
 test-bindings: deps
 	$(MAKE) install-lib PREFIX=$(STAGE)
-	$(MAKE) -C bindings/c test COFFER_PREFIX=$(STAGE)
 	"$(VENV)/bin/pip" install -q --force-reinstall --no-deps ./bindings/python
-	COFFER_LIBRARY=$(STAGE)/lib/libcoffer.so.$(COFFER_ABI) "$(VENV)/bin/python" -m pytest -q bindings/python/tests
+	set -e; pgdir=$$(mktemp -d /tmp/coffer-bindings-pg.XXXXXX); \
+	trap '"$(VENV)/bin/python" "$(CURDIR)/Tests/compat/pgserver.py" stop '"$$pgdir" EXIT; \
+	eval "$$("$(VENV)/bin/python" "$(CURDIR)/Tests/compat/pgserver.py" start "$$pgdir")"; \
+	export COFFER_TEST_PG_URL COFFER_TEST_PG_PORT COFFER_TEST_PG_PASSWORD; \
+	$(MAKE) -C bindings/c test COFFER_PREFIX=$(STAGE); \
+	COFFER_LIBRARY=$(STAGE)/lib/libcoffer.so.$(COFFER_ABI) "$(VENV)/bin/python" -m pytest -q bindings/python/tests; \
 	cd bindings/go && PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig LD_LIBRARY_PATH=$(STAGE)/lib go test -count=1 ./...
 
 # ---- Benchmarks (bench/, docs/benchmarks.md) ----
