@@ -136,7 +136,11 @@ let package = Package(
         ),
         .executableTarget(
             name: "InProcessBench",
-            dependencies: ["Coffer", "CofferFramework", "CofferStorage", "Engines", "COpenSSL", "CSQLite"],
+            dependencies: [
+                "Coffer", "CofferFramework", "CofferStorage", "Engines", "COpenSSL", "CSQLite",
+                // bench/InProcess/Database.swift: the real PostgreSQL fixture (issue 15).
+                "CofferTesting",
+            ],
             path: "bench/InProcess",
             swiftSettings: strict
         ),

@@ -37,6 +37,15 @@ FLOOR_AES = "floor: aes-256-gcm open (raw EVP)"
 KV_READ_ALONE = "kv read (alone)"
 KV_READ_WRITER = "kv read (one concurrent writer)"
 KV_READ_WRITER_PINNED = "kv read (one concurrent writer, other core)"
+CREDS_FLOOR = "floor: CREATE ROLE + GRANT (one transaction, kept libpq connection)"
+CREDS_HANDLE = "creds (Swift API, handle; SQLite)"
+CREDS_ROLE = {
+    "db_name": "pg",
+    "creation_statements": ['CREATE ROLE "{{name}}" WITH LOGIN PASSWORD \'{{password}}\' VALID UNTIL \'{{expiration}}\';',
+                            'GRANT SELECT ON items TO "{{name}}";'],
+    "revocation_statements": ['REVOKE ALL ON items FROM "{{name}}"; DROP ROLE IF EXISTS "{{name}}";'],
+    "default_ttl": "1h", "max_ttl": "24h",
+}
 
 
 def progress(message):
@@ -108,6 +117,118 @@ def hsm(runs, scratch):
     out = os.path.join(scratch, "hsm.json")
     run_tool([os.path.join(RELEASE, "coffer-bench"), "hsm", "--runs", str(runs), "--json", out])
     return read_json(out)
+
+
+class PostgresHelper:
+    """A PostgreSQL of its own (`coffer-bench postgres`: Tests/Support/DatabaseServers.swift's fixture),
+    shared by the in-process database bench and the HTTP comparison; stopped when its stdin closes."""
+
+    def __init__(self):
+        command = [os.path.join(RELEASE, "coffer-bench"), "postgres"]
+        progress("$ " + " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in command))
+        self.process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        if not line:
+            self.process.wait()
+            raise SystemExit("bench: coffer-bench postgres did not start a PostgreSQL")
+        info = json.loads(line)
+        self.port, self.password = info["port"], info["password"]
+        self.url = f"postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{self.port}/postgres?sslmode=disable"
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def database(scratch, creds, rounds, leases, chunks, opens, cofferd=None, http_rounds=0, http_per_round=0):
+    """Issue 15: creds and lease expiry in-process against their floors, then (with cofferd) creds over
+    HTTP against OpenBao; all against one PostgreSQL."""
+    out = os.path.join(scratch, "database.json")
+    postgres = PostgresHelper()
+    try:
+        run_tool([os.path.join(RELEASE, "coffer-bench"), "database", "--creds", str(creds), "--rounds", str(rounds),
+                  "--leases", str(leases), "--chunks", str(chunks), "--opens", str(opens),
+                  "--postgres-port", str(postgres.port), "--postgres-password", postgres.password, "--json", out],
+                 timeout=3600)
+        result = read_json(out)
+        if cofferd:
+            result["http"] = http_creds(cofferd, scratch, postgres, http_rounds, http_per_round)
+        return result
+    finally:
+        postgres.stop()
+
+
+def latency_summary(samples_ns):
+    ordered = sorted(samples_ns)
+    def at(p):
+        return ordered[min(len(ordered) - 1, int(len(ordered) * p))] / 1000
+    return {"n": len(ordered), "p50_us": at(0.50), "p90_us": at(0.90), "p99_us": at(0.99), "max_us": ordered[-1] / 1000}
+
+
+def http_creds(cofferd, scratch, postgres, rounds, per_round):
+    """GET database/creds/ro over HTTP, cofferd -dev against bao server -dev (same role, same PostgreSQL),
+    one keep-alive connection each from this process (the same client), in alternating rounds; the
+    round's leases revoked (revoke-prefix) after it, outside the timings."""
+    import http.client
+    bao = os.path.join(ROOT, ".venv", "bin", "bao")
+    servers = []
+    try:
+        systems = {}
+        port = free_port()
+        servers.append(Server("cofferd", [cofferd, "-dev", "-dev-root-token-id=root", f"-dev-listen-address=127.0.0.1:{port}",
+                                          "-log-level=error"], port, os.path.join(scratch, "cofferd-db.log")))
+        systems["coffer"] = port
+        port = free_port()
+        servers.append(Server("bao", [bao, "server", "-dev", "-dev-root-token-id=root", f"-dev-listen-address=127.0.0.1:{port}",
+                                      "-log-level=error"], port, os.path.join(scratch, "bao-db.log"),
+                              env={**os.environ, "HOME": scratch}))
+        systems["openbao"] = port
+        for port in systems.values():
+            api(port, "POST", "sys/mounts/database", "root", {"type": "database"})
+            api(port, "POST", "database/config/pg", "root", {
+                "plugin_name": "postgresql-database-plugin", "connection_url": postgres.url,
+                "username": "postgres", "password": postgres.password, "allowed_roles": "*"})
+            api(port, "POST", "database/roles/ro", "root", CREDS_ROLE)
+        connections = {name: http.client.HTTPConnection("127.0.0.1", port, timeout=30) for name, port in systems.items()}
+
+        def creds(name):
+            connection = connections[name]
+            start = time.perf_counter_ns()
+            connection.request("GET", "/v1/database/creds/ro", headers={"X-Vault-Token": "root"})
+            response = connection.getresponse()
+            body = response.read()
+            elapsed = time.perf_counter_ns() - start
+            if response.status != 200 or b'"username"' not in body:
+                raise SystemExit(f"bench: {name} creds answered {response.status}: {body[:300]!r}")
+            return elapsed
+
+        samples = {name: [] for name in systems}
+        round_p99 = {name: [] for name in systems}
+        for name in systems:
+            for _ in range(max(10, per_round // 5)):
+                creds(name)
+            api(systems[name], "PUT", "sys/leases/revoke-prefix/database/creds/ro", "root", {})
+        for r in range(rounds):
+            for name, port in (systems.items() if r % 2 == 0 else reversed(list(systems.items()))):
+                progress(f"http creds: {name} round {r + 1}/{rounds} ({per_round} requests)")
+                got = [creds(name) for _ in range(per_round)]
+                samples[name] += got
+                round_p99[name].append(latency_summary(got)["p99_us"])
+                api(port, "PUT", "sys/leases/revoke-prefix/database/creds/ro", "root", {})
+        for connection in connections.values():
+            connection.close()
+    finally:
+        for server in servers:
+            server.stop()
+    out = {"rounds": rounds, "per_round": per_round}
+    for name in systems:
+        out[name] = {**latency_summary(samples[name]), "round_p99_us": round_p99[name]}
+    return out
 
 
 # ---- HTTP: cofferd against OpenBao and nginx, driven by wrk --------------------------------------
@@ -381,6 +502,7 @@ def evaluate_goals(results):
         goals.append(("HTTP KV read p99 ≤ 1/5 of OpenBao's", f"{c['p99_us'] / b['p99_us']:.2f}×", c["p99_us"] * 5 <= b["p99_us"]))
     else:
         goals.append(("HTTP KV read ≥ 3× OpenBao's requests/s, p99 ≤ 1/5", "not measured in this run", None))
+    goals += database_goals(results.get("database"), database_thresholds()["goals"])
     transit = f.get("c: transit encrypt 64 B (fast path)")
     transit_floor = f.get("c floor: aes-256-gcm seal 64 B (EVP, random nonce)")
     if transit and transit_floor:
@@ -389,6 +511,88 @@ def evaluate_goals(results):
     else:
         goals.append(("transit 64-byte encrypt via the C fast path ≥ 30% of raw OpenSSL", "not measured in this run", None))
     return goals
+
+
+def database_thresholds():
+    return read_json(os.path.join(ROOT, "bench", "thresholds.json"))["database"]
+
+
+def database_goals(db, g):
+    """Issue 15's goals (limits from bench/thresholds.json's database.goals)."""
+    if not db:
+        return [("database creds p50 ≤ 1.2× the floor; lease expiry", "not measured in this run", None)]
+    goals = []
+    f = figures_by_name(db)
+    floor, coffer = f.get(CREDS_FLOOR), f.get(CREDS_HANDLE)
+    if floor and coffer:
+        ratio = coffer["p50_us"] / floor["p50_us"]
+        goals.append((f"database/creds p50 ≤ {g['creds_p50_over_floor']}× the floor (CREATE ROLE + GRANT, one transaction, kept libpq connection)",
+                      f"{ratio:.2f}× ({coffer['p50_us'] / 1000:.2f} ms against {floor['p50_us'] / 1000:.2f} ms; median of the rounds' ratios "
+                      f"{db['summary'].get('creds_handle_sqlite_p50_over_floor_median_round', 0):.2f}×)",
+                      ratio <= g["creds_p50_over_floor"]))
+    web = db.get("http")
+    if web:
+        c, b = web["coffer"], web["openbao"]
+        goals.append((f"database/creds over HTTP: p99 ≤ {g['http_creds_p99_over_openbao']}× OpenBao's",
+                      f"{c['p99_us'] / b['p99_us']:.2f}× ({c['p99_us'] / 1000:.2f} ms against {b['p99_us'] / 1000:.2f} ms)",
+                      c["p99_us"] <= g["http_creds_p99_over_openbao"] * b["p99_us"]))
+    slo = g["slo_dynamic_secret_ms"] * 1000
+    if coffer:
+        worst = max([coffer["p99_us"]] + ([web["coffer"]["p99_us"]] if web else []))
+        goals.append((f"dynamic secret generation < {g['slo_dynamic_secret_ms']} ms (p99, in-process{' and HTTP' if web else ''})",
+                      f"{worst / 1000:.2f} ms", worst < slo))
+    expiry = db["summary"].get("expiry")
+    if expiry:
+        goals.append((f"open + unseal with {expiry['leases']:,} leases ≤ {g['open_unseal_with_leases_over_without']}× with none (medians)",
+                      f"{expiry['open_unseal_ratio']:.2f}× ({expiry['open_unseal_with_leases_ms']:.2f} ms against "
+                      f"{expiry['open_unseal_without_ms']:.2f} ms)",
+                      expiry["open_unseal_ratio"] <= g["open_unseal_with_leases_over_without"]))
+        goals.append((f"revocation on expiry ≥ the database's DROP ROLE rate / {g['expiry_floor_rate_over_coffer']} ({expiry['leases']:,} users)",
+                      f"{expiry['revoke_rate_per_s']:,.0f}/s against {expiry['floor_drop_rate_per_s']:,.0f}/s: the floor is "
+                      f"{expiry['floor_over_coffer_rate']:.2f}× faster",
+                      expiry["floor_over_coffer_rate"] <= g["expiry_floor_rate_over_coffer"]))
+    return goals
+
+
+def database_table(db):
+    """Issue 15's figures: creds in-process and over HTTP, and lease expiry at scale."""
+    if not db:
+        return []
+    f = figures_by_name(db)
+    floor = f.get(CREDS_FLOOR)
+    lines = ["", f"### Dynamic PostgreSQL credentials (issue 15; {f[CREDS_HANDLE]['n']:,} each, alternating rounds, "
+                 "one thread; the users each round made dropped after it)" if CREDS_HANDLE in f else "", "",
+             "| operation | p50 ms | p90 ms | p99 ms | max ms | CPU ms/op (process) | p50 / floor |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, r in f.items():
+        ratio = f"{r['p50_us'] / floor['p50_us']:.2f}×" if floor else ""
+        lines.append(f"| {name} | {r['p50_us'] / 1000:.2f} | {r['p90_us'] / 1000:.2f} | {r['p99_us'] / 1000:.2f} | "
+                     f"{r['max_us'] / 1000:.2f} | {r.get('cpu_us_per_op', 0) / 1000:.2f} | {ratio} |")
+    web = db.get("http")
+    if web:
+        for name in ("coffer", "openbao"):
+            r = web[name]
+            label = "cofferd -dev" if name == "coffer" else "bao server -dev (OpenBao)"
+            lines.append(f"| creds over HTTP, {label}, {web['rounds']} alternating rounds of {web['per_round']} | "
+                         f"{r['p50_us'] / 1000:.2f} | {r['p90_us'] / 1000:.2f} | {r['p99_us'] / 1000:.2f} | {r['max_us'] / 1000:.2f} | | |")
+        lines += ["", f"HTTP p99 cofferd / OpenBao: {web['coffer']['p99_us'] / web['openbao']['p99_us']:.2f}×; "
+                      f"p50: {web['coffer']['p50_us'] / web['openbao']['p50_us']:.2f}×."]
+    expiry = db["summary"].get("expiry")
+    if expiry:
+        lines += ["", f"### Lease expiry at scale ({expiry['leases']:,} leases of real PostgreSQL users, SQLite vault)", "",
+                  "| figure | value |", "| --- | ---: |",
+                  f"| issuing the leases through creds (build only) | {expiry['issue_seconds']:.0f} s ({expiry['issue_rate_per_s']:,.0f}/s) |",
+                  f"| open + unseal with {expiry['leases']:,} leases (median) | {expiry['open_unseal_with_leases_ms']:.2f} ms |",
+                  f"| open + unseal with none (median) | {expiry['open_unseal_without_ms']:.2f} ms |",
+                  f"| ratio | {expiry['open_unseal_ratio']:.2f}× |",
+                  f"| revocation on expiry (expireLeases, {expiry['chunks']} chunks) | {expiry['revoke_rate_per_s']:,.0f} leases/s "
+                  f"({expiry['revoke_seconds']:.1f} s) |",
+                  f"| floor: DROP ROLE over one kept connection | {expiry['floor_drop_rate_per_s']:,.0f} roles/s ({expiry['floor_seconds']:.1f} s) |",
+                  f"| reference: DROP ROLE sent as the engine sends it (BEGIN, DROP, COMMIT) | "
+                  f"{expiry.get('transaction_drop_rate_per_s', 0):,.0f} roles/s |",
+                  f"| floor rate / Coffer rate (target ≤ 1.5) | {expiry['floor_over_coffer_rate']:.2f}× "
+                  f"(median of the chunks: {expiry['floor_over_coffer_rate_median_round']:.2f}×) |"]
+    return lines
 
 
 def concurrent_write_table(f):
@@ -465,6 +669,7 @@ def markdown(results):
             r = web["nginx_static"]
             lines.append(f"| static JSON, {web['kv_read_body_bytes']} B (HTTP floor) | nginx | {r['requests_per_s']:,.0f} | "
                          f"{r['p50_us'] / 1000:.2f} | {r['p90_us'] / 1000:.2f} | {r['p99_us'] / 1000:.2f} | {r['max_us'] / 1000:.2f} | |")
+    lines += database_table(results.get("database"))
     lines += ["", "### Goals", "", "| goal | measured | met |", "| --- | --- | --- |"]
     for goal, measured, met in evaluate_goals(results):
         lines.append(f"| {goal} | {measured} | {'yes' if met else ('no' if met is False else 'pending')} |")
@@ -478,7 +683,7 @@ def check_thresholds(results, thresholds):
     failures = []
     slo_us = thresholds["slo_p99_ms"] * 1000
     f = figures_by_name(results.get("inprocess"), results.get("c"))
-    for name in thresholds["slo_figures"]:
+    for name in (thresholds["slo_figures"] if results.get("inprocess") else []):
         if name not in f:
             failures.append(f"{name}: not measured")
         elif f[name]["p99_us"] > slo_us:
@@ -491,14 +696,16 @@ def check_thresholds(results, thresholds):
             rounds = ", ".join(f"{p / 1000:.2f}" for p in web.get("rounds_p99_us") or [web["p99_us"]])
             failures.append(f"HTTP KV read: median p99 of the rounds {median_p99 / 1000:.2f} ms breaks the "
                             f"{thresholds['slo_p99_ms']} ms SLO (rounds: {rounds} ms)")
-    floor = f[FLOOR_SQLITE]["p50_us"] + f[FLOOR_AES]["p50_us"]
+    floor = f[FLOOR_SQLITE]["p50_us"] + f[FLOOR_AES]["p50_us"] if FLOOR_SQLITE in f and FLOOR_AES in f else None
+    if results.get("inprocess") and not floor:
+        failures.append("the floor of a KV read: not measured")
     for name, limit in thresholds["max_p50_over_floor"].items():
-        if name in f and f[name]["p50_us"] / floor > limit:
+        if floor and name in f and f[name]["p50_us"] / floor > limit:
             failures.append(f"{name}: p50 is {f[name]['p50_us'] / floor:.1f}× the floor ({floor:.2f} µs), over the limit of {limit}×")
     for name, rule in thresholds["max_p99_over_reference"].items():
         reference = rule["reference"]
         if name not in f or reference not in f:
-            if not rule.get("optional"):
+            if not rule.get("optional") and results.get("inprocess"):
                 failures.append(f"{name}: not measured (with {reference} in the same run)")
             continue
         ratio = f[name]["p99_us"] / f[reference]["p99_us"]
@@ -509,23 +716,56 @@ def check_thresholds(results, thresholds):
         if writes < rule.get("min_writer_writes", 0):
             failures.append(f"{name}: the writer completed {writes} writes during the reads, fewer than the "
                             f"{rule['min_writer_writes']} that make the figure mean something")
+    if "database" in results or results.get("inprocess"):  # the gate runs both; --parts may pick one
+        failures += check_database(results.get("database"), thresholds["database"]["smoke"])
     for name, limit in thresholds["max_allocs_per_op"].items():
         if name in f and f[name].get("allocs_per_op", 0) > limit:
             failures.append(f"{name}: {f[name]['allocs_per_op']:.1f} allocations per operation, over the limit of {limit}")
     return failures
 
 
+def check_database(db, limits):
+    """Issue 15's smoke gate: the creds SLO and, with margins, the ratios a noisy machine keeps stable."""
+    if not db:
+        return ["database: not measured"]
+    failures = []
+    f = figures_by_name(db)
+    summary = db["summary"]
+    slo = limits["slo_dynamic_secret_p99_ms"] * 1000
+    for name in (CREDS_HANDLE, "creds (wire JSON, handleWire; SQLite)"):
+        if name not in f:
+            failures.append(f"{name}: not measured")
+        elif f[name]["p99_us"] > slo:
+            failures.append(f"{name}: p99 {f[name]['p99_us'] / 1000:.1f} ms breaks the {limits['slo_dynamic_secret_p99_ms']} ms SLO")
+    ratio = summary.get("creds_handle_sqlite_p50_over_floor_median_round")
+    if ratio is None or ratio > limits["creds_p50_over_floor_median_round"]:
+        failures.append(f"{CREDS_HANDLE}: p50 over the floor's (median of the rounds) {ratio}, over the limit of "
+                        f"{limits['creds_p50_over_floor_median_round']}×")
+    expiry = summary.get("expiry")
+    if not expiry:
+        failures.append("lease expiry: not measured")
+    else:
+        if expiry["floor_over_coffer_rate_median_round"] > limits["expiry_floor_rate_over_coffer_median_round"]:
+            failures.append(f"revocation on expiry: the DROP ROLE floor is {expiry['floor_over_coffer_rate_median_round']:.2f}× "
+                            f"Coffer's rate (median of the chunks), over the limit of {limits['expiry_floor_rate_over_coffer_median_round']}×")
+        if expiry["open_unseal_ratio"] > limits["open_unseal_with_leases_over_without"]:
+            failures.append(f"open + unseal with {expiry['leases']} leases is {expiry['open_unseal_ratio']:.2f}× the time with none, "
+                            f"over the limit of {limits['open_unseal_with_leases_over_without']}×")
+    return failures
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="the CI gate: short runs checked against bench/thresholds.json")
-    parser.add_argument("--parts", default=None, help="comma-separated subset of inprocess,c,scale,hsm,http")
+    parser.add_argument("--parts", default=None, help="comma-separated subset of inprocess,c,scale,hsm,http,database")
     parser.add_argument("--out", default=None, help="results JSON (default: bench/results/<date>.json, or .build/bench for --smoke)")
     parser.add_argument("--cofferd", default=os.path.join(RELEASE, "cofferd"),
                         help="the cofferd binary (default: the release build; the smoke gate passes the debug one)")
+    parser.add_argument("--leases", type=int, default=100_000, help="leases for the full run's expiry part (issue 15)")
     args = parser.parse_args()
 
     smoke = args.smoke
-    default_parts = "inprocess,http" if smoke else "inprocess,c,scale,hsm,http"
+    default_parts = "inprocess,http,database" if smoke else "inprocess,c,scale,hsm,http,database"
     parts = set((args.parts or default_parts).split(","))
     cofferd_built = os.path.exists(args.cofferd)
     scratch = tempfile.mkdtemp(prefix="coffer-bench-")
@@ -557,6 +797,16 @@ def main():
             else:
                 progress(f"http: skipped, {args.cofferd} is not built")
                 results["http_pending"] = "cofferd not built"
+        if "database" in parts:
+            if smoke:
+                # Creds in 4 rounds of 100 each; 500 leases in 5 chunks; no HTTP (no OpenBao in the gate).
+                progress("database: creds and lease expiry against a real PostgreSQL (issue 15)")
+                results["database"] = database(scratch, 400, 4, 500, 5, 5)
+            else:
+                progress(f"database: creds (in-process and over HTTP against OpenBao) and {args.leases:,} leases' expiry "
+                         "against a real PostgreSQL (issue 15)")
+                results["database"] = database(scratch, 2000, 10, args.leases, 10, 7,
+                                               cofferd=args.cofferd if cofferd_built else None, http_rounds=10, http_per_round=100)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -581,7 +831,8 @@ def main():
         if failures:
             print("\nbench-smoke FAILED:\n  " + "\n  ".join(failures))
             sys.exit(1)
-        print("\nbench-smoke passed: KV retrieval p99 within the SLO and every in-process figure within bench/thresholds.json")
+        print("\nbench-smoke passed: KV retrieval p99 within the SLO, every in-process figure within bench/thresholds.json, "
+              "database creds within the 200 ms SLO and their ratios within bench/thresholds.json")
 
 
 if __name__ == "__main__":

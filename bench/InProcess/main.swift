@@ -4,6 +4,9 @@
 //   swift run -c release coffer-bench [inprocess] [--iterations N] [--only PREFIX] [--json PATH]
 //   swift run -c release coffer-bench scale --secrets N [--data-dir DIR] [--iterations N] [--json PATH] [--build-only]
 //   swift run -c release coffer-bench hsm [--runs N] [--json PATH]
+//   swift run -c release coffer-bench database [--creds N] [--rounds R] [--leases N] [--chunks C] [--opens O]
+//       [--postgres-port P --postgres-password X] [--json PATH]      (issue 15; see Database.swift)
+//   swift run -c release coffer-bench postgres     (a PostgreSQL for bench.py, until stdin closes)
 //
 // Reports distributions (p50, p90, p99, max), operations per second on one thread, and allocations
 // per operation when bench/malloccount's library is preloaded (bench.py does that). Machines are
@@ -19,6 +22,13 @@ var secrets = 1000
 var dataDirectory = ".build/bench-data"
 var runs = 50
 var buildOnly = false
+var creds = 1000
+var rounds = 10
+var leases = 0
+var chunks = 10
+var opens = 7
+var postgresPort: Int?
+var postgresPassword: String?
 var args = CommandLine.arguments.dropFirst()
 if let first = args.first, !first.hasPrefix("-") { mode = args.removeFirst() }
 while let arg = args.popFirst() {
@@ -30,9 +40,16 @@ while let arg = args.popFirst() {
     case "--data-dir": dataDirectory = args.popFirst() ?? dataDirectory
     case "--runs": runs = args.popFirst().flatMap { Int($0) } ?? runs
     case "--build-only": buildOnly = true
+    case "--creds": creds = args.popFirst().flatMap { Int($0) } ?? creds
+    case "--rounds": rounds = args.popFirst().flatMap { Int($0) } ?? rounds
+    case "--leases": leases = args.popFirst().flatMap { Int($0) } ?? leases
+    case "--chunks": chunks = args.popFirst().flatMap { Int($0) } ?? chunks
+    case "--opens": opens = args.popFirst().flatMap { Int($0) } ?? opens
+    case "--postgres-port": postgresPort = args.popFirst().flatMap { Int($0) }
+    case "--postgres-password": postgresPassword = args.popFirst()
     default:
         FileHandle.standardError.write(
-            Data("usage: coffer-bench [inprocess|scale|hsm] [options]; see bench/InProcess/main.swift\n".utf8)
+            Data("usage: coffer-bench [inprocess|scale|hsm|database|postgres] [options]; see bench/InProcess/main.swift\n".utf8)
         )
         exit(2)
     }
@@ -57,8 +74,23 @@ do {
         exit(0)
     case "scale": summary = try runScale(bench, count: secrets, directory: dataDirectory)
     case "hsm": summary = try runHSM(bench, directory: scratch, runs: runs)
+    case "database":
+        summary = try runDatabase(
+            bench,
+            directory: scratch,
+            creds: creds,
+            rounds: rounds,
+            leases: leases,
+            chunks: chunks,
+            opens: opens,
+            postgresPort: postgresPort,
+            postgresPassword: postgresPassword
+        )
+    case "postgres":
+        try runPostgresHelper()
+        exit(0)
     default:
-        FileHandle.standardError.write(Data("unknown mode \(mode); use inprocess, scale or hsm\n".utf8))
+        FileHandle.standardError.write(Data("unknown mode \(mode); use inprocess, scale, hsm, database or postgres\n".utf8))
         exit(2)
     }
 } catch {
