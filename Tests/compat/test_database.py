@@ -90,7 +90,8 @@ def test_done_when_cli_creds_expire_on_the_real_clock(coffer, bao_bin, postgres)
     cli(coffer, bao_bin, "write", "database/roles/app", "db_name=pg", f"creation_statements={CREATE}",
         "default_ttl=2s", "max_ttl=1h")
     issued = time.monotonic()
-    secret = cli_json(coffer, bao_bin, "read", "database/creds/app")
+    _, out, _ = cli(coffer, bao_bin, "read", "-format=json", "database/creds/app")
+    secret = json.loads(out)
     user, password = secret["data"]["username"], secret["data"]["password"]
     assert re.fullmatch(rf"database/creds/app/{LEASE_SUFFIX}", secret["lease_id"]), secret
     assert secret["lease_duration"] == 2 and secret["renewable"] is True
