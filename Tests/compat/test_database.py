@@ -426,6 +426,17 @@ def _differential(ref, ours, postgres):
                            ours("PUT", "sys/leases/renew", {"lease_id": our_lease, "increment": None}))
     if (rs, rb["lease_duration"]) != (os_, ob["lease_duration"]):
         problems.append(f"renew with increment null: {os_} {ob!r}, OpenBao {rs} {rb!r}")
+    # Past the role's max_ttl (24h, counted from issue): capped, with a warning.
+    (rs, rb), (os_, ob) = (ref("PUT", "sys/leases/renew", {"lease_id": ref_lease, "increment": "100h"}),
+                           ours("PUT", "sys/leases/renew", {"lease_id": our_lease, "increment": "100h"}))
+    # (The remaining max_ttl is 24h less the second or so since issue: OpenBao rounds it, "24h"; Coffer
+    # truncates, "23h59m59s".)
+    capped = r'TTL of "100h" exceeded the effective max_ttl of "(24h|23h59m5\ds)"; TTL value is capped accordingly'
+    if rs != os_ or abs(rb["lease_duration"] - ob["lease_duration"]) > 3 or not 86390 <= ob["lease_duration"] <= 86400:
+        problems.append(f"renew past max_ttl: {os_} {ob!r}, OpenBao {rs} {rb!r}")
+    for label, body in (("coffer", ob), ("OpenBao", rb)):
+        if not (body.get("warnings") and len(body["warnings"]) == 1 and re.fullmatch(capped, body["warnings"][0])):
+            problems.append(f"renew past max_ttl: {label} warnings {body.get('warnings')!r}")
 
     results = ref("PUT", "sys/leases/revoke", {"lease_id": ref_lease}), ours("PUT", "sys/leases/revoke", {"lease_id": our_lease})
     if results[0] != results[1] or results[1] != (204, None):
@@ -448,9 +459,22 @@ def _differential(ref, ours, postgres):
         assert status == 200, body
         tokens.append(body["auth"]["client_token"])
     issue("creds read by a token named app-svc", token=tokens, display="token-ap")
+    # ACL: the default policy grants lookup and renew of any lease; LIST lookup and revoke-prefix need sudo.
+    ref_app, our_app = issue("creds read by app-svc, again", token=tokens, display="token-ap")
+    for what, method, path, body in (
+            ("lookup with the default policy", "PUT", "sys/leases/lookup", "lease"),
+            ("renew with the default policy", "PUT", "sys/leases/renew", "lease"),
+            ("LIST lookup without sudo", "LIST", "sys/leases/lookup/dbdiff/creds/app", None),
+            ("revoke-prefix without sudo", "PUT", "sys/leases/revoke-prefix/dbdiff/creds/app", None)):
+        rs, rb = ref(method, path, {"lease_id": ref_app} if body else None, token=tokens[0])
+        os_, ob = ours(method, path, {"lease_id": our_app} if body else None, token=tokens[1])
+        if rs != os_:
+            problems.append(f"{what}: status {os_} {ob!r}, OpenBao {rs} {rb!r}")
+        elif rs == 403 and ob != {"errors": [unwrap_multierror(e) for e in rb["errors"]]}:
+            problems.append(f"{what}: {ob!r}, OpenBao {rb!r}")
     for api, token in zip((ref, ours), tokens):
         assert api("POST", "auth/token/revoke", {"token": token}) == (204, None)
-    for u in users[-2:]:
+    for u in users[-4:]:
         assert_gone_soon(postgres, u, what="token revoke")
 
     both("unknown role", "GET", "dbdiff/creds/missing", same_body=True)
