@@ -127,6 +127,21 @@ final class LedgerBackend: TableBackend {
         expectError(.invalidArgument, containing: "invalid lease") { _ = try lookup(id) }
     }
 
+    @Test func manyLeasesDueAtOnceAreRevokedTogetherAndLeaveNothingBehind() throws {
+        var users: [String] = []
+        for _ in 0..<300 { users.append(try issue(["ttl": "10s"]).user) }
+        let token = try core.call(.update, "auth/token/create", ["policies": ["root"]], token: root).auth!.clientToken
+        for _ in 0..<50 { users.append(try issue(["ttl": "10s"], token: token).user) }
+        clock.advance(seconds: 10)
+        #expect(tick().revoked == 350)
+        #expect(ledger.users.withLock { $0.isEmpty })
+        #expect(ledger.revokeCalls.load(ordering: .relaxed) == 350)
+        // Every index row went with its lease.
+        for prefix in ["sys/expire/id/", "sys/expire/at/", "sys/expire/mount/", "sys/expire/token/"] {
+            #expect(try core.barrier.physical.listRecursive(prefix: prefix).isEmpty, "\(prefix)")
+        }
+    }
+
     @Test func renewCountsFromNowAndStopsAtTheMaxFromIssue() throws {
         let (id, user, _) = try issue(["ttl": "1h", "max_ttl": "24h"])
         clock.advance(seconds: 8)

@@ -137,6 +137,8 @@ package final class PostgresServer: @unchecked Sendable {  // the process is rep
     package let superuser = "postgres"
     package let directory: String
     package let binDirectory: String
+    /// Whether it runs with PostgreSQL's durable defaults (fsync, synchronous commit).
+    package let durable: Bool
     private let lock = NSLock()
     private var process: Process?
 
@@ -164,9 +166,16 @@ package final class PostgresServer: @unchecked Sendable {  // the process is rep
     }
 
     /// Initialises a cluster whose superuser `postgres` has `password`, starts it and waits until it
-    /// accepts connections.
-    package static func start(password: String = "coffer-postgres-password") throws -> PostgresServer {
-        let server = try PostgresServer(password: password)
+    /// accepts connections. Tests run it without fsync (quick, and nothing they check needs a crash to
+    /// be survived); `durable` keeps PostgreSQL's defaults, as a production server runs, for the
+    /// benchmarks that compare against its commits.
+    package static func start(
+        password: String = "coffer-postgres-password",
+        durable: Bool = false
+    ) throws
+        -> PostgresServer
+    {
+        let server = try PostgresServer(password: password, durable: durable)
         do {
             try server.initialize()
             try server.startProcess()
@@ -177,7 +186,8 @@ package final class PostgresServer: @unchecked Sendable {  // the process is rep
         return server
     }
 
-    private init(password: String) throws {
+    private init(password: String, durable: Bool) throws {
+        self.durable = durable
         binDirectory = try PostgresServer.binDirectory()
         self.password = password
         port = try freeLoopbackPort()
@@ -246,9 +256,10 @@ package final class PostgresServer: @unchecked Sendable {  // the process is rep
                 "postgres",
                 [
                     "-D", dataDirectory, "-p", String(port), "-k", directory, "-c", "listen_addresses=127.0.0.1",
-                    "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
                     "-c", "max_connections=60", "-c", "shared_buffers=16MB", "-c", "password_encryption=scram-sha-256",
                 ]
+                    + (durable
+                        ? [] : ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
             )
             postgres.standardOutput = handle
             postgres.standardError = handle

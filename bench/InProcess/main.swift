@@ -49,7 +49,10 @@ while let arg = args.popFirst() {
     case "--postgres-password": postgresPassword = args.popFirst()
     default:
         FileHandle.standardError.write(
-            Data("usage: coffer-bench [inprocess|scale|hsm|database|postgres] [options]; see bench/InProcess/main.swift\n".utf8)
+            Data(
+                "usage: coffer-bench [inprocess|scale|hsm|database|postgres] [options]; see bench/InProcess/main.swift\n"
+                    .utf8
+            )
         )
         exit(2)
     }
@@ -90,7 +93,9 @@ do {
         try runPostgresHelper()
         exit(0)
     default:
-        FileHandle.standardError.write(Data("unknown mode \(mode); use inprocess, scale, hsm, database or postgres\n".utf8))
+        FileHandle.standardError.write(
+            Data("unknown mode \(mode); use inprocess, scale, hsm, database or postgres\n".utf8)
+        )
         exit(2)
     }
 } catch {

@@ -188,14 +188,16 @@ package final class LeaseManager: Sendable {
             throw CofferError.invalid("lease is not renewable")
         }
         let asked = increment > 0 ? increment : entry.defaultTTL
-        let left = max(0, now.seconds(until: entry.maxExpireTime))
+        // What is left to the max, to the nearest second, as OpenBao rounds it ("24h" half a second
+        // after issue, not "23h59m59s"); the expiry itself never passes the max.
+        let left = max(0, now.nanosecondsUntil(entry.maxExpireTime).roundedSeconds)
         var warnings: [String] = []
         var ttl = asked
         if ttl > left {
             warnings.append(LeaseManager.cappedWarning(asked: asked, max: left))
             ttl = left
         }
-        let expire = now.adding(seconds: ttl)
+        let expire = min(now.adding(seconds: ttl), entry.maxExpireTime)
         guard let mount = mount(of: entry) else {
             throw CofferError.invalid("lease is not renewable: the mount that issued it is gone")
         }
@@ -257,20 +259,85 @@ package final class LeaseManager: Sendable {
     /// was ignored, the lease being gone). A failed attempt is recorded on the lease and retried
     /// later with backoff. A lease that does not exist counts as revoked.
     @discardableResult
-    package func revoke(
-        _ id: String,
+    package func revoke(_ id: String, now: Timestamp, force: Bool = false) throws(CofferError) -> CofferError? {
+        var batch = RevocationBatch()
+        defer { release(batch) }
+        let outcome = try revoke(id, ifDueAt: nil, now: now, force: force, into: &batch)
+        try commit(&batch)
+        if case .failed(let error) = outcome { return error }
+        return nil
+    }
+
+    /// Revokes many leases, committing the deletions of those revoked together (one storage
+    /// transaction per ``RevocationBatch/limit``, not one per lease: a durable commit costs more than
+    /// dropping a database user). A crash before a commit leaves leases whose secret is gone; they are
+    /// revoked again later, and revocation is idempotent. Many leases are revoked by up to
+    /// ``revocationWorkers`` threads at once (the database engine's pool holds 4 connections by
+    /// default): a revocation mostly waits for the database's commit.
+    private func revokeMany(
+        _ items: [(id: String, dueKey: String?)],
         now: Timestamp,
-        force: Bool = false,
-        ifDueAt dueKey: String? = nil
-    ) throws(CofferError) -> CofferError? {
-        let claimed = inFlight.withLock { $0.insert(id).inserted }
-        guard claimed else {
-            return CofferError(.conflict, "the lease is being revoked by another request")
+        force: Bool = false
+    ) throws(CofferError) -> (revoked: Int, failed: [(id: String, error: CofferError)]) {
+        let workers = min(LeaseManager.revocationWorkers, items.count / 8 + 1)
+        let results = Mutex<[(revoked: Int, failed: [(id: String, error: CofferError)], error: CofferError?)]>([])
+        runConcurrently(workers) { worker in
+            var batch = RevocationBatch()
+            defer { self.release(batch) }
+            var revoked = 0
+            var failed: [(id: String, error: CofferError)] = []
+            do throws(CofferError) {
+                for item in stride(from: worker, to: items.count, by: workers).map({ items[$0] }) {
+                    switch try self.revoke(item.id, ifDueAt: item.dueKey, now: now, force: force, into: &batch) {
+                    case .revoked: revoked += 1
+                    case .failed(let error): failed.append((item.id, error))
+                    case .skipped: break
+                    }
+                    if batch.deletions.count >= RevocationBatch.limit { try self.commit(&batch) }
+                }
+                try self.commit(&batch)
+                results.withLock { $0.append((revoked, failed, nil)) }
+            } catch {
+                results.withLock { $0.append((revoked, failed, error)) }
+            }
         }
-        defer { _ = inFlight.withLock { $0.remove(id) } }
-        guard let entry = try load(id) else { return nil }
-        // The expiry pass found it due; a renewal since then moved it.
-        if let dueKey, entry.dueKey != dueKey { return nil }
+        let all = results.withLock { $0 }
+        if let error = all.compactMap(\.error).first { throw error }
+        return (all.reduce(0) { $0 + $1.revoked }, all.flatMap(\.failed).sorted { $0.id < $1.id })
+    }
+
+    /// How many threads revoke at once.
+    static let revocationWorkers = 4
+
+    /// Leases revoked whose deletion is not stored yet: claimed (in ``inFlight``) until it is.
+    private struct RevocationBatch {
+        static let limit = 256
+        var deletions: [StorageOperation] = []
+        var claimed: [String] = []
+    }
+
+    private enum RevocationOutcome {
+        case revoked, skipped
+        case failed(CofferError)
+    }
+
+    private func revoke(
+        _ id: String,
+        ifDueAt dueKey: String?,
+        now: Timestamp,
+        force: Bool,
+        into batch: inout RevocationBatch
+    ) throws(CofferError) -> RevocationOutcome {
+        guard inFlight.withLock({ $0.insert(id).inserted }) else {
+            return .failed(CofferError(.conflict, "the lease is being revoked by another request"))
+        }
+        batch.claimed.append(id)
+        // A due row no lease claims any more (a renewal moved the lease, or a revocation was cut
+        // short after the lease went) is dropped with the batch.
+        guard let entry = try load(id), dueKey == nil || entry.dueKey == dueKey else {
+            if let dueKey { batch.deletions.append(.delete(key: dueKey)) }
+            return .skipped
+        }
         var failure: CofferError?
         if let mount = mount(of: entry) {
             do throws(CofferError) {
@@ -284,20 +351,26 @@ package final class LeaseManager: Sendable {
             failure = CofferError(.unavailable, "the mount that issued this lease is gone")
         }
         if failure == nil || force {
-            try delete(entry)
-            return failure
+            // Claimed, so nothing else changed the entry since it was loaded.
+            batch.deletions += ([LeaseManager.idPrefix + id, entry.dueKey] + indexKeys(entry)).map { .delete(key: $0) }
+            return failure.map { .failed($0) } ?? .revoked
         }
         try recordFailure(id, failure!, now: now)
-        return failure
+        return .failed(failure!)
     }
 
-    private func delete(_ entry: LeaseEntry) throws(CofferError) {
-        try withWriteLock { () throws(CofferError) in
-            // Read again: a failure recorded since adds the failing row.
-            let current = try load(entry.id) ?? entry
-            let keys = [LeaseManager.idPrefix + entry.id, current.dueKey] + indexKeys(current)
-            try barrier.batch(keys.map { .delete(key: $0) })
-        }
+    private func commit(_ batch: inout RevocationBatch) throws(CofferError) {
+        guard !batch.deletions.isEmpty else { return }
+        let deletions = batch.deletions
+        try withWriteLock { () throws(CofferError) in try barrier.batch(deletions) }
+        batch.deletions = []
+        release(batch)
+        batch.claimed = []
+    }
+
+    private func release(_ batch: RevocationBatch) {
+        guard !batch.claimed.isEmpty else { return }
+        inFlight.withLock { claims in for id in batch.claimed { claims.remove(id) } }
     }
 
     /// Counts a failed attempt and schedules the next: 1 s after the first failure, doubling up to
@@ -339,20 +412,12 @@ package final class LeaseManager: Sendable {
         now: Timestamp,
         force: Bool = false
     ) throws(CofferError) -> [(id: String, error: CofferError)] {
-        var failed: [(id: String, error: CofferError)] = []
-        for id in try ids(prefix: prefix) {
-            if let error = try revoke(id, now: now, force: force) { failed.append((id, error)) }
-        }
-        return failed
+        try revokeMany(try ids(prefix: prefix).map { ($0, nil) }, now: now, force: force).failed
     }
 
     /// Revokes every lease a mount issued, wherever the mount has moved since (its unmount).
     package func revokeMount(_ uuid: String, now: Timestamp) throws(CofferError) -> [(id: String, error: CofferError)] {
-        var failed: [(id: String, error: CofferError)] = []
-        for id in try indexedIDs(LeaseManager.mountPrefix + uuid + "/") {
-            if let error = try revoke(id, now: now) { failed.append((id, error)) }
-        }
-        return failed
+        try revokeMany(try indexedIDs(LeaseManager.mountPrefix + uuid + "/").map { ($0, nil) }, now: now).failed
     }
 
     /// The lease ids an index folder names.
@@ -420,11 +485,8 @@ package final class LeaseManager: Sendable {
             return pending
         }
         for hash in hashes {
-            guard let children = try? barrier.list(LeaseManager.tokenPrefix + hash + "/") else { continue }
-            for child in children {
-                guard let bytes = try? barrier.get(LeaseManager.tokenPrefix + hash + "/" + child) else { continue }
-                _ = try? revoke(String(decoding: bytes, as: UTF8.self), now: now)
-            }
+            guard let ids = try? indexedIDs(LeaseManager.tokenPrefix + hash + "/") else { continue }
+            _ = try? revokeMany(ids.map { ($0, nil) }, now: now)
         }
     }
 
@@ -464,6 +526,8 @@ package final class LeaseManager: Sendable {
         runPeriodic(now: now)
         if let due = nextDue.withLock({ $0 }), due > now { return report }
         guard let rows = try? dueRows(now: now) else { return report }
+        var due: [(id: String, dueKey: String?)] = []
+        var stale: [StorageOperation] = []
         for key in rows {
             guard let bytes = try? barrier.get(key) else { continue }
             let value = String(decoding: bytes, as: UTF8.self)
@@ -473,18 +537,17 @@ package final class LeaseManager: Sendable {
                     _ = try? core.tokens.live(entry, now: now)
                     report.tokensExpired += 1
                 }
-                try? barrier.delete(key)
-                continue
+                stale.append(.delete(key: key))
+            } else {
+                due.append((value, key))
             }
-            guard let entry = try? load(value), entry.dueKey == key else {
-                try? barrier.delete(key)  // a row left behind by a renewal or a revocation cut short
-                continue
-            }
-            do throws(CofferError) {
-                if try revoke(value, now: now, ifDueAt: key) == nil { report.revoked += 1 } else { report.failed += 1 }
-            } catch {
-                report.failed += 1
-            }
+        }
+        if !stale.isEmpty { try? barrier.batch(stale) }
+        if let outcome = try? revokeMany(due, now: now) {
+            report.revoked = outcome.revoked
+            report.failed = outcome.failed.count
+        } else {
+            report.failed = due.count
         }
         drainRevokedTokens(now: now)
         let earliest = (try? earliestDue()) ?? nil
@@ -580,6 +643,20 @@ package final class LeaseRunner: Sendable {
                 leases.tick(now: clock.now())
             }
         }
+    }
+}
+
+extension Timestamp {
+    fileprivate func nanosecondsUntil(_ later: Timestamp) -> Int64 {
+        later.nanoseconds.subtractingReportingOverflow(nanoseconds).overflow
+            ? (later < self ? .min : .max) : later.nanoseconds - nanoseconds
+    }
+}
+
+extension Int64 {
+    /// Nanoseconds as whole seconds, rounded half up.
+    fileprivate var roundedSeconds: Int64 {
+        self >= Int64.max - 500_000_000 ? self / 1_000_000_000 : (self + 500_000_000) / 1_000_000_000
     }
 }
 

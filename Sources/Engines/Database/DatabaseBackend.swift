@@ -15,6 +15,9 @@ package final class DatabaseBackend: TableBackend {
     package init() {}
 
     private let pools = Mutex<[String: ConnectionPool]>([:])
+    /// Parsed roles by name, and a count of invalidations: a read that raced a change does not
+    /// cache what it read (revocation reads the role of every lease it revokes).
+    private let roles = Mutex<(cache: [String: DatabaseRole], generation: UInt64)>(([:], 0))
 
     package static let paths = PathTable<DatabaseBackend>([
         Path("config/", list: DatabaseBackend.listConfigs),
@@ -68,6 +71,23 @@ package final class DatabaseBackend: TableBackend {
 
     package func invalidate(_ key: String) {
         if key.hasPrefix("config/") { dropPool(String(key.dropFirst("config/".count))) }
+        if key.hasPrefix("role/") { forgetRole(String(key.dropFirst("role/".count))) }
+    }
+
+    func role(_ storage: StorageView, _ name: String) throws(CofferError) -> DatabaseRole? {
+        let (cached, generation) = roles.withLock { ($0.cache[name], $0.generation) }
+        if let cached { return cached }
+        guard let json = try storage.getJSON("role/" + name) else { return nil }
+        let role = DatabaseRole(json: json)
+        roles.withLock { if $0.generation == generation { $0.cache[name] = role } }
+        return role
+    }
+
+    func forgetRole(_ name: String) {
+        roles.withLock {
+            $0.cache.removeValue(forKey: name)
+            $0.generation &+= 1
+        }
     }
 
     // MARK: Connections
@@ -104,6 +124,8 @@ package final class DatabaseBackend: TableBackend {
         _ name: String,
         _ body: (any DatabaseConnection) throws(CofferError) -> T
     ) throws(CofferError) -> T {
+        // A pool exists only for a stored configuration, and is dropped when it changes.
+        if let pool = pools.withLock({ $0[name] }) { return try pool.withConnection(body) }
         guard let config = try config(storage, name) else { throw DatabaseBackend.noConnection(name) }
         if !config.pendingPassword.isEmpty { try settlePendingRootPassword(storage, name, config) }
         let pool = try pools.withLock { (pools) throws(CofferError) -> ConnectionPool in
@@ -134,7 +156,7 @@ package final class DatabaseBackend: TableBackend {
     func revokeCredential(_ request: SecretRequest) throws(CofferError) {
         let username = request.internalData["username"]?.stringValue ?? ""
         let roleName = request.internalData["role"]?.stringValue ?? ""
-        let role = try request.storage.getJSON("role/" + roleName).map(DatabaseRole.init(json:))
+        let role = try role(request.storage, roleName)
         let dbName = role?.dbName ?? request.internalData["db_name"]?.stringValue ?? ""
         let statements =
             role?.revocationStatements
@@ -145,7 +167,8 @@ package final class DatabaseBackend: TableBackend {
             if statements.isEmpty {
                 try DatabaseStatements.defaultRevoke(connection, username)
             } else {
-                try connection.transaction(
+                try DatabaseStatements.run(
+                    connection,
                     SQLStatements.split(statements.map { expand($0, ["name": username, "username": username]) })
                 )
             }
@@ -156,7 +179,7 @@ package final class DatabaseBackend: TableBackend {
     func renewCredential(_ request: SecretRequest) throws(CofferError) {
         let username = request.internalData["username"]?.stringValue ?? ""
         let roleName = request.internalData["role"]?.stringValue ?? ""
-        guard let role = try request.storage.getJSON("role/" + roleName).map(DatabaseRole.init(json:)) else { return }
+        guard let role = try role(request.storage, roleName) else { return }
         try withConnection(request.storage, role.dbName) { (connection) throws(CofferError) in
             var statements = role.renewStatements
             if statements.isEmpty {
@@ -164,7 +187,7 @@ package final class DatabaseBackend: TableBackend {
                 statements = [#"ALTER ROLE "{{name}}" VALID UNTIL '{{expiration}}';"#]
             }
             let values = ["name": username, "username": username, "expiration": sqlExpiration(request.expireTime)]
-            try connection.transaction(SQLStatements.split(statements.map { expand($0, values) }))
+            try DatabaseStatements.run(connection, SQLStatements.split(statements.map { expand($0, values) }))
         }
     }
 }

@@ -260,11 +260,13 @@ extension DatabaseBackend {
             role.credentialType = v
         }
         try request.storage.putJSON(key, role.json)
+        forgetRole(request.capture("name"))
         return .noContent
     }
 
     func deleteRole(_ request: BackendRequest) throws(CofferError) -> Response {
         try request.storage.delete("role/" + request.capture("name"))
+        forgetRole(request.capture("name"))
         return .noContent
     }
 
@@ -273,14 +275,13 @@ extension DatabaseBackend {
     /// by itself, the user is dropped again).
     func creds(_ request: BackendRequest) throws(CofferError) -> Response {
         let roleName = request.capture("name")
-        guard let roleJSON = try request.storage.getJSON("role/" + roleName) else {
+        guard let role = try role(request.storage, roleName) else {
             throw CofferError.invalid("unknown role: \(roleName)")
         }
-        let role = DatabaseRole(json: roleJSON)
         guard let config = try config(request.storage, role.dbName) else { throw Self.noConnection(role.dbName) }
         guard config.allows(roleName) else { throw CofferError(.internal, "\"\(roleName)\" is not an allowed role") }
         guard !role.creationStatements.isEmpty else { throw CofferError(.internal, "empty creation statements") }
-        let template = try UsernameTemplate(
+        let template = try UsernameTemplate.parsed(
             config.usernameTemplate.isEmpty
                 ? (config.plugin == .mysql ? UsernameTemplate.mysqlDefault : UsernameTemplate.postgresDefault)
                 : config.usernameTemplate
@@ -296,7 +297,10 @@ extension DatabaseBackend {
         ]
         try withConnection(request.storage, role.dbName) { (connection) throws(CofferError) in
             do throws(CofferError) {
-                try connection.transaction(SQLStatements.split(role.creationStatements.map { expand($0, values) }))
+                try DatabaseStatements.run(
+                    connection,
+                    SQLStatements.split(role.creationStatements.map { expand($0, values) })
+                )
             } catch {
                 DatabaseStatements.rollback(connection, role, username)
                 // A statement the database quotes back may hold the generated password.

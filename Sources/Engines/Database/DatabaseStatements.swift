@@ -3,6 +3,23 @@ package import CofferCore
 /// What each plugin runs when a role gives no statements of its own, and the parts that differ
 /// between PostgreSQL and MySQL.
 enum DatabaseStatements {
+    /// Runs statements all or nothing. PostgreSQL gets them as one simple query, which it runs as one
+    /// implicit transaction in one round trip (BEGIN and COMMIT would be two more); MySQL in a
+    /// transaction, statement by statement (it cannot undo DDL either way: see ``rollback(_:_:_:)``).
+    static func run(_ connection: any DatabaseConnection, _ statements: [String]) throws(CofferError) {
+        guard !statements.isEmpty else { return }
+        switch connection.plugin {
+        case .postgresql:
+            do {
+                try connection.execute(statements.joined(separator: ";\n"))
+            } catch {
+                throw CofferError(error.code, "failed to execute query: " + error.message)
+            }
+        case .mysql:
+            try connection.transaction(statements)
+        }
+    }
+
     /// PostgreSQL's default revocation, as Vault's plugin does it: revoke what the user was granted in
     /// each schema, then drop it. Statements that fail before the drop (a schema gone meanwhile) do
     /// not stop it; a user that does not exist is already revoked.
@@ -67,7 +84,7 @@ enum DatabaseStatements {
     static func rollback(_ connection: any DatabaseConnection, _ role: DatabaseRole, _ username: String) {
         if !role.rollbackStatements.isEmpty {
             let values = ["name": username, "username": username]
-            try? connection.transaction(SQLStatements.split(role.rollbackStatements.map { expand($0, values) }))
+            try? run(connection, SQLStatements.split(role.rollbackStatements.map { expand($0, values) }))
         } else if connection.plugin == .mysql {
             try? defaultRevoke(connection, username)
         }
@@ -83,14 +100,17 @@ enum DatabaseStatements {
     ) throws(CofferError) {
         let values = ["name": username, "username": username, "password": password]
         if !statements.isEmpty {
-            try connection.transaction(SQLStatements.split(statements.map { expand($0, values) }))
+            try run(connection, SQLStatements.split(statements.map { expand($0, values) }))
             return
         }
         switch connection.plugin {
         case .postgresql:
-            try connection.transaction([
-                "ALTER ROLE \(connection.quoteIdentifier(username)) WITH PASSWORD \(connection.quoteLiteral(password))"
-            ])
+            try run(
+                connection,
+                [
+                    "ALTER ROLE \(connection.quoteIdentifier(username)) WITH PASSWORD \(connection.quoteLiteral(password))"
+                ]
+            )
         case .mysql:
             let hosts = try hosts(connection, username)
             guard !hosts.isEmpty else {

@@ -1,4 +1,5 @@
 package import CofferCore
+import Synchronization
 
 /// Vault's `username_template`: the part of Go's text/template that Vault's templates use.
 ///
@@ -57,6 +58,20 @@ package struct UsernameTemplate: Sendable {
         self.parts = parts
         // Every function and field is checked once now.
         _ = try render(Values(roleName: "role", displayName: "token", now: .zero))
+    }
+
+    /// Templates parsed once per text (a handful per vault: one per connection's `username_template`).
+    private static let cache = Mutex<[String: UsernameTemplate]>([:])
+
+    /// The template for `text`, parsed on first use.
+    package static func parsed(_ text: String) throws(CofferError) -> UsernameTemplate {
+        if let cached = cache.withLock({ $0[text] }) { return cached }
+        let template = try UsernameTemplate(text)
+        cache.withLock { cache in
+            if cache.count >= 256 { cache.removeAll() }
+            cache[text] = template
+        }
+        return template
     }
 
     package func render(_ values: Values) throws(CofferError) -> String {
