@@ -133,6 +133,23 @@ extension Harness {
         #expect(try !server.roleExists(user))
     }
 
+    @Test func manyRevocationsAtOnceOfUsersGrantedOneTable() throws {
+        // Revocations run 4 at a time; PostgreSQL refuses concurrent REVOKEs on one table ("tuple
+        // concurrently updated"), which must not surface as a failure.
+        let server = try pgSetup()
+        let h = try Harness()
+        try h.mountPostgres(
+            server,
+            extra: ["revocation_statements": [#"REVOKE ALL ON items FROM "{{name}}"; DROP ROLE IF EXISTS "{{name}}";"#]]
+        )
+        var users: [String] = []
+        for _ in 0..<40 { users.append(try h.creds().user) }
+        let revoke = h.wire("PUT", "sys/leases/revoke-prefix/database/creds/ro", [:])
+        #expect(revoke.status == 204, "\(errors(revoke.json))")
+        for user in users { #expect(try !server.roleExists(user)) }
+        #expect(h.wire("LIST", "sys/leases/lookup/database/creds/ro/").status == 404)
+    }
+
     @Test func theLeaseKeepsTheRevocationStatementsOfADeletedRole() throws {
         let server = try pgSetup()
         let h = try Harness()

@@ -208,13 +208,7 @@ package final class LeaseManager: Sendable {
             guard var current = try load(id) else { throw CofferError.invalid("lease not found") }
             current.expireTime = expire
             current.lastRenewal = now
-            let oldKey = current.dueKey
-            current.dueKey = DueIndex.key(expire)
-            try barrier.batch([
-                .put(key: LeaseManager.idPrefix + id, value: current.json.serialized()),
-                .delete(key: oldKey),
-                .put(key: current.dueKey, value: Array(id.utf8)),
-            ])
+            try store(&current, dueAt: expire)
         }
         noteDue(expire)
         return (ttl, warnings)
@@ -280,30 +274,63 @@ package final class LeaseManager: Sendable {
         force: Bool = false
     ) throws(CofferError) -> (revoked: Int, failed: [(id: String, error: CofferError)]) {
         let workers = min(LeaseManager.revocationWorkers, items.count / 8 + 1)
-        let results = Mutex<[(revoked: Int, failed: [(id: String, error: CofferError)], error: CofferError?)]>([])
+        guard workers > 1 else { return try revokeInOrder(items, now: now, force: force, record: true) }
+        // Revocations at once can collide in the database (PostgreSQL refuses two concurrent REVOKEs
+        // on one table: "tuple concurrently updated"). What fails here is tried once more, alone,
+        // before it counts as a failure.
+        let results = Mutex<[Result<(revoked: Int, failed: [(id: String, error: CofferError)]), CofferError>]>([])
         runConcurrently(workers) { worker in
-            var batch = RevocationBatch()
-            defer { self.release(batch) }
-            var revoked = 0
-            var failed: [(id: String, error: CofferError)] = []
-            do throws(CofferError) {
-                for item in stride(from: worker, to: items.count, by: workers).map({ items[$0] }) {
-                    switch try self.revoke(item.id, ifDueAt: item.dueKey, now: now, force: force, into: &batch) {
-                    case .revoked: revoked += 1
-                    case .failed(let error): failed.append((item.id, error))
-                    case .skipped: break
-                    }
-                    if batch.deletions.count >= RevocationBatch.limit { try self.commit(&batch) }
-                }
-                try self.commit(&batch)
-                results.withLock { $0.append((revoked, failed, nil)) }
-            } catch {
-                results.withLock { $0.append((revoked, failed, error)) }
+            let mine = stride(from: worker, to: items.count, by: workers).map { items[$0] }
+            let outcome = Result { () throws(CofferError) in
+                try self.revokeInOrder(mine, now: now, force: force, record: false)
             }
+            results.withLock { $0.append(outcome) }
         }
-        let all = results.withLock { $0 }
-        if let error = all.compactMap(\.error).first { throw error }
-        return (all.reduce(0) { $0 + $1.revoked }, all.flatMap(\.failed).sorted { $0.id < $1.id })
+        var revoked = 0
+        var failed: [(id: String, error: CofferError)] = []
+        for result in results.withLock({ $0 }) {
+            let outcome = try result.get()
+            revoked += outcome.revoked
+            failed += outcome.failed
+        }
+        // Forced ones are gone already, and reported as they are.
+        guard !force else { return (revoked, failed.sorted { $0.id < $1.id }) }
+        let dueKeys = Dictionary(items.map { ($0.id, $0.dueKey) }, uniquingKeysWith: { first, _ in first })
+        let retry = failed.map { (id: $0.id, dueKey: dueKeys[$0.id] ?? nil) }
+        let second = try revokeInOrder(retry, now: now, force: force, record: true)
+        return (revoked + second.revoked, second.failed.sorted { $0.id < $1.id })
+    }
+
+    /// Revokes `items` one after the other on this thread; a failure is recorded on its lease (and
+    /// retried later) only when `record`.
+    private func revokeInOrder(
+        _ items: [(id: String, dueKey: String?)],
+        now: Timestamp,
+        force: Bool,
+        record: Bool
+    ) throws(CofferError) -> (revoked: Int, failed: [(id: String, error: CofferError)]) {
+        var batch = RevocationBatch()
+        defer { release(batch) }
+        var revoked = 0
+        var failed: [(id: String, error: CofferError)] = []
+        for item in items {
+            let outcome = try revoke(
+                item.id,
+                ifDueAt: item.dueKey,
+                now: now,
+                force: force,
+                record: record,
+                into: &batch
+            )
+            switch outcome {
+            case .revoked: revoked += 1
+            case .failed(let error): failed.append((item.id, error))
+            case .skipped: break
+            }
+            if batch.deletions.count >= RevocationBatch.limit { try commit(&batch) }
+        }
+        try commit(&batch)
+        return (revoked, failed)
     }
 
     /// How many threads revoke at once.
@@ -326,6 +353,7 @@ package final class LeaseManager: Sendable {
         ifDueAt dueKey: String?,
         now: Timestamp,
         force: Bool,
+        record: Bool = true,
         into batch: inout RevocationBatch
     ) throws(CofferError) -> RevocationOutcome {
         guard inFlight.withLock({ $0.insert(id).inserted }) else {
@@ -355,7 +383,7 @@ package final class LeaseManager: Sendable {
             batch.deletions += ([LeaseManager.idPrefix + id, entry.dueKey] + indexKeys(entry)).map { .delete(key: $0) }
             return failure.map { .failed($0) } ?? .revoked
         }
-        try recordFailure(id, failure!, now: now)
+        if record { try recordFailure(id, failure!, now: now) }
         return .failed(failure!)
     }
 
@@ -373,6 +401,20 @@ package final class LeaseManager: Sendable {
         inFlight.withLock { claims in for id in batch.claimed { claims.remove(id) } }
     }
 
+    /// Stores `entry` with its due row moved to `time` (and its other index rows written again when
+    /// `indexes`: a first failure adds the failing row). The caller holds the write lock.
+    private func store(_ entry: inout LeaseEntry, dueAt time: Timestamp, indexes: Bool = false) throws(CofferError) {
+        let id = Array(entry.id.utf8)
+        let oldKey = entry.dueKey
+        entry.dueKey = DueIndex.key(time)
+        var ops: [StorageOperation] = [
+            .put(key: LeaseManager.idPrefix + entry.id, value: entry.json.serialized()), .delete(key: oldKey),
+            .put(key: entry.dueKey, value: id),
+        ]
+        if indexes { ops += indexKeys(entry).map { .put(key: $0, value: id) } }
+        try barrier.batch(ops)
+    }
+
     /// Counts a failed attempt and schedules the next: 1 s after the first failure, doubling up to
     /// ``maximumBackoff``, less up to a quarter at random so that many failing leases spread out.
     private func recordFailure(_ id: String, _ error: CofferError, now: Timestamp) throws(CofferError) {
@@ -384,15 +426,7 @@ package final class LeaseManager: Sendable {
             let backoff = min(Int64(1) << exponent, LeaseManager.maximumBackoff)
             let jitter = backoff > 1 ? Int64(Random.bytes(1)[0]) * (backoff / 4) / 255 : 0
             let next = now.adding(seconds: backoff - jitter)
-            let oldKey = entry.dueKey
-            entry.dueKey = DueIndex.key(next)
-            try barrier.batch(
-                [
-                    .put(key: LeaseManager.idPrefix + id, value: entry.json.serialized()),
-                    .delete(key: oldKey),
-                    .put(key: entry.dueKey, value: Array(id.utf8)),
-                ] + indexKeys(entry).map { .put(key: $0, value: Array(id.utf8)) }
-            )
+            try store(&entry, dueAt: next, indexes: entry.revokeAttempts == 1)
             return next
         }
         if let next { noteDue(next) }
@@ -448,13 +482,7 @@ package final class LeaseManager: Sendable {
         for id in ids {
             try withWriteLock { () throws(CofferError) in
                 guard var entry = try load(id) else { return }
-                let oldKey = entry.dueKey
-                entry.dueKey = DueIndex.key(now)
-                try barrier.batch([
-                    .put(key: LeaseManager.idPrefix + id, value: entry.json.serialized()),
-                    .delete(key: oldKey),
-                    .put(key: entry.dueKey, value: Array(id.utf8)),
-                ])
+                try store(&entry, dueAt: now)
             }
         }
         noteDue(now)
