@@ -400,7 +400,10 @@ final class LedgerBackend: TableBackend {
         let second = try Core(storage: storage, engines: registry, clock: clock)
         try second.unseal(key: result.keys[0].unsafeCopy)
         clock.advance(seconds: 61)
+        // A lease issued after the unseal, due later, does not hide the one already overdue.
+        let later = try second.call(.read, "ledger/creds/app", ["ttl": "1h"], token: result.rootToken)
         #expect(second.leases.tick(now: clock.now()).revoked == 1)
         #expect(!ledger.exists(user))
+        #expect(ledger.exists(later.data!["username"]!.stringValue!))
     }
 }

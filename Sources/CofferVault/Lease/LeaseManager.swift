@@ -79,10 +79,11 @@ package final class LeaseManager: Sendable {
         return try LeaseEntry(json: json)
     }
 
+    /// Lowers the earliest due time known in memory. While it is unknown (nil: after unseal, until
+    /// the first pass reads the index) it stays unknown: rows already in storage may be due earlier.
     private func noteDue(_ time: Timestamp) {
         nextDue.withLock { due in
-            if let current = due, current <= time { return }
-            due = time
+            if let current = due, time < current { due = time }
         }
     }
 
