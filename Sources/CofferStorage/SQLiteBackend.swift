@@ -86,7 +86,11 @@ package final class SQLiteBackend: PhysicalBackend {
     }
 
     package func list(prefix: String) throws(CofferError) -> [String] {
-        try withReader { (c) throws(CofferError) in try c.children(of: prefix) }
+        try withReader { (c) throws(CofferError) in try c.children(of: prefix, limit: .max) }
+    }
+
+    package func list(prefix: String, limit: Int) throws(CofferError) -> [String] {
+        try withReader { (c) throws(CofferError) in try c.children(of: prefix, limit: limit) }
     }
 
     package func put(_ key: String, _ value: [UInt8]) throws(CofferError) {
@@ -362,7 +366,7 @@ private final class Connection: @unchecked Sendable {
     /// The immediate children of `prefix` by range queries on the primary key: the keys of one
     /// folder are read in order, and each subfolder found is named once and skipped in one seek
     /// (its keys are never read), so listing a folder costs what its own entries cost.
-    func children(of prefix: String) throws(CofferError) -> [String] {
+    func children(of prefix: String, limit: Int) throws(CofferError) -> [String] {
         defer {
             sqlite3_reset(listStmt)
             sqlite3_clear_bindings(listStmt)
@@ -372,7 +376,7 @@ private final class Connection: @unchecked Sendable {
         bindText(listStmt, 2, prefix + "\u{10FFFF}")
         bindText(listStmt, 1, prefix)
         var out: [String] = []
-        while true {
+        while out.count < limit {
             let rc = sqlite3_step(listStmt)
             if rc == SQLITE_DONE { break }
             guard rc == SQLITE_ROW, let text = sqlite3_column_text(listStmt, 0) else {

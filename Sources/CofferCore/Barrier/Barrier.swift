@@ -448,6 +448,12 @@ package final class Barrier: Sendable {
         return try physical.list(prefix: prefix)
     }
 
+    /// The first `limit` children of `prefix`.
+    package func list(_ prefix: String, limit: Int) throws(CofferError) -> [String] {
+        _ = try current()
+        return try physical.list(prefix: prefix, limit: limit)
+    }
+
     /// Encrypts every put (seal-wrapping the keys `sealWrapped` picks) and applies all operations atomically.
     package func batch(_ operations: [StorageOperation], sealWrapped: ((String) -> Bool)? = nil) throws(CofferError) {
         if let sealWrapped,

@@ -19,6 +19,9 @@ package protocol PhysicalBackend: Sendable {
     /// The immediate children of `prefix`, sorted: a key `prefix + "a"` lists as `"a"`, and keys under
     /// `prefix + "b/"` list once as `"b/"` (Vault's list semantics).
     func list(prefix: String) throws(CofferError) -> [String]
+    /// The first `limit` of ``list(prefix:)``'s children, without reading the rest (the expiration
+    /// manager takes the oldest rows of an index folder that may hold a million).
+    func list(prefix: String, limit: Int) throws(CofferError) -> [String]
     /// Applies every operation or none.
     func batch(_ operations: [StorageOperation]) throws(CofferError)
     /// Releases files and statements. Later calls fail with an I/O error.
@@ -70,6 +73,10 @@ extension StorageOperation {
 }
 
 extension PhysicalBackend {
+    package func list(prefix: String, limit: Int) throws(CofferError) -> [String] {
+        Array(try list(prefix: prefix).prefix(max(0, limit)))
+    }
+
     /// Every key under `prefix` (recursively), for maintenance paths such as rewrapping and migration.
     package func listRecursive(prefix: String) throws(CofferError) -> [String] {
         var out: [String] = []

@@ -606,7 +606,11 @@ package final class LeaseManager: Sendable {
             guard let h = Int64(hour.dropLast()), h <= seconds / 3600 else { break }
             for minute in try barrier.list(DueIndex.prefix + hour) {
                 guard let m = Int64(minute.dropLast()), m <= seconds / 60 else { break }
-                for row in try barrier.list(DueIndex.prefix + hour + minute) {
+                // Only as many as the batch takes: a minute may hold a million rows.
+                for row in try barrier.list(
+                    DueIndex.prefix + hour + minute,
+                    limit: LeaseManager.batchLimit - rows.count
+                ) {
                     guard let time = DueIndex.time(ofRow: row), time <= now else { return rows }
                     rows.append(DueIndex.prefix + hour + minute + row)
                     if rows.count >= LeaseManager.batchLimit { return rows }
@@ -618,9 +622,9 @@ package final class LeaseManager: Sendable {
 
     /// The time of the first row of the index, nil when it is empty.
     private func earliestDue() throws(CofferError) -> Timestamp? {
-        guard let hour = try barrier.list(DueIndex.prefix).first,
-            let minute = try barrier.list(DueIndex.prefix + hour).first,
-            let row = try barrier.list(DueIndex.prefix + hour + minute).first
+        guard let hour = try barrier.list(DueIndex.prefix, limit: 1).first,
+            let minute = try barrier.list(DueIndex.prefix + hour, limit: 1).first,
+            let row = try barrier.list(DueIndex.prefix + hour + minute, limit: 1).first
         else { return nil }
         return DueIndex.time(ofRow: row)
     }
