@@ -54,6 +54,10 @@ import Testing
                 "invalid password policy: specified rules require at least 9 characters but 8 is specified"
             ),
             ("length = 8", "invalid password policy: no charset specified"),
+            (
+                "length = 8\nrule \"charset\" {\n charset = \"a\"\n min-chars = 9223372036854775807\n}\nrule \"charset\" {\n charset = \"b\"\n min-chars = 9223372036854775807\n}",
+                "invalid password policy: specified rules require at least"
+            ),
             ("nonsense {", "invalid password policy: unable to decode"),
         ]
         for (text, message) in cases {

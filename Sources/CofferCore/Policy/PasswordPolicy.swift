@@ -60,7 +60,11 @@ package struct PasswordPolicy: Sendable, Equatable {
         }
         let alphabet = rules.reduce(into: Set<Character>()) { $0.formUnion($1.charset) }
         guard !alphabet.isEmpty else { throw CofferError.invalid("invalid password policy: no charset specified") }
-        let required = rules.reduce(0) { $0 + $1.minChars }
+        // Saturating: min-chars values are the caller's and may sum past Int.max.
+        let required = rules.reduce(0) { sum, rule in
+            let (total, overflow) = sum.addingReportingOverflow(rule.minChars)
+            return overflow ? Int.max : total
+        }
         guard required <= length else {
             throw CofferError.invalid(
                 "invalid password policy: specified rules require at least \(required) characters but \(length) is specified"
