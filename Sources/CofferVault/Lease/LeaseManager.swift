@@ -498,11 +498,11 @@ package final class LeaseManager: Sendable {
         hasRevokedTokens.store(true, ordering: .releasing)
     }
 
-    /// Records when a token with a TTL expires, so it is revoked (with its leases) on time even if
-    /// no request ever presents it again.
-    func tokenExpires(_ hash: String, at time: Timestamp) throws(CofferError) {
-        try barrier.put(DueIndex.key(time), Array(("t:" + hash).utf8))
-        noteDue(time)
+    /// The due row that has a token with a TTL revoked (with its leases) on time even if no request
+    /// ever presents it again; the token store writes it with the token's entry.
+    func tokenExpiryRow(_ hash: String, at time: Timestamp) -> StorageOperation {
+        noteDue(time)  // early if the write fails: a pass then finds nothing and reads the index again
+        return .put(key: DueIndex.key(time), value: Array(("t:" + hash).utf8))
     }
 
     /// Revokes the leases of the tokens revoked since the last call.

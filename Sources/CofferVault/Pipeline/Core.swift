@@ -163,7 +163,7 @@ package final class Core: Sendable {
                 leases.tokenRevoked(hash)
             }
         }
-        tokens.expiring.withLock { $0 = { hash, time throws(CofferError) in try leases.tokenExpires(hash, at: time) } }
+        tokens.expiring.withLock { $0 = { hash, time in leases.tokenExpiryRow(hash, at: time) } }
         subscribeToChanges()
     }
 

@@ -180,11 +180,13 @@ package final class TokenStore: Sendable {
 
     /// Told when a token's expiry is set or moved (creation with a TTL, renewal), inside the lock:
     /// the expiration manager indexes it.
-    let expiring = Mutex<(@Sendable (String, Timestamp) throws(CofferError) -> Void)?>(nil)
+    /// It answers with the index row to store in the same batch as the entry.
+    let expiring = Mutex<(@Sendable (String, Timestamp) -> StorageOperation)?>(nil)
 
-    private func noteExpiry(_ entry: TokenEntry, was previous: Timestamp?) throws(CofferError) {
-        guard let time = entry.expireTime, time != previous, let hook = expiring.withLock({ $0 }) else { return }
-        try hook(entry.idHash, time)
+    /// The expiration manager's row for `entry`, when its expiry is new.
+    private func expiryRow(_ entry: TokenEntry, was previous: Timestamp?) -> [StorageOperation] {
+        guard let time = entry.expireTime, time != previous, let hook = expiring.withLock({ $0 }) else { return [] }
+        return [hook(entry.idHash, time)]
     }
 
     /// Forgets the salt and every cached entry (on seal).
@@ -256,9 +258,8 @@ package final class TokenStore: Sendable {
             if !entry.parentHash.isEmpty {
                 ops.append(.put(key: TokenStore.parentPrefix + entry.parentHash + "/" + idHash, value: []))
             }
-            try barrier.batch(ops)
+            try barrier.batch(ops + expiryRow(entry, was: nil))
             cache.withLock { $0[idHash] = entry }
-            try noteExpiry(entry, was: nil)
         }
         return (token, entry)
     }
@@ -272,14 +273,19 @@ package final class TokenStore: Sendable {
             guard var entry = try entry(hash: hash) else { return nil }
             let previous = entry.expireTime
             try change(&entry)
-            try save(entry)
-            try noteExpiry(entry, was: previous)
+            try save(entry, with: expiryRow(entry, was: previous))
             return entry
         }
     }
 
-    private func save(_ entry: TokenEntry) throws(CofferError) {
-        try barrier.put(TokenStore.idPrefix + entry.idHash, entry.json.serialized())
+    /// Stores `entry`, and `more` in the same batch.
+    private func save(_ entry: TokenEntry, with more: [StorageOperation] = []) throws(CofferError) {
+        let key = TokenStore.idPrefix + entry.idHash
+        if more.isEmpty {
+            try barrier.put(key, entry.json.serialized())
+        } else {
+            try barrier.batch([.put(key: key, value: entry.json.serialized())] + more)
+        }
         cache.withLock { $0[entry.idHash] = entry }
     }
 
