@@ -10,6 +10,7 @@ sends one request sequence to both servers and compares them field by field.
 """
 import os
 import re
+import secrets
 import socket
 import subprocess
 import time
@@ -543,6 +544,21 @@ def test_no_store_certificates_are_not_stored_and_still_revocable(pki):
         code, out = verify(root_file, second["certificate"], None, "-crl_check", "-CRLfile", crl_file)
         assert code != 0 and "certificate revoked" in out, out
 
+    # Only serials this mount issued: one from another mount's no_store role, and a made-up one, are
+    # refused as unknown and change no CRL (Coffer's serials carry a MAC of the mount, docs/pki.md).
+    pki.root(f"{mount}-other", "Other No-Store Root")
+    pki.ok("POST", f"{mount}-other/roles/ns", {"allow_any_name": True, "key_type": "ec", "no_store": True})
+    foreign = pki.data("POST", f"{mount}-other/issue/ns", {"common_name": "c.example.com", "ttl": "1h"})["serial_number"]
+    made_up = ":".join(f"{b:02x}" for b in bytes([0x40 | secrets.randbelow(64)]) + secrets.token_bytes(19))
+    revoked_before = pki.keys(f"{mount}/certs/revoked")
+    for serial in (foreign, made_up):
+        assert pki.error("POST", f"{mount}/revoke", {"serial_number": serial}) == (
+            400, f"certificate with serial {serial} not found.")
+    assert pki.keys(f"{mount}/certs/revoked") == revoked_before
+    assert pki.keys(f"{mount}-other/certs/revoked") == []
+    crl = Crl(requests.get(f"{pki.addr}/v1/{mount}/crl", timeout=10).content)
+    assert not crl.lists(foreign) and not crl.lists(made_up), crl.text
+
 
 def test_tidy_removes_expired_certificates(pki):
     mount = "tidy"
@@ -896,6 +912,8 @@ def _differential(ref, ours):
     both("set-signed again", "POST", f"{mount}_int/intermediate/set-signed", {"certificate": "{}"},
          per_server=data_pair(signed, "certificate"))
     both("set-signed, a leaf", "POST", f"{mount}_int/intermediate/set-signed", {"certificate": "{}"},
+         per_server=data_pair(issued, "certificate"))
+    both("revoke a certificate of another CA", "POST", f"{mount}_int/revoke", {"certificate": "{}"},
          per_server=data_pair(issued, "certificate"))
     both("intermediate role", "POST", f"{mount}_int/roles/web", role, same_data=True)
     both("issue under the intermediate", "POST", f"{mount}_int/issue/web", {"common_name": "i.example.com", "ttl": "1h"},
