@@ -17,6 +17,8 @@ APT_PACKAGES += gnupg
 # The database secrets engine's tests start a real PostgreSQL and a real MariaDB of their own (issue 15);
 # libpq5 and libmariadb3 come with them (libcoffer.so loads those with dlopen, only when the engine connects).
 APT_PACKAGES += postgresql mariadb-server
+# The PKI tests check certificates and CRLs with the openssl CLI (above) and fetch over TLS with curl (issue 16).
+APT_PACKAGES += curl
 BENCH_APT_PACKAGES := nginx-light
 # Python packages for the compatibility tests (Tests/compat) and the bindings: the real clients and the test runner;
 # llhttp (the parser under swift-nio, as a Python module) is the reference of the request-framing differential test.
