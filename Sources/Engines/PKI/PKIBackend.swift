@@ -153,8 +153,12 @@ package final class PKIBackend: TableBackend {
         return (o["default"]?.stringValue ?? "", o["default_follows_latest_issuer"]?.boolValue ?? false)
     }
 
-    /// The issuer `ref` names: "default", an id or a name. Unknown: OpenBao's 500.
-    func resolveIssuer(_ ref: String, _ storage: StorageReader) throws(CofferError) -> LoadedIssuer {
+    /// What OpenBao puts before "unable to find PKI issuer" when a signing request names one.
+    static let fetchContext = "could not fetch the CA certificate (was one set?): "
+
+    /// The issuer `ref` names: "default", an id or a name. Unknown: OpenBao's 500 (its message after
+    /// `context`).
+    func resolveIssuer(_ ref: String, _ storage: StorageReader, context: String = "") throws(CofferError) -> LoadedIssuer {
         if ref == "default" || ref.isEmpty {
             let id = try issuerConfig(storage).defaultID
             guard !id.isEmpty, let issuer = try loadIssuer(id, storage) else {
@@ -169,7 +173,7 @@ package final class PKIBackend: TableBackend {
         }
         if let issuer = try loadIssuer(ref, storage) { return issuer }
         if let issuer = try allIssuers(storage).first(where: { $0.entry.name == ref }) { return issuer }
-        throw CofferError(.internal, multierror("unable to find PKI issuer for reference: \(ref)"))
+        throw CofferError(.internal, multierror(context + "unable to find PKI issuer for reference: \(ref)"))
     }
 
     /// The issuer's chain: itself, then the issuers on this mount that signed it, up to a root.

@@ -304,7 +304,9 @@ extension PKIBackend {
     func importIssuers(_ request: BackendRequest) throws(CofferError) -> Response {
         let text = request.fields.string("certificate") ?? request.fields.string("pem_bundle") ?? ""
         guard let blocks = PEM.decodeAll(text), !blocks.isEmpty else {
-            throw CofferError.invalid("no data found in PEM block")
+            throw CofferError.invalid(
+                "provided data for import was too short; perhaps a path was passed to the API rather than the contents of a PEM file"
+            )
         }
         var parsedCerts: [(der: [UInt8], parsed: ParsedX509)] = []
         for (index, block) in blocks.enumerated() {
@@ -316,7 +318,7 @@ extension PKIBackend {
             }
             guard parsed.isCA else {
                 throw CofferError.invalid(
-                    "Error parsing issuer \(index): Refusing to import non-CA certificate\n\(PEM.encode(block.der, label: "CERTIFICATE"))"
+                    "Error parsing issuer \(index): Refusing to import non-CA certificate\n\(PEM.encode(block.der, label: "CERTIFICATE"))\n"
                 )
             }
             parsedCerts.append((block.der, parsed))
@@ -357,10 +359,14 @@ extension PKIBackend {
             }
             forgetIssuers()
             func list(_ ids: [String]) -> JSONValue { ids.isEmpty ? .null : .array(ids.map { .string($0) }) }
-            return Response(data: [
-                "existing_issuers": list(already), "existing_keys": .null, "imported_issuers": list(imported),
-                "imported_keys": .null, "mapping": .object(mapping),
-            ])
+            let urls = try urls(for: nil, request.storage.reader)
+            return Response(
+                data: [
+                    "existing_issuers": list(already), "existing_keys": .null, "imported_issuers": list(imported),
+                    "imported_keys": .null, "mapping": .object(mapping),
+                ],
+                warnings: urls.issuing.isEmpty && urls.crl.isEmpty && urls.ocsp.isEmpty ? [Self.aiaWarning] : []
+            )
         }
     }
 }

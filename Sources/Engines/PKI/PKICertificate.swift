@@ -100,6 +100,9 @@ struct CertificateTemplate {
     var issuingCertificates: [String] = []
     var ocspServers: [String] = []
     var crlDistributionPoints: [String] = []
+    /// SAN after the CRL distribution points (sign-verbatim copies it from the request, and Go
+    /// writes such copied extensions last).
+    var sanLast = false
 }
 
 /// Who signs: a CA's key and name, or a new root signing itself.
@@ -347,20 +350,21 @@ enum X509 {
                 + t.issuingCertificates.map { DER.sequence([OID.caIssuers, DER.tlv(0x86, Array($0.utf8))]) }
             out.append(extensionDER(OID.authorityInfoAccess, DER.sequence(access)))
         }
+        var san: [UInt8]?
         if !(t.dnsNames.isEmpty && t.emails.isEmpty && t.ipAddresses.isEmpty && t.uris.isEmpty) {
-            out.append(
-                extensionDER(
-                    OID.subjectAltName,
-                    generalNames(dns: t.dnsNames, emails: t.emails, ips: t.ipAddresses, uris: t.uris)
-                )
+            san = extensionDER(
+                OID.subjectAltName,
+                generalNames(dns: t.dnsNames, emails: t.emails, ips: t.ipAddresses, uris: t.uris)
             )
         }
+        if let san, !t.sanLast { out.append(san) }
         if !t.crlDistributionPoints.isEmpty {
             let points = t.crlDistributionPoints.map { url in
                 DER.sequence([DER.explicit(0, DER.explicit(0, DER.tlv(0x86, Array(url.utf8))))])
             }
             out.append(extensionDER(OID.crlDistributionPoints, DER.sequence(points)))
         }
+        if let san, t.sanLast { out.append(san) }
         return out
     }
 

@@ -352,7 +352,7 @@ extension PKIBackend {
         let (format, pkcs8) = try Self.checkFormat(fields)
         var warnings: [String] = []
         let issuerRef = request.captures["issuer"] ?? fields.string("issuer_ref") ?? role.string("issuer_ref")
-        let issuer = try resolveIssuer(issuerRef, request.storage.reader)
+        let issuer = try resolveIssuer(issuerRef, request.storage.reader, context: Self.fetchContext)
         guard let signer = issuer.signer else {
             throw CofferError.invalid("issuer \(issuer.entry.id) has no key on this mount and cannot issue certificates")
         }
@@ -503,7 +503,7 @@ extension PKIBackend {
         else { throw CofferError.invalid("csr contains no data") }
         switch ParsedX509.request(block.der) {
         case .success(let parsed): return parsed
-        case .failure(.badSignature): throw CofferError.invalid("certificate request signature failed to verify")
+        case .failure(.badSignature): throw CofferError.invalid("request signature invalid")
         case .failure(.malformed): throw CofferError.invalid("certificate request could not be parsed")
         }
     }
@@ -520,7 +520,11 @@ extension PKIBackend {
             }
             role = found
         }
-        let issuer = try resolveIssuer(request.captures["issuer"] ?? fields.string("issuer_ref") ?? "default", request.storage.reader)
+        let issuer = try resolveIssuer(
+            request.captures["issuer"] ?? fields.string("issuer_ref") ?? "default",
+            request.storage.reader,
+            context: Self.fetchContext
+        )
         guard let signer = issuer.signer else {
             throw CofferError.invalid("issuer \(issuer.entry.id) has no key on this mount and cannot issue certificates")
         }
@@ -555,6 +559,7 @@ extension PKIBackend {
         template.emails = parsed.emails
         template.ipAddresses = parsed.ipAddresses
         template.uris = parsed.uris
+        template.sanLast = true  // copied from the request, after the extensions the CA writes (as Go does)
         let urls = try urls(for: issuer, request.storage.reader)
         template.issuingCertificates = urls.issuing
         template.crlDistributionPoints = urls.crl

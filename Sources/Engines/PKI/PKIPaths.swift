@@ -295,6 +295,17 @@ extension PKIBackend {
                     "Deleted issuer \(issuer.entry.id) (via issuer_ref \(ref)); this was configured as the default issuer. Operations without an explicit issuer will not work until a new default is configured."
                 )
             }
+            // Roles left naming an issuer that is gone.
+            var names: Set<String> = [issuer.entry.id]
+            if !issuer.entry.name.isEmpty { names.insert(issuer.entry.name) }
+            if defaultID == issuer.entry.id { names.insert("default") }
+            var referencing = 0
+            for role in try request.storage.list(PKIStorage.rolePrefix) {
+                if let found = try loadRole(role, request.storage.reader), names.contains(found.string("issuer_ref")) {
+                    referencing += 1
+                }
+            }
+            if referencing > 0 { warnings.append("\(referencing) roles reference \(ref)") }
             return warnings.isEmpty ? .noContent : Response(data: nil, warnings: warnings)
         }
     }

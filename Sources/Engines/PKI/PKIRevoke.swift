@@ -67,7 +67,7 @@ extension PKIBackend {
             serial = parsed.serial
         } else {
             guard let text = fields.string("serial_number"), !text.isEmpty else {
-                throw CofferError.invalid("The serial number must be provided")
+                throw CofferError.invalid("The serial number or certificate to revoke must be provided.")
             }
             guard let parsed = SerialText.serial(text) else { throw CofferError.invalid("certificate with serial \(text) not found.") }
             serial = parsed
@@ -80,14 +80,14 @@ extension PKIBackend {
             // its issuer's key identifier and name; a stranger's certificate is not ours to list).
             let issuers = try allIssuers(request.storage.reader)
             guard issuers.contains(where: { $0.parsed.subject == certificate.issuer && ($0.keyID == certificate.authorityKeyID || certificate.authorityKeyID.isEmpty) })
-            else { throw CofferError.invalid("certificate was not issued by this mount") }
+            else { throw Self.notOurs }
             if try request.storage.getJSON(PKIStorage.certPrefix + PKIStorage.name(serial)) == nil,
                 try serialOrigin(serial, request.storage) == nil
             {
                 // Issued elsewhere under the same CA (or before serials carried their origin):
                 // record it from the certificate itself.
                 guard let issuer = issuers.first(where: { $0.parsed.subject == certificate.issuer }) else {
-                    throw CofferError.invalid("certificate was not issued by this mount")
+                    throw Self.notOurs
                 }
                 let raw = PEM.decodeAll(fields.string("certificate") ?? "")?.first?.der ?? []
                 try request.storage.putJSON(
@@ -113,6 +113,13 @@ extension PKIBackend {
             return response
         }
     }
+
+    static let notOurs = CofferError(
+        .internal,
+        multierror(
+            "unable to verify signature on presented cert from any present issuer in this mount; certificates from previous CAs will need to have their issuing CA and key re-imported if revocation is necessary"
+        )
+    )
 
     /// `revoke-with-key`: the private key must be the certificate's.
     func checkPrivateKey(_ text: String, matches certificate: ParsedX509?, serial: [UInt8], _ storage: StorageView) throws(CofferError) {
@@ -325,17 +332,17 @@ extension PKIBackend {
         let fields = request.fields
         let certStore = fields.bool("tidy_cert_store") ?? false
         let revokedCerts = fields.bool("tidy_revoked_certs") ?? false
-        var response = Response.accepted
         guard certStore || revokedCerts else {
-            response.warnings = [
-                "Manual tidy requested but no tidy operations were set. Enable at least one tidy operation to be run (tidy_cert_store / tidy_revoked_certs / tidy_invalid_certs / tidy_revoked_cert_issuer_associations / tidy_expired_issuers / tidy_move_legacy_ca_bundle / tidy_acme)."
-            ]
-            return response
+            return Self.accepted(
+                warning:
+                    "Manual tidy requested but no tidy operations were set. Enable at least one tidy operation to be run (tidy_cert_store / tidy_revoked_certs / tidy_invalid_certs / tidy_revoked_cert_issuer_associations / tidy_expired_issuers / tidy_move_legacy_ca_bundle / tidy_acme)."
+            )
         }
         let buffer = fields.seconds("safety_buffer") ?? 72 * 3600
         let pageSize = max(1, fields.int("page_size") ?? 1000)
         let started = request.now
-        let cutoff = request.now.seconds - buffer
+        // Gone once now is past NotAfter + safety_buffer (OpenBao compares instants, not whole seconds).
+        let now = request.now
         var deletedCerts = 0
         var deletedRevoked = 0
         let issuerCerts = Set(try allIssuers(request.storage.reader).map(\.entry.certificate))
@@ -344,7 +351,7 @@ extension PKIBackend {
             var batch: [StorageOperation] = []
             for name in try request.storage.list(prefix) {
                 guard let json = try request.storage.getJSON(prefix + name), let notAfter = try expiry(json),
-                    notAfter < cutoff
+                    Timestamp(seconds: notAfter).adding(seconds: buffer) < now
                 else { continue }
                 batch.append(.delete(key: prefix + name))
                 if batch.count >= pageSize {
@@ -379,13 +386,25 @@ extension PKIBackend {
             "last_auto_tidy_finished": .string(request.now.rfc3339),
             "revoked_safety_buffer": .int(buffer), "issuer_safety_buffer": 31_536_000,
             "acme_account_safety_buffer": 2_592_000, "acme_account_deleted_count": 0, "acme_account_revoked_count": 0,
-            "acme_orders_deleted_count": 0, "internal_backend_uuid": .string(request.mount.uuid),
+            "acme_orders_deleted_count": 0, "total_acme_account_count": 0, "internal_backend_uuid": .string(request.mount.uuid),
         ]
         tidy.withLock { $0 = status }
-        response.warnings = [
-            "Tidy operation successfully started. Any information from the operation will be printed to OpenBao's server logs."
-        ]
-        return response
+        return Self.accepted(
+            warning:
+                "Tidy operation successfully started. Any information from the operation will be printed to OpenBao's server logs."
+        )
+    }
+
+    /// OpenBao's answer to an operation it runs in the background: 202, an envelope with an empty
+    /// `request_id` and one warning.
+    static func accepted(warning: String) -> Response {
+        .raw(
+            [
+                "request_id": "", "lease_id": "", "renewable": false, "lease_duration": 0, "data": .null,
+                "wrap_info": .null, "warnings": [.string(warning)], "auth": .null,
+            ],
+            status: 202
+        )
     }
 
     func tidyStatus(_ request: BackendRequest) throws(CofferError) -> Response {
