@@ -20,10 +20,12 @@ static int copy_der_name(const X509_NAME *name, unsigned char **out, size_t *len
     return 0;
 }
 
-static int copy_public_key(EVP_PKEY *key, cpki_parsed *out) {
-    if (key == NULL) return -1;
+/* The SubjectPublicKeyInfo as it was parsed (i2d_X509_PUBKEY re-encodes the ASN.1 structure; i2d_PUBKEY
+   on the EVP_PKEY would set up an OpenSSL 3 encoder, hundreds of microseconds). */
+static int copy_public_key(X509_PUBKEY *spki, EVP_PKEY *key, cpki_parsed *out) {
+    if (key == NULL || spki == NULL) return -1;
     unsigned char *buffer = NULL;
-    int n = i2d_PUBKEY(key, &buffer);
+    int n = i2d_X509_PUBKEY(spki, &buffer);
     if (n <= 0) return -1;
     out->spki_der = buffer;
     out->spki_len = (size_t)n;
@@ -136,7 +138,7 @@ int cpki_parse_certificate(const unsigned char *der, size_t len, cpki_parsed *ou
     out->path_len = X509_get_pathlen(cert);
     if (copy_der_name(X509_get_subject_name(cert), &out->subject_der, &out->subject_len) != 0) goto done;
     if (copy_der_name(X509_get_issuer_name(cert), &out->issuer_der, &out->issuer_len) != 0) goto done;
-    if (copy_public_key(X509_get0_pubkey(cert), out) != 0) goto done;
+    if (copy_public_key(X509_get_X509_PUBKEY(cert), X509_get0_pubkey(cert), out) != 0) goto done;
     const ASN1_OCTET_STRING *ski = X509_get0_subject_key_id(cert);
     if (ski && ASN1_STRING_length(ski) <= (int)sizeof out->ski) {
         out->ski_len = (size_t)ASN1_STRING_length(ski);
@@ -178,7 +180,7 @@ int cpki_parse_request(const unsigned char *der, size_t len, cpki_parsed *out) {
         goto done;
     }
     if (copy_der_name(X509_REQ_get_subject_name(request), &out->subject_der, &out->subject_len) != 0) goto done;
-    if (copy_public_key(key, out) != 0) goto done;
+    if (copy_public_key(X509_REQ_get_X509_PUBKEY(request), key, out) != 0) goto done;
     copy_common_name(X509_REQ_get_subject_name(request), out);
     STACK_OF(X509_EXTENSION) *extensions = X509_REQ_get_extensions(request);
     if (extensions) {

@@ -130,11 +130,16 @@ private func text(_ data: [String: JSONValue], _ key: String) -> String { data[k
             #expect(h.wire("POST", "pki/roles/\(type)", ["allow_any_name": true, "key_type": .string(type), "key_bits": .int(bits)]).status == 200)
             let leaf = try h.issue(type, "\(type).example.internal")
             #expect(text(leaf, "private_key").hasPrefix("-----BEGIN \(label)-----"))
+            // The key is the certificate's.
+            let keyPub = try ssl.run(["pkey", "-in", ssl.write("\(type).key", text(leaf, "private_key")), "-pubout"]).output
+            let certPub = try ssl.run(["x509", "-in", ssl.write("\(type)-cert.pem", text(leaf, "certificate")), "-noout", "-pubkey"]).output
+            #expect(!keyPub.isEmpty && keyPub == certPub, "\(type)")
             let verify = try ssl.run(["verify", "-attime", String(h.clock.now().seconds), "-CAfile", root, ssl.write("\(type).pem", text(leaf, "certificate"))])
             #expect(verify.status == 0, "\(type): \(verify.output) \(verify.errors)")
         }
         let pkcs8 = try h.issue("ec", "x.example.internal", extra: ["private_key_format": "pkcs8"])
         #expect(text(pkcs8, "private_key").hasPrefix("-----BEGIN PRIVATE KEY-----"))
+        #expect(try ssl.run(["pkey", "-in", ssl.write("p8.key", text(pkcs8, "private_key")), "-noout"]).status == 0)
         let der = try h.issue("ec", "y.example.internal", extra: ["format": "der"])
         let certDER = try #require(Base64.decode(text(der, "certificate")))
         #expect(try ssl.run(["x509", "-inform", "DER", "-in", ssl.write("y.der", bytes: certDER), "-noout", "-subject"]).output.contains("y.example.internal"))

@@ -218,8 +218,43 @@ extension PKey {
         return PKey(key)
     }
 
-    /// The SubjectPublicKeyInfo, DER.
+    /// The named curve of an EC key ("prime256v1", …) and its OID, or nil.
+    var curve: (name: String, oid: [UInt8], size: Int)? {
+        var name = [CChar](repeating: 0, count: 64)
+        var length = 0
+        guard type == "EC", EVP_PKEY_get_utf8_string_param(pointer, "group", &name, 64, &length) == 1 else { return nil }
+        switch String(decoding: name.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self) {
+        case "prime256v1": return ("prime256v1", DER.oid("1.2.840.10045.3.1.7")!, 32)
+        case "secp384r1": return ("secp384r1", DER.oid("1.3.132.0.34")!, 48)
+        case "secp521r1": return ("secp521r1", DER.oid("1.3.132.0.35")!, 66)
+        case "secp224r1": return ("secp224r1", DER.oid("1.3.132.0.33")!, 28)
+        default: return nil
+        }
+    }
+
+    static let ecPublicKeyOID = DER.oid("1.2.840.10045.2.1")!
+    static let ed25519OID: [UInt8] = [0x06, 0x03, 0x2B, 0x65, 0x70]
+
+    /// The EC public point, uncompressed.
+    func ecPoint() throws(CofferError) -> [UInt8] {
+        var point = [UInt8](repeating: 0, count: 133)
+        var length = 0
+        guard EVP_PKEY_get_octet_string_param(pointer, "pub", &point, point.count, &length) == 1 else {
+            throw PKey.failure("read an EC public key")
+        }
+        return Array(point.prefix(length))
+    }
+
+    /// The SubjectPublicKeyInfo, DER. EC and Ed25519 keys are written here from their parameters:
+    /// OpenSSL 3's `i2d_PUBKEY` sets up an encoder for each call, which costs more than the keygen
+    /// and the signature of a leaf together.
     func subjectPublicKeyInfo() throws(CofferError) -> [UInt8] {
+        if let curve {
+            return DER.sequence([DER.sequence([PKey.ecPublicKeyOID, curve.oid]), DER.bitString(try ecPoint())])
+        }
+        if type == "ED25519" {
+            return DER.sequence([DER.sequence([PKey.ed25519OID]), DER.bitString(try rawPublicKey())])
+        }
         let length = i2d_PUBKEY(pointer, nil)
         guard length > 0 else { throw PKey.failure("encode a public key") }
         var out = [UInt8](repeating: 0, count: Int(length))
@@ -235,6 +270,9 @@ extension PKey {
     /// PKCS#1 for RSA, PKCS#8 for Ed25519), as PEM text or DER bytes. The caller clears the result.
     func exportPrivate(pkcs8: Bool, der: Bool) throws(CofferError) -> (bytes: [UInt8], label: String) {
         let pkcs8 = pkcs8 || type == "ED25519"
+        if let fast = try encodePrivate(pkcs8: pkcs8) {
+            return (fast, pkcs8 ? "PRIVATE KEY" : "EC PRIVATE KEY")
+        }
         let structure: StaticString = pkcs8 ? "PrivateKeyInfo" : "type-specific"
         let format: StaticString = "DER"
         guard let encoder = OSSL_ENCODER_CTX_new_for_pkey(pointer, coffer_select_keypair(), cString(format), cString(structure), nil)
@@ -250,6 +288,44 @@ extension PKey {
         CRYPTO_free(data, nil, 0)
         let label = pkcs8 ? "PRIVATE KEY" : type == "EC" ? "EC PRIVATE KEY" : "RSA PRIVATE KEY"
         return (bytes, label)
+    }
+
+    /// EC (SEC1 or PKCS#8) and Ed25519 (PKCS#8) private keys written from their parameters, for the
+    /// same reason as ``subjectPublicKeyInfo()``; nil for RSA (whose keygen dwarfs the encoder).
+    private func encodePrivate(pkcs8: Bool) throws(CofferError) -> [UInt8]? {
+        if type == "ED25519" {
+            var seed = [UInt8](repeating: 0, count: 32)
+            var length = 32
+            defer { coffer_openssl_cleanse(&seed, 32) }
+            guard EVP_PKEY_get_raw_private_key(pointer, &seed, &length) == 1, length == 32 else {
+                throw PKey.failure("read an Ed25519 private key")
+            }
+            var inner = DER.octetString(seed)
+            defer { coffer_openssl_cleanse(&inner, inner.count) }
+            return DER.sequence([DER.integer(0), DER.sequence([PKey.ed25519OID]), DER.octetString(inner)])
+        }
+        guard let curve else { return nil }
+        var scalar: OpaquePointer?
+        guard EVP_PKEY_get_bn_param(pointer, "priv", &scalar) == 1, let scalar else {
+            throw PKey.failure("read an EC private key")
+        }
+        defer { BN_clear_free(scalar) }
+        var secret = [UInt8](repeating: 0, count: curve.size)
+        defer { coffer_openssl_cleanse(&secret, secret.count) }
+        guard BN_bn2binpad(scalar, &secret, Int32(curve.size)) == Int32(curve.size) else {
+            throw PKey.failure("read an EC private key")
+        }
+        let point = DER.explicit(1, DER.bitString(try ecPoint()))
+        var secretField = DER.octetString(secret)
+        defer { coffer_openssl_cleanse(&secretField, secretField.count) }
+        if pkcs8 {
+            var sec1 = DER.sequence([DER.integer(1), secretField, point])
+            defer { coffer_openssl_cleanse(&sec1, sec1.count) }
+            return DER.sequence([
+                DER.integer(0), DER.sequence([PKey.ecPublicKeyOID, curve.oid]), DER.octetString(sec1),
+            ])
+        }
+        return DER.sequence([DER.integer(1), secretField, DER.explicit(0, curve.oid), point])
     }
 
     /// Signs `message` (a TBSCertificate, TBSCertList or CertificationRequestInfo) with `algorithm`.
