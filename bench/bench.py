@@ -235,6 +235,7 @@ def http_creds(cofferd, scratch, postgres, rounds, per_round):
 
 PKI_EC_FLOOR = "floor: EC P-256 keygen + leaf + sign + DER (C, OpenSSL)"
 PKI_EC_X509API = "reference: the same leaf through OpenSSL's X509 API (C)"
+PKI_EC_FLOOR_STORED = "floor + one durable SQLite write of the certificate (WAL, synchronous=FULL)"
 PKI_EC_NOSTORE = "issue EC P-256 (Swift API, handle; no_store role, SQLite)"
 PKI_EC_STORED = "issue EC P-256 (Swift API, handle; default role, stored, SQLite)"
 PKI_EC_STORED_MEMORY = "issue EC P-256 (Swift API, handle; default role, stored, memory storage)"
@@ -385,10 +386,14 @@ def pki_goals(p, g):
         r = f.get(name)
         if floor and r:
             ratio = r["p50_us"] / floor["p50_us"]
+            measured = (f"{ratio:.2f}× ({r['p50_us']:.0f} µs against {floor['p50_us']:.0f} µs; median of the rounds' "
+                        f"ratios {s.get(name + ' / floor, median round', 0):.2f}×)")
+            stored_floor = f.get(PKI_EC_FLOOR_STORED)
+            if name == PKI_EC_STORED and stored_floor:
+                measured += (f"; against the floor plus one durable SQLite write ({stored_floor['p50_us']:.0f} µs) "
+                             f"{r['p50_us'] / stored_floor['p50_us']:.2f}×")
             goals.append((f"PKI issue EC P-256 in-process ({label}, SQLite) p50 ≤ {g['ec_issue_p50_over_floor']}× the OpenSSL floor",
-                          f"{ratio:.2f}× ({r['p50_us']:.0f} µs against {floor['p50_us']:.0f} µs; median of the rounds' "
-                          f"ratios {s.get(name + ' / floor, median round', 0):.2f}×)",
-                          ratio <= g["ec_issue_p50_over_floor"]))
+                          measured, ratio <= g["ec_issue_p50_over_floor"]))
     web = (p.get("http") or {}).get("roles", {})
     for role, label in (("bench", "default role"), ("bench-nostore", "no_store role")):
         if role in web:
@@ -424,9 +429,12 @@ def pki_table(p):
                  f"floor {s.get('floor_mode', '?')})", "",
              "| operation | p50 µs | p90 µs | p99 µs | max µs | CPU µs/op (process) | p50 / floor |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    stored_floor = f.get(PKI_EC_FLOOR_STORED)
     for name, r in f.items():
         reference = rsa_floor if "RSA" in name else floor
         ratio = f"{r['p50_us'] / reference['p50_us']:.2f}×" if reference else ""
+        if name == PKI_EC_STORED and stored_floor:
+            ratio += f" ({r['p50_us'] / stored_floor['p50_us']:.2f}× the floor + durable write)"
         cpu = f"{r['cpu_us_per_op']:.0f}" if "cpu_us_per_op" in r else ""
         lines.append(f"| {name} | {r['p50_us']:.1f} | {r['p90_us']:.1f} | {r['p99_us']:.1f} | {r['max_us']:.1f} | {cpu} | {ratio} |")
     web = p.get("http")
@@ -476,7 +484,8 @@ def check_pki(p, limits):
         ratio = s.get(name + " / floor, median round")
         limit = limits["ec_issue_p50_over_floor_median_round"] if name == PKI_EC_NOSTORE else limits["ec_issue_stored_p50_over_floor_median_round"]
         if ratio is None or ratio > limit:
-            failures.append(f"{name}: p50 over the floor's (median of the rounds) {ratio}, over the limit of {limit}×")
+            failures.append(f"{name}: p50 over the floor's (median of the rounds) "
+                            f"{'not measured' if ratio is None else f'{ratio:.2f}×'}, over the limit of {limit}×")
     f = figures_by_name(p)
     for name in (PKI_EC_NOSTORE, PKI_EC_STORED):
         if name in f and f[name]["p99_us"] > limits["issue_p99_ms"] * 1000:
@@ -1107,7 +1116,8 @@ def main():
             print("\nbench-smoke FAILED:\n  " + "\n  ".join(failures))
             sys.exit(1)
         print("\nbench-smoke passed: KV retrieval p99 within the SLO, every in-process figure within bench/thresholds.json, "
-              "database creds within the 200 ms SLO and their ratios within bench/thresholds.json")
+              "database creds within the 200 ms SLO and their ratios within bench/thresholds.json"
+              + (", PKI issue and revoke + CRL within bench/thresholds.json's pki.smoke" if "pki" in parts else ""))
 
 
 if __name__ == "__main__":
