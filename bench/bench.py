@@ -398,8 +398,10 @@ def pki_goals(p, g):
     for role, label in (("bench", "default role"), ("bench-nostore", "no_store role")):
         if role in web:
             c, b = web[role]["coffer"], web[role]["openbao"]
+            rounds = statistics.median(x / y for x, y in zip(c["round_p99_us"], b["round_p99_us"]))
             goals.append((f"PKI issue EC P-256 over HTTP ({label}): p99 ≤ {g['http_issue_p99_over_openbao']}× OpenBao's",
-                          f"{c['p99_us'] / b['p99_us']:.2f}× ({c['p99_us'] / 1000:.2f} ms against {b['p99_us'] / 1000:.2f} ms)",
+                          f"{c['p99_us'] / b['p99_us']:.2f}× ({c['p99_us'] / 1000:.2f} ms against {b['p99_us'] / 1000:.2f} ms; "
+                          f"median of the rounds' p99 ratios {rounds:.2f}×)",
                           c["p99_us"] <= g["http_issue_p99_over_openbao"] * b["p99_us"]))
     rsa, rsa_floor = f.get(PKI_RSA), f.get(PKI_RSA_FLOOR)
     if rsa and rsa_floor:
