@@ -26,8 +26,19 @@ enum DER {
         out += bytes
     }
 
-    static func sequence(_ parts: [[UInt8]]) -> [UInt8] { tlv(0x30, Array(parts.joined())) }
-    static func set(_ parts: [[UInt8]]) -> [UInt8] { tlv(0x31, Array(parts.joined())) }
+    static func sequence(_ parts: [[UInt8]]) -> [UInt8] { constructed(0x30, parts) }
+    static func set(_ parts: [[UInt8]]) -> [UInt8] { constructed(0x31, parts) }
+
+    /// A constructed element of `parts`, written in one buffer (no flattened copy in between).
+    static func constructed(_ tag: UInt8, _ parts: [[UInt8]]) -> [UInt8] {
+        var length = 0
+        for part in parts { length += part.count }
+        var out: [UInt8] = [tag]
+        out.reserveCapacity(length + 6)
+        appendLength(length, to: &out)
+        for part in parts { out.append(contentsOf: part) }
+        return out
+    }
     /// `[n] EXPLICIT` (constructed, context-specific).
     static func explicit(_ n: UInt8, _ content: [UInt8]) -> [UInt8] { tlv(0xA0 | n, content) }
     /// `[n] IMPLICIT` of a primitive type (context-specific).
@@ -173,15 +184,27 @@ enum DER {
 /// PEM armour: `-----BEGIN <label>-----`, base64 in 64-character lines, `-----END <label>-----`.
 enum PEM {
     static func encode(_ der: [UInt8], label: String) -> String {
-        let text = Base64.encode(der)
-        var out = "-----BEGIN \(label)-----\n"
-        var index = text.startIndex
-        while index < text.endIndex {
-            let end = text.index(index, offsetBy: 64, limitedBy: text.endIndex) ?? text.endIndex
-            out += text[index..<end] + "\n"
-            index = end
+        let head = Array("-----BEGIN \(label)-----\n".utf8)
+        let tail = Array("-----END \(label)-----".utf8)
+        let lines = (der.count + 47) / 48
+        let capacity = head.count + Base64.encodedLength(der.count) + lines + tail.count
+        return String(unsafeUninitializedCapacity: capacity) { out in
+            var at = 0
+            for byte in head { out[at] = byte; at += 1 }
+            der.withUnsafeBytes { bytes in
+                var offset = 0
+                while offset < bytes.count {
+                    let chunk = UnsafeRawBufferPointer(rebasing: bytes[offset..<min(offset + 48, bytes.count)])
+                    Base64.encode(chunk, into: out.baseAddress! + at)  // 48 bytes: one 64-character line
+                    at += Base64.encodedLength(chunk.count)
+                    out[at] = 0x0A
+                    at += 1
+                    offset += 48
+                }
+            }
+            for byte in tail { out[at] = byte; at += 1 }
+            return at
         }
-        return out + "-----END \(label)-----"
     }
 
     /// Every block in `text` with its label, in order; nil when an armour is broken or its base64

@@ -19,18 +19,20 @@ package final class PKIBackend: TableBackend {
         let key: PKey?
         /// The key identifier it signs as (its SKI, or one computed from its key).
         let keyID: [UInt8]
+        let signer: Signer?
+        let pem: String
+        let canIssue: Bool
 
         init(entry: IssuerEntry, parsed: ParsedX509, key: PKey?) throws(CofferError) {
             self.entry = entry
             self.parsed = parsed
             self.key = key
-            keyID = parsed.subjectKeyID.isEmpty ? try X509.keyIdentifier(parsed.publicKey) : parsed.subjectKeyID
+            let keyID = parsed.subjectKeyID.isEmpty ? try X509.keyIdentifier(parsed.publicKey) : parsed.subjectKeyID
+            self.keyID = keyID
+            signer = key.map { Signer(key: $0, name: parsed.subject, keyID: keyID, algorithm: SignatureAlgorithm.of($0)) }
+            pem = PEM.encode(entry.certificate, label: "CERTIFICATE")
+            canIssue = entry.allows("issuing-certificates")
         }
-
-        var signer: Signer? {
-            key.map { Signer(key: $0, name: parsed.subject, keyID: keyID, algorithm: SignatureAlgorithm.of($0)) }
-        }
-        var pem: String { PEM.encode(entry.certificate, label: "CERTIFICATE") }
         var selfSigned: Bool { parsed.subject == parsed.issuer }
     }
 
@@ -64,7 +66,10 @@ package final class PKIBackend: TableBackend {
         }
     }
 
-    let issuers = Mutex<(epoch: UInt64, byID: [String: LoadedIssuer])>((0, [:]))
+    let issuers = Mutex<(epoch: UInt64, byID: [String: LoadedIssuer], ids: [String]?)>((0, [:], nil))
+    /// Roles and `config/*` entries as stored (`.null`: none), read on every issue; dropped per key
+    /// when the change feed reports a write.
+    let settings = Mutex<(epoch: UInt64, values: [String: JSONValue])>((0, [:]))
     let crls = Mutex<[String: CRLState]>([:])
     /// Serialises changes to the issuer and key set and their defaults (read-modify-write of config).
     let configLock = Mutex(())
@@ -110,6 +115,11 @@ package final class PKIBackend: TableBackend {
         if key.hasPrefix(PKIStorage.issuerPrefix) || key.hasPrefix(PKIStorage.keyPrefix) {
             forgetIssuers()
             crls.withLock { $0.removeAll() }
+        } else if key.hasPrefix(PKIStorage.rolePrefix) || key.hasPrefix("config/") {
+            settings.withLock {
+                $0.epoch &+= 1
+                $0.values.removeValue(forKey: key)
+            }
         } else if key.hasPrefix(PKIStorage.revokedPrefix) {
             let name = String(key.dropFirst(PKIStorage.revokedPrefix.count))
             pendingRevocations.withLock { $0.append(name) }
@@ -137,19 +147,40 @@ package final class PKIBackend: TableBackend {
     }
 
     func forgetIssuers() {
-        issuers.withLock { $0.epoch &+= 1; $0.byID.removeAll() }
+        issuers.withLock {
+            $0.epoch &+= 1
+            $0.byID.removeAll()
+            $0.ids = nil
+        }
+    }
+
+    /// A role or `config/*` entry, from memory after its first read.
+    func setting(_ key: String, _ storage: StorageReader) throws(CofferError) -> JSONValue? {
+        let (epoch, cached) = settings.withLock { ($0.epoch, $0.values[key]) }
+        if let cached { return cached == .null ? nil : cached }
+        let value = try storage.getJSON(key)
+        settings.withLock { if $0.epoch == epoch { $0.values[key] = value ?? .null } }
+        return value
+    }
+
+    func issuerIDs(_ storage: StorageReader) throws(CofferError) -> [String] {
+        let (epoch, cached) = issuers.withLock { ($0.epoch, $0.ids) }
+        if let cached { return cached }
+        let ids = try storage.list(PKIStorage.issuerPrefix)
+        issuers.withLock { if $0.epoch == epoch { $0.ids = ids } }
+        return ids
     }
 
     func allIssuers(_ storage: StorageReader) throws(CofferError) -> [LoadedIssuer] {
         var out: [LoadedIssuer] = []
-        for id in try storage.list(PKIStorage.issuerPrefix) {
+        for id in try issuerIDs(storage) {
             if let issuer = try loadIssuer(id, storage) { out.append(issuer) }
         }
         return out
     }
 
     func issuerConfig(_ storage: StorageReader) throws(CofferError) -> (defaultID: String, followsLatest: Bool) {
-        let o = try storage.getJSON(PKIStorage.issuersConfig)?.objectValue ?? [:]
+        let o = try setting(PKIStorage.issuersConfig, storage)?.objectValue ?? [:]
         return (o["default"]?.stringValue ?? "", o["default_follows_latest_issuer"]?.boolValue ?? false)
     }
 
@@ -242,7 +273,7 @@ package final class PKIBackend: TableBackend {
         guard serial.count == 20 else { return nil }
         let key = try serialMAC(storage)
         let expiry = serial[11..<15]
-        for id in try storage.list(PKIStorage.issuerPrefix) {
+        for id in try issuerIDs(storage.reader) {
             let tag = Self.serialTag(key, random: serial[0..<11], expiry: expiry, issuerID: id)
             if ConstantTime.equals(tag, Array(serial[15...])) {
                 let seconds = expiry.reduce(Int64(0)) { $0 << 8 | Int64($1) }

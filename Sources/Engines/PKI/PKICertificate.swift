@@ -2,6 +2,37 @@ import COpenSSL
 import CPKI
 package import CofferCore
 
+/// The NIST curves the engine makes keys on: OpenSSL's name, the OID, the scalar's size in bytes.
+struct Curve: Sendable {
+    let name: String
+    let oid: [UInt8]
+    let size: Int
+
+    static let all = [
+        Curve(name: "prime256v1", oid: DER.oid("1.2.840.10045.3.1.7")!, size: 32),
+        Curve(name: "secp384r1", oid: DER.oid("1.3.132.0.34")!, size: 48),
+        Curve(name: "secp521r1", oid: DER.oid("1.3.132.0.35")!, size: 66),
+        Curve(name: "secp224r1", oid: DER.oid("1.3.132.0.33")!, size: 28),
+    ]
+
+    /// The curve `generateKey` uses for an `ec` key of `bits`.
+    init?(bits: Int) {
+        switch bits {
+        case 0, 256: self = Curve.all[0]
+        case 384: self = Curve.all[1]
+        case 521: self = Curve.all[2]
+        case 224: self = Curve.all[3]
+        default: return nil
+        }
+    }
+
+    private init(name: String, oid: [UInt8], size: Int) {
+        self.name = name
+        self.oid = oid
+        self.size = size
+    }
+}
+
 /// Object identifiers the engine writes.
 enum OID {
     static let commonName = DER.oid("2.5.4.3")!
@@ -65,14 +96,18 @@ enum ExtKeyUsage {
         ("MicrosoftKernelCodeSigning", "1.3.6.1.4.1.311.61.1.1"),
     ]
 
+    /// The encoded OID of each name, by its lowercased form (encoded once).
+    static let byName: [String: [UInt8]] = Dictionary(
+        uniqueKeysWithValues: names.map { ($0.name.lowercased(), DER.oid($0.oid)!) }
+    )
+
     static func oid(named name: String) throws(CofferError) -> [UInt8] {
-        let lowered = name.lowercased()
-        guard let entry = names.first(where: { $0.name.lowercased() == lowered }) else {
+        guard let oid = byName[name.lowercased()] else {
             throw CofferError.invalid(
                 "unknown ext_key_usage \"\(name)\"; use \(names.map(\.name).joined(separator: ", "))"
             )
         }
-        return DER.oid(entry.oid)!
+        return oid
     }
 }
 
@@ -218,18 +253,14 @@ extension PKey {
         return PKey(key)
     }
 
-    /// The named curve of an EC key ("prime256v1", …) and its OID, or nil.
-    var curve: (name: String, oid: [UInt8], size: Int)? {
+    /// The named curve of an EC key, or nil (another curve, another type). Reading it costs a
+    /// parameter lookup: callers that made the key pass the curve they asked for instead.
+    var curve: Curve? {
         var name = [CChar](repeating: 0, count: 64)
         var length = 0
         guard type == "EC", EVP_PKEY_get_utf8_string_param(pointer, "group", &name, 64, &length) == 1 else { return nil }
-        switch String(decoding: name.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self) {
-        case "prime256v1": return ("prime256v1", DER.oid("1.2.840.10045.3.1.7")!, 32)
-        case "secp384r1": return ("secp384r1", DER.oid("1.3.132.0.34")!, 48)
-        case "secp521r1": return ("secp521r1", DER.oid("1.3.132.0.35")!, 66)
-        case "secp224r1": return ("secp224r1", DER.oid("1.3.132.0.33")!, 28)
-        default: return nil
-        }
+        let text = String(decoding: name.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return Curve.all.first { $0.name == text }
     }
 
     static let ecPublicKeyOID = DER.oid("1.2.840.10045.2.1")!
@@ -248,8 +279,8 @@ extension PKey {
     /// The SubjectPublicKeyInfo, DER. EC and Ed25519 keys are written here from their parameters:
     /// OpenSSL 3's `i2d_PUBKEY` sets up an encoder for each call, which costs more than the keygen
     /// and the signature of a leaf together.
-    func subjectPublicKeyInfo() throws(CofferError) -> [UInt8] {
-        if let curve {
+    func subjectPublicKeyInfo(curve known: Curve? = nil) throws(CofferError) -> [UInt8] {
+        if let curve = known ?? curve {
             return DER.sequence([DER.sequence([PKey.ecPublicKeyOID, curve.oid]), DER.bitString(try ecPoint())])
         }
         if type == "ED25519" {
@@ -268,9 +299,9 @@ extension PKey {
 
     /// The private key as Vault hands it out: `pkcs8` or Vault's per-type default (SEC1 for EC,
     /// PKCS#1 for RSA, PKCS#8 for Ed25519), as PEM text or DER bytes. The caller clears the result.
-    func exportPrivate(pkcs8: Bool, der: Bool) throws(CofferError) -> (bytes: [UInt8], label: String) {
+    func exportPrivate(pkcs8: Bool, der: Bool, curve: Curve? = nil) throws(CofferError) -> (bytes: [UInt8], label: String) {
         let pkcs8 = pkcs8 || type == "ED25519"
-        if let fast = try encodePrivate(pkcs8: pkcs8) {
+        if let fast = try encodePrivate(pkcs8: pkcs8, curve: curve) {
             return (fast, pkcs8 ? "PRIVATE KEY" : "EC PRIVATE KEY")
         }
         let structure: StaticString = pkcs8 ? "PrivateKeyInfo" : "type-specific"
@@ -292,7 +323,7 @@ extension PKey {
 
     /// EC (SEC1 or PKCS#8) and Ed25519 (PKCS#8) private keys written from their parameters, for the
     /// same reason as ``subjectPublicKeyInfo()``; nil for RSA (whose keygen dwarfs the encoder).
-    private func encodePrivate(pkcs8: Bool) throws(CofferError) -> [UInt8]? {
+    private func encodePrivate(pkcs8: Bool, curve known: Curve?) throws(CofferError) -> [UInt8]? {
         if type == "ED25519" {
             var seed = [UInt8](repeating: 0, count: 32)
             var length = 32
@@ -304,7 +335,7 @@ extension PKey {
             defer { coffer_openssl_cleanse(&inner, inner.count) }
             return DER.sequence([DER.integer(0), DER.sequence([PKey.ed25519OID]), DER.octetString(inner)])
         }
-        guard let curve else { return nil }
+        guard let curve = known ?? curve else { return nil }
         var scalar: OpaquePointer?
         guard EVP_PKEY_get_bn_param(pointer, "priv", &scalar) == 1, let scalar else {
             throw PKey.failure("read an EC private key")
@@ -599,11 +630,19 @@ struct ParsedX509: Sendable {
 
 /// Serials as OpenBao writes them ("1c:2a:…") and as tools give them ("1c2a…", "1C-2A-…").
 enum SerialText {
-    static func colons(_ bytes: [UInt8]) -> String {
-        bytes.map { b in
-            let s = String(b, radix: 16)
-            return s.count == 1 ? "0" + s : s
-        }.joined(separator: ":")
+    static func colons(_ bytes: [UInt8], separator: UInt8 = UInt8(ascii: ":")) -> String {
+        guard !bytes.isEmpty else { return "" }
+        let digits = Array("0123456789abcdef".utf8)
+        return String(unsafeUninitializedCapacity: bytes.count * 3 - 1) { out in
+            var at = 0
+            for (index, byte) in bytes.enumerated() {
+                if index > 0 { out[at] = separator; at += 1 }
+                out[at] = digits[Int(byte >> 4)]
+                out[at + 1] = digits[Int(byte & 15)]
+                at += 2
+            }
+            return at
+        }
     }
 
     /// A serial in any of the accepted forms; nil for anything else.

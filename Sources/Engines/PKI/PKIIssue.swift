@@ -287,6 +287,7 @@ extension PKIBackend {
         notAfter: Int64,
         chain: [LoadedIssuer],
         key: PKey?,
+        curve: Curve? = nil,
         format: String,
         pkcs8: Bool
     ) throws(CofferError) -> [String: JSONValue] {
@@ -297,7 +298,7 @@ extension PKIBackend {
             "serial_number": .string(SerialText.colons(serial)), "expiration": .int(notAfter),
         ]
         if let key {
-            var (bytes, label) = try key.exportPrivate(pkcs8: pkcs8, der: format == "der")
+            var (bytes, label) = try key.exportPrivate(pkcs8: pkcs8, der: format == "der", curve: curve)
             defer { bytes.withUnsafeMutableBytes { coffer_openssl_cleanse_bytes($0) } }
             let text = format == "der" ? Base64.encode(bytes) : PEM.encode(bytes, label: label)
             data["private_key"] = .string(text)
@@ -320,7 +321,7 @@ extension PKIBackend {
         {
             return (issuer.entry.issuingCertificates, issuer.entry.crlDistributionPoints, issuer.entry.ocspServers)
         }
-        let o = try storage.getJSON(PKIStorage.urlsConfig)?.objectValue ?? [:]
+        let o = try setting(PKIStorage.urlsConfig, storage)?.objectValue ?? [:]
         func list(_ k: String) -> [String] { o[k]?.arrayValue?.compactMap(\.stringValue) ?? [] }
         return (list("issuing_certificates"), list("crl_distribution_points"), list("ocsp_servers"))
     }
@@ -331,7 +332,7 @@ extension PKIBackend {
     // MARK: issue, sign, sign-verbatim
 
     func loadRole(_ name: String, _ storage: StorageReader) throws(CofferError) -> PKIRole? {
-        guard let json = try storage.getJSON(PKIStorage.rolePrefix + name), case .object(let o) = json else { return nil }
+        guard let json = try setting(PKIStorage.rolePrefix + name, storage), case .object(let o) = json else { return nil }
         return PKIRole(fields: o)
     }
 
@@ -356,7 +357,7 @@ extension PKIBackend {
         guard let signer = issuer.signer else {
             throw CofferError.invalid("issuer \(issuer.entry.id) has no key on this mount and cannot issue certificates")
         }
-        guard issuer.entry.allows("issuing-certificates") else {
+        guard issuer.canIssue else {
             throw CofferError.invalid("issuer \(issuer.entry.id) is not allowed to issue certificates (its usage)")
         }
 
@@ -396,7 +397,7 @@ extension PKIBackend {
             }
             let generated = try Self.generateKey(type: role.keyType, bits: role.keyBits)
             key = generated
-            publicKey = try generated.subjectPublicKeyInfo()
+            publicKey = try generated.subjectPublicKeyInfo(curve: role.keyType == "ec" ? Curve(bits: role.keyBits) : nil)
         }
         if names.commonName == nil && role.bool("require_cn") {
             throw CofferError.invalid(
@@ -478,6 +479,7 @@ extension PKIBackend {
             notAfter: notAfter,
             chain: try chain(issuer, request.storage.reader),
             key: key,
+            curve: key != nil && role.keyType == "ec" ? Curve(bits: role.keyBits) : nil,
             format: format,
             pkcs8: pkcs8
         )

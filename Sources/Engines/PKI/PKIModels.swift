@@ -210,11 +210,7 @@ enum PKIStorage {
     static let serialKey = "config/serial-key"
 
     /// `certs/` and `revoked/` name serials with dashes ("1c-2a-…").
-    static func name(_ serial: [UInt8]) -> String { SerialText.colons(serial).replacingColons() }
-}
-
-extension String {
-    fileprivate func replacingColons() -> String { String(map { $0 == ":" ? "-" : $0 }) }
+    static func name(_ serial: [UInt8]) -> String { SerialText.colons(serial, separator: UInt8(ascii: "-")) }
 }
 
 /// Go's multierror text, which OpenBao gives on many of its 500s (clients print it verbatim).

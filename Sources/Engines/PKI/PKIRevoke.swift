@@ -206,7 +206,7 @@ extension PKIBackend {
     }
 
     func crlConfig(_ storage: StorageReader) throws(CofferError) -> (expiry: Int64, disable: Bool) {
-        let o = try storage.getJSON(PKIStorage.crlConfig)?.objectValue ?? [:]
+        let o = try setting(PKIStorage.crlConfig, storage)?.objectValue ?? [:]
         let expiry = o["expiry"]?.stringValue.flatMap { VaultDuration.parse($0) } ?? 72 * 3600
         return (max(expiry, 60), o["disable"]?.boolValue ?? false)
     }
@@ -222,7 +222,7 @@ extension PKIBackend {
             throw error
         }
         let der = try crl(issuer, request.storage.reader, now: request.now)
-        let pem = PEM.encode(der, label: "X509 CRL")
+        var pem: String { PEM.encode(der, label: "X509 CRL") }
         let path = request.path
         if path.hasPrefix("issuer/") {
             if path.hasSuffix("/der") { return .rawBody(der, contentType: "application/pkix-crl") }
