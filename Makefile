@@ -17,6 +17,8 @@ APT_PACKAGES += gnupg
 # The database secrets engine's tests start a real PostgreSQL and a real MariaDB of their own (issue 15);
 # libpq5 and libmariadb3 come with them (libcoffer.so loads those with dlopen, only when the engine connects).
 APT_PACKAGES += postgresql mariadb-server
+# The PKI tests check certificates and CRLs with the openssl CLI (above) and fetch over TLS with curl (issue 16).
+APT_PACKAGES += curl
 BENCH_APT_PACKAGES := nginx-light
 # Python packages for the compatibility tests (Tests/compat) and the bindings: the real clients and the test runner;
 # llhttp (the parser under swift-nio, as a Python module) is the reference of the request-framing differential test.
@@ -120,11 +122,14 @@ test-bindings: deps
 # cached in .build/bench-data), open+unseal through SoftHSM, and over HTTP cofferd against
 # `bao server -dev` and nginx, and issue 15's database part (creds against a CREATE ROLE floor in-process
 # and against OpenBao over HTTP, and the expiry of 100,000 leases of real users, all on one PostgreSQL
-# of its own). Prints a Markdown table and writes bench/results/<date>.json.
+# of its own), and issue 16's PKI part (EC issue in-process against an OpenSSL floor loaded with dlopen,
+# RSA issue against RSA keygen, 10,000 revocations with a CRL fetch after each, issue and revoke over
+# HTTP against OpenBao). Prints a Markdown table and writes bench/results/<date>.json.
 # bench-smoke: the CI gate run by `make test`: short runs that fail on a KV read p99 over the 50 ms
 # SLO (in-process and over HTTP) or an in-process figure past bench/thresholds.json (among them the
 # p99 of a KV read next to one concurrent writer against the p99 of the same read alone), and a small
-# database part (400 creds, 500 leases; about 25 s) against the 200 ms SLO and ratio limits.
+# database part (400 creds, 500 leases; about 25 s) against the 200 ms SLO and ratio limits, and a
+# small PKI part (500 issues against the floor, 1,000 revocations; about 10 s).
 # Release builds; the library first, as make test-bindings stages it.
 bench-deps: deps
 	@missing=""; for p in $(BENCH_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -145,7 +150,7 @@ bench: bench-deps
 bench-smoke: deps
 	swift build -c release --product coffer-bench
 	swift build --product cofferd
-	$(MAKE) -C bench/c malloccount
+	$(MAKE) -C bench/c malloccount pkifloor
 	python3 bench/bench.py --smoke --cofferd "$$(swift build --show-bin-path)/cofferd"
 
 # ---- Fuzzing (docs/fuzzing.md) ----

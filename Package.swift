@@ -93,9 +93,15 @@ let package = Package(
             path: "Sources/CDatabaseDrivers",
             linkerSettings: [.linkedLibrary("dl")]
         ),
+        // Reading certificates and certificate requests with OpenSSL for the PKI engine (cpki.h).
+        .target(
+            name: "CPKI",
+            path: "Sources/CPKI",
+            linkerSettings: [.linkedLibrary("crypto")]
+        ),
         .target(
             name: "Engines",
-            dependencies: ["CofferCore", "CofferFramework", "COpenSSL", "CDatabaseDrivers"],
+            dependencies: ["CofferCore", "CofferFramework", "COpenSSL", "CDatabaseDrivers", "CPKI"],
             swiftSettings: strict
         ),
         .target(

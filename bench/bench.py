@@ -231,6 +231,285 @@ def http_creds(cofferd, scratch, postgres, rounds, per_round):
     return out
 
 
+# ---- PKI: issue against the OpenSSL floor, over HTTP against OpenBao, revocation and the CRL ------
+
+PKI_EC_FLOOR = "floor: EC P-256 keygen + leaf + sign + DER (C, OpenSSL)"
+PKI_EC_X509API = "reference: the same leaf through OpenSSL's X509 API (C)"
+PKI_EC_FLOOR_STORED = "floor + one durable SQLite write of the certificate (WAL, synchronous=FULL)"
+PKI_EC_NOSTORE = "issue EC P-256 (Swift API, handle; no_store role, SQLite)"
+PKI_EC_STORED = "issue EC P-256 (Swift API, handle; default role, stored, SQLite)"
+PKI_EC_STORED_MEMORY = "issue EC P-256 (Swift API, handle; default role, stored, memory storage)"
+PKI_RSA_FLOOR = "floor: RSA-2048 keygen (C, OpenSSL)"
+PKI_RSA = "issue RSA-2048 (Swift API, handle; default role, stored, SQLite)"
+PKI_ROOT = {"common_name": "Coffer Bench Root", "key_type": "ec", "key_bits": 256, "ttl": "87600h"}
+PKI_ROLE = {"allowed_domains": ["example.com"], "allow_subdomains": True, "key_type": "ec", "key_bits": 256,
+            "ttl": "72h", "max_ttl": "720h"}
+PKI_ISSUE = {"common_name": "leaf.example.com"}
+
+
+def pki(scratch, issues, rounds, rsa_issues, revokes, cofferd=None, http_rounds=0, http_per_round=0, http_revokes=0):
+    """The PKI engine: EC P-256 (and RSA-2048) issue in-process against the OpenSSL floor measured in the
+    same process in alternating rounds (bench/c/pkifloor.c, loaded with dlopen), revocation of `revokes`
+    certificates one by one with a CRL fetch after each; then (with cofferd) issue and revoke + CRL over
+    HTTP against OpenBao."""
+    floor = os.path.join(BENCH_OUT, "libpkifloor.so")
+    if not os.path.exists(floor):
+        # `make bench` builds it (bench/c's all); for the smoke gate and --parts runs, the C file alone
+        # (OpenSSL only, about a second).
+        run_tool(["make", "-C", os.path.join(ROOT, "bench", "c"), "pkifloor"])
+    out = os.path.join(scratch, "pki.json")
+    run_tool([os.path.join(RELEASE, "coffer-bench"), "pki", "--iterations", str(issues), "--rounds", str(rounds),
+              "--runs", str(rsa_issues), "--secrets", str(revokes), "--json", out],
+             env={**os.environ, "COFFER_PKI_FLOOR": floor}, timeout=3600)
+    result = read_json(out)
+    if cofferd:
+        result["http"] = http_pki(cofferd, scratch, http_rounds, http_per_round, http_revokes)
+    return result
+
+
+def pki_setup(port):
+    """The same mount, EC P-256 root and roles on each server: `bench` (certificates stored) and
+    `bench-nostore` (no_store: no per-certificate write)."""
+    api(port, "POST", "sys/mounts/pki", "root", {"type": "pki", "config": {"max_lease_ttl": "87600h"}})
+    api(port, "POST", "pki/root/generate/internal", "root", PKI_ROOT)
+    api(port, "POST", "pki/roles/bench", "root", PKI_ROLE)
+    api(port, "POST", "pki/roles/bench-nostore", "root", {**PKI_ROLE, "no_store": True})
+
+
+def http_pki(cofferd, scratch, rounds, per_round, revokes):
+    """POST pki/issue/<role> over HTTP, cofferd -dev against bao server -dev (same root, roles and request),
+    one keep-alive connection each from this process (the same client: Python's http.client), in
+    alternating rounds, for both roles. Then, with `revokes`, a reference for the CRL: that many
+    certificates revoked one by one on each server, each followed by GET pki/crl."""
+    import http.client
+    bao = os.path.join(ROOT, ".venv", "bin", "bao")
+    servers = []
+    body = json.dumps(PKI_ISSUE)
+    try:
+        systems = {}
+        port = free_port()
+        servers.append(Server("cofferd", [cofferd, "-dev", "-dev-root-token-id=root", f"-dev-listen-address=127.0.0.1:{port}",
+                                          "-log-level=error"], port, os.path.join(scratch, "cofferd-pki.log")))
+        systems["coffer"] = port
+        port = free_port()
+        servers.append(Server("bao", [bao, "server", "-dev", "-dev-root-token-id=root", f"-dev-listen-address=127.0.0.1:{port}",
+                                      "-log-level=error"], port, os.path.join(scratch, "bao-pki.log"),
+                              env={**os.environ, "HOME": scratch}))
+        systems["openbao"] = port
+        for port in systems.values():
+            pki_setup(port)
+        connections = {name: http.client.HTTPConnection("127.0.0.1", port, timeout=60) for name, port in systems.items()}
+        headers = {"X-Vault-Token": "root", "Content-Type": "application/json"}
+
+        def call(name, method, path, payload=None):
+            connection = connections[name]
+            start = time.perf_counter_ns()
+            connection.request(method, path, body=payload, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+            return time.perf_counter_ns() - start, response, data
+
+        def issue(name, role):
+            elapsed, response, data = call(name, "POST", f"/v1/pki/issue/{role}", body)
+            if response.status != 200 or b'"certificate"' not in data:
+                raise SystemExit(f"bench: {name} pki/issue/{role} answered {response.status}: {data[:300]!r}")
+            return elapsed, data
+
+        out = {"rounds": rounds, "per_round": per_round, "client": "Python http.client, one keep-alive connection per server",
+               "roles": {}}
+        for role in ("bench", "bench-nostore"):
+            for name in systems:
+                for _ in range(max(10, per_round // 5)):
+                    issue(name, role)
+            samples = {name: [] for name in systems}
+            round_p99 = {name: [] for name in systems}
+            for r in range(rounds):
+                for name in (list(systems) if r % 2 == 0 else list(reversed(list(systems)))):
+                    progress(f"http pki/issue/{role}: {name} round {r + 1}/{rounds} ({per_round} requests)")
+                    got = [issue(name, role)[0] for _ in range(per_round)]
+                    samples[name] += got
+                    round_p99[name].append(latency_summary(got)["p99_us"])
+            out["roles"][role] = {name: {**latency_summary(samples[name]), "round_p99_us": round_p99[name]} for name in systems}
+        out["response_bytes"] = {name: len(issue(name, "bench")[1]) for name in systems}
+
+        if revokes:
+            # Certificates issued first (outside the timings), then revoked one by one with a CRL fetch
+            # after each; the servers alternate in blocks of a tenth so that both see the same noise.
+            serials = {name: [json.loads(issue(name, "bench")[1])["data"]["serial_number"] for _ in range(revokes)]
+                       for name in systems}
+            timings = {name: {"revoke": [], "crl": []} for name in systems}
+            crl_bytes = {}
+            block = max(1, revokes // 10)
+            for start in range(0, revokes, block):
+                order = list(systems) if (start // block) % 2 == 0 else list(reversed(list(systems)))
+                for name in order:
+                    progress(f"http revoke + GET pki/crl: {name} {start + 1}-{min(revokes, start + block)} of {revokes}")
+                    for serial in serials[name][start:start + block]:
+                        elapsed, response, data = call(name, "POST", "/v1/pki/revoke", json.dumps({"serial_number": serial}))
+                        if response.status != 200:
+                            raise SystemExit(f"bench: {name} pki/revoke answered {response.status}: {data[:300]!r}")
+                        fetched, response, crl = call(name, "GET", "/v1/pki/crl")
+                        if response.status != 200 or not crl:
+                            raise SystemExit(f"bench: {name} GET pki/crl answered {response.status}: {crl[:300]!r}")
+                        timings[name]["revoke"].append(elapsed)
+                        timings[name]["crl"].append(fetched)
+                        crl_bytes[name] = len(crl)
+            edge = max(1, revokes // 10)
+            out["revoke"] = {"revokes": revokes, "edge": edge}
+            for name in systems:
+                both = [a + b for a, b in zip(timings[name]["revoke"], timings[name]["crl"])]
+                first, last = latency_summary(both[:edge]), latency_summary(both[-edge:])
+                out["revoke"][name] = {"first": first, "last": last, "p50_ratio": last["p50_us"] / first["p50_us"],
+                                       "crl_bytes": crl_bytes[name]}
+        for connection in connections.values():
+            connection.close()
+    finally:
+        for server in servers:
+            server.stop()
+    return out
+
+
+def pki_thresholds():
+    return read_json(os.path.join(ROOT, "bench", "thresholds.json"))["pki"]
+
+
+def pki_goals(p, g):
+    """The PKI goals (limits from bench/thresholds.json's pki.goals)."""
+    if not p:
+        return [("PKI: issue against the OpenSSL floor, over HTTP against OpenBao, revocation and the CRL",
+                 "not measured in this run", None)]
+    goals = []
+    f = figures_by_name(p)
+    s = p["summary"]
+    floor = f.get(PKI_EC_FLOOR)
+    for name, label in ((PKI_EC_NOSTORE, "no_store role"), (PKI_EC_STORED, "default role, each certificate stored")):
+        r = f.get(name)
+        if floor and r:
+            ratio = r["p50_us"] / floor["p50_us"]
+            measured = (f"{ratio:.2f}× ({r['p50_us']:.0f} µs against {floor['p50_us']:.0f} µs; median of the rounds' "
+                        f"ratios {s.get(name + ' / floor, median round', 0):.2f}×)")
+            stored_floor = f.get(PKI_EC_FLOOR_STORED)
+            if name == PKI_EC_STORED and stored_floor:
+                measured += (f"; against the floor plus one durable SQLite write ({stored_floor['p50_us']:.0f} µs) "
+                             f"{r['p50_us'] / stored_floor['p50_us']:.2f}×")
+            goals.append((f"PKI issue EC P-256 in-process ({label}, SQLite) p50 ≤ {g['ec_issue_p50_over_floor']}× the OpenSSL floor",
+                          measured, ratio <= g["ec_issue_p50_over_floor"]))
+    web = (p.get("http") or {}).get("roles", {})
+    for role, label in (("bench", "default role"), ("bench-nostore", "no_store role")):
+        if role in web:
+            c, b = web[role]["coffer"], web[role]["openbao"]
+            rounds = statistics.median(x / y for x, y in zip(c["round_p99_us"], b["round_p99_us"]))
+            goals.append((f"PKI issue EC P-256 over HTTP ({label}): p99 ≤ {g['http_issue_p99_over_openbao']}× OpenBao's",
+                          f"{c['p99_us'] / b['p99_us']:.2f}× ({c['p99_us'] / 1000:.2f} ms against {b['p99_us'] / 1000:.2f} ms; "
+                          f"median of the rounds' p99 ratios {rounds:.2f}×)",
+                          c["p99_us"] <= g["http_issue_p99_over_openbao"] * b["p99_us"]))
+    rsa, rsa_floor = f.get(PKI_RSA), f.get(PKI_RSA_FLOOR)
+    if rsa and rsa_floor:
+        ratio = rsa["p50_us"] / rsa_floor["p50_us"]
+        goals.append((f"PKI issue RSA-2048 p50 ≤ {g['rsa_issue_p50_over_keygen']}× OpenSSL's RSA-2048 keygen alone",
+                      f"{ratio:.2f}× ({rsa['p50_us'] / 1000:.0f} ms against {rsa_floor['p50_us'] / 1000:.0f} ms, {rsa['n']} each)",
+                      ratio <= g["rsa_issue_p50_over_keygen"]))
+    revoke = s.get("revoke")
+    if revoke:
+        goals.append((f"revoke + GET pki/crl flat over {revoke['revokes']:,} revocations: the last {revoke['edge']:,} "
+                      f"≤ {g['revoke_crl_last_over_first_p50']}× the first {revoke['edge']:,} (p50)",
+                      f"{revoke['p50_ratio']:.2f}× ({revoke['last']['p50_us']:.0f} µs against {revoke['first']['p50_us']:.0f} µs; "
+                      f"p99 {revoke['p99_ratio']:.2f}×; CRL {revoke['crl_bytes']:,} bytes at the end)",
+                      revoke["p50_ratio"] <= g["revoke_crl_last_over_first_p50"]))
+        # The revocation alone (the write and the CRL's bookkeeping): the fetch after it signs and
+        # sends the whole CRL, whose size grows with every revocation by design.
+        alone = revoke["last"]["revoke_p50_us"] / revoke["first"]["revoke_p50_us"]
+        goals.append((f"revoke alone flat over {revoke['revokes']:,} revocations: the last {revoke['edge']:,} "
+                      f"≤ {g['revoke_crl_last_over_first_p50']}× the first {revoke['edge']:,} (p50)",
+                      f"{alone:.2f}× ({revoke['last']['revoke_p50_us']:.0f} µs against {revoke['first']['revoke_p50_us']:.0f} µs); "
+                      f"the CRL fetch after it {revoke['first']['crl_p50_us']:.0f} → {revoke['last']['crl_p50_us']:.0f} µs, "
+                      f"linear in the CRL's size",
+                      alone <= g["revoke_crl_last_over_first_p50"]))
+    return goals
+
+
+def pki_table(p):
+    """The PKI figures: issue in-process against its floor, over HTTP against OpenBao, revoke + CRL."""
+    if not p:
+        return []
+    f = figures_by_name(p)
+    s = p["summary"]
+    floor, rsa_floor = f.get(PKI_EC_FLOOR), f.get(PKI_RSA_FLOOR)
+    n = f[PKI_EC_FLOOR]["n"] if floor else 0
+    lines = ["", f"### PKI: issue (in-process, one thread, {n:,} EC issues each in {s.get('rounds', '?')} alternating rounds; "
+                 f"floor {s.get('floor_mode', '?')})", "",
+             "| operation | p50 µs | p90 µs | p99 µs | max µs | CPU µs/op (process) | p50 / floor |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    stored_floor = f.get(PKI_EC_FLOOR_STORED)
+    for name, r in f.items():
+        reference = rsa_floor if "RSA" in name else floor
+        ratio = f"{r['p50_us'] / reference['p50_us']:.2f}×" if reference else ""
+        if name == PKI_EC_STORED and stored_floor:
+            ratio += f" ({r['p50_us'] / stored_floor['p50_us']:.2f}× the floor + durable write)"
+        cpu = f"{r['cpu_us_per_op']:.0f}" if "cpu_us_per_op" in r else ""
+        lines.append(f"| {name} | {r['p50_us']:.1f} | {r['p90_us']:.1f} | {r['p99_us']:.1f} | {r['max_us']:.1f} | {cpu} | {ratio} |")
+    web = p.get("http")
+    if web:
+        lines += ["", f"PKI over HTTP: `POST pki/issue/<role>` `{json.dumps(PKI_ISSUE)}`, {web['rounds']} alternating rounds of "
+                      f"{web['per_round']} per role; {web['client']}; both dev servers in memory.", "",
+                  "| role | system | p50 ms | p90 ms | p99 ms | max ms | p99 / OpenBao's |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+        for role, systems in web["roles"].items():
+            for name in ("coffer", "openbao"):
+                r = systems[name]
+                ratio = f"{r['p99_us'] / systems['openbao']['p99_us']:.2f}×" if name == "coffer" else ""
+                label = "cofferd -dev" if name == "coffer" else "bao server -dev"
+                lines.append(f"| {role} | {label} | {r['p50_us'] / 1000:.2f} | {r['p90_us'] / 1000:.2f} | {r['p99_us'] / 1000:.2f} | "
+                             f"{r['max_us'] / 1000:.2f} | {ratio} |")
+    revoke = s.get("revoke")
+    if revoke:
+        lines += ["", f"### PKI: revoke one by one + `GET pki/crl` after each ({revoke['revokes']:,} certificates, SQLite vault, in-process)", "",
+                  "| revocations | p50 µs | p99 µs | max µs | of which revoke p50 µs | of which GET pki/crl p50 µs |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for label, key in ((f"first {revoke['edge']:,}", "first"), (f"last {revoke['edge']:,}", "last")):
+            r = revoke[key]
+            lines.append(f"| {label} | {r['p50_us']:.0f} | {r['p99_us']:.0f} | {r['max_us']:.0f} | {r['revoke_p50_us']:.0f} | {r['crl_p50_us']:.0f} |")
+        lines += ["", f"Last / first: p50 {revoke['p50_ratio']:.2f}×, p99 {revoke['p99_ratio']:.2f}×. CRL at the end: "
+                      f"{revoke['crl_bytes']:,} bytes, {revoke['crl_entries']:,} entries. p50 of each tenth (µs): "
+                      + ", ".join(f"{v:.0f}" for v in revoke["tenths_p50_us"]) + "."]
+    web_revoke = (web or {}).get("revoke")
+    if web_revoke:
+        lines += ["", f"Reference over HTTP ({web_revoke['revokes']:,} revocations each, revoke + GET pki/crl, first against last "
+                      f"{web_revoke['edge']:,}):", "",
+                  "| system | first p50 ms | first p99 ms | last p50 ms | last p99 ms | last / first (p50) | CRL bytes at the end |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for name in ("coffer", "openbao"):
+            r = web_revoke[name]
+            lines.append(f"| {'cofferd -dev' if name == 'coffer' else 'bao server -dev'} | {r['first']['p50_us'] / 1000:.2f} | "
+                         f"{r['first']['p99_us'] / 1000:.2f} | {r['last']['p50_us'] / 1000:.2f} | {r['last']['p99_us'] / 1000:.2f} | "
+                         f"{r['p50_ratio']:.2f}× | {r['crl_bytes']:,} |")
+    return lines
+
+
+def check_pki(p, limits):
+    """The PKI smoke gate: wide margins over the ratios the 2-core machine measures (thresholds.json's pki.smoke)."""
+    if not p:
+        return ["pki: not measured"]
+    failures = []
+    s = p["summary"]
+    for name in (PKI_EC_NOSTORE, PKI_EC_STORED):
+        ratio = s.get(name + " / floor, median round")
+        limit = limits["ec_issue_p50_over_floor_median_round"] if name == PKI_EC_NOSTORE else limits["ec_issue_stored_p50_over_floor_median_round"]
+        if ratio is None or ratio > limit:
+            failures.append(f"{name}: p50 over the floor's (median of the rounds) "
+                            f"{'not measured' if ratio is None else f'{ratio:.2f}×'}, over the limit of {limit}×")
+    f = figures_by_name(p)
+    for name in (PKI_EC_NOSTORE, PKI_EC_STORED):
+        if name in f and f[name]["p99_us"] > limits["issue_p99_ms"] * 1000:
+            failures.append(f"{name}: p99 {f[name]['p99_us'] / 1000:.1f} ms, over {limits['issue_p99_ms']} ms")
+    revoke = s.get("revoke")
+    if not revoke:
+        failures.append("pki revoke + CRL: not measured")
+    elif revoke["p50_ratio"] > limits["revoke_crl_last_over_first_p50"]:
+        failures.append(f"revoke + GET pki/crl: the last {revoke['edge']} take {revoke['p50_ratio']:.2f}× the first {revoke['edge']} "
+                        f"(p50), over the limit of {limits['revoke_crl_last_over_first_p50']}×")
+    return failures
+
+
 # ---- HTTP: cofferd against OpenBao and nginx, driven by wrk --------------------------------------
 
 def free_port():
@@ -503,6 +782,7 @@ def evaluate_goals(results):
     else:
         goals.append(("HTTP KV read ≥ 3× OpenBao's requests/s, p99 ≤ 1/5", "not measured in this run", None))
     goals += database_goals(results.get("database"), database_thresholds()["goals"])
+    goals += pki_goals(results.get("pki"), pki_thresholds()["goals"])
     transit = f.get("c: transit encrypt 64 B (fast path)")
     transit_floor = f.get("c floor: aes-256-gcm seal 64 B (EVP, random nonce)")
     if transit and transit_floor:
@@ -670,6 +950,7 @@ def markdown(results):
             lines.append(f"| static JSON, {web['kv_read_body_bytes']} B (HTTP floor) | nginx | {r['requests_per_s']:,.0f} | "
                          f"{r['p50_us'] / 1000:.2f} | {r['p90_us'] / 1000:.2f} | {r['p99_us'] / 1000:.2f} | {r['max_us'] / 1000:.2f} | |")
     lines += database_table(results.get("database"))
+    lines += pki_table(results.get("pki"))
     lines += ["", "### Goals", "", "| goal | measured | met |", "| --- | --- | --- |"]
     for goal, measured, met in evaluate_goals(results):
         lines.append(f"| {goal} | {measured} | {'yes' if met else ('no' if met is False else 'pending')} |")
@@ -718,6 +999,8 @@ def check_thresholds(results, thresholds):
                             f"{rule['min_writer_writes']} that make the figure mean something")
     if "database" in results or results.get("inprocess"):  # the gate runs both; --parts may pick one
         failures += check_database(results.get("database"), thresholds["database"]["smoke"])
+    if "pki" in results.get("parts", []):
+        failures += check_pki(results.get("pki"), thresholds["pki"]["smoke"])
     for name, limit in thresholds["max_allocs_per_op"].items():
         if name in f and f[name].get("allocs_per_op", 0) > limit:
             failures.append(f"{name}: {f[name]['allocs_per_op']:.1f} allocations per operation, over the limit of {limit}")
@@ -757,20 +1040,21 @@ def check_database(db, limits):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="the CI gate: short runs checked against bench/thresholds.json")
-    parser.add_argument("--parts", default=None, help="comma-separated subset of inprocess,c,scale,hsm,http,database")
+    parser.add_argument("--parts", default=None, help="comma-separated subset of inprocess,c,scale,hsm,http,database,pki")
     parser.add_argument("--out", default=None, help="results JSON (default: bench/results/<date>.json, or .build/bench for --smoke)")
     parser.add_argument("--cofferd", default=os.path.join(RELEASE, "cofferd"),
                         help="the cofferd binary (default: the release build; the smoke gate passes the debug one)")
     parser.add_argument("--leases", type=int, default=100_000, help="leases for the full run's expiry part (issue 15)")
+    parser.add_argument("--revokes", type=int, default=10_000, help="certificates the full run's pki part revokes one by one")
     args = parser.parse_args()
 
     smoke = args.smoke
-    default_parts = "inprocess,http,database" if smoke else "inprocess,c,scale,hsm,http,database"
+    default_parts = "inprocess,http,database,pki" if smoke else "inprocess,c,scale,hsm,http,database,pki"
     parts = set((args.parts or default_parts).split(","))
     cofferd_built = os.path.exists(args.cofferd)
     scratch = tempfile.mkdtemp(prefix="coffer-bench-")
     results = {"kind": "smoke" if smoke else "full", "command": " ".join(sys.argv), "machine": machine(), "versions": versions(),
-               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "parts": sorted(parts)}
     try:
         if "inprocess" in parts:
             progress("in-process suite")
@@ -807,6 +1091,17 @@ def main():
                          "against a real PostgreSQL (issue 15)")
                 results["database"] = database(scratch, 2000, 10, args.leases, 10, 7,
                                                cofferd=args.cofferd if cofferd_built else None, http_rounds=10, http_per_round=100)
+        if "pki" in parts:
+            if smoke:
+                # 500 EC issues per operation in 5 rounds, no RSA (a keygen takes ~0.3 s), 1,000 revocations
+                # each followed by a CRL fetch; no HTTP (no OpenBao in the gate).
+                progress("pki: EC issue against the OpenSSL floor, revoke + CRL")
+                results["pki"] = pki(scratch, 500, 5, 0, 1000)
+            else:
+                progress(f"pki: EC and RSA issue against the OpenSSL floor (in-process) and OpenBao (HTTP), "
+                         f"{args.revokes:,} revocations with a CRL fetch after each")
+                results["pki"] = pki(scratch, 2000, 10, 150, args.revokes, cofferd=args.cofferd if cofferd_built else None,
+                                     http_rounds=10, http_per_round=200, http_revokes=1000)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -832,7 +1127,8 @@ def main():
             print("\nbench-smoke FAILED:\n  " + "\n  ".join(failures))
             sys.exit(1)
         print("\nbench-smoke passed: KV retrieval p99 within the SLO, every in-process figure within bench/thresholds.json, "
-              "database creds within the 200 ms SLO and their ratios within bench/thresholds.json")
+              "database creds within the 200 ms SLO and their ratios within bench/thresholds.json"
+              + (", PKI issue and revoke + CRL within bench/thresholds.json's pki.smoke" if "pki" in parts else ""))
 
 
 if __name__ == "__main__":

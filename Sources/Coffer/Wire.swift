@@ -16,6 +16,8 @@ package struct WireResult: Sendable {
     package var error: CofferError?
     /// What the request came to, when it did not fail: `.notFound` for a missing secret.
     package var outcome: Response.Outcome?
+    /// The body's type when it is not JSON (a certificate, a CRL); nil for JSON.
+    package var contentType: String?
 }
 
 extension Vault {
@@ -58,6 +60,9 @@ extension Wire {
             request.namespace = namespace
             request.clientAddress = clientAddress
             let response = try core.handle(request)
+            if let raw = response.body {
+                return WireResult(status: 200, body: raw.bytes, outcome: response.outcome, contentType: raw.contentType)
+            }
             // Every 404 is JSON: the CLI and hvac read `errors` whatever the path.
             let body =
                 response.body(requestID: requestID)?.serialized()

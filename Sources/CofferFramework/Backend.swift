@@ -77,15 +77,33 @@ package struct SpecialPaths: Sendable {
         self.sealWrapStorage = sealWrapStorage
     }
 
+    /// Whether `path` matches one of `globs`: a literal path, a prefix ending in `*`, or either with
+    /// `+` standing for one whole segment ("issuer/+/pem"), as Vault's path globs.
     package static func matches(_ globs: [String], _ path: String) -> Bool {
         for glob in globs {
-            if glob.hasSuffix("*") {
+            if glob.utf8.contains(UInt8(ascii: "+")) {
+                if matchesSegments(glob, path) { return true }
+            } else if glob.hasSuffix("*") {
                 if path.utf8.starts(with: glob.utf8.dropLast()) { return true }
             } else if path == glob {
                 return true
             }
         }
         return false
+    }
+
+    private static func matchesSegments(_ glob: String, _ path: String) -> Bool {
+        let patternParts = glob.split(separator: "/", omittingEmptySubsequences: false)
+        let pathParts = path.split(separator: "/", omittingEmptySubsequences: false)
+        for (index, part) in patternParts.enumerated() {
+            if index == patternParts.count - 1, part.hasSuffix("*") {
+                guard index < pathParts.count else { return false }
+                return part == "*" || pathParts[index].hasPrefix(part.dropLast())
+            }
+            guard index < pathParts.count else { return false }
+            if part == "+" { if pathParts[index].isEmpty { return false } } else if part != pathParts[index] { return false }
+        }
+        return patternParts.count == pathParts.count
     }
 }
 

@@ -67,6 +67,7 @@ import Testing
             Target(mount: "kv1/", paths: rows(KVv1Backend.paths)),
             Target(mount: "transit/", paths: rows(TransitBackend.paths)),
             Target(mount: "cubbyhole/", paths: rows(CubbyholeBackend.paths)),
+            Target(mount: "pki/", paths: rows(PKIBackend.paths)),
         ]
     }
 
@@ -77,6 +78,7 @@ import Testing
         #expect(KVv1Backend.paths.validate() == [])
         #expect(TransitBackend.paths.validate() == [])
         #expect(CubbyholeBackend.paths.validate() == [])
+        #expect(PKIBackend.paths.validate() == [])
     }
 
     @Test func everyDeclaredFieldRefusesWhatDoesNotFit() throws {
@@ -84,6 +86,7 @@ import Testing
         let log = TemporaryDirectory()
         #expect(h.wire("POST", "sys/mounts/transit", ["type": "transit"]).status == 204)
         #expect(h.wire("POST", "sys/mounts/kv1", ["type": "kv"]).status == 204)
+        #expect(h.wire("POST", "sys/mounts/pki", ["type": "pki"]).status == 204)
         #expect(h.wire("POST", "transit/keys/sweep", [:]).status == 200)
         #expect(h.wire("PUT", "secret/data/sweep", ["data": ["a": "b"]]).status == 200)
         #expect(

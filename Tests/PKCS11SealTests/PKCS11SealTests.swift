@@ -650,6 +650,33 @@ import Testing
         vault.close()
     }
 
+    @Test func pkiCAKeysAreSealWrapped() throws {
+        let hsm = try SoftHSM()
+        try hsm.initToken("coffer")
+        try hsm.createAESKey(token: "coffer", label: "k", id: "01")
+        let vault = try Vault.open(
+            VaultConfiguration(storage: .memory, seal: try PKCS11Seal(hsm.configuration(token: "coffer", key: "k")))
+        )
+        let token = try vault.initialize(shares: 1, threshold: 1).rootToken
+        func post(_ path: String, _ body: String) -> Int {
+            vault.core.handleWire(method: "POST", path: path, token: token, body: Array(body.utf8)).status
+        }
+        #expect(post("sys/mounts/pki", #"{"type":"pki"}"#) == 204)
+        #expect(post("pki/root/generate/internal", #"{"common_name":"HSM Root","key_type":"ec"}"#) == 200)
+        #expect(post("pki/roles/web", #"{"allow_any_name":true,"key_type":"ec"}"#) == 200)
+        let entries = try vault.core.sealWrapStatus().entries
+        let keys = entries.filter { $0.key.contains("/key/") }
+        #expect(keys.count == 1 && keys.first?.value == "pkcs11 key_label=k key_id=01 mechanism=CKM_AES_GCM")
+        #expect(entries.contains { $0.key.hasSuffix("/config/serial-key") })
+        // Issued certificates and roles are not key material: barrier only.
+        #expect(!entries.contains { $0.key.contains("/role/") || $0.key.contains("/certs/") })
+        // After a restart the CA key is read back through the HSM and signs again.
+        vault.seal()
+        try vault.autoUnseal()
+        #expect(post("pki/issue/web", #"{"common_name":"a.example.internal"}"#) == 200)
+        vault.close()
+    }
+
     // MARK: Rotation
 
     @Test func rotatingTheHSMKeyThenRewrapMovesEverythingToTheNewKey() throws {

@@ -89,6 +89,7 @@ do {
             postgresPort: postgresPort,
             postgresPassword: postgresPassword
         )
+    case "pki": summary = try runPKI(bench, scratch, iterations ?? 2000, rounds: rounds, rsa: runs, revokes: secrets)
     case "postgres":
         try runPostgresHelper()
         exit(0)

@@ -145,6 +145,9 @@ public struct Response: Sendable {
     /// Byte results for in-process callers that asked for raw bytes (``Request/rawBytes``): transit's
     /// plaintext without base64. Not part of the JSON form.
     public var rawBytes: [String: [UInt8]]
+    /// A body that is not JSON (Vault's `http_raw_body`): a DER certificate or CRL, PEM text. Sent
+    /// as it is, with this content type and a 200.
+    public var body: (contentType: String, bytes: [UInt8])?
     /// Set by an engine that hands out a secret with a lease (a database user): the core registers
     /// the lease and fills in ``leaseID``, ``leaseDuration`` and ``renewable``. Never on the wire.
     package var secret: SecretLease?
@@ -167,7 +170,15 @@ public struct Response: Sendable {
         self.rawStatus = 200
         self.repeatDataAtTopLevel = false
         self.rawBytes = [:]
+        self.body = nil
         self.secret = nil
+    }
+
+    /// A 200 whose body is `bytes` as they are (not JSON), of `contentType`.
+    public static func rawBody(_ bytes: [UInt8], contentType: String) -> Response {
+        var r = Response(data: [:])
+        r.body = (contentType, bytes)
+        return r
     }
 
     /// Nothing found, with `data` saying why (sent as the body, as Vault does for a deleted version).

@@ -36,16 +36,16 @@ struct WireResponder: Sendable {
         let started = ContinuousClock.now
         let method = request.method.rawValue
         let target = request.head.path ?? "/"
-        let (status, body, close) = await answer(request, method: method, target: target, channel: channel)
+        let (status, body, close, contentType) = await answer(request, method: method, target: target, channel: channel)
 
-        var headers: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store"]
+        var headers: HTTPFields = [.contentType: contentType ?? "application/json", .cacheControl: "no-store"]
         headers[Self.hsts] = "max-age=31536000; includeSubDomains"
         if close { headers[.connection] = "close" }
         let head = HTTPResponse(status: .init(code: status), headerFields: headers)
         if let body, request.method != .head {
             var buffer = channel.allocator.buffer(capacity: body.count + 1)
             buffer.writeBytes(body)
-            buffer.writeInteger(UInt8(ascii: "\n"))  // Go's json.Encoder ends every body with a newline
+            if contentType == nil { buffer.writeInteger(UInt8(ascii: "\n")) }  // Go's json.Encoder ends every body with a newline
             var withLength = head
             withLength.headerFields[.contentLength] = String(buffer.readableBytes)
             try await writer.write(response: withLength, body: ResponseBody(byteBuffer: buffer))
@@ -75,12 +75,12 @@ struct WireResponder: Sendable {
         method: String,
         target: String,
         channel: any Channel
-    ) async -> (Int, [UInt8]?, Bool) {
+    ) async -> (Int, [UInt8]?, Bool, String?) {
         guard target.hasPrefix("/v1/") else {
-            return (404, Array(#"{"errors":[]}"#.utf8), false)
+            return (404, Array(#"{"errors":[]}"#.utf8), false, nil)
         }
         if request.method == .head, !target.hasPrefix("/v1/sys/health") {
-            return (405, Array(#"{"errors":[]}"#.utf8), false)
+            return (405, Array(#"{"errors":[]}"#.utf8), false, nil)
         }
         if request.headers[Self.wrapTTL] != nil {
             return Self.error(400, "response wrapping (X-Vault-Wrap-TTL) is not supported by Coffer yet")
@@ -117,10 +117,10 @@ struct WireResponder: Sendable {
         let namespace = request.headers[Self.namespace] ?? ""
         let client = channel.remoteAddress?.ipAddress ?? ""
         let vault = self.vault
-        let (status, out): (Int, [UInt8]?)
+        let (status, out, contentType): (Int, [UInt8]?, String?)
         if offloadWrites, request.method != .get, request.method != .head, method != "LIST" {
             do {
-                (status, out) = try await NIOThreadPool.singleton.runIfActive { [body, token] in
+                (status, out, contentType) = try await NIOThreadPool.singleton.runIfActive { [body, token] in
                     let result = vault.handleWire(
                         method: method,
                         path: target,
@@ -129,7 +129,7 @@ struct WireResponder: Sendable {
                         namespace: namespace,
                         clientAddress: client
                     )
-                    return (result.status, result.body)
+                    return (result.status, result.body, result.contentType)
                 }
             } catch {
                 return Self.error(503, "the server is shutting down")
@@ -143,15 +143,17 @@ struct WireResponder: Sendable {
                 namespace: namespace,
                 clientAddress: client
             )
-            (status, out) = (result.status, result.body)
+            (status, out, contentType) = (result.status, result.body, result.contentType)
         }
-        return (status, out, false)
+        return (status, out, false, contentType)
     }
 
-    static let tooLarge = (413, Array(#"{"errors":["http: request body too large"]}"#.utf8), true)
+    static let tooLarge: (Int, [UInt8]?, Bool, String?) = (
+        413, Array(#"{"errors":["http: request body too large"]}"#.utf8), true, nil
+    )
 
-    static func error(_ status: Int, _ message: String) -> (Int, [UInt8]?, Bool) {
-        (status, JSONValue.object(["errors": [.string(message)]]).serialized(), false)
+    static func error(_ status: Int, _ message: String) -> (Int, [UInt8]?, Bool, String?) {
+        (status, JSONValue.object(["errors": [.string(message)]]).serialized(), false, nil)
     }
 }
 
