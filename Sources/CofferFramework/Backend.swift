@@ -101,7 +101,11 @@ package struct SpecialPaths: Sendable {
                 return part == "*" || pathParts[index].hasPrefix(part.dropLast())
             }
             guard index < pathParts.count else { return false }
-            if part == "+" { if pathParts[index].isEmpty { return false } } else if part != pathParts[index] { return false }
+            if part == "+" {
+                if pathParts[index].isEmpty { return false }
+            } else if part != pathParts[index] {
+                return false
+            }
         }
         return patternParts.count == pathParts.count
     }

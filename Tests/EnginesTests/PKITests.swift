@@ -10,7 +10,9 @@ extension Harness {
     /// `pki/` with an EC P-256 root ("Coffer Test Root", 10 years) and a role `web` for
     /// `*.example.internal`.
     func mountPKI(path: String = "pki", role: [String: JSONValue] = [:]) throws -> String {
-        #expect(wire("POST", "sys/mounts/\(path)", ["type": "pki", "config": ["max_lease_ttl": "87600h"]]).status == 204)
+        #expect(
+            wire("POST", "sys/mounts/\(path)", ["type": "pki", "config": ["max_lease_ttl": "87600h"]]).status == 204
+        )
         let root = wire(
             "POST",
             "\(path)/root/generate/internal",
@@ -32,7 +34,12 @@ extension Harness {
         Wire.handle(vault.core, method: method, path: path, token: token, body: [])
     }
 
-    func issue(_ role: String = "web", _ cn: String, path: String = "pki", extra: [String: JSONValue] = [:]) throws
+    func issue(
+        _ role: String = "web",
+        _ cn: String,
+        path: String = "pki",
+        extra: [String: JSONValue] = [:]
+    ) throws
         -> [String: JSONValue]
     {
         var body: [String: JSONValue] = ["common_name": .string(cn)]
@@ -74,10 +81,16 @@ private func text(_ data: [String: JSONValue], _ key: String) -> String { data[k
         let h = try Harness()
         let rootPEM = try h.mountPKI()
         // The intermediate on its own mount: its key and request, signed by the root, imported back.
-        #expect(h.wire("POST", "sys/mounts/pki_int", ["type": "pki", "config": ["max_lease_ttl": "43800h"]]).status == 204)
+        #expect(
+            h.wire("POST", "sys/mounts/pki_int", ["type": "pki", "config": ["max_lease_ttl": "43800h"]]).status == 204
+        )
         let csr = try #require(
-            h.wire("POST", "pki_int/intermediate/generate/internal", ["common_name": "Coffer Intermediate", "key_type": "ec", "key_bits": 384])
-                .json?["data"]?["csr"]?.stringValue
+            h.wire(
+                "POST",
+                "pki_int/intermediate/generate/internal",
+                ["common_name": "Coffer Intermediate", "key_type": "ec", "key_bits": 384]
+            )
+            .json?["data"]?["csr"]?.stringValue
         )
         let signed = h.wire("POST", "pki/root/sign-intermediate", ["csr": .string(csr), "ttl": "43800h"])
         #expect(signed.status == 200)
@@ -87,12 +100,24 @@ private func text(_ data: [String: JSONValue], _ key: String) -> String { data[k
         #expect(imported.json?["data"]?["imported_issuers"]?.arrayValue?.count == 1)
         // Importing it again changes nothing.
         let again = h.wire("POST", "pki_int/intermediate/set-signed", ["certificate": .string(intPEM)])
-        #expect(again.json?["data"]?["imported_issuers"] == .null && again.json?["data"]?["existing_issuers"]?.arrayValue?.count == 1)
         #expect(
-            h.wire("POST", "pki_int/roles/web", ["allowed_domains": "example.internal", "allow_subdomains": true, "key_type": "ec"]).status
+            again.json?["data"]?["imported_issuers"] == .null
+                && again.json?["data"]?["existing_issuers"]?.arrayValue?.count == 1
+        )
+        #expect(
+            h.wire(
+                "POST",
+                "pki_int/roles/web",
+                ["allowed_domains": "example.internal", "allow_subdomains": true, "key_type": "ec"]
+            ).status
                 == 200
         )
-        let leaf = try h.issue("web", "api.example.internal", path: "pki_int", extra: ["alt_names": "db.example.internal", "ip_sans": "127.0.0.1"])
+        let leaf = try h.issue(
+            "web",
+            "api.example.internal",
+            path: "pki_int",
+            extra: ["alt_names": "db.example.internal", "ip_sans": "127.0.0.1"]
+        )
         #expect(text(leaf, "private_key").hasPrefix("-----BEGIN EC PRIVATE KEY-----"))
         #expect(text(leaf, "private_key_type") == "ec")
         #expect(leaf["ca_chain"]?.arrayValue?.count == 1)  // the root is not on pki_int, as in OpenBao
@@ -102,19 +127,29 @@ private func text(_ data: [String: JSONValue], _ key: String) -> String { data[k
         let ssl = OpenSSL()
         let at = String(h.clock.now().seconds)
         let verify = try ssl.run([
-            "verify", "-attime", at, "-CAfile", ssl.write("root.pem", rootPEM), "-untrusted", ssl.write("int.pem", intPEM),
+            "verify", "-attime", at, "-CAfile", ssl.write("root.pem", rootPEM), "-untrusted",
+            ssl.write("int.pem", intPEM),
             ssl.write("leaf.pem", text(leaf, "certificate")),
         ])
         #expect(verify.status == 0 && verify.output.contains("OK"), "\(verify.output) \(verify.errors)")
         let dump = try ssl.run(["x509", "-in", ssl.dir.file("leaf.pem"), "-noout", "-text"]).output
-        #expect(dump.contains("X509v3 Key Usage: critical\n                Digital Signature, Key Encipherment, Key Agreement"))
+        #expect(
+            dump.contains(
+                "X509v3 Key Usage: critical\n                Digital Signature, Key Encipherment, Key Agreement"
+            )
+        )
         #expect(dump.contains("TLS Web Server Authentication, TLS Web Client Authentication"))
         #expect(dump.contains("DNS:api.example.internal, DNS:db.example.internal, IP Address:127.0.0.1"))
         #expect(!dump.contains("Basic Constraints"))
         #expect(dump.contains("Signature Algorithm: ecdsa-with-SHA384"))  // a P-384 issuer signs with SHA-384
         // NotBefore 30 s back, NotAfter at the mount's default TTL (768 h).
-        let dates = try ssl.run(["x509", "-in", ssl.dir.file("leaf.pem"), "-noout", "-startdate", "-enddate", "-dateopt", "iso_8601"]).output
-        #expect(dates.contains(iso(h.clock.now().seconds - 30)) && dates.contains(iso(h.clock.now().seconds + 768 * 3600)), "\(dates)")
+        let dates = try ssl.run([
+            "x509", "-in", ssl.dir.file("leaf.pem"), "-noout", "-startdate", "-enddate", "-dateopt", "iso_8601",
+        ]).output
+        #expect(
+            dates.contains(iso(h.clock.now().seconds - 30)) && dates.contains(iso(h.clock.now().seconds + 768 * 3600)),
+            "\(dates)"
+        )
         // The key matches the certificate.
         let keyPub = try ssl.run(["pkey", "-in", ssl.write("leaf.key", text(leaf, "private_key")), "-pubout"]).output
         let certPub = try ssl.run(["x509", "-in", ssl.dir.file("leaf.pem"), "-noout", "-pubkey"]).output
@@ -126,15 +161,29 @@ private func text(_ data: [String: JSONValue], _ key: String) -> String { data[k
         let rootPEM = try h.mountPKI()
         let ssl = OpenSSL()
         let root = ssl.write("root.pem", rootPEM)
-        for (type, bits, label) in [("rsa", 2048, "RSA PRIVATE KEY"), ("ed25519", 0, "PRIVATE KEY"), ("ec", 521, "EC PRIVATE KEY")] {
-            #expect(h.wire("POST", "pki/roles/\(type)", ["allow_any_name": true, "key_type": .string(type), "key_bits": .int(bits)]).status == 200)
+        for (type, bits, label) in [
+            ("rsa", 2048, "RSA PRIVATE KEY"), ("ed25519", 0, "PRIVATE KEY"), ("ec", 521, "EC PRIVATE KEY"),
+        ] {
+            #expect(
+                h.wire(
+                    "POST",
+                    "pki/roles/\(type)",
+                    ["allow_any_name": true, "key_type": .string(type), "key_bits": .int(bits)]
+                ).status == 200
+            )
             let leaf = try h.issue(type, "\(type).example.internal")
             #expect(text(leaf, "private_key").hasPrefix("-----BEGIN \(label)-----"))
             // The key is the certificate's.
-            let keyPub = try ssl.run(["pkey", "-in", ssl.write("\(type).key", text(leaf, "private_key")), "-pubout"]).output
-            let certPub = try ssl.run(["x509", "-in", ssl.write("\(type)-cert.pem", text(leaf, "certificate")), "-noout", "-pubkey"]).output
+            let keyPub = try ssl.run(["pkey", "-in", ssl.write("\(type).key", text(leaf, "private_key")), "-pubout"])
+                .output
+            let certPub = try ssl.run([
+                "x509", "-in", ssl.write("\(type)-cert.pem", text(leaf, "certificate")), "-noout", "-pubkey",
+            ]).output
             #expect(!keyPub.isEmpty && keyPub == certPub, "\(type)")
-            let verify = try ssl.run(["verify", "-attime", String(h.clock.now().seconds), "-CAfile", root, ssl.write("\(type).pem", text(leaf, "certificate"))])
+            let verify = try ssl.run([
+                "verify", "-attime", String(h.clock.now().seconds), "-CAfile", root,
+                ssl.write("\(type).pem", text(leaf, "certificate")),
+            ])
             #expect(verify.status == 0, "\(type): \(verify.output) \(verify.errors)")
         }
         let pkcs8 = try h.issue("ec", "x.example.internal", extra: ["private_key_format": "pkcs8"])
@@ -142,8 +191,15 @@ private func text(_ data: [String: JSONValue], _ key: String) -> String { data[k
         #expect(try ssl.run(["pkey", "-in", ssl.write("p8.key", text(pkcs8, "private_key")), "-noout"]).status == 0)
         let der = try h.issue("ec", "y.example.internal", extra: ["format": "der"])
         let certDER = try #require(Base64.decode(text(der, "certificate")))
-        #expect(try ssl.run(["x509", "-inform", "DER", "-in", ssl.write("y.der", bytes: certDER), "-noout", "-subject"]).output.contains("y.example.internal"))
-        let exported = h.wire("POST", "pki/root/generate/exported", ["common_name": "Second Root", "key_type": "ed25519", "issuer_name": "second"])
+        #expect(
+            try ssl.run(["x509", "-inform", "DER", "-in", ssl.write("y.der", bytes: certDER), "-noout", "-subject"])
+                .output.contains("y.example.internal")
+        )
+        let exported = h.wire(
+            "POST",
+            "pki/root/generate/exported",
+            ["common_name": "Second Root", "key_type": "ed25519", "issuer_name": "second"]
+        )
         #expect(exported.json?["data"]?["private_key"]?.stringValue?.hasPrefix("-----BEGIN PRIVATE KEY-----") == true)
         // A second root is a second issuer; the default does not move.
         let issuers = h.wire("LIST", "pki/issuers").json?["data"]?["key_info"]?.objectValue ?? [:]
@@ -174,12 +230,19 @@ private func text(_ data: [String: JSONValue], _ key: String) -> String { data[k
         #expect(dump.contains("DNS:alt.example.internal, DNS:svc.example.internal"))
         let csrPub = try ssl.run(["pkey", "-in", key, "-pubout"]).output
         #expect(try ssl.run(["x509", "-in", cert, "-noout", "-pubkey"]).output == csrPub)
-        #expect(try ssl.run(["verify", "-attime", String(h.clock.now().seconds), "-CAfile", ssl.write("root.pem", rootPEM), cert]).status == 0)
+        #expect(
+            try ssl.run([
+                "verify", "-attime", String(h.clock.now().seconds), "-CAfile", ssl.write("root.pem", rootPEM), cert,
+            ]).status == 0
+        )
 
         // sign-verbatim keeps the whole subject and no EKU.
         let verbatim = h.wire("POST", "pki/sign-verbatim", ["csr": .string(csr)])
         #expect(verbatim.status == 200)
-        let vdump = try ssl.run(["x509", "-in", ssl.write("v.pem", verbatim.json?["data"]?["certificate"]?.stringValue ?? ""), "-noout", "-text"]).output
+        let vdump = try ssl.run([
+            "x509", "-in", ssl.write("v.pem", verbatim.json?["data"]?["certificate"]?.stringValue ?? ""), "-noout",
+            "-text",
+        ]).output
         #expect(vdump.contains("Subject: O = Acme, CN = svc.example.internal"))
         #expect(!vdump.contains("Extended Key Usage"))
 
@@ -188,11 +251,26 @@ private func text(_ data: [String: JSONValue], _ key: String) -> String { data[k
         der[der.count - 3] ^= 0x01
         let bad = h.wire("POST", "pki/sign/web", ["csr": .string(PEMBlocks.encode(der, "CERTIFICATE REQUEST"))])
         #expect(bad.status == 400 && errors(bad.json) == ["request signature invalid"])
-        #expect(h.wire("POST", "pki/sign/web", ["csr": "-----BEGIN CERTIFICATE REQUEST-----\n!!!\n-----END CERTIFICATE REQUEST-----"]).status == 400)
+        #expect(
+            h.wire(
+                "POST",
+                "pki/sign/web",
+                ["csr": "-----BEGIN CERTIFICATE REQUEST-----\n!!!\n-----END CERTIFICATE REQUEST-----"]
+            ).status == 400
+        )
         // An RSA request on an EC role.
-        try ssl.run(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", ssl.dir.file("rsa.key")])
-        try ssl.run(["req", "-new", "-key", ssl.dir.file("rsa.key"), "-subj", "/CN=r.example.internal", "-out", ssl.dir.file("rsa.csr")])
-        let rsa = h.wire("POST", "pki/sign/web", ["csr": .string(try String(contentsOfFile: ssl.dir.file("rsa.csr"), encoding: .utf8))])
+        try ssl.run([
+            "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", ssl.dir.file("rsa.key"),
+        ])
+        try ssl.run([
+            "req", "-new", "-key", ssl.dir.file("rsa.key"), "-subj", "/CN=r.example.internal", "-out",
+            ssl.dir.file("rsa.csr"),
+        ])
+        let rsa = h.wire(
+            "POST",
+            "pki/sign/web",
+            ["csr": .string(try String(contentsOfFile: ssl.dir.file("rsa.csr"), encoding: .utf8))]
+        )
         #expect(rsa.status == 400 && errors(rsa.json) == ["role requires keys of type ec"])
         let listed = h.wire("LIST", "pki/certs").json?["data"]?["keys"]?.arrayValue?.count
         #expect(listed == 3)  // the root, sign and sign-verbatim: nothing from the refused requests
@@ -205,8 +283,16 @@ private func text(_ data: [String: JSONValue], _ key: String) -> String { data[k
             let r = h.wire(method, path, body)
             return (r.status, errors(r.json))
         }
-        #expect(error("POST", "pki/issue/web", ["common_name": "www.evil.com"]) == (400, ["common name www.evil.com not allowed by this role"]))
-        #expect(error("POST", "pki/issue/web", ["common_name": "example.internal"]) == (400, ["common name example.internal not allowed by this role"]))
+        #expect(
+            error("POST", "pki/issue/web", ["common_name": "www.evil.com"]) == (
+                400, ["common name www.evil.com not allowed by this role"]
+            )
+        )
+        #expect(
+            error("POST", "pki/issue/web", ["common_name": "example.internal"]) == (
+                400, ["common name example.internal not allowed by this role"]
+            )
+        )
         #expect(
             error("POST", "pki/issue/web", ["common_name": "a.example.internal", "alt_names": "x.evil.com"])
                 == (400, ["subject alternate name x.evil.com not allowed by this role"])
@@ -217,26 +303,52 @@ private func text(_ data: [String: JSONValue], _ key: String) -> String { data[k
         )
         #expect(error("POST", "pki/issue/nope", ["common_name": "a.example.internal"]) == (400, ["unknown role: nope"]))
         #expect(error("POST", "pki/issue/web", ["common_name": "a.example.internal", "ttl": "abc"]).0 == 400)
-        #expect(error("POST", "pki/roles/r", ["key_type": "rsa", "key_bits": 1000]) == (400, ["RSA keys < 2048 bits are unsafe and not supported: got 1000"]))
-        #expect(error("POST", "pki/roles/e", ["key_type": "ec", "key_bits": 300]) == (400, ["unsupported bit length for EC key: 300"]))
-        #expect(error("POST", "pki/roles/p", ["policy_identifiers": "1.2.3"]).0 == 400)  // not acted on: refused, not stored
+        #expect(
+            error("POST", "pki/roles/r", ["key_type": "rsa", "key_bits": 1000]) == (
+                400, ["RSA keys < 2048 bits are unsafe and not supported: got 1000"]
+            )
+        )
+        #expect(
+            error("POST", "pki/roles/e", ["key_type": "ec", "key_bits": 300]) == (
+                400, ["unsupported bit length for EC key: 300"]
+            )
+        )
+        // A field Coffer does not act on: refused, not stored.
+        #expect(error("POST", "pki/roles/p", ["policy_identifiers": "1.2.3"]).0 == 400)
         #expect(error("POST", "pki/root/generate/bogus", ["common_name": "x"]).0 == 400)
         let (status, messages) = error("GET", "pki/issuer/nope", .null)
-        #expect(status == 500 && messages == ["1 error occurred:\n\t* unable to find PKI issuer for reference: nope\n\n"])
+        #expect(
+            status == 500 && messages == ["1 error occurred:\n\t* unable to find PKI issuer for reference: nope\n\n"]
+        )
         #expect(error("POST", "pki/issuer/nope/issue/web", ["common_name": "a.example.internal"]).0 == 500)
         #expect(error("POST", "pki/intermediate/set-signed", ["certificate": "not a pem"]).0 == 400)
         // A leaf certificate is not a CA: refused, and its PEM is echoed as OpenBao does.
         let leaf = try h.issue("web", "a.example.internal")
         let (code, text) = error("POST", "pki/intermediate/set-signed", ["certificate": leaf["certificate"]!])
-        #expect(code == 400 && text.first?.hasPrefix("Error parsing issuer 0: Refusing to import non-CA certificate\n-----BEGIN CERTIFICATE-----") == true)
+        #expect(
+            code == 400
+                && text.first?.hasPrefix(
+                    "Error parsing issuer 0: Refusing to import non-CA certificate\n-----BEGIN CERTIFICATE-----"
+                ) == true
+        )
         // A TTL past the role's max is capped with OpenBao's warning; past the CA's NotAfter it is refused,
         // or clipped once the issuer says `truncate`.
         let capped = h.wire("POST", "pki/issue/web", ["common_name": "b.example.internal", "ttl": "9999h"])
-        #expect(capped.json?["warnings"]?.arrayValue?.first == "TTL \"9999h0m0s\" is longer than permitted maxTTL \"720h0m0s\", so maxTTL is being used")
-        #expect(h.wire("POST", "pki/roles/long", ["allow_any_name": true, "key_type": "ec", "max_ttl": "200000h"]).status == 200)
+        #expect(
+            capped.json?["warnings"]?.arrayValue?.first
+                == "TTL \"9999h0m0s\" is longer than permitted maxTTL \"720h0m0s\", so maxTTL is being used"
+        )
+        #expect(
+            h.wire("POST", "pki/roles/long", ["allow_any_name": true, "key_type": "ec", "max_ttl": "200000h"]).status
+                == 200
+        )
         #expect(h.wire("POST", "sys/mounts/pki/tune", ["max_lease_ttl": "200000h"]).status == 204)
         let past = h.wire("POST", "pki/issue/long", ["common_name": "c.example.internal", "ttl": "100000h"])
-        #expect(past.status == 400 && errors(past.json).first?.hasPrefix("cannot satisfy request, as TTL would result in notAfter of") == true)
+        #expect(
+            past.status == 400
+                && errors(past.json).first?.hasPrefix("cannot satisfy request, as TTL would result in notAfter of")
+                    == true
+        )
         #expect(h.wire("POST", "pki/issuer/default", ["leaf_not_after_behavior": "truncate"]).status == 200)
         let clipped = h.wire("POST", "pki/issue/long", ["common_name": "c.example.internal", "ttl": "100000h"])
         let rootExpiry = h.wire("GET", "pki/cert/ca").json?["data"]?["certificate"]?.stringValue
@@ -260,14 +372,21 @@ private func text(_ data: [String: JSONValue], _ key: String) -> String { data[k
         let short = try h.issue("web", "b.example.internal", extra: ["ttl": "60s"])
         let unrevoked = try h.issue("web", "c.example.internal", extra: ["ttl": "60s"])
         // Unauthenticated lookups, before and after.
-        let before = h.wire("GET", "pki/cert/\(serial.replacingOccurrences(of: ":", with: "-").uppercased())", token: nil)
+        let before = h.wire(
+            "GET",
+            "pki/cert/\(serial.replacingOccurrences(of: ":", with: "-").uppercased())",
+            token: nil
+        )
         #expect(before.status == 200 && before.json?["data"]?["revocation_time"] == 0)
         let revoked = h.wire("POST", "pki/revoke", ["serial_number": .string(serial)])
         #expect(revoked.status == 200 && revoked.json?["data"]?["state"] == "revoked")
         #expect(revoked.json?["data"]?["revocation_time"] == .int(h.clock.now().seconds))
         h.clock.advance(seconds: 5)
         // Idempotent: the first revocation's time.
-        #expect(h.wire("POST", "pki/revoke", ["serial_number": .string(serial)]).json?["data"]?["revocation_time"] == revoked.json?["data"]?["revocation_time"])
+        #expect(
+            h.wire("POST", "pki/revoke", ["serial_number": .string(serial)]).json?["data"]?["revocation_time"]
+                == revoked.json?["data"]?["revocation_time"]
+        )
         #expect(h.wire("POST", "pki/revoke", ["serial_number": short["serial_number"]!]).status == 200)
         let after = h.wire("GET", "pki/cert/\(serial)", token: nil).json?["data"]
         #expect(after?["revocation_time"] == revoked.json?["data"]?["revocation_time"] && after?["issuer_id"] != nil)
@@ -276,7 +395,9 @@ private func text(_ data: [String: JSONValue], _ key: String) -> String { data[k
         let crl = h.raw("GET", "pki/crl")
         #expect(crl.status == 200 && crl.contentType == "application/pkix-crl")
         let crlPath = ssl.write("crl.der", bytes: crl.body ?? [])
-        let crlText = try ssl.run(["crl", "-inform", "DER", "-in", crlPath, "-CAfile", root, "-noout", "-text", "-verify"])
+        let crlText = try ssl.run([
+            "crl", "-inform", "DER", "-in", crlPath, "-CAfile", root, "-noout", "-text", "-verify",
+        ])
         #expect(crlText.errors.contains("verify OK"), "\(crlText.errors)")
         #expect(crlText.output.contains(serial.replacingOccurrences(of: ":", with: "").uppercased()))
         #expect(crlText.output.contains("Version 2") && crlText.output.contains("X509v3 CRL Number"))
@@ -284,29 +405,55 @@ private func text(_ data: [String: JSONValue], _ key: String) -> String { data[k
         let pem = h.raw("GET", "pki/crl/pem")
         #expect(pem.contentType == "application/x-pem-file")
         let bundle = ssl.write("bundle.pem", rootPEM + "\n" + String(decoding: pem.body ?? [], as: UTF8.self))
-        let check = try ssl.run(["verify", "-attime", String(h.clock.now().seconds), "-crl_check", "-CAfile", bundle, ssl.write("leaf.pem", text(leaf, "certificate"))])
-        #expect(check.status != 0 && (check.output + check.errors).contains("certificate revoked"), "\(check.output) \(check.errors)")
+        let check = try ssl.run([
+            "verify", "-attime", String(h.clock.now().seconds), "-crl_check", "-CAfile", bundle,
+            ssl.write("leaf.pem", text(leaf, "certificate")),
+        ])
+        #expect(
+            check.status != 0 && (check.output + check.errors).contains("certificate revoked"),
+            "\(check.output) \(check.errors)"
+        )
 
         // Once the 60 s certificate has expired, the next CRL no longer lists it; a newer CRL has a higher number.
         func crlNumber(_ der: [UInt8]) throws -> Int {
-            let out = try ssl.run(["crl", "-inform", "DER", "-in", ssl.write("n.der", bytes: der), "-noout", "-crlnumber"]).output
-            let hex = out.split(separator: "=").last.map { String($0).trimmingCharacters(in: .whitespacesAndNewlines) } ?? ""
+            let out = try ssl.run([
+                "crl", "-inform", "DER", "-in", ssl.write("n.der", bytes: der), "-noout", "-crlnumber",
+            ]).output
+            let hex =
+                out.split(separator: "=").last.map { String($0).trimmingCharacters(in: .whitespacesAndNewlines) } ?? ""
             return Int(hex.hasPrefix("0x") ? String(hex.dropFirst(2)) : hex, radix: 16) ?? -1
         }
         let firstNumber = try crlNumber(crl.body ?? [])
         h.clock.advance(seconds: 120)
         let later = h.raw("GET", "pki/crl")
-        let laterText = try ssl.run(["crl", "-inform", "DER", "-in", ssl.write("later.der", bytes: later.body ?? []), "-noout", "-text"]).output
+        let laterText = try ssl.run([
+            "crl", "-inform", "DER", "-in", ssl.write("later.der", bytes: later.body ?? []), "-noout", "-text",
+        ]).output
         #expect(laterText.components(separatedBy: "Serial Number:").count == 2)  // only the leaf
         #expect(try crlNumber(later.body ?? []) > firstNumber)
         // An expired certificate is not added: OpenBao's 200 with no data and a warning.
         let expired = h.wire("POST", "pki/revoke", ["serial_number": unrevoked["serial_number"]!])
         #expect(expired.status == 200 && expired.json?["data"] == .null)
-        #expect(expired.json?["warnings"]?.arrayValue?.first?.stringValue?.hasSuffix("already expired; refusing to add to CRL. Enable 'AllowExpiredCertRevocation' to allow revoking expired certificates.") == true)
+        #expect(
+            expired.json?["warnings"]?.arrayValue?.first?.stringValue?.hasSuffix(
+                "already expired; refusing to add to CRL. Enable 'AllowExpiredCertRevocation' to allow revoking expired certificates."
+            ) == true
+        )
         // The issuer cannot revoke itself; an unknown serial is refused.
-        let rootSerial = try #require(h.wire("LIST", "pki/issuers").json?["data"]?["key_info"]?.objectValue?.values.first?["serial_number"]?.stringValue)
-        #expect(errors(h.wire("POST", "pki/revoke", ["serial_number": .string(rootSerial)]).json).first?.hasPrefix("adding issuer (id: ") == true)
-        #expect(errors(h.wire("POST", "pki/revoke", ["serial_number": "11:22:33"]).json) == ["certificate with serial 11:22:33 not found."])
+        let rootSerial = try #require(
+            h.wire("LIST", "pki/issuers").json?["data"]?["key_info"]?.objectValue?.values.first?["serial_number"]?
+                .stringValue
+        )
+        #expect(
+            errors(h.wire("POST", "pki/revoke", ["serial_number": .string(rootSerial)]).json).first?.hasPrefix(
+                "adding issuer (id: "
+            ) == true
+        )
+        #expect(
+            errors(h.wire("POST", "pki/revoke", ["serial_number": "11:22:33"]).json) == [
+                "certificate with serial 11:22:33 not found."
+            ]
+        )
     }
 
     @Test func noStoreCertificatesAreRevocableBySerialAndByCertificate() throws {
@@ -316,7 +463,9 @@ private func text(_ data: [String: JSONValue], _ key: String) -> String { data[k
         let b = try h.issue("web", "b.example.internal")
         #expect(h.wire("GET", "pki/cert/\(text(a, "serial_number"))").status == 404)
         // By serial alone: the serial carries its issuer and expiry under the mount's MAC.
-        #expect(h.wire("POST", "pki/revoke", ["serial_number": a["serial_number"]!]).json?["data"]?["state"] == "revoked")
+        #expect(
+            h.wire("POST", "pki/revoke", ["serial_number": a["serial_number"]!]).json?["data"]?["state"] == "revoked"
+        )
         #expect(h.wire("POST", "pki/revoke", ["certificate": b["certificate"]!]).json?["data"]?["state"] == "revoked")
         // A 20-byte serial this mount did not make (one bit changed) is not ours to list.
         var forged = text(a, "serial_number")
@@ -324,7 +473,8 @@ private func text(_ data: [String: JSONValue], _ key: String) -> String { data[k
         #expect(h.wire("POST", "pki/revoke", ["serial_number": .string(forged)]).status == 400)
         let ssl = OpenSSL()
         let crl = h.raw("GET", "pki/crl").body ?? []
-        let listing = try ssl.run(["crl", "-inform", "DER", "-in", ssl.write("crl.der", bytes: crl), "-noout", "-text"]).output
+        let listing = try ssl.run(["crl", "-inform", "DER", "-in", ssl.write("crl.der", bytes: crl), "-noout", "-text"])
+            .output
         for serial in [text(a, "serial_number"), text(b, "serial_number")] {
             #expect(listing.contains(serial.replacingOccurrences(of: ":", with: "").uppercased()))
         }
@@ -353,8 +503,17 @@ private func text(_ data: [String: JSONValue], _ key: String) -> String { data[k
     @Test func issuersKeysAndConfiguration() throws {
         let h = try Harness()
         _ = try h.mountPKI()
-        let urls = h.wire("POST", "pki/config/urls", ["issuing_certificates": ["http://127.0.0.1:8200/v1/pki/ca"], "crl_distribution_points": "http://127.0.0.1:8200/v1/pki/crl"])
-        #expect(urls.status == 200 && urls.json?["data"]?["crl_distribution_points"] == ["http://127.0.0.1:8200/v1/pki/crl"])
+        let urls = h.wire(
+            "POST",
+            "pki/config/urls",
+            [
+                "issuing_certificates": ["http://127.0.0.1:8200/v1/pki/ca"],
+                "crl_distribution_points": "http://127.0.0.1:8200/v1/pki/crl",
+            ]
+        )
+        #expect(
+            urls.status == 200 && urls.json?["data"]?["crl_distribution_points"] == ["http://127.0.0.1:8200/v1/pki/crl"]
+        )
         let ssl = OpenSSL()
         let leaf = try h.issue("web", "a.example.internal")
         let dump = try ssl.run(["x509", "-in", ssl.write("a.pem", text(leaf, "certificate")), "-noout", "-text"]).output
@@ -374,7 +533,11 @@ private func text(_ data: [String: JSONValue], _ key: String) -> String { data[k
         #expect(h.wire("DELETE", "pki/key/\(keyID)").status == 400)  // an issuer uses it
         #expect(h.wire("GET", "pki/config/crl").json?["data"]?["expiry"] == "72h")
         let deleted = h.wire("DELETE", "pki/issuer/v2")
-        #expect(deleted.json?["warnings"]?.arrayValue?.first?.stringValue?.contains("this was configured as the default issuer") == true)
+        #expect(
+            deleted.json?["warnings"]?.arrayValue?.first?.stringValue?.contains(
+                "this was configured as the default issuer"
+            ) == true
+        )
         #expect(h.wire("GET", "pki/config/issuers").json?["data"]?["default"] == "")
     }
 
@@ -385,14 +548,22 @@ private func text(_ data: [String: JSONValue], _ key: String) -> String { data[k
         let fresh = try h.issue("web", "new.example.internal", extra: ["ttl": "1h"])
         #expect(h.wire("POST", "pki/revoke", ["serial_number": old["serial_number"]!]).status == 200)
         h.clock.advance(seconds: 60)
-        let r = h.wire("POST", "pki/tidy", ["tidy_cert_store": true, "tidy_revoked_certs": true, "safety_buffer": "1s"])
+        let r = h.wire(
+            "POST",
+            "pki/tidy",
+            ["tidy_cert_store": true, "tidy_revoked_certs": true, "safety_buffer": "1s"]
+        )
         #expect(r.status == 202)
         #expect(h.wire("GET", "pki/cert/\(text(old, "serial_number"))").status == 404)
         #expect(h.wire("GET", "pki/cert/\(text(fresh, "serial_number"))").status == 200)
         #expect(h.wire("LIST", "pki/certs/revoked").status == 404)
         let status = h.wire("GET", "pki/tidy-status").json?["data"]
         #expect(status?["state"] == "Finished" && status?["cert_store_deleted_count"] == 1)
-        #expect(h.wire("POST", "pki/tidy", [:]).json?["warnings"]?.arrayValue?.first?.stringValue?.hasPrefix("Manual tidy requested") == true)
+        #expect(
+            h.wire("POST", "pki/tidy", [:]).json?["warnings"]?.arrayValue?.first?.stringValue?.hasPrefix(
+                "Manual tidy requested"
+            ) == true
+        )
         // The root stays whatever its age.
         #expect(h.wire("LIST", "pki/certs").json?["data"]?["keys"]?.arrayValue?.count == 2)
     }
@@ -418,14 +589,20 @@ private func text(_ data: [String: JSONValue], _ key: String) -> String { data[k
         defer { vault.close() }
         try vault.unseal(key: key)
         func wire(_ method: String, _ path: String, _ body: JSONValue? = nil) -> (Int, JSONValue?) {
-            let (status, bytes) = vault.core.handleWire(method: method, path: path, token: "root", body: body?.serialized() ?? [])
+            let (status, bytes) = vault.core.handleWire(
+                method: method,
+                path: path,
+                token: "root",
+                body: body?.serialized() ?? []
+            )
             return (status, bytes.map { try? JSONValue.parse($0) } ?? nil)
         }
         // The serial key survived: a no_store certificate from before the restart is still revocable by serial.
         #expect(wire("POST", "pki/revoke", ["serial_number": leaf["serial_number"]!]).1?["data"]?["state"] == "revoked")
         let crl = Wire.handle(vault.core, method: "GET", path: "pki/crl", token: nil, body: []).body ?? []
         let ssl = OpenSSL()
-        let listing = try ssl.run(["crl", "-inform", "DER", "-in", ssl.write("crl.der", bytes: crl), "-noout", "-text"]).output
+        let listing = try ssl.run(["crl", "-inform", "DER", "-in", ssl.write("crl.der", bytes: crl), "-noout", "-text"])
+            .output
         #expect(listing.components(separatedBy: "Serial Number:").count == 3)
         #expect(wire("POST", "pki/issue/web", ["common_name": "c.example.internal"]).0 == 200)
     }
@@ -447,7 +624,8 @@ enum PEMBlocks {
     }
 
     static func encode(_ der: [UInt8], _ label: String) -> String {
-        "-----BEGIN \(label)-----\n" + Data(der).base64EncodedString(options: [.lineLength64Characters, .endLineWithLineFeed])
+        "-----BEGIN \(label)-----\n"
+            + Data(der).base64EncodedString(options: [.lineLength64Characters, .endLineWithLineFeed])
             + "\n-----END \(label)-----\n"
     }
 }

@@ -45,7 +45,8 @@ struct WireResponder: Sendable {
         if let body, request.method != .head {
             var buffer = channel.allocator.buffer(capacity: body.count + 1)
             buffer.writeBytes(body)
-            if contentType == nil { buffer.writeInteger(UInt8(ascii: "\n")) }  // Go's json.Encoder ends every body with a newline
+            // Go's json.Encoder ends every JSON body with a newline; raw bodies go as they are.
+            if contentType == nil { buffer.writeInteger(UInt8(ascii: "\n")) }
             var withLength = head
             withLength.headerFields[.contentLength] = String(buffer.readableBytes)
             try await writer.write(response: withLength, body: ResponseBody(byteBuffer: buffer))

@@ -190,7 +190,10 @@ enum PEM {
         let capacity = head.count + Base64.encodedLength(der.count) + lines + tail.count
         return String(unsafeUninitializedCapacity: capacity) { out in
             var at = 0
-            for byte in head { out[at] = byte; at += 1 }
+            for byte in head {
+                out[at] = byte
+                at += 1
+            }
             der.withUnsafeBytes { bytes in
                 var offset = 0
                 while offset < bytes.count {
@@ -202,7 +205,10 @@ enum PEM {
                     offset += 48
                 }
             }
-            for byte in tail { out[at] = byte; at += 1 }
+            for byte in tail {
+                out[at] = byte
+                at += 1
+            }
             return at
         }
     }

@@ -29,7 +29,9 @@ package final class PKIBackend: TableBackend {
             self.key = key
             let keyID = parsed.subjectKeyID.isEmpty ? try X509.keyIdentifier(parsed.publicKey) : parsed.subjectKeyID
             self.keyID = keyID
-            signer = key.map { Signer(key: $0, name: parsed.subject, keyID: keyID, algorithm: SignatureAlgorithm.of($0)) }
+            signer = key.map {
+                Signer(key: $0, name: parsed.subject, keyID: keyID, algorithm: SignatureAlgorithm.of($0))
+            }
             pem = PEM.encode(entry.certificate, label: "CERTIFICATE")
             canIssue = entry.allows("issuing-certificates")
         }
@@ -101,7 +103,8 @@ package final class PKIBackend: TableBackend {
     package var secretTypes: [SecretType] {
         [
             SecretType(name: "pki") { [weak self] (request) throws(CofferError) in
-                guard let self, let serial = request.internalData["serial_number"]?.stringValue.flatMap(SerialText.serial)
+                guard let self,
+                    let serial = request.internalData["serial_number"]?.stringValue.flatMap(SerialText.serial)
                 else { return }
                 _ = try self.revoke(serial: serial, storage: request.storage, now: request.now, byLease: true)
             }
@@ -189,7 +192,11 @@ package final class PKIBackend: TableBackend {
 
     /// The issuer `ref` names: "default", an id or a name. Unknown: OpenBao's 500 (its message after
     /// `context`).
-    func resolveIssuer(_ ref: String, _ storage: StorageReader, context: String = "") throws(CofferError) -> LoadedIssuer {
+    func resolveIssuer(
+        _ ref: String,
+        _ storage: StorageReader,
+        context: String = ""
+    ) throws(CofferError) -> LoadedIssuer {
         if ref == "default" || ref.isEmpty {
             let id = try issuerConfig(storage).defaultID
             guard !id.isEmpty, let issuer = try loadIssuer(id, storage) else {
@@ -250,7 +257,12 @@ package final class PKIBackend: TableBackend {
         return try result.get()
     }
 
-    static func serialTag(_ key: HMACKey, random: ArraySlice<UInt8>, expiry: ArraySlice<UInt8>, issuerID: String) -> [UInt8] {
+    static func serialTag(
+        _ key: HMACKey,
+        random: ArraySlice<UInt8>,
+        expiry: ArraySlice<UInt8>,
+        issuerID: String
+    ) -> [UInt8] {
         let message = Array(random) + Array(expiry) + Array(issuerID.utf8)
         var mac = [UInt8](repeating: 0, count: 32)
         message.withUnsafeBytes { m in mac.withUnsafeMutableBufferPointer { key.mac(m, into: $0.baseAddress!) } }
@@ -263,13 +275,23 @@ package final class PKIBackend: TableBackend {
         var random = Random.bytes(11)
         random[0] = (random[0] & 0x3F) | 0x40
         let expiry = UInt32(clamping: notAfter)
-        let expiryBytes: [UInt8] = [UInt8(expiry >> 24), UInt8(expiry >> 16 & 0xFF), UInt8(expiry >> 8 & 0xFF), UInt8(expiry & 0xFF)]
-        let tag = Self.serialTag(try serialMAC(storage), random: random[...], expiry: expiryBytes[...], issuerID: issuerID)
+        let expiryBytes: [UInt8] = [
+            UInt8(expiry >> 24), UInt8(expiry >> 16 & 0xFF), UInt8(expiry >> 8 & 0xFF), UInt8(expiry & 0xFF),
+        ]
+        let tag = Self.serialTag(
+            try serialMAC(storage),
+            random: random[...],
+            expiry: expiryBytes[...],
+            issuerID: issuerID
+        )
         return random + expiryBytes + tag
     }
 
     /// The issuer and NotAfter a serial of this mount carries; nil for a serial it did not make.
-    func serialOrigin(_ serial: [UInt8], _ storage: StorageView) throws(CofferError) -> (issuerID: String, notAfter: Int64)? {
+    func serialOrigin(
+        _ serial: [UInt8],
+        _ storage: StorageView
+    ) throws(CofferError) -> (issuerID: String, notAfter: Int64)? {
         guard serial.count == 20 else { return nil }
         let key = try serialMAC(storage)
         let expiry = serial[11..<15]

@@ -91,7 +91,9 @@ extension PKIBackend {
             return (try Self.generateKey(type: type, bits: bits), nil, kind == "exported")
         case "existing":
             guard let entry = try findKey(request.fields.string("key_ref") ?? "default", request.storage.reader) else {
-                throw CofferError.invalid("unable to find PKI key for reference: \(request.fields.string("key_ref") ?? "default")")
+                throw CofferError.invalid(
+                    "unable to find PKI key for reference: \(request.fields.string("key_ref") ?? "default")"
+                )
             }
             let key = try PKey.privateKey(bytes: entry.der)
             return (key, entry.id, false)
@@ -132,11 +134,15 @@ extension PKIBackend {
         )
         return try configured { () throws(CofferError) -> Response in
             let issuerName = fields.string("issuer_name") ?? ""
-            if !issuerName.isEmpty, try allIssuers(request.storage.reader).contains(where: { $0.entry.name == issuerName }) {
+            if !issuerName.isEmpty,
+                try allIssuers(request.storage.reader).contains(where: { $0.entry.name == issuerName })
+            {
                 throw CofferError.invalid("issuer name already in use")
             }
             let keyID: String
-            if let existingKeyID { keyID = existingKeyID } else {
+            if let existingKeyID {
+                keyID = existingKeyID
+            } else {
                 keyID = try storeKey(key, name: fields.string("key_name") ?? "", request.storage)
             }
             let issuerID = Random.uuid()
@@ -160,12 +166,19 @@ extension PKIBackend {
             template.issuingCertificates = urls.issuing
             template.crlDistributionPoints = urls.crl
             template.ocspServers = urls.ocsp
-            let algorithm = SignatureAlgorithm.of(key, pss: fields.bool("use_pss") ?? false, bits: fields.int("signature_bits") ?? 0)
+            let algorithm = SignatureAlgorithm.of(
+                key,
+                pss: fields.bool("use_pss") ?? false,
+                bits: fields.int("signature_bits") ?? 0
+            )
             let der = try X509.certificate(
                 template,
                 signer: Signer(key: key, name: subject, keyID: [], algorithm: algorithm)
             )
-            try storeIssuer(IssuerEntry(id: issuerID, name: issuerName, keyID: keyID, certificate: der), request.storage)
+            try storeIssuer(
+                IssuerEntry(id: issuerID, name: issuerName, keyID: keyID, certificate: der),
+                request.storage
+            )
             try request.storage.putJSON(
                 PKIStorage.certPrefix + PKIStorage.name(serial),
                 CertRecord(certificate: der, issuerID: issuerID, notAfter: notAfter).json
@@ -224,9 +237,14 @@ extension PKIBackend {
     func signIntermediate(_ request: BackendRequest) throws(CofferError) -> Response {
         let fields = request.fields
         let (format, _) = try Self.checkFormat(fields)
-        let issuer = try resolveIssuer(request.captures["issuer"] ?? fields.string("issuer_ref") ?? "default", request.storage.reader)
+        let issuer = try resolveIssuer(
+            request.captures["issuer"] ?? fields.string("issuer_ref") ?? "default",
+            request.storage.reader
+        )
         guard let signer = issuer.signer else {
-            throw CofferError.invalid("issuer \(issuer.entry.id) has no key on this mount and cannot issue certificates")
+            throw CofferError.invalid(
+                "issuer \(issuer.entry.id) has no key on this mount and cannot issue certificates"
+            )
         }
         let parsed = try Self.csr(fields)
         let useCSR = fields.bool("use_csr_values") ?? false
@@ -293,7 +311,8 @@ extension PKIBackend {
             pkcs8: false
         )
         data["ca_chain"] = .array(
-            [.string(Self.encode(der, format: format))] + chain.map { .string(Self.encode($0.entry.certificate, format: format)) }
+            [.string(Self.encode(der, format: format))]
+                + chain.map { .string(Self.encode($0.entry.certificate, format: format)) }
         )
         data.removeValue(forKey: "not_before")
         return Response(data: data, warnings: warnings)
@@ -311,7 +330,9 @@ extension PKIBackend {
         var parsedCerts: [(der: [UInt8], parsed: ParsedX509)] = []
         for (index, block) in blocks.enumerated() {
             guard block.label == "CERTIFICATE" else {
-                throw CofferError.invalid("Error parsing issuer \(index): only certificates can be imported here, found \(block.label)")
+                throw CofferError.invalid(
+                    "Error parsing issuer \(index): only certificates can be imported here, found \(block.label)"
+                )
             }
             guard let parsed = ParsedX509.certificate(block.der) else {
                 throw CofferError.invalid("Error parsing issuer \(index): the certificate could not be parsed")

@@ -194,8 +194,10 @@ enum SignatureAlgorithm: Sendable, Equatable {
         case .rsaPSS(let digest):
             let (hashOID, saltLength): (String, UInt64) =
                 digest == "SHA512"
-                ? ("2.16.840.1.101.3.4.2.3", 64) : digest == "SHA384" ? ("2.16.840.1.101.3.4.2.2", 48)
-                : ("2.16.840.1.101.3.4.2.1", 32)
+                ? ("2.16.840.1.101.3.4.2.3", 64)
+                : digest == "SHA384"
+                    ? ("2.16.840.1.101.3.4.2.2", 48)
+                    : ("2.16.840.1.101.3.4.2.1", 32)
             let hash = DER.sequence([DER.oid(hashOID)!, DER.null])
             let mgf = DER.sequence([DER.oid("1.2.840.113549.1.1.8")!, hash])
             return DER.sequence([
@@ -258,7 +260,9 @@ extension PKey {
     var curve: Curve? {
         var name = [CChar](repeating: 0, count: 64)
         var length = 0
-        guard type == "EC", EVP_PKEY_get_utf8_string_param(pointer, "group", &name, 64, &length) == 1 else { return nil }
+        guard type == "EC", EVP_PKEY_get_utf8_string_param(pointer, "group", &name, 64, &length) == 1 else {
+            return nil
+        }
         let text = String(decoding: name.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
         return Curve.all.first { $0.name == text }
     }
@@ -299,14 +303,25 @@ extension PKey {
 
     /// The private key as Vault hands it out: `pkcs8` or Vault's per-type default (SEC1 for EC,
     /// PKCS#1 for RSA, PKCS#8 for Ed25519), as PEM text or DER bytes. The caller clears the result.
-    func exportPrivate(pkcs8: Bool, der: Bool, curve: Curve? = nil) throws(CofferError) -> (bytes: [UInt8], label: String) {
+    func exportPrivate(
+        pkcs8: Bool,
+        der: Bool,
+        curve: Curve? = nil
+    ) throws(CofferError) -> (bytes: [UInt8], label: String) {
         let pkcs8 = pkcs8 || type == "ED25519"
         if let fast = try encodePrivate(pkcs8: pkcs8, curve: curve) {
             return (fast, pkcs8 ? "PRIVATE KEY" : "EC PRIVATE KEY")
         }
         let structure: StaticString = pkcs8 ? "PrivateKeyInfo" : "type-specific"
         let format: StaticString = "DER"
-        guard let encoder = OSSL_ENCODER_CTX_new_for_pkey(pointer, coffer_select_keypair(), cString(format), cString(structure), nil)
+        guard
+            let encoder = OSSL_ENCODER_CTX_new_for_pkey(
+                pointer,
+                coffer_select_keypair(),
+                cString(format),
+                cString(structure),
+                nil
+            )
         else { throw PKey.failure("create a key encoder") }
         defer { OSSL_ENCODER_CTX_free(encoder) }
         var data: UnsafeMutablePointer<UInt8>?
@@ -490,7 +505,11 @@ enum X509 {
             DER.explicit(
                 3,
                 DER.sequence(
-                    extensions(t, subjectKeyID: subjectKeyID, authorityKeyID: signer.keyID.isEmpty ? subjectKeyID : signer.keyID)
+                    extensions(
+                        t,
+                        subjectKeyID: subjectKeyID,
+                        authorityKeyID: signer.keyID.isEmpty ? subjectKeyID : signer.keyID
+                    )
                 )
             ),
         ])
@@ -600,7 +619,9 @@ struct ParsedX509: Sendable {
                 if line.hasPrefix("DNS:") { dnsNames.append(String(line.dropFirst(4))) }
                 if line.hasPrefix("EMAIL:") { emails.append(String(line.dropFirst(6))) }
                 if line.hasPrefix("URI:") { uris.append(String(line.dropFirst(4))) }
-                if line.hasPrefix("IP:"), let bytes = Hex.decode(String(line.dropFirst(3))) { ipAddresses.append(bytes) }
+                if line.hasPrefix("IP:"), let bytes = Hex.decode(String(line.dropFirst(3))) {
+                    ipAddresses.append(bytes)
+                }
             }
         }
     }
@@ -636,7 +657,10 @@ enum SerialText {
         return String(unsafeUninitializedCapacity: bytes.count * 3 - 1) { out in
             var at = 0
             for (index, byte) in bytes.enumerated() {
-                if index > 0 { out[at] = separator; at += 1 }
+                if index > 0 {
+                    out[at] = separator
+                    at += 1
+                }
                 out[at] = digits[Int(byte >> 4)]
                 out[at + 1] = digits[Int(byte & 15)]
                 at += 2

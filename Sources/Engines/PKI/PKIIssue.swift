@@ -1,11 +1,12 @@
+import COpenSSL
+package import CofferCore
+package import CofferFramework
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import COpenSSL
-package import CofferCore
-package import CofferFramework
 
 /// Names a certificate carries: its common name and subject alternative names.
 struct CertificateNames {
@@ -39,7 +40,9 @@ extension PKIBackend {
         for label in rest.split(separator: ".", omittingEmptySubsequences: false) {
             let bytes = Array(label.utf8)
             guard !bytes.isEmpty, bytes.count <= 63, bytes.first != UInt8(ascii: "-"), bytes.last != UInt8(ascii: "-"),
-                bytes.allSatisfy({ ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D })
+                bytes.allSatisfy({
+                    ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D
+                })
             else { return false }
         }
         return true
@@ -134,7 +137,9 @@ extension PKIBackend {
             if name.contains("@") { names.emails.append(name) } else { names.dns.append(name) }
         }
         for text in fields.strings("ip_sans") ?? [] where !text.isEmpty {
-            guard let ip = ipAddress(text) else { throw CofferError.invalid("the value \"\(text)\" is not a valid IP address") }
+            guard let ip = ipAddress(text) else {
+                throw CofferError.invalid("the value \"\(text)\" is not a valid IP address")
+            }
             names.ips.append(ip)
         }
         names.uris = (fields.strings("uri_sans") ?? []).filter { !$0.isEmpty }
@@ -165,7 +170,9 @@ extension PKIBackend {
         }
         let allowedURIs = role.strings("allowed_uri_sans")
         for uri in names.uris where !allowedURIs.contains(where: { glob($0, uri) }) {
-            throw CofferError.invalid("URI Subject Alternative Names are not allowed in this role, but was provided \(uri)")
+            throw CofferError.invalid(
+                "URI Subject Alternative Names are not allowed in this role, but was provided \(uri)"
+            )
         }
     }
 
@@ -199,7 +206,9 @@ extension PKIBackend {
     }
 
     static func checkRSABits(_ bits: Int) throws(CofferError) {
-        guard bits >= 2048 else { throw CofferError.invalid("RSA keys < 2048 bits are unsafe and not supported: got \(bits)") }
+        guard bits >= 2048 else {
+            throw CofferError.invalid("RSA keys < 2048 bits are unsafe and not supported: got \(bits)")
+        }
         guard [2048, 3072, 4096, 8192].contains(bits) else {
             throw CofferError.invalid("unsupported bit length for RSA key: \(bits)")
         }
@@ -309,15 +318,21 @@ extension PKIBackend {
                 )
             }
         } else if format == "pem_bundle" {
-            data["certificate"] = .string(([PEM.encode(der, label: "CERTIFICATE")] + chain.map(\.pem)).joined(separator: "\n"))
+            data["certificate"] = .string(
+                ([PEM.encode(der, label: "CERTIFICATE")] + chain.map(\.pem)).joined(separator: "\n")
+            )
         }
         return data
     }
 
     /// AIA/CDP URLs for what `issuer` signs: its own, else the mount's `config/urls`.
-    func urls(for issuer: LoadedIssuer?, _ storage: StorageReader) throws(CofferError) -> (issuing: [String], crl: [String], ocsp: [String]) {
-        if let issuer, !(issuer.entry.issuingCertificates.isEmpty && issuer.entry.crlDistributionPoints.isEmpty
-            && issuer.entry.ocspServers.isEmpty)
+    func urls(
+        for issuer: LoadedIssuer?,
+        _ storage: StorageReader
+    ) throws(CofferError) -> (issuing: [String], crl: [String], ocsp: [String]) {
+        if let issuer,
+            !(issuer.entry.issuingCertificates.isEmpty && issuer.entry.crlDistributionPoints.isEmpty
+                && issuer.entry.ocspServers.isEmpty)
         {
             return (issuer.entry.issuingCertificates, issuer.entry.crlDistributionPoints, issuer.entry.ocspServers)
         }
@@ -332,7 +347,9 @@ extension PKIBackend {
     // MARK: issue, sign, sign-verbatim
 
     func loadRole(_ name: String, _ storage: StorageReader) throws(CofferError) -> PKIRole? {
-        guard let json = try setting(PKIStorage.rolePrefix + name, storage), case .object(let o) = json else { return nil }
+        guard let json = try setting(PKIStorage.rolePrefix + name, storage), case .object(let o) = json else {
+            return nil
+        }
         return PKIRole(fields: o)
     }
 
@@ -355,7 +372,9 @@ extension PKIBackend {
         let issuerRef = request.captures["issuer"] ?? fields.string("issuer_ref") ?? role.string("issuer_ref")
         let issuer = try resolveIssuer(issuerRef, request.storage.reader, context: Self.fetchContext)
         guard let signer = issuer.signer else {
-            throw CofferError.invalid("issuer \(issuer.entry.id) has no key on this mount and cannot issue certificates")
+            throw CofferError.invalid(
+                "issuer \(issuer.entry.id) has no key on this mount and cannot issue certificates"
+            )
         }
         guard issuer.canIssue else {
             throw CofferError.invalid("issuer \(issuer.entry.id) is not allowed to issue certificates (its usage)")
@@ -368,12 +387,18 @@ extension PKIBackend {
             let parsed = try Self.csr(fields)
             let keyType = parsed.keyType == "ED25519" ? "ed25519" : parsed.keyType.lowercased()
             if role.keyType != "any" {
-                guard keyType == role.keyType else { throw CofferError.invalid("role requires keys of type \(role.keyType)") }
+                guard keyType == role.keyType else {
+                    throw CofferError.invalid("role requires keys of type \(role.keyType)")
+                }
                 if keyType == "rsa", parsed.keyBits < role.keyBits {
-                    throw CofferError.invalid("role requires a minimum of a \(role.keyBits)-bit key, but CSR's key is \(parsed.keyBits) bits")
+                    throw CofferError.invalid(
+                        "role requires a minimum of a \(role.keyBits)-bit key, but CSR's key is \(parsed.keyBits) bits"
+                    )
                 }
                 if keyType == "ec", parsed.keyBits != role.keyBits {
-                    throw CofferError.invalid("role requires a \(role.keyBits)-bit EC key, but CSR's key is \(parsed.keyBits) bits")
+                    throw CofferError.invalid(
+                        "role requires a \(role.keyBits)-bit EC key, but CSR's key is \(parsed.keyBits) bits"
+                    )
                 }
             }
             if role.bool("use_csr_common_name") {
@@ -397,7 +422,9 @@ extension PKIBackend {
             }
             let generated = try Self.generateKey(type: role.keyType, bits: role.keyBits)
             key = generated
-            publicKey = try generated.subjectPublicKeyInfo(curve: role.keyType == "ec" ? Curve(bits: role.keyBits) : nil)
+            publicKey = try generated.subjectPublicKeyInfo(
+                curve: role.keyType == "ec" ? Curve(bits: role.keyBits) : nil
+            )
         }
         if names.commonName == nil && role.bool("require_cn") {
             throw CofferError.invalid(
@@ -428,7 +455,9 @@ extension PKIBackend {
             if !extKeyUsage.contains(oid) { extKeyUsage.append(oid) }
         }
         for text in role.strings("ext_key_usage_oids") where !text.isEmpty {
-            guard let oid = DER.oid(text) else { throw CofferError.invalid("ext_key_usage_oids: \"\(text)\" is not an OID") }
+            guard let oid = DER.oid(text) else {
+                throw CofferError.invalid("ext_key_usage_oids: \"\(text)\" is not an OID")
+            }
             extKeyUsage.append(oid)
         }
         let urls = try urls(for: issuer, request.storage.reader)
@@ -501,7 +530,8 @@ extension PKIBackend {
     /// The request's `csr`, parsed and its signature checked.
     static func csr(_ fields: FieldData) throws(CofferError) -> ParsedX509 {
         guard let text = fields.string("csr"), !text.isEmpty else { throw CofferError.invalid("csr contains no data") }
-        guard let blocks = PEM.decodeAll(text), let block = blocks.first(where: { $0.label.hasSuffix("CERTIFICATE REQUEST") })
+        guard let blocks = PEM.decodeAll(text),
+            let block = blocks.first(where: { $0.label.hasSuffix("CERTIFICATE REQUEST") })
         else { throw CofferError.invalid("csr contains no data") }
         switch ParsedX509.request(block.der) {
         case .success(let parsed): return parsed
@@ -528,7 +558,9 @@ extension PKIBackend {
             context: Self.fetchContext
         )
         guard let signer = issuer.signer else {
-            throw CofferError.invalid("issuer \(issuer.entry.id) has no key on this mount and cannot issue certificates")
+            throw CofferError.invalid(
+                "issuer \(issuer.entry.id) has no key on this mount and cannot issue certificates"
+            )
         }
         let parsed = try Self.csr(fields)
         var warnings: [String] = []
@@ -549,12 +581,16 @@ extension PKIBackend {
             notAfter: notAfter,
             publicKey: parsed.publicKey
         )
-        template.keyUsage = try KeyUsage.bits(fields.strings("key_usage") ?? ["DigitalSignature", "KeyAgreement", "KeyEncipherment"])
+        template.keyUsage = try KeyUsage.bits(
+            fields.strings("key_usage") ?? ["DigitalSignature", "KeyAgreement", "KeyEncipherment"]
+        )
         for name in fields.strings("ext_key_usage") ?? [] where !name.isEmpty {
             template.extKeyUsage.append(try ExtKeyUsage.oid(named: name))
         }
         for text in fields.strings("ext_key_usage_oids") ?? [] where !text.isEmpty {
-            guard let oid = DER.oid(text) else { throw CofferError.invalid("ext_key_usage_oids: \"\(text)\" is not an OID") }
+            guard let oid = DER.oid(text) else {
+                throw CofferError.invalid("ext_key_usage_oids: \"\(text)\" is not an OID")
+            }
             template.extKeyUsage.append(oid)
         }
         template.dnsNames = parsed.dnsNames

@@ -65,7 +65,8 @@ struct IssuerEntry: Sendable {
     var json: JSONValue {
         [
             "issuer_id": .string(id), "issuer_name": .string(name), "key_id": .string(keyID),
-            "certificate": .string(Base64.encode(certificate)), "leaf_not_after_behavior": .string(leafNotAfterBehavior),
+            "certificate": .string(Base64.encode(certificate)),
+            "leaf_not_after_behavior": .string(leafNotAfterBehavior),
             "usage": .string(usage), "issuing_certificates": .array(issuingCertificates.map { .string($0) }),
             "crl_distribution_points": .array(crlDistributionPoints.map { .string($0) }),
             "ocsp_servers": .array(ocspServers.map { .string($0) }), "revoked": .bool(revoked),

@@ -4,7 +4,8 @@ package import CofferFramework
 /// The PKI paths, as OpenBao's `builtin/logical/pki` declares them (the subset docs/pki.md lists).
 extension PKIBackend {
     static let issueFields: [Field] = [
-        .string("common_name"), .strings("alt_names"), .strings("ip_sans"), .strings("uri_sans"), .strings("other_sans"),
+        .string("common_name"), .strings("alt_names"), .strings("ip_sans"), .strings("uri_sans"),
+        .strings("other_sans"),
         .duration("ttl"), .string("format"), .string("private_key_format"), .bool("exclude_cn_from_sans"),
         .string("serial_number"), .string("issuer_ref"), .string("csr"), .strings("key_usage"),
         .strings("ext_key_usage"), .strings("ext_key_usage_oids"),
@@ -103,7 +104,12 @@ extension PKIBackend {
             read: PKIBackend.readIssuersConfig,
             write: PKIBackend.writeIssuersConfig
         ),
-        Path("config/keys", fields: [.string("default")], read: PKIBackend.readKeysConfig, write: PKIBackend.writeKeysConfig),
+        Path(
+            "config/keys",
+            fields: [.string("default")],
+            read: PKIBackend.readKeysConfig,
+            write: PKIBackend.writeKeysConfig
+        ),
         Path("config/cluster", read: PKIBackend.readClusterConfig),
         Path(
             "revoke",
@@ -225,10 +231,13 @@ extension PKIBackend {
         for issuer in all {
             info[issuer.entry.id] = [
                 "is_default": .bool(issuer.entry.id == defaultID), "issuer_name": .string(issuer.entry.name),
-                "key_id": .string(issuer.entry.keyID), "serial_number": .string(SerialText.colons(issuer.parsed.serial)),
+                "key_id": .string(issuer.entry.keyID),
+                "serial_number": .string(SerialText.colons(issuer.parsed.serial)),
             ]
         }
-        return Response(data: ["keys": .array(all.map(\.entry.id).sorted().map { .string($0) }), "key_info": .object(info)])
+        return Response(data: [
+            "keys": .array(all.map(\.entry.id).sorted().map { .string($0) }), "key_info": .object(info),
+        ])
     }
 
     func readIssuer(_ request: BackendRequest) throws(CofferError) -> Response {
@@ -250,7 +259,9 @@ extension PKIBackend {
             }
             if let behavior = f.string("leaf_not_after_behavior") {
                 guard ["err", "truncate", "permit"].contains(behavior) else {
-                    throw CofferError.invalid("Unknown value for field `leaf_not_after_behavior`. Possible values are `err`, `truncate`, and `permit`.")
+                    throw CofferError.invalid(
+                        "Unknown value for field `leaf_not_after_behavior`. Possible values are `err`, `truncate`, and `permit`."
+                    )
                 }
                 entry.leafNotAfterBehavior = behavior
             }
@@ -361,8 +372,12 @@ extension PKIBackend {
     func deleteAll(_ request: BackendRequest) throws(CofferError) -> Response {
         try configured { () throws(CofferError) -> Response in
             var operations: [StorageOperation] = []
-            for id in try request.storage.list(PKIStorage.issuerPrefix) { operations.append(.delete(key: PKIStorage.issuerPrefix + id)) }
-            for id in try request.storage.list(PKIStorage.keyPrefix) { operations.append(.delete(key: PKIStorage.keyPrefix + id)) }
+            for id in try request.storage.list(PKIStorage.issuerPrefix) {
+                operations.append(.delete(key: PKIStorage.issuerPrefix + id))
+            }
+            for id in try request.storage.list(PKIStorage.keyPrefix) {
+                operations.append(.delete(key: PKIStorage.keyPrefix + id))
+            }
             operations += [.delete(key: PKIStorage.issuersConfig), .delete(key: PKIStorage.keysConfig)]
             try request.storage.batch(operations)
             forgetIssuers()
@@ -376,7 +391,8 @@ extension PKIBackend {
     func readURLs(_ request: BackendRequest) throws(CofferError) -> Response {
         let o = try request.storage.getJSON(PKIStorage.urlsConfig)?.objectValue ?? [:]
         var data: [String: JSONValue] = [:]
-        for key in ["issuing_certificates", "crl_distribution_points", "ocsp_servers", "delta_crl_distribution_points"] {
+        for key in ["issuing_certificates", "crl_distribution_points", "ocsp_servers", "delta_crl_distribution_points"]
+        {
             data[key] = o[key] ?? []
         }
         data["enable_templating"] = o["enable_templating"] ?? false
@@ -385,7 +401,8 @@ extension PKIBackend {
 
     func writeURLs(_ request: BackendRequest) throws(CofferError) -> Response {
         var o = try request.storage.getJSON(PKIStorage.urlsConfig)?.objectValue ?? [:]
-        for key in ["issuing_certificates", "crl_distribution_points", "ocsp_servers", "delta_crl_distribution_points"] {
+        for key in ["issuing_certificates", "crl_distribution_points", "ocsp_servers", "delta_crl_distribution_points"]
+        {
             guard let urls = request.fields.strings(key) else { continue }
             for url in urls where !(url.hasPrefix("http://") || url.hasPrefix("https://") || url.hasPrefix("ldap://")) {
                 throw CofferError.invalid("invalid URL found in \(key): \(url)")
@@ -456,8 +473,11 @@ extension PKIBackend {
 
     func writeKeysConfig(_ request: BackendRequest) throws(CofferError) -> Response {
         try configured { () throws(CofferError) -> Response in
-            guard let ref = request.fields.string("default"), let entry = try findKey(ref, request.storage.reader) else {
-                throw CofferError.invalid("unable to find PKI key for reference: \(request.fields.string("default") ?? "")")
+            guard let ref = request.fields.string("default"), let entry = try findKey(ref, request.storage.reader)
+            else {
+                throw CofferError.invalid(
+                    "unable to find PKI key for reference: \(request.fields.string("default") ?? "")"
+                )
             }
             try request.storage.putJSON(PKIStorage.keysConfig, ["default": .string(entry.id)])
             return Response(data: ["default": .string(entry.id)])

@@ -13,7 +13,12 @@ extension PKIBackend {
     /// Revokes `serial`: records it and adds it to its issuer's CRL (signed again on the next read).
     /// Idempotent: a second revocation answers the first one's time. A serial this mount made
     /// but never stored (`no_store`) is revoked from what its serial carries.
-    func revoke(serial: [UInt8], storage: StorageView, now: Timestamp, byLease: Bool = false) throws(CofferError)
+    func revoke(
+        serial: [UInt8],
+        storage: StorageView,
+        now: Timestamp,
+        byLease: Bool = false
+    ) throws(CofferError)
         -> Revocation
     {
         let colons = SerialText.colons(serial)
@@ -27,7 +32,8 @@ extension PKIBackend {
         let issuerID: String
         let notAfter: Int64
         if let record {
-            if let issuer = try allIssuers(storage.reader).first(where: { $0.entry.certificate == record.certificate }) {
+            if let issuer = try allIssuers(storage.reader).first(where: { $0.entry.certificate == record.certificate })
+            {
                 throw CofferError.invalid("adding issuer (id: \(issuer.entry.id)) to its own CRL is not allowed")
             }
             issuerID = record.issuerID
@@ -43,7 +49,9 @@ extension PKIBackend {
             return .expired
         }
         let revoked = RevokedRecord(serial: serial, issuerID: issuerID, revokedAt: now, notAfter: notAfter)
-        var operations: [StorageOperation] = [.put(key: PKIStorage.revokedPrefix + name, value: revoked.json.serialized())]
+        var operations: [StorageOperation] = [
+            .put(key: PKIStorage.revokedPrefix + name, value: revoked.json.serialized())
+        ]
         if var record {
             record.revokedAt = now
             operations.append(.put(key: PKIStorage.certPrefix + name, value: record.json.serialized()))
@@ -69,17 +77,28 @@ extension PKIBackend {
             guard let text = fields.string("serial_number"), !text.isEmpty else {
                 throw CofferError.invalid("The serial number or certificate to revoke must be provided.")
             }
-            guard let parsed = SerialText.serial(text) else { throw CofferError.invalid("certificate with serial \(text) not found.") }
+            guard let parsed = SerialText.serial(text) else {
+                throw CofferError.invalid("certificate with serial \(text) not found.")
+            }
             serial = parsed
         }
         if request.path == "revoke-with-key" {
-            try checkPrivateKey(fields.string("private_key") ?? "", matches: certificate, serial: serial, request.storage)
+            try checkPrivateKey(
+                fields.string("private_key") ?? "",
+                matches: certificate,
+                serial: serial,
+                request.storage
+            )
         }
         if let certificate {
             // A certificate handed in must be one of this mount's issuers' (its signature checked by
             // its issuer's key identifier and name; a stranger's certificate is not ours to list).
             let issuers = try allIssuers(request.storage.reader)
-            guard issuers.contains(where: { $0.parsed.subject == certificate.issuer && ($0.keyID == certificate.authorityKeyID || certificate.authorityKeyID.isEmpty) })
+            guard
+                issuers.contains(where: {
+                    $0.parsed.subject == certificate.issuer
+                        && ($0.keyID == certificate.authorityKeyID || certificate.authorityKeyID.isEmpty)
+                })
             else { throw Self.notOurs }
             if try request.storage.getJSON(PKIStorage.certPrefix + PKIStorage.name(serial)) == nil,
                 try serialOrigin(serial, request.storage) == nil
@@ -122,7 +141,12 @@ extension PKIBackend {
     )
 
     /// `revoke-with-key`: the private key must be the certificate's.
-    func checkPrivateKey(_ text: String, matches certificate: ParsedX509?, serial: [UInt8], _ storage: StorageView) throws(CofferError) {
+    func checkPrivateKey(
+        _ text: String,
+        matches certificate: ParsedX509?,
+        serial: [UInt8],
+        _ storage: StorageView
+    ) throws(CofferError) {
         var publicKey = certificate?.publicKey
         if publicKey == nil, let json = try storage.getJSON(PKIStorage.certPrefix + PKIStorage.name(serial)) {
             publicKey = ParsedX509.certificate(try CertRecord(stored: json).certificate)?.publicKey
@@ -130,7 +154,9 @@ extension PKIBackend {
         guard let publicKey else {
             throw CofferError.invalid("certificate with serial \(SerialText.colons(serial)) not found.")
         }
-        guard var block = PEM.decodeAll(text)?.first else { throw CofferError.invalid("private_key could not be parsed") }
+        guard var block = PEM.decodeAll(text)?.first else {
+            throw CofferError.invalid("private_key could not be parsed")
+        }
         defer { block.der.withUnsafeMutableBytes { coffer_openssl_cleanse_bytes($0) } }
         guard let key = try? PKey.privateKey(bytes: block.der) else {
             throw CofferError.invalid("private_key could not be parsed")
@@ -145,7 +171,12 @@ extension PKIBackend {
     /// The CRL `issuer` signs now: from memory when nothing changed and it is fresh (less than
     /// half its validity old), else signed again. The first call per issuer reads its revocations
     /// from storage.
-    func crl(_ issuer: LoadedIssuer, _ storage: StorageReader, now: Timestamp, force: Bool = false) throws(CofferError) -> [UInt8] {
+    func crl(
+        _ issuer: LoadedIssuer,
+        _ storage: StorageReader,
+        now: Timestamp,
+        force: Bool = false
+    ) throws(CofferError) -> [UInt8] {
         guard let signer = issuer.signer else {
             throw CofferError.invalid("issuer \(issuer.entry.id) has no key on this mount and cannot sign a CRL")
         }
@@ -154,7 +185,10 @@ extension PKIBackend {
         // Revocations since the last build: add each to its issuer's list (a list not loaded yet
         // reads them with the rest). One that is gone again (tidy) sends its issuer's list back to
         // storage.
-        let pending = pendingRevocations.withLock { names in defer { names.removeAll() }; return names }
+        let pending = pendingRevocations.withLock { names in
+            defer { names.removeAll() }
+            return names
+        }
         var added: [RevokedRecord] = []
         var removed = false
         for name in pending {
@@ -167,7 +201,11 @@ extension PKIBackend {
         crls.withLock { states in
             if removed { states.removeAll() }
             for record in added where states[record.issuerID] != nil {
-                states[record.issuerID]!.add(record.serial, revokedAt: record.revokedAt.seconds, notAfter: record.notAfter)
+                states[record.issuerID]!.add(
+                    record.serial,
+                    revokedAt: record.revokedAt.seconds,
+                    notAfter: record.notAfter
+                )
             }
         }
         if crls.withLock({ $0[id] == nil }) {
@@ -175,31 +213,33 @@ extension PKIBackend {
             for name in try storage.list(PKIStorage.revokedPrefix) {
                 guard let json = try storage.getJSON(PKIStorage.revokedPrefix + name) else { continue }
                 let record = try RevokedRecord(stored: json)
-                if record.issuerID == id { state.add(record.serial, revokedAt: record.revokedAt.seconds, notAfter: record.notAfter) }
+                if record.issuerID == id {
+                    state.add(record.serial, revokedAt: record.revokedAt.seconds, notAfter: record.notAfter)
+                }
             }
             crls.withLock { if $0[id] == nil { $0[id] = state } }
         }
         let result: Result<[UInt8], CofferError> = crls.withLock { states in
             do throws(CofferError) {
-            var state = states[id]!
-            state.dropExpired(now: now.seconds)
-            if !force, !state.stale, let der = state.der, now.seconds < state.thisUpdate + config.expiry / 2 {
+                var state = states[id]!
+                state.dropExpired(now: now.seconds)
+                if !force, !state.stale, let der = state.der, now.seconds < state.thisUpdate + config.expiry / 2 {
+                    return .success(der)
+                }
+                let number = max(state.number + 1, UInt64(max(0, now.nanoseconds / 1_000_000)))
+                let der = try X509.crl(
+                    signer: signer,
+                    thisUpdate: now.seconds,
+                    nextUpdate: now.seconds + config.expiry,
+                    number: number,
+                    entries: config.disable ? [] : state.encoded
+                )
+                state.der = der
+                state.thisUpdate = now.seconds
+                state.number = number
+                state.stale = false
+                states[id] = state
                 return .success(der)
-            }
-            let number = max(state.number + 1, UInt64(max(0, now.nanoseconds / 1_000_000)))
-            let der = try X509.crl(
-                signer: signer,
-                thisUpdate: now.seconds,
-                nextUpdate: now.seconds + config.expiry,
-                number: number,
-                entries: config.disable ? [] : state.encoded
-            )
-            state.der = der
-            state.thisUpdate = now.seconds
-            state.number = number
-            state.stale = false
-            states[id] = state
-            return .success(der)
             } catch { return .failure(error) }
         }
         return try result.get()
@@ -226,7 +266,9 @@ extension PKIBackend {
         let path = request.path
         if path.hasPrefix("issuer/") {
             if path.hasSuffix("/der") { return .rawBody(der, contentType: "application/pkix-crl") }
-            if path.hasSuffix("/pem") { return .rawBody(Array((pem + "\n").utf8), contentType: "application/x-pem-file") }
+            if path.hasSuffix("/pem") {
+                return .rawBody(Array((pem + "\n").utf8), contentType: "application/x-pem-file")
+            }
             return Response(data: ["crl": .string(pem)])
         }
         if path == "cert/crl" {
@@ -275,7 +317,10 @@ extension PKIBackend {
         let record = try CertRecord(stored: json)
         if raw {
             return pem
-                ? .rawBody(Array((PEM.encode(record.certificate, label: "CERTIFICATE") + "\n").utf8), contentType: "application/pem-certificate-chain")
+                ? .rawBody(
+                    Array((PEM.encode(record.certificate, label: "CERTIFICATE") + "\n").utf8),
+                    contentType: "application/pem-certificate-chain"
+                )
                 : .rawBody(record.certificate, contentType: "application/pkix-cert")
         }
         var data: [String: JSONValue] = [
@@ -291,7 +336,9 @@ extension PKIBackend {
         let prefix = request.path.hasPrefix("certs/revoked") ? PKIStorage.revokedPrefix : PKIStorage.certPrefix
         let names = try request.storage.list(prefix)
         guard !names.isEmpty else { return .notFound }
-        return Response(data: ["keys": .array(names.map { String($0.map { $0 == "-" ? ":" : $0 }) }.sorted().map { .string($0) })])
+        return Response(data: [
+            "keys": .array(names.map { String($0.map { $0 == "-" ? ":" : $0 }) }.sorted().map { .string($0) })
+        ])
     }
 
     /// `ca`, `ca/pem`, `ca_chain`, `issuer/<ref>/pem|der|json`.
@@ -308,14 +355,21 @@ extension PKIBackend {
         let chain = try chain(issuer, request.storage.reader)
         switch path {
         case "ca": return .rawBody(issuer.entry.certificate, contentType: "application/pkix-cert")
-        case "ca/pem": return .rawBody(Array((issuer.pem + "\n").utf8), contentType: "application/pem-certificate-chain")
+        case "ca/pem":
+            return .rawBody(Array((issuer.pem + "\n").utf8), contentType: "application/pem-certificate-chain")
         case "ca_chain":
-            return .rawBody(Array((chain.map(\.pem).joined(separator: "\n") + "\n").utf8), contentType: "application/pkix-cert")
+            return .rawBody(
+                Array((chain.map(\.pem).joined(separator: "\n") + "\n").utf8),
+                contentType: "application/pkix-cert"
+            )
         default: break
         }
         if path.hasSuffix("/der") { return .rawBody(issuer.entry.certificate, contentType: "application/pkix-cert") }
         if path.hasSuffix("/pem") {
-            return .rawBody(Array((chain.map(\.pem).joined(separator: "\n") + "\n").utf8), contentType: "application/pem-certificate-chain")
+            return .rawBody(
+                Array((chain.map(\.pem).joined(separator: "\n") + "\n").utf8),
+                contentType: "application/pem-certificate-chain"
+            )
         }
         return Response(data: [
             "ca_chain": .array(chain.map { .string($0.pem + "\n") }), "certificate": .string(issuer.pem + "\n"),
@@ -379,14 +433,16 @@ extension PKIBackend {
             "state": "Finished", "error": .null, "message": .null, "safety_buffer": .int(buffer),
             "tidy_cert_store": .bool(certStore), "tidy_revoked_certs": .bool(revokedCerts),
             "tidy_revoked_cert_issuer_associations": false, "tidy_expired_issuers": false, "tidy_invalid_certs": false,
-            "tidy_move_legacy_ca_bundle": false, "tidy_acme": false, "pause_duration": "0s", "page_size": .int(pageSize),
+            "tidy_move_legacy_ca_bundle": false, "tidy_acme": false, "pause_duration": "0s",
+            "page_size": .int(pageSize),
             "cert_store_deleted_count": .int(deletedCerts), "revoked_cert_deleted_count": .int(deletedRevoked),
             "missing_issuer_cert_count": 0, "current_cert_store_count": .null, "current_revoked_cert_count": .null,
             "time_started": .string(started.rfc3339), "time_finished": .string(request.now.rfc3339),
             "last_auto_tidy_finished": .string(request.now.rfc3339),
             "revoked_safety_buffer": .int(buffer), "issuer_safety_buffer": 31_536_000,
             "acme_account_safety_buffer": 2_592_000, "acme_account_deleted_count": 0, "acme_account_revoked_count": 0,
-            "acme_orders_deleted_count": 0, "total_acme_account_count": 0, "internal_backend_uuid": .string(request.mount.uuid),
+            "acme_orders_deleted_count": 0, "total_acme_account_count": 0,
+            "internal_backend_uuid": .string(request.mount.uuid),
         ]
         tidy.withLock { $0 = status }
         return Self.accepted(
