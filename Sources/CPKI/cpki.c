@@ -200,6 +200,23 @@ done:
     return result;
 }
 
+int cpki_signed_by(const unsigned char *certificate, size_t certificate_len, const unsigned char *issuer,
+                   size_t issuer_len) {
+    const unsigned char *cursor = certificate;
+    X509 *cert = d2i_X509(NULL, &cursor, (long)certificate_len);
+    cursor = issuer;
+    X509 *ca = d2i_X509(NULL, &cursor, (long)issuer_len);
+    int ok = 0;
+    if (cert != NULL && ca != NULL) {
+        EVP_PKEY *key = X509_get0_pubkey(ca);
+        ok = key != NULL && X509_verify(cert, key) == 1;
+    }
+    X509_free(cert);
+    X509_free(ca);
+    ERR_clear_error();
+    return ok;
+}
+
 void cpki_parsed_free(cpki_parsed *parsed) {
     OPENSSL_free(parsed->subject_der);
     OPENSSL_free(parsed->issuer_der);

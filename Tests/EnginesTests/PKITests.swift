@@ -472,6 +472,26 @@ private func text(_ data: [String: JSONValue], _ key: String) -> String { data[k
         forged = String(forged.dropLast()) + (forged.last == "0" ? "1" : "0")
         #expect(h.wire("POST", "pki/revoke", ["serial_number": .string(forged)]).status == 400)
         let ssl = OpenSSL()
+        // A certificate naming this CA as its issuer, without an authority key identifier, but
+        // signed by another key is refused: the signature is what is checked, not the name.
+        let fakeKey = ssl.dir.file("fake.key")
+        try ssl.run(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", fakeKey])
+        try ssl.run([
+            "req", "-x509", "-new", "-key", fakeKey, "-subj", "/CN=Coffer Test Root", "-days", "3650", "-out",
+            ssl.dir.file("fake-ca.pem"),
+        ])
+        try ssl.run([
+            "req", "-new", "-key", fakeKey, "-subj", "/CN=forged.example.internal", "-out", ssl.dir.file("forged.csr"),
+        ])
+        try ssl.run([
+            "x509", "-req", "-in", ssl.dir.file("forged.csr"), "-CA", ssl.dir.file("fake-ca.pem"), "-CAkey", fakeKey,
+            "-set_serial", "0x1234", "-days", "1", "-extfile",
+            ssl.write("ext.cnf", "authorityKeyIdentifier = none\nsubjectKeyIdentifier = none\n"), "-out",
+            ssl.dir.file("forged.pem"),
+        ])
+        let forgedPEM = try String(contentsOfFile: ssl.dir.file("forged.pem"), encoding: .utf8)
+        #expect(h.wire("POST", "pki/revoke", ["certificate": .string(forgedPEM)]).status == 500)
+        #expect(h.wire("GET", "pki/cert/12:34").status == 404)
         let crl = h.raw("GET", "pki/crl").body ?? []
         let listing = try ssl.run(["crl", "-inform", "DER", "-in", ssl.write("crl.der", bytes: crl), "-noout", "-text"])
             .output

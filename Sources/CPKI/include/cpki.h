@@ -50,6 +50,11 @@ int cpki_parse_certificate(const unsigned char *der, size_t len, cpki_parsed *ou
    does not verify. */
 int cpki_parse_request(const unsigned char *der, size_t len, cpki_parsed *out);
 
+/* 1: `certificate` (DER) carries a valid signature by the key of `issuer` (DER); 0: it does not, or
+   either does not parse. */
+int cpki_signed_by(const unsigned char *certificate, size_t certificate_len, const unsigned char *issuer,
+                   size_t issuer_len);
+
 /* Frees what a parse allocated (safe on a zeroed or partly filled struct). */
 void cpki_parsed_free(cpki_parsed *parsed);
 

@@ -159,13 +159,8 @@ extension PKIBackend {
             template.isCA = true
             template.maxPathLength = fields.int("max_path_length") ?? -1
             template.keyUsage = KeyUsage.caBits
-            template.dnsNames = names.dns
-            template.emails = names.emails
-            template.ipAddresses = names.ips
-            template.uris = names.uris
-            template.issuingCertificates = urls.issuing
-            template.crlDistributionPoints = urls.crl
-            template.ocspServers = urls.ocsp
+            template.names = names
+            template.urls = urls
             let algorithm = SignatureAlgorithm.of(
                 key,
                 pss: fields.bool("use_pss") ?? false,
@@ -179,10 +174,7 @@ extension PKIBackend {
                 IssuerEntry(id: issuerID, name: issuerName, keyID: keyID, certificate: der),
                 request.storage
             )
-            try request.storage.putJSON(
-                PKIStorage.certPrefix + PKIStorage.name(serial),
-                CertRecord(certificate: der, issuerID: issuerID, notAfter: notAfter).json
-            )
+            try storeCertificate(der, serial: serial, issuerID: issuerID, notAfter: notAfter, request.storage)
             var data: [String: JSONValue] = [
                 "certificate": .string(Self.encode(der, format: format)),
                 "issuing_ca": .string(Self.encode(der, format: format)), "expiration": .int(notAfter),
@@ -191,7 +183,7 @@ extension PKIBackend {
                 "key_name": .string(fields.string("key_name") ?? ""),
             ]
             if exported { try exportedKey(key, fields, into: &data) }
-            if urls.issuing.isEmpty && urls.crl.isEmpty && urls.ocsp.isEmpty { warnings.append(Self.aiaWarning) }
+            if urls.isEmpty { warnings.append(Self.aiaWarning) }
             return Response(data: data, warnings: warnings)
         }
     }
@@ -207,10 +199,7 @@ extension PKIBackend {
         let csr = try X509.request(
             subject: Self.subject(fields, commonName: names.commonName),
             key: key,
-            dns: names.dns,
-            emails: names.emails,
-            ips: names.ips,
-            uris: names.uris
+            names: names
         )
         var keyID = existingKeyID ?? ""
         if existingKeyID == nil {
@@ -224,7 +213,7 @@ extension PKIBackend {
         if exported { try exportedKey(key, fields, into: &data) }
         var warnings: [String] = []
         let urls = try urls(for: nil, request.storage.reader)
-        if urls.issuing.isEmpty && urls.crl.isEmpty && urls.ocsp.isEmpty {
+        if urls.isEmpty {
             warnings.append(
                 Self.aiaWarning
                     + " Since this certificate is an intermediate, it might be useful to regenerate this certificate after fixing this problem for the root mount."
@@ -251,10 +240,7 @@ extension PKIBackend {
         var names = try Self.requestedNames(fields)
         if names.commonName == nil || useCSR { names.commonName = parsed.commonName }
         if useCSR {
-            names.dns = parsed.dnsNames
-            names.emails = parsed.emails
-            names.ips = parsed.ipAddresses
-            names.uris = parsed.uris
+            names.takeSANs(of: parsed)
         }
         guard names.commonName != nil || useCSR else { throw CofferError.invalid("the common_name field is required") }
         if !(fields.bool("exclude_cn_from_sans") ?? false) { names.addCommonName(first: true) }
@@ -288,18 +274,10 @@ extension PKIBackend {
         template.isCA = true
         template.maxPathLength = pathLength
         template.keyUsage = KeyUsage.caBits
-        template.dnsNames = names.dns
-        template.emails = names.emails
-        template.ipAddresses = names.ips
-        template.uris = names.uris
-        template.issuingCertificates = urls.issuing
-        template.crlDistributionPoints = urls.crl
-        template.ocspServers = urls.ocsp
+        template.names = names
+        template.urls = urls
         let der = try X509.certificate(template, signer: signer)
-        try request.storage.putJSON(
-            PKIStorage.certPrefix + PKIStorage.name(serial),
-            CertRecord(certificate: der, issuerID: issuer.entry.id, notAfter: notAfter).json
-        )
+        try storeCertificate(der, serial: serial, issuerID: issuer.entry.id, notAfter: notAfter, request.storage)
         let chain = try chain(issuer, request.storage.reader)
         var data = try certificateData(
             der,
@@ -386,7 +364,7 @@ extension PKIBackend {
                     "existing_issuers": list(already), "existing_keys": .null, "imported_issuers": list(imported),
                     "imported_keys": .null, "mapping": .object(mapping),
                 ],
-                warnings: urls.issuing.isEmpty && urls.crl.isEmpty && urls.ocsp.isEmpty ? [Self.aiaWarning] : []
+                warnings: urls.isEmpty ? [Self.aiaWarning] : []
             )
         }
     }

@@ -128,13 +128,10 @@ struct CertificateTemplate {
     var keyUsage: UInt16 = 0
     /// Extended key usages, as OID DERs.
     var extKeyUsage: [[UInt8]] = []
-    var dnsNames: [String] = []
-    var emails: [String] = []
-    var ipAddresses: [[UInt8]] = []
-    var uris: [String] = []
-    var issuingCertificates: [String] = []
-    var ocspServers: [String] = []
-    var crlDistributionPoints: [String] = []
+    /// The subject alternative names (the common name is in `subject`).
+    var names = CertificateNames()
+    /// AIA and CRL distribution point URLs.
+    var urls = CertificateURLs()
     /// SAN after the CRL distribution points (sign-verbatim copies it from the request, and Go
     /// writes such copied extensions last).
     var sanLast = false
@@ -445,10 +442,10 @@ enum X509 {
         DER.sequence([oid] + (critical ? [DER.true] : []) + [DER.octetString(value)])
     }
 
-    static func generalNames(dns: [String], emails: [String], ips: [[UInt8]], uris: [String]) -> [UInt8] {
+    static func generalNames(_ n: CertificateNames) -> [UInt8] {
         DER.sequence(
-            dns.map { DER.tlv(0x82, Array($0.utf8)) } + emails.map { DER.tlv(0x81, Array($0.utf8)) }
-                + ips.map { DER.tlv(0x87, $0) } + uris.map { DER.tlv(0x86, Array($0.utf8)) }
+            n.dns.map { DER.tlv(0x82, Array($0.utf8)) } + n.emails.map { DER.tlv(0x81, Array($0.utf8)) }
+                + n.ips.map { DER.tlv(0x87, $0) } + n.uris.map { DER.tlv(0x86, Array($0.utf8)) }
         )
     }
 
@@ -466,22 +463,17 @@ enum X509 {
         }
         out.append(extensionDER(OID.subjectKeyID, DER.octetString(subjectKeyID)))
         out.append(extensionDER(OID.authorityKeyID, DER.sequence([DER.implicit(0, authorityKeyID)])))
-        if !t.issuingCertificates.isEmpty || !t.ocspServers.isEmpty {
+        if !t.urls.issuing.isEmpty || !t.urls.ocsp.isEmpty {
             let access =
-                t.ocspServers.map { DER.sequence([OID.ocsp, DER.tlv(0x86, Array($0.utf8))]) }
-                + t.issuingCertificates.map { DER.sequence([OID.caIssuers, DER.tlv(0x86, Array($0.utf8))]) }
+                t.urls.ocsp.map { DER.sequence([OID.ocsp, DER.tlv(0x86, Array($0.utf8))]) }
+                + t.urls.issuing.map { DER.sequence([OID.caIssuers, DER.tlv(0x86, Array($0.utf8))]) }
             out.append(extensionDER(OID.authorityInfoAccess, DER.sequence(access)))
         }
         var san: [UInt8]?
-        if !(t.dnsNames.isEmpty && t.emails.isEmpty && t.ipAddresses.isEmpty && t.uris.isEmpty) {
-            san = extensionDER(
-                OID.subjectAltName,
-                generalNames(dns: t.dnsNames, emails: t.emails, ips: t.ipAddresses, uris: t.uris)
-            )
-        }
+        if t.names.hasSANs { san = extensionDER(OID.subjectAltName, generalNames(t.names)) }
         if let san, !t.sanLast { out.append(san) }
-        if !t.crlDistributionPoints.isEmpty {
-            let points = t.crlDistributionPoints.map { url in
+        if !t.urls.crl.isEmpty {
+            let points = t.urls.crl.map { url in
                 DER.sequence([DER.explicit(0, DER.explicit(0, DER.tlv(0x86, Array(url.utf8))))])
             }
             out.append(extensionDER(OID.crlDistributionPoints, DER.sequence(points)))
@@ -521,14 +513,11 @@ enum X509 {
     static func request(
         subject: [UInt8],
         key: PKey,
-        dns: [String],
-        emails: [String],
-        ips: [[UInt8]],
-        uris: [String]
+        names: CertificateNames
     ) throws(CofferError) -> [UInt8] {
         var attributes: [[UInt8]] = []
-        if !(dns.isEmpty && emails.isEmpty && ips.isEmpty && uris.isEmpty) {
-            let san = extensionDER(OID.subjectAltName, generalNames(dns: dns, emails: emails, ips: ips, uris: uris))
+        if names.hasSANs {
+            let san = extensionDER(OID.subjectAltName, generalNames(names))
             attributes.append(DER.sequence([OID.extensionRequest, DER.set([DER.sequence([san])])]))
         }
         let info = DER.sequence([
@@ -632,6 +621,11 @@ struct ParsedX509: Sendable {
         guard cpki_parse_certificate(der, der.count, &parsed) == 0 else { return nil }
         defer { cpki_parsed_free(&parsed) }
         return ParsedX509(parsed)
+    }
+
+    /// Whether the certificate `der` is signed by the key of the certificate `issuer`.
+    static func isSigned(_ der: [UInt8], by issuer: [UInt8]) -> Bool {
+        cpki_signed_by(der, der.count, issuer, issuer.count) == 1
     }
 
     enum RequestProblem: Error { case malformed, badSignature }

@@ -16,6 +16,22 @@ struct CertificateNames {
     var ips: [[UInt8]] = []
     var uris: [String] = []
 
+    init(commonName: String? = nil) { self.commonName = commonName }
+
+    /// The SANs a certificate or request carries (not its common name).
+    init(sansOf parsed: ParsedX509) {
+        takeSANs(of: parsed)
+    }
+
+    var hasSANs: Bool { !(dns.isEmpty && emails.isEmpty && ips.isEmpty && uris.isEmpty) }
+
+    mutating func takeSANs(of parsed: ParsedX509) {
+        dns = parsed.dnsNames
+        emails = parsed.emails
+        ips = parsed.ipAddresses
+        uris = parsed.uris
+    }
+
     /// Adds the common name to the SANs (first), as OpenBao does unless `exclude_cn_from_sans`.
     mutating func addCommonName(first: Bool) {
         guard let cn = commonName, !cn.isEmpty else { return }
@@ -25,6 +41,15 @@ struct CertificateNames {
             if !dns.contains(cn) { first ? dns.insert(cn, at: 0) : dns.append(cn) }
         }
     }
+}
+
+/// Where a certificate says its issuer and its CRL can be found (AIA, CRL distribution points).
+struct CertificateURLs {
+    var issuing: [String] = []
+    var crl: [String] = []
+    var ocsp: [String] = []
+
+    var isEmpty: Bool { issuing.isEmpty && crl.isEmpty && ocsp.isEmpty }
 }
 
 /// Issuing and signing: `issue`, `sign`, `sign-verbatim`, `root/generate`, `root/sign-intermediate`,
@@ -326,19 +351,36 @@ extension PKIBackend {
     }
 
     /// AIA/CDP URLs for what `issuer` signs: its own, else the mount's `config/urls`.
-    func urls(
-        for issuer: LoadedIssuer?,
-        _ storage: StorageReader
-    ) throws(CofferError) -> (issuing: [String], crl: [String], ocsp: [String]) {
-        if let issuer,
-            !(issuer.entry.issuingCertificates.isEmpty && issuer.entry.crlDistributionPoints.isEmpty
-                && issuer.entry.ocspServers.isEmpty)
-        {
-            return (issuer.entry.issuingCertificates, issuer.entry.crlDistributionPoints, issuer.entry.ocspServers)
+    func urls(for issuer: LoadedIssuer?, _ storage: StorageReader) throws(CofferError) -> CertificateURLs {
+        if let issuer {
+            let own = CertificateURLs(
+                issuing: issuer.entry.issuingCertificates,
+                crl: issuer.entry.crlDistributionPoints,
+                ocsp: issuer.entry.ocspServers
+            )
+            if !own.isEmpty { return own }
         }
         let o = try setting(PKIStorage.urlsConfig, storage)?.objectValue ?? [:]
         func list(_ k: String) -> [String] { o[k]?.arrayValue?.compactMap(\.stringValue) ?? [] }
-        return (list("issuing_certificates"), list("crl_distribution_points"), list("ocsp_servers"))
+        return CertificateURLs(
+            issuing: list("issuing_certificates"),
+            crl: list("crl_distribution_points"),
+            ocsp: list("ocsp_servers")
+        )
+    }
+
+    /// Stores an issued certificate as `certs/<serial>` (what `cert/<serial>`, LIST `certs` and tidy read).
+    func storeCertificate(
+        _ der: [UInt8],
+        serial: [UInt8],
+        issuerID: String,
+        notAfter: Int64,
+        _ storage: StorageView
+    ) throws(CofferError) {
+        try storage.putJSON(
+            PKIStorage.certPrefix + PKIStorage.name(serial),
+            CertRecord(certificate: der, issuerID: issuerID, notAfter: notAfter).json
+        )
     }
 
     static let aiaWarning =
@@ -410,10 +452,7 @@ extension PKIBackend {
                 names.commonName = parsed.commonName
             }
             if role.bool("use_csr_sans") {
-                names.dns = parsed.dnsNames
-                names.emails = parsed.emails
-                names.ips = parsed.ipAddresses
-                names.uris = parsed.uris
+                names.takeSANs(of: parsed)
             }
             publicKey = parsed.publicKey
         } else {
@@ -482,13 +521,8 @@ extension PKIBackend {
         template.keyUsage = try KeyUsage.bits(role.strings("key_usage"))
         template.extKeyUsage = extKeyUsage
         template.leafBasicConstraints = role.bool("basic_constraints_valid_for_non_ca")
-        template.dnsNames = names.dns
-        template.emails = names.emails
-        template.ipAddresses = names.ips
-        template.uris = names.uris
-        template.issuingCertificates = urls.issuing
-        template.crlDistributionPoints = urls.crl
-        template.ocspServers = urls.ocsp
+        template.names = names
+        template.urls = urls
         let leafSigner = Signer(
             key: signer.key,
             name: signer.name,
@@ -497,10 +531,7 @@ extension PKIBackend {
         )
         let der = try X509.certificate(template, signer: leafSigner)
         if !role.bool("no_store") {
-            try request.storage.putJSON(
-                PKIStorage.certPrefix + PKIStorage.name(serial),
-                CertRecord(certificate: der, issuerID: issuer.entry.id, notAfter: notAfter).json
-            )
+            try storeCertificate(der, serial: serial, issuerID: issuer.entry.id, notAfter: notAfter, request.storage)
         }
         var data = try certificateData(
             der,
@@ -593,21 +624,13 @@ extension PKIBackend {
             }
             template.extKeyUsage.append(oid)
         }
-        template.dnsNames = parsed.dnsNames
-        template.emails = parsed.emails
-        template.ipAddresses = parsed.ipAddresses
-        template.uris = parsed.uris
+        template.names = CertificateNames(sansOf: parsed)
         template.sanLast = true  // copied from the request, after the extensions the CA writes (as Go does)
         let urls = try urls(for: issuer, request.storage.reader)
-        template.issuingCertificates = urls.issuing
-        template.crlDistributionPoints = urls.crl
-        template.ocspServers = urls.ocsp
+        template.urls = urls
         let der = try X509.certificate(template, signer: signer)
         if !(role?.bool("no_store") ?? false) {
-            try request.storage.putJSON(
-                PKIStorage.certPrefix + PKIStorage.name(serial),
-                CertRecord(certificate: der, issuerID: issuer.entry.id, notAfter: notAfter).json
-            )
+            try storeCertificate(der, serial: serial, issuerID: issuer.entry.id, notAfter: notAfter, request.storage)
         }
         var data = try certificateData(
             der,

@@ -63,7 +63,7 @@ extension PKIBackend {
     func revokeRequest(_ request: BackendRequest) throws(CofferError) -> Response {
         let fields = request.fields
         var serial: [UInt8]
-        var certificate: ParsedX509?
+        var certificate: (der: [UInt8], parsed: ParsedX509)?
         if let text = fields.string("certificate"), !text.isEmpty {
             guard let block = PEM.decodeAll(text)?.first, let parsed = ParsedX509.certificate(block.der) else {
                 throw CofferError.invalid("certificate could not be parsed")
@@ -71,7 +71,7 @@ extension PKIBackend {
             if fields.string("serial_number").map({ !$0.isEmpty }) ?? false {
                 throw CofferError.invalid("must provide either the certificate or the serial to revoke; not both")
             }
-            certificate = parsed
+            certificate = (block.der, parsed)
             serial = parsed.serial
         } else {
             guard let text = fields.string("serial_number"), !text.isEmpty else {
@@ -85,33 +85,31 @@ extension PKIBackend {
         if request.path == "revoke-with-key" {
             try checkPrivateKey(
                 fields.string("private_key") ?? "",
-                matches: certificate,
+                matches: certificate?.parsed,
                 serial: serial,
                 request.storage
             )
         }
         if let certificate {
-            // A certificate handed in must be one of this mount's issuers' (its signature checked by
-            // its issuer's key identifier and name; a stranger's certificate is not ours to list).
-            let issuers = try allIssuers(request.storage.reader)
+            // A certificate handed in must carry the signature of one of this mount's issuers: a
+            // stranger's (or a forgery naming our CA) is not ours to put on a CRL.
             guard
-                issuers.contains(where: {
-                    $0.parsed.subject == certificate.issuer
-                        && ($0.keyID == certificate.authorityKeyID || certificate.authorityKeyID.isEmpty)
+                let issuer = try allIssuers(request.storage.reader).first(where: {
+                    $0.parsed.subject == certificate.parsed.issuer
+                        && ParsedX509.isSigned(certificate.der, by: $0.entry.certificate)
                 })
             else { throw Self.notOurs }
             if try request.storage.getJSON(PKIStorage.certPrefix + PKIStorage.name(serial)) == nil,
                 try serialOrigin(serial, request.storage) == nil
             {
-                // Issued elsewhere under the same CA (or before serials carried their origin):
-                // record it from the certificate itself.
-                guard let issuer = issuers.first(where: { $0.parsed.subject == certificate.issuer }) else {
-                    throw Self.notOurs
-                }
-                let raw = PEM.decodeAll(fields.string("certificate") ?? "")?.first?.der ?? []
-                try request.storage.putJSON(
-                    PKIStorage.certPrefix + PKIStorage.name(serial),
-                    CertRecord(certificate: raw, issuerID: issuer.entry.id, notAfter: certificate.notAfter).json
+                // Issued by this CA elsewhere (another mount holding its key): record it from the
+                // certificate itself.
+                try storeCertificate(
+                    certificate.der,
+                    serial: serial,
+                    issuerID: issuer.entry.id,
+                    notAfter: certificate.parsed.notAfter,
+                    request.storage
                 )
             }
         }
