@@ -32,9 +32,8 @@ public struct VaultConfiguration: Sendable {
     /// Audit devices that must be enabled (the JSON configuration's `audit` list): each is enabled
     /// at unseal if it is not already, and the unseal fails if one cannot be.
     public var auditDevices: [AuditDeviceConfig] = []
-    /// Auth methods that `sys/auth/<path>` can enable, by type. None ship yet but the token store;
-    /// tests register their own.
-    package var authMethods = EngineRegistry()
+    /// Auth methods that `sys/auth/<path>` can enable, by type: the built-in ones; tests may add their own.
+    package var authMethods = BuiltinAuthMethods.registry
 
     public init(
         storage: Storage,

@@ -75,6 +75,13 @@ public struct AuthInfo: Sendable, Equatable {
     public var orphan: Bool
     public var numUses: Int
     public var tokenType: String = "service"
+    /// The identity entity the token belongs to ("" when none).
+    public var entityID: String = ""
+    /// Policies the token gets from its entity and groups (listed only when there are some).
+    public var identityPolicies: [String] = []
+    /// What an auth method's login grants beyond the block itself; the core makes the token from it.
+    /// Never on the wire.
+    package var grant: LoginGrant?
 
     public init(
         clientToken: String,
@@ -99,15 +106,62 @@ public struct AuthInfo: Sendable, Equatable {
     }
 
     public var json: JSONValue {
-        [
+        var block: [String: JSONValue] = [
             "client_token": .string(clientToken), "accessor": .string(accessor),
             "policies": .array(policies.map { .string($0) }),
             "token_policies": .array(tokenPolicies.map { .string($0) }),
             "metadata": metadata.isEmpty ? .null : .object(metadata.mapValues { .string($0) }),
-            "lease_duration": .int(leaseDuration), "renewable": .bool(renewable), "entity_id": "",
+            "lease_duration": .int(leaseDuration), "renewable": .bool(renewable), "entity_id": .string(entityID),
             "token_type": .string(tokenType), "orphan": .bool(orphan), "mfa_requirement": nil,
             "num_uses": .int(numUses),
         ]
+        if !identityPolicies.isEmpty { block["identity_policies"] = .array(identityPolicies.map { .string($0) }) }
+        return .object(block)
+    }
+}
+
+/// What an auth method grants at login, besides the `auth` block's policies, metadata, TTL and
+/// uses: who logged in (the identity alias), the limits of the token to make, and where it may be
+/// used. The core turns it into a token and finds or creates the caller's identity entity.
+package struct LoginGrant: Sendable, Equatable {
+    /// The alias name that identifies the caller to this mount (a username, a role id, a JWT's
+    /// `user_claim`), and what the alias records about it.
+    package var alias: String
+    package var aliasMetadata: [String: String]
+    /// Group names the method vouches for (a JWT's groups claim): external groups whose aliases
+    /// on this mount carry these names give the token their policies.
+    package var groups: [String]
+    /// 0: the mount's, else the system's.
+    package var maxTTL: Int64
+    package var explicitMaxTTL: Int64
+    package var period: Int64
+    /// CIDR blocks the token may be used from (empty: anywhere).
+    package var boundCIDRs: [String]
+    /// "service", "batch" or "default" (the mount's default: service).
+    package var tokenType: String
+    /// Leave out the `default` policy.
+    package var noDefaultPolicy: Bool
+
+    package init(
+        alias: String,
+        aliasMetadata: [String: String] = [:],
+        groups: [String] = [],
+        maxTTL: Int64 = 0,
+        explicitMaxTTL: Int64 = 0,
+        period: Int64 = 0,
+        boundCIDRs: [String] = [],
+        tokenType: String = "default",
+        noDefaultPolicy: Bool = false
+    ) {
+        self.alias = alias
+        self.aliasMetadata = aliasMetadata
+        self.groups = groups
+        self.maxTTL = maxTTL
+        self.explicitMaxTTL = explicitMaxTTL
+        self.period = period
+        self.boundCIDRs = boundCIDRs
+        self.tokenType = tokenType
+        self.noDefaultPolicy = noDefaultPolicy
     }
 }
 

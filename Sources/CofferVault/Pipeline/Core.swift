@@ -432,7 +432,7 @@ package final class Core: Sendable {
         let now = clock.now()
         let caller: TokenEntry
         do {
-            caller = try authenticate(request.token, now: now)
+            caller = try authenticate(request.token, now: now, clientAddress: request.clientAddress)
         } catch {
             // A refused token is recorded too (best effort: the request is refused either way).
             var record = AuditRecord(request: request, caller: nil, time: now)
@@ -547,10 +547,21 @@ package final class Core: Sendable {
 
     /// The token's entry, with expiry enforced and a use counted. `package` so that bench/ can time
     /// this step of the request path on its own (docs/benchmarks.md); not API.
-    package func authenticate(_ token: String?, now: Timestamp) throws(CofferError) -> TokenEntry {
+    package func authenticate(
+        _ token: String?,
+        now: Timestamp,
+        clientAddress: String = ""
+    ) throws(CofferError)
+        -> TokenEntry
+    {
         guard let token, !token.isEmpty, let found = try tokens.lookup(token: token),
             var entry = try tokens.live(found, now: now)
         else {
+            throw CofferError.permissionDeniedError
+        }
+        // A token bound to CIDR blocks is refused from anywhere else, and from a caller that gives
+        // no address (an in-process call that does not say where it acts for).
+        if !entry.boundCIDRs.isEmpty, clientAddress.isEmpty || !CIDR.allows(entry.boundCIDRs, clientAddress) {
             throw CofferError.permissionDeniedError
         }
         if entry.numUses > 0 {

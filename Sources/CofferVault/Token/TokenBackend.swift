@@ -274,22 +274,25 @@ extension Core {
 extension Core {
     /// The token for an auth method's login answer: `auth` carries the policies, metadata and TTL the
     /// method granted, without a token; the token is made here, as Vault's router does. It has no
-    /// parent, its TTL is capped by the mount's `max_lease_ttl` (else the system maximum), and its
-    /// display name says which mount issued it.
+    /// parent; its TTL is capped by the grant's max TTL, the mount's `max_lease_ttl` and the system
+    /// maximum; its display name says which mount issued it.
     func issueLoginToken(_ auth: AuthInfo, mount: RoutedMount, now: Timestamp) throws(CofferError) -> AuthInfo {
+        let grant = auth.grant ?? LoginGrant(alias: "")
         var policies = Set(auth.policies.map { $0.lowercased() })
         guard !policies.contains("root") else {
             throw CofferError(.internal, "the auth method at \(mount.prefix) tried to issue a root token")
         }
-        policies.insert("default")
-        let maxTTL = mount.entry.maxLeaseTTL > 0 ? mount.entry.maxLeaseTTL : TokenStore.maxTTL
-        let requested =
+        if !grant.noDefaultPolicy { policies.insert("default") }
+        var maxTTL = mount.entry.maxLeaseTTL > 0 ? mount.entry.maxLeaseTTL : TokenStore.maxTTL
+        if grant.maxTTL > 0 { maxTTL = min(maxTTL, grant.maxTTL) }
+        var ttl =
             auth.leaseDuration > 0
             ? auth.leaseDuration : (mount.entry.defaultLeaseTTL > 0 ? mount.entry.defaultLeaseTTL : maxTTL)
-        let ttl = min(requested, maxTTL)
+        if grant.period > 0 { ttl = grant.period } else { ttl = min(ttl, maxTTL) }
+        if grant.explicitMaxTTL > 0 { ttl = min(ttl, grant.explicitMaxTTL) }
         let name = mount.entry.path.dropLast() + (auth.metadata["username"].map { "-" + $0 } ?? "")
         let (token, entry) = try tokens.create { hash, accessor in
-            TokenEntry(
+            var entry = TokenEntry(
                 idHash: hash,
                 accessor: accessor,
                 parentHash: "",
@@ -299,11 +302,13 @@ extension Core {
                 path: mount.prefix + "login",
                 now: now,
                 ttl: ttl,
-                explicitMaxTTL: 0,
+                explicitMaxTTL: grant.explicitMaxTTL,
                 numUses: max(0, auth.numUses),
-                period: 0,
+                period: grant.period,
                 renewable: auth.renewable
             )
+            entry.boundCIDRs = grant.boundCIDRs
+            return entry
         }
         var issued = authInfo(token: token, entry, now: now)
         issued.tokenPolicies = entry.policies

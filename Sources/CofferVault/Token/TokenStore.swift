@@ -26,6 +26,10 @@ package struct TokenEntry: Sendable, Equatable {
     package var period: Int64
     package var renewable: Bool
     package var issueTime: Timestamp
+    /// CIDR blocks the token may be used from (empty: anywhere).
+    package var boundCIDRs: [String] = []
+    /// The identity entity of whoever logged in ("" for tokens made by hand).
+    package var entityID = ""
 
     package var isRoot: Bool { policies.contains("root") }
     package var orphan: Bool { parentHash.isEmpty }
@@ -39,6 +43,7 @@ package struct TokenEntry: Sendable, Equatable {
             "explicit_max_ttl": .int(explicitMaxTTL),
             "expire_time": expireTime.map { .number(String($0.nanoseconds)) } ?? .null, "num_uses": .int(numUses),
             "period": .int(period), "renewable": .bool(renewable), "issue_time": .number(String(issueTime.nanoseconds)),
+            "bound_cidrs": .array(boundCIDRs.map { .string($0) }), "entity_id": .string(entityID),
         ]
     }
 
@@ -97,6 +102,8 @@ package struct TokenEntry: Sendable, Equatable {
         self.numUses = json["num_uses"]?.intValue ?? 0
         self.period = Int64(json["period"]?.intValue ?? 0)
         self.renewable = json["renewable"]?.boolValue ?? false
+        self.boundCIDRs = (json["bound_cidrs"]?.arrayValue ?? []).compactMap(\.stringValue)
+        self.entityID = json["entity_id"]?.stringValue ?? ""
     }
 
     /// Seconds left before expiry (0 for tokens that never expire).
@@ -112,7 +119,7 @@ package struct TokenEntry: Sendable, Equatable {
         var data: [String: JSONValue] = [
             "accessor": .string(accessor), "creation_time": .int(creationTime.seconds),
             "creation_ttl": .int(creationTTL),
-            "display_name": .string(displayName), "entity_id": "",
+            "display_name": .string(displayName), "entity_id": .string(entityID),
             "expire_time": expireTime.map { .string($0.rfc3339) } ?? .null,
             "explicit_max_ttl": .int(explicitMaxTTL), "id": .string(id),
             "meta": meta.isEmpty ? .null : .object(meta.mapValues { .string($0) }),
@@ -126,6 +133,7 @@ package struct TokenEntry: Sendable, Equatable {
             data["renewable"] = false
         }
         if period > 0 { data["period"] = .int(period) }
+        if !boundCIDRs.isEmpty { data["bound_cidrs"] = .array(boundCIDRs.map { .string($0) }) }
         return data
     }
 }
