@@ -205,6 +205,10 @@ public struct Response: Sendable {
     /// Set by an engine that hands out a secret with a lease (a database user): the core registers
     /// the lease and fills in ``leaseID``, ``leaseDuration`` and ``renewable``. Never on the wire.
     package var secret: SecretLease?
+    /// When this answer is response-wrapped, the accessor `wrap_info.wrapped_accessor` names: the
+    /// token's for a login or token creation (set by the core), an AppRole secret ID's accessor
+    /// (set by the method). Never on the wire otherwise.
+    package var wrappedAccessor: String?
 
     public init(
         data: [String: JSONValue]? = nil,
@@ -226,6 +230,7 @@ public struct Response: Sendable {
         self.rawBytes = [:]
         self.body = nil
         self.secret = nil
+        self.wrappedAccessor = nil
     }
 
     /// A 200 whose body is `bytes` as they are (not JSON), of `contentType`.
