@@ -101,6 +101,8 @@ package final class Core: Sendable {
     /// Every secret handed out with a lease (LeaseManager.swift).
     package let leases = LeaseManager()
     let policies: PolicyStore
+    /// Entities, aliases and groups (Identity/).
+    let identity: IdentityStore
     let audit: AuditBroker
     /// Audit devices the configuration requires: enabled (if not already) at every unseal; if one
     /// cannot be enabled the unseal fails, so nothing is served unaudited.
@@ -118,7 +120,9 @@ package final class Core: Sendable {
     /// The mounts while unsealed; nil while sealed, when only `sys/` is served.
     let routes = Mutex<RouteTable?>(nil)
     /// The built-in backends: `sys/` (served sealed too) and `auth/token/`.
-    let builtins: Mutex<(system: SystemBackend?, token: TokenBackend?)> = Mutex((nil, nil))
+    let builtins: Mutex<(system: SystemBackend?, token: TokenBackend?, identity: IdentityBackend?)> = Mutex(
+        (nil, nil, nil)
+    )
     /// Serialises state changes (init, unseal, seal, mount, rekey) against each other; requests do
     /// not take it.
     let lifecycle = Mutex(())
@@ -146,13 +150,14 @@ package final class Core: Sendable {
         self.limits = limits
         self.tokens = TokenStore(barrier: barrier)
         self.policies = PolicyStore(barrier: barrier)
+        self.identity = IdentityStore(barrier: barrier)
         self.audit = AuditBroker(barrier: barrier)
         if let config = try storedSealConfig(), config.type != seal.type {
             throw CofferError.invalid(
                 "this storage is sealed by a \(config.type) seal but Coffer was opened with a \(seal.type) seal; migrate the seal first"
             )
         }
-        builtins.withLock { $0 = (SystemBackend(core: self), TokenBackend(core: self)) }
+        builtins.withLock { $0 = (SystemBackend(core: self), TokenBackend(core: self), IdentityBackend(core: self)) }
         leases.attach(self)
         let leases = self.leases
         // A revoked token's cubbyhole and leases go with it, as in Vault; a token with a TTL is revoked
@@ -378,6 +383,7 @@ package final class Core: Sendable {
         audit.unload()
         tokens.unload()
         policies.unload()
+        identity.unload()
         leases.unload()
         barrier.seal()
         progress.withLock { $0 = UnsealProgress() }
@@ -575,7 +581,12 @@ package final class Core: Sendable {
     /// Checks the ACL of the caller's policies for the request. `package` for bench/, as `authenticate`.
     package func authorize(_ caller: TokenEntry, _ request: Request, requireSudo: Bool = false) throws(CofferError) {
         if caller.isRoot { return }
-        let acl = try policies.acl(for: caller.policies)
+        var policies = caller.policies
+        if !caller.entityID.isEmpty {
+            let extra = try identity.policies(entityID: caller.entityID)
+            if !extra.isEmpty { policies = Array(Set(policies).union(extra)).sorted() }
+        }
+        let acl = try self.policies.acl(for: policies)
         let decision = acl.allowOperation(
             PolicyOperation(request.operation),
             path: request.path,

@@ -22,6 +22,10 @@ extension Core {
                 )
             } else if key.utf8.starts(with: PolicyStore.prefix.utf8) {
                 policies.invalidate(String(decoding: key.utf8.dropFirst(PolicyStore.prefix.utf8.count), as: UTF8.self))
+            } else if key.utf8.starts(with: IdentityStore.prefix.utf8) {
+                identity.invalidate(
+                    String(decoding: key.utf8.dropFirst(IdentityStore.prefix.utf8.count), as: UTF8.self)
+                )
             } else if key == MountKind.secret.storagePath || key == MountKind.auth.storagePath {
                 tablesChanged = true
             } else if key == Barrier.keyringPath {

@@ -58,6 +58,13 @@ extension Core {
         local: true
     )
 
+    static let identityEntry = MountEntry.builtin(
+        path: "identity/",
+        type: "identity",
+        description: "identity store",
+        id: 4
+    )
+
     /// Where the cubbyhole keeps each token's folder (`<token hash>/`).
     static let cubbyholePrefix = "logical/\(cubbyholeEntry.uuid)/"
 
@@ -72,6 +79,16 @@ extension Core {
                     entry: Core.tokenEntry,
                     backend: token,
                     storage: StorageView(barrier: barrier, prefix: TokenStore.prefix)
+                )
+            )
+        }
+        if let identity = builtins.withLock({ $0.identity }) {
+            mounts.append(
+                RoutedMount(
+                    kind: .builtin,
+                    entry: Core.identityEntry,
+                    backend: identity,
+                    storage: identity.store.storage
                 )
             )
         }
@@ -198,6 +215,7 @@ extension Core {
                 throw CofferError.invalid("token credential backend cannot be instantiated")
             }
         }
+        if kind == .auth && !entry.accessor.hasPrefix("auth_") { entry.accessor = "auth_" + entry.accessor }
         let registry = kind == .auth ? authMethods : engines
         guard registry.types.contains(entry.type), entry.type != "cubbyhole" else {
             throw CofferError.invalid(

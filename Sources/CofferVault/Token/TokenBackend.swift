@@ -222,7 +222,7 @@ extension Core {
     }
 
     func authInfo(token: String, _ entry: TokenEntry, now: Timestamp) -> AuthInfo {
-        AuthInfo(
+        var info = AuthInfo(
             clientToken: token,
             accessor: entry.accessor,
             policies: entry.policies,
@@ -233,6 +233,8 @@ extension Core {
             orphan: entry.orphan,
             numUses: entry.numUses
         )
+        info.entityID = entry.entityID
+        return info
     }
 
     /// Extends a token's life: by `increment` (or its original TTL), never past its explicit max TTL,
@@ -291,6 +293,20 @@ extension Core {
         if grant.period > 0 { ttl = grant.period } else { ttl = min(ttl, maxTTL) }
         if grant.explicitMaxTTL > 0 { ttl = min(ttl, grant.explicitMaxTTL) }
         let name = mount.entry.path.dropLast() + (auth.metadata["username"].map { "-" + $0 } ?? "")
+        // Whoever logged in has an entity: found by this mount's alias, or created with it.
+        var entityID = ""
+        var identityPolicies: [String] = []
+        if !grant.alias.isEmpty {
+            let entity = try identity.loginEntity(
+                alias: grant.alias,
+                metadata: grant.aliasMetadata,
+                groups: grant.groups,
+                accessor: mount.entry.accessor,
+                now: now
+            )
+            entityID = entity.id
+            identityPolicies = try identity.policies(entityID: entity.id)
+        }
         let (token, entry) = try tokens.create { hash, accessor in
             var entry = TokenEntry(
                 idHash: hash,
@@ -308,10 +324,13 @@ extension Core {
                 renewable: auth.renewable
             )
             entry.boundCIDRs = grant.boundCIDRs
+            entry.entityID = entityID
             return entry
         }
         var issued = authInfo(token: token, entry, now: now)
         issued.tokenPolicies = entry.policies
+        issued.identityPolicies = identityPolicies
+        issued.policies = Array(Set(entry.policies).union(identityPolicies)).sorted()
         return issued
     }
 }
