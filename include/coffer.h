@@ -177,6 +177,34 @@ void coffer_close(coffer_t *h);
 int coffer_request(coffer_t *h, const char *method, const char *path, const char *token, const char *body,
                    size_t body_len, int *http_status, char **out, size_t *out_len);
 
+/**
+ * Per-request options for coffer_request_ex(). Zero-initialise it and set struct_size to
+ * sizeof(coffer_request_opts): fields added in later versions go at the end, and the library
+ * reads only the fields that fit in the struct_size the caller passes, so a program built
+ * against an older header keeps working.
+ */
+typedef struct coffer_request_opts {
+    /** sizeof(coffer_request_opts) as the caller compiled it. */
+    size_t struct_size;
+    /** Wrap the answer (HTTP's X-Vault-Wrap-TTL): "60s", "5m", "300"; NULL or "0" for no wrapping.
+     *  The response is then only a wrap_info with a single-use token for sys/wrapping/unwrap. */
+    const char *wrap_ttl;
+    /** The network address the caller acts for ("10.1.2.3"), as HTTP's client address: tokens
+     *  and AppRole secret IDs bound to CIDR blocks are checked against it. NULL: none given
+     *  (a CIDR-bound token is then refused). */
+    const char *client_address;
+} coffer_request_opts;
+
+/**
+ * coffer_request() with options (coffer_request_opts); opts may be NULL, which is
+ * coffer_request(). Returns what coffer_request() returns; COFFER_EINVALID also when opts is not
+ * NULL and opts->struct_size is smaller than the first version of the struct (16 bytes on LP64:
+ * struct_size and wrap_ttl). Thread-safe.
+ */
+int coffer_request_ex(coffer_t *h, const char *method, const char *path, const char *token, const char *body,
+                      size_t body_len, const coffer_request_opts *opts, int *http_status, char **out,
+                      size_t *out_len);
+
 /* ---- Fast paths ----------------------------------------------------------------------------- */
 /* The same request path (token, policy, barrier) as coffer_request(), without the response      */
 /* envelope or base64: KV version 2 and transit mounts.                                         */

@@ -3,7 +3,7 @@
 //
 // Nothing may trap across this boundary: every pointer is checked for NULL, every C string for UTF-8,
 // every size for range, and every CofferError becomes a status code and a thread-local message.
-import CCoffer
+public import CCoffer
 import Coffer
 import Synchronization
 
@@ -249,6 +249,54 @@ public func coffer_request(
     _ out: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?,
     _ outLength: UnsafeMutablePointer<Int>?
 ) -> Int32 {
+    request(pointer, method, path, token, body, bodyLength, nil, httpStatus, out, outLength)
+}
+
+@c @implementation
+public func coffer_request_ex(
+    _ pointer: OpaquePointer?,
+    _ method: UnsafePointer<CChar>?,
+    _ path: UnsafePointer<CChar>?,
+    _ token: UnsafePointer<CChar>?,
+    _ body: UnsafePointer<CChar>?,
+    _ bodyLength: Int,
+    _ options: UnsafePointer<coffer_request_opts>?,
+    _ httpStatus: UnsafeMutablePointer<Int32>?,
+    _ out: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?,
+    _ outLength: UnsafeMutablePointer<Int>?
+) -> Int32 {
+    request(pointer, method, path, token, body, bodyLength, options, httpStatus, out, outLength)
+}
+
+/// The fields of a caller's `coffer_request_opts`, read only as far as its `struct_size` reaches.
+private func requestOptions(
+    _ options: UnsafePointer<coffer_request_opts>?
+) throws(ArgumentError) -> (wrapTTL: String?, clientAddress: String) {
+    guard let options else { return (nil, "") }
+    let size = options.pointee.struct_size
+    let wrapEnd = MemoryLayout<coffer_request_opts>.offset(of: \.wrap_ttl)! + MemoryLayout<UnsafePointer<CChar>?>.size
+    let addressEnd =
+        MemoryLayout<coffer_request_opts>.offset(of: \.client_address)! + MemoryLayout<UnsafePointer<CChar>?>.size
+    guard size >= wrapEnd else {
+        throw ArgumentError(message: "opts->struct_size is \(size); set it to sizeof(coffer_request_opts)")
+    }
+    let wrapTTL = try optionalString(options.pointee.wrap_ttl, "opts->wrap_ttl")
+    let address = size >= addressEnd ? try optionalString(options.pointee.client_address, "opts->client_address") : nil
+    return (wrapTTL, address ?? "")
+}
+
+private func request(
+    _ pointer: OpaquePointer?,
+    _ method: UnsafePointer<CChar>?,
+    _ path: UnsafePointer<CChar>?,
+    _ token: UnsafePointer<CChar>?,
+    _ body: UnsafePointer<CChar>?,
+    _ bodyLength: Int,
+    _ options: UnsafePointer<coffer_request_opts>?,
+    _ httpStatus: UnsafeMutablePointer<Int32>?,
+    _ out: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?,
+    _ outLength: UnsafeMutablePointer<Int>?
+) -> Int32 {
     httpStatus?.pointee = 0
     out?.pointee = nil
     outLength?.pointee = 0
@@ -259,16 +307,25 @@ public func coffer_request(
     let path_: String
     let token_: String?
     var body_: [UInt8]
+    let opts: (wrapTTL: String?, clientAddress: String)
     do {
         handle = try lookup(pointer)
         method_ = try string(method, "method")
         path_ = try string(path, "path")
         token_ = try optionalString(token, "token")
         body_ = try bytes(body, bodyLength, "body")
+        opts = try requestOptions(options)
     } catch {
         return fail(COFFER_EINVALID, error.message)
     }
-    var result = handle.vault.handleWire(method: method_, path: path_, token: token_, body: body_)
+    var result = handle.vault.handleWire(
+        method: method_,
+        path: path_,
+        token: token_,
+        body: body_,
+        clientAddress: opts.clientAddress,
+        wrapTTL: opts.wrapTTL
+    )
     // Both may hold secrets (unseal keys, tokens, secret values): wiped once copied.
     body_.wipe()
     defer { result.body?.wipe() }

@@ -29,7 +29,8 @@ extension Vault {
         token: String?,
         body: [UInt8],
         namespace: String = "",
-        clientAddress: String = ""
+        clientAddress: String = "",
+        wrapTTL: String? = nil
     ) -> WireResult {
         Wire.handle(
             core,
@@ -38,7 +39,8 @@ extension Vault {
             token: token,
             body: body,
             namespace: namespace,
-            clientAddress: clientAddress
+            clientAddress: clientAddress,
+            wrapTTL: wrapTTL
         )
     }
 }
@@ -52,13 +54,15 @@ extension Wire {
         token: String?,
         body: [UInt8],
         namespace: String = "",
-        clientAddress: String = ""
+        clientAddress: String = "",
+        wrapTTL: String? = nil
     ) -> WireResult {
         let requestID = Random.uuid()
         do {
             var request = try parse(method: method, path: path, token: token, body: body, id: requestID)
             request.namespace = namespace
             request.clientAddress = clientAddress
+            if let wrapTTL { request.wrapTTL = try parseWrapTTL(wrapTTL) }
             let response = try core.handle(request)
             if let raw = response.body {
                 return WireResult(status: 200, body: raw.bytes, outcome: response.outcome, contentType: raw.contentType)
@@ -152,6 +156,15 @@ package enum Wire {
             }
         }
         return Request(operation, path, data: data, token: token, id: id)
+    }
+
+    /// `X-Vault-Wrap-TTL`: seconds or a Go duration ("2m0s"); "0" means no wrapping.
+    package static func parseWrapTTL(_ text: String) throws(CofferError) -> Int64 {
+        guard let seconds = VaultDuration.parse(text.trimmingSpaces()) else {
+            let shown = text.utf8.count <= 64 ? text : String(text.prefix(64)) + "…"
+            throw CofferError.invalid("error parsing X-Vault-Wrap-TTL header: time: invalid duration \"\(shown)\"")
+        }
+        return seconds
     }
 
     static func percentDecode(_ text: String) -> String {

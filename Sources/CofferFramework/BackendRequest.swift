@@ -137,6 +137,8 @@ package struct BackendRequest: Sendable {
     package var clientAddress: String
     /// The vault's system view; nil only in tests that build requests by hand.
     package var system: (any SystemView)?
+    /// Seconds the caller asked the answer to be wrapped for (0: not wrapped); the core wraps it.
+    package var wrapTTL: Int64 = 0
 
     package init(
         operation: Request.Operation,

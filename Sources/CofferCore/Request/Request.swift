@@ -21,6 +21,9 @@ public struct Request: Sendable {
     public var rawBytes: [String: [UInt8]] = [:]
     /// Whether byte results should come back as bytes (``Response/rawBytes``) instead of base64 text.
     public var rawResults = false
+    /// Seconds to wrap the answer for (Vault's `X-Vault-Wrap-TTL`): the caller gets a single-use
+    /// wrapping token instead of the answer; `sys/wrapping/unwrap` gives the answer. 0: not wrapped.
+    public var wrapTTL: Int64 = 0
 
     public init(
         _ operation: Operation,
@@ -209,6 +212,8 @@ public struct Response: Sendable {
     /// token's for a login or token creation (set by the core), an AppRole secret ID's accessor
     /// (set by the method). Never on the wire otherwise.
     package var wrappedAccessor: String?
+    /// Set on a wrapped answer: the wrapping token and what it wraps (the body's `wrap_info`).
+    public var wrapInfo: WrapInfo?
 
     public init(
         data: [String: JSONValue]? = nil,
@@ -231,6 +236,7 @@ public struct Response: Sendable {
         self.body = nil
         self.secret = nil
         self.wrappedAccessor = nil
+        self.wrapInfo = nil
     }
 
     /// A 200 whose body is `bytes` as they are (not JSON), of `contentType`.
@@ -288,14 +294,52 @@ public struct Response: Sendable {
         if let raw { return raw }
         if outcome == .noContent || (outcome != .ok && data == nil && auth == nil && warnings.isEmpty) { return nil }
         var envelope: [String: JSONValue] = [
-            "request_id": .string(requestID), "lease_id": .string(leaseID), "renewable": .bool(renewable),
-            "lease_duration": .int(leaseDuration), "data": data.map { .object($0) } ?? .null, "wrap_info": .null,
+            "request_id": .string(wrapInfo == nil ? requestID : ""), "lease_id": .string(leaseID),
+            "renewable": .bool(renewable),
+            "lease_duration": .int(leaseDuration), "data": data.map { .object($0) } ?? .null,
+            "wrap_info": wrapInfo?.json ?? .null,
             "warnings": warnings.isEmpty ? .null : .array(warnings.map { .string($0) }), "auth": auth?.json ?? .null,
         ]
         if repeatDataAtTopLevel, let data {
             for (key, value) in data where envelope[key] == nil { envelope[key] = value }
         }
         return .object(envelope)
+    }
+}
+
+/// The `wrap_info` of a wrapped answer.
+public struct WrapInfo: Sendable, Equatable {
+    public var token: String
+    public var accessor: String
+    public var ttl: Int64
+    public var creationTime: Timestamp
+    public var creationPath: String
+    /// The accessor of the wrapped token (or AppRole secret ID); nil when the answer wraps neither.
+    public var wrappedAccessor: String?
+
+    package init(
+        token: String,
+        accessor: String,
+        ttl: Int64,
+        creationTime: Timestamp,
+        creationPath: String,
+        wrappedAccessor: String?
+    ) {
+        self.token = token
+        self.accessor = accessor
+        self.ttl = ttl
+        self.creationTime = creationTime
+        self.creationPath = creationPath
+        self.wrappedAccessor = wrappedAccessor
+    }
+
+    public var json: JSONValue {
+        var out: [String: JSONValue] = [
+            "token": .string(token), "accessor": .string(accessor), "ttl": .int(ttl),
+            "creation_time": .string(creationTime.rfc3339), "creation_path": .string(creationPath),
+        ]
+        if let wrappedAccessor { out["wrapped_accessor"] = .string(wrappedAccessor) }
+        return .object(out)
     }
 }
 

@@ -83,9 +83,6 @@ struct WireResponder: Sendable {
         if request.method == .head, !target.hasPrefix("/v1/sys/health") {
             return (405, Array(#"{"errors":[]}"#.utf8), false, nil)
         }
-        if request.headers[Self.wrapTTL] != nil {
-            return Self.error(400, "response wrapping (X-Vault-Wrap-TTL) is not supported by Coffer yet")
-        }
         if request.method == .patch {
             let type = request.headers[.contentType] ?? ""
             let mediaType = type.split(separator: ";").first.map { $0.trimmingCharacters(in: " ") } ?? ""
@@ -116,6 +113,7 @@ struct WireResponder: Sendable {
             token = String(authorization.dropFirst("Bearer ".count))
         }
         let namespace = request.headers[Self.namespace] ?? ""
+        let wrapTTL = request.headers[Self.wrapTTL]
         let client = channel.remoteAddress?.ipAddress ?? ""
         let vault = self.vault
         let (status, out, contentType): (Int, [UInt8]?, String?)
@@ -128,7 +126,8 @@ struct WireResponder: Sendable {
                         token: token,
                         body: body,
                         namespace: namespace,
-                        clientAddress: client
+                        clientAddress: client,
+                        wrapTTL: wrapTTL
                     )
                     return (result.status, result.body, result.contentType)
                 }
@@ -142,7 +141,8 @@ struct WireResponder: Sendable {
                 token: token,
                 body: body,
                 namespace: namespace,
-                clientAddress: client
+                clientAddress: client,
+                wrapTTL: wrapTTL
             )
             (status, out, contentType) = (result.status, result.body, result.contentType)
         }

@@ -489,6 +489,7 @@ package final class Core: Sendable {
             clientAddress: request.clientAddress
         )
         backendRequest.system = self
+        backendRequest.wrapTTL = request.wrapTTL
         var response = try mount.backend.handle(backendRequest)
         response.mountType = mount.entry.type
         if mount.kind == .auth, let auth = response.auth, auth.clientToken.isEmpty {
@@ -505,6 +506,11 @@ package final class Core: Sendable {
         }
         // The leases of tokens this request revoked (auth/token/revoke, a last use) go before it answers.
         leases.drainRevokedTokens(now: now)
+        if request.wrapTTL > 0, response.outcome == .ok, response.raw == nil, response.body == nil,
+            response.wrapInfo == nil
+        {
+            response = try wrap(response, path: request.path, requestID: request.id, ttl: request.wrapTTL, now: now)
+        }
         return response
     }
 

@@ -49,6 +49,14 @@ package final class PolicyStore: Sendable {
             capabilities = ["update"]
         }
 
+        # Allow a token to look up response-wrapping properties and unwrap what was wrapped for it
+        path "sys/wrapping/lookup" {
+            capabilities = ["update"]
+        }
+        path "sys/wrapping/unwrap" {
+            capabilities = ["update"]
+        }
+
         # Allow general purpose tools
         path "sys/tools/hash" {
             capabilities = ["update"]
@@ -57,6 +65,20 @@ package final class PolicyStore: Sendable {
             capabilities = ["update"]
         }
         """
+
+    /// The policy of response-wrapping tokens (built in, never stored): they may only be unwrapped.
+    /// Vault also lets them read `cubbyhole/response`; Coffer does not, so unwrapping is the only
+    /// way to the wrapped answer and it is single use.
+    static let responseWrappingName = "response-wrapping"
+    static let responseWrapping: Policy = {
+        let text = """
+            path "sys/wrapping/unwrap" {
+                capabilities = ["update"]
+            }
+            """
+        return (try? Policy.parse(name: responseWrappingName, text: text))
+            ?? Policy(name: responseWrappingName, rules: [])
+    }()
 
     private let barrier: Barrier
     /// Parsed policies and compiled ACLs. `epoch` moves on every change, so a reader that parsed or
@@ -128,6 +150,9 @@ package final class PolicyStore: Sendable {
     func put(name: String, text: String, maxSize: Int) throws(CofferError) {
         let name = try PolicyStore.normalize(name)
         guard name != "root" else { throw CofferError.invalid("cannot update the root policy") }
+        guard name != PolicyStore.responseWrappingName else {
+            throw CofferError.invalid("cannot update the response-wrapping policy")
+        }
         guard text.utf8.count <= maxSize else {
             throw CofferError.invalid("policy is \(text.utf8.count) bytes; the limit is \(maxSize)")
         }
@@ -165,6 +190,8 @@ package final class PolicyStore: Sendable {
         for name in names {
             if name == "root" {
                 policies.append(Policy(name: "root", rules: []))
+            } else if name == PolicyStore.responseWrappingName {
+                policies.append(PolicyStore.responseWrapping)
             } else if let policy = try get(name) {
                 policies.append(policy)
             }

@@ -17,7 +17,7 @@ package final class SystemBackend: TableBackend {
             unauthenticated: [
                 "init", "seal-status", "unseal", "health", "leader", "rekey/init", "rekey/update", "rekey/verify",
                 "rekey-recovery-key/init", "rekey-recovery-key/update", "rekey-recovery-key/verify", "generate-root/*",
-                "generate-root-token/*",
+                "generate-root-token/*", "wrapping/lookup",
             ],
             root: [
                 "seal", "rotate", "step-down", "audit", "audit/*", "audit-reload", "audit-chain-key/*",
@@ -93,7 +93,7 @@ package final class SystemBackend: TableBackend {
                 write: SystemBackend.writePolicy,
                 delete: SystemBackend.deletePolicy
             ),
-        ] + mountPaths + auditPaths + rekeyPaths + leasePaths + passwordPolicyPaths
+        ] + mountPaths + auditPaths + rekeyPaths + leasePaths + passwordPolicyPaths + wrappingPaths
     )
 
     static let initFields: [Field] = [

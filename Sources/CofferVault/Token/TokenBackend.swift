@@ -94,7 +94,9 @@ package final class TokenBackend: TableBackend {
     }
 
     func revokeSelf(_ request: BackendRequest) throws(CofferError) -> Response {
-        try core.tokens.revoke(hash: try Self.callerEntry(request).idHash)
+        let caller = try Self.callerEntry(request)
+        guard !caller.batch else { throw CofferError.invalid("batch tokens cannot be revoked") }
+        try core.tokens.revoke(hash: caller.idHash)
         return .noContent
     }
 
@@ -141,6 +143,7 @@ extension Core {
         now: Timestamp
     ) throws(CofferError) -> Response {
         let data = fields.raw
+        guard !caller.batch else { throw CofferError.invalid("batch tokens cannot create more tokens") }
         let callerIsRoot = caller.isRoot
         let noParent = try data.bool("no_parent") ?? false
         if noParent && !orphanEndpoint && !callerIsRoot {
@@ -198,26 +201,34 @@ extension Core {
             let left = max(1, now.seconds(until: parentExpiry))
             if ttl == 0 || ttl > left { ttl = left }
         }
-        let (token, entry) = try tokens.create(
-            { hash, accessor in
-                TokenEntry(
-                    idHash: hash,
-                    accessor: accessor,
-                    parentHash: orphan ? "" : caller.idHash,
-                    policies: requested,
-                    meta: meta,
-                    displayName: displayName,
-                    path: orphanEndpoint ? "auth/token/create-orphan" : "auth/token/create",
-                    now: now,
-                    ttl: ttl,
-                    explicitMaxTTL: explicitMax,
-                    numUses: numUses,
-                    period: period,
-                    renewable: renewable && ttl > 0
-                )
-            },
-            id: customID
-        )
+        let make = { (hash: String, accessor: String) in
+            TokenEntry(
+                idHash: hash,
+                accessor: accessor,
+                parentHash: orphan ? "" : caller.idHash,
+                policies: requested,
+                meta: meta,
+                displayName: displayName,
+                path: orphanEndpoint ? "auth/token/create-orphan" : "auth/token/create",
+                now: now,
+                ttl: ttl,
+                explicitMaxTTL: explicitMax,
+                numUses: numUses,
+                period: period,
+                renewable: renewable && ttl > 0
+            )
+        }
+        let (token, entry): (String, TokenEntry)
+        switch try data.string("type") ?? "service" {
+        case "service", "": (token, entry) = try tokens.create(make, id: customID)
+        case "batch":
+            guard !requested.contains("root") else { throw CofferError.invalid("batch tokens cannot be root tokens") }
+            guard numUses == 0, period == 0, customID == nil else {
+                throw CofferError.invalid("batch tokens cannot have num_uses, a period or a custom id")
+            }
+            (token, entry) = try tokens.createBatch(make("", ""))
+        case let other: throw CofferError.invalid("unsupported token type \"\(other)\"; use service or batch")
+        }
         return Response(auth: authInfo(token: token, entry, now: now))
     }
 
@@ -234,12 +245,14 @@ extension Core {
             numUses: entry.numUses
         )
         info.entityID = entry.entityID
+        if entry.batch { info.tokenType = "batch" }
         return info
     }
 
     /// Extends a token's life: by `increment` (or its original TTL), never past its explicit max TTL,
     /// the system maximum or its parent's expiry; periodic tokens reset to their period.
     func renew(_ entry: TokenEntry, increment: Int64?, now: Timestamp) throws(CofferError) -> Response {
+        guard !entry.batch else { throw CofferError.invalid("batch tokens cannot be renewed") }
         guard entry.expireTime != nil, entry.renewable else { throw CofferError.invalid("lease is not renewable") }
         let parentExpiry = entry.parentHash.isEmpty ? nil : try tokens.entry(hash: entry.parentHash)?.expireTime
         var warnings: [String] = []
@@ -307,7 +320,7 @@ extension Core {
             entityID = entity.id
             identityPolicies = try identity.policies(entityID: entity.id)
         }
-        let (token, entry) = try tokens.create { hash, accessor in
+        let make = { (hash: String, accessor: String) -> TokenEntry in
             var entry = TokenEntry(
                 idHash: hash,
                 accessor: accessor,
@@ -327,6 +340,8 @@ extension Core {
             entry.entityID = entityID
             return entry
         }
+        let (token, entry) =
+            grant.tokenType.hasSuffix("batch") ? try tokens.createBatch(make("", "")) : try tokens.create(make)
         var issued = authInfo(token: token, entry, now: now)
         issued.tokenPolicies = entry.policies
         issued.identityPolicies = identityPolicies

@@ -30,6 +30,10 @@ package struct TokenEntry: Sendable, Equatable {
     package var boundCIDRs: [String] = []
     /// The identity entity of whoever logged in ("" for tokens made by hand).
     package var entityID = ""
+    /// A batch token: not stored anywhere, the token is this entry encrypted (``TokenStore/createBatch(_:)``).
+    /// It has no id hash, no accessor and no cubbyhole, cannot be renewed or revoked by itself, and
+    /// dies with its TTL or its parent.
+    package var batch = false
 
     package var isRoot: Bool { policies.contains("root") }
     package var orphan: Bool { parentHash.isEmpty }
@@ -44,6 +48,7 @@ package struct TokenEntry: Sendable, Equatable {
             "expire_time": expireTime.map { .number(String($0.nanoseconds)) } ?? .null, "num_uses": .int(numUses),
             "period": .int(period), "renewable": .bool(renewable), "issue_time": .number(String(issueTime.nanoseconds)),
             "bound_cidrs": .array(boundCIDRs.map { .string($0) }), "entity_id": .string(entityID),
+            "batch": .bool(batch),
         ]
     }
 
@@ -104,6 +109,7 @@ package struct TokenEntry: Sendable, Equatable {
         self.renewable = json["renewable"]?.boolValue ?? false
         self.boundCIDRs = (json["bound_cidrs"]?.arrayValue ?? []).compactMap(\.stringValue)
         self.entityID = json["entity_id"]?.stringValue ?? ""
+        self.batch = json["batch"]?.boolValue ?? false
     }
 
     /// Seconds left before expiry (0 for tokens that never expire).
@@ -124,7 +130,8 @@ package struct TokenEntry: Sendable, Equatable {
             "explicit_max_ttl": .int(explicitMaxTTL), "id": .string(id),
             "meta": meta.isEmpty ? .null : .object(meta.mapValues { .string($0) }),
             "num_uses": .int(numUses), "orphan": .bool(orphan), "path": .string(path),
-            "policies": .array(policies.map { .string($0) }), "ttl": .int(ttl(now: now)), "type": "service",
+            "policies": .array(policies.map { .string($0) }), "ttl": .int(ttl(now: now)),
+            "type": batch ? "batch" : "service",
         ]
         if expireTime != nil {
             data["issue_time"] = .string(issueTime.rfc3339)
@@ -144,6 +151,8 @@ package final class TokenStore: Sendable {
     /// Where the token store keeps everything.
     static let prefix = "sys/token/"
     static let saltPath = "sys/token/salt"
+    /// The AES-256-GCM key batch tokens are encrypted under.
+    static let batchKeyPath = "sys/token/batch-key"
     package static let idPrefix = "sys/token/id/"
     static let accessorPrefix = "sys/token/accessor/"
     static let parentPrefix = "sys/token/parent/"
@@ -154,6 +163,7 @@ package final class TokenStore: Sendable {
 
     private let barrier: Barrier
     private let salt = Mutex<HMACKey?>(nil)
+    private let batchKey = Mutex<SecureBytes?>(nil)
     private let cache = Mutex<[String: TokenEntry]>([:])
     private let writes = Mutex(())
 
@@ -176,6 +186,65 @@ package final class TokenStore: Sendable {
         let hmac = HMACKey(key)
         salt.withLock { $0 = hmac }
         cache.withLock { $0 = [:] }
+        let stored = try barrier.get(TokenStore.batchKeyPath)
+        let batch: SecureBytes
+        if let stored, stored.count == 32 {
+            batch = SecureBytes(stored)
+        } else if stored != nil {
+            throw CofferError(.integrity, "the stored batch token key (sys/token/batch-key) is malformed")
+        } else {
+            batch = SecureBytes(randomCount: 32)
+            try barrier.put(TokenStore.batchKeyPath, batch.unsafeCopy)
+        }
+        batchKey.withLock { $0 = batch }
+    }
+
+    static let batchPrefix = "b."
+    static let batchAAD = Array("coffer batch token v1".utf8)
+    /// The longest batch token accepted (a real one is about 600 characters).
+    static let batchMaximumLength = 4096
+
+    /// A batch token for `entry`: "b." and the entry, AES-256-GCM encrypted under the vault's batch
+    /// key, in URL-safe base64. Nothing is stored.
+    func createBatch(_ entry: TokenEntry) throws(CofferError) -> (String, TokenEntry) {
+        guard let key = batchKey.withLock({ $0 }) else { throw CofferError.sealedError }
+        var entry = entry
+        entry.idHash = ""
+        entry.accessor = ""
+        entry.batch = true
+        entry.renewable = false
+        let nonce = Random.bytes(12)
+        let sealed = try AESGCM.seal(
+            key: key,
+            nonce: nonce,
+            plaintext: entry.json.serialized(),
+            aad: TokenStore.batchAAD
+        )
+        let text = Base64.encode(nonce + sealed).utf8.compactMap { (c: UInt8) -> UInt8? in
+            c == UInt8(ascii: "+")
+                ? UInt8(ascii: "-") : c == UInt8(ascii: "/") ? UInt8(ascii: "_") : c == UInt8(ascii: "=") ? nil : c
+        }
+        return (TokenStore.batchPrefix + String(decoding: text, as: UTF8.self), entry)
+    }
+
+    /// The entry a batch token carries; nil when it is not one this vault made (or was altered).
+    func batchEntry(_ token: String) -> TokenEntry? {
+        guard token.utf8.count <= TokenStore.batchMaximumLength, let key = batchKey.withLock({ $0 }) else { return nil }
+        var text = token.utf8.dropFirst(TokenStore.batchPrefix.utf8.count).map { (c: UInt8) -> UInt8 in
+            c == UInt8(ascii: "-") ? UInt8(ascii: "+") : c == UInt8(ascii: "_") ? UInt8(ascii: "/") : c
+        }
+        while text.count % 4 != 0 { text.append(UInt8(ascii: "=")) }
+        guard let bytes = Base64.decode(String(decoding: text, as: UTF8.self)), bytes.count > 12 + 16,
+            let plain = AESGCM.open(
+                key: key,
+                nonce: Array(bytes.prefix(12)),
+                sealed: Array(bytes.dropFirst(12)),
+                aad: TokenStore.batchAAD
+            ),
+            let json = try? JSONValue.parse(plain), var entry = try? TokenEntry(json: json)
+        else { return nil }
+        entry.batch = true
+        return entry
     }
 
     /// The entry filed under `hash` changed in storage: drop the cached copy.
@@ -200,6 +269,7 @@ package final class TokenStore: Sendable {
     /// Forgets the salt and every cached entry (on seal).
     func unload() {
         salt.withLock { $0 = nil }
+        batchKey.withLock { $0 = nil }
         cache.withLock { $0 = [:] }
     }
 
@@ -210,7 +280,8 @@ package final class TokenStore: Sendable {
 
     /// The entry for a presented token, or nil if unknown. Does not check expiry.
     func lookup(token: String) throws(CofferError) -> TokenEntry? {
-        try entry(hash: try hash(token))
+        if token.utf8.starts(with: TokenStore.batchPrefix.utf8) { return batchEntry(token) }
+        return try entry(hash: try hash(token))
     }
 
     func entry(hash: String) throws(CofferError) -> TokenEntry? {
@@ -328,13 +399,13 @@ package final class TokenStore: Sendable {
         var current = entry
         for _ in 0..<TokenStore.maxDepth {
             if current.isExpired(now: now) {
-                try revoke(hash: current.idHash)
+                if !current.batch { try revoke(hash: current.idHash) }
                 return nil
             }
             guard !current.parentHash.isEmpty else { return entry }
             guard let parent = try self.entry(hash: current.parentHash) else {
                 // The parent is gone (revoked, or its revocation was cut short): so is this token.
-                try revoke(hash: entry.idHash)
+                if !entry.batch { try revoke(hash: entry.idHash) }
                 return nil
             }
             current = parent
