@@ -30,6 +30,9 @@ package struct AuditCaller: Sendable {
     package var displayName: String
     package var meta: [String: String]
     package var policies: [String]
+    /// The identity entity of the caller ("" for tokens made by hand).
+    package var entityID = ""
+    package var tokenType = "service"
 
     package init(accessor: String, displayName: String, meta: [String: String], policies: [String]) {
         self.accessor = accessor
@@ -126,13 +129,17 @@ extension AuditDevice {
         auth.append(contentsOf: token)
         auth.appendLiteral(#","display_name":"#)
         JSONValue.writeString(caller.displayName, to: &auth)
-        auth.appendLiteral(#","entity_id":"","metadata":"#)
+        auth.appendLiteral(#","entity_id":"#)
+        JSONValue.writeString(caller.entityID, to: &auth)
+        auth.appendLiteral(#","metadata":"#)
         writeStrings(caller.meta, to: &auth)
         auth.appendLiteral(#","policies":"#)
         writeStrings(caller.policies, to: &auth)
         auth.appendLiteral(#","token_policies":"#)
         writeStrings(caller.policies, to: &auth)
-        auth.appendLiteral(#","token_type":"service"}"#)
+        auth.appendLiteral(#","token_type":"#)
+        JSONValue.writeString(caller.tokenType, to: &auth)
+        auth.append(UInt8(ascii: "}"))
         return auth
     }
 
@@ -167,6 +174,8 @@ extension AuditDevice {
                 writeHashed(a.accessor, to: &out)
                 out.appendLiteral(#","client_token":"#)
                 writeHashed(a.clientToken, to: &out)
+                out.appendLiteral(#","entity_id":"#)
+                JSONValue.writeString(a.entityID, to: &out)
                 out.appendLiteral(#","lease_duration":"#)
                 appendDecimal(Int(a.leaseDuration), to: &out)
                 out.appendLiteral(#","metadata":"#)
@@ -178,7 +187,9 @@ extension AuditDevice {
                 out.appendLiteral(a.renewable ? #","renewable":true"# : #","renewable":false"#)
                 out.appendLiteral(#","token_policies":"#)
                 writeStrings(a.tokenPolicies, to: &out)
-                out.appendLiteral(#","token_type":"service"},"#)
+                out.appendLiteral(#","token_type":"#)
+                JSONValue.writeString(a.tokenType, to: &out)
+                out.appendLiteral("},")
             }
             if let body = response.raw ?? response.data.map({ JSONValue.object($0) }) {
                 out.appendLiteral(#""data":"#)
@@ -194,6 +205,24 @@ extension AuditDevice {
             if !response.warnings.isEmpty {
                 out.appendLiteral(#","warnings":"#)
                 writeStrings(response.warnings, to: &out)
+            }
+            // The wrapping token is a bearer secret: hashed like a client token.
+            if let wrap = response.wrapInfo {
+                out.appendLiteral(#","wrap_info":{"accessor":"#)
+                writeHashed(wrap.accessor, to: &out)
+                out.appendLiteral(#","creation_path":"#)
+                JSONValue.writeString(wrap.creationPath, to: &out)
+                out.appendLiteral(#","creation_time":"#)
+                JSONValue.writeString(wrap.creationTime.rfc3339, to: &out)
+                out.appendLiteral(#","token":"#)
+                writeHashed(wrap.token, to: &out)
+                out.appendLiteral(#","ttl":"#)
+                appendDecimal(Int(wrap.ttl), to: &out)
+                if let wrapped = wrap.wrappedAccessor {
+                    out.appendLiteral(#","wrapped_accessor":"#)
+                    writeHashed(wrapped, to: &out)
+                }
+                out.append(UInt8(ascii: "}"))
             }
         }
         out.append(UInt8(ascii: "}"))

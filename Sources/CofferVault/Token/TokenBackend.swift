@@ -124,7 +124,10 @@ package final class TokenBackend: TableBackend {
 
 extension TokenEntry {
     var auditCaller: AuditCaller {
-        AuditCaller(accessor: accessor, displayName: displayName, meta: meta, policies: policies)
+        var caller = AuditCaller(accessor: accessor, displayName: displayName, meta: meta, policies: policies)
+        caller.entityID = entityID
+        caller.tokenType = batch ? "batch" : "service"
+        return caller
     }
 
     /// The caller as backends see it; the entry itself rides along for the token backend.
