@@ -129,6 +129,18 @@ import Testing
         let capped = try f.login()
         #expect(capped.leaseDuration == 3 * 3600)
         #expect(capped.policies == ["reader"])
+        // Renewals stay within token_max_ttl, counted from the login.
+        try f.role(["token_no_default_policy": false])
+        let renewable = try f.login()
+        f.clock.advance(seconds: 600)
+        let renewed = try f.core.call(
+            .update,
+            "auth/token/renew-self",
+            ["increment": "10h"],
+            token: renewable.clientToken
+        )
+        #expect(renewed.auth?.leaseDuration == Int64(4 * 3600 - 600))
+        #expect(renewed.warnings.first?.contains("exceeded the effective max_ttl") == true)
         expectError(.invalidArgument, containing: "'token_ttl' cannot be greater than 'token_max_ttl'") {
             try f.role(["token_ttl": "5h"])
         }

@@ -262,6 +262,15 @@ extension Core {
         let renewed = try tokens.update(hash: entry.idHash) { (entry) throws(CofferError) in
             var ttl = entry.period > 0 ? entry.period : ((increment ?? 0) > 0 ? increment! : entry.creationTTL)
             if entry.period == 0 { ttl = min(ttl, TokenStore.maxTTL) }
+            if entry.maxTTL > 0 {
+                let left = max(0, now.seconds(until: entry.creationTime.adding(seconds: entry.maxTTL)))
+                if ttl > left {
+                    ttl = left
+                    warnings.append(
+                        "TTL of \"\(ttl)s\" exceeded the effective max_ttl; TTL value is capped accordingly"
+                    )
+                }
+            }
             if entry.explicitMaxTTL > 0 {
                 let left = max(0, now.seconds(until: entry.creationTime.adding(seconds: entry.explicitMaxTTL)))
                 if ttl > left {
@@ -341,6 +350,7 @@ extension Core {
             )
             entry.boundCIDRs = grant.boundCIDRs
             entry.entityID = entityID
+            entry.maxTTL = grant.period > 0 ? 0 : maxTTL
             return entry
         }
         let (token, entry) =

@@ -34,6 +34,9 @@ package struct TokenEntry: Sendable, Equatable {
     /// It has no id hash, no accessor and no cubbyhole, cannot be renewed or revoked by itself, and
     /// dies with its TTL or its parent.
     package var batch = false
+    /// The longest life renewals may give a login token, from its creation (the role's
+    /// `token_max_ttl` or the mount's max); 0: only the system maximum and `explicitMaxTTL` apply.
+    package var maxTTL: Int64 = 0
 
     package var isRoot: Bool { policies.contains("root") }
     package var orphan: Bool { parentHash.isEmpty }
@@ -48,7 +51,7 @@ package struct TokenEntry: Sendable, Equatable {
             "expire_time": expireTime.map { .number(String($0.nanoseconds)) } ?? .null, "num_uses": .int(numUses),
             "period": .int(period), "renewable": .bool(renewable), "issue_time": .number(String(issueTime.nanoseconds)),
             "bound_cidrs": .array(boundCIDRs.map { .string($0) }), "entity_id": .string(entityID),
-            "batch": .bool(batch),
+            "batch": .bool(batch), "max_ttl": .int(maxTTL),
         ]
     }
 
@@ -110,6 +113,7 @@ package struct TokenEntry: Sendable, Equatable {
         self.boundCIDRs = (json["bound_cidrs"]?.arrayValue ?? []).compactMap(\.stringValue)
         self.entityID = json["entity_id"]?.stringValue ?? ""
         self.batch = json["batch"]?.boolValue ?? false
+        self.maxTTL = Int64(json["max_ttl"]?.intValue ?? 0)
     }
 
     /// Seconds left before expiry (0 for tokens that never expire).
