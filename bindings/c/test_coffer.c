@@ -332,6 +332,41 @@ static void test_dev_mode(void) {
     CHECK(contains(coffer_errmsg(), "dev mode keeps everything in memory"));
 }
 
+/* coffer_request_ex: a wrapped answer is a single-use wrapping token; an opts struct that is too
+ * small is refused; NULL opts is coffer_request. */
+static void test_request_options(void) {
+    coffer_t *h = NULL;
+    char *out = NULL, *unwrapped = NULL, wrapping[64], body[128];
+    int http = 0;
+    coffer_request_opts opts;
+    CHECK(coffer_open("{\"dev\": {\"root_token\": \"dev-root\"}}", &h) == COFFER_OK);
+    if (h == NULL) return;
+    CHECK(request(h, "PUT", "secret/data/app", "dev-root", "{\"data\":{\"k\":\"v\"}}", &http, &out) == COFFER_OK);
+    coffer_free(out);
+    memset(&opts, 0, sizeof opts);
+    opts.struct_size = sizeof opts;
+    opts.wrap_ttl = "2m";
+    CHECK(coffer_request_ex(h, "GET", "secret/data/app", "dev-root", NULL, 0, &opts, &http, &out, NULL) == COFFER_OK);
+    CHECK(http == 200 && contains(out, "\"ttl\":120") && contains(out, "\"data\":null"));
+    CHECK(json_string(out, "token", wrapping, sizeof wrapping));
+    coffer_free(out);
+    snprintf(body, sizeof body, "{\"token\":\"%s\"}", wrapping);
+    CHECK(request(h, "PUT", "sys/wrapping/unwrap", "dev-root", body, &http, &unwrapped) == COFFER_OK);
+    CHECK(contains(unwrapped, "\"k\":\"v\""));
+    coffer_free(unwrapped);
+    CHECK(request(h, "PUT", "sys/wrapping/unwrap", "dev-root", body, &http, &out) == COFFER_EINVALID);
+    CHECK(http == 400 && contains(out, "wrapping token is not valid or does not exist"));
+    coffer_free(out);
+    opts.struct_size = sizeof(size_t);
+    CHECK(coffer_request_ex(h, "GET", "secret/data/app", "dev-root", NULL, 0, &opts, &http, &out, NULL) ==
+          COFFER_EINVALID);
+    CHECK(contains(coffer_errmsg(), "struct_size"));
+    CHECK(coffer_request_ex(h, "GET", "secret/data/app", "dev-root", NULL, 0, NULL, &http, &out, NULL) == COFFER_OK);
+    CHECK(http == 200 && contains(out, "\"k\":\"v\""));
+    coffer_free(out);
+    coffer_close(h);
+}
+
 /* Issue 13's crash reproductions through coffer_request: values that used to trap the host process
  * are refused with COFFER_EINVALID, a message naming the field and its limit, and the process goes on. */
 static void test_out_of_range_values(void) {
@@ -482,6 +517,7 @@ int main(void) {
     test_reopen();
     test_kv();
     test_dev_mode();
+    test_request_options();
     test_out_of_range_values();
     test_transit();
     test_bad_arguments();

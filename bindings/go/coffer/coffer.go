@@ -144,6 +144,19 @@ func (c *Coffer) Close() error {
 // and body (nil for 204). When the operation fails, err is an *Error whose HTTPStatus and Body hold
 // the HTTP error response, also returned as status and body.
 func (c *Coffer) Request(method, path, token string, body []byte) (int, []byte, error) {
+	return c.RequestWithOptions(method, path, token, body, nil)
+}
+
+// RequestOptions are per-request settings (coffer_request_opts).
+type RequestOptions struct {
+	// WrapTTL wraps the answer, as HTTP's X-Vault-Wrap-TTL ("60s"); "" for no wrapping.
+	WrapTTL string
+	// ClientAddress is the address the call acts for: CIDR-bound tokens are checked against it.
+	ClientAddress string
+}
+
+// RequestWithOptions is Request with RequestOptions (nil: none).
+func (c *Coffer) RequestWithOptions(method, path, token string, body []byte, options *RequestOptions) (int, []byte, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	cmethod, free1 := cString(method, false)
@@ -156,7 +169,17 @@ func (c *Coffer) Request(method, path, token string, body []byte) (int, []byte, 
 	var httpStatus C.int
 	var out *C.char
 	var outLen C.size_t
-	status := C.coffer_request(c.handle.Load(), cmethod, cpath, ctoken, cbody, n, &httpStatus, &out, &outLen)
+	var status C.int
+	if options == nil {
+		status = C.coffer_request(c.handle.Load(), cmethod, cpath, ctoken, cbody, n, &httpStatus, &out, &outLen)
+	} else {
+		cwrap, free4 := cString(options.WrapTTL, true)
+		defer free4()
+		caddress, free5 := cString(options.ClientAddress, true)
+		defer free5()
+		opts := C.coffer_request_opts{struct_size: C.size_t(unsafe.Sizeof(C.coffer_request_opts{})), wrap_ttl: cwrap, client_address: caddress}
+		status = C.coffer_request_ex(c.handle.Load(), cmethod, cpath, ctoken, cbody, n, &opts, &httpStatus, &out, &outLen)
+	}
 	runtime.KeepAlive(body)
 	result := take(out, outLen)
 	if status != C.COFFER_OK {

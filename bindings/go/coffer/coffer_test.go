@@ -221,3 +221,31 @@ func TestTransitFastPathRoundTripsRawBytes(t *testing.T) {
 		t.Fatalf("bad token: want ErrPermissionDenied, got %v", err)
 	}
 }
+
+func TestWrappedAnswers(t *testing.T) {
+	c, err := coffer.Open(`{"dev": true}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.KVPut("secret", "app", "root", []byte(`{"k":"v"}`), coffer.NoCAS); err != nil {
+		t.Fatal(err)
+	}
+	_, body, err := c.RequestWithOptions("GET", "secret/data/app", "root", nil, &coffer.RequestOptions{WrapTTL: "30s"})
+	var wrapped struct {
+		WrapInfo struct {
+			Token string `json:"token"`
+			TTL   int    `json:"ttl"`
+		} `json:"wrap_info"`
+	}
+	if err != nil || json.Unmarshal(body, &wrapped) != nil || wrapped.WrapInfo.TTL != 30 || wrapped.WrapInfo.Token == "" {
+		t.Fatalf("wrap: %s %v", body, err)
+	}
+	unwrap := []byte(fmt.Sprintf(`{"token":%q}`, wrapped.WrapInfo.Token))
+	if _, body, err := c.Request("PUT", "sys/wrapping/unwrap", "root", unwrap); err != nil || !strings.Contains(string(body), `"k":"v"`) {
+		t.Fatalf("unwrap: %s %v", body, err)
+	}
+	if status, _, err := c.Request("PUT", "sys/wrapping/unwrap", "root", unwrap); !errors.Is(err, coffer.ErrInvalidArgument) || status != 400 {
+		t.Fatalf("second unwrap: %d %v", status, err)
+	}
+}

@@ -51,6 +51,31 @@ lib.coffer_request.argtypes = [
 ]
 lib.coffer_request.restype = ctypes.c_int
 
+
+class RequestOpts(ctypes.Structure):
+    """coffer_request_opts: struct_size first, so newer fields can be added at the end."""
+
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("wrap_ttl", ctypes.c_char_p),
+        ("client_address", ctypes.c_char_p),
+    ]
+
+
+lib.coffer_request_ex.argtypes = [
+    ctypes.c_void_p,  # coffer_t *h
+    ctypes.c_char_p,  # method
+    ctypes.c_char_p,  # path
+    ctypes.c_char_p,  # token
+    ctypes.c_char_p,  # body
+    ctypes.c_size_t,  # body_len
+    ctypes.POINTER(RequestOpts),  # opts
+    ctypes.POINTER(ctypes.c_int),  # http_status
+    c_char_pp,  # out
+    ctypes.POINTER(ctypes.c_size_t),  # out_len
+]
+lib.coffer_request_ex.restype = ctypes.c_int
+
 lib.coffer_kv_get.argtypes = [
     ctypes.c_void_p,  # h
     ctypes.c_char_p,  # mount

@@ -71,6 +71,38 @@ def test_request_returns_the_http_json():
         assert deleted.status == 204 and deleted.body is None
 
 
+def test_wrapped_answers_and_client_address():
+    with coffer.Coffer({"dev": True}, token="root") as c:
+        c.request("PUT", "secret/data/app", body={"data": {"a": "b"}})
+        wrapped = c.request("GET", "secret/data/app", wrap_ttl="90s")
+        info = wrapped.body["wrap_info"]
+        assert wrapped.body["data"] is None and info["ttl"] == 90 and info["creation_path"] == "secret/data/app"
+        unwrapped = c.request("PUT", "sys/wrapping/unwrap", body={"token": info["token"]})
+        assert unwrapped.body["data"]["data"] == {"a": "b"}
+        with pytest.raises(coffer.InvalidArgumentError) as again:
+            c.request("PUT", "sys/wrapping/unwrap", body={"token": info["token"]})
+        assert "wrapping token is not valid or does not exist" in str(again.value)
+        with pytest.raises(coffer.InvalidArgumentError) as bad:
+            c.request("GET", "secret/data/app", wrap_ttl="abc")
+        assert "error parsing X-Vault-Wrap-TTL header" in str(bad.value)
+
+        # A token bound to 10.0.0.0/8 works only for calls that say they act for an address inside it.
+        c.request("PUT", "sys/policies/acl/r", body={"policy": 'path "secret/*" { capabilities = ["read"] }'})
+        c.request("POST", "sys/auth/approle", body={"type": "approle"})
+        c.request("POST", "auth/approle/role/app",
+                  body={"token_policies": ["r"], "token_bound_cidrs": ["10.0.0.0/8"]})
+        role_id = c.request("GET", "auth/approle/role/app/role-id").body["data"]["role_id"]
+        secret_id = c.request("POST", "auth/approle/role/app/secret-id").body["data"]["secret_id"]
+        token = c.request("POST", "auth/approle/login",
+                          body={"role_id": role_id, "secret_id": secret_id}).body["auth"]["client_token"]
+        assert c.request("GET", "secret/data/app", token=token, client_address="10.2.3.4").body["data"]["data"] == {
+            "a": "b"}
+        with pytest.raises(coffer.PermissionDeniedError):
+            c.request("GET", "secret/data/app", token=token, client_address="192.168.1.1")
+        with pytest.raises(coffer.PermissionDeniedError):
+            c.request("GET", "secret/data/app", token=token)
+
+
 def test_status_codes_become_exception_classes():
     with coffer.Coffer({"dev": {"root_token": "dev-root"}}, token="dev-root") as c:
         with pytest.raises(coffer.NotFoundError) as missing:
