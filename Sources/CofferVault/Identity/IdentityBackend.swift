@@ -105,7 +105,8 @@ package final class IdentityBackend: TableBackend {
             out["canonical_id"] = .string(alias.canonicalID)
             out["creation_time"] = .string(alias.creationTime.rfc3339)
             out["last_update_time"] = .string(alias.lastUpdateTime.rfc3339)
-            out["custom_metadata"] = .object(alias.customMetadata.mapValues { .string($0) })
+            out["custom_metadata"] =
+                alias.customMetadata.isEmpty ? .null : .object(alias.customMetadata.mapValues { .string($0) })
             out["metadata"] = alias.metadata.isEmpty ? .null : .object(alias.metadata.mapValues { .string($0) })
             out["local"] = false
             out["merged_from_canonical_ids"] = .null
@@ -161,7 +162,7 @@ package final class IdentityBackend: TableBackend {
             if request.path.hasPrefix("entity/id/"), found == nil { throw CofferError.invalid("entity not found") }
             var entity = found ?? Entity(id: Random.uuid(), name: "", now: request.now)
             if let name = request.fields.string("name"), !name.isEmpty { entity.name = name }
-            if entity.name.isEmpty { entity.name = pathName ?? "entity_" + String(entity.id.prefix(8)) }
+            if entity.name.isEmpty { entity.name = pathName ?? "entity_\(Hex.encode(Random.bytes(4))).root" }
             if entity.name != found?.name, let clash = try store.entity(name: entity.name), clash.id != entity.id {
                 throw CofferError.invalid("entity name is already in use")
             }

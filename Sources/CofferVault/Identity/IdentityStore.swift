@@ -316,7 +316,7 @@ final class IdentityStore: Sendable {
     // MARK: Logins
 
     /// The entity of whoever logged in as `alias` on the auth mount with `accessor`: found by its
-    /// alias, or created (named `entity_<8 hex>`, as OpenBao names them) with the alias. The alias's
+    /// alias, or created (named `entity_<8 hex>.root`, as OpenBao names them) with the alias. The alias's
     /// metadata and the entity's external groups are brought up to date with this login. Throws
     /// permission denied for a disabled entity.
     func loginEntity(
@@ -344,7 +344,7 @@ final class IdentityStore: Sendable {
                 previous
                 ?? {
                     let id = Random.uuid()
-                    return Entity(id: id, name: "entity_" + String(id.prefix(8)), now: now)
+                    return Entity(id: id, name: "entity_\(Hex.encode(Random.bytes(4))).root", now: now)
                 }()
             guard !entity.disabled else { throw CofferError.permissionDeniedError }
             if let index = entity.aliases.firstIndex(where: { $0.mountAccessor == accessor && $0.name == alias }) {
