@@ -68,6 +68,8 @@ import Testing
             Target(mount: "transit/", paths: rows(TransitBackend.paths)),
             Target(mount: "cubbyhole/", paths: rows(CubbyholeBackend.paths)),
             Target(mount: "pki/", paths: rows(PKIBackend.paths)),
+            Target(mount: "auth/approle/", paths: rows(AppRoleBackend.paths)),
+            Target(mount: "auth/userpass/", paths: rows(UserpassBackend.paths)),
         ]
     }
 
@@ -79,6 +81,8 @@ import Testing
         #expect(TransitBackend.paths.validate() == [])
         #expect(CubbyholeBackend.paths.validate() == [])
         #expect(PKIBackend.paths.validate() == [])
+        #expect(AppRoleBackend.paths.validate() == [])
+        #expect(UserpassBackend.paths.validate() == [])
     }
 
     @Test func everyDeclaredFieldRefusesWhatDoesNotFit() throws {
@@ -87,6 +91,8 @@ import Testing
         #expect(h.wire("POST", "sys/mounts/transit", ["type": "transit"]).status == 204)
         #expect(h.wire("POST", "sys/mounts/kv1", ["type": "kv"]).status == 204)
         #expect(h.wire("POST", "sys/mounts/pki", ["type": "pki"]).status == 204)
+        #expect(h.wire("POST", "sys/auth/approle", ["type": "approle"]).status == 204)
+        #expect(h.wire("POST", "sys/auth/userpass", ["type": "userpass"]).status == 204)
         #expect(h.wire("POST", "transit/keys/sweep", [:]).status == 200)
         #expect(h.wire("PUT", "secret/data/sweep", ["data": ["a": "b"]]).status == 200)
         #expect(
