@@ -199,12 +199,22 @@ extension Harness {
             let locked = h.userLogin("ALICE", password)
             #expect(locked.status == 403 && errors(locked.json) == ["permission denied"])
         }
-        let start = DispatchTime.now().uptimeNanoseconds
-        _ = h.userLogin("alice", "s3cret-pw")
-        let lockedMillis = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
-        #expect(lockedMillis < 20, "no KDF for a locked user (\(lockedMillis) ms)")
+        // No KDF for a locked user: its refusal costs a fraction of an unknown user's (which runs
+        // scrypt), compared by medians in the same run (the machine is shared and noisy).
+        func median(_ user: String) -> Double {
+            var times: [Double] = []
+            for _ in 0..<3 {
+                let start = DispatchTime.now().uptimeNanoseconds
+                _ = h.userLogin(user, "s3cret-pw")
+                times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
+            }
+            return times.sorted()[1]
+        }
+        let locked = median("alice")
+        let kdf = median("ghost")
+        #expect(locked < kdf / 2, "locked \(locked) ms, unknown user \(kdf) ms")
         // Unknown users are not counted (as in OpenBao).
-        for _ in 0..<7 { #expect(h.userLogin("ghost", "bad").status == 400) }
+        for _ in 0..<4 { #expect(h.userLogin("ghost", "bad").status == 400) }
 
         h.clock.advance(seconds: 14 * 60)
         #expect(h.userLogin("alice", "s3cret-pw").status == 403)
@@ -300,5 +310,29 @@ extension Harness {
         ] {
             #expect(PasswordHash(encoded: bad) == nil, "\(bad)")
         }
+    }
+}
+
+extension UserpassTests {
+    @Test func lockoutFollowsTheMountTune() throws {
+        let h = try Harness()
+        h.setUpUserpass()
+        #expect(h.wire("POST", "auth/userpass/users/alice", ["password": "s3cret-pw"]).status == 204)
+        let tune = h.wire(
+            "POST",
+            "sys/auth/userpass/tune",
+            ["user_lockout_config": ["lockout_threshold": "2", "lockout_duration": "10m"]]
+        )
+        #expect(tune.status == 204)
+        let read = h.wire("GET", "sys/auth/userpass/tune").json?["data"]
+        #expect(read?["user_lockout_threshold"] == 2)
+        #expect(read?["user_lockout_duration"] == 600)
+        for _ in 0..<2 { #expect(h.userLogin("alice", "bad").status == 400) }
+        #expect(h.userLogin("alice", "s3cret-pw").status == 403)
+        h.clock.advance(seconds: 601)
+        #expect(h.userLogin("alice", "s3cret-pw").status == 200)
+        let bad = h.wire("POST", "sys/auth/userpass/tune", ["user_lockout_config": ["lockout_threshold": "abc"]])
+        #expect(bad.status == 400)
+        #expect(errors(bad.json).first?.hasPrefix("unable to parse user lockout threshold") == true)
     }
 }

@@ -126,7 +126,14 @@ extension SystemBackend {
             "force_no_cache": false, "description": .string(entry.description),
         ]
         if !entry.options.isEmpty { config["options"] = .object(entry.options.mapValues { .string($0) }) }
-        for (k, v) in entry.extraConfig { config[k] = v }
+        for (k, v) in entry.extraConfig {
+            // Tune reads show the lockout settings flat, as OpenBao does; mount listings nest them.
+            if k == "user_lockout_config", case .object(let lockout) = v {
+                for (name, value) in lockout { config[name] = value }
+            } else {
+                config[k] = v
+            }
+        }
         var r = Response(data: config)
         r.repeatDataAtTopLevel = true
         return r
@@ -147,6 +154,9 @@ extension SystemBackend {
         if let options = try data.object("options") {
             for (k, v) in options { entry.options[k] = v.stringValue ?? v.jsonString }
         }
+        if let lockout = data["user_lockout_config"], lockout != .null {
+            entry.extraConfig["user_lockout_config"] = .object(try lockoutConfig(lockout))
+        }
         for key in [
             "listing_visibility", "audit_non_hmac_request_keys", "audit_non_hmac_response_keys",
             "passthrough_request_headers",
@@ -154,6 +164,47 @@ extension SystemBackend {
         ] {
             if let value = data[key] { entry.extraConfig[key] = value }
         }
+    }
+
+    /// `user_lockout_config` as OpenBao keeps it: threshold, duration, counter reset and disable
+    /// under their `user_lockout_*` names (the userpass method reads them).
+    static func lockoutConfig(_ value: JSONValue) throws(CofferError) -> [String: JSONValue] {
+        guard case .object(let given) = value else {
+            throw CofferError.invalid("user_lockout_config must be an object")
+        }
+        var threshold: Int64 = 0
+        if let raw = given["lockout_threshold"], raw != .null {
+            let text = raw.stringValue ?? raw.intValue.map { String($0) } ?? ""
+            guard let n = UInt32(text) else {
+                throw CofferError.invalid(
+                    "unable to parse user lockout threshold: \"\(text.prefix(32))\" is not a whole number"
+                )
+            }
+            threshold = Int64(n)
+        }
+        func seconds(_ key: String, _ name: String) throws(CofferError) -> Int64 {
+            guard let raw = given[key], raw != .null else { return 0 }
+            do throws(CofferError) {
+                return try VaultDuration.seconds(raw, field: key)
+            } catch {
+                throw CofferError.invalid("unable to parse user lockout \(name): \(error.message)")
+            }
+        }
+        let disable: Bool
+        switch given["disable_lockout"] {
+        case nil, .null?: disable = false
+        case .bool(let b)?: disable = b
+        case .string(let t)?:
+            guard let b = Field.parseBool(t) else { throw CofferError.invalid("unable to parse user lockout disable") }
+            disable = b
+        default: throw CofferError.invalid("unable to parse user lockout disable")
+        }
+        return [
+            "user_lockout_threshold": .int(Int(threshold)),
+            "user_lockout_duration": .int(try seconds("lockout_duration", "duration")),
+            "user_lockout_counter_reset_duration": .int(try seconds("lockout_counter_reset", "counter reset duration")),
+            "user_lockout_disable": .bool(disable),
+        ]
     }
 
     /// `sys/remount` (POST `{from, to}`, sudo), with OpenBao's shapes. OpenBao queues the move and
