@@ -7,6 +7,7 @@
 //   swift run -c release coffer-bench database [--creds N] [--rounds R] [--leases N] [--chunks C] [--opens O]
 //       [--postgres-port P --postgres-password X] [--json PATH]      (issue 15; see Database.swift)
 //   swift run -c release coffer-bench postgres     (a PostgreSQL for bench.py, until stdin closes)
+//   swift run -c release coffer-bench auth [--iterations N] [--rounds R] [--json PATH]   (issue 17; Auth.swift)
 //
 // Reports distributions (p50, p90, p99, max), operations per second on one thread, and allocations
 // per operation when bench/malloccount's library is preloaded (bench.py does that). Machines are
@@ -89,13 +90,14 @@ do {
             postgresPort: postgresPort,
             postgresPassword: postgresPassword
         )
+    case "auth": summary = try runAuth(bench, iterations: iterations ?? 3000, rounds: rounds)
     case "pki": summary = try runPKI(bench, scratch, iterations ?? 2000, rounds: rounds, rsa: runs, revokes: secrets)
     case "postgres":
         try runPostgresHelper()
         exit(0)
     default:
         FileHandle.standardError.write(
-            Data("unknown mode \(mode); use inprocess, scale, hsm, database or postgres\n".utf8)
+            Data("unknown mode \(mode); use inprocess, scale, hsm, database, pki, auth or postgres\n".utf8)
         )
         exit(2)
     }
