@@ -69,7 +69,7 @@ extension Wire {
             }
             // Every 404 is JSON: the CLI and hvac read `errors` whatever the path.
             let body =
-                response.body(requestID: requestID)?.serialized()
+                response.wireBody(requestID: requestID)
                 ?? (response.outcome == .notFound ? Array(#"{"errors":[]}"#.utf8) : nil)
             return WireResult(status: response.status, body: body, outcome: response.outcome)
         } catch {

@@ -307,6 +307,71 @@ public struct Response: Sendable {
     }
 }
 
+extension Response {
+    /// The wire body as OpenBao writes it: the envelope's keys in Go's struct order (`request_id`,
+    /// `lease_id`, `renewable`, `lease_duration`, `data`, `wrap_info`, `warnings`, `auth`) and the
+    /// `auth` block's and `wrap_info`'s in theirs (clients that print them keep the order); inside
+    /// `data`, keys are sorted, as Go writes maps. nil when there is no body.
+    public func wireBody(requestID: String) -> [UInt8]? {
+        guard raw == nil else { return raw!.serialized() }
+        guard let envelope = body(requestID: requestID)?.objectValue else { return nil }
+        var out: [UInt8] = [UInt8(ascii: "{")]
+        var first = true
+        func key(_ name: String) {
+            if !first { out.append(UInt8(ascii: ",")) }
+            first = false
+            JSONValue.writeString(name, to: &out)
+            out.append(UInt8(ascii: ":"))
+        }
+        let order = [
+            "request_id", "lease_id", "renewable", "lease_duration", "data", "wrap_info", "warnings", "auth",
+        ]
+        // Sys endpoints that repeat `data` at the top level put those keys first, as OpenBao does.
+        for name in envelope.keys.sorted() where !order.contains(name) {
+            key(name)
+            envelope[name]!.write(to: &out)
+        }
+        for name in order {
+            key(name)
+            switch name {
+            case "auth" where auth != nil: Response.writeOrdered(envelope[name]!, AuthInfo.wireOrder, to: &out)
+            case "wrap_info" where wrapInfo != nil:
+                Response.writeOrdered(envelope[name]!, WrapInfo.wireOrder, to: &out)
+            default: (envelope[name] ?? .null).write(to: &out)
+            }
+        }
+        out.append(UInt8(ascii: "}"))
+        return out
+    }
+
+    static func writeOrdered(_ value: JSONValue, _ order: [String], to out: inout [UInt8]) {
+        guard case .object(let object) = value else { return value.write(to: &out) }
+        out.append(UInt8(ascii: "{"))
+        var first = true
+        for name in order + object.keys.sorted().filter({ !order.contains($0) }) {
+            guard let v = object[name] else { continue }
+            if !first { out.append(UInt8(ascii: ",")) }
+            first = false
+            JSONValue.writeString(name, to: &out)
+            out.append(UInt8(ascii: ":"))
+            v.write(to: &out)
+        }
+        out.append(UInt8(ascii: "}"))
+    }
+}
+
+extension AuthInfo {
+    /// The `auth` block's keys in the order OpenBao writes them.
+    static let wireOrder = [
+        "client_token", "accessor", "policies", "token_policies", "identity_policies", "metadata", "lease_duration",
+        "renewable", "entity_id", "token_type", "orphan", "mfa_requirement", "num_uses",
+    ]
+}
+
+extension WrapInfo {
+    static let wireOrder = ["token", "accessor", "ttl", "creation_time", "creation_path", "wrapped_accessor"]
+}
+
 /// The `wrap_info` of a wrapped answer.
 public struct WrapInfo: Sendable, Equatable {
     public var token: String

@@ -445,6 +445,9 @@ package final class Core: Sendable {
             record.requestError = error
             record.error = error
             audit.logRefused(record)
+            // Unwrapping with a wrapping token that is spent or unknown as the client token says so,
+            // as OpenBao does (400), rather than "permission denied".
+            if request.path == "sys/wrapping/unwrap", request.data["token"] == nil { throw Core.invalidWrappingToken }
             throw error
         }
         // Vault's existence check: a write to a path its backend says does not exist yet is a
@@ -493,7 +496,7 @@ package final class Core: Sendable {
         var response = try mount.backend.handle(backendRequest)
         response.mountType = mount.entry.type
         if mount.kind == .auth, let auth = response.auth, auth.clientToken.isEmpty {
-            response.auth = try issueLoginToken(auth, mount: mount, now: now)
+            response.auth = try issueLoginToken(auth, mount: mount, path: request.path, now: now)
         }
         if response.secret != nil {
             try leases.register(
@@ -576,7 +579,9 @@ package final class Core: Sendable {
         if !entry.boundCIDRs.isEmpty, clientAddress.isEmpty || !CIDR.allows(entry.boundCIDRs, clientAddress) {
             throw CofferError.permissionDeniedError
         }
-        if entry.numUses > 0 {
+        // A wrapping token's one use is its unwrap, which revokes it (Wrapping.swift); its policy
+        // allows nothing else, so no request spends it here.
+        if entry.numUses > 0, entry.policies != [PolicyStore.responseWrappingName] {
             // Checked and spent under the token store's lock: concurrent requests cannot share a use.
             guard let spent = try tokens.spendUse(hash: entry.idHash) else { throw CofferError.permissionDeniedError }
             entry = spent

@@ -66,7 +66,14 @@ extension SystemBackend {
     }
 
     func listAuth(_ request: BackendRequest) throws(CofferError) -> Response {
-        Self.listing(try core.mounts(.auth) + [Core.tokenEntry])
+        Self.listing((try core.mounts(.auth) + [Core.tokenEntry]).map(Self.withTokenType))
+    }
+
+    /// An auth mount's entry with its `token_type` as OpenBao reports it (default-service unless tuned).
+    static func withTokenType(_ entry: MountEntry) -> MountEntry {
+        var entry = entry
+        if entry.extraConfig["token_type"] == nil { entry.extraConfig["token_type"] = "default-service" }
+        return entry
     }
 
     func entry(_ request: BackendRequest) throws(CofferError) -> MountEntry? {
@@ -116,9 +123,10 @@ extension SystemBackend {
     }
 
     func readMountTune(_ request: BackendRequest) throws(CofferError) -> Response {
-        guard let entry = try entry(request) else {
+        guard var entry = try entry(request) else {
             throw CofferError.invalid("cannot fetch sysview for path \"\(request.capture("path"))/\"")
         }
+        if Self.kind(request) == .auth { entry = Self.withTokenType(entry) }
         var config: [String: JSONValue] = [
             // Unset TTLs read as the system default they resolve to, as in OpenBao.
             "default_lease_ttl": .int(entry.defaultLeaseTTL > 0 ? entry.defaultLeaseTTL : TokenStore.maxTTL),
@@ -153,6 +161,15 @@ extension SystemBackend {
         if let description = try data.string("description") { entry.description = description }
         if let options = try data.object("options") {
             for (k, v) in options { entry.options[k] = v.stringValue ?? v.jsonString }
+        }
+        if let type = data["token_type"], type != .null {
+            let text = type.stringValue ?? ""
+            guard TokenParameters.types.contains(text), text != "default" else {
+                throw CofferError.invalid(
+                    "invalid value for \"token_type\": use default-service, default-batch, service or batch"
+                )
+            }
+            entry.extraConfig["token_type"] = .string(text)
         }
         if let lockout = data["user_lockout_config"], lockout != .null {
             entry.extraConfig["user_lockout_config"] = .object(try lockoutConfig(lockout))
@@ -191,7 +208,7 @@ extension SystemBackend {
             }
         }
         let disable: Bool
-        switch given["disable_lockout"] {
+        switch given["lockout_disable"] ?? given["disable_lockout"] {
         case nil, .null?: disable = false
         case .bool(let b)?: disable = b
         case .string(let t)?:

@@ -303,7 +303,14 @@ extension Core {
     /// method granted, without a token; the token is made here, as Vault's router does. It has no
     /// parent; its TTL is capped by the grant's max TTL, the mount's `max_lease_ttl` and the system
     /// maximum; its display name says which mount issued it.
-    func issueLoginToken(_ auth: AuthInfo, mount: RoutedMount, now: Timestamp) throws(CofferError) -> AuthInfo {
+    func issueLoginToken(
+        _ auth: AuthInfo,
+        mount: RoutedMount,
+        path: String,
+        now: Timestamp
+    ) throws(CofferError)
+        -> AuthInfo
+    {
         let grant = auth.grant ?? LoginGrant(alias: "")
         var policies = Set(auth.policies.map { $0.lowercased() })
         guard !policies.contains("root") else {
@@ -340,7 +347,7 @@ extension Core {
                 policies: policies.sorted(),
                 meta: auth.metadata,
                 displayName: String(name),
-                path: mount.prefix + "login",
+                path: path,
                 now: now,
                 ttl: ttl,
                 explicitMaxTTL: grant.explicitMaxTTL,
@@ -353,8 +360,11 @@ extension Core {
             entry.maxTTL = grant.period > 0 ? 0 : maxTTL
             return entry
         }
-        let (token, entry) =
-            grant.tokenType.hasSuffix("batch") ? try tokens.createBatch(make("", "")) : try tokens.create(make)
+        // A role's "default" type is the mount's (`sys/auth/<path>/tune` token_type: default-service
+        // unless tuned).
+        var type = grant.tokenType
+        if type == "default" { type = mount.entry.extraConfig["token_type"]?.stringValue ?? "default-service" }
+        let (token, entry) = type.hasSuffix("batch") ? try tokens.createBatch(make("", "")) : try tokens.create(make)
         var issued = authInfo(token: token, entry, now: now)
         issued.tokenPolicies = entry.policies
         issued.identityPolicies = identityPolicies

@@ -2,8 +2,8 @@ package import CofferCore
 package import CofferFramework
 
 /// Response wrapping, as Vault does it: an answer asked for with a wrap TTL is kept in the
-/// cubbyhole of a new single-use token (policy `response-wrapping`, orphan, TTL = explicit max TTL
-/// = the wrap TTL), and the caller gets only that token in `wrap_info`. `sys/wrapping/unwrap`
+/// cubbyhole of a new single-use token (policy `response-wrapping`, orphan, `num_uses` 1, TTL =
+/// explicit max TTL = the wrap TTL), and the caller gets only that token in `wrap_info`. `sys/wrapping/unwrap`
 /// returns the answer as it was and revokes the token (which drops its cubbyhole); the token
 /// store's expiry revokes it when its TTL ends, unwrapped or not. Leases the answer holds were
 /// made for the caller that asked, when it asked.
@@ -21,7 +21,28 @@ extension Core {
     ) throws(CofferError)
         -> Response
     {
-        guard let body = response.body(requestID: requestID) else { return response }
+        guard let body = response.wireBody(requestID: requestID) else { return response }
+        var wrapped = try wrap(
+            bytes: body,
+            path: path,
+            ttl: ttl,
+            now: now,
+            wrappedAccessor: response.auth.map(\.accessor) ?? response.wrappedAccessor
+        )
+        wrapped.mountType = response.mountType
+        return wrapped
+    }
+
+    /// A wrapping token over `bytes` (an answer as it went on the wire), in a `wrap_info` answer.
+    func wrap(
+        bytes: [UInt8],
+        path: String,
+        ttl: Int64,
+        now: Timestamp,
+        wrappedAccessor: String?
+    ) throws(CofferError)
+        -> Response
+    {
         let (token, entry) = try tokens.create { hash, accessor in
             TokenEntry(
                 idHash: hash,
@@ -34,27 +55,26 @@ extension Core {
                 now: now,
                 ttl: ttl,
                 explicitMaxTTL: ttl,
-                numUses: 0,
+                numUses: 1,
                 period: 0,
                 renewable: false
             )
         }
         do {
-            try barrier.put(Core.cubbyholePrefix + entry.idHash + Core.wrappedResponseKey, body.serialized())
+            try barrier.put(Core.cubbyholePrefix + entry.idHash + Core.wrappedResponseKey, bytes)
         } catch {
             try? tokens.revoke(hash: entry.idHash)
             throw error
         }
         var wrapped = Response()
         wrapped.outcome = .ok
-        wrapped.mountType = response.mountType
         wrapped.wrapInfo = WrapInfo(
             token: token,
             accessor: entry.accessor,
             ttl: ttl,
             creationTime: now,
             creationPath: path,
-            wrappedAccessor: response.auth.map(\.accessor) ?? response.wrappedAccessor
+            wrappedAccessor: wrappedAccessor
         )
         return wrapped
     }
@@ -67,14 +87,17 @@ extension Core {
         return entry
     }
 
-    /// The wrapped answer of `token`, which is revoked: of two concurrent unwraps only one gets it.
-    func unwrap(_ token: String, now: Timestamp) throws(CofferError) -> (body: JSONValue, entry: TokenEntry) {
+    /// The wrapped answer of `token` as it went on the wire; the token is revoked: of two
+    /// concurrent unwraps only one gets it.
+    func unwrap(_ token: String, now: Timestamp) throws(CofferError) -> [UInt8] {
         let entry = try wrappingEntry(token, now: now)
-        guard let bytes = try barrier.get(Core.cubbyholePrefix + entry.idHash + Core.wrappedResponseKey),
-            let body = try? JSONValue.parse(bytes)
-        else { throw Core.invalidWrappingToken }
+        guard let bytes = try wrappedBytes(entry) else { throw Core.invalidWrappingToken }
         guard try tokens.revoke(hash: entry.idHash) == 1 else { throw Core.invalidWrappingToken }
-        return (body, entry)
+        return bytes
+    }
+
+    func wrappedBytes(_ entry: TokenEntry) throws(CofferError) -> [UInt8]? {
+        try barrier.get(Core.cubbyholePrefix + entry.idHash + Core.wrappedResponseKey)
     }
 }
 
@@ -106,7 +129,8 @@ extension SystemBackend {
     func unwrap(_ request: BackendRequest) throws(CofferError) -> Response {
         let given = request.fields.string("token") ?? ""
         let token = given.isEmpty ? (request.token ?? "") : given
-        return .raw(try core.unwrap(token, now: request.now).body)
+        // The original answer byte for byte, as OpenBao returns it.
+        return .rawBody(try core.unwrap(token, now: request.now), contentType: "application/json")
     }
 
     /// A new wrapping token over the same answer, with the old one's TTL and creation path; the

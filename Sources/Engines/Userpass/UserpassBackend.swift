@@ -243,7 +243,7 @@ package final class UserpassBackend: TableBackend {
         return Response(
             auth: user.token.authInfo(
                 metadata: ["username": name],
-                grant: LoginGrant(alias: name, aliasMetadata: ["username": name])
+                grant: LoginGrant(alias: name)
             )
         )
     }
