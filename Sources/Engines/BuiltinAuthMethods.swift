@@ -3,9 +3,14 @@ package import CofferFramework
 
 /// The auth methods Coffer ships, by type (`sys/auth/<path>` with `type`). The token store
 /// (`auth/token/`) is built into the core and is not listed here.
+///
+/// "jwt" and "oidc": one backend under two names, as OpenBao has it (JWT login and the OIDC
+/// authorization-code flow).
 package enum BuiltinAuthMethods {
     package static var registry: EngineRegistry {
-        let registry = EngineRegistry()
+        var registry = EngineRegistry()
+        registry.register("jwt") { _ in JWTBackend() }
+        registry.register("oidc") { _ in JWTBackend() }
         return registry
     }
 }

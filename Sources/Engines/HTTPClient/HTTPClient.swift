@@ -15,8 +15,8 @@ import Glibc
 /// store without one, and the host name (or IP address) from the URL. `http://` is allowed, as
 /// OpenBao allows it. Redirects are not followed.
 ///
-/// Errors name the method, the URL and what failed ("GET https://idp.example/jwks: connection
-/// refused"); never a header or a body, so a bearer token or a client secret cannot leak through one.
+/// Errors name the method, the URL and what failed, in Go's shape (`Get "https://idp.example/jwks":
+/// dial tcp idp.example:443: connect: connection refused`); never a header or a body, so a bearer token or a client secret cannot leak through one.
 package enum HTTPClient {
     /// Limits and trust for one request.
     package struct Options: Sendable {
@@ -116,7 +116,8 @@ package enum HTTPClient {
         body: [UInt8] = [],
         options: Options = Options()
     ) throws(Failure) -> Response {
-        let what = "\(method) \(urlText)"
+        // Go's shape, as OpenBao's errors show it: `Get "https://idp.example/jwks": ...`.
+        let what = "\(method.prefix(1).uppercased())\(method.dropFirst().lowercased()) \"\(urlText)\""
         func fail(_ reason: String) -> Failure { Failure(message: "\(what): \(reason)") }
         guard let url = URL(urlText) else { throw fail("not an http:// or https:// URL") }
         let start = monotonicSeconds()
@@ -217,7 +218,7 @@ package enum HTTPClient {
             }
             close(fd)
         }
-        throw fail(lastError)
+        throw fail("dial tcp \(url.host):\(url.port): connect: \(lastError)")
     }
 
     private struct Connection {
