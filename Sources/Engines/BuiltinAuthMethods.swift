@@ -5,12 +5,14 @@ package import CofferFramework
 /// (`auth/token/`) is built into the core and is not listed here.
 ///
 /// "jwt" and "oidc": one backend under two names, as OpenBao has it (JWT login and the OIDC
-/// authorization-code flow).
+/// authorization-code flow); "kubernetes": service-account tokens checked by TokenReview or
+/// local keys.
 package enum BuiltinAuthMethods {
     package static var registry: EngineRegistry {
         var registry = EngineRegistry()
         registry.register("jwt") { _ in JWTBackend() }
         registry.register("oidc") { _ in JWTBackend() }
+        registry.register("kubernetes") { _ in KubernetesBackend() }
         return registry
     }
 }
