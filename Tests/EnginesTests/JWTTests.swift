@@ -203,6 +203,7 @@ extension Harness {
     }
 
     @Test func roleAndConfigErrors() throws {
+        #expect(JWTBackend.paths.validate() == [])
         let h = try Harness()
         let key = try TestKey(.p256)
         #expect(h.wire("POST", "sys/auth/jwt", ["type": "jwt"]).status == 204)

@@ -170,6 +170,7 @@ import Testing
     }
 
     @Test func configAndRoleErrors() throws {
+        #expect(KubernetesBackend.paths.validate() == [])
         let h = try Harness()
         #expect(h.wire("POST", "sys/auth/kubernetes", ["type": "kubernetes"]).status == 204)
         #expect(h.wire("GET", "auth/kubernetes/config").status == 404)
