@@ -99,9 +99,16 @@ let package = Package(
             path: "Sources/CPKI",
             linkerSettings: [.linkedLibrary("crypto")]
         ),
+        // A TLS client over a connected socket (libssl), for the HTTP client of the JWT/OIDC and
+        // Kubernetes auth methods (ctls.h).
+        .target(
+            name: "CTLS",
+            path: "Sources/CTLS",
+            linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]
+        ),
         .target(
             name: "Engines",
-            dependencies: ["CofferCore", "CofferFramework", "COpenSSL", "CDatabaseDrivers", "CPKI"],
+            dependencies: ["CofferCore", "CofferFramework", "COpenSSL", "CDatabaseDrivers", "CPKI", "CTLS"],
             swiftSettings: strict
         ),
         .target(

@@ -4,11 +4,18 @@ package import CofferFramework
 /// The auth methods Coffer ships, by type (`sys/auth/<path>` with `type`): "approle" (machines log
 /// in with a role ID and a secret ID) and "userpass" (users and scrypt-hashed passwords). The token store
 /// (`auth/token/`) is built into the core and is not listed here.
+///
+/// "jwt" and "oidc": one backend under two names, as OpenBao has it (JWT login and the OIDC
+/// authorization-code flow); "kubernetes": service-account tokens checked by TokenReview or
+/// local keys.
 package enum BuiltinAuthMethods {
     package static var registry: EngineRegistry {
         var registry = EngineRegistry()
         registry.register("approle") { _ in AppRoleBackend() }
         registry.register("userpass") { _ in UserpassBackend() }
+        registry.register("jwt") { _ in JWTBackend() }
+        registry.register("oidc") { _ in JWTBackend() }
+        registry.register("kubernetes") { _ in KubernetesBackend() }
         return registry
     }
 }

@@ -1,0 +1,168 @@
+#include "ctls.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+struct ctls_conn {
+    SSL_CTX *ctx;
+    SSL *ssl;
+};
+
+static void set_err(char *err, size_t err_len, const char *prefix) {
+    if (err == NULL || err_len == 0) return;
+    unsigned long code = ERR_get_error();
+    if (code != 0) {
+        char detail[256];
+        ERR_error_string_n(code, detail, sizeof detail);
+        snprintf(err, err_len, "%s: %s", prefix, detail);
+    } else {
+        snprintf(err, err_len, "%s", prefix);
+    }
+    ERR_clear_error();
+}
+
+static int is_ip_literal(const char *host) {
+    ASN1_OCTET_STRING *ip = a2i_IPADDRESS(host);
+    if (ip == NULL) return 0;
+    ASN1_OCTET_STRING_free(ip);
+    return 1;
+}
+
+static int load_ca(SSL_CTX *ctx, const char *ca_pem, size_t ca_len) {
+    BIO *bio = BIO_new_mem_buf(ca_pem, (int)ca_len);
+    if (bio == NULL) return 0;
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    int count = 0;
+    for (;;) {
+        X509 *cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+        if (cert == NULL) break;
+        if (X509_STORE_add_cert(store, cert) == 1) count++;
+        X509_free(cert);
+    }
+    ERR_clear_error();
+    BIO_free(bio);
+    return count;
+}
+
+ctls_conn *ctls_connect(int fd, const char *host, const char *ca_pem, size_t ca_len, char *err, size_t err_len) {
+    if (err != NULL && err_len > 0) err[0] = 0;
+    if (ca_len > (size_t)0x7fffffff) {
+        snprintf(err, err_len, "the CA PEM is too large");
+        return NULL;
+    }
+    ERR_clear_error();
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL) {
+        set_err(err, err_len, "cannot create a TLS context");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    if (ca_pem != NULL && ca_len > 0) {
+        if (load_ca(ctx, ca_pem, ca_len) == 0) {
+            SSL_CTX_free(ctx);
+            snprintf(err, err_len, "no certificates in the CA PEM");
+            return NULL;
+        }
+    } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+        set_err(err, err_len, "cannot load the system trust store");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL *ssl = SSL_new(ctx);
+    if (ssl == NULL) {
+        set_err(err, err_len, "cannot create a TLS connection");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
+    int ok;
+    if (is_ip_literal(host)) {
+        ok = X509_VERIFY_PARAM_set1_ip_asc(param, host);
+    } else {
+        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        ok = SSL_set1_host(ssl, host) == 1 && SSL_set_tlsext_host_name(ssl, host) == 1;
+    }
+    if (ok != 1 || SSL_set_fd(ssl, fd) != 1) {
+        set_err(err, err_len, "cannot set up the TLS connection");
+        SSL_free(ssl);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    int rc = SSL_connect(ssl);
+    if (rc != 1) {
+        long verify = SSL_get_verify_result(ssl);
+        int code = SSL_get_error(ssl, rc);
+        if (verify != X509_V_OK) {
+            snprintf(err, err_len, "certificate verify failed: %s", X509_verify_cert_error_string(verify));
+            ERR_clear_error();
+        } else if (code == SSL_ERROR_SYSCALL && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            snprintf(err, err_len, "TLS handshake timed out");
+            ERR_clear_error();
+        } else if (code == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
+            snprintf(err, err_len, "TLS handshake failed: the connection was closed");
+        } else {
+            set_err(err, err_len, "TLS handshake failed");
+        }
+        SSL_free(ssl);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    ctls_conn *conn = OPENSSL_zalloc(sizeof *conn);
+    if (conn == NULL) {
+        SSL_free(ssl);
+        SSL_CTX_free(ctx);
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    conn->ctx = ctx;
+    conn->ssl = ssl;
+    return conn;
+}
+
+long ctls_read(ctls_conn *conn, void *buf, size_t len) {
+    size_t got = 0;
+    if (len > 0x7fffffff) len = 0x7fffffff;
+    int rc = SSL_read_ex(conn->ssl, buf, len, &got);
+    if (rc == 1) return (long)got;
+    int code = SSL_get_error(conn->ssl, rc);
+    if (code == SSL_ERROR_ZERO_RETURN) {
+        ERR_clear_error();
+        return 0;
+    }
+    /* A peer that closes without close_notify: treated as the end of the stream (the HTTP layer
+       checks the body's length). */
+    if (code == SSL_ERROR_SSL && ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+        ERR_clear_error();
+        return 0;
+    }
+    ERR_clear_error();
+    return -1;
+}
+
+int ctls_write(ctls_conn *conn, const void *buf, size_t len) {
+    const unsigned char *p = buf;
+    while (len > 0) {
+        size_t done = 0;
+        if (SSL_write_ex(conn->ssl, p, len, &done) != 1) {
+            ERR_clear_error();
+            return -1;
+        }
+        p += done;
+        len -= done;
+    }
+    return 0;
+}
+
+void ctls_free(ctls_conn *conn) {
+    if (conn == NULL) return;
+    SSL_free(conn->ssl);
+    SSL_CTX_free(conn->ctx);
+    OPENSSL_free(conn);
+}

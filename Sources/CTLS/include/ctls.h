@@ -1,0 +1,35 @@
+#ifndef COFFER_CTLS_H
+#define COFFER_CTLS_H
+
+/* A TLS client over a connected socket, for the HTTP client the auth methods use (JWKS, OIDC
+   discovery and token endpoints, the Kubernetes TokenReview). OpenSSL's libssl does the work; the
+   header exposes only opaque handles and plain values, so Swift never sees OpenSSL's types and the
+   module does not clash with COpenSSL.
+
+   The socket stays the caller's: it is connected (and given its read and write timeouts) before
+   ctls_connect and closed by the caller after ctls_free. A connection is used by one thread at a
+   time. */
+
+#include <stddef.h>
+
+typedef struct ctls_conn ctls_conn;
+
+/* Performs the TLS handshake on the connected socket `fd` and verifies the server's certificate
+   chain and name. `host` is the name from the URL: a DNS name (sent as SNI, matched against the
+   certificate's DNS names) or an IP address literal (matched against its IP addresses).
+   `ca_pem`/`ca_len`: the PEM certificates to trust; NULL or 0 for the system trust store.
+   Returns the connection, or NULL with a message in `err` (NUL-terminated, at most `err_len`
+   bytes): "certificate verify failed: self-signed certificate", "no certificates in the CA PEM"... */
+ctls_conn *ctls_connect(int fd, const char *host, const char *ca_pem, size_t ca_len, char *err, size_t err_len);
+
+/* Reads up to `len` bytes: the count read, 0 at a clean end of the stream (close_notify or the
+   peer closing), -1 on error or timeout (errno is EAGAIN/EWOULDBLOCK after a socket timeout). */
+long ctls_read(ctls_conn *conn, void *buf, size_t len);
+
+/* Writes all `len` bytes: 0 when done, -1 on error or timeout. */
+int ctls_write(ctls_conn *conn, const void *buf, size_t len);
+
+/* Frees the connection (without closing the socket). NULL is ignored. */
+void ctls_free(ctls_conn *conn);
+
+#endif

@@ -1,0 +1,415 @@
+import CTLS
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A small HTTP/1.1 client for the few outbound calls auth methods make: a JWKS, an OIDC discovery
+/// document, an OIDC token endpoint, a Kubernetes TokenReview. One request per connection
+/// (`Connection: close`), blocking, over POSIX sockets and (for `https://`) libssl through `CTLS`.
+///
+/// Bounded in every way a server can misbehave: a connect timeout, a timeout per read or write, a
+/// deadline for the whole exchange (a server that trickles bytes), a cap on the header block and on
+/// the body (checked against `Content-Length` before reading, and while reading chunked or
+/// close-delimited bodies). TLS verifies the chain against the given CA PEM, or the system trust
+/// store without one, and the host name (or IP address) from the URL. `http://` is allowed, as
+/// OpenBao allows it. Redirects are not followed.
+///
+/// Errors name the method, the URL and what failed, in Go's shape (`Get "https://idp.example/jwks":
+/// dial tcp idp.example:443: connect: connection refused`); never a header or a body, so a bearer token or a client secret cannot leak through one.
+package enum HTTPClient {
+    /// Limits and trust for one request.
+    package struct Options: Sendable {
+        /// PEM certificates to trust for `https://`; nil or "" for the system trust store.
+        package var caPEM: String?
+        package var connectTimeout: Double = 5
+        /// For each read and write.
+        package var ioTimeout: Double = 10
+        /// For the whole exchange, connect included.
+        package var deadline: Double = 30
+        package var maximumBodyBytes = 4 << 20
+        package var maximumHeaderBytes = 64 << 10
+
+        package init(caPEM: String? = nil) { self.caPEM = caPEM }
+    }
+
+    package struct Response: Sendable {
+        package var status: Int
+        /// Header names lower-cased, in the order received.
+        package var headers: [(name: String, value: String)]
+        package var body: [UInt8]
+
+        package func header(_ name: String) -> String? {
+            let lower = name.lowercased()
+            return headers.first { $0.name == lower }?.value
+        }
+    }
+
+    /// The parts of an `http://` or `https://` URL the client needs.
+    package struct URL: Sendable, Equatable {
+        package var secure: Bool
+        package var host: String
+        package var port: Int
+        /// Path and query, starting with "/".
+        package var target: String
+
+        /// Parses `text`; nil for another scheme, user info, an empty host or a bad port.
+        package init?(_ text: String) {
+            var rest: Substring
+            if text.lowercased().hasPrefix("https://") {
+                secure = true
+                rest = text.dropFirst(8)
+            } else if text.lowercased().hasPrefix("http://") {
+                secure = false
+                rest = text.dropFirst(7)
+            } else {
+                return nil
+            }
+            let authorityEnd = rest.firstIndex { $0 == "/" || $0 == "?" || $0 == "#" } ?? rest.endIndex
+            let authority = rest[..<authorityEnd]
+            rest = rest[authorityEnd...]
+            if let hash = rest.firstIndex(of: "#") { rest = rest[..<hash] }
+            target = rest.isEmpty ? "/" : (rest.first == "?" ? "/" + rest : String(rest))
+            guard !authority.isEmpty, !authority.contains("@") else { return nil }
+            var hostPart = authority
+            var portText: Substring? = nil
+            if authority.first == "[" {
+                guard let close = authority.firstIndex(of: "]") else { return nil }
+                hostPart = authority[authority.index(after: authority.startIndex)..<close]
+                let after = authority[authority.index(after: close)...]
+                if !after.isEmpty {
+                    guard after.first == ":" else { return nil }
+                    portText = after.dropFirst()
+                }
+            } else if let colon = authority.lastIndex(of: ":") {
+                hostPart = authority[..<colon]
+                portText = authority[authority.index(after: colon)...]
+            }
+            guard !hostPart.isEmpty, hostPart.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return nil }
+            host = String(hostPart)
+            if let portText {
+                guard let p = Int(portText), (1...65535).contains(p) else { return nil }
+                port = p
+            } else {
+                port = secure ? 443 : 80
+            }
+        }
+
+        /// The Host header's value.
+        var hostHeader: String {
+            let name = host.contains(":") ? "[\(host)]" : host
+            return port == (secure ? 443 : 80) ? name : "\(name):\(port)"
+        }
+    }
+
+    /// The failure of one exchange; the message names the method and URL.
+    package struct Failure: Error, Sendable, CustomStringConvertible {
+        package let message: String
+        package var description: String { message }
+    }
+
+    /// Sends one request and reads the whole answer (any status).
+    package static func send(
+        _ method: String,
+        _ urlText: String,
+        headers: [(String, String)] = [],
+        body: [UInt8] = [],
+        options: Options = Options()
+    ) throws(Failure) -> Response {
+        // Go's shape, as OpenBao's errors show it: `Get "https://idp.example/jwks": ...`.
+        let what = "\(method.prefix(1).uppercased())\(method.dropFirst().lowercased()) \"\(urlText)\""
+        func fail(_ reason: String) -> Failure { Failure(message: "\(what): \(reason)") }
+        guard let url = URL(urlText) else { throw fail("not an http:// or https:// URL") }
+        let start = monotonicSeconds()
+        let fd = try connect(url, timeout: options.connectTimeout, fail: fail)
+        defer { close(fd) }
+        setTimeout(fd, SO_RCVTIMEO, options.ioTimeout)
+        setTimeout(fd, SO_SNDTIMEO, options.ioTimeout)
+        var connection = Connection(fd: fd, tls: nil)
+        if url.secure {
+            var err = [CChar](repeating: 0, count: 512)
+            let ca = options.caPEM ?? ""
+            let tls = ca.withCString { ctls_connect(fd, url.host, ca.isEmpty ? nil : $0, strlen($0), &err, 512) }
+            guard let tls else {
+                let message = String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                throw fail(message.isEmpty ? "TLS handshake failed" : message)
+            }
+            connection.tls = tls
+        }
+        defer { if let tls = connection.tls { ctls_free(tls) } }
+
+        var head = "\(method) \(url.target) HTTP/1.1\r\nHost: \(url.hostHeader)\r\nUser-Agent: Coffer\r\n"
+        head += "Connection: close\r\nAccept-Encoding: identity\r\n"
+        for (name, value) in headers {
+            guard !name.contains(where: { $0 == "\r" || $0 == "\n" || $0 == ":" }),
+                !value.contains(where: { $0 == "\r" || $0 == "\n" })
+            else { throw fail("a request header contains a line break") }
+            head += "\(name): \(value)\r\n"
+        }
+        if !body.isEmpty || method == "POST" || method == "PUT" { head += "Content-Length: \(body.count)\r\n" }
+        head += "\r\n"
+        guard connection.write(Array(head.utf8) + body) else { throw fail("writing the request failed") }
+
+        var reader = Reader(connection: connection, start: start, deadline: options.deadline, fail: fail)
+        return try reader.readResponse(options: options, isHead: method == "HEAD")
+    }
+
+    // MARK: - Sockets
+
+    private static func monotonicSeconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    private static func setTimeout(_ fd: Int32, _ option: Int32, _ seconds: Double) {
+        var tv = timeval(tv_sec: Int(seconds), tv_usec: Int((seconds - seconds.rounded(.down)) * 1e6))
+        _ = setsockopt(fd, SOL_SOCKET, option, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    /// Resolves the host and connects to the first address that answers within the timeout.
+    private static func connect(
+        _ url: URL,
+        timeout: Double,
+        fail: (String) -> Failure
+    ) throws(Failure) -> Int32 {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>? = nil
+        let rc = getaddrinfo(url.host, String(url.port), &hints, &list)
+        guard rc == 0, let first = list else {
+            throw fail("cannot resolve host \"\(url.host)\": \(String(cString: gai_strerror(rc)))")
+        }
+        defer { freeaddrinfo(list) }
+        var lastError = "no address"
+        var entry: UnsafeMutablePointer<addrinfo>? = first
+        while let info = entry {
+            entry = info.pointee.ai_next
+            let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue), 0)
+            guard fd >= 0 else {
+                lastError = String(cString: strerror(errno))
+                continue
+            }
+            let flags = fcntl(fd, F_GETFL, 0)
+            _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
+            var result = Glibc.connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen)
+            if result != 0 && errno == EINPROGRESS {
+                var poller = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                let ready = poll(&poller, 1, Int32(timeout * 1000))
+                if ready == 1 {
+                    var error: Int32 = 0
+                    var length = socklen_t(MemoryLayout<Int32>.size)
+                    getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
+                    if error == 0 {
+                        result = 0
+                    } else {
+                        lastError = String(cString: strerror(error)).lowercased()
+                    }
+                } else {
+                    lastError = ready == 0 ? "connect timed out" : String(cString: strerror(errno)).lowercased()
+                }
+            } else if result != 0 {
+                lastError = String(cString: strerror(errno)).lowercased()
+            }
+            if result == 0 {
+                _ = fcntl(fd, F_SETFL, flags)
+                return fd
+            }
+            close(fd)
+        }
+        throw fail("dial tcp \(url.host):\(url.port): connect: \(lastError)")
+    }
+
+    private struct Connection {
+        let fd: Int32
+        var tls: OpaquePointer?
+
+        /// Bytes read, 0 at the end of the stream, -1 on error or timeout.
+        func read(_ buffer: UnsafeMutableRawBufferPointer) -> Int {
+            if let tls { return ctls_read(tls, buffer.baseAddress, buffer.count) }
+            while true {
+                let n = recv(fd, buffer.baseAddress, buffer.count, 0)
+                if n < 0 && errno == EINTR { continue }
+                return n
+            }
+        }
+
+        func write(_ bytes: [UInt8]) -> Bool {
+            bytes.withUnsafeBytes { raw in
+                if let tls { return ctls_write(tls, raw.baseAddress, raw.count) == 0 }
+                var offset = 0
+                while offset < raw.count {
+                    let n = Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
+                    if n < 0 && errno == EINTR { continue }
+                    guard n > 0 else { return false }
+                    offset += n
+                }
+                return true
+            }
+        }
+    }
+
+    /// Reads the response from a buffer refilled from the connection.
+    private struct Reader {
+        let connection: Connection
+        let start: Double
+        let deadline: Double
+        let fail: (String) -> Failure
+        var buffer: [UInt8] = []
+        var position = 0
+        var ended = false
+
+        init(connection: Connection, start: Double, deadline: Double, fail: @escaping (String) -> Failure) {
+            self.connection = connection
+            self.start = start
+            self.deadline = deadline
+            self.fail = fail
+        }
+
+        var available: Int { buffer.count - position }
+
+        /// Reads more bytes; false at the end of the stream.
+        mutating func fill() throws(Failure) -> Bool {
+            guard !ended else { return false }
+            if HTTPClient.monotonicSeconds() - start > deadline {
+                throw fail("no complete answer within \(Int(deadline)) s")
+            }
+            if position > 0 && position == buffer.count {
+                buffer.removeAll(keepingCapacity: true)
+                position = 0
+            }
+            var chunk = [UInt8](repeating: 0, count: 16384)
+            let n = chunk.withUnsafeMutableBytes { connection.read($0) }
+            if n < 0 {
+                throw fail(errno == EAGAIN || errno == EWOULDBLOCK ? "read timed out" : "reading the answer failed")
+            }
+            if n == 0 {
+                ended = true
+                return false
+            }
+            buffer.append(contentsOf: chunk[0..<n])
+            return true
+        }
+
+        /// One line ending in CRLF (or LF), without it; at most `limit` bytes.
+        mutating func line(limit: Int) throws(Failure) -> String {
+            while true {
+                if let newline = buffer[position...].firstIndex(of: 0x0A) {
+                    var end = newline
+                    if end > position && buffer[end - 1] == 0x0D { end -= 1 }
+                    let text = String(decoding: buffer[position..<end], as: UTF8.self)
+                    position = newline + 1
+                    return text
+                }
+                if available > limit { throw fail("the answer's header is larger than \(limit) bytes") }
+                guard try fill() else { throw fail("the connection closed before the answer was complete") }
+            }
+        }
+
+        mutating func take(_ count: Int) throws(Failure) -> ArraySlice<UInt8> {
+            while available < count {
+                guard try fill() else { throw fail("the connection closed before the answer was complete") }
+            }
+            defer { position += count }
+            return buffer[position..<position + count]
+        }
+
+        mutating func readResponse(options: Options, isHead: Bool) throws(Failure) -> Response {
+            var status = 0
+            var headers: [(name: String, value: String)] = []
+            repeat {
+                let statusLine = try line(limit: options.maximumHeaderBytes)
+                let parts = statusLine.split(separator: " ", maxSplits: 2)
+                guard parts.count >= 2, parts[0].hasPrefix("HTTP/1."), let code = Int(parts[1]),
+                    (100...999).contains(code)
+                else { throw fail("the answer is not HTTP/1.x") }
+                status = code
+                headers = []
+                var headerBytes = 0
+                while true {
+                    let text = try line(limit: options.maximumHeaderBytes)
+                    if text.isEmpty { break }
+                    headerBytes += text.utf8.count
+                    guard headerBytes <= options.maximumHeaderBytes else {
+                        throw fail("the answer's header is larger than \(options.maximumHeaderBytes) bytes")
+                    }
+                    guard let colon = text.firstIndex(of: ":") else { throw fail("malformed header line") }
+                    let name = text[..<colon].lowercased()
+                    let value = text[text.index(after: colon)...].trimmingCharacters(in: " \t")
+                    headers.append((name, value))
+                }
+            } while (100...199).contains(status)
+            let response = Response(status: status, headers: headers, body: [])
+            if isHead || status == 204 || status == 304 { return response }
+            var body: [UInt8] = []
+            let limit = options.maximumBodyBytes
+            if response.header("transfer-encoding")?.lowercased().contains("chunked") == true {
+                while true {
+                    let sizeLine = try line(limit: 1024)
+                    let hex = sizeLine.split(separator: ";", maxSplits: 1).first.map {
+                        $0.trimmingCharacters(in: " \t")
+                    }
+                    guard let hex, !hex.isEmpty, hex.count <= 16, let size = Int(hex, radix: 16), size >= 0 else {
+                        throw fail("malformed chunked body")
+                    }
+                    if size == 0 { break }
+                    guard size <= limit - body.count else { throw fail("the answer is larger than \(limit) bytes") }
+                    body.append(contentsOf: try take(size))
+                    guard try line(limit: 2).isEmpty else { throw fail("malformed chunked body") }
+                }
+            } else if let lengthText = response.header("content-length") {
+                guard let length = Int(lengthText), length >= 0 else { throw fail("malformed Content-Length") }
+                guard length <= limit else { throw fail("the answer is larger than \(limit) bytes") }
+                body.append(contentsOf: try take(length))
+            } else {
+                while true {
+                    if available > limit { throw fail("the answer is larger than \(limit) bytes") }
+                    guard try fill() else { break }
+                }
+                body.append(contentsOf: buffer[position...])
+                if body.count > limit { throw fail("the answer is larger than \(limit) bytes") }
+            }
+            var out = response
+            out.body = body
+            return out
+        }
+    }
+}
+
+extension StringProtocol {
+    fileprivate func trimmingCharacters(in set: String) -> String {
+        var s = Substring(self)
+        while let first = s.first, set.contains(first) { s = s.dropFirst() }
+        while let last = s.last, set.contains(last) { s = s.dropLast() }
+        return String(s)
+    }
+}
+
+extension HTTPClient {
+    /// `application/x-www-form-urlencoded` text of `pairs`, in the order given.
+    package static func formEncode(_ pairs: [(String, String)]) -> String {
+        pairs.map { "\(percentEncode($0.0))=\(percentEncode($0.1))" }.joined(separator: "&")
+    }
+
+    /// Percent-encoding of everything but unreserved characters (RFC 3986), spaces as `+` when `form`.
+    package static func percentEncode(_ text: String, form: Bool = true) -> String {
+        var out = ""
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"),
+                UInt8(ascii: "~"):
+                out.unicodeScalars.append(UnicodeScalar(byte))
+            case UInt8(ascii: " ") where form:
+                out += "+"
+            default:
+                let hex = Array("0123456789ABCDEF".utf8)
+                out += "%"
+                out.unicodeScalars.append(UnicodeScalar(hex[Int(byte >> 4)]))
+                out.unicodeScalars.append(UnicodeScalar(hex[Int(byte & 15)]))
+            }
+        }
+        return out
+    }
+}
