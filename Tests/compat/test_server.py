@@ -58,7 +58,9 @@ def test_headers_methods_and_tokens(cofferd_dev):
     r = requests.post(a + "secret/data/http/x", data=b"{not json", headers=ROOT)
     assert r.status_code == 400 and r.json()["errors"]
     r = requests.get(a + "sys/mounts", headers={**ROOT, "X-Vault-Wrap-TTL": "5m"})
-    assert r.status_code == 400 and "wrapping" in r.json()["errors"][0]
+    assert r.status_code == 200 and r.json()["wrap_info"]["ttl"] == 300 and r.json()["data"] is None
+    r = requests.get(a + "sys/mounts", headers={**ROOT, "X-Vault-Wrap-TTL": "abc"})
+    assert r.status_code == 400 and "error parsing X-Vault-Wrap-TTL header" in r.json()["errors"][0]
 
 
 def test_pipelined_requests_with_list_on_one_connection(cofferd_dev):
