@@ -273,6 +273,8 @@ extension AppRoleBackend {
     // MARK: Login
 
     static let invalidCredentials = CofferError.invalid("invalid role or secret ID")
+    /// How stale `last_used_time` may be for a secret ID with unlimited uses (seconds).
+    static let lastUsedResolution: Int64 = 60
 
     /// The client's IP address without a port or brackets, as OpenBao's CIDR messages show it.
     static func sourceAddress(_ text: String) -> String {
@@ -357,6 +359,10 @@ extension AppRoleBackend {
                 if uses > 1 {
                     entry.numUses = uses - 1
                     entry.lastUpdatedTime = request.now
+                } else if let last = entry.lastUsedTime, last.seconds(until: request.now) < Self.lastUsedResolution {
+                    // Unlimited uses: `last_used_time` is kept to the minute, so a busy secret ID
+                    // does not cost a durable write on every login.
+                    return entry
                 }
                 entry.lastUsedTime = request.now
                 try request.storage.putJSON(AppRoleKeys.secretID(role.uid, hmac), entry.json)
