@@ -229,7 +229,7 @@ def k8s_service_account_token(key, namespace, name, uid, audiences=("https://kub
                               issuer="https://kubernetes.default.svc.cluster.local", lifetime=600, aud_as_string=False):
     """A projected service-account token shaped as a kubelet mounts it (kubernetes.io claims)."""
     now = int(time.time())
-    body = {"aud": audiences[0] if aud_as_string else list(audiences), "exp": now + lifetime, "iat": now, "nbf": now,
+    body = {"aud": None if audiences is None else audiences[0] if aud_as_string else list(audiences), "exp": now + lifetime, "iat": now, "nbf": now,
             "iss": issuer, "sub": f"system:serviceaccount:{namespace}:{name}",
             "kubernetes.io": {"namespace": namespace,
                               "pod": {"name": f"{name}-7d9c6b5f4-x2x9p", "uid": str(uuid.uuid4())},
