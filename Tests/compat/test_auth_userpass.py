@@ -11,8 +11,8 @@ import hvac
 import pytest
 from hvac import exceptions
 
-from authtools import (AUTH_KEYS, INVALID_USERPASS, KINDS, Cli, accessor_of, as_client, enable_auth, error, key_shape,
-                       kv_put, login, login_ok, put_policy, server_param, start)
+from authtools import (AUTH_KEYS, INVALID_USERPASS, KINDS, Cli, accessor_of, enable_auth, error, key_shape,
+                       kv_put, login_ok, put_policy, server_param, start)
 
 USER_FIELDS = ["token_bound_cidrs", "token_explicit_max_ttl", "token_max_ttl", "token_no_default_policy", "token_num_uses",
                "token_period", "token_policies", "token_strictly_bind_ip", "token_ttl", "token_type"]
