@@ -96,11 +96,16 @@ def test_hvac_role_secret_ids_login_lookup_and_destroy(srv):
     secret_id, accessor = generated["secret_id"], generated["secret_id_accessor"]
 
     looked = client.auth.approle.read_secret_id("web", secret_id, mount_point="hv-approle")["data"]
-    assert sorted(looked) == ["cidr_list", "creation_time", "expiration_time", "last_updated_time", "metadata",
-                              "secret_id_accessor", "secret_id_num_uses", "secret_id_ttl", "token_bound_cidrs"], looked
+    keys = ["cidr_list", "creation_time", "expiration_time", "last_updated_time", "metadata", "secret_id_accessor",
+            "secret_id_num_uses", "secret_id_ttl", "token_bound_cidrs"]
+    if srv.kind == "cofferd":
+        # Coffer adds when the secret id was last used (AUTH-HA-OPS.md §9 item 3: OpenBao has no "last used").
+        assert looked.pop("last_used_time") is None, looked
+    assert sorted(looked) == keys, looked
     assert looked["metadata"] == {"app": "web", "env": "dev"} and looked["secret_id_accessor"] == accessor, looked
     assert looked["secret_id_num_uses"] == 5 and looked["cidr_list"] == [] and looked["token_bound_cidrs"] == []
     by_accessor = client.auth.approle.read_secret_id_accessor("web", accessor, mount_point="hv-approle")["data"]
+    by_accessor.pop("last_used_time", None) if srv.kind == "cofferd" else None
     assert by_accessor == looked, (by_accessor, looked)
     assert client.auth.approle.list_secret_id_accessors("web", mount_point="hv-approle")["data"]["keys"] == [accessor]
 
@@ -126,6 +131,8 @@ def test_hvac_role_secret_ids_login_lookup_and_destroy(srv):
     # One use spent: the remaining count is what lookup shows.
     after = client.auth.approle.read_secret_id("web", secret_id, mount_point="hv-approle")["data"]
     assert after["secret_id_num_uses"] == 4 and after["creation_time"] == looked["creation_time"], after
+    if srv.kind == "cofferd":
+        assert isinstance(after.pop("last_used_time"), str), after
 
     # Destroyed by accessor: login refused with the one string, lookup answers 204 (not 404).
     client.auth.approle.destroy_secret_id_accessor("web", accessor, mount_point="hv-approle")
@@ -260,9 +267,13 @@ def test_use_counts_are_exact_under_concurrent_logins(srv):
     statuses = sorted(code for code, _ in results)
     # Exactly five logins; the others refused: 400 while the count of failures is low, then 403 once the
     # mount's user lockout (5 failures by default, OpenBao applies it to AppRole too) locks the role id.
-    assert statuses.count(200) == 5 and set(statuses) <= {200, 400, 403}, statuses
-    refusals = {json.dumps(body) for code, body in results if code != 200}
-    assert refusals <= {json.dumps({"errors": [INVALID_SECRET_ID]}), json.dumps({"errors": ["permission denied"]})}, refusals
+    allowed = {(400, INVALID_SECRET_ID), (403, "permission denied")}
+    if srv.kind == "openbao":
+        # OpenBao's storage now and then refuses a racing login (seen here); Coffer may not answer 500.
+        allowed.add((500, "transaction commit failed"))
+    assert statuses.count(200) == 5, statuses
+    refusals = {(code, body["errors"][0]) for code, body in results if code != 200}
+    assert refusals <= allowed, refusals
     assert len({body["auth"]["client_token"] for code, body in results if code == 200}) == 5
 
 
@@ -378,6 +389,8 @@ def test_same_shapes_as_openbao(bao_bin, cofferd_bin):
             api.close()
     problems = []
     for (label, bao_status, bao_body), (_, status, body) in zip(expected, actual):
+        if label in ("lookup", "accessor lookup") and isinstance(body, dict) and isinstance(body.get("data"), dict):
+            body["data"].pop("last_used_time", None)  # Coffer's addition (AUTH-HA-OPS.md §9 item 3)
         if status != bao_status:
             problems.append(f"{label}: status {status}, OpenBao {bao_status}; body {body}, OpenBao {bao_body}")
         elif key_shape(body) != key_shape(bao_body):
