@@ -25,72 +25,93 @@ WRONG_PASSWORD = "pw-WRONG-LEAK-77a3d2"
 CUSTOM_SECRET_ID = "sid-LEAK-0b7c41e2"
 
 
-def test_passwords_secret_ids_jwts_and_tokens_reach_no_log(cofferd_bin, workdir):
-    server = start_cofferd_config(cofferd_bin, CONFIG, workdir)
-    a = server.addr + "/v1/"
-    audit_log = os.path.join(workdir, "audit.log")
-    secrets_seen = [PASSWORD, WRONG_PASSWORD, CUSTOM_SECRET_ID]
-    key = SigningKey("ES256")
+class AuditedCofferd:
+    """cofferd from a config file (memory storage, debug log), initialised, unsealed, with a file audit device."""
+
+    def __init__(self, cofferd_bin, workdir):
+        self.server = start_cofferd_config(cofferd_bin, CONFIG, workdir)
+        self.a = self.server.addr + "/v1/"
+        self.audit_log = os.path.join(workdir, "audit.log")
+        init = requests.put(self.a + "sys/init", json={"secret_shares": 1, "secret_threshold": 1}).json()
+        assert requests.put(self.a + "sys/unseal", json={"key": init["keys"][0]}).json()["sealed"] is False
+        self.root = {"X-Vault-Token": init["root_token"]}
+        self.ok("POST", "sys/audit/file", {"type": "file", "options": {"file_path": self.audit_log}})
+
+    def ok(self, method, path, body=None, headers="root", status=(200, 204)):
+        r = requests.request(method, self.a + path, json=body, headers=self.root if headers == "root" else headers)
+        assert r.status_code in status, (method, path, r.status_code, r.text)
+        return r.json() if r.content else None
+
+    def check(self, secrets, audited):
+        """Stops the server; then none of `secrets` is in the audit log or its output, and each of `audited`
+        paths has a request and a response record (so the absence means something)."""
+        self.server.stop()
+        deadline = time.monotonic() + 5
+        while True:
+            records = open(self.audit_log).read() if os.path.exists(self.audit_log) else ""
+            if all(records.count(p) >= 2 for p in audited) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        for path in audited:
+            assert records.count(path) >= 2, f"{path} was not audited"
+        output = self.server.output()
+        for value in secrets:
+            assert value not in records, f"{value[:12]}… reached the audit log"
+            assert value not in output, f"{value[:12]}… reached cofferd's log"
+
+
+def test_passwords_secret_ids_and_tokens_reach_no_log(cofferd_bin, workdir):
+    c = AuditedCofferd(cofferd_bin, workdir)
+    secrets = [PASSWORD, WRONG_PASSWORD, CUSTOM_SECRET_ID]
     try:
-        init = requests.put(a + "sys/init", json={"secret_shares": 1, "secret_threshold": 1}).json()
-        assert requests.put(a + "sys/unseal", json={"key": init["keys"][0]}).json()["sealed"] is False
-        root = {"X-Vault-Token": init["root_token"]}
-
-        def ok(method, path, body=None, headers=root, status=(200, 204)):
-            r = requests.request(method, a + path, json=body, headers=headers)
-            assert r.status_code in status, (method, path, r.status_code, r.text)
-            return r.json() if r.content else None
-
-        ok("POST", "sys/audit/file", {"type": "file", "options": {"file_path": audit_log}})
-        for method in ("approle", "userpass", "jwt"):
-            ok("POST", f"sys/auth/{method}", {"type": method})
-
-        # userpass: a login, a wrong password.
-        ok("POST", "auth/userpass/users/alice", {"password": PASSWORD, "token_policies": ["default"]})
-        secrets_seen.append(ok("POST", "auth/userpass/login/alice", {"password": PASSWORD}, headers={})["auth"]["client_token"])
-        ok("POST", "auth/userpass/login/alice", {"password": WRONG_PASSWORD}, headers={}, status=(400,))
+        for method in ("approle", "userpass"):
+            c.ok("POST", f"sys/auth/{method}", {"type": method})
+        # userpass: a login, a wrong password, a password change.
+        c.ok("POST", "auth/userpass/users/alice", {"password": PASSWORD, "token_policies": ["default"]})
+        secrets.append(c.ok("POST", "auth/userpass/login/alice", {"password": PASSWORD}, headers={})["auth"]["client_token"])
+        c.ok("POST", "auth/userpass/login/alice", {"password": WRONG_PASSWORD}, headers={}, status=(400,))
+        c.ok("POST", "auth/userpass/users/alice/password", {"password": PASSWORD + "-2"})
+        secrets.append(PASSWORD + "-2")
 
         # AppRole: generated and custom secret ids, one delivered wrapped; a wrong one.
-        ok("POST", "auth/approle/role/web", {"token_policies": ["default"]})
-        role_id = ok("GET", "auth/approle/role/web/role-id")["data"]["role_id"]
-        generated = ok("POST", "auth/approle/role/web/secret-id")["data"]
-        secrets_seen.append(generated["secret_id"])
-        ok("POST", "auth/approle/role/web/custom-secret-id", {"secret_id": CUSTOM_SECRET_ID})
-        wrapped = ok("POST", "auth/approle/role/web/secret-id", headers={**root, "X-Vault-Wrap-TTL": "60s"})["wrap_info"]["token"]
-        secrets_seen.append(wrapped)
-        unwrapped = ok("POST", "sys/wrapping/unwrap", {"token": wrapped})["data"]["secret_id"]
-        secrets_seen.append(unwrapped)
+        c.ok("POST", "auth/approle/role/web", {"token_policies": ["default"]})
+        role_id = c.ok("GET", "auth/approle/role/web/role-id")["data"]["role_id"]
+        generated = c.ok("POST", "auth/approle/role/web/secret-id")["data"]
+        secrets.append(generated["secret_id"])
+        c.ok("POST", "auth/approle/role/web/custom-secret-id", {"secret_id": CUSTOM_SECRET_ID})
+        wrapped = c.ok("POST", "auth/approle/role/web/secret-id", headers={**c.root, "X-Vault-Wrap-TTL": "60s"})
+        secrets.append(wrapped["wrap_info"]["token"])
+        unwrapped = c.ok("POST", "sys/wrapping/unwrap", {"token": wrapped["wrap_info"]["token"]})["data"]["secret_id"]
+        secrets.append(unwrapped)
         for sid in (generated["secret_id"], CUSTOM_SECRET_ID, unwrapped):
-            secrets_seen.append(ok("POST", "auth/approle/login", {"role_id": role_id, "secret_id": sid}, headers={})
-                                ["auth"]["client_token"])
-        ok("POST", "auth/approle/login", {"role_id": role_id, "secret_id": generated["secret_id"] + "x"}, headers={},
-           status=(400,))
+            secrets.append(c.ok("POST", "auth/approle/login", {"role_id": role_id, "secret_id": sid}, headers={})
+                           ["auth"]["client_token"])
+        c.ok("POST", "auth/approle/login", {"role_id": role_id, "secret_id": generated["secret_id"] + "x"}, headers={},
+             status=(400,))
+        c.ok("POST", "auth/approle/role/web/secret-id/lookup", {"secret_id": generated["secret_id"]})
+    finally:
+        c.server.stop()
+    c.check(secrets, ["auth/userpass/login/alice", "auth/approle/login", "sys/wrapping/unwrap",
+                      "auth/approle/role/web/custom-secret-id"])
 
-        # JWT: a login, an expired one, one signed by an unknown key.
-        ok("POST", "auth/jwt/config", {"jwt_validation_pubkeys": [key.public_pem]})
-        ok("POST", "auth/jwt/role/web", {"role_type": "jwt", "bound_audiences": ["coffer"], "user_claim": "sub",
-                                         "token_policies": ["default"]})
+
+def test_jwts_and_tokens_reach_no_log(cofferd_bin, workdir):
+    c = AuditedCofferd(cofferd_bin, workdir)
+    key = SigningKey("ES256")
+    secrets = []
+    try:
+        c.ok("POST", "sys/auth/jwt", {"type": "jwt"})
+        c.ok("POST", "auth/jwt/config", {"jwt_validation_pubkeys": [key.public_pem]})
+        c.ok("POST", "auth/jwt/role/web", {"role_type": "jwt", "bound_audiences": ["coffer"], "user_claim": "sub",
+                                           "token_policies": ["default"]})
         good = key.sign(claims(aud="coffer", sub="svc"))
         expired = key.sign(claims(aud="coffer", sub="svc", exp=int(time.time()) - 300, iat=int(time.time()) - 600))
         forged = SigningKey("ES256").sign(claims(aud="coffer", sub="svc"))
-        secrets_seen.append(ok("POST", "auth/jwt/login", {"role": "web", "jwt": good}, headers={})["auth"]["client_token"])
-        ok("POST", "auth/jwt/login", {"role": "web", "jwt": expired}, headers={}, status=(400,))
-        ok("POST", "auth/jwt/login", {"role": "web", "jwt": forged}, headers={}, status=(400,))
+        secrets.append(c.ok("POST", "auth/jwt/login", {"role": "web", "jwt": good}, headers={})["auth"]["client_token"])
+        c.ok("POST", "auth/jwt/login", {"role": "web", "jwt": expired}, headers={}, status=(400,))
+        c.ok("POST", "auth/jwt/login", {"role": "web", "jwt": forged}, headers={}, status=(400,))
         for token in (good, expired, forged):
-            secrets_seen += [token, token.split(".")[2]]  # whole, and the signature alone
+            secrets += [token, token.split(".")[1], token.split(".")[2]]  # whole, the claims, the signature
     finally:
-        server.stop()
-
-    deadline = time.monotonic() + 5
-    while True:
-        records = open(audit_log).read() if os.path.exists(audit_log) else ""
-        if records.count("auth/jwt/login") >= 6 or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    # The logins were audited (requests and responses), so the absence below means something.
-    for path in ("auth/userpass/login/alice", "auth/approle/login", "auth/jwt/login", "sys/wrapping/unwrap"):
-        assert records.count(path) >= 2, f"{path} was not audited"
-    output = server.output()
-    for value in secrets_seen:
-        assert value not in records, f"{value[:12]}… reached the audit log"
-        assert value not in output, f"{value[:12]}… reached cofferd's log"
+        c.server.stop()
+    c.check(secrets, ["auth/jwt/login"])
