@@ -1014,49 +1014,70 @@ def es256_jwt(scratch, claims):
     return signing_input + "." + _b64url(_der_ecdsa_to_jws(der)), public
 
 
+class AuthSetupError(Exception):
+    pass
+
+
 def auth_setup(name, port, scratch):
-    """The same mounts, roles and user on each server; returns {workload: (path, body)}."""
+    """The same mounts, roles and user on each server. Returns ({workload: (path, body)}, {workload: why it
+    cannot run}): a method the server lacks (or answers wrongly) leaves its workloads out, said why."""
     def call(method, path, body=None):
         try:
             return api(port, method, path, "root", body)
         except urllib.error.HTTPError as e:
-            raise SystemExit(f"bench: {name} {method} {path} answered {e.code}: {e.read()[:300]!r}")
+            raise AuthSetupError(f"{method} {path} answered {e.code}: {e.read()[:200].decode(errors='replace').strip()}")
 
-    call("PUT", "sys/policies/acl/bench", {"policy": 'path "secret/data/bench/*" { capabilities = ["read"] }'})
-    call("POST", "sys/auth/approle", {"type": "approle"})
-    call("POST", "auth/approle/role/bench", {"token_policies": ["bench"], "token_ttl": "10m"})
-    call("POST", "auth/approle/role/bench-batch", {"token_policies": ["bench"], "token_ttl": "10m", "token_type": "batch"})
-    role_id = call("GET", "auth/approle/role/bench/role-id")["data"]["role_id"]
-    secret_id = call("POST", "auth/approle/role/bench/secret-id")["data"]["secret_id"]
-    batch_role_id = call("GET", "auth/approle/role/bench-batch/role-id")["data"]["role_id"]
-    batch_secret_id = call("POST", "auth/approle/role/bench-batch/secret-id")["data"]["secret_id"]
-    now = int(time.time())
-    token, public = es256_jwt(scratch, {"iss": "https://issuer.bench", "aud": "coffer", "sub": "svc-bench",
-                                        "iat": now, "nbf": now, "exp": now + 3600})
-    call("POST", "sys/auth/jwt", {"type": "jwt"})
-    call("POST", "auth/jwt/config", {"jwt_validation_pubkeys": [public], "bound_issuer": "https://issuer.bench"})
-    call("POST", "auth/jwt/role/bench", {"role_type": "jwt", "bound_audiences": ["coffer"], "user_claim": "sub",
-                                         "token_policies": ["bench"], "token_ttl": "10m"})
-    call("POST", "sys/auth/userpass", {"type": "userpass"})
-    call("POST", "auth/userpass/users/bench", {"password": AUTH_PASSWORD, "token_policies": ["bench"], "token_ttl": "10m"})
-    workloads = {
-        "approle_login": ("/v1/auth/approle/login", {"role_id": role_id, "secret_id": secret_id}),
-        "approle_login_batch": ("/v1/auth/approle/login", {"role_id": batch_role_id, "secret_id": batch_secret_id}),
-        "jwt_login_es256": ("/v1/auth/jwt/login", {"role": "bench", "jwt": token}),
-        "userpass_login": ("/v1/auth/userpass/login/bench", {"password": AUTH_PASSWORD}),
-    }
+    def approle():
+        call("POST", "sys/auth/approle", {"type": "approle"})
+        out = {}
+        for workload, role, extra in (("approle_login", "bench", {}), ("approle_login_batch", "bench-batch", {"token_type": "batch"})):
+            call("POST", f"auth/approle/role/{role}", {"token_policies": ["bench"], "token_ttl": "10m", **extra})
+            role_id = call("GET", f"auth/approle/role/{role}/role-id")["data"]["role_id"]
+            secret_id = call("POST", f"auth/approle/role/{role}/secret-id")["data"]["secret_id"]
+            out[workload] = ("/v1/auth/approle/login", {"role_id": role_id, "secret_id": secret_id})
+        return out
+
+    def jwt():
+        now = int(time.time())
+        token, public = es256_jwt(scratch, {"iss": "https://issuer.bench", "aud": "coffer", "sub": "svc-bench",
+                                            "iat": now, "nbf": now, "exp": now + 3600})
+        call("POST", "sys/auth/jwt", {"type": "jwt"})
+        call("POST", "auth/jwt/config", {"jwt_validation_pubkeys": [public], "bound_issuer": "https://issuer.bench"})
+        call("POST", "auth/jwt/role/bench", {"role_type": "jwt", "bound_audiences": ["coffer"], "user_claim": "sub",
+                                             "token_policies": ["bench"], "token_ttl": "10m"})
+        return {"jwt_login_es256": ("/v1/auth/jwt/login", {"role": "bench", "jwt": token})}
+
+    def userpass():
+        call("POST", "sys/auth/userpass", {"type": "userpass"})
+        call("POST", "auth/userpass/users/bench", {"password": AUTH_PASSWORD, "token_policies": ["bench"], "token_ttl": "10m"})
+        return {"userpass_login": ("/v1/auth/userpass/login/bench", {"password": AUTH_PASSWORD})}
+
+    api(port, "PUT", "sys/policies/acl/bench", "root", {"policy": 'path "secret/data/bench/*" { capabilities = ["read"] }'})
+    workloads, unavailable = {}, {}
+    for method, names in ((approle, ("approle_login", "approle_login_batch")), (jwt, ("jwt_login_es256",)),
+                          (userpass, ("userpass_login",))):
+        try:
+            workloads.update(method())
+        except AuthSetupError as e:
+            unavailable.update({n: str(e) for n in names})
     # Each works once before it is timed (and a login answer carries a token).
-    for workload, (path, body) in workloads.items():
+    for workload, (path, body) in list(workloads.items()):
         request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method="POST", data=json.dumps(body).encode(),
                                          headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 answer = json.loads(response.read())
+            if not (answer.get("auth") or {}).get("client_token"):
+                raise AuthSetupError(f"POST {path} answered no token: {json.dumps(answer)[:200]}")
         except urllib.error.HTTPError as e:
-            raise SystemExit(f"bench: {name} {workload} answered {e.code}: {e.read()[:300]!r}")
-        if not (answer.get("auth") or {}).get("client_token"):
-            raise SystemExit(f"bench: {name} {workload} answered no token: {answer!r}")
-    return workloads
+            unavailable[workload] = f"POST {path} answered {e.code}: {e.read()[:200].decode(errors='replace').strip()}"
+            del workloads[workload]
+        except AuthSetupError as e:
+            unavailable[workload] = str(e)
+            del workloads[workload]
+    for workload, why in unavailable.items():
+        progress(f"auth: {name} cannot run {workload}: {why}")
+    return workloads, unavailable
 
 
 def auth_wrk(port, path, body, seconds, connections, script):
@@ -1107,13 +1128,19 @@ def auth(cofferd, scratch, seconds, rounds, connections, userpass_seconds, userp
                                       "-log-level=error"], port, os.path.join(scratch, "bao-auth.log"),
                               env={**os.environ, "HOME": scratch}))
         systems["openbao"] = port
-        workloads = {name: auth_setup(name, port, scratch) for name, port in systems.items()}
+        workloads, unavailable = {}, {}
+        for name, port in systems.items():
+            workloads[name], missing = auth_setup(name, port, scratch)
+            for workload, why in missing.items():
+                unavailable.setdefault(workload, {})[name] = why
         plan = [("approle_login", seconds, connections), ("jwt_login_es256", seconds, connections)]
         if batch:
             plan.append(("approle_login_batch", seconds, connections))
         plan.append(("userpass_login", userpass_seconds, userpass_connections))
         results = {}
         for workload, secs, conns in plan:
+            if workload in unavailable:
+                continue
             collected = {name: [] for name in systems}
             for r in range(rounds):
                 for name, port in (systems.items() if r % 2 == 0 else reversed(list(systems.items()))):
@@ -1126,7 +1153,7 @@ def auth(cofferd, scratch, seconds, rounds, connections, userpass_seconds, userp
     finally:
         for server in servers:
             server.stop()
-    return {"rounds": rounds, "client": "wrk, 1 thread", "workloads": results,
+    return {"rounds": rounds, "client": "wrk, 1 thread", "workloads": results, "unavailable": unavailable,
             "kdf": {"coffer": coffer_kdf(), "openbao": OPENBAO_KDF}}
 
 
@@ -1148,6 +1175,9 @@ def auth_table(a):
             lines.append(f"| {AUTH_WORKLOADS.get(workload, workload)} | {name} | {systems['connections']} | "
                          f"{r['requests_per_s']:,.0f} | {r['p50_us'] / 1000:.2f} | {r['p90_us'] / 1000:.2f} | "
                          f"{r['p99_us'] / 1000:.2f} | {r['max_us'] / 1000:.2f} | {ratio} |")
+    for workload, systems in a.get("unavailable", {}).items():
+        for name, why in systems.items():
+            lines.append(f"| {AUTH_WORKLOADS.get(workload, workload)} | {name} | | not measured: {why} | | | | | |")
     lines += ["", f"userpass KDF: Coffer {a['kdf']['coffer']}; OpenBao {a['kdf']['openbao']}."]
     return lines
 
@@ -1162,7 +1192,10 @@ def auth_goals(a, g):
     goals = []
     for workload, label in (("approle_login", "AppRole login"), ("jwt_login_es256", "JWT (ES256) login")):
         w = a["workloads"].get(workload)
-        if w:
+        if not w:
+            goals.append((f"{label} over HTTP ≥ {g['login_rate_over_openbao']}× OpenBao's logins/s",
+                          f"not measured: {a.get('unavailable', {}).get(workload)}", None))
+        else:
             ratio = w["coffer"]["requests_per_s"] / w["openbao"]["requests_per_s"]
             goals.append((f"{label} over HTTP ≥ {g['login_rate_over_openbao']}× OpenBao's logins/s", f"{ratio:.2f}× "
                           f"({w['coffer']['requests_per_s']:,.0f}/s against {w['openbao']['requests_per_s']:,.0f}/s)",
@@ -1178,7 +1211,7 @@ def check_auth(a, limits):
     for workload in ("approle_login", "jwt_login_es256"):
         w = a["workloads"].get(workload)
         if not w:
-            failures.append(f"auth {workload}: not measured")
+            failures.append(f"auth {workload}: not measured ({a.get('unavailable', {}).get(workload)})")
             continue
         ratio = w["coffer"]["requests_per_s"] / w["openbao"]["requests_per_s"]
         if ratio < limits["min_login_rate_over_openbao"]:
