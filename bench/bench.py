@@ -1107,10 +1107,23 @@ def coffer_kdf():
     return "not stated (docs/auth.md has no line naming scrypt or Argon2 with its parameters)"
 
 
-def auth(cofferd, scratch, seconds, rounds, connections, userpass_seconds, userpass_connections, batch=True):
+def auth_inprocess(scratch, iterations, rounds):
+    """`coffer-bench auth` (bench/InProcess/Auth.swift): JWT (ES256, static key) and AppRole logins through
+    Core.handle on a memory vault, in alternating rounds with the floor of one ES256 verify by OpenSSL."""
+    binary = os.path.join(RELEASE, "coffer-bench")
+    if not os.path.exists(binary):
+        return {"pending": f"{os.path.relpath(binary, ROOT)} is not built"}
+    out = os.path.join(scratch, "auth-inprocess.json")
+    run_tool([binary, "auth", "--iterations", str(iterations), "--rounds", str(rounds), "--json", out], env=preload_env())
+    return read_json(out)
+
+
+def auth(cofferd, scratch, seconds, rounds, connections, userpass_seconds, userpass_connections, batch=True,
+         inprocess_iterations=0, inprocess_rounds=0):
     """AppRole and ES256 JWT (static public key) logins, and userpass logins, over HTTP: cofferd -dev and
     bao server -dev started side by side, the same wrk client and settings, alternating rounds (median
     round reported). Every login creates a token (and, on first use, an entity)."""
+    in_process = auth_inprocess(scratch, inprocess_iterations, inprocess_rounds) if inprocess_iterations else None
     bao = os.environ.get("COFFER_BAO") or os.path.join(ROOT, ".venv", "bin", "bao")
     script = os.path.join(scratch, "auth.lua")
     with open(script, "w") as f:
@@ -1154,9 +1167,11 @@ def auth(cofferd, scratch, seconds, rounds, connections, userpass_seconds, userp
         for server in servers:
             server.stop()
     return {"rounds": rounds, "client": "wrk, 1 thread", "workloads": results, "unavailable": unavailable,
-            "kdf": {"coffer": coffer_kdf(), "openbao": OPENBAO_KDF}}
+            "kdf": {"coffer": coffer_kdf(), "openbao": OPENBAO_KDF}, "inprocess": in_process}
 
 
+AUTH_VERIFY_FLOOR = "floor: one ES256 verify (OpenSSL EVP_DigestVerify, P-256)"
+AUTH_JWT_BATCH = "jwt login ES256 (Swift API, handle; batch token, memory)"
 AUTH_WORKLOADS = {"approle_login": "AppRole login (service token)", "approle_login_batch": "AppRole login (batch token)",
                   "jwt_login_es256": "JWT login, ES256, static public key", "userpass_login": "userpass login (KDF by design)"}
 
@@ -1179,6 +1194,19 @@ def auth_table(a):
         for name, why in systems.items():
             lines.append(f"| {AUTH_WORKLOADS.get(workload, workload)} | {name} | | not measured: {why} | | | | | |")
     lines += ["", f"userpass KDF: Coffer {a['kdf']['coffer']}; OpenBao {a['kdf']['openbao']}."]
+    inproc = a.get("inprocess")
+    if inproc and inproc.get("results"):
+        f = figures_by_name(inproc)
+        floor = f.get(AUTH_VERIFY_FLOOR)
+        lines += ["", "In process (coffer-bench auth: Core.handle on a memory vault, one thread, alternating rounds with the floor):", "",
+                  "| operation | p50 µs | p90 µs | p99 µs | max µs | ops/s | p50 / one ES256 verify |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for name, r in f.items():
+            ratio = f"{r['p50_us'] / floor['p50_us']:.2f}×" if floor and name != AUTH_VERIFY_FLOOR else ""
+            lines.append(f"| {name} | {r['p50_us']:.1f} | {r['p90_us']:.1f} | {r['p99_us']:.1f} | {r['max_us']:.1f} | "
+                         f"{r['ops_per_s']:,.0f} | {ratio} |")
+    elif inproc:
+        lines += ["", f"In process: not measured ({inproc.get('pending', 'no figures')})."]
     return lines
 
 
@@ -1190,11 +1218,19 @@ def auth_goals(a, g):
     if not a:
         return [("Auth: AppRole and JWT logins over HTTP against OpenBao", "not measured in this run", None)]
     goals = []
+    f = figures_by_name(a.get("inprocess"))
+    label = f"JWT (ES256) login in process p50 ≤ {g['inprocess_jwt_login_p50_over_verify']}× one ES256 verify by OpenSSL"
+    if AUTH_VERIFY_FLOOR in f and AUTH_JWT_BATCH in f:
+        ratio = f[AUTH_JWT_BATCH]["p50_us"] / f[AUTH_VERIFY_FLOOR]["p50_us"]
+        goals.append((label, f"{ratio:.2f}× ({f[AUTH_JWT_BATCH]['p50_us']:.1f} µs against {f[AUTH_VERIFY_FLOOR]['p50_us']:.1f} µs; "
+                             "batch token)", ratio <= g["inprocess_jwt_login_p50_over_verify"]))
+    else:
+        goals.append((label, "not measured in this run", None))
     for workload, label in (("approle_login", "AppRole login"), ("jwt_login_es256", "JWT (ES256) login")):
         w = a["workloads"].get(workload)
         if not w:
             goals.append((f"{label} over HTTP ≥ {g['login_rate_over_openbao']}× OpenBao's logins/s",
-                          f"not measured: {a.get('unavailable', {}).get(workload)}", None))
+                          f"not measured: {a.get('unavailable', {}).get(workload) or 'not in this run'}", None))
         else:
             ratio = w["coffer"]["requests_per_s"] / w["openbao"]["requests_per_s"]
             goals.append((f"{label} over HTTP ≥ {g['login_rate_over_openbao']}× OpenBao's logins/s", f"{ratio:.2f}× "
@@ -1379,8 +1415,9 @@ def main():
                 progress("auth: AppRole, JWT and userpass logins over HTTP against OpenBao (issue 17)")
                 results["auth"] = auth(args.cofferd, scratch, 3, 1, 16, 2, 4, batch=False)
             else:
-                progress("auth: AppRole (service and batch tokens), JWT and userpass logins over HTTP against OpenBao")
-                results["auth"] = auth(args.cofferd, scratch, 5, 3, 16, 5, 4)
+                progress("auth: JWT and AppRole logins in process against one ES256 verify; AppRole (service and batch "
+                         "tokens), JWT and userpass logins over HTTP against OpenBao")
+                results["auth"] = auth(args.cofferd, scratch, 5, 3, 16, 5, 4, inprocess_iterations=3000, inprocess_rounds=10)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
