@@ -207,3 +207,30 @@ def test_same_shapes_as_openbao(bao_bin, cofferd_bin):
         elif isinstance(bao_body, dict) and "errors" in bao_body and body != bao_body:
             problems.append(f"{label}: errors {body['errors']}, OpenBao {bao_body['errors']}")
     assert not problems, "differences from OpenBao 2.7.2:\n" + "\n".join(problems)
+
+
+def test_password_hash(srv):
+    """A pre-computed hash: OpenBao takes bcrypt; Coffer stores scrypt and takes scrypt, refusing bcrypt with a
+    400 (docs/compatibility.md, issue 17: the issue asks for a memory-hard KDF)."""
+    import base64
+    import hashlib
+    import os
+    import warnings
+    enable_auth(srv, "userpass", "up-hash")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import crypt  # the standard library's crypt(3) (deprecated): bcrypt from libxcrypt
+        bcrypt_hash = "$2a$" + crypt.crypt("pw-bcrypt-1", crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=1024))[4:]
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(b"pw-scrypt-1", salt=salt, n=2 ** 14, r=8, p=1, dklen=32)
+    scrypt_hash = f"$scrypt$ln=14,r=8,p=1${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+    if srv.kind == "openbao":
+        srv.ok("POST", "auth/up-hash/users/ivy", {"password_hash": bcrypt_hash}, status=204)
+        login_ok(srv, "auth/up-hash/login/ivy", {"password": "pw-bcrypt-1"})
+    else:
+        code, message = error(srv, "POST", "auth/up-hash/users/ivy", {"password_hash": bcrypt_hash})
+        assert code == 400 and "$2a$" not in message, (code, message)
+        srv.ok("POST", "auth/up-hash/users/ivy", {"password_hash": scrypt_hash}, status=204)
+        login_ok(srv, "auth/up-hash/login/ivy", {"password": "pw-scrypt-1"})
+        assert error(srv, "POST", "auth/up-hash/login/ivy", {"password": "pw-bcrypt-1"}, token=None) == (400, INVALID_USERPASS)
+    assert "password_hash" not in srv.data("GET", "auth/up-hash/users/ivy")
