@@ -147,6 +147,24 @@ import Testing
         expectError(.invalidArgument, containing: "invalid 'token_type'") { try f.role(["token_type": "mystery"]) }
     }
 
+    @Test func aListIsOfAFolder() throws {
+        let f = try Fixture()
+        try f.core.call(
+            .update,
+            "sys/policies/acl/lister",
+            ["policy": #"path "echo/dir/*" { capabilities = ["list"] }"#],
+            token: f.root
+        )
+        let token = try #require(
+            try f.core.call(.update, "auth/token/create", ["policies": ["lister"]], token: f.root).auth?.clientToken
+        )
+        // `LIST echo/dir` is checked as `echo/dir/`, as in Vault: the policy allows it (the echo
+        // engine then has no list handler: 405, not 403).
+        expectError(.unsupportedOperation) { try f.core.call(.list, "echo/dir", token: token) }
+        expectError(.unsupportedOperation) { try f.core.call(.list, "echo/dir/", token: token) }
+        expectError(.permissionDenied) { try f.core.call(.list, "echo/other", token: token) }
+    }
+
     @Test func entityAndGroupPoliciesApplyAtRequestTime() throws {
         let f = try Fixture()
         let auth = try f.login()

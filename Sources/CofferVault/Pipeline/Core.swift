@@ -598,9 +598,12 @@ package final class Core: Sendable {
             if !extra.isEmpty { policies = Array(Set(policies).union(extra)).sorted() }
         }
         let acl = try self.policies.acl(for: policies)
+        // A list is of a folder: Vault's HTTP layer adds the trailing "/" before the ACL sees the
+        // path, so `path "secret/metadata/a/*"` allows `LIST secret/metadata/a`.
+        let path = request.operation == .list && !request.path.hasSuffix("/") ? request.path + "/" : request.path
         let decision = acl.allowOperation(
             PolicyOperation(request.operation),
-            path: request.path,
+            path: path,
             lazyData: { request.parameters }
         )
         guard decision.allowed, !requireSudo || decision.rootPrivileges else {
