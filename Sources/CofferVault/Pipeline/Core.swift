@@ -162,13 +162,14 @@ package final class Core: Sendable {
         let leases = self.leases
         // A revoked token's cubbyhole and leases go with it, as in Vault; a token with a TTL is revoked
         // on time by the expiration manager even if it is never presented again.
-        tokens.revoked.withLock {
-            $0 = { [weak self] hash in
+        let hooks = TokenStore.Hooks(
+            revoked: { [weak self] hash in
                 self?.dropCubbyhole(of: hash)
                 leases.tokenRevoked(hash)
-            }
-        }
-        tokens.expiring.withLock { $0 = { hash, time in leases.tokenExpiryRow(hash, at: time) } }
+            },
+            expiring: { hash, time in leases.tokenExpiryRow(hash, at: time) }
+        )
+        tokens.hooks.withLock { $0 = hooks }
         subscribeToChanges()
     }
 

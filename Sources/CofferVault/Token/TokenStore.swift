@@ -256,18 +256,32 @@ package final class TokenStore: Sendable {
         cache.withLock { _ = $0.removeValue(forKey: hash) }
     }
 
-    /// Told the hash of every token revoked, after it is gone (the cubbyhole drops its folder).
-    let revoked = Mutex<(@Sendable (String) -> Void)?>(nil)
+    /// What the core is told of tokens. Kept in a class, read as a reference: a function value kept
+    /// directly in a `Mutex` was wrapped in one more reabstraction thunk at every read, so each
+    /// token creation cost more than the last (a login slowed to milliseconds after some thousands).
+    final class Hooks: Sendable {
+        /// Told the hash of every token revoked, after it is gone (the cubbyhole drops its folder).
+        let revoked: @Sendable (String) -> Void
+        /// Told when a token's expiry is set or moved (creation with a TTL, renewal), inside the
+        /// lock: the expiration manager indexes it. It answers with the index row to store in the
+        /// same batch as the entry.
+        let expiring: @Sendable (String, Timestamp) -> StorageOperation
 
-    /// Told when a token's expiry is set or moved (creation with a TTL, renewal), inside the lock:
-    /// the expiration manager indexes it.
-    /// It answers with the index row to store in the same batch as the entry.
-    let expiring = Mutex<(@Sendable (String, Timestamp) -> StorageOperation)?>(nil)
+        init(
+            revoked: @escaping @Sendable (String) -> Void,
+            expiring: @escaping @Sendable (String, Timestamp) -> StorageOperation
+        ) {
+            self.revoked = revoked
+            self.expiring = expiring
+        }
+    }
+
+    let hooks = Mutex<Hooks?>(nil)
 
     /// The expiration manager's row for `entry`, when its expiry is new.
     private func expiryRow(_ entry: TokenEntry, was previous: Timestamp?) -> [StorageOperation] {
-        guard let time = entry.expireTime, time != previous, let hook = expiring.withLock({ $0 }) else { return [] }
-        return [hook(entry.idHash, time)]
+        guard let time = entry.expireTime, time != previous, let hooks = hooks.withLock({ $0 }) else { return [] }
+        return [hooks.expiring(entry.idHash, time)]
     }
 
     /// Forgets the salt and every cached entry (on seal).
@@ -485,7 +499,7 @@ package final class TokenStore: Sendable {
         }
         try barrier.batch(ops)
         cache.withLock { _ = $0.removeValue(forKey: entry.idHash) }
-        revoked.withLock { $0 }?(entry.idHash)
+        hooks.withLock { $0 }?.revoked(entry.idHash)
     }
 
     /// Every accessor, for `auth/token/accessors` (sudo).
