@@ -130,6 +130,37 @@ def key_shape(value):
     return shape(value)
 
 
+def assert_same_as_openbao(bao_bin, cofferd_bin, sequence, setup=None, adjust=None, auth_order=False):
+    """Runs `sequence(api)` (a list of (label, status, body)) against a fresh `bao server -dev` and a
+    fresh `cofferd -dev`, after `setup(api)` on each, and asserts step by step the same status, the
+    same key shape and, where OpenBao answers an error, the same text. `adjust(label, body)` may
+    drop Coffer's documented additions from its body first; `auth_order` also checks the auth
+    block's key order."""
+    apis = [start("openbao", bao_bin), start("cofferd", bao_bin, cofferd_bin)]
+    try:
+        for api in apis:
+            if setup:
+                setup(api)
+        expected, actual = (sequence(api) for api in apis)
+    finally:
+        for api in apis:
+            api.close()
+    problems = []
+    for (label, bao_status, bao_body), (_, status, body) in zip(expected, actual):
+        if adjust:
+            adjust(label, body)
+        if status != bao_status:
+            problems.append(f"{label}: status {status}, OpenBao {bao_status}; body {body}, OpenBao {bao_body}")
+        elif key_shape(body) != key_shape(bao_body):
+            problems.append(f"{label}: shape\n    coffer  {key_shape(body)}\n    openbao {key_shape(bao_body)}")
+        elif auth_order and isinstance(body, dict) and isinstance(body.get("auth"), dict) and list(body["auth"]) != AUTH_KEYS:
+            problems.append(f"{label}: auth keys in the order {list(body['auth'])}")
+        elif isinstance(bao_body, dict) and "errors" in bao_body and body != bao_body:
+            problems.append(f"{label}: errors {body['errors']}, OpenBao {bao_body['errors']}")
+    assert len(actual) == len(expected)
+    assert not problems, "differences from OpenBao 2.7.2:\n" + "\n".join(problems)
+
+
 # ---- the bao CLI with a private HOME (so `bao login` stores its token where the test can see it) ----
 
 class Cli:

@@ -14,8 +14,8 @@ import pytest
 import requests
 from hvac import exceptions
 
-from authtools import (AUTH_KEYS, INVALID_SECRET_ID, KINDS, NOT_VALID_WRAPPING, Cli, as_client, check_auth_block,
-                       enable_auth, error, key_shape, kv_put, login, login_ok, put_policy, server_param, start)
+from authtools import (assert_same_as_openbao, INVALID_SECRET_ID, KINDS, NOT_VALID_WRAPPING, Cli, as_client, check_auth_block,
+                       enable_auth, error, kv_put, login, login_ok, put_policy, server_param)
 
 APP_POLICY = 'path "secret/data/app/*" { capabilities = ["read"] }\n'
 CREATOR_POLICY = 'path "auth/token/create" { capabilities = ["update"] }\n'
@@ -379,25 +379,9 @@ def approle_sequence(api):
 
 
 def test_same_shapes_as_openbao(bao_bin, cofferd_bin):
-    apis = [start("openbao", bao_bin), start("cofferd", bao_bin, cofferd_bin)]
-    try:
-        for api in apis:
-            put_policy(api, "app", APP_POLICY)
-        expected, actual = (approle_sequence(api) for api in apis)
-    finally:
-        for api in apis:
-            api.close()
-    problems = []
-    for (label, bao_status, bao_body), (_, status, body) in zip(expected, actual):
+    def adjust(label, body):
         if label in ("lookup", "accessor lookup") and isinstance(body, dict) and isinstance(body.get("data"), dict):
             body["data"].pop("last_used_time", None)  # Coffer's addition (AUTH-HA-OPS.md §9 item 3)
-        if status != bao_status:
-            problems.append(f"{label}: status {status}, OpenBao {bao_status}; body {body}, OpenBao {bao_body}")
-        elif key_shape(body) != key_shape(bao_body):
-            problems.append(f"{label}: shape\n    coffer  {key_shape(body)}\n    openbao {key_shape(bao_body)}")
-        elif isinstance(body, dict) and isinstance(body.get("auth"), dict) and list(body["auth"]) != AUTH_KEYS:
-            problems.append(f"{label}: auth keys in the order {list(body['auth'])}")
-        elif isinstance(bao_body, dict) and "errors" in bao_body and body != bao_body:
-            problems.append(f"{label}: errors {body['errors']}, OpenBao {bao_body['errors']}")
-    assert len(actual) == len(expected)
-    assert not problems, "differences from OpenBao 2.7.2:\n" + "\n".join(problems)
+
+    assert_same_as_openbao(bao_bin, cofferd_bin, approle_sequence, setup=lambda api: put_policy(api, "app", APP_POLICY),
+                           adjust=adjust, auth_order=True)

@@ -12,9 +12,8 @@ import time
 import hvac
 import pytest
 
-from authtools import (KINDS, Cli, SigningKey, accessor_of, as_client, check_auth_block, claims, enable_auth, error,
-                       hs256_with_public_key, idp, key_shape, kv_put, login, login_ok, put_policy, server_param, start,
-                       tamper_signature, unsigned_token)  # noqa: F401  (idp is a fixture)
+from authtools import (assert_same_as_openbao, KINDS, Cli, SigningKey, accessor_of, as_client, check_auth_block, claims, enable_auth, error,
+                       hs256_with_public_key, idp, kv_put, login, login_ok, put_policy, server_param, tamper_signature, unsigned_token)  # noqa: F401  (idp is a fixture)
 
 ISSUER = "https://issuer.example"
 ES = SigningKey("ES256")
@@ -362,20 +361,5 @@ def jwt_sequence(api):
 
 
 def test_same_shapes_as_openbao(bao_bin, cofferd_bin):
-    apis = [start("openbao", bao_bin), start("cofferd", bao_bin, cofferd_bin)]
-    try:
-        for api in apis:
-            put_policy(api, "app1", 'path "secret/data/app1/*" { capabilities = ["read"] }\n')
-        expected, actual = (jwt_sequence(api) for api in apis)
-    finally:
-        for api in apis:
-            api.close()
-    problems = []
-    for (label, bao_status, bao_body), (_, status, body) in zip(expected, actual):
-        if status != bao_status:
-            problems.append(f"{label}: status {status}, OpenBao {bao_status}; body {body}, OpenBao {bao_body}")
-        elif key_shape(body) != key_shape(bao_body):
-            problems.append(f"{label}: shape\n    coffer  {key_shape(body)}\n    openbao {key_shape(bao_body)}")
-        elif isinstance(bao_body, dict) and "errors" in bao_body and body != bao_body:
-            problems.append(f"{label}: errors {body['errors']}, OpenBao {bao_body['errors']}")
-    assert not problems, "differences from OpenBao 2.7.2:\n" + "\n".join(problems)
+    assert_same_as_openbao(bao_bin, cofferd_bin, jwt_sequence, setup=lambda api: put_policy(
+        api, "app1", 'path "secret/data/app1/*" { capabilities = ["read"] }\n'))

@@ -11,8 +11,7 @@ import hvac
 import pytest
 from hvac import exceptions
 
-from authtools import (AUTH_KEYS, INVALID_USERPASS, KINDS, Cli, accessor_of, enable_auth, error, key_shape,
-                       kv_put, login_ok, put_policy, server_param, start)
+from authtools import (assert_same_as_openbao, AUTH_KEYS, INVALID_USERPASS, KINDS, Cli, accessor_of, enable_auth, error, kv_put, login_ok, put_policy, server_param)
 
 USER_FIELDS = ["token_bound_cidrs", "token_explicit_max_ttl", "token_max_ttl", "token_no_default_policy", "token_num_uses",
                "token_period", "token_policies", "token_strictly_bind_ip", "token_ttl", "token_type"]
@@ -192,21 +191,7 @@ def userpass_sequence(api):
 
 
 def test_same_shapes_as_openbao(bao_bin, cofferd_bin):
-    apis = [start("openbao", bao_bin), start("cofferd", bao_bin, cofferd_bin)]
-    try:
-        expected, actual = (userpass_sequence(api) for api in apis)
-    finally:
-        for api in apis:
-            api.close()
-    problems = []
-    for (label, bao_status, bao_body), (_, status, body) in zip(expected, actual):
-        if status != bao_status:
-            problems.append(f"{label}: status {status}, OpenBao {bao_status}; body {body}, OpenBao {bao_body}")
-        elif key_shape(body) != key_shape(bao_body):
-            problems.append(f"{label}: shape\n    coffer  {key_shape(body)}\n    openbao {key_shape(bao_body)}")
-        elif isinstance(bao_body, dict) and "errors" in bao_body and body != bao_body:
-            problems.append(f"{label}: errors {body['errors']}, OpenBao {bao_body['errors']}")
-    assert not problems, "differences from OpenBao 2.7.2:\n" + "\n".join(problems)
+    assert_same_as_openbao(bao_bin, cofferd_bin, userpass_sequence)
 
 
 def test_password_hash(srv):

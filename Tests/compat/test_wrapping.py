@@ -8,8 +8,7 @@ import re
 import hvac
 import pytest
 
-from authtools import (ENVELOPE_KEYS, KINDS, NOT_VALID_WRAPPING, WRAP_INFO_KEYS, Cli, as_client, error, key_shape,
-                       kv_put, put_policy, server_param, start)
+from authtools import (assert_same_as_openbao, ENVELOPE_KEYS, KINDS, NOT_VALID_WRAPPING, WRAP_INFO_KEYS, Cli, as_client, error, kv_put, put_policy, server_param)
 
 GO_TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z"
 
@@ -168,18 +167,4 @@ def wrapping_sequence(api):
 
 
 def test_same_shapes_as_openbao(bao_bin, cofferd_bin):
-    apis = [start("openbao", bao_bin), start("cofferd", bao_bin, cofferd_bin)]
-    try:
-        expected, actual = (wrapping_sequence(api) for api in apis)
-    finally:
-        for api in apis:
-            api.close()
-    problems = []
-    for (label, bao_status, bao_body), (_, status, body) in zip(expected, actual):
-        if status != bao_status:
-            problems.append(f"{label}: status {status}, OpenBao {bao_status}; body {body}, OpenBao {bao_body}")
-        elif key_shape(body) != key_shape(bao_body):
-            problems.append(f"{label}: shape\n    coffer  {key_shape(body)}\n    openbao {key_shape(bao_body)}")
-        elif isinstance(bao_body, dict) and "errors" in bao_body and body != bao_body:
-            problems.append(f"{label}: errors {body['errors']}, OpenBao {bao_body['errors']}")
-    assert not problems, "differences from OpenBao 2.7.2:\n" + "\n".join(problems)
+    assert_same_as_openbao(bao_bin, cofferd_bin, wrapping_sequence)
