@@ -83,7 +83,7 @@ test: deps
 test-compat: deps
 	swift build --product cofferd
 	swift build --product coffer-cli
-	COFFERD="$$(swift build --show-bin-path)/cofferd" COFFER_BAO="$(VENV)/bin/bao" COFFER_BAO26="$(BAO26)" "$(VENV)/bin/pytest" -q Tests/compat
+	COFFERD="$$(swift build --show-bin-path)/cofferd" COFFER_BAO="$(VENV)/bin/bao" COFFER_BAO26="$(BAO26)" "$(VENV)/bin/pytest" -q --durations=12 Tests/compat
 
 # ---- The C library (docs/c-abi.md) ----
 # libcoffer.so: release build, Swift runtime linked in statically, SONAME libcoffer.so.0, only
