@@ -168,3 +168,35 @@ def wrapping_sequence(api):
 
 def test_same_shapes_as_openbao(bao_bin, cofferd_bin):
     assert_same_as_openbao(bao_bin, cofferd_bin, wrapping_sequence)
+
+
+WRAPPING_BOUNDS = {
+    # Either bound makes wrapping mandatory on the path; merged policies keep the smallest non-zero
+    # bound of each kind (observed on OpenBao 2.7.2: 100-150 with 50-110 allows 50-110).
+    "b-100-150": 'path "secret/data/bounded/*" { capabilities = ["list"] min_wrapping_ttl = "100s" max_wrapping_ttl = "150s" }\n',
+    "b-50-110": 'path "secret/data/bounded/*" { capabilities = ["read"] min_wrapping_ttl = "50s" max_wrapping_ttl = 110 }\n',
+    "b-none": 'path "secret/data/bounded/*" { capabilities = ["read"] }\n',
+    "b-max": 'path "secret/data/bounded/*" { capabilities = ["read"] max_wrapping_ttl = "100s" }\n',
+}
+
+
+def wrapping_bounds_sequence(api):
+    out = []
+    kv_put(api, "bounded/a", {"k": "v"})
+    for name, text in WRAPPING_BOUNDS.items():
+        put_policy(api, name, text)
+    r = api.raw("PUT", "sys/policies/acl/inverted", {"policy": 'path "x/*" { capabilities = ["read"] min_wrapping_ttl = "100s" max_wrapping_ttl = "50s" }'})
+    out.append(("max under min", r.status_code, None))
+    for policies in (["b-50-110"], ["b-100-150", "b-none"], ["b-100-150", "b-50-110"], ["b-max"]):
+        token = api.ok("POST", "auth/token/create", {"policies": policies, "ttl": "1h"})["auth"]["client_token"]
+        for ttl in (None, "40s", "60s", "105s", "120s", "160s"):
+            headers = {"X-Vault-Wrap-TTL": ttl} if ttl else None
+            r = api.raw("GET", "secret/data/bounded/a", None, token, headers)
+            out.append((f"{'+'.join(policies)} wrap {ttl}", r.status_code, None))
+        r = api.raw("GET", "secret/data/bounded/missing", None, token, {"X-Vault-Wrap-TTL": "105s"})
+        out.append((f"{'+'.join(policies)} missing", r.status_code, None))
+    return out
+
+
+def test_policy_wrapping_ttl_bounds_as_openbao(bao_bin, cofferd_bin):
+    assert_same_as_openbao(bao_bin, cofferd_bin, wrapping_bounds_sequence)

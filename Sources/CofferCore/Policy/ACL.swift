@@ -18,6 +18,8 @@ package struct ACLDecision: Sendable, Hashable {
         case deniedParameter
         /// A parameter or value is not permitted by `allowed_parameters`.
         case parameterNotAllowed
+        /// The rule has `min_wrapping_ttl` or `max_wrapping_ttl` and the response is not wrapped within them.
+        case wrappingTTLOutOfBounds
     }
 
     package var allowed: Bool
@@ -74,10 +76,16 @@ package final class ACL: Sendable {
     /// The names `sys/capabilities` returns for `path`, e.g. `["create", "read"]`, `["deny"]` or `["root"]`.
     package func capabilityNames(path: String) -> [String] { capabilities(path: path).names }
 
-    /// Decides whether `op` on `path` with request parameters `data` is allowed, as Vault's `ACL.AllowOperation`
-    /// does (without wrapping-TTL, MFA or pagination checks, which Coffer does not support).
-    package func allowOperation(_ op: PolicyOperation, path: String, data: [String: JSONValue]?) -> ACLDecision {
-        allowOperation(op, path: path, lazyData: { data })
+    /// Decides whether `op` on `path` with request parameters `data` (and a response wrapped for `wrapTTL`
+    /// seconds, 0 for none) is allowed, as Vault's `ACL.AllowOperation` does (without MFA or pagination checks,
+    /// which Coffer does not support).
+    package func allowOperation(
+        _ op: PolicyOperation,
+        path: String,
+        data: [String: JSONValue]?,
+        wrapTTL: Int64 = 0
+    ) -> ACLDecision {
+        allowOperation(op, path: path, wrapTTL: wrapTTL, lazyData: { data })
     }
 
     /// The same decision, building the request parameters only when the matching rule constrains them
@@ -85,6 +93,7 @@ package final class ACL: Sendable {
     package func allowOperation(
         _ op: PolicyOperation,
         path: String,
+        wrapTTL: Int64 = 0,
         lazyData: () -> [String: JSONValue]?
     ) -> ACLDecision {
         if isRoot { return ACLDecision(allowed: true, rootPrivileges: true, reason: .root) }
@@ -99,6 +108,13 @@ package final class ACL: Sendable {
         }
         if capabilities.contains(.deny) { return deny(.explicitDeny) }
         guard capabilities.contains(op.capability) else { return deny(.missingCapability) }
+        if permissions.rule.minWrappingTTL != 0 || permissions.rule.maxWrappingTTL != 0 {
+            let (least, most) = (permissions.rule.minWrappingTTL, permissions.rule.maxWrappingTTL)
+            // Merging can leave a maximum under a minimum (each the smallest of its policies): nothing fits.
+            guard wrapTTL > 0, wrapTTL >= least, most == 0 || wrapTTL <= most, most == 0 || most >= least else {
+                return deny(.wrappingTTLOutOfBounds)
+            }
+        }
 
         switch op {
         case .read, .create, .update, .patch:
@@ -290,11 +306,18 @@ extension ACL {
                 return
             }
             rule.capabilities.formUnion(other.capabilities)
+            // As OpenBao merges them: the smallest non-zero bound of each kind.
+            rule.minWrappingTTL = MergedRule.smallestSet(rule.minWrappingTTL, other.minWrappingTTL)
+            rule.maxWrappingTTL = MergedRule.smallestSet(rule.maxWrappingTTL, other.maxWrappingTTL)
             MergedRule.merge(other.allowedParameters, into: &rule.allowedParameters)
             MergedRule.merge(other.deniedParameters, into: &rule.deniedParameters)
             for parameter in other.requiredParameters where !rule.requiredParameters.contains(parameter) {
                 rule.requiredParameters.append(parameter)
             }
+        }
+
+        static func smallestSet(_ a: Int64, _ b: Int64) -> Int64 {
+            a == 0 ? b : b == 0 ? a : min(a, b)
         }
 
         /// An empty list on either side means any value and wins; otherwise the lists are concatenated.

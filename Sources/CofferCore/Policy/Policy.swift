@@ -77,19 +77,27 @@ package struct PathRule: Sendable, Hashable {
     package var deniedParameters: [String: [JSONValue]]
     /// Parameters that must be present in the request (checked lowercased against the request's keys).
     package var requiredParameters: [String]
+    /// `min_wrapping_ttl` and `max_wrapping_ttl` in seconds (0: none). Either makes response wrapping mandatory
+    /// on the path, with a wrap TTL within the bounds, as in Vault.
+    package var minWrappingTTL: Int64
+    package var maxWrappingTTL: Int64
 
     package init(
         path: String,
         capabilities: Capabilities,
         allowedParameters: [String: [JSONValue]] = [:],
         deniedParameters: [String: [JSONValue]] = [:],
-        requiredParameters: [String] = []
+        requiredParameters: [String] = [],
+        minWrappingTTL: Int64 = 0,
+        maxWrappingTTL: Int64 = 0
     ) {
         self.path = path
         self.capabilities = capabilities.contains(.deny) ? .deny : capabilities
         self.allowedParameters = allowedParameters
         self.deniedParameters = deniedParameters
         self.requiredParameters = requiredParameters
+        self.minWrappingTTL = minWrappingTTL
+        self.maxWrappingTTL = maxWrappingTTL
     }
 }
 

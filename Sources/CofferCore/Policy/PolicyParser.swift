@@ -649,6 +649,7 @@ package enum PolicyParser {
         var allowed: [String: [JSONValue]] = [:]
         var denied: [String: [JSONValue]] = [:]
         var required: [String] = []
+        var wrappingTTL: (min: Int64, max: Int64) = (0, 0)
         for attribute in body {
             let (name, location) = attribute.keys[0]
             let value = attribute.value
@@ -702,14 +703,18 @@ package enum PolicyParser {
                     if !required.contains(parameter) { required.append(parameter) }
                 }
             case "min_wrapping_ttl", "max_wrapping_ttl":
+                let seconds: Int64?
                 switch value.kind {
-                case .string, .number: break
-                default:
+                case .string(let text), .number(let text): seconds = VaultDuration.parse(text)
+                default: seconds = nil
+                }
+                guard let seconds else {
                     throw PolicySyntaxError(
                         at: value.location,
-                        "'\(name)' must be a duration string or seconds, found \(value.typeName)"
+                        "'\(name)' must be a duration from 0 to 100 years: seconds or text such as \"90s\", found \(value.typeName)"
                     )
                 }
+                if name == "min_wrapping_ttl" { wrappingTTL.min = seconds } else { wrappingTTL.max = seconds }
             case "comment":
                 break
             default:
@@ -723,12 +728,17 @@ package enum PolicyParser {
                 )
             }
         }
+        if wrappingTTL.max != 0, wrappingTTL.max < wrappingTTL.min {
+            throw PolicySyntaxError(at: start, "max_wrapping_ttl cannot be less than min_wrapping_ttl")
+        }
         return PathRule(
             path: pattern,
             capabilities: capabilities,
             allowedParameters: allowed,
             deniedParameters: denied,
-            requiredParameters: required
+            requiredParameters: required,
+            minWrappingTTL: wrappingTTL.min,
+            maxWrappingTTL: wrappingTTL.max
         )
     }
 

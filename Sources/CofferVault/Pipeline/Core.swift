@@ -605,6 +605,7 @@ package final class Core: Sendable {
         let decision = acl.allowOperation(
             PolicyOperation(request.operation),
             path: path,
+            wrapTTL: request.wrapTTL,
             lazyData: { request.parameters }
         )
         guard decision.allowed, !requireSudo || decision.rootPrivileges else {

@@ -82,6 +82,35 @@ struct ACLTests {
         #expect(acl.capabilityNames(path: "d") == ["deny"])
     }
 
+    @Test func wrappingTTLBoundsMakeWrappingMandatoryAndMergeToTheSmallest() throws {
+        let acl = try Self.acl(
+            #"path "w/*" { capabilities = ["list"] min_wrapping_ttl = "100s" max_wrapping_ttl = "150s" }"#,
+            #"path "w/*" { capabilities = ["read"] min_wrapping_ttl = "50s" max_wrapping_ttl = 110 }"#,
+            #"path "m/*" { capabilities = ["read"] max_wrapping_ttl = "1m" }"#
+        )
+        func allowed(_ path: String, _ ttl: Int64) -> Bool {
+            acl.allowOperation(.read, path: path, data: nil, wrapTTL: ttl).allowed
+        }
+        #expect(!allowed("w/a", 0) && !allowed("w/a", 49) && allowed("w/a", 50) && allowed("w/a", 110))
+        #expect(!allowed("w/a", 111))
+        #expect(acl.allowOperation(.read, path: "w/a", data: nil).reason == .wrappingTTLOutOfBounds)
+        #expect(!allowed("m/a", 0) && allowed("m/a", 1) && allowed("m/a", 60) && !allowed("m/a", 61))
+        // Each policy alone is consistent, but merged a maximum can fall under a minimum: nothing fits.
+        let crossed = try Self.acl(
+            #"path "c" { capabilities = ["read"] min_wrapping_ttl = 100 }"#,
+            #"path "c" { capabilities = ["read"] max_wrapping_ttl = 50 }"#
+        )
+        for ttl: Int64 in [0, 50, 75, 100] {
+            #expect(!crossed.allowOperation(.read, path: "c", data: nil, wrapTTL: ttl).allowed)
+        }
+        #expect(throws: PolicySyntaxError.self) {
+            try Self.acl(#"path "x" { capabilities = ["read"] min_wrapping_ttl = "2m" max_wrapping_ttl = "1m" }"#)
+        }
+        #expect(throws: PolicySyntaxError.self) {
+            try Self.acl(#"path "x" { capabilities = ["read"] min_wrapping_ttl = "soon" }"#)
+        }
+    }
+
     @Test func rootACL() throws {
         let acl = ACL(policies: [Policy(name: "root", rules: []), try Policy.parse(name: "x", text: "")])
         #expect(acl.isRoot)

@@ -168,7 +168,9 @@ struct PolicyParserTests {
                     capabilities: [.create, .read, .update, .patch, .delete, .list],
                     allowedParameters: ["color": ["red", "bl*", .number("5"), true, ["x"]], "size": [], "*": []],
                     deniedParameters: ["secret": []],
-                    requiredParameters: ["owner"]
+                    requiredParameters: ["owner"],
+                    minWrappingTTL: 1,
+                    maxWrappingTTL: 3600
                 ),
                 PathRule(path: "sys/mounts", capabilities: [.create, .read, .update, .delete, .list, .sudo]),
                 PathRule(path: "esc\"aped\u{e9}", capabilities: .deny),
