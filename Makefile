@@ -19,6 +19,9 @@ APT_PACKAGES += gnupg
 APT_PACKAGES += postgresql mariadb-server
 # The PKI tests check certificates and CRLs with the openssl CLI (above) and fetch over TLS with curl (issue 16).
 APT_PACKAGES += curl
+# coffer-bench is linked with the Swift runtime static, as libcoffer.so is (one set of release modules, see
+# RELEASE below); its test support uses URLSession, whose static Foundation links against libcurl.
+APT_PACKAGES += libcurl4-openssl-dev
 # LDAP login is tested against a real OpenLDAP server the tests start (slapd, with ldap-utils to load it) (issue 22).
 APT_PACKAGES += slapd ldap-utils
 BENCH_APT_PACKAGES := nginx-light
@@ -156,9 +159,9 @@ bench-deps: deps
 bench: bench-deps
 	$(MAKE) install-lib PREFIX=$(STAGE)
 	swift build $(RELEASE) --product coffer-bench
-	swift build $(RELEASE) --product cofferd
+	swift build -c release --product cofferd
 	$(MAKE) -C bench/c COFFER_PREFIX=$(STAGE)
-	python3 bench/bench.py
+	COFFER_RELEASE_BIN="$$(swift build $(RELEASE) --show-bin-path)" python3 bench/bench.py
 
 # The smoke gate drives the debug cofferd that test-compat builds: a cold release build of
 # swift-nio and Hummingbird takes over 10 minutes on 2 cores, and the 50 ms SLO holds for it too.
@@ -166,7 +169,7 @@ bench-smoke: deps
 	swift build $(RELEASE) --product coffer-bench
 	swift build --product cofferd
 	$(MAKE) -C bench/c malloccount pkifloor
-	python3 bench/bench.py --smoke --cofferd "$$(swift build --show-bin-path)/cofferd"
+	COFFER_RELEASE_BIN="$$(swift build $(RELEASE) --show-bin-path)" python3 bench/bench.py --smoke --cofferd "$$(swift build --show-bin-path)/cofferd"
 
 # ---- Fuzzing (docs/fuzzing.md) ----
 # CofferFuzz (Tests/Fuzz) built with coverage instrumentation and libFuzzer, in its own scratch path so

@@ -28,7 +28,8 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(ROOT, ".build")
-RELEASE = os.path.join(BUILD, "release")
+# The Makefile passes where its release builds are (`swift build $(RELEASE) --show-bin-path`).
+RELEASE = os.environ.get("COFFER_RELEASE_BIN") or os.path.join(BUILD, "release")
 BENCH_OUT = os.path.join(BUILD, "bench")
 MALLOC_COUNT = os.path.join(BENCH_OUT, "libmalloccount.so")
 STARTED = time.monotonic()
