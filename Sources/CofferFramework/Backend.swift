@@ -22,6 +22,10 @@ package protocol Backend: AnyObject, Sendable {
     /// expiration manager's runner about once a second while the vault is unsealed. Errors are the
     /// backend's to record; nothing is thrown.
     func periodic(storage: StorageView, mount: MountEntry, system: any SystemView, now: Timestamp)
+    /// An auth method's say on renewing a token one of its logins made (Vault's auth renew callback):
+    /// throw to refuse (the role or user is gone, its policies changed), return the token limits
+    /// that apply now (the role's current TTL, max TTL and period), or nil to renew as issued.
+    func renewLogin(_ renewal: LoginRenewal) throws(CofferError) -> TokenParameters?
 }
 
 extension Backend {
@@ -29,6 +33,39 @@ extension Backend {
     package var secretTypes: [SecretType] { [] }
     package func invalidate(_ key: String) {}
     package func periodic(storage: StorageView, mount: MountEntry, system: any SystemView, now: Timestamp) {}
+    package func renewLogin(_ renewal: LoginRenewal) throws(CofferError) -> TokenParameters? { nil }
+}
+
+/// A token made by a login of this auth mount, being renewed.
+package struct LoginRenewal: Sendable {
+    /// The login's path relative to the mount ("login", "login/alice").
+    package var path: String
+    /// The token's metadata as the login set it (`username`, `role_name`, ...).
+    package var metadata: [String: String]
+    /// The token's own policies (without `default` unless the login granted it, without identity policies).
+    package var policies: [String]
+    package var storage: StorageView
+    package var mount: MountEntry
+    package var now: Timestamp
+    package var system: (any SystemView)?
+
+    package init(
+        path: String,
+        metadata: [String: String],
+        policies: [String],
+        storage: StorageView,
+        mount: MountEntry,
+        now: Timestamp,
+        system: (any SystemView)? = nil
+    ) {
+        self.path = path
+        self.metadata = metadata
+        self.policies = policies
+        self.storage = storage
+        self.mount = mount
+        self.now = now
+        self.system = system
+    }
 }
 
 /// A backend whose paths are declared in a ``PathTable``.

@@ -385,3 +385,21 @@ def test_same_shapes_as_openbao(bao_bin, cofferd_bin):
 
     assert_same_as_openbao(bao_bin, cofferd_bin, approle_sequence, setup=lambda api: put_policy(api, "app", APP_POLICY),
                            adjust=adjust, auth_order=True)
+
+
+def test_renewal_follows_the_role_and_stops_when_it_is_deleted(srv):
+    enable_auth(srv, "approle", "ar-renew")
+    srv.ok("POST", "auth/ar-renew/role/r", {"token_policies": ["app"], "token_ttl": "1h", "token_max_ttl": "2h"}, status=204)
+    role_id = srv.data("GET", "auth/ar-renew/role/r/role-id")["role_id"]
+    secret_id = srv.data("POST", "auth/ar-renew/role/r/secret-id")["secret_id"]
+    token = login_ok(srv, "auth/ar-renew/login", {"role_id": role_id, "secret_id": secret_id})["client_token"]
+    user = as_client(srv, token)
+    # The role's TTL changes: the next renewal gives the new one (the policies stay as issued).
+    srv.ok("POST", "auth/ar-renew/role/r", {"token_ttl": "10m", "token_max_ttl": "20m", "token_policies": ["app", "creator"]}, status=204)
+    renewed = user.ok("POST", "auth/token/renew-self", {})["auth"]
+    assert renewed["lease_duration"] == 600 and renewed["token_policies"] == ["app", "default"], renewed
+    # The role is deleted: renewal is refused, saying why (OpenBao answers 500, Coffer 400).
+    srv.ok("DELETE", "auth/ar-renew/role/r", status=204)
+    status, message = error(user, "POST", "auth/token/renew-self", {})
+    assert status == (500 if srv.kind == "openbao" else 400), (status, message)
+    assert message == 'failed to renew entry: role "r" does not exist during renewal', message

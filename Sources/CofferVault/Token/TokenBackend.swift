@@ -258,9 +258,15 @@ extension Core {
         guard !entry.batch else { throw CofferError.invalid("batch tokens cannot be renewed") }
         guard entry.expireTime != nil, entry.renewable else { throw CofferError.invalid("lease is not renewable") }
         let parentExpiry = entry.parentHash.isEmpty ? nil : try tokens.entry(hash: entry.parentHash)?.expireTime
+        let terms = try loginTerms(entry, now: now)
         var warnings: [String] = []
         let renewed = try tokens.update(hash: entry.idHash) { (entry) throws(CofferError) in
-            var ttl = entry.period > 0 ? entry.period : ((increment ?? 0) > 0 ? increment! : entry.creationTTL)
+            if let terms {
+                entry.period = terms.period
+                entry.maxTTL = terms.maxTTL
+            }
+            let base = terms.map { $0.ttl > 0 ? $0.ttl : entry.creationTTL } ?? entry.creationTTL
+            var ttl = entry.period > 0 ? entry.period : ((increment ?? 0) > 0 ? increment! : base)
             if entry.period == 0 { ttl = min(ttl, TokenStore.maxTTL) }
             if entry.maxTTL > 0 {
                 let left = max(0, now.seconds(until: entry.creationTime.adding(seconds: entry.maxTTL)))
@@ -295,6 +301,29 @@ extension Core {
         var response = Response(auth: authInfo(token: "", renewed, now: now))
         response.warnings = warnings
         return response
+    }
+
+    /// What the auth method that made the token says of renewing it now (nil: renew as issued, or not
+    /// a login token, or its mount is gone).
+    private func loginTerms(_ entry: TokenEntry, now: Timestamp) throws(CofferError) -> TokenParameters? {
+        guard entry.path.hasPrefix("auth/"), !entry.path.hasPrefix("auth/token/"),
+            let (mount, relative) = routeTable.route(entry.path), mount.kind == .auth
+        else { return nil }
+        var renewal = LoginRenewal(
+            path: relative,
+            metadata: entry.meta,
+            policies: entry.policies,
+            storage: mount.storage,
+            mount: mount.entry,
+            now: now
+        )
+        renewal.system = self
+        do throws(CofferError) {
+            return try mount.backend.renewLogin(renewal)
+        } catch {
+            // OpenBao words it the same way (and answers 500 where the method refuses; Coffer, 400).
+            throw CofferError(error.code, "failed to renew entry: " + error.message)
+        }
     }
 }
 

@@ -162,6 +162,16 @@ package final class AppRoleBackend: TableBackend {
         return name
     }
 
+    /// Renewal follows the role as it is now (its token TTL, max TTL and period), as in OpenBao; a
+    /// deleted role stops its tokens' renewal.
+    package func renewLogin(_ renewal: LoginRenewal) throws(CofferError) -> TokenParameters? {
+        guard let name = renewal.metadata["role_name"] else { return nil }
+        guard let role = try loadRole(name, renewal.storage) else {
+            throw CofferError.invalid("role \"\(name)\" does not exist during renewal")
+        }
+        return role.token
+    }
+
     func loadRole(_ name: String, _ storage: StorageView) throws(CofferError) -> AppRole? {
         guard let json = try storage.getJSON(AppRoleKeys.role(name)) else { return nil }
         guard let role = AppRole(json: json) else {

@@ -97,6 +97,21 @@ package final class UserpassBackend: TableBackend {
         return name
     }
 
+    /// Renewal needs the user still there with the same policies (`default` aside), as in OpenBao,
+    /// and follows the user's current token TTLs. (OpenBao answers a deleted user's renewal with an
+    /// empty 204 and does not renew; Coffer says why.)
+    package func renewLogin(_ renewal: LoginRenewal) throws(CofferError) -> TokenParameters? {
+        guard let name = renewal.metadata["username"] else { return nil }
+        guard let user = try loadUser(name, renewal.storage) else {
+            throw CofferError.invalid("user \"\(name)\" no longer exists")
+        }
+        let withoutDefault = { (policies: [String]) in Set(policies).subtracting(["default"]) }
+        guard withoutDefault(user.token.policies) == withoutDefault(renewal.policies) else {
+            throw CofferError.invalid("policies have changed, not renewing")
+        }
+        return user.token
+    }
+
     func loadUser(_ name: String, _ storage: StorageView) throws(CofferError) -> User? {
         guard let json = try storage.getJSON("user/" + name) else { return nil }
         guard let user = User(json: json) else {
