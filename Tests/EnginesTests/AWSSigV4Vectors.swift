@@ -31,8 +31,10 @@ let awsSigV4Vectors: [AWSSigV4Vector] = [
         secretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
         sessionToken: nil,
         time: "20261201T104500Z",
-        canonicalRequest: "POST\n/\n\ncontent-type:application/x-www-form-urlencoded; charset=utf-8\nhost:iam.amazonaws.com\nx-amz-date:20261201T104500Z\n\ncontent-type;host;x-amz-date\n7bf27e6a5b7c62590916e1ef19b75ece64435efcf36b9c894a6d68cc3bf85f9e",
-        authorization: "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20261201/us-east-1/iam/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=f9c9daf59ea172aa408e8a9110807d522379ca7a22ea376fe39ad419c458ae12"
+        canonicalRequest:
+            "POST\n/\n\ncontent-type:application/x-www-form-urlencoded; charset=utf-8\nhost:iam.amazonaws.com\nx-amz-date:20261201T104500Z\n\ncontent-type;host;x-amz-date\n7bf27e6a5b7c62590916e1ef19b75ece64435efcf36b9c894a6d68cc3bf85f9e",
+        authorization:
+            "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20261201/us-east-1/iam/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=f9c9daf59ea172aa408e8a9110807d522379ca7a22ea376fe39ad419c458ae12"
     ),
     AWSSigV4Vector(
         name: "sts GetCallerIdentity, session token, regional endpoint",
@@ -46,8 +48,10 @@ let awsSigV4Vectors: [AWSSigV4Vector] = [
         secretAccessKey: "aB3+/cD4eF5gH6iJ7kL8mN9oP0qR1sT2uV3wX4yZ",
         sessionToken: "IQoJb3JpZ2luX2VjEPH//////////wEaCXVzLWVhc3QtMSJHMEUCIQD+token/with+slashes==",
         time: "20270228T235959Z",
-        canonicalRequest: "POST\n/\n\ncontent-type:application/x-www-form-urlencoded; charset=utf-8\nhost:sts.eu-west-1.amazonaws.com\nx-amz-date:20270228T235959Z\nx-amz-security-token:IQoJb3JpZ2luX2VjEPH//////////wEaCXVzLWVhc3QtMSJHMEUCIQD+token/with+slashes==\n\ncontent-type;host;x-amz-date;x-amz-security-token\nab821ae955788b0e33ebd34c208442ccfc2d406e2edc5e7a39bd6458fbb4f843",
-        authorization: "AWS4-HMAC-SHA256 Credential=ASIAQWERTYUIOPASDFGH/20270228/eu-west-1/sts/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-security-token, Signature=4a631f45df1640f36a92d7b006017598a8072d1cf67726602ae6f6dd9948f4a6"
+        canonicalRequest:
+            "POST\n/\n\ncontent-type:application/x-www-form-urlencoded; charset=utf-8\nhost:sts.eu-west-1.amazonaws.com\nx-amz-date:20270228T235959Z\nx-amz-security-token:IQoJb3JpZ2luX2VjEPH//////////wEaCXVzLWVhc3QtMSJHMEUCIQD+token/with+slashes==\n\ncontent-type;host;x-amz-date;x-amz-security-token\nab821ae955788b0e33ebd34c208442ccfc2d406e2edc5e7a39bd6458fbb4f843",
+        authorization:
+            "AWS4-HMAC-SHA256 Credential=ASIAQWERTYUIOPASDFGH/20270228/eu-west-1/sts/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-security-token, Signature=4a631f45df1640f36a92d7b006017598a8072d1cf67726602ae6f6dd9948f4a6"
     ),
     AWSSigV4Vector(
         name: "moto on loopback with a port, policy document in the body",
@@ -56,13 +60,16 @@ let awsSigV4Vectors: [AWSSigV4Vector] = [
         region: "us-east-1",
         service: "iam",
         headers: [("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")],
-        body: "Action=PutUserPolicy&Version=2010-05-08&UserName=u&PolicyName=p&PolicyDocument=%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3A%5B%7B%22Effect%22%3A%22Allow%22%2C%22Action%22%3A%22ec2%3A%2A%22%2C%22Resource%22%3A%22%2A%22%7D%5D%7D",
+        body:
+            "Action=PutUserPolicy&Version=2010-05-08&UserName=u&PolicyName=p&PolicyDocument=%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3A%5B%7B%22Effect%22%3A%22Allow%22%2C%22Action%22%3A%22ec2%3A%2A%22%2C%22Resource%22%3A%22%2A%22%7D%5D%7D",
         accessKeyID: "AKIDEXAMPLE",
         secretAccessKey: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
         sessionToken: nil,
         time: "20260101T000000Z",
-        canonicalRequest: "POST\n/\n\ncontent-type:application/x-www-form-urlencoded; charset=utf-8\nhost:127.0.0.1:41723\nx-amz-date:20260101T000000Z\n\ncontent-type;host;x-amz-date\naae63c1a831e321091b14a3dffac230383e32bbf5a53a48ca31aee019255f1d2",
-        authorization: "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/us-east-1/iam/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=e69686e07368f027f2a6e3d2b439805e3ee0c9dd4bfa770efbbc04e606dd7d7e"
+        canonicalRequest:
+            "POST\n/\n\ncontent-type:application/x-www-form-urlencoded; charset=utf-8\nhost:127.0.0.1:41723\nx-amz-date:20260101T000000Z\n\ncontent-type;host;x-amz-date\naae63c1a831e321091b14a3dffac230383e32bbf5a53a48ca31aee019255f1d2",
+        authorization:
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/us-east-1/iam/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=e69686e07368f027f2a6e3d2b439805e3ee0c9dd4bfa770efbbc04e606dd7d7e"
     ),
     AWSSigV4Vector(
         name: "GET with an unsorted query, repeated names, and odd header spacing",
@@ -76,8 +83,10 @@ let awsSigV4Vectors: [AWSSigV4Vector] = [
         secretAccessKey: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
         sessionToken: nil,
         time: "20150830T123600Z",
-        canonicalRequest: "GET\n/path/a%2520b/~c/\nParam-With_Chars.~=%2F%20%2B&a=y&a=z&b=2\nhost:example.amazonaws.com\nmy-header:v1\nx-amz-date:20150830T123600Z\nx-amz-meta-note:several spaces here\n\nhost;my-header;x-amz-date;x-amz-meta-note\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-        authorization: "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-west-2/service/aws4_request, SignedHeaders=host;my-header;x-amz-date;x-amz-meta-note, Signature=28544a1269d13c0b348a1d532c52c2776fe255a516df426320ea3467db468799"
+        canonicalRequest:
+            "GET\n/path/a%2520b/~c/\nParam-With_Chars.~=%2F%20%2B&a=y&a=z&b=2\nhost:example.amazonaws.com\nmy-header:v1\nx-amz-date:20150830T123600Z\nx-amz-meta-note:several spaces here\n\nhost;my-header;x-amz-date;x-amz-meta-note\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        authorization:
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-west-2/service/aws4_request, SignedHeaders=host;my-header;x-amz-date;x-amz-meta-note, Signature=28544a1269d13c0b348a1d532c52c2776fe255a516df426320ea3467db468799"
     ),
     AWSSigV4Vector(
         name: "non-ASCII and reserved characters in a form value",
@@ -86,12 +95,15 @@ let awsSigV4Vectors: [AWSSigV4Vector] = [
         region: "us-east-1",
         service: "iam",
         headers: [("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")],
-        body: "Action=TagUser&Version=2010-05-08&UserName=u&Tags.member.1.Key=team%20name&Tags.member.1.Value=%C3%A9quipe%2B%2F%3D%26",
+        body:
+            "Action=TagUser&Version=2010-05-08&UserName=u&Tags.member.1.Key=team%20name&Tags.member.1.Value=%C3%A9quipe%2B%2F%3D%26",
         accessKeyID: "AKIAIOSFODNN7EXAMPLE",
         secretAccessKey: "s3cr3t",
         sessionToken: nil,
         time: "20261201T104500Z",
-        canonicalRequest: "POST\n/\n\ncontent-type:application/x-www-form-urlencoded; charset=utf-8\nhost:iam.amazonaws.com\nx-amz-date:20261201T104500Z\n\ncontent-type;host;x-amz-date\n42d7734f84d3a39a6b9b2f757e95469e1faad213db2a61f641663e60e2bdda1a",
-        authorization: "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20261201/us-east-1/iam/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=8aaf3ed573b53b03171b95d82de866f0423530475b02b02ffb847e5c8c792c37"
+        canonicalRequest:
+            "POST\n/\n\ncontent-type:application/x-www-form-urlencoded; charset=utf-8\nhost:iam.amazonaws.com\nx-amz-date:20261201T104500Z\n\ncontent-type;host;x-amz-date\n42d7734f84d3a39a6b9b2f757e95469e1faad213db2a61f641663e60e2bdda1a",
+        authorization:
+            "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20261201/us-east-1/iam/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=8aaf3ed573b53b03171b95d82de866f0423530475b02b02ffb847e5c8c792c37"
     ),
 ]

@@ -138,9 +138,9 @@ def main():
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
     # Laid out as `make lint` wants it.
-    swift = shutil.which("swift") or "/opt/swift/usr/bin/swift"
-    if os.access(swift, os.X_OK):
-        subprocess.run([swift, "format", "format", "--in-place", path], check=True)
+    swift_bin = shutil.which("swift") or "/opt/swift/usr/bin/swift"
+    if os.access(swift_bin, os.X_OK):
+        subprocess.run([swift_bin, "format", "format", "--in-place", path], check=True)
     print(path, file=sys.stderr)
 
 
