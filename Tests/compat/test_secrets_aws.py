@@ -18,7 +18,7 @@ import botocore.exceptions
 import pytest
 import requests
 
-from conftest import run_bao, start_cofferd_dev
+from conftest import Server, free_port, run_bao, start_cofferd_dev
 from motoserver import ACCOUNT, ALLOW_ALL, MotoServer
 
 POLICY = json.dumps({"Version": "2012-10-17", "Statement": [
@@ -332,3 +332,35 @@ def test_rotate_root(coffer, bao_bin, moto):
     cli(coffer, bao_bin, "write", "aws-nokey/config/root", "region=us-east-1")
     code, _, err = cli(coffer, bao_bin, "write", "-f", "aws-nokey/config/rotate-root", check=False)
     assert code == 2 and "Cannot call config/rotate-root when either access_key or secret_key is empty" in err
+
+
+# ---------------------------------------------------------------------------------------------------
+# Temporary (session) credentials from cofferd's environment: every call carries X-Amz-Security-Token
+# in the signature, and moto checks it.
+
+def test_session_credentials_from_the_environment(cofferd_bin, bao_bin, moto):
+    iam = moto.client("iam")
+    trust = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                        "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/inspector"}}]})
+    iam.create_role(RoleName="coffer-runtime", AssumeRolePolicyDocument=trust)
+    iam.put_role_policy(RoleName="coffer-runtime", PolicyName="all", PolicyDocument=ALLOW_ALL)
+    assumed = moto.client("sts").assume_role(RoleArn=f"arn:aws:iam::{ACCOUNT}:role/coffer-runtime",
+                                             RoleSessionName="cofferd")["Credentials"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ACCESS_KEY_ID=assumed["AccessKeyId"], AWS_SECRET_ACCESS_KEY=assumed["SecretAccessKey"],
+               AWS_SESSION_TOKEN=assumed["SessionToken"])
+    addr = f"127.0.0.1:{free_port()}"
+    server = Server([cofferd_bin, "-dev", "-dev-root-token-id=root", f"-dev-listen-address={addr}"], addr, env=env)
+    try:
+        cli(server, bao_bin, "secrets", "enable", "aws")
+        cli(server, bao_bin, "write", "aws/config/root", f"iam_endpoint={moto.url}", f"sts_endpoint={moto.url}")
+        cli(server, bao_bin, "write", "aws/roles/deploy", "credential_type=iam_user", f"policy_document={POLICY}")
+        secret = cli_json(server, bao_bin, "read", "aws/creds/deploy")
+        name = user_of(iam, secret["data"]["access_key"])["UserName"]
+        cli(server, bao_bin, "lease", "revoke", "-sync", secret["lease_id"])
+        assert not user_exists(iam, name)
+        # moto refuses the key pair without its token: Coffer's calls did carry (and sign) it.
+        with pytest.raises(botocore.exceptions.ClientError):
+            moto.client("iam", assumed["AccessKeyId"], assumed["SecretAccessKey"]).list_users()
+    finally:
+        server.stop()
