@@ -258,7 +258,6 @@ import Testing
             (["credential_type": "iam_user", "max_sts_ttl": "1h"], "max_sts_ttl parameter only valid for"),
             (["credential_type": "federation_token", "user_path": "/x/"], "user_path parameter only valid for"),
             (["credential_type": "iam_user", "iam_tags": ["novalue"]], "invalid key value pair"),
-            (["credential_type": "federation_token", "iam_groups": ["g"]], "iam_groups with credential_type"),
         ]
         for (body, text) in bad {
             let r = h.wire("POST", "aws/roles/r", body)
@@ -324,5 +323,19 @@ import Testing
         #expect(cases > 50)
         #expect(h.wire("GET", "aws/roles/sweep").status == 404)
         #expect(h.wire("GET", "aws/config/root").status == 404)
+    }
+
+    @Test func groupPoliciesAreMergedAsVaultMergesThem() throws {
+        let merged = try #require(
+            AWSBackend.combinePolicyDocuments([
+                #"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s3:*","Resource":"*"}}"#, "",
+                #"{"Statement":[{"Effect":"Deny","Action":"iam:*","Resource":"*"},{"Effect":"Allow","Action":"ec2:*","Resource":"*"}]}"#,
+            ])
+        )
+        let json = try JSONValue.parse(merged)
+        #expect(json["Version"] == "2012-10-17")
+        #expect(json["Statement"]?.arrayValue?.compactMap { $0["Action"]?.stringValue } == ["s3:*", "iam:*", "ec2:*"])
+        #expect(AWSBackend.combinePolicyDocuments(["[1]"]) == nil)
+        #expect(AWSBackend.percentDecode("%7B%22a%22%3A+%22b%25%22%7D%zz%4") == #"{"a": "b%"}%zz%4"#)
     }
 }

@@ -231,6 +231,23 @@ def test_federation_token(coffer, bao_bin, moto):
     assert code == 2 and "must specify at least one of policy_arns or policy_document with federation_token" in err
 
 
+def test_sts_roles_take_their_groups_policies(coffer, bao_bin, moto):
+    """As in Vault, iam_groups on an STS role: the groups' inline policies (read from IAM) are merged into
+    the call's Policy and their managed policies added to PolicyArns. A federation_token role with groups
+    only would be refused if nothing had been merged."""
+    iam = moto.client("iam")
+    iam.create_group(GroupName="readers")
+    iam.put_group_policy(GroupName="readers", PolicyName="read", PolicyDocument=POLICY)
+    managed = iam.create_policy(PolicyName="ReadersManaged", PolicyDocument=ALLOW_ALL)["Policy"]["Arn"]
+    iam.attach_group_policy(GroupName="readers", PolicyArn=managed)
+    mount(coffer, bao_bin, moto, "aws-groups")
+    cli(coffer, bao_bin, "write", "aws-groups/roles/fed", "credential_type=federation_token", "iam_groups=readers")
+    assert cli_json(coffer, bao_bin, "read", "aws-groups/sts/fed")["data"]["security_token"]
+    cli(coffer, bao_bin, "write", "aws-groups/roles/missing", "credential_type=federation_token", "iam_groups=nobody")
+    code, _, err = cli(coffer, bao_bin, "read", "aws-groups/sts/missing", check=False)
+    assert code == 2 and "error reading the policies of iam_groups" in err and "NoSuchEntity" in err, err
+
+
 # ---------------------------------------------------------------------------------------------------
 # Bad input: clear 400s, nothing half-written, no secret in any error.
 

@@ -504,9 +504,10 @@ package final class AWSBackend: TableBackend {
         } else {
             sessionName = AWSUsernames.normalize(sessionName)
         }
+        let (policy, policyARNs) = try Self.withGroupPolicies(config, role)
         var parameters = [("RoleArn", roleARN), ("RoleSessionName", sessionName), ("DurationSeconds", String(ttl))]
-        if !role.policyDocument.isEmpty { parameters.append(("Policy", role.policyDocument)) }
-        for (i, arn) in role.policyARNs.enumerated() { parameters.append(("PolicyArns.member.\(i + 1).arn", arn)) }
+        if !policy.isEmpty { parameters.append(("Policy", policy)) }
+        for (i, arn) in policyARNs.enumerated() { parameters.append(("PolicyArns.member.\(i + 1).arn", arn)) }
         for (i, (key, value)) in role.sessionTags.sorted(by: { $0.key < $1.key }).enumerated() {
             parameters.append(("Tags.member.\(i + 1).Key", key))
             parameters.append(("Tags.member.\(i + 1).Value", value))
@@ -535,7 +536,9 @@ package final class AWSBackend: TableBackend {
         _ role: AWSRole,
         ttl: Int64
     ) throws(CofferError) -> Response {
-        guard !role.policyDocument.isEmpty || !role.policyARNs.isEmpty else {
+        let (policy, policyARNs) = try Self.withGroupPolicies(config, role)
+        // Without a policy GetFederationToken would hand out Coffer's own permissions.
+        guard !policy.isEmpty || !policyARNs.isEmpty else {
             throw CofferError.invalid(
                 "must specify at least one of policy_arns or policy_document with federation_token credential_type"
             )
@@ -543,8 +546,8 @@ package final class AWSBackend: TableBackend {
         let client = try Self.sts(config)
         let name = try AWSUsernames.stsName(template: config.usernameTemplate, now: request.now)
         var parameters = [("Name", name), ("DurationSeconds", String(ttl))]
-        if !role.policyDocument.isEmpty { parameters.append(("Policy", role.policyDocument)) }
-        for (i, arn) in role.policyARNs.enumerated() { parameters.append(("PolicyArns.member.\(i + 1).arn", arn)) }
+        if !policy.isEmpty { parameters.append(("Policy", policy)) }
+        for (i, arn) in policyARNs.enumerated() { parameters.append(("PolicyArns.member.\(i + 1).arn", arn)) }
         let answer: AWSXML
         do {
             answer = try client.call(action: "GetFederationToken", parameters: parameters)
@@ -556,9 +559,94 @@ package final class AWSBackend: TableBackend {
         }
         var response = try Self.stsResponse(credentials, request.now)
         response.secret?.internalData = [
-            "username": .string(name), "policy": .string(role.policyDocument), "is_sts": true,
+            "username": .string(name), "policy": .string(policy), "is_sts": true,
         ]
         return response
+    }
+
+    /// The role's policy document and managed policy ARNs with, as in Vault, those of its
+    /// `iam_groups` for the STS types: each group's inline policies (from IAM, URL-encoded) merged
+    /// into one document with the role's own statements, its attached policies' ARNs appended.
+    static func withGroupPolicies(_ config: AWSRootConfig, _ role: AWSRole) throws(CofferError) -> (String, [String]) {
+        guard !role.iamGroups.isEmpty else { return (role.policyDocument, role.policyARNs) }
+        let client = try iam(config)
+        var documents: [String] = []
+        var arns = role.policyARNs
+        do throws(AWSError) {
+            for group in role.iamGroups {
+                let named = [("GroupName", group)]
+                arns += try list(
+                    client,
+                    "ListAttachedGroupPolicies",
+                    named,
+                    ["ListAttachedGroupPoliciesResult", "AttachedPolicies"],
+                    "PolicyArn"
+                )
+                let names = try list(
+                    client,
+                    "ListGroupPolicies",
+                    named,
+                    ["ListGroupPoliciesResult", "PolicyNames"],
+                    nil
+                )
+                for name in names {
+                    let answer = try client.call(action: "GetGroupPolicy", parameters: named + [("PolicyName", name)])
+                    if let text = answer.text("GetGroupPolicyResult", "PolicyDocument"), !text.isEmpty {
+                        documents.append(percentDecode(text))
+                    }
+                }
+            }
+        } catch {
+            throw CofferError.invalid("error reading the policies of iam_groups: \(error)")
+        }
+        guard !documents.isEmpty else { return (role.policyDocument, arns) }
+        guard let merged = combinePolicyDocuments(documents + [role.policyDocument]) else {
+            throw CofferError.invalid("an inline policy of iam_groups is not a JSON policy document")
+        }
+        return (merged, arns)
+    }
+
+    /// One document holding every statement of `documents` ("" skipped; a single statement object
+    /// counts as a list of one), version 2012-10-17; nil if one is not a JSON object.
+    package static func combinePolicyDocuments(_ documents: [String]) -> String? {
+        var statements: [JSONValue] = []
+        for text in documents where !text.isEmpty {
+            guard let document = try? JSONValue.parse(text), case .object(let fields) = document else { return nil }
+            switch fields["Statement"] {
+            case .array(let items)?: statements += items
+            case .some(let item) where item != .null: statements.append(item)
+            default: break
+            }
+        }
+        let combined: JSONValue = ["Version": "2012-10-17", "Statement": .array(statements)]
+        return String(decoding: combined.serialized(), as: UTF8.self)
+    }
+
+    /// Go's `url.QueryUnescape` (IAM's answers carry policy documents URL-encoded); a malformed
+    /// escape is kept as it is.
+    package static func percentDecode(_ text: String) -> String {
+        func hex(_ b: UInt8) -> UInt8? {
+            switch b {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): b - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): b - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): b - UInt8(ascii: "A") + 10
+            default: nil
+            }
+        }
+        let bytes = Array(text.utf8)
+        var out: [UInt8] = []
+        var i = 0
+        while i < bytes.count {
+            if bytes[i] == UInt8(ascii: "%"), i + 2 < bytes.count, let h = hex(bytes[i + 1]), let l = hex(bytes[i + 2])
+            {
+                out.append(h << 4 | l)
+                i += 3
+            } else {
+                out.append(bytes[i] == UInt8(ascii: "+") ? 0x20 : bytes[i])
+                i += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// STS credentials with a lease ending when they expire, not renewable (as in Vault).

@@ -176,11 +176,6 @@ struct AWSRole: Sendable, Equatable {
         if !externalID.isEmpty && credentialType != .assumedRole {
             out.append("cannot supply external_id when credential_type isn't assumed_role")
         }
-        if !iamGroups.isEmpty && sts {
-            out.append(
-                "iam_groups with credential_type \(credentialType.rawValue) is not supported by Coffer (only iam_user)"
-            )
-        }
         return out
     }
 
