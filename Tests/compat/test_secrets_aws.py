@@ -318,6 +318,28 @@ def test_unreachable_endpoint_and_wrong_secret_name_no_secret(coffer, bao_bin, m
     assert moto.root[1] not in err
 
 
+def test_a_half_made_user_that_cannot_be_deleted_is_named(coffer, bao_bin, moto):
+    """The clean-up after a failed issue is itself refused (a key that may not iam:DeleteUser): the error
+    names the user left behind, since no lease holds it."""
+    iam = moto.client("iam")
+    iam.create_user(UserName="nodelete")
+    iam.put_user_policy(UserName="nodelete", PolicyName="all", PolicyDocument=ALLOW_ALL)
+    iam.put_user_policy(UserName="nodelete", PolicyName="deny", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "iam:DeleteUser", "Resource": "*"}]}))
+    key = iam.create_access_key(UserName="nodelete")["AccessKey"]
+    mount(coffer, bao_bin, moto, "aws-nodelete", key=(key["AccessKeyId"], key["SecretAccessKey"]))
+    cli(coffer, bao_bin, "write", "aws-nodelete/roles/broken", "credential_type=iam_user",
+        f"policy_arns=arn:aws:iam::{ACCOUNT}:policy/DoesNotExist")
+    before = {u["UserName"] for u in iam.list_users()["Users"]}
+    code, _, err = cli(coffer, bao_bin, "read", "aws-nodelete/creds/broken", check=False)
+    left = {u["UserName"] for u in iam.list_users()["Users"]} - before
+    assert len(left) == 1, left
+    name = left.pop()
+    assert code == 2 and "Error attaching user policy" in err, err
+    assert f"deleting the half-made IAM user {name} failed too, delete it by hand" in err and "AccessDenied" in err, err
+    iam.delete_user(UserName=name)
+
+
 # ---------------------------------------------------------------------------------------------------
 # config/rotate-root: a new key, the old one deleted, the new one used (and moto accepts its signatures).
 

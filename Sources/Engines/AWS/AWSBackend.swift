@@ -467,7 +467,15 @@ package final class AWSBackend: TableBackend {
             else { throw CofferError(.internal, "Error creating access keys: no access key in IAM's answer") }
             accessKey = (id, secret)
         } catch {
-            try? Self.deleteUser(client, username)
+            do {
+                try Self.deleteUser(client, username)
+            } catch let cleanup {
+                // Say so: no lease holds this user, so nothing else will delete it.
+                throw CofferError(
+                    error.code,
+                    "\(error.message); deleting the half-made IAM user \(username) failed too, delete it by hand: \(cleanup)"
+                )
+            }
             throw error
         }
         var lease = AWSLeaseConfig(lease: 0, leaseMax: 0)
