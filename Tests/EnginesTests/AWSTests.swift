@@ -338,4 +338,126 @@ import Testing
         #expect(AWSBackend.combinePolicyDocuments(["[1]"]) == nil)
         #expect(AWSBackend.percentDecode("%7B%22a%22%3A+%22b%25%22%7D%zz%4") == #"{"a": "b%"}%zz%4"#)
     }
+
+    // MARK: The write-ahead entry of an IAM user, against moto (skipped without moto_server)
+
+    @Test(.enabled(if: MotoServer.binary != nil, "moto_server not found (COFFER_MOTO_SERVER, .venv/bin, PATH)"))
+    func aHalfMadeUserIsDeletedLater() throws {
+        let moto = try MotoServer()
+        defer { moto.stop() }
+        // Unauthenticated setup: an administrator, and a key that may do everything but iam:DeleteUser.
+        let setup = moto.client(AWSCredentials(accessKeyID: "AKIDSETUP", secretAccessKey: "setup"))
+        let allowAll = #"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#
+        let denyDelete =
+            #"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"iam:DeleteUser","Resource":"*"}]}"#
+        func user(_ name: String, _ policies: [(String, String)]) throws -> AWSCredentials {
+            try setup.call(action: "CreateUser", parameters: [("UserName", name)])
+            for (policy, document) in policies {
+                try setup.call(
+                    action: "PutUserPolicy",
+                    parameters: [("UserName", name), ("PolicyName", policy), ("PolicyDocument", document)]
+                )
+            }
+            let key = try setup.call(action: "CreateAccessKey", parameters: [("UserName", name)])
+            return AWSCredentials(
+                accessKeyID: key.text("CreateAccessKeyResult", "AccessKey", "AccessKeyId") ?? "",
+                secretAccessKey: key.text("CreateAccessKeyResult", "AccessKey", "SecretAccessKey") ?? ""
+            )
+        }
+        let admin = moto.client(try user("admin", [("all", allowAll)]))
+        let limited = try user("nodelete", [("all", allowAll), ("deny", denyDelete)])
+        try moto.requireSignatures()
+
+        let h = try mounted()
+        #expect(
+            h.wire(
+                "POST",
+                "aws/config/root",
+                [
+                    "access_key": .string(limited.accessKeyID), "secret_key": .string(limited.secretAccessKey),
+                    "iam_endpoint": .string(moto.url), "max_retries": 0,
+                ]
+            ).status == 204
+        )
+        let missing = "arn:aws:iam::123456789012:policy/DoesNotExist"
+        #expect(
+            h.wire("POST", "aws/roles/broken", ["credential_type": "iam_user", "policy_arns": .string(missing)]).status
+                == 204
+        )
+        let failed = h.wire("GET", "aws/creds/broken")
+        let text = errors(failed.json).joined()
+        #expect(failed.status == 400 && text.contains("failed too (Coffer tries again after 5 minutes)"), "\(text)")
+        let users = try admin.call(action: "ListUsers").all("UserName").map(\.text)
+        let left = users.filter { $0.hasPrefix("vault-") }
+        try #require(left.count == 1, "\(users)")
+
+        // Within 5 minutes the entry is left alone; after, once deletion is allowed, the user goes.
+        try admin.call(action: "DeleteUserPolicy", parameters: [("UserName", "nodelete"), ("PolicyName", "deny")])
+        h.clock.advance(seconds: 120)
+        h.vault.expireLeases()
+        #expect(
+            try admin.call(action: "GetUser", parameters: [("UserName", left[0])]).text(
+                "GetUserResult",
+                "User",
+                "UserName"
+            ) == left[0]
+        )
+        h.clock.advance(seconds: 300)
+        h.vault.expireLeases()
+        #expect(throws: AWSError.self) { try admin.call(action: "GetUser", parameters: [("UserName", left[0])]) }
+    }
+}
+
+/// moto's standalone server on a free loopback port, stopped by its pid.
+final class MotoServer: @unchecked Sendable {  // immutable after init; stopped once
+    let process = Process()
+    let url: String
+
+    static let binary: String? = {
+        var candidates: [String] = []
+        if let given = ProcessInfo.processInfo.environment["COFFER_MOTO_SERVER"] { candidates.append(given) }
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        candidates.append(root.appendingPathComponent(".venv/bin/moto_server").path)
+        for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":") {
+            candidates.append("\(dir)/moto_server")
+        }
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }()
+
+    init() throws {
+        let port = try freeLoopbackPort()
+        url = "http://127.0.0.1:\(port)"
+        process.executableURL = URL(fileURLWithPath: MotoServer.binary ?? "moto_server")
+        process.arguments = ["-H", "127.0.0.1", "-p", String(port)]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        for _ in 0..<400 {
+            if let r = try? HTTPClient.send("GET", url + "/moto-api/"), r.status == 200 { return }
+            guard process.isRunning else { break }
+            usleep(25_000)
+        }
+        stop()
+        throw TestFailure("moto_server did not start")
+    }
+
+    func client(_ credentials: AWSCredentials) -> AWSQueryClient {
+        var client = AWSQueryClient(endpoint: url, region: "us-east-1", service: "iam", credentials: credentials)
+        client.maxRetries = 0
+        return client
+    }
+
+    /// From now on moto refuses any call without a valid SigV4 signature from a key it knows.
+    func requireSignatures() throws {
+        let r = try HTTPClient.send("POST", url + "/moto-api/reset-auth", body: Array("0".utf8))
+        guard r.status == 200 else { throw TestFailure("moto reset-auth answered \(r.status)") }
+    }
+
+    func stop() {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
 }

@@ -1,5 +1,6 @@
 package import CofferCore
 package import CofferFramework
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -15,7 +16,8 @@ import Glibc
 /// user. STS credentials carry a lease that matches their expiry, not renewable, and end by
 /// themselves. IAM and STS are called through ``AWSQueryClient`` (SigV4, query protocol).
 ///
-/// Storage under the mount: `config/root` (seal-wrapped), `config/lease`, `role/<name>`.
+/// Storage under the mount: `config/root` (seal-wrapped), `config/lease`, `role/<name>`, and
+/// `wal/user/<id>` (an IAM user being made, until a lease holds it).
 package final class AWSBackend: TableBackend {
     package init() {}
 
@@ -413,9 +415,14 @@ package final class AWSBackend: TableBackend {
         if !role.permissionsBoundaryARN.isEmpty {
             parameters.append(("PermissionsBoundary", role.permissionsBoundaryARN))
         }
+        // As Vault does: a write-ahead entry names the user before it exists, so a user left by a
+        // crash or a failed clean-up is found and deleted later (``periodic``).
+        let wal = "wal/user/" + Random.uuid()
+        try request.storage.putJSON(wal, ["username": .string(username), "created": .int(Int(request.now.seconds))])
         do {
             try client.call(action: "CreateUser", parameters: parameters)
         } catch {
+            try? request.storage.delete(wal)
             throw Self.failure("Error creating IAM user", error)
         }
         // From here on a failure deletes what was made, so nothing is left half-made.
@@ -470,14 +477,17 @@ package final class AWSBackend: TableBackend {
             do {
                 try Self.deleteUser(client, username)
             } catch let cleanup {
-                // Say so: no lease holds this user, so nothing else will delete it.
+                // The write-ahead entry stays: Coffer tries again later.
                 throw CofferError(
                     error.code,
-                    "\(error.message); deleting the half-made IAM user \(username) failed too, delete it by hand: \(cleanup)"
+                    "\(error.message); deleting the half-made IAM user \(username) failed too (Coffer tries again after \(Self.walMinimumAge / 60) minutes): \(cleanup)"
                 )
             }
+            try? request.storage.delete(wal)
             throw error
         }
+        // The lease holds the user from here on (a crash before it is recorded leaves the entry).
+        try? request.storage.delete(wal)
         var lease = AWSLeaseConfig(lease: 0, leaseMax: 0)
         if let json = try request.storage.getJSON("config/lease") { lease = AWSLeaseConfig(json: json) }
         var response = Response(data: [
@@ -669,6 +679,40 @@ package final class AWSBackend: TableBackend {
         ])
         response.secret = SecretLease(type: "access_keys", internalData: [:], ttl: ttl, maxTTL: ttl, renewable: false)
         return response
+    }
+
+    // MARK: Write-ahead entries of IAM users (Vault's WAL rollback)
+
+    /// Entries younger than this are left alone: the request that wrote one may still be running, and
+    /// IAM may not yet show a user just made (Vault waits the same 5 minutes).
+    static let walMinimumAge: Int64 = 300
+    private let lastWALScan = Mutex<Timestamp>(.zero)
+
+    /// About once a minute: each write-ahead entry older than ``walMinimumAge`` is a user no lease
+    /// holds (issuing failed and so did its clean-up, or cofferd stopped half-way); delete it, then
+    /// the entry. One that cannot be deleted now is tried again next time.
+    package func periodic(storage: StorageView, mount: MountEntry, system: any SystemView, now: Timestamp) {
+        let due = lastWALScan.withLock { last in
+            guard last.seconds(until: now) >= 60 || now < last else { return false }
+            last = now
+            return true
+        }
+        guard due, let keys = try? storage.list("wal/user/"), !keys.isEmpty else { return }
+        guard let config = try? config(storage), let client = try? Self.iam(config) else { return }
+        for key in keys {
+            guard let entry = try? storage.getJSON("wal/user/" + key),
+                let username = entry["username"]?.stringValue,
+                now.seconds - Int64(entry["created"]?.intValue ?? 0) >= Self.walMinimumAge
+            else { continue }
+            if !username.isEmpty {
+                do {
+                    try Self.deleteUser(client, username)
+                } catch {
+                    continue
+                }
+            }
+            try? storage.delete("wal/user/" + key)
+        }
     }
 
     // MARK: Revocation (the lease manager calls it at revoke and at expiry)
