@@ -224,10 +224,10 @@ package final class AWSBackend: TableBackend {
             throw CofferError.invalid("'lease_max' is a required parameter")
         }
         guard let lease = VaultDuration.parse(leaseText) else {
-            throw CofferError.invalid("Invalid lease: time: invalid duration \"\(leaseText)\"")
+            throw CofferError.invalid("Invalid lease: time: invalid duration")
         }
         guard let leaseMax = VaultDuration.parse(maxText) else {
-            throw CofferError.invalid("Invalid lease_max: time: invalid duration \"\(maxText)\"")
+            throw CofferError.invalid("Invalid lease_max: time: invalid duration")
         }
         try request.storage.putJSON("config/lease", AWSLeaseConfig(lease: lease, leaseMax: leaseMax).json)
         return .noContent
@@ -287,7 +287,7 @@ package final class AWSBackend: TableBackend {
                 role.policyDocument = ""
             } else {
                 guard let compacted = compactJSON(v) else {
-                    throw CofferError.invalid("cannot parse policy document: \(AWSBackend.quoted(v))")
+                    throw CofferError.invalid("cannot parse policy document: it is not valid JSON")
                 }
                 role.policyDocument = compacted
             }
@@ -349,7 +349,7 @@ package final class AWSBackend: TableBackend {
         }
         for item in items where !item.isEmpty {
             guard let eq = item.firstIndex(of: "="), eq != item.startIndex else {
-                throw CofferError.invalid("invalid key value pair \"\(item)\" in \(field)")
+                throw CofferError.invalid("invalid key value pair in \(field): each item must be key=value")
             }
             out[String(item[..<eq]).trimmingSpaces] = String(item[item.index(after: eq)...]).trimmingSpaces
         }
@@ -698,8 +698,10 @@ package final class AWSBackend: TableBackend {
             return true
         }
         guard due, let keys = try? storage.list("wal/user/"), !keys.isEmpty else { return }
-        guard let config = try? config(storage), let client = try? Self.iam(config) else { return }
-        for key in keys {
+        guard let config = try? config(storage), var client = try? Self.iam(config) else { return }
+        // This runs on the lease runner's thread: no retries, and a few entries per scan.
+        client.maxRetries = 0
+        for key in keys.prefix(10) {
             guard let entry = try? storage.getJSON("wal/user/" + key),
                 let username = entry["username"]?.stringValue,
                 now.seconds - Int64(entry["created"]?.intValue ?? 0) >= Self.walMinimumAge
