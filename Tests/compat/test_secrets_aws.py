@@ -216,7 +216,7 @@ def test_assumed_role(coffer, bao_bin, moto):
     cli(coffer, bao_bin, "lease", "revoke", "-sync", secret["lease_id"])
 
 
-def test_federation_token(coffer, bao_bin, moto):
+def test_federation_and_session_tokens(coffer, bao_bin, moto):
     mount(coffer, bao_bin, moto, "aws-fed")
     cli(coffer, bao_bin, "write", "aws-fed/roles/fed", "credential_type=federation_token",
         f"policy_document={POLICY}", "default_sts_ttl=20m")
@@ -225,6 +225,15 @@ def test_federation_token(coffer, bao_bin, moto):
     data = secret["data"]
     assert sorted(data) == ["access_key", "secret_key", "security_token"]
     assert data["access_key"] and data["secret_key"] and data["security_token"]
+
+    # session_token: GetSessionToken for Coffer's own user.
+    cli(coffer, bao_bin, "write", "aws-fed/roles/session", "credential_type=session_token", "default_sts_ttl=15m")
+    secret = cli_json(coffer, bao_bin, "read", "aws-fed/creds/session")
+    assert secret["renewable"] is False and 895 <= secret["lease_duration"] <= 900
+    assert sorted(secret["data"]) == ["access_key", "secret_key", "security_token"] and secret["data"]["security_token"]
+    code, _, err = cli(coffer, bao_bin, "write", "aws-fed/roles/session2", "credential_type=session_token",
+                       f"policy_document={POLICY}", check=False)
+    assert code == 2 and "cannot supply a policy or role when using credential_type session_token" in err
 
     cli(coffer, bao_bin, "write", "aws-fed/roles/bare", "credential_type=federation_token")
     code, _, err = cli(coffer, bao_bin, "read", "aws-fed/sts/bare", check=False)

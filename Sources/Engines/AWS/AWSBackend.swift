@@ -8,7 +8,7 @@ import Glibc
 
 /// Vault's AWS secrets engine (docs/secrets-aws.md): `config/root` (the key pair Coffer calls IAM
 /// and STS with), `config/rotate-root`, `config/lease`, `roles/<name>` with credential_type
-/// `iam_user`, `assumed_role` or `federation_token`, and `creds/<name>` / `sts/<name>`.
+/// `iam_user`, `assumed_role`, `federation_token` or `session_token`, and `creds/<name>` / `sts/<name>`.
 ///
 /// `iam_user` credentials are an IAM user made for the request, with the role's inline policy,
 /// managed policies, groups and tags, and an access key; under a renewable lease whose end
@@ -49,7 +49,9 @@ package final class AWSBackend: TableBackend {
         .duration("default_sts_ttl"), .duration("max_sts_ttl"), .string("user_path"),
         .string("permissions_boundary_arn"), .string("mfa_serial_number"),
     ]
-    static let credsFields: [Field] = [.string("role_arn"), .duration("ttl"), .string("role_session_name")]
+    static let credsFields: [Field] = [
+        .string("role_arn"), .duration("ttl"), .string("role_session_name"), .string("mfa_code"),
+    ]
 
     package var specialPaths: SpecialPaths {
         // The root configuration holds the secret key.
@@ -274,9 +276,8 @@ package final class AWSBackend: TableBackend {
             throw CofferError.invalid(#"error(s) validating supplied role data: "did not supply credential_type""#)
         }
         guard let type = AWSCredentialType(rawValue: typeText) else {
-            let hint = typeText == "session_token" ? " (Coffer does not issue session_token credentials)" : ""
             throw CofferError.invalid(
-                "error(s) validating supplied role data: \"unrecognized credential type: \(typeText)\"\(hint)"
+                "error(s) validating supplied role data: \"unrecognized credential type: \(typeText)\""
             )
         }
         role.credentialType = type
@@ -300,11 +301,7 @@ package final class AWSBackend: TableBackend {
         if let v = f.seconds("max_sts_ttl") { role.maxSTSTTL = v }
         if let v = f.string("user_path") { role.userPath = v }
         if let v = f.string("permissions_boundary_arn") { role.permissionsBoundaryARN = v }
-        if let v = f.string("mfa_serial_number"), !v.isEmpty {
-            throw CofferError.invalid(
-                "mfa_serial_number is only used by session_token credentials, which Coffer does not issue"
-            )
-        }
+        if let v = f.string("mfa_serial_number") { role.mfaSerialNumber = v }
         let problems = role.problems
         guard problems.isEmpty else {
             let quoted =
@@ -368,7 +365,7 @@ package final class AWSBackend: TableBackend {
         switch role.credentialType {
         case .iamUser:
             return try createUser(request, config, role, roleName: roleName, displayName: displayName)
-        case .assumedRole, .federationToken:
+        case .assumedRole, .federationToken, .sessionToken:
             // Vault: `ttl` (default 3600), else the role's default_sts_ttl; capped by max_sts_ttl,
             // else the mount's maximum lease TTL.
             var ttl = request.fields.seconds("ttl") ?? (role.defaultSTSTTL > 0 ? role.defaultSTSTTL : 3600)
@@ -388,6 +385,7 @@ package final class AWSBackend: TableBackend {
                 }
                 return try assumeRole(request, config, role, roleName: roleName, roleARN: roleARN, ttl: ttl)
             }
+            if role.credentialType == .sessionToken { return try sessionToken(request, config, role, ttl: ttl) }
             return try federationToken(request, config, role, ttl: ttl)
         }
     }
@@ -579,6 +577,34 @@ package final class AWSBackend: TableBackend {
         response.secret?.internalData = [
             "username": .string(name), "policy": .string(policy), "is_sts": true,
         ]
+        return response
+    }
+
+    /// `sts:GetSessionToken` for Coffer's own user (with `mfa_serial_number` and the request's
+    /// `mfa_code` when the role has a serial number), as Vault's `session_token` type.
+    func sessionToken(
+        _ request: BackendRequest,
+        _ config: AWSRootConfig,
+        _ role: AWSRole,
+        ttl: Int64
+    ) throws(CofferError) -> Response {
+        let client = try Self.sts(config)
+        var parameters = [("DurationSeconds", String(ttl))]
+        if !role.mfaSerialNumber.isEmpty {
+            parameters.append(("SerialNumber", role.mfaSerialNumber))
+            if let code = request.fields.string("mfa_code"), !code.isEmpty { parameters.append(("TokenCode", code)) }
+        }
+        let answer: AWSXML
+        do {
+            answer = try client.call(action: "GetSessionToken", parameters: parameters)
+        } catch {
+            throw Self.failure("Error generating STS keys", error)
+        }
+        guard let credentials = answer.element(["GetSessionTokenResult", "Credentials"]) else {
+            throw CofferError(.internal, "Error generating STS keys: no Credentials in STS's answer")
+        }
+        var response = try Self.stsResponse(credentials, request.now)
+        response.secret?.internalData = ["username": "", "policy": "", "is_sts": true]
         return response
     }
 

@@ -62,6 +62,8 @@ enum AWSCredentialType: String, Sendable, CaseIterable {
     case assumedRole = "assumed_role"
     /// `sts:GetFederationToken` with the role's policies.
     case federationToken = "federation_token"
+    /// `sts:GetSessionToken`: temporary credentials of Coffer's own IAM user.
+    case sessionToken = "session_token"
 
     var isSTS: Bool { self != .iamUser }
 }
@@ -81,6 +83,7 @@ struct AWSRole: Sendable, Equatable {
     var maxSTSTTL: Int64 = 0
     var userPath = ""
     var permissionsBoundaryARN = ""
+    var mfaSerialNumber = ""
 
     var json: JSONValue {
         func list(_ v: [String]) -> JSONValue { .array(v.map { .string($0) }) }
@@ -91,6 +94,7 @@ struct AWSRole: Sendable, Equatable {
             "iam_tags": map(iamTags), "session_tags": map(sessionTags), "external_id": .string(externalID),
             "default_sts_ttl": .int(Int(defaultSTSTTL)), "max_sts_ttl": .int(Int(maxSTSTTL)),
             "user_path": .string(userPath), "permissions_boundary_arn": .string(permissionsBoundaryARN),
+            "mfa_serial_number": .string(mfaSerialNumber),
         ]
     }
 
@@ -114,6 +118,7 @@ struct AWSRole: Sendable, Equatable {
         maxSTSTTL = Int64(json["max_sts_ttl"]?.intValue ?? 0)
         userPath = json["user_path"]?.stringValue ?? ""
         permissionsBoundaryARN = json["permissions_boundary_arn"]?.stringValue ?? ""
+        mfaSerialNumber = json["mfa_serial_number"]?.stringValue ?? ""
     }
 
     /// Vault's read: lists and maps never set are null, as Vault's Go nil slices are.
@@ -126,7 +131,7 @@ struct AWSRole: Sendable, Equatable {
             "iam_tags": map(iamTags), "session_tags": map(sessionTags), "external_id": .string(externalID),
             "default_sts_ttl": .int(Int(defaultSTSTTL)), "max_sts_ttl": .int(Int(maxSTSTTL)),
             "user_path": .string(userPath), "permissions_boundary_arn": .string(permissionsBoundaryARN),
-            "mfa_serial_number": "",
+            "mfa_serial_number": .string(mfaSerialNumber),
         ]
     }
 
@@ -163,6 +168,9 @@ struct AWSRole: Sendable, Equatable {
             if let problem = AWSRole.managedPolicyProblem(permissionsBoundaryARN) {
                 out.append("invalid permissions_boundary_arn parameter: \(problem)")
             }
+        }
+        if (!policyDocument.isEmpty || !policyARNs.isEmpty) && credentialType == .sessionToken {
+            out.append("cannot supply a policy or role when using credential_type session_token")
         }
         if !roleARNs.isEmpty && credentialType != .assumedRole {
             out.append("cannot supply role_arns when credential_type isn't assumed_role")
