@@ -727,11 +727,13 @@ package final class AWSBackend: TableBackend {
         guard let config = try? config(storage), var client = try? Self.iam(config) else { return }
         // This runs on the lease runner's thread: no retries, and a few entries per scan.
         client.maxRetries = 0
-        for key in keys.prefix(10) {
+        var tried = 0
+        for key in keys where tried < 10 {
             guard let entry = try? storage.getJSON("wal/user/" + key),
                 let username = entry["username"]?.stringValue,
                 now.seconds - Int64(entry["created"]?.intValue ?? 0) >= Self.walMinimumAge
             else { continue }
+            tried += 1
             if !username.isEmpty {
                 do {
                     try Self.deleteUser(client, username)
