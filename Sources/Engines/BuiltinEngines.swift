@@ -4,7 +4,7 @@ package import CofferFramework
 /// The engines Coffer ships, by mount type.
 package enum BuiltinEngines {
     /// "kv": v1 unless `options.version` is "2" (a "kv-v2" mount is stored as "kv" with version "2");
-    /// "generic": KV v1 under Vault's old name; "transit"; "database" (PostgreSQL and MySQL credentials); "pki" (a certificate authority); "cubbyhole" (mounted by the core in every
+    /// "generic": KV v1 under Vault's old name; "transit"; "database" (PostgreSQL and MySQL credentials); "pki" (a certificate authority); "aws" (IAM users and STS credentials); "cubbyhole" (mounted by the core in every
     /// vault, not by users).
     package static var registry: EngineRegistry {
         var registry = EngineRegistry()
@@ -27,6 +27,7 @@ package enum BuiltinEngines {
         registry.register("cubbyhole") { _ in CubbyholeBackend() }
         registry.register("database") { _ in DatabaseBackend() }
         registry.register("pki") { _ in PKIBackend() }
+        registry.register("aws") { _ in AWSBackend() }
         return registry
     }
 }
