@@ -11,9 +11,11 @@ The clients are the real ones: hvac's `auth.aws.iam_login` (signs with its own S
 unmodified bao CLI's generic `bao write auth/aws/login ...` with a request signed here by botocore.
 """
 import base64
+import http.server
 import json
 import os
 import subprocess
+import threading
 import time
 
 import hvac
@@ -276,6 +278,84 @@ def test_an_unreachable_sts_endpoint(coffer, moto):
     url = f"http://127.0.0.1:{port}/"
     assert (code, message) == (400, f'error making upstream request: error making request: POST {url} giving up after '
                                     f'1 attempt(s): Post "{url}": dial tcp 127.0.0.1:{port}: connect: connection refused')
+
+
+class FakeSTS:
+    """A hostile "STS" on loopback: answers what the test sets, and records what it was sent."""
+
+    def __init__(self):
+        self.answer = (200, "text/xml", b"")
+        self.received = []
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                fake.received.append((self.path, dict(self.headers.items()), body))
+                status, kind, content = fake.answer
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+GOOD_ANSWER = (f'<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><GetCallerIdentityResult>'
+               f'<Arn>arn:aws:iam::{ACCOUNT}:user/alice</Arn><UserId>AIDAALICE</UserId><Account>{ACCOUNT}</Account>'
+               f'</GetCallerIdentityResult></GetCallerIdentityResponse>')
+
+
+def test_forwarded_as_signed_and_hostile_sts_answers_refused(coffer, moto):
+    sts = FakeSTS()
+    try:
+        coffer.ok("POST", "sys/auth/aws-fake", {"type": "aws"})
+        coffer.ok("POST", "auth/aws-fake/config/client", {"sts_endpoint": sts.url + "/", "max_retries": 0})
+        coffer.ok("POST", "auth/aws-fake/role/alice", {
+            "bound_iam_principal_arn": [f"arn:aws:iam::{ACCOUNT}:user/alice"], "resolve_aws_unique_ids": False})
+        fields = signed_login(*moto.alice[2:])
+        sts.answer = (200, "text/xml", GOOD_ANSWER.encode())
+        code, parsed = coffer.login(fields, "aws-fake")
+        assert code == 200, parsed
+        # What reached "STS": the client's path, body, signed headers and the Host it signed.
+        path, headers, body = sts.received[-1]
+        signed = {k.lower(): v[0] for k, v in json.loads(base64.b64decode(fields["iam_request_headers"])).items()}
+        headers = {k.lower(): v for k, v in headers.items()}
+        assert path == "/" and body == BODY.encode(), (path, body)
+        assert headers["host"] == "sts.amazonaws.com", headers
+        for name in ("authorization", "x-amz-date", "content-type", "x-vault-aws-iam-server-id"):
+            assert headers[name] == signed[name], (name, headers)
+
+        truncated = GOOD_ANSWER[: len(GOOD_ANSWER) // 2]
+        two_arns = GOOD_ANSWER.replace("<UserId>", f"<Arn>arn:aws:iam::{ACCOUNT}:role/admin</Arn><UserId>")
+        for answer, message in [
+            ((200, "text/xml", truncated.encode()), "error parsing STS response"),
+            ((200, "text/xml", two_arns.encode()), "error parsing STS response"),
+            ((200, "text/xml", b"<html>proxy</html>"), "error parsing STS response"),
+            ((200, "application/json", b"{}"), "body of GetCallerIdentity is invalid"),
+            ((403, "text/xml", b"<ErrorResponse><Error><Code>InvalidClientTokenId</Code></Error></ErrorResponse>"),
+             "received error code 403 from STS: <ErrorResponse><Error><Code>InvalidClientTokenId</Code></Error>"
+             "</ErrorResponse>"),
+        ]:
+            sts.answer = answer
+            assert coffer.refused(fields, "aws-fake") == (400, "error making upstream request: " + message), answer
+        # An answer past 64 KiB is not read.
+        sts.answer = (200, "text/xml", b"<GetCallerIdentityResponse>" + b"x" * 100_000)
+        code, message = coffer.refused(fields, "aws-fake")
+        assert code == 400 and message.startswith("error making upstream request: error making request: POST ") and \
+            "the answer is larger than 65536 bytes" in message, message
+    finally:
+        sts.stop()
 
 
 def test_ec2_is_refused_clearly(coffer):
