@@ -16,7 +16,7 @@ package enum BuiltinAuthMethods {
         registry.register("jwt") { _ in JWTBackend() }
         registry.register("oidc") { _ in JWTBackend() }
         registry.register("kubernetes") { _ in KubernetesBackend() }
-        registry.register("aws") { _ in AWSAuthBackend() }
+        registry.register("aws") { _ in AWSAuthBackend(lookup: AWSIAMLookup()) }
         return registry
     }
 }

@@ -143,7 +143,9 @@ package enum HTTPClient {
         defer { if let tls = connection.tls { ctls_free(tls) } }
 
         let host = options.hostHeader ?? url.hostHeader
-        guard !host.contains(where: { $0 == "\r" || $0 == "\n" }) else { throw fail("the Host header contains a line break") }
+        guard !host.contains(where: { $0 == "\r" || $0 == "\n" }) else {
+            throw fail("the Host header contains a line break")
+        }
         var head = "\(method) \(url.target) HTTP/1.1\r\nHost: \(host)\r\n"
         if !headers.contains(where: { $0.0.lowercased() == "user-agent" }) { head += "User-Agent: Coffer\r\n" }
         head += "Connection: close\r\nAccept-Encoding: identity\r\n"

@@ -1,4 +1,4 @@
-package import CofferCore
+import CofferCore
 package import CofferFramework
 import Synchronization
 
@@ -9,7 +9,10 @@ import Glibc
 /// Looks an IAM principal up in IAM with Coffer's own credentials (`config/client`): its full ARN
 /// (with path) and unique ID, by iam:GetUser or iam:GetRole.
 package protocol IAMPrincipalLookup: Sendable {
-    func lookUp(_ entity: IAMEntity, config: AWSAuthClientConfig) throws(AWSAuthError) -> (arn: String, uniqueID: String)
+    func lookUp(
+        _ entity: IAMEntity,
+        config: AWSAuthClientConfig
+    ) throws(AWSAuthError) -> (arn: String, uniqueID: String)
 }
 
 /// Vault's AWS auth method (`aws` type), the `iam` login only.
@@ -279,7 +282,9 @@ package final class AWSAuthBackend: TableBackend {
         }
         let urlB64 = f.string("iam_request_url") ?? ""
         guard !urlB64.isEmpty else { throw AWSAuthError("missing iam_request_url") }
-        guard let urlBytes = Base64.decode(urlB64) else { throw AWSAuthError("failed to base64 decode iam_request_url") }
+        guard let urlBytes = Base64.decode(urlB64) else {
+            throw AWSAuthError("failed to base64 decode iam_request_url")
+        }
         guard let urlText = String(validating: urlBytes, as: UTF8.self), let url = HTTPClient.URL(urlText) else {
             throw AWSAuthError("error parsing iam_request_url")
         }
@@ -310,7 +315,13 @@ package final class AWSAuthBackend: TableBackend {
         }
         let caller: CallerIdentity
         do {
-            caller = try STSForwarder.submit(endpoint: endpoint, url: url, body: body, headers: headers, maxRetries: maxRetries)
+            caller = try STSForwarder.submit(
+                endpoint: endpoint,
+                url: url,
+                body: body,
+                headers: headers,
+                maxRetries: maxRetries
+            )
         } catch {
             throw AWSAuthError("error making upstream request: \(error.message)")
         }
@@ -415,7 +426,8 @@ enum STSForwarder {
                 failure = error
                 response = nil
             }
-            let retryable = failure != nil || response.map { $0.status == 429 || ($0.status >= 500 && $0.status != 501) } ?? false
+            let retryable =
+                failure != nil || response.map { $0.status == 429 || ($0.status >= 500 && $0.status != 501) } ?? false
             if !retryable { break }
             if attempt == attempts {
                 let cause = failure.map { ": " + $0.message } ?? ""

@@ -1,4 +1,4 @@
-package import CofferCore
+import CofferCore
 package import CofferFramework
 
 /// `config/client`: the credentials and endpoints the method uses (Vault's `clientConfig`).
@@ -31,7 +31,14 @@ package struct AWSAuthClientConfig: Sendable, Equatable {
         if let v = f.string("iam_endpoint") { iamEndpoint = try Self.checkedURL(v, "iam_endpoint") }
         if let v = f.string("sts_endpoint") { stsEndpoint = try Self.checkedURL(v, "sts_endpoint") }
         if let v = f.string("sts_region") { stsRegion = v }
-        if let v = f.bool("use_sts_region_from_client") { useSTSRegionFromClient = v }
+        if let v = f.bool("use_sts_region_from_client") {
+            guard !v else {
+                throw CofferError.invalid(
+                    "use_sts_region_from_client is not supported by Coffer: set sts_endpoint (and sts_region) to the regional STS endpoint"
+                )
+            }
+            useSTSRegionFromClient = v
+        }
         if let v = f.string("iam_server_id_header_value") { iamServerIDHeaderValue = v }
         if let v = f.strings("allowed_sts_header_values") {
             allowedSTSHeaderValues = v.map { IAMRequestHeaders.canonical($0.trimmingWhitespace()) }.filter {

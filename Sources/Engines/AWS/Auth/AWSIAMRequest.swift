@@ -152,7 +152,9 @@ package struct IAMRequestHeaders: Sendable, Equatable {
     /// Reads `iam_request_headers` in the shapes Vault takes: a JSON object of strings or lists of
     /// strings; a string holding that object as JSON, or base64 of the JSON; a list of `name:value`.
     package init(field value: JSONValue) throws(AWSAuthError) {
-        let invalid = AWSAuthError("iam_request_headers must be a JSON object of header names and values, or its base64")
+        let invalid = AWSAuthError(
+            "iam_request_headers must be a JSON object of header names and values, or its base64"
+        )
         switch value {
         case .object(let object):
             try self.init(object: object)
@@ -187,7 +189,9 @@ package struct IAMRequestHeaders: Sendable, Equatable {
             case .array(let items):
                 for item in items {
                     guard case .string(let v) = item else {
-                        throw AWSAuthError("header \"\(name)\" in iam_request_headers must be a string or a list of strings")
+                        throw AWSAuthError(
+                            "header \"\(name)\" in iam_request_headers must be a string or a list of strings"
+                        )
                     }
                     add(name, v)
                 }
@@ -312,8 +316,8 @@ package struct CallerIdentity: Sendable, Equatable {
         guard xml.count <= 64 << 10, let text = String(validating: xml, as: UTF8.self) else { throw failure }
         let trimmed = text.trimmingWhitespace()
         guard trimmed.hasPrefix("<GetCallerIdentityResponse") || trimmed.hasPrefix("<?xml") else { throw failure }
-        guard let root = try? MiniXML.parse(trimmed), root.name == "GetCallerIdentityResponse",
-            let result = root.children.first(where: { $0.name == "GetCallerIdentityResult" })
+        guard let root = try? AWSXML.parse(trimmed), root.name == "GetCallerIdentityResponse",
+            let result = root.child("GetCallerIdentityResult")
         else { throw failure }
         func field(_ name: String) throws(AWSAuthError) -> String {
             let found = result.children.filter { $0.name == name }
@@ -323,174 +327,6 @@ package struct CallerIdentity: Sendable, Equatable {
         arn = try field("Arn")
         userID = try field("UserId")
         account = try field("Account")
-    }
-}
-
-/// A small XML reader for STS answers: elements (namespace prefixes dropped), attributes
-/// skipped, text with the five predefined entities and numeric references, CDATA, comments and
-/// processing instructions skipped; no DTDs. At most 32 levels deep.
-package enum MiniXML {
-    package struct Element: Sendable, Equatable {
-        package var name: String
-        package var children: [Element] = []
-        package var text = ""
-    }
-
-    package struct Malformed: Error {}
-
-    package static func parse(_ text: String) throws(Malformed) -> Element {
-        var p = Parser(bytes: Array(text.utf8))
-        try p.skipMisc()
-        guard p.peek() == UInt8(ascii: "<") else { throw Malformed() }
-        let root = try p.element(depth: 0)
-        try p.skipMisc()
-        guard p.atEnd else { throw Malformed() }
-        return root
-    }
-
-    struct Parser {
-        let bytes: [UInt8]
-        var i = 0
-
-        var atEnd: Bool { i >= bytes.count }
-        func peek(_ offset: Int = 0) -> UInt8? { i + offset < bytes.count ? bytes[i + offset] : nil }
-        func starts(_ s: String) -> Bool {
-            let u = Array(s.utf8)
-            return i + u.count <= bytes.count && Array(bytes[i..<i + u.count]) == u
-        }
-
-        mutating func skipSpace() {
-            while let b = peek(), b == 0x20 || b == 0x09 || b == 0x0A || b == 0x0D { i += 1 }
-        }
-
-        mutating func skip(past end: String) throws(Malformed) {
-            let u = Array(end.utf8)
-            while i + u.count <= bytes.count {
-                if Array(bytes[i..<i + u.count]) == u {
-                    i += u.count
-                    return
-                }
-                i += 1
-            }
-            throw Malformed()
-        }
-
-        /// Whitespace, comments and processing instructions between elements; a DTD is refused.
-        mutating func skipMisc() throws(Malformed) {
-            while true {
-                skipSpace()
-                if starts("<?") {
-                    try skip(past: "?>")
-                } else if starts("<!--") {
-                    try skip(past: "-->")
-                } else if starts("<!") && !starts("<![CDATA[") {
-                    throw Malformed()
-                } else {
-                    return
-                }
-            }
-        }
-
-        mutating func name() throws(Malformed) -> String {
-            let start = i
-            while let b = peek(), !(b == 0x20 || b == 0x09 || b == 0x0A || b == 0x0D || b == UInt8(ascii: ">")
-                || b == UInt8(ascii: "/") || b == UInt8(ascii: "="))
-            {
-                i += 1
-            }
-            guard i > start else { throw Malformed() }
-            let full = String(decoding: bytes[start..<i], as: UTF8.self)
-            return full.split(separator: ":").last.map(String.init) ?? full
-        }
-
-        mutating func element(depth: Int) throws(Malformed) -> Element {
-            guard depth < 32, peek() == UInt8(ascii: "<") else { throw Malformed() }
-            i += 1
-            var element = Element(name: try name())
-            // Attributes are skipped; quoted values may hold '>' or '/'.
-            while true {
-                skipSpace()
-                guard let b = peek() else { throw Malformed() }
-                if b == UInt8(ascii: "/") {
-                    guard peek(1) == UInt8(ascii: ">") else { throw Malformed() }
-                    i += 2
-                    return element
-                }
-                if b == UInt8(ascii: ">") {
-                    i += 1
-                    break
-                }
-                _ = try name()
-                skipSpace()
-                guard peek() == UInt8(ascii: "=") else { throw Malformed() }
-                i += 1
-                skipSpace()
-                guard let quote = peek(), quote == UInt8(ascii: "\"") || quote == UInt8(ascii: "'") else {
-                    throw Malformed()
-                }
-                i += 1
-                while let c = peek(), c != quote { i += 1 }
-                guard peek() == quote else { throw Malformed() }
-                i += 1
-            }
-            var text: [UInt8] = []
-            while true {
-                guard let b = peek() else { throw Malformed() }
-                if b == UInt8(ascii: "<") {
-                    if starts("</") {
-                        i += 2
-                        let closing = try name()
-                        skipSpace()
-                        guard closing == element.name, peek() == UInt8(ascii: ">") else { throw Malformed() }
-                        i += 1
-                        element.text = String(decoding: text, as: UTF8.self).trimmingWhitespace()
-                        return element
-                    } else if starts("<![CDATA[") {
-                        i += 9
-                        let start = i
-                        try skip(past: "]]>")
-                        text.append(contentsOf: bytes[start..<(i - 3)])
-                    } else if starts("<!--") {
-                        try skip(past: "-->")
-                    } else if starts("<?") {
-                        try skip(past: "?>")
-                    } else if starts("<!") {
-                        throw Malformed()
-                    } else {
-                        element.children.append(try self.element(depth: depth + 1))
-                    }
-                } else if b == UInt8(ascii: "&") {
-                    text.append(contentsOf: try entity())
-                } else {
-                    text.append(b)
-                    i += 1
-                }
-            }
-        }
-
-        mutating func entity() throws(Malformed) -> [UInt8] {
-            let start = i
-            while let b = peek(), b != UInt8(ascii: ";"), i - start < 12 { i += 1 }
-            guard peek() == UInt8(ascii: ";") else { throw Malformed() }
-            let body = String(decoding: bytes[(start + 1)..<i], as: UTF8.self)
-            i += 1
-            switch body {
-            case "amp": return Array("&".utf8)
-            case "lt": return Array("<".utf8)
-            case "gt": return Array(">".utf8)
-            case "quot": return Array("\"".utf8)
-            case "apos": return Array("'".utf8)
-            default:
-                var value: UInt32?
-                if body.hasPrefix("#x") {
-                    value = UInt32(body.dropFirst(2), radix: 16)
-                } else if body.hasPrefix("#") {
-                    value = UInt32(body.dropFirst(1))
-                }
-                guard let value, let scalar = Unicode.Scalar(value) else { throw Malformed() }
-                return Array(String(Character(scalar)).utf8)
-            }
-        }
     }
 }
 
