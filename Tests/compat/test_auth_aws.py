@@ -158,9 +158,10 @@ def coffer(cofferd_bin, moto):
         "access_key": moto.admin[0], "secret_key": moto.admin[1], "sts_endpoint": moto.url,
         "iam_endpoint": moto.url, "iam_server_id_header_value": SERVER_ID, "max_retries": 0})
     c.ok("POST", "auth/aws/config/identity", {"iam_metadata": ["default", "client_arn", "canonical_arn"]})
+    # resolve_aws_unique_ids left at its default (true): alice's unique ID is looked up in IAM now.
     c.ok("POST", "auth/aws/role/alice", {
         "auth_type": "iam", "bound_iam_principal_arn": [f"arn:aws:iam::{ACCOUNT}:user/alice"],
-        "resolve_aws_unique_ids": False, "token_policies": ["app"], "token_ttl": "10m"})
+        "token_policies": ["app"], "token_ttl": "10m"})
     yield c
     server.stop()
 
@@ -175,7 +176,9 @@ def test_hvac_iam_login_gives_the_roles_policies_and_the_arn_in_metadata(coffer,
     assert auth["policies"] == ["app", "default"], auth
     assert auth["token_policies"] == ["app", "default"], auth
     assert auth["renewable"] is True and auth["lease_duration"] == 600, auth
-    role_id = coffer.ok("GET", "auth/aws/role/alice")["data"]["role_id"]
+    role = coffer.ok("GET", "auth/aws/role/alice")["data"]
+    role_id = role["role_id"]
+    assert role["resolve_aws_unique_ids"] is True and role["bound_iam_principal_id"] == [moto.alice[1]], role
     assert auth["metadata"] == {
         "account_id": ACCOUNT, "auth_type": "iam", "client_arn": arn,
         "canonical_arn": f"arn:aws:iam::{ACCOUNT}:user/alice", "role_id": role_id}, auth
@@ -208,14 +211,43 @@ def test_an_assumed_role_binds_through_its_role_arn(coffer, moto):
     role_arn, _, key, secret, token = moto.deployer
     assert role_arn == f"arn:aws:iam::{ACCOUNT}:role/apps/deployer"
     coffer.ok("POST", "auth/aws/role/deployer", {
-        "bound_iam_principal_arn": [f"arn:aws:iam::{ACCOUNT}:role/deployer"], "resolve_aws_unique_ids": False,
-        "token_policies": ["app"]})
+        "bound_iam_principal_arn": [f"arn:aws:iam::{ACCOUNT}:role/deployer"], "token_policies": ["app"]})
+    assert coffer.ok("GET", "auth/aws/role/deployer")["data"]["bound_iam_principal_id"] == [moto.deployer[1]]
     client = hvac.Client(url=coffer.server.addr)
     auth = client.auth.aws.iam_login(key, secret, session_token=token, header_value=SERVER_ID,
                                      mount_point="aws")["auth"]
     assert auth["policies"] == ["app", "default"], auth
     assert auth["metadata"]["client_arn"] == f"arn:aws:sts::{ACCOUNT}:assumed-role/deployer/ci-run-7", auth
     assert auth["metadata"]["canonical_arn"] == f"arn:aws:iam::{ACCOUNT}:role/deployer", auth
+
+
+def test_a_wildcard_binds_the_full_arn_with_its_path_from_iam(coffer, moto):
+    coffer.ok("POST", "auth/aws/role/team", {"bound_iam_principal_arn": [f"arn:aws:iam::{ACCOUNT}:user/team/*"],
+                                             "token_policies": ["app"]})
+    code, parsed = coffer.login(dict(signed_login(*moto.alice[2:]), role="team"))
+    assert code == 200 and parsed["auth"]["policies"] == ["app", "default"], parsed
+    assert coffer.refused(dict(signed_login(*moto.bob[2:]), role="team")) == (
+        400, f'IAM Principal "{moto.bob[0]}" does not belong to the role "team"')
+
+
+def test_a_user_recreated_under_the_same_name_is_not_the_same_principal(coffer, moto):
+    arn, _, key, secret = moto.user("carol")
+    coffer.ok("POST", "auth/aws/role/carol", {"bound_iam_principal_arn": [arn]})
+    assert coffer.login(signed_login(key, secret))[0] == 200
+    moto.iam.delete_access_key(UserName="carol", AccessKeyId=key)
+    moto.iam.detach_user_policy(UserName="carol", PolicyArn=moto.policy)
+    moto.iam.delete_user(UserName="carol")
+    again, _, key2, secret2 = moto.user("carol")
+    assert again == arn
+    assert coffer.refused(signed_login(key2, secret2)) == (
+        400, f'IAM Principal "{arn}" does not belong to the role "carol"')
+    # Without unique-ID resolution the ARN alone binds, so the new carol gets in.
+    coffer.ok("POST", "auth/aws/role/carol-by-name", {"bound_iam_principal_arn": [arn], "resolve_aws_unique_ids": False})
+    assert coffer.login(dict(signed_login(key2, secret2), role="carol-by-name"))[0] == 200
+    # A principal IAM does not know cannot be bound with resolution on.
+    code, parsed = coffer.call("POST", "auth/aws/role/ghost", {"bound_iam_principal_arn": [f"arn:aws:iam::{ACCOUNT}:user/ghost"]})
+    assert code == 400 and parsed["errors"][0].startswith(
+        f'unable to resolve ARN "arn:aws:iam::{ACCOUNT}:user/ghost" to internal ID: error fetching user "ghost": '), parsed
 
 
 # ---- refusals, with Vault's texts (all 400s: Vault answers a login's refusals with ErrorResponse) ----
