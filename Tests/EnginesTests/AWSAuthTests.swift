@@ -144,6 +144,14 @@ import Testing
         #expect(IAMRequestHeaders.canonical("x-vault-aws-iam-server-id") == "X-Vault-Aws-Iam-Server-Id")
         #expect(throws: AWSAuthError.self) { try IAMRequestHeaders(field: .string("not json")) }
         #expect(throws: AWSAuthError.self) { try IAMRequestHeaders(field: ["Host": 1]) }
+        // No header line can be smuggled into the forwarded request.
+        let smuggle = AWSAuthError("iam_request_headers holds a header name or value that HTTP does not allow")
+        #expect(throws: smuggle) { try IAMRequestHeaders(field: ["X-A": "1\r\nX-Evil: 2"]) }
+        #expect(throws: smuggle) { try IAMRequestHeaders(field: ["X-A\r\nX-Evil": "2"]) }
+        #expect(throws: smuggle) { try IAMRequestHeaders(field: ["": "2"]) }
+        #expect(throws: AWSAuthError("iam_request_headers is too large (at most 100 values, 32 KiB)")) {
+            try IAMRequestHeaders(field: ["X-A": .array(Array(repeating: JSONValue.string("v"), count: 101))])
+        }
         #expect(throws: AWSAuthError("invalid request header: X-Amz-Evil")) {
             try IAMLoginRequest.validateAmzHeaders(try headers(["X-Amz-Evil": "1"]), allowed: [])
         }

@@ -103,6 +103,8 @@ package enum IAMBinding {
 /// `CanonicalMIMEHeaderKey`), each with its values, in the order given.
 package struct IAMRequestHeaders: Sendable, Equatable {
     package private(set) var entries: [(name: String, values: [String])] = []
+    private var size = 0
+    private var count = 0
 
     package init() {}
 
@@ -113,7 +115,19 @@ package struct IAMRequestHeaders: Sendable, Equatable {
 
     package var isEmpty: Bool { entries.isEmpty }
 
-    package mutating func add(_ name: String, _ value: String) {
+    /// Adds one value. Refused: a name that is not an HTTP token, a value with a line break or NUL
+    /// (nothing the client sends can add a header line of its own to the request Coffer forwards),
+    /// more than 100 values or 32 KiB in all.
+    package mutating func add(_ name: String, _ value: String) throws(AWSAuthError) {
+        let invalid = AWSAuthError("iam_request_headers holds a header name or value that HTTP does not allow")
+        guard !name.isEmpty, Self.isToken(name),
+            !value.utf8.contains(where: { $0 == 0x0D || $0 == 0x0A || $0 == 0x00 })
+        else { throw invalid }
+        size += name.utf8.count + value.utf8.count
+        count += 1
+        guard count <= 100, size <= 32 << 10 else {
+            throw AWSAuthError("iam_request_headers is too large (at most 100 values, 32 KiB)")
+        }
         let key = Self.canonical(name)
         if let index = entries.firstIndex(where: { $0.name == key }) {
             entries[index].values.append(value)
@@ -132,11 +146,7 @@ package struct IAMRequestHeaders: Sendable, Equatable {
     /// a name with a character outside the token set is left as it is.
     package static func canonical(_ name: String) -> String {
         let bytes = Array(name.utf8)
-        let token = bytes.allSatisfy { b in
-            (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A)
-                || "!#$%&'*+-.^_`|~".utf8.contains(b)
-        }
-        guard token else { return name }
+        guard isToken(name) else { return name }
         var out: [UInt8] = []
         out.reserveCapacity(bytes.count)
         var upper = true
@@ -147,6 +157,13 @@ package struct IAMRequestHeaders: Sendable, Equatable {
             upper = c == UInt8(ascii: "-")
         }
         return String(decoding: out, as: UTF8.self)
+    }
+
+    static func isToken(_ name: String) -> Bool {
+        name.utf8.allSatisfy { b in
+            (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A)
+                || "!#$%&'*+-.^_`|~".utf8.contains(b)
+        }
     }
 
     /// Reads `iam_request_headers` in the shapes Vault takes: a JSON object of strings or lists of
@@ -170,7 +187,7 @@ package struct IAMRequestHeaders: Sendable, Equatable {
             self.init()
             for item in items {
                 guard case .string(let line) = item, let colon = line.firstIndex(of: ":") else { throw invalid }
-                add(
+                try add(
                     String(line[..<colon]).trimmingWhitespace(),
                     String(line[line.index(after: colon)...]).trimmingWhitespace()
                 )
@@ -185,7 +202,7 @@ package struct IAMRequestHeaders: Sendable, Equatable {
         for name in object.keys.sorted() {
             switch object[name]! {
             case .string(let v):
-                add(name, v)
+                try add(name, v)
             case .array(let items):
                 for item in items {
                     guard case .string(let v) = item else {
@@ -193,7 +210,7 @@ package struct IAMRequestHeaders: Sendable, Equatable {
                             "header \"\(name)\" in iam_request_headers must be a string or a list of strings"
                         )
                     }
-                    add(name, v)
+                    try add(name, v)
                 }
             default:
                 throw AWSAuthError("header \"\(name)\" in iam_request_headers must be a string or a list of strings")
