@@ -250,6 +250,31 @@ def test_a_user_recreated_under_the_same_name_is_not_the_same_principal(coffer, 
         f'unable to resolve ARN "arn:aws:iam::{ACCOUNT}:user/ghost" to internal ID: error fetching user "ghost": '), parsed
 
 
+def test_the_entity_alias_follows_iam_alias(coffer, moto):
+    arn, unique_id, key, secret = moto.alice
+    coffer.ok("POST", "sys/auth/aws-alias", {"type": "aws"})
+    coffer.ok("POST", "auth/aws-alias/config/client", {
+        "access_key": moto.admin[0], "secret_key": moto.admin[1], "sts_endpoint": moto.url, "iam_endpoint": moto.url})
+    coffer.ok("POST", "auth/aws-alias/role/alice", {"bound_iam_principal_arn": [f"arn:aws:iam::{ACCOUNT}:user/alice"]})
+    role_id = coffer.ok("GET", "auth/aws-alias/role/alice")["data"]["role_id"]
+    assert coffer.ok("GET", "auth/aws-alias/config/identity")["data"]["iam_alias"] == "role_id"
+
+    def alias_after_login():
+        code, parsed = coffer.login(signed_login(key, secret, server_id=None), "aws-alias")
+        assert code == 200, parsed
+        assert parsed["auth"]["metadata"] == {"account_id": ACCOUNT, "auth_type": "iam", "role_id": role_id}, parsed
+        entity = coffer.ok("GET", f"identity/entity/id/{parsed['auth']['entity_id']}")["data"]
+        return [a["name"] for a in entity["aliases"]]
+
+    assert alias_after_login() == [role_id]  # Vault's default
+    for mode, name in (("unique_id", unique_id), ("full_arn", arn)):
+        coffer.ok("POST", "auth/aws-alias/config/identity", {"iam_alias": mode})
+        assert alias_after_login() == [name], mode
+    code, parsed = coffer.call("POST", "auth/aws-alias/config/identity", {"iam_alias": "email"})
+    assert code == 400 and parsed["errors"] == [
+        'iam_alias of "email" not in set of allowed values: [role_id unique_id full_arn]'], parsed
+
+
 # ---- refusals, with Vault's texts (all 400s: Vault answers a login's refusals with ErrorResponse) ----
 
 def test_a_tampered_signature_is_refused_by_sts_and_so_by_coffer(coffer, moto):
