@@ -406,6 +406,17 @@ def test_forwarded_as_signed_and_hostile_sts_answers_refused(coffer, moto):
         ]:
             sts.answer = answer
             assert coffer.refused(fields, "aws-fake") == (400, "error making upstream request: " + message), answer
+        # An error that quotes the request (as AWS's SignatureDoesNotMatch can) does not carry the
+        # client's session token or signature back out.
+        role_arn, _, rkey, rsecret, rtoken = moto.deployer
+        session_fields = signed_login(rkey, rsecret, rtoken)
+        sent = json.loads(base64.b64decode(session_fields["iam_request_headers"]))
+        signature = sent["Authorization"][0].rsplit("Signature=", 1)[1]
+        quoted = f"<ErrorResponse><Message>x-amz-security-token:{rtoken} Signature={signature}</Message></ErrorResponse>"
+        sts.answer = (403, "text/xml", quoted.encode())
+        code, message = coffer.refused(session_fields, "aws-fake")
+        assert code == 400 and message.startswith("error making upstream request: received error code 403"), message
+        assert rtoken not in message and signature not in message and "<redacted>" in message, message
         # An answer past 64 KiB is not read.
         sts.answer = (200, "text/xml", b"<GetCallerIdentityResponse>" + b"x" * 100_000)
         code, message = coffer.refused(fields, "aws-fake")

@@ -442,7 +442,21 @@ enum STSForwarder {
             throw AWSAuthError("body of GetCallerIdentity is invalid")
         }
         guard response.status == 200 else {
-            let text = String(decoding: response.body.prefix(2048), as: UTF8.self)
+            var text = String(decoding: response.body.prefix(2048), as: UTF8.self)
+            // AWS's SignatureDoesNotMatch can quote the canonical request, session token and all;
+            // the message goes back to the client and into the audit log's error, so the
+            // credentials the client sent are cut out first.
+            for name in ["Authorization", "X-Amz-Security-Token"] {
+                for value in headers.values(name) ?? [] {
+                    var secrets = [value]
+                    if let signature = value.ranges(of: "Signature=").last {
+                        secrets.append(String(value[signature.upperBound...].prefix { $0 != "," && $0 != " " }))
+                    }
+                    for secret in secrets where secret.count >= 8 {
+                        text = text.replacing(secret, with: "<redacted>")
+                    }
+                }
+            }
             throw AWSAuthError("received error code \(response.status) from STS: \(text)")
         }
         return try CallerIdentity(xml: response.body)
