@@ -287,6 +287,10 @@ import Testing
         #expect(config["secret_key"] == nil && config["sts_endpoint"] == "http://127.0.0.1:9")
     }
 
+    @Test func thePathTableValidates() {
+        #expect(AWSAuthBackend.paths.validate() == [])
+    }
+
     @Test func rolesAreIAMOnly() throws {
         let h = try Harness()
         setUp(h)
