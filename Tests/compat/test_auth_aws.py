@@ -49,6 +49,13 @@ class Moto:
         env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="4")
         self.proc = subprocess.Popen([MOTO if os.path.exists(MOTO) else "moto_server", "-H", "127.0.0.1", "-p",
                                       str(self.port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            self._set_up(boto3)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _set_up(self, boto3):
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -141,11 +148,13 @@ class Coffer:
 @pytest.fixture(scope="module")
 def moto():
     m = Moto()
-    m.alice = m.user("alice", "/team/")
-    m.bob = m.user("bob")
-    m.deployer = m.assumed_role("deployer", "ci-run-7", "/apps/")
-    yield m
-    m.stop()
+    try:
+        m.alice = m.user("alice", "/team/")
+        m.bob = m.user("bob")
+        m.deployer = m.assumed_role("deployer", "ci-run-7", "/apps/")
+        yield m
+    finally:
+        m.stop()
 
 
 @pytest.fixture(scope="module")
