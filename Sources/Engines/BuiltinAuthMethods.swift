@@ -7,7 +7,7 @@ package import CofferFramework
 ///
 /// "jwt" and "oidc": one backend under two names, as OpenBao has it (JWT login and the OIDC
 /// authorization-code flow); "kubernetes": service-account tokens checked by TokenReview or
-/// local keys.
+/// local keys; "aws": AWS IAM principals, by a signed sts:GetCallerIdentity Coffer forwards to STS.
 package enum BuiltinAuthMethods {
     package static var registry: EngineRegistry {
         var registry = EngineRegistry()
@@ -16,6 +16,7 @@ package enum BuiltinAuthMethods {
         registry.register("jwt") { _ in JWTBackend() }
         registry.register("oidc") { _ in JWTBackend() }
         registry.register("kubernetes") { _ in KubernetesBackend() }
+        registry.register("aws") { _ in AWSAuthBackend(lookup: AWSIAMLookup()) }
         return registry
     }
 }

@@ -29,6 +29,10 @@ package enum HTTPClient {
         package var deadline: Double = 30
         package var maximumBodyBytes = 4 << 20
         package var maximumHeaderBytes = 64 << 10
+        /// The Host header to send instead of the URL's: a request signed for one host (AWS SigV4
+        /// signs `Host`) sent to another address, as the AWS auth method forwards a client's
+        /// GetCallerIdentity to the configured STS endpoint.
+        package var hostHeader: String?
 
         package init(caPEM: String? = nil) { self.caPEM = caPEM }
     }
@@ -138,7 +142,12 @@ package enum HTTPClient {
         }
         defer { if let tls = connection.tls { ctls_free(tls) } }
 
-        var head = "\(method) \(url.target) HTTP/1.1\r\nHost: \(url.hostHeader)\r\nUser-Agent: Coffer\r\n"
+        let host = options.hostHeader ?? url.hostHeader
+        guard !host.contains(where: { $0 == "\r" || $0 == "\n" }) else {
+            throw fail("the Host header contains a line break")
+        }
+        var head = "\(method) \(url.target) HTTP/1.1\r\nHost: \(host)\r\n"
+        if !headers.contains(where: { $0.0.lowercased() == "user-agent" }) { head += "User-Agent: Coffer\r\n" }
         head += "Connection: close\r\nAccept-Encoding: identity\r\n"
         for (name, value) in headers {
             guard !name.contains(where: { $0 == "\r" || $0 == "\n" || $0 == ":" }),
