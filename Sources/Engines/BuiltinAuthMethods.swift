@@ -7,7 +7,7 @@ package import CofferFramework
 ///
 /// "jwt" and "oidc": one backend under two names, as OpenBao has it (JWT login and the OIDC
 /// authorization-code flow); "kubernetes": service-account tokens checked by TokenReview or
-/// local keys.
+/// local keys; "ldap": directory users and groups over Coffer's own LDAPv3 client.
 package enum BuiltinAuthMethods {
     package static var registry: EngineRegistry {
         var registry = EngineRegistry()
@@ -16,6 +16,7 @@ package enum BuiltinAuthMethods {
         registry.register("jwt") { _ in JWTBackend() }
         registry.register("oidc") { _ in JWTBackend() }
         registry.register("kubernetes") { _ in KubernetesBackend() }
+        registry.register("ldap") { _ in LDAPBackend() }
         return registry
     }
 }
