@@ -1,0 +1,160 @@
+"""A real OpenLDAP server (Debian `slapd`) for the LDAP auth tests: started in a temporary directory on
+free loopback ports (ldap:// with StartTLS, and ldaps://), with its own CA and server certificate, the
+`memberof` overlay (users carry `memberOf`, as in Active Directory) and a small directory:
+
+    dc=example,dc=org
+      cn=admin            the bind account (rootdn), password ADMIN_PW
+      ou=users            uid=alice, uid=bob, uid=carol (cn = uid, password "<name>-pw")
+      ou=groups           groupOfNames: devs {alice}, engineering {cn=devs}, staff {cn=engineering},
+                          ops {bob}
+
+so alice is directly in devs, in engineering one level up and in staff two levels up. slapd runs in
+the foreground (`-d 0`) as a child of the test and is stopped by its pid; nothing else is touched.
+"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+from authtools import make_tls
+from conftest import free_port
+
+BASE = "dc=example,dc=org"
+ADMIN_DN = f"cn=admin,{BASE}"
+ADMIN_PW = "admin-secret-bindpass"
+USERS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
+GROUPS = {  # name -> member DNs
+    "devs": [f"uid=alice,ou=users,{BASE}"],
+    "engineering": [f"cn=devs,ou=groups,{BASE}"],
+    "staff": [f"cn=engineering,ou=groups,{BASE}"],
+    "ops": [f"uid=bob,ou=users,{BASE}"],
+}
+
+CONF = """
+include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/inetorgperson.schema
+include /etc/ldap/schema/nis.schema
+modulepath /usr/lib/ldap
+moduleload back_mdb
+moduleload memberof
+pidfile {dir}/slapd.pid
+argsfile {dir}/slapd.args
+TLSCACertificateFile {dir}/ca.pem
+TLSCertificateFile {dir}/idp.crt
+TLSCertificateKeyFile {dir}/idp.key
+database mdb
+maxsize 10485760
+suffix "{base}"
+rootdn "{admin}"
+rootpw {adminpw}
+directory {dir}/db
+overlay memberof
+memberof-group-oc groupOfNames
+memberof-member-ad member
+memberof-memberof-ad memberOf
+memberof-refint true
+access to attrs=userPassword by anonymous auth by * none
+access to * by * read
+"""
+
+
+class Slapd:
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="coffer-slapd-")
+        os.mkdir(os.path.join(self.dir, "db"))
+        self.ca_pem, cert, key = make_tls(self.dir)
+        with open(os.path.join(self.dir, "ca.pem"), "w") as f:
+            f.write(self.ca_pem)
+        with open(os.path.join(self.dir, "slapd.conf"), "w") as f:
+            f.write(CONF.format(dir=self.dir, base=BASE, admin=ADMIN_DN, adminpw=ADMIN_PW))
+        self.port, self.tls_port = free_port(), free_port()
+        self.url = f"ldap://127.0.0.1:{self.port}"
+        self.ldaps_url = f"ldaps://127.0.0.1:{self.tls_port}"
+        self.log = open(os.path.join(self.dir, "slapd.log"), "w")
+        self.proc = subprocess.Popen(
+            ["/usr/sbin/slapd", "-d", "0", "-f", os.path.join(self.dir, "slapd.conf"),
+             "-h", f"{self.url}/ {self.ldaps_url}/"],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"slapd exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"slapd did not listen:\n{self.output()}")
+                time.sleep(0.05)
+        self.ldapadd(self.ldif())
+
+    def output(self):
+        with open(os.path.join(self.dir, "slapd.log"), errors="replace") as f:
+            return f.read()
+
+    @staticmethod
+    def ldif():
+        out = [f"dn: {BASE}\nobjectClass: dcObject\nobjectClass: organization\ndc: example\no: Example\n",
+               f"dn: ou=users,{BASE}\nobjectClass: organizationalUnit\nou: users\n",
+               f"dn: ou=groups,{BASE}\nobjectClass: organizationalUnit\nou: groups\n"]
+        for name, pw in USERS.items():
+            out.append(f"dn: uid={name},ou=users,{BASE}\nobjectClass: inetOrgPerson\nuid: {name}\ncn: {name}\n"
+                       f"sn: {name.title()}\nmail: {name}@example.org\nuserPassword: {pw}\n")
+        for name, members in GROUPS.items():
+            out.append(f"dn: cn={name},ou=groups,{BASE}\nobjectClass: groupOfNames\ncn: {name}\n"
+                       + "".join(f"member: {m}\n" for m in members))
+        return "\n".join(out)
+
+    def ldapadd(self, text):
+        subprocess.run(["ldapadd", "-x", "-H", self.url, "-D", ADMIN_DN, "-w", ADMIN_PW],
+                       input=text, text=True, check=True, capture_output=True, timeout=20)
+
+    def ldapmodify(self, text):
+        subprocess.run(["ldapmodify", "-x", "-H", self.url, "-D", ADMIN_DN, "-w", ADMIN_PW],
+                       input=text, text=True, check=True, capture_output=True, timeout=20)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class SilentListener:
+    """A TCP listener on 127.0.0.1 that accepts connections and never answers (a hung LDAP server)."""
+
+    def __init__(self):
+        import threading
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"ldap://127.0.0.1:{self.port}"
+        self.accepted = []
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while self.running:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+
+    def stop(self):
+        self.running = False
+        self.sock.close()
+        for c in self.accepted:
+            c.close()
