@@ -158,3 +158,38 @@ class SilentListener:
         self.sock.close()
         for c in self.accepted:
             c.close()
+
+
+class HostileServer:
+    """A TCP listener on 127.0.0.1 that answers every connection with `reply` (raw bytes, as soon as
+    the first request arrives) and then keeps the connection open: a misbehaving LDAP server."""
+
+    def __init__(self, reply):
+        import threading
+        self.reply = reply
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"ldap://127.0.0.1:{self.port}"
+        self.conns = []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            try:
+                conn.settimeout(5)
+                conn.recv(4096)
+                conn.sendall(self.reply)
+            except OSError:
+                pass
+
+    def stop(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()

@@ -14,7 +14,7 @@ import pytest
 
 from authtools import Cli, assert_same_as_openbao, start
 from conftest import free_port
-from ldapserver import ADMIN_DN, ADMIN_PW, BASE, SilentListener, Slapd
+from ldapserver import ADMIN_DN, ADMIN_PW, BASE, HostileServer, SilentListener, Slapd
 
 USERS_DN = f"ou=users,{BASE}"
 GROUPS_DN = f"ou=groups,{BASE}"
@@ -219,7 +219,9 @@ def test_silent_server_times_out_then_next_url_answers(coffer, slapd):
 def test_untrusted_certificate_refused(coffer, slapd):
     configure(coffer, base_config(slapd, url=slapd.ldaps_url, certificate=""))
     code, parsed = coffer("POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
-    assert code == 400 and "certificate verify failed" in parsed["errors"][0], parsed
+    assert code == 400 and parsed["errors"] == [
+        f"1 error occurred:\n\t* error connecting to host \"{slapd.ldaps_url}\": LDAP Result Code 200 \"Network Error\": "
+        "certificate verify failed: self-signed certificate in certificate chain\n\n"], parsed
     configure(coffer, {"insecure_tls": True})
     assert policies_of(login(coffer, "alice")) == ["default", "p-devs"]
     configure(coffer, {"insecure_tls": False, "url": slapd.url})
@@ -262,3 +264,47 @@ def test_bindpass_never_in_reads_errors_or_audit(coffer, slapd):
     assert "auth/ldap/config" in text and "auth/ldap/login/alice" in text
     assert ADMIN_PW not in text and "alice-pw" not in text
     assert ADMIN_PW not in coffer.server.output()
+
+
+@pytest.mark.parametrize("reply, says", [
+    (bytes([0x30, 0x84, 0x7F, 0xFF, 0xFF, 0xFF]), "LDAP message larger than 4194304 bytes"),
+    (bytes([0x30, 0x80, 0x00, 0x00]), "indefinite BER length"),
+    (bytes([0x30, 0x03, 0x02, 0x01, 0x01]), "malformed LDAP message"),
+    (b"HTTP/1.1 400 Bad Request\r\n\r\n", "not an LDAP message"),
+])
+def test_hostile_server_is_refused_then_next_url(coffer, slapd, reply, says):
+    hostile = HostileServer(reply)
+    try:
+        configure(coffer, base_config(slapd, url=hostile.url, request_timeout="2s"))
+        started = time.monotonic()
+        code, parsed = coffer("POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
+        assert code == 400 and says in parsed["errors"][0] and time.monotonic() - started < 3, parsed
+        configure(coffer, base_config(slapd, url=f"{hostile.url},{slapd.url}", request_timeout="2s"))
+        assert policies_of(login(coffer, "alice")) == ["default", "p-devs"]
+    finally:
+        hostile.stop()
+
+
+@pytest.mark.parametrize("kind", ["openbao", "cofferd"])
+def test_groups_reach_identity_as_external_group_aliases(kind, cofferd_bin, bao26_bin, slapd):
+    """The login names alice's groups (and users/<name> groups) as group aliases: an external identity
+    group aliased to "devs" on the mount gives its policy, on OpenBao 2.6.2 as on Coffer."""
+    api = start(kind, bao26_bin, cofferd_bin if kind == "cofferd" else None)
+    try:
+        api.ok("POST", "sys/auth/ldap", {"type": "ldap"}, status=204)
+        configure(api, base_config(slapd))
+        accessor = api.data("GET", "sys/auth")["ldap/"]["accessor"]
+        group = api.data("POST", "identity/group", {"name": "directory-devs", "type": "external", "policies": ["p-ext"]})
+        api.ok("POST", "identity/group-alias", {"name": "devs", "mount_accessor": accessor, "canonical_id": group["id"]})
+        api.ok("POST", "auth/ldap/users/alice", {"groups": "local-team"}, status=204)
+        answer = login(api, "alice")
+        auth = answer["auth"]
+        assert (auth["policies"], auth["token_policies"], auth["identity_policies"]) == (["default", "p-ext"], ["default"], ["p-ext"]), auth
+        token = answer["auth"]["client_token"]
+        looked = api.data("POST", "auth/token/lookup", {"token": token})
+        assert looked["display_name"] == "ldap-alice" and looked["policies"] == ["default"], looked
+        entity = api.data("GET", f"identity/entity/id/{answer['auth']['entity_id']}")
+        assert [(a["name"], a["mount_accessor"]) for a in entity["aliases"]] == [("alice", accessor)], entity
+        assert entity["aliases"][0]["metadata"] == {"name": "alice"}, entity["aliases"][0]
+    finally:
+        api.close()

@@ -307,6 +307,9 @@ package final class LDAPConnection {
     /// One whole BER message from the connection.
     private func readMessage(deadline: Double) throws(Failure) -> [UInt8] {
         while true {
+            // Every LDAPMessage is a SEQUENCE: anything else (an HTTP or TLS answer) is refused at
+            // its first byte rather than waited on.
+            if let first = buffer.first, first != 0x30 { throw Failure.network("not an LDAP message") }
             let header: (tag: UInt8, headerLength: Int, contentLength: Int)?
             do {
                 header = try BER.header(buffer[...])

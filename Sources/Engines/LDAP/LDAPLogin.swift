@@ -161,7 +161,13 @@ package struct LDAPLogin: Sendable {
                 }
             }
             if config.nestedGroupDepth > 0 {
-                groups += try nestedGroups(connection, start: nextDNs, run: run)
+                groups += try nestedGroups(start: nextDNs) { base, scope, filter in
+                    let result = try run({ () throws(LDAPConnection.Failure) in
+                        try connection.search(base: base, scope: scope, filter: filter, attributes: [config.groupAttr])
+                    })
+                    guard case .success(let entries) = result else { return nil }
+                    return entries
+                }
             }
         }
         var unique: [String] = []
@@ -181,13 +187,11 @@ package struct LDAPLogin: Sendable {
     /// `nested_group_depth`, each group visited once (cycles end), at most
     /// ``maximumNestedGroups`` in all. With `groupattr` memberOf the parents are the group's own
     /// `memberOf` values; otherwise `groupfilter` is searched again with the group as the member
-    /// (`{{.UserDN}}` its DN, `{{.Username}}` its CN).
+    /// (`{{.UserDN}}` its DN, `{{.Username}}` its CN). `search` answers nil for an LDAP error (that
+    /// group is skipped) and throws for a connection failure.
     func nestedGroups(
-        _ connection: LDAPConnection,
         start: [String],
-        run: (() throws(LDAPConnection.Failure) -> [LDAPConnection.Entry]) throws -> Result<
-            [LDAPConnection.Entry], LDAPConnection.Failure
-        >
+        search: (String, LDAPConnection.Scope, BER) throws -> [LDAPConnection.Entry]?
     ) throws -> [String] {
         var visited = Set(start.map(LDAPDN.normalized))
         var frontier = start
@@ -196,43 +200,22 @@ package struct LDAPLogin: Sendable {
             var next: [String] = []
             for dn in frontier {
                 guard visited.count < Self.maximumNestedGroups else { return found }
-                let parents: [String]
                 if isMemberOf {
                     let present = BER(tag: 0x87, bytes: Array("objectClass".utf8))
-                    let result = try run({ () throws(LDAPConnection.Failure) in
-                        try connection.search(base: dn, scope: .base, filter: present, attributes: [config.groupAttr])
-                    })
-                    guard case .success(let entries) = result else { continue }
-                    parents = entries.flatMap { $0.values(config.groupAttr) }
-                } else {
-                    guard
-                        let filter = try? LDAPFilter.parse(renderGroupFilter(userDN: dn, username: groupCN(dn)))
-                    else { continue }
-                    let result = try run({ () throws(LDAPConnection.Failure) in
-                        try connection.search(
-                            base: config.groupDN,
-                            scope: .subtree,
-                            filter: filter,
-                            attributes: [config.groupAttr]
-                        )
-                    })
-                    guard case .success(let entries) = result else { continue }
-                    parents = entries.flatMap { entry in
-                        let values = entry.values(config.groupAttr)
-                        return values.isEmpty ? [entry.dn] : values.map { _ in entry.dn }
+                    let parents = (try search(dn, .base, present) ?? []).flatMap { $0.values(config.groupAttr) }
+                    for parent in parents where visited.insert(LDAPDN.normalized(parent)).inserted {
+                        found.append(groupCN(parent))
+                        next.append(parent)
                     }
-                    for entry in entries {
+                } else {
+                    guard let filter = try? LDAPFilter.parse(renderGroupFilter(userDN: dn, username: groupCN(dn)))
+                    else { continue }
+                    for entry in try search(config.groupDN, .subtree, filter) ?? []
+                    where visited.insert(LDAPDN.normalized(entry.dn)).inserted {
                         let values = entry.values(config.groupAttr)
-                        guard visited.insert(LDAPDN.normalized(entry.dn)).inserted else { continue }
                         found += values.isEmpty ? [groupCN(entry.dn)] : values.map(groupCN)
                         next.append(entry.dn)
                     }
-                    _ = parents
-                    continue
-                }
-                for parent in parents where visited.insert(LDAPDN.normalized(parent)).inserted {
-                    found.append(groupCN(parent))
-                    next.append(parent)
                 }
             }
             if next.isEmpty { break }
