@@ -16,7 +16,9 @@ import Testing
     // MARK: BER
 
     @Test func anonymousBindEncodesAsRFC4511Shows() {
-        let bind = BER.sequence([.integer(1), BER(tag: 0x60, children: [.integer(3), .octets(""), BER(tag: 0x80, bytes: [])])])
+        let bind = BER.sequence([
+            .integer(1), BER(tag: 0x60, children: [.integer(3), .octets(""), BER(tag: 0x80, bytes: [])]),
+        ])
         #expect(bind.encoded == Self.hex("30 0c 02 01 01 60 07 02 01 03 04 00 80 00"))
     }
 
@@ -65,7 +67,13 @@ import Testing
         #expect((try? BER.decode(nested(BER.maximumDepth - 1))) != nil)
         // Every truncation of a real message fails cleanly.
         let message = BER.sequence([
-            .integer(2), BER(tag: 0x64, children: [.octets("uid=alice,dc=x"), .sequence([.sequence([.octets("cn"), .set([.octets("alice")])])])]),
+            .integer(2),
+            BER(
+                tag: 0x64,
+                children: [
+                    .octets("uid=alice,dc=x"), .sequence([.sequence([.octets("cn"), .set([.octets("alice")])])]),
+                ]
+            ),
         ]).encoded
         for cut in 0..<message.count {
             #expect(throws: BER.DecodeError.self) { try BER.decode(Array(message.prefix(cut))) }
@@ -131,9 +139,10 @@ import Testing
 
     @Test func malformedFiltersAreRefused() {
         let nested = String(repeating: "(!", count: 40) + "(a=b)" + String(repeating: ")", count: 40)
-        for text in ["", "(cn=a", "cn=a", "(&)", "((cn=a))", "(cn=\\zz)", "(cn=\\4)", "(=a)", "(cn=a))", "(c n=a)", "(cn)",
-            "(:=a)", "(cn:dn:x:y:=a)", nested]
-        {
+        for text in [
+            "", "(cn=a", "cn=a", "(&)", "((cn=a))", "(cn=\\zz)", "(cn=\\4)", "(=a)", "(cn=a))", "(c n=a)", "(cn)",
+            "(:=a)", "(cn:dn:x:y:=a)", nested,
+        ] {
             #expect(throws: LDAPFilter.ParseError.self, "\(text)") { try LDAPFilter.parse(text) }
         }
     }

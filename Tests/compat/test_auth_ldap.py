@@ -80,6 +80,9 @@ def test_same_as_openbao_262(bao26_bin, cofferd_bin, slapd):
         step("login over starttls", "POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
         step("ldaps", "POST", "auth/ldap/config", {"url": slapd.ldaps_url, "starttls": False})
         step("login over ldaps", "POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
+        step("tls13 only", "POST", "auth/ldap/config", {"tls_min_version": "tls13", "tls_max_version": "tls13"})
+        step("login over ldaps tls13", "POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
+        step("tls12 again", "POST", "auth/ldap/config", {"tls_min_version": "tls12", "tls_max_version": "tls12"})
         step("ldaps untrusted", "POST", "auth/ldap/config", {"certificate": ""})
         step("down then up", "POST", "auth/ldap/config",
              {"url": f"ldap://127.0.0.1:{closed},{slapd.url}", "certificate": slapd.ca_pem})
@@ -90,6 +93,21 @@ def test_same_as_openbao_262(bao26_bin, cofferd_bin, slapd):
              {"url": slapd.url, "groupattr": "memberOf", "groupdn": USERS_DN,
               "groupfilter": "(&(objectClass=inetOrgPerson)(uid={{.Username}}))"})
         step("login with memberOf", "POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
+        step("no bind account", "POST", "auth/ldap/config",
+             {"binddn": "", "bindpass": "", "groupattr": "cn", "groupdn": GROUPS_DN, "groupfilter": GROUP_FILTER})
+        step("login with a built DN", "POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
+        step("built DN, wrong password", "POST", "auth/ldap/login/alice", {"password": "x"}, token=None)
+        step("built DN, injection", "POST", "auth/ldap/login/alice,ou=users", {"password": "alice-pw"}, token=None)
+        step("discoverdn", "POST", "auth/ldap/config", {"discoverdn": True})
+        step("login with anonymous discovery", "POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
+        step("username_as_alias", "POST", "auth/ldap/config", {"discoverdn": False, "username_as_alias": True,
+                                                               "binddn": ADMIN_DN, "bindpass": ADMIN_PW})
+        step("login with username as alias", "POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
+        step("case sensitive", "POST", "auth/ldap/config", {"case_sensitive_names": True, "username_as_alias": False})
+        step("group Devs (case kept)", "POST", "auth/ldap/groups/Devs", {"policies": "p-upper"})
+        step("group list (case kept)", "LIST", "auth/ldap/groups")
+        step("login case sensitive", "POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
+        step("case insensitive again", "POST", "auth/ldap/config", {"case_sensitive_names": False})
         step("user delete", "DELETE", "auth/ldap/users/alice")
         step("group delete", "DELETE", "auth/ldap/groups/devs")
         step("group list after", "LIST", "auth/ldap/groups")
@@ -112,6 +130,7 @@ def test_same_as_openbao_262(bao26_bin, cofferd_bin, slapd):
     assert seen["login Alice (case)"]["auth"]["metadata"] == {"username": "Alice"}
     assert policies_of(seen["login over starttls"]) == policies_of(seen["login alice"])
     assert policies_of(seen["login over ldaps"]) == policies_of(seen["login alice"])
+    assert policies_of(seen["login over ldaps tls13"]) == policies_of(seen["login alice"])
     assert policies_of(seen["login past a down server"]) == policies_of(seen["login alice"])
     for label in ("wrong password", "unknown user", "injection", "wildcard"):
         assert seen[label] == {"errors": [BIND_FAILED]}, (label, seen[label])
@@ -119,6 +138,12 @@ def test_same_as_openbao_262(bao26_bin, cofferd_bin, slapd):
     # memberOf of alice is devs only (the overlay does not chain): OpenBao's direct-groups result.
     assert policies_of(seen["login with memberOf"]) == ["default", "p-alice", "p-devs", "p-shared"]
     assert "bindpass" not in seen["config read"]["data"]
+    assert policies_of(seen["login with a built DN"]) == policies_of(seen["login alice"])
+    assert policies_of(seen["login with anonymous discovery"]) == policies_of(seen["login alice"])
+    assert seen["built DN, injection"] == {"errors": [BIND_FAILED]}
+    # Case-sensitive names: the group "Devs" is a different entry from "devs", which the directory names.
+    assert policies_of(seen["login case sensitive"]) == ["default", "p-alice", "p-devs", "p-shared"]
+    assert seen["group list (case kept)"]["data"]["keys"] == ["Devs", "devs", "staff"]
     assert seen["config userfilter warning"]["warnings"] == [
         "userfilter configured does not consider userattr and may result in colliding entity aliases on logins"]
 

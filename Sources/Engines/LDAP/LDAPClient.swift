@@ -39,7 +39,8 @@ package final class LDAPConnection {
         7: "Auth Method Not Supported", 8: "Strong Auth Required", 10: "Referral", 11: "Admin Limit Exceeded",
         13: "Confidentiality Required", 14: "Sasl Bind In Progress", 16: "No Such Attribute",
         17: "Undefined Attribute Type", 18: "Inappropriate Matching", 19: "Constraint Violation",
-        21: "Invalid Attribute Syntax", 32: "No Such Object", 34: "Invalid DN Syntax", 48: "Inappropriate Authentication",
+        21: "Invalid Attribute Syntax", 32: "No Such Object", 34: "Invalid DN Syntax",
+        48: "Inappropriate Authentication",
         49: "Invalid Credentials", 50: "Insufficient Access Rights", 51: "Busy", 52: "Unavailable",
         53: "Unwilling To Perform", 80: "Other",
     ]
@@ -118,7 +119,11 @@ package final class LDAPConnection {
         }
     }
 
-    package enum Scope: Int64, Sendable { case base = 0, one = 1, subtree = 2 }
+    package enum Scope: Int64, Sendable {
+        case base = 0
+        case one = 1
+        case subtree = 2
+    }
 
     let fd: Int32
     var tls: OpaquePointer? = nil

@@ -82,7 +82,9 @@ package struct LDAPConfig: Sendable, Equatable {
         if let v = f.bool("insecure_tls") { insecureTLS = v }
         if let v = f.string("certificate") {
             if !v.isEmpty && !v.contains("-----BEGIN CERTIFICATE-----") {
-                throw CofferError.invalid("failed to parse server tls cert: failed to decode PEM block in the certificate")
+                throw CofferError.invalid(
+                    "failed to parse server tls cert: failed to decode PEM block in the certificate"
+                )
             }
             certificate = v
         }
@@ -125,7 +127,8 @@ package struct LDAPConfig: Sendable, Equatable {
         let rendered = LDAPLogin.render(userFilter, ["UserAttr": userAttr, "Username": "*"])
         let considersUserAttr = userFilter.contains("{{.UserAttr}}") || rendered.contains("\(userAttr)=*")
         return considersUserAttr
-            ? [] : ["userfilter configured does not consider userattr and may result in colliding entity aliases on logins"]
+            ? []
+            : ["userfilter configured does not consider userattr and may result in colliding entity aliases on logins"]
     }
 
     /// What `GET config` shows: never `bindpass` or `client_tls_key`.

@@ -78,9 +78,11 @@ package struct LDAPLogin: Sendable {
         let hasService = !config.bindDN.isEmpty && !config.bindPass.isEmpty
         let bindDN: String
         if config.discoverDN || hasService {
-            guard case .success = try run({ () throws(LDAPConnection.Failure) in
-                try connection.bind(config.bindDN, password: config.bindPass)
-            }) else { throw bindFailed }
+            guard
+                case .success = try run({ () throws(LDAPConnection.Failure) in
+                    try connection.bind(config.bindDN, password: config.bindPass)
+                })
+            else { throw bindFailed }
             guard let filter = try? LDAPFilter.parse(renderUserFilter(username)) else { throw bindFailed }
             guard
                 case .success(let entries) = try run({ () throws(LDAPConnection.Failure) in
@@ -95,13 +97,17 @@ package struct LDAPLogin: Sendable {
         }
 
         // The user's password.
-        guard case .success = try run({ () throws(LDAPConnection.Failure) in
-            try connection.bind(bindDN, password: password)
-        }) else { throw bindFailed }
+        guard
+            case .success = try run({ () throws(LDAPConnection.Failure) in
+                try connection.bind(bindDN, password: password)
+            })
+        else { throw bindFailed }
         if hasService {
-            guard case .success = try run({ () throws(LDAPConnection.Failure) in
-                try connection.bind(config.bindDN, password: config.bindPass)
-            }) else {
+            guard
+                case .success = try run({ () throws(LDAPConnection.Failure) in
+                    try connection.bind(config.bindDN, password: config.bindPass)
+                })
+            else {
                 throw CofferError.invalid("ldap operation failed: failed to bind with BindDN")
             }
         }
@@ -139,7 +145,12 @@ package struct LDAPLogin: Sendable {
                 throw CofferError.invalid("ldap operation failed: failed to parse the group filter")
             }
             let result = try run({ () throws(LDAPConnection.Failure) in
-                try connection.search(base: config.groupDN, scope: .subtree, filter: filter, attributes: [config.groupAttr])
+                try connection.search(
+                    base: config.groupDN,
+                    scope: .subtree,
+                    filter: filter,
+                    attributes: [config.groupAttr]
+                )
             })
             guard case .success(let entries) = result else {
                 if case .failure(let failure) = result {
