@@ -193,3 +193,93 @@ class HostileServer:
         self.sock.close()
         for c in self.conns:
             c.close()
+
+
+def _ber(tag, content):
+    n = len(content)
+    if n < 0x80:
+        head = bytes([tag, n])
+    else:
+        size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+        head = bytes([tag, 0x80 | len(size)]) + size
+    return head + content
+
+
+def _octets(text, tag=0x04):
+    return _ber(tag, text.encode() if isinstance(text, str) else text)
+
+
+def _result(tag, code=0):
+    return _ber(tag, bytes([0x0A, 0x01, code]) + _octets("") + _octets(""))
+
+
+def ldap_message(message_id, op):
+    return _ber(0x30, bytes([0x02, 0x01, message_id]) + op)
+
+
+class FakeLDAP:
+    """A scripted LDAP server on 127.0.0.1: every bind succeeds; a search is answered by
+    `search(message_id)` (bytes to send). `trickle` sends the answers one byte every `trickle`
+    seconds. Handles one request at a time per connection; message ids below 128 only."""
+
+    def __init__(self, search, trickle=None):
+        import threading
+        self.search, self.trickle = search, trickle
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"ldap://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.conns = []
+        self.running = True
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        import threading
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        try:
+            while self.running:
+                data = conn.recv(65536)
+                if not data or len(data) < 6:
+                    return
+                message_id, op = data[4], data[5]
+                if op == 0x60:
+                    answer = ldap_message(message_id, _result(0x61))
+                elif op == 0x63:
+                    answer = self.search(message_id)
+                else:
+                    return
+                if self.trickle:
+                    for i in range(len(answer)):
+                        if not self.running:
+                            return
+                        conn.sendall(answer[i:i + 1])
+                        time.sleep(self.trickle)
+                else:
+                    conn.sendall(answer)
+        except OSError:
+            pass
+
+    def stop(self):
+        self.running = False
+        self.sock.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+def search_entries(count, dn="uid=alice,ou=users,dc=example,dc=org"):
+    """A search answer of `count` entries, then success."""
+    def answer(message_id):
+        entry = ldap_message(message_id, _ber(0x64, _octets(dn) + _ber(0x30, b"")))
+        return entry * count + ldap_message(message_id, _result(0x65))
+    return answer

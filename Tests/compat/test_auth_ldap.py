@@ -333,3 +333,24 @@ def test_groups_reach_identity_as_external_group_aliases(kind, cofferd_bin, bao2
         assert entity["aliases"][0]["metadata"] == {"name": "alice"}, entity["aliases"][0]
     finally:
         api.close()
+
+
+def test_flooding_or_trickling_server_is_cut_off_then_next_url(coffer, slapd):
+    from ldapserver import FakeLDAP, search_entries
+    # 10 001 entries for the user search: refused past 10 000 (nothing unbounded is kept).
+    flood = FakeLDAP(search_entries(10_001))
+    # One byte every 0.2 s: each read comes in time, the whole answer does not; the operation's
+    # deadline (request_timeout) ends it.
+    trickle = FakeLDAP(search_entries(1), trickle=0.2)
+    try:
+        for server, says in ((flood, "search answer with more than 10000 entries"),
+                             (trickle, "no answer within the request timeout (2s)")):
+            configure(coffer, base_config(slapd, url=server.url, request_timeout="2s"))
+            started = time.monotonic()
+            code, parsed = coffer("POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
+            assert code == 400 and says in parsed["errors"][0] and time.monotonic() - started < 4, parsed
+            configure(coffer, base_config(slapd, url=f"{server.url},{slapd.url}", request_timeout="2s"))
+            assert policies_of(login(coffer, "alice")) == ["default", "p-devs"]
+    finally:
+        flood.stop()
+        trickle.stop()
