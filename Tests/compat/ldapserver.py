@@ -222,13 +222,15 @@ class FakeLDAP:
     `search(message_id)` (bytes to send). `trickle` sends the answers one byte every `trickle`
     seconds. Handles one request at a time per connection; message ids below 128 only."""
 
-    def __init__(self, search, trickle=None):
+    def __init__(self, search, trickle=None, tls=None):
+        """`tls`: an ssl.SSLContext to serve ldaps:// with (the handshake runs in the connection's thread)."""
         import threading
-        self.search, self.trickle = search, trickle
+        self.search, self.trickle, self.tls = search, trickle, tls
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
-        self.url = f"ldap://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.url = f"{'ldaps' if tls else 'ldap'}://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.handshake_errors = []
         self.conns = []
         self.running = True
         threading.Thread(target=self._run, daemon=True).start()
@@ -244,6 +246,16 @@ class FakeLDAP:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn):
+        if self.tls:
+            import ssl
+            try:
+                conn.settimeout(5)
+                conn = self.tls.wrap_socket(conn, server_side=True)
+                self.conns.append(conn)
+            except (ssl.SSLError, OSError) as e:
+                self.handshake_errors.append(str(e))
+                conn.close()
+                return
         try:
             while self.running:
                 data = conn.recv(65536)
@@ -283,3 +295,31 @@ def search_entries(count, dn="uid=alice,ou=users,dc=example,dc=org"):
         entry = ldap_message(message_id, _ber(0x64, _octets(dn) + _ber(0x30, b"")))
         return entry * count + ldap_message(message_id, _result(0x65))
     return answer
+
+
+def client_certificate(directory):
+    """A CA, and a client certificate (clientAuth) it signed: (ca path, cert pem, key pem)."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Coffer test client CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True).sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "coffer")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    ca_path = os.path.join(directory, "client-ca.pem")
+    with open(ca_path, "wb") as f:
+        f.write(ca.public_bytes(serialization.Encoding.PEM))
+    return (ca_path, cert.public_bytes(serialization.Encoding.PEM).decode(),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()).decode())

@@ -354,3 +354,32 @@ def test_flooding_or_trickling_server_is_cut_off_then_next_url(coffer, slapd):
     finally:
         flood.stop()
         trickle.stop()
+
+
+def test_client_certificate_is_presented(coffer, slapd):
+    """ldaps:// to a server that demands a client certificate: refused without client_tls_cert, logged
+    in with it; client_tls_key is never read back."""
+    import ssl
+    from ldapserver import FakeLDAP, client_certificate, search_entries
+    directory = tempfile.mkdtemp(prefix="ldap-client-cert-")
+    client_ca, cert_pem, key_pem = client_certificate(directory)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(os.path.join(slapd.dir, "idp.crt"), os.path.join(slapd.dir, "idp.key"))
+    context.load_verify_locations(client_ca)
+    context.verify_mode = ssl.CERT_REQUIRED
+    server = FakeLDAP(search_entries(1), tls=context)
+    try:
+        configure(coffer, base_config(slapd, url=server.url, certificate=slapd.ca_pem, groupdn="",
+                                      username_as_alias=True, request_timeout="2s"))
+        code, parsed = coffer("POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
+        assert code == 400 and "Network Error" in parsed["errors"][0], parsed
+        assert server.handshake_errors, "the server saw no failed handshake"
+        configure(coffer, {"client_tls_cert": cert_pem, "client_tls_key": key_pem})
+        answer = login(coffer, "alice")
+        assert answer["auth"]["policies"] == ["default"] and answer["warnings"], answer
+        data = coffer.data("GET", "auth/ldap/config")
+        assert data["client_tls_cert"] == cert_pem and "client_tls_key" not in data
+        assert "PRIVATE KEY" not in json.dumps(data)
+    finally:
+        server.stop()
+        configure(coffer, {"client_tls_cert": "", "client_tls_key": "", "username_as_alias": False})
