@@ -51,6 +51,8 @@ def test_same_as_openbao_262(bao26_bin, cofferd_bin, slapd):
 
         step("enable", "POST", "sys/auth/ldap", {"type": "ldap"})
         step("config defaults", "GET", "auth/ldap/config")
+        step("login before config", "POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
+        step("list users, none", "LIST", "auth/ldap/users")
         step("config write", "POST", "auth/ldap/config", base_config(slapd))
         step("config read", "GET", "auth/ldap/config")
         step("config bad tls", "POST", "auth/ldap/config", {"tls_min_version": "tls99"})
@@ -103,6 +105,9 @@ def test_same_as_openbao_262(bao26_bin, cofferd_bin, slapd):
         step("username_as_alias", "POST", "auth/ldap/config", {"discoverdn": False, "username_as_alias": True,
                                                                "binddn": ADMIN_DN, "bindpass": ADMIN_PW})
         step("login with username as alias", "POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
+        step("anonymous group search", "POST", "auth/ldap/config", {"anonymous_group_search": True})
+        step("login with anonymous group search", "POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
+        step("anonymous group search off", "POST", "auth/ldap/config", {"anonymous_group_search": False})
         step("case sensitive", "POST", "auth/ldap/config", {"case_sensitive_names": True, "username_as_alias": False})
         step("group Devs (case kept)", "POST", "auth/ldap/groups/Devs", {"policies": "p-upper"})
         step("group list (case kept)", "LIST", "auth/ldap/groups")
@@ -125,6 +130,10 @@ def test_same_as_openbao_262(bao26_bin, cofferd_bin, slapd):
     # The untrusted-certificate login is checked on its own below; here only the config write.
     assert_same_as_openbao(bao26_bin, cofferd_bin, sequence, adjust=adjust, auth_order=True)
     # What a user sees, on Coffer (the comparison above says OpenBao 2.6.2 answered the same).
+    assert seen["login before config"] == {"errors": [
+        '1 error occurred:\n\t* error connecting to host "ldap://127.0.0.1": LDAP Result Code 200 "Network Error": '
+        'dial tcp 127.0.0.1:389: connect: connection refused\n\n']}
+    assert policies_of(seen["login with anonymous group search"]) == policies_of(seen["login alice"])
     assert policies_of(seen["login alice"]) == ["default", "p-alice", "p-devs", "p-shared"], seen["login alice"]
     assert seen["login alice"]["auth"]["metadata"] == {"username": "alice"}
     assert seen["login Alice (case)"]["auth"]["metadata"] == {"username": "Alice"}

@@ -1,4 +1,4 @@
-package import CofferCore
+import CofferCore
 package import CofferFramework
 import Synchronization
 
