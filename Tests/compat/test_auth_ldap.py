@@ -113,6 +113,10 @@ def test_same_as_openbao_262(bao26_bin, cofferd_bin, slapd):
         step("group list (case kept)", "LIST", "auth/ldap/groups")
         step("login case sensitive", "POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
         step("case insensitive again", "POST", "auth/ldap/config", {"case_sensitive_names": False})
+        step("token settings", "POST", "auth/ldap/config", {"token_policies": "p-cfg", "token_ttl": "1h",
+                                                            "token_max_ttl": "2h"})
+        step("login with token settings", "POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
+        step("config token_ttl above max", "POST", "auth/ldap/config", {"token_ttl": "3h"})
         step("user delete", "DELETE", "auth/ldap/users/alice")
         step("group delete", "DELETE", "auth/ldap/groups/devs")
         step("group list after", "LIST", "auth/ldap/groups")
@@ -152,6 +156,8 @@ def test_same_as_openbao_262(bao26_bin, cofferd_bin, slapd):
     assert seen["built DN, injection"] == {"errors": [BIND_FAILED]}
     # Case-sensitive names: the group "Devs" is a different entry from "devs", which the directory names.
     assert policies_of(seen["login case sensitive"]) == ["default", "p-alice", "p-devs", "p-shared"]
+    with_token = seen["login with token settings"]["auth"]
+    assert with_token["lease_duration"] == 3600 and "p-cfg" in with_token["policies"], with_token
     assert seen["group list (case kept)"]["data"]["keys"] == ["Devs", "devs", "staff"]
     assert seen["config userfilter warning"]["warnings"] == [
         "userfilter configured does not consider userattr and may result in colliding entity aliases on logins"]
