@@ -91,6 +91,10 @@ def test_same_as_openbao_262(bao26_bin, cofferd_bin, slapd):
         step("login past a down server", "POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
         step("only down", "POST", "auth/ldap/config", {"url": f"ldap://127.0.0.1:{closed}"})
         step("login with the server down", "POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
+        step("two down", "POST", "auth/ldap/config", {"url": f"ldap://127.0.0.1:{closed},ldap://127.0.0.1:{closed2}"})
+        step("login with both servers down", "POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
+        step("not ldap", "POST", "auth/ldap/config", {"url": "http://127.0.0.1:1"})
+        step("login with an http url", "POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
         step("memberOf", "POST", "auth/ldap/config",
              {"url": slapd.url, "groupattr": "memberOf", "groupdn": USERS_DN,
               "groupfilter": "(&(objectClass=inetOrgPerson)(uid={{.Username}}))"})
@@ -122,7 +126,7 @@ def test_same_as_openbao_262(bao26_bin, cofferd_bin, slapd):
         step("group list after", "LIST", "auth/ldap/groups")
         return out
 
-    closed = free_port()
+    closed, closed2 = free_port(), free_port()
     seen = {}
 
     def adjust(label, body):

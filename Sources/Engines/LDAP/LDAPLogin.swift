@@ -28,7 +28,13 @@ package struct LDAPLogin: Sendable {
         var errors: [String] = []
         for text in urls {
             guard let url = LDAPConnection.URL(text) else {
-                errors.append("error parsing url \"\(text)\": invalid LDAP scheme or host")
+                // OpenBao's words for another scheme (naming the host part), else a parse error.
+                if let scheme = text.firstRange(of: "://") {
+                    let authority = text[scheme.upperBound...].prefix { $0 != "/" && $0 != "?" }
+                    errors.append("invalid LDAP scheme in url \"\(authority)\"")
+                } else {
+                    errors.append("error parsing url \"\(text)\": not an ldap:// or ldaps:// URL")
+                }
                 continue
             }
             do {
