@@ -138,6 +138,8 @@ import Testing
     }
 
     @Test func malformedFiltersAreRefused() {
+        // OpenBao shows Go's words for this one; Coffer's are the same.
+        #expect(throws: LDAPFilter.ParseError("unexpected end of filter")) { try LDAPFilter.parse("(member=x") }
         let nested = String(repeating: "(!", count: 40) + "(a=b)" + String(repeating: ")", count: 40)
         for text in [
             "", "(cn=a", "cn=a", "(&)", "((cn=a))", "(cn=\\zz)", "(cn=\\4)", "(=a)", "(cn=a))", "(c n=a)", "(cn)",

@@ -95,6 +95,11 @@ def test_same_as_openbao_262(bao26_bin, cofferd_bin, slapd):
         step("login with both servers down", "POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
         step("not ldap", "POST", "auth/ldap/config", {"url": "http://127.0.0.1:1"})
         step("login with an http url", "POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
+        step("missing groupdn", "POST", "auth/ldap/config", {"url": slapd.url, "groupdn": f"ou=nothere,{BASE}"})
+        step("login with a missing groupdn", "POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
+        step("bad groupfilter", "POST", "auth/ldap/config", {"groupdn": GROUPS_DN, "groupfilter": "(member={{.UserDN}}"})
+        step("login with a bad groupfilter", "POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
+        step("groupfilter back", "POST", "auth/ldap/config", {"groupfilter": GROUP_FILTER})
         step("memberOf", "POST", "auth/ldap/config",
              {"url": slapd.url, "groupattr": "memberOf", "groupdn": USERS_DN,
               "groupfilter": "(&(objectClass=inetOrgPerson)(uid={{.Username}}))"})

@@ -29,8 +29,8 @@ package final class LDAPConnection {
         }
         static func result(_ code: Int, _ diagnostic: String) -> Failure {
             let name = LDAPConnection.resultNames[code] ?? "Unknown"
-            let detail = diagnostic.isEmpty ? "" : ": \(diagnostic)"
-            return Failure(message: "LDAP Result Code \(code) \"\(name)\"\(detail)", resultCode: code)
+            // Go's form, which OpenBao shows: the colon stays when the diagnostic is empty.
+            return Failure(message: "LDAP Result Code \(code) \"\(name)\": \(diagnostic)", resultCode: code)
         }
     }
 

@@ -38,6 +38,8 @@ package enum LDAPFilter {
         }
 
         mutating func expect(_ c: Character) throws(ParseError) {
+            // Go's ldap package says this too; OpenBao shows it.
+            guard index < bytes.count else { throw ParseError("unexpected end of filter") }
             guard let ascii = c.asciiValue, current == ascii else {
                 throw ParseError("expected '\(c)' at offset \(index)")
             }

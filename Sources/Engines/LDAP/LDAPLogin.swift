@@ -147,8 +147,13 @@ package struct LDAPLogin: Sendable {
             if config.anonymousGroupSearch {
                 _ = try run({ () throws(LDAPConnection.Failure) in try connection.bind(config.bindDN, password: "") })
             }
-            guard let filter = try? LDAPFilter.parse(renderGroupFilter(userDN: userDN, username: username)) else {
-                throw CofferError.invalid("ldap operation failed: failed to parse the group filter")
+            let filter: BER
+            do {
+                filter = try LDAPFilter.parse(renderGroupFilter(userDN: userDN, username: username))
+            } catch {
+                throw CofferError.invalid(
+                    "LDAP search failed: LDAP Result Code 201 \"Filter Compile Error\": ldap: \(error.description)"
+                )
             }
             let result = try run({ () throws(LDAPConnection.Failure) in
                 try connection.search(
@@ -158,11 +163,10 @@ package struct LDAPLogin: Sendable {
                     attributes: [config.groupAttr]
                 )
             })
-            guard case .success(let entries) = result else {
-                if case .failure(let failure) = result {
-                    throw CofferError.invalid("ldap operation failed: failed to search for groups: \(failure.message)")
-                }
-                throw bindFailed
+            let entries: [LDAPConnection.Entry]
+            switch result {
+            case .success(let found): entries = found
+            case .failure(let failure): throw CofferError.invalid("LDAP search failed: \(failure.message)")
             }
             var nextDNs: [String] = []
             for entry in entries {
