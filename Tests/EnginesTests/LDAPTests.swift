@@ -200,6 +200,42 @@ import Testing
         #expect(LDAPLogin.render("(x={{.Username)", ["Username": "a"]) == "(x={{.Username)")
     }
 
+    // MARK: The method's paths
+
+    /// Every field of every ldap path, given values that do not fit it (FieldSweepTests' values):
+    /// refused with 400 before the handler runs, so no config is written and no server is dialled.
+    @Test func everyDeclaredFieldRefusesWhatDoesNotFit() throws {
+        #expect(LDAPBackend.paths.validate() == [])
+        let h = try Harness()
+        #expect(h.wire("POST", "sys/auth/ldap", ["type": "ldap"]).status == 204)
+        var cases = 0
+        for path in LDAPBackend.paths.paths {
+            let concrete = "auth/ldap/" + FieldSweepTests.instantiate(path.pattern)
+            for operation in path.operations where operation != .read && operation != .list {
+                for field in path.fields {
+                    for value in FieldSweepTests.badValues(field.kind) {
+                        cases += 1
+                        let method = operation == .delete ? "DELETE" : "PUT"
+                        let (status, bytes) = h.vault.core.handleWire(
+                            method: method,
+                            path: concrete,
+                            token: "root",
+                            body: JSONValue.object([field.name: value]).serialized()
+                        )
+                        let text = bytes.map { String(decoding: $0, as: UTF8.self) } ?? ""
+                        #expect(status == 400, "\(method) \(concrete) \(field.name) answered \(status): \(text)")
+                        #expect(!text.contains(FieldSweepTests.marker))
+                    }
+                }
+            }
+        }
+        #expect(cases > 200)
+        // Nothing reached storage: the config still reads as the defaults.
+        let config = h.wire("GET", "auth/ldap/config")
+        #expect(config.status == 200)
+        #expect(config.json?["data"]?["url"]?.stringValue == "ldap://127.0.0.1")
+    }
+
     @Test func ldapURLs() {
         #expect(LDAPConnection.URL("ldap://127.0.0.1")?.port == 389)
         #expect(LDAPConnection.URL("ldaps://ldap.example.org")?.port == 636)
