@@ -1,8 +1,11 @@
 #include "ctls.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -13,6 +16,44 @@ struct ctls_conn {
     SSL_CTX *ctx;
     SSL *ssl;
 };
+
+/* libssl writes to the socket with write(2), which raises SIGPIPE when the peer has gone. cofferd
+   ignores SIGPIPE, but a program embedding libcoffer may not: around every libssl call that can
+   write, SIGPIPE is blocked for this thread and a SIGPIPE it raised is consumed before the mask is
+   restored (errno is kept for the caller). */
+typedef struct {
+    sigset_t old;
+    int was_pending;
+} sigpipe_guard;
+
+static void sigpipe_block(sigpipe_guard *g) {
+    sigset_t pending, block;
+    sigemptyset(&pending);
+    sigpending(&pending);
+    g->was_pending = sigismember(&pending, SIGPIPE) == 1;
+    sigemptyset(&block);
+    sigaddset(&block, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &block, &g->old);
+}
+
+static void sigpipe_restore(sigpipe_guard *g) {
+    int saved = errno;
+    if (!g->was_pending) {
+        sigset_t pending;
+        sigemptyset(&pending);
+        sigpending(&pending);
+        if (sigismember(&pending, SIGPIPE) == 1) {
+            sigset_t only;
+            sigemptyset(&only);
+            sigaddset(&only, SIGPIPE);
+            struct timespec zero = {0, 0};
+            while (sigtimedwait(&only, NULL, &zero) == -1 && errno == EINTR) {
+            }
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+    errno = saved;
+}
 
 static void set_err(char *err, size_t err_len, const char *prefix) {
     if (err == NULL || err_len == 0) return;
@@ -132,7 +173,10 @@ ctls_conn *ctls_connect_ex(int fd, const char *host, const char *ca_pem, size_t 
         SSL_CTX_free(ctx);
         return NULL;
     }
+    sigpipe_guard guard;
+    sigpipe_block(&guard);
     int rc = SSL_connect(ssl);
+    sigpipe_restore(&guard);
     if (rc != 1) {
         long verify = SSL_get_verify_result(ssl);
         int code = SSL_get_error(ssl, rc);
@@ -166,7 +210,10 @@ ctls_conn *ctls_connect_ex(int fd, const char *host, const char *ca_pem, size_t 
 long ctls_read(ctls_conn *conn, void *buf, size_t len) {
     size_t got = 0;
     if (len > 0x7fffffff) len = 0x7fffffff;
+    sigpipe_guard guard;
+    sigpipe_block(&guard);
     int rc = SSL_read_ex(conn->ssl, buf, len, &got);
+    sigpipe_restore(&guard);
     if (rc == 1) return (long)got;
     int code = SSL_get_error(conn->ssl, rc);
     if (code == SSL_ERROR_ZERO_RETURN) {
@@ -185,15 +232,19 @@ long ctls_read(ctls_conn *conn, void *buf, size_t len) {
 
 int ctls_write(ctls_conn *conn, const void *buf, size_t len) {
     const unsigned char *p = buf;
+    sigpipe_guard guard;
+    sigpipe_block(&guard);
     while (len > 0) {
         size_t done = 0;
         if (SSL_write_ex(conn->ssl, p, len, &done) != 1) {
             ERR_clear_error();
+            sigpipe_restore(&guard);
             return -1;
         }
         p += done;
         len -= done;
     }
+    sigpipe_restore(&guard);
     return 0;
 }
 

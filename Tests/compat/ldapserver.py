@@ -222,10 +222,10 @@ class FakeLDAP:
     `search(message_id)` (bytes to send). `trickle` sends the answers one byte every `trickle`
     seconds. Handles one request at a time per connection; message ids below 128 only."""
 
-    def __init__(self, search, trickle=None, tls=None):
+    def __init__(self, search, trickle=None, tls=None, hang_up=False):
         """`tls`: an ssl.SSLContext to serve ldaps:// with (the handshake runs in the connection's thread)."""
         import threading
-        self.search, self.trickle, self.tls = search, trickle, tls
+        self.search, self.trickle, self.tls, self.hang_up = search, trickle, tls, hang_up
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
@@ -254,6 +254,9 @@ class FakeLDAP:
                 self.conns.append(conn)
             except (ssl.SSLError, OSError) as e:
                 self.handshake_errors.append(str(e))
+                conn.close()
+                return
+            if self.hang_up:  # a server that drops the connection right after the handshake
                 conn.close()
                 return
         try:

@@ -407,3 +407,23 @@ def test_client_certificate_is_presented(coffer, slapd):
     finally:
         server.stop()
         configure(coffer, {"client_tls_cert": "", "client_tls_key": "", "username_as_alias": False})
+
+
+def test_tls_server_hanging_up_does_not_kill_cofferd(coffer, slapd):
+    """A TLS server that closes the connection right after the handshake: Coffer's writes to the dead
+    socket (the bind, then the unbind) must not raise SIGPIPE in cofferd; the next URL answers."""
+    import ssl
+    from ldapserver import FakeLDAP, search_entries
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(os.path.join(slapd.dir, "idp.crt"), os.path.join(slapd.dir, "idp.key"))
+    server = FakeLDAP(search_entries(1), tls=context, hang_up=True)
+    try:
+        for _ in range(3):
+            configure(coffer, base_config(slapd, url=server.url, certificate=slapd.ca_pem, request_timeout="2s"))
+            code, parsed = coffer("POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
+            assert code == 400 and "Network Error" in parsed["errors"][0], parsed
+            assert coffer.server.proc.poll() is None, coffer.server.output()[-2000:]
+        configure(coffer, base_config(slapd, url=f"{server.url},{slapd.url}", certificate=slapd.ca_pem))
+        assert policies_of(login(coffer, "alice")) == ["default", "p-devs"]
+    finally:
+        server.stop()
