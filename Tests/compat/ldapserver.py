@@ -4,7 +4,8 @@ free loopback ports (ldap:// with StartTLS, and ldaps://), with its own CA and s
 
     dc=example,dc=org
       cn=admin            the bind account (rootdn), password ADMIN_PW
-      ou=users            uid=alice, uid=bob, uid=carol (cn = uid, password "<name>-pw")
+      ou=users            uid=alice, uid=bob, uid=carol (cn = uid, password "<name>-pw");
+                          alice also has userPrincipalName alice@example.org
       ou=groups           groupOfNames: devs {alice}, engineering {cn=devs}, staff {cn=engineering},
                           ops {bob}
 
@@ -38,6 +39,10 @@ include /etc/ldap/schema/core.schema
 include /etc/ldap/schema/cosine.schema
 include /etc/ldap/schema/inetorgperson.schema
 include /etc/ldap/schema/nis.schema
+# Active Directory's login name attribute, so upndomain can be tested (alice carries it).
+attributetype ( 1.3.6.1.4.1.4203.666.11.99.1 NAME 'userPrincipalName'
+    EQUALITY caseIgnoreMatch SUBSTR caseIgnoreSubstringsMatch
+    SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
 modulepath /usr/lib/ldap
 moduleload back_mdb
 moduleload memberof
@@ -103,7 +108,9 @@ class Slapd:
                f"dn: ou=users,{BASE}\nobjectClass: organizationalUnit\nou: users\n",
                f"dn: ou=groups,{BASE}\nobjectClass: organizationalUnit\nou: groups\n"]
         for name, pw in USERS.items():
-            out.append(f"dn: uid={name},ou=users,{BASE}\nobjectClass: inetOrgPerson\nuid: {name}\ncn: {name}\n"
+            upn = (f"objectClass: extensibleObject\nuserPrincipalName: {name}@example.org\n"
+                   if name == "alice" else "")
+            out.append(f"dn: uid={name},ou=users,{BASE}\nobjectClass: inetOrgPerson\n{upn}uid: {name}\ncn: {name}\n"
                        f"sn: {name.title()}\nmail: {name}@example.org\nuserPassword: {pw}\n")
         for name, members in GROUPS.items():
             out.append(f"dn: cn={name},ou=groups,{BASE}\nobjectClass: groupOfNames\ncn: {name}\n"

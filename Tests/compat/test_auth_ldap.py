@@ -114,6 +114,10 @@ def test_same_as_openbao_262(bao26_bin, cofferd_bin, slapd):
         step("username_as_alias", "POST", "auth/ldap/config", {"discoverdn": False, "username_as_alias": True,
                                                                "binddn": ADMIN_DN, "bindpass": ADMIN_PW})
         step("login with username as alias", "POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
+        step("upndomain", "POST", "auth/ldap/config", {"upndomain": "example.org"})
+        step("login with upndomain", "POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
+        step("login with upndomain, no upn", "POST", "auth/ldap/login/bob", {"password": "bob-pw"}, token=None)
+        step("upndomain off", "POST", "auth/ldap/config", {"upndomain": ""})
         step("anonymous group search", "POST", "auth/ldap/config", {"anonymous_group_search": True})
         step("login with anonymous group search", "POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
         step("anonymous group search off", "POST", "auth/ldap/config", {"anonymous_group_search": False})
@@ -146,6 +150,8 @@ def test_same_as_openbao_262(bao26_bin, cofferd_bin, slapd):
     assert seen["login before config"] == {"errors": [
         '1 error occurred:\n\t* error connecting to host "ldap://127.0.0.1": LDAP Result Code 200 "Network Error": '
         'dial tcp 127.0.0.1:389: connect: connection refused\n\n']}
+    assert policies_of(seen["login with upndomain"]) == policies_of(seen["login alice"])
+    assert seen["login with upndomain, no upn"] == {"errors": [BIND_FAILED]}
     assert policies_of(seen["login with anonymous group search"]) == policies_of(seen["login alice"])
     assert policies_of(seen["login alice"]) == ["default", "p-alice", "p-devs", "p-shared"], seen["login alice"]
     assert seen["login alice"]["auth"]["metadata"] == {"username": "alice"}
