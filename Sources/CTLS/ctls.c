@@ -1,8 +1,11 @@
 #include "ctls.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -13,6 +16,44 @@ struct ctls_conn {
     SSL_CTX *ctx;
     SSL *ssl;
 };
+
+/* libssl writes to the socket with write(2), which raises SIGPIPE when the peer has gone. cofferd
+   ignores SIGPIPE, but a program embedding libcoffer may not: around every libssl call that can
+   write, SIGPIPE is blocked for this thread and a SIGPIPE it raised is consumed before the mask is
+   restored (errno is kept for the caller). */
+typedef struct {
+    sigset_t old;
+    int was_pending;
+} sigpipe_guard;
+
+static void sigpipe_block(sigpipe_guard *g) {
+    sigset_t pending, block;
+    sigemptyset(&pending);
+    sigpending(&pending);
+    g->was_pending = sigismember(&pending, SIGPIPE) == 1;
+    sigemptyset(&block);
+    sigaddset(&block, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &block, &g->old);
+}
+
+static void sigpipe_restore(sigpipe_guard *g) {
+    int saved = errno;
+    if (!g->was_pending) {
+        sigset_t pending;
+        sigemptyset(&pending);
+        sigpending(&pending);
+        if (sigismember(&pending, SIGPIPE) == 1) {
+            sigset_t only;
+            sigemptyset(&only);
+            sigaddset(&only, SIGPIPE);
+            struct timespec zero = {0, 0};
+            while (sigtimedwait(&only, NULL, &zero) == -1 && errno == EINTR) {
+            }
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+    errno = saved;
+}
 
 static void set_err(char *err, size_t err_len, const char *prefix) {
     if (err == NULL || err_len == 0) return;
@@ -51,6 +92,28 @@ static int load_ca(SSL_CTX *ctx, const char *ca_pem, size_t ca_len) {
 }
 
 ctls_conn *ctls_connect(int fd, const char *host, const char *ca_pem, size_t ca_len, char *err, size_t err_len) {
+    return ctls_connect_ex(fd, host, ca_pem, ca_len, NULL, err, err_len);
+}
+
+static int load_client_cert(SSL_CTX *ctx, const ctls_options *o) {
+    if (o->cert_len > (size_t)0x7fffffff || o->key_len > (size_t)0x7fffffff) return 0;
+    BIO *cb = BIO_new_mem_buf(o->cert_pem, (int)o->cert_len);
+    BIO *kb = BIO_new_mem_buf(o->key_pem, (int)o->key_len);
+    X509 *cert = cb ? PEM_read_bio_X509(cb, NULL, NULL, NULL) : NULL;
+    EVP_PKEY *key = kb ? PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL) : NULL;
+    int ok = cert != NULL && key != NULL && SSL_CTX_use_certificate(ctx, cert) == 1 &&
+             SSL_CTX_use_PrivateKey(ctx, key) == 1 && SSL_CTX_check_private_key(ctx) == 1;
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    BIO_free(cb);
+    BIO_free(kb);
+    return ok;
+}
+
+ctls_conn *ctls_connect_ex(int fd, const char *host, const char *ca_pem, size_t ca_len, const ctls_options *options,
+                           char *err, size_t err_len) {
+    static const ctls_options defaults = {0};
+    const ctls_options *o = options != NULL ? options : &defaults;
     if (err != NULL && err_len > 0) err[0] = 0;
     if (ca_len > (size_t)0x7fffffff) {
         snprintf(err, err_len, "the CA PEM is too large");
@@ -62,9 +125,22 @@ ctls_conn *ctls_connect(int fd, const char *host, const char *ca_pem, size_t ca_
         set_err(err, err_len, "cannot create a TLS context");
         return NULL;
     }
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-    if (ca_pem != NULL && ca_len > 0) {
+    if (SSL_CTX_set_min_proto_version(ctx, o->min_version != 0 ? o->min_version : TLS1_2_VERSION) != 1 ||
+        (o->max_version != 0 && SSL_CTX_set_max_proto_version(ctx, o->max_version) != 1)) {
+        set_err(err, err_len, "unsupported TLS version bounds");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_verify(ctx, o->insecure ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
+    if (o->cert_pem != NULL && o->cert_len > 0 && !load_client_cert(ctx, o)) {
+        ERR_clear_error();
+        snprintf(err, err_len, "cannot load the client certificate and key");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    if (o->insecure) {
+        /* Nothing to load: the peer is not checked. */
+    } else if (ca_pem != NULL && ca_len > 0) {
         if (load_ca(ctx, ca_pem, ca_len) == 0) {
             SSL_CTX_free(ctx);
             snprintf(err, err_len, "no certificates in the CA PEM");
@@ -83,7 +159,9 @@ ctls_conn *ctls_connect(int fd, const char *host, const char *ca_pem, size_t ca_
     }
     X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
     int ok;
-    if (is_ip_literal(host)) {
+    if (o->insecure) {
+        ok = is_ip_literal(host) ? 1 : SSL_set_tlsext_host_name(ssl, host);
+    } else if (is_ip_literal(host)) {
         ok = X509_VERIFY_PARAM_set1_ip_asc(param, host);
     } else {
         X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
@@ -95,7 +173,10 @@ ctls_conn *ctls_connect(int fd, const char *host, const char *ca_pem, size_t ca_
         SSL_CTX_free(ctx);
         return NULL;
     }
+    sigpipe_guard guard;
+    sigpipe_block(&guard);
     int rc = SSL_connect(ssl);
+    sigpipe_restore(&guard);
     if (rc != 1) {
         long verify = SSL_get_verify_result(ssl);
         int code = SSL_get_error(ssl, rc);
@@ -129,7 +210,10 @@ ctls_conn *ctls_connect(int fd, const char *host, const char *ca_pem, size_t ca_
 long ctls_read(ctls_conn *conn, void *buf, size_t len) {
     size_t got = 0;
     if (len > 0x7fffffff) len = 0x7fffffff;
+    sigpipe_guard guard;
+    sigpipe_block(&guard);
     int rc = SSL_read_ex(conn->ssl, buf, len, &got);
+    sigpipe_restore(&guard);
     if (rc == 1) return (long)got;
     int code = SSL_get_error(conn->ssl, rc);
     if (code == SSL_ERROR_ZERO_RETURN) {
@@ -148,15 +232,19 @@ long ctls_read(ctls_conn *conn, void *buf, size_t len) {
 
 int ctls_write(ctls_conn *conn, const void *buf, size_t len) {
     const unsigned char *p = buf;
+    sigpipe_guard guard;
+    sigpipe_block(&guard);
     while (len > 0) {
         size_t done = 0;
         if (SSL_write_ex(conn->ssl, p, len, &done) != 1) {
             ERR_clear_error();
+            sigpipe_restore(&guard);
             return -1;
         }
         p += done;
         len -= done;
     }
+    sigpipe_restore(&guard);
     return 0;
 }
 

@@ -7,7 +7,8 @@ package import CofferFramework
 ///
 /// "jwt" and "oidc": one backend under two names, as OpenBao has it (JWT login and the OIDC
 /// authorization-code flow); "kubernetes": service-account tokens checked by TokenReview or
-/// local keys; "aws": AWS IAM principals, by a signed sts:GetCallerIdentity Coffer forwards to STS.
+/// local keys; "aws": AWS IAM principals, by a signed sts:GetCallerIdentity Coffer forwards to STS;
+/// "ldap": directory users and groups over Coffer's own LDAPv3 client.
 package enum BuiltinAuthMethods {
     package static var registry: EngineRegistry {
         var registry = EngineRegistry()
@@ -17,6 +18,7 @@ package enum BuiltinAuthMethods {
         registry.register("oidc") { _ in JWTBackend() }
         registry.register("kubernetes") { _ in KubernetesBackend() }
         registry.register("aws") { _ in AWSAuthBackend(lookup: AWSIAMLookup()) }
+        registry.register("ldap") { _ in LDAPBackend() }
         return registry
     }
 }

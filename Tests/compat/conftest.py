@@ -148,3 +148,9 @@ def run_bao(bao_bin, addr, *args, token=None, input=None, check=True, format=Non
     if check and p.returncode != 0:
         raise AssertionError(f"bao {' '.join(args)} exited {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}")
     return p.returncode, p.stdout, p.stderr
+
+
+@pytest.fixture(scope="session")
+def bao26_bin():
+    """OpenBao 2.6.2 (server and CLI): the last OpenBao with the built-in LDAP auth method."""
+    return _tool("COFFER_BAO26", "OpenBao 2.6.2 binary (the Makefile's venv has it at .venv/bao-2.6.2/bin/bao)")

@@ -22,6 +22,26 @@ typedef struct ctls_conn ctls_conn;
    bytes): "certificate verify failed: self-signed certificate", "no certificates in the CA PEM"... */
 ctls_conn *ctls_connect(int fd, const char *host, const char *ca_pem, size_t ca_len, char *err, size_t err_len);
 
+/* Options for ctls_connect_ex. Zero-initialised means: verify the peer, TLS 1.2 at least, the
+   highest version OpenSSL offers at most, no client certificate. */
+typedef struct ctls_options {
+    /* Nonzero: skip the chain and name check (Vault's insecure_tls; for tests and lab set-ups). */
+    int insecure;
+    /* 0x0301 (TLS 1.0) to 0x0304 (TLS 1.3); 0 for the defaults above. */
+    int min_version;
+    int max_version;
+    /* A client certificate and its private key in PEM; NULL or 0 for none. Both or neither. */
+    const char *cert_pem;
+    size_t cert_len;
+    const char *key_pem;
+    size_t key_len;
+} ctls_options;
+
+/* ctls_connect with options (the LDAP client: insecure_tls, tls_min_version/tls_max_version, a
+   client certificate). `options` may be NULL for the defaults. */
+ctls_conn *ctls_connect_ex(int fd, const char *host, const char *ca_pem, size_t ca_len, const ctls_options *options,
+                           char *err, size_t err_len);
+
 /* Reads up to `len` bytes: the count read, 0 at a clean end of the stream (close_notify or the
    peer closing), -1 on error or timeout (errno is EAGAIN/EWOULDBLOCK after a socket timeout). */
 long ctls_read(ctls_conn *conn, void *buf, size_t len);
