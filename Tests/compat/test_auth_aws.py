@@ -197,6 +197,20 @@ def test_hvac_iam_login_gives_the_roles_policies_and_the_arn_in_metadata(coffer,
     assert client.auth.token.lookup_self()["data"]["policies"] == ["app", "default"]
 
 
+def test_renewal_follows_the_role_and_stops_when_it_is_deleted(coffer, moto):
+    arn, unique_id, key, secret = moto.alice
+    coffer.ok("POST", "auth/aws/role/renewer", {
+        "auth_type": "iam", "bound_iam_principal_arn": [f"arn:aws:iam::{ACCOUNT}:user/alice"],
+        "token_policies": ["app"], "token_ttl": "10m"})
+    client = hvac.Client(url=coffer.server.addr)
+    client.auth.aws.iam_login(key, secret, header_value=SERVER_ID, role="renewer", mount_point="aws")
+    coffer.ok("POST", "auth/aws/role/renewer", {"token_ttl": "5m"})
+    assert client.auth.token.renew_self()["auth"]["lease_duration"] == 300
+    coffer.ok("DELETE", "auth/aws/role/renewer")
+    r = requests.post(f"{coffer.server.addr}/v1/auth/token/renew-self", headers={"X-Vault-Token": client.token})
+    assert (r.status_code, r.json()["errors"]) == (400, ["failed to renew entry: role entry not found"])
+
+
 def test_role_defaults_to_the_principals_friendly_name(coffer, moto):
     _, _, key, secret = moto.alice
     code, parsed = coffer.login(signed_login(key, secret))

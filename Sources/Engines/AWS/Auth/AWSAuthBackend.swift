@@ -1,4 +1,4 @@
-import CofferCore
+package import CofferCore
 package import CofferFramework
 import Synchronization
 
@@ -131,6 +131,16 @@ package final class AWSAuthBackend: TableBackend {
         let name = request.capture("name").lowercased()
         guard !name.isEmpty else { throw CofferError.invalid("missing role") }
         return name
+    }
+
+    /// A renewal needs the role that made the token (found by the `role_id` in its metadata) and
+    /// follows its current token TTLs, as Vault's renew does; a deleted role stops it with Vault's text.
+    package func renewLogin(_ renewal: LoginRenewal) throws(CofferError) -> TokenParameters? {
+        guard let roleID = renewal.metadata["role_id"] else { return nil }
+        for name in try renewal.storage.list("role/") {
+            if let role = try Self.loadRole(renewal.storage, name), role.roleID == roleID { return role.token }
+        }
+        throw CofferError.invalid("role entry not found")
     }
 
     static func loadRole(_ storage: StorageView, _ name: String) throws(CofferError) -> AWSAuthRole? {

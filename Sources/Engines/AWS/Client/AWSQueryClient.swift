@@ -195,6 +195,7 @@ package struct AWSQueryClient: Sendable {
             let signed = AWSSigV4.sign(
                 method: "POST",
                 url: endpoint,
+                host: options.hostHeader,
                 headers: headers,
                 body: body,
                 credentials: credentials,

@@ -39,10 +39,12 @@ package enum AWSSigV4 {
     }
 
     /// Signs a request for `url` (the full URL, query included, as it will be sent).
-    /// `headers` are the request's own headers (not `Host`, which is derived from the URL).
+    /// `headers` are the request's own headers (not `Host`, which is derived from the URL unless `host`
+    /// gives the one the request will carry).
     package static func sign(
         method: String,
         url: String,
+        host: String? = nil,
         headers: [(String, String)] = [],
         body: [UInt8] = [],
         credentials: AWSCredentials,
@@ -56,7 +58,7 @@ package enum AWSSigV4 {
         var signing: [(String, String)] = headers.map { ($0.0.lowercased(), $0.1) }
         signing.removeAll { ["authorization", "x-amz-date", "x-amz-security-token", "host"].contains($0.0) }
         var added: [(String, String)] = [("X-Amz-Date", amzDate)]
-        signing.append(("host", parsed.hostHeader))
+        signing.append(("host", host ?? parsed.hostHeader))
         signing.append(("x-amz-date", amzDate))
         if let token = credentials.sessionToken, !token.isEmpty {
             signing.append(("x-amz-security-token", token))
