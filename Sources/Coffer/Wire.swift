@@ -57,7 +57,7 @@ extension Wire {
         clientAddress: String = "",
         wrapTTL: String? = nil
     ) -> WireResult {
-        let requestID = Random.uuid()
+        let requestID = Random.requestID()
         do {
             var request = try parse(method: method, path: path, token: token, body: body, id: requestID)
             request.namespace = namespace

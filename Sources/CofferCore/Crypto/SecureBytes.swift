@@ -1,5 +1,9 @@
 import COpenSSL
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Secret bytes (keys, unseal shares) in memory that is zeroed when the last reference is released.
 ///
 /// Immutable once made, so it is safe to share between threads. The bytes are never printed:
@@ -95,6 +99,51 @@ package enum ConstantTime {
     }
 }
 
+/// The per-thread generators behind ``Random/requestID()``: xoshiro256** seeded from the CSPRNG the
+/// first time a thread asks, freed with the thread.
+enum RequestIDs {
+    typealias State = (UInt64, UInt64, UInt64, UInt64)
+
+    static let key: pthread_key_t = {
+        var key = pthread_key_t()
+        guard pthread_key_create(&key, { $0?.deallocate() }) == 0 else {
+            fatalError("pthread_key_create failed: no thread-specific storage left")
+        }
+        return key
+    }()
+
+    static func next128() -> (UInt64, UInt64) {
+        let state: UnsafeMutablePointer<State>
+        if let existing = pthread_getspecific(key) {
+            state = existing.assumingMemoryBound(to: State.self)
+        } else {
+            state = .allocate(capacity: 1)
+            state.initialize(to: (0, 0, 0, 0))
+            // xoshiro's one bad state is all zeros; 256 bits from the CSPRNG are never that in practice,
+            // and drawing again costs nothing.
+            while state.pointee == (0, 0, 0, 0) {
+                withUnsafeMutableBytes(of: &state.pointee) { Random.fill($0) }
+            }
+            pthread_setspecific(key, state)
+        }
+        return (step(state), step(state))
+    }
+
+    private static func step(_ s: UnsafeMutablePointer<State>) -> UInt64 {
+        let result = rotl(s.pointee.1 &* 5, 7) &* 9
+        let t = s.pointee.1 << 17
+        s.pointee.2 ^= s.pointee.0
+        s.pointee.3 ^= s.pointee.1
+        s.pointee.1 ^= s.pointee.2
+        s.pointee.0 ^= s.pointee.3
+        s.pointee.2 ^= t
+        s.pointee.3 = rotl(s.pointee.3, 45)
+        return result
+    }
+
+    private static func rotl(_ x: UInt64, _ k: UInt64) -> UInt64 { (x << k) | (x >> (64 - k)) }
+}
+
 /// The operating system's CSPRNG through OpenSSL's DRBG.
 package enum Random {
     package static func fill(_ buffer: UnsafeMutableRawBufferPointer) {
@@ -125,12 +174,26 @@ package enum Random {
         return String(decoding: out, as: UTF8.self)
     }
 
-    /// A random UUID string (version 4), used for request ids and mount ids.
+    /// A random UUID string (version 4) from the CSPRNG, for ids that must not be guessed (secret IDs,
+    /// nonces) and for mount and entity ids.
     package static func uuid() -> String {
-        // Every request gets one, so it is written straight into the string: one allocation.
         var b: (UInt64, UInt64) = (0, 0)
         withUnsafeMutableBytes(of: &b) { fill($0) }
-        return withUnsafeMutableBytes(of: &b) { bytes in
+        return uuidString(&b)
+    }
+
+    /// A request id: it needs uniqueness, not secrecy (it is printed in every answer and audit
+    /// record), so it comes from a per-thread xoshiro256** generator seeded from the CSPRNG instead of
+    /// the DRBG, whose lock and reseeding cost a tenth of an in-process read. 122 random bits, as in a
+    /// version-4 UUID; no lock and no shared state between threads.
+    package static func requestID() -> String {
+        var b = RequestIDs.next128()
+        return uuidString(&b)
+    }
+
+    /// Formats 16 bytes as a version-4 UUID, written straight into the string (one allocation).
+    private static func uuidString(_ b: inout (UInt64, UInt64)) -> String {
+        withUnsafeMutableBytes(of: &b) { bytes in
             bytes[6] = (bytes[6] & 0x0F) | 0x40
             bytes[8] = (bytes[8] & 0x3F) | 0x80
             let digits: StaticString = "0123456789abcdef"

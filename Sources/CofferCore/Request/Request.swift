@@ -40,7 +40,7 @@ public struct Request: Sendable {
         self.token = token
         self.namespace = namespace
         self.clientAddress = clientAddress
-        self.id = id ?? Random.uuid()
+        self.id = id ?? Random.requestID()
     }
 
     /// The request parameters as a policy's parameter rules and the audit log see them: `data`, with
