@@ -2,6 +2,10 @@ package import CofferAudit
 package import CofferCore
 package import CofferFramework
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A mounted backend with its storage view.
 package struct RoutedMount: Sendable {
     package let kind: MountKind
@@ -27,25 +31,32 @@ package final class RouteTable: Sendable {
     static let reserved = ["sys/", "auth/", "cubbyhole/", "identity/"]
 
     package let mounts: [RoutedMount]  // longest prefix first
+    /// The mounts' prefixes as bytes, in the same order: matched without copying a mount (and
+    /// retaining its references) per candidate.
+    private let prefixes: [[UInt8]]
 
     init(_ mounts: [RoutedMount]) {
         self.mounts = mounts.sorted { $0.prefix.utf8.count > $1.prefix.utf8.count }
+        prefixes = self.mounts.map { Array($0.prefix.utf8) }
     }
 
     /// The mount serving `path`, and the path relative to it.
     package func route(_ path: String) -> (RoutedMount, String)? {
-        for mount in mounts {
-            let prefix = mount.prefix
-            // Byte-wise, not Unicode-equivalence, comparison: routing must match what storage sees.
-            if path.utf8.starts(with: prefix.utf8) {
-                return (mount, String(decoding: path.utf8.dropFirst(prefix.utf8.count), as: UTF8.self))
+        var path = path
+        // Byte-wise, not Unicode-equivalence, comparison: routing must match what storage sees.
+        let found: (index: Int, relativeStart: Int)? = path.withUTF8 { bytes in
+            func sameStart(_ prefix: [UInt8], _ count: Int) -> Bool {
+                count == 0 || prefix.withUnsafeBytes { memcmp(bytes.baseAddress!, $0.baseAddress!, count) == 0 }
             }
-            // "secret" (no trailing slash) addresses the mount itself.
-            if path.utf8.count + 1 == prefix.utf8.count, prefix.utf8.starts(with: path.utf8) {
-                return (mount, "")
+            for (index, prefix) in prefixes.enumerated() {
+                if bytes.count >= prefix.count, sameStart(prefix, prefix.count) { return (index, prefix.count) }
+                // "secret" (no trailing slash) addresses the mount itself.
+                if bytes.count + 1 == prefix.count, sameStart(prefix, bytes.count) { return (index, bytes.count) }
             }
+            return nil
         }
-        return nil
+        guard let found else { return nil }
+        return (mounts[found.index], String(decoding: path.utf8.dropFirst(found.relativeStart), as: UTF8.self))
     }
 
     /// The mount whose storage holds `key` (for invalidation), and the key relative to it.
