@@ -41,6 +41,17 @@ def free_port():
         return s.getsockname()[1]
 
 
+def stop_process(proc, timeout=15):
+    """Stops a process we started: SIGTERM, then SIGKILL after `timeout` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class Server:
     """A server process we started; stopped (SIGTERM, then SIGKILL) by `stop`."""
 
@@ -72,13 +83,7 @@ class Server:
         self.proc.send_signal(sig)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 15)
         return self.proc.returncode
 
 

@@ -14,14 +14,13 @@ the foreground (`-d 0`) as a child of the test and is stopped by its pid; nothin
 """
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 
 from authtools import make_tls
-from conftest import free_port
+from conftest import free_port, stop_process
 
 BASE = "dc=example,dc=org"
 ADMIN_DN = f"cn=admin,{BASE}"
@@ -126,13 +125,7 @@ class Slapd:
                        input=text, text=True, check=True, capture_output=True, timeout=20)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 

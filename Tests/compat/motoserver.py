@@ -10,7 +10,6 @@ SigV4 by a known key, and moto recomputes the signature with botocore and refuse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -19,7 +18,7 @@ import boto3
 import botocore.config
 import requests
 
-from conftest import free_port
+from conftest import free_port, stop_process
 
 ALLOW_ALL = json.dumps({"Version": "2012-10-17",
                         "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
@@ -81,10 +80,4 @@ class MotoServer:
             return f.read()
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)

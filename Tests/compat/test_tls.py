@@ -3,7 +3,6 @@
 required and verified against tls_client_ca_file. Certificates are made with openssl in a temp dir."""
 import json
 import os
-import signal
 import socket
 import subprocess
 import tempfile
@@ -13,7 +12,7 @@ import hvac
 import pytest
 import requests
 
-from conftest import free_port, start_cofferd_config
+from conftest import free_port, start_cofferd_config, stop_process
 
 REQUEST = b"GET /v1/sys/seal-status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
 
@@ -89,13 +88,7 @@ class RawServer:
             return f.read()
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 15)
 
 
 def s_client(hostport, pki, *args):
