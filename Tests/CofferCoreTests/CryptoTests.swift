@@ -43,8 +43,14 @@ import Testing
 
     // RFC 4231 test cases 1 and 2.
     /// Request and mount ids are version-4 UUIDs in the 8-4-4-4-12 lowercase form Vault shows.
-    @Test func uuidsAreVersion4AndDistinct() {
-        let ids = (0..<200).map { _ in Random.uuid() }
+    @Test func uuidsAreVersion4AndDistinct() async {
+        // Request ids come from per-thread generators: draw them on several threads at once.
+        let requestIDs = await withTaskGroup(of: [String].self) { group in
+            for _ in 0..<4 { group.addTask { (0..<5000).map { _ in Random.requestID() } } }
+            return await group.reduce(into: []) { $0 += $1 }
+        }
+        #expect(Set(requestIDs).count == 20_000)
+        let ids = (0..<200).map { _ in Random.uuid() } + requestIDs.prefix(200)
         #expect(Set(ids).count == ids.count)
         for id in ids {
             let bytes = Array(id.utf8)

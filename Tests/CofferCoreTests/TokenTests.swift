@@ -237,3 +237,17 @@ import Testing
         #expect(renewed.clientToken == auth.clientToken && renewed.accessor == auth.accessor)
     }
 }
+
+@Suite struct TokenCacheKeyTests {
+    @Test func hexKeysAreExactlyTheLowerCaseFormEntriesAreStoredUnder() {
+        let mac = (0..<32).map { UInt8($0 * 7 & 0xFF) }
+        let fromMAC = mac.withUnsafeBytes { TokenCache.Key(mac: $0) }
+        #expect(TokenCache.Key(hex: Hex.encode(mac)) == fromMAC)
+        #expect(TokenCache.Key(hex: Hex.encode(mac).uppercased()) == nil)
+        #expect(TokenCache.Key(hex: String(Hex.encode(mac).dropLast())) == nil)
+        #expect(TokenCache.Key(hex: Hex.encode(mac) + "0") == nil)
+        #expect(TokenCache.Key(hex: "") == nil)
+        let cache = TokenCache()
+        #expect(cache[fromMAC] == nil)
+    }
+}

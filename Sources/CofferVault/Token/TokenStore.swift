@@ -168,7 +168,7 @@ package final class TokenStore: Sendable {
     private let barrier: Barrier
     private let salt = Mutex<HMACKey?>(nil)
     private let batchKey = Mutex<SecureBytes?>(nil)
-    private let cache = Mutex<[String: TokenEntry]>([:])
+    private let cache = TokenCache()
     private let writes = Mutex(())
 
     init(barrier: Barrier) {
@@ -189,7 +189,7 @@ package final class TokenStore: Sendable {
         }
         let hmac = HMACKey(key)
         salt.withLock { $0 = hmac }
-        cache.withLock { $0 = [:] }
+        cache.removeAll()
         let stored = try barrier.get(TokenStore.batchKeyPath)
         let batch: SecureBytes
         if let stored, stored.count == 32 {
@@ -253,7 +253,7 @@ package final class TokenStore: Sendable {
 
     /// The entry filed under `hash` changed in storage: drop the cached copy.
     package func invalidate(hash: String) {
-        cache.withLock { _ = $0.removeValue(forKey: hash) }
+        cache[hex: hash] = nil
     }
 
     /// What the core is told of tokens. Kept in a class, read as a reference: a function value kept
@@ -288,7 +288,7 @@ package final class TokenStore: Sendable {
     func unload() {
         salt.withLock { $0 = nil }
         batchKey.withLock { $0 = nil }
-        cache.withLock { $0 = [:] }
+        cache.removeAll()
     }
 
     package func hash(_ value: String) throws(CofferError) -> String {
@@ -296,14 +296,23 @@ package final class TokenStore: Sendable {
         return Hex.encode(key.mac(value))
     }
 
-    /// The entry for a presented token, or nil if unknown. Does not check expiry.
+    /// The entry for a presented token, or nil if unknown. Does not check expiry. A cached entry is
+    /// found by the raw MAC, without writing out its hex form.
     func lookup(token: String) throws(CofferError) -> TokenEntry? {
         if token.utf8.starts(with: TokenStore.batchPrefix.utf8) { return batchEntry(token) }
-        return try entry(hash: try hash(token))
+        guard let key = salt.withLock({ $0 }) else { throw CofferError.sealedError }
+        var token = token
+        var mac = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        return try withUnsafeMutableBytes(of: &mac) { (mac) throws(CofferError) -> TokenEntry? in
+            let out = mac.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            token.withUTF8 { key.mac(UnsafeRawBufferPointer($0), into: out) }
+            if let cached = cache[TokenCache.Key(mac: UnsafeRawBufferPointer(mac))] { return cached }
+            return try entry(hash: Hex.encode(UnsafeRawBufferPointer(mac)))
+        }
     }
 
     func entry(hash: String) throws(CofferError) -> TokenEntry? {
-        if let cached = cache.withLock({ $0[hash] }) { return cached }
+        if let cached = cache[hex: hash] { return cached }
         guard let bytes = try barrier.get(TokenStore.idPrefix + hash) else { return nil }
         let entry: TokenEntry
         do {
@@ -317,7 +326,7 @@ package final class TokenStore: Sendable {
         guard ConstantTime.equals(Array(entry.idHash.utf8), Array(hash.utf8)) else {
             throw CofferError(.integrity, "a stored token entry is filed under the wrong id")
         }
-        cache.withLock { $0[hash] = entry }
+        cache[hex: hash] = entry
         return entry
     }
 
@@ -356,7 +365,7 @@ package final class TokenStore: Sendable {
                 ops.append(.put(key: TokenStore.parentPrefix + entry.parentHash + "/" + idHash, value: []))
             }
             try barrier.batch(ops + expiryRow(entry, was: nil))
-            cache.withLock { $0[idHash] = entry }
+            cache[hex: idHash] = entry
         }
         return (token, entry)
     }
@@ -383,7 +392,7 @@ package final class TokenStore: Sendable {
         } else {
             try barrier.batch([.put(key: key, value: entry.json.serialized())] + more)
         }
-        cache.withLock { $0[entry.idHash] = entry }
+        cache[hex: entry.idHash] = entry
     }
 
     /// Spends one use of a token with limited uses, atomically with the check: of any number of
@@ -498,7 +507,7 @@ package final class TokenStore: Sendable {
             ops.append(.delete(key: TokenStore.parentPrefix + entry.parentHash + "/" + entry.idHash))
         }
         try barrier.batch(ops)
-        cache.withLock { _ = $0.removeValue(forKey: entry.idHash) }
+        cache[hex: entry.idHash] = nil
         hooks.withLock { $0 }?.revoked(entry.idHash)
     }
 
