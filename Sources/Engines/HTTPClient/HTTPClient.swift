@@ -74,6 +74,14 @@ package enum HTTPClient {
             rest = rest[authorityEnd...]
             if let hash = rest.firstIndex(of: "#") { rest = rest[..<hash] }
             target = rest.isEmpty ? "/" : (rest.first == "?" ? "/" + rest : String(rest))
+            guard let (host, port) = URL.hostAndPort(authority, defaultPort: secure ? 443 : 80) else { return nil }
+            self.host = host
+            self.port = port
+        }
+
+        /// `host`, `host:port`, `[v6]` or `[v6]:port` of a URL's authority (user info refused): the host
+        /// and the port, `defaultPort` when none is written; nil for an empty host or a bad port.
+        package static func hostAndPort(_ authority: Substring, defaultPort: Int) -> (String, Int)? {
             guard !authority.isEmpty, !authority.contains("@") else { return nil }
             var hostPart = authority
             var portText: Substring? = nil
@@ -90,13 +98,9 @@ package enum HTTPClient {
                 portText = authority[authority.index(after: colon)...]
             }
             guard !hostPart.isEmpty, hostPart.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return nil }
-            host = String(hostPart)
-            if let portText {
-                guard let p = Int(portText), (1...65535).contains(p) else { return nil }
-                port = p
-            } else {
-                port = secure ? 443 : 80
-            }
+            guard let portText else { return (String(hostPart), defaultPort) }
+            guard let port = Int(portText), (1...65535).contains(port) else { return nil }
+            return (String(hostPart), port)
         }
 
         /// The Host header's value.

@@ -66,29 +66,11 @@ package final class LDAPConnection {
                 return nil
             }
             if let slash = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) { rest = rest[..<slash] }
-            guard !rest.isEmpty, !rest.contains("@") else { return nil }
-            var hostPart = rest
-            var portText: Substring? = nil
-            if rest.first == "[" {
-                guard let close = rest.firstIndex(of: "]") else { return nil }
-                hostPart = rest[rest.index(after: rest.startIndex)..<close]
-                let after = rest[rest.index(after: close)...]
-                if !after.isEmpty {
-                    guard after.first == ":" else { return nil }
-                    portText = after.dropFirst()
-                }
-            } else if let colon = rest.lastIndex(of: ":") {
-                hostPart = rest[..<colon]
-                portText = rest[rest.index(after: colon)...]
+            guard let (host, port) = HTTPClient.URL.hostAndPort(rest, defaultPort: secure ? 636 : 389) else {
+                return nil
             }
-            guard !hostPart.isEmpty, hostPart.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return nil }
-            host = String(hostPart)
-            if let portText {
-                guard let p = Int(portText), (1...65535).contains(p) else { return nil }
-                port = p
-            } else {
-                port = secure ? 636 : 389
-            }
+            self.host = host
+            self.port = port
         }
     }
 
