@@ -39,6 +39,56 @@ import Testing
         tampered[tampered.count - 1] ^= 1
         #expect(AESGCM.open(key: k, nonce: hex(iv), sealed: tampered, aad: hex(aad)) == nil)
         #expect(AESGCM.open(key: k, nonce: hex(iv), sealed: sealed, aad: hex(aad) + [1]) == nil)
+        // The same through an opener that keeps its contexts: a refused open leaves a context that
+        // still opens the next entry.
+        let opener = GCMOpener(key: k)
+        func open(_ sealed: [UInt8], _ aad: [UInt8]) -> [UInt8]? {
+            var out = [UInt8](repeating: 0, count: sealed.count - AESGCM.tagSize)
+            let ok = hex(iv).withUnsafeBytes { n in
+                sealed.withUnsafeBytes { s in
+                    aad.withUnsafeBytes { a in
+                        out.withUnsafeMutableBytes { opener.open(nonce: n, sealed: s, aad: a, output: $0) }
+                    }
+                }
+            }
+            return ok ? out : nil
+        }
+        for _ in 0..<3 {
+            #expect(open(sealed, hex(aad)) == hex(plaintext))
+            #expect(open(tampered, hex(aad)) == nil)
+        }
+    }
+
+    @Test func gcmOpenerOnManyThreadsAtOnce() async throws {
+        let key = SecureBytes(randomCount: 32)
+        let opener = GCMOpener(key: key)
+        let entries = try (0..<64).map { i in
+            let nonce = Random.bytes(12)
+            let plain = Array("entry \(i)".utf8)
+            return (nonce, plain, try AESGCM.seal(key: key, nonce: nonce, plaintext: plain, aad: [UInt8(i)]))
+        }
+        let wrong = await withTaskGroup(of: Int.self) { group in
+            for _ in 0..<8 {
+                group.addTask {
+                    var wrong = 0
+                    for round in 0..<200 {
+                        let (i, (nonce, plain, sealed)) = (round % 64, entries[round % 64])
+                        var out = [UInt8](repeating: 0, count: plain.count)
+                        let ok = nonce.withUnsafeBytes { n in
+                            sealed.withUnsafeBytes { s in
+                                [UInt8(i)].withUnsafeBytes { a in
+                                    out.withUnsafeMutableBytes { opener.open(nonce: n, sealed: s, aad: a, output: $0) }
+                                }
+                            }
+                        }
+                        if !ok || out != plain { wrong += 1 }
+                    }
+                    return wrong
+                }
+            }
+            return await group.reduce(0, +)
+        }
+        #expect(wrong == 0)
     }
 
     // RFC 4231 test cases 1 and 2.

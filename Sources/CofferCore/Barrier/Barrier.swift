@@ -68,19 +68,33 @@ package enum Envelope {
 
     /// Decrypts `blob` (already checked by `term(of:path:)`) into `output`; false if authentication fails.
     static func open(key: SecureBytes, blob: [UInt8], path: String, output: UnsafeMutableRawBufferPointer) -> Bool {
+        open(blob: blob, path: path) { nonce, sealed, aad in
+            key.withUnsafeBytes { AESGCM.open(key: $0, nonce: nonce, sealed: sealed, aad: aad, output: output) }
+        }
+    }
+
+    /// The same with a term's opener (its key schedule kept).
+    static func open(opener: GCMOpener, blob: [UInt8], path: String, output: UnsafeMutableRawBufferPointer) -> Bool {
+        open(blob: blob, path: path) { nonce, sealed, aad in
+            opener.open(nonce: nonce, sealed: sealed, aad: aad, output: output)
+        }
+    }
+
+    /// Splits `blob` into nonce and sealed body and builds the associated data (header and path).
+    private static func open(
+        blob: [UInt8],
+        path: String,
+        _ decrypt: (UnsafeRawBufferPointer, UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> Bool
+    ) -> Bool {
         var aad = Array(blob[0..<headerSize])
         aad.append(contentsOf: path.utf8)
         return blob.withUnsafeBytes { b in
             aad.withUnsafeBytes { a in
-                key.withUnsafeBytes { k in
-                    AESGCM.open(
-                        key: k,
-                        nonce: UnsafeRawBufferPointer(rebasing: b[headerSize..<(headerSize + AESGCM.nonceSize)]),
-                        sealed: UnsafeRawBufferPointer(rebasing: b[(headerSize + AESGCM.nonceSize)...]),
-                        aad: a,
-                        output: output
-                    )
-                }
+                decrypt(
+                    UnsafeRawBufferPointer(rebasing: b[headerSize..<(headerSize + AESGCM.nonceSize)]),
+                    UnsafeRawBufferPointer(rebasing: b[(headerSize + AESGCM.nonceSize)...]),
+                    a
+                )
             }
         }
     }
@@ -92,9 +106,9 @@ package enum Envelope {
         )
     }
 
-    static func openBytes(key: SecureBytes, blob: [UInt8], path: String) throws(CofferError) -> [UInt8] {
+    static func openBytes(opener: GCMOpener, blob: [UInt8], path: String) throws(CofferError) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: blob.count - overhead)
-        guard out.withUnsafeMutableBytes({ open(key: key, blob: blob, path: path, output: $0) }) else {
+        guard out.withUnsafeMutableBytes({ open(opener: opener, blob: blob, path: path, output: $0) }) else {
             throw authenticationFailure(path)
         }
         return out
@@ -113,6 +127,15 @@ package final class Keyring: Sendable {
         let number: UInt32
         let key: SecureBytes
         let installTime: Timestamp
+        /// Decrypts under `key` with its key schedule kept (per-thread-ish contexts, freed with the term).
+        let opener: GCMOpener
+
+        init(number: UInt32, key: SecureBytes, installTime: Timestamp) {
+            self.number = number
+            self.key = key
+            self.installTime = installTime
+            opener = GCMOpener(key: key)
+        }
     }
 
     let rootKey: SecureBytes
@@ -413,13 +436,13 @@ package final class Barrier: Sendable {
 
     func open(_ blob: [UInt8], path: String, ring: Keyring) throws(CofferError) -> [UInt8] {
         let term = try Envelope.term(of: blob, path: path)
-        guard term != 0, let key = ring.terms[term]?.key else {
+        guard term != 0, let opener = ring.terms[term]?.opener else {
             throw CofferError(
                 .integrity,
                 "stored entry at '\(path)' names key term \(term), which the keyring does not hold"
             )
         }
-        return try Envelope.openBytes(key: key, blob: blob, path: path)
+        return try Envelope.openBytes(opener: opener, blob: blob, path: path)
     }
 
     package func put(_ path: String, _ plaintext: [UInt8]) throws(CofferError) {

@@ -1,4 +1,9 @@
 import COpenSSL
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// AES-256-GCM over OpenSSL's EVP interface, with a 96-bit nonce and a 128-bit tag.
 package enum AESGCM {
@@ -50,12 +55,25 @@ package enum AESGCM {
         guard sealed.count >= tagSize, output.count == sealed.count - tagSize else { return false }
         guard let ctx = EVP_CIPHER_CTX_new() else { return false }
         defer { EVP_CIPHER_CTX_free(ctx) }
+        guard EVP_DecryptInit_ex2(ctx, cipher, u8(key), nil, nil) == 1 else { return false }
+        return decrypt(ctx, iv: nonce, sealed: sealed, aad: aad, output: output)
+    }
+
+    /// Decrypts with `ctx`, already keyed for AES-256-GCM decryption: sets the IV, then as `open`.
+    /// The context can be used again afterwards, whatever the outcome.
+    static func decrypt(
+        _ ctx: OpaquePointer,
+        iv nonce: UnsafeRawBufferPointer,
+        sealed: UnsafeRawBufferPointer,
+        aad: UnsafeRawBufferPointer,
+        output: UnsafeMutableRawBufferPointer
+    ) -> Bool {
         var len: Int32 = 0
         let ctLen = sealed.count - tagSize
         let out = output.baseAddress?.assumingMemoryBound(to: UInt8.self)
         let tag = UnsafeMutableRawPointer(mutating: sealed.baseAddress! + ctLen)
         var ok =
-            EVP_DecryptInit_ex2(ctx, cipher, u8(key), u8(nonce), nil) == 1
+            EVP_DecryptInit_ex2(ctx, nil, nil, u8(nonce), nil) == 1
             && (aad.count == 0 || EVP_DecryptUpdate(ctx, nil, &len, u8(aad), Int32(aad.count)) == 1)
             && (ctLen == 0 || EVP_DecryptUpdate(ctx, out, &len, u8(sealed), Int32(ctLen)) == 1)
             && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, Int32(tagSize), tag) == 1
@@ -107,6 +125,74 @@ package enum AESGCM {
             }
         }
         return ok ? out : nil
+    }
+}
+
+/// AES-256-GCM decryption under one key with the key schedule kept: `EVP_CIPHER_CTX`s already keyed,
+/// kept for reuse in shards picked by the calling thread (a lock each, so threads rarely meet), so an
+/// open costs only the IV, the data and the tag. The contexts hold the expanded key: they are freed
+/// (OpenSSL cleanses them) with this object, that is with the keyring term that owns it.
+package final class GCMOpener: Sendable {
+    private struct Context: @unchecked Sendable {
+        let pointer: OpaquePointer
+    }
+
+    private final class Shard: Sendable {
+        let idle = Mutex<[Context]>([])
+    }
+
+    private static let shardCount = 8
+    /// Idle contexts kept per shard; more are freed when returned.
+    private static let keptPerShard = 4
+    private let key: SecureBytes
+    private let shards = (0..<GCMOpener.shardCount).map { _ in Shard() }
+
+    package init(key: SecureBytes) {
+        precondition(key.count == AESGCM.keySize)
+        self.key = key
+    }
+
+    deinit {
+        for shard in shards {
+            for context in shard.idle.withLock({ $0 }) { EVP_CIPHER_CTX_free(context.pointer) }
+        }
+    }
+
+    private var shard: Shard {
+        let thread = UInt(bitPattern: Int(truncatingIfNeeded: pthread_self()))
+        return shards[Int((thread >> 12) % UInt(GCMOpener.shardCount))]
+    }
+
+    /// As ``AESGCM/open(key:nonce:sealed:aad:output:)``, with this opener's key.
+    package func open(
+        nonce: UnsafeRawBufferPointer,
+        sealed: UnsafeRawBufferPointer,
+        aad: UnsafeRawBufferPointer,
+        output: UnsafeMutableRawBufferPointer
+    ) -> Bool {
+        precondition(nonce.count == AESGCM.nonceSize)
+        guard sealed.count >= AESGCM.tagSize, output.count == sealed.count - AESGCM.tagSize else { return false }
+        let shard = self.shard
+        let ctx: OpaquePointer
+        if let idle = shard.idle.withLock({ $0.popLast() }) {
+            ctx = idle.pointer
+        } else {
+            guard let fresh = EVP_CIPHER_CTX_new() else { return false }
+            let keyed = key.withUnsafeBytes { EVP_DecryptInit_ex2(fresh, AESGCM.cipher, u8($0), nil, nil) == 1 }
+            guard keyed else {
+                EVP_CIPHER_CTX_free(fresh)
+                return false
+            }
+            ctx = fresh
+        }
+        let ok = AESGCM.decrypt(ctx, iv: nonce, sealed: sealed, aad: aad, output: output)
+        let kept = shard.idle.withLock { (idle) -> Bool in
+            guard idle.count < GCMOpener.keptPerShard else { return false }
+            idle.append(Context(pointer: ctx))
+            return true
+        }
+        if !kept { EVP_CIPHER_CTX_free(ctx) }
+        return ok
     }
 }
 
