@@ -128,11 +128,11 @@ package enum HTTPClient {
         let what = "\(method.prefix(1).uppercased())\(method.dropFirst().lowercased()) \"\(urlText)\""
         func fail(_ reason: String) -> Failure { Failure(message: "\(what): \(reason)") }
         guard let url = URL(urlText) else { throw fail("not an http:// or https:// URL") }
-        let start = monotonicSeconds()
+        let start = TCP.monotonicSeconds()
         let fd = try connect(url, timeout: options.connectTimeout, fail: fail)
         defer { close(fd) }
-        setTimeout(fd, SO_RCVTIMEO, options.ioTimeout)
-        setTimeout(fd, SO_SNDTIMEO, options.ioTimeout)
+        TCP.setTimeout(fd, SO_RCVTIMEO, options.ioTimeout)
+        TCP.setTimeout(fd, SO_SNDTIMEO, options.ioTimeout)
         var connection = Connection(fd: fd, tls: nil)
         if url.secure {
             var err = [CChar](repeating: 0, count: 512)
@@ -169,69 +169,20 @@ package enum HTTPClient {
 
     // MARK: - Sockets
 
-    private static func monotonicSeconds() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
-
-    private static func setTimeout(_ fd: Int32, _ option: Int32, _ seconds: Double) {
-        var tv = timeval(tv_sec: Int(seconds), tv_usec: Int((seconds - seconds.rounded(.down)) * 1e6))
-        _ = setsockopt(fd, SOL_SOCKET, option, &tv, socklen_t(MemoryLayout<timeval>.size))
-    }
-
     /// Resolves the host and connects to the first address that answers within the timeout.
     private static func connect(
         _ url: URL,
         timeout: Double,
         fail: (String) -> Failure
     ) throws(Failure) -> Int32 {
-        var hints = addrinfo()
-        hints.ai_family = AF_UNSPEC
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var list: UnsafeMutablePointer<addrinfo>? = nil
-        let rc = getaddrinfo(url.host, String(url.port), &hints, &list)
-        guard rc == 0, let first = list else {
-            throw fail("cannot resolve host \"\(url.host)\": \(String(cString: gai_strerror(rc)))")
+        do throws(TCP.ConnectFailure) {
+            return try TCP.connect(host: url.host, port: url.port, timeout: timeout, timedOut: "connect timed out")
+        } catch {
+            switch error {
+            case .lookup(let reason): throw fail("cannot resolve host \"\(url.host)\": \(reason)")
+            case .connect(let reason): throw fail("dial tcp \(url.host):\(url.port): connect: \(reason)")
+            }
         }
-        defer { freeaddrinfo(list) }
-        var lastError = "no address"
-        var entry: UnsafeMutablePointer<addrinfo>? = first
-        while let info = entry {
-            entry = info.pointee.ai_next
-            let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue), 0)
-            guard fd >= 0 else {
-                lastError = String(cString: strerror(errno))
-                continue
-            }
-            let flags = fcntl(fd, F_GETFL, 0)
-            _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
-            var result = Glibc.connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen)
-            if result != 0 && errno == EINPROGRESS {
-                var poller = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-                let ready = poll(&poller, 1, Int32(timeout * 1000))
-                if ready == 1 {
-                    var error: Int32 = 0
-                    var length = socklen_t(MemoryLayout<Int32>.size)
-                    getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
-                    if error == 0 {
-                        result = 0
-                    } else {
-                        lastError = String(cString: strerror(error)).lowercased()
-                    }
-                } else {
-                    lastError = ready == 0 ? "connect timed out" : String(cString: strerror(errno)).lowercased()
-                }
-            } else if result != 0 {
-                lastError = String(cString: strerror(errno)).lowercased()
-            }
-            if result == 0 {
-                _ = fcntl(fd, F_SETFL, flags)
-                return fd
-            }
-            close(fd)
-        }
-        throw fail("dial tcp \(url.host):\(url.port): connect: \(lastError)")
     }
 
     private struct Connection {
@@ -285,7 +236,7 @@ package enum HTTPClient {
         /// Reads more bytes; false at the end of the stream.
         mutating func fill() throws(Failure) -> Bool {
             guard !ended else { return false }
-            if HTTPClient.monotonicSeconds() - start > deadline {
+            if TCP.monotonicSeconds() - start > deadline {
                 throw fail("no complete answer within \(Int(deadline)) s")
             }
             if position > 0 && position == buffer.count {

@@ -149,8 +149,8 @@ package final class LDAPConnection {
     }
 
     private func handshake(_ url: URL, _ options: TLS) throws(Failure) {
-        Self.setTimeout(fd, SO_RCVTIMEO, requestTimeout)
-        Self.setTimeout(fd, SO_SNDTIMEO, requestTimeout)
+        TCP.setTimeout(fd, SO_RCVTIMEO, requestTimeout)
+        TCP.setTimeout(fd, SO_SNDTIMEO, requestTimeout)
         var err = [CChar](repeating: 0, count: 512)
         let ca = options.caPEM
         let cert = options.clientCertPEM
@@ -249,7 +249,7 @@ package final class LDAPConnection {
         let id = nextID
         nextID += 1
         let message = BER.sequence([.integer(id), op]).encoded
-        Self.setTimeout(fd, SO_SNDTIMEO, requestTimeout)
+        TCP.setTimeout(fd, SO_SNDTIMEO, requestTimeout)
         let ok = message.withUnsafeBytes { raw -> Bool in
             guard let base = raw.baseAddress else { return false }
             if let tls { return ctls_write(tls, base, raw.count) == 0 }
@@ -321,7 +321,7 @@ package final class LDAPConnection {
     private func fill(deadline: Double) throws(Failure) {
         let remaining = deadline - Self.monotonicSeconds()
         guard remaining > 0 else { throw timeout() }
-        Self.setTimeout(fd, SO_RCVTIMEO, max(remaining, 0.001))
+        TCP.setTimeout(fd, SO_RCVTIMEO, max(remaining, 0.001))
         var chunk = [UInt8](repeating: 0, count: 16384)
         let n = chunk.withUnsafeMutableBytes { raw -> Int in
             if let tls { return ctls_read(tls, raw.baseAddress, raw.count) }
@@ -374,67 +374,21 @@ package final class LDAPConnection {
 
     // MARK: Sockets
 
-    static func monotonicSeconds() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
-
-    static func setTimeout(_ fd: Int32, _ option: Int32, _ seconds: Double) {
-        let s = max(seconds, 0.001)
-        var tv = timeval(tv_sec: Int(s), tv_usec: Int((s - s.rounded(.down)) * 1e6))
-        _ = setsockopt(fd, SOL_SOCKET, option, &tv, socklen_t(MemoryLayout<timeval>.size))
-    }
+    static func monotonicSeconds() -> Double { TCP.monotonicSeconds() }
 
     /// Resolves the host and connects to the first address that answers within the timeout; the
     /// error in Go's words (`dial tcp 127.0.0.1:1: connect: connection refused`).
     static func connect(_ url: URL, timeout: Double) throws(Failure) -> Int32 {
-        var hints = addrinfo()
-        hints.ai_family = AF_UNSPEC
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var list: UnsafeMutablePointer<addrinfo>? = nil
-        let rc = getaddrinfo(url.host, String(url.port), &hints, &list)
-        guard rc == 0, let first = list else {
-            throw Failure.network("dial tcp: lookup \(url.host): \(String(cString: gai_strerror(rc)).lowercased())")
+        do throws(TCP.ConnectFailure) {
+            return try TCP.connect(host: url.host, port: url.port, timeout: timeout, timedOut: "i/o timeout")
+        } catch {
+            switch error {
+            case .lookup(let reason):
+                throw Failure.network("dial tcp: lookup \(url.host): \(reason.lowercased())")
+            case .connect(let reason):
+                let hostPort = url.host.contains(":") ? "[\(url.host)]:\(url.port)" : "\(url.host):\(url.port)"
+                throw Failure.network("dial tcp \(hostPort): connect: \(reason)")
+            }
         }
-        defer { freeaddrinfo(list) }
-        var lastError = "no address"
-        var entry: UnsafeMutablePointer<addrinfo>? = first
-        while let info = entry {
-            entry = info.pointee.ai_next
-            let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue), 0)
-            guard fd >= 0 else {
-                lastError = String(cString: strerror(errno)).lowercased()
-                continue
-            }
-            let flags = fcntl(fd, F_GETFL, 0)
-            _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
-            var result = Glibc.connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen)
-            if result != 0 && errno == EINPROGRESS {
-                var poller = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-                let ready = poll(&poller, 1, Int32(clamping: Int(timeout * 1000)))
-                if ready == 1 {
-                    var error: Int32 = 0
-                    var length = socklen_t(MemoryLayout<Int32>.size)
-                    getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
-                    if error == 0 {
-                        result = 0
-                    } else {
-                        lastError = String(cString: strerror(error)).lowercased()
-                    }
-                } else {
-                    lastError = ready == 0 ? "i/o timeout" : String(cString: strerror(errno)).lowercased()
-                }
-            } else if result != 0 {
-                lastError = String(cString: strerror(errno)).lowercased()
-            }
-            if result == 0 {
-                _ = fcntl(fd, F_SETFL, flags)
-                return fd
-            }
-            close(fd)
-        }
-        let hostPort = url.host.contains(":") ? "[\(url.host)]:\(url.port)" : "\(url.host):\(url.port)"
-        throw Failure.network("dial tcp \(hostPort): connect: \(lastError)")
     }
 }
