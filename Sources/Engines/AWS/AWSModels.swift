@@ -85,9 +85,15 @@ struct AWSRole: Sendable, Equatable {
     var permissionsBoundaryARN = ""
     var mfaSerialNumber = ""
 
-    var json: JSONValue {
-        func list(_ v: [String]) -> JSONValue { .array(v.map { .string($0) }) }
-        func map(_ v: [String: String]) -> JSONValue { .object(v.mapValues { .string($0) }) }
+    var json: JSONValue { .object(fields(emptyAsNull: false)) }
+
+    /// The role's fields; with `emptyAsNull`, lists and maps never set are null (as Vault's read shows
+    /// its Go nil slices), else empty (the stored form).
+    private func fields(emptyAsNull: Bool) -> [String: JSONValue] {
+        func list(_ v: [String]) -> JSONValue { emptyAsNull && v.isEmpty ? .null : .array(v.map { .string($0) }) }
+        func map(_ v: [String: String]) -> JSONValue {
+            emptyAsNull && v.isEmpty ? .null : .object(v.mapValues { .string($0) })
+        }
         return [
             "credential_type": .string(credentialType.rawValue), "policy_arns": list(policyARNs),
             "role_arns": list(roleARNs), "policy_document": .string(policyDocument), "iam_groups": list(iamGroups),
@@ -122,18 +128,7 @@ struct AWSRole: Sendable, Equatable {
     }
 
     /// Vault's read: lists and maps never set are null, as Vault's Go nil slices are.
-    var responseData: [String: JSONValue] {
-        func list(_ v: [String]) -> JSONValue { v.isEmpty ? .null : .array(v.map { .string($0) }) }
-        func map(_ v: [String: String]) -> JSONValue { v.isEmpty ? .null : .object(v.mapValues { .string($0) }) }
-        return [
-            "credential_type": .string(credentialType.rawValue), "policy_arns": list(policyARNs),
-            "role_arns": list(roleARNs), "policy_document": .string(policyDocument), "iam_groups": list(iamGroups),
-            "iam_tags": map(iamTags), "session_tags": map(sessionTags), "external_id": .string(externalID),
-            "default_sts_ttl": .int(Int(defaultSTSTTL)), "max_sts_ttl": .int(Int(maxSTSTTL)),
-            "user_path": .string(userPath), "permissions_boundary_arn": .string(permissionsBoundaryARN),
-            "mfa_serial_number": .string(mfaSerialNumber),
-        ]
-    }
+    var responseData: [String: JSONValue] { fields(emptyAsNull: true) }
 
     /// Every problem with the role, in Vault's words, plus one of Coffer's own: an `assumed_role`
     /// without `role_arns` could never issue anything.
