@@ -121,7 +121,8 @@ typedef struct coffer coffer_t;
  *   {"storage": {"type": "sqlite", "path": "/var/lib/app/coffer.db"}}
  *
  * Keys: "storage" {"type": "sqlite", "path"} or {"type": "memory"} (required unless "dev");
- * "seal" {"type": "shamir"} (the default); "limits" {"max_entry_size": bytes}; "dev": true or
+ * "seal" {"type": "shamir"} (the default); "limits" {"max_entry_size": bytes, "read_cache_bytes":
+ * bytes (0: no read cache)}; "dev": true or
  * {"root_token": "..."} for an in-memory vault that is initialised, unsealed, has "secret/" mounted
  * as KV v2 and root token "root" (as `bao server -dev`). An unknown key is an error naming it.
  * docs/c-abi.md lists every key.

@@ -107,7 +107,10 @@ public final class Vault: Sendable {
         }
         let storage: any PhysicalBackend
         switch configuration.storage {
-        case .sqlite(let path): storage = try SQLiteBackend(path: path)
+        case .sqlite(let path):
+            let file = try SQLiteBackend(path: path)
+            let cacheBytes = configuration.limits.readCacheBytes
+            storage = cacheBytes > 0 ? CachingBackend(file, capacity: cacheBytes) : file
         case .memory: storage = InMemoryBackend()
         }
         do {

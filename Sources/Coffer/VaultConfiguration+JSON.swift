@@ -109,7 +109,7 @@ extension VaultConfiguration {
         var limits = Limits()
         if let value = root.fields["limits"] {
             let object = try ConfigObject(value, at: "limits")
-            try object.allowOnly(["max_entry_size"])
+            try object.allowOnly(["max_entry_size", "read_cache_bytes"])
             if let size = try object.int("max_entry_size") {
                 guard size > 0 else {
                     throw CofferError.invalid(
@@ -117,6 +117,14 @@ extension VaultConfiguration {
                     )
                 }
                 limits.maxEntrySize = size
+            }
+            if let size = try object.int("read_cache_bytes") {
+                guard size >= 0 else {
+                    throw CofferError.invalid(
+                        "configuration key 'limits.read_cache_bytes' must be a number of bytes, 0 or more (0 turns the cache off)"
+                    )
+                }
+                limits.readCacheBytes = size
             }
         }
 

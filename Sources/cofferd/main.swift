@@ -188,7 +188,9 @@ if dev {
     }
     do {
         // With the pkcs11 seal an initialised vault unseals itself through the HSM here.
-        vault = try Vault.open(VaultConfiguration(storage: storage, seal: seal))
+        var limits = Limits()
+        if config.disableCache { limits.readCacheBytes = 0 }
+        vault = try Vault.open(VaultConfiguration(storage: storage, seal: seal, limits: limits))
     } catch {
         fail("cannot open the vault: \(error)")
     }

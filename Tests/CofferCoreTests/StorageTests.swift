@@ -6,12 +6,16 @@ import Testing
 
 @Suite struct StorageTests {
     /// The backend contract, run against both implementations.
-    @Test(arguments: ["inmem", "sqlite"])
+    @Test(arguments: ["inmem", "sqlite", "cached"])
     func backendContract(kind: String) throws {
         let dir = TemporaryDirectory()
         let backend: any PhysicalBackend =
-            kind == "sqlite" ? try SQLiteBackend(path: dir.file("c.db")) : InMemoryBackend()
-        #expect(backend.typeName == kind)
+            switch kind {
+            case "sqlite": try SQLiteBackend(path: dir.file("c.db"))
+            case "cached": CachingBackend(try SQLiteBackend(path: dir.file("c.db")), capacity: 1 << 20)
+            default: InMemoryBackend()
+            }
+        #expect(backend.typeName == (kind == "cached" ? "sqlite" : kind))
         #expect(try backend.get("missing") == nil)
         try backend.put("a/b/c", [1, 2, 3])
         try backend.put("a/d", [])

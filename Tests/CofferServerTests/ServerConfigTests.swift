@@ -32,6 +32,7 @@ import Testing
             log_level     = "warn"
             log_format    = "json"
             disable_mlock = true
+            disable_cache = true
             """
         )
         #expect(config.storage == .sqlite(path: "/var/lib/coffer/coffer.db"))
@@ -53,12 +54,14 @@ import Testing
         )
         #expect(config.apiAddr == "https://coffer.example.com:8200")
         #expect(config.logLevel == .warning && config.logFormat == .json)
+        #expect(config.disableCache)
         try config.validate()
         #expect(try config.listener.hostAndPort() == ("0.0.0.0", 8200))
     }
 
     @Test func defaultsAreVaultsAndTLSIsRequiredUnlessDisabled() throws {
         let config = try ServerConfig.parse(#"storage "memory" {}"#)
+        #expect(!config.disableCache)
         #expect(config.listener.maxRequestSize == 32 << 20)
         #expect(config.listener.readHeaderTimeout == 10 && config.listener.idleTimeout == 300)
         #expect(config.listener.readTimeout == 30 && config.listener.maxConnectionsPerAddress == 128)

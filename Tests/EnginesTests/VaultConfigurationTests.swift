@@ -19,7 +19,7 @@ import Testing
         let config = try VaultConfiguration(
             json: #"""
                 {"storage": {"type": "sqlite", "path": "/var/lib/app/coffer.db"}, "seal": {"type": "shamir"},
-                 "limits": {"max_entry_size": 4096}}
+                 "limits": {"max_entry_size": 4096, "read_cache_bytes": 0}}
                 """#
         )
         guard case .sqlite(let path) = config.storage else {
@@ -29,6 +29,7 @@ import Testing
         #expect(path == "/var/lib/app/coffer.db")
         #expect(config.seal.type == "shamir")
         #expect(config.limits.maxEntrySize == 4096)
+        #expect(config.limits.readCacheBytes == 0)
         #expect(config.devRootToken == nil)
     }
 
@@ -36,6 +37,7 @@ import Testing
         let config = try VaultConfiguration(json: #"{"storage": {"type": "memory"}}"#)
         #expect(config.seal.type == "shamir")
         #expect(config.limits.maxEntrySize == Limits().maxEntrySize)
+        #expect(config.limits.readCacheBytes == 32 << 20)
     }
 
     @Test func unknownKeysAreNamedAtEveryLevel() {
@@ -84,6 +86,11 @@ import Testing
         )
         #expect(
             message(#"{"storage": {"type": "memory"}, "limits": {"max_entry_size": 0}}"#)?.contains("positive") == true
+        )
+        #expect(
+            message(#"{"storage": {"type": "memory"}, "limits": {"read_cache_bytes": -1}}"#)?.contains(
+                "'limits.read_cache_bytes' must be a number of bytes, 0 or more"
+            ) == true
         )
         #expect(
             message(#"{"dev": true, "storage": {"type": "sqlite", "path": "x"}}"#)?.contains(

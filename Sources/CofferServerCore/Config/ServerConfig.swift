@@ -131,6 +131,8 @@ public struct ServerConfig: Sendable, Equatable {
     public var apiAddr: String?
     public var logLevel: Logger.Level = .info
     public var logFormat: LogFormat = .text
+    /// `disable_cache = true`: no read cache in front of the storage file (Vault's key).
+    public var disableCache = false
 
     public init() {}
 }
@@ -233,11 +235,16 @@ extension ServerConfig {
                 config.logFormat = try logFormat(try string(item), line: item.value.location.line)
             case "disable_mlock":
                 _ = try bool(item)  // accepted for Vault configs; Coffer never swaps secrets out (see docs/server.md)
+            case "disable_cache":
+                config.disableCache = try bool(item)
             default:
                 throw unknown(
                     item,
                     in: "the configuration",
-                    allowed: ["storage", "listener", "seal", "api_addr", "log_level", "log_format", "disable_mlock"]
+                    allowed: [
+                        "storage", "listener", "seal", "api_addr", "log_level", "log_format", "disable_mlock",
+                        "disable_cache",
+                    ]
                 )
             }
         }

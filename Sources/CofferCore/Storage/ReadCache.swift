@@ -1,0 +1,197 @@
+import Synchronization
+
+/// A read cache in front of a physical backend, as Vault keeps one: the bytes a backend returns,
+/// which are the barrier's **ciphertext** (the barrier still authenticates and decrypts every read,
+/// and no plaintext outlives the call), so a hot entry never reaches SQLite.
+///
+/// Bounded by bytes and split into shards with a lock each. Each shard keeps two generations of
+/// entries: a hit in the older one moves the entry to the newer, and when the newer fills half the
+/// shard's budget the older is dropped whole. That keeps what is read often at O(1) per operation,
+/// without a linked list to maintain.
+///
+/// **Coherence.** Writes go through this backend: before a write reaches storage its keys are marked
+/// pending in their shards (the entries dropped, no read may insert them until the write is done) and
+/// after it they are dropped again, so a reader overlapping the write reads storage, as without the
+/// cache. Changes made beneath (another writer of the same backend, a replica applying its log) come
+/// through the backend's change feed, which this cache subscribes to before anything else: its entries
+/// are dropped before any other subscriber is told. A read that misses records its shard's generation
+/// first and inserts what it read only if no change touched the shard meanwhile, so a value read
+/// before a change is never cached after it.
+package final class CachingBackend: PhysicalBackend {
+    /// Entries larger than this share of a shard's budget are not cached (a few large values would
+    /// push out many small ones).
+    private static let largestShare = 8
+    /// What an entry costs beyond its key and value bytes: the dictionary slot, the array header.
+    private static let entryOverhead = 64
+    private static let shardCount = 16
+
+    package let underlying: any PhysicalBackend
+    /// The budget in bytes (keys, values and bookkeeping).
+    package let capacity: Int
+    private let shards: [Shard]
+    private let feedID: Int
+
+    package var typeName: String { underlying.typeName }
+    package var changes: ChangeFeed { underlying.changes }
+
+    /// Caches the reads of `underlying` up to `capacity` bytes.
+    package init(_ underlying: any PhysicalBackend, capacity: Int) {
+        self.underlying = underlying
+        self.capacity = max(0, capacity)
+        let budget = self.capacity / CachingBackend.shardCount
+        let shards = (0..<CachingBackend.shardCount).map { _ in Shard(budget: budget) }
+        self.shards = shards
+        feedID = underlying.changes.subscribe { keys in
+            for key in keys { shards[CachingBackend.shardIndex(key)].invalidate(key) }
+        }
+    }
+
+    deinit { underlying.changes.unsubscribe(feedID) }
+
+    private static func shardIndex(_ key: String) -> Int {
+        // FNV-1a over the last bytes: keys share long prefixes ("logical/<mount uuid>/versions/").
+        var h: UInt32 = 2_166_136_261
+        for byte in key.utf8.suffix(16) { h = (h ^ UInt32(byte)) &* 16_777_619 }
+        return Int(h % UInt32(shardCount))
+    }
+
+    package func get(_ key: String) throws(CofferError) -> [UInt8]? {
+        let shard = shards[CachingBackend.shardIndex(key)]
+        let generation: UInt64
+        switch shard.lookup(key) {
+        case .hit(let value): return value
+        case .miss(let g): generation = g
+        case .pending: return try underlying.get(key)
+        }
+        let value = try underlying.get(key)
+        if let value { shard.insert(key, value, ifGeneration: generation) }
+        return value
+    }
+
+    package func list(prefix: String) throws(CofferError) -> [String] { try underlying.list(prefix: prefix) }
+
+    package func list(prefix: String, limit: Int) throws(CofferError) -> [String] {
+        try underlying.list(prefix: prefix, limit: limit)
+    }
+
+    package func put(_ key: String, _ value: [UInt8]) throws(CofferError) {
+        try writing([key]) { () throws(CofferError) in try underlying.put(key, value) }
+    }
+
+    package func delete(_ key: String) throws(CofferError) {
+        try writing([key]) { () throws(CofferError) in try underlying.delete(key) }
+    }
+
+    package func batch(_ operations: [StorageOperation]) throws(CofferError) {
+        try writing(operations.map(\.key)) { () throws(CofferError) in try underlying.batch(operations) }
+    }
+
+    package func close() {
+        underlying.close()
+        for shard in shards { shard.removeAll() }
+    }
+
+    /// Bytes held now (for tests and metrics).
+    package var cachedBytes: Int { shards.reduce(0) { $0 + $1.bytes } }
+
+    /// Runs a write with its keys pending: dropped before, uncacheable during, dropped after (also
+    /// when the write fails: it may have been stored before the error).
+    private func writing(_ keys: [String], _ write: () throws(CofferError) -> Void) throws(CofferError) {
+        for key in keys { shards[CachingBackend.shardIndex(key)].beginWrite(key) }
+        defer { for key in keys { shards[CachingBackend.shardIndex(key)].endWrite(key) } }
+        try write()
+    }
+
+    private final class Shard: Sendable {
+        enum Lookup {
+            case hit([UInt8])
+            case miss(generation: UInt64)
+            case pending
+        }
+
+        struct State {
+            var newer: [String: [UInt8]] = [:]
+            var older: [String: [UInt8]] = [:]
+            var newerBytes = 0
+            var olderBytes = 0
+            /// Bumped by every change to a key of this shard; a miss inserts only if it is unchanged.
+            var generation: UInt64 = 0
+            /// Keys with a write in progress, and how many.
+            var pending: [String: Int] = [:]
+        }
+
+        let budget: Int
+        let state = Mutex(State())
+
+        init(budget: Int) { self.budget = budget }
+
+        var bytes: Int { state.withLock { $0.newerBytes + $0.olderBytes } }
+
+        static func cost(_ key: String, _ value: [UInt8]) -> Int {
+            key.utf8.count + value.count + CachingBackend.entryOverhead
+        }
+
+        func lookup(_ key: String) -> Lookup {
+            state.withLock { s in
+                if let value = s.newer[key] { return .hit(value) }
+                if !s.pending.isEmpty, s.pending[key] != nil { return .pending }
+                if let value = s.older.removeValue(forKey: key) {
+                    let cost = Shard.cost(key, value)
+                    s.olderBytes -= cost
+                    Shard.add(&s, key, value, cost: cost, budget: budget)
+                    return .hit(value)
+                }
+                return .miss(generation: s.generation)
+            }
+        }
+
+        func insert(_ key: String, _ value: [UInt8], ifGeneration generation: UInt64) {
+            let cost = Shard.cost(key, value)
+            guard cost * CachingBackend.largestShare <= budget else { return }
+            state.withLock { s in
+                guard s.generation == generation, s.newer[key] == nil, s.older[key] == nil else { return }
+                Shard.add(&s, key, value, cost: cost, budget: budget)
+            }
+        }
+
+        /// Adds to the newer generation, retiring it to older when it holds half the budget.
+        private static func add(_ s: inout State, _ key: String, _ value: [UInt8], cost: Int, budget: Int) {
+            if s.newerBytes + cost > budget / 2 {
+                s.older = s.newer
+                s.olderBytes = s.newerBytes
+                s.newer = [:]
+                s.newerBytes = 0
+            }
+            s.newer[key] = value
+            s.newerBytes += cost
+        }
+
+        private static func drop(_ s: inout State, _ key: String) {
+            s.generation &+= 1
+            if let value = s.newer.removeValue(forKey: key) { s.newerBytes -= cost(key, value) }
+            if let value = s.older.removeValue(forKey: key) { s.olderBytes -= cost(key, value) }
+        }
+
+        func invalidate(_ key: String) { state.withLock { Shard.drop(&$0, key) } }
+
+        func beginWrite(_ key: String) {
+            state.withLock { s in
+                s.pending[key, default: 0] += 1
+                Shard.drop(&s, key)
+            }
+        }
+
+        func endWrite(_ key: String) {
+            state.withLock { s in
+                if let n = s.pending[key], n > 1 { s.pending[key] = n - 1 } else { s.pending[key] = nil }
+                Shard.drop(&s, key)
+            }
+        }
+
+        func removeAll() {
+            state.withLock { s in
+                s = State(generation: s.generation &+ 1)
+            }
+        }
+    }
+}
