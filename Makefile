@@ -231,4 +231,5 @@ lint:
 format:
 	swift format format --in-place --recursive --parallel $(SWIFT_SOURCES)
 
-	rm -rf .build .build-fuzz quickstart-data
+clean:
+	rm -rf .build .build-fuzz quickstart-data dist bindings/python/build
