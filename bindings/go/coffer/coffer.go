@@ -1,5 +1,6 @@
 // Package coffer is the Go binding of Coffer, an embeddable secrets engine: a thin cgo layer over
-// libcoffer's C ABI (include/coffer.h), found with pkg-config (`pkg-config --cflags --libs coffer`).
+// libcoffer's C ABI (include/coffer.h), found with pkg-config (`pkg-config --cflags --libs coffer`), or,
+// built with -tags coffer_nopkgconfig, with the flags in CGO_CFLAGS and CGO_LDFLAGS (see README.md).
 //
 //	c, err := coffer.Open(`{"storage": {"type": "sqlite", "path": "coffer.db"}}`)
 //	defer c.Close()
@@ -13,7 +14,6 @@
 package coffer
 
 /*
-#cgo pkg-config: coffer
 #include <stdlib.h>
 #include <coffer.h>
 */

@@ -1,42 +1,55 @@
 """Coffer, an embeddable secrets engine, from Python: a binding of libcoffer's C ABI (include/coffer.h).
 
-    with Coffer({"storage": {"type": "sqlite", "path": "coffer.db"}}) as c:
-        c.request("PUT", "sys/unseal", body={"key": unseal_key})
-        c.token = root_token
-        c.kv.put("app/db", {"password": "s3cret"})
-        secret = c.kv.get("app/db")          # KVSecret(data={'password': 's3cret'}, version=1)
+    with coffer.open({"storage": {"type": "sqlite", "path": "coffer.db"}}) as vault:
+        vault.request("PUT", "sys/unseal", body={"key": unseal_key})
+        vault.token = root_token
+        vault.kv.put("app/db", {"password": "s3cret"})
+        secret = vault.kv.get("app/db")      # KVSecret(data={'password': 's3cret'}, version=1)
 
 A Coffer may be used from any number of threads at once (the library is thread-safe and ctypes
-releases the GIL during calls). Failures raise a subclass of CofferError.
+releases the GIL during calls). Failures raise a subclass of CofferError, one for each C status code.
+The library is loaded from $COFFER_LIBRARY, else the copy inside this package (a wheel carries one),
+else the system's libcoffer.so.0; `library_path()` tells which file that was.
 """
 
 import ctypes
 import json
 import threading
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Union
+from types import TracebackType
+from typing import Any, Dict, Mapping, Optional, Type, Union
 
 from . import _native
 from ._native import lib
 
 __all__ = [
-    "Coffer", "KV", "KVSecret", "Response", "version", "abi_version", "CofferError", "InvalidArgumentError",
-    "SealedError", "PermissionDeniedError", "NotFoundError", "ConflictError", "UnavailableError", "StorageIOError",
-    "OutOfMemoryError", "InternalError", "UnsupportedOperationError", "IntegrityError", "NotInitializedError",
-    "AlreadyInitializedError", "RateLimitedError", "CorruptDatabaseError", "NO_CAS",
+    "open", "Coffer", "KV", "KVSecret", "Transit", "Response", "version", "abi_version", "library_path",
+    "CofferError", "InvalidArgumentError", "SealedError", "PermissionDeniedError", "NotFoundError", "ConflictError",
+    "UnavailableError", "StorageIOError", "OutOfMemoryError", "InternalError", "UnsupportedOperationError",
+    "IntegrityError", "NotInitializedError", "AlreadyInitializedError", "RateLimitedError", "CorruptDatabaseError",
+    "AuditFailedError", "error_class", "NO_CAS",
 ]
+
+# What a request body or a configuration may be: a dict (sent as JSON), JSON text, or JSON bytes.
+JSONBody = Union[None, bytes, str, Mapping[str, Any]]
 
 NO_CAS = -1  # COFFER_KV_NO_CAS
 
 
 def version() -> str:
     """The version of the loaded libcoffer, e.g. "0.1.0"."""
-    return lib.coffer_version().decode()
+    return bytes(lib.coffer_version()).decode()
 
 
 def abi_version() -> int:
     """The ABI version of the loaded libcoffer (the N of libcoffer.so.N)."""
-    return lib.coffer_abi_version()
+    return int(lib.coffer_abi_version())
+
+
+def library_path() -> str:
+    """The libcoffer file this process loaded: $COFFER_LIBRARY, the copy inside the package, or the
+    one the dynamic loader found on the system library path."""
+    return _native.library_path
 
 
 # ---- Errors ---------------------------------------------------------------------------------
@@ -47,10 +60,10 @@ class CofferError(Exception):
     server would answer (0 when the call failed before reaching the engine) and `body` the parsed
     error response ({"errors": [...]}) when there is one."""
 
-    code = 0
+    code: int = 0
 
-    def __init__(self, code: int, message: str, http_status: int = 0, body: Optional[Dict[str, Any]] = None):
-        super().__init__(message or lib.coffer_strerror(code).decode())
+    def __init__(self, code: int, message: str, http_status: int = 0, body: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__(message or bytes(lib.coffer_strerror(code)).decode())
         self.code = code
         self.message = message
         self.http_status = http_status
@@ -124,13 +137,25 @@ class AuditFailedError(CofferError):
     code = -16
 
 
-_ERRORS = {cls.code: cls for cls in CofferError.__subclasses__()}
+_ERRORS: Dict[int, Type[CofferError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidArgumentError, SealedError, PermissionDeniedError, NotFoundError, ConflictError, UnavailableError,
+        StorageIOError, OutOfMemoryError, InternalError, UnsupportedOperationError, IntegrityError,
+        NotInitializedError, AlreadyInitializedError, RateLimitedError, CorruptDatabaseError, AuditFailedError,
+    )
+}
+
+
+def error_class(code: int) -> Type[CofferError]:
+    """The exception class of a C status code (COFFER_E*): e.g. error_class(-4) is NotFoundError.
+    A code this binding does not know (from a newer library) maps to CofferError itself."""
+    return _ERRORS.get(code, CofferError)
 
 
 def _error(code: int, http_status: int = 0, body: Optional[Dict[str, Any]] = None) -> CofferError:
-    message = lib.coffer_errmsg().decode("utf-8", "replace")
-    cls = _ERRORS.get(code, CofferError)
-    return cls(code, message, http_status, body)
+    message = bytes(lib.coffer_errmsg()).decode("utf-8", "replace")
+    return error_class(code)(code, message, http_status, body)
 
 
 def _text(value: Optional[str], name: str) -> Optional[bytes]:
@@ -141,14 +166,14 @@ def _text(value: Optional[str], name: str) -> Optional[bytes]:
     return value.encode("utf-8")
 
 
-def _json_bytes(value: Union[None, bytes, str, Dict[str, Any]]) -> bytes:
+def _json_bytes(value: JSONBody) -> bytes:
     if value is None:
         return b""
     if isinstance(value, bytes):
         return value
     if isinstance(value, str):
         return value.encode("utf-8")
-    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+    return json.dumps(dict(value), separators=(",", ":")).encode("utf-8")
 
 
 # ---- Handles --------------------------------------------------------------------------------
@@ -165,6 +190,8 @@ class Response:
 
 @dataclass(frozen=True)
 class KVSecret:
+    """A KV v2 secret's data and the number of the version read."""
+
     data: Dict[str, Any]
     version: int
 
@@ -175,13 +202,14 @@ class Coffer:
     `config` is the JSON configuration of coffer_open, as a dict or a JSON string, e.g.
     {"storage": {"type": "sqlite", "path": "coffer.db"}} or {"dev": True}. `token` is the default
     client token for request() and kv; it can be changed later through the `token` attribute.
+    coffer.open(config, token) is the same call.
     """
 
-    def __init__(self, config: Union[str, Dict[str, Any]], token: Optional[str] = None):
+    def __init__(self, config: Union[str, Mapping[str, Any]], token: Optional[str] = None) -> None:
         self._handle: Optional[int] = None
         self._lock = threading.Lock()
-        self.token = token
-        text = config if isinstance(config, str) else json.dumps(config)
+        self.token: Optional[str] = token
+        text = config if isinstance(config, str) else json.dumps(dict(config))
         handle = ctypes.c_void_p()
         status = lib.coffer_open(_text(text, "config"), ctypes.byref(handle))
         if status != 0:
@@ -200,8 +228,13 @@ class Coffer:
     def __enter__(self) -> "Coffer":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(
+        self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> None:
         self.close()
+
+    def __repr__(self) -> str:
+        return f"<coffer.Coffer {'closed' if self._handle is None else 'open'}>"
 
     def __del__(self) -> None:
         if getattr(self, "_handle", None) is not None:
@@ -218,7 +251,7 @@ class Coffer:
         return handle
 
     def request(
-        self, method: str, path: str, body: Union[None, bytes, str, Dict[str, Any]] = None, token: Optional[str] = None,
+        self, method: str, path: str, body: JSONBody = None, token: Optional[str] = None,
         wrap_ttl: Optional[str] = None, client_address: Optional[str] = None,
     ) -> Response:
         """Any operation of the Vault/OpenBao HTTP API, with the same JSON in and out.
@@ -256,7 +289,7 @@ class Coffer:
 class KV:
     """The KV v2 fast paths (coffer_kv_get / coffer_kv_put): the secret's data only, with its version."""
 
-    def __init__(self, owner: Coffer):
+    def __init__(self, owner: Coffer) -> None:
         self._owner = owner
 
     def get(self, path: str, version: int = 0, mount: str = "secret", token: Optional[str] = None) -> KVSecret:
@@ -274,7 +307,7 @@ class KV:
         return KVSecret(json.loads(raw), version_out.value)
 
     def put(
-        self, path: str, data: Dict[str, Any], cas: int = NO_CAS, mount: str = "secret", token: Optional[str] = None
+        self, path: str, data: Mapping[str, Any], cas: int = NO_CAS, mount: str = "secret", token: Optional[str] = None
     ) -> int:
         """Writes a new version and returns its number. With `cas` (0 or more) the write happens only
         if the current version is `cas` (0: only if the secret does not exist); else ConflictError."""
@@ -292,7 +325,7 @@ class Transit:
     """The transit fast paths (coffer_transit_encrypt / coffer_transit_decrypt): raw bytes in and
     out, the ciphertext as Vault writes it ("vault:v1:...")."""
 
-    def __init__(self, owner: Coffer):
+    def __init__(self, owner: Coffer) -> None:
         self._owner = owner
 
     def encrypt(
@@ -327,3 +360,14 @@ class Transit:
         if status != 0:
             raise _error(status)
         return raw
+
+
+# Named as gzip.open and shelve.open are: coffer.open(...). Inside this module it hides the built-in open.
+def open(config: Union[str, Mapping[str, Any]], token: Optional[str] = None) -> Coffer:
+    """Opens a Coffer (coffer_open); use it as a context manager, which closes it:
+
+        with coffer.open({"storage": {"type": "sqlite", "path": "coffer.db"}}) as vault:
+            ...
+
+    The same as Coffer(config, token); see Coffer for `config` and `token`."""
+    return Coffer(config, token)

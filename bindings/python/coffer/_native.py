@@ -1,28 +1,87 @@
-"""ctypes declarations of include/coffer.h. Every function used has argtypes and restype set."""
+"""ctypes declarations of include/coffer.h. Every function used has argtypes and restype set.
+
+Where the library comes from, first that applies:
+1. $COFFER_LIBRARY, a path to libcoffer.so.0 (nothing else is tried when it is set);
+2. the copy inside this package (coffer/libcoffer.so.0), which a wheel built by `make wheel` carries;
+3. libcoffer.so.0 from the dynamic loader's search path (LD_LIBRARY_PATH, the ld.so cache, /usr/lib).
+Only the first that applies is tried. `library_path` is the file that was loaded (as the dynamic
+loader reports it).
+"""
 
 import ctypes
 import os
+from typing import List, Tuple
 
 ABI_VERSION = 0
+LIBRARY_NAME = f"libcoffer.so.{ABI_VERSION}"
+BUNDLED_LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), LIBRARY_NAME)
 
 
-def _load() -> ctypes.CDLL:
-    path = os.environ.get("COFFER_LIBRARY") or f"libcoffer.so.{ABI_VERSION}"
+def _choose() -> Tuple[str, str, List[str]]:
+    """The library to load, what it is, and what was passed over on the way. Only one is tried: a
+    library that is there but does not load is an error, never silently replaced by another copy."""
+    configured = os.environ.get("COFFER_LIBRARY")
+    if configured:
+        return configured, "$COFFER_LIBRARY", []
+    if os.path.exists(BUNDLED_LIBRARY):
+        return BUNDLED_LIBRARY, "the copy inside the package", []
+    skipped = ["$COFFER_LIBRARY: not set", f"{BUNDLED_LIBRARY} (the copy inside the package): not there"]
+    return LIBRARY_NAME, "the system library path", skipped
+
+
+def _load() -> Tuple[ctypes.CDLL, str]:
+    path, origin, skipped = _choose()
     try:
         lib = ctypes.CDLL(path)
     except OSError as error:
+        tried = "; ".join(skipped + [f"{path} ({origin}): {error}"])
+        if path == BUNDLED_LIBRARY:
+            advice = "Reinstall the coffer wheel (pip install --force-reinstall)"
+        else:
+            advice = ("Install the wheel that carries it (make wheel), or install libcoffer (make install PREFIX=...) "
+                      "and put its lib directory on LD_LIBRARY_PATH, or set COFFER_LIBRARY to the library's path")
         raise ImportError(
-            f"coffer: cannot load {path} ({error}); install libcoffer (make install PREFIX=...) and put its lib "
-            "directory on LD_LIBRARY_PATH, or set COFFER_LIBRARY to the library's path"
+            f"coffer: cannot load libcoffer; tried {tried}. {advice} (libcoffer needs OpenSSL 3 and SQLite 3 on "
+            "the system: libssl3, libsqlite3-0)"
         ) from None
-    lib.coffer_abi_version.argtypes = []
-    lib.coffer_abi_version.restype = ctypes.c_int
-    if lib.coffer_abi_version() != ABI_VERSION:
-        raise ImportError(f"coffer: {path} has ABI version {lib.coffer_abi_version()}, this binding needs {ABI_VERSION}")
-    return lib
+    try:
+        abi = lib.coffer_abi_version
+    except AttributeError:
+        raise ImportError(f"coffer: {path} ({origin}) is not libcoffer: it has no coffer_abi_version") from None
+    abi.argtypes = []
+    abi.restype = ctypes.c_int
+    found = int(abi())
+    if found != ABI_VERSION:
+        raise ImportError(f"coffer: {path} ({origin}) has ABI version {found}, this binding needs {ABI_VERSION}")
+    return lib, _file_of(lib, path)
 
 
-lib = _load()
+class _DlInfo(ctypes.Structure):
+    _fields_ = [
+        ("dli_fname", ctypes.c_char_p),
+        ("dli_fbase", ctypes.c_void_p),
+        ("dli_sname", ctypes.c_char_p),
+        ("dli_saddr", ctypes.c_void_p),
+    ]
+
+
+def _file_of(lib: ctypes.CDLL, fallback: str) -> str:
+    """The file the dynamic loader mapped for `lib` (dladdr of one of its functions): for a library
+    found by name on the system path, where it was found."""
+    try:
+        dladdr = ctypes.CDLL(None).dladdr
+    except (OSError, AttributeError):
+        return fallback
+    dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+    dladdr.restype = ctypes.c_int
+    info = _DlInfo()
+    address = ctypes.cast(lib.coffer_abi_version, ctypes.c_void_p)
+    if dladdr(address, ctypes.byref(info)) == 0 or not info.dli_fname:
+        return fallback
+    return os.path.abspath(os.fsdecode(info.dli_fname))
+
+
+lib, library_path = _load()
 
 c_char_pp = ctypes.POINTER(ctypes.c_void_p)  # char ** out-parameters, kept as raw pointers to free them
 
