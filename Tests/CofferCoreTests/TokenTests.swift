@@ -247,6 +247,15 @@ import Testing
         #expect(TokenCache.Key(hex: String(Hex.encode(mac).dropLast())) == nil)
         #expect(TokenCache.Key(hex: Hex.encode(mac) + "0") == nil)
         #expect(TokenCache.Key(hex: "") == nil)
+        for bad in ["g", ":", "/", "`", "G", "\u{0}", "é"] {
+            var digits = Array(Hex.encode(mac))
+            digits[17] = Character(bad)
+            #expect(TokenCache.Key(hex: String(digits)) == nil, "digit \(bad)")
+        }
+        for _ in 0..<200 {
+            let random = (0..<32).map { _ in UInt8.random(in: 0...255) }
+            #expect(TokenCache.Key(hex: Hex.encode(random)) == random.withUnsafeBytes { TokenCache.Key(mac: $0) })
+        }
         let cache = TokenCache()
         #expect(cache[fromMAC] == nil)
     }

@@ -22,24 +22,37 @@ package final class TokenCache: Sendable {
         /// From the hex form entries are stored under; nil unless it is 64 lower-case hex digits (so
         /// one key never stands for two storage paths).
         package init?(hex: String) {
-            var bytes = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
-            let ok = withUnsafeMutableBytes(of: &bytes) { out in
-                var i = 0
-                for c in hex.utf8 {
-                    guard i < 64 else { return false }
-                    let nibble: UInt8
-                    switch c {
-                    case UInt8(ascii: "0")...UInt8(ascii: "9"): nibble = c - UInt8(ascii: "0")
-                    case UInt8(ascii: "a")...UInt8(ascii: "f"): nibble = c - UInt8(ascii: "a") + 10
-                    default: return false
-                    }
-                    out[i / 2] |= i % 2 == 0 ? nibble << 4 : nibble
-                    i += 1
+            var hex = hex
+            guard let words = hex.withUTF8({ Key.words(hex: $0) }) else { return nil }
+            self.words = words
+        }
+
+        /// 64 lower-case hex digits as the four little-endian words of the 32 bytes they spell.
+        private static func words(hex: UnsafeBufferPointer<UInt8>) -> (UInt64, UInt64, UInt64, UInt64)? {
+            guard hex.count == 64 else { return nil }
+            var invalid: UInt8 = 0
+            func word(_ w: Int) -> UInt64 {
+                var word: UInt64 = 0
+                for b in 0..<8 {
+                    let i = w &* 16 &+ b &* 2
+                    let high = nibble(hex[i])
+                    let low = nibble(hex[i &+ 1])
+                    invalid |= (high | low) & 0xF0
+                    word |= UInt64((high << 4) | (low & 0x0F)) << (UInt64(b) &* 8)
                 }
-                return i == 64
+                return word
             }
-            guard ok else { return nil }
-            self = withUnsafeBytes(of: &bytes) { Key(mac: $0) }
+            let words = (word(0), word(1), word(2), word(3))
+            return invalid == 0 ? words : nil
+        }
+
+        /// A hex digit's value, or 0xFF for anything but 0-9 and a-f.
+        @inline(__always)
+        private static func nibble(_ c: UInt8) -> UInt8 {
+            let digit = c &- UInt8(ascii: "0")
+            if digit < 10 { return digit }
+            let letter = c &- UInt8(ascii: "a")
+            return letter < 6 ? letter &+ 10 : 0xFF
         }
 
         package static func == (a: Key, b: Key) -> Bool { a.words == b.words }
