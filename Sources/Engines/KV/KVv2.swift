@@ -16,8 +16,20 @@ package final class KVv2Backend: TableBackend {
     private let locks: [Stripe] = (0..<64).map { _ in Stripe() }
     /// Parsed metadata by key. `epoch` moves on every change so that a reader which loaded
     /// metadata from storage while a write was being applied does not put the old copy back.
-    private let cache = Mutex<(epoch: UInt64, entries: [String: KVMetadata])>((0, [:]))
+    private let cache = Mutex<(epoch: UInt64, entries: [String: Cached])>((0, [:]))
     static let cacheLimit = 10_000
+
+    /// A secret's parsed metadata, and the `metadata` block of a read of its current version, built
+    /// once when cached rather than on every read.
+    struct Cached: Sendable {
+        let metadata: KVMetadata
+        let currentBlock: JSONValue
+
+        init(_ metadata: KVMetadata) {
+            self.metadata = metadata
+            currentBlock = .object(metadata.versionMetadata(metadata.currentVersion))
+        }
+    }
 
     package init() {}
 
@@ -58,22 +70,26 @@ package final class KVv2Backend: TableBackend {
             c.epoch &+= 1
             if let metadata {
                 if c.entries.count >= KVv2Backend.cacheLimit { c.entries.removeAll(keepingCapacity: true) }
-                c.entries[key] = metadata
+                c.entries[key] = Cached(metadata)
             }
         }
     }
 
     func loadMetadata(_ storage: StorageReader, _ key: String) throws(CofferError) -> KVMetadata? {
+        try loadCached(storage, key)?.metadata
+    }
+
+    func loadCached(_ storage: StorageReader, _ key: String) throws(CofferError) -> Cached? {
         let (epoch, cached) = cache.withLock { ($0.epoch, $0.entries[key]) }
         if let cached { return cached }
         guard let json = try storage.getJSON("metadata/" + key) else { return nil }
-        let metadata = try KVMetadata(stored: json, path: key)
+        let loaded = Cached(try KVMetadata(stored: json, path: key))
         cache.withLock { c in
             guard c.epoch == epoch else { return }
             if c.entries.count >= KVv2Backend.cacheLimit { c.entries.removeAll(keepingCapacity: true) }
-            c.entries[key] = metadata
+            c.entries[key] = loaded
         }
-        return metadata
+        return loaded
     }
 
     func loadConfig(_ storage: StorageReader) throws(CofferError) -> KVConfig {

@@ -75,16 +75,18 @@ extension KVv2Backend {
 
     func readData(_ request: BackendRequest) throws(CofferError) -> Response {
         let key = try Self.secretKey(request)
-        guard let meta = try loadMetadata(request.storage.reader, key) else { return .notFound }
+        guard let cached = try loadCached(request.storage.reader, key) else { return .notFound }
+        let meta = cached.metadata
         let n = request.fields.int("version").flatMap { $0 == 0 ? nil : $0 } ?? meta.currentVersion
         guard let version = meta.versions[n] else { return .notFound }
+        let block = n == meta.currentVersion ? cached.currentBlock : .object(meta.versionMetadata(n))
         if version.destroyed || version.isDeleted(now: request.now) {
-            return Response(notFound: ["data": .null, "metadata": .object(meta.versionMetadata(n))])
+            return Response(notFound: ["data": .null, "metadata": block])
         }
         guard let stored = try request.storage.getJSON(Self.versionKey(key, n)), let data = stored["data"] else {
             throw CofferError(.integrity, "version \(n) of '\(request.fullPath)' is listed but its data is missing")
         }
-        return Response(data: ["data": data, "metadata": .object(meta.versionMetadata(n))])
+        return Response(data: ["data": data, "metadata": block])
     }
 
     func writeData(_ request: BackendRequest) throws(CofferError) -> Response {
