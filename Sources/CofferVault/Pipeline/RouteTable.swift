@@ -79,39 +79,56 @@ package enum PathRules {
         // One pass over the UTF-8 bytes, with no allocation: this runs on every request. Control
         // characters are single bytes in UTF-8 (bytes of multi-byte sequences are >= 0x80), so a
         // byte check finds exactly the scalars below U+0020 and U+007F.
-        var path = Substring(raw)
-        while path.utf8.first == UInt8(ascii: "/") { path = Substring(path.unicodeScalars.dropFirst()) }
-        guard path.utf8.count <= maximumLength else {
-            throw CofferError.invalid("path is \(path.utf8.count) bytes long; the limit is \(maximumLength)")
-        }
-        guard !path.isEmpty else { throw CofferError.invalid("empty path") }
-        for byte in path.utf8 where byte < 0x20 || byte == 0x7F {
+        var raw = raw
+        let (leading, verdict) = raw.withUTF8 { scan($0) }
+        let path = { String(decoding: raw.utf8.dropFirst(leading), as: UTF8.self) }
+        switch verdict {
+        case .ok: return leading == 0 ? raw : path()
+        case .tooLong(let count):
+            throw CofferError.invalid("path is \(count) bytes long; the limit is \(maximumLength)")
+        case .empty: throw CofferError.invalid("empty path")
+        case .control(let byte):
             throw CofferError.invalid(
                 "path contains a control character (U+\(String(byte, radix: 16, uppercase: true)))"
             )
+        case .emptySegment: throw CofferError.invalid("path '\(path())' has an empty segment ('//')")
+        case .dotSegment(let dots):
+            throw CofferError.invalid(
+                "path '\(path())' has a '\(String(repeating: ".", count: dots))' segment; relative segments are not allowed"
+            )
         }
-        // Segments: none empty except a trailing one, none "." or "..".
+    }
+
+    private enum Verdict {
+        case ok, empty, emptySegment
+        case tooLong(Int)
+        case control(UInt8)
+        case dotSegment(Int)
+    }
+
+    /// The leading slashes to strip, and what is wrong with the rest, if anything: segments none empty
+    /// except a trailing one, none "." or "..".
+    private static func scan(_ bytes: UnsafeBufferPointer<UInt8>) -> (leading: Int, Verdict) {
+        var leading = 0
+        while leading < bytes.count && bytes[leading] == UInt8(ascii: "/") { leading &+= 1 }
+        let count = bytes.count &- leading
+        guard count <= maximumLength else { return (leading, .tooLong(count)) }
+        guard count > 0 else { return (leading, .empty) }
+        for byte in bytes[leading...] where byte < 0x20 || byte == 0x7F { return (leading, .control(byte)) }
         var length = 0
         var onlyDots = true
-        func checkSegment() throws(CofferError) {
-            if onlyDots && (length == 1 || length == 2) {
-                throw CofferError.invalid(
-                    "path '\(path)' has a '\(String(repeating: ".", count: length))' segment; relative segments are not allowed"
-                )
-            }
-        }
-        for byte in path.utf8 {
+        for byte in bytes[leading...] {
             if byte == UInt8(ascii: "/") {
-                if length == 0 { throw CofferError.invalid("path '\(path)' has an empty segment ('//')") }
-                try checkSegment()
+                if length == 0 { return (leading, .emptySegment) }
+                if onlyDots && length <= 2 { return (leading, .dotSegment(length)) }
                 length = 0
                 onlyDots = true
             } else {
-                length += 1
+                length &+= 1
                 if byte != UInt8(ascii: ".") { onlyDots = false }
             }
         }
-        try checkSegment()
-        return path.startIndex == raw.startIndex ? raw : String(path)
+        if onlyDots && (length == 1 || length == 2) { return (leading, .dotSegment(length)) }
+        return (leading, .ok)
     }
 }
