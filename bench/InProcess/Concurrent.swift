@@ -4,6 +4,7 @@
 // length of a write; a reader that never waits for a commit keeps its p99 near the one it has alone.
 import Coffer
 import Foundation
+import Synchronization
 
 /// A second thread that calls `write` back to back while switched on, and waits while off. It
 /// counts the writes that complete and times each, per measuring window label, so a result can
@@ -229,4 +230,74 @@ func measureReadsWithWriter(_ bench: Bench, vault: Vault, token: String, payload
         }
     }
     try bench.compare(operations, count: reads)
+}
+
+/// Reads on every core: the same KV read from one thread and from `threads` threads at once, in
+/// alternating rounds of `roundSeconds`, each thread with its own requests against one vault. Returns
+/// the medians over the rounds of the reads per second of each, and of the per-round ratio (a
+/// neighbour slowing one round moves both of its phases alike). Nil when `only` leaves it out.
+func measureReadScaling(
+    _ bench: Bench,
+    vault: Vault,
+    token: String,
+    threads: Int = 2,
+    rounds: Int = 8,
+    roundSeconds: Double = 0.25
+) throws -> [String: Any]? {
+    let name = "kv read scaling (\(threads) threads / 1)"
+    if let only = bench.only, !name.hasPrefix(only) { return nil }
+    let request: @Sendable () -> Request = { Request(.read, "secret/data/app/db", token: token) }
+    func rate(_ count: Int) throws -> Double {
+        let reads = Mutex(0)
+        let failed = Mutex<(any Error)?>(nil)
+        let done = DispatchGroup()
+        let deadline = nowNanos() + UInt64(roundSeconds * 1e9)
+        let start = nowNanos()
+        for _ in 0..<count {
+            done.enter()
+            let thread = Thread {
+                defer { done.leave() }
+                var n = 0
+                do {
+                    while nowNanos() < deadline {
+                        for _ in 0..<64 { _ = try vault.handle(request()) }
+                        n += 64
+                    }
+                } catch {
+                    failed.withLock { $0 = error }
+                }
+                reads.withLock { $0 += n }
+            }
+            thread.stackSize = 8 << 20
+            thread.start()
+        }
+        done.wait()
+        if let error = failed.withLock({ $0 }) { throw error }
+        let total = reads.withLock { $0 }
+        return Double(total) / (Double(nowNanos() - start) / 1e9)
+    }
+    _ = try rate(1)  // warm-up
+    var one: [Double] = []
+    var many: [Double] = []
+    for _ in 0..<rounds {
+        one.append(try rate(1))
+        many.append(try rate(threads))
+    }
+    func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+    let ratio = median(zip(many, one).map { $0 / $1 })
+    say(
+        String(
+            format: "  %-44@ 1 thread %10.0f reads/s  %d threads %10.0f reads/s  ratio %.2fx (median of %d rounds)",
+            name as NSString,
+            median(one),
+            threads,
+            median(many),
+            ratio,
+            rounds
+        )
+    )
+    return [
+        "read_scaling_threads": threads, "read_scaling_ratio": ratio, "read_scaling_one_thread_per_s": median(one),
+        "read_scaling_all_threads_per_s": median(many), "read_scaling_round_ratios": zip(many, one).map { $0 / $1 },
+    ]
 }

@@ -173,6 +173,9 @@ func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
     try measureReadsWithWriter(bench, vault: vault, token: token, payload: payload)
 
     var summary: [String: Any] = ["stored_row_bytes": row.count]
+    if let scaling = try measureReadScaling(bench, vault: vault, token: token, threads: 2) {
+        summary.merge(scaling) { $1 }
+    }
     if let read = bench.figure("kv read (Swift API, handle)"),
         let sqlite = bench.figure("floor: sqlite point read (raw C)"),
         let aes = bench.figure("floor: aes-256-gcm open (raw EVP)")
