@@ -798,14 +798,21 @@ final class RaftCore {
         for member in progress.keys where !conf.contains(member) {
             progress[member] = nil
         }
+        var added: [NodeID] = []
         for member in conf.voters + conf.learners {
             if progress[member] == nil {
                 progress[member] = Progress(next: log.lastIndex + 1, isLearner: conf.isLearner(member))
+                added.append(member)
             } else {
                 progress[member]?.isLearner = conf.isLearner(member)
             }
         }
         guard role == .leader else { return }
+        // Start probing a new member now rather than at the next heartbeat.
+        for member in added where member != id {
+            progress[member]?.recentActive = true
+            sendAppend(to: member)
+        }
         if !conf.isVoter(id) {
             // Removed (or demoted): stop leading; the remaining voters elect a new leader.
             info("\(id) is no longer a voter; stepping down")
