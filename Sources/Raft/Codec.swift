@@ -130,11 +130,13 @@ struct ByteReader {
         var shift: UInt64 = 0
         while true {
             let byte = try readByte()
-            if shift == 63 && byte > 1 { throw RaftError(.malformedMessage, "varint overflows 64 bits") }
+            // The tenth byte holds the 64th bit only: anything more (or a continuation) overflows.
+            if shift == 63 && byte > 1 {
+                throw RaftError(.malformedMessage, "varint overflows 64 bits or is longer than 10 bytes")
+            }
             result |= UInt64(byte & 0x7F) << shift
             if byte & 0x80 == 0 { return result }
             shift += 7
-            if shift > 63 { throw RaftError(.malformedMessage, "varint longer than 10 bytes") }
         }
     }
 

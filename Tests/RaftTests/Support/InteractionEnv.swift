@@ -245,6 +245,7 @@ final class InteractionEnv {
             config.preVote = options["prevote"] != "false"
             config.checkQuorum = options["checkquorum"] != "false"
             if options["readonly"] == "lease" { config.readOnly = .leaseBased }
+            if let bytes = options["max-msg-bytes"].flatMap(Int.init) { config.maxBytesPerMessage = bytes }
             let node = Node(id: id, config: config, app: app)
             node.raw = try RawNode(config: config, storage: app)
             nodes[id] = node

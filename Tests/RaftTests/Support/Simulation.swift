@@ -59,6 +59,9 @@ final class Simulation {
     private var lossRate = 0.0
     private var duplicateRate = 0.0
     private var maxDelay = 0
+    /// How often the leader itself is crashed or cut off: leader churn is where Raft's subtle cases live
+    /// (Figure 8 of the paper: entries of old terms replicated by a later leader).
+    private var leaderFaultRate = 0.0
 
     // What the checker knows: the leader of each term, every (index, term) entry seen persisted (its data
     // hash and the term before it), what was applied at each index, and the proposals acknowledged.
@@ -99,6 +102,7 @@ final class Simulation {
         lossRate = [0.0, 0.02, 0.1, 0.25][Int(random.next() % 4)]
         duplicateRate = [0.0, 0.02, 0.1][Int(random.next() % 3)]
         maxDelay = [0, 2, 5][Int(random.next() % 3)]
+        leaderFaultRate = [0.0, 0.01, 0.03][Int(random.next() % 3)]
         let preVote = random.next() % 4 != 0
         let checkQuorum = random.next() % 4 != 0
         for id in voters {
@@ -112,7 +116,7 @@ final class Simulation {
             config.maxBytesPerMessage = 64
             nodes.append(Node(id: id, config: config, app: app))
         }
-        note("seed \(seed): \(options.nodes) nodes, loss \(lossRate), dup \(duplicateRate), delay \(maxDelay), prevote \(preVote), checkquorum \(checkQuorum)")
+        note("seed \(seed): \(options.nodes) nodes, loss \(lossRate), dup \(duplicateRate), delay \(maxDelay), leader faults \(leaderFaultRate), prevote \(preVote), checkquorum \(checkQuorum)")
     }
 
     private func note(_ line: @autoclosure () -> String) {
@@ -174,7 +178,22 @@ final class Simulation {
             node.resetToSnapshot()
             stats.crashes += 1
         }
-        if chance(0.02), let node = pick(nodes.filter { $0.raw == nil }) {
+        if chance(leaderFaultRate), let leader = live.first(where: { $0.raw?.raft.role == .leader }) {
+            if random.next() % 2 == 0 {
+                note("crash leader \(leader.id)")
+                leader.raw = nil
+                leader.resetToSnapshot()
+                stats.crashes += 1
+            } else {
+                note("isolate leader \(leader.id)")
+                cut = []
+                for other in nodes where other.id != leader.id {
+                    cut.insert([leader.id, other.id])
+                    cut.insert([other.id, leader.id])
+                }
+            }
+        }
+        if chance(0.03), let node = pick(nodes.filter { $0.raw == nil }) {
             try? restart(node)
         }
         if chance(0.008) {
