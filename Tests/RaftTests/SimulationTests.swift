@@ -51,9 +51,10 @@ import Testing
             totals.readsServed += sim.stats.readsServed
             totals.crashes += sim.stats.crashes
             totals.messagesDelivered += sim.stats.messagesDelivered
+            totals.membershipChanges += sim.stats.membershipChanges
         }
         print(
-            "raft simulation: \(seeds.count) runs of \(nodes) nodes in \(ContinuousClock.now - start): \(totals.elections) elections, \(totals.proposalsApplied) entries applied, \(totals.snapshotsInstalled) snapshots installed, \(totals.readsServed) reads, \(totals.crashes) crashes, \(totals.messagesDelivered) messages; failed seeds: \(failed)"
+            "raft simulation: \(seeds.count) runs of \(nodes) nodes in \(ContinuousClock.now - start): \(totals.elections) elections, \(totals.proposalsApplied) entries applied, \(totals.snapshotsInstalled) snapshots installed, \(totals.readsServed) reads, \(totals.crashes) crashes, \(totals.membershipChanges) membership changes, \(totals.messagesDelivered) messages; failed seeds: \(failed)"
         )
         // The runs must exercise what they claim to check.
         if seeds.count >= 100 {
@@ -61,7 +62,22 @@ import Testing
             #expect(totals.snapshotsInstalled > 0)
             #expect(totals.readsServed > 0)
             #expect(totals.crashes > 0)
+            #expect(totals.membershipChanges > 0)
         }
+    }
+
+    @Test func aSeedReplaysExactly() throws {
+        var options = Simulation.Options()
+        options.nodes = 5
+        var traces: [[String]] = []
+        for _ in 0..<2 {
+            let sim = Simulation(seed: 42, options: options)
+            sim.keepTrace = true
+            try sim.run()
+            traces.append(sim.trace)
+        }
+        #expect(traces[0].count > 50)
+        #expect(traces[0] == traces[1])
     }
 
     @Test func threeNodeClusters() {

@@ -8,6 +8,8 @@
 final class Simulation {
     struct Options {
         var nodes = 3
+        /// Nodes that start outside the cluster, with empty storage, for membership changes to add.
+        var spares = 2
         var chaosTicks = 300
         /// Ticks allowed, after healing, for a leader to emerge and every node to apply everything.
         var healTicks = 300
@@ -25,6 +27,8 @@ final class Simulation {
         var confState = ConfState()
         /// The term this node last led in, to check that a leader only appends.
         var ledTerm: UInt64 = 0
+        /// Removed from the cluster and shut down for good, as an operator would.
+        var retired = false
 
         init(id: NodeID, config: Config, app: AppStorage) {
             self.id = id
@@ -62,6 +66,8 @@ final class Simulation {
     /// How often the leader itself is crashed or cut off: leader churn is where Raft's subtle cases live
     /// (Figure 8 of the paper: entries of old terms replicated by a later leader).
     private var leaderFaultRate = 0.0
+    /// Whether this run adds learners, promotes them and removes members.
+    private var membershipChanges = false
 
     // What the checker knows: the leader of each term, every (index, term) entry seen persisted (its data
     // hash and the term before it), what was applied at each index, and the proposals acknowledged.
@@ -73,6 +79,8 @@ final class Simulation {
     /// Reads in flight: the highest index applied anywhere when the read was requested.
     private var readFloor: [[UInt8]: UInt64] = [:]
     private var nextProposal = 0
+    /// Nodes whose removal was applied somewhere: shut down after the current Ready.
+    private var retirements: [NodeID] = []
     private(set) var stats = Stats()
     private(set) var trace: [String] = []
     var keepTrace = false
@@ -84,6 +92,7 @@ final class Simulation {
         var readsServed = 0
         var crashes = 0
         var messagesDelivered = 0
+        var membershipChanges = 0
     }
 
     struct EntryKey: Hashable {
@@ -103,11 +112,17 @@ final class Simulation {
         duplicateRate = [0.0, 0.02, 0.1][Int(random.next() % 3)]
         maxDelay = [0, 2, 5][Int(random.next() % 3)]
         leaderFaultRate = [0.0, 0.01, 0.03][Int(random.next() % 3)]
+        membershipChanges = random.next() % 2 == 0
         let preVote = random.next() % 4 != 0
         let checkQuorum = random.next() % 4 != 0
-        for id in voters {
-            let app = AppStorage(snapshot: bootstrap)
-            app.memory.setHardState(HardState(term: 1, vote: 0, commit: 1))
+        for id in 1...UInt64(options.nodes + options.spares) {
+            let app: AppStorage
+            if id <= UInt64(options.nodes) {
+                app = AppStorage(snapshot: bootstrap)
+                app.memory.setHardState(HardState(term: 1, vote: 0, commit: 1))
+            } else {
+                app = AppStorage()
+            }
             var config = Config(id: id, randomSeed: random.next())
             config.electionTicks = options.electionTicks
             config.preVote = preVote
@@ -116,7 +131,7 @@ final class Simulation {
             config.maxBytesPerMessage = 64
             nodes.append(Node(id: id, config: config, app: app))
         }
-        note("seed \(seed): \(options.nodes) nodes, loss \(lossRate), dup \(duplicateRate), delay \(maxDelay), leader faults \(leaderFaultRate), prevote \(preVote), checkquorum \(checkQuorum)")
+        note("seed \(seed): \(options.nodes) nodes, loss \(lossRate), dup \(duplicateRate), delay \(maxDelay), leader faults \(leaderFaultRate), membership \(membershipChanges), prevote \(preVote), checkquorum \(checkQuorum)")
     }
 
     private func note(_ line: @autoclosure () -> String) {
@@ -146,7 +161,7 @@ final class Simulation {
         cut = []
         lossRate = 0
         duplicateRate = 0
-        for node in nodes where node.raw == nil { try restart(node) }
+        for node in nodes where node.raw == nil && !node.retired { try restart(node) }
         note("healed")
         let acknowledged = highestApplied
         var finalIndex: UInt64?
@@ -156,7 +171,7 @@ final class Simulation {
                 try? leader.raw?.propose(Array("final-\(tick)".utf8))
             }
             if finalIndex == nil, let found = appliedFinal() { finalIndex = found }
-            if let finalIndex, nodes.allSatisfy({ $0.applied >= finalIndex }) {
+            if let finalIndex, members.allSatisfy({ $0.applied >= finalIndex }) {
                 guard finalIndex > acknowledged else { throw Failure(description: "final proposal at \(finalIndex) not after acknowledged \(acknowledged)") }
                 return
             }
@@ -167,11 +182,47 @@ final class Simulation {
 
     private var finalProposals: [UInt64: UInt64] = [:]
 
+    /// The nodes the current membership names (as the most advanced live node applied it).
+    private var members: [Node] {
+        guard let reference = live.max(by: { $0.applied < $1.applied }) else { return [] }
+        return nodes.filter { reference.confState.contains($0.id) && !$0.retired }
+    }
+
+    private func changeMembership() {
+        guard let leader = live.first(where: { $0.raw?.raft.role == .leader }), let raw = leader.raw else { return }
+        let conf = raw.confState
+        let change: ConfChange
+        switch random.next() % 3 {
+        case 0:
+            guard let spare = pick(nodes.filter { !conf.contains($0.id) && !$0.retired }) else { return }
+            change = ConfChange(.addLearner, spare.id)
+        case 1:
+            // Promote a learner only once it has caught up, as an integrator would.
+            let status = raw.status
+            guard let learner = pick(conf.learners), let match = status.progress[learner]?.match,
+                match + 3 >= status.lastIndex
+            else { return }
+            change = ConfChange(.addVoter, learner)
+        default:
+            // Keep at least three voters, so that the cluster survives one more crash.
+            let candidates = conf.voters.count > 3 ? conf.voters + conf.learners : conf.learners
+            guard let target = pick(candidates) else { return }
+            change = ConfChange(.removeNode, target)
+        }
+        do {
+            try raw.proposeConfChange(change)
+            note("propose \(change) on \(leader.id)")
+        } catch {}
+    }
+
     private func appliedFinal() -> UInt64? {
         finalProposals.values.min()
     }
 
     private func injectFaults() {
+        if membershipChanges && chance(0.02) {
+            changeMembership()
+        }
         if chance(0.004), let node = pick(live) {
             note("crash \(node.id)")
             node.raw = nil
@@ -193,7 +244,7 @@ final class Simulation {
                 }
             }
         }
-        if chance(0.03), let node = pick(nodes.filter { $0.raw == nil }) {
+        if chance(0.03), let node = pick(nodes.filter { $0.raw == nil && !$0.retired }) {
             try? restart(node)
         }
         if chance(0.008) {
@@ -225,7 +276,7 @@ final class Simulation {
             }
         }
         if chance(0.005), let leader = live.first(where: { $0.raw?.status.softState.role == .leader }),
-            let target = pick(nodes.map(\.id).filter { $0 != leader.id })
+            let target = pick(leader.confState.voters.filter { $0 != leader.id })
         {
             note("transfer leadership \(leader.id) -> \(target)")
             leader.raw?.transferLeadership(to: target)
@@ -233,7 +284,8 @@ final class Simulation {
     }
 
     private func partition() {
-        let ids = nodes.map(\.id)
+        let ids = nodes.filter { !$0.retired }.map(\.id)
+        guard ids.count > 1 else { return }
         cut = []
         switch random.next() % 3 {
         case 0:
@@ -402,9 +454,16 @@ final class Simulation {
                 appliedAt[entry.index] = (entry.term, data, node.stateHash)
                 committedTerm[entry.index] = entry.term
                 if entry.data.starts(with: Array("final-".utf8)) { finalProposals[entry.index] = entry.index }
-                if !entry.data.isEmpty { stats.proposalsApplied += 1 }
+                if entry.kind == .confChange {
+                    stats.membershipChanges += 1
+                } else if !entry.data.isEmpty {
+                    stats.proposalsApplied += 1
+                }
             }
             highestApplied = max(highestApplied, entry.index)
+            if entry.kind == .confChange, let change = ConfChange(encoded: entry.data), change.kind == .removeNode {
+                retirements.append(change.nodeID)
+            }
         }
         for read in rd.readStates {
             // A read must observe everything committed before it was requested.
@@ -415,6 +474,14 @@ final class Simulation {
         }
         raw.advance(rd)
         node.confState = raw.confState
+        for id in retirements {
+            let retired = nodes[Int(id - 1)]
+            guard !retired.retired else { continue }
+            note("retire \(id)")
+            retired.retired = true
+            retired.raw = nil
+        }
+        retirements = []
     }
 
     /// Leader Completeness: a new leader's log holds every entry committed in earlier terms.
