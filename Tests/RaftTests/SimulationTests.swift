@@ -20,11 +20,12 @@ import Testing
         return (0..<UInt64(runs)).map { first + $0 + salt }
     }
 
-    func campaign(nodes: Int, defaultRuns: Int, salt: UInt64) {
+    func campaign(nodes: Int, defaultRuns: Int, salt: UInt64, onlyFollowerFaults: Bool = false) {
         let seeds = Self.seeds(defaultRuns: defaultRuns, salt: salt)
         let replay = Self.environment["RAFT_SIM_SEED"] != nil
         var options = Simulation.Options()
         options.nodes = nodes
+        options.onlyFollowerFaults = onlyFollowerFaults
         var totals = Simulation.Stats()
         var failed: [UInt64] = []
         let start = ContinuousClock.now
@@ -57,7 +58,7 @@ import Testing
             "raft simulation: \(seeds.count) runs of \(nodes) nodes in \(ContinuousClock.now - start): \(totals.elections) elections, \(totals.proposalsApplied) entries applied, \(totals.snapshotsInstalled) snapshots installed, \(totals.readsServed) reads, \(totals.crashes) crashes, \(totals.membershipChanges) membership changes, \(totals.messagesDelivered) messages; failed seeds: \(failed)"
         )
         // The runs must exercise what they claim to check.
-        if seeds.count >= 100 {
+        if seeds.count >= 100 && !onlyFollowerFaults {
             #expect(totals.elections > seeds.count)
             #expect(totals.snapshotsInstalled > 0)
             #expect(totals.readsServed > 0)
@@ -82,6 +83,13 @@ import Testing
 
     @Test func threeNodeClusters() {
         campaign(nodes: 3, defaultRuns: 1000, salt: 0)
+    }
+
+    /// The promise: a restarted (or cut-off, then healed) follower never causes an election while
+    /// the leader is healthy. Every term change after the first election fails the run.
+    @Test func aRejoiningFollowerNeverDisruptsAHealthyLeader() {
+        campaign(nodes: 3, defaultRuns: 150, salt: 2_000_000, onlyFollowerFaults: true)
+        campaign(nodes: 5, defaultRuns: 100, salt: 3_000_000, onlyFollowerFaults: true)
     }
 
     @Test func fiveNodeClusters() {

@@ -10,10 +10,14 @@ final class Simulation {
         var nodes = 3
         /// Nodes that start outside the cluster, with empty storage, for membership changes to add.
         var spares = 2
-        var chaosTicks = 300
+        var chaosTicks = 200
         /// Ticks allowed, after healing, for a leader to emerge and every node to apply everything.
         var healTicks = 300
         var electionTicks = 10
+        /// A healthy leader and a perfect network; only one follower at a time crashes, restarts, or is cut
+        /// off (both ways, or only inbound, or only outbound). With pre-vote and check-quorum on, the check is
+        /// that no node's term moves past the first leader's: a rejoining follower never forces an election.
+        var onlyFollowerFaults = false
     }
 
     final class Node {
@@ -113,8 +117,12 @@ final class Simulation {
         maxDelay = [0, 2, 5][Int(random.next() % 3)]
         leaderFaultRate = [0.0, 0.01, 0.03][Int(random.next() % 3)]
         membershipChanges = random.next() % 2 == 0
-        let preVote = random.next() % 4 != 0
-        let checkQuorum = random.next() % 4 != 0
+        var preVote = random.next() % 4 != 0
+        var checkQuorum = random.next() % 4 != 0
+        if options.onlyFollowerFaults {
+            (lossRate, duplicateRate, maxDelay, leaderFaultRate, membershipChanges) = (0, 0, 1, 0, false)
+            (preVote, checkQuorum) = (true, true)
+        }
         for id in 1...UInt64(options.nodes + options.spares) {
             let app: AppStorage
             if id <= UInt64(options.nodes) {
@@ -154,7 +162,8 @@ final class Simulation {
     func run() throws {
         for node in nodes { node.raw = try RawNode(config: node.config, storage: node.app) }
         for _ in 0..<options.chaosTicks {
-            injectFaults()
+            if options.onlyFollowerFaults { injectFollowerFault() } else { injectFaults() }
+            injectWorkload()
             try step()
         }
         // Heal: every node back, no more loss or partitions; a new proposal must commit everywhere.
@@ -254,6 +263,53 @@ final class Simulation {
             note("heal")
             cut = []
         }
+        if chance(0.005), let leader = live.first(where: { $0.raw?.status.softState.role == .leader }),
+            let target = pick(leader.confState.voters.filter { $0 != leader.id })
+        {
+            note("transfer leadership \(leader.id) -> \(target)")
+            leader.raw?.transferLeadership(to: target)
+        }
+    }
+
+    /// The one follower currently crashed or cut off, if any.
+    private var victim: Node?
+
+    private func injectFollowerFault() {
+        guard let leader = live.first(where: { $0.raw?.raft.role == .leader }) else { return }
+        if let node = victim {
+            guard chance(0.03) else { return }
+            if node.raw == nil { try? restart(node) }
+            cut = []
+            victim = nil
+            note("\(node.id) rejoins")
+            return
+        }
+        guard chance(0.02), let node = pick(live.filter { $0.id != leader.id }) else { return }
+        victim = node
+        let others = nodes.map(\.id).filter { $0 != node.id }
+        switch random.next() % 4 {
+        case 0:
+            note("crash \(node.id)")
+            node.raw = nil
+            node.resetToSnapshot()
+            stats.crashes += 1
+            // It restarts cut off, so that its election timeout passes before it hears from the leader.
+            if random.next() % 2 == 0 {
+                try? restart(node)
+                for other in others { cut.insert([node.id, other]); cut.insert([other, node.id]) }
+            }
+        case 1:
+            for other in others { cut.insert([node.id, other]); cut.insert([other, node.id]) }
+        case 2:
+            for other in others { cut.insert([other, node.id]) }
+        default:
+            for other in others { cut.insert([node.id, other]) }
+        }
+        note("fault on follower \(node.id): cut \(cut.count) links")
+    }
+
+    /// Client work: proposals, ReadIndex requests, snapshots with compaction.
+    private func injectWorkload() {
         if chance(0.3), let node = pick(live) {
             nextProposal += 1
             let data = Array("p\(nextProposal)".utf8)
@@ -274,12 +330,6 @@ final class Simulation {
                 try? node.app.memory.compact(through: index - 2)
                 note("\(node.id) compacted through \(index - 2)")
             }
-        }
-        if chance(0.005), let leader = live.first(where: { $0.raw?.status.softState.role == .leader }),
-            let target = pick(leader.confState.voters.filter { $0 != leader.id })
-        {
-            note("transfer leadership \(leader.id) -> \(target)")
-            leader.raw?.transferLeadership(to: target)
         }
     }
 
@@ -392,6 +442,10 @@ final class Simulation {
                 note("\(id) leads term \(term)")
                 try checkLeaderCompleteness(node, raw: raw, term: term)
             }
+        }
+
+        if options.onlyFollowerFaults, let first = leaderOfTerm.keys.min(), term > first {
+            throw Failure(description: "disruption: node \(id) reached term \(term) although leader \(leaderOfTerm[first] ?? 0) of term \(first) stayed healthy")
         }
 
         // Persist: snapshot, entries, hard state.
