@@ -26,6 +26,8 @@ struct Progress: Hashable {
     var pendingSnapshot: UInt64 = 0
     /// Whether the follower was heard from since the last check-quorum round.
     var recentActive = false
+    /// The send tick of the latest heartbeat the follower acknowledged in this term (lease-based reads).
+    var leaseSentAt: UInt64?
     /// In `probe` state: an append was sent and not yet answered.
     var probeSent = false
     /// In `replicate` state: the last index of each unanswered append, oldest first.

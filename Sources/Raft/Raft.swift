@@ -21,6 +21,14 @@ final class RaftCore {
     var readStates: [ReadState] = []
 
     private(set) var electionElapsed = 0
+    /// Ticks since this node started; the clock of lease-based reads.
+    private(set) var ticks: UInt64 = 0
+    /// The tick at which this node last heard from a leader (or, as leader, last ticked). With lease-based
+    /// reads a node grants no vote within an election timeout of it, and, starting at 0, none within an
+    /// election timeout of starting either (a restarted node may have acknowledged a leader just before).
+    private var heardFromLeaderAt: UInt64 = 0
+    /// Lease-based reads count only heartbeats sent at or after this tick (set past a leadership transfer).
+    private var leaseFloor: UInt64 = 0
     private var heartbeatElapsed = 0
     private(set) var randomizedElectionTimeout = 0
     let electionTimeout: Int
@@ -155,6 +163,7 @@ final class RaftCore {
         reset(term: term)
         lead = id
         role = .leader
+        heardFromLeaderAt = ticks
         progress[id]?.becomeReplicate()
         progress[id]?.recentActive = true
         // No membership change until everything before this term's first entry is applied: the new leader
@@ -168,7 +177,13 @@ final class RaftCore {
     // MARK: - Ticks
 
     func tick() {
-        if role == .leader { tickHeartbeat() } else { tickElection() }
+        ticks &+= 1
+        if role == .leader {
+            heardFromLeaderAt = ticks
+            tickHeartbeat()
+        } else {
+            tickElection()
+        }
     }
 
     private func tickElection() {
@@ -303,7 +318,13 @@ final class RaftCore {
         } else if m.term > term {
             if m.kind == .vote || m.kind == .preVote {
                 let force = m.context == Self.transferContext
-                let inLease = checkQuorum && lead != 0 && electionElapsed < electionTimeout
+                let inLease: Bool
+                if readOnlyOption == .leaseBased {
+                    // Stricter, because a leader serves reads on the strength of this promise.
+                    inLease = ticks < heardFromLeaderAt &+ UInt64(electionTimeout)
+                } else {
+                    inLease = checkQuorum && lead != 0 && electionElapsed < electionTimeout
+                }
                 if !force && inLease {
                     info("\(id) [logterm: \(log.lastTerm), index: \(log.lastIndex), vote: \(vote)] ignored \(m.kind) from \(m.from) [logterm: \(m.logTerm), index: \(m.index)] at term \(term): lease is not expired (remaining ticks: \(electionTimeout - electionElapsed))")
                     return
@@ -450,12 +471,15 @@ final class RaftCore {
         case .heartbeatResponse:
             pr.recentActive = true
             pr.probeSent = false
+            // The follower heard from us no earlier than we sent this heartbeat (never trust a future tick).
+            let sent = min(m.index, ticks)
+            if sent >= leaseFloor { pr.leaseSentAt = max(pr.leaseSentAt ?? 0, sent) }
             if pr.state == .replicate && pr.inflight.count >= maxInflight {
                 pr.inflight.removeFirst()
             }
             progress[m.from] = pr
             if pr.match < log.lastIndex { sendAppend(to: m.from) }
-            guard readOnlyOption == .safe, !m.context.isEmpty else { return }
+            guard !m.context.isEmpty else { return }
             guard readOnly.acknowledge(m.context, from: m.from, voters: conf) >= quorum else { return }
             for request in readOnly.advance(through: m.context) {
                 respondToReadIndex(request.message, index: request.index)
@@ -570,7 +594,8 @@ final class RaftCore {
             guard let pr = progress[peer] else { continue }
             // Never tell a follower to commit beyond what it is known to hold.
             let commit = min(pr.match, log.committed)
-            send(Message(kind: .heartbeat, to: peer, commit: commit, context: context))
+            // `index` carries the tick of sending, echoed back for lease-based reads.
+            send(Message(kind: .heartbeat, to: peer, index: ticks, commit: commit, context: context))
         }
     }
 
@@ -596,8 +621,31 @@ final class RaftCore {
             _ = readOnly.acknowledge(m.context, from: id, voters: conf)
             broadcastHeartbeat(context: m.context)
         case .leaseBased:
+            guard holdsLease else {
+                // No valid lease (just elected, quorum not heard from lately, or a transfer): confirm by heartbeat.
+                guard readOnly.add(index: log.committed, message: m) else { return }
+                _ = readOnly.acknowledge(m.context, from: id, voters: conf)
+                broadcastHeartbeat(context: m.context)
+                return
+            }
             respondToReadIndex(m, index: log.committed)
         }
+    }
+
+    /// The leader's lease: a quorum of voters acknowledged a heartbeat sent less than an election timeout
+    /// ago, so none of them grants a vote before it runs out (they refuse votes for an election timeout after
+    /// hearing from a leader). Safe as long as tick rates do not drift apart.
+    var holdsLease: Bool {
+        guard role == .leader, leadTransferee == 0 else { return false }
+        var count = 0
+        for voter in conf.voters {
+            if voter == id {
+                count += 1
+            } else if let sent = progress[voter]?.leaseSentAt, sent &+ UInt64(electionTimeout) > ticks {
+                count += 1
+            }
+        }
+        return count >= quorum
     }
 
     private func releasePendingReadIndexMessages() {
@@ -639,6 +687,9 @@ final class RaftCore {
         // The transfer must finish within one election timeout.
         electionElapsed = 0
         leadTransferee = transferee
+        // Voters grant the transferee's vote despite their lease, so no lease from before the transfer, or
+        // from before it is abandoned, may be trusted.
+        leaseFloor = ticks &+ UInt64(electionTimeout)
         if pr.match == log.lastIndex {
             info("\(id) sends TimeoutNow to \(transferee) immediately as \(transferee) already has up-to-date log")
             send(Message(kind: .timeoutNow, to: transferee))
@@ -732,6 +783,7 @@ final class RaftCore {
     }
 
     private func handleAppend(_ m: Message) {
+        heardFromLeaderAt = ticks
         if m.index < log.committed {
             send(Message(kind: .appendResponse, to: m.from, index: log.committed))
             return
@@ -750,11 +802,13 @@ final class RaftCore {
     }
 
     private func handleHeartbeat(_ m: Message) {
+        heardFromLeaderAt = ticks
         log.commit(to: m.commit)
-        send(Message(kind: .heartbeatResponse, to: m.from, context: m.context))
+        send(Message(kind: .heartbeatResponse, to: m.from, index: m.index, context: m.context))
     }
 
     private func handleSnapshot(_ m: Message) {
+        heardFromLeaderAt = ticks
         guard let snapshot = m.snapshot else { return }
         let index = snapshot.metadata.index
         let term = snapshot.metadata.term

@@ -230,7 +230,10 @@ public struct ReadState: Sendable, Hashable {
 public enum ReadOnlyOption: Sendable, Hashable {
     /// A heartbeat round acknowledged by a quorum (the default; safe under any clock drift).
     case safe
-    /// The leader's lease: no heartbeat round, relying on check-quorum and on followers ignoring votes while
-    /// they have a leader. Safe only if clocks (tick rates) do not drift by more than the election timeout.
+    /// The leader's lease: no heartbeat round while a quorum acknowledged a heartbeat sent less than an
+    /// election timeout ago; every node then refuses votes for an election timeout after hearing from a
+    /// leader (and after starting). Safe only if tick rates do not drift apart and a vote request forced by
+    /// a leadership transfer is not delayed by more than an election timeout. Without a lease (a new leader,
+    /// a quorum not heard from lately, a transfer) a request falls back to the heartbeat round.
     case leaseBased
 }

@@ -72,6 +72,8 @@ final class Simulation {
     private var leaderFaultRate = 0.0
     /// Whether this run adds learners, promotes them and removes members.
     private var membershipChanges = false
+    /// The chance per tick of a ReadIndex request.
+    private var readRate = 0.05
 
     // What the checker knows: the leader of each term, every (index, term) entry seen persisted (its data
     // hash and the term before it), what was applied at each index, and the proposals acknowledged.
@@ -119,6 +121,8 @@ final class Simulation {
         membershipChanges = random.next() % 2 == 0
         var preVote = random.next() % 4 != 0
         var checkQuorum = random.next() % 4 != 0
+        let leaseReads = random.next() % 3 == 0
+        readRate = [0.05, 0.3][Int(random.next() % 2)]
         if options.onlyFollowerFaults {
             (lossRate, duplicateRate, maxDelay, leaderFaultRate, membershipChanges) = (0, 0, 1, 0, false)
             (preVote, checkQuorum) = (true, true)
@@ -135,11 +139,12 @@ final class Simulation {
             config.electionTicks = options.electionTicks
             config.preVote = preVote
             config.checkQuorum = checkQuorum
+            if checkQuorum && leaseReads { config.readOnly = .leaseBased }
             config.maxInflightMessages = 8
             config.maxBytesPerMessage = 64
             nodes.append(Node(id: id, config: config, app: app))
         }
-        note("seed \(seed): \(options.nodes) nodes, loss \(lossRate), dup \(duplicateRate), delay \(maxDelay), leader faults \(leaderFaultRate), membership \(membershipChanges), prevote \(preVote), checkquorum \(checkQuorum)")
+        note("seed \(seed): \(options.nodes) nodes, loss \(lossRate), dup \(duplicateRate), delay \(maxDelay), leader faults \(leaderFaultRate), membership \(membershipChanges), lease reads \(leaseReads && checkQuorum), prevote \(preVote), checkquorum \(checkQuorum)")
     }
 
     private func note(_ line: @autoclosure () -> String) {
@@ -318,10 +323,11 @@ final class Simulation {
                 note("propose p\(nextProposal) on \(node.id)")
             } catch {}
         }
-        if chance(0.05), let node = pick(live) {
+        if chance(readRate), let node = pick(live) {
             let context = Array("r\(now)-\(node.id)".utf8)
             readFloor[context] = highestApplied
             node.raw?.readIndex(context: context)
+            note("read \(String(decoding: context, as: UTF8.self)) on \(node.id) after \(highestApplied) was applied")
         }
         if chance(0.01), let node = pick(live), node.applied > node.app.memory.currentSnapshot.metadata.index {
             // Snapshot and compact, keeping a few entries for followers just behind.
@@ -521,6 +527,7 @@ final class Simulation {
         }
         for read in rd.readStates {
             // A read must observe everything committed before it was requested.
+            note("\(id) serves read \(String(decoding: read.context, as: UTF8.self)) at \(read.index)")
             if let floor = readFloor.removeValue(forKey: read.context), read.index < floor {
                 throw Failure(description: "linearizable read: \(id) served a read at \(read.index) requested after \(floor) was applied")
             }
