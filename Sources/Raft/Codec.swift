@@ -49,7 +49,9 @@ public enum MessageCodec {
         }
         let length = UInt32(truncatingIfNeeded: body.count)
         var frame: [UInt8] = [magic, version]
-        frame.append(contentsOf: [UInt8(length >> 24), UInt8(length >> 16 & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length & 0xFF)])
+        frame.append(contentsOf: [
+            UInt8(length >> 24), UInt8(length >> 16 & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length & 0xFF),
+        ])
         frame.append(contentsOf: body)
         return frame
     }
@@ -69,7 +71,8 @@ public enum MessageCodec {
     /// frame yet (read more), the message and the frame's length otherwise; throws on bytes that can never
     /// become a valid frame (then the connection should be closed).
     public static func decodeFrame(
-        _ bytes: ArraySlice<UInt8>, maxBodyBytes: Int = defaultMaxBodyBytes
+        _ bytes: ArraySlice<UInt8>,
+        maxBodyBytes: Int = defaultMaxBodyBytes
     ) throws(RaftError) -> (message: Message, frameLength: Int)? {
         let start = bytes.startIndex
         if bytes.count >= 1, bytes[start] != magic {

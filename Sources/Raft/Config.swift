@@ -38,7 +38,10 @@ public struct Config {
         guard id != 0 else { throw RaftError(.invalidConfig, "node id 0 is reserved") }
         guard heartbeatTicks > 0 else { throw RaftError(.invalidConfig, "heartbeatTicks must be positive") }
         guard electionTicks > heartbeatTicks else {
-            throw RaftError(.invalidConfig, "electionTicks (\(electionTicks)) must exceed heartbeatTicks (\(heartbeatTicks))")
+            throw RaftError(
+                .invalidConfig,
+                "electionTicks (\(electionTicks)) must exceed heartbeatTicks (\(heartbeatTicks))"
+            )
         }
         guard maxInflightMessages > 0 else { throw RaftError(.invalidConfig, "maxInflightMessages must be positive") }
         guard maxBytesPerMessage > 0 else { throw RaftError(.invalidConfig, "maxBytesPerMessage must be positive") }

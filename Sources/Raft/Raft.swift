@@ -61,10 +61,17 @@ final class RaftCore {
         random = SplitMix64(seed: config.randomSeed)
         logger = config.logger
         conf = confState
-        log = RaftLog(storage: storage, committed: hardState.commit, applied: config.applied, maxBytes: config.maxBytesPerMessage)
+        log = RaftLog(
+            storage: storage,
+            committed: hardState.commit,
+            applied: config.applied,
+            maxBytes: config.maxBytesPerMessage
+        )
         becomeFollower(term: hardState.term, lead: 0)
         vote = hardState.vote
-        info("\(id) started at term \(term) [commit: \(log.committed), applied: \(log.applied), last: \(log.lastIndex)/\(log.lastTerm)] \(describeConf(conf))")
+        info(
+            "\(id) started at term \(term) [commit: \(log.committed), applied: \(log.applied), last: \(log.lastIndex)/\(log.lastTerm)] \(describeConf(conf))"
+        )
     }
 
     var hardState: HardState { HardState(term: term, vote: vote, commit: log.committed) }
@@ -201,7 +208,9 @@ final class RaftCore {
             electionElapsed = 0
             if checkQuorum { checkQuorumActive() }
             if role == .leader && leadTransferee != 0 {
-                info("\(id) abandons transferring leadership to \(leadTransferee): it did not finish within an election timeout")
+                info(
+                    "\(id) abandons transferring leadership to \(leadTransferee): it did not finish within an election timeout"
+                )
                 leadTransferee = 0
             }
         }
@@ -277,11 +286,19 @@ final class RaftCore {
         let lastIndex = log.lastIndex
         let lastTerm = log.lastTerm
         for voter in conf.voters where voter != id {
-            info("\(id) [logterm: \(lastTerm), index: \(lastIndex)] sent \(kind) request to \(voter) at term \(voteTerm)")
+            info(
+                "\(id) [logterm: \(lastTerm), index: \(lastIndex)] sent \(kind) request to \(voter) at term \(voteTerm)"
+            )
             send(
                 Message(
-                    kind: kind, to: voter, term: voteTerm, logTerm: lastTerm, index: lastIndex,
-                    context: transfer ? Self.transferContext : []))
+                    kind: kind,
+                    to: voter,
+                    term: voteTerm,
+                    logTerm: lastTerm,
+                    index: lastIndex,
+                    context: transfer ? Self.transferContext : []
+                )
+            )
         }
     }
 
@@ -326,7 +343,9 @@ final class RaftCore {
                     inLease = checkQuorum && lead != 0 && electionElapsed < electionTimeout
                 }
                 if !force && inLease {
-                    info("\(id) [logterm: \(log.lastTerm), index: \(log.lastIndex), vote: \(vote)] ignored \(m.kind) from \(m.from) [logterm: \(m.logTerm), index: \(m.index)] at term \(term): lease is not expired (remaining ticks: \(electionTimeout - electionElapsed))")
+                    info(
+                        "\(id) [logterm: \(log.lastTerm), index: \(log.lastIndex), vote: \(vote)] ignored \(m.kind) from \(m.from) [logterm: \(m.logTerm), index: \(m.index)] at term \(term): lease is not expired (remaining ticks: \(electionTimeout - electionElapsed))"
+                    )
                     return
                 }
             }
@@ -338,7 +357,9 @@ final class RaftCore {
                 // Granted pre-votes carry the future term; we bump ours only once we campaign for real.
                 break
             default:
-                info("\(id) [term: \(term)] received a \(m.kind) message with higher term from \(m.from) [term: \(m.term)]")
+                info(
+                    "\(id) [term: \(term)] received a \(m.kind) message with higher term from \(m.from) [term: \(m.term)]"
+                )
                 if m.kind == .append || m.kind == .heartbeat || m.kind == .snapshot {
                     becomeFollower(term: m.term, lead: m.from)
                 } else {
@@ -351,10 +372,14 @@ final class RaftCore {
                 // (With pre-vote and check-quorum it would otherwise never learn of the higher term.)
                 send(Message(kind: .appendResponse, to: m.from))
             } else if m.kind == .preVote {
-                info("\(id) [logterm: \(log.lastTerm), index: \(log.lastIndex), vote: \(vote)] rejected \(m.kind) from \(m.from) [logterm: \(m.logTerm), index: \(m.index)] at term \(term)")
+                info(
+                    "\(id) [logterm: \(log.lastTerm), index: \(log.lastIndex), vote: \(vote)] rejected \(m.kind) from \(m.from) [logterm: \(m.logTerm), index: \(m.index)] at term \(term)"
+                )
                 send(Message(kind: .preVoteResponse, to: m.from, term: term, reject: true))
             } else {
-                debug("\(id) [term: \(term)] ignored a \(m.kind) message with lower term from \(m.from) [term: \(m.term)]")
+                debug(
+                    "\(id) [term: \(term)] ignored a \(m.kind) message with lower term from \(m.from) [term: \(m.term)]"
+                )
             }
             return
         }
@@ -380,7 +405,9 @@ final class RaftCore {
             || (m.kind == .preVote && m.term > term)
         let responseKind: MessageKind = m.kind == .vote ? .voteResponse : .preVoteResponse
         if canVote && log.isUpToDate(lastIndex: m.index, term: m.logTerm) {
-            info("\(id) [logterm: \(log.lastTerm), index: \(log.lastIndex), vote: \(vote)] cast \(m.kind) for \(m.from) [logterm: \(m.logTerm), index: \(m.index)] at term \(term)")
+            info(
+                "\(id) [logterm: \(log.lastTerm), index: \(log.lastIndex), vote: \(vote)] cast \(m.kind) for \(m.from) [logterm: \(m.logTerm), index: \(m.index)] at term \(term)"
+            )
             // The response carries the request's term so that a pre-candidate recognises it.
             send(Message(kind: responseKind, to: m.from, term: m.term))
             if m.kind == .vote {
@@ -388,7 +415,9 @@ final class RaftCore {
                 vote = m.from
             }
         } else {
-            info("\(id) [logterm: \(log.lastTerm), index: \(log.lastIndex), vote: \(vote)] rejected \(m.kind) from \(m.from) [logterm: \(m.logTerm), index: \(m.index)] at term \(term)")
+            info(
+                "\(id) [logterm: \(log.lastTerm), index: \(log.lastIndex), vote: \(vote)] rejected \(m.kind) from \(m.from) [logterm: \(m.logTerm), index: \(m.index)] at term \(term)"
+            )
             send(Message(kind: responseKind, to: m.from, term: term, reject: true))
         }
     }
@@ -417,7 +446,9 @@ final class RaftCore {
         case .appendResponse:
             pr.recentActive = true
             if m.reject {
-                debug("\(id) received append rejection (last index \(m.rejectHint), term \(m.logTerm)) from \(m.from) for index \(m.index)")
+                debug(
+                    "\(id) received append rejection (last index \(m.rejectHint), term \(m.logTerm)) from \(m.from) for index \(m.index)"
+                )
                 var nextProbe = m.rejectHint
                 if m.logTerm > 0 {
                     // Skip every index of ours whose term is above the follower's term there.
@@ -434,7 +465,9 @@ final class RaftCore {
                 return
             }
             guard m.index <= log.lastIndex else {
-                warn("\(id) ignored an append response from \(m.from) acknowledging index \(m.index) beyond the last index \(log.lastIndex)")
+                warn(
+                    "\(id) ignored an append response from \(m.from) acknowledging index \(m.index) beyond the last index \(log.lastIndex)"
+                )
                 progress[m.from] = pr
                 return
             }
@@ -502,7 +535,10 @@ final class RaftCore {
                 throw RaftError(.confChangeRejected, "a membership change must be proposed alone and decode")
             }
             guard pendingConfIndex <= log.applied else {
-                throw RaftError(.confChangeRejected, "the membership change at index \(pendingConfIndex) is not applied yet (applied: \(log.applied))")
+                throw RaftError(
+                    .confChangeRejected,
+                    "the membership change at index \(pendingConfIndex) is not applied yet (applied: \(log.applied))"
+                )
             }
             try change.validate(against: conf)
             pendingConfIndex = log.lastIndex + 1
@@ -551,7 +587,16 @@ final class RaftCore {
             let lastIndex = entries.last?.index ?? prevIndex
             pr.sentEntries(count: entries.count, lastIndex: lastIndex)
             progress[peer] = pr
-            send(Message(kind: .append, to: peer, logTerm: prevTerm, index: prevIndex, entries: entries, commit: log.committed))
+            send(
+                Message(
+                    kind: .append,
+                    to: peer,
+                    logTerm: prevTerm,
+                    index: prevIndex,
+                    entries: entries,
+                    commit: log.committed
+                )
+            )
             return true
         }
         // The entries the follower needs are compacted: send the snapshot instead.
@@ -573,10 +618,14 @@ final class RaftCore {
         // A node refuses a snapshot whose membership does not include it (it was taken before the node was
         // added): wait for storage to produce a newer one.
         guard snapshot.metadata.confState.contains(peer) else {
-            warn("\(id) not sending snapshot [index: \(snapshot.metadata.index)] to \(peer): it predates \(peer)'s membership")
+            warn(
+                "\(id) not sending snapshot [index: \(snapshot.metadata.index)] to \(peer): it predates \(peer)'s membership"
+            )
             return false
         }
-        info("\(id) [firstindex: \(log.firstIndex), commit: \(log.committed)] sent snapshot[index: \(snapshot.metadata.index), term: \(snapshot.metadata.term)] to \(peer)")
+        info(
+            "\(id) [firstindex: \(log.firstIndex), commit: \(log.committed)] sent snapshot[index: \(snapshot.metadata.index), term: \(snapshot.metadata.term)] to \(peer)"
+        )
         pr.becomeSnapshot(snapshot.metadata.index)
         progress[peer] = pr
         send(Message(kind: .snapshot, to: peer, snapshot: snapshot))
@@ -673,7 +722,9 @@ final class RaftCore {
         }
         if leadTransferee != 0 {
             if leadTransferee == transferee {
-                info("\(id) [term \(term)] transfer leadership to \(transferee) is in progress, ignores request to same node \(transferee)")
+                info(
+                    "\(id) [term \(term)] transfer leadership to \(transferee) is in progress, ignores request to same node \(transferee)"
+                )
                 return
             }
             info("\(id) [term \(term)] abort previous transferring leadership to \(leadTransferee)")
@@ -794,8 +845,19 @@ final class RaftCore {
         case .mismatch:
             let probe = min(m.index, log.lastIndex)
             let hint = log.findConflictByTerm(probe, m.logTerm)
-            debug("\(id) [logterm: \(log.term(at: m.index) ?? 0), index: \(m.index)] rejected append [logterm: \(m.logTerm), index: \(m.index)] from \(m.from)")
-            send(Message(kind: .appendResponse, to: m.from, logTerm: hint.term, index: m.index, reject: true, rejectHint: hint.index))
+            debug(
+                "\(id) [logterm: \(log.term(at: m.index) ?? 0), index: \(m.index)] rejected append [logterm: \(m.logTerm), index: \(m.index)] from \(m.from)"
+            )
+            send(
+                Message(
+                    kind: .appendResponse,
+                    to: m.from,
+                    logTerm: hint.term,
+                    index: m.index,
+                    reject: true,
+                    rejectHint: hint.index
+                )
+            )
         case .conflictsWithCommitted:
             warn("\(id) ignored an append from \(m.from) that conflicts with committed index \(log.committed)")
         }
@@ -827,12 +889,16 @@ final class RaftCore {
         let meta = snapshot.metadata
         guard meta.index > log.committed else { return false }
         guard meta.confState.contains(id) else {
-            warn("\(id) attempted to restore snapshot but it is not in the ConfState \(describeConf(meta.confState)); should never happen")
+            warn(
+                "\(id) attempted to restore snapshot but it is not in the ConfState \(describeConf(meta.confState)); should never happen"
+            )
             return false
         }
         if log.matchTerm(meta.index, meta.term) {
             // We already have the entries: just learn that they are committed.
-            info("\(id) [commit: \(log.committed), lastindex: \(log.lastIndex), lastterm: \(log.lastTerm)] fast-forwarded commit to snapshot [index: \(meta.index), term: \(meta.term)]")
+            info(
+                "\(id) [commit: \(log.committed), lastindex: \(log.lastIndex), lastterm: \(log.lastTerm)] fast-forwarded commit to snapshot [index: \(meta.index), term: \(meta.term)]"
+            )
             log.commit(to: meta.index)
             return false
         }

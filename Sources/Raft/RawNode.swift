@@ -86,14 +86,25 @@ public final class RawNode {
         if raft.role == .leader {
             for (id, pr) in raft.progress {
                 progress[id] = FollowerProgress(
-                    match: pr.match, next: pr.next, state: pr.state.description, recentActive: pr.recentActive,
-                    isLearner: pr.isLearner)
+                    match: pr.match,
+                    next: pr.next,
+                    state: pr.state.description,
+                    recentActive: pr.recentActive,
+                    isLearner: pr.isLearner
+                )
             }
         }
         return RaftStatus(
-            id: raft.id, hardState: raft.hardState, softState: raft.softState, applied: raft.log.applied,
-            firstIndex: raft.log.firstIndex, lastIndex: raft.log.lastIndex, confState: raft.conf,
-            leadTransferee: raft.leadTransferee, progress: progress)
+            id: raft.id,
+            hardState: raft.hardState,
+            softState: raft.softState,
+            applied: raft.log.applied,
+            firstIndex: raft.log.firstIndex,
+            lastIndex: raft.log.lastIndex,
+            confState: raft.conf,
+            leadTransferee: raft.leadTransferee,
+            progress: progress
+        )
     }
 
     /// Advances the logical clock by one tick: followers count towards an election, leaders towards a heartbeat
@@ -188,7 +199,9 @@ public final class RawNode {
             var previousTerm = m.logTerm
             for (offset, entry) in m.entries.enumerated() {
                 guard entry.index == m.index + UInt64(offset) + 1 else { throw invalid("entries are not contiguous") }
-                guard entry.term >= previousTerm, entry.term <= m.term else { throw invalid("entry terms out of order") }
+                guard entry.term >= previousTerm, entry.term <= m.term else {
+                    throw invalid("entry terms out of order")
+                }
                 previousTerm = entry.term
             }
         case .propose:

@@ -65,9 +65,13 @@ public final class MemoryStorage: LogStorage {
     }
 
     public func entries(from low: UInt64, to high: UInt64, maxBytes: Int) throws(RaftError) -> [Entry] {
-        guard low > baseIndex else { throw RaftError(.compacted, "index \(low) is compacted (first is \(baseIndex + 1))") }
+        guard low > baseIndex else {
+            throw RaftError(.compacted, "index \(low) is compacted (first is \(baseIndex + 1))")
+        }
         let last = baseIndex + UInt64(log.count)
-        guard high <= last + 1 else { throw RaftError(.unavailable, "index \(high - 1) is beyond the last index \(last)") }
+        guard high <= last + 1 else {
+            throw RaftError(.unavailable, "index \(high - 1) is beyond the last index \(last)")
+        }
         guard low < high else { return [] }
         let slice = log[Int(low - baseIndex - 1)..<Int(high - baseIndex - 1)]
         return limitSize(Array(slice), maxBytes: maxBytes)
@@ -91,7 +95,10 @@ public final class MemoryStorage: LogStorage {
     /// Replaces the whole log with a snapshot received from the leader (from a ``Ready``).
     public func applySnapshot(_ snapshot: Snapshot) throws(RaftError) {
         guard snapshot.metadata.index > currentSnapshot.metadata.index else {
-            throw RaftError(.snapshotOutOfDate, "snapshot at \(snapshot.metadata.index) is not newer than \(currentSnapshot.metadata.index)")
+            throw RaftError(
+                .snapshotOutOfDate,
+                "snapshot at \(snapshot.metadata.index) is not newer than \(currentSnapshot.metadata.index)"
+            )
         }
         currentSnapshot = snapshot
         baseIndex = snapshot.metadata.index
@@ -104,10 +111,16 @@ public final class MemoryStorage: LogStorage {
     @discardableResult
     public func createSnapshot(at index: UInt64, confState: ConfState, data: [UInt8]) throws(RaftError) -> Snapshot {
         guard index > currentSnapshot.metadata.index else {
-            throw RaftError(.snapshotOutOfDate, "snapshot at \(index) is not newer than \(currentSnapshot.metadata.index)")
+            throw RaftError(
+                .snapshotOutOfDate,
+                "snapshot at \(index) is not newer than \(currentSnapshot.metadata.index)"
+            )
         }
         let term = try term(at: index)
-        currentSnapshot = Snapshot(metadata: SnapshotMetadata(index: index, term: term, confState: confState), data: data)
+        currentSnapshot = Snapshot(
+            metadata: SnapshotMetadata(index: index, term: term, confState: confState),
+            data: data
+        )
         return currentSnapshot
     }
 
@@ -115,7 +128,10 @@ public final class MemoryStorage: LogStorage {
     public func compact(through index: UInt64) throws(RaftError) {
         guard index > baseIndex else { return }
         guard index <= currentSnapshot.metadata.index else {
-            throw RaftError(.unavailable, "cannot compact through \(index): the snapshot only covers \(currentSnapshot.metadata.index)")
+            throw RaftError(
+                .unavailable,
+                "cannot compact through \(index): the snapshot only covers \(currentSnapshot.metadata.index)"
+            )
         }
         let newTerm = try term(at: index)
         log.removeSubrange(0..<Int(index - baseIndex))

@@ -186,9 +186,18 @@ public struct Message: Sendable, Hashable {
     public var context: [UInt8]
 
     public init(
-        kind: MessageKind, to: NodeID = 0, from: NodeID = 0, term: UInt64 = 0, logTerm: UInt64 = 0,
-        index: UInt64 = 0, entries: [Entry] = [], commit: UInt64 = 0, snapshot: Snapshot? = nil,
-        reject: Bool = false, rejectHint: UInt64 = 0, context: [UInt8] = []
+        kind: MessageKind,
+        to: NodeID = 0,
+        from: NodeID = 0,
+        term: UInt64 = 0,
+        logTerm: UInt64 = 0,
+        index: UInt64 = 0,
+        entries: [Entry] = [],
+        commit: UInt64 = 0,
+        snapshot: Snapshot? = nil,
+        reject: Bool = false,
+        rejectHint: UInt64 = 0,
+        context: [UInt8] = []
     ) {
         self.kind = kind
         self.to = to

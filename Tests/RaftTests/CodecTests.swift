@@ -33,7 +33,10 @@ import Testing
         }
         if random.next() % 3 == 0 {
             let conf = ConfState(voters: (0..<Int(random.next() % 6)).map { _ in value() }, learners: [value()])
-            m.snapshot = Snapshot(metadata: SnapshotMetadata(index: value(), term: value(), confState: conf), data: bytes())
+            m.snapshot = Snapshot(
+                metadata: SnapshotMetadata(index: value(), term: value(), confState: conf),
+                data: bytes()
+            )
         }
         return m
     }
@@ -54,7 +57,10 @@ import Testing
             let bytes = MessageCodec.encode(Self.randomMessage(&random))
             for length in 0..<bytes.count {
                 let prefix = Array(bytes.prefix(length))
-                #expect(try MessageCodec.decodeFrame(prefix[...]) == nil, "a prefix of \(length) bytes is not a frame yet")
+                #expect(
+                    try MessageCodec.decodeFrame(prefix[...]) == nil,
+                    "a prefix of \(length) bytes is not a frame yet"
+                )
                 #expect(throws: RaftError.self) { try MessageCodec.decode(prefix) }
             }
         }
@@ -62,7 +68,15 @@ import Testing
 
     @Test func framesOnAStreamDecodeOneAfterTheOther() throws {
         let first = Message(kind: .heartbeat, to: 2, from: 1, term: 7, commit: 3, context: [1, 2])
-        let second = Message(kind: .append, to: 2, from: 1, term: 7, logTerm: 7, index: 3, entries: [Entry(term: 7, index: 4, data: [9])])
+        let second = Message(
+            kind: .append,
+            to: 2,
+            from: 1,
+            term: 7,
+            logTerm: 7,
+            index: 3,
+            entries: [Entry(term: 7, index: 4, data: [9])]
+        )
         let stream = MessageCodec.encode(first) + MessageCodec.encode(second)
         let one = try #require(try MessageCodec.decodeFrame(stream[...]))
         #expect(one.message == first)

@@ -27,14 +27,28 @@ import Testing
         let hostile = [
             Message(kind: .heartbeat, to: 2, from: 1, term: huge, commit: 1),
             Message(kind: .vote, to: 2, from: 3, term: RawNode.maxTermOrIndex + 1, logTerm: 2, index: 2),
-            Message(kind: .append, to: 2, from: 1, term: 2, logTerm: 2, index: huge, entries: [Entry(term: 2, index: 0)]),
+            Message(
+                kind: .append,
+                to: 2,
+                from: 1,
+                term: 2,
+                logTerm: 2,
+                index: huge,
+                entries: [Entry(term: 2, index: 0)]
+            ),
             Message(kind: .append, to: 2, from: 1, term: 2, logTerm: 2, index: 2, commit: huge),
             // Entries that are not contiguous after `index`, or whose terms go backwards or beyond the message's.
             Message(kind: .append, to: 2, from: 1, term: 2, logTerm: 2, index: 2, entries: [Entry(term: 2, index: 4)]),
             Message(kind: .append, to: 2, from: 1, term: 2, logTerm: 2, index: 2, entries: [Entry(term: 3, index: 3)]),
             Message(kind: .append, to: 2, from: 1, term: 2, logTerm: 2, index: 2, entries: [Entry(term: 1, index: 3)]),
             Message(kind: .snapshot, to: 2, from: 1, term: 2),
-            Message(kind: .snapshot, to: 2, from: 1, term: 2, snapshot: Snapshot(metadata: SnapshotMetadata(index: 9, term: 3))),
+            Message(
+                kind: .snapshot,
+                to: 2,
+                from: 1,
+                term: 2,
+                snapshot: Snapshot(metadata: SnapshotMetadata(index: 9, term: 3))
+            ),
             Message(kind: .heartbeat, to: 3, from: 1, term: 2),
             Message(kind: .heartbeat, to: 2, from: 0, term: 2),
             Message(kind: .heartbeat, to: 2, from: 2, term: 2),

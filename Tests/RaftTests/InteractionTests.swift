@@ -7,7 +7,9 @@ import Testing
 /// `RAFT_REWRITE=1 swift test --filter RaftTests` rewrites the files with the actual output (then review
 /// the diff: the golden output must show correct Raft behaviour, not merely what the code did).
 @Suite struct InteractionTests {
-    static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("testdata")
+    static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+        "testdata"
+    )
 
     static var scripts: [String] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []

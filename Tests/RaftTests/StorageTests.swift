@@ -22,7 +22,9 @@ import Testing
         let storage = MemoryStorage()
         try storage.append(entries(1...10, term: 3))
         try storage.createSnapshot(at: 6, confState: ConfState(voters: [1]), data: [42])
-        #expect(throws: RaftError.self, "only what a snapshot covers can be compacted") { try storage.compact(through: 7) }
+        #expect(throws: RaftError.self, "only what a snapshot covers can be compacted") {
+            try storage.compact(through: 7)
+        }
         try storage.compact(through: 6)
         #expect(try storage.firstIndex() == 7)
         #expect(try storage.term(at: 6) == 3)
@@ -70,21 +72,29 @@ import Testing
         config = Config(id: 1)
         config.checkQuorum = false
         config.readOnly = .leaseBased
-        #expect(throws: RaftError.self, "lease reads need check-quorum") { try RawNode(config: config, storage: MemoryStorage()) }
+        #expect(throws: RaftError.self, "lease reads need check-quorum") {
+            try RawNode(config: config, storage: MemoryStorage())
+        }
     }
 
     @Test func membershipChangesThatMakeNoSenseAreRefused() {
         let conf = ConfState(voters: [1, 2], learners: [3])
-        for change in [ConfChange(.addVoter, 1), ConfChange(.addLearner, 3), ConfChange(.removeNode, 4), ConfChange(.addVoter, 0)] {
+        for change in [
+            ConfChange(.addVoter, 1), ConfChange(.addLearner, 3), ConfChange(.removeNode, 4), ConfChange(.addVoter, 0),
+        ] {
             #expect(throws: RaftError.self, "\(change)") { try change.validate(against: conf) }
         }
-        #expect(throws: RaftError.self, "the last voter") { try ConfChange(.removeNode, 1).validate(against: ConfState(voters: [1])) }
+        #expect(throws: RaftError.self, "the last voter") {
+            try ConfChange(.removeNode, 1).validate(against: ConfState(voters: [1]))
+        }
         #expect(conf.applying(ConfChange(.addVoter, 3)) == ConfState(voters: [1, 2, 3]), "promotion")
         #expect(conf.applying(ConfChange(.addLearner, 2)) == ConfState(voters: [1], learners: [2, 3]), "demotion")
     }
 
     @Test func aSingleVoterCommitsAndAnswersReadsAlone() throws {
-        let storage = MemoryStorage(snapshot: Snapshot(metadata: SnapshotMetadata(index: 1, term: 1, confState: ConfState(voters: [1]))))
+        let storage = MemoryStorage(
+            snapshot: Snapshot(metadata: SnapshotMetadata(index: 1, term: 1, confState: ConfState(voters: [1])))
+        )
         let node = try RawNode(config: Config(id: 1), storage: storage)
         node.campaign()
         try node.propose([7])

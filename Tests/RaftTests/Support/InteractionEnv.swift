@@ -81,7 +81,9 @@ final class InteractionEnv {
             try positional.flatMap { try parseIDs($0) }
         }
         func node(_ text: String?) throws -> Node {
-            guard let text, let id = NodeID(text), let node = nodes[id] else { throw ScriptError(description: "unknown node \(text ?? "")") }
+            guard let text, let id = NodeID(text), let node = nodes[id] else {
+                throw ScriptError(description: "unknown node \(text ?? "")")
+            }
             return node
         }
         func raw(_ text: String?) throws -> RawNode {
@@ -98,7 +100,9 @@ final class InteractionEnv {
             default: logger.level = .warning
             }
         case "add-nodes":
-            guard let count = positional.first.flatMap(Int.init) else { throw ScriptError(description: "add-nodes needs a count") }
+            guard let count = positional.first.flatMap(Int.init) else {
+                throw ScriptError(description: "add-nodes needs a count")
+            }
             try addNodes(count, options)
         case "campaign":
             try raw(positional.first).campaign()
@@ -127,7 +131,9 @@ final class InteractionEnv {
             }
             try raw(positional[0]).proposeConfChange(ConfChange(kind, target))
         case "transfer-leader":
-            guard let to = options["to"].flatMap(NodeID.init) else { throw ScriptError(description: "transfer-leader from=<id> to=<id>") }
+            guard let to = options["to"].flatMap(NodeID.init) else {
+                throw ScriptError(description: "transfer-leader from=<id> to=<id>")
+            }
             try raw(options["from"]).transferLeadership(to: to)
         case "read-index":
             guard positional.count == 2 else { throw ScriptError(description: "read-index <id> <context>") }
@@ -172,7 +178,9 @@ final class InteractionEnv {
             target.config.applied = target.applied
             target.raw = try RawNode(config: target.config, storage: target.app)
         case "compact":
-            guard positional.count == 2, let index = UInt64(positional[1]) else { throw ScriptError(description: "compact <id> <index>") }
+            guard positional.count == 2, let index = UInt64(positional[1]) else {
+                throw ScriptError(description: "compact <id> <index>")
+            }
             let target = try node(positional[0])
             guard let raw = target.raw else { throw ScriptError(description: "node \(target.id) is crashed") }
             // Snapshot the application's state at the index it applied through, then drop the log before it.
@@ -236,7 +244,11 @@ final class InteractionEnv {
             if voters.isEmpty {
                 app = AppStorage()
             } else {
-                let meta = SnapshotMetadata(index: index, term: 1, confState: ConfState(voters: voters, learners: learners))
+                let meta = SnapshotMetadata(
+                    index: index,
+                    term: 1,
+                    confState: ConfState(voters: voters, learners: learners)
+                )
                 app = AppStorage(snapshot: Snapshot(metadata: meta))
                 app.memory.setHardState(HardState(term: 1, vote: 0, commit: index))
             }

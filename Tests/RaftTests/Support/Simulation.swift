@@ -112,7 +112,9 @@ final class Simulation {
         random = SplitMix64(seed: seed)
         let voters = (1...UInt64(options.nodes)).map { $0 }
         let bootstrap = Snapshot(
-            metadata: SnapshotMetadata(index: 1, term: 1, confState: ConfState(voters: voters)), data: encodeHash(0))
+            metadata: SnapshotMetadata(index: 1, term: 1, confState: ConfState(voters: voters)),
+            data: encodeHash(0)
+        )
         // Vary the fault mix and the features per run.
         lossRate = [0.0, 0.02, 0.1, 0.25][Int(random.next() % 4)]
         duplicateRate = [0.0, 0.02, 0.1][Int(random.next() % 3)]
@@ -144,7 +146,9 @@ final class Simulation {
             config.maxBytesPerMessage = 64
             nodes.append(Node(id: id, config: config, app: app))
         }
-        note("seed \(seed): \(options.nodes) nodes, loss \(lossRate), dup \(duplicateRate), delay \(maxDelay), leader faults \(leaderFaultRate), membership \(membershipChanges), lease reads \(leaseReads && checkQuorum), prevote \(preVote), checkquorum \(checkQuorum)")
+        note(
+            "seed \(seed): \(options.nodes) nodes, loss \(lossRate), dup \(duplicateRate), delay \(maxDelay), leader faults \(leaderFaultRate), membership \(membershipChanges), lease reads \(leaseReads && checkQuorum), prevote \(preVote), checkquorum \(checkQuorum)"
+        )
     }
 
     private func note(_ line: @autoclosure () -> String) {
@@ -181,17 +185,26 @@ final class Simulation {
         var finalIndex: UInt64?
         for tick in 0..<options.healTicks {
             try step()
-            if finalIndex == nil, tick % options.electionTicks == 0, let leader = live.first(where: { $0.raw?.status.softState.role == .leader }) {
+            if finalIndex == nil, tick % options.electionTicks == 0,
+                let leader = live.first(where: { $0.raw?.status.softState.role == .leader })
+            {
                 try? leader.raw?.propose(Array("final-\(tick)".utf8))
             }
             if finalIndex == nil, let found = appliedFinal() { finalIndex = found }
             if let finalIndex, members.allSatisfy({ $0.applied >= finalIndex }) {
-                guard finalIndex > acknowledged else { throw Failure(description: "final proposal at \(finalIndex) not after acknowledged \(acknowledged)") }
+                guard finalIndex > acknowledged else {
+                    throw Failure(description: "final proposal at \(finalIndex) not after acknowledged \(acknowledged)")
+                }
                 return
             }
         }
-        let states = nodes.map { "\($0.id): applied \($0.applied) \($0.raw.map { "\($0.status.softState.role) term \($0.status.hardState.term) commit \($0.status.hardState.commit)" } ?? "down")" }
-        throw Failure(description: "liveness: \(options.healTicks) ticks after healing not every node applied a new proposal and the \(acknowledged) acknowledged entries (\(states.joined(separator: "; ")))")
+        let states = nodes.map {
+            "\($0.id): applied \($0.applied) \($0.raw.map { "\($0.status.softState.role) term \($0.status.hardState.term) commit \($0.status.hardState.commit)" } ?? "down")"
+        }
+        throw Failure(
+            description:
+                "liveness: \(options.healTicks) ticks after healing not every node applied a new proposal and the \(acknowledged) acknowledged entries (\(states.joined(separator: "; ")))"
+        )
     }
 
     private var finalProposals: [UInt64: UInt64] = [:]
@@ -301,10 +314,16 @@ final class Simulation {
             // It restarts cut off, so that its election timeout passes before it hears from the leader.
             if random.next() % 2 == 0 {
                 try? restart(node)
-                for other in others { cut.insert([node.id, other]); cut.insert([other, node.id]) }
+                for other in others {
+                    cut.insert([node.id, other])
+                    cut.insert([other, node.id])
+                }
             }
         case 1:
-            for other in others { cut.insert([node.id, other]); cut.insert([other, node.id]) }
+            for other in others {
+                cut.insert([node.id, other])
+                cut.insert([other, node.id])
+            }
         case 2:
             for other in others { cut.insert([other, node.id]) }
         default:
@@ -451,7 +470,10 @@ final class Simulation {
         }
 
         if options.onlyFollowerFaults, let first = leaderOfTerm.keys.min(), term > first {
-            throw Failure(description: "disruption: node \(id) reached term \(term) although leader \(leaderOfTerm[first] ?? 0) of term \(first) stayed healthy")
+            throw Failure(
+                description:
+                    "disruption: node \(id) reached term \(term) although leader \(leaderOfTerm[first] ?? 0) of term \(first) stayed healthy"
+            )
         }
 
         // Persist: snapshot, entries, hard state.
@@ -459,8 +481,13 @@ final class Simulation {
         if let snapshot = rd.snapshot {
             try memory.applySnapshot(snapshot)
             let key = EntryKey(index: snapshot.metadata.index, term: snapshot.metadata.term)
-            if let applied = appliedAt[key.index], applied.term != key.term || applied.stateHash != decodeHash(snapshot.data) {
-                throw Failure(description: "state machine safety: snapshot at \(key.index) term \(key.term) differs from what was applied there")
+            if let applied = appliedAt[key.index],
+                applied.term != key.term || applied.stateHash != decodeHash(snapshot.data)
+            {
+                throw Failure(
+                    description:
+                        "state machine safety: snapshot at \(key.index) term \(key.term) differs from what was applied there"
+                )
             }
         }
         if let first = rd.entries.first {
@@ -468,17 +495,24 @@ final class Simulation {
                 // Leader Append-Only: a leader only appends entries of its term after what it holds.
                 let last = try memory.lastIndex()
                 guard first.index == last + 1, rd.entries.allSatisfy({ $0.term == term }) else {
-                    throw Failure(description: "leader append-only: leader \(id) of term \(term) wrote from index \(first.index) over its last index \(last)")
+                    throw Failure(
+                        description:
+                            "leader append-only: leader \(id) of term \(term) wrote from index \(first.index) over its last index \(last)"
+                    )
                 }
             }
             try memory.append(rd.entries)
             for entry in rd.entries {
                 // Log Matching, inductively: an (index, term) pair always names the same data after the same term.
                 let key = EntryKey(index: entry.index, term: entry.term)
-                let value = (data: fnv(entry.data, kind: entry.kind), previousTerm: try memory.term(at: entry.index - 1))
+                let value = (
+                    data: fnv(entry.data, kind: entry.kind), previousTerm: try memory.term(at: entry.index - 1)
+                )
                 if let seen = entryOf[key] {
                     guard seen.data == value.data, seen.previousTerm == value.previousTerm else {
-                        throw Failure(description: "log matching: node \(id) holds a different entry \(entry.index)/\(entry.term)")
+                        throw Failure(
+                            description: "log matching: node \(id) holds a different entry \(entry.index)/\(entry.term)"
+                        )
                     }
                 } else {
                     entryOf[key] = value
@@ -508,7 +542,10 @@ final class Simulation {
             // State Machine Safety: every node applies the same entry at an index.
             if let seen = appliedAt[entry.index] {
                 guard seen.term == entry.term, seen.data == data, seen.stateHash == node.stateHash else {
-                    throw Failure(description: "state machine safety: node \(id) applied \(entry.index)/\(entry.term), others applied \(entry.index)/\(seen.term)")
+                    throw Failure(
+                        description:
+                            "state machine safety: node \(id) applied \(entry.index)/\(entry.term), others applied \(entry.index)/\(seen.term)"
+                    )
                 }
             } else {
                 appliedAt[entry.index] = (entry.term, data, node.stateHash)
@@ -529,7 +566,10 @@ final class Simulation {
             // A read must observe everything committed before it was requested.
             note("\(id) serves read \(String(decoding: read.context, as: UTF8.self)) at \(read.index)")
             if let floor = readFloor.removeValue(forKey: read.context), read.index < floor {
-                throw Failure(description: "linearizable read: \(id) served a read at \(read.index) requested after \(floor) was applied")
+                throw Failure(
+                    description:
+                        "linearizable read: \(id) served a read at \(read.index) requested after \(floor) was applied"
+                )
             }
             stats.readsServed += 1
         }
@@ -551,7 +591,10 @@ final class Simulation {
         let compacted = log.firstIndex - 1
         for (index, committed) in committedTerm where index >= compacted {
             guard let held = log.term(at: index), held == committed else {
-                throw Failure(description: "leader completeness: leader \(node.id) of term \(term) lacks committed entry \(index)/\(committed)")
+                throw Failure(
+                    description:
+                        "leader completeness: leader \(node.id) of term \(term) lacks committed entry \(index)/\(committed)"
+                )
             }
         }
     }
