@@ -330,25 +330,31 @@ final class RaftCore {
     /// Handles one message. Errors are returned only for local requests (proposals and the like); a peer's
     /// message that cannot be acted on is dropped and logged.
     func step(_ m: Message) throws(RaftError) {
+        if (m.kind == .vote || m.kind == .preVote) && m.term >= term && !(m.term == term && vote == m.from) {
+            // Check-quorum's lease: a node that heard from a leader within an election timeout ignores vote
+            // requests, so that a node cut off for a while cannot depose a healthy leader. A leadership
+            // transfer overrides it: the leader asked for that election.
+            let force = m.context == Self.transferContext
+            let remaining: Int
+            if readOnlyOption == .leaseBased {
+                // Stricter, because the leader serves reads on the strength of this promise: measured from the
+                // last message of any leader (or from starting), and for same-term requests too.
+                let until = heardFromLeaderAt &+ UInt64(electionTimeout)
+                remaining = ticks < until ? Int(until - ticks) : 0
+            } else {
+                let inLease = checkQuorum && lead != 0 && electionElapsed < electionTimeout && m.term > term
+                remaining = inLease ? electionTimeout - electionElapsed : 0
+            }
+            if !force && remaining > 0 {
+                info(
+                    "\(id) [logterm: \(log.lastTerm), index: \(log.lastIndex), vote: \(vote)] ignored \(m.kind) from \(m.from) [logterm: \(m.logTerm), index: \(m.index)] at term \(term): lease is not expired (remaining ticks: \(remaining))"
+                )
+                return
+            }
+        }
         if m.term == 0 {
             // Local or forwarded request: no term checks.
         } else if m.term > term {
-            if m.kind == .vote || m.kind == .preVote {
-                let force = m.context == Self.transferContext
-                let inLease: Bool
-                if readOnlyOption == .leaseBased {
-                    // Stricter, because a leader serves reads on the strength of this promise.
-                    inLease = ticks < heardFromLeaderAt &+ UInt64(electionTimeout)
-                } else {
-                    inLease = checkQuorum && lead != 0 && electionElapsed < electionTimeout
-                }
-                if !force && inLease {
-                    info(
-                        "\(id) [logterm: \(log.lastTerm), index: \(log.lastIndex), vote: \(vote)] ignored \(m.kind) from \(m.from) [logterm: \(m.logTerm), index: \(m.index)] at term \(term): lease is not expired (remaining ticks: \(electionTimeout - electionElapsed))"
-                    )
-                    return
-                }
-            }
             switch m.kind {
             case .preVote:
                 // A pre-vote request never changes our term.
