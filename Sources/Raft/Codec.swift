@@ -19,7 +19,10 @@ public enum MessageCodec {
     /// The default largest body the decoder accepts (snapshots larger than this must be chunked by the transport).
     public static let defaultMaxBodyBytes = 64 << 20
 
-    public static func encode(_ m: Message) -> [UInt8] {
+    /// The frame for `m`. Throws `.invalidMessage` for a body of 4 GiB or more, which the length field cannot
+    /// express: the core's appends are bounded by `Config.maxBytesPerMessage`, but a snapshot's data is as
+    /// large as the state, so the transport should stream big snapshot data outside this frame.
+    public static func encode(_ m: Message) throws(RaftError) -> [UInt8] {
         var body: [UInt8] = []
         body.reserveCapacity(64 + m.context.count + m.entries.reduce(0) { $0 + $1.data.count + 24 })
         body.append(m.kind.rawValue)
@@ -47,7 +50,9 @@ public enum MessageCodec {
             }
             appendBytes(snapshot.data, to: &body)
         }
-        let length = UInt32(truncatingIfNeeded: body.count)
+        guard let length = UInt32(exactly: body.count) else {
+            throw RaftError(.invalidMessage, "a message body of \(body.count) bytes does not fit one frame")
+        }
         var frame: [UInt8] = [magic, version]
         frame.append(contentsOf: [
             UInt8(length >> 24), UInt8(length >> 16 & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length & 0xFF),

@@ -29,6 +29,7 @@ public struct Config {
     /// Receives the core's decisions (elections, step-downs, dropped messages) as text.
     public var logger: (any RaftLogger)?
 
+    /// Defaults for a node `id`; the seed defaults to the id (distinct per node, reproducible per run).
     public init(id: NodeID, randomSeed: UInt64? = nil) {
         self.id = id
         self.randomSeed = randomSeed ?? id

@@ -81,6 +81,7 @@ public final class RawNode {
     /// The membership this node currently applies.
     public var confState: ConfState { raft.conf }
 
+    /// The node's current state; on the leader, with every member's replication progress.
     public var status: RaftStatus {
         var progress: [NodeID: FollowerProgress] = [:]
         if raft.role == .leader {

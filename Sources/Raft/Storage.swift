@@ -46,6 +46,7 @@ public final class MemoryStorage: LogStorage {
         (hardState, currentSnapshot.metadata.confState)
     }
 
+    /// Records the hard state from a ``Ready``.
     public func setHardState(_ state: HardState) {
         hardState = state
     }

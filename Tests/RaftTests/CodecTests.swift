@@ -45,7 +45,7 @@ import Testing
         var random = SplitMix64(seed: 1)
         for _ in 0..<2000 {
             let m = Self.randomMessage(&random)
-            let bytes = MessageCodec.encode(m)
+            let bytes = try MessageCodec.encode(m)
             #expect(bytes[0] == MessageCodec.magic && bytes[1] == MessageCodec.version)
             #expect(try MessageCodec.decode(bytes) == m)
         }
@@ -54,7 +54,7 @@ import Testing
     @Test func aTruncatedFrameIsIncompleteOnAStreamAndAnErrorOnItsOwn() throws {
         var random = SplitMix64(seed: 2)
         for _ in 0..<50 {
-            let bytes = MessageCodec.encode(Self.randomMessage(&random))
+            let bytes = try MessageCodec.encode(Self.randomMessage(&random))
             for length in 0..<bytes.count {
                 let prefix = Array(bytes.prefix(length))
                 #expect(
@@ -77,7 +77,7 @@ import Testing
             index: 3,
             entries: [Entry(term: 7, index: 4, data: [9])]
         )
-        let stream = MessageCodec.encode(first) + MessageCodec.encode(second)
+        let stream = try MessageCodec.encode(first) + MessageCodec.encode(second)
         let one = try #require(try MessageCodec.decodeFrame(stream[...]))
         #expect(one.message == first)
         let two = try #require(try MessageCodec.decodeFrame(stream[one.frameLength...]))
@@ -86,7 +86,7 @@ import Testing
         #expect(throws: RaftError.self) { try MessageCodec.decode(stream) }
     }
 
-    @Test func hostileFramesAreRefusedWithTheReason() {
+    @Test func hostileFramesAreRefusedWithTheReason() throws {
         func refuses(_ bytes: [UInt8], _ reason: String) {
             do {
                 _ = try MessageCodec.decode(bytes)
@@ -96,7 +96,7 @@ import Testing
                 #expect(error.message.contains(reason), "\(error.message)")
             }
         }
-        let valid = MessageCodec.encode(Message(kind: .vote, to: 2, from: 1, term: 3))
+        let valid = try MessageCodec.encode(Message(kind: .vote, to: 2, from: 1, term: 3))
         refuses([0x00] + valid.dropFirst(), "bad magic")
         refuses([valid[0], 2] + valid.dropFirst(2), "version 2")
         refuses(valid + [0], "trailing")
@@ -117,11 +117,11 @@ import Testing
         refuses(frame(header + zeros + [0, 1, 7, 1, 1, 0]), "unknown entry kind 7")
     }
 
-    @Test func randomlyCorruptedFramesNeverTrap() {
+    @Test func randomlyCorruptedFramesNeverTrap() throws {
         var random = SplitMix64(seed: 3)
         var refused = 0
         for _ in 0..<5000 {
-            var bytes = MessageCodec.encode(Self.randomMessage(&random))
+            var bytes = try MessageCodec.encode(Self.randomMessage(&random))
             for _ in 0...(random.next() % 4) {
                 let at = Int(random.next() % UInt64(bytes.count))
                 switch random.next() % 3 {
