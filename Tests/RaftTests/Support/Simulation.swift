@@ -124,7 +124,7 @@ final class Simulation {
         var preVote = random.next() % 4 != 0
         var checkQuorum = random.next() % 4 != 0
         let leaseReads = random.next() % 3 == 0
-        readRate = [0.05, 0.3][Int(random.next() % 2)]
+        readRate = [0.05, 0.15][Int(random.next() % 2)]
         if options.onlyFollowerFaults {
             (lossRate, duplicateRate, maxDelay, leaderFaultRate, membershipChanges) = (0, 0, 1, 0, false)
             (preVote, checkQuorum) = (true, true)
