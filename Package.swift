@@ -61,6 +61,12 @@ let package = Package(
             dependencies: ["COpenSSL"],
             swiftSettings: strict
         ),
+        // Raft-lite's deterministic core (issue 18): a state machine over messages and ticks with no I/O,
+        // threads or clock; the log store, transport and cluster integration go on top. Standard library only.
+        .target(
+            name: "Raft",
+            swiftSettings: strict
+        ),
         .target(
             name: "CofferStorage",
             dependencies: ["CofferCore", "CSQLite"],
@@ -234,6 +240,12 @@ let package = Package(
                 "Coffer", "CofferTesting", "CofferCore", "CofferFramework", "CofferStorage", "CofferVault",
                 "CofferAudit", "Engines", "CofferCLI",
             ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "RaftTests",
+            dependencies: ["Raft"],
+            exclude: ["testdata"],
             swiftSettings: strict
         ),
         // Fuzzing (docs/fuzzing.md). The harnesses are plain code that every `swift build` compiles and
