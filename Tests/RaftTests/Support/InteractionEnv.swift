@@ -293,7 +293,7 @@ final class InteractionEnv {
             return
         }
         let rd = raw.ready()
-        describe(rd).forEach { emit("  " + $0) }
+        for line in describe(rd) { emit("  " + line) }
         if let snapshot = rd.snapshot {
             try node.storage.applySnapshot(snapshot)
             node.state = stateFromSnapshot(snapshot)
