@@ -42,6 +42,17 @@ package final class AuditDevice: Sendable {
     /// sink) instead of queued behind a device that cannot take them.
     private let failing = Atomic<Bool>(false)
     private let queue: AuditQueue?
+    /// The hashed token and accessor and the serialised `auth` block of recent callers, by accessor:
+    /// all three are fixed for a token's life, so a caller's records after the first skip two HMACs
+    /// and the block's serialisation. Only hashes and what the record prints are kept, never a token.
+    let authBlocks = Mutex<[String: AuthBlock]>([:])
+    static let authBlockLimit = 1024
+
+    struct AuthBlock: Sendable {
+        let token: [UInt8]
+        let accessor: [UInt8]
+        let auth: [UInt8]
+    }
 
     init(config: AuditDeviceConfig, sink: any AuditSink, salt: SecureBytes) throws(CofferError) {
         self.config = config

@@ -63,12 +63,7 @@ extension AuditDevice {
     /// which closes the line; AuditChain says what it covers). Advances `chain` past them.
     func appendLines(_ record: AuditRecord, _ phases: AuditPhases, chain: inout AuditChainState, to out: inout [UInt8])
     {
-        // The token and accessor appear in both blocks: hashed once.
-        var token: [UInt8] = []
-        writeHashed(record.request.token, to: &token)
-        var accessor: [UInt8] = []
-        writeHashed(record.caller?.accessor, to: &accessor)
-        let auth = authBlock(record, token: token, accessor: accessor)
+        let (token, accessor, auth) = authParts(record)
         let request = requestBlock(record, token: token, accessor: accessor)
         var time: [UInt8] = []
         time.reserveCapacity(32)
@@ -117,6 +112,28 @@ extension AuditDevice {
         Digest.sha256(fragment).withUnsafeBytes { Hex.append($0, to: &out) }
         out.appendLiteral(#""},"type":"torn"}"#)
         chain.prev = AuditChain.seal(lineFrom: start, of: &out, key: key)
+    }
+
+    /// The hashed token and accessor (they appear in both blocks: hashed once) and the `auth` block;
+    /// for a caller with an accessor (a service token) from the cache once made, unless `log_raw`.
+    private func authParts(_ record: AuditRecord) -> (token: [UInt8], accessor: [UInt8], auth: [UInt8]) {
+        // With log_raw the "hashed" token is the token itself: not kept.
+        let key = logRaw ? "" : record.caller?.accessor ?? ""
+        if !key.isEmpty, let cached = authBlocks.withLock({ $0[key] }) {
+            return (cached.token, cached.accessor, cached.auth)
+        }
+        var token: [UInt8] = []
+        writeHashed(record.request.token, to: &token)
+        var accessor: [UInt8] = []
+        writeHashed(record.caller?.accessor, to: &accessor)
+        let auth = authBlock(record, token: token, accessor: accessor)
+        if !key.isEmpty {
+            authBlocks.withLock { blocks in
+                if blocks.count >= AuditDevice.authBlockLimit { blocks.removeAll(keepingCapacity: true) }
+                blocks[key] = AuthBlock(token: token, accessor: accessor, auth: auth)
+            }
+        }
+        return (token, accessor, auth)
     }
 
     private func authBlock(_ record: AuditRecord, token: [UInt8], accessor: [UInt8]) -> [UInt8] {

@@ -99,6 +99,54 @@ import Testing
         #expect(verdict.problem == nil && verdict.records == records.count)
     }
 
+    /// A caller's hashed token, accessor and auth block are kept per accessor after the first record:
+    /// callers taking turns each get their own, hashed as sys/audit-hash hashes them.
+    @Test func callersTakingTurnsEachGetTheirOwnAuthBlock() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let h = try harness()
+        let root = AuditTests.rootID
+        let log = dir.appendingPathComponent("audit.log").path
+        h.wire("PUT", "sys/audit/file", ["type": "file", "options": ["file_path": .string(log)]], token: root)
+        let policy = #"path "secret/*" { capabilities = ["read"] }"#
+        h.wire("PUT", "sys/policies/acl/reader", ["policy": .string(policy)], token: root)
+        var callers: [(token: String, accessor: String, policies: JSONValue)] = []
+        for policies in [["reader"], ["default"]] {
+            let auth = try #require(
+                h.wire("POST", "auth/token/create", ["policies": .array(policies.map { .string($0) })], token: root)
+                    .json?["auth"]
+            )
+            callers.append(
+                (
+                    try #require(auth["client_token"]?.stringValue), try #require(auth["accessor"]?.stringValue),
+                    try #require(auth["policies"])
+                )
+            )
+        }
+        for _ in 0..<3 {
+            for caller in callers { h.wire("GET", "auth/token/lookup-self", token: caller.token) }
+        }
+        try h.vault.core.flushAudit()
+        func hash(_ value: String) throws -> String {
+            try #require(
+                h.wire("POST", "sys/audit-hash/file", ["input": .string(value)], token: root).json?["data"]?["hash"]?
+                    .stringValue
+            )
+        }
+        let records = try lines(log).filter { $0["request"]?["path"] == "auth/token/lookup-self" }
+        #expect(records.count == 12)
+        for caller in callers {
+            let mine = records.filter { $0["auth"]?["client_token"]?.stringValue == (try? hash(caller.token)) }
+            #expect(mine.count == 6)
+            for record in mine {
+                #expect(record["auth"]?["accessor"]?.stringValue == (try hash(caller.accessor)))
+                #expect(record["request"]?["client_token"] == record["auth"]?["client_token"])
+                #expect(record["request"]?["client_token_accessor"] == record["auth"]?["accessor"])
+                #expect(record["auth"]?["policies"] == caller.policies)
+            }
+        }
+    }
+
     @Test func theOnlyDeviceBrokenRefusesWritesAndAppliesNothing() throws {
         let dir = try tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
