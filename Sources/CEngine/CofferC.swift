@@ -545,7 +545,10 @@ public func coffer_metrics(
         case "prometheus": chosen = .prometheus
         case let other?:
             let shown = other.utf8.count <= 64 ? other : String(other.prefix(64)) + "…"
-            return fail(COFFER_EINVALID, "metrics format \"\(shown)\" unknown; use \"json\" (or NULL) or \"prometheus\"")
+            return fail(
+                COFFER_EINVALID,
+                "metrics format \"\(shown)\" unknown; use \"json\" (or NULL) or \"prometheus\""
+            )
         }
         let text = Array(handle.vault.metrics(chosen).utf8)
         guard let buffer = copyOut(text) else {

@@ -34,17 +34,18 @@ package enum MeterShards {
         return n
     }()
     /// Bytes between two shards: two cache lines (adjacent-line prefetch pairs them on x86).
-    static let stride = 128
+    static var stride: Int { 128 }
 
     /// The calling thread's shard: its pthread id (an address, in glibc) through a multiplicative hash.
+    /// `mask` is `count - 1`, kept by each meter (reading `count`, a lazy global, costs a `swift_once`).
     @inline(__always)
-    static func current() -> Int {
+    static func current(_ mask: Int) -> Int {
         #if canImport(Glibc)
         let id = UInt64(pthread_self())
         #else
         let id: UInt64 = 0
         #endif
-        return Int(truncatingIfNeeded: (id &* 0x9E37_79B9_7F4A_7C15) >> 58) & (count - 1)
+        return Int(truncatingIfNeeded: (id &* 0x9E37_79B9_7F4A_7C15) >> 58) & mask
     }
 }
 
@@ -53,6 +54,7 @@ package final class Counter: Sendable {
     /// The shards' memory, as an address (so that the class is Sendable without an unchecked claim):
     /// `MeterShards.count` atomics, `MeterShards.stride` bytes apart, allocated in `init`, freed in `deinit`.
     private let cells: UInt
+    private let mask = MeterShards.count - 1
 
     package init() {
         let memory = UnsafeMutableRawPointer.allocate(
@@ -80,7 +82,7 @@ package final class Counter: Sendable {
 
     @inline(__always)
     package func increment(by amount: UInt64 = 1) {
-        cell(MeterShards.current()).pointee.wrappingAdd(amount, ordering: .relaxed)
+        cell(MeterShards.current(mask)).pointee.wrappingAdd(amount, ordering: .relaxed)
     }
 
     /// The total so far (a sum of relaxed loads: increments racing with it may or may not be in it).
@@ -101,6 +103,7 @@ package final class Summary: Sendable {
     package let sampleEvery: UInt64
     /// The shards, allocated on first use (many route summaries are never used): an address, 0 until then.
     private let storage = Atomic<UInt>(0)
+    private let mask = MeterShards.count - 1
 
     package init(sampleEvery: UInt64 = 1) {
         precondition(sampleEvery >= 1 && sampleEvery & (sampleEvery - 1) == 0, "sampleEvery is a power of two")
@@ -108,7 +111,7 @@ package final class Summary: Sendable {
     }
 
     /// The default period of the sampled summaries (barrier, token store, routes).
-    package static let defaultSampling: UInt64 = 16
+    package static var defaultSampling: UInt64 { 16 }
 
     deinit {
         let address = storage.load(ordering: .acquiring)
@@ -123,12 +126,17 @@ package final class Summary: Sendable {
 
     // MARK: Layout: per shard, the locked statistics, then the call count on a line of its own.
 
-    private static let lockedSize = (MemoryLayout<Mutex<SummaryShard>>.size + MeterShards.stride - 1)
-        / MeterShards.stride * MeterShards.stride
-    private static let shardSize = lockedSize + MeterShards.stride
+    // Computed, not stored: constants the compiler folds (a stored static would cost a `swift_once` a call).
+    private static var lockedSize: Int {
+        (MemoryLayout<Mutex<SummaryShard>>.size + MeterShards.stride - 1) / MeterShards.stride * MeterShards.stride
+    }
+    private static var shardSize: Int { lockedSize + MeterShards.stride }
 
     @inline(__always)
-    private static func shard(_ memory: UnsafeMutableRawPointer, _ index: Int) -> UnsafeMutablePointer<
+    private static func shard(
+        _ memory: UnsafeMutableRawPointer,
+        _ index: Int
+    ) -> UnsafeMutablePointer<
         Mutex<SummaryShard>
     > {
         (memory + index &* shardSize).assumingMemoryBound(to: Mutex<SummaryShard>.self)
@@ -179,7 +187,7 @@ package final class Summary: Sendable {
     @inline(__always)
     package func begin() -> UInt64 {
         if sampleEvery == 1 { return MonotonicClock.now() | 1 }
-        let shard = MeterShards.current()
+        let shard = MeterShards.current(mask)
         let before = Summary.calls(memory(), shard).pointee.wrappingAdd(1, ordering: .relaxed).oldValue
         return before & (sampleEvery &- 1) == 0 ? MonotonicClock.now() | 1 : 0
     }
@@ -204,7 +212,7 @@ package final class Summary: Sendable {
     /// too when the summary samples.
     @inline(__always)
     package func record(nanoseconds: UInt64, now: UInt64) {
-        let shard = MeterShards.current()
+        let shard = MeterShards.current(mask)
         let memory = memory()
         if sampleEvery != 1 { Summary.calls(memory, shard).pointee.wrappingAdd(1, ordering: .relaxed) }
         Summary.shard(memory, shard).pointee.withLock { $0.add(nanoseconds, epoch: now >> SummaryShard.windowShift) }
@@ -212,7 +220,7 @@ package final class Summary: Sendable {
 
     @inline(__always)
     private func add(_ nanoseconds: UInt64, now: UInt64) {
-        let shard = MeterShards.current()
+        let shard = MeterShards.current(mask)
         Summary.shard(memory(), shard).pointee.withLock {
             $0.add(nanoseconds, epoch: now >> SummaryShard.windowShift)
         }
@@ -294,12 +302,12 @@ package struct SummarySnapshot: Sendable, Equatable {
 struct SummaryShard {
     /// Histogram windows are 2^33 ns (8.6 s) of the monotonic clock; a scrape reads the current and
     /// the previous one, so quantiles cover the last 8.6 to 17.2 seconds (OpenBao's cover 10).
-    static let windowShift: UInt64 = 33
+    static var windowShift: UInt64 { 33 }
     /// Four buckets per power of two from 2^8 ns (256 ns) to 2^39 ns (9 minutes); below and above
-    /// go to the first and last. A bucket's middle is within 11% of any value in it.
-    static let lowestExponent = 8
-    static let highestExponent = 39
-    static let bucketCount = (highestExponent - lowestExponent) * 4
+    /// go to the first and last. A bucket's middle is within 12.5% of any value in it.
+    static var lowestExponent: Int { 8 }
+    static var highestExponent: Int { 39 }
+    static var bucketCount: Int { (highestExponent - lowestExponent) * 4 }
 
     var timed: UInt64 = 0
     var sum: UInt64 = 0

@@ -53,7 +53,10 @@ enum RestAlias {
         if path.hasPrefix(secretsPrefix) {
             let secret = String(path.dropFirst(secretsPrefix.count))
             guard !secret.isEmpty, !secret.hasSuffix("/") else {
-                return .refuse(status: 404, message: "name a secret: /api/v1/secrets/{path}, such as /api/v1/secrets/app/db")
+                return .refuse(
+                    status: 404,
+                    message: "name a secret: /api/v1/secrets/{path}, such as /api/v1/secrets/app/db"
+                )
             }
             if method == "POST", secret.hasSuffix("/rotate") {
                 return .refuse(
@@ -76,7 +79,8 @@ enum RestAlias {
                 guard case .object = value else {
                     return .refuse(
                         status: 400,
-                        message: "the body of PUT /api/v1/secrets/{path} is the secret: a JSON object, not \(value.typeName)"
+                        message:
+                            "the body of PUT /api/v1/secrets/{path} is the secret: a JSON object, not \(value.typeName)"
                     )
                 }
                 return .forward(
@@ -141,8 +145,12 @@ enum RestAlias {
         return .forward(method: "POST", target: target, body: JSONValue.object(fields).serialized())
     }
 
+    /// Letters, digits, `.`, `_`, `-` and `/`, in segments that are neither empty nor `.` or `..`.
     private static func isPathText(_ text: String) -> Bool {
         !text.isEmpty
+            && !text.split(separator: "/", omittingEmptySubsequences: false).contains {
+                $0.isEmpty || $0 == "." || $0 == ".."
+            }
             && text.utf8.allSatisfy { byte in
                 switch byte {
                 case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),

@@ -123,7 +123,8 @@ struct WireResponder: Sendable {
             case .refuse(let status, let message): return Self.error(status, message)
             }
         }
-        if unauthenticatedMetrics, method == "GET", target == "/v1/sys/metrics" || target.hasPrefix("/v1/sys/metrics?") {
+        if unauthenticatedMetrics, method == "GET", target == "/v1/sys/metrics" || target.hasPrefix("/v1/sys/metrics?")
+        {
             let result = vault.unauthenticatedMetricsWire(target: target)
             return (result.status, result.body, false, result.contentType)
         }
@@ -133,7 +134,8 @@ struct WireResponder: Sendable {
         let (status, out, contentType): (Int, [UInt8]?, String?)
         if offloadWrites, request.method != .get, request.method != .head, method != "LIST" {
             do {
-                (status, out, contentType) = try await NIOThreadPool.singleton.runIfActive { [body, token, method, target] in
+                (status, out, contentType) = try await NIOThreadPool.singleton.runIfActive {
+                    [body, token, method, target] in
                     let result = vault.handleWire(
                         method: method,
                         path: target,

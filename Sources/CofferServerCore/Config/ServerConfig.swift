@@ -315,7 +315,11 @@ extension ServerConfig {
                     switch try key(setting) {
                     case "unauthenticated_metrics_access": l.unauthenticatedMetricsAccess = try bool(setting)
                     default:
-                        throw unknown(setting, in: "listener \"tcp\" telemetry", allowed: ["unauthenticated_metrics_access"])
+                        throw unknown(
+                            setting,
+                            in: "listener \"tcp\" telemetry",
+                            allowed: ["unauthenticated_metrics_access"]
+                        )
                     }
                 }
             default: throw unknown(entry, in: "listener \"tcp\"", allowed: allowed)

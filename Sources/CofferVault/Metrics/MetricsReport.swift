@@ -113,7 +113,9 @@ extension Core {
                 if snapshot.count > 0 { add("vault.route.\(operation.metricName).\(mount)", .summary(snapshot)) }
             }
         }
-        metrics.sort { $0.name == $1.name ? $0.labels.lexicographicallyPrecedes($1.labels) { $0 < $1 } : $0.name < $1.name }
+        metrics.sort {
+            $0.name == $1.name ? $0.labels.lexicographicallyPrecedes($1.labels) { $0 < $1 } : $0.name < $1.name
+        }
         return MetricsReport(
             time: clock.now(),
             seconds: Double(now &- meters.started) / 1e9,
