@@ -145,6 +145,18 @@ def test_json_has_openbaos_shape(cofferd_bin, bao_bin):
         bao.stop()
 
 
+def test_hvac_reads_sys_metrics(cofferd_dev):
+    """hvac (2.x) has no sys/metrics method; its adapter reads the path like any other, with a token,
+    and raises hvac's own Forbidden for a bad one on a listener that requires one (see below)."""
+    import hvac
+    client = hvac.Client(url=cofferd_dev.addr, token="root")
+    body = client.adapter.get("/v1/sys/metrics")
+    assert isinstance(body, dict) and set(body) == {"Timestamp", "Gauges", "Points", "Counters", "Samples"}
+    assert any(m["Name"] == "vault.core.handle_request" for m in body["Samples"])
+    text = client.adapter.get("/v1/sys/metrics", params={"format": "prometheus"})
+    assert {f.name for f in text_string_to_metric_families(text.text)} >= {"vault_core_handle_request"}
+
+
 def test_unknown_format_is_a_400_with_a_clear_error(cofferd_dev):
     for token in ("root", None):
         r = v1(cofferd_dev, "GET", "sys/metrics", token=token, params={"format": "xml"})
@@ -198,6 +210,9 @@ def test_a_token_with_read_on_sys_metrics_is_needed_by_default(cofferd_bin, work
         scraper = v1(server, "POST", "auth/token/create", token=root, json={"policies": ["scrape"]}).json()["auth"]["client_token"]
         other = v1(server, "POST", "auth/token/create", token=root, json={"policies": ["default"]}).json()["auth"]["client_token"]
         assert v1(server, "GET", "sys/metrics", token=other).status_code == 403
+        import hvac
+        with pytest.raises(hvac.exceptions.Forbidden):
+            hvac.Client(url=server.addr, token=other).adapter.get("/v1/sys/metrics")
         assert "vault_core_handle_request" in families(server, token=scraper)
         assert scrape(server, token=scraper).json()["Gauges"]
     finally:
