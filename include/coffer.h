@@ -286,10 +286,33 @@ int coffer_transit_decrypt(coffer_t *h, const char *mount, const char *key, cons
                            size_t ciphertext_len, const void *context, size_t context_len, void **plaintext,
                            size_t *plaintext_len);
 
+/* ---- Metrics -------------------------------------------------------------------------------- */
+
+/**
+ * The handle's counters, gauges and latency summaries: the numbers `GET sys/metrics` serves over
+ * HTTP (request latency, per-mount routes, barrier, token store, leases, audit failures, caches;
+ * docs/metrics.md lists them), without a token, since the caller owns the handle.
+ *
+ *   format   NULL or "json": OpenBao's sys/metrics JSON, {"Timestamp": ..., "Gauges": [...],
+ *            "Points": [], "Counters": [...], "Samples": [...]}, durations in milliseconds;
+ *            "prometheus": the Prometheus text exposition format 0.0.4.
+ *   out      receives the text, NUL-terminated, owned by the caller: release it with coffer_free().
+ *   out_len  receives its length (excluding the NUL); may be NULL.
+ *
+ * Counts are cumulative since the handle was opened. The text holds names, numbers and mount
+ * paths, never a secret value or token.
+ *
+ * Returns COFFER_OK; COFFER_EINVALID (NULL or closed handle, NULL out, a format other than those
+ * above); COFFER_ENOMEM. On failure *out is NULL and *out_len 0. Thread-safe: it may run while
+ * other threads make requests on the handle, and never makes them wait more than a few
+ * instructions.
+ */
+int coffer_metrics(coffer_t *h, const char *format, char **out, size_t *out_len);
+
 /* ---- Memory --------------------------------------------------------------------------------- */
 
 /** Releases a buffer returned by the library (coffer_request's out, coffer_kv_get's data_json,
-    coffer_transit_encrypt's ciphertext, coffer_transit_decrypt's plaintext), zeroing all of it
+    coffer_transit_encrypt's ciphertext, coffer_transit_decrypt's plaintext, coffer_metrics's out), zeroing all of it
     first, since such buffers hold secrets, tokens and unseal keys. NULL is accepted. */
 void coffer_free(void *p);
 

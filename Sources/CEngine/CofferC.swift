@@ -524,3 +524,38 @@ public func coffer_free(_ pointer: UnsafeMutableRawPointer?) {
     if let mallocUsableSize { Wipe.bytes(pointer, count: mallocUsableSize(pointer)) }
     free(pointer)
 }
+
+// MARK: Metrics
+
+@c @implementation
+public func coffer_metrics(
+    _ pointer: OpaquePointer?,
+    _ format: UnsafePointer<CChar>?,
+    _ out: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?,
+    _ outLength: UnsafeMutablePointer<Int>?
+) -> Int32 {
+    out?.pointee = nil
+    outLength?.pointee = 0
+    guard let out else { return fail(COFFER_EINVALID, "out is NULL") }
+    return guarded("coffer_metrics") {
+        let handle = try lookup(pointer)
+        let chosen: MetricsFormat
+        switch try optionalString(format, "format") {
+        case nil, "json": chosen = .json
+        case "prometheus": chosen = .prometheus
+        case let other?:
+            let shown = other.utf8.count <= 64 ? other : String(other.prefix(64)) + "…"
+            return fail(
+                COFFER_EINVALID,
+                "metrics format \"\(shown)\" unknown; use \"json\" (or NULL) or \"prometheus\""
+            )
+        }
+        let text = Array(handle.vault.metrics(chosen).utf8)
+        guard let buffer = copyOut(text) else {
+            return fail(COFFER_ENOMEM, "could not allocate \(text.count + 1) bytes for the metrics")
+        }
+        out.pointee = buffer
+        outLength?.pointee = text.count
+        return succeed()
+    }
+}

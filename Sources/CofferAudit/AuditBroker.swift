@@ -277,6 +277,7 @@ package final class AuditBroker: Sendable {
                 lastError = error
             }
         }
+        if recorded == 0, !devices.isEmpty { barrier.meters.auditRequestFailure.increment() }
         try AuditBroker.check(
             recorded: recorded,
             of: devices,
@@ -304,6 +305,7 @@ package final class AuditBroker: Sendable {
                 lastError = error
             }
         }
+        if recorded == 0, !ticket.devices.isEmpty { barrier.meters.auditResponseFailure.increment() }
         try AuditBroker.check(
             recorded: recorded,
             of: ticket.devices,

@@ -53,6 +53,7 @@ public final class CofferHTTPServer: Sendable {
             vault: vault,
             maxRequestSize: listener.maxRequestSize,
             offloadWrites: vault.storageType != "inmem",
+            unauthenticatedMetrics: listener.unauthenticatedMetricsAccess,
             logger: logger
         )
         let idleTimeout = TimeAmount.seconds(listener.idleTimeout)

@@ -101,6 +101,7 @@ if !dev && configPath == nil { fail("give -config=<file> or -dev\n\n\(usage)", s
     if dev {
         config.storage = .memory
         config.listener.tlsDisable = true
+        config.listener.unauthenticatedMetricsAccess = true  // as `bao server -dev`
         config.listener.address = flags["dev-listen-address"] ?? env("DEV_LISTEN_ADDRESS") ?? "127.0.0.1:8200"
     }
     try config.applyEnvironment(environment)

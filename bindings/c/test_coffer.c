@@ -473,6 +473,56 @@ static void test_bad_arguments(void) {
 /* A closed handle stays closed. Handles are ids that come back only after 2^28 further opens, so a
  * stale coffer_t * kept by mistake never reaches a vault opened after it was closed (before, the
  * new vault could get the old address, and a request through the stale pointer was answered). */
+/* coffer_metrics: the sys/metrics JSON and Prometheus text, counts that move by what the caller did,
+ * no secret value in them, and the bad arguments refused. */
+static const char *after(const char *text, const char *needle) {
+    const char *at = strstr(text, needle);
+    return at ? at + strlen(needle) : NULL;
+}
+
+static void test_metrics(void) {
+    coffer_t *h = NULL;
+    char *json = NULL, *text = NULL, *data = NULL;
+    size_t len = 0;
+    int64_t version = 0;
+    int i;
+    CHECK(coffer_open("{\"dev\": {\"root_token\": \"dev-root\"}}", &h) == COFFER_OK);
+    if (h == NULL) return;
+    CHECK(coffer_kv_put(h, NULL, "m", "dev-root", "{\"pw\":\"do-not-show\"}", 20, COFFER_KV_NO_CAS, &version) == COFFER_OK);
+    for (i = 0; i < 5; i++) {
+        CHECK(coffer_kv_get(h, NULL, "m", "dev-root", 0, &data, NULL, NULL) == COFFER_OK);
+        coffer_free(data);
+        data = NULL;
+    }
+    CHECK(coffer_metrics(h, NULL, &json, &len) == COFFER_OK);
+    CHECK(json != NULL && len == strlen(json));
+    if (json != NULL) {
+        CHECK(strncmp(json, "{\"Timestamp\":\"", 14) == 0);
+        CHECK(strstr(json, "\"Gauges\":[") && strstr(json, "\"Points\":[]") && strstr(json, "\"Samples\":["));
+        const char *reads = after(json, "{\"Name\":\"vault.route.read.secret-\",\"Count\":");
+        CHECK(reads != NULL && atoi(reads) == 5);
+        CHECK(strstr(json, "do-not-show") == NULL && strstr(json, "dev-root") == NULL);
+    }
+    coffer_free(json);
+    CHECK(coffer_metrics(h, "prometheus", &text, NULL) == COFFER_OK);
+    if (text != NULL) {
+        CHECK(strstr(text, "# TYPE vault_route_read_secret_ summary\n") != NULL);
+        const char *count = after(text, "\nvault_route_read_secret__count ");
+        CHECK(count != NULL && atoi(count) == 5);
+        CHECK(strstr(text, "do-not-show") == NULL);
+    }
+    coffer_free(text);
+    text = (char *)"untouched";
+    len = 7;
+    CHECK(coffer_metrics(h, "xml", &text, &len) == COFFER_EINVALID);
+    CHECK(text == NULL && len == 0);
+    CHECK(contains(coffer_errmsg(), "metrics format \"xml\" unknown"));
+    CHECK(coffer_metrics(h, "json", NULL, NULL) == COFFER_EINVALID);
+    CHECK(coffer_metrics(NULL, "json", &text, NULL) == COFFER_EINVALID && text == NULL);
+    coffer_close(h);
+    CHECK(coffer_metrics(h, "json", &text, NULL) == COFFER_EINVALID && text == NULL);
+}
+
 static void test_stale_handles(void) {
     coffer_t *stale = NULL, *h = NULL;
     int http = 0, i, reached = 0, same = 0;
@@ -522,6 +572,7 @@ int main(void) {
     test_transit();
     test_bad_arguments();
     test_stale_handles();
+    test_metrics();
 
     {
         char command[512];

@@ -244,6 +244,8 @@ package final class Barrier: Sendable {
     let rotateAfterSeconds = Atomic<Int64>(0)
     /// Serialises saves of the encryption count, so a lower count never overwrites a higher one.
     let usageWrites = Mutex(())
+    /// This vault's meters (Metrics/VaultMeters.swift): the barrier times its own operations.
+    package let meters = VaultMeters()
 
     package init(
         physical: any PhysicalBackend,
@@ -425,6 +427,8 @@ package final class Barrier: Sendable {
 
     /// The decrypted entry at `path`, or nil if none is stored.
     package func get(_ path: String) throws(CofferError) -> [UInt8]? {
+        let timing = meters.barrierGet.begin()
+        defer { meters.barrierGet.end(timing) }
         let ring = try current()
         guard let stored = try physical.get(path) else { return nil }
         guard SealWrap.isWrapped(stored) else { return try open(stored, path: path, ring: ring) }
@@ -446,6 +450,8 @@ package final class Barrier: Sendable {
     }
 
     package func put(_ path: String, _ plaintext: [UInt8]) throws(CofferError) {
+        let timing = meters.barrierPut.begin()
+        defer { meters.barrierPut.end(timing) }
         try physical.put(path, try seal(plaintext, path: path, ring: try current()))
     }
 
@@ -462,23 +468,31 @@ package final class Barrier: Sendable {
     }
 
     package func delete(_ path: String) throws(CofferError) {
+        let timing = meters.barrierDelete.begin()
+        defer { meters.barrierDelete.end(timing) }
         _ = try current()
         try physical.delete(path)
     }
 
     package func list(_ prefix: String) throws(CofferError) -> [String] {
+        let timing = meters.barrierList.begin()
+        defer { meters.barrierList.end(timing) }
         _ = try current()
         return try physical.list(prefix: prefix)
     }
 
     /// The first `limit` children of `prefix`.
     package func list(_ prefix: String, limit: Int) throws(CofferError) -> [String] {
+        let timing = meters.barrierList.begin()
+        defer { meters.barrierList.end(timing) }
         _ = try current()
         return try physical.list(prefix: prefix, limit: limit)
     }
 
     /// Encrypts every put (seal-wrapping the keys `sealWrapped` picks) and applies all operations atomically.
     package func batch(_ operations: [StorageOperation], sealWrapped: ((String) -> Bool)? = nil) throws(CofferError) {
+        let timing = meters.barrierBatch.begin()
+        defer { meters.barrierBatch.end(timing) }
         if let sealWrapped,
             operations.contains(where: { if case .put(let key, _) = $0 { sealWrapped(key) } else { false } })
         {

@@ -1,6 +1,6 @@
 /// A window onto the barrier under one prefix: an engine cannot read or write outside its mount.
 package struct StorageView: Sendable {
-    let barrier: Barrier
+    package let barrier: Barrier
     package let prefix: String
     /// Keys (relative, as globs: "policy/*") written seal-wrapped (``Barrier/putSealWrapped(_:_:)``).
     let sealWrapped: [String]

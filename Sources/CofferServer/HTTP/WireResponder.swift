@@ -21,6 +21,8 @@ struct WireResponder: Sendable {
     let vault: Vault
     let maxRequestSize: Int
     let offloadWrites: Bool
+    /// `telemetry { unauthenticated_metrics_access = true }` on the listener: sys/metrics without a token.
+    var unauthenticatedMetrics = false
     let logger: Logger
 
     static let token = HTTPField.Name("X-Vault-Token")!
@@ -77,10 +79,10 @@ struct WireResponder: Sendable {
         target: String,
         channel: any Channel
     ) async -> (Int, [UInt8]?, Bool, String?) {
-        guard target.hasPrefix("/v1/") else {
+        guard target.hasPrefix("/v1/") || RestAlias.handles(target) else {
             return (404, Array(#"{"errors":[]}"#.utf8), false, nil)
         }
-        if request.method == .head, !target.hasPrefix("/v1/sys/health") {
+        if request.method == .head, !target.hasPrefix("/v1/sys/health"), !target.hasPrefix("/health") {
             return (405, Array(#"{"errors":[]}"#.utf8), false, nil)
         }
         if request.method == .patch {
@@ -113,13 +115,27 @@ struct WireResponder: Sendable {
             token = String(authorization.dropFirst("Bearer ".count))
         }
         let namespace = request.headers[Self.namespace] ?? ""
+        // The seeds' REST contract (RestAlias.swift) becomes a /v1/ request here, or is refused.
+        var (method, target) = (method, target)
+        if !target.hasPrefix("/v1/") {
+            switch RestAlias.map(method: method, target: target, body: body) {
+            case .forward(let m, let t, let b): (method, target, body) = (m, t, b)
+            case .refuse(let status, let message): return Self.error(status, message)
+            }
+        }
+        if unauthenticatedMetrics, method == "GET", target == "/v1/sys/metrics" || target.hasPrefix("/v1/sys/metrics?")
+        {
+            let result = vault.unauthenticatedMetricsWire(target: target)
+            return (result.status, result.body, false, result.contentType)
+        }
         let wrapTTL = request.headers[Self.wrapTTL]
         let client = channel.remoteAddress?.ipAddress ?? ""
         let vault = self.vault
         let (status, out, contentType): (Int, [UInt8]?, String?)
         if offloadWrites, request.method != .get, request.method != .head, method != "LIST" {
             do {
-                (status, out, contentType) = try await NIOThreadPool.singleton.runIfActive { [body, token] in
+                (status, out, contentType) = try await NIOThreadPool.singleton.runIfActive {
+                    [body, token, method, target] in
                     let result = vault.handleWire(
                         method: method,
                         path: target,

@@ -57,6 +57,9 @@ public struct ServerConfig: Sendable, Equatable {
         public var tlsClientCAFile: String?
         /// Vault's switch to stop asking clients for certificates; Coffer asks only when it requires them.
         public var tlsDisableClientCerts = false
+        /// `telemetry { unauthenticated_metrics_access = true }`: `GET /v1/sys/metrics` answers without a
+        /// token on this listener, as in OpenBao (docs/metrics.md). `cofferd -dev` turns it on.
+        public var unauthenticatedMetricsAccess = false
 
         public init() {}
 
@@ -133,6 +136,21 @@ public struct ServerConfig: Sendable, Equatable {
     public var logFormat: LogFormat = .text
     /// `disable_cache = true`: no read cache in front of the storage file (Vault's key).
     public var disableCache = false
+    /// The top-level `telemetry { ... }` stanza.
+    public var telemetry = Telemetry()
+
+    /// `telemetry { prometheus_retention_time = "24h"  disable_hostname = true }`: accepted so that
+    /// OpenBao configurations start unchanged. Coffer always serves `sys/metrics?format=prometheus` and
+    /// keeps every series for the life of the process, and never puts the host name into metric names
+    /// (OpenBao 2.7.2 did not either, with or without disable_hostname), so neither changes what is
+    /// served; docs/metrics.md says so.
+    public struct Telemetry: Sendable, Equatable {
+        /// Seconds; 0 when not given.
+        public var prometheusRetentionTime: Int64 = 0
+        public var disableHostname = false
+
+        public init() {}
+    }
 
     public init() {}
 }
@@ -237,13 +255,15 @@ extension ServerConfig {
                 _ = try bool(item)  // accepted for Vault configs; Coffer never swaps secrets out (see docs/server.md)
             case "disable_cache":
                 config.disableCache = try bool(item)
+            case "telemetry":
+                config.telemetry = try telemetry(try stanza(item))
             default:
                 throw unknown(
                     item,
                     in: "the configuration",
                     allowed: [
                         "storage", "listener", "seal", "api_addr", "log_level", "log_format", "disable_mlock",
-                        "disable_cache",
+                        "disable_cache", "telemetry",
                     ]
                 )
             }
@@ -257,7 +277,7 @@ extension ServerConfig {
             "address", "tls_disable", "tls_cert_file", "tls_key_file", "tls_min_version", "tls_max_version",
             "tls_cipher_suites", "tls_require_and_verify_client_cert", "tls_client_ca_file", "tls_disable_client_certs",
             "max_request_size", "http_read_header_timeout", "http_read_timeout", "http_idle_timeout", "max_connections",
-            "max_connections_per_address",
+            "max_connections_per_address", "telemetry",
         ]
         var lines: [String: Int] = [:]
         for entry in body {
@@ -290,6 +310,18 @@ extension ServerConfig {
             case "http_read_header_timeout": l.readHeaderTimeout = try duration(entry)
             case "http_read_timeout": l.readTimeout = try duration(entry)
             case "http_idle_timeout": l.idleTimeout = try duration(entry)
+            case "telemetry":
+                for setting in try stanza(entry) {
+                    switch try key(setting) {
+                    case "unauthenticated_metrics_access": l.unauthenticatedMetricsAccess = try bool(setting)
+                    default:
+                        throw unknown(
+                            setting,
+                            in: "listener \"tcp\" telemetry",
+                            allowed: ["unauthenticated_metrics_access"]
+                        )
+                    }
+                }
             default: throw unknown(entry, in: "listener \"tcp\"", allowed: allowed)
             }
         }
@@ -300,6 +332,27 @@ extension ServerConfig {
             throw ConfigError(error.message, line: error.keys.compactMap { lines[$0] }.max())
         }
         return l
+    }
+
+    /// The top-level `telemetry` stanza's settings.
+    static func telemetry(_ body: [HCLItem]) throws(ConfigError) -> Telemetry {
+        var t = Telemetry()
+        for entry in body {
+            switch try key(entry) {
+            case "prometheus_retention_time":
+                var seconds: Int64?
+                switch entry.value.kind {
+                case .number(let n), .string(let n): seconds = VaultDuration.parse(n)
+                default: seconds = nil
+                }
+                guard let seconds, seconds >= 0 else { throw mistyped(entry, "a duration such as \"24h\" or \"0\"") }
+                t.prometheusRetentionTime = seconds
+            case "disable_hostname": t.disableHostname = try bool(entry)
+            default:
+                throw unknown(entry, in: "telemetry", allowed: ["prometheus_retention_time", "disable_hostname"])
+            }
+        }
+        return t
     }
 
     /// `"tls10"` ... `"tls13"`, Vault's spellings.
@@ -382,6 +435,15 @@ extension ServerConfig {
             throw ConfigError("\"\(name)\" is a block: write \(name) \"type\" { ... }", line: location.line)
         }
         return (item.keys[1].name, body)
+    }
+
+    /// The body of a block without labels: `telemetry { ... }`.
+    static func stanza(_ item: HCLItem) throws(ConfigError) -> [HCLItem] {
+        let (name, location) = item.keys[0]
+        guard item.keys.count == 1, case .object(let body) = item.value.kind else {
+            throw ConfigError("\"\(name)\" is a block without labels: write \(name) { ... }", line: location.line)
+        }
+        return body
     }
 
     static func key(_ item: HCLItem) throws(ConfigError) -> String {

@@ -401,6 +401,8 @@ package final class Core: Sendable {
     /// (update or create) → audit the request → ACL (with `sudo` for the backend's root paths) →
     /// the backend → audit the response. The C ABI's fast paths and HTTP come through here alike.
     package func handle(_ request: Request) throws(CofferError) -> Response {
+        var timer = barrier.meters.startRequest()  // vault.core.handle_request (Metrics/)
+        defer { barrier.meters.finish(timer) }
         var request = request
         request.path = try PathRules.normalize(request.path)
         // Data built in Swift (JSON input is limited by its parser) must not nest past what the code that
@@ -417,6 +419,7 @@ package final class Core: Sendable {
         }
         let special = mount.backend.specialPaths
         if SpecialPaths.matches(special.unauthenticated, relative) {
+            timer.login = mount.kind == .auth
             let now = clock.now()
             if SpecialPaths.matches(special.unaudited, relative) {
                 return try dispatch(request, to: mount, relative, caller: nil, now: now)
@@ -494,7 +497,9 @@ package final class Core: Sendable {
         )
         backendRequest.system = self
         backendRequest.wrapTTL = request.wrapTTL
-        var response = try mount.backend.handle(backendRequest)
+        var response = try mount.meters[request.operation].time { () throws(CofferError) in
+            try mount.backend.handle(backendRequest)
+        }
         response.mountType = mount.entry.type
         if mount.kind == .auth, let auth = response.auth, auth.clientToken.isEmpty {
             response.auth = try issueLoginToken(auth, mount: mount, path: request.path, now: now)

@@ -14,6 +14,8 @@ package struct RoutedMount: Sendable {
     package let entry: MountEntry
     package let backend: any Backend
     package let storage: StorageView
+    /// `vault.route.<operation>.<mount>` (Metrics/), resolved here so that a request looks nothing up.
+    package let meters: RouteMeters
 
     init(kind: MountKind, routePrefix: String = "", entry: MountEntry, backend: any Backend, storage: StorageView) {
         self.kind = kind
@@ -21,6 +23,7 @@ package struct RoutedMount: Sendable {
         self.entry = entry
         self.backend = backend
         self.storage = storage
+        self.meters = storage.barrier.meters.routes(for: routePrefix + entry.path)
     }
 }
 

@@ -93,7 +93,7 @@ package final class SystemBackend: TableBackend {
                 write: SystemBackend.writePolicy,
                 delete: SystemBackend.deletePolicy
             ),
-        ] + mountPaths + auditPaths + rekeyPaths + leasePaths + passwordPolicyPaths + wrappingPaths
+        ] + mountPaths + auditPaths + rekeyPaths + leasePaths + passwordPolicyPaths + wrappingPaths + metricsPaths
     )
 
     static let initFields: [Field] = [

@@ -299,6 +299,8 @@ package final class TokenStore: Sendable {
     /// The entry for a presented token, or nil if unknown. Does not check expiry. A cached entry is
     /// found by the raw MAC, without writing out its hex form.
     func lookup(token: String) throws(CofferError) -> TokenEntry? {
+        let timing = barrier.meters.tokenLookup.begin()
+        defer { barrier.meters.tokenLookup.end(timing) }
         if token.utf8.starts(with: TokenStore.batchPrefix.utf8) { return batchEntry(token) }
         guard let key = salt.withLock({ $0 }) else { throw CofferError.sealedError }
         var token = token
@@ -306,7 +308,11 @@ package final class TokenStore: Sendable {
         return try withUnsafeMutableBytes(of: &mac) { (mac) throws(CofferError) -> TokenEntry? in
             let out = mac.baseAddress!.assumingMemoryBound(to: UInt8.self)
             token.withUTF8 { key.mac(UnsafeRawBufferPointer($0), into: out) }
-            if let cached = cache[TokenCache.Key(mac: UnsafeRawBufferPointer(mac))] { return cached }
+            if let cached = cache[TokenCache.Key(mac: UnsafeRawBufferPointer(mac))] {
+                barrier.meters.tokenCacheHit.increment()
+                return cached
+            }
+            barrier.meters.tokenCacheMiss.increment()
             return try entry(hash: Hex.encode(UnsafeRawBufferPointer(mac)))
         }
     }
@@ -348,6 +354,8 @@ package final class TokenStore: Sendable {
 
     /// Creates a token; returns the token string (shown once) and its entry.
     func create(_ make: (String, String) -> TokenEntry, id: String? = nil) throws(CofferError) -> (String, TokenEntry) {
+        let timing = barrier.meters.tokenCreate.begin()
+        defer { barrier.meters.tokenCreate.end(timing) }
         let token = id ?? "s." + Random.base62(24)
         let idHash = try hash(token)
         let entry = make(idHash, Random.base62(24))

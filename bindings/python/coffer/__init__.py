@@ -285,6 +285,20 @@ class Coffer:
             raise _error(status, http.value, parsed)
         return Response(http.value, parsed, raw)
 
+    def metrics(self, format: str = "json") -> str:
+        """The vault's counters, gauges and latency summaries (coffer_metrics; docs/metrics.md): "json"
+        is OpenBao's sys/metrics JSON (json.loads it), "prometheus" the Prometheus text exposition.
+        Needs no token. Raises InvalidArgumentError for another format, or when the loaded library
+        predates coffer_metrics."""
+        if not _native.HAS_METRICS:
+            raise InvalidArgumentError(-1, f"the loaded library ({library_path()}) has no coffer_metrics; update it")
+        out = ctypes.c_void_p()
+        out_len = ctypes.c_size_t(0)
+        status = lib.coffer_metrics(self._h(), _text(format, "format"), ctypes.byref(out), ctypes.byref(out_len))
+        raw = _native.take_buffer(out, out_len.value)
+        if status != 0:
+            raise _error(status)
+        return raw.decode("utf-8")
 
 class KV:
     """The KV v2 fast paths (coffer_kv_get / coffer_kv_put): the secret's data only, with its version."""

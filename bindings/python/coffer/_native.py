@@ -159,6 +159,18 @@ lib.coffer_kv_put.argtypes = [
 ]
 lib.coffer_kv_put.restype = ctypes.c_int
 
+# coffer_metrics came later than the rest: a system library older than this binding may lack it, and
+# Coffer.metrics() then says so instead of the import failing.
+HAS_METRICS = hasattr(lib, "coffer_metrics")
+if HAS_METRICS:
+    lib.coffer_metrics.argtypes = [
+        ctypes.c_void_p,  # h
+        ctypes.c_char_p,  # format: NULL/"json" or "prometheus"
+        c_char_pp,  # out
+        ctypes.POINTER(ctypes.c_size_t),  # out_len
+    ]
+    lib.coffer_metrics.restype = ctypes.c_int
+
 lib.coffer_transit_encrypt.argtypes = [
     ctypes.c_void_p,  # h
     ctypes.c_char_p,  # mount

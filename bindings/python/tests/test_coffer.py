@@ -213,3 +213,19 @@ sys.exit(0)
     reads = [(r["type"], r["request"]["path"]) for r in records if r["request"]["operation"] == "read"]
     assert reads == [("request", "secret/data/app"), ("response", "secret/data/app")]
     assert "exit-without-close" not in log.read_text()
+
+
+def test_metrics_in_both_forms():
+    with coffer.Coffer({"dev": True}, token="root") as c:
+        c.kv.put("m", {"pw": "not-in-metrics"})
+        for _ in range(3):
+            c.kv.get("m")
+        body = json.loads(c.metrics())
+        assert list(body) == ["Timestamp", "Gauges", "Points", "Counters", "Samples"]
+        reads = next(s for s in body["Samples"] if s["Name"] == "vault.route.read.secret-")
+        assert reads["Count"] == 3
+        text = c.metrics("prometheus")
+        assert "\nvault_route_read_secret__count 3\n" in text
+        assert "not-in-metrics" not in text + json.dumps(body)
+        with pytest.raises(coffer.InvalidArgumentError, match='metrics format "yaml" unknown'):
+            c.metrics("yaml")
