@@ -183,7 +183,7 @@ bench-deps: deps
 bench: bench-deps
 	$(MAKE) install-lib PREFIX=$(STAGE)
 	swift build $(RELEASE) --product coffer-bench
-	swift build -c release --product cofferd
+	swift build $(RELEASE) --product cofferd
 	$(MAKE) -C bench/c COFFER_PREFIX=$(STAGE)
 	COFFER_RELEASE_BIN="$$(swift build $(RELEASE) --show-bin-path)" python3 bench/bench.py
 

@@ -200,14 +200,6 @@ package final class Summary: Sendable {
         add(now &- started, now: now)
     }
 
-    /// Times `body` as `begin()`/`end(_:)` do, also when it throws.
-    @inline(__always)
-    package func time<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
-        let started = begin()
-        defer { end(started) }
-        return try body()
-    }
-
     /// Records a call the caller timed (`now` is the monotonic clock at its end). Counts the call
     /// too when the summary samples.
     @inline(__always)

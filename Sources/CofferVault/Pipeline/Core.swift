@@ -497,8 +497,13 @@ package final class Core: Sendable {
         )
         backendRequest.system = self
         backendRequest.wrapTTL = request.wrapTTL
-        var response = try mount.meters[request.operation].time { () throws(CofferError) in
-            try mount.backend.handle(backendRequest)
+        // vault.route.<op>.<mount>: begin/end, not a generic closure, which CofferCore cannot inline here.
+        let route = mount.meters[request.operation]
+        let routeTiming = route.begin()
+        var response: Response
+        do {
+            defer { route.end(routeTiming) }
+            response = try mount.backend.handle(backendRequest)
         }
         response.mountType = mount.entry.type
         if mount.kind == .auth, let auth = response.auth, auth.clientToken.isEmpty {
