@@ -20,6 +20,15 @@ import Testing
         try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map { try JSONValue.parse(String($0)) }
     }
 
+    /// A harness with a file audit device, `file/`, logging to `audit.log` in `dir`.
+    func harnessWithFileAudit(in dir: URL) throws -> (Harness, String) {
+        let h = try harness()
+        let log = dir.appendingPathComponent("audit.log").path
+        let device: JSONValue = ["type": "file", "options": ["file_path": .string(log)]]
+        h.wire("PUT", "sys/audit/file", device, token: AuditTests.rootID)
+        return (h, log)
+    }
+
     func chainKey(_ h: Harness, _ device: String) throws -> String {
         try #require(
             h.wire("GET", "sys/audit-chain-key/\(device)", token: AuditTests.rootID).json?["data"]?["key"]?.stringValue
@@ -104,10 +113,8 @@ import Testing
     @Test func callersTakingTurnsEachGetTheirOwnAuthBlock() throws {
         let dir = try tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let h = try harness()
+        let (h, log) = try harnessWithFileAudit(in: dir)
         let root = AuditTests.rootID
-        let log = dir.appendingPathComponent("audit.log").path
-        h.wire("PUT", "sys/audit/file", ["type": "file", "options": ["file_path": .string(log)]], token: root)
         let policy = #"path "secret/*" { capabilities = ["read"] }"#
         h.wire("PUT", "sys/policies/acl/reader", ["policy": .string(policy)], token: root)
         var callers: [(token: String, accessor: String, policies: JSONValue)] = []
@@ -202,10 +209,8 @@ import Testing
     @Test func theChainCatchesAnEditedADeletedAndASwappedLine() throws {
         let dir = try tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let h = try harness()
+        let (h, log) = try harnessWithFileAudit(in: dir)
         let root = AuditTests.rootID
-        let log = dir.appendingPathComponent("audit.log").path
-        h.wire("PUT", "sys/audit/file", ["type": "file", "options": ["file_path": .string(log)]], token: root)
         for i in 0..<5 { h.wire("PUT", "secret/data/k\(i)", ["data": ["i": .int(i)]], token: root) }
         let key = try chainKey(h, "file")
         try h.vault.core.flushAudit()
@@ -375,10 +380,8 @@ import Testing
     @Test func concurrentReadsAndWritesKeepOneUnbrokenChainAndCloseWritesWhatIsQueued() throws {
         let dir = try tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let h = try harness()
+        let (h, log) = try harnessWithFileAudit(in: dir)
         let root = AuditTests.rootID
-        let log = dir.appendingPathComponent("audit.log").path
-        h.wire("PUT", "sys/audit/file", ["type": "file", "options": ["file_path": .string(log)]], token: root)
         let key = try chainKey(h, "file")
         h.wire("PUT", "secret/data/shared", ["data": ["v": 0]], token: root)
         let threads = 8
