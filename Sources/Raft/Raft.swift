@@ -812,9 +812,11 @@ final class RaftCore {
             electionElapsed = 0
             lead = m.from
             handleSnapshot(m)
-        case .transferLeader:
+        case .transferLeader, .readIndex:
+            // A follower forwards both to its leader.
             guard lead != 0 else {
-                info("\(id) no leader at term \(term); dropping leader transfer msg")
+                let what = m.kind == .transferLeader ? "leader transfer" : "index reading"
+                info("\(id) no leader at term \(term); dropping \(what) msg")
                 return
             }
             var forwarded = m
@@ -824,14 +826,6 @@ final class RaftCore {
             info("\(id) [term \(term)] received TimeoutNow from \(m.from) and starts an election to get leadership")
             // Leadership transfer skips pre-vote: the leader asked for it.
             hup(transfer: true)
-        case .readIndex:
-            guard lead != 0 else {
-                info("\(id) no leader at term \(term); dropping index reading msg")
-                return
-            }
-            var forwarded = m
-            forwarded.to = lead
-            send(forwarded)
         case .readIndexResponse:
             readStates.append(ReadState(index: m.index, context: m.context))
         default:
