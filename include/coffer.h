@@ -194,6 +194,11 @@ typedef struct coffer_request_opts {
      *  and AppRole secret IDs bound to CIDR blocks are checked against it. NULL: none given
      *  (a CIDR-bound token is then refused). */
     const char *client_address;
+    /** The namespace the call is for, as HTTP's X-Vault-Namespace ("team-a", "team-a/child"); it
+     *  is joined with any namespace the path starts with. NULL or "": the root namespace, unless
+     *  the path names one. Added after client_address: a caller built against a header without it
+     *  passes a smaller struct_size, and the field is not read. */
+    const char *ns;
 } coffer_request_opts;
 
 /**

@@ -271,8 +271,8 @@ public func coffer_request_ex(
 /// The fields of a caller's `coffer_request_opts`, read only as far as its `struct_size` reaches.
 private func requestOptions(
     _ options: UnsafePointer<coffer_request_opts>?
-) throws(ArgumentError) -> (wrapTTL: String?, clientAddress: String) {
-    guard let options else { return (nil, "") }
+) throws(ArgumentError) -> (wrapTTL: String?, clientAddress: String, namespace: String) {
+    guard let options else { return (nil, "", "") }
     let size = options.pointee.struct_size
     let wrapEnd = MemoryLayout<coffer_request_opts>.offset(of: \.wrap_ttl)! + MemoryLayout<UnsafePointer<CChar>?>.size
     let addressEnd =
@@ -282,7 +282,9 @@ private func requestOptions(
     }
     let wrapTTL = try optionalString(options.pointee.wrap_ttl, "opts->wrap_ttl")
     let address = size >= addressEnd ? try optionalString(options.pointee.client_address, "opts->client_address") : nil
-    return (wrapTTL, address ?? "")
+    let namespaceEnd = MemoryLayout<coffer_request_opts>.offset(of: \.ns)! + MemoryLayout<UnsafePointer<CChar>?>.size
+    let namespace = size >= namespaceEnd ? try optionalString(options.pointee.ns, "opts->ns") : nil
+    return (wrapTTL, address ?? "", namespace ?? "")
 }
 
 private func request(
@@ -307,7 +309,7 @@ private func request(
     let path_: String
     let token_: String?
     var body_: [UInt8]
-    let opts: (wrapTTL: String?, clientAddress: String)
+    let opts: (wrapTTL: String?, clientAddress: String, namespace: String)
     do {
         handle = try lookup(pointer)
         method_ = try string(method, "method")
@@ -323,6 +325,7 @@ private func request(
         path: path_,
         token: token_,
         body: body_,
+        namespace: opts.namespace,
         clientAddress: opts.clientAddress,
         wrapTTL: opts.wrapTTL
     )

@@ -173,7 +173,15 @@ extension AuditDevice {
         if parameters.isEmpty { block.appendLiteral("null") } else { writeHashed(.object(parameters), to: &block) }
         block.appendLiteral(#","id":"#)
         JSONValue.writeString(request.id, to: &block)
-        block.appendLiteral(#","namespace":{"id":"root"},"operation":"#)
+        if request.namespaceID.isEmpty {
+            block.appendLiteral(#","namespace":{"id":"root"},"operation":"#)
+        } else {
+            block.appendLiteral(#","namespace":{"id":"#)
+            JSONValue.writeString(request.namespaceID, to: &block)
+            block.appendLiteral(#","path":"#)
+            JSONValue.writeString(request.namespace, to: &block)
+            block.appendLiteral(#"},"operation":"#)
+        }
         JSONValue.writeString(request.operation.rawValue, to: &block)
         block.appendLiteral(#","path":"#)
         JSONValue.writeString(request.path, to: &block)

@@ -139,6 +139,8 @@ package struct BackendRequest: Sendable {
     package var system: (any SystemView)?
     /// Seconds the caller asked the answer to be wrapped for (0: not wrapped); the core wraps it.
     package var wrapTTL: Int64 = 0
+    /// The id of the namespace the mount is in ("" for the root namespace).
+    package var namespaceID = ""
 
     package init(
         operation: Request.Operation,

@@ -236,6 +236,17 @@ import Testing
         // Unmounted by one, gone from the other.
         try first.call(.delete, "sys/mounts/transit", token: root)
         #expect(try second.mounts().map(\.path) == ["secret/"])
+        // Namespaces: made by one, with a mount, a secret and a rotated keyring, served by the other;
+        // deleted by one, gone from the other.
+        try first.call(.update, "sys/namespaces/shared", token: root)
+        try first.call(.update, "shared/sys/mounts/kv", ["type": "kv"], token: root)
+        try first.call(.update, "shared/kv/data/a", ["data": ["v": "1"]], token: root)
+        #expect(try second.call(.read, "shared/kv/data/a", token: root).data?["data"] == ["v": "1"])
+        try first.call(.update, "shared/sys/rotate", token: root)
+        try first.call(.update, "shared/kv/data/a", ["data": ["v": "2"]], token: root)
+        #expect(try second.call(.read, "shared/kv/data/a", token: root).data?["data"] == ["v": "2"])
+        try first.call(.delete, "sys/namespaces/shared", token: root)
+        expectError(.notFound) { try second.call(.read, "shared/kv/data/a", token: root) }
     }
 
     @Test func anExistenceCheckNeverWrites() throws {

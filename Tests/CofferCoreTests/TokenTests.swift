@@ -79,7 +79,7 @@ import Testing
         }
     }
 
-    @Test func onlyTheRootNamespaceExists() throws {
+    @Test func aNamespaceThatDoesNotExistIsNotFound() throws {
         let (core, result) = try makeCore()
         for namespace in ["", "root", "root/"] {
             #expect(

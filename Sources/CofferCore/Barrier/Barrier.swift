@@ -246,6 +246,8 @@ package final class Barrier: Sendable {
     let usageWrites = Mutex(())
     /// This vault's meters (Metrics/VaultMeters.swift): the barrier times its own operations.
     package let meters = VaultMeters()
+    /// The keyrings of namespaces, by namespace uuid (NamespaceKeys.swift).
+    let namespaceRings = Mutex<[String: Keyring]>([:])
 
     package init(
         physical: any PhysicalBackend,
@@ -265,6 +267,8 @@ package final class Barrier: Sendable {
     }
 
     func currentRing() -> Keyring? { keyring.withLock { $0 } }
+
+    func currentSeal() -> (any Seal)? { wrapSeal.withLock { $0 } }
 
     /// Creates a fresh keyring under `rootKey`, stores it, and leaves the barrier unsealed.
     package func initialize(rootKey: SecureBytes, now: Timestamp) throws(CofferError) {
@@ -331,6 +335,7 @@ package final class Barrier: Sendable {
     package func seal() {
         if let ring = keyring.withLock({ $0 }) { try? saveKeyUsage(ring) }
         keyring.withLock { $0 = nil }
+        namespaceRings.withLock { $0 = [:] }
     }
 
     /// The root key, for re-wrapping by the seal (rekey, migration).
@@ -439,6 +444,7 @@ package final class Barrier: Sendable {
     }
 
     func open(_ blob: [UInt8], path: String, ring: Keyring) throws(CofferError) -> [UInt8] {
+        let ring = try keyring(for: path, root: ring)
         let term = try Envelope.term(of: blob, path: path)
         guard term != 0, let opener = ring.terms[term]?.opener else {
             throw CofferError(
@@ -461,9 +467,10 @@ package final class Barrier: Sendable {
                 "value is \(plaintext.count) bytes, more than the limit of \(maxEntrySize) bytes per entry"
             )
         }
-        let active = ring.active
+        let owner = try keyring(for: path, root: ring)
+        let active = owner.active
         let sealed = try Envelope.seal(key: active.key, term: active.number, path: path, plaintext: plaintext)
-        try counted(ring)
+        if owner === ring { try counted(ring) } else { try countedInNamespace(owner, path: path) }
         return sealed
     }
 

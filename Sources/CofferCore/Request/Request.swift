@@ -12,7 +12,11 @@ public struct Request: Sendable {
     /// The request body (for writes) or query parameters (for reads and lists).
     public var data: [String: JSONValue]
     public var token: String?
+    /// The namespace (`X-Vault-Namespace`); once the core has resolved it, the full path of the
+    /// namespace the request is in ("" for root) and `path` is relative to it.
     public var namespace: String
+    /// Set by the core with `namespace`: the namespace's id ("" for root).
+    package var namespaceID = ""
     public var clientAddress: String
     public var id: String
     /// Byte fields from an in-process caller, used instead of their base64 text in `data` (transit's

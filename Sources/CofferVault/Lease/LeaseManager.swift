@@ -218,7 +218,7 @@ package final class LeaseManager: Sendable {
     // MARK: Revocation
 
     private func mount(of entry: LeaseEntry) -> RoutedMount? {
-        core.routes.withLock { $0 }?.mounts.first { $0.entry.uuid == entry.mountUUID }
+        core.routedMount(uuid: entry.mountUUID)
     }
 
     private func secretType(of entry: LeaseEntry, in mount: RoutedMount) throws(CofferError) -> SecretType {
@@ -467,7 +467,7 @@ package final class LeaseManager: Sendable {
     /// The leases whose revocation is failing (OpenBao's "irrevocable" leases, which it gives up on;
     /// Coffer keeps retrying them): id, issuing mount's accessor, last error.
     package func failing() throws(CofferError) -> [(id: String, mountAccessor: String, error: String)] {
-        let mounts = core.routes.withLock { $0 }?.mounts ?? []
+        let mounts = core.allRoutedMounts()
         var out: [(id: String, mountAccessor: String, error: String)] = []
         for id in try indexedIDs(LeaseManager.failingPrefix) {
             guard let entry = try load(id) else { continue }
@@ -591,9 +591,9 @@ package final class LeaseManager: Sendable {
             last = now
             return true
         }
-        guard due, let table = core.routes.withLock({ $0 }) else { return }
+        guard due else { return }
         let core = self.core
-        for mount in table.mounts {
+        for mount in core.allRoutedMounts() {
             mount.backend.periodic(storage: mount.storage, mount: mount.entry, system: core, now: now)
         }
     }

@@ -100,7 +100,13 @@ package final class Core: Sendable {
     package let tokens: TokenStore
     /// Every secret handed out with a lease (LeaseManager.swift).
     package let leases = LeaseManager()
-    let policies: PolicyStore
+    /// The root namespace: the vault's own mounts and policies (Namespace/).
+    package let root: Namespace
+    var policies: PolicyStore { root.policies }
+    /// The other namespaces, while unsealed (Namespace/Namespaces.swift).
+    let namespaceIndex = Mutex(NamespaceIndex())
+    /// Whether any namespace but root exists: the request path skips namespace resolution when not.
+    let hasNamespaces = Atomic<Bool>(false)
     /// Entities, aliases and groups (Identity/).
     let identity: IdentityStore
     let audit: AuditBroker
@@ -117,8 +123,6 @@ package final class Core: Sendable {
     let generateRoot = Mutex<GenerateRootState?>(nil)
     /// Finished mount moves, newest last, for `sys/remount/status/<migration_id>` (SystemMounts.swift).
     let remountMigrations = Mutex<[RemountMigration]>([])
-    /// The mounts while unsealed; nil while sealed, when only `sys/` is served.
-    let routes = Mutex<RouteTable?>(nil)
     /// The built-in backends: `sys/` (served sealed too) and `auth/token/`.
     let builtins: Mutex<(system: SystemBackend?, token: TokenBackend?, identity: IdentityBackend?)> = Mutex(
         (nil, nil, nil)
@@ -149,7 +153,7 @@ package final class Core: Sendable {
         self.clock = clock
         self.limits = limits
         self.tokens = TokenStore(barrier: barrier)
-        self.policies = PolicyStore(barrier: barrier)
+        self.root = Namespace(id: "root", uuid: "", path: "", barrier: barrier)
         self.identity = IdentityStore(barrier: barrier)
         self.audit = AuditBroker(barrier: barrier)
         if let config = try storedSealConfig(), config.type != seal.type {
@@ -353,6 +357,7 @@ package final class Core: Sendable {
             try tokens.load()
             try policies.load()
             try loadMounts()
+            try loadNamespaces()
             // A device that cannot open does not stop the unseal: it stays listed, and requests fail
             // closed if no device can record them.
             try audit.load()
@@ -380,7 +385,8 @@ package final class Core: Sendable {
     }
 
     func sealNow() {
-        routes.withLock { $0 = nil }
+        root.routes.withLock { $0 = nil }
+        unloadNamespaces()
         audit.unload()
         tokens.unload()
         policies.unload()
@@ -412,10 +418,24 @@ package final class Core: Sendable {
                 "request data nests arrays and objects more than \(JSONValue.maximumDepth) levels deep"
             )
         }
-        let table = routeTable
+        // The namespace: from the header and the path's leading segments (Namespace/Namespaces.swift).
+        let ns = try resolveNamespace(&request)
+        let table: RouteTable
+        if ns.isRoot {
+            table = routeTable
+        } else {
+            guard let routed = ns.routes.withLock({ $0 }) else { throw CofferError.sealedError }
+            table = routed
+        }
         guard let (mount, relative) = table.route(request.path) else {
             if barrier.isSealed { throw CofferError.sealedError }
             throw CofferError(.notFound, "no handler for route \"\(request.path)\". route entry not found.")
+        }
+        try checkAPILock(ns, request)
+        if !ns.isRoot, mount.kind == .builtin, mount.entry.uuid == Core.systemEntry.uuid,
+            !SystemBackend.servedInNamespace(relative)
+        {
+            throw CofferError(.notFound, "unsupported path")
         }
         let special = mount.backend.specialPaths
         if SpecialPaths.matches(special.unauthenticated, relative) {
@@ -435,10 +455,6 @@ package final class Core: Sendable {
             }
             throw CofferError.sealedError
         }
-        // Coffer has only the root namespace: any other is "not found", as OpenBao answers for a missing one
-        // (ignoring it would put a client that means to be isolated in ns1 into the root namespace).
-        let namespace = request.namespace.split(separator: "/")
-        guard namespace.isEmpty || namespace == ["root"] else { throw CofferError(.notFound, "namespace not found") }
         let now = clock.now()
         let caller: TokenEntry
         do {
@@ -465,7 +481,9 @@ package final class Core: Sendable {
         }
         return try audited(request, caller: caller, now: now) { (request) throws(CofferError) in
             if !SpecialPaths.matches(special.selfService, relative) {
-                try authorize(caller, request, requireSudo: SpecialPaths.matches(special.root, relative))
+                try authorize(caller, request, in: ns, requireSudo: SpecialPaths.matches(special.root, relative))
+            } else if !(callerNamespace(caller).map { ns.isWithin($0) } ?? false) {
+                throw CofferError.permissionDeniedError
             }
             return try dispatch(request, to: mount, relative, caller: caller, now: now)
         }
@@ -497,6 +515,7 @@ package final class Core: Sendable {
         )
         backendRequest.system = self
         backendRequest.wrapTTL = request.wrapTTL
+        backendRequest.namespaceID = mount.namespaceID
         // vault.route.<op>.<mount>: begin/end, not a generic closure, which CofferCore cannot inline here.
         let route = mount.meters[request.operation]
         let routeTiming = route.begin()
@@ -512,7 +531,7 @@ package final class Core: Sendable {
         if response.secret != nil {
             try leases.register(
                 &response,
-                requestPath: request.path,
+                requestPath: mount.namespacePath + request.path,
                 mount: mount,
                 tokenHash: caller?.idHash ?? "",
                 now: now
@@ -601,17 +620,29 @@ package final class Core: Sendable {
     }
 
     /// Checks the ACL of the caller's policies for the request. `package` for bench/, as `authenticate`.
-    package func authorize(_ caller: TokenEntry, _ request: Request, requireSudo: Bool = false) throws(CofferError) {
+    ///
+    /// A token made in a namespace acts there and in the namespaces inside it, with the policies of
+    /// its own namespace over paths relative to it (`child/kv/data/x` from the parent), as in OpenBao;
+    /// anywhere else it is denied.
+    package func authorize(
+        _ caller: TokenEntry,
+        _ request: Request,
+        in ns: Namespace? = nil,
+        requireSudo: Bool = false
+    ) throws(CofferError) {
+        let ns = ns ?? root
+        guard let home = callerNamespace(caller), ns.isWithin(home) else { throw CofferError.permissionDeniedError }
         if caller.isRoot { return }
         var policies = caller.policies
-        if !caller.entityID.isEmpty {
+        if !caller.entityID.isEmpty, home.isRoot {
             let extra = try identity.policies(entityID: caller.entityID)
             if !extra.isEmpty { policies = Array(Set(policies).union(extra)).sorted() }
         }
-        let acl = try self.policies.acl(for: policies)
+        let acl = try home.policies.acl(for: policies)
         // A list is of a folder: Vault's HTTP layer adds the trailing "/" before the ACL sees the
         // path, so `path "secret/metadata/a/*"` allows `LIST secret/metadata/a`.
-        let path = request.operation == .list && !request.path.hasSuffix("/") ? request.path + "/" : request.path
+        var path = request.operation == .list && !request.path.hasSuffix("/") ? request.path + "/" : request.path
+        if ns !== home { path = String(ns.path.dropFirst(home.path.count)) + path }
         let decision = acl.allowOperation(
             PolicyOperation(request.operation),
             path: path,
@@ -622,6 +653,9 @@ package final class Core: Sendable {
             throw CofferError.permissionDeniedError
         }
     }
+
+    /// The namespace the token was made in; nil once it is deleted (its tokens are revoked then).
+    func callerNamespace(_ caller: TokenEntry) -> Namespace? { namespace(id: caller.namespaceID) }
 }
 
 extension PolicyOperation {

@@ -15,8 +15,13 @@ extension Core {
     func storageChanged(_ keys: [String]) {
         guard !barrier.isSealed else { return }
         var tablesChanged = false
+        var namespacesChanged = false
         for key in keys {
-            if key.utf8.starts(with: TokenStore.idPrefix.utf8) {
+            if key.utf8.starts(with: Barrier.namespacePrefix.utf8) {
+                namespaceEntryChanged(key)
+            } else if key.utf8.starts(with: Core.namespaceRecordPrefix.utf8) {
+                namespacesChanged = true
+            } else if key.utf8.starts(with: TokenStore.idPrefix.utf8) {
                 tokens.invalidate(
                     hash: String(decoding: key.utf8.dropFirst(TokenStore.idPrefix.utf8.count), as: UTF8.self)
                 )
@@ -28,20 +33,59 @@ extension Core {
                 )
             } else if key == MountKind.secret.storagePath || key == MountKind.auth.storagePath {
                 tablesChanged = true
+            } else if key.utf8.starts(with: Barrier.namespaceKeyringPrefix.utf8) {
+                barrier.namespaceKeyringChanged(key)
             } else if key == Barrier.keyringPath {
                 barrier.reloadKeyring()
-            } else if let (mount, relative) = routes.withLock({ $0 })?.owner(ofStorageKey: key) {
+            } else if let (mount, relative) = root.routes.withLock({ $0 })?.owner(ofStorageKey: key) {
                 mount.backend.invalidate(relative)
             }
         }
         if tablesChanged { reloadMountsIfChanged() }
+        if namespacesChanged { reloadNamespacesIfChanged() }
+    }
+
+    /// An entry of a namespace changed: its policies, mount tables or a mount's data.
+    private func namespaceEntryChanged(_ key: String) {
+        let index = namespaceIndex.withLock { $0 }
+        guard let ns = index.byPath.values.first(where: { key.hasPrefix($0.prefix) }) else { return }
+        let relative = String(key.dropFirst(ns.prefix.count))
+        if relative.hasPrefix(PolicyStore.prefix) {
+            ns.policies.invalidate(String(relative.dropFirst(PolicyStore.prefix.count)))
+        } else if relative == MountKind.secret.storagePath || relative == MountKind.auth.storagePath {
+            reloadMountsIfChanged(in: ns)
+        } else if let (mount, inner) = ns.routes.withLock({ $0 })?.owner(ofStorageKey: key) {
+            mount.backend.invalidate(inner)
+        }
+    }
+
+    /// Loads the namespaces another process made and drops those it deleted; the ones known here
+    /// keep their objects (and so their mounts' backends). Takes no lock: this core's own changes
+    /// arrive here from inside `lifecycle`, and find the index already changed.
+    private func reloadNamespacesIfChanged() {
+        guard let stored = try? barrier.list(Core.namespaceRecordPrefix) else { return }
+        do {
+            let index = namespaceIndex.withLock { $0 }
+            var known = Dictionary(uniqueKeysWithValues: index.byPath.values.map { ($0.uuid, $0) })
+            var kept: [Namespace] = []
+            for uuid in stored {
+                if let ns = known.removeValue(forKey: uuid) {
+                    kept.append(ns)
+                } else if let ns = try? loadNamespace(uuid: uuid) {
+                    kept.append(ns)
+                }
+            }
+            for gone in known.values { gone.routes.withLock { $0 = nil } }
+            publish(NamespaceIndex(kept))
+        }
     }
 
     /// Routes the stored mount tables if they differ from what is routed (a change this core made
     /// itself is routed already).
-    func reloadMountsIfChanged() {
-        guard let table = routes.withLock({ $0 }),
-            let secrets = try? storedEntries(.secret), let auth = try? storedEntries(.auth)
+    func reloadMountsIfChanged(in ns: Namespace? = nil) {
+        let ns = ns ?? root
+        guard let table = ns.routes.withLock({ $0 }),
+            let secrets = try? storedEntries(.secret, in: ns), let auth = try? storedEntries(.auth, in: ns)
         else { return }
         let routed = { (kind: MountKind) in
             table.mounts.filter { $0.kind == kind }.map(\.entry).sorted { $0.uuid < $1.uuid }
@@ -50,8 +94,8 @@ extension Core {
             routed(.secret) != secrets.sorted(by: { $0.uuid < $1.uuid })
                 || routed(.auth) != auth.sorted(by: { $0.uuid < $1.uuid })
         else { return }
-        if let rebuilt = try? buildTable(secrets: secrets, auth: auth) {
-            routes.withLock { $0 = rebuilt }
+        if let rebuilt = try? buildTable(secrets: secrets, auth: auth, in: ns) {
+            ns.routes.withLock { $0 = rebuilt }
         }
     }
 }

@@ -20,20 +20,22 @@ package enum MountKind: Sendable, Equatable {
 }
 
 extension Core {
-    /// The mounts serving requests now: every mount while unsealed, only `sys/` while sealed.
+    /// The root namespace's mounts serving requests now: every mount while unsealed, only `sys/`
+    /// while sealed.
     package var routeTable: RouteTable {
-        if let table = routes.withLock({ $0 }) { return table }
-        return RouteTable(systemOnly())
+        if let table = root.routes.withLock({ $0 }) { return table }
+        return RouteTable(systemOnly(in: root))
     }
 
-    private func systemOnly() -> [RoutedMount] {
+    private func systemOnly(in ns: Namespace) -> [RoutedMount] {
         guard let system = builtins.withLock({ $0.system }) else { return [] }
         return [
             RoutedMount(
                 kind: .builtin,
                 entry: Core.systemEntry,
                 backend: system,
-                storage: StorageView(barrier: barrier, prefix: "sys/")
+                storage: StorageView(barrier: barrier, prefix: ns.prefix + "sys/"),
+                namespace: ns
             )
         ]
     }
@@ -68,9 +70,11 @@ extension Core {
     /// Where the cubbyhole keeps each token's folder (`<token hash>/`).
     static let cubbyholePrefix = "logical/\(cubbyholeEntry.uuid)/"
 
-    /// The built-in mounts, routed while unsealed: `sys/`, `auth/token/` and `cubbyhole/`.
-    func builtinMounts() throws(CofferError) -> [RoutedMount] {
-        var mounts = systemOnly()
+    /// The built-in mounts, routed while unsealed: `sys/`, `auth/token/`, `cubbyhole/` and, in the
+    /// root namespace, `identity/` (the identity store is not per namespace yet: docs/namespaces.md).
+    /// A token's cubbyhole is the same folder in every namespace: it belongs to the token.
+    func builtinMounts(in ns: Namespace) throws(CofferError) -> [RoutedMount] {
+        var mounts = systemOnly(in: ns)
         if let token = builtins.withLock({ $0.token }) {
             mounts.append(
                 RoutedMount(
@@ -78,22 +82,25 @@ extension Core {
                     routePrefix: "auth/",
                     entry: Core.tokenEntry,
                     backend: token,
-                    storage: StorageView(barrier: barrier, prefix: TokenStore.prefix)
+                    storage: StorageView(barrier: barrier, prefix: TokenStore.prefix),
+                    namespace: ns
                 )
             )
         }
-        if let identity = builtins.withLock({ $0.identity }) {
+        if ns.isRoot, let identity = builtins.withLock({ $0.identity }) {
             mounts.append(
                 RoutedMount(
                     kind: .builtin,
                     entry: Core.identityEntry,
                     backend: identity,
-                    storage: identity.store.storage
+                    storage: identity.store.storage,
+                    namespace: ns
                 )
             )
         }
         if engines.types.contains("cubbyhole") {
-            let existing = routes.withLock { $0 }?.mounts.first { $0.entry.uuid == Core.cubbyholeEntry.uuid }?.backend
+            let existing = root.routes.withLock { $0 }?.mounts.first { $0.entry.uuid == Core.cubbyholeEntry.uuid }?
+                .backend
             let backend: any Backend
             if let existing { backend = existing } else { backend = try engines.make(Core.cubbyholeEntry) }
             mounts.append(
@@ -101,7 +108,8 @@ extension Core {
                     kind: .builtin,
                     entry: Core.cubbyholeEntry,
                     backend: backend,
-                    storage: StorageView(barrier: barrier, prefix: Core.cubbyholePrefix)
+                    storage: StorageView(barrier: barrier, prefix: Core.cubbyholePrefix),
+                    namespace: ns
                 )
             )
         }
@@ -118,16 +126,22 @@ extension Core {
 
     // MARK: Loading and building
 
-    /// Reads both stored tables and routes them with the built-in mounts.
-    func loadMounts() throws(CofferError) {
-        let table = try buildTable(secrets: try storedEntries(.secret), auth: try storedEntries(.auth))
-        routes.withLock { $0 = table }
+    /// Reads the namespace's stored tables and routes them with the built-in mounts.
+    func loadMounts(in ns: Namespace? = nil) throws(CofferError) {
+        let ns = ns ?? root
+        let table = try buildTable(
+            secrets: try storedEntries(.secret, in: ns),
+            auth: try storedEntries(.auth, in: ns),
+            in: ns
+        )
+        ns.routes.withLock { $0 = table }
     }
 
-    func storedEntries(_ kind: MountKind) throws(CofferError) -> [MountEntry] {
-        guard let bytes = try barrier.get(kind.storagePath) else { return [] }
+    func storedEntries(_ kind: MountKind, in ns: Namespace? = nil) throws(CofferError) -> [MountEntry] {
+        let path = (ns ?? root).prefix + kind.storagePath
+        guard let bytes = try barrier.get(path) else { return [] }
         guard let array = (try? JSONValue.parse(bytes))?.arrayValue else {
-            throw CofferError(.integrity, "the stored mount table (\(kind.storagePath)) is malformed")
+            throw CofferError(.integrity, "the stored mount table (\(path)) is malformed")
         }
         var entries: [MountEntry] = []
         for item in array { entries.append(try MountEntry(json: item)) }
@@ -137,9 +151,16 @@ extension Core {
     /// The route table for these entries. A mount that is already routed keeps its backend instance
     /// (and so its caches) unless its type or options changed: engines cache parsed state, and a
     /// second instance serving the same storage could cache a copy the first one is about to change.
-    func buildTable(secrets: [MountEntry], auth: [MountEntry]) throws(CofferError) -> RouteTable {
-        let current = routes.withLock { $0 }
-        var mounts = try builtinMounts()
+    func buildTable(
+        secrets: [MountEntry],
+        auth: [MountEntry],
+        in ns: Namespace? = nil
+    ) throws(CofferError)
+        -> RouteTable
+    {
+        let ns = ns ?? root
+        let current = ns.routes.withLock { $0 }
+        var mounts = try builtinMounts(in: ns)
         for (kind, entries) in [(MountKind.secret, secrets), (MountKind.auth, auth)] {
             for entry in entries {
                 let backend: any Backend
@@ -158,9 +179,10 @@ extension Core {
                         backend: backend,
                         storage: StorageView(
                             barrier: barrier,
-                            prefix: "\(kind.dataPrefix)\(entry.uuid)/",
+                            prefix: "\(ns.prefix)\(kind.dataPrefix)\(entry.uuid)/",
                             sealWrapped: backend.specialPaths.sealWrapStorage
-                        )
+                        ),
+                        namespace: ns
                     )
                 )
             }
@@ -169,26 +191,26 @@ extension Core {
     }
 
     /// The stored entries of `kind` (the built-in ones are not in them).
-    package func mounts(_ kind: MountKind = .secret) throws(CofferError) -> [MountEntry] {
-        guard let table = routes.withLock({ $0 }) else { throw CofferError.sealedError }
+    package func mounts(_ kind: MountKind = .secret, in ns: Namespace? = nil) throws(CofferError) -> [MountEntry] {
+        guard let table = (ns ?? root).routes.withLock({ $0 }) else { throw CofferError.sealedError }
         return table.mounts.filter { $0.kind == kind }.map(\.entry).sorted { $0.path < $1.path }
     }
 
     /// Replaces the stored table of `kind` with `entries` and routes it. The new table is routed
     /// just before it is stored (so the change feed finds it routed already) and the old one put
     /// back if storing fails. The caller holds `lifecycle`.
-    private func replace(_ kind: MountKind, with entries: [MountEntry]) throws(CofferError) {
-        let secrets = kind == .secret ? entries : try mounts(.secret)
-        let auth = kind == .auth ? entries : try mounts(.auth)
-        let table = try buildTable(secrets: secrets, auth: auth)
-        let previous = routes.withLock { routes in
+    private func replace(_ kind: MountKind, with entries: [MountEntry], in ns: Namespace) throws(CofferError) {
+        let secrets = kind == .secret ? entries : try mounts(.secret, in: ns)
+        let auth = kind == .auth ? entries : try mounts(.auth, in: ns)
+        let table = try buildTable(secrets: secrets, auth: auth, in: ns)
+        let previous = ns.routes.withLock { routes in
             defer { routes = table }
             return routes
         }
         do {
-            try barrier.put(kind.storagePath, JSONValue.array(entries.map(\.json)).serialized())
+            try barrier.put(ns.prefix + kind.storagePath, JSONValue.array(entries.map(\.json)).serialized())
         } catch {
-            routes.withLock { $0 = previous }
+            ns.routes.withLock { $0 = previous }
             throw error
         }
     }
@@ -197,7 +219,8 @@ extension Core {
 
     /// Mounts a secrets engine (or, with `.auth`, enables an auth method) at `path` ("secret/" or
     /// "secret"; for an auth method the path under `auth/`).
-    package func mount(_ entry: MountEntry, kind: MountKind = .secret) throws(CofferError) {
+    package func mount(_ entry: MountEntry, kind: MountKind = .secret, in ns: Namespace? = nil) throws(CofferError) {
+        let ns = ns ?? root
         var entry = entry
         entry.path = try Core.mountPoint(entry.path)
         if entry.type == "kv-v2" {
@@ -223,21 +246,27 @@ extension Core {
             )
         }
         try lifecycle.withLock { (_) throws(CofferError) in
-            let current = try mounts(kind)
+            let current = try mounts(kind, in: ns)
             if let clash = current.first(where: { entryPath.hasPrefix($0.path) || $0.path.hasPrefix(entryPath) }) {
                 throw CofferError.invalid("path is already in use at \(kind.routePrefix)\(clash.path)")
             }
-            try replace(kind, with: current + [entry])
+            if kind == .secret,
+                namespaceIndex.withLock({ $0.byPath[ns.path + entryPath.prefix(while: { $0 != "/" }) + "/"] }) != nil
+            {
+                throw CofferError.invalid("path is already in use by the namespace \(ns.path)\(entryPath)")
+            }
+            try replace(kind, with: current + [entry], in: ns)
         }
     }
 
     /// Unmounts `path` and deletes everything the backend stored. Its leases are revoked first (the
     /// database users dropped); if one cannot be, nothing is unmounted and the error says which
     /// (`sys/leases/revoke-force` on the mount's path gives up on them).
-    package func unmount(_ path: String, kind: MountKind = .secret) throws(CofferError) {
+    package func unmount(_ path: String, kind: MountKind = .secret, in ns: Namespace? = nil) throws(CofferError) {
+        let ns = ns ?? root
         let point = try Core.mountPoint(path)
         try lifecycle.withLock { (_) throws(CofferError) in
-            let current = try mounts(kind)
+            let current = try mounts(kind, in: ns)
             guard let entry = current.first(where: { $0.path == point }) else { return }
             let failed = try leases.revokeMount(entry.uuid, now: clock.now())
             if let first = failed.first {
@@ -245,8 +274,8 @@ extension Core {
                     "failed to revoke \(failed.count) lease(s) of \(kind.routePrefix)\(point), so it stays mounted; the first, \(first.id): \(first.error.message)"
                 )
             }
-            try replace(kind, with: current.filter { $0.path != point })
-            let keys = try barrier.physical.listRecursive(prefix: "\(kind.dataPrefix)\(entry.uuid)/")
+            try replace(kind, with: current.filter { $0.path != point }, in: ns)
+            let keys = try barrier.physical.listRecursive(prefix: "\(ns.prefix)\(kind.dataPrefix)\(entry.uuid)/")
             try barrier.physical.batch(keys.map { .delete(key: $0) })
         }
     }
@@ -255,16 +284,18 @@ extension Core {
     func tune(
         _ path: String,
         kind: MountKind = .secret,
+        in ns: Namespace? = nil,
         _ change: (inout MountEntry) throws(CofferError) -> Void
     ) throws(CofferError) {
+        let ns = ns ?? root
         let point = try Core.mountPoint(path)
         try lifecycle.withLock { (_) throws(CofferError) in
-            var current = try mounts(kind)
+            var current = try mounts(kind, in: ns)
             guard let index = current.firstIndex(where: { $0.path == point }) else {
                 throw CofferError.invalid("no mount at \(kind.routePrefix)\(point)")
             }
             try change(&current[index])
-            try replace(kind, with: current)
+            try replace(kind, with: current, in: ns)
         }
     }
 
@@ -272,7 +303,8 @@ extension Core {
     /// instance; its data lives under `logical/<uuid>/`, so nothing moves in storage and the move is
     /// one atomic write of the mount table. Policies naming the old path are not rewritten (as in
     /// Vault). Auth methods move the same way, between paths that start with `auth/`.
-    func remount(from: String, to: String) throws(CofferError) -> RemountMigration {
+    func remount(from: String, to: String, in ns: Namespace? = nil) throws(CofferError) -> RemountMigration {
+        let ns = ns ?? root
         var source = try Core.mountPoint(from)
         var target = try Core.mountPoint(to)
         let kind: MountKind = source.hasPrefix("auth/") ? .auth : .secret
@@ -300,7 +332,7 @@ extension Core {
             target: kind.routePrefix + target
         )
         try lifecycle.withLock { (_) throws(CofferError) in
-            var current = try mounts(kind)
+            var current = try mounts(kind, in: ns)
             guard let index = current.firstIndex(where: { $0.path == source }) else {
                 throw CofferError.invalid("no matching mount at \"\(kind.routePrefix)\(source)\"")
             }
@@ -309,7 +341,7 @@ extension Core {
                 throw CofferError.invalid("path already in use at \"\(kind.routePrefix)\(clash.path)\"")
             }
             current[index].path = target
-            try replace(kind, with: current)
+            try replace(kind, with: current, in: ns)
         }
         remountMigrations.withLock { history in
             history.append(migration)

@@ -16,14 +16,26 @@ package struct RoutedMount: Sendable {
     package let storage: StorageView
     /// `vault.route.<operation>.<mount>` (Metrics/), resolved here so that a request looks nothing up.
     package let meters: RouteMeters
+    /// The namespace the mount is in: its id and path ("" and "" for root).
+    package let namespaceID: String
+    package let namespacePath: String
 
-    init(kind: MountKind, routePrefix: String = "", entry: MountEntry, backend: any Backend, storage: StorageView) {
+    init(
+        kind: MountKind,
+        routePrefix: String = "",
+        entry: MountEntry,
+        backend: any Backend,
+        storage: StorageView,
+        namespace: Namespace
+    ) {
         self.kind = kind
         self.prefix = routePrefix + entry.path
         self.entry = entry
         self.backend = backend
         self.storage = storage
-        self.meters = storage.barrier.meters.routes(for: routePrefix + entry.path)
+        self.namespaceID = namespace.isRoot ? "" : namespace.id
+        self.namespacePath = namespace.path
+        self.meters = storage.barrier.meters.routes(for: namespace.path + routePrefix + entry.path)
     }
 }
 

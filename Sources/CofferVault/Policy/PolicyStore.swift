@@ -81,19 +81,23 @@ package final class PolicyStore: Sendable {
     }()
 
     private let barrier: Barrier
+    /// Where this store's policies are kept: `sys/policy/` for the root namespace, under the
+    /// namespace's own prefix for the others.
+    let storagePrefix: String
     /// Parsed policies and compiled ACLs. `epoch` moves on every change, so a reader that parsed or
     /// compiled from what storage held before a change never puts its stale result back (a stale
     /// ACL would keep granting what a policy change took away).
     private let cache = Mutex<(epoch: UInt64, parsed: [String: Policy], compiled: [[String]: ACL])>((0, [:], [:]))
 
-    init(barrier: Barrier) {
+    init(barrier: Barrier, prefix: String = PolicyStore.prefix) {
         self.barrier = barrier
+        self.storagePrefix = prefix
     }
 
     /// Writes the default policy on first unseal; clears the caches.
     func load() throws(CofferError) {
         unload()
-        if try barrier.get(PolicyStore.prefix + "default") == nil {
+        if try barrier.get(storagePrefix + "default") == nil {
             try store(name: "default", text: PolicyStore.defaultPolicy)
         }
     }
@@ -130,7 +134,7 @@ package final class PolicyStore: Sendable {
         let name = try PolicyStore.normalize(name)
         let (epoch, cached) = cache.withLock { ($0.epoch, $0.parsed[name]) }
         if let cached { return cached }
-        guard let bytes = try barrier.get(PolicyStore.prefix + name) else { return nil }
+        guard let bytes = try barrier.get(storagePrefix + name) else { return nil }
         guard let text = String(validating: bytes, as: UTF8.self) else {
             throw CofferError(.integrity, "stored policy '\(name)' is not UTF-8")
         }
@@ -166,20 +170,20 @@ package final class PolicyStore: Sendable {
         } catch {
             throw CofferError.invalid("failed to parse policy: \(error)")
         }
-        try barrier.put(PolicyStore.prefix + name, Array(text.utf8))
+        try barrier.put(storagePrefix + name, Array(text.utf8))
         invalidate(name)
     }
 
     func delete(_ name: String) throws(CofferError) {
         let name = try PolicyStore.normalize(name)
         guard name != "root", name != "default" else { throw CofferError.invalid("cannot delete the \(name) policy") }
-        try barrier.delete(PolicyStore.prefix + name)
+        try barrier.delete(storagePrefix + name)
         invalidate(name)
     }
 
     /// Every policy name: the stored ones sorted, then "root" (the order OpenBao lists them in).
     func list() throws(CofferError) -> [String] {
-        try barrier.list(PolicyStore.prefix).sorted() + ["root"]
+        try barrier.list(storagePrefix).sorted() + ["root"]
     }
 
     /// The compiled ACL for a set of policy names; unknown names contribute nothing.

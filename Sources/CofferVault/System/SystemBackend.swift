@@ -23,11 +23,19 @@ package final class SystemBackend: TableBackend {
                 "seal", "rotate", "step-down", "audit", "audit/*", "audit-reload", "audit-chain-key/*",
                 "sealwrap/rewrap",
                 "remount", "raw/*", "leases/lookup/*", "leases/revoke-prefix/*", "leases/revoke-force/*",
-                "leases", "leases/count",
+                "leases", "leases/count", "namespaces/api-lock/unlock/*",
             ],
             unaudited: ["seal-status", "health", "leader"],
             selfService: ["capabilities-self", "internal/ui/mounts", "internal/ui/mounts/*"]
         )
+    }
+
+    /// The namespace whose `sys/` the request is for.
+    func ns(_ request: BackendRequest) throws(CofferError) -> Namespace {
+        guard let ns = core.namespace(id: request.namespaceID) else {
+            throw CofferError(.notFound, "namespace not found")
+        }
+        return ns
     }
 
     package static let paths = PathTable<SystemBackend>(
@@ -93,7 +101,8 @@ package final class SystemBackend: TableBackend {
                 write: SystemBackend.writePolicy,
                 delete: SystemBackend.deletePolicy
             ),
-        ] + mountPaths + auditPaths + rekeyPaths + leasePaths + passwordPolicyPaths + wrappingPaths + metricsPaths
+        ] + mountPaths + namespacePaths + auditPaths + rekeyPaths + leasePaths + passwordPolicyPaths + wrappingPaths
+            + metricsPaths
     )
 
     static let initFields: [Field] = [
@@ -232,8 +241,14 @@ package final class SystemBackend: TableBackend {
         return .noContent
     }
 
+    /// Rotates the vault's keyring, or in a namespace the namespace's own.
     func rotate(_ request: BackendRequest) throws(CofferError) -> Response {
-        try core.barrier.rotate(now: request.now)
+        let here = try ns(request)
+        if here.isRoot {
+            try core.barrier.rotate(now: request.now)
+        } else {
+            try core.barrier.rotateNamespaceKeyring(here.uuid, now: request.now)
+        }
         return .noContent
     }
 
@@ -249,7 +264,8 @@ package final class SystemBackend: TableBackend {
     }
 
     func keyStatus(_ request: BackendRequest) throws(CofferError) -> Response {
-        let status = try core.barrier.keyStatus()
+        let here = try ns(request)
+        let status = here.isRoot ? try core.barrier.keyStatus() : try core.barrier.namespaceKeyStatus(here.uuid)
         var r = Response(data: [
             "term": .int(status.term), "install_time": .string(status.installTime.rfc3339),
             "encryptions": .int(status.encryptions),
@@ -271,7 +287,7 @@ package final class SystemBackend: TableBackend {
         guard let target = try core.tokens.live(token: token, now: request.now) else {
             throw CofferError.invalid("invalid token")
         }
-        return try capabilities(policies: target.policies, request)
+        return try capabilities(of: target, request)
     }
 
     func capabilitiesOfAccessor(_ request: BackendRequest) throws(CofferError) -> Response {
@@ -279,15 +295,19 @@ package final class SystemBackend: TableBackend {
         guard let target = try core.tokens.entry(accessor: accessor) else {
             throw CofferError.invalid("invalid accessor")
         }
-        return try capabilities(policies: target.policies, request)
+        return try capabilities(of: target, request)
     }
 
     func capabilitiesOfSelf(_ request: BackendRequest) throws(CofferError) -> Response {
-        try capabilities(policies: request.caller?.policies ?? [], request)
+        try capabilities(of: try TokenBackend.callerEntry(request), request)
     }
 
-    /// `{capabilities: [...], "<path>": [...]}` as Vault reports it.
-    func capabilities(policies: [String], _ request: BackendRequest) throws(CofferError) -> Response {
+    /// `{capabilities: [...], "<path>": [...]}` as Vault reports it, for paths in the request's
+    /// namespace, under the token's policies (of its own namespace, over paths relative to it).
+    func capabilities(of token: TokenEntry, _ request: BackendRequest) throws(CofferError) -> Response {
+        let here = try ns(request)
+        let home = core.callerNamespace(token)
+        let policies = token.policies
         var paths = request.fields.strings("paths") ?? []
         if let single = request.fields.string("path") { paths.append(single) }
         guard !paths.isEmpty else { throw CofferError.invalid("paths must be supplied") }
@@ -296,11 +316,16 @@ package final class SystemBackend: TableBackend {
         for raw in paths {
             let path = try PathRules.normalize(raw)
             let names: [String]
-            if policies.contains("root") {
-                names = ["root"]
+            if let home, here.isWithin(home) {
+                if policies.contains("root") {
+                    names = ["root"]
+                } else {
+                    let relative = String(here.path.dropFirst(home.path.count)) + path
+                    let caps = try home.policies.acl(for: policies).capabilities(path: relative)
+                    names = caps.isEmpty ? ["deny"] : caps.names
+                }
             } else {
-                let caps = try core.policies.acl(for: policies).capabilities(path: path)
-                names = caps.isEmpty ? ["deny"] : caps.names
+                names = ["deny"]
             }
             data[raw] = .array(names.map { .string($0) })
             union.formUnion(names)
@@ -314,15 +339,21 @@ package final class SystemBackend: TableBackend {
     /// The CLI's probe before every `kv` command: which mount serves a path, and its KV version.
     func uiMount(_ request: BackendRequest) throws(CofferError) -> Response {
         let path = request.capture("path")
-        let table = core.routeTable
-        guard let (mount, _) = table.route(path.isEmpty || path.hasSuffix("/") ? path : path + "/") ?? table.route(path)
+        let here = try ns(request)
+        guard let table = here.isRoot ? core.routeTable : here.routes.withLock({ $0 }),
+            let (mount, _) = table.route(path.isEmpty || path.hasSuffix("/") ? path : path + "/") ?? table.route(path)
         else {
             throw CofferError.permissionDeniedError
         }
-        if let caller = request.caller, !caller.isRoot {
+        if let token = request.caller?.details as? TokenEntry, !token.isRoot {
             // Any capability on anything under the mount reveals the mount, as in Vault.
-            let acl = try core.policies.acl(for: caller.policies)
-            guard acl.hasAnyCapability(under: mount.entry.path) else { throw CofferError.permissionDeniedError }
+            guard let home = core.callerNamespace(token), here.isWithin(home) else {
+                throw CofferError.permissionDeniedError
+            }
+            let acl = try home.policies.acl(for: token.policies)
+            guard acl.hasAnyCapability(under: String(here.path.dropFirst(home.path.count)) + mount.prefix) else {
+                throw CofferError.permissionDeniedError
+            }
         }
         var data = mount.entry.listing.objectValue ?? [:]
         data["path"] = .string(mount.entry.path)
@@ -332,7 +363,7 @@ package final class SystemBackend: TableBackend {
     // MARK: Policies
 
     func listPolicies(_ request: BackendRequest) throws(CofferError) -> Response {
-        let names = try core.policies.list()
+        let names = try ns(request).policies.list()
         let legacy = request.path == "policy"
         var r = Response(
             data: legacy
@@ -348,7 +379,9 @@ package final class SystemBackend: TableBackend {
         let legacy = request.path.hasPrefix("policy/")
         let field = legacy ? "rules" : "policy"
         if name == "root" { return Response(data: ["name": "root", field: ""]) }
-        guard let policy = try core.policies.get(name) else { throw CofferError(.notFound, "no policy named \(name)") }
+        guard let policy = try ns(request).policies.get(name) else {
+            throw CofferError(.notFound, "no policy named \(name)")
+        }
         var r = Response(data: ["name": .string(policy.name), field: .string(policy.raw)])
         r.repeatDataAtTopLevel = legacy
         return r
@@ -359,12 +392,12 @@ package final class SystemBackend: TableBackend {
         guard let text = f.string("policy") ?? f.string("rules"), !text.isEmpty else {
             throw CofferError.invalid("'policy' parameter not supplied or empty")
         }
-        try core.policies.put(name: request.capture("name"), text: text, maxSize: core.limits.maxEntrySize)
+        try ns(request).policies.put(name: request.capture("name"), text: text, maxSize: core.limits.maxEntrySize)
         return .noContent
     }
 
     func deletePolicy(_ request: BackendRequest) throws(CofferError) -> Response {
-        try core.policies.delete(request.capture("name"))
+        try ns(request).policies.delete(request.capture("name"))
         return .noContent
     }
 }

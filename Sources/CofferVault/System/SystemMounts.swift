@@ -62,11 +62,11 @@ extension SystemBackend {
     }
 
     func listMounts(_ request: BackendRequest) throws(CofferError) -> Response {
-        Self.listing(try core.mounts(.secret) + [Core.systemEntry, Core.cubbyholeEntry])
+        Self.listing(try core.mounts(.secret, in: try ns(request)) + [Core.systemEntry, Core.cubbyholeEntry])
     }
 
     func listAuth(_ request: BackendRequest) throws(CofferError) -> Response {
-        Self.listing((try core.mounts(.auth) + [Core.tokenEntry]).map(Self.withTokenType))
+        Self.listing((try core.mounts(.auth, in: try ns(request)) + [Core.tokenEntry]).map(Self.withTokenType))
     }
 
     /// An auth mount's entry with its `token_type` as OpenBao reports it (default-service unless tuned).
@@ -80,7 +80,7 @@ extension SystemBackend {
         let kind = Self.kind(request)
         let point = try Core.mountPoint(request.capture("path"))
         let builtins = kind == .auth ? [Core.tokenEntry] : [Core.systemEntry, Core.cubbyholeEntry]
-        return try (core.mounts(kind) + builtins).first { $0.path == point }
+        return try (core.mounts(kind, in: try ns(request)) + builtins).first { $0.path == point }
     }
 
     func readMount(_ request: BackendRequest) throws(CofferError) -> Response {
@@ -113,12 +113,12 @@ extension SystemBackend {
         if let config = f.object("config") { try SystemBackend.applyTune(&entry, config) }
         entry.local = f.bool("local") ?? false
         entry.sealWrap = f.bool("seal_wrap") ?? false
-        try core.mount(entry, kind: Self.kind(request))
+        try core.mount(entry, kind: Self.kind(request), in: try ns(request))
         return .noContent
     }
 
     func disableMount(_ request: BackendRequest) throws(CofferError) -> Response {
-        try core.unmount(request.capture("path"), kind: Self.kind(request))
+        try core.unmount(request.capture("path"), kind: Self.kind(request), in: try ns(request))
         return .noContent
     }
 
@@ -149,7 +149,8 @@ extension SystemBackend {
 
     func tuneMount(_ request: BackendRequest) throws(CofferError) -> Response {
         let data = request.fields.raw
-        try core.tune(request.capture("path"), kind: Self.kind(request)) { (entry) throws(CofferError) in
+        try core.tune(request.capture("path"), kind: Self.kind(request), in: try ns(request)) {
+            (entry) throws(CofferError) in
             try SystemBackend.applyTune(&entry, data)
         }
         return .noContent
@@ -233,7 +234,7 @@ extension SystemBackend {
         guard !from.isEmpty, !to.isEmpty else {
             throw CofferError.invalid("both 'from' and 'to' path must be specified as a string")
         }
-        let migration = try core.remount(from: from, to: to)
+        let migration = try core.remount(from: from, to: to, in: try ns(request))
         var response = Response(data: ["migration_id": .string(migration.id)])
         response.repeatDataAtTopLevel = true
         response.warnings = [

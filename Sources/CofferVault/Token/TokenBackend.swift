@@ -45,32 +45,50 @@ package final class TokenBackend: TableBackend {
             request.fields,
             caller: try Self.callerEntry(request),
             orphanEndpoint: request.path == "create-orphan",
+            namespaceID: request.namespaceID,
             now: request.now
         )
     }
 
     func lookupSelf(_ request: BackendRequest) throws(CofferError) -> Response {
-        Response(data: try Self.callerEntry(request).lookupData(id: request.token ?? "", now: request.now))
+        Response(data: lookupData(try Self.callerEntry(request), id: request.token ?? "", now: request.now))
+    }
+
+    /// Lookup data, with `namespace_path` for a token made in a namespace (as OpenBao adds it).
+    func lookupData(_ entry: TokenEntry, id: String, now: Timestamp) -> [String: JSONValue] {
+        var data = entry.lookupData(id: id, now: now)
+        if let home = core.namespace(id: entry.namespaceID), !home.isRoot {
+            data["namespace_path"] = .string(home.path)
+        }
+        return data
+    }
+
+    /// Whether a token made in the namespace `id` may be seen and changed from the request's: only
+    /// from its own namespace or one that contains it.
+    func visible(_ entry: TokenEntry, _ request: BackendRequest) -> Bool {
+        guard let home = core.namespace(id: entry.namespaceID), let here = core.namespace(id: request.namespaceID)
+        else { return false }
+        return home.isWithin(here)
     }
 
     func lookup(_ request: BackendRequest) throws(CofferError) -> Response {
         guard let token = request.fields.string("token"), !token.isEmpty else {
             throw CofferError.invalid("missing token to look up")
         }
-        guard let entry = try core.tokens.live(token: token, now: request.now) else {
+        guard let entry = try core.tokens.live(token: token, now: request.now), visible(entry, request) else {
             throw CofferError(.permissionDenied, "bad token")
         }
-        return Response(data: entry.lookupData(id: token, now: request.now))
+        return Response(data: lookupData(entry, id: token, now: request.now))
     }
 
     func lookupAccessor(_ request: BackendRequest) throws(CofferError) -> Response {
         guard let accessor = request.fields.string("accessor") else { throw CofferError.invalid("missing accessor") }
         guard let found = try core.tokens.entry(accessor: accessor),
-            let entry = try core.tokens.live(found, now: request.now)
+            let entry = try core.tokens.live(found, now: request.now), visible(entry, request)
         else {
             throw CofferError.invalid("invalid accessor")
         }
-        return Response(data: entry.lookupData(id: "", now: request.now))
+        return Response(data: lookupData(entry, id: "", now: request.now))
     }
 
     func renewSelf(_ request: BackendRequest) throws(CofferError) -> Response {
@@ -85,7 +103,7 @@ package final class TokenBackend: TableBackend {
 
     func renew(_ request: BackendRequest) throws(CofferError) -> Response {
         guard let token = request.fields.string("token") else { throw CofferError.invalid("missing token") }
-        guard let entry = try core.tokens.live(token: token, now: request.now) else {
+        guard let entry = try core.tokens.live(token: token, now: request.now), visible(entry, request) else {
             throw CofferError.invalid("invalid token")
         }
         var response = try core.renew(entry, increment: request.fields.seconds("increment"), now: request.now)
@@ -102,7 +120,7 @@ package final class TokenBackend: TableBackend {
 
     func revoke(_ request: BackendRequest) throws(CofferError) -> Response {
         guard let token = request.fields.string("token") else { throw CofferError.invalid("missing token") }
-        if let entry = try core.tokens.lookup(token: token) {
+        if let entry = try core.tokens.lookup(token: token), visible(entry, request) {
             try core.tokens.revoke(hash: entry.idHash, orphanChildren: request.path == "revoke-orphan")
         }
         return .noContent
@@ -110,7 +128,7 @@ package final class TokenBackend: TableBackend {
 
     func revokeAccessor(_ request: BackendRequest) throws(CofferError) -> Response {
         guard let accessor = request.fields.string("accessor") else { throw CofferError.invalid("missing accessor") }
-        guard let entry = try core.tokens.entry(accessor: accessor) else {
+        guard let entry = try core.tokens.entry(accessor: accessor), visible(entry, request) else {
             throw CofferError.invalid("invalid accessor")
         }
         try core.tokens.revoke(hash: entry.idHash)
@@ -118,7 +136,13 @@ package final class TokenBackend: TableBackend {
     }
 
     func accessors(_ request: BackendRequest) throws(CofferError) -> Response {
-        Response(data: ["keys": .array(try core.tokens.accessors().map { .string($0) })])
+        let core = self.core
+        let here = core.namespace(id: request.namespaceID)
+        let accessors = try core.tokens.accessors { id in
+            guard let here, let home = core.namespace(id: id) else { return false }
+            return home.isWithin(here)
+        }
+        return Response(data: ["keys": .array(accessors.map { .string($0) })])
     }
 }
 
@@ -143,6 +167,7 @@ extension Core {
         _ fields: FieldData,
         caller: TokenEntry,
         orphanEndpoint: Bool,
+        namespaceID: String = "",
         now: Timestamp
     ) throws(CofferError) -> Response {
         let data = fields.raw
@@ -150,7 +175,7 @@ extension Core {
         let callerIsRoot = caller.isRoot
         let noParent = try data.bool("no_parent") ?? false
         if noParent && !orphanEndpoint && !callerIsRoot {
-            let acl = try policies.acl(for: caller.policies)
+            let acl = try (callerNamespace(caller) ?? root).policies.acl(for: caller.policies)
             guard acl.allowOperation(.update, path: "auth/token/create", data: nil).rootPrivileges else {
                 throw CofferError.invalid("root or sudo privileges required to create orphan token")
             }
@@ -223,13 +248,15 @@ extension Core {
         }
         let (token, entry): (String, TokenEntry)
         switch try data.string("type") ?? "service" {
-        case "service", "": (token, entry) = try tokens.create(make, id: customID)
+        case "service", "": (token, entry) = try tokens.create(make, id: customID, namespaceID: namespaceID)
         case "batch":
             guard !requested.contains("root") else { throw CofferError.invalid("batch tokens cannot be root tokens") }
             guard numUses == 0, period == 0, customID == nil else {
                 throw CofferError.invalid("batch tokens cannot have num_uses, a period or a custom id")
             }
-            (token, entry) = try tokens.createBatch(make("", ""))
+            var batch = make("", "")
+            batch.namespaceID = namespaceID
+            (token, entry) = try tokens.createBatch(batch)
         case let other: throw CofferError.invalid("unsupported token type \"\(other)\"; use service or batch")
         }
         return Response(auth: authInfo(token: token, entry, now: now))
@@ -393,7 +420,14 @@ extension Core {
         // unless tuned).
         var type = grant.tokenType
         if type == "default" { type = mount.entry.extraConfig["token_type"]?.stringValue ?? "default-service" }
-        let (token, entry) = type.hasSuffix("batch") ? try tokens.createBatch(make("", "")) : try tokens.create(make)
+        let (token, entry): (String, TokenEntry)
+        if type.hasSuffix("batch") {
+            var batch = make("", "")
+            batch.namespaceID = mount.namespaceID
+            (token, entry) = try tokens.createBatch(batch)
+        } else {
+            (token, entry) = try tokens.create(make, namespaceID: mount.namespaceID)
+        }
         var issued = authInfo(token: token, entry, now: now)
         issued.tokenPolicies = entry.policies
         issued.identityPolicies = identityPolicies

@@ -37,6 +37,9 @@ package struct TokenEntry: Sendable, Equatable {
     /// The longest life renewals may give a login token, from its creation (the role's
     /// `token_max_ttl` or the mount's max); 0: only the system maximum and `explicitMaxTTL` apply.
     package var maxTTL: Int64 = 0
+    /// The id of the namespace the token was made in ("" for root); its token and accessor end in
+    /// `.<id>`, as OpenBao's do. It is usable there and in the namespaces inside.
+    package var namespaceID = ""
 
     package var isRoot: Bool { policies.contains("root") }
     package var orphan: Bool { parentHash.isEmpty }
@@ -51,7 +54,7 @@ package struct TokenEntry: Sendable, Equatable {
             "expire_time": expireTime.map { .number(String($0.nanoseconds)) } ?? .null, "num_uses": .int(numUses),
             "period": .int(period), "renewable": .bool(renewable), "issue_time": .number(String(issueTime.nanoseconds)),
             "bound_cidrs": .array(boundCIDRs.map { .string($0) }), "entity_id": .string(entityID),
-            "batch": .bool(batch), "max_ttl": .int(maxTTL),
+            "batch": .bool(batch), "max_ttl": .int(maxTTL), "namespace_id": .string(namespaceID),
         ]
     }
 
@@ -114,6 +117,7 @@ package struct TokenEntry: Sendable, Equatable {
         self.entityID = json["entity_id"]?.stringValue ?? ""
         self.batch = json["batch"]?.boolValue ?? false
         self.maxTTL = Int64(json["max_ttl"]?.intValue ?? 0)
+        self.namespaceID = json["namespace_id"]?.stringValue ?? ""
     }
 
     /// Seconds left before expiry (0 for tokens that never expire).
@@ -353,12 +357,18 @@ package final class TokenStore: Sendable {
     }
 
     /// Creates a token; returns the token string (shown once) and its entry.
-    func create(_ make: (String, String) -> TokenEntry, id: String? = nil) throws(CofferError) -> (String, TokenEntry) {
+    func create(
+        _ make: (String, String) -> TokenEntry,
+        id: String? = nil,
+        namespaceID: String = ""
+    ) throws(CofferError) -> (String, TokenEntry) {
         let timing = barrier.meters.tokenCreate.begin()
         defer { barrier.meters.tokenCreate.end(timing) }
-        let token = id ?? "s." + Random.base62(24)
+        let suffix = namespaceID.isEmpty ? "" : "." + namespaceID
+        let token = id ?? "s." + Random.base62(24) + suffix
         let idHash = try hash(token)
-        let entry = make(idHash, Random.base62(24))
+        var entry = make(idHash, Random.base62(24) + suffix)
+        entry.namespaceID = namespaceID
         let accessorHash = try hash(entry.accessor)
         try withWriteLock { () throws(CofferError) in
             if try self.entry(hash: idHash) != nil { throw CofferError.invalid("a token with that id already exists") }
@@ -520,11 +530,20 @@ package final class TokenStore: Sendable {
     }
 
     /// Every accessor, for `auth/token/accessors` (sudo).
-    func accessors() throws(CofferError) -> [String] {
+    /// The accessors of every token, or of the tokens made in the namespaces `within` accepts.
+    func accessors(within: ((String) -> Bool)? = nil) throws(CofferError) -> [String] {
         var out: [String] = []
         for hash in try barrier.list(TokenStore.idPrefix) {
-            if let entry = try entry(hash: hash) { out.append(entry.accessor) }
+            if let entry = try entry(hash: hash), within?(entry.namespaceID) ?? true { out.append(entry.accessor) }
         }
         return out.sorted()
+    }
+
+    /// Revokes every token made in the namespace `id` (with their children, wherever they are).
+    /// Scans every token: for deleting a namespace, which is rare.
+    func revokeAll(inNamespace id: String) throws(CofferError) {
+        for hash in try barrier.list(TokenStore.idPrefix) {
+            if let entry = try entry(hash: hash), entry.namespaceID == id { try revoke(hash: hash) }
+        }
     }
 }

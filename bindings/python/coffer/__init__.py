@@ -252,14 +252,15 @@ class Coffer:
 
     def request(
         self, method: str, path: str, body: JSONBody = None, token: Optional[str] = None,
-        wrap_ttl: Optional[str] = None, client_address: Optional[str] = None,
+        wrap_ttl: Optional[str] = None, client_address: Optional[str] = None, namespace: Optional[str] = None,
     ) -> Response:
         """Any operation of the Vault/OpenBao HTTP API, with the same JSON in and out.
 
         `method` is GET, PUT, POST, PATCH, DELETE or LIST; `path` is the API path without /v1/
         (e.g. "secret/data/app", "sys/unseal"); `body` a dict (sent as JSON), JSON text or bytes.
         `wrap_ttl` ("60s") wraps the answer as X-Vault-Wrap-TTL does; `client_address` is the
-        address the call acts for (CIDR-bound tokens and secret IDs are checked against it).
+        address the call acts for (CIDR-bound tokens and secret IDs are checked against it);
+        `namespace` ("team-a") is the namespace the call is for, as X-Vault-Namespace.
         Returns the HTTP status and the parsed body; raises a CofferError subclass when the
         operation fails (its `http_status` and `body` hold the HTTP error response).
         """
@@ -269,11 +270,11 @@ class Coffer:
         out_len = ctypes.c_size_t(0)
         args = (self._h(), _text(method, "method"), _text(path, "path"), _text(token or self.token, "token"),
                 data or None, len(data))
-        if wrap_ttl is None and client_address is None:
+        if wrap_ttl is None and client_address is None and namespace is None:
             status = lib.coffer_request(*args, ctypes.byref(http), ctypes.byref(out), ctypes.byref(out_len))
         else:
             opts = _native.RequestOpts(ctypes.sizeof(_native.RequestOpts), _text(wrap_ttl, "wrap_ttl"),
-                                       _text(client_address, "client_address"))
+                                       _text(client_address, "client_address"), _text(namespace, "namespace"))
             status = lib.coffer_request_ex(*args, ctypes.byref(opts), ctypes.byref(http), ctypes.byref(out),
                                            ctypes.byref(out_len))
         raw = _native.take_buffer(out, out_len.value)

@@ -118,6 +118,7 @@ class RequestOpts(ctypes.Structure):
         ("struct_size", ctypes.c_size_t),
         ("wrap_ttl", ctypes.c_char_p),
         ("client_address", ctypes.c_char_p),
+        ("ns", ctypes.c_char_p),
     ]
 
 

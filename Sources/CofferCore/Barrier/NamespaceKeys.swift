@@ -1,0 +1,152 @@
+/// Each namespace's own keyring (issue 19): every entry stored under `namespaces/<uuid>/` is encrypted
+/// by the keys of that namespace, which no other namespace's entries use. The namespace keyring is
+/// kept at `core/namespace-keyring/<uuid>`, encrypted by the vault's keyring (and seal-wrapped when
+/// the seal wraps); deleting the namespace deletes it, after which the namespace's entries, wherever
+/// copies of them went, open with no key the vault holds: a crypto-shred.
+///
+/// A namespace keyring is a ``Keyring`` like the vault's: numbered terms, new writes under the
+/// active one. It rotates on its own when its active term has made as many encryptions as the
+/// vault's rotation policy allows (counted in memory; see docs/namespaces.md for the limit).
+extension Barrier {
+    /// Where every namespace's entries live: `namespaces/<uuid>/...`.
+    package static let namespacePrefix = "namespaces/"
+    /// Where namespace keyrings are stored, encrypted by the vault's keyring.
+    package static let namespaceKeyringPrefix = "core/namespace-keyring/"
+
+    /// The keyring that encrypts `path`: the namespace's for `namespaces/<uuid>/...`, else `root`.
+    func keyring(for path: String, root: Keyring) throws(CofferError) -> Keyring {
+        guard path.utf8.starts(with: Barrier.namespacePrefix.utf8) else { return root }
+        let rest = path.utf8.dropFirst(Barrier.namespacePrefix.utf8.count)
+        guard let slash = rest.firstIndex(of: UInt8(ascii: "/")) else {
+            throw CofferError(.integrity, "storage key '\(path)' names no namespace")
+        }
+        let uuid = String(decoding: rest[..<slash], as: UTF8.self)
+        guard let ring = namespaceRings.withLock({ $0[uuid] }) else {
+            throw CofferError(
+                .integrity,
+                "the keyring of namespace \(uuid) is not loaded: the namespace was deleted, or its key destroyed"
+            )
+        }
+        return ring
+    }
+
+    /// Makes and stores a new keyring for the namespace `uuid`, and loads it.
+    package func createNamespaceKeyring(_ uuid: String, now: Timestamp) throws(CofferError) {
+        guard let root = currentRing() else { throw CofferError.sealedError }
+        let ring = Keyring(
+            rootKey: root.rootKey,
+            terms: [1: .init(number: 1, key: SecureBytes(randomCount: AESGCM.keySize), installTime: now)],
+            activeTerm: 1
+        )
+        try storeNamespaceKeyring(uuid, ring)
+        namespaceRings.withLock { $0[uuid] = ring }
+    }
+
+    private func storeNamespaceKeyring(_ uuid: String, _ ring: Keyring) throws(CofferError) {
+        let path = Barrier.namespaceKeyringPrefix + uuid
+        try physical.put(path, try sealedEntry(path, secret: ring.serialized(), wrappingWith: currentSeal()))
+    }
+
+    /// Reads the namespace `uuid`'s keyring from storage and loads it. False when none is stored.
+    @discardableResult
+    package func loadNamespaceKeyring(_ uuid: String) throws(CofferError) -> Bool {
+        guard let root = currentRing() else { throw CofferError.sealedError }
+        let path = Barrier.namespaceKeyringPrefix + uuid
+        guard let stored = try physical.get(path) else { return false }
+        var blob = try openSealWrap(stored, path: path)
+        defer { if SealWrap.isWrapped(stored) { blob.wipe() } }
+        let term = try Envelope.term(of: blob, path: path)
+        guard let key = root.terms[term]?.key else {
+            throw CofferError(
+                .integrity,
+                "the keyring of namespace \(uuid) names key term \(term), which the keyring does not hold"
+            )
+        }
+        let plain = try Envelope.openSecure(key: key, blob: blob, path: path)
+        let ring: Keyring
+        do {
+            ring = try Keyring.deserialize(plain, rootKey: root.rootKey)
+        } catch {
+            throw CofferError(.integrity, "the stored keyring of namespace \(uuid) is malformed")
+        }
+        // A reload (the keyring changed beneath this barrier) never goes back to an older term.
+        namespaceRings.withLock { rings in
+            if let current = rings[uuid], current.activeTerm > ring.activeTerm { return }
+            rings[uuid] = ring
+        }
+        return true
+    }
+
+    /// The namespace keyring at `key` changed beneath this barrier: read it again, or forget it if
+    /// it was deleted. Only for namespaces loaded here.
+    package func namespaceKeyringChanged(_ key: String) {
+        let uuid = String(key.dropFirst(Barrier.namespaceKeyringPrefix.count))
+        guard namespaceRings.withLock({ $0[uuid] }) != nil else { return }
+        if (try? loadNamespaceKeyring(uuid)) == false { namespaceRings.withLock { _ = $0.removeValue(forKey: uuid) } }
+    }
+
+    /// Deletes the namespace `uuid`'s keyring from storage and memory (its keys are zeroed once no
+    /// request still holds them). Its entries cannot be decrypted afterwards.
+    package func destroyNamespaceKeyring(_ uuid: String) throws(CofferError) {
+        guard currentRing() != nil else { throw CofferError.sealedError }
+        try physical.delete(Barrier.namespaceKeyringPrefix + uuid)
+        namespaceRings.withLock { _ = $0.removeValue(forKey: uuid) }
+    }
+
+    /// Adds a term to the namespace `uuid`'s keyring; new writes in the namespace use it.
+    @discardableResult
+    package func rotateNamespaceKeyring(_ uuid: String, now: Timestamp) throws(CofferError) -> UInt32 {
+        try withKeyringWriteLock { () throws(CofferError) in try rotateNamespaceLocked(uuid, now: now) }
+    }
+
+    private func rotateNamespaceLocked(_ uuid: String, now: Timestamp) throws(CofferError) -> UInt32 {
+        guard let ring = namespaceRings.withLock({ $0[uuid] }) else {
+            throw CofferError(.notFound, "namespace \(uuid) has no keyring loaded")
+        }
+        let next = ring.rotated(now: now)
+        try storeNamespaceKeyring(uuid, next)
+        namespaceRings.withLock { $0[uuid] = next }
+        return next.activeTerm
+    }
+
+    /// The active term of the namespace `uuid`'s keyring and its encryptions since it was loaded.
+    package func namespaceKeyStatus(
+        _ uuid: String
+    ) throws(CofferError) -> (term: UInt32, installTime: Timestamp, encryptions: Int64) {
+        guard let ring = namespaceRings.withLock({ $0[uuid] }) else {
+            throw CofferError(.notFound, "namespace \(uuid) has no keyring loaded")
+        }
+        return (ring.active.number, ring.active.installTime, ring.encryptions.load(ordering: .relaxed))
+    }
+
+    /// Counts one encryption by a namespace keyring and rotates it when its active term is spent.
+    func countedInNamespace(_ ring: Keyring, path: String) throws(CofferError) {
+        let count = ring.encryptions.wrappingAdd(1, ordering: .relaxed).newValue
+        guard count >= rotateAfterEncryptions.load(ordering: .relaxed) else { return }
+        let rest = path.utf8.dropFirst(Barrier.namespacePrefix.utf8.count)
+        guard let slash = rest.firstIndex(of: UInt8(ascii: "/")) else { return }
+        let uuid = String(decoding: rest[..<slash], as: UTF8.self)
+        try withKeyringWriteLockIfAvailable { () throws(CofferError) in
+            guard let current = namespaceRings.withLock({ $0[uuid] }), current.activeTerm == ring.activeTerm else {
+                return
+            }
+            _ = try rotateNamespaceLocked(uuid, now: clock.now())
+        }
+    }
+}
+
+extension Barrier {
+    /// Opens a stored entry with the vault's own keyring, whatever its path: what someone holding
+    /// the vault's keys (and not the namespace's) could read of a namespace's entry. For checking
+    /// crypto-shredding; the request path never calls it.
+    package func openWithVaultKeyring(_ stored: [UInt8], path: String) throws(CofferError) -> [UInt8] {
+        guard let root = currentRing() else { throw CofferError.sealedError }
+        let blob = try openSealWrap(stored, path: path)
+        _ = try Envelope.term(of: blob, path: path)
+        // Every term of the vault's keyring, not only the one the entry names.
+        for candidate in root.terms.values {
+            if let plain = try? Envelope.openBytes(opener: candidate.opener, blob: blob, path: path) { return plain }
+        }
+        throw Envelope.authenticationFailure(path)
+    }
+}

@@ -1,0 +1,116 @@
+package import CofferCore
+import Synchronization
+
+/// A namespace (issue 19; docs/namespaces.md): a vault within the vault, with its own mounts, auth
+/// methods, policies, tokens and `sys/`, and its own keyring. The root namespace is the vault itself.
+///
+/// A namespace's entries live under `namespaces/<uuid>/` (mount tables, policies, its mounts' data),
+/// which the barrier encrypts with the namespace's keyring (CofferCore's NamespaceKeys.swift). Its
+/// record is `core/namespaces/<uuid>`, under the vault's keyring.
+package final class Namespace: Sendable {
+    /// Six base62 characters, the suffix of the namespace's tokens; "root" for the root namespace.
+    package let id: String
+    /// "" for the root namespace.
+    package let uuid: String
+    /// The full path with a trailing slash ("team-a/", "team-a/child/"); "" for the root namespace.
+    package let path: String
+    /// Where its entries live: "" for root, "namespaces/<uuid>/" for the others.
+    let prefix: String
+    let policies: PolicyStore
+    /// The namespace's mounts while unsealed (for root: everything; see Mounts.swift).
+    let routes = Mutex<RouteTable?>(nil)
+    /// What `sys/namespaces` shows and PATCH changes; the API lock.
+    let state: Mutex<NamespaceState>
+
+    init(id: String, uuid: String, path: String, barrier: Barrier, state: NamespaceState = NamespaceState()) {
+        self.id = id
+        self.uuid = uuid
+        self.path = path
+        self.prefix = uuid.isEmpty ? "" : Barrier.namespacePrefix + uuid + "/"
+        self.policies = PolicyStore(barrier: barrier, prefix: prefix + PolicyStore.prefix)
+        self.state = Mutex(state)
+    }
+
+    package var isRoot: Bool { uuid.isEmpty }
+
+    /// The parent's path ("" for a top-level namespace).
+    var parentPath: String { Namespace.parent(of: path) }
+
+    /// The last segment, without the slash.
+    var name: String { String(path.dropFirst(parentPath.count).dropLast()) }
+
+    /// Whether this namespace is `other` or inside it.
+    func isWithin(_ other: Namespace) -> Bool { other.isRoot || path.hasPrefix(other.path) }
+
+    /// The six fields OpenBao shows for a namespace.
+    var json: JSONValue {
+        let state = self.state.withLock { $0 }
+        return [
+            "id": .string(id), "uuid": .string(uuid), "path": .string(path), "locked": .bool(state.locked),
+            "tainted": false, "custom_metadata": .object(state.customMetadata.mapValues { .string($0) }),
+        ]
+    }
+
+    /// The stored record: the fields above and the API lock's key hash.
+    var record: JSONValue {
+        let state = self.state.withLock { $0 }
+        return [
+            "id": .string(id), "uuid": .string(uuid), "path": .string(path),
+            "custom_metadata": .object(state.customMetadata.mapValues { .string($0) }),
+            "locked": .bool(state.locked), "unlock_key_hash": .string(state.unlockKeyHash),
+        ]
+    }
+
+    convenience init(record: JSONValue, barrier: Barrier) throws(CofferError) {
+        guard let id = record["id"]?.stringValue, let uuid = record["uuid"]?.stringValue, !uuid.isEmpty,
+            let path = record["path"]?.stringValue, path.hasSuffix("/")
+        else {
+            throw CofferError(.integrity, "a stored namespace record is malformed")
+        }
+        var state = NamespaceState()
+        state.customMetadata = (record["custom_metadata"]?.objectValue ?? [:]).compactMapValues(\.stringValue)
+        state.locked = record["locked"]?.boolValue ?? false
+        state.unlockKeyHash = record["unlock_key_hash"]?.stringValue ?? ""
+        self.init(id: id, uuid: uuid, path: path, barrier: barrier, state: state)
+    }
+}
+
+package struct NamespaceState: Sendable {
+    var customMetadata: [String: String] = [:]
+    var locked = false
+    /// SHA-256 (hex) of the key that unlocks the API lock from inside; "" when unlocked.
+    var unlockKeyHash = ""
+}
+
+/// Every namespace but root, by path and by id: an immutable snapshot, replaced on each change, so
+/// the request path reads it without holding a lock.
+final class NamespaceIndex: Sendable {
+    let byPath: [String: Namespace]
+    let byID: [String: Namespace]
+
+    init(_ namespaces: [Namespace] = []) {
+        var byPath: [String: Namespace] = [:]
+        var byID: [String: Namespace] = [:]
+        for ns in namespaces {
+            byPath[ns.path] = ns
+            byID[ns.id] = ns
+        }
+        self.byPath = byPath
+        self.byID = byID
+    }
+
+    var isEmpty: Bool { byPath.isEmpty }
+
+    /// The direct children of the namespace at `path`.
+    func children(of path: String) -> [Namespace] {
+        byPath.values.filter { $0.parentPath == path }.sorted { $0.path < $1.path }
+    }
+
+    /// Every namespace inside the one at `path` (not itself).
+    func descendants(of path: String) -> [Namespace] {
+        byPath.values.filter { $0.path != path && $0.path.hasPrefix(path) }
+    }
+
+    func adding(_ ns: Namespace) -> NamespaceIndex { NamespaceIndex(Array(byPath.values) + [ns]) }
+    func removing(_ ns: Namespace) -> NamespaceIndex { NamespaceIndex(byPath.values.filter { $0 !== ns }) }
+}
