@@ -115,6 +115,19 @@ def scale(sizes, iterations, scratch):
     return results
 
 
+def namespaces(sizes, scratch):
+    """Issue 19: open + unseal time and memory with N namespaces (each with a KV v2 mount), one size per process."""
+    results = []
+    for size in sizes:
+        out = os.path.join(scratch, f"namespaces-{size}.json")
+        common = [os.path.join(RELEASE, "coffer-bench"), "namespaces", "--secrets", str(size),
+                  "--data-dir", os.path.join(BUILD, "bench-data")]
+        run_tool(common + ["--build-only"], timeout=3600)
+        run_tool(common + ["--iterations", "20000", "--json", out])
+        results.append(read_json(out))
+    return results
+
+
 def hsm(runs, scratch):
     out = os.path.join(scratch, "hsm.json")
     run_tool([os.path.join(RELEASE, "coffer-bench"), "hsm", "--runs", str(runs), "--json", out])
@@ -763,6 +776,22 @@ def evaluate_goals(results):
                       f"(median of alternating rounds, {os.cpu_count()} CPUs)",
                       f"{ratio:.2f}× ({summary['read_scaling_all_threads_per_s']:,.0f} against "
                       f"{summary['read_scaling_one_thread_per_s']:,.0f} reads/s)", ratio >= g["read_scaling_ratio"]))
+    # Issue 19: a read in a namespace against the same read at root (alternating rounds, same run).
+    ns_goal = read_json(os.path.join(ROOT, "bench", "thresholds.json"))["namespaces"]["goals"]
+    for key, how in (("namespace_read_prefix_p50_ratio", "path prefix"), ("namespace_read_header_p50_ratio", "header")):
+        if key in summary:
+            goals.append((f"KV read in a namespace ({how}) p50 ≤ {ns_goal['read_p50_ratio']}× the same read at root",
+                          f"{summary[key]:.2f}×", summary[key] <= ns_goal["read_p50_ratio"]))
+    sizes = {s["summary"]["namespaces"]: s["summary"] for s in results.get("namespaces") or []}
+    if {0, 1_000, 10_000} <= set(sizes):
+        def per(a, b, key):
+            return (sizes[b][key] - sizes[a][key]) / (b - a)
+        first, second = per(0, 1_000, "open_unseal_median_ms"), per(1_000, 10_000, "open_unseal_median_ms")
+        goals.append(("open + unseal time per namespace flat from 1k to 10k (within 1.5×)",
+                      f"{first * 1000:.0f} µs then {second * 1000:.0f} µs per namespace",
+                      second <= 1.5 * first))
+        goals.append(("memory per namespace after open (10k namespaces)",
+                      f"{per(0, 10_000, 'rss_after_open_mib') * 1024:.1f} KiB per namespace", True))
     # Audited reads run in alternating rounds against a reference read; the cost is the median over
     # the rounds of the throughput lost within a round (a neighbour slowing one phase moves both).
     reference = f.get("kv read (audit reference: no device)")
@@ -960,6 +989,14 @@ def markdown(results):
                          f"{m['random_read_p50_us']:.1f} / {m['random_read_p99_us']:.1f} | "
                          f"{m['random_read_as_found_p50_us']:.1f} / {m['random_read_as_found_p99_us']:.1f} | "
                          f"{m['rss_after_open_mib']:.0f} | {m['rss_after_reads_mib']:.0f} |")
+    if results.get("namespaces"):
+        lines += ["", "### Namespaces (open + unseal, each namespace with a KV v2 mount; each size in its own process)", "",
+                  "| namespaces | open + unseal median ms | RSS after open MiB | read in one of them p50 / p99 µs |",
+                  "| ---: | ---: | ---: | ---: |"]
+        for s in results["namespaces"]:
+            m = s["summary"]
+            lines.append(f"| {m['namespaces']:,} | {m['open_unseal_median_ms']:.1f} | {m['rss_after_open_mib']:.0f} | "
+                         f"{m['read_p50_us']:.1f} / {m['read_p99_us']:.1f} |")
     web = results.get("http")
     if web:
         lines += ["", f"### HTTP (wrk, 1 thread, {web['connections']} connections, {web['rounds']} alternating rounds of "
@@ -1397,7 +1434,7 @@ def check_database(db, limits):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="the CI gate: short runs checked against bench/thresholds.json")
-    parser.add_argument("--parts", default=None, help="comma-separated subset of inprocess,c,scale,hsm,http,database,pki,auth")
+    parser.add_argument("--parts", default=None, help="comma-separated subset of inprocess,c,scale,namespaces,hsm,http,database,pki,auth")
     parser.add_argument("--out", default=None, help="results JSON (default: bench/results/<date>.json, or .build/bench for --smoke)")
     parser.add_argument("--cofferd", default=os.path.join(RELEASE, "cofferd"),
                         help="the cofferd binary (default: the release build; the smoke gate passes the debug one)")
@@ -1406,7 +1443,7 @@ def main():
     args = parser.parse_args()
 
     smoke = args.smoke
-    default_parts = "inprocess,http,database,pki,auth" if smoke else "inprocess,c,scale,hsm,http,database,pki,auth"
+    default_parts = "inprocess,http,database,pki,auth" if smoke else "inprocess,c,scale,namespaces,hsm,http,database,pki,auth"
     parts = set((args.parts or default_parts).split(","))
     cofferd_built = os.path.exists(args.cofferd)
     scratch = tempfile.mkdtemp(prefix="coffer-bench-")
@@ -1422,6 +1459,9 @@ def main():
         if "scale" in parts:
             progress("scale: 1k, 100k, 1M secrets (databases cached in .build/bench-data)")
             results["scale"] = scale([1_000, 100_000, 1_000_000], 20_000, scratch)
+        if "namespaces" in parts:
+            progress("namespaces: open + unseal with 0, 1,000 and 10,000 (databases cached in .build/bench-data)")
+            results["namespaces"] = namespaces([0, 1_000, 10_000], scratch)
         if "hsm" in parts:
             progress("open + unseal through SoftHSM")
             results["hsm"] = hsm(50, scratch)

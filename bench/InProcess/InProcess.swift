@@ -167,6 +167,43 @@ func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
         ),
     ])
 
+    // The same read in a namespace (issue 19: within 1.1x of root), addressed by path prefix and by
+    // header, with a token of the namespace, in alternating rounds with the root read.
+    _ = try vault.handle(Request(.update, "sys/namespaces/tenant", token: "bench-root"))
+    _ = try vault.handle(
+        Request(
+            .update,
+            "tenant/sys/mounts/secret",
+            data: ["type": "kv", "options": ["version": "2"]],
+            token: "bench-root"
+        )
+    )
+    _ = try vault.handle(
+        Request(
+            .update,
+            "tenant/sys/policies/acl/reader",
+            data: ["policy": #"path "secret/data/app/*" { capabilities = ["read"] }"#],
+            token: "bench-root"
+        )
+    )
+    let tenantToken = try vault.handle(
+        Request(.update, "tenant/auth/token/create", data: ["policies": ["reader"], "ttl": "1h"], token: "bench-root")
+    ).auth!.clientToken
+    _ = try vault.handle(
+        Request(.update, "tenant/secret/data/app/db", data: ["data": .object(payload)], token: "bench-root")
+    )
+    try bench.compare([
+        ("kv read (root namespace)", { _ = try vault.handle(Request(.read, "secret/data/app/db", token: token)) }, nil),
+        (
+            "kv read (namespace, path prefix)",
+            { _ = try vault.handle(Request(.read, "tenant/secret/data/app/db", token: tenantToken)) }, nil
+        ),
+        (
+            "kv read (namespace, header)",
+            { _ = try vault.handle(Request(.read, "secret/data/app/db", token: tenantToken, namespace: "tenant")) }, nil
+        ),
+    ])
+
     // Last, as its writer adds versions to the database: the same KV read alone and with a second
     // thread writing other secrets of the mount (an fsync each), unpinned and on CPUs of their own,
     // in alternating rounds.
@@ -196,6 +233,13 @@ func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
         if let pinned = bench.figure("kv read (one concurrent writer, other core)") {
             summary["concurrent_write_other_core_read_p99_ratio"] = pinned.p99 / alone.p99
         }
+    }
+    if let root = bench.figure("kv read (root namespace)"),
+        let prefix = bench.figure("kv read (namespace, path prefix)"),
+        let header = bench.figure("kv read (namespace, header)")
+    {
+        summary["namespace_read_prefix_p50_ratio"] = prefix.p50 / root.p50
+        summary["namespace_read_header_p50_ratio"] = header.p50 / root.p50
     }
     let reference = "kv read (audit reference: no device)"
     if let cost = bench.medianRoundCost("kv read + file audit", reference: reference),

@@ -3,6 +3,8 @@
 //
 //   swift run -c release coffer-bench [inprocess] [--iterations N] [--only PREFIX] [--json PATH]
 //   swift run -c release coffer-bench scale --secrets N [--data-dir DIR] [--iterations N] [--json PATH] [--build-only]
+//   swift run -c release coffer-bench namespaces --secrets N [--data-dir DIR] [--json PATH] [--build-only]
+//       (N namespaces, each with a KV v2 mount; issue 19, Namespaces.swift)
 //   swift run -c release coffer-bench hsm [--runs N] [--json PATH]
 //   swift run -c release coffer-bench database [--creds N] [--rounds R] [--leases N] [--chunks C] [--opens O]
 //       [--postgres-port P --postgres-password X] [--json PATH]      (issue 15; see Database.swift)
@@ -77,6 +79,11 @@ do {
         )
         exit(0)
     case "scale": summary = try runScale(bench, count: secrets, directory: dataDirectory)
+    case "namespaces" where buildOnly:
+        let data = try namespaceData(count: secrets, directory: dataDirectory)
+        say("  \(secrets) namespaces: \(data.reused ? "cached" : String(format: "built in %.0f s", data.buildSeconds))")
+        exit(0)
+    case "namespaces": summary = try runNamespaceScale(bench, count: secrets, directory: dataDirectory)
     case "hsm": summary = try runHSM(bench, directory: scratch, runs: runs)
     case "database":
         summary = try runDatabase(
@@ -97,7 +104,7 @@ do {
         exit(0)
     default:
         FileHandle.standardError.write(
-            Data("unknown mode \(mode); use inprocess, scale, hsm, database, pki, auth or postgres\n".utf8)
+            Data("unknown mode \(mode); use inprocess, scale, namespaces, hsm, database, pki, auth or postgres\n".utf8)
         )
         exit(2)
     }

@@ -229,3 +229,33 @@ def test_metrics_in_both_forms():
         assert "not-in-metrics" not in text + json.dumps(body)
         with pytest.raises(coffer.InvalidArgumentError, match='metrics format "yaml" unknown'):
             c.metrics("yaml")
+
+
+def test_namespaces_isolate_tenants_over_the_c_abi():
+    """Issue 19: every call can name a namespace, by the `namespace` option (coffer_request_opts.ns) or
+    by the path; a tenant's token reaches its own namespace only, the fast paths included."""
+    with coffer.Coffer({"dev": True}, token="root") as c:
+        tokens = {}
+        for tenant in ("team-a", "team-b"):
+            assert c.request("POST", f"sys/namespaces/{tenant}").body["data"]["path"] == f"{tenant}/"
+            c.request("POST", "sys/mounts/kv", body={"type": "kv", "options": {"version": "2"}}, namespace=tenant)
+            assert c.kv.put("db", {"password": f"{tenant}-secret"}, mount=f"{tenant}/kv") == 1
+            c.request("PUT", "sys/policies/acl/reader", namespace=tenant,
+                      body={"policy": 'path "kv/data/*" { capabilities = ["read"] }'})
+            created = c.request("POST", "auth/token/create", body={"policies": ["reader"]}, namespace=tenant)
+            tokens[tenant] = created.body["auth"]["client_token"]
+        a = tokens["team-a"]
+        assert c.kv.get("db", mount="team-a/kv", token=a).data == {"password": "team-a-secret"}
+        assert c.request("GET", "kv/data/db", token=a, namespace="team-a").body["data"]["data"] == \
+            {"password": "team-a-secret"}
+        for call in (
+            lambda: c.kv.get("db", mount="team-b/kv", token=a),
+            lambda: c.request("GET", "kv/data/db", token=a, namespace="team-b"),
+            lambda: c.request("GET", "team-b/kv/data/db", token=a),
+            lambda: c.request("GET", "sys/mounts", token=a, namespace="team-b"),
+        ):
+            with pytest.raises(coffer.PermissionDeniedError) as denied:
+                call()
+            assert "team-b-secret" not in str(denied.value.body)
+        with pytest.raises(coffer.NotFoundError):
+            c.request("GET", "kv/data/db", namespace="team-c")

@@ -1,0 +1,115 @@
+// Namespaces at scale (issue 19): the time to open and unseal a vault of N namespaces, each with
+// a KV v2 mount and a secret, and the memory it holds after; one size per process (the driver runs
+// 0, 1,000 and 10,000), so the resident set belongs to that size. The databases are built once
+// through the real namespace API and kept under the data directory.
+import Coffer
+import CofferFramework
+import CofferStorage
+import Engines
+import Foundation
+
+/// The cached database of `count` namespaces, built first if it is missing.
+func namespaceData(count: Int, directory: String) throws -> ScaleData {
+    let base = "\(directory)/namespaces-\(scaleLayout)-\(count)"
+    if let text = FileManager.default.contents(atPath: base + ".json"),
+        FileManager.default.fileExists(atPath: base + ".db"),
+        let info = try JSONSerialization.jsonObject(with: text) as? [String: Any]
+    {
+        return ScaleData(
+            databasePath: base + ".db",
+            unsealKey: info["unseal_key"] as! String,
+            token: info["token"] as! String,
+            buildSeconds: info["build_seconds"] as! Double,
+            reused: true
+        )
+    }
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    let partial = base + ".db.partial"
+    for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: partial + suffix) }
+    let start = nowNanos()
+    let storage = try BulkLoadBackend(path: partial)
+    let core = try Core(storage: storage, engines: BuiltinEngines.registry)
+    let initResult = try core.initialize(shares: 1, threshold: 1)
+    let root = initResult.rootToken
+    for i in 0..<count {
+        let name = NamespaceBench.name(i)
+        _ = try core.handle(Request(.update, "sys/namespaces/\(name)", token: root))
+        _ = try core.handle(
+            Request(.update, "\(name)/sys/mounts/kv", data: ["type": "kv", "options": ["version": "2"]], token: root)
+        )
+        _ = try core.handle(
+            Request(.update, "\(name)/kv/data/app/db", data: ["data": ["password": "p-\(i)"]], token: root)
+        )
+        if i % 2_000 == 1_999 {
+            say(
+                String(
+                    format: "  building %d namespaces: %d made (%.0f s)",
+                    count,
+                    i + 1,
+                    Double(nowNanos() - start) / 1e9
+                )
+            )
+        }
+    }
+    core.sealVault()
+    storage.close()
+    let seconds = Double(nowNanos() - start) / 1e9
+    try FileManager.default.moveItem(atPath: partial, toPath: base + ".db")
+    let info: [String: Any] = [
+        "unseal_key": initResult.hexKeys[0], "token": root, "build_seconds": seconds, "namespaces": count,
+        "note": "benchmark data only: this unseal key and token open nothing but this generated database",
+    ]
+    try writeJSON(info, to: base + ".json")
+    return ScaleData(
+        databasePath: base + ".db",
+        unsealKey: initResult.hexKeys[0],
+        token: root,
+        buildSeconds: seconds,
+        reused: false
+    )
+}
+
+enum NamespaceBench {
+    static func name(_ i: Int) -> String { "tenant-" + String(format: "%05d", i) }
+}
+
+/// Opens and unseals the vault of `count` namespaces `opens` times; reads a secret in one of them.
+func runNamespaceScale(_ bench: Bench, count: Int, directory: String, opens: Int = 5) throws -> [String: Any] {
+    let data = try namespaceData(count: count, directory: directory)
+    let before = residentMiB()
+    var samples: [UInt64] = []
+    var vault: Vault?
+    for _ in 0..<opens {
+        vault?.close()
+        let start = nowNanos()
+        let opened = try Vault.open(VaultConfiguration(storage: .sqlite(path: data.databasePath)))
+        try opened.unseal(key: data.unsealKey)
+        samples.append(nowNanos() - start)
+        vault = opened
+    }
+    let opened = vault!
+    defer { opened.close() }
+    let afterOpen = residentMiB()
+    var read: Figure?
+    if count > 0 {
+        let request = Request(.read, "\(NamespaceBench.name(count / 2))/kv/data/app/db", token: data.token)
+        read = try bench.measure("kv read in one of \(count) namespaces") { _ = try opened.handle(request) }
+    }
+    let sorted = samples.sorted()
+    let median = Double(sorted[sorted.count / 2]) / 1e6
+    say(
+        String(
+            format: "  open + unseal with %d namespaces: median %.1f ms; RSS %.0f MiB after open (%.0f before)",
+            count,
+            median,
+            afterOpen.rss,
+            before.rss
+        )
+    )
+    return [
+        "namespaces": count, "build_seconds": data.buildSeconds, "build_reused": data.reused,
+        "open_unseal_median_ms": median, "open_unseal_first_ms": Double(samples[0]) / 1e6,
+        "rss_before_open_mib": before.rss, "rss_after_open_mib": afterOpen.rss,
+        "read_p50_us": read?.p50 ?? 0, "read_p99_us": read?.p99 ?? 0,
+    ]
+}
