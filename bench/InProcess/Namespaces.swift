@@ -38,7 +38,7 @@ func namespaceData(count: Int, directory: String) throws -> ScaleData {
             Request(.update, "\(name)/sys/mounts/kv", data: ["type": "kv", "options": ["version": "2"]], token: root)
         )
         _ = try core.handle(
-            Request(.update, "\(name)/kv/data/app/db", data: ["data": ["password": "p-\(i)"]], token: root)
+            Request(.update, "\(name)/kv/data/app/db", data: ["data": ["password": .string("p-\(i)")]], token: root)
         )
         if i % 2_000 == 1_999 {
             say(
