@@ -198,6 +198,7 @@ import Testing
             try core.handle(Request(.update, "sys/mounts/kv", data: ["type": "echo"], token: token, namespace: "keep"))
             try core.handle(Request(.update, "keep/kv/x", data: ["v": "1"], token: token))
             core.sealVault()
+            expectError(.sealed) { try core.handle(Request(.read, "kv/x", token: token, namespace: "keep")) }
             try core.unseal(key: unsealKey)
             #expect(try core.handle(Request(.read, "keep/kv/x", token: token)).data?["v"] == "1")
         }

@@ -136,6 +136,18 @@ def test_two_tenants_in_namespaces_see_only_their_own(srv, idp):
     # Root's token still reaches both.
     assert srv.data("GET", "tenant-b/kv/data/db")["data"] == {"password": "tenant-b-secret"}
 
+    # The agent logs in with AppRole at root; its policy names one tenant's paths by their full path.
+    srv.ok("PUT", "sys/policies/acl/agent", {"policy": 'path "tenant-a/kv/data/*" { capabilities = ["read"] }'},
+           status=204)
+    srv.ok("POST", "sys/auth/approle", {"type": "approle"}, status=204)
+    srv.ok("POST", "auth/approle/role/agent", {"token_policies": ["agent"], "token_ttl": "10m"}, status=204)
+    role_id = srv.data("GET", "auth/approle/role/agent/role-id")["role_id"]
+    secret_id = srv.data("POST", "auth/approle/role/agent/secret-id")["secret_id"]
+    agent = as_client(srv, login_ok(srv, "auth/approle/login", {"role_id": role_id, "secret_id": secret_id})["client_token"])
+    assert agent.data("GET", "tenant-a/kv/data/db")["data"] == {"password": "tenant-a-secret"}
+    assert agent("GET", "kv/data/db", headers={"X-Vault-Namespace": "tenant-a"})[0] == 200
+    assert agent("GET", "tenant-b/kv/data/db")[0] == 403
+
 
 def test_hvac_works_in_a_namespace(srv):
     srv.ok("POST", "sys/namespaces/hv")

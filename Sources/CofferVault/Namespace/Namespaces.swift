@@ -101,7 +101,10 @@ extension Core {
         while trimmed.hasSuffix("/") { trimmed = trimmed.dropLast() }
         if trimmed.hasPrefix("root/") { trimmed = trimmed.dropFirst(5) }
         if !trimmed.isEmpty && trimmed != "root" {
-            guard let found = index.byPath[trimmed + "/"] else { throw CofferError(.notFound, "namespace not found") }
+            guard let found = index.byPath[trimmed + "/"] else {
+                // Sealed, no namespace is loaded: say so, not that it does not exist.
+                throw barrier.isSealed ? CofferError.sealedError : CofferError(.notFound, "namespace not found")
+            }
             ns = found
         } else if Core.tokenSelfPaths.contains(request.path), let id = Core.namespaceSuffix(of: request.token),
             let home = index.byID[id]
