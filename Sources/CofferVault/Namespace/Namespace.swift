@@ -82,21 +82,29 @@ package struct NamespaceState: Sendable {
     var unlockKeyHash = ""
 }
 
-/// Every namespace but root, by path and by id: an immutable snapshot, replaced on each change, so
+/// Every namespace but root, by path, id and uuid: an immutable snapshot, replaced on each change, so
 /// the request path reads it without holding a lock.
 final class NamespaceIndex: Sendable {
     let byPath: [String: Namespace]
     let byID: [String: Namespace]
+    let byUUID: [String: Namespace]
 
-    init(_ namespaces: [Namespace] = []) {
+    convenience init(_ namespaces: [Namespace] = []) {
         var byPath: [String: Namespace] = [:]
         var byID: [String: Namespace] = [:]
+        var byUUID: [String: Namespace] = [:]
         for ns in namespaces {
             byPath[ns.path] = ns
             byID[ns.id] = ns
+            byUUID[ns.uuid] = ns
         }
+        self.init(byPath: byPath, byID: byID, byUUID: byUUID)
+    }
+
+    private init(byPath: [String: Namespace], byID: [String: Namespace], byUUID: [String: Namespace]) {
         self.byPath = byPath
         self.byID = byID
+        self.byUUID = byUUID
     }
 
     var isEmpty: Bool { byPath.isEmpty }
@@ -106,11 +114,27 @@ final class NamespaceIndex: Sendable {
         byPath.values.filter { $0.parentPath == path }.sorted { $0.path < $1.path }
     }
 
-    /// Every namespace inside the one at `path` (not itself).
-    func descendants(of path: String) -> [Namespace] {
-        byPath.values.filter { $0.path != path && $0.path.hasPrefix(path) }
+    /// The namespace whose entries a storage key is among (`namespaces/<uuid>/...`).
+    func owner(ofStorageKey key: String) -> Namespace? {
+        let rest = key.utf8.dropFirst(Barrier.namespacePrefix.utf8.count)
+        guard let slash = rest.firstIndex(of: UInt8(ascii: "/")) else { return nil }
+        return byUUID[String(decoding: rest[..<slash], as: UTF8.self)]
     }
 
-    func adding(_ ns: Namespace) -> NamespaceIndex { NamespaceIndex(Array(byPath.values) + [ns]) }
-    func removing(_ ns: Namespace) -> NamespaceIndex { NamespaceIndex(byPath.values.filter { $0 !== ns }) }
+    // Copies of the dictionaries, not rebuilt ones: a change costs a copy, not n insertions.
+    func adding(_ ns: Namespace) -> NamespaceIndex {
+        var (byPath, byID, byUUID) = (self.byPath, self.byID, self.byUUID)
+        byPath[ns.path] = ns
+        byID[ns.id] = ns
+        byUUID[ns.uuid] = ns
+        return NamespaceIndex(byPath: byPath, byID: byID, byUUID: byUUID)
+    }
+
+    func removing(_ ns: Namespace) -> NamespaceIndex {
+        var (byPath, byID, byUUID) = (self.byPath, self.byID, self.byUUID)
+        byPath.removeValue(forKey: ns.path)
+        byID.removeValue(forKey: ns.id)
+        byUUID.removeValue(forKey: ns.uuid)
+        return NamespaceIndex(byPath: byPath, byID: byID, byUUID: byUUID)
+    }
 }

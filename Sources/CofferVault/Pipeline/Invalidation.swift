@@ -47,8 +47,7 @@ extension Core {
 
     /// An entry of a namespace changed: its policies, mount tables or a mount's data.
     private func namespaceEntryChanged(_ key: String) {
-        let index = namespaceIndex.withLock { $0 }
-        guard let ns = index.byPath.values.first(where: { key.hasPrefix($0.prefix) }) else { return }
+        guard let ns = namespaceIndex.withLock({ $0 }).owner(ofStorageKey: key) else { return }
         let relative = String(key.dropFirst(ns.prefix.count))
         if relative.hasPrefix(PolicyStore.prefix) {
             ns.policies.invalidate(String(relative.dropFirst(PolicyStore.prefix.count)))
@@ -66,7 +65,7 @@ extension Core {
         guard let stored = try? barrier.list(Core.namespaceRecordPrefix) else { return }
         do {
             let index = namespaceIndex.withLock { $0 }
-            var known = Dictionary(uniqueKeysWithValues: index.byPath.values.map { ($0.uuid, $0) })
+            var known = index.byUUID
             var kept: [Namespace] = []
             for uuid in stored {
                 if let ns = known.removeValue(forKey: uuid) {
