@@ -24,7 +24,7 @@ package final class SystemBackend: TableBackend {
                 "sealwrap/rewrap",
                 "remount", "raw/*", "leases/lookup/*", "leases/revoke-prefix/*", "leases/revoke-force/*",
                 "leases", "leases/count",
-            ],
+            ] + SystemBackend.breakGlassRootPaths,
             unaudited: ["seal-status", "health", "leader"],
             selfService: ["capabilities-self", "internal/ui/mounts", "internal/ui/mounts/*"]
         )
@@ -94,6 +94,7 @@ package final class SystemBackend: TableBackend {
                 delete: SystemBackend.deletePolicy
             ),
         ] + mountPaths + auditPaths + rekeyPaths + leasePaths + passwordPolicyPaths + wrappingPaths + metricsPaths
+            + breakGlassPaths + eventPaths
     )
 
     static let initFields: [Field] = [

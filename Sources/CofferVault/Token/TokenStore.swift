@@ -37,6 +37,9 @@ package struct TokenEntry: Sendable, Equatable {
     /// The longest life renewals may give a login token, from its creation (the role's
     /// `token_max_ttl` or the mount's max); 0: only the system maximum and `explicitMaxTTL` apply.
     package var maxTTL: Int64 = 0
+    /// A break-glass token, or a child of one (BreakGlass/): its requests are audited with the
+    /// break-glass marker and reported. The request path tests only this flag.
+    package var breakGlass = false
 
     package var isRoot: Bool { policies.contains("root") }
     package var orphan: Bool { parentHash.isEmpty }
@@ -51,7 +54,7 @@ package struct TokenEntry: Sendable, Equatable {
             "expire_time": expireTime.map { .number(String($0.nanoseconds)) } ?? .null, "num_uses": .int(numUses),
             "period": .int(period), "renewable": .bool(renewable), "issue_time": .number(String(issueTime.nanoseconds)),
             "bound_cidrs": .array(boundCIDRs.map { .string($0) }), "entity_id": .string(entityID),
-            "batch": .bool(batch), "max_ttl": .int(maxTTL),
+            "batch": .bool(batch), "max_ttl": .int(maxTTL), "break_glass": .bool(breakGlass),
         ]
     }
 
@@ -114,6 +117,7 @@ package struct TokenEntry: Sendable, Equatable {
         self.entityID = json["entity_id"]?.stringValue ?? ""
         self.batch = json["batch"]?.boolValue ?? false
         self.maxTTL = Int64(json["max_ttl"]?.intValue ?? 0)
+        self.breakGlass = json["break_glass"]?.boolValue ?? false
     }
 
     /// Seconds left before expiry (0 for tokens that never expire).
@@ -260,15 +264,15 @@ package final class TokenStore: Sendable {
     /// directly in a `Mutex` was wrapped in one more reabstraction thunk at every read, so each
     /// token creation cost more than the last (a login slowed to milliseconds after some thousands).
     final class Hooks: Sendable {
-        /// Told the hash of every token revoked, after it is gone (the cubbyhole drops its folder).
-        let revoked: @Sendable (String) -> Void
+        /// Told the entry of every token revoked, after it is gone (the cubbyhole drops its folder).
+        let revoked: @Sendable (TokenEntry) -> Void
         /// Told when a token's expiry is set or moved (creation with a TTL, renewal), inside the
         /// lock: the expiration manager indexes it. It answers with the index row to store in the
         /// same batch as the entry.
         let expiring: @Sendable (String, Timestamp) -> StorageOperation
 
         init(
-            revoked: @escaping @Sendable (String) -> Void,
+            revoked: @escaping @Sendable (TokenEntry) -> Void,
             expiring: @escaping @Sendable (String, Timestamp) -> StorageOperation
         ) {
             self.revoked = revoked
@@ -516,7 +520,7 @@ package final class TokenStore: Sendable {
         }
         try barrier.batch(ops)
         cache[hex: entry.idHash] = nil
-        hooks.withLock { $0 }?.revoked(entry.idHash)
+        hooks.withLock { $0 }?.revoked(entry)
     }
 
     /// Every accessor, for `auth/token/accessors` (sudo).
