@@ -98,7 +98,9 @@ extension Core {
             throw CofferError(.permissionDenied, "a break-glass token cannot request, approve or claim break-glass")
         }
         if caller.batch {
-            throw CofferError.invalid("break-glass needs a service token; batch tokens cannot request, approve or claim")
+            throw CofferError.invalid(
+                "break-glass needs a service token; batch tokens cannot request, approve or claim"
+            )
         }
     }
 
@@ -364,7 +366,9 @@ extension Core {
     func revokeBreakGlass(_ id: String, now: Timestamp) throws(CofferError) -> Response {
         guard let found = try breakGlassActivation(id) else { throw Self.noSuchRequest(id) }
         guard found.status == .active else {
-            throw CofferError.invalid("break-glass request \(id) is \(found.status(now: now).rawValue); no token to revoke")
+            throw CofferError.invalid(
+                "break-glass request \(id) is \(found.status(now: now).rawValue); no token to revoke"
+            )
         }
         // The token-ended hook marks it revoked; a token already gone is marked here.
         if try tokens.revoke(hash: found.tokenHash) == 0 {
@@ -393,10 +397,13 @@ extension Core {
             status: status
         )
         guard
-            let updated = try? updateBreakGlass(id, { (a) throws(CofferError) in
-                a.useCount += 1
-                if a.uses.count < BreakGlassActivation.maximumUses { a.uses.append(use) }
-            })
+            let updated = try? updateBreakGlass(
+                id,
+                { (a) throws(CofferError) in
+                    a.useCount += 1
+                    if a.uses.count < BreakGlassActivation.maximumUses { a.uses.append(use) }
+                }
+            )
         else { return }
         publishBreakGlass(
             "break-glass/used",
@@ -419,12 +426,15 @@ extension Core {
         let expired = entry.isExpired(now: now)
         var ended = false
         guard
-            let activation = try? updateBreakGlass(id, { (a) throws(CofferError) in
-                guard a.tokenHash == entry.idHash, a.status == .active else { return }
-                a.status = expired ? .expired : .revoked
-                a.endTime = now
-                ended = true
-            }), ended
+            let activation = try? updateBreakGlass(
+                id,
+                { (a) throws(CofferError) in
+                    guard a.tokenHash == entry.idHash, a.status == .active else { return }
+                    a.status = expired ? .expired : .revoked
+                    a.endTime = now
+                    ended = true
+                }
+            ), ended
         else { return }
         var caller = entry.auditCaller
         caller.breakGlass?.event = expired ? "expired" : "revoked"

@@ -53,7 +53,10 @@ package struct BreakGlassUse: Sendable, Equatable {
     package var status: Int
 
     var json: JSONValue {
-        ["time": .int(time.nanoseconds), "operation": .string(operation), "path": .string(path), "status": .int(status)]
+        [
+            "time": .int(time.nanoseconds), "operation": .string(operation), "path": .string(path),
+            "status": .int(status),
+        ]
     }
 
     init(time: Timestamp, operation: String, path: String, status: Int) {

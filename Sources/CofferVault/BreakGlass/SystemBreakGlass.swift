@@ -84,7 +84,11 @@ extension SystemBackend {
     }
 
     func approveBreakGlass(_ request: BackendRequest) throws(CofferError) -> Response {
-        try core.approveBreakGlass(request.capture("id"), caller: try TokenBackend.callerEntry(request), now: request.now)
+        try core.approveBreakGlass(
+            request.capture("id"),
+            caller: try TokenBackend.callerEntry(request),
+            now: request.now
+        )
     }
 
     func denyBreakGlass(_ request: BackendRequest) throws(CofferError) -> Response {
