@@ -79,6 +79,11 @@ import Testing
         return try core.call(.update, "sys/break-glass/activate/" + name, data, token: token)
     }
 
+    /// Whether `record` is the response line of a request to `path` that succeeded.
+    static func answered(_ record: JSONValue, _ path: String) -> Bool {
+        record["request"]?["path"]?.stringValue == path && record["type"] == "response" && record["error"] == ""
+    }
+
     func tick() -> LeaseExpiryReport { core.leases.tick(now: clock.now()) }
 
     /// The audit log's records once `ready` holds for them (reads reach the file from the device's
@@ -159,7 +164,7 @@ import Testing
         expectError(.permissionDenied) { try core.call(.read, "echo/x", token: child) }
 
         let records = try auditRecords { records in
-            records.filter { $0["request"]?["path"] == "echo/x" && $0["type"] == "response" }.count == 2
+            records.filter { Self.answered($0, "echo/x") }.count == 2
         }
         let expiry = records.filter { $0["request"]?["path"]?.stringValue == "sys/break-glass/expire/" + id }
         #expect(expiry.count == 2, "a request and a response line")
@@ -167,7 +172,8 @@ import Testing
         #expect(expiry.first?["break_glass"]?["id"] == .string(id))
         #expect(expiry.first?["time"]?.stringValue == clock.now().rfc3339)
         // The requests made with it carry the marker, in the record and in auth.metadata.
-        let uses = records.filter { $0["request"]?["path"] == "echo/x" && $0["type"] == "response" }
+        // (The two reads refused after expiry are recorded too, without a caller: not these.)
+        let uses = records.filter { Self.answered($0, "echo/x") }
         #expect(uses.count == 2)
         for use in uses {
             #expect(use["break_glass"]?["id"] == .string(id) && use["break_glass"]?["name"] == "db")
@@ -261,6 +267,54 @@ import Testing
         }
         #expect(try report(second)["status"] == "lapsed")
         #expect(try report(first)["status"] == "denied")
+    }
+
+    @Test func entitiesAreRequestersAndOnePersonCountsOnceWhateverTheirTokens() throws {
+        // Logins through AuthCoreTests' test method: each user gets an entity, each login a token.
+        let f = try AuthCoreTests.Fixture()
+        for (name, text) in [
+            ("anypath", #"path "sys/break-glass/*" { capabilities = ["read", "update"] }"#),
+            ("emergency", Self.emergencyPolicy),
+        ] {
+            try f.core.call(.update, "sys/policies/acl/" + name, ["policy": .string(text)], token: f.root)
+        }
+        try f.role(["token_policies": ["anypath", "approver-group"]])
+        let alice = try f.login("alice")
+        let aliceAgain = try f.login("alice")
+        let bob = try f.login("bob")
+        let carol = try f.login("carol")
+        #expect(!alice.entityID.isEmpty && alice.entityID == aliceAgain.entityID && alice.entityID != bob.entityID)
+        try f.core.call(
+            .update,
+            "sys/break-glass/config/db",
+            [
+                "policies": "emergency", "max_ttl": "5m", "requester_entity_ids": .string(alice.entityID),
+                "approvals_required": 1, "approver_policies": "approver-group",
+            ],
+            token: f.root
+        )
+        let call = { (path: String, token: String) throws -> Response in
+            try f.core.call(.update, path, ["reason": "INC-7"], token: token)
+        }
+        expectError(.permissionDenied, containing: "may not activate") {
+            _ = try call("sys/break-glass/activate/db", bob.clientToken)
+        }
+        let id = try #require(
+            try call("sys/break-glass/activate/db", alice.clientToken).data?["request_id"]?.stringValue
+        )
+        // Alice's other login is still Alice.
+        expectError(.permissionDenied, containing: "own") {
+            _ = try call("sys/break-glass/approve/" + id, aliceAgain.clientToken)
+        }
+        #expect(try call("sys/break-glass/approve/" + id, bob.clientToken).data?["status"] == "approved")
+        expectError(.permissionDenied, containing: "only the requester") {
+            _ = try call("sys/break-glass/claim/" + id, carol.clientToken)
+        }
+        let claimed = try call("sys/break-glass/claim/" + id, aliceAgain.clientToken)
+        #expect(claimed.auth?.leaseDuration == 300)
+        let report = try f.core.call(.read, "sys/break-glass/report/" + id, token: f.root).data ?? [:]
+        #expect(report["requester"]?["entity_id"] == .string(alice.entityID))
+        #expect(report["approvers"]?.arrayValue?.first?["entity_id"] == .string(bob.entityID))
     }
 
     // MARK: Report, revocation, persistence
