@@ -3,6 +3,7 @@ bao CLI against cofferd -dev, a short time box, and the audit log read with plai
 the token's expiry shows in it."""
 import json
 import os
+import subprocess
 import time
 
 from conftest import run_bao, start_cofferd_dev
@@ -75,6 +76,11 @@ def test_activate_use_and_watch_it_expire_in_the_audit_log(bao_bin, cofferd_bin,
         for r in marked:
             assert r["auth"]["metadata"]["break_glass_id"] == request_id
         assert glass not in open(log).read()
+        # The marker and the expiry record are in the hash chain like every other line.
+        _, key, _ = bao("read", "-field=key", "sys/audit-chain-key/file")
+        cli = os.environ.get("COFFER_CLI") or os.path.join(os.path.dirname(cofferd_bin), "coffer-cli")
+        verified = subprocess.run([cli, "audit", "verify", "--key", key.strip(), log], capture_output=True, text=True)
+        assert verified.returncode == 0 and "chain intact" in verified.stdout, verified.stdout + verified.stderr
         code, _, err = bao("kv", "get", "secret/app", token=glass, check=False)
         assert code == 2 and "permission denied" in err
 
