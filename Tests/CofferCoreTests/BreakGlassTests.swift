@@ -137,6 +137,10 @@ import Testing
         let child = try core.call(.update, "auth/token/create", ["policies": "emergency", "ttl": "10h"], token: glass)
         #expect(try #require(child.auth).leaseDuration <= 90)
         #expect(child.auth?.metadata["break_glass_id"] == id)
+        // Nobody else can put the marker's keys on a token.
+        expectError(.invalidArgument, containing: "reserved") {
+            try core.call(.update, "auth/token/create", ["meta": ["break_glass_id": .string(id)]], token: root)
+        }
         // A break-glass token cannot chain into another emergency.
         expectError(.permissionDenied, containing: "break-glass token cannot") { try activate(glass) }
 

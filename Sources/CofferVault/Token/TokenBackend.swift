@@ -199,6 +199,10 @@ extension Core {
         let numUses = try data.int("num_uses") ?? 0
         guard numUses >= 0 else { throw CofferError.invalid("number of uses cannot be negative") }
         var meta = try data.stringMap("meta") ?? [:]
+        // The break-glass keys are the vault's to set: copied from a break-glass parent, never taken.
+        if meta.keys.contains(where: { BreakGlassLedger.metaKeys.contains($0) }) && !caller.breakGlass {
+            throw CofferError.invalid("token metadata keys break_glass_* are reserved for break-glass tokens")
+        }
         if caller.breakGlass { for key in BreakGlassLedger.metaKeys { meta[key] = caller.meta[key] } }
         let renewable = try data.bool("renewable") ?? true
         let name = try data.string("display_name") ?? ""
