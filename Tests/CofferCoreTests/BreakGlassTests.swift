@@ -20,6 +20,7 @@ import Testing
         path "sys/break-glass/approve/*" { capabilities = ["update"] }
         path "sys/break-glass/deny/*" { capabilities = ["update"] }
         path "sys/break-glass/status/*" { capabilities = ["read"] }
+        path "sys/break-glass/pending/" { capabilities = ["list"] }
         """
     static let emergencyPolicy = """
         path "echo/*" { capabilities = ["create", "read", "update"] }
@@ -37,7 +38,7 @@ import Testing
             ("oncall", Self.requesterPolicy), ("approver", Self.approverPolicy), ("emergency", Self.emergencyPolicy),
             ("tokens", #"path "auth/token/create" { capabilities = ["update"] }"#),
             // Every break-glass path, but no rule of any configuration names it.
-            ("anypath", #"path "sys/break-glass/*" { capabilities = ["read", "update"] }"#),
+            ("anypath", #"path "sys/break-glass/*" { capabilities = ["read", "update", "list"] }"#),
         ] {
             try core.call(.update, "sys/policies/acl/" + name, ["policy": .string(text)], token: root)
         }
@@ -218,6 +219,12 @@ import Testing
         let claim = { (token: String) throws -> Response in
             try core.call(.update, "sys/break-glass/claim/" + id, token: token)
         }
+
+        // Approvers find what waits for them.
+        let pending = try core.call(.list, "sys/break-glass/pending", token: a).data ?? [:]
+        #expect(pending["keys"] == .array([.string(id)]))
+        #expect(pending["key_info"]?[id]?["reason"] == "INC-1234: primary database is down")
+        #expect(try core.call(.list, "sys/break-glass/pending", token: try token(["anypath"])).outcome == .notFound)
 
         expectError(.permissionDenied, containing: "own") { _ = try approve(requester) }
         // A token the requester made is the requester's too.

@@ -11,7 +11,8 @@ from conftest import run_bao, start_cofferd_dev
 REQUESTER = 'path "sys/break-glass/activate/*" { capabilities = ["update"] }\n' \
             'path "sys/break-glass/claim/*" { capabilities = ["update"] }\n'
 APPROVER = 'path "sys/break-glass/approve/*" { capabilities = ["update"] }\n' \
-           'path "sys/break-glass/status/*" { capabilities = ["read"] }\n'
+           'path "sys/break-glass/status/*" { capabilities = ["read"] }\n' \
+           'path "sys/break-glass/pending/" { capabilities = ["list"] }\n'
 EMERGENCY = 'path "secret/*" { capabilities = ["create", "read", "update"] }\n'
 
 
@@ -117,6 +118,8 @@ def test_approval_flow_with_the_cli(bao_bin, cofferd_bin):
         answer = json.loads(out)
         assert answer.get("auth") is None and answer["data"]["status"] == "pending"
         request_id = answer["data"]["request_id"]
+        _, out, _ = bao("list", "-format=json", "sys/break-glass/pending", token=second)
+        assert json.loads(out) == [request_id]
         bao("write", "-force", f"sys/break-glass/approve/{request_id}", token=first)
         code, _, err = bao("write", "-force", f"sys/break-glass/approve/{request_id}", token=first, check=False)
         assert code == 2 and "already approved" in err, err

@@ -23,6 +23,7 @@ extension SystemBackend {
         Path("break-glass/deny/{id}", write: SystemBackend.denyBreakGlass),
         Path("break-glass/claim/{id}", write: SystemBackend.claimBreakGlass),
         Path("break-glass/status/{id}", read: SystemBackend.breakGlassStatus),
+        Path("break-glass/pending/", list: SystemBackend.listPendingBreakGlass),
         Path("break-glass/revoke/{id}", write: SystemBackend.revokeBreakGlass),
         Path("break-glass/report/", list: SystemBackend.listBreakGlassReports),
         Path("break-glass/report/{id}", read: SystemBackend.breakGlassReport),
@@ -119,6 +120,35 @@ extension SystemBackend {
             )
         }
         return Response(data: found.statusData(now: request.now))
+    }
+
+    /// The open requests the caller may approve (pending, inside their window), with name, requester,
+    /// reason and approvals in `key_info`: how an approver finds what waits for them. Reads every
+    /// stored request (there is no index by status yet).
+    func listPendingBreakGlass(_ request: BackendRequest) throws(CofferError) -> Response {
+        let caller = try TokenBackend.callerEntry(request)
+        var approverOf: [String: Bool] = [:]
+        var keys: [String] = []
+        var info: [String: JSONValue] = [:]
+        for id in try core.barrier.list(BreakGlassLedger.requestPrefix) {
+            guard let a = try core.breakGlassActivation(id), a.status(now: request.now) == .pending else { continue }
+            if approverOf[a.name] == nil {
+                let config = try core.breakGlassConfig(a.name)
+                approverOf[a.name] =
+                    try config.map { (c) throws(CofferError) in
+                        try core.breakGlassMatches(caller, policies: c.approverPolicies, entityIDs: c.approverEntityIDs)
+                    } ?? false
+            }
+            guard caller.isRoot || approverOf[a.name] == true else { continue }
+            keys.append(id)
+            info[id] = [
+                "name": .string(a.name), "requester": .string(a.requester.displayName), "reason": .string(a.reason),
+                "approvals": .int(a.approvals.count), "approvals_required": .int(a.approvalsRequired),
+                "request_expire_time": .string(a.requestExpireTime.rfc3339),
+            ]
+        }
+        guard !keys.isEmpty else { return .notFound }
+        return Response(data: ["keys": .strings(keys), "key_info": .object(info)])
     }
 
     func revokeBreakGlass(_ request: BackendRequest) throws(CofferError) -> Response {
