@@ -24,8 +24,10 @@ package struct VaultEvent: Sendable, Equatable {
 
 /// The vault's in-process event bus: `publish` hands an event to every subscriber and keeps it in a
 /// bounded ring of recent events (``capacity``; the oldest is dropped first). Subscribers are called
-/// on the publishing thread, outside the bus's lock, in subscription order; a slow subscriber slows
-/// the publisher, so subscribers should hand events off (issue 20's websocket fan-out will).
+/// on the publishing thread, outside the bus's lock, in subscription order. A publisher may hold
+/// other locks (break-glass publishes its expiry from inside the token store's lock), so a
+/// subscriber must return quickly and must not call back into the vault: it should hand the event
+/// off to a queue of its own (issue 20's websocket fan-out will).
 ///
 /// Thread-safe. Nothing is persisted: a restart starts with an empty ring and id 1.
 package final class EventBus: Sendable {
