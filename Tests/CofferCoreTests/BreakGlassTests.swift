@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 /// Break-glass access (issue 19 item 3, docs/break-glass.md), on the injected clock: the
@@ -326,6 +327,29 @@ import Testing
         let report = try f.core.call(.read, "sys/break-glass/report/" + id, token: f.root).data ?? [:]
         #expect(report["requester"]?["entity_id"] == .string(alice.entityID))
         #expect(report["approvers"]?.arrayValue?.first?["entity_id"] == .string(bob.entityID))
+    }
+
+    @Test func concurrentClaimsAndApprovalsGiveOneTokenAndCountEachApproverOnce() throws {
+        try configure("db", ["approvals_required": 2, "approver_policies": "approver"])
+        let requester = try token(["oncall"])
+        let approvers = try (0..<2).map { _ in try token(["approver"]) }
+        let id = try #require(try activate(requester).data?["request_id"]?.stringValue)
+        // Each approver approves from 4 threads at once: 2 approvals in all, the rest refused.
+        let approvals = Atomic<Int>(0)
+        DispatchQueue.concurrentPerform(iterations: 8) { i in
+            if (try? core.call(.update, "sys/break-glass/approve/" + id, token: approvers[i % 2])) != nil {
+                approvals.add(1, ordering: .relaxed)
+            }
+        }
+        #expect(approvals.load(ordering: .relaxed) == 2)
+        let tokens = Mutex<[String]>([])
+        DispatchQueue.concurrentPerform(iterations: 8) { _ in
+            if let auth = try? core.call(.update, "sys/break-glass/claim/" + id, token: requester).auth {
+                tokens.withLock { $0.append(auth.clientToken) }
+            }
+        }
+        #expect(tokens.withLock { $0.count } == 1)
+        #expect(core.events.recent(typePrefix: "break-glass/activated").count == 1)
     }
 
     // MARK: Report, revocation, persistence
