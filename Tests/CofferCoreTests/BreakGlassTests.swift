@@ -279,6 +279,14 @@ import Testing
         }
         #expect(try report(second)["status"] == "lapsed")
         #expect(try report(first)["status"] == "denied")
+
+        // A request whose configuration is deleted can no longer be approved or claimed.
+        let third = try #require(try activate(requester).data?["request_id"]?.stringValue)
+        try core.call(.delete, "sys/break-glass/config/db", token: root)
+        expectError(.invalidArgument, containing: "was deleted") {
+            try core.call(.update, "sys/break-glass/approve/" + third, token: approver)
+        }
+        expectError(.notFound, containing: "no break-glass configuration") { try activate(requester) }
     }
 
     @Test func entitiesAreRequestersAndOnePersonCountsOnceWhateverTheirTokens() throws {
@@ -503,6 +511,11 @@ import Testing
             token: root
         )
         #expect(good.warnings.contains { $0.contains("\"later\" does not exist yet") })
+        // A later write changes only the fields it gives.
+        try core.call(.update, "sys/break-glass/config/db", ["max_ttl": "1m"], token: root)
+        let read = try core.call(.read, "sys/break-glass/config/db", token: root).data ?? [:]
+        #expect(read["max_ttl"] == .int(60) && read["policies"] == .array(["emergency", "later"]))
+        #expect(read["requester_policies"] == .array(["oncall"]) && read["request_ttl"] == .int(3600))
     }
 
     @Test func badActivationsAreRefusedClearlyAndNothingIsHalfMade() throws {

@@ -200,9 +200,12 @@ package struct BreakGlassActivation: Sendable, Equatable {
     }
 
     /// The status as of `now`: an open request past its window shows as lapsed before anyone
-    /// touches it again.
+    /// touches it again, and an active one past its box as expired (should the token-ended hook
+    /// not have recorded it: the expiration manager has not run yet, or storage failed then).
     func status(now: Timestamp) -> Status {
-        (status == .pending || status == .approved) && now >= requestExpireTime ? .lapsed : status
+        if (status == .pending || status == .approved) && now >= requestExpireTime { return .lapsed }
+        if status == .active, let expireTime, now >= expireTime { return .expired }
+        return status
     }
 
     /// What `sys/break-glass/status/<id>` shows the requester and the approvers.
