@@ -320,6 +320,12 @@ package final class AuditBroker: Sendable {
         try? logResponse(record, AuditTicket(devices: devices, deferred: ~0))
     }
 
+    /// Records what no request carries (a break-glass token's expiry, noticed by the expiration
+    /// manager): both lines, best effort, as ``logRefused(_:)``.
+    package func logInternal(_ record: AuditRecord) {
+        try? logResponse(record, AuditTicket(devices: current, deferred: ~0))
+    }
+
     /// Fail closed: with devices enabled, not one of them taking a record is an error.
     private static func check(
         recorded: Int,

@@ -4,9 +4,9 @@
 package import CofferCore
 
 package struct AuditRecord: Sendable {
-    let request: Request
-    let caller: AuditCaller?
-    let time: Timestamp
+    package let request: Request
+    package let caller: AuditCaller?
+    package let time: Timestamp
     /// An error known before the request was routed (a refused token); the request record shows it too.
     package var requestError: CofferError?
     package var error: CofferError?
@@ -33,12 +33,27 @@ package struct AuditCaller: Sendable {
     /// The identity entity of the caller ("" for tokens made by hand).
     package var entityID = ""
     package var tokenType = "service"
+    /// Set for a break-glass token: the record gets a top-level `break_glass` marker.
+    package var breakGlass: AuditBreakGlass?
 
     package init(accessor: String, displayName: String, meta: [String: String], policies: [String]) {
         self.accessor = accessor
         self.displayName = displayName
         self.meta = meta
         self.policies = policies
+    }
+}
+
+/// The `break_glass` marker of an audit record: `{"id":…,"name":…}`, with `"event"` ("expired" or
+/// "revoked") on the record written when the token ends. Names and ids only, not hashed.
+package struct AuditBreakGlass: Sendable {
+    package var id: String
+    package var name: String
+    package var event = ""
+
+    package init(id: String, name: String) {
+        self.id = id
+        self.name = name
     }
 }
 
@@ -72,6 +87,19 @@ extension AuditDevice {
             let start = out.count
             out.appendLiteral(#"{"auth":"#)
             out.append(contentsOf: auth)
+            if let mark = record.caller?.breakGlass {
+                out.appendLiteral(#","break_glass":{"#)
+                if !mark.event.isEmpty {
+                    out.appendLiteral(#""event":"#)
+                    JSONValue.writeString(mark.event, to: &out)
+                    out.append(UInt8(ascii: ","))
+                }
+                out.appendLiteral(#""id":"#)
+                JSONValue.writeString(mark.id, to: &out)
+                out.appendLiteral(#","name":"#)
+                JSONValue.writeString(mark.name, to: &out)
+                out.append(UInt8(ascii: "}"))
+            }
             out.appendLiteral(#","error":"#)
             JSONValue.writeString((phase == .request ? record.requestError : record.error)?.message ?? "", to: &out)
             out.appendLiteral(#","prev_mac":""#)

@@ -110,6 +110,9 @@ package final class Core: Sendable {
     /// Entities, aliases and groups (Identity/).
     let identity: IdentityStore
     let audit: AuditBroker
+    /// Break-glass activations (BreakGlass/) and the in-process event bus (Events/).
+    let breakGlass = BreakGlassLedger()
+    package let events = EventBus()
     /// Audit devices the configuration requires: enabled (if not already) at every unseal; if one
     /// cannot be enabled the unseal fails, so nothing is served unaudited.
     package let declaredAuditDevices: [AuditDeviceConfig]
@@ -167,9 +170,10 @@ package final class Core: Sendable {
         // A revoked token's cubbyhole and leases go with it, as in Vault; a token with a TTL is revoked
         // on time by the expiration manager even if it is never presented again.
         let hooks = TokenStore.Hooks(
-            revoked: { [weak self] hash in
-                self?.dropCubbyhole(of: hash)
-                leases.tokenRevoked(hash)
+            revoked: { [weak self] entry in
+                self?.dropCubbyhole(of: entry.idHash)
+                leases.tokenRevoked(entry.idHash)
+                if entry.breakGlass { self?.breakGlassTokenEnded(entry) }
             },
             expiring: { hash, time in leases.tokenExpiryRow(hash, at: time) }
         )
@@ -575,7 +579,8 @@ package final class Core: Sendable {
         _ body: (Request) throws(CofferError) -> Response
     ) throws(CofferError) -> Response {
         let devices = audit.current
-        guard !devices.isEmpty else { return try body(request) }
+        // A break-glass token's requests are reported even with no device (BreakGlass/).
+        guard !devices.isEmpty || caller?.breakGlass == true else { return try body(request) }
         var record = AuditRecord(request: request, caller: caller?.auditCaller, time: now)
         let ticket = try audit.logRequest(record, devices: devices)
         do {
@@ -583,10 +588,12 @@ package final class Core: Sendable {
         } catch {
             record.error = error
             try? audit.logResponse(record, ticket)
+            if let caller, caller.breakGlass { breakGlassUsed(caller, record) }
             throw error
         }
         record.mountType = record.response!.mountType
         try audit.logResponse(record, ticket)
+        if let caller, caller.breakGlass { breakGlassUsed(caller, record) }
         return record.response!
     }
 

@@ -24,7 +24,7 @@ package final class SystemBackend: TableBackend {
                 "sealwrap/rewrap",
                 "remount", "raw/*", "leases/lookup/*", "leases/revoke-prefix/*", "leases/revoke-force/*",
                 "leases", "leases/count", "namespaces/api-lock/unlock/*",
-            ],
+            ] + SystemBackend.breakGlassRootPaths,
             unaudited: ["seal-status", "health", "leader"],
             selfService: ["capabilities-self", "internal/ui/mounts", "internal/ui/mounts/*"]
         )
@@ -102,7 +102,7 @@ package final class SystemBackend: TableBackend {
                 delete: SystemBackend.deletePolicy
             ),
         ] + mountPaths + namespacePaths + auditPaths + rekeyPaths + leasePaths + passwordPolicyPaths + wrappingPaths
-            + metricsPaths
+            + metricsPaths + breakGlassPaths + eventPaths
     )
 
     static let initFields: [Field] = [

@@ -151,6 +151,12 @@ extension TokenEntry {
         var caller = AuditCaller(accessor: accessor, displayName: displayName, meta: meta, policies: policies)
         caller.entityID = entityID
         caller.tokenType = batch ? "batch" : "service"
+        if breakGlass {
+            caller.breakGlass = AuditBreakGlass(
+                id: meta[BreakGlassLedger.idKey] ?? "",
+                name: meta[BreakGlassLedger.nameKey] ?? ""
+            )
+        }
         return caller
     }
 
@@ -181,6 +187,10 @@ extension Core {
             }
         }
         let orphan = orphanEndpoint || noParent
+        // A break-glass token's children end with it and carry its marker (BreakGlass/).
+        if caller.breakGlass && orphan {
+            throw CofferError.invalid("a break-glass token cannot create orphan tokens: its tokens must end with it")
+        }
 
         var requested = try data.stringList("policies") ?? caller.policies.filter { $0 != "default" }
         requested = Array(Set(requested.map { $0.lowercased() })).sorted()
@@ -213,7 +223,12 @@ extension Core {
 
         let numUses = try data.int("num_uses") ?? 0
         guard numUses >= 0 else { throw CofferError.invalid("number of uses cannot be negative") }
-        let meta = try data.stringMap("meta") ?? [:]
+        var meta = try data.stringMap("meta") ?? [:]
+        // The break-glass keys are the vault's to set: copied from a break-glass parent, never taken.
+        if meta.keys.contains(where: { BreakGlassLedger.metaKeys.contains($0) }) && !caller.breakGlass {
+            throw CofferError.invalid("token metadata keys break_glass_* are reserved for break-glass tokens")
+        }
+        if caller.breakGlass { for key in BreakGlassLedger.metaKeys { meta[key] = caller.meta[key] } }
         let renewable = try data.bool("renewable") ?? true
         let name = try data.string("display_name") ?? ""
         // Vault names created tokens "token-<name>"; a root token made by root keeps the plain name.
@@ -230,7 +245,7 @@ extension Core {
             if ttl == 0 || ttl > left { ttl = left }
         }
         let make = { (hash: String, accessor: String) in
-            TokenEntry(
+            var entry = TokenEntry(
                 idHash: hash,
                 accessor: accessor,
                 parentHash: orphan ? "" : caller.idHash,
@@ -245,6 +260,8 @@ extension Core {
                 period: period,
                 renewable: renewable && ttl > 0
             )
+            entry.breakGlass = caller.breakGlass
+            return entry
         }
         let (token, entry): (String, TokenEntry)
         switch try data.string("type") ?? "service" {
@@ -283,6 +300,11 @@ extension Core {
     /// the system maximum or its parent's expiry; periodic tokens reset to their period.
     func renew(_ entry: TokenEntry, increment: Int64?, now: Timestamp) throws(CofferError) -> Response {
         guard !entry.batch else { throw CofferError.invalid("batch tokens cannot be renewed") }
+        if entry.breakGlass, entry.parentHash.isEmpty {
+            throw CofferError.invalid(
+                "a break-glass token cannot be renewed: it ends with its time box at \(entry.expireTime?.rfc3339 ?? "?")"
+            )
+        }
         guard entry.expireTime != nil, entry.renewable else { throw CofferError.invalid("lease is not renewable") }
         let parentExpiry = entry.parentHash.isEmpty ? nil : try tokens.entry(hash: entry.parentHash)?.expireTime
         let terms = try loginTerms(entry, now: now)

@@ -40,6 +40,9 @@ package struct TokenEntry: Sendable, Equatable {
     /// The id of the namespace the token was made in ("" for root); its token and accessor end in
     /// `.<id>`, as OpenBao's do. It is usable there and in the namespaces inside.
     package var namespaceID = ""
+    /// A break-glass token, or a child of one (BreakGlass/): its requests are audited with the
+    /// break-glass marker and reported. The request path tests only this flag.
+    package var breakGlass = false
 
     package var isRoot: Bool { policies.contains("root") }
     package var orphan: Bool { parentHash.isEmpty }
@@ -55,6 +58,7 @@ package struct TokenEntry: Sendable, Equatable {
             "period": .int(period), "renewable": .bool(renewable), "issue_time": .number(String(issueTime.nanoseconds)),
             "bound_cidrs": .array(boundCIDRs.map { .string($0) }), "entity_id": .string(entityID),
             "batch": .bool(batch), "max_ttl": .int(maxTTL), "namespace_id": .string(namespaceID),
+            "break_glass": .bool(breakGlass),
         ]
     }
 
@@ -118,6 +122,7 @@ package struct TokenEntry: Sendable, Equatable {
         self.batch = json["batch"]?.boolValue ?? false
         self.maxTTL = Int64(json["max_ttl"]?.intValue ?? 0)
         self.namespaceID = json["namespace_id"]?.stringValue ?? ""
+        self.breakGlass = json["break_glass"]?.boolValue ?? false
     }
 
     /// Seconds left before expiry (0 for tokens that never expire).
@@ -264,15 +269,15 @@ package final class TokenStore: Sendable {
     /// directly in a `Mutex` was wrapped in one more reabstraction thunk at every read, so each
     /// token creation cost more than the last (a login slowed to milliseconds after some thousands).
     final class Hooks: Sendable {
-        /// Told the hash of every token revoked, after it is gone (the cubbyhole drops its folder).
-        let revoked: @Sendable (String) -> Void
+        /// Told the entry of every token revoked, after it is gone (the cubbyhole drops its folder).
+        let revoked: @Sendable (TokenEntry) -> Void
         /// Told when a token's expiry is set or moved (creation with a TTL, renewal), inside the
         /// lock: the expiration manager indexes it. It answers with the index row to store in the
         /// same batch as the entry.
         let expiring: @Sendable (String, Timestamp) -> StorageOperation
 
         init(
-            revoked: @escaping @Sendable (String) -> Void,
+            revoked: @escaping @Sendable (TokenEntry) -> Void,
             expiring: @escaping @Sendable (String, Timestamp) -> StorageOperation
         ) {
             self.revoked = revoked
@@ -526,7 +531,7 @@ package final class TokenStore: Sendable {
         }
         try barrier.batch(ops)
         cache[hex: entry.idHash] = nil
-        hooks.withLock { $0 }?.revoked(entry.idHash)
+        hooks.withLock { $0 }?.revoked(entry)
     }
 
     /// Every accessor, for `auth/token/accessors` (sudo).
