@@ -51,6 +51,15 @@ extension Core {
     func publish(_ index: NamespaceIndex) {
         namespaceIndex.withLock { $0 = index }
         hasNamespaces.store(!index.isEmpty, ordering: .releasing)
+        noteLocks()
+    }
+
+    /// Keeps `anyNamespaceLocked` true while any namespace is under an API lock (the request path
+    /// then looks; otherwise it does not).
+    func noteLocks() {
+        let index = namespaceIndex.withLock { $0 }
+        let locked = index.byPath.values.contains { $0.state.withLock { $0.locked } }
+        anyNamespaceLocked.store(locked, ordering: .releasing)
     }
 
     /// The namespace with this id ("root" or "" for root), if it exists.
@@ -143,7 +152,7 @@ extension Core {
     /// Refuses requests into a namespace under an API lock (it or an ancestor), except the unlock
     /// itself made from inside with the unlock key. OpenBao's 503 and text.
     func checkAPILock(_ ns: Namespace, _ request: Request) throws(CofferError) {
-        guard !ns.isRoot else { return }
+        guard !ns.isRoot, anyNamespaceLocked.load(ordering: .acquiring) else { return }
         let index = namespaceIndex.withLock { $0 }
         var path = ns.path
         while !path.isEmpty {

@@ -107,6 +107,8 @@ package final class Core: Sendable {
     let namespaceIndex = Mutex(NamespaceIndex())
     /// Whether any namespace but root exists: the request path skips namespace resolution when not.
     let hasNamespaces = Atomic<Bool>(false)
+    /// Whether any namespace is under an API lock: the request path checks locks only then.
+    let anyNamespaceLocked = Atomic<Bool>(false)
     /// Entities, aliases and groups (Identity/).
     let identity: IdentityStore
     let audit: AuditBroker
@@ -638,7 +640,9 @@ package final class Core: Sendable {
         requireSudo: Bool = false
     ) throws(CofferError) {
         let ns = ns ?? root
-        guard let home = callerNamespace(caller), ns.isWithin(home) else { throw CofferError.permissionDeniedError }
+        // Most often the token is of the namespace it is used in: no lookup then.
+        let home = caller.namespaceID == (ns.isRoot ? "" : ns.id) ? ns : callerNamespace(caller)
+        guard let home, ns.isWithin(home) else { throw CofferError.permissionDeniedError }
         if caller.isRoot { return }
         var policies = caller.policies
         if !caller.entityID.isEmpty, home.isRoot {

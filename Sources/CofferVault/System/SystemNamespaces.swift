@@ -167,6 +167,7 @@ extension Core {
             var after = before
             try change(&after)
             ns.state.withLock { $0 = after }
+            defer { noteLocks() }
             do throws(CofferError) {
                 try saveRecord(ns)
             } catch {
