@@ -100,6 +100,8 @@ package final class Core: Sendable {
     package let tokens: TokenStore
     /// Every secret handed out with a lease (LeaseManager.swift).
     package let leases = LeaseManager()
+    /// Rate-limit and lease-count quotas (Quota/).
+    package let quotas = QuotaManager()
     let policies: PolicyStore
     /// Entities, aliases and groups (Identity/).
     let identity: IdentityStore
@@ -159,6 +161,7 @@ package final class Core: Sendable {
         }
         builtins.withLock { $0 = (SystemBackend(core: self), TokenBackend(core: self), IdentityBackend(core: self)) }
         leases.attach(self)
+        quotas.attach(self)
         let leases = self.leases
         // A revoked token's cubbyhole and leases go with it, as in Vault; a token with a TTL is revoked
         // on time by the expiration manager even if it is never presented again.
@@ -353,6 +356,7 @@ package final class Core: Sendable {
             try tokens.load()
             try policies.load()
             try loadMounts()
+            try quotas.load()
             // A device that cannot open does not stop the unseal: it stays listed, and requests fail
             // closed if no device can record them.
             try audit.load()
@@ -381,6 +385,7 @@ package final class Core: Sendable {
 
     func sealNow() {
         routes.withLock { $0 = nil }
+        quotas.unload()
         audit.unload()
         tokens.unload()
         policies.unload()
@@ -396,11 +401,11 @@ package final class Core: Sendable {
 
     /// Handles one request. Synchronous and thread-safe; the steps, in order:
     ///
-    /// normalise the path → find the mount serving it (when sealed, only `sys/`) → its unauthenticated
-    /// paths are served here → sealed? → namespace → token (expiry, parents, uses) → existence check
+    /// normalise the path → find the mount serving it (when sealed, only `sys/`) → quotas (Quota/) → its
+    /// unauthenticated paths are served here → sealed? → namespace → token (expiry, parents, uses) → existence check
     /// (update or create) → audit the request → ACL (with `sudo` for the backend's root paths) →
     /// the backend → audit the response. The C ABI's fast paths and HTTP come through here alike.
-    package func handle(_ request: Request) throws(CofferError) -> Response {
+    package func handle(_ request: Request, quota: inout QuotaOutcome?) throws(CofferError) -> Response {
         var timer = barrier.meters.startRequest()  // vault.core.handle_request (Metrics/)
         defer { barrier.meters.finish(timer) }
         var request = request
@@ -418,6 +423,10 @@ package final class Core: Sendable {
             throw CofferError(.notFound, "no handler for route \"\(request.path)\". route entry not found.")
         }
         let special = mount.backend.specialPaths
+        // Quotas, before the token as in OpenBao (Quota/): one relaxed load when there are none.
+        if quotas.active.load(ordering: .relaxed) {
+            try checkQuotas(request, mount, login: SpecialPaths.matches(special.unauthenticated, relative), &quota)
+        }
         if SpecialPaths.matches(special.unauthenticated, relative) {
             timer.login = mount.kind == .auth
             let now = clock.now()

@@ -94,6 +94,7 @@ package final class SystemBackend: TableBackend {
                 delete: SystemBackend.deletePolicy
             ),
         ] + mountPaths + auditPaths + rekeyPaths + leasePaths + passwordPolicyPaths + wrappingPaths + metricsPaths
+            + quotaPaths
     )
 
     static let initFields: [Field] = [
