@@ -61,6 +61,15 @@ package final class QuotaManager: Sendable {
         let config: QuotaConfig
         /// Longest path first, role rules before others on the same path.
         let rate: [RateLimitQuota]
+        /// The rate rules by path and role, in the same order: the first group that covers a request
+        /// is the most specific, and every rule of it applies.
+        let groups: [Group]
+        /// Each rate rule's numbers, in the same order (no strings to retain on the request path).
+        let limits: [Limit]
+        /// Auth mounts with role rules: only their logins need the role looked up.
+        let roleMounts: Set<String>
+        let exemptExact: [String]
+        let exemptPrefixes: [String]
         let leaseCount: [LeaseCountQuota]
         let buckets = Mutex<[BucketKey: Bucket]>([:])
         /// Live leases under each lease-count rule, by rule name.
@@ -68,14 +77,71 @@ package final class QuotaManager: Sendable {
 
         init(config: QuotaConfig, rate: [RateLimitQuota], leaseCount: [LeaseCountQuota], counts: [String: Int]) {
             self.config = config
-            self.rate = rate.sorted {
-                ($0.path.utf8.count, $0.role.isEmpty ? 0 : 1, $0.name) > (
-                    $1.path.utf8.count, $1.role.isEmpty ? 0 : 1, $1.name
+            let rate = rate.sorted {
+                ($0.path.utf8.count, $0.path, $0.role.isEmpty ? 0 : 1, $0.role, $0.name) > (
+                    $1.path.utf8.count, $1.path, $1.role.isEmpty ? 0 : 1, $1.role, $1.name
                 )
             }
+            self.rate = rate
+            var groups: [Group] = []
+            for (index, rule) in rate.enumerated() {
+                if let last = groups.last, last.path == rule.path, last.role == rule.role {
+                    groups[groups.count - 1].rules.append(index)
+                    groups[groups.count - 1].byEntity = last.byEntity || rule.keyBy == .entity
+                } else {
+                    groups.append(
+                        Group(path: rule.path, role: rule.role, rules: [index], byEntity: rule.keyBy == .entity)
+                    )
+                }
+            }
+            self.groups = groups
+            limits = rate.map {
+                Limit(
+                    tokens: $0.tokens,
+                    windowNanos: $0.interval * 1_000_000_000,
+                    blockNanos: $0.blockInterval * 1_000_000_000,
+                    keyBy: $0.keyBy
+                )
+            }
+            roleMounts = Set(rate.filter { !$0.role.isEmpty }.map(\.path))
+            var exact: [String] = []
+            var prefixes: [String] = []
+            for entry in config.exemptPaths {
+                if entry.hasSuffix("*") {
+                    prefixes.append(String(entry.dropLast()))
+                } else {
+                    exact.append(entry)
+                    if entry.hasSuffix("/") { exact.append(String(entry.dropLast())) }
+                }
+            }
+            exemptExact = exact
+            exemptPrefixes = prefixes
             self.leaseCount = leaseCount.sorted { ($0.path.utf8.count, $0.name) > ($1.path.utf8.count, $1.name) }
             self.leases = Mutex(counts)
         }
+
+        /// Whether `path` is exempt: an entry names it exactly, or ends in `*` and is a prefix of it.
+        func isExempt(_ path: String) -> Bool {
+            // Lengths first: most paths match no entry's length, and the count of a native string is stored.
+            let count = path.utf8.count
+            return exemptExact.contains { $0.utf8.count == count && $0 == path }
+                || exemptPrefixes.contains { path.hasPrefix($0) }
+        }
+    }
+
+    struct Limit: Sendable {
+        var tokens: Int
+        var windowNanos: Int64
+        var blockNanos: Int64
+        var keyBy: QuotaKey
+    }
+
+    struct Group: Sendable {
+        var path: String
+        var role: String
+        var rules: [Int]
+        /// Whether a rule keys its buckets by entity (the token is looked up once for the group).
+        var byEntity: Bool
     }
 
     struct BucketKey: Hashable, Sendable {
@@ -242,7 +308,7 @@ package final class QuotaManager: Sendable {
     ) -> QuotaOutcome? {
         guard let snapshot = current.withLock({ $0 }) else { return nil }
         let config = snapshot.config
-        if QuotaRules.exempt(request.path, config.exemptPaths) { return nil }
+        if snapshot.isExempt(request.path) { return nil }
         let full = Self.fullPath(request)
         if let refusal = leaseCountRefusal(snapshot, request, full) {
             refuse(request, refusal, config: config, now: now)
@@ -250,23 +316,25 @@ package final class QuotaManager: Sendable {
         }
         // The role is looked up only when a role rule could apply (AppRole reads storage for it).
         var role: String?
-        if login, mount.kind == .auth, snapshot.rate.contains(where: { !$0.role.isEmpty && $0.path == mount.prefix }) {
+        if login, mount.kind == .auth, snapshot.roleMounts.contains(mount.prefix) {
             role = mount.backend.loginRole(request.data, storage: mount.storage)
         }
         // The most specific rules: the longest path that covers the request, a role rule before a plain one.
-        var chosen: [Int] = []
-        var chosenPath: String?
-        var chosenRole = false
-        for (index, rule) in snapshot.rate.enumerated() {
-            if let chosenPath, rule.path != chosenPath || rule.role.isEmpty == chosenRole { break }
-            if !rule.role.isEmpty, rule.role != role { continue }
-            guard QuotaRules.covers(rule.path, full) else { continue }
-            chosen.append(index)
-            chosenPath = rule.path
-            chosenRole = !rule.role.isEmpty
+        var found: Int?
+        for (index, group) in snapshot.groups.enumerated() {
+            if !group.role.isEmpty, group.role != role { continue }
+            if QuotaRules.covers(group.path, full) {
+                found = index
+                break
+            }
         }
-        guard !chosen.isEmpty else { return nil }
-        let outcome = take(snapshot, chosen, clients: chosen.map { client(snapshot.rate[$0].keyBy, request) }, now: now)
+        guard let found else { return nil }
+        let group = snapshot.groups[found]
+        let entity = group.byEntity ? entityKey(request) : ""
+        let outcome =
+            group.rules.count == 1
+            ? takeOne(snapshot, group.rules[0], address: request.clientAddress, entity: entity, now: now)
+            : take(snapshot, group.rules, address: request.clientAddress, entity: entity, now: now)
         guard outcome.outcome.retryAfter == nil else {
             let error = CofferError(
                 .rateLimited,
@@ -285,14 +353,77 @@ package final class QuotaManager: Sendable {
         return admitted
     }
 
+    /// ``take(_:_:address:entity:now:)`` for one rule, the common case: one dictionary access, in place.
+    private func takeOne(
+        _ snapshot: Snapshot,
+        _ index: Int,
+        address: String,
+        entity: String,
+        now: Timestamp
+    ) -> (outcome: QuotaOutcome, refusedBy: [String]) {
+        let limit = snapshot.limits[index]
+        let client: String
+        switch limit.keyBy {
+        case .clientAddress: client = address
+        case .entity: client = entity
+        case .shared: client = ""
+        }
+        let nanos = now.nanoseconds
+        let outcome = snapshot.buckets.withLock { buckets in
+            if buckets.count > Self.bucketSweepThreshold { Self.sweep(&buckets, snapshot, now: nanos) }
+            return Self.admit(
+                &buckets[
+                    BucketKey(rule: index, client: client),
+                    default: Bucket(start: nanos, available: limit.tokens)
+                ],
+                limit,
+                nanos
+            )
+        }
+        return (outcome, outcome.retryAfter == nil ? [] : [snapshot.rate[index].name])
+    }
+
+    /// One bucket's decision: blocked, refill at a new window, refuse (and block) or take one.
+    private static func admit(_ bucket: inout Bucket, _ limit: Limit, _ nanos: Int64) -> QuotaOutcome {
+        if let blockedAt = bucket.blockedAt {
+            let until = blockedAt &+ limit.blockNanos
+            if nanos < until { return QuotaOutcome(retryAfter: wholeSeconds(until &- nanos), blocked: true) }
+            bucket.blockedAt = nil
+        }
+        let tick = max(0, (nanos &- bucket.start) / limit.windowNanos)
+        if tick > bucket.tick {
+            bucket.tick = tick
+            bucket.available = limit.tokens
+        }
+        let reset = wholeSeconds(bucket.start &+ (tick + 1) &* limit.windowNanos &- nanos)
+        guard bucket.available > 0 else {
+            var retry = reset
+            if limit.blockNanos > 0 {
+                bucket.blockedAt = nanos
+                retry = max(retry, wholeSeconds(limit.blockNanos))
+            }
+            return QuotaOutcome(limit: limit.tokens, remaining: 0, reset: reset, retryAfter: retry)
+        }
+        bucket.available -= 1
+        return QuotaOutcome(limit: limit.tokens, remaining: bucket.available, reset: reset)
+    }
+
     /// Takes one request from every chosen bucket, or from none: a request every window admits
     /// is counted in each; one any window refuses is counted in none.
     private func take(
         _ snapshot: Snapshot,
         _ chosen: [Int],
-        clients: [String],
+        address: String,
+        entity: String,
         now: Timestamp
     ) -> (outcome: QuotaOutcome, refusedBy: [String]) {
+        func client(_ rule: RateLimitQuota) -> String {
+            switch rule.keyBy {
+            case .clientAddress: address
+            case .entity: entity
+            case .shared: ""
+            }
+        }
         let nanos = now.nanoseconds
         return snapshot.buckets.withLock { buckets in
             if buckets.count > Self.bucketSweepThreshold { Self.sweep(&buckets, snapshot, now: nanos) }
@@ -302,9 +433,9 @@ package final class QuotaManager: Sendable {
             var refusedReset = 0
             var lowest = Int.max
             // First pass: refill and look; nothing is taken yet.
-            for (slot, index) in chosen.enumerated() {
+            for index in chosen {
                 let rule = snapshot.rate[index]
-                let key = BucketKey(rule: index, client: clients[slot])
+                let key = BucketKey(rule: index, client: client(rule))
                 var bucket = buckets[key] ?? Bucket(start: nanos, available: rule.tokens)
                 let window = rule.interval * 1_000_000_000
                 if let blockedAt = bucket.blockedAt {
@@ -341,17 +472,17 @@ package final class QuotaManager: Sendable {
             if !refusedBy.isEmpty {
                 // Refused: a rule with a block interval blocks this client from now on.
                 var retry = refusedReset
-                for (slot, index) in chosen.enumerated() where refusedBy.contains(snapshot.rate[index].name) {
+                for index in chosen where refusedBy.contains(snapshot.rate[index].name) {
                     let rule = snapshot.rate[index]
                     guard rule.blockInterval > 0 else { continue }
-                    buckets[BucketKey(rule: index, client: clients[slot])]?.blockedAt = nanos
+                    buckets[BucketKey(rule: index, client: client(rule))]?.blockedAt = nanos
                     retry = max(retry, Self.wholeSeconds(rule.blockInterval * 1_000_000_000))
                 }
                 outcome.retryAfter = retry
                 return (outcome, refusedBy)
             }
-            for (slot, index) in chosen.enumerated() {
-                buckets[BucketKey(rule: index, client: clients[slot])]?.available -= 1
+            for index in chosen {
+                buckets[BucketKey(rule: index, client: client(snapshot.rate[index]))]?.available -= 1
             }
             return (outcome, [])
         }
@@ -372,21 +503,17 @@ package final class QuotaManager: Sendable {
         Int(max(0, nanoseconds &- 1) / 1_000_000_000)
     }
 
-    /// The bucket a request counts against under `key`.
-    private func client(_ key: QuotaKey, _ request: Request) -> String {
-        switch key {
-        case .shared: return ""
-        case .clientAddress: return request.clientAddress
-        case .entity:
-            guard let token = request.token, !token.isEmpty, let core = owner,
-                let entry = try? core.tokens.lookup(token: token)
-            else { return "address:" + request.clientAddress }
-            return entry.entityID.isEmpty ? "accessor:" + entry.accessor : "entity:" + entry.entityID
-        }
+    /// The `entity` bucket of a request: its token's entity, else its accessor, else its address.
+    private func entityKey(_ request: Request) -> String {
+        guard let token = request.token, !token.isEmpty, let core = owner,
+            let entry = try? core.tokens.lookup(token: token)
+        else { return "address:" + request.clientAddress }
+        return entry.entityID.isEmpty ? "accessor:" + entry.accessor : "entity:" + entry.entityID
     }
 
     /// "<namespace path>/<request path>": the path quota rules are matched against ("" for root).
     static func fullPath(_ request: Request) -> String {
+        if request.namespace.isEmpty { return request.path }
         let namespace = request.namespace.split(separator: "/")
         if namespace.isEmpty || namespace == ["root"] { return request.path }
         return namespace.joined(separator: "/") + "/" + request.path

@@ -209,18 +209,6 @@ package enum QuotaRules {
         if rule.utf8.last == UInt8(ascii: "/") || full.utf8.count == rule.utf8.count { return true }
         return full.utf8.dropFirst(rule.utf8.count).first == UInt8(ascii: "/")
     }
-
-    /// Whether `path` is exempt: an entry names the path exactly, or ends in `*` and is a prefix.
-    static func exempt(_ path: String, _ list: [String]) -> Bool {
-        for entry in list {
-            if entry.hasSuffix("*") {
-                if path.hasPrefix(entry.dropLast()) { return true }
-            } else if entry == path || entry.hasSuffix("/") && entry.dropLast() == path {
-                return true
-            }
-        }
-        return false
-    }
 }
 
 extension String {
