@@ -307,6 +307,26 @@ import Testing
         #expect(refused(send(.read, "ledger/creds/app")) != nil)
     }
 
+    @Test func refusalsAreAuditedOnlyWhenTheConfigSaysSo() throws {
+        let dir = TemporaryDirectory()
+        let log = dir.file("audit.log")
+        try core.call(.update, "sys/audit/file", ["type": "file", "options": ["file_path": .string(log)]], token: root)
+        try quota("one", ["rate": 1, "interval": "1m", "path": "echo/"])
+        #expect(refused(send()) == nil)
+        #expect(refused(send()) != nil)
+        try core.call(.update, "sys/quotas/config", ["enable_rate_limit_audit_logging": true], token: root)
+        #expect(refused(send()) != nil)
+        try core.flushAudit()
+        let records = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n")
+        // The one audited refusal: its request and response records (as for a refused token).
+        let refusals = try records.filter { $0.contains("rate limit quota exceeded") }.map {
+            try JSONValue.parse(String($0))
+        }
+        #expect(refusals.compactMap { $0["type"]?.stringValue } == ["request", "response"])
+        #expect(Set(refusals.compactMap { $0["request"]?["id"]?.stringValue }).count == 1)
+        #expect(refusals.first?["request"]?["path"] == "echo/x")
+    }
+
     @Test func exemptPathsBypassAndTheListCanBeReplaced() throws {
         try quota("global", ["rate": 1, "interval": "1m"])
         #expect(refused(send(.read, "echo/x")) == nil)
