@@ -327,6 +327,28 @@ import Testing
         #expect(refusals.first?["request"]?["path"] == "echo/x")
     }
 
+    @Test func aSecondCoreOverTheSameStorageLoadsTheRules() throws {
+        let storage = InMemoryBackend()
+        let first = try Core(storage: storage, engines: testRegistry(), clock: clock)
+        let result = try first.initialize(shares: 1, threshold: 1)
+        try first.mount(MountEntry(path: "echo/", type: "echo"))
+        let second = try Core(storage: storage, engines: testRegistry(), clock: clock)
+        try second.unseal(key: result.keys[0].unsafeCopy)
+        try first.call(
+            .update,
+            "sys/quotas/rate-limit/one",
+            ["rate": 1, "interval": "1m", "path": "echo/"],
+            token: result.rootToken
+        )
+        #expect(second.quotas.isActive)
+        var request = Request(.read, "echo/x", token: result.rootToken)
+        request.clientAddress = "10.0.0.1"
+        _ = try? second.handle(request)
+        expectError(.rateLimited, containing: "rate limit quota exceeded") { try second.handle(request) }
+        try first.call(.delete, "sys/quotas/rate-limit/one", token: result.rootToken)
+        #expect(!second.quotas.isActive)
+    }
+
     @Test func exemptPathsBypassAndTheListCanBeReplaced() throws {
         try quota("global", ["rate": 1, "interval": "1m"])
         #expect(refused(send(.read, "echo/x")) == nil)

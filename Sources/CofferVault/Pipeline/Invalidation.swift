@@ -28,6 +28,8 @@ extension Core {
                 )
             } else if key == MountKind.secret.storagePath || key == MountKind.auth.storagePath {
                 tablesChanged = true
+            } else if key.utf8.starts(with: QuotaManager.storagePrefix.utf8) {
+                quotas.storageChanged()
             } else if key == Barrier.keyringPath {
                 barrier.reloadKeyring()
             } else if let (mount, relative) = routes.withLock({ $0 })?.owner(ofStorageKey: key) {

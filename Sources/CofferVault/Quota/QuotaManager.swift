@@ -3,6 +3,10 @@ package import CofferCore
 import CofferFramework
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// What the quota check decided for one request, and what the HTTP layer sends back with it.
 package struct QuotaOutcome: Sendable, Equatable {
     package var limit = 0
@@ -50,6 +54,11 @@ package final class QuotaManager: Sendable {
     let current = Mutex<Snapshot?>(nil)
     /// Serialises rule changes against each other (and against load/unload).
     let writes = Mutex(())
+    /// The thread inside ``writes`` (0: none): the storage change feed calls back on the writing
+    /// thread, and a change this manager makes is rebuilt by the write itself.
+    private let writer = Atomic<UInt>(0)
+    /// Where the rules and the config live in the barrier.
+    static let storagePrefix = "sys/quotas/"
     /// `quota.rate_limit.violation` by quota name.
     let violations = Mutex<[String: UInt64]>([:])
     nonisolated(unsafe) private weak var owner: Core?
@@ -167,7 +176,25 @@ package final class QuotaManager: Sendable {
 
     /// Reads the rules from the barrier (after unseal) and counts the leases under lease-count rules.
     func load() throws(CofferError) {
-        try writes.withLock { (_) throws(CofferError) in try rebuild() }
+        try locked { () throws(CofferError) in try rebuild() }
+    }
+
+    /// Runs `body` under ``writes``, noting this thread as the writer.
+    private func locked(_ body: () throws(CofferError) -> Void) throws(CofferError) {
+        let result: Result<Void, CofferError> = writes.withLock { _ in
+            writer.store(UInt(pthread_self()), ordering: .relaxed)
+            defer { writer.store(0, ordering: .relaxed) }
+            return Result { () throws(CofferError) in try body() }
+        }
+        try result.get()
+    }
+
+    /// A key under `sys/quotas/` changed in storage. A change from beneath this core (another core
+    /// over the same storage, a replica) is loaded; this manager's own writes rebuild by themselves.
+    func storageChanged() {
+        guard writer.load(ordering: .relaxed) != UInt(pthread_self()) else { return }
+        guard current.withLock({ $0 }) != nil else { return }
+        try? locked { () throws(CofferError) in try rebuild() }
     }
 
     func unload() {
@@ -246,7 +273,7 @@ package final class QuotaManager: Sendable {
     // MARK: Changing rules
 
     func writeConfig(_ config: QuotaConfig) throws(CofferError) {
-        try writes.withLock { (_) throws(CofferError) in
+        try locked { () throws(CofferError) in
             try barrier.put(QuotaConfig.path, config.json.serialized())
             try rebuild()
         }
@@ -254,7 +281,7 @@ package final class QuotaManager: Sendable {
 
     /// Stores `rule` (replacing one of the same name) unless another rule is its exact twin.
     func writeRate(_ rule: RateLimitQuota) throws(CofferError) {
-        try writes.withLock { (_) throws(CofferError) in
+        try locked { () throws(CofferError) in
             for name in try barrier.list(RateLimitQuota.prefix) where name != rule.name {
                 guard let other = try storedRate(name) else { continue }
                 if other.path == rule.path, other.role == rule.role, other.interval == rule.interval,
@@ -269,7 +296,7 @@ package final class QuotaManager: Sendable {
     }
 
     func writeLeaseCount(_ rule: LeaseCountQuota) throws(CofferError) {
-        try writes.withLock { (_) throws(CofferError) in
+        try locked { () throws(CofferError) in
             for name in try barrier.list(LeaseCountQuota.prefix) where name != rule.name {
                 guard let other = try storedLeaseCount(name) else { continue }
                 if other.path == rule.path {
@@ -282,7 +309,7 @@ package final class QuotaManager: Sendable {
     }
 
     func delete(_ prefix: String, _ name: String) throws(CofferError) {
-        try writes.withLock { (_) throws(CofferError) in
+        try locked { () throws(CofferError) in
             try barrier.delete(prefix + name)
             try rebuild()
         }
