@@ -290,6 +290,14 @@ import Testing
         #expect(refused(send(.read, "ledger/creds/app")) != nil)
         // Other mounts are not counted.
         #expect(refused(send(.read, "echo/x")) == nil)
+        // A lease that expires leaves room too.
+        try core.call(.update, "sys/quotas/lease-count/two", ["max_leases": 3, "path": "ledger/"], token: root)
+        let short = try core.call(.read, "ledger/creds/app", ["ttl": "30s"], token: root)
+        #expect(!short.leaseID.isEmpty && refused(send(.read, "ledger/creds/app")) != nil)
+        clock.advance(seconds: 31)
+        _ = core.leases.tick(now: clock.now())
+        read = try #require(try core.call(.read, "sys/quotas/lease-count/two", token: root).data)
+        #expect(read["counter"] == .number("2"))
     }
 
     @Test func quotasSurviveAResealAndCountLeasesAgain() throws {
