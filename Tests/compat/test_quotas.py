@@ -139,6 +139,13 @@ def test_the_429_body_and_headers(srv, clean):
     assert h["Retry-After"] == h["X-Ratelimit-Reset"], h
     # Other paths are not under the quota and carry no X-Ratelimit headers.
     assert not rate_headers(srv.raw("GET", "sys/mounts"))
+    # The bao CLI shows the 429 (without retrying: its client would honour Retry-After and try again).
+    cli = Cli(srv.bao_bin, srv.addr)
+    try:
+        code, _, err = cli("read", "cubbyhole/x", token="root", check=False, env={"BAO_MAX_RETRIES": "0"})
+        assert code == 2 and "Code: 429" in err and "rate limit quota exceeded" in err, (srv.kind, code, err)
+    finally:
+        cli.close()
 
 
 def test_block_interval_sends_only_retry_after_while_blocked(srv, clean):
