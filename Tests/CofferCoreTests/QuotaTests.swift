@@ -115,7 +115,11 @@ import Testing
                 ["rate": 1, "path": "cubbyhole/", "role": "web"],
                 "Mount path \"cubbyhole/\" is not a valid auth method and therefore unsuitable for use with role-based quotas"
             ),
-            (["rate": 1, "role": "web"], "needs the path of an auth method"),
+            (["rate": 1, "role": "web"], "Mount path \"\" is not a valid auth method"),
+            (
+                ["rate": 1, "path": "auth/people/login", "role": "web"],
+                "Quotas cannot contain both a path suffix and a role"
+            ),
             (["rate": 1, "interval": "20x"], "interval must be a duration"),
             (["rate": 1, "interval": "-5s"], "interval must be a duration"),
             (["rate": 1, "block_interval": "soon"], "block_interval must be a duration"),

@@ -98,6 +98,11 @@ def test_hvac_creates_reads_and_lists_quotas(srv, clean):
     ({"rate": 1, "path": "nonexist/"}, 'invalid mount path "nonexist/"'),
     ({"rate": 1, "path": "cubbyhole/", "role": "web"},
      'Mount path "cubbyhole/" is not a valid auth method and therefore unsuitable for use with role-based quotas'),
+    ({"rate": 1, "role": "web"},
+     'Mount path "" is not a valid auth method and therefore unsuitable for use with role-based quotas'),
+    ({"rate": 1, "path": "auth/token/create", "role": "web"},
+     "Quotas cannot contain both a path suffix and a role. If a role is provided, path must be a valid auth mount "
+     "with a concept of roles"),
 ])
 def test_bad_quotas_are_refused_with_openbaos_errors(srv, clean, body, message):
     assert error(srv, "POST", "sys/quotas/rate-limit/bad", body) == (400, message)

@@ -172,9 +172,7 @@ package enum QuotaRules {
         var path = raw
         while path.hasPrefix("/") { path.removeFirst() }
         if path.isEmpty {
-            guard role.isEmpty else {
-                throw CofferError.invalid("a role-based quota needs the path of an auth method, such as auth/approle")
-            }
+            guard role.isEmpty else { throw notAuthMount("") }
             return ""
         }
         let normalised: String
@@ -190,14 +188,22 @@ package enum QuotaRules {
         }
         let isMount = relative.isEmpty || withSlash == mount.prefix
         if !role.isEmpty {
-            guard mount.kind == .auth, isMount else {
+            // OpenBao's texts and order: a path inside a mount first, then a mount that is not an auth method.
+            guard isMount else {
                 throw CofferError.invalid(
-                    "Mount path \"\(isMount ? mount.prefix : normalised)\" is not a valid auth method and "
-                        + "therefore unsuitable for use with role-based quotas"
+                    "Quotas cannot contain both a path suffix and a role. If a role is provided, path must be a "
+                        + "valid auth mount with a concept of roles"
                 )
             }
+            guard mount.kind == .auth else { throw notAuthMount(mount.prefix) }
         }
         return isMount ? mount.prefix : normalised
+    }
+
+    static func notAuthMount(_ path: String) -> CofferError {
+        CofferError.invalid(
+            "Mount path \"\(path)\" is not a valid auth method and therefore unsuitable for use with role-based quotas"
+        )
     }
 
     /// Whether a rule's `path` covers `full` (the request's namespace path and path): "" covers all,
