@@ -809,6 +809,13 @@ def evaluate_goals(results):
             cpu = f["kv read + file audit, sync=all"]["cpu_us_per_op"] / reference["cpu_us_per_op"]
             goals.append(("  the same with sync=all (every record written before the call returns)", f"{cpu:.2f}×",
                           cpu <= g["audited_read_cpu_ratio"]))
+    # Issue 19: a read under a generous rate-limit quota on its mount against the same read with none,
+    # in alternating rounds of one run (bench/InProcess/Quota.swift).
+    quota_ref, quota_read = f.get("quota: kv read, no quota (reference)"), f.get("quota: kv read, a rate-limit quota on the mount")
+    if quota_ref and quota_read:
+        ratio = quota_read["p50_us"] / quota_ref["p50_us"]
+        goals.append((f"quota-checked KV read p50 ≤ {g['quota_read_p50_ratio']}× an unquoted one (same run)",
+                      f"{ratio:.2f}×", ratio <= g["quota_read_p50_ratio"]))
     web = (results.get("http") or {}).get("workloads", {}).get("kv_read")
     nginx_static = (results.get("http") or {}).get("nginx_static")
     if web and nginx_static:

@@ -84,7 +84,7 @@ int coffer_abi_version(void);
 #define COFFER_ENOTINIT -12
 /** The vault is already initialised. HTTP 400. */
 #define COFFER_EALREADYINIT -13
-/** Too many requests. HTTP 429. */
+/** A rate-limit or lease-count quota refused the request; coffer_retry_after() says when to retry. HTTP 429. */
 #define COFFER_ERATELIMIT -14
 /** The storage file is not a Coffer database, or is damaged. HTTP 500. */
 #define COFFER_ECORRUPT -15
@@ -107,6 +107,16 @@ const char *coffer_strerror(int status);
  * thread; copy it to keep it. Never returns NULL. Thread-safe (each thread has its own message).
  */
 const char *coffer_errmsg(void);
+
+/**
+ * After a coffer_* call on the calling thread failed with COFFER_ERATELIMIT: whole seconds to wait
+ * before retrying (what HTTP sends as Retry-After; 0 means the next window starts within a second).
+ * -1 when the most recent call that returns a status did not fail with a rate-limit refusal that
+ * names a time (a lease-count quota refusal names none: retry once leases are revoked).
+ *
+ * Thread-safe (each thread has its own value, as coffer_errmsg()); never fails. Added in 0.1.
+ */
+int coffer_retry_after(void);
 
 /* ---- Handles ------------------------------------------------------------------------------ */
 

@@ -56,18 +56,44 @@ public func coffer_errmsg() -> UnsafePointer<CChar>? {
     return UnsafeRawPointer(emptyText.utf8Start).assumingMemoryBound(to: CChar.self)
 }
 
+/// The thread-local retry time of the last rate-limit refusal, kept in the slot's pointer bits as
+/// seconds + 1 (no allocation; an empty slot is -1).
+private let retryAfterKey: pthread_key_t = {
+    var key = pthread_key_t()
+    pthread_key_create(&key, nil)
+    return key
+}()
+
+@c @implementation
+public func coffer_retry_after() -> Int32 {
+    guard let slot = pthread_getspecific(retryAfterKey) else { return -1 }
+    return Int32(clamping: Int(bitPattern: slot) - 1)
+}
+
+private func setRetryAfter(_ seconds: Int?) {
+    guard let seconds else {
+        if pthread_getspecific(retryAfterKey) != nil { pthread_setspecific(retryAfterKey, nil) }
+        return
+    }
+    pthread_setspecific(retryAfterKey, UnsafeRawPointer(bitPattern: min(max(seconds, 0), Int(Int32.max)) + 1))
+}
+
 /// Records `message` as this thread's last error and returns `status`.
-private func fail(_ status: Int32, _ message: String) -> Int32 {
+private func fail(_ status: Int32, _ message: String, retryAfter: Int? = nil) -> Int32 {
     free(pthread_getspecific(lastErrorKey))
     pthread_setspecific(lastErrorKey, message.withCString { strdup($0) })
+    setRetryAfter(retryAfter)
     return status
 }
 
-private func fail(_ error: CofferError) -> Int32 { fail(error.code.cStatus, error.message) }
+private func fail(_ error: CofferError) -> Int32 {
+    fail(error.code.cStatus, error.message, retryAfter: error.code == .rateLimited ? error.retryAfter : nil)
+}
 
 /// Clears this thread's last error and returns COFFER_OK.
 private func succeed() -> Int32 {
     pthread_getspecific(lastErrorKey)?.storeBytes(of: 0, as: UInt8.self)
+    setRetryAfter(nil)
     return COFFER_OK
 }
 

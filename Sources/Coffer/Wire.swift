@@ -18,6 +18,8 @@ package struct WireResult: Sendable {
     package var outcome: Response.Outcome?
     /// The body's type when it is not JSON (a certificate, a CRL); nil for JSON.
     package var contentType: String?
+    /// Headers to send with the answer: a quota's `Retry-After` and `X-Ratelimit-*` (Quota/).
+    package var headers: [(String, String)] = []
 }
 
 extension Vault {
@@ -58,23 +60,35 @@ extension Wire {
         wrapTTL: String? = nil
     ) -> WireResult {
         let requestID = Random.requestID()
+        var quota: QuotaOutcome?
         do {
             var request = try parse(method: method, path: path, token: token, body: body, id: requestID)
             request.namespace = namespace
             request.clientAddress = clientAddress
             if let wrapTTL { request.wrapTTL = try parseWrapTTL(wrapTTL) }
-            let response = try core.handle(request)
+            let response = try core.handle(request, quota: &quota)
             if let raw = response.body {
-                return WireResult(status: 200, body: raw.bytes, outcome: response.outcome, contentType: raw.contentType)
+                return WireResult(
+                    status: 200,
+                    body: raw.bytes,
+                    outcome: response.outcome,
+                    contentType: raw.contentType,
+                    headers: quota?.headers ?? []
+                )
             }
             // Every 404 is JSON: the CLI and hvac read `errors` whatever the path.
             let body =
                 response.wireBody(requestID: requestID)
                 ?? (response.outcome == .notFound ? Array(#"{"errors":[]}"#.utf8) : nil)
-            return WireResult(status: response.status, body: body, outcome: response.outcome)
+            return WireResult(
+                status: response.status,
+                body: body,
+                outcome: response.outcome,
+                headers: quota?.headers ?? []
+            )
         } catch {
             let (status, body) = errorBody(error)
-            return WireResult(status: status, body: body, error: error)
+            return WireResult(status: status, body: body, error: error, headers: quota?.headers ?? [])
         }
     }
 }

@@ -26,6 +26,9 @@ package protocol Backend: AnyObject, Sendable {
     /// throw to refuse (the role or user is gone, its policies changed), return the token limits
     /// that apply now (the role's current TTL, max TTL and period), or nil to renew as issued.
     func renewLogin(_ renewal: LoginRenewal) throws(CofferError) -> TokenParameters?
+    /// The role a login request names, for role-based quotas (OpenBao's ResolveRoleOperation); nil
+    /// when it names none. The default reads `role` (or `role_name`); AppRole finds it from `role_id`.
+    func loginRole(_ data: [String: JSONValue], storage: StorageView) -> String?
 }
 
 extension Backend {
@@ -34,6 +37,9 @@ extension Backend {
     package func invalidate(_ key: String) {}
     package func periodic(storage: StorageView, mount: MountEntry, system: any SystemView, now: Timestamp) {}
     package func renewLogin(_ renewal: LoginRenewal) throws(CofferError) -> TokenParameters? { nil }
+    package func loginRole(_ data: [String: JSONValue], storage: StorageView) -> String? {
+        data["role"]?.stringValue ?? data["role_name"]?.stringValue
+    }
 }
 
 /// A token made by a login of this auth mount, being renewed.

@@ -203,6 +203,8 @@ func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
             { _ = try vault.handle(Request(.read, "secret/data/app/db", token: tenantToken, namespace: "tenant")) }, nil
         ),
     ])
+    // Issue 19: a read under a rate-limit quota against the same read with none (Quota.swift).
+    let quotaSummary = try measureQuotaCheck(bench, payload: payload)
 
     // Last, as its writer adds versions to the database: the same KV read alone and with a second
     // thread writing other secrets of the mount (an fsync each), unpinned and on CPUs of their own,
@@ -210,6 +212,7 @@ func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
     try measureReadsWithWriter(bench, vault: vault, token: token, payload: payload)
 
     var summary: [String: Any] = ["stored_row_bytes": row.count]
+    summary.merge(quotaSummary) { $1 }
     if let scaling = try measureReadScaling(bench, vault: vault, token: token, threads: 2) {
         summary.merge(scaling) { $1 }
     }

@@ -332,6 +332,41 @@ static void test_dev_mode(void) {
     CHECK(contains(coffer_errmsg(), "dev mode keeps everything in memory"));
 }
 
+/* A rate-limit quota's refusal: COFFER_ERATELIMIT with HTTP 429 and OpenBao's body, and the wait in
+ * coffer_retry_after() (the KV fast path alike); -1 after a call that succeeds. */
+static void test_rate_limit(void) {
+    coffer_t *h = NULL;
+    char *out = NULL;
+    int http = 0;
+    int64_t version = 0;
+    CHECK(coffer_retry_after() == -1);
+    CHECK(coffer_open("{\"dev\": {\"root_token\": \"dev-root\"}}", &h) == COFFER_OK);
+    if (h == NULL) return;
+    CHECK(coffer_kv_put(h, NULL, "q", "dev-root", "{\"k\":\"v\"}", 9, 0, &version) == COFFER_OK);
+    CHECK(request(h, "PUT", "sys/quotas/rate-limit/kv", "dev-root",
+                  "{\"rate\": 1, \"interval\": \"1m\", \"path\": \"secret/\"}", &http, &out) == COFFER_OK);
+    CHECK(http == 204);
+    coffer_free(out);
+    out = NULL;
+    CHECK(request(h, "GET", "secret/data/q", "dev-root", NULL, &http, &out) == COFFER_OK);
+    coffer_free(out);
+    out = NULL;
+    CHECK(coffer_retry_after() == -1);
+    CHECK(request(h, "GET", "secret/data/q", "dev-root", NULL, &http, &out) == COFFER_ERATELIMIT);
+    CHECK(http == 429);
+    CHECK(out != NULL &&
+          strcmp(out, "{\"errors\":[\"request path \\\"secret/data/q\\\": rate limit quota exceeded\"]}") == 0);
+    CHECK(coffer_retry_after() >= 58 && coffer_retry_after() <= 59);
+    coffer_free(out);
+    out = NULL;
+    CHECK(coffer_kv_get(h, NULL, "q", "dev-root", 0, &out, NULL, NULL) == COFFER_ERATELIMIT);
+    CHECK(out == NULL && coffer_retry_after() >= 58 && coffer_retry_after() <= 59);
+    CHECK(request(h, "GET", "sys/seal-status", NULL, NULL, &http, &out) == COFFER_OK);
+    CHECK(coffer_retry_after() == -1);
+    coffer_free(out);
+    coffer_close(h);
+}
+
 /* coffer_request_ex: a wrapped answer is a single-use wrapping token; an opts struct that is too
  * small is refused; NULL opts is coffer_request. */
 static void test_request_options(void) {
@@ -567,6 +602,7 @@ int main(void) {
     test_reopen();
     test_kv();
     test_dev_mode();
+    test_rate_limit();
     test_request_options();
     test_out_of_range_values();
     test_transit();

@@ -6,10 +6,14 @@
 public struct CofferError: Error, Sendable, CustomStringConvertible, Equatable {
     public let code: Code
     public let message: String
+    /// For ``Code/rateLimited``: whole seconds to wait before retrying (a quota's `Retry-After`);
+    /// nil otherwise.
+    public var retryAfter: Int?
 
-    public init(_ code: Code, _ message: String) {
+    public init(_ code: Code, _ message: String, retryAfter: Int? = nil) {
         self.code = code
         self.message = message
+        self.retryAfter = retryAfter
     }
 
     public var description: String { message }
@@ -47,6 +51,7 @@ public struct CofferError: Error, Sendable, CustomStringConvertible, Equatable {
         public static let integrity = Code(kind: .integrity)
         public static let notInitialized = Code(kind: .notInitialized)
         public static let alreadyInitialized = Code(kind: .alreadyInitialized)
+        /// A rate-limit or lease-count quota refused the request (HTTP 429); `retryAfter` says when to retry.
         public static let rateLimited = Code(kind: .rateLimited)
         /// The storage file is not a Coffer database, or is damaged.
         public static let corruptDatabase = Code(kind: .corruptDatabase)

@@ -38,11 +38,18 @@ struct WireResponder: Sendable {
         let started = ContinuousClock.now
         let method = request.method.rawValue
         let target = request.head.path ?? "/"
-        let (status, body, close, contentType) = await answer(request, method: method, target: target, channel: channel)
+        let (status, body, close, contentType, extra) = await answer(
+            request,
+            method: method,
+            target: target,
+            channel: channel
+        )
 
         var headers: HTTPFields = [.contentType: contentType ?? "application/json", .cacheControl: "no-store"]
         headers[Self.hsts] = "max-age=31536000; includeSubDomains"
         if close { headers[.connection] = "close" }
+        // A quota's Retry-After and X-Ratelimit-* (Quota/); the names are fixed ASCII, always valid.
+        for (name, value) in extra { if let field = HTTPField.Name(name) { headers[field] = value } }
         let head = HTTPResponse(status: .init(code: status), headerFields: headers)
         if let body, request.method != .head {
             var buffer = channel.allocator.buffer(capacity: body.count + 1)
@@ -72,18 +79,22 @@ struct WireResponder: Sendable {
         }
     }
 
+    /// What ``answer(_:method:target:channel:)`` gives: status, body (nil: none), whether to close the
+    /// connection afterwards, the body's type when not JSON, and extra headers.
+    typealias Answer = (Int, [UInt8]?, Bool, String?, [(String, String)])
+
     /// Status, body (nil: none) and whether to close the connection afterwards.
     func answer(
         _ request: HummingbirdCore.Request,
         method: String,
         target: String,
         channel: any Channel
-    ) async -> (Int, [UInt8]?, Bool, String?) {
+    ) async -> Answer {
         guard target.hasPrefix("/v1/") || RestAlias.handles(target) else {
-            return (404, Array(#"{"errors":[]}"#.utf8), false, nil)
+            return (404, Array(#"{"errors":[]}"#.utf8), false, nil, [])
         }
         if request.method == .head, !target.hasPrefix("/v1/sys/health"), !target.hasPrefix("/health") {
-            return (405, Array(#"{"errors":[]}"#.utf8), false, nil)
+            return (405, Array(#"{"errors":[]}"#.utf8), false, nil, [])
         }
         if request.method == .patch {
             let type = request.headers[.contentType] ?? ""
@@ -126,15 +137,15 @@ struct WireResponder: Sendable {
         if unauthenticatedMetrics, method == "GET", target == "/v1/sys/metrics" || target.hasPrefix("/v1/sys/metrics?")
         {
             let result = vault.unauthenticatedMetricsWire(target: target)
-            return (result.status, result.body, false, result.contentType)
+            return (result.status, result.body, false, result.contentType, result.headers)
         }
         let wrapTTL = request.headers[Self.wrapTTL]
         let client = channel.remoteAddress?.ipAddress ?? ""
         let vault = self.vault
-        let (status, out, contentType): (Int, [UInt8]?, String?)
+        let (status, out, contentType, extra): (Int, [UInt8]?, String?, [(String, String)])
         if offloadWrites, request.method != .get, request.method != .head, method != "LIST" {
             do {
-                (status, out, contentType) = try await NIOThreadPool.singleton.runIfActive {
+                (status, out, contentType, extra) = try await NIOThreadPool.singleton.runIfActive {
                     [body, token, method, target] in
                     let result = vault.handleWire(
                         method: method,
@@ -145,7 +156,7 @@ struct WireResponder: Sendable {
                         clientAddress: client,
                         wrapTTL: wrapTTL
                     )
-                    return (result.status, result.body, result.contentType)
+                    return (result.status, result.body, result.contentType, result.headers)
                 }
             } catch {
                 return Self.error(503, "the server is shutting down")
@@ -160,17 +171,15 @@ struct WireResponder: Sendable {
                 clientAddress: client,
                 wrapTTL: wrapTTL
             )
-            (status, out, contentType) = (result.status, result.body, result.contentType)
+            (status, out, contentType, extra) = (result.status, result.body, result.contentType, result.headers)
         }
-        return (status, out, false, contentType)
+        return (status, out, false, contentType, extra)
     }
 
-    static let tooLarge: (Int, [UInt8]?, Bool, String?) = (
-        413, Array(#"{"errors":["http: request body too large"]}"#.utf8), true, nil
-    )
+    static let tooLarge: Answer = (413, Array(#"{"errors":["http: request body too large"]}"#.utf8), true, nil, [])
 
-    static func error(_ status: Int, _ message: String) -> (Int, [UInt8]?, Bool, String?) {
-        (status, JSONValue.object(["errors": [.string(message)]]).serialized(), false, nil)
+    static func error(_ status: Int, _ message: String) -> Answer {
+        (status, JSONValue.object(["errors": [.string(message)]]).serialized(), false, nil, [])
     }
 }
 

@@ -144,6 +144,7 @@ package final class LeaseManager: Sendable {
             throw error
         }
         noteDue(entry.expireTime)
+        core.quotas.leaseRegistered(entry.id)
         response.leaseID = entry.id
         response.leaseDuration = ttl
         response.renewable = entry.renewable
@@ -392,9 +393,16 @@ package final class LeaseManager: Sendable {
         guard !batch.deletions.isEmpty else { return }
         let deletions = batch.deletions
         try withWriteLock { () throws(CofferError) in try barrier.batch(deletions) }
+        core.quotas.leasesRemoved(deletions.compactMap(LeaseManager.deletedLeaseID))
         batch.deletions = []
         release(batch)
         batch.claimed = []
+    }
+
+    /// The lease a deletion of its `sys/expire/id/` row removes (for lease-count quotas).
+    private static func deletedLeaseID(_ operation: StorageOperation) -> String? {
+        guard case .delete(let key) = operation, key.hasPrefix(idPrefix) else { return nil }
+        return String(key.dropFirst(idPrefix.count))
     }
 
     private func release(_ batch: RevocationBatch) {

@@ -96,6 +96,9 @@ extension Core {
         add("vault.audit.log_response_failure", .counter(meters.auditResponseFailure.value))
         add("coffer.token.cache.hit", .counter(meters.tokenCacheHit.value))
         add("coffer.token.cache.miss", .counter(meters.tokenCacheMiss.value))
+        for (name, count) in quotas.violationCounts() {
+            add("vault.quota.rate_limit.violation", .counter(count), [("name", name)])
+        }
         let summaries: [(String, Summary)] = [
             ("vault.core.handle_request", meters.handleRequest),
             ("vault.core.handle_login_request", meters.handleLoginRequest),

@@ -109,6 +109,8 @@ package final class Core: Sendable {
     let hasNamespaces = Atomic<Bool>(false)
     /// Whether any namespace is under an API lock: the request path checks locks only then.
     let anyNamespaceLocked = Atomic<Bool>(false)
+    /// Rate-limit and lease-count quotas (Quota/).
+    package let quotas = QuotaManager()
     /// Entities, aliases and groups (Identity/).
     let identity: IdentityStore
     let audit: AuditBroker
@@ -168,6 +170,7 @@ package final class Core: Sendable {
         }
         builtins.withLock { $0 = (SystemBackend(core: self), TokenBackend(core: self), IdentityBackend(core: self)) }
         leases.attach(self)
+        quotas.attach(self)
         let leases = self.leases
         // A revoked token's cubbyhole and leases go with it, as in Vault; a token with a TTL is revoked
         // on time by the expiration manager even if it is never presented again.
@@ -364,6 +367,7 @@ package final class Core: Sendable {
             try policies.load()
             try loadMounts()
             try loadNamespaces()
+            try quotas.load()
             // A device that cannot open does not stop the unseal: it stays listed, and requests fail
             // closed if no device can record them.
             try audit.load()
@@ -393,6 +397,7 @@ package final class Core: Sendable {
     func sealNow() {
         root.routes.withLock { $0 = nil }
         unloadNamespaces()
+        quotas.unload()
         audit.unload()
         tokens.unload()
         policies.unload()
@@ -408,11 +413,11 @@ package final class Core: Sendable {
 
     /// Handles one request. Synchronous and thread-safe; the steps, in order:
     ///
-    /// normalise the path → find the mount serving it (when sealed, only `sys/`) → its unauthenticated
-    /// paths are served here → sealed? → namespace → token (expiry, parents, uses) → existence check
+    /// normalise the path → its namespace → find the mount serving it (when sealed, only `sys/`) → API
+    /// lock → quotas (Quota/) → its unauthenticated paths are served here → sealed? → token (expiry, parents, uses) → existence check
     /// (update or create) → audit the request → ACL (with `sudo` for the backend's root paths) →
     /// the backend → audit the response. The C ABI's fast paths and HTTP come through here alike.
-    package func handle(_ request: Request) throws(CofferError) -> Response {
+    package func handle(_ request: Request, quota: inout QuotaOutcome?) throws(CofferError) -> Response {
         var timer = barrier.meters.startRequest()  // vault.core.handle_request (Metrics/)
         defer { barrier.meters.finish(timer) }
         var request = request
@@ -444,6 +449,10 @@ package final class Core: Sendable {
             throw CofferError(.notFound, "unsupported path")
         }
         let special = mount.backend.specialPaths
+        // Quotas, before the token as in OpenBao (Quota/): one relaxed load when there are none.
+        if quotas.active.load(ordering: .relaxed) {
+            try checkQuotas(request, mount, login: SpecialPaths.matches(special.unauthenticated, relative), &quota)
+        }
         if SpecialPaths.matches(special.unauthenticated, relative) {
             timer.login = mount.kind == .auth
             let now = clock.now()

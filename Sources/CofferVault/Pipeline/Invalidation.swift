@@ -35,6 +35,8 @@ extension Core {
                 tablesChanged = true
             } else if key.utf8.starts(with: Barrier.namespaceKeyringPrefix.utf8) {
                 barrier.namespaceKeyringChanged(key)
+            } else if key.utf8.starts(with: QuotaManager.storagePrefix.utf8) {
+                quotas.storageChanged()
             } else if key == Barrier.keyringPath {
                 barrier.reloadKeyring()
             } else if let (mount, relative) = root.routes.withLock({ $0 })?.owner(ofStorageKey: key) {

@@ -102,7 +102,7 @@ package final class SystemBackend: TableBackend {
                 delete: SystemBackend.deletePolicy
             ),
         ] + mountPaths + namespacePaths + auditPaths + rekeyPaths + leasePaths + passwordPolicyPaths + wrappingPaths
-            + metricsPaths + breakGlassPaths + eventPaths
+            + metricsPaths + breakGlassPaths + eventPaths + quotaPaths
     )
 
     static let initFields: [Field] = [

@@ -287,6 +287,14 @@ extension AppRoleBackend {
         return text
     }
 
+    /// The role a login's `role_id` belongs to (for role-based quotas); nil for an unknown one.
+    package func loginRole(_ data: [String: JSONValue], storage: StorageView) -> String? {
+        guard let roleID = data["role_id"]?.stringValue?.trimmingCharacters(), !roleID.isEmpty,
+            roleID.utf8.count <= Self.maximumIDLength, let key = try? hmac(roleID, storage)
+        else { return nil }
+        return (try? storage.getJSON(AppRoleKeys.roleID(key)))?["name"]?.stringValue
+    }
+
     func login(_ request: BackendRequest) throws(CofferError) -> Response {
         let roleID = request.fields.string("role_id")?.trimmingCharacters() ?? ""
         guard !roleID.isEmpty else { throw CofferError(.internal, "missing role_id") }

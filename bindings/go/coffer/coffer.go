@@ -37,12 +37,15 @@ func ABIVersion() int { return int(C.coffer_abi_version()) }
 
 // Error is a failed call: Code is the C status (COFFER_E*, negative), HTTPStatus the status the HTTP
 // server would answer (0 when the call failed before reaching the engine), Body the HTTP error
-// response ({"errors": [...]}) when there is one.
+// response ({"errors": [...]}) when there is one. RetryAfter, for ErrRateLimited, is the whole
+// seconds to wait before retrying (HTTP's Retry-After; coffer_retry_after()), or -1 when the quota
+// names no time (and for every other error).
 type Error struct {
 	Code       int
 	HTTPStatus int
 	Message    string
 	Body       []byte
+	RetryAfter int
 }
 
 func (e *Error) Error() string {
@@ -78,7 +81,12 @@ var (
 // failure builds the *Error of a status. Callers hold the OS thread locked since the failing call:
 // coffer_errmsg is per thread, and an unlocked goroutine may move to another thread between calls.
 func failure(status C.int, httpStatus int, body []byte) error {
-	return &Error{Code: int(status), HTTPStatus: httpStatus, Message: C.GoString(C.coffer_errmsg()), Body: body}
+	retryAfter := -1
+	if status == C.COFFER_ERATELIMIT {
+		retryAfter = int(C.coffer_retry_after())
+	}
+	return &Error{Code: int(status), HTTPStatus: httpStatus, Message: C.GoString(C.coffer_errmsg()), Body: body,
+		RetryAfter: retryAfter}
 }
 
 // cString returns a C copy of s (NULL for "" when optional) and the function that frees it.

@@ -143,6 +143,37 @@ func TestErrorsCarryTheStatusCode(t *testing.T) {
 	}
 }
 
+func TestRateLimitedCallsSayWhenToRetry(t *testing.T) {
+	c, err := coffer.Open(`{"dev": true}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.KVPut("secret", "q", "root", []byte(`{"v":1}`), coffer.NoCAS); err != nil {
+		t.Fatal(err)
+	}
+	quota := []byte(`{"rate": 1, "interval": "1m", "path": "secret/"}`)
+	if status, _, err := c.Request("PUT", "sys/quotas/rate-limit/kv", "root", quota); err != nil || status != 204 {
+		t.Fatalf("quota: %d %v", status, err)
+	}
+	if _, _, err := c.KVGet("secret", "q", "root", 0); err != nil {
+		t.Fatal(err)
+	}
+	status, body, err := c.Request("GET", "secret/data/q", "root", nil)
+	var cerr *coffer.Error
+	if !errors.As(err, &cerr) || !errors.Is(err, coffer.ErrRateLimited) || status != 429 ||
+		cerr.RetryAfter < 58 || cerr.RetryAfter > 59 ||
+		string(body) != `{"errors":["request path \"secret/data/q\": rate limit quota exceeded"]}` {
+		t.Fatalf("refused: %d %s %v", status, body, err)
+	}
+	if _, _, err := c.KVGet("secret", "nothing", "root", 0); !errors.As(err, &cerr) || cerr.RetryAfter < 58 {
+		t.Fatalf("fast path: %v", err)
+	}
+	if _, _, err := c.Request("GET", "sys/mounts", "not-a-token", nil); !errors.As(err, &cerr) || cerr.RetryAfter != -1 {
+		t.Fatalf("not a refusal: %v", err)
+	}
+}
+
 func TestOpenErrors(t *testing.T) {
 	dir := t.TempDir()
 	if _, err := coffer.Open(`{"storage": {"type": "sqlite", "paht": "x.db"}}`); !errors.Is(err, coffer.ErrInvalidArgument) ||

@@ -126,7 +126,11 @@ class AlreadyInitializedError(CofferError):
 
 
 class RateLimitedError(CofferError):
+    """A rate-limit or lease-count quota refused the call. `retry_after` is the whole seconds to wait
+    (HTTP's Retry-After, from coffer_retry_after()), or None when the quota names no time."""
+
     code = -14
+    retry_after: Optional[int] = None
 
 
 class CorruptDatabaseError(CofferError):
@@ -155,7 +159,11 @@ def error_class(code: int) -> Type[CofferError]:
 
 def _error(code: int, http_status: int = 0, body: Optional[Dict[str, Any]] = None) -> CofferError:
     message = bytes(lib.coffer_errmsg()).decode("utf-8", "replace")
-    return error_class(code)(code, message, http_status, body)
+    error = error_class(code)(code, message, http_status, body)
+    if isinstance(error, RateLimitedError) and hasattr(lib, "coffer_retry_after"):
+        seconds = int(lib.coffer_retry_after())
+        error.retry_after = seconds if seconds >= 0 else None
+    return error
 
 
 def _text(value: Optional[str], name: str) -> Optional[bytes]:

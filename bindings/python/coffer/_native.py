@@ -91,6 +91,10 @@ lib.coffer_strerror.argtypes = [ctypes.c_int]
 lib.coffer_strerror.restype = ctypes.c_char_p
 lib.coffer_errmsg.argtypes = []
 lib.coffer_errmsg.restype = ctypes.c_char_p
+# Added in 0.1 after the first release of the ABI: absent from an older libcoffer.so.0.
+if hasattr(lib, "coffer_retry_after"):
+    lib.coffer_retry_after.argtypes = []
+    lib.coffer_retry_after.restype = ctypes.c_int
 
 lib.coffer_open.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
 lib.coffer_open.restype = ctypes.c_int

@@ -136,6 +136,25 @@ def test_status_codes_become_exception_classes():
         assert issubclass(coffer.NotFoundError, KeyError) and issubclass(coffer.PermissionDeniedError, PermissionError)
 
 
+def test_a_rate_limited_call_says_when_to_retry():
+    with coffer.Coffer({"dev": True}, token="root") as c:
+        c.kv.put("q", {"v": 1})
+        c.request("PUT", "sys/quotas/rate-limit/kv",
+                  body={"rate": 2, "interval": "10s", "block_interval": "30s", "path": "secret/"})
+        c.kv.get("q")
+        c.request("GET", "secret/data/q")
+        with pytest.raises(coffer.RateLimitedError) as refused:
+            c.request("GET", "secret/data/q")
+        assert refused.value.http_status == 429 and refused.value.retry_after == 29
+        assert refused.value.body == {"errors": ['request path "secret/data/q": rate limit quota exceeded']}
+        # The fast path is refused alike while the client is blocked; a success clears the retry time.
+        with pytest.raises(coffer.RateLimitedError) as fast:
+            c.kv.get("q")
+        assert fast.value.retry_after in (28, 29)
+        c.request("GET", "sys/seal-status")
+        assert coffer._native.lib.coffer_retry_after() == -1
+
+
 def test_configuration_errors_name_the_key(tmp_path):
     with pytest.raises(coffer.InvalidArgumentError, match=r"unknown configuration key 'storage\.paht'"):
         coffer.Coffer({"storage": {"type": "sqlite", "paht": str(tmp_path / "x.db")}})
