@@ -159,7 +159,19 @@ import Testing
         for path in ["sys/seal", "sys/audit", "sys/raw/core/keyring", "sys/rekey/init", "sys/metrics"] {
             expectError(.notFound, containing: "unsupported path") { try call(.read, path, ns: "t") }
         }
-        expectError(.notFound) { try call(.read, "identity/entity/id", ns: "t") }
+    }
+
+    @Test func eachNamespaceHasItsOwnIdentityStore() throws {
+        try call(.update, "sys/namespaces/t")
+        let made = try call(.update, "identity/entity", ["name": "alice", "policies": ["p"]], ns: "t")
+        let id = made.data?["id"]?.stringValue ?? ""
+        #expect(try call(.read, "identity/entity/id/\(id)", ns: "t").data?["name"] == "alice")
+        #expect(try call(.read, "identity/entity/name/alice", ns: "t").data?["id"]?.stringValue == id)
+        // Not at root, and root's name is free.
+        #expect(try call(.read, "identity/entity/id/\(id)").outcome == .notFound)
+        let rootAlice = try call(.update, "identity/entity", ["name": "alice"]).data?["id"]?.stringValue
+        #expect(rootAlice != nil && rootAlice != id)
+        #expect(try call(.list, "identity/entity/id", ns: "t").data?["keys"] == [.string(id)])
     }
 
     @Test func apiLockRefusesRequestsUntilUnlocked() throws {

@@ -115,6 +115,9 @@ def test_two_tenants_in_namespaces_see_only_their_own(srv, idp):
     assert a.data("LIST", "tenant-a/kv/metadata/")["keys"] == ["db"]
     lookup = a.data("GET", "auth/token/lookup-self")  # no header: the token's suffix finds its namespace
     assert lookup["namespace_path"] == "tenant-a/"
+    # The login made an entity in the tenant's own identity store, not at root.
+    assert srv.data("GET", f"tenant-a/identity/entity/id/{lookup['entity_id']}")["name"].startswith("entity_")
+    assert srv("GET", f"identity/entity/id/{lookup['entity_id']}")[0] == 404
 
     # Every route to B, and to root: refused, and nothing of B in any answer.
     attempts = [

@@ -6,10 +6,13 @@ package import CofferFramework
 /// Logins create entities and aliases by themselves (``Core/issueLoginToken``).
 package final class IdentityBackend: TableBackend {
     unowned let core: Core
-    var store: IdentityStore { core.identity }
+    /// The namespace whose identity store this instance serves (one instance per namespace).
+    unowned let namespace: Namespace
+    var store: IdentityStore { namespace.identity }
 
-    init(core: Core) {
+    init(core: Core, namespace: Namespace) {
         self.core = core
+        self.namespace = namespace
     }
 
     static let entityFields: [Field] = [
@@ -91,7 +94,8 @@ package final class IdentityBackend: TableBackend {
 
     /// The auth mount with `accessor`, for the mount_path and mount_type aliases show.
     func authMount(_ accessor: String) -> MountEntry? {
-        core.routeTable.mounts.first { $0.kind == .auth && $0.entry.accessor == accessor }?.entry
+        let table: RouteTable? = namespace.isRoot ? core.routeTable : namespace.routes.withLock { $0 }
+        return table?.mounts.first { $0.kind == .auth && $0.entry.accessor == accessor }?.entry
     }
 
     func aliasJSON(_ alias: IdentityAlias, full: Bool = true) -> JSONValue {

@@ -153,8 +153,9 @@ final class IdentityStore: Sendable {
     private let groups = Mutex<[String: IdentityGroup]?>(nil)
     private let policyCache = Mutex<[String: [String]]>([:])
 
-    init(barrier: Barrier) {
-        storage = StorageView(barrier: barrier, prefix: IdentityStore.prefix)
+    /// `namespacePrefix`: "" for the root namespace, `namespaces/<uuid>/` for the others.
+    init(barrier: Barrier, namespacePrefix: String = "") {
+        storage = StorageView(barrier: barrier, prefix: namespacePrefix + IdentityStore.prefix)
     }
 
     static func nameKey(_ name: String) -> String { Hex.encode(Digest.sha256(Array(name.utf8))) }

@@ -17,6 +17,8 @@ package final class Namespace: Sendable {
     /// Where its entries live: "" for root, "namespaces/<uuid>/" for the others.
     let prefix: String
     let policies: PolicyStore
+    /// Its entities, aliases and groups (Identity/): logins to its auth methods make them here.
+    let identity: IdentityStore
     /// The namespace's mounts while unsealed (for root: everything; see Mounts.swift).
     let routes = Mutex<RouteTable?>(nil)
     /// What `sys/namespaces` shows and PATCH changes; the API lock.
@@ -28,6 +30,7 @@ package final class Namespace: Sendable {
         self.path = path
         self.prefix = uuid.isEmpty ? "" : Barrier.namespacePrefix + uuid + "/"
         self.policies = PolicyStore(barrier: barrier, prefix: prefix + PolicyStore.prefix)
+        self.identity = IdentityStore(barrier: barrier, namespacePrefix: prefix)
         self.state = Mutex(state)
     }
 

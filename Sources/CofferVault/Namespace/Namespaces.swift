@@ -44,6 +44,7 @@ extension Core {
         for ns in index.byPath.values {
             ns.routes.withLock { $0 = nil }
             ns.policies.unload()
+            ns.identity.unload()
         }
         publish(NamespaceIndex())
     }

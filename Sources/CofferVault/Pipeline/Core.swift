@@ -112,7 +112,7 @@ package final class Core: Sendable {
     /// Rate-limit and lease-count quotas (Quota/).
     package let quotas = QuotaManager()
     /// Entities, aliases and groups (Identity/).
-    let identity: IdentityStore
+    var identity: IdentityStore { root.identity }
     let audit: AuditBroker
     /// Break-glass activations (BreakGlass/) and the in-process event bus (Events/).
     let breakGlass = BreakGlassLedger()
@@ -161,14 +161,13 @@ package final class Core: Sendable {
         self.limits = limits
         self.tokens = TokenStore(barrier: barrier)
         self.root = Namespace(id: "root", uuid: "", path: "", barrier: barrier)
-        self.identity = IdentityStore(barrier: barrier)
         self.audit = AuditBroker(barrier: barrier)
         if let config = try storedSealConfig(), config.type != seal.type {
             throw CofferError.invalid(
                 "this storage is sealed by a \(config.type) seal but Coffer was opened with a \(seal.type) seal; migrate the seal first"
             )
         }
-        builtins.withLock { $0 = (SystemBackend(core: self), TokenBackend(core: self), IdentityBackend(core: self)) }
+        builtins.withLock { $0 = (SystemBackend(core: self), TokenBackend(core: self), IdentityBackend(core: self, namespace: root)) }
         leases.attach(self)
         quotas.attach(self)
         let leases = self.leases
@@ -654,8 +653,8 @@ package final class Core: Sendable {
         guard let home, ns.isWithin(home) else { throw CofferError.permissionDeniedError }
         if caller.isRoot { return }
         var policies = caller.policies
-        if !caller.entityID.isEmpty, home.isRoot {
-            let extra = try identity.policies(entityID: caller.entityID)
+        if !caller.entityID.isEmpty {
+            let extra = try home.identity.policies(entityID: caller.entityID)
             if !extra.isEmpty { policies = Array(Set(policies).union(extra)).sorted() }
         }
         let acl = try home.policies.acl(for: policies)

@@ -53,6 +53,8 @@ extension Core {
         let relative = String(key.dropFirst(ns.prefix.count))
         if relative.hasPrefix(PolicyStore.prefix) {
             ns.policies.invalidate(String(relative.dropFirst(PolicyStore.prefix.count)))
+        } else if relative.hasPrefix(IdentityStore.prefix) {
+            ns.identity.invalidate(String(relative.dropFirst(IdentityStore.prefix.count)))
         } else if relative == MountKind.secret.storagePath || relative == MountKind.auth.storagePath {
             reloadMountsIfChanged(in: ns)
         } else if let (mount, inner) = ns.routes.withLock({ $0 })?.owner(ofStorageKey: key) {

@@ -70,9 +70,9 @@ extension Core {
     /// Where the cubbyhole keeps each token's folder (`<token hash>/`).
     static let cubbyholePrefix = "logical/\(cubbyholeEntry.uuid)/"
 
-    /// The built-in mounts, routed while unsealed: `sys/`, `auth/token/`, `cubbyhole/` and, in the
-    /// root namespace, `identity/` (the identity store is not per namespace yet: docs/namespaces.md).
-    /// A token's cubbyhole is the same folder in every namespace: it belongs to the token.
+    /// The built-in mounts, routed while unsealed: `sys/`, `auth/token/`, `cubbyhole/` and `identity/`
+    /// (each namespace's own store). A token's cubbyhole is the same folder in every namespace: it
+    /// belongs to the token.
     func builtinMounts(in ns: Namespace) throws(CofferError) -> [RoutedMount] {
         var mounts = systemOnly(in: ns)
         if let token = builtins.withLock({ $0.token }) {
@@ -87,7 +87,8 @@ extension Core {
                 )
             )
         }
-        if ns.isRoot, let identity = builtins.withLock({ $0.identity }) {
+        if let rootIdentity = builtins.withLock({ $0.identity }) {
+            let identity = ns.isRoot ? rootIdentity : IdentityBackend(core: self, namespace: ns)
             mounts.append(
                 RoutedMount(
                     kind: .builtin,

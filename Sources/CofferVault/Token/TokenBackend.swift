@@ -407,6 +407,9 @@ extension Core {
         var entityID = ""
         var identityPolicies: [String] = []
         if !grant.alias.isEmpty {
+            guard let identity = namespace(id: mount.namespaceID)?.identity else {
+                throw CofferError(.notFound, "namespace not found")
+            }
             let entity = try identity.loginEntity(
                 alias: grant.alias,
                 metadata: grant.aliasMetadata,
