@@ -167,7 +167,9 @@ package final class Core: Sendable {
                 "this storage is sealed by a \(config.type) seal but Coffer was opened with a \(seal.type) seal; migrate the seal first"
             )
         }
-        builtins.withLock { $0 = (SystemBackend(core: self), TokenBackend(core: self), IdentityBackend(core: self, namespace: root)) }
+        builtins.withLock {
+            $0 = (SystemBackend(core: self), TokenBackend(core: self), IdentityBackend(core: self, namespace: root))
+        }
         leases.attach(self)
         quotas.attach(self)
         let leases = self.leases
