@@ -4,11 +4,9 @@ import Coffer
 import CofferFramework
 import Foundation
 
-/// Runs the suite against a dev vault on a SQLite file in `directory`; returns the summary figures.
-func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
-    let databasePath = directory.appendingPathComponent("bench.db").path
-    let (vault, _) = try Vault.openDev(storage: .sqlite(path: databasePath), rootTokenID: "bench-root")
-    defer { vault.close() }
+/// In a dev vault whose root token is "bench-root": the policy "reader" (read and write under
+/// secret/data/app/), a token of it, and `payload` written at app/db with it. Returns the token.
+func readerToken(_ vault: Vault, payload: [String: JSONValue]) throws -> String {
     _ = try vault.handle(
         Request(
             .update,
@@ -20,10 +18,19 @@ func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
     let token = try vault.handle(
         Request(.update, "auth/token/create", data: ["policies": ["reader"], "ttl": "1h"], token: "bench-root")
     ).auth!.clientToken
+    try vault.kv(token: token).put("app/db", payload)
+    return token
+}
+
+/// Runs the suite against a dev vault on a SQLite file in `directory`; returns the summary figures.
+func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
+    let databasePath = directory.appendingPathComponent("bench.db").path
+    let (vault, _) = try Vault.openDev(storage: .sqlite(path: databasePath), rootTokenID: "bench-root")
+    defer { vault.close() }
     let payload: [String: JSONValue] = [
         "username": "service-account", "password": .string(String(repeating: "p", count: 64)),
     ]
-    try vault.kv(token: token).put("app/db", payload)
+    let token = try readerToken(vault, payload: payload)
     let core = vault.core
 
     say("in-process: \(bench.iterations) iterations per operation, one thread")
@@ -132,19 +139,7 @@ func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
                 )
             )
         }
-        _ = try audited.handle(
-            Request(
-                .update,
-                "sys/policies/acl/reader",
-                data: ["policy": #"path "secret/data/app/*" { capabilities = ["read", "create", "update"] }"#],
-                token: "bench-root"
-            )
-        )
-        let token = try audited.handle(
-            Request(.update, "auth/token/create", data: ["policies": ["reader"], "ttl": "1h"], token: "bench-root")
-        ).auth!.clientToken
-        try audited.kv(token: token).put("app/db", payload)
-        return (audited, token)
+        return (audited, try readerToken(audited, payload: payload))
     }
     let (plain, plainToken) = try auditedVault("audit-none", options: nil)
     defer { plain.close() }

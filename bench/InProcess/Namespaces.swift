@@ -10,63 +10,35 @@ import Foundation
 
 /// The cached database of `count` namespaces, built first if it is missing.
 func namespaceData(count: Int, directory: String) throws -> ScaleData {
-    let base = "\(directory)/namespaces-\(scaleLayout)-\(count)"
-    if let text = FileManager.default.contents(atPath: base + ".json"),
-        FileManager.default.fileExists(atPath: base + ".db"),
-        let info = try JSONSerialization.jsonObject(with: text) as? [String: Any]
-    {
-        return ScaleData(
-            databasePath: base + ".db",
-            unsealKey: info["unseal_key"] as! String,
-            token: info["token"] as! String,
-            buildSeconds: info["build_seconds"] as! Double,
-            reused: true
-        )
-    }
-    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-    let partial = base + ".db.partial"
-    for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: partial + suffix) }
-    let start = nowNanos()
-    let storage = try BulkLoadBackend(path: partial)
-    let core = try Core(storage: storage, engines: BuiltinEngines.registry)
-    let initResult = try core.initialize(shares: 1, threshold: 1)
-    let root = initResult.rootToken
-    for i in 0..<count {
-        let name = NamespaceBench.name(i)
-        _ = try core.handle(Request(.update, "sys/namespaces/\(name)", token: root))
-        _ = try core.handle(
-            Request(.update, "\(name)/sys/mounts/kv", data: ["type": "kv", "options": ["version": "2"]], token: root)
-        )
-        _ = try core.handle(
-            Request(.update, "\(name)/kv/data/app/db", data: ["data": ["password": .string("p-\(i)")]], token: root)
-        )
-        if i % 2_000 == 1_999 {
-            say(
-                String(
-                    format: "  building %d namespaces: %d made (%.0f s)",
-                    count,
-                    i + 1,
-                    Double(nowNanos() - start) / 1e9
+    try cachedDatabase("namespaces-\(scaleLayout)-\(count)", directory: directory) { core, root in
+        let start = nowNanos()
+        for i in 0..<count {
+            let name = NamespaceBench.name(i)
+            _ = try core.handle(Request(.update, "sys/namespaces/\(name)", token: root))
+            _ = try core.handle(
+                Request(
+                    .update,
+                    "\(name)/sys/mounts/kv",
+                    data: ["type": "kv", "options": ["version": "2"]],
+                    token: root
                 )
             )
+            _ = try core.handle(
+                Request(.update, "\(name)/kv/data/app/db", data: ["data": ["password": .string("p-\(i)")]], token: root)
+            )
+            if i % 2_000 == 1_999 {
+                say(
+                    String(
+                        format: "  building %d namespaces: %d made (%.0f s)",
+                        count,
+                        i + 1,
+                        Double(nowNanos() - start) / 1e9
+                    )
+                )
+            }
         }
+        return root
     }
-    core.sealVault()
-    storage.close()
-    let seconds = Double(nowNanos() - start) / 1e9
-    try FileManager.default.moveItem(atPath: partial, toPath: base + ".db")
-    let info: [String: Any] = [
-        "unseal_key": initResult.hexKeys[0], "token": root, "build_seconds": seconds, "namespaces": count,
-        "note": "benchmark data only: this unseal key and token open nothing but this generated database",
-    ]
-    try writeJSON(info, to: base + ".json")
-    return ScaleData(
-        databasePath: base + ".db",
-        unsealKey: initResult.hexKeys[0],
-        token: root,
-        buildSeconds: seconds,
-        reused: false
-    )
 }
 
 enum NamespaceBench {

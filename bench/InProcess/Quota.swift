@@ -18,19 +18,7 @@ func measureQuotaCheck(_ bench: Bench, payload: [String: JSONValue]) throws -> [
                 )
             )
         }
-        _ = try vault.handle(
-            Request(
-                .update,
-                "sys/policies/acl/reader",
-                data: ["policy": #"path "secret/data/app/*" { capabilities = ["read", "create", "update"] }"#],
-                token: "bench-root"
-            )
-        )
-        let token = try vault.handle(
-            Request(.update, "auth/token/create", data: ["policies": ["reader"], "ttl": "1h"], token: "bench-root")
-        ).auth!.clientToken
-        try vault.kv(token: token).put("app/db", payload)
-        return (vault, token)
+        return (vault, try readerToken(vault, payload: payload))
     }
     let (plain, plainToken) = try reader(quota: false)
     defer { plain.close() }

@@ -81,9 +81,15 @@ struct ScaleData {
     static func secretPath(_ i: Int) -> String { "bench/s" + String(format: "%07d", i) }
 }
 
-/// The cached database of `count` secrets, built first if it is missing.
-func scaleData(count: Int, directory: String) throws -> ScaleData {
-    let base = "\(directory)/scale-\(scaleLayout)-\(count)"
+/// The cached database `<directory>/<name>.db`, built by `build` first if it is missing: `build`
+/// gets a fresh initialised core (over write-behind storage) and its root token, and returns the
+/// token the measurements use. The unseal key and that token are kept in `<name>.json`.
+func cachedDatabase(
+    _ name: String,
+    directory: String,
+    build: (Core, _ root: String) throws -> String
+) throws -> ScaleData {
+    let base = "\(directory)/\(name)"
     if let text = FileManager.default.contents(atPath: base + ".json"),
         FileManager.default.fileExists(atPath: base + ".db"),
         let info = try JSONSerialization.jsonObject(with: text) as? [String: Any]
@@ -103,40 +109,13 @@ func scaleData(count: Int, directory: String) throws -> ScaleData {
     let storage = try BulkLoadBackend(path: partial)
     let core = try Core(storage: storage, engines: BuiltinEngines.registry)
     let initResult = try core.initialize(shares: 1, threshold: 1)
-    let root = initResult.rootToken
-    try core.mount(MountEntry(path: "secret/", type: "kv", options: ["version": "2"]))
-    _ = try core.handle(
-        Request(
-            .update,
-            "sys/policies/acl/reader",
-            data: ["policy": #"path "secret/data/bench/*" { capabilities = ["read"] }"#],
-            token: root
-        )
-    )
-    let token = try core.handle(Request(.update, "auth/token/create", data: ["policies": ["reader"]], token: root))
-        .auth!.clientToken
-    for i in 0..<count {
-        let data: JSONValue = ["username": .string("svc-\(i)"), "password": .string(String(repeating: "x", count: 32))]
-        _ = try core.handle(
-            Request(.update, "secret/data/" + ScaleData.secretPath(i), data: ["data": data], token: root)
-        )
-        if i % 50_000 == 49_999 {
-            say(
-                String(
-                    format: "  building %d secrets: %d written (%.0f s)",
-                    count,
-                    i + 1,
-                    Double(nowNanos() - start) / 1e9
-                )
-            )
-        }
-    }
+    let token = try build(core, initResult.rootToken)
     core.sealVault()
     storage.close()
     let seconds = Double(nowNanos() - start) / 1e9
     try FileManager.default.moveItem(atPath: partial, toPath: base + ".db")
     let info: [String: Any] = [
-        "unseal_key": initResult.hexKeys[0], "token": token, "build_seconds": seconds, "secrets": count,
+        "unseal_key": initResult.hexKeys[0], "token": token, "build_seconds": seconds,
         "note": "benchmark data only: this unseal key and token open nothing but this generated database",
     ]
     try writeJSON(info, to: base + ".json")
@@ -147,6 +126,43 @@ func scaleData(count: Int, directory: String) throws -> ScaleData {
         buildSeconds: seconds,
         reused: false
     )
+}
+
+/// The cached database of `count` secrets, built first if it is missing.
+func scaleData(count: Int, directory: String) throws -> ScaleData {
+    try cachedDatabase("scale-\(scaleLayout)-\(count)", directory: directory) { core, root in
+        try core.mount(MountEntry(path: "secret/", type: "kv", options: ["version": "2"]))
+        _ = try core.handle(
+            Request(
+                .update,
+                "sys/policies/acl/reader",
+                data: ["policy": #"path "secret/data/bench/*" { capabilities = ["read"] }"#],
+                token: root
+            )
+        )
+        let token = try core.handle(Request(.update, "auth/token/create", data: ["policies": ["reader"]], token: root))
+            .auth!.clientToken
+        let start = nowNanos()
+        for i in 0..<count {
+            let data: JSONValue = [
+                "username": .string("svc-\(i)"), "password": .string(String(repeating: "x", count: 32)),
+            ]
+            _ = try core.handle(
+                Request(.update, "secret/data/" + ScaleData.secretPath(i), data: ["data": data], token: root)
+            )
+            if i % 50_000 == 49_999 {
+                say(
+                    String(
+                        format: "  building %d secrets: %d written (%.0f s)",
+                        count,
+                        i + 1,
+                        Double(nowNanos() - start) / 1e9
+                    )
+                )
+            }
+        }
+        return token
+    }
 }
 
 /// Opens and unseals the database of `count` secrets `opens` times, then reads random secrets.

@@ -119,9 +119,7 @@ final class NamespaceIndex: Sendable {
 
     /// The namespace whose entries a storage key is among (`namespaces/<uuid>/...`).
     func owner(ofStorageKey key: String) -> Namespace? {
-        let rest = key.utf8.dropFirst(Barrier.namespacePrefix.utf8.count)
-        guard let slash = rest.firstIndex(of: UInt8(ascii: "/")) else { return nil }
-        return byUUID[String(decoding: rest[..<slash], as: UTF8.self)]
+        Barrier.namespaceUUID(of: key).flatMap { byUUID[$0] }
     }
 
     // Copies of the dictionaries, not rebuilt ones: a change costs a copy, not n insertions.

@@ -102,35 +102,40 @@ extension Core {
     /// many leading segments of its path as name namespaces, as OpenBao resolves them. Rewrites the
     /// request's path to be relative to that namespace and its namespace to the full path.
     func resolveNamespace(_ request: inout Request) throws(CofferError) -> Namespace {
-        let header = request.namespace
-        if header.isEmpty && !hasNamespaces.load(ordering: .acquiring) { return root }
+        if request.namespace.isEmpty && !hasNamespaces.load(ordering: .acquiring) { return root }
         let index = namespaceIndex.withLock { $0 }
         var ns = root
-        var trimmed = Substring(header)
-        while trimmed.hasPrefix("/") { trimmed = trimmed.dropFirst() }
-        while trimmed.hasSuffix("/") { trimmed = trimmed.dropLast() }
-        if trimmed.hasPrefix("root/") { trimmed = trimmed.dropFirst(5) }
-        if !trimmed.isEmpty && trimmed != "root" {
-            guard let found = index.byPath[trimmed + "/"] else {
-                // Sealed, no namespace is loaded: say so, not that it does not exist.
-                throw barrier.isSealed ? CofferError.sealedError : CofferError(.notFound, "namespace not found")
+        if !request.namespace.isEmpty {
+            var header = Substring(request.namespace)
+            while header.hasPrefix("/") { header = header.dropFirst() }
+            while header.hasSuffix("/") { header = header.dropLast() }
+            if header.hasPrefix("root/") { header = header.dropFirst(5) }
+            if !header.isEmpty && header != "root" {
+                guard let found = index.byPath[header + "/"] else {
+                    // Sealed, no namespace is loaded: say so, not that it does not exist.
+                    throw barrier.isSealed ? CofferError.sealedError : CofferError(.notFound, "namespace not found")
+                }
+                ns = found
             }
-            ns = found
-        } else if Core.tokenSelfPaths.contains(request.path), let id = Core.namespaceSuffix(of: request.token),
-            let home = index.byID[id]
+        } else if request.path.utf8.starts(with: Core.tokenSelfPrefix.utf8), Core.tokenSelfPaths.contains(request.path),
+            let id = Core.namespaceSuffix(of: request.token), let home = index.byID[id]
         {
             // A token's own lookup, renewal and revocation find its namespace by the token's suffix.
             ns = home
         }
-        var path = Substring(request.path)
-        while !index.isEmpty, let slash = path.firstIndex(of: "/"),
-            let child = index.byPath[ns.path + path[..<slash] + "/"]
-        {
+        // Leading segments that name namespaces, over the UTF-8 bytes (no Character iteration).
+        var consumed = 0
+        let bytes = request.path.utf8
+        var start = bytes.startIndex
+        while let slash = bytes[start...].firstIndex(of: UInt8(ascii: "/")) {
+            let segment = String(Substring(bytes[start..<slash]))
+            guard let child = index.byPath[ns.path + segment + "/"] else { break }
             ns = child
-            path = path[path.index(after: slash)...]
+            start = bytes.index(after: slash)
+            consumed = bytes.distance(from: bytes.startIndex, to: start)
         }
         if !ns.isRoot {
-            request.path = String(path)
+            if consumed > 0 { request.path = String(Substring(bytes.dropFirst(consumed))) }
             request.namespace = ns.path
             request.namespaceID = ns.id
         } else {
@@ -139,15 +144,18 @@ extension Core {
         return ns
     }
 
+    static let tokenSelfPrefix = "auth/token/"
     static let tokenSelfPaths: Set<String> = [
         "auth/token/lookup-self", "auth/token/renew-self", "auth/token/revoke-self",
     ]
 
     /// The `<id>` of a service token `s.<random>.<id>`, if it has one.
     static func namespaceSuffix(of token: String?) -> String? {
-        guard let token, token.hasPrefix("s.") else { return nil }
-        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
-        return parts.count == 3 ? String(parts[2]) : nil
+        guard let token, token.utf8.starts(with: "s.".utf8) else { return nil }
+        let bytes = token.utf8
+        guard let dot = bytes.lastIndex(of: UInt8(ascii: ".")), bytes.distance(from: bytes.startIndex, to: dot) > 1
+        else { return nil }
+        return String(Substring(bytes[bytes.index(after: dot)...]))
     }
 
     /// Refuses requests into a namespace under an API lock (it or an ancestor), except the unlock
