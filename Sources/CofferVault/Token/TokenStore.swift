@@ -48,7 +48,7 @@ package struct TokenEntry: Sendable, Equatable {
     package var orphan: Bool { parentHash.isEmpty }
 
     var json: JSONValue {
-        [
+        var fields: [String: JSONValue] = [
             "id_hash": .string(idHash), "accessor": .string(accessor), "parent": .string(parentHash),
             "policies": .array(policies.map { .string($0) }), "meta": .object(meta.mapValues { .string($0) }),
             "display_name": .string(displayName), "path": .string(path),
@@ -57,9 +57,12 @@ package struct TokenEntry: Sendable, Equatable {
             "expire_time": expireTime.map { .number(String($0.nanoseconds)) } ?? .null, "num_uses": .int(numUses),
             "period": .int(period), "renewable": .bool(renewable), "issue_time": .number(String(issueTime.nanoseconds)),
             "bound_cidrs": .array(boundCIDRs.map { .string($0) }), "entity_id": .string(entityID),
-            "batch": .bool(batch), "max_ttl": .int(maxTTL), "namespace_id": .string(namespaceID),
-            "break_glass": .bool(breakGlass),
+            "batch": .bool(batch), "max_ttl": .int(maxTTL),
         ]
+        // Stored only when set, so an ordinary token's entry is as it was before they existed.
+        if !namespaceID.isEmpty { fields["namespace_id"] = .string(namespaceID) }
+        if breakGlass { fields["break_glass"] = true }
+        return .object(fields)
     }
 
     init(
