@@ -106,10 +106,14 @@ extension Core {
         let index = namespaceIndex.withLock { $0 }
         var ns = root
         if !request.namespace.isEmpty {
+            let slash = UInt8(ascii: "/")
             var header = Substring(request.namespace)
-            while header.hasPrefix("/") { header = header.dropFirst() }
-            while header.hasSuffix("/") { header = header.dropLast() }
-            if header.hasPrefix("root/") { header = header.dropFirst(5) }
+            // The usual header ("team-a", "team-a/child") is used as it is; others are trimmed first.
+            if header.utf8.first == slash || header.utf8.last == slash || header.utf8.starts(with: "root".utf8) {
+                while header.utf8.first == slash { header = header.dropFirst() }
+                while header.utf8.last == slash { header = header.dropLast() }
+                if header.utf8.starts(with: "root/".utf8) { header = header.dropFirst(5) }
+            }
             if !header.isEmpty && header != "root" {
                 guard let found = index.byPath[header + "/"] else {
                     // Sealed, no namespace is loaded: say so, not that it does not exist.
