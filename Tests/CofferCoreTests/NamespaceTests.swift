@@ -245,8 +245,10 @@ import Testing
         }
         #expect(try core.barrier.get(backup.first { $0.0.hasSuffix("/card") }!.0) != nil)
 
+        #expect(core.barrier.meters.allRoutes().contains { $0.prefix == "gone/kv/" })
         try core.handle(Request(.delete, "sys/namespaces/gone", token: token))
         #expect(try storage.listRecursive(prefix: "namespaces/\(uuid)/").isEmpty)
+        #expect(!core.barrier.meters.allRoutes().contains { $0.prefix.hasPrefix("gone/") })
         #expect(try storage.get("core/namespace-keyring/\(uuid)") == nil)
         expectError(.permissionDenied) { try core.handle(Request(.read, "auth/token/lookup-self", token: tenantToken)) }
 
@@ -275,5 +277,21 @@ import Testing
         try call(.update, "kv/new", ["v": "2"], ns: "r")
         #expect(try call(.read, "kv/old", ns: "r").data?["v"] == "1")
         #expect(try call(.read, "kv/new", ns: "r").data?["v"] == "2")
+    }
+
+    /// A namespace keyring counts its encryptions across reopening, as the vault's does (saved every
+    /// 65,536, reloaded with that margin), so its rotation bound holds over restarts.
+    @Test func aNamespaceKeyringsEncryptionCountSurvivesResealing() throws {
+        let (core, result) = try makeCore()
+        try core.handle(Request(.update, "sys/namespaces/u", token: result.rootToken))
+        let uuid =
+            try core.handle(Request(.read, "sys/namespaces/u", token: result.rootToken)).data?["uuid"]?
+            .stringValue ?? ""
+        for i in 0..<(1 << 16) { try core.barrier.put("namespaces/\(uuid)/bench/\(i % 8)", [1]) }
+        let before = try core.barrier.namespaceKeyStatus(uuid).encryptions
+        #expect(before >= 1 << 16)
+        core.sealVault()
+        try core.unseal(key: result.keys[0].unsafeCopy)
+        #expect(try core.barrier.namespaceKeyStatus(uuid).encryptions >= before)
     }
 }

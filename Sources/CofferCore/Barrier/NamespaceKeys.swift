@@ -6,7 +6,7 @@
 ///
 /// A namespace keyring is a ``Keyring`` like the vault's: numbered terms, new writes under the
 /// active one. It rotates on its own when its active term has made as many encryptions as the
-/// vault's rotation policy allows (counted in memory; see docs/namespaces.md for the limit).
+/// vault's rotation policy allows; its count is saved and reloaded as the vault's is.
 extension Barrier {
     /// Where every namespace's entries live: `namespaces/<uuid>/...`.
     package static let namespacePrefix = "namespaces/"
@@ -79,6 +79,7 @@ extension Barrier {
         } catch {
             throw CofferError(.integrity, "the stored keyring of namespace \(uuid) is malformed")
         }
+        try loadNamespaceKeyUsage(uuid, ring)
         // A reload (the keyring changed beneath this barrier) never goes back to an older term.
         namespaceRings.withLock { rings in
             if let current = rings[uuid], current.activeTerm > ring.activeTerm { return }
@@ -132,14 +133,61 @@ extension Barrier {
     /// Counts one encryption by a namespace keyring and rotates it when its active term is spent.
     func countedInNamespace(_ ring: Keyring, path: String) throws(CofferError) {
         let count = ring.encryptions.wrappingAdd(1, ordering: .relaxed).newValue
-        guard count >= rotateAfterEncryptions.load(ordering: .relaxed) else { return }
-        guard let uuid = Barrier.namespaceUUID(of: path) else { return }
+        let spent = count >= rotateAfterEncryptions.load(ordering: .relaxed)
+        guard spent || count % KeyUsage.saveEvery == 0, let uuid = Barrier.namespaceUUID(of: path) else { return }
+        guard spent else { return try saveNamespaceKeyUsage(uuid, ring) }
         try withKeyringWriteLockIfAvailable { () throws(CofferError) in
             guard let current = namespaceRings.withLock({ $0[uuid] }), current.activeTerm == ring.activeTerm else {
                 return
             }
             _ = try rotateNamespaceLocked(uuid, now: clock.now())
         }
+    }
+}
+
+/// A namespace keyring's encryption count, kept as the vault's is (KeyUsage.swift): saved every
+/// ``KeyUsage/saveEvery`` encryptions at `namespaces/<uuid>/core/key-usage` under the namespace's
+/// active term, and read at load with that many added for what a crash may have lost.
+extension Barrier {
+    static func namespaceKeyUsagePath(_ uuid: String) -> String { namespacePrefix + uuid + "/" + KeyUsage.path }
+
+    func saveNamespaceKeyUsage(_ uuid: String, _ ring: Keyring) throws(CofferError) {
+        let path = Barrier.namespaceKeyUsagePath(uuid)
+        let result: Result<Void, CofferError> = usageWrites.withLock { _ in
+            let entry: JSONValue = [
+                "term": .int(ring.activeTerm), "encryptions": .int(ring.encryptions.load(ordering: .relaxed)),
+            ]
+            do throws(CofferError) {
+                // Sealed directly (not through `put`), so that this write does not count itself.
+                let blob = try Envelope.seal(
+                    key: ring.active.key,
+                    term: ring.activeTerm,
+                    path: path,
+                    plaintext: entry.serialized()
+                )
+                try physical.put(path, blob)
+                return .success(())
+            } catch {
+                return .failure(error)
+            }
+        }
+        try result.get()
+    }
+
+    private func loadNamespaceKeyUsage(_ uuid: String, _ ring: Keyring) throws(CofferError) {
+        let path = Barrier.namespaceKeyUsagePath(uuid)
+        var count: Int64 = 0
+        if let blob = try physical.get(path) {
+            let term = try Envelope.term(of: blob, path: path)
+            guard let opener = ring.terms[term]?.opener,
+                let json = try? JSONValue.parse(try Envelope.openBytes(opener: opener, blob: blob, path: path)),
+                let stored = json["encryptions"]?.intValue, let storedTerm = json["term"]?.intValue
+            else {
+                throw CofferError(.integrity, "the stored encryption count of namespace \(uuid) is malformed")
+            }
+            if storedTerm == Int(ring.activeTerm) { count = Int64(stored) }
+        }
+        ring.encryptions.store(count.addingSaturating(KeyUsage.saveEvery), ordering: .relaxed)
     }
 }
 

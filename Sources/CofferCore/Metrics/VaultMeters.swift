@@ -49,6 +49,11 @@ package final class VaultMeters: Sendable {
         }
     }
 
+    /// Drops the meters of every mount under `prefix`: a deleted namespace's mounts.
+    package func forgetRoutes(under prefix: String) {
+        routes.withLock { table in table = table.filter { !$0.key.hasPrefix(prefix) } }
+    }
+
     /// Every mount that has had route meters, by path.
     package func allRoutes() -> [RouteMeters] {
         routes.withLock { Array($0.values) }.sorted { $0.prefix < $1.prefix }

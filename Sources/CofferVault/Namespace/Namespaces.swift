@@ -251,6 +251,7 @@ extension Core {
             publish(index.removing(ns))
             ns.routes.withLock { $0 = nil }
             ns.policies.unload()
+            barrier.meters.forgetRoutes(under: ns.path)
             try eraseStorage(of: ns)
         }
     }
