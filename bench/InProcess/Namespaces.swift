@@ -49,17 +49,7 @@ enum NamespaceBench {
 func runNamespaceScale(_ bench: Bench, count: Int, directory: String, opens: Int = 5) throws -> [String: Any] {
     let data = try namespaceData(count: count, directory: directory)
     let before = residentMiB()
-    var samples: [UInt64] = []
-    var vault: Vault?
-    for _ in 0..<opens {
-        vault?.close()
-        let start = nowNanos()
-        let opened = try Vault.open(VaultConfiguration(storage: .sqlite(path: data.databasePath)))
-        try opened.unseal(key: data.unsealKey)
-        samples.append(nowNanos() - start)
-        vault = opened
-    }
-    let opened = vault!
+    let (opened, samples) = try openAndUnseal(data, times: opens)
     defer { opened.close() }
     let afterOpen = residentMiB()
     var read: Figure?

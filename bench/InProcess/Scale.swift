@@ -165,20 +165,26 @@ func scaleData(count: Int, directory: String) throws -> ScaleData {
     }
 }
 
-/// Opens and unseals the database of `count` secrets `opens` times, then reads random secrets.
-func runScale(_ bench: Bench, count: Int, directory: String, opens: Int = 5) throws -> [String: Any] {
-    let data = try scaleData(count: count, directory: directory)
-    var openSamples: [UInt64] = []
+/// Opens and unseals `data`'s database `times` times (each vault closed before the next opens);
+/// returns the last vault, open, and the time each open + unseal took.
+func openAndUnseal(_ data: ScaleData, times: Int) throws -> (Vault, [UInt64]) {
+    var samples: [UInt64] = []
     var vault: Vault?
-    for _ in 0..<opens {
+    for _ in 0..<times {
         vault?.close()
         let start = nowNanos()
         let opened = try Vault.open(VaultConfiguration(storage: .sqlite(path: data.databasePath)))
         try opened.unseal(key: data.unsealKey)
-        openSamples.append(nowNanos() - start)
+        samples.append(nowNanos() - start)
         vault = opened
     }
-    let opened = vault!
+    return (vault!, samples)
+}
+
+/// Opens and unseals the database of `count` secrets `opens` times, then reads random secrets.
+func runScale(_ bench: Bench, count: Int, directory: String, opens: Int = 5) throws -> [String: Any] {
+    let data = try scaleData(count: count, directory: directory)
+    let (opened, openSamples) = try openAndUnseal(data, times: opens)
     defer { opened.close() }
     let afterOpen = residentMiB()
 

@@ -39,9 +39,6 @@ package final class Namespace: Sendable {
     /// The parent's path ("" for a top-level namespace).
     var parentPath: String { Namespace.parent(of: path) }
 
-    /// The last segment, without the slash.
-    var name: String { String(path.dropFirst(parentPath.count).dropLast()) }
-
     /// Whether this namespace is `other` or inside it.
     func isWithin(_ other: Namespace) -> Bool { other.isRoot || path.hasPrefix(other.path) }
 

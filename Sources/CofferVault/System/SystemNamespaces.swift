@@ -78,7 +78,7 @@ extension SystemBackend {
         let here = try ns(request)
         var name = request.capture("path")
         while name.hasSuffix("/") { name.removeLast() }
-        let metadata = try Self.metadata(request.fields.raw["custom_metadata"])
+        let metadata = try request.fields.raw.stringMap("custom_metadata") ?? [:]
         let created = try core.createNamespace(name, in: here, metadata: metadata, now: request.now)
         return Response(data: created.json.objectValue)
     }
@@ -86,11 +86,10 @@ extension SystemBackend {
     func patchNamespace(_ request: BackendRequest) throws(CofferError) -> Response {
         let found = try target(request)
         // A JSON merge patch of custom_metadata: null removes a key.
-        let patch = request.fields.raw["custom_metadata"]?.objectValue ?? [:]
-        var removed: [String] = []
-        var set: [String: JSONValue] = [:]
-        for (key, value) in patch { if value == .null { removed.append(key) } else { set[key] = value } }
-        let values = try Self.metadata(.object(set))
+        let patch = try request.fields.raw.object("custom_metadata") ?? [:]
+        let removed = patch.filter { $0.value == .null }.keys
+        let values =
+            try ["custom_metadata": .object(patch.filter { $0.value != .null })].stringMap("custom_metadata") ?? [:]
         try core.changeNamespace(found) { state in
             for key in removed { state.customMetadata.removeValue(forKey: key) }
             state.customMetadata.merge(values) { $1 }
@@ -139,20 +138,6 @@ extension SystemBackend {
         }
         guard usedSudo else { return .noContent }
         return Response(warnings: ["Namespace unlocked using sudo capabilities"])
-    }
-
-    /// custom_metadata: an object of strings.
-    static func metadata(_ value: JSONValue?) throws(CofferError) -> [String: String] {
-        guard let value, value != .null else { return [:] }
-        guard let object = value.objectValue else { throw CofferError.invalid("custom_metadata must be an object") }
-        var out: [String: String] = [:]
-        for (key, item) in object {
-            guard let text = item.stringValue else {
-                throw CofferError.invalid("custom_metadata.\(key) must be a string")
-            }
-            out[key] = text
-        }
-        return out
     }
 }
 
