@@ -116,6 +116,26 @@ package struct Caller: Sendable {
 package protocol SystemView: Sendable {
     /// The password policy stored as `sys/policies/password/<name>`, nil if there is none.
     func passwordPolicy(_ name: String) throws(CofferError) -> PasswordPolicy?
+
+    /// Tells the vault's event subscribers that something happened on `mount` (issue 20): `type` as
+    /// Vault names it ("kv-v2/data-write"), `metadata` what a subscriber may see (the path, a version,
+    /// the operation: never a secret value), in the namespace `namespaceID` ("" for the root).
+    /// Returns at once; a subscriber that is slow does not slow the caller.
+    func publishEvent(
+        _ type: String,
+        mount: MountEntry,
+        namespaceID: String,
+        metadata: [String: JSONValue],
+        now: Timestamp
+    )
+}
+
+extension BackendRequest {
+    /// Publishes an event of `type` about this request's mount (see ``SystemView/publishEvent``);
+    /// nothing when there is no system view (tests that build requests by hand).
+    package func publishEvent(_ type: String, metadata: [String: JSONValue]) {
+        system?.publishEvent(type, mount: mount, namespaceID: namespaceID, metadata: metadata, now: now)
+    }
 }
 
 /// What a backend's handler receives: the request relative to the mount, its checked fields, the

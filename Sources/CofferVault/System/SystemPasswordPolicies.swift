@@ -61,4 +61,24 @@ extension Core: SystemView {
         }
         return try PasswordPolicy(hcl: String(decoding: text, as: UTF8.self))
     }
+
+    package func publishEvent(
+        _ type: String,
+        mount: MountEntry,
+        namespaceID: String,
+        metadata: [String: JSONValue],
+        now: Timestamp
+    ) {
+        let namespace = namespaceID.isEmpty ? root : self.namespace(id: namespaceID)
+        let plugin: JSONValue = [
+            "mount_path": .string(mount.path), "mount_accessor": .string(mount.accessor),
+            "plugin": .string(mount.type),
+        ]
+        events.publish(
+            type,
+            namespace: namespace.map { $0.path.isEmpty ? "root" : $0.path } ?? "root",
+            data: ["metadata": .object(metadata), "plugin_info": plugin],
+            time: now
+        )
+    }
 }
