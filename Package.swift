@@ -67,6 +67,13 @@ let package = Package(
             name: "Raft",
             swiftSettings: strict
         ),
+        // Raft-lite's integration with the node (issue 18): the durable log store; the transport and
+        // the cluster loop come next.
+        .target(
+            name: "CofferRaft",
+            dependencies: ["Raft", "CofferCore", "CSQLite"],
+            swiftSettings: strict
+        ),
         .target(
             name: "CofferStorage",
             dependencies: ["CofferCore", "CSQLite"],
@@ -244,7 +251,7 @@ let package = Package(
         ),
         .testTarget(
             name: "RaftTests",
-            dependencies: ["Raft"],
+            dependencies: ["Raft", "CofferRaft", "CofferCore"],
             exclude: ["testdata"],
             swiftSettings: strict
         ),
