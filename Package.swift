@@ -251,7 +251,7 @@ let package = Package(
         ),
         .testTarget(
             name: "RaftTests",
-            dependencies: ["Raft", "CofferRaft", "CofferCore"],
+            dependencies: ["Raft", "CofferRaft", "CofferCore", "CofferStorage"],
             exclude: ["testdata"],
             swiftSettings: strict
         ),

@@ -1,0 +1,536 @@
+package import CofferCore
+package import Raft
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Replicated storage: a ``PhysicalBackend`` whose writes go through Raft and are applied on every
+/// node to that node's own backend (its SQLite data file), so the barrier above encrypts before
+/// anything is replicated and only ciphertext crosses the network.
+///
+/// One thread per node runs the ``RawNode`` (ticks, messages, proposals), persists each ``Ready`` in
+/// the ``SQLiteLogStore`` before sending its messages, applies committed batches, and takes a
+/// snapshot of the data every ``Options/snapshotEvery`` entries. A write on any node is proposed
+/// (a follower forwards it to the leader inside Raft) and returns once this node applied it, so a
+/// write that returned is committed on a majority and visible in this node's reads. Reads are
+/// local: a follower may be behind the leader by what it has not applied yet; ``readBarrier`` waits
+/// until this node has applied everything committed when it was called (ReadIndex), for a
+/// linearizable read.
+///
+/// The applied index is stored in the data file in the same transaction as each batch (key
+/// ``appliedKey``), so a restart neither loses nor repeats an entry.
+package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
+    package struct Options: Sendable {
+        package var nodeID: NodeID
+        /// Where this node listens for its peers ("127.0.0.1:8201"; port 0 picks one, see ``clusterPort``).
+        package var listen: String
+        /// Every founding voter, this node included: id → cluster address.
+        package var peers: [NodeID: String]
+        /// Holds `raft.db`.
+        package var directory: String
+        package var tickMilliseconds = 50
+        package var electionTicks = 10
+        package var snapshotEvery: UInt64 = 8192
+        /// Entries kept below a snapshot, so a follower slightly behind catches up from the log.
+        package var snapshotKeep: UInt64 = 1024
+        /// How long a write waits to be applied before it answers "unavailable" (it may still commit).
+        package var writeTimeoutSeconds = 5.0
+
+        package init(nodeID: NodeID, listen: String, peers: [NodeID: String], directory: String) {
+            self.nodeID = nodeID
+            self.listen = listen
+            self.peers = peers
+            self.directory = directory
+        }
+    }
+
+    /// What the node knows of the cluster right now.
+    package struct Status: Sendable, Equatable {
+        package var leader: NodeID
+        package var term: UInt64
+        package var isLeader: Bool
+        package var commitIndex: UInt64
+        package var appliedIndex: UInt64
+        package var voters: [NodeID]
+    }
+
+    package static let appliedKey = ".raft/applied"
+
+    package let typeName = "raft"
+    package let options: Options
+    private let local: any PhysicalBackend
+    private let store: SQLiteLogStore
+    private let node: RawNode
+    private var transport: TCPTransport!
+    private let monitor = Monitor()
+
+    // Guarded by `monitor`.
+    private var inbox: [Message] = []
+    private var proposals: [(id: UInt64, data: [UInt8])] = []
+    private var results: [UInt64: Result<Void, CofferError>] = [:]
+    private var waiting: Set<UInt64> = []
+    private var readRequests: [UInt64] = []
+    private var readIndexes: [UInt64: UInt64] = [:]
+    private var unreachable: [NodeID] = []
+    private var running = true
+    private var stopped = false
+    private var nextID: UInt64 = 0
+    private var status: Status
+    private var failure: CofferError?
+
+    /// Opens (or founds) this node: its log in `options.directory/raft.db`, its data in `local`. A node
+    /// with an empty log founds the cluster with `options.peers` as voters, as every founding member
+    /// does with the same list.
+    package init(options: Options, local: any PhysicalBackend) throws(CofferError) {
+        guard options.nodeID != 0, options.peers[options.nodeID] != nil else {
+            throw CofferError(
+                .invalidArgument,
+                "node id \(options.nodeID) must be one of the peers \(options.peers.keys.sorted())"
+            )
+        }
+        self.options = options
+        self.local = local
+        store = try SQLiteLogStore(path: options.directory + "/raft.db")
+        do {
+            if try store.lastIndex() == 0 && store.snapshot().isEmpty {
+                let founding = Snapshot(
+                    metadata: SnapshotMetadata(
+                        index: 1,
+                        term: 1,
+                        confState: ConfState(voters: Array(options.peers.keys))
+                    ),
+                    data: BatchCodec.encode(id: 0, [])  // an empty state
+                )
+                try store.save(snapshot: founding, hardState: HardState(term: 1, commit: 1))
+            }
+            var applied = try Self.readApplied(local)
+            let snapshot = try store.snapshot()
+            if applied < snapshot.metadata.index {
+                // A snapshot was received but its state not (wholly) installed before a crash.
+                try Self.restore(local, from: snapshot)
+                applied = snapshot.metadata.index
+            }
+            var config = Config(id: options.nodeID)
+            config.electionTicks = options.electionTicks
+            config.applied = applied
+            config.randomSeed = options.nodeID &* 0x9E37_79B9 ^ monotonicNanos()
+            node = try RawNode(config: config, storage: store)
+            status = Status(leader: 0, term: 0, isLeader: false, commitIndex: 0, appliedIndex: applied, voters: [])
+        } catch let error as RaftError {
+            store.close()
+            throw CofferError(.internal, "cannot start Raft node \(options.nodeID): \(error.message)")
+        } catch let error as CofferError {
+            store.close()
+            throw error
+        } catch {
+            store.close()
+            throw CofferError(.internal, "cannot start Raft node \(options.nodeID): \(error)")
+        }
+        guard let colon = options.listen.lastIndex(of: ":"),
+            let port = Int(options.listen[options.listen.index(after: colon)...])
+        else {
+            store.close()
+            throw CofferError(.invalidArgument, "the cluster address \"\(options.listen)\" is not host:port")
+        }
+        do {
+            transport = try TCPTransport(
+                nodeID: options.nodeID,
+                listen: String(options.listen[..<colon]),
+                port: port,
+                peers: options.peers,
+                receive: { [weak self] message in self?.deliver(message) },
+                unreachable: { [weak self] peer in self?.markUnreachable(peer) }
+            )
+        } catch {
+            store.close()
+            throw CofferError(.unavailable, error.message)
+        }
+        guard startThread({ [self] in loop() }) else {
+            transport.shutdown()
+            store.close()
+            throw CofferError(.internal, "cannot start the Raft node's thread")
+        }
+    }
+
+    /// The port the transport listens on (useful when ``Options/listen`` asked for port 0).
+    package var clusterPort: Int { transport.port }
+
+    /// Points this node at a peer's new address (a restarted peer that listens elsewhere).
+    package func setPeerAddress(_ id: NodeID, _ address: String) throws(CofferError) {
+        do { try transport.setPeer(id, address: address) } catch { throw CofferError(.invalidArgument, error.message) }
+    }
+
+    package var currentStatus: Status { monitor.withLock { status } }
+
+    // MARK: PhysicalBackend
+
+    package var changes: ChangeFeed { local.changes }
+
+    package func get(_ key: String) throws(CofferError) -> [UInt8]? {
+        do { return try local.get(key) } catch { throw why(error) }
+    }
+
+    package func list(prefix: String) throws(CofferError) -> [String] {
+        do { return hideApplied(prefix, try local.list(prefix: prefix)) } catch { throw why(error) }
+    }
+
+    package func list(prefix: String, limit: Int) throws(CofferError) -> [String] {
+        do { return hideApplied(prefix, try local.list(prefix: prefix, limit: limit)) } catch { throw why(error) }
+    }
+
+    /// A read failed: when the node stopped on a storage failure, that failure is the reason (the data
+    /// file is closed by then).
+    private func why(_ error: CofferError) -> CofferError {
+        monitor.withLock { failure } ?? error
+    }
+
+    package func put(_ key: String, _ value: [UInt8]) throws(CofferError) { try batch([.put(key: key, value: value)]) }
+
+    package func delete(_ key: String) throws(CofferError) { try batch([.delete(key: key)]) }
+
+    package func batch(_ operations: [StorageOperation]) throws(CofferError) {
+        guard !operations.isEmpty else { return }
+        let deadline = monotonicNanos() + UInt64(options.writeTimeoutSeconds * 1e9)
+        let id: UInt64 = try monitor.withLock { () throws(CofferError) -> UInt64 in
+            if let failure { throw failure }
+            guard running else { throw CofferError(.unavailable, "the Raft node is stopped") }
+            nextID += 1
+            let id = options.nodeID << 40 | nextID
+            proposals.append((id, BatchCodec.encode(id: id, operations)))
+            waiting.insert(id)
+            return id
+        }
+        monitor.broadcast()
+        _ = monitor.wait(until: deadline) { results[id] != nil || !running }
+        let result = monitor.withLock {
+            waiting.remove(id)
+            return results.removeValue(forKey: id)
+        }
+        switch result {
+        case .success: return
+        case .failure(let error): throw error
+        case nil:
+            throw CofferError(
+                .unavailable,
+                "the write was not applied within \(options.writeTimeoutSeconds) s (no quorum, or the leader changed); it may still be committed"
+            )
+        }
+    }
+
+    /// Returns once this node has applied every entry that was committed when it was called (a
+    /// ReadIndex round with the leader), so a read after it is linearizable.
+    package func readBarrier() throws(CofferError) {
+        let deadline = monotonicNanos() + UInt64(options.writeTimeoutSeconds * 1e9)
+        let id: UInt64 = monitor.withLock {
+            nextID += 1
+            let id = options.nodeID << 40 | nextID
+            readRequests.append(id)
+            return id
+        }
+        monitor.broadcast()
+        let done = monitor.wait(until: deadline) {
+            guard let index = readIndexes[id] else { return !running }
+            return status.appliedIndex >= index
+        }
+        monitor.withLock { _ = readIndexes.removeValue(forKey: id) }
+        guard done, running else {
+            throw CofferError(.unavailable, "no leader confirmed the read within \(options.writeTimeoutSeconds) s")
+        }
+    }
+
+    package func close() {
+        let wasRunning = monitor.withLock {
+            let was = running
+            running = false
+            return was
+        }
+        guard wasRunning else { return }
+        monitor.broadcast()
+        transport.shutdown()
+        // The loop closes the log store and the data file when it sees `running` false.
+        _ = monitor.wait(until: monotonicNanos() + 5_000_000_000) { stopped }
+    }
+
+    // MARK: The node's thread
+
+    private func deliver(_ message: Message) {
+        monitor.withLock { inbox.append(message) }
+        monitor.broadcast()
+    }
+
+    private func markUnreachable(_ peer: NodeID) {
+        monitor.withLock { unreachable.append(peer) }
+        monitor.broadcast()
+    }
+
+    private func loop() {
+        let tick = UInt64(options.tickMilliseconds) * 1_000_000
+        var nextTick = monotonicNanos() + tick
+        while true {
+            _ = monitor.wait(until: nextTick) {
+                !running || !inbox.isEmpty || !proposals.isEmpty || !readRequests.isEmpty || !unreachable.isEmpty
+            }
+            let (messages, proposed, reads, down, keepRunning) = monitor.withLock {
+                defer {
+                    inbox.removeAll()
+                    proposals.removeAll()
+                    readRequests.removeAll()
+                    unreachable.removeAll()
+                }
+                return (inbox, proposals, readRequests, unreachable, running)
+            }
+            guard keepRunning else { break }
+            for message in messages { try? node.step(message) }  // a message no correct peer sends is dropped
+            for peer in Set(down) { node.reportUnreachable(peer) }
+            for proposal in proposed {
+                do {
+                    try node.propose(proposal.data)
+                } catch {
+                    finish(
+                        proposal.id,
+                        .failure(CofferError(.unavailable, "the write was not accepted: \(error.message)"))
+                    )
+                }
+            }
+            for id in reads { node.readIndex(context: BatchCodec.idBytes(id)) }
+            if monotonicNanos() >= nextTick {
+                node.tick()
+                nextTick = monotonicNanos() + tick
+            }
+            do {
+                try processReady()
+                let applied = monitor.withLock { status.appliedIndex }
+                // The stored snapshot may also be one just received from the leader.
+                let lastSnapshot = (try? store.snapshot().metadata.index) ?? 0
+                if applied >= lastSnapshot + options.snapshotEvery {
+                    try store.createSnapshot(
+                        at: applied,
+                        confState: node.confState,
+                        data: Self.dump(local),
+                        keep: options.snapshotKeep
+                    )
+                }
+            } catch {
+                // The log or the data file cannot be written: this node must not go on (it would
+                // acknowledge what it has not stored). Every waiting write fails with the reason.
+                monitor.withLock {
+                    failure = error
+                    running = false
+                    for id in waiting { results[id] = .failure(error) }
+                }
+                monitor.broadcast()
+                break
+            }
+        }
+        transport.shutdown()
+        store.close()
+        local.close()
+        monitor.withLock { stopped = true }
+        monitor.broadcast()
+    }
+
+    private func processReady() throws(CofferError) {
+        while node.hasReady {
+            let rd = node.ready()
+            try store.save(snapshot: rd.snapshot, entries: rd.entries, hardState: rd.hardState, sync: rd.mustSync)
+            transport.send(rd.messages)
+            var applied = monitor.withLock { status.appliedIndex }
+            if let snapshot = rd.snapshot, !snapshot.isEmpty {
+                try Self.restore(local, from: snapshot)
+                applied = snapshot.metadata.index
+            }
+            for entry in rd.committedEntries where entry.index > applied {
+                if entry.kind == .normal && !entry.data.isEmpty {
+                    let id: UInt64
+                    let operations: [StorageOperation]
+                    do {
+                        (id, operations) = try BatchCodec.decode(entry.data)
+                    } catch {
+                        throw CofferError(
+                            .corruptDatabase,
+                            "Raft entry \(entry.index) is not a storage batch: \(error.message)"
+                        )
+                    }
+                    try local.batch(operations + [.put(key: Self.appliedKey, value: Self.encodeIndex(entry.index))])
+                    finish(id, .success(()))
+                } else {
+                    try local.put(Self.appliedKey, Self.encodeIndex(entry.index))
+                }
+                applied = entry.index
+            }
+            let soft = node.status
+            monitor.withLock {
+                status.appliedIndex = applied
+                status.leader = soft.softState.leader
+                status.isLeader = soft.softState.role == .leader
+                status.term = soft.hardState.term
+                status.commitIndex = soft.hardState.commit
+                status.voters = node.confState.voters
+                for read in rd.readStates {
+                    if let id = BatchCodec.id(from: read.context) { readIndexes[id] = read.index }
+                }
+            }
+            monitor.broadcast()
+            node.advance(rd)
+        }
+    }
+
+    private func finish(_ id: UInt64, _ result: Result<Void, CofferError>) {
+        monitor.withLock {
+            if waiting.contains(id) { results[id] = result }
+        }
+    }
+
+    // MARK: The data file
+
+    private func hideApplied(_ prefix: String, _ names: [String]) -> [String] {
+        prefix.isEmpty ? names.filter { $0 != ".raft/" } : names
+    }
+
+    private static func encodeIndex(_ index: UInt64) -> [UInt8] {
+        (0..<8).map { UInt8(truncatingIfNeeded: index >> (56 - 8 * UInt64($0))) }
+    }
+
+    private static func readApplied(_ local: any PhysicalBackend) throws(CofferError) -> UInt64 {
+        guard let bytes = try local.get(appliedKey) else { return 0 }
+        guard bytes.count == 8 else {
+            throw CofferError(.corruptDatabase, "the applied Raft index in the data file is damaged")
+        }
+        return bytes.reduce(0) { $0 << 8 | UInt64($1) }
+    }
+
+    /// Every key and value of the data file (the applied index included), as snapshot data.
+    static func dump(_ local: any PhysicalBackend) throws(CofferError) -> [UInt8] {
+        var operations: [StorageOperation] = []
+        var folders = [""]
+        while let folder = folders.popLast() {
+            for name in try local.list(prefix: folder) {
+                if name.hasSuffix("/") {
+                    folders.append(folder + name)
+                } else if let value = try local.get(folder + name) {
+                    operations.append(.put(key: folder + name, value: value))
+                }
+            }
+        }
+        return BatchCodec.encode(id: 0, operations)
+    }
+
+    /// Replaces the data file's contents with a snapshot's, in one transaction.
+    static func restore(_ local: any PhysicalBackend, from snapshot: Snapshot) throws(CofferError) {
+        let puts: [StorageOperation]
+        do {
+            puts = try BatchCodec.decode(snapshot.data).operations
+        } catch {
+            throw CofferError(
+                .corruptDatabase,
+                "Raft snapshot \(snapshot.metadata.index) is not readable: \(error.message)"
+            )
+        }
+        var deletes: [StorageOperation] = []
+        var folders = [""]
+        while let folder = folders.popLast() {
+            for name in try local.list(prefix: folder) {
+                if name.hasSuffix("/") {
+                    folders.append(folder + name)
+                } else {
+                    deletes.append(.delete(key: folder + name))
+                }
+            }
+        }
+        try local.batch(deletes + puts + [.put(key: appliedKey, value: encodeIndex(snapshot.metadata.index))])
+    }
+}
+
+/// The bytes of a replicated storage batch: version 1, the proposal id (8 bytes), then each operation
+/// as a tag (0 put, 1 delete), the key and (for a put) the value, lengths as LEB128 varints. The
+/// decoder checks every length against what remains and never traps.
+enum BatchCodec {
+    struct Malformed: Error {
+        let message: String
+    }
+
+    static func idBytes(_ id: UInt64) -> [UInt8] {
+        (0..<8).map { UInt8(truncatingIfNeeded: id >> (56 - 8 * UInt64($0))) }
+    }
+
+    static func id(from bytes: [UInt8]) -> UInt64? {
+        bytes.count == 8 ? bytes.reduce(0) { $0 << 8 | UInt64($1) } : nil
+    }
+
+    static func encode(id: UInt64, _ operations: [StorageOperation]) -> [UInt8] {
+        var out: [UInt8] = [1]
+        out += idBytes(id)
+        varint(UInt64(operations.count), &out)
+        for operation in operations {
+            switch operation {
+            case .put(let key, let value):
+                out.append(0)
+                bytes(Array(key.utf8), &out)
+                bytes(value, &out)
+            case .delete(let key):
+                out.append(1)
+                bytes(Array(key.utf8), &out)
+            }
+        }
+        return out
+    }
+
+    static func decode(_ data: [UInt8]) throws(Malformed) -> (id: UInt64, operations: [StorageOperation]) {
+        var i = 0
+        func byte() throws(Malformed) -> UInt8 {
+            guard i < data.count else { throw Malformed(message: "truncated at byte \(i)") }
+            defer { i += 1 }
+            return data[i]
+        }
+        func readVarint() throws(Malformed) -> UInt64 {
+            var value: UInt64 = 0
+            for shift in stride(from: 0, to: 64, by: 7) {
+                let b = try byte()
+                value |= UInt64(b & 0x7F) << UInt64(shift)
+                if b & 0x80 == 0 { return value }
+            }
+            throw Malformed(message: "a length at byte \(i) is too long")
+        }
+        func readBytes() throws(Malformed) -> [UInt8] {
+            let count = try readVarint()
+            guard count <= UInt64(data.count - i) else {
+                throw Malformed(message: "a length at byte \(i) runs past the end")
+            }
+            defer { i += Int(count) }
+            return Array(data[i..<i + Int(count)])
+        }
+        guard try byte() == 1 else { throw Malformed(message: "unknown batch version \(data[0])") }
+        var id: UInt64 = 0
+        for _ in 0..<8 { id = id << 8 | UInt64(try byte()) }
+        let count = try readVarint()
+        guard count <= UInt64(data.count - i) else { throw Malformed(message: "\(count) operations cannot fit") }
+        var operations: [StorageOperation] = []
+        operations.reserveCapacity(Int(count))
+        for _ in 0..<count {
+            let tag = try byte()
+            let key = String(decoding: try readBytes(), as: UTF8.self)
+            switch tag {
+            case 0: operations.append(.put(key: key, value: try readBytes()))
+            case 1: operations.append(.delete(key: key))
+            default: throw Malformed(message: "unknown operation \(tag)")
+            }
+        }
+        guard i == data.count else { throw Malformed(message: "\(data.count - i) trailing bytes") }
+        return (id, operations)
+    }
+
+    private static func varint(_ value: UInt64, _ out: inout [UInt8]) {
+        var v = value
+        while v >= 0x80 {
+            out.append(UInt8(v & 0x7F) | 0x80)
+            v >>= 7
+        }
+        out.append(UInt8(v))
+    }
+
+    private static func bytes(_ b: [UInt8], _ out: inout [UInt8]) {
+        varint(UInt64(b.count), &out)
+        out += b
+    }
+}

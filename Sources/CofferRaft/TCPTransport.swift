@@ -1,0 +1,301 @@
+package import Raft
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Raft messages between nodes over TCP, in ``MessageCodec`` frames.
+///
+/// Each peer has one outbound connection, made lazily by a writer thread that owns a bounded queue:
+/// when the peer is down, frames are dropped (Raft resends what matters) and the node is told the
+/// peer is unreachable, so nothing a node does ever blocks on another. Inbound connections are
+/// read by a thread each; a frame that can never be valid (bad magic, too large, malformed) closes
+/// the connection. Plain TCP: mutual TLS between nodes is not built yet (docs/raft.md), so today's
+/// clusters belong on a trusted network; everything replicated is already ciphertext from the barrier.
+package final class TCPTransport: Sendable {
+    package typealias Receive = @Sendable (Message) -> Void
+    package typealias Unreachable = @Sendable (NodeID) -> Void
+
+    /// Frames waiting per peer before new ones are dropped.
+    static let queueLimit = 4096
+
+    package let nodeID: NodeID
+    private let listener: Int32
+    package let port: Int
+    private let peers: Mutex<[NodeID: Peer]>
+    private let receive: Receive
+    private let unreachable: Unreachable
+    private let closed = Atomic<Bool>(false)
+    private let inbound = Mutex<Set<Int32>>([])
+
+    /// Listens on `host:port` (port 0: the kernel picks; see ``port``) and sends to `peers`
+    /// (id → "host:port"). `receive` is called on a reader thread for every message.
+    package init(
+        nodeID: NodeID,
+        listen host: String,
+        port: Int,
+        peers: [NodeID: String],
+        receive: @escaping Receive,
+        unreachable: @escaping Unreachable
+    ) throws(RaftTransportError) {
+        self.nodeID = nodeID
+        self.receive = receive
+        self.unreachable = unreachable
+        (listener, self.port) = try Self.listen(host: host, port: port)
+        var links: [NodeID: Peer] = [:]
+        for (id, address) in peers where id != nodeID {
+            links[id] = try Peer(id: id, address: address)
+        }
+        self.peers = Mutex(links)
+        let listener = self.listener
+        guard startThread({ [self] in acceptLoop(listener) }) else {
+            close(listener)
+            throw RaftTransportError("cannot start the transport's accept thread")
+        }
+        for peer in links.values { startWriter(peer) }
+    }
+
+    /// Adds or re-points a peer (a membership change).
+    package func setPeer(_ id: NodeID, address: String) throws(RaftTransportError) {
+        guard id != nodeID else { return }
+        let peer = try Peer(id: id, address: address)
+        let old = peers.withLock { peers in
+            let old = peers[id]
+            peers[id] = peer
+            return old
+        }
+        old?.stop()
+        startWriter(peer)
+    }
+
+    package func removePeer(_ id: NodeID) {
+        peers.withLock { $0.removeValue(forKey: id) }?.stop()
+    }
+
+    /// Queues the messages for their peers; never blocks.
+    package func send(_ messages: [Message]) {
+        guard !messages.isEmpty, !closed.load(ordering: .acquiring) else { return }
+        let links = peers.withLock { $0 }
+        for message in messages {
+            guard let peer = links[message.to], let frame = try? MessageCodec.encode(message) else { continue }
+            peer.enqueue(frame)
+        }
+    }
+
+    /// Stops listening, closes every connection and stops the writers.
+    package func shutdown() {
+        guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        Glibc.shutdown(listener, Int32(SHUT_RDWR))
+        close(listener)
+        for fd in inbound.withLock({ $0 }) { Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
+        for peer in peers.withLock({ $0.values }) { peer.stop() }
+    }
+
+    // MARK: Inbound
+
+    private func acceptLoop(_ listener: Int32) {
+        while !closed.load(ordering: .acquiring) {
+            let fd = accept(listener, nil, nil)
+            if fd < 0 {
+                if errno == EINTR || errno == ECONNABORTED { continue }
+                return
+            }
+            inbound.withLock { _ = $0.insert(fd) }
+            if !startThread({ [self] in readLoop(fd) }) {
+                inbound.withLock { _ = $0.remove(fd) }
+                close(fd)
+            }
+        }
+    }
+
+    private func readLoop(_ fd: Int32) {
+        defer {
+            inbound.withLock { _ = $0.remove(fd) }
+            close(fd)
+        }
+        var buffer: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 << 10)
+        while !closed.load(ordering: .acquiring) {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return }
+            buffer.append(contentsOf: chunk[0..<n])
+            var start = 0
+            while true {
+                let decoded: (message: Message, frameLength: Int)?
+                do {
+                    decoded = try MessageCodec.decodeFrame(buffer[start...])
+                } catch {
+                    return  // a stream that can never be valid: drop the connection
+                }
+                guard let (message, length) = decoded else { break }
+                start += length
+                if message.to == nodeID { receive(message) }
+            }
+            if start > 0 { buffer.removeFirst(start) }
+        }
+    }
+
+    // MARK: Outbound
+
+    private func startWriter(_ peer: Peer) {
+        _ = startThread({ [self] in
+            var fd: Int32 = -1
+            defer { if fd >= 0 { close(fd) } }
+            while let frames = peer.next() {
+                if fd < 0 {
+                    fd = Self.connect(peer.host, peer.port)
+                    if fd < 0 {
+                        unreachable(peer.id)
+                        peer.pause(milliseconds: 100)
+                        continue  // these frames are dropped; Raft resends
+                    }
+                }
+                var failed = false
+                for frame in frames where !failed {
+                    failed = !Self.writeAll(fd, frame)
+                }
+                if failed {
+                    close(fd)
+                    fd = -1
+                    unreachable(peer.id)
+                }
+            }
+        })
+    }
+
+    static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes {
+                Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL))
+            }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return false }
+            offset += n
+        }
+        return true
+    }
+
+    /// A blocking connection to host:port within 1 s (Linux bounds a blocking connect by SO_SNDTIMEO), with
+    /// 5 s send timeouts and no Nagle delay; -1 on failure.
+    static func connect(_ host: String, _ port: Int) -> Int32 {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, String(port), &hints, &list) == 0, let info = list else { return -1 }
+        defer { freeaddrinfo(list) }
+        let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return -1 }
+        var timeout = timeval(tv_sec: 1, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        guard Glibc.connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else {
+            close(fd)
+            return -1
+        }
+        timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        return fd
+    }
+
+    static func listen(host: String, port: Int) throws(RaftTransportError) -> (Int32, Int) {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_flags = AI_PASSIVE
+        var list: UnsafeMutablePointer<addrinfo>?
+        let rc = getaddrinfo(host, String(port), &hints, &list)
+        guard rc == 0, let info = list else {
+            throw RaftTransportError("cannot resolve the cluster address \(host): \(String(cString: gai_strerror(rc)))")
+        }
+        defer { freeaddrinfo(list) }
+        let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw RaftTransportError("cannot open a socket: \(String(cString: strerror(errno)))") }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        guard bind(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0, Glibc.listen(fd, 64) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw RaftTransportError("cannot listen on \(host):\(port) for the cluster: \(reason)")
+        }
+        var address = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        var actual = port
+        if bound == 0 {
+            actual = withUnsafePointer(to: &address) { raw in
+                raw.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin_port)) }
+            }
+        }
+        return (fd, actual)
+    }
+}
+
+/// One peer's outbound queue and its writer's wake-up.
+private final class Peer: @unchecked Sendable {
+    let id: NodeID
+    let host: String
+    let port: Int
+    private let monitor = Monitor()
+    private var queue: [[UInt8]] = []
+    private var stopped = false
+
+    init(id: NodeID, address: String) throws(RaftTransportError) {
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
+            (1...65535).contains(port), colon != address.startIndex
+        else {
+            throw RaftTransportError("node \(id)'s cluster address \"\(address)\" is not host:port")
+        }
+        self.id = id
+        var host = String(address[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        self.host = host
+        self.port = port
+    }
+
+    func enqueue(_ frame: [UInt8]) {
+        monitor.withLock {
+            if queue.count < TCPTransport.queueLimit { queue.append(frame) }
+        }
+        monitor.broadcast()
+    }
+
+    /// The queued frames, waiting for some; nil once stopped.
+    func next() -> [[UInt8]]? {
+        while true {
+            _ = monitor.wait(until: monotonicNanos() + 1_000_000_000) { stopped || !queue.isEmpty }
+            let taken: [[UInt8]]? = monitor.withLock {
+                if stopped { return nil }
+                let frames = queue
+                queue.removeAll(keepingCapacity: true)
+                return frames
+            }
+            guard let taken else { return nil }
+            if !taken.isEmpty { return taken }
+        }
+    }
+
+    func pause(milliseconds: Int) {
+        let deadline = monotonicNanos() + UInt64(milliseconds) * 1_000_000
+        _ = monitor.wait(until: deadline) { stopped }
+    }
+
+    func stop() {
+        monitor.withLock { stopped = true }
+        monitor.broadcast()
+    }
+}
+
+/// Why the transport could not start or take a peer: an address that does not parse or resolve, a
+/// port in use.
+package struct RaftTransportError: Error, Sendable, CustomStringConvertible {
+    package let message: String
+    init(_ message: String) { self.message = message }
+    package var description: String { message }
+}

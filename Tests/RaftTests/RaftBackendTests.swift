@@ -1,0 +1,158 @@
+import CofferCore
+import CofferStorage
+import Foundation
+import Testing
+
+@testable import CofferRaft
+@testable import Raft
+
+/// Three real nodes in one process, each with its own log and SQLite data file, talking over loopback
+/// TCP: a write through any node is readable on every node, the cluster survives losing its leader,
+/// and a stopped node comes back from its files and catches up.
+@Suite(.serialized) struct RaftBackendTests {
+    final class Cluster {
+        let root: String
+        var nodes: [NodeID: RaftBackend] = [:]
+        var addresses: [NodeID: String] = [:]
+
+        init(size: Int) throws {
+            root =
+                FileManager.default.temporaryDirectory.appendingPathComponent("coffer-raft-\(UUID().uuidString)").path
+            for id in 1...NodeID(size) {
+                try FileManager.default.createDirectory(atPath: "\(root)/n\(id)", withIntermediateDirectories: true)
+                addresses[id] = "127.0.0.1:\(try Self.freePort())"
+            }
+            for id in addresses.keys.sorted() { try start(id) }
+        }
+
+        deinit {
+            for node in nodes.values { node.close() }
+            try? FileManager.default.removeItem(atPath: root)
+        }
+
+        func start(_ id: NodeID) throws {
+            var options = RaftBackend.Options(
+                nodeID: id,
+                listen: addresses[id]!,
+                peers: addresses,
+                directory: "\(root)/n\(id)"
+            )
+            options.tickMilliseconds = 20
+            options.writeTimeoutSeconds = 2
+            // Small, so that a node that was down catches up by an installed snapshot.
+            options.snapshotEvery = 16
+            options.snapshotKeep = 4
+            nodes[id] = try RaftBackend(options: options, local: try SQLiteBackend(path: "\(root)/n\(id)/data.db"))
+        }
+
+        func stop(_ id: NodeID) {
+            nodes.removeValue(forKey: id)?.close()
+        }
+
+        /// The leader every running node agrees on, waiting up to `seconds`.
+        func leader(within seconds: Double = 10) -> NodeID? {
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline {
+                let views = nodes.values.map(\.currentStatus)
+                if let first = views.first, first.leader != 0, views.allSatisfy({ $0.leader == first.leader }),
+                    nodes[first.leader] != nil
+                {
+                    return first.leader
+                }
+                usleep(10_000)
+            }
+            return nil
+        }
+
+        /// Waits until `key` reads `value` on every running node.
+        func converged(_ key: String, _ value: [UInt8]?, within seconds: Double = 10) throws -> Bool {
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline {
+                if try nodes.values.allSatisfy({ try $0.get(key) == value }) { return true }
+                usleep(10_000)
+            }
+            return false
+        }
+
+        static func freePort() throws -> Int {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(fd) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = 0
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            _ = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+            }
+            _ = withUnsafeMutablePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+            }
+            return Int(UInt16(bigEndian: address.sin_port))
+        }
+    }
+
+    @Test func aWriteThroughAnyNodeIsReadOnEveryNode() throws {
+        let cluster = try Cluster(size: 3)
+        let leader = try #require(cluster.leader())
+        let follower = cluster.nodes.keys.first { $0 != leader }!
+        try cluster.nodes[leader]!.put("logical/a", Array("from the leader".utf8))
+        try cluster.nodes[follower]!.put("logical/b", Array("through a follower".utf8))
+        #expect(try cluster.converged("logical/a", Array("from the leader".utf8)))
+        #expect(try cluster.converged("logical/b", Array("through a follower".utf8)))
+        // A write returned only after this node applied it: read-your-writes on the node written to.
+        try cluster.nodes[follower]!.batch([.delete(key: "logical/a"), .put(key: "logical/c", value: [1])])
+        #expect(try cluster.nodes[follower]!.get("logical/a") == nil)
+        #expect(try cluster.nodes[follower]!.get("logical/c") == [1])
+        #expect(try cluster.nodes[follower]!.list(prefix: "") == ["logical/"])
+        try cluster.nodes[follower]!.readBarrier()
+    }
+
+    /// The returning node is 50 entries behind with snapshots every 16: it catches up by an installed
+    /// snapshot, then the log.
+    @Test func theClusterKeepsWritingWhenItsLeaderStopsAndTheLeaderCatchesUpOnReturn() throws {
+        let cluster = try Cluster(size: 3)
+        let first = try #require(cluster.leader())
+        try cluster.nodes[first]!.put("logical/k", Array("1".utf8))
+        #expect(try cluster.converged("logical/k", Array("1".utf8)))
+
+        cluster.stop(first)
+        let started = Date()
+        let second = try #require(cluster.leader())
+        #expect(second != first)
+        try cluster.nodes[second]!.put("logical/k", Array("2".utf8))
+        let failover = Date().timeIntervalSince(started)
+        print(
+            "raft backend: a new leader accepted a write \(Int(failover * 1000)) ms after the old one stopped (tick 20 ms)"
+        )
+        for i in 0..<50 { try cluster.nodes[second]!.put("logical/n\(i)", [UInt8(i)]) }
+
+        try cluster.start(first)  // from its files
+        #expect(try cluster.converged("logical/k", Array("2".utf8)))
+        #expect(try cluster.converged("logical/n49", [49]))
+        // Two nodes down: no quorum, and a write says so instead of hanging.
+        let others = cluster.nodes.keys.filter { $0 != first }
+        for id in others { cluster.stop(id) }
+        #expect(throws: CofferError.self) { try cluster.nodes[first]!.put("logical/lost", [0]) }
+    }
+
+    /// A replicated batch that is cut short or has a byte changed never traps: it decodes or throws.
+    @Test func aDamagedBatchNeverTraps() throws {
+        let batch = BatchCodec.encode(
+            id: 7,
+            [.put(key: "logical/a", value: Array(repeating: 9, count: 300)), .delete(key: "b")]
+        )
+        let (id, operations) = try BatchCodec.decode(batch)
+        #expect(id == 7)
+        #expect(operations.count == 2)
+        for length in 0..<batch.count {
+            #expect(throws: BatchCodec.Malformed.self) { try BatchCodec.decode(Array(batch.prefix(length))) }
+        }
+        var rng = SplitMix64(seed: 5)
+        for _ in 0..<2000 {
+            var damaged = batch
+            damaged[Int(rng.next() % UInt64(damaged.count))] = UInt8(truncatingIfNeeded: rng.next())
+            _ = try? BatchCodec.decode(damaged)
+        }
+    }
+}
