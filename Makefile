@@ -41,7 +41,7 @@ BAO26 := $(VENV)/bao-2.6.2/bin/bao
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test test-compat deps build clean lib install install-lib wheel test-bindings bench bench-smoke bench-deps
-.PHONY: fuzz fuzz-smoke fuzz-build lint format
+.PHONY: fuzz fuzz-smoke fuzz-build lint format raft-campaign
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -91,6 +91,7 @@ test: deps
 test-compat: deps
 	swift build --product cofferd
 	swift build --product coffer-cli
+	swift build --product coffer-raft-node
 	COFFERD="$$(swift build --show-bin-path)/cofferd" COFFER_BAO="$(VENV)/bin/bao" COFFER_BAO26="$(BAO26)" "$(VENV)/bin/pytest" -q --durations=12 Tests/compat
 
 # ---- The C library (docs/c-abi.md) ----
@@ -223,6 +224,16 @@ fuzz: fuzz-build
 
 fuzz-smoke: fuzz-build
 	Tests/Fuzz/run.sh "$(FUZZ_BUILD)/$(FUZZ_CONFIG)/CofferFuzz" "$(FUZZ_BUILD)" "$(FUZZ_SMOKE_SECONDS)" "" $(FUZZ_HARNESSES)
+
+# ---- Raft: the longer campaigns (docs/raft.md); make test runs a short one of each ----
+RAFT_SIM_RUNS ?= 20000
+RAFT_CAMPAIGN_RUNS ?= 10
+RAFT_CAMPAIGN_SECONDS ?= 30
+raft-campaign: deps
+	RAFT_SIM_RUNS=$(RAFT_SIM_RUNS) swift test --filter RaftTests.SimulationTests
+	swift build --product coffer-raft-node
+	COFFERD="$$(swift build --show-bin-path)/cofferd" RAFT_CAMPAIGN_RUNS=$(RAFT_CAMPAIGN_RUNS) \
+	  RAFT_CAMPAIGN_SECONDS=$(RAFT_CAMPAIGN_SECONDS) "$(VENV)/bin/pytest" -q -s Tests/compat/test_raft_campaign.py
 
 # ---- Formatting: .swift-format (swift-nio's and swift-log's configuration), checked by make test ----
 SWIFT_SOURCES := Package.swift Sources Tests bench Examples

@@ -25,6 +25,8 @@ let package = Package(
         // libcoffer.so.0 and only coffer_* exported (see docs/c-abi.md).
         .library(name: "coffer", type: .dynamic, targets: ["CEngine"]),
         .executable(name: "cofferd", targets: ["cofferd"]),
+        // Test tooling: one replicated-storage node per process for the Raft fault campaign.
+        .executable(name: "coffer-raft-node", targets: ["RaftNode"]),
     ],
     dependencies: [
         // cofferd only: the HTTP/1.1 server (HummingbirdCore, not the router) and TLS (swift-nio-ssl).
@@ -247,6 +249,12 @@ let package = Package(
                 "Coffer", "CofferTesting", "CofferCore", "CofferFramework", "CofferStorage", "CofferVault",
                 "CofferAudit", "Engines", "CofferCLI",
             ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "RaftNode",
+            dependencies: ["CofferRaft", "CofferStorage", "CofferCore", "Raft"],
+            path: "Tests/RaftNode",
             swiftSettings: strict
         ),
         .testTarget(

@@ -361,6 +361,20 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
             }
             let soft = node.status
             monitor.withLock {
+                if status.leader != 0 && soft.softState.leader != status.leader {
+                    // The leader changed: a write proposed through the old one may be lost with it, and
+                    // waiting out the timeout would stall the client for nothing. Say so now; the client
+                    // retries on the new leader. (Proposals are never re-sent: a late duplicate could
+                    // overwrite a newer value.)
+                    for id in waiting where results[id] == nil {
+                        results[id] = .failure(
+                            CofferError(
+                                .unavailable,
+                                "the leader changed while the write was in flight; it may or may not have been committed"
+                            )
+                        )
+                    }
+                }
                 status.appliedIndex = applied
                 status.leader = soft.softState.leader
                 status.isLeader = soft.softState.role == .leader
