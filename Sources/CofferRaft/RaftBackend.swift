@@ -75,7 +75,10 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
     private var unreachable: [NodeID] = []
     private var running = true
     private var stopped = false
-    private var nextID: UInt64 = 0
+    /// Proposal and ReadIndex ids. They start at a random point in each process, so that ids from
+    /// before a restart (an old proposal that commits late, an old read the leader still holds) never
+    /// answer a request made after it, and ids of different nodes do not meet.
+    private var nextID = UInt64.random(in: 1..<(1 << 62))
     private var status: Status
     private var failure: CofferError?
 
@@ -195,8 +198,8 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         let id: UInt64 = try monitor.withLock { () throws(CofferError) -> UInt64 in
             if let failure { throw failure }
             guard running else { throw CofferError(.unavailable, "the Raft node is stopped") }
-            nextID += 1
-            let id = options.nodeID << 40 | nextID
+            nextID &+= 1
+            let id = nextID
             proposals.append((id, BatchCodec.encode(id: id, operations)))
             waiting.insert(id)
             return id
@@ -223,8 +226,8 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
     package func readBarrier() throws(CofferError) {
         let deadline = monotonicNanos() + UInt64(options.writeTimeoutSeconds * 1e9)
         let id: UInt64 = monitor.withLock {
-            nextID += 1
-            let id = options.nodeID << 40 | nextID
+            nextID &+= 1
+            let id = nextID
             readRequests.append(id)
             return id
         }

@@ -157,6 +157,7 @@ class Client:
 
 def nemesis(cluster, rng, until, log):
     """Kills the leader, restarts the dead, freezes and thaws, keeping a quorum alive most of the time."""
+    faults = 0
     while time.monotonic() < until - 2:
         time.sleep(0.8 + rng.random())
         dead = [i for i in cluster.ids if i not in cluster.procs]
@@ -170,7 +171,9 @@ def nemesis(cluster, rng, until, log):
             cluster.thaw(i)
             log.append(("thaw", i, time.monotonic()))
             continue
-        action = rng.choice(["kill-leader", "kill-leader", "freeze"])
+        # Every third fault is a freeze, the others kill the leader.
+        faults += 1
+        action = "freeze" if faults % 3 == 2 else "kill-leader"
         if action == "kill-leader":
             leader = cluster.leader(within=3)
             if leader:
@@ -222,6 +225,7 @@ def test_a_cluster_under_kills_and_pauses_stays_linearizable(workdir, run):
         assert len(acknowledged) >= 30, f"only {len(acknowledged)} writes were acknowledged"
         assert len(reads) >= 30, f"only {len(reads)} reads answered"
         assert kills, "the nemesis never killed a leader"
+        assert any(entry[0] == "SIGSTOP" for entry in log), "the nemesis never froze a node"
 
         # Failover as a client sees it: from each kill -9 of a leader to the next acknowledged write.
         failovers = []
