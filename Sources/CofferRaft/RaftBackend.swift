@@ -34,6 +34,9 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         package var snapshotEvery: UInt64 = 8192
         /// Entries kept below a snapshot, so a follower slightly behind catches up from the log.
         package var snapshotKeep: UInt64 = 1024
+        /// A node joining a running cluster: it does not found one, and waits for the leader (one of
+        /// `peers`) to add it with ``RaftBackend/addPeer(_:address:voter:)``.
+        package var join = false
         /// How long a write waits to be applied before it answers "unavailable" (it may still commit).
         package var writeTimeoutSeconds = 5.0
 
@@ -53,9 +56,13 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         package var commitIndex: UInt64
         package var appliedIndex: UInt64
         package var voters: [NodeID]
+        package var learners: [NodeID] = []
     }
 
     package static let appliedKey = ".raft/applied"
+    /// `.raft/peers/<id>` holds each member's cluster address, replicated like any data, so that every
+    /// node (and one restarted or restored from a snapshot) knows where its peers are.
+    package static let peersPrefix = ".raft/peers/"
 
     package let typeName = "raft"
     package let options: Options
@@ -71,6 +78,8 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
     private var results: [UInt64: Result<Void, CofferError>] = [:]
     private var waiting: Set<UInt64> = []
     private var readRequests: [UInt64] = []
+    private var confChanges: [ConfChange] = []
+    private var confChangeErrors: [NodeID: CofferError] = [:]
     private var readIndexes: [UInt64: UInt64] = [:]
     private var unreachable: [NodeID] = []
     private var running = true
@@ -96,14 +105,18 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         self.local = local
         store = try SQLiteLogStore(path: options.directory + "/raft.db")
         do {
-            if try store.lastIndex() == 0 && store.snapshot().isEmpty {
+            if !options.join, try store.lastIndex() == 0 && store.snapshot().isEmpty {
                 let founding = Snapshot(
                     metadata: SnapshotMetadata(
                         index: 1,
                         term: 1,
                         confState: ConfState(voters: Array(options.peers.keys))
                     ),
-                    data: BatchCodec.encode(id: 0, [])  // an empty state
+                    // The founding state: only the members' addresses.
+                    data: BatchCodec.encode(
+                        id: 0,
+                        options.peers.map { .put(key: Self.peersPrefix + String($0.key), value: Array($0.value.utf8)) }
+                    )
                 )
                 try store.save(snapshot: founding, hardState: HardState(term: 1, commit: 1))
             }
@@ -149,6 +162,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
             store.close()
             throw CofferError(.unavailable, error.message)
         }
+        syncPeers()
         guard startThread({ [self] in loop() }) else {
             transport.shutdown()
             store.close()
@@ -255,6 +269,80 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         _ = monitor.wait(until: monotonicNanos() + 5_000_000_000) { stopped }
     }
 
+    // MARK: Membership (on the leader)
+
+    /// Adds node `id`, listening at `address`, as a learner (it receives the log but does not vote:
+    /// an embedded replica, or a voter-to-be catching up) or as a voter. Its address is replicated
+    /// first, so every member can reach it, then the change is proposed; returns once this node has
+    /// applied it. Only the leader takes membership changes.
+    package func addPeer(_ id: NodeID, address: String, voter: Bool) throws(CofferError) {
+        try requireLeader()
+        guard id != 0 else { throw CofferError(.invalidArgument, "node id 0 is reserved") }
+        try put(Self.peersPrefix + String(id), Array(address.utf8))
+        try changeMembership(ConfChange(voter ? .addVoter : .addLearner, id)) { conf in
+            voter ? conf.voters.contains(id) : conf.learners.contains(id)
+        }
+    }
+
+    /// Removes node `id` from the cluster (it stops receiving the log; shut it down).
+    package func removePeer(_ id: NodeID) throws(CofferError) {
+        try requireLeader()
+        try changeMembership(ConfChange(.removeNode, id)) { conf in
+            !conf.voters.contains(id) && !conf.learners.contains(id)
+        }
+        try delete(Self.peersPrefix + String(id))
+    }
+
+    private func requireLeader() throws(CofferError) {
+        let status = currentStatus
+        guard status.isLeader else {
+            throw CofferError(
+                .unavailable,
+                status.leader == 0
+                    ? "no leader is known: membership cannot change now"
+                    : "node \(options.nodeID) is not the leader; send membership changes to node \(status.leader)"
+            )
+        }
+    }
+
+    private func changeMembership(
+        _ change: ConfChange,
+        done: @escaping (Status) -> Bool
+    ) throws(CofferError) {
+        monitor.withLock {
+            confChangeErrors[change.nodeID] = nil
+            confChanges.append(change)
+        }
+        monitor.broadcast()
+        let deadline = monotonicNanos() + UInt64(options.writeTimeoutSeconds * 1e9)
+        let finished = monitor.wait(until: deadline) {
+            confChangeErrors[change.nodeID] != nil || done(status) || !running
+        }
+        if let error = monitor.withLock({ confChangeErrors.removeValue(forKey: change.nodeID) }) { throw error }
+        guard finished, running else {
+            throw CofferError(
+                .unavailable,
+                "the membership change was not applied within \(options.writeTimeoutSeconds) s; it may still be"
+            )
+        }
+    }
+
+    /// Points the transport at every member whose address the data file holds (and drops the others).
+    private func syncPeers() {
+        guard let transport, let names = try? local.list(prefix: Self.peersPrefix) else { return }
+        var known: Set<NodeID> = []
+        for name in names {
+            guard let id = NodeID(name), id != options.nodeID,
+                let bytes = try? local.get(Self.peersPrefix + name)
+            else { continue }
+            known.insert(id)
+            try? transport.setPeerIfChanged(id, address: String(decoding: bytes, as: UTF8.self))
+        }
+        // A joiner has no addresses in its data until the leader's snapshot arrives: until then it keeps
+        // the ones it was started with.
+        if !names.isEmpty { transport.keepOnly(known) }
+    }
+
     // MARK: The node's thread
 
     private func deliver(_ message: Message) {
@@ -273,15 +361,17 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         while true {
             _ = monitor.wait(until: nextTick) {
                 !running || !inbox.isEmpty || !proposals.isEmpty || !readRequests.isEmpty || !unreachable.isEmpty
+                    || !confChanges.isEmpty
             }
-            let (messages, proposed, reads, down, keepRunning) = monitor.withLock {
+            let (messages, proposed, reads, down, changes, keepRunning) = monitor.withLock {
                 defer {
                     inbox.removeAll()
                     proposals.removeAll()
                     readRequests.removeAll()
                     unreachable.removeAll()
+                    confChanges.removeAll()
                 }
-                return (inbox, proposals, readRequests, unreachable, running)
+                return (inbox, proposals, readRequests, unreachable, confChanges, running)
             }
             guard keepRunning else { break }
             for message in messages { try? node.step(message) }  // a message no correct peer sends is dropped
@@ -297,6 +387,15 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
                 }
             }
             for id in reads { node.readIndex(context: BatchCodec.idBytes(id)) }
+            for change in changes {
+                do {
+                    try node.proposeConfChange(change)
+                } catch {
+                    let failure = CofferError(.invalidArgument, "the membership change was refused: \(error.message)")
+                    monitor.withLock { confChangeErrors[change.nodeID] = failure }
+                    monitor.broadcast()
+                }
+            }
             if monotonicNanos() >= nextTick {
                 node.tick()
                 nextTick = monotonicNanos() + tick
@@ -342,6 +441,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
             if let snapshot = rd.snapshot, !snapshot.isEmpty {
                 try Self.restore(local, from: snapshot)
                 applied = snapshot.metadata.index
+                syncPeers()
             }
             for entry in rd.committedEntries where entry.index > applied {
                 if entry.kind == .normal && !entry.data.isEmpty {
@@ -356,6 +456,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
                         )
                     }
                     try local.batch(operations + [.put(key: Self.appliedKey, value: Self.encodeIndex(entry.index))])
+                    if operations.contains(where: { $0.key.hasPrefix(Self.peersPrefix) }) { syncPeers() }
                     finish(id, .success(()))
                 } else {
                     try local.put(Self.appliedKey, Self.encodeIndex(entry.index))
@@ -383,13 +484,31 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
                 status.isLeader = soft.softState.role == .leader
                 status.term = soft.hardState.term
                 status.commitIndex = soft.hardState.commit
-                status.voters = node.confState.voters
                 for read in rd.readStates {
                     if let id = BatchCodec.id(from: read.context) { readIndexes[id] = read.index }
                 }
             }
-            monitor.broadcast()
             node.advance(rd)
+            // Membership changes take effect in `advance`.
+            let conf = node.confState
+            let changed = monitor.withLock {
+                defer {
+                    status.voters = conf.voters
+                    status.learners = conf.learners
+                }
+                return status.voters != conf.voters || status.learners != conf.learners
+            }
+            if changed, applied > ((try? store.snapshot().metadata.index) ?? 0) {
+                // A new member may need a snapshot, and one taken before it joined would be refused by
+                // it: take one now that names it.
+                try store.createSnapshot(
+                    at: applied,
+                    confState: conf,
+                    data: Self.dump(local),
+                    keep: options.snapshotKeep
+                )
+            }
+            monitor.broadcast()
         }
     }
 

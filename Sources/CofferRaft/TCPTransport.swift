@@ -69,6 +69,22 @@ package final class TCPTransport: Sendable {
         startWriter(peer)
     }
 
+    /// ``setPeer(_:address:)`` unless the peer already has that address.
+    package func setPeerIfChanged(_ id: NodeID, address: String) throws(RaftTransportError) {
+        guard id != nodeID else { return }
+        if let current = peers.withLock({ $0[id] }), current.address == address { return }
+        try setPeer(id, address: address)
+    }
+
+    /// Drops every peer not in `ids`.
+    package func keepOnly(_ ids: Set<NodeID>) {
+        let dropped = peers.withLock { peers in
+            let gone = peers.keys.filter { !ids.contains($0) }
+            return gone.compactMap { peers.removeValue(forKey: $0) }
+        }
+        for peer in dropped { peer.stop() }
+    }
+
     package func removePeer(_ id: NodeID) {
         peers.withLock { $0.removeValue(forKey: id) }?.stop()
     }
@@ -240,6 +256,7 @@ package final class TCPTransport: Sendable {
 /// One peer's outbound queue and its writer's wake-up.
 private final class Peer: @unchecked Sendable {
     let id: NodeID
+    let address: String
     let host: String
     let port: Int
     private let monitor = Monitor()
@@ -253,6 +270,7 @@ private final class Peer: @unchecked Sendable {
             throw RaftTransportError("node \(id)'s cluster address \"\(address)\" is not host:port")
         }
         self.id = id
+        self.address = address
         var host = String(address[..<colon])
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         self.host = host

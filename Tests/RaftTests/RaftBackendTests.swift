@@ -30,7 +30,7 @@ import Testing
             try? FileManager.default.removeItem(atPath: root)
         }
 
-        func start(_ id: NodeID) throws {
+        func start(_ id: NodeID, join: Bool = false) throws {
             var options = RaftBackend.Options(
                 nodeID: id,
                 listen: addresses[id]!,
@@ -42,6 +42,7 @@ import Testing
             // Small, so that a node that was down catches up by an installed snapshot.
             options.snapshotEvery = 16
             options.snapshotKeep = 4
+            options.join = join
             nodes[id] = try RaftBackend(options: options, local: try SQLiteBackend(path: "\(root)/n\(id)/data.db"))
         }
 
@@ -134,6 +135,56 @@ import Testing
         let others = cluster.nodes.keys.filter { $0 != first }
         for id in others { cluster.stop(id) }
         #expect(throws: CofferError.self) { try cluster.nodes[first]!.put("logical/lost", [0]) }
+    }
+
+    /// A fourth node joins as a learner, catches up (by snapshot) and reads locally, is promoted to
+    /// voter; then a founding node is removed and the cluster goes on without it.
+    @Test func membershipChanges() throws {
+        let cluster = try Cluster(size: 3)
+        let leader = try #require(cluster.leader())
+        for i in 0..<40 { try cluster.nodes[leader]!.put("logical/k\(i)", [UInt8(i)]) }
+
+        let port = try Cluster.freePort()
+        cluster.addresses[4] = "127.0.0.1:\(port)"
+        try FileManager.default.createDirectory(atPath: "\(cluster.root)/n4", withIntermediateDirectories: true)
+        // The joiner knows only the leader's address and its own.
+        var options = RaftBackend.Options(
+            nodeID: 4,
+            listen: cluster.addresses[4]!,
+            peers: [leader: cluster.addresses[leader]!, 4: cluster.addresses[4]!],
+            directory: "\(cluster.root)/n4"
+        )
+        options.join = true
+        options.tickMilliseconds = 20
+        cluster.nodes[4] = try RaftBackend(
+            options: options,
+            local: try SQLiteBackend(path: "\(cluster.root)/n4/data.db")
+        )
+        #expect(throws: CofferError.self) {
+            try cluster.nodes[cluster.nodes.keys.first { $0 != leader && $0 != 4 }!]!.addPeer(
+                4,
+                address: "x:1",
+                voter: false
+            )
+        }
+        try cluster.nodes[leader]!.addPeer(4, address: cluster.addresses[4]!, voter: false)
+        #expect(cluster.nodes[leader]!.currentStatus.learners == [4])
+        #expect(try cluster.converged("logical/k39", [39]))
+        #expect(cluster.nodes[4]!.currentStatus.learners == [4])
+        // A write through the learner is forwarded to the leader like any follower's.
+        try cluster.nodes[4]!.put("logical/from-learner", [4])
+        #expect(try cluster.converged("logical/from-learner", [4]))
+
+        try cluster.nodes[leader]!.addPeer(4, address: cluster.addresses[4]!, voter: true)
+        #expect(cluster.nodes[leader]!.currentStatus.voters.contains(4))
+
+        let removed = cluster.nodes.keys.first { $0 != leader && $0 != 4 }!
+        try cluster.nodes[leader]!.removePeer(removed)
+        cluster.stop(removed)
+        #expect(!cluster.nodes[leader]!.currentStatus.voters.contains(removed))
+        try cluster.nodes[leader]!.put("logical/after", [1])
+        #expect(try cluster.converged("logical/after", [1]))
+        #expect(try cluster.nodes[4]!.list(prefix: "") == ["logical/"])
     }
 
     /// A replicated batch that is cut short or has a byte changed never traps: it decodes or throws.
