@@ -79,6 +79,8 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
     private var waiting: Set<UInt64> = []
     private var readRequests: [UInt64] = []
     private var confChanges: [ConfChange] = []
+    /// Work that must run between two applies (a consistent read of the whole state).
+    private var tasks: [() -> Void] = []
     private var confChangeErrors: [NodeID: CofferError] = [:]
     private var readIndexes: [UInt64: UInt64] = [:]
     private var unreachable: [NodeID] = []
@@ -208,13 +210,18 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
 
     package func batch(_ operations: [StorageOperation]) throws(CofferError) {
         guard !operations.isEmpty else { return }
+        try propose(operations, replacing: nil)
+    }
+
+    /// Proposes a batch and waits until this node applied it.
+    private func propose(_ operations: [StorageOperation], replacing digest: [UInt8]?) throws(CofferError) {
         let deadline = monotonicNanos() + UInt64(options.writeTimeoutSeconds * 1e9)
         let id: UInt64 = try monitor.withLock { () throws(CofferError) -> UInt64 in
             if let failure { throw failure }
             guard running else { throw CofferError(.unavailable, "the Raft node is stopped") }
             nextID &+= 1
             let id = nextID
-            proposals.append((id, BatchCodec.encode(id: id, operations)))
+            proposals.append((id, BatchCodec.encode(id: id, operations, replacing: digest)))
             waiting.insert(id)
             return id
         }
@@ -267,6 +274,87 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         transport.shutdown()
         // The loop closes the log store and the data file when it sees `running` false.
         _ = monitor.wait(until: monotonicNanos() + 5_000_000_000) { stopped }
+    }
+
+    // MARK: Operator snapshots
+
+    /// The first line of a snapshot file.
+    package static let snapshotMagic = "coffer-raft-snapshot"
+
+    /// The whole replicated state (outside `.raft/`) as a self-describing, versioned file: a text
+    /// header `coffer-raft-snapshot version=1 index=I term=T keys=K sha256=HEX`, a newline, then the
+    /// data. Linearizable (a ReadIndex round first) and consistent (read between two applies).
+    package func saveSnapshot() throws(CofferError) -> [UInt8] {
+        try readBarrier()
+        let result: Result<[UInt8], CofferError> = runOnLoop { [self] () throws(CofferError) -> [UInt8] in
+            let body = try Self.dump(local, raft: false)
+            let count = try Self.keys(local, raft: false).count
+            let status = monitor.withLock { self.status }
+            let digest = Digest.sha256(body).map { String($0, radix: 16).leftPadded(2) }.joined()
+            let header =
+                "\(Self.snapshotMagic) version=1 index=\(status.appliedIndex) term=\(status.term) keys=\(count) sha256=\(digest)\n"
+            return Array(header.utf8) + body
+        }
+        return try result.get()
+    }
+
+    /// Replaces the cluster's whole state (outside `.raft/`) with a file from ``saveSnapshot()``,
+    /// through the log: every node applies it and checks that its state then has the file's digest
+    /// (a node that does not stops rather than serve other data). Returns once this node applied it.
+    /// A file that is not a snapshot, of another version, cut short or altered is refused, and
+    /// nothing changes.
+    package func restoreSnapshot(_ file: [UInt8]) throws(CofferError) {
+        guard let newline = file.firstIndex(of: 10), newline < 512 else {
+            throw CofferError(.invalidArgument, "not a Coffer Raft snapshot (no header line)")
+        }
+        let fields = String(decoding: file[..<newline], as: UTF8.self).split(separator: " ")
+        guard fields.first.map(String.init) == Self.snapshotMagic else {
+            throw CofferError(
+                .invalidArgument,
+                "not a Coffer Raft snapshot (the header does not start with \(Self.snapshotMagic))"
+            )
+        }
+        var header: [String: String] = [:]
+        for field in fields.dropFirst() {
+            let pair = field.split(separator: "=", maxSplits: 1)
+            if pair.count == 2 { header[String(pair[0])] = String(pair[1]) }
+        }
+        guard header["version"] == "1" else {
+            throw CofferError(
+                .invalidArgument,
+                "snapshot version \(header["version"] ?? "none") is not one this Coffer reads (1)"
+            )
+        }
+        let body = Array(file[(newline + 1)...])
+        let digest = Digest.sha256(body)
+        guard digest.map({ String($0, radix: 16).leftPadded(2) }).joined() == header["sha256"] else {
+            throw CofferError(.integrity, "the snapshot's data does not match its SHA-256: it is cut short or altered")
+        }
+        let operations: [StorageOperation]
+        do {
+            operations = try BatchCodec.decode(body).operations
+        } catch {
+            throw CofferError(.invalidArgument, "the snapshot's data is not readable: \(error.message)")
+        }
+        guard !operations.contains(where: { $0.key.hasPrefix(".raft/") }) else {
+            throw CofferError(.invalidArgument, "the snapshot holds Raft's own keys; it was not made by saveSnapshot")
+        }
+        try propose(operations, replacing: digest)
+    }
+
+    /// Runs `body` on the node's thread, between two applies, and waits for its result.
+    private func runOnLoop(_ body: @escaping () throws(CofferError) -> [UInt8]) -> Result<[UInt8], CofferError> {
+        let box = ResultBox()
+        monitor.withLock {
+            tasks.append {
+                box.result = Result { () throws(CofferError) -> [UInt8] in try body() }
+            }
+        }
+        monitor.broadcast()
+        let deadline = monotonicNanos() + UInt64(options.writeTimeoutSeconds * 1e9)
+        _ = monitor.wait(until: deadline) { box.result != nil || !running }
+        return monitor.withLock { box.result }
+            ?? .failure(CofferError(.unavailable, "the Raft node is stopped or busy"))
     }
 
     // MARK: Membership (on the leader)
@@ -361,19 +449,21 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         while true {
             _ = monitor.wait(until: nextTick) {
                 !running || !inbox.isEmpty || !proposals.isEmpty || !readRequests.isEmpty || !unreachable.isEmpty
-                    || !confChanges.isEmpty
+                    || !confChanges.isEmpty || !tasks.isEmpty
             }
-            let (messages, proposed, reads, down, changes, keepRunning) = monitor.withLock {
+            let (messages, proposed, reads, down, changes, work, keepRunning) = monitor.withLock {
                 defer {
                     inbox.removeAll()
                     proposals.removeAll()
                     readRequests.removeAll()
                     unreachable.removeAll()
                     confChanges.removeAll()
+                    tasks.removeAll()
                 }
-                return (inbox, proposals, readRequests, unreachable, confChanges, running)
+                return (inbox, proposals, readRequests, unreachable, confChanges, tasks, running)
             }
             guard keepRunning else { break }
+            for task in work { task() }
             for message in messages { try? node.step(message) }  // a message no correct peer sends is dropped
             for peer in Set(down) { node.reportUnreachable(peer) }
             for proposal in proposed {
@@ -447,15 +537,28 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
                 if entry.kind == .normal && !entry.data.isEmpty {
                     let id: UInt64
                     let operations: [StorageOperation]
+                    let replacing: [UInt8]?
                     do {
-                        (id, operations) = try BatchCodec.decode(entry.data)
+                        (id, operations, replacing) = try BatchCodec.decode(entry.data)
                     } catch {
                         throw CofferError(
                             .corruptDatabase,
                             "Raft entry \(entry.index) is not a storage batch: \(error.message)"
                         )
                     }
-                    try local.batch(operations + [.put(key: Self.appliedKey, value: Self.encodeIndex(entry.index))])
+                    let deletes =
+                        try replacing == nil
+                        ? [] : Self.keys(local, raft: false).map { StorageOperation.delete(key: $0) }
+                    try local.batch(
+                        deletes + operations + [.put(key: Self.appliedKey, value: Self.encodeIndex(entry.index))]
+                    )
+                    if let replacing, try Self.stateDigest(local) != replacing {
+                        // This node would serve other data than its peers: stop it rather than diverge.
+                        throw CofferError(
+                            .corruptDatabase,
+                            "node \(options.nodeID)'s state after restoring the snapshot in entry \(entry.index) differs from the snapshot"
+                        )
+                    }
                     if operations.contains(where: { $0.key.hasPrefix(Self.peersPrefix) }) { syncPeers() }
                     finish(id, .success(()))
                 } else {
@@ -536,20 +639,33 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         return bytes.reduce(0) { $0 << 8 | UInt64($1) }
     }
 
-    /// Every key and value of the data file (the applied index included), as snapshot data.
-    static func dump(_ local: any PhysicalBackend) throws(CofferError) -> [UInt8] {
-        var operations: [StorageOperation] = []
+    /// Every key of the data file, in a fixed order (the same keys list the same way on every node);
+    /// with `raft` false, without Raft's own keys (`.raft/`).
+    static func keys(_ local: any PhysicalBackend, raft: Bool = true) throws(CofferError) -> [String] {
+        var keys: [String] = []
         var folders = [""]
         while let folder = folders.popLast() {
             for name in try local.list(prefix: folder) {
-                if name.hasSuffix("/") {
-                    folders.append(folder + name)
-                } else if let value = try local.get(folder + name) {
-                    operations.append(.put(key: folder + name, value: value))
-                }
+                if !raft && folder.isEmpty && name == ".raft/" { continue }
+                if name.hasSuffix("/") { folders.append(folder + name) } else { keys.append(folder + name) }
             }
         }
+        return keys
+    }
+
+    /// Every key and value of the data file, as snapshot data (Raft's own snapshots include `.raft/`;
+    /// an operator's snapshot does not).
+    static func dump(_ local: any PhysicalBackend, raft: Bool = true) throws(CofferError) -> [UInt8] {
+        var operations: [StorageOperation] = []
+        for key in try keys(local, raft: raft) {
+            if let value = try local.get(key) { operations.append(.put(key: key, value: value)) }
+        }
         return BatchCodec.encode(id: 0, operations)
+    }
+
+    /// The SHA-256 of the data file's state outside `.raft/`: equal on nodes that hold the same data.
+    static func stateDigest(_ local: any PhysicalBackend) throws(CofferError) -> [UInt8] {
+        Digest.sha256(try dump(local, raft: false))
     }
 
     /// Replaces the data file's contents with a snapshot's, in one transaction.
@@ -563,17 +679,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
                 "Raft snapshot \(snapshot.metadata.index) is not readable: \(error.message)"
             )
         }
-        var deletes: [StorageOperation] = []
-        var folders = [""]
-        while let folder = folders.popLast() {
-            for name in try local.list(prefix: folder) {
-                if name.hasSuffix("/") {
-                    folders.append(folder + name)
-                } else {
-                    deletes.append(.delete(key: folder + name))
-                }
-            }
-        }
+        let deletes = try keys(local).map { StorageOperation.delete(key: $0) }
         try local.batch(deletes + puts + [.put(key: appliedKey, value: encodeIndex(snapshot.metadata.index))])
     }
 }
@@ -594,9 +700,12 @@ enum BatchCodec {
         bytes.count == 8 ? bytes.reduce(0) { $0 << 8 | UInt64($1) } : nil
     }
 
-    static func encode(id: UInt64, _ operations: [StorageOperation]) -> [UInt8] {
-        var out: [UInt8] = [1]
+    /// `replacing`: the batch is a restored snapshot: it replaces every key outside `.raft/`, and each
+    /// node checks that its state then has this SHA-256 (``RaftBackend/stateDigest(_:)``).
+    static func encode(id: UInt64, _ operations: [StorageOperation], replacing digest: [UInt8]? = nil) -> [UInt8] {
+        var out: [UInt8] = [digest == nil ? 1 : 2]
         out += idBytes(id)
+        if let digest { out += digest }
         varint(UInt64(operations.count), &out)
         for operation in operations {
             switch operation {
@@ -612,7 +721,9 @@ enum BatchCodec {
         return out
     }
 
-    static func decode(_ data: [UInt8]) throws(Malformed) -> (id: UInt64, operations: [StorageOperation]) {
+    static func decode(
+        _ data: [UInt8]
+    ) throws(Malformed) -> (id: UInt64, operations: [StorageOperation], replacing: [UInt8]?) {
         var i = 0
         func byte() throws(Malformed) -> UInt8 {
             guard i < data.count else { throw Malformed(message: "truncated at byte \(i)") }
@@ -636,9 +747,16 @@ enum BatchCodec {
             defer { i += Int(count) }
             return Array(data[i..<i + Int(count)])
         }
-        guard try byte() == 1 else { throw Malformed(message: "unknown batch version \(data[0])") }
+        let version = try byte()
+        guard version == 1 || version == 2 else { throw Malformed(message: "unknown batch version \(version)") }
         var id: UInt64 = 0
         for _ in 0..<8 { id = id << 8 | UInt64(try byte()) }
+        var digest: [UInt8]?
+        if version == 2 {
+            var d: [UInt8] = []
+            for _ in 0..<32 { d.append(try byte()) }
+            digest = d
+        }
         let count = try readVarint()
         guard count <= UInt64(data.count - i) else { throw Malformed(message: "\(count) operations cannot fit") }
         var operations: [StorageOperation] = []
@@ -653,7 +771,7 @@ enum BatchCodec {
             }
         }
         guard i == data.count else { throw Malformed(message: "\(data.count - i) trailing bytes") }
-        return (id, operations)
+        return (id, operations, digest)
     }
 
     private static func varint(_ value: UInt64, _ out: inout [UInt8]) {
@@ -668,5 +786,15 @@ enum BatchCodec {
     private static func bytes(_ b: [UInt8], _ out: inout [UInt8]) {
         varint(UInt64(b.count), &out)
         out += b
+    }
+}
+
+private final class ResultBox: @unchecked Sendable {
+    var result: Result<[UInt8], CofferError>?
+}
+
+extension String {
+    fileprivate func leftPadded(_ width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
     }
 }

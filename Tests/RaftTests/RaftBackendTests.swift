@@ -187,13 +187,60 @@ import Testing
         #expect(try cluster.nodes[4]!.list(prefix: "") == ["logical/"])
     }
 
+    /// An operator's snapshot restores the state it was taken from on every node; a file cut short,
+    /// altered or of another kind is refused and nothing changes.
+    @Test func aSnapshotIsSavedAndRestoredOnEveryNode() throws {
+        let cluster = try Cluster(size: 3)
+        let leader = try #require(cluster.leader())
+        let follower = cluster.nodes.keys.first { $0 != leader }!
+        for i in 0..<20 { try cluster.nodes[leader]!.put("logical/s\(i)", Array("v\(i)".utf8)) }
+        let file = try cluster.nodes[follower]!.saveSnapshot()
+        let header = String(decoding: file.prefix(while: { $0 != 10 }), as: UTF8.self)
+        #expect(header.hasPrefix("coffer-raft-snapshot version=1 index="))
+        #expect(header.contains(" keys=20 "))
+
+        try cluster.nodes[leader]!.put("logical/s0", Array("changed".utf8))
+        try cluster.nodes[leader]!.put("logical/new", [1])
+        try cluster.nodes[leader]!.delete("logical/s5")
+
+        var altered = file
+        altered[altered.count - 3] ^= 1
+        for (bad, why) in [
+            (Array(file.prefix(file.count - 10)), "SHA-256"), (altered, "SHA-256"),
+            (Array("hello\nworld".utf8), "not a Coffer Raft snapshot"),
+            (
+                Array(
+                    String(decoding: file, as: UTF8.self).replacingOccurrences(of: "version=1", with: "version=9").utf8
+                ), "version 9"
+            ),
+        ] {
+            do {
+                try cluster.nodes[leader]!.restoreSnapshot(bad)
+                Issue.record("a bad snapshot was restored")
+            } catch {
+                #expect(error.message.contains(why), "\(error.message)")
+            }
+        }
+        #expect(try cluster.nodes[leader]!.get("logical/new") == [1])
+
+        try cluster.nodes[leader]!.restoreSnapshot(file)
+        #expect(try cluster.converged("logical/s0", Array("v0".utf8)))
+        #expect(try cluster.converged("logical/s5", Array("v5".utf8)))
+        #expect(try cluster.converged("logical/new", nil))
+        // The cluster's own membership survived the restore, and it still takes writes.
+        #expect(cluster.nodes[leader]!.currentStatus.voters.count == 3)
+        try cluster.nodes[follower]!.put("logical/after", [2])
+        #expect(try cluster.converged("logical/after", [2]))
+    }
+
     /// A replicated batch that is cut short or has a byte changed never traps: it decodes or throws.
     @Test func aDamagedBatchNeverTraps() throws {
         let batch = BatchCodec.encode(
             id: 7,
             [.put(key: "logical/a", value: Array(repeating: 9, count: 300)), .delete(key: "b")]
         )
-        let (id, operations) = try BatchCodec.decode(batch)
+        let (id, operations, replacing) = try BatchCodec.decode(batch)
+        #expect(replacing == nil)
         #expect(id == 7)
         #expect(operations.count == 2)
         for length in 0..<batch.count {
