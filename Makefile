@@ -41,7 +41,7 @@ BAO26 := $(VENV)/bao-2.6.2/bin/bao
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test test-compat deps build clean lib install install-lib wheel test-bindings bench bench-smoke bench-deps
-.PHONY: fuzz fuzz-smoke fuzz-build lint format raft-campaign
+.PHONY: fuzz fuzz-smoke fuzz-build lint format raft-campaign bench-raft
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -187,6 +187,14 @@ bench: bench-deps
 	swift build $(RELEASE) --product cofferd
 	$(MAKE) -C bench/c COFFER_PREFIX=$(STAGE)
 	COFFER_RELEASE_BIN="$$(swift build $(RELEASE) --show-bin-path)" python3 bench/bench.py
+	$(MAKE) bench-raft
+
+# Raft failover and replicated writes: Coffer's storage layer beside a 3-node OpenBao raft cluster
+# (bench/raft.py; about 5 minutes, most of it OpenBao's failovers).
+bench-raft: deps
+	swift build $(RELEASE) --product coffer-raft-node
+	python3 bench/raft.py --node "$$(swift build $(RELEASE) --show-bin-path)/coffer-raft-node" --bao "$(VENV)/bin/bao" \
+	  --out bench/results/raft-$$(date -u +%Y%m%d-%H%M%S).json
 
 # The smoke gate drives the debug cofferd that test-compat builds: a cold release build of
 # swift-nio and Hummingbird takes over 10 minutes on 2 cores, and the 50 ms SLO holds for it too.
