@@ -95,7 +95,7 @@ import Testing
         let b = try Box()
         func refused(_ body: JSONValue) -> String {
             let r = b.wire("POST", "secret/rotation/app", body)
-            return r.status == 400 ? (r.json?["errors"]?[0]?.stringValue ?? "") : "status \(r.status)"
+            return r.status == 400 ? (r.json?["errors"]?.arrayValue?.first?.stringValue ?? "") : "status \(r.status)"
         }
         #expect(refused(["period": "1h", "schedule": "* * * * *"]) == "give period or schedule, not both")
         #expect(refused(["schedule": "61 * * * *"]) == "schedule's minute field \"61\": 61 is outside 0-59")
@@ -109,14 +109,16 @@ import Testing
         #expect(b.wire("GET", "secret/rotation/app").status == 404)
         let rotate = b.wire("POST", "secret/rotate/app")
         #expect(rotate.status == 400)
-        #expect(rotate.json?["errors"]?[0] == "no rotation policy for secret/app; write secret/rotation/app first")
+        #expect(rotate.json?["errors"]?.arrayValue?.first == "no rotation policy for secret/app; write secret/rotation/app first")
     }
 
     // MARK: the sequence
 
     @Test func scheduledRotationAcknowledgedAndArchived() throws {
         let b = try Box()
-        #expect(b.wire("PUT", "secret/data/app", ["data": ["user": "app", "password": "initial-password-0"]]).status == 200)
+        #expect(
+            b.wire("PUT", "secret/data/app", ["data": ["user": "app", "password": "initial-password-0"]]).status == 200
+        )
         #expect(
             b.wire(
                 "POST",
@@ -147,9 +149,9 @@ import Testing
 
         // Acknowledgements: a wrong version and an unknown consumer are refused; both named ones end the grace.
         let wrong = b.wire("POST", "secret/rotation-ack/app", ["consumer": "web", "version": 1])
-        #expect(wrong.status == 400 && (wrong.json?["errors"]?[0]?.stringValue ?? "").contains("not awaiting"))
+        #expect(wrong.status == 400 && (wrong.json?["errors"]?.arrayValue?.first?.stringValue ?? "").contains("not awaiting"))
         let stranger = b.wire("POST", "secret/rotation-ack/app", ["consumer": "cron", "version": 2])
-        #expect(stranger.json?["errors"]?[0] == "consumer \"cron\" is not in required_acks [web, worker]")
+        #expect(stranger.json?["errors"]?.arrayValue?.first == "consumer \"cron\" is not in required_acks [web, worker]")
         #expect(b.wire("POST", "secret/rotation-ack/app", ["consumer": "web", "version": 2]).status == 200)
         #expect(b.status("app")?["phase"] == "waiting")
         #expect(b.version("app", 1)?["metadata"]?["deletion_time"] == "")
@@ -164,7 +166,9 @@ import Testing
         #expect(b.status("app")?["next_run"] == .string(b.clock.now().adding(seconds: 3600).rfc3339))
 
         let events = b.events()
-        #expect(events.map(\.type) == ["kv-v2/rotation-started", "kv-v2/rotation-succeeded", "kv-v2/rotation-archived"])
+        #expect(
+            events.map(\.type) == ["kv-v2/rotation-started", "kv-v2/rotation-succeeded", "kv-v2/rotation-archived"]
+        )
         let succeeded = try #require(events.dropFirst().first?.data["metadata"])
         #expect(succeeded["path"] == "secret/data/app" && succeeded["old_version"] == "1")
         #expect(succeeded["new_version"] == "2")
@@ -196,7 +200,10 @@ import Testing
         let b = try Box()
         b.wire("PUT", "secret/data/f", ["data": ["password": "keep-me"]])
         for (policy, error) in [
-            (["generator": "command", "command": ["/bin/false"]] as JSONValue, "generator: /bin/false exited with status 1"),
+            (
+                ["generator": "command", "command": ["/bin/false"]] as JSONValue,
+                "generator: /bin/false exited with status 1"
+            ),
             (["generator": "command", "command": ["/bin/true"]], "generator: /bin/true printed nothing"),
             (["validate_command": ["/bin/sh", "-c", "exit 3"]], "validation: /bin/sh exited with status 3"),
             (["password_policy": "nope"], "generator: password policy \"nope\" does not exist"),
@@ -206,7 +213,7 @@ import Testing
             #expect(r.status == 200)
             #expect(r.json?["data"]?["last_run"]?["outcome"] == "failed")
             #expect(r.json?["data"]?["last_run"]?["error"] == .string(error))
-            #expect(r.json?["warnings"]?[0] == .string("rotation failed: \(error)"))
+            #expect(r.json?["warnings"]?.arrayValue?.first == .string("rotation failed: \(error)"))
             #expect(b.current("f")?["metadata"]?["version"] == 1)
             #expect(b.current("f")?["data"]?["password"] == "keep-me")
         }
@@ -218,16 +225,24 @@ import Testing
     @Test func hangingGeneratorIsKilledAtItsTimeout() throws {
         let b = try Box()
         b.wire("PUT", "secret/data/h", ["data": ["password": "keep-me"]])
-        b.wire("POST", "secret/rotation/h", ["generator": "command", "command": ["/bin/sleep", "30"], "timeout": "1s"])
+        b.wire(
+            "POST",
+            "secret/rotation/h",
+            ["generator": "command", "command": ["/bin/sleep", "30"], "timeout": "1s"]
+        )
         let start = Date()
         let r = b.wire("POST", "secret/rotate/h")
         #expect(Date().timeIntervalSince(start) < 10)
-        #expect(r.json?["data"]?["last_run"]?["error"] == "generator: /bin/sleep did not finish within 1s and was killed")
+        #expect(
+            r.json?["data"]?["last_run"]?["error"] == "generator: /bin/sleep did not finish within 1s and was killed"
+        )
         #expect(b.current("h")?["metadata"]?["version"] == 1)
         // A validator that never reads its input and hangs: the same.
         b.wire("POST", "secret/rotation/h", ["validate_command": ["/bin/sleep", "30"], "validate_timeout": "1s"])
         let v = b.wire("POST", "secret/rotate/h")
-        #expect(v.json?["data"]?["last_run"]?["error"] == "validation: /bin/sleep did not finish within 1s and was killed")
+        #expect(
+            v.json?["data"]?["last_run"]?["error"] == "validation: /bin/sleep did not finish within 1s and was killed"
+        )
         #expect(b.current("h")?["metadata"]?["version"] == 1)
     }
 
@@ -240,7 +255,7 @@ import Testing
             "secret/rotation/c",
             [
                 "generator": "command", "command": ["/bin/echo", "from-the-command-0123456789"],
-                "validate_command": ["/bin/sh", "-c", "cat > \(seen)"], "post_write_check": false,
+                "validate_command": ["/bin/sh", "-c", .string("cat > \(seen)")], "post_write_check": false,
             ]
         )
         #expect(b.wire("POST", "secret/rotate/c").json?["data"]?["phase"] == "idle")
@@ -258,7 +273,7 @@ import Testing
         b.wire(
             "POST",
             "secret/rotation/r",
-            ["validate_command": ["/bin/sh", "-c", "cat >/dev/null; [ ! -e \(flag) ] && touch \(flag)"]]
+            ["validate_command": ["/bin/sh", "-c", .string("cat >/dev/null; [ ! -e \(flag) ] && touch \(flag)")]]
         )
         let r = b.wire("POST", "secret/rotate/r")
         #expect(r.json?["data"]?["last_run"]?["outcome"] == "rolled-back")
@@ -316,7 +331,12 @@ import Testing
             "secret/rotation/w",
             [
                 "generator": "command", "timeout": "20s",
-                "command": ["/bin/sh", "-c", "i=0; while [ ! -e \(gate) ] && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done; echo generated-value-123456"],
+                "command": [
+                    "/bin/sh", "-c",
+                    .string(
+                        "i=0; while [ ! -e \(gate) ] && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done; echo generated-value-123456"
+                    ),
+                ],
             ]
         )
         final class Result: Sendable { let value = Mutex<JSONValue?>(nil) }
@@ -328,7 +348,7 @@ import Testing
         while b.status("w")?["phase"] != "generating" && Date() < deadline { usleep(10_000) }
         #expect(b.status("w")?["phase"] == "generating")
         #expect(b.wire("PUT", "secret/data/w", ["data": ["password": "written-meanwhile"]]).status == 200)
-        FileManager.default.createFile(atPath: gate, contents: nil)
+        _ = FileManager.default.createFile(atPath: gate, contents: nil)
         while result.value.withLock({ $0 }) == nil && Date() < deadline { usleep(10_000) }
         let last = try #require(result.value.withLock { $0 }?["data"]?["last_run"])
         #expect(last["outcome"] == "failed")

@@ -112,16 +112,27 @@ extension DatabaseBackend {
         do {
             try rotate(&role, storage: request.storage, system: request.system, now: request.now)
         } catch {
-            request.publishEvent("database/static-role-rotation-failed", metadata: Self.rotationEvent(request.mount, name, role, error: error.message))
+            request.publishEvent(
+                "database/static-role-rotation-failed",
+                metadata: Self.rotationEvent(request.mount, name, role, error: error.message)
+            )
             throw error
         }
         try request.storage.putJSON("static-role/" + name, role.json)
-        request.publishEvent("database/static-role-rotated", metadata: Self.rotationEvent(request.mount, name, role, error: nil))
+        request.publishEvent(
+            "database/static-role-rotated",
+            metadata: Self.rotationEvent(request.mount, name, role, error: nil)
+        )
         return .noContent
     }
 
     /// The metadata of a static role's rotation events (docs/rotation.md): names, never the password.
-    static func rotationEvent(_ mount: MountEntry, _ name: String, _ role: StaticRole, error: String?) -> [String: JSONValue] {
+    static func rotationEvent(
+        _ mount: MountEntry,
+        _ name: String,
+        _ role: StaticRole,
+        error: String?
+    ) -> [String: JSONValue] {
         var out: [String: JSONValue] = [
             "path": .string(mount.path + "static-creds/" + name), "role": .string(name),
             "db_name": .string(role.dbName), "username": .string(role.username),

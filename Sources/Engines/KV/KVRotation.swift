@@ -103,7 +103,9 @@ extension KVv2Backend {
     func rotateNow(_ request: BackendRequest) throws(CofferError) -> Response {
         let key = try Self.secretKey(request)
         guard try loadPolicy(request.storage, key) != nil else {
-            throw CofferError.invalid("no rotation policy for \(request.mount.path)\(key); write \(request.mount.path)rotation/\(key) first")
+            throw CofferError.invalid(
+                "no rotation policy for \(request.mount.path)\(key); write \(request.mount.path)rotation/\(key) first"
+            )
         }
         let state = try runRotation(context(request), key, start: "manual")
         return statusResponse(state)
@@ -138,8 +140,7 @@ extension KVv2Backend {
             s.acks[consumer] = ok
             if !ok && s.rollbackReason.isEmpty { s.rollbackReason = "consumer \"\(consumer)\" reported failure" }
         }
-        let state = try runRotation(ctx, key, start: nil)
-        return statusResponse(state)
+        return try runRecorded(ctx, key)
     }
 
     func rollbackRotation(_ request: BackendRequest) throws(CofferError) -> Response {
@@ -156,7 +157,9 @@ extension KVv2Backend {
                 guard s.lastRun["outcome"]?.stringValue == "succeeded", let old = s.lastRun["old_version"]?.intValue,
                     let new = s.lastRun["new_version"]?.intValue
                 else {
-                    throw CofferError.invalid("nothing to roll back: the last rotation of \(request.mount.path)\(key) did not succeed")
+                    throw CofferError.invalid(
+                        "nothing to roll back: the last rotation of \(request.mount.path)\(key) did not succeed"
+                    )
                 }
                 s.phase = .rollingBack
                 s.runID = s.lastRun["run_id"]?.stringValue ?? ""
@@ -168,11 +171,25 @@ extension KVv2Backend {
                 s.graceUntil = nil
                 s.rollbackReason = "manual rollback"
             default:
-                throw CofferError(.conflict, "the rotation of \(request.mount.path)\(key) is \(s.phase.rawValue); roll back once it waits for acknowledgements or is done")
+                throw CofferError(
+                    .conflict,
+                    "the rotation of \(request.mount.path)\(key) is \(s.phase.rawValue); roll back once it waits for acknowledgements or is done"
+                )
             }
         }
-        let state = try runRotation(ctx, key, start: nil)
-        return statusResponse(state)
+        return try runRecorded(ctx, key)
+    }
+
+    /// Acts on what an ack or a rollback request recorded; if another runner holds the secret now,
+    /// the request is answered with the status and that runner (or the scheduler) acts on it.
+    func runRecorded(_ ctx: RotationContext, _ key: String) throws(CofferError) -> Response {
+        do {
+            return statusResponse(try runRotation(ctx, key, start: nil))
+        } catch  where error.code == .conflict {
+            var response = statusResponse(try loadState(ctx.storage, key) ?? RotationState())
+            response.warnings.append("recorded; the rotation is running elsewhere and will act on it: \(error.message)")
+            return response
+        }
     }
 
     func context(_ request: BackendRequest) -> RotationContext {
@@ -220,7 +237,10 @@ extension KVv2Backend {
             } else if create {
                 state = RotationState()
             } else {
-                throw CofferError(.notFound, "the rotation policy of \(ctx.mount.path)\(key) was deleted; the run stopped")
+                throw CofferError(
+                    .notFound,
+                    "the rotation policy of \(ctx.mount.path)\(key) was deleted; the run stopped"
+                )
             }
             try change(&state)
             try ctx.storage.putJSON(Self.stateKey(key), state.stored)
@@ -318,7 +338,7 @@ extension KVv2Backend {
         }
         do {
             return try advance(ctx, key, policy, state, start: start)
-        } catch where error.message.hasPrefix(Self.stopMessage) {
+        } catch  where error.message.hasPrefix(Self.stopMessage) {
             released = true
             throw error
         }
@@ -341,7 +361,14 @@ extension KVv2Backend {
                 return state
             case .generating:
                 if start == nil {
-                    state = try finish(ctx, key, policy, state, outcome: "failed", error: "the runner stopped before the write (a restart); nothing was written")
+                    state = try finish(
+                        ctx,
+                        key,
+                        policy,
+                        state,
+                        outcome: "failed",
+                        error: "the runner stopped before the write (a restart); nothing was written"
+                    )
                 } else {
                     state = try generateAndWrite(ctx, key, policy, state)
                 }
@@ -377,7 +404,8 @@ extension KVv2Backend {
         guard !current.destroyed, !current.isDeleted(now: ctx.now) else {
             throw CofferError.invalid("the current version \(meta.currentVersion) is deleted or destroyed")
         }
-        guard case .object(let data)? = try ctx.storage.getJSON(Self.versionKey(key, meta.currentVersion))?["data"] else {
+        guard case .object(let data)? = try ctx.storage.getJSON(Self.versionKey(key, meta.currentVersion))?["data"]
+        else {
             throw CofferError(.integrity, "the data of version \(meta.currentVersion) is missing")
         }
         return (meta.currentVersion, data)
@@ -407,7 +435,12 @@ extension KVv2Backend {
             return try finish(ctx, key, policy, state, outcome: "failed", error: "health check: \(error.message)")
         }
         var s = try updateState(ctx, key) { s in s.oldVersion = old }
-        publish(ctx, key, "kv-v2/rotation-started", ["old_version": .string(String(old)), "run_id": .string(s.runID), "reason": .string(s.reason)])
+        publish(
+            ctx,
+            key,
+            "kv-v2/rotation-started",
+            ["old_version": .string(String(old)), "run_id": .string(s.runID), "reason": .string(s.reason)]
+        )
         let candidate: String
         do {
             candidate = try generate(ctx, key, policy)
@@ -428,14 +461,15 @@ extension KVv2Backend {
         request.path = "data/" + key
         do {
             _ = try withKeyLock(key) { () throws(CofferError) in try store(request, key, data: data, cas: old) }
-        } catch where error.code == .conflict {
+        } catch  where error.code == .conflict {
             return try finish(
                 ctx,
                 key,
                 policy,
                 s,
                 outcome: "failed",
-                error: "the secret was written during the rotation (it is no longer version \(old)); that write is kept and nothing was rotated"
+                error:
+                    "the secret was written during the rotation (it is no longer version \(old)); that write is kept and nothing was rotated"
             )
         } catch {
             return try finish(ctx, key, policy, s, outcome: "failed", error: "write: \(error.message)")
@@ -459,7 +493,14 @@ extension KVv2Backend {
             return try updateState(ctx, key) { s in s.phase = .written }
         }
         if meta?.versions[state.newVersion] == nil {
-            return try finish(ctx, key, policy, state, outcome: "failed", error: "the runner stopped before the write (a restart); nothing was written")
+            return try finish(
+                ctx,
+                key,
+                policy,
+                state,
+                outcome: "failed",
+                error: "the runner stopped before the write (a restart); nothing was written"
+            )
         }
         return try finish(
             ctx,
@@ -467,7 +508,8 @@ extension KVv2Backend {
             policy,
             state,
             outcome: "failed",
-            error: "the secret was written during the rotation (version \(state.newVersion) is not the rotation's); that write is kept"
+            error:
+                "the secret was written during the rotation (version \(state.newVersion) is not the rotation's); that write is kept"
         )
     }
 
@@ -481,7 +523,9 @@ extension KVv2Backend {
         if policy.postWriteCheck, policy.validator != nil {
             let stored = try versionData(ctx, key, state.newVersion)?[policy.field]?.stringValue
             do throws(CofferError) {
-                guard let stored else { throw CofferError(.integrity, "post-write check: the new version is not readable") }
+                guard let stored else {
+                    throw CofferError(.integrity, "post-write check: the new version is not readable")
+                }
                 try validate(ctx, key, policy, stored, version: state.newVersion, step: "post-write check")
             } catch {
                 return try updateState(ctx, key) { s in
@@ -526,7 +570,15 @@ extension KVv2Backend {
                 "current_version": .string(String(state.newVersion)), "run_id": .string(state.runID),
             ]
         )
-        return try finish(ctx, key, policy, state, outcome: "succeeded", error: nil, extra: ["archived_version": .int(state.oldVersion)])
+        return try finish(
+            ctx,
+            key,
+            policy,
+            state,
+            outcome: "succeeded",
+            error: nil,
+            extra: ["archived_version": .int(state.oldVersion)]
+        )
     }
 
     /// Writes the previous value back as the new current version (check-and-set on the rotated
@@ -541,7 +593,14 @@ extension KVv2Backend {
             return try finish(ctx, key, policy, state, outcome: "failed", error: "rollback: the secret is gone")
         }
         guard let oldData = try versionData(ctx, key, state.oldVersion) else {
-            return try finish(ctx, key, policy, state, outcome: "failed", error: "rollback: version \(state.oldVersion) is destroyed; nothing was changed")
+            return try finish(
+                ctx,
+                key,
+                policy,
+                state,
+                outcome: "failed",
+                error: "rollback: version \(state.oldVersion) is destroyed; nothing was changed"
+            )
         }
         var restored = meta.currentVersion
         if meta.currentVersion == state.newVersion + 1, try versionData(ctx, key, meta.currentVersion) == oldData {
@@ -553,7 +612,8 @@ extension KVv2Backend {
                 policy,
                 state,
                 outcome: "failed",
-                error: "rollback: the secret was written after the rotation (now version \(meta.currentVersion)); that write is kept and nothing was rolled back"
+                error:
+                    "rollback: the secret was written after the rotation (now version \(meta.currentVersion)); that write is kept and nothing was rolled back"
             )
         } else {
             var request = ctx.request
@@ -603,7 +663,7 @@ extension KVv2Backend {
             "run_id": .string(state.runID), "reason": .string(state.reason), "outcome": .string(outcome),
             "started": .string((state.started ?? ctx.now).rfc3339), "finished": .string(ctx.now.rfc3339),
             "old_version": .int(state.oldVersion),
-            "new_version": state.newVersion > 0 && state.phase != .generating ? .int(state.newVersion) : .null,
+            "new_version": state.newVersion > 0 && outcome != "failed" ? .int(state.newVersion) : .null,
             "error": error.map { .string($0) } ?? .null,
         ]
         for (k, v) in extra { last[k] = v }
@@ -695,7 +755,10 @@ extension KVv2Backend {
             }
             guard let json = try? JSONValue.parse(answer.body), let value = json["value"]?.stringValue, !value.isEmpty
             else {
-                throw CofferError(.internal, "generator: the webhook's answer is not a JSON object with a non-empty string \"value\"")
+                throw CofferError(
+                    .internal,
+                    "generator: the webhook's answer is not a JSON object with a non-empty string \"value\""
+                )
             }
             return value
         }

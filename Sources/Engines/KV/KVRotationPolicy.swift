@@ -46,7 +46,8 @@ struct RotationPolicy: Sendable {
     /// Reads the checked request fields into the stored form, then checks that form.
     static func from(_ f: FieldData, namespaceID: String) throws(CofferError) -> RotationPolicy {
         var out: [String: JSONValue] = ["namespace_id": .string(namespaceID)]
-        for name in ["schedule", "field", "generator", "password_policy", "charset", "encoding", "url", "validate_url"] {
+        for name in ["schedule", "field", "generator", "password_policy", "charset", "encoding", "url", "validate_url"]
+        {
             if let v = f.string(name) { out[name] = .string(v) }
         }
         for name in ["period", "timeout", "validate_timeout", "grace_period"] {
@@ -129,7 +130,9 @@ struct RotationPolicy: Sendable {
             generator = .password(policy: name, length: n, charset: charset)
         case "bytes":
             let n = length ?? 32
-            guard (1...1024).contains(n) else { throw CofferError.invalid("length of random bytes must be from 1 to 1024") }
+            guard (1...1024).contains(n) else {
+                throw CofferError.invalid("length of random bytes must be from 1 to 1024")
+            }
             let encoding = json["encoding"]?.stringValue ?? "base64"
             guard encoding == "base64" || encoding == "hex" else {
                 throw CofferError.invalid("encoding must be \"base64\" or \"hex\", not \"\(encoding)\"")

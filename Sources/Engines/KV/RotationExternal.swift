@@ -19,7 +19,11 @@ enum RotationExternal {
     /// Runs `argv` (argv[0] an absolute path) with `input` on its standard input and an environment
     /// of `PATH=/usr/bin:/bin` only; returns its exit status and standard output. Standard error is
     /// discarded. After `timeout` seconds the process and its process group are killed.
-    static func run(_ argv: [String], input: [UInt8], timeout: Double) throws(Failure) -> (
+    static func run(
+        _ argv: [String],
+        input: [UInt8],
+        timeout: Double
+    ) throws(Failure) -> (
         status: Int32, output: [UInt8]
     ) {
         guard let program = argv.first, program.hasPrefix("/") else {
@@ -48,12 +52,18 @@ enum RotationExternal {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF))
+        posix_spawnattr_setflags(
+            &attributes,
+            Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK)
+        )
         posix_spawnattr_setpgroup(&attributes, 0)
         var defaults = sigset_t()
         sigemptyset(&defaults)
         sigaddset(&defaults, SIGPIPE)
         posix_spawnattr_setsigdefault(&attributes, &defaults)
+        var mask = sigset_t()
+        sigemptyset(&mask)
+        posix_spawnattr_setsigmask(&attributes, &mask)
 
         let cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         let cEnv: [UnsafeMutablePointer<CChar>?] = [strdup("PATH=/usr/bin:/bin"), nil]
@@ -119,7 +129,9 @@ enum RotationExternal {
                 }
             }
             if stdinFD >= 0, fds.count > 1, fds[1].revents != 0 {
-                let n = input[written...].withUnsafeBytes { send(stdinFD, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                let n = input[written...].withUnsafeBytes {
+                    send(stdinFD, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+                }
                 if n > 0 { written += n }
                 if n < 0 && errno != EAGAIN && errno != EINTR || written >= input.count {
                     close(stdinFD)
@@ -127,7 +139,7 @@ enum RotationExternal {
                 }
             }
         }
-        buffer.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) }
+        buffer.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 0) }
         // Standard output is closed: wait for the exit, still within the deadline.
         var status: Int32 = 0
         while true {
@@ -162,7 +174,11 @@ enum RotationExternal {
     }
 
     /// POSTs `body` (JSON) to `url` within `timeout` seconds; returns the status and the body.
-    static func post(_ url: String, body: JSONValue, timeout: Double) throws(Failure) -> (
+    static func post(
+        _ url: String,
+        body: JSONValue,
+        timeout: Double
+    ) throws(Failure) -> (
         status: Int, body: [UInt8]
     ) {
         var options = HTTPClient.Options()

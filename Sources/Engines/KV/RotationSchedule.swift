@@ -80,7 +80,8 @@ package struct CronSchedule: Sendable, Equatable {
             guard parts.count <= 2 else { throw bad("more than one '/' in \"\(item)\"") }
             var step = 1
             if parts.count == 2 {
-                guard parts[1].count <= 4, parts[1].utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), let s = Int(parts[1]), s >= 1,
+                guard parts[1].count <= 4, parts[1].utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), let s = Int(parts[1]),
+                    s >= 1,
                     s <= range.upperBound + 1
                 else {
                     throw bad("the step \"\(parts[1])\" must be a number from 1 to \(range.upperBound + 1)")
