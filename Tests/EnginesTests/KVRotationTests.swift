@@ -109,7 +109,10 @@ import Testing
         #expect(b.wire("GET", "secret/rotation/app").status == 404)
         let rotate = b.wire("POST", "secret/rotate/app")
         #expect(rotate.status == 400)
-        #expect(rotate.json?["errors"]?.arrayValue?.first == "no rotation policy for secret/app; write secret/rotation/app first")
+        #expect(
+            rotate.json?["errors"]?.arrayValue?.first
+                == "no rotation policy for secret/app; write secret/rotation/app first"
+        )
     }
 
     // MARK: the sequence
@@ -149,9 +152,14 @@ import Testing
 
         // Acknowledgements: a wrong version and an unknown consumer are refused; both named ones end the grace.
         let wrong = b.wire("POST", "secret/rotation-ack/app", ["consumer": "web", "version": 1])
-        #expect(wrong.status == 400 && (wrong.json?["errors"]?.arrayValue?.first?.stringValue ?? "").contains("not awaiting"))
+        #expect(
+            wrong.status == 400
+                && (wrong.json?["errors"]?.arrayValue?.first?.stringValue ?? "").contains("not awaiting")
+        )
         let stranger = b.wire("POST", "secret/rotation-ack/app", ["consumer": "cron", "version": 2])
-        #expect(stranger.json?["errors"]?.arrayValue?.first == "consumer \"cron\" is not in required_acks [web, worker]")
+        #expect(
+            stranger.json?["errors"]?.arrayValue?.first == "consumer \"cron\" is not in required_acks [web, worker]"
+        )
         #expect(b.wire("POST", "secret/rotation-ack/app", ["consumer": "web", "version": 2]).status == 200)
         #expect(b.status("app")?["phase"] == "waiting")
         #expect(b.version("app", 1)?["metadata"]?["deletion_time"] == "")
@@ -355,6 +363,43 @@ import Testing
         #expect((last["error"]?.stringValue ?? "").hasPrefix("the secret was written during the rotation"))
         #expect(b.current("w")?["metadata"]?["version"] == 2)
         #expect(b.current("w")?["data"]?["password"] == "written-meanwhile")
+    }
+
+    @Test func anotherRunnersClaimHoldsUntilItsDeadline() throws {
+        let b = try Box()
+        b.wire("PUT", "secret/data/cl", ["data": ["password": "p0"]])
+        b.wire("POST", "secret/rotation/cl", ["period": "1h"])
+        // Another process claimed the secret and is generating (its state, as it would have written it).
+        let core = b.vault.core
+        let uuid = try #require(try core.mounts(.secret).first { $0.path == "secret/" }?.uuid)
+        let key = "logical/\(uuid)/rotation/state/cl"
+        let bytes = try #require(try core.barrier.get(key))
+        var state = try #require(try JSONValue.parse(bytes).objectValue)
+        state["phase"] = "generating"
+        state["run_id"] = "elsewhere-run"
+        state["claim_by"] = "pid 1 elsewhere"
+        state["claim_until"] = .number(String(b.clock.now().adding(seconds: 100).nanoseconds))
+        try core.barrier.put(key, JSONValue.object(state).serialized())
+
+        let busy = b.wire("POST", "secret/rotate/cl")
+        #expect(busy.status != 200)
+        #expect((busy.json?["errors"]?.arrayValue?.first?.stringValue ?? "").contains("claimed by pid 1 elsewhere"))
+        b.tick(after: 99)
+        #expect(b.status("cl")?["phase"] == "generating", "the claim holds until its deadline")
+        #expect(b.status("cl")?["claim"]?["by"] == "pid 1 elsewhere")
+        b.tick(after: 2)
+        // The claim expired: that runner is taken as dead, and its run failed cleanly.
+        let last = try #require(b.status("cl")?["last_run"])
+        #expect(last["run_id"] == "elsewhere-run" && last["outcome"] == "failed")
+        #expect(last["error"] == "the runner stopped before the write (a restart); nothing was written")
+        #expect(b.current("cl")?["metadata"]?["version"] == 1)
+
+        // LIST: the secrets with a policy.
+        b.wire("PUT", "secret/data/team/a/db", ["data": ["password": "p0"]])
+        b.wire("POST", "secret/rotation/team/a/db", [:])
+        #expect(b.wire("LIST", "secret/rotation").json?["data"]?["keys"] == ["cl", "team/a/db"])
+        #expect(b.wire("LIST", "secret/rotation/team").json?["data"]?["keys"] == ["a/db"])
+        #expect(b.wire("LIST", "secret/rotation/nothing").status == 404)
     }
 
     @Test func restartWhileGeneratingFailsCleanly() throws {

@@ -80,6 +80,17 @@ extension KVv2Backend {
         return Response(data: data)
     }
 
+    /// The secrets under the folder that have a policy, by their whole path below the folder (not one
+    /// level at a time as `metadata/` lists), sorted.
+    func listRotation(_ request: BackendRequest) throws(CofferError) -> Response {
+        let key = request.capture("path")
+        let folder = key.isEmpty || key.hasSuffix("/") ? key : key + "/"
+        let keys = try request.storage.list("rotation/policy/").filter { !$0.hasSuffix("/") }.map(Self.unescape)
+            .filter { $0.hasPrefix(folder) }.map { String($0.dropFirst(folder.count)) }.sorted()
+        guard !keys.isEmpty else { return .notFound }
+        return Response(data: ["keys": .array(keys.map { .string($0) })])
+    }
+
     func writeRotation(_ request: BackendRequest) throws(CofferError) -> Response {
         let key = try Self.secretKey(request)
         let policy = try RotationPolicy.from(request.fields, namespaceID: request.namespaceID)

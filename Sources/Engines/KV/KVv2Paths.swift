@@ -48,6 +48,7 @@ extension KVv2Backend {
             "rotation/{path*}",
             fields: RotationPolicy.fields,
             read: KVv2Backend.readRotation,
+            list: KVv2Backend.listRotation,
             write: KVv2Backend.writeRotation,
             delete: KVv2Backend.deleteRotation
         ),
