@@ -100,6 +100,7 @@ import Testing
         #expect(refused(["period": "1h", "schedule": "* * * * *"]) == "give period or schedule, not both")
         #expect(refused(["schedule": "61 * * * *"]) == "schedule's minute field \"61\": 61 is outside 0-59")
         #expect(refused(["period": "2s"]) == "period must be 5 seconds or more")
+        #expect(refused(["schedule": "0 0 31 2 *"]) == "schedule \"0 0 31 2 *\" matches no time in the next five years")
         #expect(refused(["generator": "magic"]).hasPrefix("generator must be \"password\", \"bytes\""))
         #expect(refused(["generator": "command", "command": "gen --len 5"]).contains("JSON array of strings"))
         #expect(refused(["generator": "command", "command": ["gen"]]).contains("absolute path"))

@@ -94,6 +94,9 @@ extension KVv2Backend {
     func writeRotation(_ request: BackendRequest) throws(CofferError) -> Response {
         let key = try Self.secretKey(request)
         let policy = try RotationPolicy.from(request.fields, namespaceID: request.namespaceID)
+        if case .cron(let cron)? = policy.schedule, cron.next(after: request.now) == nil {
+            throw CofferError.invalid("schedule \"\(cron.text)\" matches no time in the next five years")
+        }
         try request.storage.putJSON(Self.policyKey(key), .object(policy.stored))
         let ctx = context(request)
         _ = try updateState(ctx, key, create: true) { s in
@@ -315,6 +318,9 @@ extension KVv2Backend {
                 )
             }
             if let start {
+                if start == "schedule", s.nextRun.map({ $0 > ctx.now }) ?? true {
+                    throw CofferError(.conflict, "the rotation of \(ctx.mount.path)\(key) is not due")
+                }
                 guard s.phase == .idle else {
                     throw CofferError(
                         .conflict,
