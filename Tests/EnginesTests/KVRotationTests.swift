@@ -215,6 +215,14 @@ import Testing
             ),
             (["generator": "command", "command": ["/bin/true"]], "generator: /bin/true printed nothing"),
             (["validate_command": ["/bin/sh", "-c", "exit 3"]], "validation: /bin/sh exited with status 3"),
+            (
+                ["generator": "command", "command": ["/usr/bin/yes"]],
+                "generator: /usr/bin/yes printed more than 65536 bytes"
+            ),
+            (
+                ["validate_command": ["/nonexistent/check"]],
+                "validation: cannot start /nonexistent/check: No such file or directory"
+            ),
             (["password_policy": "nope"], "generator: password policy \"nope\" does not exist"),
         ] {
             #expect(b.wire("POST", "secret/rotation/f", policy).status == 204)
@@ -226,7 +234,7 @@ import Testing
             #expect(b.current("f")?["metadata"]?["version"] == 1)
             #expect(b.current("f")?["data"]?["password"] == "keep-me")
         }
-        #expect(b.events().filter { $0.type == "kv-v2/rotation-failed" }.count == 4)
+        #expect(b.events().filter { $0.type == "kv-v2/rotation-failed" }.count == 6)
         let failed = try #require(b.events().last?.data["metadata"])
         #expect(failed["reason"] == "generator: password policy \"nope\" does not exist")
     }
