@@ -280,6 +280,22 @@ import Testing
         #expect(try String(contentsOfFile: seen, encoding: .utf8) == "from-the-command-0123456789")
     }
 
+    @Test func commandsInheritOnlyTheirStandardStreams() throws {
+        let b = try Box(sqlite: true)  // the vault's own file is open in this process
+        b.wire("PUT", "secret/data/fd", ["data": ["password": "p0"]])
+        b.wire(
+            "POST",
+            "secret/rotation/fd",
+            [
+                "generator": "command",
+                "command": ["/bin/sh", "-c", "exec /bin/ls /proc/self/fd | /usr/bin/tr '\\n' ' '"],
+            ]
+        )
+        #expect(b.wire("POST", "secret/rotate/fd").json?["data"]?["last_run"]?["outcome"] == "succeeded")
+        // ls sees its standard streams and the directory it reads, nothing of this process.
+        #expect(b.current("fd")?["data"]?["password"] == "0 1 2 3 ")
+    }
+
     // MARK: rollback
 
     @Test func failedPostWriteCheckRollsBack() throws {
