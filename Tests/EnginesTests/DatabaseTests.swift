@@ -450,6 +450,27 @@ extension Harness {
         )
         #expect(h.wire("GET", "database/static-roles/ghost").status == 404)
         #expect(errors(h.wire("POST", "database/rotate-role/none").json) == ["no static role found for role name"])
+
+        // Rotations are events (docs/rotation.md): on request, on the period (twice: the 100 days above),
+        // then a failure when the database user is gone. Names only, never a password.
+        try server.psql("DROP ROLE app_static")
+        h.clock.advance(seconds: 3601)
+        h.expire()
+        let events = h.vault.core.events.recent(typePrefix: "database/static-role-rotat")
+            .filter { $0.data["metadata"]?["role"] == "st1" }
+        #expect(
+            events.map(\.type) == [
+                "database/static-role-rotated", "database/static-role-rotated", "database/static-role-rotated",
+                "database/static-role-rotation-failed",
+            ]
+        )
+        #expect(events.first?.data["metadata"]?["path"] == "database/static-creds/st1")
+        #expect(events.first?.data["metadata"]?["username"] == "app_static")
+        #expect((events.last?.data["metadata"]?["reason"]?.stringValue ?? "").contains("app_static"))
+        for event in events {
+            let text = String(decoding: JSONValue.object(event.data).serialized(), as: UTF8.self)
+            #expect(!text.contains(first) && !text.contains(second) && !text.contains(third))
+        }
     }
 }
 

@@ -292,10 +292,12 @@ def test_rest_alias_put_get_rotate_health(cofferd_dev):
     old = alias(cofferd_dev, "GET", f"/api/v1/secrets/database/postgres?version={version}")
     assert old.json()["data"]["data"] == secret
 
+    # Rotation (docs/rotation.md): POST .../rotate is secret/rotate/{path}; without a policy, a 400 naming it.
     r = alias(cofferd_dev, "POST", "/api/v1/secrets/database/postgres/rotate")
-    assert r.status_code == 501
-    assert r.json()["errors"][0].startswith("rotating a secret is not built in Coffer yet")
-    assert "PUT /api/v1/secrets/database/postgres" in r.json()["errors"][0]
+    assert r.status_code == 400
+    assert r.json()["errors"] == [
+        "no rotation policy for secret/database/postgres; write secret/rotation/database/postgres first"
+    ]
 
     health = alias(cofferd_dev, "GET", "/health", token=None)
     assert health.status_code == 200

@@ -6,7 +6,7 @@ import CofferCore
 /// |---|---|
 /// | `GET /api/v1/secrets/{path}` | `GET /v1/secret/data/{path}` (the KV v2 answer as it is) |
 /// | `PUT /api/v1/secrets/{path}` with a JSON object | `PUT /v1/secret/data/{path}` with `{"data": <object>}` |
-/// | `POST /api/v1/secrets/{path}/rotate` | 501: rotation is not built yet |
+/// | `POST /api/v1/secrets/{path}/rotate` | `POST /v1/secret/rotate/{path}` (rotate now under its policy, docs/rotation.md) |
 /// | `POST /api/v1/auth/login` `{"method": "approle", ...}` | `POST /v1/auth/<mount>/login[/<username>]` |
 /// | `GET /health` | `GET /v1/sys/health` (query kept) |
 ///
@@ -59,12 +59,12 @@ enum RestAlias {
                 )
             }
             if method == "POST", secret.hasSuffix("/rotate") {
-                return .refuse(
-                    status: 501,
-                    message: "rotating a secret is not built in Coffer yet (a rotation scheduler is planned); "
-                        + "write its new value with PUT /api/v1/secrets/"
-                        + secret.dropLast("/rotate".count)
-                )
+                let name = secret.dropLast("/rotate".count)
+                guard !name.isEmpty, !name.hasSuffix("/") else {
+                    return .refuse(status: 404, message: "name a secret: POST /api/v1/secrets/{path}/rotate")
+                }
+                // Rotate now under its rotation policy (docs/rotation.md): `secret/rotate/{path}`.
+                return .forward(method: "POST", target: "/v1/\(kvMount)/rotate/\(name)" + query, body: [])
             }
             switch method {
             case "GET", "HEAD":

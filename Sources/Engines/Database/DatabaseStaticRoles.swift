@@ -109,9 +109,37 @@ extension DatabaseBackend {
         guard var role = try staticRole(request.storage, name) else {
             throw CofferError.invalid("no static role found for role name")
         }
-        try rotate(&role, storage: request.storage, system: request.system, now: request.now)
+        do {
+            try rotate(&role, storage: request.storage, system: request.system, now: request.now)
+        } catch {
+            request.publishEvent(
+                "database/static-role-rotation-failed",
+                metadata: Self.rotationEvent(request.mount, name, role, error: error.message)
+            )
+            throw error
+        }
         try request.storage.putJSON("static-role/" + name, role.json)
+        request.publishEvent(
+            "database/static-role-rotated",
+            metadata: Self.rotationEvent(request.mount, name, role, error: nil)
+        )
         return .noContent
+    }
+
+    /// The metadata of a static role's rotation events (docs/rotation.md): names, never the password.
+    static func rotationEvent(
+        _ mount: MountEntry,
+        _ name: String,
+        _ role: StaticRole,
+        error: String?
+    ) -> [String: JSONValue] {
+        var out: [String: JSONValue] = [
+            "path": .string(mount.path + "static-creds/" + name), "role": .string(name),
+            "db_name": .string(role.dbName), "username": .string(role.username),
+            "last_vault_rotation": .string(role.lastRotation.rfc3339),
+        ]
+        if let error { out["reason"] = .string(error) }
+        return out
     }
 
     /// Sets a new password in the database; `role` has it (and the rotation time) only if that worked.
@@ -146,13 +174,23 @@ extension DatabaseBackend {
         guard let names = try? storage.list("static-role/") else { return }
         for name in names {
             guard var role = try? staticRole(storage, name), let due = role.nextRotation, due <= now else { continue }
+            var failure: String? = nil
             do {
                 try rotate(&role, storage: storage, system: system, now: now)
             } catch {
                 role.rotationError = error.message
                 role.retryAt = now.adding(seconds: Self.rotationRetry)
+                failure = error.message
             }
             try? storage.putJSON("static-role/" + name, role.json)
+            // The namespace is not known here: periodic events of static roles are published in the root namespace.
+            system.publishEvent(
+                failure == nil ? "database/static-role-rotated" : "database/static-role-rotation-failed",
+                mount: mount,
+                namespaceID: "",
+                metadata: Self.rotationEvent(mount, name, role, error: failure),
+                now: now
+            )
         }
     }
 }

@@ -43,6 +43,22 @@ extension KVv2Backend {
             fields: [.int("version", versionLimit), .int("depth", versionLimit)],
             read: KVv2Backend.subkeys
         ),
+        // Rotation, a Coffer extension (KVRotation.swift, docs/rotation.md).
+        Path(
+            "rotation/{path*}",
+            fields: RotationPolicy.fields,
+            read: KVv2Backend.readRotation,
+            list: KVv2Backend.listRotation,
+            write: KVv2Backend.writeRotation,
+            delete: KVv2Backend.deleteRotation
+        ),
+        Path("rotate/{path*}", write: KVv2Backend.rotateNow),
+        Path(
+            "rotation-ack/{path*}",
+            fields: [.string("consumer"), .int("version", versionLimit), .bool("ok")],
+            write: KVv2Backend.ackRotation
+        ),
+        Path("rotation-rollback/{path*}", write: KVv2Backend.rollbackRotation),
     ])
 
     // MARK: config
