@@ -200,6 +200,11 @@ def test_no_fallback_is_unavailable_and_refusals_are_not_fallen_back(cofferd):
             assert client.degraded is False
             response = client.request("GET", "auth/token/lookup-self")
             assert response.status == 200 and response.body["data"]["policies"] == ["app", "default"]
+            wrapped = client.request("GET", "auth/token/lookup-self", wrap_ttl="60s")
+            assert wrapped.body["wrap_info"]["ttl"] == 60 and wrapped.body["data"] is None
+            with pytest.raises(coffer.InvalidArgumentError) as address:
+                client.request("GET", "auth/token/lookup-self", client_address="10.0.0.1")
+            assert "client_address" in str(address.value)
             with pytest.raises(coffer.InvalidArgumentError) as local_only:
                 client.kv.put("app", {"a": "b"})
             assert "local coffer handle" in str(local_only.value)
