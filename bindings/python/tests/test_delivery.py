@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import socket
 import subprocess
 import tempfile
@@ -34,13 +35,13 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _call(addr, method, path, body=None, token=None):
+def _call(addr, method, path, body=None, token=None, context=None):
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(f"{addr}/v1/{path}", data=data, method=method)
     if token:
         request.add_header("X-Vault-Token", token)
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
             text = response.read()
             return response.status, (json.loads(text) if text else None)
     except urllib.error.HTTPError as error:
@@ -351,3 +352,65 @@ def test_events_over_websocket_invalidate_the_cache():
 async def _ping(ws):
     waiter = await ws.ping(b"are you there")
     await waiter
+
+
+def _openssl(*args, cwd):
+    subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=cwd)
+
+
+def _certificate_authority(directory, name):
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
+             f"{name}.key", "-out", f"{name}.crt", "-days", "2", "-subj", f"/CN=coffer test {name}",
+             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+             cwd=directory)
+    return os.path.join(directory, f"{name}.crt")
+
+
+def test_https_with_a_ca_file(tmp_path):
+    directory = str(tmp_path)
+    ca = _certificate_authority(directory, "ca")
+    other_ca = _certificate_authority(directory, "other-ca")
+    with open(os.path.join(directory, "server.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "server.key",
+             "-out", "server.csr", "-subj", "/CN=server", cwd=directory)
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+             "server.crt", "-days", "2", "-extfile", "server.ext", cwd=directory)
+    port = _free_port()
+    config = os.path.join(directory, "coffer.hcl")
+    with open(config, "w") as f:
+        f.write(f'storage "memory" {{}}\nlistener "tcp" {{\n  address = "127.0.0.1:{port}"\n'
+                f'  tls_cert_file = "{directory}/server.crt"\n  tls_key_file = "{directory}/server.key"\n}}\n')
+    log = open(os.path.join(directory, "cofferd.log"), "ab")
+    proc = subprocess.Popen([_cofferd(), f"-config={config}"], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    addr, context = f"https://127.0.0.1:{port}", ssl.create_default_context(cafile=ca)
+    try:
+        def listening():
+            assert proc.poll() is None, "cofferd exited"
+            try:
+                return _call(addr, "GET", "sys/seal-status", context=context)[0] == 200
+            except (urllib.error.URLError, ConnectionError, OSError):
+                return False
+
+        _wait_for(listening, "cofferd to listen on TLS", timeout=60, interval=0.05)
+        _, init = _call(addr, "PUT", "sys/init", {"secret_shares": 1, "secret_threshold": 1}, context=context)
+        root = init["root_token"]
+        _call(addr, "PUT", "sys/unseal", {"key": init["keys"][0]}, context=context)
+        assert _call(addr, "POST", "sys/mounts/secret", {"type": "kv", "options": {"version": "2"}}, root,
+                     context=context)[0] == 204
+        assert _call(addr, "POST", "secret/data/app", {"data": {"password": "tls"}}, root, context=context)[0] == 200
+        with coffer.connect(addr, token=root, ca_file=ca) as client:
+            assert client.read("app") == coffer.SecretRead({"password": "tls"}, 1, "store", False)
+        with coffer.connect(addr, token=root, ca_file=other_ca, environment=False, retry={"attempts": 1}) as client:
+            with pytest.raises(coffer.UnavailableError) as refused:
+                client.read("app")
+            assert "certificate verify failed" in str(refused.value) and root not in str(refused.value)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
