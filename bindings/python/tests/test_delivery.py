@@ -241,6 +241,35 @@ def test_approle_login_and_renewal(cofferd):
     assert "auth/approle/login" in str(refused.value) and "wrong-secret-id" not in str(refused.value)
 
 
+def test_jwt_login(cofferd):
+    import jwt  # pyjwt and cryptography: the Makefile's venv has them (PIP_PACKAGES)
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    root = cofferd.root
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    assert _call(cofferd.addr, "POST", "sys/auth/jwt", {"type": "jwt"}, root)[0] == 204
+    assert _call(cofferd.addr, "POST", "auth/jwt/config", {"jwt_validation_pubkeys": [public]}, root)[0] == 204
+    policy = 'path "secret/data/app" { capabilities = ["read"] }'
+    assert _call(cofferd.addr, "PUT", "sys/policies/acl/app", {"policy": policy}, root)[0] == 204
+    assert _call(cofferd.addr, "POST", "auth/jwt/role/svc",
+                 {"role_type": "jwt", "bound_audiences": ["coffer"], "user_claim": "sub", "token_policies": ["app"],
+                  "token_ttl": "1h"}, root)[0] == 204
+    assert _call(cofferd.addr, "POST", "secret/data/app", {"data": {"password": "p"}}, root)[0] == 200
+    now = int(time.time())
+    token = jwt.encode({"sub": "svc-1", "aud": "coffer", "iat": now, "nbf": now - 5, "exp": now + 600}, key,
+                       algorithm="ES256")
+    with coffer.connect(cofferd.addr, jwt=("svc", token), cache_ttl=0) as client:
+        assert client.read("app") == coffer.SecretRead({"password": "p"}, 1, "store", False)
+        assert _counter(client, "coffer.client.auth.logins") == 1
+        assert client.request("GET", "auth/token/lookup-self").body["data"]["policies"] == ["app", "default"]
+    with pytest.raises(coffer.PermissionDeniedError) as refused:
+        coffer.connect(cofferd.addr, jwt=("svc", token[:-4] + "AAAA"))
+    assert "auth/jwt/login" in str(refused.value) and token not in str(refused.value)
+
+
 def test_bad_env_file_fails_open_with_the_line_number(tmp_path):
     env_file = tmp_path / ".env"
     env_file.write_text("GOOD=1\nthis line has no equals s3cret\n")
