@@ -141,7 +141,8 @@ public final class RemoteClient: Sendable {
     deinit { close() }
 
     /// Stops the event subscription (waiting for its thread) and drops the cache. Later reads still
-    /// work (without invalidation); idempotent.
+    /// work (without invalidation); idempotent. Call it when done: the subscription's thread keeps
+    /// the client alive until then (a C handle's coffer_close calls it).
     public func close() {
         guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
         let (socket, thread) = subscription.withLock { ($0.socket, $0.thread) }
