@@ -1,0 +1,166 @@
+"""`coffer agent` (cofferd's agent mode) with real processes: AppRole auto-auth against a real cofferd,
+the unmodified bao CLI and hvac pointed at the agent with no token of their own, and a cached secret
+still served after cofferd is killed. docs/run-and-agent.md."""
+import os
+import signal
+import stat
+import subprocess
+import time
+
+import hvac
+import pytest
+import requests
+
+from conftest import Server, free_port, run_bao, start_cofferd_dev, stop_process
+
+POLICY = 'path "secret/data/*" { capabilities = ["create", "read", "update"] }\n'
+
+
+@pytest.fixture(scope="session")
+def coffer_cli(cofferd_bin):
+    path = os.environ.get("COFFER_CLI") or os.path.join(os.path.dirname(cofferd_bin), "coffer-cli")
+    assert os.access(path, os.X_OK), f"coffer-cli not found at {path} (swift build --product coffer-cli)"
+    return path
+
+
+def approle(bao_bin, addr, workdir):
+    """An AppRole `app` with read/write on secret/data/*; its role ID and a secret ID in files."""
+    run_bao(bao_bin, addr, "auth", "enable", "approle", token="root")
+    run_bao(bao_bin, addr, "policy", "write", "app", "-", input=POLICY, token="root")
+    run_bao(bao_bin, addr, "write", "auth/approle/role/app", "token_policies=app", "token_ttl=1h", token="root")
+    _, role_id, _ = run_bao(bao_bin, addr, "read", "-field=role_id", "auth/approle/role/app/role-id", token="root")
+    _, secret_id, _ = run_bao(bao_bin, addr, "write", "-f", "-field=secret_id", "auth/approle/role/app/secret-id",
+                              token="root")
+    paths = []
+    for name, value in (("role-id", role_id), ("secret-id", secret_id)):
+        path = os.path.join(workdir, name)
+        with open(path, "w") as f:
+            f.write(value.strip() + "\n")
+        paths.append(path)
+    return paths
+
+
+AGENT_CONFIG = """
+vault {{ address = "{upstream}" }}
+auto_auth {{
+  method "approle" {{
+    mount_path = "auth/approle"
+    config {{
+      role_id_file_path   = "{role_id}"
+      secret_id_file_path = "{secret_id}"
+    }}
+  }}
+  sink "file" {{ config {{ path = "{sink}"  mode = 0640 }} }}
+}}
+api_proxy {{ use_auto_auth_token = true }}
+cache {{ default_ttl = "{ttl}" }}
+listener "tcp" {{
+  address     = "{listen}"
+  tls_disable = true
+}}
+"""
+
+
+def start_agent(coffer_cli, workdir, upstream, role_id, secret_id, ttl="0s"):
+    listen = f"127.0.0.1:{free_port()}"
+    sink = os.path.join(workdir, "agent-token")
+    path = os.path.join(workdir, "agent.hcl")
+    with open(path, "w") as f:
+        f.write(AGENT_CONFIG.format(upstream=upstream, role_id=role_id, secret_id=secret_id, sink=sink, ttl=ttl,
+                                    listen=listen))
+    # Server waits until GET /v1/sys/seal-status answers (forwarded upstream).
+    return Server([coffer_cli, "agent", f"-config={path}"], listen), sink
+
+
+def test_bao_and_hvac_read_through_the_agent_and_from_its_cache_when_cofferd_is_killed(
+        coffer_cli, cofferd_bin, bao_bin, workdir):
+    server = start_cofferd_dev(cofferd_bin)
+    agent = None
+    try:
+        role_id, secret_id = approle(bao_bin, server.addr, workdir)
+        run_bao(bao_bin, server.addr, "kv", "put", "secret/app", "password=through-the-agent", token="root")
+        agent, sink = start_agent(coffer_cli, workdir, server.addr, role_id, secret_id)
+
+        # The bao CLI with no token of its own (run_bao sets none): the agent's AppRole token is used.
+        _, out, _ = run_bao(bao_bin, agent.addr, "kv", "get", "-field=password", "secret/app")
+        assert out.strip() == "through-the-agent"
+        # hvac with no token (token="" so that it does not take ~/.vault-token or VAULT_TOKEN): the
+        # agent's token answers its lookup-self, with the app role's policy.
+        client = hvac.Client(url=agent.addr, token="")
+        read = client.secrets.kv.v2.read_secret_version(path="app", raise_on_deleted_version=True)
+        assert read["data"]["data"]["password"] == "through-the-agent"
+        assert "app" in client.auth.token.lookup_self()["data"]["policies"]
+
+        # The token sink: the agent's token, mode 0640, a token the upstream knows as the app role's.
+        assert stat.S_IMODE(os.stat(sink).st_mode) == 0o640
+        token = open(sink).read().strip()
+        lookup = requests.get(server.addr + "/v1/auth/token/lookup-self", headers={"X-Vault-Token": token}, timeout=10)
+        assert lookup.status_code == 200 and "app" in lookup.json()["data"]["policies"]
+
+        # A write through the agent reaches cofferd and the next read through the agent sees it.
+        run_bao(bao_bin, agent.addr, "kv", "put", "secret/app", "password=written-via-agent")
+        _, out, _ = run_bao(bao_bin, server.addr, "kv", "get", "-field=password", "secret/app", token="root")
+        assert out.strip() == "written-via-agent"
+        _, out, _ = run_bao(bao_bin, agent.addr, "kv", "get", "-field=password", "secret/app")
+        assert out.strip() == "written-via-agent"
+
+        # A client's own token is forwarded as it is: a bad one is refused upstream.
+        code, _, err = run_bao(bao_bin, agent.addr, "kv", "get", "secret/app", token="s.not-a-token", check=False)
+        assert code != 0 and "permission denied" in err
+
+        os.killpg(server.proc.pid, signal.SIGKILL)
+        server.proc.wait()
+        _, out, _ = run_bao(bao_bin, agent.addr, "kv", "get", "-field=password", "secret/app")
+        assert out.strip() == "written-via-agent"
+        read = client.secrets.kv.v2.read_secret_version(path="app", raise_on_deleted_version=True)
+        assert read["data"]["data"]["password"] == "written-via-agent"
+        stale = requests.get(agent.addr + "/v1/secret/data/app", timeout=10)
+        assert stale.headers.get("X-Coffer-Cache") == "stale"
+        # Nothing cached for it: the upstream's absence is an error, not an empty answer.
+        code, _, err = run_bao(bao_bin, agent.addr, "kv", "get", "secret/never-read", check=False)
+        assert code != 0 and "could not reach the upstream" in err
+    finally:
+        if agent:
+            agent.stop()
+        server.stop()
+
+
+def test_cache_hits_within_the_ttl(coffer_cli, cofferd_bin, bao_bin, workdir):
+    server = start_cofferd_dev(cofferd_bin)
+    agent = None
+    try:
+        role_id, secret_id = approle(bao_bin, server.addr, workdir)
+        run_bao(bao_bin, server.addr, "kv", "put", "secret/app", "password=v1", token="root")
+        agent, _ = start_agent(coffer_cli, workdir, server.addr, role_id, secret_id, ttl="1h")
+        first = requests.get(agent.addr + "/v1/secret/data/app", timeout=10)
+        second = requests.get(agent.addr + "/v1/secret/data/app", timeout=10)
+        assert first.headers["X-Coffer-Cache"] == "miss" and second.headers["X-Coffer-Cache"] == "hit"
+        assert second.json()["data"]["data"] == {"password": "v1"}
+        # Another token's reads are its own: the root token gets the upstream's answer, not the cached one.
+        other = requests.get(agent.addr + "/v1/secret/data/app", headers={"X-Vault-Token": "root"}, timeout=10)
+        assert other.headers["X-Coffer-Cache"] == "miss"
+    finally:
+        if agent:
+            agent.stop()
+        server.stop()
+
+
+@pytest.mark.parametrize("text, message", [
+    ('listener "tcp" {\n  address = "127.0.0.1:1"\n  tls_disable = true\n  tls_cert_file = "x"\n}\n',
+     'line 4: unknown key "tls_cert_file" in listener "tcp" (known: address, tls_disable)'),
+    ('auto_auth {\n  method "kubernetes" { config { role = "x" } }\n}\n',
+     'line 2: unknown auto_auth method "kubernetes"'),
+    ('auto_auth {\n  method "approle" { config { role_id_file_path = "/x" } }\n}\n',
+     'method "approle" needs config { secret_id_file_path'),
+    ('listener "tcp" {\n  address = "0.0.0.0:8100"\n  tls_disable = true\n}\n', "loopback only"),
+    ('template {\n}\n', 'line 1: "template" is an OpenBao agent feature'),
+    ('cache {\n  default_ttl = "soon"\n}\n', 'line 2: "default_ttl" must be a duration'),
+    ('vault {\n  address = \n}\n', "line 3"),
+])
+def test_a_bad_agent_configuration_is_a_clear_error(coffer_cli, workdir, text, message):
+    path = os.path.join(workdir, "agent.hcl")
+    with open(path, "w") as f:
+        f.write(text)
+    p = subprocess.run([coffer_cli, "agent", f"-config={path}"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2
+    assert message in p.stderr, p.stderr
