@@ -426,7 +426,10 @@ final class Runner: Sendable {
             let signal = sigtimedwait(&signals, nil, &wait)
             if signal == SIGTERM || signal == SIGINT || signal == SIGHUP {
                 kill(child, signal)
-                if signal != SIGHUP { stopping = true }
+                if signal != SIGHUP, !stopping {
+                    stopping = true
+                    killDeadline = min(killDeadline, now() + killTimeout)
+                }
             }
             var status: Int32 = 0
             if waitpid(child, &status, WNOHANG) == child {
@@ -441,7 +444,7 @@ final class Runner: Sendable {
                 let signalNumber = status & 0x7f
                 exit(signalNumber == 0 ? (status >> 8) & 0xff : 128 + signalNumber)
             }
-            if restarting, now() > killDeadline {
+            if restarting || stopping, now() > killDeadline {
                 note("the child did not exit within the kill timeout; sending SIGKILL")
                 kill(child, SIGKILL)
                 killDeadline = .infinity

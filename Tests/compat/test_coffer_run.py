@@ -243,3 +243,40 @@ def test_usage_errors(coffer_cli, workdir):
     p = subprocess.run([coffer_cli, "run", "-t", template, "--", "true"], env={"PATH": os.environ["PATH"]},
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 2 and "--address URL (or BAO_ADDR)" in p.stderr, p.stderr
+
+
+def test_approle_login(coffer_cli, bao_bin, cofferd, workdir):
+    """No token at all: `coffer run` logs in with AppRole from the role ID and secret ID files."""
+    addr = cofferd.addr
+    run_bao(bao_bin, addr, "auth", "enable", "approle", token="root")
+    run_bao(bao_bin, addr, "policy", "write", "app", "-", input='path "secret/data/app" { capabilities = ["read"] }\n',
+            token="root")
+    run_bao(bao_bin, addr, "write", "auth/approle/role/app", "token_policies=app", token="root")
+    _, role_id, _ = run_bao(bao_bin, addr, "read", "-field=role_id", "auth/approle/role/app/role-id", token="root")
+    _, secret_id, _ = run_bao(bao_bin, addr, "write", "-f", "-field=secret_id", "auth/approle/role/app/secret-id",
+                              token="root")
+    run_bao(bao_bin, addr, "kv", "put", "secret/app", "password=by-approle", token="root")
+    template, _ = setup(workdir, ENV_TEMPLATE)
+    env = child_env()
+    del env["BAO_TOKEN"]
+    p = subprocess.run([coffer_cli, "run", "--address", addr, "-t", template,
+                        "--role-id-file", write_file(workdir, "role-id", role_id),
+                        "--secret-id-file", write_file(workdir, "secret-id", secret_id),
+                        "--", sys.executable, "-c", "import os; print(os.environ['APP_PASSWORD'])"],
+                       env=env, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "by-approle"
+
+
+def test_a_child_that_ignores_sigterm_is_killed_after_the_kill_timeout(coffer_cli, bao_bin, cofferd, workdir):
+    run_bao(bao_bin, cofferd.addr, "kv", "put", "secret/app", "password=x", token="root")
+    template, _ = setup(workdir, ENV_TEMPLATE)
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    run = Run(coffer_cli, ["--address", cofferd.addr, "-t", template, "--kill-timeout", "500ms", "--",
+                           sys.executable, "-c", stubborn], child_env())
+    try:
+        run.wait_line(lambda l: l == "ready")
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.proc.wait(timeout=10) == 128 + signal.SIGKILL
+    finally:
+        run.stop()
