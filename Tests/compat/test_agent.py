@@ -23,11 +23,11 @@ def coffer_cli(cofferd_bin):
     return path
 
 
-def approle(bao_bin, addr, workdir):
+def approle(bao_bin, addr, workdir, ttl="token_ttl=1h"):
     """An AppRole `app` with read/write on secret/data/*; its role ID and a secret ID in files."""
     run_bao(bao_bin, addr, "auth", "enable", "approle", token="root")
     run_bao(bao_bin, addr, "policy", "write", "app", "-", input=POLICY, token="root")
-    run_bao(bao_bin, addr, "write", "auth/approle/role/app", "token_policies=app", "token_ttl=1h", token="root")
+    run_bao(bao_bin, addr, "write", "auth/approle/role/app", "token_policies=app", *ttl.split(), token="root")
     _, role_id, _ = run_bao(bao_bin, addr, "read", "-field=role_id", "auth/approle/role/app/role-id", token="root")
     _, secret_id, _ = run_bao(bao_bin, addr, "write", "-f", "-field=secret_id", "auth/approle/role/app/secret-id",
                               token="root")
@@ -164,3 +164,25 @@ def test_a_bad_agent_configuration_is_a_clear_error(coffer_cli, workdir, text, m
     p = subprocess.run([coffer_cli, "agent", f"-config={path}"], capture_output=True, text=True, timeout=30)
     assert p.returncode == 2
     assert message in p.stderr, p.stderr
+
+
+def test_the_agent_renews_its_token_and_logs_in_again_after_its_max_ttl(coffer_cli, cofferd_bin, bao_bin, workdir):
+    server = start_cofferd_dev(cofferd_bin)
+    agent = None
+    try:
+        role_id, secret_id = approle(bao_bin, server.addr, workdir, ttl="token_ttl=3s token_max_ttl=5s")
+        run_bao(bao_bin, server.addr, "kv", "put", "secret/app", "password=v1", token="root")
+        agent, sink = start_agent(coffer_cli, workdir, server.addr, role_id, secret_id)
+        first = open(sink).read()
+        seen = set()
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:  # past two TTLs and the max TTL: every read must still work
+            r = requests.get(agent.addr + "/v1/secret/data/app", timeout=10)
+            assert r.status_code == 200, r.text
+            seen.add(open(sink).read())
+            time.sleep(0.5)
+        assert len(seen) >= 2 and first in seen, "a new token after the max TTL, written to the sink"
+    finally:
+        if agent:
+            agent.stop()
+        server.stop()
