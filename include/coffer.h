@@ -324,6 +324,80 @@ int coffer_transit_decrypt(coffer_t *h, const char *mount, const char *key, cons
  */
 int coffer_metrics(coffer_t *h, const char *format, char **out, size_t *out_len);
 
+/* ---- Remote handles ------------------------------------------------------------------------- */
+
+/*
+ * coffer_open also accepts {"remote": {...}}: a handle on a remote cofferd (or any Vault v1 API
+ * server) instead of a vault in this process, with a read cache, retries and a fallback chain
+ * (docs/delivery.md). Keys ("remote." omitted; an unknown key is an error naming it):
+ *
+ *   address       "http://host:port" or "https://host:port" (required)
+ *   ca_pem        PEM certificates to trust for https; or ca_file, a path to them (default: the
+ *                 system trust store)
+ *   namespace     sent as X-Vault-Namespace
+ *   timeout       seconds for one HTTP exchange, connect included (default 10)
+ *   auth          exactly one of {"token": "..."}; {"approle": {"role_id", "secret_id", "mount"
+ *                 (default "approle")}}; {"jwt": {"role", "jwt", "mount" (default "jwt")}}. AppRole and
+ *                 JWT log in at open (a store that cannot be reached is not an error: the handle
+ *                 starts degraded), renew the token (auth/token/renew-self) at 2/3 of its TTL and
+ *                 log in again when renewal fails or a request is refused with 403 (required)
+ *   cache         {"ttl": seconds (default 300; 0 caches nothing), "max_stale": seconds an expired
+ *                 entry may still answer while the store cannot be reached (default 300),
+ *                 "max_bytes": the bound of the cache (default 1048576), "events": true to drop
+ *                 entries on the server's kv events (sys/events/subscribe; TTL only when refused;
+ *                 default true), "prefixes": {"<path prefix>": seconds} (longest prefix wins),
+ *                 "environment": "<name>", "environments": {"<name>": seconds}}
+ *   retry         {"attempts": 1..100 in all (default 3), "initial_backoff": seconds (0.05),
+ *                 "max_backoff": seconds (2), "jitter": true (full jitter, the default)}
+ *   fallback      {"env_file": path of a KEY=value file, read at open (a bad line fails coffer_open
+ *                 with its line number), "environment": true (the process environment, default
+ *                 true), "mapping": {"<path>": {"<field>": "<VARIABLE>"}}}. Without a mapping the
+ *                 fields of secret/data/app are the variables APP_<FIELD> (docs/delivery.md).
+ *
+ * Durations are numbers of seconds or strings such as "250ms", "30s", "5m", "1h".
+ *
+ * On a remote handle coffer_request and coffer_request_ex send the call to the server (a NULL or
+ * "" token: the handle's own; the status and body as the server answered; a connection failure or
+ * 5xx is retried with capped exponential backoff and full jitter, then COFFER_EUNAVAILABLE);
+ * coffer_kv_get reads through the cache and the fallback chain (store, then a stale cache entry,
+ * the env file, the environment) with the handle's token when token is NULL or "" (with another
+ * token it reads the store alone); coffer_metrics gives the client's metrics (coffer.client.*:
+ * read latency, cache hits and misses, fallbacks by source, degraded). Other functions return
+ * COFFER_EINVALID for a remote handle. Added in 0.1.
+ */
+
+/** Which source answered a read: see coffer_last_source(). */
+#define COFFER_SOURCE_NONE 0
+#define COFFER_SOURCE_STORE 1
+#define COFFER_SOURCE_CACHE 2
+#define COFFER_SOURCE_ENV_FILE 3
+#define COFFER_SOURCE_ENVIRONMENT 4
+
+/**
+ * The source that answered the most recent successful coffer_kv_get on a remote handle (from any
+ * thread): COFFER_SOURCE_STORE, _CACHE (fresh, or stale while degraded), _ENV_FILE, _ENVIRONMENT;
+ * COFFER_SOURCE_NONE before the first. COFFER_SOURCE_STORE for a local handle. COFFER_EINVALID for a
+ * NULL or closed handle. Thread-safe. Added in 0.1.
+ */
+int coffer_last_source(coffer_t *h);
+
+/**
+ * 1 while a remote handle's store cannot be reached (set when a call fails after its retries,
+ * cleared when one succeeds; reads are then served by the fallback chain), else 0; 0 for a local
+ * handle. COFFER_EINVALID for a NULL or closed handle. Thread-safe. Added in 0.1.
+ */
+int coffer_degraded(coffer_t *h);
+
+/**
+ * The handle's own events with an id above after_id, oldest first, as a JSON array of
+ * {"id", "event_type", "timestamp", "data"}: "client/degraded" (data: address, reason) when the
+ * store stops answering, "client/recovered" when it answers again. The last 256 are kept. "[]" for
+ * a local handle. The text never holds a token or secret. Release *out_json with coffer_free().
+ * Returns COFFER_OK; COFFER_EINVALID (NULL or closed handle, NULL out_json); COFFER_ENOMEM.
+ * Thread-safe. Added in 0.1.
+ */
+int coffer_client_events(coffer_t *h, uint64_t after_id, char **out_json, size_t *out_len);
+
 /* ---- Memory --------------------------------------------------------------------------------- */
 
 /** Releases a buffer returned by the library (coffer_request's out, coffer_kv_get's data_json,

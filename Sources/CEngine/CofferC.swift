@@ -79,19 +79,19 @@ private func setRetryAfter(_ seconds: Int?) {
 }
 
 /// Records `message` as this thread's last error and returns `status`.
-private func fail(_ status: Int32, _ message: String, retryAfter: Int? = nil) -> Int32 {
+func fail(_ status: Int32, _ message: String, retryAfter: Int? = nil) -> Int32 {
     free(pthread_getspecific(lastErrorKey))
     pthread_setspecific(lastErrorKey, message.withCString { strdup($0) })
     setRetryAfter(retryAfter)
     return status
 }
 
-private func fail(_ error: CofferError) -> Int32 {
+func fail(_ error: CofferError) -> Int32 {
     fail(error.code.cStatus, error.message, retryAfter: error.code == .rateLimited ? error.retryAfter : nil)
 }
 
 /// Clears this thread's last error and returns COFFER_OK.
-private func succeed() -> Int32 {
+func succeed() -> Int32 {
     pthread_getspecific(lastErrorKey)?.storeBytes(of: 0, as: UInt8.self)
     setRetryAfter(nil)
     return COFFER_OK
@@ -100,12 +100,12 @@ private func succeed() -> Int32 {
 // MARK: Arguments
 
 /// Why an argument was refused; becomes COFFER_EINVALID with this message.
-private struct ArgumentError: Error {
+struct ArgumentError: Error {
     let message: String
 }
 
 /// A required NUL-terminated UTF-8 argument.
-private func string(_ pointer: UnsafePointer<CChar>?, _ name: String) throws(ArgumentError) -> String {
+func string(_ pointer: UnsafePointer<CChar>?, _ name: String) throws(ArgumentError) -> String {
     guard let pointer else { throw ArgumentError(message: "\(name) is NULL") }
     guard let text = String(validatingCString: pointer) else {
         throw ArgumentError(message: "\(name) is not valid UTF-8")
@@ -114,13 +114,13 @@ private func string(_ pointer: UnsafePointer<CChar>?, _ name: String) throws(Arg
 }
 
 /// An optional NUL-terminated UTF-8 argument (NULL gives nil).
-private func optionalString(_ pointer: UnsafePointer<CChar>?, _ name: String) throws(ArgumentError) -> String? {
+func optionalString(_ pointer: UnsafePointer<CChar>?, _ name: String) throws(ArgumentError) -> String? {
     guard pointer != nil else { return nil }
     return try string(pointer, name)
 }
 
 /// A byte buffer argument: `count` bytes at `pointer`; NULL only with a count of 0.
-private func bytes(_ pointer: UnsafePointer<CChar>?, _ count: Int, _ name: String) throws(ArgumentError) -> [UInt8] {
+func bytes(_ pointer: UnsafePointer<CChar>?, _ count: Int, _ name: String) throws(ArgumentError) -> [UInt8] {
     guard count >= 0 else { throw ArgumentError(message: "\(name)_len is larger than the address space") }
     guard count > 0 else { return [] }
     guard let pointer else { throw ArgumentError(message: "\(name) is NULL but \(name)_len is \(count)") }
@@ -129,7 +129,7 @@ private func bytes(_ pointer: UnsafePointer<CChar>?, _ count: Int, _ name: Strin
 
 /// Runs the body of an exported function: an argument error becomes COFFER_EINVALID, a CofferError
 /// its own status, anything else COFFER_EINTERNAL naming `function`. Nothing is thrown across the C boundary.
-private func guarded(_ function: StaticString, _ body: () throws -> Int32) -> Int32 {
+func guarded(_ function: StaticString, _ body: () throws -> Int32) -> Int32 {
     do {
         return try body()
     } catch let error as ArgumentError {
@@ -154,7 +154,7 @@ private func rawBuffer(
 }
 
 /// Copies `bytes` into a new malloc'ed, NUL-terminated buffer for the caller to coffer_free.
-private func copyOut(_ bytes: [UInt8]) -> UnsafeMutablePointer<CChar>? {
+func copyOut(_ bytes: [UInt8]) -> UnsafeMutablePointer<CChar>? {
     guard let buffer = malloc(bytes.count + 1) else { return nil }
     bytes.withUnsafeBytes { UnsafeMutableRawBufferPointer(start: buffer, count: bytes.count).copyMemory(from: $0) }
     buffer.storeBytes(of: 0, toByteOffset: bytes.count, as: UInt8.self)
@@ -165,10 +165,22 @@ private func copyOut(_ bytes: [UInt8]) -> UnsafeMutablePointer<CChar>? {
 
 /// What a `coffer_t *` stands for. The vault is closed when the last reference goes: after
 /// `coffer_close` and after every call still running on it has returned.
-private final class Handle: Sendable {
-    let vault: Vault
-    init(vault: Vault) { self.vault = vault }
-    deinit { vault.close() }
+final class Handle: Sendable {
+    /// nil only for a remote handle, which ``lookup(_:)`` never returns (CofferC+Remote.swift).
+    let vault: Vault!
+    let remote: RemoteHandle?
+    init(vault: Vault) {
+        self.vault = vault
+        remote = nil
+    }
+    init(remote: RemoteHandle) {
+        vault = nil
+        self.remote = remote
+    }
+    deinit {
+        vault?.close()
+        remote?.client.close()
+    }
 }
 
 /// The open handles, by id. A `coffer_t *` is an id, never an object's address: it is looked up here
@@ -180,7 +192,7 @@ private final class Handle: Sendable {
 /// address of anything else (Go's runtime, which scans `*C.coffer_t` values as pointers, sees a
 /// pointer outside its heap), and a closed handle's id comes back only after every other id of the
 /// range has been given out (2^28 further opens with the usual 4 GiB reservation).
-private struct HandleTable {
+struct HandleTable {
     static let stride: UInt = 16
     /// The reserved range: its start (0 until the first open) and how many ids it holds.
     private var base: UInt = 0
@@ -223,11 +235,19 @@ private struct HandleTable {
     mutating func remove(_ id: UInt) -> Handle? { open.removeValue(forKey: id) }
 }
 
-private let openHandles = Mutex(HandleTable())
+let openHandles = Mutex(HandleTable())
 
 private func handleID(_ pointer: OpaquePointer) -> UInt { UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(pointer))) }
 
-private func lookup(_ pointer: OpaquePointer?) throws(ArgumentError) -> Handle {
+/// A local handle (a remote one is refused: the function needs the vault in this process).
+func lookup(_ pointer: OpaquePointer?) throws(ArgumentError) -> Handle {
+    let handle = try lookupAny(pointer)
+    guard handle.remote == nil else { throw ArgumentError(message: remoteRefusal) }
+    return handle
+}
+
+/// A local or remote handle.
+func lookupAny(_ pointer: OpaquePointer?) throws(ArgumentError) -> Handle {
     guard let pointer else { throw ArgumentError(message: "the coffer handle is NULL") }
     guard let handle = openHandles.withLock({ $0.handle(handleID(pointer)) }) else {
         throw ArgumentError(message: "the coffer handle is not open (closed already, or not from coffer_open)")
@@ -241,6 +261,7 @@ public func coffer_open(_ config: UnsafePointer<CChar>?, _ out: UnsafeMutablePoi
     out.pointee = nil
     return guarded("coffer_open") {
         let text = try string(config, "config_json")
+        if RemoteConfiguration.isRemote(json: Array(text.utf8)) { return try openRemote(text, out) }
         let vault = try Vault.open(try VaultConfiguration(json: Array(text.utf8)))
         // (On failure the Handle, dropped, closes the vault.)
         guard let id = openHandles.withLock({ $0.insert(Handle(vault: vault)) }),
@@ -337,7 +358,7 @@ private func request(
     var body_: [UInt8]
     let opts: (wrapTTL: String?, clientAddress: String, namespace: String)
     do {
-        handle = try lookup(pointer)
+        handle = try lookupAny(pointer)
         method_ = try string(method, "method")
         path_ = try string(path, "path")
         token_ = try optionalString(token, "token")
@@ -345,6 +366,9 @@ private func request(
         opts = try requestOptions(options)
     } catch {
         return fail(COFFER_EINVALID, error.message)
+    }
+    if let remote = handle.remote {
+        return remoteRequest(remote, method_, path_, token_, &body_, opts.namespace, httpStatus, out, outLength)
     }
     var result = handle.vault.handleWire(
         method: method_,
@@ -389,9 +413,21 @@ public func coffer_kv_get(
     versionOut?.pointee = 0
     guard let dataJSON else { return fail(COFFER_EINVALID, "data_json is NULL") }
     return guarded("coffer_kv_get") {
-        let handle = try lookup(pointer)
+        let handle = try lookupAny(pointer)
         let mount_ = try optionalString(mount, "mount") ?? "secret"
         let path_ = try string(path, "path")
+        if let remote = handle.remote {
+            return try remoteKVGet(
+                remote,
+                mount_,
+                path_,
+                try optionalString(token, "token"),
+                version,
+                dataJSON,
+                dataLength,
+                versionOut
+            )
+        }
         let token_ = try string(token, "token")
         guard version >= 0 else { return fail(COFFER_EINVALID, "version is \(version); use 0 for the current version") }
         guard
@@ -567,7 +603,7 @@ public func coffer_metrics(
     outLength?.pointee = 0
     guard let out else { return fail(COFFER_EINVALID, "out is NULL") }
     return guarded("coffer_metrics") {
-        let handle = try lookup(pointer)
+        let handle = try lookupAny(pointer)
         let chosen: MetricsFormat
         switch try optionalString(format, "format") {
         case nil, "json": chosen = .json
@@ -579,7 +615,7 @@ public func coffer_metrics(
                 "metrics format \"\(shown)\" unknown; use \"json\" (or NULL) or \"prometheus\""
             )
         }
-        let text = Array(handle.vault.metrics(chosen).utf8)
+        let text = Array((handle.remote?.metrics(chosen) ?? handle.vault.metrics(chosen)).utf8)
         guard let buffer = copyOut(text) else {
             return fail(COFFER_ENOMEM, "could not allocate \(text.count + 1) bytes for the metrics")
         }

@@ -114,6 +114,9 @@ func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
     let sealer = RawAESGCMSealer(plaintext: block)
     try bench.measure("floor: aes-256-gcm seal 64 B (raw EVP, random nonce)") { sealer.seal() }
 
+    // Issue 20: a cached read through the remote client (RemoteClient.swift).
+    try measureRemoteCachedRead(bench, payload: payload)
+
     // The same read with one file audit device: the default (reads' records queued for the device's
     // writer thread) and sync=all (every record written before the call returns, as Vault does).
     // Each in its own vault, set up alike (the reference with no device), measured in alternating

@@ -17,7 +17,7 @@ import json
 import threading
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Dict, Mapping, Optional, Type, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, Union
 
 from . import _native
 from ._native import lib
@@ -27,7 +27,7 @@ __all__ = [
     "CofferError", "InvalidArgumentError", "SealedError", "PermissionDeniedError", "NotFoundError", "ConflictError",
     "UnavailableError", "StorageIOError", "OutOfMemoryError", "InternalError", "UnsupportedOperationError",
     "IntegrityError", "NotInitializedError", "AlreadyInitializedError", "RateLimitedError", "CorruptDatabaseError",
-    "AuditFailedError", "error_class", "NO_CAS",
+    "AuditFailedError", "error_class", "NO_CAS", "connect", "Remote", "SecretRead", "SOURCES",
 ]
 
 # What a request body or a configuration may be: a dict (sent as JSON), JSON text, or JSON bytes.
@@ -394,3 +394,154 @@ def open(config: Union[str, Mapping[str, Any]], token: Optional[str] = None) -> 
 
     The same as Coffer(config, token); see Coffer for `config` and `token`."""
     return Coffer(config, token)
+
+
+# ---- Remote handles -------------------------------------------------------------------------
+
+# coffer_last_source's values (COFFER_SOURCE_*), as SecretRead.source names them.
+SOURCES = {0: "none", 1: "store", 2: "cache", 3: "env_file", 4: "environment"}
+
+
+@dataclass(frozen=True)
+class SecretRead:
+    """A secret read through a remote handle: its fields, its KV v2 version (0 from the env file or the
+    environment), which source answered ("store", "cache", "env_file", "environment") and whether the
+    store could not be reached (the answer is then a stale cache entry's or a fallback's)."""
+
+    fields: Dict[str, Any]
+    version: int
+    source: str
+    degraded: bool
+
+
+class Remote(Coffer):
+    """A handle on a remote cofferd (coffer_open with {"remote": ...}): reads through a cache with a TTL,
+    retries with backoff, falls back to an env file and the environment when the store is down, and
+    says so (docs/delivery.md). request(), metrics() and kv.get() work as on a local Coffer; the token
+    is the handle's own unless one is given. Made by coffer.connect()."""
+
+    def __init__(self, config: Union[str, Mapping[str, Any]]) -> None:
+        if not _native.HAS_REMOTE:
+            raise InvalidArgumentError(-1, f"the loaded library ({library_path()}) has no remote handles; update it")
+        super().__init__(config, None)
+
+    def read(self, path: str, mount: str = "secret", version: int = 0) -> SecretRead:
+        """The KV v2 secret at `mount`/`path` through the cache and the fallback chain (store, a stale
+        cache entry, the env file, the environment). Raises NotFoundError when the store says it does
+        not exist, PermissionDeniedError when the token may not read it, UnavailableError when the store
+        cannot be reached and no fallback has it."""
+        secret = self.kv.get(path, version=version, mount=mount)
+        return SecretRead(secret.data, secret.version, self.last_source, self.degraded)
+
+    @property
+    def last_source(self) -> str:
+        """Which source answered the last read on this handle (from any thread)."""
+        code = int(lib.coffer_last_source(self._h()))
+        if code < 0:
+            raise _error(code)
+        return SOURCES.get(code, "unknown")
+
+    @property
+    def degraded(self) -> bool:
+        """True while the store cannot be reached."""
+        code = int(lib.coffer_degraded(self._h()))
+        if code < 0:
+            raise _error(code)
+        return code == 1
+
+    def events(self, after: int = 0) -> List[Dict[str, Any]]:
+        """The handle's own events with an id above `after` (client/degraded, client/recovered), oldest
+        first, as dicts {"id", "event_type", "timestamp", "data"}."""
+        out = ctypes.c_void_p()
+        out_len = ctypes.c_size_t(0)
+        status = lib.coffer_client_events(self._h(), after, ctypes.byref(out), ctypes.byref(out_len))
+        raw = _native.take_buffer(out, out_len.value)
+        if status != 0:
+            raise _error(status)
+        events: List[Dict[str, Any]] = json.loads(raw)
+        return events
+
+    def __enter__(self) -> "Remote":
+        return self
+
+    def __repr__(self) -> str:
+        return f"<coffer.Remote {'closed' if self._handle is None else 'open'}>"
+
+
+def connect(
+    address: str,
+    token: Optional[str] = None,
+    approle: Optional[Sequence[str]] = None,
+    jwt: Union[None, str, Sequence[str]] = None,
+    cache_ttl: Optional[float] = None,
+    env_file: Optional[str] = None,
+    *,
+    ca_file: Optional[str] = None,
+    namespace: Optional[str] = None,
+    max_stale: Optional[float] = None,
+    cache_bytes: Optional[int] = None,
+    environment: Optional[bool] = None,
+    retry: Optional[Mapping[str, Any]] = None,
+    timeout: Optional[float] = None,
+    **remote: Any,
+) -> Remote:
+    """Opens a handle on a remote cofferd at `address` ("http(s)://host:port"); use it as a context
+    manager:
+
+        with coffer.connect("http://127.0.0.1:8200", approle=(role_id, secret_id), env_file=".env") as c:
+            secret = c.read("app")          # SecretRead(fields={...}, version=3, source="store", degraded=False)
+
+    Exactly one of `token` (a token string), `approle` ((role_id, secret_id) or (role_id, secret_id,
+    mount)) or `jwt` (a JWT string, or (role, jwt) or (role, jwt, mount)). `cache_ttl` is seconds
+    (0: no cache), `env_file` the fallback file; further keys of the "remote" configuration
+    (docs/delivery.md) may be given by name ("cache", "fallback" dicts override the shortcuts)."""
+    given = [name for name, value in (("token", token), ("approle", approle), ("jwt", jwt)) if value is not None]
+    if len(given) != 1:
+        raise InvalidArgumentError(-1, "give exactly one of token=, approle=, jwt=")
+    auth: Dict[str, Any]
+    if token is not None:
+        auth = {"token": token}
+    elif approle is not None:
+        parts = list(approle)
+        if len(parts) not in (2, 3):
+            raise InvalidArgumentError(-1, "approle= is (role_id, secret_id) or (role_id, secret_id, mount)")
+        auth = {"approle": {"role_id": parts[0], "secret_id": parts[1], **({"mount": parts[2]} if len(parts) == 3 else {})}}
+    elif jwt is not None:
+        if isinstance(jwt, str):
+            auth = {"jwt": {"jwt": jwt}}
+        else:
+            parts = list(jwt)
+            if len(parts) not in (2, 3):
+                raise InvalidArgumentError(-1, "jwt= is a JWT, (role, jwt) or (role, jwt, mount)")
+            auth = {"jwt": {"role": parts[0], "jwt": parts[1], **({"mount": parts[2]} if len(parts) == 3 else {})}}
+    config: Dict[str, Any] = {"address": address, "auth": auth}
+    cache: Dict[str, Any] = {}
+    if cache_ttl is not None:
+        cache["ttl"] = cache_ttl
+    if max_stale is not None:
+        cache["max_stale"] = max_stale
+    if cache_bytes is not None:
+        cache["max_bytes"] = cache_bytes
+    fallback: Dict[str, Any] = {}
+    if env_file is not None:
+        fallback["env_file"] = env_file
+    if environment is not None:
+        fallback["environment"] = environment
+    if cache:
+        config["cache"] = cache
+    if fallback:
+        config["fallback"] = fallback
+    if ca_file is not None:
+        config["ca_file"] = ca_file
+    if namespace is not None:
+        config["namespace"] = namespace
+    if retry is not None:
+        config["retry"] = dict(retry)
+    if timeout is not None:
+        config["timeout"] = timeout
+    for key, value in remote.items():
+        if isinstance(value, Mapping) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    return Remote({"remote": config})

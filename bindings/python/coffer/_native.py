@@ -176,6 +176,21 @@ if HAS_METRICS:
     ]
     lib.coffer_metrics.restype = ctypes.c_int
 
+# Remote handles (coffer_open with {"remote": ...}; docs/delivery.md): absent from an older library.
+HAS_REMOTE = hasattr(lib, "coffer_last_source")
+if HAS_REMOTE:
+    lib.coffer_last_source.argtypes = [ctypes.c_void_p]
+    lib.coffer_last_source.restype = ctypes.c_int
+    lib.coffer_degraded.argtypes = [ctypes.c_void_p]
+    lib.coffer_degraded.restype = ctypes.c_int
+    lib.coffer_client_events.argtypes = [
+        ctypes.c_void_p,  # h
+        ctypes.c_uint64,  # after_id
+        c_char_pp,  # out_json
+        ctypes.POINTER(ctypes.c_size_t),  # out_len
+    ]
+    lib.coffer_client_events.restype = ctypes.c_int
+
 lib.coffer_transit_encrypt.argtypes = [
     ctypes.c_void_p,  # h
     ctypes.c_char_p,  # mount
