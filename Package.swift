@@ -134,8 +134,8 @@ let package = Package(
         ),
         .executableTarget(
             name: "CofferCLI",
-            // Coffer: a local vault file and the remote client for `coffer run`; Engines: its HTTP client.
-            dependencies: ["CofferCore", "CofferAudit", "Coffer", "Engines"],
+            // Coffer: a local vault file and the remote client for `coffer run`.
+            dependencies: ["CofferCore", "CofferAudit", "Coffer"],
             swiftSettings: strict
         ),
         // include/coffer.h as a module, so CEngine's @c @implementation is checked against it.
@@ -209,7 +209,6 @@ let package = Package(
             dependencies: [
                 "Coffer",
                 "CofferCore",
-                "Engines",
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

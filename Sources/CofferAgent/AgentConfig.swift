@@ -14,7 +14,7 @@
 //
 // `method "jwt"` takes `config { path = "/var/run/jwt"  role = "app" }`. Unknown blocks and keys are
 // errors naming their line and what is known there.
-package import CofferCore
+import CofferCore
 
 package struct AgentConfig: Sendable, Equatable {
     package enum AuthMethod: Sendable, Equatable {

@@ -1,6 +1,6 @@
+import Coffer
 // `cofferd agent -config=agent.hcl`: flags, configuration, and the upstream with auto-auth.
 import CofferCore
-import Engines
 import Logging
 import Synchronization
 
@@ -75,14 +75,10 @@ package func agentMain(_ arguments: [String]) async -> Int32 {
     }
     var logger = Logger(label: "coffer.agent")
     logger.logLevel = Logger.Level(rawValue: config.logLevel == "warn" ? "warning" : config.logLevel) ?? .info
-    let upstream = DirectUpstream(address: upstreamAddress, caPEM: caPEM, config: config, logger: logger)
+    let upstream = ClientUpstream(address: upstreamAddress, caPEM: caPEM, config: config, logger: logger)
     if config.autoAuth != nil {
-        do {
-            _ = try upstream.autoAuthToken()
-        } catch {
-            // Not fatal: the upstream may come up later; requests retry the login.
-            logger.warning("auto-auth: first login failed; retrying on each request", metadata: ["error": "\(error)"])
-        }
+        // Not fatal: the upstream may come up later; requests retry the login.
+        upstream.loginNow()
     }
     let server = AgentServer(config: config, upstream: upstream, logger: logger)
     do {
@@ -110,116 +106,124 @@ struct UpstreamError: Error, CustomStringConvertible {
     let description: String
 }
 
-/// The upstream over the engines' HTTP client, with the agent's own login and renewal.
-final class DirectUpstream: AgentUpstream {
-    struct TokenState {
-        var token: String?
-        var expires = 0.0
-        var ttl = 0.0
-        var renewable = false
-        var secretID: String?
-    }
-
+/// The upstream through the library's ``RemoteClient``: its retries with backoff, and its AppRole
+/// or JWT login with renewal (and a new login on a 403) for the agent's own token. The role ID,
+/// secret ID and JWT files are read when a client is made, and again (a new client) when a login
+/// is refused, so a rotated secret ID or JWT file is picked up.
+final class ClientUpstream: AgentUpstream {
     let address: String
     let caPEM: String?
     let config: AgentConfig
     let logger: Logger
-    let state = Mutex(TokenState())
+    /// The client, made on first use (a failed login leaves none, so the next request tries again).
+    let client = Mutex<RemoteClient?>(nil)
+    /// The secret ID read last (the file may be removed after reading).
+    let secretID = Mutex<String?>(nil)
+    /// The token last written to the sink.
+    let sunk = Mutex<String?>(nil)
 
     init(address: String, caPEM: String?, config: AgentConfig, logger: Logger) {
-        self.address = address.hasSuffix("/") ? String(address.dropLast()) : address
+        self.address = address
         self.caPEM = caPEM
         self.config = config
         self.logger = logger
     }
 
-    func forward(method: String, target: String, body: [UInt8], token: String?) throws -> (status: Int, body: [UInt8]) {
-        let used = try token ?? autoAuthToken()
-        let answer = try send(method: method, target: target, body: body, token: used)
-        if token == nil, answer.status == 403 {
-            // The agent's token was revoked or expired early: log in again, once.
-            state.withLock { $0.token = nil }
-            return try send(method: method, target: target, body: body, token: try autoAuthToken())
+    func makeClient() throws -> RemoteClient {
+        let auth: RemoteConfiguration.Auth
+        func mount(_ path: String) -> String { path.hasPrefix("auth/") ? String(path.dropFirst(5)) : path }
+        switch config.autoAuth {
+        case nil:
+            // No auto-auth: only clients' own tokens are forwarded; this one is never sent.
+            auth = .token("-")
+        case .appRole(let path, let roleIDFile, let secretIDFile, let remove)?:
+            guard let roleID = readTrimmed(roleIDFile) else {
+                throw UpstreamError(description: "cannot read role_id_file_path \(roleIDFile)")
+            }
+            if let fresh = readTrimmed(secretIDFile) {
+                secretID.withLock { $0 = fresh }
+                if remove { unlink(secretIDFile) }
+            }
+            guard let secret = secretID.withLock({ $0 }) else {
+                throw UpstreamError(description: "cannot read secret_id_file_path \(secretIDFile)")
+            }
+            auth = .appRole(roleID: roleID, secretID: secret, mount: mount(path))
+        case .jwt(let path, let file, let role)?:
+            guard let jwt = readTrimmed(file) else {
+                throw UpstreamError(description: "cannot read the JWT file \(file)")
+            }
+            auth = .jwt(role: role, jwt: jwt, mount: mount(path))
         }
-        return answer
-    }
-
-    func send(method: String, target: String, body: [UInt8], token: String?) throws -> (status: Int, body: [UInt8]) {
-        var headers: [(String, String)] = []
-        if let token, !token.isEmpty { headers.append(("X-Vault-Token", token)) }
-        if let namespace = config.namespace { headers.append(("X-Vault-Namespace", namespace)) }
-        if method == "PATCH" { headers.append(("Content-Type", "application/merge-patch+json")) }
-        var options = HTTPClient.Options(caPEM: caPEM)
-        options.connectTimeout = 2
-        options.deadline = 30
-        options.maximumBodyBytes = 32 << 20
+        var configuration = RemoteConfiguration(
+            address: address,
+            auth: auth,
+            caPEM: caPEM,
+            namespace: config.namespace ?? ""
+        )
+        configuration.cache.invalidateOnEvents = false  // the agent caches raw answers itself
+        configuration.cache.maxBytes = 0
+        configuration.fallback.environment = false
+        configuration.timeout = 30
         do {
-            let response = try HTTPClient.send(
-                method,
-                "\(address)/v1/\(target)",
-                headers: headers,
-                body: body,
-                options: options
-            )
-            return (response.status, response.body)
+            return try RemoteClient(configuration)
         } catch {
             throw UpstreamError(description: error.message)
         }
     }
 
-    func autoAuthToken() throws -> String? {
-        guard let method = config.autoAuth else { return nil }
-        return try state.withLock { (state: inout TokenState) throws -> String? in
-            let now = AgentServer.now()
-            if let token = state.token, now < state.expires - state.ttl / 3 { return token }
-            if let token = state.token, state.renewable, now < state.expires {
-                if let (_, answer) = try? send(method: "POST", target: "auth/token/renew-self", body: [], token: token),
-                    let auth = (try? JSONValue.parse(answer))?["auth"], auth["client_token"]?.stringValue == token
-                {
-                    apply(auth, to: &state, now: now)
-                    logger.debug("auto-auth: token renewed")
-                    return token
-                }
-            }
-            let (path, body): (String, JSONValue)
-            switch method {
-            case .appRole(let mount, let roleIDFile, let secretIDFile, let remove):
-                guard let roleID = readTrimmed(roleIDFile) else {
-                    throw UpstreamError(description: "cannot read role_id_file_path \(roleIDFile)")
-                }
-                if let fresh = readTrimmed(secretIDFile) {
-                    state.secretID = fresh
-                    if remove { unlink(secretIDFile) }
-                }
-                guard let secretID = state.secretID else {
-                    throw UpstreamError(description: "cannot read secret_id_file_path \(secretIDFile)")
-                }
-                (path, body) = ("\(mount)/login", ["role_id": .string(roleID), "secret_id": .string(secretID)])
-            case .jwt(let mount, let file, let role):
-                guard let jwt = readTrimmed(file) else {
-                    throw UpstreamError(description: "cannot read the JWT file \(file)")
-                }
-                (path, body) = ("\(mount)/login", ["jwt": .string(jwt), "role": .string(role)])
-            }
-            let (status, answer) = try send(method: "POST", target: path, body: body.serialized(), token: nil)
-            guard status == 200, let auth = (try? JSONValue.parse(answer))?["auth"],
-                let token = auth["client_token"]?.stringValue
-            else {
-                throw UpstreamError(description: "login at \(path) failed with status \(status)")
-            }
-            state.token = token
-            apply(auth, to: &state, now: now)
-            logger.info("auto-auth: logged in", metadata: ["path": "\(path)"])
-            if let sink = config.sinkFile { writeSink(sink, token) }
-            return token
+    /// The client, made if there is none.
+    func current() throws -> RemoteClient {
+        try client.withLock { (client: inout RemoteClient?) throws -> RemoteClient in
+            if let client { return client }
+            let made = try makeClient()
+            client = made
+            return made
         }
     }
 
-    func apply(_ auth: JSONValue, to state: inout TokenState, now: Double) {
-        let ttl = Double(auth["lease_duration"]?.intValue ?? 0)
-        state.ttl = ttl
-        state.expires = ttl > 0 ? now + ttl : .infinity
-        state.renewable = auth["renewable"] == .bool(true)
+    func loginNow() {
+        do {
+            let made = try current()
+            sink(made)
+        } catch {
+            logger.warning(
+                "auto-auth: the first login failed; retrying on each request",
+                metadata: ["error": "\(error)"]
+            )
+        }
+    }
+
+    func forward(method: String, target: String, body: [UInt8], token: String?) throws -> (status: Int, body: [UInt8]) {
+        let made = try current()
+        do {
+            let response = try made.request(method, target, body: body, token: token)
+            if token == nil { sink(made) }
+            return (response.status, response.body)
+        } catch  where error.code == .unavailable {
+            throw UpstreamError(description: error.message)
+        } catch {
+            // The agent's login was refused (a secret ID used up or expired, a JWT rotated): a new
+            // client reads the files again, once.
+            guard token == nil else { throw UpstreamError(description: error.message) }
+            logger.warning(
+                "auto-auth: login refused; reading the credentials again",
+                metadata: ["error": "\(error.message)"]
+            )
+            let fresh = try client.withLock { (client: inout RemoteClient?) throws -> RemoteClient in
+                client?.close()
+                client = nil
+                let made = try makeClient()
+                client = made
+                return made
+            }
+            do {
+                let response = try fresh.request(method, target, body: body, token: nil)
+                sink(fresh)
+                return (response.status, response.body)
+            } catch {
+                throw UpstreamError(description: error.message)
+            }
+        }
     }
 
     func readTrimmed(_ path: String) -> String? {
@@ -228,8 +232,11 @@ final class DirectUpstream: AgentUpstream {
         return text.isEmpty ? nil : text
     }
 
-    /// Writes the token to the sink file (mode from the config), replaced atomically.
-    func writeSink(_ path: String, _ token: String) {
+    /// Writes the client's token to the sink file when it changed (mode from the config, replaced
+    /// atomically).
+    func sink(_ client: RemoteClient) {
+        guard let path = config.sinkFile, config.autoAuth != nil, let token = try? client.token else { return }
+        guard sunk.withLock({ $0 }) != token else { return }
         let temporary = path + ".tmp"
         unlink(temporary)
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode_t(config.sinkMode))
@@ -244,6 +251,9 @@ final class DirectUpstream: AgentUpstream {
         if written != bytes.count || rename(temporary, path) != 0 {
             unlink(temporary)
             logger.error("auto-auth: cannot write the sink file", metadata: ["path": "\(path)"])
+            return
         }
+        sunk.withLock { $0 = token }
+        logger.info("auto-auth: token written to the sink", metadata: ["path": "\(path)"])
     }
 }

@@ -1,7 +1,6 @@
-// A remote cofferd as `coffer run`'s store.
+// A remote cofferd as `coffer run`'s store: the library's RemoteClient (cache, retries, fallback).
+import Coffer
 import CofferCore
-import Engines
-import Synchronization
 
 /// How to reach and log in to a remote cofferd (flags and BAO_* environment).
 struct RemoteOptions: Sendable {
@@ -17,64 +16,75 @@ struct RemoteOptions: Sendable {
     var auth: Auth
 }
 
-/// Interim store over the engines' HTTP client: one GET per read, token or AppRole/JWT login.
-final class HTTPStore: SecretStore, Sendable {
-    let options: RemoteOptions
-    let token = Mutex<String?>(nil)
+/// `coffer run`'s reads through a ``RemoteClient``.
+final class ClientStore: SecretStore, Sendable {
+    let client: RemoteClient
 
-    init(_ options: RemoteOptions) {
-        self.options = options
-        if case .token(let given) = options.auth { token.withLock { $0 = given } }
-    }
-
-    func call(_ method: String, _ path: String, body: [UInt8] = [], token: String?) throws -> (Int, JSONValue?) {
-        var headers: [(String, String)] = []
-        if let token { headers.append(("X-Vault-Token", token)) }
-        if let namespace = options.namespace, !namespace.isEmpty { headers.append(("X-Vault-Namespace", namespace)) }
-        var httpOptions = HTTPClient.Options(caPEM: options.caPEM)
-        httpOptions.deadline = 10
-        let base = options.address.hasSuffix("/") ? String(options.address.dropLast()) : options.address
-        let response = try HTTPClient.send(
-            method,
-            "\(base)/v1/\(path)",
-            headers: headers,
-            body: body,
-            options: httpOptions
-        )
-        return (response.status, try? JSONValue.parse(response.body))
-    }
-
-    func login() throws -> String {
-        let (path, body): (String, JSONValue)
-        switch options.auth {
-        case .token(let token): return token
-        case .appRole(let roleID, let secretID, let mount):
-            (path, body) = ("\(mount)/login", .object(["role_id": .string(roleID), "secret_id": .string(secretID)]))
-        case .jwt(let jwt, let role, let mount):
-            (path, body) = ("\(mount)/login", .object(["jwt": .string(jwt), "role": .string(role)]))
-        }
-        let (status, answer) = try call("POST", path, body: body.serialized(), token: nil)
-        guard status == 200, let token = answer?["auth"]?["client_token"]?.stringValue else {
-            throw CLIError("login at \(path) failed (status \(status))")
-        }
-        return token
-    }
+    init(_ client: RemoteClient) { self.client = client }
 
     func read(_ path: String) throws -> StoreRead {
-        let current = try token.withLock { (token: inout String?) throws -> String in
-            if let token { return token }
-            let fresh = try login()
-            token = fresh
-            return fresh
+        let read: SecretRead
+        do {
+            read = try client.read(path)
+        } catch {
+            throw CLIError("reading \(path): \(error.message)")
         }
-        let (status, answer) = try call("GET", path, token: current)
-        guard status == 200, case .object(let data)? = answer?["data"] else {
-            throw CLIError("reading \(path): status \(status)")
+        let fields = read.fields.mapValues { value in
+            if case .string(let text) = value { return text }
+            return String(decoding: value.serialized(), as: UTF8.self)
         }
-        return StoreRead(secret: resolvedSecret(from: data), source: "store", degraded: false)
+        return StoreRead(
+            secret: ResolvedSecret(fields: fields, version: read.version),
+            source: read.source.rawValue,
+            degraded: read.degraded
+        )
     }
 
-    func close() {}
+    func close() { client.close() }
 }
 
-func openRemoteStore(_ options: RemoteOptions) throws -> any SecretStore { HTTPStore(options) }
+/// A client for `coffer run`: its cache answers for half a poll interval (so every poll asks the
+/// store, or the cache when events keep it current), stale entries serve a week while the store is
+/// down, and the env file's variables are named by the template (`NAME = "{{ secret "P" "F" }}"`
+/// makes NAME the fallback of P's field F).
+func openRemoteStore(
+    _ options: RemoteOptions,
+    template: Template,
+    envFile: String?,
+    pollInterval: Double
+) throws -> any SecretStore {
+    func mount(_ text: String) -> String {
+        var mount = Substring(text)
+        while mount.hasSuffix("/") { mount = mount.dropLast() }
+        if mount.hasPrefix("auth/") { mount = mount.dropFirst(5) }
+        return String(mount)
+    }
+    let auth: RemoteConfiguration.Auth
+    switch options.auth {
+    case .token(let token): auth = .token(token)
+    case .appRole(let roleID, let secretID, let path):
+        auth = .appRole(roleID: roleID, secretID: secretID, mount: mount(path))
+    case .jwt(let jwt, let role, let path): auth = .jwt(role: role, jwt: jwt, mount: mount(path))
+    }
+    var configuration = RemoteConfiguration(
+        address: options.address,
+        auth: auth,
+        caPEM: options.caPEM,
+        namespace: options.namespace ?? ""
+    )
+    configuration.cache.defaultTTL = pollInterval / 2
+    configuration.cache.maxStale = 7 * 86400
+    configuration.fallback.envFile = envFile
+    configuration.fallback.environment = false
+    for entry in template.entries {
+        guard case .environment(let name) = entry.target, entry.parts.count == 1,
+            case .secret(let path, let field) = entry.parts[0], configuration.fallback.mapping[path]?[field] == nil
+        else { continue }
+        configuration.fallback.mapping[path, default: [:]][field] = name
+    }
+    do {
+        return ClientStore(try RemoteClient(configuration))
+    } catch {
+        throw CLIError(error.message)
+    }
+}

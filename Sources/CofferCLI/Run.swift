@@ -26,8 +26,8 @@ let runUsage = """
       --namespace NS           the namespace (default: BAO_NAMESPACE)
       --config FILE            read a local vault file instead (coffer_open's JSON configuration),
                                with --token-file and, if it is sealed, --unseal-key-file FILE
-      --env-file FILE          dotenv values for the template's variables, used when the store cannot
-                               answer at start
+      --env-file FILE          the fallback when the store cannot answer: KEY=value lines, KEY being
+                               the template's variable names (docs/run-and-agent.md)
       --on-change MODE         restart (default) or signal:NAME (HUP, USR1, USR2, TERM, INT, QUIT)
       --poll-interval DUR      how often the secrets are read again (default 10s; 500ms, 2s, 1m)
       --kill-timeout DUR       how long a restart waits for the child to exit before SIGKILL (default 10s)
@@ -120,14 +120,6 @@ func runCommand(_ arguments: [String]) -> Never {
     } catch {
         fail("\(error)")
     }
-    var envFile: [String: String]?
-    if let path = options["env-file"] {
-        do {
-            envFile = try EnvFile.parse(String(decoding: readFile(path), as: UTF8.self), file: path)
-        } catch {
-            fail("\(error)")
-        }
-    }
     var onChange = OnChange.restart
     if let mode = options["on-change"], mode != "restart" {
         guard mode.hasPrefix("signal:"), let number = signalNames[String(mode.dropFirst(7)).uppercased()] else {
@@ -144,7 +136,8 @@ func runCommand(_ arguments: [String]) -> Never {
 
     let store: any SecretStore
     do {
-        store = try makeStore(options)
+        // The env file is read (and its syntax checked) by the client as it opens.
+        store = try makeStore(options, template: template, pollInterval: pollInterval)
     } catch {
         fail("\(error)")
     }
@@ -153,7 +146,6 @@ func runCommand(_ arguments: [String]) -> Never {
         template: template,
         templatePath: templatePath,
         store: store,
-        envFile: envFile,
         onChange: onChange,
         pollInterval: pollInterval,
         killTimeout: killTimeout
@@ -161,9 +153,12 @@ func runCommand(_ arguments: [String]) -> Never {
     runner.run(command)
 }
 
-func makeStore(_ options: [String: String]) throws -> any SecretStore {
+func makeStore(_ options: [String: String], template: Template, pollInterval: Double) throws -> any SecretStore {
     let token = options["token-file"].map(readSecretFile) ?? environment("BAO_TOKEN") ?? environment("VAULT_TOKEN")
     if let config = options["config"] {
+        guard options["env-file"] == nil else {
+            throw CLIError("--env-file is a fallback for a remote store; a local vault (--config) needs none")
+        }
         return try LocalStore(configPath: config, token: token, unsealKeyPath: options["unseal-key-file"])
     }
     guard let address = options["address"] ?? environment("BAO_ADDR") ?? environment("VAULT_ADDR") else {
@@ -195,7 +190,7 @@ func makeStore(_ options: [String: String]) throws -> any SecretStore {
         namespace: options["namespace"] ?? environment("BAO_NAMESPACE") ?? environment("VAULT_NAMESPACE"),
         auth: auth
     )
-    return try openRemoteStore(remote)
+    return try openRemoteStore(remote, template: template, envFile: options["env-file"], pollInterval: pollInterval)
 }
 
 /// What the template renders to: each variable's and file's text.
@@ -205,7 +200,6 @@ final class Runner: Sendable {
     let template: Template
     let templatePath: String
     let store: any SecretStore
-    let envFile: [String: String]?
     let onChange: OnChange
     let pollInterval: Double
     let killTimeout: Double
@@ -216,7 +210,6 @@ final class Runner: Sendable {
         template: Template,
         templatePath: String,
         store: any SecretStore,
-        envFile: [String: String]?,
         onChange: OnChange,
         pollInterval: Double,
         killTimeout: Double
@@ -224,7 +217,6 @@ final class Runner: Sendable {
         self.template = template
         self.templatePath = templatePath
         self.store = store
-        self.envFile = envFile
         self.onChange = onChange
         self.pollInterval = pollInterval
         self.killTimeout = killTimeout
@@ -265,36 +257,17 @@ final class Runner: Sendable {
         return result
     }
 
-    /// The values to start with: the store's, else the env file's for every variable (files must
-    /// then exist from an earlier run).
+    /// The values to start with: the store's, or the client's fallback (the env file), degraded.
     func initialValues() -> (Rendered, degraded: Bool) {
         let first = resolve()
-        if let rendered = first.rendered {
-            if first.degraded {
-                note(
-                    "the store cannot be reached; starting on \(first.sources.sorted().joined(separator: ", ")) values (degraded)"
-                )
-            }
-            return (rendered, first.degraded)
+        guard let rendered = first.rendered else {
+            fail("cannot read the secrets: \(first.problem ?? "unknown error")", code: 1)
         }
-        let problem = first.problem ?? "unknown error"
-        guard let envFile else { fail("cannot read the secrets: \(problem)", code: 1) }
-        var rendered: Rendered = [:]
-        for entry in template.entries {
-            switch entry.target {
-            case .environment(let name):
-                guard let value = envFile[name] else {
-                    fail("cannot read the secrets (\(problem)) and the env file has no \(name)", code: 1)
-                }
-                rendered[entry.target] = value
-            case .file(let path):
-                guard access(path, R_OK) == 0 else {
-                    fail("cannot read the secrets (\(problem)) and \(path) was never rendered", code: 1)
-                }
-            }
+        if first.degraded {
+            let sources = first.sources.subtracting(["store"]).sorted().joined(separator: ", ")
+            note("the store cannot be reached; starting on values from \(sources) (degraded)")
         }
-        note("cannot read the secrets (\(problem)); starting on the env file's values (degraded)")
-        return (rendered, true)
+        return (rendered, first.degraded)
     }
 
     func note(_ message: String) { writeStderr("coffer run: \(message)\n") }
