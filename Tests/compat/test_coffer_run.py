@@ -280,3 +280,31 @@ def test_a_child_that_ignores_sigterm_is_killed_after_the_kill_timeout(coffer_cl
         assert run.proc.wait(timeout=10) == 128 + signal.SIGKILL
     finally:
         run.stop()
+
+
+def test_child_sees_a_rotated_secret_within_the_grace_period(coffer_cli, bao_bin, cofferd, workdir):
+    """Rotation (docs/rotation.md, the KV v2 `rotation/` and `rotate/` paths): the secret rotated by
+    cofferd itself reaches the child, restarted, before the grace period ends."""
+    grace = 10
+    run_bao(bao_bin, cofferd.addr, "kv", "put", "secret/app", "password=before-rotation", token="root")
+    code, _, err = run_bao(bao_bin, cofferd.addr, "write", "secret/rotation/app", "field=password",
+                           "generator=password", "length=24", f"grace_period={grace}s", token="root", check=False)
+    if code != 0 and ("unsupported path" in err or "404" in err):
+        pytest.skip("this cofferd has no KV rotation (docs/rotation.md)")
+    assert code == 0, err
+    template, child = setup(workdir, ENV_TEMPLATE)
+    run = Run(coffer_cli, ["--address", cofferd.addr, "-t", template, "--poll-interval", "500ms", "--",
+                           sys.executable, child], child_env())
+    try:
+        run.wait_line(lambda l: l.startswith("start") and "env=before-rotation" in l)
+        started = time.monotonic()
+        rotate = threading.Thread(target=run_bao, args=(bao_bin, cofferd.addr, "write", "-f", "secret/rotate/app"),
+                                  kwargs={"token": "root"}, daemon=True)
+        rotate.start()
+        line = run.wait_line(lambda l: l.startswith("start") and "env=before-rotation" not in l, timeout=grace)
+        assert time.monotonic() - started < grace
+        rotate.join(timeout=30)
+        _, current, _ = run_bao(bao_bin, cofferd.addr, "kv", "get", "-field=password", "secret/app", token="root")
+        assert f"env={current.strip()}" in line and len(current.strip()) == 24
+    finally:
+        run.stop()
