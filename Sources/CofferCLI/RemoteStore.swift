@@ -40,6 +40,15 @@ final class ClientStore: SecretStore, Sendable {
         )
     }
 
+    func write(_ path: String, _ body: [String: JSONValue]) -> String? {
+        do {
+            let response = try client.request("POST", path, body: JSONValue.object(body).serialized())
+            return response.status < 300 ? nil : "status \(response.status): \(response.errorText)"
+        } catch {
+            return error.message
+        }
+    }
+
     func close() { client.close() }
 }
 

@@ -1,5 +1,6 @@
 // `coffer run [options] -- COMMAND [ARGS...]`: a child process with secrets in its environment and
 // files, kept current. docs/run-and-agent.md.
+import CofferCore
 import Foundation
 import Synchronization
 
@@ -31,6 +32,8 @@ let runUsage = """
       --on-change MODE         restart (default) or signal:NAME (HUP, USR1, USR2, TERM, INT, QUIT)
       --poll-interval DUR      how often the secrets are read again (default 10s; 500ms, 2s, 1m)
       --kill-timeout DUR       how long a restart waits for the child to exit before SIGKILL (default 10s)
+      --ack-as NAME            acknowledge each new KV v2 version the child switched to, as consumer NAME
+                               (`<mount>/rotation-ack/<path>`, for rotations with required_acks)
 
     Exit status: the child's (128+N if signal N ended it); 2 for a usage, template or env file
     error; 1 when the secrets cannot be read at start and the env file does not cover them.
@@ -78,7 +81,7 @@ func runCommand(_ arguments: [String]) -> Never {
     let valueOptions: Set = [
         "template", "address", "token-file", "role-id-file", "secret-id-file", "approle-mount", "jwt-file",
         "jwt-role", "jwt-mount", "ca-cert", "namespace", "config", "unseal-key-file", "env-file", "on-change",
-        "poll-interval", "kill-timeout",
+        "poll-interval", "kill-timeout", "ack-as",
     ]
     var index = 0
     while index < arguments.count {
@@ -148,7 +151,8 @@ func runCommand(_ arguments: [String]) -> Never {
         store: store,
         onChange: onChange,
         pollInterval: pollInterval,
-        killTimeout: killTimeout
+        killTimeout: killTimeout,
+        ackAs: options["ack-as"]
     )
     runner.run(command)
 }
@@ -203,8 +207,16 @@ final class Runner: Sendable {
     let onChange: OnChange
     let pollInterval: Double
     let killTimeout: Double
+    /// The consumer name for rotation acknowledgements; nil: none are sent.
+    let ackAs: String?
     /// A change the poller found, for the main loop to apply.
-    let pending = Mutex<Rendered?>(nil)
+    let pending = Mutex<Update?>(nil)
+
+    struct Update {
+        var rendered: Rendered
+        /// The paths whose version changed, and the new version.
+        var versions: [String: Int]
+    }
 
     init(
         template: Template,
@@ -212,7 +224,8 @@ final class Runner: Sendable {
         store: any SecretStore,
         onChange: OnChange,
         pollInterval: Double,
-        killTimeout: Double
+        killTimeout: Double,
+        ackAs: String?
     ) {
         self.template = template
         self.templatePath = templatePath
@@ -220,12 +233,14 @@ final class Runner: Sendable {
         self.onChange = onChange
         self.pollInterval = pollInterval
         self.killTimeout = killTimeout
+        self.ackAs = ackAs
     }
 
     struct Resolution {
         var rendered: Rendered?
         var degraded = false
         var sources: Set<String> = []
+        var versions: [String: Int] = [:]
         var problem: String?
     }
 
@@ -237,6 +252,7 @@ final class Runner: Sendable {
             do {
                 let read = try store.read(path)
                 secrets[path] = read.secret
+                if let version = read.secret.version { result.versions[path] = version }
                 result.sources.insert(read.source)
                 if read.degraded { result.degraded = true }
             } catch {
@@ -258,7 +274,7 @@ final class Runner: Sendable {
     }
 
     /// The values to start with: the store's, or the client's fallback (the env file), degraded.
-    func initialValues() -> (Rendered, degraded: Bool) {
+    func initialValues() -> (Rendered, versions: [String: Int], degraded: Bool) {
         let first = resolve()
         guard let rendered = first.rendered else {
             fail("cannot read the secrets: \(first.problem ?? "unknown error")", code: 1)
@@ -267,7 +283,7 @@ final class Runner: Sendable {
             let sources = first.sources.subtracting(["store"]).sorted().joined(separator: ", ")
             note("the store cannot be reached; starting on values from \(sources) (degraded)")
         }
-        return (rendered, first.degraded)
+        return (rendered, first.versions, first.degraded)
     }
 
     func note(_ message: String) { writeStderr("coffer run: \(message)\n") }
@@ -348,8 +364,9 @@ final class Runner: Sendable {
     }
 
     /// The poller: reads the secrets every interval and hands a change to the main loop.
-    func poll(from start: Rendered, degraded startDegraded: Bool) {
+    func poll(from start: Rendered, versions startVersions: [String: Int], degraded startDegraded: Bool) {
         var current = start
+        var versions = startVersions
         var degraded = startDegraded
         while true {
             usleep(UInt32(min(pollInterval, 3600) * 1_000_000))
@@ -373,7 +390,13 @@ final class Runner: Sendable {
                 let changed = template.entries.map(\.target).filter { rendered[$0] != current[$0] }
                 note("secrets changed for \(changed.map(Template.describe).joined(separator: ", "))")
                 current = rendered
-                pending.withLock { $0 = rendered }
+                let changedVersions = result.versions.filter { versions[$0.key] != $0.value }
+                versions = result.versions
+                pending.withLock { pending in
+                    // An update not yet applied is replaced; the versions it would acknowledge are kept.
+                    let earlier = pending?.versions ?? [:]
+                    pending = Update(rendered: rendered, versions: earlier.merging(changedVersions) { $1 })
+                }
             }
         }
     }
@@ -385,12 +408,13 @@ final class Runner: Sendable {
         // Blocked before the poller starts, so only this thread takes them (with sigtimedwait).
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
-        let (start, degraded) = initialValues()
+        let (start, startVersions, degraded) = initialValues()
         guard writeFiles(start) else { fail("cannot render the template's files", code: 1) }
         var child = spawn(command, start)
-        Thread.detachNewThread { [self] in poll(from: start, degraded: degraded) }
+        Thread.detachNewThread { [self] in poll(from: start, versions: startVersions, degraded: degraded) }
 
         var nextEnvironment = start
+        var acknowledgeAfterRestart: [String: Int] = [:]
         var restarting = false
         var stopping = false
         var killDeadline = Double.infinity
@@ -411,6 +435,8 @@ final class Runner: Sendable {
                     killDeadline = .infinity
                     child = spawn(command, nextEnvironment)
                     note("restarted the child (pid \(child))")
+                    acknowledge(acknowledgeAfterRestart)
+                    acknowledgeAfterRestart = [:]
                     continue
                 }
                 store.close()
@@ -428,16 +454,37 @@ final class Runner: Sendable {
                     return value
                 })
             {
-                writeFiles(update)
+                writeFiles(update.rendered)
                 switch onChange {
                 case .restart:
-                    nextEnvironment = update
+                    nextEnvironment = update.rendered
+                    acknowledgeAfterRestart = update.versions
                     restarting = true
                     killDeadline = now() + killTimeout
                     kill(child, SIGTERM)
                 case .signal(let number):
                     kill(child, number)
+                    acknowledge(update.versions)
                 }
+            }
+        }
+    }
+
+    /// Tells a rotation waiting for acknowledgements (docs/rotation.md) that the child now runs on
+    /// these versions: `<mount>/rotation-ack/<key>` for a KV v2 path `<mount>/data/<key>`.
+    func acknowledge(_ versions: [String: Int]) {
+        guard let consumer = ackAs else { return }
+        for (path, version) in versions.sorted(by: { $0.key < $1.key }) {
+            guard let data = path.firstRange(of: "/data/") else { continue }
+            let key = path[data.upperBound...].split(separator: "?", maxSplits: 1).first.map(String.init) ?? ""
+            let ackPath = "\(path[..<data.lowerBound])/rotation-ack/\(key)"
+            let body: [String: JSONValue] = [
+                "consumer": .string(consumer), "version": .int(version), "ok": .bool(true),
+            ]
+            if let problem = store.write(ackPath, body) {
+                note("version \(version) of \(path) not acknowledged: \(problem)")
+            } else {
+                note("acknowledged version \(version) of \(path) as \(consumer)")
             }
         }
     }

@@ -15,6 +15,8 @@ struct StoreRead: Sendable {
 protocol SecretStore: AnyObject, Sendable {
     /// Reads the secret at the API path (`secret/data/app`). Throws when nothing can answer.
     func read(_ path: String) throws -> StoreRead
+    /// A write (POST) to `path`; nil when it succeeded, else what went wrong (never a value).
+    func write(_ path: String, _ body: [String: JSONValue]) -> String?
     func close()
 }
 
@@ -73,6 +75,15 @@ final class LocalStore: SecretStore, @unchecked Sendable {
             throw CLIError("reading \(path): no secret there (status \(response.status))")
         }
         return StoreRead(secret: resolvedSecret(from: data), source: "store", degraded: false)
+    }
+
+    func write(_ path: String, _ body: [String: JSONValue]) -> String? {
+        do {
+            _ = try vault.handle(Request(.update, path, data: body, token: token))
+            return nil
+        } catch {
+            return error.message
+        }
     }
 
     func close() { vault.close() }

@@ -1,5 +1,6 @@
 """`coffer run -- cmd` with real processes: a real cofferd, the bao CLI writing secrets, and a small
 Python child that prints what it sees. docs/run-and-agent.md."""
+import json
 import os
 import signal
 import stat
@@ -306,5 +307,36 @@ def test_child_sees_a_rotated_secret_within_the_grace_period(coffer_cli, bao_bin
         rotate.join(timeout=30)
         _, current, _ = run_bao(bao_bin, cofferd.addr, "kv", "get", "-field=password", "secret/app", token="root")
         assert f"env={current.strip()}" in line and len(current.strip()) == 24
+    finally:
+        run.stop()
+
+
+def test_the_child_switching_is_acknowledged_to_a_rotation_that_waits_for_it(coffer_cli, bao_bin, cofferd, workdir):
+    """A rotation with required_acks=app and a long grace period ends as soon as `coffer run --ack-as
+    app` has restarted the child on the new version, not at the end of the grace period."""
+    run_bao(bao_bin, cofferd.addr, "kv", "put", "secret/app", "password=before-rotation", token="root")
+    code, _, err = run_bao(bao_bin, cofferd.addr, "write", "secret/rotation/app", "field=password",
+                           "generator=password", "length=24", "grace_period=300s", "required_acks=app",
+                           token="root", check=False)
+    if code != 0 and ("unsupported path" in err or "404" in err):
+        pytest.skip("this cofferd has no KV rotation (docs/rotation.md)")
+    assert code == 0, err
+    template, child = setup(workdir, ENV_TEMPLATE)
+    run = Run(coffer_cli, ["--address", cofferd.addr, "-t", template, "--poll-interval", "500ms", "--ack-as", "app",
+                           "--", sys.executable, child], child_env())
+    try:
+        run.wait_line(lambda l: l.startswith("start") and "env=before-rotation" in l)
+        run_bao(bao_bin, cofferd.addr, "write", "-f", "secret/rotate/app", token="root")
+        run.wait_line(lambda l: l.startswith("start") and "env=before-rotation" not in l)
+        run.wait_line(lambda l: "acknowledged version 2 of secret/data/app as app" in l, stream="err")
+        deadline = time.monotonic() + 10
+        while True:
+            _, out, _ = run_bao(bao_bin, cofferd.addr, "read", "-format=json", "secret/rotation/app", token="root")
+            status = json.loads(out)["data"]["status"]
+            if status.get("phase") == "idle":
+                break
+            assert time.monotonic() < deadline, f"the rotation did not finish after the acknowledgement: {status}"
+            time.sleep(0.2)
+        assert (status.get("last_run") or {}).get("outcome") == "succeeded", status
     finally:
         run.stop()
