@@ -11,7 +11,7 @@ import hvac
 import pytest
 import requests
 
-from conftest import Server, free_port, run_bao, start_cofferd_dev, stop_process
+from conftest import Server, free_port, run_bao, start_cofferd_dev
 
 POLICY = 'path "secret/data/*" { capabilities = ["create", "read", "update"] }\n'
 

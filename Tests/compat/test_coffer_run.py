@@ -6,13 +6,13 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 import pytest
+import requests
 
-from conftest import free_port, run_bao, start_cofferd_dev, stop_process
+from conftest import free_port, run_bao, start_cofferd_config, start_cofferd_dev, stop_process
 
 # How soon a child must see a changed secret: the rotation grace period these tests give (the
 # poll interval is 300ms, so this is ample and a regression to "never" fails).
@@ -340,3 +340,47 @@ def test_the_child_switching_is_acknowledged_to_a_rotation_that_waits_for_it(cof
         assert (status.get("last_run") or {}).get("outcome") == "succeeded", status
     finally:
         run.stop()
+
+
+SQLITE_CONFIG = """
+storage "sqlite" {{ path = "{dir}/coffer.db" }}
+listener "tcp" {{
+  address     = "{addr}"
+  tls_disable = true
+}}
+"""
+
+
+def test_the_child_outlives_a_cofferd_outage_and_gets_the_value_written_after_it(coffer_cli, cofferd_bin, workdir):
+    data = os.path.join(workdir, "data")
+    os.mkdir(data)
+    server = start_cofferd_config(cofferd_bin, SQLITE_CONFIG, data)
+    api = server.addr + "/v1/"
+    init = requests.put(api + "sys/init", json={"secret_shares": 1, "secret_threshold": 1}).json()
+    key, root = init["keys"][0], {"X-Vault-Token": init["root_token"]}
+    try:
+        assert requests.put(api + "sys/unseal", json={"key": key}).json()["sealed"] is False
+        assert requests.post(api + "sys/mounts/secret", json={"type": "kv", "options": {"version": "2"}},
+                             headers=root).status_code == 204
+        assert requests.put(api + "secret/data/app", json={"data": {"password": "before-outage"}},
+                            headers=root).status_code == 200
+        template, child = setup(workdir, ENV_TEMPLATE)
+        run = Run(coffer_cli, ["--address", server.addr, "-t", template, "--poll-interval", "300ms", "--",
+                               sys.executable, child], child_env(token=init["root_token"]))
+        try:
+            first = run.wait_line(lambda l: l.startswith("start") and "env=before-outage" in l)
+            os.killpg(server.proc.pid, signal.SIGKILL)
+            server.proc.wait()
+            run.wait_line(lambda l: "keeps running on the values it has (degraded)" in l, stream="err")
+            server = start_cofferd_config(cofferd_bin, SQLITE_CONFIG, data, addr=server.hostport)
+            assert requests.put(api + "sys/unseal", json={"key": key}).json()["sealed"] is False
+            assert requests.put(api + "secret/data/app", json={"data": {"password": "after-outage"}},
+                                headers=root).status_code == 200
+            run.wait_line(lambda l: "the store answers again" in l, stream="err")
+            second = run.wait_line(lambda l: l.startswith("start") and "env=after-outage" in l)
+            assert first.split()[1] != second.split()[1]
+            assert sum(1 for l in run.out if l.startswith("start")) == 2, "restarted once, for the new value only"
+        finally:
+            run.stop()
+    finally:
+        server.stop()
