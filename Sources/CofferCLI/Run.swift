@@ -67,7 +67,7 @@ func environment(_ name: String) -> String? {
     getenv(name).map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
 }
 
-/// The first line of a file with the whitespace around it trimmed (token, role ID, JWT files).
+/// A file's text with the whitespace around it trimmed (token, role ID, secret ID, JWT files).
 func readSecretFile(_ path: String) -> String {
     let text = String(decoding: readFile(path), as: UTF8.self)
     let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -105,7 +105,7 @@ func runCommand(_ arguments: [String]) -> Never {
             name = String(name[..<equals])
         }
         if name == "t" { name = "template" }
-        guard valueOptions.contains(name) else { fail("unknown option \(argument)\n\n\(runUsage)") }
+        guard valueOptions.contains(name) else { fail("unknown option --\(name)\n\n\(runUsage)") }
         if value == nil {
             guard index < arguments.count else { fail("--\(name) needs a value") }
             value = arguments[index]
@@ -369,7 +369,12 @@ final class Runner: Sendable {
         var versions = startVersions
         var degraded = startDegraded
         while true {
-            usleep(UInt32(min(pollInterval, 3600) * 1_000_000))
+            var remaining = pollInterval
+            while remaining > 0 {
+                let step = min(remaining, 1000)
+                usleep(UInt32(step * 1_000_000))
+                remaining -= step
+            }
             let result = resolve()
             guard let rendered = result.rendered, !result.degraded else {
                 if !degraded {
