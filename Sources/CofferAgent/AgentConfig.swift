@@ -9,7 +9,7 @@
 //     sink "file" { config { path = "/run/app/token"  mode = 0640 } }
 //   }
 //   api_proxy { use_auto_auth_token = true }
-//   cache { default_ttl = "30s"  stale_if_error = "24h"  max_entries = 10000 }
+//   cache { default_ttl = "30s"  prefix_ttl = { "secret/data/app/" = "10s" }  stale_if_error = "24h" }
 //   listener "tcp" { address = "127.0.0.1:8100"  tls_disable = true }
 //
 // `method "jwt"` takes `config { path = "/var/run/jwt"  role = "app" }`. Unknown blocks and keys are
@@ -31,6 +31,9 @@ package struct AgentConfig: Sendable, Equatable {
     package var useAutoAuthToken = true
     /// Seconds a cached KV read is served without asking the upstream.
     package var cacheTTL: Double = 30
+    /// TTLs by path prefix (`secret/data/app/` → 10): the longest matching prefix wins, as in the
+    /// library's ``RemoteConfiguration/CachePolicy``.
+    package var prefixTTLs: [String: Double] = [:]
     /// Seconds a cached read may still be served while the upstream cannot be reached.
     package var staleIfError: Double = 86400
     package var maxEntries = 10000
@@ -91,13 +94,25 @@ package struct AgentConfig: Sendable, Equatable {
                     switch try key(entry) {
                     case "use_auto_auth_token": config.useAutoAuthToken = try autoAuthTokenSetting(entry)
                     case "default_ttl": config.cacheTTL = try duration(entry, allowZero: true)
+                    case "prefix_ttl":
+                        guard case .object(let prefixes) = entry.value.kind else {
+                            throw mistyped(entry, "an object such as { \"secret/data/app/\" = \"10s\" }")
+                        }
+                        for prefix in prefixes {
+                            config.prefixTTLs[prefix.keys.map(\.name).joined(separator: " ")] = try duration(
+                                prefix,
+                                allowZero: true
+                            )
+                        }
                     case "stale_if_error": config.staleIfError = try duration(entry, allowZero: true)
                     case "max_entries": config.maxEntries = try positiveInt(entry, maximum: 1_000_000)
                     default:
                         throw unknown(
                             entry,
                             in: "cache",
-                            allowed: ["use_auto_auth_token", "default_ttl", "stale_if_error", "max_entries"]
+                            allowed: [
+                                "use_auto_auth_token", "default_ttl", "prefix_ttl", "stale_if_error", "max_entries",
+                            ]
                         )
                     }
                 }

@@ -4,6 +4,7 @@
 // auto-auth token (OpenBao's `use_auto_auth_token`). GET answers that are static secrets (no lease,
 // not under sys/, auth/ or identity/) are cached per token for `default_ttl`, and served up to
 // `stale_if_error` longer while the upstream cannot be reached.
+import Coffer
 import CofferCore
 import HTTPTypes
 import HummingbirdCore
@@ -25,15 +26,17 @@ final class AgentCache: Sendable {
     struct Entry {
         var body: [UInt8]
         var stored: Double
+        var ttl: Double
     }
 
-    let ttl: Double
+    /// The TTLs: the library client's policy (a default, and the longest matching prefix).
+    let policy: RemoteConfiguration.CachePolicy
     let staleIfError: Double
     let maxEntries: Int
     let entries = Mutex<[String: Entry]>([:])
 
-    init(ttl: Double, staleIfError: Double, maxEntries: Int) {
-        self.ttl = ttl
+    init(policy: RemoteConfiguration.CachePolicy, staleIfError: Double, maxEntries: Int) {
+        self.policy = policy
         self.staleIfError = staleIfError
         self.maxEntries = maxEntries
     }
@@ -63,26 +66,27 @@ final class AgentCache: Sendable {
 
     func fresh(_ key: String, now: Double) -> [UInt8]? {
         entries.withLock { entries in
-            guard let entry = entries[key], now - entry.stored < ttl else { return nil }
+            guard let entry = entries[key], now - entry.stored < entry.ttl else { return nil }
             return entry.body
         }
     }
 
     func stale(_ key: String, now: Double) -> [UInt8]? {
         entries.withLock { entries in
-            guard let entry = entries[key], now - entry.stored < ttl + staleIfError else { return nil }
+            guard let entry = entries[key], now - entry.stored < entry.ttl + staleIfError else { return nil }
             return entry.body
         }
     }
 
-    func store(_ key: String, _ body: [UInt8], now: Double) {
+    func store(_ key: String, path: String, _ body: [UInt8], now: Double) {
+        let ttl = policy.ttl(for: path.split(separator: "?", maxSplits: 1).first.map(String.init) ?? path)
         entries.withLock { entries in
             if entries[key] == nil, entries.count >= maxEntries,
                 let oldest = entries.min(by: { $0.value.stored < $1.value.stored })?.key
             {
                 entries[oldest] = nil
             }
-            entries[key] = Entry(body: body, stored: now)
+            entries[key] = Entry(body: body, stored: now, ttl: ttl)
         }
     }
 
@@ -119,7 +123,10 @@ final class AgentServer: Sendable {
     init(config: AgentConfig, upstream: any AgentUpstream, logger: Logger) {
         self.config = config
         self.upstream = upstream
-        self.cache = AgentCache(ttl: config.cacheTTL, staleIfError: config.staleIfError, maxEntries: config.maxEntries)
+        var policy = RemoteConfiguration.CachePolicy()
+        policy.defaultTTL = config.cacheTTL
+        policy.ttlByPrefix = config.prefixTTLs
+        self.cache = AgentCache(policy: policy, staleIfError: config.staleIfError, maxEntries: config.maxEntries)
         self.logger = logger
     }
 
@@ -146,7 +153,7 @@ final class AgentServer: Sendable {
             }
             if let cacheKey {
                 if AgentCache.isStaticSecret(status, answer) {
-                    cache.store(cacheKey, answer, now: Self.now())
+                    cache.store(cacheKey, path: apiTarget, answer, now: Self.now())
                     return (status, answer, "miss")
                 }
                 if status >= 500, let stale = cache.stale(cacheKey, now: Self.now()) {

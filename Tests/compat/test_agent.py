@@ -53,7 +53,10 @@ auto_auth {{
   sink "file" {{ config {{ path = "{sink}"  mode = 0640 }} }}
 }}
 api_proxy {{ use_auto_auth_token = true }}
-cache {{ default_ttl = "{ttl}" }}
+cache {{
+  default_ttl = "{ttl}"
+  {cache_extra}
+}}
 listener "tcp" {{
   address     = "{listen}"
   tls_disable = true
@@ -61,13 +64,13 @@ listener "tcp" {{
 """
 
 
-def start_agent(coffer_cli, workdir, upstream, role_id, secret_id, ttl="0s"):
+def start_agent(coffer_cli, workdir, upstream, role_id, secret_id, ttl="0s", cache_extra=""):
     listen = f"127.0.0.1:{free_port()}"
     sink = os.path.join(workdir, "agent-token")
     path = os.path.join(workdir, "agent.hcl")
     with open(path, "w") as f:
         f.write(AGENT_CONFIG.format(upstream=upstream, role_id=role_id, secret_id=secret_id, sink=sink, ttl=ttl,
-                                    listen=listen))
+                                    cache_extra=cache_extra, listen=listen))
     # Server waits until GET /v1/sys/seal-status answers (forwarded upstream).
     return Server([coffer_cli, "agent", f"-config={path}"], listen), sink
 
@@ -131,11 +134,17 @@ def test_cache_hits_within_the_ttl(coffer_cli, cofferd_bin, bao_bin, workdir):
     try:
         role_id, secret_id = approle(bao_bin, server.addr, workdir)
         run_bao(bao_bin, server.addr, "kv", "put", "secret/app", "password=v1", token="root")
-        agent, _ = start_agent(coffer_cli, workdir, server.addr, role_id, secret_id, ttl="1h")
+        run_bao(bao_bin, server.addr, "kv", "put", "secret/live/feed", "level=1", token="root")
+        agent, _ = start_agent(coffer_cli, workdir, server.addr, role_id, secret_id, ttl="1h",
+                               cache_extra='prefix_ttl = { "secret/data/live/" = "0s" }')
         first = requests.get(agent.addr + "/v1/secret/data/app", timeout=10)
         second = requests.get(agent.addr + "/v1/secret/data/app", timeout=10)
         assert first.headers["X-Coffer-Cache"] == "miss" and second.headers["X-Coffer-Cache"] == "hit"
         assert second.json()["data"]["data"] == {"password": "v1"}
+        # The longest matching prefix_ttl wins over default_ttl: secret/data/live/ is never served from the cache.
+        for _ in range(2):
+            live = requests.get(agent.addr + "/v1/secret/data/live/feed", timeout=10)
+            assert live.headers["X-Coffer-Cache"] == "miss" and live.json()["data"]["data"] == {"level": "1"}
         # Another token's reads are its own: the root token gets the upstream's answer, not the cached one.
         other = requests.get(agent.addr + "/v1/secret/data/app", headers={"X-Vault-Token": "root"}, timeout=10)
         assert other.headers["X-Coffer-Cache"] == "miss"
