@@ -11,6 +11,7 @@ import hvac
 import pytest
 import requests
 
+from authtools import SigningKey, claims
 from conftest import Server, free_port, run_bao, start_cofferd_dev
 
 POLICY = 'path "secret/data/*" { capabilities = ["create", "read", "update"] }\n'
@@ -191,6 +192,55 @@ def test_the_agent_renews_its_token_and_logs_in_again_after_its_max_ttl(coffer_c
             seen.add(open(sink).read())
             time.sleep(0.5)
         assert len(seen) >= 2 and first in seen, "a new token after the max TTL, written to the sink"
+    finally:
+        if agent:
+            agent.stop()
+        server.stop()
+
+
+def test_jwt_auto_auth_for_the_agent_and_coffer_run(coffer_cli, cofferd_bin, bao_bin, workdir):
+    """method "jwt": the agent logs in with a JWT read from a file (signed here, checked by cofferd's
+    JWT auth method against the configured public key); `coffer run --jwt-file` does the same."""
+    key = SigningKey("ES256")
+    server = start_cofferd_dev(cofferd_bin)
+    agent = None
+    try:
+        root = {"X-Vault-Token": "root"}
+        api = server.addr + "/v1/"
+        assert requests.post(api + "sys/auth/jwt", json={"type": "jwt"}, headers=root).status_code == 204
+        assert requests.post(api + "auth/jwt/config", json={"jwt_validation_pubkeys": [key.public_pem],
+                                                            "bound_issuer": "https://issuer.example"},
+                             headers=root).status_code == 204
+        assert requests.post(api + "auth/jwt/role/app", json={"role_type": "jwt", "bound_audiences": ["coffer"],
+                                                              "user_claim": "sub", "token_policies": ["app"]},
+                             headers=root).status_code == 204
+        run_bao(bao_bin, server.addr, "policy", "write", "app", "-", input=POLICY, token="root")
+        run_bao(bao_bin, server.addr, "kv", "put", "secret/app", "password=by-jwt", token="root")
+        jwt_file = os.path.join(workdir, "jwt")
+        with open(jwt_file, "w") as f:
+            f.write(key.sign(claims(iss="https://issuer.example", aud="coffer", sub="svc-app")))
+
+        listen = f"127.0.0.1:{free_port()}"
+        config = os.path.join(workdir, "agent-jwt.hcl")
+        with open(config, "w") as f:
+            f.write(f'vault {{ address = "{server.addr}" }}\n'
+                    f'auto_auth {{\n  method "jwt" {{\n    config {{\n      path = "{jwt_file}"\n      role = "app"\n'
+                    f'    }}\n  }}\n}}\nlistener "tcp" {{\n  address = "{listen}"\n  tls_disable = true\n}}\n')
+        agent = Server([coffer_cli, "agent", f"-config={config}"], listen)
+        client = hvac.Client(url=agent.addr, token="")
+        read = client.secrets.kv.v2.read_secret_version(path="app", raise_on_deleted_version=True)
+        assert read["data"]["data"]["password"] == "by-jwt"
+        assert "app" in client.auth.token.lookup_self()["data"]["policies"]
+
+        template = os.path.join(workdir, "app.tpl")
+        with open(template, "w") as f:
+            f.write('APP_PASSWORD = "{{ secret "secret/data/app" "password" }}"\n')
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("BAO_", "VAULT_"))}
+        p = subprocess.run([coffer_cli, "run", "--address", server.addr, "-t", template, "--jwt-file", jwt_file,
+                            "--jwt-role", "app", "--", "sh", "-c", 'echo "$APP_PASSWORD"'],
+                           env=env, capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.strip() == "by-jwt"
     finally:
         if agent:
             agent.stop()
