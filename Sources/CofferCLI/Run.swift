@@ -17,7 +17,7 @@ let runUsage = """
     after its files are rendered again). When the store cannot be reached the child keeps running on
     the values it has, and `coffer run` says so on stderr.
 
-      -t, --template FILE      the template (required): NAME = "{{ secret \\"PATH\\" \\"FIELD\\" }}" lines
+      -t, --template FILE      the template (required): NAME = "{{ secret "PATH" "FIELD" }}" lines
       --address URL            the cofferd (default: BAO_ADDR, VAULT_ADDR)
       --token-file FILE        the token (default: BAO_TOKEN, VAULT_TOKEN)
       --role-id-file FILE      AppRole login: the role ID, with --secret-id-file FILE
