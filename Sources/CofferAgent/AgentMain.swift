@@ -193,10 +193,16 @@ final class ClientUpstream: AgentUpstream {
         }
     }
 
-    func forward(method: String, target: String, body: [UInt8], token: String?) throws -> (status: Int, body: [UInt8]) {
+    func forward(
+        method: String,
+        target: String,
+        body: [UInt8],
+        token: String?,
+        namespace: String?
+    ) throws -> (status: Int, body: [UInt8]) {
         let made = try current()
         do {
-            let response = try made.request(method, target, body: body, token: token)
+            let response = try made.request(method, target, body: body, token: token, namespace: namespace)
             if token == nil { sink(made) }
             return (response.status, response.body)
         } catch  where error.code == .unavailable {
@@ -217,7 +223,7 @@ final class ClientUpstream: AgentUpstream {
                 return made
             }
             do {
-                let response = try fresh.request(method, target, body: body, token: nil)
+                let response = try fresh.request(method, target, body: body, token: nil, namespace: namespace)
                 sink(fresh)
                 return (response.status, response.body)
             } catch {

@@ -17,8 +17,15 @@ import Synchronization
 /// The agent's view of the upstream: a raw v1 call, and the auto-auth token.
 protocol AgentUpstream: Sendable {
     /// Sends `method` to `/v1/<target>` (target: path and query) with `token`, or with the agent's
-    /// auto-auth token when `token` is nil ("" sends none); throws when the upstream cannot be reached.
-    func forward(method: String, target: String, body: [UInt8], token: String?) throws -> (status: Int, body: [UInt8])
+    /// auto-auth token when `token` is nil ("" sends none), in `namespace` (nil: the configured one);
+    /// throws when the upstream cannot be reached.
+    func forward(
+        method: String,
+        target: String,
+        body: [UInt8],
+        token: String?,
+        namespace: String?
+    ) throws -> (status: Int, body: [UInt8])
 }
 
 /// Cached GET answers, per token and target. Bounded: the oldest entry goes when it is full.
@@ -119,6 +126,8 @@ final class AgentServer: Sendable {
     let maxRequestSize = 32 << 20
     static let tokenHeader = HTTPField.Name("X-Vault-Token")!
     static let cacheHeader = HTTPField.Name("X-Coffer-Cache")!
+    static let namespaceHeader = HTTPField.Name("X-Vault-Namespace")!
+    static let wrapTTLHeader = HTTPField.Name("X-Vault-Wrap-TTL")!
 
     init(config: AgentConfig, upstream: any AgentUpstream, logger: Logger) {
         self.config = config
@@ -137,7 +146,13 @@ final class AgentServer: Sendable {
     }
 
     /// Status, body and the cache header's value (nil: not from or into the cache).
-    func answer(method: String, target: String, body: [UInt8], clientToken: String?) async -> (Int, [UInt8], String?) {
+    func answer(
+        method: String,
+        target: String,
+        body: [UInt8],
+        clientToken: String?,
+        namespace: String? = nil
+    ) async -> (Int, [UInt8], String?) {
         guard target.hasPrefix("/v1/") else { return (404, Array(#"{"errors":[]}"#.utf8), nil) }
         let apiTarget = String(target.dropFirst(4))
         // nil: the agent's own token (use_auto_auth_token); "": none.
@@ -145,11 +160,18 @@ final class AgentServer: Sendable {
             (clientToken ?? "").isEmpty ? (config.useAutoAuthToken && config.autoAuth != nil ? nil : "") : clientToken
         let cacheKey =
             (method == "GET" && AgentCache.cacheable(apiTarget))
-            ? AgentCache.key(token: token ?? "\u{0}agent", target: apiTarget) : nil
+            ? AgentCache.key(token: token ?? "\u{0}agent", target: (namespace.map { $0 + "\u{0}" } ?? "") + apiTarget)
+            : nil
         if let cacheKey, let cached = cache.fresh(cacheKey, now: Self.now()) { return (200, cached, "hit") }
         do {
             let (status, answer) = try await offload {
-                try self.upstream.forward(method: method, target: apiTarget, body: body, token: token)
+                try self.upstream.forward(
+                    method: method,
+                    target: apiTarget,
+                    body: body,
+                    token: token,
+                    namespace: namespace
+                )
             }
             if let cacheKey {
                 if AgentCache.isStaticSecret(status, answer) {
@@ -199,15 +221,24 @@ final class AgentServer: Sendable {
         if token == nil, let authorization = request.headers[.authorization], authorization.hasPrefix("Bearer ") {
             token = String(authorization.dropFirst("Bearer ".count))
         }
-        let (status, out, cacheState) =
-            tooLarge
-            ? Self.error(413, "http: request body too large")
-            : await answer(
+        let (status, out, cacheState): (Int, [UInt8], String?)
+        if tooLarge {
+            (status, out, cacheState) = Self.error(413, "http: request body too large")
+        } else if request.headers[Self.wrapTTLHeader] != nil {
+            // Forwarded without the header, the answer would come back unwrapped.
+            (status, out, cacheState) = Self.error(
+                400,
+                "the agent does not forward X-Vault-Wrap-TTL: send wrapping requests to the server itself"
+            )
+        } else {
+            (status, out, cacheState) = await answer(
                 method: request.method.rawValue,
                 target: request.head.path ?? "/",
                 body: body,
-                clientToken: token
+                clientToken: token,
+                namespace: request.headers[Self.namespaceHeader].flatMap { $0.isEmpty ? nil : $0 }
             )
+        }
         var headers: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store"]
         if let cacheState { headers[Self.cacheHeader] = cacheState }
         headers[.contentLength] = String(out.count)

@@ -245,3 +245,33 @@ def test_jwt_auto_auth_for_the_agent_and_coffer_run(coffer_cli, cofferd_bin, bao
         if agent:
             agent.stop()
         server.stop()
+
+
+def test_namespace_header_is_forwarded_and_wrapping_is_refused(coffer_cli, cofferd_bin, bao_bin, workdir):
+    server = start_cofferd_dev(cofferd_bin)
+    agent = None
+    try:
+        role_id, secret_id = approle(bao_bin, server.addr, workdir)
+        run_bao(bao_bin, server.addr, "kv", "put", "secret/app", "password=in-root", token="root")
+        run_bao(bao_bin, server.addr, "namespace", "create", "team", token="root")
+        run_bao(bao_bin, server.addr, "secrets", "enable", "-ns=team", "-path=secret", "kv-v2", token="root")
+        run_bao(bao_bin, server.addr, "kv", "put", "-ns=team", "secret/app", "password=in-team", token="root")
+        agent, _ = start_agent(coffer_cli, workdir, server.addr, role_id, secret_id, ttl="1h")
+        root = {"X-Vault-Token": "root"}
+        for _ in range(2):  # the second answers come from the cache: per namespace too
+            plain = requests.get(agent.addr + "/v1/secret/data/app", headers=root, timeout=10)
+            team = requests.get(agent.addr + "/v1/secret/data/app", headers={**root, "X-Vault-Namespace": "team"},
+                                timeout=10)
+            assert plain.json()["data"]["data"] == {"password": "in-root"}
+            assert team.json()["data"]["data"] == {"password": "in-team"}
+        _, out, _ = run_bao(bao_bin, agent.addr, "kv", "get", "-ns=team", "-field=password", "secret/app",
+                            token="root")
+        assert out.strip() == "in-team"
+        wrapped = requests.get(agent.addr + "/v1/secret/data/app", headers={**root, "X-Vault-Wrap-TTL": "60s"},
+                               timeout=10)
+        assert wrapped.status_code == 400 and "X-Vault-Wrap-TTL" in wrapped.json()["errors"][0]
+        assert "in-root" not in wrapped.text
+    finally:
+        if agent:
+            agent.stop()
+        server.stop()
