@@ -391,7 +391,9 @@ int coffer_degraded(coffer_t *h);
 /**
  * The handle's own events with an id above after_id, oldest first, as a JSON array of
  * {"id", "event_type", "timestamp", "data"}: "client/degraded" (data: address, reason) when the
- * store stops answering, "client/recovered" when it answers again. The last 256 are kept. "[]" for
+ * store stops answering, "client/recovered" when it answers again, and each kv event the server sent
+ * over the subscription ("kv-v2/data-write", ...; data: {"metadata": the event's metadata (paths,
+ * versions), "dropped": cache entries dropped}). The last 256 are kept. "[]" for
  * a local handle. The text never holds a token or secret. Release *out_json with coffer_free().
  * Returns COFFER_OK; COFFER_EINVALID (NULL or closed handle, NULL out_json); COFFER_ENOMEM.
  * Thread-safe. Added in 0.1.

@@ -54,8 +54,10 @@ public struct SecretRead: Sendable, Equatable {
     public var degraded: Bool
 }
 
-/// An event of the client itself: `client/degraded` (the store cannot be reached; reads are served
-/// by the fallback chain), `client/recovered` (it answers again). Never a token or secret.
+/// An event of the client: `client/degraded` (the store cannot be reached; reads are served by the
+/// fallback chain), `client/recovered` (it answers again), and each `kv*` event the server sent
+/// (`kv-v2/data-write`, …; data: the event's `metadata` and how many cache entries it `dropped`).
+/// Never a token or secret.
 public struct ClientEvent: Sendable, Equatable {
     public let id: UInt64
     public let type: String
@@ -630,6 +632,15 @@ public final class RemoteClient: Sendable {
             }
         }
         if dropped > 0 { meters.update { $0.invalidations &+= UInt64(dropped) } }
+        // Republished on the client's bus (type and metadata only: the server's events carry no
+        // values), so that a program can react to a change: `coffer run` restarts its child.
+        if let metadata = inner?.objectValue, let type = event["data"]?["event_type"]?.stringValue {
+            bus.publish(
+                type,
+                data: ["metadata": .object(metadata), "dropped": .int(dropped)],
+                time: SystemClock().now()
+            )
+        }
     }
 
     // MARK: - Helpers

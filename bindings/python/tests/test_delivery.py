@@ -336,6 +336,8 @@ def test_events_over_websocket_invalidate_the_cache():
             _wait_for(lambda: _counter(client, "coffer.client.cache.invalidations") >= 1, "the invalidation")
             assert client.read("app") == coffer.SecretRead({"password": "v2"}, 2, "store", False)
             assert _counter(client, "coffer.client.cache.invalidations") == 1, "only the entry the event names"
+            seen = [(e["event_type"], e["data"]["metadata"]["data_path"], e["data"]["dropped"]) for e in client.events()]
+            assert seen == [("kv-v2/data-write", "secret/data/other", 0), ("kv-v2/data-write", "secret/data/app", 1)]
         _wait_for(lambda: not store.connections, "the client to close its subscription")
     finally:
         store.stop()
