@@ -49,6 +49,15 @@ final class ClientStore: SecretStore, Sendable {
         }
     }
 
+    func onChange(_ handler: @escaping @Sendable (String) -> Void) {
+        client.subscribe { event in
+            guard event.type.hasPrefix("kv"), case .object(let metadata)? = event.data["metadata"] else { return }
+            for name in ["data_path", "path"] {
+                if let path = metadata[name]?.stringValue { handler(path) }
+            }
+        }
+    }
+
     func close() { client.close() }
 }
 

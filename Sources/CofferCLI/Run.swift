@@ -211,6 +211,8 @@ final class Runner: Sendable {
     let ackAs: String?
     /// A change the poller found, for the main loop to apply.
     let pending = Mutex<Update?>(nil)
+    /// Signalled when the store's events name a template path: the poller reads at once.
+    let wake = DispatchSemaphore(value: 0)
 
     struct Update {
         var rendered: Rendered
@@ -369,12 +371,7 @@ final class Runner: Sendable {
         var versions = startVersions
         var degraded = startDegraded
         while true {
-            var remaining = pollInterval
-            while remaining > 0 {
-                let step = min(remaining, 1000)
-                usleep(UInt32(step * 1_000_000))
-                remaining -= step
-            }
+            _ = wake.wait(timeout: .now() + .milliseconds(Int(pollInterval * 1000)))
             let result = resolve()
             guard let rendered = result.rendered, !result.degraded else {
                 if !degraded {
@@ -416,6 +413,10 @@ final class Runner: Sendable {
         let (start, startVersions, degraded) = initialValues()
         guard writeFiles(start) else { fail("cannot render the template's files", code: 1) }
         var child = spawn(command, start)
+        let paths = Set(template.paths.map { $0.split(separator: "?", maxSplits: 1).first.map(String.init) ?? $0 })
+        store.onChange { [self] path in
+            if paths.contains(path) { wake.signal() }
+        }
         Thread.detachNewThread { [self] in poll(from: start, versions: startVersions, degraded: degraded) }
 
         var nextEnvironment = start

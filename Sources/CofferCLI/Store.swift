@@ -17,6 +17,9 @@ protocol SecretStore: AnyObject, Sendable {
     func read(_ path: String) throws -> StoreRead
     /// A write (POST) to `path`; nil when it succeeded, else what went wrong (never a value).
     func write(_ path: String, _ body: [String: JSONValue]) -> String?
+    /// Calls `handler` with the API path of each secret the store says changed (its `kv*` events),
+    /// so that a change is read at once instead of at the next poll. A store without events never calls it.
+    func onChange(_ handler: @escaping @Sendable (String) -> Void)
     func close()
 }
 
@@ -85,6 +88,8 @@ final class LocalStore: SecretStore, @unchecked Sendable {
             return error.message
         }
     }
+
+    func onChange(_ handler: @escaping @Sendable (String) -> Void) {}
 
     func close() { vault.close() }
 }

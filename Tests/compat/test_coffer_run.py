@@ -384,3 +384,30 @@ def test_the_child_outlives_a_cofferd_outage_and_gets_the_value_written_after_it
             run.stop()
     finally:
         server.stop()
+
+
+def test_a_kv_event_restarts_the_child_before_the_next_poll(coffer_cli, bao_bin, cofferd, workdir):
+    """With the server's events (docs/events.md) the client's kv events wake `coffer run` at once: with
+    a 120 s poll interval, the child still sees an overwritten secret within seconds."""
+    probe = requests.get(cofferd.addr + "/v1/sys/events/subscribe/kv*?json=true", headers={"X-Vault-Token": "root"},
+                         timeout=10)
+    if probe.status_code == 404:
+        pytest.skip("this cofferd has no event subscriptions (docs/events.md)")
+    run_bao(bao_bin, cofferd.addr, "kv", "put", "secret/app", "password=before-event", token="root")
+    template, child = setup(workdir, ENV_TEMPLATE)
+    run = Run(coffer_cli, ["--address", cofferd.addr, "-t", template, "--poll-interval", "120s", "--",
+                           sys.executable, child], child_env())
+    try:
+        run.wait_line(lambda l: l.startswith("start") and "env=before-event" in l)
+        # The client's subscription connects in the background and sees only later writes: write until
+        # one reaches the child (each write is an event), well within the grace and the poll interval.
+        deadline = time.monotonic() + GRACE_SECONDS
+        for attempt in range(GRACE_SECONDS * 2):
+            run_bao(bao_bin, cofferd.addr, "kv", "put", "secret/app", f"password=after-event-{attempt}", token="root")
+            try:
+                run.wait_line(lambda l: l.startswith("start") and "env=after-event" in l, timeout=0.5)
+                break
+            except AssertionError:
+                assert time.monotonic() < deadline, f"no event-driven restart within {GRACE_SECONDS}s: {run.err}"
+    finally:
+        run.stop()
