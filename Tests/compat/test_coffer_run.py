@@ -409,5 +409,7 @@ def test_a_kv_event_restarts_the_child_before_the_next_poll(coffer_cli, bao_bin,
                 break
             except AssertionError:
                 assert time.monotonic() < deadline, f"no event-driven restart within {GRACE_SECONDS}s: {run.err}"
+        else:
+            pytest.fail(f"no event-driven restart within {GRACE_SECONDS}s: {run.err}")
     finally:
         run.stop()
