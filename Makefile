@@ -146,6 +146,7 @@ wheel: deps
 # _PASSWORD) and stopped, by its pid, when the recipe ends however it ends.
 test-bindings: deps
 	$(MAKE) install-lib PREFIX=$(STAGE)
+	swift build --product cofferd  # bindings/python/tests/test_delivery.py drives a real cofferd
 	"$(VENV)/bin/pip" install -q --force-reinstall --no-deps --no-build-isolation --no-index ./bindings/python
 	$(BUILD_WHEEL)
 	"$(VENV)/bin/mypy" --strict --cache-dir "$(CURDIR)/.build/mypy" bindings/python/coffer

@@ -358,7 +358,9 @@ int coffer_metrics(coffer_t *h, const char *format, char **out, size_t *out_len)
  *
  * On a remote handle coffer_request and coffer_request_ex send the call to the server (a NULL or
  * "" token: the handle's own; the status and body as the server answered; a connection failure or
- * 5xx is retried with capped exponential backoff and full jitter, then COFFER_EUNAVAILABLE);
+ * 5xx is retried with capped exponential backoff and full jitter, then COFFER_EUNAVAILABLE;
+ * opts->wrap_ttl and opts->ns are sent as X-Vault-Wrap-TTL and X-Vault-Namespace, a client_address
+ * is COFFER_EINVALID);
  * coffer_kv_get reads through the cache and the fallback chain (store, then a stale cache entry,
  * the env file, the environment) with the handle's token when token is NULL or "" (with another
  * token it reads the store alone); coffer_metrics gives the client's metrics (coffer.client.*:

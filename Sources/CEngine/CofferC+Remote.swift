@@ -43,12 +43,18 @@ func remoteRequest(
     _ path: String,
     _ token: String?,
     _ body: inout [UInt8],
-    _ namespace: String,
+    _ opts: (wrapTTL: String?, clientAddress: String, namespace: String),
     _ httpStatus: UnsafeMutablePointer<Int32>,
     _ out: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>,
     _ outLength: UnsafeMutablePointer<Int>?
 ) -> Int32 {
     defer { body.wipe() }
+    guard opts.clientAddress.isEmpty else {
+        return fail(
+            COFFER_EINVALID,
+            "opts->client_address is not supported on a remote handle (the server sees the connection's address)"
+        )
+    }
     var response: RemoteResponse
     do {
         response = try remote.client.request(
@@ -56,7 +62,8 @@ func remoteRequest(
             path,
             body: body,
             token: (token?.isEmpty ?? true) ? nil : token,
-            namespace: namespace.isEmpty ? nil : namespace
+            namespace: opts.namespace.isEmpty ? nil : opts.namespace,
+            wrapTTL: opts.wrapTTL
         )
     } catch {
         return fail(error)

@@ -368,7 +368,7 @@ private func request(
         return fail(COFFER_EINVALID, error.message)
     }
     if let remote = handle.remote {
-        return remoteRequest(remote, method_, path_, token_, &body_, opts.namespace, httpStatus, out, outLength)
+        return remoteRequest(remote, method_, path_, token_, &body_, opts, httpStatus, out, outLength)
     }
     var result = handle.vault.handleWire(
         method: method_,

@@ -141,7 +141,8 @@ public final class RemoteClient: Sendable {
     deinit { close() }
 
     /// Stops the event subscription (waiting for its thread) and drops the cache. Later reads still
-    /// work (without invalidation); idempotent.
+    /// work (without invalidation); idempotent. Call it when done: the subscription's thread keeps
+    /// the client alive until then (a C handle's coffer_close calls it).
     public func close() {
         guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
         let (socket, thread) = subscription.withLock { ($0.socket, $0.thread) }
@@ -205,21 +206,23 @@ public final class RemoteClient: Sendable {
     /// `token` is given; retried on a connection failure or a 5xx (not 501) with capped exponential
     /// backoff and full jitter. A 4xx is returned as it is. With the client's own (AppRole/JWT)
     /// token a 403 logs in again once. Throws `.unavailable` when no attempt reached the store.
+    /// `namespace` overrides the configuration's; `wrapTTL` is sent as `X-Vault-Wrap-TTL`.
     public func request(
         _ method: String,
         _ path: String,
         body: [UInt8] = [],
         token: String? = nil,
-        namespace: String? = nil
+        namespace: String? = nil,
+        wrapTTL: String? = nil
     ) throws(CofferError) -> RemoteResponse {
         let own = token == nil
         let used: String
         if let token { used = token } else { used = try currentToken() }
-        let response = try send(method, path, body: body, token: used, namespace: namespace)
+        let response = try send(method, path, body: body, token: used, namespace: namespace, wrapTTL: wrapTTL)
         if own && response.status == 403, isLoginAuth {
             tokenState.withLock { $0 = TokenState() }
             let fresh = try currentToken()
-            return try send(method, path, body: body, token: fresh, namespace: namespace)
+            return try send(method, path, body: body, token: fresh, namespace: namespace, wrapTTL: wrapTTL)
         }
         return response
     }
@@ -365,7 +368,8 @@ public final class RemoteClient: Sendable {
         _ path: String,
         body: [UInt8],
         token: String,
-        namespace: String?
+        namespace: String?,
+        wrapTTL: String? = nil
     ) throws(CofferError) -> RemoteResponse {
         var trimmed = Substring(path)
         while trimmed.hasPrefix("/") { trimmed = trimmed.dropFirst() }
@@ -375,6 +379,7 @@ public final class RemoteClient: Sendable {
         if !token.isEmpty { headers.append(("X-Vault-Token", token)) }
         let ns = namespace ?? configuration.namespace
         if !ns.isEmpty { headers.append(("X-Vault-Namespace", ns)) }
+        if let wrapTTL, !wrapTTL.isEmpty { headers.append(("X-Vault-Wrap-TTL", wrapTTL)) }
         if !body.isEmpty { headers.append(("Content-Type", "application/json")) }
         let verb = method.uppercased()
         let policy = configuration.retry

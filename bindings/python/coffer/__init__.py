@@ -505,7 +505,10 @@ def connect(
         parts = list(approle)
         if len(parts) not in (2, 3):
             raise InvalidArgumentError(-1, "approle= is (role_id, secret_id) or (role_id, secret_id, mount)")
-        auth = {"approle": {"role_id": parts[0], "secret_id": parts[1], **({"mount": parts[2]} if len(parts) == 3 else {})}}
+        approle_config = {"role_id": parts[0], "secret_id": parts[1]}
+        if len(parts) == 3:
+            approle_config["mount"] = parts[2]
+        auth = {"approle": approle_config}
     elif jwt is not None:
         if isinstance(jwt, str):
             auth = {"jwt": {"jwt": jwt}}

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import socket
 import subprocess
 import tempfile
@@ -34,13 +35,13 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _call(addr, method, path, body=None, token=None):
+def _call(addr, method, path, body=None, token=None, context=None):
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(f"{addr}/v1/{path}", data=data, method=method)
     if token:
         request.add_header("X-Vault-Token", token)
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
             text = response.read()
             return response.status, (json.loads(text) if text else None)
     except urllib.error.HTTPError as error:
@@ -200,6 +201,11 @@ def test_no_fallback_is_unavailable_and_refusals_are_not_fallen_back(cofferd):
             assert client.degraded is False
             response = client.request("GET", "auth/token/lookup-self")
             assert response.status == 200 and response.body["data"]["policies"] == ["app", "default"]
+            wrapped = client.request("GET", "auth/token/lookup-self", wrap_ttl="60s")
+            assert wrapped.body["wrap_info"]["ttl"] == 60 and wrapped.body["data"] is None
+            with pytest.raises(coffer.InvalidArgumentError) as address:
+                client.request("GET", "auth/token/lookup-self", client_address="10.0.0.1")
+            assert "client_address" in str(address.value)
             with pytest.raises(coffer.InvalidArgumentError) as local_only:
                 client.kv.put("app", {"a": "b"})
             assert "local coffer handle" in str(local_only.value)
@@ -233,6 +239,35 @@ def test_approle_login_and_renewal(cofferd):
     with pytest.raises(coffer.PermissionDeniedError) as refused:
         coffer.connect(cofferd.addr, approle=(role_id, "wrong-secret-id"))
     assert "auth/approle/login" in str(refused.value) and "wrong-secret-id" not in str(refused.value)
+
+
+def test_jwt_login(cofferd):
+    import jwt  # pyjwt and cryptography: the Makefile's venv has them (PIP_PACKAGES)
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    root = cofferd.root
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    assert _call(cofferd.addr, "POST", "sys/auth/jwt", {"type": "jwt"}, root)[0] == 204
+    assert _call(cofferd.addr, "POST", "auth/jwt/config", {"jwt_validation_pubkeys": [public]}, root)[0] == 204
+    policy = 'path "secret/data/app" { capabilities = ["read"] }'
+    assert _call(cofferd.addr, "PUT", "sys/policies/acl/app", {"policy": policy}, root)[0] == 204
+    assert _call(cofferd.addr, "POST", "auth/jwt/role/svc",
+                 {"role_type": "jwt", "bound_audiences": ["coffer"], "user_claim": "sub", "token_policies": ["app"],
+                  "token_ttl": "1h"}, root)[0] == 204
+    assert _call(cofferd.addr, "POST", "secret/data/app", {"data": {"password": "p"}}, root)[0] == 200
+    now = int(time.time())
+    token = jwt.encode({"sub": "svc-1", "aud": "coffer", "iat": now, "nbf": now - 5, "exp": now + 600}, key,
+                       algorithm="ES256")
+    with coffer.connect(cofferd.addr, jwt=("svc", token), cache_ttl=0) as client:
+        assert client.read("app") == coffer.SecretRead({"password": "p"}, 1, "store", False)
+        assert _counter(client, "coffer.client.auth.logins") == 1
+        assert client.request("GET", "auth/token/lookup-self").body["data"]["policies"] == ["app", "default"]
+    with pytest.raises(coffer.PermissionDeniedError) as refused:
+        coffer.connect(cofferd.addr, jwt=("svc", token[:-4] + "AAAA"))
+    assert "auth/jwt/login" in str(refused.value) and token not in str(refused.value)
 
 
 def test_bad_env_file_fails_open_with_the_line_number(tmp_path):
@@ -336,7 +371,8 @@ def test_events_over_websocket_invalidate_the_cache():
             _wait_for(lambda: _counter(client, "coffer.client.cache.invalidations") >= 1, "the invalidation")
             assert client.read("app") == coffer.SecretRead({"password": "v2"}, 2, "store", False)
             assert _counter(client, "coffer.client.cache.invalidations") == 1, "only the entry the event names"
-            seen = [(e["event_type"], e["data"]["metadata"]["data_path"], e["data"]["dropped"]) for e in client.events()]
+            seen = [(e["event_type"], e["data"]["metadata"]["data_path"], e["data"]["dropped"])
+                    for e in client.events()]
             assert seen == [("kv-v2/data-write", "secret/data/other", 0), ("kv-v2/data-write", "secret/data/app", 1)]
         _wait_for(lambda: not store.connections, "the client to close its subscription")
     finally:
@@ -346,3 +382,65 @@ def test_events_over_websocket_invalidate_the_cache():
 async def _ping(ws):
     waiter = await ws.ping(b"are you there")
     await waiter
+
+
+def _openssl(*args, cwd):
+    subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=cwd)
+
+
+def _certificate_authority(directory, name):
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
+             f"{name}.key", "-out", f"{name}.crt", "-days", "2", "-subj", f"/CN=coffer test {name}",
+             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+             cwd=directory)
+    return os.path.join(directory, f"{name}.crt")
+
+
+def test_https_with_a_ca_file(tmp_path):
+    directory = str(tmp_path)
+    ca = _certificate_authority(directory, "ca")
+    other_ca = _certificate_authority(directory, "other-ca")
+    with open(os.path.join(directory, "server.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "server.key",
+             "-out", "server.csr", "-subj", "/CN=server", cwd=directory)
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+             "server.crt", "-days", "2", "-extfile", "server.ext", cwd=directory)
+    port = _free_port()
+    config = os.path.join(directory, "coffer.hcl")
+    with open(config, "w") as f:
+        f.write(f'storage "memory" {{}}\nlistener "tcp" {{\n  address = "127.0.0.1:{port}"\n'
+                f'  tls_cert_file = "{directory}/server.crt"\n  tls_key_file = "{directory}/server.key"\n}}\n')
+    log = open(os.path.join(directory, "cofferd.log"), "ab")
+    proc = subprocess.Popen([_cofferd(), f"-config={config}"], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    addr, context = f"https://127.0.0.1:{port}", ssl.create_default_context(cafile=ca)
+    try:
+        def listening():
+            assert proc.poll() is None, "cofferd exited"
+            try:
+                return _call(addr, "GET", "sys/seal-status", context=context)[0] == 200
+            except (urllib.error.URLError, ConnectionError, OSError):
+                return False
+
+        _wait_for(listening, "cofferd to listen on TLS", timeout=60, interval=0.05)
+        _, init = _call(addr, "PUT", "sys/init", {"secret_shares": 1, "secret_threshold": 1}, context=context)
+        root = init["root_token"]
+        _call(addr, "PUT", "sys/unseal", {"key": init["keys"][0]}, context=context)
+        assert _call(addr, "POST", "sys/mounts/secret", {"type": "kv", "options": {"version": "2"}}, root,
+                     context=context)[0] == 204
+        assert _call(addr, "POST", "secret/data/app", {"data": {"password": "tls"}}, root, context=context)[0] == 200
+        with coffer.connect(addr, token=root, ca_file=ca) as client:
+            assert client.read("app") == coffer.SecretRead({"password": "tls"}, 1, "store", False)
+        with coffer.connect(addr, token=root, ca_file=other_ca, environment=False, retry={"attempts": 1}) as client:
+            with pytest.raises(coffer.UnavailableError) as refused:
+                client.read("app")
+            assert "certificate verify failed" in str(refused.value) and root not in str(refused.value)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
