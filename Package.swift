@@ -143,7 +143,8 @@ let package = Package(
         ),
         .executableTarget(
             name: "CofferCLI",
-            dependencies: ["CofferCore", "CofferAudit"],
+            // Coffer: a local vault file and the remote client for `coffer run`.
+            dependencies: ["CofferCore", "CofferAudit", "Coffer"],
             swiftSettings: strict
         ),
         // include/coffer.h as a module, so CEngine's @c @implementation is checked against it.
@@ -211,9 +212,24 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // `cofferd agent` (`coffer agent`): the local caching proxy with auto-auth, on HummingbirdCore.
+        .target(
+            name: "CofferAgent",
+            dependencies: [
+                "Coffer",
+                "CofferCore",
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "cofferd",
-            dependencies: ["CofferServer", "CofferServerCore"],
+            dependencies: ["CofferServer", "CofferServerCore", "CofferAgent"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -1,12 +1,19 @@
 // cofferd: the Coffer server. `cofferd -dev` for development, `cofferd -config=coffer.hcl` for real.
 import Coffer
+import CofferAgent
 import CofferServer
 import CofferServerCore
 import Foundation
 
+// `cofferd agent ...`: the local caching proxy (Sources/CofferAgent, docs/run-and-agent.md).
+if CommandLine.arguments.dropFirst().first == "agent" {
+    exit(await agentMain(Array(CommandLine.arguments.dropFirst(2))))
+}
+
 let usage = """
     Usage: cofferd -config=<file> [options]
            cofferd -dev [-dev-root-token-id=<id>] [-dev-listen-address=<host:port>] [options]
+           cofferd agent -config=<agent.hcl>   (a local caching proxy with auto-auth: docs/run-and-agent.md)
 
     Serves Coffer over the Vault/OpenBao v1 HTTP API, so the bao/vault CLI, hvac and other
     Vault clients work with it unchanged.
