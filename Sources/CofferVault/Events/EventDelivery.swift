@@ -114,13 +114,20 @@ package final class EventDelivery: @unchecked Sendable {
     @discardableResult
     package func unsubscribe(_ id: UInt64) -> Bool {
         pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        guard let entry = entries.removeValue(forKey: id) else { return false }
+        guard let entry = entries.removeValue(forKey: id) else {
+            pthread_mutex_unlock(mutex)
+            return false
+        }
+        ready.removeAll { $0 == id }
+        let fromItsCallback = running[id].map { pthread_equal($0, pthread_self()) != 0 } ?? false
+        pthread_mutex_unlock(mutex)
+        // Outside the lock: closing wakes the subscription, and a wake takes the lock (``schedule``).
         bus.remove(id)
         entry.subscription.close(reason: "unsubscribed")
-        ready.removeAll { $0 == id }
-        if let thread = running[id], pthread_equal(thread, pthread_self()) != 0 { return true }
+        if fromItsCallback { return true }
+        pthread_mutex_lock(mutex)
         while running[id] != nil { pthread_cond_wait(changed, mutex) }
+        pthread_mutex_unlock(mutex)
         return true
     }
 
