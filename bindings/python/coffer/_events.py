@@ -4,7 +4,7 @@ import ctypes
 import json
 import threading
 from types import TracebackType
-from typing import Any, Callable, Dict, Optional, Type
+from typing import Any, Callable, Dict, List, Optional, Type
 
 from . import _native
 from ._native import lib
@@ -25,7 +25,7 @@ class Subscription:
         self._owner = owner
         self._callback = callback
         self.pattern = pattern
-        self.errors: list = []
+        self.errors: List[BaseException] = []
         self._lock = threading.Lock()
         self.id: Optional[int] = None
 
