@@ -157,7 +157,18 @@ package final class EventBus: Sendable {
         }
         for handler in handlers { handler(event) }
         var overflowed: [EventSubscription] = []
-        for subscription in subscriptions where subscription.wants(event) {
+        // Many subscribers share a few patterns ("kv*"): each distinct pattern is matched once.
+        var matched: [String: Bool] = [:]
+        for subscription in subscriptions where subscription.namespacePath == ns {
+            let text = subscription.pattern.text
+            let wanted: Bool
+            if let known = matched[text] {
+                wanted = known
+            } else {
+                wanted = subscription.pattern.matches(type)
+                matched[text] = wanted
+            }
+            guard wanted else { continue }
             switch subscription.offer(event) {
             case .queued: break
             case .droppedEvent: droppedEvents.add(1, ordering: .relaxed)

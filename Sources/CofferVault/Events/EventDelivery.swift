@@ -25,6 +25,8 @@ package final class EventDelivery: @unchecked Sendable {
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let changed = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private var ready: [UInt64] = []
+    /// The ids in ``ready`` (an O(1) membership test: a write wakes every matching subscription).
+    private var queued: Set<UInt64> = []
     private var entries: [UInt64: Entry] = [:]
     /// Subscriptions whose callback is running, and on which thread.
     private var running: [UInt64: pthread_t] = [:]
@@ -73,6 +75,9 @@ package final class EventDelivery: @unchecked Sendable {
                     nil,
                     { raw in
                         let delivery = Unmanaged<EventDelivery>.fromOpaque(raw!).takeRetainedValue()
+                        // Below the writers' priority (nice 10; on Linux who=0 is this thread only): delivering to many
+                        // subscribers must not take the CPU from the writes that publish.
+                        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
                         delivery.work()
                         return nil
                     },
@@ -102,7 +107,7 @@ package final class EventDelivery: @unchecked Sendable {
         if entries[id] != nil {
             if running[id] != nil {
                 again.insert(id)
-            } else if !ready.contains(id) {
+            } else if queued.insert(id).inserted {
                 ready.append(id)
             }
         }
@@ -118,7 +123,7 @@ package final class EventDelivery: @unchecked Sendable {
             pthread_mutex_unlock(mutex)
             return false
         }
-        ready.removeAll { $0 == id }
+        if queued.remove(id) != nil { ready.removeAll { $0 == id } }
         let fromItsCallback = running[id].map { pthread_equal($0, pthread_self()) != 0 } ?? false
         pthread_mutex_unlock(mutex)
         // Outside the lock: closing wakes the subscription, and a wake takes the lock (``schedule``).
@@ -162,6 +167,7 @@ package final class EventDelivery: @unchecked Sendable {
             while ready.isEmpty && !stopping { pthread_cond_wait(changed, mutex) }
             if stopping && ready.isEmpty { break }
             let id = ready.removeFirst()
+            queued.remove(id)
             guard let entry = entries[id] else { continue }
             running[id] = pthread_self()
             pthread_mutex_unlock(mutex)
@@ -174,7 +180,7 @@ package final class EventDelivery: @unchecked Sendable {
             pthread_mutex_lock(mutex)
             running[id] = nil
             let woken = again.remove(id) != nil
-            if !idle || woken, entries[id] != nil, !ready.contains(id) { ready.append(id) }
+            if !idle || woken, entries[id] != nil, queued.insert(id).inserted { ready.append(id) }
             pthread_cond_broadcast(changed)
         }
         pthread_mutex_unlock(mutex)

@@ -93,11 +93,6 @@ package final class EventSubscription: Sendable {
         self.wake = wake
     }
 
-    /// Whether the event's type and namespace are this subscription's (the ACL is checked later).
-    func wants(_ event: VaultEvent) -> Bool {
-        event.namespacePath == namespacePath && pattern.matches(event.type)
-    }
-
     /// Appends `event`; never waits.
     func offer(_ event: VaultEvent) -> Offer {
         let (result, wakeNow): (Offer, Bool) = state.withLock { s in
