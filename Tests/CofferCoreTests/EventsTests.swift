@@ -78,6 +78,7 @@ import Testing
                 ]
         )
         #expect(first["data"]?["plugin_info"]?["mount_path"] == "secret/")
+        #expect(first["data"]?["plugin_info"]?["mount_class"] == "secret")
         #expect(all[1]["data"]?["event"]?["metadata"]?["current_version"] == "2")
         for event in all {
             #expect(!String(decoding: event.serialized(), as: UTF8.self).contains("swift-secret-value"))
@@ -231,6 +232,14 @@ import Testing
         #expect(Self.eventually { unsubscribed.load(ordering: .acquiring) })
         _ = try kv.put("c", ["k": "v"])
         #expect(calls.load(ordering: .relaxed) == 1, "no callback after the one that unsubscribed")
+    }
+
+    @Test func sealAndUnsealArePublished() throws {
+        let (core, result) = try makeCore()
+        core.sealVault()
+        core.sealVault()  // already sealed: no second event
+        try core.unseal(key: result.keys[0].unsafeCopy)
+        #expect(core.events.recent(typePrefix: "vault/").map(\.type) == ["vault/sealed", "vault/unsealed"])
     }
 
     @Test func recentKeepsItsShapeAndCloudEventsCarryTheNamespace() {

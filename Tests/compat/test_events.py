@@ -66,6 +66,7 @@ def test_hvac_and_bao_writes_arrive_with_vaults_metadata_and_no_values(server, b
         }
         plugin = event["data"]["plugin_info"]
         assert plugin["mount_path"] == "secret/" and plugin["plugin"] == "kv" and plugin["mount_accessor"]
+        assert plugin["mount_class"] == "secret"
 
         run_bao(bao_bin, server.addr, "kv", "put", "secret/app", "password=bao-secret-value", token="root")
         second = receive(ws)

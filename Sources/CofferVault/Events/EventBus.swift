@@ -51,7 +51,14 @@ package struct VaultEvent: Sendable, Equatable {
             "event": ["id": .string(uuid), "metadata": .object(metadata)],
             "event_type": .string(type),
         ]
-        if case .object(let plugin)? = data["plugin_info"] { inner["plugin_info"] = .object(plugin) }
+        if case .object(var plugin)? = data["plugin_info"] {
+            // Vault's mount_class: "auth" for an auth method's mount, "secret" for a secrets engine's.
+            if plugin["mount_class"] == nil {
+                let auth = plugin["mount_path"]?.stringValue?.hasPrefix("auth/") ?? false
+                plugin["mount_class"] = .string(auth ? "auth" : "secret")
+            }
+            inner["plugin_info"] = .object(plugin)
+        }
         if !namespacePath.isEmpty { inner["namespace"] = .string(namespacePath) }
         return [
             "id": .string(uuid), "source": .string("vault://" + hostname), "specversion": "1.0", "type": "*",
