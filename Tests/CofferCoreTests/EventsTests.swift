@@ -234,6 +234,26 @@ import Testing
         #expect(calls.load(ordering: .relaxed) == 1, "no callback after the one that unsubscribed")
     }
 
+    @Test func aRevokedLeaseIsPublishedWithItsIDAndPathOnly() throws {
+        var registry = testRegistry()
+        let ledger = LedgerBackend()
+        registry.register("ledger") { _ in ledger }
+        let core = try Core(storage: InMemoryBackend(), engines: registry, clock: ManualClock())
+        let root = try core.initialize(shares: 1, threshold: 1).rootToken
+        try core.mount(MountEntry(path: "ledger/", type: "ledger"))
+        let issued = try core.call(.read, "ledger/creds/app", token: root)
+        let user = try #require(issued.data?["username"]?.stringValue)
+        try core.call(.update, "sys/leases/revoke", ["lease_id": .string(issued.leaseID)], token: root)
+        let revoked = core.events.recent(typePrefix: "lease/")
+        #expect(revoked.map(\.type) == ["lease/revoked"])
+        #expect(
+            revoked.first?.metadata
+                == ["lease_id": .string(issued.leaseID), "path": "ledger/creds/app", "operation": "revoke"]
+        )
+        let text = String(decoding: revoked.first?.cloudEvent().serialized() ?? [], as: UTF8.self)
+        #expect(!text.isEmpty && !text.contains(user))
+    }
+
     @Test func sealAndUnsealArePublished() throws {
         let (core, result) = try makeCore()
         core.sealVault()
