@@ -858,6 +858,7 @@ def evaluate_goals(results):
     goals += database_goals(results.get("database"), database_thresholds()["goals"])
     goals += pki_goals(results.get("pki"), pki_thresholds()["goals"])
     goals += auth_goals(results.get("auth"), auth_thresholds()["goals"])
+    goals += events_goals(results.get("events"))
     transit = f.get("c: transit encrypt 64 B (fast path)")
     transit_floor = f.get("c floor: aes-256-gcm seal 64 B (EVP, random nonce)")
     if transit and transit_floor:
@@ -1298,6 +1299,41 @@ def auth_thresholds():
     return read_json(os.path.join(ROOT, "bench", "thresholds.json"))["auth"]
 
 
+def events(cofferd, scratch, iterations):
+    """`coffer-bench events` (bench/InProcess/Events.swift) and, with a cofferd, bench/events_ws.py."""
+    out = os.path.join(scratch, "events.json")
+    run_tool([os.path.join(RELEASE, "coffer-bench"), "events", "--iterations", str(iterations), "--json", out])
+    result = {"inprocess": read_json(out)}
+    if cofferd:
+        ws_out = os.path.join(scratch, "events-ws.json")
+        run_tool([os.path.join(ROOT, ".venv", "bin", "python"), os.path.join(ROOT, "bench", "events_ws.py"),
+                  "--cofferd", cofferd, "--iterations", str(max(500, iterations // 2)), "--json", ws_out])
+        result["websocket"] = read_json(ws_out)
+    return result
+
+
+def events_goals(e):
+    """Issue 20's event goals (bench/thresholds.json's events.goals)."""
+    g = read_json(os.path.join(ROOT, "bench", "thresholds.json"))["events"]["goals"]
+    if not e:
+        return [(f"event from a KV write to a subscriber callback in process: p99 ≤ {g['callback_p99_ms']} ms",
+                 "not measured in this run", None)]
+    summary = e["inprocess"]["summary"]
+    goals = [(f"event from a KV write to a subscriber callback in process: p99 ≤ {g['callback_p99_ms']} ms",
+              f"{summary['event_callback_p99_us'] / 1000:.3f} ms", summary["event_callback_p99_us"] <= g["callback_p99_ms"] * 1000),
+             (f"KV write p50 with 1,000 subscribers ≤ {g['write_1000_subscribers_ratio']}× with none (same run)",
+              f"{summary['write_1000_subscribers_p50_ratio']:.2f}× (p99 {summary['write_1000_subscribers_p99_ratio']:.2f}×)",
+              summary["write_1000_subscribers_p50_ratio"] <= g["write_1000_subscribers_ratio"])]
+    ws = e.get("websocket")
+    if ws:
+        goals.append((f"event over WebSocket from the write's response to the frame: p99 ≤ {g['websocket_p99_ms']} ms",
+                      f"{ws['after_response_p99_us'] / 1000:.2f} ms (write + frame p99 {ws['p99_us'] / 1000:.2f} ms)",
+                      ws["after_response_p99_us"] <= g["websocket_p99_ms"] * 1000))
+    else:
+        goals.append((f"event over WebSocket: p99 ≤ {g['websocket_p99_ms']} ms", "not measured in this run", None))
+    return goals
+
+
 def auth_goals(a, g):
     if not a:
         return [("Auth: AppRole and JWT logins over HTTP against OpenBao", "not measured in this run", None)]
@@ -1452,7 +1488,7 @@ def check_database(db, limits):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="the CI gate: short runs checked against bench/thresholds.json")
-    parser.add_argument("--parts", default=None, help="comma-separated subset of inprocess,c,scale,namespaces,hsm,http,database,pki,auth")
+    parser.add_argument("--parts", default=None, help="comma-separated subset of inprocess,c,scale,namespaces,hsm,http,database,pki,auth,events")
     parser.add_argument("--out", default=None, help="results JSON (default: bench/results/<date>.json, or .build/bench for --smoke)")
     parser.add_argument("--cofferd", default=os.path.join(RELEASE, "cofferd"),
                         help="the cofferd binary (default: the release build; the smoke gate passes the debug one)")
@@ -1461,7 +1497,7 @@ def main():
     args = parser.parse_args()
 
     smoke = args.smoke
-    default_parts = "inprocess,http,database,pki,auth" if smoke else "inprocess,c,scale,namespaces,hsm,http,database,pki,auth"
+    default_parts = "inprocess,http,database,pki,auth" if smoke else "inprocess,c,scale,namespaces,hsm,http,database,pki,auth,events"
     parts = set((args.parts or default_parts).split(","))
     cofferd_built = os.path.exists(args.cofferd)
     scratch = tempfile.mkdtemp(prefix="coffer-bench-")
@@ -1530,6 +1566,9 @@ def main():
                 progress("auth: JWT and AppRole logins in process against one ES256 verify; AppRole (service and batch "
                          "tokens), JWT and userpass logins over HTTP against OpenBao")
                 results["auth"] = auth(args.cofferd, scratch, 5, 3, 16, 5, 4, inprocess_iterations=3000, inprocess_rounds=10)
+        if "events" in parts:
+            progress("events: KV write → callback in process, write latency with 1,000 subscribers, over WebSocket")
+            results["events"] = events(args.cofferd if cofferd_built else None, scratch, 500 if smoke else 5_000)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -409,6 +409,51 @@ int coffer_client_events(coffer_t *h, uint64_t after_id, char **out_json, size_t
     first, since such buffers hold secrets, tokens and unseal keys. NULL is accepted. */
 void coffer_free(void *p);
 
+/* ---- Events (docs/events.md) ------------------------------------------------------------- */
+
+/**
+ * Called with one event: `event_json` is Vault's CloudEvents JSON for it (docs/events.md; the same
+ * text `sys/events/subscribe` sends), NUL-terminated, `event_len` bytes without the NUL. It is
+ * valid only during the call: copy what you keep. `ctx` is coffer_subscribe's. An event never
+ * holds a secret value or a token.
+ */
+typedef void (*coffer_event_fn)(const char *event_json, size_t event_len, void *ctx);
+
+/**
+ * Calls `callback` with every event from now on whose type matches `event_type_glob` (`*` matches
+ * any characters: "kv*", "kv-v2/data-write", "*") in the root namespace, that `token` may see:
+ * `subscribe` on sys/events/subscribe/<event type> and `read` on the event's data path (a root
+ * token sees all; the token is checked again for each event, so a revoked token stops receiving).
+ * `*id_out` receives the subscription's id for coffer_unsubscribe (never 0).
+ *
+ * Thread and lifetime rules:
+ * - Callbacks run on a library-owned delivery thread, never on the thread whose write published
+ *   the event. A subscription's callbacks run in publication order, one at a time; different
+ *   subscriptions may run at once on the library's 2 delivery threads (a callback that blocks
+ *   holds up its own subscription and one of them: return promptly).
+ * - Each subscription has a queue of 1024 events. When the callback falls that far behind, newer
+ *   events are dropped (never blocking the writer) and counted (docs/events.md).
+ * - The callback may call any coffer_* function on the handle, including coffer_unsubscribe.
+ * - `ctx` must stay valid until coffer_unsubscribe (or coffer_close) has returned.
+ *
+ * Returns COFFER_OK; COFFER_EINVALID (NULL or closed handle, NULL callback or id_out, an empty or
+ * overlong glob); COFFER_EPERM (a token that is not valid, or that lacks `subscribe` on an
+ * exact event type); COFFER_ESEALED. Thread-safe.
+ */
+int coffer_subscribe(coffer_t *h, const char *token, const char *event_type_glob, coffer_event_fn callback,
+                     void *ctx, uint64_t *id_out);
+
+/**
+ * Ends the subscription `id`: no callback of it starts afterwards, and this returns once a callback
+ * of it that is running has returned, except when called from inside that very callback: then
+ * the end is deferred (the running callback finishes, nothing later starts) and it returns at once,
+ * without deadlock. coffer_close unsubscribes every subscription of the handle the same way.
+ *
+ * Returns COFFER_OK; COFFER_EINVALID (NULL or closed handle); COFFER_ENOTFOUND (no such
+ * subscription, or already ended). Thread-safe.
+ */
+int coffer_unsubscribe(coffer_t *h, uint64_t id);
+
 #ifdef __cplusplus
 }
 #endif

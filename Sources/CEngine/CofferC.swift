@@ -624,3 +624,29 @@ public func coffer_metrics(
         return succeed()
     }
 }
+
+// MARK: For the other files of the C ABI (CofferC+Events.swift)
+
+/// The vault behind `pointer`, or nil with COFFER_EINVALID's message set (in `status`).
+func cofferVault(_ pointer: OpaquePointer?, status: inout Int32) -> Vault? {
+    do {
+        return try lookup(pointer).vault
+    } catch {
+        status = fail(COFFER_EINVALID, error.message)
+        return nil
+    }
+}
+
+/// `pointer` as a string (an argument named `name`), or nil with COFFER_EINVALID's message set.
+func cofferString(_ pointer: UnsafePointer<CChar>?, _ name: String, optional: Bool, status: inout Int32) -> String?? {
+    do {
+        return optional ? .some(try optionalString(pointer, name)) : .some(try string(pointer, name))
+    } catch {
+        status = fail(COFFER_EINVALID, error.message)
+        return nil
+    }
+}
+
+func cofferFail(_ status: Int32, _ message: String) -> Int32 { fail(status, message) }
+func cofferFail(_ error: CofferError) -> Int32 { fail(error) }
+func cofferSucceed() -> Int32 { succeed() }

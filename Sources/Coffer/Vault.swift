@@ -225,6 +225,7 @@ public final class Vault: Sendable {
 
     /// Closes the storage. Later calls fail.
     public func close() {
+        core.events.stopDelivery()
         leaseRunner?.stop()
         core.sealVault()
         core.barrier.physical.close()

@@ -68,7 +68,8 @@ public final class CofferHTTPServer: Sendable {
             headerTimeout: .seconds(listener.readHeaderTimeout),
             readTimeout: .seconds(listener.readTimeout),
             limiter: ConnectionLimiter(limit: listener.maxConnectionsPerAddress, logger: logger),
-            logger: logger
+            logger: logger,
+            events: vault
         )
         let serverConfiguration = ServerConfiguration(
             address: .hostname(host, port: port),

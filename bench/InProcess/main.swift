@@ -10,6 +10,7 @@
 //       [--postgres-port P --postgres-password X] [--json PATH]      (issue 15; see Database.swift)
 //   swift run -c release coffer-bench postgres     (a PostgreSQL for bench.py, until stdin closes)
 //   swift run -c release coffer-bench auth [--iterations N] [--rounds R] [--json PATH]   (issue 17; Auth.swift)
+//   swift run -c release coffer-bench events [--iterations N] [--rounds R] [--json PATH]   (issue 20; Events.swift)
 //
 // Reports distributions (p50, p90, p99, max), operations per second on one thread, and allocations
 // per operation when bench/malloccount's library is preloaded (bench.py does that). Machines are
@@ -98,6 +99,7 @@ do {
             postgresPassword: postgresPassword
         )
     case "auth": summary = try runAuth(bench, iterations: iterations ?? 3000, rounds: rounds)
+    case "events": summary = try runEvents(bench, iterations: iterations ?? 5000, rounds: rounds)
     case "pki": summary = try runPKI(bench, scratch, iterations ?? 2000, rounds: rounds, rsa: runs, revokes: secrets)
     case "postgres":
         try runPostgresHelper()

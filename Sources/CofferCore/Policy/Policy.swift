@@ -15,13 +15,16 @@ package struct Capabilities: OptionSet, Sendable, Hashable {
     package static let list = Capabilities(rawValue: 1 << 5)
     package static let sudo = Capabilities(rawValue: 1 << 6)
     package static let patch = Capabilities(rawValue: 1 << 7)
+    /// Vault's `subscribe`: on `sys/events/subscribe/<event type>`, may receive events of that type
+    /// (docs/events.md). It grants no request.
+    package static let subscribe = Capabilities(rawValue: 1 << 8)
     /// Marker for a root ACL (the `root` policy): everything is allowed. Never parsed from a policy.
     package static let root = Capabilities(rawValue: 1 << 31)
 
     /// The capabilities a policy may name, in alphabetical order, which is the order Vault reports them in.
     static let policyNames: [(String, Capabilities)] = [
         ("create", .create), ("delete", .delete), ("deny", .deny), ("list", .list),
-        ("patch", .patch), ("read", .read), ("sudo", .sudo), ("update", .update),
+        ("patch", .patch), ("read", .read), ("subscribe", .subscribe), ("sudo", .sudo), ("update", .update),
     ]
 
     /// The names of the policy capabilities, comma-separated, for error messages.

@@ -510,6 +510,7 @@ package enum PolicyParser {
     /// ignoring them would grant more than the policy author meant.
     static let unsupportedAttributes = [
         "mfa_methods", "pagination_limit", "expiration", "list_scan_response_keys_filter_path", "control_group",
+        "subscribe_event_types",
     ]
 
     static func parse(_ text: String) throws(PolicySyntaxError) -> [PathRule] {

@@ -1,3 +1,4 @@
+import Coffer
 import CofferCore
 import HTTPTypes
 import HummingbirdCore
@@ -15,10 +16,15 @@ struct CofferHTTPChannel: ServerChildChannel {
     let readTimeout: TimeAmount
     let limiter: ConnectionLimiter
     let logger: Logger
+    /// Serves `sys/events/subscribe` WebSocket upgrades (EventsWebSocket.swift) when set.
+    var events: Vault? = nil
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         let admitted = limiter.admit(channel)
         return channel.eventLoop.makeCompletedFuture {
+            if let events {
+                try channel.pipeline.syncOperations.addHandler(EventsUpgradeSniffer(vault: events, logger: self.logger))
+            }
             try channel.pipeline.syncOperations.addHandler(
                 RequestFramer(headerTimeout: headerTimeout, readTimeout: readTimeout, logger: self.logger)
             )

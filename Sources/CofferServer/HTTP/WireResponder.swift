@@ -139,6 +139,14 @@ struct WireResponder: Sendable {
             let result = vault.unauthenticatedMetricsWire(target: target)
             return (result.status, result.body, false, result.contentType, result.headers)
         }
+        if target.hasPrefix("/v1/sys/events/subscribe/") {
+            // EventsWebSocket.swift serves it when it is a connection's first request and an upgrade.
+            return Self.error(
+                400,
+                "sys/events/subscribe is a WebSocket: connect with a WebSocket client (Upgrade: websocket) "
+                    + "on a new connection, with ?json=true"
+            )
+        }
         let wrapTTL = request.headers[Self.wrapTTL]
         let client = channel.remoteAddress?.ipAddress ?? ""
         let vault = self.vault

@@ -393,7 +393,9 @@ package final class LeaseManager: Sendable {
         guard !batch.deletions.isEmpty else { return }
         let deletions = batch.deletions
         try withWriteLock { () throws(CofferError) in try barrier.batch(deletions) }
-        core.quotas.leasesRemoved(deletions.compactMap(LeaseManager.deletedLeaseID))
+        let removed = deletions.compactMap(LeaseManager.deletedLeaseID)
+        core.quotas.leasesRemoved(removed)
+        core.publishLeasesRevoked(removed)
         batch.deletions = []
         release(batch)
         batch.claimed = []

@@ -96,6 +96,11 @@ extension Core {
         add("vault.audit.log_response_failure", .counter(meters.auditResponseFailure.value))
         add("coffer.token.cache.hit", .counter(meters.tokenCacheHit.value))
         add("coffer.token.cache.miss", .counter(meters.tokenCacheMiss.value))
+        // Events (docs/events.md): subscribers dropped for a full queue, events a callback's full queue lost.
+        let eventDrops = events.dropCounts
+        add("coffer.events.subscribers_dropped", .counter(eventDrops.subscribers))
+        add("coffer.events.dropped", .counter(eventDrops.events))
+        add("coffer.events.subscribers", .gauge(Double(events.subscriptionCount)))
         for (name, count) in quotas.violationCounts() {
             add("vault.quota.rate_limit.violation", .counter(count), [("name", name)])
         }

@@ -359,6 +359,7 @@ package final class Core: Sendable {
         let rootKey = try seal.unwrap(blob, unsealKey: unsealKey)
         try barrier.unseal(rootKey: rootKey)
         try postUnseal()
+        publishSealChange(sealed: false)
     }
 
     /// Loads what the request path needs once the barrier is open.
@@ -392,7 +393,9 @@ package final class Core: Sendable {
 
     /// Seals: drops the keys, caches and mounts. The next request fails with "Vault is sealed".
     package func sealVault() {
+        let wasSealed = barrier.isSealed
         lifecycle.withLock { _ in sealNow() }
+        if !wasSealed { publishSealChange(sealed: true) }
     }
 
     func sealNow() {

@@ -50,6 +50,7 @@ package final class KVv1Backend: TableBackend {
         }
         guard !request.data.isEmpty else { throw CofferError.invalid("missing data fields") }
         try request.storage.putJSON(key, .object(request.data))
+        request.publishKVv1("write", key: key)
         return .noContent
     }
 
@@ -57,6 +58,7 @@ package final class KVv1Backend: TableBackend {
         let key = request.capture("path")
         guard !key.isEmpty else { throw request.unsupported() }
         try request.storage.delete(key)
+        request.publishKVv1("delete", key: key)
         return .noContent
     }
 }

@@ -151,6 +151,8 @@ extension KVv2Backend {
         ops += trim(&meta, key: key, config: config)
         ops.append(.put(key: "metadata/" + key, value: meta.stored.serialized()))
         try commit(request.storage, key, ops, metadata: meta)
+        let operation = request.operation == .patch ? "data-patch" : "data-write"
+        request.publishKVv2(operation, prefix: "data", key: key, versions: (n, meta.oldestVersion))
         return Response(data: meta.versionMetadata(n))
     }
 
@@ -249,6 +251,18 @@ extension KVv2Backend {
             meta.updated = request.now
             ops.append(.put(key: "metadata/" + key, value: meta.stored.serialized()))
             try commit(request.storage, key, ops, metadata: meta)
+            let (operation, prefix) =
+                switch action {
+                case .delete: versions == nil ? ("data-delete", "data") : ("delete", "delete")
+                case .undelete: ("undelete", "undelete")
+                case .destroy: ("destroy", "destroy")
+                }
+            request.publishKVv2(
+                operation,
+                prefix: prefix,
+                key: key,
+                versions: (meta.currentVersion, meta.oldestVersion)
+            )
             return .noContent
         }
     }
@@ -295,6 +309,13 @@ extension KVv2Backend {
                 ops + [.put(key: "metadata/" + key, value: meta.stored.serialized())],
                 metadata: meta
             )
+            let operation = request.operation == .patch ? "metadata-patch" : "metadata-write"
+            request.publishKVv2(
+                operation,
+                prefix: "metadata",
+                key: key,
+                versions: (meta.currentVersion, meta.oldestVersion)
+            )
             return .noContent
         }
     }
@@ -306,6 +327,7 @@ extension KVv2Backend {
             var ops: [StorageOperation] = meta.versions.keys.map { .delete(key: Self.versionKey(key, $0)) }
             ops.append(.delete(key: "metadata/" + key))
             try commit(request.storage, key, ops, metadata: nil)
+            request.publishKVv2("metadata-delete", prefix: "metadata", key: key)
             return .noContent
         }
     }

@@ -16,7 +16,8 @@ struct PolicyParserTests {
             text: #"path "a" { capabilities = ["raed"] }"#,
             line: 1,
             column: 28,
-            message: "unknown capability; expected one of create, delete, deny, list, patch, read, sudo, update"
+            message:
+                "unknown capability; expected one of create, delete, deny, list, patch, read, subscribe, sudo, update"
         ),
         ErrorCase(
             text: "path \"a\" {\n  capabilities = [\"read\"]\n  foo = 1\n}",

@@ -17,17 +17,18 @@ import json
 import threading
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Type, Union
 
 from . import _native
 from ._native import lib
+from ._events import Subscription
 
 __all__ = [
     "open", "Coffer", "KV", "KVSecret", "Transit", "Response", "version", "abi_version", "library_path",
     "CofferError", "InvalidArgumentError", "SealedError", "PermissionDeniedError", "NotFoundError", "ConflictError",
     "UnavailableError", "StorageIOError", "OutOfMemoryError", "InternalError", "UnsupportedOperationError",
     "IntegrityError", "NotInitializedError", "AlreadyInitializedError", "RateLimitedError", "CorruptDatabaseError",
-    "AuditFailedError", "error_class", "NO_CAS", "connect", "Remote", "SecretRead", "SOURCES",
+    "AuditFailedError", "error_class", "NO_CAS", "connect", "Remote", "SecretRead", "SOURCES", "Subscription",
 ]
 
 # What a request body or a configuration may be: a dict (sent as JSON), JSON text, or JSON bytes.
@@ -293,6 +294,17 @@ class Coffer:
         if status != 0:
             raise _error(status, http.value, parsed)
         return Response(http.value, parsed, raw)
+
+    def subscribe(
+        self, pattern: str, callback: Callable[[Dict[str, Any]], None], token: Optional[str] = None,
+    ) -> "Subscription":
+        """Calls `callback(event)` with every event whose type matches `pattern` ("kv*", "*",
+        "kv-v2/data-write") that `token` (default: this Coffer's) may see; returns the Subscription,
+        a context manager that unsubscribes. See coffer.Subscription and docs/events.md for the
+        thread rules. Raises PermissionDeniedError for a token that is not valid."""
+        if not _native.HAS_EVENTS:
+            raise InvalidArgumentError(-1, f"the loaded library ({library_path()}) has no coffer_subscribe; update it")
+        return Subscription(self, pattern, callback, token or self.token)
 
     def metrics(self, format: str = "json") -> str:
         """The vault's counters, gauges and latency summaries (coffer_metrics; docs/metrics.md): "json"

@@ -231,3 +231,20 @@ def take_buffer(pointer: ctypes.c_void_p, length: int) -> bytes:
         return ctypes.string_at(pointer.value, length)
     finally:
         lib.coffer_free(pointer)
+
+
+# coffer_subscribe / coffer_unsubscribe (events, docs/events.md) came later: absent from an older library.
+EVENT_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+HAS_EVENTS = hasattr(lib, "coffer_subscribe")
+if HAS_EVENTS:
+    lib.coffer_subscribe.argtypes = [
+        ctypes.c_void_p,  # h
+        ctypes.c_char_p,  # token
+        ctypes.c_char_p,  # event_type_glob
+        EVENT_FN,  # callback
+        ctypes.c_void_p,  # ctx
+        ctypes.POINTER(ctypes.c_uint64),  # id_out
+    ]
+    lib.coffer_subscribe.restype = ctypes.c_int
+    lib.coffer_unsubscribe.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
+    lib.coffer_unsubscribe.restype = ctypes.c_int
