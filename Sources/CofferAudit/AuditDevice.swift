@@ -305,22 +305,8 @@ package final class AuditDevice: Sendable {
     }()
 
     private func startWriter(_ queue: AuditQueue) {
-        let context = Unmanaged.passRetained(WriterContext(queue: queue, device: WeakDevice(device: self))).toOpaque()
-        var thread = pthread_t()
-        let started = pthread_create(
-            &thread,
-            nil,
-            { raw in
-                let context = Unmanaged<WriterContext>.fromOpaque(raw!).takeRetainedValue()
-                context.run()
-                return nil
-            },
-            context
-        )
-        if started == 0 {
-            pthread_detach(thread)
-        } else {
-            Unmanaged<WriterContext>.fromOpaque(context).release()
+        let context = WriterContext(queue: queue, device: WeakDevice(device: self))
+        if startThread({ context.run() }) == nil {
             queue.writerFailedToStart()
         }
     }

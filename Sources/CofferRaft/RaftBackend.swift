@@ -165,7 +165,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
             throw CofferError(.unavailable, error.message)
         }
         syncPeers()
-        guard startThread({ [self] in loop() }) else {
+        guard startThread({ [self] in loop() }) != nil else {
             transport.shutdown()
             store.close()
             throw CofferError(.internal, "cannot start the Raft node's thread")

@@ -1,3 +1,4 @@
+import CofferCore
 package import Raft
 import Synchronization
 
@@ -49,7 +50,7 @@ package final class TCPTransport: Sendable {
         }
         self.peers = Mutex(links)
         let listener = self.listener
-        guard startThread({ [self] in acceptLoop(listener) }) else {
+        guard startThread({ [self] in acceptLoop(listener) }) != nil else {
             close(listener)
             throw RaftTransportError("cannot start the transport's accept thread")
         }
@@ -118,7 +119,7 @@ package final class TCPTransport: Sendable {
                 return
             }
             inbound.withLock { _ = $0.insert(fd) }
-            if !startThread({ [self] in readLoop(fd) }) {
+            if startThread({ [self] in readLoop(fd) }) == nil {
                 inbound.withLock { _ = $0.remove(fd) }
                 close(fd)
             }

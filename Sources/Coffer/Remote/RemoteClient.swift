@@ -524,26 +524,9 @@ public final class RemoteClient: Sendable {
     // MARK: - Events
 
     private func startSubscription() {
-        final class Context: @unchecked Sendable {
-            let client: RemoteClient
-            init(_ client: RemoteClient) { self.client = client }
-        }
-        let context = Unmanaged.passRetained(Context(self)).toOpaque()
-        var thread = pthread_t()
-        let started = pthread_create(
-            &thread,
-            nil,
-            { raw in
-                let context = Unmanaged<Context>.fromOpaque(raw!).takeRetainedValue()
-                context.client.subscriptionLoop()
-                return nil
-            },
-            context
-        )
-        if started == 0 {
+        if let thread = startThread(detached: false, { [self] in subscriptionLoop() }) {
             subscription.withLock { $0.thread = thread }
         } else {
-            Unmanaged<Context>.fromOpaque(context).release()
             meters.update { $0.subscription = "off" }
         }
     }

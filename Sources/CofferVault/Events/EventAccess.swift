@@ -71,18 +71,8 @@ extension Core {
         in ns: Namespace,
         capability: Capabilities
     ) throws(CofferError) {
-        let home = caller.namespaceID == (ns.isRoot ? "" : ns.id) ? ns : callerNamespace(caller)
-        guard let home, ns.isWithin(home) else { throw CofferError.permissionDeniedError }
-        if caller.isRoot { return }
-        var policies = caller.policies
-        if !caller.entityID.isEmpty {
-            let extra = try home.identity.policies(entityID: caller.entityID)
-            if !extra.isEmpty { policies = Array(Set(policies).union(extra)).sorted() }
-        }
-        let acl = try home.policies.acl(for: policies)
-        var path = request.path
-        if ns !== home { path = String(ns.path.dropFirst(home.path.count)) + path }
-        let granted = acl.capabilities(path: path)
+        guard let (acl, prefix) = try governingACL(caller, in: ns) else { return }
+        let granted = acl.capabilities(path: prefix + request.path)
         guard granted.contains(capability) || granted.contains(.root) else { throw CofferError.permissionDeniedError }
     }
 }

@@ -68,26 +68,16 @@ package final class EventDelivery: @unchecked Sendable {
             guard !stopping else { throw CofferError(.unavailable, "the vault is closed") }
             entries[subscription.id] = Entry(subscription: subscription, callback: callback)
             while threads.count < threadCount {
-                let box = Unmanaged.passRetained(self)
-                var thread = pthread_t()
-                let rc = pthread_create(
-                    &thread,
-                    nil,
-                    { raw in
-                        let delivery = Unmanaged<EventDelivery>.fromOpaque(raw!).takeRetainedValue()
-                        // Below the writers' priority (nice 10; on Linux who=0 is this thread only): delivering to many
-                        // subscribers must not take the CPU from the writes that publish.
-                        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
-                        delivery.work()
-                        return nil
-                    },
-                    box.toOpaque()
-                )
-                guard rc == 0 else {
-                    box.release()
+                let started = startThread(detached: false) { [self] in
+                    // Below the writers' priority (nice 10; on Linux who=0 is this thread only): delivering to many
+                    // subscribers must not take the CPU from the writes that publish.
+                    _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+                    work()
+                }
+                guard let thread = started else {
                     if threads.isEmpty {
                         entries[subscription.id] = nil
-                        throw CofferError(.internal, "could not start an event delivery thread (errno \(rc))")
+                        throw CofferError(.internal, "the system refused a thread for event delivery")
                     }
                     break
                 }

@@ -653,20 +653,11 @@ package final class Core: Sendable {
         requireSudo: Bool = false
     ) throws(CofferError) {
         let ns = ns ?? root
-        // Most often the token is of the namespace it is used in: no lookup then.
-        let home = caller.namespaceID == (ns.isRoot ? "" : ns.id) ? ns : callerNamespace(caller)
-        guard let home, ns.isWithin(home) else { throw CofferError.permissionDeniedError }
-        if caller.isRoot { return }
-        var policies = caller.policies
-        if !caller.entityID.isEmpty {
-            let extra = try home.identity.policies(entityID: caller.entityID)
-            if !extra.isEmpty { policies = Array(Set(policies).union(extra)).sorted() }
-        }
-        let acl = try home.policies.acl(for: policies)
+        guard let (acl, prefix) = try governingACL(caller, in: ns) else { return }
         // A list is of a folder: Vault's HTTP layer adds the trailing "/" before the ACL sees the
         // path, so `path "secret/metadata/a/*"` allows `LIST secret/metadata/a`.
         var path = request.operation == .list && !request.path.hasSuffix("/") ? request.path + "/" : request.path
-        if ns !== home { path = String(ns.path.dropFirst(home.path.count)) + path }
+        if !prefix.isEmpty { path = prefix + path }
         let decision = acl.allowOperation(
             PolicyOperation(request.operation),
             path: path,
@@ -676,6 +667,23 @@ package final class Core: Sendable {
         guard decision.allowed, !requireSudo || decision.rootPrivileges else {
             throw CofferError.permissionDeniedError
         }
+    }
+
+    /// The ACL of `caller`'s policies (its token's and its entity's) in its home namespace, and the
+    /// path of `ns` below that home, to put before a request's path; nil for a root token of a
+    /// namespace `ns` is in (everything allowed). Denied when `ns` is outside the caller's home.
+    func governingACL(_ caller: TokenEntry, in ns: Namespace) throws(CofferError) -> (ACL, String)? {
+        // Most often the token is of the namespace it is used in: no lookup then.
+        let home = caller.namespaceID == (ns.isRoot ? "" : ns.id) ? ns : callerNamespace(caller)
+        guard let home, ns.isWithin(home) else { throw CofferError.permissionDeniedError }
+        if caller.isRoot { return nil }
+        var policies = caller.policies
+        if !caller.entityID.isEmpty {
+            let extra = try home.identity.policies(entityID: caller.entityID)
+            if !extra.isEmpty { policies = Array(Set(policies).union(extra)).sorted() }
+        }
+        let acl = try home.policies.acl(for: policies)
+        return (acl, ns === home ? "" : String(ns.path.dropFirst(home.path.count)))
     }
 
     /// The namespace the token was made in; nil once it is deleted (its tokens are revoked then).
