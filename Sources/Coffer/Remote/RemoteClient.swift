@@ -205,7 +205,7 @@ public final class RemoteClient: Sendable {
     /// One Vault v1 call (`path` without `/v1/`, a query allowed) with the client's token unless
     /// `token` is given; retried on a connection failure or a 5xx (not 501) with capped exponential
     /// backoff and full jitter. A 4xx is returned as it is. With the client's own (AppRole/JWT)
-    /// token a 403 logs in again once. Throws `.unavailable` when no attempt reached the store.
+    /// token a 403 logs in again once, unless the token is still valid (then the policy denied it). Throws `.unavailable` when no attempt reached the store.
     /// `namespace` overrides the configuration's; `wrapTTL` is sent as `X-Vault-Wrap-TTL`.
     public func request(
         _ method: String,
@@ -219,7 +219,12 @@ public final class RemoteClient: Sendable {
         let used: String
         if let token { used = token } else { used = try currentToken() }
         let response = try send(method, path, body: body, token: used, namespace: namespace, wrapTTL: wrapTTL)
-        if own && response.status == 403, isLoginAuth {
+        // A 403 is either a token that is no longer valid (log in again) or a policy that denies the
+        // path (logging in again would only mint tokens): ask the server which.
+        if own && response.status == 403, isLoginAuth,
+            (try? send("GET", "auth/token/lookup-self", body: [], token: used, namespace: namespace, wrapTTL: nil))?
+                .status != 200
+        {
             tokenState.withLock { $0 = TokenState() }
             let fresh = try currentToken()
             return try send(method, path, body: body, token: fresh, namespace: namespace, wrapTTL: wrapTTL)
