@@ -89,3 +89,37 @@ def test_close_ends_subscriptions():
     c.close()
     sub.close()  # after the Coffer: nothing to do, no error
     assert not sub.active
+
+
+def test_a_rotation_fires_the_callback_and_a_failed_one_writes_nothing():
+    """Issue 20's done-when from Python: rotate a secret and watch the callback fire (docs/rotation.md)."""
+    with coffer.Coffer({"dev": True}, token="root") as c:
+        c.kv.put("app/db", {"user": "app", "password": "before-rotation"})
+        c.request("PUT", "secret/rotation/app/db",
+                  body={"field": "password", "generator": "password", "length": 24, "grace_period": "1s"})
+        seen = queue.Queue()
+        with c.subscribe("kv-v2/rotation-*", lambda e: seen.put(e)):
+            c.request("POST", "secret/rotate/app/db")
+            types = []
+            # The grace period (1 s) ends on the library's own scheduler, which archives the old version.
+            while "kv-v2/rotation-archived" not in types:
+                types.append(next_event(seen)["data"]["event_type"])
+        assert types == ["kv-v2/rotation-started", "kv-v2/rotation-succeeded", "kv-v2/rotation-archived"]
+        rotated = c.kv.get("app/db")
+        assert rotated.data["password"] != "before-rotation" and len(rotated.data["password"]) == 24
+        assert rotated.data["user"] == "app"
+        assert rotated.version == 2
+
+        # A validator that refuses every candidate: nothing is written, the failure is an event.
+        c.request("PUT", "secret/rotation/app/db",
+                  body={"field": "password", "generator": "password", "length": 24,
+                        "validate_command": ["/bin/false"], "grace_period": "1s"})
+        with c.subscribe("kv-v2/rotation-*", lambda e: seen.put(e)):
+            answer = c.request("POST", "secret/rotate/app/db").body
+            assert answer["data"]["last_run"]["outcome"] == "failed"
+            assert "validation" in answer["data"]["last_run"]["error"]
+            failed = next_event(seen)
+            while failed["data"]["event_type"] != "kv-v2/rotation-failed":
+                failed = next_event(seen)
+        assert c.kv.get("app/db").version == 2
+        assert rotated.data["password"] not in repr(failed)
