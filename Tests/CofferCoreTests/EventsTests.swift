@@ -193,6 +193,50 @@ import Testing
         #expect(wakes.load(ordering: .relaxed) == 2, "one wake for the first event, one for the close")
     }
 
+    /// Past `inlineFanOutLimit` subscriptions a thread of the bus offers each event to them: every one
+    /// still gets every event, in order, and one that never reads is still dropped and announced.
+    @Test func manySubscriptionsGetEveryEventInOrderFromTheFanOutThread() throws {
+        let bus = EventBus()
+        let count = EventBus.inlineFanOutLimit * 4
+        var subscriptions: [EventSubscription] = []
+        for i in 0..<count {
+            let subscription = EventSubscription(
+                pattern: try EventGlob("kv*"),
+                namespacePath: "",
+                capacity: i == 0 ? 8 : 1024,
+                overflow: .closeSubscription,
+                filter: { _ in true },
+                wake: { _ in }
+            )
+            subscriptions.append(subscription)
+            bus.add(subscription)
+        }
+        let dropped = Seen()
+        let watcher = bus.subscribe { event in
+            if event.type == "events/subscriber-dropped" { dropped.add(event.json.serialized()) }
+        }
+        defer { bus.unsubscribe(watcher) }
+        for i in 0..<100 {
+            bus.publish("kv-v2/data-write", data: ["metadata": ["i": .int(i)]], time: .zero)
+        }
+        // Subscription 0 (a queue of 8 that nobody drains) is dropped; the others get all 100.
+        #expect(Self.eventually { dropped.count == 1 })
+        #expect(subscriptions[0].closedReason?.contains("subscriber too slow") == true)
+        var received = Array(repeating: [VaultEvent](), count: count)
+        #expect(
+            Self.eventually {
+                for i in 1..<count { received[i] += subscriptions[i].take() }
+                return received[1...].allSatisfy { $0.count == 100 }
+            }
+        )
+        let expected: [JSONValue?] = (0..<100).map { JSONValue.int($0) }
+        for i in 1..<count {
+            let order: [JSONValue?] = received[i].map { event in event.data["metadata"]?["i"] }
+            #expect(order == expected)
+        }
+        #expect(bus.subscriptionCount == count - 1)
+    }
+
     @Test func aSlowCallbackLosesEventsButNeverBlocksTheWriter() throws {
         let (vault, _) = try Vault.openDev(storage: .memory, rootTokenID: "root")
         defer { vault.close() }

@@ -163,6 +163,31 @@ package final class EventBus: Sendable {
             return (event, state.subscribers.map(\.handler), state.subscriptions)
         }
         for handler in handlers { handler(event) }
+        guard !subscriptions.isEmpty else { return event }
+        // With many subscriptions, offering the event to each is work the writer should not wait
+        // for: one thread does it. With few, the writer does it (no thread hop), unless events are
+        // already waiting for that thread (they go first, in order).
+        if subscriptions.count > Self.inlineFanOutLimit || fanOut.isBusy {
+            fanOut.enqueue(event) { [weak self] queued in self?.offer(queued, to: self?.currentSubscriptions ?? []) }
+            return event
+        }
+        offer(event, to: subscriptions)
+        return event
+    }
+
+    /// Up to this many subscriptions, the publishing thread offers an event to each itself.
+    package static let inlineFanOutLimit = 32
+
+    private let fanOut = FanOut()
+
+    private var currentSubscriptions: [EventSubscription] { state.withLock { $0.subscriptions } }
+
+    /// Offers `event` to every subscription of its namespace whose pattern matches; a subscription
+    /// whose queue is full is closed and announced.
+    private func offer(_ event: VaultEvent, to subscriptions: [EventSubscription]) {
+        let ns = event.namespacePath
+        let type = event.type
+        let time = event.time
         var overflowed: [EventSubscription] = []
         // Many subscribers share a few patterns ("kv*"): each distinct pattern is matched once.
         var matched: [String: Bool] = [:]
@@ -197,7 +222,6 @@ package final class EventBus: Sendable {
                 time: time
             )
         }
-        return event
     }
 
     /// Calls `handler` on the publishing thread with every event published from now on; returns the
@@ -242,5 +266,82 @@ package final class EventBus: Sendable {
         }
         let matching = all.filter { $0.id > after && $0.type.hasPrefix(typePrefix) }
         return Array(matching.suffix(max(0, limit)))
+    }
+}
+
+/// The thread that offers events to many subscriptions, so that a write with 1,000 subscribers costs
+/// the writer one append and one wake-up. Bounded: past ``limit`` waiting events, new ones are
+/// offered by the writer itself (slower, never lost, never unbounded).
+private final class FanOut: @unchecked Sendable {
+    static let limit = 65_536
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private var pending: [(event: VaultEvent, offer: (VaultEvent) -> Void)] = []
+    private var started = false
+    private var working = false
+
+    init() {
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(condition, nil)
+    }
+
+    deinit {  // the thread holds a reference while it runs: this is after it ended
+        pthread_cond_destroy(condition)
+        pthread_mutex_destroy(mutex)
+        condition.deallocate()
+        mutex.deallocate()
+    }
+
+    /// Events are waiting or being offered.
+    var isBusy: Bool {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return working || !pending.isEmpty
+    }
+
+    func enqueue(_ event: VaultEvent, offer: @escaping (VaultEvent) -> Void) {
+        pthread_mutex_lock(mutex)
+        guard pending.count < Self.limit else {
+            pthread_mutex_unlock(mutex)
+            offer(event)
+            return
+        }
+        pending.append((event, offer))
+        let start = !started
+        started = true
+        pthread_cond_signal(condition)
+        pthread_mutex_unlock(mutex)
+        // The thread ends after a second with nothing to do, and starts again with the next event.
+        if start, startThread({ [self] in run() }) == nil {
+            pthread_mutex_lock(mutex)
+            started = false
+            let stranded = pending
+            pending = []
+            pthread_mutex_unlock(mutex)
+            for item in stranded { item.offer(item.event) }
+        }
+    }
+
+    private func run() {
+        while true {
+            pthread_mutex_lock(mutex)
+            working = false
+            if pending.isEmpty {
+                var now = timespec()
+                clock_gettime(CLOCK_REALTIME, &now)
+                var deadline = timespec(tv_sec: now.tv_sec + 1, tv_nsec: now.tv_nsec)
+                pthread_cond_timedwait(condition, mutex, &deadline)
+                if pending.isEmpty {
+                    started = false
+                    pthread_mutex_unlock(mutex)
+                    return
+                }
+            }
+            let batch = pending
+            pending = []
+            working = true
+            pthread_mutex_unlock(mutex)
+            for item in batch { item.offer(item.event) }
+        }
     }
 }
