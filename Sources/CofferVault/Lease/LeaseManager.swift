@@ -646,45 +646,34 @@ package final class LeaseRunner: Sendable {
     /// How often the runner looks at the clock, in milliseconds.
     static let interval: UInt32 = 100
     private let stopped = Atomic<Bool>(false)
+    private let thread = Mutex<pthread_t?>(nil)
 
     package init(_ leases: LeaseManager, clock: any WallClock) {
-        let context = Unmanaged.passRetained(Context(leases: leases, clock: clock, runner: self)).toOpaque()
-        var thread = pthread_t()
-        if pthread_create(
-            &thread,
-            nil,
-            { raw in
-                Unmanaged<Context>.fromOpaque(raw!).takeRetainedValue().run()
-                return nil
-            },
-            context
-        ) == 0 {
-            pthread_detach(thread)
-        } else {
-            Unmanaged<Context>.fromOpaque(context).release()
-        }
-    }
-
-    /// Stops the thread (it finishes the pass it is in).
-    package func stop() { stopped.store(true, ordering: .releasing) }
-
-    private final class Context: @unchecked Sendable {
-        weak var leases: LeaseManager?
-        let clock: any WallClock
-        let runner: LeaseRunner
-
-        init(leases: LeaseManager, clock: any WallClock, runner: LeaseRunner) {
-            self.leases = leases
-            self.clock = clock
-            self.runner = runner
-        }
-
-        func run() {
-            while !runner.stopped.load(ordering: .acquiring) {
-                usleep(LeaseRunner.interval * 1000)
-                guard let leases else { return }
+        let started = startThread(detached: false) { [self, weak leases] in
+            while !stopped.load(ordering: .acquiring) {
+                usleep(Self.interval * 1000)
+                guard !stopped.load(ordering: .acquiring), let leases else { return }
                 leases.tick(now: clock.now())
             }
+        }
+        thread.withLock { $0 = started }
+    }
+
+    /// Stops the thread and returns once the pass it is in has finished, so that nothing of the
+    /// expiration manager (or a mount's periodic work, such as a KV rotation) runs while the vault
+    /// seals and closes its storage.
+    package func stop() {
+        stopped.store(true, ordering: .releasing)
+        guard
+            let running = thread.withLock({ current in
+                defer { current = nil }
+                return current
+            })
+        else { return }
+        if pthread_equal(running, pthread_self()) != 0 {
+            pthread_detach(running)
+        } else {
+            pthread_join(running, nil)
         }
     }
 }
