@@ -219,6 +219,7 @@ let package = Package(
             dependencies: [
                 "Coffer",
                 "CofferCore",
+                "CofferServerCore",
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -15,6 +15,7 @@
 // `method "jwt"` takes `config { path = "/var/run/jwt"  role = "app" }`. Unknown blocks and keys are
 // errors naming their line and what is known there.
 import CofferCore
+package import CofferServerCore
 
 package struct AgentConfig: Sendable, Equatable {
     package enum AuthMethod: Sendable, Equatable {
@@ -42,15 +43,8 @@ package struct AgentConfig: Sendable, Equatable {
 
     package init() {}
 
-    package struct Error: Swift.Error, Sendable, CustomStringConvertible, Equatable {
-        package let message: String
-        package let line: Int?
-        package init(_ message: String, line: Int? = nil) {
-            self.message = message
-            self.line = line
-        }
-        package var description: String { line.map { "line \($0): \(message)" } ?? message }
-    }
+    /// A configuration error naming its line: the same type as cofferd's (`ConfigError`).
+    package typealias Error = ConfigError
 
     package static func parse(_ text: String) throws(Error) -> AgentConfig {
         let items: [HCLItem]
