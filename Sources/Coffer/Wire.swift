@@ -20,6 +20,9 @@ package struct WireResult: Sendable {
     package var contentType: String?
     /// Headers to send with the answer: a quota's `Retry-After` and `X-Ratelimit-*` (Quota/).
     package var headers: [(String, String)] = []
+    /// In a cluster, this node is a standby and the request must be answered by the active node:
+    /// the HTTP layer sends it there (ClusterForwarding.swift) and returns that node's answer.
+    package var forward = false
 }
 
 extension Vault {
