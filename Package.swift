@@ -69,8 +69,8 @@ let package = Package(
             name: "Raft",
             swiftSettings: strict
         ),
-        // Raft-lite's integration with the node (issue 18): the durable log store; the transport and
-        // the cluster loop come next.
+        // Raft-lite's integration with the node (issue 18): the durable log store, the transport and
+        // the replicated storage backend (Coffer's Cluster/ ties it to a vault).
         .target(
             name: "CofferRaft",
             dependencies: ["Raft", "CofferCore", "CSQLite"],
@@ -130,6 +130,7 @@ let package = Package(
             name: "Coffer",
             dependencies: [
                 "CofferCore", "CofferStorage", "CofferAudit", "CofferFramework", "CofferVault", "Engines", "PKCS11Seal",
+                "CofferRaft", "Raft",
             ],
             swiftSettings: strict
         ),

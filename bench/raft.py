@@ -287,9 +287,55 @@ disable_mlock = true
         self.call(i, "POST", "secret/data/bench", {"data": {"n": n}}, token=self.token, timeout=timeout)
 
 
-def bao_bench(bao, runs, write_seconds, multiplier):
+# ---- cofferd: storage "raft", the whole server ---------------------------------------------------
+
+
+class CofferdCluster(BaoCluster):
+    """Three `cofferd -config=nN.hcl` with storage "raft" and a Shamir seal (one share): n1 is initialised,
+    n2 and n3 join through retry_join; every start is followed by an unseal, as an operator would."""
+
+    def __init__(self, cofferd, directory):
+        self.bao, self.directory = cofferd, directory
+        self.ids = [1, 2, 3]
+        self.api = {i: free_port() for i in self.ids}
+        self.cl = {i: free_port() for i in self.ids}
+        self.procs = {}
+        for i in self.ids:
+            joins = "".join(f'  retry_join {{ leader_api_addr = "http://127.0.0.1:{self.api[j]}" }}\n'
+                            for j in self.ids if j != i and i != 1)
+            with open(f"{directory}/n{i}.hcl", "w") as f:
+                f.write(f'storage "raft" {{\n  path = "{directory}/n{i}"\n  node_id = "n{i}"\n{joins}}}\n'
+                        f'listener "tcp" {{ address = "127.0.0.1:{self.api[i]}" tls_disable = true }}\n'
+                        f'api_addr = "http://127.0.0.1:{self.api[i]}"\ncluster_addr = "127.0.0.1:{self.cl[i]}"\n')
+        try:
+            self.start_process(1)
+            self.wait_up(1)
+            body = self.call(1, "PUT", "sys/init", {"secret_shares": 1, "secret_threshold": 1}, timeout=60)
+            self.token, self.key = body["root_token"], body["keys"][0]
+            self.call(1, "PUT", "sys/unseal", {"key": self.key})
+            self.wait_active(1)
+            self.call(1, "POST", "sys/mounts/secret", {"type": "kv", "options": {"version": "2"}}, token=self.token,
+                      timeout=30)
+            for i in (2, 3):
+                self.start(i)
+            self.wait_voters(3)
+        except BaseException:
+            self.stop()
+            raise
+
+    def start_process(self, i):
+        log = open(f"{self.directory}/n{i}.log", "ab")
+        self.procs[i] = subprocess.Popen([self.bao, f"-config={self.directory}/n{i}.hcl"], stdout=log, stderr=log)
+
+    def start(self, i):
+        self.start_process(i)
+        self.wait_up(i)
+        self.call(i, "PUT", "sys/unseal", {"key": self.key})
+
+
+def bao_bench(bao, runs, write_seconds, multiplier, cluster=None):
     directory = tempfile.mkdtemp(prefix="coffer-bao-raft-")
-    c = BaoCluster(bao, directory, multiplier)
+    c = cluster(directory) if cluster else BaoCluster(bao, directory, multiplier)
     try:
         leader = c.leader()
         latencies, n = [], 0
@@ -329,12 +375,16 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--node", required=True, help="the coffer-raft-node binary (release build)")
     ap.add_argument("--bao", help="the OpenBao binary; without it only Coffer is measured")
+    ap.add_argument("--cofferd", help="the cofferd binary: also measure a 3-node cofferd cluster over HTTP")
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--bao-runs", type=int, default=5)
     ap.add_argument("--write-seconds", type=float, default=3)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     results = {"coffer": coffer_bench(args.node, args.runs, args.write_seconds)}
+    if args.cofferd:
+        results["cofferd"] = bao_bench(None, args.runs, args.write_seconds, None,
+                                       cluster=lambda d: CofferdCluster(args.cofferd, d))
     if args.bao:
         results["openbao_default"] = bao_bench(args.bao, args.bao_runs, args.write_seconds, None)
         results["openbao_multiplier_1"] = bao_bench(args.bao, args.bao_runs, args.write_seconds, 1)
@@ -348,8 +398,19 @@ def main():
           f"{'met' if c['failover_ms']['p99'] <= 1000 else 'not met'}; "
           f"a restarted follower left the leader's term alone: {c['restarted_follower_kept_term']}")
     for name in ("openbao_default", "openbao_multiplier_1"):
-        if name in results:
-            print(f"failover p50 ratio {name} / coffer: {results[name]['failover_ms']['p50'] / c['failover_ms']['p50']:.1f}x")
+        for ours in ("coffer", "cofferd"):
+            if name in results and ours in results:
+                print(f"failover p50 ratio {name} / {ours}: "
+                      f"{results[name]['failover_ms']['p50'] / results[ours]['failover_ms']['p50']:.1f}x")
+    if "cofferd" in results:
+        d = results["cofferd"]
+        print(f"cofferd failover goal p99 <= 1000 ms over {d['failover_ms']['n']} runs: "
+              f"{'met' if d['failover_ms']['p99'] <= 1000 else 'not met'}; replicated KV write p99 <= 5 ms: "
+              f"{'met' if d['writes_ms']['p99'] <= 5 else 'not met'}")
+        for name in ("openbao_default", "openbao_multiplier_1"):
+            if name in results:
+                print(f"KV writes/s cofferd / {name}: "
+                      f"{d['writes_ms']['per_second'] / results[name]['writes_ms']['per_second']:.2f}x (goal >= 3x)")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)

@@ -14,6 +14,8 @@ public struct VaultConfiguration: Sendable {
         case sqlite(path: String)
         /// Memory only: for tests and development; nothing survives the process.
         case memory
+        /// A node of a replicated cluster (docs/raft.md): its replica and Raft log in a directory.
+        case raft(RaftConfiguration)
     }
 
     public var storage: Storage
@@ -69,9 +71,12 @@ public final class Vault: Sendable {
     /// Revokes what expires, on time: runs when the vault keeps the system's time. With another clock
     /// (tests), nothing happens by itself; ``expireLeases()`` does what is due.
     private let leaseRunner: LeaseRunner?
+    /// The cluster this vault's storage replicates in (``VaultConfiguration/Storage/raft(_:)``).
+    package let cluster: RaftCluster?
 
-    private init(core: Core) {
+    private init(core: Core, cluster: RaftCluster? = nil) {
         self.core = core
+        self.cluster = cluster
         self.leaseRunner = core.clock is SystemClock ? LeaseRunner(core.leases, clock: core.clock) : nil
     }
 
@@ -106,12 +111,17 @@ public final class Vault: Sendable {
             return vault
         }
         let storage: any PhysicalBackend
+        var cluster: RaftCluster?
+        let cacheBytes = configuration.limits.readCacheBytes
         switch configuration.storage {
         case .sqlite(let path):
             let file = try SQLiteBackend(path: path)
-            let cacheBytes = configuration.limits.readCacheBytes
             storage = cacheBytes > 0 ? CachingBackend(file, capacity: cacheBytes) : file
         case .memory: storage = InMemoryBackend()
+        case .raft(let raft):
+            let node = try RaftCluster(raft)
+            cluster = node
+            storage = cacheBytes > 0 ? CachingBackend(node.backend, capacity: cacheBytes) : node.backend
         }
         do {
             let core = try Core(
@@ -123,10 +133,11 @@ public final class Vault: Sendable {
                 limits: configuration.limits,
                 auditDevices: configuration.auditDevices
             )
+            cluster?.attach(core)
             if configuration.autoUnseal, configuration.seal.isAutoUnseal, core.isInitialized {
                 try core.autoUnseal()
             }
-            return Vault(core: core)
+            return Vault(core: core, cluster: cluster)
         } catch {
             storage.close()
             throw error
@@ -227,6 +238,7 @@ public final class Vault: Sendable {
     public func close() {
         core.events.stopDelivery()
         leaseRunner?.stop()
+        cluster?.close()
         core.sealVault()
         core.barrier.physical.close()
     }

@@ -1,5 +1,6 @@
 package import CofferCore
 package import CofferFramework
+import CofferRaft
 package import CofferVault
 
 /// The wire form shared by the HTTP server and the C ABI: a method, a path with an optional query,
@@ -37,7 +38,18 @@ extension Vault {
         clientAddress: String = "",
         wrapTTL: String? = nil
     ) -> WireResult {
-        Wire.handle(
+        if let cluster {
+            if let answer = cluster.answerWhileJoining(method: method, path: path, body: body) { return answer }
+            if core.isStandby, !core.isSealed, !Wire.servedByEveryNode(method: method, path: path) {
+                return WireResult(status: 0, body: nil, forward: true)
+            }
+        }
+        var body = body
+        if Wire.isSnapshotRestore(method: method, path: path) {
+            // The snapshot file is the body, as the CLI sends it: into the request's data as base64.
+            body = JSONValue.object(["snapshot": .string(Base64.encode(body))]).serialized()
+        }
+        var result = Wire.handle(
             core,
             method: method,
             path: path,
@@ -47,6 +59,11 @@ extension Vault {
             clientAddress: clientAddress,
             wrapTTL: wrapTTL
         )
+        // A read that wanted to write on a standby (a token's use count, a lease): the active node answers.
+        if cluster != nil, let error = result.error, error.message.contains(RaftBackend.standbyWrite.message) {
+            result.forward = true
+        }
+        return result
     }
 }
 
@@ -201,5 +218,36 @@ package enum Wire {
             }
         }
         return String(decoding: out, as: UTF8.self)
+    }
+}
+
+extension Wire {
+    /// Paths every node of a cluster answers about itself (health, seal state, its own metrics,
+    /// joining); a standby sends the rest of what is not a read to the active node.
+    static let nodeLocalPaths: Set<String> = [
+        "sys/health", "sys/leader", "sys/seal-status", "sys/unseal", "sys/init", "sys/seal", "sys/metrics",
+        "sys/storage/raft/join",
+    ]
+
+    /// Whether a standby answers this request itself: a read (forwarded anyway if it turns out to
+    /// write), or one of ``nodeLocalPaths``. Operator paths of the cluster (`sys/storage/raft/`,
+    /// `sys/ha-status`) are the active node's, which knows its peers' progress.
+    static func isSnapshotRestore(method: String, path: String) -> Bool {
+        let upper = method.uppercased()
+        guard upper == "POST" || upper == "PUT" else { return false }
+        let route = path.split(separator: "?", maxSplits: 1).first ?? ""
+        return route.hasSuffix("sys/storage/raft/snapshot") || route.hasSuffix("sys/storage/raft/snapshot-force")
+    }
+
+    static func servedByEveryNode(method: String, path: String) -> Bool {
+        var route = path[...]
+        if let mark = route.firstIndex(of: "?") { route = route[..<mark] }
+        while route.hasPrefix("/") { route = route.dropFirst() }
+        if route.hasPrefix("v1/") { route = route.dropFirst(3) }
+        while route.hasSuffix("/") { route = route.dropLast() }
+        if nodeLocalPaths.contains(String(route)) { return true }
+        if route.hasPrefix("sys/storage/raft") || route == "sys/ha-status" { return false }
+        let upper = method.uppercased()
+        return upper == "GET" || upper == "HEAD" || upper == "LIST"
     }
 }

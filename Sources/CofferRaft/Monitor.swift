@@ -53,7 +53,7 @@ final class Monitor: @unchecked Sendable {
 }
 
 /// The monotonic clock in nanoseconds.
-func monotonicNanos() -> UInt64 {
+package func monotonicNanos() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)

@@ -34,11 +34,18 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         package var snapshotEvery: UInt64 = 8192
         /// Entries kept below a snapshot, so a follower slightly behind catches up from the log.
         package var snapshotKeep: UInt64 = 1024
-        /// A node joining a running cluster: it does not found one, and waits for the leader (one of
-        /// `peers`) to add it with ``RaftBackend/addPeer(_:address:voter:)``.
+        /// A node joining a running cluster: with an empty log it does not found one, and waits for the
+        /// leader to add it with ``RaftBackend/addPeer(_:address:voter:)`` (``awaitingAdmission``).
         package var join = false
         /// How long a write waits to be applied before it answers "unavailable" (it may still commit).
         package var writeTimeoutSeconds = 5.0
+        /// Refuse writes (with ``RaftBackend/standbyWrite``) unless this node is active: the leader, with
+        /// everything committed before its term applied. cofferd's cluster mode sets it, so that only
+        /// the active node's core writes (a standby's request is sent whole to the active node, since
+        /// two cores reading and then writing the same keys would lose updates).
+        package var writesOnlyWhenActive = false
+        /// Called on the node's thread whenever ``Status/isActive`` or the leader changes.
+        package var onStatusChange: (@Sendable (Status) -> Void)?
 
         package init(nodeID: NodeID, listen: String, peers: [NodeID: String], directory: String) {
             self.nodeID = nodeID
@@ -57,7 +64,21 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         package var appliedIndex: UInt64
         package var voters: [NodeID]
         package var learners: [NodeID] = []
+        /// The term of the last entry applied here.
+        package var appliedTerm: UInt64 = 0
+        /// The leader's replication progress per peer (match index), on the leader only.
+        package var matched: [NodeID: UInt64] = [:]
+
+        /// The leader, once it has applied an entry of its own term (the empty entry each new leader
+        /// appends): everything committed before it is applied here, so its reads are current.
+        package var isActive: Bool { isLeader && appliedTerm == term && term > 0 }
     }
+
+    /// What a write on a node that is not active throws when ``Options/writesOnlyWhenActive`` is set.
+    package static let standbyWrite = CofferError(
+        .unavailable,
+        "this node is a standby: writes go to the active node"
+    )
 
     package static let appliedKey = ".raft/applied"
     /// `.raft/peers/<id>` holds each member's cluster address, replicated like any data, so that every
@@ -68,7 +89,8 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
     package let options: Options
     private let local: any PhysicalBackend
     private let store: SQLiteLogStore
-    private let node: RawNode
+    /// Used on the node's thread only (replaced once, by ``found()``).
+    private var node: RawNode
     private var transport: TCPTransport!
     private let monitor = Monitor()
 
@@ -92,6 +114,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
     private var nextID = UInt64.random(in: 1..<(1 << 62))
     private var status: Status
     private var failure: CofferError?
+    private var awaitingAdmissionFlag: Bool
 
     /// Opens (or founds) this node: its log in `options.directory/raft.db`, its data in `local`. A node
     /// with an empty log founds the cluster with `options.peers` as voters, as every founding member
@@ -106,21 +129,11 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         self.options = options
         self.local = local
         store = try SQLiteLogStore(path: options.directory + "/raft.db")
+        var empty = false
         do {
-            if !options.join, try store.lastIndex() == 0 && store.snapshot().isEmpty {
-                let founding = Snapshot(
-                    metadata: SnapshotMetadata(
-                        index: 1,
-                        term: 1,
-                        confState: ConfState(voters: Array(options.peers.keys))
-                    ),
-                    // The founding state: only the members' addresses.
-                    data: BatchCodec.encode(
-                        id: 0,
-                        options.peers.map { .put(key: Self.peersPrefix + String($0.key), value: Array($0.value.utf8)) }
-                    )
-                )
-                try store.save(snapshot: founding, hardState: HardState(term: 1, commit: 1))
+            empty = try store.lastIndex() == 0 && store.snapshot().isEmpty
+            if !options.join, empty {
+                try store.save(snapshot: Self.founding(options.peers), hardState: HardState(term: 1, commit: 1))
             }
             var applied = try Self.readApplied(local)
             let snapshot = try store.snapshot()
@@ -129,12 +142,9 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
                 try Self.restore(local, from: snapshot)
                 applied = snapshot.metadata.index
             }
-            var config = Config(id: options.nodeID)
-            config.electionTicks = options.electionTicks
-            config.applied = applied
-            config.randomSeed = options.nodeID &* 0x9E37_79B9 ^ monotonicNanos()
-            node = try RawNode(config: config, storage: store)
+            node = try RawNode(config: Self.config(options, applied: applied), storage: store)
             status = Status(leader: 0, term: 0, isLeader: false, commitIndex: 0, appliedIndex: applied, voters: [])
+            awaitingAdmissionFlag = options.join && empty
         } catch let error as RaftError {
             store.close()
             throw CofferError(.internal, "cannot start Raft node \(options.nodeID): \(error.message)")
@@ -169,6 +179,63 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
             transport.shutdown()
             store.close()
             throw CofferError(.internal, "cannot start the Raft node's thread")
+        }
+    }
+
+    /// Started with ``Options/join`` and an empty log: not a member until a leader adds it, or until
+    /// ``found()`` makes it a cluster of its own.
+    package var awaitingAdmission: Bool { monitor.withLock { awaitingAdmissionFlag && status.appliedIndex == 0 } }
+
+    private static func config(_ options: Options, applied: UInt64) -> Config {
+        var config = Config(id: options.nodeID)
+        config.electionTicks = options.electionTicks
+        config.applied = applied
+        config.randomSeed = options.nodeID &* 0x9E37_79B9 ^ monotonicNanos()
+        return config
+    }
+
+    /// The first state of a cluster founded by `peers`: its snapshot names them as voters and holds
+    /// only their addresses.
+    private static func founding(_ peers: [NodeID: String]) -> Snapshot {
+        Snapshot(
+            metadata: SnapshotMetadata(index: 1, term: 1, confState: ConfState(voters: Array(peers.keys))),
+            data: BatchCodec.encode(
+                id: 0,
+                peers.map { .put(key: peersPrefix + String($0.key), value: Array($0.value.utf8)) }
+            )
+        )
+    }
+
+    /// Makes a node that is awaiting admission the founder of a cluster of its own (what `sys/init`
+    /// does on a node no cluster has admitted) and returns once it is active.
+    package func found() throws(CofferError) {
+        let result = runOnLoop { [self] () throws(CofferError) -> [UInt8] in
+            guard awaitingAdmission else { return [] }
+            let founding = Self.founding([options.nodeID: options.listen])
+            do {
+                try store.save(snapshot: founding, hardState: HardState(term: 1, commit: 1))
+                try Self.restore(local, from: founding)
+                node = try RawNode(config: Self.config(options, applied: 1), storage: store)
+                node.campaign()
+            } catch let error as CofferError {
+                throw error
+            } catch {
+                throw CofferError(.internal, "cannot found a cluster on node \(options.nodeID): \(error)")
+            }
+            monitor.withLock {
+                awaitingAdmissionFlag = false
+                status.appliedIndex = 1
+                status.appliedTerm = 1
+            }
+            return []
+        }
+        _ = try result.get()
+        let deadline = monotonicNanos() + UInt64(options.writeTimeoutSeconds * 1e9)
+        guard monitor.wait(until: deadline, { status.isActive || !running }), running else {
+            throw CofferError(
+                .unavailable,
+                "the new cluster did not elect this node within \(options.writeTimeoutSeconds) s"
+            )
         }
     }
 
@@ -210,6 +277,15 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
 
     package func batch(_ operations: [StorageOperation]) throws(CofferError) {
         guard !operations.isEmpty else { return }
+        if options.writesOnlyWhenActive, !currentStatus.isActive { throw Self.standbyWrite }
+        try propose(operations, replacing: nil)
+    }
+
+    /// A write of Raft's own bookkeeping (a member's addresses), taken on any node.
+    package func bookkeeping(_ operations: [StorageOperation]) throws(CofferError) {
+        guard operations.allSatisfy({ $0.key.hasPrefix(".raft/") }) else {
+            throw CofferError(.internal, "Raft bookkeeping writes only keys under .raft/")
+        }
         try propose(operations, replacing: nil)
     }
 
@@ -366,7 +442,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
     package func addPeer(_ id: NodeID, address: String, voter: Bool) throws(CofferError) {
         try requireLeader()
         guard id != 0 else { throw CofferError(.invalidArgument, "node id 0 is reserved") }
-        try put(Self.peersPrefix + String(id), Array(address.utf8))
+        try bookkeeping([.put(key: Self.peersPrefix + String(id), value: Array(address.utf8))])
         try changeMembership(ConfChange(voter ? .addVoter : .addLearner, id)) { conf in
             voter ? conf.voters.contains(id) : conf.learners.contains(id)
         }
@@ -378,7 +454,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         try changeMembership(ConfChange(.removeNode, id)) { conf in
             !conf.voters.contains(id) && !conf.learners.contains(id)
         }
-        try delete(Self.peersPrefix + String(id))
+        try bookkeeping([.delete(key: Self.peersPrefix + String(id))])
     }
 
     private func requireLeader() throws(CofferError) {
@@ -527,10 +603,11 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
             let rd = node.ready()
             try store.save(snapshot: rd.snapshot, entries: rd.entries, hardState: rd.hardState, sync: rd.mustSync)
             transport.send(rd.messages)
-            var applied = monitor.withLock { status.appliedIndex }
+            var (applied, appliedTerm) = monitor.withLock { (status.appliedIndex, status.appliedTerm) }
             if let snapshot = rd.snapshot, !snapshot.isEmpty {
                 try Self.restore(local, from: snapshot)
                 applied = snapshot.metadata.index
+                appliedTerm = snapshot.metadata.term
                 syncPeers()
             }
             for entry in rd.committedEntries where entry.index > applied {
@@ -565,9 +642,11 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
                     try local.put(Self.appliedKey, Self.encodeIndex(entry.index))
                 }
                 applied = entry.index
+                appliedTerm = entry.term
             }
             let soft = node.status
-            monitor.withLock {
+            let (before, after) = monitor.withLock {
+                let before = status
                 if status.leader != 0 && soft.softState.leader != status.leader {
                     // The leader changed: a write proposed through the old one may be lost with it, and
                     // waiting out the timeout would stall the client for nothing. Say so now; the client
@@ -583,6 +662,8 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
                     }
                 }
                 status.appliedIndex = applied
+                status.appliedTerm = appliedTerm
+                status.matched = soft.progress.mapValues(\.match)
                 status.leader = soft.softState.leader
                 status.isLeader = soft.softState.role == .leader
                 status.term = soft.hardState.term
@@ -590,6 +671,12 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
                 for read in rd.readStates {
                     if let id = BatchCodec.id(from: read.context) { readIndexes[id] = read.index }
                 }
+                return (before, status)
+            }
+            if let onStatusChange = options.onStatusChange,
+                before.isActive != after.isActive || before.leader != after.leader
+            {
+                onStatusChange(after)
             }
             node.advance(rd)
             // Membership changes take effect in `advance`.

@@ -175,6 +175,17 @@ if dev {
     switch config.storage {
     case .sqlite(let path): storage = .sqlite(path: path)
     case .memory: storage = .memory
+    case .raft(let raft):
+        // validate() made sure both addresses are there.
+        var node = RaftConfiguration(
+            path: raft.path,
+            nodeName: raft.nodeID,
+            clusterAddress: config.clusterListenAddress ?? "",
+            apiAddress: config.apiAddr ?? ""
+        )
+        node.retryJoin = raft.retryJoin
+        node.nonVoter = raft.nonVoter
+        storage = .raft(node)
     }
     let seal: any Seal
     do {

@@ -309,15 +309,20 @@ package final class Barrier: Sendable {
 
     /// Reads the stored keyring again (it changed beneath this barrier: another process rotated, a
     /// replica applied a rotation). Keeps the current keyring when the stored one cannot be opened
-    /// with this root key; a reload never loses a term this barrier can read.
-    package func reloadKeyring() {
-        guard let ring = currentRing(), let stored = try? physical.get(Barrier.keyringPath),
-            let blob = try? SealWrap.open(stored, path: Barrier.keyringPath, seal: wrapSeal.withLock({ $0 })),
+    /// with this root key; a reload never loses a term this barrier can read. Returns false when the
+    /// stored keyring is there but does not open with this root key: the data is another vault's (a
+    /// snapshot restored by force), and this barrier can no longer read it.
+    @discardableResult
+    package func reloadKeyring() -> Bool {
+        guard let ring = currentRing(), let stored = try? physical.get(Barrier.keyringPath) else { return true }
+        guard let blob = try? SealWrap.open(stored, path: Barrier.keyringPath, seal: wrapSeal.withLock({ $0 })),
             (try? Envelope.term(of: blob, path: Barrier.keyringPath)) != nil,
             let plain = try? Envelope.openSecure(key: ring.rootKey, blob: blob, path: Barrier.keyringPath),
-            let loaded = try? Keyring.deserialize(plain, rootKey: ring.rootKey),
-            loaded.activeTerm >= ring.activeTerm, ring.terms.keys.allSatisfy({ loaded.terms[$0] != nil })
-        else { return }
+            let loaded = try? Keyring.deserialize(plain, rootKey: ring.rootKey)
+        else { return false }
+        guard loaded.activeTerm >= ring.activeTerm, ring.terms.keys.allSatisfy({ loaded.terms[$0] != nil }) else {
+            return true
+        }
         keyring.withLock { current in
             guard let current, current.activeTerm <= loaded.activeTerm else { return }
             if current.activeTerm == loaded.activeTerm {
@@ -327,13 +332,14 @@ package final class Barrier: Sendable {
         keyring.withLock { current in
             if let existing = current, existing.activeTerm <= loaded.activeTerm { current = loaded }
         }
+        return true
     }
 
     /// Forgets every key. The keys' memory is zeroed once no request still uses them. The active
     /// term's encryption count is saved first (best effort: a crash instead is covered by the
     /// margin added at unseal).
-    package func seal() {
-        if let ring = keyring.withLock({ $0 }) { try? saveKeyUsage(ring) }
+    package func seal(saveKeyUsage save: Bool = true) {
+        if save, let ring = keyring.withLock({ $0 }) { try? saveKeyUsage(ring) }
         keyring.withLock { $0 = nil }
         namespaceRings.withLock { $0 = [:] }
     }

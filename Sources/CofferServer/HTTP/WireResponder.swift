@@ -29,6 +29,8 @@ struct WireResponder: Sendable {
     static let namespace = HTTPField.Name("X-Vault-Namespace")!
     static let wrapTTL = HTTPField.Name("X-Vault-Wrap-TTL")!
     static let hsts = HTTPField.Name("Strict-Transport-Security")!
+    static let index = HTTPField.Name("X-Vault-Index")!
+    static let inconsistent = HTTPField.Name("X-Vault-Inconsistent")!
 
     func respond(
         _ request: HummingbirdCore.Request,
@@ -150,12 +152,23 @@ struct WireResponder: Sendable {
         let wrapTTL = request.headers[Self.wrapTTL]
         let client = channel.remoteAddress?.ipAddress ?? ""
         let vault = self.vault
-        let (status, out, contentType, extra): (Int, [UInt8]?, String?, [(String, String)])
+        let forwarded = ForwardedRequest(method: method, target: target, headers: request.headers, body: body)
+        if let cluster = vault.cluster {
+            // X-Vault-Index: a standby behind the index a client saw answers 429 or sends the request on.
+            switch ClusterConsistency.check(cluster, requested: request.headers[Self.index]) {
+            case .serve: break
+            case .behind:
+                if request.headers[Self.inconsistent] != "forward-active-node" {
+                    return (429, Array(#"{"errors":[]}"#.utf8), false, nil, [("Retry-After", "1")])
+                }
+                return await forwarded.send(through: cluster)
+            }
+        }
+        let result: WireResult
         if offloadWrites, request.method != .get, request.method != .head, method != "LIST" {
             do {
-                (status, out, contentType, extra) = try await NIOThreadPool.singleton.runIfActive {
-                    [body, token, method, target] in
-                    let result = vault.handleWire(
+                result = try await NIOThreadPool.singleton.runIfActive { [body, token, method, target] in
+                    vault.handleWire(
                         method: method,
                         path: target,
                         token: token,
@@ -164,13 +177,12 @@ struct WireResponder: Sendable {
                         clientAddress: client,
                         wrapTTL: wrapTTL
                     )
-                    return (result.status, result.body, result.contentType, result.headers)
                 }
             } catch {
                 return Self.error(503, "the server is shutting down")
             }
         } else {
-            let result = vault.handleWire(
+            result = vault.handleWire(
                 method: method,
                 path: target,
                 token: token,
@@ -179,9 +191,13 @@ struct WireResponder: Sendable {
                 clientAddress: client,
                 wrapTTL: wrapTTL
             )
-            (status, out, contentType, extra) = (result.status, result.body, result.contentType, result.headers)
         }
-        return (status, out, false, contentType, extra)
+        if result.forward, let cluster = vault.cluster { return await forwarded.send(through: cluster) }
+        var extra = result.headers
+        if let cluster = vault.cluster, let index = ClusterConsistency.header(cluster, path: target) {
+            extra.append(("X-Vault-Index", index))
+        }
+        return (result.status, result.body, false, result.contentType, extra)
     }
 
     static let tooLarge: Answer = (413, Array(#"{"errors":["http: request body too large"]}"#.utf8), true, nil, [])

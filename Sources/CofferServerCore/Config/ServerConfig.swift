@@ -20,6 +20,24 @@ public struct ServerConfig: Sendable, Equatable {
     public enum Storage: Sendable, Equatable {
         case sqlite(path: String)
         case memory
+        /// `storage "raft" { path, node_id, retry_join { leader_api_addr } }`: a node of a cluster.
+        case raft(Raft)
+    }
+
+    /// `storage "raft"`: a node of a replicated cluster (docs/raft.md).
+    public struct Raft: Sendable, Equatable {
+        /// The node's directory (its replica and Raft log).
+        public var path: String
+        public var nodeID: String
+        /// `retry_join { leader_api_addr = "..." }` blocks, in order.
+        public var retryJoin: [String] = []
+        /// `retry_join { ... non_voter = true }` or the top-level `non_voter`: a learner that never votes.
+        public var nonVoter = false
+
+        public init(path: String, nodeID: String) {
+            self.path = path
+            self.nodeID = nodeID
+        }
     }
 
     public enum LogFormat: String, Sendable, Equatable {
@@ -132,6 +150,9 @@ public struct ServerConfig: Sendable, Equatable {
     public var pkcs11PIN: SecureBytes?
     /// The address clients are told to use (`VAULT_API_ADDR` / `BAO_API_ADDR`). Informational.
     public var apiAddr: String?
+    /// Where the other nodes of a cluster reach this one's Raft transport (`cluster_addr`, as in
+    /// OpenBao; a scheme is allowed and ignored: Coffer's cluster transport is plain TCP for now).
+    public var clusterAddr: String?
     public var logLevel: Logger.Level = .info
     public var logFormat: LogFormat = .text
     /// `disable_cache = true`: no read cache in front of the storage file (Vault's key).
@@ -204,12 +225,14 @@ extension ServerConfig {
                         throw ConfigError("storage \"sqlite\" needs path = \"/path/to/coffer.db\"", line: location.line)
                     }
                     config.storage = .sqlite(path: path)
+                case "raft":
+                    config.storage = .raft(try raft(body, line: location.line))
                 case "memory", "inmem":
                     if let entry = body.first { throw unknown(entry, in: "storage \"\(type)\"", allowed: []) }
                     config.storage = .memory
                 default:
                     throw ConfigError(
-                        "unknown storage type \"\(type)\"; Coffer has \"sqlite\" and \"memory\"",
+                        "unknown storage type \"\(type)\"; Coffer has \"sqlite\", \"raft\" and \"memory\"",
                         line: location.line
                     )
                 }
@@ -247,6 +270,8 @@ extension ServerConfig {
                 }
             case "api_addr":
                 config.apiAddr = try string(item)
+            case "cluster_addr":
+                config.clusterAddr = try string(item)
             case "log_level":
                 config.logLevel = try logLevel(try string(item), line: item.value.location.line)
             case "log_format":
@@ -262,13 +287,65 @@ extension ServerConfig {
                     item,
                     in: "the configuration",
                     allowed: [
-                        "storage", "listener", "seal", "api_addr", "log_level", "log_format", "disable_mlock",
+                        "storage", "listener", "seal", "api_addr", "cluster_addr", "log_level", "log_format",
+                        "disable_mlock",
                         "disable_cache", "telemetry",
                     ]
                 )
             }
         }
         return config
+    }
+
+    /// ``clusterAddr`` as host:port (without a scheme or path).
+    public var clusterListenAddress: String? {
+        guard var text = clusterAddr else { return nil }
+        for scheme in ["http://", "https://", "tcp://"] where text.hasPrefix(scheme) {
+            text = String(text.dropFirst(scheme.count))
+        }
+        return String(text.prefix { $0 != "/" })
+    }
+
+    static func raft(_ body: [HCLItem], line: Int) throws(ConfigError) -> Raft {
+        var path: String?
+        var nodeID: String?
+        var joins: [String] = []
+        var nonVoter = false
+        for entry in body {
+            switch try key(entry) {
+            case "path": path = try string(entry)
+            case "node_id": nodeID = try string(entry)
+            case "retry_join":
+                var leader: String?
+                for field in try stanza(entry) {
+                    switch try key(field) {
+                    case "leader_api_addr": leader = try string(field)
+                    case "non_voter": nonVoter = try bool(field)
+                    default: throw unknown(field, in: "retry_join", allowed: ["leader_api_addr", "non_voter"])
+                    }
+                }
+                guard let leader, leader.hasPrefix("http://") || leader.hasPrefix("https://") else {
+                    throw ConfigError(
+                        "retry_join needs leader_api_addr = \"http://host:port\" (another node's api_addr)",
+                        line: entry.keys[0].location.line
+                    )
+                }
+                joins.append(leader)
+            case "non_voter": nonVoter = try bool(entry)
+            default:
+                throw unknown(entry, in: "storage \"raft\"", allowed: ["path", "node_id", "retry_join", "non_voter"])
+            }
+        }
+        guard let path, !path.isEmpty, let nodeID, !nodeID.isEmpty else {
+            throw ConfigError(
+                "storage \"raft\" needs path = \"/var/lib/coffer\" and node_id = \"<this node's name>\"",
+                line: line
+            )
+        }
+        var raft = Raft(path: path, nodeID: nodeID)
+        raft.retryJoin = joins
+        raft.nonVoter = nonVoter
+        return raft
     }
 
     static func listener(_ body: [HCLItem]) throws(ConfigError) -> Listener {
@@ -372,6 +449,7 @@ extension ServerConfig {
             (environment["BAO_" + name] ?? environment["VAULT_" + name]).flatMap { $0.isEmpty ? nil : $0 }
         }
         if let v = value("API_ADDR") { apiAddr = v }
+        if let v = value("CLUSTER_ADDR") { clusterAddr = v }
         if let v = value("LOG_LEVEL") { logLevel = try Self.logLevel(v, line: nil) }
         if let v = value("LOG_FORMAT") { logFormat = try Self.logFormat(v, line: nil) }
     }
@@ -400,6 +478,14 @@ extension ServerConfig {
     /// Checks what only makes sense together: TLS files and settings, the address.
     public func validate() throws(ConfigError) {
         _ = try listener.hostAndPort()
+        if case .raft = storage {
+            guard apiAddr != nil, let cluster = clusterListenAddress, cluster.contains(":") else {
+                throw ConfigError(
+                    "storage \"raft\" needs api_addr = \"http://<this node>:8200\" (where other nodes send "
+                        + "requests) and cluster_addr = \"<this node>:8201\" (its Raft port)"
+                )
+            }
+        }
         if !listener.tlsDisable && (listener.tlsCertFile == nil || listener.tlsKeyFile == nil) {
             throw ConfigError(
                 "listener \"tcp\" serves TLS unless tls_disable = true, so it needs tls_cert_file and tls_key_file"

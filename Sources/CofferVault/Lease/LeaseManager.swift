@@ -560,7 +560,8 @@ package final class LeaseManager: Sendable {
     @discardableResult
     package func tick(now: Timestamp) -> LeaseExpiryReport {
         var report = LeaseExpiryReport()
-        guard !barrier.isSealed else { return report }
+        // A standby's replica is revoked by the active node's passes; it waits until it is active.
+        guard !barrier.isSealed, !core.isStandby else { return report }
         drainRevokedTokens(now: now)
         runPeriodic(now: now)
         if let due = nextDue.withLock({ $0 }), due > now { return report }

@@ -139,6 +139,9 @@ package final class Core: Sendable {
     let lifecycle = Mutex(())
     /// The storage change feed subscription (Invalidation.swift).
     let feed = Mutex<Int?>(nil)
+    /// The cluster, when the storage is replicated (Cluster/ClusterView.swift).
+    let clusterSlot = Mutex<(any ClusterView)?>(nil)
+    let standby = Atomic<Bool>(false)
 
     /// Opens a core over `storage`. It starts sealed; if `storage` holds no Coffer yet, call
     /// `initialize`; with an auto-unseal seal, call `autoUnseal()` to unseal through the seal.
@@ -230,6 +233,7 @@ package final class Core: Sendable {
             guard try storedSealConfig() == nil else {
                 throw CofferError(.alreadyInitialized, "Vault is already initialized")
             }
+            try cluster?.prepareToInitialize()
             // Refuse to initialise over data that is not ours (a half-written init, a foreign file).
             guard try barrier.physical.list(prefix: "").isEmpty else {
                 throw CofferError(
@@ -325,6 +329,16 @@ package final class Core: Sendable {
         }
     }
 
+    /// Unseals with the unseal key the shares combine to (a cluster node that combined them while it
+    /// was joining, before its replica held the seal configuration).
+    package func unseal(combinedKey: SecureBytes) throws(CofferError) {
+        try lifecycle.withLock { (_) throws(CofferError) in
+            guard try storedSealConfig() != nil else { throw CofferError(.notInitialized, "Vault is not initialized") }
+            guard barrier.isSealed else { return }
+            try unsealWith(unsealKey: combinedKey)
+        }
+    }
+
     /// A new root token (initialisation and root-token generation).
     func createRootToken() throws(CofferError) -> String {
         let now = clock.now()
@@ -392,13 +406,16 @@ package final class Core: Sendable {
     }
 
     /// Seals: drops the keys, caches and mounts. The next request fails with "Vault is sealed".
-    package func sealVault() {
+    ///
+    /// `saveKeyUsage` false: the storage now holds another vault's data (a forced snapshot restore),
+    /// which this vault's keys must not write into.
+    package func sealVault(saveKeyUsage: Bool = true) {
         let wasSealed = barrier.isSealed
-        lifecycle.withLock { _ in sealNow() }
+        lifecycle.withLock { _ in sealNow(saveKeyUsage: saveKeyUsage) }
         if !wasSealed { publishSealChange(sealed: true) }
     }
 
-    func sealNow() {
+    func sealNow(saveKeyUsage: Bool = true) {
         root.routes.withLock { $0 = nil }
         unloadNamespaces()
         quotas.unload()
@@ -407,7 +424,7 @@ package final class Core: Sendable {
         policies.unload()
         identity.unload()
         leases.unload()
-        barrier.seal()
+        barrier.seal(saveKeyUsage: saveKeyUsage)
         progress.withLock { $0 = UnsealProgress() }
         rekey.withLock { $0 = nil }
         generateRoot.withLock { $0 = nil }

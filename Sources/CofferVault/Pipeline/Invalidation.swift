@@ -38,7 +38,12 @@ extension Core {
             } else if key.utf8.starts(with: QuotaManager.storagePrefix.utf8) {
                 quotas.storageChanged()
             } else if key == Barrier.keyringPath {
-                barrier.reloadKeyring()
+                if !barrier.reloadKeyring() {
+                    // Another vault's data replaced this one's (a forced snapshot restore): seal, to be
+                    // unsealed with that vault's keys. On another thread: this one may be applying a
+                    // write that a thread holding the lifecycle lock waits for.
+                    _ = startThread { [weak self] in self?.sealVault(saveKeyUsage: false) }
+                }
             } else if let (mount, relative) = root.routes.withLock({ $0 })?.owner(ofStorageKey: key) {
                 mount.backend.invalidate(relative)
             }

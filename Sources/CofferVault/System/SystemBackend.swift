@@ -18,13 +18,13 @@ package final class SystemBackend: TableBackend {
                 "init", "seal-status", "unseal", "health", "leader", "rekey/init", "rekey/update", "rekey/verify",
                 "rekey-recovery-key/init", "rekey-recovery-key/update", "rekey-recovery-key/verify", "generate-root/*",
                 "generate-root-token/*", "wrapping/lookup",
-            ],
+            ] + SystemBackend.clusterUnauthenticatedPaths,
             root: [
                 "seal", "rotate", "step-down", "audit", "audit/*", "audit-reload", "audit-chain-key/*",
                 "sealwrap/rewrap",
                 "remount", "raw/*", "leases/lookup/*", "leases/revoke-prefix/*", "leases/revoke-force/*",
                 "leases", "leases/count", "namespaces/api-lock/unlock/*",
-            ] + SystemBackend.breakGlassRootPaths,
+            ] + SystemBackend.breakGlassRootPaths + SystemBackend.clusterRootPaths,
             unaudited: ["seal-status", "health", "leader"],
             selfService: ["capabilities-self", "internal/ui/mounts", "internal/ui/mounts/*"]
         )
@@ -102,7 +102,7 @@ package final class SystemBackend: TableBackend {
                 delete: SystemBackend.deletePolicy
             ),
         ] + mountPaths + namespacePaths + auditPaths + rekeyPaths + leasePaths + passwordPolicyPaths + wrappingPaths
-            + metricsPaths + breakGlassPaths + eventPaths + quotaPaths
+            + metricsPaths + breakGlassPaths + eventPaths + quotaPaths + clusterPaths
     )
 
     static let initFields: [Field] = [
@@ -211,14 +211,16 @@ package final class SystemBackend: TableBackend {
             status = f.int("uninitcode") ?? 501
         } else if sealed {
             status = f.int("sealedcode") ?? 503
+        } else if core.isStandby {
+            status = f.bool("standbyok") == true ? 200 : f.int("standbycode") ?? 429
         } else {
             status = f.int("activecode") ?? 200
         }
         var body: [String: JSONValue] = [
             // Sealed, OpenBao reports itself as a standby whose replication state is unknown.
-            "initialized": .bool(initialized), "sealed": .bool(sealed), "standby": .bool(sealed),
+            "initialized": .bool(initialized), "sealed": .bool(sealed), "standby": .bool(sealed || core.isStandby),
             "performance_standby": false,
-            "replication_performance_mode": sealed ? "unknown" : "disabled",
+            "replication_performance_mode": sealed ? "unknown" : core.cluster == nil ? "disabled" : "primary",
             "replication_dr_mode": sealed ? "unknown" : "disabled",
             "server_time_utc": .int(core.clock.now().seconds), "version": .string(CofferVersion.versionString),
         ]
@@ -227,11 +229,6 @@ package final class SystemBackend: TableBackend {
             body["cluster_id"] = .string(CofferVersion.clusterID)
         }
         return .raw(.object(body), status: status)
-    }
-
-    func leader(_ request: BackendRequest) throws(CofferError) -> Response {
-        guard !core.barrier.isSealed else { throw CofferError.sealedError }
-        return .raw(["ha_enabled": false])
     }
 
     // MARK: Seal and keys

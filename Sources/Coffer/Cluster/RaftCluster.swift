@@ -1,0 +1,657 @@
+package import CofferCore
+package import CofferRaft
+package import CofferStorage
+package import CofferVault
+import Engines
+import Raft
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How a node takes part in a replicated cluster: cofferd's `storage "raft" { ... }`.
+public struct RaftConfiguration: Sendable {
+    /// The node's directory: `coffer.db` (its replica of the encrypted data) and `raft.db` (its log).
+    public var path: String
+    /// The operator's name for this node, unique in the cluster (OpenBao's `node_id`).
+    public var nodeName: String
+    /// Where the other nodes reach this one's Raft transport ("127.0.0.1:8201").
+    public var clusterAddress: String
+    /// Where clients, and requests forwarded by standbys, reach this node ("http://127.0.0.1:8200").
+    public var apiAddress: String
+    /// The API addresses of nodes to ask to join, tried in turn until one admits this node. Empty:
+    /// a node with no log founds a cluster of its own.
+    public var retryJoin: [String] = []
+    /// Join as a learner that never votes (an embedded replica).
+    public var nonVoter = false
+    /// One Raft tick; an election starts after 10-20 ticks without a leader.
+    public var tickMilliseconds = 30
+
+    public init(path: String, nodeName: String, clusterAddress: String, apiAddress: String) {
+        self.path = path
+        self.nodeName = nodeName
+        self.clusterAddress = clusterAddress
+        self.apiAddress = apiAddress
+    }
+}
+
+/// A vault's membership of a Raft cluster: the ``RaftBackend`` under its storage, the names and
+/// addresses of the members, joining, and what the core and the HTTP layer ask of the cluster
+/// (``ClusterView``). docs/raft.md describes the design.
+///
+/// The active node is the Raft leader once it has applied an entry of its own term. Only it writes:
+/// a standby's core refuses writes (``RaftBackend/standbyWrite``) and the request goes whole to the
+/// active node (``WireResult/forward``), because two cores that each read, then write, the same keys
+/// would lose updates. Standbys answer reads from their replica, whose caches the applied log keeps
+/// current through the storage change feed.
+package final class RaftCluster: ClusterView, @unchecked Sendable {
+    package let configuration: RaftConfiguration
+    package let backend: RaftBackend
+    let nodeID: NodeID
+    /// Set once by ``attach(_:)``, before the vault is shared.
+    private weak var core: Core?
+    private let activeSince = Mutex<Timestamp?>(nil)
+    /// Joining: what the active node sent, and the unseal shares entered here meanwhile.
+    private let joining = Mutex<JoinState?>(nil)
+    /// Challenges this node (as the active node) handed out: name → nonce, with their time.
+    private let challenges = Mutex<[String: (nonce: [UInt8], issued: UInt64)]>([:])
+    private let stopping = Atomic<Bool>(false)
+    /// Whether the thread that joins (``startJoining(_:)``) runs.
+    private let joinThread = Mutex(false)
+
+    struct JoinState {
+        var leader: String
+        var challenge: [UInt8]
+        var rootKeyBlob: [UInt8]
+        var sealConfig: SealConfig
+        var shares: [SecureBytes] = []
+        var nonce = Random.uuid()
+        /// The unseal key the shares combined to, kept until the replica arrives and the core unseals.
+        var unsealKey: SecureBytes?
+        var admitted = false
+    }
+
+    /// `.raft/nodes/<id>`: each member's name and addresses, replicated like the data.
+    static let nodesPrefix = ".raft/nodes/"
+
+    /// The Raft id of a node name: FNV-1a, 62 bits, never 0.
+    static func nodeID(_ name: String) -> NodeID {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in name.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return max(1, hash >> 2)
+    }
+
+    /// Opens this node's log and replica: a node with a log restarts; one without founds a cluster
+    /// of its own when it has nowhere to join, else waits to be admitted (``startJoining(_:)``).
+    package init(_ configuration: RaftConfiguration) throws(CofferError) {
+        guard !configuration.nodeName.isEmpty, configuration.nodeName.utf8.count <= 128,
+            configuration.nodeName.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) })
+        else {
+            throw CofferError(
+                .invalidArgument,
+                "node_id \"\(configuration.nodeName)\" must be 1-128 letters, digits, '-', '_' or '.'"
+            )
+        }
+        self.configuration = configuration
+        nodeID = Self.nodeID(configuration.nodeName)
+        if mkdir(configuration.path, 0o700) != 0 && errno != EEXIST {
+            throw CofferError(
+                .io,
+                "cannot create the raft directory \(configuration.path): \(String(cString: strerror(errno)))"
+            )
+        }
+        var options = RaftBackend.Options(
+            nodeID: nodeID,
+            listen: configuration.clusterAddress,
+            peers: [nodeID: configuration.clusterAddress],
+            directory: configuration.path
+        )
+        options.tickMilliseconds = configuration.tickMilliseconds
+        // A node with an empty log founds a cluster at `sys/init`, or is admitted into one.
+        options.join = true
+        options.writesOnlyWhenActive = true
+        let relay = StatusRelay()
+        options.onStatusChange = { status in relay.target?.statusChanged(status) }
+        let data = try SQLiteBackend(path: configuration.path + "/coffer.db")
+        backend = try RaftBackend(options: options, local: data)
+        relay.target = self
+    }
+
+    /// Ties the cluster to the core above its storage, then registers this node's addresses.
+    package func attach(_ core: Core) {
+        self.core = core
+        core.attach(cluster: self)
+        if !backend.awaitingAdmission {
+            registerAddresses()
+        } else if !configuration.retryJoin.isEmpty {
+            startJoining(configuration.retryJoin)
+        }
+    }
+
+    package func close() {
+        stopping.store(true, ordering: .releasing)
+        backend.close()
+    }
+
+    // MARK: Activity
+
+    fileprivate func statusChanged(_ status: RaftBackend.Status) {
+        if status.isActive {
+            activeSince.withLock { $0 = $0 ?? SystemClock().now() }
+        } else {
+            activeSince.withLock { $0 = nil }
+        }
+        core?.clusterActivityChanged(active: status.isActive)
+    }
+
+    package var state: ClusterState {
+        let status = backend.currentStatus
+        let leader = status.leader == 0 ? nil : try? member(status.leader)
+        return ClusterState(
+            nodeName: configuration.nodeName,
+            isActive: status.isActive,
+            leaderName: leader?.name,
+            leaderAPIAddress: leader.map(\.api).flatMap { $0.isEmpty ? nil : $0 },
+            leaderClusterAddress: leader?.cluster,
+            term: status.term,
+            committedIndex: status.commitIndex,
+            appliedIndex: status.appliedIndex,
+            activeSince: status.isActive ? activeSince.withLock { $0 } : nil
+        )
+    }
+
+    // MARK: Members
+
+    private func member(_ id: NodeID) throws(CofferError) -> (name: String, cluster: String, api: String)? {
+        if id == nodeID { return (configuration.nodeName, configuration.clusterAddress, configuration.apiAddress) }
+        guard let bytes = try backend.get(Self.nodesPrefix + String(id)) else {
+            let address = try backend.get(RaftBackend.peersPrefix + String(id)).map {
+                String(decoding: $0, as: UTF8.self)
+            }
+            return address.map { ("node-\(id)", $0, "") }
+        }
+        guard let json = try? JSONValue.parse(bytes), let name = json["name"]?.stringValue else { return nil }
+        return (name, json["cluster_addr"]?.stringValue ?? "", json["api_addr"]?.stringValue ?? "")
+    }
+
+    package func members() throws(CofferError) -> [ClusterMember] {
+        let status = backend.currentStatus
+        var out: [ClusterMember] = []
+        for (id, voter) in status.voters.map({ ($0, true) }) + status.learners.map({ ($0, false) }) {
+            let info = try member(id) ?? ("node-\(id)", "", "")
+            out.append(
+                ClusterMember(
+                    name: info.name,
+                    clusterAddress: info.cluster,
+                    apiAddress: info.api,
+                    voter: voter,
+                    leader: id == status.leader,
+                    matchIndex: status.matched[id] ?? (id == nodeID ? status.appliedIndex : 0)
+                )
+            )
+        }
+        return out.sorted { $0.name < $1.name }
+    }
+
+    package func removeMember(named name: String) throws(CofferError) {
+        let id = Self.nodeID(name)
+        let status = backend.currentStatus
+        guard status.voters.contains(id) || status.learners.contains(id) else { return }
+        try backend.removePeer(id)
+        try? backend.bookkeeping([.delete(key: Self.nodesPrefix + String(id))])
+    }
+
+    /// Records this node's name and addresses in the replicated data (in the background: it needs a
+    /// leader), when they are not there already or changed.
+    private func registerAddresses() {
+        let record = Self.record(configuration.nodeName, configuration.clusterAddress, configuration.apiAddress)
+        let key = Self.nodesPrefix + String(nodeID)
+        _ = startThread { [weak self] in
+            while let self, !self.stopping.load(ordering: .acquiring) {
+                if (try? self.backend.get(key)) == record { return }
+                if (try? self.backend.bookkeeping([.put(key: key, value: record)])) != nil { return }
+                usleep(200_000)
+            }
+        }
+    }
+
+    static func record(_ name: String, _ cluster: String, _ api: String) -> [UInt8] {
+        JSONValue.object(["name": .string(name), "cluster_addr": .string(cluster), "api_addr": .string(api)])
+            .serialized()
+    }
+
+    // MARK: Snapshots
+
+    /// `sys/storage/raft/snapshot`: the replicated data at one index, as a gzip'd tar of
+    /// `coffer-snapshot` (the self-describing header: format, version, index, term, key count and
+    /// the data's SHA-256), `state.bin` (the data), `SHA256SUMS` and `SHA256SUMS.sealed` (an HMAC of
+    /// the sums under a key derived from this vault's root key: a restore checks that the file comes
+    /// from this vault, unless forced).
+    package func saveSnapshot() throws(CofferError) -> [UInt8] {
+        guard let core else { throw CofferError.sealedError }
+        let raw = try backend.saveSnapshot()
+        guard let newline = raw.firstIndex(of: 10) else {
+            throw CofferError(.internal, "the Raft snapshot has no header line")
+        }
+        let header = Array(raw[..<newline])
+        let state = Array(raw[(newline + 1)...])
+        let sums = Self.sums(header: header, state: state)
+        let sealed = Digest.hmacSHA256(key: try Self.snapshotKey(core), data: sums)
+        return SnapshotArchive.pack([
+            ("coffer-snapshot", header), ("state.bin", state), ("SHA256SUMS", sums),
+            ("SHA256SUMS.sealed", Array(Hex.encode(sealed).utf8)),
+        ])
+    }
+
+    /// Restores a file from ``saveSnapshot()``. Without `force`, only one this vault made (its
+    /// `SHA256SUMS.sealed` checks with this root key); with it, one from any Coffer cluster, after
+    /// which every node seals, to be unsealed with that cluster's keys.
+    package func restoreSnapshot(_ file: [UInt8], force: Bool) throws(CofferError) {
+        guard let core else { throw CofferError.sealedError }
+        let files = try SnapshotArchive.unpack(file)
+        guard let header = files["coffer-snapshot"], let state = files["state.bin"], let sums = files["SHA256SUMS"],
+            let sealed = files["SHA256SUMS.sealed"]
+        else {
+            throw CofferError(
+                .invalidArgument,
+                "not a Coffer snapshot file: it lacks coffer-snapshot, state.bin, SHA256SUMS or SHA256SUMS.sealed"
+            )
+        }
+        guard ConstantTime.equals(Self.sums(header: header, state: state), sums) else {
+            throw CofferError(.integrity, "the snapshot's files do not match its SHA256SUMS: it is damaged")
+        }
+        let expected = Hex.encode(Digest.hmacSHA256(key: try Self.snapshotKey(core), data: sums))
+        if !force, !ConstantTime.equals(Array(expected.utf8), sealed) {
+            throw CofferError(
+                .invalidArgument,
+                "the snapshot was not made by this vault (its SHA256SUMS.sealed does not check with this root key); "
+                    + "restore it with snapshot-force (bao operator raft snapshot restore -force) to replace this "
+                    + "vault's data and keys with the other vault's"
+            )
+        }
+        try backend.restoreSnapshot(header + [10] + state)
+    }
+
+    private static func sums(header: [UInt8], state: [UInt8]) -> [UInt8] {
+        Array(
+            "\(Hex.encode(Digest.sha256(header)))  coffer-snapshot\n\(Hex.encode(Digest.sha256(state)))  state.bin\n"
+                .utf8
+        )
+    }
+
+    private static func snapshotKey(_ core: Core) throws(CofferError) -> [UInt8] {
+        Digest.hmacSHA256(key: try core.barrier.rootKey(), data: Array("coffer raft snapshot v1".utf8))
+    }
+
+    // MARK: Joining (the active node's side)
+
+    /// The proof a joiner gives: an HMAC, under a key derived from the root key, of the active node's
+    /// nonce and the joiner's name and cluster address. Only a node that could unseal (it has the
+    /// unseal shares, or the HSM) can compute it.
+    static func joinProof(rootKey: SecureBytes, nonce: [UInt8], name: String, clusterAddress: String) -> String {
+        let key = Digest.hmacSHA256(key: rootKey, data: Array("coffer raft join v1".utf8))
+        return Hex.encode(
+            Digest.hmacSHA256(key: key, data: nonce + [0] + Array(name.utf8) + [0] + Array(clusterAddress.utf8))
+        )
+    }
+
+    package func joinChallenge(for name: String) throws(CofferError) -> [String: JSONValue] {
+        guard let core, state.isActive else { throw RaftBackend.standbyWrite }
+        guard let sealConfig = try core.barrier.physical.get(SealConfig.path),
+            let rootKey = try core.barrier.physical.get(ShamirSeal.rootKeyPath)
+        else { throw CofferError(.notInitialized, "Vault is not initialized") }
+        let nonce = Random.bytes(32)
+        let now = monotonicNanos()
+        challenges.withLock { table in
+            table = table.filter { now - $0.value.issued < 120_000_000_000 }
+            if table.count < 64 { table[name] = (nonce, now) }
+        }
+        // Where the members are, so that the joiner can answer the leader before its replica tells it.
+        var peers: [String: JSONValue] = [:]
+        for id in backend.currentStatus.voters + backend.currentStatus.learners {
+            if let address = try member(id)?.cluster, !address.isEmpty { peers[String(id)] = .string(address) }
+        }
+        return [
+            "peers": .object(peers),
+            "challenge": .string(Base64.encode(nonce)),
+            "seal_config": .string(Base64.encode(sealConfig)),
+            "root_key": .string(Base64.encode(rootKey)),
+        ]
+    }
+
+    package func admit(
+        name: String,
+        answer: String,
+        clusterAddress: String,
+        apiAddress: String,
+        voter: Bool
+    ) throws(CofferError) {
+        guard let core, state.isActive else { throw RaftBackend.standbyWrite }
+        guard let issued = challenges.withLock({ $0.removeValue(forKey: name) }),
+            monotonicNanos() - issued.issued < 120_000_000_000
+        else {
+            throw CofferError(.permissionDenied, "no current join challenge for node \(name); ask for one first")
+        }
+        let expected = Self.joinProof(
+            rootKey: try core.barrier.rootKey(),
+            nonce: issued.nonce,
+            name: name,
+            clusterAddress: clusterAddress
+        )
+        guard ConstantTime.equals(Array(expected.utf8), Array(answer.utf8)) else {
+            throw CofferError(
+                .permissionDenied,
+                "the join answer of node \(name) is wrong: it does not hold this vault's keys"
+            )
+        }
+        let id = Self.nodeID(name)
+        let status = backend.currentStatus
+        if status.voters.contains(id) || status.learners.contains(id) { return }
+        try backend.bookkeeping([
+            .put(key: Self.nodesPrefix + String(id), value: Self.record(name, clusterAddress, apiAddress))
+        ])
+        // First a learner, promoted once it has caught up: a voter that is far behind would hold up
+        // every commit until it is not.
+        try backend.addPeer(id, address: clusterAddress, voter: false)
+        guard voter else { return }
+        _ = startThread { [weak self] in
+            let deadline = monotonicNanos() + 60_000_000_000
+            while let self, !self.stopping.load(ordering: .acquiring), monotonicNanos() < deadline {
+                let s = self.backend.currentStatus
+                guard s.isLeader else { return }
+                if (s.matched[id] ?? 0) >= s.commitIndex,
+                    (try? self.backend.addPeer(id, address: clusterAddress, voter: true)) != nil
+                {
+                    return
+                }
+                usleep(50_000)
+            }
+        }
+    }
+
+    // MARK: Joining (the new node's side)
+
+    /// `sys/init` on a node no cluster admitted: it founds a cluster of its own first.
+    package func prepareToInitialize() throws(CofferError) {
+        guard backend.awaitingAdmission else { return }
+        try backend.found()
+        registerAddresses()
+    }
+
+    package func join(leaderAPIAddress: String, voter: Bool) throws(CofferError) -> Bool {
+        guard backend.awaitingAdmission else { return true }  // already a member: nothing to do, as OpenBao
+        let started = joinThread.withLock { running in
+            defer { running = true }
+            return running
+        }
+        if started { return true }
+        try fetchChallenge(from: leaderAPIAddress)
+        joinThread.withLock { $0 = false }
+        startJoining([leaderAPIAddress])
+        return true
+    }
+
+    /// Asks each `retry_join` address in turn for a challenge until one answers, then answers it as soon
+    /// as this node has the root key (at once with an auto-unseal seal; after the unseal shares are
+    /// entered here with Shamir), then waits for the replica to arrive and unseals.
+    private func startJoining(_ leaders: [String]) {
+        joinThread.withLock { $0 = true }
+        _ = startThread { [weak self] in
+            defer { self?.joinThread.withLock { $0 = false } }
+            var attempt = 0
+            while let self, !self.stopping.load(ordering: .acquiring) {
+                if !self.backend.awaitingAdmission && self.joining.withLock({ $0 == nil }) {
+                    return  // founded by sys/init meanwhile
+                } else if self.joining.withLock({ $0?.admitted ?? false }) {
+                    if self.unsealWhenReplicated() { return }
+                } else if self.joining.withLock({ $0?.challenge.isEmpty ?? true }) {
+                    let leader = leaders[attempt % leaders.count]
+                    attempt += 1
+                    try? self.fetchChallenge(from: leader)
+                } else {
+                    try? self.answerIfReady()
+                }
+                usleep(200_000)
+            }
+        }
+    }
+
+    private func fetchChallenge(from leader: String) throws(CofferError) {
+        let base = leader.hasSuffix("/") ? String(leader.dropLast()) : leader
+        let body = JSONValue.object(["server_id": .string(configuration.nodeName)]).serialized()
+        let response: HTTPClient.Response
+        do {
+            response = try HTTPClient.send("POST", base + "/v1/sys/storage/raft/bootstrap/challenge", body: body)
+        } catch {
+            throw CofferError(.unavailable, "cannot reach \(base) to join: \(error.message)")
+        }
+        guard response.status == 200, let json = try? JSONValue.parse(response.body),
+            let data = json["data"] ?? json as JSONValue?,
+            let challenge = data["challenge"]?.stringValue.flatMap(Base64.decode),
+            let config = data["seal_config"]?.stringValue.flatMap(Base64.decode),
+            let rootKey = data["root_key"]?.stringValue.flatMap(Base64.decode),
+            let sealJSON = try? JSONValue.parse(config)
+        else {
+            throw CofferError(.unavailable, "\(base) did not give a join challenge (HTTP \(response.status))")
+        }
+        let sealConfig = try SealConfig(json: sealJSON)
+        for (id, address) in data["peers"]?.objectValue ?? [:] {
+            if let id = NodeID(id), id != nodeID, let address = address.stringValue {
+                try? backend.setPeerAddress(id, address)
+            }
+        }
+        joining.withLock { state in
+            // Shares entered for an earlier challenge (one that expired) still count.
+            var fresh = JoinState(leader: base, challenge: challenge, rootKeyBlob: rootKey, sealConfig: sealConfig)
+            if let state, state.sealConfig == sealConfig {
+                (fresh.shares, fresh.unsealKey, fresh.nonce) = (state.shares, state.unsealKey, state.nonce)
+            }
+            state = fresh
+        }
+    }
+
+    /// With the root key at hand (auto-unseal, or the unseal shares entered), answers the challenge.
+    private func answerIfReady() throws(CofferError) {
+        guard let core, let state = joining.withLock({ $0 }), !state.admitted else { return }
+        let rootKey: SecureBytes
+        if core.seal.isAutoUnseal {
+            rootKey = try core.seal.unwrap(state.rootKeyBlob, unsealKey: nil)
+        } else {
+            guard let unsealKey = state.unsealKey else { return }
+            rootKey = try core.seal.unwrap(state.rootKeyBlob, unsealKey: unsealKey)
+        }
+        let answer = Self.joinProof(
+            rootKey: rootKey,
+            nonce: state.challenge,
+            name: configuration.nodeName,
+            clusterAddress: configuration.clusterAddress
+        )
+        let body = JSONValue.object([
+            "server_id": .string(configuration.nodeName), "answer": .string(answer),
+            "cluster_addr": .string(configuration.clusterAddress), "api_addr": .string(configuration.apiAddress),
+            "non_voter": .bool(configuration.nonVoter),
+        ]).serialized()
+        let response: HTTPClient.Response
+        do {
+            response = try HTTPClient.send("POST", state.leader + "/v1/sys/storage/raft/bootstrap/answer", body: body)
+        } catch {
+            throw CofferError(.unavailable, "cannot reach \(state.leader) to join: \(error.message)")
+        }
+        guard response.status == 200 || response.status == 204 else {
+            // A refused answer (an expired challenge, a leader change): start over with a new challenge.
+            joining.withLock { $0?.challenge = [] }
+            let message =
+                (try? JSONValue.parse(response.body))?["errors"]?.arrayValue?.first?.stringValue
+                ?? "HTTP \(response.status)"
+            throw CofferError(.unavailable, "\(state.leader) did not admit this node: \(message)")
+        }
+        joining.withLock { $0?.admitted = true }
+    }
+
+    /// Once the replica holds the vault (the leader's snapshot arrived), unseals the core as the shares
+    /// or the HSM allow. True when done.
+    private func unsealWhenReplicated() -> Bool {
+        guard let core, core.isInitialized else { return false }
+        let unsealKey = joining.withLock { $0?.unsealKey }
+        do {
+            if core.seal.isAutoUnseal {
+                try core.autoUnseal()
+            } else if let unsealKey {
+                try core.unseal(combinedKey: unsealKey)
+            }
+        } catch {
+            return false
+        }
+        joining.withLock { $0 = nil }
+        return true
+    }
+
+    /// While joining with a Shamir seal, `sys/seal-status` and `sys/unseal` are answered here: the
+    /// shares unwrap the root key the active node sent (to answer its challenge) and then unseal the
+    /// replica. Nil when this node is not joining (the core answers).
+    package func joiningSealStatus() -> SealStatus? {
+        joining.withLock { state in
+            guard let state, !(core?.isInitialized ?? false) else { return nil }
+            return SealStatus(
+                type: state.sealConfig.type,
+                initialized: true,
+                sealed: true,
+                threshold: state.sealConfig.threshold,
+                shares: state.sealConfig.shares,
+                progress: state.unsealKey == nil ? state.shares.count : 0,
+                nonce: state.unsealKey == nil && !state.shares.isEmpty ? state.nonce : "",
+                storageType: "raft",
+                recoverySeal: false
+            )
+        }
+    }
+
+    /// One unseal share entered while joining (see ``joiningSealStatus()``).
+    package func joiningUnseal(_ share: SecureBytes) throws(CofferError) -> SealStatus? {
+        let combined: Bool = try joining.withLock { (state) throws(CofferError) -> Bool in
+            guard var current = state, !(core?.isInitialized ?? false) else { return false }
+            guard current.unsealKey == nil else { return true }
+            let check = SealConfig.check(share)
+            guard
+                current.sealConfig.shareChecks.contains(where: {
+                    ConstantTime.equals(Array($0.utf8), Array(check.utf8))
+                })
+            else {
+                throw CofferError.invalid(
+                    "this unseal key is not one of the current unseal keys; progress is unchanged"
+                )
+            }
+            if current.shares.contains(where: { $0.constantTimeEquals(share) }) {
+                throw CofferError.invalid("this unseal key was already entered; progress is unchanged")
+            }
+            current.shares.append(share)
+            if current.shares.count >= current.sealConfig.threshold {
+                current.unsealKey = try Shamir.combine(current.shares)
+                current.shares = []
+            }
+            state = current
+            return current.unsealKey != nil
+        }
+        if combined { try? answerIfReady() }
+        return joiningSealStatus()
+    }
+
+    // MARK: Forwarding
+
+    /// Sends a request a standby cannot answer to the active node and returns its answer.
+    package func forward(
+        method: String,
+        target: String,
+        headers: [(String, String)],
+        body: [UInt8]
+    ) -> (status: Int, headers: [(String, String)], body: [UInt8]) {
+        guard let leader = state.leaderAPIAddress else {
+            return (
+                503, [],
+                JSONValue.object(["errors": ["local node not active but active cluster node not found"]]).serialized()
+            )
+        }
+        let base = leader.hasSuffix("/") ? String(leader.dropLast()) : leader
+        var options = HTTPClient.Options()
+        options.maximumBodyBytes = 64 << 20
+        do {
+            let response = try HTTPClient.send(method, base + target, headers: headers, body: body, options: options)
+            let kept = response.headers.filter {
+                ["content-type", "retry-after", "x-vault-index"].contains($0.name) || $0.name.hasPrefix("x-ratelimit")
+            }
+            return (response.status, kept.map { ($0.name, $0.value) }, response.body)
+        } catch {
+            return (
+                503, [],
+                JSONValue.object(["errors": [.string("the active node could not be reached: \(error.message)")]])
+                    .serialized()
+            )
+        }
+    }
+}
+
+/// Lets the Raft thread reach the cluster, which is made after the backend whose options name it.
+private final class StatusRelay: @unchecked Sendable {
+    weak var target: RaftCluster?
+}
+
+extension RaftCluster {
+    /// `sys/seal-status` and `sys/unseal` of a node joining with a Shamir seal (see
+    /// ``joiningSealStatus()``); nil for every other request, and when not joining.
+    package func answerWhileJoining(method: String, path: String, body: [UInt8]) -> WireResult? {
+        guard backend.awaitingAdmission, let status = joiningSealStatus() else { return nil }
+        var route = path.split(separator: "?", maxSplits: 1).first.map(String.init) ?? path
+        if route.hasPrefix("/v1/") { route = String(route.dropFirst(4)) }
+        switch (method.uppercased(), route) {
+        case ("GET", "sys/seal-status"):
+            return WireResult(status: 200, body: status.json.serialized())
+        case ("PUT", "sys/unseal"), ("POST", "sys/unseal"):
+            guard let json = try? JSONValue.parse(body), let text = json["key"]?.stringValue,
+                let key = Hex.decode(text) ?? Base64.decode(text)
+            else {
+                let error = CofferError.invalid("'key' must be a valid hex or base64 string")
+                let (code, body) = Wire.errorBody(error)
+                return WireResult(status: code, body: body, error: error)
+            }
+            do {
+                let after = try joiningUnseal(SecureBytes(key)) ?? status
+                return WireResult(status: 200, body: after.json.serialized())
+            } catch {
+                let (code, body) = Wire.errorBody(error)
+                return WireResult(status: code, body: body, error: error)
+            }
+        default:
+            return nil
+        }
+    }
+}
+
+/// OpenBao's `X-Vault-Index` consistency header: every answer of a cluster node carries the Raft index
+/// it reflects (base64 of `{"cluster": id, "value": "index"}`); a client that sends it back is not
+/// answered by a standby that has not applied that index yet.
+package enum ClusterConsistency {
+    package enum Decision: Sendable { case serve, behind }
+
+    /// Whether this node may answer a request that carries `requested` (nil: no header).
+    package static func check(_ cluster: RaftCluster, requested: String?) -> Decision {
+        guard let requested, let bytes = Base64.decode(requested), let json = try? JSONValue.parse(bytes),
+            let value = json["value"]?.stringValue.flatMap({ UInt64($0) })
+        else { return .serve }
+        let state = cluster.state
+        return state.isActive || state.appliedIndex >= value ? .serve : .behind
+    }
+
+    /// The header for an answer to `path`; nil for the paths OpenBao sends it on none of (health,
+    /// leader, seal status).
+    package static func header(_ cluster: RaftCluster, path: String) -> String? {
+        for quiet in ["/v1/sys/health", "/v1/sys/leader", "/v1/sys/seal-status"] where path.hasPrefix(quiet) {
+            return nil
+        }
+        let value = JSONValue.object([
+            "cluster": .string(CofferVersion.clusterID),
+            "value": .string(String(cluster.backend.currentStatus.appliedIndex)),
+        ])
+        return Base64.encode(value.serialized())
+    }
+}
