@@ -454,6 +454,27 @@ int coffer_subscribe(coffer_t *h, const char *token, const char *event_type_glob
  */
 int coffer_unsubscribe(coffer_t *h, uint64_t id);
 
+/* ---- Embedded replicas (docs/raft.md) ---------------------------------------------------- */
+
+/*
+ * coffer_open also accepts {"storage": {"type": "raft", "path": "/var/lib/app/replica",
+ * "node_id": "app-1", "cluster_addr": "10.0.0.5:8201", "retry_join": ["http://vault-1:8200"]}, ...}:
+ * a replica of a cofferd cluster in this process. It joins as a learner (it never votes;
+ * "non_voter": false makes a voter), proves it holds the vault's keys (with the pkcs11 seal by
+ * itself; with Shamir, give it the unseal keys with coffer_request "sys/unseal" as to any node),
+ * receives the encrypted data, and then answers reads in process from its replica, microseconds
+ * behind the cluster. A request that writes (coffer_kv_put, coffer_request PUT/POST/DELETE) is sent
+ * to the cluster's active node over its API and returns that node's answer.
+ */
+
+/**
+ * Waits until this replica has applied every write this process sent to the active node, so a read
+ * after it sees them (read your writes); other reads need not wait. Returns at once for a vault
+ * that is not a replica. Returns COFFER_OK; COFFER_EUNAVAILABLE when timeout_ms passes first;
+ * COFFER_EINVALID (NULL or closed handle). Thread-safe. Added in 0.1.
+ */
+int coffer_replica_sync(coffer_t *h, uint32_t timeout_ms);
+
 #ifdef __cplusplus
 }
 #endif

@@ -370,7 +370,7 @@ private func request(
     if let remote = handle.remote {
         return remoteRequest(remote, method_, path_, token_, &body_, opts, httpStatus, out, outLength)
     }
-    var result = handle.vault.handleWire(
+    var result = handle.vault.handleWireHere(
         method: method_,
         path: path_,
         token: token_,
@@ -650,3 +650,14 @@ func cofferString(_ pointer: UnsafePointer<CChar>?, _ name: String, optional: Bo
 func cofferFail(_ status: Int32, _ message: String) -> Int32 { fail(status, message) }
 func cofferFail(_ error: CofferError) -> Int32 { fail(error) }
 func cofferSucceed() -> Int32 { succeed() }
+
+// MARK: Embedded replicas
+
+@c @implementation
+public func coffer_replica_sync(_ pointer: OpaquePointer?, _ timeoutMilliseconds: UInt32) -> Int32 {
+    guarded("coffer_replica_sync") {
+        let handle = try lookup(pointer)
+        try handle.vault.waitForOwnWrites(timeout: Double(timeoutMilliseconds) / 1000)
+        return succeed()
+    }
+}

@@ -185,7 +185,17 @@ public final class Vault: Sendable {
     /// Enters one unseal share; the vault unseals when the threshold is reached.
     @discardableResult
     public func unseal(key: SecureBytes) throws(CofferError) -> SealStatus {
-        try core.unseal(key: key.unsafeCopy)
+        if let cluster, cluster.backend.awaitingAdmission, !core.isInitialized {
+            // A node joining a cluster: the shares open the root key the active node sent with its challenge.
+            guard let status = try cluster.joiningUnseal(key) else {
+                throw CofferError(
+                    .unavailable,
+                    "this node is joining a cluster and has not reached its active node yet; retry the unseal"
+                )
+            }
+            return status
+        }
+        return try core.unseal(key: key.unsafeCopy)
     }
 
     /// Enters one unseal share given as hex or base64 text (as `sys/init` printed it).
@@ -227,11 +237,35 @@ public final class Vault: Sendable {
     public func status() throws(CofferError) -> SealStatus { try core.sealStatus() }
 
     /// Handles any request of the API.
-    public func handle(_ request: Request) throws(CofferError) -> Response { try core.handle(request) }
+    public func handle(_ request: Request) throws(CofferError) -> Response { try Vault.perform(request, core, cluster) }
+
+    /// `core.handle`; on a standby or an embedded replica, a request that would write goes to the
+    /// cluster's active node instead (docs/raft.md, "Embedded replicas").
+    static func perform(_ request: Request, _ core: Core, _ cluster: RaftCluster?) throws(CofferError) -> Response {
+        do {
+            return try core.handle(request)
+        } catch {
+            guard let cluster, RaftCluster.isStandbyWrite(error) else { throw error }
+            return try cluster.forward(request)
+        }
+    }
+
+    /// On an embedded replica (or a standby): waits until this node has applied every write this
+    /// process made through it (they went to the active node), so that a read after it sees them.
+    /// Returns at once elsewhere. Throws `unavailable` when `timeout` seconds pass first.
+    public func waitForOwnWrites(timeout: Double = 5) throws(CofferError) {
+        guard let cluster, !cluster.waitForWrites(timeout: timeout) else { return }
+        throw CofferError(.unavailable, "this replica did not apply this process's writes within \(timeout) s")
+    }
 
     /// A KV v2 client for the engine mounted at `mount`.
     public func kv(mount: String = "secret", token: String) -> KVClient {
-        KVClient(core: core, mount: mount.hasSuffix("/") ? String(mount.dropLast()) : mount, token: token)
+        KVClient(
+            core: core,
+            cluster: cluster,
+            mount: mount.hasSuffix("/") ? String(mount.dropLast()) : mount,
+            token: token
+        )
     }
 
     /// Closes the storage. Later calls fail.
@@ -265,6 +299,7 @@ public struct KVSecret: Sendable, Equatable {
 /// Typed access to a KV v2 mount, through the same request path (token, ACL) as every other caller.
 public struct KVClient: Sendable {
     let core: Core
+    let cluster: RaftCluster?
     public let mount: String
     public let token: String
 
@@ -274,7 +309,11 @@ public struct KVClient: Sendable {
     public func put(_ path: String, _ data: [String: JSONValue], cas: Int? = nil) throws(CofferError) -> Int {
         var body: [String: JSONValue] = ["data": .object(data)]
         if let cas { body["options"] = ["cas": .int(cas)] }
-        let response = try core.handle(Request(.update, "\(mount)/data/\(path)", data: body, token: token))
+        let response = try Vault.perform(
+            Request(.update, "\(mount)/data/\(path)", data: body, token: token),
+            core,
+            cluster
+        )
         return response.data?["version"]?.intValue ?? 0
     }
 
@@ -282,7 +321,11 @@ public struct KVClient: Sendable {
     public func get(_ path: String, version: Int? = nil) throws(CofferError) -> KVSecret? {
         var query: [String: JSONValue] = [:]
         if let version { query["version"] = .int(version) }
-        let response = try core.handle(Request(.read, "\(mount)/data/\(path)", data: query, token: token))
+        let response = try Vault.perform(
+            Request(.read, "\(mount)/data/\(path)", data: query, token: token),
+            core,
+            cluster
+        )
         guard response.outcome == .ok, case .object(let data)? = response.data?["data"],
             let metadata = response.data?["metadata"]
         else { return nil }
@@ -296,12 +339,12 @@ public struct KVClient: Sendable {
 
     /// Soft-deletes the current version (undelete can restore it).
     public func delete(_ path: String) throws(CofferError) {
-        _ = try core.handle(Request(.delete, "\(mount)/data/\(path)", token: token))
+        _ = try Vault.perform(Request(.delete, "\(mount)/data/\(path)", token: token), core, cluster)
     }
 
     /// The keys under a folder ("" for the top).
     public func list(_ folder: String = "") throws(CofferError) -> [String] {
-        let response = try core.handle(Request(.list, "\(mount)/metadata/\(folder)", token: token))
+        let response = try Vault.perform(Request(.list, "\(mount)/metadata/\(folder)", token: token), core, cluster)
         return (response.data?["keys"]?.arrayValue ?? []).compactMap(\.stringValue)
     }
 }

@@ -64,9 +64,11 @@ extension VaultConfiguration {
             case "memory":
                 try object.allowOnly(["type"])
                 storage = .memory
+            case "raft":
+                storage = .raft(try Self.raft(object))
             default:
                 throw CofferError.invalid(
-                    "configuration key 'storage.type' is \"\(type)\"; supported: \"sqlite\", \"memory\""
+                    "configuration key 'storage.type' is \"\(type)\"; supported: \"sqlite\", \"memory\", \"raft\""
                 )
             }
         } else if devRootToken != nil {
@@ -76,7 +78,8 @@ extension VaultConfiguration {
                 "configuration key 'storage' is required, e.g. {\"storage\": {\"type\": \"sqlite\", \"path\": \"coffer.db\"}}"
             )
         }
-        if devRootToken != nil, case .sqlite = storage {
+        if devRootToken != nil, case .memory = storage {
+        } else if devRootToken != nil {
             throw CofferError.invalid(
                 "dev mode keeps everything in memory; remove 'storage' or set 'storage.type' to \"memory\""
             )
@@ -169,6 +172,41 @@ extension VaultConfiguration {
 }
 
 /// One JSON object of the configuration, with the dotted path that names it in errors.
+extension VaultConfiguration {
+    /// `{"type": "raft", "path", "node_id", "cluster_addr", "retry_join": [api addresses], "api_addr",
+    /// "non_voter"}`: a node of a cluster; in a program that links the library, usually an embedded
+    /// replica (`non_voter` true, the default here: it receives the log and never votes).
+    fileprivate static func raft(_ object: ConfigObject) throws(CofferError) -> RaftConfiguration {
+        try object.allowOnly(["type", "path", "node_id", "cluster_addr", "api_addr", "retry_join", "non_voter"])
+        guard let path = try object.string("path"), !path.isEmpty, let name = try object.string("node_id"),
+            let cluster = try object.string("cluster_addr"), cluster.contains(":")
+        else {
+            throw CofferError.invalid(
+                "raft storage needs 'storage.path' (a directory), 'storage.node_id' and 'storage.cluster_addr' (host:port)"
+            )
+        }
+        var raft = RaftConfiguration(
+            path: path,
+            nodeName: name,
+            clusterAddress: cluster,
+            apiAddress: try object.string("api_addr") ?? ""
+        )
+        if let joins = object.fields["retry_join"] {
+            guard let list = joins.arrayValue?.compactMap(\.stringValue), list.count == joins.arrayValue?.count else {
+                throw CofferError.invalid("configuration key 'storage.retry_join' must be a list of API addresses")
+            }
+            raft.retryJoin = list
+        }
+        switch object.fields["non_voter"] {
+        case nil: raft.nonVoter = true
+        case .bool(let flag)?: raft.nonVoter = flag
+        case let other?:
+            throw CofferError.invalid("configuration key 'storage.non_voter' must be a boolean, not \(other.typeName)")
+        }
+        return raft
+    }
+}
+
 private struct ConfigObject {
     let fields: [String: JSONValue]
     let path: String

@@ -251,3 +251,48 @@ extension Wire {
         return upper == "GET" || upper == "HEAD" || upper == "LIST"
     }
 }
+
+extension Vault {
+    /// ``handleWire(method:path:token:body:namespace:clientAddress:wrapTTL:)`` for a caller in this
+    /// process (the C ABI): a request a standby or an embedded replica cannot answer is sent to the
+    /// active node here, over its API, and its answer returned.
+    package func handleWireHere(
+        method: String,
+        path: String,
+        token: String?,
+        body: [UInt8],
+        namespace: String = "",
+        clientAddress: String = "",
+        wrapTTL: String? = nil
+    ) -> WireResult {
+        let result = handleWire(
+            method: method,
+            path: path,
+            token: token,
+            body: body,
+            namespace: namespace,
+            clientAddress: clientAddress,
+            wrapTTL: wrapTTL
+        )
+        guard result.forward, let cluster else { return result }
+        var headers: [(String, String)] = []
+        if let token { headers.append(("X-Vault-Token", token)) }
+        if !namespace.isEmpty { headers.append(("X-Vault-Namespace", namespace)) }
+        if let wrapTTL { headers.append(("X-Vault-Wrap-TTL", wrapTTL)) }
+        if method.uppercased() == "PATCH" { headers.append(("Content-Type", "application/merge-patch+json")) }
+        let target = path.hasPrefix("/") ? path : "/v1/" + path
+        let answer = cluster.forward(method: method, target: target, headers: headers, body: body)
+        var forwarded = WireResult(status: answer.status, body: answer.body.isEmpty ? nil : answer.body)
+        forwarded.contentType =
+            answer.headers.first { $0.0 == "content-type" && !$0.1.hasPrefix("application/json") }?.1
+        if answer.status >= 400 {
+            let message = answer.body.isEmpty ? nil : try? JSONValue.parse(answer.body)
+            let text = message?["errors"]?.arrayValue?.compactMap(\.stringValue).joined(separator: "; ") ?? ""
+            forwarded.error = RemoteClient.error(
+                status: answer.status,
+                text.isEmpty ? "the active node answered HTTP \(answer.status)" : text
+            )
+        }
+        return forwarded
+    }
+}

@@ -457,6 +457,23 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         try bookkeeping([.delete(key: Self.peersPrefix + String(id))])
     }
 
+    /// On the leader: hands leadership to the voter whose log is the most up to date (`sys/step-down`).
+    /// Returns once the transfer started; the new leader takes over within an election timeout.
+    package func stepDown() throws(CofferError) {
+        try requireLeader()
+        let result = runOnLoop { [self] () throws(CofferError) -> [UInt8] in
+            let status = node.status
+            let target = status.progress.filter { $0.key != options.nodeID && node.confState.voters.contains($0.key) }
+                .max { $0.value.match < $1.value.match }?.key
+            guard let target else {
+                throw CofferError(.unavailable, "no other voter to hand leadership to")
+            }
+            node.transferLeadership(to: target)
+            return []
+        }
+        _ = try result.get()
+    }
+
     private func requireLeader() throws(CofferError) {
         let status = currentStatus
         guard status.isLeader else {

@@ -300,3 +300,13 @@ def test_raft_configuration_errors(cofferd_bin, workdir):
         import subprocess
         p = subprocess.run([cofferd_bin, f"-config={path}"], capture_output=True, text=True, timeout=30)
         assert p.returncode != 0 and message in p.stderr, (text, p.stderr)
+
+
+def test_step_down_hands_over_leadership(cluster, bao_bin):
+    nodes, _, token = cluster
+    active, standbys = active_and_standbys(nodes)
+    run_bao(bao_bin, standbys[0].addr, "operator", "step-down", token=token)  # forwarded to the active node
+    new_active = wait_for("another active node", lambda: next((n for n in standbys if n.leader().get("is_self")), None),
+                          timeout=10)
+    assert active.leader()["leader_address"] == new_active.addr
+    run_bao(bao_bin, active.addr, "kv", "put", "secret/after-step-down", "ok=1", token=token)

@@ -57,6 +57,8 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
     /// Challenges this node (as the active node) handed out: name → nonce, with their time.
     private let challenges = Mutex<[String: (nonce: [UInt8], issued: UInt64)]>([:])
     private let stopping = Atomic<Bool>(false)
+    /// The highest index the active node answered a forwarded request at.
+    let lastWriteIndex = Mutex<UInt64>(0)
     /// Whether the thread that joins (``startJoining(_:)``) runs.
     private let joinThread = Mutex(false)
 
@@ -220,6 +222,8 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         JSONValue.object(["name": .string(name), "cluster_addr": .string(cluster), "api_addr": .string(api)])
             .serialized()
     }
+
+    package func stepDown() throws(CofferError) { try backend.stepDown() }
 
     // MARK: Snapshots
 
@@ -577,6 +581,12 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         options.maximumBodyBytes = 64 << 20
         do {
             let response = try HTTPClient.send(method, base + target, headers: headers, body: body, options: options)
+            // The index the active node answered at: what ``waitForWrites(timeout:)`` waits for here.
+            if let header = response.header("x-vault-index"), let bytes = Base64.decode(header),
+                let json = try? JSONValue.parse(bytes), let index = json["value"]?.stringValue.flatMap({ UInt64($0) })
+            {
+                lastWriteIndex.withLock { $0 = max($0, index) }
+            }
             let kept = response.headers.filter {
                 ["content-type", "retry-after", "x-vault-index"].contains($0.name) || $0.name.hasPrefix("x-ratelimit")
             }
@@ -653,5 +663,58 @@ package enum ClusterConsistency {
             "value": .string(String(cluster.backend.currentStatus.appliedIndex)),
         ])
         return Base64.encode(value.serialized())
+    }
+}
+
+// MARK: Embedded replicas
+
+extension RaftCluster {
+    /// Whether `error` is a replica's refusal to write (``RaftBackend/standbyWrite``), which the
+    /// active node must answer instead.
+    static func isStandbyWrite(_ error: CofferError) -> Bool {
+        error.code == .unavailable && error.message.contains(RaftBackend.standbyWrite.message)
+    }
+
+    /// A request made in this process on a standby or an embedded replica, sent to the active node.
+    /// Remembers the index the active node answered at, for ``waitForWrites(timeout:)``.
+    package func forward(_ request: Request) throws(CofferError) -> Response {
+        let method: String
+        switch request.operation {
+        case .read: method = "GET"
+        case .list: method = "LIST"
+        case .delete: method = "DELETE"
+        case .patch: method = "PATCH"
+        default: method = "PUT"
+        }
+        var headers: [(String, String)] = []
+        if let token = request.token { headers.append(("X-Vault-Token", token)) }
+        if !request.namespace.isEmpty { headers.append(("X-Vault-Namespace", request.namespace)) }
+        if method == "PATCH" { headers.append(("Content-Type", "application/merge-patch+json")) }
+        let writes = method != "GET" && method != "LIST"
+        let body = writes ? JSONValue.object(request.data).serialized() : []
+        let answer = forward(method: method, target: "/v1/" + request.path, headers: headers, body: body)
+        let json = answer.body.isEmpty ? nil : try? JSONValue.parse(answer.body)
+        guard (200..<300).contains(answer.status) else {
+            let message = json?["errors"]?.arrayValue?.compactMap(\.stringValue).joined(separator: "; ") ?? ""
+            throw RemoteClient.error(
+                status: answer.status,
+                message.isEmpty ? "the active node answered HTTP \(answer.status)" : message
+            )
+        }
+        guard let json else { return .noContent }
+        if case .object(let data)? = json["data"] { return Response(data: data) }
+        return .raw(json, status: answer.status)
+    }
+
+    /// Waits until this replica has applied every write this process sent to the active node
+    /// (read-your-writes on a replica). False when `timeout` seconds pass first.
+    package func waitForWrites(timeout: Double) -> Bool {
+        let target = lastWriteIndex.withLock { $0 }
+        let deadline = monotonicNanos() + UInt64(max(0, min(timeout, 3600)) * 1e9)
+        while backend.currentStatus.appliedIndex < target {
+            if monotonicNanos() >= deadline { return false }
+            usleep(1000)
+        }
+        return true
     }
 }

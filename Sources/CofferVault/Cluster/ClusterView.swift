@@ -92,6 +92,8 @@ package protocol ClusterView: AnyObject, Sendable {
         apiAddress: String,
         voter: Bool
     ) throws(CofferError)
+    /// On the active node: hands leadership to another voter (`sys/step-down`).
+    func stepDown() throws(CofferError)
     /// Before `sys/init`: a node that no cluster admitted founds one of its own.
     func prepareToInitialize() throws(CofferError)
     /// On a node that is not in a cluster yet: join the one whose active node answers at `leaderAPIAddress`.

@@ -15,6 +15,7 @@ extension SystemBackend {
 
     static let clusterPaths: [Path<SystemBackend>] = [
         Path("ha-status", read: SystemBackend.haStatus),
+        Path("step-down", write: SystemBackend.stepDown),
         Path("storage/raft/configuration", read: SystemBackend.raftConfiguration),
         Path("storage/raft/remove-peer", fields: [.string("server_id")], write: SystemBackend.removePeer),
         Path(
@@ -67,6 +68,12 @@ extension SystemBackend {
         ]
         if let since = state.activeSince { body["active_time"] = .string(since.rfc3339) }
         return .raw(.object(body))
+    }
+
+    /// `sys/step-down`: the active node hands leadership to another voter; a single node does nothing.
+    func stepDown(_ request: BackendRequest) throws(CofferError) -> Response {
+        try core.cluster?.stepDown()
+        return .noContent
     }
 
     func haStatus(_ request: BackendRequest) throws(CofferError) -> Response {

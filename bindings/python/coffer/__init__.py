@@ -306,6 +306,17 @@ class Coffer:
             raise InvalidArgumentError(-1, f"the loaded library ({library_path()}) has no coffer_subscribe; update it")
         return Subscription(self, pattern, callback, token or self.token)
 
+    def replica_sync(self, timeout: float = 5.0) -> None:
+        """On an embedded replica: waits until it has applied every write this process sent to the
+        cluster's active node, so a read after it sees them (read your writes). Returns at once for a
+        vault that is not a replica; raises UnavailableError when `timeout` seconds pass first."""
+        if not _native.HAS_REPLICA:
+            raise UnsupportedOperationError(-10, "this libcoffer has no embedded replicas (coffer_replica_sync)")
+        milliseconds = max(0, min(int(timeout * 1000), 0xFFFFFFFF))
+        status = lib.coffer_replica_sync(self._h(), milliseconds)
+        if status != 0:
+            raise _error(status)
+
     def metrics(self, format: str = "json") -> str:
         """The vault's counters, gauges and latency summaries (coffer_metrics; docs/metrics.md): "json"
         is OpenBao's sys/metrics JSON (json.loads it), "prometheus" the Prometheus text exposition.

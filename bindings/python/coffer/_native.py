@@ -191,6 +191,12 @@ if HAS_REMOTE:
     ]
     lib.coffer_client_events.restype = ctypes.c_int
 
+# Embedded replicas (coffer_open with {"storage": {"type": "raft", ...}}; docs/raft.md).
+HAS_REPLICA = hasattr(lib, "coffer_replica_sync")
+if HAS_REPLICA:
+    lib.coffer_replica_sync.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+    lib.coffer_replica_sync.restype = ctypes.c_int
+
 lib.coffer_transit_encrypt.argtypes = [
     ctypes.c_void_p,  # h
     ctypes.c_char_p,  # mount
