@@ -43,7 +43,7 @@ BAO26 := $(VENV)/bao-2.6.2/bin/bao
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test test-compat deps build clean lib install install-lib wheel test-bindings bench bench-smoke bench-deps
-.PHONY: fuzz fuzz-smoke fuzz-build lint format raft-campaign bench-raft
+.PHONY: fuzz fuzz-smoke fuzz-build lint format raft-campaign bench-raft bench-replica
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -192,12 +192,21 @@ bench: bench-deps
 	COFFER_RELEASE_BIN="$$(swift build $(RELEASE) --show-bin-path)" python3 bench/bench.py
 	$(MAKE) bench-raft
 
-# Raft failover and replicated writes: Coffer's storage layer beside a 3-node OpenBao raft cluster
-# (bench/raft.py; about 5 minutes, most of it OpenBao's failovers).
+# Raft failover and replicated writes: Coffer's storage layer and a 3-node cofferd cluster beside a 3-node
+# OpenBao raft cluster (bench/raft.py; about 8 minutes, most of it OpenBao's failovers).
 bench-raft: deps
 	swift build $(RELEASE) --product coffer-raft-node
+	swift build $(RELEASE) --product cofferd
 	python3 bench/raft.py --node "$$(swift build $(RELEASE) --show-bin-path)/coffer-raft-node" --bao "$(VENV)/bin/bao" \
+	  --cofferd "$$(swift build $(RELEASE) --show-bin-path)/cofferd" \
 	  --out bench/results/raft-$$(date -u +%Y%m%d-%H%M%S).json
+
+# An embedded replica's reads beside a local vault's, through the same binding in one process (bench/replica.py).
+bench-replica: deps
+	$(MAKE) install-lib PREFIX=$(STAGE)
+	swift build $(RELEASE) --product cofferd
+	COFFER_LIBRARY=$(STAGE)/lib/libcoffer.so.$(COFFER_ABI) "$(VENV)/bin/python" bench/replica.py \
+	  --cofferd "$$(swift build $(RELEASE) --show-bin-path)/cofferd" --out bench/results/replica-$$(date -u +%Y%m%d-%H%M%S).json
 
 # The smoke gate drives the debug cofferd that test-compat builds: a cold release build of
 # swift-nio and Hummingbird takes over 10 minutes on 2 cores, and the 50 ms SLO holds for it too.
@@ -245,6 +254,10 @@ raft-campaign: deps
 	swift build --product coffer-raft-node
 	COFFERD="$$(swift build --show-bin-path)/cofferd" RAFT_CAMPAIGN_RUNS=$(RAFT_CAMPAIGN_RUNS) \
 	  RAFT_CAMPAIGN_SECONDS=$(RAFT_CAMPAIGN_SECONDS) "$(VENV)/bin/pytest" -q -s Tests/compat/test_raft_campaign.py
+	swift build --product cofferd
+	COFFERD="$$(swift build --show-bin-path)/cofferd" COFFER_BAO="$(VENV)/bin/bao" CLUSTER_CAMPAIGN_SIZES=3,5 \
+	  CLUSTER_CAMPAIGN_RUNS=$(RAFT_CAMPAIGN_RUNS) CLUSTER_CAMPAIGN_SECONDS=$(RAFT_CAMPAIGN_SECONDS) \
+	  "$(VENV)/bin/pytest" -q -s Tests/compat/test_cluster_campaign.py
 
 # ---- Formatting: .swift-format (swift-nio's and swift-log's configuration), checked by make test ----
 SWIFT_SOURCES := Package.swift Sources Tests bench Examples

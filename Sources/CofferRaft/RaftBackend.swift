@@ -105,6 +105,9 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
     private var tasks: [() -> Void] = []
     private var confChangeErrors: [NodeID: CofferError] = [:]
     private var readIndexes: [UInt64: UInt64] = [:]
+    /// ReadIndex requests still waiting for their index, and those a leader change ended.
+    private var pendingReads: Set<UInt64> = []
+    private var failedReads: Set<UInt64> = []
     private var unreachable: [NodeID] = []
     private var running = true
     private var stopped = false
@@ -322,18 +325,28 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
     /// ReadIndex round with the leader), so a read after it is linearizable.
     package func readBarrier() throws(CofferError) {
         let deadline = monotonicNanos() + UInt64(options.writeTimeoutSeconds * 1e9)
-        let id: UInt64 = monitor.withLock {
+        let id: UInt64? = monitor.withLock {
+            // With no leader known the request would wait out its timeout for nothing: the caller retries.
+            guard status.leader != 0 else { return nil }
             nextID &+= 1
             let id = nextID
             readRequests.append(id)
+            pendingReads.insert(id)
             return id
         }
+        guard let id else { throw CofferError(.unavailable, "no leader is known now to confirm a read; retry") }
         monitor.broadcast()
         let done = monitor.wait(until: deadline) {
-            guard let index = readIndexes[id] else { return !running }
+            guard let index = readIndexes[id] else { return !running || failedReads.contains(id) }
             return status.appliedIndex >= index
         }
-        monitor.withLock { _ = readIndexes.removeValue(forKey: id) }
+        let (failed, confirmed) = monitor.withLock {
+            pendingReads.remove(id)
+            return (failedReads.remove(id) != nil, readIndexes.removeValue(forKey: id) != nil)
+        }
+        if failed && !confirmed {
+            throw CofferError(.unavailable, "the leader changed before it confirmed the read; retry")
+        }
         guard done, running else {
             throw CofferError(.unavailable, "no leader confirmed the read within \(options.writeTimeoutSeconds) s")
         }
@@ -455,6 +468,12 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
             !conf.voters.contains(id) && !conf.learners.contains(id)
         }
         try bookkeeping([.delete(key: Self.peersPrefix + String(id))])
+    }
+
+    /// Waits up to `seconds` for this node to be active (a new leader applying its first entry).
+    package func waitUntilActive(seconds: Double) -> Bool {
+        let deadline = monotonicNanos() + UInt64(max(0, min(seconds, 60)) * 1e9)
+        return monitor.wait(until: deadline) { status.isActive || !running } && currentStatus.isActive
     }
 
     /// On the leader: hands leadership to the voter whose log is the most up to date (`sys/step-down`).
@@ -669,6 +688,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
                     // waiting out the timeout would stall the client for nothing. Say so now; the client
                     // retries on the new leader. (Proposals are never re-sent: a late duplicate could
                     // overwrite a newer value.)
+                    for id in pendingReads where readIndexes[id] == nil { failedReads.insert(id) }
                     for id in waiting where results[id] == nil {
                         results[id] = .failure(
                             CofferError(

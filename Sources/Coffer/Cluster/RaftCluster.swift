@@ -225,6 +225,10 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
 
     package func stepDown() throws(CofferError) { try backend.stepDown() }
 
+    /// Returns once this node has applied every write committed when it was called (a ReadIndex round
+    /// with the leader): a read after it is linearizable, on any node.
+    package func readBarrier() throws(CofferError) { try backend.readBarrier() }
+
     // MARK: Snapshots
 
     /// `sys/storage/raft/snapshot`: the replicated data at one index, as a gzip'd tar of
@@ -308,8 +312,13 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         let nonce = Random.bytes(32)
         let now = monotonicNanos()
         challenges.withLock { table in
+            // Bounded: anyone may ask, so past 64 pending challenges the oldest is forgotten (a joiner whose
+            // challenge went asks again) rather than new ones refused.
             table = table.filter { now - $0.value.issued < 120_000_000_000 }
-            if table.count < 64 { table[name] = (nonce, now) }
+            if table.count >= 64, let oldest = table.min(by: { $0.value.issued < $1.value.issued })?.key {
+                table[oldest] = nil
+            }
+            table[name] = (nonce, now)
         }
         // Where the members are, so that the joiner can answer the leader before its replica tells it.
         var peers: [String: JSONValue] = [:]
@@ -563,6 +572,21 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
 
     // MARK: Forwarding
 
+    /// The header a forwarded request carries (the sending node's name).
+    package static let forwardedHeader = "X-Coffer-Forwarded"
+
+    /// What a node that is not active answers a request another node forwarded to it.
+    package static func notActiveAnswer(from sender: String) -> [UInt8] {
+        JSONValue.object([
+            "errors": [
+                .string(
+                    "node \(sender) forwarded this request here as to the active node, but this node is not active "
+                        + "(the leader is changing); retry"
+                )
+            ]
+        ]).serialized()
+    }
+
     /// Sends a request a standby cannot answer to the active node and returns its answer.
     package func forward(
         method: String,
@@ -570,6 +594,12 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         headers: [(String, String)],
         body: [UInt8]
     ) -> (status: Int, headers: [(String, String)], body: [UInt8]) {
+        var state = self.state
+        if state.leaderName == configuration.nodeName, !state.isActive {
+            // This node was just elected and is applying its first entry: a moment, then it answers itself.
+            _ = backend.waitUntilActive(seconds: 2)
+            state = self.state
+        }
         guard let leader = state.leaderAPIAddress else {
             return (
                 503, [],
@@ -579,6 +609,9 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         let base = leader.hasSuffix("/") ? String(leader.dropLast()) : leader
         var options = HTTPClient.Options()
         options.maximumBodyBytes = 64 << 20
+        // Marks the request as forwarded: the receiver answers it or refuses it, never sends it on (a
+        // leader change seen differently by two nodes must not bounce a request between them).
+        let headers = headers + [(Self.forwardedHeader, configuration.nodeName)]
         do {
             let response = try HTTPClient.send(method, base + target, headers: headers, body: body, options: options)
             // The index the active node answered at: what ``waitForWrites(timeout:)`` waits for here.

@@ -31,6 +31,8 @@ struct WireResponder: Sendable {
     static let hsts = HTTPField.Name("Strict-Transport-Security")!
     static let index = HTTPField.Name("X-Vault-Index")!
     static let inconsistent = HTTPField.Name("X-Vault-Inconsistent")!
+    static let consistency = HTTPField.Name("X-Coffer-Consistency")!
+    static let forwardedBy = HTTPField.Name(RaftCluster.forwardedHeader)!
 
     func respond(
         _ request: HummingbirdCore.Request,
@@ -158,10 +160,23 @@ struct WireResponder: Sendable {
             switch ClusterConsistency.check(cluster, requested: request.headers[Self.index]) {
             case .serve: break
             case .behind:
-                if request.headers[Self.inconsistent] != "forward-active-node" {
+                if request.headers[Self.inconsistent] != "forward-active-node"
+                    || request.headers[Self.forwardedBy] != nil
+                {
                     return (429, Array(#"{"errors":[]}"#.utf8), false, nil, [("Retry-After", "1")])
                 }
                 return await forwarded.send(through: cluster)
+            }
+            // X-Coffer-Consistency: linearizable: a ReadIndex round first, so that the read reflects every
+            // write acknowledged before it began, on any node (docs/raft.md, "Guarantees").
+            if request.headers[Self.consistency] == "linearizable" {
+                do {
+                    try await NIOThreadPool.singleton.runIfActive { try cluster.readBarrier() }
+                } catch let error as CofferError {
+                    return Self.error(error.code.httpStatus, error.message)
+                } catch {
+                    return Self.error(503, "the server is shutting down")
+                }
             }
         }
         let result: WireResult
@@ -192,7 +207,12 @@ struct WireResponder: Sendable {
                 wrapTTL: wrapTTL
             )
         }
-        if result.forward, let cluster = vault.cluster { return await forwarded.send(through: cluster) }
+        if result.forward, let cluster = vault.cluster {
+            if let sender = request.headers[Self.forwardedBy] {
+                return (503, RaftCluster.notActiveAnswer(from: sender), false, nil, [("Retry-After", "1")])
+            }
+            return await forwarded.send(through: cluster)
+        }
         var extra = result.headers
         if let cluster = vault.cluster, let index = ClusterConsistency.header(cluster, path: target) {
             extra.append(("X-Vault-Index", index))
