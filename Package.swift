@@ -73,7 +73,7 @@ let package = Package(
         // the replicated storage backend (Coffer's Cluster/ ties it to a vault).
         .target(
             name: "CofferRaft",
-            dependencies: ["Raft", "CofferCore", "CSQLite"],
+            dependencies: ["Raft", "CofferCore", "CSQLite", "CTLS"],
             swiftSettings: strict
         ),
         .target(

@@ -159,7 +159,9 @@ ctls_conn *ctls_connect_ex(int fd, const char *host, const char *ca_pem, size_t 
     }
     X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
     int ok;
-    if (o->insecure) {
+    if (o->skip_name_check) {
+        ok = 1;
+    } else if (o->insecure) {
         ok = is_ip_literal(host) ? 1 : SSL_set_tlsext_host_name(ssl, host);
     } else if (is_ip_literal(host)) {
         ok = X509_VERIFY_PARAM_set1_ip_asc(param, host);
@@ -188,6 +190,72 @@ ctls_conn *ctls_connect_ex(int fd, const char *host, const char *ca_pem, size_t 
             ERR_clear_error();
         } else if (code == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
             snprintf(err, err_len, "TLS handshake failed: the connection was closed");
+        } else {
+            set_err(err, err_len, "TLS handshake failed");
+        }
+        SSL_free(ssl);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    ctls_conn *conn = OPENSSL_zalloc(sizeof *conn);
+    if (conn == NULL) {
+        SSL_free(ssl);
+        SSL_CTX_free(ctx);
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    conn->ctx = ctx;
+    conn->ssl = ssl;
+    return conn;
+}
+
+ctls_conn *ctls_accept(int fd, const char *cert_pem, size_t cert_len, const char *key_pem, size_t key_len,
+                       const char *ca_pem, size_t ca_len, char *err, size_t err_len) {
+    if (err != NULL && err_len > 0) err[0] = 0;
+    if (ca_pem == NULL || ca_len == 0 || ca_len > (size_t)0x7fffffff) {
+        snprintf(err, err_len, "mutual TLS needs the CA PEM");
+        return NULL;
+    }
+    ERR_clear_error();
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL) {
+        set_err(err, err_len, "cannot create a TLS context");
+        return NULL;
+    }
+    ctls_options keys = {0};
+    keys.cert_pem = cert_pem;
+    keys.cert_len = cert_len;
+    keys.key_pem = key_pem;
+    keys.key_len = key_len;
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 || cert_pem == NULL || key_pem == NULL ||
+        !load_client_cert(ctx, &keys)) {
+        ERR_clear_error();
+        snprintf(err, err_len, "cannot load the node certificate and key");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    if (load_ca(ctx, ca_pem, ca_len) == 0) {
+        snprintf(err, err_len, "no certificates in the CA PEM");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    SSL *ssl = SSL_new(ctx);
+    if (ssl == NULL || SSL_set_fd(ssl, fd) != 1) {
+        set_err(err, err_len, "cannot set up the TLS connection");
+        SSL_free(ssl);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    sigpipe_guard guard;
+    sigpipe_block(&guard);
+    int rc = SSL_accept(ssl);
+    sigpipe_restore(&guard);
+    if (rc != 1) {
+        long verify = SSL_get_verify_result(ssl);
+        if (verify != X509_V_OK) {
+            snprintf(err, err_len, "client certificate verify failed: %s", X509_verify_cert_error_string(verify));
+            ERR_clear_error();
         } else {
             set_err(err, err_len, "TLS handshake failed");
         }

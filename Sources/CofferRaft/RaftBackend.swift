@@ -44,6 +44,8 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         /// the active node's core writes (a standby's request is sent whole to the active node, since
         /// two cores reading and then writing the same keys would lose updates).
         package var writesOnlyWhenActive = false
+        /// Mutual TLS between the nodes (their certificates and the cluster's CA); nil: plain TCP.
+        package var tls: TCPTransport.TLS?
         /// Called on the node's thread whenever ``Status/isActive`` or the leader changes.
         package var onStatusChange: (@Sendable (Status) -> Void)?
 
@@ -170,6 +172,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
                 listen: String(options.listen[..<colon]),
                 port: port,
                 peers: options.peers,
+                tls: options.tls,
                 receive: { [weak self] message in self?.deliver(message) },
                 unreachable: { [weak self] peer in self?.markUnreachable(peer) }
             )

@@ -1,4 +1,5 @@
-import CofferCore
+import CTLS
+package import CofferCore
 package import Raft
 import Synchronization
 
@@ -12,9 +13,23 @@ import Glibc
 /// when the peer is down, frames are dropped (Raft resends what matters) and the node is told the
 /// peer is unreachable, so nothing a node does ever blocks on another. Inbound connections are
 /// read by a thread each; a frame that can never be valid (bad magic, too large, malformed) closes
-/// the connection. Plain TCP: mutual TLS between nodes is not built yet (docs/raft.md), so today's
-/// clusters belong on a trusted network; everything replicated is already ciphertext from the barrier.
+/// the connection. With ``TLS`` every connection is mutual TLS: each side presents its node certificate
+/// and accepts only a peer whose certificate chains to the cluster's CA. Without it, plain TCP (a
+/// trusted network only; everything replicated is already ciphertext from the barrier).
 package final class TCPTransport: Sendable {
+    /// A node's certificate and key and the cluster's CA, in PEM.
+    package struct TLS: Sendable {
+        package var certificatePEM: [UInt8]
+        package var keyPEM: SecureBytes
+        package var caPEM: [UInt8]
+
+        package init(certificatePEM: [UInt8], keyPEM: SecureBytes, caPEM: [UInt8]) {
+            self.certificatePEM = certificatePEM
+            self.keyPEM = keyPEM
+            self.caPEM = caPEM
+        }
+    }
+
     package typealias Receive = @Sendable (Message) -> Void
     package typealias Unreachable = @Sendable (NodeID) -> Void
 
@@ -29,6 +44,7 @@ package final class TCPTransport: Sendable {
     private let unreachable: Unreachable
     private let closed = Atomic<Bool>(false)
     private let inbound = Mutex<Set<Int32>>([])
+    private let tls: TLS?
 
     /// Listens on `host:port` (port 0: the kernel picks; see ``port``) and sends to `peers`
     /// (id → "host:port"). `receive` is called on a reader thread for every message.
@@ -37,10 +53,12 @@ package final class TCPTransport: Sendable {
         listen host: String,
         port: Int,
         peers: [NodeID: String],
+        tls: TLS? = nil,
         receive: @escaping Receive,
         unreachable: @escaping Unreachable
     ) throws(RaftTransportError) {
         self.nodeID = nodeID
+        self.tls = tls
         self.receive = receive
         self.unreachable = unreachable
         (listener, self.port) = try Self.listen(host: host, port: port)
@@ -127,15 +145,20 @@ package final class TCPTransport: Sendable {
     }
 
     private func readLoop(_ fd: Int32) {
-        defer {
+        guard let link = Link.accept(fd, tls) else {  // a peer without the cluster's certificate
             inbound.withLock { _ = $0.remove(fd) }
-            close(fd)
+            return
+        }
+        defer {
+            // Out of the set before the socket closes (with the link), so its number is not reused meanwhile.
+            inbound.withLock { _ = $0.remove(fd) }
+            withExtendedLifetime(link) {}
         }
         var buffer: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 64 << 10)
         while !closed.load(ordering: .acquiring) {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
+            let n = chunk.withUnsafeMutableBytes { link.read($0) }
+            if n < 0 && errno == EINTR && link.tls == nil { continue }
             guard n > 0 else { return }
             buffer.append(contentsOf: chunk[0..<n])
             var start = 0
@@ -158,12 +181,11 @@ package final class TCPTransport: Sendable {
 
     private func startWriter(_ peer: Peer) {
         _ = startThread({ [self] in
-            var fd: Int32 = -1
-            defer { if fd >= 0 { close(fd) } }
+            var link: Link?
             while let frames = peer.next() {
-                if fd < 0 {
-                    fd = Self.connect(peer.host, peer.port)
-                    if fd < 0 {
+                if link == nil {
+                    link = Link.connect(peer.host, peer.port, tls)
+                    if link == nil {
                         unreachable(peer.id)
                         peer.pause(milliseconds: 100)
                         continue  // these frames are dropped; Raft resends
@@ -171,11 +193,10 @@ package final class TCPTransport: Sendable {
                 }
                 var failed = false
                 for frame in frames where !failed {
-                    failed = !Self.writeAll(fd, frame)
+                    failed = !(link?.write(frame) ?? false)
                 }
                 if failed {
-                    close(fd)
-                    fd = -1
+                    link = nil
                     unreachable(peer.id)
                 }
             }
@@ -251,6 +272,103 @@ package final class TCPTransport: Sendable {
             }
         }
         return (fd, actual)
+    }
+}
+
+/// One connection between two nodes: a socket, with TLS over it when the cluster has certificates. Used
+/// by one thread; closed when released.
+private final class Link: @unchecked Sendable {
+    let fd: Int32
+    let tls: OpaquePointer?
+
+    private init(fd: Int32, tls: OpaquePointer?) {
+        self.fd = fd
+        self.tls = tls
+    }
+
+    deinit {
+        ctls_free(tls)
+        close(fd)
+    }
+
+    /// An accepted socket; with TLS, after the handshake (bounded by 5 s), or nil when it fails.
+    static func accept(_ fd: Int32, _ tls: TCPTransport.TLS?) -> Link? {
+        guard let tls else { return Link(fd: fd, tls: nil) }
+        setTimeout(fd, SO_RCVTIMEO, seconds: 5)
+        var error = [CChar](repeating: 0, count: 256)
+        let conn = tls.certificatePEM.withUnsafeBytes { cert in
+            tls.keyPEM.withUnsafeBytes { key in
+                tls.caPEM.withUnsafeBytes { ca in
+                    ctls_accept(
+                        fd,
+                        cert.baseAddress?.assumingMemoryBound(to: CChar.self),
+                        cert.count,
+                        key.baseAddress?.assumingMemoryBound(to: CChar.self),
+                        key.count,
+                        ca.baseAddress?.assumingMemoryBound(to: CChar.self),
+                        ca.count,
+                        &error,
+                        error.count
+                    )
+                }
+            }
+        }
+        guard let conn else {
+            close(fd)
+            return nil
+        }
+        setTimeout(fd, SO_RCVTIMEO, seconds: 0)
+        return Link(fd: fd, tls: conn)
+    }
+
+    /// A connection to a peer (TCPTransport.connect), with the TLS handshake when configured.
+    static func connect(_ host: String, _ port: Int, _ tls: TCPTransport.TLS?) -> Link? {
+        let fd = TCPTransport.connect(host, port)
+        guard fd >= 0 else { return nil }
+        guard let tls else { return Link(fd: fd, tls: nil) }
+        setTimeout(fd, SO_RCVTIMEO, seconds: 5)
+        var error = [CChar](repeating: 0, count: 256)
+        let conn = tls.certificatePEM.withUnsafeBytes { cert in
+            tls.keyPEM.withUnsafeBytes { key in
+                tls.caPEM.withUnsafeBytes { ca in
+                    var options = ctls_options()
+                    options.cert_pem = cert.baseAddress?.assumingMemoryBound(to: CChar.self)
+                    options.cert_len = cert.count
+                    options.key_pem = key.baseAddress?.assumingMemoryBound(to: CChar.self)
+                    options.key_len = key.count
+                    options.skip_name_check = 1
+                    return ctls_connect_ex(
+                        fd,
+                        host,
+                        ca.baseAddress?.assumingMemoryBound(to: CChar.self),
+                        ca.count,
+                        &options,
+                        &error,
+                        error.count
+                    )
+                }
+            }
+        }
+        guard let conn else {
+            close(fd)
+            return nil
+        }
+        return Link(fd: fd, tls: conn)
+    }
+
+    func read(_ buffer: UnsafeMutableRawBufferPointer) -> Int {
+        if let tls { return ctls_read(tls, buffer.baseAddress, buffer.count) }
+        return Glibc.read(fd, buffer.baseAddress, buffer.count)
+    }
+
+    func write(_ bytes: [UInt8]) -> Bool {
+        if let tls { return bytes.withUnsafeBytes { ctls_write(tls, $0.baseAddress, $0.count) } == 0 }
+        return TCPTransport.writeAll(fd, bytes)
+    }
+
+    private static func setTimeout(_ fd: Int32, _ option: Int32, seconds: Int) {
+        var timeout = timeval(tv_sec: seconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, option, &timeout, socklen_t(MemoryLayout<timeval>.size))
     }
 }
 

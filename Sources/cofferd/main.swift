@@ -185,6 +185,7 @@ if dev {
         )
         node.retryJoin = raft.retryJoin
         node.nonVoter = raft.nonVoter
+        (node.tlsCertFile, node.tlsKeyFile, node.tlsCAFile) = (raft.tlsCertFile, raft.tlsKeyFile, raft.tlsCAFile)
         storage = .raft(node)
     }
     let seal: any Seal

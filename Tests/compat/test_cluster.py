@@ -20,7 +20,7 @@ from conftest import Server, free_port, run_bao
 
 
 class Node:
-    def __init__(self, binary, directory, name, join=None):
+    def __init__(self, binary, directory, name, join=None, tls=None):
         self.binary = binary
         self.name = name
         self.api_port = free_port()
@@ -30,6 +30,8 @@ class Node:
         os.makedirs(self.directory, exist_ok=True)
         self.config = os.path.join(self.directory, "node.hcl")
         join_block = f'  retry_join {{ leader_api_addr = "{join}" }}\n' if join else ""
+        if tls:  # (certificate, key, CA) files: mutual TLS between the Raft ports
+            join_block += f'  tls_cert_file = "{tls[0]}"\n  tls_key_file = "{tls[1]}"\n  tls_ca_file = "{tls[2]}"\n'
         with open(self.config, "w") as f:
             f.write(
                 f'storage "raft" {{\n  path = "{self.directory}/data"\n  node_id = "{name}"\n{join_block}}}\n'
@@ -310,3 +312,60 @@ def test_step_down_hands_over_leadership(cluster, bao_bin):
                           timeout=10)
     assert active.leader()["leader_address"] == new_active.addr
     run_bao(bao_bin, active.addr, "kv", "put", "secret/after-step-down", "ok=1", token=token)
+
+
+def make_pki(directory, names, ca="ca"):
+    """A CA and a certificate for each name (EC P-256, with the openssl CLI); returns {name: (crt, key, ca)}."""
+    import subprocess
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
+
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
+            f"{ca}.key", "-out", f"{ca}.crt", "-days", "2", "-subj", f"/CN={ca}")
+    out = {}
+    for name in names:
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
+                f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial",
+                "-out", f"{name}.crt", "-days", "2")
+        out[name] = tuple(os.path.join(directory, f) for f in (f"{name}.crt", f"{name}.key", f"{ca}.crt"))
+    return out
+
+
+def test_mutual_tls_between_nodes(cofferd_bin, bao_bin, workdir):
+    """With tls_* files every Raft connection is mutual TLS: the cluster forms and replicates; a node whose
+    certificate comes from another CA is admitted through the API (it holds the keys) but no node accepts
+    its Raft connections, nor it theirs, so it never receives the data."""
+    pki_dir = os.path.join(workdir, "pki")
+    os.makedirs(pki_dir)
+    certs = make_pki(pki_dir, ["n1", "n2", "n3"])
+    rogue = make_pki(pki_dir, ["rogue"], ca="other-ca")["rogue"]
+    n1 = Node(cofferd_bin, workdir, "n1", tls=certs["n1"])
+    nodes = [n1]
+    try:
+        nodes += [Node(cofferd_bin, workdir, name, join=n1.addr, tls=certs[name]) for name in ("n2", "n3")]
+        _, out, _ = run_bao(bao_bin, n1.addr, "operator", "init", "-key-shares=1", "-key-threshold=1", "-format=json")
+        init = json.loads(out)
+        key, token = init["unseal_keys_b64"][0], init["root_token"]
+        for node in nodes:
+            unseal(bao_bin, node, key)
+        wait_for("three voters", lambda: len(peers(bao_bin, n1, token)) == 3
+                 and all(p["voter"] for p in peers(bao_bin, n1, token).values()))
+        run_bao(bao_bin, n1.addr, "secrets", "enable", "-path=secret", "kv-v2", token=token)
+        run_bao(bao_bin, nodes[1].addr, "kv", "put", "secret/tls", "ok=1", token=token)
+        _, out, _ = run_bao(bao_bin, nodes[2].addr, "kv", "get", "-field=ok", "secret/tls", token=token)
+        assert out.strip() == "1"
+
+        intruder = Node(cofferd_bin, workdir, "rogue", join=n1.addr, tls=rogue)
+        nodes.append(intruder)
+        run_bao(bao_bin, intruder.addr, "operator", "unseal", key)
+        wait_for("the rogue node admitted as a learner", lambda: "rogue" in peers(bao_bin, n1, token))
+        time.sleep(3)
+        status = intruder.get("sys/seal-status").json()
+        assert status["sealed"] is True, status
+        assert intruder.get("secret/data/tls", token).status_code != 200
+        assert peers(bao_bin, n1, token)["rogue"]["voter"] is False
+    finally:
+        for node in nodes:
+            node.stop()

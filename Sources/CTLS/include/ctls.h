@@ -2,7 +2,7 @@
 #define COFFER_CTLS_H
 
 /* A TLS client over a connected socket, for the HTTP client the auth methods use (JWKS, OIDC
-   discovery and token endpoints, the Kubernetes TokenReview). OpenSSL's libssl does the work; the
+   discovery and token endpoints, the Kubernetes TokenReview), and mutual TLS between Raft peers. OpenSSL's libssl does the work; the
    header exposes only opaque handles and plain values, so Swift never sees OpenSSL's types and the
    module does not clash with COpenSSL.
 
@@ -35,12 +35,21 @@ typedef struct ctls_options {
     size_t cert_len;
     const char *key_pem;
     size_t key_len;
+    /* Nonzero: verify the peer's chain against the CA but not its name (Raft peers are addressed by
+       IP and port and are identified by their cluster CA). */
+    int skip_name_check;
 } ctls_options;
 
 /* ctls_connect with options (the LDAP client: insecure_tls, tls_min_version/tls_max_version, a
    client certificate). `options` may be NULL for the defaults. */
 ctls_conn *ctls_connect_ex(int fd, const char *host, const char *ca_pem, size_t ca_len, const ctls_options *options,
                            char *err, size_t err_len);
+
+/* The server side of mutual TLS on an accepted socket (the Raft transport): presents `cert_pem` with
+   `key_pem`, and requires a client certificate that chains to `ca_pem`. TLS 1.2 at least. Returns the
+   connection, or NULL with a message in `err`. */
+ctls_conn *ctls_accept(int fd, const char *cert_pem, size_t cert_len, const char *key_pem, size_t key_len,
+                       const char *ca_pem, size_t ca_len, char *err, size_t err_len);
 
 /* Reads up to `len` bytes: the count read, 0 at a clean end of the stream (close_notify or the
    peer closing), -1 on error or timeout (errno is EAGAIN/EWOULDBLOCK after a socket timeout). */

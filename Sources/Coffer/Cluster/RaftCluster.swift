@@ -27,6 +27,12 @@ public struct RaftConfiguration: Sendable {
     public var nonVoter = false
     /// One Raft tick; an election starts after 10-20 ticks without a leader.
     public var tickMilliseconds = 30
+    /// Mutual TLS between the nodes' Raft ports: this node's certificate and key, and the cluster's CA
+    /// (PEM files). Every node presents its certificate and accepts only peers whose certificate chains
+    /// to the CA. All three or none (plain TCP, for a trusted network only).
+    public var tlsCertFile: String?
+    public var tlsKeyFile: String?
+    public var tlsCAFile: String?
 
     public init(path: String, nodeName: String, clusterAddress: String, apiAddress: String) {
         self.path = path
@@ -113,11 +119,53 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         // A node with an empty log founds a cluster at `sys/init`, or is admitted into one.
         options.join = true
         options.writesOnlyWhenActive = true
+        options.tls = try Self.transportTLS(configuration)
         let relay = StatusRelay()
         options.onStatusChange = { status in relay.target?.statusChanged(status) }
         let data = try SQLiteBackend(path: configuration.path + "/coffer.db")
         backend = try RaftBackend(options: options, local: data)
         relay.target = self
+    }
+
+    /// The certificate, key and CA files of ``RaftConfiguration``, read; nil when none is given.
+    static func transportTLS(_ configuration: RaftConfiguration) throws(CofferError) -> TCPTransport.TLS? {
+        let files = [configuration.tlsCertFile, configuration.tlsKeyFile, configuration.tlsCAFile]
+        if files.allSatisfy({ $0 == nil }) { return nil }
+        guard let cert = files[0], let key = files[1], let ca = files[2] else {
+            throw CofferError(
+                .invalidArgument,
+                "mutual TLS between nodes needs all of tls_cert_file, tls_key_file and tls_ca_file"
+            )
+        }
+        func read(_ path: String, _ what: String) throws(CofferError) -> [UInt8] {
+            guard let file = fopen(path, "rb") else {
+                throw CofferError(
+                    .invalidArgument,
+                    "cannot read the \(what) \(path): \(String(cString: strerror(errno)))"
+                )
+            }
+            defer { fclose(file) }
+            var out: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 16 << 10)
+            while true {
+                let n = fread(&chunk, 1, chunk.count, file)
+                if n == 0 { break }
+                out += chunk[0..<n]
+                if out.count > 1 << 20 { throw CofferError(.invalidArgument, "the \(what) \(path) is over 1 MiB") }
+            }
+            chunk.wipe()
+            guard String(decoding: out, as: UTF8.self).contains("-----BEGIN ") else {
+                throw CofferError(.invalidArgument, "the \(what) \(path) is not PEM")
+            }
+            return out
+        }
+        var keyBytes = try read(key, "node key")
+        defer { keyBytes.wipe() }
+        return TCPTransport.TLS(
+            certificatePEM: try read(cert, "node certificate"),
+            keyPEM: SecureBytes(keyBytes),
+            caPEM: try read(ca, "cluster CA")
+        )
     }
 
     /// Ties the cluster to the core above its storage, then registers this node's addresses.

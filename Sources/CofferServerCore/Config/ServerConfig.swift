@@ -33,6 +33,10 @@ public struct ServerConfig: Sendable, Equatable {
         public var retryJoin: [String] = []
         /// `retry_join { ... non_voter = true }` or the top-level `non_voter`: a learner that never votes.
         public var nonVoter = false
+        /// `tls_cert_file`, `tls_key_file`, `tls_ca_file`: mutual TLS between the nodes' Raft ports.
+        public var tlsCertFile: String?
+        public var tlsKeyFile: String?
+        public var tlsCAFile: String?
 
         public init(path: String, nodeID: String) {
             self.path = path
@@ -311,6 +315,7 @@ extension ServerConfig {
         var nodeID: String?
         var joins: [String] = []
         var nonVoter = false
+        var tls: (cert: String?, key: String?, ca: String?) = (nil, nil, nil)
         for entry in body {
             switch try key(entry) {
             case "path": path = try string(entry)
@@ -332,8 +337,17 @@ extension ServerConfig {
                 }
                 joins.append(leader)
             case "non_voter": nonVoter = try bool(entry)
+            case "tls_cert_file": tls.cert = try string(entry)
+            case "tls_key_file": tls.key = try string(entry)
+            case "tls_ca_file": tls.ca = try string(entry)
             default:
-                throw unknown(entry, in: "storage \"raft\"", allowed: ["path", "node_id", "retry_join", "non_voter"])
+                throw unknown(
+                    entry,
+                    in: "storage \"raft\"",
+                    allowed: [
+                        "path", "node_id", "retry_join", "non_voter", "tls_cert_file", "tls_key_file", "tls_ca_file",
+                    ]
+                )
             }
         }
         guard let path, !path.isEmpty, let nodeID, !nodeID.isEmpty else {
@@ -345,6 +359,7 @@ extension ServerConfig {
         var raft = Raft(path: path, nodeID: nodeID)
         raft.retryJoin = joins
         raft.nonVoter = nonVoter
+        (raft.tlsCertFile, raft.tlsKeyFile, raft.tlsCAFile) = tls
         return raft
     }
 

@@ -165,7 +165,8 @@ package final class LDAPConnection {
                         cert_pem: cert.isEmpty ? nil : certPtr,
                         cert_len: strlen(certPtr),
                         key_pem: key.isEmpty ? nil : keyPtr,
-                        key_len: strlen(keyPtr)
+                        key_len: strlen(keyPtr),
+                        skip_name_check: 0
                     )
                     return ctls_connect_ex(fd, url.host, ca.isEmpty ? nil : caPtr, strlen(caPtr), &o, &err, 512)
                 }
