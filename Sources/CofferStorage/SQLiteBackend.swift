@@ -108,6 +108,15 @@ package final class SQLiteBackend: PhysicalBackend {
         changes.publish(operations.map(\.key))
     }
 
+    /// For a file whose writes are made durable elsewhere (a Raft node's data file: its log holds every
+    /// entry until a snapshot holds the state): commits stop waiting for an fsync (WAL with
+    /// `synchronous=NORMAL`, still whole after a process crash; a power loss costs only the last
+    /// commits, which the node applies again from its log, since the applied index is in the same
+    /// transactions).
+    package func durableElsewhere() throws(CofferError) {
+        try withWriter { (c) throws(CofferError) in try Connection.exec(c.db, path, "PRAGMA synchronous=NORMAL") }
+    }
+
     private func withWriter<R>(_ body: (Connection) throws(CofferError) -> R) throws(CofferError) -> R {
         let result: Result<R, CofferError> = writer.withLock { connection in
             guard let connection else { return .failure(closedError) }

@@ -43,7 +43,9 @@ options.snapshotKeep = 16
 
 let backend: RaftBackend
 do {
-    backend = try RaftBackend(options: options, local: try SQLiteBackend(path: args[2] + "/data.db"))
+    let data = try SQLiteBackend(path: args[2] + "/data.db")
+    try data.durableElsewhere()  // as cofferd's nodes: the log makes entries durable
+    backend = try RaftBackend(options: options, local: data)
 } catch {
     fail(error.message)
 }

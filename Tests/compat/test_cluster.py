@@ -159,8 +159,9 @@ def test_init_unseal_peers_and_status(cluster, bao_bin):
 def test_standby_forwards_writes_and_serves_reads(cluster, bao_bin):
     nodes, _, token = cluster
     run_bao(bao_bin, nodes[1].addr, "kv", "put", "secret/app", "pw=one", token=token)
-    _, out, _ = run_bao(bao_bin, nodes[2].addr, "kv", "get", "-field=pw", "secret/app", token=token)
-    assert out.strip() == "one"
+    # A standby answers from its replica, which applies the write a moment after the active node did.
+    wait_for("the write on another standby", lambda: run_bao(bao_bin, nodes[2].addr, "kv", "get", "-field=pw",
+                                                             "secret/app", token=token, check=False)[1].strip() == "one")
 
     # Every answer carries the Raft index it reflects; a standby behind the index a client saw says 429
     # (Retry-After: 1), or sends the request on when asked to.
@@ -184,8 +185,9 @@ def test_standby_forwards_writes_and_serves_reads(cluster, bao_bin):
     _, out, _ = run_bao(bao_bin, nodes[2].addr, "token", "create", "-policy=reader", "-field=token", token=token)
     reader = out.strip()
     for node in nodes:
-        r = node.get("secret/data/app", reader)
-        assert r.status_code == 200 and r.json()["data"]["data"]["pw"] == "two", (node.name, r.text)
+        r = wait_for(f"the reader token on {node.name}", lambda node=node: (lambda r: r if r.status_code == 200
+                                                                             else None)(node.get("secret/data/app", reader)))
+        assert r.json()["data"]["data"]["pw"] == "two", (node.name, r.text)
         assert put(node, reader, "app", {"pw": "x"}).status_code == 403
 
 
@@ -218,8 +220,8 @@ def test_leader_killed_writes_continue_and_it_rejoins(cluster, bao_bin):
         run_bao(bao_bin, active.addr, "operator", "unseal", key)
     wait_for(f"{active.name} back as a standby", lambda: active.leader().get("leader_address") == new_active.addr)
     # It caught up on what was written while it was away, and did not force an election.
-    r = active.get("secret/data/fo", token)
-    assert r.status_code == 200 and r.json()["data"]["data"]["v"] == f"after-{attempt}"
+    wait_for(f"{active.name} caught up", lambda: active.get("secret/data/fo", token).json()
+             .get("data", {}).get("data", {}).get("v") == f"after-{attempt}")
     assert new_active.leader()["is_self"] is True
     assert new_active.leader()["raft_committed_index"] >= term
     assert all(p["voter"] for p in peers(bao_bin, new_active, token).values())

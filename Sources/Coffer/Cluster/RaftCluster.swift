@@ -123,6 +123,8 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         let relay = StatusRelay()
         options.onStatusChange = { status in relay.target?.statusChanged(status) }
         let data = try SQLiteBackend(path: configuration.path + "/coffer.db")
+        // The Raft log makes every entry durable before it is applied here.
+        try data.durableElsewhere()
         backend = try RaftBackend(options: options, local: data)
         relay.target = self
     }
