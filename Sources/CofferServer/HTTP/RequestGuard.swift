@@ -7,42 +7,6 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTPTypes
 
-/// The connection's setup: the per-address limit, then ``RequestFramer`` in front of Hummingbird's
-/// HTTP/1 pipeline (``RequestGuard`` is among its additional handlers).
-struct CofferHTTPChannel: ServerChildChannel {
-    typealias Value = HTTP1Channel.Value
-    let base: HTTP1Channel
-    let headerTimeout: TimeAmount
-    let readTimeout: TimeAmount
-    let limiter: ConnectionLimiter
-    let logger: Logger
-    /// Serves `sys/events/subscribe` WebSocket upgrades (EventsWebSocket.swift) when set.
-    var events: Vault? = nil
-
-    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        let admitted = limiter.admit(channel)
-        return channel.eventLoop.makeCompletedFuture {
-            if let events {
-                try channel.pipeline.syncOperations.addHandler(EventsUpgradeSniffer(vault: events, logger: self.logger))
-            }
-            try channel.pipeline.syncOperations.addHandler(
-                RequestFramer(headerTimeout: headerTimeout, readTimeout: readTimeout, logger: self.logger)
-            )
-        }.flatMap {
-            base.setup(channel: channel, logger: logger)
-        }.map { value in
-            // Refused connections are closed before anything is read (or a TLS handshake starts);
-            // serving them would hold a slot that the limit is there to keep free.
-            if !admitted { channel.close(promise: nil) }
-            return value
-        }
-    }
-
-    func handle(value: Value, logger: Logger) async {
-        await base.handle(value: value, logger: logger)
-    }
-}
-
 /// After the HTTP codec: restores the methods ``RequestFramer`` replaced, answers a refused request
 /// stream with a 400 that says what was wrong, closes the connection after the response to the last
 /// request it may carry (`Connection: close`, HTTP/1.0, a refusal), and closes a connection that
@@ -120,7 +84,7 @@ final class RequestGuard: ChannelDuplexHandler, RemovableChannelHandler {
         if reading, !open.isEmpty {
             open[open.index(before: open.endIndex)].refused = true
         }
-        // Hummingbird answers a parser error with 400 and ends the connection; the 400 is given a
+        // WireHandler answers a parser error with 400 and ends the connection; the 400 is given a
         // body that says why (below).
         context.fireErrorCaught(HTTPParserError.invalidHeaderToken)
     }
@@ -132,7 +96,7 @@ final class RequestGuard: ChannelDuplexHandler, RemovableChannelHandler {
         }
         switch unwrapOutboundIn(data) {
         case .head(var response):
-            // The response to the refused request, or the one Hummingbird writes for the parser error.
+            // The response to the refused request, or the one WireHandler writes for the parser error.
             if let refusal, open.first?.refused ?? true {
                 replacing = true
                 closeAfterResponse = true
