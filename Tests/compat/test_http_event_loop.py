@@ -153,3 +153,66 @@ def test_a_write_that_waits_does_not_hold_up_reads(sqlite_server):
     assert write.get("status") == 200 and write["at"] - held_since >= 0.3
     r = requests.get(a + "secret/data/slow/write", headers=headers)
     assert r.status_code == 200 and r.json()["data"]["data"] == {"k": "w"}
+
+
+TIMEOUTS = """
+storage "memory" {{}}
+listener "tcp" {{
+  address                  = "{addr}"
+  tls_disable              = true
+  http_read_header_timeout = "1s"
+  http_read_timeout        = "2s"
+  http_idle_timeout        = "1s"
+}}
+"""
+
+
+def closed(sock, seconds):
+    """Whether the server closed `sock` within `seconds` (without sending anything more)."""
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_deadlines_follow_each_request_on_a_keep_alive_connection(cofferd_bin, workdir):
+    # The header, read and idle deadlines are kept per request without a timer each: a connection
+    # that keeps asking, each request well within the limits, stays open past all three ...
+    server = start_cofferd_config(cofferd_bin, TIMEOUTS, workdir)
+    try:
+        host, port = server.hostport.split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            buffer = [b""]
+            started = time.monotonic()
+            while time.monotonic() - started < 4.5:
+                s.sendall(b"GET /v1/sys/seal-status HTTP/1.1\r\nHost: x\r\n")
+                time.sleep(0.3)  # a head sent in two parts, within the header timeout
+                s.sendall(b"\r\n")
+                status, _ = read_response(s, buffer)
+                assert status == 200
+                idle_from = time.monotonic()
+                time.sleep(0.5)  # idle, within the idle timeout
+            # ... and is closed once it stays idle past http_idle_timeout.
+            assert closed(s, 5), "an idle keep-alive connection was not closed"
+            assert 0.8 < time.monotonic() - idle_from < 3
+    finally:
+        server.stop()
+    # A later request whose head never ends is cut off by the header timeout, counted from its first
+    # byte (the idle timeout is long here, so that it is not what closes the connection).
+    server = start_cofferd_config(cofferd_bin, TIMEOUTS.replace('"1s"\n}', '"60s"\n}'), workdir)
+    try:
+        host, port = server.hostport.split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            buffer = [b""]
+            s.sendall(b"GET /v1/sys/seal-status HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response(s, buffer)[0] == 200
+            time.sleep(2.5)  # past every deadline of the first request
+            s.sendall(b"GET /v1/sys/seal-status HTTP/1.1\r\n")
+            head_from = time.monotonic()
+            assert closed(s, 5), "a request head that never ended was not cut off"
+            assert 0.8 < time.monotonic() - head_from < 3
+    finally:
+        server.stop()

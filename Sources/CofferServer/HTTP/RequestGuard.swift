@@ -37,6 +37,9 @@ final class RequestGuard: ChannelDuplexHandler, RemovableChannelHandler {
     var closeAfterResponse = false
     /// The last response was written and the connection is closing: nothing more goes out.
     var closing = false
+    /// When the connection closes if no request starts; nil while a request is under way.
+    var idleDeadline: NIODeadline?
+    /// Fires at or before `idleDeadline`; not moved by each request (see ``RequestFramer/timer``).
     var idleTimer: Scheduled<Void>?
 
     init(idle: TimeAmount) {
@@ -61,8 +64,7 @@ final class RequestGuard: ChannelDuplexHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(var head):
-            idleTimer?.cancel()
-            idleTimer = nil
+            idleDeadline = nil
             reading = true
             let pending = framer?.nextPending()
             open.append(Open(keepAlive: pending?.keepAlive ?? true))
@@ -164,10 +166,22 @@ final class RequestGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func armIdle(_ context: ChannelHandlerContext) {
-        idleTimer?.cancel()
-        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        idleTimer = context.eventLoop.scheduleTask(in: idle) {
-            loopBound.value.close(promise: nil)
+        let due = NIODeadline.now() + idle
+        idleDeadline = due
+        if idleTimer == nil { scheduleIdleCheck(context, at: due) }
+    }
+
+    private func scheduleIdleCheck(_ context: ChannelHandlerContext, at due: NIODeadline) {
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        idleTimer = context.eventLoop.scheduleTask(deadline: due) {
+            let (guard_, context) = loopBound.value
+            guard_.idleTimer = nil
+            guard let deadline = guard_.idleDeadline else { return }  // a request is under way
+            if deadline <= .now() {
+                context.close(promise: nil)
+            } else {
+                guard_.scheduleIdleCheck(context, at: deadline)
+            }
         }
     }
 }
