@@ -2,6 +2,7 @@
 answers stay in request order on a connection, and a write that waits does not hold up reads."""
 import json
 import os
+import signal
 import socket
 import sqlite3
 import threading
@@ -9,8 +10,9 @@ import time
 
 import pytest
 import requests
+from websockets.sync.client import connect
 
-from conftest import start_cofferd_config
+from conftest import start_cofferd_config, start_cofferd_dev
 
 SQLITE = """
 storage "sqlite" {{ path = "{dir}/coffer.db" }}
@@ -214,5 +216,25 @@ def test_deadlines_follow_each_request_on_a_keep_alive_connection(cofferd_bin, w
             head_from = time.monotonic()
             assert closed(s, 5), "a request head that never ended was not cut off"
             assert 0.8 < time.monotonic() - head_from < 3
+    finally:
+        server.stop()
+
+
+def test_sigterm_ends_idle_and_events_connections_and_the_server_exits(cofferd_bin):
+    # Graceful shutdown closes a keep-alive connection between requests and an events WebSocket
+    # (which has no request under way), so the server exits instead of waiting for its clients.
+    server = start_cofferd_dev(cofferd_bin)
+    try:
+        host, port = server.hostport.split(":")
+        idle = socket.create_connection((host, int(port)), timeout=10)
+        idle.sendall(b"GET /v1/sys/seal-status HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(idle, [b""])[0] == 200
+        with connect(f"ws://{server.hostport}/v1/sys/events/subscribe/kv*?json=true",
+                     additional_headers={"X-Vault-Token": "root"}):
+            server.signal(signal.SIGTERM)
+            assert server.proc.wait(timeout=10) == 0
+        assert closed(idle, 5)
+        assert "storage closed" in server.output()
+        idle.close()
     finally:
         server.stop()

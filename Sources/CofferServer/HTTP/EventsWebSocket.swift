@@ -67,6 +67,8 @@ final class EventsUpgradeSniffer: ChannelInboundHandler, RemovableChannelHandler
             buffered = nil
             context.fireChannelRead(wrapInboundOut(all))
         }
+        // Not an events connection: out of the way of every later read.
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 
     /// The offset just past the `\r\n\r\n` that ends the head, if it arrived.
@@ -118,9 +120,6 @@ final class EventsUpgradeSniffer: ChannelInboundHandler, RemovableChannelHandler
         let pipeline = context.pipeline.syncOperations
         if let framer = try? pipeline.handler(type: RequestFramer.self) { _ = pipeline.removeHandler(framer) }
         if let guard_ = try? pipeline.handler(type: RequestGuard.self) { _ = pipeline.removeHandler(guard_) }
-        if let state = try? pipeline.handler(type: HTTPConnectionStateHandler.self) {
-            _ = pipeline.removeHandler(state)
-        }
 
         let session = EventsWebSocketSession(subscription: subscription, bus: vault.eventBus, logger: logger)
         box.session = session

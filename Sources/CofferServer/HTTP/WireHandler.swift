@@ -14,13 +14,14 @@ import Synchronization
 ///
 /// ```
 /// socket (TLS) -> EventsUpgradeSniffer -> RequestFramer -> NIO HTTP/1 decoder and encoder
-///   -> HTTP1ToHTTPServerCodec -> RequestGuard -> HTTPConnectionStateHandler -> WireHandler
+///   -> HTTP1ToHTTPServerCodec -> RequestGuard -> WireHandler
 /// ```
 ///
 /// Hummingbird's `Server` still owns the listener, the connection count and graceful shutdown
-/// (it sends each connection `ChannelShouldQuiesceEvent` and waits for ``handle(value:logger:)``
-/// of every connection to return); the requests never leave NIO (no `NIOAsyncChannel`, no Swift
-/// task per connection).
+/// (it sends each connection `ChannelShouldQuiesceEvent`, which ``WireHandler`` answers by closing
+/// the connection once its requests are answered, and waits for ``handle(value:logger:)`` of every
+/// connection to return); the requests never leave NIO (no `NIOAsyncChannel`, no Swift task per
+/// connection). The sniffer leaves the pipeline once it saw a connection is not an events upgrade.
 struct CofferHTTPChannel: ServerChildChannel {
     /// What ``handle(value:logger:)`` waits on: the channel's close, then the thread-pool job in flight.
     struct Value: ServerChildChannelValue {
@@ -60,7 +61,6 @@ struct CofferHTTPChannel: ServerChildChannel {
             )
             try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
             try pipeline.addHandler(RequestGuard(idle: idleTimeout))
-            try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: Duration(idleTimeout), logger: self.logger))
             let inFlight = InFlight()
             try pipeline.addHandler(WireHandler(responder: responder, inFlight: inFlight, logger: self.logger))
             // Refused connections are closed before anything is read (or a TLS handshake starts);
@@ -137,6 +137,8 @@ final class WireHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// A parse error or a refusal was answered: nothing more is read into requests.
     var stopped = false
     var inputClosed = false
+    /// Graceful shutdown: the connection ends once the requests it carries are answered.
+    var quiescing = false
     var active = true
     /// Responses were written and not flushed yet.
     var unflushed = false
@@ -182,7 +184,7 @@ final class WireHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .end:
             guard let current = reading else { return }
             reading = nil
-            if current.answered { return }
+            if current.answered { return closeIfDone(context) }
             enqueue(
                 context,
                 Queued(work: .complete(current.head, current.body), head: current.head, started: current.started)
@@ -222,9 +224,9 @@ final class WireHandler: ChannelDuplexHandler, RemovableChannelHandler {
             inputClosed = true
             closeIfDone(context)
         case is ChannelShouldQuiesceEvent:
-            // HTTPConnectionStateHandler ends HTTP connections; one that reaches here was upgraded
-            // to an events WebSocket (which removed it): it ends at shutdown.
-            context.close(promise: nil)
+            // Graceful shutdown: a request under way is answered first (an events WebSocket has none).
+            quiescing = true
+            closeIfDone(context)
         default:
             context.fireUserInboundEventTriggered(event)
         }
@@ -343,9 +345,10 @@ final class WireHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// The client closed its side: once every answer is out, the connection ends.
+    /// The client closed its side, or the server is shutting down: once every answer is out, the
+    /// connection ends.
     private func closeIfDone(_ context: ChannelHandlerContext) {
-        guard inputClosed, !busy, queue.isEmpty, active else { return }
+        guard inputClosed || (quiescing && reading == nil), !busy, queue.isEmpty, active else { return }
         flushIfNeeded(context)
         if let lastWrite {
             let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
