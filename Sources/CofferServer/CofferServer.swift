@@ -56,15 +56,9 @@ public final class CofferHTTPServer: Sendable {
             unauthenticatedMetrics: listener.unauthenticatedMetricsAccess,
             logger: logger
         )
-        let idleTimeout = TimeAmount.seconds(listener.idleTimeout)
         let http1 = CofferHTTPChannel(
-            base: HTTP1Channel(
-                responder: { request, writer, channel in try await responder.respond(request, writer, channel) },
-                configuration: .init(
-                    additionalChannelHandlers: [RequestGuard(idle: idleTimeout)],
-                    idleTimeout: idleTimeout
-                )
-            ),
+            responder: responder,
+            idleTimeout: .seconds(listener.idleTimeout),
             headerTimeout: .seconds(listener.readHeaderTimeout),
             readTimeout: .seconds(listener.readTimeout),
             limiter: ConnectionLimiter(limit: listener.maxConnectionsPerAddress, logger: logger),

@@ -67,6 +67,8 @@ final class EventsUpgradeSniffer: ChannelInboundHandler, RemovableChannelHandler
             buffered = nil
             context.fireChannelRead(wrapInboundOut(all))
         }
+        // Not an events connection: out of the way of every later read.
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 
     /// The offset just past the `\r\n\r\n` that ends the head, if it arrived.
@@ -118,15 +120,7 @@ final class EventsUpgradeSniffer: ChannelInboundHandler, RemovableChannelHandler
         let pipeline = context.pipeline.syncOperations
         if let framer = try? pipeline.handler(type: RequestFramer.self) { _ = pipeline.removeHandler(framer) }
         if let guard_ = try? pipeline.handler(type: RequestGuard.self) { _ = pipeline.removeHandler(guard_) }
-        if let state = try? pipeline.handler(type: HTTPConnectionStateHandler.self) {
-            _ = pipeline.removeHandler(state)
-        }
 
-        let accept = Base64.encode(SHA1.hash(Array((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").utf8)))
-        let response =
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            + "Sec-WebSocket-Accept: \(accept)\r\n\r\n"
-        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: response)), promise: nil)
         let session = EventsWebSocketSession(subscription: subscription, bus: vault.eventBus, logger: logger)
         box.session = session
         do {
@@ -141,7 +135,15 @@ final class EventsUpgradeSniffer: ChannelInboundHandler, RemovableChannelHandler
             channel.close(promise: nil)
             return
         }
+        // On the bus before the 101 goes out: a client that writes as soon as it sees the 101 (on
+        // another connection, maybe another event loop) gets the event. The session's first drain is
+        // queued on this event loop, so it writes after the 101.
         vault.eventBus.add(subscription)
+        let accept = Base64.encode(SHA1.hash(Array((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").utf8)))
+        let response =
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + "Sec-WebSocket-Accept: \(accept)\r\n\r\n"
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: response)), promise: nil)
         passing = true
         if let rest, rest.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(rest)) }
     }

@@ -31,10 +31,18 @@ final class RequestFramer: ChannelInboundHandler, RemovableChannelHandler {
     let logger: Logger
     var framing = HTTPFraming()
     var pending: CircularBuffer<Pending> = []
-    var headerTimer: Scheduled<Void>?
-    var readTimer: Scheduled<Void>?
+    /// When the request's head must be complete; nil once it is, or when no request is under way.
+    var headerDeadline: NIODeadline?
+    /// When the whole request must be complete; nil when no request is under way.
+    var readDeadline: NIODeadline?
+    /// The one timer of the connection, and when it fires. It is not moved when a deadline is set
+    /// or cleared (a keep-alive connection would otherwise schedule and cancel two timers a
+    /// request): when it fires, it closes the connection if a deadline passed, or is set again for
+    /// the nearest one.
+    var timer: Scheduled<Void>?
+    var timerAt: NIODeadline?
     /// True while a request's deadlines run (from its start, or the connection's, to its end).
-    var timing = false
+    var timing: Bool { readDeadline != nil }
 
     init(headerTimeout: TimeAmount, readTimeout: TimeAmount, logger: Logger) {
         self.headerTimeout = headerTimeout
@@ -48,6 +56,7 @@ final class RequestFramer: ChannelInboundHandler, RemovableChannelHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         stopDeadlines()
+        cancelTimer()
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -57,6 +66,7 @@ final class RequestFramer: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         stopDeadlines()
+        cancelTimer()
         context.fireChannelInactive()
     }
 
@@ -91,8 +101,7 @@ final class RequestFramer: ChannelInboundHandler, RemovableChannelHandler {
             case .requestStarted:
                 if !timing { startDeadlines(context) }
             case .head(let head):
-                headerTimer?.cancel()
-                headerTimer = nil
+                headerDeadline = nil
                 pending.append(
                     Pending(originalMethod: head.methodReplaced ? head.method : nil, keepAlive: head.keepAlive)
                 )
@@ -132,35 +141,56 @@ final class RequestFramer: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func startDeadlines(_ context: ChannelHandlerContext) {
-        stopDeadlines()
-        timing = true
-        headerTimer = schedule(
-            context,
-            in: headerTimeout,
-            "its request head was not complete within http_read_header_timeout"
-        )
-        readTimer = schedule(context, in: readTimeout, "its request was not complete within http_read_timeout")
+        let now = NIODeadline.now()
+        headerDeadline = now + headerTimeout
+        readDeadline = now + readTimeout
+        armTimer(context)
     }
 
     private func stopDeadlines() {
-        headerTimer?.cancel()
-        readTimer?.cancel()
-        headerTimer = nil
-        readTimer = nil
-        timing = false
+        headerDeadline = nil
+        readDeadline = nil
     }
 
-    private func schedule(_ context: ChannelHandlerContext, in delay: TimeAmount, _ why: String) -> Scheduled<Void> {
+    private func cancelTimer() {
+        timer?.cancel()
+        timer = nil
+        timerAt = nil
+    }
+
+    /// Makes sure the timer fires no later than the nearest deadline.
+    private func armTimer(_ context: ChannelHandlerContext) {
+        var nearest = readDeadline
+        if let headerDeadline, nearest.map({ headerDeadline < $0 }) ?? true { nearest = headerDeadline }
+        guard let due = nearest else { return }
+        if let timerAt, timerAt <= due { return }
+        timer?.cancel()
+        timerAt = due
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        return context.eventLoop.scheduleTask(in: delay) {
+        timer = context.eventLoop.scheduleTask(deadline: due) {
             let (framer, context) = loopBound.value
-            framer.logger.debug(
-                "closed a connection: \(why)",
-                metadata: ["client": "\(context.channel.remoteAddress?.ipAddress ?? "")"]
-            )
-            framer.stopDeadlines()
-            context.close(promise: nil)
+            framer.timer = nil
+            framer.timerAt = nil
+            framer.deadlineCheck(context)
         }
+    }
+
+    private func deadlineCheck(_ context: ChannelHandlerContext) {
+        let now = NIODeadline.now()
+        let why: String
+        if let headerDeadline, headerDeadline <= now {
+            why = "its request head was not complete within http_read_header_timeout"
+        } else if let readDeadline, readDeadline <= now {
+            why = "its request was not complete within http_read_timeout"
+        } else {
+            return armTimer(context)
+        }
+        logger.debug(
+            "closed a connection: \(why)",
+            metadata: ["client": "\(context.channel.remoteAddress?.ipAddress ?? "")"]
+        )
+        stopDeadlines()
+        context.close(promise: nil)
     }
 }
 

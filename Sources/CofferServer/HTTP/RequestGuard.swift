@@ -7,42 +7,6 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTPTypes
 
-/// The connection's setup: the per-address limit, then ``RequestFramer`` in front of Hummingbird's
-/// HTTP/1 pipeline (``RequestGuard`` is among its additional handlers).
-struct CofferHTTPChannel: ServerChildChannel {
-    typealias Value = HTTP1Channel.Value
-    let base: HTTP1Channel
-    let headerTimeout: TimeAmount
-    let readTimeout: TimeAmount
-    let limiter: ConnectionLimiter
-    let logger: Logger
-    /// Serves `sys/events/subscribe` WebSocket upgrades (EventsWebSocket.swift) when set.
-    var events: Vault? = nil
-
-    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        let admitted = limiter.admit(channel)
-        return channel.eventLoop.makeCompletedFuture {
-            if let events {
-                try channel.pipeline.syncOperations.addHandler(EventsUpgradeSniffer(vault: events, logger: self.logger))
-            }
-            try channel.pipeline.syncOperations.addHandler(
-                RequestFramer(headerTimeout: headerTimeout, readTimeout: readTimeout, logger: self.logger)
-            )
-        }.flatMap {
-            base.setup(channel: channel, logger: logger)
-        }.map { value in
-            // Refused connections are closed before anything is read (or a TLS handshake starts);
-            // serving them would hold a slot that the limit is there to keep free.
-            if !admitted { channel.close(promise: nil) }
-            return value
-        }
-    }
-
-    func handle(value: Value, logger: Logger) async {
-        await base.handle(value: value, logger: logger)
-    }
-}
-
 /// After the HTTP codec: restores the methods ``RequestFramer`` replaced, answers a refused request
 /// stream with a 400 that says what was wrong, closes the connection after the response to the last
 /// request it may carry (`Connection: close`, HTTP/1.0, a refusal), and closes a connection that
@@ -73,6 +37,9 @@ final class RequestGuard: ChannelDuplexHandler, RemovableChannelHandler {
     var closeAfterResponse = false
     /// The last response was written and the connection is closing: nothing more goes out.
     var closing = false
+    /// When the connection closes if no request starts; nil while a request is under way.
+    var idleDeadline: NIODeadline?
+    /// Fires at or before `idleDeadline`; not moved by each request (see ``RequestFramer/timer``).
     var idleTimer: Scheduled<Void>?
 
     init(idle: TimeAmount) {
@@ -97,8 +64,7 @@ final class RequestGuard: ChannelDuplexHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(var head):
-            idleTimer?.cancel()
-            idleTimer = nil
+            idleDeadline = nil
             reading = true
             let pending = framer?.nextPending()
             open.append(Open(keepAlive: pending?.keepAlive ?? true))
@@ -120,7 +86,7 @@ final class RequestGuard: ChannelDuplexHandler, RemovableChannelHandler {
         if reading, !open.isEmpty {
             open[open.index(before: open.endIndex)].refused = true
         }
-        // Hummingbird answers a parser error with 400 and ends the connection; the 400 is given a
+        // WireHandler answers a parser error with 400 and ends the connection; the 400 is given a
         // body that says why (below).
         context.fireErrorCaught(HTTPParserError.invalidHeaderToken)
     }
@@ -132,7 +98,7 @@ final class RequestGuard: ChannelDuplexHandler, RemovableChannelHandler {
         }
         switch unwrapOutboundIn(data) {
         case .head(var response):
-            // The response to the refused request, or the one Hummingbird writes for the parser error.
+            // The response to the refused request, or the one WireHandler writes for the parser error.
             if let refusal, open.first?.refused ?? true {
                 replacing = true
                 closeAfterResponse = true
@@ -200,10 +166,22 @@ final class RequestGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func armIdle(_ context: ChannelHandlerContext) {
-        idleTimer?.cancel()
-        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        idleTimer = context.eventLoop.scheduleTask(in: idle) {
-            loopBound.value.close(promise: nil)
+        let due = NIODeadline.now() + idle
+        idleDeadline = due
+        if idleTimer == nil { scheduleIdleCheck(context, at: due) }
+    }
+
+    private func scheduleIdleCheck(_ context: ChannelHandlerContext, at due: NIODeadline) {
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        idleTimer = context.eventLoop.scheduleTask(deadline: due) {
+            let (guard_, context) = loopBound.value
+            guard_.idleTimer = nil
+            guard let deadline = guard_.idleDeadline else { return }  // a request is under way
+            if deadline <= .now() {
+                context.close(promise: nil)
+            } else {
+                guard_.scheduleIdleCheck(context, at: deadline)
+            }
         }
     }
 }

@@ -1,22 +1,34 @@
 import Coffer
 import CofferCore
 import HTTPTypes
-import HummingbirdCore
 import Logging
 import NIOCore
-import NIOPosix
+
+/// One request as the engine (or, in a cluster, the active node) sees it: the method and `/v1/`
+/// target after the REST alias, the client's headers (`X-Vault-Token`, `X-Vault-Namespace`,
+/// `X-Vault-Wrap-TTL`, `Authorization`, ...) and the whole body.
+struct WireRequest: Sendable {
+    var method: String
+    var target: String
+    var headers: HTTPFields
+    var body: [UInt8]
+    var clientAddress: String
+}
 
 /// Turns an HTTP request into a call of `Core.handleWire` and its answer into an HTTP response.
 ///
 /// Everything about paths, operations, JSON envelopes and errors is the core's; this type only
 /// does what is HTTP: the `/v1/` prefix, which header carries the token, the body size cap, HEAD,
-/// the PATCH content type, and the response headers OpenBao sends.
+/// the PATCH content type, and the response headers OpenBao sends. It is synchronous:
+/// ``WireHandler`` (WireHandler.swift) decides on which thread each step runs.
 ///
-/// Where the core runs: `handleWire` is synchronous. Reads take microseconds (memory, SQLite page
-/// cache), so they run inline on the task that serves the connection (on Swift's cooperative
-/// pool, not on a NIO event loop); a hop to another thread would cost more than the work. Writes
-/// to SQLite end in an fsync (milliseconds), so with SQLite storage the methods that write go to
-/// NIO's blocking thread pool, keeping the cooperative threads free for reads.
+/// Where the core runs: `handleWire` is synchronous. Reads take microseconds (memory, the read
+/// cache, SQLite's page cache), so they run on the connection's NIO event loop; a hop to another
+/// thread would cost more than the work. Writes to SQLite end in an fsync (milliseconds), so with
+/// SQLite storage the methods that write run on NIO's blocking thread pool (``offloads(_:)``),
+/// keeping the event loops free for reads. A request the engine says belongs to the active node
+/// (`WireResult.forward`, a standby in a cluster) goes to ``forwardToActive(_:)`` on the thread
+/// pool too.
 struct WireResponder: Sendable {
     let vault: Vault
     let maxRequestSize: Int
@@ -34,190 +46,185 @@ struct WireResponder: Sendable {
     static let consistency = HTTPField.Name("X-Coffer-Consistency")!
     static let forwardedBy = HTTPField.Name(RaftCluster.forwardedHeader)!
 
-    func respond(
-        _ request: HummingbirdCore.Request,
-        _ writer: consuming ResponseWriter,
-        _ channel: any Channel
-    ) async throws {
-        let started = ContinuousClock.now
-        let method = request.method.rawValue
-        let target = request.head.path ?? "/"
-        let (status, body, close, contentType, extra) = await answer(
-            request,
-            method: method,
-            target: target,
-            channel: channel
-        )
-
-        var headers: HTTPFields = [.contentType: contentType ?? "application/json", .cacheControl: "no-store"]
-        headers[Self.hsts] = "max-age=31536000; includeSubDomains"
-        if close { headers[.connection] = "close" }
-        // A quota's Retry-After and X-Ratelimit-* (Quota/); the names are fixed ASCII, always valid.
-        for (name, value) in extra { if let field = HTTPField.Name(name) { headers[field] = value } }
-        let head = HTTPResponse(status: .init(code: status), headerFields: headers)
-        if let body, request.method != .head {
-            var buffer = channel.allocator.buffer(capacity: body.count + 1)
-            buffer.writeBytes(body)
-            // Go's json.Encoder ends every JSON body with a newline; raw bodies go as they are.
-            if contentType == nil { buffer.writeInteger(UInt8(ascii: "\n")) }
-            var withLength = head
-            withLength.headerFields[.contentLength] = String(buffer.readableBytes)
-            try await writer.write(response: withLength, body: ResponseBody(byteBuffer: buffer))
-        } else {
-            try await writer.writeResponse(head)
-        }
-        if close {
-            // Stop reading: the rest of an oversized body is not drained, and the connection ends
-            // once the response is out.
-            try? await channel.close(mode: .input)
-        }
-        if logger.logLevel <= .debug {
-            // The path without its query (which can hold a token, as in auth/token/lookup?token=).
-            let path = target.split(separator: "?", maxSplits: 1).first.map(String.init) ?? ""
-            let elapsed = (ContinuousClock.now - started).components
-            let micros = elapsed.seconds * 1_000_000 + elapsed.attoseconds / 1_000_000_000_000
-            logger.debug(
-                "request",
-                metadata: ["method": "\(method)", "path": "\(path)", "status": "\(status)", "us": "\(micros)"]
-            )
-        }
-    }
-
-    /// What ``answer(_:method:target:channel:)`` gives: status, body (nil: none), whether to close the
-    /// connection afterwards, the body's type when not JSON, and extra headers.
+    /// What an answer is: status, body (nil: none), whether to close the connection afterwards, the
+    /// body's type when not JSON, and extra headers.
     typealias Answer = (Int, [UInt8]?, Bool, String?, [(String, String)])
 
-    /// Status, body (nil: none) and whether to close the connection afterwards.
-    func answer(
-        _ request: HummingbirdCore.Request,
-        method: String,
-        target: String,
-        channel: any Channel
-    ) async -> Answer {
+    /// What can be told from the head alone: an answer that needs no body (a wrong path, HEAD where
+    /// only health answers it, a PATCH of the wrong type, a declared body over the cap), or nil.
+    func check(_ head: HTTPRequest) -> Answer? {
+        let target = head.path ?? "/"
         guard target.hasPrefix("/v1/") || RestAlias.handles(target) else {
             return (404, Array(#"{"errors":[]}"#.utf8), false, nil, [])
         }
-        if request.method == .head, !target.hasPrefix("/v1/sys/health"), !target.hasPrefix("/health") {
+        if head.method == .head, !target.hasPrefix("/v1/sys/health"), !target.hasPrefix("/health") {
             return (405, Array(#"{"errors":[]}"#.utf8), false, nil, [])
         }
-        if request.method == .patch {
-            let type = request.headers[.contentType] ?? ""
+        if head.method == .patch {
+            let type = head.headerFields[.contentType] ?? ""
             let mediaType = type.split(separator: ";").first.map { $0.trimmingCharacters(in: " ") } ?? ""
             if mediaType.lowercased() != "application/merge-patch+json" {
                 return Self.error(415, "PATCH requires Content-Type of application/merge-patch+json, provided \(type)")
             }
         }
+        // A larger body is refused without reading it (and the connection closed, since the rest of
+        // it is still on the wire), as OpenBao does.
+        if let length = head.headerFields[.contentLength].flatMap({ Int($0) }), length > maxRequestSize {
+            return Self.tooLarge
+        }
+        return nil
+    }
 
-        // The body, up to the cap. A larger body is refused without reading it all (and the
-        // connection closed, since the rest of it is still on the wire), as OpenBao does.
-        var body: [UInt8] = []
-        if let length = request.headers[.contentLength].flatMap({ Int($0) }) {
-            if length > maxRequestSize { return Self.tooLarge }
-            body.reserveCapacity(length)
-        }
-        do {
-            for try await chunk in request.body {
-                if body.count + chunk.readableBytes > maxRequestSize { return Self.tooLarge }
-                body.append(contentsOf: chunk.readableBytesView)
-            }
-        } catch {
-            return Self.error(400, "failed to read the request body")
-        }
+    /// Where a request whose head passed ``check(_:)`` and whose body arrived goes.
+    enum Routed {
+        /// Answered without the engine (the REST alias refused it, unauthenticated metrics, ...).
+        case answer(Answer)
+        /// To `handleWire`: on the event loop, or on the thread pool when `offload` is true.
+        case engine(WireRequest, offload: Bool)
+        /// Straight to the cluster's active node (``forwardToActive(_:)``, on the thread pool).
+        case forward(WireRequest)
+    }
 
-        // X-Vault-Token wins; otherwise `Authorization: Bearer <token>` (the scheme is case-sensitive, as in OpenBao).
-        var token = request.headers[Self.token]
-        if token == nil, let authorization = request.headers[.authorization], authorization.hasPrefix("Bearer ") {
-            token = String(authorization.dropFirst("Bearer ".count))
-        }
-        let namespace = request.headers[Self.namespace] ?? ""
+    func route(_ head: HTTPRequest, body: [UInt8], clientAddress: String) -> Routed {
+        var (method, target, body) = (head.method.rawValue, head.path ?? "/", body)
         // The seeds' REST contract (RestAlias.swift) becomes a /v1/ request here, or is refused.
-        var (method, target) = (method, target)
         if !target.hasPrefix("/v1/") {
             switch RestAlias.map(method: method, target: target, body: body) {
             case .forward(let m, let t, let b): (method, target, body) = (m, t, b)
-            case .refuse(let status, let message): return Self.error(status, message)
+            case .refuse(let status, let message): return .answer(Self.error(status, message))
             }
         }
         if unauthenticatedMetrics, method == "GET", target == "/v1/sys/metrics" || target.hasPrefix("/v1/sys/metrics?")
         {
             let result = vault.unauthenticatedMetricsWire(target: target)
-            return (result.status, result.body, false, result.contentType, result.headers)
+            return .answer((result.status, result.body, false, result.contentType, result.headers))
         }
         if target.hasPrefix("/v1/sys/events/subscribe/") {
             // EventsWebSocket.swift serves it when it is a connection's first request and an upgrade.
-            return Self.error(
-                400,
-                "sys/events/subscribe is a WebSocket: connect with a WebSocket client (Upgrade: websocket) "
-                    + "on a new connection, with ?json=true"
+            return .answer(
+                Self.error(
+                    400,
+                    "sys/events/subscribe is a WebSocket: connect with a WebSocket client (Upgrade: websocket) "
+                        + "on a new connection, with ?json=true"
+                )
             )
         }
-        let wrapTTL = request.headers[Self.wrapTTL]
-        let client = channel.remoteAddress?.ipAddress ?? ""
-        let vault = self.vault
-        let forwarded = ForwardedRequest(method: method, target: target, headers: request.headers, body: body)
+        let request = WireRequest(
+            method: method,
+            target: target,
+            headers: head.headerFields,
+            body: body,
+            clientAddress: clientAddress
+        )
+        var offload = offloadWrites && head.method != .get && head.method != .head && method != "LIST"
         if let cluster = vault.cluster {
-            // X-Vault-Index: a standby behind the index a client saw answers 429 or sends the request on.
-            switch ClusterConsistency.check(cluster, requested: request.headers[Self.index]) {
-            case .serve: break
-            case .behind:
-                if request.headers[Self.inconsistent] != "forward-active-node"
-                    || request.headers[Self.forwardedBy] != nil
+            // X-Vault-Index: a standby behind the index a client saw answers 429, or sends the request on
+            // when the client asks so (and it was not itself forwarded here).
+            if ClusterConsistency.check(cluster, requested: head.headerFields[Self.index]) == .behind {
+                if head.headerFields[Self.inconsistent] == "forward-active-node",
+                    head.headerFields[Self.forwardedBy] == nil
                 {
-                    return (429, Array(#"{"errors":[]}"#.utf8), false, nil, [("Retry-After", "1")])
+                    return .forward(request)
                 }
-                return await forwarded.send(through: cluster)
+                return .answer((429, Array(#"{"errors":[]}"#.utf8), false, nil, [("Retry-After", "1")]))
             }
-            // X-Coffer-Consistency: linearizable: a ReadIndex round first, so that the read reflects every
-            // write acknowledged before it began, on any node (docs/raft.md, "Guarantees").
-            if request.headers[Self.consistency] == "linearizable" {
-                do {
-                    try await NIOThreadPool.singleton.runIfActive { try cluster.readBarrier() }
-                } catch let error as CofferError {
-                    return Self.error(error.code.httpStatus, error.message)
-                } catch {
-                    return Self.error(503, "the server is shutting down")
-                }
-            }
+            // A linearizable read waits for a ReadIndex round (milliseconds): on the thread pool.
+            if head.headerFields[Self.consistency] == "linearizable" { offload = true }
         }
-        let result: WireResult
-        if offloadWrites, request.method != .get, request.method != .head, method != "LIST" {
+        return .engine(request, offload: offload)
+    }
+
+    /// The engine's answer; nil when the engine says the active node must answer (`forward`), in
+    /// which case the caller hands the request to ``forwardToActive(_:)`` on the thread pool.
+    func engine(_ request: WireRequest) -> Answer? {
+        let cluster = vault.cluster
+        if let cluster, request.headers[Self.consistency] == "linearizable" {
+            // `route` sent this request to the thread pool: a ReadIndex round first (docs/raft.md).
             do {
-                result = try await NIOThreadPool.singleton.runIfActive { [body, token, method, target] in
-                    vault.handleWire(
-                        method: method,
-                        path: target,
-                        token: token,
-                        body: body,
-                        namespace: namespace,
-                        clientAddress: client,
-                        wrapTTL: wrapTTL
-                    )
-                }
+                try cluster.readBarrier()
             } catch {
-                return Self.error(503, "the server is shutting down")
+                return Self.error(error.code.httpStatus, error.message)
             }
-        } else {
-            result = vault.handleWire(
-                method: method,
-                path: target,
-                token: token,
-                body: body,
-                namespace: namespace,
-                clientAddress: client,
-                wrapTTL: wrapTTL
-            )
         }
-        if result.forward, let cluster = vault.cluster {
-            if let sender = request.headers[Self.forwardedBy] {
-                return (503, RaftCluster.notActiveAnswer(from: sender), false, nil, [("Retry-After", "1")])
-            }
-            return await forwarded.send(through: cluster)
+        // X-Vault-Token wins; otherwise `Authorization: Bearer <token>` (the scheme is case-sensitive, as in OpenBao).
+        var token = request.headers[Self.token]
+        if token == nil, let authorization = request.headers[.authorization], authorization.hasPrefix("Bearer ") {
+            token = String(authorization.dropFirst("Bearer ".count))
+        }
+        let result = vault.handleWire(
+            method: request.method,
+            path: request.target,
+            token: token,
+            body: request.body,
+            namespace: request.headers[Self.namespace] ?? "",
+            clientAddress: request.clientAddress,
+            wrapTTL: request.headers[Self.wrapTTL]
+        )
+        if result.forward {
+            // A request another node forwarded here is answered or refused, never sent on.
+            guard let sender = request.headers[Self.forwardedBy] else { return nil }
+            return (503, RaftCluster.notActiveAnswer(from: sender), false, nil, [("Retry-After", "1")])
         }
         var extra = result.headers
-        if let cluster = vault.cluster, let index = ClusterConsistency.header(cluster, path: target) {
+        if let cluster, let index = ClusterConsistency.header(cluster, path: request.target) {
             extra.append(("X-Vault-Index", index))
         }
         return (result.status, result.body, false, result.contentType, extra)
+    }
+
+    /// Blocking (runs on NIO's thread pool): the engine first when `engine` is true, then, if it
+    /// says so, the active node.
+    func blockingAnswer(_ request: WireRequest, engine: Bool) -> Answer {
+        if engine, let answer = self.engine(request) { return answer }
+        return forwardToActive(request)
+    }
+
+    /// Headers the active node needs of a forwarded request: the token, namespace, wrapping, content
+    /// type, and what the client asked of consistency. Hop-by-hop headers and the client's Host stay behind.
+    static let carried: [HTTPField.Name] = [
+        token, namespace, wrapTTL, HTTPField.Name("X-Vault-Request")!, index, consistency, .authorization, .contentType,
+    ]
+
+    /// A request this node (a standby) must not answer, sent whole to the cluster's active node
+    /// (docs/raft.md, "Active node and standbys"), whose status, headers and body become the answer.
+    /// Runs on NIO's thread pool: it blocks for the exchange.
+    func forwardToActive(_ request: WireRequest) -> Answer {
+        guard let cluster = vault.cluster else { return Self.error(500, "this node is not in a cluster") }
+        let headers = Self.carried.compactMap { name in request.headers[name].map { (name.rawName, $0) } }
+        let answer = cluster.forward(
+            method: request.method,
+            target: request.target,
+            headers: headers,
+            body: request.body
+        )
+        let contentType = answer.headers.first { $0.0 == "content-type" }?.1
+        let json = contentType == nil || contentType?.hasPrefix("application/json") == true
+        var body: [UInt8]? = answer.body.isEmpty ? nil : answer.body
+        // The active node's JSON body ends with the newline Go's encoder writes; `response` adds one.
+        if json, body?.last == 10 { body?.removeLast() }
+        return (answer.status, body, false, json ? nil : contentType, answer.headers.filter { $0.0 != "content-type" })
+    }
+
+    /// The response head and body (nil: none, as for HEAD) of an answer.
+    func response(
+        _ answer: Answer,
+        isHead: Bool,
+        allocator: ByteBufferAllocator
+    ) -> (HTTPResponse, ByteBuffer?) {
+        let (status, body, close, contentType, extra) = answer
+        var headers: HTTPFields = [.contentType: contentType ?? "application/json", .cacheControl: "no-store"]
+        headers[Self.hsts] = "max-age=31536000; includeSubDomains"
+        if close { headers[.connection] = "close" }
+        // A quota's Retry-After and X-Ratelimit-* (Quota/); the names are fixed ASCII, always valid.
+        for (name, value) in extra { if let field = HTTPField.Name(name) { headers[field] = value } }
+        var head = HTTPResponse(status: .init(code: status), headerFields: headers)
+        guard let body, !isHead else { return (head, nil) }
+        var buffer = allocator.buffer(capacity: body.count + 1)
+        buffer.writeBytes(body)
+        // Go's json.Encoder ends every JSON body with a newline; raw bodies go as they are.
+        if contentType == nil { buffer.writeInteger(UInt8(ascii: "\n")) }
+        head.headerFields[.contentLength] = String(buffer.readableBytes)
+        return (head, buffer)
     }
 
     static let tooLarge: Answer = (413, Array(#"{"errors":["http: request body too large"]}"#.utf8), true, nil, [])
