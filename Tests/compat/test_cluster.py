@@ -20,7 +20,7 @@ from conftest import Server, free_port, run_bao
 
 
 class Node:
-    def __init__(self, binary, directory, name, join=None, tls=None):
+    def __init__(self, binary, directory, name, join=None, tls=None, seal="", env=None):
         self.binary = binary
         self.name = name
         self.api_port = free_port()
@@ -36,13 +36,14 @@ class Node:
             f.write(
                 f'storage "raft" {{\n  path = "{self.directory}/data"\n  node_id = "{name}"\n{join_block}}}\n'
                 f'listener "tcp" {{ address = "127.0.0.1:{self.api_port}" tls_disable = true }}\n'
-                f'api_addr = "{self.addr}"\ncluster_addr = "127.0.0.1:{self.cluster_port}"\n'
+                f'api_addr = "{self.addr}"\ncluster_addr = "127.0.0.1:{self.cluster_port}"\n' + seal
             )
+        self.env = env
         self.server = None
         self.start()
 
     def start(self):
-        self.server = Server([self.binary, f"-config={self.config}"], f"127.0.0.1:{self.api_port}")
+        self.server = Server([self.binary, f"-config={self.config}"], f"127.0.0.1:{self.api_port}", env=self.env)
 
     def kill(self):
         self.server.proc.send_signal(signal.SIGKILL)
@@ -368,6 +369,46 @@ def test_mutual_tls_between_nodes(cofferd_bin, bao_bin, workdir):
         assert status["sealed"] is True, status
         assert intruder.get("secret/data/tls", token).status_code != 200
         assert peers(bao_bin, n1, token)["rogue"]["voter"] is False
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def test_pkcs11_sealed_nodes_join_and_unseal_themselves(cofferd_bin, bao_bin, workdir):
+    """With the pkcs11 seal (one SoftHSM2 token shared by the nodes, as one HSM would be) nobody enters a
+    share: joiners unwrap the root key through the HSM to answer the join challenge, unseal once the data
+    arrives, and a killed node restarted unseals itself and rejoins."""
+    import subprocess
+
+    tokens = os.path.join(workdir, "tokens")
+    os.mkdir(tokens)
+    conf = os.path.join(workdir, "softhsm2.conf")
+    with open(conf, "w") as f:
+        f.write(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    env = dict(os.environ, SOFTHSM2_CONF=conf)
+    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "cluster", "--pin", "1234", "--so-pin",
+                    "5678"], check=True, capture_output=True, env=env)
+    seal = ('seal "pkcs11" {\n  lib = "/usr/lib/softhsm/libsofthsm2.so"\n  token_label = "cluster"\n'
+            '  pin = "1234"\n  key_label = "coffer-root"\n  generate_key = true\n}\n')
+    n1 = Node(cofferd_bin, workdir, "n1", seal=seal, env=env)
+    nodes = [n1]
+    try:
+        _, out, _ = run_bao(bao_bin, n1.addr, "operator", "init", "-recovery-shares=1", "-recovery-threshold=1",
+                            "-format=json")
+        token = json.loads(out)["root_token"]
+        wait_for("n1 active", lambda: n1.leader().get("is_self"))
+        nodes += [Node(cofferd_bin, workdir, name, join=n1.addr, seal=seal, env=env) for name in ("n2", "n3")]
+        for node in nodes:
+            wait_for(f"{node.name} unsealed by itself", lambda node=node: not node.get("sys/seal-status").json()["sealed"])
+        wait_for("three voters", lambda: len(peers(bao_bin, n1, token)) == 3
+                 and all(p["voter"] for p in peers(bao_bin, n1, token).values()))
+        run_bao(bao_bin, nodes[1].addr, "secrets", "enable", "-path=secret", "kv-v2", token=token)
+        run_bao(bao_bin, nodes[2].addr, "kv", "put", "secret/hsm", "v=1", token=token)
+        n1.kill()
+        n1.start()
+        wait_for("n1 unsealed by itself after kill -9", lambda: not n1.get("sys/seal-status").json()["sealed"])
+        wait_for("n1 has the data", lambda: n1.get("secret/data/hsm", token).json()
+                 .get("data", {}).get("data") == {"v": "1"})
     finally:
         for node in nodes:
             node.stop()
