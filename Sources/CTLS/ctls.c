@@ -91,6 +91,20 @@ static int load_ca(SSL_CTX *ctx, const char *ca_pem, size_t ca_len) {
     return count;
 }
 
+/* The connection of a completed handshake; frees both on failure. */
+static ctls_conn *wrap(SSL_CTX *ctx, SSL *ssl, char *err, size_t err_len) {
+    ctls_conn *conn = OPENSSL_zalloc(sizeof *conn);
+    if (conn == NULL) {
+        SSL_free(ssl);
+        SSL_CTX_free(ctx);
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    conn->ctx = ctx;
+    conn->ssl = ssl;
+    return conn;
+}
+
 ctls_conn *ctls_connect(int fd, const char *host, const char *ca_pem, size_t ca_len, char *err, size_t err_len) {
     return ctls_connect_ex(fd, host, ca_pem, ca_len, NULL, err, err_len);
 }
@@ -197,16 +211,7 @@ ctls_conn *ctls_connect_ex(int fd, const char *host, const char *ca_pem, size_t 
         SSL_CTX_free(ctx);
         return NULL;
     }
-    ctls_conn *conn = OPENSSL_zalloc(sizeof *conn);
-    if (conn == NULL) {
-        SSL_free(ssl);
-        SSL_CTX_free(ctx);
-        snprintf(err, err_len, "out of memory");
-        return NULL;
-    }
-    conn->ctx = ctx;
-    conn->ssl = ssl;
-    return conn;
+    return wrap(ctx, ssl, err, err_len);
 }
 
 ctls_conn *ctls_accept(int fd, const char *cert_pem, size_t cert_len, const char *key_pem, size_t key_len,
@@ -263,16 +268,7 @@ ctls_conn *ctls_accept(int fd, const char *cert_pem, size_t cert_len, const char
         SSL_CTX_free(ctx);
         return NULL;
     }
-    ctls_conn *conn = OPENSSL_zalloc(sizeof *conn);
-    if (conn == NULL) {
-        SSL_free(ssl);
-        SSL_CTX_free(ctx);
-        snprintf(err, err_len, "out of memory");
-        return NULL;
-    }
-    conn->ctx = ctx;
-    conn->ssl = ssl;
-    return conn;
+    return wrap(ctx, ssl, err, err_len);
 }
 
 long ctls_read(ctls_conn *conn, void *buf, size_t len) {

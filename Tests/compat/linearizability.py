@@ -179,3 +179,30 @@ def _describe(op: Op) -> str:
     end = "never answered" if op.indeterminate else f"{op.ret:.6f}"
     what = {"write": f"write {op.value!r}", "delete": "delete", "read": f"read -> {op.value!r}"}[op.kind]
     return f"client {op.client}: {what}  [{op.call:.6f} .. {end}]"
+
+
+def check_campaign(history, log, label):
+    """The end of a fault campaign (test_raft_campaign, test_cluster_campaign): checks that the run did what
+    it claims to test (30 acknowledged writes, 30 reads, a kill of the leader, a SIGSTOP), prints what
+    happened with the time from each kill to the next acknowledged write, and returns the checker's
+    result. `log` holds (action, node, time) entries; kills are the actions starting with "kill"."""
+    acknowledged = [op for op in history if op.kind == "write" and op.ret != INDETERMINATE]
+    reads = [op for op in history if op.kind == "read"]
+    kills = [entry for entry in log if entry[0].startswith("kill")]
+    assert len(acknowledged) >= 30, f"only {len(acknowledged)} writes were acknowledged"
+    assert len(reads) >= 30, f"only {len(reads)} reads answered"
+    assert kills, "the nemesis never killed the leader"
+    assert any(entry[0] == "SIGSTOP" for entry in log), "the nemesis never froze a node"
+    # Failover as a client sees it: from each kill -9 of the leader to the next acknowledged write.
+    failovers = []
+    for _, _, at in kills:
+        after = [op.ret for op in acknowledged if op.call >= at]
+        if after:
+            failovers.append(min(after) - at)
+    result = check(history)
+    print(
+        f"\n{label}: {len(history)} operations ({len(acknowledged)} acknowledged writes, {len(reads)} reads), "
+        f"nemesis: {[(a, n) for a, n, _ in log]}, kill -9 -> next acknowledged write: "
+        f"{[f'{f * 1000:.0f} ms' for f in failovers]}; {result.explanation.splitlines()[0]}"
+    )
+    return result
