@@ -1,6 +1,5 @@
 package import CofferCore
 package import CofferFramework
-import CofferRaft
 package import CofferVault
 
 /// The wire form shared by the HTTP server and the C ABI: a method, a path with an optional query,
@@ -60,7 +59,7 @@ extension Vault {
             wrapTTL: wrapTTL
         )
         // A read that wanted to write on a standby (a token's use count, a lease): the active node answers.
-        if cluster != nil, let error = result.error, error.message.contains(RaftBackend.standbyWrite.message) {
+        if cluster != nil, let error = result.error, RaftCluster.isStandbyWrite(error) {
             result.forward = true
         }
         return result

@@ -412,3 +412,20 @@ def test_pkcs11_sealed_nodes_join_and_unseal_themselves(cofferd_bin, bao_bin, wo
     finally:
         for node in nodes:
             node.stop()
+
+
+def test_operator_raft_join_adds_a_fresh_node_as_a_non_voter(cluster, bao_bin, cofferd_bin, workdir):
+    nodes, keys, token = cluster
+    active, _ = active_and_standbys(nodes)
+    fresh = Node(cofferd_bin, workdir, "n4")  # no retry_join: it waits for an operator
+    nodes.append(fresh)  # stopped by the fixture
+    _, out, _ = run_bao(bao_bin, fresh.addr, "operator", "raft", "join", "-non-voter", active.addr)
+    assert "true" in out.lower(), out
+    for key in keys[:2]:
+        run_bao(bao_bin, fresh.addr, "operator", "unseal", key)
+    wait_for("n4 unsealed", lambda: not fresh.get("sys/seal-status").json()["sealed"])
+    listed = wait_for("n4 listed", lambda: peers(bao_bin, active, token).get("n4"))
+    assert listed["voter"] is False
+    r = wait_for("a read on n4", lambda: (lambda r: r if r.status_code in (200, 404) else None)(
+        fresh.get("sys/mounts/secret/tune", token)))
+    assert r.status_code == 200

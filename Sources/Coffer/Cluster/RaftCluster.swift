@@ -65,6 +65,8 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
     private let stopping = Atomic<Bool>(false)
     /// The highest index the active node answered a forwarded request at.
     let lastWriteIndex = Mutex<UInt64>(0)
+    /// Whether this node asks to join as a voter (`non_voter` of the configuration or of the join request).
+    private let joinAsVoter: Mutex<Bool>
     /// Whether the thread that joins (``startJoining(_:)``) runs.
     private let joinThread = Mutex(false)
 
@@ -103,6 +105,7 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         }
         self.configuration = configuration
         nodeID = Self.nodeID(configuration.nodeName)
+        joinAsVoter = Mutex(!configuration.nonVoter)
         if mkdir(configuration.path, 0o700) != 0 && errno != EEXIST {
             throw CofferError(
                 .io,
@@ -449,6 +452,7 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
             return running
         }
         if started { return true }
+        joinAsVoter.withLock { $0 = voter }
         try fetchChallenge(from: leaderAPIAddress)
         joinThread.withLock { $0 = false }
         startJoining([leaderAPIAddress])
@@ -533,7 +537,7 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         let body = JSONValue.object([
             "server_id": .string(configuration.nodeName), "answer": .string(answer),
             "cluster_addr": .string(configuration.clusterAddress), "api_addr": .string(configuration.apiAddress),
-            "non_voter": .bool(configuration.nonVoter),
+            "non_voter": .bool(!joinAsVoter.withLock { $0 }),
         ]).serialized()
         let response: HTTPClient.Response
         do {
