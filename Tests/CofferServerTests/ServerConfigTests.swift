@@ -109,7 +109,8 @@ import Testing
             "unknown key \"cache_size\" in storage \"sqlite\""
         ),
         ("listener \"tcp\" {}\nui = true", 2, "unknown key \"ui\" in the configuration"),
-        ("storage \"raft\" {\n  path = \"/x\"\n}", 1, "unknown storage type \"raft\""),
+        ("storage \"raft\" {\n  path = \"/x\"\n}", 1, "storage \"raft\" needs path = \"/var/lib/coffer\" and node_id"),
+        ("storage \"zookeeper\" {\n  path = \"/x\"\n}", 1, "unknown storage type \"zookeeper\""),
         ("listener \"unix\" {}", 1, "unknown listener type \"unix\""),
         ("seal \"pkcs11\" {\n  slot = [\"0\"]\n}", 2, "\"slot\" must be a string, number or boolean"),
         ("seal \"hsm\" {}", 1, "unknown seal type \"hsm\"; Coffer has \"shamir\" and \"pkcs11\""),

@@ -314,12 +314,17 @@ package final class Barrier: Sendable {
     /// snapshot restored by force), and this barrier can no longer read it.
     @discardableResult
     package func reloadKeyring() -> Bool {
-        guard let ring = currentRing(), let stored = try? physical.get(Barrier.keyringPath) else { return true }
-        guard let blob = try? SealWrap.open(stored, path: Barrier.keyringPath, seal: wrapSeal.withLock({ $0 })),
-            (try? Envelope.term(of: blob, path: Barrier.keyringPath)) != nil,
-            let plain = try? Envelope.openSecure(key: ring.rootKey, blob: blob, path: Barrier.keyringPath),
-            let loaded = try? Keyring.deserialize(plain, rootKey: ring.rootKey)
-        else { return false }
+        guard let ring = currentRing(), let stored = try? physical.get(Barrier.keyringPath),
+            // Not readable now (a seal migration wrapping it with a seal this barrier does not use yet):
+            // keep the current keyring.
+            let blob = try? SealWrap.open(stored, path: Barrier.keyringPath, seal: wrapSeal.withLock({ $0 })),
+            (try? Envelope.term(of: blob, path: Barrier.keyringPath)) != nil
+        else { return true }
+        // Readable but not under this root key: another vault's keyring.
+        guard let plain = try? Envelope.openSecure(key: ring.rootKey, blob: blob, path: Barrier.keyringPath) else {
+            return false
+        }
+        guard let loaded = try? Keyring.deserialize(plain, rootKey: ring.rootKey) else { return true }
         guard loaded.activeTerm >= ring.activeTerm, ring.terms.keys.allSatisfy({ loaded.terms[$0] != nil }) else {
             return true
         }

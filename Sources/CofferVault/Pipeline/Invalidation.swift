@@ -38,7 +38,7 @@ extension Core {
             } else if key.utf8.starts(with: QuotaManager.storagePrefix.utf8) {
                 quotas.storageChanged()
             } else if key == Barrier.keyringPath {
-                if !barrier.reloadKeyring() {
+                if !barrier.reloadKeyring(), cluster != nil {
                     // Another vault's data replaced this one's (a forced snapshot restore): seal, to be
                     // unsealed with that vault's keys. On another thread: this one may be applying a
                     // write that a thread holding the lifecycle lock waits for.
