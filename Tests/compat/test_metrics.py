@@ -49,10 +49,10 @@ def json_metric(body, section, name):
     return next((m for m in body[section] if m["Name"] == name), None)
 
 
-def kv_write_and_reads(server, reads):
-    assert v1(server, "POST", "secret/data/metrics/app", json={"data": {"password": "s3cret-value"}}).status_code == 200
+def kv_write_and_reads(server, reads, path="metrics/app"):
+    assert v1(server, "POST", f"secret/data/{path}", json={"data": {"password": "s3cret-value"}}).status_code == 200
     for _ in range(reads):
-        assert v1(server, "GET", "secret/data/metrics/app").status_code == 200
+        assert v1(server, "GET", f"secret/data/{path}").status_code == 200
 
 
 # ---- sys/metrics ------------------------------------------------------------------------------------
@@ -99,9 +99,14 @@ def test_json_has_openbaos_shape(cofferd_bin, bao_bin):
         bodies = {}
         for name, server in (("coffer", coffer), ("bao", bao)):
             kv_write_and_reads(server, 3)
-            # OpenBao shows the last finished 10-second interval: wait for the one with the reads.
-            deadline = time.monotonic() + 30
+            # OpenBao shows the last finished 10-second interval: wait for one with a create and reads (made
+            # again while waiting, so that an interval that ends while a slow machine polls has them too).
+            deadline = time.monotonic() + 60
+            polls = 0
             while True:
+                polls += 1
+                if name == "bao":  # (Coffer's figures are live, and counted exactly below)
+                    kv_write_and_reads(server, 1, path=f"metrics/poll-{polls}")
                 r = scrape(server)
                 assert r.headers["Content-Type"].startswith("application/json")
                 # No envelope; the same top-level keys in the same order.
