@@ -96,7 +96,8 @@ def cluster(cofferd_bin, bao_bin, workdir):
     n1 = Node(cofferd_bin, workdir, "n1")
     nodes = [n1]
     try:
-        nodes += [Node(cofferd_bin, workdir, name, join=n1.addr) for name in ("n2", "n3")]
+        for name in ("n2", "n3"):  # appended one by one, so a node that started is stopped whatever follows
+            nodes.append(Node(cofferd_bin, workdir, name, join=n1.addr))
         _, out, _ = run_bao(bao_bin, n1.addr, "operator", "init", "-key-shares=3", "-key-threshold=2",
                             "-format=json")
         init = json.loads(out)
@@ -347,7 +348,8 @@ def test_mutual_tls_between_nodes(cofferd_bin, bao_bin, workdir):
     n1 = Node(cofferd_bin, workdir, "n1", tls=certs["n1"])
     nodes = [n1]
     try:
-        nodes += [Node(cofferd_bin, workdir, name, join=n1.addr, tls=certs[name]) for name in ("n2", "n3")]
+        for name in ("n2", "n3"):
+            nodes.append(Node(cofferd_bin, workdir, name, join=n1.addr, tls=certs[name]))
         _, out, _ = run_bao(bao_bin, n1.addr, "operator", "init", "-key-shares=1", "-key-threshold=1", "-format=json")
         init = json.loads(out)
         key, token = init["unseal_keys_b64"][0], init["root_token"]
@@ -397,7 +399,8 @@ def test_pkcs11_sealed_nodes_join_and_unseal_themselves(cofferd_bin, bao_bin, wo
                             "-format=json")
         token = json.loads(out)["root_token"]
         wait_for("n1 active", lambda: n1.leader().get("is_self"))
-        nodes += [Node(cofferd_bin, workdir, name, join=n1.addr, seal=seal, env=env) for name in ("n2", "n3")]
+        for name in ("n2", "n3"):
+            nodes.append(Node(cofferd_bin, workdir, name, join=n1.addr, seal=seal, env=env))
         for node in nodes:
             wait_for(f"{node.name} unsealed by itself", lambda node=node: not node.get("sys/seal-status").json()["sealed"])
         wait_for("three voters", lambda: len(peers(bao_bin, n1, token)) == 3

@@ -38,16 +38,21 @@ class Cluster:
         self.nodes = [first]
         self.frozen = set()
         self.dead = set()
-        self.nodes += [Node(cofferd_bin, workdir, f"n{i}", join=first.addr) for i in range(2, size + 1)]
-        _, out, _ = run_bao(bao_bin, first.addr, "operator", "init", "-key-shares=1", "-key-threshold=1",
-                            "-format=json")
-        init = json.loads(out)
-        self.key, self.token = init["unseal_keys_b64"][0], init["root_token"]
-        for node in self.nodes:
-            self.unseal(node)
-        wait_for(f"{size} voters", lambda: len(peers(bao_bin, first, self.token)) == size
-                 and all(p["voter"] for p in peers(bao_bin, first, self.token).values()), timeout=60)
-        run_bao(bao_bin, first.addr, "secrets", "enable", "-path=secret", "kv-v2", token=self.token)
+        try:  # a cluster that does not form is stopped here: the test's `finally` never sees it
+            for i in range(2, size + 1):
+                self.nodes.append(Node(cofferd_bin, workdir, f"n{i}", join=first.addr))
+            _, out, _ = run_bao(bao_bin, first.addr, "operator", "init", "-key-shares=1", "-key-threshold=1",
+                                "-format=json")
+            init = json.loads(out)
+            self.key, self.token = init["unseal_keys_b64"][0], init["root_token"]
+            for node in self.nodes:
+                self.unseal(node)
+            wait_for(f"{size} voters", lambda: len(peers(bao_bin, first, self.token)) == size
+                     and all(p["voter"] for p in peers(bao_bin, first, self.token).values()), timeout=60)
+            run_bao(bao_bin, first.addr, "secrets", "enable", "-path=secret", "kv-v2", token=self.token)
+        except BaseException:
+            self.stop()
+            raise
 
     def unseal(self, node):
         deadline = time.monotonic() + 30
