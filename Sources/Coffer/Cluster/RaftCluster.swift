@@ -697,7 +697,10 @@ extension RaftCluster {
     /// `sys/seal-status` and `sys/unseal` of a node joining with a Shamir seal (see
     /// ``joiningSealStatus()``); nil for every other request, and when not joining.
     package func answerWhileJoining(method: String, path: String, body: [UInt8]) -> WireResult? {
-        guard backend.awaitingAdmission, let status = joiningSealStatus() else { return nil }
+        // Every request of a cluster node comes through here: the path first, before any lock is taken.
+        guard path.contains("sys/seal-status") || path.contains("sys/unseal"), backend.awaitingAdmission,
+            let status = joiningSealStatus()
+        else { return nil }
         var route = path.split(separator: "?", maxSplits: 1).first.map(String.init) ?? path
         if route.hasPrefix("/v1/") { route = String(route.dropFirst(4)) }
         switch (method.uppercased(), route) {
