@@ -25,7 +25,8 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         package var nodeID: NodeID
         /// Where this node listens for its peers ("127.0.0.1:8201"; port 0 picks one, see ``clusterPort``).
         package var listen: String
-        /// Every founding voter, this node included: id → cluster address.
+        /// Every founding voter, this node included: id → cluster address (this node's is what the others
+        /// dial, which is ``listen`` unless the node is behind a proxy).
         package var peers: [NodeID: String]
         /// Holds `raft.db`.
         package var directory: String
@@ -217,7 +218,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
     package func found() throws(CofferError) {
         let result = runOnLoop { [self] () throws(CofferError) -> [UInt8] in
             guard awaitingAdmission else { return [] }
-            let founding = Self.founding([options.nodeID: options.listen])
+            let founding = Self.founding([options.nodeID: options.peers[options.nodeID] ?? options.listen])
             do {
                 try store.save(snapshot: founding, hardState: HardState(term: 1, commit: 1))
                 try Self.restore(local, from: founding)

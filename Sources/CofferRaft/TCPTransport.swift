@@ -13,7 +13,9 @@ import Glibc
 /// when the peer is down, frames are dropped (Raft resends what matters) and the node is told the
 /// peer is unreachable, so nothing a node does ever blocks on another. Inbound connections are
 /// read by a thread each; a frame that can never be valid (bad magic, too large, malformed) closes
-/// the connection. With ``TLS`` every connection is mutual TLS: each side presents its node certificate
+/// the connection. When the node listens on one address (not a wildcard such as 0.0.0.0), its outbound
+/// connections leave from that address too, so a firewall, or a test's proxy, can tell the nodes apart.
+/// With ``TLS`` every connection is mutual TLS: each side presents its node certificate
 /// and accepts only a peer whose certificate chains to the cluster's CA. Without it, plain TCP (a
 /// trusted network only; everything replicated is already ciphertext from the barrier).
 package final class TCPTransport: Sendable {
@@ -45,6 +47,8 @@ package final class TCPTransport: Sendable {
     private let closed = Atomic<Bool>(false)
     private let inbound = Mutex<Set<Int32>>([])
     private let tls: TLS?
+    /// The address outbound connections are bound to; nil: the kernel's choice.
+    private let source: String?
 
     /// Listens on `host:port` (port 0: the kernel picks; see ``port``) and sends to `peers`
     /// (id → "host:port"). `receive` is called on a reader thread for every message.
@@ -61,6 +65,7 @@ package final class TCPTransport: Sendable {
         self.tls = tls
         self.receive = receive
         self.unreachable = unreachable
+        source = Self.isSpecificAddress(host) ? host : nil
         (listener, self.port) = try Self.listen(host: host, port: port)
         var links: [NodeID: Peer] = [:]
         for (id, address) in peers where id != nodeID {
@@ -184,7 +189,7 @@ package final class TCPTransport: Sendable {
             var link: Link?
             while let frames = peer.next() {
                 if link == nil {
-                    link = Link.connect(peer.host, peer.port, tls)
+                    link = Link.connect(peer.host, peer.port, from: source, tls)
                     if link == nil {
                         unreachable(peer.id)
                         peer.pause(milliseconds: 100)
@@ -216,9 +221,18 @@ package final class TCPTransport: Sendable {
         return true
     }
 
+    /// Whether `host` is one numeric address that is not a wildcard.
+    static func isSpecificAddress(_ host: String) -> Bool {
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        if inet_pton(AF_INET, host, &v4) == 1 { return v4.s_addr != 0 }
+        guard inet_pton(AF_INET6, host, &v6) == 1 else { return false }
+        return withUnsafeBytes(of: &v6) { $0.contains { $0 != 0 } }
+    }
+
     /// A blocking connection to host:port within 1 s (Linux bounds a blocking connect by SO_SNDTIMEO), with
-    /// 5 s send timeouts and no Nagle delay; -1 on failure.
-    static func connect(_ host: String, _ port: Int) -> Int32 {
+    /// 5 s send timeouts and no Nagle delay, leaving from `source` when given; -1 on failure.
+    static func connect(_ host: String, _ port: Int, from source: String? = nil) -> Int32 {
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
@@ -231,6 +245,16 @@ package final class TCPTransport: Sendable {
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var one: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        if let source {
+            // Of the peer's address family only; a source that cannot be bound leaves the kernel's choice.
+            hints.ai_family = info.pointee.ai_family
+            hints.ai_flags = AI_NUMERICHOST | AI_PASSIVE
+            var local: UnsafeMutablePointer<addrinfo>?
+            if getaddrinfo(source, "0", &hints, &local) == 0, let bound = local {
+                _ = bind(fd, bound.pointee.ai_addr, bound.pointee.ai_addrlen)
+                freeaddrinfo(local)
+            }
+        }
         guard Glibc.connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else {
             close(fd)
             return -1
@@ -322,8 +346,8 @@ private final class Link: @unchecked Sendable {
     }
 
     /// A connection to a peer (TCPTransport.connect), with the TLS handshake when configured.
-    static func connect(_ host: String, _ port: Int, _ tls: TCPTransport.TLS?) -> Link? {
-        let fd = TCPTransport.connect(host, port)
+    static func connect(_ host: String, _ port: Int, from source: String?, _ tls: TCPTransport.TLS?) -> Link? {
+        let fd = TCPTransport.connect(host, port, from: source)
         guard fd >= 0 else { return nil }
         guard let tls else { return Link(fd: fd, tls: nil) }
         setTimeout(fd, SO_RCVTIMEO, seconds: 5)

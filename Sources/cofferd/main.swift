@@ -183,6 +183,7 @@ if dev {
             clusterAddress: config.clusterListenAddress ?? "",
             apiAddress: config.apiAddr ?? ""
         )
+        node.listenAddress = config.listener.clusterAddress
         node.retryJoin = raft.retryJoin
         node.nonVoter = raft.nonVoter
         (node.tlsCertFile, node.tlsKeyFile, node.tlsCAFile) = (raft.tlsCertFile, raft.tlsKeyFile, raft.tlsCAFile)

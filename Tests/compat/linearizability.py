@@ -11,8 +11,9 @@ read returns the last value written (None before any write). The check is Wing a
 with Lowe's memoisation (the approach of Knossos and Porcupine): take, among the operations not yet
 placed, one whose call precedes every pending return, apply it to the model, and backtrack when the
 model disagrees; a set of (placed operations, model state) already explored is not explored again.
-Keys are independent registers, so each key is checked on its own (P-compositionality), which keeps
-the search small.
+Keys are independent registers, so each key is checked on its own (P-compositionality), and a write
+that never answered and that no read saw is left out (it may never have taken effect), which keeps the
+search small.
 
     ops = [Op(client=1, kind="write", key="k", value="a", call=0.0, ret=1.0),
            Op(client=2, kind="read", key="k", value="a", call=0.5, ret=2.0)]
@@ -73,8 +74,13 @@ def _step(state: Optional[str], op: Op) -> tuple[bool, Optional[str]]:
 
 def _check_key(ops: list[Op], max_states: int) -> tuple[bool, int, list[Op]]:
     """Wing-Gong-Lowe search over one key's operations; (linearizable, states explored, longest prefix)."""
-    # A read that never answered constrains nothing: drop it.
-    ops = [op for op in ops if not (op.kind == "read" and op.indeterminate)]
+    # A read that never answered constrains nothing: drop it. So does a write that never answered and
+    # whose value no read returned (values are unique per write): the history is legal with it exactly
+    # when it is legal without it, since the write may never have taken effect. Partitions leave many such
+    # writes, and each one left in would multiply the search.
+    seen = {op.value for op in ops if op.kind == "read" and not op.indeterminate}
+    ops = [op for op in ops
+           if not (op.indeterminate and (op.kind == "read" or op.kind == "write" and op.value not in seen))]
     n = len(ops)
     if n == 0:
         return True, 0, []

@@ -17,15 +17,20 @@ import pytest
 import requests
 
 from conftest import Server, free_port, run_bao
+from raftnet import node_host
 
 
 class Node:
-    def __init__(self, binary, directory, name, join=None, tls=None, seal="", env=None):
+    def __init__(self, binary, directory, name, join=None, tls=None, seal="", env=None, net=None):
         self.binary = binary
         self.name = name
         self.api_port = free_port()
         self.cluster_port = free_port()
         self.addr = f"http://127.0.0.1:{self.api_port}"
+        cluster_addr, listen = f"127.0.0.1:{self.cluster_port}", ""
+        if net:  # (RaftNet, index): Raft on the node's own loopback address, reached through a proxy
+            listen = f' cluster_address = "{node_host(net[1])}:{self.cluster_port}"'
+            cluster_addr = net[0].add(net[1], self.cluster_port)
         self.directory = os.path.join(directory, name)
         os.makedirs(self.directory, exist_ok=True)
         self.config = os.path.join(self.directory, "node.hcl")
@@ -35,8 +40,8 @@ class Node:
         with open(self.config, "w") as f:
             f.write(
                 f'storage "raft" {{\n  path = "{self.directory}/data"\n  node_id = "{name}"\n{join_block}}}\n'
-                f'listener "tcp" {{ address = "127.0.0.1:{self.api_port}" tls_disable = true }}\n'
-                f'api_addr = "{self.addr}"\ncluster_addr = "127.0.0.1:{self.cluster_port}"\n' + seal
+                f'listener "tcp" {{ address = "127.0.0.1:{self.api_port}" tls_disable = true{listen} }}\n'
+                f'api_addr = "{self.addr}"\ncluster_addr = "{cluster_addr}"\n' + seal
             )
         self.env = env
         self.server = None

@@ -4,11 +4,13 @@ Three (or, with CLUSTER_CAMPAIGN_SIZES="3,5", also five) `cofferd` processes wit
 loopback, unsealed with Shamir shares. Client threads write KV v2 secrets through random nodes (a standby
 sends the write to the active node) and read them through random nodes with
 `X-Coffer-Consistency: linearizable` (a ReadIndex round first), while a nemesis kills the active node
-with SIGKILL, restarts and unseals it, and freezes nodes with SIGSTOP/SIGCONT. Every operation is
+with SIGKILL, restarts and unseals it, freezes nodes with SIGSTOP/SIGCONT, and cuts Raft links through
+proxies between the nodes (raftnet.py): it isolates the active node or another one, or cuts only what
+reaches the active node (it can still send heartbeats but hears no answer). Every operation is
 recorded with its call and return time; a write that failed or never answered is indeterminate. The
 history must be linearizable: no acknowledged write lost, no stale read.
 
-CLUSTER_CAMPAIGN_SECONDS (default 15) and CLUSTER_CAMPAIGN_RUNS (default 1) make longer campaigns;
+CLUSTER_CAMPAIGN_SECONDS (default 20) and CLUSTER_CAMPAIGN_RUNS (default 1) make longer campaigns;
 `make raft-campaign` runs some.
 """
 
@@ -24,6 +26,7 @@ import requests
 
 from conftest import run_bao
 from linearizability import INDETERMINATE, Op, check_campaign
+from raftnet import RaftNet
 from test_cluster import Node, peers, wait_for
 
 KEYS = ["a", "b", "c"]
@@ -34,13 +37,16 @@ RUNS = int(os.environ.get("CLUSTER_CAMPAIGN_RUNS", "1"))
 class Cluster:
     def __init__(self, cofferd_bin, bao_bin, workdir, size):
         self.bao_bin = bao_bin
-        first = Node(cofferd_bin, workdir, "n1")
-        self.nodes = [first]
+        self.net = RaftNet()
+        self.nodes = []
         self.frozen = set()
         self.dead = set()
+        self.partitioned = False
         try:  # a cluster that does not form is stopped here: the test's `finally` never sees it
+            first = Node(cofferd_bin, workdir, "n1", net=(self.net, 1))
+            self.nodes.append(first)
             for i in range(2, size + 1):
-                self.nodes.append(Node(cofferd_bin, workdir, f"n{i}", join=first.addr))
+                self.nodes.append(Node(cofferd_bin, workdir, f"n{i}", join=first.addr, net=(self.net, i)))
             _, out, _ = run_bao(bao_bin, first.addr, "operator", "init", "-key-shares=1", "-key-threshold=1",
                                 "-format=json")
             init = json.loads(out)
@@ -100,11 +106,28 @@ class Cluster:
         node.server.proc.send_signal(signal.SIGCONT)
         self.frozen.discard(node)
 
+    def isolate(self, node):
+        self.net.isolate(self.nodes.index(node) + 1)
+        self.partitioned = True
+
+    def cut_into(self, node):
+        """Cuts every link into `node`; what it sends still arrives."""
+        index = self.nodes.index(node) + 1
+        for other in range(1, len(self.nodes) + 1):
+            if other != index:
+                self.net.cut(other, index)
+        self.partitioned = True
+
+    def heal(self):
+        self.net.heal()
+        self.partitioned = False
+
     def stop(self):
         for node in list(self.frozen):
             self.thaw(node)
         for node in self.nodes:
             node.stop()
+        self.net.close()
 
 
 class Client:
@@ -166,28 +189,46 @@ def nemesis(cluster, rng, until, log):
             cluster.thaw(node)
             log.append(("thaw", node.name, time.monotonic()))
             continue
+        if cluster.partitioned:
+            cluster.heal()
+            log.append(("heal", "all links", time.monotonic()))
+            continue
         faults += 1
-        if faults % 3 == 2:
+        kind = faults % 5
+        if kind == 2:
             node = rng.choice(cluster.live())
             cluster.freeze(node)
             log.append(("SIGSTOP", node.name, time.monotonic()))
+        elif kind == 4:
+            node = rng.choice(cluster.live())
+            cluster.isolate(node)
+            log.append(("isolate", node.name, time.monotonic()))
         else:
             active = cluster.active(within=3)
-            if active:
+            if not active:
+                continue
+            if kind == 1:
                 cluster.kill(active)
                 log.append(("kill -9 active", active.name, time.monotonic()))
+            elif kind == 3:
+                cluster.isolate(active)
+                log.append(("isolate active", active.name, time.monotonic()))
+            else:
+                cluster.cut_into(active)
+                log.append(("cut links into active", active.name, time.monotonic()))
     for node in list(cluster.frozen):
         cluster.thaw(node)
+    cluster.heal()
     for node in list(cluster.dead):
         cluster.restart(node)
 
 
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("run", range(RUNS))
-def test_a_cofferd_cluster_under_kills_and_pauses_stays_linearizable(cofferd_bin, bao_bin, workdir, size, run):
+def test_a_cofferd_cluster_under_kills_pauses_and_partitions_stays_linearizable(cofferd_bin, bao_bin, workdir, size, run):
     seed = int(os.environ.get("CLUSTER_CAMPAIGN_SEED", "0")) + run
     rng = random.Random(seed)
-    seconds = float(os.environ.get("CLUSTER_CAMPAIGN_SECONDS", "15"))
+    seconds = float(os.environ.get("CLUSTER_CAMPAIGN_SECONDS", "20"))
     cluster = Cluster(cofferd_bin, bao_bin, workdir, size)
     try:
         history, lock, log = [], threading.Lock(), []

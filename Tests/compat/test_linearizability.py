@@ -56,6 +56,16 @@ def test_an_unanswered_write_may_take_effect_late_or_never():
     assert not check([r(3, "k", "b", 0, 1), w(2, "k", "b", 2)]).ok
 
 
+def test_many_unanswered_writes_nobody_read_are_checked_quickly_and_still_catch_a_stale_read():
+    # A partition leaves many writes unanswered; those no read saw may never have taken effect, so the
+    # search leaves them out instead of trying them in every position (2^60 subsets otherwise).
+    lost = [w(c, "k", f"lost-{c}", 10 + c) for c in range(60)]
+    history = [w(1, "k", "a", 0, 1), *lost, w(2, "k", "b", 100, 101), r(3, "k", "b", 102, 103)]
+    result = check(history, max_states=10_000)
+    assert result.ok, result.explanation
+    assert not check(history + [r(3, "k", "a", 104, 105)], max_states=10_000).ok
+
+
 def test_keys_are_independent_and_the_failing_key_is_named():
     history = [w(1, "x", "1", 0, 1), r(2, "x", "1", 2, 3), w(1, "y", "1", 0, 1), r(2, "y", None, 2, 3)]
     result = check(history)

@@ -18,6 +18,9 @@ public struct RaftConfiguration: Sendable {
     public var nodeName: String
     /// Where the other nodes reach this one's Raft transport ("127.0.0.1:8201").
     public var clusterAddress: String
+    /// Where this node's Raft transport listens, when not at ``clusterAddress`` (a node behind a proxy
+    /// or NAT: OpenBao's listener `cluster_address`).
+    public var listenAddress: String?
     /// Where clients, and requests forwarded by standbys, reach this node ("http://127.0.0.1:8200").
     public var apiAddress: String
     /// The API addresses of nodes to ask to join, tried in turn until one admits this node. Empty:
@@ -114,7 +117,7 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         }
         var options = RaftBackend.Options(
             nodeID: nodeID,
-            listen: configuration.clusterAddress,
+            listen: configuration.listenAddress ?? configuration.clusterAddress,
             peers: [nodeID: configuration.clusterAddress],
             directory: configuration.path
         )

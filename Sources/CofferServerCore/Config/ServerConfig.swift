@@ -52,6 +52,9 @@ public struct ServerConfig: Sendable, Equatable {
     public struct Listener: Sendable, Equatable {
         /// `host:port`; the host is an IP address or `localhost`.
         public var address = "127.0.0.1:8200"
+        /// Where the Raft transport listens (`cluster_address`, as in OpenBao); nil: the host and port of
+        /// `cluster_addr`, which is what the other nodes are told to dial.
+        public var clusterAddress: String?
         public var tlsDisable = false
         public var tlsCertFile: String?
         public var tlsKeyFile: String?
@@ -366,7 +369,8 @@ extension ServerConfig {
     static func listener(_ body: [HCLItem]) throws(ConfigError) -> Listener {
         var l = Listener()
         let allowed = [
-            "address", "tls_disable", "tls_cert_file", "tls_key_file", "tls_min_version", "tls_max_version",
+            "address", "cluster_address", "tls_disable", "tls_cert_file", "tls_key_file", "tls_min_version",
+            "tls_max_version",
             "tls_cipher_suites", "tls_require_and_verify_client_cert", "tls_client_ca_file", "tls_disable_client_certs",
             "max_request_size", "http_read_header_timeout", "http_read_timeout", "http_idle_timeout", "max_connections",
             "max_connections_per_address", "telemetry",
@@ -383,6 +387,7 @@ extension ServerConfig {
             lines[name] = entry.keys[0].location.line
             switch name {
             case "address": l.address = try string(entry)
+            case "cluster_address": l.clusterAddress = try string(entry)
             case "tls_disable": l.tlsDisable = try bool(entry)
             case "tls_cert_file": l.tlsCertFile = try string(entry)
             case "tls_key_file": l.tlsKeyFile = try string(entry)
