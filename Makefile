@@ -194,7 +194,8 @@ bench: bench-deps
 	$(MAKE) bench-raft
 
 # Raft failover and replicated writes: Coffer's storage layer and a 3-node cofferd cluster beside a 3-node
-# OpenBao raft cluster (bench/raft.py; about 8 minutes, most of it OpenBao's failovers).
+# OpenBao raft cluster (bench/raft.py; about 8 minutes, most of it OpenBao's failovers), and a cofferd standby's
+# KV reads beside a single node's (alone, about 45 s: bench/raft.py --cofferd <cofferd> --only standby-read).
 bench-raft: deps
 	swift build $(RELEASE) --product coffer-raft-node
 	swift build $(RELEASE) --product cofferd
