@@ -15,7 +15,7 @@
  *   DIRECTORY     where the replica keeps its copy and its Raft log (kept across runs)
  *   SECRET        the KV v2 secret under secret/ to read (default app/config)
  *   COFFER_TOKEN       the token for reads and writes
- *   COFFER_UNSEAL_KEY  an unseal key (Shamir, threshold 1 here; a pkcs11-sealed vault needs none)
+ *   COFFER_UNSEAL_KEY  an unseal key (Shamir; with a threshold above 1, send each share to sys/unseal as below)
  *   COFFER_NODE_ID     the replica's name in the cluster (default c-replica; unique per replica)
  *
  * The token and key are taken from the environment, not argv, so that `ps` does not show them. It reads

@@ -149,11 +149,11 @@ def _program_env(**values):
     return {**env, **values}
 
 
-def _run_replica(program, server, directory, token, cluster_addr=None, wrapper=()):
+def _run_replica(program, server, directory, token, cluster_addr=None, secret=None, wrapper=()):
     """Runs the program as its header comment says; returns (exit status, stdout, stderr, pid)."""
     env = _program_env(COFFER_TOKEN=token, COFFER_UNSEAL_KEY=server.key, COFFER_NODE_ID="c-replica")
     proc = subprocess.Popen([*wrapper, program, server.addr, cluster_addr or f"127.0.0.1:{_free_port()}",
-                             directory], env=env,
+                             directory, *([secret] if secret else [])], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = proc.communicate(timeout=240)
@@ -184,10 +184,13 @@ def test_c_replica_reads_in_process_writes_through_the_active_node_and_reads_its
         members = {s["node_id"]: s for s in body["data"]["config"]["servers"]}
         assert members["c-replica"]["voter"] is False
 
-        # Run again on the same directory (and Raft port): the replica reopens its copy, is unsealed again and
-        # carries on.
-        code, out, err, pid = _run_replica(replica_program, server, directory, server.token, cluster_addr)
+        # Run again on the same directory (and Raft port), reading what the first run wrote: the replica
+        # reopens its copy, is unsealed again and carries on.
+        first = pid
+        code, out, err, pid = _run_replica(replica_program, server, directory, server.token, cluster_addr,
+                                           secret="app/from-c")
         assert code == 0, f"stdout:\n{out}\nstderr:\n{err}"
+        assert f'read secret/app/from-c version 1 in process: {{"pid":"{first}","written_by":"replica.c"}}' in out
         assert f'read back secret/app/from-c version 2 in process: {{"pid":"{pid}","written_by":"replica.c"}}' in out
         assert _call(server.addr, "GET", "secret/data/app/from-c", token=server.token)[1]["data"]["metadata"][
             "version"] == 2
