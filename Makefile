@@ -157,6 +157,7 @@ test-bindings: deps
 	export COFFER_TEST_PG_URL COFFER_TEST_PG_PORT COFFER_TEST_PG_PASSWORD; \
 	$(MAKE) -C bindings/c test COFFER_PREFIX=$(STAGE); \
 	COFFER_LIBRARY=$(STAGE)/lib/libcoffer.so.$(COFFER_ABI) COFFER_TEST_WHEEL="$$(ls $(DIST)/coffer-*.whl)" \
+		COFFER_C_REPLICA=$(CURDIR)/.build/bindings-c/replica \
 		COFFERD="$$(swift build --show-bin-path)/cofferd" "$(VENV)/bin/python" -m pytest -q bindings/python/tests; \
 	cd bindings/go && PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig LD_LIBRARY_PATH=$(STAGE)/lib go test -count=1 ./...; \
 	echo "Go without pkg-config: the cgo flags of bindings/go/README.md, an rpath instead of LD_LIBRARY_PATH"; \
@@ -193,7 +194,8 @@ bench: bench-deps
 	$(MAKE) bench-raft
 
 # Raft failover and replicated writes: Coffer's storage layer and a 3-node cofferd cluster beside a 3-node
-# OpenBao raft cluster (bench/raft.py; about 8 minutes, most of it OpenBao's failovers).
+# OpenBao raft cluster (bench/raft.py; about 8 minutes, most of it OpenBao's failovers), and a cofferd standby's
+# KV reads beside a single node's (alone, about 45 s: bench/raft.py --cofferd <cofferd> --only standby-read).
 bench-raft: deps
 	swift build $(RELEASE) --product coffer-raft-node
 	swift build $(RELEASE) --product cofferd

@@ -11,6 +11,13 @@ cofferd's HTTP and barrier (cofferd has no cluster mode yet), OpenBao's is the w
 figure is dominated by failure detection in both, the write figure is not comparable as a ratio and is
 reported side by side only.
 
+Standby reads (`--cofferd`; alone with `--only standby-read`, about a minute): on the formed 3-node cofferd
+cluster, KV v2 reads over HTTP (one keep-alive connection per node, the same client code for each) from a
+standby and from the active node, beside a single-node cofferd (storage "sqlite", not clustered, its own temp
+dir) started in the same run, in alternating blocks; also the standby with the X-Vault-Index of the secret's
+write sent back. The issue's goal: a standby's read within 1.2x of a
+single node's (p50).
+
 Failover: for each run, kill -9 the leader and time, from the kill, the first write acknowledged by a
 survivor (clients retry every 5 ms on Coffer, 50 ms on OpenBao, as the fact sheet measured). The killed
 node is restarted and must catch up before the next run. Also checked: restarting a follower while the
@@ -18,6 +25,7 @@ leader is healthy never changes the term (no election).
 """
 
 import argparse
+import http.client
 import json
 import os
 import shutil
@@ -333,6 +341,138 @@ class CofferdCluster(BaoCluster):
         self.call(i, "PUT", "sys/unseal", {"key": self.key})
 
 
+# ---- Standby reads: a standby's KV read beside the active node's and a single node's -------------
+
+
+class SingleCofferd(BaoCluster):
+    """One cofferd on a SQLite file of its own (no cluster): the single-node read a standby's is compared with."""
+
+    def __init__(self, cofferd, directory):
+        self.bao, self.directory = cofferd, directory
+        self.ids = [1]
+        self.api = {1: free_port()}
+        self.procs = {}
+        with open(f"{directory}/single.hcl", "w") as f:
+            f.write(f'storage "sqlite" {{ path = "{directory}/single.db" }}\n'
+                    f'listener "tcp" {{ address = "127.0.0.1:{self.api[1]}" tls_disable = true }}\n')
+        try:
+            log = open(f"{directory}/single.log", "ab")
+            self.procs[1] = subprocess.Popen([cofferd, f"-config={directory}/single.hcl"], stdout=log, stderr=log)
+            self.wait_up(1)
+            body = self.call(1, "PUT", "sys/init", {"secret_shares": 1, "secret_threshold": 1}, timeout=60)
+            self.token = body["root_token"]
+            self.call(1, "PUT", "sys/unseal", {"key": body["keys"][0]})
+            self.call(1, "POST", "sys/mounts/secret", {"type": "kv", "options": {"version": "2"}}, token=self.token,
+                      timeout=30)
+        except BaseException:
+            self.stop()
+            raise
+
+
+class KVReader:
+    """GET /v1/secret/data/<path> over one keep-alive HTTP/1.1 connection; the same code for every node."""
+
+    def __init__(self, port, token, path, index=None):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        self.headers = {"X-Vault-Token": token, **({"X-Vault-Index": index} if index else {})}
+        self.path = f"/v1/secret/data/{path}"
+        self.connections = 0
+
+    def read(self):
+        if self.conn.sock is None:
+            self.connections += 1  # http.client connects (again) when the server closed the connection
+        self.conn.request("GET", self.path, headers=self.headers)
+        response = self.conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"GET {self.path}: HTTP {response.status}: {body[:200]!r}")
+        return body
+
+    def close(self):
+        self.conn.close()
+
+
+def standby_read_bench(cofferd, reads, block=500):
+    """Reads of one KV v2 secret from a standby, the active node and a single node, in alternating blocks of
+    `block` (the order rotates every round), `reads` from each, after a warm-up block each. Also from the
+    standby with the X-Vault-Index the write answered (what a client that wants to read its writes sends
+    back; the standby checks it against its applied index on every read)."""
+    directory = tempfile.mkdtemp(prefix="coffer-standby-read-")
+    os.makedirs(f"{directory}/cluster")
+    os.makedirs(f"{directory}/single")
+    cluster = single = None
+    readers = {}
+    try:
+        cluster = CofferdCluster(cofferd, f"{directory}/cluster")
+        single = SingleCofferd(cofferd, f"{directory}/single")
+        active = cluster.leader()
+        standby = next(i for i in cluster.ids if i != active)
+        secret = {"username": "app", "password": "x" * 32}
+        request = urllib.request.Request(f"http://127.0.0.1:{cluster.api[active]}/v1/secret/data/bench-read",
+                                         data=json.dumps({"data": secret}).encode(), method="POST",
+                                         headers={"X-Vault-Token": cluster.token})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            index = response.headers["X-Vault-Index"]
+        assert index, "the active node's answer carries no X-Vault-Index"
+        single.call(1, "POST", "secret/data/bench-read", {"data": secret}, token=single.token)
+        readers = {"single": KVReader(single.api[1], single.token, "bench-read"),
+                   "standby": KVReader(cluster.api[standby], cluster.token, "bench-read"),
+                   "active": KVReader(cluster.api[active], cluster.token, "bench-read"),
+                   "standby_with_index": KVReader(cluster.api[standby], cluster.token, "bench-read", index)}
+        deadline = time.monotonic() + 30
+        while True:  # the standby has applied the write once it answers it
+            try:
+                if json.loads(readers["standby"].read())["data"]["data"] == secret:
+                    break
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.01)
+        for name, reader in readers.items():
+            assert json.loads(reader.read())["data"]["data"] == secret, name
+            for _ in range(block):
+                reader.read()
+        samples = {name: [] for name in readers}
+        order = list(readers)
+        for round in range(max(1, reads // block)):
+            for name in order[round % len(order):] + order[:round % len(order)]:
+                read, out = readers[name].read, samples[name]
+                for _ in range(block):
+                    t = time.perf_counter_ns()
+                    read()
+                    out.append((time.perf_counter_ns() - t) / 1000)
+        result = {}
+        for name, values in samples.items():
+            s = sorted(values)
+            result[name] = {"n": len(s), "p50_us": statistics.median(s), "p99_us": pct(s, 99), "max_us": s[-1],
+                            "connections": readers[name].connections}
+        result["p50_ratio_standby_over_single"] = result["standby"]["p50_us"] / result["single"]["p50_us"]
+        result["p50_ratio_active_over_single"] = result["active"]["p50_us"] / result["single"]["p50_us"]
+        result["p50_ratio_standby_with_index_over_single"] = (result["standby_with_index"]["p50_us"]
+                                                             / result["single"]["p50_us"])
+        result["block"] = block
+        return result
+    finally:
+        for reader in readers.values():
+            reader.close()
+        for c in (cluster, single):
+            if c:
+                c.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def print_standby_read(r):
+    print("KV v2 read over HTTP (keep-alive), alternating blocks of", r["block"])
+    for name in ("single", "standby", "active", "standby_with_index"):
+        x = r[name]
+        print(f"  {name:18} p50 {x['p50_us']:7.1f} us  p99 {x['p99_us']:7.1f} us  max {x['max_us']:8.1f} us  "
+              f"(n={x['n']}, connections={x['connections']})")
+    ratio = r["p50_ratio_standby_over_single"]
+    print(f"standby / single-node read p50: {ratio:.2f}x (goal <= 1.2x: {'met' if ratio <= 1.2 else 'not met'}); "
+          f"active / single-node: {r['p50_ratio_active_over_single']:.2f}x; standby with X-Vault-Index / single-node: "
+          f"{r['p50_ratio_standby_with_index_over_single']:.2f}x")
+
+
 def bao_bench(bao, runs, write_seconds, multiplier, cluster=None):
     directory = tempfile.mkdtemp(prefix="coffer-bao-raft-")
     c = cluster(directory) if cluster else BaoCluster(bao, directory, multiplier)
@@ -373,23 +513,41 @@ def bao_bench(bao, runs, write_seconds, multiplier, cluster=None):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--node", required=True, help="the coffer-raft-node binary (release build)")
+    ap.add_argument("--node", help="the coffer-raft-node binary (release build); required unless --only")
     ap.add_argument("--bao", help="the OpenBao binary; without it only Coffer is measured")
     ap.add_argument("--cofferd", help="the cofferd binary: also measure a 3-node cofferd cluster over HTTP")
+    ap.add_argument("--only", choices=["standby-read"],
+                    help="run only this part: standby-read (needs --cofferd; about a minute)")
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--bao-runs", type=int, default=5)
     ap.add_argument("--write-seconds", type=float, default=3)
+    ap.add_argument("--reads", type=int, default=20000, help="standby-read: reads from each node")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    results = {"coffer": coffer_bench(args.node, args.runs, args.write_seconds)}
+    if args.only and not args.cofferd:
+        ap.error(f"--only {args.only} needs --cofferd")
+    if not args.only and not args.node:
+        ap.error("--node is required (unless --only)")
+    results = {}
+    if args.only == "standby-read":
+        results["cofferd_standby_read"] = standby_read_bench(args.cofferd, args.reads)
+        print_standby_read(results["cofferd_standby_read"])
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(results, f, indent=2)
+        return 0
+    results["coffer"] = coffer_bench(args.node, args.runs, args.write_seconds)
     if args.cofferd:
         results["cofferd"] = bao_bench(None, args.runs, args.write_seconds, None,
                                        cluster=lambda d: CofferdCluster(args.cofferd, d))
+        results["cofferd_standby_read"] = standby_read_bench(args.cofferd, args.reads)
     if args.bao:
         results["openbao_default"] = bao_bench(args.bao, args.bao_runs, args.write_seconds, None)
         results["openbao_multiplier_1"] = bao_bench(args.bao, args.bao_runs, args.write_seconds, 1)
     print(f"{'':28} {'failover p50':>13} {'p99':>9} {'max':>9} {'write p50':>10} {'p99':>8} {'writes/s':>9}")
     for name, r in results.items():
+        if "failover_ms" not in r:
+            continue
         f, w = r["failover_ms"], r["writes_ms"]
         print(f"{name:28} {f['p50']:>10.0f} ms {f['p99']:>6.0f} ms {f['max']:>6.0f} ms "
               f"{w['p50']:>7.2f} ms {w['p99']:>5.2f} ms {w['per_second']:>9.0f}")
@@ -411,6 +569,7 @@ def main():
             if name in results:
                 print(f"KV writes/s cofferd / {name}: "
                       f"{d['writes_ms']['per_second'] / results[name]['writes_ms']['per_second']:.2f}x (goal >= 3x)")
+        print_standby_read(results["cofferd_standby_read"])
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)
