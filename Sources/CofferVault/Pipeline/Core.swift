@@ -142,6 +142,11 @@ package final class Core: Sendable {
     /// The cluster, when the storage is replicated (Cluster/ClusterView.swift).
     let clusterSlot = Mutex<(any ClusterView)?>(nil)
     let standby = Atomic<Bool>(false)
+    /// The barrier is open and everything the request path needs (tokens, policies, mounts, audit
+    /// devices) is loaded: set last by ``postUnseal()``, cleared first by ``sealNow(saveKeyUsage:)``. Until
+    /// then the vault answers as sealed, so no request is routed against half-loaded tables or served
+    /// before its audit devices are open.
+    let opened = Atomic<Bool>(false)
 
     /// Opens a core over `storage`. It starts sealed; if `storage` holds no Coffer yet, call
     /// `initialize`; with an auto-unseal seal, call `autoUnseal()` to unseal through the seal.
@@ -208,7 +213,7 @@ package final class Core: Sendable {
     }
 
     package var isInitialized: Bool { (try? storedSealConfig()) != nil }
-    package var isSealed: Bool { barrier.isSealed }
+    package var isSealed: Bool { !opened.load(ordering: .acquiring) }
 
     package func sealStatus() throws(CofferError) -> SealStatus {
         let config = try storedSealConfig()
@@ -216,7 +221,7 @@ package final class Core: Sendable {
         return SealStatus(
             type: seal.type,
             initialized: config != nil,
-            sealed: barrier.isSealed,
+            sealed: isSealed,
             threshold: config?.threshold ?? 0,
             shares: config?.shares ?? 0,
             progress: count,
@@ -403,6 +408,7 @@ package final class Core: Sendable {
             sealNow()
             throw error
         }
+        opened.store(true, ordering: .releasing)
     }
 
     /// Seals: drops the keys, caches and mounts. The next request fails with "Vault is sealed".
@@ -416,6 +422,7 @@ package final class Core: Sendable {
     }
 
     func sealNow(saveKeyUsage: Bool = true) {
+        opened.store(false, ordering: .releasing)
         root.routes.withLock { $0 = nil }
         unloadNamespaces()
         quotas.unload()
@@ -460,7 +467,7 @@ package final class Core: Sendable {
             table = routed
         }
         guard let (mount, relative) = table.route(request.path) else {
-            if barrier.isSealed { throw CofferError.sealedError }
+            if isSealed { throw CofferError.sealedError }
             throw CofferError(.notFound, "no handler for route \"\(request.path)\". route entry not found.")
         }
         try checkAPILock(ns, request)
@@ -484,7 +491,7 @@ package final class Core: Sendable {
                 try dispatch(request, to: mount, relative, caller: nil, now: now)
             }
         }
-        if barrier.isSealed {
+        if isSealed {
             // Sealing a sealed vault is a no-op that succeeds, as in OpenBao (no token can be checked).
             if request.path == "sys/seal" && (request.operation == .update || request.operation == .create) {
                 return .noContent

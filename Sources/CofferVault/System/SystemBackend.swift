@@ -205,7 +205,7 @@ package final class SystemBackend: TableBackend {
     func health(_ request: BackendRequest) throws(CofferError) -> Response {
         let f = request.fields
         let initialized = core.isInitialized
-        let sealed = core.barrier.isSealed
+        let sealed = core.isSealed
         let status: Int
         if !initialized {
             status = f.int("uninitcode") ?? 501
