@@ -260,6 +260,8 @@ raft-campaign: deps
 	COFFERD="$$(swift build --show-bin-path)/cofferd" COFFER_BAO="$(VENV)/bin/bao" CLUSTER_CAMPAIGN_SIZES=3,5 \
 	  CLUSTER_CAMPAIGN_RUNS=$(RAFT_CAMPAIGN_RUNS) CLUSTER_CAMPAIGN_SECONDS=$(RAFT_CAMPAIGN_SECONDS) \
 	  "$(VENV)/bin/pytest" -q -s Tests/compat/test_cluster_campaign.py
+	COFFERD="$$(swift build --show-bin-path)/cofferd" COFFER_BAO="$(VENV)/bin/bao" CLUSTER_SLOW=1 \
+	  "$(VENV)/bin/pytest" -q Tests/compat/test_cluster.py -k dead_server
 
 # ---- Formatting: .swift-format (swift-nio's and swift-log's configuration), checked by make test ----
 SWIFT_SOURCES := Package.swift Sources Tests bench Examples

@@ -112,6 +112,8 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
     private var pendingReads: Set<UInt64> = []
     private var failedReads: Set<UInt64> = []
     private var unreachable: [NodeID] = []
+    /// When a message from each peer last arrived (monotonic nanoseconds): autopilot's "last contact".
+    private var heard: [NodeID: UInt64] = [:]
     private var running = true
     private var stopped = false
     /// Proposal and ReadIndex ids. They start at a random point in each process, so that ids from
@@ -474,6 +476,9 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         try bookkeeping([.delete(key: Self.peersPrefix + String(id))])
     }
 
+    /// When a message from node `id` last arrived here (monotonic nanoseconds), if one did since start.
+    package func lastHeard(from id: NodeID) -> UInt64? { monitor.withLock { heard[id] } }
+
     /// Waits up to `seconds` for this node to be active (a new leader applying its first entry).
     package func waitUntilActive(seconds: Double) -> Bool {
         let deadline = monotonicNanos() + UInt64(max(0, min(seconds, 60)) * 1e9)
@@ -550,7 +555,11 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
     // MARK: The node's thread
 
     private func deliver(_ message: Message) {
-        monitor.withLock { inbox.append(message) }
+        let now = monotonicNanos()
+        monitor.withLock {
+            inbox.append(message)
+            heard[message.from] = now
+        }
         monitor.broadcast()
     }
 

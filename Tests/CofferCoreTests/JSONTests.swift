@@ -52,6 +52,16 @@ import Testing
     }
 
     @Test func durationsParseAndFormatAsVault() {
+        // Go's time.Duration.String(), as OpenBao prints durations.
+        #expect(VaultDuration.goString(seconds: 86_400) == "24h0m0s")
+        #expect(VaultDuration.goString(seconds: 90) == "1m30s")
+        #expect(VaultDuration.goString(seconds: 0) == "0s")
+        #expect(VaultDuration.goString(nanoseconds: 4_275_791_945) == "4.275791945s")
+        #expect(VaultDuration.goString(nanoseconds: 250_000_000) == "250ms")
+        #expect(VaultDuration.goString(nanoseconds: 1_500) == "1.5µs")
+        #expect(VaultDuration.goString(nanoseconds: 7) == "7ns")
+        #expect(VaultDuration.goString(nanoseconds: 3_723_500_000_000) == "1h2m3.5s")
+        #expect(VaultDuration.goString(nanoseconds: .max) == "5124095h34m33.709551615s")
         #expect(VaultDuration.parse("1h30m") == 5400)
         #expect(VaultDuration.parse("45") == 45)
         #expect(VaultDuration.parse("768h") == 2_764_800)

@@ -437,3 +437,89 @@ def test_operator_raft_join_adds_a_fresh_node_as_a_non_voter(cluster, bao_bin, c
     r = wait_for("a read on n4", lambda: (lambda r: r if r.status_code in (200, 404) else None)(
         fresh.get("sys/mounts/secret/tune", token)))
     assert r.status_code == 200
+
+
+def autopilot(bao_bin, node, token, *args):
+    """`bao operator raft autopilot ...`: (exit code, stdout + stderr)."""
+    code, out, err = run_bao(bao_bin, node.addr, "operator", "raft", "autopilot", *args, token=token, check=False)
+    return code, out + err
+
+
+def test_autopilot_configuration_and_server_stabilization(cluster, bao_bin, cofferd_bin, workdir):
+    nodes, keys, token = cluster
+    active, standbys = active_and_standbys(nodes)
+    code, out = autopilot(bao_bin, standbys[0], token, "get-config", "-format=json")
+    assert code == 0, out
+    assert json.loads(out) == {  # the CLI prints the data alone
+        "cleanup_dead_servers": False, "dead_server_last_contact_threshold": "24h0m0s",
+        "last_contact_threshold": "10s", "max_trailing_logs": 1000, "min_quorum": 0,
+        "server_stabilization_time": "3s"}
+
+    # OpenBao's two rules, with its messages; nothing is stored.
+    code, out = autopilot(bao_bin, active, token, "set-config", "-cleanup-dead-servers=true")
+    assert code != 0 and "min_quorum must be set when cleanup_dead_servers is set" in out, out
+    code, out = autopilot(bao_bin, active, token, "set-config", "-cleanup-dead-servers=true", "-min-quorum=3",
+                          "-dead-server-last-contact-threshold=10s")
+    assert code != 0 and "dead_server_last_contact_threshold should not be set to less than 1m" in out, out
+    r = requests.put(f"{active.addr}/v1/sys/storage/raft/autopilot/configuration", json={"max_trailing_logs": -5},
+                     headers={"X-Vault-Token": token}, timeout=5)
+    assert r.status_code == 400 and "max_trailing_logs" in r.text, r.text
+
+    # Set through a standby (sent on to the active node), read back on every node.
+    code, out = autopilot(bao_bin, standbys[1], token, "set-config", "-cleanup-dead-servers=true", "-min-quorum=3",
+                          "-dead-server-last-contact-threshold=2m", "-server-stabilization-time=6s")
+    assert code == 0, out
+    for node in nodes:
+        config = wait_for(f"the new configuration on {node.name}", lambda node=node: (
+            lambda c: c if c["server_stabilization_time"] == "6s" else None)(json.loads(
+                autopilot(bao_bin, node, token, "get-config", "-format=json")[1])))
+        assert config["cleanup_dead_servers"] is True and config["min_quorum"] == 3
+        assert config["dead_server_last_contact_threshold"] == "2m0s" and config["last_contact_threshold"] == "10s"
+
+    # A joining node is a non-voter until it has been healthy for the stabilization time.
+    fresh = Node(cofferd_bin, workdir, "n4", join=active.addr)
+    nodes.append(fresh)  # stopped by the fixture
+    for key in keys[:2]:
+        run_bao(bao_bin, fresh.addr, "operator", "unseal", key)
+    listed = wait_for("n4 listed", lambda: peers(bao_bin, active, token).get("n4"))
+    listed_at = time.monotonic()
+    assert listed["voter"] is False
+    wait_for("n4 promoted", lambda: peers(bao_bin, active, token)["n4"]["voter"], timeout=30)
+    assert time.monotonic() - listed_at >= 5.0  # 6 s from its first healthy pass, give or take one pass
+
+    # The state reports what the active node measured: a live member was heard from within a second or so.
+    _, out, _ = run_bao(bao_bin, active.addr, "operator", "raft", "autopilot", "state", "-format=json", token=token)
+    state = json.loads(out)
+    assert sorted(state["Voters"]) == ["n1", "n2", "n3", "n4"] and state["FailureTolerance"] == 1, state
+    n4 = state["Servers"]["n4"]
+    assert n4["Healthy"] is True and n4["NodeStatus"] == "alive" and n4["StableSince"], n4
+    r = active.get("sys/storage/raft/autopilot/state", token)
+    assert r.json()["data"]["servers"]["n4"]["last_contact"].endswith("ms"), r.json()["data"]["servers"]["n4"]
+
+
+@pytest.mark.skipif(os.environ.get("CLUSTER_SLOW") != "1",
+                    reason="waits out autopilot's 1-minute minimum dead-server threshold; `make raft-campaign` runs it")
+def test_autopilot_removes_a_dead_server_but_keeps_min_quorum(cluster, bao_bin, cofferd_bin, workdir):
+    nodes, keys, token = cluster
+    active, standbys = active_and_standbys(nodes)
+    code, out = autopilot(bao_bin, active, token, "set-config", "-cleanup-dead-servers=true", "-min-quorum=4",
+                          "-dead-server-last-contact-threshold=1m", "-server-stabilization-time=1s")
+    assert code == 0, out
+    for name in ("n4", "n5"):
+        fresh = Node(cofferd_bin, workdir, name, join=active.addr)
+        nodes.append(fresh)  # stopped by the fixture
+        for key in keys[:2]:
+            run_bao(bao_bin, fresh.addr, "operator", "unseal", key)
+    wait_for("five voters", lambda: [p["voter"] for p in peers(bao_bin, active, token).values()] == [True] * 5,
+             timeout=30)
+    dead = [nodes[3], standbys[0]]
+    for node in dead:  # three of five still make a quorum
+        node.kill()
+    killed = time.monotonic()
+    left = wait_for("a dead voter removed", lambda: (lambda p: p if len(p) == 4 else None)(
+        peers(bao_bin, active, token)), timeout=120)
+    assert time.monotonic() - killed >= 55
+    # One of the two dead voters went; the other stays, since min_quorum keeps 4 voters.
+    assert len([node for node in dead if node.name in left]) == 1, left
+    time.sleep(3)  # a dozen more passes: nothing else is removed
+    assert sorted(peers(bao_bin, active, token)) == sorted(left)

@@ -72,6 +72,16 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
     private let joinAsVoter: Mutex<Bool>
     /// Whether the thread that joins (``startJoining(_:)``) runs.
     private let joinThread = Mutex(false)
+    /// What autopilot's passes on this node remember while it is active (``autopilotPass()``).
+    private let pilot = Mutex(Pilot())
+
+    struct Pilot {
+        /// The term this node became active in, and when (monotonic nanoseconds).
+        var term: UInt64 = 0
+        var since: UInt64 = 0
+        /// Since when each member has been healthy without a break: monotonic, and wall clock.
+        var healthySince: [NodeID: (monotonic: UInt64, wall: Timestamp)] = [:]
+    }
 
     struct JoinState {
         var leader: String
@@ -185,6 +195,12 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         } else if !configuration.retryJoin.isEmpty {
             startJoining(configuration.retryJoin)
         }
+        _ = startThread { [weak self] in
+            while let self, !self.stopping.load(ordering: .acquiring) {
+                self.autopilotPass()
+                usleep(250_000)
+            }
+        }
     }
 
     package func close() {
@@ -253,7 +269,10 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
     }
 
     package func removeMember(named name: String) throws(CofferError) {
-        let id = Self.nodeID(name)
+        try removeMember(Self.nodeID(name))
+    }
+
+    private func removeMember(_ id: NodeID) throws(CofferError) {
         let status = backend.currentStatus
         guard status.voters.contains(id) || status.learners.contains(id) else { return }
         try backend.removePeer(id)
@@ -263,7 +282,12 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
     /// Records this node's name and addresses in the replicated data (in the background: it needs a
     /// leader), when they are not there already or changed.
     private func registerAddresses() {
-        let record = Self.record(configuration.nodeName, configuration.clusterAddress, configuration.apiAddress)
+        let record = Self.record(
+            configuration.nodeName,
+            configuration.clusterAddress,
+            configuration.apiAddress,
+            voter: joinAsVoter.withLock { $0 }
+        )
         let key = Self.nodesPrefix + String(nodeID)
         _ = startThread { [weak self] in
             while let self, !self.stopping.load(ordering: .acquiring) {
@@ -274,9 +298,12 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         }
     }
 
-    static func record(_ name: String, _ cluster: String, _ api: String) -> [UInt8] {
-        JSONValue.object(["name": .string(name), "cluster_addr": .string(cluster), "api_addr": .string(api)])
-            .serialized()
+    /// A member's record under ``nodesPrefix``; `voter`: whether autopilot is to promote it once stable.
+    static func record(_ name: String, _ cluster: String, _ api: String, voter: Bool) -> [UInt8] {
+        JSONValue.object([
+            "name": .string(name), "cluster_addr": .string(cluster), "api_addr": .string(api),
+            "non_voter": .bool(!voter),
+        ]).serialized()
     }
 
     package func stepDown() throws(CofferError) { try backend.stepDown() }
@@ -418,25 +445,124 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         let status = backend.currentStatus
         if status.voters.contains(id) || status.learners.contains(id) { return }
         try backend.bookkeeping([
-            .put(key: Self.nodesPrefix + String(id), value: Self.record(name, clusterAddress, apiAddress))
+            .put(key: Self.nodesPrefix + String(id), value: Self.record(name, clusterAddress, apiAddress, voter: voter))
         ])
-        // First a learner, promoted once it has caught up: a voter that is far behind would hold up
-        // every commit until it is not.
+        // First a learner: autopilot promotes it once it has caught up and stayed healthy (a voter that
+        // is far behind would hold up every commit until it is not).
         try backend.addPeer(id, address: clusterAddress, voter: false)
-        guard voter else { return }
-        _ = startThread { [weak self] in
-            let deadline = monotonicNanos() + 60_000_000_000
-            while let self, !self.stopping.load(ordering: .acquiring), monotonicNanos() < deadline {
-                let s = self.backend.currentStatus
-                guard s.isLeader else { return }
-                if (s.matched[id] ?? 0) >= s.commitIndex,
-                    (try? self.backend.addPeer(id, address: clusterAddress, voter: true)) != nil
-                {
-                    return
-                }
-                usleep(50_000)
+    }
+
+    // MARK: Autopilot
+
+    static let autopilotKey = ".raft/autopilot"
+
+    package func autopilotConfiguration() throws(CofferError) -> AutopilotConfiguration {
+        guard let bytes = try backend.get(Self.autopilotKey), let json = try? JSONValue.parse(bytes) else {
+            return AutopilotConfiguration()
+        }
+        return AutopilotConfiguration(json: json)
+    }
+
+    package func setAutopilotConfiguration(_ configuration: AutopilotConfiguration) throws(CofferError) {
+        guard state.isActive else { throw RaftBackend.standbyWrite }
+        try backend.bookkeeping([.put(key: Self.autopilotKey, value: configuration.json.serialized())])
+    }
+
+    package func autopilotMembers() throws(CofferError) -> [AutopilotMember] {
+        let configuration = try autopilotConfiguration()
+        let status = backend.currentStatus
+        let now = monotonicNanos()
+        let (since, healthy) = pilot.withLock { ($0.since, $0.healthySince) }
+        return try members().map { member in
+            let id = Self.nodeID(member.name)
+            if id == nodeID {
+                return AutopilotMember(
+                    member: member,
+                    lastContactNanoseconds: 0,
+                    healthy: true,
+                    stableSince: healthy[id]?.wall
+                )
+            }
+            let contact = status.isActive ? lastContact(id, now: now, activeSince: since) : UInt64.max
+            return AutopilotMember(
+                member: member,
+                lastContactNanoseconds: contact == .max ? 0 : contact,
+                healthy: isHealthy(id, contact: contact, status: status, configuration),
+                stableSince: healthy[id]?.wall
+            )
+        }
+    }
+
+    /// How long ago the active node heard from `id`, counting from when it became active at the
+    /// earliest (a follower talks only to the leader, so what this node heard before is stale).
+    private func lastContact(_ id: NodeID, now: UInt64, activeSince: UInt64) -> UInt64 {
+        let heard = max(backend.lastHeard(from: id) ?? 0, activeSince)
+        return now >= heard ? now - heard : 0
+    }
+
+    private func isHealthy(
+        _ id: NodeID,
+        contact: UInt64,
+        status: RaftBackend.Status,
+        _ configuration: AutopilotConfiguration
+    ) -> Bool {
+        let matched = min(status.matched[id] ?? 0, status.commitIndex)
+        return contact <= UInt64(configuration.lastContactThreshold) * 1_000_000_000
+            && status.commitIndex - matched <= UInt64(configuration.maxTrailingLogs)
+    }
+
+    /// One pass of autopilot on the active node (every 250 ms): notes which members are healthy,
+    /// promotes a learner that asked to vote once it has been healthy for `server_stabilization_time`
+    /// and has every committed entry, and, with `cleanup_dead_servers`, removes members not heard from
+    /// for `dead_server_last_contact_threshold` while `min_quorum` voters remain.
+    func autopilotPass() {
+        let status = backend.currentStatus
+        let now = monotonicNanos()
+        guard status.isActive else {
+            pilot.withLock { $0 = Pilot() }
+            return
+        }
+        guard let configuration = try? autopilotConfiguration() else { return }
+        let since = pilot.withLock { pilot in
+            if pilot.term != status.term { pilot = Pilot(term: status.term, since: now) }
+            return pilot.since
+        }
+        let wall = SystemClock().now()
+        var voters = status.voters.count
+        for id in status.voters + status.learners {
+            if id == nodeID {
+                pilot.withLock { $0.healthySince[id] = $0.healthySince[id] ?? (now, wall) }
+                continue
+            }
+            let contact = lastContact(id, now: now, activeSince: since)
+            let healthy = isHealthy(id, contact: contact, status: status, configuration)
+            let stable = pilot.withLock { pilot -> UInt64? in
+                pilot.healthySince[id] = healthy ? pilot.healthySince[id] ?? (now, wall) : nil
+                return pilot.healthySince[id]?.monotonic
+            }
+            let voter = status.voters.contains(id)
+            if configuration.cleanupDeadServers,
+                contact > UInt64(configuration.deadServerLastContactThreshold) * 1_000_000_000,
+                !voter || voters - 1 >= configuration.minQuorum
+            {
+                if (try? removeMember(id)) != nil, voter { voters -= 1 }
+                continue
+            }
+            if !voter, let stable, now - stable >= UInt64(configuration.serverStabilizationTime) * 1_000_000_000,
+                (status.matched[id] ?? 0) >= status.commitIndex, wantsToVote(id),
+                let address = try? member(id)?.cluster
+            {
+                try? backend.addPeer(id, address: address, voter: true)
             }
         }
+    }
+
+    /// Whether the member asked to vote when it joined (its record's `non_voter` is false).
+    private func wantsToVote(_ id: NodeID) -> Bool {
+        guard let bytes = try? backend.get(Self.nodesPrefix + String(id)), let json = try? JSONValue.parse(bytes) else {
+            return false
+        }
+        return json["non_voter"]?.boolValue == false
     }
 
     // MARK: Joining (the new node's side)
@@ -741,8 +867,9 @@ package enum ClusterConsistency {
         guard let requested, let bytes = Base64.decode(requested), let json = try? JSONValue.parse(bytes),
             let value = json["value"]?.stringValue.flatMap({ UInt64($0) })
         else { return .serve }
-        let state = cluster.state
-        return state.isActive || state.appliedIndex >= value ? .serve : .behind
+        // The Raft status alone: `cluster.state` would also read the leader's member record.
+        let status = cluster.backend.currentStatus
+        return status.isActive || status.appliedIndex >= value ? .serve : .behind
     }
 
     /// The header for an answer to `path`; nil for the paths OpenBao sends it on none of (health,

@@ -166,6 +166,36 @@ public enum VaultDuration {
         )
     }
 
+    /// Go's `time.Duration.String()`: "24h0m0s", "1m30s", "4.2758s", "250ms", "0s", as OpenBao prints
+    /// durations.
+    public static func goString(nanoseconds: UInt64) -> String {
+        /// `value / scale` with its fraction, trailing zeros dropped: (1_500, 1_000) → "1.5".
+        func decimal(_ value: UInt64, _ scale: UInt64) -> String {
+            guard value % scale != 0 else { return String(value / scale) }
+            var digits = String(value % scale)
+            digits = String(repeating: "0", count: String(scale).count - 1 - digits.count) + digits
+            while digits.hasSuffix("0") { digits.removeLast() }
+            return "\(value / scale).\(digits)"
+        }
+        switch nanoseconds {
+        case 0: return "0s"
+        case ..<1_000: return "\(nanoseconds)ns"
+        case ..<1_000_000: return decimal(nanoseconds, 1_000) + "µs"
+        case ..<1_000_000_000: return decimal(nanoseconds, 1_000_000) + "ms"
+        default:
+            let seconds = nanoseconds / 1_000_000_000
+            let rest = decimal(nanoseconds % 60_000_000_000, 1_000_000_000) + "s"
+            if seconds >= 3600 { return "\(seconds / 3600)h\(seconds % 3600 / 60)m" + rest }
+            if seconds >= 60 { return "\(seconds / 60)m" + rest }
+            return rest
+        }
+    }
+
+    /// ``goString(nanoseconds:)`` of whole seconds.
+    public static func goString(seconds: Int64) -> String {
+        goString(nanoseconds: UInt64(clamping: seconds) &* 1_000_000_000)
+    }
+
     /// "1h30m" → 5400; "45" → 45; "" → 0. Fractions round down to whole seconds. nil for text that is
     /// not a duration, a negative one, or one longer than ``maximumSeconds``.
     public static func parse(_ text: String) -> Int64? {

@@ -98,6 +98,30 @@ package protocol ClusterView: AnyObject, Sendable {
     func prepareToInitialize() throws(CofferError)
     /// On a node that is not in a cluster yet: join the one whose active node answers at `leaderAPIAddress`.
     func join(leaderAPIAddress: String, voter: Bool) throws(CofferError) -> Bool
+    /// Autopilot's settings, as replicated (the defaults until an operator sets them).
+    func autopilotConfiguration() throws(CofferError) -> AutopilotConfiguration
+    /// On the active node: replaces autopilot's settings.
+    func setAutopilotConfiguration(_ configuration: AutopilotConfiguration) throws(CofferError)
+    /// On the active node: how autopilot sees each member now.
+    func autopilotMembers() throws(CofferError) -> [AutopilotMember]
+}
+
+/// A member as autopilot judges it on the active node (`sys/storage/raft/autopilot/state`).
+package struct AutopilotMember: Sendable, Equatable {
+    package var member: ClusterMember
+    /// Nanoseconds since the active node last heard from it (0 for the active node itself).
+    package var lastContactNanoseconds: UInt64
+    /// Heard from within `last_contact_threshold` and no more than `max_trailing_logs` behind.
+    package var healthy: Bool
+    /// Since when it has been healthy without a break, as this active node saw it.
+    package var stableSince: Timestamp?
+
+    package init(member: ClusterMember, lastContactNanoseconds: UInt64, healthy: Bool, stableSince: Timestamp?) {
+        self.member = member
+        self.lastContactNanoseconds = lastContactNanoseconds
+        self.healthy = healthy
+        self.stableSince = stableSince
+    }
 }
 
 extension Core {
@@ -120,5 +144,79 @@ extension Core {
     package func clusterActivityChanged(active: Bool) {
         let was = standby.exchange(!active, ordering: .acquiringAndReleasing)
         if was && active { leases.unload() }
+    }
+}
+
+/// Autopilot's settings (`sys/storage/raft/autopilot/configuration`, OpenBao's fields), replicated with
+/// the data; durations in seconds. The active node applies them: it promotes a joining node to voter
+/// once it has been healthy for ``serverStabilizationTime`` and has caught up, and, with
+/// ``cleanupDeadServers``, removes a member it has not heard from for ``deadServerLastContactThreshold``
+/// while at least ``minQuorum`` voters remain.
+package struct AutopilotConfiguration: Sendable, Equatable {
+    package var cleanupDeadServers = false
+    package var deadServerLastContactThreshold: Int64 = 86_400
+    /// A member not heard from for longer is unhealthy.
+    package var lastContactThreshold: Int64 = 10
+    /// A member more entries than this behind the leader's commit index is unhealthy.
+    package var maxTrailingLogs: Int64 = 1000
+    package var minQuorum: Int64 = 0
+    /// OpenBao's default is 10 s; Coffer's is 3 s, since a node must also have caught up with the
+    /// leader's log to be promoted.
+    package var serverStabilizationTime: Int64 = 3
+
+    package init() {}
+
+    /// From its stored form; a field that is missing or of the wrong type keeps its default.
+    package init(json: JSONValue) {
+        func seconds(_ name: String, _ fallback: Int64) -> Int64 { json[name]?.intValue.map(Int64.init) ?? fallback }
+        cleanupDeadServers = json["cleanup_dead_servers"]?.boolValue ?? false
+        deadServerLastContactThreshold = seconds("dead_server_last_contact_threshold", deadServerLastContactThreshold)
+        lastContactThreshold = seconds("last_contact_threshold", lastContactThreshold)
+        maxTrailingLogs = seconds("max_trailing_logs", maxTrailingLogs)
+        minQuorum = seconds("min_quorum", minQuorum)
+        serverStabilizationTime = seconds("server_stabilization_time", serverStabilizationTime)
+    }
+
+    /// The stored form (durations as seconds).
+    package var json: JSONValue {
+        [
+            "cleanup_dead_servers": .bool(cleanupDeadServers),
+            "dead_server_last_contact_threshold": .int(deadServerLastContactThreshold),
+            "last_contact_threshold": .int(lastContactThreshold), "max_trailing_logs": .int(maxTrailingLogs),
+            "min_quorum": .int(minQuorum), "server_stabilization_time": .int(serverStabilizationTime),
+        ]
+    }
+
+    /// What `GET sys/storage/raft/autopilot/configuration` answers: durations as Go prints them.
+    package var response: [String: JSONValue] {
+        [
+            "cleanup_dead_servers": .bool(cleanupDeadServers),
+            "dead_server_last_contact_threshold": .string(
+                VaultDuration.goString(seconds: deadServerLastContactThreshold)
+            ),
+            "last_contact_threshold": .string(VaultDuration.goString(seconds: lastContactThreshold)),
+            "max_trailing_logs": .int(maxTrailingLogs), "min_quorum": .int(minQuorum),
+            "server_stabilization_time": .string(VaultDuration.goString(seconds: serverStabilizationTime)),
+        ]
+    }
+
+    /// Refuses settings that would remove voters down to no quorum or declare live nodes dead (OpenBao's
+    /// two rules), or that mean nothing (a zero contact threshold).
+    package func validate() throws(CofferError) {
+        if cleanupDeadServers && minQuorum < 3 {
+            throw CofferError.invalid(
+                "min_quorum must be set when cleanup_dead_servers is set and it should at least be 3; "
+                    + "cleanup_dead_servers: true, min_quorum: \(minQuorum)"
+            )
+        }
+        if deadServerLastContactThreshold < 60 {
+            throw CofferError.invalid(
+                "dead_server_last_contact_threshold should not be set to less than 1m; received: "
+                    + VaultDuration.goString(seconds: deadServerLastContactThreshold)
+            )
+        }
+        if lastContactThreshold < 1 {
+            throw CofferError.invalid("last_contact_threshold must be at least 1s")
+        }
     }
 }

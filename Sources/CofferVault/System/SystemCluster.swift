@@ -10,7 +10,7 @@ extension SystemBackend {
     ]
     static let clusterRootPaths = [
         "storage/raft/configuration", "storage/raft/remove-peer", "storage/raft/snapshot",
-        "storage/raft/snapshot-force", "storage/raft/autopilot/state",
+        "storage/raft/snapshot-force", "storage/raft/autopilot/state", "storage/raft/autopilot/configuration",
     ]
 
     static let clusterPaths: [Path<SystemBackend>] = [
@@ -26,6 +26,16 @@ extension SystemBackend {
         ),
         Path("storage/raft/snapshot-force", fields: [.string("snapshot")], write: SystemBackend.forceRestoreSnapshot),
         Path("storage/raft/autopilot/state", read: SystemBackend.autopilotState),
+        Path(
+            "storage/raft/autopilot/configuration",
+            fields: [
+                .bool("cleanup_dead_servers"), .duration("dead_server_last_contact_threshold"),
+                .duration("last_contact_threshold"), .int("max_trailing_logs", 1...Int(Int32.max)),
+                .int("min_quorum", 0...1000), .duration("server_stabilization_time"),
+            ],
+            read: SystemBackend.autopilotConfiguration,
+            write: SystemBackend.setAutopilotConfiguration
+        ),
         Path("storage/raft/bootstrap/challenge", fields: [.string("server_id")], write: SystemBackend.joinChallenge),
         Path(
             "storage/raft/bootstrap/answer",
@@ -55,7 +65,7 @@ extension SystemBackend {
 
     /// `sys/leader`: OpenBao's HA fields; `{"ha_enabled": false}` for a single node.
     func leader(_ request: BackendRequest) throws(CofferError) -> Response {
-        guard !core.barrier.isSealed else { throw CofferError.sealedError }
+        guard !core.isSealed else { throw CofferError.sealedError }
         guard let cluster = core.cluster else { return .raw(["ha_enabled": false]) }
         let state = cluster.state
         var body: [String: JSONValue] = [
@@ -131,28 +141,50 @@ extension SystemBackend {
     func autopilotState(_ request: BackendRequest) throws(CofferError) -> Response {
         let cluster = try clustered()
         let state = cluster.state
-        let members = try cluster.members()
-        let voters = members.filter(\.voter)
-        // A member is healthy when the leader's log matches its own up to the last applied entry or close.
-        let healthy = { (m: ClusterMember) in m.leader || state.appliedIndex <= m.matchIndex + 1000 }
-        let healthyVoters = voters.filter(healthy).count
+        let members = try cluster.autopilotMembers()
+        let voters = members.filter(\.member.voter)
+        let healthyVoters = voters.filter(\.healthy).count
         var servers: [String: JSONValue] = [:]
-        for member in members {
-            servers[member.name] = [
+        for judged in members {
+            let member = judged.member
+            var server: [String: JSONValue] = [
                 "id": .string(member.name), "name": .string(member.name), "address": .string(member.clusterAddress),
-                "node_status": "alive", "last_index": .int(Int64(clamping: member.matchIndex)),
-                "last_term": .int(Int64(clamping: state.term)), "healthy": .bool(healthy(member)),
+                "node_status": .string(judged.healthy ? "alive" : "failed"),
+                "last_contact": .string(VaultDuration.goString(nanoseconds: judged.lastContactNanoseconds)),
+                "last_index": .int(member.matchIndex), "last_term": .int(state.term), "healthy": .bool(judged.healthy),
                 "status": .string(member.leader ? "leader" : member.voter ? "voter" : "non-voter"),
                 "node_type": .string(member.voter ? "voter" : "non-voter"),
                 "version": .string(CofferVersion.versionString),
             ]
+            if let since = judged.stableSince { server["stable_since"] = .string(since.rfc3339) }
+            servers[member.name] = .object(server)
         }
         return Response(data: [
             "healthy": .bool(healthyVoters == voters.count),
-            "failure_tolerance": .int(Int64(max(0, healthyVoters - (voters.count / 2 + 1)))),
-            "leader": .string(state.leaderName ?? ""), "voters": .array(voters.map { .string($0.name) }),
+            "failure_tolerance": .int(max(0, healthyVoters - (voters.count / 2 + 1))),
+            "leader": .string(state.leaderName ?? ""), "voters": .array(voters.map { .string($0.member.name) }),
             "servers": .object(servers),
         ])
+    }
+
+    func autopilotConfiguration(_ request: BackendRequest) throws(CofferError) -> Response {
+        Response(data: try clustered().autopilotConfiguration().response)
+    }
+
+    /// Sets the fields the request gives; the others keep their values.
+    func setAutopilotConfiguration(_ request: BackendRequest) throws(CofferError) -> Response {
+        let cluster = try clustered()
+        let f = request.fields
+        var configuration = try cluster.autopilotConfiguration()
+        if let v = f.bool("cleanup_dead_servers") { configuration.cleanupDeadServers = v }
+        if let v = f.seconds("dead_server_last_contact_threshold") { configuration.deadServerLastContactThreshold = v }
+        if let v = f.seconds("last_contact_threshold") { configuration.lastContactThreshold = v }
+        if let v = f.int("max_trailing_logs") { configuration.maxTrailingLogs = Int64(v) }
+        if let v = f.int("min_quorum") { configuration.minQuorum = Int64(v) }
+        if let v = f.seconds("server_stabilization_time") { configuration.serverStabilizationTime = v }
+        try configuration.validate()
+        try cluster.setAutopilotConfiguration(configuration)
+        return .noContent
     }
 
     func joinChallenge(_ request: BackendRequest) throws(CofferError) -> Response {

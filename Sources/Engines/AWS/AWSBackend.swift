@@ -212,8 +212,8 @@ package final class AWSBackend: TableBackend {
         guard let json = try request.storage.getJSON("config/lease") else { return .notFound }
         let lease = AWSLeaseConfig(json: json)
         return Response(data: [
-            "lease": .string(AWSBackend.goDuration(lease.lease)),
-            "lease_max": .string(AWSBackend.goDuration(lease.leaseMax)),
+            "lease": .string(VaultDuration.goString(seconds: lease.lease)),
+            "lease_max": .string(VaultDuration.goString(seconds: lease.leaseMax)),
         ])
     }
 
@@ -233,16 +233,6 @@ package final class AWSBackend: TableBackend {
         }
         try request.storage.putJSON("config/lease", AWSLeaseConfig(lease: lease, leaseMax: leaseMax).json)
         return .noContent
-    }
-
-    /// Go's `time.Duration.String()` of whole seconds: "1h0m0s", "5m30s", "45s", "0s".
-    static func goDuration(_ seconds: Int64) -> String {
-        let h = seconds / 3600
-        let m = seconds % 3600 / 60
-        let s = seconds % 60
-        if h > 0 { return "\(h)h\(m)m\(s)s" }
-        if m > 0 { return "\(m)m\(s)s" }
-        return "\(s)s"
     }
 
     // MARK: roles/
