@@ -94,6 +94,8 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
     private let store: SQLiteLogStore
     /// Used on the node's thread only (replaced once, by ``found()``).
     private var node: RawNode
+    /// Whether ``node`` is the leader, from the last Ready that said (the node's thread only).
+    private var leading = false
     private var transport: TCPTransport!
     private let monitor = Monitor()
 
@@ -650,8 +652,14 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
     private func processReady() throws(CofferError) {
         while node.hasReady {
             let rd = node.ready()
+            if let soft = rd.softState { leading = soft.role == .leader }
+            // A leader sends before its own write is durable, so its fsync overlaps the followers' (the
+            // Raft thesis, 10.2.1: an entry commits once a majority stored it, whichever majority; the
+            // leader counts itself only after this save, since it steps no message before it returns).
+            // Any other node's messages (votes, acknowledgements) promise what it has stored: after.
+            if leading { transport.send(rd.messages) }
             try store.save(snapshot: rd.snapshot, entries: rd.entries, hardState: rd.hardState, sync: rd.mustSync)
-            transport.send(rd.messages)
+            if !leading { transport.send(rd.messages) }
             var (applied, appliedTerm) = monitor.withLock { (status.appliedIndex, status.appliedTerm) }
             if let snapshot = rd.snapshot, !snapshot.isEmpty {
                 try Self.restore(local, from: snapshot)
