@@ -3,13 +3,14 @@
 
     python3 bench/raft.py --node .build/.../release/coffer-raft-node [--bao .venv/bin/bao] [--runs 20]
 
-Coffer: three `coffer-raft-node` processes (RaftBackend over SQLite, fsync on every node, 30 ms ticks) on
-loopback, driven over their line protocol. OpenBao: three `bao server` processes with raft storage and a
-static seal, driven over HTTP (KV v2 writes), once with default timing and once with
-`performance_multiplier = 1`. The two are not the same stack: Coffer's figure is the storage layer without
-cofferd's HTTP and barrier (cofferd has no cluster mode yet), OpenBao's is the whole server; the failover
-figure is dominated by failure detection in both, the write figure is not comparable as a ratio and is
-reported side by side only.
+Coffer's storage layer: three `coffer-raft-node` processes (RaftBackend over SQLite, fsync on every node,
+30 ms ticks) on loopback, driven over their line protocol. With `--cofferd` (alone: `--only cofferd-failover`,
+about two minutes): three cofferd processes with storage "raft", the whole server. OpenBao: three `bao server`
+processes with raft storage and a static seal, once with default timing and once with
+`performance_multiplier = 1`. cofferd and OpenBao are driven alike: KV v2 writes to the active node over one
+keep-alive HTTP connection (as hvac and other long-lived clients talk) for the write figures, fresh
+connections for the failover probes. The storage layer's write figure is not the same stack, and is reported
+side by side only.
 
 Standby reads (`--cofferd`; alone with `--only standby-read`, about a minute): on the formed 3-node cofferd
 cluster, KV v2 reads over HTTP (one keep-alive connection per node, the same client code for each) from a
@@ -369,8 +370,9 @@ class SingleCofferd(BaoCluster):
             raise
 
 
-class KVReader:
-    """GET /v1/secret/data/<path> over one keep-alive HTTP/1.1 connection; the same code for every node."""
+class KVClient:
+    """KV v2 reads and writes of /v1/secret/data/<path> over one keep-alive HTTP/1.1 connection, as hvac and
+    other long-lived clients talk; the same code for every node and server."""
 
     def __init__(self, port, token, path, index=None):
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -387,6 +389,14 @@ class KVReader:
         if response.status != 200:
             raise RuntimeError(f"GET {self.path}: HTTP {response.status}: {body[:200]!r}")
         return body
+
+    def write(self, n):
+        self.conn.request("POST", self.path, body=json.dumps({"data": {"n": n}}),
+                          headers={**self.headers, "Content-Type": "application/json"})
+        response = self.conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"POST {self.path}: HTTP {response.status}: {body[:200]!r}")
 
     def close(self):
         self.conn.close()
@@ -415,10 +425,10 @@ def standby_read_bench(cofferd, reads, block=500):
             index = response.headers["X-Vault-Index"]
         assert index, "the active node's answer carries no X-Vault-Index"
         single.call(1, "POST", "secret/data/bench-read", {"data": secret}, token=single.token)
-        readers = {"single": KVReader(single.api[1], single.token, "bench-read"),
-                   "standby": KVReader(cluster.api[standby], cluster.token, "bench-read"),
-                   "active": KVReader(cluster.api[active], cluster.token, "bench-read"),
-                   "standby_with_index": KVReader(cluster.api[standby], cluster.token, "bench-read", index)}
+        readers = {"single": KVClient(single.api[1], single.token, "bench-read"),
+                   "standby": KVClient(cluster.api[standby], cluster.token, "bench-read"),
+                   "active": KVClient(cluster.api[active], cluster.token, "bench-read"),
+                   "standby_with_index": KVClient(cluster.api[standby], cluster.token, "bench-read", index)}
         deadline = time.monotonic() + 30
         while True:  # the standby has applied the write once it answers it
             try:
@@ -479,12 +489,14 @@ def bao_bench(bao, runs, write_seconds, multiplier, cluster=None):
     try:
         leader = c.leader()
         latencies, n = [], 0
+        client = KVClient(c.api[leader], c.token, "bench")
         end = time.monotonic() + write_seconds
         while time.monotonic() < end:
             t = time.perf_counter()
-            c.put(leader, n)
+            client.write(n)
             latencies.append((time.perf_counter() - t) * 1000)
             n += 1
+        client.close()
         writes = summary(latencies)
         writes["per_second"] = n / write_seconds
         failovers = []
