@@ -34,8 +34,6 @@
 
 /* How long to wait for the join, the unseal and the catch-up, in seconds. */
 #define WAIT_SECONDS 120
-/* How long a refused mount lookup is taken for "not loaded yet" once the replica is caught up, in seconds. */
-#define MOUNT_GRACE_SECONDS 10
 
 /* Reports the failure of a coffer_* call: the library's message is valid until the next coffer_* call. */
 static int failed(int status, const char *what) {
@@ -136,7 +134,7 @@ int main(int argc, char **argv) {
     int64_t version = 0, written = 0;
     coffer_t *h = NULL;
     long long applied = 0;
-    double deadline, mount_deadline = 0;
+    double deadline;
 
     if ((argc != 4 && argc != 5) || !token || !*token || !key || !*key) {
         fprintf(stderr,
@@ -192,11 +190,8 @@ int main(int argc, char **argv) {
     }
 
     /* 3. Wait until it is unsealed and caught up: sys/leader on the replica reports the commit index the
-          leader has told it of and the index it has applied. Then until the secret/ mount is loaded: the
-          replica reports itself unsealed a moment before its tokens and mount table are (its unseal runs on
-          the join's thread), and a read in between finds no route. sys/internal/ui/mounts/<mount>, which
-          any valid token may read (the bao CLI asks it before `bao kv get`), answers once the mount is
-          there; its refusal is final only after MOUNT_GRACE_SECONDS (a token that may not use secret/). */
+          leader has told it of and the index it has applied. (A vault reports "sealed":false only once its
+          mounts, tokens and policies are loaded.) */
     for (;;) {
         if ((status = get(h, "sys/seal-status", &out)) != COFFER_OK) {
             code = failed(status, "seal-status");
@@ -205,7 +200,7 @@ int main(int argc, char **argv) {
         int unsealed = strstr(out, "\"sealed\":false") != NULL;
         coffer_free(out);
         out = NULL;
-        if (unsealed && applied <= 0) {
+        if (unsealed) {
             if ((status = get(h, "sys/leader", &out)) != COFFER_OK) {
                 code = failed(status, "leader");
                 goto done;
@@ -214,22 +209,12 @@ int main(int argc, char **argv) {
             const char *address = json_field(out, "leader_address");
             if (committed > 0 && json_number(out, "raft_applied_index") >= committed) {
                 applied = committed;
-                mount_deadline = now() + MOUNT_GRACE_SECONDS;
                 if (address && *address == '"')
                     snprintf(leader, sizeof leader, "%.*s", (int)strcspn(address + 1, "\""), address + 1);
             }
             coffer_free(out);
             out = NULL;
-        }
-        if (applied > 0) {
-            status = coffer_request(h, "GET", "sys/internal/ui/mounts/secret", token, NULL, 0, &http, &out, NULL);
-            coffer_free(out);
-            out = NULL;
-            if (status == COFFER_OK) break;
-            if (now() > mount_deadline) {
-                code = failed(status, "looking up the secret/ mount");
-                goto done;
-            }
+            if (applied > 0) break;
         }
         if (now() > deadline) {
             fprintf(stderr, "the replica did not unseal and catch up within %d s\n", WAIT_SECONDS);
