@@ -187,6 +187,7 @@ if dev {
         node.retryJoin = raft.retryJoin
         node.nonVoter = raft.nonVoter
         (node.tlsCertFile, node.tlsKeyFile, node.tlsCAFile) = (raft.tlsCertFile, raft.tlsKeyFile, raft.tlsCAFile)
+        node.leaderCACertFile = raft.leaderCACertFile
         storage = .raft(node)
     }
     let seal: any Seal

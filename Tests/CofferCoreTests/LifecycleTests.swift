@@ -63,6 +63,18 @@ import Testing
         #expect(try core.call(.read, "sys/init", token: nil).raw?["initialized"] == true)
         let unsealed = try core.call(.update, "sys/unseal", ["key": .string(result.hexKeys[0])], token: nil)
         #expect(unsealed.raw?["sealed"] == false)
+        // Unsealed, the vault names itself: an id made at init, the same after sealing again, another
+        // vault's different.
+        let id = try core.call(.read, "sys/health", token: nil).raw?["cluster_id"]?.stringValue ?? ""
+        #expect(id.count == 36 && id != "00000000-0000-0000-0000-000000000000")
+        let name = try core.call(.read, "sys/seal-status", token: nil).raw?["cluster_name"]?.stringValue ?? ""
+        #expect(name == "coffer-cluster-" + id.prefix(8))
+        core.sealVault()
+        _ = try core.call(.update, "sys/unseal", ["key": .string(result.hexKeys[0])], token: nil)
+        #expect(try core.call(.read, "sys/health", token: nil).raw?["cluster_id"]?.stringValue == id)
+        let (other, _) = try makeCore()
+        let otherID = try other.call(.read, "sys/health", token: nil).raw?["cluster_id"]?.stringValue
+        #expect(otherID != nil && otherID != id)
     }
 
     @Test func initOverTheWireLeavesTheVaultSealedAsOpenBaoDoes() throws {

@@ -21,26 +21,33 @@ from raftnet import node_host
 
 
 class Node:
-    def __init__(self, binary, directory, name, join=None, tls=None, seal="", env=None, net=None):
+    def __init__(self, binary, directory, name, join=None, tls=None, seal="", env=None, net=None, api_tls=None):
         self.binary = binary
         self.name = name
         self.api_port = free_port()
         self.cluster_port = free_port()
-        self.addr = f"http://127.0.0.1:{self.api_port}"
+        # api_tls: (certificate, key, CA) files: the API over https, and the CA trusted for the others' APIs
+        self.ca = api_tls[2] if api_tls else None
+        self.addr = f"{'https' if api_tls else 'http'}://127.0.0.1:{self.api_port}"
         cluster_addr, listen = f"127.0.0.1:{self.cluster_port}", ""
+        if api_tls:
+            listen = f' tls_disable = false tls_cert_file = "{api_tls[0]}" tls_key_file = "{api_tls[1]}"'
+        else:
+            listen = " tls_disable = true"
         if net:  # (RaftNet, index): Raft on the node's own loopback address, reached through a proxy
-            listen = f' cluster_address = "{node_host(net[1])}:{self.cluster_port}"'
+            listen += f' cluster_address = "{node_host(net[1])}:{self.cluster_port}"'
             cluster_addr = net[0].add(net[1], self.cluster_port)
         self.directory = os.path.join(directory, name)
         os.makedirs(self.directory, exist_ok=True)
         self.config = os.path.join(self.directory, "node.hcl")
-        join_block = f'  retry_join {{ leader_api_addr = "{join}" }}\n' if join else ""
+        ca_line = f' leader_ca_cert_file = "{self.ca}"' if self.ca else ""
+        join_block = f'  retry_join {{ leader_api_addr = "{join}"{ca_line} }}\n' if join else ""
         if tls:  # (certificate, key, CA) files: mutual TLS between the Raft ports
             join_block += f'  tls_cert_file = "{tls[0]}"\n  tls_key_file = "{tls[1]}"\n  tls_ca_file = "{tls[2]}"\n'
         with open(self.config, "w") as f:
             f.write(
                 f'storage "raft" {{\n  path = "{self.directory}/data"\n  node_id = "{name}"\n{join_block}}}\n'
-                f'listener "tcp" {{ address = "127.0.0.1:{self.api_port}" tls_disable = true{listen} }}\n'
+                f'listener "tcp" {{ address = "127.0.0.1:{self.api_port}"{listen} }}\n'
                 f'api_addr = "{self.addr}"\ncluster_addr = "{cluster_addr}"\n' + seal
             )
         self.env = env
@@ -48,7 +55,8 @@ class Node:
         self.start()
 
     def start(self):
-        self.server = Server([self.binary, f"-config={self.config}"], f"127.0.0.1:{self.api_port}", env=self.env)
+        self.server = Server([self.binary, f"-config={self.config}"], f"127.0.0.1:{self.api_port}", env=self.env,
+                             scheme="https" if self.ca else "http", verify=self.ca or True)
 
     def kill(self):
         self.server.proc.send_signal(signal.SIGKILL)
@@ -62,7 +70,7 @@ class Node:
         headers = dict(headers or {})
         if token:
             headers["X-Vault-Token"] = token
-        return requests.get(f"{self.addr}/v1/{path}", headers=headers, timeout=10)
+        return requests.get(f"{self.addr}/v1/{path}", headers=headers, timeout=10, verify=self.ca or True)
 
     def leader(self):
         return self.get("sys/leader").json()
@@ -144,6 +152,12 @@ def test_init_unseal_peers_and_status(cluster, bao_bin):
     assert leader["ha_enabled"] is True and leader["is_self"] is False
     assert leader["leader_address"] == nodes[0].addr
     assert nodes[0].leader()["is_self"] is True and "active_time" in nodes[0].leader()
+
+    # One vault, one identity: every node reports the id made at init, which X-Vault-Index carries too.
+    ids = {node.get("sys/health?standbyok=true").json()["cluster_id"] for node in nodes}
+    assert len(ids) == 1 and ids != {"00000000-0000-0000-0000-000000000000"}, ids
+    index = json.loads(base64.b64decode(nodes[1].get("sys/mounts", token).headers["X-Vault-Index"]))
+    assert index["cluster"] in ids
 
     # sys/health: a standby answers 429 (200 with standbyok), the active node 200.
     assert nodes[0].get("sys/health").status_code == 200
@@ -305,6 +319,14 @@ def test_raft_configuration_errors(cofferd_bin, workdir):
          "needs api_addr"),
         ('storage "raft" { path = "/tmp/x" node_id = "a" retry_join { leader = "x" } }\n'
          'listener "tcp" { tls_disable = true }\n', "retry_join"),
+        ('storage "raft" { path = "/tmp/x" node_id = "a"\n'
+         '  retry_join { leader_api_addr = "https://10.0.0.1:8200" leader_ca_cert_file = "/etc/a.pem" }\n'
+         '  retry_join { leader_api_addr = "https://10.0.0.2:8200" leader_ca_cert_file = "/etc/b.pem" } }\n'
+         'listener "tcp" { tls_disable = true }\n', 'every retry_join names the same leader_ca_cert_file'),
+        ('storage "raft" { path = "/tmp/x" node_id = "a"\n'
+         '  retry_join { leader_api_addr = "https://10.0.0.1:8200" leader_ca_cert_file = "/nonexistent.pem" } }\n'
+         'listener "tcp" { tls_disable = true }\napi_addr = "http://127.0.0.1:1"\ncluster_addr = "127.0.0.1:0"\n',
+         "cannot read the leader CA (leader_ca_cert_file) /nonexistent.pem"),
     ]:
         with open(path, "w") as f:
             f.write(text)
@@ -336,8 +358,10 @@ def make_pki(directory, names, ca="ca"):
     for name in names:
         openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
                 f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        with open(os.path.join(directory, "san.ext"), "w") as f:
+            f.write("subjectAltName=IP:127.0.0.1\n")  # for an https API on loopback
         openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial",
-                "-out", f"{name}.crt", "-days", "2")
+                "-out", f"{name}.crt", "-days", "2", "-extfile", "san.ext")
         out[name] = tuple(os.path.join(directory, f) for f in (f"{name}.crt", f"{name}.key", f"{ca}.crt"))
     return out
 
@@ -376,6 +400,38 @@ def test_mutual_tls_between_nodes(cofferd_bin, bao_bin, workdir):
         assert status["sealed"] is True, status
         assert intruder.get("secret/data/tls", token).status_code != 200
         assert peers(bao_bin, n1, token)["rogue"]["voter"] is False
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def test_https_apis_with_a_private_ca(cofferd_bin, bao_bin, workdir):
+    """Every node's API over https with certificates from the cluster's own CA: joiners trust it through
+    retry_join's leader_ca_cert_file, and so does a standby sending a write on to the active node."""
+    pki_dir = os.path.join(workdir, "pki")
+    os.makedirs(pki_dir)
+    certs = make_pki(pki_dir, ["n1", "n2", "n3"])
+    n1 = Node(cofferd_bin, workdir, "n1", api_tls=certs["n1"])
+    nodes = [n1]
+    try:
+        for name in ("n2", "n3"):
+            nodes.append(Node(cofferd_bin, workdir, name, join=n1.addr, api_tls=certs[name]))
+        ca = f"-ca-cert={certs['n1'][2]}"
+        _, out, _ = run_bao(bao_bin, n1.addr, "operator", "init", ca, "-key-shares=1", "-key-threshold=1",
+                            "-format=json")
+        init = json.loads(out)
+        key, token = init["unseal_keys_b64"][0], init["root_token"]
+        for node in nodes:
+            run_bao(bao_bin, node.addr, "operator", "unseal", ca, key)
+        wait_for("three voters", lambda: (lambda p: len(p) == 3 and all(v["voter"] for v in p.values()))(
+            {s["node_id"]: s for s in json.loads(run_bao(bao_bin, n1.addr, "operator", "raft", "list-peers", ca,
+                                                         "-format=json", token=token)[1])["data"]["config"]["servers"]}),
+            timeout=60)
+        run_bao(bao_bin, n1.addr, "secrets", "enable", ca, "-path=secret", "kv-v2", token=token)
+        # n2 is a standby: the write goes on to n1 over https, checked against the private CA.
+        run_bao(bao_bin, nodes[1].addr, "kv", "put", ca, "secret/https", "ok=1", token=token)
+        _, out, _ = run_bao(bao_bin, n1.addr, "kv", "get", ca, "-field=ok", "secret/https", token=token)
+        assert out.strip() == "1"
     finally:
         for node in nodes:
             node.stop()

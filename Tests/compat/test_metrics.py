@@ -78,7 +78,9 @@ def test_prometheus_text_parses_and_counts_exactly_what_was_done(cofferd_bin):
         assert 0 < quantiles["0.5"] <= quantiles["0.99"] < 1000  # milliseconds, as OpenBao reports them
         assert after["vault_core_unsealed"].type == "gauge"
         assert [s.value for s in after["vault_core_unsealed"].samples] == [1]
-        assert after["vault_core_unsealed"].samples[0].labels == {"cluster": "coffer"}
+        name = v1(server, "GET", "sys/seal-status").json()["cluster_name"]
+        assert name.startswith("coffer-cluster-")
+        assert after["vault_core_unsealed"].samples[0].labels == {"cluster": name}
         # Neither the secret nor the token is anywhere in the scrape.
         text = scrape(server, fmt="prometheus").text + scrape(server).text
         assert "s3cret-value" not in text and "root" not in text

@@ -36,6 +36,10 @@ public struct RaftConfiguration: Sendable {
     public var tlsCertFile: String?
     public var tlsKeyFile: String?
     public var tlsCAFile: String?
+    /// A PEM file with the CA of the other nodes' `https://` API certificates (OpenBao's
+    /// `retry_join { leader_ca_cert_file }`), trusted for joining and for the requests a standby sends
+    /// on to the active node; nil: the system's trust store.
+    public var leaderCACertFile: String?
 
     public init(path: String, nodeName: String, clusterAddress: String, apiAddress: String) {
         self.path = path
@@ -59,7 +63,7 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
     package let backend: RaftBackend
     let nodeID: NodeID
     /// Set once by ``attach(_:)``, before the vault is shared.
-    private weak var core: Core?
+    private(set) weak var core: Core?
     private let activeSince = Mutex<Timestamp?>(nil)
     /// Joining: what the active node sent, and the unseal shares entered here meanwhile.
     private let joining = Mutex<JoinState?>(nil)
@@ -72,6 +76,9 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
     private let joinAsVoter: Mutex<Bool>
     /// Whether the thread that joins (``startJoining(_:)``) runs.
     private let joinThread = Mutex(false)
+    /// PEM of the CA trusted for the other nodes' API (``RaftConfiguration/leaderCACertFile``, or the
+    /// `leader_ca_cert` of a join request); nil: the system's trust store.
+    private let apiCA: Mutex<String?>
     /// What autopilot's passes on this node remember while it is active (``autopilotPass()``).
     private let pilot = Mutex(Pilot())
 
@@ -119,6 +126,11 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         self.configuration = configuration
         nodeID = Self.nodeID(configuration.nodeName)
         joinAsVoter = Mutex(!configuration.nonVoter)
+        apiCA = Mutex(
+            try configuration.leaderCACertFile.map { (file) throws(CofferError) in
+                String(decoding: try Self.readPEM(file, "leader CA (leader_ca_cert_file)"), as: UTF8.self)
+            }
+        )
         if mkdir(configuration.path, 0o700) != 0 && errno != EEXIST {
             throw CofferError(
                 .io,
@@ -155,35 +167,37 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
                 "mutual TLS between nodes needs all of tls_cert_file, tls_key_file and tls_ca_file"
             )
         }
-        func read(_ path: String, _ what: String) throws(CofferError) -> [UInt8] {
-            guard let file = fopen(path, "rb") else {
-                throw CofferError(
-                    .invalidArgument,
-                    "cannot read the \(what) \(path): \(String(cString: strerror(errno)))"
-                )
-            }
-            defer { fclose(file) }
-            var out: [UInt8] = []
-            var chunk = [UInt8](repeating: 0, count: 16 << 10)
-            while true {
-                let n = fread(&chunk, 1, chunk.count, file)
-                if n == 0 { break }
-                out += chunk[0..<n]
-                if out.count > 1 << 20 { throw CofferError(.invalidArgument, "the \(what) \(path) is over 1 MiB") }
-            }
-            chunk.wipe()
-            guard String(decoding: out, as: UTF8.self).contains("-----BEGIN ") else {
-                throw CofferError(.invalidArgument, "the \(what) \(path) is not PEM")
-            }
-            return out
-        }
-        var keyBytes = try read(key, "node key")
+        var keyBytes = try readPEM(key, "node key")
         defer { keyBytes.wipe() }
         return TCPTransport.TLS(
-            certificatePEM: try read(cert, "node certificate"),
+            certificatePEM: try readPEM(cert, "node certificate"),
             keyPEM: SecureBytes(keyBytes),
-            caPEM: try read(ca, "cluster CA")
+            caPEM: try readPEM(ca, "cluster CA")
         )
+    }
+
+    /// A PEM file of at most 1 MiB; the error names `what` and the path.
+    static func readPEM(_ path: String, _ what: String) throws(CofferError) -> [UInt8] {
+        guard let file = fopen(path, "rb") else {
+            throw CofferError(
+                .invalidArgument,
+                "cannot read the \(what) \(path): \(String(cString: strerror(errno)))"
+            )
+        }
+        defer { fclose(file) }
+        var out: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 16 << 10)
+        while true {
+            let n = fread(&chunk, 1, chunk.count, file)
+            if n == 0 { break }
+            out += chunk[0..<n]
+            if out.count > 1 << 20 { throw CofferError(.invalidArgument, "the \(what) \(path) is over 1 MiB") }
+        }
+        chunk.wipe()
+        guard String(decoding: out, as: UTF8.self).contains("-----BEGIN ") else {
+            throw CofferError(.invalidArgument, "the \(what) \(path) is not PEM")
+        }
+        return out
     }
 
     /// Ties the cluster to the core above its storage, then registers this node's addresses.
@@ -574,8 +588,9 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         registerAddresses()
     }
 
-    package func join(leaderAPIAddress: String, voter: Bool) throws(CofferError) -> Bool {
+    package func join(leaderAPIAddress: String, voter: Bool, leaderCA: String?) throws(CofferError) -> Bool {
         guard backend.awaitingAdmission else { return true }  // already a member: nothing to do, as OpenBao
+        if let leaderCA, !leaderCA.isEmpty { apiCA.withLock { $0 = leaderCA } }
         let started = joinThread.withLock { running in
             defer { running = true }
             return running
@@ -618,7 +633,12 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         let body = JSONValue.object(["server_id": .string(configuration.nodeName)]).serialized()
         let response: HTTPClient.Response
         do {
-            response = try HTTPClient.send("POST", base + "/v1/sys/storage/raft/bootstrap/challenge", body: body)
+            response = try HTTPClient.send(
+                "POST",
+                base + "/v1/sys/storage/raft/bootstrap/challenge",
+                body: body,
+                options: HTTPClient.Options(caPEM: apiCA.withLock { $0 })
+            )
         } catch {
             throw CofferError(.unavailable, "cannot reach \(base) to join: \(error.message)")
         }
@@ -670,7 +690,12 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         ]).serialized()
         let response: HTTPClient.Response
         do {
-            response = try HTTPClient.send("POST", state.leader + "/v1/sys/storage/raft/bootstrap/answer", body: body)
+            response = try HTTPClient.send(
+                "POST",
+                state.leader + "/v1/sys/storage/raft/bootstrap/answer",
+                body: body,
+                options: HTTPClient.Options(caPEM: apiCA.withLock { $0 })
+            )
         } catch {
             throw CofferError(.unavailable, "cannot reach \(state.leader) to join: \(error.message)")
         }
@@ -790,7 +815,7 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
             )
         }
         let base = leader.hasSuffix("/") ? String(leader.dropLast()) : leader
-        var options = HTTPClient.Options()
+        var options = HTTPClient.Options(caPEM: apiCA.withLock { $0 })
         options.maximumBodyBytes = 64 << 20
         // Marks the request as forwarded: the receiver answers it or refuses it, never sends it on (a
         // leader change seen differently by two nodes must not bounce a request between them).
@@ -879,7 +904,7 @@ package enum ClusterConsistency {
             return nil
         }
         let value = JSONValue.object([
-            "cluster": .string(CofferVersion.clusterID),
+            "cluster": .string(cluster.core?.clusterIdentity.id ?? ""),
             "value": .string(String(cluster.backend.currentStatus.appliedIndex)),
         ])
         return Base64.encode(value.serialized())

@@ -37,6 +37,9 @@ public struct ServerConfig: Sendable, Equatable {
         public var tlsCertFile: String?
         public var tlsKeyFile: String?
         public var tlsCAFile: String?
+        /// `retry_join { leader_ca_cert_file }`: the CA of the other nodes' `https://` API certificates, for
+        /// joining and for the requests a standby sends on to the active node.
+        public var leaderCACertFile: String?
 
         public init(path: String, nodeID: String) {
             self.path = path
@@ -319,6 +322,7 @@ extension ServerConfig {
         var joins: [String] = []
         var nonVoter = false
         var tls: (cert: String?, key: String?, ca: String?) = (nil, nil, nil)
+        var leaderCA: String?
         for entry in body {
             switch try key(entry) {
             case "path": path = try string(entry)
@@ -329,7 +333,22 @@ extension ServerConfig {
                     switch try key(field) {
                     case "leader_api_addr": leader = try string(field)
                     case "non_voter": nonVoter = try bool(field)
-                    default: throw unknown(field, in: "retry_join", allowed: ["leader_api_addr", "non_voter"])
+                    case "leader_ca_cert_file":
+                        let file = try string(field)
+                        if let leaderCA, leaderCA != file {
+                            throw ConfigError(
+                                "every retry_join names the same leader_ca_cert_file (the CA of the nodes' API "
+                                    + "certificates); this one names \"\(file)\", an earlier one \"\(leaderCA)\"",
+                                line: field.keys[0].location.line
+                            )
+                        }
+                        leaderCA = file
+                    default:
+                        throw unknown(
+                            field,
+                            in: "retry_join",
+                            allowed: ["leader_api_addr", "non_voter", "leader_ca_cert_file"]
+                        )
                     }
                 }
                 guard let leader, leader.hasPrefix("http://") || leader.hasPrefix("https://") else {
@@ -363,6 +382,7 @@ extension ServerConfig {
         raft.retryJoin = joins
         raft.nonVoter = nonVoter
         (raft.tlsCertFile, raft.tlsKeyFile, raft.tlsCAFile) = tls
+        raft.leaderCACertFile = leaderCA
         return raft
     }
 

@@ -63,7 +63,7 @@ extension Core {
         func add(_ name: String, _ value: MetricsReport.Value, _ labels: [(String, String)] = []) {
             metrics.append(MetricsReport.Metric(name: name, labels: labels, value: value))
         }
-        let cluster = [("cluster", CofferVersion.clusterName)]
+        let cluster = [("cluster", clusterIdentity.name)]
         let unsealed = !barrier.isSealed
         add("vault.core.unsealed", .gauge(unsealed ? 1 : 0), cluster)
         // One node, never a standby: active whenever unsealed.

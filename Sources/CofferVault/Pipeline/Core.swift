@@ -38,6 +38,8 @@ public struct SealStatus: Sendable, Equatable {
     public var nonce: String
     public var storageType: String
     public var recoverySeal: Bool
+    /// The vault's cluster name and id (reported only when unsealed).
+    public var cluster: ClusterIdentity?
 
     package init(
         type: String,
@@ -48,7 +50,8 @@ public struct SealStatus: Sendable, Equatable {
         progress: Int,
         nonce: String,
         storageType: String,
-        recoverySeal: Bool
+        recoverySeal: Bool,
+        cluster: ClusterIdentity? = nil
     ) {
         self.type = type
         self.initialized = initialized
@@ -59,6 +62,7 @@ public struct SealStatus: Sendable, Equatable {
         self.nonce = nonce
         self.storageType = storageType
         self.recoverySeal = recoverySeal
+        self.cluster = cluster
     }
 
     /// The `sys/seal-status` body. As in OpenBao, the cluster name and id are shown only when unsealed.
@@ -69,9 +73,9 @@ public struct SealStatus: Sendable, Equatable {
             "version": .string(CofferVersion.versionString),
             "migration": false, "recovery_seal": .bool(recoverySeal), "storage_type": .string(storageType),
         ]
-        if !sealed {
-            body["cluster_name"] = .string(CofferVersion.clusterName)
-            body["cluster_id"] = .string(CofferVersion.clusterID)
+        if !sealed, let cluster {
+            body["cluster_name"] = .string(cluster.name)
+            body["cluster_id"] = .string(cluster.id)
         }
         return .object(body)
     }
@@ -80,8 +84,24 @@ public struct SealStatus: Sendable, Equatable {
 /// Build-time facts reported on the wire.
 public enum CofferVersion {
     public static let versionString = "0.1.0"
-    public static let clusterName = "coffer"
-    public static let clusterID = "00000000-0000-0000-0000-000000000000"
+}
+
+/// A vault's name and id (`sys/health`, `sys/seal-status`, the `cluster` of `X-Vault-Index`), made at
+/// `sys/init` and kept in the barrier, so every node of a cluster reports the same and two vaults differ.
+public struct ClusterIdentity: Sendable, Equatable {
+    public var name: String
+    public var id: String
+
+    /// Where it is kept (OpenBao's path).
+    static let path = "core/cluster/local/info"
+
+    /// What a vault made before identities reports until its active node has stored one.
+    static let unknown = ClusterIdentity(name: "coffer-cluster", id: "00000000-0000-0000-0000-000000000000")
+
+    static func random() -> ClusterIdentity {
+        let id = Random.uuid()
+        return ClusterIdentity(name: "coffer-cluster-" + id.prefix(8), id: id)
+    }
 }
 
 /// The vault core: storage, barrier, seal, tokens, policies and the mount tables behind one
@@ -147,6 +167,8 @@ package final class Core: Sendable {
     /// then the vault answers as sealed, so no request is routed against half-loaded tables or served
     /// before its audit devices are open.
     let opened = Atomic<Bool>(false)
+    /// Loaded by ``postUnseal()``.
+    let clusterIdentitySlot = Mutex(ClusterIdentity.unknown)
 
     /// Opens a core over `storage`. It starts sealed; if `storage` holds no Coffer yet, call
     /// `initialize`; with an auto-unseal seal, call `autoUnseal()` to unseal through the seal.
@@ -227,7 +249,8 @@ package final class Core: Sendable {
             progress: count,
             nonce: nonce,
             storageType: barrier.physical.typeName,
-            recoverySeal: seal.isAutoUnseal
+            recoverySeal: seal.isAutoUnseal,
+            cluster: isSealed ? nil : clusterIdentity
         )
     }
 
@@ -384,6 +407,7 @@ package final class Core: Sendable {
     /// Loads what the request path needs once the barrier is open.
     func postUnseal() throws(CofferError) {
         do throws(CofferError) {
+            try loadIdentity()
             try tokens.load()
             try policies.load()
             try loadMounts()
@@ -409,6 +433,25 @@ package final class Core: Sendable {
             throw error
         }
         opened.store(true, ordering: .releasing)
+    }
+
+    package var clusterIdentity: ClusterIdentity { clusterIdentitySlot.withLock { $0 } }
+
+    /// Reads the vault's identity, making one for a vault that has none yet (one made before
+    /// identities, or a new one); a standby that cannot store one reports ``ClusterIdentity/unknown``
+    /// until its active node has.
+    private func loadIdentity() throws(CofferError) {
+        var loaded = ClusterIdentity.unknown
+        if let bytes = try barrier.get(ClusterIdentity.path), let json = try? JSONValue.parse(bytes),
+            let name = json["name"]?.stringValue, let id = json["id"]?.stringValue
+        {
+            loaded = ClusterIdentity(name: name, id: id)
+        } else {
+            let made = ClusterIdentity.random()
+            let record: JSONValue = ["name": .string(made.name), "id": .string(made.id)]
+            if (try? barrier.put(ClusterIdentity.path, record.serialized())) != nil { loaded = made }
+        }
+        clusterIdentitySlot.withLock { $0 = loaded }
     }
 
     /// Seals: drops the keys, caches and mounts. The next request fails with "Vault is sealed".

@@ -225,8 +225,9 @@ package final class SystemBackend: TableBackend {
             "server_time_utc": .int(core.clock.now().seconds), "version": .string(CofferVersion.versionString),
         ]
         if !sealed {  // as in OpenBao, the cluster is named only when unsealed
-            body["cluster_name"] = .string(CofferVersion.clusterName)
-            body["cluster_id"] = .string(CofferVersion.clusterID)
+            let identity = core.clusterIdentity
+            body["cluster_name"] = .string(identity.name)
+            body["cluster_id"] = .string(identity.id)
         }
         return .raw(.object(body), status: status)
     }

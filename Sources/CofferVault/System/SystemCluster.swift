@@ -216,7 +216,11 @@ extension SystemBackend {
         guard let leader = request.fields.string("leader_api_addr"), !leader.isEmpty else {
             throw CofferError.invalid("leader_api_addr is required")
         }
-        let joined = try clustered().join(leaderAPIAddress: leader, voter: !(request.fields.bool("non_voter") ?? false))
+        let joined = try clustered().join(
+            leaderAPIAddress: leader,
+            voter: !(request.fields.bool("non_voter") ?? false),
+            leaderCA: request.fields.string("leader_ca_cert")
+        )
         return .raw(["joined": .bool(joined)])
     }
 }
