@@ -35,6 +35,8 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         package var snapshotEvery: UInt64 = 8192
         /// Entries kept below a snapshot, so a follower slightly behind catches up from the log.
         package var snapshotKeep: UInt64 = 1024
+        /// The size of the chunks a snapshot travels in to a follower.
+        package var snapshotChunkBytes = 1 << 20
         /// A node joining a running cluster: with an empty log it does not found one, and waits for the
         /// leader to add it with ``RaftBackend/addPeer(_:address:voter:)`` (``awaitingAdmission``).
         package var join = false
@@ -114,6 +116,8 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
     private var pendingReads: Set<UInt64> = []
     private var failedReads: Set<UInt64> = []
     private var unreachable: [NodeID] = []
+    /// Snapshots the transport finished sending (or gave up on), for `reportSnapshot`.
+    private var snapshotsSent: [(peer: NodeID, delivered: Bool)] = []
     /// When a message from each peer last arrived (monotonic nanoseconds): autopilot's "last contact".
     private var heard: [NodeID: UInt64] = [:]
     private var running = true
@@ -178,8 +182,10 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
                 port: port,
                 peers: options.peers,
                 tls: options.tls,
+                chunkBytes: options.snapshotChunkBytes,
                 receive: { [weak self] message in self?.deliver(message) },
-                unreachable: { [weak self] peer in self?.markUnreachable(peer) }
+                unreachable: { [weak self] peer in self?.markUnreachable(peer) },
+                snapshotSent: { [weak self] peer, delivered in self?.markSnapshotSent(peer, delivered) }
             )
         } catch {
             store.close()
@@ -570,15 +576,20 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         monitor.broadcast()
     }
 
+    private func markSnapshotSent(_ peer: NodeID, _ delivered: Bool) {
+        monitor.withLock { snapshotsSent.append((peer, delivered)) }
+        monitor.broadcast()
+    }
+
     private func loop() {
         let tick = UInt64(options.tickMilliseconds) * 1_000_000
         var nextTick = monotonicNanos() + tick
         while true {
             _ = monitor.wait(until: nextTick) {
                 !running || !inbox.isEmpty || !proposals.isEmpty || !readRequests.isEmpty || !unreachable.isEmpty
-                    || !confChanges.isEmpty || !tasks.isEmpty
+                    || !confChanges.isEmpty || !tasks.isEmpty || !snapshotsSent.isEmpty
             }
-            let (messages, proposed, reads, down, changes, work, keepRunning) = monitor.withLock {
+            let (messages, proposed, reads, down, changes, work, sent, keepRunning) = monitor.withLock {
                 defer {
                     inbox.removeAll()
                     proposals.removeAll()
@@ -586,13 +597,15 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
                     unreachable.removeAll()
                     confChanges.removeAll()
                     tasks.removeAll()
+                    snapshotsSent.removeAll()
                 }
-                return (inbox, proposals, readRequests, unreachable, confChanges, tasks, running)
+                return (inbox, proposals, readRequests, unreachable, confChanges, tasks, snapshotsSent, running)
             }
             guard keepRunning else { break }
             for task in work { task() }
             for message in messages { try? node.step(message) }  // a message no correct peer sends is dropped
             for peer in Set(down) { node.reportUnreachable(peer) }
+            for report in sent { node.reportSnapshot(report.peer, succeeded: report.delivered) }
             for proposal in proposed {
                 do {
                     try node.propose(proposal.data)

@@ -13,7 +13,11 @@ import Glibc
 /// when the peer is down, frames are dropped (Raft resends what matters) and the node is told the
 /// peer is unreachable, so nothing a node does ever blocks on another. Inbound connections are
 /// read by a thread each; a frame that can never be valid (bad magic, too large, malformed) closes
-/// the connection. When the node listens on one address (not a wildcard such as 0.0.0.0), its outbound
+/// the connection. A snapshot travels as chunks of ``chunkBytes``, with the peer's other messages
+/// (heartbeats, appends) sent between them, so a large state neither delays them nor needs one huge
+/// frame; the reader reassembles it (up to ``maximumChunkedBytes``) and the node is told when the last
+/// chunk was written or the stream broke (`snapshotSent`), as Raft's `reportSnapshot` wants.
+/// When the node listens on one address (not a wildcard such as 0.0.0.0), its outbound
 /// connections leave from that address too, so a firewall, or a test's proxy, can tell the nodes apart.
 /// With ``TLS`` every connection is mutual TLS: each side presents its node certificate
 /// and accepts only a peer whose certificate chains to the cluster's CA. Without it, plain TCP (a
@@ -34,9 +38,19 @@ package final class TCPTransport: Sendable {
 
     package typealias Receive = @Sendable (Message) -> Void
     package typealias Unreachable = @Sendable (NodeID) -> Void
+    package typealias SnapshotSent = @Sendable (NodeID, _ delivered: Bool) -> Void
 
     /// Frames waiting per peer before new ones are dropped.
     static let queueLimit = 4096
+    /// The first byte of a chunk frame: magic, version, 1 if it is the message's last chunk, the payload's
+    /// length (4 bytes, big-endian), the payload: a piece of the message's ordinary frame.
+    static let chunkMagic: UInt8 = 0x43
+    static let chunkHeaderSize = 7
+    /// The largest message a reader reassembles from chunks (a snapshot of the whole state).
+    package static let maximumChunkedBytes = 1 << 30
+
+    /// The size of a snapshot's chunks.
+    package let chunkBytes: Int
 
     package let nodeID: NodeID
     private let listener: Int32
@@ -44,6 +58,7 @@ package final class TCPTransport: Sendable {
     private let peers: Mutex<[NodeID: Peer]>
     private let receive: Receive
     private let unreachable: Unreachable
+    private let snapshotSent: SnapshotSent
     private let closed = Atomic<Bool>(false)
     private let inbound = Mutex<Set<Int32>>([])
     private let tls: TLS?
@@ -58,13 +73,17 @@ package final class TCPTransport: Sendable {
         port: Int,
         peers: [NodeID: String],
         tls: TLS? = nil,
+        chunkBytes: Int = 1 << 20,
         receive: @escaping Receive,
-        unreachable: @escaping Unreachable
+        unreachable: @escaping Unreachable,
+        snapshotSent: @escaping SnapshotSent = { _, _ in }
     ) throws(RaftTransportError) {
         self.nodeID = nodeID
         self.tls = tls
+        self.chunkBytes = max(1024, min(chunkBytes, 16 << 20))
         self.receive = receive
         self.unreachable = unreachable
+        self.snapshotSent = snapshotSent
         source = Self.isSpecificAddress(host) ? host : nil
         (listener, self.port) = try Self.listen(host: host, port: port)
         var links: [NodeID: Peer] = [:]
@@ -118,9 +137,74 @@ package final class TCPTransport: Sendable {
         guard !messages.isEmpty, !closed.load(ordering: .acquiring) else { return }
         let links = peers.withLock { $0 }
         for message in messages {
-            guard let peer = links[message.to], let frame = try? MessageCodec.encode(message) else { continue }
-            peer.enqueue(frame)
+            guard let peer = links[message.to] else { continue }
+            guard let frame = try? MessageCodec.encode(message) else {
+                if message.kind == .snapshot { snapshotSent(message.to, false) }
+                continue
+            }
+            if message.kind == .snapshot {
+                peer.enqueue(chunks: Self.chunks(of: frame, size: chunkBytes))
+            } else {
+                peer.enqueue(frame)
+            }
         }
+    }
+
+    /// `frame` cut into chunk frames of at most `size` payload bytes.
+    static func chunks(of frame: [UInt8], size: Int) -> [[UInt8]] {
+        var out: [[UInt8]] = []
+        var start = 0
+        repeat {
+            let end = min(frame.count, start + size)
+            let length = end - start
+            var chunk: [UInt8] = [
+                chunkMagic, MessageCodec.version, end == frame.count ? 1 : 0, UInt8(truncatingIfNeeded: length >> 24),
+                UInt8(truncatingIfNeeded: length >> 16), UInt8(truncatingIfNeeded: length >> 8),
+                UInt8(truncatingIfNeeded: length),
+            ]
+            chunk.reserveCapacity(chunkHeaderSize + length)
+            chunk += frame[start..<end]
+            out.append(chunk)
+            start = end
+        } while start < frame.count
+        return out
+    }
+
+    /// What a reader makes of the bytes at the start of `buffer`: a message (ordinary, or the last chunk of
+    /// a chunked one, reassembled in `assembling`), nil when more bytes are needed; throws for bytes that
+    /// can never be valid (the connection is then closed).
+    static func decode(
+        _ buffer: ArraySlice<UInt8>,
+        assembling: inout [UInt8]
+    ) throws(RaftError) -> (message: Message?, length: Int)? {
+        let start = buffer.startIndex
+        guard let first = buffer.first else { return nil }
+        guard first == chunkMagic else {
+            return try MessageCodec.decodeFrame(buffer).map { ($0.message, $0.frameLength) }
+        }
+        guard buffer.count >= chunkHeaderSize else { return nil }
+        guard buffer[start + 1] == MessageCodec.version, buffer[start + 2] <= 1 else {
+            throw RaftError(.malformedMessage, "a chunk frame with an unknown version or flag")
+        }
+        var length = 0
+        for i in 3..<7 { length = length << 8 | Int(buffer[start + i]) }
+        guard assembling.count + length <= maximumChunkedBytes else {
+            throw RaftError(.malformedMessage, "a chunked message over \(maximumChunkedBytes) bytes")
+        }
+        guard buffer.count - chunkHeaderSize >= length else { return nil }
+        assembling += buffer[(start + chunkHeaderSize)..<(start + chunkHeaderSize + length)]
+        guard buffer[start + 2] == 1 else { return (nil, chunkHeaderSize + length) }
+        defer { assembling = [] }
+        let whole: (message: Message, frameLength: Int)?
+        do {
+            whole = try MessageCodec.decodeFrame(assembling[...], maxBodyBytes: maximumChunkedBytes)
+        } catch {
+            throw RaftError(.malformedMessage, "a chunked message that is not one whole frame: \(error.message)")
+        }
+        guard let (message, frameLength) = whole, frameLength == assembling.count else {
+            throw RaftError(.malformedMessage, "a chunked message that is not one whole frame")
+        }
+        return (message, chunkHeaderSize + length)
     }
 
     /// Stops listening, closes every connection and stops the writers.
@@ -160,6 +244,7 @@ package final class TCPTransport: Sendable {
             withExtendedLifetime(link) {}
         }
         var buffer: [UInt8] = []
+        var assembling: [UInt8] = []  // a chunked message so far
         var chunk = [UInt8](repeating: 0, count: 64 << 10)
         while !closed.load(ordering: .acquiring) {
             let n = chunk.withUnsafeMutableBytes { link.read($0) }
@@ -168,15 +253,15 @@ package final class TCPTransport: Sendable {
             buffer.append(contentsOf: chunk[0..<n])
             var start = 0
             while true {
-                let decoded: (message: Message, frameLength: Int)?
+                let decoded: (message: Message?, length: Int)?
                 do {
-                    decoded = try MessageCodec.decodeFrame(buffer[start...])
+                    decoded = try Self.decode(buffer[start...], assembling: &assembling)
                 } catch {
                     return  // a stream that can never be valid: drop the connection
                 }
                 guard let (message, length) = decoded else { break }
                 start += length
-                if message.to == nodeID { receive(message) }
+                if let message, message.to == nodeID { receive(message) }
             }
             if start > 0 { buffer.removeFirst(start) }
         }
@@ -187,11 +272,15 @@ package final class TCPTransport: Sendable {
     private func startWriter(_ peer: Peer) {
         _ = startThread({ [self] in
             var link: Link?
-            while let frames = peer.next() {
+            while let (frames, chunk) = peer.next() {
                 if link == nil {
                     link = Link.connect(peer.host, peer.port, from: source, tls)
                     if link == nil {
                         unreachable(peer.id)
+                        if chunk != nil {
+                            peer.dropChunkedMessage()
+                            snapshotSent(peer.id, false)
+                        }
                         peer.pause(milliseconds: 100)
                         continue  // these frames are dropped; Raft resends
                     }
@@ -199,6 +288,16 @@ package final class TCPTransport: Sendable {
                 var failed = false
                 for frame in frames where !failed {
                     failed = !(link?.write(frame) ?? false)
+                }
+                if let chunk {
+                    if failed || !(link?.write(chunk.frame) ?? false) {
+                        // The rest of the message would start mid-frame on a new connection: drop it.
+                        failed = true
+                        peer.dropChunkedMessage()
+                        snapshotSent(peer.id, false)
+                    } else if chunk.last {
+                        snapshotSent(peer.id, true)
+                    }
                 }
                 if failed {
                     link = nil
@@ -404,6 +503,8 @@ private final class Peer: @unchecked Sendable {
     let port: Int
     private let monitor = Monitor()
     private var queue: [[UInt8]] = []
+    /// Chunk frames of snapshots, sent one at a time between the ordinary frames.
+    private var chunks: [(frame: [UInt8], last: Bool)] = []
     private var stopped = false
 
     init(id: NodeID, address: String) throws(RaftTransportError) {
@@ -427,18 +528,36 @@ private final class Peer: @unchecked Sendable {
         monitor.broadcast()
     }
 
-    /// The queued frames, waiting for some; nil once stopped.
-    func next() -> [[UInt8]]? {
+    /// A chunked message's frames, queued whole (a snapshot is never dropped in part).
+    func enqueue(chunks frames: [[UInt8]]) {
+        monitor.withLock {
+            for (i, frame) in frames.enumerated() { chunks.append((frame, i == frames.count - 1)) }
+        }
+        monitor.broadcast()
+    }
+
+    /// Drops what is left of the chunked message being sent (its connection broke).
+    func dropChunkedMessage() {
+        monitor.withLock {
+            guard let end = chunks.firstIndex(where: \.last) else { return chunks.removeAll() }
+            chunks.removeFirst(end + 1)
+        }
+    }
+
+    /// The queued ordinary frames and at most one chunk, waiting for some; nil once stopped.
+    func next() -> (frames: [[UInt8]], chunk: (frame: [UInt8], last: Bool)?)? {
         while true {
-            _ = monitor.wait(until: monotonicNanos() + 1_000_000_000) { stopped || !queue.isEmpty }
-            let taken: [[UInt8]]? = monitor.withLock {
+            _ = monitor.wait(until: monotonicNanos() + 1_000_000_000) {
+                stopped || !queue.isEmpty || !chunks.isEmpty
+            }
+            let taken: (frames: [[UInt8]], chunk: (frame: [UInt8], last: Bool)?)? = monitor.withLock {
                 if stopped { return nil }
                 let frames = queue
                 queue.removeAll(keepingCapacity: true)
-                return frames
+                return (frames, chunks.isEmpty ? nil : chunks.removeFirst())
             }
             guard let taken else { return nil }
-            if !taken.isEmpty { return taken }
+            if !taken.frames.isEmpty || taken.chunk != nil { return taken }
         }
     }
 

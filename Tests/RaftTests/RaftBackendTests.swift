@@ -42,6 +42,8 @@ import Testing
             // Small, so that a node that was down catches up by an installed snapshot.
             options.snapshotEvery = 16
             options.snapshotKeep = 4
+            // The smallest chunks, so that every installed snapshot travels in many.
+            options.snapshotChunkBytes = 1024
             options.join = join
             nodes[id] = try RaftBackend(options: options, local: try SQLiteBackend(path: "\(root)/n\(id)/data.db"))
         }
@@ -185,6 +187,70 @@ import Testing
         try cluster.nodes[leader]!.put("logical/after", [1])
         #expect(try cluster.converged("logical/after", [1]))
         #expect(try cluster.nodes[4]!.list(prefix: "") == ["logical/"])
+    }
+
+    /// A follower that was down while the log moved past what the leader keeps catches up from a snapshot
+    /// of 80 KB, sent in 1 KiB chunks between the leader's heartbeats, which keep it a follower meanwhile.
+    @Test func aFollowerFarBehindCatchesUpFromASnapshotSentInChunks() throws {
+        let cluster = try Cluster(size: 3)
+        let leader = try #require(cluster.leader())
+        let follower = cluster.nodes.keys.first { $0 != leader }!
+        cluster.stop(follower)
+        let value = [UInt8](repeating: 0x5A, count: 800)
+        for i in 0..<100 { try cluster.nodes[leader]!.put("logical/big\(i)", value + [UInt8(i)]) }
+        let term = cluster.nodes[leader]!.currentStatus.term
+        try cluster.start(follower)
+        #expect(try cluster.converged("logical/big99", value + [99]))
+        #expect(try cluster.converged("logical/big0", value + [0]))
+        #expect(cluster.nodes[leader]!.currentStatus.term == term, "no election while the snapshot travelled")
+        try cluster.nodes[follower]!.put("logical/after", [1])
+        #expect(try cluster.converged("logical/after", [1]))
+    }
+
+    /// A chunked message comes back whole, with other frames between its chunks; chunk frames that are
+    /// malformed, too large in sum, or do not end in one whole frame are refused.
+    @Test func chunkFramesReassembleAndRefuseWhatCannotBeValid() throws {
+        let snapshot = Message(
+            kind: .snapshot,
+            to: 2,
+            from: 1,
+            term: 3,
+            snapshot: Snapshot(
+                metadata: SnapshotMetadata(index: 9, term: 3, confState: ConfState(voters: [1, 2, 3])),
+                data: [UInt8](repeating: 7, count: 5000)
+            )
+        )
+        let heartbeat = Message(kind: .heartbeat, to: 2, from: 1, term: 3)
+        let chunks = TCPTransport.chunks(of: try MessageCodec.encode(snapshot), size: 1024)
+        #expect(chunks.count == 5)
+        var stream: [UInt8] = []
+        for chunk in chunks { stream += chunk + (try MessageCodec.encode(heartbeat)) }
+        var assembling: [UInt8] = []
+        var received: [Message] = []
+        var start = 0
+        while let (message, length) = try TCPTransport.decode(stream[start...], assembling: &assembling) {
+            start += length
+            if let message { received.append(message) }
+        }
+        #expect(start == stream.count && assembling.isEmpty)
+        #expect(received.map(\.kind) == [.heartbeat, .heartbeat, .heartbeat, .heartbeat, .snapshot, .heartbeat])
+        #expect(received[4].snapshot?.data.count == 5000 && received[4].snapshot?.metadata.index == 9)
+
+        var lastAlone = chunks[4]
+        lastAlone[2] = 1
+        for (bad, why) in [
+            ([TCPTransport.chunkMagic, 9, 1, 0, 0, 0, 0], "unknown version"),
+            ([TCPTransport.chunkMagic, MessageCodec.version, 1, 0x7F, 0xFF, 0xFF, 0xFF], "over"),
+            (lastAlone, "not one whole frame"),
+        ] {
+            var scratch: [UInt8] = []
+            do {
+                _ = try TCPTransport.decode(bad[...], assembling: &scratch)
+                Issue.record("accepted: \(why)")
+            } catch {
+                #expect(error.message.contains(why), "\(error.message)")
+            }
+        }
     }
 
     /// An operator's snapshot restores the state it was taken from on every node; a file cut short,
