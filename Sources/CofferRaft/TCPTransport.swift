@@ -277,8 +277,8 @@ package final class TCPTransport: Sendable {
                     link = Link.connect(peer.host, peer.port, from: source, tls)
                     if link == nil {
                         unreachable(peer.id)
-                        if chunk != nil {
-                            peer.dropChunkedMessage()
+                        if let chunk {
+                            if !chunk.last { peer.dropChunkedMessage() }
                             snapshotSent(peer.id, false)
                         }
                         peer.pause(milliseconds: 100)
@@ -293,7 +293,7 @@ package final class TCPTransport: Sendable {
                     if failed || !(link?.write(chunk.frame) ?? false) {
                         // The rest of the message would start mid-frame on a new connection: drop it.
                         failed = true
-                        peer.dropChunkedMessage()
+                        if !chunk.last { peer.dropChunkedMessage() }
                         snapshotSent(peer.id, false)
                     } else if chunk.last {
                         snapshotSent(peer.id, true)
@@ -536,7 +536,8 @@ private final class Peer: @unchecked Sendable {
         monitor.broadcast()
     }
 
-    /// Drops what is left of the chunked message being sent (its connection broke).
+    /// Drops the chunks left of the message being sent, up to its last (its connection broke after a chunk
+    /// that was not the last).
     func dropChunkedMessage() {
         monitor.withLock {
             guard let end = chunks.firstIndex(where: \.last) else { return chunks.removeAll() }

@@ -169,13 +169,13 @@ package struct AutopilotConfiguration: Sendable, Equatable {
 
     /// From its stored form; a field that is missing or of the wrong type keeps its default.
     package init(json: JSONValue) {
-        func seconds(_ name: String, _ fallback: Int64) -> Int64 { json[name]?.intValue.map(Int64.init) ?? fallback }
+        func number(_ name: String, _ fallback: Int64) -> Int64 { json[name]?.intValue.map(Int64.init) ?? fallback }
         cleanupDeadServers = json["cleanup_dead_servers"]?.boolValue ?? false
-        deadServerLastContactThreshold = seconds("dead_server_last_contact_threshold", deadServerLastContactThreshold)
-        lastContactThreshold = seconds("last_contact_threshold", lastContactThreshold)
-        maxTrailingLogs = seconds("max_trailing_logs", maxTrailingLogs)
-        minQuorum = seconds("min_quorum", minQuorum)
-        serverStabilizationTime = seconds("server_stabilization_time", serverStabilizationTime)
+        deadServerLastContactThreshold = number("dead_server_last_contact_threshold", deadServerLastContactThreshold)
+        lastContactThreshold = number("last_contact_threshold", lastContactThreshold)
+        maxTrailingLogs = number("max_trailing_logs", maxTrailingLogs)
+        minQuorum = number("min_quorum", minQuorum)
+        serverStabilizationTime = number("server_stabilization_time", serverStabilizationTime)
     }
 
     /// The stored form (durations as seconds).

@@ -438,8 +438,8 @@ package final class Core: Sendable {
     package var clusterIdentity: ClusterIdentity { clusterIdentitySlot.withLock { $0 } }
 
     /// Reads the vault's identity, making one for a vault that has none yet (one made before
-    /// identities, or a new one); a standby that cannot store one reports ``ClusterIdentity/unknown``
-    /// until its active node has.
+    /// identities, or a new one). A standby of a cluster made before identities cannot store one: it
+    /// reports ``ClusterIdentity/unknown`` until it is unsealed again after its active node has.
     private func loadIdentity() throws(CofferError) {
         var loaded = ClusterIdentity.unknown
         if let bytes = try barrier.get(ClusterIdentity.path), let json = try? JSONValue.parse(bytes),
