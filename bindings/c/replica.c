@@ -10,8 +10,8 @@
  *       ./replica http://10.0.0.1:8200 10.0.0.7:8201 /var/lib/app/replica [app/config]
  *
  *   API_ADDR      the API address of a cluster node (any node: the replica asks it to join)
- *   CLUSTER_ADDR  host:port of this process's own Raft port, which the cluster's nodes connect to; keep it the
- *                 same across runs on one DIRECTORY (the cluster keeps sending to the address it was admitted with)
+ *   CLUSTER_ADDR  host:port of this process's own Raft port, which the cluster's nodes connect to (it may change
+ *                 between runs on one DIRECTORY: once unsealed, the replica tells the cluster its new address)
  *   DIRECTORY     where the replica keeps its copy and its Raft log (kept across runs)
  *   SECRET        the KV v2 secret under secret/ to read (default app/config)
  *   COFFER_TOKEN       the token for reads and writes

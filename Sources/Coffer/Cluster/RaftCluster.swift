@@ -304,12 +304,39 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         )
         let key = Self.nodesPrefix + String(nodeID)
         _ = startThread { [weak self] in
+            var failures = 0
             while let self, !self.stopping.load(ordering: .acquiring) {
                 if (try? self.backend.get(key)) == record { return }
                 if (try? self.backend.bookkeeping([.put(key: key, value: record)])) != nil { return }
+                failures += 1
+                // No leader reaches this node: it may have moved (a new cluster port). Every 2 s, prove
+                // to an active node through its API that it holds the keys, from its new address.
+                if failures % 10 == 0, !self.configuration.retryJoin.isEmpty {
+                    try? self.readdress(through: self.configuration.retryJoin)
+                }
                 usleep(200_000)
             }
         }
+    }
+
+    /// Tells the active node (through one of `leaders`' APIs) this node's current addresses, with the
+    /// join's proof that it holds the root key; for a member the cluster knows at another address.
+    private func readdress(through leaders: [String]) throws(CofferError) {
+        guard let core, !core.isSealed else { return }
+        let rootKey = try core.barrier.rootKey()
+        var last = CofferError(.unavailable, "no retry_join address to tell the new address to")
+        for leader in leaders {
+            do {
+                let (base, data) = try requestChallenge(from: leader)
+                guard let challenge = data["challenge"]?.stringValue.flatMap(Base64.decode) else { continue }
+                adoptPeers(data)
+                try sendAnswer(to: base, rootKey: rootKey, challenge: challenge)
+                return
+            } catch {
+                last = error
+            }
+        }
+        throw last
     }
 
     /// A member's record under ``nodesPrefix``; `voter`: whether autopilot is to promote it once stable.
@@ -457,7 +484,19 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         }
         let id = Self.nodeID(name)
         let status = backend.currentStatus
-        if status.voters.contains(id) || status.learners.contains(id) { return }
+        if status.voters.contains(id) || status.learners.contains(id) {
+            // A member that proved itself again from another address (a replica restarted on a new port,
+            // which Raft can no longer reach): the cluster dials it there from now on.
+            guard let known = try member(id), known.cluster != clusterAddress || known.api != apiAddress else { return }
+            try backend.bookkeeping([
+                .put(key: RaftBackend.peersPrefix + String(id), value: Array(clusterAddress.utf8)),
+                .put(
+                    key: Self.nodesPrefix + String(id),
+                    value: Self.record(name, clusterAddress, apiAddress, voter: wantsToVote(id))
+                ),
+            ])
+            return
+        }
         try backend.bookkeeping([
             .put(key: Self.nodesPrefix + String(id), value: Self.record(name, clusterAddress, apiAddress, voter: voter))
         ])
@@ -628,7 +667,8 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         }
     }
 
-    private func fetchChallenge(from leader: String) throws(CofferError) {
+    /// Asks the active node behind `leader` for a join challenge: its normalised address and the answer's data.
+    private func requestChallenge(from leader: String) throws(CofferError) -> (base: String, data: JSONValue) {
         let base = leader.hasSuffix("/") ? String(leader.dropLast()) : leader
         let body = JSONValue.object(["server_id": .string(configuration.nodeName)]).serialized()
         let response: HTTPClient.Response
@@ -642,21 +682,33 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         } catch {
             throw CofferError(.unavailable, "cannot reach \(base) to join: \(error.message)")
         }
-        guard response.status == 200, let json = try? JSONValue.parse(response.body),
-            let data = json["data"] ?? json as JSONValue?,
-            let challenge = data["challenge"]?.stringValue.flatMap(Base64.decode),
-            let config = data["seal_config"]?.stringValue.flatMap(Base64.decode),
-            let rootKey = data["root_key"]?.stringValue.flatMap(Base64.decode),
-            let sealJSON = try? JSONValue.parse(config)
-        else {
+        guard response.status == 200, let json = try? JSONValue.parse(response.body) else {
             throw CofferError(.unavailable, "\(base) did not give a join challenge (HTTP \(response.status))")
         }
-        let sealConfig = try SealConfig(json: sealJSON)
-        for (id, address) in data["peers"]?.objectValue ?? [:] {
+        return (base, json["data"] ?? json)
+    }
+
+    /// Points the transport at the members' addresses a challenge lists, so this node can answer the
+    /// leader before its replica tells it where everyone is.
+    private func adoptPeers(_ challenge: JSONValue) {
+        for (id, address) in challenge["peers"]?.objectValue ?? [:] {
             if let id = NodeID(id), id != nodeID, let address = address.stringValue {
                 try? backend.setPeerAddress(id, address)
             }
         }
+    }
+
+    private func fetchChallenge(from leader: String) throws(CofferError) {
+        let (base, data) = try requestChallenge(from: leader)
+        guard let challenge = data["challenge"]?.stringValue.flatMap(Base64.decode),
+            let config = data["seal_config"]?.stringValue.flatMap(Base64.decode),
+            let rootKey = data["root_key"]?.stringValue.flatMap(Base64.decode),
+            let sealJSON = try? JSONValue.parse(config)
+        else {
+            throw CofferError(.unavailable, "\(base) did not give a whole join challenge")
+        }
+        let sealConfig = try SealConfig(json: sealJSON)
+        adoptPeers(data)
         joining.withLock { state in
             // Shares entered for an earlier challenge (one that expired) still count.
             var fresh = JoinState(leader: base, challenge: challenge, rootKeyBlob: rootKey, sealConfig: sealConfig)
@@ -677,9 +729,22 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
             guard let unsealKey = state.unsealKey else { return }
             rootKey = try core.seal.unwrap(state.rootKeyBlob, unsealKey: unsealKey)
         }
+        do {
+            try sendAnswer(to: state.leader, rootKey: rootKey, challenge: state.challenge)
+        } catch {
+            // A refused answer (an expired challenge, a leader change): start over with a new challenge.
+            joining.withLock { $0?.challenge = [] }
+            throw error
+        }
+        joining.withLock { $0?.admitted = true }
+    }
+
+    /// Answers `challenge` from the active node at `base` with the proof that this node holds `rootKey`,
+    /// and this node's name and addresses.
+    private func sendAnswer(to base: String, rootKey: SecureBytes, challenge: [UInt8]) throws(CofferError) {
         let answer = Self.joinProof(
             rootKey: rootKey,
-            nonce: state.challenge,
+            nonce: challenge,
             name: configuration.nodeName,
             clusterAddress: configuration.clusterAddress
         )
@@ -692,22 +757,19 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         do {
             response = try HTTPClient.send(
                 "POST",
-                state.leader + "/v1/sys/storage/raft/bootstrap/answer",
+                base + "/v1/sys/storage/raft/bootstrap/answer",
                 body: body,
                 options: HTTPClient.Options(caPEM: apiCA.withLock { $0 })
             )
         } catch {
-            throw CofferError(.unavailable, "cannot reach \(state.leader) to join: \(error.message)")
+            throw CofferError(.unavailable, "cannot reach \(base) to join: \(error.message)")
         }
         guard response.status == 200 || response.status == 204 else {
-            // A refused answer (an expired challenge, a leader change): start over with a new challenge.
-            joining.withLock { $0?.challenge = [] }
             let message =
                 (try? JSONValue.parse(response.body))?["errors"]?.arrayValue?.first?.stringValue
                 ?? "HTTP \(response.status)"
-            throw CofferError(.unavailable, "\(state.leader) did not admit this node: \(message)")
+            throw CofferError(.unavailable, "\(base) did not admit this node: \(message)")
         }
-        joining.withLock { $0?.admitted = true }
     }
 
     /// Once the replica holds the vault (the leader's snapshot arrived), unseals the core as the shares

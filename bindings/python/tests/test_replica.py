@@ -194,6 +194,20 @@ def test_c_replica_reads_in_process_writes_through_the_active_node_and_reads_its
         assert f'read back secret/app/from-c version 2 in process: {{"pid":"{pid}","written_by":"replica.c"}}' in out
         assert _call(server.addr, "GET", "secret/data/app/from-c", token=server.token)[1]["data"]["metadata"][
             "version"] == 2
+
+        # And on a new Raft port (a container restarted elsewhere): the cluster still dials the old one, so
+        # the replica proves again, through the active node's API, that it holds the keys, and is dialled
+        # at the new address; its own write then reaches it.
+        second = pid
+        moved = f"127.0.0.1:{_free_port()}"
+        code, out, err, pid = _run_replica(replica_program, server, directory, server.token, moved,
+                                           secret="app/from-c")
+        assert code == 0, f"stdout:\n{out}\nstderr:\n{err}"
+        assert f'read back secret/app/from-c version 3 in process: {{"pid":"{pid}","written_by":"replica.c"}}' in out
+        status, body = _call(server.addr, "GET", "sys/storage/raft/configuration", token=server.token)
+        members = {s["node_id"]: s for s in body["data"]["config"]["servers"]}
+        assert members["c-replica"]["address"] == moved and members["c-replica"]["voter"] is False
+        assert second != pid
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
