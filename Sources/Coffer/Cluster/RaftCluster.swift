@@ -670,22 +670,29 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
     /// Asks the active node behind `leader` for a join challenge: its normalised address and the answer's data.
     private func requestChallenge(from leader: String) throws(CofferError) -> (base: String, data: JSONValue) {
         let base = leader.hasSuffix("/") ? String(leader.dropLast()) : leader
-        let body = JSONValue.object(["server_id": .string(configuration.nodeName)]).serialized()
-        let response: HTTPClient.Response
+        let response = try postToJoin(base, "challenge", ["server_id": .string(configuration.nodeName)])
+        guard response.status == 200, let json = try? JSONValue.parse(response.body) else {
+            throw CofferError(.unavailable, "\(base) did not give a join challenge (HTTP \(response.status))")
+        }
+        return (base, json["data"] ?? json)
+    }
+
+    /// POSTs `body` to the active node's `sys/storage/raft/bootstrap/<step>` at `base`, trusting the API CA.
+    private func postToJoin(
+        _ base: String,
+        _ step: String,
+        _ body: JSONValue
+    ) throws(CofferError) -> HTTPClient.Response {
         do {
-            response = try HTTPClient.send(
+            return try HTTPClient.send(
                 "POST",
-                base + "/v1/sys/storage/raft/bootstrap/challenge",
-                body: body,
+                base + "/v1/sys/storage/raft/bootstrap/" + step,
+                body: body.serialized(),
                 options: HTTPClient.Options(caPEM: apiCA.withLock { $0 })
             )
         } catch {
             throw CofferError(.unavailable, "cannot reach \(base) to join: \(error.message)")
         }
-        guard response.status == 200, let json = try? JSONValue.parse(response.body) else {
-            throw CofferError(.unavailable, "\(base) did not give a join challenge (HTTP \(response.status))")
-        }
-        return (base, json["data"] ?? json)
     }
 
     /// Points the transport at the members' addresses a challenge lists, so this node can answer the
@@ -748,22 +755,15 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
             name: configuration.nodeName,
             clusterAddress: configuration.clusterAddress
         )
-        let body = JSONValue.object([
-            "server_id": .string(configuration.nodeName), "answer": .string(answer),
-            "cluster_addr": .string(configuration.clusterAddress), "api_addr": .string(configuration.apiAddress),
-            "non_voter": .bool(!joinAsVoter.withLock { $0 }),
-        ]).serialized()
-        let response: HTTPClient.Response
-        do {
-            response = try HTTPClient.send(
-                "POST",
-                base + "/v1/sys/storage/raft/bootstrap/answer",
-                body: body,
-                options: HTTPClient.Options(caPEM: apiCA.withLock { $0 })
-            )
-        } catch {
-            throw CofferError(.unavailable, "cannot reach \(base) to join: \(error.message)")
-        }
+        let response = try postToJoin(
+            base,
+            "answer",
+            [
+                "server_id": .string(configuration.nodeName), "answer": .string(answer),
+                "cluster_addr": .string(configuration.clusterAddress), "api_addr": .string(configuration.apiAddress),
+                "non_voter": .bool(!joinAsVoter.withLock { $0 }),
+            ]
+        )
         guard response.status == 200 || response.status == 204 else {
             let message =
                 (try? JSONValue.parse(response.body))?["errors"]?.arrayValue?.first?.stringValue
