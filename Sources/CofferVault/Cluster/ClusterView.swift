@@ -167,9 +167,15 @@ package struct AutopilotConfiguration: Sendable, Equatable {
 
     package init() {}
 
-    /// From its stored form; a field that is missing or of the wrong type keeps its default.
+    /// From its stored form; a field that is missing, of the wrong type, negative or past 100 years keeps
+    /// its default, so autopilot's nanosecond arithmetic on these values can neither go negative nor overflow.
     package init(json: JSONValue) {
-        func number(_ name: String, _ fallback: Int64) -> Int64 { json[name]?.intValue.map(Int64.init) ?? fallback }
+        func number(_ name: String, _ fallback: Int64) -> Int64 {
+            guard let value = json[name]?.intValue, (0...VaultDuration.maximumSeconds).contains(Int64(value)) else {
+                return fallback
+            }
+            return Int64(value)
+        }
         cleanupDeadServers = json["cleanup_dead_servers"]?.boolValue ?? false
         deadServerLastContactThreshold = number("dead_server_last_contact_threshold", deadServerLastContactThreshold)
         lastContactThreshold = number("last_contact_threshold", lastContactThreshold)
