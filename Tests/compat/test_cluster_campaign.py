@@ -76,12 +76,13 @@ class Cluster:
     def live(self):
         return [n for n in self.nodes if n not in self.dead and n not in self.frozen]
 
-    def active(self, within=5.0):
+    def active(self, within=5.0, besides=None):
+        """A live node (other than `besides`) that says it is active, waiting up to `within` seconds."""
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             for node in self.live():
                 try:
-                    if node.get("sys/leader").json().get("is_self"):
+                    if node is not besides and node.get("sys/leader").json().get("is_self"):
                         return node
                 except (requests.RequestException, ValueError):
                     pass
@@ -105,19 +106,6 @@ class Cluster:
     def thaw(self, node):
         node.server.proc.send_signal(signal.SIGCONT)
         self.frozen.discard(node)
-
-    def another_active(self, node, within=3.0):
-        """A live node other than `node` that says it is active, waiting up to `within` seconds."""
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            for other in self.live():
-                try:
-                    if other is not node and other.get("sys/leader").json().get("is_self"):
-                        return other
-                except (requests.RequestException, ValueError):
-                    pass
-            time.sleep(0.05)
-        return None
 
     def isolate(self, node):
         self.net.isolate(self.nodes.index(node) + 1)
@@ -232,7 +220,7 @@ def nemesis(cluster, rng, until, log):
                 else:
                     cluster.cut_into(active)
                     log.append(("cut links into active", active.name, time.monotonic()))
-                successor = cluster.another_active(active, within=5)
+                successor = cluster.active(within=5, besides=active)
                 log.append(("active while cut off", successor.name if successor else "none", time.monotonic()))
     for node in list(cluster.frozen):
         cluster.thaw(node)
