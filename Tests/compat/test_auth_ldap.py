@@ -403,6 +403,11 @@ def test_client_certificate_is_presented(coffer, slapd):
                                       username_as_alias=True, request_timeout="2s"))
         code, parsed = coffer("POST", "auth/ldap/login/alice", {"password": "alice-pw"}, token=None)
         assert code == 400 and "Network Error" in parsed["errors"][0], parsed
+        # The server thread records its failed handshake after sending the alert Coffer has already
+        # answered from, so give it a moment.
+        deadline = time.monotonic() + 5
+        while not server.handshake_errors and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert server.handshake_errors, "the server saw no failed handshake"
         configure(coffer, {"client_tls_cert": cert_pem, "client_tls_key": key_pem})
         answer = login(coffer, "alice")
