@@ -4,15 +4,15 @@ import Glibc
 import Darwin
 #endif
 
-/// Where each HTTP/1.1 request on a connection starts and ends, decided once, over bytes only.
+/// cofferd's HTTP/1.1 request parser: where each request on a connection starts and ends, its
+/// head, and its body bytes, decided once, over bytes only.
 ///
-/// cofferd's HTTP parser is llhttp (under swift-nio), which refuses methods it does not know, Vault's
-/// `LIST` among them. `HTTPFraming` sits in front of it: it reads every request head in full,
-/// checks it, decides the body's framing (`Content-Length`, `chunked` or none) and whether the
-/// connection stays open, and hands the parser only what it accepted, with `GET` in place of a method
-/// llhttp would not know. Anything two parsers could frame differently is refused instead of being
-/// guessed at, because request boundaries that a proxy and a server disagree on are how request
-/// smuggling starts:
+/// It reads every request head in full, checks it, keeps its method (any token: Vault's `LIST`
+/// too), target and header fields, decides the body's framing (`Content-Length`, `chunked` or
+/// none) and whether the connection stays open, and hands on the body's bytes (a chunked body
+/// without its chunk framing). Anything two parsers could frame differently is refused instead of
+/// being guessed at, because request boundaries that a proxy and a server disagree on are how
+/// request smuggling starts:
 ///
 /// - `Content-Length` given twice, not only digits, or too large; `Content-Length` together with
 ///   `Transfer-Encoding`; a transfer coding other than `chunked`, or one in an HTTP/1.0 request;
@@ -26,8 +26,8 @@ import Darwin
 /// - `Upgrade` (cofferd speaks no other protocol on the connection).
 ///
 /// A zero-padded `Content-Length` (`0005`) is legal and framed as its value. After a request that
-/// does not keep the connection alive (`Connection: close`, HTTP/1.0 without `keep-alive`, as
-/// llhttp decides it), nothing more is framed: the rest of the input is dropped.
+/// does not keep the connection alive (`Connection: close`, HTTP/1.0 without `keep-alive`), nothing
+/// more is framed: the rest of the input is dropped.
 ///
 /// The type does no I/O and holds no channel, so tests and a fuzzer can drive it directly:
 ///
@@ -56,17 +56,29 @@ package struct HTTPFraming: Sendable {
         case chunked
     }
 
+    /// A header field of a request: the name as sent, the value without surrounding whitespace.
+    package struct Field: Sendable, Equatable {
+        package var name: String
+        package var value: String
+
+        package init(name: String, value: String) {
+            self.name = name
+            self.value = value
+        }
+    }
+
     /// A request head that was read in full and accepted.
     package struct Head: Sendable, Equatable {
         /// The method as the client sent it (`LIST`).
         package var method: String
-        /// True when the parser is handed `GET` in place of ``method``.
-        package var methodReplaced: Bool
         package var target: String
+        /// The header fields in the order they came.
+        package var fields: [Field]
         /// 0 or 1: HTTP/1.0 or HTTP/1.1.
         package var minorVersion: Int
         package var body: BodyFraming
-        /// Whether another request may follow on the connection (llhttp's `should_keep_alive`).
+        /// Whether another request may follow on the connection (HTTP/1.1 without `Connection: close`,
+        /// HTTP/1.0 with `Connection: keep-alive`).
         package var keepAlive: Bool
         /// The offset in the stream of the request's first byte.
         package var start: Int
@@ -75,13 +87,10 @@ package struct HTTPFraming: Sendable {
     package enum Event: Sendable, Equatable {
         /// The first byte of a request arrived (line ends between requests are skipped).
         case requestStarted(at: Int)
-        /// A head was read in full and accepted. Its bytes follow as `forward` or `forwardBytes`.
+        /// A head was read in full and accepted. Its body's bytes follow as `body`.
         case head(Head)
-        /// Hand these bytes of the input given to this `feed` to the parser, unchanged.
-        case forward(Range<Int>)
-        /// Hand these bytes to the parser: a head that arrived over more than one `feed`, or one
-        /// whose method was replaced.
-        case forwardBytes([UInt8])
+        /// Bytes of the current request's body: this range of the input given to this `feed`.
+        case body(Range<Int>)
         /// The request ended; the offset in the stream just past its last byte.
         case end(at: Int)
         /// The stream is refused from here on: answer 400 and close. Nothing after it is framed.
@@ -95,11 +104,6 @@ package struct HTTPFraming: Sendable {
         package let at: Int
 
         package var description: String { reason }
-    }
-
-    /// Methods llhttp accepts and Vault clients use; every other method token is handed on as `GET`.
-    static let parserMethods: [[UInt8]] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"].map {
-        Array($0.utf8)
     }
 
     enum State: Sendable, Equatable {
@@ -158,23 +162,19 @@ package struct HTTPFraming: Sendable {
         input.withUnsafeBytes { feed($0) }
     }
 
-    /// Reads the next bytes of the stream and says what they are. `forward` ranges index `input`.
+    /// Reads the next bytes of the stream and says what they are. `body` ranges index `input`.
     package mutating func feed(_ input: UnsafeRawBufferPointer) -> [Event] {
         var events: [Event] = []
         let count = input.count
         var i = 0
-        /// Where the head being read began in this input, if it did.
-        var headStart: Int?
-        /// The start of a run of body bytes in this input not yet handed on.
-        var bodyRun: Int?
         defer { offset += count }
 
-        func forward(_ range: Range<Int>) {
+        func body(_ range: Range<Int>) {
             guard !range.isEmpty else { return }
-            if case .forward(let last) = events.last, last.upperBound == range.lowerBound {
-                events[events.count - 1] = .forward(last.lowerBound..<range.upperBound)
+            if case .body(let last) = events.last, last.upperBound == range.lowerBound {
+                events[events.count - 1] = .body(last.lowerBound..<range.upperBound)
             } else {
-                events.append(.forward(range))
+                events.append(.body(range))
             }
         }
 
@@ -200,7 +200,6 @@ package struct HTTPFraming: Sendable {
                     head.removeAll(keepingCapacity: true)
                     lineStart = 0
                     reader = HeadReader()
-                    headStart = i
                     state = .head(sawCR: false)
                 }
 
@@ -272,20 +271,6 @@ package struct HTTPFraming: Sendable {
                 case .failure(let refusal): return refuse(&events, refusal.reason, at: lineEnd)
                 }
                 events.append(.head(accepted))
-                let methodLength = accepted.method.utf8.count
-                if let start = headStart {
-                    if accepted.methodReplaced {
-                        events.append(.forwardBytes(Self.get))
-                        forward((start + methodLength)..<i)
-                    } else {
-                        forward(start..<i)
-                    }
-                } else if accepted.methodReplaced {
-                    events.append(.forwardBytes(Self.get + head[methodLength...]))
-                } else {
-                    events.append(.forwardBytes(head))
-                }
-                headStart = nil
                 current = accepted
                 switch accepted.body {
                 case .none: endRequest(&events, at: i)
@@ -296,28 +281,24 @@ package struct HTTPFraming: Sendable {
                 }
 
             case .body(let remaining):
-                let run = bodyRun ?? i
-                bodyRun = run
                 let take = min(remaining, count - i)
+                body(i..<(i + take))
                 i += take
                 if take == remaining {
-                    forward(run..<i)
-                    bodyRun = nil
                     endRequest(&events, at: i)
                 } else {
                     state = .body(remaining: remaining - take)
                 }
 
             case .chunkSize(var digits, var value, let sawCR):
-                if bodyRun == nil { bodyRun = i }
                 let byte = input[i]
                 chunkLine += 1
                 if sawCR {
                     guard byte == Self.lf else {
-                        return refuse(&events, "a chunk size line does not end in CRLF", at: i, run: bodyRun)
+                        return refuse(&events, "a chunk size line does not end in CRLF", at: i)
                     }
                     guard digits > 0 else {
-                        return refuse(&events, "a chunk size line holds no size", at: i, run: bodyRun)
+                        return refuse(&events, "a chunk size line holds no size", at: i)
                     }
                     i += 1
                     state = value == 0 ? .trailerEnd(sawCR: false) : .chunkData(remaining: value)
@@ -328,39 +309,33 @@ package struct HTTPFraming: Sendable {
                 } else if let digit = Self.hexValue(byte) {
                     // 15 hex digits (without leading zeros) stay far below Int.max; a size that big never arrives anyway.
                     guard value < 1 << 56 else {
-                        return refuse(&events, "a chunk size is too large", at: i, run: bodyRun)
+                        return refuse(&events, "a chunk size is too large", at: i)
                     }
                     value = value << 4 | digit
                     digits += 1
                     state = .chunkSize(digits: digits, value: value, sawCR: false)
                 } else if byte == Self.lf {
-                    return refuse(&events, "a chunk size line does not end in CRLF", at: i, run: bodyRun)
+                    return refuse(&events, "a chunk size line does not end in CRLF", at: i)
                 } else if byte == UInt8(ascii: ";") {
-                    return refuse(&events, "chunk extensions are not supported", at: i, run: bodyRun)
+                    return refuse(&events, "chunk extensions are not supported", at: i)
                 } else {
-                    return refuse(&events, "a chunk size must be hexadecimal digits", at: i, run: bodyRun)
+                    return refuse(&events, "a chunk size must be hexadecimal digits", at: i)
                 }
                 if chunkLine > limits.lineBytes {
-                    return refuse(
-                        &events,
-                        "a chunk size line is longer than \(limits.lineBytes) bytes",
-                        at: i,
-                        run: bodyRun
-                    )
+                    return refuse(&events, "a chunk size line is longer than \(limits.lineBytes) bytes", at: i)
                 }
                 i += 1
 
             case .chunkData(let remaining):
-                if bodyRun == nil { bodyRun = i }
                 let take = min(remaining, count - i)
+                body(i..<(i + take))
                 i += take
                 state = take == remaining ? .chunkEnd(sawCR: false) : .chunkData(remaining: remaining - take)
 
             case .chunkEnd(let sawCR):
-                if bodyRun == nil { bodyRun = i }
                 let byte = input[i]
                 guard byte == (sawCR ? Self.lf : Self.cr) else {
-                    return refuse(&events, "chunk data is not followed by CRLF", at: i, run: bodyRun)
+                    return refuse(&events, "chunk data is not followed by CRLF", at: i)
                 }
                 i += 1
                 if sawCR {
@@ -371,32 +346,22 @@ package struct HTTPFraming: Sendable {
                 }
 
             case .trailerEnd(let sawCR):
-                let run = bodyRun ?? i
-                bodyRun = run
                 let byte = input[i]
                 if !sawCR {
                     guard byte == Self.cr else {
-                        return refuse(
-                            &events,
-                            "trailer fields after a chunked body are not supported",
-                            at: i,
-                            run: bodyRun
-                        )
+                        return refuse(&events, "trailer fields after a chunked body are not supported", at: i)
                     }
                     state = .trailerEnd(sawCR: true)
                     i += 1
                 } else {
                     guard byte == Self.lf else {
-                        return refuse(&events, "the chunked body does not end in CRLF", at: i, run: bodyRun)
+                        return refuse(&events, "the chunked body does not end in CRLF", at: i)
                     }
                     i += 1
-                    forward(run..<i)
-                    bodyRun = nil
                     endRequest(&events, at: i)
                 }
             }
         }
-        if let run = bodyRun { forward(run..<count) }
         return events
     }
 
@@ -408,15 +373,8 @@ package struct HTTPFraming: Sendable {
         state = keepAlive ? .betweenRequests(sawCR: false) : .closed
     }
 
-    /// Refuses the stream at index `i` of the input; body bytes before it (from `run`) are handed on.
-    private mutating func refuse(_ events: inout [Event], _ reason: String, at i: Int, run: Int? = nil) -> [Event] {
-        if let run, run < i {
-            if case .forward(let last) = events.last, last.upperBound == run {
-                events[events.count - 1] = .forward(last.lowerBound..<i)
-            } else {
-                events.append(.forward(run..<i))
-            }
-        }
+    /// Refuses the stream at index `i` of the input.
+    private mutating func refuse(_ events: inout [Event], _ reason: String, at i: Int) -> [Event] {
         events.append(.refused(Refusal(reason: reason, at: offset + i)))
         state = .refused
         current = nil
@@ -426,7 +384,6 @@ package struct HTTPFraming: Sendable {
 
     static let cr = UInt8(ascii: "\r")
     static let lf = UInt8(ascii: "\n")
-    static let get = Array("GET".utf8)
 
     /// The index of the first `byte` in `input[from..<to]`.
     static func find(_ byte: UInt8, in input: UnsafeRawBufferPointer, from: Int, to: Int) -> Int? {
@@ -445,7 +402,7 @@ package struct HTTPFraming: Sendable {
     }
 
     /// RFC 9110 `tchar`: the characters of a method and a header name.
-    static func isTokenByte(_ byte: UInt8) -> Bool {
+    package static func isTokenByte(_ byte: UInt8) -> Bool {
         switch byte {
         case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
             UInt8(ascii: "0")...UInt8(ascii: "9"):
@@ -468,7 +425,7 @@ extension HTTPFraming {
         var method: [UInt8] = []
         var target: [UInt8] = []
         var minorVersion = 1
-        var fields = 0
+        var fields: [Field] = []
         var contentLength: Int?
         var chunked = false
         var sawTransferEncoding = false
@@ -482,8 +439,7 @@ extension HTTPFraming {
                 sawRequestLine = true
                 return readRequestLine(line, limits: limits)
             }
-            fields += 1
-            if fields > limits.headerFields {
+            if fields.count == limits.headerFields {
                 return "the request head has more than \(limits.headerFields) header fields"
             }
             let first = line[0]
@@ -518,7 +474,7 @@ extension HTTPFraming {
             case 14 where Self.equalsIgnoringCase(name, "content-length"):
                 guard contentLength == nil else { return "Content-Length is given more than once" }
                 guard !sawTransferEncoding else { return "Content-Length and Transfer-Encoding are given together" }
-                // No trailing whitespace either: llhttp refuses it.
+                // No trailing whitespace either (llhttp and Go refuse it too).
                 guard !value.isEmpty, Self.allDigits(value) else { return "Content-Length must be a decimal number" }
                 var digits = value[...]
                 while digits.count > 1, digits.first == UInt8(ascii: "0") { digits = digits.dropFirst() }
@@ -550,6 +506,9 @@ extension HTTPFraming {
             default:
                 break
             }
+            fields.append(
+                Field(name: String(decoding: name, as: UTF8.self), value: String(decoding: trimmed, as: UTF8.self))
+            )
             return nil
         }
 
@@ -608,14 +567,14 @@ extension HTTPFraming {
             } else {
                 body = .none
             }
-            // llhttp's should_keep_alive: HTTP/1.1 unless `close`; HTTP/1.0 only with `keep-alive`.
+            // HTTP/1.1 unless `close`; HTTP/1.0 only with `keep-alive` (for HTTP/1.0, `close` is not
+            // looked at, as llhttp, NIO's parser, decides it).
             let keepAlive = minorVersion == 1 ? !connectionClose : connectionKeepAlive
-            let replaced = !HTTPFraming.parserMethods.contains { $0.elementsEqual(method) }
             return .success(
                 Head(
                     method: String(decoding: method, as: UTF8.self),
-                    methodReplaced: replaced,
                     target: String(decoding: target, as: UTF8.self),
+                    fields: fields,
                     minorVersion: minorVersion,
                     body: body,
                     keepAlive: keepAlive,
@@ -634,6 +593,25 @@ extension HTTPFraming {
                 }
                 return true
             }
+        }
+    }
+}
+
+extension [HTTPFraming.Field] {
+    /// The value of the fields named `lowercaseName` (names compare ASCII case-insensitively); the
+    /// values of several are joined with ", ", as for a list-valued field; nil when there is none.
+    package subscript(lowercaseName: String) -> String? {
+        var found: String?
+        for field in self where Self.nameMatches(field.name, lowercaseName) {
+            found = found.map { $0 + ", " + field.value } ?? field.value
+        }
+        return found
+    }
+
+    static func nameMatches(_ name: String, _ lowercase: String) -> Bool {
+        guard name.utf8.count == lowercase.utf8.count else { return false }
+        return zip(name.utf8, lowercase.utf8).allSatisfy { x, y in
+            (x >= UInt8(ascii: "A") && x <= UInt8(ascii: "Z") ? x + 32 : x) == y
         }
     }
 }

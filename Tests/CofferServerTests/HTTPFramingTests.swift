@@ -4,16 +4,17 @@ import Testing
 @testable import CofferServerCore
 
 /// HTTPFraming over byte streams, fed whole, split at every position and byte by byte: where each
-/// request ends, what the parser is handed, and what is refused and why.
+/// request ends, its head and body, and what is refused and why.
 @Suite struct HTTPFramingTests {
     struct Outcome: Equatable {
-        var forwarded: [UInt8] = []
+        /// The body bytes of every request, one after the other.
+        var body: [UInt8] = []
         var heads: [HTTPFraming.Head] = []
         var ends: [Int] = []
         var starts: [Int] = []
         var refusal: HTTPFraming.Refusal?
 
-        var text: String { String(decoding: forwarded, as: UTF8.self) }
+        var text: String { String(decoding: body, as: UTF8.self) }
     }
 
     static func run(_ pieces: [[UInt8]], limits: HTTPFraming.Limits = .init()) -> Outcome {
@@ -24,8 +25,7 @@ import Testing
                 switch event {
                 case .requestStarted(let at): outcome.starts.append(at)
                 case .head(let head): outcome.heads.append(head)
-                case .forward(let range): outcome.forwarded += piece[range]
-                case .forwardBytes(let bytes): outcome.forwarded += bytes
+                case .body(let range): outcome.body += piece[range]
                 case .end(let at): outcome.ends.append(at)
                 case .refused(let refusal):
                     #expect(outcome.refusal == nil, "refused twice")
@@ -54,7 +54,7 @@ import Testing
 
     static let body = #"{"data":{"x":"LIST /v1/ HTTP/1.1"}}"#
 
-    @Test func replacesOnlyUnknownMethodsAndFramesEveryRequest() {
+    @Test func framesEveryRequestWhateverItsMethodAndKeepsItsFields() {
         let put =
             "PUT /v1/secret/data/a HTTP/1.1\r\nHost: x\r\nContent-Length: \(Self.body.utf8.count)\r\n\r\n\(Self.body)"
         let stream =
@@ -62,16 +62,17 @@ import Testing
             + "LIST /v1/secret/metadata HTTP/1.1\r\nHost: x\r\n\r\n"
             + "\r\nGET /v1/secret/data/a HTTP/1.1\r\ncontent-length:0\r\n\r\n"
             + "SCAN /v1/secret/metadata HTTP/1.1\r\nHost: x\r\n\r\n"
-        let expected =
-            "PUT /v1/secret/data/a HTTP/1.1\r\nHost: x\r\nContent-Length: \(Self.body.utf8.count)\r\n\r\n\(Self.body)"
-            + "GET /v1/secret/metadata HTTP/1.1\r\nHost: x\r\n\r\n"
-            + "GET /v1/secret/data/a HTTP/1.1\r\ncontent-length:0\r\n\r\n"
-            + "GET /v1/secret/metadata HTTP/1.1\r\nHost: x\r\n\r\n"
         let outcome = Self.runSplitEverywhere(stream)
-        #expect(outcome.text == expected)
+        #expect(outcome.text == Self.body, "only the PUT has a body")
         #expect(outcome.refusal == nil)
         #expect(outcome.heads.map(\.method) == ["PUT", "LIST", "GET", "SCAN"])
-        #expect(outcome.heads.map(\.methodReplaced) == [false, true, false, true])
+        #expect(outcome.heads.map(\.target) == ["/v1/secret/data/a", "/v1/secret/metadata", "/v1/secret/data/a", "/v1/secret/metadata"])
+        #expect(
+            outcome.heads[0].fields == [
+                .init(name: "Host", value: "x"), .init(name: "Content-Length", value: "\(Self.body.utf8.count)"),
+            ]
+        )
+        #expect(outcome.heads[2].fields == [.init(name: "content-length", value: "0")])
         #expect(outcome.heads[0].body == .length(Self.body.utf8.count))
         #expect(outcome.ends.first == put.utf8.count)
         #expect(outcome.ends.last == stream.utf8.count)
@@ -93,7 +94,7 @@ import Testing
                 stream.utf8.count - "LIST /v1/secret/metadata HTTP/1.1\r\n\r\n".utf8.count, stream.utf8.count,
             ]
         )
-        #expect(outcome.text.hasSuffix("\r\n\r\nLIST /GET /v1/secret/metadata HTTP/1.1\r\n\r\n"))
+        #expect(outcome.text == "LIST /", "the body is six bytes, whatever they look like")
     }
 
     @Test func chunkedBodiesAreFramedAndLISTStillWorksAfterThem() {
@@ -104,7 +105,7 @@ import Testing
         #expect(outcome.refusal == nil)
         #expect(outcome.heads.map(\.method) == ["POST", "LIST"])
         #expect(outcome.heads[0].body == .chunked)
-        #expect(outcome.text == post + "GET /v1/y HTTP/1.1\r\n\r\n")
+        #expect(outcome.text == "LIST0123456789", "the chunks' data without their framing")
         #expect(outcome.ends == [post.utf8.count, stream.utf8.count])
     }
 
@@ -123,7 +124,7 @@ import Testing
             #expect(outcome.refusal == nil, "\(head)")
             #expect(outcome.heads.first?.keepAlive == keepAlive, "\(head)")
             #expect(outcome.heads.count == (keepAlive ? 2 : 1), "\(head)")
-            #expect(outcome.text == (keepAlive ? head + after : head), "\(head)")
+            #expect(outcome.heads.last?.target == (keepAlive ? "/v1/b" : "/v1/a"), "\(head)")
         }
     }
 
@@ -284,12 +285,58 @@ import Testing
         let first = framing.feed(head)
         #expect(first.contains { if case .head = $0 { true } else { false } })
         #expect(!first.contains { if case .end = $0 { true } else { false } })
-        #expect(first.last == .forward(0..<head.count), "head and the body's first bytes go on together")
-        #expect(framing.feed(Array("567".utf8)) == [.forward(0..<3)])
+        #expect(first.last == .body((head.count - 5)..<head.count), "the body's first bytes come with the head")
+        #expect(framing.feed(Array("567".utf8)) == [.body(0..<3)])
         #expect(
             framing.feed(Array("89GET".utf8)) == [
-                .forward(0..<2), .end(at: head.count + 5), .requestStarted(at: head.count + 5),
+                .body(0..<2), .end(at: head.count + 5), .requestStarted(at: head.count + 5),
             ]
+        )
+    }
+
+    @Test func fieldValuesAreTrimmedAndLookedUpByNameInAnyCase() {
+        let stream =
+            "GET /v1/a HTTP/1.1\r\nX-Vault-Token: \t s.abc \t\r\nx-vault-request:true\r\nAccept: a\r\n"
+            + "ACCEPT: b\r\nEmpty:\r\n\r\n"
+        let fields = Self.runSplitEverywhere(stream).heads.first?.fields ?? []
+        #expect(fields.map(\.name) == ["X-Vault-Token", "x-vault-request", "Accept", "ACCEPT", "Empty"])
+        #expect(fields["x-vault-token"] == "s.abc")
+        #expect(fields["x-vault-request"] == "true")
+        #expect(fields["accept"] == "a, b", "fields of one name are joined, as a list")
+        #expect(fields["empty"] == "")
+        #expect(fields["x-vault-namespace"] == nil)
+        #expect(fields["x-vault-toke"] == nil && fields["x-vault-tokens"] == nil)
+    }
+
+    @Test func responsesAreEncodedWithTheirLengthAndNoInjectedFields() {
+        func text(_ answer: WireResponder.Answer, isHead: Bool = false, close: Bool = false) -> String {
+            let buffer = WireResponder.encode(answer, isHead: isHead, close: close, allocator: .init())
+            return String(decoding: buffer.readableBytesView, as: UTF8.self)
+        }
+        let common = "Cache-Control: no-store\r\nStrict-Transport-Security: max-age=31536000; includeSubDomains\r\n"
+        #expect(
+            text((200, Array(#"{"a":1}"#.utf8), false, nil, []))
+                == "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\(common)Content-Length: 8\r\n\r\n{\"a\":1}\n"
+        )
+        // HEAD: the length GET would have, no body. A raw body goes as it is, with its own type.
+        #expect(
+            text((200, Array(#"{"a":1}"#.utf8), false, nil, []), isHead: true)
+                == "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\(common)Content-Length: 8\r\n\r\n"
+        )
+        #expect(
+            text((200, Array("pem".utf8), false, "application/pem-certificate-chain", []), close: true)
+                == "HTTP/1.1 200 OK\r\nContent-Type: application/pem-certificate-chain\r\n\(common)"
+                + "Connection: close\r\nContent-Length: 3\r\n\r\npem"
+        )
+        #expect(text((204, nil, false, nil, [])) == "HTTP/1.1 204 No Content\r\nContent-Type: application/json\r\n\(common)\r\n")
+        // An answer's own fields: a CR or LF in a value cannot start a field; names the encoder owns are not repeated.
+        let extra = text(
+            (429, nil, false, nil, [("Retry-After", "1\r\nSet-Cookie: x"), ("Content-Length", "9"), ("Bad Name", "v")])
+        )
+        #expect(
+            extra
+                == "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n\(common)"
+                + "Retry-After: 1  Set-Cookie: x\r\nContent-Length: 0\r\n\r\n"
         )
     }
 }

@@ -13,7 +13,7 @@ import NIOWebSocket
 /// (`X-Vault-Token`), the namespace (`X-Vault-Namespace`) and `json=true` are checked, an error is
 /// an HTTP response with Vault's `{"errors":[...]}` body, and on success the 101 response goes out,
 /// the HTTP handlers' timers are removed, and ``EventsWebSocketSession`` serves the connection.
-/// Any other first request, and every later one, passes through untouched to ``RequestFramer``
+/// Any other first request, and every later one, passes through untouched to ``HTTPCodec``
 /// (which refuses an `Upgrade` anywhere else). Upgrading a later request of a keep-alive
 /// connection is not supported: clients (`vault events subscribe`, Python's `websockets`) open a
 /// new connection for it.
@@ -118,8 +118,7 @@ final class EventsUpgradeSniffer: ChannelInboundHandler, RemovableChannelHandler
         }
         // The HTTP path's deadlines (read, header, idle) are for requests: a subscription lasts.
         let pipeline = context.pipeline.syncOperations
-        if let framer = try? pipeline.handler(type: RequestFramer.self) { _ = pipeline.removeHandler(framer) }
-        if let guard_ = try? pipeline.handler(type: RequestGuard.self) { _ = pipeline.removeHandler(guard_) }
+        if let codec = try? pipeline.handler(type: HTTPCodec.self) { _ = pipeline.removeHandler(codec) }
 
         let session = EventsWebSocketSession(subscription: subscription, bus: vault.eventBus, logger: logger)
         box.session = session

@@ -1,11 +1,8 @@
 import Coffer
-import HTTPTypes
+import CofferServerCore
 import HummingbirdCore
 import Logging
 import NIOCore
-import NIOHTTP1
-import NIOHTTPTypes
-import NIOHTTPTypesHTTP1
 import NIOPosix
 import Synchronization
 
@@ -13,8 +10,7 @@ import Synchronization
 /// connection's event loop:
 ///
 /// ```
-/// socket (TLS) -> EventsUpgradeSniffer -> RequestFramer -> NIO HTTP/1 decoder and encoder
-///   -> HTTP1ToHTTPServerCodec -> RequestGuard -> WireHandler
+/// socket (TLS) -> EventsUpgradeSniffer -> HTTPCodec -> WireHandler
 /// ```
 ///
 /// Hummingbird's `Server` still owns the listener, the connection count and graceful shutdown
@@ -46,21 +42,13 @@ struct CofferHTTPChannel: ServerChildChannel {
                 try pipeline.addHandler(EventsUpgradeSniffer(vault: events, logger: self.logger))
             }
             try pipeline.addHandler(
-                RequestFramer(headerTimeout: headerTimeout, readTimeout: readTimeout, logger: self.logger)
+                HTTPCodec(
+                    headerTimeout: headerTimeout,
+                    readTimeout: readTimeout,
+                    idle: idleTimeout,
+                    logger: self.logger
+                )
             )
-            var limits = NIOHTTPDecoderLimitConfiguration()
-            limits.maxHeaderFieldSize = 80 * 1024
-            limits.maxHeaderListSize = 80 * 1024
-            limits.maxHeaderFieldCount = 1000
-            try pipeline.configureHTTPServerPipeline(
-                withPipeliningAssistance: false,  // WireHandler keeps responses in order
-                withErrorHandling: false,  // WireHandler answers parser errors (RequestGuard says why)
-                withOutboundHeaderValidation: false,  // HTTPTypes validates fields
-                withEncoderConfiguration: .init(),
-                withDecoderLimitConfiguration: limits
-            )
-            try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
-            try pipeline.addHandler(RequestGuard(idle: idleTimeout))
             let inFlight = InFlight()
             try pipeline.addHandler(WireHandler(responder: responder, inFlight: inFlight, logger: self.logger))
             // Refused connections are closed before anything is read (or a TLS handshake starts);
@@ -93,16 +81,16 @@ final class InFlight: Sendable {
 /// requests of the connection (HTTP pipelining) wait in ``queue`` and the socket is not read, so
 /// answers keep their order and a client cannot queue without bound.
 final class WireHandler: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPRequestPart
-    typealias OutboundIn = HTTPResponsePart
-    typealias OutboundOut = HTTPResponsePart
+    typealias InboundIn = RequestPart
+    typealias OutboundIn = EncodedResponse
+    typealias OutboundOut = EncodedResponse
 
     /// A request whose answer has not been written yet.
     enum Work {
         /// Known without the engine (from the head, or a parse error).
         case ready(WireResponder.Answer)
         /// The head and the whole body.
-        case complete(HTTPRequest, [UInt8])
+        case complete(HTTPFraming.Head, [UInt8])
     }
 
     struct Queued {
@@ -110,12 +98,14 @@ final class WireHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let isHead: Bool
         let method: String
         let target: String
+        /// The connection stays open after the answer (unless the answer itself ends it).
+        let keepAlive: Bool
         let started: ContinuousClock.Instant
     }
 
     /// A request whose head arrived and whose end has not.
     struct Reading {
-        let head: HTTPRequest
+        let head: HTTPFraming.Head
         var body: [UInt8]
         let started: ContinuousClock.Instant
         /// Already answered from its head (or over the cap): the rest of it is dropped.
@@ -161,9 +151,7 @@ final class WireHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 enqueue(context, Queued(work: .ready(answer), head: head, started: started))
             } else {
                 var body: [UInt8] = []
-                if let length = head.headerFields[.contentLength].flatMap({ Int($0) }), length > 0 {
-                    body.reserveCapacity(length)
-                }
+                if case .length(let length) = head.body { body.reserveCapacity(length) }
                 reading = Reading(head: head, body: body, started: started, answered: false)
             }
         case .body(let chunk):
@@ -198,20 +186,27 @@ final class WireHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if stopped { return }  // the last answer is going out; RequestGuard closes the connection
-        guard error is HTTPParserError else {
+        if stopped { return }  // the last answer is going out; HTTPCodec closes the connection
+        guard let refused = error as? FramingRefused else {
             logger.trace("closing a connection", metadata: ["error": "\(error)"])
             return context.close(promise: nil)
         }
-        // One 400 that ends the connection, in its turn (RequestGuard gives it the reason as body),
-        // for the request being read if there is one.
-        let head = reading?.head
+        // One 400 that says why and ends the connection, in its turn.
         let started = reading?.started ?? .now
-        let answer: WireResponder.Answer = (400, nil, true, nil, [])
-        if let head {
+        var answer = WireResponder.error(400, "malformed request: " + refused.reason)
+        answer.2 = true
+        if let head = reading?.head {
             enqueue(context, Queued(work: .ready(answer), head: head, started: started))
         } else {
-            enqueue(context, Queued(work: .ready(answer), isHead: false, method: "", target: "", started: started))
+            let item = Queued(
+                work: .ready(answer),
+                isHead: false,
+                method: "",
+                target: "",
+                keepAlive: false,
+                started: started
+            )
+            enqueue(context, item)
         }
         reading = nil
         stopped = true
@@ -312,15 +307,14 @@ final class WireHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func write(_ context: ChannelHandlerContext, _ item: Queued, _ answer: WireResponder.Answer) {
-        let (head, body) = responder.response(answer, isHead: item.isHead, allocator: context.channel.allocator)
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        if let body { context.write(wrapOutboundOut(.body(body)), promise: nil) }
+        let close = answer.2 || !item.keepAlive
+        let bytes = WireResponder.encode(answer, isHead: item.isHead, close: close, allocator: context.channel.allocator)
         let written = context.eventLoop.makePromise(of: Void.self)
-        context.write(wrapOutboundOut(.end(nil)), promise: written)
+        context.write(wrapOutboundOut(EncodedResponse(bytes: bytes, close: close)), promise: written)
         lastWrite = written.futureResult
         unflushed = true
         if answer.2 {
-            // The connection ends once the response is out (RequestGuard closes it). The rest of an
+            // The connection ends once the response is out (HTTPCodec closes it). The rest of an
             // oversized body is not read: input is closed.
             stopped = true
             reading = nil
@@ -362,12 +356,13 @@ final class WireHandler: ChannelDuplexHandler, RemovableChannelHandler {
 }
 
 extension WireHandler.Queued {
-    init(work: WireHandler.Work, head: HTTPRequest, started: ContinuousClock.Instant) {
+    init(work: WireHandler.Work, head: HTTPFraming.Head, started: ContinuousClock.Instant) {
         self.init(
             work: work,
-            isHead: head.method == .head,
-            method: head.method.rawValue,
-            target: head.path ?? "/",
+            isHead: head.method == "HEAD",
+            method: head.method,
+            target: head.target,
+            keepAlive: head.keepAlive,
             started: started
         )
     }

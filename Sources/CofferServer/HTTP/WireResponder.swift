@@ -1,8 +1,9 @@
 import Coffer
 import CofferCore
-import HTTPTypes
+import CofferServerCore
 import Logging
 import NIOCore
+import NIOHTTP1
 
 /// One request as the engine (or, in a cluster, the active node) sees it: the method and `/v1/`
 /// target after the REST alias, the client's headers (`X-Vault-Token`, `X-Vault-Namespace`,
@@ -10,7 +11,7 @@ import NIOCore
 struct WireRequest: Sendable {
     var method: String
     var target: String
-    var headers: HTTPFields
+    var headers: [HTTPFraming.Field]
     var body: [UInt8]
     var clientAddress: String
 }
@@ -37,14 +38,14 @@ struct WireResponder: Sendable {
     var unauthenticatedMetrics = false
     let logger: Logger
 
-    static let token = HTTPField.Name("X-Vault-Token")!
-    static let namespace = HTTPField.Name("X-Vault-Namespace")!
-    static let wrapTTL = HTTPField.Name("X-Vault-Wrap-TTL")!
-    static let hsts = HTTPField.Name("Strict-Transport-Security")!
-    static let index = HTTPField.Name("X-Vault-Index")!
-    static let inconsistent = HTTPField.Name("X-Vault-Inconsistent")!
-    static let consistency = HTTPField.Name("X-Coffer-Consistency")!
-    static let forwardedBy = HTTPField.Name(RaftCluster.forwardedHeader)!
+    // Request header names, lowercase (they are looked up ASCII case-insensitively).
+    static let token = "x-vault-token"
+    static let namespace = "x-vault-namespace"
+    static let wrapTTL = "x-vault-wrap-ttl"
+    static let index = "x-vault-index"
+    static let inconsistent = "x-vault-inconsistent"
+    static let consistency = "x-coffer-consistency"
+    static let forwardedBy = RaftCluster.forwardedHeader.lowercased()
 
     /// What an answer is: status, body (nil: none), whether to close the connection afterwards, the
     /// body's type when not JSON, and extra headers.
@@ -52,16 +53,16 @@ struct WireResponder: Sendable {
 
     /// What can be told from the head alone: an answer that needs no body (a wrong path, HEAD where
     /// only health answers it, a PATCH of the wrong type, a declared body over the cap), or nil.
-    func check(_ head: HTTPRequest) -> Answer? {
-        let target = head.path ?? "/"
+    func check(_ head: HTTPFraming.Head) -> Answer? {
+        let target = head.target
         guard target.hasPrefix("/v1/") || RestAlias.handles(target) else {
             return (404, Array(#"{"errors":[]}"#.utf8), false, nil, [])
         }
-        if head.method == .head, !target.hasPrefix("/v1/sys/health"), !target.hasPrefix("/health") {
+        if head.method == "HEAD", !target.hasPrefix("/v1/sys/health"), !target.hasPrefix("/health") {
             return (405, Array(#"{"errors":[]}"#.utf8), false, nil, [])
         }
-        if head.method == .patch {
-            let type = head.headerFields[.contentType] ?? ""
+        if head.method == "PATCH" {
+            let type = head.fields["content-type"] ?? ""
             let mediaType = type.split(separator: ";").first.map { $0.trimmingCharacters(in: " ") } ?? ""
             if mediaType.lowercased() != "application/merge-patch+json" {
                 return Self.error(415, "PATCH requires Content-Type of application/merge-patch+json, provided \(type)")
@@ -69,7 +70,7 @@ struct WireResponder: Sendable {
         }
         // A larger body is refused without reading it (and the connection closed, since the rest of
         // it is still on the wire), as OpenBao does.
-        if let length = head.headerFields[.contentLength].flatMap({ Int($0) }), length > maxRequestSize {
+        if case .length(let length) = head.body, length > maxRequestSize {
             return Self.tooLarge
         }
         return nil
@@ -85,8 +86,8 @@ struct WireResponder: Sendable {
         case forward(WireRequest)
     }
 
-    func route(_ head: HTTPRequest, body: [UInt8], clientAddress: String) -> Routed {
-        var (method, target, body) = (head.method.rawValue, head.path ?? "/", body)
+    func route(_ head: HTTPFraming.Head, body: [UInt8], clientAddress: String) -> Routed {
+        var (method, target, body) = (head.method, head.target, body)
         // The seeds' REST contract (RestAlias.swift) becomes a /v1/ request here, or is refused.
         if !target.hasPrefix("/v1/") {
             switch RestAlias.map(method: method, target: target, body: body) {
@@ -112,24 +113,24 @@ struct WireResponder: Sendable {
         let request = WireRequest(
             method: method,
             target: target,
-            headers: head.headerFields,
+            headers: head.fields,
             body: body,
             clientAddress: clientAddress
         )
-        var offload = offloadWrites && head.method != .get && head.method != .head && method != "LIST"
+        var offload = offloadWrites && head.method != "GET" && head.method != "HEAD" && method != "LIST"
         if let cluster = vault.cluster {
             // X-Vault-Index: a standby behind the index a client saw answers 429, or sends the request on
             // when the client asks so (and it was not itself forwarded here).
-            if ClusterConsistency.check(cluster, requested: head.headerFields[Self.index]) == .behind {
-                if head.headerFields[Self.inconsistent] == "forward-active-node",
-                    head.headerFields[Self.forwardedBy] == nil
+            if ClusterConsistency.check(cluster, requested: head.fields[Self.index]) == .behind {
+                if head.fields[Self.inconsistent] == "forward-active-node",
+                    head.fields[Self.forwardedBy] == nil
                 {
                     return .forward(request)
                 }
                 return .answer((429, Array(#"{"errors":[]}"#.utf8), false, nil, [("Retry-After", "1")]))
             }
             // A linearizable read waits for a ReadIndex round (milliseconds): on the thread pool.
-            if head.headerFields[Self.consistency] == "linearizable" { offload = true }
+            if head.fields[Self.consistency] == "linearizable" { offload = true }
         }
         return .engine(request, offload: offload)
     }
@@ -148,7 +149,7 @@ struct WireResponder: Sendable {
         }
         // X-Vault-Token wins; otherwise `Authorization: Bearer <token>` (the scheme is case-sensitive, as in OpenBao).
         var token = request.headers[Self.token]
-        if token == nil, let authorization = request.headers[.authorization], authorization.hasPrefix("Bearer ") {
+        if token == nil, let authorization = request.headers["authorization"], authorization.hasPrefix("Bearer ") {
             token = String(authorization.dropFirst("Bearer ".count))
         }
         let result = vault.handleWire(
@@ -181,8 +182,9 @@ struct WireResponder: Sendable {
 
     /// Headers the active node needs of a forwarded request: the token, namespace, wrapping, content
     /// type, and what the client asked of consistency. Hop-by-hop headers and the client's Host stay behind.
-    static let carried: [HTTPField.Name] = [
-        token, namespace, wrapTTL, HTTPField.Name("X-Vault-Request")!, index, consistency, .authorization, .contentType,
+    static let carried = [
+        "X-Vault-Token", "X-Vault-Namespace", "X-Vault-Wrap-TTL", "X-Vault-Request", "X-Vault-Index",
+        "X-Coffer-Consistency", "Authorization", "Content-Type",
     ]
 
     /// A request this node (a standby) must not answer, sent whole to the cluster's active node
@@ -190,7 +192,7 @@ struct WireResponder: Sendable {
     /// Runs on NIO's thread pool: it blocks for the exchange.
     func forwardToActive(_ request: WireRequest) -> Answer {
         guard let cluster = vault.cluster else { return Self.error(500, "this node is not in a cluster") }
-        let headers = Self.carried.compactMap { name in request.headers[name].map { (name.rawName, $0) } }
+        let headers = Self.carried.compactMap { name in request.headers[name.lowercased()].map { (name, $0) } }
         let answer = cluster.forward(
             method: request.method,
             target: request.target,
@@ -205,26 +207,67 @@ struct WireResponder: Sendable {
         return (answer.status, body, false, json ? nil : contentType, answer.headers.filter { $0.0 != "content-type" })
     }
 
-    /// The response head and body (nil: none, as for HEAD) of an answer.
-    func response(
-        _ answer: Answer,
-        isHead: Bool,
-        allocator: ByteBufferAllocator
-    ) -> (HTTPResponse, ByteBuffer?) {
-        let (status, body, close, contentType, extra) = answer
-        var headers: HTTPFields = [.contentType: contentType ?? "application/json", .cacheControl: "no-store"]
-        headers[Self.hsts] = "max-age=31536000; includeSubDomains"
-        if close { headers[.connection] = "close" }
-        // A quota's Retry-After and X-Ratelimit-* (Quota/); the names are fixed ASCII, always valid.
-        for (name, value) in extra { if let field = HTTPField.Name(name) { headers[field] = value } }
-        var head = HTTPResponse(status: .init(code: status), headerFields: headers)
-        guard let body, !isHead else { return (head, nil) }
-        var buffer = allocator.buffer(capacity: body.count + 1)
-        buffer.writeBytes(body)
-        // Go's json.Encoder ends every JSON body with a newline; raw bodies go as they are.
-        if contentType == nil { buffer.writeInteger(UInt8(ascii: "\n")) }
-        head.headerFields[.contentLength] = String(buffer.readableBytes)
-        return (head, buffer)
+    /// An answer as the bytes of its response: the status line, OpenBao's headers (`Content-Type`,
+    /// `Cache-Control: no-store`, `Strict-Transport-Security`), the answer's own (a quota's
+    /// `Retry-After`, `X-Vault-Index`, ...), `Connection: close` when the connection ends after it,
+    /// `Content-Length`, and the body: JSON ends with the newline Go's encoder writes; raw bodies go
+    /// as they are; HEAD gets the headers GET would, without the body.
+    static func encode(_ answer: Answer, isHead: Bool, close: Bool, allocator: ByteBufferAllocator) -> ByteBuffer {
+        let (status, body, _, contentType, extra) = answer
+        let length = body.map { $0.count + (contentType == nil ? 1 : 0) }
+        var out = allocator.buffer(capacity: 192 + (isHead ? 0 : length ?? 0))
+        out.writeBytes((100..<600).contains(status) ? statusLines[status - 100] : statusLines[500 - 100])
+        out.writeStaticString("Content-Type: ")
+        if let contentType { writeFieldValue(contentType, to: &out) } else { out.writeStaticString("application/json") }
+        out.writeStaticString(
+            "\r\nCache-Control: no-store\r\nStrict-Transport-Security: max-age=31536000; includeSubDomains\r\n"
+        )
+        if close { out.writeStaticString("Connection: close\r\n") }
+        for (name, value) in extra where isExtraName(name) {
+            out.writeString(name)
+            out.writeStaticString(": ")
+            writeFieldValue(value, to: &out)
+            out.writeStaticString("\r\n")
+        }
+        if length != nil || !(status == 204 || status == 304 || status < 200) {
+            out.writeStaticString("Content-Length: ")
+            out.writeString(String(length ?? 0))  // a small string: no allocation
+            out.writeStaticString("\r\n")
+        }
+        out.writeStaticString("\r\n")
+        if let body, !isHead {
+            out.writeBytes(body)
+            if contentType == nil { out.writeInteger(UInt8(ascii: "\n")) }
+        }
+        return out
+    }
+
+    /// `HTTP/1.1 <code> <reason>\r\n` for every code from 100 to 599.
+    static let statusLines: [[UInt8]] = (100..<600).map {
+        Array("HTTP/1.1 \($0) \(HTTPResponseStatus(statusCode: $0).reasonPhrase)\r\n".utf8)
+    }
+
+    /// A header name of an answer's own: a token, and not one the encoder writes itself.
+    static func isExtraName(_ name: String) -> Bool {
+        guard !name.isEmpty, name.utf8.allSatisfy(HTTPFraming.isTokenByte) else { return false }
+        switch name.lowercased() {
+        case "content-type", "content-length", "transfer-encoding", "connection", "cache-control",
+            "strict-transport-security":
+            return false
+        default:
+            return true
+        }
+    }
+
+    /// A field value, with any control character (a CR or LF would end the field) written as a space.
+    static func writeFieldValue(_ value: String, to out: inout ByteBuffer) {
+        if value.utf8.allSatisfy({ $0 >= 0x20 && $0 != 0x7F || $0 == 0x09 }) {
+            out.writeString(value)
+            return
+        }
+        for byte in value.utf8 {
+            out.writeInteger(byte >= 0x20 && byte != 0x7F || byte == 0x09 ? byte : UInt8(ascii: " "))
+        }
     }
 
     static let tooLarge: Answer = (413, Array(#"{"errors":["http: request body too large"]}"#.utf8), true, nil, [])

@@ -1,18 +1,18 @@
 import CofferServerCore
 
 extension FuzzHarness {
-    /// `HTTPFraming`, the pre-parser in front of llhttp in cofferd that decides where each request on
-    /// a connection starts and ends (issue 13 item 6).
+    /// `HTTPFraming`, cofferd's HTTP/1.1 request parser, which decides where each request on a
+    /// connection starts and ends (issue 13 item 6) and what its head and body are.
     ///
     /// The input's first byte picks how the rest, the byte stream of one connection, is cut into
     /// reads; the stream is framed once in a single read and once in those pieces. Checks that both
-    /// framings tell the same story (the same heads, request ends, refusal and the same bytes handed
-    /// to the parser: a boundary that moved with the reads is the kind of disagreement request
-    /// smuggling lives on), that every forwarded range lies inside the read it indexes, that request
+    /// framings tell the same story (the same heads, request ends, refusal and the same body bytes:
+    /// a boundary that moved with the reads is the kind of disagreement request smuggling lives
+    /// on), that every body range lies inside the read it indexes, that request
     /// ends only move forward and stay inside the stream, and that nothing follows a refusal.
     public static let httpFraming = FuzzHarness(
         name: "http-framing",
-        summary: "HTTPFraming (cofferd's request framing before llhttp), whole and in pieces"
+        summary: "HTTPFraming (cofferd's HTTP/1.1 request parser), whole and in pieces"
     ) { input in
         guard let seed = input.first else { return nil }
         let stream = Array(input.dropFirst())
@@ -23,8 +23,8 @@ extension FuzzHarness {
         if whole.story != pieces.story {
             return "framing in pieces disagreed with framing in one read: \(pieces.story) against \(whole.story)"
         }
-        if whole.forwarded != pieces.forwarded {
-            return "the bytes handed to the parser depend on how the stream was read"
+        if whole.body != pieces.body {
+            return "the body bytes depend on how the stream was read"
         }
         return nil
     }
@@ -32,10 +32,10 @@ extension FuzzHarness {
 
 /// One framing of a stream, read in the given pieces, and what it said.
 struct FramingRun {
-    /// Heads, request ends and the refusal, in order (forwarded bytes are compared separately).
+    /// Heads, request ends and the refusal, in order (body bytes are compared separately).
     var story: [String] = []
-    /// Every byte handed to the parser, in order.
-    var forwarded: [UInt8] = []
+    /// Every body byte, in order.
+    var body: [UInt8] = []
     var problem: String?
 
     init(_ stream: [UInt8], pieces: [Int]) {
@@ -56,16 +56,14 @@ struct FramingRun {
                     story.append("start \(at)")
                 case .head(let head):
                     story.append(
-                        "head \(head.method) \(head.methodReplaced) \(head.target) \(head.minorVersion) \(head.body) \(head.keepAlive) \(head.start)"
+                        "head \(head.method) \(head.target) \(head.fields) \(head.minorVersion) \(head.body) \(head.keepAlive) \(head.start)"
                     )
-                case .forward(let range):
+                case .body(let range):
                     guard range.lowerBound >= 0 && range.upperBound <= read.count else {
-                        problem = "forwarded bytes \(range) of a \(read.count)-byte read"
+                        problem = "body bytes \(range) of a \(read.count)-byte read"
                         break events
                     }
-                    forwarded += read[range]
-                case .forwardBytes(let bytes):
-                    forwarded += bytes
+                    body += read[range]
                 case .end(let at):
                     guard at > lastEnd, at <= position else {
                         problem =
