@@ -1,4 +1,4 @@
-import CofferCore
+@testable import CofferCore
 import Testing
 
 @Suite struct JSONTests {
@@ -69,5 +69,44 @@ import Testing
         #expect(VaultDuration.format(0) == "0s")
         #expect(VaultDuration.format(3600) == "1h0m0s")
         #expect(VaultDuration.format(90) == "1m30s")
+    }
+
+    /// The wire body is written field by field; it must say what the envelope (`body(requestID:)`)
+    /// says, with the envelope's keys in Go's struct order.
+    @Test func wireBodyIsTheEnvelopeInOpenBaosOrder() throws {
+        var plain = Response(data: ["b": .int(2), "a": .string("x\"y")])
+        #expect(
+            plain.wireBody(requestID: "r1").map { String(decoding: $0, as: UTF8.self) }
+                == #"{"request_id":"r1","lease_id":"","renewable":false,"lease_duration":0,"data":{"a":"x\"y","b":2},"#
+                + #""wrap_info":null,"warnings":null,"auth":null}"#
+        )
+        plain.leaseID = "db/creds/x/1"
+        plain.leaseDuration = 3600
+        plain.renewable = true
+        plain.warnings = ["one", "two"]
+        var auth = Response(
+            auth: AuthInfo(
+                clientToken: "s.t", accessor: "acc", policies: ["default"], tokenPolicies: ["default"],
+                metadata: ["role": "r"], leaseDuration: 60, renewable: true, orphan: false, numUses: 0
+            )
+        )
+        auth.warnings = ["w"]
+        var repeated = Response(data: ["sealed": .bool(false), "data": .string("collides with the envelope")])
+        repeated.repeatDataAtTopLevel = true
+        var wrapped = Response(data: [:])
+        wrapped.wrapInfo = WrapInfo(
+            token: "s.w", accessor: "wa", ttl: 60, creationTime: Timestamp(seconds: 1_700_000_000),
+            creationPath: "secret/data/a", wrappedAccessor: nil
+        )
+        let order = ["request_id", "lease_id", "renewable", "lease_duration", "data", "wrap_info", "warnings", "auth"]
+        for response in [plain, auth, repeated, wrapped] {
+            let bytes = try #require(response.wireBody(requestID: "r2"))
+            #expect(try JSONValue.parse(bytes) == response.body(requestID: "r2"))
+            let text = String(decoding: bytes, as: UTF8.self)
+            let offsets = order.compactMap { text.range(of: "\"\($0)\":")?.lowerBound }
+            #expect(offsets.count == order.count && offsets == offsets.sorted(), "\(text)")
+        }
+        #expect(String(decoding: repeated.wireBody(requestID: "r")!, as: UTF8.self).hasPrefix(#"{"sealed":false,"request_id""#))
+        #expect(Response.noContent.wireBody(requestID: "r") == nil && Response.notFound.wireBody(requestID: "r") == nil)
     }
 }

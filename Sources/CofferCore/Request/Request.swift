@@ -318,35 +318,51 @@ extension Response {
     /// `data`, keys are sorted, as Go writes maps. nil when there is no body.
     public func wireBody(requestID: String) -> [UInt8]? {
         guard raw == nil else { return raw!.serialized() }
-        guard let envelope = body(requestID: requestID)?.objectValue else { return nil }
+        if outcome == .noContent || (outcome != .ok && data == nil && auth == nil && warnings.isEmpty) { return nil }
+        // Written field by field, without building the envelope as a dictionary first (the same
+        // bytes as `body(requestID:)` serialized in this order).
         var out: [UInt8] = [UInt8(ascii: "{")]
-        var first = true
-        func key(_ name: String) {
-            if !first { out.append(UInt8(ascii: ",")) }
-            first = false
-            JSONValue.writeString(name, to: &out)
-            out.append(UInt8(ascii: ":"))
-        }
-        let order = [
-            "request_id", "lease_id", "renewable", "lease_duration", "data", "wrap_info", "warnings", "auth",
-        ]
+        out.reserveCapacity(256)
         // Sys endpoints that repeat `data` at the top level put those keys first, as OpenBao does.
-        for name in envelope.keys.sorted() where !order.contains(name) {
-            key(name)
-            envelope[name]!.write(to: &out)
-        }
-        for name in order {
-            key(name)
-            switch name {
-            case "auth" where auth != nil: Response.writeOrdered(envelope[name]!, AuthInfo.wireOrder, to: &out)
-            case "wrap_info" where wrapInfo != nil:
-                Response.writeOrdered(envelope[name]!, WrapInfo.wireOrder, to: &out)
-            default: (envelope[name] ?? .null).write(to: &out)
+        if repeatDataAtTopLevel, let data {
+            for name in data.keys.sorted() where !Self.envelopeKeys.contains(name) {
+                JSONValue.writeString(name, to: &out)
+                out.append(UInt8(ascii: ":"))
+                data[name]!.write(to: &out)
+                out.append(UInt8(ascii: ","))
             }
         }
+        out.append(contentsOf: #""request_id":"#.utf8)
+        JSONValue.writeString(wrapInfo == nil ? requestID : "", to: &out)
+        out.append(contentsOf: #","lease_id":"#.utf8)
+        JSONValue.writeString(leaseID, to: &out)
+        out.append(contentsOf: (renewable ? #","renewable":true"# : #","renewable":false"#).utf8)
+        out.append(contentsOf: #","lease_duration":"#.utf8)
+        out.append(contentsOf: String(leaseDuration).utf8)
+        out.append(contentsOf: #","data":"#.utf8)
+        if let data { JSONValue.object(data).write(to: &out) } else { out.append(contentsOf: "null".utf8) }
+        out.append(contentsOf: #","wrap_info":"#.utf8)
+        if let wrapInfo {
+            Response.writeOrdered(wrapInfo.json, WrapInfo.wireOrder, to: &out)
+        } else {
+            out.append(contentsOf: "null".utf8)
+        }
+        out.append(contentsOf: #","warnings":"#.utf8)
+        if warnings.isEmpty {
+            out.append(contentsOf: "null".utf8)
+        } else {
+            JSONValue.array(warnings.map { .string($0) }).write(to: &out)
+        }
+        out.append(contentsOf: #","auth":"#.utf8)
+        if let auth { Response.writeOrdered(auth.json, AuthInfo.wireOrder, to: &out) } else { out.append(contentsOf: "null".utf8) }
         out.append(UInt8(ascii: "}"))
         return out
     }
+
+    /// The envelope's keys, in Go's struct order.
+    static let envelopeKeys: Set<String> = [
+        "request_id", "lease_id", "renewable", "lease_duration", "data", "wrap_info", "warnings", "auth",
+    ]
 
     static func writeOrdered(_ value: JSONValue, _ order: [String], to out: inout [UInt8]) {
         guard case .object(let object) = value else { return value.write(to: &out) }
