@@ -458,12 +458,13 @@ extension JSONValue {
         case .object(let object):
             out.append(UInt8(ascii: "{"))
             var first = true
-            for key in object.keys.sorted() {
+            // The pairs sorted by key: no second hash lookup of each key.
+            for (key, value) in object.sorted(by: { $0.key < $1.key }) {
                 if !first { out.append(UInt8(ascii: ",")) }
                 first = false
                 JSONValue.writeString(key, to: &out)
                 out.append(UInt8(ascii: ":"))
-                object[key]!.write(to: &out)
+                value.write(to: &out)
             }
             out.append(UInt8(ascii: "}"))
         }
