@@ -165,6 +165,7 @@ package struct HTTPFraming: Sendable {
     /// Reads the next bytes of the stream and says what they are. `body` ranges index `input`.
     package mutating func feed(_ input: UnsafeRawBufferPointer) -> [Event] {
         var events: [Event] = []
+        events.reserveCapacity(4)  // a request's start, head, body and end: one allocation
         let count = input.count
         var i = 0
         defer { offset += count }
@@ -251,7 +252,10 @@ package struct HTTPFraming: Sendable {
                     return refuse(&events, "the request head is longer than \(limits.headBytes) bytes", at: lineEnd)
                 }
                 if head.count - 2 > lineStart {
+                    // Moved out (not copied), so that its fields array stays uniquely referenced
+                    // and grows in place instead of being copied at every line.
                     var lineReader = reader
+                    reader = HeadReader()
                     let (start, limits) = (lineStart, limits)
                     let reason = head.withUnsafeBufferPointer { all in
                         lineReader.read(
@@ -610,8 +614,14 @@ extension [HTTPFraming.Field] {
 
     static func nameMatches(_ name: String, _ lowercase: String) -> Bool {
         guard name.utf8.count == lowercase.utf8.count else { return false }
-        return zip(name.utf8, lowercase.utf8).allSatisfy { x, y in
-            (x >= UInt8(ascii: "A") && x <= UInt8(ascii: "Z") ? x + 32 : x) == y
+        var (name, lowercase) = (name, lowercase)
+        return name.withUTF8 { a in
+            lowercase.withUTF8 { b in
+                for i in 0..<a.count where (a[i] >= UInt8(ascii: "A") && a[i] <= UInt8(ascii: "Z") ? a[i] + 32 : a[i]) != b[i] {
+                    return false
+                }
+                return true
+            }
         }
     }
 }
