@@ -617,7 +617,8 @@ extension [HTTPFraming.Field] {
         var (name, lowercase) = (name, lowercase)
         return name.withUTF8 { a in
             lowercase.withUTF8 { b in
-                for i in 0..<a.count where (a[i] >= UInt8(ascii: "A") && a[i] <= UInt8(ascii: "Z") ? a[i] + 32 : a[i]) != b[i] {
+                for i in 0..<a.count
+                where (a[i] >= UInt8(ascii: "A") && a[i] <= UInt8(ascii: "Z") ? a[i] + 32 : a[i]) != b[i] {
                     return false
                 }
                 return true

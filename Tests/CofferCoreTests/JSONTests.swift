@@ -1,5 +1,6 @@
-@testable import CofferCore
 import Testing
+
+@testable import CofferCore
 
 @Suite struct JSONTests {
     @Test func roundTripKeepsNumbersExactlyAndSortsKeys() throws {
@@ -86,8 +87,15 @@ import Testing
         plain.warnings = ["one", "two"]
         var auth = Response(
             auth: AuthInfo(
-                clientToken: "s.t", accessor: "acc", policies: ["default"], tokenPolicies: ["default"],
-                metadata: ["role": "r"], leaseDuration: 60, renewable: true, orphan: false, numUses: 0
+                clientToken: "s.t",
+                accessor: "acc",
+                policies: ["default"],
+                tokenPolicies: ["default"],
+                metadata: ["role": "r"],
+                leaseDuration: 60,
+                renewable: true,
+                orphan: false,
+                numUses: 0
             )
         )
         auth.warnings = ["w"]
@@ -95,8 +103,12 @@ import Testing
         repeated.repeatDataAtTopLevel = true
         var wrapped = Response(data: [:])
         wrapped.wrapInfo = WrapInfo(
-            token: "s.w", accessor: "wa", ttl: 60, creationTime: Timestamp(seconds: 1_700_000_000),
-            creationPath: "secret/data/a", wrappedAccessor: nil
+            token: "s.w",
+            accessor: "wa",
+            ttl: 60,
+            creationTime: Timestamp(seconds: 1_700_000_000),
+            creationPath: "secret/data/a",
+            wrappedAccessor: nil
         )
         let order = ["request_id", "lease_id", "renewable", "lease_duration", "data", "wrap_info", "warnings", "auth"]
         for response in [plain, auth, repeated, wrapped] {
@@ -106,7 +118,11 @@ import Testing
             let offsets = order.compactMap { text.range(of: "\"\($0)\":")?.lowerBound }
             #expect(offsets.count == order.count && offsets == offsets.sorted(), "\(text)")
         }
-        #expect(String(decoding: repeated.wireBody(requestID: "r")!, as: UTF8.self).hasPrefix(#"{"sealed":false,"request_id""#))
+        #expect(
+            String(decoding: repeated.wireBody(requestID: "r")!, as: UTF8.self).hasPrefix(
+                #"{"sealed":false,"request_id""#
+            )
+        )
         #expect(Response.noContent.wireBody(requestID: "r") == nil && Response.notFound.wireBody(requestID: "r") == nil)
     }
 }

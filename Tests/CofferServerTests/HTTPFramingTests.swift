@@ -66,7 +66,11 @@ import Testing
         #expect(outcome.text == Self.body, "only the PUT has a body")
         #expect(outcome.refusal == nil)
         #expect(outcome.heads.map(\.method) == ["PUT", "LIST", "GET", "SCAN"])
-        #expect(outcome.heads.map(\.target) == ["/v1/secret/data/a", "/v1/secret/metadata", "/v1/secret/data/a", "/v1/secret/metadata"])
+        #expect(
+            outcome.heads.map(\.target) == [
+                "/v1/secret/data/a", "/v1/secret/metadata", "/v1/secret/data/a", "/v1/secret/metadata",
+            ]
+        )
         #expect(
             outcome.heads[0].fields == [
                 .init(name: "Host", value: "x"), .init(name: "Content-Length", value: "\(Self.body.utf8.count)"),
@@ -328,7 +332,11 @@ import Testing
                 == "HTTP/1.1 200 OK\r\nContent-Type: application/pem-certificate-chain\r\n\(common)"
                 + "Connection: close\r\nContent-Length: 3\r\n\r\npem"
         )
-        #expect(text((204, nil, false, nil, [])) == "HTTP/1.1 204 No Content\r\nContent-Type: application/json\r\n\(common)\r\n")
+        #expect(
+            text((204, nil, false, nil, []))
+                == "HTTP/1.1 204 No Content\r\nContent-Type: application/json\r\n\(common)\r\n"
+        )
+        #expect(text((204, Array("{}".utf8), false, nil, [])) == text((204, nil, false, nil, [])), "a 204 has no body")
         // An answer's own fields: a CR or LF in a value cannot start a field; names the encoder owns are not repeated.
         let extra = text(
             (429, nil, false, nil, [("Retry-After", "1\r\nSet-Cookie: x"), ("Content-Length", "9"), ("Bad Name", "v")])

@@ -354,7 +354,11 @@ extension Response {
             JSONValue.array(warnings.map { .string($0) }).write(to: &out)
         }
         out.append(contentsOf: #","auth":"#.utf8)
-        if let auth { Response.writeOrdered(auth.json, AuthInfo.wireOrder, to: &out) } else { out.append(contentsOf: "null".utf8) }
+        if let auth {
+            Response.writeOrdered(auth.json, AuthInfo.wireOrder, to: &out)
+        } else {
+            out.append(contentsOf: "null".utf8)
+        }
         out.append(UInt8(ascii: "}"))
         return out
     }

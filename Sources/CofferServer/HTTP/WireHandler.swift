@@ -308,7 +308,12 @@ final class WireHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func write(_ context: ChannelHandlerContext, _ item: Queued, _ answer: WireResponder.Answer) {
         let close = answer.2 || !item.keepAlive
-        let bytes = WireResponder.encode(answer, isHead: item.isHead, close: close, allocator: context.channel.allocator)
+        let bytes = WireResponder.encode(
+            answer,
+            isHead: item.isHead,
+            close: close,
+            allocator: context.channel.allocator
+        )
         let written = context.eventLoop.makePromise(of: Void.self)
         context.write(wrapOutboundOut(EncodedResponse(bytes: bytes, close: close)), promise: written)
         lastWrite = written.futureResult

@@ -229,13 +229,15 @@ struct WireResponder: Sendable {
             writeFieldValue(value, to: &out)
             out.writeStaticString("\r\n")
         }
-        if length != nil || !(status == 204 || status == 304 || status < 200) {
+        // 1xx, 204 and 304 never carry a body, nor a length.
+        let bodiless = status < 200 || status == 204 || status == 304
+        if !bodiless {
             out.writeStaticString("Content-Length: ")
             out.writeString(String(length ?? 0))  // a small string: no allocation
             out.writeStaticString("\r\n")
         }
         out.writeStaticString("\r\n")
-        if let body, !isHead {
+        if let body, !isHead, !bodiless {
             out.writeBytes(body)
             if contentType == nil { out.writeInteger(UInt8(ascii: "\n")) }
         }
