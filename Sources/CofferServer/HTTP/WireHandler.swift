@@ -133,6 +133,9 @@ final class WireHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Responses were written and not flushed yet.
     var unflushed = false
     var lastWrite: EventLoopFuture<Void>?
+    /// The client's IP address, formatted once per connection (`inet_ntop` and a lock each request
+    /// were 1.3% of an HTTP read).
+    var client: String?
 
     init(responder: WireResponder, inFlight: InFlight, logger: Logger) {
         self.responder = responder
@@ -255,8 +258,8 @@ final class WireHandler: ChannelDuplexHandler, RemovableChannelHandler {
             case .ready(let answer):
                 write(context, item, answer)
             case .complete(let head, let body):
-                let client = context.channel.remoteAddress?.ipAddress ?? ""
-                switch responder.route(head, body: body, clientAddress: client) {
+                if client == nil { client = context.channel.remoteAddress?.ipAddress ?? "" }
+                switch responder.route(head, body: body, clientAddress: client ?? "") {
                 case .answer(let answer):
                     write(context, item, answer)
                 case .engine(let request, let offload):
