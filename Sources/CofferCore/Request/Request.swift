@@ -293,10 +293,16 @@ public struct Response: Sendable {
         }
     }
 
+    /// Whether the answer has a JSON envelope: not for no content, nor for a not-found or error
+    /// status that carries no data, auth or warnings.
+    var hasEnvelope: Bool {
+        outcome != .noContent && (outcome == .ok || data != nil || auth != nil || !warnings.isEmpty)
+    }
+
     /// The wire body for a request id, or nil when there is none (no content; not found without data).
     public func body(requestID: String) -> JSONValue? {
         if let raw { return raw }
-        if outcome == .noContent || (outcome != .ok && data == nil && auth == nil && warnings.isEmpty) { return nil }
+        guard hasEnvelope else { return nil }
         var envelope: [String: JSONValue] = [
             "request_id": .string(wrapInfo == nil ? requestID : ""), "lease_id": .string(leaseID),
             "renewable": .bool(renewable),
@@ -318,7 +324,7 @@ extension Response {
     /// `data`, keys are sorted, as Go writes maps. nil when there is no body.
     public func wireBody(requestID: String) -> [UInt8]? {
         guard raw == nil else { return raw!.serialized() }
-        if outcome == .noContent || (outcome != .ok && data == nil && auth == nil && warnings.isEmpty) { return nil }
+        guard hasEnvelope else { return nil }
         // Written field by field, without building the envelope as a dictionary first (the same
         // bytes as `body(requestID:)` serialized in this order).
         var out: [UInt8] = [UInt8(ascii: "{")]
