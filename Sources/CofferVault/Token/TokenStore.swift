@@ -7,42 +7,151 @@ import Synchronization
 /// per-vault salt kept in the barrier), which is also the storage key, so a lookup compares digests
 /// an attacker cannot choose, never the token bytes.
 package struct TokenEntry: Sendable, Equatable {
-    package var idHash: String
-    package var accessor: String
-    /// The parent's hash, or "" for an orphan.
-    package var parentHash: String
-    package var policies: [String]
-    package var meta: [String: String]
-    package var displayName: String
-    package var path: String
-    package var creationTime: Timestamp
-    /// The TTL the token was created with (seconds; 0 = never expires).
-    package var creationTTL: Int64
-    package var explicitMaxTTL: Int64
-    /// nil: never expires.
-    package var expireTime: Timestamp?
-    /// Uses left; 0 is unlimited.
-    package var numUses: Int
-    package var period: Int64
-    package var renewable: Bool
-    package var issueTime: Timestamp
-    /// CIDR blocks the token may be used from (empty: anywhere).
-    package var boundCIDRs: [String] = []
-    /// The identity entity of whoever logged in ("" for tokens made by hand).
-    package var entityID = ""
-    /// A batch token: not stored anywhere, the token is this entry encrypted (``TokenStore/createBatch(_:)``).
-    /// It has no id hash, no accessor and no cubbyhole, cannot be renewed or revoked by itself, and
-    /// dies with its TTL or its parent.
-    package var batch = false
-    /// The longest life renewals may give a login token, from its creation (the role's
-    /// `token_max_ttl` or the mount's max); 0: only the system maximum and `explicitMaxTTL` apply.
-    package var maxTTL: Int64 = 0
-    /// The id of the namespace the token was made in ("" for root); its token and accessor end in
-    /// `.<id>`, as OpenBao's do. It is usable there and in the namespaces inside.
-    package var namespaceID = ""
-    /// A break-glass token, or a child of one (BreakGlass/): its requests are audited with the
-    /// break-glass marker and reported. The request path tests only this flag.
-    package var breakGlass = false
+    /// The fields, kept in one shared box: an entry is copied several times a request (the cache, the
+    /// caller, the request), and a copy is one reference count instead of one per string and array
+    /// (about 20 atomic operations). Copied on write.
+    struct Fields: Sendable, Equatable {
+        var idHash: String = ""
+        var accessor: String = ""
+        /// The parent's hash, or "" for an orphan.
+        var parentHash: String = ""
+        var policies: [String] = []
+        var meta: [String: String] = [:]
+        var displayName: String = ""
+        var path: String = ""
+        var creationTime: Timestamp = .zero
+        /// The TTL the token was created with (seconds; 0 = never expires).
+        var creationTTL: Int64 = 0
+        var explicitMaxTTL: Int64 = 0
+        /// nil: never expires.
+        var expireTime: Timestamp? = nil
+        /// Uses left; 0 is unlimited.
+        var numUses: Int = 0
+        var period: Int64 = 0
+        var renewable: Bool = false
+        var issueTime: Timestamp = .zero
+        /// CIDR blocks the token may be used from (empty: anywhere).
+        var boundCIDRs: [String] = []
+        /// The identity entity of whoever logged in ("" for tokens made by hand).
+        var entityID = ""
+        /// A batch token: not stored anywhere, the token is this entry encrypted (``TokenStore/createBatch(_:)``).
+        /// It has no id hash, no accessor and no cubbyhole, cannot be renewed or revoked by itself, and
+        /// dies with its TTL or its parent.
+        var batch = false
+        /// The longest life renewals may give a login token, from its creation (the role's
+        /// `token_max_ttl` or the mount's max); 0: only the system maximum and `explicitMaxTTL` apply.
+        var maxTTL: Int64 = 0
+        /// The id of the namespace the token was made in ("" for root); its token and accessor end in
+        /// `.<id>`, as OpenBao's do. It is usable there and in the namespaces inside.
+        var namespaceID = ""
+        /// A break-glass token, or a child of one (BreakGlass/): its requests are audited with the
+        /// break-glass marker and reported. The request path tests only this flag.
+        var breakGlass = false
+    }
+
+    private final class Box: @unchecked Sendable {
+        // Mutated only through `mutableFields`, when this entry holds the only reference, so
+        // exclusivity needs no checking at run time.
+        @exclusivity(unchecked) var fields: Fields
+        init(_ fields: Fields) { self.fields = fields }
+    }
+
+    private var box = Box(Fields())
+
+    private var mutableFields: Fields {
+        _read { yield box.fields }
+        _modify {
+            if !isKnownUniquelyReferenced(&box) { box = Box(box.fields) }
+            yield &box.fields
+        }
+    }
+
+    package static func == (a: TokenEntry, b: TokenEntry) -> Bool { a.box === b.box || a.box.fields == b.box.fields }
+
+    package var idHash: String {
+        get { box.fields.idHash }
+        set { mutableFields.idHash = newValue }
+    }
+    package var accessor: String {
+        get { box.fields.accessor }
+        set { mutableFields.accessor = newValue }
+    }
+    package var parentHash: String {
+        get { box.fields.parentHash }
+        set { mutableFields.parentHash = newValue }
+    }
+    package var policies: [String] {
+        get { box.fields.policies }
+        set { mutableFields.policies = newValue }
+    }
+    package var meta: [String: String] {
+        get { box.fields.meta }
+        set { mutableFields.meta = newValue }
+    }
+    package var displayName: String {
+        get { box.fields.displayName }
+        set { mutableFields.displayName = newValue }
+    }
+    package var path: String {
+        get { box.fields.path }
+        set { mutableFields.path = newValue }
+    }
+    package var creationTime: Timestamp {
+        get { box.fields.creationTime }
+        set { mutableFields.creationTime = newValue }
+    }
+    package var creationTTL: Int64 {
+        get { box.fields.creationTTL }
+        set { mutableFields.creationTTL = newValue }
+    }
+    package var explicitMaxTTL: Int64 {
+        get { box.fields.explicitMaxTTL }
+        set { mutableFields.explicitMaxTTL = newValue }
+    }
+    package var expireTime: Timestamp? {
+        get { box.fields.expireTime }
+        set { mutableFields.expireTime = newValue }
+    }
+    package var numUses: Int {
+        get { box.fields.numUses }
+        set { mutableFields.numUses = newValue }
+    }
+    package var period: Int64 {
+        get { box.fields.period }
+        set { mutableFields.period = newValue }
+    }
+    package var renewable: Bool {
+        get { box.fields.renewable }
+        set { mutableFields.renewable = newValue }
+    }
+    package var issueTime: Timestamp {
+        get { box.fields.issueTime }
+        set { mutableFields.issueTime = newValue }
+    }
+    package var boundCIDRs: [String] {
+        get { box.fields.boundCIDRs }
+        set { mutableFields.boundCIDRs = newValue }
+    }
+    package var maxTTL: Int64 {
+        get { box.fields.maxTTL }
+        set { mutableFields.maxTTL = newValue }
+    }
+    package var entityID: String {
+        get { box.fields.entityID }
+        set { mutableFields.entityID = newValue }
+    }
+    package var batch: Bool {
+        get { box.fields.batch }
+        set { mutableFields.batch = newValue }
+    }
+    package var namespaceID: String {
+        get { box.fields.namespaceID }
+        set { mutableFields.namespaceID = newValue }
+    }
+    package var breakGlass: Bool {
+        get { box.fields.breakGlass }
+        set { mutableFields.breakGlass = newValue }
+    }
 
     package var isRoot: Bool { policies.contains("root") }
     package var orphan: Bool { parentHash.isEmpty }
