@@ -6,8 +6,9 @@ package import CofferFramework
 import Glibc
 #endif
 
-/// A mounted backend with its storage view.
-package struct RoutedMount: Sendable {
+/// A mounted backend with its storage view. A class: every request carries its mount, and a copy
+/// is one reference count, not one per string and reference inside.
+package final class RoutedMount: Sendable {
     package let kind: MountKind
     /// The full path the mount serves, with its trailing slash: "secret/", "auth/approle/".
     package let prefix: String
