@@ -7,7 +7,8 @@ package import CofferCore
 /// barrier. Handlers are synchronous and may run on many threads at once. Backends built from a
 /// ``PathTable`` get `handle` and `exists` from ``TableBackend``.
 package protocol Backend: AnyObject, Sendable {
-    func handle(_ request: BackendRequest) throws(CofferError) -> Response
+    /// Consuming: the router hands the request on, and a copy would retain every string in it.
+    func handle(_ request: consuming BackendRequest) throws(CofferError) -> Response
     /// Vault's existence check for writes: true if the target exists (the write is an `update`),
     /// false if not (a `create`), nil if the path does not distinguish (always `update`).
     func exists(_ request: ExistenceRequest) throws(CofferError) -> Bool?
@@ -80,7 +81,7 @@ package protocol TableBackend: Backend {
 }
 
 extension TableBackend {
-    package func handle(_ request: BackendRequest) throws(CofferError) -> Response {
+    package func handle(_ request: consuming BackendRequest) throws(CofferError) -> Response {
         try Self.paths.handle(self, request)
     }
     package func exists(_ request: ExistenceRequest) throws(CofferError) -> Bool? {

@@ -9,8 +9,9 @@ package typealias Handler<B> = @Sendable (B) -> (BackendRequest) throws(CofferEr
 /// `create` or an `update` before the ACL runs, so it gets storage it can only read.
 package typealias ExistenceCheck<B> = @Sendable (B) -> (ExistenceRequest) throws(CofferError) -> Bool
 
-/// One declared path: its pattern, its fields and a handler per operation.
-package struct Path<B>: Sendable {
+/// One declared path: its pattern, its fields and a handler per operation. A class: routing hands
+/// one on per request, and a copy of the struct retained each of its fields and handlers.
+package final class Path<B>: Sendable {
     package let pattern: PathPattern
     package let fields: [Field]
     /// Whether fields that are not declared are passed through (KV v1 stores whatever it is given,
@@ -103,14 +104,13 @@ package struct PathTable<B>: Sendable {
     /// Serves `request`: routes it, checks its fields against the declaration, runs the handler.
     /// The answers for what the table does not serve are Vault's: 404 "unsupported path" and 405
     /// "unsupported operation"; undeclared fields are ignored with Vault's warning.
-    package func handle(_ backend: B, _ request: BackendRequest) throws(CofferError) -> Response {
+    package func handle(_ backend: B, _ request: consuming BackendRequest) throws(CofferError) -> Response {
         guard let (path, captures) = route(request.path) else {
             throw CofferError(.notFound, "unsupported path")
         }
         guard let handler = path.handler(request.operation) else {
             throw CofferError(.unsupportedOperation, "unsupported operation")
         }
-        var request = request
         request.captures = captures
         let ignored = try request.fields.check(against: path.fields, arbitrary: path.arbitraryFields)
         var response = try handler(backend)(request)

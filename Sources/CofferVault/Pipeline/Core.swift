@@ -587,28 +587,14 @@ package final class Core: Sendable {
         caller: TokenEntry?,
         now: Timestamp
     ) throws(CofferError) -> Response {
-        var backendRequest = BackendRequest(
-            operation: request.operation,
-            path: relative,
-            fields: FieldData(request.data, rawBytes: request.rawBytes, rawResults: request.rawResults),
-            storage: mount.storage,
-            mount: mount.entry,
-            now: now,
-            caller: caller?.caller,
-            token: request.token,
-            requestID: request.id,
-            clientAddress: request.clientAddress
-        )
-        backendRequest.system = self
-        backendRequest.wrapTTL = request.wrapTTL
-        backendRequest.namespaceID = mount.namespaceID
         // vault.route.<op>.<mount>: begin/end, not a generic closure, which CofferCore cannot inline here.
         let route = mount.meters[request.operation]
         let routeTiming = route.begin()
         var response: Response
         do {
             defer { route.end(routeTiming) }
-            response = try mount.backend.handle(backendRequest)
+            // Built in the call: a temporary is handed on, where a local would be copied.
+            response = try mount.backend.handle(backendRequest(request, mount, relative, caller: caller, now: now))
         }
         response.mountType = mount.entry.type
         if mount.kind == .auth, let auth = response.auth, auth.clientToken.isEmpty {
@@ -631,6 +617,32 @@ package final class Core: Sendable {
             response = try wrap(response, path: request.path, requestID: request.id, ttl: request.wrapTTL, now: now)
         }
         return response
+    }
+
+    /// The request as `mount`'s backend sees it.
+    func backendRequest(
+        _ request: Request,
+        _ mount: RoutedMount,
+        _ relative: String,
+        caller: TokenEntry?,
+        now: Timestamp
+    ) -> BackendRequest {
+        var backendRequest = BackendRequest(
+            operation: request.operation,
+            path: relative,
+            fields: FieldData(request.data, rawBytes: request.rawBytes, rawResults: request.rawResults),
+            storage: mount.storage,
+            mount: mount.entry,
+            now: now,
+            caller: caller?.caller,
+            token: request.token,
+            requestID: request.id,
+            clientAddress: request.clientAddress
+        )
+        backendRequest.system = self
+        backendRequest.wrapTTL = request.wrapTTL
+        backendRequest.namespaceID = mount.namespaceID
+        return backendRequest
     }
 
     func existenceRequest(
