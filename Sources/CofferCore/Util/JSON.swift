@@ -212,7 +212,8 @@ private struct JSONParser {
                     value = isObject ? .object([:]) : .array([])
                 } else {
                     if let outer = consume current { enclosing.append(outer) }
-                    current = isObject ? .object([:], key: try parseKey()) : .array([])
+                    // Room for a few members up front: growing from empty rehashes at the 2nd and 4th.
+                    current = isObject ? .object(Dictionary(minimumCapacity: 4), key: try parseKey()) : .array([])
                     continue values
                 }
             case UInt8(ascii: "\""): value = .string(try parseString())
