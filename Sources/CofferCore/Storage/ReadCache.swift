@@ -50,8 +50,13 @@ package final class CachingBackend: PhysicalBackend {
 
     private static func shardIndex(_ key: String) -> Int {
         // FNV-1a over the last bytes: keys share long prefixes ("logical/<mount uuid>/versions/").
-        var h: UInt32 = 2_166_136_261
-        for byte in key.utf8.suffix(16) { h = (h ^ UInt32(byte)) &* 16_777_619 }
+        // Over the contiguous bytes: `utf8.suffix` walks a String's indices one by one.
+        var key = key
+        let h = key.withUTF8 { bytes in
+            var h: UInt32 = 2_166_136_261
+            for byte in bytes[max(0, bytes.count - 16)...] { h = (h ^ UInt32(byte)) &* 16_777_619 }
+            return h
+        }
         return Int(h % UInt32(shardCount))
     }
 

@@ -98,7 +98,14 @@ package final class KVv2Backend: TableBackend {
     }
 
     /// Unambiguous: a secret path never ends in "/", so the last segment is always the version.
-    static func versionKey(_ key: String, _ n: Int) -> String { "versions/" + key + "/" + String(n) }
+    static func versionKey(_ key: String, _ n: Int) -> String {
+        var versionKey = "versions/"
+        versionKey.reserveCapacity(30 + key.utf8.count)  // one allocation, not one per part
+        versionKey += key
+        versionKey += "/"
+        versionKey += String(n)
+        return versionKey
+    }
 
     /// The secret path captured from the request; a folder ("a/") is not a secret.
     static func secretKey(_ request: BackendRequest) throws(CofferError) -> String {
