@@ -239,16 +239,25 @@ public final class Vault: Sendable {
     public func status() throws(CofferError) -> SealStatus { try core.sealStatus() }
 
     /// Handles any request of the API.
-    public func handle(_ request: Request) throws(CofferError) -> Response { try Vault.perform(request, core, cluster) }
+    /// Consuming: the core normalises the request in place, so one handed over is not copied.
+    public func handle(_ request: consuming Request) throws(CofferError) -> Response {
+        try Vault.perform(request, core, cluster)
+    }
 
     /// `core.handle`; on a standby or an embedded replica, a request that would write goes to the
     /// cluster's active node instead (docs/raft.md, "Embedded replicas").
-    static func perform(_ request: Request, _ core: Core, _ cluster: RaftCluster?) throws(CofferError) -> Response {
+    static func perform(
+        _ request: consuming Request,
+        _ core: Core,
+        _ cluster: RaftCluster?
+    ) throws(CofferError) -> Response {
+        guard let cluster else { return try core.handle(request) }
+        let original = copy request  // what is forwarded if this node cannot write
         do {
             return try core.handle(request)
         } catch {
-            guard let cluster, RaftCluster.isStandbyWrite(error) else { throw error }
-            return try cluster.forward(request)
+            guard RaftCluster.isStandbyWrite(error) else { throw error }
+            return try cluster.forward(original)
         }
     }
 

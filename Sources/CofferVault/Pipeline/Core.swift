@@ -488,10 +488,10 @@ package final class Core: Sendable {
     /// lock → quotas (Quota/) → its unauthenticated paths are served here → sealed? → token (expiry, parents, uses) → existence check
     /// (update or create) → audit the request → ACL (with `sudo` for the backend's root paths) →
     /// the backend → audit the response. The C ABI's fast paths and HTTP come through here alike.
-    package func handle(_ request: Request, quota: inout QuotaOutcome?) throws(CofferError) -> Response {
+    package func handle(_ request: consuming Request, quota: inout QuotaOutcome?) throws(CofferError) -> Response {
         var timer = barrier.meters.startRequest()  // vault.core.handle_request (Metrics/)
         defer { barrier.meters.finish(timer) }
-        var request = request
+        var request = request  // moved, not copied: the parameter is consumed
         request.path = try PathRules.normalize(request.path)
         // Data built in Swift (JSON input is limited by its parser) must not nest past what the code that
         // walks it recursively (audit hashing, storage, engines) and a later parse of what is stored allow.

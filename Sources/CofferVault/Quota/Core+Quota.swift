@@ -3,7 +3,7 @@ package import CofferCore
 extension Core {
     /// Handles one request (``handle(_:quota:)`` without the quota outcome, for callers that send
     /// no rate-limit headers: the Swift API and the C ABI's fast paths).
-    package func handle(_ request: Request) throws(CofferError) -> Response {
+    package func handle(_ request: consuming Request) throws(CofferError) -> Response {
         var quota: QuotaOutcome?
         return try handle(request, quota: &quota)
     }
