@@ -15,6 +15,8 @@
 struct ctls_conn {
     SSL_CTX *ctx;
     SSL *ssl;
+    /* Why the last read failed, for ctls_read_error ("" when it did not fail in TLS). */
+    char read_error[128];
 };
 
 /* libssl writes to the socket with write(2), which raises SIGPIPE when the peer has gone. cofferd
@@ -290,9 +292,16 @@ long ctls_read(ctls_conn *conn, void *buf, size_t len) {
         ERR_clear_error();
         return 0;
     }
+    conn->read_error[0] = 0;
+    if (code == SSL_ERROR_SSL) {
+        const char *reason = ERR_reason_error_string(ERR_peek_error());
+        if (reason != NULL) snprintf(conn->read_error, sizeof conn->read_error, "%s", reason);
+    }
     ERR_clear_error();
     return -1;
 }
+
+const char *ctls_read_error(const ctls_conn *conn) { return conn->read_error; }
 
 int ctls_write(ctls_conn *conn, const void *buf, size_t len) {
     const unsigned char *p = buf;

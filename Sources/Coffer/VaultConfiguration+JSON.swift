@@ -174,12 +174,13 @@ extension VaultConfiguration {
 /// One JSON object of the configuration, with the dotted path that names it in errors.
 extension VaultConfiguration {
     /// `{"type": "raft", "path", "node_id", "cluster_addr", "retry_join": [api addresses], "api_addr",
-    /// "non_voter", "leader_ca_cert_file"}`: a node of a cluster; in a program that links the library, usually an embedded
+    /// "non_voter", "leader_ca_cert_file", "leader_client_cert_file", "leader_client_key_file"}`: a node of a
+    /// cluster; in a program that links the library, usually an embedded
     /// replica (`non_voter` true, the default here: it receives the log and never votes).
     fileprivate static func raft(_ object: ConfigObject) throws(CofferError) -> RaftConfiguration {
         try object.allowOnly([
             "type", "path", "node_id", "cluster_addr", "api_addr", "retry_join", "non_voter", "tls_cert_file",
-            "tls_key_file", "tls_ca_file", "leader_ca_cert_file",
+            "tls_key_file", "tls_ca_file", "leader_ca_cert_file", "leader_client_cert_file", "leader_client_key_file",
         ])
         guard let path = try object.string("path"), !path.isEmpty, let name = try object.string("node_id"),
             let cluster = try object.string("cluster_addr"), cluster.contains(":")
@@ -204,6 +205,8 @@ extension VaultConfiguration {
         raft.tlsKeyFile = try object.string("tls_key_file")
         raft.tlsCAFile = try object.string("tls_ca_file")
         raft.leaderCACertFile = try object.string("leader_ca_cert_file")
+        raft.leaderClientCertFile = try object.string("leader_client_cert_file")
+        raft.leaderClientKeyFile = try object.string("leader_client_key_file")
         switch object.fields["non_voter"] {
         case nil: raft.nonVoter = true
         case .bool(let flag)?: raft.nonVoter = flag

@@ -188,6 +188,10 @@ if dev {
         node.nonVoter = raft.nonVoter
         (node.tlsCertFile, node.tlsKeyFile, node.tlsCAFile) = (raft.tlsCertFile, raft.tlsKeyFile, raft.tlsCAFile)
         node.leaderCACertFile = raft.leaderCACertFile
+        (node.leaderClientCertFile, node.leaderClientKeyFile) = (raft.leaderClientCertFile, raft.leaderClientKeyFile)
+        node.onJoinFailure = { [logger] reason in
+            logger.warning("cannot join the cluster yet; retrying", metadata: ["error": "\(reason)"])
+        }
         storage = .raft(node)
     }
     let seal: any Seal

@@ -49,7 +49,7 @@ def stop_process(proc, timeout=15):
 class Server:
     """A server process we started; stopped (SIGTERM, then SIGKILL) by `stop`."""
 
-    def __init__(self, argv, addr, env=None, scheme="http", verify=True):
+    def __init__(self, argv, addr, env=None, scheme="http", verify=True, cert=None):
         self.hostport = addr
         self.addr = f"{scheme}://{addr}"
         self.verify = verify
@@ -61,7 +61,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{argv[0]} exited with {self.proc.returncode}:\n{self.output()}")
             try:
-                requests.get(self.addr + "/v1/sys/seal-status", timeout=1, verify=verify)
+                requests.get(self.addr + "/v1/sys/seal-status", timeout=1, verify=verify, cert=cert)
                 break
             except requests.exceptions.ConnectionError:
                 if time.monotonic() > deadline:

@@ -21,17 +21,24 @@ from raftnet import node_host
 
 
 class Node:
-    def __init__(self, binary, directory, name, join=None, tls=None, seal="", env=None, net=None, api_tls=None):
+    def __init__(self, binary, directory, name, join=None, tls=None, seal="", env=None, net=None, api_tls=None,
+                 client_certs=False, join_cert=True):
         self.binary = binary
         self.name = name
         self.api_port = free_port()
         self.cluster_port = free_port()
-        # api_tls: (certificate, key, CA) files: the API over https, and the CA trusted for the others' APIs
+        # api_tls: (certificate, key, CA) files: the API over https, and the CA trusted for the others' APIs.
+        # client_certs: the API asks every client for a certificate from that CA, and the node presents its
+        # own to the others (retry_join's leader_client_cert_file and leader_client_key_file, unless not
+        # join_cert); the tests' own requests present it too.
         self.ca = api_tls[2] if api_tls else None
+        self.cert = (api_tls[0], api_tls[1]) if client_certs else None
         self.addr = f"{'https' if api_tls else 'http'}://127.0.0.1:{self.api_port}"
         cluster_addr, listen = f"127.0.0.1:{self.cluster_port}", ""
         if api_tls:
             listen = f' tls_disable = false tls_cert_file = "{api_tls[0]}" tls_key_file = "{api_tls[1]}"'
+            if client_certs:
+                listen += f' tls_require_and_verify_client_cert = true tls_client_ca_file = "{api_tls[2]}"'
         else:
             listen = " tls_disable = true"
         if net:  # (RaftNet, index): Raft on the node's own loopback address, reached through a proxy
@@ -41,6 +48,8 @@ class Node:
         os.makedirs(self.directory, exist_ok=True)
         self.config = os.path.join(self.directory, "node.hcl")
         ca_line = f' leader_ca_cert_file = "{self.ca}"' if self.ca else ""
+        if self.cert and join_cert:
+            ca_line += f' leader_client_cert_file = "{self.cert[0]}" leader_client_key_file = "{self.cert[1]}"'
         join_block = f'  retry_join {{ leader_api_addr = "{join}"{ca_line} }}\n' if join else ""
         if tls:  # (certificate, key, CA) files: mutual TLS between the Raft ports
             join_block += f'  tls_cert_file = "{tls[0]}"\n  tls_key_file = "{tls[1]}"\n  tls_ca_file = "{tls[2]}"\n'
@@ -56,7 +65,7 @@ class Node:
 
     def start(self):
         self.server = Server([self.binary, f"-config={self.config}"], f"127.0.0.1:{self.api_port}", env=self.env,
-                             scheme="https" if self.ca else "http", verify=self.ca or True)
+                             scheme="https" if self.ca else "http", verify=self.ca or True, cert=self.cert)
 
     def kill(self):
         self.server.proc.send_signal(signal.SIGKILL)
@@ -70,7 +79,8 @@ class Node:
         headers = dict(headers or {})
         if token:
             headers["X-Vault-Token"] = token
-        return requests.get(f"{self.addr}/v1/{path}", headers=headers, timeout=10, verify=self.ca or True)
+        return requests.get(f"{self.addr}/v1/{path}", headers=headers, timeout=10, verify=self.ca or True,
+                            cert=self.cert)
 
     def leader(self):
         return self.get("sys/leader").json()
@@ -327,6 +337,14 @@ def test_raft_configuration_errors(cofferd_bin, workdir):
          '  retry_join { leader_api_addr = "https://10.0.0.1:8200" leader_ca_cert_file = "/nonexistent.pem" } }\n'
          'listener "tcp" { tls_disable = true }\napi_addr = "http://127.0.0.1:1"\ncluster_addr = "127.0.0.1:0"\n',
          "cannot read the leader CA (leader_ca_cert_file) /nonexistent.pem"),
+        ('storage "raft" { path = "/tmp/x" node_id = "a"\n'
+         '  retry_join { leader_api_addr = "https://10.0.0.1:8200" leader_client_cert_file = "/etc/a.pem" } }\n'
+         'listener "tcp" { tls_disable = true }\n', "leader_client_cert_file and leader_client_key_file go together"),
+        ('storage "raft" { path = "/tmp/x" node_id = "a"\n'
+         '  retry_join { leader_api_addr = "https://10.0.0.1:8200" leader_client_cert_file = "/nonexistent.pem"\n'
+         '    leader_client_key_file = "/nonexistent.key" } }\n'
+         'listener "tcp" { tls_disable = true }\napi_addr = "http://127.0.0.1:1"\ncluster_addr = "127.0.0.1:0"\n',
+         "cannot read the leader client certificate (leader_client_cert_file) /nonexistent.pem"),
     ]:
         with open(path, "w") as f:
             f.write(text)
@@ -405,33 +423,55 @@ def test_mutual_tls_between_nodes(cofferd_bin, bao_bin, workdir):
             node.stop()
 
 
-def test_https_apis_with_a_private_ca(cofferd_bin, bao_bin, workdir):
-    """Every node's API over https with certificates from the cluster's own CA: joiners trust it through
-    retry_join's leader_ca_cert_file, and so does a standby sending a write on to the active node."""
+def test_https_apis_with_a_private_ca_and_client_certificates(cofferd_bin, bao_bin, workdir):
+    """Every node's API over https with certificates from the cluster's own CA, and each asking its clients for
+    a certificate from that CA: joiners trust the CA through retry_join's leader_ca_cert_file and present
+    their own certificate (leader_client_cert_file, leader_client_key_file) to join, and so does a standby
+    sending a write on to the active node. A node without a client certificate to present cannot join."""
     pki_dir = os.path.join(workdir, "pki")
     os.makedirs(pki_dir)
-    certs = make_pki(pki_dir, ["n1", "n2", "n3"])
-    n1 = Node(cofferd_bin, workdir, "n1", api_tls=certs["n1"])
+    certs = make_pki(pki_dir, ["n1", "n2", "n3", "n4"])
+    n1 = Node(cofferd_bin, workdir, "n1", api_tls=certs["n1"], client_certs=True)
     nodes = [n1]
     try:
         for name in ("n2", "n3"):
-            nodes.append(Node(cofferd_bin, workdir, name, join=n1.addr, api_tls=certs[name]))
-        ca = f"-ca-cert={certs['n1'][2]}"
-        _, out, _ = run_bao(bao_bin, n1.addr, "operator", "init", ca, "-key-shares=1", "-key-threshold=1",
+            nodes.append(Node(cofferd_bin, workdir, name, join=n1.addr, api_tls=certs[name], client_certs=True))
+        # n4 has the CA but no certificate to present in its retry_join.
+        nodes.append(Node(cofferd_bin, workdir, "n4", join=n1.addr, api_tls=certs["n4"], client_certs=True,
+                          join_cert=False))
+        tls = [f"-ca-cert={certs['n1'][2]}", f"-client-cert={certs['n1'][0]}", f"-client-key={certs['n1'][1]}"]
+        # Without a certificate the API refuses the handshake.
+        code, _, err = run_bao(bao_bin, n1.addr, "status", tls[0], check=False)
+        assert code != 0 and "certificate" in err.lower(), err
+        _, out, _ = run_bao(bao_bin, n1.addr, "operator", "init", *tls, "-key-shares=1", "-key-threshold=1",
                             "-format=json")
         init = json.loads(out)
         key, token = init["unseal_keys_b64"][0], init["root_token"]
-        for node in nodes:
-            run_bao(bao_bin, node.addr, "operator", "unseal", ca, key)
+        for node in nodes[:3]:
+            run_bao(bao_bin, node.addr, "operator", "unseal", *tls, key)
         wait_for("three voters", lambda: (lambda p: len(p) == 3 and all(v["voter"] for v in p.values()))(
-            {s["node_id"]: s for s in json.loads(run_bao(bao_bin, n1.addr, "operator", "raft", "list-peers", ca,
+            {s["node_id"]: s for s in json.loads(run_bao(bao_bin, n1.addr, "operator", "raft", "list-peers", *tls,
                                                          "-format=json", token=token)[1])["data"]["config"]["servers"]}),
             timeout=60)
-        run_bao(bao_bin, n1.addr, "secrets", "enable", ca, "-path=secret", "kv-v2", token=token)
-        # n2 is a standby: the write goes on to n1 over https, checked against the private CA.
-        run_bao(bao_bin, nodes[1].addr, "kv", "put", ca, "secret/https", "ok=1", token=token)
-        _, out, _ = run_bao(bao_bin, n1.addr, "kv", "get", ca, "-field=ok", "secret/https", token=token)
+        run_bao(bao_bin, n1.addr, "secrets", "enable", *tls, "-path=secret", "kv-v2", token=token)
+        # n2 is a standby: the write goes on to n1 over https, with n2's certificate.
+        run_bao(bao_bin, nodes[1].addr, "kv", "put", *tls, "secret/https", "ok=1", token=token)
+        _, out, _ = run_bao(bao_bin, n1.addr, "kv", "get", *tls, "-field=ok", "secret/https", token=token)
         assert out.strip() == "1"
+        # n4 tried all along: the active node refused its handshakes, so it never got a challenge to answer.
+        assert nodes[3].get("sys/seal-status").json()["initialized"] is False
+        assert "n4" not in {s["node_id"] for s in json.loads(run_bao(
+            bao_bin, n1.addr, "operator", "raft", "list-peers", *tls, "-format=json",
+            token=token)[1])["data"]["config"]["servers"]}
+        assert "certificate required" in nodes[3].server.output(), nodes[3].server.output()[-2000:]
+        # Given a certificate through the join request (the CLI reads the files), it joins.
+        n4_tls = [tls[0], f"-client-cert={certs['n4'][0]}", f"-client-key={certs['n4'][1]}"]
+        run_bao(bao_bin, nodes[3].addr, "operator", "raft", "join", *n4_tls, f"-leader-ca-cert=@{certs['n4'][2]}",
+                f"-leader-client-cert=@{certs['n4'][0]}", f"-leader-client-key=@{certs['n4'][1]}", n1.addr)
+        run_bao(bao_bin, nodes[3].addr, "operator", "unseal", *n4_tls, key)
+        wait_for("n4 a member", lambda: "n4" in {s["node_id"] for s in json.loads(run_bao(
+            bao_bin, n1.addr, "operator", "raft", "list-peers", *tls, "-format=json",
+            token=token)[1])["data"]["config"]["servers"]}, timeout=30)
     finally:
         for node in nodes:
             node.stop()

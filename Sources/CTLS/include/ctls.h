@@ -55,6 +55,10 @@ ctls_conn *ctls_accept(int fd, const char *cert_pem, size_t cert_len, const char
    peer closing), -1 on error or timeout (errno is EAGAIN/EWOULDBLOCK after a socket timeout). */
 long ctls_read(ctls_conn *conn, void *buf, size_t len);
 
+/* After ctls_read returned -1: libssl's reason when the failure was in TLS ("tlsv13 alert certificate
+   required": a server that wanted a client certificate says so only after the handshake), else "". */
+const char *ctls_read_error(const ctls_conn *conn);
+
 /* Writes all `len` bytes: 0 when done, -1 on error or timeout. */
 int ctls_write(ctls_conn *conn, const void *buf, size_t len);
 

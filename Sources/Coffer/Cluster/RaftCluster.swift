@@ -40,6 +40,14 @@ public struct RaftConfiguration: Sendable {
     /// `retry_join { leader_ca_cert_file }`), trusted for joining and for the requests a standby sends
     /// on to the active node; nil: the system's trust store.
     public var leaderCACertFile: String?
+    /// PEM files of the certificate and key this node presents to the other nodes' APIs when they ask
+    /// for a client certificate (OpenBao's `retry_join { leader_client_cert_file, leader_client_key_file }`),
+    /// for joining and for the requests a standby sends on. Both or neither.
+    public var leaderClientCertFile: String?
+    public var leaderClientKeyFile: String?
+    /// Called when an attempt to reach a `retry_join` address fails, with the reason (nothing secret):
+    /// once per distinct reason, not on every retry. The joiner keeps trying either way.
+    public var onJoinFailure: (@Sendable (String) -> Void)?
 
     public init(path: String, nodeName: String, clusterAddress: String, apiAddress: String) {
         self.path = path
@@ -79,6 +87,9 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
     /// PEM of the CA trusted for the other nodes' API (``RaftConfiguration/leaderCACertFile``, or the
     /// `leader_ca_cert` of a join request); nil: the system's trust store.
     private let apiCA: Mutex<String?>
+    /// The certificate and key presented to the other nodes' APIs (``RaftConfiguration/leaderClientCertFile``,
+    /// or the `leader_client_cert` and `leader_client_key` of a join request); nil: none.
+    private let apiClientIdentity: Mutex<HTTPClient.ClientIdentity?>
     /// What autopilot's passes on this node remember while it is active (``autopilotPass()``).
     private let pilot = Mutex(Pilot())
 
@@ -131,6 +142,21 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
                 String(decoding: try Self.readPEM(file, "leader CA (leader_ca_cert_file)"), as: UTF8.self)
             }
         )
+        switch (configuration.leaderClientCertFile, configuration.leaderClientKeyFile) {
+        case (let certificate?, let key?):
+            apiClientIdentity = Mutex(
+                HTTPClient.ClientIdentity(
+                    certificatePEM: String(
+                        decoding: try Self.readPEM(certificate, "leader client certificate (leader_client_cert_file)"),
+                        as: UTF8.self
+                    ),
+                    keyPEM: SecureBytes(try Self.readPEM(key, "leader client key (leader_client_key_file)"))
+                )
+            )
+        case (nil, nil): apiClientIdentity = Mutex(nil)
+        default:
+            throw CofferError(.invalidArgument, "leader_client_cert_file and leader_client_key_file go together")
+        }
         if mkdir(configuration.path, 0o700) != 0 && errno != EEXIST {
             throw CofferError(
                 .io,
@@ -627,9 +653,19 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         registerAddresses()
     }
 
-    package func join(leaderAPIAddress: String, voter: Bool, leaderCA: String?) throws(CofferError) -> Bool {
+    package func join(
+        leaderAPIAddress: String,
+        voter: Bool,
+        leaderCA: String?,
+        clientIdentity: (certificate: String, key: SecureBytes)?
+    ) throws(CofferError) -> Bool {
         guard backend.awaitingAdmission else { return true }  // already a member: nothing to do, as OpenBao
         if let leaderCA, !leaderCA.isEmpty { apiCA.withLock { $0 = leaderCA } }
+        if let clientIdentity {
+            apiClientIdentity.withLock {
+                $0 = HTTPClient.ClientIdentity(certificatePEM: clientIdentity.certificate, keyPEM: clientIdentity.key)
+            }
+        }
         let started = joinThread.withLock { running in
             defer { running = true }
             return running
@@ -650,6 +686,7 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         _ = startThread { [weak self] in
             defer { self?.joinThread.withLock { $0 = false } }
             var attempt = 0
+            var lastFailure = ""
             while let self, !self.stopping.load(ordering: .acquiring) {
                 if !self.backend.awaitingAdmission && self.joining.withLock({ $0 == nil }) {
                     return  // founded by sys/init meanwhile
@@ -658,7 +695,12 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
                 } else if self.joining.withLock({ $0?.challenge.isEmpty ?? true }) {
                     let leader = leaders[attempt % leaders.count]
                     attempt += 1
-                    try? self.fetchChallenge(from: leader)
+                    do throws(CofferError) {
+                        try self.fetchChallenge(from: leader)
+                    } catch {
+                        if error.message != lastFailure { self.configuration.onJoinFailure?(error.message) }
+                        lastFailure = error.message
+                    }
                 } else {
                     try? self.answerIfReady()
                 }
@@ -677,6 +719,13 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         return (base, json["data"] ?? json)
     }
 
+    /// How this node reaches the others' APIs: trusting the API CA, presenting its client certificate.
+    private func apiOptions() -> HTTPClient.Options {
+        var options = HTTPClient.Options(caPEM: apiCA.withLock { $0 })
+        options.clientIdentity = apiClientIdentity.withLock { $0 }
+        return options
+    }
+
     /// POSTs `body` to the active node's `sys/storage/raft/bootstrap/<step>` at `base`, trusting the API CA.
     private func postToJoin(
         _ base: String,
@@ -688,7 +737,7 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
                 "POST",
                 base + "/v1/sys/storage/raft/bootstrap/" + step,
                 body: body.serialized(),
-                options: HTTPClient.Options(caPEM: apiCA.withLock { $0 })
+                options: apiOptions()
             )
         } catch {
             throw CofferError(.unavailable, "cannot reach \(base) to join: \(error.message)")
@@ -877,7 +926,7 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
             )
         }
         let base = leader.hasSuffix("/") ? String(leader.dropLast()) : leader
-        var options = HTTPClient.Options(caPEM: apiCA.withLock { $0 })
+        var options = apiOptions()
         options.maximumBodyBytes = 64 << 20
         // Marks the request as forwarded: the receiver answers it or refuses it, never sends it on (a
         // leader change seen differently by two nodes must not bounce a request between them).

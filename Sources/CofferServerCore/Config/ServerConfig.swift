@@ -40,6 +40,10 @@ public struct ServerConfig: Sendable, Equatable {
         /// `retry_join { leader_ca_cert_file }`: the CA of the other nodes' `https://` API certificates, for
         /// joining and for the requests a standby sends on to the active node.
         public var leaderCACertFile: String?
+        /// `retry_join { leader_client_cert_file, leader_client_key_file }`: the certificate and key this
+        /// node presents to the others' APIs when they ask for one (mutual TLS), for the same requests.
+        public var leaderClientCertFile: String?
+        public var leaderClientKeyFile: String?
 
         public init(path: String, nodeID: String) {
             self.path = path
@@ -323,6 +327,18 @@ extension ServerConfig {
         var nonVoter = false
         var tls: (cert: String?, key: String?, ca: String?) = (nil, nil, nil)
         var leaderCA: String?
+        var leaderClient: (cert: String?, key: String?) = (nil, nil)
+        /// The same file in every retry_join, as for leader_ca_cert_file: one identity to reach any node.
+        func sameInEvery(_ name: String, _ earlier: String?, _ field: HCLItem) throws(ConfigError) -> String {
+            let file = try string(field)
+            if let earlier, earlier != file {
+                throw ConfigError(
+                    "every retry_join names the same \(name); this one names \"\(file)\", an earlier one \"\(earlier)\"",
+                    line: field.keys[0].location.line
+                )
+            }
+            return file
+        }
         for entry in body {
             switch try key(entry) {
             case "path": path = try string(entry)
@@ -333,23 +349,28 @@ extension ServerConfig {
                     switch try key(field) {
                     case "leader_api_addr": leader = try string(field)
                     case "non_voter": nonVoter = try bool(field)
-                    case "leader_ca_cert_file":
-                        let file = try string(field)
-                        if let leaderCA, leaderCA != file {
-                            throw ConfigError(
-                                "every retry_join names the same leader_ca_cert_file (the CA of the nodes' API "
-                                    + "certificates); this one names \"\(file)\", an earlier one \"\(leaderCA)\"",
-                                line: field.keys[0].location.line
-                            )
-                        }
-                        leaderCA = file
+                    case "leader_ca_cert_file": leaderCA = try sameInEvery("leader_ca_cert_file", leaderCA, field)
+                    case "leader_client_cert_file":
+                        leaderClient.cert = try sameInEvery("leader_client_cert_file", leaderClient.cert, field)
+                    case "leader_client_key_file":
+                        leaderClient.key = try sameInEvery("leader_client_key_file", leaderClient.key, field)
                     default:
                         throw unknown(
                             field,
                             in: "retry_join",
-                            allowed: ["leader_api_addr", "non_voter", "leader_ca_cert_file"]
+                            allowed: [
+                                "leader_api_addr", "non_voter", "leader_ca_cert_file", "leader_client_cert_file",
+                                "leader_client_key_file",
+                            ]
                         )
                     }
+                }
+                if (leaderClient.cert == nil) != (leaderClient.key == nil) {
+                    throw ConfigError(
+                        "leader_client_cert_file and leader_client_key_file go together: the certificate this node "
+                            + "presents to the others' APIs, and its private key",
+                        line: entry.keys[0].location.line
+                    )
                 }
                 guard let leader, leader.hasPrefix("http://") || leader.hasPrefix("https://") else {
                     throw ConfigError(
@@ -383,6 +404,8 @@ extension ServerConfig {
         raft.nonVoter = nonVoter
         (raft.tlsCertFile, raft.tlsKeyFile, raft.tlsCAFile) = tls
         raft.leaderCACertFile = leaderCA
+        raft.leaderClientCertFile = leaderClient.cert
+        raft.leaderClientKeyFile = leaderClient.key
         return raft
     }
 

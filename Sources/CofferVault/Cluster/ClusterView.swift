@@ -97,8 +97,14 @@ package protocol ClusterView: AnyObject, Sendable {
     /// Before `sys/init`: a node that no cluster admitted founds one of its own.
     func prepareToInitialize() throws(CofferError)
     /// On a node that is not in a cluster yet: join the one whose active node answers at `leaderAPIAddress`,
-    /// trusting `leaderCA` (PEM) for its certificate when given.
-    func join(leaderAPIAddress: String, voter: Bool, leaderCA: String?) throws(CofferError) -> Bool
+    /// trusting `leaderCA` (PEM) for its certificate when given, and presenting `clientIdentity` (a PEM
+    /// certificate and key) if its API asks for a client certificate.
+    func join(
+        leaderAPIAddress: String,
+        voter: Bool,
+        leaderCA: String?,
+        clientIdentity: (certificate: String, key: SecureBytes)?
+    ) throws(CofferError) -> Bool
     /// Autopilot's settings, as replicated (the defaults until an operator sets them).
     func autopilotConfiguration() throws(CofferError) -> AutopilotConfiguration
     /// On the active node: replaces autopilot's settings.

@@ -216,10 +216,16 @@ extension SystemBackend {
         guard let leader = request.fields.string("leader_api_addr"), !leader.isEmpty else {
             throw CofferError.invalid("leader_api_addr is required")
         }
+        let certificate = request.fields.string("leader_client_cert").flatMap { $0.isEmpty ? nil : $0 }
+        let key = request.fields.string("leader_client_key").flatMap { $0.isEmpty ? nil : $0 }
+        guard (certificate == nil) == (key == nil) else {
+            throw CofferError.invalid("leader_client_cert and leader_client_key go together")
+        }
         let joined = try clustered().join(
             leaderAPIAddress: leader,
             voter: !(request.fields.bool("non_voter") ?? false),
-            leaderCA: request.fields.string("leader_ca_cert")
+            leaderCA: request.fields.string("leader_ca_cert"),
+            clientIdentity: certificate.flatMap { c in key.map { (c, SecureBytes(Array($0.utf8))) } }
         )
         return .raw(["joined": .bool(joined)])
     }

@@ -1,4 +1,5 @@
 import CTLS
+package import CofferCore
 
 #if canImport(Glibc)
 import Glibc
@@ -33,8 +34,50 @@ package enum HTTPClient {
         /// signs `Host`) sent to another address, as the AWS auth method forwards a client's
         /// GetCallerIdentity to the configured STS endpoint.
         package var hostHeader: String?
+        /// A certificate to present to a server that asks for one (mutual TLS).
+        package var clientIdentity: ClientIdentity?
 
         package init(caPEM: String? = nil) { self.caPEM = caPEM }
+    }
+
+    /// A client certificate and its private key, both PEM; the key is zeroed when released.
+    package struct ClientIdentity: Sendable {
+        package var certificatePEM: String
+        package var keyPEM: SecureBytes
+
+        package init(certificatePEM: String, keyPEM: SecureBytes) {
+            self.certificatePEM = certificatePEM
+            self.keyPEM = keyPEM
+        }
+    }
+
+    /// The TLS handshake on a connected socket: checks the server's chain (against `options.caPEM`,
+    /// or the system's trust store) and its name, and presents `options.clientIdentity` if the
+    /// server asks for a certificate. The connection, or the reason there is none.
+    static func startTLS(_ fd: Int32, host: String, options: Options) -> Result<OpaquePointer, Failure> {
+        var err = [CChar](repeating: 0, count: 512)
+        let ca = options.caPEM ?? ""
+        let certificate = options.clientIdentity?.certificatePEM ?? ""
+        let key = options.clientIdentity?.keyPEM ?? SecureBytes([])
+        let tls = ca.withCString { caPEM in
+            certificate.withCString { certificatePEM in
+                key.withUnsafeBytes { keyPEM in
+                    var tlsOptions = ctls_options()
+                    if !certificate.isEmpty, let keyBytes = keyPEM.baseAddress, !keyPEM.isEmpty {
+                        tlsOptions.cert_pem = certificatePEM
+                        tlsOptions.cert_len = strlen(certificatePEM)
+                        tlsOptions.key_pem = keyBytes.assumingMemoryBound(to: CChar.self)
+                        tlsOptions.key_len = keyPEM.count
+                    }
+                    return ctls_connect_ex(fd, host, ca.isEmpty ? nil : caPEM, strlen(caPEM), &tlsOptions, &err, 512)
+                }
+            }
+        }
+        guard let tls else {
+            let message = String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            return .failure(Failure(message: message.isEmpty ? "TLS handshake failed" : message))
+        }
+        return .success(tls)
     }
 
     package struct Response: Sendable {
@@ -135,14 +178,10 @@ package enum HTTPClient {
         TCP.setTimeout(fd, SO_SNDTIMEO, options.ioTimeout)
         var connection = Connection(fd: fd, tls: nil)
         if url.secure {
-            var err = [CChar](repeating: 0, count: 512)
-            let ca = options.caPEM ?? ""
-            let tls = ca.withCString { ctls_connect(fd, url.host, ca.isEmpty ? nil : $0, strlen($0), &err, 512) }
-            guard let tls else {
-                let message = String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-                throw fail(message.isEmpty ? "TLS handshake failed" : message)
+            switch startTLS(fd, host: url.host, options: options) {
+            case .success(let tls): connection.tls = tls
+            case .failure(let failure): throw fail(failure.message)
             }
-            connection.tls = tls
         }
         defer { if let tls = connection.tls { ctls_free(tls) } }
 
@@ -246,7 +285,9 @@ package enum HTTPClient {
             var chunk = [UInt8](repeating: 0, count: 16384)
             let n = chunk.withUnsafeMutableBytes { connection.read($0) }
             if n < 0 {
-                throw fail(errno == EAGAIN || errno == EWOULDBLOCK ? "read timed out" : "reading the answer failed")
+                if errno == EAGAIN || errno == EWOULDBLOCK { throw fail("read timed out") }
+                let reason = connection.tls.map { String(cString: ctls_read_error($0)) } ?? ""
+                throw fail(reason.isEmpty ? "reading the answer failed" : "reading the answer failed: \(reason)")
             }
             if n == 0 {
                 ended = true

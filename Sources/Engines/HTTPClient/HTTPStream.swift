@@ -60,13 +60,11 @@ extension HTTPClient {
             TCP.setTimeout(fd, SO_SNDTIMEO, options.ioTimeout)
             var tls: OpaquePointer? = nil
             if url.secure {
-                var err = [CChar](repeating: 0, count: 512)
-                let ca = options.caPEM ?? ""
-                tls = ca.withCString { ctls_connect(fd, url.host, ca.isEmpty ? nil : $0, strlen($0), &err, 512) }
-                if tls == nil {
+                switch HTTPClient.startTLS(fd, host: url.host, options: options) {
+                case .success(let connection): tls = connection
+                case .failure(let failure):
                     close(fd)
-                    let message = String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-                    throw fail(message.isEmpty ? "TLS handshake failed" : message)
+                    throw fail(failure.message)
                 }
             }
             let stream = Stream(fd: fd, tls: tls)
