@@ -159,7 +159,8 @@ test-bindings: deps
 	COFFER_LIBRARY=$(STAGE)/lib/libcoffer.so.$(COFFER_ABI) COFFER_TEST_WHEEL="$$(ls $(DIST)/coffer-*.whl)" \
 		COFFER_C_REPLICA=$(CURDIR)/.build/bindings-c/replica \
 		COFFERD="$$(swift build --show-bin-path)/cofferd" "$(VENV)/bin/python" -m pytest -q bindings/python/tests; \
-	cd bindings/go && PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig LD_LIBRARY_PATH=$(STAGE)/lib go test -count=1 ./...; \
+	cd bindings/go && COFFERD="$$(cd $(CURDIR) && swift build --show-bin-path)/cofferd" \
+		PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig LD_LIBRARY_PATH=$(STAGE)/lib go test -count=1 ./...; \
 	echo "Go without pkg-config: the cgo flags of bindings/go/README.md, an rpath instead of LD_LIBRARY_PATH"; \
 	PKG_CONFIG=/bin/false CGO_CFLAGS="-I$(STAGE)/include" \
 		CGO_LDFLAGS="-L$(STAGE)/lib -lcoffer -Wl,-rpath,$(STAGE)/lib" go test -count=1 -tags coffer_nopkgconfig -run 'TestVersions|TestSQLiteLifecycleSurvivesReopen|TestErrorsCarryTheStatusCode' ./coffer

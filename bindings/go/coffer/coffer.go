@@ -21,8 +21,10 @@ import "C"
 
 import (
 	"fmt"
+	"math"
 	"runtime"
 	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
@@ -285,6 +287,40 @@ func (c *Coffer) TransitDecrypt(mount, key, token, ciphertext string, context []
 	status := C.coffer_transit_decrypt(c.handle.Load(), cmount, ckey, ctoken, ctext, C.size_t(len(ciphertext)), unsafe.Pointer(cctx), m, &out, &outLen)
 	runtime.KeepAlive(context)
 	result := take((*C.char)(out), outLen)
+	if status != C.COFFER_OK {
+		return nil, failure(status, 0, nil)
+	}
+	return result, nil
+}
+
+// ReplicaSync, on an embedded replica (a handle opened with raft storage that joined a cluster), waits
+// until the replica has applied every write this process sent through it to the cluster's active
+// node, so that a read after it sees them (read your writes). It returns at once on a vault that is
+// not a replica, and ErrUnavailable when timeout passes first (coffer_replica_sync).
+func (c *Coffer) ReplicaSync(timeout time.Duration) error {
+	milliseconds := timeout.Milliseconds()
+	if milliseconds < 0 {
+		milliseconds = 0
+	} else if milliseconds > math.MaxUint32 {
+		milliseconds = math.MaxUint32
+	}
+	if status := C.coffer_replica_sync(c.handle.Load(), C.uint32_t(milliseconds)); status != C.COFFER_OK {
+		return failure(status, 0, nil)
+	}
+	return nil
+}
+
+// Metrics returns the vault's counters, gauges and latency summaries (coffer_metrics, docs/metrics.md):
+// format "json" is OpenBao's sys/metrics JSON, "prometheus" the Prometheus text exposition. It needs no
+// token and holds names, numbers and mount paths, never a secret or a token. Another format is
+// ErrInvalidArgument.
+func (c *Coffer) Metrics(format string) ([]byte, error) {
+	cformat, free := cString(format, false)
+	defer free()
+	var out *C.char
+	var outLen C.size_t
+	status := C.coffer_metrics(c.handle.Load(), cformat, &out, &outLen)
+	result := take(out, outLen)
 	if status != C.COFFER_OK {
 		return nil, failure(status, 0, nil)
 	}
