@@ -229,10 +229,10 @@ bench-smoke: deps
 # per second; the debug default keeps the bounds checks of unsafe buffers).
 FUZZ_BUILD := $(CURDIR)/.build-fuzz
 FUZZ_CONFIG ?= debug
-FUZZ_HARNESSES ?= json policy server-config http-framing request
+FUZZ_HARNESSES ?= json policy server-config http-framing request raft-frames
 FUZZ_SECONDS ?= 600
 FUZZ_RUNS ?=
-FUZZ_SMOKE_SECONDS ?= 15
+FUZZ_SMOKE_SECONDS ?= 12
 SWIFT_ROOT = $(abspath $(dir $(shell PATH="$(PATH)"; command -v swiftc))..)
 LIBFUZZER = $(firstword $(wildcard $(SWIFT_ROOT)/lib/clang/*/lib/linux/libclang_rt.fuzzer_no_main-$(shell uname -m).a))
 

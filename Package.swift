@@ -291,7 +291,7 @@ let package = Package(
             name: "CofferFuzzHarnesses",
             dependencies: [
                 "Coffer", "CofferCore", "CofferFramework", "CofferStorage", "CofferVault", "Engines",
-                "CofferServerCore",
+                "CofferServerCore", "CofferRaft", "Raft",
             ],
             path: "Tests/Fuzz/Harnesses",
             swiftSettings: strict

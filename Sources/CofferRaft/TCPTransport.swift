@@ -151,7 +151,7 @@ package final class TCPTransport: Sendable {
     }
 
     /// `frame` cut into chunk frames of at most `size` payload bytes.
-    static func chunks(of frame: [UInt8], size: Int) -> [[UInt8]] {
+    package static func chunks(of frame: [UInt8], size: Int) -> [[UInt8]] {
         var out: [[UInt8]] = []
         var start = 0
         repeat {
@@ -173,7 +173,7 @@ package final class TCPTransport: Sendable {
     /// What a reader makes of the bytes at the start of `buffer`: a message (ordinary, or the last chunk of
     /// a chunked one, reassembled in `assembling`), nil when more bytes are needed; throws for bytes that
     /// can never be valid (the connection is then closed).
-    static func decode(
+    package static func decode(
         _ buffer: ArraySlice<UInt8>,
         assembling: inout [UInt8]
     ) throws(RaftError) -> (message: Message?, length: Int)? {

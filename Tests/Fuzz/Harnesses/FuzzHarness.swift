@@ -21,7 +21,7 @@ public struct FuzzHarness: Sendable {
     }
 
     /// Every harness, in the order `make fuzz` runs them; the corpus replay test takes this list.
-    public static let all: [FuzzHarness] = [.json, .policy, .serverConfig, .httpFraming, .request]
+    public static let all: [FuzzHarness] = [.json, .policy, .serverConfig, .httpFraming, .request, .raftFrames]
 
     public static func named(_ name: String) -> FuzzHarness? { all.first { $0.name == name } }
 }
