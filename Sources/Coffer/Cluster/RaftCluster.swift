@@ -144,13 +144,13 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         )
         switch (configuration.leaderClientCertFile, configuration.leaderClientKeyFile) {
         case (let certificate?, let key?):
+            let certificatePEM = try Self.readPEM(certificate, "leader client certificate (leader_client_cert_file)")
+            var keyBytes = try Self.readPEM(key, "leader client key (leader_client_key_file)")
+            defer { keyBytes.wipe() }
             apiClientIdentity = Mutex(
                 HTTPClient.ClientIdentity(
-                    certificatePEM: String(
-                        decoding: try Self.readPEM(certificate, "leader client certificate (leader_client_cert_file)"),
-                        as: UTF8.self
-                    ),
-                    keyPEM: SecureBytes(try Self.readPEM(key, "leader client key (leader_client_key_file)"))
+                    certificatePEM: String(decoding: certificatePEM, as: UTF8.self),
+                    keyPEM: SecureBytes(keyBytes)
                 )
             )
         case (nil, nil): apiClientIdentity = Mutex(nil)

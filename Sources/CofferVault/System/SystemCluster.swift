@@ -221,11 +221,13 @@ extension SystemBackend {
         guard (certificate == nil) == (key == nil) else {
             throw CofferError.invalid("leader_client_cert and leader_client_key go together")
         }
+        var keyBytes = Array((key ?? "").utf8)
+        defer { keyBytes.wipe() }
         let joined = try clustered().join(
             leaderAPIAddress: leader,
             voter: !(request.fields.bool("non_voter") ?? false),
             leaderCA: request.fields.string("leader_ca_cert"),
-            clientIdentity: certificate.flatMap { c in key.map { (c, SecureBytes(Array($0.utf8))) } }
+            clientIdentity: certificate.map { ($0, SecureBytes(keyBytes)) }
         )
         return .raw(["joined": .bool(joined)])
     }
