@@ -72,7 +72,7 @@ let package = Package(
         // the replicated storage backend (Coffer's Cluster/ ties it to a vault).
         .target(
             name: "CofferRaft",
-            dependencies: ["Raft", "CofferCore", "CSQLite", "CTLS"],
+            dependencies: ["Raft", "CofferCore", "CofferStorage", "CSQLite", "CTLS"],
             swiftSettings: strict
         ),
         .target(

@@ -1,5 +1,6 @@
 import CSQLite
 package import CofferCore
+import CofferStorage
 package import Raft
 
 /// A node's Raft log on disk: the entries, the hard state and the latest snapshot in one SQLite file
@@ -22,6 +23,7 @@ package final class SQLiteLogStore: LogStorage {
     package let path: String
     private let db: OpaquePointer
     private let memory: MemoryStorage
+    private var checkpointer: WALCheckpointer?
     private var closed = false
 
     /// Opens `path`, creating an empty log there if the file does not exist. A file that is not a
@@ -45,6 +47,7 @@ package final class SQLiteLogStore: LogStorage {
             sqlite3_close_v2(handle)
             throw error
         }
+        checkpointer = WALCheckpointer(path: path, writer: handle)
     }
 
     deinit { close() }
@@ -53,6 +56,7 @@ package final class SQLiteLogStore: LogStorage {
     package func close() {
         guard !closed else { return }
         closed = true
+        checkpointer?.stop()
         sqlite3_close_v2(db)
     }
 

@@ -117,6 +117,11 @@ package final class SQLiteBackend: PhysicalBackend {
         try withWriter { (c) throws(CofferError) in try Connection.exec(c.db, path, "PRAGMA synchronous=NORMAL") }
     }
 
+    /// Checkpoints made off the writer's thread so far (see ``WALCheckpointer``).
+    package var backgroundCheckpoints: Int {
+        (try? withWriter { $0.checkpointer?.checkpoints ?? 0 }) ?? 0
+    }
+
     private func withWriter<R>(_ body: (Connection) throws(CofferError) -> R) throws(CofferError) -> R {
         let result: Result<R, CofferError> = writer.withLock { connection in
             guard let connection else { return .failure(closedError) }
@@ -226,6 +231,8 @@ private final class Connection: @unchecked Sendable {
     let listStmt: OpaquePointer
     let putStmt: OpaquePointer?
     let deleteStmt: OpaquePointer?
+    /// The writer's checkpoints, off its thread.
+    private(set) var checkpointer: WALCheckpointer?
 
     init(path: String, writer: Bool) throws(CofferError) {
         self.path = path
@@ -257,6 +264,7 @@ private final class Connection: @unchecked Sendable {
                 ? try Connection.prepare(handle, path, "INSERT OR REPLACE INTO entries(key, value) VALUES (?1, ?2)")
                 : nil
             deleteStmt = writer ? try Connection.prepare(handle, path, "DELETE FROM entries WHERE key = ?1") : nil
+            if writer { checkpointer = WALCheckpointer(path: path, writer: handle) }
         } catch {
             sqlite3_close_v2(handle)
             throw error
@@ -264,6 +272,7 @@ private final class Connection: @unchecked Sendable {
     }
 
     deinit {
+        checkpointer?.stop()
         for stmt in [getStmt, listStmt, putStmt, deleteStmt] { sqlite3_finalize(stmt) }
         sqlite3_close_v2(db)
     }

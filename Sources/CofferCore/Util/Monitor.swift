@@ -2,14 +2,14 @@
 import Glibc
 #endif
 
-/// A pthread mutex with a condition: the node loop and the transport's writers sleep on it until
-/// there is work or a deadline passes. `@unchecked Sendable`: every access to the guarded state goes
-/// through ``withLock(_:)``.
-final class Monitor: @unchecked Sendable {
+/// A pthread mutex with a condition: a Raft node's loop, its transport's writers and a database's
+/// checkpointer sleep on it until there is work or a deadline passes. `@unchecked Sendable`: every
+/// access to the guarded state goes through ``withLock(_:)``.
+package final class Monitor: @unchecked Sendable {
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
 
-    init() {
+    package init() {
         pthread_mutex_init(mutex, nil)
         var attributes = pthread_condattr_t()
         pthread_condattr_init(&attributes)
@@ -25,14 +25,14 @@ final class Monitor: @unchecked Sendable {
         mutex.deallocate()
     }
 
-    func withLock<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
+    package func withLock<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         return try body()
     }
 
     /// Wakes every thread waiting in ``wait(until:)``.
-    func broadcast() {
+    package func broadcast() {
         pthread_mutex_lock(mutex)
         pthread_cond_broadcast(condition)
         pthread_mutex_unlock(mutex)
@@ -40,7 +40,7 @@ final class Monitor: @unchecked Sendable {
 
     /// Sleeps until `ready()` holds (checked under the lock) or the monotonic clock reaches
     /// `deadline` nanoseconds; returns what `ready()` said last.
-    func wait(until deadline: UInt64, _ ready: () -> Bool) -> Bool {
+    package func wait(until deadline: UInt64, _ ready: () -> Bool) -> Bool {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         while !ready() {
