@@ -4,6 +4,9 @@ package coffer
 #include <stdlib.h>
 #include <coffer.h>
 extern void cofferGoEvent(char *event_json, size_t event_len, void *ctx);
+// A cgo.Handle is an integer, not a Go pointer: it becomes the callback's context on the C side, so
+// that no Go code converts an integer to unsafe.Pointer (which go vet rightly flags).
+static void *coffer_go_context(uintptr_t handle) { return (void *)handle; }
 */
 import "C"
 
@@ -43,7 +46,7 @@ func (c *Coffer) Subscribe(pattern, token string, callback func(event []byte)) (
 	handle := cgo.NewHandle(callback)
 	var id C.uint64_t
 	status := C.coffer_subscribe(h, ctoken, cpattern, C.coffer_event_fn(C.cofferGoEvent),
-		unsafe.Pointer(uintptr(handle)), &id)
+		C.coffer_go_context(C.uintptr_t(handle)), &id)
 	if status != C.COFFER_OK {
 		handle.Delete()
 		return nil, failure(status, 0, nil)
