@@ -86,16 +86,13 @@ package final class WALCheckpointer: @unchecked Sendable {
         monitor.broadcast()
         pthread_join(thread, nil)
         sqlite3_close_v2(connection)
-        sqlite3_wal_autocheckpoint(writer, 1000)
+        sqlite3_wal_autocheckpoint(writer, Self.restartAt)
     }
 
     /// The writer committed and the WAL now holds `frames` frames (called by SQLite on its thread).
     fileprivate func committed(frames: Int32) {
         if frames < requestedAt { requestedAt = 0 }  // the WAL started again
-        if frames >= Self.ceiling {
-            sqlite3_wal_checkpoint_v2(writer, nil, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
-            return
-        }
+        if frames >= Self.ceiling { return checkpointOnWriter() }
         guard frames >= Self.restartAt || frames - requestedAt >= Self.copyEvery else { return }
         let tail = frames - requestedAt
         enum Action { case none, wake, finish }
@@ -115,8 +112,13 @@ package final class WALCheckpointer: @unchecked Sendable {
         case .wake:
             requestedAt = frames
             monitor.broadcast()
-        case .finish: sqlite3_wal_checkpoint_v2(writer, nil, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
+        case .finish: checkpointOnWriter()
         }
+    }
+
+    /// Copies what the WAL holds on the writer's own connection, as SQLite's automatic checkpoint does.
+    private func checkpointOnWriter() {
+        sqlite3_wal_checkpoint_v2(writer, nil, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
     }
 
     private func run() {
