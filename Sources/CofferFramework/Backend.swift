@@ -30,6 +30,17 @@ package protocol Backend: AnyObject, Sendable {
     /// The role a login request names, for role-based quotas (OpenBao's ResolveRoleOperation); nil
     /// when it names none. The default reads `role` (or `role_name`); AppRole finds it from `role_id`.
     func loginRole(_ data: [String: JSONValue], storage: StorageView) -> String?
+    /// A read with no parameters that the backend answers without its path table (KV v2's
+    /// `data/<path>`), or nil when `relative` is not one (the request then goes through ``handle(_:)``).
+    /// The pipeline has checked the token and the ACL as for any request; the answer must be the one
+    /// ``handle(_:)`` would give. It saves the routing and the ``BackendRequest`` on the hottest read.
+    func directRead(
+        _ relative: String,
+        storage: StorageView,
+        mount: MountEntry,
+        now: Timestamp
+    )
+        throws(CofferError) -> Response?
 }
 
 extension Backend {
@@ -41,6 +52,14 @@ extension Backend {
     package func loginRole(_ data: [String: JSONValue], storage: StorageView) -> String? {
         data["role"]?.stringValue ?? data["role_name"]?.stringValue
     }
+    package func directRead(
+        _ relative: String,
+        storage: StorageView,
+        mount: MountEntry,
+        now: Timestamp
+    )
+        throws(CofferError) -> Response?
+    { nil }
 }
 
 /// A token made by a login of this auth mount, being renewed.

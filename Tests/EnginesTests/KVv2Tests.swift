@@ -66,6 +66,40 @@ func errors(_ json: JSONValue?) -> [String] { json?["errors"]?.arrayValue?.compa
         #expect(badVersion.status == 400 && errors(badVersion.json).first?.contains("version") == true)
     }
 
+    /// A read with no parameters is answered by the engine straight from the pipeline
+    /// (`Backend.directRead`); `?version=0` asks for the same version through the path table. Both
+    /// must give the same answer in every state a secret can be in.
+    @Test func theDirectReadAnswersAsThePathTableDoes() throws {
+        let h = try Harness()
+        func same(_ path: String, _ expectedStatus: Int, sourceLocation: SourceLocation = #_sourceLocation) {
+            func answer(_ query: String) -> (Int, JSONValue?) {
+                let (status, json) = h.wire("GET", path + query)
+                guard case .object(var body)? = json else { return (status, json) }
+                body["request_id"] = nil
+                return (status, .object(body))
+            }
+            let direct = answer("")
+            #expect(direct.0 == expectedStatus, sourceLocation: sourceLocation)
+            let table = answer("?version=0")
+            #expect(direct.0 == table.0 && direct.1 == table.1, "\(path)", sourceLocation: sourceLocation)
+        }
+        h.wire("PUT", "secret/data/app/db", ["data": ["user": "u1"]])
+        same("secret/data/app/db", 200)
+        // A new version replaces what the engine cached of the secret.
+        h.wire("PUT", "secret/data/app/db", ["data": ["user": "u2"]])
+        same("secret/data/app/db", 200)
+        #expect(h.wire("GET", "secret/data/app/db").json?["data"]?["data"] == ["user": "u2"])
+        h.wire("DELETE", "secret/data/app/db")
+        same("secret/data/app/db", 404)
+        h.wire("POST", "secret/undelete/app/db", ["versions": [2]])
+        same("secret/data/app/db", 200)
+        h.wire("POST", "secret/destroy/app/db", ["versions": [2]])
+        same("secret/data/app/db", 404)
+        same("secret/data/never", 404)
+        let folder = h.wire("GET", "secret/data/app/")  // not a secret: the path table says so
+        #expect(folder.status == 400 && errors(folder.json) == ["missing secret path after secret/"])
+    }
+
     @Test func checkAndSet() throws {
         let h = try Harness()
         #expect(h.wire("PUT", "secret/data/c", ["data": ["a": 1], "options": ["cas": 0]]).status == 200)

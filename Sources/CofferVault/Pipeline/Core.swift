@@ -593,8 +593,19 @@ package final class Core: Sendable {
         var response: Response
         do {
             defer { route.end(routeTiming) }
-            // Built in the call: a temporary is handed on, where a local would be copied.
-            response = try mount.backend.handle(backendRequest(request, mount, relative, caller: caller, now: now))
+            if request.operation == .read, request.data.isEmpty, !request.rawResults,
+                let direct = try mount.backend.directRead(
+                    relative,
+                    storage: mount.storage,
+                    mount: mount.entry,
+                    now: now
+                )
+            {
+                response = direct
+            } else {
+                // Built in the call: a temporary is handed on, where a local would be copied.
+                response = try mount.backend.handle(backendRequest(request, mount, relative, caller: caller, now: now))
+            }
         }
         response.mountType = mount.entry.type
         if mount.kind == .auth, let auth = response.auth, auth.clientToken.isEmpty {

@@ -19,15 +19,17 @@ package final class KVv2Backend: TableBackend {
     private let cache = Mutex<(epoch: UInt64, entries: [String: Cached])>((0, [:]))
     static let cacheLimit = 10_000
 
-    /// A secret's parsed metadata, and the `metadata` block of a read of its current version, built
-    /// once when cached rather than on every read.
+    /// A secret's parsed metadata, and the `metadata` block and storage key of its current version,
+    /// built once when cached rather than on every read.
     struct Cached: Sendable {
         let metadata: KVMetadata
         let currentBlock: JSONValue
+        let currentKey: String
 
-        init(_ metadata: KVMetadata) {
+        init(_ metadata: KVMetadata, key: String) {
             self.metadata = metadata
             currentBlock = .object(metadata.versionMetadata(metadata.currentVersion))
+            currentKey = KVv2Backend.versionKey(key, metadata.currentVersion)
         }
     }
 
@@ -70,7 +72,7 @@ package final class KVv2Backend: TableBackend {
             c.epoch &+= 1
             if let metadata {
                 if c.entries.count >= KVv2Backend.cacheLimit { c.entries.removeAll(keepingCapacity: true) }
-                c.entries[key] = Cached(metadata)
+                c.entries[key] = Cached(metadata, key: key)
             }
         }
     }
@@ -83,7 +85,7 @@ package final class KVv2Backend: TableBackend {
         let (epoch, cached) = cache.withLock { ($0.epoch, $0.entries[key]) }
         if let cached { return cached }
         guard let json = try storage.getJSON("metadata/" + key) else { return nil }
-        let loaded = Cached(try KVMetadata(stored: json, path: key))
+        let loaded = Cached(try KVMetadata(stored: json, path: key), key: key)
         cache.withLock { c in
             guard c.epoch == epoch else { return }
             if c.entries.count >= KVv2Backend.cacheLimit { c.entries.removeAll(keepingCapacity: true) }

@@ -90,17 +90,47 @@ extension KVv2Backend {
     }
 
     func readData(_ request: BackendRequest) throws(CofferError) -> Response {
-        let key = try Self.secretKey(request)
-        guard let cached = try loadCached(request.storage.reader, key) else { return .notFound }
+        let version = request.fields.int("version").flatMap { $0 == 0 ? nil : $0 }
+        return try read(request.storage.reader, try Self.secretKey(request), version: version, now: request.now) {
+            request.fullPath
+        }
+    }
+
+    /// `GET data/<path>` without parameters (the current version), straight from the pipeline.
+    package func directRead(
+        _ relative: String,
+        storage: StorageView,
+        mount: MountEntry,
+        now: Timestamp
+    )
+        throws(CofferError) -> Response?
+    {
+        // What readData refuses or reads differently (no path, a folder) goes the usual way.
+        guard relative.utf8.count > 5, relative.hasPrefix("data/"), !relative.hasSuffix("/") else { return nil }
+        return try read(storage.reader, String(relative.dropFirst(5)), version: nil, now: now) { mount.path + relative }
+    }
+
+    /// Version `version` of secret `key` (nil: the current one), with its metadata block.
+    func read(
+        _ storage: StorageReader,
+        _ key: String,
+        version: Int?,
+        now: Timestamp,
+        fullPath: () -> String
+    ) throws(CofferError) -> Response {
+        guard let cached = try loadCached(storage, key) else { return .notFound }
         let meta = cached.metadata
-        let n = request.fields.int("version").flatMap { $0 == 0 ? nil : $0 } ?? meta.currentVersion
-        guard let version = meta.versions[n] else { return .notFound }
-        let block = n == meta.currentVersion ? cached.currentBlock : .object(meta.versionMetadata(n))
-        if version.destroyed || version.isDeleted(now: request.now) {
+        let n = version ?? meta.currentVersion
+        guard let entry = meta.versions[n] else { return .notFound }
+        let current = n == meta.currentVersion
+        let block = current ? cached.currentBlock : .object(meta.versionMetadata(n))
+        if entry.destroyed || entry.isDeleted(now: now) {
             return Response(notFound: ["data": .null, "metadata": block])
         }
-        guard let stored = try request.storage.getJSON(Self.versionKey(key, n)), let data = stored["data"] else {
-            throw CofferError(.integrity, "version \(n) of '\(request.fullPath)' is listed but its data is missing")
+        guard let stored = try storage.getJSON(current ? cached.currentKey : Self.versionKey(key, n)),
+            let data = stored["data"]
+        else {
+            throw CofferError(.integrity, "version \(n) of '\(fullPath())' is listed but its data is missing")
         }
         return Response(data: ["data": data, "metadata": block])
     }
