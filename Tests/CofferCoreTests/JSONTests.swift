@@ -32,6 +32,27 @@ import Testing
         }
     }
 
+    /// `parseMember` reads a lone member without the outer object, and gives what a whole parse gives
+    /// for every other document (more members, another shape, blanks, broken JSON).
+    @Test(arguments: [
+        #"{"data":{"a":"b","n":[1,2]}}"#, #"{"data":null}"#, #"{"data":"x"}"#, #"{"data":1,"more":2}"#,
+        #"{"more":2,"data":1}"#, #"{ "data" : 1 }"#, #"{"dat":1}"#, #"{"data":}"#, #"{"data":1}}"#,
+        #"{"data":{"a":1}"#, #"["data"]"#, #"{"data":{}} "#, "{}",
+        // At the nesting limit and one past it: the outer object counts as a level either way.
+        #"{"data":"# + String(repeating: "[", count: 255) + String(repeating: "]", count: 255) + "}",
+        #"{"data":"# + String(repeating: "[", count: 256) + String(repeating: "]", count: 256) + "}",
+    ])
+    func aLoneMemberParsesAsTheWholeDocumentWould(text: String) {
+        let bytes = Array(text.utf8)
+        let whole = Result { () throws(JSONParseError) in try JSONValue.parse(bytes)["data"] }
+        let member = Result { () throws(JSONParseError) in try JSONValue.parseMember("data", of: bytes) }
+        switch (whole, member) {
+        case (.success(let a), .success(let b)): #expect(a == b, "\(text)")
+        case (.failure, .failure): break
+        default: Issue.record("\(text): whole parse \(whole), member \(member)")
+        }
+    }
+
     @Test func invalidUTF8AndDeepNestingAreRejected() throws {
         #expect(throws: JSONParseError.self) { _ = try JSONValue.parse([0x22, 0xFF, 0xFE, 0x22]) }
         #expect(throws: JSONParseError.self) { _ = try JSONValue.parse([0x22, 0x61, 0x62, 0xC3, 0x22]) }  // cut-off é

@@ -30,6 +30,17 @@ package struct StorageView: Sendable {
         }
     }
 
+    /// Member `name` of the JSON object stored at `key` (``JSONValue/parseMember(_:of:)``); nil when
+    /// there is no entry or it has no such member.
+    package func getJSON(_ key: String, member name: StaticString) throws(CofferError) -> JSONValue? {
+        guard let bytes = try get(key) else { return nil }
+        do {
+            return try JSONValue.parseMember(name, of: bytes)
+        } catch {
+            throw CofferError(.integrity, "stored entry at '\(prefix + key)' is not valid JSON")
+        }
+    }
+
     package func put(_ key: String, _ value: [UInt8]) throws(CofferError) {
         if isSealWrapped(key) {
             try barrier.putSealWrapped(prefix + key, value)
@@ -72,5 +83,8 @@ package struct StorageReader: Sendable {
     package var prefix: String { view.prefix }
     package func get(_ key: String) throws(CofferError) -> [UInt8]? { try view.get(key) }
     package func getJSON(_ key: String) throws(CofferError) -> JSONValue? { try view.getJSON(key) }
+    package func getJSON(_ key: String, member name: StaticString) throws(CofferError) -> JSONValue? {
+        try view.getJSON(key, member: name)
+    }
     package func list(_ keyPrefix: String) throws(CofferError) -> [String] { try view.list(keyPrefix) }
 }

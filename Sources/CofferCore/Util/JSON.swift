@@ -112,6 +112,29 @@ extension JSONValue {
         }
     }
 
+    /// `parse(bytes)[name]`, without building the outer object when the document is that member
+    /// alone (`{"data":...}` compact, the form KV v2 stores a version in); any other document is
+    /// parsed whole. nil when the document is not an object or has no such member.
+    package static func parseMember(_ name: StaticString, of bytes: [UInt8]) throws(JSONParseError) -> JSONValue? {
+        let nameLength = name.utf8CodeUnitCount
+        let valueStart = nameLength + 4  // {"name":
+        let alone = bytes.withUnsafeBufferPointer { buffer -> JSONValue? in
+            guard buffer.count > valueStart + 1, buffer[0] == UInt8(ascii: "{"), buffer[1] == UInt8(ascii: "\""),
+                (0..<nameLength).allSatisfy({ buffer[2 + $0] == name.utf8Start[$0] }),
+                buffer[nameLength + 2] == UInt8(ascii: "\""), buffer[nameLength + 3] == UInt8(ascii: ":"),
+                buffer[buffer.count - 1] == UInt8(ascii: "}")
+            else { return nil }
+            // The value must fill the rest exactly: anything after it (another member) parses whole.
+            var parser = JSONParser(
+                UnsafeBufferPointer(rebasing: buffer[valueStart..<(buffer.count - 1)]),
+                maximumDepth: maximumDepth - 1
+            )
+            return try? parser.parseDocument()
+        }
+        if let alone { return alone }
+        return try parse(bytes)[name.description]
+    }
+
     package static func parse(_ text: String, maximumDepth: Int) throws(JSONParseError) -> JSONValue {
         var text = text
         // `String.withUTF8` rethrows untyped errors, so the typed error travels out in a `Result`.

@@ -127,8 +127,7 @@ extension KVv2Backend {
         if entry.destroyed || entry.isDeleted(now: now) {
             return Response(notFound: ["data": .null, "metadata": block])
         }
-        guard let stored = try storage.getJSON(current ? cached.currentKey : Self.versionKey(key, n)),
-            let data = stored["data"]
+        guard let data = try storage.getJSON(current ? cached.currentKey : Self.versionKey(key, n), member: "data")
         else {
             throw CofferError(.integrity, "version \(n) of '\(fullPath())' is listed but its data is missing")
         }
