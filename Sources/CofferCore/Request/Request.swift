@@ -190,34 +190,89 @@ public struct Response: Sendable {
 
     public var outcome: Outcome
     public var data: [String: JSONValue]?
-    public var auth: AuthInfo?
     public var warnings: [String]
     public var leaseID: String
     public var leaseDuration: Int64
     public var renewable: Bool
     public var mountType: String
+    /// What most answers do not carry (a login's auth block, a raw body, wrapping), boxed: a read's
+    /// answer is handed up through every layer of the pipeline, and these fields inline made a
+    /// `Response` 504 bytes to copy and release at each step. nil: all at their defaults.
+    private var rareBox: RareBox?
+
+    private struct Rare: Sendable {
+        var auth: AuthInfo? = nil
+        var raw: JSONValue? = nil
+        var rawStatus = 200
+        var repeatDataAtTopLevel = false
+        var rawBytes: [String: [UInt8]] = [:]
+        var body: (contentType: String, bytes: [UInt8])? = nil
+        var secret: SecretLease? = nil
+        var wrappedAccessor: String? = nil
+        var wrapInfo: WrapInfo? = nil
+    }
+
+    private final class RareBox: Sendable {
+        let value: Rare
+        init(_ value: Rare) { self.value = value }
+    }
+
+    /// Read from the box; a change makes a new box, so copies of the answer never share a change.
+    private var rare: Rare {
+        get { rareBox?.value ?? Rare() }
+        set { rareBox = RareBox(newValue) }
+    }
+
+    public var auth: AuthInfo? {
+        get { rareBox?.value.auth }
+        set { rare.auth = newValue }
+    }
     /// For the endpoints Vault answers without the envelope (sys/init, seal-status, unseal, health,
     /// leader): the body as it goes on the wire, and the status those endpoints define (sys/health
     /// answers 429, 472, 473, 501 or 503 by the state of the vault).
-    public var raw: JSONValue?
-    public var rawStatus: Int
+    public var raw: JSONValue? {
+        get { rareBox?.value.raw }
+        set { rare.raw = newValue }
+    }
+    public var rawStatus: Int {
+        get { rareBox?.value.rawStatus ?? 200 }
+        set { rare.rawStatus = newValue }
+    }
     /// For sys endpoints that repeat their `data` keys at the top level of the envelope.
-    public var repeatDataAtTopLevel: Bool
+    public var repeatDataAtTopLevel: Bool {
+        get { rareBox?.value.repeatDataAtTopLevel ?? false }
+        set { rare.repeatDataAtTopLevel = newValue }
+    }
     /// Byte results for in-process callers that asked for raw bytes (``Request/rawBytes``): transit's
     /// plaintext without base64. Not part of the JSON form.
-    public var rawBytes: [String: [UInt8]]
+    public var rawBytes: [String: [UInt8]] {
+        get { rareBox?.value.rawBytes ?? [:] }
+        set { rare.rawBytes = newValue }
+    }
     /// A body that is not JSON (Vault's `http_raw_body`): a DER certificate or CRL, PEM text. Sent
     /// as it is, with this content type and a 200.
-    public var body: (contentType: String, bytes: [UInt8])?
+    public var body: (contentType: String, bytes: [UInt8])? {
+        get { rareBox?.value.body }
+        set { rare.body = newValue }
+    }
     /// Set by an engine that hands out a secret with a lease (a database user): the core registers
     /// the lease and fills in ``leaseID``, ``leaseDuration`` and ``renewable``. Never on the wire.
-    package var secret: SecretLease?
+    package var secret: SecretLease? {
+        get { rareBox?.value.secret }
+        set { rare.secret = newValue }
+    }
     /// When this answer is response-wrapped, the accessor `wrap_info.wrapped_accessor` names: the
     /// token's for a login or token creation (set by the core), an AppRole secret ID's accessor
     /// (set by the method). Never on the wire otherwise.
-    package var wrappedAccessor: String?
+    package var wrappedAccessor: String? {
+        get { rareBox?.value.wrappedAccessor }
+        set { rare.wrappedAccessor = newValue }
+    }
     /// Set on a wrapped answer: the wrapping token and what it wraps (the body's `wrap_info`).
-    public var wrapInfo: WrapInfo?
+    public var wrapInfo: WrapInfo? {
+        get { rareBox?.value.wrapInfo }
+        set { rare.wrapInfo = newValue }
+    }
 
     public init(
         data: [String: JSONValue]? = nil,
@@ -227,20 +282,12 @@ public struct Response: Sendable {
     ) {
         self.outcome = (data == nil && auth == nil && warnings.isEmpty) ? .noContent : .ok
         self.data = data
-        self.auth = auth
         self.warnings = warnings
         self.leaseID = ""
         self.leaseDuration = 0
         self.renewable = false
         self.mountType = mountType
-        self.raw = nil
-        self.rawStatus = 200
-        self.repeatDataAtTopLevel = false
-        self.rawBytes = [:]
-        self.body = nil
-        self.secret = nil
-        self.wrappedAccessor = nil
-        self.wrapInfo = nil
+        self.rareBox = auth.map { RareBox(Rare(auth: $0)) }
     }
 
     /// A 200 whose body is `bytes` as they are (not JSON), of `contentType`.
