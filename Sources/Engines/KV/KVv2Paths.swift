@@ -106,8 +106,10 @@ extension KVv2Backend {
         throws(CofferError) -> Response?
     {
         // What readData refuses or reads differently (no path, a folder) goes the usual way.
-        guard relative.utf8.count > 5, relative.hasPrefix("data/"), !relative.hasSuffix("/") else { return nil }
-        return try read(storage.reader, String(relative.dropFirst(5)), version: nil, now: now) { mount.path + relative }
+        guard relative.utf8.count > 5, relative.hasPrefix("data/"), !relative.hasSuffix("/"),
+            let key = String(relative.utf8.dropFirst(5))  // by bytes: String.dropFirst walks characters
+        else { return nil }
+        return try read(storage.reader, key, version: nil, now: now) { mount.path + relative }
     }
 
     /// Version `version` of secret `key` (nil: the current one), with its metadata block.
