@@ -117,7 +117,7 @@ def _kv_or_none(handle, path):
 
 # ---- The C program (bindings/c/replica.c) ------------------------------------------------------------------
 
-VALGRIND = ["valgrind", "-q", "--leak-check=full", "--show-leak-kinds=definite", "--errors-for-leak-kinds=definite",
+VALGRIND = ["valgrind", "-q", "--fair-sched=yes", "--leak-check=full", "--show-leak-kinds=definite", "--errors-for-leak-kinds=definite",
             "--error-exitcode=99"]  # as bindings/c/Makefile runs the example
 
 
