@@ -236,31 +236,46 @@ func measureReadsWithWriter(_ bench: Bench, vault: Vault, token: String, payload
 /// alternating rounds of `roundSeconds`, each thread with its own requests against one vault. Returns
 /// the medians over the rounds of the reads per second of each, and of the per-round ratio (a
 /// neighbour slowing one round moves both of its phases alike). Nil when `only` leaves it out.
+///
+/// Each round also runs the reference: as many threads, each reading from a vault of its own (its own
+/// file in `directory`, token and secret), which share nothing but the process. What the machine
+/// gives independent threads is that ratio; what the one vault loses to state its threads share (a
+/// lock, a reference count, a cache line two cores both write) is the gap between the two.
 func measureReadScaling(
     _ bench: Bench,
     vault: Vault,
     token: String,
+    payload: [String: JSONValue],
+    directory: URL,
     threads: Int = 2,
     rounds: Int = 8,
     roundSeconds: Double = 0.25
 ) throws -> [String: Any]? {
     let name = "kv read scaling (\(threads) threads / 1)"
     if let only = bench.only, !name.hasPrefix(only) { return nil }
-    let request: @Sendable () -> Request = { Request(.read, "secret/data/app/db", token: token) }
-    func rate(_ count: Int) throws -> Double {
+    var separate: [(vault: Vault, token: String)] = [(vault, token)]
+    defer { for other in separate.dropFirst() { other.vault.close() } }
+    for n in 1..<threads {
+        let path = directory.appendingPathComponent("scaling-\(n).db").path
+        let (other, _) = try Vault.openDev(storage: .sqlite(path: path), rootTokenID: "bench-root")
+        separate.append((other, try readerToken(other, payload: payload)))
+    }
+    /// Reads per second of `count` threads, thread i reading through `targets[i]`.
+    func rate(_ count: Int, _ targets: [(vault: Vault, token: String)]) throws -> Double {
         let reads = Mutex(0)
         let failed = Mutex<(any Error)?>(nil)
         let done = DispatchGroup()
         let deadline = nowNanos() + UInt64(roundSeconds * 1e9)
         let start = nowNanos()
-        for _ in 0..<count {
+        for i in 0..<count {
+            let (vault, token) = targets[i % targets.count]
             done.enter()
             let thread = Thread {
                 defer { done.leave() }
                 var n = 0
                 do {
                     while nowNanos() < deadline {
-                        for _ in 0..<64 { _ = try vault.handle(request()) }
+                        for _ in 0..<64 { _ = try vault.handle(Request(.read, "secret/data/app/db", token: token)) }
                         n += 64
                     }
                 } catch {
@@ -276,28 +291,37 @@ func measureReadScaling(
         let total = reads.withLock { $0 }
         return Double(total) / (Double(nowNanos() - start) / 1e9)
     }
+    func rate(_ count: Int) throws -> Double { try rate(count, [(vault, token)]) }
     _ = try rate(1)  // warm-up
+    _ = try rate(threads, separate)
     var one: [Double] = []
     var many: [Double] = []
+    var apart: [Double] = []
     for _ in 0..<rounds {
         one.append(try rate(1))
         many.append(try rate(threads))
+        apart.append(try rate(threads, separate))
     }
     func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
     let ratio = median(zip(many, one).map { $0 / $1 })
+    let apartRatio = median(zip(apart, one).map { $0 / $1 })
     say(
         String(
-            format: "  %-44@ 1 thread %10.0f reads/s  %d threads %10.0f reads/s  ratio %.2fx (median of %d rounds)",
+            format:
+                "  %-44@ 1 thread %10.0f reads/s  %d threads %10.0f reads/s  ratio %.2fx; %d vaults of their own %.2fx (median of %d rounds)",
             name as NSString,
             median(one),
             threads,
             median(many),
             ratio,
+            threads,
+            apartRatio,
             rounds
         )
     )
     return [
         "read_scaling_threads": threads, "read_scaling_ratio": ratio, "read_scaling_one_thread_per_s": median(one),
         "read_scaling_all_threads_per_s": median(many), "read_scaling_round_ratios": zip(many, one).map { $0 / $1 },
+        "read_scaling_separate_vaults_ratio": apartRatio,
     ]
 }

@@ -211,7 +211,14 @@ func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
 
     var summary: [String: Any] = ["stored_row_bytes": row.count]
     summary.merge(quotaSummary) { $1 }
-    if let scaling = try measureReadScaling(bench, vault: vault, token: token, threads: 2) {
+    if let scaling = try measureReadScaling(
+        bench,
+        vault: vault,
+        token: token,
+        payload: payload,
+        directory: directory,
+        threads: 2
+    ) {
         summary.merge(scaling) { $1 }
     }
     if let read = bench.figure("kv read (Swift API, handle)"),
