@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 @testable import CofferCore
@@ -258,5 +259,47 @@ import Testing
         }
         let cache = TokenCache()
         #expect(cache[fromMAC] == nil)
+    }
+}
+
+/// Storage that runs `interleave` (once) after it has read a token entry and before it returns it:
+/// what another thread might do between the two on a busy machine.
+private final class InterleavingBackend: PhysicalBackend {
+    let inner = InMemoryBackend()
+    let interleave = Mutex<(@Sendable () -> Void)?>(nil)
+    var typeName: String { inner.typeName }
+    var changes: ChangeFeed { inner.changes }
+    func get(_ key: String) throws(CofferError) -> [UInt8]? {
+        let value = try inner.get(key)
+        if key.contains("sys/token/id/"), let run = interleave.withLock({ $0.take() }) { run() }
+        return value
+    }
+    func put(_ key: String, _ value: [UInt8]) throws(CofferError) { try inner.put(key, value) }
+    func delete(_ key: String) throws(CofferError) { try inner.delete(key) }
+    func list(prefix: String) throws(CofferError) -> [String] { try inner.list(prefix: prefix) }
+    func batch(_ operations: [StorageOperation]) throws(CofferError) { try inner.batch(operations) }
+    func close() { inner.close() }
+}
+
+@Suite struct TokenCacheRaceTests {
+    /// A request reads a token's entry from storage (not cached yet); before it caches it, the token
+    /// is revoked. The request itself may pass (it read the token before the revocation), but the
+    /// older copy must not be cached over the revocation: the next request with the token is refused.
+    @Test func aRevocationBetweenAReadAndItsCachingIsNotUndone() throws {
+        let storage = InterleavingBackend()
+        let (core, result) = try makeCore(storage: storage)
+        let root = result.rootToken
+        let child = try #require(
+            try core.call(.update, "auth/token/create", ["ttl": "1h"], token: root).auth?.clientToken
+        )
+        core.sealVault()  // empties the token cache, so the next use reads storage
+        try core.unseal(key: result.keys[0].unsafeCopy)
+        storage.interleave.withLock {
+            $0 = { _ = try? core.call(.update, "auth/token/revoke", ["token": .string(child)], token: root) }
+        }
+        _ = try core.call(.read, "auth/token/lookup-self", token: child)
+        #expect(storage.interleave.withLock { $0 == nil }, "the revocation did not run between the read and the cache")
+        expectError(.permissionDenied) { try core.call(.read, "auth/token/lookup-self", token: child) }
+        expectError(.permissionDenied) { try core.call(.read, "echo/x", token: child) }
     }
 }

@@ -60,7 +60,12 @@ package final class TokenCache: Sendable {
     }
 
     private final class Shard: Sendable {
-        let entries = Mutex<[Key: TokenEntry]>([:])
+        struct State {
+            var entries: [Key: TokenEntry] = [:]
+            /// Moves on every change, so that a fill from storage loaded before a change is refused.
+            var generation: UInt64 = 0
+        }
+        let state = Mutex(State())
     }
 
     private static let shardCount = 16
@@ -70,9 +75,15 @@ package final class TokenCache: Sendable {
 
     private func shard(_ key: Key) -> Shard { shards[Int(truncatingIfNeeded: key.words.0 >> 60)] }
 
+    /// Setting stores (or with nil drops) the entry as the store's own write made it.
     package subscript(key: Key) -> TokenEntry? {
-        get { shard(key).entries.withLock { $0[key] } }
-        set { shard(key).entries.withLock { $0[key] = newValue } }
+        get { shard(key).state.withLock { $0.entries[key] } }
+        set {
+            shard(key).state.withLock { s in
+                s.entries[key] = newValue
+                s.generation &+= 1
+            }
+        }
     }
 
     /// The same, by an entry's hex id hash (a malformed one is never cached).
@@ -81,7 +92,28 @@ package final class TokenCache: Sendable {
         set { if let key = Key(hex: hash) { self[key] = newValue } }
     }
 
+    /// The cached entry, or nil and the generation a ``fill(_:_:ifGeneration:)`` of what storage holds
+    /// must find: read before storage is, so that a change made in between (a revocation, an update)
+    /// is not overwritten by the older copy.
+    package func lookup(_ key: Key) -> (entry: TokenEntry?, generation: UInt64) {
+        shard(key).state.withLock { ($0.entries[key], $0.generation) }
+    }
+
+    /// Caches `entry`, read from storage after ``lookup(_:)`` returned `generation`, unless the shard
+    /// changed since: then it is left out, and the next lookup reads storage again.
+    package func fill(_ key: Key, _ entry: TokenEntry, ifGeneration generation: UInt64) {
+        shard(key).state.withLock { s in
+            guard s.generation == generation else { return }
+            s.entries[key] = entry
+        }
+    }
+
     package func removeAll() {
-        for shard in shards { shard.entries.withLock { $0 = [:] } }
+        for shard in shards {
+            shard.state.withLock { s in
+                s.entries = [:]
+                s.generation &+= 1
+            }
+        }
     }
 }

@@ -429,17 +429,27 @@ package final class TokenStore: Sendable {
         return try withUnsafeMutableBytes(of: &mac) { (mac) throws(CofferError) -> TokenEntry? in
             let out = mac.baseAddress!.assumingMemoryBound(to: UInt8.self)
             token.withUTF8 { key.mac(UnsafeRawBufferPointer($0), into: out) }
-            if let cached = cache[TokenCache.Key(mac: UnsafeRawBufferPointer(mac))] {
+            let key = TokenCache.Key(mac: UnsafeRawBufferPointer(mac))
+            let (cached, generation) = cache.lookup(key)
+            if let cached {
                 barrier.meters.tokenCacheHit.increment()
                 return cached
             }
             barrier.meters.tokenCacheMiss.increment()
-            return try entry(hash: Hex.encode(UnsafeRawBufferPointer(mac)))
+            return try load(hash: Hex.encode(UnsafeRawBufferPointer(mac)), key: key, generation: generation)
         }
     }
 
     func entry(hash: String) throws(CofferError) -> TokenEntry? {
-        if let cached = cache[hex: hash] { return cached }
+        guard let key = TokenCache.Key(hex: hash) else { return try load(hash: hash, key: nil, generation: 0) }
+        let (cached, generation) = cache.lookup(key)
+        if let cached { return cached }
+        return try load(hash: hash, key: key, generation: generation)
+    }
+
+    /// The entry stored under `hash`, cached under `key` unless the cache changed since it answered
+    /// `generation` (a revocation between the two must not be undone by this older copy).
+    private func load(hash: String, key: TokenCache.Key?, generation: UInt64) throws(CofferError) -> TokenEntry? {
         guard let bytes = try barrier.get(TokenStore.idPrefix + hash) else { return nil }
         let entry: TokenEntry
         do {
@@ -453,7 +463,7 @@ package final class TokenStore: Sendable {
         guard ConstantTime.equals(Array(entry.idHash.utf8), Array(hash.utf8)) else {
             throw CofferError(.integrity, "a stored token entry is filed under the wrong id")
         }
-        cache[hex: hash] = entry
+        if let key { cache.fill(key, entry, ifGeneration: generation) }
         return entry
     }
 
