@@ -90,6 +90,9 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
     /// The certificate and key presented to the other nodes' APIs (``RaftConfiguration/leaderClientCertFile``,
     /// or the `leader_client_cert` and `leader_client_key` of a join request); nil: none.
     private let apiClientIdentity: Mutex<HTTPClient.ClientIdentity?>
+    /// Connections to the active node kept between forwarded requests: a write through a standby
+    /// skips the connect and the TLS handshake (the client certificate's signature included).
+    private let forwarding = HTTPClient.ConnectionPool()
     /// What autopilot's passes on this node remember while it is active (``autopilotPass()``).
     private let pilot = Mutex(Pilot())
 
@@ -245,6 +248,7 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
 
     package func close() {
         stopping.store(true, ordering: .releasing)
+        forwarding.removeAll()
         backend.close()
     }
 
@@ -932,7 +936,14 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         // leader change seen differently by two nodes must not bounce a request between them).
         let headers = headers + [(Self.forwardedHeader, configuration.nodeName)]
         do {
-            let response = try HTTPClient.send(method, base + target, headers: headers, body: body, options: options)
+            let response = try HTTPClient.send(
+                method,
+                base + target,
+                headers: headers,
+                body: body,
+                options: options,
+                pool: forwarding
+            )
             // The index the active node answered at: what ``waitForWrites(timeout:)`` waits for here.
             if let header = response.header("x-vault-index"), let bytes = Base64.decode(header),
                 let json = try? JSONValue.parse(bytes), let index = json["value"]?.stringValue.flatMap({ UInt64($0) })

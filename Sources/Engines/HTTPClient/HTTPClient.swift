@@ -6,8 +6,10 @@ import Glibc
 #endif
 
 /// A small HTTP/1.1 client for the few outbound calls auth methods make: a JWKS, an OIDC discovery
-/// document, an OIDC token endpoint, a Kubernetes TokenReview. One request per connection
-/// (`Connection: close`), blocking, over POSIX sockets and (for `https://`) libssl through `CTLS`.
+/// document, an OIDC token endpoint, a Kubernetes TokenReview; and for a cluster's standbys, which
+/// forward writes to the active node. Blocking, over POSIX sockets and (for `https://`) libssl through
+/// `CTLS`. One request per connection (`Connection: close`), unless the caller passes a
+/// ``ConnectionPool``: then connections are kept open for the next request to the same server.
 ///
 /// Bounded in every way a server can misbehave: a connect timeout, a timeout per read or write, a
 /// deadline for the whole exchange (a server that trickles bytes), a cap on the header block and on
@@ -159,39 +161,28 @@ package enum HTTPClient {
         package var description: String { message }
     }
 
-    /// Sends one request and reads the whole answer (any status).
+    /// Sends one request and reads the whole answer (any status). With `pool`, the request goes on a
+    /// connection the pool kept from an earlier one to the same server (and the same trust and client
+    /// certificate) when it has one, and the connection goes back to the pool after a complete answer.
     package static func send(
         _ method: String,
         _ urlText: String,
         headers: [(String, String)] = [],
         body: [UInt8] = [],
-        options: Options = Options()
+        options: Options = Options(),
+        pool: ConnectionPool? = nil
     ) throws(Failure) -> Response {
         // Go's shape, as OpenBao's errors show it: `Get "https://idp.example/jwks": ...`.
         let what = "\(method.prefix(1).uppercased())\(method.dropFirst().lowercased()) \"\(urlText)\""
         func fail(_ reason: String) -> Failure { Failure(message: "\(what): \(reason)") }
         guard let url = URL(urlText) else { throw fail("not an http:// or https:// URL") }
-        let start = TCP.monotonicSeconds()
-        let fd = try connect(url, timeout: options.connectTimeout, fail: fail)
-        defer { close(fd) }
-        TCP.setTimeout(fd, SO_RCVTIMEO, options.ioTimeout)
-        TCP.setTimeout(fd, SO_SNDTIMEO, options.ioTimeout)
-        var connection = Connection(fd: fd, tls: nil)
-        if url.secure {
-            switch startTLS(fd, host: url.host, options: options) {
-            case .success(let tls): connection.tls = tls
-            case .failure(let failure): throw fail(failure.message)
-            }
-        }
-        defer { if let tls = connection.tls { ctls_free(tls) } }
-
         let host = options.hostHeader ?? url.hostHeader
         guard !host.contains(where: { $0 == "\r" || $0 == "\n" }) else {
             throw fail("the Host header contains a line break")
         }
         var head = "\(method) \(url.target) HTTP/1.1\r\nHost: \(host)\r\n"
         if !headers.contains(where: { $0.0.lowercased() == "user-agent" }) { head += "User-Agent: Coffer\r\n" }
-        head += "Connection: close\r\nAccept-Encoding: identity\r\n"
+        head += pool == nil ? "Connection: close\r\nAccept-Encoding: identity\r\n" : "Accept-Encoding: identity\r\n"
         for (name, value) in headers {
             guard !name.contains(where: { $0 == "\r" || $0 == "\n" || $0 == ":" }),
                 !value.contains(where: { $0 == "\r" || $0 == "\n" })
@@ -200,10 +191,70 @@ package enum HTTPClient {
         }
         if !body.isEmpty || method == "POST" || method == "PUT" { head += "Content-Length: \(body.count)\r\n" }
         head += "\r\n"
-        guard connection.write(Array(head.utf8) + body) else { throw fail("writing the request failed") }
+        let request = Array(head.utf8) + body
+        let start = TCP.monotonicSeconds()
+        let key = ConnectionPool.Key(url, options)
+        if let pool, let kept = pool.take(key),
+            let response = try exchange(kept, request, reused: true, method, options, start, fail, pool, key)
+        {
+            return response
+        }
+        let connection = try open(url, options, fail)
+        guard let response = try exchange(connection, request, reused: false, method, options, start, fail, pool, key)
+        else { throw fail("the connection closed before the answer") }  // only a kept one answers nil
+        return response
+    }
 
+    /// Connects to `url`'s server (and shakes hands for `https://`).
+    private static func open(_ url: URL, _ options: Options, _ fail: (String) -> Failure) throws(Failure) -> Connection
+    {
+        let fd = try connect(url, timeout: options.connectTimeout, fail: fail)
+        let connection = Connection(fd: fd)
+        TCP.setTimeout(fd, SO_RCVTIMEO, options.ioTimeout)
+        TCP.setTimeout(fd, SO_SNDTIMEO, options.ioTimeout)
+        if url.secure {
+            switch startTLS(fd, host: url.host, options: options) {
+            case .success(let tls): connection.tls = tls
+            case .failure(let failure): throw fail(failure.message)
+            }
+        }
+        return connection
+    }
+
+    /// Sends `request` on `connection` and reads the answer; back to `pool` after a complete answer the
+    /// server did not end the connection with. Nil (only when `reused`) when the server had closed
+    /// the kept connection: the request could not be sent, or the connection ended before a byte of an
+    /// answer. The server closes a kept connection only while it is idle, so it did not see the
+    /// request, and the caller sends it again on a new connection (as Go's net/http does).
+    private static func exchange(
+        _ connection: Connection,
+        _ request: [UInt8],
+        reused: Bool,
+        _ method: String,
+        _ options: Options,
+        _ start: Double,
+        _ fail: @escaping (String) -> Failure,
+        _ pool: ConnectionPool?,
+        _ key: ConnectionPool.Key
+    ) throws(Failure) -> Response? {
+        guard connection.write(request) else {
+            if reused { return nil }
+            throw fail("writing the request failed")
+        }
         var reader = Reader(connection: connection, start: start, deadline: options.deadline, fail: fail)
-        return try reader.readResponse(options: options, isHead: method == "HEAD")
+        let response: Response
+        do {
+            response = try reader.readResponse(options: options, isHead: method == "HEAD")
+        } catch {
+            if reused && reader.closedBeforeAnswer { return nil }
+            throw error
+        }
+        if let pool, reader.available == 0, !reader.ended,
+            response.header("connection")?.lowercased().contains("close") != true
+        {
+            pool.put(connection, key)
+        }
+        return response
     }
 
     // MARK: - Sockets
@@ -224,9 +275,24 @@ package enum HTTPClient {
         }
     }
 
-    private struct Connection {
+    /// A socket and its TLS session, closed when released. Used by one request at a time: a pooled one
+    /// is handed over through the pool's lock.
+    final class Connection: @unchecked Sendable {
         let fd: Int32
         var tls: OpaquePointer?
+
+        init(fd: Int32) { self.fd = fd }
+
+        deinit {
+            if let tls { ctls_free(tls) }
+            Glibc.close(fd)
+        }
+
+        /// Whether the server has sent nothing since the last answer: not even the end of the stream.
+        var isQuiet: Bool {
+            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            return poll(&poller, 1, 0) == 0
+        }
 
         /// Bytes read, 0 at the end of the stream, -1 on error or timeout.
         func read(_ buffer: UnsafeMutableRawBufferPointer) -> Int {
@@ -262,6 +328,10 @@ package enum HTTPClient {
         var buffer: [UInt8] = []
         var position = 0
         var ended = false
+        /// Bytes read from the connection so far.
+        var received = 0
+        /// The connection ended (or was reset) before a byte of the answer arrived.
+        var closedBeforeAnswer = false
 
         init(connection: Connection, start: Double, deadline: Double, fail: @escaping (String) -> Failure) {
             self.connection = connection
@@ -284,6 +354,7 @@ package enum HTTPClient {
             }
             var chunk = [UInt8](repeating: 0, count: 16384)
             let n = chunk.withUnsafeMutableBytes { connection.read($0) }
+            if received == 0 && (n == 0 || (n < 0 && errno == ECONNRESET)) { closedBeforeAnswer = true }
             if n < 0 {
                 if errno == EAGAIN || errno == EWOULDBLOCK { throw fail("read timed out") }
                 let reason = connection.tls.map { String(cString: ctls_read_error($0)) } ?? ""
@@ -293,6 +364,7 @@ package enum HTTPClient {
                 ended = true
                 return false
             }
+            received += n
             buffer.append(contentsOf: chunk[0..<n])
             return true
         }
