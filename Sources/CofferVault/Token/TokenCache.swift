@@ -75,21 +75,17 @@ package final class TokenCache: Sendable {
 
     private func shard(_ key: Key) -> Shard { shards[Int(truncatingIfNeeded: key.words.0 >> 60)] }
 
-    /// Setting stores (or with nil drops) the entry as the store's own write made it.
-    package subscript(key: Key) -> TokenEntry? {
-        get { shard(key).state.withLock { $0.entries[key] } }
-        set {
-            shard(key).state.withLock { s in
-                s.entries[key] = newValue
-                s.generation &+= 1
-            }
+    /// Stores (or with nil drops) the entry as the store's own write made it.
+    package func set(_ entry: TokenEntry?, for key: Key) {
+        shard(key).state.withLock { s in
+            s.entries[key] = entry
+            s.generation &+= 1
         }
     }
 
     /// The same, by an entry's hex id hash (a malformed one is never cached).
-    package subscript(hex hash: String) -> TokenEntry? {
-        get { Key(hex: hash).flatMap { self[$0] } }
-        set { if let key = Key(hex: hash) { self[key] = newValue } }
+    package func set(_ entry: TokenEntry?, hex hash: String) {
+        if let key = Key(hex: hash) { set(entry, for: key) }
     }
 
     /// The cached entry, or nil and the generation a ``fill(_:_:ifGeneration:)`` of what storage holds

@@ -374,7 +374,7 @@ package final class TokenStore: Sendable {
 
     /// The entry filed under `hash` changed in storage: drop the cached copy.
     package func invalidate(hash: String) {
-        cache[hex: hash] = nil
+        cache.set(nil, hex: hash)
     }
 
     /// What the core is told of tokens. Kept in a class, read as a reference: a function value kept
@@ -510,7 +510,7 @@ package final class TokenStore: Sendable {
                 ops.append(.put(key: TokenStore.parentPrefix + entry.parentHash + "/" + idHash, value: []))
             }
             try barrier.batch(ops + expiryRow(entry, was: nil))
-            cache[hex: idHash] = entry
+            cache.set(entry, hex: idHash)
         }
         return (token, entry)
     }
@@ -537,7 +537,7 @@ package final class TokenStore: Sendable {
         } else {
             try barrier.batch([.put(key: key, value: entry.json.serialized())] + more)
         }
-        cache[hex: entry.idHash] = entry
+        cache.set(entry, hex: entry.idHash)
     }
 
     /// Spends one use of a token with limited uses, atomically with the check: of any number of
@@ -652,7 +652,7 @@ package final class TokenStore: Sendable {
             ops.append(.delete(key: TokenStore.parentPrefix + entry.parentHash + "/" + entry.idHash))
         }
         try barrier.batch(ops)
-        cache[hex: entry.idHash] = nil
+        cache.set(nil, hex: entry.idHash)
         hooks.withLock { $0 }?.revoked(entry)
     }
 
