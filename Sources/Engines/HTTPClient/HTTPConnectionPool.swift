@@ -30,7 +30,7 @@ extension HTTPClient {
             }
         }
 
-        private struct Idle: @unchecked Sendable {  // a Connection is handed over under the lock
+        private struct Idle: Sendable {
             let connection: Connection
             let key: Key
             let since: Double
