@@ -51,6 +51,8 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         package var tls: TCPTransport.TLS?
         /// Called on the node's thread whenever ``Status/isActive`` or the leader changes.
         package var onStatusChange: (@Sendable (Status) -> Void)?
+        /// Receives the Raft core's decisions (elections, votes, step-downs), on the node's thread.
+        package var logger: (any RaftLogger & Sendable)?
 
         package init(nodeID: NodeID, listen: String, peers: [NodeID: String], directory: String) {
             self.nodeID = nodeID
@@ -208,6 +210,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         config.electionTicks = options.electionTicks
         config.applied = applied
         config.randomSeed = options.nodeID &* 0x9E37_79B9 ^ monotonicNanos()
+        config.logger = options.logger
         return config
     }
 

@@ -40,6 +40,20 @@ options.tickMilliseconds = Int(getenv("RAFT_TICK_MS").map { String(cString: $0) 
 options.writeTimeoutSeconds = 2
 options.snapshotEvery = 64
 options.snapshotKeep = 16
+if getenv("RAFT_LOG") != nil { options.logger = StderrLogger() }
+
+/// RAFT_LOG=1: the core's decisions at info and above on stderr, each with the monotonic clock in ms, so a
+/// slow failover can be read off the survivors' logs.
+final class StderrLogger: RaftLogger, Sendable {
+    func log(_ level: RaftLogLevel, _ message: String) {
+        guard level >= .info else { return }
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        let ms = Double(now.tv_sec) * 1000 + Double(now.tv_nsec) / 1e6
+        let text = Array("\(ms) \(message)\n".utf8)
+        _ = text.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+    }
+}
 
 let backend: RaftBackend
 do {
