@@ -20,7 +20,8 @@ public struct Config {
     /// disrupt the cluster by bumping its term when it comes back.
     public var preVote: Bool = true
     /// A leader that has not heard from a quorum within an election timeout steps down, and a follower that
-    /// has heard from a leader within an election timeout refuses to vote for anyone else.
+    /// has heard from a leader within an election timeout less a tick refuses to vote for anyone else (a
+    /// tick less, so that survivors whose clocks are a tick apart do not refuse the first of them to time out).
     public var checkQuorum: Bool = true
     /// How ReadIndex requests are confirmed; `.leaseBased` requires `checkQuorum`.
     public var readOnly: ReadOnlyOption = .safe

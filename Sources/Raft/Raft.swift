@@ -342,8 +342,12 @@ final class RaftCore {
                 let until = heardFromLeaderAt &+ UInt64(electionTimeout)
                 remaining = ticks < until ? Int(until - ticks) : 0
             } else {
-                let inLease = checkQuorum && lead != 0 && electionElapsed < electionTimeout && m.term > term
-                remaining = inLease ? electionTimeout - electionElapsed : 0
+                // It ends a tick before the shortest election timeout: when the leader dies, the survivors'
+                // clocks are up to a tick apart, and the first to time out (after `electionTimeout` ticks at
+                // the least) must not find the others a tick short of it and wait out a second timeout.
+                let lease = electionTimeout - 1
+                let inLease = checkQuorum && lead != 0 && electionElapsed < lease && m.term > term
+                remaining = inLease ? lease - electionElapsed : 0
             }
             if !force && remaining > 0 {
                 info(
