@@ -247,6 +247,10 @@ ctls_conn *ctls_accept(int fd, const char *cert_pem, size_t cert_len, const char
         return NULL;
     }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    /* No session tickets: every connection has a context of its own, so none could be resumed, and the
+       client side then receives nothing after the handshake, so anything it can read means the
+       connection has ended (TCPTransport checks that before it writes). */
+    SSL_CTX_set_num_tickets(ctx, 0);
     SSL *ssl = SSL_new(ctx);
     if (ssl == NULL || SSL_set_fd(ssl, fd) != 1) {
         set_err(err, err_len, "cannot set up the TLS connection");

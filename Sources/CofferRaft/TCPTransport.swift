@@ -273,6 +273,12 @@ package final class TCPTransport: Sendable {
         _ = startThread({ [self] in
             var link: Link?
             while let (frames, chunk) = peer.next() {
+                if let open = link, !open.isQuiet {
+                    // The peer closed this connection (it restarted, say) while it was idle: writing into
+                    // it would lose the frames to the peer's reset. A follower writes to another follower
+                    // only in an election, so this is where the first vote of a failover would vanish.
+                    link = nil
+                }
                 if link == nil {
                     link = Link.connect(peer.host, peer.port, from: source, tls)
                     if link == nil {
@@ -477,6 +483,14 @@ private final class Link: @unchecked Sendable {
             return nil
         }
         return Link(fd: fd, tls: conn)
+    }
+
+    /// Whether nothing can be read. A peer never writes on a connection this node opened to it (its TLS
+    /// side sends no session tickets), so anything readable (the end of the stream, an error, a byte)
+    /// means the connection is over.
+    var isQuiet: Bool {
+        var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        return poll(&poller, 1, 0) == 0
     }
 
     func read(_ buffer: UnsafeMutableRawBufferPointer) -> Int {

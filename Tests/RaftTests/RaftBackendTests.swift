@@ -1,6 +1,7 @@
 import CofferCore
 import CofferStorage
 import Foundation
+import Synchronization
 import Testing
 
 @testable import CofferRaft
@@ -216,6 +217,52 @@ import Testing
 
     /// A chunked message comes back whole, with other frames between its chunks; chunk frames that are
     /// malformed, too large in sum, or do not end in one whole frame are refused.
+    /// A peer that restarts while this node's connection to it is idle receives the first message sent after
+    /// its return. Followers write to each other only in an election, so a connection between them is often
+    /// one the peer's previous process closed; the frames written into it were lost to the peer's reset,
+    /// and with them the vote that would have ended a failover (which then waited out a second election
+    /// timeout).
+    @Test func theFirstMessageToAPeerThatRestartedArrives() throws {
+        let port = try Cluster.freePort()
+        let received = Mutex<[Message]>([])
+        func startPeer() throws -> TCPTransport {
+            try TCPTransport(
+                nodeID: 2,
+                listen: "127.0.0.1",
+                port: port,
+                peers: [:],
+                receive: { message in received.withLock { $0.append(message) } },
+                unreachable: { _ in }
+            )
+        }
+        func arrived(_ kind: MessageKind) -> Bool {
+            let deadline = Date().addingTimeInterval(3)
+            while Date() < deadline {
+                if received.withLock({ $0.contains { $0.kind == kind } }) { return true }
+                usleep(5_000)
+            }
+            return false
+        }
+        var peer = try startPeer()
+        let node = try TCPTransport(
+            nodeID: 1,
+            listen: "127.0.0.1",
+            port: 0,
+            peers: [2: "127.0.0.1:\(port)"],
+            receive: { _ in },
+            unreachable: { _ in }
+        )
+        defer { node.shutdown() }
+        node.send([Message(kind: .heartbeat, to: 2, from: 1, term: 1)])
+        #expect(arrived(.heartbeat))
+        peer.shutdown()
+        usleep(50_000)
+        peer = try startPeer()
+        defer { peer.shutdown() }
+        node.send([Message(kind: .preVote, to: 2, from: 1, term: 2, logTerm: 1, index: 1)])
+        #expect(arrived(.preVote), "the first message after the peer's restart was lost")
+    }
+
     @Test func chunkFramesReassembleAndRefuseWhatCannotBeValid() throws {
         let snapshot = Message(
             kind: .snapshot,

@@ -46,7 +46,8 @@ ctls_conn *ctls_connect_ex(int fd, const char *host, const char *ca_pem, size_t 
                            char *err, size_t err_len);
 
 /* The server side of mutual TLS on an accepted socket (the Raft transport): presents `cert_pem` with
-   `key_pem`, and requires a client certificate that chains to `ca_pem`. TLS 1.2 at least. Returns the
+   `key_pem`, and requires a client certificate that chains to `ca_pem`. TLS 1.2 at least; no session
+   tickets, so the client reads nothing after the handshake that the server does not write. Returns the
    connection, or NULL with a message in `err`. */
 ctls_conn *ctls_accept(int fd, const char *cert_pem, size_t cert_len, const char *key_pem, size_t key_len,
                        const char *ca_pem, size_t ca_len, char *err, size_t err_len);
