@@ -638,14 +638,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
                 let applied = monitor.withLock { status.appliedIndex }
                 // The stored snapshot may also be one just received from the leader.
                 let lastSnapshot = (try? store.snapshot().metadata.index) ?? 0
-                if applied >= lastSnapshot + options.snapshotEvery {
-                    try store.createSnapshot(
-                        at: applied,
-                        confState: node.confState,
-                        data: Self.dump(local),
-                        keep: options.snapshotKeep
-                    )
-                }
+                if applied >= lastSnapshot + options.snapshotEvery { try snapshot(at: applied, node.confState) }
             } catch {
                 // The log or the data file cannot be written: this node must not go on (it would
                 // acknowledge what it has not stored). Every waiting write fails with the reason.
@@ -765,15 +758,24 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
             if changed, applied > ((try? store.snapshot().metadata.index) ?? 0) {
                 // A new member may need a snapshot, and one taken before it joined would be refused by
                 // it: take one now that names it.
-                try store.createSnapshot(
-                    at: applied,
-                    confState: conf,
-                    data: Self.dump(local),
-                    keep: options.snapshotKeep
-                )
+                try snapshot(at: applied, conf)
             }
             monitor.broadcast()
         }
+    }
+
+    /// Records the data file's state as the snapshot at `index` and compacts the log below it. It runs on
+    /// the node's thread and takes time in proportion to the data (the logger is told how much).
+    private func snapshot(at index: UInt64, _ confState: ConfState) throws(CofferError) {
+        let started = monotonicNanos()
+        let data = try Self.dump(local)
+        let dumped = monotonicNanos()
+        try store.createSnapshot(at: index, confState: confState, data: data, keep: options.snapshotKeep)
+        let ms = { (from: UInt64, to: UInt64) in (to - from) / 1_000_000 }
+        options.logger?.log(
+            .info,
+            "\(options.nodeID) snapshot at \(index): \(data.count) bytes, \(ms(started, dumped)) ms to read the data file, \(ms(dumped, monotonicNanos())) ms to store"
+        )
     }
 
     private func finish(_ id: UInt64, _ result: Result<Void, CofferError>) {

@@ -192,6 +192,10 @@ if dev {
         node.onJoinFailure = { [logger] reason in
             logger.warning("cannot join the cluster yet; retrying", metadata: ["error": "\(reason)"])
         }
+        let raftLogger = output.logger("storage.raft")
+        node.onRaftEvent = { message, isWarning in
+            if isWarning { raftLogger.warning("\(message)") } else { raftLogger.info("\(message)") }
+        }
         storage = .raft(node)
     }
     let seal: any Seal

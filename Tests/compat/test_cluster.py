@@ -247,6 +247,9 @@ def test_leader_killed_writes_continue_and_it_rejoins(cluster, bao_bin):
 
     new_active, _ = active_and_standbys(survivors)
     term = new_active.leader()["raft_committed_index"]
+    # cofferd logs its Raft core's decisions: the election is in the new active node's log.
+    assert re.search(rf"storage\.raft: {new_active.name} became leader at term \d+", new_active.server.output()), \
+        new_active.server.output()[-2000:]
     active.start()
     for key in keys[:2]:
         run_bao(bao_bin, active.addr, "operator", "unseal", key)

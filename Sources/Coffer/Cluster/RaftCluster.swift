@@ -48,6 +48,10 @@ public struct RaftConfiguration: Sendable {
     /// Called when an attempt to reach a `retry_join` address fails, with the reason (nothing secret):
     /// once per distinct reason, not on every retry. The joiner keeps trying either way.
     public var onJoinFailure: (@Sendable (String) -> Void)?
+    /// Called with what the node's Raft core decides (elections, votes, step-downs, a leader deposed) and
+    /// with each snapshot it takes (its size and how long the node paused for it); `isWarning` marks what
+    /// an operator should look at. Node ids, terms and indexes only: nothing secret.
+    public var onRaftEvent: (@Sendable (_ message: String, _ isWarning: Bool) -> Void)?
 
     public init(path: String, nodeName: String, clusterAddress: String, apiAddress: String) {
         self.path = path
@@ -177,6 +181,9 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         options.join = true
         options.writesOnlyWhenActive = true
         options.tls = try Self.transportTLS(configuration)
+        let me = (nodeID, configuration.nodeName)
+        let events = configuration.onRaftEvent.map { RaftEventRelay($0, node: me) }
+        options.logger = events
         let relay = StatusRelay()
         options.onStatusChange = { status in relay.target?.statusChanged(status) }
         let data = try SQLiteBackend(path: configuration.path + "/coffer.db")
@@ -184,6 +191,7 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         try data.durableElsewhere()
         backend = try RaftBackend(options: options, local: data)
         relay.target = self
+        events?.cluster = self
     }
 
     /// The certificate, key and CA files of ``RaftConfiguration``, read; nil when none is given.
@@ -291,6 +299,12 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
         }
         guard let json = try? JSONValue.parse(bytes), let name = json["name"]?.stringValue else { return nil }
         return (name, json["cluster_addr"]?.stringValue ?? "", json["api_addr"]?.stringValue ?? "")
+    }
+
+    /// A member's name, if this node knows it.
+    fileprivate func memberName(_ id: NodeID) -> String? {
+        guard let name = try? member(id)?.name, !name.hasPrefix("node-") else { return nil }
+        return name
     }
 
     package func members() throws(CofferError) -> [ClusterMember] {
@@ -1083,5 +1097,40 @@ extension RaftCluster {
             usleep(1000)
         }
         return true
+    }
+}
+
+/// Hands the Raft core's info and warning lines to ``RaftConfiguration/onRaftEvent``, with each member's
+/// Raft id (a hash of its name) replaced by its name.
+private final class RaftEventRelay: RaftLogger, @unchecked Sendable {
+    let sink: @Sendable (String, Bool) -> Void
+    /// This node's id and name, known before ``cluster`` is.
+    let me: (id: NodeID, name: String)
+    /// Set once, right after the node opens (its first lines, while it opens, name only itself).
+    weak var cluster: RaftCluster?
+
+    init(_ sink: @escaping @Sendable (String, Bool) -> Void, node: (NodeID, String)) {
+        self.sink = sink
+        me = node
+    }
+
+    func log(_ level: RaftLogLevel, _ message: String) {
+        guard level >= .info else { return }
+        var named = ""
+        var digits = ""
+        for character in message + " " {
+            if character.isASCII && character.isNumber {
+                digits.append(character)
+                continue
+            }
+            if !digits.isEmpty {
+                let id = digits.count >= 6 ? UInt64(digits) : nil
+                let name = id == me.id ? me.name : id.flatMap { cluster?.memberName($0) }
+                named += name ?? digits
+                digits = ""
+            }
+            named.append(character)
+        }
+        sink(String(named.dropLast()), level == .warning)
     }
 }
