@@ -42,7 +42,9 @@ private final class KeepAliveServer: @unchecked Sendable {
 
     /// Closes every connection it holds; the listener stays.
     func closeConnections() {
-        for fd in connections.withLock({ $0 }) { shutdown(fd, Int32(SHUT_RDWR)) }
+        // Under the lock: a connection leaves the list before its socket closes, so every number here is
+        // still this server's (a closed one's number may already be another test's socket).
+        connections.withLock { for fd in $0 { shutdown(fd, Int32(SHUT_RDWR)) } }
     }
 
     func stop() {
@@ -62,7 +64,10 @@ private final class KeepAliveServer: @unchecked Sendable {
     }
 
     private func serve(_ fd: Int32) {
-        defer { close(fd) }
+        defer {
+            connections.withLock { $0.removeAll { $0 == fd } }
+            close(fd)
+        }
         var pending: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
         while true {
