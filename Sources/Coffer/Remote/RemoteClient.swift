@@ -78,6 +78,8 @@ public final class RemoteClient: Sendable {
     public let configuration: RemoteConfiguration
     private let baseURL: String
     private let options: HTTPClient.Options
+    /// Connections kept between requests to the store (no connect or TLS handshake per request).
+    private let connections = HTTPClient.ConnectionPool()
     private let cache: SecretCache
     private let meters = RemoteMeters()
     private let bus = EventBus(capacity: 256)
@@ -396,7 +398,14 @@ public final class RemoteClient: Sendable {
                 sleepSeconds(policy.delay(beforeRetry: attempt - 1))
             }
             do throws(HTTPClient.Failure) {
-                let answer = try HTTPClient.send(verb, url, headers: headers, body: body, options: options)
+                let answer = try HTTPClient.send(
+                    verb,
+                    url,
+                    headers: headers,
+                    body: body,
+                    options: options,
+                    pool: connections
+                )
                 let response = RemoteResponse(status: answer.status, headers: answer.headers, body: answer.body)
                 if response.status >= 500 && response.status != 501 {
                     lastReason = "HTTP \(response.status)"

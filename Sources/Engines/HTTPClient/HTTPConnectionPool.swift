@@ -1,5 +1,9 @@
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 extension HTTPClient {
     /// Connections kept open between requests, for a caller that sends many to the same server (a
     /// standby forwarding writes to the active node): a request on a kept connection skips the TCP
@@ -11,6 +15,11 @@ extension HTTPClient {
     /// (the oldest go first). One the server closed meanwhile is noticed before it is used (it has
     /// become readable), or when the request meets the closed connection: ``HTTPClient/send`` then
     /// sends it again on a new one.
+    ///
+    /// Safe across `fork`: a connection is kept with the id of the process that made it, and a child
+    /// never uses its parent's (two processes on one socket would read each other's answers); it drops
+    /// its copies, which closes only its own descriptors (no TLS close_notify is sent, so the parent's
+    /// session goes on).
     package final class ConnectionPool: Sendable {
         /// What a kept connection can serve: the same server, reached with the same trust and client
         /// certificate (a rotated certificate is not presented on a connection made with the old one).
@@ -34,6 +43,7 @@ extension HTTPClient {
             let connection: Connection
             let key: Key
             let since: Double
+            let process: pid_t
         }
 
         package let maximumIdle: Int
@@ -60,11 +70,15 @@ extension HTTPClient {
         /// The most recently kept connection for `key` that the server has not closed; nil if none.
         func take(_ key: Key) -> Connection? {
             let now = TCP.monotonicSeconds()
+            let process = getpid()
+            let idleSeconds = idleSeconds
             while true {
-                // The expired ones come out too, to be closed once out of the lock.
+                // The expired ones, and any a parent process kept, come out too, to be closed (this
+                // process's copies) once out of the lock.
                 let (found, _): (Connection?, [Idle]) = idle.withLock { idle in
-                    let expired = idle.filter { now - $0.since > idleSeconds }
-                    if !expired.isEmpty { idle.removeAll { now - $0.since > idleSeconds } }
+                    let unusable = { (entry: Idle) in now - entry.since > idleSeconds || entry.process != process }
+                    let expired = idle.filter(unusable)
+                    if !expired.isEmpty { idle.removeAll(where: unusable) }
                     guard let index = idle.lastIndex(where: { $0.key == key }) else { return (nil, expired) }
                     return (idle.remove(at: index).connection, expired)
                 }
@@ -74,7 +88,7 @@ extension HTTPClient {
         }
 
         func put(_ connection: Connection, _ key: Key) {
-            let entry = Idle(connection: connection, key: key, since: TCP.monotonicSeconds())
+            let entry = Idle(connection: connection, key: key, since: TCP.monotonicSeconds(), process: getpid())
             // The oldest past `maximumIdle` come out, to be closed once out of the lock.
             _ = idle.withLock { idle -> [Idle] in
                 idle.append(entry)

@@ -180,6 +180,49 @@ def test_cache_then_kill_then_env_file_then_recovery(cofferd, tmp_path):
         assert _gauge(client, "coffer.client.degraded") == 0
 
 
+def _connections_to(port):
+    """This process's established TCP connections to 127.0.0.1:`port`, from /proc."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    with open("/proc/net/tcp") as f:
+        rows = [line.split() for line in f.readlines()[1:]]
+    return sum(1 for row in rows if row[3] == "01" and row[9] in inodes and int(row[2].split(":")[1], 16) == port)
+
+
+def test_requests_reuse_a_kept_connection_and_a_forked_child_makes_its_own(cofferd):
+    """The client keeps its connection to the store between requests (no connect per request). A child
+    forked while the client is open (a pre-fork server's worker) makes connections of its own: on the
+    parent's socket, each process could read the other's answers."""
+    for path, data in (("parent", {"v": "p"}), ("child", {"v": "c"})):
+        assert _call(cofferd.addr, "POST", f"secret/data/{path}", {"data": data}, cofferd.root)[0] == 200
+    # Without the event subscription's WebSocket (and its thread), so the one connection counted is the
+    # requests' and the child is forked from a process with no other thread of the client's.
+    with coffer.connect(cofferd.addr, token=cofferd.root, environment=False, cache={"events": False}) as client:
+        for _ in range(20):
+            assert client.request("GET", "secret/data/parent").body["data"]["data"] == {"v": "p"}
+        assert _connections_to(cofferd.port) == 1
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                if all(client.request("GET", "secret/data/child").body["data"]["data"] == {"v": "c"}
+                       for _ in range(300)):
+                    code = 0
+            finally:
+                os._exit(code)
+        answers = [client.request("GET", "secret/data/parent").body["data"]["data"] for _ in range(300)]
+        _, status = os.waitpid(pid, 0)
+        assert all(answer == {"v": "p"} for answer in answers)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, "the child read an answer not its own"
+        assert _connections_to(cofferd.port) == 1
+
+
 def test_no_fallback_is_unavailable_and_refusals_are_not_fallen_back(cofferd):
     with coffer.connect(f"http://127.0.0.1:{_free_port()}", token="t", environment=False,
                         retry={"attempts": 1}) as client:
