@@ -688,7 +688,19 @@ package final class RaftCluster: ClusterView, @unchecked Sendable {
             defer { running = true }
             return running
         }
-        if started { return true }
+        if started {
+            // A retry_join loop is already asking (perhaps without the certificate just given). Return once it
+            // has a challenge, as OpenBao's join does: the unseal keys entered next answer it (before, a
+            // `bao operator unseal` right after the join could find no challenge and say "not initialized").
+            let deadline = monotonicNanos() + 10_000_000_000
+            while joining.withLock({ $0?.challenge.isEmpty ?? true }) {
+                guard monotonicNanos() < deadline else {
+                    throw CofferError(.unavailable, "no join challenge from the cluster within 10 s; still trying")
+                }
+                usleep(20_000)
+            }
+            return true
+        }
         joinAsVoter.withLock { $0 = voter }
         try fetchChallenge(from: leaderAPIAddress)
         joinThread.withLock { $0 = false }
