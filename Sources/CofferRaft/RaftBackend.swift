@@ -154,7 +154,15 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
             var applied = try Self.readApplied(local)
             let snapshot = try store.snapshot()
             if applied < snapshot.metadata.index {
-                // A snapshot was received but its state not (wholly) installed before a crash.
+                // A snapshot was received but its state not (wholly) installed before a crash. One this node
+                // took holds no data: its data file was synced through that index first, so it cannot be
+                // behind it unless the file was replaced.
+                guard !snapshot.data.isEmpty else {
+                    throw CofferError(
+                        .corruptDatabase,
+                        "node \(options.nodeID)'s data file is at index \(applied), behind its log's snapshot at \(snapshot.metadata.index): it was replaced or lost writes; remove the node's directory and add it again to copy the data from the cluster"
+                    )
+                }
                 try Self.restore(local, from: snapshot)
                 applied = snapshot.metadata.index
             }
@@ -448,6 +456,18 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         try propose(operations, replacing: digest)
     }
 
+    /// The index of the latest snapshot in this node's log and how many bytes of data it holds: none for
+    /// one this node took, the whole state for one received from a leader.
+    package func storedSnapshot() throws(CofferError) -> (index: UInt64, dataBytes: Int) {
+        let result = runOnLoop { [store] () throws(CofferError) -> [UInt8] in
+            let snapshot: Snapshot
+            do { snapshot = try store.snapshot() } catch { throw CofferError(.internal, "\(error)") }
+            return BatchCodec.idBytes(snapshot.metadata.index) + BatchCodec.idBytes(UInt64(snapshot.data.count))
+        }
+        let bytes = try result.get()
+        return (BatchCodec.id(from: Array(bytes[0..<8])) ?? 0, Int(BatchCodec.id(from: Array(bytes[8...])) ?? 0))
+    }
+
     /// Runs `body` on the node's thread, between two applies, and waits for its result.
     private func runOnLoop(_ body: @escaping () throws(CofferError) -> [UInt8]) -> Result<[UInt8], CofferError> {
         let box = ResultBox()
@@ -666,9 +686,10 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
             // Raft thesis, 10.2.1: an entry commits once a majority stored it, whichever majority; the
             // leader counts itself only after this save, since it steps no message before it returns).
             // Any other node's messages (votes, acknowledgements) promise what it has stored: after.
-            if leading { transport.send(rd.messages) }
+            let messages = try withSnapshotData(rd.messages)
+            if leading { transport.send(messages) }
             try store.save(snapshot: rd.snapshot, entries: rd.entries, hardState: rd.hardState, sync: rd.mustSync)
-            if !leading { transport.send(rd.messages) }
+            if !leading { transport.send(messages) }
             var (applied, appliedTerm) = monitor.withLock { (status.appliedIndex, status.appliedTerm) }
             if let snapshot = rd.snapshot, !snapshot.isEmpty {
                 try Self.restore(local, from: snapshot)
@@ -764,18 +785,51 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         }
     }
 
-    /// Records the data file's state as the snapshot at `index` and compacts the log below it. It runs on
-    /// the node's thread and takes time in proportion to the data (the logger is told how much).
+    /// Makes the data file the snapshot at `index` (it is there or past it) and compacts the log below it.
+    /// The snapshot holds no copy of the data: the data file is synced through `index`, so it can never be
+    /// behind the log again, and what a follower needs is read from it when it is sent
+    /// (``withSnapshotData(_:)``).
     private func snapshot(at index: UInt64, _ confState: ConfState) throws(CofferError) {
         let started = monotonicNanos()
-        let data = try Self.dump(local)
-        let dumped = monotonicNanos()
-        try store.createSnapshot(at: index, confState: confState, data: data, keep: options.snapshotKeep)
+        try local.sync()
+        let synced = monotonicNanos()
+        try store.createSnapshot(at: index, confState: confState, data: [], keep: options.snapshotKeep)
         let ms = { (from: UInt64, to: UInt64) in (to - from) / 1_000_000 }
         options.logger?.log(
             .info,
-            "\(options.nodeID) snapshot at \(index): \(data.count) bytes, \(ms(started, dumped)) ms to read the data file, \(ms(dumped, monotonicNanos())) ms to store"
+            "\(options.nodeID) snapshot at \(index): \(ms(started, synced)) ms to sync the data file, \(ms(synced, monotonicNanos())) ms to compact the log"
         )
+    }
+
+    /// `messages` with every snapshot this node took filled in from the data file. The data file is at or
+    /// past the snapshot's index, so the snapshot sent is the data file's: its applied index, that entry's
+    /// term and the membership then (membership changes take effect as they are applied, and this runs
+    /// before the Ready's entries are). The follower then continues from there, as after any snapshot.
+    private func withSnapshotData(_ messages: [Message]) throws(CofferError) -> [Message] {
+        var filled: Snapshot?
+        var out = messages
+        for i in out.indices {
+            guard out[i].kind == .snapshot, let taken = out[i].snapshot, taken.data.isEmpty else { continue }
+            if filled == nil {
+                let started = monotonicNanos()
+                let index = max(monitor.withLock { status.appliedIndex }, taken.metadata.index)
+                let term: UInt64
+                do { term = try store.term(at: index) } catch {
+                    throw CofferError(.internal, "no term for applied index \(index) to send a snapshot: \(error.message)")
+                }
+                let data = try Self.dump(local)
+                filled = Snapshot(
+                    metadata: SnapshotMetadata(index: index, term: term, confState: node.confState),
+                    data: data
+                )
+                options.logger?.log(
+                    .info,
+                    "\(options.nodeID) read \(data.count) bytes of the data file in \((monotonicNanos() - started) / 1_000_000) ms for a snapshot at \(index) to send"
+                )
+            }
+            out[i].snapshot = filled
+        }
+        return out
     }
 
     private func finish(_ id: UInt64, _ result: Result<Void, CofferError>) {

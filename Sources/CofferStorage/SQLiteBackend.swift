@@ -117,6 +117,22 @@ package final class SQLiteBackend: PhysicalBackend {
         try withWriter { (c) throws(CofferError) in try Connection.exec(c.db, path, "PRAGMA synchronous=NORMAL") }
     }
 
+    /// Every commit so far made durable: the write-ahead log fsync'd (a checkpoint fsyncs what it copied
+    /// out of it). Under the writer's lock, so no commit is half-written meanwhile.
+    package func sync() throws(CofferError) {
+        try withWriter { (_) throws(CofferError) in
+            let fd = Glibc.open(path + "-wal", O_RDONLY | O_CLOEXEC)
+            if fd < 0 {
+                if errno == ENOENT { return }  // nothing was written since the last checkpoint emptied it
+                throw CofferError(.io, "cannot open \(path)-wal to sync it: \(String(cString: strerror(errno)))")
+            }
+            defer { Glibc.close(fd) }
+            guard fdatasync(fd) == 0 else {
+                throw CofferError(.io, "cannot sync \(path)-wal: \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+
     /// Checkpoints made off the writer's thread so far (see ``WALCheckpointer``).
     package var backgroundCheckpoints: Int {
         (try? withWriter { $0.checkpointer?.checkpoints ?? 0 }) ?? 0

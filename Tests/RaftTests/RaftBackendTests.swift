@@ -207,16 +207,20 @@ import Testing
         let value = [UInt8](repeating: 0x5A, count: 800)
         for i in 0..<100 { try cluster.nodes[leader]!.put("logical/big\(i)", value + [UInt8(i)]) }
         let term = cluster.nodes[leader]!.currentStatus.term
+        // The leader's snapshots hold no copy of the data (its data file is the snapshot), and it has
+        // compacted its log past what the follower has.
+        let stored = try cluster.nodes[leader]!.storedSnapshot()
+        #expect(stored.index >= 64 && stored.dataBytes == 0, "\(stored)")
         try cluster.start(follower)
         #expect(try cluster.converged("logical/big99", value + [99]))
         #expect(try cluster.converged("logical/big0", value + [0]))
+        // What the follower received was read from the leader's data file: the whole state.
+        #expect(try cluster.nodes[follower]!.storedSnapshot().dataBytes > 80_000)
         #expect(cluster.nodes[leader]!.currentStatus.term == term, "no election while the snapshot travelled")
         try cluster.nodes[follower]!.put("logical/after", [1])
         #expect(try cluster.converged("logical/after", [1]))
     }
 
-    /// A chunked message comes back whole, with other frames between its chunks; chunk frames that are
-    /// malformed, too large in sum, or do not end in one whole frame are refused.
     /// A peer that restarts while this node's connection to it is idle receives the first message sent after
     /// its return. Followers write to each other only in an election, so a connection between them is often
     /// one the peer's previous process closed; the frames written into it were lost to the peer's reset,
@@ -263,6 +267,8 @@ import Testing
         #expect(arrived(.preVote), "the first message after the peer's restart was lost")
     }
 
+    /// A chunked message comes back whole, with other frames between its chunks; chunk frames that are
+    /// malformed, too large in sum, or do not end in one whole frame are refused.
     @Test func chunkFramesReassembleAndRefuseWhatCannotBeValid() throws {
         let snapshot = Message(
             kind: .snapshot,

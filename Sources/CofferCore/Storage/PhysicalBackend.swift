@@ -26,6 +26,10 @@ package protocol PhysicalBackend: Sendable {
     func batch(_ operations: [StorageOperation]) throws(CofferError)
     /// Releases files and statements. Later calls fail with an I/O error.
     func close()
+    /// Makes every write stored so far durable. A backend whose commits are durable, or that keeps nothing
+    /// on disk, has nothing to do (the default); a file that commits without an fsync
+    /// (``SQLiteBackend/durableElsewhere()``) syncs its journal.
+    func sync() throws(CofferError)
     /// Told the keys of every change once it is stored, whoever made it: this process's own
     /// writes, another `Core` over the same backend, a replica applying its log, a restore. Every
     /// cache above storage is invalidated from it.
@@ -73,6 +77,8 @@ extension StorageOperation {
 }
 
 extension PhysicalBackend {
+    package func sync() throws(CofferError) {}
+
     package func list(prefix: String, limit: Int) throws(CofferError) -> [String] {
         Array(try list(prefix: prefix).prefix(max(0, limit)))
     }
