@@ -815,7 +815,10 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
                 let index = max(monitor.withLock { status.appliedIndex }, taken.metadata.index)
                 let term: UInt64
                 do { term = try store.term(at: index) } catch {
-                    throw CofferError(.internal, "no term for applied index \(index) to send a snapshot: \(error.message)")
+                    throw CofferError(
+                        .internal,
+                        "no term for applied index \(index) to send a snapshot: \(error.message)"
+                    )
                 }
                 let data = try Self.dump(local)
                 filled = Snapshot(
