@@ -20,6 +20,11 @@ write sent back. The issue's goal: a standby's read within 1.2x of a
 single node's (p50). Then writes through the standby (forwarded to the active node) beside writes to the
 active node, in alternating blocks.
 
+A large state (`--only large-state --node <coffer-raft-node>`, about 10 s): 4 clients write 8,000 values of 4 KB
+(32 MB) to the leader, with a snapshot every 64 entries; reported: the writes' p50/p99/max, how many failed,
+and whether the leader changed (when each snapshot copied the whole state, it paused the node past an
+election timeout).
+
 Failover: for each run, kill -9 the leader and time, from the kill, the first write acknowledged by a
 survivor (clients retry every 5 ms on Coffer, 50 ms on OpenBao, as the fact sheet measured). The killed
 node is restarted and must catch up before the next run. Also checked: restarting a follower while the
@@ -166,6 +171,45 @@ def coffer_bench(binary, runs, write_seconds):
             c.caught_up(leader)
         return {"writes_ms": writes, "failover_ms": summary(failovers), "failover_runs_ms": failovers,
                 "restarted_follower_kept_term": restarted_follower_kept_term}
+    finally:
+        c.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def large_state_bench(binary, values, value_kb, clients=4):
+    """Writes `values` values of `value_kb` KB to the leader of three coffer-raft-node processes (a snapshot
+    every 64 entries) from `clients` connections at once, so the state grows past what a snapshot of the
+    whole data file could take within an election timeout: the writes' latencies, the failures and whether
+    the leader changed."""
+    directory = tempfile.mkdtemp(prefix="coffer-raft-large-")
+    c = CofferCluster(binary, directory)
+    try:
+        leader = c.leader()
+        term = c.status(leader)["term"]
+        value = "x" * (value_kb * 1024)
+        latencies, failures = [], []
+        lock = threading.Lock()
+
+        def writer(w):
+            with socket.create_connection(("127.0.0.1", c.client[leader]), timeout=10) as s:
+                lines = s.makefile("rb")
+                for i in range(values // clients):
+                    t = time.perf_counter()
+                    s.sendall(f"PUT k{w}-{i} {value}\n".encode())
+                    answer = lines.readline().strip()
+                    with lock:
+                        (latencies if answer == b"OK" else failures).append((time.perf_counter() - t) * 1000)
+
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(clients)]
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        seconds = time.monotonic() - started
+        now = c.leader()
+        return {"writes_ms": summary(latencies), "failed": len(failures), "seconds": seconds,
+                "megabytes": values * value_kb / 1024, "leader_changed": now != leader or c.status(now)["term"] != term}
     finally:
         c.stop()
         shutil.rmtree(directory, ignore_errors=True)
@@ -553,20 +597,32 @@ def main():
     ap.add_argument("--node", help="the coffer-raft-node binary (release build); required unless --only")
     ap.add_argument("--bao", help="the OpenBao binary; without it only Coffer is measured")
     ap.add_argument("--cofferd", help="the cofferd binary: also measure a 3-node cofferd cluster over HTTP")
-    ap.add_argument("--only", choices=["standby-read", "cofferd-failover"],
-                    help="run only this part (needs --cofferd): standby-read (about a minute), or "
-                         "cofferd-failover (the cofferd cluster's writes and failovers, about two minutes)")
+    ap.add_argument("--only", choices=["standby-read", "cofferd-failover", "large-state"],
+                    help="run only this part: standby-read (needs --cofferd, about a minute), "
+                         "cofferd-failover (needs --cofferd: the cofferd cluster's writes and failovers, about two "
+                         "minutes), or large-state (needs --node: 8,000 writes of 4 KB from 4 clients, a snapshot "
+                         "every 64 entries, to 32 MB)")
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--bao-runs", type=int, default=5)
     ap.add_argument("--write-seconds", type=float, default=3)
     ap.add_argument("--reads", type=int, default=20000, help="standby-read: reads from each node")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    if args.only and not args.cofferd:
+    if args.only in ("standby-read", "cofferd-failover") and not args.cofferd:
         ap.error(f"--only {args.only} needs --cofferd")
-    if not args.only and not args.node:
-        ap.error("--node is required (unless --only)")
+    if args.only in (None, "large-state") and not args.node:
+        ap.error("--node is required (unless --only standby-read or cofferd-failover)")
     results = {}
+    if args.only == "large-state":
+        r = results["coffer_large_state"] = large_state_bench(args.node, 8000, 4)
+        w = r["writes_ms"]
+        print(f"large state ({r['megabytes']:.0f} MB): {w['n']} writes, {r['failed']} failed, p50 {w['p50']:.2f} ms, "
+              f"p99 {w['p99']:.2f} ms, max {w['max']:.1f} ms, {r['seconds']:.1f} s; the leader changed: "
+              f"{r['leader_changed']}")
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(results, f, indent=2)
+        return 0
     if args.only == "standby-read":
         results["cofferd_standby_read"] = standby_read_bench(args.cofferd, args.reads)
         print_standby_read(results["cofferd_standby_read"])
