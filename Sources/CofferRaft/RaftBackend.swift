@@ -51,7 +51,8 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         package var tls: TCPTransport.TLS?
         /// Called on the node's thread whenever ``Status/isActive`` or the leader changes.
         package var onStatusChange: (@Sendable (Status) -> Void)?
-        /// Receives the Raft core's decisions (elections, votes, step-downs), on the node's thread.
+        /// Receives the Raft core's decisions (elections, votes, step-downs) and the node's snapshots, on the
+        /// node's thread.
         package var logger: (any RaftLogger & Sendable)?
 
         package init(nodeID: NodeID, listen: String, peers: [NodeID: String], directory: String) {

@@ -48,9 +48,10 @@ public struct RaftConfiguration: Sendable {
     /// Called when an attempt to reach a `retry_join` address fails, with the reason (nothing secret):
     /// once per distinct reason, not on every retry. The joiner keeps trying either way.
     public var onJoinFailure: (@Sendable (String) -> Void)?
-    /// Called with what the node's Raft core decides (elections, votes, step-downs, a leader deposed) and
-    /// with each snapshot it takes (its size and how long the node paused for it); `isWarning` marks what
-    /// an operator should look at. Node ids, terms and indexes only: nothing secret.
+    /// Called with what the node's Raft core decides (elections, votes, step-downs, a leader deposed), with
+    /// each snapshot it takes (how long the node paused for it) and each time it reads the whole state to
+    /// send a follower (its size and how long); `isWarning` marks what an operator should look at. Node
+    /// ids, terms, indexes and sizes only: nothing secret.
     public var onRaftEvent: (@Sendable (_ message: String, _ isWarning: Bool) -> Void)?
 
     public init(path: String, nodeName: String, clusterAddress: String, apiAddress: String) {
