@@ -619,24 +619,17 @@ def main():
         print(f"large state ({r['megabytes']:.0f} MB): {w['n']} writes, {r['failed']} failed, p50 {w['p50']:.2f} ms, "
               f"p99 {w['p99']:.2f} ms, max {w['max']:.1f} ms, {r['seconds']:.1f} s; the leader changed: "
               f"{r['leader_changed']}")
-        if args.out:
-            with open(args.out, "w") as f:
-                json.dump(results, f, indent=2)
-        return 0
-    if args.only == "standby-read":
+    elif args.only == "standby-read":
         results["cofferd_standby_read"] = standby_read_bench(args.cofferd, args.reads)
         print_standby_read(results["cofferd_standby_read"])
-        if args.out:
-            with open(args.out, "w") as f:
-                json.dump(results, f, indent=2)
-        return 0
-    if args.only == "cofferd-failover":
+    elif args.only == "cofferd-failover":
         d = results["cofferd"] = bao_bench(None, args.runs, args.write_seconds, None,
                                            cluster=lambda d: CofferdCluster(args.cofferd, d))
         f, w = d["failover_ms"], d["writes_ms"]
         print(f"cofferd failover p50 {f['p50']:.0f} ms, p99 {f['p99']:.0f} ms, max {f['max']:.0f} ms over {f['n']} "
               f"runs (goal p99 <= 1000 ms: {'met' if f['p99'] <= 1000 else 'not met'}); KV write p50 {w['p50']:.2f} ms, "
               f"p99 {w['p99']:.2f} ms, {w['per_second']:.0f}/s")
+    if args.only:
         if args.out:
             with open(args.out, "w") as f:
                 json.dump(results, f, indent=2)
