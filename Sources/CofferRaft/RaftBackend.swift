@@ -460,21 +460,20 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
     /// The index of the latest snapshot in this node's log and how many bytes of data it holds: none for
     /// one this node took, the whole state for one received from a leader.
     package func storedSnapshot() throws(CofferError) -> (index: UInt64, dataBytes: Int) {
-        let result = runOnLoop { [store] () throws(CofferError) -> [UInt8] in
+        let result = runOnLoop { [store] () throws(CofferError) -> (index: UInt64, dataBytes: Int) in
             let snapshot: Snapshot
             do { snapshot = try store.snapshot() } catch { throw CofferError(.internal, "\(error)") }
-            return BatchCodec.idBytes(snapshot.metadata.index) + BatchCodec.idBytes(UInt64(snapshot.data.count))
+            return (snapshot.metadata.index, snapshot.data.count)
         }
-        let bytes = try result.get()
-        return (BatchCodec.id(from: Array(bytes[0..<8])) ?? 0, Int(BatchCodec.id(from: Array(bytes[8...])) ?? 0))
+        return try result.get()
     }
 
     /// Runs `body` on the node's thread, between two applies, and waits for its result.
-    private func runOnLoop(_ body: @escaping () throws(CofferError) -> [UInt8]) -> Result<[UInt8], CofferError> {
-        let box = ResultBox()
+    private func runOnLoop<T>(_ body: @escaping () throws(CofferError) -> T) -> Result<T, CofferError> {
+        let box = ResultBox<T>()
         monitor.withLock {
             tasks.append {
-                box.result = Result { () throws(CofferError) -> [UInt8] in try body() }
+                box.result = Result { () throws(CofferError) -> T in try body() }
             }
         }
         monitor.broadcast()
@@ -1010,8 +1009,8 @@ enum BatchCodec {
     }
 }
 
-private final class ResultBox: @unchecked Sendable {
-    var result: Result<[UInt8], CofferError>?
+private final class ResultBox<T>: @unchecked Sendable {
+    var result: Result<T, CofferError>?
 }
 
 extension String {
