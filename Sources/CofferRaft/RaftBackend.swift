@@ -402,7 +402,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
     package func saveSnapshot() throws(CofferError) -> [UInt8] {
         try readBarrier()
         let result: Result<[UInt8], CofferError> = runOnLoop { [self] () throws(CofferError) -> [UInt8] in
-            let body = try Self.dump(local, raft: false)
+            let body = try Self.dump(local)
             let count = try Self.keys(local, raft: false).count
             let status = monitor.withLock { self.status }
             let digest = Digest.sha256(body).map { String($0, radix: 16).leftPadded(2) }.joined()
@@ -686,10 +686,9 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
             // Raft thesis, 10.2.1: an entry commits once a majority stored it, whichever majority; the
             // leader counts itself only after this save, since it steps no message before it returns).
             // Any other node's messages (votes, acknowledgements) promise what it has stored: after.
-            let messages = try withSnapshotData(rd.messages)
-            if leading { transport.send(messages) }
+            if leading { send(rd.messages) }
             try store.save(snapshot: rd.snapshot, entries: rd.entries, hardState: rd.hardState, sync: rd.mustSync)
-            if !leading { transport.send(messages) }
+            if !leading { send(rd.messages) }
             var (applied, appliedTerm) = monitor.withLock { (status.appliedIndex, status.appliedTerm) }
             if let snapshot = rd.snapshot, !snapshot.isEmpty {
                 try Self.restore(local, from: snapshot)
@@ -788,7 +787,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
     /// Makes the data file the snapshot at `index` (it is there or past it) and compacts the log below it.
     /// The snapshot holds no copy of the data: the data file is synced through `index`, so it can never be
     /// behind the log again, and what a follower needs is read from it when it is sent
-    /// (``withSnapshotData(_:)``).
+    /// (``send(_:)``).
     private func snapshot(at index: UInt64, _ confState: ConfState) throws(CofferError) {
         let started = monotonicNanos()
         try local.sync()
@@ -801,38 +800,34 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         )
     }
 
-    /// `messages` with every snapshot this node took filled in from the data file. The data file is at or
-    /// past the snapshot's index, so the snapshot sent is the data file's: its applied index, that entry's
-    /// term and the membership then (membership changes take effect as they are applied, and this runs
-    /// before the Ready's entries are). The follower then continues from there, as after any snapshot.
-    private func withSnapshotData(_ messages: [Message]) throws(CofferError) -> [Message] {
-        var filled: Snapshot?
-        var out = messages
-        for i in out.indices {
-            guard out[i].kind == .snapshot, let taken = out[i].snapshot, taken.data.isEmpty else { continue }
-            if filled == nil {
-                let started = monotonicNanos()
-                let index = max(monitor.withLock { status.appliedIndex }, taken.metadata.index)
-                let term: UInt64
-                do { term = try store.term(at: index) } catch {
-                    throw CofferError(
-                        .internal,
-                        "no term for applied index \(index) to send a snapshot: \(error.message)"
-                    )
-                }
-                let data = try Self.dump(local)
-                filled = Snapshot(
-                    metadata: SnapshotMetadata(index: index, term: term, confState: node.confState),
-                    data: data
-                )
-                options.logger?.log(
-                    .info,
-                    "\(options.nodeID) read \(data.count) bytes of the data file in \((monotonicNanos() - started) / 1_000_000) ms for a snapshot at \(index) to send"
-                )
+    /// Sends `messages`. A snapshot goes as the data file's state now, not the stored snapshot's (which
+    /// holds no data): its applied index, that entry's term and the membership then (membership changes
+    /// take effect as they are applied, and this runs before the Ready's entries are). The file is frozen
+    /// here, between two applies, and read as it is sent, off this thread. The follower then
+    /// continues from there, as after any snapshot.
+    private func send(_ messages: [Message]) {
+        transport.send(messages.filter { $0.kind != .snapshot })
+        for message in messages where message.kind == .snapshot {
+            let started = monotonicNanos()
+            let index = monitor.withLock { status.appliedIndex }
+            let entries: any FrozenEntries
+            let term: UInt64
+            do {
+                entries = try local.freeze()
+                term = try store.term(at: index)
+            } catch {
+                options.logger?.log(.warning, "\(options.nodeID) cannot send its state to \(message.to): \(error)")
+                markSnapshotSent(message.to, false)
+                continue
             }
-            out[i].snapshot = filled
+            var out = message
+            out.snapshot = Snapshot(metadata: SnapshotMetadata(index: index, term: term, confState: node.confState))
+            transport.send(snapshot: out, data: StateSnapshot(entries: entries))
+            options.logger?.log(
+                .info,
+                "\(options.nodeID) sends its state at \(index) to \(message.to) (\((monotonicNanos() - started) / 1_000) µs to start)"
+            )
         }
-        return out
     }
 
     private func finish(_ id: UInt64, _ result: Result<Void, CofferError>) {
@@ -873,11 +868,10 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         return keys
     }
 
-    /// Every key and value of the data file, as snapshot data (Raft's own snapshots include `.raft/`;
-    /// an operator's snapshot does not).
-    static func dump(_ local: any PhysicalBackend, raft: Bool = true) throws(CofferError) -> [UInt8] {
+    /// Every key and value of the data file outside `.raft/`, as one batch of puts (an operator's snapshot).
+    static func dump(_ local: any PhysicalBackend) throws(CofferError) -> [UInt8] {
         var operations: [StorageOperation] = []
-        for key in try keys(local, raft: raft) {
+        for key in try keys(local, raft: false) {
             if let value = try local.get(key) { operations.append(.put(key: key, value: value)) }
         }
         return BatchCodec.encode(id: 0, operations)
@@ -885,7 +879,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
 
     /// The SHA-256 of the data file's state outside `.raft/`: equal on nodes that hold the same data.
     static func stateDigest(_ local: any PhysicalBackend) throws(CofferError) -> [UInt8] {
-        Digest.sha256(try dump(local, raft: false))
+        Digest.sha256(try dump(local))
     }
 
     /// Replaces the data file's contents with a snapshot's, in one transaction.
@@ -923,10 +917,42 @@ enum BatchCodec {
     /// `replacing`: the batch is a restored snapshot: it replaces every key outside `.raft/`, and each
     /// node checks that its state then has this SHA-256 (``RaftBackend/stateDigest(_:)``).
     static func encode(id: UInt64, _ operations: [StorageOperation], replacing digest: [UInt8]? = nil) -> [UInt8] {
-        var out: [UInt8] = [digest == nil ? 1 : 2]
-        out += idBytes(id)
-        if let digest { out += digest }
+        var out: [UInt8] = []
+        guard let digest else {
+            header(id: id, count: operations.count, &out)
+            append(operations, to: &out)
+            return out
+        }
+        out = [2] + idBytes(id) + digest
         varint(UInt64(operations.count), &out)
+        append(operations, to: &out)
+        return out
+    }
+
+    /// The start of a batch of `count` operations (version 1), before the operations.
+    static func header(id: UInt64, count: Int, _ out: inout [UInt8]) {
+        out.append(1)
+        out += idBytes(id)
+        varint(UInt64(count), &out)
+    }
+
+    /// The bytes before `header` for `count` operations.
+    static func headerBytes(count: Int) -> Int { 9 + varintBytes(UInt64(count)) }
+
+    /// The bytes of a put of a `key`-byte key and a `value`-byte value.
+    static func putBytes(key: Int, value: Int) -> Int {
+        1 + varintBytes(UInt64(key)) + key + varintBytes(UInt64(value)) + value
+    }
+
+    /// A put up to its value, which the caller appends (`valueBytes` long).
+    static func put(key: UnsafeRawBufferPointer, valueBytes: Int, _ out: inout [UInt8]) {
+        out.append(0)
+        varint(UInt64(key.count), &out)
+        out.append(contentsOf: key)
+        varint(UInt64(valueBytes), &out)
+    }
+
+    private static func append(_ operations: [StorageOperation], to out: inout [UInt8]) {
         for operation in operations {
             switch operation {
             case .put(let key, let value):
@@ -938,7 +964,6 @@ enum BatchCodec {
                 bytes(Array(key.utf8), &out)
             }
         }
-        return out
     }
 
     static func decode(
@@ -992,6 +1017,16 @@ enum BatchCodec {
         }
         guard i == data.count else { throw Malformed(message: "\(data.count - i) trailing bytes") }
         return (id, operations, digest)
+    }
+
+    private static func varintBytes(_ value: UInt64) -> Int {
+        var n = 1
+        var v = value
+        while v >= 0x80 {
+            v >>= 7
+            n += 1
+        }
+        return n
     }
 
     private static func varint(_ value: UInt64, _ out: inout [UInt8]) {

@@ -15,8 +15,10 @@ import Glibc
 /// read by a thread each; a frame that can never be valid (bad magic, too large, malformed) closes
 /// the connection. A snapshot travels as chunks of ``chunkBytes``, with the peer's other messages
 /// (heartbeats, appends) sent between them, so a large state neither delays them nor needs one huge
-/// frame; the reader reassembles it (up to ``maximumChunkedBytes``) and the node is told when the last
-/// chunk was written or the stream broke (`snapshotSent`), as Raft's `reportSnapshot` wants.
+/// frame. Its data is produced as it is sent (``SnapshotData``), by a thread of its own that stays two
+/// chunks ahead of the connection, so the sender never holds the whole state; the reader reassembles it
+/// (up to ``maximumChunkedBytes``) and the node is told when the last chunk was written or the stream
+/// broke (`snapshotSent`), as Raft's `reportSnapshot` wants.
 /// When the node listens on one address (not a wildcard such as 0.0.0.0), its outbound
 /// connections leave from that address too, so a firewall, or a test's proxy, can tell the nodes apart.
 /// With ``TLS`` every connection is mutual TLS: each side presents its node certificate
@@ -138,35 +140,72 @@ package final class TCPTransport: Sendable {
         let links = peers.withLock { $0 }
         for message in messages {
             guard let peer = links[message.to] else { continue }
-            guard let frame = try? MessageCodec.encode(message) else {
-                if message.kind == .snapshot { snapshotSent(message.to, false) }
-                continue
-            }
             if message.kind == .snapshot {
-                peer.enqueue(chunks: Self.chunks(of: frame, size: chunkBytes))
-            } else {
+                stream(message, SnapshotBytes(bytes: message.snapshot?.data ?? []), to: peer)
+            } else if let frame = try? MessageCodec.encode(message) {
                 peer.enqueue(frame)
             }
+        }
+    }
+
+    /// Queues a snapshot message whose data (`message.snapshot.data` is ignored) is produced as it is
+    /// sent, on a thread of its own that stays at most two chunks ahead of the connection; never blocks.
+    package func send(snapshot message: Message, data: any SnapshotData) {
+        guard !closed.load(ordering: .acquiring), let peer = peers.withLock({ $0[message.to] }) else { return }
+        stream(message, data, to: peer)
+    }
+
+    private func stream(_ message: Message, _ data: any SnapshotData, to peer: Peer) {
+        let stream = peer.beginStream()
+        let started = startThread { [self] in
+            var chunks: ChunkWriter?
+            var refused = false
+            var failed = false
+            do throws(CofferError) {
+                try data.produce(
+                    start: { count in
+                        do {
+                            let head = try MessageCodec.head(message, snapshotDataBytes: count)
+                            chunks = ChunkWriter(size: chunkBytes, total: head.count + count) { frame, last in
+                                refused = !peer.offer(frame, last: last, stream: stream)
+                                return !refused
+                            }
+                            return head.withUnsafeBytes { chunks!.append($0) }
+                        } catch {
+                            failed = true
+                            return false
+                        }
+                    },
+                    write: { chunks!.append($0) }
+                )
+            } catch {
+                failed = true  // the data could not be read
+            }
+            // A refused chunk: the connection broke (the writer reported it), a newer snapshot replaced this
+            // one, or the peer was removed or re-addressed (nothing else will report it).
+            if refused {
+                if peer.isStopped { snapshotSent(peer.id, false) }
+                return
+            }
+            // Otherwise every byte must have gone: data shorter or longer than it said is a failure too.
+            guard failed || chunks?.complete != true else { return }
+            peer.cancel(stream)
+            snapshotSent(peer.id, false)
+        }
+        if started == nil {
+            peer.cancel(stream)
+            snapshotSent(peer.id, false)
         }
     }
 
     /// `frame` cut into chunk frames of at most `size` payload bytes.
     package static func chunks(of frame: [UInt8], size: Int) -> [[UInt8]] {
         var out: [[UInt8]] = []
-        var start = 0
-        repeat {
-            let end = min(frame.count, start + size)
-            let length = end - start
-            var chunk: [UInt8] = [
-                chunkMagic, MessageCodec.version, end == frame.count ? 1 : 0, UInt8(truncatingIfNeeded: length >> 24),
-                UInt8(truncatingIfNeeded: length >> 16), UInt8(truncatingIfNeeded: length >> 8),
-                UInt8(truncatingIfNeeded: length),
-            ]
-            chunk.reserveCapacity(chunkHeaderSize + length)
-            chunk += frame[start..<end]
+        var writer = ChunkWriter(size: size, total: frame.count) { chunk, _ in
             out.append(chunk)
-            start = end
-        } while start < frame.count
+            return true
+        }
+        _ = frame.withUnsafeBytes { writer.append($0) }
         return out
     }
 
@@ -272,12 +311,21 @@ package final class TCPTransport: Sendable {
     private func startWriter(_ peer: Peer) {
         _ = startThread({ [self] in
             var link: Link?
-            while let (frames, chunk) = peer.next() {
+            while let next = peer.next() {
+                let frames = next.frames
+                var chunk = next.chunk
+                if next.reset { link = nil }
                 if let open = link, !open.isQuiet {
                     // The peer closed this connection (it restarted, say) while it was idle: writing into
                     // it would lose the frames to the peer's reset. A follower writes to another follower
                     // only in an election, so this is where the first vote of a failover would vanish.
                     link = nil
+                    if let rest = chunk, next.continuing {
+                        // The message's earlier chunks went with the connection.
+                        if !rest.last { peer.dropChunkedMessage() }
+                        snapshotSent(peer.id, false)
+                        chunk = nil
+                    }
                 }
                 if link == nil {
                     link = Link.connect(peer.host, peer.port, from: source, tls)
@@ -517,8 +565,15 @@ private final class Peer: @unchecked Sendable {
     let port: Int
     private let monitor = Monitor()
     private var queue: [[UInt8]] = []
-    /// Chunk frames of snapshots, sent one at a time between the ordinary frames.
+    /// Chunk frames of the snapshot being streamed, sent one at a time between the ordinary frames.
     private var chunks: [(frame: [UInt8], last: Bool)] = []
+    /// The snapshot stream whose chunks are wanted (``beginStream()``); an older stream's are refused.
+    private var stream: UInt64 = 0
+    /// A chunk of the current stream has been written, and not its last.
+    private var midStream = false
+    /// The connection must be dropped before the next write: a stream ended mid-message, and the peer
+    /// would take the next stream's chunks for the rest of it.
+    private var resetLink = false
     private var stopped = false
 
     init(id: NodeID, address: String) throws(RaftTransportError) {
@@ -542,39 +597,91 @@ private final class Peer: @unchecked Sendable {
         monitor.broadcast()
     }
 
-    /// A chunked message's frames, queued whole (a snapshot is never dropped in part).
-    func enqueue(chunks frames: [[UInt8]]) {
+    /// Starts a snapshot stream, ending any earlier one; its chunks go through ``offer(_:last:stream:)``.
+    func beginStream() -> UInt64 {
+        defer { monitor.broadcast() }
+        return monitor.withLock {
+            endStream()
+            return stream
+        }
+    }
+
+    /// Queues a chunk of `stream`, waiting while two are queued. False once the stream has ended (the
+    /// connection broke, a newer stream began) or the peer stopped.
+    func offer(_ frame: [UInt8], last: Bool, stream id: UInt64) -> Bool {
+        while true {
+            _ = monitor.wait(until: monotonicNanos() + 1_000_000_000) {
+                stopped || stream != id || chunks.count < 2
+            }
+            let queued: Bool? = monitor.withLock {
+                if stopped || stream != id { return false }
+                guard chunks.count < 2 else { return nil }
+                chunks.append((frame, last))
+                return true
+            }
+            if let queued {
+                monitor.broadcast()
+                return queued
+            }
+        }
+    }
+
+    /// Ends `stream` if it is still the current one, dropping its queued chunks.
+    func cancel(_ id: UInt64) {
+        monitor.withLock { if stream == id { endStream() } }
+        monitor.broadcast()
+    }
+
+    /// The connection broke while a chunk was written: the rest of the message would start mid-frame on a
+    /// new one, so the stream ends.
+    func dropChunkedMessage() {
         monitor.withLock {
-            for (i, frame) in frames.enumerated() { chunks.append((frame, i == frames.count - 1)) }
+            midStream = false
+            endStream()
         }
         monitor.broadcast()
     }
 
-    /// Drops the chunks left of the message being sent, up to its last (its connection broke after a chunk
-    /// that was not the last).
-    func dropChunkedMessage() {
-        monitor.withLock {
-            guard let end = chunks.firstIndex(where: \.last) else { return chunks.removeAll() }
-            chunks.removeFirst(end + 1)
+    private func endStream() {
+        stream &+= 1
+        chunks.removeAll()
+        if midStream { resetLink = true }
+        midStream = false
+    }
+
+    /// What the writer takes next: the queued ordinary frames and at most one chunk; `reset` when the
+    /// connection must be dropped first, `continuing` when the chunk's message began on the connection.
+    struct Outbound {
+        var frames: [[UInt8]]
+        var chunk: (frame: [UInt8], last: Bool)?
+        var reset = false
+        var continuing = false
+    }
+
+    /// The next ``Outbound``, waiting for one; nil once stopped.
+    func next() -> Outbound? {
+        while true {
+            _ = monitor.wait(until: monotonicNanos() + 1_000_000_000) {
+                stopped || !queue.isEmpty || !chunks.isEmpty || resetLink
+            }
+            let taken: Outbound? = monitor.withLock {
+                if stopped { return nil }
+                var out = Outbound(frames: queue, reset: resetLink, continuing: midStream)
+                queue.removeAll(keepingCapacity: true)
+                resetLink = false
+                if !chunks.isEmpty {
+                    out.chunk = chunks.removeFirst()
+                    midStream = !out.chunk!.last
+                }
+                return out
+            }
+            guard let taken else { return nil }
+            if taken.chunk != nil { monitor.broadcast() }  // room for the producer's next chunk
+            if !taken.frames.isEmpty || taken.chunk != nil || taken.reset { return taken }
         }
     }
 
-    /// The queued ordinary frames and at most one chunk, waiting for some; nil once stopped.
-    func next() -> (frames: [[UInt8]], chunk: (frame: [UInt8], last: Bool)?)? {
-        while true {
-            _ = monitor.wait(until: monotonicNanos() + 1_000_000_000) {
-                stopped || !queue.isEmpty || !chunks.isEmpty
-            }
-            let taken: (frames: [[UInt8]], chunk: (frame: [UInt8], last: Bool)?)? = monitor.withLock {
-                if stopped { return nil }
-                let frames = queue
-                queue.removeAll(keepingCapacity: true)
-                return (frames, chunks.isEmpty ? nil : chunks.removeFirst())
-            }
-            guard let taken else { return nil }
-            if !taken.frames.isEmpty || taken.chunk != nil { return taken }
-        }
-    }
+    var isStopped: Bool { monitor.withLock { stopped } }
 
     func pause(milliseconds: Int) {
         let deadline = monotonicNanos() + UInt64(milliseconds) * 1_000_000

@@ -133,6 +133,13 @@ package final class SQLiteBackend: PhysicalBackend {
         }
     }
 
+    /// A read transaction on a connection of its own, begun now: later commits are not in it. While it is
+    /// open, checkpoints copy only the frames before it, so keep it only as long as it is read.
+    package func freeze() throws(CofferError) -> any FrozenEntries {
+        if readers.withLock({ $0.closed }) { throw closedError }
+        return try SQLiteFrozenEntries(connection: Connection(path: path, writer: false))
+    }
+
     /// Checkpoints made off the writer's thread so far (see ``WALCheckpointer``).
     package var backgroundCheckpoints: Int {
         (try? withWriter { $0.checkpointer?.checkpoints ?? 0 }) ?? 0
@@ -233,6 +240,54 @@ private final class OwnerLock: Sendable {
             _ = flock(fd, LOCK_UN)
             Glibc.close(fd)
             fd = -1
+        }
+    }
+}
+
+/// ``SQLiteBackend/freeze()``: its connection holds a read transaction from its first read until it is
+/// released.
+// @unchecked: read by one thread at a time, as FrozenEntries says.
+private final class SQLiteFrozenEntries: FrozenEntries, @unchecked Sendable {
+    let connection: Connection
+
+    init(connection: Connection) throws(CofferError) {
+        self.connection = connection
+        try Connection.exec(connection.db, connection.path, "BEGIN")
+        // The snapshot a WAL reader sees is fixed by its transaction's first read.
+        _ = try Connection.scalar(connection.db, connection.path, "SELECT EXISTS (SELECT 1 FROM entries)")
+    }
+
+    deinit { _ = sqlite3_exec(connection.db, "COMMIT", nil, nil, nil) }
+
+    func scanSizes(_ body: (Int, Int) -> Void) throws(CofferError) {
+        try rows("SELECT key, length(value) FROM entries ORDER BY key") { stmt in
+            body(Int(sqlite3_column_bytes(stmt, 0)), Int(sqlite3_column_int64(stmt, 1)))
+            return true
+        }
+    }
+
+    func scan(_ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> Bool) throws(CofferError) {
+        try rows("SELECT key, value FROM entries ORDER BY key") { stmt in
+            let key = UnsafeRawBufferPointer(
+                start: sqlite3_column_text(stmt, 0),
+                count: Int(sqlite3_column_bytes(stmt, 0))
+            )
+            let value = UnsafeRawBufferPointer(
+                start: sqlite3_column_blob(stmt, 1),
+                count: Int(sqlite3_column_bytes(stmt, 1))
+            )
+            return body(key, value)
+        }
+    }
+
+    private func rows(_ sql: String, _ row: (OpaquePointer) -> Bool) throws(CofferError) {
+        let stmt = try Connection.prepare(connection.db, connection.path, sql)
+        defer { sqlite3_finalize(stmt) }
+        while true {
+            let rc = sqlite3_step(stmt)
+            if rc == SQLITE_DONE { return }
+            guard rc == SQLITE_ROW else { throw connection.fail(rc, "reading every entry") }
+            if !row(stmt) { return }
         }
     }
 }

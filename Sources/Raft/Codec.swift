@@ -21,8 +21,17 @@ public enum MessageCodec {
 
     /// The frame for `m`. Throws `.invalidMessage` for a body of 4 GiB or more, which the length field cannot
     /// express: the core's appends are bounded by `Config.maxBytesPerMessage`, but a snapshot's data is as
-    /// large as the state, so the transport should stream big snapshot data outside this frame.
+    /// large as the state (``head(_:snapshotDataBytes:)`` lets a transport stream it instead of holding it).
     public static func encode(_ m: Message) throws(RaftError) -> [UInt8] {
+        var frame = try head(m, snapshotDataBytes: m.snapshot?.data.count ?? 0)
+        if let data = m.snapshot?.data { frame += data }
+        return frame
+    }
+
+    /// The frame for `m` up to its snapshot's data, which is `snapshotDataBytes` long and follows it (the
+    /// transport streams a large state into the frame from storage; `m.snapshot.data` is ignored).
+    public static func head(_ m: Message, snapshotDataBytes: Int) throws(RaftError) -> [UInt8] {
+        guard snapshotDataBytes >= 0 else { throw RaftError(.invalidMessage, "a negative snapshot size") }
         var body: [UInt8] = []
         body.reserveCapacity(64 + m.context.count + m.entries.reduce(0) { $0 + $1.data.count + 24 })
         body.append(m.kind.rawValue)
@@ -48,10 +57,11 @@ public enum MessageCodec {
                 appendVarint(UInt64(ids.count), to: &body)
                 for id in ids { appendVarint(id, to: &body) }
             }
-            appendBytes(snapshot.data, to: &body)
+            appendVarint(UInt64(snapshotDataBytes), to: &body)
         }
-        guard let length = UInt32(exactly: body.count) else {
-            throw RaftError(.invalidMessage, "a message body of \(body.count) bytes does not fit one frame")
+        let bodyBytes = body.count + (m.snapshot == nil ? 0 : snapshotDataBytes)
+        guard let length = UInt32(exactly: bodyBytes) else {
+            throw RaftError(.invalidMessage, "a message body of \(bodyBytes) bytes does not fit one frame")
         }
         var frame: [UInt8] = [magic, version]
         frame.append(contentsOf: [

@@ -37,6 +37,27 @@ import Testing
         try backend.delete("x")
         try backend.delete("never-existed")
         #expect(try backend.get("x") == nil)
+
+        // Frozen entries stay what they were, in key order, while the backend changes.
+        let frozen = try backend.freeze()
+        try backend.put("a/b/c", [8])
+        try backend.put("late", [1])
+        try backend.delete("ab")
+        var entries: [String] = []
+        try frozen.scan { key, value in
+            entries.append("\(String(decoding: key, as: UTF8.self))=\(Array(value))")
+            return true
+        }
+        #expect(entries == ["a/b/c=[7]", "a/b/e=[4]", "ab=[5]"])
+        var sizes: [Int] = []
+        try frozen.scanSizes { key, value in sizes += [key, value] }
+        #expect(sizes == [5, 1, 5, 1, 2, 1])
+        var first: [String] = []
+        try frozen.scan { key, _ in
+            first.append(String(decoding: key, as: UTF8.self))
+            return false
+        }
+        #expect(first == ["a/b/c"], "a scan stops when its body says so")
         backend.close()
     }
 

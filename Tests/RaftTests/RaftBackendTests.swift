@@ -313,6 +313,129 @@ import Testing
         }
     }
 
+    /// Snapshot data is produced while it is sent, a piece at a time, with heartbeats between its chunks;
+    /// data that throws, or that is not the length it announced, ends its stream and is reported
+    /// undelivered, and the next snapshot still arrives whole (the peer never takes the rest of a broken
+    /// message for the start of the next).
+    @Test func snapshotDataStreamsAndABrokenStreamIsNotTakenForTheNext() throws {
+        struct Pattern: SnapshotData {
+            let announced: Int
+            let written: Int
+            var fails = false
+            func produce(start: (Int) -> Bool, write: (UnsafeRawBufferPointer) -> Bool) throws(CofferError) {
+                guard start(announced) else { return }
+                var sent = 0
+                while sent < written {
+                    if fails && sent >= written / 2 { throw CofferError(.io, "the disk went away") }
+                    let piece = (0..<min(10_000, written - sent)).map { UInt8(truncatingIfNeeded: (sent + $0) % 251) }
+                    guard piece.withUnsafeBytes(write) else { return }
+                    sent += piece.count
+                }
+            }
+        }
+        let port = try Cluster.freePort()
+        let received = Mutex<[Message]>([])
+        let reports = Mutex<[Bool]>([])
+        let peer = try TCPTransport(
+            nodeID: 2,
+            listen: "127.0.0.1",
+            port: port,
+            peers: [:],
+            receive: { message in received.withLock { $0.append(message) } },
+            unreachable: { _ in }
+        )
+        defer { peer.shutdown() }
+        let node = try TCPTransport(
+            nodeID: 1,
+            listen: "127.0.0.1",
+            port: 0,
+            peers: [2: "127.0.0.1:\(port)"],
+            chunkBytes: 64 << 10,
+            receive: { _ in },
+            unreachable: { _ in },
+            snapshotSent: { _, delivered in reports.withLock { $0.append(delivered) } }
+        )
+        defer { node.shutdown() }
+        func snapshot(_ index: UInt64) -> Message {
+            Message(
+                kind: .snapshot,
+                to: 2,
+                from: 1,
+                term: 3,
+                snapshot: Snapshot(
+                    metadata: SnapshotMetadata(index: index, term: 3, confState: ConfState(voters: [1, 2]))
+                )
+            )
+        }
+        func waitForReports(_ count: Int) -> [Bool] {
+            let deadline = Date().addingTimeInterval(10)
+            while Date() < deadline, reports.withLock({ $0.count }) < count { usleep(5_000) }
+            return reports.withLock { $0 }
+        }
+        /// The snapshots received, once there are `count` (or after 5 s).
+        func snapshotsReceived(_ count: Int) -> [Message] {
+            let deadline = Date().addingTimeInterval(5)
+            while Date() < deadline, received.withLock({ $0.filter { $0.kind == .snapshot }.count }) < count {
+                usleep(5_000)
+            }
+            return received.withLock { $0.filter { $0.kind == .snapshot } }
+        }
+        let size = 3 << 20
+        let expected = (0..<size).map { UInt8(truncatingIfNeeded: $0 % 251) }
+
+        node.send(snapshot: snapshot(10), data: Pattern(announced: size, written: size))
+        for _ in 0..<20 {
+            node.send([Message(kind: .heartbeat, to: 2, from: 1, term: 3)])
+            usleep(2_000)
+        }
+        #expect(waitForReports(1) == [true])
+        let first = snapshotsReceived(1)
+        #expect(
+            first.count == 1 && first.first?.snapshot?.data == expected && first.first?.snapshot?.metadata.index == 10
+        )
+
+        node.send(snapshot: snapshot(11), data: Pattern(announced: size, written: size - 100_000))
+        #expect(waitForReports(2) == [true, false], "a stream shorter than it said")
+        node.send(snapshot: snapshot(12), data: Pattern(announced: size, written: size, fails: true))
+        #expect(waitForReports(3) == [true, false, false], "a stream whose data could not be read")
+        node.send(snapshot: snapshot(13), data: Pattern(announced: size, written: size))
+        #expect(waitForReports(4) == [true, false, false, true])
+        let all = snapshotsReceived(2)
+        #expect(all.map { $0.snapshot?.metadata.index } == [10, 13])
+        #expect(all.last?.snapshot?.data == expected)
+        #expect(received.withLock { $0.contains { $0.kind == .heartbeat } })
+    }
+
+    /// A data file's frozen entries stream as the batch of puts that the follower installs.
+    @Test func theStateStreamsAsOneBatchOfPuts() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-state-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: root) }
+        let data = try SQLiteBackend(path: root.appendingPathComponent("data.db").path)
+        defer { data.close() }
+        var puts: [StorageOperation] = []
+        for i in 0..<300 {
+            // Values on both sides of the 64 KB pieces the stream gathers small entries into.
+            let value = [UInt8](repeating: UInt8(i % 256), count: i % 50 == 0 ? 70_000 : i * 7)
+            puts.append(.put(key: "logical/k\(String(i + 1000))", value: value))
+        }
+        try data.batch(puts)
+        var streamed: [UInt8] = []
+        var announced = -1
+        try StateSnapshot(entries: data.freeze()).produce(
+            start: { count in
+                announced = count
+                return true
+            },
+            write: { piece in
+                streamed.append(contentsOf: piece)
+                return true
+            }
+        )
+        #expect(announced == streamed.count)
+        #expect(streamed == BatchCodec.encode(id: 0, puts))
+    }
+
     /// An operator's snapshot restores the state it was taken from on every node; a file cut short,
     /// altered or of another kind is refused and nothing changes.
     @Test func aSnapshotIsSavedAndRestoredOnEveryNode() throws {

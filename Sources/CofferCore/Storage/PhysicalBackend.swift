@@ -30,6 +30,10 @@ package protocol PhysicalBackend: Sendable {
     /// on disk, has nothing to do (the default); a file that commits without an fsync
     /// (``SQLiteBackend/durableElsewhere()``) syncs its journal.
     func sync() throws(CofferError)
+    /// Every entry as it is now, to read on another thread while writes go on (a Raft leader streams its
+    /// state to a follower from one). The default copies every entry; ``SQLiteBackend`` keeps a read
+    /// transaction open instead, so freezing costs neither memory nor a read of the entries.
+    func freeze() throws(CofferError) -> any FrozenEntries
     /// Told the keys of every change once it is stored, whoever made it: this process's own
     /// writes, another `Core` over the same backend, a replica applying its log, a restore. Every
     /// cache above storage is invalidated from it.
@@ -76,8 +80,44 @@ extension StorageOperation {
     }
 }
 
+/// A backend's entries at one moment (``PhysicalBackend/freeze()``), however the backend changes after.
+/// Read by one thread at a time; released when the last reference goes.
+package protocol FrozenEntries: AnyObject, Sendable {
+    /// Each entry's key and value sizes in bytes, in the order ``scan(_:)`` gives the entries.
+    func scanSizes(_ body: (_ keyBytes: Int, _ valueBytes: Int) -> Void) throws(CofferError)
+    /// Each entry's key (UTF-8) and value, in key order, until `body` returns false. The buffers are valid
+    /// only during the call.
+    func scan(_ body: (_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) -> Bool) throws(CofferError)
+}
+
+/// Frozen entries that are a copy of every entry.
+private final class CopiedEntries: FrozenEntries {
+    let entries: [(key: [UInt8], value: [UInt8])]
+
+    init(_ entries: [(key: [UInt8], value: [UInt8])]) { self.entries = entries }
+
+    func scanSizes(_ body: (Int, Int) -> Void) {
+        for entry in entries { body(entry.key.count, entry.value.count) }
+    }
+
+    func scan(_ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> Bool) {
+        for entry in entries {
+            let more = entry.key.withUnsafeBytes { key in entry.value.withUnsafeBytes { body(key, $0) } }
+            if !more { return }
+        }
+    }
+}
+
 extension PhysicalBackend {
     package func sync() throws(CofferError) {}
+
+    package func freeze() throws(CofferError) -> any FrozenEntries {
+        var entries: [(key: [UInt8], value: [UInt8])] = []
+        for key in try listRecursive(prefix: "") {
+            if let value = try get(key) { entries.append((Array(key.utf8), value)) }
+        }
+        return CopiedEntries(entries)
+    }
 
     package func list(prefix: String, limit: Int) throws(CofferError) -> [String] {
         Array(try list(prefix: prefix).prefix(max(0, limit)))

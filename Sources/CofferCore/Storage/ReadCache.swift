@@ -91,6 +91,10 @@ package final class CachingBackend: PhysicalBackend {
         try writing(operations.map(\.key)) { () throws(CofferError) in try underlying.batch(operations) }
     }
 
+    package func sync() throws(CofferError) { try underlying.sync() }
+
+    package func freeze() throws(CofferError) -> any FrozenEntries { try underlying.freeze() }
+
     package func close() {
         underlying.close()
         for shard in shards { shard.removeAll() }
