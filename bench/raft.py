@@ -25,7 +25,8 @@ A large state (`--only large-state --node <coffer-raft-node>`, about 10 s): 4 cl
 and whether the leader changed (when each snapshot copied the whole state, it paused the node past an
 election timeout). Then a follower is killed, misses 200 more writes (more than the leader's log keeps), and
 is restarted while one client keeps writing 50 values a second: the leader sends it the whole state, and the
-client's writes meanwhile are reported (when the leader read the state on its Raft thread, they stalled while it did).
+client's writes meanwhile are reported (when the leader read the state on its Raft thread, they stalled while it did),
+with the peak resident memory of the leader and of the follower.
 
 Failover: for each run, kill -9 the leader and time, from the kill, the first write acknowledged by a
 survivor (clients retry every 5 ms on Coffer, 50 ms on OpenBao, as the fact sheet measured). The killed
@@ -178,6 +179,15 @@ def coffer_bench(binary, runs, write_seconds):
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def peak_rss_mb(pid):
+    """A process's peak resident memory (VmHWM) in MB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
 def large_state_bench(binary, values, value_kb, clients=4):
     """Writes `values` values of `value_kb` KB to the leader of three coffer-raft-node processes (a snapshot
     every 64 entries) from `clients` connections at once, so the state grows past what a snapshot of the
@@ -254,7 +264,9 @@ def large_state_bench(binary, values, value_kb, clients=4):
         return {"writes_ms": summary(latencies), "failed": len(failures), "seconds": seconds,
                 "megabytes": values * value_kb / 1024, "leader_changed": changed,
                 "catch_up": {"seconds": catch_up_seconds, "writes_ms": summary(during), "failed": failed_during[0],
-                             "leader_changed": now != leader or c.status(now)["term"] != term}}
+                             "leader_changed": now != leader or c.status(now)["term"] != term,
+                             "peak_rss_mb": {"leader": peak_rss_mb(c.procs[leader].pid),
+                                             "follower": peak_rss_mb(c.procs[follower].pid)}}}
     finally:
         c.stop()
         shutil.rmtree(directory, ignore_errors=True)
@@ -667,7 +679,8 @@ def main():
         u = r["catch_up"]
         print(f"a follower catching up from the whole state in {u['seconds']:.1f} s: {u['writes_ms']['n']} writes meanwhile, "
               f"{u['failed']} failed, p50 {u['writes_ms']['p50']:.2f} ms, p99 {u['writes_ms']['p99']:.2f} ms, max "
-              f"{u['writes_ms']['max']:.1f} ms; the leader changed: {u['leader_changed']}")
+              f"{u['writes_ms']['max']:.1f} ms; the leader changed: {u['leader_changed']}; peak memory: leader "
+              f"{u['peak_rss_mb']['leader']:.0f} MB, follower {u['peak_rss_mb']['follower']:.0f} MB")
     elif args.only == "standby-read":
         results["cofferd_standby_read"] = standby_read_bench(args.cofferd, args.reads)
         print_standby_read(results["cofferd_standby_read"])

@@ -1,4 +1,5 @@
 package import CofferCore
+import CofferStorage
 package import Raft
 
 #if canImport(Glibc)
@@ -119,6 +120,9 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
     private var pendingReads: Set<UInt64> = []
     private var failedReads: Set<UInt64> = []
     private var unreachable: [NodeID] = []
+    /// Files a snapshot from the leader is being staged in, or was staged in and not yet stepped
+    /// (``stage(_:)``): never deleted as stale.
+    private var staging: Set<String> = []
     /// Snapshots the transport finished sending (or gave up on), for `reportSnapshot`.
     private var snapshotsSent: [(peer: NodeID, delivered: Bool)] = []
     /// When a message from each peer last arrived (monotonic nanoseconds): autopilot's "last contact".
@@ -164,7 +168,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
                         "node \(options.nodeID)'s data file is at index \(applied), behind its log's snapshot at \(snapshot.metadata.index): it was replaced or lost writes; remove the node's directory and add it again to copy the data from the cluster"
                     )
                 }
-                try Self.restore(local, from: snapshot)
+                try Self.restore(local, from: snapshot, directory: options.directory)
                 applied = snapshot.metadata.index
             }
             node = try RawNode(config: Self.config(options, applied: applied), storage: store)
@@ -196,13 +200,15 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
                 chunkBytes: options.snapshotChunkBytes,
                 receive: { [weak self] message in self?.deliver(message) },
                 unreachable: { [weak self] peer in self?.markUnreachable(peer) },
-                snapshotSent: { [weak self] peer, delivered in self?.markSnapshotSent(peer, delivered) }
+                snapshotSent: { [weak self] peer, delivered in self?.markSnapshotSent(peer, delivered) },
+                stage: { [weak self] _, _ in self?.stage() }
             )
         } catch {
             store.close()
             throw CofferError(.unavailable, error.message)
         }
         syncPeers()
+        removeStaleStagedFiles()
         guard startThread({ [self] in loop() }) != nil else {
             transport.shutdown()
             store.close()
@@ -243,7 +249,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
             let founding = Self.founding([options.nodeID: options.peers[options.nodeID] ?? options.listen])
             do {
                 try store.save(snapshot: founding, hardState: HardState(term: 1, commit: 1))
-                try Self.restore(local, from: founding)
+                try Self.restore(local, from: founding, directory: options.directory)
                 node = try RawNode(config: Self.config(options, applied: 1), storage: store)
                 node.campaign()
             } catch let error as CofferError {
@@ -457,13 +463,14 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         try propose(operations, replacing: digest)
     }
 
-    /// The index of the latest snapshot in this node's log and how many bytes of data it holds: none for
-    /// one this node took, the whole state for one received from a leader.
-    package func storedSnapshot() throws(CofferError) -> (index: UInt64, dataBytes: Int) {
-        let result = runOnLoop { [store] () throws(CofferError) -> (index: UInt64, dataBytes: Int) in
+    /// The index of the latest snapshot in this node's log, how many bytes of data it holds, and the file it
+    /// was staged in: no data for one this node took; for one received from a leader, the file's name (or,
+    /// over a backend other than SQLite, the whole state).
+    package func storedSnapshot() throws(CofferError) -> (index: UInt64, dataBytes: Int, staged: String?) {
+        let result = runOnLoop { [store] () throws(CofferError) -> (index: UInt64, dataBytes: Int, staged: String?) in
             let snapshot: Snapshot
             do { snapshot = try store.snapshot() } catch { throw CofferError(.internal, "\(error)") }
-            return (snapshot.metadata.index, snapshot.data.count)
+            return (snapshot.metadata.index, snapshot.data.count, StagedSnapshot.stagedName(snapshot.data))
         }
         return try result.get()
     }
@@ -626,7 +633,16 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
             }
             guard keepRunning else { break }
             for task in work { task() }
-            for message in messages { try? node.step(message) }  // a message no correct peer sends is dropped
+            var stepped: [String] = []  // staged snapshots
+            for message in messages {
+                try? node.step(message)  // a message no correct peer sends is dropped
+                if let data = message.snapshot?.data, let name = StagedSnapshot.stagedName(data) {
+                    stepped.append(name)
+                }
+            }
+            // Stepped, a staged snapshot is either the core's (and saved as the log's snapshot by the next
+            // Ready) or refused: its file is no longer kept for its own sake.
+            if !stepped.isEmpty { monitor.withLock { staging.subtract(stepped) } }
             for peer in Set(down) { node.reportUnreachable(peer) }
             for report in sent { node.reportSnapshot(report.peer, succeeded: report.delivered) }
             for proposal in proposed {
@@ -655,6 +671,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
             }
             do {
                 try processReady()
+                if !stepped.isEmpty { removeStaleStagedFiles() }
                 let applied = monitor.withLock { status.appliedIndex }
                 // The stored snapshot may also be one just received from the leader.
                 let lastSnapshot = (try? store.snapshot().metadata.index) ?? 0
@@ -691,7 +708,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
             if !leading { send(rd.messages) }
             var (applied, appliedTerm) = monitor.withLock { (status.appliedIndex, status.appliedTerm) }
             if let snapshot = rd.snapshot, !snapshot.isEmpty {
-                try Self.restore(local, from: snapshot)
+                try Self.restore(local, from: snapshot, directory: options.directory)
                 applied = snapshot.metadata.index
                 appliedTerm = snapshot.metadata.term
                 syncPeers()
@@ -793,6 +810,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         try local.sync()
         let synced = monotonicNanos()
         try store.createSnapshot(at: index, confState: confState, data: [], keep: options.snapshotKeep)
+        removeStaleStagedFiles()
         let ms = { (from: UInt64, to: UInt64) in (to - from) / 1_000_000 }
         options.logger?.log(
             .info,
@@ -828,6 +846,44 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
                 "\(options.nodeID) sends its state at \(index) to \(message.to) (\((monotonicNanos() - started) / 1_000) µs to start)"
             )
         }
+    }
+
+    /// A sink for a snapshot arriving from the leader (called on a transport reader's thread): its entries
+    /// go into a file in the node's directory as they arrive, and the delivered message names the file.
+    /// Only over an SQLite data file, whose entries are then replaced with the file's in one statement;
+    /// over another backend the message is reassembled in memory.
+    private func stage() -> (any SnapshotSink)? {
+        guard local is SQLiteBackend else { return nil }
+        let name = "\(Self.stagedPrefix)\(String(UInt64.random(in: 0...UInt64.max), radix: 16)).db"
+        monitor.withLock { _ = staging.insert(name) }
+        do {
+            return try StagedSnapshot(directory: options.directory, name: name) { [weak self] name in
+                self?.monitor.withLock { _ = self?.staging.remove(name) }
+            }
+        } catch {
+            monitor.withLock { _ = staging.remove(name) }
+            options.logger?.log(.warning, "\(options.nodeID) cannot stage a snapshot: \(error.message)")
+            return nil
+        }
+    }
+
+    private static let stagedPrefix = "snapshot-staged-"
+
+    /// Deletes the files of staged snapshots that are neither the log's snapshot nor still in use
+    /// (``staging``): left by a crash, refused by the core, or replaced by a newer snapshot.
+    private func removeStaleStagedFiles() {
+        let keep = (try? store.snapshot()).flatMap { StagedSnapshot.stagedName($0.data) }
+        let inUse = monitor.withLock { staging }
+        guard let dir = opendir(options.directory) else { return }
+        var stale: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name.hasPrefix(Self.stagedPrefix), name != keep, !inUse.contains(name) { stale.append(name) }
+        }
+        closedir(dir)
+        for name in stale { unlink(options.directory + "/" + name) }
     }
 
     private func finish(_ id: UInt64, _ result: Result<Void, CofferError>) {
@@ -882,8 +938,20 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         Digest.sha256(try dump(local))
     }
 
-    /// Replaces the data file's contents with a snapshot's, in one transaction.
-    static func restore(_ local: any PhysicalBackend, from snapshot: Snapshot) throws(CofferError) {
+    /// Replaces the data file's contents with a snapshot's, in one transaction: the entries of the file it
+    /// was staged in (in `directory`), or those in its data.
+    static func restore(_ local: any PhysicalBackend, from snapshot: Snapshot, directory: String) throws(CofferError) {
+        let applied = StorageOperation.put(key: appliedKey, value: encodeIndex(snapshot.metadata.index))
+        if let name = StagedSnapshot.stagedName(snapshot.data) {
+            let path = directory + "/" + name
+            guard let sqlite = local as? SQLiteBackend, access(path, R_OK) == 0 else {
+                throw CofferError(
+                    .corruptDatabase,
+                    "the snapshot at \(snapshot.metadata.index) was staged in \(path), which is gone: remove the node's directory and add it again to copy the data from the cluster"
+                )
+            }
+            return try sqlite.replaceAll(withEntriesOf: path, then: [applied])
+        }
         let puts: [StorageOperation]
         do {
             puts = try BatchCodec.decode(snapshot.data).operations
@@ -894,7 +962,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
             )
         }
         let deletes = try keys(local).map { StorageOperation.delete(key: $0) }
-        try local.batch(deletes + puts + [.put(key: appliedKey, value: encodeIndex(snapshot.metadata.index))])
+        try local.batch(deletes + puts + [applied])
     }
 }
 

@@ -1,4 +1,5 @@
 package import CofferCore
+import CofferStorage
 import Raft
 
 /// The data of a snapshot message, produced while the message is sent.
@@ -107,5 +108,143 @@ struct ChunkWriter {
         let frame = chunk
         chunk = []
         return emit(frame, last)
+    }
+}
+
+/// Where a follower's transport writes a snapshot's data as it arrives, instead of holding it
+/// (``TCPTransport/Stage``). Used by one reader thread.
+package protocol SnapshotSink: AnyObject {
+    func write(_ bytes: UnsafeRawBufferPointer) throws(CofferError)
+    /// Every byte arrived: the data the delivered message carries instead.
+    func finish() throws(CofferError) -> [UInt8]
+    /// The stream broke: drop what was written.
+    func abandon()
+}
+
+/// A snapshot's batch of puts (``StateSnapshot``'s form) written entry by entry into a new SQLite file as
+/// it arrives, so a follower holds one entry at a time, not the state. The message then carries
+/// ``marker(_:)`` of the file's name as its data, and installing it replaces the data file's entries with
+/// the file's (``RaftBackend``).
+final class StagedSnapshot: SnapshotSink {
+    static let markerPrefix: [UInt8] = [0xFF] + Array("staged ".utf8)
+
+    /// The data a snapshot staged in the file `name` carries (not a batch: batches start with 1 or 2).
+    static func marker(_ name: String) -> [UInt8] { markerPrefix + Array(name.utf8) }
+
+    /// The file name in `data`, if it is a marker.
+    static func stagedName(_ data: [UInt8]) -> String? {
+        guard data.starts(with: markerPrefix) else { return nil }
+        return String(decoding: data.dropFirst(markerPrefix.count), as: UTF8.self)
+    }
+
+    let name: String
+    private let file: EntryFileWriter
+    private let abandoned: (String) -> Void
+    /// Bytes not yet parsed: at most one entry's.
+    private var pending: [UInt8] = []
+    /// The entries the header announced, and those written.
+    private var count: UInt64?
+    private var written: UInt64 = 0
+
+    /// Stages into `directory/name`; `abandoned` is told when the file is deleted unfinished.
+    init(directory: String, name: String, abandoned: @escaping (String) -> Void) throws(CofferError) {
+        self.name = name
+        self.abandoned = abandoned
+        file = try EntryFileWriter(path: directory + "/" + name)
+    }
+
+    func write(_ bytes: UnsafeRawBufferPointer) throws(CofferError) {
+        pending.append(contentsOf: bytes)
+        var reader = BatchReader(pending)
+        var puts: [(key: Range<Int>, value: Range<Int>)] = []
+        do throws(BatchCodec.Malformed) {
+            if count == nil { count = try reader.header() }
+            if let count {
+                while let put = try reader.put() { puts.append(put) }
+                guard written + UInt64(puts.count) <= count else {
+                    throw BatchCodec.Malformed(message: "more entries than the \(count) announced")
+                }
+            }
+        } catch {
+            throw CofferError(.invalidArgument, "the snapshot is not a batch of puts: \(error.message)")
+        }
+        let stored = pending.withUnsafeBytes { all in
+            Result { () throws(CofferError) in
+                for put in puts {
+                    try file.put(
+                        key: UnsafeRawBufferPointer(rebasing: all[put.key]),
+                        value: UnsafeRawBufferPointer(rebasing: all[put.value])
+                    )
+                }
+            }
+        }
+        try stored.get()
+        written += UInt64(puts.count)
+        pending.removeFirst(reader.consumed)
+    }
+
+    func finish() throws(CofferError) -> [UInt8] {
+        guard let count, written == count, pending.isEmpty else {
+            abandon()
+            throw CofferError(.invalidArgument, "the snapshot ended after \(written) of its \(count ?? 0) entries")
+        }
+        do {
+            try file.finish()
+        } catch {
+            abandon()
+            throw error
+        }
+        return Self.marker(name)
+    }
+
+    func abandon() {
+        file.abandon()
+        abandoned(name)
+    }
+}
+
+/// Reads a batch of puts from bytes that may end anywhere: nil where a whole item is not there yet.
+private struct BatchReader {
+    let bytes: [UInt8]
+    /// Bytes of whole items read.
+    private(set) var consumed = 0
+
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    /// The header's entry count.
+    mutating func header() throws(BatchCodec.Malformed) -> UInt64? {
+        guard bytes.count >= 9 else { return nil }
+        guard bytes[0] == 1 else { throw BatchCodec.Malformed(message: "batch version \(bytes[0]) is not 1") }
+        var i = 9
+        guard let count = try varint(&i) else { return nil }
+        consumed = i
+        return count
+    }
+
+    /// The next put's key and value ranges in `bytes`.
+    mutating func put() throws(BatchCodec.Malformed) -> (key: Range<Int>, value: Range<Int>)? {
+        var i = consumed
+        guard i < bytes.count else { return nil }
+        guard bytes[i] == 0 else { throw BatchCodec.Malformed(message: "operation \(bytes[i]) is not a put") }
+        i += 1
+        guard let keyBytes = try varint(&i), keyBytes <= UInt64(bytes.count - i) else { return nil }
+        let key = i..<(i + Int(keyBytes))
+        i = key.upperBound
+        guard let valueBytes = try varint(&i), valueBytes <= UInt64(bytes.count - i) else { return nil }
+        let value = i..<(i + Int(valueBytes))
+        consumed = value.upperBound
+        return (key, value)
+    }
+
+    private func varint(_ i: inout Int) throws(BatchCodec.Malformed) -> UInt64? {
+        var value: UInt64 = 0
+        for shift in stride(from: 0, to: 64, by: 7) {
+            guard i < bytes.count else { return nil }
+            let b = bytes[i]
+            i += 1
+            value |= UInt64(b & 0x7F) << UInt64(shift)
+            if b & 0x80 == 0 { return value }
+        }
+        throw BatchCodec.Malformed(message: "a length is too long")
     }
 }

@@ -61,6 +61,7 @@ package final class TCPTransport: Sendable {
     private let receive: Receive
     private let unreachable: Unreachable
     private let snapshotSent: SnapshotSent
+    private let stage: Stage?
     private let closed = Atomic<Bool>(false)
     private let inbound = Mutex<Set<Int32>>([])
     private let tls: TLS?
@@ -78,7 +79,8 @@ package final class TCPTransport: Sendable {
         chunkBytes: Int = 1 << 20,
         receive: @escaping Receive,
         unreachable: @escaping Unreachable,
-        snapshotSent: @escaping SnapshotSent = { _, _ in }
+        snapshotSent: @escaping SnapshotSent = { _, _ in },
+        stage: Stage? = nil
     ) throws(RaftTransportError) {
         self.nodeID = nodeID
         self.tls = tls
@@ -86,6 +88,7 @@ package final class TCPTransport: Sendable {
         self.receive = receive
         self.unreachable = unreachable
         self.snapshotSent = snapshotSent
+        self.stage = stage
         source = Self.isSpecificAddress(host) ? host : nil
         (listener, self.port) = try Self.listen(host: host, port: port)
         var links: [NodeID: Peer] = [:]
@@ -209,12 +212,35 @@ package final class TCPTransport: Sendable {
         return out
     }
 
+    /// A chunked message being received on one connection: its bytes so far, or, for a snapshot whose
+    /// data goes to a ``SnapshotSink``, the message without its data and the bytes still to come.
+    package struct Assembly {
+        var bytes: [UInt8] = []
+        var staged: (message: Message, sink: any SnapshotSink, remaining: Int)?
+
+        package init() {}
+
+        package var isEmpty: Bool { bytes.isEmpty && staged == nil }
+
+        /// Drops what was received (the connection ended mid-message).
+        package mutating func abandon() {
+            staged?.sink.abandon()
+            staged = nil
+            bytes = []
+        }
+    }
+
+    /// Where a snapshot's data goes as it arrives: given the message (without its data) and the data's
+    /// length, a sink, or nil to reassemble the message in memory.
+    package typealias Stage = @Sendable (Message, _ dataBytes: Int) -> (any SnapshotSink)?
+
     /// What a reader makes of the bytes at the start of `buffer`: a message (ordinary, or the last chunk of
-    /// a chunked one, reassembled in `assembling`), nil when more bytes are needed; throws for bytes that
-    /// can never be valid (the connection is then closed).
+    /// a chunked one, reassembled in `assembling` or written to the sink `stage` gives), nil when more bytes
+    /// are needed; throws for bytes that can never be valid (the connection is then closed).
     package static func decode(
         _ buffer: ArraySlice<UInt8>,
-        assembling: inout [UInt8]
+        assembling: inout Assembly,
+        stage: Stage? = nil
     ) throws(RaftError) -> (message: Message?, length: Int)? {
         let start = buffer.startIndex
         guard let first = buffer.first else { return nil }
@@ -227,23 +253,70 @@ package final class TCPTransport: Sendable {
         }
         var length = 0
         for i in 3..<7 { length = length << 8 | Int(buffer[start + i]) }
-        guard assembling.count + length <= maximumChunkedBytes else {
+        guard assembling.bytes.count + length <= maximumChunkedBytes else {
             throw RaftError(.malformedMessage, "a chunked message over \(maximumChunkedBytes) bytes")
         }
         guard buffer.count - chunkHeaderSize >= length else { return nil }
-        assembling += buffer[(start + chunkHeaderSize)..<(start + chunkHeaderSize + length)]
-        guard buffer[start + 2] == 1 else { return (nil, chunkHeaderSize + length) }
-        defer { assembling = [] }
+        var payload = buffer[(start + chunkHeaderSize)..<(start + chunkHeaderSize + length)]
+        let last = buffer[start + 2] == 1
+        if assembling.isEmpty, let stage, let head = MessageCodec.decodeSnapshotHead(payload),
+            head.dataBytes <= maximumChunkedBytes, let sink = stage(head.message, head.dataBytes)
+        {
+            assembling.staged = (head.message, sink, head.dataBytes)
+            payload = payload.dropFirst(head.headLength)
+        }
+        if let staged = assembling.staged {
+            return (try stream(payload, last: last, staged, &assembling), chunkHeaderSize + length)
+        }
+        assembling.bytes += payload
+        guard last else { return (nil, chunkHeaderSize + length) }
+        defer { assembling.bytes = [] }
         let whole: (message: Message, frameLength: Int)?
         do {
-            whole = try MessageCodec.decodeFrame(assembling[...], maxBodyBytes: maximumChunkedBytes)
+            whole = try MessageCodec.decodeFrame(assembling.bytes[...], maxBodyBytes: maximumChunkedBytes)
         } catch {
             throw RaftError(.malformedMessage, "a chunked message that is not one whole frame: \(error.message)")
         }
-        guard let (message, frameLength) = whole, frameLength == assembling.count else {
+        guard let (message, frameLength) = whole, frameLength == assembling.bytes.count else {
             throw RaftError(.malformedMessage, "a chunked message that is not one whole frame")
         }
         return (message, chunkHeaderSize + length)
+    }
+
+    /// Writes a chunk's data to the staged snapshot's sink; the message, with the data the sink made of it,
+    /// after the last chunk.
+    private static func stream(
+        _ payload: ArraySlice<UInt8>,
+        last: Bool,
+        _ staged: (message: Message, sink: any SnapshotSink, remaining: Int),
+        _ assembling: inout Assembly
+    ) throws(RaftError) -> Message? {
+        var failure: String?
+        if payload.count > staged.remaining {
+            failure = "a snapshot longer than its frame said"
+        } else if last && payload.count != staged.remaining {
+            failure = "a snapshot shorter than its frame said"
+        } else {
+            let written = payload.withUnsafeBytes { bytes in
+                Result { () throws(CofferError) in try staged.sink.write(bytes) }
+            }
+            if case .failure(let error) = written { failure = "a snapshot that cannot be staged: \(error.message)" }
+        }
+        if let failure {
+            assembling.abandon()
+            throw RaftError(.malformedMessage, failure)
+        }
+        assembling.staged?.remaining -= payload.count
+        guard last else { return nil }
+        assembling.staged = nil
+        var message = staged.message
+        do {
+            message.snapshot?.data = try staged.sink.finish()
+        } catch {
+            staged.sink.abandon()
+            throw RaftError(.malformedMessage, "a snapshot that cannot be staged: \(error.message)")
+        }
+        return message
     }
 
     /// Stops listening, closes every connection and stops the writers.
@@ -283,7 +356,8 @@ package final class TCPTransport: Sendable {
             withExtendedLifetime(link) {}
         }
         var buffer: [UInt8] = []
-        var assembling: [UInt8] = []  // a chunked message so far
+        var assembling = Assembly()  // a chunked message so far
+        defer { assembling.abandon() }
         var chunk = [UInt8](repeating: 0, count: 64 << 10)
         while !closed.load(ordering: .acquiring) {
             let n = chunk.withUnsafeMutableBytes { link.read($0) }
@@ -294,7 +368,7 @@ package final class TCPTransport: Sendable {
             while true {
                 let decoded: (message: Message?, length: Int)?
                 do {
-                    decoded = try Self.decode(buffer[start...], assembling: &assembling)
+                    decoded = try Self.decode(buffer[start...], assembling: &assembling, stage: stage)
                 } catch {
                     return  // a stream that can never be valid: drop the connection
                 }

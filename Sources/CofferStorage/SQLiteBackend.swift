@@ -133,6 +133,15 @@ package final class SQLiteBackend: PhysicalBackend {
         }
     }
 
+    /// Replaces every entry with those of the SQLite file at `path` (written by ``EntryFileWriter``), then
+    /// applies `operations`, in one transaction; every key that was or is now present is published.
+    package func replaceAll(withEntriesOf path: String, then operations: [StorageOperation]) throws(CofferError) {
+        let changed = try withWriter { (c) throws(CofferError) in
+            try c.replaceAll(withEntriesOf: path, then: operations)
+        }
+        changes.publish(changed)
+    }
+
     /// A read transaction on a connection of its own, begun now: later commits are not in it. While it is
     /// open, checkpoints copy only the frames before it, so keep it only as long as it is read.
     package func freeze() throws(CofferError) -> any FrozenEntries {
@@ -517,6 +526,45 @@ private final class Connection: @unchecked Sendable {
         bindText(deleteStmt, 1, key)
         let rc = sqlite3_step(deleteStmt)
         guard rc == SQLITE_DONE else { throw fail(rc, "deleting an entry") }
+    }
+
+    /// ``SQLiteBackend/replaceAll(withEntriesOf:then:)``; returns the keys it changed.
+    func replaceAll(withEntriesOf file: String, then operations: [StorageOperation]) throws(CofferError) -> [String] {
+        let attach = try Connection.prepare(db, path, "ATTACH DATABASE ?1 AS staged")
+        bindText(attach, 1, file)
+        let rc = sqlite3_step(attach)
+        sqlite3_finalize(attach)
+        guard rc == SQLITE_DONE else { throw fail(rc, "opening \(file)") }
+        defer { _ = sqlite3_exec(db, "DETACH DATABASE staged", nil, nil, nil) }
+        try Connection.exec(db, path, "BEGIN IMMEDIATE")
+        do throws(CofferError) {
+            var keys: [String] = []
+            let list = try Connection.prepare(
+                db,
+                path,
+                "SELECT key FROM main.entries UNION SELECT key FROM staged.entries"
+            )
+            defer { sqlite3_finalize(list) }
+            while true {
+                let rc = sqlite3_step(list)
+                if rc == SQLITE_DONE { break }
+                guard rc == SQLITE_ROW, let text = sqlite3_column_text(list, 0) else { throw fail(rc, "listing keys") }
+                keys.append(String(cString: text))
+            }
+            try Connection.exec(db, path, "DELETE FROM main.entries")
+            try Connection.exec(db, path, "INSERT INTO main.entries(key, value) SELECT key, value FROM staged.entries")
+            for op in operations {
+                switch op {
+                case .put(let key, let value): try put(key, value)
+                case .delete(let key): try delete(key)
+                }
+            }
+            try Connection.exec(db, path, "COMMIT")
+            return keys + operations.map(\.key)
+        } catch {
+            _ = sqlite3_exec(db, "ROLLBACK", nil, nil, nil)
+            throw error
+        }
     }
 
     func batch(_ operations: [StorageOperation]) throws(CofferError) {

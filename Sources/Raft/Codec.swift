@@ -109,6 +109,23 @@ public enum MessageCodec {
         return (message, headerSize + length)
     }
 
+    /// A snapshot message's frame up to its data (``head(_:snapshotDataBytes:)``), from the start of `bytes`:
+    /// the message without its data, the head's length and the data's. Nil when `bytes` do not hold a whole
+    /// head of a snapshot message, or the frame's length does not match (decode the whole frame instead).
+    public static func decodeSnapshotHead(
+        _ bytes: ArraySlice<UInt8>
+    ) -> (message: Message, headLength: Int, dataBytes: Int)? {
+        let start = bytes.startIndex
+        guard bytes.count > headerSize, bytes[start] == magic, bytes[start + 1] == version else { return nil }
+        var length = 0
+        for i in 2..<6 { length = length << 8 | Int(bytes[start + i]) }
+        var reader = ByteReader(bytes[(start + headerSize)...])
+        guard let message = try? reader.readMessage(headOnly: true), message.snapshot != nil,
+            length >= reader.consumed, reader.snapshotDataBytes == UInt64(length - reader.consumed)
+        else { return nil }
+        return (message, headerSize + reader.consumed, Int(reader.snapshotDataBytes))
+    }
+
     static func appendVarint(_ value: UInt64, to out: inout [UInt8]) {
         var value = value
         while value >= 0x80 {
@@ -134,7 +151,11 @@ struct ByteReader {
         position = bytes.startIndex
     }
 
+    /// Set by ``readMessage(headOnly:)``.
+    private(set) var snapshotDataBytes: UInt64 = 0
+
     var isAtEnd: Bool { position == bytes.endIndex }
+    var consumed: Int { position - bytes.startIndex }
     var remaining: Int { bytes.endIndex - position }
 
     mutating func readByte() throws(RaftError) -> UInt8 {
@@ -173,7 +194,8 @@ struct ByteReader {
         return Array(bytes[position..<(position + count)])
     }
 
-    mutating func readMessage() throws(RaftError) -> Message {
+    /// With `headOnly`, a snapshot's data is not read: its length is left in `snapshotDataBytes`.
+    mutating func readMessage(headOnly: Bool = false) throws(RaftError) -> Message {
         let kindByte = try readByte()
         guard let kind = MessageKind(rawValue: kindByte) else {
             throw RaftError(.malformedMessage, "unknown message kind \(kindByte)")
@@ -214,7 +236,12 @@ struct ByteReader {
                 for _ in 0..<count { ids.append(try readVarint()) }
                 lists.append(ids)
             }
-            let data = try readBytes()
+            var data: [UInt8] = []
+            if headOnly {
+                snapshotDataBytes = try readVarint()
+            } else {
+                data = try readBytes()
+            }
             let conf = ConfState(voters: lists[0], learners: lists[1])
             m.snapshot = Snapshot(metadata: SnapshotMetadata(index: index, term: term, confState: conf), data: data)
         }

@@ -198,7 +198,8 @@ import Testing
     }
 
     /// A follower that was down while the log moved past what the leader keeps catches up from a snapshot
-    /// of 80 KB, sent in 1 KiB chunks between the leader's heartbeats, which keep it a follower meanwhile.
+    /// of 80 KB, sent in 1 KiB chunks between the leader's heartbeats, which keep it a follower meanwhile,
+    /// and staged in a file as it arrives.
     @Test func aFollowerFarBehindCatchesUpFromASnapshotSentInChunks() throws {
         let cluster = try Cluster(size: 3)
         let leader = try #require(cluster.leader())
@@ -214,11 +215,34 @@ import Testing
         try cluster.start(follower)
         #expect(try cluster.converged("logical/big99", value + [99]))
         #expect(try cluster.converged("logical/big0", value + [0]))
-        // What the follower received was read from the leader's data file: the whole state.
-        #expect(try cluster.nodes[follower]!.storedSnapshot().dataBytes > 80_000)
+        // The follower staged what it received in a file of its own, and its log's snapshot names the file.
+        let received = try cluster.nodes[follower]!.storedSnapshot()
+        let staged = try #require(received.staged)
+        let file = "\(cluster.root)/n\(follower)/\(staged)"
+        #expect(received.dataBytes < 100 && FileManager.default.fileExists(atPath: file))
         #expect(cluster.nodes[leader]!.currentStatus.term == term, "no election while the snapshot travelled")
         try cluster.nodes[follower]!.put("logical/after", [1])
         #expect(try cluster.converged("logical/after", [1]))
+
+        // A crash after the snapshot was saved in the log but before the data file had it (its applied
+        // index lost here) installs it again from the staged file on restart; a stale staged file (left by
+        // a crash mid-stream) is deleted.
+        cluster.stop(follower)
+        let data = try SQLiteBackend(path: "\(cluster.root)/n\(follower)/data.db")
+        try data.batch(
+            try data.listRecursive(prefix: "logical/").map { StorageOperation.delete(key: $0) }
+                + [.delete(key: RaftBackend.appliedKey)]
+        )
+        data.close()
+        let leftover = "\(cluster.root)/n\(follower)/snapshot-staged-left-by-a-crash.db"
+        #expect(FileManager.default.createFile(atPath: leftover, contents: Data([1, 2, 3])))
+        try cluster.start(follower)
+        #expect(try cluster.nodes[follower]!.get("logical/big7") == value + [7])
+        #expect(try cluster.converged("logical/after", [1]))
+        #expect(!FileManager.default.fileExists(atPath: leftover))
+        // The file the log's snapshot names is kept.
+        let kept = try cluster.nodes[follower]!.storedSnapshot().staged
+        #expect(kept.map { FileManager.default.fileExists(atPath: "\(cluster.root)/n\(follower)/\($0)") } != false)
     }
 
     /// A peer that restarts while this node's connection to it is idle receives the first message sent after
@@ -267,8 +291,22 @@ import Testing
         #expect(arrived(.preVote), "the first message after the peer's restart was lost")
     }
 
-    /// A chunked message comes back whole, with other frames between its chunks; chunk frames that are
-    /// malformed, too large in sum, or do not end in one whole frame are refused.
+    /// A sink that keeps what it is given, for the transport's staging of snapshot data.
+    final class KeepingSink: SnapshotSink, @unchecked Sendable {
+        var bytes: [UInt8] = []
+        var finished = false
+        var abandoned = false
+        func write(_ piece: UnsafeRawBufferPointer) { bytes += piece }
+        func finish() -> [UInt8] {
+            finished = true
+            return Array("kept".utf8)
+        }
+        func abandon() { abandoned = true }
+    }
+
+    /// A chunked message comes back whole, with other frames between its chunks, or, given a sink for
+    /// snapshot data, with the data written to the sink as it arrives and the sink's answer as its data;
+    /// chunk frames that are malformed, too large in sum, or do not end in one whole frame are refused.
     @Test func chunkFramesReassembleAndRefuseWhatCannotBeValid() throws {
         let snapshot = Message(
             kind: .snapshot,
@@ -285,16 +323,35 @@ import Testing
         #expect(chunks.count == 5)
         var stream: [UInt8] = []
         for chunk in chunks { stream += chunk + (try MessageCodec.encode(heartbeat)) }
-        var assembling: [UInt8] = []
-        var received: [Message] = []
-        var start = 0
-        while let (message, length) = try TCPTransport.decode(stream[start...], assembling: &assembling) {
-            start += length
-            if let message { received.append(message) }
+        for staging in [false, true] {
+            let sink = KeepingSink()
+            var assembling = TCPTransport.Assembly()
+            var received: [Message] = []
+            var start = 0
+            var stage: TCPTransport.Stage?
+            if staging { stage = { _, count in count == 5000 ? sink : nil } }
+            while let (message, length) = try TCPTransport.decode(
+                stream[start...],
+                assembling: &assembling,
+                stage: stage
+            ) {
+                start += length
+                if let message { received.append(message) }
+            }
+            #expect(start == stream.count && assembling.isEmpty)
+            #expect(received.map(\.kind) == [.heartbeat, .heartbeat, .heartbeat, .heartbeat, .snapshot, .heartbeat])
+            #expect(received[4].snapshot?.metadata == snapshot.snapshot?.metadata)
+            #expect(received[4].snapshot?.data == (staging ? Array("kept".utf8) : snapshot.snapshot?.data))
+            #expect(sink.bytes == (staging ? snapshot.snapshot!.data : []) && sink.finished == staging)
         }
-        #expect(start == stream.count && assembling.isEmpty)
-        #expect(received.map(\.kind) == [.heartbeat, .heartbeat, .heartbeat, .heartbeat, .snapshot, .heartbeat])
-        #expect(received[4].snapshot?.data.count == 5000 && received[4].snapshot?.metadata.index == 9)
+        // A staged snapshot whose connection ends mid-way is abandoned.
+        let sink = KeepingSink()
+        var assembling = TCPTransport.Assembly()
+        let stage: TCPTransport.Stage = { _, _ in sink }
+        _ = try TCPTransport.decode(chunks[0][...], assembling: &assembling, stage: stage)
+        #expect(!assembling.isEmpty && !sink.bytes.isEmpty)
+        assembling.abandon()
+        #expect(sink.abandoned && !sink.finished)
 
         var lastAlone = chunks[4]
         lastAlone[2] = 1
@@ -303,7 +360,7 @@ import Testing
             ([TCPTransport.chunkMagic, MessageCodec.version, 1, 0x7F, 0xFF, 0xFF, 0xFF], "over"),
             (lastAlone, "not one whole frame"),
         ] {
-            var scratch: [UInt8] = []
+            var scratch = TCPTransport.Assembly()
             do {
                 _ = try TCPTransport.decode(bad[...], assembling: &scratch)
                 Issue.record("accepted: \(why)")
