@@ -17,7 +17,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+
+from benchlib import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(ROOT, ".build")
@@ -526,12 +527,6 @@ def check_pki(p, limits):
 
 
 # ---- HTTP: cofferd against OpenBao and nginx, driven by wrk --------------------------------------
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class Server:
     """A server process on 127.0.0.1, stopped by stop() (SIGTERM, then SIGKILL).

@@ -11,7 +11,6 @@ measured in the same loop.
 import argparse
 import json
 import os
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,11 +18,7 @@ import time
 import requests
 from websockets.sync.client import connect
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from benchlib import free_port
 
 
 def percentile(sorted_values, p):
