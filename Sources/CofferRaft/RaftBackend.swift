@@ -404,19 +404,20 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
 
     /// The whole replicated state (outside `.raft/`) as a self-describing, versioned file: a text
     /// header `coffer-raft-snapshot version=1 index=I term=T keys=K sha256=HEX`, a newline, then the
-    /// data. Linearizable (a ReadIndex round first) and consistent (read between two applies).
+    /// data (``canonicalState(_:)``). Linearizable (a ReadIndex round first) and consistent: the data file
+    /// is frozen between two applies, and read off the node's thread, which a large state would otherwise
+    /// keep from its heartbeats.
     package func saveSnapshot() throws(CofferError) -> [UInt8] {
         try readBarrier()
-        let result: Result<[UInt8], CofferError> = runOnLoop { [self] () throws(CofferError) -> [UInt8] in
-            let body = try Self.dump(local)
-            let count = try Self.keys(local, raft: false).count
-            let status = monitor.withLock { self.status }
-            let digest = Digest.sha256(body).map { String($0, radix: 16).leftPadded(2) }.joined()
-            let header =
-                "\(Self.snapshotMagic) version=1 index=\(status.appliedIndex) term=\(status.term) keys=\(count) sha256=\(digest)\n"
-            return Array(header.utf8) + body
+        let frozen = runOnLoop { [self] () throws(CofferError) -> (any FrozenEntries, Status) in
+            (try local.freeze(), monitor.withLock { self.status })
         }
-        return try result.get()
+        let (entries, status) = try frozen.get()
+        let (body, count) = try Self.canonicalState(entries)
+        let digest = Digest.sha256(body).map { String($0, radix: 16).leftPadded(2) }.joined()
+        let header =
+            "\(Self.snapshotMagic) version=1 index=\(status.appliedIndex) term=\(status.term) keys=\(count) sha256=\(digest)\n"
+        return Array(header.utf8) + body
     }
 
     /// Replaces the cluster's whole state (outside `.raft/`) with a file from ``saveSnapshot()``,
@@ -460,7 +461,10 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         guard !operations.contains(where: { $0.key.hasPrefix(".raft/") }) else {
             throw CofferError(.invalidArgument, "the snapshot holds Raft's own keys; it was not made by saveSnapshot")
         }
-        try propose(operations, replacing: digest)
+        // Every node checks its state against the canonical form's digest, which is the file's own for a
+        // file saved since saveSnapshot wrote that form (earlier ones listed the keys in another order).
+        let canonical = operations.sorted { Array($0.key.utf8).lexicographicallyPrecedes($1.key.utf8) }
+        try propose(operations, replacing: Digest.sha256(BatchCodec.encode(id: 0, canonical)))
     }
 
     /// The index of the latest snapshot in this node's log, how many bytes of data it holds, and the file it
@@ -924,18 +928,30 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         return keys
     }
 
-    /// Every key and value of the data file outside `.raft/`, as one batch of puts (an operator's snapshot).
-    static func dump(_ local: any PhysicalBackend) throws(CofferError) -> [UInt8] {
-        var operations: [StorageOperation] = []
-        for key in try keys(local, raft: false) {
-            if let value = try local.get(key) { operations.append(.put(key: key, value: value)) }
+    /// The entries outside `.raft/`, in the order of their keys' bytes, as one batch of puts (the data of an
+    /// operator's snapshot), and how many there are.
+    static func canonicalState(_ entries: any FrozenEntries) throws(CofferError) -> (body: [UInt8], count: Int) {
+        var puts: [UInt8] = []
+        var count = 0
+        try entries.scan { key, value in
+            if !key.starts(with: ".raft/".utf8) {
+                BatchCodec.put(key: key, valueBytes: value.count, &puts)
+                puts.append(contentsOf: value)
+                count += 1
+            }
+            return true
         }
-        return BatchCodec.encode(id: 0, operations)
+        var body: [UInt8] = []
+        body.reserveCapacity(BatchCodec.headerBytes(count: count) + puts.count)
+        BatchCodec.header(id: 0, count: count, &body)
+        body += puts
+        return (body, count)
     }
 
-    /// The SHA-256 of the data file's state outside `.raft/`: equal on nodes that hold the same data.
+    /// The SHA-256 of the data file's state outside `.raft/` (``canonicalState(_:)``): equal on nodes that
+    /// hold the same data.
     static func stateDigest(_ local: any PhysicalBackend) throws(CofferError) -> [UInt8] {
-        Digest.sha256(try dump(local))
+        Digest.sha256(try canonicalState(local.freeze()).body)
     }
 
     /// Replaces the data file's contents with a snapshot's, in one transaction: the entries of the file it

@@ -85,8 +85,8 @@ extension StorageOperation {
 package protocol FrozenEntries: AnyObject, Sendable {
     /// Each entry's key and value sizes in bytes, in the order ``scan(_:)`` gives the entries.
     func scanSizes(_ body: (_ keyBytes: Int, _ valueBytes: Int) -> Void) throws(CofferError)
-    /// Each entry's key (UTF-8) and value, in key order, until `body` returns false. The buffers are valid
-    /// only during the call.
+    /// Each entry's key (UTF-8) and value, in the order of the keys' bytes, until `body` returns false.
+    /// The buffers are valid only during the call.
     func scan(_ body: (_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) -> Bool) throws(CofferError)
 }
 
@@ -116,6 +116,7 @@ extension PhysicalBackend {
         for key in try listRecursive(prefix: "") {
             if let value = try get(key) { entries.append((Array(key.utf8), value)) }
         }
+        entries.sort { $0.key.lexicographicallyPrecedes($1.key) }
         return CopiedEntries(entries)
     }
 
