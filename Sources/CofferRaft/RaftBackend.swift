@@ -712,7 +712,12 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
             if !leading { send(rd.messages) }
             var (applied, appliedTerm) = monitor.withLock { (status.appliedIndex, status.appliedTerm) }
             if let snapshot = rd.snapshot, !snapshot.isEmpty {
+                let started = monotonicNanos()
                 try Self.restore(local, from: snapshot, directory: options.directory)
+                options.logger?.log(
+                    .info,
+                    "\(options.nodeID) installed the state at \(snapshot.metadata.index) in \((monotonicNanos() - started) / 1_000_000) ms"
+                )
                 applied = snapshot.metadata.index
                 appliedTerm = snapshot.metadata.term
                 syncPeers()
@@ -842,6 +847,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
                 markSnapshotSent(message.to, false)
                 continue
             }
+            node.sendingSnapshot(message.to, at: index)
             var out = message
             out.snapshot = Snapshot(metadata: SnapshotMetadata(index: index, term: term, confState: node.confState))
             transport.send(snapshot: out, data: StateSnapshot(entries: entries))

@@ -956,6 +956,14 @@ final class RaftCore {
         progress[peer]?.becomeProbe()
     }
 
+    func sendingSnapshot(_ peer: NodeID, at index: UInt64) {
+        guard role == .leader, var pr = progress[peer], pr.state == .snapshot, index > pr.pendingSnapshot else {
+            return
+        }
+        pr.pendingSnapshot = index
+        progress[peer] = pr
+    }
+
     func reportSnapshot(_ peer: NodeID, succeeded: Bool) {
         guard role == .leader, var pr = progress[peer], pr.state == .snapshot else { return }
         if !succeeded { pr.pendingSnapshot = 0 }

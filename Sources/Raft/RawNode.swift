@@ -157,6 +157,15 @@ public final class RawNode {
         raft.reportSnapshot(peer, succeeded: succeeded)
     }
 
+    /// Tells the leader that the snapshot message it made for `peer` goes with the state at `index`, newer
+    /// than the stored snapshot it named (an application that sends its current state instead, as
+    /// Coffer's replicated storage does). Once it is delivered the peer is probed from after `index`, not
+    /// from after the stored snapshot, whose entries the log may have compacted meanwhile (which made the
+    /// leader send the whole state again).
+    public func sendingSnapshot(_ peer: NodeID, at index: UInt64) {
+        raft.sendingSnapshot(peer, at: index)
+    }
+
     /// Feeds a message received from a peer. Throws `.invalidMessage` (and changes nothing) if the message
     /// breaks an invariant no correct peer breaks; a valid message the node cannot act on is dropped and
     /// logged, not thrown.

@@ -108,4 +108,54 @@ import Testing
         node.advance(rd)
         #expect(node.status.applied == 3)
     }
+    /// A leader told that the snapshot it sends a peer holds a newer state (`sendingSnapshot`, as Coffer's
+    /// replicated storage sends its data file as it is) probes the peer from after that state once it is
+    /// delivered, with entries its log still holds. Before, it probed from after its stored snapshot, whose
+    /// entries it had compacted meanwhile, and sent the whole state again.
+    @Test(arguments: [false, true])
+    func aSnapshotNewerThanTheStoredOneIsFollowedByEntries(told: Bool) throws {
+        let storage = MemoryStorage(
+            snapshot: Snapshot(
+                metadata: SnapshotMetadata(index: 10, term: 1, confState: ConfState(voters: [1], learners: [2]))
+            )
+        )
+        try storage.append((11...20).map { Entry(term: 1, index: $0) })
+        var config = Config(id: 1)
+        config.applied = 10
+        let node = try RawNode(config: config, storage: storage)
+        func drain() throws -> [Message] {
+            var out: [Message] = []
+            while node.hasReady {
+                let rd = node.ready()
+                try storage.append(rd.entries)
+                out += rd.messages
+                node.advance(rd)
+            }
+            return out.filter { $0.to == 2 }
+        }
+        node.campaign()
+        _ = try drain()
+        let term = node.status.hardState.term
+        // The learner answers a heartbeat; the leader probes it.
+        try node.step(Message(kind: .heartbeatResponse, to: 1, from: 2, term: term))
+        let probe = try #require(try drain().last { $0.kind == .append })
+        #expect(node.status.applied == 21, "the leader applied everything, its own term's entry included")
+        // The learner has nothing: the leader walks back past its first entry and sends its snapshot.
+        try node.step(
+            Message(kind: .appendResponse, to: 1, from: 2, term: term, index: probe.index, reject: true, rejectHint: 0)
+        )
+        #expect(try drain().map(\.kind) == [.snapshot])
+        // It sends its state at 21, not the stored snapshot at 10; meanwhile its log is compacted through 15.
+        if told { node.sendingSnapshot(2, at: 21) }
+        _ = try storage.createSnapshot(at: 15, confState: node.confState, data: [])
+        try storage.compact(through: 15)
+        node.reportSnapshot(2, succeeded: true)
+        try node.step(Message(kind: .heartbeatResponse, to: 1, from: 2, term: term))
+        let next = try drain()
+        if told {
+            #expect(next.map(\.kind) == [.append] && next.first?.index == 21, "\(next)")
+        } else {
+            #expect(next.map(\.kind) == [.snapshot], "without being told, the leader sends the state again")
+        }
+    }
 }
