@@ -83,6 +83,18 @@ import Testing
             return false
         }
 
+        /// A bare transport for node 2 on `port`, with no peers of its own: what a test's node sends to.
+        static func peer(listeningOn port: Int, receive: @escaping TCPTransport.Receive) throws -> TCPTransport {
+            try TCPTransport(
+                nodeID: 2,
+                listen: "127.0.0.1",
+                port: port,
+                peers: [:],
+                receive: receive,
+                unreachable: { _ in }
+            )
+        }
+
         static func freePort() throws -> Int {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             defer { close(fd) }
@@ -254,14 +266,7 @@ import Testing
         let port = try Cluster.freePort()
         let received = Mutex<[Message]>([])
         func startPeer() throws -> TCPTransport {
-            try TCPTransport(
-                nodeID: 2,
-                listen: "127.0.0.1",
-                port: port,
-                peers: [:],
-                receive: { message in received.withLock { $0.append(message) } },
-                unreachable: { _ in }
-            )
+            try Cluster.peer(listeningOn: port) { message in received.withLock { $0.append(message) } }
         }
         func arrived(_ kind: MessageKind) -> Bool {
             let deadline = Date().addingTimeInterval(3)
@@ -393,14 +398,7 @@ import Testing
         let port = try Cluster.freePort()
         let received = Mutex<[Message]>([])
         let reports = Mutex<[Bool]>([])
-        let peer = try TCPTransport(
-            nodeID: 2,
-            listen: "127.0.0.1",
-            port: port,
-            peers: [:],
-            receive: { message in received.withLock { $0.append(message) } },
-            unreachable: { _ in }
-        )
+        let peer = try Cluster.peer(listeningOn: port) { message in received.withLock { $0.append(message) } }
         defer { peer.shutdown() }
         let node = try TCPTransport(
             nodeID: 1,
