@@ -58,8 +58,6 @@ struct ChunkWriter {
     /// Takes a chunk frame and whether it is the last; false stops the writer.
     let emit: (_ frame: [UInt8], _ last: Bool) -> Bool
     private(set) var written = 0
-    /// The pieces held more bytes than `total`.
-    private(set) var overran = false
     private var chunk: [UInt8] = []
 
     init(size: Int, total: Int, emit: @escaping (_ frame: [UInt8], _ last: Bool) -> Bool) {
@@ -73,10 +71,7 @@ struct ChunkWriter {
 
     /// False when `emit` refused a chunk or `bytes` run past `total`.
     mutating func append(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        guard bytes.count <= total - written else {
-            overran = true
-            return false
-        }
+        guard bytes.count <= total - written else { return false }
         var start = 0
         while start < bytes.count {
             if chunk.isEmpty {
@@ -115,7 +110,8 @@ struct ChunkWriter {
 /// (``TCPTransport/Stage``). Used by one reader thread.
 package protocol SnapshotSink: AnyObject {
     func write(_ bytes: UnsafeRawBufferPointer) throws(CofferError)
-    /// Every byte arrived: the data the delivered message carries instead.
+    /// Every byte arrived: the data the delivered message carries instead. A sink that fails drops what
+    /// was written itself.
     func finish() throws(CofferError) -> [UInt8]
     /// The stream broke: drop what was written.
     func abandon()

@@ -313,7 +313,6 @@ package final class TCPTransport: Sendable {
         do {
             message.snapshot?.data = try staged.sink.finish()
         } catch {
-            staged.sink.abandon()
             throw RaftError(.malformedMessage, "a snapshot that cannot be staged: \(error.message)")
         }
         return message
