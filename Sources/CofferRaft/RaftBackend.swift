@@ -121,7 +121,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
     private var failedReads: Set<UInt64> = []
     private var unreachable: [NodeID] = []
     /// Files a snapshot from the leader is being staged in, or was staged in and not yet stepped
-    /// (``stage(_:)``): never deleted as stale.
+    /// (``stage()``): never deleted as stale.
     private var staging: Set<String> = []
     /// Snapshots the transport finished sending (or gave up on), for `reportSnapshot`.
     private var snapshotsSent: [(peer: NodeID, delivered: Bool)] = []
@@ -463,7 +463,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         }
         // Every node checks its state against the canonical form's digest, which is the file's own for a
         // file saved since saveSnapshot wrote that form (earlier ones listed the keys in another order).
-        let canonical = operations.sorted { Array($0.key.utf8).lexicographicallyPrecedes($1.key.utf8) }
+        let canonical = operations.sorted { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }
         try propose(operations, replacing: Digest.sha256(BatchCodec.encode(id: 0, canonical)))
     }
 
@@ -1008,14 +1008,23 @@ enum BatchCodec {
     /// node checks that its state then has this SHA-256 (``RaftBackend/stateDigest(_:)``).
     static func encode(id: UInt64, _ operations: [StorageOperation], replacing digest: [UInt8]? = nil) -> [UInt8] {
         var out: [UInt8] = []
-        guard let digest else {
+        if let digest {
+            out = [2] + idBytes(id) + digest
+            varint(UInt64(operations.count), &out)
+        } else {
             header(id: id, count: operations.count, &out)
-            append(operations, to: &out)
-            return out
         }
-        out = [2] + idBytes(id) + digest
-        varint(UInt64(operations.count), &out)
-        append(operations, to: &out)
+        for operation in operations {
+            switch operation {
+            case .put(let key, let value):
+                out.append(0)
+                bytes(Array(key.utf8), &out)
+                bytes(value, &out)
+            case .delete(let key):
+                out.append(1)
+                bytes(Array(key.utf8), &out)
+            }
+        }
         return out
     }
 
@@ -1040,20 +1049,6 @@ enum BatchCodec {
         varint(UInt64(key.count), &out)
         out.append(contentsOf: key)
         varint(UInt64(valueBytes), &out)
-    }
-
-    private static func append(_ operations: [StorageOperation], to out: inout [UInt8]) {
-        for operation in operations {
-            switch operation {
-            case .put(let key, let value):
-                out.append(0)
-                bytes(Array(key.utf8), &out)
-                bytes(value, &out)
-            case .delete(let key):
-                out.append(1)
-                bytes(Array(key.utf8), &out)
-            }
-        }
     }
 
     static func decode(

@@ -52,19 +52,22 @@ package final class EntryFileWriter {
     /// Adds an entry; a key given twice is refused.
     package func put(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) throws(CofferError) {
         guard let insert else { throw CofferError(.internal, "\(path) is already finished") }
+        guard let keyBytes = Int32(exactly: key.count), let valueBytes = Int32(exactly: value.count) else {
+            throw CofferError(.invalidArgument, "an entry of 2 GiB or more cannot be staged")
+        }
         defer { sqlite3_reset(insert) }
         sqlite3_bind_text(
             insert,
             1,
             key.baseAddress?.assumingMemoryBound(to: CChar.self),
-            Int32(key.count),
+            keyBytes,
             coffer_sqlite_transient()
         )
         sqlite3_bind_blob(
             insert,
             2,
             value.baseAddress ?? UnsafeRawPointer(bitPattern: 1),
-            Int32(value.count),
+            valueBytes,
             coffer_sqlite_transient()
         )
         guard sqlite3_step(insert) == SQLITE_DONE else { throw failure("writing an entry") }

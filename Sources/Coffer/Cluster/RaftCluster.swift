@@ -49,9 +49,9 @@ public struct RaftConfiguration: Sendable {
     /// once per distinct reason, not on every retry. The joiner keeps trying either way.
     public var onJoinFailure: (@Sendable (String) -> Void)?
     /// Called with what the node's Raft core decides (elections, votes, step-downs, a leader deposed), with
-    /// each snapshot it takes (how long the node paused for it) and each time it reads the whole state to
-    /// send a follower (its size and how long); `isWarning` marks what an operator should look at. Node
-    /// ids, terms, indexes and sizes only: nothing secret.
+    /// each snapshot it takes (how long the node paused for it), each time it starts sending a follower the
+    /// whole state and each time it installs one; `isWarning` marks what an operator should look at. Node
+    /// ids, terms, indexes, sizes and durations only: nothing secret.
     public var onRaftEvent: (@Sendable (_ message: String, _ isWarning: Bool) -> Void)?
 
     public init(path: String, nodeName: String, clusterAddress: String, apiAddress: String) {
