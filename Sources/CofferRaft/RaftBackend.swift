@@ -599,6 +599,11 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
     private func deliver(_ message: Message) {
         let now = monotonicNanos()
         monitor.withLock {
+            // A snapshot names a staged file only when this node staged it: a peer's message whose data merely
+            // looks like that name (a whole frame, not chunks) must not make the node open a file of its choice.
+            if let data = message.snapshot?.data, let name = StagedSnapshot.stagedName(data), !staging.contains(name) {
+                return
+            }
             inbox.append(message)
             heard[message.from] = now
         }

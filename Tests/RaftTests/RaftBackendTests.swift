@@ -257,6 +257,51 @@ import Testing
         #expect(kept.map { FileManager.default.fileExists(atPath: "\(cluster.root)/n\(follower)/\($0)") } != false)
     }
 
+    /// A snapshot message whose data merely has the form of a staged file's name (sent whole, not staged by
+    /// the receiver) is dropped: the follower neither opens a file a peer names nor stops for a missing one.
+    @Test func aPeerCannotNameTheFileAFollowerInstallsFrom() throws {
+        let cluster = try Cluster(size: 3)
+        let leader = try #require(cluster.leader())
+        let follower = cluster.nodes.keys.first { $0 != leader }!
+        try cluster.nodes[leader]!.put("logical/before", [1])
+        #expect(try cluster.converged("logical/before", [1]))
+        let status = cluster.nodes[follower]!.currentStatus
+        let forged = Message(
+            kind: .snapshot,
+            to: follower,
+            from: leader,
+            term: status.term,
+            snapshot: Snapshot(
+                metadata: SnapshotMetadata(
+                    index: status.commitIndex + 1000,
+                    term: status.term,
+                    confState: ConfState(voters: status.voters)
+                ),
+                data: StagedSnapshot.marker("snapshot-staged-../../nowhere.db")
+            )
+        )
+        // One whole frame, as a peer may send it (the transport itself would send chunks, which are staged).
+        let address = cluster.addresses[follower]!
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var peer = sockaddr_in()
+        peer.sin_family = sa_family_t(AF_INET)
+        peer.sin_addr.s_addr = inet_addr("127.0.0.1")
+        peer.sin_port = UInt16(Int(address.split(separator: ":").last!)!).bigEndian
+        let connected = withUnsafePointer(to: &peer) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        #expect(connected == 0)
+        let frame = try MessageCodec.encode(forged)
+        #expect(frame.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == frame.count)
+        usleep(300_000)
+        try cluster.nodes[leader]!.put("logical/after", [2])
+        #expect(try cluster.converged("logical/after", [2]), "the follower still applies what the leader sends")
+        #expect(cluster.nodes[follower]!.currentStatus.appliedIndex < status.commitIndex + 1000)
+    }
+
     /// A peer that restarts while this node's connection to it is idle receives the first message sent after
     /// its return. Followers write to each other only in an election, so a connection between them is often
     /// one the peer's previous process closed; the frames written into it were lost to the peer's reset,
