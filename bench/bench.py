@@ -37,6 +37,8 @@ STARTED = time.monotonic()
 KV_READ = "kv read (Swift API, handle)"
 FLOOR_SQLITE = "floor: sqlite point read (raw C)"
 FLOOR_AES = "floor: aes-256-gcm open (raw EVP)"
+SPIN_FLOOR = "floor: cpu spin of the kv read's p50 (the machine's tail)"
+C_SPIN_FLOOR = "c floor: cpu spin of coffer_kv_get's p50 (the machine's tail)"
 KV_READ_ALONE = "kv read (alone)"
 KV_READ_WRITER = "kv read (one concurrent writer)"
 KV_READ_WRITER_PINNED = "kv read (one concurrent writer, other core)"
@@ -748,6 +750,15 @@ def figures_by_name(*documents):
     return out
 
 
+def machine_tail(read, spin):
+    """The read's p99 against a CPU spin of its median, in alternating rounds of the same run (the spin has no
+    memory, calls or locks: its p99 is what this machine does to any operation that long; docs/benchmarks.md)."""
+    if not read or not spin:
+        return ""
+    return (f"; beside a CPU spin of its p50 (alternating rounds): p99 {read['p99_us']:.1f} µs against the "
+            f"spin's {spin['p99_us']:.1f} µs ({read['p99_us'] / spin['p99_us']:.2f}×)")
+
+
 def evaluate_goals(results):
     """The issue's goals, each with the measured figure and whether it is met (None: not measured)."""
     f = figures_by_name(results.get("inprocess"), results.get("c"))
@@ -758,7 +769,9 @@ def evaluate_goals(results):
     g = read_json(os.path.join(ROOT, "bench", "thresholds.json"))["read_path"]["goals"]
     # Issue 21: the read path at the floor.
     if read:
-        goals.append((f"in-process KV v2 read, one thread, p99 ≤ {g['kv_read_p99_us']} µs", f"{read['p99_us']:.1f} µs",
+        measured = f"{read['p99_us']:.1f} µs (p50 {read['p50_us']:.2f} µs)"
+        measured += machine_tail(f.get("kv read (Swift API, handle; beside a spin)"), f.get(SPIN_FLOOR))
+        goals.append((f"in-process KV v2 read, one thread, p99 ≤ {g['kv_read_p99_us']} µs", measured,
                       read["p99_us"] <= g["kv_read_p99_us"]))
         goals.append((f"  the same, ≥ {g['kv_read_per_s']:,} reads/s", f"{read['ops_per_s']:,.0f}/s",
                       read["ops_per_s"] >= g["kv_read_per_s"]))
@@ -768,7 +781,9 @@ def evaluate_goals(results):
                       f"{ratio:.2f}×", ratio <= g["kv_read_p50_over_floor"]))
     c_get = f.get("c: coffer_kv_get (fast path)")
     if c_get:
-        goals.append((f"coffer_kv_get from C, p99 ≤ {g['c_kv_get_p99_us']} µs", f"{c_get['p99_us']:.1f} µs",
+        measured = f"{c_get['p99_us']:.1f} µs (p50 {c_get['p50_us']:.2f} µs)"
+        measured += machine_tail(f.get("c: coffer_kv_get (beside a spin)"), f.get(C_SPIN_FLOOR))
+        goals.append((f"coffer_kv_get from C, p99 ≤ {g['c_kv_get_p99_us']} µs", measured,
                       c_get["p99_us"] <= g["c_kv_get_p99_us"]))
     # Issue 20: a cached read through the remote client's API (bench/InProcess/RemoteClient.swift).
     cached = f.get(REMOTE_CACHED_READ)
@@ -988,7 +1003,7 @@ def markdown(results):
         allocs = f"{r['allocs_per_op']:.1f}" if "allocs_per_op" in r else "n/a"
         # The spaced reads next to a writer are not compared with the floor, measured back to back.
         spaced = name in (KV_READ_ALONE, KV_READ_WRITER, KV_READ_WRITER_PINNED)
-        ratio = f"{r['p50_us'] / floor:.1f}×" if floor and not spaced and ("kv read" in name or "kv_get" in name or "GET" in name) else ""
+        ratio = f"{r['p50_us'] / floor:.1f}×" if floor and not spaced and not name.startswith(("floor", "c floor")) and ("kv read" in name or "kv_get" in name or "GET" in name) else ""
         lines.append(f"| {name} | {r['p50_us']:.2f} | {r['p90_us']:.2f} | {r['p99_us']:.2f} | {r['max_us']:.1f} | "
                      f"{r['ops_per_s']:,.0f} | {allocs} | {ratio} |")
     if floor:

@@ -3,6 +3,7 @@
 // for a transit encrypt one AES-256-GCM seal under a fresh random nonce.
 import COpenSSL
 import CSQLite
+import Foundation
 
 /// A raw SQLite point read: its own read-only connection to the database file, one prepared
 /// statement, the value copied into a reused buffer.
@@ -123,5 +124,68 @@ final class RawAESGCMSealer {
             }
         }
         precondition(ok, "AES-GCM seal floor failed")
+    }
+}
+
+/// The machine's own tail for an operation of a given length: xorshift rounds (registers only: no memory,
+/// calls or locks) matched to the median of an operation, timed beside it. The VM this bench was written on
+/// stalls a running thread for about 20 µs roughly once a millisecond, whatever it runs, so an operation of
+/// about 8 µs has over 1% of its samples stalled and a p99 at the stall's size; the spin of the same median
+/// shows how much of a p99 is the machine's and how much the code's (docs/benchmarks.md).
+struct CPUSpin {
+    var rounds = 1_000
+
+    /// Runs `rounds` rounds; the result is kept, so the loop cannot be removed.
+    func run() {
+        var x: UInt64 = 0x9E37_79B9_7F4A_7C15
+        for _ in 0..<rounds {
+            x ^= x << 13
+            x ^= x >> 7
+            x ^= x << 17
+        }
+        spinSink = x
+    }
+
+    /// Scales the rounds by how far the spin's last median was from the operation's.
+    mutating func match(operationMedian: UInt64, spinMedian: UInt64) {
+        rounds = max(1, Int(Double(rounds) * Double(operationMedian) / Double(max(spinMedian, 1))))
+    }
+}
+
+nonisolated(unsafe) private var spinSink: UInt64 = 0
+
+extension Bench {
+    /// Times `body` and a ``CPUSpin`` in 20 alternating rounds (this VM's speed drifts by up to 2× within a
+    /// run), matching the spin to the median of the operation's round before each of its own, and records
+    /// both figures: `name` and `spinName`.
+    func measureBesideSpin(_ name: String, spinName: String, _ body: () throws -> Void) throws {
+        if let only, !name.hasPrefix(only) { return }
+        let rounds = 20
+        let perRound = max(100, iterations / rounds)
+        var spin = CPUSpin()
+        var samples: [[UInt64]] = [[], []]
+        func round(_ operation: () throws -> Void) rethrows -> [UInt64] {
+            var times = [UInt64](repeating: 0, count: perRound)
+            for i in 0..<perRound {
+                let start = nowNanos()
+                try operation()
+                times[i] = nowNanos() - start
+            }
+            return times
+        }
+        func median(_ times: [UInt64]) -> UInt64 { times.sorted()[times.count / 2] }
+        // Warm-up, and a first match of the spin.
+        for _ in 0..<4 { spin.match(operationMedian: median(try round(body)), spinMedian: median(round(spin.run))) }
+        for _ in 0..<rounds {
+            let operation = try round(body)
+            spin.match(operationMedian: median(operation), spinMedian: median(round(spin.run)))
+            samples[0] += operation
+            samples[1] += round(spin.run)
+        }
+        for (index, figureName) in [name, spinName].enumerated() {
+            let figure = Figure(name: figureName, samples: samples[index].sorted(), allocationsPerOp: nil)
+            record(figure)
+            say(String(format: "  %-44@ p50 %9.2f µs  p99 %9.2f µs", figureName as NSString, figure.p50, figure.p99))
+        }
     }
 }

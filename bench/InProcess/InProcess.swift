@@ -80,6 +80,11 @@ func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
     let opener = RawAESGCMOpener(length: row.count, aad: Array(row[0..<5]) + Array(rowKey.utf8))
     try bench.measure("floor: sqlite point read (raw C)") { reader.read() }
     try bench.measure("floor: aes-256-gcm open (raw EVP)") { opener.open() }
+    // The machine's tail: the read beside a CPU spin of its median (bench/InProcess/Floor.swift).
+    try bench.measureBesideSpin(
+        "kv read (Swift API, handle; beside a spin)",
+        spinName: "floor: cpu spin of the kv read's p50 (the machine's tail)"
+    ) { _ = try vault.handle(Request(.read, "secret/data/app/db", token: token)) }
 
     // Transit: 64 bytes through the in-process fast path (token and ACL checks, cached key,
     // AES-256-GCM, vault:v1: framing) and through the wire JSON, next to a raw EVP seal.
@@ -228,6 +233,11 @@ func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
         summary["floor_p50_us"] = sqlite.p50 + aes.p50
         summary["kv_read_over_floor_p50"] = read.p50 / (sqlite.p50 + aes.p50)
         summary["kv_read_over_floor_p99"] = read.p99 / (sqlite.p99 + aes.p99)
+        if let beside = bench.figure("kv read (Swift API, handle; beside a spin)"),
+            let spin = bench.figure("floor: cpu spin of the kv read's p50 (the machine's tail)")
+        {
+            summary["kv_read_p99_over_spin_p99"] = beside.p99 / spin.p99
+        }
         if let encrypt = bench.figure("transit encrypt 64 B (fast path)"),
             let floor = bench.figure("floor: aes-256-gcm seal 64 B (raw EVP, random nonce)")
         {

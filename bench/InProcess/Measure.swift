@@ -54,6 +54,16 @@ func residentMiB() -> (rss: Double, peak: Double) {
     return (field("VmRSS"), field("VmHWM"))
 }
 
+/// With COFFER_BENCH_SAMPLES=<directory>, a figure's samples in the order they were taken (nanoseconds, one
+/// per line) go to <directory>/<figure name>.txt, to see when the slow ones came (a tail that recurs every
+/// N operations is the code's; one that follows the clock is the machine's).
+func writeSamplesInOrder(_ name: String, _ samples: [UInt64]) {
+    guard let directory = ProcessInfo.processInfo.environment["COFFER_BENCH_SAMPLES"] else { return }
+    let file = String(name.map { $0.isLetter || $0.isNumber ? $0 : "-" })
+    let text = samples.map(String.init).joined(separator: "\n") + "\n"
+    FileManager.default.createFile(atPath: directory + "/" + file + ".txt", contents: Data(text.utf8))
+}
+
 /// One measured operation: its latency distribution, throughput on one thread, allocations.
 struct Figure {
     let name: String
@@ -124,6 +134,7 @@ final class Bench {
             try body()
             samples[i] = nowNanos() - start
         }
+        writeSamplesInOrder(name, samples)
         samples.sort()
         var allocations: Double?
         if let before = threadAllocations() {

@@ -50,17 +50,26 @@ static void die(const char *what) {
     exit(1);
 }
 
-/* Times fn n times after a warm-up, then counts its allocations over a separate pass. */
-static void measure(const char *name, int n, void (*fn)(void *), void *arg) {
-    uint64_t *samples = malloc(sizeof(uint64_t) * (size_t)n), total = 0;
-    int warm = n / 10 < 10 ? 10 : (n / 10 > 2000 ? 2000 : n / 10);
-    for (int i = 0; i < warm; i++) fn(arg);
-    for (int i = 0; i < n; i++) {
-        uint64_t start = now_ns();
-        fn(arg);
-        samples[i] = now_ns() - start;
-        total += samples[i];
-    }
+/* With COFFER_BENCH_SAMPLES=<directory>, a figure's samples in the order they were taken go to
+ * <directory>/<name>.txt, as bench/InProcess does: to see whether a tail recurs with the clock or the count. */
+static void write_samples_in_order(const char *name, const uint64_t *samples, int n) {
+    const char *directory = getenv("COFFER_BENCH_SAMPLES");
+    if (!directory) return;
+    char path[512];
+    int at = snprintf(path, sizeof path, "%s/", directory);
+    for (const char *c = name; *c && at < (int)sizeof path - 5; c++)
+        path[at++] = ((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9')) ? *c : '-';
+    snprintf(path + at, sizeof path - (size_t)at, ".txt");
+    FILE *file = fopen(path, "w");
+    if (!file) return;
+    for (int i = 0; i < n; i++) fprintf(file, "%llu\n", (unsigned long long)samples[i]);
+    fclose(file);
+}
+
+/* Records a figure from n samples (sorted here); its allocations are counted over a separate pass of fn. */
+static void record(const char *name, uint64_t *samples, int n, void (*fn)(void *), void *arg) {
+    uint64_t total = 0;
+    for (int i = 0; i < n; i++) total += samples[i];
     qsort(samples, (size_t)n, sizeof(uint64_t), compare_u64);
     struct figure *f = &figures[figure_count++];
     snprintf(f->name, sizeof f->name, "%s", name);
@@ -81,7 +90,83 @@ static void measure(const char *name, int n, void (*fn)(void *), void *arg) {
     if (f->allocs >= 0) printf(" %7.1f allocs", f->allocs);
     printf("\n");
     fflush(stdout);
+}
+
+static void warm_up(int n, void (*fn)(void *), void *arg) {
+    int warm = n / 10 < 10 ? 10 : (n / 10 > 2000 ? 2000 : n / 10);
+    for (int i = 0; i < warm; i++) fn(arg);
+}
+
+/* Times fn n times after a warm-up, then counts its allocations over a separate pass. */
+static void measure(const char *name, int n, void (*fn)(void *), void *arg) {
+    uint64_t *samples = malloc(sizeof(uint64_t) * (size_t)n);
+    warm_up(n, fn, arg);
+    for (int i = 0; i < n; i++) {
+        uint64_t start = now_ns();
+        fn(arg);
+        samples[i] = now_ns() - start;
+    }
+    write_samples_in_order(name, samples, n);
+    record(name, samples, n, fn, arg);
     free(samples);
+}
+
+/* The machine's own tail for an operation of a given length: xorshift rounds in registers (no memory, calls
+ * or locks) matched to the operation's median, as bench/InProcess/Floor.swift's CPUSpin, so an operation's p99
+ * can be read against what this machine does to anything that long (docs/benchmarks.md). */
+static volatile uint64_t spin_sink;
+static long spin_rounds = 1000;
+
+static void spin(void *arg) {
+    (void)arg;
+    uint64_t x = 0x9E3779B97F4A7C15u;
+    for (long i = 0; i < spin_rounds; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    spin_sink = x;
+}
+
+/* Times fn per_round times into out; returns the round's median. */
+static uint64_t timed_round(void (*fn)(void *), uint64_t *out, int per_round, uint64_t *scratch) {
+    for (int i = 0; i < per_round; i++) {
+        uint64_t start = now_ns();
+        fn(NULL);
+        out[i] = now_ns() - start;
+    }
+    memcpy(scratch, out, sizeof(uint64_t) * (size_t)per_round);
+    qsort(scratch, (size_t)per_round, sizeof(uint64_t), compare_u64);
+    return scratch[per_round / 2];
+}
+
+static void match_spin(uint64_t operation_median, uint64_t spin_median) {
+    spin_rounds = (long)((double)spin_rounds * (double)operation_median / (double)(spin_median ? spin_median : 1));
+    if (spin_rounds < 1) spin_rounds = 1;
+}
+
+/* Times fn and the spin n times each in 20 alternating rounds (this VM's speed drifts by up to 2x within a
+ * run), matching the spin to the median of fn's round before each of its own; records both figures. */
+static void measure_beside_spin(const char *name, const char *spin_name, void (*fn)(void *), int n) {
+    enum { ROUNDS = 20 };
+    int per_round = n / ROUNDS < 100 ? 100 : n / ROUNDS;
+    uint64_t *ours = malloc(sizeof(uint64_t) * (size_t)(per_round * ROUNDS));
+    uint64_t *spins = malloc(sizeof(uint64_t) * (size_t)(per_round * ROUNDS));
+    uint64_t *scratch = malloc(sizeof(uint64_t) * (size_t)per_round);
+    for (int round = 0; round < 4; round++) { /* warm-up, and a first match */
+        uint64_t operation = timed_round(fn, ours, per_round, scratch);
+        match_spin(operation, timed_round(spin, spins, per_round, scratch));
+    }
+    for (int round = 0; round < ROUNDS; round++) {
+        uint64_t operation = timed_round(fn, ours + round * per_round, per_round, scratch);
+        match_spin(operation, timed_round(spin, spins + round * per_round, per_round, scratch));
+        timed_round(spin, spins + round * per_round, per_round, scratch);
+    }
+    record(name, ours, per_round * ROUNDS, fn, NULL);
+    record(spin_name, spins, per_round * ROUNDS, spin, NULL);
+    free(ours);
+    free(spins);
+    free(scratch);
 }
 
 /* ---- Coffer ---- */
@@ -311,6 +396,8 @@ int main(int argc, char **argv) {
     measure("c floor: sqlite point read", iterations, sqlite_read, NULL);
     measure("c floor: aes-256-gcm open (EVP)", iterations, aes_open, NULL);
     measure("c floor: aes-256-gcm seal 64 B (EVP, random nonce)", iterations, aes_seal_64, NULL);
+    measure_beside_spin("c: coffer_kv_get (beside a spin)", "c floor: cpu spin of coffer_kv_get's p50 (the machine's tail)",
+                        kv_get, iterations);
     coffer_close(db);
 
     FILE *json = fopen(argv[2], "w");
