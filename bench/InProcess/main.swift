@@ -65,6 +65,11 @@ while let arg = args.popFirst() {
 let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-bench-\(UUID().uuidString)")
 try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
 defer { try? FileManager.default.removeItem(at: scratch) }
+/// exit() skips the defer above: every exit after this point goes through here, so no run leaves its directory behind.
+func finish(_ code: Int32) -> Never {
+    try? FileManager.default.removeItem(at: scratch)
+    exit(code)
+}
 
 let bench = Bench(iterations: iterations ?? (mode == "scale" ? 20_000 : 50_000), only: only)
 let summary: [String: Any]
@@ -78,12 +83,12 @@ do {
         say(
             "  \(secrets) secrets: \(data.reused ? "cached" : String(format: "built in %.0f s", data.buildSeconds)) at \(data.databasePath)"
         )
-        exit(0)
+        finish(0)
     case "scale": summary = try runScale(bench, count: secrets, directory: dataDirectory)
     case "namespaces" where buildOnly:
         let data = try namespaceData(count: secrets, directory: dataDirectory)
         say("  \(secrets) namespaces: \(data.reused ? "cached" : String(format: "built in %.0f s", data.buildSeconds))")
-        exit(0)
+        finish(0)
     case "namespaces": summary = try runNamespaceScale(bench, count: secrets, directory: dataDirectory)
     case "hsm": summary = try runHSM(bench, directory: scratch, runs: runs)
     case "database":
@@ -103,16 +108,16 @@ do {
     case "pki": summary = try runPKI(bench, scratch, iterations ?? 2000, rounds: rounds, rsa: runs, revokes: secrets)
     case "postgres":
         try runPostgresHelper()
-        exit(0)
+        finish(0)
     default:
         FileHandle.standardError.write(
             Data("unknown mode \(mode); use inprocess, scale, namespaces, hsm, database, pki, auth or postgres\n".utf8)
         )
-        exit(2)
+        finish(2)
     }
 } catch {
     FileHandle.standardError.write(Data("coffer-bench \(mode) failed: \(error)\n".utf8))
-    exit(1)
+    finish(1)
 }
 
 if mode == "inprocess", only == nil {
