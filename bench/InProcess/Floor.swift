@@ -148,7 +148,7 @@ struct CPUSpin {
 
     /// Scales the rounds by how far the spin's last median was from the operation's.
     mutating func match(operationMedian: UInt64, spinMedian: UInt64) {
-        rounds = max(1, Int(Double(rounds) * Double(operationMedian) / Double(max(spinMedian, 1))))
+        rounds = Int(min(max(1, Double(rounds) * Double(operationMedian) / Double(max(spinMedian, 1))), 1e9))
     }
 }
 
@@ -174,13 +174,19 @@ extension Bench {
             return times
         }
         func median(_ times: [UInt64]) -> UInt64 { times.sorted()[times.count / 2] }
-        // Warm-up, and a first match of the spin.
-        for _ in 0..<4 { spin.match(operationMedian: median(try round(body)), spinMedian: median(round(spin.run))) }
+        // Warm-up, and a first match of the spin; then each spin round is matched by the one before it.
+        var spinMedian = median(round(spin.run))
+        for _ in 0..<4 {
+            spin.match(operationMedian: median(try round(body)), spinMedian: spinMedian)
+            spinMedian = median(round(spin.run))
+        }
         for _ in 0..<rounds {
             let operation = try round(body)
-            spin.match(operationMedian: median(operation), spinMedian: median(round(spin.run)))
+            spin.match(operationMedian: median(operation), spinMedian: spinMedian)
+            let spun = round(spin.run)
+            spinMedian = median(spun)
             samples[0] += operation
-            samples[1] += round(spin.run)
+            samples[1] += spun
         }
         for (index, figureName) in [name, spinName].enumerated() {
             let figure = Figure(name: figureName, samples: samples[index].sorted(), allocationsPerOp: nil)

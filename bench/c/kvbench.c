@@ -141,8 +141,8 @@ static uint64_t timed_round(void (*fn)(void *), uint64_t *out, int per_round, ui
 }
 
 static void match_spin(uint64_t operation_median, uint64_t spin_median) {
-    spin_rounds = (long)((double)spin_rounds * (double)operation_median / (double)(spin_median ? spin_median : 1));
-    if (spin_rounds < 1) spin_rounds = 1;
+    double rounds = (double)spin_rounds * (double)operation_median / (double)(spin_median ? spin_median : 1);
+    spin_rounds = rounds < 1 ? 1 : (rounds > 1e9 ? 1000000000L : (long)rounds);
 }
 
 /* Times fn and the spin n times each in 20 alternating rounds (this VM's speed drifts by up to 2x within a
@@ -153,14 +153,15 @@ static void measure_beside_spin(const char *name, const char *spin_name, void (*
     uint64_t *ours = malloc(sizeof(uint64_t) * (size_t)(per_round * ROUNDS));
     uint64_t *spins = malloc(sizeof(uint64_t) * (size_t)(per_round * ROUNDS));
     uint64_t *scratch = malloc(sizeof(uint64_t) * (size_t)per_round);
-    for (int round = 0; round < 4; round++) { /* warm-up, and a first match */
-        uint64_t operation = timed_round(fn, ours, per_round, scratch);
-        match_spin(operation, timed_round(spin, spins, per_round, scratch));
+    /* Warm-up, and a first match; then each spin round is matched by the one before it. */
+    uint64_t spin_median = timed_round(spin, spins, per_round, scratch);
+    for (int round = 0; round < 4; round++) {
+        match_spin(timed_round(fn, ours, per_round, scratch), spin_median);
+        spin_median = timed_round(spin, spins, per_round, scratch);
     }
     for (int round = 0; round < ROUNDS; round++) {
-        uint64_t operation = timed_round(fn, ours + round * per_round, per_round, scratch);
-        match_spin(operation, timed_round(spin, spins + round * per_round, per_round, scratch));
-        timed_round(spin, spins + round * per_round, per_round, scratch);
+        match_spin(timed_round(fn, ours + round * per_round, per_round, scratch), spin_median);
+        spin_median = timed_round(spin, spins + round * per_round, per_round, scratch);
     }
     record(name, ours, per_round * ROUNDS, fn, NULL);
     record(spin_name, spins, per_round * ROUNDS, spin, NULL);
