@@ -154,7 +154,9 @@ private func rawBuffer(
 }
 
 /// Copies `bytes` into a new malloc'ed, NUL-terminated buffer for the caller to coffer_free.
-func copyOut(_ bytes: [UInt8]) -> UnsafeMutablePointer<CChar>? {
+func copyOut(_ bytes: [UInt8]) -> UnsafeMutablePointer<CChar>? { copyOut(bytes[...]) }
+
+func copyOut(_ bytes: ArraySlice<UInt8>) -> UnsafeMutablePointer<CChar>? {
     guard let buffer = malloc(bytes.count + 1) else { return nil }
     bytes.withUnsafeBytes { UnsafeMutableRawBufferPointer(start: buffer, count: bytes.count).copyMemory(from: $0) }
     buffer.storeBytes(of: 0, toByteOffset: bytes.count, as: UInt8.self)
@@ -431,7 +433,7 @@ public func coffer_kv_get(
         let token_ = try string(token, "token")
         guard version >= 0 else { return fail(COFFER_EINVALID, "version is \(version); use 0 for the current version") }
         guard
-            let secret = try handle.vault.kv(mount: mount_, token: token_).get(
+            var secret = try handle.vault.kv(mount: mount_, token: token_).getJSON(
                 path_,
                 version: version == 0 ? nil : Int(version)
             )
@@ -442,13 +444,12 @@ public func coffer_kv_get(
                 "no secret at \(mount_)/\(path_)\(which) (never written, deleted or destroyed)"
             )
         }
-        var body = JSONValue.object(secret.data).serialized()
-        defer { body.wipe() }
-        guard let buffer = copyOut(body) else {
-            return fail(COFFER_ENOMEM, "could not allocate \(body.count + 1) bytes for the secret")
+        defer { secret.data.wipe() }  // the values' only holder by now: wiped in place
+        guard let buffer = copyOut(secret.data) else {
+            return fail(COFFER_ENOMEM, "could not allocate \(secret.data.count + 1) bytes for the secret")
         }
         dataJSON.pointee = buffer
-        dataLength?.pointee = body.count
+        dataLength?.pointee = secret.data.count
         versionOut?.pointee = Int64(secret.version)
         return succeed()
     }

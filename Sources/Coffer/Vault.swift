@@ -348,6 +348,24 @@ public struct KVClient: Sendable {
         )
     }
 
+    /// ``get(_:version:)`` for a caller that wants the values as JSON (the C ABI): the version's data
+    /// as compact JSON (keys sorted) and its number. The JSON the engine stored is handed on without
+    /// being parsed when no audit device or wrapping reads the answer.
+    package func getJSON(
+        _ path: String,
+        version: Int? = nil
+    ) throws(CofferError) -> (data: ArraySlice<UInt8>, version: Int)? {
+        var request = Request(.read, "\(mount)/data/\(path)", token: token)
+        if let version { request.data["version"] = .int(version) }
+        request.writesAnswerAsJSON = true
+        let response = try Vault.perform(request, core, cluster)
+        guard response.outcome == .ok, let metadata = response.data?["metadata"] else { return nil }
+        let number = metadata["version"]?.intValue ?? 0
+        if let member = response.verbatimMember, member.name == "data" { return (member.json, number) }
+        guard case .object(let data)? = response.data?["data"] else { return nil }
+        return (JSONValue.object(data).serialized()[...], number)
+    }
+
     /// Soft-deletes the current version (undelete can restore it).
     public func delete(_ path: String) throws(CofferError) {
         _ = try Vault.perform(Request(.delete, "\(mount)/data/\(path)", token: token), core, cluster)

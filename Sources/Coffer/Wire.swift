@@ -84,6 +84,7 @@ extension Wire {
             var request = try parse(method: method, path: path, token: token, body: body, id: requestID)
             request.namespace = namespace
             request.clientAddress = clientAddress
+            request.writesAnswerAsJSON = true
             if let wrapTTL { request.wrapTTL = try parseWrapTTL(wrapTTL) }
             let response = try core.handle(request, quota: &quota)
             if let raw = response.body {

@@ -244,7 +244,7 @@ extension AuditDevice {
                 JSONValue.writeString(a.tokenType, to: &out)
                 out.appendLiteral("},")
             }
-            if let body = response.raw ?? response.data.map({ JSONValue.object($0) }) {
+            if let body = response.raw ?? response.completeData.map({ JSONValue.object($0) }) {
                 out.appendLiteral(#""data":"#)
                 writeHashed(body, to: &out)
                 out.append(UInt8(ascii: ","))

@@ -53,6 +53,23 @@ import Testing
         }
     }
 
+    /// `soleMember` gives the bytes of a lone object or array member exactly, and nothing for a document
+    /// where anything follows the value: strings holding brackets, quotes or escapes do not mislead it.
+    @Test func aSoleMemberIsTheValueAndNothingAfterIt() {
+        func sole(_ text: String) -> String? {
+            JSONValue.soleMember("data", of: Array(text.utf8)).map { String(decoding: $0, as: UTF8.self) }
+        }
+        #expect(sole(#"{"data":{"a":"b","n":[1,2]}}"#) == #"{"a":"b","n":[1,2]}"#)
+        #expect(sole(#"{"data":[]}"#) == "[]")
+        #expect(sole(#"{"data":{"a}":"{[\"]","b\\":"\\"}}"#) == #"{"a}":"{[\"]","b\\":"\\"}"#)
+        for other in [
+            #"{"data":{"a":1},"more":2}"#, #"{"data":{"a":1}}}"#, #"{"data":"x"}"#, #"{"data":1}"#, #"{"data":null}"#,
+            #"{"data":{"a":1}"#, #"{ "data":{}}"#, #"{"dat":{}}"#, #"{"data":{"a":"}"}"#, #"{"data":{}} "#, "{}",
+        ] {
+            #expect(sole(other) == nil, "\(other)")
+        }
+    }
+
     @Test func invalidUTF8AndDeepNestingAreRejected() throws {
         #expect(throws: JSONParseError.self) { _ = try JSONValue.parse([0x22, 0xFF, 0xFE, 0x22]) }
         #expect(throws: JSONParseError.self) { _ = try JSONValue.parse([0x22, 0x61, 0x62, 0xC3, 0x22]) }  // cut-off é

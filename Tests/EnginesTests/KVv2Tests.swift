@@ -100,6 +100,45 @@ func errors(_ json: JSONValue?) -> [String] { json?["errors"]?.arrayValue?.compa
         #expect(folder.status == 400 && errors(folder.json) == ["missing secret path after secret/"])
     }
 
+    /// A wire read of the current version writes the values as the JSON the engine stored, unparsed
+    /// (`Response.verbatimMember`). Its bytes must be those of the parsed answer (`?version=0`, through
+    /// the path table), whatever the values hold; an audited read parses them, so the record can
+    /// hash them.
+    @Test func theUnparsedReadWritesTheBytesOfTheParsedOne() throws {
+        let h = try Harness()
+        let values: JSONValue = [
+            "zeta": "last", "alpha": ["nested": [1, .number("2.50"), .number("-3e2"), true, false, nil]],
+            "quote": "a\"b\\c\n\u{1}é😀", "empty": [:], "list": [], "a}": "{[", "b": "\\", "n": .number("-0.5e-7"),
+        ]
+        #expect(h.wire("PUT", "secret/data/odd", ["data": values]).status == 200)
+        func body(_ path: String) throws -> String {
+            let bytes = try #require(h.vault.core.handleWire(method: "GET", path: path, token: "root", body: []).body)
+            let text = String(decoding: bytes, as: UTF8.self)
+            // The request id is the one field that differs between two answers.
+            return text.replacing(#/"request_id":"[^"]*"/#, with: #""request_id":"""#)
+        }
+        let unparsed = try body("secret/data/odd")
+        #expect(unparsed == (try body("secret/data/odd?version=0")))
+        #expect(unparsed.contains(#""data":{"data":{"alpha":{"nested":[1,2.50,-3e2,true,false,null]},"a}":"{[","#))
+        #expect(try JSONValue.parse(unparsed)["data"]?["data"] == values)
+
+        // With an audit device, the response record hashes each value: the read was parsed.
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-kv-\(UUID())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let log = dir.appendingPathComponent("audit.log").path
+        #expect(
+            h.wire("PUT", "sys/audit/file", ["type": "file", "options": ["file_path": .string(log)]]).status == 204
+        )
+        #expect(try body("secret/data/odd") == unparsed)
+        try h.vault.core.flushAudit()
+        let records = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").map {
+            try JSONValue.parse(String($0))
+        }
+        let response = try #require(records.last { $0["type"] == "response" })
+        #expect(response["response"]?["data"]?["data"]?["zeta"]?.stringValue?.hasPrefix("hmac-sha256:") == true)
+    }
+
     @Test func checkAndSet() throws {
         let h = try Harness()
         #expect(h.wire("PUT", "secret/data/c", ["data": ["a": 1], "options": ["cas": 0]]).status == 200)

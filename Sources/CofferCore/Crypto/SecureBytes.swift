@@ -86,6 +86,13 @@ extension Array where Element == UInt8 {
     }
 }
 
+extension ArraySlice where Element == UInt8 {
+    /// ``Swift/Array/wipe()`` for the bytes of a slice.
+    package mutating func wipe() {
+        withUnsafeMutableBytes { Wipe.bytes($0.baseAddress, count: $0.count) }
+    }
+}
+
 /// Comparison whose running time does not depend on where two buffers differ.
 package enum ConstantTime {
     package static func equals(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {

@@ -25,6 +25,11 @@ public struct Request: Sendable {
     public var rawBytes: [String: [UInt8]] = [:]
     /// Whether byte results should come back as bytes (``Response/rawBytes``) instead of base64 text.
     public var rawResults = false
+    /// Set by a caller that writes the answer out as JSON and reads nothing in it (the wire form;
+    /// the C ABI's KV read): a backend may then hand a member of `data` on as the JSON bytes it
+    /// stored (``Response/verbatimMember``) instead of parsing them. The pipeline clears it when
+    /// the answer is audited or wrapped, which read the values.
+    package var writesAnswerAsJSON = false
     /// Seconds to wrap the answer for (Vault's `X-Vault-Wrap-TTL`): the caller gets a single-use
     /// wrapping token instead of the answer; `sys/wrapping/unwrap` gives the answer. 0: not wrapped.
     public var wrapTTL: Int64 = 0
@@ -207,6 +212,7 @@ public struct Response: Sendable {
         var repeatDataAtTopLevel = false
         var rawBytes: [String: [UInt8]] = [:]
         var body: (contentType: String, bytes: [UInt8])? = nil
+        var verbatimMember: (name: String, json: ArraySlice<UInt8>)? = nil
         var secret: SecretLease? = nil
         var wrappedAccessor: String? = nil
         var wrapInfo: WrapInfo? = nil
@@ -254,6 +260,23 @@ public struct Response: Sendable {
     public var body: (contentType: String, bytes: [UInt8])? {
         get { rareBox?.value.body }
         set { rare.body = newValue }
+    }
+    /// A member of `data` given as the compact JSON its backend stored, for a request that
+    /// ``Request/writesAnswerAsJSON``: written as it is into the wire form (in key order with the
+    /// members of `data`), never parsed. KV v2's `data` of a read: the secret's values.
+    /// ``completeData`` is `data` with it parsed in.
+    package var verbatimMember: (name: String, json: ArraySlice<UInt8>)? {
+        get { rareBox?.value.verbatimMember }
+        set { rare.verbatimMember = newValue }
+    }
+    /// `data` with ``verbatimMember`` parsed into it: what a reader of the values sees. nil when the
+    /// verbatim JSON does not parse (it came from the barrier, which authenticated it, so it does).
+    package var completeData: [String: JSONValue]? {
+        guard let member = verbatimMember else { return data }
+        guard let value = try? JSONValue.parse(member.json) else { return nil }
+        var complete = data ?? [:]
+        complete[member.name] = value
+        return complete
     }
     /// Set by an engine that hands out a secret with a lease (a database user): the core registers
     /// the lease and fills in ``leaseID``, ``leaseDuration`` and ``renewable``. Never on the wire.
@@ -353,7 +376,7 @@ public struct Response: Sendable {
         var envelope: [String: JSONValue] = [
             "request_id": .string(wrapInfo == nil ? requestID : ""), "lease_id": .string(leaseID),
             "renewable": .bool(renewable),
-            "lease_duration": .int(leaseDuration), "data": data.map { .object($0) } ?? .null,
+            "lease_duration": .int(leaseDuration), "data": completeData.map { .object($0) } ?? .null,
             "wrap_info": wrapInfo?.json ?? .null,
             "warnings": warnings.isEmpty ? .null : .array(warnings.map { .string($0) }), "auth": auth?.json ?? .null,
         ]
@@ -393,7 +416,15 @@ extension Response {
         out.append(contentsOf: #","lease_duration":"#.utf8)
         out.append(contentsOf: String(leaseDuration).utf8)
         out.append(contentsOf: #","data":"#.utf8)
-        if let data { JSONValue.object(data).write(to: &out) } else { out.append(contentsOf: "null".utf8) }
+        if let data {
+            if let member = verbatimMember {
+                JSONValue.writeObject(data, with: member, to: &out)
+            } else {
+                JSONValue.object(data).write(to: &out)
+            }
+        } else {
+            out.append(contentsOf: "null".utf8)
+        }
         out.append(contentsOf: #","wrap_info":"#.utf8)
         if let wrapInfo {
             Response.writeOrdered(wrapInfo.json, WrapInfo.wireOrder, to: &out)

@@ -116,23 +116,71 @@ extension JSONValue {
     /// alone (`{"data":...}` compact, the form KV v2 stores a version in); any other document is
     /// parsed whole. nil when the document is not an object or has no such member.
     package static func parseMember(_ name: StaticString, of bytes: [UInt8]) throws(JSONParseError) -> JSONValue? {
+        if let valueStart = soleMemberStart(name, of: bytes) {
+            // The value must fill the rest exactly: anything after it (another member) parses whole.
+            let alone = bytes.withUnsafeBufferPointer { buffer -> JSONValue? in
+                var parser = JSONParser(
+                    UnsafeBufferPointer(rebasing: buffer[valueStart..<(buffer.count - 1)]),
+                    maximumDepth: maximumDepth - 1
+                )
+                return try? parser.parseDocument()
+            }
+            if let alone { return alone }
+        }
+        return try parse(bytes)[name.description]
+    }
+
+    /// The bytes of member `name`'s value when `bytes` is the compact document `{"name":<value>}`
+    /// with nothing after the value, and the value is an object or an array; nil otherwise. Only
+    /// strings and nesting are followed, not the whole grammar: this is for JSON that Coffer wrote
+    /// and the barrier authenticated (a KV v2 version), handed on without parsing it, where the
+    /// question is whether the value ends where the document does.
+    package static func soleMember(_ name: StaticString, of bytes: [UInt8]) -> ArraySlice<UInt8>? {
+        guard let start = soleMemberStart(name, of: bytes) else { return nil }
+        let end = bytes.count - 1  // the document's closing brace
+        let closed = bytes.withUnsafeBufferPointer { buffer -> Int? in
+            guard buffer[start] == UInt8(ascii: "{") || buffer[start] == UInt8(ascii: "[") else { return nil }
+            var depth = 0
+            var inString = false
+            var i = start
+            while i < end {
+                let byte = buffer[i]
+                if inString {
+                    if byte == UInt8(ascii: "\\") {
+                        i += 1
+                    } else if byte == UInt8(ascii: "\"") {
+                        inString = false
+                    }
+                } else {
+                    switch byte {
+                    case UInt8(ascii: "\""): inString = true
+                    case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1
+                    case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                        depth -= 1
+                        if depth == 0 { return i }
+                    default: break
+                    }
+                }
+                i += 1
+            }
+            return nil
+        }
+        guard closed == end - 1 else { return nil }
+        return bytes[start..<end]
+    }
+
+    /// Where the value starts when `bytes` begins `{"name":` and ends `}`.
+    private static func soleMemberStart(_ name: StaticString, of bytes: [UInt8]) -> Int? {
         let nameLength = name.utf8CodeUnitCount
         let valueStart = nameLength + 4  // {"name":
-        let alone = bytes.withUnsafeBufferPointer { buffer -> JSONValue? in
+        return bytes.withUnsafeBufferPointer { buffer -> Int? in
             guard buffer.count > valueStart + 1, buffer[0] == UInt8(ascii: "{"), buffer[1] == UInt8(ascii: "\""),
                 (0..<nameLength).allSatisfy({ buffer[2 + $0] == name.utf8Start[$0] }),
                 buffer[nameLength + 2] == UInt8(ascii: "\""), buffer[nameLength + 3] == UInt8(ascii: ":"),
                 buffer[buffer.count - 1] == UInt8(ascii: "}")
             else { return nil }
-            // The value must fill the rest exactly: anything after it (another member) parses whole.
-            var parser = JSONParser(
-                UnsafeBufferPointer(rebasing: buffer[valueStart..<(buffer.count - 1)]),
-                maximumDepth: maximumDepth - 1
-            )
-            return try? parser.parseDocument()
+            return valueStart
         }
-        if let alone { return alone }
-        return try parse(bytes)[name.description]
     }
 
     package static func parse(_ text: String, maximumDepth: Int) throws(JSONParseError) -> JSONValue {
@@ -492,6 +540,36 @@ extension JSONValue {
             }
             out.append(UInt8(ascii: "}"))
         }
+    }
+
+    /// `object` with one more member whose value is JSON already written (`member.json`, written as it
+    /// is), in key order as ``write(to:)`` writes an object; it takes the place of a member of that name.
+    package static func writeObject(
+        _ object: [String: JSONValue],
+        with member: (name: String, json: ArraySlice<UInt8>),
+        to out: inout [UInt8]
+    ) {
+        out.append(UInt8(ascii: "{"))
+        var pending = true
+        var first = true
+        func writeMember() {
+            if !first { out.append(UInt8(ascii: ",")) }
+            first = false
+            writeString(member.name, to: &out)
+            out.append(UInt8(ascii: ":"))
+            out.append(contentsOf: member.json)
+            pending = false
+        }
+        for (key, value) in object.sorted(by: { $0.key < $1.key }) where key != member.name {
+            if pending, member.name < key { writeMember() }
+            if !first { out.append(UInt8(ascii: ",")) }
+            first = false
+            writeString(key, to: &out)
+            out.append(UInt8(ascii: ":"))
+            value.write(to: &out)
+        }
+        if pending { writeMember() }
+        out.append(UInt8(ascii: "}"))
     }
 
     package static func writeString(_ string: String, to out: inout [UInt8]) {

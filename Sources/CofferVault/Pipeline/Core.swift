@@ -598,7 +598,8 @@ package final class Core: Sendable {
                     relative,
                     storage: mount.storage,
                     mount: mount.entry,
-                    now: now
+                    now: now,
+                    writesAnswerAsJSON: request.writesAnswerAsJSON && request.wrapTTL == 0
                 )
             {
                 response = direct
@@ -688,6 +689,8 @@ package final class Core: Sendable {
         guard !devices.isEmpty || caller?.breakGlass == true else { return try body(request) }
         var record = AuditRecord(request: request, caller: caller?.auditCaller, time: now)
         let ticket = try audit.logRequest(record, devices: devices)
+        var request = request
+        request.writesAnswerAsJSON = false  // the record hashes the answer's values: they are parsed
         do {
             record.response = try body(request)
         } catch {

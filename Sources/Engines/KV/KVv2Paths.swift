@@ -101,7 +101,8 @@ extension KVv2Backend {
         _ relative: String,
         storage: StorageView,
         mount: MountEntry,
-        now: Timestamp
+        now: Timestamp,
+        writesAnswerAsJSON: Bool
     )
         throws(CofferError) -> Response?
     {
@@ -109,15 +110,19 @@ extension KVv2Backend {
         guard relative.utf8.count > 5, relative.hasPrefix("data/"), !relative.hasSuffix("/"),
             let key = String(relative.utf8.dropFirst(5))  // by bytes: String.dropFirst walks characters
         else { return nil }
-        return try read(storage.reader, key, version: nil, now: now) { mount.path + relative }
+        return try read(storage.reader, key, version: nil, now: now, verbatim: writesAnswerAsJSON) {
+            mount.path + relative
+        }
     }
 
-    /// Version `version` of secret `key` (nil: the current one), with its metadata block.
+    /// Version `version` of secret `key` (nil: the current one), with its metadata block. `verbatim`:
+    /// the secret's values as the JSON stored (``Response/verbatimMember``), not parsed.
     func read(
         _ storage: StorageReader,
         _ key: String,
         version: Int?,
         now: Timestamp,
+        verbatim: Bool = false,
         fullPath: () -> String
     ) throws(CofferError) -> Response {
         guard let cached = try loadCached(storage, key) else { return .notFound }
@@ -129,8 +134,13 @@ extension KVv2Backend {
         if entry.destroyed || entry.isDeleted(now: now) {
             return Response(notFound: ["data": .null, "metadata": block])
         }
-        guard let data = try storage.getJSON(current ? cached.currentKey : Self.versionKey(key, n), member: "data")
-        else {
+        let versionKey = current ? cached.currentKey : Self.versionKey(key, n)
+        if verbatim, let stored = try storage.get(versionKey), let values = JSONValue.soleMember("data", of: stored) {
+            var response = Response(data: ["metadata": block])
+            response.verbatimMember = ("data", values)
+            return response
+        }
+        guard let data = try storage.getJSON(versionKey, member: "data") else {
             throw CofferError(.integrity, "version \(n) of '\(fullPath())' is listed but its data is missing")
         }
         return Response(data: ["data": data, "metadata": block])
