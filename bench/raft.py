@@ -605,6 +605,13 @@ def print_standby_read(r):
               f"{r['p50_ratio_write_standby_over_active']:.2f}x")
 
 
+def cpu_seconds(pid):
+    """User plus system CPU time of a process so far, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bao_bench(bao, runs, write_seconds, multiplier, cluster=None):
     directory = tempfile.mkdtemp(prefix="coffer-bao-raft-")
     c = cluster(directory) if cluster else BaoCluster(bao, directory, multiplier)
@@ -612,6 +619,7 @@ def bao_bench(bao, runs, write_seconds, multiplier, cluster=None):
         leader = c.leader()
         latencies, n = [], 0
         client = KVClient(c.api[leader], c.token, "bench")
+        cpu_before = {i: cpu_seconds(p.pid) for i, p in c.procs.items()}
         end = time.monotonic() + write_seconds
         while time.monotonic() < end:
             t = time.perf_counter()
@@ -621,6 +629,11 @@ def bao_bench(bao, runs, write_seconds, multiplier, cluster=None):
         client.close()
         writes = summary(latencies)
         writes["per_second"] = n / write_seconds
+        # The CPU each write cost the servers (on 2 cores shared by three nodes and the client, CPU
+        # bounds the sequential write rate as much as the disk does).
+        cpu = {i: (cpu_seconds(p.pid) - cpu_before[i]) * 1e6 / max(n, 1) for i, p in c.procs.items()}
+        writes["cpu_us_per_write"] = {"leader": cpu[leader], "followers": sorted(v for i, v in cpu.items() if i != leader),
+                                      "all_nodes": sum(cpu.values())}
         failovers = []
         for run in range(runs):
             leader = c.leader()
@@ -643,6 +656,14 @@ def bao_bench(bao, runs, write_seconds, multiplier, cluster=None):
     finally:
         c.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def print_write_cpu(results):
+    for name, r in results.items():
+        cpu = r.get("writes_ms", {}).get("cpu_us_per_write")
+        if cpu:
+            print(f"CPU per KV write, {name}: {cpu['all_nodes']:.0f} us on all three nodes (leader {cpu['leader']:.0f}, "
+                  f"followers {', '.join(f'{v:.0f}' for v in cpu['followers'])})")
 
 
 def main():
@@ -687,6 +708,7 @@ def main():
         print(f"cofferd failover p50 {f['p50']:.0f} ms, p99 {f['p99']:.0f} ms, max {f['max']:.0f} ms over {f['n']} "
               f"runs (goal p99 <= 1000 ms: {'met' if f['p99'] <= 1000 else 'not met'}); KV write p50 {w['p50']:.2f} ms, "
               f"p99 {w['p99']:.2f} ms, {w['per_second']:.0f}/s")
+        print_write_cpu(results)
     if args.only:
         if args.out:
             with open(args.out, "w") as f:
@@ -707,6 +729,7 @@ def main():
         f, w = r["failover_ms"], r["writes_ms"]
         print(f"{name:28} {f['p50']:>10.0f} ms {f['p99']:>6.0f} ms {f['max']:>6.0f} ms "
               f"{w['p50']:>7.2f} ms {w['p99']:>5.2f} ms {w['per_second']:>9.0f}")
+    print_write_cpu(results)
     c = results["coffer"]
     print(f"failover goal p99 <= 1000 ms over {c['failover_ms']['n']} runs: "
           f"{'met' if c['failover_ms']['p99'] <= 1000 else 'not met'}; "
