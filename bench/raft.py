@@ -57,6 +57,13 @@ def pct(samples, p):
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
+def check_failover_deadline(killed_at, limit=120):
+    """A cluster that accepts no write for `limit` seconds after losing its leader is broken, not slow: say so
+    rather than wait for ever (OpenBao's default timing needs up to about 20 s)."""
+    if time.monotonic() - killed_at > limit:
+        raise RuntimeError(f"no survivor accepted a write within {limit} s of the leader's kill -9")
+
+
 def summary(samples):
     return {"n": len(samples), "p50": statistics.median(samples), "p99": pct(samples, 99), "max": max(samples)}
 
@@ -157,6 +164,7 @@ def coffer_bench(binary, runs, write_seconds):
             c.kill(leader)
             k = 0
             while True:
+                check_failover_deadline(killed_at)
                 node = survivors[k % 2]
                 k += 1
                 try:
@@ -642,6 +650,7 @@ def bao_bench(bao, runs, write_seconds, multiplier, cluster=None):
             c.kill(leader)
             k = 0
             while True:
+                check_failover_deadline(killed_at)
                 try:
                     c.put(survivors[k % 2], k)
                     failovers.append((time.monotonic() - killed_at) * 1000)
