@@ -70,6 +70,21 @@ import Testing
         }
     }
 
+    /// `writeObject(_:with:)` writes what serialising the object with the member added would: the member
+    /// in its key order (first, between, last), in place of a member of the same name, or alone.
+    @Test func anObjectWithAWrittenMemberIsTheObjectWithThatMember() {
+        let object: [String: JSONValue] = ["b": 1, "d": ["x": "y"]]
+        for name in ["a", "b", "c", "d", "e", "B", "bb"] {
+            for base in [object, [:]] {
+                var out: [UInt8] = []
+                JSONValue.writeObject(base, with: (name, Array(#"{"k":[true,"\""]}"#.utf8)[...]), to: &out)
+                var merged = base
+                merged[name] = ["k": [true, "\""]]
+                #expect(out == JSONValue.object(merged).serialized(), "\(name)")
+            }
+        }
+    }
+
     @Test func invalidUTF8AndDeepNestingAreRejected() throws {
         #expect(throws: JSONParseError.self) { _ = try JSONValue.parse([0x22, 0xFF, 0xFE, 0x22]) }
         #expect(throws: JSONParseError.self) { _ = try JSONValue.parse([0x22, 0x61, 0x62, 0xC3, 0x22]) }  // cut-off é
