@@ -171,6 +171,13 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
                 try Self.restore(local, from: snapshot, directory: options.directory)
                 applied = snapshot.metadata.index
             }
+            // The stored commit index can be behind what this node applied (it is written only with the
+            // saves that sync); an entry this node applied was committed, so it starts from there.
+            if applied > store.hardState.commit, applied <= (try store.lastIndex()) {
+                var hardState = store.hardState
+                hardState.commit = applied
+                try store.save(hardState: hardState)
+            }
             node = try RawNode(config: Self.config(options, applied: applied), storage: store)
             status = Status(leader: 0, term: 0, isLeader: false, commitIndex: 0, appliedIndex: applied, voters: [])
             awaitingAdmissionFlag = options.join && empty
@@ -713,7 +720,11 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
             // leader counts itself only after this save, since it steps no message before it returns).
             // Any other node's messages (votes, acknowledgements) promise what it has stored: after.
             if leading { send(rd.messages) }
-            try store.save(snapshot: rd.snapshot, entries: rd.entries, hardState: rd.hardState, sync: rd.mustSync)
+            if rd.mustSync || rd.snapshot != nil || !rd.entries.isEmpty {
+                try store.save(snapshot: rd.snapshot, entries: rd.entries, hardState: rd.hardState, sync: rd.mustSync)
+            } else if let hardState = rd.hardState {
+                store.noteCommit(hardState)  // only the commit index moved: not worth a transaction
+            }
             if !leading { send(rd.messages) }
             var (applied, appliedTerm) = monitor.withLock { (status.appliedIndex, status.appliedTerm) }
             if let snapshot = rd.snapshot, !snapshot.isEmpty {
@@ -917,7 +928,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         (0..<8).map { UInt8(truncatingIfNeeded: index >> (56 - 8 * UInt64($0))) }
     }
 
-    private static func readApplied(_ local: any PhysicalBackend) throws(CofferError) -> UInt64 {
+    static func readApplied(_ local: any PhysicalBackend) throws(CofferError) -> UInt64 {
         guard let bytes = try local.get(appliedKey) else { return 0 }
         guard bytes.count == 8 else {
             throw CofferError(.corruptDatabase, "the applied Raft index in the data file is damaged")

@@ -69,6 +69,12 @@ package final class SQLiteLogStore: LogStorage {
 
     package var hardState: HardState { memory.hardState }
 
+    /// A hard state whose only change is the commit index (a ``Ready`` without `mustSync`), kept in
+    /// memory and not written: the commit index can be learned again, and the next save that writes
+    /// (entries, a term, a vote) stores the latest one. A node that restarts starts from the index its
+    /// data file applied when that is later than the stored one (``RaftBackend``).
+    package func noteCommit(_ hardState: HardState) { memory.setHardState(hardState) }
+
     // MARK: LogStorage (from memory)
 
     package func initialState() throws(RaftError) -> (HardState, ConfState) { try memory.initialState() }
