@@ -49,7 +49,7 @@ import threading
 import time
 import urllib.request
 
-from benchlib import free_port
+from benchlib import cpu_seconds, free_port
 
 
 def pct(samples, p):
@@ -611,13 +611,6 @@ def print_standby_read(r):
                   f"(n={x['n']})")
         print(f"write through the standby (forwarded) / to the active node, p50: "
               f"{r['p50_ratio_write_standby_over_active']:.2f}x")
-
-
-def cpu_seconds(pid):
-    """User plus system CPU time of a process so far, from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def bao_bench(bao, runs, write_seconds, multiplier, cluster=None):
