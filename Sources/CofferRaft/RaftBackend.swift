@@ -103,7 +103,11 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
     /// Whether ``node`` is the leader, from the last Ready that said (the node's thread only).
     private var leading = false
     private var transport: TCPTransport!
-    private let monitor = Monitor()
+    /// Condition 0 (``waiters``): callers waiting for a result; condition 1 (``loopWork``): the node's thread,
+    /// waiting for work. Apart, a message for the loop does not wake every waiting write as well.
+    private let monitor = Monitor(conditions: 2)
+    private static let waiters = 0
+    private static let loopWork = 1
 
     // Guarded by `monitor`.
     private var inbox: [Message] = []
@@ -343,7 +347,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
             waiting.insert(id)
             return id
         }
-        monitor.broadcast()
+        monitor.broadcast(Self.loopWork)
         _ = monitor.wait(until: deadline) { results[id] != nil || !running }
         let result = monitor.withLock {
             waiting.remove(id)
@@ -374,7 +378,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
             return id
         }
         guard let id else { throw CofferError(.unavailable, "no leader is known now to confirm a read; retry") }
-        monitor.broadcast()
+        monitor.broadcast(Self.loopWork)
         let done = monitor.wait(until: deadline) {
             guard let index = readIndexes[id] else { return !running || failedReads.contains(id) }
             return status.appliedIndex >= index
@@ -398,7 +402,8 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
             return was
         }
         guard wasRunning else { return }
-        monitor.broadcast()
+        monitor.broadcast(Self.loopWork)
+        monitor.broadcast(Self.waiters)
         transport.shutdown()
         // The loop closes the log store and the data file when it sees `running` false.
         _ = monitor.wait(until: monotonicNanos() + 5_000_000_000) { stopped }
@@ -494,7 +499,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
                 box.result = Result { () throws(CofferError) -> T in try body() }
             }
         }
-        monitor.broadcast()
+        monitor.broadcast(Self.loopWork)
         let deadline = monotonicNanos() + UInt64(options.writeTimeoutSeconds * 1e9)
         _ = monitor.wait(until: deadline) { box.result != nil || !running }
         return monitor.withLock { box.result }
@@ -571,7 +576,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
             confChangeErrors[change.nodeID] = nil
             confChanges.append(change)
         }
-        monitor.broadcast()
+        monitor.broadcast(Self.loopWork)
         let deadline = monotonicNanos() + UInt64(options.writeTimeoutSeconds * 1e9)
         let finished = monitor.wait(until: deadline) {
             confChangeErrors[change.nodeID] != nil || done(status) || !running
@@ -614,24 +619,24 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
             inbox.append(message)
             heard[message.from] = now
         }
-        monitor.broadcast()
+        monitor.broadcast(Self.loopWork)
     }
 
     private func markUnreachable(_ peer: NodeID) {
         monitor.withLock { unreachable.append(peer) }
-        monitor.broadcast()
+        monitor.broadcast(Self.loopWork)
     }
 
     private func markSnapshotSent(_ peer: NodeID, _ delivered: Bool) {
         monitor.withLock { snapshotsSent.append((peer, delivered)) }
-        monitor.broadcast()
+        monitor.broadcast(Self.loopWork)
     }
 
     private func loop() {
         let tick = UInt64(options.tickMilliseconds) * 1_000_000
         var nextTick = monotonicNanos() + tick
         while true {
-            _ = monitor.wait(until: nextTick) {
+            _ = monitor.wait(until: nextTick, on: Self.loopWork) {
                 !running || !inbox.isEmpty || !proposals.isEmpty || !readRequests.isEmpty || !unreachable.isEmpty
                     || !confChanges.isEmpty || !tasks.isEmpty || !snapshotsSent.isEmpty
             }

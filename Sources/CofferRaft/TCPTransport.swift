@@ -11,7 +11,10 @@ import Glibc
 ///
 /// Each peer has one outbound connection, made lazily by a writer thread that owns a bounded queue:
 /// when the peer is down, frames are dropped (Raft resends what matters) and the node is told the
-/// peer is unreachable, so nothing a node does ever blocks on another. Inbound connections are
+/// peer is unreachable, so nothing a node does ever blocks on another. When the connection is idle
+/// (plain TCP, nothing queued), ``send(_:)`` writes the frames itself, without blocking, so a write's
+/// append and acknowledgement do not wait for a writer thread to wake; what the socket does not take
+/// at once goes to the writer. Inbound connections are
 /// read by a thread each; a frame that can never be valid (bad magic, too large, malformed) closes
 /// the connection. A snapshot travels as chunks of ``chunkBytes``, with the peer's other messages
 /// (heartbeats, appends) sent between them, so a large state neither delays them nor needs one huge
@@ -141,13 +144,19 @@ package final class TCPTransport: Sendable {
     package func send(_ messages: [Message]) {
         guard !messages.isEmpty, !closed.load(ordering: .acquiring) else { return }
         let links = peers.withLock { $0 }
+        var frames: [NodeID: [[UInt8]]] = [:]
         for message in messages {
             guard let peer = links[message.to] else { continue }
             if message.kind == .snapshot {
                 stream(message, SnapshotBytes(bytes: message.snapshot?.data ?? []), to: peer)
             } else if let frame = try? MessageCodec.encode(message) {
-                peer.enqueue(frame)
+                frames[message.to, default: []].append(frame)
             }
+        }
+        // Written here when the peer's connection is idle and takes them at once (no hand-off to its
+        // writer thread, whose wake-up would sit between a leader and its followers on every write).
+        for (id, outgoing) in frames where !links[id]!.sendNow(outgoing) {
+            links[id]!.enqueue(outgoing)
         }
     }
 
@@ -383,9 +392,9 @@ package final class TCPTransport: Sendable {
 
     private func startWriter(_ peer: Peer) {
         _ = startThread({ [self] in
-            var link: Link?
             while let next = peer.next() {
-                let frames = next.frames
+                var link = next.link
+                defer { peer.checkIn(link) }
                 var chunk = next.chunk
                 if next.reset { link = nil }
                 if let open = link, !open.isQuiet {
@@ -400,6 +409,8 @@ package final class TCPTransport: Sendable {
                         chunk = nil
                     }
                 }
+                // The end of a frame ``Peer/sendNow(_:)`` began goes first, and only on the connection it began on.
+                let frames = (link == nil ? [] : next.rest.map { [$0] } ?? []) + next.frames
                 if link == nil {
                     link = Link.connect(peer.host, peer.port, from: source, tls)
                     if link == nil {
@@ -619,6 +630,22 @@ private final class Link: @unchecked Sendable {
         return Glibc.read(fd, buffer.baseAddress, buffer.count)
     }
 
+    /// Writes what the socket takes now (plain TCP only): the bytes written (0: none), or -1 when the
+    /// connection broke.
+    func writeWithoutBlocking(_ bytes: [UInt8]) -> Int {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes {
+                Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+            }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { break }
+            guard n > 0 else { return -1 }
+            offset += n
+        }
+        return offset
+    }
+
     func write(_ bytes: [UInt8]) -> Bool {
         if let tls { return bytes.withUnsafeBytes { ctls_write(tls, $0.baseAddress, $0.count) } == 0 }
         return TCPTransport.writeAll(fd, bytes)
@@ -648,6 +675,13 @@ private final class Peer: @unchecked Sendable {
     /// would take the next stream's chunks for the rest of it.
     private var resetLink = false
     private var stopped = false
+    /// The connection, while no thread has it (``next()`` and ``sendNow(_:)`` take it, ``checkIn(_:)``
+    /// returns it): the writer and a direct sender never write into it at once.
+    private var link: Link?
+    private var linkTaken = false
+    /// The end of a frame ``sendNow(_:)`` began and the socket would not take at once: the writer sends
+    /// it first, on the same connection (on another it would start mid-frame).
+    private var rest: [UInt8]?
 
     init(id: NodeID, address: String) throws(RaftTransportError) {
         guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
@@ -663,11 +697,53 @@ private final class Peer: @unchecked Sendable {
         self.port = port
     }
 
-    func enqueue(_ frame: [UInt8]) {
+    func enqueue(_ frames: [[UInt8]]) {
         monitor.withLock {
-            if queue.count < TCPTransport.queueLimit { queue.append(frame) }
+            queue += frames.prefix(max(0, TCPTransport.queueLimit - queue.count))
         }
         monitor.broadcast()
+    }
+
+    /// Writes `frames` on the calling thread when the connection is open, idle, plain TCP, nothing is queued
+    /// before them, and the socket takes them without blocking; false when they must go through the
+    /// writer (``enqueue(_:)``). A frame the socket took only part of is finished by the writer.
+    func sendNow(_ frames: [[UInt8]]) -> Bool {
+        let taken: Link? = monitor.withLock {
+            guard !stopped, !linkTaken, queue.isEmpty, chunks.isEmpty, !resetLink, rest == nil,
+                let open = link, open.tls == nil
+            else { return nil }
+            linkTaken = true
+            return open
+        }
+        guard let open = taken else { return false }
+        guard open.isQuiet else {
+            checkIn(open)  // closed by the peer: the writer reconnects
+            return false
+        }
+        let bytes = frames.count == 1 ? frames[0] : Array(frames.joined())
+        let written = open.writeWithoutBlocking(bytes)
+        if written < 0 {
+            checkIn(nil)  // a broken connection: the writer makes a new one and sends them
+            return false
+        }
+        if written == 0 {
+            checkIn(open)
+            return false
+        }
+        if written < bytes.count { monitor.withLock { rest = Array(bytes[written...]) } }
+        checkIn(open)
+        return true
+    }
+
+    /// Gives the connection back (nil: it broke); wakes the writer when work waits for it.
+    func checkIn(_ returned: Link?) {
+        let wake = monitor.withLock {
+            linkTaken = false
+            link = stopped ? nil : returned
+            if returned == nil { rest = nil }
+            return !queue.isEmpty || !chunks.isEmpty || resetLink || rest != nil
+        }
+        if wake { monitor.broadcast() }
     }
 
     /// Starts a snapshot stream, ending any earlier one; its chunks go through ``offer(_:last:stream:)``.
@@ -725,21 +801,33 @@ private final class Peer: @unchecked Sendable {
     /// What the writer takes next: the queued ordinary frames and at most one chunk; `reset` when the
     /// connection must be dropped first, `continuing` when the chunk's message began on the connection.
     struct Outbound {
+        var link: Link?
+        var rest: [UInt8]?
         var frames: [[UInt8]]
         var chunk: (frame: [UInt8], last: Bool)?
         var reset = false
         var continuing = false
     }
 
-    /// The next ``Outbound``, waiting for one; nil once stopped.
+    /// The next ``Outbound``, with the connection (given back with ``checkIn(_:)``), waiting for one;
+    /// nil once stopped.
     func next() -> Outbound? {
         while true {
             _ = monitor.wait(until: monotonicNanos() + 1_000_000_000) {
-                stopped || !queue.isEmpty || !chunks.isEmpty || resetLink
+                stopped || (!linkTaken && (!queue.isEmpty || !chunks.isEmpty || resetLink || rest != nil))
             }
+            var stop = false
             let taken: Outbound? = monitor.withLock {
-                if stopped { return nil }
-                var out = Outbound(frames: queue, reset: resetLink, continuing: midStream)
+                if stopped {
+                    link = nil
+                    stop = true
+                    return nil
+                }
+                guard !linkTaken, !queue.isEmpty || !chunks.isEmpty || resetLink || rest != nil else { return nil }
+                var out = Outbound(link: link, rest: rest, frames: queue, reset: resetLink, continuing: midStream)
+                linkTaken = true
+                link = nil
+                rest = nil
                 queue.removeAll(keepingCapacity: true)
                 resetLink = false
                 if !chunks.isEmpty {
@@ -748,9 +836,10 @@ private final class Peer: @unchecked Sendable {
                 }
                 return out
             }
-            guard let taken else { return nil }
+            if stop { return nil }
+            guard let taken else { continue }
             if taken.chunk != nil { monitor.broadcast() }  // room for the producer's next chunk
-            if !taken.frames.isEmpty || taken.chunk != nil || taken.reset { return taken }
+            return taken
         }
     }
 
@@ -762,7 +851,10 @@ private final class Peer: @unchecked Sendable {
     }
 
     func stop() {
-        monitor.withLock { stopped = true }
+        monitor.withLock {
+            stopped = true
+            if !linkTaken { link = nil }
+        }
         monitor.broadcast()
     }
 }

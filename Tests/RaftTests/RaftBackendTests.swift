@@ -368,6 +368,74 @@ import Testing
         #expect(arrived(.preVote), "the first message after the peer's restart was lost")
     }
 
+    /// Messages sent while the peer does not read fill the socket: the first go straight from the sending
+    /// thread, a frame the socket took only part of is finished by the writer thread, and the rest wait in
+    /// the queue. Once the peer reads, every message arrives whole and in order.
+    @Test func messagesSentFasterThanThePeerReadsArriveWholeAndInOrder() throws {
+        let port = try Cluster.freePort()
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var one: Int32 = 1
+        setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        #expect(bound == 0 && listen(listener, 4) == 0)
+        let node = try TCPTransport(
+            nodeID: 1,
+            listen: "127.0.0.1",
+            port: 0,
+            peers: [2: "127.0.0.1:\(port)"],
+            receive: { _ in },
+            unreachable: { _ in }
+        )
+        defer { node.shutdown() }
+        // The writer makes the connection for the first message; it is idle before the burst.
+        node.send([Message(kind: .heartbeat, to: 2, from: 1, term: 1)])
+        let connection = accept(listener, nil, nil)
+        #expect(connection >= 0)
+        defer { close(connection) }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(connection, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var buffer: [UInt8] = []
+        var assembling = TCPTransport.Assembly()
+        var received: [Message] = []
+        func read(until count: Int) {
+            var chunk = [UInt8](repeating: 0, count: 1 << 16)
+            while received.count < count {
+                let n = chunk.withUnsafeMutableBytes { Glibc.read(connection, $0.baseAddress, $0.count) }
+                guard n > 0 else { return }
+                buffer += chunk[0..<n]
+                var start = 0
+                while let (message, length) = try! TCPTransport.decode(buffer[start...], assembling: &assembling) {
+                    start += length
+                    if let message { received.append(message) }
+                }
+                buffer.removeFirst(start)
+            }
+        }
+        read(until: 1)
+        usleep(50_000)
+        let count = 400
+        let payload = (0..<(64 << 10)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        for i in 1...count {
+            let entry = Entry(term: 1, index: UInt64(i), data: payload)
+            node.send([Message(kind: .append, to: 2, from: 1, term: 1, index: UInt64(i - 1), entries: [entry])])
+        }
+        usleep(200_000)  // the socket is full: the sender never blocked, the writer waits
+        read(until: count + 1)
+        #expect(received.count == count + 1)
+        let appends = received.dropFirst()
+        #expect(appends.map { $0.entries.first?.index ?? 0 } == (1...UInt64(count)).map { $0 })
+        #expect(appends.allSatisfy { $0.entries.first?.data == payload })
+    }
+
     /// A sink that keeps what it is given, for the transport's staging of snapshot data.
     final class KeepingSink: SnapshotSink, @unchecked Sendable {
         var bytes: [UInt8] = []

@@ -2,26 +2,32 @@
 import Glibc
 #endif
 
-/// A pthread mutex with a condition: a Raft node's loop, its transport's writers and a database's
-/// checkpointer sleep on it until there is work or a deadline passes. `@unchecked Sendable`: every
-/// access to the guarded state goes through ``withLock(_:)``.
+/// A pthread mutex with conditions: a Raft node's loop, its transport's writers and a database's
+/// checkpointer sleep on it until there is work or a deadline passes. A monitor with more than one
+/// condition lets threads that wait for different things sleep apart, so waking one kind (a Raft
+/// node's loop, for a message) does not also wake the other (the writes waiting for their result).
+/// `@unchecked Sendable`: every access to the guarded state goes through ``withLock(_:)``.
 package final class Monitor: @unchecked Sendable {
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private let conditions: UnsafeMutablePointer<pthread_cond_t>
+    private let count: Int
 
-    package init() {
+    /// A monitor with `conditions` conditions, numbered from 0.
+    package init(conditions: Int = 1) {
+        count = max(1, conditions)
+        self.conditions = .allocate(capacity: count)
         pthread_mutex_init(mutex, nil)
         var attributes = pthread_condattr_t()
         pthread_condattr_init(&attributes)
         pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
-        pthread_cond_init(condition, &attributes)
+        for i in 0..<count { pthread_cond_init(self.conditions + i, &attributes) }
         pthread_condattr_destroy(&attributes)
     }
 
     deinit {
-        pthread_cond_destroy(condition)
+        for i in 0..<count { pthread_cond_destroy(conditions + i) }
         pthread_mutex_destroy(mutex)
-        condition.deallocate()
+        conditions.deallocate()
         mutex.deallocate()
     }
 
@@ -31,16 +37,17 @@ package final class Monitor: @unchecked Sendable {
         return try body()
     }
 
-    /// Wakes every thread waiting in ``wait(until:)``.
-    package func broadcast() {
+    /// Wakes every thread waiting in ``wait(until:on:_:)`` on `condition`.
+    package func broadcast(_ condition: Int = 0) {
         pthread_mutex_lock(mutex)
-        pthread_cond_broadcast(condition)
+        pthread_cond_broadcast(conditions + min(max(condition, 0), count - 1))
         pthread_mutex_unlock(mutex)
     }
 
-    /// Sleeps until `ready()` holds (checked under the lock) or the monotonic clock reaches
-    /// `deadline` nanoseconds; returns what `ready()` said last.
-    package func wait(until deadline: UInt64, _ ready: () -> Bool) -> Bool {
+    /// Sleeps on `condition` until `ready()` holds (checked under the lock) or the monotonic clock
+    /// reaches `deadline` nanoseconds; returns what `ready()` said last.
+    package func wait(until deadline: UInt64, on condition: Int = 0, _ ready: () -> Bool) -> Bool {
+        let condition = conditions + min(max(condition, 0), count - 1)
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         while !ready() {
