@@ -178,4 +178,13 @@ import Testing
         )
         #expect(Response.noContent.wireBody(requestID: "r") == nil && Response.notFound.wireBody(requestID: "r") == nil)
     }
+
+    /// Storage keys and paths are matched as bytes: a prefix in another Unicode form is no prefix.
+    @Test func aBytePrefixIsTheSameBytes() {
+        #expect("logical/abc/metadata/x".hasBytePrefix("logical/abc/"))
+        #expect("logical/abc/".hasBytePrefix("logical/abc/") && "x".hasBytePrefix(""))
+        #expect(!"logical/ab".hasBytePrefix("logical/abc/") && !"sys/token".hasBytePrefix("sys/tokens"))
+        #expect("caf\u{E9}/x".hasBytePrefix("caf\u{E9}") && !"cafe\u{301}/x".hasBytePrefix("caf\u{E9}"))
+        #expect("caf\u{E9}/x".hasPrefix("caf\u{E9}") && String("cafe\u{301}").hasPrefix("caf\u{E9}"))
+    }
 }

@@ -27,7 +27,7 @@ extension Barrier {
 
     /// The keyring that encrypts `path`: the namespace's for `namespaces/<uuid>/...`, else `root`.
     func keyring(for path: String, root: Keyring) throws(CofferError) -> Keyring {
-        guard path.utf8.starts(with: Barrier.namespacePrefix.utf8) else { return root }
+        guard path.hasBytePrefix(Barrier.namespacePrefix) else { return root }
         guard let uuid = Barrier.namespaceUUID(of: path) else {
             throw CofferError(.integrity, "storage key '\(path)' names no namespace")
         }

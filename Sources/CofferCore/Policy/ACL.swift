@@ -422,7 +422,7 @@ package struct ValueList: Sendable {
         case (.null, .null): return true
         case (.bool(let a), .bool(let b)): return a == b
         case (.exact(let s), .string(let v)): return v.utf8.elementsEqual(s.utf8)
-        case (.prefix(let s), .string(let v)): return v.utf8.starts(with: s.utf8)
+        case (.prefix(let s), .string(let v)): return v.hasBytePrefix(s)
         case (.suffix(let s), .string(let v)):
             let needle = s.utf8
             let haystack = v.utf8

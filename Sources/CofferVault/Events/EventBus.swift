@@ -142,7 +142,7 @@ package final class EventBus: Sendable {
         time: Timestamp
     ) -> VaultEvent {
         let capacity = self.capacity
-        let uuid = Random.uuid()
+        let uuid = Random.requestID()  // an event id, like a request id, needs uniqueness, not secrecy
         let ns = namespacePath == "root" ? "" : namespacePath
         let (event, handlers, subscriptions) = state.withLock { state in
             let event = VaultEvent(

@@ -17,25 +17,25 @@ extension Core {
         var tablesChanged = false
         var namespacesChanged = false
         for key in keys {
-            if key.utf8.starts(with: Barrier.namespacePrefix.utf8) {
+            if key.hasBytePrefix(Barrier.namespacePrefix) {
                 namespaceEntryChanged(key)
-            } else if key.utf8.starts(with: Core.namespaceRecordPrefix.utf8) {
+            } else if key.hasBytePrefix(Core.namespaceRecordPrefix) {
                 namespacesChanged = true
-            } else if key.utf8.starts(with: TokenStore.idPrefix.utf8) {
+            } else if key.hasBytePrefix(TokenStore.idPrefix) {
                 tokens.invalidate(
                     hash: String(decoding: key.utf8.dropFirst(TokenStore.idPrefix.utf8.count), as: UTF8.self)
                 )
-            } else if key.utf8.starts(with: PolicyStore.prefix.utf8) {
+            } else if key.hasBytePrefix(PolicyStore.prefix) {
                 policies.invalidate(String(decoding: key.utf8.dropFirst(PolicyStore.prefix.utf8.count), as: UTF8.self))
-            } else if key.utf8.starts(with: IdentityStore.prefix.utf8) {
+            } else if key.hasBytePrefix(IdentityStore.prefix) {
                 identity.invalidate(
                     String(decoding: key.utf8.dropFirst(IdentityStore.prefix.utf8.count), as: UTF8.self)
                 )
             } else if key == MountKind.secret.storagePath || key == MountKind.auth.storagePath {
                 tablesChanged = true
-            } else if key.utf8.starts(with: Barrier.namespaceKeyringPrefix.utf8) {
+            } else if key.hasBytePrefix(Barrier.namespaceKeyringPrefix) {
                 barrier.namespaceKeyringChanged(key)
-            } else if key.utf8.starts(with: QuotaManager.storagePrefix.utf8) {
+            } else if key.hasBytePrefix(QuotaManager.storagePrefix) {
                 quotas.storageChanged()
             } else if key == Barrier.keyringPath {
                 if !barrier.reloadKeyring(), cluster != nil {

@@ -77,7 +77,7 @@ package final class RouteTable: Sendable {
 
     /// The mount whose storage holds `key` (for invalidation), and the key relative to it.
     func owner(ofStorageKey key: String) -> (RoutedMount, String)? {
-        for mount in mounts where key.utf8.starts(with: mount.storage.prefix.utf8) {
+        for mount in mounts where key.hasBytePrefix(mount.storage.prefix) {
             return (mount, String(decoding: key.utf8.dropFirst(mount.storage.prefix.utf8.count), as: UTF8.self))
         }
         return nil

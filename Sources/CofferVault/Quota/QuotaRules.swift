@@ -205,7 +205,7 @@ package enum QuotaRules {
     @inline(__always)
     static func covers(_ rule: String, _ full: String) -> Bool {
         if rule.isEmpty { return true }
-        guard full.utf8.starts(with: rule.utf8) else { return false }
+        guard full.hasBytePrefix(rule) else { return false }
         if rule.utf8.last == UInt8(ascii: "/") || full.utf8.count == rule.utf8.count { return true }
         return full.utf8.dropFirst(rule.utf8.count).first == UInt8(ascii: "/")
     }

@@ -422,7 +422,7 @@ package final class TokenStore: Sendable {
     func lookup(token: String) throws(CofferError) -> TokenEntry? {
         let timing = barrier.meters.tokenLookup.begin()
         defer { barrier.meters.tokenLookup.end(timing) }
-        if token.utf8.starts(with: TokenStore.batchPrefix.utf8) { return batchEntry(token) }
+        if token.hasBytePrefix(TokenStore.batchPrefix) { return batchEntry(token) }
         guard let key = salt.withLock({ $0 }) else { throw CofferError.sealedError }
         var token = token
         var mac = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))

@@ -17,6 +17,8 @@ package final class KVv2Backend: TableBackend {
     /// Parsed metadata by key. `epoch` moves on every change so that a reader which loaded
     /// metadata from storage while a write was being applied does not put the old copy back.
     private let cache = Mutex<(epoch: UInt64, entries: [String: Cached])>((0, [:]))
+    /// The mount's parsed `config` (read by every write), invalidated as the metadata is.
+    private let config = Mutex<(epoch: UInt64, value: KVConfig?)>((0, nil))
     static let cacheLimit = 10_000
 
     /// A secret's parsed metadata, and the `metadata` block and storage key of its current version,
@@ -48,6 +50,12 @@ package final class KVv2Backend: TableBackend {
 
     /// Storage changed under `metadata/<key>` (any writer, this one included): drop the cached copy.
     package func invalidate(_ key: String) {
+        if key == "config" {
+            config.withLock { c in
+                c.epoch &+= 1
+                c.value = nil
+            }
+        }
         guard key.hasPrefix("metadata/") else { return }
         let secret = String(key.dropFirst("metadata/".count))
         cache.withLock { c in
@@ -95,8 +103,11 @@ package final class KVv2Backend: TableBackend {
     }
 
     func loadConfig(_ storage: StorageReader) throws(CofferError) -> KVConfig {
-        guard let json = try storage.getJSON("config") else { return KVConfig() }
-        return KVConfig(stored: json)
+        let (epoch, cached) = config.withLock { ($0.epoch, $0.value) }
+        if let cached { return cached }
+        let loaded = try storage.getJSON("config").map(KVConfig.init(stored:)) ?? KVConfig()
+        config.withLock { c in if c.epoch == epoch { c.value = loaded } }
+        return loaded
     }
 
     /// Unambiguous: a secret path never ends in "/", so the last segment is always the version.

@@ -78,6 +78,7 @@ extension KVv2Backend {
         if let v = f.bool("cas_required") { c.casRequired = v }
         if let v = f.seconds("delete_version_after") { c.deleteVersionAfter = v }
         try request.storage.putJSON("config", c.stored)
+        invalidate("config")  // the change feed does too; here it is certain before the answer
         return .noContent
     }
 
@@ -190,7 +191,7 @@ extension KVv2Backend {
             .put(key: Self.versionKey(key, n), value: JSONValue.object(["data": .object(data)]).serialized())
         ]
         ops += trim(&meta, key: key, config: config)
-        ops.append(.put(key: "metadata/" + key, value: meta.stored.serialized()))
+        ops.append(.put(key: "metadata/" + key, value: meta.stored))
         try commit(request.storage, key, ops, metadata: meta)
         let operation = request.operation == .patch ? "data-patch" : "data-write"
         request.publishKVv2(operation, prefix: "data", key: key, versions: (n, meta.oldestVersion))
@@ -290,7 +291,7 @@ extension KVv2Backend {
                 meta.versions[n] = v
             }
             meta.updated = request.now
-            ops.append(.put(key: "metadata/" + key, value: meta.stored.serialized()))
+            ops.append(.put(key: "metadata/" + key, value: meta.stored))
             try commit(request.storage, key, ops, metadata: meta)
             let (operation, prefix) =
                 switch action {
@@ -347,7 +348,7 @@ extension KVv2Backend {
             try commit(
                 request.storage,
                 key,
-                ops + [.put(key: "metadata/" + key, value: meta.stored.serialized())],
+                ops + [.put(key: "metadata/" + key, value: meta.stored)],
                 metadata: meta
             )
             let operation = request.operation == .patch ? "metadata-patch" : "metadata-write"
