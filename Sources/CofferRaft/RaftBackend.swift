@@ -495,8 +495,10 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
     private func runOnLoop<T>(_ body: @escaping () throws(CofferError) -> T) -> Result<T, CofferError> {
         let box = ResultBox<T>()
         monitor.withLock {
-            tasks.append {
-                box.result = Result { () throws(CofferError) -> T in try body() }
+            tasks.append { [self] in
+                let result = Result { () throws(CofferError) -> T in try body() }
+                monitor.withLock { box.result = result }
+                monitor.broadcast(Self.waiters)
             }
         }
         monitor.broadcast(Self.loopWork)
@@ -827,7 +829,12 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
                 // it: take one now that names it.
                 try snapshot(at: applied, conf)
             }
-            monitor.broadcast()
+            // Waiters look at the status (but not at a peer's progress alone, which every acknowledgement
+            // moves) and at read indexes; a write's result woke its waiter in `finish`.
+            var was = before
+            var now = after
+            (was.matched, now.matched) = ([:], [:])
+            if changed || was != now || !rd.readStates.isEmpty { monitor.broadcast(Self.waiters) }
         }
     }
 
@@ -918,9 +925,12 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
     }
 
     private func finish(_ id: UInt64, _ result: Result<Void, CofferError>) {
-        monitor.withLock {
-            if waiting.contains(id) { results[id] = result }
+        let waited = monitor.withLock {
+            guard waiting.contains(id) else { return false }
+            results[id] = result
+            return true
         }
+        if waited { monitor.broadcast(Self.waiters) }
     }
 
     // MARK: The data file

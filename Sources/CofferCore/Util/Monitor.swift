@@ -37,11 +37,12 @@ package final class Monitor: @unchecked Sendable {
         return try body()
     }
 
-    /// Wakes every thread waiting in ``wait(until:on:_:)`` on `condition`.
+    /// Wakes every thread waiting in ``wait(until:on:_:)`` on `condition`. Call it after changing, inside
+    /// ``withLock(_:)``, what the waiters check: a waiter checks under the lock, so it either saw the
+    /// change or is already asleep when this wakes it. The lock is not held here, so a woken thread does
+    /// not go straight back to sleep on the mutex (two more context switches, on every Raft write).
     package func broadcast(_ condition: Int = 0) {
-        pthread_mutex_lock(mutex)
         pthread_cond_broadcast(conditions + min(max(condition, 0), count - 1))
-        pthread_mutex_unlock(mutex)
     }
 
     /// Sleeps on `condition` until `ready()` holds (checked under the lock) or the monotonic clock
