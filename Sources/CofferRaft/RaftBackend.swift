@@ -912,15 +912,9 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
     private func removeStaleStagedFiles() {
         let keep = (try? store.snapshot()).flatMap { StagedSnapshot.stagedName($0.data) }
         let inUse = monitor.withLock { staging }
-        guard let dir = opendir(options.directory) else { return }
-        var stale: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) {
-                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            if name.hasPrefix(Self.stagedPrefix), name != keep, !inUse.contains(name) { stale.append(name) }
+        let stale = (directoryEntries(options.directory) ?? []).filter {
+            $0.hasPrefix(Self.stagedPrefix) && $0 != keep && !inUse.contains($0)
         }
-        closedir(dir)
         for name in stale { unlink(options.directory + "/" + name) }
     }
 

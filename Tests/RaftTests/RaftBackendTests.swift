@@ -95,6 +95,18 @@ import Testing
             )
         }
 
+        /// Node 1's transport, sending to node 2 at `port` and ignoring what it receives.
+        static func sender(to port: Int) throws -> TCPTransport {
+            try TCPTransport(
+                nodeID: 1,
+                listen: "127.0.0.1",
+                port: 0,
+                peers: [2: "127.0.0.1:\(port)"],
+                receive: { _ in },
+                unreachable: { _ in }
+            )
+        }
+
         static func freePort() throws -> Int {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             defer { close(fd) }
@@ -349,14 +361,7 @@ import Testing
             return false
         }
         var peer = try startPeer()
-        let node = try TCPTransport(
-            nodeID: 1,
-            listen: "127.0.0.1",
-            port: 0,
-            peers: [2: "127.0.0.1:\(port)"],
-            receive: { _ in },
-            unreachable: { _ in }
-        )
+        let node = try Cluster.sender(to: port)
         defer { node.shutdown() }
         node.send([Message(kind: .heartbeat, to: 2, from: 1, term: 1)])
         #expect(arrived(.heartbeat))
@@ -387,14 +392,7 @@ import Testing
             }
         }
         #expect(bound == 0 && listen(listener, 4) == 0)
-        let node = try TCPTransport(
-            nodeID: 1,
-            listen: "127.0.0.1",
-            port: 0,
-            peers: [2: "127.0.0.1:\(port)"],
-            receive: { _ in },
-            unreachable: { _ in }
-        )
+        let node = try Cluster.sender(to: port)
         defer { node.shutdown() }
         // The writer makes the connection for the first message; it is idle before the burst.
         node.send([Message(kind: .heartbeat, to: 2, from: 1, term: 1)])

@@ -161,16 +161,7 @@ enum RotationExternal {
 
     /// The descriptors open in this process (from /proc/self/fd).
     static func openDescriptors() -> [Int32] {
-        guard let dir = opendir("/proc/self/fd") else { return [] }
-        defer { closedir(dir) }
-        var out: [Int32] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            if let fd = Int32(name) { out.append(fd) }
-        }
-        return out
+        (directoryEntries("/proc/self/fd") ?? []).compactMap { Int32($0) }
     }
 
     /// POSTs `body` (JSON) to `url` within `timeout` seconds; returns the status and the body.
