@@ -734,6 +734,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
             }
             if !leading { send(rd.messages) }
             var (applied, appliedTerm) = monitor.withLock { (status.appliedIndex, status.appliedTerm) }
+            var done: [UInt64] = []  // this node's writes applied by this Ready
             if let snapshot = rd.snapshot, !snapshot.isEmpty {
                 let started = monotonicNanos()
                 try Self.restore(local, from: snapshot, directory: options.directory)
@@ -772,7 +773,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
                         )
                     }
                     if operations.contains(where: { $0.key.hasPrefix(Self.peersPrefix) }) { syncPeers() }
-                    finish(id, .success(()))
+                    done.append(id)  // its waiter learns it with the applied index, below
                 } else {
                     try local.put(Self.appliedKey, Self.encodeIndex(entry.index))
                 }
@@ -797,6 +798,9 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
                         )
                     }
                 }
+                // A write's result and the applied index that includes it are published together: a
+                // caller that reports the index it wrote at (X-Vault-Index) must never see an older one.
+                for id in done where waiting.contains(id) { results[id] = .success(()) }
                 status.appliedIndex = applied
                 status.appliedTerm = appliedTerm
                 status.matched = soft.progress.mapValues(\.match)
@@ -829,12 +833,12 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
                 // it: take one now that names it.
                 try snapshot(at: applied, conf)
             }
-            // Waiters look at the status (but not at a peer's progress alone, which every acknowledgement
-            // moves) and at read indexes; a write's result woke its waiter in `finish`.
+            // Waiters look at results, the status (but not at a peer's progress alone, which every
+            // acknowledgement moves) and read indexes.
             var was = before
             var now = after
             (was.matched, now.matched) = ([:], [:])
-            if changed || was != now || !rd.readStates.isEmpty { monitor.broadcast(Self.waiters) }
+            if !done.isEmpty || changed || was != now || !rd.readStates.isEmpty { monitor.broadcast(Self.waiters) }
         }
     }
 

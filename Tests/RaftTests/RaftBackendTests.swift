@@ -141,6 +141,24 @@ import Testing
         try cluster.nodes[follower]!.readBarrier()
     }
 
+    /// When a write returns, the node's applied index already includes it: cofferd answers a write with that
+    /// index (X-Vault-Index), and a replica that waits for it must then see the write. Each write takes a
+    /// new entry, so the index after each one is higher than after the one before.
+    @Test func theAppliedIndexAfterAWriteIncludesIt() throws {
+        let cluster = try Cluster(size: 3)
+        let leader = try #require(cluster.leader())
+        let node = cluster.nodes[leader]!
+        var last = node.currentStatus.appliedIndex
+        var stale = 0
+        for i in 0..<200 {
+            try node.put("logical/k", Array(String(i).utf8))
+            let now = node.currentStatus.appliedIndex
+            if now <= last { stale += 1 }
+            last = now
+        }
+        #expect(stale == 0, "\(stale) of 200 writes returned before the applied index included them")
+    }
+
     /// The returning node is 50 entries behind with snapshots every 16: it catches up by an installed
     /// snapshot, then the log.
     @Test func theClusterKeepsWritingWhenItsLeaderStopsAndTheLeaderCatchesUpOnReturn() throws {
