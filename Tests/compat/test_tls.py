@@ -3,6 +3,7 @@
 required and verified against tls_client_ca_file. Certificates are made with openssl in a temp dir."""
 import json
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -44,7 +45,8 @@ def pki():
     issue(directory, "server", "ca", "serverAuth")
     issue(directory, "client", "ca", "clientAuth")
     issue(directory, "stranger", "other-ca", "clientAuth")
-    return directory
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def start_tls(cofferd_bin, pki, workdir, extra=""):

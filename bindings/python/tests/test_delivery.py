@@ -6,6 +6,7 @@ and renewal) and a small WebSocket server of Python's `websockets` standing in f
 import asyncio
 import json
 import os
+import shutil
 import signal
 import ssl
 import socket
@@ -116,6 +117,7 @@ def cofferd():
                  server.root)[0] == 204
     yield server
     server.stop()
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def _counter(client, name, **labels):
