@@ -783,6 +783,9 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
             let soft = node.status
             let (before, after) = monitor.withLock {
                 let before = status
+                // A write's result and the applied index that includes it are published together: a
+                // caller that reports the index it wrote at (X-Vault-Index) must never see an older one.
+                for id in done where waiting.contains(id) { results[id] = .success(()) }
                 if status.leader != 0 && soft.softState.leader != status.leader {
                     // The leader changed: a write proposed through the old one may be lost with it, and
                     // waiting out the timeout would stall the client for nothing. Say so now; the client
@@ -798,9 +801,6 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
                         )
                     }
                 }
-                // A write's result and the applied index that includes it are published together: a
-                // caller that reports the index it wrote at (X-Vault-Index) must never see an older one.
-                for id in done where waiting.contains(id) { results[id] = .success(()) }
                 status.appliedIndex = applied
                 status.appliedTerm = appliedTerm
                 status.matched = soft.progress.mapValues(\.match)

@@ -722,25 +722,22 @@ private final class Peer: @unchecked Sendable {
         }
         let bytes = frames.count == 1 ? frames[0] : Array(frames.joined())
         let written = open.writeWithoutBlocking(bytes)
-        if written < 0 {
-            checkIn(nil)  // a broken connection: the writer makes a new one and sends them
+        guard written > 0 else {
+            // Broken: the writer makes a new connection and sends them; full: the writer waits for room.
+            checkIn(written < 0 ? nil : open)
             return false
         }
-        if written == 0 {
-            checkIn(open)
-            return false
-        }
-        if written < bytes.count { monitor.withLock { rest = Array(bytes[written...]) } }
-        checkIn(open)
+        checkIn(open, rest: written < bytes.count ? Array(bytes[written...]) : nil)
         return true
     }
 
-    /// Gives the connection back (nil: it broke); wakes the writer when work waits for it.
-    func checkIn(_ returned: Link?) {
+    /// Gives the connection back (nil: it broke), with the unwritten end of a frame begun on it;
+    /// wakes the writer when work waits for it.
+    func checkIn(_ returned: Link?, rest unwritten: [UInt8]? = nil) {
         let wake = monitor.withLock {
             linkTaken = false
             link = stopped ? nil : returned
-            if returned == nil { rest = nil }
+            rest = returned == nil ? nil : unwritten ?? rest
             return !queue.isEmpty || !chunks.isEmpty || resetLink || rest != nil
         }
         if wake { monitor.broadcast() }

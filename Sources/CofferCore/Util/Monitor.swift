@@ -42,13 +42,13 @@ package final class Monitor: @unchecked Sendable {
     /// change or is already asleep when this wakes it. The lock is not held here, so a woken thread does
     /// not go straight back to sleep on the mutex (two more context switches, on every Raft write).
     package func broadcast(_ condition: Int = 0) {
-        pthread_cond_broadcast(conditions + min(max(condition, 0), count - 1))
+        pthread_cond_broadcast(self.condition(condition))
     }
 
     /// Sleeps on `condition` until `ready()` holds (checked under the lock) or the monotonic clock
     /// reaches `deadline` nanoseconds; returns what `ready()` said last.
     package func wait(until deadline: UInt64, on condition: Int = 0, _ ready: () -> Bool) -> Bool {
-        let condition = conditions + min(max(condition, 0), count - 1)
+        let condition = self.condition(condition)
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         while !ready() {
@@ -57,6 +57,11 @@ package final class Monitor: @unchecked Sendable {
             pthread_cond_timedwait(condition, mutex, &ts)
         }
         return true
+    }
+
+    /// Condition `index`, clamped to the ones this monitor has.
+    private func condition(_ index: Int) -> UnsafeMutablePointer<pthread_cond_t> {
+        conditions + min(max(index, 0), count - 1)
     }
 }
 

@@ -48,7 +48,8 @@ package final class KVv2Backend: TableBackend {
         return try result.get()
     }
 
-    /// Storage changed under `metadata/<key>` (any writer, this one included): drop the cached copy.
+    /// Storage changed under `metadata/<key>` or at `config` (any writer, this one included): drop the
+    /// cached copy.
     package func invalidate(_ key: String) {
         if key == "config" {
             config.withLock { c in
