@@ -345,9 +345,12 @@ final class RaftCore {
                 // It ends a tick before the shortest election timeout: when the leader dies, the survivors'
                 // clocks are up to a tick apart, and the first to time out (after `electionTimeout` ticks at
                 // the least) must not find the others a tick short of it and wait out a second timeout.
+                // A leader is always in its lease: its `electionElapsed` counts its check-quorum round, which
+                // reaches `lease` on the round's last tick (check-quorum steps it down when it is not heard).
                 let lease = electionTimeout - 1
-                let inLease = checkQuorum && lead != 0 && electionElapsed < lease && m.term > term
-                remaining = inLease ? lease - electionElapsed : 0
+                let elapsed = role == .leader ? 0 : electionElapsed
+                let inLease = checkQuorum && lead != 0 && elapsed < lease && m.term > term
+                remaining = inLease ? lease - elapsed : 0
             }
             if !force && remaining > 0 {
                 info(
