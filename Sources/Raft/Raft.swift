@@ -373,14 +373,14 @@ final class RaftCore {
                 info(
                     "\(id) [term: \(term)] received a \(m.kind) message with higher term from \(m.from) [term: \(m.term)]"
                 )
-                if m.kind == .append || m.kind == .heartbeat || m.kind == .snapshot {
+                if m.kind == .append || m.kind == .commit || m.kind == .heartbeat || m.kind == .snapshot {
                     becomeFollower(term: m.term, lead: m.from)
                 } else {
                     becomeFollower(term: m.term, lead: 0)
                 }
             }
         } else if m.term < term {
-            if (checkQuorum || preVote) && (m.kind == .heartbeat || m.kind == .append) {
+            if (checkQuorum || preVote) && (m.kind == .heartbeat || m.kind == .append || m.kind == .commit) {
                 // A leader cut off long enough for the rest to move on: tell it our term so it steps down.
                 // (With pre-vote and check-quorum it would otherwise never learn of the higher term.)
                 send(Message(kind: .appendResponse, to: m.from))
@@ -504,7 +504,7 @@ final class RaftCore {
             progress[m.from] = pr
             if maybeCommit() {
                 releasePendingReadIndexMessages()
-                broadcastAppend()
+                broadcastAppend(commitOnly: true)
             } else if wasPaused {
                 sendAppend(to: m.from)
             }
@@ -589,8 +589,11 @@ final class RaftCore {
 
     /// Sends the follower what it needs next (entries, or a snapshot when they are compacted). Returns
     /// whether a message was sent.
+    /// With `commitOnly`, a follower that is sent nothing new is sent a `commit` (no acknowledgement wanted)
+    /// instead of an empty `append`: only the commit index moved. A follower being probed is always sent an
+    /// `append`, whose answer the probe needs.
     @discardableResult
-    private func sendAppend(to peer: NodeID, sendIfEmpty: Bool = true) -> Bool {
+    private func sendAppend(to peer: NodeID, sendIfEmpty: Bool = true, commitOnly: Bool = false) -> Bool {
         guard peer != id, var pr = progress[peer], !pr.isPaused(maxInflight: maxInflight) else { return false }
         let prevIndex = pr.next - 1
         let prevTerm = log.term(at: prevIndex)
@@ -602,7 +605,7 @@ final class RaftCore {
             progress[peer] = pr
             send(
                 Message(
-                    kind: .append,
+                    kind: commitOnly && entries.isEmpty && pr.state == .replicate ? .commit : .append,
                     to: peer,
                     logTerm: prevTerm,
                     index: prevIndex,
@@ -645,9 +648,9 @@ final class RaftCore {
         return true
     }
 
-    private func broadcastAppend() {
+    private func broadcastAppend(commitOnly: Bool = false) {
         for peer in progress.keys.sorted() where peer != id {
-            sendAppend(to: peer)
+            sendAppend(to: peer, commitOnly: commitOnly)
         }
     }
 
@@ -768,7 +771,7 @@ final class RaftCore {
         switch m.kind {
         case .propose:
             throw RaftError(.proposalDropped, "\(id) is campaigning at term \(term): no leader")
-        case .append:
+        case .append, .commit:
             becomeFollower(term: m.term, lead: m.from)
             handleAppend(m)
         case .heartbeat:
@@ -807,7 +810,7 @@ final class RaftCore {
             var forwarded = m
             forwarded.to = lead
             send(forwarded)
-        case .append:
+        case .append, .commit:
             electionElapsed = 0
             lead = m.from
             handleAppend(m)
@@ -842,13 +845,16 @@ final class RaftCore {
 
     private func handleAppend(_ m: Message) {
         heardFromLeaderAt = ticks
+        // A `commit` carries no entries and is answered only when the log does not match (the leader must
+        // then probe).
+        let notice = m.kind == .commit
         if m.index < log.committed {
-            send(Message(kind: .appendResponse, to: m.from, index: log.committed))
+            if !notice { send(Message(kind: .appendResponse, to: m.from, index: log.committed)) }
             return
         }
-        switch log.maybeAppend(index: m.index, logTerm: m.logTerm, commit: m.commit, entries: m.entries) {
+        switch log.maybeAppend(index: m.index, logTerm: m.logTerm, commit: m.commit, entries: notice ? [] : m.entries) {
         case .appended(let lastNew):
-            send(Message(kind: .appendResponse, to: m.from, index: lastNew))
+            if !notice { send(Message(kind: .appendResponse, to: m.from, index: lastNew)) }
         case .mismatch:
             let probe = min(m.index, log.lastIndex)
             let hint = log.findConflictByTerm(probe, m.logTerm)
@@ -1001,6 +1007,7 @@ extension MessageKind: CustomStringConvertible {
         case .timeoutNow: "TimeoutNow"
         case .readIndex: "ReadIndex"
         case .readIndexResponse: "ReadIndexResp"
+        case .commit: "Commit"
         }
     }
 }

@@ -168,6 +168,10 @@ public enum MessageKind: UInt8, Sendable, Hashable, CaseIterable {
     case readIndex = 13
     /// The leader's answer to `readIndex`: read once the state machine has applied `index`.
     case readIndexResponse = 14
+    /// An `append` with no entries that only carries a newer commit index, sent when a commit advances to a
+    /// follower that already has every entry: it answers only when its log does not match at `index`/`logTerm`
+    /// (the leader already knows the follower's last index, so an acknowledgement would tell it nothing).
+    case commit = 15
 }
 
 /// One message between two nodes. Which fields matter depends on `kind`; the others are zero or empty.

@@ -39,7 +39,7 @@ func describe(_ m: Message) -> String {
         parts.append("Term:\(m.term)")
     }
     switch m.kind {
-    case .append:
+    case .append, .commit:
         parts.append("Log:\(m.logTerm)/\(m.index) Commit:\(m.commit)")
         if !m.entries.isEmpty { parts.append("Entries:[\(m.entries.map(describe).joined(separator: ", "))]") }
     case .appendResponse:
