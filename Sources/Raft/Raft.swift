@@ -589,6 +589,7 @@ final class RaftCore {
 
     /// Sends the follower what it needs next (entries, or a snapshot when they are compacted). Returns
     /// whether a message was sent.
+    ///
     /// With `commitOnly`, a follower that is sent nothing new is sent a `commit` (no acknowledgement wanted)
     /// instead of an empty `append`: only the commit index moved. A follower being probed is always sent an
     /// `append`, whose answer the probe needs.
