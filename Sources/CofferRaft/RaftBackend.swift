@@ -53,7 +53,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         /// Called on the node's thread whenever ``Status/isActive`` or the leader changes.
         package var onStatusChange: (@Sendable (Status) -> Void)?
         /// Receives the Raft core's decisions (elections, votes, step-downs) and the node's snapshots, on the
-        /// node's thread.
+        /// thread that runs the node at the time (its own, or a guest: ``runAsGuest(until:)``).
         package var logger: (any RaftLogger & Sendable)?
 
         package init(nodeID: NodeID, listen: String, peers: [NodeID: String], directory: String) {
@@ -98,9 +98,9 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
     package let options: Options
     private let local: any PhysicalBackend
     private let store: SQLiteLogStore
-    /// Used on the node's thread only (replaced once, by ``found()``).
+    /// Used only by the thread that holds the turn (``turnHeld``; replaced once, by ``found()``).
     private var node: RawNode
-    /// Whether ``node`` is the leader, from the last Ready that said (the node's thread only).
+    /// Whether ``node`` is the leader, from the last Ready that said (the turn's holder only).
     private var leading = false
     private var transport: TCPTransport!
     /// Condition 0 (``waiters``): callers waiting for a result; condition 1 (``loopWork``): the node's thread,
@@ -133,6 +133,16 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
     private var heard: [NodeID: UInt64] = [:]
     private var running = true
     private var stopped = false
+    /// A thread is running the node (``runTurn()``): the node's own thread, or a thread that brought it
+    /// work and found it idle (``runAsGuest(until:)``). Only the holder touches `node`, the log store
+    /// and the data file's writer; taking and giving back the turn under the monitor orders one
+    /// holder's changes before the next one's.
+    private var turnHeld = false
+    /// When the node ticks next (monotonic nanoseconds).
+    private var nextTick: UInt64 = 0
+    /// Status changes for ``Options/onStatusChange``, which only the node's own thread calls (a guest
+    /// may be a writer in the middle of a request, holding what the callback needs).
+    private var statusNotices: [Status] = []
     /// Proposal and ReadIndex ids. They start at a random point in each process, so that ids from
     /// before a restart (an old proposal that commits late, an old read the leader still holds) never
     /// answer a request made after it, and ids of different nodes do not meet.
@@ -347,7 +357,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
             waiting.insert(id)
             return id
         }
-        monitor.broadcast(Self.loopWork)
+        runAsGuest(until: { results[id] != nil })
         _ = monitor.wait(until: deadline) { results[id] != nil || !running }
         let result = monitor.withLock {
             waiting.remove(id)
@@ -491,7 +501,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         return try result.get()
     }
 
-    /// Runs `body` on the node's thread, between two applies, and waits for its result.
+    /// Runs `body` on the thread that runs the node, between two applies, and waits for its result.
     private func runOnLoop<T>(_ body: @escaping () throws(CofferError) -> T) -> Result<T, CofferError> {
         let box = ResultBox<T>()
         monitor.withLock {
@@ -608,7 +618,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         if !names.isEmpty { transport.keepOnly(known) }
     }
 
-    // MARK: The node's thread
+    // MARK: Running the node
 
     private func deliver(_ message: Message) {
         let now = monotonicNanos()
@@ -621,7 +631,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
             inbox.append(message)
             heard[message.from] = now
         }
-        monitor.broadcast(Self.loopWork)
+        runAsGuest()
     }
 
     private func markUnreachable(_ peer: NodeID) {
@@ -634,88 +644,142 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
         monitor.broadcast(Self.loopWork)
     }
 
+    /// Whether work waits for the node (under the monitor).
+    private var hasWork: Bool {
+        !inbox.isEmpty || !proposals.isEmpty || !readRequests.isEmpty || !unreachable.isEmpty
+            || !confChanges.isEmpty || !tasks.isEmpty || !snapshotsSent.isEmpty
+    }
+
+    /// Whether the node's own thread has something to do once the turn is free (under the monitor).
+    private var nodeThreadWanted: Bool {
+        !running || hasWork || !statusNotices.isEmpty || monotonicNanos() >= nextTick
+    }
+
+    /// The node's own thread: it ticks the node, and runs what no guest took (``runAsGuest(until:)``).
     private func loop() {
         let tick = UInt64(options.tickMilliseconds) * 1_000_000
-        var nextTick = monotonicNanos() + tick
+        monitor.withLock { nextTick = monotonicNanos() + tick }
         while true {
-            _ = monitor.wait(until: nextTick, on: Self.loopWork) {
-                !running || !inbox.isEmpty || !proposals.isEmpty || !readRequests.isEmpty || !unreachable.isEmpty
-                    || !confChanges.isEmpty || !tasks.isEmpty || !snapshotsSent.isEmpty
+            // While a guest holds the turn, it wakes this thread when it gives the turn back with work
+            // left; the deadline is only a backstop.
+            let deadline = monitor.withLock { turnHeld ? monotonicNanos() + tick : nextTick }
+            guard monitor.wait(until: deadline, on: Self.loopWork, { !turnHeld && nodeThreadWanted }) else { continue }
+            let (turn, notices) = monitor.withLock { () -> (Bool?, [Status]) in
+                guard !turnHeld else { return (false, []) }
+                defer { statusNotices.removeAll() }
+                guard running else { return (nil, statusNotices) }
+                turnHeld = true
+                return (true, statusNotices)
             }
-            let (messages, proposed, reads, down, changes, work, sent, keepRunning) = monitor.withLock {
-                defer {
-                    inbox.removeAll()
-                    proposals.removeAll()
-                    readRequests.removeAll()
-                    unreachable.removeAll()
-                    confChanges.removeAll()
-                    tasks.removeAll()
-                    snapshotsSent.removeAll()
-                }
-                return (inbox, proposals, readRequests, unreachable, confChanges, tasks, snapshotsSent, running)
-            }
-            guard keepRunning else { break }
-            for task in work { task() }
-            var stepped: [String] = []  // staged snapshots
-            for message in messages {
-                try? node.step(message)  // a message no correct peer sends is dropped
-                if let data = message.snapshot?.data, let name = StagedSnapshot.stagedName(data) {
-                    stepped.append(name)
-                }
-            }
-            // Stepped, a staged snapshot is either the core's (and saved as the log's snapshot by the next
-            // Ready) or refused: its file is no longer kept for its own sake.
-            if !stepped.isEmpty { monitor.withLock { staging.subtract(stepped) } }
-            for peer in Set(down) { node.reportUnreachable(peer) }
-            for report in sent { node.reportSnapshot(report.peer, succeeded: report.delivered) }
-            for proposal in proposed {
-                do {
-                    try node.propose(proposal.data)
-                } catch {
-                    finish(
-                        proposal.id,
-                        .failure(CofferError(.unavailable, "the write was not accepted: \(error.message)"))
-                    )
-                }
-            }
-            for id in reads { node.readIndex(context: BatchCodec.idBytes(id)) }
-            for change in changes {
-                do {
-                    try node.proposeConfChange(change)
-                } catch {
-                    let failure = CofferError(.invalidArgument, "the membership change was refused: \(error.message)")
-                    monitor.withLock { confChangeErrors[change.nodeID] = failure }
-                    monitor.broadcast()
-                }
-            }
-            if monotonicNanos() >= nextTick {
-                node.tick()
-                nextTick = monotonicNanos() + tick
-            }
-            do {
-                try processReady()
-                if !stepped.isEmpty { removeStaleStagedFiles() }
-                let applied = monitor.withLock { status.appliedIndex }
-                // The stored snapshot may also be one just received from the leader.
-                let lastSnapshot = (try? store.snapshot().metadata.index) ?? 0
-                if applied >= lastSnapshot + options.snapshotEvery { try snapshot(at: applied, node.confState) }
-            } catch {
-                // The log or the data file cannot be written: this node must not go on (it would
-                // acknowledge what it has not stored). Every waiting write fails with the reason.
-                monitor.withLock {
-                    failure = error
-                    running = false
-                    for id in waiting { results[id] = .failure(error) }
-                }
-                monitor.broadcast()
-                break
-            }
+            for notice in notices { options.onStatusChange?(notice) }
+            guard let turn else { break }
+            guard turn else { continue }
+            runTurn()
+            monitor.withLock { turnHeld = false }
         }
         transport.shutdown()
         store.close()
         local.close()
         monitor.withLock { stopped = true }
         monitor.broadcast()
+    }
+
+    /// Runs the node on the calling thread (a transport reader that brought a message, a writer that
+    /// brought a proposal) when no other thread is running it, so the work is done where it arrived,
+    /// without waking the node's thread for it and being woken back (docs/raft.md, "Work done where it
+    /// arrives"). Runs while work remains, for at most ``guestTurns`` turns or until `done()` (checked
+    /// under the monitor) holds, then leaves what remains to the node's thread.
+    private func runAsGuest(until done: () -> Bool = { false }) {
+        let took = monitor.withLock { () -> Bool in
+            guard running, !turnHeld else { return false }  // the holder sees this work before it lets go
+            turnHeld = true
+            return true
+        }
+        guard took else { return }
+        var turns = 0
+        while true {
+            runTurn()
+            turns += 1
+            let (again, wake) = monitor.withLock { () -> (Bool, Bool) in
+                if running, hasWork, turns < Self.guestTurns, !done() { return (true, false) }
+                turnHeld = false
+                return (false, nodeThreadWanted)
+            }
+            if again { continue }
+            if wake { monitor.broadcast(Self.loopWork) }
+            return
+        }
+    }
+
+    private static let guestTurns = 4
+
+    /// One turn: steps what arrived, ticks when a tick is due, and handles the Ready. On a failure to
+    /// store, stops the node (``running`` false; the node's thread then closes it).
+    private func runTurn() {
+        let tick = UInt64(options.tickMilliseconds) * 1_000_000
+        let (messages, proposed, reads, down, changes, work, sent, tickDue) = monitor.withLock {
+            defer {
+                inbox.removeAll()
+                proposals.removeAll()
+                readRequests.removeAll()
+                unreachable.removeAll()
+                confChanges.removeAll()
+                tasks.removeAll()
+                snapshotsSent.removeAll()
+            }
+            let now = monotonicNanos()
+            let due = now >= nextTick
+            if due { nextTick = now + tick }
+            return (inbox, proposals, readRequests, unreachable, confChanges, tasks, snapshotsSent, due)
+        }
+        for task in work { task() }
+        var stepped: [String] = []  // staged snapshots
+        for message in messages {
+            try? node.step(message)  // a message no correct peer sends is dropped
+            if let data = message.snapshot?.data, let name = StagedSnapshot.stagedName(data) {
+                stepped.append(name)
+            }
+        }
+        // Stepped, a staged snapshot is either the core's (and saved as the log's snapshot by the next
+        // Ready) or refused: its file is no longer kept for its own sake.
+        if !stepped.isEmpty { monitor.withLock { staging.subtract(stepped) } }
+        for peer in Set(down) { node.reportUnreachable(peer) }
+        for report in sent { node.reportSnapshot(report.peer, succeeded: report.delivered) }
+        for proposal in proposed {
+            do {
+                try node.propose(proposal.data)
+            } catch {
+                finish(proposal.id, .failure(CofferError(.unavailable, "the write was not accepted: \(error.message)")))
+            }
+        }
+        for id in reads { node.readIndex(context: BatchCodec.idBytes(id)) }
+        for change in changes {
+            do {
+                try node.proposeConfChange(change)
+            } catch {
+                let failure = CofferError(.invalidArgument, "the membership change was refused: \(error.message)")
+                monitor.withLock { confChangeErrors[change.nodeID] = failure }
+                monitor.broadcast()
+            }
+        }
+        if tickDue { node.tick() }
+        do {
+            try processReady()
+            if !stepped.isEmpty { removeStaleStagedFiles() }
+            let applied = monitor.withLock { status.appliedIndex }
+            // The stored snapshot may also be one just received from the leader.
+            let lastSnapshot = (try? store.snapshot().metadata.index) ?? 0
+            if applied >= lastSnapshot + options.snapshotEvery { try snapshot(at: applied, node.confState) }
+        } catch {
+            // The log or the data file cannot be written: this node must not go on (it would
+            // acknowledge what it has not stored). Every waiting write fails with the reason.
+            monitor.withLock {
+                failure = error
+                running = false
+                for id in waiting { results[id] = .failure(error) }
+            }
+            monitor.broadcast()
+        }
     }
 
     private func processReady() throws(CofferError) {
@@ -813,10 +877,8 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
                 }
                 return (before, status)
             }
-            if let onStatusChange = options.onStatusChange,
-                before.isActive != after.isActive || before.leader != after.leader
-            {
-                onStatusChange(after)
+            if options.onStatusChange != nil, before.isActive != after.isActive || before.leader != after.leader {
+                monitor.withLock { statusNotices.append(after) }  // the node's thread calls it (``loop()``)
             }
             node.advance(rd)
             // Membership changes take effect in `advance`.
