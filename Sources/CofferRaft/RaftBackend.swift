@@ -140,6 +140,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
     private var turnHeld = false
     /// When the node ticks next (monotonic nanoseconds).
     private var nextTick: UInt64 = 0
+    private var tickNanos: UInt64 { UInt64(options.tickMilliseconds) * 1_000_000 }
     /// Status changes for ``Options/onStatusChange``, which only the node's own thread calls (a guest
     /// may be a writer in the middle of a request, holding what the callback needs).
     private var statusNotices: [Status] = []
@@ -657,12 +658,11 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
 
     /// The node's own thread: it ticks the node, and runs what no guest took (``runAsGuest(until:)``).
     private func loop() {
-        let tick = UInt64(options.tickMilliseconds) * 1_000_000
-        monitor.withLock { nextTick = monotonicNanos() + tick }
+        monitor.withLock { nextTick = monotonicNanos() + tickNanos }
         while true {
             // While a guest holds the turn, it wakes this thread when it gives the turn back with work
             // left; the deadline is only a backstop.
-            let deadline = monitor.withLock { turnHeld ? monotonicNanos() + tick : nextTick }
+            let deadline = monitor.withLock { turnHeld ? monotonicNanos() + tickNanos : nextTick }
             guard monitor.wait(until: deadline, on: Self.loopWork, { !turnHeld && nodeThreadWanted }) else { continue }
             let (turn, notices) = monitor.withLock { () -> (Bool?, [Status]) in
                 guard !turnHeld else { return (false, []) }
@@ -716,7 +716,6 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
     /// One turn: steps what arrived, ticks when a tick is due, and handles the Ready. On a failure to
     /// store, stops the node (``running`` false; the node's thread then closes it).
     private func runTurn() {
-        let tick = UInt64(options.tickMilliseconds) * 1_000_000
         let (messages, proposed, reads, down, changes, work, sent, tickDue) = monitor.withLock {
             defer {
                 inbox.removeAll()
@@ -729,7 +728,7 @@ package final class RaftBackend: PhysicalBackend, @unchecked Sendable {
             }
             let now = monotonicNanos()
             let due = now >= nextTick
-            if due { nextTick = now + tick }
+            if due { nextTick = now + tickNanos }
             return (inbox, proposals, readRequests, unreachable, confChanges, tasks, snapshotsSent, due)
         }
         for task in work { task() }
