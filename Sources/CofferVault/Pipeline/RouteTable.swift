@@ -41,19 +41,38 @@ package final class RoutedMount: Sendable {
 }
 
 /// An immutable snapshot of the mount tables; a change builds a new one. Lookups take no lock
-/// beyond reading the current snapshot reference.
-package final class RouteTable: Sendable {
+/// beyond reading the current snapshot reference. Unchecked: its raw prefix buffers are written in
+/// `init` only.
+package final class RouteTable: @unchecked Sendable {
     /// Mount points that secrets engines may not take.
     static let reserved = ["sys/", "auth/", "cubbyhole/", "identity/"]
 
     package let mounts: [RoutedMount]  // longest prefix first
-    /// The mounts' prefixes as bytes, in the same order: matched without copying a mount (and
-    /// retaining its references) per candidate.
-    private let prefixes: [[UInt8]]
+    /// The mounts' prefixes, in the same order, as byte ranges of one allocation the table owns:
+    /// matched without copying a mount or retaining an array per candidate. Every reference count
+    /// a request moves on the vault's shared objects is a cache line the other cores then fetch.
+    private let prefixes: UnsafeMutableBufferPointer<(start: UnsafePointer<UInt8>, count: Int)>
+    private let prefixBytes: UnsafeMutableRawBufferPointer
 
     init(_ mounts: [RoutedMount]) {
         self.mounts = mounts.sorted { $0.prefix.utf8.count > $1.prefix.utf8.count }
-        prefixes = self.mounts.map { Array($0.prefix.utf8) }
+        prefixBytes = .allocate(byteCount: max(1, self.mounts.reduce(0) { $0 + $1.prefix.utf8.count }), alignment: 1)
+        prefixes = .allocate(capacity: self.mounts.count)
+        var offset = 0
+        for (index, mount) in self.mounts.enumerated() {
+            let count = mount.prefix.utf8.count
+            UnsafeMutableRawBufferPointer(rebasing: prefixBytes[offset..<offset + count]).copyBytes(from: mount.prefix.utf8)
+            prefixes.initializeElement(
+                at: index,
+                to: (UnsafePointer(prefixBytes.baseAddress!.advanced(by: offset).assumingMemoryBound(to: UInt8.self)), count)
+            )
+            offset += count
+        }
+    }
+
+    deinit {
+        prefixes.deallocate()
+        prefixBytes.deallocate()
     }
 
     /// The mount serving `path`, and the path relative to it.
@@ -61,13 +80,15 @@ package final class RouteTable: Sendable {
         var path = path
         // Byte-wise, not Unicode-equivalence, comparison: routing must match what storage sees.
         let found: (index: Int, relativeStart: Int)? = path.withUTF8 { bytes in
-            func sameStart(_ prefix: [UInt8], _ count: Int) -> Bool {
-                count == 0 || prefix.withUnsafeBytes { memcmp(bytes.baseAddress!, $0.baseAddress!, count) == 0 }
-            }
-            for (index, prefix) in prefixes.enumerated() {
-                if bytes.count >= prefix.count, sameStart(prefix, prefix.count) { return (index, prefix.count) }
+            for index in prefixes.indices {
+                let (prefix, count) = prefixes[index]
+                if bytes.count >= count, count == 0 || memcmp(bytes.baseAddress!, prefix, count) == 0 {
+                    return (index, count)
+                }
                 // "secret" (no trailing slash) addresses the mount itself.
-                if bytes.count + 1 == prefix.count, sameStart(prefix, bytes.count) { return (index, bytes.count) }
+                if bytes.count + 1 == count, bytes.isEmpty || memcmp(bytes.baseAddress!, prefix, bytes.count) == 0 {
+                    return (index, bytes.count)
+                }
             }
             return nil
         }
