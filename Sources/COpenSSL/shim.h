@@ -25,6 +25,12 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+/* Not OpenSSL, but this is CofferCore's one C header: glibc's sched_getcpu(3), a GNU extension its
+   headers declare only under _GNU_SOURCE. It picks per-CPU shards (Meters.swift, currentCPU). */
+#ifdef __linux__
+extern int sched_getcpu(void);
+#endif
+
 /* Macros and variadics do not import into Swift: wrap the few we use. */
 static inline void coffer_openssl_cleanse(void *ptr, size_t len) { OPENSSL_cleanse(ptr, len); }
 

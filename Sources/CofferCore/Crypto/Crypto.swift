@@ -129,7 +129,7 @@ package enum AESGCM {
 }
 
 /// AES-256-GCM decryption under one key with the key schedule kept: `EVP_CIPHER_CTX`s already keyed,
-/// kept for reuse in shards picked by the calling thread (a lock each, so threads rarely meet), so an
+/// kept for reuse in per-CPU shards (a lock each, so threads rarely meet), so an
 /// open costs only the IV, the data and the tag. The contexts hold the expanded key: they are freed
 /// (OpenSSL cleanses them) with this object, that is with the keyring term that owns it.
 package final class GCMOpener: Sendable {
@@ -158,10 +158,8 @@ package final class GCMOpener: Sendable {
         }
     }
 
-    private var shard: Shard {
-        let thread = UInt(bitPattern: Int(truncatingIfNeeded: pthread_self()))
-        return shards[Int((thread >> 12) % UInt(GCMOpener.shardCount))]
-    }
+    /// The shard of the CPU the thread runs on: two threads running at once never share one.
+    private var shard: Shard { shards[currentCPU() % GCMOpener.shardCount] }
 
     /// As ``AESGCM/open(key:nonce:sealed:aad:output:)``, with this opener's key.
     package func open(

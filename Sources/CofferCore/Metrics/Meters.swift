@@ -1,3 +1,4 @@
+import COpenSSL  // sched_getcpu
 import Synchronization
 
 #if canImport(Glibc)
@@ -7,7 +8,7 @@ import Glibc
 // The recording side of Coffer's metrics (docs/metrics.md): counters and latency summaries that the
 // request path updates. They cost little because
 //   - each is split into shards, one per CPU (rounded up to a power of two), 128 bytes apart, and a
-//     thread always updates the shard its id hashes to: threads on different CPUs rarely share a
+//     thread updates the shard of the CPU it runs on: threads on different CPUs never share a
 //     cache line, so an update is an uncontended atomic add or an uncontended lock;
 //   - nothing allocates once a meter exists (a summary allocates its shards on first use, once);
 //   - a summary that is not `exact` reads the clock for 1 call in `sampleEvery` only: every call is
@@ -36,17 +37,23 @@ package enum MeterShards {
     /// Bytes between two shards: two cache lines (adjacent-line prefetch pairs them on x86).
     static var stride: Int { 128 }
 
-    /// The calling thread's shard: its pthread id (an address, in glibc) through a multiplicative hash.
+    /// The calling thread's shard: the CPU it runs on (glibc reads it from the kernel's rseq area, no
+    /// system call). Two threads running at once are on different CPUs, so they never update the same
+    /// shard; a hash of the thread's id put two threads on one shard in one case of `count`. A thread
+    /// moved between two calls only changes which uncontended shard it updates.
     /// `mask` is `count - 1`, kept by each meter (reading `count`, a lazy global, costs a `swift_once`).
     @inline(__always)
-    static func current(_ mask: Int) -> Int {
-        #if canImport(Glibc)
-        let id = UInt64(pthread_self())
-        #else
-        let id: UInt64 = 0
-        #endif
-        return Int(truncatingIfNeeded: (id &* 0x9E37_79B9_7F4A_7C15) >> 58) & mask
-    }
+    static func current(_ mask: Int) -> Int { currentCPU() & mask }
+}
+
+/// The CPU the calling thread runs on (0 where that cannot be read), to pick a per-CPU shard.
+@inline(__always)
+package func currentCPU() -> Int {
+    #if canImport(Glibc)
+    return Int(max(0, sched_getcpu()))
+    #else
+    return 0
+    #endif
 }
 
 /// A monotonic count: `increment()` is one relaxed atomic add on the calling thread's shard.
