@@ -63,13 +63,18 @@ package final class VaultMeters: Sendable {
 
     /// Starts timing a request: one monotonic clock read.
     @inline(__always)
-    package func startRequest() -> RequestTimer { RequestTimer(started: MonotonicClock.now()) }
+    package static func startRequest() -> RequestTimer { RequestTimer(started: MonotonicClock.now()) }
 
     /// Ends it: the second read, and the request counted as a login or another request.
     @inline(__always)
     package func finish(_ timer: RequestTimer) {
         let now = MonotonicClock.now()
-        (timer.login ? handleLoginRequest : handleRequest).record(nanoseconds: now &- timer.started, now: now)
+        // Each summary called where it is named: a summary chosen into a local first is retained and released.
+        if timer.login {
+            handleLoginRequest.record(nanoseconds: now &- timer.started, now: now)
+        } else {
+            handleRequest.record(nanoseconds: now &- timer.started, now: now)
+        }
     }
 }
 

@@ -489,7 +489,7 @@ package final class Core: Sendable {
     /// (update or create) → audit the request → ACL (with `sudo` for the backend's root paths) →
     /// the backend → audit the response. The C ABI's fast paths and HTTP come through here alike.
     package func handle(_ request: consuming Request, quota: inout QuotaOutcome?) throws(CofferError) -> Response {
-        var timer = barrier.meters.startRequest()  // vault.core.handle_request (Metrics/)
+        var timer = VaultMeters.startRequest()  // vault.core.handle_request (Metrics/)
         defer { barrier.meters.finish(timer) }
         var request = request  // moved, not copied: the parameter is consumed
         request.path = try PathRules.normalize(request.path)
