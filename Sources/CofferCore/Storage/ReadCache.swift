@@ -138,6 +138,7 @@ package final class CachingBackend: PhysicalBackend {
 
         let budget: Int
         let state = Mutex(State())
+        private let padding = CacheLinePadding()  // the shards are allocated one after another
 
         init(budget: Int) { self.budget = budget }
 

@@ -1,3 +1,4 @@
+import CofferCore
 import Synchronization
 
 /// The token store's cache of entries, keyed by the raw 32-byte HMAC of the token (what the hot path
@@ -66,6 +67,7 @@ package final class TokenCache: Sendable {
             var generation: UInt64 = 0
         }
         let state = Mutex(State())
+        private let padding = CacheLinePadding()  // the shards are allocated one after another
     }
 
     private static let shardCount = 16
