@@ -61,11 +61,10 @@ package final class RouteTable: @unchecked Sendable {
         var offset = 0
         for (index, mount) in self.mounts.enumerated() {
             let count = mount.prefix.utf8.count
-            UnsafeMutableRawBufferPointer(rebasing: prefixBytes[offset..<offset + count]).copyBytes(from: mount.prefix.utf8)
-            prefixes.initializeElement(
-                at: index,
-                to: (UnsafePointer(prefixBytes.baseAddress!.advanced(by: offset).assumingMemoryBound(to: UInt8.self)), count)
-            )
+            let bytes = UnsafeMutableRawBufferPointer(rebasing: prefixBytes[offset..<offset + count])
+            bytes.copyBytes(from: mount.prefix.utf8)
+            let start = prefixBytes.baseAddress!.advanced(by: offset).assumingMemoryBound(to: UInt8.self)
+            prefixes.initializeElement(at: index, to: (UnsafePointer(start), count))
             offset += count
         }
     }
