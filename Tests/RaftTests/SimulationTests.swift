@@ -9,15 +9,24 @@ import Testing
 ///
 /// - `RAFT_SIM_RUNS=n` runs n seeds per cluster size instead of the default (a longer campaign).
 /// - `RAFT_SIM_SEED=s` runs only seed s (and prints its trace), to replay a failure.
-/// - `RAFT_SIM_FIRST_SEED=s` starts the campaign at seed s.
+/// - `RAFT_SIM_FIRST_SEED=s` starts the campaign at seed s. Without it the window moves with the UTC
+///   date (`dailyFirstSeed`), so each day's `make test` tries seeds no earlier day tried; every campaign
+///   prints its first seed, and a failure prints its own, to replay.
 @Suite struct SimulationTests {
     static let environment = ProcessInfo.processInfo.environment
+
+    /// 1 + 1,000 × (days since 1970 mod 500): 500 windows of 1,000 seeds, below the campaigns' salts
+    /// (1,000,000 apart), so no two campaigns of one day share a seed.
+    static var dailyFirstSeed: UInt64 {
+        1 + 1_000 * (UInt64(max(0, Date().timeIntervalSince1970)) / 86_400 % 500)
+    }
+
+    static var firstSeed: UInt64 { environment["RAFT_SIM_FIRST_SEED"].flatMap(UInt64.init) ?? dailyFirstSeed }
 
     static func seeds(defaultRuns: Int, salt: UInt64) -> [UInt64] {
         if let single = environment["RAFT_SIM_SEED"].flatMap(UInt64.init) { return [single] }
         let runs = environment["RAFT_SIM_RUNS"].flatMap(Int.init) ?? defaultRuns
-        let first = environment["RAFT_SIM_FIRST_SEED"].flatMap(UInt64.init) ?? 1
-        return (0..<UInt64(runs)).map { first + $0 + salt }
+        return (0..<UInt64(runs)).map { firstSeed + $0 + salt }
     }
 
     func campaign(nodes: Int, defaultRuns: Int, salt: UInt64, onlyFollowerFaults: Bool = false) {
@@ -55,7 +64,7 @@ import Testing
             totals.membershipChanges += sim.stats.membershipChanges
         }
         print(
-            "raft simulation: \(seeds.count) runs of \(nodes) nodes in \(ContinuousClock.now - start): \(totals.elections) elections, \(totals.proposalsApplied) entries applied, \(totals.snapshotsInstalled) snapshots installed, \(totals.readsServed) reads, \(totals.crashes) crashes, \(totals.membershipChanges) membership changes, \(totals.messagesDelivered) messages; failed seeds: \(failed)"
+            "raft simulation: \(seeds.count) runs of \(nodes) nodes from seed \(seeds.first ?? 0) (RAFT_SIM_FIRST_SEED=\(Self.firstSeed)) in \(ContinuousClock.now - start): \(totals.elections) elections, \(totals.proposalsApplied) entries applied, \(totals.snapshotsInstalled) snapshots installed, \(totals.readsServed) reads, \(totals.crashes) crashes, \(totals.membershipChanges) membership changes, \(totals.messagesDelivered) messages; failed seeds: \(failed)"
         )
         // The runs must exercise what they claim to check.
         if seeds.count >= 100 && !onlyFollowerFaults {
