@@ -139,7 +139,6 @@ package final class GCMOpener: Sendable {
 
     private final class Shard: Sendable {
         let idle = Mutex<[Context]>([])
-        private let padding = CacheLinePadding()  // the shards are allocated one after another
     }
 
     private static let shardCount = 8

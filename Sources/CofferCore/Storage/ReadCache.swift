@@ -138,7 +138,6 @@ package final class CachingBackend: PhysicalBackend {
 
         let budget: Int
         let state = Mutex(State())
-        private let padding = CacheLinePadding()  // the shards are allocated one after another
 
         init(budget: Int) { self.budget = budget }
 

@@ -32,16 +32,3 @@ private final class ThreadBody {
     let body: @Sendable () -> Void
     init(_ body: @escaping @Sendable () -> Void) { self.body = body }
 }
-
-/// 128 bytes of nothing, stored after a small object's hot fields (a lock, a shard's state) so that
-/// the next object of its kind, allocated beside it, cannot share its cache lines: two cores that
-/// update neighbouring shards then do not pass one line back and forth (false sharing). 128, not 64:
-/// x86 prefetches lines in adjacent pairs.
-package struct CacheLinePadding: Sendable {
-    private let words: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64)
-    private let more: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64)
-    package init() {
-        words = (0, 0, 0, 0, 0, 0, 0, 0)
-        more = (0, 0, 0, 0, 0, 0, 0, 0)
-    }
-}

@@ -1,4 +1,3 @@
-import CofferCore
 import Synchronization
 
 /// The token store's cache of entries, keyed by the raw 32-byte HMAC of the token (what the hot path
@@ -67,7 +66,6 @@ package final class TokenCache: Sendable {
             var generation: UInt64 = 0
         }
         let state = Mutex(State())
-        private let padding = CacheLinePadding()  // the shards are allocated one after another
     }
 
     private static let shardCount = 16
