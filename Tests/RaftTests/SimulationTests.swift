@@ -21,7 +21,8 @@ import Testing
         1 + 1_000 * (UInt64(max(0, Date().timeIntervalSince1970)) / 86_400 % 500)
     }
 
-    static var firstSeed: UInt64 { environment["RAFT_SIM_FIRST_SEED"].flatMap(UInt64.init) ?? dailyFirstSeed }
+    /// Read once: a run that crosses midnight keeps one window.
+    static let firstSeed: UInt64 = environment["RAFT_SIM_FIRST_SEED"].flatMap(UInt64.init) ?? dailyFirstSeed
 
     static func seeds(defaultRuns: Int, salt: UInt64) -> [UInt64] {
         if let single = environment["RAFT_SIM_SEED"].flatMap(UInt64.init) { return [single] }
