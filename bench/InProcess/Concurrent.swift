@@ -256,7 +256,7 @@ func measureReadScaling(
     roundSeconds: Double = 0.2
 ) throws -> [String: Any]? {
     let name = "kv read scaling (\(threads) threads / 1)"
-    if let only = bench.only, !name.hasPrefix(only) { return nil }
+    if !bench.selects(name) { return nil }
     var separate: [(vault: Vault, token: String)] = [(vault, token)]
     defer { for other in separate.dropFirst() { other.vault.close() } }
     for n in 1..<threads {

@@ -159,7 +159,7 @@ extension Bench {
     /// run), matching the spin to the median of the operation's round before each of its own, and records
     /// both figures: `name` and `spinName`.
     func measureBesideSpin(_ name: String, spinName: String, _ body: () throws -> Void) throws {
-        if let only, !name.hasPrefix(only) { return }
+        if !selects(name) { return }
         let rounds = 20
         let perRound = max(100, iterations / rounds)
         var spin = CPUSpin()

@@ -121,11 +121,18 @@ final class Bench {
         self.only = only
     }
 
+    /// Whether `--only` selects `name`: names starting with it, or, when it ends in `$`, that name alone.
+    func selects(_ name: String) -> Bool {
+        guard let only else { return true }
+        if only.hasSuffix("$") { return name == only.dropLast() }
+        return name.hasPrefix(only)
+    }
+
     /// Times `body` `iterations` times (after a warm-up), then counts its allocations over a
     /// separate pass so that counting never perturbs the timings.
     @discardableResult
     func measure(_ name: String, iterations: Int? = nil, _ body: () throws -> Void) rethrows -> Figure? {
-        if let only, !name.hasPrefix(only) { return nil }
+        if !selects(name) { return nil }
         let n = iterations ?? self.iterations
         for _ in 0..<Swift.max(10, Swift.min(2000, n / 10)) { try body() }
         var samples = [UInt64](repeating: 0, count: n)
@@ -177,7 +184,7 @@ final class Bench {
     /// CPU count), a pause and `extra` figures. Each operation runs `count` times in all (default:
     /// the suite's iterations).
     func compare(_ operations: [Compared], rounds: Int = 20, count: Int? = nil) throws {
-        let selected = operations.filter { only == nil || $0.name.hasPrefix(only!) }
+        let selected = operations.filter { selects($0.name) }
         guard !selected.isEmpty else { return }
         let perRound = Swift.max(100, (count ?? iterations) / rounds)
         var samples = [[UInt64]](repeating: [], count: selected.count)

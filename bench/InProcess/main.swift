@@ -1,7 +1,7 @@
 // coffer-bench: Coffer's in-process benchmarks. bench/bench.py runs every mode (and the C, HTTP and
 // OpenBao comparisons) and merges the results; each mode also runs on its own:
 //
-//   swift run -c release coffer-bench [inprocess] [--iterations N] [--only PREFIX] [--json PATH]
+//   swift run -c release coffer-bench [inprocess] [--iterations N] [--only PREFIX | --only NAME$] [--json PATH]
 //   swift run -c release coffer-bench scale --secrets N [--data-dir DIR] [--iterations N] [--json PATH] [--build-only]
 //   swift run -c release coffer-bench namespaces --secrets N [--data-dir DIR] [--json PATH] [--build-only]
 //       (N namespaces, each with a KV v2 mount; issue 19, Namespaces.swift)
