@@ -36,8 +36,16 @@ package final class AuditDevice: Sendable {
         var lastFailure = ""
         var closed = false
     }
-    /// Held while lines are built and written, so that the chain advances in file order.
-    private let state = Mutex(State())
+    /// Held while lines are built and written, so that the chain advances in file order. A pthread
+    /// mutex rather than `Mutex` (a priority-inheritance futex on Linux, whose waiters spin in the
+    /// kernel for as long as the holder runs): the holder may be building and writing thousands of
+    /// queued records, and a request or flush waiting for it should sleep, not burn a core.
+    private let stateLock = Monitor()
+    private nonisolated(unsafe) var stateStorage = State()
+
+    private func withState<R, E: Error>(_ body: (inout State) throws(E) -> R) throws(E) -> R {
+        try stateLock.withLock { () throws(E) -> R in try body(&stateStorage) }
+    }
     /// Set while the last write failed: reads are then written synchronously (which retries the
     /// sink) instead of queued behind a device that cannot take them.
     private let failing = Atomic<Bool>(false)
@@ -65,7 +73,7 @@ package final class AuditDevice: Sendable {
         self.queue = config.options["sync"] == AuditSync.all.rawValue ? nil : AuditQueue()
         if let tail = sink.openingTail() {
             let (chain, pending) = AuditDevice.continuation(of: tail, key: chainMAC)
-            state.withLock { s in
+            withState { s in
                 s.chain = chain
                 s.pending = pending
             }
@@ -121,7 +129,7 @@ package final class AuditDevice: Sendable {
         return (chain, marked)
     }
 
-    package var failures: (count: Int, last: String) { state.withLock { ($0.failures, $0.lastFailure) } }
+    package var failures: (count: Int, last: String) { withState { ($0.failures, $0.lastFailure) } }
 
     /// Whether a read's request record may be deferred to go out with its response record: the
     /// device queues (`sync` "writes") and its last write succeeded. (`enqueue` may still refuse
@@ -143,12 +151,12 @@ package final class AuditDevice: Sendable {
 
     /// Writes everything queued, then `phases` of `record`, in one write, before returning.
     func write(_ record: AuditRecord, _ phases: AuditPhases) throws(CofferError) {
-        try state.withLock { (s) throws(CofferError) in try commit(&s, extra: (record, phases)) }
+        try withState { (s) throws(CofferError) in try commit(&s, extra: (record, phases)) }
     }
 
     /// Writes every queued record now.
     package func flush() throws(CofferError) {
-        try state.withLock { (s) throws(CofferError) in try commit(&s, extra: nil) }
+        try withState { (s) throws(CofferError) in try commit(&s, extra: nil) }
     }
 
     /// Takes the device out of service: writes what is queued and stops the writer, but keeps the
@@ -163,7 +171,7 @@ package final class AuditDevice: Sendable {
     /// Writes what is queued, stops the writer and closes the sink. Later records are refused.
     func close() {
         queue?.stop()
-        state.withLock { s in
+        withState { s in
             try? commit(&s, extra: nil)
             s.closed = true
         }
