@@ -169,4 +169,23 @@ import Testing
         #expect(Base64.decode("Zm9v!") == nil)
         #expect(Hex.decode("zz") == nil)
     }
+
+    /// Hex digits of every byte value, at every offset of the four-byte steps and in the tail.
+    @Test func hexOfEveryByteAtEveryPosition() {
+        func naive(_ bytes: [UInt8]) -> String {
+            bytes.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+        }
+        let all = (0...255).map(UInt8.init)
+        for length in 0...9 {
+            for start in stride(from: 0, to: 256, by: 1) {
+                let bytes = (0..<length).map { all[(start + $0 * 37) % 256] }
+                #expect(Hex.encode(bytes) == naive(bytes))
+                var appended: [UInt8] = [0x2A]
+                bytes.withUnsafeBytes { Hex.append($0, to: &appended) }
+                #expect(appended == [0x2A] + Array(naive(bytes).utf8))
+            }
+        }
+        #expect(Hex.encode(all) == naive(all))
+        #expect(Hex.decode(Hex.encode(all)) == all)
+    }
 }

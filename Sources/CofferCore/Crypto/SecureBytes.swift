@@ -242,12 +242,32 @@ package enum Hex {
         }
     }
 
-    /// Writes the `2 * bytes.count` hex digits of `bytes` to the start of `out`.
+    /// Writes the `2 * bytes.count` hex digits of `bytes` to the start of `out`: four bytes at a
+    /// time, their eight nibbles spread one to a byte of a word and turned into digits together
+    /// (`n + '0'`, plus 39 more where `n >= 10`, for `'a'...'f'`), then the rest one at a time.
     private static func write(_ bytes: UnsafeRawBufferPointer, into out: UnsafeMutableBufferPointer<UInt8>) {
+        let count = bytes.count
+        guard count > 0, let source = bytes.baseAddress, let target = out.baseAddress else { return }
+        precondition(out.count >= 2 * count, "Hex.write: the output is too small")
+        let nibbles: UInt64 = 0x000F_000F_000F_000F
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        var i = 0
+        while i + 4 <= count {
+            let word = UInt32(littleEndian: source.loadUnaligned(fromByteOffset: i, as: UInt32.self))
+            // Byte k of the input in bits 16k..16k+7: its high nibble lands in byte 2k, its low in 2k+1.
+            var v = UInt64(word & 0xFF) | UInt64(word >> 8 & 0xFF) << 16 | UInt64(word >> 16 & 0xFF) << 32
+            v |= UInt64(word >> 24) << 48
+            v = (v >> 4 & nibbles) | (v & nibbles) << 8
+            v = v &+ 0x3030_3030_3030_3030 &+ ((v &+ 0x0606_0606_0606_0606) >> 4 & ones) &* 39
+            UnsafeMutableRawPointer(target).storeBytes(of: v.littleEndian, toByteOffset: 2 * i, as: UInt64.self)
+            i += 4
+        }
         let digits: StaticString = "0123456789abcdef"
-        for (i, b) in bytes.enumerated() {
-            out[2 * i] = digits.utf8Start[Int(b >> 4)]
-            out[2 * i + 1] = digits.utf8Start[Int(b & 0x0F)]
+        while i < count {
+            let b = source.load(fromByteOffset: i, as: UInt8.self)
+            target[2 * i] = digits.utf8Start[Int(b >> 4)]
+            target[2 * i + 1] = digits.utf8Start[Int(b & 0x0F)]
+            i += 1
         }
     }
 
