@@ -16,15 +16,19 @@ package enum AuditChain {
     }
 
     /// Seals the body that runs from `start` to the end of `out` (`{...}`) into a line: appends the
-    /// MAC before the closing brace and a newline. Returns the MAC (64 hex digits).
-    static func seal(lineFrom start: Int, of out: inout [UInt8], key: HMACKey) -> [UInt8] {
+    /// MAC before the closing brace and a newline. Returns the MAC (64 hex digits). With `prefix` (the
+    /// key's state after the body's first `prefix.length` bytes, which the caller vouches for), only
+    /// the rest of the body is hashed.
+    static func seal(lineFrom start: Int, of out: inout [UInt8], key: HMACKey, prefix: HMACPrefix? = nil) -> [UInt8] {
         var digest = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         withUnsafeMutableBytes(of: &digest) { d in
+            let into = d.baseAddress!.assumingMemoryBound(to: UInt8.self)
             out.withUnsafeBytes {
-                key.mac(
-                    UnsafeRawBufferPointer(rebasing: $0[start...]),
-                    into: d.baseAddress!.assumingMemoryBound(to: UInt8.self)
-                )
+                if let prefix {
+                    key.mac(after: prefix, UnsafeRawBufferPointer(rebasing: $0[(start + prefix.length)...]), into: into)
+                } else {
+                    key.mac(UnsafeRawBufferPointer(rebasing: $0[start...]), into: into)
+                }
             }
         }
         out.removeLast()  // "}"

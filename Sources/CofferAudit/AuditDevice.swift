@@ -60,6 +60,8 @@ package final class AuditDevice: Sendable {
         let token: [UInt8]
         let accessor: [UInt8]
         let auth: [UInt8]
+        /// The chain MAC's state after `{"auth":` and `auth`: derived from the chain key, zeroed when dropped.
+        let chainPrefix: HMACPrefix
     }
 
     init(config: AuditDeviceConfig, sink: any AuditSink, salt: SecureBytes) throws(CofferError) {

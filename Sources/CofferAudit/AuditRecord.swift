@@ -78,7 +78,7 @@ extension AuditDevice {
     /// which closes the line; AuditChain says what it covers). Advances `chain` past them.
     func appendLines(_ record: AuditRecord, _ phases: AuditPhases, chain: inout AuditChainState, to out: inout [UInt8])
     {
-        let (token, accessor, auth) = authParts(record)
+        let (token, accessor, auth, chainPrefix) = authParts(record)
         let request = requestBlock(record, token: token, accessor: accessor)
         var time: [UInt8] = []
         time.reserveCapacity(32)
@@ -113,7 +113,7 @@ extension AuditDevice {
             out.appendLiteral(#","time":""#)
             out.append(contentsOf: time)
             out.appendLiteral(phase == .request ? #"","type":"request"}"# : #"","type":"response"}"#)
-            chain.prev = AuditChain.seal(lineFrom: start, of: &out, key: chainMAC)
+            chain.prev = AuditChain.seal(lineFrom: start, of: &out, key: chainMAC, prefix: chainPrefix)
         }
     }
 
@@ -143,25 +143,30 @@ extension AuditDevice {
     }
 
     /// The hashed token and accessor (they appear in both blocks: hashed once) and the `auth` block;
-    /// for a caller with an accessor (a service token) from the cache once made, unless `log_raw`.
-    private func authParts(_ record: AuditRecord) -> (token: [UInt8], accessor: [UInt8], auth: [UInt8]) {
+    /// for a caller with an accessor (a service token) from the cache once made, unless `log_raw`,
+    /// with the chain MAC's state after the line's opening `{"auth":<auth block>`, which every line
+    /// of the caller's records starts with.
+    private func authParts(
+        _ record: AuditRecord
+    ) -> (token: [UInt8], accessor: [UInt8], auth: [UInt8], chainPrefix: HMACPrefix?) {
         // With log_raw the "hashed" token is the token itself: not kept.
         let key = logRaw ? "" : record.caller?.accessor ?? ""
         if !key.isEmpty, let cached = authBlocks.withLock({ $0[key] }) {
-            return (cached.token, cached.accessor, cached.auth)
+            return (cached.token, cached.accessor, cached.auth, cached.chainPrefix)
         }
         var token: [UInt8] = []
         writeHashed(record.request.token, to: &token)
         var accessor: [UInt8] = []
         writeHashed(record.caller?.accessor, to: &accessor)
         let auth = authBlock(record, token: token, accessor: accessor)
-        if !key.isEmpty {
-            authBlocks.withLock { blocks in
-                if blocks.count >= AuditDevice.authBlockLimit { blocks.removeAll(keepingCapacity: true) }
-                blocks[key] = AuthBlock(token: token, accessor: accessor, auth: auth)
-            }
+        guard !key.isEmpty else { return (token, accessor, auth, nil) }
+        let opening = Array(#"{"auth":"#.utf8) + auth
+        let chainPrefix = opening.withUnsafeBytes { chainMAC.prefix($0) }
+        authBlocks.withLock { blocks in
+            if blocks.count >= AuditDevice.authBlockLimit { blocks.removeAll(keepingCapacity: true) }
+            blocks[key] = AuthBlock(token: token, accessor: accessor, auth: auth, chainPrefix: chainPrefix)
         }
-        return (token, accessor, auth)
+        return (token, accessor, auth, chainPrefix)
     }
 
     private func authBlock(_ record: AuditRecord, token: [UInt8], accessor: [UInt8]) -> [UInt8] {

@@ -128,6 +128,22 @@ import Testing
     }
 
     // FIPS 180-2 appendix B.1.
+    /// A MAC continued from a prefix state equals the MAC of the whole message, for prefixes that end
+    /// inside, at the end of and past SHA-256's 64-byte blocks.
+    @Test func hmacFromAPrefixStateEqualsTheWholeMessagesMAC() throws {
+        let key = HMACKey(SecureBytes(Random.bytes(32)))
+        let message = Random.bytes(300)
+        for split in [0, 1, 8, 63, 64, 65, 127, 128, 200, 300] {
+            let prefix = message.prefix(split).withUnsafeBytes { key.prefix($0) }
+            #expect(prefix.length == split)
+            let continued = [UInt8](unsafeUninitializedCapacity: 32) { out, count in
+                message[split...].withUnsafeBytes { key.mac(after: prefix, $0, into: out.baseAddress!) }
+                count = 32
+            }
+            #expect(continued == key.mac(message), "prefix of \(split) bytes")
+        }
+    }
+
     @Test func sha256KnownAnswer() {
         #expect(
             Hex.encode(Digest.sha256(Array("abc".utf8)))

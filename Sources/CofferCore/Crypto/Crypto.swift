@@ -311,7 +311,30 @@ package final class HMACKey: Sendable {
 
     /// HMAC-SHA256 of `data` into `output` (32 bytes).
     package func mac(_ data: UnsafeRawBufferPointer, into output: UnsafeMutablePointer<UInt8>) {
-        var ctx = inner.pointee
+        finish(from: inner, data, into: output)
+    }
+
+    /// The inner hash state after `prefix`, for MACs of messages that start with it (`mac(after:_:into:)`).
+    package func prefix(_ prefix: UnsafeRawBufferPointer) -> HMACPrefix {
+        let state = HMACPrefix(key: self, length: prefix.count)
+        state.inner.initialize(to: inner.pointee)
+        SHA256_Update(state.inner, prefix.baseAddress, prefix.count)
+        return state
+    }
+
+    /// HMAC-SHA256 of `prefix`'s bytes followed by `rest`, into `output` (32 bytes), hashing only `rest`.
+    package func mac(after prefix: HMACPrefix, _ rest: UnsafeRawBufferPointer, into output: UnsafeMutablePointer<UInt8>) {
+        precondition(prefix.key == ObjectIdentifier(self), "an HMAC prefix state is used with another key")
+        finish(from: prefix.inner, rest, into: output)
+    }
+
+    /// Hashes `data` from the inner state `state`, then the outer hash.
+    private func finish(
+        from state: UnsafeMutablePointer<SHA256_CTX>,
+        _ data: UnsafeRawBufferPointer,
+        into output: UnsafeMutablePointer<UInt8>
+    ) {
+        var ctx = state.pointee
         var innerHash = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         SHA256_Update(&ctx, data.baseAddress, data.count)
         withUnsafeMutableBytes(of: &innerHash) { h in
@@ -336,5 +359,26 @@ package final class HMACKey: Sendable {
             text.withUTF8 { mac(UnsafeRawBufferPointer($0), into: out.baseAddress!) }
             count = 32
         }
+    }
+}
+
+/// An ``HMACKey``'s inner hash state after a fixed prefix (`HMACKey.prefix(_:)`): the MAC of a message
+/// that starts with those bytes hashes only the rest. Derived from the key, so zeroed on release.
+package final class HMACPrefix: Sendable {
+    /// The key it was made with (`mac(after:_:into:)` checks it).
+    let key: ObjectIdentifier
+    /// How many bytes of prefix it has absorbed.
+    package let length: Int
+    // Written only while `HMACKey.prefix` makes it; afterwards only copied from.
+    nonisolated(unsafe) let inner = UnsafeMutablePointer<SHA256_CTX>.allocate(capacity: 1)
+
+    init(key: HMACKey, length: Int) {
+        self.key = ObjectIdentifier(key)
+        self.length = length
+    }
+
+    deinit {
+        coffer_openssl_cleanse(inner, MemoryLayout<SHA256_CTX>.size)
+        inner.deallocate()
     }
 }
