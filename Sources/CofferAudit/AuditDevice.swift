@@ -190,7 +190,9 @@ package final class AuditDevice: Sendable {
         guard !queued.isEmpty || extra != nil || !s.pending.isEmpty else { return }
         var chain = s.chain
         var out: [UInt8] = s.pending
-        out.reserveCapacity(s.pending.count + (queued.count + 1) * 2048)
+        // A KV read's two lines are about 2.4 KB (936 + 1,434 bytes for `bao kv get` with a policy
+        // token); reserving less made a busy batch's buffer grow, and be copied, twice or three times.
+        out.reserveCapacity(s.pending.count + (queued.count + 1) * 3072)
         for (record, phases) in queued { appendLines(record, phases, chain: &chain, to: &out) }
         if let (record, phases) = extra { appendLines(record, phases, chain: &chain, to: &out) }
         do {
