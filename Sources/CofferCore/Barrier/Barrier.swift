@@ -443,8 +443,11 @@ package final class Barrier: Sendable {
 
     /// The decrypted entry at `path`, or nil if none is stored.
     package func get(_ path: String) throws(CofferError) -> [UInt8]? {
-        let timing = meters.barrierGet.begin()
-        defer { meters.barrierGet.end(timing) }
+        // Unretained: the barrier's meters live as long as it, and a retain here is an atomic write to
+        // a line every core's reads share (docs/benchmarks.md, "Two threads on one vault").
+        let summary = Unmanaged.passUnretained(meters.barrierGet)
+        let timing = summary._withUnsafeGuaranteedRef { $0.begin() }
+        defer { summary._withUnsafeGuaranteedRef { $0.end(timing) } }
         let ring = try current()
         guard let stored = try physical.get(path) else { return nil }
         guard SealWrap.isWrapped(stored) else { return try open(stored, path: path, ring: ring) }

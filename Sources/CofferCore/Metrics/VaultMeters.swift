@@ -89,37 +89,52 @@ package struct RequestTimer: Sendable {
 package final class RouteMeters: Sendable {
     /// The mount's full path, "secret/".
     package let prefix: String
-    private let byOperation: [Summary]
+    // One stored property each, not an array: an array element read out to call a method is retained
+    // (an atomic write every core's requests to the mount share), a stored property is not.
+    private let create = Summary(sampleEvery: Summary.defaultSampling)
+    private let read = Summary(sampleEvery: Summary.defaultSampling)
+    private let update = Summary(sampleEvery: Summary.defaultSampling)
+    private let delete = Summary(sampleEvery: Summary.defaultSampling)
+    private let list = Summary(sampleEvery: Summary.defaultSampling)
+    private let patch = Summary(sampleEvery: Summary.defaultSampling)
 
     init(prefix: String) {
         self.prefix = prefix
-        byOperation = Request.Operation.metricOrder.map { _ in Summary(sampleEvery: Summary.defaultSampling) }
     }
 
+    /// Starts timing `operation` (`Summary.begin`).
     @inline(__always)
-    package subscript(operation: Request.Operation) -> Summary { byOperation[operation.metricIndex] }
+    package func begin(_ operation: Request.Operation) -> UInt64 {
+        switch operation {
+        case .create: create.begin()
+        case .read: read.begin()
+        case .update: update.begin()
+        case .delete: delete.begin()
+        case .list: list.begin()
+        case .patch: patch.begin()
+        }
+    }
+
+    /// Records the call `begin(operation)` started (`Summary.end`).
+    @inline(__always)
+    package func end(_ operation: Request.Operation, _ started: UInt64) {
+        switch operation {
+        case .create: create.end(started)
+        case .read: read.end(started)
+        case .update: update.end(started)
+        case .delete: delete.end(started)
+        case .list: list.end(started)
+        case .patch: patch.end(started)
+        }
+    }
 
     /// Each operation with its summary, in a fixed order.
     package var all: [(Request.Operation, Summary)] {
-        Array(zip(Request.Operation.metricOrder, byOperation))
+        [(.create, create), (.read, read), (.update, update), (.delete, delete), (.list, list), (.patch, patch)]
     }
 }
 
 extension Request.Operation {
-    static let metricOrder: [Request.Operation] = [.create, .read, .update, .delete, .list, .patch]
-
-    @inline(__always)
-    var metricIndex: Int {
-        switch self {
-        case .create: 0
-        case .read: 1
-        case .update: 2
-        case .delete: 3
-        case .list: 4
-        case .patch: 5
-        }
-    }
-
     /// The word OpenBao's route metric names use ("read", "create", ...).
     package var metricName: String {
         switch self {

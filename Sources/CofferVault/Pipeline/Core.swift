@@ -490,7 +490,9 @@ package final class Core: Sendable {
     /// the backend → audit the response. The C ABI's fast paths and HTTP come through here alike.
     package func handle(_ request: consuming Request, quota: inout QuotaOutcome?) throws(CofferError) -> Response {
         var timer = VaultMeters.startRequest()  // vault.core.handle_request (Metrics/)
-        defer { barrier.meters.finish(timer) }
+        // Unretained, as in Barrier.get: the meters live as long as the barrier.
+        let meters = Unmanaged.passUnretained(barrier.meters)
+        defer { meters._withUnsafeGuaranteedRef { $0.finish(timer) } }
         var request = request  // moved, not copied: the parameter is consumed
         request.path = try PathRules.normalize(request.path)
         // Data built in Swift (JSON input is limited by its parser) must not nest past what the code that
@@ -588,11 +590,10 @@ package final class Core: Sendable {
         now: Timestamp
     ) throws(CofferError) -> Response {
         // vault.route.<op>.<mount>: begin/end, not a generic closure, which CofferCore cannot inline here.
-        let route = mount.meters[request.operation]
-        let routeTiming = route.begin()
+        let routeTiming = mount.meters.begin(request.operation)
         var response: Response
         do {
-            defer { route.end(routeTiming) }
+            defer { mount.meters.end(request.operation, routeTiming) }
             if request.operation == .read, request.data.isEmpty, !request.rawResults,
                 let direct = try mount.backend.directRead(
                     relative,

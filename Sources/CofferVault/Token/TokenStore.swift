@@ -420,8 +420,10 @@ package final class TokenStore: Sendable {
     /// The entry for a presented token, or nil if unknown. Does not check expiry. A cached entry is
     /// found by the raw MAC, without writing out its hex form.
     func lookup(token: String) throws(CofferError) -> TokenEntry? {
-        let timing = barrier.meters.tokenLookup.begin()
-        defer { barrier.meters.tokenLookup.end(timing) }
+        // Unretained, as in Barrier.get: the meters live as long as the barrier.
+        let summary = Unmanaged.passUnretained(barrier.meters.tokenLookup)
+        let timing = summary._withUnsafeGuaranteedRef { $0.begin() }
+        defer { summary._withUnsafeGuaranteedRef { $0.end(timing) } }
         if token.hasBytePrefix(TokenStore.batchPrefix) { return batchEntry(token) }
         guard let key = salt.withLock({ $0 }) else { throw CofferError.sealedError }
         var token = token
@@ -432,7 +434,7 @@ package final class TokenStore: Sendable {
             let key = TokenCache.Key(mac: UnsafeRawBufferPointer(mac))
             let (cached, generation) = cache.lookup(key)
             if let cached {
-                barrier.meters.tokenCacheHit.increment()
+                Unmanaged.passUnretained(barrier.meters.tokenCacheHit)._withUnsafeGuaranteedRef { $0.increment() }
                 return cached
             }
             barrier.meters.tokenCacheMiss.increment()
