@@ -158,8 +158,9 @@ package final class GCMOpener: Sendable {
         }
     }
 
-    /// The shard of the CPU the thread runs on: two threads running at once never share one.
-    private var shard: Shard { shards[currentCPU() % GCMOpener.shardCount] }
+    /// The shard of the CPU the thread runs on (two threads running at once never share one), not
+    /// retained: the shards live as long as the opener.
+    private var shard: Unmanaged<Shard> { .passUnretained(shards[currentCPU() % GCMOpener.shardCount]) }
 
     /// As ``AESGCM/open(key:nonce:sealed:aad:output:)``, with this opener's key.
     package func open(
@@ -172,7 +173,7 @@ package final class GCMOpener: Sendable {
         guard sealed.count >= AESGCM.tagSize, output.count == sealed.count - AESGCM.tagSize else { return false }
         let shard = self.shard
         let ctx: OpaquePointer
-        if let idle = shard.idle.withLock({ $0.popLast() }) {
+        if let idle = shard._withUnsafeGuaranteedRef({ $0.idle.withLock { $0.popLast() } }) {
             ctx = idle.pointer
         } else {
             guard let fresh = EVP_CIPHER_CTX_new() else { return false }
@@ -184,10 +185,12 @@ package final class GCMOpener: Sendable {
             ctx = fresh
         }
         let ok = AESGCM.decrypt(ctx, iv: nonce, sealed: sealed, aad: aad, output: output)
-        let kept = shard.idle.withLock { (idle) -> Bool in
-            guard idle.count < GCMOpener.keptPerShard else { return false }
-            idle.append(Context(pointer: ctx))
-            return true
+        let kept = shard._withUnsafeGuaranteedRef { shard in
+            shard.idle.withLock { (idle) -> Bool in
+                guard idle.count < GCMOpener.keptPerShard else { return false }
+                idle.append(Context(pointer: ctx))
+                return true
+            }
         }
         if !kept { EVP_CIPHER_CTX_free(ctx) }
         return ok

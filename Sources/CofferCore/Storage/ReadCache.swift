@@ -61,15 +61,17 @@ package final class CachingBackend: PhysicalBackend {
     }
 
     package func get(_ key: String) throws(CofferError) -> [UInt8]? {
-        let shard = shards[CachingBackend.shardIndex(key)]
+        // Unretained: the shards live as long as the cache, and a retain is an atomic write to a line
+        // every core's reads share.
+        let shard = Unmanaged.passUnretained(shards[CachingBackend.shardIndex(key)])
         let generation: UInt64
-        switch shard.lookup(key) {
+        switch shard._withUnsafeGuaranteedRef({ $0.lookup(key) }) {
         case .hit(let value): return value
         case .miss(let g): generation = g
         case .pending: return try underlying.get(key)
         }
         let value = try underlying.get(key)
-        if let value { shard.insert(key, value, ifGeneration: generation) }
+        if let value { shard._withUnsafeGuaranteedRef { $0.insert(key, value, ifGeneration: generation) } }
         return value
     }
 

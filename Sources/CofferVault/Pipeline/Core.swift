@@ -767,10 +767,20 @@ package final class Core: Sendable {
     /// path of `ns` below that home, to put before a request's path; nil for a root token of a
     /// namespace `ns` is in (everything allowed). Denied when `ns` is outside the caller's home.
     func governingACL(_ caller: TokenEntry, in ns: Namespace) throws(CofferError) -> (ACL, String)? {
-        // Most often the token is of the namespace it is used in: no lookup then.
-        let home = caller.namespaceID == (ns.isRoot ? "" : ns.id) ? ns : callerNamespace(caller)
-        guard let home, ns.isWithin(home) else { throw CofferError.permissionDeniedError }
+        // Most often the token is of the namespace it is used in: no lookup then, and, without an
+        // entity, no copy of the namespace, its policy store or the token's policies (each would be a
+        // retain, an atomic write to a line every core's requests share).
+        if caller.namespaceID == (ns.isRoot ? "" : ns.id) {
+            if caller.isRoot { return nil }
+            if caller.entityID.isEmpty { return (try ns.policies.acl(for: caller.policies), "") }
+            return try governingACL(caller, in: ns, home: ns)
+        }
+        guard let home = callerNamespace(caller), ns.isWithin(home) else { throw CofferError.permissionDeniedError }
         if caller.isRoot { return nil }
+        return try governingACL(caller, in: ns, home: home)
+    }
+
+    private func governingACL(_ caller: TokenEntry, in ns: Namespace, home: Namespace) throws(CofferError) -> (ACL, String) {
         var policies = caller.policies
         if !caller.entityID.isEmpty {
             let extra = try home.identity.policies(entityID: caller.entityID)

@@ -73,13 +73,19 @@ package final class TokenCache: Sendable {
 
     package init() {}
 
-    private func shard(_ key: Key) -> Shard { shards[Int(truncatingIfNeeded: key.words.0 >> 60)] }
+    /// Runs `body` on `key`'s shard, not retained (the shards live as long as the cache): a retain is
+    /// an atomic write to a line every core's token checks share.
+    private func withShard<R>(_ key: Key, _ body: (Shard) -> R) -> R {
+        Unmanaged.passUnretained(shards[Int(truncatingIfNeeded: key.words.0 >> 60)])._withUnsafeGuaranteedRef(body)
+    }
 
     /// Stores (or with nil drops) the entry as the store's own write made it.
     package func set(_ entry: TokenEntry?, for key: Key) {
-        shard(key).state.withLock { s in
-            s.entries[key] = entry
-            s.generation &+= 1
+        withShard(key) { shard in
+            shard.state.withLock { s in
+                s.entries[key] = entry
+                s.generation &+= 1
+            }
         }
     }
 
@@ -92,15 +98,17 @@ package final class TokenCache: Sendable {
     /// must find: read before storage is, so that a change made in between (a revocation, an update)
     /// is not overwritten by the older copy.
     package func lookup(_ key: Key) -> (entry: TokenEntry?, generation: UInt64) {
-        shard(key).state.withLock { ($0.entries[key], $0.generation) }
+        withShard(key) { shard in shard.state.withLock { ($0.entries[key], $0.generation) } }
     }
 
     /// Caches `entry`, read from storage after ``lookup(_:)`` returned `generation`, unless the shard
     /// changed since: then it is left out, and the next lookup reads storage again.
     package func fill(_ key: Key, _ entry: TokenEntry, ifGeneration generation: UInt64) {
-        shard(key).state.withLock { s in
-            guard s.generation == generation else { return }
-            s.entries[key] = entry
+        withShard(key) { shard in
+            shard.state.withLock { s in
+                guard s.generation == generation else { return }
+                s.entries[key] = entry
+            }
         }
     }
 

@@ -570,15 +570,25 @@ package final class TokenStore: Sendable {
     }
 
     func live(_ entry: TokenEntry, now: Timestamp) throws(CofferError) -> TokenEntry? {
-        var current = entry
-        for _ in 0..<TokenStore.maxDepth {
+        // `entry` itself is checked without being copied into the loop's variable: each copy of an
+        // entry is a retain of its box, an atomic write to a line every core's checks of it share.
+        if entry.isExpired(now: now) {
+            if !entry.batch { try revoke(hash: entry.idHash) }
+            return nil
+        }
+        guard !entry.parentHash.isEmpty else { return entry }
+        guard var current = try self.entry(hash: entry.parentHash) else {
+            // The parent is gone (revoked, or its revocation was cut short): so is this token.
+            if !entry.batch { try revoke(hash: entry.idHash) }
+            return nil
+        }
+        for _ in 1..<TokenStore.maxDepth {
             if current.isExpired(now: now) {
                 if !current.batch { try revoke(hash: current.idHash) }
                 return nil
             }
             guard !current.parentHash.isEmpty else { return entry }
             guard let parent = try self.entry(hash: current.parentHash) else {
-                // The parent is gone (revoked, or its revocation was cut short): so is this token.
                 if !entry.batch { try revoke(hash: entry.idHash) }
                 return nil
             }
