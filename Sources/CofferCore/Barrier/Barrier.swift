@@ -75,8 +75,10 @@ package enum Envelope {
 
     /// The same with a term's opener (its key schedule kept).
     static func open(opener: GCMOpener, blob: [UInt8], path: String, output: UnsafeMutableRawBufferPointer) -> Bool {
-        open(blob: blob, path: path) { nonce, sealed, aad in
-            opener.open(nonce: nonce, sealed: sealed, aad: aad, output: output)
+        // Captured unretained (the caller holds the opener): a captured reference was retained.
+        let opener = Unmanaged.passUnretained(opener)
+        return open(blob: blob, path: path) { nonce, sealed, aad in
+            opener._withUnsafeGuaranteedRef { $0.open(nonce: nonce, sealed: sealed, aad: aad, output: output) }
         }
     }
 
@@ -86,15 +88,20 @@ package enum Envelope {
         path: String,
         _ decrypt: (UnsafeRawBufferPointer, UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> Bool
     ) -> Bool {
-        var aad = Array(blob[0..<headerSize])
-        aad.append(contentsOf: path.utf8)
+        // The associated data (header, then path) on the stack, and no slice of `blob` (a slice
+        // retains the array it views).
+        var path = path
         return blob.withUnsafeBytes { b in
-            aad.withUnsafeBytes { a in
-                decrypt(
-                    UnsafeRawBufferPointer(rebasing: b[headerSize..<(headerSize + AESGCM.nonceSize)]),
-                    UnsafeRawBufferPointer(rebasing: b[(headerSize + AESGCM.nonceSize)...]),
-                    a
-                )
+            path.withUTF8 { p in
+                withUnsafeTemporaryAllocation(byteCount: headerSize + p.count, alignment: 1) { aad in
+                    aad.copyMemory(from: UnsafeRawBufferPointer(rebasing: b[0..<headerSize]))
+                    UnsafeMutableRawBufferPointer(rebasing: aad[headerSize...]).copyMemory(from: UnsafeRawBufferPointer(p))
+                    return decrypt(
+                        UnsafeRawBufferPointer(rebasing: b[headerSize..<(headerSize + AESGCM.nonceSize)]),
+                        UnsafeRawBufferPointer(rebasing: b[(headerSize + AESGCM.nonceSize)...]),
+                        UnsafeRawBufferPointer(aad)
+                    )
+                }
             }
         }
     }
@@ -141,6 +148,9 @@ package final class Keyring: Sendable {
     let rootKey: SecureBytes
     let terms: [UInt32: Term]
     let activeTerm: UInt32
+    /// The active term's opener, reached without a dictionary lookup (whose copy of the term would
+    /// retain it) by reads of entries written under the active term: most of them.
+    let activeOpener: GCMOpener
     /// Encryptions made under the active term (loaded at unseal with a margin for what a crash may
     /// have lost; see KeyUsage.swift). Random 96-bit nonces are safe for about 2^32 of them.
     let encryptions: Atomic<Int64>
@@ -149,6 +159,7 @@ package final class Keyring: Sendable {
         self.rootKey = rootKey
         self.terms = terms
         self.activeTerm = activeTerm
+        self.activeOpener = terms[activeTerm]!.opener
         self.encryptions = Atomic(encryptions)
     }
 
@@ -458,8 +469,15 @@ package final class Barrier: Sendable {
     }
 
     func open(_ blob: [UInt8], path: String, ring: Keyring) throws(CofferError) -> [UInt8] {
-        let ring = try keyring(for: path, root: ring)
+        // Outside a namespace the root keyring is used as passed: `keyring(for:root:)` would hand back
+        // a copy of it, a retain (an atomic write to a line every core's reads share).
+        guard path.hasBytePrefix(Barrier.namespacePrefix) else { return try open(blob, path: path, under: ring) }
+        return try open(blob, path: path, under: try keyring(for: path, root: ring))
+    }
+
+    private func open(_ blob: [UInt8], path: String, under ring: Keyring) throws(CofferError) -> [UInt8] {
         let term = try Envelope.term(of: blob, path: path)
+        if term == ring.activeTerm { return try Envelope.openBytes(opener: ring.activeOpener, blob: blob, path: path) }
         guard term != 0, let opener = ring.terms[term]?.opener else {
             throw CofferError(
                 .integrity,
