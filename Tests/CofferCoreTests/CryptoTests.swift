@@ -189,7 +189,7 @@ import Testing
     /// Hex digits of every byte value, at every offset of the four-byte steps and in the tail.
     @Test func hexOfEveryByteAtEveryPosition() {
         func naive(_ bytes: [UInt8]) -> String {
-            bytes.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+            bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
         }
         let all = (0...255).map(UInt8.init)
         for length in 0...9 {

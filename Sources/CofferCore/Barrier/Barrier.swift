@@ -95,7 +95,9 @@ package enum Envelope {
             path.withUTF8 { p in
                 withUnsafeTemporaryAllocation(byteCount: headerSize + p.count, alignment: 1) { aad in
                     aad.copyMemory(from: UnsafeRawBufferPointer(rebasing: b[0..<headerSize]))
-                    UnsafeMutableRawBufferPointer(rebasing: aad[headerSize...]).copyMemory(from: UnsafeRawBufferPointer(p))
+                    UnsafeMutableRawBufferPointer(rebasing: aad[headerSize...]).copyMemory(
+                        from: UnsafeRawBufferPointer(p)
+                    )
                     return decrypt(
                         UnsafeRawBufferPointer(rebasing: b[headerSize..<(headerSize + AESGCM.nonceSize)]),
                         UnsafeRawBufferPointer(rebasing: b[(headerSize + AESGCM.nonceSize)...]),

@@ -326,7 +326,8 @@ package final class HMACKey: Sendable {
     }
 
     /// HMAC-SHA256 of `prefix`'s bytes followed by `rest`, into `output` (32 bytes), hashing only `rest`.
-    package func mac(after prefix: HMACPrefix, _ rest: UnsafeRawBufferPointer, into output: UnsafeMutablePointer<UInt8>) {
+    package func mac(after prefix: HMACPrefix, _ rest: UnsafeRawBufferPointer, into output: UnsafeMutablePointer<UInt8>)
+    {
         precondition(prefix.key == ObjectIdentifier(self), "an HMAC prefix state is used with another key")
         finish(from: prefix.inner, rest, into: output)
     }

@@ -780,7 +780,11 @@ package final class Core: Sendable {
         return try governingACL(caller, in: ns, home: home)
     }
 
-    private func governingACL(_ caller: TokenEntry, in ns: Namespace, home: Namespace) throws(CofferError) -> (ACL, String) {
+    private func governingACL(
+        _ caller: TokenEntry,
+        in ns: Namespace,
+        home: Namespace
+    ) throws(CofferError) -> (ACL, String) {
         var policies = caller.policies
         if !caller.entityID.isEmpty {
             let extra = try home.identity.policies(entityID: caller.entityID)
