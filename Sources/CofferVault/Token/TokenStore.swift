@@ -572,32 +572,34 @@ package final class TokenStore: Sendable {
     func live(_ entry: TokenEntry, now: Timestamp) throws(CofferError) -> TokenEntry? {
         // `entry` itself is checked without being copied into the loop's variable: each copy of an
         // entry is a retain of its box, an atomic write to a line every core's checks of it share.
-        if entry.isExpired(now: now) {
-            if !entry.batch { try revoke(hash: entry.idHash) }
-            return nil
-        }
+        if try revokedAsExpired(entry, now: now) { return nil }
         guard !entry.parentHash.isEmpty else { return entry }
-        guard var current = try self.entry(hash: entry.parentHash) else {
-            // The parent is gone (revoked, or its revocation was cut short): so is this token.
-            if !entry.batch { try revoke(hash: entry.idHash) }
-            return nil
-        }
+        guard var current = try parent(of: entry, orphaning: entry) else { return nil }
         for _ in 1..<TokenStore.maxDepth {
-            if current.isExpired(now: now) {
-                if !current.batch { try revoke(hash: current.idHash) }
-                return nil
-            }
+            if try revokedAsExpired(current, now: now) { return nil }
             guard !current.parentHash.isEmpty else { return entry }
-            guard let parent = try self.entry(hash: current.parentHash) else {
-                if !entry.batch { try revoke(hash: entry.idHash) }
-                return nil
-            }
+            guard let parent = try parent(of: current, orphaning: entry) else { return nil }
             current = parent
         }
         throw CofferError(
             .integrity,
             "a token's chain of parents is longer than \(TokenStore.maxDepth) (or loops); refusing it"
         )
+    }
+
+    /// Whether `token` has expired; if so it is revoked (a batch token has nothing stored to revoke).
+    private func revokedAsExpired(_ token: TokenEntry, now: Timestamp) throws(CofferError) -> Bool {
+        guard token.isExpired(now: now) else { return false }
+        if !token.batch { try revoke(hash: token.idHash) }
+        return true
+    }
+
+    /// `child`'s parent. When it is gone (revoked, or its revocation was cut short), so is the token
+    /// being checked, `entry`: it is revoked, and the answer is nil.
+    private func parent(of child: TokenEntry, orphaning entry: TokenEntry) throws(CofferError) -> TokenEntry? {
+        if let parent = try self.entry(hash: child.parentHash) { return parent }
+        if !entry.batch { try revoke(hash: entry.idHash) }
+        return nil
     }
 
     /// Revokes a token and, unless `orphanChildren`, every descendant. Returns the number revoked.
