@@ -17,6 +17,15 @@ import requests
 from pgserver import PostgresServer
 from ports import free_port  # noqa: F401 (the tests import it from here)
 
+# Every temporary file and directory the tests make (server logs, homes for bao, certificates)
+# goes under one directory per test process, removed when the process is done with its tests: a
+# test that forgets to clean up leaves nothing in /tmp.
+tempfile.tempdir = tempfile.mkdtemp(prefix="coffer-compat-run-")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(tempfile.tempdir, ignore_errors=True)
+
 
 def _tool(env_name, hint):
     path = os.environ.get(env_name)
