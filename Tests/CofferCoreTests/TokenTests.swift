@@ -248,10 +248,25 @@ import Testing
         #expect(TokenCache.Key(hex: String(Hex.encode(mac).dropLast())) == nil)
         #expect(TokenCache.Key(hex: Hex.encode(mac) + "0") == nil)
         #expect(TokenCache.Key(hex: "") == nil)
-        for bad in ["g", ":", "/", "`", "G", "\u{0}", "é"] {
-            var digits = Array(Hex.encode(mac))
-            digits[17] = Character(bad)
-            #expect(TokenCache.Key(hex: String(digits)) == nil, "digit \(bad)")
+        // 64 bytes, two of them one non-ASCII character.
+        #expect(TokenCache.Key(hex: String(Hex.encode(mac).dropLast(2)) + "é") == nil)
+        // Every byte at every position: only 0-9 and a-f make a key, and each spells its own nibble.
+        let alphabet = Array("0123456789abcdef".utf8)
+        let digits = Array(Hex.encode(mac).utf8)
+        for position in digits.indices {
+            for byte in UInt8.min...UInt8.max {
+                var changed = digits
+                changed[position] = byte
+                let key = changed.withUnsafeBufferPointer { TokenCache.Key(hexDigits: $0) }
+                guard let nibble = alphabet.firstIndex(of: byte).map(UInt8.init) else {
+                    #expect(key == nil, "byte \(byte) at \(position)")
+                    continue
+                }
+                var expected = mac
+                let i = position / 2
+                expected[i] = position % 2 == 0 ? (expected[i] & 0x0F) | nibble << 4 : (expected[i] & 0xF0) | nibble
+                #expect(key == expected.withUnsafeBytes { TokenCache.Key(mac: $0) }, "byte \(byte) at \(position)")
+            }
         }
         for _ in 0..<200 {
             let random = (0..<32).map { _ in UInt8.random(in: 0...255) }

@@ -23,7 +23,13 @@ package final class TokenCache: Sendable {
         /// one key never stands for two storage paths).
         package init?(hex: String) {
             var hex = hex
-            guard let words = hex.withUTF8({ Key.words(hex: $0) }) else { return nil }
+            guard let key = hex.withUTF8({ Key(hexDigits: $0) }) else { return nil }
+            self = key
+        }
+
+        /// The same, from the digits' bytes.
+        package init?(hexDigits: UnsafeBufferPointer<UInt8>) {
+            guard let words = Key.words(hex: hexDigits) else { return nil }
             self.words = words
         }
 

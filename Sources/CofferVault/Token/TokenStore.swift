@@ -15,6 +15,9 @@ package struct TokenEntry: Sendable, Equatable {
         var accessor: String = ""
         /// The parent's hash, or "" for an orphan.
         var parentHash: String = ""
+        /// The parent's hash as the cache's key, made when `parentHash` is set: the parent check of
+        /// every request finds the parent without decoding 64 hex digits.
+        var parentKey: TokenCache.Key?
         var policies: [String] = []
         var meta: [String: String] = [:]
         var displayName: String = ""
@@ -78,8 +81,12 @@ package struct TokenEntry: Sendable, Equatable {
     }
     package var parentHash: String {
         get { box.fields.parentHash }
-        set { mutableFields.parentHash = newValue }
+        set {
+            mutableFields.parentHash = newValue
+            mutableFields.parentKey = TokenCache.Key(hex: newValue)
+        }
     }
+    var parentKey: TokenCache.Key? { box.fields.parentKey }
     package var policies: [String] {
         get { box.fields.policies }
         set { mutableFields.policies = newValue }
@@ -443,7 +450,13 @@ package final class TokenStore: Sendable {
     }
 
     func entry(hash: String) throws(CofferError) -> TokenEntry? {
-        guard let key = TokenCache.Key(hex: hash) else { return try load(hash: hash, key: nil, generation: 0) }
+        try entry(hash: hash, key: TokenCache.Key(hex: hash))
+    }
+
+    /// The entry stored under `hash`, whose key in the cache is `key` (nil: `hash` is malformed, and
+    /// never cached).
+    private func entry(hash: String, key: TokenCache.Key?) throws(CofferError) -> TokenEntry? {
+        guard let key else { return try load(hash: hash, key: nil, generation: 0) }
         let (cached, generation) = cache.lookup(key)
         if let cached { return cached }
         return try load(hash: hash, key: key, generation: generation)
@@ -597,7 +610,7 @@ package final class TokenStore: Sendable {
     /// `child`'s parent. When it is gone (revoked, or its revocation was cut short), so is the token
     /// being checked, `entry`: it is revoked, and the answer is nil.
     private func parent(of child: TokenEntry, orphaning entry: TokenEntry) throws(CofferError) -> TokenEntry? {
-        if let parent = try self.entry(hash: child.parentHash) { return parent }
+        if let parent = try self.entry(hash: child.parentHash, key: child.parentKey) { return parent }
         if !entry.batch { try revoke(hash: entry.idHash) }
         return nil
     }
