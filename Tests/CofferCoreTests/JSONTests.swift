@@ -94,6 +94,46 @@ import Testing
         let ok = String(repeating: "[", count: 200) + String(repeating: "]", count: 200)
         #expect(throws: Never.self) { _ = try JSONValue.parse(ok) }
     }
+
+    /// Strings are scanned eight bytes at a time: a byte that ends the scan (a quote, an escape, a
+    /// control character, a byte of a multi-byte character or an invalid one) is found at every offset.
+    @Test func everyByteThatMattersIsFoundAtEveryOffset() throws {
+        for length in 0..<40 {
+            for position in 0..<max(length, 1) {
+                let plain = Array(repeating: UInt8(ascii: "a"), count: length)
+                func parse(_ body: [UInt8]) throws -> JSONValue { try JSONValue.parse([0x22] + body + [0x22]) }
+                func with(_ bytes: [UInt8]) -> [UInt8] {
+                    guard length > 0 else { return bytes }
+                    var body = plain
+                    body.replaceSubrange(position...position, with: bytes)
+                    return body
+                }
+                func text(_ s: String) -> String {
+                    length > 0
+                        ? String(repeating: "a", count: position) + s
+                            + String(repeating: "a", count: length - position - 1) : s
+                }
+                #expect(try parse(plain) == .string(String(repeating: "a", count: length)))
+                #expect(
+                    try parse(with(Array(#"\""#.utf8))) == .string(text("\"")),
+                    "escaped quote at \(position) of \(length)"
+                )
+                #expect(
+                    try parse(with(Array(#"\n"#.utf8))) == .string(text("\n")),
+                    "escape at \(position) of \(length)"
+                )
+                #expect(try parse(with([0xC3, 0xA9])) == .string(text("é")), "é at \(position) of \(length)")
+                #expect(throws: JSONParseError.self, "control at \(position) of \(length)") { try parse(with([0x1F])) }
+                #expect(throws: JSONParseError.self, "0xFF at \(position) of \(length)") { try parse(with([0xFF])) }
+                // A quote ends the string where it is: what follows is data after the document.
+                if length > 0, position < length - 1 {
+                    #expect(throws: JSONParseError.self, "quote at \(position) of \(length)") {
+                        try parse(with([0x22]))
+                    }
+                }
+            }
+        }
+    }
 }
 
 @Suite struct TimeTests {

@@ -408,6 +408,25 @@ private struct JSONParser {
         // Fast path: no escapes. An all-ASCII string (the usual case) needs no UTF-8 validation;
         // String(decoding:) copies it without the generic validating initializer's overhead.
         var highBits: UInt8 = 0
+        // Eight bytes at a time while none of them ends the fast path (a quote, a backslash, a control
+        // character); the byte loop below takes the rest.
+        if let base = bytes.baseAddress {
+            let ones: UInt64 = 0x0101_0101_0101_0101
+            let top = ones &* 0x80
+            var words: UInt64 = 0
+            while index &+ 8 <= bytes.count {
+                let word = UInt64(littleEndian: UnsafeRawPointer(base + index).loadUnaligned(as: UInt64.self))
+                // Nonzero when some byte is zero, for `word` xor a repeated byte; below 0x20, for `word`.
+                func hasZero(_ v: UInt64) -> UInt64 { (v &- ones) & ~v & top }
+                let quote = hasZero(word ^ (ones &* 0x22))
+                let backslash = hasZero(word ^ (ones &* 0x5C))
+                let control = (word &- ones &* 0x20) & ~word & top
+                if quote | backslash | control != 0 { break }
+                words |= word
+                index &+= 8
+            }
+            if words & top != 0 { highBits = 0x80 }
+        }
         while index < bytes.count {
             let byte = bytes[index]
             if byte == UInt8(ascii: "\"") {
