@@ -114,6 +114,14 @@ import Testing
             #expect(bytes[14] == UInt8(ascii: "4"))
             #expect("89ab".utf8.contains(bytes[19]))
         }
+        // The digits are the bytes' (with the version and variant bits set), grouped 8-4-4-4-12.
+        for _ in 0..<1000 {
+            var words = (UInt64.random(in: .min ... .max), UInt64.random(in: .min ... .max))
+            let id = Random.uuidString(&words)
+            var hex = withUnsafeBytes(of: words) { Hex.encode($0) }
+            for dash in [8, 13, 18, 23] { hex.insert("-", at: hex.index(hex.startIndex, offsetBy: dash)) }
+            #expect(id == hex)
+        }
     }
 
     @Test func hmacSHA256KnownAnswers() {

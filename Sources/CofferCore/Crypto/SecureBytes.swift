@@ -198,24 +198,27 @@ package enum Random {
         return uuidString(&b)
     }
 
-    /// Formats 16 bytes as a version-4 UUID, written straight into the string (one allocation).
-    private static func uuidString(_ b: inout (UInt64, UInt64)) -> String {
+    /// Formats 16 bytes as a version-4 UUID (setting the version and variant bits in `b`), written
+    /// straight into the string (one allocation): the 32 digits from offset 4, then the first four
+    /// groups moved left over them, each to its place before a dash.
+    static func uuidString(_ b: inout (UInt64, UInt64)) -> String {
         withUnsafeMutableBytes(of: &b) { bytes in
             bytes[6] = (bytes[6] & 0x0F) | 0x40
             bytes[8] = (bytes[8] & 0x3F) | 0x80
-            let digits: StaticString = "0123456789abcdef"
             return String(unsafeUninitializedCapacity: 36) { out in
-                var o = 0
-                for (i, byte) in bytes.enumerated() {
-                    if i == 4 || i == 6 || i == 8 || i == 10 {
-                        out[o] = UInt8(ascii: "-")
-                        o += 1
-                    }
-                    out[o] = digits.utf8Start[Int(byte >> 4)]
-                    out[o + 1] = digits.utf8Start[Int(byte & 0x0F)]
-                    o += 2
+                let text = UnsafeMutableRawPointer(out.baseAddress!)
+                Hex.write(UnsafeRawBufferPointer(bytes), into: UnsafeMutableBufferPointer(rebasing: out[4...]))
+                text.storeBytes(of: text.loadUnaligned(fromByteOffset: 4, as: UInt64.self), as: UInt64.self)
+                func group(from: Int, to: Int) {
+                    let digits = text.loadUnaligned(fromByteOffset: from, as: UInt32.self)
+                    text.storeBytes(of: digits, toByteOffset: to, as: UInt32.self)
+                    out[to &- 1] = UInt8(ascii: "-")
                 }
-                return o
+                group(from: 12, to: 9)
+                group(from: 16, to: 14)
+                group(from: 20, to: 19)
+                out[23] = UInt8(ascii: "-")
+                return 36
             }
         }
     }
@@ -245,7 +248,7 @@ package enum Hex {
     /// Writes the `2 * bytes.count` hex digits of `bytes` to the start of `out`: four bytes at a
     /// time, their eight nibbles spread one to a byte of a word and turned into digits together
     /// (`n + '0'`, plus 39 more where `n >= 10`, for `'a'...'f'`), then the rest one at a time.
-    private static func write(_ bytes: UnsafeRawBufferPointer, into out: UnsafeMutableBufferPointer<UInt8>) {
+    static func write(_ bytes: UnsafeRawBufferPointer, into out: UnsafeMutableBufferPointer<UInt8>) {
         let count = bytes.count
         guard count > 0, let source = bytes.baseAddress, let target = out.baseAddress else { return }
         precondition(out.count >= 2 * count, "Hex.write: the output is too small")
