@@ -470,6 +470,12 @@ package struct PathTrie: Sendable {
         var edgeCount: Int32
         var exact: Int32
         var prefix: Int32
+        /// A chain of single-edge nodes without rules below this node, taken in one comparison: its
+        /// bytes are `runBytes[runStart ..< runStart + runLength]`, and it ends at node `runTarget`
+        /// (the first with a rule or with other than one edge). `runLength` 0: no chain.
+        var runStart: Int32 = 0
+        var runLength: Int32 = 0
+        var runTarget: Int32 = 0
     }
 
     struct PrefixMatch {
@@ -488,6 +494,7 @@ package struct PathTrie: Sendable {
     let nodes: [Node]
     let edgeBytes: [UInt8]
     let edgeTargets: [Int32]
+    let runBytes: [UInt8]
 
     init(exact: [[UInt8]: Int], prefix: [[UInt8]: Int]) {
         // Build with dictionaries, then lay nodes out breadth-first with each node's edges contiguous and sorted.
@@ -541,9 +548,27 @@ package struct PathTrie: Sendable {
                 edgeTargets.append(Int32(newIndex[child]))
             }
         }
+        // A path crosses a rule-less chain of single-edge nodes byte by byte for nothing: each node with
+        // one edge gets the chain below it, to compare in one go.
+        var runBytes: [UInt8] = []
+        for i in nodes.indices where nodes[i].edgeCount == 1 {
+            let start = runBytes.count
+            var edge = Int(nodes[i].firstEdge)
+            var target = Int(edgeTargets[edge])
+            runBytes.append(edgeBytes[edge])
+            while nodes[target].edgeCount == 1, nodes[target].exact < 0, nodes[target].prefix < 0 {
+                edge = Int(nodes[target].firstEdge)
+                runBytes.append(edgeBytes[edge])
+                target = Int(edgeTargets[edge])
+            }
+            nodes[i].runStart = Int32(start)
+            nodes[i].runLength = Int32(runBytes.count - start)
+            nodes[i].runTarget = Int32(target)
+        }
         self.nodes = nodes
         self.edgeBytes = edgeBytes
         self.edgeTargets = edgeTargets
+        self.runBytes = runBytes
     }
 
     func child(of node: Node, _ byte: UInt8) -> Int? {
@@ -573,6 +598,22 @@ package struct PathTrie: Sendable {
             if depth == count {
                 if node.exact >= 0 { result.exactFull = Int(node.exact) }
                 return result
+            }
+            let run = Int(node.runLength)
+            if run > 0 {
+                // The nodes inside the chain hold no rules: a path that ends or differs inside it matches
+                // nothing more.
+                guard count - depth >= run else { return result }
+                let same = runBytes.withUnsafeBufferPointer { bytes in
+                    let start = Int(node.runStart)
+                    var i = 0
+                    while i < run, bytes[start &+ i] == path[depth &+ i] { i &+= 1 }
+                    return i == run
+                }
+                guard same else { return result }
+                node = nodes[Int(node.runTarget)]
+                depth += run
+                continue
             }
             guard let next = child(of: node, path[depth]) else { return result }
             node = nodes[next]
