@@ -204,7 +204,8 @@ import Testing
         ("echo/../sys/mounts", "'..' segment"), ("echo//x", "empty segment"), ("echo/./x", "'.' segment"),
         ("echo/a\u{01}b", "control character (U+1)"), ("", "empty path"), ("echo/..", "'..' segment"),
         ("echo/x/.", "'.' segment"), ("//", "empty path"), ("echo/a\u{7F}", "control character (U+7F)"),
-        ("echo/a//", "empty segment"),
+        ("echo/a//", "empty segment"), ("echo//a/../b\u{02}", "control character (U+2)"),
+        ("echo/./x//y", "'.' segment"),
     ])
     func badPathsGetClearErrors(path: String, message: String) throws {
         let (core, result) = try makeCore()

@@ -143,20 +143,32 @@ package enum PathRules {
     }
 
     /// The leading slashes to strip, and what is wrong with the rest, if anything: segments none empty
-    /// except a trailing one, none "." or "..".
+    /// except a trailing one, none "." or "..". A control character anywhere is named before a segment
+    /// problem. One pass over the bytes.
     private static func scan(_ bytes: UnsafeBufferPointer<UInt8>) -> (leading: Int, Verdict) {
+        guard let base = bytes.baseAddress else { return (0, .empty) }
+        let end = bytes.count
         var leading = 0
-        while leading < bytes.count && bytes[leading] == UInt8(ascii: "/") { leading &+= 1 }
-        let count = bytes.count &- leading
+        while leading < end && base[leading] == UInt8(ascii: "/") { leading &+= 1 }
+        let count = end &- leading
         guard count <= maximumLength else { return (leading, .tooLong(count)) }
         guard count > 0 else { return (leading, .empty) }
-        for byte in bytes[leading...] where byte < 0x20 || byte == 0x7F { return (leading, .control(byte)) }
+        var segmentProblem: Verdict?
         var length = 0
         var onlyDots = true
-        for byte in bytes[leading...] {
+        var i = leading
+        while i < end {
+            let byte = base[i]
+            i &+= 1
+            if byte < 0x20 || byte == 0x7F { return (leading, .control(byte)) }
             if byte == UInt8(ascii: "/") {
-                if length == 0 { return (leading, .emptySegment) }
-                if onlyDots && length <= 2 { return (leading, .dotSegment(length)) }
+                if segmentProblem == nil {
+                    if length == 0 {
+                        segmentProblem = .emptySegment
+                    } else if onlyDots && length <= 2 {
+                        segmentProblem = .dotSegment(length)
+                    }
+                }
                 length = 0
                 onlyDots = true
             } else {
@@ -164,6 +176,7 @@ package enum PathRules {
                 if byte != UInt8(ascii: ".") { onlyDots = false }
             }
         }
+        if let segmentProblem { return (leading, segmentProblem) }
         if onlyDots && (length == 1 || length == 2) { return (leading, .dotSegment(length)) }
         return (leading, .ok)
     }
