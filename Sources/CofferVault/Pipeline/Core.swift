@@ -772,7 +772,7 @@ package final class Core: Sendable {
         // retain, an atomic write to a line every core's requests share).
         if caller.namespaceID == (ns.isRoot ? "" : ns.id) {
             if caller.isRoot { return nil }
-            if caller.entityID.isEmpty { return (try ns.policies.acl(for: caller.policies), "") }
+            if caller.entityID.isEmpty { return (try ns.policies.acl(for: caller.policyNames), "") }
             return try governingACL(caller, in: ns, home: ns)
         }
         guard let home = callerNamespace(caller), ns.isWithin(home) else { throw CofferError.permissionDeniedError }

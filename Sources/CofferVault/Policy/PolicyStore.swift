@@ -87,7 +87,7 @@ package final class PolicyStore: Sendable {
     /// Parsed policies and compiled ACLs. `epoch` moves on every change, so a reader that parsed or
     /// compiled from what storage held before a change never puts its stale result back (a stale
     /// ACL would keep granting what a policy change took away).
-    private let cache = Mutex<(epoch: UInt64, parsed: [String: Policy], compiled: [[String]: ACL])>((0, [:], [:]))
+    private let cache = Mutex<(epoch: UInt64, parsed: [String: Policy], compiled: [PolicyNames: ACL])>((0, [:], [:]))
 
     init(barrier: Barrier, prefix: String = PolicyStore.prefix) {
         self.barrier = barrier
@@ -187,11 +187,14 @@ package final class PolicyStore: Sendable {
     }
 
     /// The compiled ACL for a set of policy names; unknown names contribute nothing.
-    func acl(for names: [String]) throws(CofferError) -> ACL {
-        let (epoch, cached) = cache.withLock { ($0.epoch, $0.compiled[names]) }
+    func acl(for names: [String]) throws(CofferError) -> ACL { try acl(for: PolicyNames(names)) }
+
+    /// The same, for names hashed beforehand (a token's, hashed when it is loaded).
+    func acl(for key: PolicyNames) throws(CofferError) -> ACL {
+        let (epoch, cached) = cache.withLock { ($0.epoch, $0.compiled[key]) }
         if let cached { return cached }
         var policies: [Policy] = []
-        for name in names {
+        for name in key.names {
             if name == "root" {
                 policies.append(Policy(name: "root", rules: []))
             } else if name == PolicyStore.responseWrappingName {
@@ -202,8 +205,23 @@ package final class PolicyStore: Sendable {
         }
         let acl = ACL(policies: policies)
         cache.withLock { c in
-            if c.epoch == epoch { c.compiled[names] = acl }
+            if c.epoch == epoch { c.compiled[key] = acl }
         }
         return acl
     }
+}
+
+/// A list of policy names as the key of the compiled-ACL cache, hashed once when made: a token's
+/// names are hashed when the token is loaded, not on each of its requests.
+package struct PolicyNames: Hashable, Sendable {
+    package let names: [String]
+    private let hash: Int
+
+    package init(_ names: [String]) {
+        self.names = names
+        hash = names.hashValue
+    }
+
+    package static func == (a: PolicyNames, b: PolicyNames) -> Bool { a.hash == b.hash && a.names == b.names }
+    package func hash(into hasher: inout Hasher) { hasher.combine(hash) }
 }

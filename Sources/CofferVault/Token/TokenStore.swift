@@ -19,6 +19,8 @@ package struct TokenEntry: Sendable, Equatable {
         /// every request finds the parent without decoding 64 hex digits.
         var parentKey: TokenCache.Key?
         var policies: [String] = []
+        /// `policies` as the compiled-ACL cache's key, made when they are set.
+        var policyNames = PolicyNames([])
         var meta: [String: String] = [:]
         var displayName: String = ""
         var path: String = ""
@@ -89,8 +91,12 @@ package struct TokenEntry: Sendable, Equatable {
     var parentKey: TokenCache.Key? { box.fields.parentKey }
     package var policies: [String] {
         get { box.fields.policies }
-        set { mutableFields.policies = newValue }
+        set {
+            mutableFields.policies = newValue
+            mutableFields.policyNames = PolicyNames(newValue)
+        }
     }
+    var policyNames: PolicyNames { box.fields.policyNames }
     package var meta: [String: String] {
         get { box.fields.meta }
         set { mutableFields.meta = newValue }
