@@ -16,13 +16,12 @@ extension Barrier {
     /// The `<uuid>` of `namespaces/<uuid>/...`: a UUID's 36 characters at a fixed offset, found
     /// without scanning (this runs on every read and write in a namespace).
     package static func namespaceUUID(of path: String) -> String? {
-        let bytes = path.utf8
         let start = namespacePrefix.utf8.count
-        guard bytes.count > start + 36 else { return nil }
-        let from = bytes.index(bytes.startIndex, offsetBy: start)
-        let to = bytes.index(from, offsetBy: 36)
-        guard bytes[to] == UInt8(ascii: "/") else { return nil }
-        return String(Substring(bytes[from..<to]))
+        var path = path
+        return path.withUTF8 { bytes in
+            guard bytes.count > start + 36, bytes[start + 36] == UInt8(ascii: "/") else { return nil }
+            return String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<(start + 36)]), as: UTF8.self)
+        }
     }
 
     /// The keyring that encrypts `path`: the namespace's for `namespaces/<uuid>/...`, else `root`.

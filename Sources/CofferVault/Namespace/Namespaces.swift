@@ -127,19 +127,26 @@ extension Core {
             // A token's own lookup, renewal and revocation find its namespace by the token's suffix.
             ns = home
         }
-        // Leading segments that name namespaces, over the UTF-8 bytes (no Character iteration).
+        // Leading segments that name namespaces, over the path's contiguous UTF-8 bytes. The path of
+        // the namespace a segment names is the starting namespace's path, then the request path up to
+        // the segment's slash: from the root, that prefix alone (no concatenation).
         var consumed = 0
-        let bytes = request.path.utf8
-        var start = bytes.startIndex
-        while let slash = bytes[start...].firstIndex(of: UInt8(ascii: "/")) {
-            let segment = String(Substring(bytes[start..<slash]))
-            guard let child = index.byPath[ns.path + segment + "/"] else { break }
-            ns = child
-            start = bytes.index(after: slash)
-            consumed = bytes.distance(from: bytes.startIndex, to: start)
+        let base = ns.isRoot ? nil : ns.path
+        var path = request.path
+        path.withUTF8 { bytes in
+            while let slash = bytes[consumed...].firstIndex(of: UInt8(ascii: "/")) {
+                let through = String(decoding: UnsafeBufferPointer(rebasing: bytes[...slash]), as: UTF8.self)
+                guard let child = index.byPath[base.map { $0 + through } ?? through] else { break }
+                ns = child
+                consumed = slash + 1
+            }
         }
         if !ns.isRoot {
-            if consumed > 0 { request.path = String(Substring(bytes.dropFirst(consumed))) }
+            if consumed > 0 {
+                request.path = path.withUTF8 {
+                    String(decoding: UnsafeBufferPointer(rebasing: $0[consumed...]), as: UTF8.self)
+                }
+            }
             request.namespace = ns.path
             request.namespaceID = ns.id
         } else {
