@@ -22,6 +22,31 @@ import Testing
         #expect(try barrier.get("logical/x/secret") == secret)
     }
 
+    /// Entries under `namespaces/<uuid>/` use that namespace's keyring, found from the key's bytes;
+    /// a key whose uuid has no keyring loaded, or that names no uuid, is refused saying which.
+    @Test func namespaceEntriesFindTheirKeyringFromTheStorageKey() throws {
+        let (barrier, physical) = try unsealedBarrier()
+        let (a, b) = (Random.uuid(), Random.uuid())
+        try barrier.createNamespaceKeyring(a, now: Timestamp(seconds: 2))
+        try barrier.createNamespaceKeyring(b, now: Timestamp(seconds: 2))
+        try barrier.put("namespaces/\(a)/logical/x", Array("in a".utf8))
+        try barrier.put("namespaces/\(b)/logical/x", Array("in b".utf8))
+        #expect(try barrier.get("namespaces/\(a)/logical/x") == Array("in a".utf8))
+        #expect(try barrier.get("namespaces/\(b)/logical/x") == Array("in b".utf8))
+        // An entry moved to the other namespace does not open with that namespace's keys.
+        try physical.put("namespaces/\(b)/logical/y", try #require(try physical.get("namespaces/\(a)/logical/x")))
+        #expect(throws: CofferError.self) { try barrier.get("namespaces/\(b)/logical/y") }
+        try barrier.destroyNamespaceKeyring(a)
+        #expect {
+            try barrier.get("namespaces/\(a)/logical/x")
+        } throws: { ($0 as? CofferError)?.message.contains("keyring of namespace \(a) is not loaded") == true }
+        try physical.put("namespaces/not-a-uuid/logical/x", try #require(try physical.get("namespaces/\(b)/logical/x")))
+        #expect {
+            try barrier.get("namespaces/not-a-uuid/logical/x")
+        } throws: { ($0 as? CofferError)?.message.contains("names no namespace") == true }
+        #expect(try barrier.get("namespaces/\(b)/logical/x") == Array("in b".utf8))
+    }
+
     @Test func aFlippedBitATruncationOrAMovedEntryFailsNamingThePath() throws {
         let (barrier, physical) = try unsealedBarrier()
         try barrier.put("a", Array("alpha".utf8))

@@ -260,7 +260,7 @@ package final class Barrier: Sendable {
     /// This vault's meters (Metrics/VaultMeters.swift): the barrier times its own operations.
     package let meters = VaultMeters()
     /// The keyrings of namespaces, by namespace uuid (NamespaceKeys.swift).
-    let namespaceRings = Mutex<[String: Keyring]>([:])
+    let namespaceRings = Mutex(NamespaceRings())
 
     package init(
         physical: any PhysicalBackend,
@@ -359,7 +359,7 @@ package final class Barrier: Sendable {
     package func seal(saveKeyUsage save: Bool = true) {
         if save, let ring = keyring.withLock({ $0 }) { try? saveKeyUsage(ring) }
         keyring.withLock { $0 = nil }
-        namespaceRings.withLock { $0 = [:] }
+        namespaceRings.withLock { $0 = NamespaceRings() }
     }
 
     /// The root key, for re-wrapping by the seal (rekey, migration).

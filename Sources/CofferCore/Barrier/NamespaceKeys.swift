@@ -13,30 +13,37 @@ extension Barrier {
     /// Where namespace keyrings are stored, encrypted by the vault's keyring.
     package static let namespaceKeyringPrefix = "core/namespace-keyring/"
 
-    /// The `<uuid>` of `namespaces/<uuid>/...`: a UUID's 36 characters at a fixed offset, found
-    /// without scanning (this runs on every read and write in a namespace).
+    /// The `<uuid>` of `namespaces/<uuid>/...`.
     package static func namespaceUUID(of path: String) -> String? {
+        withNamespaceUUID(of: path) { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// Calls `body` with the bytes of the `<uuid>` of `namespaces/<uuid>/...`: a UUID's 36 characters at
+    /// a fixed offset, found without scanning (this runs on every read and write in a namespace). Nil
+    /// when `path` holds none.
+    static func withNamespaceUUID<R>(of path: String, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R? {
         let start = namespacePrefix.utf8.count
         var path = path
         return path.withUTF8 { bytes in
             guard bytes.count > start + 36, bytes[start + 36] == UInt8(ascii: "/") else { return nil }
-            return String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<(start + 36)]), as: UTF8.self)
+            return body(UnsafeBufferPointer(rebasing: bytes[start..<(start + 36)]))
         }
     }
 
     /// The keyring that encrypts `path`: the namespace's for `namespaces/<uuid>/...`, else `root`.
     func keyring(for path: String, root: Keyring) throws(CofferError) -> Keyring {
         guard path.hasBytePrefix(Barrier.namespacePrefix) else { return root }
-        guard let uuid = Barrier.namespaceUUID(of: path) else {
-            throw CofferError(.integrity, "storage key '\(path)' names no namespace")
-        }
-        guard let ring = namespaceRings.withLock({ $0[uuid] }) else {
+        switch Barrier.withNamespaceUUID(of: path, { uuid in namespaceRings.withLock { $0[uuidBytes: uuid] } }) {
+        case .some(.some(let ring)):
+            return ring
+        case .some(.none):
             throw CofferError(
                 .integrity,
-                "the keyring of namespace \(uuid) is not loaded: the namespace was deleted, or its key destroyed"
+                "the keyring of namespace \(Barrier.namespaceUUID(of: path) ?? "") is not loaded: the namespace was deleted, or its key destroyed"
             )
+        case .none:
+            throw CofferError(.integrity, "storage key '\(path)' names no namespace")
         }
-        return ring
     }
 
     /// Makes and stores a new keyring for the namespace `uuid`, and loads it.
@@ -48,7 +55,7 @@ extension Barrier {
             activeTerm: 1
         )
         try storeNamespaceKeyring(uuid, ring)
-        namespaceRings.withLock { $0[uuid] = ring }
+        namespaceRings.withLock { $0[uuid: uuid] = ring }
     }
 
     private func storeNamespaceKeyring(_ uuid: String, _ ring: Keyring) throws(CofferError) {
@@ -81,8 +88,8 @@ extension Barrier {
         try loadNamespaceKeyUsage(uuid, ring)
         // A reload (the keyring changed beneath this barrier) never goes back to an older term.
         namespaceRings.withLock { rings in
-            if let current = rings[uuid], current.activeTerm > ring.activeTerm { return }
-            rings[uuid] = ring
+            if let current = rings[uuid: uuid], current.activeTerm > ring.activeTerm { return }
+            rings[uuid: uuid] = ring
         }
         return true
     }
@@ -91,8 +98,8 @@ extension Barrier {
     /// it was deleted. Only for namespaces loaded here.
     package func namespaceKeyringChanged(_ key: String) {
         let uuid = String(key.dropFirst(Barrier.namespaceKeyringPrefix.count))
-        guard namespaceRings.withLock({ $0[uuid] }) != nil else { return }
-        if (try? loadNamespaceKeyring(uuid)) == false { namespaceRings.withLock { _ = $0.removeValue(forKey: uuid) } }
+        guard namespaceRings.withLock({ $0[uuid: uuid] }) != nil else { return }
+        if (try? loadNamespaceKeyring(uuid)) == false { namespaceRings.withLock { $0.removeValue(forKey: uuid) } }
     }
 
     /// Deletes the namespace `uuid`'s keyring from storage and memory (its keys are zeroed once no
@@ -100,7 +107,7 @@ extension Barrier {
     package func destroyNamespaceKeyring(_ uuid: String) throws(CofferError) {
         guard currentRing() != nil else { throw CofferError.sealedError }
         try physical.delete(Barrier.namespaceKeyringPrefix + uuid)
-        namespaceRings.withLock { _ = $0.removeValue(forKey: uuid) }
+        namespaceRings.withLock { $0.removeValue(forKey: uuid) }
     }
 
     /// Adds a term to the namespace `uuid`'s keyring; new writes in the namespace use it.
@@ -110,12 +117,12 @@ extension Barrier {
     }
 
     private func rotateNamespaceLocked(_ uuid: String, now: Timestamp) throws(CofferError) -> UInt32 {
-        guard let ring = namespaceRings.withLock({ $0[uuid] }) else {
+        guard let ring = namespaceRings.withLock({ $0[uuid: uuid] }) else {
             throw CofferError(.notFound, "namespace \(uuid) has no keyring loaded")
         }
         let next = ring.rotated(now: now)
         try storeNamespaceKeyring(uuid, next)
-        namespaceRings.withLock { $0[uuid] = next }
+        namespaceRings.withLock { $0[uuid: uuid] = next }
         return next.activeTerm
     }
 
@@ -123,7 +130,7 @@ extension Barrier {
     package func namespaceKeyStatus(
         _ uuid: String
     ) throws(CofferError) -> (term: UInt32, installTime: Timestamp, encryptions: Int64) {
-        guard let ring = namespaceRings.withLock({ $0[uuid] }) else {
+        guard let ring = namespaceRings.withLock({ $0[uuid: uuid] }) else {
             throw CofferError(.notFound, "namespace \(uuid) has no keyring loaded")
         }
         return (ring.active.number, ring.active.installTime, ring.encryptions.load(ordering: .relaxed))
@@ -136,7 +143,8 @@ extension Barrier {
         guard spent || count % KeyUsage.saveEvery == 0, let uuid = Barrier.namespaceUUID(of: path) else { return }
         guard spent else { return try saveNamespaceKeyUsage(uuid, ring) }
         try withKeyringWriteLockIfAvailable { () throws(CofferError) in
-            guard let current = namespaceRings.withLock({ $0[uuid] }), current.activeTerm == ring.activeTerm else {
+            guard let current = namespaceRings.withLock({ $0[uuid: uuid] }), current.activeTerm == ring.activeTerm
+            else {
                 return
             }
             _ = try rotateNamespaceLocked(uuid, now: clock.now())
@@ -204,4 +212,53 @@ extension Barrier {
         }
         throw Envelope.authenticationFailure(path)
     }
+}
+
+/// The keyrings of namespaces, by namespace uuid. A lookup by a storage key's bytes (every read and
+/// write in a namespace) makes no String: a uuid's 36 bytes are five words, and its first word is
+/// random enough to be its hash.
+struct NamespaceRings {
+    private enum Key: Hashable {
+        case uuid(UInt64, UInt64, UInt64, UInt64, UInt32)
+        /// Anything but 36 bytes: not a uuid Coffer makes, kept exactly as given.
+        case other(String)
+
+        init(_ bytes: UnsafeBufferPointer<UInt8>) {
+            guard bytes.count == 36 else {
+                self = .other(String(decoding: bytes, as: UTF8.self))
+                return
+            }
+            let raw = UnsafeRawBufferPointer(bytes)
+            self = .uuid(
+                raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self),
+                raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
+                raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self),
+                raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self),
+                raw.loadUnaligned(fromByteOffset: 32, as: UInt32.self)
+            )
+        }
+
+        init(_ uuid: String) {
+            var uuid = uuid
+            self = uuid.withUTF8 { Key($0) }
+        }
+
+        func hash(into hasher: inout Hasher) {
+            switch self {
+            case .uuid(let first, _, _, _, _): hasher.combine(first)
+            case .other(let text): hasher.combine(text)
+            }
+        }
+    }
+
+    private var rings: [Key: Keyring] = [:]
+
+    subscript(uuid uuid: String) -> Keyring? {
+        get { rings[Key(uuid)] }
+        set { rings[Key(uuid)] = newValue }
+    }
+
+    subscript(uuidBytes uuid: UnsafeBufferPointer<UInt8>) -> Keyring? { rings[Key(uuid)] }
+
+    mutating func removeValue(forKey uuid: String) { rings[Key(uuid)] = nil }
 }
