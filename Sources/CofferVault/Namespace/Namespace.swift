@@ -14,6 +14,8 @@ package final class Namespace: Sendable {
     package let uuid: String
     /// The full path with a trailing slash ("team-a/", "team-a/child/"); "" for the root namespace.
     package let path: String
+    /// How many namespaces deep it is: 0 for the root, 1 for "team-a/", 2 for "team-a/child/".
+    let depth: Int
     /// Where its entries live: "" for root, "namespaces/<uuid>/" for the others.
     let prefix: String
     let policies: PolicyStore
@@ -28,6 +30,7 @@ package final class Namespace: Sendable {
         self.id = id
         self.uuid = uuid
         self.path = path
+        self.depth = path.utf8.count(where: { $0 == UInt8(ascii: "/") })
         self.prefix = uuid.isEmpty ? "" : Barrier.namespacePrefix + uuid + "/"
         self.policies = PolicyStore(barrier: barrier, prefix: prefix + PolicyStore.prefix)
         self.identity = IdentityStore(barrier: barrier, namespacePrefix: prefix)
@@ -105,7 +108,12 @@ final class NamespaceIndex: Sendable {
         self.byPath = byPath
         self.byID = byID
         self.byUUID = byUUID
+        deepest = byPath.values.reduce(0) { max($0, $1.depth) }
     }
+
+    /// The depth of the deepest namespace: a request path's leading segments are looked up as
+    /// namespaces only until one this deep is found.
+    let deepest: Int
 
     var isEmpty: Bool { byPath.isEmpty }
 

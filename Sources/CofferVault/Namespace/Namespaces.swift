@@ -134,7 +134,7 @@ extension Core {
         let base = ns.isRoot ? nil : ns.path
         var path = request.path
         path.withUTF8 { bytes in
-            while let slash = bytes[consumed...].firstIndex(of: UInt8(ascii: "/")) {
+            while ns.depth < index.deepest, let slash = bytes[consumed...].firstIndex(of: UInt8(ascii: "/")) {
                 let through = String(decoding: UnsafeBufferPointer(rebasing: bytes[...slash]), as: UTF8.self)
                 guard let child = index.byPath[base.map { $0 + through } ?? through] else { break }
                 ns = child
