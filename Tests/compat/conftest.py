@@ -21,6 +21,8 @@ from ports import free_port  # noqa: F401 (the tests import it from here)
 # goes under one directory per test process, removed when the process is done with its tests: a
 # test that forgets to clean up leaves nothing in /tmp.
 tempfile.tempdir = tempfile.mkdtemp(prefix="coffer-compat-run-")
+# Servers that drop root (PostgreSQL runs as `postgres`) must reach their own directories inside it.
+os.chmod(tempfile.tempdir, 0o711)
 
 
 def pytest_unconfigure(config):
