@@ -522,13 +522,20 @@ package final class Core: Sendable {
             throw CofferError(.notFound, "unsupported path")
         }
         let special = mount.backend.specialPaths
+        // One clock read for the quota check, the token's expiry and the audit records.
+        let now = clock.now()
         // Quotas, before the token as in OpenBao (Quota/): one relaxed load when there are none.
         if quotas.active.load(ordering: .relaxed) {
-            try checkQuotas(request, mount, login: SpecialPaths.matches(special.unauthenticated, relative), &quota)
+            try checkQuotas(
+                request,
+                mount,
+                login: SpecialPaths.matches(special.unauthenticated, relative),
+                now: now,
+                &quota
+            )
         }
         if SpecialPaths.matches(special.unauthenticated, relative) {
             timer.login = mount.kind == .auth
-            let now = clock.now()
             if SpecialPaths.matches(special.unaudited, relative) {
                 return try dispatch(request, to: mount, relative, caller: nil, now: now)
             }
@@ -543,7 +550,6 @@ package final class Core: Sendable {
             }
             throw CofferError.sealedError
         }
-        let now = clock.now()
         let caller: TokenEntry
         do {
             caller = try authenticate(request.token, now: now, clientAddress: request.clientAddress)

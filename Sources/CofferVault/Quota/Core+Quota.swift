@@ -14,9 +14,10 @@ extension Core {
         _ request: Request,
         _ mount: RoutedMount,
         login: Bool,
+        now: Timestamp,
         _ quota: inout QuotaOutcome?
     ) throws(CofferError) {
-        guard let outcome = quotas.check(request, mount: mount, login: login, now: clock.now()) else {
+        guard let outcome = quotas.check(request, mount: mount, login: login, now: now) else {
             return
         }
         quota = outcome
