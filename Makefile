@@ -7,7 +7,7 @@
 SHELL := /bin/bash
 export PATH := $(PATH):/opt/swift/usr/bin
 
-APT_PACKAGES := pkg-config libssl-dev libsqlite3-dev sqlite3 python3-venv openssl softhsm2 libsofthsm2-dev libp11-kit-dev opensc
+APT_PACKAGES := pkg-config libssl-dev nettle-dev libsqlite3-dev sqlite3 python3-venv openssl softhsm2 libsofthsm2-dev libp11-kit-dev opensc
 # The C ABI's bindings and their tests (issue 5): compilers, valgrind, Go with cgo.
 APT_PACKAGES += gcc g++ valgrind golang-go
 # The benchmark gate in make test drives cofferd with wrk (issue 7); `make bench` also needs nginx.
@@ -141,7 +141,7 @@ install-lib: lib
 # The Python wheel that carries the library (bindings/python/README.md): dist/coffer-<version>-py3-none-<platform>.whl,
 # with the stripped libcoffer.so that install-lib staged inside the package as coffer/libcoffer.so.0. Built with the
 # venv's setuptools and no build isolation or index: nothing is downloaded. `pip install dist/coffer-*.whl` needs
-# nothing else but OpenSSL 3 and SQLite 3 on the system (libssl3, libsqlite3-0).
+# nothing else but OpenSSL 3, Nettle and SQLite 3 on the system (libssl3, libnettle8, libsqlite3-0).
 DIST := $(CURDIR)/dist
 BUILD_WHEEL = rm -f $(DIST)/coffer-*.whl && COFFER_WHEEL_LIBRARY=$(STAGE)/lib/libcoffer.so.$(COFFER_VERSION) \
 	"$(VENV)/bin/pip" wheel -q --no-deps --no-build-isolation --no-index -w $(DIST) ./bindings/python

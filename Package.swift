@@ -46,6 +46,13 @@ let package = Package(
             pkgConfig: "openssl",
             providers: [.apt(["libssl-dev"])]
         ),
+        // Nettle's AES-256-GCM: the barrier's decryption of small entries (Sources/CNettle/shim.h).
+        .systemLibrary(
+            name: "CNettle",
+            path: "Sources/CNettle",
+            pkgConfig: "nettle",
+            providers: [.apt(["nettle-dev"])]
+        ),
         .systemLibrary(
             name: "CSQLite",
             path: "Sources/CSQLite",
@@ -59,7 +66,7 @@ let package = Package(
         ),
         .target(
             name: "CofferCore",
-            dependencies: ["COpenSSL"],
+            dependencies: ["COpenSSL", "CNettle"],
             swiftSettings: strict
         ),
         // Raft-lite's deterministic core (issue 18): a state machine over messages and ticks with no I/O,

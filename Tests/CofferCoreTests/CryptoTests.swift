@@ -59,6 +59,51 @@ import Testing
         }
     }
 
+    /// The opener takes Nettle up to `nettleLimit` bytes and OpenSSL beyond: both open what OpenSSL
+    /// sealed, at every length around the switch, and both refuse a changed byte anywhere (ciphertext,
+    /// tag, associated data, nonce), leaving the output zeroed.
+    @Test func gcmOpenerOpensAndRefusesOnBothSidesOfItsLimit() throws {
+        let key = SecureBytes(randomCount: 32)
+        let opener = GCMOpener(key: key)
+        let limit = GCMOpener.nettleLimit
+        let lengths = [0, 1, 15, 16, 17, 100, 1000, limit - 1, limit, limit + 1, limit + 16, 70_000]
+        for (index, length) in lengths.enumerated() {
+            let aad = Random.bytes([0, 1, 13, 40][index % 4])
+            let plain = Random.bytes(length)
+            let nonce = Random.bytes(12)
+            let sealed = try AESGCM.seal(key: key, nonce: nonce, plaintext: plain, aad: aad)
+            func open(_ nonce: [UInt8], _ sealed: [UInt8], _ aad: [UInt8]) -> (Bool, [UInt8]) {
+                var out = [UInt8](repeating: 0xAA, count: sealed.count - AESGCM.tagSize)
+                let ok = nonce.withUnsafeBytes { n in
+                    sealed.withUnsafeBytes { s in
+                        aad.withUnsafeBytes { a in
+                            out.withUnsafeMutableBytes { opener.open(nonce: n, sealed: s, aad: a, output: $0) }
+                        }
+                    }
+                }
+                return (ok, out)
+            }
+            let (ok, out) = open(nonce, sealed, aad)
+            #expect(ok && out == plain, "length \(length)")
+            func flipped(_ bytes: [UInt8], at position: Int) -> [UInt8] {
+                var copy = bytes
+                copy[position] ^= 0x20
+                return copy
+            }
+            var refusals = [
+                open(nonce, flipped(sealed, at: sealed.count - 1), aad),
+                open(flipped(nonce, at: 11), sealed, aad),
+            ]
+            if length > 0 { refusals.append(open(nonce, flipped(sealed, at: length / 2), aad)) }
+            if !aad.isEmpty { refusals.append(open(nonce, sealed, flipped(aad, at: 0))) }
+            refusals.append(open(nonce, sealed, aad + [0]))
+            for (ok, out) in refusals {
+                #expect(!ok, "length \(length)")
+                #expect(out.allSatisfy { $0 == 0 }, "a refused open leaves no plaintext, length \(length)")
+            }
+        }
+    }
+
     @Test func gcmOpenerOnManyThreadsAtOnce() async throws {
         let key = SecureBytes(randomCount: 32)
         let opener = GCMOpener(key: key)

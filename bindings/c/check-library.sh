@@ -3,7 +3,7 @@
 #  - the SONAME is libcoffer.so.<COFFER_ABI_VERSION> and the .so / .so.N links resolve to it;
 #  - the library exports exactly the functions include/coffer.h declares, and nothing else
 #    (no Swift runtime or Coffer symbol leaks into the dynamic symbol table);
-#  - it needs no Swift library at run time: only libc, libm, libstdc++, libgcc_s, OpenSSL and SQLite.
+#  - it needs no Swift library at run time: only libc, libm, libstdc++, libgcc_s, OpenSSL, Nettle and SQLite.
 set -euo pipefail
 prefix=${1:?usage: check-library.sh PREFIX}
 header="$prefix/include/coffer.h"
@@ -25,10 +25,10 @@ missing=$(comm -23 <(echo "$declared") <(echo "$exported"))
 [ -z "$missing" ] || fail "does not export functions coffer.h declares: $(echo $missing)"
 [ "$(echo "$declared" | wc -l)" -ge 10 ] || fail "found only $(echo "$declared" | wc -l) functions in coffer.h; the pattern is broken"
 
-allowed='^(libc\.so\.6|libm\.so\.6|libstdc\+\+\.so\.6|libgcc_s\.so\.1|ld-linux-x86-64\.so\.2|libssl\.so\.3|libcrypto\.so\.3|libsqlite3\.so\.0)$'
+allowed='^(libc\.so\.6|libm\.so\.6|libstdc\+\+\.so\.6|libgcc_s\.so\.1|ld-linux-x86-64\.so\.2|libssl\.so\.3|libcrypto\.so\.3|libnettle\.so\.8|libsqlite3\.so\.0)$'
 needed=$(readelf -d "$lib" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
 for n in $needed; do
-    [[ "$n" =~ $allowed ]] || fail "needs $n at run time; only libc, libm, libstdc++, libgcc_s, OpenSSL and SQLite are allowed"
+    [[ "$n" =~ $allowed ]] || fail "needs $n at run time; only libc, libm, libstdc++, libgcc_s, OpenSSL, Nettle and SQLite are allowed"
 done
 if ldd "$lib" | grep -q 'not found'; then fail "ldd finds unresolved libraries: $(ldd "$lib" | grep 'not found')"; fi
 

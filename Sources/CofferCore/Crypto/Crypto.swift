@@ -1,3 +1,4 @@
+import CNettle
 import COpenSSL
 import Synchronization
 
@@ -128,10 +129,17 @@ package enum AESGCM {
     }
 }
 
-/// AES-256-GCM decryption under one key with the key schedule kept: `EVP_CIPHER_CTX`s already keyed,
-/// kept for reuse in per-CPU shards (a lock each, so threads rarely meet), so an
-/// open costs only the IV, the data and the tag. The contexts hold the expanded key: they are freed
-/// (OpenSSL cleanses them) with this object, that is with the keyring term that owns it.
+/// AES-256-GCM decryption under one key with the key schedule kept, so an open costs only the IV, the
+/// data and the tag.
+///
+/// Entries up to ``nettleLimit`` bytes of ciphertext, which is nearly every secret, are opened with
+/// Nettle: its round keys and GHASH table are computed once, shared read-only by every thread (no
+/// lock), and an open is four direct calls. OpenSSL 3.0's EVP interface passes every IV, tag and
+/// length through named parameters, which cost three times the cipher's own work on a 100-byte value
+/// (about 600 ns against 200). Larger entries go to OpenSSL, whose stitched AES-GCM is twice as fast
+/// per byte: keyed `EVP_CIPHER_CTX`s kept in per-CPU shards (a lock each, so threads rarely meet).
+/// Both hold expanded key material: Nettle's is zeroed, OpenSSL's contexts cleansed, with this object,
+/// that is with the keyring term that owns it.
 package final class GCMOpener: Sendable {
     private struct Context: @unchecked Sendable {
         let pointer: OpaquePointer
@@ -141,18 +149,26 @@ package final class GCMOpener: Sendable {
         let idle = Mutex<[Context]>([])
     }
 
+    /// The largest ciphertext opened with Nettle; the two are even at about 2 KB on this machine.
+    package static let nettleLimit = 2048
     private static let shardCount = 8
     /// Idle contexts kept per shard; more are freed when returned.
     private static let keptPerShard = 4
     private let key: SecureBytes
+    /// Written once in `init`, then only read.
+    nonisolated(unsafe) private let expanded: UnsafeMutablePointer<coffer_gcm_key>
     private let shards = (0..<GCMOpener.shardCount).map { _ in Shard() }
 
     package init(key: SecureBytes) {
         precondition(key.count == AESGCM.keySize)
         self.key = key
+        expanded = .allocate(capacity: 1)
+        key.withUnsafeBytes { coffer_gcm_key_set(expanded, u8($0)) }
     }
 
     deinit {
+        explicit_bzero(expanded, MemoryLayout<coffer_gcm_key>.size)
+        expanded.deallocate()
         for shard in shards {
             for context in shard.idle.withLock({ $0 }) { EVP_CIPHER_CTX_free(context.pointer) }
         }
@@ -171,6 +187,19 @@ package final class GCMOpener: Sendable {
     ) -> Bool {
         precondition(nonce.count == AESGCM.nonceSize)
         guard sealed.count >= AESGCM.tagSize, output.count == sealed.count - AESGCM.tagSize else { return false }
+        if output.count <= GCMOpener.nettleLimit {
+            let bytes = sealed.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            return coffer_gcm_aes256_open(
+                expanded,
+                u8(nonce),
+                aad.count,
+                u8(aad),
+                output.count,
+                output.baseAddress?.assumingMemoryBound(to: UInt8.self),
+                bytes,
+                bytes + output.count
+            ) == 1
+        }
         let shard = self.shard
         let ctx: OpaquePointer
         if let idle = shard._withUnsafeGuaranteedRef({ $0.idle.withLock { $0.popLast() } }) {

@@ -41,8 +41,8 @@ def _load() -> Tuple[ctypes.CDLL, str]:
             advice = ("Install the wheel that carries it (make wheel), or install libcoffer (make install PREFIX=...) "
                       "and put its lib directory on LD_LIBRARY_PATH, or set COFFER_LIBRARY to the library's path")
         raise ImportError(
-            f"coffer: cannot load libcoffer; tried {tried}. {advice} (libcoffer needs OpenSSL 3 and SQLite 3 on "
-            "the system: libssl3, libsqlite3-0)"
+            f"coffer: cannot load libcoffer; tried {tried}. {advice} (libcoffer needs OpenSSL 3, Nettle and "
+            "SQLite 3 on the system: libssl3, libnettle8, libsqlite3-0)"
         ) from None
     try:
         abi = lib.coffer_abi_version
