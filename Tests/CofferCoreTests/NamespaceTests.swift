@@ -76,10 +76,16 @@ import Testing
         #expect(try call(.read, "team-b/child/kv/x").data?["v"] == "1")
         #expect(try call(.read, "child/kv/x", ns: "team-b").data?["v"] == "1")
         #expect(try call(.read, "kv/x", ns: "/team-b/child/").data?["v"] == "1")
+        #expect(try call(.read, "kv/x", ns: "root/team-b/child").data?["v"] == "1")
         // Not at root, nor in the parent.
         expectError(.notFound) { try call(.read, "kv/x") }
         expectError(.notFound) { try call(.read, "kv/x", ns: "team-b") }
         expectError(.notFound, containing: "namespace not found") { try call(.read, "kv/x", ns: "team-x") }
+        expectError(.notFound, containing: "namespace not found") { try call(.read, "kv/x", ns: "team-b/chil") }
+        // A namespace deleted is no longer found by its header.
+        try call(.delete, "sys/mounts/kv", ns: "team-b/child")
+        try call(.delete, "sys/namespaces/child", ns: "team-b")
+        expectError(.notFound, containing: "namespace not found") { try call(.read, "kv/x", ns: "team-b/child") }
     }
 
     @Test func tenantsAreIsolated() throws {

@@ -108,8 +108,13 @@ final class NamespaceIndex: Sendable {
         self.byPath = byPath
         self.byID = byID
         self.byUUID = byUUID
+        byHeader = Dictionary(uniqueKeysWithValues: byPath.map { ($0.key.dropLast(), $0.value) })
         deepest = byPath.values.reduce(0) { max($0, $1.depth) }
     }
+
+    /// By path without its trailing slash, as an `X-Vault-Namespace` header names it ("team-a/child"):
+    /// the header is looked up as it comes, with no string built per request.
+    let byHeader: [Substring: Namespace]
 
     /// The depth of the deepest namespace: a request path's leading segments are looked up as
     /// namespaces only until one this deep is found.

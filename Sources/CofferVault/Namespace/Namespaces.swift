@@ -115,7 +115,7 @@ extension Core {
                 if header.utf8.starts(with: "root/".utf8) { header = header.dropFirst(5) }
             }
             if !header.isEmpty && header != "root" {
-                guard let found = index.byPath[header + "/"] else {
+                guard let found = index.byHeader[header] else {
                     // Sealed, no namespace is loaded: say so, not that it does not exist.
                     throw barrier.isSealed ? CofferError.sealedError : CofferError(.notFound, "namespace not found")
                 }
