@@ -24,6 +24,8 @@ package struct PathPattern: Sendable, CustomStringConvertible {
     let segments: [Segment]
     let listForm: Bool
     package let description: String
+    /// The first segment when it is a literal (``mayMatch(_:)``).
+    private let firstLiteral: [UInt8]?
 
     /// The pattern `text`. Patterns are part of a backend's code, not input: a malformed one is a
     /// programming error, found by the test that builds every backend's table
@@ -46,6 +48,7 @@ package struct PathPattern: Sendable, CustomStringConvertible {
                 }
                 return .literal(Array(part.utf8))
             }
+        if case .literal(let bytes) = segments.first { firstLiteral = bytes } else { firstLiteral = nil }
     }
 
     /// Why the pattern is malformed, or nil. Checked once per table.
@@ -81,6 +84,29 @@ package struct PathPattern: Sendable, CustomStringConvertible {
             case .capture(let n), .rest(let n, _), .optional(let n): n
             }
         }
+    }
+
+    /// The index of the first of `patterns` that matches `path`, with its captures.
+    package static func firstMatch(in patterns: [PathPattern], _ path: String) -> (Int, Captures)? {
+        var captures = Captures()
+        let target = Substring(path)
+        var path = path
+        return path.withUTF8 { bytes in
+            for index in patterns.indices
+            where patterns[index].mayMatch(bytes) && patterns[index].match(target, into: &captures) {
+                return (index, captures)
+            }
+            return nil
+        }
+    }
+
+    /// Whether a path of these bytes can match: it starts with the first literal segment, followed by
+    /// `/` or nothing. A cheap test on the bytes before the full match.
+    private func mayMatch(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard let literal = firstLiteral else { return true }
+        let count = literal.count
+        guard bytes.count >= count, bytes.count == count || bytes[count] == UInt8(ascii: "/") else { return false }
+        return literal.withUnsafeBufferPointer { literal in (0..<count).allSatisfy { literal[$0] == bytes[$0] } }
     }
 
     /// Matches `path` (relative to the mount, no leading `/`); on success fills `captures`.

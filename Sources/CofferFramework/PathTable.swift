@@ -70,9 +70,13 @@ package final class Path<B>: Sendable {
 /// whose pattern matches serves the request.
 package struct PathTable<B>: Sendable {
     package let paths: [Path<B>]
+    /// The paths' patterns, in the same order: routing walks these in code that is not generic over
+    /// the backend, and retains only the path that matched.
+    private let patterns: [PathPattern]
 
     package init(_ paths: [Path<B>]) {
         self.paths = paths
+        patterns = paths.map(\.pattern)
     }
 
     /// Every problem with the declarations: malformed patterns, duplicate fields, more captures than
@@ -93,12 +97,8 @@ package struct PathTable<B>: Sendable {
 
     /// The path serving `relative`, with its captures.
     package func route(_ relative: String) -> (path: Path<B>, captures: Captures)? {
-        var captures = Captures()
-        let target = Substring(relative)
-        for path in paths where path.pattern.match(target, into: &captures) {
-            return (path, captures)
-        }
-        return nil
+        guard let (index, captures) = PathPattern.firstMatch(in: patterns, relative) else { return nil }
+        return (paths[index], captures)
     }
 
     /// Serves `request`: routes it, checks its fields against the declaration, runs the handler.

@@ -6,12 +6,20 @@ import Testing
 /// cubbyhole, and caches that see changes made beneath them.
 @Suite struct FrameworkTests {
     @Test func patternsMatchWithoutRegexes() {
+        // Each case both ways: the pattern's own match, and a table routing through it (which first
+        // checks a leading literal segment on the bytes); the two must agree.
         func match(_ pattern: String, _ path: String) -> [String: String]? {
             let p = PathPattern(pattern)
             var captures = Captures()
-            guard p.match(Substring(path), into: &captures) else { return nil }
+            let matched = p.match(Substring(path), into: &captures)
+            let routed = PathPattern.firstMatch(in: [p], path)
+            #expect((routed != nil) == matched, "\(pattern) against \(path)")
+            guard matched else { return nil }
             var out: [String: String] = [:]
-            for name in p.captureNames { if let v = captures[name] { out[name] = v } }
+            for name in p.captureNames {
+                if let v = captures[name] { out[name] = v }
+                #expect(routed?.1[name] == captures[name])
+            }
             return out
         }
         #expect(match("config", "config") == [:])
@@ -35,9 +43,31 @@ import Testing
         #expect(match("hmac/{name}/{algorithm?}", "hmac/k/sha2-512") == ["name": "k", "algorithm": "sha2-512"])
         #expect(match("hmac/{name}/{algorithm?}", "hmac/k/a/b") == nil)
         #expect(match("{path*}", "") == ["path": ""])
+        #expect(match("config", "conf") == nil)
+        #expect(match("config", "") == nil)
+        #expect(match("keys/", "key") == nil)
         #expect(PathPattern("a/{x+}/{y}").problem != nil)
         #expect(PathPattern("a/{x?}/b").problem != nil)
         #expect(PathPattern("a//b").problem != nil)
+    }
+
+    /// A table serves a path by its first matching pattern, in declaration order: the same answer as
+    /// trying every pattern's full match in turn, for every path made of the tables' own words.
+    @Test func aTableRoutesToTheFirstPatternThatMatches() {
+        let patterns = [
+            "keys/", "keys/{name}", "keys/{name}/rotate", "encrypt/{name}", "export/{kind}/{name}/{version?}",
+            "data/{path*}", "random", "random/{first}", "{name}/tune", "{path+}", "",
+        ].map(PathPattern.init)
+        let words = ["keys", "key", "encrypt", "export", "data", "random", "tune", "k", "a-b", ""]
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<3000 {
+            let count = Int.random(in: 1...4, using: &generator)
+            var path = (0..<count).map { _ in words.randomElement(using: &generator)! }.joined(separator: "/")
+            if Bool.random(using: &generator) { path += "/" }
+            var captures = Captures()
+            let linear = patterns.indices.first { patterns[$0].match(Substring(path), into: &captures) }
+            #expect(PathPattern.firstMatch(in: patterns, path)?.0 == linear, "path \(path)")
+        }
     }
 
     @Test func fieldsAreCheckedAndUndeclaredOnesNamedInAWarning() throws {
