@@ -20,8 +20,28 @@ package struct FieldData: Sendable {
 
     /// Converts every declared field that is present; returns the names of undeclared ones (sorted)
     /// unless `arbitrary`. Throws for a missing required field or a value that does not fit.
-    mutating func check(against fields: [Field], arbitrary: Bool) throws(CofferError) -> [String] {
-        for field in fields {
+    package mutating func check(against fields: [Field], arbitrary: Bool) throws(CofferError) -> [String] {
+        // The fields that can do anything: those the request names and the required ones, found by
+        // comparing names (no hashing; a request names few of a path's fields), then taken in
+        // declaration order so the first problem reported does not depend on dictionary order.
+        var ignored: [String] = []
+        var named: [Int] = []
+        for key in raw.keys {
+            if let index = fields.firstIndex(where: { $0.name == key }) {
+                named.append(index)
+            } else if !arbitrary {
+                ignored.append(key)
+            }
+        }
+        for key in rawBytes.keys {
+            if let index = fields.firstIndex(where: { $0.name == key }) { named.append(index) }
+        }
+        for index in fields.indices where fields[index].required { named.append(index) }
+        named.sort()
+        var previous = -1
+        for index in named where index != previous {
+            previous = index
+            let field = fields[index]
             if case .bytes = field.kind, let bytes = rawBytes[field.name] {
                 checked[field.name] = .bytes(bytes)
                 continue
@@ -32,11 +52,11 @@ package struct FieldData: Sendable {
             }
             checked[field.name] = try field.convert(value)
         }
-        guard !arbitrary else { return [] }
-        var ignored: [String] = []
-        for key in raw.keys where !fields.contains(where: { $0.name == key }) { ignored.append(key) }
         return ignored.sorted()
     }
+
+    /// The checked value of `name`, whatever its kind (tests compare it).
+    package func value(_ name: String) -> FieldValue? { checked[name] }
 
     package func has(_ name: String) -> Bool { checked[name] != nil }
 

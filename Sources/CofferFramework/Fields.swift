@@ -88,7 +88,7 @@ package struct Field: Sendable {
     }
 
     /// Checks `value` and converts it to the field's canonical form.
-    func convert(_ value: JSONValue) throws(CofferError) -> FieldValue {
+    package func convert(_ value: JSONValue) throws(CofferError) -> FieldValue {
         switch kind {
         case .string:
             switch value {

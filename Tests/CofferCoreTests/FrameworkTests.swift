@@ -70,6 +70,75 @@ import Testing
         }
     }
 
+    /// Checking a request's fields looks at the fields it names and the required ones, not at every
+    /// declared field: it must answer exactly as the plain walk over the declaration in order does (the
+    /// same values, the same ignored names, the same first error), for random declarations and requests.
+    @Test func checkingFieldsByTheNamesGivenAnswersAsTheWalkOverTheDeclaration() {
+        let names = ["a", "b", "plaintext", "ttl", "n", "zz"]
+        let kinds: [Field.Kind] = [.string, .int(0...10), .bool, .bytes, .any, .stringList, .duration(maximum: 100)]
+        let values: [JSONValue] = [
+            .null, .string("x"), .string("7"), .int(5), .int(50), .bool(true), .array([.string("s")]),
+        ]
+        /// The declaration walked in order, as the check did before it looked at names first.
+        func reference(
+            _ data: FieldData,
+            _ fields: [Field],
+            arbitrary: Bool
+        ) -> Result<([String: FieldValue], [String]), CofferError> {
+            var checked: [String: FieldValue] = [:]
+            for field in fields {
+                if case .bytes = field.kind, let bytes = data.rawBytes[field.name] {
+                    checked[field.name] = .bytes(bytes)
+                    continue
+                }
+                guard let value = data.raw[field.name], value != .null else {
+                    if field.required { return .failure(CofferError.invalid("missing \(field.name)")) }
+                    continue
+                }
+                do { checked[field.name] = try field.convert(value) } catch { return .failure(error) }
+            }
+            let ignored = arbitrary ? [] : data.raw.keys.filter { key in !fields.contains { $0.name == key } }.sorted()
+            return .success((checked, ignored))
+        }
+        var generator = SystemRandomNumberGenerator()
+        var errors = 0
+        for _ in 0..<4000 {
+            let fields = names.shuffled(using: &generator).prefix(Int.random(in: 0...5, using: &generator)).map {
+                Field(
+                    $0,
+                    kinds.randomElement(using: &generator)!,
+                    required: Int.random(in: 0..<4, using: &generator) == 0
+                )
+            }
+            var raw: [String: JSONValue] = [:]
+            for name in names where Bool.random(using: &generator) {
+                raw[name] = values.randomElement(using: &generator)!
+            }
+            var rawBytes: [String: [UInt8]] = [:]
+            for name in names where Int.random(in: 0..<4, using: &generator) == 0 { rawBytes[name] = [1, 2] }
+            let arbitrary = Int.random(in: 0..<4, using: &generator) == 0
+            var data = FieldData(raw, rawBytes: rawBytes)
+            let expected = reference(data, fields, arbitrary: arbitrary)
+            do {
+                let ignored = try data.check(against: fields, arbitrary: arbitrary)
+                guard case .success(let (checked, referenceIgnored)) = expected else {
+                    Issue.record("no error where the walk fails: \(fields.map(\.name)) \(raw)")
+                    continue
+                }
+                #expect(ignored == referenceIgnored)
+                for field in fields { #expect(data.value(field.name) == checked[field.name], "\(field.name)") }
+            } catch {
+                errors += 1
+                guard case .failure(let referenceError) = expected else {
+                    Issue.record("an error where the walk succeeds: \(error.message)")
+                    continue
+                }
+                #expect(error.message == referenceError.message)
+            }
+        }
+        #expect(errors > 100)  // the requests exercise refusals, not only successes
+    }
+
     @Test func fieldsAreCheckedAndUndeclaredOnesNamedInAWarning() throws {
         let (core, result) = try makeCore()
         // Token creation declares `ttl` as a duration: the framework refuses what does not fit, naming it.
