@@ -29,7 +29,8 @@ private final class CountingBackend: PhysicalBackend {
         let cache = CachingBackend(file, capacity: 1 << 20)
         try cache.put("k", [1, 2, 3])
         for _ in 0..<100 { #expect(try cache.get("k") == [1, 2, 3]) }
-        #expect(file.gets.load(ordering: .relaxed) == 1)
+        // Once per CPU's copy of the cache at most: the thread may have moved between CPUs.
+        #expect((1...cache.copies).contains(file.gets.load(ordering: .relaxed)))
         // A missing key is not cached: a later write must be seen, and is.
         #expect(try cache.get("absent") == nil)
         try cache.put("absent", [4])
@@ -97,7 +98,11 @@ private final class CountingBackend: PhysicalBackend {
             for i in 0..<2000 { #expect(try cache.get("k/\(i)") == value, "round \(round) key \(i)") }
         }
         #expect(cache.cachedBytes <= budget)
-        #expect(cache.cachedBytes > budget / 4, "the cache holds something: \(cache.cachedBytes) bytes")
+        // One thread fills the copy of the CPU it runs on, which has its share of the budget.
+        #expect(
+            cache.cachedBytes > budget / (4 * cache.copies),
+            "the cache holds something: \(cache.cachedBytes) bytes"
+        )
         // An entry too large for a shard is read but not kept.
         let large = [UInt8](repeating: 1, count: budget / 16)
         try cache.put("large", large)

@@ -273,7 +273,7 @@ import Testing
             #expect(TokenCache.Key(hex: Hex.encode(random)) == random.withUnsafeBytes { TokenCache.Key(mac: $0) })
         }
         let cache = TokenCache()
-        #expect(cache.lookup(fromMAC).entry == nil)
+        #expect(cache.lookup(fromMAC).value == nil)
     }
 }
 

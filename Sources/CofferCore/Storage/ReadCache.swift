@@ -4,31 +4,38 @@ import Synchronization
 /// which are the barrier's **ciphertext** (the barrier still authenticates and decrypts every read,
 /// and no plaintext outlives the call), so a hot entry never reaches SQLite.
 ///
-/// Bounded by bytes and split into shards with a lock each. Each shard keeps two generations of
-/// entries: a hit in the older one moves the entry to the newer, and when the newer fills half the
-/// shard's budget the older is dropped whole. That keeps what is read often at O(1) per operation,
-/// without a linked list to maintain.
+/// Bounded by bytes and split into shards with a lock each, in one set per CPU (at most
+/// `PerCPUCache.slotLimit` sets; CPUs beyond that share one). A read looks in the set of the CPU it
+/// runs on, so two cores reading the same hot entry share no lock and no reference count: each gets
+/// its own set's copy. A hot entry is read from storage once per set, and the budget is split between
+/// the sets. Each shard keeps two generations of entries: a hit in the older one moves the entry to
+/// the newer, and when the newer fills half the shard's budget the older is dropped whole. That keeps
+/// what is read often at O(1) per operation, without a linked list to maintain.
 ///
 /// **Coherence.** Writes go through this backend: before a write reaches storage its keys are marked
-/// pending in their shards (the entries dropped, no read may insert them until the write is done) and
-/// after it they are dropped again, so a reader overlapping the write reads storage, as without the
-/// cache. Changes made beneath (another writer of the same backend, a replica applying its log) come
-/// through the backend's change feed, which this cache subscribes to before anything else: its entries
-/// are dropped before any other subscriber is told. A read that misses records its shard's generation
-/// first and inserts what it read only if no change touched the shard meanwhile, so a value read
-/// before a change is never cached after it.
+/// pending in their shard of every set (the entries dropped, no read may insert them until the write
+/// is done) and after it they are dropped again, so a reader overlapping the write reads storage, as
+/// without the cache. Changes made beneath (another writer of the same backend, a replica applying its
+/// log) come through the backend's change feed, which this cache subscribes to before anything else:
+/// its entries are dropped, in every set, before any other subscriber is told. A read that misses
+/// records its shard's generation first and inserts what it read only if no change touched the shard
+/// meanwhile, so a value read before a change is never cached after it.
 package final class CachingBackend: PhysicalBackend {
     /// Entries larger than this share of a shard's budget are not cached (a few large values would
     /// push out many small ones).
     private static let largestShare = 8
     /// What an entry costs beyond its key and value bytes: the dictionary slot, the array header.
     private static let entryOverhead = 64
+    /// Shards in all, split between the per-CPU sets (each set has at least 2).
     private static let shardCount = 16
 
     package let underlying: any PhysicalBackend
     /// The budget in bytes (keys, values and bookkeeping).
     package let capacity: Int
     private let shards: [Shard]
+    /// How many per-CPU sets of shards (a power of two), and how many shards each has.
+    package let copies: Int
+    private let perCopy: Int
     private let feedID: Int
 
     package var typeName: String { underlying.typeName }
@@ -38,17 +45,25 @@ package final class CachingBackend: PhysicalBackend {
     package init(_ underlying: any PhysicalBackend, capacity: Int) {
         self.underlying = underlying
         self.capacity = max(0, capacity)
-        let budget = self.capacity / CachingBackend.shardCount
-        let shards = (0..<CachingBackend.shardCount).map { _ in Shard(budget: budget) }
+        let copies = min(MeterShards.count, PerCPUCache<String, Int>.slotLimit)
+        let perCopy = max(2, CachingBackend.shardCount / copies)
+        let budget = self.capacity / (copies * perCopy)
+        let shards = (0..<copies * perCopy).map { _ in Shard(budget: budget) }
         self.shards = shards
+        self.copies = copies
+        self.perCopy = perCopy
         feedID = underlying.changes.subscribe { keys in
-            for key in keys { shards[CachingBackend.shardIndex(key)].invalidate(key) }
+            for key in keys {
+                let index = CachingBackend.shardIndex(key, perCopy)
+                for copy in 0..<copies { shards[copy * perCopy + index].invalidate(key) }
+            }
         }
     }
 
     deinit { underlying.changes.unsubscribe(feedID) }
 
-    private static func shardIndex(_ key: String) -> Int {
+    /// `key`'s shard within a set of `perCopy`.
+    private static func shardIndex(_ key: String, _ perCopy: Int) -> Int {
         // FNV-1a over the last bytes: keys share long prefixes ("logical/<mount uuid>/versions/").
         // Over the contiguous bytes: `utf8.suffix` walks a String's indices one by one.
         var key = key
@@ -57,13 +72,20 @@ package final class CachingBackend: PhysicalBackend {
             for byte in bytes[max(0, bytes.count - 16)...] { h = (h ^ UInt32(byte)) &* 16_777_619 }
             return h
         }
-        return Int(h % UInt32(shardCount))
+        return Int(h % UInt32(perCopy))
+    }
+
+    /// `key`'s shard in every set, for a change.
+    private func everyCopy(of key: String) -> some Sequence<Shard> {
+        let index = CachingBackend.shardIndex(key, perCopy)
+        return (0..<copies).lazy.map { self.shards[$0 * self.perCopy + index] }
     }
 
     package func get(_ key: String) throws(CofferError) -> [UInt8]? {
         // Unretained: the shards live as long as the cache, and a retain is an atomic write to a line
         // every core's reads share.
-        let shard = Unmanaged.passUnretained(shards[CachingBackend.shardIndex(key)])
+        let copy = currentCPU() & (copies - 1)
+        let shard = Unmanaged.passUnretained(shards[copy * perCopy + CachingBackend.shardIndex(key, perCopy)])
         let generation: UInt64
         switch shard._withUnsafeGuaranteedRef({ $0.lookup(key) }) {
         case .hit(let value): return value
@@ -113,8 +135,8 @@ package final class CachingBackend: PhysicalBackend {
     /// Runs a write with its keys pending: dropped before, uncacheable during, dropped after (also
     /// when the write fails: it may have been stored before the error).
     private func writing(_ keys: [String], _ write: () throws(CofferError) -> Void) throws(CofferError) {
-        for key in keys { shards[CachingBackend.shardIndex(key)].beginWrite(key) }
-        defer { for key in keys { shards[CachingBackend.shardIndex(key)].endWrite(key) } }
+        for key in keys { for shard in everyCopy(of: key) { shard.beginWrite(key) } }
+        defer { for key in keys { for shard in everyCopy(of: key) { shard.endWrite(key) } } }
         try write()
     }
 

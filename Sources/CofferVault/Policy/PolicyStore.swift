@@ -84,10 +84,14 @@ package final class PolicyStore: Sendable {
     /// Where this store's policies are kept: `sys/policy/` for the root namespace, under the
     /// namespace's own prefix for the others.
     let storagePrefix: String
-    /// Parsed policies and compiled ACLs. `epoch` moves on every change, so a reader that parsed or
-    /// compiled from what storage held before a change never puts its stale result back (a stale
-    /// ACL would keep granting what a policy change took away).
-    private let cache = Mutex<(epoch: UInt64, parsed: [String: Policy], compiled: [PolicyNames: ACL])>((0, [:], [:]))
+    /// Parsed policies. `epoch` moves on every change, so a reader that parsed what storage held
+    /// before a change never puts its stale result back.
+    private let cache = Mutex<(epoch: UInt64, parsed: [String: Policy])>((0, [:]))
+    /// Compiled ACLs, a copy per CPU (every request of a token reads one: two cores checking the same
+    /// policies share no lock or reference count). Every change empties them and refuses the fill of
+    /// an ACL compiled before it (`PerCPUCache.Ticket`): a stale ACL would keep granting what a policy
+    /// change took away.
+    private let compiled = PerCPUCache<PolicyNames, ACL>()
 
     init(barrier: Barrier, prefix: String = PolicyStore.prefix) {
         self.barrier = barrier
@@ -106,8 +110,8 @@ package final class PolicyStore: Sendable {
         cache.withLock { c in
             c.epoch &+= 1
             c.parsed = [:]
-            c.compiled = [:]
         }
+        compiled.removeAll()
     }
 
     /// The policy `name` changed in storage (here or beneath this store): forget it and every ACL.
@@ -115,8 +119,8 @@ package final class PolicyStore: Sendable {
         cache.withLock { c in
             c.epoch &+= 1
             c.parsed.removeValue(forKey: name)
-            c.compiled = [:]
         }
+        compiled.removeAll()
     }
 
     static func normalize(_ name: String) throws(CofferError) -> String {
@@ -191,7 +195,7 @@ package final class PolicyStore: Sendable {
 
     /// The same, for names hashed beforehand (a token's, hashed when it is loaded).
     func acl(for key: PolicyNames) throws(CofferError) -> ACL {
-        let (epoch, cached) = cache.withLock { ($0.epoch, $0.compiled[key]) }
+        let (cached, ticket) = compiled.lookup(key)
         if let cached { return cached }
         var policies: [Policy] = []
         for name in key.names {
@@ -204,9 +208,7 @@ package final class PolicyStore: Sendable {
             }
         }
         let acl = ACL(policies: policies)
-        cache.withLock { c in
-            if c.epoch == epoch { c.compiled[key] = acl }
-        }
+        compiled.fill(key, acl, ticket)
         return acl
     }
 }

@@ -1,11 +1,11 @@
-import Synchronization
+package import CofferCore
 
 /// The token store's cache of entries, keyed by the raw 32-byte HMAC of the token (what the hot path
-/// computes) rather than its 64-digit hex form, and split into shards with a lock each, so threads
-/// checking different tokens do not wait on one lock.
+/// computes) rather than its 64-digit hex form, and kept once per CPU (``PerCPUCache``), so threads
+/// checking the same token on two cores share no lock and no reference count.
 package final class TokenCache: Sendable {
     /// An entry's id hash as four words. The words are HMAC output, uniformly distributed: the first
-    /// alone picks the shard and feeds the dictionary's hash.
+    /// alone feeds the dictionary's hash.
     package struct Key: Hashable, Sendable {
         let words: (UInt64, UInt64, UInt64, UInt64)
 
@@ -65,65 +65,28 @@ package final class TokenCache: Sendable {
         package func hash(into hasher: inout Hasher) { hasher.combine(words.0) }
     }
 
-    private final class Shard: Sendable {
-        struct State {
-            var entries: [Key: TokenEntry] = [:]
-            /// Moves on every change, so that a fill from storage loaded before a change is refused.
-            var generation: UInt64 = 0
-        }
-        let state = Mutex(State())
-    }
-
-    private static let shardCount = 16
-    private let shards = (0..<TokenCache.shardCount).map { _ in Shard() }
+    package typealias Ticket = PerCPUCache<Key, TokenEntry>.Ticket
+    private let copies = PerCPUCache<Key, TokenEntry>()
 
     package init() {}
 
-    /// Runs `body` on `key`'s shard, not retained (the shards live as long as the cache): a retain is
-    /// an atomic write to a line every core's token checks share.
-    private func withShard<R>(_ key: Key, _ body: (Shard) -> R) -> R {
-        Unmanaged.passUnretained(shards[Int(truncatingIfNeeded: key.words.0 >> 60)])._withUnsafeGuaranteedRef(body)
-    }
-
-    /// Stores (or with nil drops) the entry as the store's own write made it.
-    package func set(_ entry: TokenEntry?, for key: Key) {
-        withShard(key) { shard in
-            shard.state.withLock { s in
-                s.entries[key] = entry
-                s.generation &+= 1
-            }
-        }
-    }
+    /// A change the store's own write made: `entry` (nil: the token is gone) replaces what every
+    /// CPU's copy holds.
+    package func set(_ entry: TokenEntry?, for key: Key) { copies.update(key, to: entry) }
 
     /// The same, by an entry's hex id hash (a malformed one is never cached).
     package func set(_ entry: TokenEntry?, hex hash: String) {
         if let key = Key(hex: hash) { set(entry, for: key) }
     }
 
-    /// The cached entry, or nil and the generation a ``fill(_:_:ifGeneration:)`` of what storage holds
-    /// must find: read before storage is, so that a change made in between (a revocation, an update)
-    /// is not overwritten by the older copy.
-    package func lookup(_ key: Key) -> (entry: TokenEntry?, generation: UInt64) {
-        withShard(key) { shard in shard.state.withLock { ($0.entries[key], $0.generation) } }
-    }
+    /// The cached entry, or nil and the ticket a ``fill(_:_:_:)`` of what storage holds must bring:
+    /// read before storage is, so that a change made in between (a revocation, an update) is not
+    /// overwritten by the older copy.
+    package func lookup(_ key: Key) -> (value: TokenEntry?, ticket: Ticket) { copies.lookup(key) }
 
-    /// Caches `entry`, read from storage after ``lookup(_:)`` returned `generation`, unless the shard
+    /// Caches `entry`, read from storage after ``lookup(_:)`` returned `ticket`, unless the cache
     /// changed since: then it is left out, and the next lookup reads storage again.
-    package func fill(_ key: Key, _ entry: TokenEntry, ifGeneration generation: UInt64) {
-        withShard(key) { shard in
-            shard.state.withLock { s in
-                guard s.generation == generation else { return }
-                s.entries[key] = entry
-            }
-        }
-    }
+    package func fill(_ key: Key, _ entry: TokenEntry, _ ticket: Ticket) { copies.fill(key, entry, ticket) }
 
-    package func removeAll() {
-        for shard in shards {
-            shard.state.withLock { s in
-                s.entries = [:]
-                s.generation &+= 1
-            }
-        }
-    }
+    package func removeAll() { copies.removeAll() }
 }

@@ -445,13 +445,13 @@ package final class TokenStore: Sendable {
             let out = mac.baseAddress!.assumingMemoryBound(to: UInt8.self)
             token.withUTF8 { key.mac(UnsafeRawBufferPointer($0), into: out) }
             let key = TokenCache.Key(mac: UnsafeRawBufferPointer(mac))
-            let (cached, generation) = cache.lookup(key)
+            let (cached, ticket) = cache.lookup(key)
             if let cached {
                 Unmanaged.passUnretained(barrier.meters.tokenCacheHit)._withUnsafeGuaranteedRef { $0.increment() }
                 return cached
             }
             barrier.meters.tokenCacheMiss.increment()
-            return try load(hash: Hex.encode(UnsafeRawBufferPointer(mac)), key: key, generation: generation)
+            return try load(hash: Hex.encode(UnsafeRawBufferPointer(mac)), key: key, ticket: ticket)
         }
     }
 
@@ -462,15 +462,16 @@ package final class TokenStore: Sendable {
     /// The entry stored under `hash`, whose key in the cache is `key` (nil: `hash` is malformed, and
     /// never cached).
     private func entry(hash: String, key: TokenCache.Key?) throws(CofferError) -> TokenEntry? {
-        guard let key else { return try load(hash: hash, key: nil, generation: 0) }
-        let (cached, generation) = cache.lookup(key)
+        guard let key else { return try load(hash: hash, key: nil, ticket: nil) }
+        let (cached, ticket) = cache.lookup(key)
         if let cached { return cached }
-        return try load(hash: hash, key: key, generation: generation)
+        return try load(hash: hash, key: key, ticket: ticket)
     }
 
-    /// The entry stored under `hash`, cached under `key` unless the cache changed since it answered
-    /// `generation` (a revocation between the two must not be undone by this older copy).
-    private func load(hash: String, key: TokenCache.Key?, generation: UInt64) throws(CofferError) -> TokenEntry? {
+    /// The entry stored under `hash`, cached under `key` unless the cache changed since it gave out
+    /// `ticket` (a revocation between the two must not be undone by this older copy).
+    private func load(hash: String, key: TokenCache.Key?, ticket: TokenCache.Ticket?) throws(CofferError) -> TokenEntry?
+    {
         guard let bytes = try barrier.get(TokenStore.idPrefix + hash) else { return nil }
         let entry: TokenEntry
         do {
@@ -484,7 +485,7 @@ package final class TokenStore: Sendable {
         guard ConstantTime.equals(Array(entry.idHash.utf8), Array(hash.utf8)) else {
             throw CofferError(.integrity, "a stored token entry is filed under the wrong id")
         }
-        if let key { cache.fill(key, entry, ifGeneration: generation) }
+        if let key, let ticket { cache.fill(key, entry, ticket) }
         return entry
     }
 

@@ -14,9 +14,10 @@ import Synchronization
 package final class KVv2Backend: TableBackend {
     private final class Stripe: Sendable { let mutex = Mutex(()) }
     private let locks: [Stripe] = (0..<64).map { _ in Stripe() }
-    /// Parsed metadata by key. `epoch` moves on every change so that a reader which loaded
-    /// metadata from storage while a write was being applied does not put the old copy back.
-    private let cache = Mutex<(epoch: UInt64, entries: [String: Cached])>((0, [:]))
+    /// Parsed metadata by key, a copy per CPU (two cores reading one hot secret share no lock or
+    /// reference count). A change refuses the fill of a reader that loaded the metadata from
+    /// storage before it (`PerCPUCache.Ticket`), so the old copy is not put back.
+    private let cache = PerCPUCache<String, Cached>(limit: KVv2Backend.cacheLimit)
     /// The mount's parsed `config` (read by every write), invalidated as the metadata is.
     private let config = Mutex<(epoch: UInt64, value: KVConfig?)>((0, nil))
     static let cacheLimit = 10_000
@@ -58,11 +59,7 @@ package final class KVv2Backend: TableBackend {
             }
         }
         guard key.hasPrefix("metadata/") else { return }
-        let secret = String(key.dropFirst("metadata/".count))
-        cache.withLock { c in
-            c.epoch &+= 1
-            c.entries.removeValue(forKey: secret)
-        }
+        cache.update(String(key.dropFirst("metadata/".count)), to: nil)
     }
 
     /// Writes `ops` and, once they are stored, the new metadata of `key` into the cache (nil: removed).
@@ -72,18 +69,9 @@ package final class KVv2Backend: TableBackend {
         _ ops: [StorageOperation],
         metadata: KVMetadata?
     ) throws(CofferError) {
-        cache.withLock { c in
-            c.epoch &+= 1
-            c.entries.removeValue(forKey: key)
-        }
+        cache.update(key, to: nil)
         try storage.batch(ops)
-        cache.withLock { c in
-            c.epoch &+= 1
-            if let metadata {
-                if c.entries.count >= KVv2Backend.cacheLimit { c.entries.removeAll(keepingCapacity: true) }
-                c.entries[key] = Cached(metadata, key: key)
-            }
-        }
+        cache.update(key, to: metadata.map { Cached($0, key: key) })
     }
 
     func loadMetadata(_ storage: StorageReader, _ key: String) throws(CofferError) -> KVMetadata? {
@@ -91,15 +79,11 @@ package final class KVv2Backend: TableBackend {
     }
 
     func loadCached(_ storage: StorageReader, _ key: String) throws(CofferError) -> Cached? {
-        let (epoch, cached) = cache.withLock { ($0.epoch, $0.entries[key]) }
+        let (cached, ticket) = cache.lookup(key)
         if let cached { return cached }
         guard let json = try storage.getJSON("metadata/" + key) else { return nil }
         let loaded = Cached(try KVMetadata(stored: json, path: key), key: key)
-        cache.withLock { c in
-            guard c.epoch == epoch else { return }
-            if c.entries.count >= KVv2Backend.cacheLimit { c.entries.removeAll(keepingCapacity: true) }
-            c.entries[key] = loaded
-        }
+        cache.fill(key, loaded, ticket)
         return loaded
     }
 
