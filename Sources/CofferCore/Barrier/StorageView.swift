@@ -73,11 +73,33 @@ package struct StorageView: Sendable {
 extension StorageView {
     /// The same window, for reading only: what an existence check gets.
     package var reader: StorageReader { StorageReader(view: self) }
+
+    /// The same window with a copy of its prefix's bytes, for a per-CPU copy of a route table: the
+    /// requests of one CPU then retain a prefix no other CPU's requests retain.
+    package func unshared() -> StorageView {
+        StorageView(
+            barrier: barrier,
+            prefix: String(decoding: Array(prefix.utf8), as: UTF8.self),
+            sealWrapped: sealWrapped
+        )
+    }
 }
+
+/// What reads a window onto the barrier: a ``StorageView`` and a ``StorageReader`` alike. Code that
+/// only reads takes either, so that a read with a view in hand does not build a reader (a copy of the
+/// view, whose retains of the barrier and the mount's prefix are atomic writes to lines every core's
+/// reads share).
+package protocol StorageReading: Sendable {
+    func get(_ key: String) throws(CofferError) -> [UInt8]?
+    func getJSON(_ key: String) throws(CofferError) -> JSONValue?
+    func getJSON(_ key: String, member name: StaticString) throws(CofferError) -> JSONValue?
+}
+
+extension StorageView: StorageReading {}
 
 /// A window onto the barrier under one prefix that can only read: an existence check decides
 /// whether a write is a create or an update before the ACL has run, so it must not change anything.
-package struct StorageReader: Sendable {
+package struct StorageReader: StorageReading {
     let view: StorageView
 
     package var prefix: String { view.prefix }

@@ -94,7 +94,7 @@ package final class IdentityBackend: TableBackend {
 
     /// The auth mount with `accessor`, for the mount_path and mount_type aliases show.
     func authMount(_ accessor: String) -> MountEntry? {
-        let table: RouteTable? = namespace.isRoot ? core.routeTable : namespace.routes.withLock { $0 }
+        let table: RouteTable? = namespace.isRoot ? core.routeTable : namespace.routes
         return table?.mounts.first { $0.kind == .auth && $0.entry.accessor == accessor }?.entry
     }
 

@@ -68,7 +68,7 @@ extension Core {
         add("vault.core.unsealed", .gauge(unsealed ? 1 : 0), cluster)
         // One node, never a standby: active whenever unsealed.
         add("vault.core.active", .gauge(unsealed ? 1 : 0), cluster)
-        if unsealed, let table = root.routes.withLock({ $0 }) {
+        if unsealed, let table = root.routes {
             var entries: [String: Int] = [:]
             for mount in table.mounts {
                 let type = mount.kind == .auth || mount.prefix.hasPrefix("auth/") ? "auth" : "logical"

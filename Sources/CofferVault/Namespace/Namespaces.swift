@@ -42,7 +42,7 @@ extension Core {
     func unloadNamespaces() {
         let index = namespaceIndex.withLock { $0 }
         for ns in index.byPath.values {
-            ns.routes.withLock { $0 = nil }
+            ns.setRoutes(nil)
             ns.policies.unload()
             ns.identity.unload()
         }
@@ -80,18 +80,18 @@ extension Core {
 
     /// Every routed mount of every namespace (leases and periodic work find their mount here).
     func allRoutedMounts() -> [RoutedMount] {
-        var mounts = root.routes.withLock { $0 }?.mounts ?? []
+        var mounts = root.routes?.mounts ?? []
         for ns in namespaceIndex.withLock({ $0 }).byPath.values {
-            mounts += ns.routes.withLock { $0 }?.mounts ?? []
+            mounts += ns.routes?.mounts ?? []
         }
         return mounts
     }
 
     /// The routed mount with this uuid, in whichever namespace it is.
     func routedMount(uuid: String) -> RoutedMount? {
-        if let found = root.routes.withLock({ $0 })?.mounts.first(where: { $0.entry.uuid == uuid }) { return found }
+        if let found = root.routes?.mounts.first(where: { $0.entry.uuid == uuid }) { return found }
         for ns in namespaceIndex.withLock({ $0 }).byPath.values {
-            if let found = ns.routes.withLock({ $0 })?.mounts.first(where: { $0.entry.uuid == uuid }) { return found }
+            if let found = ns.routes?.mounts.first(where: { $0.entry.uuid == uuid }) { return found }
         }
         return nil
     }
@@ -206,7 +206,7 @@ extension Core {
         return try lifecycle.withLock { (_) throws(CofferError) -> Namespace in
             if let existing = namespaceIndex.withLock({ $0.byPath[path] }) { return existing }
             // A mount at the same path in the parent would be hidden by the namespace.
-            if let table = parent.routes.withLock({ $0 }),
+            if let table = parent.routes,
                 table.mounts.contains(where: { $0.kind == .secret && $0.prefix == name + "/" })
             {
                 throw CofferError.invalid("cannot create namespace \"\(path)\": a mount is at \(parent.path)\(name)/")
@@ -246,7 +246,7 @@ extension Core {
             guard index.children(of: ns.path).isEmpty else {
                 throw CofferError.invalid("unable to delete namespace containing child namespaces")
             }
-            for mount in ns.routes.withLock({ $0 })?.mounts ?? [] where mount.kind != .builtin {
+            for mount in ns.routes?.mounts ?? [] where mount.kind != .builtin {
                 let failed = try leases.revokeMount(mount.entry.uuid, now: now)
                 if let first = failed.first {
                     throw CofferError.invalid(
@@ -256,7 +256,7 @@ extension Core {
             }
             try tokens.revokeAll(inNamespace: ns.id)
             publish(index.removing(ns))
-            ns.routes.withLock { $0 = nil }
+            ns.setRoutes(nil)
             ns.policies.unload()
             barrier.meters.forgetRoutes(under: ns.path)
             try eraseStorage(of: ns)

@@ -466,7 +466,7 @@ package final class Core: Sendable {
 
     func sealNow(saveKeyUsage: Bool = true) {
         opened.store(false, ordering: .releasing)
-        root.routes.withLock { $0 = nil }
+        root.setRoutes(nil)
         unloadNamespaces()
         quotas.unload()
         audit.unload()
@@ -506,9 +506,9 @@ package final class Core: Sendable {
         let ns = try resolveNamespace(&request)
         let table: RouteTable
         if ns.isRoot {
-            table = routeTable
+            table = servingRouteTable
         } else {
-            guard let routed = ns.routes.withLock({ $0 }) else { throw CofferError.sealedError }
+            guard let routed = ns.servingRoutes else { throw CofferError.sealedError }
             table = routed
         }
         guard let (mount, relative) = table.route(request.path) else {

@@ -44,7 +44,7 @@ extension Core {
                     // write that a thread holding the lifecycle lock waits for.
                     _ = startThread { [weak self] in self?.sealVault(saveKeyUsage: false) }
                 }
-            } else if let (mount, relative) = root.routes.withLock({ $0 })?.owner(ofStorageKey: key) {
+            } else if let (mount, relative) = root.routes?.owner(ofStorageKey: key) {
                 mount.backend.invalidate(relative)
             }
         }
@@ -62,7 +62,7 @@ extension Core {
             ns.identity.invalidate(String(relative.dropFirst(IdentityStore.prefix.count)))
         } else if relative == MountKind.secret.storagePath || relative == MountKind.auth.storagePath {
             reloadMountsIfChanged(in: ns)
-        } else if let (mount, inner) = ns.routes.withLock({ $0 })?.owner(ofStorageKey: key) {
+        } else if let (mount, inner) = ns.routes?.owner(ofStorageKey: key) {
             mount.backend.invalidate(inner)
         }
     }
@@ -83,7 +83,7 @@ extension Core {
                     kept.append(ns)
                 }
             }
-            for gone in known.values { gone.routes.withLock { $0 = nil } }
+            for gone in known.values { gone.setRoutes(nil) }
             publish(NamespaceIndex(kept))
         }
     }
@@ -92,7 +92,7 @@ extension Core {
     /// itself is routed already).
     func reloadMountsIfChanged(in ns: Namespace? = nil) {
         let ns = ns ?? root
-        guard let table = ns.routes.withLock({ $0 }),
+        guard let table = ns.routes,
             let secrets = try? storedEntries(.secret, in: ns), let auth = try? storedEntries(.auth, in: ns)
         else { return }
         let routed = { (kind: MountKind) in
@@ -103,7 +103,7 @@ extension Core {
                 || routed(.auth) != auth.sorted(by: { $0.uuid < $1.uuid })
         else { return }
         if let rebuilt = try? buildTable(secrets: secrets, auth: auth, in: ns) {
-            ns.routes.withLock { $0 = rebuilt }
+            ns.setRoutes(rebuilt)
         }
     }
 }

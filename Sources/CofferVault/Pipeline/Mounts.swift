@@ -22,10 +22,10 @@ package enum MountKind: Sendable, Equatable {
 extension Core {
     /// The root namespace's mounts serving requests now: every mount while unsealed, only `sys/`
     /// while sealed.
-    package var routeTable: RouteTable {
-        if let table = root.routes.withLock({ $0 }) { return table }
-        return RouteTable(systemOnly(in: root))
-    }
+    package var routeTable: RouteTable { root.routes ?? RouteTable(systemOnly(in: root)) }
+
+    /// The same for the request path: this CPU's copy of it (``Namespace/servingRoutes``).
+    var servingRouteTable: RouteTable { root.servingRoutes ?? RouteTable(systemOnly(in: root)) }
 
     private func systemOnly(in ns: Namespace) -> [RoutedMount] {
         guard let system = builtins.withLock({ $0.system }) else { return [] }
@@ -100,7 +100,7 @@ extension Core {
             )
         }
         if engines.types.contains("cubbyhole") {
-            let existing = root.routes.withLock { $0 }?.mounts.first { $0.entry.uuid == Core.cubbyholeEntry.uuid }?
+            let existing = root.routes?.mounts.first { $0.entry.uuid == Core.cubbyholeEntry.uuid }?
                 .backend
             let backend: any Backend
             if let existing { backend = existing } else { backend = try engines.make(Core.cubbyholeEntry) }
@@ -135,7 +135,7 @@ extension Core {
             auth: try storedEntries(.auth, in: ns),
             in: ns
         )
-        ns.routes.withLock { $0 = table }
+        ns.setRoutes(table)
     }
 
     func storedEntries(_ kind: MountKind, in ns: Namespace? = nil) throws(CofferError) -> [MountEntry] {
@@ -160,7 +160,7 @@ extension Core {
         -> RouteTable
     {
         let ns = ns ?? root
-        let current = ns.routes.withLock { $0 }
+        let current = ns.routes
         var mounts = try builtinMounts(in: ns)
         for (kind, entries) in [(MountKind.secret, secrets), (MountKind.auth, auth)] {
             for entry in entries {
@@ -193,7 +193,7 @@ extension Core {
 
     /// The stored entries of `kind` (the built-in ones are not in them).
     package func mounts(_ kind: MountKind = .secret, in ns: Namespace? = nil) throws(CofferError) -> [MountEntry] {
-        guard let table = (ns ?? root).routes.withLock({ $0 }) else { throw CofferError.sealedError }
+        guard let table = (ns ?? root).routes else { throw CofferError.sealedError }
         return table.mounts.filter { $0.kind == kind }.map(\.entry).sorted { $0.path < $1.path }
     }
 
@@ -204,14 +204,11 @@ extension Core {
         let secrets = kind == .secret ? entries : try mounts(.secret, in: ns)
         let auth = kind == .auth ? entries : try mounts(.auth, in: ns)
         let table = try buildTable(secrets: secrets, auth: auth, in: ns)
-        let previous = ns.routes.withLock { routes in
-            defer { routes = table }
-            return routes
-        }
+        let previous = ns.setRoutes(table)
         do {
             try barrier.put(ns.prefix + kind.storagePath, JSONValue.array(entries.map(\.json)).serialized())
         } catch {
-            ns.routes.withLock { $0 = previous }
+            ns.setRoutes(previous)
             throw error
         }
     }

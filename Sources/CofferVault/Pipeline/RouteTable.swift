@@ -38,6 +38,18 @@ package final class RoutedMount: Sendable {
         self.namespacePath = namespace.path
         self.meters = storage.barrier.meters.routes(for: namespace.path + routePrefix + entry.path)
     }
+
+    /// A copy for one CPU's route table (``Namespace/servingRoutes``), with a storage prefix of its own.
+    init(copying other: RoutedMount) {
+        kind = other.kind
+        prefix = other.prefix
+        entry = other.entry
+        backend = other.backend
+        storage = other.storage.unshared()
+        meters = other.meters
+        namespaceID = other.namespaceID
+        namespacePath = other.namespacePath
+    }
 }
 
 /// An immutable snapshot of the mount tables; a change builds a new one. Lookups take no lock
@@ -68,6 +80,9 @@ package final class RouteTable: @unchecked Sendable {
             offset += count
         }
     }
+
+    /// The same table over copies of its mounts.
+    func copy() -> RouteTable { RouteTable(mounts.map(RoutedMount.init(copying:))) }
 
     deinit {
         prefixes.deallocate()

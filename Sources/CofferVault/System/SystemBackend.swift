@@ -338,7 +338,7 @@ package final class SystemBackend: TableBackend {
     func uiMount(_ request: BackendRequest) throws(CofferError) -> Response {
         let path = request.capture("path")
         let here = try ns(request)
-        guard let table = here.isRoot ? core.routeTable : here.routes.withLock({ $0 }),
+        guard let table = here.isRoot ? core.routeTable : here.routes,
             let (mount, _) = table.route(path.isEmpty || path.hasSuffix("/") ? path : path + "/") ?? table.route(path)
         else {
             throw CofferError.permissionDeniedError

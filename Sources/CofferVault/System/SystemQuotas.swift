@@ -162,7 +162,7 @@ extension SystemBackend {
             guard role.isEmpty else { throw QuotaRules.notAuthMount(ns.path) }
             return ns.path
         }
-        guard let table = ns.routes.withLock({ $0 }) else { throw CofferError.sealedError }
+        guard let table = ns.routes else { throw CofferError.sealedError }
         return ns.path + (try QuotaRules.path(String(rest), role: role, table: table))
     }
 }

@@ -414,8 +414,8 @@ extension KVv2Backend {
 
     /// The secret's current version and its data, for the health check and the write.
     func readCurrent(_ ctx: RotationContext, _ key: String) throws(CofferError) -> (Int, [String: JSONValue]) {
-        _ = try loadConfig(ctx.storage.reader)
-        guard let meta = try loadMetadata(ctx.storage.reader, key), meta.currentVersion > 0,
+        _ = try loadConfig(ctx.storage)
+        guard let meta = try loadMetadata(ctx.storage, key), meta.currentVersion > 0,
             let current = meta.versions[meta.currentVersion]
         else { throw CofferError.invalid("the secret has no version to rotate; write its first version") }
         guard !current.destroyed, !current.isDeleted(now: ctx.now) else {
@@ -502,7 +502,7 @@ extension KVv2Backend {
         _ policy: RotationPolicy,
         _ state: RotationState
     ) throws(CofferError) -> RotationState {
-        let meta = try loadMetadata(ctx.storage.reader, key)
+        let meta = try loadMetadata(ctx.storage, key)
         if let meta, meta.versions[state.newVersion] != nil,
             let value = try versionData(ctx, key, state.newVersion)?[policy.field]?.stringValue,
             Self.digest(value, salt: state.salt) == state.digest
@@ -606,7 +606,7 @@ extension KVv2Backend {
         _ policy: RotationPolicy,
         _ state: RotationState
     ) throws(CofferError) -> RotationState {
-        guard let meta = try loadMetadata(ctx.storage.reader, key) else {
+        guard let meta = try loadMetadata(ctx.storage, key) else {
             return try finish(ctx, key, policy, state, outcome: "failed", error: "rollback: the secret is gone")
         }
         guard let oldData = try versionData(ctx, key, state.oldVersion) else {

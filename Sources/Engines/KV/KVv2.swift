@@ -74,11 +74,11 @@ package final class KVv2Backend: TableBackend {
         cache.update(key, to: metadata.map { Cached($0, key: key) })
     }
 
-    func loadMetadata(_ storage: StorageReader, _ key: String) throws(CofferError) -> KVMetadata? {
+    func loadMetadata(_ storage: some StorageReading, _ key: String) throws(CofferError) -> KVMetadata? {
         try loadCached(storage, key)?.metadata
     }
 
-    func loadCached(_ storage: StorageReader, _ key: String) throws(CofferError) -> Cached? {
+    func loadCached(_ storage: some StorageReading, _ key: String) throws(CofferError) -> Cached? {
         let (cached, ticket) = cache.lookup(key)
         if let cached { return cached }
         guard let json = try storage.getJSON("metadata/" + key) else { return nil }
@@ -87,7 +87,7 @@ package final class KVv2Backend: TableBackend {
         return loaded
     }
 
-    func loadConfig(_ storage: StorageReader) throws(CofferError) -> KVConfig {
+    func loadConfig(_ storage: some StorageReading) throws(CofferError) -> KVConfig {
         let (epoch, cached) = config.withLock { ($0.epoch, $0.value) }
         if let cached { return cached }
         let loaded = try storage.getJSON("config").map(KVConfig.init(stored:)) ?? KVConfig()

@@ -64,7 +64,7 @@ extension KVv2Backend {
     // MARK: config
 
     func readConfig(_ request: BackendRequest) throws(CofferError) -> Response {
-        let c = try loadConfig(request.storage.reader)
+        let c = try loadConfig(request.storage)
         return Response(data: [
             "max_versions": .int(c.maxVersions), "cas_required": .bool(c.casRequired),
             "delete_version_after": .string(VaultDuration.format(c.deleteVersionAfter)), "metadata_cas_required": false,
@@ -72,7 +72,7 @@ extension KVv2Backend {
     }
 
     func writeConfig(_ request: BackendRequest) throws(CofferError) -> Response {
-        var c = try loadConfig(request.storage.reader)
+        var c = try loadConfig(request.storage)
         let f = request.fields
         if let v = f.int("max_versions") { c.maxVersions = v }
         if let v = f.bool("cas_required") { c.casRequired = v }
@@ -92,7 +92,7 @@ extension KVv2Backend {
 
     func readData(_ request: BackendRequest) throws(CofferError) -> Response {
         let version = request.fields.int("version").flatMap { $0 == 0 ? nil : $0 }
-        return try read(request.storage.reader, try Self.secretKey(request), version: version, now: request.now) {
+        return try read(request.storage, try Self.secretKey(request), version: version, now: request.now) {
             request.fullPath
         }
     }
@@ -111,7 +111,7 @@ extension KVv2Backend {
         guard relative.utf8.count > 5, relative.hasPrefix("data/"), !relative.hasSuffix("/"),
             let key = String(relative.utf8.dropFirst(5))  // by bytes: String.dropFirst walks characters
         else { return nil }
-        return try read(storage.reader, key, version: nil, now: now, verbatim: writesAnswerAsJSON) {
+        return try read(storage, key, version: nil, now: now, verbatim: writesAnswerAsJSON) {
             mount.path + relative
         }
     }
@@ -119,7 +119,7 @@ extension KVv2Backend {
     /// Version `version` of secret `key` (nil: the current one), with its metadata block. `verbatim`:
     /// the secret's values as the JSON stored (``Response/verbatimMember``), not parsed.
     func read(
-        _ storage: StorageReader,
+        _ storage: some StorageReading,
         _ key: String,
         version: Int?,
         now: Timestamp,
@@ -170,8 +170,8 @@ extension KVv2Backend {
         data: [String: JSONValue],
         cas: Int?
     ) throws(CofferError) -> Response {
-        let config = try loadConfig(request.storage.reader)
-        var meta = try loadMetadata(request.storage.reader, key) ?? KVMetadata(now: request.now)
+        let config = try loadConfig(request.storage)
+        var meta = try loadMetadata(request.storage, key) ?? KVMetadata(now: request.now)
         if cas == nil && (config.casRequired || meta.casRequired) {
             throw CofferError.invalid("check-and-set parameter required for this call")
         }
@@ -222,7 +222,7 @@ extension KVv2Backend {
         guard let patch = request.fields.object("data") else { throw CofferError.invalid("no data provided") }
         let cas = try Self.cas(request)
         return try withKeyLock(key) { () throws(CofferError) -> Response in
-            guard let meta = try loadMetadata(request.storage.reader, key), meta.currentVersion > 0,
+            guard let meta = try loadMetadata(request.storage, key), meta.currentVersion > 0,
                 let current = meta.versions[meta.currentVersion]
             else { return .notFound }
             if current.destroyed || current.isDeleted(now: request.now) {
@@ -273,7 +273,7 @@ extension KVv2Backend {
         versions: [Int]?
     ) throws(CofferError) -> Response {
         try withKeyLock(key) { () throws(CofferError) -> Response in
-            guard var meta = try loadMetadata(request.storage.reader, key) else { return .noContent }
+            guard var meta = try loadMetadata(request.storage, key) else { return .noContent }
             var ops: [StorageOperation] = []
             for n in versions ?? [meta.currentVersion] {
                 guard var v = meta.versions[n] else { continue }
@@ -321,7 +321,7 @@ extension KVv2Backend {
 
     func readMetadata(_ request: BackendRequest) throws(CofferError) -> Response {
         let key = try Self.secretKey(request)
-        guard let meta = try loadMetadata(request.storage.reader, key) else { return .notFound }
+        guard let meta = try loadMetadata(request.storage, key) else { return .notFound }
         return Response(data: meta.full)
     }
 
@@ -332,7 +332,7 @@ extension KVv2Backend {
             throw CofferError.invalid("custom_metadata may hold at most 64 keys")
         }
         return try withKeyLock(key) { () throws(CofferError) -> Response in
-            var meta = try loadMetadata(request.storage.reader, key) ?? KVMetadata(now: request.now)
+            var meta = try loadMetadata(request.storage, key) ?? KVMetadata(now: request.now)
             if let v = f.int("max_versions") { meta.maxVersions = v }
             if let v = f.bool("cas_required") { meta.casRequired = v }
             if let v = f.seconds("delete_version_after") { meta.deleteVersionAfter = v }
@@ -344,7 +344,7 @@ extension KVv2Backend {
                 }
             }
             meta.updated = request.now
-            let ops = trim(&meta, key: key, config: try loadConfig(request.storage.reader))
+            let ops = trim(&meta, key: key, config: try loadConfig(request.storage))
             try commit(
                 request.storage,
                 key,
@@ -365,7 +365,7 @@ extension KVv2Backend {
     func deleteMetadata(_ request: BackendRequest) throws(CofferError) -> Response {
         let key = try Self.secretKey(request)
         return try withKeyLock(key) { () throws(CofferError) -> Response in
-            guard let meta = try loadMetadata(request.storage.reader, key) else { return .noContent }
+            guard let meta = try loadMetadata(request.storage, key) else { return .noContent }
             var ops: [StorageOperation] = meta.versions.keys.map { .delete(key: Self.versionKey(key, $0)) }
             ops.append(.delete(key: "metadata/" + key))
             try commit(request.storage, key, ops, metadata: nil)
