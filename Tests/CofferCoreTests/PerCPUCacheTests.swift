@@ -71,9 +71,31 @@ private var pinnedCPUs: [Int] {
         #expect(cache.count == 1 && cache.lookup(3, copy: 0).value == 3)
     }
 
-    /// A revoked token, a narrowed policy and a new secret version are seen by readers on every CPU,
-    /// each of which had cached the old state in its own copy (token, compiled ACL, KV metadata and
-    /// the read cache's ciphertext).
+    /// The barrier's per-CPU handles on the keyring: a rotation's new term is readable on every CPU,
+    /// and once sealed no CPU reads, though each had read before.
+    @Test func everyCPUFollowsTheKeyring() throws {
+        let barrier = Barrier(physical: InMemoryBackend())
+        let root = SecureBytes(randomCount: 32)
+        try barrier.initialize(rootKey: root, now: Timestamp(seconds: 1))
+        try barrier.put("x", [1])
+        for cpu in pinnedCPUs { #expect(try onCPU(cpu) { try barrier.get("x") } == [1], "CPU \(cpu)") }
+        try barrier.rotate(now: Timestamp(seconds: 2))
+        try barrier.put("x", [2])
+        for cpu in pinnedCPUs { #expect(try onCPU(cpu) { try barrier.get("x") } == [2], "CPU \(cpu) after a rotation") }
+        barrier.seal()
+        for cpu in pinnedCPUs {
+            let error = #expect(throws: CofferError.self, "CPU \(cpu) once sealed") {
+                try onCPU(cpu) { try barrier.get("x") }
+            }
+            #expect(error?.code == .sealed, "CPU \(cpu): \(String(describing: error))")
+        }
+        try barrier.unseal(rootKey: root)
+        for cpu in pinnedCPUs { #expect(try onCPU(cpu) { try barrier.get("x") } == [2], "CPU \(cpu) unsealed again") }
+    }
+
+    /// A revoked token, a narrowed policy, a new secret version and a seal are seen by readers on
+    /// every CPU, each of which had cached the old state in its own copy (token, compiled ACL, KV
+    /// metadata, the read cache's ciphertext, the route table).
     @Test func readersOnEveryCPUSeeAChangeMadeOnAnother() throws {
         let dir = TemporaryDirectory()
         let (vault, _) = try Vault.openDev(storage: .sqlite(path: dir.file("v.db")), rootTokenID: "root")
@@ -124,6 +146,16 @@ private var pinnedCPUs: [Int] {
         _ = try vault.handle(Request(.update, "auth/token/revoke", data: ["token": .string(token)], token: "root"))
         for cpu in pinnedCPUs {
             #expect(throws: CofferError.self, "CPU \(cpu) after the token was revoked") { try onCPU(cpu, read) }
+        }
+
+        // Every CPU has read; sealed, none can (the core refuses first: the barrier's own handles are
+        // checked in everyCPUFollowsTheKeyring).
+        @Sendable func rootRead() throws -> String? { try root.get("app/db")?.data["password"]?.stringValue }
+        for cpu in pinnedCPUs { #expect(try onCPU(cpu, rootRead) == "v2", "CPU \(cpu) before sealing") }
+        _ = try vault.handle(Request(.update, "sys/seal", token: "root"))
+        for cpu in pinnedCPUs {
+            let sealed = #expect(throws: CofferError.self, "CPU \(cpu) once sealed") { try onCPU(cpu, rootRead) }
+            #expect(sealed?.code == .sealed, "CPU \(cpu): \(String(describing: sealed))")
         }
     }
 }

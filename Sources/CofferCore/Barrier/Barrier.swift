@@ -239,6 +239,15 @@ package final class Barrier: Sendable {
     package let maxEntrySize: Int
     let clock: any WallClock
     private let keyring = Mutex<Keyring?>(nil)
+    /// The keyring as reads reach it: a handle per CPU (``PerCPUCache``) holding it, so that a read
+    /// retains its CPU's handle rather than the keyring every core's reads share. Every change of
+    /// `keyring` goes through ``install(_:)``, which drops the handles.
+    private let readHandles = PerCPUCache<Int, KeyringHandle>(limit: 1)
+
+    private final class KeyringHandle: Sendable {
+        let ring: Keyring
+        init(_ ring: Keyring) { self.ring = ring }
+    }
     /// Held by everything that writes the keyring (rotation, rekey, seal migration and rewrap), so
     /// that two of them never build different keyrings from the same one: the last save would win
     /// and entries written under the losing keyring's new term could never be decrypted again.
@@ -281,6 +290,23 @@ package final class Barrier: Sendable {
 
     func currentRing() -> Keyring? { keyring.withLock { $0 } }
 
+    /// This CPU's handle on the keyring, for a read.
+    private func readHandle() throws(CofferError) -> KeyringHandle {
+        let (handle, ticket) = readHandles.lookup(0)
+        if let handle { return handle }
+        guard let ring = currentRing() else { throw CofferError.sealedError }
+        // Refused if the keyring changed (or was forgotten) since the lookup.
+        let made = KeyringHandle(ring)
+        readHandles.fill(0, made, ticket)
+        return made
+    }
+
+    /// Makes `ring` the keyring (nil: sealed), and drops every CPU's handle on the old one.
+    private func install(_ ring: Keyring?) {
+        keyring.withLock { $0 = ring }
+        readHandles.removeAll()
+    }
+
     func currentSeal() -> (any Seal)? { wrapSeal.withLock { $0 } }
 
     /// Creates a fresh keyring under `rootKey`, stores it, and leaves the barrier unsealed.
@@ -291,7 +317,7 @@ package final class Barrier: Sendable {
             activeTerm: 1
         )
         try persist(ring)
-        keyring.withLock { $0 = ring }
+        install(ring)
     }
 
     /// Sets the seal used for seal wrap (the core's seal).
@@ -311,11 +337,11 @@ package final class Barrier: Sendable {
         _ = try Envelope.term(of: blob, path: Barrier.keyringPath)
         let plain = try Envelope.openSecure(key: rootKey, blob: blob, path: Barrier.keyringPath)
         let ring = try Keyring.deserialize(plain, rootKey: rootKey)
-        keyring.withLock { $0 = ring }
+        install(ring)
         do throws(CofferError) {
             try loadKeyUsage(ring)
         } catch {
-            keyring.withLock { $0 = nil }
+            install(nil)
             throw error
         }
     }
@@ -350,6 +376,7 @@ package final class Barrier: Sendable {
         keyring.withLock { current in
             if let existing = current, existing.activeTerm <= loaded.activeTerm { current = loaded }
         }
+        readHandles.removeAll()
         return true
     }
 
@@ -358,7 +385,7 @@ package final class Barrier: Sendable {
     /// margin added at unseal).
     package func seal(saveKeyUsage save: Bool = true) {
         if save, let ring = keyring.withLock({ $0 }) { try? saveKeyUsage(ring) }
-        keyring.withLock { $0 = nil }
+        install(nil)
         namespaceRings.withLock { $0 = NamespaceRings() }
     }
 
@@ -425,7 +452,7 @@ package final class Barrier: Sendable {
         let ring = try current()
         let next = ring.rotated(now: now)
         try persist(next)
-        keyring.withLock { $0 = next }
+        install(next)
         return next.activeTerm
     }
 
@@ -461,13 +488,13 @@ package final class Barrier: Sendable {
         let summary = Unmanaged.passUnretained(meters.barrierGet)
         let timing = summary._withUnsafeGuaranteedRef { $0.begin() }
         defer { summary._withUnsafeGuaranteedRef { $0.end(timing) } }
-        let ring = try current()
+        let handle = try readHandle()
         guard let stored = try physical.get(path) else { return nil }
-        guard SealWrap.isWrapped(stored) else { return try open(stored, path: path, ring: ring) }
+        guard SealWrap.isWrapped(stored) else { return try open(stored, path: path, ring: handle.ring) }
         // The inner entry, which the HSM alone should open: not left behind once opened.
         var inner = try SealWrap.open(stored, path: path, seal: wrapSeal.withLock { $0 })
         defer { inner.wipe() }
-        return try open(inner, path: path, ring: ring)
+        return try open(inner, path: path, ring: handle.ring)
     }
 
     func open(_ blob: [UInt8], path: String, ring: Keyring) throws(CofferError) -> [UInt8] {
