@@ -799,7 +799,9 @@ def evaluate_goals(results):
                       f"(median of alternating rounds, {os.cpu_count()} CPUs)",
                       f"{ratio:.2f}× ({summary['read_scaling_all_threads_per_s']:,.0f} against "
                       f"{summary['read_scaling_one_thread_per_s']:,.0f} reads/s); threads reading vaults of their own, "
-                      f"the machine's ceiling: {summary.get('read_scaling_separate_vaults_ratio', float('nan')):.2f}×",
+                      f"the machine's ceiling: {summary.get('read_scaling_separate_vaults_ratio', float('nan')):.2f}×; "
+                      f"the shared vault's two threads against those, round by round: "
+                      f"{summary.get('read_scaling_over_separate', float('nan')):.2f}",
                       ratio >= g["read_scaling_ratio"]))
     # Issue 19: a read in a namespace against the same read at root (alternating rounds, same run).
     ns_goal = read_json(os.path.join(ROOT, "bench", "thresholds.json"))["namespaces"]["goals"]

@@ -309,10 +309,13 @@ func measureReadScaling(
     func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
     let ratio = median(zip(many, one).map { $0 / $1 })
     let apartRatio = median(zip(apart, one).map { $0 / $1 })
+    // Per round, the shared vault's threads against the vaults of their own: what sharing costs, with
+    // the machine's state of that round (its two vCPUs at full speed or not) taken out.
+    let overApart = median(zip(many, apart).map { $0 / $1 })
     say(
         String(
             format:
-                "  %-44@ 1 thread %10.0f reads/s  %d threads %10.0f reads/s  ratio %.2fx; %d vaults of their own %.2fx (median of %d rounds)",
+                "  %-44@ 1 thread %10.0f reads/s  %d threads %10.0f reads/s  ratio %.2fx; %d vaults of their own %.2fx; one vault against those %.2f (medians of %d rounds)",
             name as NSString,
             median(one),
             threads,
@@ -320,6 +323,7 @@ func measureReadScaling(
             ratio,
             threads,
             apartRatio,
+            overApart,
             rounds
         )
     )
@@ -327,5 +331,7 @@ func measureReadScaling(
         "read_scaling_threads": threads, "read_scaling_ratio": ratio, "read_scaling_one_thread_per_s": median(one),
         "read_scaling_all_threads_per_s": median(many), "read_scaling_round_ratios": zip(many, one).map { $0 / $1 },
         "read_scaling_separate_vaults_ratio": apartRatio,
+        "read_scaling_separate_round_ratios": zip(apart, one).map { $0 / $1 },
+        "read_scaling_over_separate": overApart,
     ]
 }
