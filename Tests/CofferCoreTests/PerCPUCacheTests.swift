@@ -93,6 +93,25 @@ private var pinnedCPUs: [Int] {
         for cpu in pinnedCPUs { #expect(try onCPU(cpu) { try barrier.get("x") } == [2], "CPU \(cpu) unsealed again") }
     }
 
+    /// The token store's per-CPU handles on its salt: once sealed, no CPU hashes a token, though each
+    /// had before; unsealed, every CPU hashes as before.
+    @Test func everyCPUFollowsTheTokenSalt() throws {
+        let (core, result) = try makeCore()
+        let before = try core.tokens.hash("a token")
+        for cpu in pinnedCPUs { #expect(try onCPU(cpu) { try core.tokens.hash("a token") } == before, "CPU \(cpu)") }
+        core.sealVault()
+        for cpu in pinnedCPUs {
+            let error = #expect(throws: CofferError.self, "CPU \(cpu) once sealed") {
+                try onCPU(cpu) { try core.tokens.hash("a token") }
+            }
+            #expect(error?.code == .sealed, "CPU \(cpu): \(String(describing: error))")
+        }
+        _ = try core.unseal(key: result.keys[0].unsafeCopy)
+        for cpu in pinnedCPUs {
+            #expect(try onCPU(cpu) { try core.tokens.hash("a token") } == before, "CPU \(cpu) unsealed again")
+        }
+    }
+
     /// A revoked token, a narrowed policy, a new secret version and a seal are seen by readers on
     /// every CPU, each of which had cached the old state in its own copy (token, compiled ACL, KV
     /// metadata, the read cache's ciphertext, the route table).
@@ -102,14 +121,14 @@ private var pinnedCPUs: [Int] {
         defer { vault.close() }
         let root = vault.kv(token: "root")
         try root.put("app/db", ["password": "v1"])
-        _ = try vault.handle(
-            Request(
-                .update,
-                "sys/policies/acl/reader",
-                data: ["policy": #"path "secret/data/app/*" { capabilities = ["read"] }"#],
-                token: "root"
+        // The reader policy, allowing reads under `glob`.
+        func allowReads(_ glob: String) throws {
+            let policy = #"path "\#(glob)" { capabilities = ["read"] }"#
+            _ = try vault.handle(
+                Request(.update, "sys/policies/acl/reader", data: ["policy": .string(policy)], token: "root")
             )
-        )
+        }
+        try allowReads("secret/data/app/*")
         let created = try vault.handle(
             Request(.update, "auth/token/create", data: ["policies": ["reader"]], token: "root")
         )
@@ -122,25 +141,11 @@ private var pinnedCPUs: [Int] {
         try root.put("app/db", ["password": "v2"])
         for cpu in pinnedCPUs { #expect(try onCPU(cpu, read) == "v2", "CPU \(cpu) after a new version") }
 
-        _ = try vault.handle(
-            Request(
-                .update,
-                "sys/policies/acl/reader",
-                data: ["policy": #"path "secret/data/other/*" { capabilities = ["read"] }"#],
-                token: "root"
-            )
-        )
+        try allowReads("secret/data/other/*")
         for cpu in pinnedCPUs {
             #expect(throws: CofferError.self, "CPU \(cpu) after the policy changed") { try onCPU(cpu, read) }
         }
-        _ = try vault.handle(
-            Request(
-                .update,
-                "sys/policies/acl/reader",
-                data: ["policy": #"path "secret/data/app/*" { capabilities = ["read"] }"#],
-                token: "root"
-            )
-        )
+        try allowReads("secret/data/app/*")
         for cpu in pinnedCPUs { #expect(try onCPU(cpu, read) == "v2", "CPU \(cpu) with the policy back") }
 
         _ = try vault.handle(Request(.update, "auth/token/revoke", data: ["token": .string(token)], token: "root"))

@@ -301,6 +301,10 @@ package final class TokenStore: Sendable {
 
     private let barrier: Barrier
     private let salt = Mutex<HMACKey?>(nil)
+    /// The salt as token checks reach it: a handle per CPU holding it, so that a check retains its
+    /// CPU's handle, not the key every core's checks share (as `Barrier`'s keyring handles). Every
+    /// change of `salt` goes through ``setSalt(_:)``, which drops them.
+    private let saltHandles = PerCPUCache<Int, SaltHandle>(limit: 1)
     private let batchKey = Mutex<SecureBytes?>(nil)
     private let cache = TokenCache()
     private let writes = Mutex(())
@@ -321,8 +325,7 @@ package final class TokenStore: Sendable {
             key = SecureBytes(randomCount: 32)
             try barrier.put(TokenStore.saltPath, key.unsafeCopy)
         }
-        let hmac = HMACKey(key)
-        salt.withLock { $0 = hmac }
+        setSalt(HMACKey(key))
         cache.removeAll()
         let stored = try barrier.get(TokenStore.batchKeyPath)
         let batch: SecureBytes
@@ -420,14 +423,34 @@ package final class TokenStore: Sendable {
 
     /// Forgets the salt and every cached entry (on seal).
     func unload() {
-        salt.withLock { $0 = nil }
+        setSalt(nil)
         batchKey.withLock { $0 = nil }
         cache.removeAll()
     }
 
-    package func hash(_ value: String) throws(CofferError) -> String {
+    private final class SaltHandle: Sendable {
+        let key: HMACKey
+        init(_ key: HMACKey) { self.key = key }
+    }
+
+    private func setSalt(_ key: HMACKey?) {
+        salt.withLock { $0 = key }
+        saltHandles.removeAll()
+    }
+
+    /// This CPU's handle on the salt; `sealed` when there is none.
+    private func saltHandle() throws(CofferError) -> SaltHandle {
+        let (handle, ticket) = saltHandles.lookup(0)
+        if let handle { return handle }
         guard let key = salt.withLock({ $0 }) else { throw CofferError.sealedError }
-        return Hex.encode(key.mac(value))
+        // Refused if the salt changed (or was forgotten) since the lookup.
+        let made = SaltHandle(key)
+        saltHandles.fill(0, made, ticket)
+        return made
+    }
+
+    package func hash(_ value: String) throws(CofferError) -> String {
+        Hex.encode(try saltHandle().key.mac(value))
     }
 
     /// The entry for a presented token, or nil if unknown. Does not check expiry. A cached entry is
@@ -438,12 +461,12 @@ package final class TokenStore: Sendable {
         let timing = summary._withUnsafeGuaranteedRef { $0.begin() }
         defer { summary._withUnsafeGuaranteedRef { $0.end(timing) } }
         if token.hasBytePrefix(TokenStore.batchPrefix) { return batchEntry(token) }
-        guard let key = salt.withLock({ $0 }) else { throw CofferError.sealedError }
+        let handle = try saltHandle()
         var token = token
         var mac = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         return try withUnsafeMutableBytes(of: &mac) { (mac) throws(CofferError) -> TokenEntry? in
             let out = mac.baseAddress!.assumingMemoryBound(to: UInt8.self)
-            token.withUTF8 { key.mac(UnsafeRawBufferPointer($0), into: out) }
+            token.withUTF8 { handle.key.mac(UnsafeRawBufferPointer($0), into: out) }
             let key = TokenCache.Key(mac: UnsafeRawBufferPointer(mac))
             let (cached, ticket) = cache.lookup(key)
             if let cached {
