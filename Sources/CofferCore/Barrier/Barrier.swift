@@ -238,16 +238,9 @@ package final class Barrier: Sendable {
     /// The largest plaintext one entry may hold (``Limits/maxEntrySize``).
     package let maxEntrySize: Int
     let clock: any WallClock
-    private let keyring = Mutex<Keyring?>(nil)
-    /// The keyring as reads reach it: a handle per CPU (``PerCPUCache``) holding it, so that a read
-    /// retains its CPU's handle rather than the keyring every core's reads share. Every change of
-    /// `keyring` goes through ``install(_:)``, which drops the handles.
-    private let readHandles = PerCPUCache<Int, KeyringHandle>(limit: 1)
-
-    private final class KeyringHandle: Sendable {
-        let ring: Keyring
-        init(_ ring: Keyring) { self.ring = ring }
-    }
+    /// The keyring (nil: sealed). Reads reach it through their CPU's handle (`keyring.local()`), so
+    /// that a read retains the handle, not the keyring every core's reads share.
+    private let keyring = PerCPUValue<Keyring>()
     /// Held by everything that writes the keyring (rotation, rekey, seal migration and rewrap), so
     /// that two of them never build different keyrings from the same one: the last save would win
     /// and entries written under the losing keyring's new term could never be decrypted again.
@@ -281,31 +274,14 @@ package final class Barrier: Sendable {
         self.clock = clock
     }
 
-    package var isSealed: Bool { keyring.withLock { $0 == nil } }
+    package var isSealed: Bool { keyring.value == nil }
 
     private func current() throws(CofferError) -> Keyring {
         guard let ring = currentRing() else { throw CofferError.sealedError }
         return ring
     }
 
-    func currentRing() -> Keyring? { keyring.withLock { $0 } }
-
-    /// This CPU's handle on the keyring, for a read.
-    private func readHandle() throws(CofferError) -> KeyringHandle {
-        let (handle, ticket) = readHandles.lookup(0)
-        if let handle { return handle }
-        guard let ring = currentRing() else { throw CofferError.sealedError }
-        // Refused if the keyring changed (or was forgotten) since the lookup.
-        let made = KeyringHandle(ring)
-        readHandles.fill(0, made, ticket)
-        return made
-    }
-
-    /// Makes `ring` the keyring (nil: sealed), and drops every CPU's handle on the old one.
-    private func install(_ ring: Keyring?) {
-        keyring.withLock { $0 = ring }
-        readHandles.removeAll()
-    }
+    func currentRing() -> Keyring? { keyring.value }
 
     func currentSeal() -> (any Seal)? { wrapSeal.withLock { $0 } }
 
@@ -317,7 +293,7 @@ package final class Barrier: Sendable {
             activeTerm: 1
         )
         try persist(ring)
-        install(ring)
+        keyring.set(ring)
     }
 
     /// Sets the seal used for seal wrap (the core's seal).
@@ -337,11 +313,11 @@ package final class Barrier: Sendable {
         _ = try Envelope.term(of: blob, path: Barrier.keyringPath)
         let plain = try Envelope.openSecure(key: rootKey, blob: blob, path: Barrier.keyringPath)
         let ring = try Keyring.deserialize(plain, rootKey: rootKey)
-        install(ring)
+        keyring.set(ring)
         do throws(CofferError) {
             try loadKeyUsage(ring)
         } catch {
-            install(nil)
+            keyring.set(nil)
             throw error
         }
     }
@@ -367,16 +343,15 @@ package final class Barrier: Sendable {
         guard loaded.activeTerm >= ring.activeTerm, ring.terms.keys.allSatisfy({ loaded.terms[$0] != nil }) else {
             return true
         }
-        keyring.withLock { current in
+        keyring.update { current in
             guard let current, current.activeTerm <= loaded.activeTerm else { return }
             if current.activeTerm == loaded.activeTerm {
                 loaded.encryptions.store(current.encryptions.load(ordering: .relaxed), ordering: .relaxed)
             }
         }
-        keyring.withLock { current in
+        keyring.update { current in
             if let existing = current, existing.activeTerm <= loaded.activeTerm { current = loaded }
         }
-        readHandles.removeAll()
         return true
     }
 
@@ -384,8 +359,8 @@ package final class Barrier: Sendable {
     /// term's encryption count is saved first (best effort: a crash instead is covered by the
     /// margin added at unseal).
     package func seal(saveKeyUsage save: Bool = true) {
-        if save, let ring = keyring.withLock({ $0 }) { try? saveKeyUsage(ring) }
-        install(nil)
+        if save, let ring = keyring.value { try? saveKeyUsage(ring) }
+        keyring.set(nil)
         namespaceRings.withLock { $0 = NamespaceRings() }
     }
 
@@ -452,7 +427,7 @@ package final class Barrier: Sendable {
         let ring = try current()
         let next = ring.rotated(now: now)
         try persist(next)
-        install(next)
+        keyring.set(next)
         return next.activeTerm
     }
 
@@ -488,13 +463,13 @@ package final class Barrier: Sendable {
         let summary = Unmanaged.passUnretained(meters.barrierGet)
         let timing = summary._withUnsafeGuaranteedRef { $0.begin() }
         defer { summary._withUnsafeGuaranteedRef { $0.end(timing) } }
-        let handle = try readHandle()
+        guard let local = keyring.local() else { throw CofferError.sealedError }
         guard let stored = try physical.get(path) else { return nil }
-        guard SealWrap.isWrapped(stored) else { return try open(stored, path: path, ring: handle.ring) }
+        guard SealWrap.isWrapped(stored) else { return try open(stored, path: path, ring: local.value) }
         // The inner entry, which the HSM alone should open: not left behind once opened.
         var inner = try SealWrap.open(stored, path: path, seal: wrapSeal.withLock { $0 })
         defer { inner.wipe() }
-        return try open(inner, path: path, ring: handle.ring)
+        return try open(inner, path: path, ring: local.value)
     }
 
     func open(_ blob: [UInt8], path: String, ring: Keyring) throws(CofferError) -> [UInt8] {

@@ -6,8 +6,8 @@ public import Synchronization
 /// Why copies, not one locked dictionary: on the read path of a shared token or secret, what two
 /// cores lost was not waiting (the locks were rarely held at once) but cache-line traffic: each
 /// lock, and each retain of the cached value's storage, is an atomic write to a line the other core
-/// then has to fetch back (docs/benchmarks.md, "Two threads"). Each copy is filled by its own reads
-/// from storage, so its values share no storage with another copy's either.
+/// then has to fetch back (docs/benchmarks.md, "Caches kept once per CPU"). Each copy is filled by
+/// its own reads from storage, so its values share no storage with another copy's either.
 ///
 /// Changes go to every copy: ``update(_:to:)`` drops the key everywhere and stores the new value in
 /// the calling CPU's copy only (the others read it from storage when they next need it), and moves
@@ -20,7 +20,8 @@ public import Synchronization
 ///
 /// `public`, not `package`, for one reason: the compiler serializes the `@inlinable` bodies of public
 /// declarations only, and a lookup that is not specialized for its key and value types goes through
-/// generic metadata on every call (a KV read's p50 went 3.2 → 4.5 µs when it did). Not part of any API promise.
+/// generic metadata on every call (a KV read's p50 went 3.2 → 4.5 µs when it did). Not part of any
+/// API promise.
 public final class PerCPUCache<Key: Hashable & Sendable, Value: Sendable>: Sendable {
     /// Where a lookup looked and what its copy's epoch was: what a fill after it must match.
     public struct Ticket: Sendable {
@@ -36,6 +37,13 @@ public final class PerCPUCache<Key: Hashable & Sendable, Value: Sendable>: Senda
         @usableFromInline var epoch: UInt64 = 0
         @usableFromInline var entries: [Key: Value] = [:]
         @usableFromInline init() {}
+
+        /// Stores `value`, emptying the copy first when it is full and `key` is new to it.
+        @inlinable
+        mutating func insert(_ key: Key, _ value: Value, limit: Int) {
+            if entries.count >= limit, entries[key] == nil { entries.removeAll(keepingCapacity: true) }
+            entries[key] = value
+        }
     }
 
     /// The most copies a cache keeps.
@@ -91,9 +99,7 @@ public final class PerCPUCache<Key: Hashable & Sendable, Value: Sendable>: Senda
     @inlinable @inline(__always)
     public func fill(_ key: Key, _ value: Value, _ ticket: Ticket) {
         slot(ticket.slot).pointee.withLock { s in
-            guard s.epoch == ticket.epoch else { return }
-            if s.entries.count >= limit, s.entries[key] == nil { s.entries.removeAll(keepingCapacity: true) }
-            s.entries[key] = value
+            if s.epoch == ticket.epoch { s.insert(key, value, limit: limit) }
         }
     }
 
@@ -105,8 +111,7 @@ public final class PerCPUCache<Key: Hashable & Sendable, Value: Sendable>: Senda
             slot(index).pointee.withLock { s in
                 s.epoch &+= 1
                 if index == mine, let value {
-                    if s.entries.count >= limit, s.entries[key] == nil { s.entries.removeAll(keepingCapacity: true) }
-                    s.entries[key] = value
+                    s.insert(key, value, limit: limit)
                 } else {
                     s.entries.removeValue(forKey: key)
                 }
@@ -129,4 +134,64 @@ public final class PerCPUCache<Key: Hashable & Sendable, Value: Sendable>: Senda
 
     /// How many entries the copies hold together (for tests).
     public var count: Int { (0...mask).reduce(0) { n, index in n + slot(index).pointee.withLock { $0.entries.count } } }
+}
+
+/// One value that changes rarely and is read on every request (the keyring, the token salt, a route
+/// table), held behind a lock, with what readers use kept once per CPU (``local()``): a reader
+/// retains its CPU's ``Local``, not the value every core's readers share.
+///
+/// `localize` makes a CPU's local form of the value: the value itself, for an object that readers
+/// only read (the local then is a handle: the object is not copied, and its memory goes when the last
+/// handle does); a copy, for one whose parts readers retain (a route table's mounts).
+///
+/// The value is private: every change goes through ``set(_:)`` or ``update(_:)``, which drop every
+/// CPU's local before they return, so no reader on any CPU uses the old value after a change (a
+/// reader that took its local before still finishes with it, as it would with a value read under
+/// the lock).
+public final class PerCPUValue<Value: Sendable>: Sendable {
+    /// A CPU's form of the value.
+    public final class Local: Sendable {
+        public let value: Value
+        @usableFromInline init(_ value: Value) { self.value = value }
+    }
+
+    @usableFromInline let current: Mutex<Value?>
+    @usableFromInline let locals = PerCPUCache<Int, Local>(limit: 1)
+    @usableFromInline let localize: @Sendable (Value) -> Value
+
+    public init(_ value: Value? = nil, localize: @escaping @Sendable (Value) -> Value = { $0 }) {
+        current = Mutex(value)
+        self.localize = localize
+    }
+
+    /// The value itself (nil: none), for what is not on the request path.
+    public var value: Value? { current.withLock { $0 } }
+
+    /// The calling CPU's local form of the value; nil when there is none.
+    @inlinable
+    public func local() -> Local? {
+        let (local, ticket) = locals.lookup(0)
+        if let local { return local }
+        guard let value = current.withLock({ $0 }) else { return nil }
+        // Refused if the value changed since the lookup: a local of the older one would outlive it.
+        let made = Local(localize(value))
+        locals.fill(0, made, ticket)
+        return made
+    }
+
+    /// Replaces the value (nil: none); returns the one it replaced.
+    @discardableResult
+    public func set(_ value: Value?) -> Value? {
+        update { current in
+            defer { current = value }
+            return current
+        }
+    }
+
+    /// Runs `body` on the value under its lock, then drops every CPU's local.
+    public func update<R>(_ body: (inout Value?) -> R) -> R {
+        let result = current.withLock { body(&$0) }
+        locals.removeAll()
+        return result
+    }
 }

@@ -22,10 +22,9 @@ package final class Namespace: Sendable {
     /// Its entities, aliases and groups (Identity/): logins to its auth methods make them here.
     let identity: IdentityStore
     /// The namespace's mounts while unsealed (for root: everything; see Mounts.swift).
-    private let table = Mutex<RouteTable?>(nil)
-    /// The same table, copied once per CPU for the request path (``servingRoutes``): its copies of the
+    /// The request path routes with a copy of it per CPU (``servingRoutes``): its copies of the
     /// mounts are retained by the requests of that CPU only.
-    private let copies = PerCPUCache<Int, RouteTable>(limit: 1)
+    private let table = PerCPUValue<RouteTable>(localize: { $0.copy() })
     /// What `sys/namespaces` shows and PATCH changes; the API lock.
     let state: Mutex<NamespaceState>
 
@@ -43,32 +42,17 @@ package final class Namespace: Sendable {
     package var isRoot: Bool { uuid.isEmpty }
 
     /// The namespace's mounts while unsealed: nil while sealed (or, for root, before the first load).
-    var routes: RouteTable? { table.withLock { $0 } }
+    var routes: RouteTable? { table.value }
 
     /// Replaces the mounts (nil: none are served) and drops every CPU's copy of the old table; returns
     /// the old table.
     @discardableResult
-    func setRoutes(_ routes: RouteTable?) -> RouteTable? {
-        let previous = table.withLock { current in
-            defer { current = routes }
-            return current
-        }
-        copies.removeAll()
-        return previous
-    }
+    func setRoutes(_ routes: RouteTable?) -> RouteTable? { table.set(routes) }
 
     /// The table the request path routes with: this CPU's copy of ``routes``. Two cores routing
     /// requests then retain and release different objects; with one table (and its mounts), each
     /// request's retains were atomic writes to lines the other core had to fetch back.
-    var servingRoutes: RouteTable? {
-        let (copy, ticket) = copies.lookup(0)
-        if let copy { return copy }
-        guard let routes else { return nil }
-        // Refused if the table changed since the lookup: a copy of this older one would outlive it.
-        let made = routes.copy()
-        copies.fill(0, made, ticket)
-        return made
-    }
+    var servingRoutes: RouteTable? { table.local()?.value }
 
     /// The parent's path ("" for a top-level namespace).
     var parentPath: String { Namespace.parent(of: path) }

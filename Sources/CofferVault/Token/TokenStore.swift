@@ -300,11 +300,9 @@ package final class TokenStore: Sendable {
     static let maxDepth = 100_000
 
     private let barrier: Barrier
-    private let salt = Mutex<HMACKey?>(nil)
-    /// The salt as token checks reach it: a handle per CPU holding it, so that a check retains its
-    /// CPU's handle, not the key every core's checks share (as `Barrier`'s keyring handles). Every
-    /// change of `salt` goes through ``setSalt(_:)``, which drops them.
-    private let saltHandles = PerCPUCache<Int, SaltHandle>(limit: 1)
+    /// The salt (nil: sealed). Token checks reach it through their CPU's handle (`salt.local()`), so
+    /// that a check retains the handle, not the key every core's checks share.
+    private let salt = PerCPUValue<HMACKey>()
     private let batchKey = Mutex<SecureBytes?>(nil)
     private let cache = TokenCache()
     private let writes = Mutex(())
@@ -325,7 +323,7 @@ package final class TokenStore: Sendable {
             key = SecureBytes(randomCount: 32)
             try barrier.put(TokenStore.saltPath, key.unsafeCopy)
         }
-        setSalt(HMACKey(key))
+        salt.set(HMACKey(key))
         cache.removeAll()
         let stored = try barrier.get(TokenStore.batchKeyPath)
         let batch: SecureBytes
@@ -423,34 +421,14 @@ package final class TokenStore: Sendable {
 
     /// Forgets the salt and every cached entry (on seal).
     func unload() {
-        setSalt(nil)
+        salt.set(nil)
         batchKey.withLock { $0 = nil }
         cache.removeAll()
     }
 
-    private final class SaltHandle: Sendable {
-        let key: HMACKey
-        init(_ key: HMACKey) { self.key = key }
-    }
-
-    private func setSalt(_ key: HMACKey?) {
-        salt.withLock { $0 = key }
-        saltHandles.removeAll()
-    }
-
-    /// This CPU's handle on the salt; `sealed` when there is none.
-    private func saltHandle() throws(CofferError) -> SaltHandle {
-        let (handle, ticket) = saltHandles.lookup(0)
-        if let handle { return handle }
-        guard let key = salt.withLock({ $0 }) else { throw CofferError.sealedError }
-        // Refused if the salt changed (or was forgotten) since the lookup.
-        let made = SaltHandle(key)
-        saltHandles.fill(0, made, ticket)
-        return made
-    }
-
     package func hash(_ value: String) throws(CofferError) -> String {
-        Hex.encode(try saltHandle().key.mac(value))
+        guard let salt = self.salt.local() else { throw CofferError.sealedError }
+        return Hex.encode(salt.value.mac(value))
     }
 
     /// The entry for a presented token, or nil if unknown. Does not check expiry. A cached entry is
@@ -461,12 +439,12 @@ package final class TokenStore: Sendable {
         let timing = summary._withUnsafeGuaranteedRef { $0.begin() }
         defer { summary._withUnsafeGuaranteedRef { $0.end(timing) } }
         if token.hasBytePrefix(TokenStore.batchPrefix) { return batchEntry(token) }
-        let handle = try saltHandle()
+        guard let salt = self.salt.local() else { throw CofferError.sealedError }
         var token = token
         var mac = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         return try withUnsafeMutableBytes(of: &mac) { (mac) throws(CofferError) -> TokenEntry? in
             let out = mac.baseAddress!.assumingMemoryBound(to: UInt8.self)
-            token.withUTF8 { handle.key.mac(UnsafeRawBufferPointer($0), into: out) }
+            token.withUTF8 { salt.value.mac(UnsafeRawBufferPointer($0), into: out) }
             let key = TokenCache.Key(mac: UnsafeRawBufferPointer(mac))
             let (cached, ticket) = cache.lookup(key)
             if let cached {
