@@ -31,7 +31,7 @@ private func onCPU<T: Sendable>(_ cpu: Int, _ body: @escaping @Sendable () throw
 
 /// The CPUs a test runs its pinned readers on: one for each copy a per-CPU cache keeps here.
 private var pinnedCPUs: [Int] {
-    Array(0..<min(Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), PerCPUCache<Int, Int>.slotLimit))
+    Array(0..<min(Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), PerCPU.copies))
 }
 
 @Suite struct PerCPUCacheTests {

@@ -4,8 +4,8 @@ import Synchronization
 /// which are the barrier's **ciphertext** (the barrier still authenticates and decrypts every read,
 /// and no plaintext outlives the call), so a hot entry never reaches SQLite.
 ///
-/// Bounded by bytes and split into shards with a lock each, in one set per CPU (at most
-/// `PerCPUCache.slotLimit` sets; CPUs beyond that share one). A read looks in the set of the CPU it
+/// Bounded by bytes and split into shards with a lock each, in one set per CPU (`PerCPU.copies`
+/// sets). A read looks in the set of the CPU it
 /// runs on, so two cores reading the same hot entry share no lock and no reference count: each gets
 /// its own set's copy. A hot entry is read from storage once per set, and the budget is split between
 /// the sets. Each shard keeps two generations of entries: a hit in the older one moves the entry to
@@ -45,7 +45,7 @@ package final class CachingBackend: PhysicalBackend {
     package init(_ underlying: any PhysicalBackend, capacity: Int) {
         self.underlying = underlying
         self.capacity = max(0, capacity)
-        let copies = min(MeterShards.count, PerCPUCache<String, Int>.slotLimit)
+        let copies = PerCPU.copies
         let perCopy = max(2, CachingBackend.shardCount / copies)
         let budget = self.capacity / (copies * perCopy)
         let shards = (0..<copies * perCopy).map { _ in Shard(budget: budget) }
@@ -54,8 +54,7 @@ package final class CachingBackend: PhysicalBackend {
         self.perCopy = perCopy
         feedID = underlying.changes.subscribe { keys in
             for key in keys {
-                let index = CachingBackend.shardIndex(key, perCopy)
-                for copy in 0..<copies { shards[copy * perCopy + index].invalidate(key) }
+                for index in CachingBackend.everyCopy(of: key, copies, perCopy) { shards[index].invalidate(key) }
             }
         }
     }
@@ -75,10 +74,14 @@ package final class CachingBackend: PhysicalBackend {
         return Int(h % UInt32(perCopy))
     }
 
-    /// `key`'s shard in every set, for a change.
+    /// The indices of `key`'s shard in every set, for a change.
+    private static func everyCopy(of key: String, _ copies: Int, _ perCopy: Int) -> StrideTo<Int> {
+        stride(from: shardIndex(key, perCopy), to: copies * perCopy, by: perCopy)
+    }
+
+    /// `key`'s shard in every set.
     private func everyCopy(of key: String) -> some Sequence<Shard> {
-        let index = CachingBackend.shardIndex(key, perCopy)
-        return (0..<copies).lazy.map { self.shards[$0 * self.perCopy + index] }
+        CachingBackend.everyCopy(of: key, copies, perCopy).lazy.map { self.shards[$0] }
     }
 
     package func get(_ key: String) throws(CofferError) -> [UInt8]? {

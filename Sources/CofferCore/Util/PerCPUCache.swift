@@ -1,5 +1,12 @@
 public import Synchronization
 
+/// How many copies a per-CPU structure keeps: one per CPU, at most 8 (CPUs beyond that share one:
+/// CPU `c` uses copy `c mod copies`), which bounds the memory to that many times one copy. A power
+/// of two.
+package enum PerCPU {
+    package static let copies = min(MeterShards.count, 8)
+}
+
 /// A read-mostly cache kept once per CPU: a lookup locks and reads only the copy of the CPU its
 /// thread runs on, so threads reading the same hot key on two cores touch no cache line in common.
 ///
@@ -14,9 +21,8 @@ public import Synchronization
 /// every copy's epoch, so a fill of what storage held before the change (``fill(_:_:_:)`` with the
 /// ``Ticket`` its lookup returned) is refused.
 ///
-/// At most ``slotLimit`` copies: CPUs beyond that share one (CPU `c` uses copy `c mod count`), which
-/// bounds the memory to that many times one copy. `limit` bounds the entries of each copy: a full
-/// copy is emptied before its next insertion.
+/// `PerCPU.copies` copies. `limit` bounds the entries of each copy: a full copy is emptied before its
+/// next insertion.
 ///
 /// `public`, not `package`, for one reason: the compiler serializes the `@inlinable` bodies of public
 /// declarations only, and a lookup that is not specialized for its key and value types goes through
@@ -46,9 +52,6 @@ public final class PerCPUCache<Key: Hashable & Sendable, Value: Sendable>: Senda
         }
     }
 
-    /// The most copies a cache keeps.
-    public static var slotLimit: Int { 8 }
-
     /// The copies' memory, as an address (Sendable without an unchecked claim): `count` locked slots,
     /// `stride` bytes apart (a multiple of 128, so no two share a cache line or its prefetch pair).
     @usableFromInline let memory: UInt
@@ -59,7 +62,7 @@ public final class PerCPUCache<Key: Hashable & Sendable, Value: Sendable>: Senda
     /// `limit`: the entries one copy holds at most.
     public init(limit: Int = .max) {
         precondition(limit > 0)
-        let count = min(MeterShards.count, PerCPUCache.slotLimit)
+        let count = PerCPU.copies
         mask = count - 1
         stride = (MemoryLayout<Mutex<Slot>>.size + 127) / 128 * 128
         self.limit = limit
@@ -129,7 +132,7 @@ public final class PerCPUCache<Key: Hashable & Sendable, Value: Sendable>: Senda
         }
     }
 
-    /// How many copies there are: a power of two, at most ``slotLimit``.
+    /// How many copies there are (`PerCPU.copies`).
     public var copies: Int { mask + 1 }
 
     /// How many entries the copies hold together (for tests).
