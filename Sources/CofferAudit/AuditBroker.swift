@@ -107,6 +107,10 @@ package final class AuditBroker: Sendable {
 
     private let barrier: Barrier
     private let devices = Mutex<[AuditDevice]>([])
+    /// Whether `devices` has any, readable without its lock: a request with no device to record it
+    /// checks this, a load of a line no request writes, instead of taking the lock every core's requests
+    /// would share. Set under the lock by every change (``change(_:)``).
+    private let any = Atomic<Bool>(false)
     /// Devices taken out of service (sealing, disabling) that requests under way may still be writing
     /// their response records to; `load` lets them finish before it opens the same files again.
     private let retired = Mutex<[WeakAuditDevice]>([])
@@ -120,6 +124,16 @@ package final class AuditBroker: Sendable {
     }
 
     package var current: [AuditDevice] { devices.withLock { $0 } }
+
+    /// No device is enabled (a request then has nothing to record).
+    package var isEmpty: Bool { !any.load(ordering: .acquiring) }
+
+    private func change<R>(_ body: (inout [AuditDevice]) -> R) -> R {
+        devices.withLock { d in
+            defer { any.store(!d.isEmpty, ordering: .releasing) }
+            return body(&d)
+        }
+    }
 
     /// Opens every stored device. A device that cannot open is kept out and its error returned, so
     /// unsealing still succeeds and requests fail closed only if no device is left.
@@ -147,14 +161,14 @@ package final class AuditBroker: Sendable {
             loaded.append(try AuditDevice(config: config, sink: sink, salt: SecureBytes(salt)))
         }
         let result = loaded
-        devices.withLock { $0 = result }
+        change { $0 = result }
         return problems
     }
 
     /// Takes every device out of service (sealing, closing). Each closes its file once the requests
     /// under way have written their response records (`AuditDevice.retire`).
     package func unload() {
-        let old = devices.withLock { d in
+        let old = change { d in
             let old = d
             d = []
             return old
@@ -214,7 +228,7 @@ package final class AuditBroker: Sendable {
             device.close()
             throw error
         }
-        devices.withLock { $0.append(device) }
+        change { $0.append(device) }
     }
 
     package func disable(_ path: String) throws(CofferError) {
@@ -227,7 +241,7 @@ package final class AuditBroker: Sendable {
             ),
             .delete(key: AuditBroker.saltPrefix + path),
         ])
-        let removed = devices.withLock { d in
+        let removed = change { d in
             let removed = d.filter { $0.config.path == path }
             d.removeAll { $0.config.path == path }
             return removed

@@ -98,11 +98,12 @@ extension Core {
 
     // MARK: Resolving a request's namespace
 
-    /// The namespace a request is for: its `X-Vault-Namespace` (`request.namespace`) followed by as
-    /// many leading segments of its path as name namespaces, as OpenBao resolves them. Rewrites the
-    /// request's path to be relative to that namespace and its namespace to the full path.
-    func resolveNamespace(_ request: inout Request) throws(CofferError) -> Namespace {
-        if request.namespace.isEmpty && !hasNamespaces.load(ordering: .acquiring) { return root }
+    /// The namespace a request is for (nil: the root): its `X-Vault-Namespace` (`request.namespace`)
+    /// followed by as many leading segments of its path as name namespaces, as OpenBao resolves them.
+    /// Rewrites the request's path to be relative to that namespace and its namespace to the full path.
+    /// The root is nil, not `root`, so that a request in it holds no reference to the root namespace.
+    func resolveNamespace(_ request: inout Request) throws(CofferError) -> Namespace? {
+        if request.namespace.isEmpty && !hasNamespaces.load(ordering: .acquiring) { return nil }
         let index = namespaceIndex.withLock { $0 }
         var ns = root
         if !request.namespace.isEmpty {
@@ -149,10 +150,10 @@ extension Core {
             }
             request.namespace = ns.path
             request.namespaceID = ns.id
-        } else {
-            request.namespace = ""
+            return ns
         }
-        return ns
+        request.namespace = ""
+        return nil
     }
 
     static let tokenSelfPrefix = "auth/token/"

@@ -14,6 +14,9 @@ package final class RoutedMount: Sendable {
     package let prefix: String
     package let entry: MountEntry
     package let backend: any Backend
+    /// The backend's special paths, asked once: they do not change, and asking on every request
+    /// copies the backend's existential (a retain of the backend every core's requests share).
+    package let specialPaths: SpecialPaths
     package let storage: StorageView
     /// `vault.route.<operation>.<mount>` (Metrics/), resolved here so that a request looks nothing up.
     package let meters: RouteMeters
@@ -33,6 +36,7 @@ package final class RoutedMount: Sendable {
         self.prefix = routePrefix + entry.path
         self.entry = entry
         self.backend = backend
+        self.specialPaths = backend.specialPaths
         self.storage = storage
         self.namespaceID = namespace.isRoot ? "" : namespace.id
         self.namespacePath = namespace.path
@@ -45,6 +49,7 @@ package final class RoutedMount: Sendable {
         prefix = other.prefix
         entry = other.entry
         backend = other.backend
+        specialPaths = other.specialPaths
         storage = other.storage.unshared()
         meters = other.meters
         namespaceID = other.namespaceID
