@@ -272,10 +272,15 @@ func measureReadScaling(
         let deadline = nowNanos() + UInt64(roundSeconds * 1e9)
         let start = nowNanos()
         for i in 0..<count {
-            let (vault, token) = targets[i % targets.count]
+            let (vault, shared) = targets[i % targets.count]
             done.enter()
             let thread = Thread {
                 defer { done.leave() }
+                // The thread's own copy of the token, as a request from C (`coffer_kv_get`) or over HTTP
+                // brings its own bytes: every request holds its token, and threads holding one String
+                // would write its reference count from both cores (docs/benchmarks.md, "No shared object
+                // on the request path"): the caller's sharing, not the vault's.
+                let token = String(decoding: Array(shared.utf8), as: UTF8.self)
                 var n = 0
                 do {
                     while nowNanos() < deadline {
