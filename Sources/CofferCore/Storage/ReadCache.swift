@@ -5,12 +5,12 @@ import Synchronization
 /// and no plaintext outlives the call), so a hot entry never reaches SQLite.
 ///
 /// Bounded by bytes and split into shards with a lock each, in one set per CPU (`PerCPU.copies`
-/// sets). A read looks in the set of the CPU it
-/// runs on, so two cores reading the same hot entry share no lock and no reference count: each gets
-/// its own set's copy. A hot entry is read from storage once per set, and the budget is split between
-/// the sets. Each shard keeps two generations of entries: a hit in the older one moves the entry to
-/// the newer, and when the newer fills half the shard's budget the older is dropped whole. That keeps
-/// what is read often at O(1) per operation, without a linked list to maintain.
+/// sets). A read looks in the set of the CPU it runs on, so two cores reading the same hot entry
+/// share no lock and no reference count: each gets its own set's copy. A hot entry is read from
+/// storage once per set, and the budget is split between the sets. Each shard keeps two generations
+/// of entries: a hit in the older one moves the entry to the newer, and when the newer fills half the
+/// shard's budget the older is dropped whole. That keeps what is read often at O(1) per operation,
+/// without a linked list to maintain.
 ///
 /// **Coherence.** Writes go through this backend: before a write reaches storage its keys are marked
 /// pending in their shard of every set (the entries dropped, no read may insert them until the write

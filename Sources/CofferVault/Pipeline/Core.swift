@@ -505,7 +505,7 @@ package final class Core: Sendable {
         // The namespace: from the header and the path's leading segments (Namespace/Namespaces.swift);
         // nil for the root. The root is reached through `self.root` below, never held in a local: a
         // local would be a retain of an object every core's requests share (docs/benchmarks.md,
-        // "Caches kept once per CPU").
+        // "No shared object on the request path").
         let ns = try resolveNamespace(&request)
         let table: RouteTable
         if let ns {
