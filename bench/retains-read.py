@@ -11,7 +11,8 @@
 # background thread's operations are left out), and reports the second. An object not allocated since the
 # first call began is counted as long-lived: shared by every request, as the vault's own objects and cache
 # entries are. Statically allocated empty collections are listed too; their counts are never written
-# (immortal), so they cost no cache traffic. Prints one line per class, caller and operation.
+# (immortal), so they cost no cache traffic. Prints one line per class, caller (with the
+# return address's offset in it) and operation.
 import collections
 
 import gdb
@@ -60,7 +61,10 @@ def caller():
     helpers = ("Vwxx", "Vwcp", "WOh", "WOc", "WOy", "WOe", "WOs", "Wb")
     while frame is not None and frame.name() and (frame.name().startswith("swift_") or frame.name().endswith(helpers)):
         frame = frame.older()
-    return frame.name() if frame is not None and frame.name() else "?"
+    if frame is None:
+        return "?"
+    # "<symbol> + <offset>": the offset finds the call in `objdump -d` of the function.
+    return gdb.execute(f"info symbol {frame.pc()}", to_string=True).split(" in section")[0].strip()
 
 
 class Counted(gdb.Breakpoint):
