@@ -65,7 +65,7 @@ import Testing
     @Test func gcmOpenerOpensAndRefusesOnBothSidesOfItsLimit() throws {
         let key = SecureBytes(randomCount: 32)
         let opener = GCMOpener(key: key)
-        let limit = GCMOpener.nettleLimit
+        let limit = AESGCMKey.nettleLimit
         let lengths = [0, 1, 15, 16, 17, 100, 1000, limit - 1, limit, limit + 1, limit + 16, 70_000]
         for (index, length) in lengths.enumerated() {
             let aad = Random.bytes([0, 1, 13, 40][index % 4])
@@ -101,6 +101,33 @@ import Testing
                 #expect(!ok, "length \(length)")
                 #expect(out.allSatisfy { $0 == 0 }, "a refused open leaves no plaintext, length \(length)")
             }
+        }
+    }
+
+    /// The expanded key (Nettle) seals exactly what OpenSSL seals for the same key, nonce and associated
+    /// data, at every length up to its limit, and opens it again.
+    @Test func expandedKeySealsAsOpenSSLDoes() throws {
+        let key = SecureBytes(randomCount: 32)
+        let expanded = key.withUnsafeBytes { AESGCMKey(key: $0) }
+        for length in [0, 1, 15, 16, 17, 64, 1000, AESGCMKey.nettleLimit] {
+            let aad = Random.bytes(length % 3 == 0 ? 0 : 20)
+            let plain = Random.bytes(length)
+            let nonce = Random.bytes(12)
+            let reference = try AESGCM.seal(key: key, nonce: nonce, plaintext: plain, aad: aad)
+            var sealed = [UInt8](repeating: 0, count: length + AESGCM.tagSize)
+            var opened = [UInt8](repeating: 0xAA, count: length)
+            let ok = nonce.withUnsafeBytes { n in
+                plain.withUnsafeBytes { p in
+                    aad.withUnsafeBytes { a in
+                        sealed.withUnsafeMutableBytes { expanded.seal(nonce: n, plaintext: p, aad: a, output: $0) }
+                        return sealed.withUnsafeBytes { s in
+                            opened.withUnsafeMutableBytes { expanded.open(nonce: n, sealed: s, aad: a, output: $0) }
+                        }
+                    }
+                }
+            }
+            #expect(sealed == reference, "length \(length)")
+            #expect(ok && opened == plain, "length \(length)")
         }
     }
 

@@ -129,17 +129,76 @@ package enum AESGCM {
     }
 }
 
+/// An AES-256 key expanded once with Nettle: its round keys and GHASH table, shared read-only by every
+/// thread (no lock), so a seal or an open is four direct calls with no per-call setup. Used for values up
+/// to ``nettleLimit`` bytes, which is nearly every secret and transit payload; OpenSSL's stitched AES-GCM
+/// is faster per byte beyond that. The expanded key is zeroed with this object.
+package final class AESGCMKey: Sendable {
+    /// The largest plaintext worth Nettle; the two are even at about 2 KB on this machine.
+    package static let nettleLimit = 2048
+    /// Written once in `init`, then only read.
+    nonisolated(unsafe) private let expanded: UnsafeMutablePointer<coffer_gcm_key>
+
+    package init(key: UnsafeRawBufferPointer) {
+        precondition(key.count == AESGCM.keySize)
+        expanded = .allocate(capacity: 1)
+        coffer_gcm_key_set(expanded, u8(key))
+    }
+
+    deinit {
+        explicit_bzero(expanded, MemoryLayout<coffer_gcm_key>.size)
+        expanded.deallocate()
+    }
+
+    /// As ``AESGCM/seal(key:nonce:plaintext:aad:output:)``, with this key.
+    package func seal(
+        nonce: UnsafeRawBufferPointer,
+        plaintext: UnsafeRawBufferPointer,
+        aad: UnsafeRawBufferPointer,
+        output: UnsafeMutableRawBufferPointer
+    ) {
+        precondition(nonce.count == AESGCM.nonceSize && output.count == plaintext.count + AESGCM.tagSize)
+        let out = output.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        coffer_gcm_aes256_seal(
+            expanded,
+            u8(nonce),
+            aad.count,
+            u8(aad),
+            plaintext.count,
+            out,
+            u8(plaintext),
+            out + plaintext.count
+        )
+    }
+
+    /// As ``AESGCM/open(key:nonce:sealed:aad:output:)``, with this key.
+    package func open(
+        nonce: UnsafeRawBufferPointer,
+        sealed: UnsafeRawBufferPointer,
+        aad: UnsafeRawBufferPointer,
+        output: UnsafeMutableRawBufferPointer
+    ) -> Bool {
+        precondition(nonce.count == AESGCM.nonceSize)
+        guard sealed.count >= AESGCM.tagSize, output.count == sealed.count - AESGCM.tagSize else { return false }
+        let bytes = sealed.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        return coffer_gcm_aes256_open(
+            expanded,
+            u8(nonce),
+            aad.count,
+            u8(aad),
+            output.count,
+            output.baseAddress?.assumingMemoryBound(to: UInt8.self),
+            bytes,
+            bytes + output.count
+        ) == 1
+    }
+}
+
 /// AES-256-GCM decryption under one key with the key schedule kept, so an open costs only the IV, the
-/// data and the tag.
-///
-/// Entries up to ``nettleLimit`` bytes of ciphertext, which is nearly every secret, are opened with
-/// Nettle: its round keys and GHASH table are computed once, shared read-only by every thread (no
-/// lock), and an open is four direct calls. OpenSSL 3.0's EVP interface passes every IV, tag and
-/// length through named parameters, which cost three times the cipher's own work on a 100-byte value
-/// (about 600 ns against 200). Larger entries go to OpenSSL, whose stitched AES-GCM is twice as fast
-/// per byte: keyed `EVP_CIPHER_CTX`s kept in per-CPU shards (a lock each, so threads rarely meet).
-/// Both hold expanded key material: Nettle's is zeroed, OpenSSL's contexts cleansed, with this object,
-/// that is with the keyring term that owns it.
+/// data and the tag. Values up to ``AESGCMKey/nettleLimit`` bytes go to Nettle (``AESGCMKey``); larger
+/// ones to OpenSSL, whose stitched AES-GCM is twice as fast per byte: keyed `EVP_CIPHER_CTX`s kept in
+/// per-CPU shards (a lock each, so threads rarely meet). Both hold expanded key material, released
+/// (zeroed, cleansed) with this object, that is with the keyring term that owns it.
 package final class GCMOpener: Sendable {
     private struct Context: @unchecked Sendable {
         let pointer: OpaquePointer
@@ -149,26 +208,20 @@ package final class GCMOpener: Sendable {
         let idle = Mutex<[Context]>([])
     }
 
-    /// The largest ciphertext opened with Nettle; the two are even at about 2 KB on this machine.
-    package static let nettleLimit = 2048
     private static let shardCount = 8
     /// Idle contexts kept per shard; more are freed when returned.
     private static let keptPerShard = 4
     private let key: SecureBytes
-    /// Written once in `init`, then only read.
-    nonisolated(unsafe) private let expanded: UnsafeMutablePointer<coffer_gcm_key>
+    private let small: AESGCMKey
     private let shards = (0..<GCMOpener.shardCount).map { _ in Shard() }
 
     package init(key: SecureBytes) {
         precondition(key.count == AESGCM.keySize)
         self.key = key
-        expanded = .allocate(capacity: 1)
-        key.withUnsafeBytes { coffer_gcm_key_set(expanded, u8($0)) }
+        small = key.withUnsafeBytes { AESGCMKey(key: $0) }
     }
 
     deinit {
-        explicit_bzero(expanded, MemoryLayout<coffer_gcm_key>.size)
-        expanded.deallocate()
         for shard in shards {
             for context in shard.idle.withLock({ $0 }) { EVP_CIPHER_CTX_free(context.pointer) }
         }
@@ -187,18 +240,8 @@ package final class GCMOpener: Sendable {
     ) -> Bool {
         precondition(nonce.count == AESGCM.nonceSize)
         guard sealed.count >= AESGCM.tagSize, output.count == sealed.count - AESGCM.tagSize else { return false }
-        if output.count <= GCMOpener.nettleLimit {
-            let bytes = sealed.baseAddress!.assumingMemoryBound(to: UInt8.self)
-            return coffer_gcm_aes256_open(
-                expanded,
-                u8(nonce),
-                aad.count,
-                u8(aad),
-                output.count,
-                output.baseAddress?.assumingMemoryBound(to: UInt8.self),
-                bytes,
-                bytes + output.count
-            ) == 1
+        if output.count <= AESGCMKey.nettleLimit {
+            return small.open(nonce: nonce, sealed: sealed, aad: aad, output: output)
         }
         let shard = self.shard
         let ctx: OpaquePointer

@@ -1,5 +1,6 @@
 import CofferCore
 package import CofferFramework
+import Synchronization
 
 /// The key types transit offers, by Vault's names.
 enum TransitKeyType: String, Sendable, CaseIterable {
@@ -92,6 +93,15 @@ final class KeyVersion: Sendable {
     let publicKey: String
     /// "vault:v<N>:", the prefix of what this version makes.
     let header: [UInt8]
+    /// An aes256-gcm96 version's key expanded for Nettle, made on first use (most versions of a rotated
+    /// key are never used again, and an expanded key is 4 KB) and zeroed with this version.
+    private let expandedAES = AtomicLazyReference<AESGCMKey>()
+
+    /// This version's material as an expanded AES-256-GCM key (aes256-gcm96 keys that are not derived).
+    var aes256GCM: AESGCMKey {
+        if let key = expandedAES.load() { return key }
+        return expandedAES.storeIfNil(material.withUnsafeBytes { AESGCMKey(key: $0) })
+    }
 
     init(
         number: Int,

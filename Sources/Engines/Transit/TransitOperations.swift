@@ -125,6 +125,14 @@ extension TransitKey {
         }
     }
 
+    /// The expanded key to seal or open `count` bytes with, when there is one: a version of an
+    /// aes256-gcm96 key that is not derived (the default, and most keys), for values up to Nettle's limit.
+    /// Otherwise the key is set up for each call (OpenSSL).
+    func expandedKey(_ version: KeyVersion, _ count: Int) -> AESGCMKey? {
+        guard type == .aes256GCM96, !derived, count <= AESGCMKey.nettleLimit else { return nil }
+        return version.aes256GCM
+    }
+
     // MARK: Encryption
 
     /// Encrypts into Vault's text form "vault:v<N>:<base64>", returned as ASCII bytes.
@@ -164,14 +172,19 @@ extension TransitKey {
                 } else {
                     Random.fill(nonce)
                 }
-                failed = !key.withUnsafeBytes { k in
-                    aead.seal(
-                        key: k,
-                        nonce: UnsafeRawBufferPointer(nonce),
-                        plaintext: plaintext,
-                        aad: aad,
-                        output: UnsafeMutableRawBufferPointer(rebasing: raw[AEAD.nonceSize...])
-                    )
+                let output = UnsafeMutableRawBufferPointer(rebasing: raw[AEAD.nonceSize...])
+                if let expanded = expandedKey(version, plaintext.count) {
+                    expanded.seal(nonce: UnsafeRawBufferPointer(nonce), plaintext: plaintext, aad: aad, output: output)
+                } else {
+                    failed = !key.withUnsafeBytes { k in
+                        aead.seal(
+                            key: k,
+                            nonce: UnsafeRawBufferPointer(nonce),
+                            plaintext: plaintext,
+                            aad: aad,
+                            output: output
+                        )
+                    }
                 }
                 Base64.encode(UnsafeRawBufferPointer(raw), into: out.baseAddress! + header.count)
                 coffer_openssl_cleanse(raw.baseAddress, rawCount)
@@ -211,14 +224,15 @@ extension TransitKey {
             let plainCount = rawCount - AEAD.nonceSize - AEAD.tagSize
             var ok = false
             let plaintext = [UInt8](unsafeUninitializedCapacity: plainCount) { out, count in
-                ok = key.withUnsafeBytes { k in
-                    aead.open(
-                        key: k,
-                        nonce: UnsafeRawBufferPointer(rebasing: sealed[0..<AEAD.nonceSize]),
-                        sealed: UnsafeRawBufferPointer(rebasing: sealed[AEAD.nonceSize...]),
-                        aad: aad,
-                        output: UnsafeMutableRawBufferPointer(out)
-                    )
+                let nonce = UnsafeRawBufferPointer(rebasing: sealed[0..<AEAD.nonceSize])
+                let body = UnsafeRawBufferPointer(rebasing: sealed[AEAD.nonceSize...])
+                let output = UnsafeMutableRawBufferPointer(out)
+                if let expanded = expandedKey(version, plainCount) {
+                    ok = expanded.open(nonce: nonce, sealed: body, aad: aad, output: output)
+                } else {
+                    ok = key.withUnsafeBytes { k in
+                        aead.open(key: k, nonce: nonce, sealed: body, aad: aad, output: output)
+                    }
                 }
                 count = plainCount
             }
