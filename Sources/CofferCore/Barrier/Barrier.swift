@@ -35,7 +35,7 @@ package enum Envelope {
         aad.append(contentsOf: path.utf8)
         let ok = out.withUnsafeMutableBytes { buffer in
             let nonce = UnsafeMutableRawBufferPointer(rebasing: buffer[headerSize..<(headerSize + AESGCM.nonceSize)])
-            Random.fill(nonce)
+            Random.nonce(nonce)
             let body = UnsafeMutableRawBufferPointer(rebasing: buffer[(headerSize + AESGCM.nonceSize)...])
             return key.withUnsafeBytes { k in
                 aad.withUnsafeBytes { a in

@@ -170,7 +170,7 @@ extension TransitKey {
                     nonceKey.withUnsafeBytes { k in mac = HashAlgorithm.sha2_256.hmac(key: k, data: Array(plaintext)) }
                     nonce.copyBytes(from: mac[0..<AEAD.nonceSize])
                 } else {
-                    Random.fill(nonce)
+                    Random.nonce(nonce)
                 }
                 let output = UnsafeMutableRawBufferPointer(rebasing: raw[AEAD.nonceSize...])
                 if let expanded = expandedKey(version, plaintext.count) {

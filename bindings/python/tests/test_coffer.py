@@ -1,6 +1,8 @@
 """Tests of the Python binding against the real libcoffer (COFFER_LIBRARY or libcoffer.so.0)."""
 
+import base64
 import json
+import os
 import threading
 
 import pytest
@@ -278,3 +280,41 @@ def test_namespaces_isolate_tenants_over_the_c_abi():
             assert "team-b-secret" not in str(denied.value.body)
         with pytest.raises(coffer.NotFoundError):
             c.request("GET", "kv/data/db", namespace="team-c")
+
+
+def test_a_forked_child_repeats_none_of_its_parents_nonces_or_request_ids():
+    """A pre-fork server opens the vault, then its workers encrypt. Nonces and request ids come from
+    per-thread batches of CSPRNG output; a child forked from that thread must not hand out the ones
+    its parent has not used yet: an AES-GCM nonce used twice under one key gives the key's
+    authentication away and the XOR of the two plaintexts."""
+    with coffer.Coffer({"dev": True}, token="root") as c:
+        assert c.request("POST", "sys/mounts/transit", body={"type": "transit"}).status == 204
+        c.request("PUT", "secret/data/app", body={"data": {"a": "b"}})
+
+        def draw(count):
+            nonces = [base64.b64decode(c.transit.encrypt("k", b"x").split(":")[2])[:12].hex() for _ in range(count)]
+            ids = [c.request("GET", "secret/data/app").body["request_id"] for _ in range(count)]
+            return nonces, ids
+
+        draw(5)  # this thread's batches exist before the fork
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.close(read_end)
+                os.write(write_end, json.dumps(draw(50)).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        parent_nonces, parent_ids = draw(50)
+        with os.fdopen(read_end, "rb") as pipe:
+            received = pipe.read()
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        child_nonces, child_ids = json.loads(received)
+        assert len(child_nonces) == 50 and len(child_ids) == 50
+        assert not set(child_nonces) & set(parent_nonces), "a nonce was used in both processes"
+        assert not set(child_ids) & set(parent_ids), "a request id was used in both processes"
+        assert len(set(parent_nonces)) == 50 and len(set(child_nonces)) == 50
