@@ -10,7 +10,9 @@ package struct FieldData: Sendable {
     package let rawBytes: [String: [UInt8]]
     /// Whether the caller wants byte results as bytes (``Response/rawBytes``), not base64 text.
     package let rawResults: Bool
-    private var checked: [String: FieldValue] = [:]
+    /// The checked values, in declaration order: a request names few fields, so finding one by
+    /// comparing names costs less than hashing it.
+    private var checked: [(name: String, value: FieldValue)] = []
 
     package init(_ raw: [String: JSONValue], rawBytes: [String: [UInt8]] = [:], rawResults: Bool = false) {
         self.raw = raw
@@ -22,93 +24,130 @@ package struct FieldData: Sendable {
     /// unless `arbitrary`. Throws for a missing required field or a value that does not fit.
     package mutating func check(against fields: [Field], arbitrary: Bool) throws(CofferError) -> [String] {
         // The fields that can do anything: those the request names and the required ones, found by
-        // comparing names (no hashing; a request names few of a path's fields), then taken in
-        // declaration order so the first problem reported does not depend on dictionary order.
+        // comparing names, then taken in declaration order so the first problem reported does not
+        // depend on dictionary order.
         var ignored: [String] = []
-        var named: [Int] = []
+        var named = FieldIndices()
         for key in raw.keys {
             if let index = fields.firstIndex(where: { $0.name == key }) {
-                named.append(index)
+                named.insert(index)
             } else if !arbitrary {
                 ignored.append(key)
             }
         }
         for key in rawBytes.keys {
-            if let index = fields.firstIndex(where: { $0.name == key }) { named.append(index) }
+            if let index = fields.firstIndex(where: { $0.name == key }) { named.insert(index) }
         }
-        for index in fields.indices where fields[index].required { named.append(index) }
-        named.sort()
-        var previous = -1
-        for index in named where index != previous {
-            previous = index
+        for index in fields.indices where fields[index].required { named.insert(index) }
+        checked.removeAll(keepingCapacity: true)
+        checked.reserveCapacity(named.count)
+        for index in named {
             let field = fields[index]
-            if case .bytes = field.kind, let bytes = rawBytes[field.name] {
-                checked[field.name] = .bytes(bytes)
+            if case .bytes = field.kind, !rawBytes.isEmpty, let bytes = rawBytes[field.name] {
+                checked.append((field.name, .bytes(bytes)))
                 continue
             }
-            guard let value = raw[field.name], value != .null else {
+            guard !raw.isEmpty, let value = raw[field.name], value != .null else {
                 if field.required { throw CofferError.invalid("missing \(field.name)") }
                 continue
             }
-            checked[field.name] = try field.convert(value)
+            checked.append((field.name, try field.convert(value)))
         }
-        return ignored.sorted()
+        return ignored.isEmpty ? ignored : ignored.sorted()
+    }
+
+    private func lookup(_ name: String) -> FieldValue? {
+        for entry in checked where entry.name == name { return entry.value }
+        return nil
     }
 
     /// The checked value of `name`, whatever its kind (tests compare it).
-    package func value(_ name: String) -> FieldValue? { checked[name] }
+    package func value(_ name: String) -> FieldValue? { lookup(name) }
 
-    package func has(_ name: String) -> Bool { checked[name] != nil }
+    package func has(_ name: String) -> Bool { lookup(name) != nil }
 
     package func string(_ name: String) -> String? {
-        if case .string(let v)? = checked[name] { return v }
+        if case .string(let v)? = lookup(name) { return v }
         return nil
     }
 
     package func int(_ name: String) -> Int? {
-        if case .int(let v)? = checked[name] { return v }
+        if case .int(let v)? = lookup(name) { return v }
         return nil
     }
 
     /// A duration field, in seconds.
     package func seconds(_ name: String) -> Int64? {
-        if case .int(let v)? = checked[name] { return Int64(v) }
+        if case .int(let v)? = lookup(name) { return Int64(v) }
         return nil
     }
 
     package func bool(_ name: String) -> Bool? {
-        if case .bool(let v)? = checked[name] { return v }
+        if case .bool(let v)? = lookup(name) { return v }
         return nil
     }
 
     package func strings(_ name: String) -> [String]? {
-        if case .strings(let v)? = checked[name] { return v }
+        if case .strings(let v)? = lookup(name) { return v }
         return nil
     }
 
     package func ints(_ name: String) -> [Int]? {
-        if case .ints(let v)? = checked[name] { return v }
+        if case .ints(let v)? = lookup(name) { return v }
         return nil
     }
 
     package func stringMap(_ name: String) -> [String: String]? {
-        if case .stringMap(let v)? = checked[name] { return v }
+        if case .stringMap(let v)? = lookup(name) { return v }
         return nil
     }
 
     package func object(_ name: String) -> [String: JSONValue]? {
-        if case .object(let v)? = checked[name] { return v }
+        if case .object(let v)? = lookup(name) { return v }
         return nil
     }
 
     package func json(_ name: String) -> JSONValue? {
-        if case .json(let v)? = checked[name] { return v }
+        if case .json(let v)? = lookup(name) { return v }
         return nil
     }
 
     package func bytes(_ name: String) -> [UInt8]? {
-        if case .bytes(let v)? = checked[name] { return v }
+        if case .bytes(let v)? = lookup(name) { return v }
         return nil
+    }
+}
+
+/// A set of field indices in a path's declaration: bits for the first 64 (no allocation, read back in
+/// order with no sort), an array beyond (no path declares that many today).
+private struct FieldIndices: Sequence {
+    private var low: UInt64 = 0
+    private var high: [Int] = []
+
+    var count: Int { low.nonzeroBitCount + high.count }
+
+    mutating func insert(_ index: Int) {
+        if index < 64 {
+            low |= 1 << UInt64(index)
+        } else if !high.contains(index) {
+            high.append(index)
+        }
+    }
+
+    /// The indices in ascending order.
+    struct Iterator: IteratorProtocol {
+        var bits: UInt64
+        var high: IndexingIterator<[Int]>
+
+        mutating func next() -> Int? {
+            guard bits != 0 else { return high.next() }
+            defer { bits &= bits - 1 }
+            return bits.trailingZeroBitCount
+        }
+    }
+
+    func makeIterator() -> Iterator {
+        Iterator(bits: low, high: (high.isEmpty ? high : high.sorted()).makeIterator())
     }
 }
 
