@@ -26,6 +26,8 @@ package struct PathPattern: Sendable, CustomStringConvertible {
     package let description: String
     /// The first segment when it is a literal (``mayMatch(_:)``).
     private let firstLiteral: [UInt8]?
+    /// The capture names in order.
+    package let captureNames: [String]
 
     /// The pattern `text`. Patterns are part of a backend's code, not input: a malformed one is a
     /// programming error, found by the test that builds every backend's table
@@ -49,6 +51,12 @@ package struct PathPattern: Sendable, CustomStringConvertible {
                 return .literal(Array(part.utf8))
             }
         if case .literal(let bytes) = segments.first { firstLiteral = bytes } else { firstLiteral = nil }
+        captureNames = segments.compactMap {
+            switch $0 {
+            case .literal: nil
+            case .capture(let n), .rest(let n, _), .optional(let n): n
+            }
+        }
     }
 
     /// Why the pattern is malformed, or nil. Checked once per table.
@@ -76,28 +84,16 @@ package struct PathPattern: Sendable, CustomStringConvertible {
         return nil
     }
 
-    /// The capture names in order.
-    package var captureNames: [String] {
-        segments.compactMap {
-            switch $0 {
-            case .literal: nil
-            case .capture(let n), .rest(let n, _), .optional(let n): n
-            }
-        }
-    }
-
     /// The index of the first of `patterns` that matches `path`, with its captures.
     package static func firstMatch(in patterns: [PathPattern], _ path: String) -> (Int, Captures)? {
         var captures = Captures()
-        let target = Substring(path)
-        var path = path
-        return path.withUTF8 { bytes in
-            for index in patterns.indices
-            where patterns[index].mayMatch(bytes) && patterns[index].match(target, into: &captures) {
-                return (index, captures)
-            }
-            return nil
+        var bytes = path
+        let found = bytes.withUTF8 { bytes in
+            patterns.indices.first { patterns[$0].mayMatch(bytes) && patterns[$0].match(bytes, into: &captures) }
         }
+        guard let found else { return nil }
+        captures.bind(path, patterns[found].captureNames)
+        return (found, captures)
     }
 
     /// Whether a path of these bytes can match: it starts with the first literal segment, followed by
@@ -111,89 +107,119 @@ package struct PathPattern: Sendable, CustomStringConvertible {
 
     /// Matches `path` (relative to the mount, no leading `/`); on success fills `captures`.
     package func match(_ path: Substring, into captures: inout Captures) -> Bool {
+        var bytes = String(path)
+        let matched = bytes.withUTF8 { match($0, into: &captures) }
+        if matched { captures.bind(String(path), captureNames) }
+        return matched
+    }
+
+    /// Matches the bytes of a path, recording where each capture lies (``Captures/bind(_:_:)`` then
+    /// names them): offsets into the bytes, no strings made, nothing retained.
+    private func match(_ path: UnsafeBufferPointer<UInt8>, into captures: inout Captures) -> Bool {
         captures.removeAll()
-        var rest = path.utf8[...]
-        for (i, segment) in segments.enumerated() {
+        var at = 0
+        let end = path.count
+        for i in segments.indices {
             let last = i == segments.count - 1
-            switch segment {
-            case .rest(let name, let allowsEmpty):
+            switch segments[i] {
+            case .rest(_, let allowsEmpty):
                 // The literal segments after it are matched from the end of the path.
-                var tail = rest
+                var tailEnd = end
                 for case .literal(let bytes) in segments[(i + 1)...].reversed() {
-                    guard tail.count > bytes.count, tail.suffix(bytes.count).elementsEqual(bytes),
-                        tail[tail.index(tail.endIndex, offsetBy: -bytes.count - 1)] == UInt8(ascii: "/")
+                    let count = bytes.count
+                    guard tailEnd - at > count, Self.equal(path, tailEnd - count, bytes),
+                        path[tailEnd - count - 1] == UInt8(ascii: "/")
                     else { return false }
-                    tail = tail.dropLast(bytes.count + 1)
+                    tailEnd -= count + 1
                 }
-                guard allowsEmpty || !tail.isEmpty, tail.first != UInt8(ascii: "/") else { return false }
-                captures.append(name, Substring(tail))
+                guard allowsEmpty || tailEnd > at, tailEnd == at || path[at] != UInt8(ascii: "/") else { return false }
+                captures.append(at..<tailEnd)
                 return true
-            case .optional(let name):
-                if rest.isEmpty { return true }
-                guard !rest.contains(UInt8(ascii: "/")) else { return false }
-                captures.append(name, Substring(rest))
+            case .optional:
+                if at == end { return true }
+                guard !path[at..<end].contains(UInt8(ascii: "/")) else { return false }
+                captures.append(at..<end)
                 return true
             case .literal(let bytes):
-                guard rest.starts(with: bytes) else { return false }
-                rest = rest.dropFirst(bytes.count)
-            case .capture(let name):
-                let end = rest.firstIndex(of: UInt8(ascii: "/")) ?? rest.endIndex
-                guard end > rest.startIndex else { return false }
-                captures.append(name, Substring(rest[rest.startIndex..<end]))
-                rest = rest[end...]
+                guard end - at >= bytes.count, Self.equal(path, at, bytes) else { return false }
+                at += bytes.count
+            case .capture:
+                var stop = at
+                while stop < end, path[stop] != UInt8(ascii: "/") { stop += 1 }
+                guard stop > at else { return false }
+                captures.append(at..<stop)
+                at = stop
             }
             if last { break }
             // A `{name*}` next may match nothing: "data" serves "data/{path*}" with an empty path.
-            if rest.isEmpty {
+            if at == end {
                 switch segments[i + 1] {
                 case .rest(_, true), .optional: continue
                 default: break
                 }
             }
-            guard rest.first == UInt8(ascii: "/") else { return false }
-            rest = rest.dropFirst()
+            guard at < end, path[at] == UInt8(ascii: "/") else { return false }
+            at += 1
         }
         // All segments consumed: the path must end here (or with the "/" of a list form).
-        return rest.isEmpty || (listForm && rest.elementsEqual([UInt8(ascii: "/")]))
+        return at == end || (listForm && at == end - 1 && path[at] == UInt8(ascii: "/"))
+    }
+
+    /// Whether `path` holds `literal` at `offset` (the caller has checked the length).
+    private static func equal(_ path: UnsafeBufferPointer<UInt8>, _ offset: Int, _ literal: [UInt8]) -> Bool {
+        literal.withUnsafeBufferPointer { literal in
+            for j in literal.indices where literal[j] != path[offset + j] { return false }
+            return true
+        }
     }
 }
 
-/// The captured segments of a matched path, by name. Inline storage for up to four captures (no
-/// declared pattern has more), so matching does not allocate.
+/// The captured segments of a matched path, by name. Matching records byte ranges, inline for up to
+/// four captures (no declared pattern has more), and the path and the pattern's capture names are
+/// attached once a pattern has matched: routing makes no string and does not allocate.
 package struct Captures: Sendable {
-    private var names: (String?, String?, String?, String?) = (nil, nil, nil, nil)
-    private var values: (Substring, Substring, Substring, Substring) = ("", "", "", "")
+    private var path = ""
+    private var names: [String] = []
+    private var ranges: (Range<Int>, Range<Int>, Range<Int>, Range<Int>) = (0..<0, 0..<0, 0..<0, 0..<0)
     package private(set) var count = 0
 
     package init() {}
 
     mutating func removeAll() { count = 0 }
 
-    mutating func append(_ name: String, _ value: Substring) {
+    mutating func append(_ range: Range<Int>) {
         switch count {
-        case 0:
-            names.0 = name
-            values.0 = value
-        case 1:
-            names.1 = name
-            values.1 = value
-        case 2:
-            names.2 = name
-            values.2 = value
-        case 3:
-            names.3 = name
-            values.3 = value
+        case 0: ranges.0 = range
+        case 1: ranges.1 = range
+        case 2: ranges.2 = range
+        case 3: ranges.3 = range
         default: return  // tables with more captures are refused by validate()
         }
         count += 1
     }
 
+    /// The path the ranges are in and the names of the captures in order (those made are a prefix:
+    /// only a last `{name?}` may be missing).
+    mutating func bind(_ path: String, _ names: [String]) {
+        self.path = path
+        self.names = names
+    }
+
     /// The segment captured as `name`, or nil.
     package subscript(_ name: String) -> String? {
-        if count > 0, names.0 == name { return String(values.0) }
-        if count > 1, names.1 == name { return String(values.1) }
-        if count > 2, names.2 == name { return String(values.2) }
-        if count > 3, names.3 == name { return String(values.3) }
+        for i in 0..<min(count, names.count) where names[i] == name {
+            let range =
+                switch i {
+                case 0: ranges.0
+                case 1: ranges.1
+                case 2: ranges.2
+                default: ranges.3
+                }
+            let utf8 = path.utf8
+            let start = utf8.index(utf8.startIndex, offsetBy: range.lowerBound)
+            let end = utf8.index(start, offsetBy: range.count)
+            return String(path[start..<end])
+        }
         return nil
     }
 }
