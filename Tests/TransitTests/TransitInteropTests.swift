@@ -192,6 +192,9 @@ import Testing
                 ciphertext: Array(viaWire.utf8)
             ) == message
         )
+        #expect(throws: CofferError.invalid("the transit mount path is empty")) {
+            try TransitClient(core: core, mount: "//", token: "root").encrypt(key: "k", plaintext: message)
+        }
 
         // The same token and ACL checks: a token for another key is refused, a bad token too.
         #expect(

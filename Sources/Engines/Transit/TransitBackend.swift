@@ -344,8 +344,11 @@ package final class TransitBackend: TableBackend {
 
     func encrypt(_ request: BackendRequest) throws(CofferError) -> Response {
         let name = try Self.keyName(request)
-        var key = try load(name, request.storage, now: request.now)
-        if key == nil {
+        // A `let`: the batch closure below captures it, and a captured `var` is a heap box per call.
+        let key: TransitKey
+        if let loaded = try load(name, request.storage, now: request.now) {
+            key = loaded
+        } else {
             // Vault's upsert: encrypting to a missing key creates it when the token may create it.
             guard request.operation == .create else { throw CofferError.invalid("encryption key not found") }
             let (items, _) = try TransitBackend.items(request.data)
@@ -365,7 +368,7 @@ package final class TransitBackend: TableBackend {
         }
         let topVersion = try request.data.int("key_version") ?? 0
         // An in-process caller's bytes (the C ABI): no base64 either way, one item.
-        if let plaintext = request.fields.rawBytes["plaintext"], let key {
+        if let plaintext = request.fields.rawBytes["plaintext"] {
             let ciphertext = try withRawBytes(plaintext, request.fields.rawBytes["context"] ?? [], []) {
                 (p, c, a) throws(CofferError) in
                 try key.encrypt(p, context: c, aad: a, keyVersion: topVersion)
@@ -387,7 +390,7 @@ package final class TransitBackend: TableBackend {
             }
             let version = try item.int("key_version") ?? topVersion
             let ciphertext = try withRawBytes(plaintext, context, aad) { (p, c, a) throws(CofferError) in
-                try key!.encrypt(p, context: c, aad: a, keyVersion: version)
+                try key.encrypt(p, context: c, aad: a, keyVersion: version)
             }
             return [
                 "ciphertext": .string(String(decoding: ciphertext, as: UTF8.self)),
