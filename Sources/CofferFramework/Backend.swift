@@ -11,7 +11,7 @@ package protocol Backend: AnyObject, Sendable {
     func handle(_ request: consuming BackendRequest) throws(CofferError) -> Response
     /// Vault's existence check for writes: true if the target exists (the write is an `update`),
     /// false if not (a `create`), nil if the path does not distinguish (always `update`).
-    func exists(_ request: ExistenceRequest) throws(CofferError) -> Bool?
+    func exists(_ request: consuming ExistenceRequest) throws(CofferError) -> Bool?
     /// Paths with special handling: served without a token, needing `sudo`, not audited.
     var specialPaths: SpecialPaths { get }
     /// The kinds of secret with a lease this backend hands out, and how each is renewed and revoked.
@@ -108,7 +108,7 @@ extension TableBackend {
     package func handle(_ request: consuming BackendRequest) throws(CofferError) -> Response {
         try Self.paths.handle(self, request)
     }
-    package func exists(_ request: ExistenceRequest) throws(CofferError) -> Bool? {
+    package func exists(_ request: consuming ExistenceRequest) throws(CofferError) -> Bool? {
         try Self.paths.exists(self, request)
     }
 }

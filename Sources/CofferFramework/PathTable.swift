@@ -124,9 +124,8 @@ package struct PathTable<B>: Sendable {
 
     /// The existence check of the path serving `request`, or nil when the path has none (a write
     /// is then an `update`, as in Vault).
-    package func exists(_ backend: B, _ request: ExistenceRequest) throws(CofferError) -> Bool? {
+    package func exists(_ backend: B, _ request: consuming ExistenceRequest) throws(CofferError) -> Bool? {
         guard let (path, captures) = route(request.path), let check = path.existence else { return nil }
-        var request = request
         request.captures = captures
         _ = try request.fields.check(against: path.fields, arbitrary: path.arbitraryFields)
         return try check(backend)(request)
