@@ -1,6 +1,7 @@
 import Coffer
 import Engines
 import Foundation
+import Synchronization
 import Testing
 
 @Suite struct TransitTests {
@@ -449,5 +450,28 @@ import Testing
         vault.close()
         let file = try Data(contentsOf: dir.appendingPathComponent("db"))
         #expect(file.range(of: Data("aes256-gcm96".utf8)) == nil)
+    }
+
+    /// A version's expanded key is made on first use by whichever thread gets there first: threads
+    /// racing to use a fresh key, and a rotation mid-way, all seal what every other opens.
+    @Test func threadsRacingOnAFreshKeyAllSealAndOpen() throws {
+        let t = try Transit()
+        _ = try t.ok("POST", "transit/keys/raced", [:])
+        let client = TransitClient(core: t.vault.core, mount: "transit", token: "root")
+        let sealed = Mutex<[(Int, [UInt8])]>([])
+        DispatchQueue.concurrentPerform(iterations: 8) { thread in
+            for i in 0..<40 {
+                if thread == 0, i == 20 { _ = try? t.ok("POST", "transit/keys/raced/rotate", [:]) }
+                if let out = try? client.encrypt(key: "raced", plaintext: Array("\(thread)-\(i)".utf8)) {
+                    sealed.withLock { $0.append((thread * 100 + i, out)) }
+                }
+            }
+        }
+        let all = sealed.withLock { $0 }
+        #expect(all.count == 320)
+        #expect(all.contains { String(decoding: $0.1, as: UTF8.self).hasPrefix("vault:v2:") })
+        for (tag, ciphertext) in all {
+            #expect(try client.decrypt(key: "raced", ciphertext: ciphertext) == Array("\(tag / 100)-\(tag % 100)".utf8))
+        }
     }
 }

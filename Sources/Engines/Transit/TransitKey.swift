@@ -94,13 +94,32 @@ final class KeyVersion: Sendable {
     /// "vault:v<N>:", the prefix of what this version makes.
     let header: [UInt8]
     /// An aes256-gcm96 version's key expanded for Nettle, made on first use (most versions of a rotated
-    /// key are never used again, and an expanded key is 4 KB) and zeroed with this version.
-    private let expandedAES = AtomicLazyReference<AESGCMKey>()
+    /// key are never used again, and an expanded key is 4 KB) and zeroed with this version: the address
+    /// of the retained ``AESGCMKey``, 0 until then. (The standard library's `AtomicLazyReference` does
+    /// the same in 640 instructions a load, as a generic that is not specialised across modules.)
+    private let expandedAES = Atomic<UInt>(0)
 
     /// This version's material as an expanded AES-256-GCM key (aes256-gcm96 keys that are not derived).
     var aes256GCM: AESGCMKey {
-        if let key = expandedAES.load() { return key }
-        return expandedAES.storeIfNil(material.withUnsafeBytes { AESGCMKey(key: $0) })
+        func key(_ bits: UInt) -> AESGCMKey {
+            Unmanaged<AESGCMKey>.fromOpaque(UnsafeRawPointer(bitPattern: bits)!).takeUnretainedValue()
+        }
+        let bits = expandedAES.load(ordering: .acquiring)
+        if bits != 0 { return key(bits) }
+        let made = Unmanaged.passRetained(material.withUnsafeBytes { AESGCMKey(key: $0) })
+        let mine = UInt(bitPattern: made.toOpaque())
+        let (stored, current) = expandedAES.compareExchange(
+            expected: 0,
+            desired: mine,
+            ordering: .acquiringAndReleasing
+        )
+        if !stored { made.release() }  // another thread's came first
+        return key(stored ? mine : current)
+    }
+
+    deinit {
+        let bits = expandedAES.load(ordering: .acquiring)
+        if bits != 0 { Unmanaged<AESGCMKey>.fromOpaque(UnsafeRawPointer(bitPattern: bits)!).release() }
     }
 
     init(
