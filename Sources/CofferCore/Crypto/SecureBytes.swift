@@ -114,8 +114,10 @@ package enum ConstantTime {
 ///
 /// The state sits on a page of its own that the kernel zeroes in a forked child (`MADV_WIPEONFORK`,
 /// Linux 4.14), so a child, however it forked, never repeats its parent's request ids or nonces: it
-/// finds an all-zero generator, which is reseeded, and an empty batch, which is refilled. Where the
-/// kernel cannot (`wipesOnFork` false), nonces come straight from the DRBG. Freed with the thread.
+/// finds an all-zero generator, which is reseeded, and an empty batch, which is refilled. A
+/// `pthread_atfork` handler clears the forking thread's page in the child as well, which covers a
+/// kernel that cannot wipe; there (`wipesOnFork` false) nonces still come straight from the DRBG, as a
+/// fork that bypasses the handlers (a raw `clone`) would otherwise repeat them. Freed with the thread.
 enum ThreadRandom {
     typealias State = (UInt64, UInt64, UInt64, UInt64)
 
@@ -136,6 +138,12 @@ enum ThreadRandom {
         var key = pthread_key_t()
         guard pthread_key_create(&key, { munmap($0, ThreadRandom.pageSize) }) == 0 else {
             fatalError("pthread_key_create failed: no thread-specific storage left")
+        }
+        // In the child only the forking thread runs on; its page is the one to clear.
+        pthread_atfork(nil, nil) {
+            guard let page = pthread_getspecific(ThreadRandom.key)?.assumingMemoryBound(to: Page.self) else { return }
+            page.pointee.ids = (0, 0, 0, 0)
+            page.pointee.unused = 0
         }
         return key
     }()
