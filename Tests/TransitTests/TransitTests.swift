@@ -1,8 +1,10 @@
 import Coffer
-import Engines
+import CofferCore
 import Foundation
 import Synchronization
 import Testing
+
+@testable import Engines
 
 @Suite struct TransitTests {
     static let encryptionTypes = [
@@ -472,6 +474,25 @@ import Testing
         #expect(all.contains { String(decoding: $0.1, as: UTF8.self).hasPrefix("vault:v2:") })
         for (tag, ciphertext) in all {
             #expect(try client.decrypt(key: "raced", ciphertext: ciphertext) == Array("\(tag / 100)-\(tag % 100)".utf8))
+        }
+    }
+
+    /// A stored AEAD key of the wrong length (a bug or a tampered backup that got past the restore's
+    /// check) is an integrity error when the key is loaded, never a trap when it is used.
+    @Test func aStoredKeyOfTheWrongLengthIsAnIntegrityError() throws {
+        func stored(_ type: String, keyBytes: Int) -> JSONValue {
+            let version: JSONValue = [
+                "key": .string(Base64.encode([UInt8](repeating: 7, count: keyBytes))),
+                "hmac_key": .string(Base64.encode([UInt8](repeating: 1, count: 32))), "creation_time": 0,
+            ]
+            return ["name": "k", "type": .string(type), "latest_version": 1, "versions": ["1": version]]
+        }
+        #expect(try TransitKey(stored: stored("aes256-gcm96", keyBytes: 32)).latestVersion == 1)
+        #expect(throws: CofferError(.integrity, "a stored aes256-gcm96 key has the wrong length")) {
+            try TransitKey(stored: stored("aes256-gcm96", keyBytes: 16))
+        }
+        #expect(throws: CofferError(.integrity, "a stored chacha20-poly1305 key has the wrong length")) {
+            try TransitKey(stored: stored("chacha20-poly1305", keyBytes: 31))
         }
     }
 }

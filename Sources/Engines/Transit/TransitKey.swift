@@ -149,6 +149,10 @@ final class KeyVersion: Sendable {
             pkey = key
             publicKey = try key.pem(privateKey: false)
         default:
+            // An AEAD key of another length would be refused by OpenSSL and trap the expanded key's setup.
+            if let aead = type.aead, material.count != aead.keySize {
+                throw CofferError(.integrity, "a stored \(type.rawValue) key has the wrong length")
+            }
             pkey = nil
             publicKey = ""
         }
