@@ -238,11 +238,11 @@ package final class GCMOpener: Sendable {
         aad: UnsafeRawBufferPointer,
         output: UnsafeMutableRawBufferPointer
     ) -> Bool {
-        precondition(nonce.count == AESGCM.nonceSize)
-        guard sealed.count >= AESGCM.tagSize, output.count == sealed.count - AESGCM.tagSize else { return false }
         if output.count <= AESGCMKey.nettleLimit {
-            return small.open(nonce: nonce, sealed: sealed, aad: aad, output: output)
+            return small.open(nonce: nonce, sealed: sealed, aad: aad, output: output)  // which checks the lengths
         }
+        precondition(nonce.count == AESGCM.nonceSize)
+        guard output.count == sealed.count - AESGCM.tagSize else { return false }
         let shard = self.shard
         let ctx: OpaquePointer
         if let idle = shard._withUnsafeGuaranteedRef({ $0.idle.withLock { $0.popLast() } }) {
