@@ -107,9 +107,9 @@ package struct PathPattern: Sendable, CustomStringConvertible {
 
     /// Matches `path` (relative to the mount, no leading `/`); on success fills `captures`.
     package func match(_ path: Substring, into captures: inout Captures) -> Bool {
-        var bytes = String(path)
-        let matched = bytes.withUTF8 { match($0, into: &captures) }
-        if matched { captures.bind(String(path), captureNames) }
+        var path = String(path)
+        let matched = path.withUTF8 { match($0, into: &captures) }
+        if matched { captures.bind(path, captureNames) }
         return matched
     }
 
