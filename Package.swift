@@ -59,6 +59,8 @@ let package = Package(
             pkgConfig: "sqlite3",
             providers: [.apt(["libsqlite3-dev"])]
         ),
+        // Linux system calls Swift's Glibc module does not declare (Sources/CLinux/shim.h).
+        .systemLibrary(name: "CLinux", path: "Sources/CLinux"),
         .systemLibrary(
             name: "CPKCS11",
             path: "Sources/CPKCS11",
@@ -89,7 +91,7 @@ let package = Package(
         ),
         .target(
             name: "CofferAudit",
-            dependencies: ["CofferCore"],
+            dependencies: ["CofferCore", "CLinux"],
             swiftSettings: strict
         ),
         .target(
@@ -271,7 +273,7 @@ let package = Package(
             name: "EnginesTests",
             dependencies: [
                 "Coffer", "CofferTesting", "CofferCore", "CofferFramework", "CofferStorage", "CofferVault",
-                "CofferAudit", "Engines", "CofferCLI",
+                "CofferAudit", "Engines", "CofferCLI", "CLinux",
             ],
             swiftSettings: strict
         ),

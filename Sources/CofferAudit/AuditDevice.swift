@@ -19,7 +19,7 @@ package enum AuditSync: String, Sendable {
 /// One live device: its sink, its keys, its hash chain and its queue of records waiting to be written.
 package final class AuditDevice: Sendable {
     package let config: AuditDeviceConfig
-    let sink: any AuditSink
+    package let sink: any AuditSink
     /// Keys the `hmac-sha256:` hashes of strings (the device's salt).
     let hashKey: HMACKey
     /// Keys the MAC that chains records together (derived from the salt).

@@ -1,4 +1,6 @@
+import CLinux
 import Coffer
+import CofferAudit
 import Foundation
 import Synchronization
 import Testing
@@ -476,6 +478,57 @@ import Testing
 
     /// OpenBao's texts, which clients match (issue 13 item 13; checked against `bao server -dev` in
     /// Tests/compat/test_differential.py).
+    // MARK: Big batches, written uncached where the file system can
+
+    /// Whether `directory`'s file system takes uncached writes (RWF_DONTCACHE), asked of a scratch file.
+    func takesUncachedWrites(_ directory: String) -> Bool {
+        let probe = directory + "/probe"
+        let fd = open(probe, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+        defer {
+            close(fd)
+            unlink(probe)
+        }
+        return [UInt8(ascii: "x")].withUnsafeBytes { coffer_write_uncached(fd, $0.baseAddress, 1) } == 1
+    }
+
+    /// A record past `FileAuditSink.uncachedBatch` (a LIST of 2,000 keys, each hashed) is written whole
+    /// both where the file system takes uncached writes (ext4 under the temporary directory here) and
+    /// where it refuses them (tmpfs in /dev/shm): the device tried, knows the answer, and every record
+    /// is in the log with its chain intact.
+    @Test(arguments: [false, true]) func aBatchPastTheUncachedSizeIsWrittenWhole(onTmpfs: Bool) throws {
+        let dir = onTmpfs ? "/dev/shm/coffer-auditfile-\(UUID().uuidString)" : try tempDir()
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let h = try harness()
+        let log = dir + "/audit.log"
+        #expect(enable(h, "file", ["file_path": .string(log)]).status == 204)
+        let key = try chainKey(h, "file")
+        let count = 2_000
+        for i in 0..<count {
+            try #require(
+                h.wire("PUT", "secret/data/k\(i)", ["data": ["v": 1]], token: AuditFileTests.root).status == 200
+            )
+        }
+        let listed = h.wire("LIST", "secret/metadata/", token: AuditFileTests.root)
+        #expect(listed.json?["data"]?["keys"]?.arrayValue?.count == count)
+        try h.vault.core.flushAudit()
+
+        let sink = try #require(try h.vault.core.audit.device("file/").sink as? FileAuditSink)
+        #expect(sink.writesUncached == takesUncachedWrites(dir))
+        #expect(!onTmpfs || sink.writesUncached == false, "tmpfs refuses uncached writes")
+        let all = try records(log)
+        let list = try #require(all.last { $0["type"] == "response" && $0["request"]?["operation"] == "list" })
+        #expect(list["response"]?["data"]?["keys"]?.arrayValue?.count == count)
+        let line = try #require(
+            String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").last {
+                $0.contains(#""operation":"list""#) && $0.contains(#""type":"response""#)
+            }
+        )
+        #expect(line.utf8.count >= FileAuditSink.uncachedBatch)
+        let verdict = try runCoffer(["audit", "verify", "--key", key, log])
+        #expect(verdict.0 == 0 && verdict.1.contains("\(all.count) record(s), chain intact"), "\(verdict.1)")
+    }
+
     @Test func auditHashErrorsAreOpenBaos() throws {
         let h = try harness()
         let unknown = h.wire("POST", "sys/audit-hash/nope", ["input": "x"], token: AuditFileTests.root)

@@ -133,7 +133,7 @@ package final class Core: Sendable {
     package let quotas = QuotaManager()
     /// Entities, aliases and groups (Identity/).
     var identity: IdentityStore { root.identity }
-    let audit: AuditBroker
+    package let audit: AuditBroker
     /// Break-glass activations (BreakGlass/) and the in-process event bus (Events/).
     let breakGlass = BreakGlassLedger()
     package let events = EventBus()
