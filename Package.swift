@@ -175,7 +175,7 @@ let package = Package(
         .executableTarget(
             name: "InProcessBench",
             dependencies: [
-                "Coffer", "CofferFramework", "CofferStorage", "Engines", "COpenSSL", "CSQLite",
+                "Coffer", "CofferFramework", "CofferStorage", "Engines", "COpenSSL", "CSQLite", "CLinux",
                 // bench/InProcess/Database.swift: the real PostgreSQL fixture (issue 15).
                 "CofferTesting",
             ],

@@ -1,6 +1,8 @@
 // The physical floors, measured with the C libraries directly (no Coffer code): for a KV read one
 // SQLite point read of the stored row and one AES-256-GCM open of a ciphertext of the same length;
-// for a transit encrypt one AES-256-GCM seal under a fresh random nonce.
+// for a transit encrypt one AES-256-GCM seal under a fresh random nonce; for an audited read the hashing
+// and writing of its two records.
+import CLinux
 import COpenSSL
 import CSQLite
 import Foundation
@@ -124,6 +126,71 @@ final class RawAESGCMSealer {
             }
         }
         precondition(ok, "AES-GCM seal floor failed")
+    }
+}
+
+/// The least an audit device must do for one read's two records, with the C libraries directly: HMAC-SHA256
+/// over each line (from a hash state kept after the bytes the two lines share, as the device keeps one after
+/// a token's auth block), an HMAC of each response value, the lines copied into a batch, and the batch
+/// appended to a file once it holds 256 KiB, uncached as the device writes big batches (FileAuditSink).
+/// No JSON is built, escaped or hex-encoded here.
+final class RawAuditLines {
+    private let lines: [[UInt8]]
+    private let shared: Int
+    private let values: [[UInt8]]
+    private let inner = UnsafeMutablePointer<SHA256_CTX>.allocate(capacity: 1)
+    private let outer = UnsafeMutablePointer<SHA256_CTX>.allocate(capacity: 1)
+    private let afterShared = UnsafeMutablePointer<SHA256_CTX>.allocate(capacity: 1)
+    private var batch: [UInt8] = []
+    private let fd: Int32
+
+    /// `lines`: one read's records as the device wrote them; `valueLengths`: the lengths of the strings
+    /// the response's record holds as HMACs; `path`: a new file to append to.
+    init(lines: [[UInt8]], valueLengths: [Int], path: String) {
+        self.lines = lines
+        shared = zip(lines[0], lines[1]).prefix { $0 == $1 }.count
+        values = valueLengths.map { [UInt8](repeating: 0x61, count: $0) }
+        let key = (0..<32).map { _ in UInt8.random(in: 0...255) } + [UInt8](repeating: 0, count: 32)
+        SHA256_Init(inner)
+        SHA256_Update(inner, key.map { $0 ^ 0x36 }, 64)
+        SHA256_Init(outer)
+        SHA256_Update(outer, key.map { $0 ^ 0x5C }, 64)
+        afterShared.initialize(to: inner.pointee)
+        SHA256_Update(afterShared, lines[0], shared)
+        batch.reserveCapacity(1 << 17)
+        fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        precondition(fd >= 0, "audit floor: cannot open \(path)")
+    }
+
+    deinit {
+        close(fd)
+        for state in [inner, outer, afterShared] { state.deallocate() }
+    }
+
+    /// The two lines of one read.
+    func write() {
+        var digest = [UInt8](repeating: 0, count: 32)
+        func mac(from start: UnsafeMutablePointer<SHA256_CTX>, _ bytes: UnsafeRawBufferPointer) {
+            var ctx = start.pointee
+            SHA256_Update(&ctx, bytes.baseAddress, bytes.count)
+            SHA256_Final(&digest, &ctx)
+            ctx = outer.pointee
+            SHA256_Update(&ctx, digest, 32)
+            SHA256_Final(&digest, &ctx)
+        }
+        for value in values { value.withUnsafeBytes { mac(from: inner, $0) } }
+        for line in lines {
+            line.withUnsafeBytes { mac(from: afterShared, UnsafeRawBufferPointer(rebasing: $0[shared...])) }
+            batch.append(contentsOf: line)
+        }
+        if batch.count >= 1 << 18 {
+            let written = batch.withUnsafeBytes {
+                let n = coffer_write_uncached(fd, $0.baseAddress, $0.count)
+                return n >= 0 ? n : Foundation.write(fd, $0.baseAddress, $0.count)
+            }
+            precondition(written == batch.count, "audit floor: short write")
+            batch.removeAll(keepingCapacity: true)
+        }
     }
 }
 

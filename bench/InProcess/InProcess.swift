@@ -155,6 +155,17 @@ func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
     defer { queued.close() }
     let (synced, syncedToken) = try auditedVault("audit-sync-all", options: ["sync": "all"])
     defer { synced.close() }
+    // The floor of the audit's work: one read's two records as the device wrote them, hashed and written
+    // with the C libraries alone. The response's record holds the payload's values, `created_time` and
+    // `deletion_time` (empty) as HMACs.
+    _ = try queued.handle(Request(.read, "secret/data/app/db", token: queuedToken))
+    try queued.core.flushAudit()
+    let auditLog = try Data(contentsOf: directory.appendingPathComponent("audit-queued.log"))
+    let auditFloor = RawAuditLines(
+        lines: auditLog.split(separator: 0x0A).suffix(2).map { Array($0) + [0x0A] },
+        valueLengths: payload.values.map { $0.stringValue?.utf8.count ?? 0 } + [30, 0],
+        path: directory.appendingPathComponent("audit-floor.log").path
+    )
     try bench.compare([
         (
             "kv read (audit reference: no device)",
@@ -168,6 +179,7 @@ func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
             "kv read + file audit, sync=all",
             { _ = try synced.handle(Request(.read, "secret/data/app/db", token: syncedToken)) }, nil
         ),
+        ("floor: the two audit records of a kv read (raw C)", auditFloor.write, nil),
     ])
 
     // The same read in a namespace (issue 19: within 1.1x of root), addressed by path prefix and by
