@@ -202,6 +202,44 @@ extension Harness {
         )
     }
 
+    /// Logins use the config and role as parsed once (JWTBackend's caches); every change to them through
+    /// the API applies to the very next login.
+    @Test func roleAndConfigChangesApplyToTheNextLogin() throws {
+        let h = try Harness()
+        let first = try TestKey(.p256)
+        let second = try TestKey(.p256)
+        try h.mountJWT(config: ["jwt_validation_pubkeys": [.string(first.publicPEM)]])
+        #expect(h.wire("POST", "auth/jwt/role/web", Self.webRole).status == 204)
+        #expect(h.login(try first.sign("ES256", claims(h))).status == 200)
+
+        var role = try #require(Self.webRole.objectValue)
+        role["token_policies"] = ["app2"]
+        #expect(h.wire("POST", "auth/jwt/role/web", .object(role)).status == 204)
+        #expect(h.login(try first.sign("ES256", claims(h))).json?["auth"]?["policies"] == ["app2", "default"])
+
+        role["bound_claims"] = ["team": "billing"]
+        #expect(h.wire("POST", "auth/jwt/role/web", .object(role)).status == 204)
+        let unbound = h.login(try first.sign("ES256", claims(h)))
+        #expect(
+            unbound.status == 400
+                && errors(unbound.json) == [
+                    "error validating claims: claim \"team\" does not match any associated bound claim values"
+                ]
+        )
+
+        #expect(h.wire("DELETE", "auth/jwt/role/web").status == 204)
+        let gone = h.login(try first.sign("ES256", claims(h)))
+        #expect(gone.status == 400 && errors(gone.json) == [#"role "web" could not be found"#])
+
+        #expect(h.wire("POST", "auth/jwt/role/web", Self.webRole).status == 204)
+        #expect(h.login(try first.sign("ES256", claims(h))).status == 200)
+        #expect(
+            h.wire("POST", "auth/jwt/config", ["jwt_validation_pubkeys": [.string(second.publicPEM)]]).status == 204
+        )
+        #expect(h.login(try first.sign("ES256", claims(h))).status == 400, "the replaced key no longer verifies")
+        #expect(h.login(try second.sign("ES256", claims(h))).status == 200)
+    }
+
     @Test func roleAndConfigErrors() throws {
         #expect(JWTBackend.paths.validate() == [])
         let h = try Harness()

@@ -23,8 +23,13 @@ import Synchronization
 package final class JWTBackend: TableBackend {
     package init() {}
 
-    /// The key ring of the stored config, with the stored bytes it was built from.
-    private let ring = Mutex<(fingerprint: [UInt8], ring: JWTKeyRing)?>(nil)
+    /// The stored config, parsed, and its key ring: nil until a login loads them, dropped when `config`
+    /// changes (the epoch refuses a fill that read the config before the change).
+    private let loaded = Mutex<(epoch: UInt64, value: (config: JWTConfig, ring: JWTKeyRing)?)>((0, nil))
+    /// Held by a config write from its storage write to its filling of `loaded`.
+    private let configWrites = Mutex(())
+    /// Parsed roles by name, a copy per CPU, dropped when `role/<name>` changes. Roles hold no secrets.
+    private let roles = PerCPUCache<String, JWTRole>(limit: 1_000)
     /// Pending OIDC logins by state.
     let oidcStates = Mutex<[String: OIDCPending]>([:])
 
@@ -61,7 +66,14 @@ package final class JWTBackend: TableBackend {
     ])
 
     package func invalidate(_ key: String) {
-        if key == "config" { ring.withLock { $0 = nil } }
+        if key == "config" {
+            loaded.withLock { l in
+                l.epoch &+= 1
+                l.value = nil
+            }
+        } else if key.hasPrefix("role/") {
+            roles.update(String(key.dropFirst("role/".count)), to: nil)
+        }
     }
 
     // MARK: - config
@@ -79,9 +91,12 @@ package final class JWTBackend: TableBackend {
             guard let keys = try? ring.fetchAll() else { throw CofferError.invalid("error checking jwks URL") }
             ring.seed(keys, at: request.now.seconds)
         }
-        let bytes = JSONValue.object(config.stored).serialized()
-        try request.storage.put("config", bytes)
-        self.ring.withLock { $0 = (bytes, ring) }
+        // The write drops the parsed config (the change feed); the keys fetched here go in after it, under
+        // a lock so that two writers leave the cache as they leave storage.
+        try configWrites.withLock { _ throws(CofferError) in
+            try request.storage.putJSON("config", .object(config.stored))
+            loaded.withLock { $0.value = (config, ring) }
+        }
         return .noContent
     }
 
@@ -90,17 +105,15 @@ package final class JWTBackend: TableBackend {
         return JWTConfig(stored: json)
     }
 
-    /// The stored config and its key ring (built again when the stored config changed, fetching
-    /// the discovery document if it has one). nil when there is no config.
+    /// The stored config and its key ring, parsed and built once per change of the stored config
+    /// (fetching the discovery document if it has one). nil when there is no config.
     func configAndRing(_ storage: StorageView) throws(CofferError) -> (JWTConfig, JWTKeyRing)? {
-        guard let bytes = try storage.get("config"),
-            case .object(let json)? = try? JSONValue.parse(bytes)
-        else { return nil }
-        let config = JWTConfig(stored: json)
-        if let cached = ring.withLock({ $0 }), cached.fingerprint == bytes { return (config, cached.ring) }
-        let built = try config.keyRing()
-        ring.withLock { $0 = (bytes, built) }
-        return (config, built)
+        let (epoch, cached) = loaded.withLock { ($0.epoch, $0.value) }
+        if let cached { return cached }
+        guard let config = try Self.loadConfig(storage) else { return nil }
+        let built = (config: config, ring: try config.keyRing())
+        loaded.withLock { l in if l.epoch == epoch { l.value = built } }
+        return built
     }
 
     // MARK: - roles
@@ -108,6 +121,15 @@ package final class JWTBackend: TableBackend {
     static func loadRole(_ storage: StorageView, _ name: String) throws(CofferError) -> JWTRole? {
         guard !name.isEmpty, case .object(let json)? = try storage.getJSON("role/" + name) else { return nil }
         return JWTRole(json: json)
+    }
+
+    /// The role `name` for a login: parsed once per change of the stored role.
+    func cachedRole(_ storage: StorageView, _ name: String) throws(CofferError) -> JWTRole? {
+        let (cached, ticket) = roles.lookup(name)
+        if let cached { return cached }
+        guard let role = try Self.loadRole(storage, name) else { return nil }
+        roles.fill(name, role, ticket)
+        return role
     }
 
     func roleExists(_ request: ExistenceRequest) throws(CofferError) -> Bool {
@@ -147,7 +169,7 @@ package final class JWTBackend: TableBackend {
         }
         let roleName = request.fields.string("role").flatMap { $0.isEmpty ? nil : $0 } ?? config.defaultRole
         guard !roleName.isEmpty else { throw CofferError.invalid("missing role") }
-        guard let role = try Self.loadRole(request.storage, roleName) else {
+        guard let role = try cachedRole(request.storage, roleName) else {
             throw CofferError.invalid("role \"\(roleName)\" could not be found")
         }
         guard role.roleType != "oidc" else { throw CofferError.invalid("role with oidc role_type is not allowed") }

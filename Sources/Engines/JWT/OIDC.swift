@@ -38,7 +38,7 @@ extension JWTBackend {
         }
         let roleName = request.fields.string("role").flatMap { $0.isEmpty ? nil : $0 } ?? config.defaultRole
         guard !roleName.isEmpty else { throw CofferError.invalid("missing role") }
-        guard let role = try Self.loadRole(request.storage, roleName) else {
+        guard let role = try cachedRole(request.storage, roleName) else {
             throw CofferError.invalid("role \"\(roleName)\" could not be found")
         }
         guard let redirectURI = request.fields.string("redirect_uri"), !redirectURI.isEmpty else {
@@ -109,7 +109,7 @@ extension JWTBackend {
         guard let (config, ring) = try configAndRing(request.storage) else {
             throw CofferError.invalid(failed + "Could not load configuration")
         }
-        guard let role = try Self.loadRole(request.storage, pending.roleName) else {
+        guard let role = try cachedRole(request.storage, pending.roleName) else {
             throw CofferError.invalid("role \"\(pending.roleName)\" could not be found")
         }
         guard let discovery = ring.discovery else {
