@@ -160,22 +160,39 @@ package struct SpecialPaths: Sendable {
         return false
     }
 
+    /// Segment by segment, over the bytes (no split: PKI's issue path checks six such globs a request).
     private static func matchesSegments(_ glob: String, _ path: String) -> Bool {
-        let patternParts = glob.split(separator: "/", omittingEmptySubsequences: false)
-        let pathParts = path.split(separator: "/", omittingEmptySubsequences: false)
-        for (index, part) in patternParts.enumerated() {
-            if index == patternParts.count - 1, part.hasSuffix("*") {
-                guard index < pathParts.count else { return false }
-                return part == "*" || pathParts[index].hasPrefix(part.dropLast())
+        var glob = glob
+        var path = path
+        return glob.withUTF8 { g in path.withUTF8 { p in matchesSegments(g, p) } }
+    }
+
+    private static func matchesSegments(_ glob: UnsafeBufferPointer<UInt8>, _ path: UnsafeBufferPointer<UInt8>) -> Bool
+    {
+        let slash = UInt8(ascii: "/")
+        var g = 0
+        var p = 0
+        while true {
+            var gEnd = g
+            while gEnd < glob.count && glob[gEnd] != slash { gEnd += 1 }
+            var pEnd = p
+            while pEnd < path.count && path[pEnd] != slash { pEnd += 1 }
+            let part = glob[g..<gEnd]
+            let segment = path[p..<pEnd]
+            let lastPart = gEnd == glob.count
+            if lastPart, part.last == UInt8(ascii: "*") {
+                return segment.starts(with: part.dropLast())
             }
-            guard index < pathParts.count else { return false }
-            if part == "+" {
-                if pathParts[index].isEmpty { return false }
-            } else if part != pathParts[index] {
+            if part.count == 1, part.first == UInt8(ascii: "+") {
+                if segment.isEmpty { return false }
+            } else if !part.elementsEqual(segment) {
                 return false
             }
+            let pathGoesOn = pEnd < path.count
+            if lastPart || !pathGoesOn { return lastPart && !pathGoesOn }
+            g = gEnd + 1
+            p = pEnd + 1
         }
-        return patternParts.count == pathParts.count
     }
 }
 

@@ -53,6 +53,28 @@ import Testing
 
     /// A table serves a path by its first matching pattern, in declaration order: the same answer as
     /// trying every pattern's full match in turn, for every path made of the tables' own words.
+    /// Vault's special-path globs: a literal path, a prefix ending in `*`, and `+` for one whole segment.
+    @Test func specialPathGlobs() {
+        let pki = [
+            "cert/*", "ca", "crl/pem", "issuer/+/pem", "issuer/+/crl/der", "issuer/+/x*", "+/only", "keys/+/*",
+        ]
+        let cases: [(String, Bool)] = [
+            ("cert/", true), ("cert/1a:2b", true), ("certs", false), ("ca", true), ("ca/pem", false), ("crl/pem", true),
+            ("issuer/abc/pem", true), ("issuer//pem", false), ("issuer/abc", false), ("issuer/abc/pem/more", false),
+            ("issuer/abc/crl/der", true), ("issuer/abc/crl", false), ("issuer/a/b/crl/der", false),
+            ("issuer/abc/xyz", true), ("issuer/abc/y", false), ("issuer/abc/x", true), ("a/only", true), ("a/b", false),
+            ("/only", false), ("a/only/c", false), ("keys/k/", true), ("keys/k/anything/else", true), ("keys/k", false),
+            ("", false), ("issue/web", false),
+        ]
+        for (path, expected) in cases {
+            #expect(SpecialPaths.matches(pki, path) == expected, "\(path)")
+        }
+        #expect(!SpecialPaths.matches([], "ca"))
+        #expect(
+            SpecialPaths.matches(["+"], "x") && !SpecialPaths.matches(["+"], "") && !SpecialPaths.matches(["+"], "x/y")
+        )
+    }
+
     @Test func aTableRoutesToTheFirstPatternThatMatches() {
         let patterns = [
             "keys/", "keys/{name}", "keys/{name}/rotate", "encrypt/{name}", "export/{kind}/{name}/{version?}",
