@@ -269,9 +269,14 @@ extension PKey {
 
     /// The EC public point, uncompressed.
     func ecPoint() throws(CofferError) -> [UInt8] {
+        if let generatedPoint { return generatedPoint }
+        return try PKey.ecPoint(of: pointer)
+    }
+
+    static func ecPoint(of key: OpaquePointer) throws(CofferError) -> [UInt8] {
         var point = [UInt8](repeating: 0, count: 133)
         var length = 0
-        guard EVP_PKEY_get_octet_string_param(pointer, "pub", &point, point.count, &length) == 1 else {
+        guard EVP_PKEY_get_octet_string_param(key, "pub", &point, point.count, &length) == 1 else {
             throw PKey.failure("read an EC public key")
         }
         return Array(point.prefix(length))

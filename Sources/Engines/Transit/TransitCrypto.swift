@@ -171,8 +171,14 @@ final class PKey: Sendable {
     // Owned exclusively; OpenSSL documents an EVP_PKEY as safe to use from several threads at once for
     // signing and verifying once it is fully set up, which it is here before `init` returns.
     nonisolated(unsafe) let pointer: OpaquePointer
+    /// A generated EC key's public point (uncompressed), read once: each read converts the point to
+    /// affine coordinates, and a PKI leaf needs it twice (its SubjectPublicKeyInfo and its SEC1 key).
+    let generatedPoint: [UInt8]?
 
-    init(_ pointer: OpaquePointer) { self.pointer = pointer }
+    init(_ pointer: OpaquePointer, point: [UInt8]? = nil) {
+        self.pointer = pointer
+        generatedPoint = point
+    }
     deinit { EVP_PKEY_free(pointer) }
 
     /// An internal error naming the step and OpenSSL's own reason (never key material).
@@ -202,7 +208,13 @@ final class PKey: Sendable {
             rsaBits.map({ EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, Int32($0)) == 1 }) ?? true,
             EVP_PKEY_generate(ctx, &key) == 1, let key
         else { throw failure("generate a key") }
-        return PKey(key)
+        guard curve != nil else { return PKey(key) }
+        do {
+            return PKey(key, point: try ecPoint(of: key))
+        } catch {
+            EVP_PKEY_free(key)
+            throw error
+        }
     }
 
     /// The Ed25519 key of a 32-byte seed.
