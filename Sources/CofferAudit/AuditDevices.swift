@@ -293,8 +293,9 @@ package final class FileAuditSink: AuditSink {
     /// Whether big batches are written uncached: nil until one has been written.
     package var writesUncached: Bool? { state.withLock { $0.uncached } }
 
-    /// Writes `bytes` with uncached writes until they are all written (their count) or one fails (-1, errno
-    /// set). A refusal (EOPNOTSUPP) can only come first: a file system either takes them or not.
+    /// Writes `bytes` with uncached writes; returns how many went out before one failed (all of them if none
+    /// did), or -1 with errno set if the first failed. A refusal (EOPNOTSUPP) can only come first: a file
+    /// system either takes them or not.
     private func writeUncached(_ fd: Int32, _ bytes: [UInt8]) -> Int {
         bytes.withUnsafeBytes { buffer in
             var written = 0
