@@ -1,6 +1,7 @@
 import Coffer
 import CofferCore
 import Foundation
+import Synchronization
 import Testing
 
 /// The PKI engine through the wire form, every certificate and CRL checked by the `openssl` CLI
@@ -154,6 +155,46 @@ private func text(_ data: [String: JSONValue], _ key: String) -> String { data[k
         let keyPub = try ssl.run(["pkey", "-in", ssl.write("leaf.key", text(leaf, "private_key")), "-pubout"]).output
         let certPub = try ssl.run(["x509", "-in", ssl.dir.file("leaf.pem"), "-noout", "-pubkey"]).output
         #expect(!keyPub.isEmpty && keyPub == certPub)
+    }
+
+    /// EC keys come from key-generation contexts kept for reuse (PKey.generate), one thread at a time
+    /// each: leaves issued from two threads at once all have keys of their own, each matching its
+    /// certificate.
+    @Test func leavesIssuedFromTwoThreadsAtOnceHaveKeysOfTheirOwn() throws {
+        let h = try Harness()
+        let rootPEM = try h.mountPKI()
+        let perThread = 20
+        let leaves = Mutex<[[String: JSONValue]]>([])
+        let failures = Mutex<[String]>([])
+        DispatchQueue.concurrentPerform(iterations: 2) { thread in
+            for i in 0..<perThread {
+                do {
+                    let leaf = try h.issue("web", "t\(thread)-\(i).example.internal")
+                    leaves.withLock { $0.append(leaf) }
+                } catch {
+                    failures.withLock { $0.append("\(error)") }
+                }
+            }
+        }
+        #expect(failures.withLock { $0 } == [])
+        let all = leaves.withLock { $0 }
+        #expect(all.count == 2 * perThread)
+        #expect(Set(all.map { text($0, "private_key") }).count == all.count)
+        #expect(Set(all.map { text($0, "serial_number") }).count == all.count)
+        let ssl = OpenSSL()
+        _ = ssl.write("root.pem", rootPEM)
+        for (n, leaf) in all.enumerated() where n % 10 == 9 {
+            let keyPub = try ssl.run(["pkey", "-in", ssl.write("\(n).key", text(leaf, "private_key")), "-pubout"])
+            let certPub = try ssl.run([
+                "x509", "-in", ssl.write("\(n).pem", text(leaf, "certificate")), "-noout", "-pubkey",
+            ])
+            #expect(!keyPub.output.isEmpty && keyPub.output == certPub.output)
+            let verify = try ssl.run([
+                "verify", "-attime", String(h.clock.now().seconds), "-CAfile", ssl.dir.file("root.pem"),
+                ssl.dir.file("\(n).pem"),
+            ])
+            #expect(verify.status == 0, "\(verify.output) \(verify.errors)")
+        }
     }
 
     @Test func keyTypesAndFormats() throws {

@@ -1,6 +1,7 @@
 import COpenSSL
 import CofferCore
 package import CofferFramework
+import Synchronization
 
 // The OpenSSL 3 EVP operations transit needs: AEADs, digests and HMACs by name, and asymmetric keys
 // (generate, sign, verify, RSA-OAEP, PEM/DER encodings). Algorithms are fetched once; EVP_CIPHER and
@@ -198,17 +199,22 @@ final class PKey: Sendable {
 
     /// A fresh EC key on `curve` ("P-256", "P-384", "P-521") or RSA key of `rsaBits`.
     static func generate(curve: String? = nil, rsaBits: Int? = nil) throws(CofferError) -> PKey {
-        guard let ctx = EVP_PKEY_CTX_new_from_name(nil, curve != nil ? "EC" : "RSA", nil) else {
-            throw failure("create a key context")
+        guard let curve else {
+            guard let ctx = EVP_PKEY_CTX_new_from_name(nil, "RSA", nil) else { throw failure("create a key context") }
+            defer { EVP_PKEY_CTX_free(ctx) }
+            var key: OpaquePointer?
+            guard EVP_PKEY_keygen_init(ctx) == 1,
+                rsaBits.map({ EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, Int32($0)) == 1 }) ?? true,
+                EVP_PKEY_generate(ctx, &key) == 1, let key
+            else { throw failure("generate a key") }
+            return PKey(key)
         }
-        defer { EVP_PKEY_CTX_free(ctx) }
+        let context = try KeygenContext.take(curve: curve)
         var key: OpaquePointer?
-        guard EVP_PKEY_keygen_init(ctx) == 1,
-            curve.map({ EVP_PKEY_CTX_set_group_name(ctx, $0) == 1 }) ?? true,
-            rsaBits.map({ EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, Int32($0)) == 1 }) ?? true,
-            EVP_PKEY_generate(ctx, &key) == 1, let key
-        else { throw failure("generate a key") }
-        guard curve != nil else { return PKey(key) }
+        guard EVP_PKEY_generate(context.pointer, &key) == 1, let key else {
+            throw failure("generate a key")  // the context is dropped, not put back
+        }
+        KeygenContext.putBack(context, curve: curve)
         do {
             return PKey(key, point: try ecPoint(of: key))
         } catch {
@@ -528,5 +534,36 @@ final class PKey: Sendable {
             _ = i2d_ECDSA_SIG(sig, &cursor)
         }
         return out
+    }
+}
+
+/// An EC key-generation context set up for one curve, kept for the next key: OpenSSL lets a context
+/// generate many keys, and setting one up costs more than the key (P-256 on the VM of
+/// docs/benchmarks.md: 18.7 µs a key with a new context, 8.4 µs with a kept one). A context is used by
+/// one thread at a time: taken from the pool, used, put back.
+private final class KeygenContext: Sendable {
+    nonisolated(unsafe) let pointer: OpaquePointer
+    /// At most this many contexts are kept per curve; more are freed when put back.
+    static let kept = 8
+    private static let pool = Mutex<[String: [KeygenContext]]>([:])
+
+    private init(_ pointer: OpaquePointer) { self.pointer = pointer }
+    deinit { EVP_PKEY_CTX_free(pointer) }
+
+    /// A kept context for `curve`, or a new one.
+    static func take(curve: String) throws(CofferError) -> KeygenContext {
+        if let kept = pool.withLock({ $0[curve]?.popLast() }) { return kept }
+        guard let ctx = EVP_PKEY_CTX_new_from_name(nil, "EC", nil) else { throw PKey.failure("create a key context") }
+        let context = KeygenContext(ctx)
+        guard EVP_PKEY_keygen_init(ctx) == 1, EVP_PKEY_CTX_set_group_name(ctx, curve) == 1 else {
+            throw PKey.failure("generate a key")
+        }
+        return context
+    }
+
+    static func putBack(_ context: KeygenContext, curve: String) {
+        pool.withLock { pool in
+            if pool[curve, default: []].count < kept { pool[curve, default: []].append(context) }
+        }
     }
 }
