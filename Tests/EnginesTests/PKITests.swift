@@ -157,9 +157,9 @@ private func text(_ data: [String: JSONValue], _ key: String) -> String { data[k
         #expect(!keyPub.isEmpty && keyPub == certPub)
     }
 
-    /// EC keys come from key-generation contexts kept for reuse (PKey.generate), one thread at a time
-    /// each: leaves issued from two threads at once all have keys of their own, each matching its
-    /// certificate.
+    /// EC keys come from key-generation contexts kept for reuse, and the issuer signs with kept signing
+    /// contexts (PKeyContext), one thread at a time each: leaves issued from two threads at once all have
+    /// keys of their own, each matching its certificate, and verify against the root.
     @Test func leavesIssuedFromTwoThreadsAtOnceHaveKeysOfTheirOwn() throws {
         let h = try Harness()
         let rootPEM = try h.mountPKI()

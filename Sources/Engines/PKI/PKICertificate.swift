@@ -378,6 +378,7 @@ extension PKey {
 
     /// Signs `message` (a TBSCertificate, TBSCertList or CertificationRequestInfo) with `algorithm`.
     func sign(_ message: [UInt8], _ algorithm: SignatureAlgorithm) throws(CofferError) -> [UInt8] {
+        if case .ecdsa(let digest) = algorithm { return try signECDSA(message, digest: digest) }
         guard let md = EVP_MD_CTX_new() else { throw PKey.failure("sign") }
         defer { EVP_MD_CTX_free(md) }
         var pctx: OpaquePointer?
@@ -393,6 +394,36 @@ extension PKey {
         guard EVP_DigestSign(md, nil, &length, message, message.count) == 1 else { throw PKey.failure("sign") }
         var signature = [UInt8](repeating: 0, count: length)
         guard EVP_DigestSign(md, &signature, &length, message, message.count) == 1 else { throw PKey.failure("sign") }
+        return Array(signature.prefix(length))
+    }
+
+    /// An ECDSA signature of `message`'s digest, with one of this key's kept signing contexts.
+    private func signECDSA(_ message: [UInt8], digest: String) throws(CofferError) -> [UInt8] {
+        var hash = [UInt8](repeating: 0, count: 64)
+        let hashLength: Int
+        switch digest {
+        case "SHA512":
+            SHA512(message, message.count, &hash)
+            hashLength = 64
+        case "SHA384":
+            SHA384(message, message.count, &hash)
+            hashLength = 48
+        default:
+            SHA256(message, message.count, &hash)
+            hashLength = 32
+        }
+        let context = try ecdsaContexts.take { () throws(CofferError) in
+            guard let ctx = EVP_PKEY_CTX_new_from_pkey(nil, pointer, nil) else { throw PKey.failure("sign") }
+            let context = PKeyContext(ctx)
+            guard EVP_PKEY_sign_init(ctx) == 1 else { throw PKey.failure("sign") }
+            return context
+        }
+        var signature = [UInt8](repeating: 0, count: 160)  // P-521's DER signature is at most 139 bytes
+        var length = signature.count
+        guard EVP_PKEY_sign(context.pointer, &signature, &length, hash, hashLength) == 1 else {
+            throw PKey.failure("sign")
+        }
+        ecdsaContexts.putBack(context)
         return Array(signature.prefix(length))
     }
 }

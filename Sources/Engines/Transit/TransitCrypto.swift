@@ -175,6 +175,8 @@ final class PKey: Sendable {
     /// A generated EC key's public point (uncompressed), read once: each read converts the point to
     /// affine coordinates, and a PKI leaf needs it twice (its SubjectPublicKeyInfo and its SEC1 key).
     let generatedPoint: [UInt8]?
+    /// ECDSA signing contexts for this key (PKey.sign).
+    let ecdsaContexts = PKeyContextPool()
 
     init(_ pointer: OpaquePointer, point: [UInt8]? = nil) {
         self.pointer = pointer
@@ -209,12 +211,18 @@ final class PKey: Sendable {
             else { throw failure("generate a key") }
             return PKey(key)
         }
-        let context = try KeygenContext.take(curve: curve)
-        var key: OpaquePointer?
-        guard EVP_PKEY_generate(context.pointer, &key) == 1, let key else {
-            throw failure("generate a key")  // the context is dropped, not put back
+        let pool = PKeyContextPool.keygen(curve: curve)
+        let context = try pool.take { () throws(CofferError) in
+            guard let ctx = EVP_PKEY_CTX_new_from_name(nil, "EC", nil) else { throw failure("create a key context") }
+            let context = PKeyContext(ctx)
+            guard EVP_PKEY_keygen_init(ctx) == 1, EVP_PKEY_CTX_set_group_name(ctx, curve) == 1 else {
+                throw failure("generate a key")
+            }
+            return context
         }
-        KeygenContext.putBack(context, curve: curve)
+        var key: OpaquePointer?
+        guard EVP_PKEY_generate(context.pointer, &key) == 1, let key else { throw failure("generate a key") }
+        pool.putBack(context)
         do {
             return PKey(key, point: try ecPoint(of: key))
         } catch {
@@ -537,33 +545,41 @@ final class PKey: Sendable {
     }
 }
 
-/// An EC key-generation context set up for one curve, kept for the next key: OpenSSL lets a context
-/// generate many keys, and setting one up costs more than the key (P-256 on the VM of
-/// docs/benchmarks.md: 18.7 µs a key with a new context, 8.4 µs with a kept one). A context is used by
-/// one thread at a time: taken from the pool, used, put back.
-private final class KeygenContext: Sendable {
+/// An OpenSSL `EVP_PKEY_CTX` set up for one job (generating keys on one curve, signing with one key) and
+/// kept for the next: setting one up fetches the algorithm from the provider and costs more than an EC
+/// key (P-256 on the VM of docs/benchmarks.md: 18.7 µs a key with a new context, 8.4 µs with a kept one;
+/// an ECDSA signature 16.9 against 14.9 µs). A context is used by one thread at a time: taken from its
+/// pool, used, put back. One whose operation failed is dropped, not put back.
+final class PKeyContext: Sendable {
     nonisolated(unsafe) let pointer: OpaquePointer
-    /// At most this many contexts are kept per curve; more are freed when put back.
-    static let kept = 8
-    private static let pool = Mutex<[String: [KeygenContext]]>([:])
 
-    private init(_ pointer: OpaquePointer) { self.pointer = pointer }
+    init(_ pointer: OpaquePointer) { self.pointer = pointer }
     deinit { EVP_PKEY_CTX_free(pointer) }
+}
 
-    /// A kept context for `curve`, or a new one.
-    static func take(curve: String) throws(CofferError) -> KeygenContext {
-        if let kept = pool.withLock({ $0[curve]?.popLast() }) { return kept }
-        guard let ctx = EVP_PKEY_CTX_new_from_name(nil, "EC", nil) else { throw PKey.failure("create a key context") }
-        let context = KeygenContext(ctx)
-        guard EVP_PKEY_keygen_init(ctx) == 1, EVP_PKEY_CTX_set_group_name(ctx, curve) == 1 else {
-            throw PKey.failure("generate a key")
+/// Contexts kept for reuse: at most `kept`; more are freed when put back.
+final class PKeyContextPool: Sendable {
+    static let kept = 8
+    private let contexts = Mutex<[PKeyContext]>([])
+
+    /// The EC keygen pool of each curve.
+    private static let keygen = Mutex<[String: PKeyContextPool]>([:])
+    static func keygen(curve: String) -> PKeyContextPool {
+        keygen.withLock { pools in
+            if let pool = pools[curve] { return pool }
+            let pool = PKeyContextPool()
+            pools[curve] = pool
+            return pool
         }
-        return context
     }
 
-    static func putBack(_ context: KeygenContext, curve: String) {
-        pool.withLock { pool in
-            if pool[curve, default: []].count < kept { pool[curve, default: []].append(context) }
-        }
+    /// A kept context, or a new one from `make`.
+    func take(_ make: () throws(CofferError) -> PKeyContext) throws(CofferError) -> PKeyContext {
+        if let kept = contexts.withLock({ $0.popLast() }) { return kept }
+        return try make()
+    }
+
+    func putBack(_ context: PKeyContext) {
+        contexts.withLock { if $0.count < Self.kept { $0.append(context) } }
     }
 }
