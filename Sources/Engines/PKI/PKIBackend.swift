@@ -272,7 +272,9 @@ package final class PKIBackend: TableBackend {
     /// A 20-byte serial: 11 random bytes (87 bits of entropy), the certificate's NotAfter (32 bits)
     /// and a 40-bit tag binding the two to the issuer.
     func newSerial(issuerID: String, notAfter: Int64, _ storage: StorageView) throws(CofferError) -> [UInt8] {
-        var random = Random.bytes(11)
+        // CSPRNG output from this thread's batch, as a nonce is: a serial must be unpredictable, not secret.
+        var random = [UInt8](repeating: 0, count: 11)
+        random.withUnsafeMutableBytes { Random.nonce($0) }
         random[0] = (random[0] & 0x3F) | 0x40
         let expiry = UInt32(clamping: notAfter)
         let expiryBytes: [UInt8] = [

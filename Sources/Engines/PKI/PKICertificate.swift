@@ -466,11 +466,9 @@ enum X509 {
             parts.count == 2, parts[1].tag == 0x03, !parts[1].content.isEmpty
         else { throw CofferError(.internal, "a public key could not be read back") }
         let bits = Array(parts[1].content.dropFirst())
+        // SHA1(), not EVP_Digest: that fetches the digest from the provider on every call.
         var digest = [UInt8](repeating: 0, count: 20)
-        var length: UInt32 = 20
-        guard EVP_Digest(bits, bits.count, &digest, &length, EVP_sha1(), nil) == 1 else {
-            throw PKey.failure("hash a public key")
-        }
+        SHA1(bits, bits.count, &digest)
         return digest
     }
 
