@@ -325,10 +325,14 @@ extension PKIBackend {
         format: String,
         pkcs8: Bool
     ) throws(CofferError) -> [String: JSONValue] {
+        // The issuers' PEM is made once, when they are loaded.
+        func encoded(_ issuer: LoadedIssuer) -> String {
+            format == "der" ? Base64.encode(issuer.entry.certificate) : issuer.pem
+        }
         var data: [String: JSONValue] = [
             "certificate": .string(Self.encode(der, format: format)),
-            "issuing_ca": .string(chain.first.map { Self.encode($0.entry.certificate, format: format) } ?? ""),
-            "ca_chain": .array(chain.map { .string(Self.encode($0.entry.certificate, format: format)) }),
+            "issuing_ca": .string(chain.first.map(encoded) ?? ""),
+            "ca_chain": .array(chain.map { .string(encoded($0)) }),
             "serial_number": .string(SerialText.colons(serial)), "expiration": .int(notAfter),
         ]
         if let key {
