@@ -335,19 +335,7 @@ package final class JOSEKey: @unchecked Sendable {
     /// up per token fetches the algorithms from the provider, about 2 µs of an ES256 login.
     private func verifyECDSA(_ digest: String, _ message: [UInt8], _ signature: [UInt8]) -> Bool {
         defer { ERR_clear_error() }
-        var hash = [UInt8](repeating: 0, count: 64)
-        let hashLength: Int
-        switch digest {
-        case "SHA512":
-            SHA512(message, message.count, &hash)
-            hashLength = 64
-        case "SHA384":
-            SHA384(message, message.count, &hash)
-            hashLength = 48
-        default:
-            SHA256(message, message.count, &hash)
-            hashLength = 32
-        }
+        let hash = PKeyContext.digest(digest, message)
         guard
             let context = try? ecdsaContexts.take({ () throws(CofferError) in
                 guard let ctx = EVP_PKEY_CTX_new_from_pkey(nil, pkey, nil) else { throw PKey.failure("verify") }
@@ -356,7 +344,7 @@ package final class JOSEKey: @unchecked Sendable {
                 return context
             })
         else { return false }
-        let result = EVP_PKEY_verify(context.pointer, signature, signature.count, hash, hashLength)
+        let result = EVP_PKEY_verify(context.pointer, signature, signature.count, hash, hash.count)
         if result >= 0 { ecdsaContexts.putBack(context) }  // 0: a bad signature; the context is sound
         return result == 1
     }

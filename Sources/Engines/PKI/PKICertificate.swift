@@ -399,19 +399,7 @@ extension PKey {
 
     /// An ECDSA signature of `message`'s digest, with one of this key's kept signing contexts.
     private func signECDSA(_ message: [UInt8], digest: String) throws(CofferError) -> [UInt8] {
-        var hash = [UInt8](repeating: 0, count: 64)
-        let hashLength: Int
-        switch digest {
-        case "SHA512":
-            SHA512(message, message.count, &hash)
-            hashLength = 64
-        case "SHA384":
-            SHA384(message, message.count, &hash)
-            hashLength = 48
-        default:
-            SHA256(message, message.count, &hash)
-            hashLength = 32
-        }
+        let hash = PKeyContext.digest(digest, message)
         let context = try ecdsaContexts.take { () throws(CofferError) in
             guard let ctx = EVP_PKEY_CTX_new_from_pkey(nil, pointer, nil) else { throw PKey.failure("sign") }
             let context = PKeyContext(ctx)
@@ -420,7 +408,7 @@ extension PKey {
         }
         var signature = [UInt8](repeating: 0, count: 160)  // P-521's DER signature is at most 139 bytes
         var length = signature.count
-        guard EVP_PKEY_sign(context.pointer, &signature, &length, hash, hashLength) == 1 else {
+        guard EVP_PKEY_sign(context.pointer, &signature, &length, hash, hash.count) == 1 else {
             throw PKey.failure("sign")
         }
         ecdsaContexts.putBack(context)

@@ -555,6 +555,28 @@ final class PKeyContext: Sendable {
 
     init(_ pointer: OpaquePointer) { self.pointer = pointer }
     deinit { EVP_PKEY_CTX_free(pointer) }
+
+    /// The SHA-2 digest named "SHA256", "SHA384" or "SHA512" of `message`, for signing or verifying it
+    /// with a kept context (one call, no digest fetched from the provider).
+    static func digest(_ name: String, _ message: [UInt8]) -> [UInt8] {
+        switch name {
+        case "SHA512":
+            [UInt8](unsafeUninitializedCapacity: 64) {
+                SHA512(message, message.count, $0.baseAddress)
+                $1 = 64
+            }
+        case "SHA384":
+            [UInt8](unsafeUninitializedCapacity: 48) {
+                SHA384(message, message.count, $0.baseAddress)
+                $1 = 48
+            }
+        default:
+            [UInt8](unsafeUninitializedCapacity: 32) {
+                SHA256(message, message.count, $0.baseAddress)
+                $1 = 32
+            }
+        }
+    }
 }
 
 /// Contexts kept for reuse: at most `kept`; more are freed when put back.
