@@ -105,19 +105,98 @@ private func splitLines(_ bytes: [UInt8]) -> [ArraySlice<UInt8>] {
     return lines
 }
 
-/// Writes all of `bytes` to `fd` (retrying short writes and EINTR); false on an error.
-private func writeAll(_ fd: Int32, _ bytes: [UInt8], from start: Int = 0) -> Bool {
-    bytes.withUnsafeBytes { buffer in
-        var written = start
-        while written < buffer.count {
-            let n = Glibc.write(fd, buffer.baseAddress! + written, buffer.count - written)
-            if n < 0 {
-                if errno == EINTR { continue }
-                return false
-            }
-            written += n
+/// Writes `bytes` to `fd`, retrying short writes and EINTR; returns how many were written before an
+/// error (errno says which), or all of them.
+private func writePrefix(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Int {
+    var written = 0
+    while written < bytes.count {
+        let n = Glibc.write(fd, bytes.baseAddress! + written, bytes.count - written)
+        if n < 0 {
+            if errno == EINTR { continue }
+            break
         }
-        return true
+        written += n
+    }
+    return written
+}
+
+/// Writes all of `bytes` to `fd` (retrying short writes and EINTR); false on an error.
+private func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
+    writePrefix(fd, bytes) == bytes.count
+}
+
+private func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+    bytes.withUnsafeBytes { writeAll(fd, $0) }
+}
+
+/// Appends the middle of big batches to a file with direct I/O: from one reused buffer to the disk,
+/// with no page-cache page to find for each 4 KiB. A plain write must get one; on a VM whose balloon
+/// takes free memory back from the guest (free page reporting), touching such a page first faults in
+/// the host, and copying a batch into the page cache cost 1-8 µs per KiB, against 0.1 µs this way
+/// (docs/audit.md).
+///
+/// The file's own descriptor (O_APPEND) writes the bytes up to the next aligned offset and those after
+/// the last whole block; this one, opened on the same file with O_APPEND | O_DIRECT, writes the blocks
+/// between them. The file's bytes are the batch's, in order, with nothing added. Data leaves the page
+/// cache no later than a plain write's would.
+final class DirectAppender {
+    let fd: Int32
+    /// Of offsets, lengths and memory: the file system's, but at least a page, so that no page-cache
+    /// page holds both bytes written the usual way and bytes written directly.
+    let alignment: Int
+    /// Set when the file system refused a direct write it had said it takes: use plain writes.
+    private(set) var refused = false
+    private(set) var written = 0
+    private var buffer: UnsafeMutableRawPointer?
+    /// The most one direct write carries: the buffer's size.
+    static let chunk = 1 << 20
+
+    /// Opens `path` for direct appends if it names the file `device`/`inode` and its file system
+    /// reports an alignment for direct I/O (Linux 6.1 and later); nil otherwise.
+    init?(path: String, device: UInt64, inode: UInt64) {
+        let fd = coffer_open_append_direct(path)
+        guard fd >= 0 else { return nil }
+        var st = stat()
+        let reported = Int(coffer_direct_alignment(fd))
+        guard fstat(fd, &st) == 0, UInt64(st.st_dev) == device, UInt64(st.st_ino) == inode, reported > 0,
+            reported <= 1 << 16
+        else {
+            Glibc.close(fd)
+            return nil
+        }
+        self.fd = fd
+        alignment = Swift.max(reported, sysconf(Int32(_SC_PAGESIZE)))
+    }
+
+    deinit {
+        Glibc.close(fd)
+        free(buffer)
+    }
+
+    /// Appends a prefix of `bytes` to the file `appending` (the sink's O_APPEND descriptor of the same
+    /// file) writes: the head through it, then whole blocks directly. Returns how many bytes it wrote;
+    /// the caller writes the rest the usual way (the tail, or everything after an error).
+    func append(_ bytes: UnsafeRawBufferPointer, after appending: Int32) -> Int {
+        var st = stat()
+        guard fstat(appending, &st) == 0 else { return 0 }
+        let head = Swift.min(bytes.count, (alignment - Int(st.st_size) % alignment) % alignment)
+        var done = writePrefix(appending, UnsafeRawBufferPointer(rebasing: bytes[..<head]))
+        guard done == head else { return done }
+        while bytes.count - done >= alignment {
+            if buffer == nil, posix_memalign(&buffer, alignment, Self.chunk) != 0 { buffer = nil }
+            guard let buffer else { break }
+            let length = Swift.min(DirectAppender.chunk, (bytes.count - done) / alignment * alignment)
+            buffer.copyMemory(from: bytes.baseAddress! + done, byteCount: length)
+            let n = Glibc.write(fd, buffer, length)
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 && errno == EINVAL { refused = true }
+            guard n > 0 else { break }
+            done += n
+            written += n
+            // A short write that ends inside a block: the rest goes the usual way.
+            guard n % alignment == 0 else { break }
+        }
+        return done
     }
 }
 
@@ -205,10 +284,9 @@ package struct AuditFileMode: Sendable, Equatable {
 /// writable) the write fails, so a broken device is noticed at once rather than writing into an
 /// unlinked file.
 ///
-/// A batch of at least `uncachedBatch` bytes (a busy device's) is written uncached where the kernel and
-/// the file system can (RWF_DONTCACHE, Linux 6.14): its pages are written back at once and leave the page
-/// cache once on disk. Nothing reads an audit log back through the server, and left cached it would push
-/// out the pages that are read (the database's). Where that is refused the device writes as usual.
+/// A batch of at least `directBatch` bytes (a busy device's) goes to the disk past the page cache where
+/// the file system has direct I/O (`DirectAppender`). Nothing reads an audit log back through the server,
+/// and left cached it would push out the pages that are read (the database's).
 package final class FileAuditSink: AuditSink {
     let path: String
     let mode: AuditFileMode
@@ -216,13 +294,12 @@ package final class FileAuditSink: AuditSink {
         var fd: Int32
         var device: UInt64
         var inode: UInt64
-        /// Whether the kernel and the file system take uncached writes: nil until a batch has tried.
-        var uncached: Bool?
+        /// Where big batches go, for a file system with direct I/O.
+        var direct: DirectAppender?
     }
-    /// The least a batch written uncached holds. Each uncached write starts its own writeback: on the
-    /// VM of docs/benchmarks.md that costs about 35 µs, as much as copying 10-20 KB into new page-cache
-    /// pages, so smaller batches are written as usual.
-    package static let uncachedBatch = 128 << 10
+    /// The least a batch written directly holds. A direct write waits for the disk, and below this size
+    /// costs more CPU per byte than a plain one at its best (docs/audit.md).
+    package static let directBatch = 128 << 10
     private let state: Mutex<State>
     private let tail: AuditFileTail
 
@@ -244,7 +321,7 @@ package final class FileAuditSink: AuditSink {
         }
         self.path = path
         self.mode = mode
-        self.state = Mutex(State(fd: opened.fd, device: opened.device, inode: opened.inode))
+        self.state = Mutex(State(fd: opened.fd, device: opened.device, inode: opened.inode, direct: opened.direct))
         self.tail = opened.tail
     }
 
@@ -257,12 +334,13 @@ package final class FileAuditSink: AuditSink {
     private func reopen(_ s: inout State) throws(CofferError) {
         if s.fd >= 0 { Glibc.close(s.fd) }
         s.fd = -1
+        s.direct = nil
         do {
             let opened = try FileAuditSink.open(path, mode: mode)
             s.fd = opened.fd
             s.device = opened.device
             s.inode = opened.inode
-            s.uncached = nil  // the new file may be on another file system
+            s.direct = opened.direct
         } catch {
             throw CofferError(.auditFailed, "cannot open audit file \(path): \(error.problem)")
         }
@@ -274,42 +352,20 @@ package final class FileAuditSink: AuditSink {
             if s.fd < 0 || stat(path, &st) != 0 || UInt64(st.st_ino) != s.inode || UInt64(st.st_dev) != s.device {
                 try reopen(&s)
             }
-            var written = 0
-            if s.uncached != false && lines.count >= Self.uncachedBatch {
-                written = writeUncached(s.fd, lines)
-                if written >= 0 {
-                    s.uncached = true
-                } else if [EOPNOTSUPP, ENOSYS, EINVAL, EPERM].contains(errno) {
-                    s.uncached = false  // this file system's answer: write as usual from now on
-                    written = 0
-                } else {
-                    throw posixError("cannot write to audit file \(path)")
-                }
+            let direct = lines.count >= Self.directBatch ? s.direct : nil
+            let fd = s.fd
+            let wrote = lines.withUnsafeBytes { bytes in
+                let written = direct?.append(bytes, after: fd) ?? 0
+                return writeAll(fd, UnsafeRawBufferPointer(rebasing: bytes[written...]))
             }
-            guard writeAll(s.fd, lines, from: written) else { throw posixError("cannot write to audit file \(path)") }
+            let failure = wrote ? nil : posixError("cannot write to audit file \(path)")
+            if direct?.refused == true { s.direct = nil }  // this file system's answer: write as usual
+            if let failure { throw failure }
         }
     }
 
-    /// Whether big batches are written uncached: nil until one has been written.
-    package var writesUncached: Bool? { state.withLock { $0.uncached } }
-
-    /// Writes `bytes` with uncached writes; returns how many went out before one failed (all of them if none
-    /// did), or -1 with errno set if the first failed. A refusal (EOPNOTSUPP) can only come first: a file
-    /// system either takes them or not.
-    private func writeUncached(_ fd: Int32, _ bytes: [UInt8]) -> Int {
-        bytes.withUnsafeBytes { buffer in
-            var written = 0
-            while written < buffer.count {
-                let n = coffer_write_uncached(fd, buffer.baseAddress! + written, buffer.count - written)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    return written > 0 ? written : -1
-                }
-                written += n
-            }
-            return written
-        }
-    }
+    /// How many bytes went to the file by direct I/O since it was opened.
+    package var bytesWrittenDirectly: Int { state.withLock { $0.direct?.written ?? 0 } }
 
     package func close() {
         state.withLock { s in
@@ -332,6 +388,7 @@ package final class FileAuditSink: AuditSink {
         let device: UInt64
         let inode: UInt64
         let tail: AuditFileTail
+        let direct: DirectAppender?
     }
 
     /// What a non-regular file is, for the error that refuses it.
@@ -463,7 +520,10 @@ package final class FileAuditSink: AuditSink {
         } else if let bits = mode.bits, opened.st_uid == geteuid(), opened.st_mode & 0o7777 != bits {
             _ = fchmod(fd, bits)
         }
-        return Opened(fd: fd, device: UInt64(opened.st_dev), inode: UInt64(opened.st_ino), tail: tail)
+        let device = UInt64(opened.st_dev)
+        let inode = UInt64(opened.st_ino)
+        let direct = DirectAppender(path: target, device: device, inode: inode)
+        return Opened(fd: fd, device: device, inode: inode, tail: tail, direct: direct)
     }
 }
 

@@ -131,9 +131,10 @@ final class RawAESGCMSealer {
 
 /// The least an audit device must do for one read's two records, with the C libraries directly: HMAC-SHA256
 /// over each line (from a hash state kept after the bytes the two lines share, as the device keeps one after
-/// a token's auth block), an HMAC of each response value, the lines copied into a batch, and the batch
-/// appended to a file once it holds 256 KiB, uncached as the device writes big batches (FileAuditSink).
-/// No JSON is built, escaped or hex-encoded here.
+/// a token's auth block), an HMAC of each response value, the lines copied into a batch, and the batch's
+/// whole blocks appended to a file by direct I/O once it holds 256 KiB, as the device writes big batches
+/// (DirectAppender). No JSON is built, escaped or hex-encoded here, and the batch is built in the aligned
+/// buffer the write takes.
 final class RawAuditLines {
     private let lines: [[UInt8]]
     private let shared: Int
@@ -141,8 +142,11 @@ final class RawAuditLines {
     private let inner = UnsafeMutablePointer<SHA256_CTX>.allocate(capacity: 1)
     private let outer = UnsafeMutablePointer<SHA256_CTX>.allocate(capacity: 1)
     private let afterShared = UnsafeMutablePointer<SHA256_CTX>.allocate(capacity: 1)
-    private var batch: [UInt8] = []
+    private static let batch = 1 << 18
+    private let buffer: UnsafeMutableRawPointer
+    private var filled = 0
     private let fd: Int32
+    private let alignment: Int
 
     /// `lines`: one read's records as the device wrote them; `valueLengths`: the lengths of the strings
     /// the response's record holds as HMACs; `path`: a new file to append to.
@@ -157,13 +161,26 @@ final class RawAuditLines {
         SHA256_Update(outer, key.map { $0 ^ 0x5C }, 64)
         afterShared.initialize(to: inner.pointee)
         SHA256_Update(afterShared, lines[0], shared)
-        batch.reserveCapacity(1 << 17)
-        fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        close(open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600))
+        // As the device: direct where the file system has it (alignment 1 writes plainly, as on tmpfs).
+        let direct = coffer_open_append_direct(path)
+        if direct >= 0, coffer_direct_alignment(direct) > 0 {
+            fd = direct
+            alignment = max(Int(coffer_direct_alignment(direct)), 4096)
+        } else {
+            if direct >= 0 { close(direct) }
+            fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC)
+            alignment = 1
+        }
         precondition(fd >= 0, "audit floor: cannot open \(path)")
+        var memory: UnsafeMutableRawPointer?
+        precondition(posix_memalign(&memory, max(alignment, 64), RawAuditLines.batch + 16 << 10) == 0)
+        buffer = memory!
     }
 
     deinit {
         close(fd)
+        free(buffer)
         for state in [inner, outer, afterShared] { state.deallocate() }
     }
 
@@ -180,16 +197,17 @@ final class RawAuditLines {
         }
         for value in values { value.withUnsafeBytes { mac(from: inner, $0) } }
         for line in lines {
-            line.withUnsafeBytes { mac(from: afterShared, UnsafeRawBufferPointer(rebasing: $0[shared...])) }
-            batch.append(contentsOf: line)
-        }
-        if batch.count >= 1 << 18 {
-            let written = batch.withUnsafeBytes {
-                let n = coffer_write_uncached(fd, $0.baseAddress, $0.count)
-                return n >= 0 ? n : Foundation.write(fd, $0.baseAddress, $0.count)
+            line.withUnsafeBytes {
+                mac(from: afterShared, UnsafeRawBufferPointer(rebasing: $0[shared...]))
+                (buffer + filled).copyMemory(from: $0.baseAddress!, byteCount: $0.count)
             }
-            precondition(written == batch.count, "audit floor: short write")
-            batch.removeAll(keepingCapacity: true)
+            filled += line.count
+        }
+        if filled >= RawAuditLines.batch {
+            let blocks = filled / alignment * alignment
+            precondition(Foundation.write(fd, buffer, blocks) == blocks, "audit floor: short write")
+            buffer.copyMemory(from: buffer + blocks, byteCount: filled - blocks)
+            filled -= blocks
         }
     }
 }
