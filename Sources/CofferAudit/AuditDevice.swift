@@ -55,6 +55,15 @@ package final class AuditDevice: Sendable {
     /// and the block's serialisation. Only hashes and what the record prints are kept, never a token.
     let authBlocks = Mutex<[String: AuthBlock]>([:])
     static let authBlockLimit = 1024
+    /// The hashed JSON of the bodies of recent read responses, by `fingerprint`: a secret read again
+    /// prints the same HMACs, so its record copies them instead of hashing each value again. Only what
+    /// the record prints is kept (HMACs, keys, numbers), never a value; bounded like `authBlocks`.
+    let hashedBodies = Mutex<[Int: [UInt8]]>([:])
+    static let hashedBodyLimit = 1024
+    /// The most a kept hashed body holds: a big one (a LIST of many keys) is seldom read twice unchanged.
+    static let hashedBodyBytes = 4096
+    /// Mixed into every fingerprint, so that no one can compute one without this device's memory.
+    let fingerprintKey = (UInt64.random(in: .min ... .max), UInt64.random(in: .min ... .max))
 
     struct AuthBlock: Sendable {
         let token: [UInt8]

@@ -251,7 +251,11 @@ extension AuditDevice {
             }
             if let body = response.raw ?? response.completeData.map({ JSONValue.object($0) }) {
                 out.appendLiteral(#""data":"#)
-                writeHashed(body, to: &out)
+                if record.request.operation == .read && !logRaw {
+                    appendHashedBody(body, to: &out)
+                } else {
+                    writeHashed(body, to: &out)
+                }
                 out.append(UInt8(ascii: ","))
             }
         }
@@ -284,6 +288,65 @@ extension AuditDevice {
             }
         }
         out.append(UInt8(ascii: "}"))
+    }
+
+    /// `writeHashed(body)`, copied from `hashedBodies` when a body with the same fingerprint was hashed.
+    private func appendHashedBody(_ body: JSONValue, to out: inout [UInt8]) {
+        var hasher = Hasher()
+        hasher.combine(fingerprintKey.0)
+        hasher.combine(fingerprintKey.1)
+        AuditDevice.fingerprint(body, into: &hasher)
+        let print = hasher.finalize()
+        if let hashed = hashedBodies.withLock({ $0[print] }) {
+            out.append(contentsOf: hashed)
+            return
+        }
+        let start = out.count
+        writeHashed(body, to: &out)
+        guard out.count - start <= AuditDevice.hashedBodyBytes else { return }
+        let hashed = Array(out[start...])
+        hashedBodies.withLock { bodies in
+            if bodies.count >= AuditDevice.hashedBodyLimit { bodies.removeAll(keepingCapacity: true) }
+            bodies[print] = hashed
+        }
+    }
+
+    /// Feeds `value` to `hasher` as a record prints it: each string's UTF-8 bytes (not its Unicode
+    /// equivalence class, as `Hashable` would: "é" precomposed and decomposed print different HMACs),
+    /// numbers as written, an object's entries in any order (each hashed on its own, the results
+    /// summed), so that two bodies that print the same records, and only those, share a fingerprint
+    /// but for a 2⁻⁶⁴ chance. Swift's `Hasher` is SipHash under a key drawn at random per process.
+    static func fingerprint(_ value: JSONValue, into hasher: inout Hasher) {
+        func bytes(_ text: String, _ hasher: inout Hasher) {
+            var text = text
+            text.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
+            hasher.combine(text.utf8.count)
+        }
+        switch value {
+        case .null: hasher.combine(UInt8(0))
+        case .bool(let b): hasher.combine(UInt8(b ? 1 : 2))
+        case .number(let n):
+            hasher.combine(UInt8(3))
+            bytes(n, &hasher)
+        case .string(let s):
+            hasher.combine(UInt8(4))
+            bytes(s, &hasher)
+        case .array(let items):
+            hasher.combine(UInt8(5))
+            hasher.combine(items.count)
+            for item in items { fingerprint(item, into: &hasher) }
+        case .object(let object):
+            hasher.combine(UInt8(6))
+            hasher.combine(object.count)
+            var sum: UInt = 0
+            for (key, item) in object {
+                var entry = Hasher()
+                bytes(key, &entry)
+                fingerprint(item, into: &entry)
+                sum &+= UInt(bitPattern: entry.finalize())
+            }
+            hasher.combine(sum)
+        }
     }
 
     /// A list of names, as JSON (not hashed: policies and warnings are not secrets).

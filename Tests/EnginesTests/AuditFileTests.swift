@@ -535,6 +535,55 @@ import Testing
         #expect(verdict.0 == 0 && verdict.1.contains("\(all.count) record(s), chain intact"), "\(verdict.1)")
     }
 
+    // MARK: Hashed bodies kept for reads
+
+    /// A read's response record copies the hashed body of an earlier read that printed the same
+    /// (AuditDevice.hashedBodies), and only then: the same secret read twice prints the same HMACs,
+    /// those `sys/audit-hash` gives; a changed secret prints new ones; and two secrets equal as Swift
+    /// strings but not in their bytes ("é" precomposed and decomposed, which `Hashable` would not tell
+    /// apart) print each its own.
+    @Test func aReadPrintsTheHMACsOfItsOwnBytesEvenWhenAnEarlierReadsAreKept() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let h = try harness()
+        let log = dir + "/audit.log"
+        #expect(enable(h, "file", ["file_path": .string(log)]).status == 204)
+        let root = AuditFileTests.root
+        #expect(
+            h.wire("POST", "sys/mounts/kv1", ["type": "kv", "options": ["version": "1"]], token: root).status == 204
+        )
+        func hash(_ value: String) -> String? {
+            h.wire("POST", "sys/audit-hash/file", ["input": .string(value)], token: root).json?["data"]?["hash"]?
+                .stringValue
+        }
+        let precomposed = "\u{E9}"
+        let decomposed = "e\u{301}"
+        #expect(precomposed == decomposed && Array(precomposed.utf8) != Array(decomposed.utf8))
+        let writes: [(String, String)] = [("a", precomposed), ("b", decomposed), ("c", "one")]
+        for (path, value) in writes {
+            #expect(h.wire("PUT", "kv1/\(path)", ["v": .string(value)], token: root).status == 204)
+        }
+        for path in ["a", "b", "a", "b", "c"] { #expect(h.wire("GET", "kv1/\(path)", token: root).status == 200) }
+        #expect(h.wire("PUT", "kv1/c", ["v": "two"], token: root).status == 204)
+        #expect(h.wire("GET", "kv1/c", token: root).status == 200)
+        try h.vault.core.flushAudit()
+
+        let printed = try records(log).filter {
+            $0["type"] == "response" && $0["request"]?["operation"] == "read"
+                && $0["request"]?["path"]?.stringValue?.hasPrefix("kv1/") == true
+        }
+        .map { ($0["request"]?["path"]?.stringValue ?? "", $0["response"]?["data"]?["v"]?.stringValue) }
+        let expected = [
+            ("kv1/a", precomposed), ("kv1/b", decomposed), ("kv1/a", precomposed), ("kv1/b", decomposed),
+            ("kv1/c", "one"), ("kv1/c", "two"),
+        ]
+        #expect(printed.map(\.0) == expected.map(\.0))
+        for ((path, hashed), (_, value)) in zip(printed, expected) {
+            #expect(hashed != nil && hashed == hash(value), "\(path)")
+        }
+        #expect(hash(precomposed) != hash(decomposed))
+    }
+
     @Test func auditHashErrorsAreOpenBaos() throws {
         let h = try harness()
         let unknown = h.wire("POST", "sys/audit-hash/nope", ["input": "x"], token: AuditFileTests.root)
