@@ -313,9 +313,9 @@ extension AuditDevice {
 
     /// Feeds `value` to `hasher` as a record prints it: each string's UTF-8 bytes (not its Unicode
     /// equivalence class, as `Hashable` would: "é" precomposed and decomposed print different HMACs),
-    /// numbers as written, an object's entries in any order (each hashed on its own, the results
-    /// summed), so that two bodies that print the same records, and only those, share a fingerprint
-    /// but for a 2⁻⁶⁴ chance. Swift's `Hasher` is SipHash under a key drawn at random per process.
+    /// numbers as written, an object's entries in the dictionary's own order. Two bodies that share a
+    /// fingerprint (but for a 2⁻⁶⁴ chance) print the same record; the same body in another order only
+    /// misses the cache. Swift's `Hasher` is SipHash under a key drawn at random per process.
     static func fingerprint(_ value: JSONValue, into hasher: inout Hasher) {
         func bytes(_ text: String, _ hasher: inout Hasher) {
             var text = text
@@ -338,14 +338,10 @@ extension AuditDevice {
         case .object(let object):
             hasher.combine(UInt8(6))
             hasher.combine(object.count)
-            var sum: UInt = 0
             for (key, item) in object {
-                var entry = Hasher()
-                bytes(key, &entry)
-                fingerprint(item, into: &entry)
-                sum &+= UInt(bitPattern: entry.finalize())
+                bytes(key, &hasher)
+                fingerprint(item, into: &hasher)
             }
-            hasher.combine(sum)
         }
     }
 
