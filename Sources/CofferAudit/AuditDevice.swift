@@ -32,6 +32,9 @@ package final class AuditDevice: Sendable {
         /// Bytes that go out before the next records: the end of a line a crash cut short and the
         /// record that marks it (see `init`). `chain` already counts them.
         var pending: [UInt8] = []
+        /// The buffer the last batch was built in, emptied, kept for the next: a new one of a busy
+        /// batch's size (about 1 MB) came from fresh pages each time, a page fault per 4 KiB.
+        var buffer: [UInt8] = []
         var failures = 0
         var lastFailure = ""
         var closed = false
@@ -190,24 +193,55 @@ package final class AuditDevice: Sendable {
         AuditDevice.live.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(self)) }
     }
 
-    /// Builds the queued records and `extra` into lines and writes them with one call to the sink.
-    /// The chain advances only if the write succeeds; if it fails, the queued records go back to
-    /// the front of the queue (to be written, in order, when the device works again).
+    /// Builds the queued records and `extra` into lines and writes them, at most `batchRecords` records
+    /// to a call to the sink. The chain advances past each write that succeeds; if one fails, its
+    /// records and those after it go back to the front of the queue (to be written, in order, when the
+    /// device works again), and `extra` is not written.
     private func commit(_ s: inout State, extra: (AuditRecord, AuditPhases)?) throws(CofferError) {
         guard !s.closed else { throw CofferError(.auditFailed, "the audit device \(config.path) was disabled") }
         let queued = queue?.takeAll() ?? []
+        defer { queue?.recycle(queued) }
         guard !queued.isEmpty || extra != nil || !s.pending.isEmpty else { return }
+        var start = 0
+        repeat {
+            let end = min(queued.count, start + AuditDevice.batchRecords)
+            do {
+                try write(&s, queued[start..<end], extra: end == queued.count ? extra : nil)
+            } catch {
+                queue?.putBack(Array(queued[start...]))
+                throw error
+            }
+            start = end
+        } while start < queued.count
+    }
+
+    /// The most records one write carries: a full queue's 4,096 read records are about 10 MB of lines,
+    /// and a buffer that size would not be kept (`keptBuffer`).
+    static let batchRecords = 1024
+    /// The largest batch buffer kept from one write to the next.
+    static let keptBuffer = 4 << 20
+
+    private func write(
+        _ s: inout State,
+        _ records: ArraySlice<AuditQueue.Item>,
+        extra: (AuditRecord, AuditPhases)?
+    ) throws(CofferError) {
         var chain = s.chain
-        var out: [UInt8] = s.pending
+        var out = s.buffer
+        s.buffer = []
+        defer {
+            out.removeAll(keepingCapacity: true)
+            if out.capacity <= AuditDevice.keptBuffer { s.buffer = out }
+        }
         // A KV read's two lines are about 2.4 KB (936 + 1,434 bytes for `bao kv get` with a policy
         // token); reserving less made a busy batch's buffer grow, and be copied, twice or three times.
-        out.reserveCapacity(s.pending.count + (queued.count + 1) * 3072)
-        for (record, phases) in queued { appendLines(record, phases, chain: &chain, to: &out) }
+        out.reserveCapacity(s.pending.count + (records.count + 1) * 3072)
+        out.append(contentsOf: s.pending)
+        for (record, phases) in records { appendLines(record, phases, chain: &chain, to: &out) }
         if let (record, phases) = extra { appendLines(record, phases, chain: &chain, to: &out) }
         do {
             try sink.write(out)
         } catch {
-            queue?.putBack(queued)
             s.failures += 1
             s.lastFailure = error.message
             failing.store(true, ordering: .relaxed)
@@ -377,6 +411,8 @@ package final class AuditQueue: @unchecked Sendable {
     private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     // Guarded by `mutex`.
     private var items: [Item] = []
+    /// An empty array with room, to queue into once `items` is taken (`recycle`).
+    private var spare: [Item] = []
     private var writerIdle = false
     private var writerStarted = false
     private var stopped = false
@@ -418,9 +454,17 @@ package final class AuditQueue: @unchecked Sendable {
     func takeAll() -> [Item] {
         locked {
             let all = items
-            items = []
+            items = spare
+            spare = []
             return all
         }
+    }
+
+    /// Takes back an array `takeAll` returned, emptied, for records to be queued into: a new one
+    /// grows through fresh pages as a busy millisecond's records arrive, a page fault per 4 KiB.
+    func recycle(_ used: consuming [Item]) {
+        used.removeAll(keepingCapacity: true)
+        locked { if used.capacity > spare.capacity { spare = used } }
     }
 
     /// Puts records that could not be written back in front of any queued since.
