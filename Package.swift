@@ -59,7 +59,7 @@ let package = Package(
             pkgConfig: "sqlite3",
             providers: [.apt(["libsqlite3-dev"])]
         ),
-        // Linux system calls Swift's Glibc module does not declare (Sources/CLinux/shim.h).
+        // Linux calls and flags Swift's Glibc module does not declare (Sources/CLinux/shim.h).
         .systemLibrary(name: "CLinux", path: "Sources/CLinux"),
         .systemLibrary(
             name: "CPKCS11",
