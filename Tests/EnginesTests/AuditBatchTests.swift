@@ -11,7 +11,7 @@ import Testing
 @Suite struct AuditBatchTests {
     /// Keeps every write it takes. Its first write waits until `release` (the device's lock held
     /// meanwhile, so records pile up in the queue); the write numbered `failing` (0-based) throws once.
-    final class GatedSink: AuditSink, @unchecked Sendable {
+    final class GatedSink: AuditSink {
         let taken = Mutex<[[UInt8]]>([])
         let attempts = Mutex(0)
         let entered = DispatchSemaphore(value: 0)
