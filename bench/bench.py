@@ -595,19 +595,34 @@ def seed(port, transit):
     return env
 
 
-def wrk(port, workload, env, seconds, connections):
-    script = os.path.join(ROOT, "bench", "http", "wrk.lua")
+def process_cpu_s(pid):
+    """User plus system CPU seconds of a process, all its threads, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(port, workload, env, seconds, connections, pid=None):
+    return run_wrk(port, os.path.join(ROOT, "bench", "http", "wrk.lua"), {**env, "WORKLOAD": workload}, seconds,
+                   connections, workload, pid)
+
+
+def run_wrk(port, script, env, seconds, connections, label, pid=None):
+    """One wrk round (1 thread) of `script`; with the server's pid, also the server's CPU per request
+    (all its threads)."""
+    cpu_before = process_cpu_s(pid) if pid else None
     command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script,
                f"http://127.0.0.1:{port}"]
-    output = subprocess.run(command, env={**os.environ, **env, "WORKLOAD": workload}, capture_output=True, text=True,
-                            timeout=seconds + 60)
+    output = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, timeout=seconds + 60)
     line = next((l for l in output.stdout.splitlines() if l.startswith("JSON ")), None)
     if output.returncode != 0 or line is None:
         raise SystemExit(f"bench: wrk failed against port {port}:\n{output.stdout}\n{output.stderr}")
     result = json.loads(line[5:])
     result["requests_per_s"] = result["requests"] / (result["duration_us"] / 1e6)
+    if pid:
+        result["server_cpu_us_per_request"] = (process_cpu_s(pid) - cpu_before) * 1e6 / max(result["requests"], 1)
     if result["errors"] or result["non2xx"]:
-        raise SystemExit(f"bench: {workload} on port {port} had {result['errors']} socket errors and "
+        raise SystemExit(f"bench: {label} on port {port} had {result['errors']} socket errors and "
                          f"{result['non2xx']} non-2xx answers:\n{output.stdout}")
     return result
 
@@ -617,10 +632,32 @@ def median_round(rounds):
     best = dict(ordered[len(ordered) // 2])
     best["rounds_requests_per_s"] = [round(r["requests_per_s"]) for r in rounds]
     best["rounds_p99_us"] = [r["p99_us"] for r in rounds]
+    if all("server_cpu_us_per_request" in r for r in rounds):
+        cpu = sorted(r["server_cpu_us_per_request"] for r in rounds)
+        best["server_cpu_us_per_request"] = cpu[len(cpu) // 2]
     return best
 
 
-def http(cofferd, scratch, seconds, rounds, connections, workloads, include_bao=True, include_nginx=True):
+def audited_reads(systems, envs, pids, scratch, seconds, rounds, connections):
+    """The KV read with a file audit device and without, on each server, in alternating rounds: the
+    device is enabled before each audited round and disabled after it. Server CPU per request is the
+    figure (the audit's work runs on threads of the server's own, which requests/s alone hides)."""
+    collected = {name: {"kv_read": [], "kv_read_audited": []} for name in systems}
+    for r in range(rounds):
+        for name, port in (systems.items() if r % 2 == 0 else reversed(list(systems.items()))):
+            progress(f"http kv_read with and without a file audit device: {name} round {r + 1}/{rounds}")
+            collected[name]["kv_read"].append(wrk(port, "kv_read", envs[name], seconds, connections, pids[name]))
+            api(port, "PUT", "sys/audit/file", "root",
+                {"type": "file", "options": {"file_path": os.path.join(scratch, f"{name}-audit.log")}})
+            try:
+                collected[name]["kv_read_audited"].append(
+                    wrk(port, "kv_read_audited", envs[name], seconds, connections, pids[name]))
+            finally:
+                api(port, "DELETE", "sys/audit/file", "root")
+    return {name: {w: median_round(rs) for w, rs in ws.items()} for name, ws in collected.items()}
+
+
+def http(cofferd, scratch, seconds, rounds, connections, workloads, include_bao=True, include_nginx=True, audit_rounds=False):
     """Alternating rounds of each workload against cofferd and OpenBao (same data, same wrk settings)."""
     bao = os.path.join(ROOT, ".venv", "bin", "bao")
     servers = []
@@ -631,12 +668,18 @@ def http(cofferd, scratch, seconds, rounds, connections, workloads, include_bao=
         servers.append(Server("cofferd", [cofferd, "-dev", "-dev-root-token-id=root", f"-dev-listen-address=127.0.0.1:{port}",
                                           "-log-level=error"], port, os.path.join(scratch, "cofferd.log")))
         systems["coffer"] = port
+        pids = {"coffer": servers[-1].process.pid}
         if include_bao:
             port = free_port()
+            # OpenBao 2.x enables audit devices through the API only with this set (WIRE.md).
+            config = os.path.join(scratch, "bao-dev.hcl")
+            with open(config, "w") as f:
+                f.write("unsafe_allow_api_audit_creation = true\n")
             servers.append(Server("bao", [bao, "server", "-dev", "-dev-root-token-id=root", f"-dev-listen-address=127.0.0.1:{port}",
-                                          "-log-level=error"], port, os.path.join(scratch, "bao.log"),
+                                          f"-config={config}", "-log-level=error"], port, os.path.join(scratch, "bao.log"),
                                   env={**os.environ, "HOME": scratch}))
             systems["openbao"] = port
+            pids["openbao"] = servers[-1].process.pid
         transit = any(w.startswith("transit") for w in workloads)
         envs = {name: seed(port, transit) for name, port in systems.items()}
         results = {}
@@ -645,8 +688,9 @@ def http(cofferd, scratch, seconds, rounds, connections, workloads, include_bao=
             for r in range(rounds):
                 for name, port in (systems.items() if r % 2 == 0 else reversed(list(systems.items()))):
                     progress(f"http {workload}: {name} round {r + 1}/{rounds} ({seconds} s, {connections} connections)")
-                    collected[name].append(wrk(port, workload, envs[name], seconds, connections))
+                    collected[name].append(wrk(port, workload, envs[name], seconds, connections, pids[name]))
             results[workload] = {name: median_round(rs) for name, rs in collected.items()}
+        audit = audited_reads(systems, envs, pids, scratch, seconds, rounds, connections) if audit_rounds else None
         body_size = len(urllib.request.urlopen(urllib.request.Request(
             f"http://127.0.0.1:{systems['coffer']}/v1/secret/data/bench/hot",
             headers={"X-Vault-Token": envs["coffer"]["BENCH_TOKEN"]})).read())
@@ -655,6 +699,8 @@ def http(cofferd, scratch, seconds, rounds, connections, workloads, include_bao=
             server.stop()
     out = {"connections": connections, "seconds_per_round": seconds, "rounds": rounds, "workloads": results,
            "kv_read_body_bytes": body_size}
+    if audit:
+        out["audited_kv_read"] = audit
     if include_nginx and shutil.which("nginx"):
         out["nginx_static"] = nginx(scratch, body_size, seconds, rounds, connections)
     return out
@@ -997,6 +1043,21 @@ def concurrent_write_table(f):
     return lines
 
 
+def audited_http_table(audit):
+    if not audit:
+        return []
+    lines = ["", "### A file audit device over HTTP (KV read; server CPU per request, all its threads; median of "
+                 "alternating rounds with and without the device)", "",
+             "| system | CPU µs/read, no device | with a file device | ratio | audit's µs/read | requests/s without → with |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, r in audit.items():
+        plain, audited = r["kv_read"], r["kv_read_audited"]
+        a, b = plain["server_cpu_us_per_request"], audited["server_cpu_us_per_request"]
+        lines.append(f"| {name} | {a:.1f} | {b:.1f} | {b / a:.2f}× | {b - a:.1f} | "
+                     f"{plain['requests_per_s']:,.0f} → {audited['requests_per_s']:,.0f} |")
+    return lines
+
+
 def markdown(results):
     lines = []
     f = figures_by_name(results.get("inprocess"), results.get("c"), results.get("hsm"))
@@ -1039,19 +1100,21 @@ def markdown(results):
     if web:
         lines += ["", f"### HTTP (wrk, 1 thread, {web['connections']} connections, {web['rounds']} alternating rounds of "
                       f"{web['seconds_per_round']} s; median round; dev servers in memory, sharing the 2 cores with wrk)", "",
-                  "| workload | system | requests/s | p50 ms | p90 ms | p99 ms | max ms | Coffer / OpenBao (req/s) |",
-                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "| workload | system | requests/s | p50 ms | p90 ms | p99 ms | max ms | server CPU µs/req | Coffer / OpenBao (req/s) |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for workload, systems in web["workloads"].items():
             for name, r in systems.items():
                 ratio = ""
                 if name == "coffer" and "openbao" in systems:
                     ratio = f"{r['requests_per_s'] / systems['openbao']['requests_per_s']:.2f}×"
+                cpu = f"{r['server_cpu_us_per_request']:.1f}" if "server_cpu_us_per_request" in r else ""
                 lines.append(f"| {workload} | {name} | {r['requests_per_s']:,.0f} | {r['p50_us'] / 1000:.2f} | {r['p90_us'] / 1000:.2f} | "
-                             f"{r['p99_us'] / 1000:.2f} | {r['max_us'] / 1000:.2f} | {ratio} |")
+                             f"{r['p99_us'] / 1000:.2f} | {r['max_us'] / 1000:.2f} | {cpu} | {ratio} |")
         if "nginx_static" in web:
             r = web["nginx_static"]
             lines.append(f"| static JSON, {web['kv_read_body_bytes']} B (HTTP floor) | nginx | {r['requests_per_s']:,.0f} | "
                          f"{r['p50_us'] / 1000:.2f} | {r['p90_us'] / 1000:.2f} | {r['p99_us'] / 1000:.2f} | {r['max_us'] / 1000:.2f} | |")
+    lines += audited_http_table((web or {}).get("audited_kv_read"))
     lines += database_table(results.get("database"))
     lines += pki_table(results.get("pki"))
     lines += auth_table(results.get("auth"))
@@ -1182,18 +1245,7 @@ def auth_setup(name, port, scratch):
 
 
 def auth_wrk(port, path, body, seconds, connections, script):
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, f"http://127.0.0.1:{port}"]
-    output = subprocess.run(command, env={**os.environ, "AUTH_PATH": path, "AUTH_BODY": json.dumps(body)},
-                            capture_output=True, text=True, timeout=seconds + 60)
-    line = next((l for l in output.stdout.splitlines() if l.startswith("JSON ")), None)
-    if output.returncode != 0 or line is None:
-        raise SystemExit(f"bench: wrk failed against port {port}:\n{output.stdout}\n{output.stderr}")
-    result = json.loads(line[5:])
-    result["requests_per_s"] = result["requests"] / (result["duration_us"] / 1e6)
-    if result["errors"] or result["non2xx"]:
-        raise SystemExit(f"bench: {path} on port {port} had {result['errors']} socket errors and "
-                         f"{result['non2xx']} non-2xx answers:\n{output.stdout}")
-    return result
+    return run_wrk(port, script, {"AUTH_PATH": path, "AUTH_BODY": json.dumps(body)}, seconds, connections, path)
 
 
 def coffer_kdf():
@@ -1547,7 +1599,7 @@ def main():
                     results["http"] = http(args.cofferd, scratch, 2, 3, 16, ["kv_read"], include_bao=False, include_nginx=False)
                 else:
                     workloads = ["kv_read", "kv_write", "token_lookup", "transit_encrypt", "transit_decrypt"]
-                    results["http"] = http(args.cofferd, scratch, 5, 3, 16, workloads)
+                    results["http"] = http(args.cofferd, scratch, 5, 3, 16, workloads, audit_rounds=True)
             else:
                 progress(f"http: skipped, {args.cofferd} is not built")
                 results["http_pending"] = "cofferd not built"
