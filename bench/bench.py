@@ -885,6 +885,12 @@ def evaluate_goals(results):
             cpu = f["kv read + file audit, sync=all"]["cpu_us_per_op"] / reference["cpu_us_per_op"]
             goals.append(("  the same with sync=all (every record written before the call returns)", f"{cpu:.2f}×",
                           cpu <= g["audited_read_cpu_ratio"]))
+        wire, wire_audited = f.get("kv read, wire JSON (audit reference: no device)"), f.get("kv read, wire JSON + file audit")
+        if wire and wire_audited:
+            cpu = wire_audited["cpu_us_per_op"] / wire["cpu_us_per_op"]
+            goals.append(("  the same answered in JSON (HTTP, `coffer_request`), against the unaudited JSON read",
+                          f"{cpu:.2f}× ({wire['cpu_us_per_op']:.2f} → {wire_audited['cpu_us_per_op']:.2f} µs)",
+                          cpu <= g["audited_read_cpu_ratio"]))
     # Issue 19: a read under a generous rate-limit quota on its mount against the same read with none,
     # in alternating rounds of one run (bench/InProcess/Quota.swift).
     quota_ref, quota_read = f.get("quota: kv read, no quota (reference)"), f.get("quota: kv read, a rate-limit quota on the mount")

@@ -180,6 +180,17 @@ func runInProcess(_ bench: Bench, directory: URL) throws -> [String: Any] {
             { _ = try synced.handle(Request(.read, "secret/data/app/db", token: syncedToken)) }, nil
         ),
         ("floor: the two audit records of a kv read (raw C)", auditFloor.write, nil),
+        // The same read answered in JSON (HTTP, `coffer_request`), whose values the audit fingerprints
+        // as the stored bytes.
+        (
+            "kv read, wire JSON (audit reference: no device)",
+            { _ = plain.handleWire(method: "GET", path: "secret/data/app/db", token: plainToken, body: []) }, nil
+        ),
+        (
+            "kv read, wire JSON + file audit",
+            { _ = queued.handleWire(method: "GET", path: "secret/data/app/db", token: queuedToken, body: []) },
+            { try queued.core.flushAudit() }
+        ),
     ])
 
     // The same read in a namespace (issue 19: within 1.1x of root), addressed by path prefix and by
