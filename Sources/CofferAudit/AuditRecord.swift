@@ -249,13 +249,11 @@ extension AuditDevice {
                 JSONValue.writeString(a.tokenType, to: &out)
                 out.appendLiteral("},")
             }
-            if let body = response.raw ?? response.completeData.map({ JSONValue.object($0) }) {
+            if record.request.operation == .read && !logRaw {
+                appendHashedBody(response, to: &out)
+            } else if let body = response.raw ?? response.completeData.map({ JSONValue.object($0) }) {
                 out.appendLiteral(#""data":"#)
-                if record.request.operation == .read && !logRaw {
-                    appendHashedBody(body, to: &out)
-                } else {
-                    writeHashed(body, to: &out)
-                }
+                writeHashed(body, to: &out)
                 out.append(UInt8(ascii: ","))
             }
         }
@@ -290,19 +288,38 @@ extension AuditDevice {
         out.append(UInt8(ascii: "}"))
     }
 
-    /// `writeHashed(body)`, copied from `hashedBodies` when a body with the same fingerprint was hashed.
-    private func appendHashedBody(_ body: JSONValue, to out: inout [UInt8]) {
+    /// A read's `"data":<body, hashed>,` (nothing when it has no body), copied from `hashedBodies` when
+    /// a body with the same fingerprint was hashed. A verbatim member (a KV read answered in JSON) is
+    /// fingerprinted by its bytes and parsed only when its body is not kept.
+    private func appendHashedBody(_ response: Response, to out: inout [UInt8]) {
         var hasher = Hasher()
         hasher.combine(fingerprintKey.0)
         hasher.combine(fingerprintKey.1)
-        AuditDevice.fingerprint(body, into: &hasher)
+        let verbatim = response.raw == nil ? response.verbatimMember : nil
+        let plain = verbatim == nil ? response.raw ?? response.data.map { JSONValue.object($0) } : nil
+        if let verbatim {
+            // Tag 8 starts no other fingerprint (they start with `fingerprint`'s tags 0-6), and the
+            // bytes end with their length, so no other body's fingerprint is fed the same stream.
+            hasher.combine(UInt8(8))
+            AuditDevice.fingerprint(response.data.map { .object($0) } ?? .null, into: &hasher)
+            hasher.combine(UInt8(7))
+            AuditDevice.fingerprint(bytes: verbatim.name.utf8, into: &hasher)
+            AuditDevice.fingerprint(bytes: verbatim.json, into: &hasher)
+        } else if let plain {
+            AuditDevice.fingerprint(plain, into: &hasher)
+        } else {
+            return
+        }
         let print = hasher.finalize()
         if let hashed = hashedBodies.withLock({ $0[print] }) {
             out.append(contentsOf: hashed)
             return
         }
+        guard let body = plain ?? response.completeData.map({ .object($0) }) else { return }
         let start = out.count
+        out.appendLiteral(#""data":"#)
         writeHashed(body, to: &out)
+        out.append(UInt8(ascii: ","))
         guard out.count - start <= AuditDevice.hashedBodyBytes else { return }
         let hashed = Array(out[start...])
         hashedBodies.withLock { bodies in
@@ -319,8 +336,7 @@ extension AuditDevice {
     static func fingerprint(_ value: JSONValue, into hasher: inout Hasher) {
         func bytes(_ text: String, _ hasher: inout Hasher) {
             var text = text
-            text.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
-            hasher.combine(text.utf8.count)
+            text.withUTF8 { fingerprint(bytes: $0, into: &hasher) }
         }
         switch value {
         case .null: hasher.combine(UInt8(0))
@@ -343,6 +359,14 @@ extension AuditDevice {
                 fingerprint(item, into: &hasher)
             }
         }
+    }
+
+    /// Feeds bytes to `hasher` as `fingerprint` feeds a string's: the bytes, then their count.
+    static func fingerprint<Bytes: Collection<UInt8>>(bytes: Bytes, into hasher: inout Hasher) {
+        if bytes.withContiguousStorageIfAvailable({ hasher.combine(bytes: UnsafeRawBufferPointer($0)) }) == nil {
+            Array(bytes).withUnsafeBytes { hasher.combine(bytes: $0) }
+        }
+        hasher.combine(bytes.count)
     }
 
     /// A list of names, as JSON (not hashed: policies and warnings are not secrets).

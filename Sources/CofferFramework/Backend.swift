@@ -34,9 +34,8 @@ package protocol Backend: AnyObject, Sendable {
     /// `data/<path>`), or nil when `relative` is not one (the request then goes through ``handle(_:)``).
     /// The pipeline has checked the token and the ACL as for any request; the answer must be the one
     /// ``handle(_:)`` would give. It saves the routing and the ``BackendRequest`` on the hottest read.
-    /// `writesAnswerAsJSON` (``Request/writesAnswerAsJSON``, with no audit or wrapping to read the
-    /// answer): the backend may give a member of `data` as the JSON it stored
-    /// (``Response/verbatimMember``).
+    /// `writesAnswerAsJSON` (``Request/writesAnswerAsJSON``, with no wrapping to read the answer):
+    /// the backend may give a member of `data` as the JSON it stored (``Response/verbatimMember``).
     func directRead(
         _ relative: String,
         storage: StorageView,

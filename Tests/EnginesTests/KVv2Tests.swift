@@ -102,8 +102,9 @@ func errors(_ json: JSONValue?) -> [String] { json?["errors"]?.arrayValue?.compa
 
     /// A wire read of the current version writes the values as the JSON the engine stored, unparsed
     /// (`Response.verbatimMember`). Its bytes must be those of the parsed answer (`?version=0`, through
-    /// the path table), whatever the values hold; an audited read parses them, so the record can
-    /// hash them.
+    /// the path table), whatever the values hold. Audited, it still answers unparsed, and its record
+    /// hashes each value as the parsed read's does, also when the device copies a body it hashed
+    /// before, and not once the values change.
     @Test func theUnparsedReadWritesTheBytesOfTheParsedOne() throws {
         let h = try Harness()
         let values: JSONValue = [
@@ -122,7 +123,6 @@ func errors(_ json: JSONValue?) -> [String] { json?["errors"]?.arrayValue?.compa
         #expect(unparsed.contains(#""data":{"data":{"alpha":{"nested":[1,2.50,-3e2,true,false,null]},"a}":"{[","#))
         #expect(try JSONValue.parse(unparsed)["data"]?["data"] == values)
 
-        // With an audit device, the response record hashes each value: the read was parsed.
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-kv-\(UUID())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -130,13 +130,32 @@ func errors(_ json: JSONValue?) -> [String] { json?["errors"]?.arrayValue?.compa
         #expect(
             h.wire("PUT", "sys/audit/file", ["type": "file", "options": ["file_path": .string(log)]]).status == 204
         )
-        #expect(try body("secret/data/odd") == unparsed)
-        try h.vault.core.flushAudit()
-        let records = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").map {
-            try JSONValue.parse(String($0))
+        func hash(_ value: String) -> JSONValue? {
+            h.wire("POST", "sys/audit-hash/file", ["input": .string(value)]).json?["data"]?["hash"]
         }
-        let response = try #require(records.last { $0["type"] == "response" })
-        #expect(response["response"]?["data"]?["data"]?["zeta"]?.stringValue?.hasPrefix("hmac-sha256:") == true)
+        func recordedData() throws -> [JSONValue] {
+            try h.vault.core.flushAudit()
+            return try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").map {
+                try JSONValue.parse(String($0))
+            }.filter { $0["type"] == "response" && $0["request"]?["path"] == "secret/data/odd" }.compactMap {
+                $0["response"]?["data"]?["data"]
+            }
+        }
+        // Unparsed twice (the second record copies the body the first hashed), then parsed.
+        #expect(try body("secret/data/odd") == unparsed)
+        #expect(try body("secret/data/odd") == unparsed)
+        #expect(try body("secret/data/odd?version=0") == unparsed)
+        let hashed = try recordedData()
+        #expect(hashed.count == 3 && Set(hashed).count == 1)
+        #expect(hashed.first?["zeta"] == hash("last") && hashed.first?["quote"] == hash("a\"b\\c\n\u{1}é😀"))
+        #expect(hashed.first?["alpha"]?["nested"] == [1, .number("2.50"), .number("-3e2"), true, false, nil])
+
+        // New values, the same keys: the record hashes the new ones.
+        var changed = try #require(values.objectValue)
+        changed["zeta"] = "changed"
+        #expect(h.wire("PUT", "secret/data/odd", ["data": .object(changed)]).status == 200)
+        _ = try body("secret/data/odd")
+        #expect(try recordedData().last?["zeta"] == hash("changed"))
     }
 
     /// A secret's metadata is written straight to bytes (no dictionaries): they must be the compact,

@@ -721,8 +721,6 @@ package final class Core: Sendable {
         guard !devices.isEmpty || caller?.breakGlass == true else { return try body(request) }
         var record = AuditRecord(request: request, caller: caller?.auditCaller, time: now)
         let ticket = try audit.logRequest(record, devices: devices)
-        var request = request
-        request.writesAnswerAsJSON = false  // the record hashes the answer's values: they are parsed
         do {
             record.response = try body(request)
         } catch {
