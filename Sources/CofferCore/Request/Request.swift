@@ -27,9 +27,9 @@ public struct Request: Sendable {
     public var rawResults = false
     /// Set by a caller that writes the answer out as JSON and reads nothing in it (the wire form;
     /// the C ABI's KV read): a backend may then hand a member of `data` on as the JSON bytes it
-    /// stored (``Response/verbatimMember``) instead of parsing them. The pipeline clears it when
-    /// the answer is wrapped, which reads the values (an audit device parses them only to hash a
-    /// body it has not hashed before).
+    /// stored (``Response/verbatimMember``) instead of parsing them. The pipeline ignores it when the
+    /// answer is wrapped, which reads the values; an audit device reads them too, but parses them only
+    /// to hash a body it has not kept (docs/audit.md).
     package var writesAnswerAsJSON = false
     /// Seconds to wrap the answer for (Vault's `X-Vault-Wrap-TTL`): the caller gets a single-use
     /// wrapping token instead of the answer; `sys/wrapping/unwrap` gives the answer. 0: not wrapped.
