@@ -651,7 +651,7 @@ def audited_reads(systems, envs, pids, scratch, seconds, rounds, connections):
                 {"type": "file", "options": {"file_path": os.path.join(scratch, f"{name}-audit.log")}})
             try:
                 collected[name]["kv_read_audited"].append(
-                    wrk(port, "kv_read_audited", envs[name], seconds, connections, pids[name]))
+                    wrk(port, "kv_read", envs[name], seconds, connections, pids[name]))
             finally:
                 api(port, "DELETE", "sys/audit/file", "root")
     return {name: {w: median_round(rs) for w, rs in ws.items()} for name, ws in collected.items()}

@@ -11,7 +11,7 @@ local counter = 0
 
 request = function()
   counter = counter + 1
-  if workload == "kv_read" or workload == "kv_read_audited" then
+  if workload == "kv_read" then
     return wrk.format("GET", "/v1/secret/data/bench/hot", headers)
   elseif workload == "kv_write" then
     return wrk.format("POST", "/v1/secret/data/bench/w" .. (counter % 100), headers, secret)
