@@ -121,7 +121,7 @@ extension PKIBackend {
         var names = try Self.requestedNames(fields)
         guard names.commonName != nil else { throw CofferError.invalid("the common_name field is required") }
         let (key, existingKeyID, exported) = try caKey(request)
-        if !(fields.bool("exclude_cn_from_sans") ?? false) { names.addCommonName(first: true) }
+        if !(fields.bool("exclude_cn_from_sans") ?? false) { try names.addCommonName(first: true) }
         var warnings: [String] = []
         let (notBefore, notAfter) = try validity(
             request,
@@ -194,7 +194,7 @@ extension PKIBackend {
         let (format, _) = try Self.checkFormat(fields)
         var names = try Self.requestedNames(fields)
         guard names.commonName != nil else { throw CofferError.invalid("the common_name field is required") }
-        if !(fields.bool("exclude_cn_from_sans") ?? false) { names.addCommonName(first: true) }
+        if !(fields.bool("exclude_cn_from_sans") ?? false) { try names.addCommonName(first: true) }
         let (key, existingKeyID, exported) = try caKey(request)
         let csr = try X509.request(
             subject: Self.subject(fields, commonName: names.commonName),
@@ -243,7 +243,7 @@ extension PKIBackend {
             names.takeSANs(of: parsed)
         }
         guard names.commonName != nil || useCSR else { throw CofferError.invalid("the common_name field is required") }
-        if !(fields.bool("exclude_cn_from_sans") ?? false) { names.addCommonName(first: true) }
+        if !(fields.bool("exclude_cn_from_sans") ?? false) { try names.addCommonName(first: true) }
         var warnings: [String] = []
         let (notBefore, notAfter) = try validity(
             request,

@@ -32,14 +32,17 @@ struct CertificateNames {
         uris = parsed.uris
     }
 
-    /// Adds the common name to the SANs (first), as OpenBao does unless `exclude_cn_from_sans`.
-    mutating func addCommonName(first: Bool) {
+    /// Adds the common name to the SANs (first), as OpenBao does unless `exclude_cn_from_sans`: an
+    /// email address as one, a host name in its ASCII form (IDNA); a name that is neither (`a*.b`,
+    /// `my host`) stays in the subject only.
+    mutating func addCommonName(first: Bool) throws(CofferError) {
         guard let cn = commonName, !cn.isEmpty else { return }
         if cn.contains("@") {
             if !emails.contains(cn) { first ? emails.insert(cn, at: 0) : emails.append(cn) }
-        } else if PKIBackend.isHostname(cn, wildcard: true) {
-            if !dns.contains(cn) { first ? dns.insert(cn, at: 0) : dns.append(cn) }
+            return
         }
+        let ascii = try IDNA.toASCII(cn)
+        if Hostname.matches(ascii), !dns.contains(ascii) { first ? dns.insert(ascii, at: 0) : dns.append(ascii) }
     }
 }
 
@@ -56,22 +59,6 @@ struct CertificateURLs {
 /// `intermediate/generate`, `intermediate/set-signed`.
 extension PKIBackend {
     // MARK: Names
-
-    static func isHostname(_ name: String, wildcard: Bool) -> Bool {
-        var rest = Substring(name)
-        if wildcard, rest.hasPrefix("*.") { rest = rest.dropFirst(2) }
-        if rest.hasSuffix(".") { rest = rest.dropLast() }
-        guard !rest.isEmpty, rest.utf8.count <= 253 else { return false }
-        for label in rest.split(separator: ".", omittingEmptySubsequences: false) {
-            let bytes = Array(label.utf8)
-            guard !bytes.isEmpty, bytes.count <= 63, bytes.first != UInt8(ascii: "-"), bytes.last != UInt8(ascii: "-"),
-                bytes.allSatisfy({
-                    ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D
-                })
-            else { return false }
-        }
-        return true
-    }
 
     /// `*` matches any run of characters (go-glob, as Vault's `allow_glob_domains` and URI SANs).
     static func glob(_ pattern: String, _ text: String) -> Bool {
@@ -95,40 +82,6 @@ extension PKIBackend {
             return i
         }
         return nil
-    }
-
-    /// Whether the role allows `name` (a DNS name or an email address), Vault's `validateNames`.
-    static func allows(_ role: PKIRole, _ name: String) -> Bool {
-        var sanitized = name
-        var emailDomain = ""
-        if let at = name.lastIndex(of: "@") {
-            emailDomain = String(name[name.index(after: at)...])
-            sanitized = emailDomain
-        }
-        let isWildcard = sanitized.hasPrefix("*.")
-        if sanitized.contains("*") && (!isWildcard || !role.bool("allow_wildcard_certificates")) {
-            if !role.bool("allow_glob_domains") { return false }
-        }
-        if role.bool("enforce_hostnames"), !sanitized.contains("*") || isWildcard,
-            !isHostname(sanitized, wildcard: true)
-        {
-            return false
-        }
-        if role.bool("allow_any_name") { return true }
-        if role.bool("allow_localhost"), ["localhost", "localdomain"].contains(sanitized.lowercased()) { return true }
-        let lowered = sanitized.lowercased()
-        for domain in role.strings("allowed_domains") {
-            let d = domain.lowercased()
-            if role.bool("allow_bare_domains") && lowered == d { return true }
-            if role.bool("allow_subdomains") {
-                let base = isWildcard ? String(lowered.dropFirst(2)) : lowered
-                if lowered.hasSuffix("." + d) || (isWildcard && base == d && role.bool("allow_bare_domains")) {
-                    return true
-                }
-            }
-            if role.bool("allow_glob_domains") && d.contains("*") && glob(d, lowered) { return true }
-        }
-        return false
     }
 
     /// Parses an IPv4 or IPv6 address to its 4 or 16 bytes.
@@ -158,8 +111,15 @@ extension PKIBackend {
     static func requestedNames(_ fields: FieldData) throws(CofferError) -> CertificateNames {
         var names = CertificateNames(commonName: fields.string("common_name").map { $0.trimmingSpaces() })
         if names.commonName?.isEmpty == true { names.commonName = nil }
+        // Each once, in order; a host name in its ASCII form, and one that is not a host name left out,
+        // as OpenBao does.
         for name in fields.strings("alt_names") ?? [] where !name.isEmpty {
-            if name.contains("@") { names.emails.append(name) } else { names.dns.append(name) }
+            if name.contains("@") {
+                if !names.emails.contains(name) { names.emails.append(name) }
+            } else {
+                let ascii = try IDNA.toASCII(name)
+                if Hostname.matches(ascii), !names.dns.contains(ascii) { names.dns.append(ascii) }
+            }
         }
         for text in fields.strings("ip_sans") ?? [] where !text.isEmpty {
             guard let ip = ipAddress(text) else {
@@ -174,13 +134,23 @@ extension PKIBackend {
         return names
     }
 
-    /// Checks `names` against the role: each DNS name and email, each IP and URI.
+    /// Checks `names` against the role: the common name, each DNS name and email (the common name's
+    /// SAN among them), each IP and URI.
     static func check(_ names: CertificateNames, role: PKIRole) throws(CofferError) {
-        if let cn = names.commonName, !role.strings("cn_validations").contains("disabled"), !allows(role, cn) {
-            throw CofferError.invalid("common name \(cn) not allowed by this role")
+        let rules = NameRules(role)
+        // A common name that passed as itself needs no second look as a SAN.
+        var passed: String?
+        if let cn = names.commonName, !rules.skipsCommonName {
+            guard rules.allowsCommonName(cn) else {
+                throw CofferError.invalid("common name \(cn) not allowed by this role")
+            }
+            passed = cn
         }
-        for name in names.dns + names.emails where name != names.commonName && !allows(role, name) {
+        if let name = names.dns.first(where: { $0 != passed && !rules.allows($0) }) {
             throw CofferError.invalid("subject alternate name \(name) not allowed by this role")
+        }
+        if let name = names.emails.first(where: { !rules.allows($0) }) {
+            throw CofferError.invalid("email address \(name) not allowed by this role")
         }
         if !names.ips.isEmpty {
             guard role.bool("allow_ip_sans") else {
@@ -474,8 +444,8 @@ extension PKIBackend {
                 "the common_name field is required, or must be provided in a CSR with \"use_csr_common_name\" set to true, unless \"require_cn\" is set to false"
             )
         }
+        if !(fields.bool("exclude_cn_from_sans") ?? false) { try names.addCommonName(first: !signing) }
         try Self.check(names, role: role)
-        if !(fields.bool("exclude_cn_from_sans") ?? false) { names.addCommonName(first: !signing) }
 
         let (notBefore, notAfter) = try validity(
             request,
