@@ -157,6 +157,33 @@ private func text(_ data: [String: JSONValue], _ key: String) -> String { data[k
         #expect(!keyPub.isEmpty && keyPub == certPub)
     }
 
+    /// Validity before 2050 is a UTCTime and from 2050 on a GeneralizedTime (RFC 5280 4.1.2.5): openssl
+    /// reads both back to the second.
+    @Test func validityOnEitherSideOf2050ReadsBackExactly() throws {
+        let h = try Harness()
+        #expect(
+            h.wire("POST", "sys/mounts/far", ["type": "pki", "config": ["max_lease_ttl": "400000h"]]).status == 204
+        )
+        let ssl = OpenSSL()
+        for hours in [24, 300_000] {
+            let root = h.wire(
+                "POST",
+                "far/root/generate/internal",
+                ["common_name": .string("Far Root \(hours)"), "ttl": .string("\(hours)h"), "key_type": "ec"]
+            )
+            let dates = try ssl.run([
+                "x509", "-in",
+                ssl.write("far\(hours).pem", text(root.json?["data"]?.objectValue ?? [:], "certificate")), "-noout",
+                "-startdate",
+                "-enddate", "-dateopt", "iso_8601",
+            ]).output
+            let notAfter = h.clock.now().seconds + Int64(hours) * 3600
+            #expect(dates.contains("notAfter=\(iso(notAfter))"), "\(dates)")
+            #expect(hours < 300_000 || iso(notAfter) > "2050", "the second root must end after 2049")
+            _ = h.wire("DELETE", "far/root")
+        }
+    }
+
     /// EC keys come from key-generation contexts kept for reuse, and the issuer signs with kept signing
     /// contexts (PKeyContext), one thread at a time each: leaves issued from two threads at once all have
     /// keys of their own, each matching its certificate, and verify against the root.

@@ -110,12 +110,27 @@ enum DER {
     /// UTCTime through 2049, GeneralizedTime from 2050 (RFC 5280 §4.1.2.5).
     static func time(_ seconds: Int64) -> [UInt8] {
         let (year, month, day, hour, minute, second) = civil(seconds)
-        func two(_ n: Int) -> String { n < 10 ? "0\(n)" : "\(n)" }
-        let rest = two(month) + two(day) + two(hour) + two(minute) + two(second) + "Z"
-        if year >= 1950 && year < 2050 { return tlv(0x17, Array((two(year % 100) + rest).utf8)) }
-        var digits = String(year)
-        while digits.count < 4 { digits = "0" + digits }
-        return tlv(0x18, Array((digits + rest).utf8))
+        // UTCTime (YYMMDDHHMMSSZ) for 1950-2049, GeneralizedTime (YYYYMMDDHHMMSSZ) otherwise (RFC 5280).
+        let utc = year >= 1950 && year < 2050
+        var text: [UInt8] = []
+        text.reserveCapacity(15)
+        func digits(_ n: Int, _ count: Int) {
+            var divisor = 1
+            for _ in 1..<count { divisor *= 10 }
+            for _ in 0..<count {
+                text.append(UInt8(ascii: "0") + UInt8(n / divisor % 10))
+                divisor /= 10
+            }
+        }
+        // Validity is bounded by TTLs of at most 100 years; the clamp only keeps a bad clock from trapping.
+        if utc { digits(year % 100, 2) } else { digits(min(max(year, 0), 9999), 4) }
+        digits(month, 2)
+        digits(day, 2)
+        digits(hour, 2)
+        digits(minute, 2)
+        digits(second, 2)
+        text.append(UInt8(ascii: "Z"))
+        return tlv(utc ? 0x17 : 0x18, text)
     }
 
     /// UTC calendar fields of a Unix time (days-from-civil inverted, proleptic Gregorian).
