@@ -82,9 +82,15 @@ package struct Field: Sendable {
         }
     }
 
+    /// "<name> must be <expected>", or for one item of a list "<name>[<index>] must be" what an item holds.
     func invalid(_ index: Int? = nil) -> CofferError {
-        let name = index.map { "\(self.name)[\($0)]" } ?? self.name
-        return CofferError.invalid("\(name) must be \(expected)")
+        guard let index else { return CofferError.invalid("\(name) must be \(expected)") }
+        let item =
+            switch kind {
+            case .intList(let r): "an integer from \(r.lowerBound) to \(r.upperBound)"
+            default: "a string"
+            }
+        return CofferError.invalid("\(name)[\(index)] must be \(item)")
     }
 
     /// Checks `value` and converts it to the field's canonical form.

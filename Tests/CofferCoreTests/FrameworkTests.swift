@@ -167,6 +167,10 @@ import Testing
         expectError(.invalidArgument, containing: "ttl must be a duration from 0 to 3153600000 seconds") {
             try core.call(.update, "auth/token/create", ["ttl": ["1h"]], token: result.rootToken)
         }
+        // An item of a list is named by its index and what an item must be.
+        expectError(.invalidArgument, containing: "policies[1] must be a string") {
+            try core.call(.update, "auth/token/create", ["policies": ["default", ["x"]]], token: result.rootToken)
+        }
         let created = try core.call(
             .update,
             "auth/token/create",
