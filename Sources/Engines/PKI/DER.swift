@@ -26,6 +26,40 @@ enum DER {
         out += bytes
     }
 
+    /// Writes nested elements into one buffer: an element's length is filled in when
+    /// its content is written (no array per element, no copy per level).
+    struct Writer {
+        private(set) var bytes: [UInt8] = []
+
+        init(capacity: Int) { bytes.reserveCapacity(capacity) }
+
+        mutating func append(_ der: [UInt8]) { bytes += der }
+
+        mutating func tlv(_ tag: UInt8, _ content: some Collection<UInt8>) {
+            bytes.append(tag)
+            appendLength(content.count, to: &bytes)
+            bytes += content
+        }
+
+        /// An element whose content `body` writes.
+        mutating func element(_ tag: UInt8, _ body: (inout Writer) -> Void) {
+            bytes.append(tag)
+            bytes.append(0)
+            let start = bytes.count
+            body(&self)
+            let length = bytes.count - start
+            guard length >= 0x80 else {
+                bytes[start - 1] = UInt8(length)
+                return
+            }
+            var header: [UInt8] = []
+            appendLength(length, to: &header)
+            bytes.replaceSubrange((start - 1)..<start, with: header)
+        }
+
+        mutating func sequence(_ body: (inout Writer) -> Void) { element(0x30, body) }
+    }
+
     static func sequence(_ parts: [[UInt8]]) -> [UInt8] { constructed(0x30, parts) }
     static func set(_ parts: [[UInt8]]) -> [UInt8] { constructed(0x31, parts) }
 
@@ -110,7 +144,6 @@ enum DER {
     /// UTCTime through 2049, GeneralizedTime from 2050 (RFC 5280 §4.1.2.5).
     static func time(_ seconds: Int64) -> [UInt8] {
         let (year, month, day, hour, minute, second) = civil(seconds)
-        // UTCTime (YYMMDDHHMMSSZ) for 1950-2049, GeneralizedTime (YYYYMMDDHHMMSSZ) otherwise (RFC 5280).
         let utc = year >= 1950 && year < 2050
         var text: [UInt8] = []
         text.reserveCapacity(15)

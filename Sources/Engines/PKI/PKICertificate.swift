@@ -461,72 +461,127 @@ enum X509 {
     }
 
     static func extensionDER(_ oid: [UInt8], critical: Bool = false, _ value: [UInt8]) -> [UInt8] {
-        DER.sequence([oid] + (critical ? [DER.true] : []) + [DER.octetString(value)])
+        var w = DER.Writer(capacity: oid.count + value.count + 12)
+        writeExtension(oid, critical: critical, into: &w) { $0.append(value) }
+        return w.bytes
+    }
+
+    /// An Extension: its OID, `critical` when set, and the value `body` writes, in an OCTET STRING.
+    static func writeExtension(
+        _ oid: [UInt8],
+        critical: Bool = false,
+        into w: inout DER.Writer,
+        _ body: (inout DER.Writer) -> Void
+    ) {
+        w.sequence { w in
+            w.append(oid)
+            if critical { w.append(DER.true) }
+            w.element(0x04, body)
+        }
     }
 
     static func generalNames(_ n: CertificateNames) -> [UInt8] {
-        DER.sequence(
-            n.dns.map { DER.tlv(0x82, Array($0.utf8)) } + n.emails.map { DER.tlv(0x81, Array($0.utf8)) }
-                + n.ips.map { DER.tlv(0x87, $0) } + n.uris.map { DER.tlv(0x86, Array($0.utf8)) }
-        )
+        var w = DER.Writer(capacity: 64)
+        writeGeneralNames(n, into: &w)
+        return w.bytes
+    }
+
+    static func writeGeneralNames(_ n: CertificateNames, into w: inout DER.Writer) {
+        w.sequence { w in
+            for name in n.dns { w.tlv(0x82, name.utf8) }
+            for name in n.emails { w.tlv(0x81, name.utf8) }
+            for ip in n.ips { w.tlv(0x87, ip) }
+            for uri in n.uris { w.tlv(0x86, uri.utf8) }
+        }
     }
 
     /// The extensions of `template` signed by `signer`, in the order OpenBao's certificates carry them.
-    static func extensions(_ t: CertificateTemplate, subjectKeyID: [UInt8], authorityKeyID: [UInt8]) -> [[UInt8]] {
-        var out: [[UInt8]] = []
-        if t.keyUsage != 0 { out.append(extensionDER(OID.keyUsage, critical: true, DER.namedBits(t.keyUsage))) }
-        if !t.extKeyUsage.isEmpty { out.append(extensionDER(OID.extKeyUsage, DER.sequence(t.extKeyUsage))) }
-        if t.isCA {
-            var constraints: [[UInt8]] = [DER.true]
-            if t.maxPathLength >= 0 { constraints.append(DER.integer(UInt64(t.maxPathLength))) }
-            out.append(extensionDER(OID.basicConstraints, critical: true, DER.sequence(constraints)))
-        } else if t.leafBasicConstraints {
-            out.append(extensionDER(OID.basicConstraints, critical: true, DER.sequence([])))
+    static func writeExtensions(
+        _ t: CertificateTemplate,
+        subjectKeyID: [UInt8],
+        authorityKeyID: [UInt8],
+        into w: inout DER.Writer
+    ) {
+        if t.keyUsage != 0 {
+            writeExtension(OID.keyUsage, critical: true, into: &w) { $0.append(DER.namedBits(t.keyUsage)) }
         }
-        out.append(extensionDER(OID.subjectKeyID, DER.octetString(subjectKeyID)))
-        out.append(extensionDER(OID.authorityKeyID, DER.sequence([DER.implicit(0, authorityKeyID)])))
-        if !t.urls.issuing.isEmpty || !t.urls.ocsp.isEmpty {
-            let access =
-                t.urls.ocsp.map { DER.sequence([OID.ocsp, DER.tlv(0x86, Array($0.utf8))]) }
-                + t.urls.issuing.map { DER.sequence([OID.caIssuers, DER.tlv(0x86, Array($0.utf8))]) }
-            out.append(extensionDER(OID.authorityInfoAccess, DER.sequence(access)))
-        }
-        var san: [UInt8]?
-        if t.names.hasSANs { san = extensionDER(OID.subjectAltName, generalNames(t.names)) }
-        if let san, !t.sanLast { out.append(san) }
-        if !t.urls.crl.isEmpty {
-            let points = t.urls.crl.map { url in
-                DER.sequence([DER.explicit(0, DER.explicit(0, DER.tlv(0x86, Array(url.utf8))))])
+        if !t.extKeyUsage.isEmpty {
+            writeExtension(OID.extKeyUsage, into: &w) { w in w.sequence { for oid in t.extKeyUsage { $0.append(oid) } }
             }
-            out.append(extensionDER(OID.crlDistributionPoints, DER.sequence(points)))
         }
-        if let san, t.sanLast { out.append(san) }
-        return out
+        if t.isCA {
+            writeExtension(OID.basicConstraints, critical: true, into: &w) { w in
+                w.sequence { w in
+                    w.append(DER.true)
+                    if t.maxPathLength >= 0 { w.append(DER.integer(UInt64(t.maxPathLength))) }
+                }
+            }
+        } else if t.leafBasicConstraints {
+            writeExtension(OID.basicConstraints, critical: true, into: &w) { $0.sequence { _ in } }
+        }
+        writeExtension(OID.subjectKeyID, into: &w) { $0.tlv(0x04, subjectKeyID) }
+        writeExtension(OID.authorityKeyID, into: &w) { w in w.sequence { $0.tlv(0x80, authorityKeyID) } }
+        if !t.urls.issuing.isEmpty || !t.urls.ocsp.isEmpty {
+            writeExtension(OID.authorityInfoAccess, into: &w) { w in
+                w.sequence { w in
+                    for (method, urls) in [(OID.ocsp, t.urls.ocsp), (OID.caIssuers, t.urls.issuing)] {
+                        for url in urls {
+                            w.sequence { w in
+                                w.append(method)
+                                w.tlv(0x86, url.utf8)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        func san(_ w: inout DER.Writer) {
+            guard t.names.hasSANs else { return }
+            writeExtension(OID.subjectAltName, into: &w) { writeGeneralNames(t.names, into: &$0) }
+        }
+        if !t.sanLast { san(&w) }
+        if !t.urls.crl.isEmpty {
+            writeExtension(OID.crlDistributionPoints, into: &w) { w in
+                w.sequence { w in
+                    for url in t.urls.crl {
+                        w.sequence { w in
+                            w.element(0xA0) { w in w.element(0xA0) { $0.tlv(0x86, url.utf8) } }
+                        }
+                    }
+                }
+            }
+        }
+        if t.sanLast { san(&w) }
     }
 
     /// Signs `template` as `signer` (nil: the template's own key, a self-signed root). Returns the
     /// certificate's DER.
     static func certificate(_ t: CertificateTemplate, signer: Signer) throws(CofferError) -> [UInt8] {
         let subjectKeyID = try keyIdentifier(t.publicKey)
-        let tbs = DER.sequence([
-            DER.explicit(0, DER.integer(2)),
-            DER.integer(magnitude: t.serial),
-            signer.algorithm.identifier,
-            signer.name,
-            DER.sequence([DER.time(t.notBefore), DER.time(t.notAfter)]),
-            t.subject,
-            t.publicKey,
-            DER.explicit(
-                3,
-                DER.sequence(
-                    extensions(
+        var w = DER.Writer(capacity: 1024)
+        w.sequence { w in
+            w.element(0xA0) { $0.append(DER.integer(2)) }
+            w.append(DER.integer(magnitude: t.serial))
+            w.append(signer.algorithm.identifier)
+            w.append(signer.name)
+            w.sequence { w in
+                w.append(DER.time(t.notBefore))
+                w.append(DER.time(t.notAfter))
+            }
+            w.append(t.subject)
+            w.append(t.publicKey)
+            w.element(0xA3) { w in
+                w.sequence { w in
+                    writeExtensions(
                         t,
                         subjectKeyID: subjectKeyID,
-                        authorityKeyID: signer.keyID.isEmpty ? subjectKeyID : signer.keyID
+                        authorityKeyID: signer.keyID.isEmpty ? subjectKeyID : signer.keyID,
+                        into: &w
                     )
-                )
-            ),
-        ])
+                }
+            }
+        }
+        let tbs = w.bytes
         let signature = try signer.key.sign(tbs, signer.algorithm)
         return DER.sequence([tbs, signer.algorithm.identifier, DER.bitString(signature)])
     }
