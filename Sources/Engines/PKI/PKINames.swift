@@ -12,7 +12,7 @@ struct NameRules {
     private let allowSubdomains: Bool
     private let allowBareDomains: Bool
     private let allowGlobDomains: Bool
-    /// `allowed_domains`, lowercased, without empty entries.
+    /// `allowed_domains`, in lower case, without empty entries.
     private let domains: [String]
     private let cnValidations: [String]
 
@@ -24,7 +24,7 @@ struct NameRules {
         allowSubdomains = role.bool("allow_subdomains")
         allowBareDomains = role.bool("allow_bare_domains")
         allowGlobDomains = role.bool("allow_glob_domains")
-        domains = role.strings("allowed_domains").filter { !$0.isEmpty }.map { $0.lowercased() }
+        domains = role.strings("allowed_domains").filter { !$0.isEmpty }.map(Fold.lower)
         cnValidations = role.strings("cn_validations")
     }
 
@@ -57,25 +57,33 @@ struct NameRules {
         }
         if enforceHostnames {
             if !reduced.isEmpty {
-                guard let ascii = try? IDNA.toASCII(String(reduced)), Hostname.matches(ascii) else { return false }
+                guard IDNA.isHostname(reduced) else { return false }
             }
             if isWildcard && !Hostname.isWildcardLabel(wildcardLabel) { return false }
         }
         if allowAnyName { return true }
 
-        let lowered = reduced.lowercased()
         if allowLocalhost {
-            if lowered == "localhost" || lowered == "localdomain" { return true }
-            if allowSubdomains && (lowered.hasSuffix(".localhost") || lowered.hasSuffix(".localdomain")) { return true }
-        }
-        let loweredName = name.lowercased()
-        let loweredDomain = domain.lowercased()
-        for allowed in domains {
-            if allowBareDomains && (loweredName == allowed || (isEmail && loweredDomain == allowed)) { return true }
-            if allowSubdomains && (lowered.hasSuffix("." + allowed) || (isWildcard && lowered == allowed)) {
+            if Fold.equals(reduced, "localhost") || Fold.equals(reduced, "localdomain") { return true }
+            if allowSubdomains
+                && (Fold.hasSuffix(reduced, dot: "localhost") || Fold.hasSuffix(reduced, dot: "localdomain"))
+            {
                 return true
             }
-            if allowGlobDomains && allowed.utf8.contains(UInt8(ascii: "*")) && PKIBackend.glob(allowed, loweredName) {
+        }
+        for allowed in domains {
+            if allowBareDomains && (Fold.equals(Substring(name), allowed) || (isEmail && Fold.equals(domain, allowed)))
+            {
+                return true
+            }
+            if allowSubdomains
+                && (Fold.hasSuffix(reduced, dot: allowed) || (isWildcard && Fold.equals(reduced, allowed)))
+            {
+                return true
+            }
+            if allowGlobDomains && allowed.utf8.contains(UInt8(ascii: "*"))
+                && PKIBackend.glob(allowed, Fold.lower(name))
+            {
                 return true
             }
         }
@@ -94,10 +102,29 @@ struct NameRules {
     }
 }
 
+/// Comparisons that ignore ASCII case, as DNS names compare (RFC 4343), against text already in
+/// lower case; no lower-case copy of the name is made.
+private enum Fold {
+    static func lower(_ c: UInt8) -> UInt8 { c >= UInt8(ascii: "A") && c <= UInt8(ascii: "Z") ? c | 0x20 : c }
+
+    static func lower(_ text: String) -> String { String(decoding: text.utf8.map(lower), as: UTF8.self) }
+
+    static func equals(_ text: Substring, _ lowercase: String) -> Bool {
+        text.utf8.elementsEqual(lowercase.utf8) { lower($0) == $1 }
+    }
+
+    /// Whether `text` ends in "." and `lowercase`.
+    static func hasSuffix(_ text: Substring, dot lowercase: String) -> Bool {
+        let tail = text.utf8.suffix(lowercase.utf8.count + 1)
+        return tail.count == lowercase.utf8.count + 1 && tail.first == UInt8(ascii: ".")
+            && tail.dropFirst().elementsEqual(lowercase.utf8) { lower($0) == $1 }
+    }
+}
+
 /// OpenBao's `hostnameRegex` and `leftWildLabelRegex`, without a regex engine.
 enum Hostname {
     /// `^(\*\.)?(label\.)*label\.?$`: LDH labels, a leading `*.` and a trailing dot allowed.
-    static func matches(_ name: String) -> Bool {
+    static func matches(_ name: some StringProtocol) -> Bool {
         var rest = Substring(name).utf8
         if rest.starts(with: "*.".utf8) { rest = rest.dropFirst(2) }
         if rest.last == UInt8(ascii: ".") { rest = rest.dropLast() }
@@ -138,9 +165,16 @@ enum Hostname {
 /// Punycode (RFC 3492); an empty label, a label over 63 bytes or a name over 253 is refused with
 /// Go's message. Like that profile, it maps nothing (no case folding or normalisation).
 enum IDNA {
+    /// Whether `name`'s ASCII form is a host name (OpenBao's `hostnameRegex`); false if it has none.
+    static func isHostname(_ name: Substring) -> Bool {
+        if isPlainASCII(name) { return Hostname.matches(name) }
+        guard let ascii = try? toASCII(String(name)) else { return false }
+        return Hostname.matches(ascii)
+    }
+
     static func toASCII(_ name: String) throws(CofferError) -> String {
         guard !name.isEmpty else { throw invalid(name) }
-        if isPlainASCII(name) { return name }
+        if isPlainASCII(Substring(name)) { return name }
         var labels: [String] = []
         for label in name.split(separator: ".", omittingEmptySubsequences: false) {
             guard !label.isEmpty else { throw invalid(name) }
@@ -159,7 +193,7 @@ enum IDNA {
 
     /// Whether `name` is ASCII with labels of 1 to 63 bytes and at most 253 bytes in all: its own
     /// ASCII form (the common case, without a copy).
-    private static func isPlainASCII(_ name: String) -> Bool {
+    private static func isPlainASCII(_ name: Substring) -> Bool {
         let bytes = name.utf8
         guard bytes.count <= 253 else { return false }
         var label = 0
