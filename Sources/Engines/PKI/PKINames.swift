@@ -2,7 +2,7 @@ import CofferCore
 
 /// Which names a role lets a certificate carry: OpenBao 2.7's `validateNames` and
 /// `validateCommonName` (its PKI engine's cert_util.go), with one difference on purpose: names are
-/// compared with `allowed_domains` and `localhost` without regard to case, as DNS compares them
+/// compared with `allowed_domains` and `localhost` without regard to ASCII case, as DNS compares them
 /// (RFC 4343). OpenBao ignores case only for `allow_bare_domains` (docs/pki.md).
 struct NameRules {
     private let allowAnyName: Bool
