@@ -278,7 +278,7 @@ final class LedgerBackend: TableBackend {
     @Test func forceRevocationSaysWhatItLeftBehind() throws {
         let (id, user, _) = try issue()
         ledger.down.store(true, ordering: .relaxed)
-        let r = try core.call(.update, "sys/leases/revoke-force/ledger/", token: root)
+        let r = try core.call(.update, "sys/leases/revoke-force/ledger", token: root)
         #expect(r.status == 200)
         #expect(r.data?["left_behind"]?.arrayValue?.first?["lease_id"]?.stringValue == id)
         #expect(r.warnings.first?.contains("still exists") == true)

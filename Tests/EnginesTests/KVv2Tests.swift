@@ -98,6 +98,19 @@ func errors(_ json: JSONValue?) -> [String] { json?["errors"]?.arrayValue?.compa
         same("secret/data/never", 404)
         let folder = h.wire("GET", "secret/data/app/")  // not a secret: the path table says so
         #expect(folder.status == 400 && errors(folder.json) == ["missing secret path after secret/"])
+        // No write to a path ending in "/", whatever serves it (OpenBao's rule and text); the mount's
+        // own root was once written as a secret with an empty name.
+        for (method, path) in [
+            ("PUT", "secret/data/"), ("PUT", "secret/data/app/"), ("PATCH", "secret/data/app/"),
+            ("POST", "secret/delete/app/"), ("PUT", "sys/policies/acl/p/"),
+        ] {
+            let refused = h.wire(method, path, ["data": ["user": "u3"]])
+            #expect(
+                refused.status == 400 && errors(refused.json) == ["cannot write to a path ending in '/'"],
+                "\(path)"
+            )
+        }
+        #expect(h.wire("LIST", "secret/metadata/").json?["data"]?["keys"] == ["app/"])
     }
 
     /// A wire read of the current version writes the values as the JSON the engine stored, unparsed

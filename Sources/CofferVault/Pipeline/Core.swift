@@ -495,6 +495,11 @@ package final class Core: Sendable {
         defer { meters._withUnsafeGuaranteedRef { $0.finish(timer) } }
         var request = request  // moved, not copied: the parameter is consumed
         request.path = try PathRules.normalize(request.path)
+        // As OpenBao, whatever serves the path: a write to "foo/" could mean a key named "foo/" or a
+        // folder with its key forgotten, and some engines take a trailing "/" as a prefix.
+        if request.path.utf8.last == UInt8(ascii: "/"), [.create, .update, .patch].contains(request.operation) {
+            throw CofferError.invalid("cannot write to a path ending in '/'")
+        }
         // Data built in Swift (JSON input is limited by its parser) must not nest past what the code that
         // walks it recursively (audit hashing, storage, engines) and a later parse of what is stored allow.
         if JSONValue.nestingExceeds(JSONValue.maximumDepth, members: request.data) {

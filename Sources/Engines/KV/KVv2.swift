@@ -108,7 +108,9 @@ package final class KVv2Backend: TableBackend {
     /// The secret path captured from the request; a folder ("a/") is not a secret.
     static func secretKey(_ request: BackendRequest) throws(CofferError) -> String {
         let key = request.capture("path")
-        guard !key.hasSuffix("/") else { throw CofferError.invalid("missing secret path after \(request.mount.path)") }
+        guard !key.isEmpty, !key.hasSuffix("/") else {
+            throw CofferError.invalid("missing secret path after \(request.mount.path)")
+        }
         return key
     }
 }
