@@ -160,6 +160,13 @@ import Testing
         #expect(VaultDuration.parse("45") == 45)
         #expect(VaultDuration.parse("768h") == 2_764_800)
         #expect(VaultDuration.parse("bogus") == nil)
+        // Under a second is a second, not 0 (which would mean "the default TTL"); Go's leading "+".
+        #expect(VaultDuration.parse("1ms") == 1 && VaultDuration.parse("10ns") == 1 && VaultDuration.parse("0.5s") == 1)
+        #expect(VaultDuration.parse("1500ms") == 1 && VaultDuration.parse("0s") == 0 && VaultDuration.parse("0ms") == 0)
+        #expect(
+            VaultDuration.parse("+1h") == 3600 && VaultDuration.parse("+") == nil && VaultDuration.parse("-1h") == nil
+        )
+        #expect((try? VaultDuration.seconds(.number("0.25"), field: "ttl")) == 1)
         #expect(VaultDuration.format(0) == "0s")
         #expect(VaultDuration.format(3600) == "1h0m0s")
         #expect(VaultDuration.format(90) == "1m30s")

@@ -156,7 +156,9 @@ public enum VaultDuration {
         switch value {
         case .number(let n):
             if let v = Int64(n), v >= 0, v <= maximumSeconds { return v }
-            if Int64(n) == nil, let d = Double(n), d.isFinite, d >= 0, d <= Double(maximumSeconds) { return Int64(d) }
+            if Int64(n) == nil, let d = Double(n), d.isFinite, d >= 0, d <= Double(maximumSeconds) {
+                return d > 0 && d < 1 ? 1 : Int64(d)
+            }
         case .string(let s):
             if let v = parse(s) { return v }
         default: break
@@ -196,14 +198,18 @@ public enum VaultDuration {
         goString(nanoseconds: UInt64(clamping: seconds) &* 1_000_000_000)
     }
 
-    /// "1h30m" → 5400; "45" → 45; "" → 0. Fractions round down to whole seconds. nil for text that is
-    /// not a duration, a negative one, or one longer than ``maximumSeconds``.
+    /// "1h30m" → 5400; "45" → 45; "+2m" → 120; "" → 0. Fractions round down to whole seconds, but a
+    /// duration between zero and one second is one second: "1ms" asks for a very short TTL, and 0
+    /// would mean the default one. nil for text that is not a duration, a negative one, or one longer
+    /// than ``maximumSeconds``.
     public static func parse(_ text: String) -> Int64? {
         if text.isEmpty { return 0 }
         if let v = Int64(text) { return v >= 0 && v <= maximumSeconds ? v : nil }
         guard text.utf8.count <= 256 else { return nil }
         var total: Double = 0
         var chars = Substring(text)
+        if chars.first == "+" { chars = chars.dropFirst() }  // as Go's time.ParseDuration
+        guard !chars.isEmpty else { return nil }
         while !chars.isEmpty {
             let numberPart = chars.prefix { $0.isASCII && ($0.isNumber || $0 == ".") }
             guard !numberPart.isEmpty, let value = Double(numberPart), value.isFinite else { return nil }
@@ -225,7 +231,7 @@ public enum VaultDuration {
         }
         // Compared as a Double before converting: Int64(x) traps for x past Int64's range.
         guard total.isFinite, total <= Double(maximumSeconds) else { return nil }
-        return Int64(total)
+        return total > 0 && total < 1 ? 1 : Int64(total)
     }
 }
 
