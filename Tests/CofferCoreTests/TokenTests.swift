@@ -197,8 +197,20 @@ import Testing
         expectError(.invalidArgument, containing: "subset of parent") {
             _ = try create(core, creator.clientToken, ["policies": ["admin"]])
         }
-        expectError(.invalidArgument, containing: "root tokens may not be created") {
+        expectError(.invalidArgument, containing: "subset of parent") {
             _ = try create(core, creator.clientToken, ["policies": ["root"]])
+        }
+        // `sudo` on the path lifts the subset rule, as in OpenBao, but never to a root token.
+        try core.call(
+            .update,
+            "sys/policies/acl/creator-sudo",
+            ["policy": #"path "auth/token/create" { capabilities = ["update", "sudo"] }"#],
+            token: root
+        )
+        let sudo = try create(core, root, ["policies": ["creator-sudo"]])
+        #expect(try create(core, sudo.clientToken, ["policies": ["admin"]]).policies == ["admin", "default"])
+        expectError(.invalidArgument, containing: "root tokens may not be created without parent token being root") {
+            _ = try create(core, sudo.clientToken, ["policies": ["root"]])
         }
         expectError(.invalidArgument, containing: "orphan") {
             _ = try create(core, creator.clientToken, ["no_parent": true])

@@ -367,10 +367,11 @@ package final class Core: Sendable {
         }
     }
 
-    /// A new root token (initialisation and root-token generation).
-    func createRootToken() throws(CofferError) -> String {
+    /// A new root token (initialisation, root-token generation, and a dev vault's root token with the
+    /// id it was given: `id`).
+    package func createRootToken(id: String? = nil) throws(CofferError) -> String {
         let now = clock.now()
-        return try tokens.create { hash, accessor in
+        return try tokens.create(id: id) { hash, accessor in
             TokenEntry(
                 idHash: hash,
                 accessor: accessor,

@@ -17,6 +17,7 @@ package final class TokenBackend: TableBackend {
         .strings("policies"), .stringMap("meta"), .bool("no_parent"), .bool("no_default_policy"), .bool("renewable"),
         .duration("ttl"), .duration("explicit_max_ttl"), .duration("period"), .string("display_name"),
         .int("num_uses", 0...Int(Int32.max)), .string("id"), .string("type"), .string("entity_alias"),
+        .duration("lease"),
     ]
 
     package static let paths = PathTable<TokenBackend>([
@@ -179,12 +180,16 @@ extension Core {
         let data = fields.raw
         guard !caller.batch else { throw CofferError.invalid("batch tokens cannot create more tokens") }
         let callerIsRoot = caller.isRoot
+        let policyStore = (callerNamespace(caller) ?? root).policies
+        // `sudo` on the path, as OpenBao's isSudo: orphans, any policies but root, a custom id.
+        var isSudo = callerIsRoot
+        if !isSudo {
+            isSudo = try policyStore.acl(for: caller.policies)
+                .allowOperation(.update, path: "auth/token/create", data: nil).rootPrivileges
+        }
         let noParent = try data.bool("no_parent") ?? false
-        if noParent && !orphanEndpoint && !callerIsRoot {
-            let acl = try (callerNamespace(caller) ?? root).policies.acl(for: caller.policies)
-            guard acl.allowOperation(.update, path: "auth/token/create", data: nil).rootPrivileges else {
-                throw CofferError.invalid("root or sudo privileges required to create orphan token")
-            }
+        if noParent && !orphanEndpoint && !isSudo {
+            throw CofferError.invalid("root or sudo privileges required to create orphan token")
         }
         let orphan = orphanEndpoint || noParent
         // A break-glass token's children end with it and carry its marker (BreakGlass/).
@@ -192,37 +197,74 @@ extension Core {
             throw CofferError.invalid("a break-glass token cannot create orphan tokens: its tokens must end with it")
         }
 
-        var requested = try data.stringList("policies") ?? caller.policies.filter { $0 != "default" }
-        requested = Array(Set(requested.map { $0.lowercased() })).sorted()
-        if !callerIsRoot {
-            let allowed = Set(caller.policies)
-            if requested.contains("root") {
-                throw CofferError.invalid("root tokens may not be created by a non-root token")
+        // The type and what a batch token cannot have come first, as in OpenBao.
+        let type = try data.string("type") ?? ""
+        let period = try data.duration("period") ?? 0
+        let explicitMax = try data.duration("explicit_max_ttl") ?? 0
+        let numUses = try data.int("num_uses") ?? 0
+        switch type {
+        case "", "service": break
+        case "batch":
+            if let reason = explicitMax != 0
+                ? "explicit_max_ttl" : numUses != 0 ? "num_uses" : period != 0 ? "period" : nil
+            {
+                throw CofferError.invalid("batch tokens cannot have \"\(reason)\" set")
             }
-            let extra = requested.filter { !allowed.contains($0) && $0 != "default" }
+        default: throw CofferError.invalid("invalid 'token_type' value")
+        }
+        guard numUses >= 0 else { throw CofferError.invalid("number of uses cannot be negative") }
+        if !(try data.string("entity_alias") ?? "").isEmpty {
+            throw CofferError.invalid("'entity_alias' is only allowed in combination with token role")
+        }
+
+        // OpenBao's resolveTokenPolicies (token roles aside): none asked → the parent's; otherwise a
+        // subset of the parent's unless the caller has sudo; "default" added unless asked not to.
+        let asked = try data.stringList("policies") ?? []
+        let noDefault = try data.bool("no_default_policy") ?? false
+        var requested: [String]
+        if asked.isEmpty {
+            requested = Self.sanitizePolicies(caller.policies, addDefault: false)
+        } else if isSudo {
+            requested = Self.sanitizePolicies(asked, addDefault: !noDefault)
+        } else {
+            let parent = Set(Self.sanitizePolicies(caller.policies, addDefault: false))
+            let extra = Self.sanitizePolicies(asked, addDefault: false).filter { !parent.contains($0) }
             guard extra.isEmpty else {
                 throw CofferError.invalid(
                     "child policies must be subset of parent; not allowed: \(extra.joined(separator: ", "))"
                 )
             }
+            requested = Self.sanitizePolicies(asked, addDefault: !noDefault && parent.contains("default"))
         }
-        let noDefault = try data.bool("no_default_policy") ?? false
-        if !noDefault && !requested.contains("default") && !requested.contains("root") { requested.append("default") }
-        requested.sort()
+        if noDefault { requested.removeAll { $0 == "default" } }
+        if requested.contains("root") && !callerIsRoot {
+            throw CofferError.invalid("root tokens may not be created without parent token being root")
+        }
+        if type == "batch" && requested.contains("root") {
+            throw CofferError.invalid("batch tokens cannot be root tokens")
+        }
+        var warnings: [String] = []
+        for name in requested where name != "default" && name != "root" {
+            if try policyStore.get(name) == nil { warnings.append("Policy \"\(name)\" does not exist") }
+        }
 
-        let period = try data.duration("period") ?? 0
-        let explicitMax = try data.duration("explicit_max_ttl") ?? 0
         var ttl = try data.duration("ttl") ?? 0
+        if data["ttl"] == nil, let lease = try data.duration("lease") { ttl = lease }  // Vault's old name for `ttl`
         if period > 0 {
             ttl = period
         } else if ttl == 0 {
             ttl = requested.contains("root") && callerIsRoot && data["ttl"] == nil ? 0 : TokenStore.maxTTL
         }
         if ttl > TokenStore.maxTTL && period == 0 { ttl = TokenStore.maxTTL }
-        if explicitMax > 0 && (ttl == 0 || ttl > explicitMax) { ttl = explicitMax }
-
-        let numUses = try data.int("num_uses") ?? 0
-        guard numUses >= 0 else { throw CofferError.invalid("number of uses cannot be negative") }
+        if explicitMax > 0 && (ttl == 0 || ttl > explicitMax) {
+            if ttl > explicitMax {
+                let what = period > 0 ? "period" : "TTL"
+                warnings.append(
+                    "\(what) of \"\(VaultDuration.formatShort(ttl))\" exceeded the effective max_ttl of \"\(VaultDuration.formatShort(explicitMax))\"; \(what) value is capped accordingly"
+                )
+            }
+            ttl = explicitMax
+        }
         var meta = try data.stringMap("meta") ?? [:]
         // The break-glass keys are the vault's to set: copied from a break-glass parent, never taken.
         if meta.keys.contains(where: { BreakGlassLedger.metaKeys.contains($0) }) && !caller.breakGlass {
@@ -230,12 +272,13 @@ extension Core {
         }
         if caller.breakGlass { for key in BreakGlassLedger.metaKeys { meta[key] = caller.meta[key] } }
         let renewable = try data.bool("renewable") ?? true
-        let name = try data.string("display_name") ?? ""
-        // Vault names created tokens "token-<name>"; a root token made by root keeps the plain name.
-        let displayName = name.isEmpty ? "token" : (requested == ["root"] && callerIsRoot ? name : "token-" + name)
-        let customID = try data.string("id")
-        if customID != nil && !callerIsRoot {
-            throw CofferError.invalid("root or sudo privileges required to specify token id")
+        let displayName = Self.displayName(try data.string("display_name") ?? "")
+        let customID = try data.string("id").flatMap { $0.isEmpty ? nil : $0 }
+        if let customID {
+            guard isSudo else { throw CofferError.invalid("root or sudo privileges required to specify token id") }
+            // "s." and "b." are the prefixes of generated service and batch tokens.
+            if customID.hasPrefix("s.") { throw CofferError.invalid("custom token ID cannot have the 's.' prefix") }
+            if customID.contains(".") { throw CofferError.invalid("custom token ID cannot have a '.' in the value") }
         }
 
         // A child never outlives its parent (Vault revokes the tree when the parent expires; Coffer
@@ -264,19 +307,41 @@ extension Core {
             return entry
         }
         let (token, entry): (String, TokenEntry)
-        switch try data.string("type") ?? "service" {
-        case "service", "": (token, entry) = try tokens.create(make, id: customID, namespaceID: namespaceID)
-        case "batch":
-            guard !requested.contains("root") else { throw CofferError.invalid("batch tokens cannot be root tokens") }
-            guard numUses == 0, period == 0, customID == nil else {
-                throw CofferError.invalid("batch tokens cannot have num_uses, a period or a custom id")
-            }
+        if type == "batch" {
+            guard customID == nil else { throw CofferError.invalid("batch tokens cannot have a custom id") }
             var batch = make("", "")
             batch.namespaceID = namespaceID
             (token, entry) = try tokens.createBatch(batch)
-        case let other: throw CofferError.invalid("unsupported token type \"\(other)\"; use service or batch")
+        } else {
+            (token, entry) = try tokens.create(id: customID, namespaceID: namespaceID, make)
         }
-        return Response(auth: authInfo(token: token, entry, now: now))
+        return Response(auth: authInfo(token: token, entry, now: now), warnings: warnings)
+    }
+
+    /// OpenBao's policyutil.SanitizePolicies: names trimmed and in lower case, empty ones dropped, each
+    /// once, sorted; "root" alone when it is there; "default" added when `addDefault`.
+    static func sanitizePolicies(_ policies: [String], addDefault: Bool) -> [String] {
+        var names: Set<String> = addDefault ? ["default"] : []
+        for policy in policies {
+            let name = policy.trimmingSpaces().lowercased()
+            if name == "root" { return ["root"] }
+            if !name.isEmpty { names.insert(name) }
+        }
+        return names.sorted()
+    }
+
+    /// "token-<name>", every character but ASCII letters, digits and "-" made a "-", and one
+    /// trailing "-" dropped (OpenBao's displayNameSanitize); "token" for none.
+    static func displayName(_ name: String) -> String {
+        guard !name.isEmpty else { return "token" }
+        var sanitized = String(
+            ("token-" + name).unicodeScalars.map { scalar -> Character in
+                scalar.isASCII && (scalar.properties.isAlphabetic || ("0"..."9").contains(scalar) || scalar == "-")
+                    ? Character(scalar) : "-"
+            }
+        )
+        if sanitized.hasSuffix("-") { sanitized.removeLast() }
+        return sanitized
     }
 
     func authInfo(token: String, _ entry: TokenEntry, now: Timestamp) -> AuthInfo {
@@ -451,7 +516,7 @@ extension Core {
             batch.namespaceID = mount.namespaceID
             (token, entry) = try tokens.createBatch(batch)
         } else {
-            (token, entry) = try tokens.create(make, namespaceID: mount.namespaceID)
+            (token, entry) = try tokens.create(namespaceID: mount.namespaceID, make)
         }
         var issued = authInfo(token: token, entry, now: now)
         issued.tokenPolicies = entry.policies

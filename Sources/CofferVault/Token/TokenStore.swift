@@ -508,9 +508,9 @@ package final class TokenStore: Sendable {
 
     /// Creates a token; returns the token string (shown once) and its entry.
     func create(
-        _ make: (String, String) -> TokenEntry,
         id: String? = nil,
-        namespaceID: String = ""
+        namespaceID: String = "",
+        _ make: (String, String) -> TokenEntry
     ) throws(CofferError) -> (String, TokenEntry) {
         let timing = barrier.meters.tokenCreate.begin()
         defer { barrier.meters.tokenCreate.end(timing) }
