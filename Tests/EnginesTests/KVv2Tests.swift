@@ -260,7 +260,7 @@ func errors(_ json: JSONValue?) -> [String] { json?["errors"]?.arrayValue?.compa
         h.wire("POST", "secret/undelete/s", ["versions": [1, 2]])
         #expect(h.wire("GET", "secret/data/s?version=1").status == 404)
         #expect(h.wire("GET", "secret/data/s?version=2").json?["data"]?["data"] == ["i": 2])
-        #expect(errors(h.wire("POST", "secret/destroy/s", [:]).json) == ["no version number provided"])
+        #expect(errors(h.wire("POST", "secret/destroy/s", [:]).json) == ["No version number provided"])
 
         let metadata = try #require(h.wire("GET", "secret/metadata/s").json?["data"])
         #expect(metadata["versions"]?["1"]?["destroyed"] == true)

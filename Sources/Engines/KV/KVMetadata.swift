@@ -41,6 +41,8 @@ struct KVMetadata: Sendable {
     var casRequired: Bool = false
     var deleteVersionAfter: Int64 = 0
     var customMetadata: [String: String] = [:]
+    /// Bumped by each write or patch of the metadata itself (`current_metadata_version`).
+    var metadataVersion: Int = 0
     var versions: [Int: Version] = [:]
 
     init(now: Timestamp) {
@@ -58,6 +60,8 @@ struct KVMetadata: Sendable {
         out.appendLiteral(casRequired ? "true" : "false")
         out.appendLiteral(",\"created\":")
         appendDecimal(Int(created.nanoseconds), to: &out)
+        out.appendLiteral(",\"current_metadata_version\":")
+        appendDecimal(metadataVersion, to: &out)
         out.appendLiteral(",\"current_version\":")
         appendDecimal(currentVersion, to: &out)
         out.appendLiteral(",\"custom_metadata\":{")
@@ -106,6 +110,7 @@ struct KVMetadata: Sendable {
         self.created = created
         self.updated = updated
         currentVersion = json["current_version"]?.intValue ?? 0
+        metadataVersion = json["current_metadata_version"]?.intValue ?? 0
         oldestVersion = json["oldest_version"]?.intValue ?? 0
         maxVersions = json["max_versions"]?.intValue ?? 0
         casRequired = json["cas_required"]?.boolValue ?? false
@@ -142,7 +147,7 @@ struct KVMetadata: Sendable {
         return [
             "cas_required": .bool(casRequired), "created_time": .string(created.rfc3339),
             "current_version": .int(currentVersion),
-            "current_metadata_version": .int(0), "metadata_cas_required": false,
+            "current_metadata_version": .int(metadataVersion), "metadata_cas_required": false,
             "custom_metadata": customMetadataJSON,
             "delete_version_after": .string(VaultDuration.format(deleteVersionAfter)),
             "max_versions": .int(maxVersions), "oldest_version": .int(oldestVersion),

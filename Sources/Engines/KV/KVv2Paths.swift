@@ -26,7 +26,7 @@ extension KVv2Backend {
             "metadata/{path*}",
             fields: [
                 .int("max_versions", versionLimit), .bool("cas_required"), .duration("delete_version_after"),
-                .stringMap("custom_metadata"),
+                .object("custom_metadata"),
             ],
             existence: KVv2Backend.secretExists,
             read: KVv2Backend.readMetadata,
@@ -163,6 +163,17 @@ extension KVv2Backend {
         return n
     }
 
+    /// Check-and-set: `cas` must be given when the mount or the secret requires it, and must name the
+    /// current version (0: the secret must not exist yet).
+    static func checkCAS(_ cas: Int?, config: KVConfig, meta: KVMetadata) throws(CofferError) {
+        if cas == nil && (config.casRequired || meta.casRequired) {
+            throw CofferError.invalid("check-and-set parameter required for this call")
+        }
+        if let cas, cas != meta.currentVersion {
+            throw CofferError(.conflict, "check-and-set parameter did not match the current version")
+        }
+    }
+
     /// Writes a new version, enforcing check-and-set and trimming to max_versions, in one batch.
     func store(
         _ request: BackendRequest,
@@ -172,12 +183,7 @@ extension KVv2Backend {
     ) throws(CofferError) -> Response {
         let config = try loadConfig(request.storage)
         var meta = try loadMetadata(request.storage, key) ?? KVMetadata(now: request.now)
-        if cas == nil && (config.casRequired || meta.casRequired) {
-            throw CofferError.invalid("check-and-set parameter required for this call")
-        }
-        if let cas, cas != meta.currentVersion {
-            throw CofferError(.conflict, "check-and-set parameter did not match the current version")
-        }
+        try Self.checkCAS(cas, config: config, meta: meta)
         let n = meta.currentVersion + 1
         let deleteAfter = meta.deleteVersionAfter > 0 ? meta.deleteVersionAfter : config.deleteVersionAfter
         meta.versions[n] = .init(
@@ -222,9 +228,10 @@ extension KVv2Backend {
         guard let patch = request.fields.object("data") else { throw CofferError.invalid("no data provided") }
         let cas = try Self.cas(request)
         return try withKeyLock(key) { () throws(CofferError) -> Response in
-            guard let meta = try loadMetadata(request.storage, key), meta.currentVersion > 0,
-                let current = meta.versions[meta.currentVersion]
-            else { return .notFound }
+            guard let meta = try loadMetadata(request.storage, key) else { return .notFound }
+            // As OpenBao: check-and-set before the current version's state.
+            try Self.checkCAS(cas, config: try loadConfig(request.storage), meta: meta)
+            guard meta.currentVersion > 0, let current = meta.versions[meta.currentVersion] else { return .notFound }
             if current.destroyed || current.isDeleted(now: request.now) {
                 return Response(notFound: [
                     "data": .null, "metadata": .object(meta.versionMetadata(meta.currentVersion)),
@@ -260,7 +267,7 @@ extension KVv2Backend {
     func versions(_ request: BackendRequest, _ action: VersionAction) throws(CofferError) -> Response {
         let key = try Self.secretKey(request)
         guard let numbers = request.fields.ints("versions"), !numbers.isEmpty else {
-            throw CofferError.invalid("no version number provided")
+            throw CofferError.invalid("No version number provided")  // OpenBao's capital
         }
         return try changeVersions(request, key, action: action, versions: numbers)
     }
@@ -328,29 +335,35 @@ extension KVv2Backend {
     func writeMetadata(_ request: BackendRequest) throws(CofferError) -> Response {
         let key = try Self.secretKey(request)
         let f = request.fields
-        if let custom = f.stringMap("custom_metadata"), custom.count > 64 {
-            throw CofferError.invalid("custom_metadata may hold at most 64 keys")
+        // String values; in a PATCH a null removes its key (JSON merge patch, as OpenBao).
+        var custom: [String: String?]?
+        if let object = f.object("custom_metadata") {
+            var values: [String: String?] = [:]
+            for (k, v) in object {
+                switch v {
+                case .string(let s): values[k] = .some(s)
+                case .null where request.operation == .patch: values[k] = .some(nil)
+                default: throw CofferError.invalid("custom_metadata.\(k) must be a string")
+                }
+            }
+            custom = values
         }
         return try withKeyLock(key) { () throws(CofferError) -> Response in
             var meta = try loadMetadata(request.storage, key) ?? KVMetadata(now: request.now)
             if let v = f.int("max_versions") { meta.maxVersions = v }
             if let v = f.bool("cas_required") { meta.casRequired = v }
             if let v = f.seconds("delete_version_after") { meta.deleteVersionAfter = v }
-            if let custom = f.stringMap("custom_metadata") {
-                if request.operation == .patch {
-                    for (k, v) in custom { meta.customMetadata[k] = v }
-                } else {
-                    meta.customMetadata = custom
+            if let custom {
+                if request.operation != .patch { meta.customMetadata = [:] }
+                for (k, v) in custom { meta.customMetadata[k] = v }
+                guard meta.customMetadata.count <= 64 else {
+                    throw CofferError.invalid("custom_metadata may hold at most 64 keys")
                 }
             }
+            meta.metadataVersion += 1
             meta.updated = request.now
-            let ops = trim(&meta, key: key, config: try loadConfig(request.storage))
-            try commit(
-                request.storage,
-                key,
-                ops + [.put(key: "metadata/" + key, value: meta.stored)],
-                metadata: meta
-            )
+            // A lower max_versions takes effect at the next write of the data, as in OpenBao.
+            try commit(request.storage, key, [.put(key: "metadata/" + key, value: meta.stored)], metadata: meta)
             let operation = request.operation == .patch ? "metadata-patch" : "metadata-write"
             request.publishKVv2(
                 operation,
@@ -378,8 +391,12 @@ extension KVv2Backend {
 
     func subkeys(_ request: BackendRequest) throws(CofferError) -> Response {
         let read = try readData(request)
-        guard read.outcome == .ok, let data = read.data?["data"], let metadata = read.data?["metadata"] else {
-            return read
+        guard let metadata = read.data?["metadata"] else { return read }
+        guard read.outcome == .ok, let data = read.data?["data"] else {
+            // A deleted or destroyed version: its metadata and no subkeys (not `data`), as OpenBao.
+            var answer = read
+            answer.data = ["metadata": metadata, "subkeys": .null]
+            return answer
         }
         let depth = request.fields.int("depth") ?? 0
         return Response(data: ["subkeys": data.subkeys(depth: depth), "metadata": metadata])
