@@ -66,7 +66,7 @@ package struct MountEntry: Sendable, Equatable {
             "type": .string(type), "description": .string(description), "accessor": .string(accessor),
             "uuid": .string(uuid), "config": .object(config), "local": .bool(local), "seal_wrap": .bool(sealWrap),
             "external_entropy_access": false,
-            "options": options.isEmpty ? .null : .object(options.mapValues { .string($0) }),
+            "options": .object(options.mapValues { .string($0) }),
             "running_plugin_version": "", "running_sha256": "", "plugin_version": "",
         ]
         if type == "kv" { listing["deprecation_status"] = "supported" }  // OpenBao lists it for builtin secret engines

@@ -263,6 +263,11 @@ extension Core {
     package func unmount(_ path: String, kind: MountKind = .secret, in ns: Namespace? = nil) throws(CofferError) {
         let ns = ns ?? root
         let point = try Core.mountPoint(path)
+        // The vault's own mounts, as OpenBao protects them.
+        if kind == .secret, RouteTable.reserved.contains(where: { point.hasPrefix($0) }) {
+            throw CofferError.invalid("cannot unmount \"\(point)\"")
+        }
+        if kind == .auth, point == "token/" { throw CofferError.invalid("cannot unmount \"auth/token/\"") }
         try lifecycle.withLock { (_) throws(CofferError) in
             let current = try mounts(kind, in: ns)
             guard let entry = current.first(where: { $0.path == point }) else { return }

@@ -89,8 +89,9 @@ extension SystemBackend {
                 "no mount at \(Self.kind(request).routePrefix)\(try Core.mountPoint(request.capture("path")))"
             )
         }
-        var data = entry.listing.objectValue ?? [:]
-        data["path"] = .string(entry.path)
+        let kind = Self.kind(request)
+        var data = (kind == .auth ? Self.withTokenType(entry) : entry).listing.objectValue ?? [:]
+        if kind == .auth { data["deprecation_status"] = "supported" }
         var r = Response(data: data)
         r.repeatDataAtTopLevel = true
         return r
@@ -110,7 +111,19 @@ extension SystemBackend {
                 entry.options[k] = s
             }
         }
-        if let config = f.object("config") { try SystemBackend.applyTune(&entry, config) }
+        if let config = f.object("config") {
+            let defaultTTL = try config.duration("default_lease_ttl") ?? 0
+            let maxTTL = try config.duration("max_lease_ttl") ?? 0
+            if maxTTL != 0 && defaultTTL > maxTTL {
+                throw CofferError.invalid("given default lease TTL greater than given max lease TTL")
+            }
+            if maxTTL == 0 && defaultTTL > TokenStore.maxTTL {
+                throw CofferError.invalid(
+                    "given default lease TTL greater than system max lease TTL of \(TokenStore.maxTTL)"
+                )
+            }
+            try SystemBackend.applyTune(&entry, config)
+        }
         entry.local = f.bool("local") ?? false
         entry.sealWrap = f.bool("seal_wrap") ?? false
         try core.mount(entry, kind: Self.kind(request), in: try ns(request))
@@ -156,12 +169,45 @@ extension SystemBackend {
         return .noContent
     }
 
+    /// Applies `data` (a tune request, or a new mount's `config`) to `entry`, with OpenBao's checks:
+    /// a default TTL above the max, an unknown listing visibility, a KV version other than 1 or 2.
     static func applyTune(_ entry: inout MountEntry, _ data: [String: JSONValue]) throws(CofferError) {
-        if let ttl = try data.duration("default_lease_ttl") { entry.defaultLeaseTTL = ttl }
-        if let ttl = try data.duration("max_lease_ttl") { entry.maxLeaseTTL = ttl }
+        let defaultTTL = try data.duration("default_lease_ttl") ?? entry.defaultLeaseTTL
+        let maxTTL = try data.duration("max_lease_ttl") ?? entry.maxLeaseTTL
+        if (defaultTTL, maxTTL) != (entry.defaultLeaseTTL, entry.maxLeaseTTL), defaultTTL != 0, maxTTL != 0,
+            maxTTL < defaultTTL
+        {
+            throw CofferError.invalid(
+                "backend max lease TTL of \(maxTTL) would be less than backend default lease TTL of \(defaultTTL)"
+            )
+        }
+        entry.defaultLeaseTTL = defaultTTL
+        entry.maxLeaseTTL = maxTTL
         if let description = try data.string("description") { entry.description = description }
+        if let visibility = data["listing_visibility"], visibility != .null {
+            let text = visibility.stringValue ?? visibility.jsonString
+            guard ["", "hidden", "unauth"].contains(text) else {
+                throw CofferError.invalid("invalid listing_visibility \(text)")
+            }
+        }
         if let options = try data.object("options") {
-            for (k, v) in options { entry.options[k] = v.stringValue ?? v.jsonString }
+            for (k, v) in options {
+                let value = v.stringValue ?? v.jsonString
+                if k == "version" && entry.type == "kv" {
+                    let current = Int(entry.options["version"] ?? "1") ?? 1
+                    guard let asked = Int(value), asked == 1 || asked == 2 else {
+                        throw CofferError.invalid("invalid version provided: \(value)")
+                    }
+                    if asked < current { throw CofferError.invalid("cannot downgrade mount from version \(current)") }
+                    // OpenBao upgrades the data in the background; Coffer has no such migration yet.
+                    if asked > current {
+                        throw CofferError.invalid(
+                            "upgrading a KV mount from version 1 to 2 is not supported by Coffer yet: mount a new kv-v2 engine and copy the secrets"
+                        )
+                    }
+                }
+                entry.options[k] = value
+            }
         }
         if let type = data["token_type"], type != .null {
             let text = type.stringValue ?? ""
