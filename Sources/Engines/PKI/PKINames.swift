@@ -181,7 +181,11 @@ enum IDNA {
             if label.utf8.allSatisfy({ $0 < 0x80 }) {
                 labels.append(String(label))
             } else {
-                guard let encoded = Punycode.encode(label.unicodeScalars.map(\.value)) else { throw invalid(name) }
+                // Encoding takes time in the label's length times its distinct characters; a label of
+                // 60 or more characters is over 63 bytes once encoded, so past 253 it is refused as given.
+                let scalars = label.unicodeScalars.map(\.value)
+                guard scalars.count <= 253 else { throw invalid(String(label)) }
+                guard let encoded = Punycode.encode(scalars) else { throw invalid(name) }
                 labels.append("xn--" + encoded)
             }
         }
