@@ -107,22 +107,32 @@ import Testing
             )
         }
 
+        /// A loopback port below the kernel's ephemeral range, checked free and never handed out twice
+        /// (as Tests/compat/ports.py): a port from binding port 0 lies in the range every outgoing
+        /// connection draws from, and a test running alongside could take it before the node binds it.
         static func freePort() throws -> Int {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            defer { close(fd) }
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            address.sin_port = 0
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            _ = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+            let range = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)) ?? ""
+            let floor = range.split(whereSeparator: \.isWhitespace).first.flatMap { Int($0) } ?? 32768
+            for _ in 0..<1000 {
+                let port = Int.random(in: 20000..<max(floor, 20001))
+                guard Self.handedOut.withLock({ $0.insert(port).inserted }) else { continue }
+                let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+                defer { close(fd) }
+                var address = sockaddr_in()
+                address.sin_family = sa_family_t(AF_INET)
+                address.sin_addr.s_addr = inet_addr("127.0.0.1")
+                address.sin_port = UInt16(port).bigEndian
+                let bound = withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                    }
+                }
+                if bound == 0 { return port }
             }
-            _ = withUnsafeMutablePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-            }
-            return Int(UInt16(bigEndian: address.sin_port))
+            throw CofferError(.internal, "no free loopback port below the ephemeral range")
         }
+
+        private static let handedOut = Mutex<Set<Int>>([])
     }
 
     @Test func aWriteThroughAnyNodeIsReadOnEveryNode() throws {
